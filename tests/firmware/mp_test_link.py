@@ -1,0 +1,73 @@
+"""The serial link engine as the bridge runs it: in MicroPython, on its wrapping tick clock."""
+
+import time
+
+from wire import cobs, frame, link, messages
+from wire.crc import crc16
+
+
+def _pair(now):
+    return link.Link(frame.ROLE_HUB, "hub", now), link.Link(frame.ROLE_BRIDGE, "fw", now)
+
+
+def _run(a, b, now, ms, got, corrupt_every=0):
+    n = 0
+    for _ in range(ms // 10):
+        now = time.ticks_add(now, 10)
+        for src, dst, key in ((a, b, "b"), (b, a, "a")):
+            data = src.poll(now)
+            if data:
+                n += 1
+                if corrupt_every and n % corrupt_every == 0 and len(data) > 4:
+                    data = bytearray(data)
+                    data[len(data) // 2] ^= 0x40
+                    data = bytes(data)
+                dst.feed(data, now)
+        for key, end in (("a", a), ("b", b)):
+            for kind, value in end.events():
+                if kind == link.EV_DATA:
+                    got[key].append(value)
+    return now
+
+
+def test_crc_and_cobs_match_the_cpython_results():
+    assert crc16(b"123456789") == 0x29B1
+    data = bytes(range(256)) + b"\x00" * 10
+    assert cobs.decode(cobs.encode(data)) == data
+
+
+def test_link_delivers_in_order_across_the_tick_wraparound():
+    now = time.ticks_add(0, -1500)  # the tick counter wraps during this test
+    a, b = _pair(now)
+    got = {"a": [], "b": []}
+    now = _run(a, b, now, 200, got)
+    assert a.state == link.UP and b.state == link.UP
+    for i in range(20):
+        a.send(messages.op(i, "front-door", "unlock", "cmd-%d" % i))
+        now = _run(a, b, now, 20, got)
+    now = _run(a, b, now, 3000, got)
+    assert [messages.decode(p)["rid"] for p in got["b"]] == list(range(20))
+    assert a.state == link.UP, "heartbeats must keep the link up across the wrap"
+
+
+def test_corrupted_frames_are_rejected_by_crc_and_retransmitted():
+    now = time.ticks_ms()
+    a, b = _pair(now)
+    got = {"a": [], "b": []}
+    now = _run(a, b, now, 200, got)
+    for i in range(10):
+        b.send(messages.result(i, "succeeded", None, "unlocked", 90))
+    _run(a, b, now, 5000, got, corrupt_every=3)
+    assert [messages.decode(p)["rid"] for p in got["a"]] == list(range(10))
+    assert a.stats["crc_errors"] + b.stats["crc_errors"] > 0
+    assert b.stats["retransmits"] + a.stats["retransmits"] > 0
+
+
+def test_hostile_payloads_raise_message_error():
+    for bad in (b"", b"[]", b"{}", b'{"m":"op","rid":"1"}', b"\xff\xfe",
+                b'{"m":"op","rid":1,"lock":"x","action":"explode","cmd":"c"}'):
+        try:
+            messages.decode(bad)
+        except messages.MessageError:
+            continue
+        raise AssertionError("accepted %r" % bad)

@@ -1,0 +1,315 @@
+"""The hubd <-> bridge serial link: a sans-IO protocol engine both ends run.
+
+The engine owns no file, socket or clock. Its driver (firmware/hostlink.py on the bridge,
+hubd/link.py on the hub) feeds it the bytes read from the line with `feed(data, now)`, writes what
+`poll(now)` returns, sleeps at most `next_poll_ms(now)` and drains `events()`. `now` is a
+millisecond tick (time.ticks_ms() on MicroPython, a monotonic clock on CPython).
+
+What it guarantees (docs/serial-link.md says how):
+- frames are checked by CRC and resynchronised on 0x00 after line noise;
+- application payloads arrive once and in order while a session lasts (go-back-N: sequence
+  numbers, cumulative acks, retransmission after `rto_ms`, at most `window` frames in flight);
+- a HELLO exchange carries protocol and software versions; a peer with another protocol major is
+  refused (state INCOMPATIBLE); a peer that restarted is detected by its new session id, and the
+  payloads it may or may not have received are handed back in a RESET event, never resent;
+- heartbeats keep an idle link supervised: silence for `dead_ms` takes the link DOWN.
+"""
+
+import os
+
+from wire import frame
+
+try:
+    from time import ticks_add, ticks_diff
+except ImportError:  # CPython: a monotonic millisecond clock does not wrap
+
+    def ticks_add(a, b):
+        return a + b
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+
+# Link states.
+DOWN = "down"
+UP = "up"
+INCOMPATIBLE = "incompatible"
+
+# Event kinds returned by events(): (kind, value).
+EV_DATA = "data"  # value: the payload (bytes)
+EV_UP = "up"  # value: the peer's HELLO as a dict (versions, session, role)
+EV_DOWN = "down"  # value: the reason, "silent" or "peer_reset"
+EV_RESET = "reset"  # value: list of payloads the restarted peer may or may not have received
+EV_INCOMPATIBLE = "incompatible"  # value: the peer's HELLO as a dict
+
+_SEQ_MOD = 256
+
+
+class LinkFull(Exception):
+    """The send queue is at its bound; the caller must wait or refuse the work."""
+
+
+def _new_session():
+    while True:
+        b = os.urandom(4)
+        s = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+        if s:
+            return s
+
+
+class Link:
+    """One end of the link. See the module docstring for how a driver uses it."""
+
+    def __init__(self, role, version, now, window=4, rto_ms=300, hello_ms=500,
+                 heartbeat_ms=1000, dead_ms=3500, max_queue=32, session=None):
+        if not 0 < window < _SEQ_MOD // 2:
+            raise ValueError("window must be 1..127")
+        self.role = role
+        self.version = version
+        self.session = session or _new_session()
+        self.window = window
+        self.rto_ms = rto_ms
+        self.hello_ms = hello_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.dead_ms = dead_ms
+        self.max_queue = max_queue
+        self.state = DOWN
+        self.peer = None  # the peer's last HELLO (dict) once one arrived
+        self.stats = {
+            "frames_tx": 0, "frames_rx": 0, "bytes_rx": 0, "crc_errors": 0,
+            "framing_errors": 0, "retransmits": 0, "duplicates": 0, "out_of_order": 0,
+            "peer_resets": 0, "payloads_tx": 0, "payloads_rx": 0,
+        }
+        self._tx_next = 0
+        self._unacked = []  # [(seq, payload)], oldest first
+        self._queue = []  # payloads waiting for the link and a window slot
+        self._rx_expect = 0
+        self._rxbuf = bytearray()
+        self._rx_discard = False  # dropping an oversized block until the next delimiter
+        self._out = bytearray(frame.DELIMITER)  # a leading 0x00 flushes line noise at the peer
+        self._events = []
+        self._last_rx = now
+        self._last_tx = now
+        self._rto_at = None
+        self._hello_at = now
+        self._answer_peer = False
+
+    # -- application side ---------------------------------------------------------------
+
+    def send(self, payload):
+        """Queue one application payload for reliable, in-order delivery."""
+        limit = frame.MAX_PAYLOAD
+        if self.peer is not None and self.peer["max_payload"] < limit:
+            limit = self.peer["max_payload"]
+        if len(payload) > limit:
+            raise ValueError("payload of %d bytes exceeds the link's %d" % (len(payload), limit))
+        if len(self._queue) + len(self._unacked) >= self.max_queue:
+            raise LinkFull("%d payloads already waiting" % self.max_queue)
+        self._queue.append(bytes(payload))
+
+    def pending(self):
+        """How many payloads are queued or in flight."""
+        return len(self._queue) + len(self._unacked)
+
+    def events(self):
+        """Return and clear the events since the last call."""
+        ev = self._events
+        self._events = []
+        return ev
+
+    # -- line side ----------------------------------------------------------------------
+
+    def feed(self, data, now):
+        """Take bytes read from the line."""
+        self.stats["bytes_rx"] += len(data)
+        start = 0
+        n = len(data)
+        while start < n:
+            end = data.find(frame.DELIMITER, start)
+            if end < 0:
+                self._buffer(data[start:])
+                return
+            self._buffer(data[start:end])
+            self._end_of_block(now)
+            start = end + 1
+
+    def poll(self, now):
+        """Run the timers and return the bytes to write on the line now (maybe empty)."""
+        if self.state == UP:
+            if ticks_diff(now, self._last_rx) >= self.dead_ms:
+                self._go_down("silent")
+            else:
+                self._fill_window(now)
+                if self._rto_at is not None and ticks_diff(now, self._rto_at) >= 0:
+                    self._retransmit(now)
+                if ticks_diff(now, self._last_tx) >= self.heartbeat_ms:
+                    self._emit(frame.T_HEARTBEAT, 0, b"", now)
+        if self.state != UP or self._answer_peer:
+            if self._answer_peer or ticks_diff(now, self._hello_at) >= 0:
+                self._send_hello(now)
+        out = self._out
+        self._out = bytearray()
+        return bytes(out)
+
+    def next_poll_ms(self, now):
+        """Milliseconds until poll() has timer work to do (0: call it now)."""
+        if self._out or self._answer_peer:
+            return 0
+        if self.state != UP:
+            return max(0, ticks_diff(self._hello_at, now))
+        if self._queue and len(self._unacked) < self.window:
+            return 0
+        wait = min(self.heartbeat_ms - ticks_diff(now, self._last_tx),
+                   self.dead_ms - ticks_diff(now, self._last_rx))
+        if self._rto_at is not None:
+            wait = min(wait, ticks_diff(self._rto_at, now))
+        return max(0, wait)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _buffer(self, chunk):
+        if self._rx_discard:
+            return
+        if len(self._rxbuf) + len(chunk) > frame.MAX_ENCODED:
+            self._rx_discard = True
+            self._rxbuf = bytearray()
+            return
+        self._rxbuf.extend(chunk)
+
+    def _end_of_block(self, now):
+        block = self._rxbuf
+        self._rxbuf = bytearray()
+        if self._rx_discard:
+            self._rx_discard = False
+            self.stats["framing_errors"] += 1
+            return
+        if not block:
+            return  # back-to-back delimiters: idle line or a flush
+        try:
+            ftype, seq, body = frame.decode(block)
+        except frame.CrcError:
+            self.stats["crc_errors"] += 1
+            return
+        except frame.FrameError:
+            self.stats["framing_errors"] += 1
+            return
+        self.stats["frames_rx"] += 1
+        if ftype == frame.T_HELLO:
+            self._on_hello(body, now)
+        elif self.state != UP:
+            return  # no session confirmed: the peer resends once it is
+        elif ftype == frame.T_DATA:
+            self._last_rx = now
+            self._on_data(seq, body, now)
+        elif ftype == frame.T_ACK:
+            self._last_rx = now
+            self._on_ack(seq, now)
+        else:
+            self._last_rx = now
+
+    def _on_hello(self, body, now):
+        try:
+            hello = frame.decode_hello(body)
+        except frame.FrameError:
+            self.stats["framing_errors"] += 1
+            return
+        if hello["major"] != PROTOCOL_MAJOR:
+            if self.state != INCOMPATIBLE:
+                self.state = INCOMPATIBLE
+                self._events.append((EV_INCOMPATIBLE, hello))
+            self.peer = hello  # periodic HELLOs go on, so a re-flashed peer is found
+            return
+        known = self.peer is not None and self.peer["session"] == hello["session"] \
+            and self.state != INCOMPATIBLE
+        if not known:
+            if self.peer is not None and self.state != INCOMPATIBLE:
+                self._peer_restarted()
+            self.peer = hello
+            self._rx_expect = 0
+            if self.state == INCOMPATIBLE:
+                self.state = DOWN
+        else:
+            self.peer = hello
+        if hello["peer_session"] != self.session:
+            self._answer_peer = True  # the peer does not know this session yet
+            return
+        if hello["flags"] & frame.HELLO_ANSWER_ME:
+            self._answer_peer = True
+        self._last_rx = now
+        if self.state != UP:
+            self.state = UP
+            self._last_tx = now
+            self._events.append((EV_UP, hello))
+            if self._unacked:
+                self._retransmit(now)
+
+    def _peer_restarted(self):
+        self.stats["peer_resets"] += 1
+        lost = [p for _, p in self._unacked]
+        self._unacked = []
+        self._rto_at = None
+        self._tx_next = 0
+        if self.state == UP:
+            self.state = DOWN
+            self._events.append((EV_DOWN, "peer_reset"))
+        self._events.append((EV_RESET, lost))
+
+    def _on_data(self, seq, body, now):
+        if seq == self._rx_expect:
+            self._rx_expect = (seq + 1) % _SEQ_MOD
+            self.stats["payloads_rx"] += 1
+            self._events.append((EV_DATA, bytes(body)))
+        elif (self._rx_expect - seq) % _SEQ_MOD <= self.window * 2:
+            self.stats["duplicates"] += 1  # our ACK was lost: say again what we have
+        else:
+            self.stats["out_of_order"] += 1
+        self._emit(frame.T_ACK, (self._rx_expect - 1) % _SEQ_MOD, b"", now)
+
+    def _on_ack(self, seq, now):
+        if not self._unacked:
+            return
+        base = self._unacked[0][0]
+        acked = (seq - base) % _SEQ_MOD + 1
+        if acked > len(self._unacked):
+            return  # an ack of something older than the window: nothing new
+        del self._unacked[:acked]
+        self._rto_at = ticks_add(now, self.rto_ms) if self._unacked else None
+        self._fill_window(now)
+
+    def _fill_window(self, now):
+        while self._queue and len(self._unacked) < self.window:
+            payload = self._queue.pop(0)
+            seq = self._tx_next
+            self._tx_next = (seq + 1) % _SEQ_MOD
+            self._unacked.append((seq, payload))
+            self.stats["payloads_tx"] += 1
+            self._emit(frame.T_DATA, seq, payload, now)
+            if self._rto_at is None:
+                self._rto_at = ticks_add(now, self.rto_ms)
+
+    def _retransmit(self, now):
+        for seq, payload in self._unacked:
+            self.stats["retransmits"] += 1
+            self._emit(frame.T_DATA, seq, payload, now)
+        self._rto_at = ticks_add(now, self.rto_ms)
+
+    def _go_down(self, reason):
+        self.state = DOWN
+        self._events.append((EV_DOWN, reason))
+
+    def _send_hello(self, now):
+        peer_session = self.peer["session"] if self.peer is not None else 0
+        flags = 0 if self.state == UP else frame.HELLO_ANSWER_ME
+        body = frame.encode_hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, self.session, peer_session,
+                                  frame.MAX_PAYLOAD, self.window, self.role, flags, self.version)
+        self._emit(frame.T_HELLO, 0, body, now)
+        self._answer_peer = False
+        self._hello_at = ticks_add(now, self.hello_ms)
+
+    def _emit(self, ftype, seq, body, now):
+        self._out.extend(frame.encode(ftype, seq, body))
+        self.stats["frames_tx"] += 1
+        self._last_tx = now

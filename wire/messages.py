@@ -1,0 +1,100 @@
+"""Application messages carried in the payload of link DATA frames.
+
+Each payload is one UTF-8 JSON object whose "m" names the kind. Both ends build messages with the
+functions here and read them with decode(), which checks kinds, fields and types, so a corrupt or
+hostile payload becomes a MessageError instead of a crash.
+
+hubd -> bridge
+    op       {"m":"op","rid":int,"lock":str,"action":str,"cmd":str}
+bridge -> hubd
+    written  {"m":"written","rid":int}            the lock command write is being attempted
+    result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
+              "battery":int|null}                   the final result of one op
+    state    {"m":"state","lock":str,"state":str,"battery":int|null,"source":str}
+"""
+
+import json
+
+OP = "op"
+WRITTEN = "written"
+RESULT = "result"
+STATE = "state"
+
+ACTIONS = ("unlock", "lock", "unlatch", "status")
+OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
+MAX_ID = 64  # longest lock id or command id, in characters
+
+_STR = "str"
+_INT = "int"
+_OPT_STR = "str?"
+_OPT_INT = "int?"
+
+_FIELDS = {
+    OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR)),
+    WRITTEN: (("rid", _INT),),
+    RESULT: (("rid", _INT), ("outcome", _STR), ("reason", _OPT_STR), ("state", _OPT_STR),
+             ("battery", _OPT_INT)),
+    STATE: (("lock", _STR), ("state", _STR), ("battery", _OPT_INT), ("source", _STR)),
+}
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid application message."""
+
+
+def _encode(obj):
+    return json.dumps(obj).encode()
+
+
+def op(rid, lock, action, cmd):
+    """Ask the bridge to run `action` on `lock` for command id `cmd`."""
+    return _encode({"m": OP, "rid": rid, "lock": lock, "action": action, "cmd": cmd})
+
+
+def written(rid):
+    """Tell hubd that the command write to the lock is being attempted: never retry after it."""
+    return _encode({"m": WRITTEN, "rid": rid})
+
+
+def result(rid, outcome, reason, state, battery):
+    """The final result of op `rid`."""
+    return _encode({"m": RESULT, "rid": rid, "outcome": outcome, "reason": reason,
+                    "state": state, "battery": battery})
+
+
+def state(lock, lock_state, battery, source):
+    """An unsolicited lock state report (a manual turn, a poll)."""
+    return _encode({"m": STATE, "lock": lock, "state": lock_state, "battery": battery,
+                    "source": source})
+
+
+def _check(value, kind):
+    if kind == _STR or kind == _OPT_STR:
+        if value is None and kind == _OPT_STR:
+            return True
+        return isinstance(value, str) and 0 < len(value) <= MAX_ID
+    if value is None and kind == _OPT_INT:
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 31) <= value < (1 << 31)
+
+
+def decode(payload):
+    """Parse and check one payload; return the message as a dict."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise MessageError("payload is not JSON")
+    if not isinstance(obj, dict):
+        raise MessageError("payload is not a JSON object")
+    kind = obj.get("m")
+    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise MessageError("unknown message kind %r" % (kind,))
+    for name, ftype in fields:
+        if not _check(obj.get(name), ftype):
+            raise MessageError("%s: field %r missing or of the wrong type" % (kind, name))
+    if kind == OP and obj["action"] not in ACTIONS:
+        raise MessageError("op: unsupported action %r" % obj["action"])
+    if kind == RESULT and obj["outcome"] not in OUTCOMES:
+        raise MessageError("result: unknown outcome %r" % obj["outcome"])
+    return obj
