@@ -1,0 +1,397 @@
+"""Reference lock protocol: the one codec that the bridge firmware and the simulated locks share.
+
+Runs unchanged on MicroPython and CPython. docs/lock-protocol.md describes every byte; this module
+is the executable form of that document. Every decoder treats its input as hostile and raises
+``ProtocolError`` (and nothing else) on anything malformed.
+
+Flow per command: central writes CHALLENGE_REQUEST to the control point; the lock notifies CHALLENGE
+with a fresh 16-byte nonce; central writes COMMAND with an HMAC over (domain, lock address, nonce,
+action, tag); the lock notifies RESULT, MACed by the lock over the same nonce and tag.
+"""
+
+import struct
+import binascii
+
+from wire.hmac_sha256 import HMAC, compare_digest
+
+VERSION = 1
+
+# 128-bit UUIDs (random, version 4); only the second group differs between them.
+SERVICE_UUID = "5f3b0001-9c7e-4b1a-8d2e-6a4c1f0e7b92"
+CONTROL_UUID = "5f3b0002-9c7e-4b1a-8d2e-6a4c1f0e7b92"  # write with response
+EVENT_UUID = "5f3b0003-9c7e-4b1a-8d2e-6a4c1f0e7b92"  # notify
+
+# 0xFFFF is the Bluetooth SIG company id reserved for testing; a product would use its own.
+COMPANY_ID = 0xFFFF
+
+PREFERRED_MTU = 185
+NONCE_LEN = 16
+TAG_LEN = 8
+MAC_LEN = 32
+SECRET_LEN = 32
+NONCE_LIFETIME_MS = 5000
+ADDR_LEN = 6
+
+# Opcodes: central -> lock below 0x80, lock -> central from 0x80.
+OP_CHALLENGE_REQUEST = 0x01
+OP_COMMAND = 0x02
+OP_CHALLENGE = 0x81
+OP_RESULT = 0x82
+OP_STATUS = 0x83
+
+CHALLENGE_REQUEST_LEN = 2  # op, version
+CHALLENGE_LEN = 1 + NONCE_LEN
+COMMAND_LEN = 1 + 1 + TAG_LEN + MAC_LEN
+RESULT_LEN = 1 + 1 + 1 + 1 + MAC_LEN
+STATUS_LEN = 1 + 4 + 1 + 1 + 1 + MAC_LEN
+
+ACTIONS = ("status", "unlock", "lock", "unlatch")
+STATES = ("unknown", "locked", "unlocked", "unlatched", "moving")
+STATUSES = (
+    "ok",
+    "auth_failed",
+    "busy",
+    "jammed",
+    "low_battery",
+    "bad_request",
+    "challenge_expired",
+    "duplicate",
+    "unsupported",
+)
+SOURCES = ("motor", "manual", "auto")  # what caused an unsolicited STATUS
+KINDS = ("unknown", "inside_turner", "cylinder", "key_box", "entrance_door")
+
+STATUS_OK = 0
+STATUS_AUTH_FAILED = 1
+STATUS_BUSY = 2
+STATUS_JAMMED = 3
+STATUS_LOW_BATTERY = 4
+STATUS_BAD_REQUEST = 5
+STATUS_CHALLENGE_EXPIRED = 6
+STATUS_DUPLICATE = 7
+STATUS_UNSUPPORTED = 8
+
+_DOMAIN_COMMAND = b"homecare-lock/v1/command"
+_DOMAIN_RESULT = b"homecare-lock/v1/result"
+_DOMAIN_STATUS = b"homecare-lock/v1/status"
+_DOMAIN_TAG = b"homecare-lock/v1/tag"
+
+# Advertising data types (Bluetooth Assigned Numbers, "Common Data Types").
+AD_FLAGS = 0x01
+AD_UUID128_COMPLETE = 0x07
+AD_NAME_COMPLETE = 0x09
+AD_MANUFACTURER = 0xFF
+ADV_MAX = 31
+MANUFACTURER_LEN = 2 + 1 + 1 + 1 + 2  # company, version, kind, battery, counter
+
+
+class ProtocolError(ValueError):
+    """A PDU or advert is malformed, truncated, of the wrong type or carries an unknown value."""
+
+
+def _index(table, name, what):
+    for i in range(len(table)):
+        if table[i] == name:
+            return i
+    raise ProtocolError("unknown %s %r" % (what, name))
+
+
+def _name(table, code, what):
+    if code < len(table):
+        return table[code]
+    raise ProtocolError("unknown %s code %d" % (what, code))
+
+
+def action_code(name):
+    return _index(ACTIONS, name, "action")
+
+
+def action_name(code):
+    return _name(ACTIONS, code, "action")
+
+
+def state_code(name):
+    return _index(STATES, name, "state")
+
+
+def state_name(code):
+    return _name(STATES, code, "state")
+
+
+def status_code(name):
+    return _index(STATUSES, name, "status")
+
+
+def status_name(code):
+    return _name(STATUSES, code, "status")
+
+
+def source_code(name):
+    return _index(SOURCES, name, "source")
+
+
+def source_name(code):
+    return _name(SOURCES, code, "source")
+
+
+def _check(data, length, op, what):
+    if data is None or len(data) != length:
+        raise ProtocolError(
+            "%s must be %d bytes, got %s" % (what, length, "none" if data is None else len(data))
+        )
+    if data[0] != op:
+        raise ProtocolError("%s: expected opcode 0x%02x, got 0x%02x" % (what, op, data[0]))
+
+
+def _check_len(value, length, what):
+    if len(value) != length:
+        raise ProtocolError("%s must be %d bytes, got %d" % (what, length, len(value)))
+
+
+def _check_byte(value, what):
+    if not 0 <= value <= 255:
+        raise ProtocolError("%s out of range: %d" % (what, value))
+
+
+def opcode(data):
+    """Return the opcode of a PDU (its first byte)."""
+    if not data:
+        raise ProtocolError("empty PDU")
+    return data[0]
+
+
+def command_tag(command_id):
+    """Derive the 8-byte command tag from a command id (str or bytes)."""
+    if isinstance(command_id, str):
+        command_id = command_id.encode()
+    return HMAC(_DOMAIN_TAG).update(command_id).digest()[:TAG_LEN]
+
+
+# --- CHALLENGE_REQUEST / CHALLENGE -------------------------------------------------------------
+
+
+def encode_challenge_request():
+    return bytes((OP_CHALLENGE_REQUEST, VERSION))
+
+
+def decode_challenge_request(data):
+    """Check a CHALLENGE_REQUEST; raise ProtocolError if it is not one for this version."""
+    _check(data, CHALLENGE_REQUEST_LEN, OP_CHALLENGE_REQUEST, "CHALLENGE_REQUEST")
+    if data[1] != VERSION:
+        raise ProtocolError("unsupported protocol version %d" % data[1])
+
+
+def encode_challenge(nonce):
+    _check_len(nonce, NONCE_LEN, "nonce")
+    return bytes((OP_CHALLENGE,)) + bytes(nonce)
+
+
+def decode_challenge(data):
+    """Return the nonce carried by a CHALLENGE."""
+    _check(data, CHALLENGE_LEN, OP_CHALLENGE, "CHALLENGE")
+    return bytes(data[1:])
+
+
+# --- COMMAND -----------------------------------------------------------------------------------
+
+
+def command_mac(secret, addr, nonce, action, tag):
+    """HMAC(secret, domain || addr || nonce || action || tag); action is the code (int)."""
+    _check_len(addr, ADDR_LEN, "lock address")
+    _check_len(nonce, NONCE_LEN, "nonce")
+    _check_len(tag, TAG_LEN, "tag")
+    h = HMAC(secret)
+    h.update(_DOMAIN_COMMAND)
+    h.update(addr)
+    h.update(nonce)
+    h.update(bytes((action,)))
+    h.update(tag)
+    return h.digest()
+
+
+def encode_command(secret, addr, nonce, action, tag):
+    """Build a COMMAND for action code ``action`` (see ``action_code``)."""
+    action_name(action)
+    return bytes((OP_COMMAND, action)) + bytes(tag) + command_mac(secret, addr, nonce, action, tag)
+
+
+def decode_command(data):
+    """Return (action code, tag, mac); the MAC is not checked here (see ``verify_command``)."""
+    _check(data, COMMAND_LEN, OP_COMMAND, "COMMAND")
+    action = data[1]
+    action_name(action)
+    return action, bytes(data[2 : 2 + TAG_LEN]), bytes(data[2 + TAG_LEN :])
+
+
+def verify_command(secret, addr, nonce, action, tag, mac):
+    return compare_digest(command_mac(secret, addr, nonce, action, tag), mac)
+
+
+# --- RESULT ------------------------------------------------------------------------------------
+
+
+def result_mac(secret, addr, nonce, tag, status, state, battery):
+    """HMAC(secret, domain || addr || nonce || tag || status || state || battery)."""
+    _check_len(addr, ADDR_LEN, "lock address")
+    _check_len(nonce, NONCE_LEN, "nonce")
+    _check_len(tag, TAG_LEN, "tag")
+    h = HMAC(secret)
+    h.update(_DOMAIN_RESULT)
+    h.update(addr)
+    h.update(nonce)
+    h.update(tag)
+    h.update(bytes((status, state, battery)))
+    return h.digest()
+
+
+def encode_result(secret, addr, nonce, tag, status, state, battery):
+    """Build a RESULT; status, state are codes, battery is a percentage 0..100."""
+    _check_byte(status, "status")
+    _check_byte(state, "state")
+    if not 0 <= battery <= 100:
+        raise ProtocolError("battery out of range: %d" % battery)
+    mac = result_mac(secret, addr, nonce, tag, status, state, battery)
+    return bytes((OP_RESULT, status, state, battery)) + mac
+
+
+def decode_result(data):
+    """Return (status code, state code, battery, mac); values are range-checked, MAC is not."""
+    _check(data, RESULT_LEN, OP_RESULT, "RESULT")
+    status, state, battery = data[1], data[2], data[3]
+    status_name(status)
+    state_name(state)
+    if battery > 100:
+        raise ProtocolError("battery out of range: %d" % battery)
+    return status, state, battery, bytes(data[4:])
+
+
+def verify_result(secret, addr, nonce, tag, status, state, battery, mac):
+    return compare_digest(result_mac(secret, addr, nonce, tag, status, state, battery), mac)
+
+
+# --- STATUS (unsolicited) ----------------------------------------------------------------------
+
+
+def status_mac(secret, addr, counter, state, battery, source):
+    """HMAC(secret, domain || addr || counter (u32 BE) || state || battery || source)."""
+    _check_len(addr, ADDR_LEN, "lock address")
+    h = HMAC(secret)
+    h.update(_DOMAIN_STATUS)
+    h.update(addr)
+    h.update(struct.pack(">IBBB", counter, state, battery, source))
+    return h.digest()
+
+
+def encode_status(secret, addr, counter, state, battery, source):
+    if not 0 <= counter <= 0xFFFFFFFF:
+        raise ProtocolError("counter out of range")
+    head = struct.pack(">BIBBB", OP_STATUS, counter, state, battery, source)
+    return head + status_mac(secret, addr, counter, state, battery, source)
+
+
+def decode_status(data):
+    """Return (counter, state code, battery, source code, mac); MAC is not checked."""
+    _check(data, STATUS_LEN, OP_STATUS, "STATUS")
+    _, counter, state, battery, source = struct.unpack_from(">BIBBB", data, 0)
+    state_name(state)
+    source_name(source)
+    if battery > 100:
+        raise ProtocolError("battery out of range: %d" % battery)
+    return counter, state, battery, source, bytes(data[8:])
+
+
+def verify_status(secret, addr, counter, state, battery, source, mac):
+    return compare_digest(status_mac(secret, addr, counter, state, battery, source), mac)
+
+
+# --- Advertising -------------------------------------------------------------------------------
+
+
+def uuid128_le(uuid):
+    """The 16 bytes of a 128-bit UUID string in over-the-air (little-endian) order."""
+    raw = binascii.unhexlify(uuid.replace("-", ""))
+    if len(raw) != 16:
+        raise ProtocolError("not a 128-bit UUID: %r" % uuid)
+    out = bytearray(16)
+    for i in range(16):
+        out[i] = raw[15 - i]
+    return bytes(out)
+
+
+def _ad(ad_type, payload):
+    return bytes((len(payload) + 1, ad_type)) + payload
+
+
+def encode_advert(kind, battery, counter):
+    """Advertising payload (30 of 31 bytes): flags, service UUID, manufacturer data.
+
+    ``kind`` is a name from KINDS, ``counter`` the state-changed counter (wraps at 16 bits).
+    """
+    flags = _ad(AD_FLAGS, b"\x06")  # LE general discoverable, BR/EDR not supported
+    service = _ad(AD_UUID128_COMPLETE, uuid128_le(SERVICE_UUID))
+    mfr = struct.pack(
+        "<HBBBH", COMPANY_ID, VERSION, _index(KINDS, kind, "kind"), battery, counter & 0xFFFF
+    )
+    return flags + service + _ad(AD_MANUFACTURER, mfr)
+
+
+def encode_scan_response(name):
+    """Scan response carrying the complete local name (it does not fit next to the UUID)."""
+    raw = name.encode() if isinstance(name, str) else bytes(name)
+    if len(raw) > ADV_MAX - 2:
+        raise ProtocolError("name too long for a scan response")
+    return _ad(AD_NAME_COMPLETE, raw)
+
+
+def ad_fields(data):
+    """Yield (ad type, payload) of each AD structure; raise ProtocolError if a length overruns."""
+    i = 0
+    n = len(data)
+    while i < n:
+        length = data[i]
+        if length == 0:  # early terminator: the rest is padding
+            return
+        if i + 1 + length > n:
+            raise ProtocolError("AD structure at %d overruns the advert" % i)
+        yield data[i + 1], data[i + 2 : i + 1 + length]
+        i += 1 + length
+
+
+def advertises_service(data, uuid_le):
+    """True if the advert lists the 128-bit service UUID (given in over-the-air order)."""
+    for ad_type, payload in ad_fields(data):
+        if ad_type in (0x06, 0x07):
+            for j in range(0, len(payload) - 15, 16):
+                # bytes(): MicroPython compares a memoryview slice with bytes as unequal.
+                if bytes(payload[j : j + 16]) == uuid_le:
+                    return True
+    return False
+
+
+def decode_advert(data):
+    """Return (kind name, battery, counter) from the manufacturer data of a reference-lock advert."""
+    for ad_type, payload in ad_fields(data):
+        if ad_type == AD_MANUFACTURER and len(payload) >= 2:
+            company, = struct.unpack_from("<H", payload, 0)
+            if company != COMPANY_ID:
+                continue
+            if len(payload) != MANUFACTURER_LEN:
+                raise ProtocolError("manufacturer data must be %d bytes" % MANUFACTURER_LEN)
+            _, version, kind, battery, counter = struct.unpack("<HBBBH", payload)
+            if version != VERSION:
+                raise ProtocolError("unsupported protocol version %d" % version)
+            if battery > 100:
+                raise ProtocolError("battery out of range: %d" % battery)
+            return _name(KINDS, kind, "kind"), battery, counter
+    raise ProtocolError("no reference-lock manufacturer data")
+
+
+def decode_name(data):
+    """Return the complete or shortened local name in an advert or scan response, or None."""
+    for ad_type, payload in ad_fields(data):
+        if ad_type in (0x08, AD_NAME_COMPLETE):
+            try:
+                return bytes(payload).decode()
+            except UnicodeError:
+                raise ProtocolError("local name is not UTF-8")
+    return None
