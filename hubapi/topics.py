@@ -1,0 +1,93 @@
+"""The MQTT topic tree of the hub API, version 1: the one place topics are spelled.
+
+Everything a hub reads or writes lies under ``hubs/{hub}/v1/``, so a broker ACL such as
+``pattern readwrite hubs/%u/#`` confines each hub to its own subtree.
+
+==============================  =========  ==========================================
+topic                           retained   payload
+==============================  =========  ==========================================
+hubs/{hub}/v1/commands          never      compact JWS of :class:`hubapi.models.CommandClaims`
+hubs/{hub}/v1/answers[/...]     no         :class:`hubapi.models.Answer` (JSON)
+hubs/{hub}/v1/locks/{lock}/state yes       :class:`hubapi.models.LockState` (JSON)
+hubs/{hub}/v1/online            yes        :class:`hubapi.models.Online` (JSON; last will "offline")
+==============================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+import re
+
+API_VERSION = 1
+
+#: Hub and lock ids become topic segments: no ``/``, no wildcards, nothing a shell or log mangles.
+SEGMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_SEGMENT = re.compile(SEGMENT_PATTERN)
+
+#: Longest reply topic a command may name (MQTT allows 65535 bytes; nobody needs that).
+MAX_TOPIC_LENGTH = 256
+
+
+def is_valid_segment(value: str) -> bool:
+    """Whether ``value`` may be used as a hub or lock id inside a topic."""
+    return bool(_SEGMENT.fullmatch(value))
+
+
+def _segment(value: str, what: str) -> str:
+    if not is_valid_segment(value):
+        raise ValueError(f"{what} id {value!r} must match {SEGMENT_PATTERN}")
+    return value
+
+
+def root(hub: str) -> str:
+    """``hubs/{hub}/v1``: the hub's own subtree."""
+    return f"hubs/{_segment(hub, 'hub')}/v{API_VERSION}"
+
+
+def commands(hub: str) -> str:
+    """Where the backend publishes signed commands for ``hub`` (QoS 1, never retained)."""
+    return f"{root(hub)}/commands"
+
+
+def answers(hub: str) -> str:
+    """The hub's default answers topic; a command's ``reply_to`` may name a subtopic of it."""
+    return f"{root(hub)}/answers"
+
+
+def lock_state(hub: str, lock: str) -> str:
+    """Retained state of one lock."""
+    return f"{root(hub)}/locks/{_segment(lock, 'lock')}/state"
+
+
+def lock_states(hub: str) -> str:
+    """Subscription filter for the retained state of every lock of ``hub``."""
+    return f"{root(hub)}/locks/+/state"
+
+
+def online(hub: str) -> str:
+    """Retained online/offline state of the hub (its last will publishes "offline")."""
+    return f"{root(hub)}/online"
+
+
+def is_answer_topic(hub: str, topic: str) -> bool:
+    """Whether the hub may publish answers to ``topic``.
+
+    Only the answers topic itself or a subtopic of it qualifies: a command must not make the hub
+    publish onto another hub's tree, onto its own command topic, or over retained state.
+    """
+    base = answers(hub)
+    if not topic or len(topic.encode()) > MAX_TOPIC_LENGTH:
+        return False
+    if any(c in topic for c in "+#\x00"):
+        return False
+    if topic == base:
+        return True
+    if not topic.startswith(base + "/"):
+        return False
+    return all(topic.split("/"))  # no empty levels
+
+
+def reply_topic(hub: str, requested: str | None) -> str:
+    """The topic to answer on: ``requested`` if it is one of the hub's answer topics, else the default."""
+    if requested is not None and is_answer_topic(hub, requested):
+        return requested
+    return answers(hub)
