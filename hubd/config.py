@@ -1,0 +1,188 @@
+"""hubd configuration: a TOML file plus ``HUBD_*`` environment overrides.
+
+The file is named by ``--config`` or ``HUBD_CONFIG``. Environment variables override the file;
+nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__PASSWORD=...``,
+``HUBD_LOCKS='["front","keybox"]'``. Example file::
+
+    hub_id = "hub-17"
+    locks = ["front", "keybox"]          # lock ids this hub knows
+    clock_skew_s = 5                     # tolerance for exp/nbf
+    command_timeout_s = 30               # per lock operation, passed to the bridge
+    max_validity_s = 300                 # longest exp - nbf a command may have
+
+    [mqtt]
+    host = "broker.example"
+    port = 8883
+    username = "hub-17"
+    password = "secret"                  # better: HUBD_MQTT__PASSWORD
+    protocol = "5"                       # or "3.1.1" (e.g. the demo's amqtt broker)
+    tls = true
+    ca_file = "/etc/hubd/ca.pem"         # optional; cert_file + key_file for client certificates
+
+    [serial]
+    port = "/dev/ttyUSB0"
+    baudrate = 115200
+
+    [keys]                               # backend public keys by kid: PEM or raw base64url
+    "backend-2025" = "uJX0yJ2Z3X1v9b1ZC0kQZ8b0h1s1mLZ2Jw2u7ZqkY3o"
+
+Bad values raise :class:`ConfigError` with one line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hubapi import signing, topics
+
+ENV_PREFIX = "HUBD_"
+CONFIG_ENV = "HUBD_CONFIG"
+
+SegmentId = Annotated[str, StringConstraints(pattern=topics.SEGMENT_PATTERN)]
+Kid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` is one line for a human."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Section):
+    """Broker connection."""
+
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, min_length=1, max_length=64)  # default: hubd-{hub_id}
+    keepalive: int = Field(30, ge=5, le=3600)
+    protocol: Literal["3.1.1", "5"] = "5"
+    tls: bool = False
+    ca_file: FilePath | None = None  # None with tls: the system's CAs
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file/cert_file/key_file are only used with tls = true: set tls = true")
+        return self
+
+
+class SerialConfig(_Section):
+    """USB serial link to the bridge."""
+
+    port: str = "/dev/ttyUSB0"
+    baudrate: int = Field(115200, gt=0, le=4_000_000)
+
+
+class HubConfig(BaseSettings):
+    """Everything hubd needs; see the module docstring for the file format."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    hub_id: SegmentId
+    mqtt: MqttConfig = MqttConfig()
+    serial: SerialConfig = SerialConfig()
+    keys: dict[Kid, str] = Field(min_length=1)
+    locks: list[SegmentId] = Field(min_length=1)
+    clock_skew_s: float = Field(5.0, ge=0, le=60)
+    command_timeout_s: float = Field(30.0, gt=0, le=600)
+    max_validity_s: int = Field(300, gt=0, le=3600)
+    queue_size: int = Field(8, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init arguments; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_readable(cls, keys: dict[str, str]) -> dict[str, str]:
+        for kid, text in keys.items():
+            try:
+                signing.load_public_key(text)
+            except signing.KeyFormatError as exc:
+                raise ValueError(f"key {kid!r}: {exc}; give an Ed25519 public key as PEM or raw base64url") from None
+        return keys
+
+    @field_validator("locks")
+    @classmethod
+    def _locks_unique(cls, locks: list[str]) -> list[str]:
+        if len(set(locks)) != len(locks):
+            raise ValueError("lock ids must be unique")
+        return locks
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: configured, or ``hubd-{hub_id}``."""
+        return self.mqtt.client_id or f"hubd-{self.hub_id}"
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The backend's public keys by kid."""
+        return {kid: signing.load_public_key(text) for kid, text in self.keys.items()}
+
+
+def load_config(path: str | Path | None = None) -> HubConfig:
+    """Read the TOML file (``path``, else ``$HUBD_CONFIG``, else none) and apply ``HUBD_*`` overrides.
+
+    Raises ConfigError with a one-line message.
+    """
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {} if path is None else _read_toml(Path(path))
+    source = str(path) if path is not None else "the config file"
+    try:
+        return HubConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: pass --config PATH or set {CONFIG_ENV}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        field = ".".join(loc) or "config"
+        env = ENV_PREFIX + "__".join(part.upper() for part in loc[:2]) if loc else ENV_PREFIX + "..."
+        if error["type"] == "missing":
+            parts.append(f"{field} is missing: set it in {source} or {env}")
+        elif error["type"] == "extra_forbidden":
+            parts.append(f"{field} is not a known setting: remove it from {source} (typo?)")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            got = error.get("input")
+            shown = "" if field == "keys" or "password" in field or isinstance(got, dict) else f" (got {got!r})"
+            parts.append(f"{field}: {message}{shown}: fix it in {source} or {env}")
+    return "invalid configuration: " + "; ".join(parts)
