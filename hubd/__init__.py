@@ -1,0 +1,3 @@
+"""hubd: the home hub daemon (MQTT <-> bridge)."""
+
+__version__ = "0.1.0"

@@ -5,7 +5,8 @@ functions here and read them with decode(), which checks kinds, fields and types
 hostile payload becomes a MessageError instead of a crash.
 
 hubd -> bridge
-    op       {"m":"op","rid":int,"lock":str,"action":str,"cmd":str}
+    op       {"m":"op","rid":int,"lock":str,"action":str,"cmd":str,"ttl":int}
+             ttl: milliseconds from receipt after which the bridge must not start the op
 bridge -> hubd
     written  {"m":"written","rid":int}            the lock command write is being attempted
     result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
@@ -30,7 +31,7 @@ _OPT_STR = "str?"
 _OPT_INT = "int?"
 
 _FIELDS = {
-    OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR)),
+    OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR), ("ttl", _INT)),
     WRITTEN: (("rid", _INT),),
     RESULT: (("rid", _INT), ("outcome", _STR), ("reason", _OPT_STR), ("state", _OPT_STR),
              ("battery", _OPT_INT)),
@@ -46,9 +47,10 @@ def _encode(obj):
     return json.dumps(obj).encode()
 
 
-def op(rid, lock, action, cmd):
-    """Ask the bridge to run `action` on `lock` for command id `cmd`."""
-    return _encode({"m": OP, "rid": rid, "lock": lock, "action": action, "cmd": cmd})
+def op(rid, lock, action, cmd, ttl):
+    """Ask the bridge to run `action` on `lock` for command id `cmd`, starting within `ttl` ms."""
+    return _encode({"m": OP, "rid": rid, "lock": lock, "action": action, "cmd": cmd,
+                    "ttl": ttl})
 
 
 def written(rid):

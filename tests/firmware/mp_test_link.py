@@ -43,7 +43,7 @@ def test_link_delivers_in_order_across_the_tick_wraparound():
     now = _run(a, b, now, 200, got)
     assert a.state == link.UP and b.state == link.UP
     for i in range(20):
-        a.send(messages.op(i, "front-door", "unlock", "cmd-%d" % i))
+        a.send(messages.op(i, "front-door", "unlock", "cmd-%d" % i, 5000))
         now = _run(a, b, now, 20, got)
     now = _run(a, b, now, 3000, got)
     assert [messages.decode(p)["rid"] for p in got["b"]] == list(range(20))
@@ -65,7 +65,7 @@ def test_corrupted_frames_are_rejected_by_crc_and_retransmitted():
 
 def test_hostile_payloads_raise_message_error():
     for bad in (b"", b"[]", b"{}", b'{"m":"op","rid":"1"}', b"\xff\xfe",
-                b'{"m":"op","rid":1,"lock":"x","action":"explode","cmd":"c"}'):
+                b'{"m":"op","rid":1,"lock":"x","action":"explode","cmd":"c","ttl":1}'):
         try:
             messages.decode(bad)
         except messages.MessageError:

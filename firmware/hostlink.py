@@ -1,0 +1,94 @@
+"""The bridge's end of the serial link to hubd: wire.link driven over a machine.UART."""
+
+import time
+
+import asyncio
+
+import log
+from wire import frame, link, messages
+
+_READ_CHUNK = 128
+_OVERFLOW_MAX = 32
+
+
+class HostLink:
+    """Runs the link engine on a UART; hands decoded messages to `on_message(msg)`.
+
+    `on_state(kind, value)` hears the link's up/down/reset/incompatible events.
+    """
+
+    def __init__(self, uart, version, on_message, on_state=None):
+        self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms())
+        self._uart = uart
+        self._on_message = on_message
+        self._on_state = on_state
+        self._wake = asyncio.Event()
+        self._overflow = []  # kept in order until the link's queue has room
+        self.bad_messages = 0
+
+    def send(self, payload):
+        """Queue one message for hubd, in order; raises link.LinkFull when far behind."""
+        if self._overflow or self.link.pending() >= self.link.max_queue:
+            if len(self._overflow) >= _OVERFLOW_MAX:
+                raise link.LinkFull("host link backlog full")
+            self._overflow.append(payload)
+        else:
+            self.link.send(payload)
+        self._wake.set()
+
+    async def run(self):
+        """Read, write and time the link until cancelled."""
+        reader = asyncio.StreamReader(self._uart)
+        writer = asyncio.StreamWriter(self._uart, {})
+        await asyncio.gather(self._read_loop(reader), self._write_loop(writer))
+
+    async def _read_loop(self, reader):
+        while True:
+            data = await reader.read(_READ_CHUNK)
+            if data:
+                self.link.feed(data, time.ticks_ms())
+                self._dispatch()
+                self._wake.set()
+            else:
+                await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
+
+    async def _write_loop(self, writer):
+        while True:
+            while self._overflow and self.link.pending() < self.link.max_queue:
+                self.link.send(self._overflow.pop(0))
+            out = self.link.poll(time.ticks_ms())
+            self._dispatch()
+            if out:
+                writer.write(out)
+                await writer.drain()
+                continue
+            self._wake.clear()
+            wait = self.link.next_poll_ms(time.ticks_ms())
+            if wait > 0:
+                try:
+                    await asyncio.wait_for_ms(self._wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _dispatch(self):
+        for kind, value in self.link.events():
+            if kind == link.EV_DATA:
+                try:
+                    msg = messages.decode(value)
+                except messages.MessageError as e:
+                    self.bad_messages += 1
+                    log.warn("dropped a bad message from hubd: %s" % e)
+                    continue
+                self._on_message(msg)
+            else:
+                if kind == link.EV_UP:
+                    log.info("host link up: hubd %s, protocol %d.%d"
+                             % (value["version"], value["major"], value["minor"]))
+                elif kind == link.EV_INCOMPATIBLE:
+                    log.error("hubd speaks link protocol %d.%d, this firmware %d.%d: update one"
+                              % (value["major"], value["minor"], link.PROTOCOL_MAJOR,
+                                 link.PROTOCOL_MINOR))
+                else:
+                    log.warn("host link %s: %s" % (kind, value))
+                if self._on_state is not None:
+                    self._on_state(kind, value)

@@ -1,0 +1,173 @@
+"""hubd's client for the bridge: lock operations as request/response over the serial link.
+
+A lock operation travels as one `op` message; the bridge answers `written` the moment it sends
+the command to the lock (from then on nothing may retry it) and then one `result`. When the link
+drops while an operation is out, hubd cannot know whether the lock moved, so the answer is
+`incomplete` with state `unknown`: never a guess, never a resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hubd import __version__
+from hubd.link import SerialLink
+from wire import link, messages
+
+log = logging.getLogger(__name__)
+
+# How long the bridge may hold an operation queued behind others before it must not start it.
+OP_TTL_MS = 5000
+
+StateCallback = Callable[[str, str, "int | None", str], None]
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """The final result of one lock operation."""
+
+    outcome: str  # "succeeded" | "failed" | "timed_out" | "incomplete"
+    reason: str | None
+    state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
+    battery: int | None
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[OpResult]
+    on_written: Callable[[], None]
+    written: bool = False
+    link_lost: bool = False
+
+
+class Bridge:
+    """The bridge as hubd sees it: operate locks, hear lock state, know whether it is there."""
+
+    def __init__(self, port: str, baudrate: int = 115200) -> None:
+        self.link = SerialLink(port, baudrate, f"hubd {__version__}", self._on_link_event)
+        self.peer: dict[str, Any] | None = None
+        self._rids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._state_callbacks: list[StateCallback] = []
+        self._link_callbacks: list[Callable[[bool], None]] = []
+
+    @classmethod
+    async def open(cls, port: str, baudrate: int = 115200) -> Bridge:
+        """Open the port and start the link (it comes up when the bridge answers)."""
+        bridge = cls(port, baudrate)
+        await bridge.link.start()
+        return bridge
+
+    async def close(self) -> None:
+        await self.link.close()
+        for rid in list(self._pending):
+            self._lose(rid, "hubd_stopping")
+
+    @property
+    def is_up(self) -> bool:
+        return self.link.state == link.UP
+
+    def on_lock_state(self, callback: StateCallback) -> None:
+        """Hear unsolicited lock state: callback(lock, state, battery, source)."""
+        self._state_callbacks.append(callback)
+
+    def on_link_change(self, callback: Callable[[bool], None]) -> None:
+        """Hear the link going up (True) or down (False)."""
+        self._link_callbacks.append(callback)
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until the link is up; False if it did not come up in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.is_up and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.is_up
+
+    async def operate(self, lock: str, action: str, command_id: str,
+                      on_written: Callable[[], None], timeout: float) -> OpResult:
+        """Run one lock operation on the bridge and return its final result."""
+        if not self.is_up:
+            return OpResult("failed", "bridge_unavailable", None, None)
+        rid = next(self._rids)
+        fut: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = _Pending(fut, on_written)
+        try:
+            self.link.send(messages.op(rid, lock, action, command_id, OP_TTL_MS))
+        except link.LinkFull:
+            del self._pending[rid]
+            return OpResult("failed", "bridge_busy", None, None)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            p = self._pending[rid]
+            if p.written or p.link_lost:
+                return OpResult("incomplete", "no_result", "unknown", None)
+            return OpResult("timed_out", "bridge_no_answer", None, None)
+        finally:
+            self._pending.pop(rid, None)
+
+    def _lose(self, rid: int, reason: str) -> None:
+        p = self._pending.get(rid)
+        if p is not None and not p.future.done():
+            p.future.set_result(OpResult("incomplete", reason, "unknown", None))
+
+    def _on_link_event(self, kind: str, value: Any) -> None:
+        if kind == link.EV_DATA:
+            self._on_payload(value)
+        elif kind == link.EV_UP:
+            self.peer = value
+            log.info("bridge link up: firmware %r, link protocol %d.%d",
+                     value["version"], value["major"], value["minor"])
+            self._tell_link(True)
+        elif kind == link.EV_DOWN:
+            log.warning("bridge link down: %s", value)
+            # An operation out on a lost link may or may not have reached the lock.
+            for rid in list(self._pending):
+                self._pending[rid].link_lost = True
+                self._lose(rid, "link_lost")
+            self._tell_link(False)
+        elif kind == link.EV_RESET:
+            log.warning("bridge restarted; %d message(s) may not have arrived", len(value))
+            for rid in list(self._pending):
+                self._lose(rid, "bridge_restarted")
+        elif kind == link.EV_INCOMPATIBLE:
+            log.error("bridge firmware %r speaks link protocol %d.%d, hubd speaks %d.%d: "
+                      "flash matching firmware (hubctl flash) or update hubd",
+                      value["version"], value["major"], value["minor"],
+                      link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
+            self._tell_link(False)
+
+    def _tell_link(self, up: bool) -> None:
+        for cb in self._link_callbacks:
+            cb(up)
+
+    def _on_payload(self, payload: bytes) -> None:
+        try:
+            msg = messages.decode(payload)
+        except messages.MessageError as e:
+            log.warning("dropped a bad message from the bridge: %s", e)
+            return
+        kind = msg["m"]
+        if kind == messages.WRITTEN:
+            p = self._pending.get(msg["rid"])
+            if p is not None and not p.written:
+                p.written = True
+                p.on_written()
+        elif kind == messages.RESULT:
+            p = self._pending.get(msg["rid"])
+            if p is None:
+                log.warning("result for unknown or finished op %d: %s", msg["rid"], msg)
+                return
+            if not p.future.done():
+                p.future.set_result(OpResult(msg["outcome"], msg["reason"], msg["state"],
+                                             msg["battery"]))
+        elif kind == messages.STATE:
+            for cb in self._state_callbacks:
+                cb(msg["lock"], msg["state"], msg["battery"], msg["source"])
+        else:
+            log.warning("ignored a %s message: hubd does not take it", kind)
