@@ -1,0 +1,214 @@
+"""Verifying signed commands before anything reaches a lock.
+
+A command is a compact JWS (the MQTT payload), signed with the one algorithm
+:data:`hubapi.signing.ALGORITHM` under a ``kid`` the hub is configured with. The outcome is a value:
+:class:`Verified` or :class:`Rejection` with a :class:`hubapi.models.RejectReason`; nothing raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from joserfc import jws
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import OKPKey
+from pydantic import ValidationError
+
+from hubapi import signing, topics
+from hubapi.models import Action, CommandClaims, RejectReason
+
+#: A command is a few hundred bytes; anything far larger is not one.
+MAX_COMMAND_BYTES = 4096
+#: Accepted ``typ`` header, if the signer sets one.
+COMMAND_TYP = "hubcmd+jws"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A command whose signature, validity window, hub, lock, action and id all check out."""
+
+    claims: CommandClaims
+    kid: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a command was refused.
+
+    ``command_id``, ``reply_to`` and ``lock`` are read from the payload on a best-effort basis,
+    unverified: use them only to address the answer (through :func:`hubapi.topics.reply_topic`).
+    ``detail`` is for the log.
+    """
+
+    reason: RejectReason
+    detail: str
+    command_id: str | None = None
+    reply_to: str | None = None
+    lock: str | None = None
+
+
+class SeenIds:
+    """In-memory replay guard: ids of executed commands, kept until they expire.
+
+    Commands cannot outlive their validity window, so forgetting an id after ``exp`` (plus skew) is
+    safe; the window is capped, which bounds the set. Lost on restart: a durable guard replaces it.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._until: dict[str, float] = {}
+        self._capacity = capacity
+
+    def __contains__(self, command_id: str) -> bool:
+        return command_id in self._until
+
+    def remember(self, command_id: str, until: float, now: float) -> bool:
+        """Record ``command_id`` until ``until``; False if the guard is full (the command must not run)."""
+        if len(self._until) >= self._capacity:
+            self._until = {cid: t for cid, t in self._until.items() if t >= now}
+            if len(self._until) >= self._capacity:
+                return False
+        self._until[command_id] = until
+        return True
+
+
+class Verifier:
+    """Checks commands for one hub against the backend's public keys."""
+
+    def __init__(
+        self,
+        *,
+        hub_id: str,
+        keys: Mapping[str, Ed25519PublicKey],
+        locks: Iterable[str],
+        clock_skew_s: float,
+        max_validity_s: float,
+        actions: Iterable[Action] = tuple(Action),
+        seen: SeenIds | None = None,
+    ) -> None:
+        self._hub_id = hub_id
+        self._keys = {kid: OKPKey.import_key(key) for kid, key in keys.items()}
+        self._locks = frozenset(locks)
+        self._skew = clock_skew_s
+        self._max_validity = max_validity_s
+        self._actions = frozenset(actions)
+        self._seen = seen if seen is not None else SeenIds()
+
+    def verify(self, payload: bytes, *, retained: bool, now: float | None = None) -> Verified | Rejection:
+        """Verify one MQTT payload; on success the command id is recorded as used."""
+        now = time.time() if now is None else now
+        hint = _Hint.read(payload)
+
+        def reject(reason: RejectReason, detail: str) -> Rejection:
+            return Rejection(reason, detail, hint.command_id, hint.reply_to, hint.lock)
+
+        if retained:
+            return reject(RejectReason.RETAINED, "command arrived with the retain flag")
+        if len(payload) > MAX_COMMAND_BYTES:
+            return reject(RejectReason.MALFORMED, f"payload of {len(payload)} bytes exceeds {MAX_COMMAND_BYTES}")
+        header = _header(payload)
+        if header is None:
+            return reject(RejectReason.MALFORMED, "not a compact JWS")
+        alg = header.get("alg")
+        if alg != signing.ALGORITHM:
+            return reject(RejectReason.BAD_SIGNATURE, f"alg {alg!r} refused: only {signing.ALGORITHM} is accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            return reject(RejectReason.MALFORMED, "kid header missing")
+        if header.get("typ", COMMAND_TYP) != COMMAND_TYP:
+            return reject(RejectReason.MALFORMED, f"typ {header.get('typ')!r} is not {COMMAND_TYP}")
+        key = self._keys.get(kid)
+        if key is None:
+            return reject(RejectReason.UNKNOWN_KEY, f"no key with kid {kid[:64]!r}")
+        try:
+            signed = jws.deserialize_compact(payload, key, registry=signing.REGISTRY)
+        except BadSignatureError:
+            return reject(RejectReason.BAD_SIGNATURE, f"signature does not verify with key {kid!r}")
+        except (JoseError, ValueError) as exc:
+            return reject(RejectReason.MALFORMED, f"JWS not readable: {exc}")
+
+        try:
+            claims = CommandClaims.model_validate_json(signed.payload)
+        except ValidationError as exc:
+            if all(error["loc"][:1] == ("action",) for error in exc.errors()):
+                return reject(RejectReason.UNSUPPORTED_ACTION, f"action {hint.action!r} is not one the hub knows")
+            return reject(RejectReason.MALFORMED, f"claims invalid: {_summary(exc)}")
+
+        if claims.hub != self._hub_id:
+            return reject(RejectReason.WRONG_HUB, f"command is for hub {claims.hub!r}")
+        if claims.exp - claims.nbf > self._max_validity:
+            return reject(RejectReason.MALFORMED, f"validity window {claims.exp - claims.nbf} s exceeds {self._max_validity} s")
+        if now > claims.exp + self._skew:
+            return reject(RejectReason.EXPIRED, f"expired {now - claims.exp:.1f} s ago")
+        if now < claims.nbf - self._skew:
+            return reject(RejectReason.NOT_YET_VALID, f"valid only in {claims.nbf - now:.1f} s")
+        if claims.lock not in self._locks:
+            return reject(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
+        if claims.action not in self._actions:
+            return reject(RejectReason.UNSUPPORTED_ACTION, f"action {claims.action.value!r} is not supported here")
+        if claims.id in self._seen:
+            return reject(RejectReason.REPLAYED, "command id was already used")
+        if not self._seen.remember(claims.id, claims.exp + self._skew, now):
+            return reject(RejectReason.BUSY, "replay guard full")
+        return Verified(claims, kid)
+
+
+@dataclass(frozen=True)
+class _Hint:
+    """Unverified fields read from a payload to address a rejection."""
+
+    command_id: str | None = None
+    reply_to: str | None = None
+    lock: str | None = None
+    action: str | None = None
+
+    @classmethod
+    def read(cls, payload: bytes) -> _Hint:
+        if len(payload) > MAX_COMMAND_BYTES:
+            return cls()
+        try:
+            claims = json.loads(_payload_segment(payload))
+        except ValueError:
+            return cls()
+        if not isinstance(claims, dict):
+            return cls()
+
+        def text(name: str, limit: int) -> str | None:
+            value = claims.get(name)
+            return value if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable() else None
+
+        return cls(text("id", 64), text("reply_to", topics.MAX_TOPIC_LENGTH), text("lock", 64), text("action", 32))
+
+
+def _b64url(segment: bytes) -> bytes:
+    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+
+
+def _payload_segment(payload: bytes) -> bytes:
+    parts = payload.split(b".")
+    if len(parts) != 3:
+        raise ValueError("not three segments")
+    try:
+        return _b64url(parts[1])
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _header(payload: bytes) -> dict[str, object] | None:
+    parts = payload.split(b".")
+    if len(parts) != 3:
+        return None
+    try:
+        header = json.loads(_b64url(parts[0]))
+    except (ValueError, binascii.Error):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()[:3])

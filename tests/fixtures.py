@@ -1,0 +1,70 @@
+"""Pytest fixtures shared by ``tests/`` and ``hil_tests/`` (registered in the root ``conftest.py``).
+
+- ``mosquitto``: a started private broker (:class:`tests.mosquitto.Mosquitto`); the test may
+  ``stop()``, ``kill()``, ``start()`` or ``restart()`` it.
+- ``mosquitto_factory``: ``mosquitto_factory(passwords=..., acl=..., extra_config=[...])`` starts
+  another configured broker; all are stopped at teardown.
+- ``backend_key``: a fresh backend signing key (:class:`BackendKey`) with its kid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hubapi import signing
+from hubapi.models import CommandClaims
+from tests.mosquitto import Mosquitto, MosquittoNotInstalled
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Start configured private brokers on free loopback ports; stop them all afterwards."""
+    brokers: list[Mosquitto] = []
+
+    def start(**settings: Any) -> Mosquitto:
+        try:
+            broker = Mosquitto(tmp_path / f"mosquitto-{len(brokers)}", **settings)
+        except MosquittoNotInstalled as exc:
+            pytest.fail(str(exc), pytrace=False)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """A started private broker allowing anonymous clients."""
+    return mosquitto_factory()
+
+
+@dataclass(frozen=True)
+class BackendKey:
+    """A backend signing key as the hub config names it."""
+
+    kid: str
+    private: Ed25519PrivateKey
+
+    @property
+    def public_text(self) -> str:
+        """The public key in the form a hub's ``[keys]`` section takes."""
+        return signing.public_key_text(self.private)
+
+    def sign(self, claims: CommandClaims) -> str:
+        """The command as its MQTT payload."""
+        return signing.sign(claims, self.private, self.kid)
+
+
+@pytest.fixture
+def backend_key() -> BackendKey:
+    """A fresh Ed25519 backend key with kid ``backend-test``."""
+    return BackendKey("backend-test", signing.generate_private_key())
