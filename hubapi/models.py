@@ -81,6 +81,7 @@ class FailReason(StrEnum):
     EXPIRED_IN_QUEUE = "expired_in_queue"  # expired while waiting for the lock: never sent
     BRIDGE_ERROR = "bridge_error"
     BRIDGE_NO_RESPONSE = "bridge_no_response"
+    SHUTTING_DOWN = "shutting_down"  # hubd stopped; with ``incomplete`` the write had been attempted
 
 
 class _Model(BaseModel):

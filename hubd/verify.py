@@ -99,6 +99,11 @@ class Verifier:
         self._actions = frozenset(actions)
         self._seen = seen if seen is not None else SeenIds()
 
+    @property
+    def clock_skew_s(self) -> float:
+        """Tolerance applied to ``exp`` and ``nbf``."""
+        return self._skew
+
     def verify(self, payload: bytes, *, retained: bool, now: float | None = None) -> Verified | Rejection:
         """Verify one MQTT payload; on success the command id is recorded as used."""
         now = time.time() if now is None else now

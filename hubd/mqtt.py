@@ -1,0 +1,180 @@
+"""The hub's MQTT connection: paho-mqtt 2.x in its own thread, handed over to asyncio.
+
+- Connects in the background and reconnects by itself (backoff 1..30 s); on every connect it
+  re-subscribes to the command topic (QoS 1) and publishes ``online`` (retained).
+- Its last will publishes ``offline`` (retained) when the connection dies; :meth:`HubMqtt.stop`
+  publishes it explicitly, since a clean disconnect suppresses the will.
+- TCP_NODELAY is set in ``on_socket_open``, so every reconnect's socket gets it too.
+- MQTT 5 or 3.1.1 (``mqtt.protocol``). With 5 the session outlives short drops, so commands sent
+  during a blip still arrive (and are then checked for expiry like any other); each process starts
+  with a clean session. With 3.1.1 every connect is a clean session.
+
+paho's callbacks run in paho's thread and only call ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hubapi import topics
+from hubapi.models import Online
+from hubd.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+#: Largest packet the hub accepts (MQTT 5 tells the broker; commands are far smaller).
+MAX_PACKET_BYTES = 16 * 1024
+#: How long a v5 session survives a dropped connection.
+SESSION_EXPIRY_S = 300
+#: Outgoing QoS 1 messages held while disconnected; beyond that paho refuses new ones.
+MAX_QUEUED = 1000
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message received on the command topic."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class HubMqtt:
+    """One hub's connection to the broker.
+
+    ``publish`` is safe to call at any time (QoS 1, queued by paho while disconnected); received
+    commands come out of :meth:`messages`, at most ``inbox_size`` waiting (more are dropped and
+    logged, and their senders time out).
+    """
+
+    def __init__(self, config: MqttConfig, *, hub_id: str, client_id: str, inbox_size: int = 256) -> None:
+        self._config = config
+        self._hub_id = hub_id
+        self._v5 = config.protocol == "5"
+        self._command_topic = topics.commands(hub_id)
+        self._online_topic = topics.online(hub_id)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
+        self._connected = asyncio.Event()
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
+            clean_session=None if self._v5 else True,
+        )
+        if config.username is not None:
+            client.username_pw_set(
+                config.username, config.password.get_secret_value() if config.password is not None else None
+            )
+        if config.tls:
+            client.tls_set(
+                ca_certs=str(config.ca_file) if config.ca_file else None,
+                certfile=str(config.cert_file) if config.cert_file else None,
+                keyfile=str(config.key_file) if config.key_file else None,
+            )
+        client.will_set(self._online_topic, _presence(hub_id, "offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_queued_messages_set(MAX_QUEUED)
+        client.on_socket_open = _set_nodelay
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker session is up right now."""
+        return self._client.is_connected()
+
+    async def start(self) -> None:
+        """Start connecting in the background (returns at once; see :meth:`wait_connected`)."""
+        self._loop = asyncio.get_running_loop()
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            properties.MaximumPacketSize = MAX_PACKET_BYTES
+        self._client.connect_async(
+            self._config.host,
+            self._config.port,
+            self._config.keepalive,
+            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the broker accepted the connection (raises TimeoutError)."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        """Messages from the command topic, in arrival order, forever."""
+        while True:
+            yield await self._inbox.get()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1; paho delivers it once connected."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            log.error("publish to %s dropped: %s", topic, paho.error_string(info.rc))
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained), disconnect and stop paho's thread."""
+        if self._client.is_connected():
+            info = self._client.publish(self._online_topic, _presence(self._hub_id, "offline"), qos=1, retain=True)
+            try:
+                await asyncio.to_thread(info.wait_for_publish, timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline state not confirmed by the broker: %s", exc)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        self._connected.clear()
+
+    # paho callbacks (paho's thread)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
+        client.subscribe(self._command_topic, qos=1)
+        client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connected.set)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        log.warning("disconnected from broker: %s", reason_code)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connected.clear)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _deliver(self, message: Inbound) -> None:
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.error("command inbox full: dropped a %d-byte message on %s", len(message.payload), message.topic)
+
+
+def _presence(hub_id: str, status: str, at: float | None = None) -> bytes:
+    return Online(hub=hub_id, status=status, at=at).model_dump_json().encode()  # type: ignore[arg-type]
+
+
+def _set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    # Without TCP_NODELAY a QoS 1 request and reply on loopback take ~88 ms instead of ~0.5 ms.
+    if hasattr(sock, "setsockopt"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
