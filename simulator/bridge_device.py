@@ -69,7 +69,7 @@ class BridgeDevice:
             micropython_binary(), "-X", f"heapsize={self._heap}", str(FIRMWARE / "main.py"),
             cwd=self.workdir, env=env, pass_fds=(self._uart_fd,),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         self.boots += 1
         self._pump = asyncio.create_task(self._read_log(self._proc))
 

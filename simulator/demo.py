@@ -1,0 +1,211 @@
+"""The demo: a whole simulated home on an embedded broker, shown live in the terminal.
+
+It starts an MQTT broker in this process (amqtt, so nothing needs installing), a simulated home
+(an inside-turner lock with a motor; the real bridge firmware in MicroPython), hubd as its own
+process on the home's serial port, and a scripted backend that signs open and lock commands.
+Every line says who is speaking: the backend, hubd, the bridge firmware, or the lock itself.
+Ctrl-C stops everything and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from hubapi import signing, topics
+from hubapi.client import BackendClient
+from hubapi.models import Actor, CommandClaims, Role
+from simulator.home import SimulatedHome, default_locks
+
+HUB_ID = "demo-hub"
+KID = "backend-demo"
+
+_COLOURS = {"backend": "36", "hubd": "35", "bridge": "33", "lock": "32", "demo": "1"}
+_t0 = time.monotonic()
+
+
+def say(who: str, text: str) -> None:
+    """One timestamped line, coloured by speaker when the terminal shows colour."""
+    stamp = f"{time.monotonic() - _t0:7.2f}s"
+    tag = f"{who:>7} │"
+    if sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
+        tag = f"\x1b[{_COLOURS.get(who, '0')}m{tag}\x1b[0m"
+    print(f"{stamp} {tag} {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int) -> AsyncIterator[None]:
+    """An MQTT 3.1.1 broker in this process on loopback only (never amqtt's 0.0.0.0 default)."""
+    from amqtt.broker import Broker
+
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    broker = Broker({
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    })
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.shutdown()
+
+
+def hubd_config(path: Path, port: int, serial_port: str, public_key: str, locks: list[str]) -> None:
+    lock_list = ", ".join(f'"{lk}"' for lk in locks)
+    path.write_text(f"""hub_id = "{HUB_ID}"
+locks = [{lock_list}]
+command_timeout_s = 30
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+protocol = "3.1.1"
+
+[serial]
+port = "{serial_port}"
+
+[keys]
+"{KID}" = "{public_key}"
+""")
+
+
+async def pump(stream: asyncio.StreamReader, who: str) -> None:
+    async for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            say(who, line)
+
+
+async def watch_locks(home: SimulatedHome) -> None:
+    """Narrate what each lock's motor really does (the simulator's view, not the bridge's)."""
+    last: dict[str, str] = {}
+    while True:
+        for lock_id, lk in home.locks.items():
+            now = f"{'motor turning' if lk.state == 'moving' else lk.state}, battery {lk.battery}%"
+            if last.get(lock_id) != now:
+                last[lock_id] = now
+                say("lock", f"{lock_id}: {now}")
+        await asyncio.sleep(0.05)
+
+
+async def send(backend: BackendClient, key: signing.Ed25519PrivateKey, action: str,
+               lock: str) -> bool:
+    claims = CommandClaims.new(hub=HUB_ID, lock=lock, action=action,
+                               actor=Actor(id="nurse-0042", role=Role.STAFF),
+                               assignment="visit-2026-11-22-0800", ttl_s=30)
+    token = signing.sign(claims, key, KID)
+    say("backend", f"→ {action} {lock} (command {claims.id[:8]}…, signed by {KID}, "
+                   f"valid 30 s, nurse-0042 on visit-2026-11-22-0800)")
+    final = None
+    async for answer in backend.send_command(claims, token, timeout=60):
+        extra = f" ({answer.reason})" if answer.reason else ""
+        state = f", lock {answer.state}" if answer.state else ""
+        say("backend", f"← {answer.status}{extra}{state}")
+        final = answer
+    return final is not None and final.status == "succeeded"
+
+
+async def run(args: argparse.Namespace) -> int:
+    port = free_port()
+    key = signing.generate_private_key()
+    work = Path(tempfile.mkdtemp(prefix="hub-demo-"))
+    say("demo", f"embedded MQTT broker on 127.0.0.1:{port}; working files in {work}")
+    home = SimulatedHome(work / "home", locks=default_locks(travel_time_s=args.travel_time),
+                         on_bridge_log=lambda line: say("bridge", line))
+    hubd: asyncio.subprocess.Process | None = None
+    tasks: list[asyncio.Task[None]] = []
+    ok = True
+    async with embedded_broker(port):
+        try:
+            await home.start()
+            say("demo", f"simulated bridge running the real firmware in MicroPython; "
+                        f"serial port {home.port}")
+            cfg = work / "hubd.toml"
+            hubd_config(cfg, port, home.port, signing.public_key_text(key), list(home.locks))
+            hubd = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hubd", "--config", str(cfg),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            assert hubd.stdout is not None
+            tasks.append(asyncio.create_task(pump(hubd.stdout, "hubd")))
+            tasks.append(asyncio.create_task(watch_locks(home)))
+            async with BackendClient("127.0.0.1", port, client_id="demo-backend",
+                                     protocol="3.1.1") as backend:
+                await wait_online(backend)
+                rounds = 0
+                while True:
+                    for action in ("unlock", "lock"):
+                        ok = await send(backend, key, action, "front-door") and ok
+                        await asyncio.sleep(args.pause)
+                    rounds += 1
+                    if args.once or (args.rounds and rounds >= args.rounds):
+                        break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if hubd is not None and hubd.returncode is None:
+                hubd.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(hubd.wait(), 10)
+                except TimeoutError:
+                    hubd.kill()
+                    await hubd.wait()
+            await home.stop()
+    say("demo", "all stopped" + ("" if ok else "; some commands did not succeed"))
+    return 0 if ok else 1
+
+
+async def wait_online(backend: BackendClient, timeout: float = 30) -> None:
+    async with backend.watch(topics.online(HUB_ID)) as queue:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+            say("backend", f"hub says: {msg.payload.decode(errors='replace')}")
+            if b'"online"' in msg.payload:
+                return
+    raise RuntimeError("hubd did not come online within 30 s; see its lines above")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hub-demo", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: hub-demo --rounds 3 --travel-time 1.5")
+    parser.add_argument("--once", action="store_true", help="one unlock and one lock, then exit")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="stop after this many unlock/lock rounds (default: until Ctrl-C)")
+    parser.add_argument("--travel-time", type=float, default=2.0,
+                        help="seconds the lock motor takes to turn (default 2.0)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between commands (default 2.0)")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        say("demo", "stopped by Ctrl-C")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
