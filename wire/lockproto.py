@@ -357,17 +357,6 @@ def ad_fields(data):
         i += 1 + length
 
 
-def advertises_service(data, uuid_le):
-    """True if the advert lists the 128-bit service UUID (given in over-the-air order)."""
-    for ad_type, payload in ad_fields(data):
-        if ad_type in (0x06, 0x07):
-            for j in range(0, len(payload) - 15, 16):
-                # bytes(): MicroPython compares a memoryview slice with bytes as unequal.
-                if bytes(payload[j : j + 16]) == uuid_le:
-                    return True
-    return False
-
-
 def decode_advert(data):
     """Return (kind name, battery, counter) from the manufacturer data of a reference-lock advert."""
     for ad_type, payload in ad_fields(data):

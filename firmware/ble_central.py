@@ -1,0 +1,440 @@
+"""BLE central on MicroPython's low-level `bluetooth` module, with awaitable operations.
+
+One IRQ handler copies every memoryview it is given (``bytes()``/``bluetooth.UUID()``) before it
+returns and routes the event to the connection it belongs to. Notifications are queued per
+connection at IRQ level and never dropped (aioble keeps only the latest one per characteristic).
+
+Every operation takes a timeout in milliseconds. A GATT procedure that times out leaves the ATT
+bearer in an unknown state, so the link is dropped. A peripheral that disconnects mid-operation
+fails the waiting operation with ``Disconnected``.
+
+    central = Central()
+    conn = await central.connect(0, addr, timeout_ms=3000)
+    await conn.exchange_mtu()
+    ...
+    await conn.disconnect()
+"""
+
+import asyncio
+import time
+
+import bluetooth
+from micropython import const
+
+_IRQ_SCAN_RESULT = const(5)
+_IRQ_SCAN_DONE = const(6)
+_IRQ_PERIPHERAL_CONNECT = const(7)
+_IRQ_PERIPHERAL_DISCONNECT = const(8)
+_IRQ_GATTC_SERVICE_RESULT = const(9)
+_IRQ_GATTC_SERVICE_DONE = const(10)
+_IRQ_GATTC_CHARACTERISTIC_RESULT = const(11)
+_IRQ_GATTC_CHARACTERISTIC_DONE = const(12)
+_IRQ_GATTC_DESCRIPTOR_RESULT = const(13)
+_IRQ_GATTC_DESCRIPTOR_DONE = const(14)
+_IRQ_GATTC_READ_RESULT = const(15)
+_IRQ_GATTC_READ_DONE = const(16)
+_IRQ_GATTC_WRITE_DONE = const(17)
+_IRQ_GATTC_NOTIFY = const(18)
+_IRQ_GATTC_INDICATE = const(19)
+_IRQ_MTU_EXCHANGED = const(21)
+
+_NO_CONN = const(0xFFFF)
+_ADV_SCAN_RSP = const(4)
+_MAX_SCAN_RESULTS = const(16)
+_CONNECT_MARGIN_MS = const(500)
+_DEFAULT_TIMEOUT_MS = const(2000)
+_ENOTCONN = const(107)
+
+CCCD_UUID = bluetooth.UUID(0x2902)
+
+
+class BLEError(Exception):
+    """A BLE operation failed."""
+
+
+class BLETimeout(BLEError):
+    """An operation did not complete in time."""
+
+
+class Disconnected(BLEError):
+    """The link went down before or during the operation."""
+
+
+class Unreachable(BLEError):
+    """A connection attempt found no such peripheral in time."""
+
+
+class GattError(BLEError):
+    """The peer answered a GATT procedure with an error status."""
+
+    def __init__(self, what, status):
+        BLEError.__init__(self, "%s failed with ATT status 0x%02x" % (what, status))
+        self.status = status
+
+
+class ScanResult:
+    """One advertiser seen by ``Central.scan``; ``resp`` is its scan response (active scans)."""
+
+    __slots__ = ("addr_type", "addr", "rssi", "adv", "resp")
+
+    def __init__(self, addr_type, addr, rssi, adv):
+        self.addr_type = addr_type
+        self.addr = addr
+        self.rssi = rssi
+        self.adv = adv
+        self.resp = None
+
+
+def _lists_uuid128(adv, uuid_le):
+    # AD types 0x06/0x07: incomplete/complete list of 128-bit service UUIDs.
+    i = 0
+    n = len(adv)
+    while i + 1 < n:
+        length = adv[i]
+        if length == 0 or i + 1 + length > n:
+            return False
+        if adv[i + 1] in (0x06, 0x07):
+            for j in range(i + 2, i + 1 + length - 15, 16):
+                if bytes(adv[j : j + 16]) == uuid_le:
+                    return True
+        i += 1 + length
+    return False
+
+
+async def _wait(flag, done, deadline, on_timeout):
+    """Wait on ``flag`` until ``done()`` is true; raise via ``on_timeout()`` past ``deadline``."""
+    while not done():
+        left = time.ticks_diff(deadline, time.ticks_ms())
+        if left <= 0:
+            on_timeout()
+            return
+        try:
+            await asyncio.wait_for_ms(flag.wait(), left)
+        except asyncio.TimeoutError:
+            pass
+
+
+class Connection:
+    """A link to one peripheral; GATT operations on it run one at a time."""
+
+    def __init__(self, central, conn_handle, addr_type, addr):
+        self._central = central
+        self._ble = central._ble
+        self.conn_handle = conn_handle
+        self.addr_type = addr_type
+        self.addr = addr
+        self.connected = True
+        self.mtu = 23
+        self._flag = asyncio.ThreadSafeFlag()
+        self._note_flag = asyncio.ThreadSafeFlag()
+        self._notes = []
+        self._busy = asyncio.Lock()
+        self._expect = 0
+        self._expect_result = 0
+        self._handle = 0
+        self._results = None
+        self._status = None
+
+    # --- IRQ side (called by Central._irq with the raw event tuple) ---------------------------
+
+    def _on_disconnect(self):
+        self.connected = False
+        self._flag.set()
+        self._note_flag.set()
+
+    def _on_gatt(self, event, data):
+        if event == _IRQ_GATTC_NOTIFY or event == _IRQ_GATTC_INDICATE:
+            self._notes.append((data[1], bytes(data[2])))
+            self._note_flag.set()
+            return
+        if event == _IRQ_MTU_EXCHANGED:
+            self.mtu = data[1]
+            if self._expect == _IRQ_MTU_EXCHANGED:
+                self._status = 0
+                self._flag.set()
+            return
+        if event == self._expect_result and self._results is not None:
+            if event == _IRQ_GATTC_SERVICE_RESULT:
+                self._results.append((data[1], data[2], bluetooth.UUID(data[3])))
+            elif event == _IRQ_GATTC_CHARACTERISTIC_RESULT:
+                self._results.append((data[1], data[2], data[3], bluetooth.UUID(data[4])))
+            elif event == _IRQ_GATTC_DESCRIPTOR_RESULT:
+                self._results.append((data[1], bluetooth.UUID(data[2])))
+            elif data[1] == self._handle:
+                self._results.append(bytes(data[2]))
+        elif event == self._expect:
+            # Read/write done carry the value handle (0 on btstack); discovery done does not.
+            if len(data) == 3 and data[1] not in (0, self._handle):
+                return
+            self._status = data[-1]
+            self._flag.set()
+
+    # --- operations ---------------------------------------------------------------------------
+
+    async def _run(self, what, done, start, timeout_ms, handle=0):
+        async with self._busy:
+            if not self.connected:
+                raise Disconnected("%s: not connected" % what)
+            self._expect = done
+            self._expect_result = done - 1 if done in (10, 12, 14, 16) else 0
+            self._handle = handle
+            self._results = []
+            self._status = None
+            try:
+                try:
+                    start()
+                except OSError as e:
+                    if e.args and e.args[0] == _ENOTCONN:
+                        raise Disconnected("%s: not connected" % what)
+                    raise BLEError("%s: %r" % (what, e))
+                deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+                await _wait(
+                    self._flag,
+                    lambda: self._status is not None or not self.connected,
+                    deadline,
+                    lambda: self._timed_out(what),
+                )
+                if self._status is None:
+                    raise Disconnected("%s: link lost" % what)
+                if self._status != 0:
+                    raise GattError(what, self._status)
+                return self._results
+            finally:
+                self._expect = 0
+                self._expect_result = 0
+                self._results = None
+
+    def _timed_out(self, what):
+        self.disconnect_nowait()
+        raise BLETimeout("%s timed out" % what)
+
+    async def exchange_mtu(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Negotiate the ATT MTU (preferred value set by ``Central``); return the result."""
+        await self._run(
+            "MTU exchange",
+            _IRQ_MTU_EXCHANGED,
+            lambda: self._ble.gattc_exchange_mtu(self.conn_handle),
+            timeout_ms,
+        )
+        return self.mtu
+
+    async def services(self, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Primary services as a list of (start_handle, end_handle, UUID)."""
+        return await self._run(
+            "service discovery",
+            _IRQ_GATTC_SERVICE_DONE,
+            lambda: self._ble.gattc_discover_services(self.conn_handle, uuid),
+            timeout_ms,
+        )
+
+    async def characteristics(self, start, end, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Characteristics in [start, end] as a list of (def_handle, value_handle, properties, UUID)."""
+        return await self._run(
+            "characteristic discovery",
+            _IRQ_GATTC_CHARACTERISTIC_DONE,
+            lambda: self._ble.gattc_discover_characteristics(self.conn_handle, start, end, uuid),
+            timeout_ms,
+        )
+
+    async def descriptors(self, start, end, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Descriptors in [start, end] as a list of (handle, UUID)."""
+        return await self._run(
+            "descriptor discovery",
+            _IRQ_GATTC_DESCRIPTOR_DONE,
+            lambda: self._ble.gattc_discover_descriptors(self.conn_handle, start, end),
+            timeout_ms,
+        )
+
+    async def read(self, value_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Read a characteristic or descriptor value."""
+        chunks = await self._run(
+            "read",
+            _IRQ_GATTC_READ_DONE,
+            lambda: self._ble.gattc_read(self.conn_handle, value_handle),
+            timeout_ms,
+            value_handle,
+        )
+        return chunks[0] if chunks else b""
+
+    async def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Write with response (mode 1); returns once the peer acknowledged it."""
+        await self._run(
+            "write",
+            _IRQ_GATTC_WRITE_DONE,
+            lambda: self._ble.gattc_write(self.conn_handle, value_handle, data, 1),
+            timeout_ms,
+            value_handle,
+        )
+
+    async def subscribe(self, cccd_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Enable notifications by writing the Client Characteristic Configuration descriptor."""
+        await self.write(cccd_handle, b"\x01\x00", timeout_ms)
+
+    async def notified(self, timeout_ms, value_handle=None):
+        """Next queued notification (for ``value_handle`` if given), oldest first, as bytes.
+
+        Notifications that arrived before a disconnect are still returned; after that the wait
+        fails with ``Disconnected``.
+        """
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            notes = self._notes
+            for i in range(len(notes)):
+                if value_handle is None or notes[i][0] == value_handle:
+                    return notes.pop(i)[1]
+            if not self.connected:
+                raise Disconnected("link lost while waiting for a notification")
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise BLETimeout("no notification within %d ms" % timeout_ms)
+            try:
+                await asyncio.wait_for_ms(self._note_flag.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def discard_notifications(self):
+        """Forget queued notifications (e.g. stale ones before a new exchange)."""
+        self._notes = []
+
+    def disconnect_nowait(self):
+        """Ask the stack to drop the link; the disconnect event follows later."""
+        if self.connected:
+            try:
+                if not self._ble.gap_disconnect(self.conn_handle):
+                    self._central._forget(self)
+            except OSError:
+                self._central._forget(self)
+
+    async def disconnect(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Drop the link and wait for the stack to confirm it (or give up after the timeout)."""
+        self.disconnect_nowait()
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        await _wait(self._flag, lambda: not self.connected, deadline, lambda: None)
+
+
+class Central:
+    """The bridge's BLE central: scans and connects; one GAP procedure at a time."""
+
+    def __init__(self, ble=None, mtu=185):
+        self._ble = ble or bluetooth.BLE()
+        self._ble.active(True)
+        self._ble.config(mtu=mtu)
+        self._ble.irq(self._irq)
+        self._conns = {}
+        self._gap = asyncio.Lock()
+        self._gap_flag = asyncio.ThreadSafeFlag()
+        self._pending = None  # address bytes while gap_connect is outstanding
+        self._connected = None  # Connection, or False when the attempt failed
+        self._scan = None  # dict addr -> ScanResult while scanning
+        self._scan_service = None
+        self._scan_addr = None
+        self._scan_done = True
+
+    def _forget(self, conn):
+        self._conns.pop(conn.conn_handle, None)
+        conn._on_disconnect()
+
+    def _irq(self, event, data):
+        if event == _IRQ_SCAN_RESULT:
+            self._on_scan_result(data[0], data[1], data[2], data[3], data[4])
+        elif event == _IRQ_SCAN_DONE:
+            self._scan_done = True
+            self._gap_flag.set()
+        elif event == _IRQ_PERIPHERAL_CONNECT:
+            conn_handle, addr_type, addr = data
+            addr = bytes(addr)
+            if self._pending is not None and addr == self._pending:
+                conn = Connection(self, conn_handle, addr_type, addr)
+                self._conns[conn_handle] = conn
+                self._connected = conn
+                self._pending = None
+                self._gap_flag.set()
+            else:
+                # A connection nobody waits for any more (attempt gave up): do not keep it.
+                self._ble.gap_disconnect(conn_handle)
+        elif event == _IRQ_PERIPHERAL_DISCONNECT:
+            conn_handle = data[0]
+            if conn_handle == _NO_CONN:
+                if self._pending is not None:
+                    self._pending = None
+                    self._connected = False
+                    self._gap_flag.set()
+            else:
+                conn = self._conns.pop(conn_handle, None)
+                if conn is not None:
+                    conn._on_disconnect()
+        else:
+            conn = self._conns.get(data[0])
+            if conn is not None:
+                conn._on_gatt(event, data)
+
+    def _on_scan_result(self, addr_type, addr, adv_type, rssi, adv):
+        results = self._scan
+        if results is None:
+            return
+        if self._scan_addr is not None and bytes(addr) != self._scan_addr:
+            return
+        key = bytes(addr)
+        seen = results.get(key)
+        if adv_type == _ADV_SCAN_RSP:
+            if seen is not None:
+                seen.resp = bytes(adv)
+            return
+        if seen is not None:
+            seen.rssi = rssi
+            seen.adv = bytes(adv)
+            return
+        if self._scan_service is not None and not _lists_uuid128(adv, self._scan_service):
+            return
+        if len(results) < _MAX_SCAN_RESULTS:
+            results[key] = ScanResult(addr_type, key, rssi, bytes(adv))
+
+    async def scan(self, duration_ms, service=None, addr=None, active=True):
+        """Scan for ``duration_ms``; return a list of ScanResult.
+
+        ``service``: only advertisers listing this 128-bit service UUID, given as its 16 bytes in
+        over-the-air (little-endian) order; ``addr``: only this 6-byte address. At most 16 results.
+        """
+        async with self._gap:
+            self._scan = {}
+            self._scan_service = service
+            self._scan_addr = bytes(addr) if addr is not None else None
+            self._scan_done = False
+            try:
+                self._ble.gap_scan(duration_ms, 30000, 30000, active)
+                deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
+                await _wait(self._gap_flag, lambda: self._scan_done, deadline, lambda: None)
+                return list(self._scan.values())
+            finally:
+                if not self._scan_done:
+                    self._ble.gap_scan(None)
+                self._scan = None
+
+    async def connect(self, addr_type, addr, timeout_ms=3000):
+        """Connect to a peripheral; raise ``Unreachable`` if it is not found within the timeout."""
+        addr = bytes(addr)
+        async with self._gap:
+            self._connected = None
+            try:
+                self._ble.gap_connect(addr_type, addr, timeout_ms)
+            except OSError as e:
+                raise BLEError("connect: %r" % e)
+            self._pending = addr
+            try:
+                deadline = time.ticks_add(time.ticks_ms(), timeout_ms + _CONNECT_MARGIN_MS)
+                await _wait(
+                    self._gap_flag, lambda: self._connected is not None, deadline, lambda: None
+                )
+            finally:
+                if self._connected is None:
+                    # Timed out or cancelled: stop the stack's attempt; a late connect event
+                    # finds no pending address and is disconnected by the IRQ handler.
+                    self._pending = None
+                    self._ble.gap_connect(None)
+            if not self._connected:
+                raise Unreachable("no connection to %s within %d ms" % (_hex(addr), timeout_ms))
+            return self._connected
+
+
+def _hex(addr):
+    return ":".join("%02X" % b for b in addr)

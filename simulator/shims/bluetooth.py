@@ -1,0 +1,315 @@
+"""Host stand-in for MicroPython's `bluetooth` module (central role), backed by the simulated radio.
+
+Mirrors the real module where the firmware can tell the difference:
+- ``BLE()`` returns one shared object; nothing works until ``active(True)``.
+- Calls return at once; their results arrive later as IRQ events with MicroPython's event numbers
+  and tuple shapes, never from inside the call.
+- ``addr``, ``adv_data``, ``char_data`` and ``notify_data`` are memoryviews into one buffer, and
+  ``uuid`` is one reused ``UUID`` object; both are overwritten after the handler returns, so
+  firmware that keeps them without copying (``bytes(...)`` / ``bluetooth.UUID(...)``) reads
+  garbage, as it would on an ESP32.
+- Calls on a handle that is not connected raise ``OSError(ENOTCONN)``; a second ``gap_connect``
+  while one is pending raises ``OSError(EALREADY)``; a failed or cancelled connect raises event 8
+  with conn_handle 0xFFFF and addr_type 0xFF, as NimBLE does.
+
+Differences: events are delivered by an asyncio task (started by ``active(True)``), so a handler
+runs at the firmware's next ``await`` rather than between any two bytecodes; the GATT server and
+advertiser roles are not provided (the bridge is a central). Real ``UUID`` objects support the
+buffer protocol; this one does not, so compare UUIDs with ``==``.
+
+Environment: ``SIM_RADIO`` is the radio's unix socket path; ``SIM_BLE_MAC`` (12 hex digits,
+optional) is this central's public address.
+"""
+
+import asyncio
+import binascii
+import errno
+import os
+import select
+import socket
+import struct
+
+import airwire
+
+FLAG_BROADCAST = 0x0001
+FLAG_READ = 0x0002
+FLAG_WRITE_NO_RESPONSE = 0x0004
+FLAG_WRITE = 0x0008
+FLAG_NOTIFY = 0x0010
+FLAG_INDICATE = 0x0020
+FLAG_AUTHENTICATED_SIGNED_WRITE = 0x0040
+FLAG_AUX_WRITE = 0x0100
+FLAG_READ_ENCRYPTED = 0x0200
+FLAG_READ_AUTHENTICATED = 0x0400
+FLAG_READ_AUTHORIZED = 0x0800
+FLAG_WRITE_ENCRYPTED = 0x1000
+FLAG_WRITE_AUTHENTICATED = 0x2000
+FLAG_WRITE_AUTHORIZED = 0x4000
+
+_NO_CONN = 0xFFFF
+_GARBAGE = 0xEE
+_BUF_SIZE = 1024
+
+
+class UUID:
+    """A 16-, 32- or 128-bit Bluetooth UUID, held in over-the-air (little-endian) byte order."""
+
+    def __init__(self, value):
+        if isinstance(value, UUID):
+            self._b = bytes(value._b)
+        elif isinstance(value, int):
+            if value < 0 or value > 0xFFFFFFFF:
+                raise ValueError("invalid UUID")
+            self._b = value.to_bytes(2 if value <= 0xFFFF else 4, "little")
+        elif isinstance(value, str):
+            hexdigits = value.replace("-", "")
+            if len(hexdigits) != 32:
+                raise ValueError("invalid UUID")
+            raw = binascii.unhexlify(hexdigits)
+            self._b = bytes(raw[15 - i] for i in range(16))
+        else:
+            raw = bytes(value)
+            if len(raw) not in (2, 4, 16):
+                raise ValueError("invalid UUID")
+            self._b = raw
+
+    def __eq__(self, other):
+        return isinstance(other, UUID) and self._b == other._b
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(self._b)
+
+    def __repr__(self):
+        b = self._b
+        if len(b) != 16:
+            return "UUID(0x%x)" % int.from_bytes(b, "little")
+        h = binascii.hexlify(bytes(b[15 - i] for i in range(16))).decode()
+        return "UUID('%s-%s-%s-%s-%s')" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+class _BLE:
+    def __init__(self):
+        self._active = False
+        self._handler = None
+        self._sock = None
+        self._poller = None
+        self._mtu = 23
+        self._gap_name = b"MPY BTSTACK"
+        mac = os.getenv("SIM_BLE_MAC") or "02005e000001"
+        self._mac = binascii.unhexlify(mac)
+        self._conns = set()
+        self._connecting = False
+        self._buf = bytearray(_BUF_SIZE)
+        self._uuid = UUID(0)
+
+    # --- radio socket -------------------------------------------------------------------------
+
+    def _open(self):
+        path = os.getenv("SIM_RADIO")
+        if not path:
+            raise OSError(errno.ENODEV)  # no simulated radio: like a board without BLE
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The unix port takes a raw sockaddr: sun_family (native u16) + NUL-terminated path.
+        sock.connect(struct.pack("H", socket.AF_UNIX) + path.encode() + b"\x00")
+        sock.setblocking(False)
+        self._sock = sock
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLOUT)
+        self._send(airwire.HELLO, (self._mac,))
+        asyncio.create_task(self._pump(sock))
+
+    def _send(self, kind, args):
+        frame = memoryview(airwire.encode(kind, args))
+        while frame:
+            n = self._sock.write(frame)
+            if n is None:  # socket buffer full: wait until the radio drains it
+                self._poller.poll(1000)
+                continue
+            frame = frame[n:]
+
+    def _request(self, kind, args):
+        self._check_active()
+        self._send(kind, args)
+
+    def _check_active(self):
+        if not self._active:
+            raise OSError(errno.EPERM)
+
+    def _check_conn(self, conn_handle):
+        self._check_active()
+        if conn_handle not in self._conns:
+            raise OSError(errno.ENOTCONN)
+
+    async def _pump(self, sock):
+        reader = asyncio.StreamReader(sock)
+        while True:
+            try:
+                header = await reader.readexactly(2)
+                body = await reader.readexactly(airwire.body_length(header))
+            except (EOFError, OSError, airwire.WireError):
+                print("bluetooth shim: lost the simulated radio")
+                self._conns.clear()
+                return
+            if self._sock is not sock:
+                return  # deactivated meanwhile
+            event, args = airwire.decode(body)
+            self._dispatch(event, args)
+
+    def _dispatch(self, event, args):
+        if event == 7:
+            self._conns.add(args[0])
+            self._connecting = False
+        elif event == 8:
+            if args[0] == _NO_CONN:
+                self._connecting = False
+            else:
+                self._conns.discard(args[0])
+        handler = self._handler
+        if handler is None:
+            return
+        # Stage bytes in the shared buffer and hand out views, as modbluetooth's ringbuffer does.
+        data = []
+        used = 0
+        uuid_used = False
+        for i in range(len(args)):
+            a = args[i]
+            if isinstance(a, bytes) and _is_uuid_slot(event, i):
+                self._uuid._b = a
+                uuid_used = True
+                data.append(self._uuid)
+            elif isinstance(a, bytes):
+                n = len(a)
+                self._buf[used : used + n] = a
+                data.append(memoryview(self._buf)[used : used + n])
+                used += n
+            else:
+                data.append(a)
+        try:
+            handler(event, tuple(data))
+        except Exception as e:
+            print("Uncaught exception in IRQ callback handler")
+            print(repr(e))
+        for i in range(used):
+            self._buf[i] = _GARBAGE
+        if uuid_used:
+            self._uuid._b = bytes(_GARBAGE for _ in range(len(self._uuid._b)))
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def active(self, active=None):
+        if active is None:
+            return self._active
+        if active and not self._active:
+            self._open()
+            self._active = True
+        elif not active and self._active:
+            self._active = False
+            self._conns.clear()
+            self._connecting = False
+            self._sock.close()
+            self._sock = None
+        return self._active
+
+    def config(self, *args, **kwargs):
+        if args:
+            if len(args) != 1 or kwargs:
+                raise TypeError("must query one param")
+            name = args[0]
+            if name == "mac":
+                return (0, self._mac)
+            if name == "mtu":
+                return self._mtu
+            if name == "gap_name":
+                return self._gap_name
+            raise ValueError("unknown config param")
+        for name, value in kwargs.items():
+            if name == "mtu":
+                if value < 23 or value > 517:
+                    raise ValueError("invalid MTU")
+                self._mtu = value
+            elif name == "gap_name":
+                self._gap_name = value.encode() if isinstance(value, str) else bytes(value)
+            elif name in ("rxbuf", "io", "mitm", "bond", "le_secure", "addr_mode"):
+                pass  # accepted for compatibility; the simulated stack does not use them
+            else:
+                raise ValueError("unknown config param")
+        return None
+
+    def irq(self, handler):
+        self._handler = handler
+
+    def gap_scan(self, duration_ms, interval_us=1280000, window_us=11250, active=False):
+        self._request(airwire.SCAN, (duration_ms, 1 if active else 0))
+
+    def gap_connect(self, addr_type, addr=None, scan_duration_ms=2000,
+                    min_conn_interval_us=None, max_conn_interval_us=None):
+        self._check_active()
+        if addr_type is None:
+            if self._connecting:
+                self._send(airwire.CONNECT_CANCEL, ())
+            return
+        if self._connecting:
+            raise OSError(errno.EALREADY)
+        if len(addr) != 6:
+            raise ValueError("invalid addr")
+        self._connecting = True
+        self._send(airwire.CONNECT, (addr_type, bytes(addr), scan_duration_ms))
+
+    def gap_disconnect(self, conn_handle):
+        self._check_active()
+        if conn_handle not in self._conns:
+            return False
+        self._send(airwire.DISCONNECT, (conn_handle,))
+        return True
+
+    def gattc_discover_services(self, conn_handle, uuid=None):
+        self._check_conn(conn_handle)
+        self._send(airwire.DISCOVER_SERVICES, (conn_handle, _uuid_arg(uuid)))
+
+    def gattc_discover_characteristics(self, conn_handle, start_handle, end_handle, uuid=None):
+        self._check_conn(conn_handle)
+        self._send(
+            airwire.DISCOVER_CHARACTERISTICS,
+            (conn_handle, start_handle, end_handle, _uuid_arg(uuid)),
+        )
+
+    def gattc_discover_descriptors(self, conn_handle, start_handle, end_handle):
+        self._check_conn(conn_handle)
+        self._send(airwire.DISCOVER_DESCRIPTORS, (conn_handle, start_handle, end_handle))
+
+    def gattc_read(self, conn_handle, value_handle):
+        self._check_conn(conn_handle)
+        self._send(airwire.READ, (conn_handle, value_handle))
+
+    def gattc_write(self, conn_handle, value_handle, data, mode=0):
+        self._check_conn(conn_handle)
+        self._send(airwire.WRITE, (conn_handle, value_handle, mode, bytes(data)))
+
+    def gattc_exchange_mtu(self, conn_handle):
+        self._check_conn(conn_handle)
+        self._send(airwire.EXCHANGE_MTU, (conn_handle, self._mtu))
+
+
+def _uuid_arg(uuid):
+    if uuid is None:
+        return None
+    return UUID(uuid)._b
+
+
+def _is_uuid_slot(event, index):
+    # Service result (9) and characteristic result (11) end in a uuid; descriptor result (13) too.
+    return (event == 9 and index == 3) or (event == 11 and index == 4) or (event == 13 and index == 2)
+
+
+_instance = None
+
+
+def BLE():
+    """Return the one BLE object, as ``bluetooth.BLE()`` does on a board."""
+    global _instance
+    if _instance is None:
+        _instance = _BLE()
+    return _instance
