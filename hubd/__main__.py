@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -71,21 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLinesFormatter())
     logging.basicConfig(level=config.log_level, handlers=[handler], force=True)
-    try:
-        asyncio.run(run(config))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(_run_until_signal(config))
     return 0
 
 
-async def run(config: HubConfig) -> None:
-    """Wire config, bridge, verifier, pipeline and MQTT; run until a stop signal."""
-    from hubd.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
-
+async def _run_until_signal(config: HubConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await run(config, stop)
+
+
+async def run(config: HubConfig, stop: asyncio.Event) -> None:
+    """Wire config, bridge, verifier, pipeline and MQTT; run until ``stop`` is set, then shut down cleanly."""
+    from hubd.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
 
     log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port})
     try:
@@ -112,16 +111,25 @@ async def run(config: HubConfig) -> None:
     await mqtt.start()
     pipeline = asyncio.create_task(commands.run(mqtt.messages()), name="commands")
     started = time.monotonic()
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    await asyncio.wait({pipeline, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
+    stopping.cancel()
     pipeline.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    failure: BaseException | None = None
+    try:
         await pipeline
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # a bug: still shut down cleanly, then let it surface
+        failure = exc
     await commands.close()
     await mqtt.stop()  # after close(): the last answers go out before "offline"
     await bridge.close()
     log.info("hubd stopped")
+    if failure is not None:
+        raise failure
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hubapi import topics
 from hubapi.models import Online
@@ -149,7 +150,13 @@ class HubMqtt:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
-        client.subscribe(self._command_topic, qos=1)
+        if self._v5:
+            # Keep the retain flag as published, so a retained command is seen as one even live.
+            client.subscribe(self._command_topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
+        else:
+            # 3.1.1 brokers clear the flag on live delivery; a retained command is still refused
+            # whenever it is replayed on (re)subscription, and its id cannot run twice.
+            client.subscribe(self._command_topic, qos=1)
         client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected.set)

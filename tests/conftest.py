@@ -32,3 +32,13 @@ def make_claims() -> Callable[..., CommandClaims]:
         return CommandClaims.new(**fields)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_hubd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HUBD_* variables of the developer's shell must not leak into a test's configuration."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("HUBD_"):
+            monkeypatch.delenv(name)
