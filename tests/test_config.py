@@ -1,0 +1,130 @@
+"""hubd.config: TOML file, HUBD_ environment overrides, and one-line errors a person can act on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubapi import signing
+from hubd.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def public_key() -> str:
+    return signing.public_key_text(signing.generate_private_key())
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(text: str) -> Path:
+        path = tmp_path / "hubd.toml"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def minimal(public_key: str, extra: str = "") -> str:
+    return f'hub_id = "hub-1"\nlocks = ["front"]\n{extra}\n[keys]\n"k1" = "{public_key}"\n'
+
+
+def test_file_is_read_with_defaults(write, public_key):
+    config = load_config(write(minimal(public_key, 'command_timeout_s = 12\n[mqtt]\nhost = "broker"\npassword = "pw"')))
+    assert config.hub_id == "hub-1" and config.locks == ["front"]
+    assert config.mqtt.host == "broker" and config.mqtt.port == 1883 and config.mqtt.protocol == "5"
+    assert config.mqtt.password.get_secret_value() == "pw" and "pw" not in repr(config)
+    assert config.command_timeout_s == 12
+    assert config.client_id == "hubd-hub-1"
+    assert set(config.public_keys()) == {"k1"}
+
+
+def test_pem_keys_are_accepted(write):
+    pem = signing.public_key_pem(signing.generate_private_key())
+    config = load_config(write(f'hub_id = "h"\nlocks = ["a"]\n[keys]\nk1 = """{pem}"""\n'))
+    assert signing.public_key_text(config.public_keys()["k1"])
+
+
+def test_environment_overrides_the_file(write, public_key, monkeypatch):
+    path = write(minimal(public_key, '[mqtt]\nhost = "from-file"\nport = 1884'))
+    monkeypatch.setenv("HUBD_MQTT__HOST", "from-env")
+    monkeypatch.setenv("HUBD_MQTT__PASSWORD", "s3cret")
+    monkeypatch.setenv("HUBD_LOCKS", '["front", "keybox"]')
+    config = load_config(path)
+    assert (config.mqtt.host, config.mqtt.port) == ("from-env", 1884)
+    assert config.mqtt.password.get_secret_value() == "s3cret"
+    assert config.locks == ["front", "keybox"]
+
+
+def test_config_path_from_environment(write, public_key, monkeypatch):
+    monkeypatch.setenv("HUBD_CONFIG", str(write(minimal(public_key))))
+    assert load_config().hub_id == "hub-1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("[mqtt]\nport = 70000", "mqtt.port: Input should be less than or equal to 65535 (got 70000)"),
+        ("[mqtt]\nprotocol = \"4\"", "mqtt.protocol"),
+        ("[mqtt]\ncert_file = \"/nonexistent\"", "mqtt.cert_file"),
+        ("clock_skew_s = -1", "clock_skew_s"),
+        ("lokcs = [\"x\"]", "lokcs is not a known setting"),
+        ("[serial]\nbaudrate = \"fast\"", "serial.baudrate"),
+    ],
+    ids=["port", "protocol", "missing-file", "skew", "typo", "baudrate"],
+)
+def test_bad_values_name_the_field_in_one_line(write, public_key, extra, expected):
+    path = write(minimal(public_key, extra))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert expected in message
+    assert "\n" not in message
+    assert str(path) in message or "not a known setting" in message
+
+
+def test_missing_hub_id_says_where_to_set_it(write, public_key):
+    with pytest.raises(ConfigError, match=r"hub_id is missing: set it in .* or HUBD_HUB_ID"):
+        load_config(write(f'locks = ["a"]\n[keys]\nk1 = "{public_key}"\n'))
+
+
+def test_bad_key_names_the_kid_and_hides_the_key(write):
+    with pytest.raises(ConfigError, match=r"keys: key 'k1': .*Ed25519 public key as PEM or raw base64url") as raised:
+        load_config(write('hub_id = "h"\nlocks = ["a"]\n[keys]\nk1 = "secret-looking-garbage"\n'))
+    assert "secret-looking-garbage" not in str(raised.value)
+
+
+def test_lock_ids_must_fit_the_topic_tree(write, public_key):
+    with pytest.raises(ConfigError, match=r"locks\.0"):
+        load_config(write(minimal(public_key).replace('["front"]', '["front/door"]')))
+
+
+def test_bad_value_from_environment_names_the_variable(write, public_key, monkeypatch):
+    monkeypatch.setenv("HUBD_MQTT__KEEPALIVE", "soon")
+    with pytest.raises(ConfigError, match="HUBD_MQTT__KEEPALIVE"):
+        load_config(write(minimal(public_key)))
+
+
+def test_toml_syntax_error_is_one_line(write):
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(write("hub_id = \n"))
+
+
+def test_daemon_exits_2_with_one_line_and_no_traceback(write, public_key):
+    path = write(minimal(public_key, "[mqtt]\nport = 0"))
+    result = subprocess.run(
+        [sys.executable, "-m", "hubd", "--config", str(path)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hubd: invalid configuration: mqtt.port"), result.stderr
+
+
+def test_help_shows_an_example():
+    result = subprocess.run([sys.executable, "-m", "hubd", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0
+    assert "hubd --config /etc/hubd/hubd.toml" in result.stdout
