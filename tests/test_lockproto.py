@@ -1,0 +1,298 @@
+"""The reference lock protocol codec (wire/lockproto.py) and the simulated lock's nonce rules."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+
+import pytest
+
+from simulator.locks import InsideTurnerLock
+from simulator.radio import Radio
+from simulator.shims import airwire
+from wire import lockproto as lp
+from wire.hmac_sha256 import HMAC, compare_digest, hmac_sha256
+
+SECRET = bytes(range(32))
+ADDR = bytes.fromhex("AABBCCDDEE01")
+NONCE = bytes(range(100, 116))
+TAG = lp.command_tag("cmd-1")
+
+
+# --- HMAC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_matches_cpython_hmac_module(key_len):
+    key = os.urandom(key_len)
+    msg = os.urandom(300)
+    assert hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
+    assert HMAC(key).update(msg[:7]).update(msg[7:]).digest() == hmac_sha256(key, msg)
+
+
+def test_compare_digest_tells_equal_from_different():
+    assert compare_digest(b"abc", b"abc")
+    assert not compare_digest(b"abc", b"abd")
+    assert not compare_digest(b"abc", b"abcd")
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+def test_challenge_round_trip():
+    lp.decode_challenge_request(lp.encode_challenge_request())
+    assert lp.decode_challenge(lp.encode_challenge(NONCE)) == NONCE
+
+
+def test_command_round_trip_and_mac_binds_every_field():
+    pdu = lp.encode_command(SECRET, ADDR, NONCE, lp.action_code("unlock"), TAG)
+    assert len(pdu) == lp.COMMAND_LEN == 42
+    action, tag, mac = lp.decode_command(pdu)
+    assert (lp.action_name(action), tag) == ("unlock", TAG)
+    assert lp.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
+    other_nonce = bytes(16)
+    assert not lp.verify_command(SECRET, ADDR, other_nonce, action, tag, mac)
+    assert not lp.verify_command(SECRET, bytes(6), NONCE, action, tag, mac)
+    assert not lp.verify_command(SECRET, ADDR, NONCE, lp.action_code("unlatch"), tag, mac)
+    assert not lp.verify_command(SECRET, ADDR, NONCE, action, bytes(8), mac)
+    assert not lp.verify_command(bytes(32), ADDR, NONCE, action, tag, mac)
+
+
+def test_command_mac_is_hmac_over_documented_input():
+    expected = hmac.new(
+        SECRET, b"homecare-lock/v1/command" + ADDR + NONCE + b"\x01" + TAG, hashlib.sha256
+    ).digest()
+    assert lp.command_mac(SECRET, ADDR, NONCE, 1, TAG) == expected
+
+
+def test_result_round_trip():
+    pdu = lp.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_OK, lp.state_code("unlocked"), 87)
+    assert len(pdu) == lp.RESULT_LEN
+    status, state, battery, mac = lp.decode_result(pdu)
+    assert (status, lp.state_name(state), battery) == (0, "unlocked", 87)
+    assert lp.verify_result(SECRET, ADDR, NONCE, TAG, status, state, battery, mac)
+    assert not lp.verify_result(SECRET, ADDR, NONCE, TAG, status, lp.state_code("locked"), 87, mac)
+
+
+def test_status_round_trip():
+    pdu = lp.encode_status(SECRET, ADDR, 7, lp.state_code("locked"), 55, lp.source_code("manual"))
+    counter, state, battery, source, mac = lp.decode_status(pdu)
+    assert (counter, lp.state_name(state), battery, lp.source_name(source)) == (
+        7, "locked", 55, "manual")
+    assert lp.verify_status(SECRET, ADDR, counter, state, battery, source, mac)
+    assert not lp.verify_status(SECRET, ADDR, counter + 1, state, battery, source, mac)
+
+
+def test_advert_fits_legacy_advertising_and_round_trips():
+    adv = lp.encode_advert("inside_turner", 64, 0x1234)
+    assert len(adv) <= lp.ADV_MAX
+    assert lp.decode_advert(adv) == ("inside_turner", 64, 0x1234)
+    assert lp.decode_name(lp.encode_scan_response("Front door")) == "Front door"
+
+
+def test_command_tag_is_stable_and_distinct():
+    assert lp.command_tag("a") == lp.command_tag(b"a")
+    assert lp.command_tag("a") != lp.command_tag("b")
+    assert len(lp.command_tag("a")) == lp.TAG_LEN
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+GOOD = {
+    "challenge": (lp.decode_challenge, lp.encode_challenge(NONCE)),
+    "command": (lp.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
+    "result": (lp.decode_result, lp.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
+    "status": (lp.decode_status, lp.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
+}
+
+
+@pytest.mark.parametrize("kind", GOOD)
+def test_truncated_or_padded_pdus_are_rejected(kind):
+    decode, pdu = GOOD[kind]
+    for n in range(len(pdu)):
+        with pytest.raises(lp.ProtocolError):
+            decode(pdu[:n])
+    with pytest.raises(lp.ProtocolError):
+        decode(pdu + b"\x00")
+
+
+@pytest.mark.parametrize("kind", GOOD)
+def test_wrong_opcode_is_rejected(kind):
+    decode, pdu = GOOD[kind]
+    with pytest.raises(lp.ProtocolError):
+        decode(bytes([pdu[0] ^ 0x40]) + pdu[1:])
+
+
+@pytest.mark.parametrize(
+    ("decode", "pdu"),
+    [
+        (lp.decode_command, bytes([lp.OP_COMMAND, 9]) + bytes(40)),  # unknown action
+        (lp.decode_result, bytes([lp.OP_RESULT, 200, 1, 50]) + bytes(32)),  # unknown status
+        (lp.decode_result, bytes([lp.OP_RESULT, 0, 77, 50]) + bytes(32)),  # unknown state
+        (lp.decode_result, bytes([lp.OP_RESULT, 0, 1, 101]) + bytes(32)),  # battery > 100
+        (lp.decode_status, bytes([lp.OP_STATUS, 0, 0, 0, 1, 1, 50, 9]) + bytes(32)),  # source
+        (lp.decode_challenge_request, bytes([lp.OP_CHALLENGE_REQUEST, 2])),  # version
+    ],
+)
+def test_out_of_range_fields_are_rejected(decode, pdu):
+    with pytest.raises(lp.ProtocolError):
+        decode(pdu)
+
+
+@pytest.mark.parametrize(
+    "adv",
+    [
+        b"\x05\xff\xff\xff",  # AD length overruns the advert
+        b"",  # no manufacturer data at all
+        b"\x07\xff\xff\xff\x01\x01\x32\x00",  # manufacturer data one byte short
+        b"\x08\xff\xff\xff\x02\x01\x32\x00\x00",  # unknown protocol version
+        b"\x08\xff\xff\xff\x01\x09\x32\x00\x00",  # unknown lock kind
+        b"\x08\xff\xff\xff\x01\x01\xc8\x00\x00",  # battery 200 %
+    ],
+)
+def test_hostile_adverts_are_rejected(adv):
+    with pytest.raises(lp.ProtocolError):
+        lp.decode_advert(adv)
+
+
+@pytest.mark.parametrize("resp", [b"\x03\x09\xff\xfe", b"\x05\x09ab"])
+def test_hostile_names_are_rejected(resp):
+    with pytest.raises(lp.ProtocolError):
+        lp.decode_name(resp)
+
+
+def test_opcode_of_empty_pdu_is_a_protocol_error():
+    with pytest.raises(lp.ProtocolError):
+        lp.opcode(b"")
+
+
+# --- the simulated lock refuses replays and stale nonces ---------------------------------------
+
+
+class AirCentral:
+    """A bare central on the radio socket, speaking airwire, to drive a lock PDU by PDU."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, path: str) -> AirCentral:
+        return cls(*await asyncio.open_unix_connection(path))
+
+    def send(self, kind: int, *args) -> None:
+        self.writer.write(airwire.encode(kind, args))
+
+    async def expect(self, kind: int) -> list:
+        """Next event of ``kind`` (others are skipped); fail after 5 s."""
+        async with asyncio.timeout(5):
+            while True:
+                header = await self.reader.readexactly(2)
+                got, args = airwire.decode(await self.reader.readexactly(
+                    airwire.body_length(header)))
+                if got == kind:
+                    return args
+
+    async def connect(self, lock: InsideTurnerLock) -> int:
+        self.send(airwire.CONNECT, 0, lock.address, 2000)
+        conn = (await self.expect(7))[0]
+        self.send(airwire.EXCHANGE_MTU, conn, lp.PREFERRED_MTU)
+        await self.expect(21)
+        self.send(airwire.WRITE, conn, lock.events.cccd_handle, 1, b"\x01\x00")
+        await self.expect(17)
+        return conn
+
+    async def request(self, lock: InsideTurnerLock, conn: int, pdu: bytes) -> bytes:
+        """Write a PDU to the control point and return the next notification."""
+        self.send(airwire.WRITE, conn, lock.control.value_handle, 1, pdu)
+        return (await self.expect(18))[2]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def air(tmp_path):
+    radio = Radio(str(tmp_path / "radio.sock"))
+    await radio.start()
+    now = [1000.0]
+    lock = InsideTurnerLock("front-door", ADDR, SECRET, travel_time_s=0, clock=lambda: now[0])
+    radio.add(lock)
+    central = await AirCentral.open(radio.socket_path)
+    yield central, lock, now
+    central.close()
+    await radio.stop()
+
+
+async def _challenge(central, lock, conn):
+    return lp.decode_challenge(await central.request(lock, conn, lp.encode_challenge_request()))
+
+
+def _status(pdu):
+    return lp.status_name(lp.decode_result(pdu)[0])
+
+
+async def test_replayed_command_is_refused_and_does_not_move(air):
+    central, lock, _ = air
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    command = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, command)) == "ok"
+    assert lock.motor_moves == 1
+
+    # Same bytes again on the same link: the nonce is spent.
+    assert _status(await central.request(lock, conn, command)) == "challenge_expired"
+    # Same bytes after a fresh challenge (a recording replayed later): MAC is over the old nonce.
+    await _challenge(central, lock, conn)
+    assert _status(await central.request(lock, conn, command)) == "auth_failed"
+    assert lock.motor_moves == 1
+
+
+async def test_expired_nonce_is_refused(air):
+    central, lock, now = air
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    now[0] += lp.NONCE_LIFETIME_MS / 1000 + 0.001
+    command = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, command)) == "challenge_expired"
+    assert lock.motor_moves == 0
+
+
+async def test_failed_attempt_burns_the_nonce(air):
+    central, lock, _ = air
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    forged = lp.encode_command(bytes(32), ADDR, nonce, lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, forged)) == "auth_failed"
+    genuine = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, genuine)) == "challenge_expired"
+    assert lock.motor_moves == 0
+
+
+async def test_command_without_challenge_is_refused(air):
+    central, lock, _ = air
+    conn = await central.connect(lock)
+    command = lp.encode_command(SECRET, ADDR, bytes(16), lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, command)) == "challenge_expired"
+    assert lock.motor_moves == 0
+
+
+async def test_manual_turn_notifies_an_authentic_status(air):
+    central, lock, _ = air
+    await central.connect(lock)
+    lock.turn_manually("unlocked")
+    pdu = (await central.expect(18))[2]
+    counter, state, battery, source, mac = lp.decode_status(pdu)
+    assert (lp.state_name(state), lp.source_name(source), counter) == ("unlocked", "manual", 1)
+    assert lp.verify_status(SECRET, ADDR, counter, state, battery, source, mac)
+    assert lock.motor_moves == 0
+
+
+async def test_command_longer_than_default_mtu_needs_the_mtu_exchange(air):
+    central, lock, _ = air
+    central.send(airwire.CONNECT, 0, lock.address, 2000)
+    conn = (await central.expect(7))[0]
+    central.send(airwire.WRITE, conn, lock.control.value_handle, 1, bytes(lp.COMMAND_LEN))
+    assert (await central.expect(17))[2] == 0x0D  # invalid attribute value length
