@@ -1,3 +1,16 @@
 """Root conftest: puts the repository on sys.path and shares fixtures with tests/ and hil_tests/."""
 
+import pytest
+
 pytest_plugins = ["tests.fixtures"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop target")
+    group.addoption("--target", default="sim",
+                    help="'sim' (default: the simulated bridge) or a serial port with a real "
+                         "bridge, e.g. /dev/ttyUSB0")
+    group.addoption("--bench-locks", default="front-door",
+                    help="comma-separated lock ids the bench bridge is paired with "
+                         "(only with a serial --target)")
+

@@ -33,6 +33,13 @@ class Crossing:
     body: bytes | None
 
 
+def _frame_type(block: bytes) -> int | None:
+    try:
+        return frame.decode(block)[0]
+    except frame.FrameError:
+        return None
+
+
 class SerialLine:
     """A pty for hubd joined to a socket for the firmware, with faults on demand."""
 
@@ -48,16 +55,22 @@ class SerialLine:
         self.firmware_end.setblocking(False)
         self.transcript: deque[Crossing] = deque(maxlen=transcript)
         self._pending: dict[str, bytearray] = {TO_BRIDGE: bytearray(), TO_HUB: bytearray()}
-        self._planned: dict[str, deque[str]] = {TO_BRIDGE: deque(), TO_HUB: deque()}
+        # Planned damage per direction: (kind, frame type to wait for, or None for any frame).
+        self._planned: dict[str, deque[tuple[str, int | None]]] = {TO_BRIDGE: deque(),
+                                                                  TO_HUB: deque()}
         self.noise = {"corrupt": 0.0, "truncate": 0.0, "drop": 0.0}
         self.cut = False  # the cable is unplugged: nothing crosses
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def damage_next(self, direction: str, kind: str = "corrupt", count: int = 1) -> None:
-        """Damage the next `count` frames going `direction` ("corrupt", "truncate", "drop")."""
+    def damage_next(self, direction: str, kind: str = "corrupt", count: int = 1,
+                    ftype: int | None = None) -> None:
+        """Damage the next `count` frames going `direction` ("corrupt", "truncate", "drop").
+
+        With `ftype` (e.g. frame.T_DATA) only frames of that type count; others pass intact.
+        """
         if kind not in self.noise:
             raise ValueError(f"unknown damage {kind!r}")
-        self._planned[direction].extend([kind] * count)
+        self._planned[direction].extend([(kind, ftype)] * count)
 
     def frames(self, direction: str | None = None) -> list[Crossing]:
         return [c for c in self.transcript if direction in (None, c.direction)]
@@ -112,7 +125,7 @@ class SerialLine:
             if not block:
                 out += frame.DELIMITER
                 continue
-            damage = self._damage_for(direction)
+            damage = self._damage_for(direction, block)
             block = self._apply(damage, block)
             self._record(direction, damage, block)
             if block is not None:
@@ -120,9 +133,14 @@ class SerialLine:
         if out:
             self._write(direction, bytes(out))
 
-    def _damage_for(self, direction: str) -> str | None:
-        if self._planned[direction]:
-            return self._planned[direction].popleft()
+    def _damage_for(self, direction: str, block: bytes) -> str | None:
+        planned = self._planned[direction]
+        if planned:
+            kind, ftype = planned[0]
+            if ftype is None or _frame_type(block) == ftype:
+                planned.popleft()
+                return kind
+            return None
         r = self._rng.random()
         for kind, p in self.noise.items():
             if r < p:

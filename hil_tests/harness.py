@@ -1,0 +1,134 @@
+"""The hub under test and the helpers scenarios share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from hubapi import topics
+from hubapi.client import BackendClient
+from hubapi.models import Actor, Answer, CommandClaims, Role
+from simulator.home import HomeThread
+from tests.fixtures import BackendKey
+from tests.mosquitto import Mosquitto
+
+HUB_ID = "hub-under-test"
+
+
+@dataclass
+class HubUnderTest:
+    """What a scenario works with: the broker, hubd, the backend key and (on sim) the home."""
+
+    hub_id: str
+    locks: list[str]
+    broker: Mosquitto
+    key: BackendKey
+    hubd: subprocess.Popen[bytes]
+    hubd_log: Path
+    home: HomeThread | None
+    config_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sim(self) -> HomeThread:
+        """The simulated home; skips, loudly, on a real bench where there is none."""
+        if self.home is None:
+            pytest.skip("SKIPPED ON A REAL BRIDGE: this scenario needs the simulator to observe or "
+                        "damage what the hardware does; run it with --target=sim")
+        return self.home
+
+    def claims(self, action: str, lock: str | None = None, **overrides: Any) -> CommandClaims:
+        fields: dict[str, Any] = dict(
+            hub=self.hub_id, lock=lock or self.locks[0], action=action,
+            actor=Actor(id="nurse-0042", role=Role.STAFF), assignment="visit-0800", ttl_s=30)
+        fields.update(overrides)
+        return CommandClaims.new(**fields)
+
+    async def command(self, backend: BackendClient, action: str, lock: str | None = None,
+                      **overrides: Any) -> list[Answer]:
+        """Sign and send one command; return every answer, the final one last."""
+        claims = self.claims(action, lock, **overrides)
+        return await backend.command(claims, self.key.sign(claims), timeout=60)
+
+    def hubd_alive(self) -> bool:
+        return self.hubd.poll() is None
+
+    def log_text(self) -> str:
+        return self.hubd_log.read_text(errors="replace")
+
+
+def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
+                       locks: list[str]) -> None:
+    lock_list = ", ".join(f'"{lk}"' for lk in locks)
+    path.write_text(f"""hub_id = "{HUB_ID}"
+locks = [{lock_list}]
+command_timeout_s = 40
+log_level = "DEBUG"
+
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+
+[serial]
+port = "{port}"
+
+[keys]
+"{key.kid}" = "{key.public_text}"
+""")
+
+
+def wait_online(broker: Mosquitto, hub_id: str, hubd: subprocess.Popen[bytes], log: Path,
+                timeout: float = 30) -> None:
+    """Block until hubd's retained online state says online."""
+    seen: list[bytes] = []
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="hil-online-probe")
+    client.on_message = lambda c, u, m: seen.append(m.payload)
+    client.connect(broker.host, broker.port)
+    client.subscribe(topics.online(hub_id), qos=1)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(b'"online"' in p for p in seen):
+                return
+            if hubd.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    raise AssertionError(f"hubd did not come online; its log:\n{log.read_text(errors='replace')}")
+
+
+def start_hubd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "hubd", "--config", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_hubd(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def retained(mosquitto: Mosquitto, topic: str, timeout: float = 10) -> bytes:
+    """What a late subscriber gets at once on `topic` (the retained message)."""
+    async with BackendClient(mosquitto.host, mosquitto.port) as late:
+        async with late.watch(topic) as queue:
+            msg = await asyncio.wait_for(queue.get(), timeout)
+            return msg.payload

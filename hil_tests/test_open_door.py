@@ -1,0 +1,86 @@
+"""The walking skeleton end to end: an MQTT command opens the door through the real firmware."""
+
+from __future__ import annotations
+
+import json
+
+from hil_tests.harness import HubUnderTest, retained
+from hubapi import topics
+from hubapi.client import BackendClient
+from hubapi.models import Answer, LockState
+from simulator.serial_line import TO_BRIDGE, TO_HUB
+from wire import frame, messages
+
+
+def statuses(answers: list[Answer]) -> list[str]:
+    return [a.status for a in answers]
+
+
+async def test_unlock_is_accepted_succeeds_and_leaves_the_retained_state_unlocked(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    answers = await hub.command(backend, "unlock")
+    assert statuses(answers) == ["accepted", "succeeded"], answers
+    assert answers[-1].state == "unlocked"
+    state = LockState.model_validate_json(
+        await retained(hub.broker, topics.lock_state(hub.hub_id, hub.locks[0])))
+    assert state.state == "unlocked"
+    lock = hub.sim.home.locks[hub.locks[0]]
+    assert lock.state == "unlocked"
+    assert lock.motor_moves == 1
+
+
+async def test_lock_after_unlock_turns_the_lock_back(hub: HubUnderTest,
+                                                     backend: BackendClient) -> None:
+    assert statuses(await hub.command(backend, "unlock"))[-1] == "succeeded"
+    answers = await hub.command(backend, "lock")
+    assert statuses(answers) == ["accepted", "succeeded"]
+    assert answers[-1].state == "locked"
+    state = LockState.model_validate_json(
+        await retained(hub.broker, topics.lock_state(hub.hub_id, hub.locks[0])))
+    assert state.state == "locked"
+    assert hub.sim.home.locks[hub.locks[0]].motor_moves == 2
+
+
+async def test_damaged_serial_frames_are_rejected_by_crc_and_retransmitted(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    line = hub.sim.home.line
+    # The next DATA frame to the bridge (the op) arrives corrupted, the next one back (the
+    # bridge's answer) arrives cut short: both must be dropped by the CRC check and resent.
+    hub.sim.call(lambda: line.damage_next(TO_BRIDGE, "corrupt", ftype=frame.T_DATA))
+    hub.sim.call(lambda: line.damage_next(TO_HUB, "truncate", ftype=frame.T_DATA))
+    answers = await hub.command(backend, "unlock")
+    assert statuses(answers) == ["accepted", "succeeded"]
+    assert hub.sim.home.locks[hub.locks[0]].motor_moves == 1, "a retransmission moved it twice"
+
+    crossings = hub.sim.call(lambda: list(line.transcript))
+    for direction in (TO_BRIDGE, TO_HUB):
+        seen = [c for c in crossings if c.direction == direction]
+        damaged = [i for i, c in enumerate(seen) if c.damage is not None]
+        assert len(damaged) == 1, f"{direction}: expected one damaged frame"
+        first = damaged[0]
+        assert seen[first].ftype is None, "the damaged frame must no longer pass its CRC"
+        # The same DATA frame crosses intact later: the sender's retransmission.
+        resent = [c for c in seen[first + 1:] if c.ftype == frame.T_DATA]
+        assert resent, f"{direction}: no DATA frame followed the damaged one"
+    ops = [messages.decode(c.body) for c in crossings
+           if c.direction == TO_BRIDGE and c.ftype == frame.T_DATA]
+    assert [m["m"] for m in ops] == ["op"], "the op must reach the bridge exactly once intact"
+
+
+async def test_malformed_payload_is_rejected_and_hubd_keeps_serving(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    async with backend.watch(topics.answers(hub.hub_id)) as queue:
+        await backend.publish(topics.commands(hub.hub_id), b"\xff{not a signed command")
+        rejection = Answer.model_validate_json((await queue.get()).payload)
+    assert rejection.status == "rejected"
+    assert rejection.reason == "malformed"
+    assert hub.hubd_alive()
+    answers = await hub.command(backend, "unlock")
+    assert statuses(answers) == ["accepted", "succeeded"]
+    assert "malformed" in hub.log_text()
+
+
+async def test_online_state_is_retained_for_late_subscribers(hub: HubUnderTest) -> None:
+    online = json.loads(await retained(hub.broker, topics.online(hub.hub_id)))
+    assert online["status"] == "online"
+    assert online["hub"] == hub.hub_id
