@@ -1,0 +1,88 @@
+"""The reference lock protocol codec and HMAC, inside MicroPython (run by tests/firmware/runner.py)."""
+
+import binascii
+
+from wire import lockproto as lp
+from wire.hmac_sha256 import compare_digest, hmac_sha256
+
+SECRET = bytes(range(32))
+ADDR = binascii.unhexlify("aabbccddee01")
+NONCE = bytes(range(100, 116))
+TAG = lp.command_tag("cmd-1")
+
+
+def _raises(fn, *args):
+    try:
+        fn(*args)
+    except lp.ProtocolError:
+        return True
+    return False
+
+
+def test_hmac_matches_rfc4231_vectors():
+    vectors = (
+        (b"\x0b" * 20, b"Hi There",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (b"Jefe", b"what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    )
+    for key, msg, expected in vectors:
+        assert binascii.hexlify(hmac_sha256(key, msg)).decode() == expected
+
+
+def test_compare_digest():
+    assert compare_digest(b"abc", b"abc")
+    assert not compare_digest(b"abc", b"abd")
+    assert not compare_digest(b"ab", b"abc")
+
+
+def test_command_round_trip_from_a_memoryview():
+    pdu = lp.encode_command(SECRET, ADDR, NONCE, lp.action_code("unlatch"), TAG)
+    action, tag, mac = lp.decode_command(memoryview(pdu))
+    assert lp.action_name(action) == "unlatch" and tag == TAG
+    assert lp.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
+    assert not lp.verify_command(SECRET, ADDR, bytes(16), action, tag, mac)
+
+
+def test_result_and_status_round_trip():
+    pdu = lp.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_BUSY, lp.state_code("moving"), 42)
+    status, state, battery, mac = lp.decode_result(memoryview(pdu))
+    assert (lp.status_name(status), lp.state_name(state), battery) == ("busy", "moving", 42)
+    assert lp.verify_result(SECRET, ADDR, NONCE, TAG, status, state, battery, mac)
+    pdu = lp.encode_status(SECRET, ADDR, 0x01020304, 1, 99, lp.source_code("auto"))
+    counter, state, battery, source, mac = lp.decode_status(memoryview(pdu))
+    assert counter == 0x01020304 and lp.source_name(source) == "auto"
+    assert lp.verify_status(SECRET, ADDR, counter, state, battery, source, mac)
+
+
+def test_every_truncation_is_a_protocol_error():
+    pdus = (
+        (lp.decode_challenge, lp.encode_challenge(NONCE)),
+        (lp.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
+        (lp.decode_result, lp.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
+        (lp.decode_status, lp.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
+    )
+    for decode, pdu in pdus:
+        for n in range(len(pdu)):
+            assert _raises(decode, pdu[:n])
+        assert _raises(decode, pdu + b"\x00")
+        assert _raises(decode, bytes((pdu[0] ^ 0x40,)) + pdu[1:])
+
+
+def test_out_of_range_fields_are_protocol_errors():
+    assert _raises(lp.decode_command, bytes((lp.OP_COMMAND, 9)) + bytes(40))
+    assert _raises(lp.decode_result, bytes((lp.OP_RESULT, 200, 1, 50)) + bytes(32))
+    assert _raises(lp.decode_result, bytes((lp.OP_RESULT, 0, 1, 101)) + bytes(32))
+    assert _raises(lp.decode_challenge_request, bytes((lp.OP_CHALLENGE_REQUEST, 2)))
+    assert _raises(lp.action_code, "open_sesame")
+
+
+def test_advert_round_trip_and_hostile_adverts():
+    adv = lp.encode_advert("key_box", 7, 0x10203)
+    assert len(adv) <= lp.ADV_MAX
+    assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 0x0203)
+    assert _raises(lp.decode_advert, b"\x05\xff\xff\xff")
+    assert _raises(lp.decode_advert, b"")
+    assert _raises(lp.decode_name, b"\x03\x09\xff\xfe")
