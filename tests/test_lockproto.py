@@ -296,3 +296,25 @@ async def test_command_longer_than_default_mtu_needs_the_mtu_exchange(air):
     conn = (await central.expect(7))[0]
     central.send(airwire.WRITE, conn, lock.control.value_handle, 1, bytes(lp.COMMAND_LEN))
     assert (await central.expect(17))[2] == 0x0D  # invalid attribute value length
+
+
+def test_documented_example_exchange_matches_the_code():
+    """docs/lock-protocol.md shows these bytes; keep the document and the codec equal."""
+    nonce = bytes.fromhex("8f1e6a0c3b2d4e5f60718293a4b5c6d7")
+    tag = lp.command_tag("3f2a9c4e-5b1d-4c8e-9a7f-0e6d2b1c4a58")
+    assert tag.hex() == "f6a685664a356388"
+    assert lp.encode_command(SECRET, ADDR, nonce, 1, tag).hex() == (
+        "0201f6a685664a356388"
+        "da9d89c73b19690dac0e47c3fe0caafc2761f1d8fdd64a6492d801cfc333f9a9"
+    )
+    assert lp.encode_result(SECRET, ADDR, nonce, tag, 0, 2, 87).hex() == (
+        "82000257d1e910785eb9dad8f0a8aeed121997b709c02388bea16c88cde0dbed154b31b7"
+    )
+    assert lp.encode_status(SECRET, ADDR, 5, 1, 87, 1).hex() == (
+        "830000000501570137"
+        "4d99160c316ac1dbbcef9d71d41152488b506fd6eb1c972168c03f7fabcc80"
+    )
+    assert lp.encode_advert("inside_turner", 87, 12).hex() == (
+        "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0101570c00"
+    )
+    assert lp.encode_scan_response("Front door").hex() == "0b0946726f6e7420646f6f72"
