@@ -90,6 +90,7 @@ class HubMqtt:
         client.max_queued_messages_set(MAX_QUEUED)
         client.on_socket_open = _set_nodelay
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
@@ -160,6 +161,9 @@ class HubMqtt:
         client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected.set)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        log.warning("cannot reach broker %s:%s; retrying", self._config.host, self._config.port)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         log.warning("disconnected from broker: %s", reason_code)

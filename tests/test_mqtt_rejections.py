@@ -43,13 +43,16 @@ class RunningHub:
         self.config = config
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.first_online_at: float | None = None
 
     async def start(self, client: BackendClient) -> None:
         async with client.watch(topics.online(HUB)) as presence:
             self.task = asyncio.create_task(run(self.config, self.stop_event))
             while True:  # retained "offline" from an earlier run may come first
                 message = await asyncio.wait_for(presence.get(), TIMEOUT)
-                if Online.model_validate_json(message.payload).status == "online":
+                online = Online.model_validate_json(message.payload)
+                if online.status == "online":
+                    self.first_online_at = online.at
                     return
 
     async def stop(self) -> None:
@@ -205,3 +208,17 @@ async def test_daemon_process_goes_offline_when_stopped_or_killed(mosquitto, bac
             stderr = process.communicate()[1].decode(errors="replace")
     assert returncode == (0 if sig is signal.SIGTERM else -signal.SIGKILL), stderr
     assert "Traceback" not in stderr, stderr
+
+
+async def test_hub_answers_again_after_broker_restart(mosquitto, hub, client, backend_key, make_claims):
+    mosquitto.restart()
+    async with BackendClient(mosquitto.host, mosquitto.port) as fresh:
+        async with fresh.watch(topics.online(HUB)) as presence:
+            while True:  # first the old state ("offline" from the will, or the old "online"), then the new one
+                message = await asyncio.wait_for(presence.get(), TIMEOUT + 30)
+                online = Online.model_validate_json(message.payload)
+                if online.status == "online" and online.at != hub.first_online_at:
+                    break
+        claims = make_claims()
+        answers = await fresh.command(claims, backend_key.sign(claims), timeout=TIMEOUT)
+    assert [a.status for a in answers] == [Status.ACCEPTED, Status.FAILED]
