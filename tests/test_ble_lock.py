@@ -145,3 +145,20 @@ def test_firmware_file_compiles_with_mpy_cross(path, tmp_path):
         [MPY_CROSS, "-o", str(tmp_path / "out.mpy"), str(path)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_shim_delivers_events_after_the_call_with_short_lived_memoryviews(radio):
+    lock = make_lock(radio)
+    probe = ROOT / "tests" / "firmware" / "bluetooth_shim_probe.py"
+    proc = await asyncio.create_subprocess_exec(
+        micropython_binary(), str(probe), env=micropython_env(SIM_RADIO=radio.socket_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    facts = json.loads(out.decode().splitlines()[-1])
+    assert facts["inside_call"] is False
+    assert facts["events"] == [5, 6, 8]
+    assert facts["copied"] == lock.address.hex()
+    assert facts["kept"] != facts["copied"]  # a kept memoryview was overwritten, as on hardware
+    assert facts["failed_connect"] == [[0xFFFF, 0xFF, "000000000000"]]
