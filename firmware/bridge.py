@@ -75,6 +75,8 @@ class Bridge:
                 res = {"outcome": "incomplete" if written else "failed",
                        "reason": "driver_error", "state": "unknown" if written else None,
                        "battery": None}
-            log.info("op %d: %s %s state=%s" % (rid, res["outcome"], res["reason"], res["state"]))
+            log.info("op %d: %s%s, lock %s" % (rid, res["outcome"],
+                                              " (%s)" % res["reason"] if res["reason"] else "",
+                                              res["state"]))
             self._send(messages.result(rid, res["outcome"], res["reason"], res["state"],
                                        res["battery"]))

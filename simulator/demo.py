@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from hubapi import signing, topics
 from hubapi.client import BackendClient
-from hubapi.models import Actor, CommandClaims, Role
+from hubapi.models import Actor, CommandClaims, LockState, Role
 from simulator.home import SimulatedHome, default_locks
 
 HUB_ID = "demo-hub"
@@ -86,11 +87,33 @@ port = "{serial_port}"
 """)
 
 
+_SHOWN_FIELDS = ("lock", "action", "actor", "status", "reason", "state", "written")
+
+
+def readable(line: str) -> str:
+    """hubd logs JSON lines (for the journal); show people the message and the fields that matter."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "msg" not in entry:
+        return line
+    fields = " ".join(f"{k}={entry[k]}" for k in _SHOWN_FIELDS if entry.get(k) is not None)
+    level = "" if entry.get("level") in ("INFO", "DEBUG") else f"{entry.get('level')}: "
+    return f"{level}{entry['msg']}" + (f"  [{fields}]" if fields else "")
+
+
 async def pump(stream: asyncio.StreamReader, who: str) -> None:
     async for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if line:
-            say(who, line)
+            say(who, readable(line))
+
+
+def bridge_line(line: str) -> None:
+    """Firmware log lines start with the bridge's millisecond tick; the demo has its own clock."""
+    tick, _, rest = line.partition(" ")
+    say("bridge", rest if tick.isdigit() else line)
 
 
 async def watch_locks(home: SimulatedHome) -> None:
@@ -103,6 +126,17 @@ async def watch_locks(home: SimulatedHome) -> None:
                 last[lock_id] = now
                 say("lock", f"{lock_id}: {now}")
         await asyncio.sleep(0.05)
+
+
+async def watch_state(backend: BackendClient) -> None:
+    """The retained lock state, as the backend (or any late subscriber) sees it."""
+    async with backend.watch(topics.lock_states(HUB_ID)) as queue:
+        while True:
+            msg = await queue.get()
+            state = LockState.model_validate_json(msg.payload)
+            battery = f", battery {state.battery}%" if state.battery is not None else ""
+            say("backend", f"← state of {state.lock}: {state.state}{battery} "
+                           f"(retained, from {state.source})")
 
 
 async def send(backend: BackendClient, key: signing.Ed25519PrivateKey, action: str,
@@ -128,7 +162,7 @@ async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="hub-demo-"))
     say("demo", f"embedded MQTT broker on 127.0.0.1:{port}; working files in {work}")
     home = SimulatedHome(work / "home", locks=default_locks(travel_time_s=args.travel_time),
-                         on_bridge_log=lambda line: say("bridge", line))
+                         on_bridge_log=bridge_line)
     hubd: asyncio.subprocess.Process | None = None
     tasks: list[asyncio.Task[None]] = []
     ok = True
@@ -149,6 +183,7 @@ async def run(args: argparse.Namespace) -> int:
             async with BackendClient("127.0.0.1", port, client_id="demo-backend",
                                      protocol="3.1.1") as backend:
                 await wait_online(backend)
+                tasks.append(asyncio.create_task(watch_state(backend)))
                 rounds = 0
                 while True:
                     for action in ("unlock", "lock"):
