@@ -26,12 +26,12 @@ from tests.conftest import HUB, LOCKS
 TIMEOUT = 10.0
 
 
-def hub_config(mosquitto, backend_key, tmp_path: Path, protocol: str) -> HubConfig:
+def hub_config(mosquitto, backend_key, tmp_path: Path, protocol: str, **mqtt) -> HubConfig:
     return HubConfig(
         hub_id=HUB,
         locks=list(LOCKS),
         keys={backend_key.kid: backend_key.public_text},
-        mqtt={"host": mosquitto.host, "port": mosquitto.port, "protocol": protocol},
+        mqtt={"host": mosquitto.host, "port": mosquitto.port, "protocol": protocol, **mqtt},
         serial={"port": str(tmp_path / "ttyUSB-unplugged")},
     )
 
@@ -222,3 +222,26 @@ async def test_hub_answers_again_after_broker_restart(mosquitto, hub, client, ba
         claims = make_claims()
         answers = await fresh.command(claims, backend_key.sign(claims), timeout=TIMEOUT)
     assert [a.status for a in answers] == [Status.ACCEPTED, Status.FAILED]
+
+
+async def test_hub_works_with_its_own_credentials_and_topic_acl(mosquitto_factory, backend_key, tmp_path, make_claims):
+    broker = mosquitto_factory(
+        passwords={HUB: "hub-pw", "backend": "backend-pw"},
+        acl=f"user backend\ntopic readwrite hubs/#\n\npattern readwrite hubs/%u/#\n",
+    )
+    config = hub_config(broker, backend_key, tmp_path, "5", username=HUB, password="hub-pw")
+    async with BackendClient(broker.host, broker.port, username="backend", password="backend-pw") as backend:
+        running = RunningHub(config)
+        await running.start(backend)
+        try:
+            claims = make_claims()
+            answers = await backend.command(claims, backend_key.sign(claims), timeout=TIMEOUT)
+        finally:
+            await running.stop()
+    assert [a.status for a in answers] == [Status.ACCEPTED, Status.FAILED]
+    anonymous = BackendClient(broker.host, broker.port)
+    try:
+        with pytest.raises(TimeoutError):  # anonymous clients are refused
+            await anonymous.connect(timeout=1)
+    finally:
+        await anonymous.close()
