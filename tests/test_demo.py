@@ -10,8 +10,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_once_shows_the_command_path_and_stops_everything() -> None:
-    env = dict(os.environ, NO_COLOR="1")
+def processes_using(path: Path) -> list[str]:
+    """Processes whose command line or working directory lies under `path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(f"{proc.name}: {cmdline.strip()}")
+    return found
+
+
+def test_demo_once_shows_the_command_path_and_stops_everything(tmp_path: Path) -> None:
+    env = dict(os.environ, NO_COLOR="1", TMPDIR=str(tmp_path))
     proc = subprocess.run(
         [sys.executable, "-m", "simulator.demo", "--once", "--travel-time", "0.2", "--pause", "0.2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -25,6 +41,5 @@ def test_demo_once_shows_the_command_path_and_stops_everything() -> None:
     assert "← succeeded, lock locked" in out
     assert "motor turning" in out
     assert "all stopped" in out
-    leftovers = subprocess.run(["pgrep", "-f", "firmware/main.py|-m hubd --config .*hub-demo-"],
-                               capture_output=True, text=True, check=False).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    assert f"working files in {tmp_path}" in out
+    assert not processes_using(tmp_path), "the demo left processes behind"
