@@ -1,0 +1,38 @@
+"""The lock kinds of the domain: what each supports and what it can report.
+
+One definition, imported by hubd (to refuse an action a lock cannot do before anything moves),
+by the firmware (to pick a driver) and by the simulator (to model each kind).
+"""
+
+INSIDE_TURNER = "inside_turner"  # turns the inside thumb-turn (Danalock type); key still works
+IN_CYLINDER = "in_cylinder"  # inside the cylinder / lock case (dKey type); handle opens, relocks
+KEY_BOX = "key_box"  # electronic key box holding a copy of the house key
+ENTRANCE_DOOR = "entrance_door"  # the shared entrance door of an apartment building
+
+# Actions each kind supports ("status" reads state and battery and moves nothing).
+ACTIONS = {
+    INSIDE_TURNER: ("unlock", "lock", "status"),
+    IN_CYLINDER: ("unlock", "lock", "unlatch", "status"),
+    KEY_BOX: ("unlock", "lock", "status"),  # unlock releases the lid; lock latches it again
+    ENTRANCE_DOOR: ("unlatch", "status"),  # releases the door for a few seconds
+}
+KINDS = tuple(ACTIONS)
+
+# States a lock reports. "moving" while the motor runs; "unknown" when it cannot be read.
+STATES = ("locked", "unlocked", "unlatched", "moving", "jammed", "unknown")
+
+# Who or what changed a lock's state.
+SOURCE_REMOTE = "remote"  # a command through the hub
+SOURCE_MANUAL = "manual"  # key or thumb-turn by hand
+SOURCE_HANDLE = "handle"  # the door handle (in-cylinder locks open with it from inside)
+SOURCE_AUTO = "auto"  # the lock itself: auto-lock, relock after the door closed
+SOURCE_POLL = "poll"  # the bridge's periodic state read (no change implied)
+SOURCES = (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_HANDLE, SOURCE_AUTO, SOURCE_POLL)
+
+# Discrete happenings that are not a lock state (carried by the `event` link message).
+EVENTS = ("box_opened", "box_closed", "key_taken", "key_returned", "door_opened", "door_closed")
+
+
+def supports(kind, action):
+    """Whether a lock of `kind` can do `action`."""
+    return action in ACTIONS.get(kind, ())
