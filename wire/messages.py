@@ -10,8 +10,12 @@ hubd -> bridge
 bridge -> hubd
     written  {"m":"written","rid":int}            the lock command write is being attempted
     result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
-              "battery":int|null}                   the final result of one op
+              "battery":int|null,"ms":int|null}     the final result of one op; ms: time on the
+                                                    bridge from receipt to result
     state    {"m":"state","lock":str,"state":str,"battery":int|null,"source":str}
+              a lock state the bridge learned without an op (source: wire.lockkinds.SOURCES)
+    event    {"m":"event","lock":str,"event":str,"source":str,"state":str|null,"battery":int|null}
+              a happening that is not a state (wire.lockkinds.EVENTS: key taken, box opened...)
 """
 
 import json
@@ -20,6 +24,7 @@ OP = "op"
 WRITTEN = "written"
 RESULT = "result"
 STATE = "state"
+EVENT = "event"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
 OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
@@ -34,8 +39,10 @@ _FIELDS = {
     OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR), ("ttl", _INT)),
     WRITTEN: (("rid", _INT),),
     RESULT: (("rid", _INT), ("outcome", _STR), ("reason", _OPT_STR), ("state", _OPT_STR),
-             ("battery", _OPT_INT)),
+             ("battery", _OPT_INT), ("ms", _OPT_INT)),
     STATE: (("lock", _STR), ("state", _STR), ("battery", _OPT_INT), ("source", _STR)),
+    EVENT: (("lock", _STR), ("event", _STR), ("source", _STR), ("state", _OPT_STR),
+            ("battery", _OPT_INT)),
 }
 
 
@@ -58,16 +65,22 @@ def written(rid):
     return _encode({"m": WRITTEN, "rid": rid})
 
 
-def result(rid, outcome, reason, state, battery):
-    """The final result of op `rid`."""
+def result(rid, outcome, reason, state, battery, ms=None):
+    """The final result of op `rid`; `ms`: how long the bridge spent on it."""
     return _encode({"m": RESULT, "rid": rid, "outcome": outcome, "reason": reason,
-                    "state": state, "battery": battery})
+                    "state": state, "battery": battery, "ms": ms})
 
 
 def state(lock, lock_state, battery, source):
     """An unsolicited lock state report (a manual turn, a poll)."""
     return _encode({"m": STATE, "lock": lock, "state": lock_state, "battery": battery,
                     "source": source})
+
+
+def event(lock, name, source, lock_state=None, battery=None):
+    """A discrete happening at a lock (wire.lockkinds.EVENTS)."""
+    return _encode({"m": EVENT, "lock": lock, "event": name, "source": source,
+                    "state": lock_state, "battery": battery})
 
 
 def _check(value, kind):
