@@ -1,11 +1,25 @@
 """Simulated door locks that speak the reference lock protocol (wire/lockproto.py) over the radio.
 
-``ReferenceProtocolLock`` is the protocol side (challenge, command MAC check, RESULT and STATUS,
-adverts); a lock kind subclasses it and says which actions its mechanism supports.
-``InsideTurnerLock`` is a Danalock-style motor that turns the thumb-turn on the inside of the door.
+``ReferenceProtocolLock`` is the protocol side (challenge, command MAC check, RESULT, reports and
+their backlog, adverts); each lock kind of ``wire.lockkinds`` subclasses it with its mechanism:
 
-Tests poke a lock from the radio's loop or another thread: ``turn_manually``, ``in_range``,
-``jammed`` and ``drop_link_after_move`` are safe to set at any time.
+- ``InsideTurnerLock``: a motor on the inside thumb-turn; the key and thumb-turn still work
+  (``turn_manually``).
+- ``InCylinderLock``: the dKey type; unlock, lock, unlatch (the latch returns after
+  ``latch_hold_s``, leaving the door unlocked); the inside handle opens it
+  (``open_with_handle``) and it relocks by itself ``relock_delay_s`` after ``close_door``.
+- ``KeyBoxLock``: unlock releases the lid, lock latches it; ``open_lid``, ``close_lid``,
+  ``take_key``, ``return_key`` are what a visitor does.
+- ``EntranceDoorLock``: an electric strike; unlatch releases it for ``release_s``.
+
+Failure knobs, safe to set at any time from the radio's loop (``HomeThread.call``):
+``in_range`` (out of range), ``advertising`` (adverts stop), ``held_by_other`` (another central
+holds the lock: commands refused ``busy``), ``jammed`` (the motor stalls: ``jammed``, state
+``jammed``), ``battery_level`` (below ``LOW_BATTERY_PERCENT`` the lock refuses to move),
+``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``), ``lose_next_result``
+(the RESULT after the next move is lost, the link stays up), ``drop_link_after_move`` (the lock
+drops the link instead of answering), ``stale_s`` (for that long after a move a ``status`` read
+still answers the state from before it, as real locks do).
 """
 
 from __future__ import annotations
@@ -17,10 +31,12 @@ import time
 from collections.abc import Callable
 
 from simulator.radio import FLAG_NOTIFY, FLAG_WRITE, Characteristic, Link, Peripheral, Service
+from wire import lockkinds
 from wire import lockproto as lp
 
 LOW_BATTERY_PERCENT = 5
 _RECENT_TAGS = 16
+REPORT_BACKLOG = 16  # reports a lock keeps for a central that was not connected
 
 
 class _Challenge:
@@ -35,8 +51,10 @@ class _Challenge:
 class ReferenceProtocolLock(Peripheral):
     """A peripheral with the reference lock GATT service; subclasses define the mechanism.
 
-    Counters for tests: ``motor_moves`` (motor runs that completed), ``commands`` (list of
-    (action, status name) the lock answered), ``state_changes`` (advertised counter).
+    What tests read: ``state``, ``motor_moves`` (motor runs that completed), ``moves`` (the
+    actions those runs did, in order), ``commands`` (list of (action, status name) the lock
+    answered), ``reports`` (report numbers issued; the advert carries the latest),
+    ``state_changes``.
     """
 
     kind = "unknown"
@@ -54,6 +72,7 @@ class ReferenceProtocolLock(Peripheral):
         state: str = "locked",
         battery_per_move: float = 0.05,
         idle_timeout_s: float | None = 30.0,
+        stale_s: float = 0.0,
         rssi: int = -60,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,11 +96,19 @@ class ReferenceProtocolLock(Peripheral):
         self.state = state
         self.clock = clock
         self.jammed = False
+        self.held_by_other = False
         self.drop_link_after_move = False
+        self.lose_next_result = False
+        self.stale_s = stale_s
         self.motor_moves = 0
+        self.moves: list[str] = []
         self.state_changes = 0
-        self.status_counter = 0
+        self.status_counter = 0  # the latest report number (STATUS and EVENT share it)
         self.commands: list[tuple[str, str]] = []
+        self._backlog: collections.deque[tuple[int, bytes]] = collections.deque(
+            maxlen=REPORT_BACKLOG)
+        self._stale_state = state
+        self._stale_until = 0.0
         self._challenges: dict[Link, _Challenge] = {}
         self._recent_tags: collections.deque[bytes] = collections.deque(maxlen=_RECENT_TAGS)
         self._motor: asyncio.Task | None = None
@@ -93,7 +120,7 @@ class ReferenceProtocolLock(Peripheral):
     # --- adverts ------------------------------------------------------------------------------
 
     def advertising_data(self) -> bytes:
-        return lp.encode_advert(self.kind, self.battery, self.state_changes)
+        return lp.encode_advert(self.kind, self.battery, self.status_counter)
 
     def scan_response(self) -> bytes:
         return lp.encode_scan_response(self.name)
@@ -114,6 +141,8 @@ class ReferenceProtocolLock(Peripheral):
             self._on_challenge_request(link, data)
         elif op == lp.OP_COMMAND:
             self._on_command(link, data)
+        elif op == lp.OP_READ_REPORTS:
+            self._on_read_reports(link, data)
         else:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
         return 0
@@ -128,6 +157,20 @@ class ReferenceProtocolLock(Peripheral):
         challenge = _Challenge(os.urandom(lp.NONCE_LEN), self.clock())
         self._challenges[link] = challenge
         link.notify(self.events, lp.encode_challenge(challenge.nonce))
+
+    def _on_read_reports(self, link: Link, data: bytes) -> None:
+        try:
+            after = lp.decode_read_reports(data)
+        except lp.ProtocolError:
+            self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
+            return
+        for counter, pdu in list(self._backlog):
+            if counter > after:
+                link.notify(self.events, pdu)
+        challenge = self._challenges.get(link)
+        nonce = challenge.nonce if challenge else bytes(lp.NONCE_LEN)
+        link.notify(self.events,
+                    lp.encode_reports_end(self.secret, self.address, nonce, self.status_counter))
 
     def _on_command(self, link: Link, data: bytes) -> None:
         try:
@@ -148,7 +191,7 @@ class ReferenceProtocolLock(Peripheral):
             self._answer(link, tag, lp.STATUS_AUTH_FAILED, name)
             return
         if name == "status":
-            self._answer(link, tag, lp.STATUS_OK, name)
+            self._answer(link, tag, lp.STATUS_OK, name, self._readable_state())
             return
         status = self._refusal(name, tag)
         if status is not None:
@@ -160,40 +203,60 @@ class ReferenceProtocolLock(Peripheral):
     def _expired(self, challenge: _Challenge) -> bool:
         return (self.clock() - challenge.issued_at) * 1000 > lp.NONCE_LIFETIME_MS
 
+    def _readable_state(self) -> str:
+        """What a status read reports: right after a move, the state from before it."""
+        if self.clock() < self._stale_until:
+            return self._stale_state
+        return self.state
+
     def _refusal(self, action: str, tag: bytes) -> int | None:
         if action not in self.actions:
             return lp.STATUS_UNSUPPORTED
-        if self._motor is not None and not self._motor.done():
+        if self.held_by_other or (self._motor is not None and not self._motor.done()):
             return lp.STATUS_BUSY
         if tag in self._recent_tags:
             return lp.STATUS_DUPLICATE
-        if self.jammed:
-            return lp.STATUS_JAMMED
         if self.battery < LOW_BATTERY_PERCENT:
             return lp.STATUS_LOW_BATTERY
         return None
 
     async def _run_motor(self, link: Link, tag: bytes, action: str) -> None:
+        before = self.state
         self._set_state("moving")
         if self.travel_time_s:
             await asyncio.sleep(self.travel_time_s)
-        self.motor_moves += 1
         self.battery_level = max(0.0, self.battery_level - self.battery_per_move)
+        if self.jammed:
+            # The motor stalls against the blocked bolt and gives up; nothing moved.
+            self._set_state("jammed")
+            self._answer(link, tag, lp.STATUS_JAMMED, action)
+            return
+        self.motor_moves += 1
+        self.moves.append(action)
         self._set_state(self.target_state(action))
+        if self.stale_s:
+            self._stale_state = before
+            self._stale_until = self.clock() + self.stale_s
         if self.drop_link_after_move:
             link.disconnect()
-            return
-        self._answer(link, tag, lp.STATUS_OK, action)
+        elif self.lose_next_result:
+            self.lose_next_result = False
+            self.commands.append((action, "ok (lost)"))
+        else:
+            self._answer(link, tag, lp.STATUS_OK, action)
+        # The motor is still busy with what follows (a latch held, then released).
+        await self.after_move(action)
 
-    def _answer(self, link: Link, tag: bytes, status: int, action: str) -> None:
+    def _answer(self, link: Link, tag: bytes, status: int, action: str,
+                state: str | None = None) -> None:
         """Notify a RESULT, MACed over the link's last nonce (zeros if it never asked for one)."""
         self.commands.append((action, lp.status_name(status)))
         challenge = self._challenges.get(link)
         nonce = challenge.nonce if challenge else bytes(lp.NONCE_LEN)
-        state = lp.state_code(self.state)
+        code = lp.state_code(state or self.state)
         link.notify(
             self.events,
-            lp.encode_result(self.secret, self.address, nonce, tag, status, state, self.battery),
+            lp.encode_result(self.secret, self.address, nonce, tag, status, code, self.battery),
         )
 
     def _set_state(self, state: str) -> None:
@@ -201,57 +264,177 @@ class ReferenceProtocolLock(Peripheral):
             self.state = state
             self.state_changes += 1
 
-    # --- poked by tests -----------------------------------------------------------------------
+    # --- reports ------------------------------------------------------------------------------
+
+    def _publish(self, pdu: bytes) -> None:
+        self._backlog.append((self.status_counter, pdu))
+        for link in list(self.links):
+            link.notify(self.events, pdu)
+
+    def report_state(self, state: str, source: str) -> None:
+        """The state changed without a command: set it and report it (STATUS)."""
+        self._set_state(state)
+        self._stale_until = 0.0
+        self.status_counter += 1
+        self._publish(lp.encode_status(
+            self.secret, self.address, self.status_counter, lp.state_code(state), self.battery,
+            lp.source_code(source)))
+
+    def report_event(self, event: str, source: str) -> None:
+        """Something happened that is not a state (EVENT): a key taken, a door opened."""
+        self.status_counter += 1
+        self._publish(lp.encode_event(
+            self.secret, self.address, self.status_counter, lp.event_code(event),
+            lp.source_code(source), lp.state_code(self.state), self.battery))
+
+    def _on_loop(self, fn: Callable, *args) -> None:
+        if self.radio is not None:
+            self.radio.call(fn, *args)
+        else:
+            fn(*args)
+
+    async def _later(self, delay_s: float, fn: Callable, *args) -> None:
+        await asyncio.sleep(delay_s)
+        fn(*args)
+
+    def _schedule(self, delay_s: float, fn: Callable, *args) -> None:
+        """Run ``fn`` after ``delay_s`` on the radio's loop (cancelled when the radio stops)."""
+        if self.radio is not None:
+            self.radio.spawn(self._later(delay_s, fn, *args))
+        else:
+            asyncio.get_running_loop().create_task(self._later(delay_s, fn, *args))
+
+    # --- what a kind defines ------------------------------------------------------------------
 
     def target_state(self, action: str) -> str:
         """The state an accepted action leaves the lock in."""
         return {"unlock": "unlocked", "lock": "locked", "unlatch": "unlatched"}[action]
 
-    def turn_manually(self, state: str) -> None:
-        """Someone turned the key or thumb-turn: change state and notify connected centrals."""
-        lp.state_code(state)
-        if self.radio is not None:
-            self.radio.call(self._turned, state)
-        else:
-            self._turned(state)
-
-    def _turned(self, state: str) -> None:
-        self._set_state(state)
-        self.status_counter += 1
-        pdu = lp.encode_status(
-            self.secret,
-            self.address,
-            self.status_counter,
-            lp.state_code(state),
-            self.battery,
-            lp.source_code("manual"),
-        )
-        for link in list(self.links):
-            link.notify(self.events, pdu)
+    async def after_move(self, action: str) -> None:
+        """What the mechanism does after the RESULT, while it still counts as busy."""
 
 
 class InsideTurnerLock(ReferenceProtocolLock):
     """Danalock-style inside turner: a motor on the thumb-turn; locks and unlocks, no unlatch."""
 
-    kind = "inside_turner"
-    actions = ("status", "unlock", "lock")
+    kind = lockkinds.INSIDE_TURNER
+    actions = lockkinds.ACTIONS[lockkinds.INSIDE_TURNER]
 
-    def __init__(
-        self,
-        lock_id: str,
-        address: bytes | str,
-        secret: bytes,
-        travel_time_s: float = 1.5,
-        battery: int = 100,
-        state: str = "locked",
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            lock_id,
-            address,
-            secret,
-            travel_time_s=travel_time_s,
-            battery=battery,
-            state=state,
-            **kwargs,
-        )
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+                 travel_time_s: float = 1.5, battery: int = 100, state: str = "locked",
+                 **kwargs) -> None:
+        super().__init__(lock_id, address, secret, travel_time_s=travel_time_s,
+                         battery=battery, state=state, **kwargs)
+
+    def turn_manually(self, state: str) -> None:
+        """Someone turned the key or thumb-turn: change state and report it (source manual)."""
+        lp.state_code(state)
+        self._on_loop(self.report_state, state, lockkinds.SOURCE_MANUAL)
+
+
+class InCylinderLock(ReferenceProtocolLock):
+    """dKey-style lock in the cylinder: unlock, lock, unlatch; the handle opens, it relocks."""
+
+    kind = lockkinds.IN_CYLINDER
+    actions = lockkinds.ACTIONS[lockkinds.IN_CYLINDER]
+
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+                 travel_time_s: float = 1.0, latch_hold_s: float = 3.0,
+                 relock_delay_s: float = 2.0, **kwargs) -> None:
+        super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)
+        self.latch_hold_s = latch_hold_s
+        self.relock_delay_s = relock_delay_s
+        self.door_open = False
+
+    async def after_move(self, action: str) -> None:
+        if action == "unlatch":
+            await asyncio.sleep(self.latch_hold_s)
+            # The latch springs back; the bolt stays retracted: unlocked until the door closes.
+            self.report_state("unlocked", lockkinds.SOURCE_AUTO)
+
+    def open_with_handle(self) -> None:
+        """Someone inside presses the handle: the lock retracts and the door opens."""
+        self._on_loop(self._opened_with_handle)
+
+    def _opened_with_handle(self) -> None:
+        if self.state != "unlocked":
+            self.report_state("unlocked", lockkinds.SOURCE_HANDLE)
+        self.door_open = True
+        self.report_event("door_opened", lockkinds.SOURCE_HANDLE)
+
+    def open_door(self) -> None:
+        """The door is pushed open from outside (it must be unlocked or unlatched)."""
+        self._on_loop(self._opened)
+
+    def _opened(self) -> None:
+        if self.state in ("unlocked", "unlatched"):
+            self.door_open = True
+            self.report_event("door_opened", lockkinds.SOURCE_MANUAL)
+
+    def close_door(self) -> None:
+        """The door shuts; the lock relocks itself ``relock_delay_s`` later."""
+        self._on_loop(self._closed)
+
+    def _closed(self) -> None:
+        self.door_open = False
+        self.report_event("door_closed", lockkinds.SOURCE_MANUAL)
+        self._schedule(self.relock_delay_s, self._relock)
+
+    def _relock(self) -> None:
+        if not self.door_open and self.state != "locked":
+            self.report_state("locked", lockkinds.SOURCE_AUTO)
+
+
+class KeyBoxLock(ReferenceProtocolLock):
+    """An electronic key box holding a copy of the house key: unlock releases the lid."""
+
+    kind = lockkinds.KEY_BOX
+    actions = lockkinds.ACTIONS[lockkinds.KEY_BOX]
+
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+                 travel_time_s: float = 0.5, **kwargs) -> None:
+        super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)
+        self.lid_open = False
+        self.key_inside = True
+
+    def open_lid(self) -> None:
+        """A visitor lifts the lid; only a released (unlocked) box opens."""
+        self._on_loop(self._lid, True)
+
+    def close_lid(self) -> None:
+        self._on_loop(self._lid, False)
+
+    def _lid(self, opened: bool) -> None:
+        if opened == self.lid_open or (opened and self.state != "unlocked"):
+            return
+        self.lid_open = opened
+        self.report_event("box_opened" if opened else "box_closed", lockkinds.SOURCE_MANUAL)
+
+    def take_key(self) -> None:
+        self._on_loop(self._key, False)
+
+    def return_key(self) -> None:
+        self._on_loop(self._key, True)
+
+    def _key(self, inside: bool) -> None:
+        if inside == self.key_inside or not self.lid_open:
+            return
+        self.key_inside = inside
+        self.report_event("key_returned" if inside else "key_taken", lockkinds.SOURCE_MANUAL)
+
+
+class EntranceDoorLock(ReferenceProtocolLock):
+    """The electric strike of a building's shared entrance door: unlatch only, then it relocks."""
+
+    kind = lockkinds.ENTRANCE_DOOR
+    actions = lockkinds.ACTIONS[lockkinds.ENTRANCE_DOOR]
+
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+                 travel_time_s: float = 0.1, release_s: float = 3.0, **kwargs) -> None:
+        kwargs.setdefault("battery_per_move", 0.0)  # mains powered
+        super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)
+        self.release_s = release_s
+
+    async def after_move(self, action: str) -> None:
+        await asyncio.sleep(self.release_s)
+        self.report_state("locked", lockkinds.SOURCE_AUTO)

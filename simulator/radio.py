@@ -148,6 +148,7 @@ class Peripheral:
         self.connectable = connectable
         self.idle_timeout_s = idle_timeout_s
         self._in_range = True
+        self.advertising = True  # False: silent on the air, so nobody can find or connect to it
         self.radio: Radio | None = None
         self.links: list[Link] = []
 
@@ -285,7 +286,7 @@ class _CentralSession:
         end = loop.time() + duration_ms / 1000 if duration_ms else None
         while end is None or loop.time() < end:
             for p in self.radio.peripherals:
-                if not p.in_range:
+                if not (p.in_range and p.advertising):
                     continue
                 adv_type = ADV_IND if p.connectable else ADV_NONCONN_IND
                 self.send(_IRQ_SCAN_RESULT, p.addr_type, p.address, adv_type, p.rssi,
@@ -302,7 +303,7 @@ class _CentralSession:
         end = loop.time() + scan_duration_ms / 1000
         while True:
             p = self.radio.find(addr_type, addr)
-            if p is not None and p.in_range and p.connectable:
+            if p is not None and p.in_range and p.advertising and p.connectable:
                 break
             if loop.time() >= end:
                 self.send(_IRQ_PERIPHERAL_DISCONNECT, _NO_CONN, 0xFF, bytes(6))

@@ -7,6 +7,11 @@ is the executable form of that document. Every decoder treats its input as hosti
 Flow per command: central writes CHALLENGE_REQUEST to the control point; the lock notifies CHALLENGE
 with a fresh 16-byte nonce; central writes COMMAND with an HMAC over (domain, lock address, nonce,
 action, tag); the lock notifies RESULT, MACed by the lock over the same nonce and tag.
+
+Reports: what happens at the lock without a command (a key turned, a key taken from a box, an
+auto-relock) becomes a numbered, MACed report (STATUS or EVENT), notified live to connected
+centrals and kept in a short backlog that a central reads with READ_REPORTS; REPORTS_END closes
+the backlog with the lock's latest report number, MACed over the link's nonce so it is fresh.
 """
 
 import struct
@@ -35,18 +40,25 @@ ADDR_LEN = 6
 # Opcodes: central -> lock below 0x80, lock -> central from 0x80.
 OP_CHALLENGE_REQUEST = 0x01
 OP_COMMAND = 0x02
+OP_READ_REPORTS = 0x03
 OP_CHALLENGE = 0x81
 OP_RESULT = 0x82
 OP_STATUS = 0x83
+OP_EVENT = 0x84
+OP_REPORTS_END = 0x85
 
 CHALLENGE_REQUEST_LEN = 2  # op, version
 CHALLENGE_LEN = 1 + NONCE_LEN
 COMMAND_LEN = 1 + 1 + TAG_LEN + MAC_LEN
 RESULT_LEN = 1 + 1 + 1 + 1 + MAC_LEN
 STATUS_LEN = 1 + 4 + 1 + 1 + 1 + MAC_LEN
+READ_REPORTS_LEN = 1 + 4
+EVENT_LEN = 1 + 4 + 1 + 1 + 1 + 1 + MAC_LEN
+REPORTS_END_LEN = 1 + 4 + MAC_LEN
+COUNTER_NONE = 0xFFFFFFFF  # READ_REPORTS after this: no reports, only REPORTS_END
 
 ACTIONS = ("status", "unlock", "lock", "unlatch")
-STATES = ("unknown", "locked", "unlocked", "unlatched", "moving")
+STATES = ("unknown", "locked", "unlocked", "unlatched", "moving", "jammed")
 STATUSES = (
     "ok",
     "auth_failed",
@@ -58,8 +70,11 @@ STATUSES = (
     "duplicate",
     "unsupported",
 )
-SOURCES = ("motor", "manual", "auto")  # what caused an unsolicited STATUS
-KINDS = ("unknown", "inside_turner", "cylinder", "key_box", "entrance_door")
+# What caused a report: the lock's motor, a key or thumb-turn, the lock by itself, the door handle.
+SOURCES = ("motor", "manual", "auto", "handle")
+# Codes are the protocol's; the names are wire.lockkinds'.
+KINDS = ("unknown", "inside_turner", "in_cylinder", "key_box", "entrance_door")
+EVENTS = ("box_opened", "box_closed", "key_taken", "key_returned", "door_opened", "door_closed")
 
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1
@@ -75,6 +90,8 @@ _DOMAIN_COMMAND = b"homecare-lock/v1/command"
 _DOMAIN_RESULT = b"homecare-lock/v1/result"
 _DOMAIN_STATUS = b"homecare-lock/v1/status"
 _DOMAIN_TAG = b"homecare-lock/v1/tag"
+_DOMAIN_EVENT = b"homecare-lock/v1/event"
+_DOMAIN_REPORTS = b"homecare-lock/v1/reports"
 
 # Advertising data types (Bluetooth Assigned Numbers, "Common Data Types").
 AD_FLAGS = 0x01
@@ -132,6 +149,14 @@ def source_code(name):
 
 def source_name(code):
     return _name(SOURCES, code, "source")
+
+
+def event_code(name):
+    return _index(EVENTS, name, "event")
+
+
+def event_name(code):
+    return _name(EVENTS, code, "event")
 
 
 def _check(data, length, op, what):
@@ -304,6 +329,89 @@ def verify_status(secret, addr, counter, state, battery, source, mac):
     return compare_digest(status_mac(secret, addr, counter, state, battery, source), mac)
 
 
+# --- EVENT (unsolicited) -----------------------------------------------------------------------
+
+
+def event_mac(secret, addr, counter, event, source, state, battery):
+    """HMAC(secret, domain || addr || counter (u32 BE) || event || source || state || battery)."""
+    _check_len(addr, ADDR_LEN, "lock address")
+    h = HMAC(secret)
+    h.update(_DOMAIN_EVENT)
+    h.update(addr)
+    h.update(struct.pack(">IBBBB", counter, event, source, state, battery))
+    return h.digest()
+
+
+def encode_event(secret, addr, counter, event, source, state, battery):
+    """Build an EVENT report; event, source, state are codes. Shares STATUS's counter."""
+    if not 0 <= counter <= 0xFFFFFFFF:
+        raise ProtocolError("counter out of range")
+    head = struct.pack(">BIBBBB", OP_EVENT, counter, event, source, state, battery)
+    return head + event_mac(secret, addr, counter, event, source, state, battery)
+
+
+def decode_event(data):
+    """Return (counter, event code, source code, state code, battery, mac); MAC is not checked."""
+    _check(data, EVENT_LEN, OP_EVENT, "EVENT")
+    _, counter, event, source, state, battery = struct.unpack_from(">BIBBBB", data, 0)
+    event_name(event)
+    source_name(source)
+    state_name(state)
+    if battery > 100:
+        raise ProtocolError("battery out of range: %d" % battery)
+    return counter, event, source, state, battery, bytes(data[9:])
+
+
+def verify_event(secret, addr, counter, event, source, state, battery, mac):
+    return compare_digest(event_mac(secret, addr, counter, event, source, state, battery), mac)
+
+
+# --- READ_REPORTS / REPORTS_END ----------------------------------------------------------------
+
+
+def encode_read_reports(after):
+    """Ask for every kept report numbered above ``after`` (COUNTER_NONE: none, just the end)."""
+    if not 0 <= after <= 0xFFFFFFFF:
+        raise ProtocolError("counter out of range")
+    return struct.pack(">BI", OP_READ_REPORTS, after)
+
+
+def decode_read_reports(data):
+    """Return the counter a READ_REPORTS asks to read after."""
+    _check(data, READ_REPORTS_LEN, OP_READ_REPORTS, "READ_REPORTS")
+    return struct.unpack_from(">I", data, 1)[0]
+
+
+def reports_end_mac(secret, addr, nonce, counter):
+    """HMAC(secret, domain || addr || nonce || counter (u32 BE))."""
+    _check_len(addr, ADDR_LEN, "lock address")
+    _check_len(nonce, NONCE_LEN, "nonce")
+    h = HMAC(secret)
+    h.update(_DOMAIN_REPORTS)
+    h.update(addr)
+    h.update(nonce)
+    h.update(struct.pack(">I", counter))
+    return h.digest()
+
+
+def encode_reports_end(secret, addr, nonce, counter):
+    """Close a report backlog with the lock's latest report number (0: none yet)."""
+    if not 0 <= counter <= 0xFFFFFFFF:
+        raise ProtocolError("counter out of range")
+    return struct.pack(">BI", OP_REPORTS_END, counter) + reports_end_mac(secret, addr, nonce,
+                                                                          counter)
+
+
+def decode_reports_end(data):
+    """Return (counter, mac) of a REPORTS_END; the MAC is not checked."""
+    _check(data, REPORTS_END_LEN, OP_REPORTS_END, "REPORTS_END")
+    return struct.unpack_from(">I", data, 1)[0], bytes(data[5:])
+
+
+def verify_reports_end(secret, addr, nonce, counter, mac):
+    return compare_digest(reports_end_mac(secret, addr, nonce, counter), mac)
+
+
 # --- Advertising -------------------------------------------------------------------------------
 
 
@@ -325,7 +433,8 @@ def _ad(ad_type, payload):
 def encode_advert(kind, battery, counter):
     """Advertising payload (30 of 31 bytes): flags, service UUID, manufacturer data.
 
-    ``kind`` is a name from KINDS, ``counter`` the state-changed counter (wraps at 16 bits).
+    ``kind`` is a name from KINDS, ``counter`` the lock's latest report number (sent mod 2**16):
+    a central that sees it differ from the last report it read knows there is news to fetch.
     """
     flags = _ad(AD_FLAGS, b"\x06")  # LE general discoverable, BR/EDR not supported
     service = _ad(AD_UUID128_COMPLETE, uuid128_le(SERVICE_UUID))
