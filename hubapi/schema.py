@@ -1,0 +1,649 @@
+"""The hub API as a machine-readable contract, generated from :mod:`hubapi.topics` and :mod:`hubapi.models`.
+
+:data:`CHANNELS` is the registry: one :class:`Channel` per topic of the API. Adding a channel is one
+line there (a topic function, who sends, the payload model); everything below is derived from it:
+
+- ``docs/asyncapi.json``: an AsyncAPI 3.0 document (servers, channels, messages, operations from the
+  hub's point of view, payload schemas in ``components/schemas``);
+- ``docs/schemas/{Model}.json``: a standalone JSON Schema (2020-12) per payload model;
+- the generated blocks of ``docs/mqtt-api.md`` (topics, payload fields, statuses, reasons, examples)
+  and of ``docs/broker-setup.md`` (the broker ACL).
+
+``python -m hubapi.schema --write`` regenerates those files; ``--check`` exits 1 with a diff summary
+when a checked-in file differs from what the code generates (``tests/test_api_contract.py`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import difflib
+import hashlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from hubapi import signing, topics
+from hubapi.models import (
+    Action,
+    Actor,
+    Answer,
+    CommandClaims,
+    FailReason,
+    LockState,
+    Online,
+    RejectReason,
+    Role,
+    Status,
+)
+
+#: The hub receives (subscribes to) the channel, or sends (publishes) on it.
+Direction = Literal["send", "receive"]
+#: How the payload is encoded: the model as JSON, or a compact JWS whose payload is the model.
+Encoding = Literal["json", "jws"]
+
+#: Broker users other than the hubs (a hub's username is its hub id).
+BACKEND = "backend"
+ALARM_CENTRE = "alarm-centre"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One topic of the API, seen from the hub.
+
+    ``topic`` is the function of :mod:`hubapi.topics` that spells the topic; its parameters (``hub``,
+    ``lock``, ...) become the channel's address parameters. ``peers`` are the broker users at the
+    other end (they get the opposite access in the ACL). ``subtopics`` means the hub may also use
+    any topic below the address (answers go to a command's ``reply_to``, a subtopic of answers).
+    """
+
+    name: str
+    topic: Callable[..., str]
+    direction: Direction
+    model: type[BaseModel]
+    retained: bool
+    description: str
+    peers: tuple[str, ...] = (BACKEND,)
+    subtopics: bool = False
+    encoding: Encoding = "json"
+
+
+#: The registry: every channel of the API, in the order the docs list them.
+CHANNELS: tuple[Channel, ...] = (
+    Channel("commands", topics.commands, "receive", CommandClaims, False,
+            "Signed commands for the hub. Never retained: a retained command is refused.", encoding="jws"),
+    Channel("answers", topics.answers, "send", Answer, False,
+            "Answers to commands: `accepted`, then exactly one final status (or only `rejected`). "
+            "A command's `reply_to` may name a subtopic.", subtopics=True),
+    Channel("lockState", topics.lock_state, "send", LockState, True,
+            "The last known state of one lock, retained for late subscribers."),
+    Channel("online", topics.online, "send", Online, True,
+            "Whether the hub is connected, retained; the hub's last will publishes `offline`.",
+            peers=(BACKEND, ALARM_CENTRE)),
+)
+
+
+#: Who a grant is for: every hub (its own subtree) or one service user.
+HUB = "%u"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One ACL line: ``who`` (:data:`HUB` or a service user) may ``access`` ``path``.
+
+    ``path`` is a topic filter below ``hubs/{hub}/v1/``; for a hub ``{hub}`` is its own id, for a
+    service user every hub.
+    """
+
+    path: str
+    who: str
+    access: Literal["read", "write"]
+    why: str
+
+
+#: Grants for channels still to come (alarms), in the ACL now so brokers need no change when they
+#: arrive. Drop a line here when a registered channel covers it.
+RESERVED_GRANTS: tuple[Grant, ...] = (
+    Grant("alarms/raised/#", HUB, "write", "reserved: alarms the hub raises (from its durable outbox)"),
+    Grant("alarms/confirmed/#", HUB, "read", "reserved: the alarm centre's confirmations"),
+    Grant("alarms/#", ALARM_CENTRE, "read", "reserved: every alarm and confirmation of every hub"),
+    Grant("alarms/confirmed/#", ALARM_CENTRE, "write", "reserved: confirms it handled an alarm"),
+)
+
+#: What each address parameter is (every parameter of a topic function needs a line here).
+PARAMETERS: dict[str, str] = {
+    "hub": f"The hub id, also its broker username; one topic level matching `{topics.SEGMENT_PATTERN}`.",
+    "lock": f"A lock id known to the hub; one topic level matching `{topics.SEGMENT_PATTERN}`.",
+}
+
+#: What each status and reason means, by value: the docs tables list every member of the enums in
+#: hubapi.models with its meaning here (keyed by value, so a new member is reported, not a crash).
+STATUS_MEANINGS: dict[str, str] = {
+    "accepted": "verified and queued for its lock; a final status follows",
+    "succeeded": "the lock did it; `state` is the lock's state after it",
+    "failed": "not done, with a reason: the lock refused (`auth_failed`, `busy`, `jammed`, "
+                 "`low_battery`, ...) or one of the hub's reasons below",
+    "timed_out": "the lock could not be reached in time (`unreachable`) or the bridge did not answer; "
+                 "the command was not written to the lock",
+    "incomplete": "the link was lost after the command was written to the lock; `state` is what was "
+                 "read back, or `unknown`. The command is never resent",
+    "rejected": "refused before anything moved; `reason` is one of the rejection reasons",
+}
+
+REJECT_MEANINGS: dict[str, str] = {
+    "malformed": "not a compact JWS, or claims that do not fit `CommandClaims`; if no id can be "
+                 "read the answer has `\"id\": null` and goes to the default answers topic",
+    "bad_signature": "the signature does not verify, or the algorithm is not `Ed25519`",
+    "unknown_key": "no public key with this `kid` is provisioned on the hub",
+    "expired": "`exp` has passed (beyond the hub's clock-skew allowance)",
+    "not_yet_valid": "`nbf` is still ahead (beyond the clock-skew allowance)",
+    "replayed": "this command id was seen before; it runs at most once",
+    "wrong_hub": "`hub` names another hub",
+    "unknown_lock": "`lock` is not a lock of this hub",
+    "unsupported_action": "the lock cannot do this action (e.g. `unlatch` without a latch)",
+    "retained": "the command arrived with the retain flag: a stored command never acts",
+    "busy": "the lock's queue is full",
+    "store_failed": "the hub could not record the command durably, so it will not run it",
+}
+
+FAIL_MEANINGS: dict[str, str] = {
+    "bridge_unavailable": "the bridge is not connected; nothing was written, the lock did not move",
+    "expired_in_queue": "the command expired while waiting for its lock; it was never sent",
+    "bridge_error": "something went wrong inside the hub or the bridge; `incomplete` if the write had been attempted",
+    "bridge_no_response": "with `timed_out`: the bridge gave no result in time",
+    "shutting_down": "hubd stopped; `failed` if nothing was written, `incomplete` if the write had been attempted",
+    "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent",
+}
+
+#: The tables generated into docs/mqtt-api.md: (marker name, enum, first column heading, meanings).
+ENUM_TABLES: tuple[tuple[str, type[StrEnum], str, Mapping[str, str]], ...] = (
+    ("statuses", Status, "status", STATUS_MEANINGS),
+    ("reject-reasons", RejectReason, "reason (`rejected`)", REJECT_MEANINGS),
+    ("fail-reasons", FailReason, "reason (`failed`, `timed_out`, `incomplete`)", FAIL_MEANINGS),
+)
+
+# Examples: real payloads built with the models; the docs show them and the contract test checks them.
+_AT = 1767225600  # 2026-01-01T00:00:00Z
+_EXAMPLE_CLAIMS = CommandClaims(
+    id="3f2a9c1e7b6d4e0f9a8b7c6d5e4f3a2b", hub="hub-17", lock="front-door", action=Action.UNLATCH,
+    actor=Actor(id="staff-42", role=Role.STAFF), assignment="visit-991",
+    iat=_AT, nbf=_AT, exp=_AT + 30, reply_to=topics.answers("hub-17"),
+)
+EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
+    "commands": [("a nurse unlatches the front door", _EXAMPLE_CLAIMS)],
+    "answers": [
+        ("accepted", Answer(id=_EXAMPLE_CLAIMS.id, status=Status.ACCEPTED, lock="front-door", at=_AT + 0.12)),
+        ("succeeded", Answer(id=_EXAMPLE_CLAIMS.id, status=Status.SUCCEEDED, lock="front-door",
+                             state="unlocked", battery=87, at=_AT + 4.71)),
+        ("rejected: expired", Answer(id=_EXAMPLE_CLAIMS.id, status=Status.REJECTED,
+                                     reason=RejectReason.EXPIRED, lock="front-door", at=_AT + 95.0)),
+        ("incomplete: link lost after the write", Answer(id=_EXAMPLE_CLAIMS.id, status=Status.INCOMPLETE,
+                                                         reason="link_lost", lock="front-door",
+                                                         state="unknown", at=_AT + 9.3)),
+    ],
+    "lockState": [("after the unlatch", LockState(lock="front-door", state="unlocked", battery=87,
+                                                  source="command", at=_AT + 4.71))],
+    "online": [("connected", Online(hub="hub-17", status="online", at=_AT)),
+               ("last will", Online(hub="hub-17", status="offline"))],
+}
+
+#: Signs the example command only. Derived from a public string, so anyone can compute it:
+#: never provision its public key on a hub.
+EXAMPLE_KID = "example-never-provision"
+EXAMPLE_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"hubapi example key: never provision").digest())
+
+ROOT = Path(__file__).resolve().parents[1]
+_HEADER = {"alg": signing.ALGORITHM, "kid": "<backend key id>", "typ": "hubcmd+jws"}
+# A compact JWS: base64url header, payload and signature, separated by dots.
+_COMPACT_JWS = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+
+
+def template(topic_function: Callable[..., str]) -> str:
+    """The topic a function of :mod:`hubapi.topics` spells, with ``{param}`` for each parameter.
+
+    Computed by calling the function with sentinel ids, so the topic tree is spelled only there.
+    """
+    params = list(inspect.signature(topic_function).parameters)
+    sentinels = {name: f"P{i}x{name}xP" for i, name in enumerate(params)}
+    topic = topic_function(**sentinels)
+    for name, sentinel in sentinels.items():
+        if topic.count(sentinel) != 1:
+            raise ValueError(f"{topic_function.__name__}: parameter {name!r} must appear once in {topic!r}")
+        topic = topic.replace(sentinel, "{" + name + "}")
+    return topic
+
+
+_ROOT_TEMPLATE = template(topics.root)  # hubs/{hub}/v1
+
+
+def address(channel: Channel) -> str:
+    """The channel's address (topic with ``{param}`` placeholders)."""
+    return template(channel.topic)
+
+
+def parameters(channel: Channel) -> list[str]:
+    """The channel's address parameters, in topic order."""
+    return re.findall(r"\{(\w+)\}", address(channel))
+
+
+def payload_models() -> list[type[BaseModel]]:
+    """Every payload model of the registry, once each, in registry order."""
+    return list(dict.fromkeys(channel.model for channel in CHANNELS))
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """A standalone JSON Schema (2020-12) per payload model, by model name."""
+    return {
+        model.__name__: {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                         "$id": f"{model.__name__}.json", **model.model_json_schema()}
+        for model in payload_models()
+    }
+
+
+def component_schemas() -> dict[str, Any]:
+    """The payload models and what they use, for ``components/schemas`` (refs point there)."""
+    _, top = models_json_schema([(model, "validation") for model in payload_models()],
+                                ref_template="#/components/schemas/{model}")
+    return dict(sorted(top["$defs"].items()))
+
+
+def example_token(claims: CommandClaims) -> str:
+    """``claims`` signed with :data:`EXAMPLE_KEY` (Ed25519 is deterministic, so the docs are stable)."""
+    return signing.sign(claims, EXAMPLE_KEY, EXAMPLE_KID)
+
+
+def example_payload(channel: Channel, model: BaseModel) -> Any:
+    """The MQTT payload of an example as a JSON value (the token string for a JWS channel)."""
+    if channel.encoding == "jws":
+        assert isinstance(model, CommandClaims)
+        return example_token(model)
+    return as_json(model)
+
+
+def as_json(model: BaseModel) -> Any:
+    """A payload as the API sends it: the model's JSON, ``None`` fields left out, as a JSON value."""
+    return json.loads(model.model_dump_json(exclude_none=True))
+
+
+def asyncapi() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the hub API."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    used_params: set[str] = set()
+    for channel in CHANNELS:
+        params = parameters(channel)
+        for name in params:
+            if name not in PARAMETERS:
+                raise ValueError(f"describe the address parameter {name!r} in hubapi.schema.PARAMETERS")
+        used_params.update(params)
+        messages[channel.name] = _message(channel)
+        channels[channel.name] = {
+            "address": address(channel),
+            "title": channel.name,
+            "description": channel.description
+            + (" The hub also publishes to any subtopic of this address." if channel.subtopics else ""),
+            "messages": {channel.name: {"$ref": f"#/components/messages/{channel.name}"}},
+            **({"parameters": {p: {"$ref": f"#/components/parameters/{p}"} for p in params}} if params else {}),
+        }
+        operation: dict[str, Any] = {
+            "action": channel.direction,
+            "channel": {"$ref": f"#/channels/{channel.name}"},
+            "summary": f"The hub {'publishes to' if channel.direction == 'send' else 'subscribes to'} "
+                       f"{channel.name}; {', '.join(channel.peers)} "
+                       f"{'subscribe(s)' if channel.direction == 'send' else 'publish(es)'}.",
+            "messages": [{"$ref": f"#/channels/{channel.name}/messages/{channel.name}"}],
+            "bindings": {"mqtt": {"qos": 1, "retain": channel.retained, "bindingVersion": "0.2.0"}},
+        }
+        if channel.encoding == "jws":
+            operation["bindings"]["mqtt"]["messageExpiryInterval"] = {
+                "type": "integer", "minimum": 1,
+                "description": "MQTT 5 only: exp - now. The signed exp is what the hub enforces.",
+            }
+            operation["reply"] = {
+                "channel": {"$ref": "#/channels/answers"},
+                "messages": [{"$ref": "#/channels/answers/messages/answers"}],
+            }
+        operations[channel.direction + channel.name[0].upper() + channel.name[1:]] = operation
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Home care hub MQTT API",
+            "version": str(topics.API_VERSION),
+            "description": (
+                "The hub (hubd) takes signed commands for door locks and publishes answers and state. "
+                "Operations are described from the hub's point of view. Generated from hubapi.topics "
+                "and hubapi.models by `python -m hubapi.schema --write`; do not edit by hand. "
+                "Everything that matters is in the payload, so the API works on MQTT 3.1.1 and 5."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "production": {
+                "host": "broker.example:8883",
+                "protocol": "secure-mqtt",
+                "protocolVersion": "5",
+                "description": "Your Mosquitto (see docs/broker-setup.md): TLS, one broker user per hub, "
+                               "topic ACLs. MQTT 3.1.1 works too.",
+                "security": [{"$ref": "#/components/securitySchemes/clientCertificate"},
+                             {"$ref": "#/components/securitySchemes/userPassword"}],
+            },
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "schemas": component_schemas(),
+            "messages": messages,
+            "parameters": {name: {"description": PARAMETERS[name]} for name in sorted(used_params)},
+            "securitySchemes": {
+                "clientCertificate": {"type": "X509", "description": "TLS client certificate; its CN is the "
+                                      "broker username (the hub id, `backend`, `alarm-centre`)."},
+                "userPassword": {"type": "userPassword", "description": "Username (the hub id) and password."},
+            },
+        },
+    }
+
+
+def _message(channel: Channel) -> dict[str, Any]:
+    name = channel.model.__name__
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    examples = [{"name": re.sub(r"\W+", "-", title).strip("-"), "summary": title,
+                 "payload": example_payload(channel, model)}
+                for title, model in EXAMPLES.get(channel.name, [])]
+    message: dict[str, Any] = {"name": channel.name, "title": name}
+    if channel.encoding == "jws":
+        message |= {
+            "contentType": "application/jose",
+            "summary": f"A compact JWS (RFC 7515) whose payload is {name} as JSON.",
+            "description": (
+                f"The MQTT payload is the JWS compact serialization, UTF-8. Protected header: "
+                f"{json.dumps(_HEADER)}; the hub accepts exactly the algorithm {signing.ALGORITHM} "
+                f"(RFC 9864) and only key ids it was provisioned with. The decoded payload is "
+                f"{name} (schema in x-jws-payload). Correlation: the claims' id; on MQTT 5 also the "
+                f"correlation data and response topic properties."
+            ),
+            "payload": {"type": "string", "pattern": _COMPACT_JWS, "maxLength": 4096},
+            "x-jws-payload": ref,
+            "x-jws-header": {
+                "type": "object", "required": ["alg", "kid"],
+                "properties": {"alg": {"const": signing.ALGORITHM}, "kid": {"type": "string"},
+                               "typ": {"const": "hubcmd+jws"}},
+            },
+            "bindings": {"mqtt": {
+                "correlationData": {"type": "string", "description": "MQTT 5: the command id"},
+                "responseTopic": {"type": "string", "description": "MQTT 5: the claims' reply_to"},
+                "bindingVersion": "0.2.0",
+            }},
+        }
+    else:
+        message |= {"contentType": "application/json", "summary": _first_line(channel.model), "payload": ref}
+        if channel.model is Answer:
+            message["correlationId"] = {"description": "The id of the command answered.",
+                                        "location": "$message.payload#/id"}
+    if examples:
+        message["examples"] = examples
+    return message
+
+
+def _first_line(model: type[BaseModel]) -> str:
+    # Docstrings use reStructuredText literals; the docs are Markdown.
+    return (model.__doc__ or model.__name__).strip().splitlines()[0].replace("``", "`")
+
+
+# --- the broker ACL -------------------------------------------------------------------------------
+
+
+def grants() -> list[Grant]:
+    """Every ACL grant: both ends of each registered channel, then :data:`RESERVED_GRANTS`."""
+    result = []
+    for channel in CHANNELS:
+        if not address(channel).startswith(_ROOT_TEMPLATE + "/"):
+            raise ValueError(f"{channel.name}: {address(channel)} is outside the hub's subtree {_ROOT_TEMPLATE}")
+        below_root = address(channel).removeprefix(_ROOT_TEMPLATE + "/")
+        path = re.sub(r"\{\w+\}", "+", below_root) + ("/#" if channel.subtopics else "")
+        hub_access, peer_access = ("write", "read") if channel.direction == "send" else ("read", "write")
+        result.append(Grant(path, HUB, hub_access, f"{channel.name}: the hub {channel.direction}s"))
+        result += [Grant(path, peer, peer_access, channel.name) for peer in channel.peers]
+    return result + list(RESERVED_GRANTS)
+
+
+def acl() -> str:
+    """The Mosquitto ACL file for the API: each hub in its own subtree, one direction per topic.
+
+    Hubs match ``pattern`` lines with ``%u`` = their username = their hub id; the service users get
+    ``topic`` lines over every hub (``+``).
+    """
+    lines = [
+        "# Generated by `python -m hubapi.schema --write` from hubapi/schema.py; do not edit.",
+        "# Hubs: the username is the hub id (password file, or client certificate CN).",
+    ]
+    by_user: dict[str, list[str]] = {}
+    for grant in grants():
+        if grant.who == HUB:
+            lines += [f"# {grant.why}", f"pattern {grant.access} {_ROOT_TEMPLATE.format(hub='%u')}/{grant.path}"]
+        else:
+            by_user.setdefault(grant.who, []).append(f"topic {grant.access} {_ROOT_TEMPLATE.format(hub='+')}/{grant.path}")
+    for user, user_lines in by_user.items():
+        lines += ["", f"user {user}", *user_lines]
+    return "\n".join(lines) + "\n"
+
+
+# --- the markdown tables --------------------------------------------------------------------------
+
+
+def _topics_table() -> str:
+    rows = ["| topic | hub | peers | QoS | retained | payload |", "|---|---|---|---|---|---|"]
+    for channel in CHANNELS:
+        topic = f"`{address(channel)}`" + (" (and subtopics)" if channel.subtopics else "")
+        payload = f"[`{channel.model.__name__}`](schemas/{channel.model.__name__}.json)"
+        if channel.encoding == "jws":
+            payload = "compact JWS of " + payload
+        rows.append(f"| {topic} | {channel.direction}s | {', '.join(channel.peers)} | 1 | "
+                    f"{'yes' if channel.retained else 'no'} | {payload} |")
+    return "\n".join(rows)
+
+
+def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[1]]
+        if "enum" in target:
+            return " \\| ".join(f"`{v}`" for v in target["enum"])
+        return f"`{target['title']}`"
+    if "anyOf" in schema:
+        return " or ".join(_type_of(s, defs) for s in schema["anyOf"])
+    if "const" in schema:
+        return f"`{json.dumps(schema['const'])}`"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    text = schema.get("type", "any")
+    limits = [f"{key} {schema[key]}" for key in ("minLength", "maxLength", "minimum", "maximum") if key in schema]
+    if "pattern" in schema:
+        limits.insert(0, f"`{schema['pattern']}`".replace("|", "\\|"))
+    return text + (f" ({', '.join(limits)})" if limits else "")
+
+
+def _fields_tables() -> str:
+    parts = []
+    for model in _documented_models():
+        schema = model.model_json_schema()
+        defs = schema.get("$defs", {})
+        rows = [f"**`{model.__name__}`**: {_first_line(model)}", "", "| field | type | required |", "|---|---|---|"]
+        for name, prop in schema["properties"].items():
+            rows.append(f"| `{name}` | {_type_of(prop, defs)} | {'yes' if name in schema.get('required', []) else 'no'} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def _documented_models() -> list[type[BaseModel]]:
+    models: list[type[BaseModel]] = []
+    for model in payload_models():
+        for field_info in model.model_fields.values():
+            nested = field_info.annotation
+            if isinstance(nested, type) and issubclass(nested, BaseModel) and nested not in models:
+                models.append(nested)
+        if model not in models:
+            models.append(model)
+    return models
+
+
+def _enum_table(enum: type[StrEnum], heading: str, meanings: Mapping[str, str]) -> str:
+    rows = [f"| {heading} | meaning |", "|---|---|"]
+    rows += [f"| `{member.value}` | {meanings.get(member.value, 'UNDOCUMENTED: describe it in hubapi/schema.py')} |"
+             for member in enum]
+    return "\n".join(rows)
+
+
+def _examples_block() -> str:
+    parts = []
+    for channel in CHANNELS:
+        for title, model in EXAMPLES.get(channel.name, []):
+            payload = example_payload(channel, model)
+            topic = address(channel).format(hub="hub-17", lock="front-door")
+            shown = f"```\n{payload}" if isinstance(payload, str) else f"```json\n{json.dumps(payload)}"
+            parts.append(f"{channel.name}, {title}, on `{topic}`:\n\n{shown}\n```")
+            if channel.encoding == "jws":
+                parts.append(f"whose decoded payload is:\n\n```json\n{json.dumps(as_json(model))}\n```")
+    return "\n\n".join(parts)
+
+
+def doc_blocks() -> dict[str, dict[str, str]]:
+    """Generated blocks by document (relative path) and marker name."""
+    api = {"topics": _topics_table(), "fields": _fields_tables(), "examples": _examples_block()}
+    for name, enum, heading, meanings in ENUM_TABLES:
+        api[name] = _enum_table(enum, heading, meanings)
+    return {"docs/mqtt-api.md": api, "docs/broker-setup.md": {"acl": f"```\n{acl()}```"}}
+
+
+def meaning_mismatches() -> list[str]:
+    """Enum members without a meaning here, and meanings of values no enum has (both must be fixed)."""
+    problems = []
+    for _, enum, _, meanings in ENUM_TABLES:
+        values = {member.value for member in enum}
+        problems += [f"{enum.__name__} {value!r} has no meaning" for value in sorted(values - set(meanings))]
+        problems += [f"{enum.__name__} has no {value!r} (stale meaning)" for value in sorted(set(meanings) - values)]
+    return problems
+
+
+_BLOCK = re.compile(r"(?P<begin><!-- BEGIN generated:(?P<name>[\w-]+) [^>]*-->\n)(?P<body>.*?)"
+                    r"(?P<end><!-- END generated:(?P=name) -->)", re.DOTALL)
+
+
+def fill_blocks(text: str, blocks: Mapping[str, str], path: str) -> str:
+    """``text`` with every generated block replaced; each block's markers must be present once."""
+    found = [m.group("name") for m in _BLOCK.finditer(text)]
+    missing = sorted(set(blocks) - set(found))
+    if missing:
+        raise ValueError(f"{path}: add the markers `<!-- BEGIN generated:NAME (python -m hubapi.schema --write) -->` "
+                         f"and `<!-- END generated:NAME -->` for {missing}")
+    def fill(match: re.Match[str]) -> str:
+        name = match.group("name")
+        body = blocks[name] + "\n" if name in blocks else match.group("body")
+        return match.group("begin") + body + match.group("end")
+
+    return _BLOCK.sub(fill, text)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def generated(root: Path = ROOT) -> dict[Path, str]:
+    """Every generated file's path and expected content (docs with generated blocks filled in)."""
+    files = {root / "docs" / "asyncapi.json": _dump(asyncapi())}
+    for name, schema in json_schemas().items():
+        files[root / "docs" / "schemas" / f"{name}.json"] = _dump(schema)
+    for relative, blocks in doc_blocks().items():
+        path = root / relative
+        files[path] = fill_blocks(path.read_text(), blocks, relative)
+    return files
+
+
+def drift(root: Path = ROOT) -> list[str]:
+    """What differs between the checked-in files and the generated ones: a short diff per file."""
+    problems = []
+    for path, expected in generated(root).items():
+        relative = path.relative_to(root)
+        if not path.exists():
+            problems.append(f"{relative}: missing")
+            continue
+        actual = path.read_text()
+        if actual != expected:
+            diff = list(difflib.unified_diff(actual.splitlines(), expected.splitlines(),
+                                             f"{relative} (checked in)", f"{relative} (generated)", lineterm="", n=1))
+            shown = diff[:40] + ([f"... {len(diff) - 40} more diff lines"] if len(diff) > 40 else [])
+            problems.append("\n".join(shown))
+    schemas_dir = root / "docs" / "schemas"
+    expected_names = {f"{name}.json" for name in json_schemas()}
+    for stale in sorted(p.name for p in schemas_dir.glob("*.json") if p.name not in expected_names):
+        problems.append(f"docs/schemas/{stale}: no longer generated (remove it, or run --write)")
+    return problems
+
+
+def write(root: Path = ROOT) -> list[Path]:
+    """Regenerate the files; remove schema files of models no channel uses. Returns what changed."""
+    changed = []
+    for path, content in generated(root).items():
+        if not path.exists() or path.read_text() != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            changed.append(path)
+    expected_names = {f"{name}.json" for name in json_schemas()}
+    for stale in (root / "docs" / "schemas").glob("*.json"):
+        if stale.name not in expected_names:
+            stale.unlink()
+            changed.append(stale)
+    return changed
+
+
+def decode_compact(token: str) -> tuple[dict[str, Any], bytes]:
+    """Header and payload bytes of a compact JWS, unverified (for docs and tests)."""
+    header, payload, _ = token.split(".")
+    def b64(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    return json.loads(b64(header)), b64(payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--write`` regenerates the contract files, ``--check`` reports drift (exit 1)."""
+    parser = argparse.ArgumentParser(prog="python -m hubapi.schema", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="regenerate the checked-in contract files")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the checked-in files differ")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as exc:  # a registry or marker mistake: say what to fix, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    missing = meaning_mismatches()
+    if missing:
+        print(f"fix hubapi/schema.py STATUS/REJECT/FAIL_MEANINGS: {'; '.join(missing)}", file=sys.stderr)
+    if args.write:
+        for path in write(args.root):
+            print(f"wrote {path.relative_to(args.root)}")
+        return 1 if missing else 0
+    problems = drift(args.root)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} contract file(s) drifted: run `python -m hubapi.schema --write` and commit",
+              file=sys.stderr)
+    return 1 if problems or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
