@@ -2,8 +2,10 @@
 
 - ``mosquitto``: a started private broker (:class:`tests.mosquitto.Mosquitto`); the test may
   ``stop()``, ``kill()``, ``start()`` or ``restart()`` it.
-- ``mosquitto_factory``: ``mosquitto_factory(passwords=..., acl=..., extra_config=[...])`` starts
-  another configured broker; all are stopped at teardown.
+- ``mosquitto_factory``: ``mosquitto_factory(passwords=..., acl=..., tls=TlsListener(...),
+  extra_config=[...])`` starts another configured broker; all are stopped at teardown.
+- ``test_ca``: a fresh certificate authority (:class:`tests.tls.TestCA`) for TLS listeners and
+  client certificates.
 - ``backend_key``: a fresh backend signing key (:class:`BackendKey`) with its kid.
 """
 
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hubapi import signing
 from hubapi.models import CommandClaims
 from tests.mosquitto import Mosquitto, MosquittoNotInstalled
+from tests.tls import TestCA
 
 
 @pytest.fixture
@@ -45,6 +48,12 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     """A started private broker allowing anonymous clients."""
     return mosquitto_factory()
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> TestCA:
+    """A fresh test CA writing its certificates under the test's temp directory."""
+    return TestCA(tmp_path / "pki")
 
 
 @dataclass(frozen=True)

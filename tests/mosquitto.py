@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 INSTALL_HINT = "Mosquitto is required: install it with `apt-get install mosquitto` (Debian/Ubuntu)"
@@ -36,12 +37,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second, TLS listener (``Mosquitto.tls_port``): PEM paths and client-certificate policy.
+
+    With ``require_certificate`` a client must present a certificate signed by ``cafile``; with
+    ``use_identity_as_username`` its CN becomes the username the ACL sees (no password asked).
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
+    use_identity_as_username: bool = True
+
+
 class Mosquitto:
     """One broker process; ``start``/``stop``/``kill``/``restart`` keep the same port and persistence.
 
     ``passwords`` (user -> password) turns on authentication (anonymous clients are then refused);
-    ``acl`` is the text of an ACL file (e.g. ``"pattern readwrite hubs/%u/#"``). ``extra_config``
-    lines are appended verbatim (TLS listeners, limits). Change any of them and ``restart()``.
+    ``acl`` is the text of an ACL file (e.g. ``"pattern readwrite hubs/%u/#"``). ``tls`` adds a TLS
+    listener on ``tls_port`` next to the plain one on ``port``. ``extra_config`` lines are appended
+    verbatim (limits, ...). Change any of them and ``restart()``.
     """
 
     def __init__(
@@ -52,6 +69,7 @@ class Mosquitto:
         passwords: dict[str, str] | None = None,
         acl: str | None = None,
         extra_config: list[str] | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.binary = find_mosquitto()
         self.workdir = Path(workdir)
@@ -61,6 +79,8 @@ class Mosquitto:
         self.passwords = passwords
         self.acl = acl
         self.extra_config = list(extra_config or [])
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -103,6 +123,16 @@ class Mosquitto:
             acl_file = self.workdir / "acl"
             acl_file.write_text(self.acl.rstrip() + "\n")
             lines.append(f"acl_file {acl_file}")
+        if self.tls is not None:
+            # Listener options follow their listener line; the auth settings above stay global.
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+                f"require_certificate {str(self.tls.require_certificate).lower()}",
+                f"use_identity_as_username {str(self.tls.use_identity_as_username).lower()}",
+            ]
         lines += self.extra_config
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -120,16 +150,22 @@ class Mosquitto:
         )
         stderr.close()
         deadline = time.monotonic() + timeout
+        for port in (self.port, self.tls_port):
+            if port is not None:
+                self._wait_listening(port, deadline, timeout)
+
+    def _wait_listening(self, port: int, deadline: float, timeout: float) -> None:
+        assert self._process is not None
         while True:
             if self._process.poll() is not None:
                 raise RuntimeError(f"mosquitto exited with {self._process.returncode}:\n{self.logs()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
+                with socket.create_connection((self.host, port), timeout=0.5):
                     return
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s:\n{self.logs()}")
+                    raise RuntimeError(f"mosquitto did not listen on {port} within {timeout} s:\n{self.logs()}")
                 time.sleep(0.02)
 
     def stop(self, timeout: float = 10.0) -> None:
