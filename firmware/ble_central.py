@@ -278,10 +278,9 @@ class Connection:
         """
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
-            notes = self._notes
-            for i in range(len(notes)):
-                if value_handle is None or notes[i][0] == value_handle:
-                    return notes.pop(i)[1]
+            pdu = self.take_notification(value_handle)
+            if pdu is not None:
+                return pdu
             if not self.connected:
                 raise Disconnected("link lost while waiting for a notification")
             left = time.ticks_diff(deadline, time.ticks_ms())
@@ -292,9 +291,13 @@ class Connection:
             except asyncio.TimeoutError:
                 pass
 
-    def discard_notifications(self):
-        """Forget queued notifications (e.g. stale ones before a new exchange)."""
-        self._notes = []
+    def take_notification(self, value_handle=None):
+        """The oldest queued notification (for ``value_handle`` if given) as bytes, or None."""
+        notes = self._notes
+        for i in range(len(notes)):
+            if value_handle is None or notes[i][0] == value_handle:
+                return notes.pop(i)[1]
+        return None
 
     def disconnect_nowait(self):
         """Ask the stack to drop the link; the disconnect event follows later."""
@@ -329,6 +332,7 @@ class Central:
         self._scan_service = None
         self._scan_addr = None
         self._scan_done = True
+        self._connects_waiting = 0  # while above 0, a scan ends early
 
     def _forget(self, conn):
         self._conns.pop(conn.conn_handle, None)
@@ -403,15 +407,30 @@ class Central:
             try:
                 self._ble.gap_scan(duration_ms, 30000, 30000, active)
                 deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
-                await _wait(self._gap_flag, lambda: self._scan_done, deadline, lambda: None)
+                await _wait(self._gap_flag, lambda: self._scan_done or self._connects_waiting > 0,
+                            deadline, lambda: None)
                 return list(self._scan.values())
             finally:
-                if not self._scan_done:
-                    self._ble.gap_scan(None)
                 self._scan = None
+                if not self._scan_done:
+                    # Stop it and wait for its done event, so that event cannot end the next scan.
+                    self._ble.gap_scan(None)
+                    deadline = time.ticks_add(time.ticks_ms(), _CONNECT_MARGIN_MS)
+                    await _wait(self._gap_flag, lambda: self._scan_done, deadline, lambda: None)
 
     async def connect(self, addr_type, addr, timeout_ms=3000):
-        """Connect to a peripheral; raise ``Unreachable`` if it is not found within the timeout."""
+        """Connect to a peripheral; raise ``Unreachable`` if it is not found within the timeout.
+
+        A scan in progress ends early: an operation on a lock matters more than a look around.
+        """
+        self._connects_waiting += 1
+        self._gap_flag.set()
+        try:
+            return await self._connect(addr_type, addr, timeout_ms)
+        finally:
+            self._connects_waiting -= 1
+
+    async def _connect(self, addr_type, addr, timeout_ms):
         addr = bytes(addr)
         async with self._gap:
             self._connected = None

@@ -1,75 +1,113 @@
 """The bridge application: runs hubd's lock operations through the lock drivers.
 
 The path of a command through the firmware: hostlink delivers an `op` message -> Bridge.on_message
--> one operation at a time per lock -> the lock's driver (locks/) over BLE -> `written` just before
-the command reaches the lock, then one `result` -> hostlink -> hubd.
+-> refused if the lock's kind cannot do the action or the journal knows the command -> one
+operation at a time per lock -> the journal records the command -> `written` -> the lock's driver
+(locks/) over BLE -> one `result` (with the time it took) -> hostlink -> hubd.
+
+What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` and `event`.
 """
 
-import hashlib
 import time
 
 import asyncio
 
 import log
-from wire import messages
-
-_RECENT_MAX = 64  # command ids remembered so a repeated id never moves a lock twice
-
-
-def command_tag(cmd):
-    """The 8-byte tag a lock command carries: the start of SHA-256 of the command id."""
-    return hashlib.sha256(cmd.encode()).digest()[:8]
+from wire import link, lockkinds, messages
+from wire.lockproto import command_tag
 
 
 class Bridge:
-    """Owns the lock drivers and answers hubd's operations."""
+    """Owns the lock drivers and answers hubd's operations.
 
-    def __init__(self, drivers, send):
-        self.drivers = drivers  # lock id -> driver with `async operate(action, tag, on_written)`
+    ``drivers``: lock id -> driver with ``kind`` and ``async operate(action, tag, on_written)``;
+    ``journal``: a ``journal.Journal``; ``send(payload)``: queue a message for hubd.
+    """
+
+    def __init__(self, drivers, send, journal):
+        self.drivers = drivers
+        self.journal = journal
         self._send = send
-        self._mutex = {}
-        for lock_id in drivers:
-            self._mutex[lock_id] = asyncio.Lock()
-        self._recent = []
+        self.mutex = {}
+        for lock_id, drv in drivers.items():
+            self.mutex[lock_id] = asyncio.Lock()
+            drv.on_report = self.on_report
+
+    def send(self, payload):
+        """Queue a message for hubd; a full link drops it with a log line instead of crashing."""
+        try:
+            self._send(payload)
+        except link.LinkFull:
+            log.error("host link backlog full: dropped %s" % payload)
 
     def on_message(self, msg):
         """Called by the host link for each decoded message from hubd."""
         if msg["m"] == messages.OP:
-            asyncio.create_task(self._run_op(msg))
+            asyncio.create_task(self._run_op(msg, time.ticks_ms()))
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
 
-    async def _run_op(self, msg):
+    def on_report(self, lock_id, what, name, state, battery, source):
+        """A driver heard a lock report something on its own: tell hubd."""
+        if what == "event":
+            log.info("%s: %s (%s)" % (lock_id, name, source))
+            self.send(messages.event(lock_id, name, source, state, battery))
+        else:
+            log.info("%s: %s (%s)" % (lock_id, state, source))
+            self.send(messages.state(lock_id, state, battery, source))
+
+    def _answer(self, rid, received, res):
+        self.send(messages.result(rid, res["outcome"], res["reason"], res["state"],
+                                  res["battery"], time.ticks_diff(time.ticks_ms(), received)))
+
+    def _refuse(self, rid, received, outcome, reason):
+        self._answer(rid, received, {"outcome": outcome, "reason": reason, "state": None,
+                                     "battery": None})
+
+    async def _run_op(self, msg, received):
         rid = msg["rid"]
         lock_id = msg["lock"]
+        action = msg["action"]
         driver = self.drivers.get(lock_id)
         if driver is None:
             log.warn("op %d: unknown lock %s" % (rid, lock_id))
-            self._send(messages.result(rid, "failed", "unknown_lock", None, None))
+            self._refuse(rid, received, "failed", "unknown_lock")
             return
-        if msg["cmd"] in self._recent:
-            log.warn("op %d: command %s already ran; not moving the lock again" % (rid, msg["cmd"]))
-            self._send(messages.result(rid, "failed", "duplicate_command", None, None))
+        if not lockkinds.supports(driver.kind, action):
+            log.warn("op %d: a %s cannot %s" % (rid, driver.kind, action))
+            self._refuse(rid, received, "failed", "unsupported_action")
             return
-        self._recent.append(msg["cmd"])
-        if len(self._recent) > _RECENT_MAX:
-            self._recent.pop(0)
-        received = time.ticks_ms()
-        async with self._mutex[lock_id]:
+        tag = command_tag(msg["cmd"])
+        async with self.mutex[lock_id]:
+            # Checked here, behind the lock's queue, so a twin that waited with it is caught too.
+            if self.journal.seen(tag):
+                log.warn("op %d: command %s already ran; not moving the lock again"
+                         % (rid, msg["cmd"]))
+                self._refuse(rid, received, "failed", "duplicate_command")
+                return
             if time.ticks_diff(time.ticks_ms(), received) > msg["ttl"]:
                 log.warn("op %d: waited past its ttl behind other operations; not started" % rid)
-                self._send(messages.result(rid, "timed_out", "queued_too_long", None, None))
+                self._refuse(rid, received, "timed_out", "queued_too_long")
                 return
-            log.info("op %d: %s %s" % (rid, msg["action"], lock_id))
+            log.info("op %d: %s %s" % (rid, action, lock_id))
 
             written = []
 
             def on_written():
+                # Durable before the lock can move: a reboot must not forget this command.
+                if action != "status":
+                    self.journal.record(tag)
                 written.append(True)
-                self._send(messages.written(rid))
+                self.send(messages.written(rid))
 
             try:
-                res = await driver.operate(msg["action"], command_tag(msg["cmd"]), on_written)
+                res = await driver.operate(action, tag, on_written)
+            except OSError as e:
+                # Raised by the journal before the write (flash full or failing) or by a driver.
+                log.error("op %d: %r" % (rid, e))
+                res = {"outcome": "incomplete" if written else "failed",
+                       "reason": "bridge_error", "state": "unknown" if written else None,
+                       "battery": None}
             except Exception as e:  # a driver bug must still produce an answer
                 log.error("op %d: driver raised %r" % (rid, e))
                 res = {"outcome": "incomplete" if written else "failed",
@@ -78,5 +116,4 @@ class Bridge:
             log.info("op %d: %s%s, lock %s" % (rid, res["outcome"],
                                               " (%s)" % res["reason"] if res["reason"] else "",
                                               res["state"]))
-            self._send(messages.result(rid, res["outcome"], res["reason"], res["state"],
-                                       res["battery"]))
+            self._answer(rid, received, res)

@@ -2,16 +2,33 @@
 
     {"link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16},
      "log": "info",
-     "locks": [{"id": "front-door", "kind": "reference", "addr": "C0:FF:EE:00:00:01",
-                "addr_type": 0, "secret": "<64 hex digits>"}]}
+     "policy": {"idle_ms": 3000, "poll_ms": 1800000},
+     "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
+                "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}]}
+
+``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
+today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
 """
 
 import json
 
-from wire import messages
+from wire import lockkinds, messages
 
 PATH = "bridge.json"
-KINDS = ("reference",)
+PROTOCOLS = ("reference",)
+SECRET_LEN = 32
+
+# The BLE connection policy for battery locks (docs/lock-protocol.md, "Connection policy").
+POLICY = {
+    "connect_timeout_ms": 3000,  # one connection attempt
+    "deadline_ms": 10000,  # everything before a command's write, retries included
+    "result_timeout_ms": 8000,  # waiting for the RESULT after the write (motors take seconds)
+    "settle_ms": 6000,  # a lock's status read may show the old state this long after a move
+    "idle_ms": 3000,  # keep an unused connection this long, so a follow-up op is fast
+    "poll_ms": 1800000,  # read state and battery this often (30 min)
+    "scan_every_ms": 10000,  # look at the locks' adverts this often for their report counter
+    "scan_ms": 1000,  # for this long (passive scan)
+}
 
 
 class ConfigError(ValueError):
@@ -21,7 +38,7 @@ class ConfigError(ValueError):
 def parse_addr(text):
     """'C0:FF:EE:00:00:01' -> 6 bytes."""
     parts = text.split(":") if isinstance(text, str) else ()
-    if len(parts) != 6:
+    if len(parts) != 6 or [p for p in parts if len(p) != 2]:
         raise ConfigError("lock address %r is not six hex bytes like C0:FF:EE:00:00:01" % (text,))
     try:
         return bytes(int(p, 16) for p in parts)
@@ -36,21 +53,41 @@ def _lock(entry):
     if not isinstance(lock_id, str) or not 0 < len(lock_id) <= messages.MAX_ID:
         raise ConfigError("lock id %r must be a string of 1..%d characters"
                           % (lock_id, messages.MAX_ID))
-    kind = entry.get("kind", "reference")
-    if kind not in KINDS:
-        raise ConfigError("lock %s: kind %r is not one of %s" % (lock_id, kind, KINDS))
+    kind = entry.get("kind")
+    if kind not in lockkinds.KINDS:
+        raise ConfigError("lock %s: kind %r is not one of %s"
+                          % (lock_id, kind, ", ".join(lockkinds.KINDS)))
+    protocol = entry.get("protocol", "reference")
+    if protocol not in PROTOCOLS:
+        raise ConfigError("lock %s: protocol %r is not one of %s"
+                          % (lock_id, protocol, ", ".join(PROTOCOLS)))
     secret = entry.get("secret")
     try:
         secret = bytes.fromhex(secret)
     except (TypeError, ValueError):
         raise ConfigError("lock %s: secret must be hex" % lock_id)
-    if len(secret) != 32:
-        raise ConfigError("lock %s: secret must be 32 bytes (64 hex digits)" % lock_id)
+    if len(secret) != SECRET_LEN:
+        raise ConfigError("lock %s: secret must be %d bytes (%d hex digits)"
+                          % (lock_id, SECRET_LEN, 2 * SECRET_LEN))
     addr_type = entry.get("addr_type", 0)
-    if addr_type not in (0, 1):
+    if addr_type not in (0, 1) or isinstance(addr_type, bool):
         raise ConfigError("lock %s: addr_type must be 0 (public) or 1 (random)" % lock_id)
-    return {"id": lock_id, "kind": kind, "addr": parse_addr(entry.get("addr")),
-            "addr_type": addr_type, "secret": secret}
+    return {"id": lock_id, "kind": kind, "protocol": protocol,
+            "addr": parse_addr(entry.get("addr")), "addr_type": addr_type, "secret": secret}
+
+
+def _policy(obj):
+    if not isinstance(obj, dict):
+        raise ConfigError("policy must be an object")
+    policy = dict(POLICY)
+    for name, value in obj.items():
+        if name not in POLICY:
+            raise ConfigError("policy: unknown setting %r (known: %s)"
+                              % (name, ", ".join(sorted(POLICY))))
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError("policy.%s must be a positive number of milliseconds" % name)
+        policy[name] = value
+    return policy
 
 
 def parse(obj):
@@ -64,14 +101,23 @@ def parse(obj):
     baudrate = link.get("baudrate", 115200)
     if not isinstance(uart, int) or not isinstance(baudrate, int) or baudrate <= 0:
         raise ConfigError("link.uart and link.baudrate must be positive integers")
-    locks = [_lock(e) for e in obj.get("locks", [])]
-    ids = [lk["id"] for lk in locks]
-    for i in ids:
-        if ids.count(i) > 1:
-            raise ConfigError("lock id %s appears twice" % i)
+    entries = obj.get("locks", [])
+    if not isinstance(entries, list):
+        raise ConfigError("locks must be a list")
+    locks = [_lock(e) for e in entries]
+    seen_ids = []
+    seen_addrs = []
+    for lk in locks:
+        if lk["id"] in seen_ids:
+            raise ConfigError("lock id %s appears twice" % lk["id"])
+        if lk["addr"] in seen_addrs:
+            raise ConfigError("lock %s: its address is another lock's too" % lk["id"])
+        seen_ids.append(lk["id"])
+        seen_addrs.append(lk["addr"])
     return {"link": {"uart": uart, "baudrate": baudrate, "tx": link.get("tx"),
                      "rx": link.get("rx")},
-            "log": obj.get("log", "info"), "locks": locks}
+            "log": obj.get("log", "info"), "policy": _policy(obj.get("policy", {})),
+            "locks": locks}
 
 
 def load(path=PATH):

@@ -1,7 +1,7 @@
 """Bridge firmware entry point: MicroPython runs main.py at boot.
 
-Reads bridge.json, starts the BLE central and the lock drivers, and serves hubd over the host
-link until power is cut.
+Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
+connection policy, and serves hubd over the host link until power is cut.
 """
 
 import asyncio
@@ -13,15 +13,21 @@ import log
 import version
 from bridge import Bridge
 from hostlink import HostLink
+from journal import Journal
+from policy import Policy
 
 
 def _drivers(cfg, central):
     from locks.reference import ReferenceLock
 
+    p = cfg["policy"]
     drivers = {}
     for lk in cfg["locks"]:
-        drivers[lk["id"]] = ReferenceLock(central, lk["id"], lk["addr_type"], lk["addr"],
-                                          lk["secret"])
+        # config.PROTOCOLS has one entry today; a vendor protocol adds its driver here.
+        drivers[lk["id"]] = ReferenceLock(
+            central, lk["id"], lk["kind"], lk["addr_type"], lk["addr"], lk["secret"],
+            connect_timeout_ms=p["connect_timeout_ms"], deadline_ms=p["deadline_ms"],
+            result_timeout_ms=p["result_timeout_ms"], settle_ms=p["settle_ms"])
     return drivers
 
 
@@ -39,13 +45,17 @@ async def main():
     log.set_level(cfg["log"])
     from ble_central import Central
 
-    drivers = _drivers(cfg, Central())
+    central = Central()
+    drivers = _drivers(cfg, central)
+    journal = Journal()
     app = None
     host = HostLink(_uart(cfg["link"]), version.VERSION, lambda msg: app.on_message(msg))
-    app = Bridge(drivers, host.send)
-    log.info("bridge firmware %s up with %d lock(s): %s"
-             % (version.VERSION, len(drivers), ", ".join(drivers)))
-    await host.run()
+    app = Bridge(drivers, host.send, journal)
+    policy = Policy(central, drivers, app.mutex, app.send, cfg["policy"])
+    log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal"
+             % (version.VERSION, len(drivers),
+                ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal)))
+    await asyncio.gather(host.run(), policy.run())
 
 
 asyncio.run(main())

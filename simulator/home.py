@@ -1,6 +1,7 @@
 """A resident's home in software: the locks, the air between them, the bridge and its cable.
 
     home = SimulatedHome(workdir)           # one inside-turner lock, "front-door"
+    home = SimulatedHome(workdir, locks=every_kind(), policy={"poll_ms": 2000})
     await home.start()
     home.port                               # the pty hubd opens, like /dev/ttyUSB0
     home.locks["front-door"].motor_moves    # what the lock really did
@@ -22,7 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from simulator.bridge_device import BridgeDevice
-from simulator.locks import InsideTurnerLock, ReferenceProtocolLock
+from simulator.locks import (
+    EntranceDoorLock,
+    InCylinderLock,
+    InsideTurnerLock,
+    KeyBoxLock,
+    ReferenceProtocolLock,
+)
 from simulator.radio import Radio
 from simulator.serial_line import SerialLine
 
@@ -40,12 +47,32 @@ def default_locks(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
                              travel_time_s=travel_time_s)]
 
 
+def every_kind(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
+    """A home with one lock of each kind, each with its own pairing secret.
+
+    "front-door" (in-cylinder), "back-door" (inside turner), "key-box", "entrance" (the building's
+    shared entrance door). Latch and release times are short, for tests and demos.
+    """
+    return [
+        InCylinderLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32),
+                       travel_time_s=travel_time_s, latch_hold_s=1.0, relock_delay_s=0.5),
+        InsideTurnerLock("back-door", "C0:FF:EE:00:00:02", os.urandom(32),
+                         travel_time_s=travel_time_s),
+        KeyBoxLock("key-box", "C0:FF:EE:00:00:03", os.urandom(32), travel_time_s=travel_time_s),
+        EntranceDoorLock("entrance", "C0:FF:EE:00:00:04", os.urandom(32),
+                         travel_time_s=travel_time_s, release_s=1.0),
+    ]
+
+
 class SimulatedHome:
     """Locks on a simulated radio, the real firmware on a simulated bridge, a serial line."""
 
     def __init__(self, workdir: Path | None = None,
                  locks: list[ReferenceProtocolLock] | None = None,
-                 on_bridge_log: Callable[[str], None] | None = None, seed: int = 0) -> None:
+                 on_bridge_log: Callable[[str], None] | None = None, seed: int = 0,
+                 policy: dict[str, int] | None = None) -> None:
+        """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
+        POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -53,6 +80,7 @@ class SimulatedHome:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
+        self.policy = dict(policy or {})
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
         self._radio_dir = tempfile.mkdtemp(prefix="air-")
         self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
@@ -67,12 +95,15 @@ class SimulatedHome:
         return self.line.path
 
     def bridge_config(self) -> dict[str, Any]:
-        """bridge.json as provisioning writes it: the link UART and each paired lock."""
+        """bridge.json as provisioning writes it: the link UART, the connection policy's
+        overrides and each paired lock (its kind, protocol, address and pairing secret)."""
         return {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200},
             "log": "info",
-            "locks": [{"id": lk.lock_id, "kind": "reference", "addr": _addr_text(lk.address),
-                       "addr_type": lk.addr_type, "secret": lk.secret.hex()}
+            "policy": self.policy,
+            "locks": [{"id": lk.lock_id, "kind": lk.kind, "protocol": "reference",
+                       "addr": _addr_text(lk.address), "addr_type": lk.addr_type,
+                       "secret": lk.secret.hex()}
                       for lk in self.locks.values()],
         }
 

@@ -96,7 +96,7 @@ async def test_out_of_range_lock_times_out_unreachable_without_writing(radio):
 async def test_link_dropped_after_move_is_incomplete_and_state_is_read_back(radio):
     lock = make_lock(radio)
     lock.drop_link_after_move = True
-    (result,) = await run_firmware(radio, lock, [["unlock", "cmd-1"]])
+    (result,) = await run_firmware(radio, lock, [["unlock", "cmd-1"]], settle_ms=300)
     assert result["outcome"] == "incomplete"
     assert result["reason"] == "link_lost"
     assert result["state"] == "unlocked"

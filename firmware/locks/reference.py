@@ -3,7 +3,11 @@
 One ``operate`` call is one command, at most once: connecting and fetching a challenge may be
 retried until the deadline, but once ``on_written`` has been called the COMMAND is never sent
 again. If its RESULT does not arrive, the outcome is ``incomplete`` and the lock's state is read
-back with a fresh challenge and a ``status`` COMMAND.
+back with a fresh challenge and a ``status`` COMMAND, once the lock's state has settled.
+
+The connection outlives an operation: ``service`` (called often by the connection policy)
+passes on reports that arrive meanwhile and drops the link once it has been idle long enough.
+``refresh`` reads the reports the lock kept while nobody was connected, and its state.
 """
 
 import asyncio
@@ -12,6 +16,7 @@ import time
 import bluetooth
 
 import ble_central
+from locks import kinds
 from wire import lockproto as lp
 
 _SERVICE = bluetooth.UUID(lp.SERVICE_UUID)
@@ -25,6 +30,7 @@ _RETRY_PAUSE_MS = 200
 # The read-back after a lost RESULT gets at least this much beyond the connect timeout, even if
 # the command's deadline has passed: reporting the real state matters more than answering early.
 _READBACK_EXTRA_MS = 3000
+_POLL_TAG = bytes(lp.TAG_LEN)  # a status read moves nothing, so its tag identifies nothing
 
 _LINK_ERRORS = (ble_central.BLEError, lp.ProtocolError)
 
@@ -38,30 +44,45 @@ def _left(deadline):
 
 
 class ReferenceLock:
-    """One reference-protocol lock, reached through a ``ble_central.Central``.
+    """One reference-protocol lock of a ``wire.lockkinds`` kind, reached through a ``Central``.
 
-    ``on_event``: optional ``on_event(lock_id, state, battery, source)``, called for each
-    authenticated unsolicited STATUS (e.g. a manual turn) that arrives while connected.
+    ``on_report``: optional ``on_report(lock_id, what, name, state, battery, source)`` for each
+    authenticated report the lock makes on its own: ``what`` is "state" (``name`` is None) or
+    "event" (``name`` is the event); ``source`` is a ``wire.lockkinds`` source.
     """
 
-    def __init__(self, central, lock_id, addr_type, addr, secret, connect_timeout_ms=3000,
-                 deadline_ms=10000, result_timeout_ms=8000):
+    def __init__(self, central, lock_id, kind, addr_type, addr, secret, connect_timeout_ms=3000,
+                 deadline_ms=10000, result_timeout_ms=8000, settle_ms=6000):
         if len(addr) != lp.ADDR_LEN:
             raise ValueError("addr must be 6 bytes")
         if len(secret) != lp.SECRET_LEN:
             raise ValueError("secret must be 32 bytes")
         self.central = central
         self.lock_id = lock_id
+        self.kind = kind
         self.addr_type = addr_type
         self.addr = bytes(addr)
         self.secret = bytes(secret)
         self.connect_timeout_ms = connect_timeout_ms
         self.deadline_ms = deadline_ms
         self.result_timeout_ms = result_timeout_ms
-        self.on_event = None
+        self.settle_ms = settle_ms
+        self.on_report = None
+        self.report_counter = -1  # the latest report number taken in; -1 before the first read
+        self.busy = False  # an exchange owns the connection's notifications
         self._conn = None
         self._handles = None  # (control value, event value, event CCCD), kept across links
-        self._status_counter = -1
+        self._last_used = time.ticks_ms()
+        self._moved_at = None  # when a moving command was last written
+
+    @property
+    def connected(self):
+        return self._conn is not None and self._conn.connected
+
+    def settling(self):
+        """True shortly after a moving command, while the lock may still report the old state."""
+        return (self._moved_at is not None
+                and time.ticks_diff(time.ticks_ms(), self._moved_at) < self.settle_ms)
 
     async def operate(self, action, tag, on_written):
         """Run one command; see the module docstring. Returns an outcome dict."""
@@ -72,12 +93,15 @@ class ReferenceLock:
         if len(tag) != lp.TAG_LEN:
             return _outcome("failed", "bad_request")
         deadline = time.ticks_add(time.ticks_ms(), self.deadline_ms)
+        self.busy = True
         try:
             nonce, reason = await self._prepare(deadline)
             if nonce is None:
                 return _outcome("timed_out", reason)
             pdu = lp.encode_command(self.secret, self.addr, nonce, code, tag)
             on_written()
+            if action != "status":
+                self._moved_at = time.ticks_ms()
             # From here on: never resend, whatever happens.
             try:
                 await self._conn.write(self._handles[0], pdu, _GATT_TIMEOUT_MS)
@@ -87,8 +111,66 @@ class ReferenceLock:
             except _LINK_ERRORS:
                 return await self._incomplete(tag, deadline, "no_result")
             return self._judge(nonce, tag, result)
+        except BaseException:
+            await self.close()
+            raise
         finally:
-            await self._close()
+            self._done()
+
+    async def refresh(self, read_status):
+        """Read the reports kept since the last one taken in, and with ``read_status`` the state.
+
+        Returns ``{"state", "battery"}`` (both None without ``read_status``), or None when the
+        lock could not be reached or did not answer authentically.
+        """
+        deadline = time.ticks_add(time.ticks_ms(), self.connect_timeout_ms + 2 * _GATT_TIMEOUT_MS)
+        self.busy = True
+        try:
+            nonce, _ = await self._prepare(deadline)
+            if nonce is None:
+                return None
+            gap = await self._read_reports(nonce, deadline)
+            if not (read_status or gap):
+                return {"state": None, "battery": None}
+            judged = await self._status(nonce, _POLL_TAG, deadline)
+            if judged is None:
+                return None
+            return {"state": judged["state"], "battery": judged["battery"]}
+        except _LINK_ERRORS:
+            await self.close()
+            return None
+        except BaseException:
+            await self.close()
+            raise
+        finally:
+            self._done()
+
+    def service(self, idle_ms):
+        """Pass on reports that arrived while idle; drop the link after ``idle_ms`` unused."""
+        conn = self._conn
+        if self.busy or conn is None:
+            return
+        if self._handles is not None:
+            pdu = conn.take_notification(self._handles[1])
+            while pdu is not None:
+                self._unsolicited(pdu)
+                pdu = conn.take_notification(self._handles[1])
+        if not conn.connected:
+            self._conn = None
+        elif time.ticks_diff(time.ticks_ms(), self._last_used) >= idle_ms:
+            self._conn = None
+            conn.disconnect_nowait()
+
+    async def close(self):
+        """Drop the link now."""
+        conn = self._conn
+        self._conn = None
+        if conn is not None and conn.connected:
+            await conn.disconnect()
+
+    def _done(self):
+        self.busy = False
+        self._last_used = time.ticks_ms()
 
     # --- before the write: retries allowed ----------------------------------------------------
 
@@ -108,11 +190,11 @@ class ReferenceLock:
             except _LINK_ERRORS:
                 reason = "link_failed" if reason == "unreachable" else reason
                 self._handles = None  # rediscover: the table may be what went wrong
-            await self._close()
+            await self.close()
             await asyncio.sleep_ms(max(0, min(_RETRY_PAUSE_MS, _left(deadline))))
 
     async def _link(self, deadline):
-        if self._conn is not None and self._conn.connected:
+        if self.connected:
             return
         self._conn = await self.central.connect(
             self.addr_type, self.addr, max(1, min(self.connect_timeout_ms, _left(deadline)))
@@ -153,7 +235,11 @@ class ReferenceLock:
 
     async def _challenge(self, deadline):
         conn = self._conn
-        conn.discard_notifications()
+        # Reports queued while idle go out first; anything else queued is stale.
+        pdu = conn.take_notification()
+        while pdu is not None:
+            self._unsolicited(pdu)
+            pdu = conn.take_notification()
         await conn.write(self._handles[0], lp.encode_challenge_request(), self._gatt_ms(deadline))
         while True:
             pdu = await conn.notified(self._gatt_ms(deadline), self._handles[1])
@@ -161,10 +247,30 @@ class ReferenceLock:
                 return lp.decode_challenge(pdu)
             self._unsolicited(pdu)
 
+    async def _read_reports(self, nonce, deadline):
+        """Take in the lock's kept reports; return True if some were lost (backlog overrun)."""
+        before = self.report_counter
+        after = before if before >= 0 else lp.COUNTER_NONE
+        await self._conn.write(self._handles[0], lp.encode_read_reports(after),
+                               self._gatt_ms(deadline))
+        first = None
+        while True:
+            pdu = await self._conn.notified(self._gatt_ms(deadline), self._handles[1])
+            if pdu and pdu[0] == lp.OP_REPORTS_END:
+                counter, mac = lp.decode_reports_end(pdu)
+                if not lp.verify_reports_end(self.secret, self.addr, nonce, counter, mac):
+                    raise lp.ProtocolError("REPORTS_END does not verify")
+                # Fresh and authentic, so it is the baseline even if the lock's count went back.
+                self.report_counter = counter
+                return before >= 0 and counter > before and first != before + 1
+            taken = self._unsolicited(pdu)
+            if first is None and taken is not None:
+                first = taken
+
     # --- after the write ----------------------------------------------------------------------
 
     async def _result(self, timeout_ms):
-        """Wait for the RESULT; malformed notifications are ignored, STATUS ones dispatched."""
+        """Wait for the RESULT; malformed notifications are ignored, reports dispatched."""
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             pdu = await self._conn.notified(max(1, _left(deadline)), self._handles[1])
@@ -188,45 +294,57 @@ class ReferenceLock:
             return _outcome("succeeded", None, state_name, battery)
         return _outcome("failed", lp.status_name(status), state_name, battery)
 
+    async def _status(self, nonce, tag, deadline):
+        """A ``status`` COMMAND on ``nonce``; the judged outcome if it succeeded, else None."""
+        pdu = lp.encode_command(self.secret, self.addr, nonce, lp.action_code("status"), tag)
+        await self._conn.write(self._handles[0], pdu, self._gatt_ms(deadline))
+        judged = self._judge(nonce, tag, await self._result(self._gatt_ms(deadline)))
+        return judged if judged["outcome"] == "succeeded" else None
+
     async def _incomplete(self, tag, deadline, reason):
         """The RESULT is lost: read the state back with a fresh challenge, never the command."""
-        await self._close()
+        await self.close()
+        # Right after a move the lock may still answer the old state: wait until it settled.
+        wait = self.settle_ms - time.ticks_diff(time.ticks_ms(), self._moved_at)
+        if wait > 0:
+            await asyncio.sleep_ms(wait)
         budget = max(_left(deadline), self.connect_timeout_ms + _READBACK_EXTRA_MS)
         readback = time.ticks_add(time.ticks_ms(), budget)
         nonce, _ = await self._prepare(readback)
         if nonce is not None:
-            pdu = lp.encode_command(self.secret, self.addr, nonce, lp.action_code("status"), tag)
             try:
-                await self._conn.write(self._handles[0], pdu, self._gatt_ms(readback))
-                result = await self._result(self._gatt_ms(readback))
+                judged = await self._status(nonce, tag, readback)
             except _LINK_ERRORS:
-                result = None
-            if result is not None:
-                judged = self._judge(nonce, tag, result)
-                if judged["outcome"] == "succeeded":
-                    return _outcome("incomplete", reason, judged["state"], judged["battery"])
+                judged = None
+            if judged is not None:
+                return _outcome("incomplete", reason, judged["state"], judged["battery"])
         return _outcome("incomplete", reason)
 
-    # --- shared -------------------------------------------------------------------------------
+    # --- reports ------------------------------------------------------------------------------
 
     def _unsolicited(self, pdu):
-        """Handle a notification that is not the one awaited: dispatch authentic STATUS."""
-        if not pdu or pdu[0] != lp.OP_STATUS:
-            return
+        """Pass on an authentic, new STATUS or EVENT; return its number, or None if dropped."""
+        if not pdu or pdu[0] not in (lp.OP_STATUS, lp.OP_EVENT):
+            return None
         try:
-            counter, state, battery, source, mac = lp.decode_status(pdu)
+            if pdu[0] == lp.OP_STATUS:
+                counter, state, battery, source, mac = lp.decode_status(pdu)
+                event = None
+                ok = lp.verify_status(self.secret, self.addr, counter, state, battery, source, mac)
+            else:
+                counter, event, source, state, battery, mac = lp.decode_event(pdu)
+                ok = lp.verify_event(self.secret, self.addr, counter, event, source, state,
+                                     battery, mac)
         except lp.ProtocolError:
-            return
-        if not lp.verify_status(self.secret, self.addr, counter, state, battery, source, mac):
-            return
-        if counter <= self._status_counter:
-            return  # replayed or reordered
-        self._status_counter = counter
-        if self.on_event is not None:
-            self.on_event(self.lock_id, lp.state_name(state), battery, lp.source_name(source))
-
-    async def _close(self):
-        conn = self._conn
-        self._conn = None
-        if conn is not None and conn.connected:
-            await conn.disconnect()
+            return None
+        if not ok or counter <= self.report_counter:
+            return None  # forged, replayed or reordered
+        self.report_counter = counter
+        src = kinds.source(self.kind, lp.source_name(source))
+        name = None if event is None else lp.event_name(event)
+        if src is None or (name is not None and not kinds.has_event(self.kind, name)):
+            return counter  # authentic but impossible for this kind: taken in, not passed on
+        if self.on_report is not None:
+            self.on_report(self.lock_id, "state" if name is None else "event", name,
+                           lp.state_name(state), battery, src)
+        return counter

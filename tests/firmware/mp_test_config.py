@@ -1,0 +1,93 @@
+"""bridge.json validation, inside MicroPython (run by tests/firmware/runner.py)."""
+
+import config
+
+SECRET = "00" * 32
+
+
+def _lock(**kw):
+    entry = {"id": "front-door", "kind": "inside_turner", "protocol": "reference",
+             "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": SECRET}
+    entry.update(kw)
+    return entry
+
+
+def _error(obj):
+    try:
+        config.parse(obj)
+    except config.ConfigError as e:
+        return str(e)
+    return None
+
+
+def test_every_lock_kind_is_accepted_with_its_own_secret():
+    cfg = config.parse({"locks": [
+        _lock(id="a", kind="inside_turner", addr="C0:FF:EE:00:00:01", secret="11" * 32),
+        _lock(id="b", kind="in_cylinder", addr="C0:FF:EE:00:00:02", secret="22" * 32),
+        _lock(id="c", kind="key_box", addr="C0:FF:EE:00:00:03", secret="33" * 32),
+        _lock(id="d", kind="entrance_door", addr="C0:FF:EE:00:00:04", secret="44" * 32),
+    ]})
+    assert [lk["kind"] for lk in cfg["locks"]] == [
+        "inside_turner", "in_cylinder", "key_box", "entrance_door"]
+    assert cfg["locks"][1]["secret"] == b"\x22" * 32
+    assert cfg["locks"][2]["addr"] == b"\xc0\xff\xee\x00\x00\x03"
+    assert cfg["locks"][0]["protocol"] == "reference"
+
+
+def test_an_unknown_kind_is_refused_and_named():
+    err = _error({"locks": [_lock(kind="garage_door")]})
+    assert err is not None and "garage_door" in err
+
+
+def test_a_missing_kind_is_refused():
+    entry = _lock()
+    del entry["kind"]
+    assert _error({"locks": [entry]}) is not None
+
+
+def test_an_unknown_protocol_is_refused():
+    assert "protocol" in _error({"locks": [_lock(protocol="danalock")]})
+
+
+def test_duplicate_ids_are_refused():
+    err = _error({"locks": [_lock(), _lock(addr="C0:FF:EE:00:00:02")]})
+    assert "twice" in err
+
+
+def test_duplicate_addresses_are_refused():
+    err = _error({"locks": [_lock(), _lock(id="other")]})
+    assert err is not None and "address" in err
+
+
+def test_secret_must_be_32_bytes_of_hex():
+    assert "32 bytes" in _error({"locks": [_lock(secret="00" * 31)]})
+    assert "32 bytes" in _error({"locks": [_lock(secret="00" * 33)]})
+    assert "hex" in _error({"locks": [_lock(secret="zz" * 32)]})
+    assert "hex" in _error({"locks": [_lock(secret=None)]})
+
+
+def test_bad_addresses_and_address_types_are_refused():
+    assert _error({"locks": [_lock(addr="C0:FF:EE:00:00")]}) is not None
+    assert _error({"locks": [_lock(addr="C0:FF:EE:00:00:0G")]}) is not None
+    assert _error({"locks": [_lock(addr_type=2)]}) is not None
+
+
+def test_policy_defaults_and_overrides():
+    cfg = config.parse({"locks": [_lock()], "policy": {"idle_ms": 500, "poll_ms": 1000}})
+    assert cfg["policy"]["idle_ms"] == 500
+    assert cfg["policy"]["poll_ms"] == 1000
+    assert cfg["policy"]["settle_ms"] == config.POLICY["settle_ms"]
+    assert config.parse({})["policy"] == config.POLICY
+
+
+def test_policy_typos_and_bad_values_are_refused():
+    assert "idle_msec" in _error({"policy": {"idle_msec": 5}})
+    assert _error({"policy": {"idle_ms": 0}}) is not None
+    assert _error({"policy": {"idle_ms": "3000"}}) is not None
+    assert _error({"policy": []}) is not None
+
+
+def test_hostile_shapes_are_config_errors_not_crashes():
+    for obj in ([], {"locks": {}}, {"locks": [5]}, {"locks": [_lock(id="")]},
+                {"locks": [_lock(id="x" * 65)]}, {"link": 3}):
+        assert _error(obj) is not None
