@@ -1,10 +1,23 @@
 """Payloads of the hub API, version 1: defined once here, imported by the hub and the backend.
 
 Times are Unix seconds (JWT NumericDate), as in the signed command claims.
+
+- :class:`CommandClaims`: a signed command (the JWS payload); :class:`Answer`: the hub's answers.
+- :class:`LockState`: retained state of a lock; :class:`Online`: retained presence of the hub.
+- :class:`AuditEntry`: one entry of the hub's hash-chained audit trail (topic ``audit``): every
+  remote, manual, automatic, failed and refused lock operation. ``hash`` is SHA-256 (hex) over the
+  entry's canonical JSON without ``hash`` (:meth:`AuditEntry.canonical_bytes`: keys sorted, no
+  whitespace, UTF-8, every field present, ``null`` for none); ``prev`` is the hash of the entry
+  before it (:data:`GENESIS_HASH` for seq 1). A missing seq is a gap, a hash that does not match
+  is an edit.
+- :class:`AuditRequest`: the backend asks for a range of entries again (topic ``audit/request``);
+  the hub answers with one :class:`AuditBatch` on the request's ``reply_to``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from enum import StrEnum
@@ -69,6 +82,7 @@ class RejectReason(StrEnum):
     UNSUPPORTED_ACTION = "unsupported_action"
     RETAINED = "retained"
     BUSY = "busy"  # the lock's queue is full
+    STORE_FAILED = "store_failed"  # the hub could not record the command durably, so it will not run it
 
 
 class FailReason(StrEnum):
@@ -82,6 +96,7 @@ class FailReason(StrEnum):
     BRIDGE_ERROR = "bridge_error"
     BRIDGE_NO_RESPONSE = "bridge_no_response"
     SHUTTING_DOWN = "shutting_down"  # hubd stopped; with ``incomplete`` the write had been attempted
+    HUBD_RESTARTED = "hubd_restarted"  # with ``incomplete``: hubd died while the command was out; never resent
 
 
 class _Model(BaseModel):
@@ -191,3 +206,114 @@ class Online(_Model):
     hub: SegmentId
     status: Literal["online", "offline"]
     at: float | None = None
+
+
+#: ``prev`` of the first audit entry (seq 1).
+GENESIS_HASH = "0" * 64
+#: Most entries one :class:`AuditRequest` may ask for (the answer is one MQTT message).
+MAX_AUDIT_BATCH = 100
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Seq = Annotated[int, Field(ge=1, le=2**62)]
+
+
+class AuditOutcome(StrEnum):
+    """What an audit entry records: a step of a command, or something a lock reported."""
+
+    ACCEPTED = "accepted"  # a verified command was recorded and queued
+    WRITTEN = "written"  # the bridge attempted the lock write: from here on it is never resent
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    INCOMPLETE = "incomplete"
+    REJECTED = "rejected"  # refused before anything moved (``reason`` says why)
+    REPORTED = "reported"  # a lock changed state or an event happened without a command
+
+
+class AuditEntry(_Model):
+    """One entry of the audit trail (topic ``hubs/{hub}/v1/audit``, QoS 1, delivered at least once).
+
+    ``seq`` counts from 1 without gaps per hub. ``source`` is who or what acted: ``remote`` (a
+    command), ``manual`` (key or thumb-turn), ``handle``, ``auto`` (auto-lock), ``poll`` (a state
+    read found a change). ``verified`` is false when ``actor``/``role``/``assignment``/``command``/
+    ``action`` were read from a command whose signature did not verify (or not at all): they are
+    what the sender claimed, not who it was. ``kid`` names the backend key that signed the command.
+    """
+
+    v: Literal[1] = 1
+    seq: Seq
+    prev: Sha256Hex
+    hash: Sha256Hex
+    at: float
+    hub: SegmentId
+    lock: Label | None
+    source: Label
+    outcome: AuditOutcome
+    reason: ShortText | None
+    state: Label | None
+    battery: Battery | None
+    event: Label | None
+    command: Label | None
+    action: Label | None
+    actor: ShortText | None
+    role: Role | None
+    assignment: ShortText | None
+    kid: Label | None
+    verified: bool
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes ``hash`` covers: every field but ``hash``, keys sorted, compact, UTF-8."""
+        fields = self.model_dump(mode="json", exclude={"hash"})
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def computed_hash(self) -> str:
+        """SHA-256 (hex) of :meth:`canonical_bytes`; equals ``hash`` unless the entry was edited."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    @classmethod
+    def seal(cls, **fields: object) -> AuditEntry:
+        """A new entry from its fields (``seq``, ``prev``, ...), with ``hash`` computed."""
+        unsealed = cls.model_validate({**fields, "hash": GENESIS_HASH}, strict=False)
+        return unsealed.model_copy(update={"hash": unsealed.computed_hash()})
+
+
+class AuditRequest(_Model):
+    """The backend asks for entries ``from_seq``..``to_seq`` again (topic ``hubs/{hub}/v1/audit/request``).
+
+    At most :data:`MAX_AUDIT_BATCH` entries per request. The answer, one :class:`AuditBatch`, goes
+    to ``reply_to`` if it is the hub's ``audit/replies`` topic or a subtopic of it, else to
+    ``audit/replies``.
+    """
+
+    v: Literal[1] = 1
+    from_seq: Seq
+    to_seq: Seq
+    reply_to: Annotated[str, StringConstraints(min_length=1, max_length=topics.MAX_TOPIC_LENGTH)] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.to_seq < self.from_seq:
+            raise ValueError("to_seq must not be below from_seq")
+        if self.to_seq - self.from_seq + 1 > MAX_AUDIT_BATCH:
+            raise ValueError(f"at most {MAX_AUDIT_BATCH} entries per request")
+        return self
+
+
+class AuditBatch(_Model):
+    """The answer to an :class:`AuditRequest` (topic ``hubs/{hub}/v1/audit/replies[/...]``).
+
+    ``entries`` are the stored entries of the range, in seq order. ``missing`` lists the seqs of
+    the range up to ``last_seq`` that the hub could not return (deleted or unreadable: the log on
+    the hub was damaged). ``last_seq`` is the newest seq the hub has (0: none yet). ``error`` is set,
+    and ``entries`` empty, when the request itself was unusable.
+    """
+
+    v: Literal[1] = 1
+    hub: SegmentId
+    from_seq: int | None = None
+    to_seq: int | None = None
+    last_seq: int
+    entries: list[AuditEntry] = []
+    missing: list[int] = []
+    error: ShortText | None = None

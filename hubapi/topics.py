@@ -10,6 +10,9 @@ hubs/{hub}/v1/commands          never      compact JWS of :class:`hubapi.models.
 hubs/{hub}/v1/answers[/...]     no         :class:`hubapi.models.Answer` (JSON)
 hubs/{hub}/v1/locks/{lock}/state yes       :class:`hubapi.models.LockState` (JSON)
 hubs/{hub}/v1/online            yes        :class:`hubapi.models.Online` (JSON; last will "offline")
+hubs/{hub}/v1/audit             no         :class:`hubapi.models.AuditEntry` (JSON; at least once, in seq order)
+hubs/{hub}/v1/audit/request     never      :class:`hubapi.models.AuditRequest` (JSON; backend -> hub)
+hubs/{hub}/v1/audit/replies[/...] no       :class:`hubapi.models.AuditBatch` (JSON)
 ==============================  =========  ==========================================
 """
 
@@ -68,13 +71,45 @@ def online(hub: str) -> str:
     return f"{root(hub)}/online"
 
 
+def audit(hub: str) -> str:
+    """Where the hub publishes its audit entries (from its durable outbox, QoS 1)."""
+    return f"{root(hub)}/audit"
+
+
+def audit_request(hub: str) -> str:
+    """Where the backend asks for a range of audit entries again (never retained)."""
+    return f"{root(hub)}/audit/request"
+
+
+def audit_replies(hub: str) -> str:
+    """The hub's default topic for answers to audit requests; a request may name a subtopic."""
+    return f"{root(hub)}/audit/replies"
+
+
 def is_answer_topic(hub: str, topic: str) -> bool:
     """Whether the hub may publish answers to ``topic``.
 
     Only the answers topic itself or a subtopic of it qualifies: a command must not make the hub
     publish onto another hub's tree, onto its own command topic, or over retained state.
     """
-    base = answers(hub)
+    return _at_or_under(answers(hub), topic)
+
+
+def reply_topic(hub: str, requested: str | None) -> str:
+    """The topic to answer on: ``requested`` if it is one of the hub's answer topics, else the default."""
+    if requested is not None and is_answer_topic(hub, requested):
+        return requested
+    return answers(hub)
+
+
+def audit_reply_topic(hub: str, requested: str | None) -> str:
+    """Where to answer an audit request: ``requested`` if it is ``audit/replies`` or under it, else that."""
+    if requested is not None and _at_or_under(audit_replies(hub), requested):
+        return requested
+    return audit_replies(hub)
+
+
+def _at_or_under(base: str, topic: str) -> bool:
     if not topic or len(topic.encode()) > MAX_TOPIC_LENGTH:
         return False
     if any(c in topic for c in "+#\x00"):
@@ -85,9 +120,3 @@ def is_answer_topic(hub: str, topic: str) -> bool:
         return False
     return all(topic.split("/"))  # no empty levels
 
-
-def reply_topic(hub: str, requested: str | None) -> str:
-    """The topic to answer on: ``requested`` if it is one of the hub's answer topics, else the default."""
-    if requested is not None and is_answer_topic(hub, requested):
-        return requested
-    return answers(hub)
