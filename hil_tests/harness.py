@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from hubapi.models import Actor, Answer, CommandClaims, Role
 from simulator.home import HomeThread
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
+from wire import lockkinds
 
 HUB_ID = "hub-under-test"
 
@@ -67,10 +69,15 @@ class HubUnderTest:
 
 
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
-                       locks: list[str]) -> None:
-    lock_list = ", ".join(f'"{lk}"' for lk in locks)
+                       locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None) -> None:
+    """hubd's config for the hub under test. ``locks`` maps lock ids to kinds (wire.lockkinds); a
+    plain list of ids means inside turners (the default simulated home). The state database goes
+    to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it."""
+    kinds = dict(locks) if isinstance(locks, Mapping) else dict.fromkeys(locks, lockkinds.INSIDE_TURNER)
+    lock_table = "\n".join(f'"{lk}" = "{kind}"' for lk, kind in kinds.items())
+    state = state_dir if state_dir is not None else path.parent / "hubd-state"
     path.write_text(f"""hub_id = "{HUB_ID}"
-locks = [{lock_list}]
+state_dir = "{state}"
 command_timeout_s = 40
 log_level = "DEBUG"
 
@@ -83,6 +90,9 @@ port = "{port}"
 
 [keys]
 "{key.kid}" = "{key.public_text}"
+
+[locks]
+{lock_table}
 """)
 
 

@@ -7,12 +7,19 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
 
+from hubapi import topics
+from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
+from hubd.journal import Journal
+from hubd.lockstate import LockStates
 from hubd.mqtt import HubMqtt
+from hubd.outbox import Outbox, OutboxSender
+from hubd.store import Store, StoreError
 from hubd.verify import Verifier
 
 log = logging.getLogger("hubd")
@@ -83,53 +90,100 @@ async def _run_until_signal(config: HubConfig) -> None:
 
 
 async def run(config: HubConfig, stop: asyncio.Event) -> None:
-    """Wire config, bridge, verifier, pipeline and MQTT; run until ``stop`` is set, then shut down cleanly."""
+    """Wire config, state, bridge, verifier, pipeline and MQTT; run until ``stop`` is set, then shut down cleanly."""
     from hubd.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
 
-    log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port})
+    log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port,
+                                     "state_dir": str(config.state_dir)})
+    try:
+        store = Store.open(config.state_dir)
+    except StoreError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+    outbox = Outbox(store)
+    audit = AuditLog(store, outbox, config.hub_id)
+    journal = Journal(store, audit)
     try:
         bridge = await Bridge.open(config.serial.port, config.serial.baudrate)
     except OSError as exc:
         log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
+        store.close()
         raise SystemExit(1) from None
     mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
+    lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
+    bridge.on_lock_state(lock_states.reported)
+    bridge.on_lock_event(lock_states.event)
     verifier = Verifier(
         hub_id=config.hub_id,
         keys=config.public_keys(),
         locks=config.locks,
         clock_skew_s=config.clock_skew_s,
         max_validity_s=config.max_validity_s,
+        seen=journal,
     )
     commands = Commands(
         hub_id=config.hub_id,
         verifier=verifier,
         bridge=bridge,
         publisher=mqtt,
+        journal=journal,
+        audit=audit,
+        lock_states=lock_states,
         command_timeout_s=config.command_timeout_s,
         queue_size=config.queue_size,
     )
+    requests = AuditRequests(audit, config.hub_id, mqtt)
+    journal.prune()
+    unfinished = commands.recover()
+    log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
+                                    "unfinished_commands": unfinished})
     await mqtt.start()
-    pipeline = asyncio.create_task(commands.run(mqtt.messages()), name="commands")
+    tasks = [
+        asyncio.create_task(_dispatch(mqtt, commands, requests, config.hub_id), name="commands"),
+        asyncio.create_task(OutboxSender(outbox, mqtt).run(), name="outbox"),
+        asyncio.create_task(_prune_hourly(journal), name="prune"),
+    ]
     started = time.monotonic()
     stopping = asyncio.create_task(stop.wait(), name="stop")
-    await asyncio.wait({pipeline, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
     stopping.cancel()
-    pipeline.cancel()
+    for task in tasks:
+        task.cancel()
     failure: BaseException | None = None
-    try:
-        await pipeline
-    except asyncio.CancelledError:
-        pass
-    except Exception as exc:  # a bug: still shut down cleanly, then let it surface
-        failure = exc
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # a bug: still shut down cleanly, then let it surface
+            failure = failure or exc
     await commands.close()
     await mqtt.stop()  # after close(): the last answers go out before "offline"
     await bridge.close()
+    store.close()
     log.info("hubd stopped")
     if failure is not None:
         raise failure
+
+
+async def _dispatch(mqtt: HubMqtt, commands: Commands, requests: AuditRequests, hub_id: str) -> None:
+    audit_requests = topics.audit_request(hub_id)
+    async for message in mqtt.messages():
+        if message.topic == audit_requests:
+            requests.handle(message.payload, retained=message.retain)
+        else:
+            commands.handle(message)
+
+
+async def _prune_hourly(journal: Journal) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            journal.prune()
+        except sqlite3.Error as exc:
+            log.error("cannot prune the journal: %s", exc)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 OP_TTL_MS = 5000
 
 StateCallback = Callable[[str, str, "int | None", str], None]
+EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Bridge:
         self._rids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._state_callbacks: list[StateCallback] = []
+        self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
 
     @classmethod
@@ -75,6 +77,10 @@ class Bridge:
     def on_lock_state(self, callback: StateCallback) -> None:
         """Hear unsolicited lock state: callback(lock, state, battery, source)."""
         self._state_callbacks.append(callback)
+
+    def on_lock_event(self, callback: EventCallback) -> None:
+        """Hear lock events (key taken, box opened, ...): callback(lock, event, source, state, battery)."""
+        self._event_callbacks.append(callback)
 
     def on_link_change(self, callback: Callable[[bool], None]) -> None:
         """Hear the link going up (True) or down (False)."""
@@ -168,6 +174,17 @@ class Bridge:
                                              msg["battery"]))
         elif kind == messages.STATE:
             for cb in self._state_callbacks:
-                cb(msg["lock"], msg["state"], msg["battery"], msg["source"])
+                _call(cb, msg["lock"], msg["state"], msg["battery"], msg["source"])
+        elif kind == messages.EVENT:
+            for ecb in self._event_callbacks:
+                _call(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
         else:
             log.warning("ignored a %s message: hubd does not take it", kind)
+
+
+def _call(callback: Callable[..., None], *args: Any) -> None:
+    # A listener's bug must not take the link down with it.
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("lock report listener failed on %r", args)

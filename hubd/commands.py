@@ -1,22 +1,36 @@
-"""The command pipeline: MQTT message -> verify -> per-lock queue -> bridge -> answers.
+"""The command pipeline: MQTT message -> verify -> journal -> per-lock queue -> bridge -> answers.
 
 Every verified command is answered ``accepted``, then exactly one final status; a refused one is
-answered ``rejected`` with the reason and nothing else. Each lock has its own bounded queue worked
-off by one task, so a lock runs one operation at a time, in arrival order, while other locks go on.
-Commands are never retried: the bridge is asked once (after the lock write it must not be resent).
+answered ``rejected`` with the reason and nothing else. Each step is in the journal and the audit
+trail (:mod:`hubd.journal`, :mod:`hubd.audit`) before it is published: the command id is recorded
+durably before ``accepted`` goes out and before the bridge hears of it, so it runs at most once,
+across redeliveries and restarts. Each lock has its own bounded queue worked off by one task, so
+a lock runs one operation at a time, in arrival order, while other locks go on. Commands are
+never retried: the bridge is asked once (after the lock write it must not be resent).
+
+At start, :meth:`Commands.recover` finds the commands hubd was running when it died: they are
+never run again; each is answered ``incomplete`` (``hubd_restarted``) with the state read back
+from the lock by a ``status`` operation (``unknown`` if the bridge cannot tell).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
-from collections.abc import AsyncIterable, Callable
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from pydantic import ValidationError
+
 from hubapi import topics
-from hubapi.models import Answer, CommandClaims, FailReason, LockState, RejectReason, Status
+from hubapi.models import Answer, AuditOutcome, FailReason, RejectReason, Status
+from hubd.audit import AuditLog
+from hubd.journal import AlreadyUsed, Journal
+from hubd.lockstate import LockStates
 from hubd.mqtt import Inbound
 from hubd.verify import Rejection, Verifier
 
@@ -27,18 +41,24 @@ log = logging.getLogger(__name__)
 
 #: Extra time given to the bridge beyond the operation timeout before the hub stops waiting.
 BRIDGE_GRACE_S = 5.0
+#: How long recovery waits for the bridge link before it answers with state ``unknown``.
+RECOVERY_WAIT_S = 10.0
 
 
 class Publisher(Protocol):
-    """Where answers and lock state go (``hubd.mqtt.HubMqtt`` in the daemon)."""
+    """Where answers go (``hubd.mqtt.HubMqtt`` in the daemon)."""
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
 class _Job:
-    claims: CommandClaims
+    command_id: str
+    lock: str
+    action: str
     reply_to: str
+    exp: float | None  # None for a command recovered after a restart
+    written_before: bool = False  # recovered: the journal says the lock write was attempted
 
 
 @dataclass
@@ -57,10 +77,11 @@ class _Outcome:
 class Commands:
     """Runs commands for one hub.
 
-    ``verifier`` checks each message; ``bridge`` executes operations (see ``hubd.bridge.Bridge``);
-    ``publisher`` sends answers and retained lock state; ``command_timeout_s`` is passed to the
-    bridge per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond it
-    is rejected ``busy``). ``clock`` returns Unix seconds.
+    ``verifier`` checks each message (its replay guard should be ``journal``); ``bridge``
+    executes operations (see ``hubd.bridge.Bridge``); ``publisher`` sends answers; ``journal``,
+    ``audit`` and ``lock_states`` record what happened; ``command_timeout_s`` is passed to the
+    bridge per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
+    it is rejected ``busy``). ``clock`` returns Unix seconds.
     """
 
     def __init__(
@@ -70,25 +91,42 @@ class Commands:
         verifier: Verifier,
         bridge: Bridge,
         publisher: Publisher,
+        journal: Journal,
+        audit: AuditLog,
+        lock_states: LockStates,
         command_timeout_s: float,
         queue_size: int = 8,
         clock: Callable[[], float] = time.time,
+        recovery_wait_s: float = RECOVERY_WAIT_S,
     ) -> None:
         self._hub_id = hub_id
         self._verifier = verifier
         self._bridge = bridge
         self._publisher = publisher
+        self._journal = journal
+        self._audit = audit
+        self._lock_states = lock_states
         self._timeout = command_timeout_s
         self._queue_size = queue_size
         self._clock = clock
+        self._recovery_wait_s = recovery_wait_s
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        bridge.on_lock_state(self._lock_state_reported)
+        self._recovering: dict[str, list[_Job]] = {}
 
-    async def run(self, messages: AsyncIterable[Inbound]) -> None:
-        """Handle messages until the iterable ends or the task is cancelled."""
-        async for message in messages:
-            self.handle(message)
+    def recover(self) -> int:
+        """Answer the commands left unfinished by an earlier run (call once, before handling any);
+        returns how many. Each lock's worker finishes them before it takes new commands."""
+        unfinished = self._journal.unfinished()
+        for entry in unfinished:
+            log.warning("command was unfinished when hubd stopped: never resent; reading the lock state",
+                        extra={"command_id": entry.id, "lock": entry.lock, "action": entry.action,
+                               "written": entry.written})
+            job = _Job(entry.id, entry.lock, entry.action, entry.reply_to, None, entry.written)
+            self._recovering.setdefault(entry.lock, []).append(job)
+        for lock in list(self._recovering):
+            self._queue_for(lock)
+        return len(unfinished)
 
     def handle(self, message: Inbound) -> None:
         """Verify one message and answer or queue it; never raises for bad input."""
@@ -96,18 +134,27 @@ class Commands:
         if isinstance(result, Rejection):
             self._reject(result, message)
             return
-        claims = result.claims
+        claims, kid = result.claims, result.kid
         reply_to = topics.reply_topic(self._hub_id, claims.reply_to)
         queue = self._queue_for(claims.lock)
-        try:
-            queue.put_nowait(_Job(claims, reply_to))
-        except asyncio.QueueFull:
-            self._reject(Rejection(RejectReason.BUSY, f"{queue.qsize()} commands already wait for this lock",
-                                   claims.id, claims.reply_to, claims.lock), message)
+        if queue.full():
+            self._reject(Rejection.of(RejectReason.BUSY, f"{queue.qsize()} commands already wait for this lock",
+                                      claims, kid), message)
             return
+        try:
+            self._journal.accept(claims, kid, reply_to, until=claims.exp + self._verifier.clock_skew_s)
+        except AlreadyUsed:
+            self._reject(Rejection.of(RejectReason.REPLAYED, "command id was already used", claims, kid), message)
+            return
+        except sqlite3.Error as exc:
+            log.error("cannot record the command in the journal: %s", exc, extra={"command_id": claims.id})
+            self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims, kid),
+                         message)
+            return
+        queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
-                                            "actor": claims.actor.id, "role": claims.actor.role.value, "kid": result.kid})
-        self._answer(reply_to, claims, _Outcome(Status.ACCEPTED))
+                                            "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
+        self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
 
     async def close(self) -> None:
         """Stop the lock workers; commands still waiting or running get their final answer."""
@@ -117,40 +164,47 @@ class Commands:
         self._workers.clear()
         for queue in self._queues.values():
             while not queue.empty():
-                job = queue.get_nowait()
-                self._answer(job.reply_to, job.claims, _Outcome(Status.FAILED, FailReason.SHUTTING_DOWN))
+                self._finish(queue.get_nowait(), _Outcome(Status.FAILED, FailReason.SHUTTING_DOWN))
         self._queues.clear()
 
     def _queue_for(self, lock: str) -> asyncio.Queue[_Job]:
         queue = self._queues.get(lock)
         if queue is None:
             queue = self._queues[lock] = asyncio.Queue(self._queue_size)
-            self._workers[lock] = asyncio.create_task(self._work(queue), name=f"lock-{lock}")
+            self._workers[lock] = asyncio.create_task(self._work(lock, queue), name=f"lock-{lock}")
         return queue
 
-    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
+    async def _work(self, lock: str, queue: asyncio.Queue[_Job]) -> None:
+        while self._recovering.get(lock):
+            job = self._recovering[lock][0]
+            await self._run(job, self._recover(job))
+            self._recovering[lock].pop(0)
+        self._recovering.pop(lock, None)
         while True:
             job = await queue.get()
             progress = _Progress()
-            try:
-                outcome = await self._execute(job, progress)
-            except asyncio.CancelledError:
+            await self._run(job, self._execute(job, progress), progress)
+
+    async def _run(self, job: _Job, work, progress: _Progress | None = None) -> None:
+        progress = progress or _Progress(written=job.written_before)
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            if job.exp is not None:  # a recovered command stays unfinished: the next start reads it back
                 status = Status.INCOMPLETE if progress.written else Status.FAILED
-                self._answer(job.reply_to, job.claims, _Outcome(status, FailReason.SHUTTING_DOWN))
-                raise
-            except Exception:
-                # One broken command must not stop the lock's queue.
-                log.exception("command failed inside the hub", extra={"command_id": job.claims.id})
-                status = Status.INCOMPLETE if progress.written else Status.FAILED
-                outcome = _Outcome(status, FailReason.BRIDGE_ERROR)
-            self._answer(job.reply_to, job.claims, outcome)
-            if outcome.state is not None:
-                self._publish_state(job.claims.lock, outcome.state, outcome.battery, "command")
+                self._finish(job, _Outcome(status, FailReason.SHUTTING_DOWN, "unknown" if progress.written else None))
+            raise
+        except Exception:
+            # One broken command must not stop the lock's queue.
+            log.exception("command failed inside the hub", extra={"command_id": job.command_id})
+            status = Status.INCOMPLETE if progress.written or job.exp is None else Status.FAILED
+            outcome = _Outcome(status, FailReason.BRIDGE_ERROR, "unknown" if status is Status.INCOMPLETE else None)
+        self._finish(job, outcome)
 
     async def _execute(self, job: _Job, progress: _Progress) -> _Outcome:
-        claims = job.claims
-        fields = {"command_id": claims.id, "lock": claims.lock, "action": claims.action.value}
-        if self._clock() > claims.exp + self._verifier.clock_skew_s:
+        fields = {"command_id": job.command_id, "lock": job.lock, "action": job.action}
+        assert job.exp is not None
+        if self._clock() > job.exp + self._verifier.clock_skew_s:
             log.warning("command expired while queued; not sent", extra=fields)
             return _Outcome(Status.FAILED, FailReason.EXPIRED_IN_QUEUE)
         if not self._bridge.is_up:
@@ -160,14 +214,21 @@ class Commands:
         def on_written() -> None:
             progress.written = True
             log.info("lock command written", extra=fields)
+            try:
+                self._journal.written(job.command_id)
+            except sqlite3.Error as exc:
+                # The lock is being written already: nothing to stop; the final outcome still follows.
+                log.error("cannot record the lock write in the journal: %s", exc, extra=fields)
 
         try:
             result = await asyncio.wait_for(
-                self._bridge.operate(claims.lock, claims.action.value, claims.id, on_written, self._timeout),
+                self._bridge.operate(job.lock, job.action, job.command_id, on_written, self._timeout),
                 self._timeout + BRIDGE_GRACE_S,
             )
         except TimeoutError:
             log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
+            if progress.written:
+                return _Outcome(Status.INCOMPLETE, FailReason.BRIDGE_NO_RESPONSE, "unknown")
             return _Outcome(Status.TIMED_OUT, FailReason.BRIDGE_NO_RESPONSE)
         status = _STATUS_OF.get(result.outcome)
         if status is None:
@@ -176,37 +237,71 @@ class Commands:
             status = Status.INCOMPLETE if progress.written else Status.FAILED
         log.info("command finished", extra=fields | {"status": status.value, "reason": result.reason,
                                                      "state": result.state, "written": progress.written})
-        # The bridge's values end up in strict wire models: pass on only what fits them.
-        battery = result.battery if type(result.battery) is int and 0 <= result.battery <= 100 else None
-        reason = str(result.reason)[:128] if result.reason is not None else None
-        state = str(result.state)[:32] if result.state else None
-        return _Outcome(status, reason, state, battery)
+        return _outcome_from_bridge(status, result.reason, result.state, result.battery)
+
+    async def _recover(self, job: _Job) -> _Outcome:
+        fields = {"command_id": job.command_id, "lock": job.lock}
+        state, battery = "unknown", None
+        if await self._bridge.wait_up(self._recovery_wait_s):
+            try:
+                result = await asyncio.wait_for(
+                    self._bridge.operate(job.lock, "status", f"status-{uuid.uuid4().hex}", lambda: None,
+                                         self._timeout),
+                    self._timeout + BRIDGE_GRACE_S,
+                )
+            except TimeoutError:
+                result = None
+            if result is not None and result.outcome == "succeeded" and result.state:
+                read = _outcome_from_bridge(Status.INCOMPLETE, None, result.state, result.battery)
+                state, battery = read.state or "unknown", read.battery
+            else:
+                log.warning("could not read the lock state back: %s", result, extra=fields)
+        else:
+            log.warning("bridge not up: the lock state stays unknown", extra=fields)
+        return _Outcome(Status.INCOMPLETE, FailReason.HUBD_RESTARTED, state, battery)
+
+    def _finish(self, job: _Job, outcome: _Outcome) -> None:
+        """Journal and audit the final outcome, then answer and publish the state."""
+        try:
+            self._journal.finish(job.command_id, AuditOutcome(outcome.status.value), outcome.reason,
+                                 outcome.state, outcome.battery)
+        except (sqlite3.Error, KeyError, ValidationError) as exc:
+            log.error("cannot record the final outcome: %s", exc, extra={"command_id": job.command_id})
+        self._answer(job.reply_to, job.command_id, job.lock, outcome)
+        if outcome.state is not None:
+            self._lock_states.after_command(job.lock, outcome.state, outcome.battery)
 
     def _reject(self, rejection: Rejection, message: Inbound) -> None:
         reply_to = topics.reply_topic(self._hub_id, rejection.reply_to)
         log.warning("command rejected: %s", rejection.detail, extra={
             "reason": rejection.reason.value, "command_id": rejection.command_id, "topic": message.topic,
-            "bytes": len(message.payload), "retained": message.retain})
+            "bytes": len(message.payload), "retained": message.retain, "verified": rejection.verified})
         lock = rejection.lock if rejection.lock is not None and topics.is_valid_segment(rejection.lock) else None
+        try:
+            self._audit.record(lock=rejection.lock, source="remote", outcome=AuditOutcome.REJECTED,
+                               reason=rejection.reason.value, command=rejection.command_id, action=rejection.action,
+                               actor=rejection.actor, role=rejection.role, assignment=rejection.assignment,
+                               kid=rejection.kid, verified=rejection.verified)
+        except (sqlite3.Error, ValidationError) as exc:
+            log.error("cannot audit a rejection: %s", exc, extra={"command_id": rejection.command_id})
         answer = Answer(id=rejection.command_id, status=Status.REJECTED, reason=rejection.reason.value,
                         lock=lock, at=self._clock())
         self._publisher.publish(reply_to, answer.model_dump_json().encode())
 
-    def _answer(self, reply_to: str, claims: CommandClaims, outcome: _Outcome) -> None:
-        answer = Answer(id=claims.id, status=outcome.status, reason=outcome.reason, lock=claims.lock,
+    def _answer(self, reply_to: str, command_id: str, lock: str, outcome: _Outcome) -> None:
+        answer = Answer(id=command_id, status=outcome.status, reason=outcome.reason, lock=lock,
                         state=outcome.state, battery=outcome.battery, at=self._clock())
         self._publisher.publish(reply_to, answer.model_dump_json().encode())
 
-    def _lock_state_reported(self, lock: str, state: str, battery: int | None, source: str) -> None:
-        self._publish_state(lock, state, battery, source)
 
-    def _publish_state(self, lock: str, state: str, battery: int | None, source: str) -> None:
-        try:
-            payload = LockState(lock=lock, state=state, battery=battery, source=source, at=self._clock())
-        except ValueError as exc:
-            log.error("bridge reported unusable lock state: %s", exc, extra={"lock": lock})
-            return
-        self._publisher.publish(topics.lock_state(self._hub_id, lock), payload.model_dump_json().encode(), retain=True)
+def _outcome_from_bridge(status: Status, reason: object, state: object, battery: object) -> _Outcome:
+    # The bridge's values end up in strict wire models: pass on only what fits them.
+    return _Outcome(
+        status,
+        str(reason)[:128] if reason is not None else None,
+        str(state)[:32] if state else None,
+        battery if type(battery) is int and 0 <= battery <= 100 else None,
+    )
 
 
 _STATUS_OF = {

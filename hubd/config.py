@@ -2,10 +2,10 @@
 
 The file is named by ``--config`` or ``HUBD_CONFIG``. Environment variables override the file;
 nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__PASSWORD=...``,
-``HUBD_LOCKS='["front","keybox"]'``. Example file::
+``HUBD_LOCKS='{"front": "inside_turner"}'``. Example file::
 
     hub_id = "hub-17"
-    locks = ["front", "keybox"]          # lock ids this hub knows
+    state_dir = "/var/lib/hubd"          # the state database: command journal, audit trail, outbox
     clock_skew_s = 5                     # tolerance for exp/nbf
     command_timeout_s = 30               # per lock operation, passed to the bridge
     max_validity_s = 300                 # longest exp - nbf a command may have
@@ -26,6 +26,10 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [keys]                               # backend public keys by kid: PEM or raw base64url
     "backend-2025" = "uJX0yJ2Z3X1v9b1ZC0kQZ8b0h1s1mLZ2Jw2u7ZqkY3o"
 
+    [locks]                              # each lock id this hub knows, and its kind:
+    front = "inside_turner"              #   inside_turner, in_cylinder, key_box, entrance_door
+    keybox = "key_box"                   # (wire.lockkinds); an action the kind lacks is refused
+
 Bad values raise :class:`ConfigError` with one line naming the field and the fix.
 """
 
@@ -34,19 +38,21 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hubapi import signing, topics
+from wire import lockkinds
 
 ENV_PREFIX = "HUBD_"
 CONFIG_ENV = "HUBD_CONFIG"
 
 SegmentId = Annotated[str, StringConstraints(pattern=topics.SEGMENT_PATTERN)]
 Kid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+LockKind = Literal[lockkinds.KINDS]  # type: ignore[valid-type]
 
 
 class ConfigError(Exception):
@@ -96,8 +102,9 @@ class HubConfig(BaseSettings):
     hub_id: SegmentId
     mqtt: MqttConfig = MqttConfig()
     serial: SerialConfig = SerialConfig()
+    state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
-    locks: list[SegmentId] = Field(min_length=1)
+    locks: dict[SegmentId, LockKind] = Field(min_length=1)
     clock_skew_s: float = Field(5.0, ge=0, le=60)
     command_timeout_s: float = Field(30.0, gt=0, le=600)
     max_validity_s: int = Field(300, gt=0, le=3600)
@@ -126,11 +133,13 @@ class HubConfig(BaseSettings):
                 raise ValueError(f"key {kid!r}: {exc}; give an Ed25519 public key as PEM or raw base64url") from None
         return keys
 
-    @field_validator("locks")
+    @field_validator("locks", mode="before")
     @classmethod
-    def _locks_unique(cls, locks: list[str]) -> list[str]:
-        if len(set(locks)) != len(locks):
-            raise ValueError("lock ids must be unique")
+    def _locks_have_kinds(cls, locks: Any) -> Any:
+        if isinstance(locks, list):
+            kinds = ", ".join(get_args(LockKind))
+            raise ValueError(f"give each lock its kind as a table, e.g. [locks] front = \"inside_turner\" "
+                             f"(kinds: {kinds})")
         return locks
 
     @property

@@ -1,7 +1,9 @@
 """The hub's MQTT connection: paho-mqtt 2.x in its own thread, handed over to asyncio.
 
 - Connects in the background and reconnects by itself (backoff 1..30 s); on every connect it
-  re-subscribes to the command topic (QoS 1) and publishes ``online`` (retained).
+  re-subscribes to the command and audit request topics (QoS 1) and publishes ``online`` (retained).
+- :meth:`HubMqtt.publish` hands a message to paho (QoS 1, queued while disconnected);
+  :meth:`HubMqtt.publish_acked` waits for the broker's PUBACK (the durable outbox needs that).
 - Its last will publishes ``offline`` (retained) when the connection dies; :meth:`HubMqtt.stop`
   publishes it explicitly, since a clean disconnect suppresses the will.
 - TCP_NODELAY is set in ``on_socket_open``, so every reconnect's socket gets it too.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from hubapi import topics
 from hubapi.client import set_nodelay
 from hubapi.models import Online
 from hubd.config import MqttConfig
+from hubd.outbox import PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ MAX_QUEUED = 1000
 
 @dataclass(frozen=True)
 class Inbound:
-    """A message received on the command topic."""
+    """A message received on the command or the audit request topic."""
 
     topic: str
     payload: bytes
@@ -64,10 +68,17 @@ class HubMqtt:
         self._hub_id = hub_id
         self._v5 = config.protocol == "5"
         self._command_topic = topics.commands(hub_id)
+        self._audit_request_topic = topics.audit_request(hub_id)
         self._online_topic = topics.online(hub_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
         self._connected = asyncio.Event()
+        # PUBACK bookkeeping: mid -> future (awaited) or None (nobody waits). An ack can arrive
+        # before publish() returns the mid; it then waits in _early until the mid is registered.
+        # paho calls on_publish holding its own lock, so ours is never held across paho calls.
+        self._ack_lock = threading.Lock()
+        self._acks: dict[int, asyncio.Future[Any] | None] = {}
+        self._early: dict[int, Any] = {}
 
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -93,6 +104,7 @@ class HubMqtt:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
 
     @property
@@ -122,7 +134,7 @@ class HubMqtt:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     async def messages(self) -> AsyncIterator[Inbound]:
-        """Messages from the command topic, in arrival order, forever."""
+        """Messages from the command and audit request topics, in arrival order, forever."""
         while True:
             yield await self._inbox.get()
 
@@ -131,11 +143,45 @@ class HubMqtt:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.error("publish to %s dropped: %s", topic, paho.error_string(info.rc))
+            return
+        self._register_ack(info.mid, None)
+
+    async def publish_acked(self, topic: str, payload: bytes, timeout: float) -> None:
+        """Publish at QoS 1 and return once the broker acknowledged it.
+
+        Raises :class:`hubd.outbox.PublishFailed` when paho cannot take it, the broker refuses it
+        (MQTT 5 reason code) or no PUBACK arrives within ``timeout`` seconds.
+        """
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise PublishFailed(paho.error_string(info.rc))
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._register_ack(info.mid, future)
+        try:
+            reason_code = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            with self._ack_lock:
+                if self._acks.get(info.mid) is future:
+                    self._acks[info.mid] = None  # a late PUBACK is dropped quietly
+            raise PublishFailed(f"no PUBACK within {timeout:.0f} s") from None
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            raise PublishFailed(f"broker refused it: {reason_code}")
+
+    def _register_ack(self, mid: int, future: asyncio.Future[Any] | None) -> None:
+        with self._ack_lock:
+            if mid in self._early:
+                result = self._early.pop(mid)
+                if future is not None:
+                    future.set_result(result)
+            else:
+                self._acks[mid] = future
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (retained), disconnect and stop paho's thread."""
         if self._client.is_connected():
             info = self._client.publish(self._online_topic, _presence(self._hub_id, "offline"), qos=1, retain=True)
+            self._register_ack(info.mid, None)
             try:
                 await asyncio.to_thread(info.wait_for_publish, timeout)
             except (RuntimeError, ValueError) as exc:
@@ -151,14 +197,16 @@ class HubMqtt:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
-        if self._v5:
-            # Keep the retain flag as published, so a retained command is seen as one even live.
-            client.subscribe(self._command_topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
-        else:
-            # 3.1.1 brokers clear the flag on live delivery; a retained command is still refused
-            # whenever it is replayed on (re)subscription, and its id cannot run twice.
-            client.subscribe(self._command_topic, qos=1)
-        client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
+        for topic in (self._command_topic, self._audit_request_topic):
+            if self._v5:
+                # Keep the retain flag as published, so a retained command is seen as one even live.
+                client.subscribe(topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
+            else:
+                # 3.1.1 brokers clear the flag on live delivery; a retained command is still refused
+                # whenever it is replayed on (re)subscription, and its id cannot run twice.
+                client.subscribe(topic, qos=1)
+        info = client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
+        self._register_ack(info.mid, None)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected.set)
 
@@ -170,6 +218,18 @@ class HubMqtt:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected.clear)
 
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._ack_lock:
+            if mid not in self._acks:
+                if len(self._early) > MAX_QUEUED:  # stray acks (e.g. after a timeout): keep it bounded
+                    self._early.clear()
+                self._early[mid] = reason_code if self._v5 else None
+                return
+            future = self._acks.pop(mid)
+        if future is not None:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_resolve, future, reason_code if self._v5 else None)
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._deliver, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
@@ -179,6 +239,11 @@ class HubMqtt:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
             log.error("command inbox full: dropped a %d-byte message on %s", len(message.payload), message.topic)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 def _presence(hub_id: str, status: str, at: float | None = None) -> bytes:

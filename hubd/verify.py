@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -21,7 +21,8 @@ from joserfc.jwk import OKPKey
 from pydantic import ValidationError
 
 from hubapi import signing, topics
-from hubapi.models import Action, CommandClaims, RejectReason
+from hubapi.models import CommandClaims, RejectReason, Role
+from wire import lockkinds
 
 #: A command is a few hundred bytes; anything far larger is not one.
 MAX_COMMAND_BYTES = 4096
@@ -41,9 +42,11 @@ class Verified:
 class Rejection:
     """Why a command was refused.
 
-    ``command_id``, ``reply_to`` and ``lock`` are read from the payload on a best-effort basis,
-    unverified: use them only to address the answer (through :func:`hubapi.topics.reply_topic`).
-    ``detail`` is for the log.
+    The other fields say what could be read of the command, for the answer and the audit entry.
+    With ``verified`` False they are read from the payload on a best-effort basis, unverified:
+    use ``reply_to`` only through :func:`hubapi.topics.reply_topic`. With ``verified`` True the
+    signature checked out (the refusal came later: expired, wrong hub, replayed, ...). ``detail``
+    is for the log.
     """
 
     reason: RejectReason
@@ -51,53 +54,44 @@ class Rejection:
     command_id: str | None = None
     reply_to: str | None = None
     lock: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    role: str | None = None
+    assignment: str | None = None
+    kid: str | None = None
+    verified: bool = False
 
-
-class SeenIds:
-    """In-memory replay guard: ids of executed commands, kept until they expire.
-
-    Commands cannot outlive their validity window, so forgetting an id after ``exp`` (plus skew) is
-    safe; the window is capped, which bounds the set. Lost on restart: a durable guard replaces it.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._until: dict[str, float] = {}
-        self._capacity = capacity
-
-    def __contains__(self, command_id: str) -> bool:
-        return command_id in self._until
-
-    def remember(self, command_id: str, until: float, now: float) -> bool:
-        """Record ``command_id`` until ``until``; False if the guard is full (the command must not run)."""
-        if len(self._until) >= self._capacity:
-            self._until = {cid: t for cid, t in self._until.items() if t >= now}
-            if len(self._until) >= self._capacity:
-                return False
-        self._until[command_id] = until
-        return True
+    @classmethod
+    def of(cls, reason: RejectReason, detail: str, claims: CommandClaims, kid: str) -> Rejection:
+        """A refusal of a command whose signature verified."""
+        return cls(reason, detail, claims.id, claims.reply_to, claims.lock, claims.action.value, claims.actor.id,
+                   claims.actor.role.value, claims.assignment, kid, verified=True)
 
 
 class Verifier:
-    """Checks commands for one hub against the backend's public keys."""
+    """Checks commands for one hub against the backend's public keys.
+
+    ``locks`` maps each lock id to its kind (:mod:`wire.lockkinds`): an action the kind cannot do
+    is refused. ``seen`` holds the ids already used (the durable journal in the daemon); the
+    verifier only reads it: recording an id is the caller's job, in the same step as accepting it.
+    """
 
     def __init__(
         self,
         *,
         hub_id: str,
         keys: Mapping[str, Ed25519PublicKey],
-        locks: Iterable[str],
+        locks: Mapping[str, str],
         clock_skew_s: float,
         max_validity_s: float,
-        actions: Iterable[Action] = tuple(Action),
-        seen: SeenIds | None = None,
+        seen: Container[str] = frozenset(),
     ) -> None:
         self._hub_id = hub_id
         self._keys = {kid: OKPKey.import_key(key) for kid, key in keys.items()}
-        self._locks = frozenset(locks)
+        self._locks = dict(locks)
         self._skew = clock_skew_s
         self._max_validity = max_validity_s
-        self._actions = frozenset(actions)
-        self._seen = seen if seen is not None else SeenIds()
+        self._seen = seen
 
     @property
     def clock_skew_s(self) -> float:
@@ -105,12 +99,13 @@ class Verifier:
         return self._skew
 
     def verify(self, payload: bytes, *, retained: bool, now: float | None = None) -> Verified | Rejection:
-        """Verify one MQTT payload; on success the command id is recorded as used."""
+        """Verify one MQTT payload (it does not record the id as used)."""
         now = time.time() if now is None else now
         hint = _Hint.read(payload)
 
         def reject(reason: RejectReason, detail: str) -> Rejection:
-            return Rejection(reason, detail, hint.command_id, hint.reply_to, hint.lock)
+            return Rejection(reason, detail, hint.command_id, hint.reply_to, hint.lock, hint.action, hint.actor,
+                             hint.role, hint.assignment, hint.kid)
 
         if retained:
             return reject(RejectReason.RETAINED, "command arrived with the retain flag")
@@ -144,22 +139,24 @@ class Verifier:
                 return reject(RejectReason.UNSUPPORTED_ACTION, f"action {hint.action!r} is not one the hub knows")
             return reject(RejectReason.MALFORMED, f"claims invalid: {_summary(exc)}")
 
+        def refuse(reason: RejectReason, detail: str) -> Rejection:
+            return Rejection.of(reason, detail, claims, kid)
+
         if claims.hub != self._hub_id:
-            return reject(RejectReason.WRONG_HUB, f"command is for hub {claims.hub!r}")
+            return refuse(RejectReason.WRONG_HUB, f"command is for hub {claims.hub!r}")
         if claims.exp - claims.nbf > self._max_validity:
-            return reject(RejectReason.MALFORMED, f"validity window {claims.exp - claims.nbf} s exceeds {self._max_validity} s")
+            return refuse(RejectReason.MALFORMED, f"validity window {claims.exp - claims.nbf} s exceeds {self._max_validity} s")
         if now > claims.exp + self._skew:
-            return reject(RejectReason.EXPIRED, f"expired {now - claims.exp:.1f} s ago")
+            return refuse(RejectReason.EXPIRED, f"expired {now - claims.exp:.1f} s ago")
         if now < claims.nbf - self._skew:
-            return reject(RejectReason.NOT_YET_VALID, f"valid only in {claims.nbf - now:.1f} s")
-        if claims.lock not in self._locks:
-            return reject(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
-        if claims.action not in self._actions:
-            return reject(RejectReason.UNSUPPORTED_ACTION, f"action {claims.action.value!r} is not supported here")
+            return refuse(RejectReason.NOT_YET_VALID, f"valid only in {claims.nbf - now:.1f} s")
+        kind = self._locks.get(claims.lock)
+        if kind is None:
+            return refuse(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
+        if not lockkinds.supports(kind, claims.action.value):
+            return refuse(RejectReason.UNSUPPORTED_ACTION, f"a {kind} lock cannot {claims.action.value}")
         if claims.id in self._seen:
-            return reject(RejectReason.REPLAYED, "command id was already used")
-        if not self._seen.remember(claims.id, claims.exp + self._skew, now):
-            return reject(RejectReason.BUSY, "replay guard full")
+            return refuse(RejectReason.REPLAYED, "command id was already used")
         return Verified(claims, kid)
 
 
@@ -171,23 +168,33 @@ class _Hint:
     reply_to: str | None = None
     lock: str | None = None
     action: str | None = None
+    actor: str | None = None
+    role: str | None = None
+    assignment: str | None = None
+    kid: str | None = None
 
     @classmethod
     def read(cls, payload: bytes) -> _Hint:
         if len(payload) > MAX_COMMAND_BYTES:
             return cls()
+        header = _header(payload) or {}
         try:
             claims = json.loads(_payload_segment(payload))
         except ValueError:
-            return cls()
+            claims = None
         if not isinstance(claims, dict):
-            return cls()
+            return cls(kid=_text(header, "kid", 64))
+        actor = claims.get("actor")
+        actor = actor if isinstance(actor, dict) else {}
+        role = _text(actor, "role", 16)
+        return cls(_text(claims, "id", 64), _text(claims, "reply_to", topics.MAX_TOPIC_LENGTH), _text(claims, "lock", 64),
+                   _text(claims, "action", 32), _text(actor, "id", 128), role if role in tuple(Role) else None,
+                   _text(claims, "assignment", 128), _text(header, "kid", 64))
 
-        def text(name: str, limit: int) -> str | None:
-            value = claims.get(name)
-            return value if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable() else None
 
-        return cls(text("id", 64), text("reply_to", topics.MAX_TOPIC_LENGTH), text("lock", 64), text("action", 32))
+def _text(obj: dict[str, object], name: str, limit: int) -> str | None:
+    value = obj.get(name)
+    return value if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable() else None
 
 
 def _b64url(segment: bytes) -> bytes:

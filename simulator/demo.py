@@ -27,6 +27,7 @@ from hubapi.client import BackendClient
 from hubapi.models import Actor, CommandClaims, LockState, Role
 from simulator.console import bridge_line, say, watch_locks
 from simulator.home import SimulatedHome, default_locks
+from wire import lockkinds
 
 HUB_ID = "demo-hub"
 KID = "backend-demo"
@@ -56,9 +57,10 @@ async def embedded_broker(port: int) -> AsyncIterator[None]:
 
 
 def hubd_config(path: Path, port: int, serial_port: str, public_key: str, locks: list[str]) -> None:
-    lock_list = ", ".join(f'"{lk}"' for lk in locks)
+    # The demo's home has inside turners only (simulator.home.default_locks).
+    lock_table = "\n".join(f'"{lk}" = "{lockkinds.INSIDE_TURNER}"' for lk in locks)
     path.write_text(f"""hub_id = "{HUB_ID}"
-locks = [{lock_list}]
+state_dir = "{path.parent / 'hubd-state'}"
 command_timeout_s = 30
 
 [mqtt]
@@ -71,6 +73,9 @@ port = "{serial_port}"
 
 [keys]
 "{KID}" = "{public_key}"
+
+[locks]
+{lock_table}
 """)
 
 

@@ -29,13 +29,15 @@ def write(tmp_path):
     return write
 
 
-def minimal(public_key: str, extra: str = "") -> str:
-    return f'hub_id = "hub-1"\nlocks = ["front"]\n{extra}\n[keys]\n"k1" = "{public_key}"\n'
+def minimal(public_key: str, extra: str = "", locks: str = 'front = "inside_turner"') -> str:
+    return (f'hub_id = "hub-1"\nstate_dir = "/var/lib/hubd"\n{extra}\n[keys]\n"k1" = "{public_key}"\n'
+            f'[locks]\n{locks}\n')
 
 
 def test_file_is_read_with_defaults(write, public_key):
     config = load_config(write(minimal(public_key, 'command_timeout_s = 12\n[mqtt]\nhost = "broker"\npassword = "pw"')))
-    assert config.hub_id == "hub-1" and config.locks == ["front"]
+    assert config.hub_id == "hub-1" and config.locks == {"front": "inside_turner"}
+    assert str(config.state_dir) == "/var/lib/hubd"
     assert config.mqtt.host == "broker" and config.mqtt.port == 1883 and config.mqtt.protocol == "5"
     assert config.mqtt.password.get_secret_value() == "pw" and "pw" not in repr(config)
     assert config.command_timeout_s == 12
@@ -45,7 +47,7 @@ def test_file_is_read_with_defaults(write, public_key):
 
 def test_pem_keys_are_accepted(write):
     pem = signing.public_key_pem(signing.generate_private_key())
-    config = load_config(write(f'hub_id = "h"\nlocks = ["a"]\n[keys]\nk1 = """{pem}"""\n'))
+    config = load_config(write(f'hub_id = "h"\nstate_dir = "s"\n[locks]\na = "key_box"\n[keys]\nk1 = """{pem}"""\n'))
     assert signing.public_key_text(config.public_keys()["k1"])
 
 
@@ -53,11 +55,11 @@ def test_environment_overrides_the_file(write, public_key, monkeypatch):
     path = write(minimal(public_key, '[mqtt]\nhost = "from-file"\nport = 1884'))
     monkeypatch.setenv("HUBD_MQTT__HOST", "from-env")
     monkeypatch.setenv("HUBD_MQTT__PASSWORD", "s3cret")
-    monkeypatch.setenv("HUBD_LOCKS", '["front", "keybox"]')
+    monkeypatch.setenv("HUBD_LOCKS", '{"front": "in_cylinder", "keybox": "key_box"}')
     config = load_config(path)
     assert (config.mqtt.host, config.mqtt.port) == ("from-env", 1884)
     assert config.mqtt.password.get_secret_value() == "s3cret"
-    assert config.locks == ["front", "keybox"]
+    assert config.locks == {"front": "in_cylinder", "keybox": "key_box"}
 
 
 def test_config_path_from_environment(write, public_key, monkeypatch):
@@ -89,18 +91,36 @@ def test_bad_values_name_the_field_in_one_line(write, public_key, extra, expecte
 
 def test_missing_hub_id_says_where_to_set_it(write, public_key):
     with pytest.raises(ConfigError, match=r"hub_id is missing: set it in .* or HUBD_HUB_ID"):
-        load_config(write(f'locks = ["a"]\n[keys]\nk1 = "{public_key}"\n'))
+        load_config(write(f'state_dir = "s"\n[locks]\na = "key_box"\n[keys]\nk1 = "{public_key}"\n'))
 
 
 def test_bad_key_names_the_kid_and_hides_the_key(write):
     with pytest.raises(ConfigError, match=r"keys: key 'k1': .*Ed25519 public key as PEM or raw base64url") as raised:
-        load_config(write('hub_id = "h"\nlocks = ["a"]\n[keys]\nk1 = "secret-looking-garbage"\n'))
+        load_config(write('hub_id = "h"\nstate_dir = "s"\n[locks]\na = "key_box"\n[keys]\nk1 = "secret-looking-garbage"\n'))
     assert "secret-looking-garbage" not in str(raised.value)
 
 
 def test_lock_ids_must_fit_the_topic_tree(write, public_key):
-    with pytest.raises(ConfigError, match=r"locks\.0"):
-        load_config(write(minimal(public_key).replace('["front"]', '["front/door"]')))
+    with pytest.raises(ConfigError, match=r"locks\.front/door"):
+        load_config(write(minimal(public_key, locks='"front/door" = "inside_turner"')))
+
+
+def test_unknown_lock_kind_lists_the_kinds(write, public_key):
+    with pytest.raises(ConfigError, match=r"locks\.front: Input should be 'inside_turner', 'in_cylinder', "
+                                          r"'key_box' or 'entrance_door' \(got 'deadbolt'\)"):
+        load_config(write(minimal(public_key, locks='front = "deadbolt"')))
+
+
+def test_a_plain_list_of_locks_asks_for_their_kinds(write, public_key):
+    path = write(f'hub_id = "h"\nstate_dir = "s"\nlocks = ["front"]\n[keys]\nk1 = "{public_key}"\n')
+    with pytest.raises(ConfigError, match=r'locks: give each lock its kind as a table, e\.g\. \[locks\] '
+                                          r'front = "inside_turner"'):
+        load_config(path)
+
+
+def test_state_dir_is_required(write, public_key):
+    with pytest.raises(ConfigError, match=r"state_dir is missing: set it in .* or HUBD_STATE_DIR"):
+        load_config(write(minimal(public_key).replace('state_dir = "/var/lib/hubd"\n', "")))
 
 
 def test_bad_value_from_environment_names_the_variable(write, public_key, monkeypatch):

@@ -24,12 +24,15 @@ from hubd.config import HubConfig
 from tests.conftest import HUB, LOCKS
 
 TIMEOUT = 10.0
+#: The conftest's locks with kinds: "front" can unlatch (the default command), "keybox" cannot.
+LOCK_KINDS = {LOCKS[0]: "in_cylinder", LOCKS[1]: "key_box"}
 
 
 def hub_config(mosquitto, backend_key, tmp_path: Path, protocol: str, **mqtt) -> HubConfig:
     return HubConfig(
         hub_id=HUB,
-        locks=list(LOCKS),
+        state_dir=tmp_path / "hubd-state",
+        locks=LOCK_KINDS,
         keys={backend_key.kid: backend_key.public_text},
         mqtt={"host": mosquitto.host, "port": mosquitto.port, "protocol": protocol, **mqtt},
         serial={"port": str(tmp_path / "ttyUSB-unplugged")},
@@ -175,7 +178,8 @@ async def test_online_is_retained_and_clean_stop_leaves_offline(mosquitto, clien
 def write_config_file(path: Path, mosquitto, backend_key, tmp_path: Path) -> Path:
     path.write_text(
         f'hub_id = "{HUB}"\n'
-        f'locks = {list(LOCKS)!r}\n'.replace("'", '"')
+        f'state_dir = "{tmp_path / "hubd-state"}"\n'
+        + f'[locks]\n' + "".join(f'"{lock}" = "{kind}"\n' for lock, kind in LOCK_KINDS.items())
         + f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         + f'[serial]\nport = "{tmp_path / "ttyUSB-unplugged"}"\n'
         + f'[keys]\n"{backend_key.kid}" = "{backend_key.public_text}"\n'

@@ -17,14 +17,25 @@ from hubd.verify import MAX_COMMAND_BYTES, Rejection, Verified, Verifier
 from tests.conftest import HUB, LOCKS
 
 
+#: "front" can unlatch (the default test command), "keybox" cannot.
+LOCK_KINDS = {LOCKS[0]: "in_cylinder", LOCKS[1]: "key_box"}
+
+
 @pytest.fixture
-def verifier(backend_key):
+def seen() -> set[str]:
+    """The replay guard the verifier reads (the daemon's is the durable journal)."""
+    return set()
+
+
+@pytest.fixture
+def verifier(backend_key, seen):
     return Verifier(
         hub_id=HUB,
         keys={backend_key.kid: backend_key.private.public_key()},
-        locks=LOCKS,
+        locks=LOCK_KINDS,
         clock_skew_s=5,
         max_validity_s=300,
+        seen=seen,
     )
 
 
@@ -42,13 +53,16 @@ def reason_of(result) -> RejectReason:
     return result.reason
 
 
-def test_valid_command_is_verified_once(verifier, backend_key, make_claims):
+def test_valid_command_verifies_until_its_id_is_recorded_as_used(verifier, seen, backend_key, make_claims):
     claims = make_claims()
     token = backend_key.sign(claims).encode()
     result = verifier.verify(token, retained=False)
     assert isinstance(result, Verified)
     assert result.claims == claims and result.kid == backend_key.kid
-    assert reason_of(verifier.verify(token, retained=False)) is RejectReason.REPLAYED
+    seen.add(claims.id)  # what the pipeline does durably when it accepts the command
+    replay = verifier.verify(token, retained=False)
+    assert reason_of(replay) is RejectReason.REPLAYED
+    assert replay.verified and replay.actor == "staff-7" and replay.kid == backend_key.kid
 
 
 def test_tampered_payload_fails_signature(verifier, backend_key, make_claims):
@@ -115,13 +129,21 @@ def test_unknown_action_is_unsupported(verifier, backend_key, make_claims):
     assert result.command_id == claims["id"]
 
 
-def test_action_the_hub_does_not_offer_is_unsupported(backend_key, make_claims):
-    verifier = Verifier(
-        hub_id=HUB, keys={backend_key.kid: backend_key.private.public_key()}, locks=LOCKS,
-        clock_skew_s=5, max_validity_s=300, actions=["lock", "unlock", "status"],
-    )
-    token = backend_key.sign(make_claims(action="unlatch")).encode()
-    assert reason_of(verifier.verify(token, retained=False)) is RejectReason.UNSUPPORTED_ACTION
+@pytest.mark.parametrize(("kind", "action", "supported"), [
+    ("inside_turner", "unlatch", False), ("inside_turner", "unlock", True),
+    ("in_cylinder", "unlatch", True), ("key_box", "unlatch", False), ("key_box", "unlock", True),
+    ("entrance_door", "unlock", False), ("entrance_door", "lock", False), ("entrance_door", "unlatch", True),
+    ("entrance_door", "status", True),
+])
+def test_action_the_lock_kind_cannot_do_is_unsupported(backend_key, make_claims, kind, action, supported):
+    verifier = Verifier(hub_id=HUB, keys={backend_key.kid: backend_key.private.public_key()},
+                        locks={"front": kind}, clock_skew_s=5, max_validity_s=300)
+    result = verifier.verify(backend_key.sign(make_claims(action=action)).encode(), retained=False)
+    if supported:
+        assert isinstance(result, Verified)
+    else:
+        assert reason_of(result) is RejectReason.UNSUPPORTED_ACTION
+        assert result.verified and result.action == action and result.lock == "front"
 
 
 def test_retained_command_is_rejected_even_if_valid(verifier, backend_key, make_claims):
@@ -195,6 +217,16 @@ def test_rejected_command_keeps_unverified_reply_hint(verifier, backend_key, mak
     result = verifier.verify(backend_key.sign(claims).encode(), retained=False)
     assert isinstance(result, Rejection)
     assert result.command_id == claims.id and result.reply_to == claims.reply_to and result.lock == "front"
+
+
+def test_badly_signed_command_keeps_what_it_claims_marked_unverified(verifier, backend_key, make_claims):
+    claims = make_claims()
+    token = signing.sign(claims, signing.generate_private_key(), backend_key.kid)
+    result = verifier.verify(token.encode(), retained=False)
+    assert reason_of(result) is RejectReason.BAD_SIGNATURE
+    assert not result.verified
+    assert (result.command_id, result.lock, result.action, result.actor, result.role, result.assignment, result.kid) == (
+        claims.id, "front", "unlatch", "staff-7", "staff", "visit-42", backend_key.kid)
 
 
 def test_claims_round_trip_through_signing(backend_key, make_claims):

@@ -1,0 +1,130 @@
+"""The command journal: each accepted command id, durably, from ``accepted`` to its final outcome.
+
+It is also the replay guard: an id in the journal has been used, across restarts. The row is
+committed (with its ``accepted`` audit entry) *before* ``accepted`` is published and before the
+bridge hears of the command; ``written`` is committed when the bridge reports the lock write; the
+final outcome when it is known. A row without a final outcome at start-up is a command hubd was
+running when it died: :meth:`Journal.unfinished` lists them so they are answered ``incomplete``
+and never run again.
+
+Rows are pruned :data:`KEEP_AFTER_EXPIRY_S` after the command's expiry: by then the id could not
+verify anyway. The margin covers a hub clock that steps backwards (an NTP correction) and would
+otherwise make an expired command valid again after its id was forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hubapi.models import AuditOutcome, CommandClaims
+from hubd.audit import AuditLog
+from hubd.store import Store
+
+log = logging.getLogger(__name__)
+
+#: How long a finished command's id is kept after ``exp`` + skew.
+KEEP_AFTER_EXPIRY_S = 24 * 3600
+
+
+class AlreadyUsed(Exception):
+    """The command id is in the journal: a replay or a redelivery."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A command as the journal holds it."""
+
+    id: str
+    lock: str
+    action: str
+    actor: str
+    role: str
+    assignment: str | None
+    kid: str
+    reply_to: str
+    written: bool
+
+
+class Journal:
+    """The ``commands`` table and the audit entries of each step, written together."""
+
+    def __init__(self, store: Store, audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+
+    def __contains__(self, command_id: object) -> bool:
+        if not isinstance(command_id, str):
+            return False
+        row = self._store.conn.execute("SELECT 1 FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return row is not None
+
+    def accept(self, claims: CommandClaims, kid: str, reply_to: str, until: float) -> None:
+        """Record the command and its ``accepted`` audit entry; raises AlreadyUsed or sqlite3.Error."""
+        try:
+            with self._store.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO commands (id, lock, action, actor_id, role, assignment, kid, reply_to,"
+                    " until, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (claims.id, claims.lock, claims.action.value, claims.actor.id, claims.actor.role.value,
+                     claims.assignment, kid, reply_to, until, self._clock()))
+                self._audit.append(conn, **_identity(claims, kid), outcome=AuditOutcome.ACCEPTED)
+        except sqlite3.IntegrityError:
+            raise AlreadyUsed(claims.id) from None
+
+    def written(self, command_id: str) -> None:
+        """Record that the bridge attempted the lock write (raises sqlite3.Error)."""
+        with self._store.transaction() as conn:
+            entry = self._get(conn, command_id)
+            conn.execute("UPDATE commands SET written_at = ? WHERE id = ?", (self._clock(), command_id))
+            self._audit.append(conn, **_row_identity(entry), outcome=AuditOutcome.WRITTEN)
+
+    def finish(self, command_id: str, outcome: AuditOutcome, reason: str | None, state: str | None,
+               battery: int | None) -> None:
+        """Record the final outcome (raises sqlite3.Error)."""
+        with self._store.transaction() as conn:
+            entry = self._get(conn, command_id)
+            conn.execute("UPDATE commands SET final = ?, reason = ?, state = ?, final_at = ? WHERE id = ?",
+                         (outcome.value, reason, state, self._clock(), command_id))
+            self._audit.append(conn, **_row_identity(entry), outcome=outcome, reason=reason, state=state,
+                               battery=battery)
+
+    def unfinished(self) -> list[JournalEntry]:
+        """Commands accepted but without a final outcome (hubd died while running them)."""
+        rows = self._store.conn.execute(
+            "SELECT id FROM commands WHERE final IS NULL ORDER BY accepted_at").fetchall()
+        return [self._get(self._store.conn, row[0]) for row in rows]
+
+    def prune(self) -> int:
+        """Forget finished commands long past their expiry; returns how many."""
+        with self._store.transaction() as conn:
+            cursor = conn.execute("DELETE FROM commands WHERE final IS NOT NULL AND until < ?",
+                                  (self._clock() - KEEP_AFTER_EXPIRY_S,))
+        if cursor.rowcount:
+            log.info("journal pruned", extra={"commands": cursor.rowcount})
+        return cursor.rowcount
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, command_id: str) -> JournalEntry:
+        row = conn.execute(
+            "SELECT id, lock, action, actor_id, role, assignment, kid, reply_to, written_at"
+            " FROM commands WHERE id = ?", (command_id,)).fetchone()
+        if row is None:
+            raise KeyError(command_id)
+        return JournalEntry(*row[:8], written=row[8] is not None)
+
+
+def _identity(claims: CommandClaims, kid: str) -> dict[str, object]:
+    return dict(lock=claims.lock, source="remote", command=claims.id, action=claims.action.value,
+                actor=claims.actor.id, role=claims.actor.role.value, assignment=claims.assignment,
+                kid=kid, verified=True)
+
+
+def _row_identity(entry: JournalEntry) -> dict[str, object]:
+    return dict(lock=entry.lock, source="remote", command=entry.id, action=entry.action,
+                actor=entry.actor, role=entry.role, assignment=entry.assignment, kid=entry.kid,
+                verified=True)

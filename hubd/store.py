@@ -1,0 +1,152 @@
+"""hubd's durable state: one SQLite file (WAL) holding the command journal, the audit chain,
+the outbox and the last known lock states.
+
+Why these settings:
+
+- ``journal_mode=WAL``: readers (the audit CLI, a test, a technician's ``sqlite3``) never block
+  the daemon, and a commit is one append to the WAL.
+- ``synchronous=FULL``: a commit is on disk when it returns, power cut included. hubd records a
+  command id *before* it answers ``accepted`` and before anything reaches the bridge; with
+  ``NORMAL`` the last commits can vanish on power loss (not on a crash), and a command whose record
+  vanished could run twice. Commands are rare, so the fsync per commit costs nothing that matters.
+- Calls run on the event loop: each is a few small statements, and keeping them there keeps the
+  order of journal, audit and publish obvious.
+
+The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` turns version *n* into
+*n + 1*. A file written by a newer hubd is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: The file inside ``state_dir``.
+DB_NAME = "hubd.sqlite3"
+
+#: ``MIGRATIONS[n]`` turns schema version ``n`` into ``n + 1``.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE commands (            -- the journal: one row per accepted command id
+        id          TEXT PRIMARY KEY,
+        lock        TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        actor_id    TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        assignment  TEXT,
+        kid         TEXT NOT NULL,
+        reply_to    TEXT NOT NULL,
+        until       REAL NOT NULL,     -- exp + clock skew: after it the id cannot verify again
+        accepted_at REAL NOT NULL,
+        written_at  REAL,              -- the bridge attempted the lock write: never resend
+        final       TEXT,              -- succeeded | failed | timed_out | incomplete
+        reason      TEXT,
+        state       TEXT,
+        final_at    REAL
+    );
+    CREATE INDEX commands_open ON commands (final) WHERE final IS NULL;
+    CREATE INDEX commands_until ON commands (until);
+
+    CREATE TABLE audit (               -- append-only hash chain; entry is the full JSON
+        seq   INTEGER PRIMARY KEY,
+        hash  TEXT NOT NULL,
+        entry TEXT NOT NULL
+    );
+
+    CREATE TABLE outbox (              -- messages that leave only after the broker's PUBACK
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic   TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+
+    CREATE TABLE lock_states (         -- last state per lock, so a restart does not re-report it
+        lock    TEXT PRIMARY KEY,
+        state   TEXT NOT NULL,
+        battery INTEGER,
+        source  TEXT NOT NULL,
+        at      REAL NOT NULL
+    );
+    """,
+)
+
+
+class StoreError(Exception):
+    """The state file cannot be opened or used; ``str()`` says which file and what to do."""
+
+
+class Store:
+    """The open state database. Use :meth:`transaction` for every write."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        """Open (creating and migrating as needed) ``state_dir/hubd.sqlite3``."""
+        path = Path(state_dir) / DB_NAME
+        try:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open state database {path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")  # a reader holding a lock briefly is not an error
+            store = cls(conn, path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"state database {path} is unusable ({exc}): move it aside (keep it, it holds the "
+                f"audit trail) and start hubd again"
+            ) from None
+        return store
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"state database {self.path} has schema version {version}, this hubd knows up to "
+                f"{len(MIGRATIONS)}: update hubd"
+            )
+        for target in range(version + 1, len(MIGRATIONS) + 1):
+            with self.transaction() as conn:
+                for statement in _statements(MIGRATIONS[target - 1]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={target}")
+            log.info("state database %s migrated to schema version %d", self.path, target)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back if the block raises)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database (the WAL is checkpointed by SQLite)."""
+        self.conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines():
+        current += line.split("--", 1)[0] + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s.strip(" ;\n")]
