@@ -10,7 +10,8 @@ line there (a topic function, who sends, the payload model); everything below is
   and of ``docs/broker-setup.md`` (the broker ACL).
 
 ``python -m hubapi.schema --write`` regenerates those files; ``--check`` exits 1 with a diff summary
-when a checked-in file differs from what the code generates (``tests/test_api_contract.py`` runs it).
+when a checked-in file differs from what the code generates (``tests/test_api_contract.py`` runs it);
+``--acl`` prints the broker's ACL file.
 """
 
 from __future__ import annotations
@@ -614,11 +615,12 @@ def decode_compact(token: str) -> tuple[dict[str, Any], bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``--write`` regenerates the contract files, ``--check`` reports drift (exit 1)."""
+    """``--write`` regenerates the contract files, ``--check`` reports drift (exit 1), ``--acl`` prints the ACL."""
     parser = argparse.ArgumentParser(prog="python -m hubapi.schema", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="regenerate the checked-in contract files")
     mode.add_argument("--check", action="store_true", help="exit 1 if the checked-in files differ")
+    mode.add_argument("--acl", action="store_true", help="print the Mosquitto ACL file for the broker")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
@@ -629,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.acl:
+        print(acl(), end="")
+        return 0
     missing = meaning_mismatches()
     if missing:
         print(f"fix hubapi/schema.py STATUS/REJECT/FAIL_MEANINGS: {'; '.join(missing)}", file=sys.stderr)

@@ -42,7 +42,9 @@ class TlsListener:
     """A second, TLS listener (``Mosquitto.tls_port``): PEM paths and client-certificate policy.
 
     With ``require_certificate`` a client must present a certificate signed by ``cafile``; with
-    ``use_identity_as_username`` its CN becomes the username the ACL sees (no password asked).
+    ``use_identity_as_username`` its CN becomes the username the ACL sees (no password asked);
+    with ``use_username_as_clientid`` that username is also the client id, so no client can take
+    over (disconnect) another's session by reusing its client id.
     """
 
     cafile: Path
@@ -50,6 +52,7 @@ class TlsListener:
     keyfile: Path
     require_certificate: bool = True
     use_identity_as_username: bool = True
+    use_username_as_clientid: bool = False
 
 
 class Mosquitto:
@@ -132,6 +135,7 @@ class Mosquitto:
                 f"keyfile {self.tls.keyfile}",
                 f"require_certificate {str(self.tls.require_certificate).lower()}",
                 f"use_identity_as_username {str(self.tls.use_identity_as_username).lower()}",
+                f"use_username_as_clientid {str(self.tls.use_username_as_clientid).lower()}",
             ]
         lines += self.extra_config
         self.config_path.write_text("\n".join(lines) + "\n")

@@ -260,3 +260,9 @@ def test_an_undescribed_address_parameter_is_refused(monkeypatch):
 def test_generated_markdown_blocks_need_their_markers(tmp_path):
     with pytest.raises(ValueError, match="add the markers"):
         schema.fill_blocks("no markers here\n", {"topics": "x"}, "docs/x.md")
+
+
+def test_acl_option_prints_the_acl_the_broker_docs_show(capsys):
+    assert schema.main(["--acl"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == schema.acl() and f"```\n{printed}```" in (DOCS / "broker-setup.md").read_text()

@@ -268,3 +268,29 @@ async def test_hubd_connects_with_its_client_certificate_and_its_identity_maps_t
             await hub.stop()
         assert Online.model_validate_json((await next_message(presence)).payload).status == "offline"
     assert f"u'{HUB_A}'" in broker.logs()  # Mosquitto logs the username taken from the certificate
+
+
+async def wait_for_log(broker: Mosquitto, text: str) -> str:
+    """The broker's log once it contains ``text`` (Mosquitto writes each line as it happens)."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while text not in (logs := broker.logs()):
+        assert asyncio.get_running_loop().time() < deadline, f"{text!r} never logged:\n{logs}"
+        await asyncio.sleep(0.05)
+    return logs
+
+
+@pytest.mark.parametrize("username_as_clientid", [True, False], ids=["username-as-clientid", "free-clientid"])
+async def test_another_hub_cannot_take_over_a_hubs_session_only_with_username_as_clientid(
+        mosquitto_factory, test_ca, username_as_clientid):
+    # Mosquitto closes the older of two connections with the same client id: without
+    # use_username_as_clientid any hub's credentials could keep kicking another hub off.
+    server = test_ca.issue_server()
+    broker = mosquitto_factory(passwords=PASSWORDS, acl=schema.acl(), tls=TlsListener(
+        test_ca.ca_file, server.cert, server.key, use_username_as_clientid=username_as_clientid))
+    hub_tls = test_ca.client_context(test_ca.issue_client(HUB_A))
+    intruder_tls = test_ca.client_context(test_ca.issue_client(HUB_B))
+    async with (BackendClient(broker.host, broker.tls_port, client_id="hubd-hub-a", tls=hub_tls),
+                BackendClient(broker.host, broker.tls_port, client_id="hubd-hub-a", tls=intruder_tls)):
+        logs = await wait_for_log(broker, f"(p5, c1, k30, u'{HUB_B}')")
+    taken_over = "already connected, closing old connection" in logs
+    assert taken_over is not username_as_clientid, logs
