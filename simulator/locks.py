@@ -53,8 +53,8 @@ class ReferenceProtocolLock(Peripheral):
 
     What tests read: ``state``, ``motor_moves`` (motor runs that completed), ``moves`` (the
     actions those runs did, in order), ``commands`` (list of (action, status name) the lock
-    answered), ``reports`` (report numbers issued; the advert carries the latest),
-    ``state_changes``.
+    answered), ``status_counter`` (the latest report number; the advert carries it),
+    ``connections`` (links centrals opened), ``state_changes``.
     """
 
     kind = "unknown"
@@ -101,6 +101,7 @@ class ReferenceProtocolLock(Peripheral):
         self.lose_next_result = False
         self.stale_s = stale_s
         self.motor_moves = 0
+        self.connections = 0
         self.moves: list[str] = []
         self.state_changes = 0
         self.status_counter = 0  # the latest report number (STATUS and EVENT share it)
@@ -126,6 +127,9 @@ class ReferenceProtocolLock(Peripheral):
         return lp.encode_scan_response(self.name)
 
     # --- GATT ---------------------------------------------------------------------------------
+
+    def on_connect(self, link: Link) -> None:
+        self.connections += 1
 
     def on_disconnect(self, link: Link) -> None:
         self._challenges.pop(link, None)

@@ -81,8 +81,16 @@ class ReferenceLock:
 
     def settling(self):
         """True shortly after a moving command, while the lock may still report the old state."""
-        return (self._moved_at is not None
-                and time.ticks_diff(time.ticks_ms(), self._moved_at) < self.settle_ms)
+        return self._settle_left() > 0
+
+    def _settle_left(self):
+        if self._moved_at is None:
+            return 0
+        left = self.settle_ms - time.ticks_diff(time.ticks_ms(), self._moved_at)
+        if left <= 0 or left > self.settle_ms:
+            self._moved_at = None  # settled; forgotten before the tick counter can wrap
+            return 0
+        return left
 
     async def operate(self, action, tag, on_written):
         """Run one command; see the module docstring. Returns an outcome dict."""
@@ -92,6 +100,9 @@ class ReferenceLock:
             return _outcome("failed", "unsupported_action")
         if len(tag) != lp.TAG_LEN:
             return _outcome("failed", "bad_request")
+        if action == "status":
+            # Right after a move the lock may still answer the old state: ask once it settled.
+            await self._settle()
         deadline = time.ticks_add(time.ticks_ms(), self.deadline_ms)
         self.busy = True
         try:
@@ -167,6 +178,11 @@ class ReferenceLock:
         self._conn = None
         if conn is not None and conn.connected:
             await conn.disconnect()
+
+    async def _settle(self):
+        left = self._settle_left()
+        if left > 0:
+            await asyncio.sleep_ms(left)
 
     def _done(self):
         self.busy = False
@@ -304,10 +320,7 @@ class ReferenceLock:
     async def _incomplete(self, tag, deadline, reason):
         """The RESULT is lost: read the state back with a fresh challenge, never the command."""
         await self.close()
-        # Right after a move the lock may still answer the old state: wait until it settled.
-        wait = self.settle_ms - time.ticks_diff(time.ticks_ms(), self._moved_at)
-        if wait > 0:
-            await asyncio.sleep_ms(wait)
+        await self._settle()
         budget = max(_left(deadline), self.connect_timeout_ms + _READBACK_EXTRA_MS)
         readback = time.ticks_add(time.ticks_ms(), budget)
         nonce, _ = await self._prepare(readback)
