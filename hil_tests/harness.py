@@ -17,7 +17,8 @@ import pytest
 
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import Actor, Answer, CommandClaims, Role
+from hubapi.models import (MAX_AUDIT_BATCH, Actor, Answer, AuditBatch, AuditEntry, AuditRequest,
+                           CommandClaims, Role)
 from simulator.home import HomeThread
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
@@ -142,3 +143,21 @@ async def retained(mosquitto: Mosquitto, topic: str, timeout: float = 10) -> byt
         async with late.watch(topic) as queue:
             msg = await asyncio.wait_for(queue.get(), timeout)
             return msg.payload
+
+
+async def audit_log(hub: HubUnderTest, backend: BackendClient, timeout: float = 15) -> list[AuditEntry]:
+    """The hub's whole audit trail as the backend gets it: asked for again over MQTT, in pages."""
+    entries: list[AuditEntry] = []
+    reply_to = f"{topics.audit_replies(hub.hub_id)}/hil"
+    async with backend.watch(reply_to) as queue:
+        start = 1
+        while True:
+            request = AuditRequest(from_seq=start, to_seq=start + MAX_AUDIT_BATCH - 1,
+                                   reply_to=reply_to)
+            await backend.publish(topics.audit_request(hub.hub_id), request.model_dump_json())
+            batch = AuditBatch.model_validate_json((await asyncio.wait_for(queue.get(), timeout)).payload)
+            assert batch.error is None, batch.error
+            entries.extend(batch.entries)
+            if batch.last_seq < start + MAX_AUDIT_BATCH:
+                return entries
+            start += MAX_AUDIT_BATCH
