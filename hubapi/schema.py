@@ -39,6 +39,10 @@ from hubapi.models import (
     Action,
     Actor,
     Answer,
+    AuditBatch,
+    AuditEntry,
+    AuditOutcome,
+    AuditRequest,
     CommandClaims,
     FailReason,
     LockState,
@@ -91,6 +95,12 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("online", topics.online, "send", Online, True,
             "Whether the hub is connected, retained; the hub's last will publishes `offline`.",
             peers=(BACKEND, ALARM_CENTRE)),
+    Channel("audit", topics.audit, "send", AuditEntry, False,
+            "The audit trail: every entry once it is stored on the hub, at least once, in seq order."),
+    Channel("auditRequest", topics.audit_request, "receive", AuditRequest, False,
+            "The backend asks for a range of audit entries again."),
+    Channel("auditReplies", topics.audit_replies, "send", AuditBatch, False,
+            "The answer to an audit request; a request's `reply_to` may name a subtopic.", subtopics=True),
 )
 
 
@@ -180,6 +190,12 @@ _EXAMPLE_CLAIMS = CommandClaims(
     actor=Actor(id="staff-42", role=Role.STAFF), assignment="visit-991",
     iat=_AT, nbf=_AT, exp=_AT + 30, reply_to=topics.answers("hub-17"),
 )
+_EXAMPLE_AUDIT = AuditEntry.seal(
+    seq=42, prev="5" * 64, at=_AT + 4.71, hub="hub-17", lock="front-door", source="remote",
+    outcome=AuditOutcome.SUCCEEDED, reason=None, state="unlocked", battery=87, event=None,
+    command=_EXAMPLE_CLAIMS.id, action="unlatch", actor="staff-42", role=Role.STAFF, assignment="visit-991",
+    kid="backend-2026", verified=True,
+)
 EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
     "commands": [("a nurse unlatches the front door", _EXAMPLE_CLAIMS)],
     "answers": [
@@ -196,6 +212,12 @@ EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
                                                   source="command", at=_AT + 4.71))],
     "online": [("connected", Online(hub="hub-17", status="online", at=_AT)),
                ("last will", Online(hub="hub-17", status="offline"))],
+    "audit": [("the unlatch succeeded", _EXAMPLE_AUDIT)],
+    "auditRequest": [("entries 41 to 42 again", AuditRequest(from_seq=41, to_seq=42,
+                                                             reply_to=topics.audit_replies("hub-17")))],
+    "auditReplies": [("entry 42; 41 was lost on the hub", AuditBatch(hub="hub-17", from_seq=41, to_seq=42,
+                                                                     last_seq=42, entries=[_EXAMPLE_AUDIT],
+                                                                     missing=[41]))],
 }
 
 #: Signs the example command only. Derived from a public string, so anyone can compute it:
@@ -272,8 +294,8 @@ def example_payload(channel: Channel, model: BaseModel) -> Any:
 
 
 def as_json(model: BaseModel) -> Any:
-    """A payload as the API sends it: the model's JSON, ``None`` fields left out, as a JSON value."""
-    return json.loads(model.model_dump_json(exclude_none=True))
+    """A JSON payload as a JSON value: every field, ``null`` for none (some models require all)."""
+    return json.loads(model.model_dump_json())
 
 
 def asyncapi() -> dict[str, Any]:
@@ -398,7 +420,7 @@ def _message(channel: Channel) -> dict[str, Any]:
 
 def _first_line(model: type[BaseModel]) -> str:
     # Docstrings use reStructuredText literals; the docs are Markdown.
-    return (model.__doc__ or model.__name__).strip().splitlines()[0].replace("``", "`")
+    return re.sub(r":\w+:`", "`", (model.__doc__ or model.__name__).strip().splitlines()[0].replace("``", "`"))
 
 
 # --- the broker ACL -------------------------------------------------------------------------------
@@ -464,6 +486,8 @@ def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
         return " or ".join(_type_of(s, defs) for s in schema["anyOf"])
     if "const" in schema:
         return f"`{json.dumps(schema['const'])}`"
+    if schema.get("type") == "array":
+        return f"array of {_type_of(schema['items'], defs)}"
     if "enum" in schema:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
     text = schema.get("type", "any")
@@ -513,7 +537,8 @@ def _examples_block() -> str:
             shown = f"```\n{payload}" if isinstance(payload, str) else f"```json\n{json.dumps(payload)}"
             parts.append(f"{channel.name}, {title}, on `{topic}`:\n\n{shown}\n```")
             if channel.encoding == "jws":
-                parts.append(f"whose decoded payload is:\n\n```json\n{json.dumps(as_json(model))}\n```")
+                claims = jws_payload(payload)
+                parts.append(f"whose decoded payload is:\n\n```json\n{json.dumps(claims)}\n```")
     return "\n\n".join(parts)
 
 
@@ -604,6 +629,11 @@ def write(root: Path = ROOT) -> list[Path]:
             stale.unlink()
             changed.append(stale)
     return changed
+
+
+def jws_payload(token: str) -> Any:
+    """The JSON payload a compact JWS carries (unverified)."""
+    return json.loads(decode_compact(token)[1])
 
 
 def decode_compact(token: str) -> tuple[dict[str, Any], bytes]:

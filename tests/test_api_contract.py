@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +33,7 @@ def validate(value: Any, node: dict[str, Any], defs: dict[str, Any], path: str =
     """Raise SchemaError unless ``value`` matches ``node`` (the keyword subset pydantic emits)."""
     unknown = set(node) - _ANNOTATIONS - {"$ref", "anyOf", "type", "enum", "const", "pattern", "minLength",
                                           "maxLength", "minimum", "maximum", "properties", "required",
-                                          "additionalProperties"}
+                                          "additionalProperties", "items"}
     if unknown:
         raise NotImplementedError(f"{path}: teach this validator the keywords {sorted(unknown)}")
     if "$ref" in node:
@@ -50,7 +49,7 @@ def validate(value: Any, node: dict[str, Any], defs: dict[str, Any], path: str =
         else:
             raise SchemaError(f"{path}: matches no option: {errors}")
     types = {"string": str, "integer": int, "number": (int, float), "object": dict, "boolean": bool,
-             "null": type(None)}
+             "null": type(None), "array": list}
     if "type" in node and (not isinstance(value, types[node["type"]])
                            or (isinstance(value, bool) and node["type"] in ("integer", "number"))):
         raise SchemaError(f"{path}: {value!r} is not {node['type']}")
@@ -68,6 +67,9 @@ def validate(value: Any, node: dict[str, Any], defs: dict[str, Any], path: str =
         raise SchemaError(f"{path}: below {node['minimum']}")
     if "maximum" in node and value > node["maximum"]:
         raise SchemaError(f"{path}: above {node['maximum']}")
+    if "items" in node:
+        for index, item in enumerate(value):
+            validate(item, node["items"], defs, f"{path}[{index}]")
     if "properties" in node:
         missing = set(node.get("required", [])) - set(value)
         if missing:
@@ -151,6 +153,8 @@ def test_example_command_token_verifies_with_the_example_key():
     ("Online", {"hub": "hub/other", "status": "online"}),  # a topic separator in an id
     ("Online", {"v": 2, "hub": "hub-1", "status": "online"}),
     ("LockState", {"lock": "front", "state": "", "source": "poll", "at": 1.0}),
+    ("AuditBatch", {"hub": "h", "last_seq": 1, "entries": [{"seq": 1}]}),  # an entry missing its fields
+    ("AuditBatch", {"hub": "h", "last_seq": 1, "missing": ["one"]}),
     ("CommandClaims", {"id": "c1", "hub": "h", "lock": "l", "action": "open", "actor": {"id": "a", "role": "staff"},
                        "iat": 1, "nbf": 1, "exp": 2}),
     ("CommandClaims", {"id": "c1", "hub": "h", "lock": "l", "action": "lock", "actor": {"id": "a", "role": "boss"},

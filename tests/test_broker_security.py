@@ -107,6 +107,21 @@ async def test_another_hub_cannot_overwrite_this_hubs_retained_state(secured):
     assert retained.retain and LockState.model_validate_json(retained.payload).state == "locked"
 
 
+async def test_nobody_but_the_hub_writes_its_audit_trail_and_only_the_backend_asks_for_it(secured):
+    async with (secured.connected(HUB_A) as hub_a, hub_a.watch(topics.audit_request(HUB_A)) as requests,
+                secured.connected(HUB_B) as intruder, secured.connected(schema.BACKEND) as backend,
+                backend.watch(topics.audit(HUB_A)) as trail):
+        for forger in (intruder, backend):
+            with pytest.raises(PermissionError):
+                await forger.publish(topics.audit(HUB_A), b'{"seq": 1}')
+        with pytest.raises(PermissionError):
+            await intruder.publish(topics.audit_request(HUB_A), b'{"from_seq": 1, "to_seq": 100}')
+        await hub_a.publish(topics.audit(HUB_A), b'{"seq": 7}')
+        assert (await next_message(trail)).payload == b'{"seq": 7}'
+        await backend.publish(topics.audit_request(HUB_A), b'{"from_seq": 1, "to_seq": 2}')
+        assert (await next_message(requests)).payload == b'{"from_seq": 1, "to_seq": 2}'
+
+
 async def test_a_hub_cannot_command_another_hub_or_itself(secured):
     async with (secured.connected(HUB_A) as hub_a, secured.connected(HUB_B) as hub_b,
                 hub_a.watch(topics.commands(HUB_A)) as commands_a,
