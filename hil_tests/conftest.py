@@ -19,9 +19,23 @@ import pytest_asyncio
 from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait_online,
                                write_hubd_config)
 from hubapi.client import BackendClient
-from simulator.home import HomeThread, SimulatedHome
+from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
+from wire import lockkinds
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
+
+
+def bench_locks(text: str) -> dict[str, str]:
+    """--bench-locks "front-door:in_cylinder,key-box:key_box" (a bare id is an inside turner)."""
+    locks = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        lock_id, _, kind = item.partition(":")
+        kind = kind or lockkinds.INSIDE_TURNER
+        if kind not in lockkinds.KINDS:
+            pytest.fail(f"--bench-locks: {kind!r} is not one of {', '.join(lockkinds.KINDS)}",
+                        pytrace=False)
+        locks[lock_id] = kind
+    return locks
 
 
 @pytest.fixture
@@ -29,26 +43,31 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         tmp_path: Path) -> Iterator[HubUnderTest]:
     """A running hub: the target bridge, hubd on its port, online on a private Mosquitto."""
     target = request.config.getoption("--target")
+    marker = request.node.get_closest_marker("home")
+    options = dict(marker.kwargs) if marker else {}
     home: HomeThread | None = None
     if target == "sim":
-        home = HomeThread(SimulatedHome(tmp_path / "home"))
+        make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
+        home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options)))
         home.start()
-        port, locks = home.home.port, list(home.home.locks)
+        port = home.home.port
+        locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
     else:
         if not os.path.exists(target):
             pytest.fail(f"--target {target}: no such serial port; plug in the bench bridge "
                         f"or use --target=sim", pytrace=False)
         port = target
-        locks = [x.strip() for x in request.config.getoption("--bench-locks").split(",")]
+        locks = bench_locks(request.config.getoption("--bench-locks"))
     config = tmp_path / "hubd.toml"
     write_hubd_config(config, mosquitto, port, backend_key, locks)
     log = tmp_path / "hubd.log"
-    proc = start_hubd(config, log)
+    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
+                              log, home, config, kinds=locks)
     try:
-        wait_online(mosquitto, HUB_ID, proc, log)
-        yield HubUnderTest(HUB_ID, locks, mosquitto, backend_key, proc, log, home, config)
+        wait_online(mosquitto, HUB_ID, under_test.hubd, log)
+        yield under_test
     finally:
-        stop_hubd(proc)
+        stop_hubd(under_test.hubd)
         if home is not None:
             home.stop()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ class HubUnderTest:
     hubd_log: Path
     home: HomeThread | None
     config_path: Path
-    extra: dict[str, Any] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # lock id -> wire.lockkinds kind
 
     @property
     def sim(self) -> HomeThread:
@@ -64,6 +66,21 @@ class HubUnderTest:
 
     def hubd_alive(self) -> bool:
         return self.hubd.poll() is None
+
+    def kill_hubd(self) -> None:
+        """kill -9: no shutdown, no last words but the broker's last will."""
+        self.hubd.kill()
+        self.hubd.wait()
+
+    def restart_hubd(self) -> None:
+        """Start hubd again on the same config and state, and wait until it is online."""
+        if self.hubd_alive():
+            stop_hubd(self.hubd)
+        self.hubd = start_hubd(self.config_path, self.hubd_log)
+        wait_online(self.broker, self.hub_id, self.hubd, self.hubd_log, fresh=True)
+
+    def lock_of_kind(self, kind: str) -> str:
+        return next(lock for lock, k in self.kinds.items() if k == kind)
 
     def log_text(self) -> str:
         return self.hubd_log.read_text(errors="replace")
@@ -98,8 +115,10 @@ port = "{port}"
 
 
 def wait_online(broker: Mosquitto, hub_id: str, hubd: subprocess.Popen[bytes], log: Path,
-                timeout: float = 30) -> None:
-    """Block until hubd's retained online state says online."""
+                timeout: float = 30, fresh: bool = False) -> None:
+    """Block until hubd's retained online state says online (with `fresh`: an online published
+    after this call, not the retained one a previous hubd left)."""
+    since = time.time()
     seen: list[bytes] = []
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="hil-online-probe")
     client.on_message = lambda c, u, m: seen.append(m.payload)
@@ -109,7 +128,7 @@ def wait_online(broker: Mosquitto, hub_id: str, hubd: subprocess.Popen[bytes], l
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(b'"online"' in p for p in seen):
+            if any(b'"online"' in p and (not fresh or _published_at(p) >= since) for p in seen):
                 return
             if hubd.poll() is not None:
                 break
@@ -118,6 +137,13 @@ def wait_online(broker: Mosquitto, hub_id: str, hubd: subprocess.Popen[bytes], l
         client.loop_stop()
         client.disconnect()
     raise AssertionError(f"hubd did not come online; its log:\n{log.read_text(errors='replace')}")
+
+
+def _published_at(payload: bytes) -> float:
+    try:
+        return float(json.loads(payload).get("at") or 0)
+    except (ValueError, AttributeError):
+        return 0.0
 
 
 def start_hubd(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -161,3 +187,34 @@ async def audit_log(hub: HubUnderTest, backend: BackendClient, timeout: float = 
             if batch.last_seq < start + MAX_AUDIT_BATCH:
                 return entries
             start += MAX_AUDIT_BATCH
+
+
+@contextlib.asynccontextmanager
+async def answers_of(backend: BackendClient, hub: HubUnderTest,
+                     command_id: str | None) -> AsyncIterator[asyncio.Queue[Answer]]:
+    """While open, every answer naming `command_id` (on any of the hub's answer topics) is put
+    into the queue, however the command was published (twice, retained, across a restart)."""
+    queue: asyncio.Queue[Answer] = asyncio.Queue()
+    # "answers/#" also matches "answers" itself: the default topic and every reply subtopic.
+    async with backend.watch(topics.answers(hub.hub_id) + "/#") as raw:
+
+        async def pump() -> None:
+            while True:
+                answer = Answer.model_validate_json((await raw.get()).payload)
+                if answer.id == command_id:
+                    queue.put_nowait(answer)
+
+        task = asyncio.create_task(pump())
+        try:
+            yield queue
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def next_answer(queue: asyncio.Queue[Answer], timeout: float = 60) -> Answer:
+    """The next answer from `answers_of`, or an AssertionError naming the wait."""
+    try:
+        return await asyncio.wait_for(queue.get(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no answer within {timeout} s") from None

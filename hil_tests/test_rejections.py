@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from hil_tests.harness import HubUnderTest, audit_log
+from hil_tests.harness import HubUnderTest, answers_of, audit_log, next_answer
 from hubapi import signing, topics
 from hubapi.client import BackendClient
 from hubapi.models import Answer
@@ -86,17 +85,10 @@ async def _answers_for(backend: BackendClient, hub: HubUnderTest, command_id: st
                        payload: bytes | str, retain: bool) -> list[Answer]:
     """Publish as-is and collect the answers naming `command_id` until a final one."""
     got: list[Answer] = []
-    # "answers/#" also matches "answers" itself: the default topic and every reply subtopic.
-    async with backend.watch(topics.answers(hub.hub_id) + "/#") as queue:
+    async with answers_of(backend, hub, command_id) as queue:
         await backend.publish(topics.commands(hub.hub_id), payload, retain=retain)
         while not got or not got[-1].is_final:
-            try:
-                msg = await asyncio.wait_for(queue.get(), 30)
-            except TimeoutError:
-                raise AssertionError(f"no final answer for {command_id}; got {got}") from None
-            answer = Answer.model_validate_json(msg.payload)
-            if answer.id == command_id:
-                got.append(answer)
+            got.append(await next_answer(queue, 30))
     if retain:  # clear the retained command so it cannot linger on the broker
         await backend.publish(topics.commands(hub.hub_id), b"", retain=True)
     return got
