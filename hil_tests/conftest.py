@@ -48,7 +48,9 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     home: HomeThread | None = None
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
-        home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options)))
+        policy = options.pop("policy", None)
+        home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options),
+                                        policy=policy))
         home.start()
         port = home.home.port
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
