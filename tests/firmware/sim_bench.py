@@ -66,6 +66,10 @@ class Bench:
             yield bench
         finally:
             if bridge is not None:
+                # hubd.link.SerialLink.close() cancels a task that waits in asyncio.wait_for;
+                # on Python 3.11 that cancel is lost if the awaited event was set in the same
+                # loop turn (a message just arrived), and close() never returns. Let it settle.
+                await asyncio.sleep(0.2)
                 await bridge.close()
             await asyncio.to_thread(home.stop)
 

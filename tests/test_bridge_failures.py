@@ -1,0 +1,121 @@
+"""Lock failure modes, each answered with the right outcome by the real firmware.
+
+The simulated locks model the failure (simulator/locks.py's knobs); the bridge runs unchanged in
+MicroPython; hubd's link client asks and reads the answer.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from simulator.locks import EntranceDoorLock, InCylinderLock, InsideTurnerLock
+from tests.firmware.sim_bench import Bench
+
+
+def _locks():
+    return [
+        InsideTurnerLock("turner", "C0:FF:EE:00:01:01", os.urandom(32), travel_time_s=0.1),
+        InCylinderLock("cylinder", "C0:FF:EE:00:01:02", os.urandom(32), travel_time_s=0.1,
+                       latch_hold_s=1.5, relock_delay_s=0.5),
+        EntranceDoorLock("entrance", "C0:FF:EE:00:01:03", os.urandom(32), travel_time_s=0.1,
+                         release_s=1.0),
+    ]
+
+
+@pytest.fixture
+async def bench(tmp_path):
+    async with Bench.start(tmp_path, _locks()) as b:
+        yield b
+
+
+async def test_out_of_range_times_out_unreachable_without_a_write(bench):
+    bench.set("turner", in_range=False)
+    await bench.until(lambda: not bench.lock("turner").links)  # the supervision timeout
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason) == ("timed_out", "unreachable")
+    assert not bench.written
+    assert bench.lock("turner").motor_moves == 0
+
+
+async def test_a_lock_that_stopped_advertising_is_unreachable(bench):
+    await bench.until(lambda: not bench.lock("turner").links)  # the boot poll's link is idle
+    bench.set("turner", advertising=False)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason) == ("timed_out", "unreachable")
+    assert bench.lock("turner").motor_moves == 0
+
+
+async def test_a_lock_held_by_another_central_answers_busy(bench):
+    bench.set("turner", held_by_other=True)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason, res.state) == ("failed", "busy", "locked")
+    assert bench.lock("turner").motor_moves == 0
+    bench.set("turner", held_by_other=False)
+    assert (await bench.op("turner", "unlock")).outcome == "succeeded"
+
+
+async def test_a_lock_whose_motor_still_holds_the_latch_answers_busy(bench):
+    assert (await bench.op("cylinder", "unlatch")).outcome == "succeeded"
+    res = await bench.op("cylinder", "lock")  # the latch is held for 1.5 s after the RESULT
+    assert (res.outcome, res.reason) == ("failed", "busy")
+    assert bench.lock("cylinder").moves == ["unlatch"]
+
+
+async def test_a_jammed_lock_fails_jammed_and_reports_state_jammed(bench):
+    bench.set("turner", jammed=True)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason, res.state) == ("failed", "jammed", "jammed")
+    assert bench.lock("turner").motor_moves == 0
+
+
+async def test_low_battery_refuses_to_move_and_leaves_the_state(bench):
+    bench.set("turner", battery_level=3.0)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason, res.state, res.battery) == (
+        "failed", "low_battery", "locked", 3)
+    assert bench.lock("turner").motor_moves == 0
+
+
+async def test_a_lock_paired_with_another_secret_refuses_auth_failed(bench):
+    bench.set("turner", secret=os.urandom(32))
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason) == ("failed", "auth_failed")
+    assert bench.lock("turner").motor_moves == 0
+
+
+async def test_lost_ack_after_an_unlatch_is_incomplete_and_unlatches_once(bench):
+    bench.set("entrance", lose_next_result=True)
+    res = await bench.op("entrance", "unlatch")
+    assert (res.outcome, res.reason) == ("incomplete", "no_result")
+    assert res.state in ("unlatched", "locked")  # read back, whatever the strike does by then
+    assert bench.lock("entrance").moves == ["unlatch"]
+    assert [c for c in bench.lock("entrance").commands if c[0] == "unlatch"] == [
+        ("unlatch", "ok (lost)")]
+
+
+async def test_link_lost_after_an_unlatch_is_incomplete_and_unlatches_once(bench):
+    bench.set("cylinder", drop_link_after_move=True)
+    res = await bench.op("cylinder", "unlatch")
+    assert (res.outcome, res.reason) == ("incomplete", "link_lost")
+    assert res.state in ("unlatched", "unlocked")
+    assert bench.lock("cylinder").moves == ["unlatch"]
+    assert not [c for c in bench.lock("cylinder").commands if c[0] == "unlatch"]
+
+
+async def test_read_back_after_a_lost_ack_waits_out_the_stale_state(bench):
+    # For 0.8 s after the move the lock answers a status read with the old state ("locked"):
+    # a read-back right away would report the door locked while it is open.
+    bench.set("turner", lose_next_result=True, stale_s=0.8)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.reason, res.state) == ("incomplete", "no_result", "unlocked")
+    assert bench.lock("turner").moves == ["unlock"]
+
+
+async def test_result_is_trusted_over_a_stale_status_read(bench):
+    bench.set("turner", stale_s=0.8)
+    res = await bench.op("turner", "unlock")
+    assert (res.outcome, res.state) == ("succeeded", "unlocked")
+    res = await bench.op("turner", "status")
+    assert (res.outcome, res.state) == ("succeeded", "unlocked")
