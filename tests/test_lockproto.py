@@ -85,6 +85,49 @@ def test_status_round_trip():
     assert not lp.verify_status(SECRET, ADDR, counter + 1, state, battery, source, mac)
 
 
+def test_event_round_trip_and_mac_binds_every_field():
+    fields = (9, lp.event_code("key_taken"), lp.source_code("manual"), lp.state_code("unlocked"),
+              61)
+    pdu = lp.encode_event(SECRET, ADDR, *fields)
+    assert len(pdu) == lp.EVENT_LEN == 41
+    counter, event, source, state, battery, mac = lp.decode_event(pdu)
+    assert (counter, lp.event_name(event), lp.source_name(source), lp.state_name(state),
+            battery) == (9, "key_taken", "manual", "unlocked", 61)
+    assert lp.verify_event(SECRET, ADDR, *fields, mac)
+    for i in range(len(fields)):
+        changed = list(fields)
+        changed[i] += 1
+        assert not lp.verify_event(SECRET, ADDR, *changed, mac)
+    assert not lp.verify_event(bytes(32), ADDR, *fields, mac)
+
+
+def test_event_mac_is_hmac_over_documented_input():
+    expected = hmac.new(SECRET, b"homecare-lock/v1/event" + ADDR + bytes.fromhex("0000000902010237"),
+                        hashlib.sha256).digest()
+    assert lp.event_mac(SECRET, ADDR, 9, 2, 1, 2, 0x37) == expected
+
+
+def test_event_names_are_the_lock_kinds_contract():
+    from wire import lockkinds
+
+    assert set(lp.EVENTS) == set(lockkinds.EVENTS)
+    assert set(lp.KINDS[1:]) == set(lockkinds.KINDS)
+    assert set(lp.STATES) <= set(lockkinds.STATES)
+    assert set(lp.SOURCES) - {"motor"} <= set(lockkinds.SOURCES)
+
+
+def test_read_reports_and_reports_end_round_trip():
+    assert lp.decode_read_reports(lp.encode_read_reports(41)) == 41
+    assert lp.decode_read_reports(lp.encode_read_reports(lp.COUNTER_NONE)) == 0xFFFFFFFF
+    pdu = lp.encode_reports_end(SECRET, ADDR, NONCE, 42)
+    assert len(pdu) == lp.REPORTS_END_LEN == 37
+    counter, mac = lp.decode_reports_end(pdu)
+    assert counter == 42
+    assert lp.verify_reports_end(SECRET, ADDR, NONCE, 42, mac)
+    assert not lp.verify_reports_end(SECRET, ADDR, bytes(16), 42, mac)  # another link's nonce
+    assert not lp.verify_reports_end(SECRET, ADDR, NONCE, 43, mac)
+
+
 def test_advert_fits_legacy_advertising_and_round_trips():
     adv = lp.encode_advert("inside_turner", 64, 0x1234)
     assert len(adv) <= lp.ADV_MAX
@@ -105,6 +148,9 @@ GOOD = {
     "command": (lp.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
     "result": (lp.decode_result, lp.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
     "status": (lp.decode_status, lp.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
+    "event": (lp.decode_event, lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)),
+    "read_reports": (lp.decode_read_reports, lp.encode_read_reports(3)),
+    "reports_end": (lp.decode_reports_end, lp.encode_reports_end(SECRET, ADDR, NONCE, 3)),
 }
 
 
@@ -134,6 +180,10 @@ def test_wrong_opcode_is_rejected(kind):
         (lp.decode_result, bytes([lp.OP_RESULT, 0, 1, 101]) + bytes(32)),  # battery > 100
         (lp.decode_status, bytes([lp.OP_STATUS, 0, 0, 0, 1, 1, 50, 9]) + bytes(32)),  # source
         (lp.decode_challenge_request, bytes([lp.OP_CHALLENGE_REQUEST, 2])),  # version
+        (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 6, 1, 1, 50]) + bytes(32)),  # event
+        (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 0, 4, 1, 50]) + bytes(32)),  # source
+        (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 0, 1, 6, 50]) + bytes(32)),  # state
+        (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 0, 1, 1, 101]) + bytes(32)),
     ],
 )
 def test_out_of_range_fields_are_rejected(decode, pdu):
@@ -290,6 +340,33 @@ async def test_manual_turn_notifies_an_authentic_status(air):
     assert lock.motor_moves == 0
 
 
+async def test_reports_kept_while_nobody_listened_are_read_back_in_order(air):
+    central, lock, _ = air
+    lock.turn_manually("unlocked")
+    lock.turn_manually("locked")
+    assert lp.decode_advert(lock.advertising_data())[2] == 2  # the advert announces the news
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    central.send(airwire.WRITE, conn, lock.control.value_handle, 1, lp.encode_read_reports(1))
+    report = (await central.expect(18))[2]
+    counter, state, _, source, _ = lp.decode_status(report)
+    assert (counter, lp.state_name(state), lp.source_name(source)) == (2, "locked", "manual")
+    counter, mac = lp.decode_reports_end((await central.expect(18))[2])
+    assert counter == 2
+    assert lp.verify_reports_end(SECRET, ADDR, nonce, counter, mac)
+
+
+async def test_reading_reports_does_not_spend_the_nonce(air):
+    central, lock, _ = air
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    central.send(airwire.WRITE, conn, lock.control.value_handle, 1,
+                 lp.encode_read_reports(lp.COUNTER_NONE))
+    assert lp.decode_reports_end((await central.expect(18))[2])[0] == 0
+    pdu = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
+    assert _status(await central.request(lock, conn, pdu)) == "ok"
+
+
 async def test_command_longer_than_default_mtu_needs_the_mtu_exchange(air):
     central, lock, _ = air
     central.send(airwire.CONNECT, 0, lock.address, 2000)
@@ -318,3 +395,11 @@ def test_documented_example_exchange_matches_the_code():
         "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0101570c00"
     )
     assert lp.encode_scan_response("Front door").hex() == "0b0946726f6e7420646f6f72"
+    assert lp.encode_event(SECRET, ADDR, 6, 2, 1, 2, 87).hex() == (
+        "840000000602010257"
+        "42cb2fefea854cb6dbaec3626743f6debd6ff5ff30aa990eef23a21dd0c86b58"
+    )
+    assert lp.encode_reports_end(SECRET, ADDR, nonce, 6).hex() == (
+        "8500000006"
+        "ae7cf976fc2a67a84b77ea2578f59cf02e170f7d746632d7d5cd1510df23db8e"
+    )

@@ -86,3 +86,27 @@ def test_advert_round_trip_and_hostile_adverts():
     assert _raises(lp.decode_advert, b"\x05\xff\xff\xff")
     assert _raises(lp.decode_advert, b"")
     assert _raises(lp.decode_name, b"\x03\x09\xff\xfe")
+
+
+def test_event_and_report_pdus_round_trip_in_micropython():
+    pdu = lp.encode_event(SECRET, ADDR, 6, lp.event_code("key_taken"), lp.source_code("manual"),
+                          lp.state_code("unlocked"), 87)
+    counter, event, source, state, battery, mac = lp.decode_event(pdu)
+    assert (counter, lp.event_name(event), battery) == (6, "key_taken", 87)
+    assert lp.verify_event(SECRET, ADDR, counter, event, source, state, battery, mac)
+    assert binascii.hexlify(pdu).decode() == (
+        "840000000602010257"
+        "42cb2fefea854cb6dbaec3626743f6debd6ff5ff30aa990eef23a21dd0c86b58")
+    assert lp.decode_read_reports(lp.encode_read_reports(5)) == 5
+    counter, mac = lp.decode_reports_end(lp.encode_reports_end(SECRET, ADDR, NONCE, 6))
+    assert lp.verify_reports_end(SECRET, ADDR, NONCE, counter, mac)
+    assert not lp.verify_reports_end(SECRET, ADDR, bytes(16), counter, mac)
+
+
+def test_hostile_report_pdus_are_protocol_errors():
+    good = lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)
+    for n in range(len(good)):
+        assert _raises(lp.decode_event, good[:n])
+    assert _raises(lp.decode_event, good[:5] + b"\x09" + good[6:])
+    assert _raises(lp.decode_reports_end, b"\x85\x00")
+    assert _raises(lp.decode_read_reports, b"\x03\x00\x00\x00")
