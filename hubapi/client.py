@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from pydantic import ValidationError
 
 from hubapi import topics
-from hubapi.models import Answer, CommandClaims
+from hubapi.models import Answer, AuditBatch, AuditRequest, CommandClaims
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,16 @@ class BackendClient:
     async def command(self, claims: CommandClaims, token: str, timeout: float = 60.0) -> list[Answer]:
         """All answers to one command, the final one last."""
         return [answer async for answer in self.send_command(claims, token, timeout)]
+
+    async def audit_range(self, hub: str, from_seq: int, to_seq: int, timeout: float = 30.0) -> AuditBatch:
+        """Ask ``hub`` for its audit entries ``from_seq``..``to_seq`` again (at most
+        ``hubapi.models.MAX_AUDIT_BATCH``) and return its answer; raises TimeoutError."""
+        reply_to = f"{topics.audit_replies(hub)}/{uuid.uuid4().hex}"
+        request = AuditRequest(from_seq=from_seq, to_seq=to_seq, reply_to=reply_to)
+        async with self.watch(reply_to) as replies:
+            await self.publish(topics.audit_request(hub), request.model_dump_json())
+            message = await asyncio.wait_for(replies.get(), timeout)
+        return AuditBatch.model_validate_json(message.payload)
 
     async def _wait_ack(self, mid: int, timeout: float) -> Any:
         assert self._loop is not None, "connect() first"

@@ -103,6 +103,7 @@ async def test_audit_entries_reach_the_backend_in_order_and_a_range_can_be_asked
                 reply = await asyncio.wait_for(replies.get(), TIMEOUT)
                 await client.publish(topics.audit_request(HUB), b'{"from_seq": 3, "to_seq": 1}')
                 refused = await asyncio.wait_for(replies.get(), TIMEOUT)
+            whole = await client.audit_range(HUB, 1, 100)  # the backend client's way to ask
         finally:
             await hub.stop()
     assert [(e.seq, e.outcome, e.verified) for e in received] == [(1, "accepted", True), (2, "failed", True),
@@ -111,5 +112,6 @@ async def test_audit_entries_reach_the_backend_in_order_and_a_range_can_be_asked
     assert reply.topic == topics.audit_replies(HUB) + "/me"
     batch = AuditBatch.model_validate_json(reply.payload)
     assert batch.entries == received[1:3] and batch.last_seq == 3 and batch.missing == []
+    assert whole.entries == received and whole.last_seq == 3
     error = AuditBatch.model_validate_json(refused.payload)
     assert refused.topic == topics.audit_replies(HUB) and error.entries == [] and "to_seq" in (error.error or "")
