@@ -202,7 +202,7 @@ class ReferenceProtocolLock(Peripheral):
             self._answer(link, tag, status, name)
             return
         self._recent_tags.append(tag)
-        self._motor = asyncio.get_running_loop().create_task(self._run_motor(link, tag, name))
+        self._motor = self._spawn(self._run_motor(link, tag, name))
 
     def _expired(self, challenge: _Challenge) -> bool:
         return (self.clock() - challenge.issued_at) * 1000 > lp.NONCE_LIFETIME_MS
@@ -301,12 +301,15 @@ class ReferenceProtocolLock(Peripheral):
         await asyncio.sleep(delay_s)
         fn(*args)
 
-    def _schedule(self, delay_s: float, fn: Callable, *args) -> None:
-        """Run ``fn`` after ``delay_s`` on the radio's loop (cancelled when the radio stops)."""
+    def _spawn(self, coro) -> asyncio.Task:
+        """A task on the radio's loop, cancelled when the radio stops."""
         if self.radio is not None:
-            self.radio.spawn(self._later(delay_s, fn, *args))
-        else:
-            asyncio.get_running_loop().create_task(self._later(delay_s, fn, *args))
+            return self.radio.spawn(coro)
+        return asyncio.get_running_loop().create_task(coro)
+
+    def _schedule(self, delay_s: float, fn: Callable, *args) -> None:
+        """Run ``fn`` after ``delay_s`` on the radio's loop."""
+        self._spawn(self._later(delay_s, fn, *args))
 
     # --- what a kind defines ------------------------------------------------------------------
 
