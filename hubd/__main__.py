@@ -32,6 +32,9 @@ example:
 The config file can also be named by ${CONFIG_ENV}; any setting can be overridden by an
 environment variable HUBD_<SECTION>__<FIELD> (e.g. HUBD_MQTT__HOST). Exit status 2 means the
 configuration is unusable; the message names the field to fix.
+
+State (command journal, audit trail, outbox) lives in <state_dir>/hubd.sqlite3. Check the audit
+trail with: python -m hubd.audit verify <state_dir>/hubd.sqlite3
 """
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is logged as a field.
