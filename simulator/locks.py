@@ -16,7 +16,8 @@ Failure knobs, safe to set at any time from the radio's loop (``HomeThread.call`
 ``in_range`` (out of range), ``advertising`` (adverts stop), ``held_by_other`` (another central
 holds the lock: commands refused ``busy``), ``jammed`` (the motor stalls: ``jammed``, state
 ``jammed``), ``battery_level`` (below ``LOW_BATTERY_PERCENT`` the lock refuses to move),
-``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``), ``lose_next_result``
+``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``), ``inject`` (a forged
+or replayed notification), ``lose_next_result``
 (the RESULT after the next move is lost, the link stays up), ``drop_link_after_move`` (the lock
 drops the link instead of answering), ``stale_s`` (for that long after a move a ``status`` read
 still answers the state from before it, as real locks do).
@@ -290,6 +291,14 @@ class ReferenceProtocolLock(Peripheral):
         self._publish(lp.encode_event(
             self.secret, self.address, self.status_counter, lp.event_code(event),
             lp.source_code(source), lp.state_code(self.state), self.battery))
+
+    def inject(self, pdu: bytes) -> None:
+        """Notify ``pdu`` to connected centrals as if the lock sent it (a forger on the air)."""
+        def send() -> None:
+            for link in list(self.links):
+                link.notify(self.events, pdu)
+
+        self._on_loop(send)
 
     def _on_loop(self, fn: Callable, *args) -> None:
         if self.radio is not None:

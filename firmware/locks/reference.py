@@ -226,6 +226,13 @@ class ReferenceLock:
     def _gatt_ms(self, deadline):
         return max(1, min(_GATT_TIMEOUT_MS, _left(deadline)))
 
+    async def _next(self, deadline):
+        """The next notification before ``deadline``; a lock that floods us cannot stretch it."""
+        left = _left(deadline)
+        if left <= 0:
+            raise ble_central.BLETimeout("no answer in time")
+        return await self._conn.notified(left, self._handles[1])
+
     async def _discover(self, conn, deadline):
         services = await conn.services(_SERVICE, self._gatt_ms(deadline))
         if not services:
@@ -257,8 +264,10 @@ class ReferenceLock:
             self._unsolicited(pdu)
             pdu = conn.take_notification()
         await conn.write(self._handles[0], lp.encode_challenge_request(), self._gatt_ms(deadline))
+        # A lock that does not answer in a GATT timeout gets a fresh link, within the deadline.
+        until = time.ticks_add(time.ticks_ms(), self._gatt_ms(deadline))
         while True:
-            pdu = await conn.notified(self._gatt_ms(deadline), self._handles[1])
+            pdu = await self._next(until)
             if pdu and pdu[0] == lp.OP_CHALLENGE:
                 return lp.decode_challenge(pdu)
             self._unsolicited(pdu)
@@ -269,9 +278,10 @@ class ReferenceLock:
         after = before if before >= 0 else lp.COUNTER_NONE
         await self._conn.write(self._handles[0], lp.encode_read_reports(after),
                                self._gatt_ms(deadline))
+        until = time.ticks_add(time.ticks_ms(), self._gatt_ms(deadline))
         first = None
         while True:
-            pdu = await self._conn.notified(self._gatt_ms(deadline), self._handles[1])
+            pdu = await self._next(until)
             if pdu and pdu[0] == lp.OP_REPORTS_END:
                 counter, mac = lp.decode_reports_end(pdu)
                 if not lp.verify_reports_end(self.secret, self.addr, nonce, counter, mac):
@@ -289,7 +299,7 @@ class ReferenceLock:
         """Wait for the RESULT; malformed notifications are ignored, reports dispatched."""
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
-            pdu = await self._conn.notified(max(1, _left(deadline)), self._handles[1])
+            pdu = await self._next(deadline)
             if pdu and pdu[0] == lp.OP_RESULT:
                 try:
                     return lp.decode_result(pdu)
