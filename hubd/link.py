@@ -41,6 +41,7 @@ class SerialLink:
         self._wbuf = bytearray()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -58,12 +59,14 @@ class SerialLink:
         self._task = asyncio.create_task(self._run(), name="serial-link")
 
     async def close(self) -> None:
+        # The flag ends the loop even if a cancel is swallowed: on Python 3.11 a wait_for whose
+        # awaitable is already done when the cancel arrives returns normally instead of raising.
+        self._closing = True
+        self._wake.set()
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # asyncio.wait neither raises the task's CancelledError nor swallows our own.
+            await asyncio.wait([self._task])
         self._close_port()
 
     def _open(self) -> bool:
@@ -133,7 +136,7 @@ class SerialLink:
             self._loop.remove_writer(ser.fileno())
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             if self._serial is None:
                 await asyncio.sleep(self._reopen_s)
                 self._open()
@@ -147,7 +150,8 @@ class SerialLink:
             wait = self.engine.next_poll_ms(_now_ms()) / 1000
             if wait > 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 
