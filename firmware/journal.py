@@ -12,7 +12,8 @@ import os
 
 PATH = "commands.journal"
 KEEP = 256
-_TAG_HEX = 16
+TAG_LEN = 8
+_TAG_HEX = 2 * TAG_LEN
 
 
 def _sync():
@@ -22,23 +23,30 @@ def _sync():
         sync()
 
 
-def _valid(line):
+def _tag_of(line):
+    """The 8-byte tag of a journal line, or None for a damaged line."""
     if len(line) != _TAG_HEX:
-        return False
+        return None
     try:
-        binascii.unhexlify(line)
+        return binascii.unhexlify(line)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class Journal:
-    """The tags recorded so far (the newest ``keep``), loaded from ``path`` at start."""
+    """The tags recorded so far (the newest ``keep``), loaded from ``path`` at start.
+
+    In RAM the tags live in one ring buffer allocated at start (``keep`` * 8 bytes): recording a
+    command allocates nothing that stays, so the heap does not drain or fragment however many
+    commands a bridge runs between reboots.
+    """
 
     def __init__(self, path=PATH, keep=KEEP):
         self.path = path
         self.keep = keep
-        self._tags = []  # hex strings, oldest first
+        self._ring = bytearray(keep * TAG_LEN)
+        self._count = 0  # valid tags in the ring
+        self._next = 0  # the slot the next tag goes to (the oldest once the ring is full)
         self._lines = 0  # lines in the file, valid or not
         self._newline_first = False  # the file ends in a cut-short line
         self._load()
@@ -57,17 +65,36 @@ class Journal:
                 self._lines += 1
                 whole = line.endswith("\n")
                 self._newline_first = not whole
-                line = line[:-1] if whole else line
-                if _valid(line):
-                    self._tags.append(line)
-                    del self._tags[:-self.keep]
+                tag = _tag_of(line[:-1] if whole else line)
+                if tag is not None:
+                    self._remember(tag)
 
     def __len__(self):
-        return len(self._tags)
+        return self._count
+
+    def _remember(self, tag):
+        base = self._next * TAG_LEN
+        self._ring[base:base + TAG_LEN] = tag
+        self._next = (self._next + 1) % self.keep
+        if self._count < self.keep:
+            self._count += 1
+
+    def _slots(self):
+        """Slot numbers of the valid tags, oldest first."""
+        first = (self._next - self._count) % self.keep
+        for i in range(self._count):
+            yield (first + i) % self.keep
 
     def seen(self, tag):
         """Whether a command with this 8-byte tag was recorded."""
-        return binascii.hexlify(tag).decode() in self._tags
+        ring = self._ring
+        first = tag[0]
+        for slot in range(self._count):
+            base = slot * TAG_LEN
+            # Compare the first byte in place; slice only for the rare candidate.
+            if ring[base] == first and ring[base:base + TAG_LEN] == tag:
+                return True
+        return False
 
     def record(self, tag):
         """Append a tag durably; raises OSError if the flash cannot take it."""
@@ -78,19 +105,20 @@ class Journal:
         _sync()
         self._newline_first = False
         self._lines += 1
-        self._tags.append(line)
-        del self._tags[:-self.keep]
+        self._remember(tag)
         if self._lines >= 2 * self.keep:
             self._compact()
 
     def _compact(self):
         tmp = self.path + ".tmp"
+        ring = self._ring
         with open(tmp, "w") as f:
-            for line in self._tags:
-                f.write(line + "\n")
+            for slot in self._slots():
+                base = slot * TAG_LEN
+                f.write(binascii.hexlify(ring[base:base + TAG_LEN]).decode() + "\n")
             f.flush()
         # Renaming over the old file is atomic on LittleFS and POSIX: a power cut leaves one
         # of the two whole files, never neither.
         os.rename(tmp, self.path)
         _sync()
-        self._lines = len(self._tags)
+        self._lines = self._count

@@ -88,3 +88,35 @@ def test_a_compaction_left_unfinished_is_discarded():
         assert False, "the unfinished compaction was left behind"
     except OSError:
         pass
+
+
+def test_recording_many_commands_keeps_the_heap_flat_and_forgets_only_the_oldest():
+    import gc
+    import os
+
+    path = "heap-journal.test"
+    for name in (path, path + ".tmp"):
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+    j = Journal(path, keep=64)
+
+    def tag(i):
+        return bytes((i >> 8, i & 0xFF, 1, 2, 3, 4, 5, 6))
+
+    for i in range(200):  # fill the ring and compact the file a few times
+        j.record(tag(i))
+    gc.collect()
+    before = gc.mem_alloc()
+    for i in range(200, 1000):
+        j.record(tag(i))
+    gc.collect()
+    grown = gc.mem_alloc() - before
+    assert grown < 512, "the journal kept %d bytes more after 800 commands" % grown
+    assert len(j) == 64
+    assert j.seen(tag(999)) and j.seen(tag(936))
+    assert not j.seen(tag(935)) and not j.seen(tag(0))
+    reopened = Journal(path, keep=64)
+    assert reopened.seen(tag(999)) and not reopened.seen(tag(935))
+    os.remove(path)
