@@ -56,9 +56,10 @@ class Bridge:
             log.info("%s: %s (%s)" % (lock_id, state, source))
             self.send(messages.state(lock_id, state, battery, source))
 
-    def _answer(self, rid, received, res):
+    def _answer(self, rid, received, res, ble_ms=None):
         self.send(messages.result(rid, res["outcome"], res["reason"], res["state"],
-                                  res["battery"], time.ticks_diff(time.ticks_ms(), received)))
+                                  res["battery"], time.ticks_diff(time.ticks_ms(), received),
+                                  ble_ms))
 
     def _refuse(self, rid, received, outcome, reason):
         self._answer(rid, received, {"outcome": outcome, "reason": reason, "state": None,
@@ -100,6 +101,7 @@ class Bridge:
                 written.append(True)
                 self.send(messages.written(rid))
 
+            started = time.ticks_ms()
             try:
                 res = await driver.operate(action, tag, on_written)
             except OSError as e:
@@ -116,4 +118,4 @@ class Bridge:
             log.info("op %d: %s%s, lock %s" % (rid, res["outcome"],
                                               " (%s)" % res["reason"] if res["reason"] else "",
                                               res["state"]))
-            self._answer(rid, received, res)
+            self._answer(rid, received, res, time.ticks_diff(time.ticks_ms(), started))

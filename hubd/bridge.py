@@ -36,6 +36,8 @@ class OpResult:
     reason: str | None
     state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
     battery: int | None
+    bridge_ms: int | None = None  # time on the bridge, receipt to result
+    ble_ms: int | None = None  # of that, time in the lock driver (the radio and the lock)
 
 
 @dataclass
@@ -171,7 +173,7 @@ class Bridge:
                 return
             if not p.future.done():
                 p.future.set_result(OpResult(msg["outcome"], msg["reason"], msg["state"],
-                                             msg["battery"]))
+                                             msg["battery"], msg.get("ms"), msg.get("ble")))
         elif kind == messages.STATE:
             for cb in self._state_callbacks:
                 _call(cb, msg["lock"], msg["state"], msg["battery"], msg["source"])

@@ -21,7 +21,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import ValidationError
@@ -59,6 +59,8 @@ class _Job:
     reply_to: str
     exp: float | None  # None for a command recovered after a restart
     written_before: bool = False  # recovered: the journal says the lock write was attempted
+    # Where the time went, per hop (logged as "command timing"; benchmarks/roundtrip.py reads it).
+    timing: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -130,7 +132,9 @@ class Commands:
 
     def handle(self, message: Inbound) -> None:
         """Verify one message and answer or queue it; never raises for bad input."""
+        started = time.perf_counter()
         result = self._verifier.verify(message.payload, retained=message.retain, now=self._clock())
+        verified = time.perf_counter()
         if isinstance(result, Rejection):
             self._reject(result, message)
             return
@@ -151,7 +155,11 @@ class Commands:
             self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims, kid),
                          message)
             return
-        queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp))
+        recorded = time.perf_counter()
+        timing = {"mqtt_at": message.at, "verify_ms": (verified - started) * 1000,
+                  "record_ms": (recorded - verified) * 1000, "queued": recorded}
+        queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
+                              timing=timing))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
@@ -220,11 +228,20 @@ class Commands:
                 # The lock is being written already: nothing to stop; the final outcome still follows.
                 log.error("cannot record the lock write in the journal: %s", exc, extra=fields)
 
+        sent = time.perf_counter()
+        if "queued" in job.timing:
+            job.timing["queue_ms"] = (sent - job.timing["queued"]) * 1000
         try:
             result = await asyncio.wait_for(
                 self._bridge.operate(job.lock, job.action, job.command_id, on_written, self._timeout),
                 self._timeout + BRIDGE_GRACE_S,
             )
+            job.timing.update(bridge_rtt_ms=(time.perf_counter() - sent) * 1000,
+                              result=time.perf_counter())
+            if result.bridge_ms is not None:
+                job.timing["bridge_ms"] = result.bridge_ms
+            if result.ble_ms is not None:
+                job.timing["ble_ms"] = result.ble_ms
         except TimeoutError:
             log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
             if progress.written:
@@ -268,6 +285,11 @@ class Commands:
         except (sqlite3.Error, KeyError, ValidationError) as exc:
             log.error("cannot record the final outcome: %s", exc, extra={"command_id": job.command_id})
         self._answer(job.reply_to, job.command_id, job.lock, outcome)
+        if "result" in job.timing:
+            hops = {k: round(v, 3) for k, v in job.timing.items() if k.endswith("_ms")}
+            hops["finish_ms"] = round((time.perf_counter() - job.timing["result"]) * 1000, 3)
+            log.info("command timing", extra={"command_id": job.command_id, "mqtt_at": job.timing["mqtt_at"],
+                                              "answered_at": time.time(), **hops})
         if outcome.state is not None:
             self._lock_states.after_command(job.lock, outcome.state, outcome.battery)
 

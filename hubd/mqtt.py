@@ -53,6 +53,7 @@ class Inbound:
     topic: str
     payload: bytes
     retain: bool
+    at: float = 0.0  # Unix time it arrived from the broker (for the per-hop benchmark)
 
 
 class HubMqtt:
@@ -232,7 +233,7 @@ class HubMqtt:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        self._loop.call_soon_threadsafe(self._deliver, Inbound(msg.topic, bytes(msg.payload), bool(msg.retain), time.time()))
 
     def _deliver(self, message: Inbound) -> None:
         try:

@@ -10,8 +10,10 @@ hubd -> bridge
 bridge -> hubd
     written  {"m":"written","rid":int}            the lock command write is being attempted
     result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
-              "battery":int|null,"ms":int|null}     the final result of one op; ms: time on the
-                                                    bridge from receipt to result
+              "battery":int|null,"ms":int|null,"ble":int|null}
+                                                    the final result of one op; ms: time on the
+                                                    bridge from receipt to result, ble: of that,
+                                                    the time in the lock driver (the radio)
     state    {"m":"state","lock":str,"state":str,"battery":int|null,"source":str}
               a lock state the bridge learned without an op (source: wire.lockkinds.SOURCES)
     event    {"m":"event","lock":str,"event":str,"source":str,"state":str|null,"battery":int|null}
@@ -39,7 +41,7 @@ _FIELDS = {
     OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR), ("ttl", _INT)),
     WRITTEN: (("rid", _INT),),
     RESULT: (("rid", _INT), ("outcome", _STR), ("reason", _OPT_STR), ("state", _OPT_STR),
-             ("battery", _OPT_INT), ("ms", _OPT_INT)),
+             ("battery", _OPT_INT), ("ms", _OPT_INT), ("ble", _OPT_INT)),
     STATE: (("lock", _STR), ("state", _STR), ("battery", _OPT_INT), ("source", _STR)),
     EVENT: (("lock", _STR), ("event", _STR), ("source", _STR), ("state", _OPT_STR),
             ("battery", _OPT_INT)),
@@ -65,10 +67,11 @@ def written(rid):
     return _encode({"m": WRITTEN, "rid": rid})
 
 
-def result(rid, outcome, reason, state, battery, ms=None):
-    """The final result of op `rid`; `ms`: how long the bridge spent on it."""
+def result(rid, outcome, reason, state, battery, ms=None, ble=None):
+    """The final result of op `rid`; `ms`: how long the bridge spent on it, `ble`: of that, how
+    long in the lock driver."""
     return _encode({"m": RESULT, "rid": rid, "outcome": outcome, "reason": reason,
-                    "state": state, "battery": battery, "ms": ms})
+                    "state": state, "battery": battery, "ms": ms, "ble": ble})
 
 
 def state(lock, lock_state, battery, source):
