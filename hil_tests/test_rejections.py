@@ -125,3 +125,6 @@ async def test_a_replayed_command_runs_once_and_the_replay_is_rejected(
     again = await _answers_for(backend, hub, command_id, token, False)
     assert [(a.status, a.reason) for a in again] == [("rejected", "replayed")]
     assert hub.sim.call(lambda: hub.sim.home.locks[hub.locks[0]].motor_moves) == 1
+    trail = [(e.outcome, e.reason) for e in await audit_log(hub, backend) if e.command == command_id]
+    assert trail == [("accepted", None), ("written", None), ("succeeded", None),
+                     ("rejected", "replayed")]
