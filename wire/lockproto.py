@@ -220,18 +220,21 @@ def decode_challenge(data):
 # --- COMMAND -----------------------------------------------------------------------------------
 
 
+def _mac(secret, domain, *parts):
+    """HMAC-SHA256(secret, domain || parts...): every MAC of the protocol, each with its domain."""
+    h = HMAC(secret)
+    h.update(domain)
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
 def command_mac(secret, addr, nonce, action, tag):
     """HMAC(secret, domain || addr || nonce || action || tag); action is the code (int)."""
     _check_len(addr, ADDR_LEN, "lock address")
     _check_len(nonce, NONCE_LEN, "nonce")
     _check_len(tag, TAG_LEN, "tag")
-    h = HMAC(secret)
-    h.update(_DOMAIN_COMMAND)
-    h.update(addr)
-    h.update(nonce)
-    h.update(bytes((action,)))
-    h.update(tag)
-    return h.digest()
+    return _mac(secret, _DOMAIN_COMMAND, addr, nonce, bytes((action,)), tag)
 
 
 def encode_command(secret, addr, nonce, action, tag):
@@ -260,13 +263,7 @@ def result_mac(secret, addr, nonce, tag, status, state, battery):
     _check_len(addr, ADDR_LEN, "lock address")
     _check_len(nonce, NONCE_LEN, "nonce")
     _check_len(tag, TAG_LEN, "tag")
-    h = HMAC(secret)
-    h.update(_DOMAIN_RESULT)
-    h.update(addr)
-    h.update(nonce)
-    h.update(tag)
-    h.update(bytes((status, state, battery)))
-    return h.digest()
+    return _mac(secret, _DOMAIN_RESULT, addr, nonce, tag, bytes((status, state, battery)))
 
 
 def encode_result(secret, addr, nonce, tag, status, state, battery):
@@ -300,11 +297,7 @@ def verify_result(secret, addr, nonce, tag, status, state, battery, mac):
 def status_mac(secret, addr, counter, state, battery, source):
     """HMAC(secret, domain || addr || counter (u32 BE) || state || battery || source)."""
     _check_len(addr, ADDR_LEN, "lock address")
-    h = HMAC(secret)
-    h.update(_DOMAIN_STATUS)
-    h.update(addr)
-    h.update(struct.pack(">IBBB", counter, state, battery, source))
-    return h.digest()
+    return _mac(secret, _DOMAIN_STATUS, addr, struct.pack(">IBBB", counter, state, battery, source))
 
 
 def encode_status(secret, addr, counter, state, battery, source):
@@ -335,11 +328,8 @@ def verify_status(secret, addr, counter, state, battery, source, mac):
 def event_mac(secret, addr, counter, event, source, state, battery):
     """HMAC(secret, domain || addr || counter (u32 BE) || event || source || state || battery)."""
     _check_len(addr, ADDR_LEN, "lock address")
-    h = HMAC(secret)
-    h.update(_DOMAIN_EVENT)
-    h.update(addr)
-    h.update(struct.pack(">IBBBB", counter, event, source, state, battery))
-    return h.digest()
+    return _mac(secret, _DOMAIN_EVENT, addr,
+                struct.pack(">IBBBB", counter, event, source, state, battery))
 
 
 def encode_event(secret, addr, counter, event, source, state, battery):
@@ -386,12 +376,7 @@ def reports_end_mac(secret, addr, nonce, counter):
     """HMAC(secret, domain || addr || nonce || counter (u32 BE))."""
     _check_len(addr, ADDR_LEN, "lock address")
     _check_len(nonce, NONCE_LEN, "nonce")
-    h = HMAC(secret)
-    h.update(_DOMAIN_REPORTS)
-    h.update(addr)
-    h.update(nonce)
-    h.update(struct.pack(">I", counter))
-    return h.digest()
+    return _mac(secret, _DOMAIN_REPORTS, addr, nonce, struct.pack(">I", counter))
 
 
 def encode_reports_end(secret, addr, nonce, counter):
