@@ -297,7 +297,8 @@ def verify_result(secret, addr, nonce, tag, status, state, battery, mac):
 def status_mac(secret, addr, counter, state, battery, source):
     """HMAC(secret, domain || addr || counter (u32 BE) || state || battery || source)."""
     _check_len(addr, ADDR_LEN, "lock address")
-    return _mac(secret, _DOMAIN_STATUS, addr, struct.pack(">IBBB", counter, state, battery, source))
+    return _mac(secret, _DOMAIN_STATUS, addr,
+                struct.pack(">IBBB", counter, state, battery, source))
 
 
 def encode_status(secret, addr, counter, state, battery, source):
