@@ -18,6 +18,19 @@ bridge -> hubd
               a lock state the bridge learned without an op (source: wire.lockkinds.SOURCES)
     event    {"m":"event","lock":str,"event":str,"source":str,"state":str|null,"battery":int|null}
               a happening that is not a state (wire.lockkinds.EVENTS: key taken, box opened...)
+
+Safety alarms (wire/alarms.py has the vocabulary):
+bridge -> hubd
+    alarm        {"m":"alarm","id":str,"event":str,"device":str,"unit_at":int,"bridge_at":int|null}
+                 journaled on the bridge's flash; id is stable (wire.alarms.alarm_id); times are
+                 Unix seconds (bridge_at null while the bridge has no clock)
+    alarm_lte    {"m":"alarm_lte","id":str,"result":str}   the second path's result for an
+                 alarm: "ack" (the receiver has it), "nak", "duh" or "failed"
+hubd -> bridge
+    alarm_stored {"m":"alarm_stored","id":str}   in hubd's durable outbox
+    alarm_handled {"m":"alarm_handled","id":str} the alarm centre handled it: the bridge may
+                 drop it from its journal and tell the resident help is on the way
+    clock        {"m":"clock","unix":int}        hubd's time, so the bridge can stamp events
 """
 
 import json
@@ -27,6 +40,11 @@ WRITTEN = "written"
 RESULT = "result"
 STATE = "state"
 EVENT = "event"
+ALARM = "alarm"
+ALARM_LTE = "alarm_lte"
+ALARM_STORED = "alarm_stored"
+ALARM_HANDLED = "alarm_handled"
+CLOCK = "clock"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
 OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
@@ -45,6 +63,12 @@ _FIELDS = {
     STATE: (("lock", _STR), ("state", _STR), ("battery", _OPT_INT), ("source", _STR)),
     EVENT: (("lock", _STR), ("event", _STR), ("source", _STR), ("state", _OPT_STR),
             ("battery", _OPT_INT)),
+    ALARM: (("id", _STR), ("event", _STR), ("device", _STR), ("unit_at", _INT),
+            ("bridge_at", _OPT_INT)),
+    ALARM_LTE: (("id", _STR), ("result", _STR)),
+    ALARM_STORED: (("id", _STR),),
+    ALARM_HANDLED: (("id", _STR),),
+    CLOCK: (("unix", _INT),),
 }
 
 
@@ -84,6 +108,32 @@ def event(lock, name, source, lock_state=None, battery=None):
     """A discrete happening at a lock (wire.lockkinds.EVENTS)."""
     return _encode({"m": EVENT, "lock": lock, "event": name, "source": source,
                     "state": lock_state, "battery": battery})
+
+
+def alarm(alarm_id, name, device, unit_at, bridge_at=None):
+    """A safety alarm the bridge has journaled (wire.alarms)."""
+    return _encode({"m": ALARM, "id": alarm_id, "event": name, "device": device,
+                    "unit_at": unit_at, "bridge_at": bridge_at})
+
+
+def alarm_lte(alarm_id, result):
+    """What the second path (LTE, SIA DC-09) achieved for an alarm."""
+    return _encode({"m": ALARM_LTE, "id": alarm_id, "result": result})
+
+
+def alarm_stored(alarm_id):
+    """hubd has the alarm in its durable outbox."""
+    return _encode({"m": ALARM_STORED, "id": alarm_id})
+
+
+def alarm_handled(alarm_id):
+    """The alarm centre has handled the alarm."""
+    return _encode({"m": ALARM_HANDLED, "id": alarm_id})
+
+
+def clock(unix):
+    """hubd's time in Unix seconds."""
+    return _encode({"m": CLOCK, "unix": unix})
 
 
 def _check(value, kind):
