@@ -12,6 +12,10 @@ Times are Unix seconds (JWT NumericDate), as in the signed command claims.
   is an edit.
 - :class:`AuditRequest`: the backend asks for a range of entries again (topic ``audit/request``);
   the hub answers with one :class:`AuditBatch` on the request's ``reply_to``.
+- :class:`AlarmEvent`: a safety alarm the hub raises to the alarm centre (topic ``alarms/raised``),
+  sent again with the same ``id`` until the centre publishes :class:`AlarmHandled` for it (topic
+  ``alarms/confirmed``). :class:`HubHeartbeat` (topic ``alarms/heartbeat``) lets the centre see the
+  hub is alive between alarms.
 """
 
 from __future__ import annotations
@@ -317,3 +321,70 @@ class AuditBatch(_Model):
     entries: list[AuditEntry] = []
     missing: list[int] = []
     error: ShortText | None = None
+
+
+#: An alarm id (wire.alarms.alarm_id: the unit's id and its event number, or hubd's own for link
+#: supervision); stable across retries and both delivery paths.
+AlarmId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:~-]{1,96}$")]
+#: Alarm priority (wire.alarms): 1 a life may be at stake, 2 the safety chain is weakened, 3 information.
+AlarmPriority = Annotated[int, Field(ge=1, le=3)]
+
+
+class AlarmEvent(_Model):
+    """A safety alarm (topic ``hubs/{hub}/v1/alarms/raised``, QoS 1, at least once).
+
+    The hub publishes it again, with the same ``id``, every resend interval until the alarm centre
+    publishes :class:`AlarmHandled` for that id: a broker PUBACK is not delivery. ``attempt`` counts
+    the hub's publishes (1 for the first); the centre treats a second copy of an id as a duplicate.
+    ``event`` is a name of wire.alarms (``button``, ``fall``, ..., ``hub_link_lost``); ``test`` is
+    true for a test alarm, handled like any other. Times are Unix seconds, one per hop: the alarm
+    unit (``unit_at``), the bridge journal (``bridge_at``, null while the bridge had no clock),
+    hubd's durable store (``received_at``) and this publish (``published_at``). ``lte`` is what the
+    second path (SIA DC-09 over LTE) reported for this alarm so far, if anything.
+    """
+
+    v: Literal[1] = 1
+    id: AlarmId
+    hub: SegmentId
+    resident: ShortText | None
+    device: Label
+    event: Label
+    priority: AlarmPriority
+    test: bool
+    unit_at: NumericDate | None
+    bridge_at: NumericDate | None
+    received_at: float
+    published_at: float
+    attempt: Annotated[int, Field(ge=1)]
+    lte: Label | None
+
+
+class AlarmHandled(_Model):
+    """The alarm centre handled an alarm (topic ``hubs/{hub}/v1/alarms/confirmed``, QoS 1).
+
+    Only this ends the hub's resending; the hub then tells the bridge, which drops the alarm from its
+    journal and lets the resident hear that help is on the way. ``operator`` names who handled it.
+    """
+
+    v: Literal[1] = 1
+    id: AlarmId
+    hub: SegmentId
+    handled_at: float
+    operator: ShortText | None = None
+
+
+class HubHeartbeat(_Model):
+    """The hub is alive (topic ``hubs/{hub}/v1/alarms/heartbeat``, QoS 1, every ``interval_s``).
+
+    The centre raises its own alarm when two heartbeats in a row are missing. ``pending`` counts
+    alarms not yet handled, ``overdue`` those of them past the hub's confirmation deadline;
+    ``bridge_link`` is whether the hub hears its bridge (the alarm units hang off it).
+    """
+
+    v: Literal[1] = 1
+    hub: SegmentId
+    at: float
+    interval_s: Annotated[float, Field(ge=1)]
+    pending: Annotated[int, Field(ge=0)]
+    overdue: Annotated[int, Field(ge=0)]
+    bridge_link: bool

@@ -13,6 +13,9 @@ hubs/{hub}/v1/online            yes        :class:`hubapi.models.Online` (JSON; 
 hubs/{hub}/v1/audit             no         :class:`hubapi.models.AuditEntry` (JSON; at least once, in seq order)
 hubs/{hub}/v1/audit/request     never      :class:`hubapi.models.AuditRequest` (JSON; backend -> hub)
 hubs/{hub}/v1/audit/replies[/...] no       :class:`hubapi.models.AuditBatch` (JSON)
+hubs/{hub}/v1/alarms/raised     no         :class:`hubapi.models.AlarmEvent` (JSON; resent until handled)
+hubs/{hub}/v1/alarms/confirmed  never      :class:`hubapi.models.AlarmHandled` (JSON; centre -> hub)
+hubs/{hub}/v1/alarms/heartbeat  no         :class:`hubapi.models.HubHeartbeat` (JSON; hub -> centre)
 ==============================  =========  ==========================================
 """
 
@@ -84,6 +87,21 @@ def audit_request(hub: str) -> str:
 def audit_replies(hub: str) -> str:
     """The hub's default topic for answers to audit requests; a request may name a subtopic."""
     return f"{root(hub)}/audit/replies"
+
+
+def alarms_raised(hub: str) -> str:
+    """Where the hub raises safety alarms to the alarm centre (QoS 1, resent until handled)."""
+    return f"{root(hub)}/alarms/raised"
+
+
+def alarms_confirmed(hub: str) -> str:
+    """Where the alarm centre says it handled one of the hub's alarms."""
+    return f"{root(hub)}/alarms/confirmed"
+
+
+def alarms_heartbeat(hub: str) -> str:
+    """Where the hub says, periodically, that it is alive, for the alarm centre."""
+    return f"{root(hub)}/alarms/heartbeat"
 
 
 def is_answer_topic(hub: str, topic: str) -> bool:
