@@ -1,0 +1,352 @@
+"""The LTE modem (Quectel BG95 family) over a UART: AT commands, the PDP context and one TCP
+socket, for the second path to the alarm centre (firmware/second_path.py).
+
+One command is in flight at a time; a reader task splits the modem's output into the answer of
+that command and unsolicited result codes (URCs: +QIURC "recv"/"closed"/"pdpdeact", +QIOPEN).
+Every step has a timeout, and every failure is returned as a value (an E_* string), never raised:
+the caller decides whether to retry. Modem output is hostile: lines and reads are bounded, and a
+length the modem announces is never trusted beyond our own limit. docs/second-path.md lists the
+AT sequence.
+"""
+
+import time
+
+import asyncio
+
+import log
+
+# Errors, returned as values; None means success.
+E_TIMEOUT = "timeout"  # the modem did not answer in time
+E_ERROR = "error"  # ERROR or +CME ERROR
+E_NO_SIM = "no_sim"
+E_NOT_REGISTERED = "not_registered"  # no network (coverage) within the attach time
+E_PDP = "pdp_failed"
+E_OPEN = "open_failed"
+E_CLOSED = "closed"  # the peer or the network closed the socket
+E_SEND = "send_failed"
+E_BAD_ARG = "bad_argument"
+
+CONTEXT = 1  # PDP context id
+SOCKET = 0  # connect id of our one TCP socket
+
+_MAX_LINE = 256  # a longer line without a newline is noise: dropped
+_MAX_LINES = 8  # information lines kept per command
+_MAX_READ = 512  # bytes asked of AT+QIRD at a time
+_MAX_RX = 1024  # socket bytes held before the sender takes them
+_FINAL = ("OK", "ERROR", "SEND OK", "SEND FAIL", "NO CARRIER")
+
+
+def _args(text):
+    """The comma-separated arguments of a "+XYZ: a,b" line, quotes removed."""
+    return [a.strip().strip('"') for a in text[text.find(":") + 1:].split(",")]
+
+
+def _int(text, default=-1):
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def _plain(text):
+    # APN, user, password and host go inside quotes in AT commands: keep them printable, unquoted
+    for c in text:
+        if not " " < c <= "~" or c in "\",;":
+            return False
+    return len(text) <= 63
+
+
+class Lte:
+    """AT command driver of a BG95 on `uart` (a machine.UART). Call start() once, inside the
+    event loop, before any command."""
+
+    def __init__(self, uart, apn, user="", password="", cmd_timeout_ms=3000,
+                 attach_timeout_ms=60000, pdp_timeout_ms=30000, open_timeout_ms=20000):
+        self._uart = uart
+        self.apn = apn
+        self.user = user
+        self.password = password
+        self.cmd_timeout_ms = cmd_timeout_ms
+        self.attach_timeout_ms = attach_timeout_ms
+        self.pdp_timeout_ms = pdp_timeout_ms
+        self.open_timeout_ms = open_timeout_ms
+        self._buf = b""
+        self._lock = asyncio.Lock()
+        self._pending = False
+        self._want_prompt = False
+        self._lines = []
+        self._final = None
+        self._done = asyncio.Event()
+        self._prompt = asyncio.Event()
+        self._raw_need = 0
+        self._open_err = None
+        self._opened = asyncio.Event()
+        self._recv = asyncio.Event()
+        self.rx = b""  # socket data read from the modem, for the caller to take
+        self.connected = False  # our TCP socket is open
+        self.pdp_up = False
+        self.noise = 0  # bytes dropped as unparseable: a bad line or a lying modem
+        self._writer = None
+        self._task = None
+
+    def start(self):
+        """Start reading the modem."""
+        self._writer = asyncio.StreamWriter(self._uart, {})
+        self._task = asyncio.create_task(self._read_loop(asyncio.StreamReader(self._uart)))
+
+    def stop(self):
+        """Stop reading the modem."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _read_loop(self, reader):
+        while True:
+            data = await reader.read(128)
+            if not data:
+                await asyncio.sleep_ms(10)
+                continue
+            self._buf += data
+            self._parse()
+
+    def _parse(self):
+        while self._buf:
+            buf = self._buf
+            if self._raw_need:
+                n = min(self._raw_need, len(buf))
+                if len(self.rx) + n <= _MAX_RX:
+                    self.rx += buf[:n]
+                else:
+                    self.noise += n  # the caller is not taking data: keep the oldest
+                self._buf = buf[n:]
+                self._raw_need -= n
+                continue
+            if self._want_prompt and buf[:1] == b">":
+                self._buf = buf[2:] if buf[1:2] == b" " else buf[1:]
+                self._want_prompt = False
+                self._prompt.set()
+                continue
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > _MAX_LINE:
+                    self.noise += len(buf)
+                    self._buf = b""
+                return
+            line, self._buf = buf[:i], buf[i + 1:]
+            if i > _MAX_LINE:
+                self.noise += i
+                continue
+            try:
+                text = line.decode().strip()
+            except UnicodeError:
+                self.noise += i
+                continue
+            if text:
+                self._line(text)
+
+    def _line(self, text):
+        if text.startswith("+QIURC:"):
+            a = _args(text)
+            if a[0] == "recv":
+                self._recv.set()
+            elif a[0] == "closed":
+                self.connected = False
+                self._recv.set()  # wake a reader: there will be no answer on this socket
+            elif a[0] == "pdpdeact":
+                self.pdp_up = False
+                self.connected = False
+                self._recv.set()
+            return
+        if text.startswith("+QIOPEN:"):
+            a = _args(text)
+            self._open_err = _int(a[1]) if len(a) > 1 and _int(a[0]) == SOCKET else -1
+            self._opened.set()
+            return
+        if not self._pending:
+            log.debug("modem: %s" % text)  # RDY, unsolicited +CEREG and the like
+            return
+        if text in _FINAL or text.startswith("+CME ERROR"):
+            self._final = text
+            self._prompt.set()  # a command waiting for ">" must hear the error too
+            self._done.set()
+        elif text.startswith("+QIRD:"):
+            n = _int(_args(text)[0])
+            if n < 0 or n > _MAX_READ:
+                # We asked for at most _MAX_READ: a larger length means we lost the framing.
+                self.noise += 1
+                self._final = "ERROR"
+                self._done.set()
+            else:
+                self._raw_need = n
+                self._lines.append(text)
+        elif text.startswith("AT") or len(self._lines) >= _MAX_LINES:
+            pass  # the echo of our own command, or more lines than any answer has
+        else:
+            self._lines.append(text)
+
+    async def _wait(self, event, timeout_ms):
+        try:
+            await asyncio.wait_for_ms(event.wait(), timeout_ms)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def command(self, cmd, timeout_ms=None, data=None):
+        """Send one AT command; with `data`, write it after the ">" prompt. Returns
+        (error or None, information lines)."""
+        timeout_ms = timeout_ms or self.cmd_timeout_ms
+        async with self._lock:
+            self._lines = []
+            self._final = None
+            self._done.clear()
+            self._prompt.clear()
+            self._want_prompt = data is not None
+            self._pending = True
+            try:
+                self._writer.write(cmd.encode() + b"\r")
+                await self._writer.drain()
+                if data is not None:
+                    if not await self._wait(self._prompt, timeout_ms):
+                        self._want_prompt = False
+                        return E_TIMEOUT, self._lines
+                    if self._final is not None:
+                        return E_ERROR, self._lines
+                    self._writer.write(data)
+                    await self._writer.drain()
+                if not await self._wait(self._done, timeout_ms):
+                    return E_TIMEOUT, self._lines
+                if self._final in ("OK", "SEND OK"):
+                    return None, self._lines
+                log.warn("modem: %s -> %s" % (cmd, self._final))
+                return (E_SEND if self._final.startswith("SEND") else E_ERROR), self._lines
+            finally:
+                self._pending = False
+                self._want_prompt = False
+
+    async def _value(self, cmd, prefix):
+        err, lines = await self.command(cmd)
+        if err:
+            return err, None
+        for ln in lines:
+            if ln.startswith(prefix):
+                return None, _args(ln)
+        return E_ERROR, None
+
+    async def probe(self):
+        """Is a modem answering? Turns echo off. None or an error."""
+        err, _ = await self.command("AT")
+        if err:
+            return err
+        err, _ = await self.command("ATE0")
+        return err
+
+    async def sim_ready(self):
+        """None when the SIM is ready (no PIN needed), else E_NO_SIM or a transport error."""
+        err, a = await self._value("AT+CPIN?", "+CPIN:")
+        if err == E_ERROR:
+            return E_NO_SIM  # +CME ERROR: 10, SIM not inserted
+        if err:
+            return err
+        return None if a[0] == "READY" else E_NO_SIM
+
+    async def signal(self):
+        """(rssi in dBm or None when unknown, error or None), from AT+CSQ."""
+        err, a = await self._value("AT+CSQ", "+CSQ:")
+        if err:
+            return None, err
+        rssi = _int(a[0])
+        return (None if rssi < 0 or rssi > 31 else -113 + 2 * rssi), None
+
+    async def registered(self):
+        """True when registered on the network, home or roaming (AT+CEREG?, then AT+CREG?)."""
+        for cmd, prefix in (("AT+CEREG?", "+CEREG:"), ("AT+CREG?", "+CREG:")):
+            err, a = await self._value(cmd, prefix)
+            if not err and len(a) > 1 and _int(a[1]) in (1, 5):
+                return True
+        return False
+
+    async def attach(self, timeout_ms=None):
+        """Probe, SIM, wait for registration, set up and activate the PDP context with the APN.
+        None when the modem can carry data, else an error."""
+        if not (_plain(self.apn) and _plain(self.user) and _plain(self.password)):
+            return E_BAD_ARG
+        timeout_ms = timeout_ms or self.attach_timeout_ms
+        start = time.ticks_ms()
+        err = await self.probe() or await self.sim_ready()
+        if err:
+            return err
+        while not await self.registered():
+            if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
+                return E_NOT_REGISTERED
+            await asyncio.sleep_ms(min(1000, max(10, timeout_ms // 20)))
+        rssi, _ = await self.signal()
+        log.info("lte: registered, signal %s dBm" % rssi)
+        err, _ = await self.command('AT+QICSGP=%d,1,"%s","%s","%s",1'
+                                    % (CONTEXT, self.apn, self.user, self.password))
+        if err:
+            return E_PDP
+        err, a = await self._value("AT+QIACT?", "+QIACT:")
+        if err or _int(a[0]) != CONTEXT or len(a) < 2 or a[1] != "1":
+            err, _ = await self.command("AT+QIACT=%d" % CONTEXT, self.pdp_timeout_ms)
+            if err:
+                return E_PDP
+        self.pdp_up = True
+        return None
+
+    async def open(self, host, port, timeout_ms=None):
+        """Open our TCP socket to host:port (buffer access mode: data arrives as +QIURC "recv").
+        None or an error."""
+        if not _plain(host) or not host or not 0 < port < 65536:
+            return E_BAD_ARG
+        self._opened.clear()
+        self._open_err = None
+        self.rx = b""
+        self._recv.clear()
+        err, _ = await self.command('AT+QIOPEN=%d,%d,"TCP","%s",%d,0,0'
+                                    % (CONTEXT, SOCKET, host, port))
+        if err:
+            return E_OPEN
+        if not await self._wait(self._opened, timeout_ms or self.open_timeout_ms):
+            await self.close()
+            return E_TIMEOUT
+        if self._open_err != 0:
+            log.warn("lte: open %s:%d failed with %s" % (host, port, self._open_err))
+            await self.close()  # 563 "socket identity used" and the like need a close first
+            return E_OPEN
+        self.connected = True
+        return None
+
+    async def send(self, data):
+        """Write `data` (one DC-09 frame: pysiaalarm refuses two in one write) to the socket."""
+        if not self.connected:
+            return E_CLOSED
+        err, _ = await self.command("AT+QISEND=%d,%d" % (SOCKET, len(data)), data=data)
+        return err
+
+    async def _drain(self):
+        # Read what the modem buffered for the socket; bounded: _MAX_RX / _MAX_READ reads.
+        for _ in range(_MAX_RX // _MAX_READ + 1):
+            err, lines = await self.command("AT+QIRD=%d,%d" % (SOCKET, _MAX_READ))
+            if err or not lines or _int(_args(lines[0])[0], 0) <= 0:
+                return
+
+    async def recv(self, timeout_ms):
+        """(bytes, error or None): what the peer sent, waiting up to `timeout_ms` for it."""
+        start = time.ticks_ms()
+        while True:
+            self._recv.clear()
+            await self._drain()
+            if self.rx:
+                data, self.rx = self.rx, b""
+                return data, None
+            if not self.connected:
+                return b"", E_CLOSED
+            left = timeout_ms - time.ticks_diff(time.ticks_ms(), start)
+            if left <= 0 or not await self._wait(self._recv, left):
+                return b"", E_TIMEOUT
+
+    async def close(self):
+        """Close our socket (harmless when it is already closed)."""
+        self.connected = False
+        err, _ = await self.command("AT+QICLOSE=%d" % SOCKET, 10000)
+        return err
