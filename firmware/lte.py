@@ -147,9 +147,10 @@ class Lte:
     def _line(self, text):
         if text.startswith("+QIURC:"):
             a = _args(text)
-            if a[0] == "recv":
+            ours = len(a) > 1 and _int(a[1]) == SOCKET
+            if a[0] == "recv" and ours:
                 self._recv.set()
-            elif a[0] == "closed":
+            elif a[0] == "closed" and ours:
                 self.connected = False
                 self._recv.set()  # wake a reader: there will be no answer on this socket
             elif a[0] == "pdpdeact":

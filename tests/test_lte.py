@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -200,4 +199,14 @@ async def test_a_socket_dropped_before_the_answer_is_retried(run_bridge: Any) ->
     assert b.modem.opens == 2 and len(b.modem.sent) == 2
     # the receiver may have the first copy too: the same id tells it is a duplicate
     assert {e.x_data for e in b.receiver.events} == {"Iunit1-10"}
-    assert os.environ.get("SIM_UART3_FD") is None
+
+
+async def test_modem_noise_is_dropped_and_delivery_goes_on(run_bridge: Any) -> None:
+    b = await run_bridge()
+    assert (await b.ask(op="send", id="unit1-11", event="button"))["result"] == "ack"
+    # a line far too long, bytes that are not text, a URC for a socket we never opened
+    b.modem._out(b"\xff" * 700 + b"\r\n\xfe\xfd\r\n+QIOPEN: 5,0\r\n+QIURC: \"recv\",3\r\n")
+    r = await b.ask(op="send", id="unit1-12", event="button")
+    assert r["result"] == "ack", b.log
+    assert r["noise"] > 0
+    assert [e.x_data for e in b.receiver.events] == ["Iunit1-11", "Iunit1-12"]
