@@ -175,8 +175,8 @@ def frame(mtype, seq, account, data, unix, receiver="", line="0", key=None, pad=
     else:
         head = '"*%s"%04d' % (mtype, seq)
         if pad is None:
-            n = 16 - (len(tail) + 1) % 16
-            pad = _pad(n if n else 16)
+            # 1-16 pad characters: a region that is already whole blocks still gets 16 (DC-09)
+            pad = _pad(16 - (len(tail) + 1) % 16)
         clear = (pad + "|" + tail).encode()
         if len(clear) % 16:
             raise ValueError("pad does not fill the last AES block")
