@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from simulator.bridge_device import DEFAULT_HEAP
 from simulator.modem import Modem, pair
-from tests.micropython import HEAP, micropython_binary, micropython_env
+from tests.micropython import micropython_binary, micropython_env
 from tests.test_dc09 import ACCOUNT, KEY, Receiver
 
 # The bridge side: one JSON command per stdin line, one "RESULT {...}" line per command.
@@ -88,7 +89,7 @@ async def start_bridge(receiver: Receiver, key: str | None = None, skew: int = 0
     env = micropython_env(LTE_SKEW=str(skew), LTE_KEY=key or "", LTE_PORT=str(receiver.port),
                           LTE_ACCOUNT=ACCOUNT, SIM_UART3_FD=str(fw_end.fileno()))
     proc = await asyncio.create_subprocess_exec(
-        micropython_binary(), "-X", f"heapsize={HEAP}", "-c", SCENARIO, env=env,
+        micropython_binary(), "-X", f"heapsize={DEFAULT_HEAP}", "-c", SCENARIO, env=env,
         pass_fds=(fw_end.fileno(),), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     fw_end.close()
