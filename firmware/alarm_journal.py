@@ -1,0 +1,244 @@
+"""The alarm journal: every safety alarm the bridge has taken, on flash until it is confirmed.
+
+An alarm is written (append, flush, sync) before the alarm unit gets its ack, and stays until
+hubd reports the alarm centre handled it, or the LTE path's receiver acknowledged it
+(``confirm``). After a reboot or a power cut every alarm still in the file is pending again.
+
+The file is text, one record a line:
+
+    A <origin> <serial hex> <number> <unit_at> <event> <device> <bridge_at or ->   an alarm
+    C <origin> <serial hex> <number>                                              confirmed
+    S <next bridge number>                                                        after compaction
+
+origin "u" is an alarm unit's event (serial: the unit's, number: its event id); origin "b" is an
+alarm the bridge raised itself (supervision: the unit link lost or back), numbered by the bridge.
+When the file has grown to twice the capacity in lines it is written anew with only the pending
+alarms and renamed over the old one. A line cut short by a power cut is skipped.
+
+In RAM the pending alarms live in one bytearray allocated at start (``capacity`` fixed-size
+slots, oldest first): taking and confirming alarms allocates nothing that stays.
+"""
+
+import os
+import struct
+import time
+
+import log
+from wire import alarms
+from wire.alarmunit import DEVICES, unit_name
+
+PATH = "alarms.journal"
+CAPACITY = 64
+ORIGIN_UNIT = "u"
+ORIGIN_BRIDGE = "b"
+
+# Event names the journal can hold; a slot stores the index.
+NAMES = alarms.EVENTS + alarms.SUPERVISION
+# A slot: serial, number, unit_at, bridge_at (-1: none), ticks when taken, event, device, origin,
+# flags. The ticks and flags live in RAM only.
+_SLOT = ">IIiiIBBBB"
+SLOT = struct.calcsize(_SLOT)
+_STORED = 1  # hubd has it in its durable outbox
+_MAX_LINE = 96
+
+
+class JournalFull(Exception):
+    """The journal holds ``capacity`` unconfirmed alarms: a new one cannot be taken now."""
+
+
+def _sync():
+    # The ESP32 port has os.sync on some builds only; flush() alone already reaches LittleFS.
+    sync = getattr(os, "sync", None)
+    if sync is not None:
+        sync()
+
+
+class AlarmJournal:
+    """The unconfirmed alarms, loaded from ``path`` at start.
+
+    ``bridge`` names the bridge in the ids of the alarms it raises itself (wire.alarms.alarm_id).
+    """
+
+    def __init__(self, path=PATH, capacity=CAPACITY, bridge="bridge"):
+        self.path = path
+        self.capacity = capacity
+        self.bridge = bridge
+        self._slots = bytearray(capacity * SLOT)
+        self._count = 0
+        self._lines = 0
+        self._next_local = 1
+        self._newline_first = False
+        self._load()
+
+    def __len__(self):
+        return self._count
+
+    # -- file -------------------------------------------------------------------------------
+
+    def _load(self):
+        try:
+            os.remove(self.path + ".tmp")  # a compaction that did not finish
+        except OSError:
+            pass
+        try:
+            f = open(self.path)
+        except OSError:
+            return
+        with f:
+            for line in f:  # line by line: the whole file would be a big string on the heap
+                self._lines += 1
+                whole = line.endswith("\n")
+                self._newline_first = not whole
+                if whole and len(line) <= _MAX_LINE:
+                    self._replay(line[:-1].split(" "))
+
+    def _replay(self, f):
+        try:
+            if f[0] == "A" and len(f) == 8:
+                origin = f[1]
+                serial = int(f[2], 16)
+                number = int(f[3])
+                bridge_at = -1 if f[7] == "-" else int(f[7])
+                if origin == ORIGIN_BRIDGE and number >= self._next_local:
+                    self._next_local = number + 1
+                if self._find(origin, serial, number) < 0:
+                    if self._count >= self.capacity:
+                        log.error("alarm journal: more pending alarms in %s than its capacity %d"
+                                  % (self.path, self.capacity))
+                        return
+                    self._put(origin, serial, number, int(f[4]), NAMES.index(f[5]),
+                              DEVICES.index(f[6]), bridge_at)
+            elif f[0] == "C" and len(f) == 4:
+                i = self._find(f[1], int(f[2], 16), int(f[3]))
+                if i >= 0:
+                    self._remove(i)
+            elif f[0] == "S" and len(f) == 2:
+                self._next_local = max(self._next_local, int(f[1]))
+        except ValueError:
+            pass  # a damaged line: the lines around it still count
+
+    def _append(self, line):
+        with open(self.path, "a") as f:
+            f.write(("\n" if self._newline_first else "") + line + "\n")
+            f.flush()
+        _sync()
+        self._newline_first = False
+        self._lines += 1
+
+    def _compact(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("S %d\n" % self._next_local)
+            for i in range(self._count):
+                f.write(self._line(i) + "\n")
+            f.flush()
+        # Renaming over the old file is atomic on LittleFS and POSIX: a power cut leaves one
+        # of the two whole files, never neither.
+        os.rename(tmp, self.path)
+        _sync()
+        self._lines = self._count + 1
+
+    def _line(self, i):
+        serial, number, unit_at, bridge_at, _, ev, dev, origin, _ = self._unpack(i)
+        return "A %s %08x %d %d %s %s %s" % (chr(origin), serial, number, unit_at, NAMES[ev],
+                                           DEVICES[dev], "-" if bridge_at < 0 else bridge_at)
+
+    # -- slots ------------------------------------------------------------------------------
+
+    def _unpack(self, i):
+        return struct.unpack_from(_SLOT, self._slots, i * SLOT)
+
+    def _put(self, origin, serial, number, unit_at, ev, dev, bridge_at):
+        struct.pack_into(_SLOT, self._slots, self._count * SLOT, serial, number, unit_at,
+                         bridge_at, time.ticks_ms() & 0x3FFFFFFF, ev, dev, ord(origin), 0)
+        self._count += 1
+
+    def _remove(self, i):
+        mv = memoryview(self._slots)
+        mv[i * SLOT:(self._count - 1) * SLOT] = mv[(i + 1) * SLOT:self._count * SLOT]
+        self._count -= 1
+
+    def _find(self, origin, serial, number):
+        o = ord(origin)
+        for i in range(self._count):
+            s = self._unpack(i)
+            if s[1] == number and s[0] == serial and s[7] == o:
+                return i
+        return -1
+
+    def _id(self, s):
+        unit = unit_name(s[0]) if s[7] == ord(ORIGIN_UNIT) else self.bridge
+        return alarms.alarm_id(unit, s[1])
+
+    def _find_id(self, alarm_id):
+        for i in range(self._count):
+            if self._id(self._unpack(i)) == alarm_id:
+                return i
+        return -1
+
+    # -- public -----------------------------------------------------------------------------
+
+    def add_unit(self, serial, event_id, unit_at, event, device, bridge_at=None):
+        """Journal an alarm unit's event durably; return its alarm id. Return None when it is
+        already pending (the unit resent it: ack it again). Raises JournalFull when the journal
+        is full and OSError when the flash fails: in both cases the unit must not get its ack."""
+        if self._find(ORIGIN_UNIT, serial, event_id) >= 0:
+            return None
+        return self._add(ORIGIN_UNIT, serial, event_id, unit_at, event, device, bridge_at)
+
+    def add_bridge(self, event, device, unit_at, bridge_at=None):
+        """Journal an alarm the bridge raises itself (wire.alarms.SUPERVISION); return its id.
+        Raises JournalFull or OSError like add_unit."""
+        number = self._next_local
+        alarm_id = self._add(ORIGIN_BRIDGE, 0, number, unit_at, event, device, bridge_at)
+        self._next_local = number + 1
+        return alarm_id
+
+    def _add(self, origin, serial, number, unit_at, event, device, bridge_at):
+        if self._count >= self.capacity:
+            raise JournalFull()
+        ev = NAMES.index(event)
+        dev = DEVICES.index(device)
+        b = -1 if bridge_at is None else bridge_at
+        self._append("A %s %08x %d %d %s %s %s" % (origin, serial, number, unit_at, event, device,
+                                                   "-" if b < 0 else b))
+        self._put(origin, serial, number, unit_at, ev, dev, b)
+        if self._lines >= 2 * self.capacity:
+            self._compact()
+        return self._id(self._unpack(self._count - 1))
+
+    def confirm(self, alarm_id, path):
+        """The alarm was delivered for good: by hubd (``path`` "hub": the centre handled it) or
+        by the LTE path (``path`` "lte": the receiver acknowledged it). Drops it from the
+        journal durably. Returns the unit's event id to tell the unit help is on the way, -1 for
+        an alarm the bridge raised, None when the id is not pending (already confirmed)."""
+        i = self._find_id(alarm_id)
+        if i < 0:
+            return None
+        s = self._unpack(i)
+        self._append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
+        self._remove(i)
+        log.info("alarm %s confirmed via %s" % (alarm_id, path))
+        if self._lines >= 2 * self.capacity:
+            self._compact()
+        return s[1] if s[7] == ord(ORIGIN_UNIT) else -1
+
+    def mark_stored(self, alarm_id):
+        """hubd has the alarm in its durable outbox: stop resending it (RAM only: after a
+        reboot it is sent again, and hubd recognises the id). Returns whether it was pending."""
+        i = self._find_id(alarm_id)
+        if i < 0:
+            return False
+        self._slots[i * SLOT + SLOT - 1] |= _STORED
+        return True
+
+    def pending(self):
+        """Yield each unconfirmed alarm, oldest first, as a tuple (id, event, device, unit_at,
+        bridge_at or None, stored, ticks_ms when taken or loaded). Confirm nothing while
+        iterating: collect the ids first."""
+        i = 0
+        while i < self._count:
+            s = self._unpack(i)
+            yield (self._id(s), NAMES[s[5]], DEVICES[s[6]], s[2], None if s[3] < 0 else s[3],
+                   bool(s[8] & _STORED), s[4])
+            i += 1

@@ -1,0 +1,112 @@
+"""The alarm journal on a filesystem, inside MicroPython (run by tests/firmware/runner.py)."""
+
+import gc
+import os
+import random
+
+from alarm_journal import AlarmJournal, JournalFull
+from wire import alarms
+
+
+def _path():
+    d = "/tmp/mp-alarms-%08x" % random.getrandbits(32)
+    os.mkdir(d)
+    return d + "/alarms.journal"
+
+
+def _ids(j):
+    return [a[0] for a in j.pending()]
+
+
+def test_an_alarm_is_pending_after_reopening_until_confirmed():
+    path = _path()
+    j = AlarmJournal(path, bridge="brX")
+    aid = j.add_unit(0xAB, 5, 1700000000, alarms.BUTTON, "pendant", 1700000001)
+    assert aid == "au000000ab-5"
+    again = AlarmJournal(path, bridge="brX")
+    assert list(again.pending()) == [(aid, alarms.BUTTON, "pendant", 1700000000, 1700000001,
+                                      False, again._unpack(0)[4])]
+    assert again.confirm(aid, "hub") == 5
+    assert len(again) == 0
+    assert len(AlarmJournal(path, bridge="brX")) == 0
+    assert again.confirm(aid, "hub") is None
+
+
+def test_a_resent_event_is_not_journaled_twice():
+    j = AlarmJournal(_path())
+    assert j.add_unit(1, 1, 0, alarms.FALL, "pendant") is not None
+    assert j.add_unit(1, 1, 0, alarms.FALL, "pendant") is None
+    assert len(j) == 1
+
+
+def test_bridge_alarms_keep_counting_across_reopen_and_compaction():
+    path = _path()
+    j = AlarmJournal(path, capacity=4, bridge="brX")
+    first = j.add_bridge(alarms.UNIT_LINK_LOST, "base", 0)
+    for _ in range(6):
+        j.confirm(j.add_bridge(alarms.UNIT_LINK_RESTORED, "base", 0), "hub")
+    j.confirm(first, "lte")
+    again = AlarmJournal(path, capacity=4, bridge="brX")
+    assert again.add_bridge(alarms.UNIT_LINK_LOST, "base", 0) == "brX-8"
+
+
+def test_a_full_journal_refuses_and_a_confirm_makes_room():
+    j = AlarmJournal(_path(), capacity=3)
+    ids = [j.add_unit(1, n, 0, alarms.BUTTON, "wrist") for n in range(3)]
+    try:
+        j.add_unit(1, 99, 0, alarms.BUTTON, "wrist")
+        raise AssertionError("a full journal took an alarm")
+    except JournalFull:
+        pass
+    assert _ids(j) == ids
+    j.confirm(ids[1], "hub")
+    assert j.add_unit(1, 99, 0, alarms.BUTTON, "wrist") == "au00000001-99"
+    assert _ids(j) == [ids[0], ids[2], "au00000001-99"]
+
+
+def test_a_line_cut_short_by_a_power_cut_is_skipped_and_later_records_survive():
+    path = _path()
+    j = AlarmJournal(path)
+    a = j.add_unit(1, 1, 0, alarms.BUTTON, "pendant")
+    with open(path, "a") as f:
+        f.write("A u 00000001 2 0 fa")  # the power went while writing
+    j = AlarmJournal(path)
+    assert _ids(j) == [a]
+    b = j.add_unit(1, 3, 0, alarms.SMOKE, "smoke_detector")
+    assert _ids(AlarmJournal(path)) == [a, b]
+
+
+def test_garbage_lines_are_skipped():
+    path = _path()
+    with open(path, "w") as f:
+        f.write("A u zz 1 0 button pendant -\nA u 00000001 1 0 nonsense pendant -\n"
+                + "x" * 500 + "\nC\n")
+    j = AlarmJournal(path)
+    assert len(j) == 0
+    assert j.add_unit(1, 1, 0, alarms.BUTTON, "pendant") == "au00000001-1"
+
+
+def test_stored_is_remembered_in_ram():
+    j = AlarmJournal(_path())
+    a = j.add_unit(1, 1, 0, alarms.BUTTON, "pendant")
+    assert j.mark_stored(a)
+    assert [x[5] for x in j.pending()] == [True]
+    assert not j.mark_stored("au00000001-2")
+
+
+def test_the_file_and_the_heap_stay_flat_over_many_alarms():
+    path = _path()
+    j = AlarmJournal(path, capacity=16)
+    for n in range(40):
+        j.confirm(j.add_unit(7, n, n, alarms.BUTTON, "pendant"), "hub")
+    gc.collect()
+    before = gc.mem_free()
+    for n in range(40, 440):
+        held = j.add_unit(7, n, n, alarms.BUTTON, "pendant")
+        j.mark_stored(held)
+        j.confirm(held, "hub")
+    gc.collect()
+    assert before - gc.mem_free() < 1024, before - gc.mem_free()
+    with open(path) as f:
+        assert len(f.read().split("\n")) <= 2 * 16 + 2
+    assert len(AlarmJournal(path, capacity=16)) == 0
