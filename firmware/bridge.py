@@ -16,16 +16,20 @@ import log
 from wire import link, lockkinds, messages
 from wire.lockproto import command_tag
 
+_ALARM_KINDS = (messages.ALARM_STORED, messages.ALARM_HANDLED, messages.CLOCK)
+
 
 class Bridge:
     """Owns the lock drivers and answers hubd's operations.
 
     ``drivers``: lock id -> driver with ``kind`` and ``async operate(action, tag, on_written)``;
-    ``journal``: a ``journal.Journal``; ``send(payload)``: queue a message for hubd.
+    ``journal``: a ``journal.Journal``; ``send(payload)``: queue a message for hubd;
+    ``alarms``: an ``alarms.AlarmFlow`` when an alarm unit is configured, else None.
     """
 
-    def __init__(self, drivers, send, journal):
+    def __init__(self, drivers, send, journal, alarms=None):
         self.drivers = drivers
+        self.alarms = alarms
         self.journal = journal
         self._send = send
         self.mutex = {}
@@ -44,6 +48,8 @@ class Bridge:
         """Called by the host link for each decoded message from hubd."""
         if msg["m"] == messages.OP:
             asyncio.create_task(self._run_op(msg, time.ticks_ms()))
+        elif self.alarms is not None and msg["m"] in _ALARM_KINDS:
+            self.alarms.on_message(msg)
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
 

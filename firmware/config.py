@@ -4,10 +4,13 @@
      "log": "info",
      "policy": {"idle_ms": 3000, "poll_ms": 1800000},
      "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
-                "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}]}
+                "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}],
+     "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000}}
 
 ``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
 today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
+``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART
+and the alarm flow's timings (``ALARM_TIMINGS``, all in ms but ``missed``).
 """
 
 import json
@@ -17,6 +20,15 @@ from wire import lockkinds, messages
 PATH = "bridge.json"
 PROTOCOLS = ("reference",)
 SECRET_LEN = 32
+
+# The alarm unit link and the alarm flow (docs/alarm-unit.md; firmware/alarms.py uses them).
+ALARM_TIMINGS = {
+    "heartbeat_ms": 10000,  # the unit sends a heartbeat this often
+    "missed": 3,  # heartbeats missed before the unit link counts as lost
+    "resend_ms": 5000,  # resend an alarm hubd has not stored yet this often
+    "handled_deadline_ms": 30000,  # no alarm_handled this long after taking it: second path
+    "hub_down_ms": 10000,  # the host link down this long: second path for every alarm
+}
 
 # The BLE connection policy for battery locks (docs/lock-protocol.md, "Connection policy").
 POLICY = {
@@ -90,6 +102,28 @@ def _policy(obj):
     return policy
 
 
+def _alarm_unit(obj):
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ConfigError("alarm_unit must be an object")
+    out = dict(ALARM_TIMINGS)
+    for name, value in obj.items():
+        if name in ("tx", "rx"):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError("alarm_unit.%s must be a pin number" % name)
+        elif name not in ALARM_TIMINGS and name not in ("uart", "baudrate"):
+            raise ConfigError("alarm_unit: unknown setting %r" % name)
+        elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError("alarm_unit.%s must be a positive integer" % name)
+        out[name] = value
+    out.setdefault("uart", 2)
+    out.setdefault("baudrate", 9600)
+    out.setdefault("tx", None)
+    out.setdefault("rx", None)
+    return out
+
+
 def parse(obj):
     """Check a decoded configuration object and return it normalised."""
     if not isinstance(obj, dict):
@@ -117,7 +151,7 @@ def parse(obj):
     return {"link": {"uart": uart, "baudrate": baudrate, "tx": link.get("tx"),
                      "rx": link.get("rx")},
             "log": obj.get("log", "info"), "policy": _policy(obj.get("policy", {})),
-            "locks": locks}
+            "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit"))}
 
 
 def load(path=PATH):

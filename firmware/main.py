@@ -1,7 +1,8 @@
 """Bridge firmware entry point: MicroPython runs main.py at boot.
 
 Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
-connection policy, and serves hubd over the host link until power is cut.
+connection policy, the safety alarm unit link when one is configured, and serves hubd over the
+host link until power is cut.
 """
 
 import asyncio
@@ -40,6 +41,26 @@ def _uart(link_cfg):
     return machine.UART(link_cfg["uart"], **kw)
 
 
+def _alarm_flow(unit_cfg, send):
+    """The alarm journal, flow and unit link, or (None, ()) on a bridge without an alarm unit."""
+    if unit_cfg is None:
+        return None, ()
+    import binascii
+
+    from alarm_journal import AlarmJournal
+    from alarm_unit import UnitLink
+    from alarms import AlarmFlow
+
+    journal = AlarmJournal(bridge="br" + binascii.hexlify(machine.unique_id()).decode())
+    flow = AlarmFlow(journal, send, unit_cfg)
+    unit = UnitLink(_uart(unit_cfg), flow.on_unit_event, flow.on_unit_link,
+                    unit_cfg["heartbeat_ms"], unit_cfg["missed"])
+    flow.attach_unit(unit)
+    log.info("alarm unit on UART %d; %d alarm(s) pending in the journal"
+             % (unit_cfg["uart"], len(journal)))
+    return flow, (unit.run(), flow.run())
+
+
 async def main():
     cfg = config.load()
     log.set_level(cfg["log"])
@@ -49,13 +70,21 @@ async def main():
     drivers = _drivers(cfg, central)
     journal = Journal()
     app = None
-    host = HostLink(_uart(cfg["link"]), version.VERSION, lambda msg: app.on_message(msg))
-    app = Bridge(drivers, host.send, journal)
+    flow = None
+
+    def on_state(kind, value):
+        if flow is not None:
+            flow.on_link_state(kind, value)
+
+    host = HostLink(_uart(cfg["link"]), version.VERSION, lambda msg: app.on_message(msg),
+                    on_state)
+    flow, alarm_tasks = _alarm_flow(cfg["alarm_unit"], host.send)
+    app = Bridge(drivers, host.send, journal, flow)
     policy = Policy(central, drivers, app.mutex, app.send, cfg["policy"])
     log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal"
              % (version.VERSION, len(drivers),
                 ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal)))
-    await asyncio.gather(host.run(), policy.run())
+    await asyncio.gather(host.run(), policy.run(), *alarm_tasks)
 
 
 asyncio.run(main())

@@ -47,9 +47,12 @@ class BridgeDevice:
     """Starts, stops, reboots and power-cuts the firmware process."""
 
     def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,
-                 on_log: Callable[[str], None] | None = None, heap: str = DEFAULT_HEAP) -> None:
+                 on_log: Callable[[str], None] | None = None, heap: str = DEFAULT_HEAP,
+                 extra_uarts: dict[int, int] | None = None) -> None:
+        """``extra_uarts``: UART id -> fd for the firmware's other UARTs (the alarm unit)."""
         self.config = config
         self._uart_fd = uart_fd
+        self._extra_uarts = dict(extra_uarts or {})
         self._radio_path = radio_path
         self.workdir = workdir
         self._on_log = on_log or (lambda line: None)
@@ -70,10 +73,12 @@ class BridgeDevice:
         env = dict(os.environ)
         env["MICROPYPATH"] = micropython_path()
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
+        for uart, fd in self._extra_uarts.items():
+            env[f"SIM_UART{uart}_FD"] = str(fd)
         env["SIM_RADIO"] = self._radio_path
         self._proc = await asyncio.create_subprocess_exec(
             micropython_binary(), "-X", f"heapsize={self._heap}", str(FIRMWARE / "main.py"),
-            cwd=self.workdir, env=env, pass_fds=(self._uart_fd,),
+            cwd=self.workdir, env=env, pass_fds=(self._uart_fd, *self._extra_uarts.values()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         self.boots += 1

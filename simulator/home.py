@@ -7,6 +7,10 @@
     home.locks["front-door"].motor_moves    # what the lock really did
     await home.stop()
 
+    home = SimulatedHome(workdir, alarm_unit=AlarmUnit(heartbeat_s=0.5),
+                         alarm_timings={"heartbeat_ms": 500})
+    home.alarm_unit.press()                 # a safety alarm unit on the bridge's UART 2
+
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
 (the demo, tests that drive hubd as a separate process).
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -22,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simulator.alarm_unit import AlarmUnit
 from simulator.bridge_device import BridgeDevice
 from simulator.locks import (
     EntranceDoorLock,
@@ -35,6 +41,7 @@ from simulator.serial_line import SerialLine
 
 T = TypeVar("T")
 BRIDGE_UART = 1
+ALARM_UNIT_UART = 2
 
 
 def _addr_text(addr: bytes) -> str:
@@ -70,9 +77,12 @@ class SimulatedHome:
     def __init__(self, workdir: Path | None = None,
                  locks: list[ReferenceProtocolLock] | None = None,
                  on_bridge_log: Callable[[str], None] | None = None, seed: int = 0,
-                 policy: dict[str, int] | None = None) -> None:
+                 policy: dict[str, int] | None = None, alarm_unit: AlarmUnit | None = None,
+                 alarm_timings: dict[str, int] | None = None) -> None:
         """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
-        POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test."""
+        POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
+        ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
+        overrides of the bridge's alarm timings (firmware/config.py ALARM_TIMINGS)."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -85,9 +95,17 @@ class SimulatedHome:
         self._radio_dir = tempfile.mkdtemp(prefix="air-")
         self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
         self.line = SerialLine(seed=seed)
+        self.alarm_unit = alarm_unit
+        self.alarm_timings = dict(alarm_timings or {})
+        extra = {}
+        self._unit_wire: tuple[socket.socket, socket.socket] | None = None
+        if alarm_unit is not None:
+            self._unit_wire = socket.socketpair()
+            self._unit_wire[1].setblocking(False)
+            extra[ALARM_UNIT_UART] = self._unit_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
-                                   on_log=on_bridge_log)
+                                   on_log=on_bridge_log, extra_uarts=extra)
 
     @property
     def port(self) -> str:
@@ -96,8 +114,9 @@ class SimulatedHome:
 
     def bridge_config(self) -> dict[str, Any]:
         """bridge.json as provisioning writes it: the link UART, the connection policy's
-        overrides and each paired lock (its kind, protocol, address and pairing secret)."""
-        return {
+        overrides, each paired lock (its kind, protocol, address and pairing secret) and the
+        alarm unit's UART when the home has one."""
+        cfg: dict[str, Any] = {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200},
             "log": "info",
             "policy": self.policy,
@@ -106,16 +125,26 @@ class SimulatedHome:
                        "secret": lk.secret.hex()}
                       for lk in self.locks.values()],
         }
+        if self.alarm_unit is not None:
+            cfg["alarm_unit"] = {"uart": ALARM_UNIT_UART, "baudrate": 9600,
+                                 **self.alarm_timings}
+        return cfg
 
     async def start(self) -> None:
         await self.radio.start()
         for lk in self.locks.values():
             self.radio.add(lk)
         await self.line.start()
+        if self.alarm_unit is not None and self._unit_wire is not None:
+            await self.alarm_unit.start(self._unit_wire[0])
         await self.bridge.start()
 
     async def stop(self) -> None:
         await self.bridge.stop()
+        if self.alarm_unit is not None and self._unit_wire is not None:
+            await self.alarm_unit.stop()
+            for s in self._unit_wire:
+                s.close()
         await self.line.stop()
         await self.radio.stop()
         try:

@@ -1,0 +1,108 @@
+"""The bridge's end of the alarm unit link (wire/alarmunit.py) on a machine.UART.
+
+Hands each valid EVENT to ``on_event(serial, event_id, unit_time, event, device)`` and supervises
+the unit: any valid frame counts as a sign of life; ``missed`` heartbeat intervals without one
+call ``on_link(False)``, the next valid frame ``on_link(True)``. Frames for the unit wait in a
+short bounded queue; every one of them is idempotent, so one lost under overload costs only a
+repetition (the unit resends an event until it is acked).
+"""
+
+import time
+
+import asyncio
+
+import log
+from wire import alarmunit
+
+_READ_CHUNK = 64
+_OUT_MAX = 16
+
+
+class UnitLink:
+    """Reads and writes the alarm unit's UART; see the module docstring for the callbacks."""
+
+    def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3):
+        self._uart = uart
+        self._on_event = on_event
+        self._on_link = on_link
+        self._lost_after = heartbeat_ms * missed
+        self._decoder = alarmunit.Decoder()
+        self._out = []
+        self._wake = asyncio.Event()
+        self._last_heard = time.ticks_ms()  # boot counts as heard: the unit gets a full window
+        self.up = True
+        self.serial = None  # the unit's serial, once heard
+
+    @property
+    def bad_frames(self):
+        """Frames rejected so far (CRC, length, unknown codes, overlong noise)."""
+        return self._decoder.bad
+
+    def _queue(self, data):
+        if len(self._out) >= _OUT_MAX:
+            log.warn("alarm unit: output queue full, dropped a frame (the unit will resend)")
+            return
+        self._out.append(data)
+        self._wake.set()
+
+    def ack(self, event_id):
+        """The event is journaled: the unit may stop resending it."""
+        self._queue(alarmunit.ack(event_id))
+
+    def alarm_received(self, event_id):
+        """The unit plays "alarm received"."""
+        self._queue(alarmunit.alarm_received(event_id))
+
+    def help_on_the_way(self, event_id):
+        """The unit tells the resident help is on the way."""
+        self._queue(alarmunit.help_on_the_way(event_id))
+
+    async def run(self):
+        """Read, write and supervise the link until cancelled."""
+        reader = asyncio.StreamReader(self._uart)
+        writer = asyncio.StreamWriter(self._uart, {})
+        await asyncio.gather(self._read_loop(reader), self._write_loop(writer),
+                             self._watch())
+
+    async def _read_loop(self, reader):
+        while True:
+            data = await reader.read(_READ_CHUNK)
+            if not data:
+                await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
+                continue
+            for fr in self._decoder.feed(data):
+                try:
+                    self._heard(fr)
+                except Exception as e:  # a bug must not stop the unit link: the unit resends
+                    log.error("alarm unit: handling a frame raised %r" % e)
+
+    def _heard(self, fr):
+        ftype = fr[0]
+        if ftype != alarmunit.T_EVENT and ftype != alarmunit.T_HEARTBEAT:
+            return  # a bridge frame echoed back: not a sign of the unit
+        if self.serial != fr[1]:
+            log.info("alarm unit %s on the line" % alarmunit.unit_name(fr[1]))
+            self.serial = fr[1]
+        self._last_heard = time.ticks_ms()
+        if not self.up:
+            self.up = True
+            log.info("alarm unit link restored")
+            self._on_link(True)
+        if ftype == alarmunit.T_EVENT:
+            self._on_event(fr[1], fr[2], fr[3], fr[4], fr[5])
+
+    async def _write_loop(self, writer):
+        while True:
+            while self._out:
+                writer.write(self._out.pop(0))
+                await writer.drain()
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep_ms(200)
+            if self.up and time.ticks_diff(time.ticks_ms(), self._last_heard) > self._lost_after:
+                self.up = False
+                log.error("alarm unit link lost: nothing heard for %d ms" % self._lost_after)
+                self._on_link(False)
