@@ -1,0 +1,112 @@
+"""The bridge's alarm flow (firmware/alarms.py) with a fake unit and a fake host link, inside
+MicroPython: what is acked when, what the second path is handed."""
+
+import os
+import random
+import time
+
+import config
+from alarm_journal import AlarmJournal
+from alarms import AlarmFlow
+from wire import alarms, link, messages
+
+
+class FakeUnit:
+    def __init__(self):
+        self.said = []
+
+    def ack(self, eid):
+        self.said.append(("ack", eid))
+
+    def alarm_received(self, eid):
+        self.said.append(("alarm_received", eid))
+
+    def help_on_the_way(self, eid):
+        self.said.append(("help_on_the_way", eid))
+
+
+def _flow(capacity=64, **settings):
+    d = "/tmp/mp-flow-%08x" % random.getrandbits(32)
+    os.mkdir(d)
+    sent = []
+    flow = AlarmFlow(AlarmJournal(d + "/alarms.journal", capacity, "brT"),
+                     lambda p: sent.append(messages.decode(p)), settings)
+    unit = FakeUnit()
+    flow.attach_unit(unit)
+    return flow, unit, sent
+
+
+def test_an_event_is_acked_and_sent_once_the_link_is_up():
+    flow, unit, sent = _flow()
+    flow.on_unit_event(0xAB, 3, 1700000000, alarms.BUTTON, "pendant")
+    assert unit.said == [("ack", 3), ("alarm_received", 3)]
+    assert sent == []  # the host link is not up yet
+    flow.on_link_state(link.EV_UP, {})
+    assert [(m["m"], m["id"]) for m in sent] == [("alarm", "au000000ab-3")]
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "au000000ab-3"})
+    assert unit.said[-1] == ("help_on_the_way", 3)
+    assert len(flow.journal) == 0
+
+
+def test_a_full_journal_leaves_the_event_unacked():
+    flow, unit, sent = _flow(capacity=1)
+    flow.on_unit_event(1, 1, 0, alarms.BUTTON, "pendant")
+    flow.on_unit_event(1, 2, 0, alarms.FALL, "pendant")
+    assert ("ack", 2) not in unit.said
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "au00000001-1"})
+    flow.on_unit_event(1, 2, 0, alarms.FALL, "pendant")  # the unit's resend
+    assert ("ack", 2) in unit.said
+
+
+def test_a_resent_event_is_acked_again_but_not_sent_twice():
+    flow, unit, sent = _flow()
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_unit_event(1, 1, 0, alarms.BUTTON, "pendant")
+    flow.on_unit_event(1, 1, 0, alarms.BUTTON, "pendant")
+    assert unit.said == [("ack", 1), ("alarm_received", 1), ("ack", 1)]
+    assert len(sent) == 1
+
+
+def test_the_second_path_gets_late_alarms_and_all_of_them_when_hubd_is_gone():
+    flow, unit, sent = _flow(handled_deadline_ms=600, hub_down_ms=100)
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_unit_event(1, 1, 0, alarms.BUTTON, "pendant")
+    assert flow.for_second_path() == []
+    time.sleep_ms(650)
+    assert [a[0] for a in flow.for_second_path()] == ["au00000001-1"]
+    flow.on_unit_event(1, 2, 0, alarms.SMOKE, "smoke_detector")
+    assert [a[0] for a in flow.for_second_path()] == ["au00000001-1"]
+    flow.on_link_state(link.EV_DOWN, "silent")
+    time.sleep_ms(150)
+    assert [a[0] for a in flow.for_second_path()] == ["au00000001-1", "au00000001-2"]
+    flow.second_path_result("au00000001-2", "ack")
+    assert unit.said[-1] == ("help_on_the_way", 2)
+    assert [a[0] for a in flow.for_second_path()] == ["au00000001-1"]
+
+
+def test_the_unit_link_lost_is_an_alarm_with_the_bridges_own_id():
+    flow, unit, sent = _flow()
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_unit_link(False)
+    flow.on_unit_link(True)
+    assert [(m["id"], m["event"]) for m in sent] == [
+        ("brT-1", alarms.UNIT_LINK_LOST), ("brT-2", alarms.UNIT_LINK_RESTORED)]
+
+
+def test_a_unit_time_out_of_range_is_sent_as_zero():
+    flow, unit, sent = _flow()
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_unit_event(1, 1, 0xFFFFFFFF, alarms.BUTTON, "pendant")
+    assert sent[0]["unit_at"] == 0
+
+
+def test_the_alarm_unit_section_is_optional_and_checked():
+    assert config.parse({})["alarm_unit"] is None
+    cfg = config.parse({"alarm_unit": {"uart": 2, "heartbeat_ms": 500}})["alarm_unit"]
+    assert (cfg["uart"], cfg["baudrate"], cfg["heartbeat_ms"], cfg["missed"]) == (2, 9600, 500, 3)
+    for bad in ({"heartbeat_ms": 0}, {"nonsense": 1}, {"tx": "4"}, []):
+        try:
+            config.parse({"alarm_unit": bad})
+            raise AssertionError("accepted %r" % (bad,))
+        except config.ConfigError:
+            pass
