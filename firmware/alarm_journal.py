@@ -40,6 +40,9 @@ _SLOT = ">IIiiIBBBB"
 SLOT = struct.calcsize(_SLOT)
 _STORED = 1  # hubd has it in its durable outbox
 _MAX_LINE = 96
+# Unit events confirmed lately (serial, event id): a resend whose ack was lost and that arrives
+# after the confirmation is acked again instead of becoming a second alarm.
+_RECENT = 8
 
 
 class JournalFull(Exception):
@@ -64,6 +67,9 @@ class AlarmJournal:
         self.capacity = capacity
         self.bridge = bridge
         self._slots = bytearray(capacity * SLOT)
+        self._recent = bytearray(_RECENT * 8)
+        self._recent_next = 0
+        self._recent_count = 0  # valid entries: an empty one must not match serial 0, event 0
         self._count = 0
         self._lines = 0
         self._next_local = 1
@@ -166,6 +172,12 @@ class AlarmJournal:
                 return i
         return -1
 
+    def _was_confirmed(self, serial, number):
+        for i in range(self._recent_count):
+            if struct.unpack_from(">II", self._recent, i * 8) == (serial, number):
+                return True
+        return False
+
     def _id(self, s):
         unit = unit_name(s[0]) if s[7] == ord(ORIGIN_UNIT) else self.bridge
         return alarms.alarm_id(unit, s[1])
@@ -180,9 +192,11 @@ class AlarmJournal:
 
     def add_unit(self, serial, event_id, unit_at, event, device, bridge_at=None):
         """Journal an alarm unit's event durably; return its alarm id. Return None when it is
-        already pending (the unit resent it: ack it again). Raises JournalFull when the journal
-        is full and OSError when the flash fails: in both cases the unit must not get its ack."""
-        if self._find(ORIGIN_UNIT, serial, event_id) >= 0:
+        pending or was confirmed lately (the unit resent it: ack it again). Raises JournalFull
+        when the journal is full and OSError when the flash fails: in both cases the unit must
+        not get its ack."""
+        if (self._find(ORIGIN_UNIT, serial, event_id) >= 0
+                or self._was_confirmed(serial, event_id)):
             return None
         return self._add(ORIGIN_UNIT, serial, event_id, unit_at, event, device, bridge_at)
 
@@ -218,6 +232,10 @@ class AlarmJournal:
         s = self._unpack(i)
         self._append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
         self._remove(i)
+        if s[7] == ord(ORIGIN_UNIT):
+            struct.pack_into(">II", self._recent, self._recent_next * 8, s[0], s[1])
+            self._recent_next = (self._recent_next + 1) % _RECENT
+            self._recent_count = min(self._recent_count + 1, _RECENT)
         log.info("alarm %s confirmed via %s" % (alarm_id, path))
         if self._lines >= 2 * self.capacity:
             self._compact()

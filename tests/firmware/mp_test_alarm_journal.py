@@ -39,6 +39,16 @@ def test_a_resent_event_is_not_journaled_twice():
     assert len(j) == 1
 
 
+def test_a_resend_arriving_after_the_confirmation_is_not_a_new_alarm():
+    j = AlarmJournal(_path())
+    assert j.add_unit(0, 0, 0, alarms.FALL, "pendant") == "au00000000-0"  # no false match
+    aid = j.add_unit(1, 1, 0, alarms.FALL, "pendant")
+    j.confirm(aid, "hub")
+    assert j.add_unit(1, 1, 0, alarms.FALL, "pendant") is None
+    assert len(j) == 1
+    assert j.add_unit(2, 1, 0, alarms.FALL, "pendant") == "au00000002-1"  # another unit
+
+
 def test_bridge_alarms_keep_counting_across_reopen_and_compaction():
     path = _path()
     j = AlarmJournal(path, capacity=4, bridge="brX")
