@@ -104,6 +104,11 @@ def alarms_heartbeat(hub: str) -> str:
     return f"{root(hub)}/alarms/heartbeat"
 
 
+def every_hubs_alarms() -> tuple[str, str]:
+    """Subscription filters for the alarm centre: raised alarms and heartbeats of every hub."""
+    return (f"hubs/+/v{API_VERSION}/alarms/raised", f"hubs/+/v{API_VERSION}/alarms/heartbeat")
+
+
 def is_answer_topic(hub: str, topic: str) -> bool:
     """Whether the hub may publish answers to ``topic``.
 

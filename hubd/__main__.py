@@ -12,12 +12,12 @@ import sys
 import time
 
 from hubapi import topics
+from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
 from hubd.journal import Journal
 from hubd.lockstate import LockStates
-from hubd.mqtt import HubMqtt
 from hubd.outbox import Outbox, OutboxSender
 from hubd.store import Store, StoreError
 from hubd.verify import Verifier
@@ -112,10 +112,15 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
         store.close()
         raise SystemExit(1) from None
-    mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
+    mqtt = AlarmMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
     lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
     bridge.on_lock_state(lock_states.reported)
     bridge.on_lock_event(lock_states.event)
+    # Registered before the first await, so no alarm and no link change can arrive unheard.
+    alarms = Alarms(store, config.hub_id, config.alarms, bridge, mqtt)
+    bridge.on_alarm(alarms.received)
+    bridge.on_alarm_lte(alarms.lte_result)
+    bridge.on_link_change(alarms.link_changed)
     verifier = Verifier(
         hub_id=config.hub_id,
         keys=config.public_keys(),
@@ -137,12 +142,16 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     )
     requests = AuditRequests(audit, config.hub_id, mqtt)
     journal.prune()
+    alarms.prune()
     unfinished = commands.recover()
     log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
-                                    "unfinished_commands": unfinished})
+                                    "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
     await mqtt.start()
     tasks = [
-        asyncio.create_task(_dispatch(mqtt, commands, requests, config.hub_id), name="commands"),
+        asyncio.create_task(_dispatch(mqtt, commands, requests, alarms, config.hub_id), name="commands"),
+        asyncio.create_task(alarms.deliver(), name="alarms"),
+        asyncio.create_task(alarms.heartbeat(), name="alarm-heartbeat"),
+        asyncio.create_task(alarms.clock(), name="bridge-clock"),
         asyncio.create_task(OutboxSender(outbox, mqtt).run(), name="outbox"),
         asyncio.create_task(_prune_hourly(journal), name="prune"),
     ]
@@ -162,6 +171,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             pass
         except Exception as exc:  # a bug: still shut down cleanly, then let it surface
             failure = failure or exc
+    alarms.close()
     await commands.close()
     await mqtt.stop()  # after close(): the last answers go out before "offline"
     await bridge.close()
@@ -171,11 +181,15 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         raise failure
 
 
-async def _dispatch(mqtt: HubMqtt, commands: Commands, requests: AuditRequests, hub_id: str) -> None:
+async def _dispatch(mqtt: AlarmMqtt, commands: Commands, requests: AuditRequests, alarms: Alarms,
+                    hub_id: str) -> None:
     audit_requests = topics.audit_request(hub_id)
+    alarm_confirmations = topics.alarms_confirmed(hub_id)
     async for message in mqtt.messages():
         if message.topic == audit_requests:
             requests.handle(message.payload, retained=message.retain)
+        elif message.topic == alarm_confirmations:
+            alarms.confirmation(message.payload)
         else:
             commands.handle(message)
 

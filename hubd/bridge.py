@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ OP_TTL_MS = 5000
 
 StateCallback = Callable[[str, str, "int | None", str], None]
 EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
+#: callback(message): the decoded `alarm` message (id, event, device, unit_at, bridge_at).
+AlarmCallback = Callable[[dict[str, Any]], None]
+#: callback(alarm id, result): the second path's result for an alarm (ack, nak, duh, failed).
+AlarmLteCallback = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class Bridge:
         self._state_callbacks: list[StateCallback] = []
         self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
+        self._alarm_callbacks: list[AlarmCallback] = []
+        self._alarm_lte_callbacks: list[AlarmLteCallback] = []
 
     @classmethod
     async def open(cls, port: str, baudrate: int = 115200) -> Bridge:
@@ -87,6 +94,38 @@ class Bridge:
     def on_link_change(self, callback: Callable[[bool], None]) -> None:
         """Hear the link going up (True) or down (False)."""
         self._link_callbacks.append(callback)
+
+    def on_alarm(self, callback: AlarmCallback) -> None:
+        """Hear safety alarms the bridge journaled: callback(message) with the `alarm` fields."""
+        self._alarm_callbacks.append(callback)
+
+    def on_alarm_lte(self, callback: AlarmLteCallback) -> None:
+        """Hear what the second path (LTE, DC-09) did with an alarm: callback(alarm id, result)."""
+        self._alarm_lte_callbacks.append(callback)
+
+    def send_alarm_stored(self, alarm_id: str) -> bool:
+        """Tell the bridge hubd holds the alarm durably; False if the link cannot take it now."""
+        return self._send(messages.alarm_stored(alarm_id))
+
+    def send_alarm_handled(self, alarm_id: str) -> bool:
+        """Tell the bridge the alarm centre handled the alarm; False if the link cannot take it now."""
+        return self._send(messages.alarm_handled(alarm_id))
+
+    def send_clock(self, unix: int | None = None) -> bool:
+        """Give the bridge hubd's time (default: now); False if the link cannot take it now."""
+        return self._send(messages.clock(int(time.time()) if unix is None else unix))
+
+    def _send(self, payload: bytes) -> bool:
+        # Only while up: a message queued on a down link would arrive after the bridge's restart,
+        # out of context. Callers send again when the link comes back.
+        if not self.is_up:
+            return False
+        try:
+            self.link.send(payload)
+        except link.LinkFull:
+            log.warning("bridge link queue full: dropped %s", payload[:80])
+            return False
+        return True
 
     async def wait_up(self, timeout: float) -> bool:
         """Wait until the link is up; False if it did not come up in time."""
@@ -180,6 +219,12 @@ class Bridge:
         elif kind == messages.EVENT:
             for ecb in self._event_callbacks:
                 _call(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
+        elif kind == messages.ALARM:
+            for acb in self._alarm_callbacks:
+                _call(acb, msg)
+        elif kind == messages.ALARM_LTE:
+            for lcb in self._alarm_lte_callbacks:
+                _call(lcb, msg["id"], msg["result"])
         else:
             log.warning("ignored a %s message: hubd does not take it", kind)
 
@@ -189,4 +234,4 @@ def _call(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception:
-        log.exception("lock report listener failed on %r", args)
+        log.exception("bridge report listener failed on %r", args)

@@ -30,6 +30,14 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     front = "inside_turner"              #   inside_turner, in_cylinder, key_box, entrance_door
     keybox = "key_box"                   # (wire.lockkinds); an action the kind lacks is refused
 
+    [alarms]                             # safety alarms to the alarm centre (all optional)
+    resident = "resident-208"            # who the centre should send help to (default: none)
+    resend_s = 10                        # publish an unhandled alarm again after this (SCAIP: 5-20 s)
+    deadline_s = 60                      # unhandled this long: overdue (logged, in the heartbeat)
+    heartbeat_s = 60                     # hub -> centre heartbeat interval
+    clock_s = 600                        # how often hubd sends the bridge its time
+    keep_handled_days = 30               # handled alarms stay in the state database this long
+
 Bad values raise :class:`ConfigError` with one line naming the field and the fix.
 """
 
@@ -94,6 +102,17 @@ class SerialConfig(_Section):
     baudrate: int = Field(115200, gt=0, le=4_000_000)
 
 
+class AlarmsConfig(_Section):
+    """Safety alarms: how hubd talks to the alarm centre (topics are fixed by hubapi.topics)."""
+
+    resident: str | None = Field(None, min_length=1, max_length=128)
+    resend_s: float = Field(10.0, ge=1, le=300)
+    deadline_s: float = Field(60.0, ge=1, le=3600)
+    heartbeat_s: float = Field(60.0, ge=1, le=86400)
+    clock_s: float = Field(600.0, ge=10, le=86400)
+    keep_handled_days: float = Field(30.0, ge=0, le=3650)
+
+
 class HubConfig(BaseSettings):
     """Everything hubd needs; see the module docstring for the file format."""
 
@@ -102,6 +121,7 @@ class HubConfig(BaseSettings):
     hub_id: SegmentId
     mqtt: MqttConfig = MqttConfig()
     serial: SerialConfig = SerialConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
     locks: dict[SegmentId, LockKind] = Field(min_length=1)

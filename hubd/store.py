@@ -73,6 +73,26 @@ MIGRATIONS: tuple[str, ...] = (
         at      REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE alarms (              -- safety alarms: kept until the alarm centre HANDLED them
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: alarms go out FIFO
+        id           TEXT NOT NULL UNIQUE,  -- stable id (wire.alarms.alarm_id, or hubd's own)
+        source       TEXT NOT NULL,         -- bridge (journaled there too) | hubd (supervision)
+        event        TEXT NOT NULL,
+        device       TEXT NOT NULL,
+        priority     INTEGER NOT NULL,
+        unit_at      INTEGER,               -- the alarm unit's time of the event
+        bridge_at    INTEGER,               -- when the bridge journaled it (null: no clock yet)
+        received_at  REAL NOT NULL,         -- when hubd stored it
+        attempts     INTEGER NOT NULL DEFAULT 0,  -- publishes the broker acknowledged
+        published_at REAL,                  -- the last of them
+        lte          TEXT,                  -- the second path's last result (ack, nak, duh, failed)
+        handled_at   REAL,                  -- the centre's confirmation arrived: the alarm is done
+        operator     TEXT,
+        bridge_told  INTEGER NOT NULL DEFAULT 0  -- alarm_handled went out on the link
+    );
+    CREATE INDEX alarms_pending ON alarms (seq) WHERE handled_at IS NULL;
+    """,
 )
 
 
