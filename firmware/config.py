@@ -124,6 +124,42 @@ def _alarm_unit(obj):
     return out
 
 
+# The second path: the LTE modem and the alarm centre's SIA DC-09 receiver (all times in ms).
+LTE_DEFAULTS = {"uart": 3, "baudrate": 115200, "tx": None, "rx": None, "user": "",
+                "password": "", "receiver": "", "line": "1", "key": None,
+                "deadline_ms": 120000, "retry_ms": 10000}
+_LTE_REQUIRED = ("apn", "host", "port", "account")
+
+
+def _lte(obj):
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ConfigError("lte must be an object")
+    for name in obj:
+        if name not in LTE_DEFAULTS and name not in _LTE_REQUIRED:
+            raise ConfigError("lte: unknown setting %r" % name)
+    out = dict(LTE_DEFAULTS)
+    out.update(obj)
+    for name in _LTE_REQUIRED:
+        if name not in obj:
+            raise ConfigError("lte.%s is missing: the second path cannot reach the centre" % name)
+    for name in ("apn", "host", "account", "user", "password", "receiver", "line"):
+        if not isinstance(out[name], str):
+            raise ConfigError("lte.%s must be a string" % name)
+    acct = out["account"]
+    if not 3 <= len(acct) <= 16 or any(c not in "0123456789ABCDEF" for c in acct):
+        raise ConfigError("lte.account must be 3-16 upper-case hex digits")
+    for name in ("uart", "baudrate", "port", "deadline_ms", "retry_ms"):
+        value = out[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError("lte.%s must be a positive integer" % name)
+    if out["key"] is not None and (not isinstance(out["key"], str)
+                                   or len(out["key"]) not in (16, 24, 32)):
+        raise ConfigError("lte.key must be the receiver's AES key: 16, 24 or 32 characters")
+    return out
+
+
 def parse(obj):
     """Check a decoded configuration object and return it normalised."""
     if not isinstance(obj, dict):
@@ -151,7 +187,8 @@ def parse(obj):
     return {"link": {"uart": uart, "baudrate": baudrate, "tx": link.get("tx"),
                      "rx": link.get("rx")},
             "log": obj.get("log", "info"), "policy": _policy(obj.get("policy", {})),
-            "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit"))}
+            "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
+            "lte": _lte(obj.get("lte"))}
 
 
 def load(path=PATH):

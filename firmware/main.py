@@ -61,6 +61,26 @@ def _alarm_flow(unit_cfg, send):
     return flow, (unit.run(), flow.run())
 
 
+def _second_path(lte_cfg, flow):
+    """The LTE modem and the DC-09 sender, carrying what the alarm flow hands them."""
+    from lte import Lte
+    from second_path import SecondPath, carry
+
+    modem = Lte(_uart(lte_cfg), lte_cfg["apn"], lte_cfg["user"], lte_cfg["password"])
+    key = lte_cfg["key"].encode() if lte_cfg["key"] is not None else None
+    path = SecondPath(modem, lte_cfg["host"], lte_cfg["port"], lte_cfg["account"], key,
+                      lte_cfg["receiver"], lte_cfg["line"], deadline_ms=lte_cfg["deadline_ms"])
+    log.info("second path: LTE on UART %d to %s:%d, account %s%s"
+             % (lte_cfg["uart"], lte_cfg["host"], lte_cfg["port"], lte_cfg["account"],
+                ", encrypted" if key else ""))
+
+    async def run():
+        modem.start()
+        await carry(flow, path, lte_cfg["retry_ms"])
+
+    return run()
+
+
 async def main():
     cfg = config.load()
     log.set_level(cfg["log"])
@@ -79,6 +99,8 @@ async def main():
     host = HostLink(_uart(cfg["link"]), version.VERSION, lambda msg: app.on_message(msg),
                     on_state)
     flow, alarm_tasks = _alarm_flow(cfg["alarm_unit"], host.send)
+    if flow is not None and cfg["lte"] is not None:
+        alarm_tasks = alarm_tasks + (_second_path(cfg["lte"], flow),)
     app = Bridge(drivers, host.send, journal, flow)
     policy = Policy(central, drivers, app.mutex, app.send, cfg["policy"])
     log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal"

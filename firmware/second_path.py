@@ -157,3 +157,28 @@ class SecondPath:
                 return None
             buf += data
         return buf
+
+
+async def carry(flow, path, retry_ms, tick_ms=500):
+    """Send every alarm the flow hands to the second path (firmware.alarms.AlarmFlow
+    .for_second_path), one at a time, and report each result back to the flow. An alarm that
+    was not acknowledged is tried again `retry_ms` later (ten times that after a DUH, which a
+    plain resend will not cure), for as long as it stays pending."""
+    next_try = {}  # alarm id -> ticks_ms before which it is not tried again
+    while True:
+        await asyncio.sleep_ms(tick_ms)
+        hub_time = flow.now()
+        if hub_time is not None and path.offset == 0:
+            path.set_clock(hub_time)
+        due = flow.for_second_path()
+        for stale in [i for i in next_try if i not in [a[0] for a in due]]:
+            del next_try[stale]
+        for alarm_id, event, _device, _unit_at, _bridge_at in due:
+            now = time.ticks_ms()
+            if alarm_id in next_try and time.ticks_diff(next_try[alarm_id], now) > 0:
+                continue
+            result = await path.send_alarm({"id": alarm_id, "event": event})
+            flow.second_path_result(alarm_id, result)
+            if result != ACK:
+                wait = retry_ms * (10 if result == DUH else 1)
+                next_try[alarm_id] = time.ticks_add(time.ticks_ms(), wait)

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from simulator.alarm_unit import AlarmUnit
+from simulator.modem import Modem
+from simulator.modem import pair as modem_pair
 from simulator.bridge_device import BridgeDevice
 from simulator.locks import (
     EntranceDoorLock,
@@ -42,6 +44,7 @@ from simulator.serial_line import SerialLine
 T = TypeVar("T")
 BRIDGE_UART = 1
 ALARM_UNIT_UART = 2
+LTE_UART = 3
 
 
 def _addr_text(addr: bytes) -> str:
@@ -78,11 +81,15 @@ class SimulatedHome:
                  locks: list[ReferenceProtocolLock] | None = None,
                  on_bridge_log: Callable[[str], None] | None = None, seed: int = 0,
                  policy: dict[str, int] | None = None, alarm_unit: AlarmUnit | None = None,
-                 alarm_timings: dict[str, int] | None = None) -> None:
+                 alarm_timings: dict[str, int] | None = None,
+                 lte: dict[str, Any] | None = None) -> None:
         """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
         POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
         ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
-        overrides of the bridge's alarm timings (firmware/config.py ALARM_TIMINGS)."""
+        overrides of the bridge's alarm timings (firmware/config.py ALARM_TIMINGS).
+        ``lte``: the second path's settings for bridge.json (firmware/config.py: apn, host,
+        port, account, key, ...); with it the home has an LTE modem (``self.modem``, a
+        simulator.modem.Modem) on the bridge's UART 3 that connects to that host and port."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -103,6 +110,15 @@ class SimulatedHome:
             self._unit_wire = socket.socketpair()
             self._unit_wire[1].setblocking(False)
             extra[ALARM_UNIT_UART] = self._unit_wire[1].fileno()
+        self.lte = dict(lte) if lte is not None else None
+        self.modem: Modem | None = None
+        self._modem_task: asyncio.Task[None] | None = None
+        self._modem_wire: tuple[socket.socket, socket.socket] | None = None
+        if self.lte is not None:
+            self._modem_wire = modem_pair()
+            self.modem = Modem(self._modem_wire[0],
+                               connect_to=(str(self.lte["host"]), int(self.lte["port"])))
+            extra[LTE_UART] = self._modem_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
                                    on_log=on_bridge_log, extra_uarts=extra)
@@ -128,6 +144,8 @@ class SimulatedHome:
         if self.alarm_unit is not None:
             cfg["alarm_unit"] = {"uart": ALARM_UNIT_UART, "baudrate": 9600,
                                  **self.alarm_timings}
+        if self.lte is not None:
+            cfg["lte"] = {"uart": LTE_UART, **self.lte}
         return cfg
 
     async def start(self) -> None:
@@ -137,10 +155,18 @@ class SimulatedHome:
         await self.line.start()
         if self.alarm_unit is not None and self._unit_wire is not None:
             await self.alarm_unit.start(self._unit_wire[0])
+        if self.modem is not None:
+            self._modem_task = asyncio.create_task(self.modem.run())
         await self.bridge.start()
 
     async def stop(self) -> None:
         await self.bridge.stop()
+        if self._modem_task is not None:
+            self._modem_task.cancel()
+            await asyncio.gather(self._modem_task, return_exceptions=True)
+            assert self._modem_wire is not None
+            for s in self._modem_wire:
+                s.close()
         if self.alarm_unit is not None and self._unit_wire is not None:
             await self.alarm_unit.stop()
             for s in self._unit_wire:
