@@ -19,10 +19,16 @@ import pytest_asyncio
 from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait_online,
                                write_hubd_config)
 from hubapi.client import BackendClient
+from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
+from tests.test_dc09 import ACCOUNT, Receiver
 from wire import lockkinds
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
+
+
+# Short alarm timings: the unit's heartbeat, and when the bridge turns to its second path.
+ALARM_TIMINGS = {"heartbeat_ms": 500, "hub_down_ms": 2000, "handled_deadline_ms": 4000}
 
 
 def bench_locks(text: str) -> dict[str, str]:
@@ -46,12 +52,24 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     marker = request.node.get_closest_marker("home")
     options = dict(marker.kwargs) if marker else {}
     home: HomeThread | None = None
+    receivers: list[tuple[HomeThread, Receiver]] = []
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
+        extras = {}
+        if options.pop("alarms", False):
+            # A safety alarm unit, and an LTE modem whose DC-09 frames reach pysiaalarm.
+            receiver = Receiver()
+            extras = {"alarm_unit": AlarmUnit(heartbeat_s=0.5), "alarm_timings": ALARM_TIMINGS,
+                      "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
+                              "port": receiver.port, "account": ACCOUNT, "receiver": "1",
+                              "retry_ms": 1000}}
         home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options),
-                                        policy=policy))
+                                        policy=policy, **extras))
         home.start()
+        if extras:
+            home.run(receiver.client.__aenter__())
+            receivers.append((home, receiver))
         port = home.home.port
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
     else:
@@ -64,12 +82,15 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     write_hubd_config(config, mosquitto, port, backend_key, locks)
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
-                              log, home, config, kinds=locks)
+                              log, home, config, kinds=locks,
+                              receiver=receivers[0][1] if receivers else None)
     try:
         wait_online(mosquitto, HUB_ID, under_test.hubd, log)
         yield under_test
     finally:
         stop_hubd(under_test.hubd)
+        for owner, receiver in receivers:
+            owner.run(receiver.client.__aexit__(None, None, None))
         if home is not None:
             home.stop()
 

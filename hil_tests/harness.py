@@ -42,6 +42,7 @@ class HubUnderTest:
     home: HomeThread | None
     config_path: Path
     kinds: dict[str, str] = field(default_factory=dict)  # lock id -> wire.lockkinds kind
+    receiver: Any = None  # the alarm centre's DC-09 receiver (pysiaalarm), with alarms=True
 
     @property
     def sim(self) -> HomeThread:

