@@ -149,7 +149,8 @@ class Bridge:
             del self._pending[rid]
             return OpResult("failed", "bridge_busy", None, None)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
+                return await asyncio.shield(fut)
         except TimeoutError:
             p = self._pending[rid]
             if p.written or p.link_lost:

@@ -232,10 +232,10 @@ class Commands:
         if "queued" in job.timing:
             job.timing["queue_ms"] = (sent - job.timing["queued"]) * 1000
         try:
-            result = await asyncio.wait_for(
-                self._bridge.operate(job.lock, job.action, job.command_id, on_written, self._timeout),
-                self._timeout + BRIDGE_GRACE_S,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (shutdown).
+            async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
+                result = await self._bridge.operate(job.lock, job.action, job.command_id, on_written,
+                                                    self._timeout)
             job.timing.update(bridge_rtt_ms=(time.perf_counter() - sent) * 1000,
                               result=time.perf_counter())
             if result.bridge_ms is not None:
@@ -261,11 +261,9 @@ class Commands:
         state, battery = "unknown", None
         if await self._bridge.wait_up(self._recovery_wait_s):
             try:
-                result = await asyncio.wait_for(
-                    self._bridge.operate(job.lock, "status", f"status-{uuid.uuid4().hex}", lambda: None,
-                                         self._timeout),
-                    self._timeout + BRIDGE_GRACE_S,
-                )
+                async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
+                    result = await self._bridge.operate(job.lock, "status", f"status-{uuid.uuid4().hex}",
+                                                        lambda: None, self._timeout)
             except TimeoutError:
                 result = None
             if result is not None and result.outcome == "succeeded" and result.state:

@@ -132,7 +132,10 @@ class HubMqtt:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the broker accepted the connection (raises TimeoutError)."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when a cancel
+        # arrives just as its awaitable completes, and the cancelled task would run on.
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
 
     async def messages(self) -> AsyncIterator[Inbound]:
         """Messages from the command and audit request topics, in arrival order, forever."""
@@ -160,7 +163,8 @@ class HubMqtt:
         future: asyncio.Future[Any] = self._loop.create_future()
         self._register_ack(info.mid, future)
         try:
-            reason_code = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see wait_connected
+                reason_code = await future
         except TimeoutError:
             with self._ack_lock:
                 if self._acks.get(info.mid) is future:
