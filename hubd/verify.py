@@ -101,11 +101,10 @@ class Verifier:
     def verify(self, payload: bytes, *, retained: bool, now: float | None = None) -> Verified | Rejection:
         """Verify one MQTT payload (it does not record the id as used)."""
         now = time.time() if now is None else now
-        hint = _Hint.read(payload)
 
         def reject(reason: RejectReason, detail: str) -> Rejection:
-            return Rejection(reason, detail, hint.command_id, hint.reply_to, hint.lock, hint.action, hint.actor,
-                             hint.role, hint.assignment, hint.kid)
+            # Only a refusal needs what the payload claims: read it then, not for every command.
+            return Rejection(reason, detail, **_claimed(payload))
 
         if retained:
             return reject(RejectReason.RETAINED, "command arrived with the retain flag")
@@ -136,7 +135,8 @@ class Verifier:
             claims = CommandClaims.model_validate_json(signed.payload)
         except ValidationError as exc:
             if all(error["loc"][:1] == ("action",) for error in exc.errors()):
-                return reject(RejectReason.UNSUPPORTED_ACTION, f"action {hint.action!r} is not one the hub knows")
+                return reject(RejectReason.UNSUPPORTED_ACTION,
+                              f"action {_claimed(payload).get('action')!r} is not one the hub knows")
             return reject(RejectReason.MALFORMED, f"claims invalid: {_summary(exc)}")
 
         def refuse(reason: RejectReason, detail: str) -> Rejection:
@@ -160,36 +160,26 @@ class Verifier:
         return Verified(claims, kid)
 
 
-@dataclass(frozen=True)
-class _Hint:
-    """Unverified fields read from a payload to address a rejection."""
-
-    command_id: str | None = None
-    reply_to: str | None = None
-    lock: str | None = None
-    action: str | None = None
-    actor: str | None = None
-    role: str | None = None
-    assignment: str | None = None
-    kid: str | None = None
-
-    @classmethod
-    def read(cls, payload: bytes) -> _Hint:
-        if len(payload) > MAX_COMMAND_BYTES:
-            return cls()
-        header = _header(payload) or {}
-        try:
-            claims = json.loads(_payload_segment(payload))
-        except ValueError:
-            claims = None
-        if not isinstance(claims, dict):
-            return cls(kid=_text(header, "kid", 64))
-        actor = claims.get("actor")
-        actor = actor if isinstance(actor, dict) else {}
-        role = _text(actor, "role", 16)
-        return cls(_text(claims, "id", 64), _text(claims, "reply_to", topics.MAX_TOPIC_LENGTH), _text(claims, "lock", 64),
-                   _text(claims, "action", 32), _text(actor, "id", 128), role if role in tuple(Role) else None,
-                   _text(claims, "assignment", 128), _text(header, "kid", 64))
+def _claimed(payload: bytes) -> dict[str, str | None]:
+    """What an unverified payload claims, as keyword arguments of :class:`Rejection` (to address
+    and audit a refusal); fields that are missing, too long or not printable are left out."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return {}
+    header = _header(payload) or {}
+    try:
+        claims = json.loads(_payload_segment(payload))
+    except ValueError:
+        claims = None
+    if not isinstance(claims, dict):
+        return {"kid": _text(header, "kid", 64)}
+    actor = claims.get("actor")
+    actor = actor if isinstance(actor, dict) else {}
+    role = _text(actor, "role", 16)
+    return {"command_id": _text(claims, "id", 64),
+            "reply_to": _text(claims, "reply_to", topics.MAX_TOPIC_LENGTH),
+            "lock": _text(claims, "lock", 64), "action": _text(claims, "action", 32),
+            "actor": _text(actor, "id", 128), "role": role if role in tuple(Role) else None,
+            "assignment": _text(claims, "assignment", 128), "kid": _text(header, "kid", 64)}
 
 
 def _text(obj: dict[str, object], name: str, limit: int) -> str | None:
