@@ -19,11 +19,11 @@ In RAM the pending alarms live in one bytearray allocated at start (``capacity``
 slots, oldest first): taking and confirming alarms allocates nothing that stays.
 """
 
-import os
 import struct
 import time
 
 import log
+from flashlog import FlashLog
 from wire import alarms
 from wire.alarmunit import DEVICES, unit_name
 
@@ -49,13 +49,6 @@ class JournalFull(Exception):
     """The journal holds ``capacity`` unconfirmed alarms: a new one cannot be taken now."""
 
 
-def _sync():
-    # The ESP32 port has os.sync on some builds only; flush() alone already reaches LittleFS.
-    sync = getattr(os, "sync", None)
-    if sync is not None:
-        sync()
-
-
 class AlarmJournal:
     """The unconfirmed alarms, loaded from ``path`` at start.
 
@@ -71,32 +64,15 @@ class AlarmJournal:
         self._recent_next = 0
         self._recent_count = 0  # valid entries: an empty one must not match serial 0, event 0
         self._count = 0
-        self._lines = 0
         self._next_local = 1
-        self._newline_first = False
-        self._load()
+        self._file = FlashLog(path, _MAX_LINE)
+        for line in self._file.read():
+            self._replay(line.split(" "))
 
     def __len__(self):
         return self._count
 
     # -- file -------------------------------------------------------------------------------
-
-    def _load(self):
-        try:
-            os.remove(self.path + ".tmp")  # a compaction that did not finish
-        except OSError:
-            pass
-        try:
-            f = open(self.path)
-        except OSError:
-            return
-        with f:
-            for line in f:  # line by line: the whole file would be a big string on the heap
-                self._lines += 1
-                whole = line.endswith("\n")
-                self._newline_first = not whole
-                if whole and len(line) <= _MAX_LINE:
-                    self._replay(line[:-1].split(" "))
 
     def _replay(self, f):
         try:
@@ -123,26 +99,14 @@ class AlarmJournal:
         except ValueError:
             pass  # a damaged line: the lines around it still count
 
-    def _append(self, line):
-        with open(self.path, "a") as f:
-            f.write(("\n" if self._newline_first else "") + line + "\n")
-            f.flush()
-        _sync()
-        self._newline_first = False
-        self._lines += 1
-
     def _compact(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("S %d\n" % self._next_local)
-            for i in range(self._count):
-                f.write(self._line(i) + "\n")
-            f.flush()
-        # Renaming over the old file is atomic on LittleFS and POSIX: a power cut leaves one
-        # of the two whole files, never neither.
-        os.rename(tmp, self.path)
-        _sync()
-        self._lines = self._count + 1
+        """Write the file anew with only the pending alarms (and the bridge's next number)."""
+        self._file.rewrite(self._compacted())
+
+    def _compacted(self):
+        yield "S %d" % self._next_local
+        for i in range(self._count):
+            yield self._line(i)
 
     def _line(self, i):
         serial, number, unit_at, bridge_at, _, ev, dev, origin, _ = self._unpack(i)
@@ -214,10 +178,10 @@ class AlarmJournal:
         ev = NAMES.index(event)
         dev = DEVICES.index(device)
         b = -1 if bridge_at is None else bridge_at
-        self._append("A %s %08x %d %d %s %s %s" % (origin, serial, number, unit_at, event, device,
+        self._file.append("A %s %08x %d %d %s %s %s" % (origin, serial, number, unit_at, event, device,
                                                    "-" if b < 0 else b))
         self._put(origin, serial, number, unit_at, ev, dev, b)
-        if self._lines >= 2 * self.capacity:
+        if self._file.lines >= 2 * self.capacity:
             self._compact()
         return self._id(self._unpack(self._count - 1))
 
@@ -230,14 +194,14 @@ class AlarmJournal:
         if i < 0:
             return None
         s = self._unpack(i)
-        self._append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
+        self._file.append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
         self._remove(i)
         if s[7] == ord(ORIGIN_UNIT):
             struct.pack_into(">II", self._recent, self._recent_next * 8, s[0], s[1])
             self._recent_next = (self._recent_next + 1) % _RECENT
             self._recent_count = min(self._recent_count + 1, _RECENT)
         log.info("alarm %s confirmed via %s" % (alarm_id, path))
-        if self._lines >= 2 * self.capacity:
+        if self._file.lines >= 2 * self.capacity:
             self._compact()
         return s[1] if s[7] == ord(ORIGIN_UNIT) else -1
 

@@ -8,19 +8,13 @@ by a power cut is skipped when the file is read.
 """
 
 import binascii
-import os
+
+from flashlog import FlashLog
 
 PATH = "commands.journal"
 KEEP = 256
 TAG_LEN = 8
 _TAG_HEX = 2 * TAG_LEN
-
-
-def _sync():
-    # The ESP32 port has os.sync on some builds only; flush() alone already reaches LittleFS.
-    sync = getattr(os, "sync", None)
-    if sync is not None:
-        sync()
 
 
 def _tag_of(line):
@@ -47,27 +41,11 @@ class Journal:
         self._ring = bytearray(keep * TAG_LEN)
         self._count = 0  # valid tags in the ring
         self._next = 0  # the slot the next tag goes to (the oldest once the ring is full)
-        self._lines = 0  # lines in the file, valid or not
-        self._newline_first = False  # the file ends in a cut-short line
-        self._load()
-
-    def _load(self):
-        try:
-            os.remove(self.path + ".tmp")  # a compaction that did not finish
-        except OSError:
-            pass
-        try:
-            f = open(self.path)
-        except OSError:
-            return
-        with f:
-            for line in f:  # line by line: the whole file would be a big string on the heap
-                self._lines += 1
-                whole = line.endswith("\n")
-                self._newline_first = not whole
-                tag = _tag_of(line[:-1] if whole else line)
-                if tag is not None:
-                    self._remember(tag)
+        self._file = FlashLog(path, _TAG_HEX + 1)
+        for line in self._file.read():
+            tag = _tag_of(line)
+            if tag is not None:
+                self._remember(tag)
 
     def __len__(self):
         return self._count
@@ -78,12 +56,6 @@ class Journal:
         self._next = (self._next + 1) % self.keep
         if self._count < self.keep:
             self._count += 1
-
-    def _slots(self):
-        """Slot numbers of the valid tags, oldest first."""
-        first = (self._next - self._count) % self.keep
-        for i in range(self._count):
-            yield (first + i) % self.keep
 
     def seen(self, tag):
         """Whether a command with this 8-byte tag was recorded."""
@@ -98,27 +70,14 @@ class Journal:
 
     def record(self, tag):
         """Append a tag durably; raises OSError if the flash cannot take it."""
-        line = binascii.hexlify(tag).decode()
-        with open(self.path, "a") as f:
-            f.write(("\n" if self._newline_first else "") + line + "\n")
-            f.flush()
-        _sync()
-        self._newline_first = False
-        self._lines += 1
+        self._file.append(binascii.hexlify(tag).decode())
         self._remember(tag)
-        if self._lines >= 2 * self.keep:
-            self._compact()
+        if self._file.lines >= 2 * self.keep:
+            self._file.rewrite(self._oldest_first())
 
-    def _compact(self):
-        tmp = self.path + ".tmp"
+    def _oldest_first(self):
         ring = self._ring
-        with open(tmp, "w") as f:
-            for slot in self._slots():
-                base = slot * TAG_LEN
-                f.write(binascii.hexlify(ring[base:base + TAG_LEN]).decode() + "\n")
-            f.flush()
-        # Renaming over the old file is atomic on LittleFS and POSIX: a power cut leaves one
-        # of the two whole files, never neither.
-        os.rename(tmp, self.path)
-        _sync()
-        self._lines = self._count
+        first = (self._next - self._count) % self.keep
+        for i in range(self._count):
+            base = ((first + i) % self.keep) * TAG_LEN
+            yield binascii.hexlify(ring[base:base + TAG_LEN]).decode()
