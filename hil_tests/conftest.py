@@ -21,7 +21,7 @@ from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait
 from hubapi.client import BackendClient
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
-from tests.test_dc09 import ACCOUNT, Receiver
+from tests.sia_receiver import ACCOUNT, Receiver
 from wire import lockkinds
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto

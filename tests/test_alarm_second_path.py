@@ -12,7 +12,7 @@ from typing import Any
 
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
-from tests.test_dc09 import ACCOUNT, KEY, Receiver
+from tests.sia_receiver import ACCOUNT, KEY, Receiver
 from wire import alarms
 
 

@@ -15,7 +15,7 @@ import pytest
 from simulator.bridge_device import DEFAULT_HEAP
 from simulator.modem import Modem, pair
 from tests.micropython import micropython_binary, micropython_env
-from tests.test_dc09 import ACCOUNT, KEY, Receiver
+from tests.sia_receiver import ACCOUNT, KEY, Receiver
 
 # The bridge side: one JSON command per stdin line, one "RESULT {...}" line per command.
 SCENARIO = r"""
