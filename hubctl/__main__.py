@@ -1,0 +1,253 @@
+"""hubctl: the technician's command line for a bridge. `hubctl --help` lists the commands.
+
+Every failure is one line on stderr naming the fix, and a non-zero exit status: 1 when the work
+failed, 2 when the command line was wrong.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from hubctl import bundle, deploy, image
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    help="The technician's tool for a home hub's bridge (the ESP32 running firmware/).\n\n"
+         "**Example:** hubctl build, then hubctl flash --port /dev/ttyUSB0 "
+         "--image ESP32_GENERIC-v1.29.0.bin --bundle build/bundles/bridge-0.1.0-94373b7a1eba "
+         "--config bridge.json")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
+
+
+class Failed(Exception):
+    """A command failed for a reason the technician can fix; the message says how."""
+
+
+@app.command()
+def build(
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Where bundles are written; each gets its own bridge-<version>-<id>/.",
+        show_default="build/bundles in the checkout")] = bundle.DEFAULT_OUT,
+    source: Annotated[Path, typer.Option(
+        help="The checkout whose firmware/ and wire/ are compiled.",
+        show_default="the checkout hubctl runs from")] = bundle.ROOT,
+) -> None:
+    """Compile the firmware with mpy-cross into a versioned bundle with a manifest.
+
+    The bundle holds app.mpy (firmware/main.py), every other firmware and wire module as .mpy,
+    a main.py that imports app, and manifest.json (firmware version, link protocol version,
+    sha256 of every file). The same sources build the same bundle.
+
+    **Example:** hubctl build --out /tmp/bundles
+    """
+    try:
+        built = bundle.build(out_dir.resolve(), source)
+    except bundle.BundleError as e:
+        raise Failed(str(e)) from None
+    m = built.manifest
+    size = sum(f.size for f in m.files)
+    out.print(f"bundle {built.path}")
+    out.print(f"  firmware {m.firmware_version}, link protocol {m.protocol}, .mpy v{m.mpy_version}"
+              f", {len(m.files)} files, {size} bytes")
+
+
+def _load_config(path: Path) -> bytes:
+    """bridge.json as given, refused unless the firmware's own parser takes it."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise Failed(f"cannot read the configuration {path}: {e.strerror}: pass the bridge.json "
+                     "for this home with --config") from None
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise Failed(f"{path} is not valid JSON ({e}): fix it or write it again") from None
+    config = _firmware_config()
+    try:
+        config.parse(obj)
+    except config.ConfigError as e:
+        raise Failed(f"{path} would not start the bridge: {e}") from None
+    return data
+
+
+def _firmware_config() -> ModuleType:
+    """firmware/config.py itself, loaded into CPython: one definition of bridge.json."""
+    spec = importlib.util.spec_from_file_location("bridge_config",
+                                                  bundle.ROOT / "firmware" / "config.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Bars(deploy.CopyProgress):
+    """Two rich bars: the whole copy in bytes, and the file being written."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+        self._total: TaskID | None = None
+        self._file: TaskID | None = None
+        self._done = 0  # bytes of the files finished
+        self._size = 0  # of the file being written
+
+    def begin(self, files: int, total_bytes: int) -> None:
+        self._total = self._p.add_task(f"copy {files} files", total=total_bytes)
+
+    def file_begin(self, path: str, size: int) -> None:
+        self._size = size
+        self._file = self._p.add_task(f"  {path}", total=size or 1)
+
+    def file_advance(self, path: str, done: int, size: int) -> None:
+        assert self._total is not None and self._file is not None
+        self._p.update(self._file, completed=done)
+        self._p.update(self._total, completed=self._done + done)
+
+    def file_end(self, path: str, copied: bool) -> None:
+        assert self._total is not None and self._file is not None
+        self._done += self._size
+        self._p.update(self._total, completed=self._done)
+        self._p.remove_task(self._file)
+        self._p.console.print(f"  {path}: {'copied, verified' if copied else 'already there'}")
+
+
+def _open_bridge(port: str, soft_reset: bool, wait_s: float) -> deploy.BridgeFS:
+    """The bridge's REPL; after a fresh image it boots (and formats its filesystem) first."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return deploy.BridgeFS.open(port, soft_reset=soft_reset)
+        except deploy.DeviceError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1)
+
+
+@app.command()
+def flash(
+    port: Annotated[str, typer.Option(help="The bridge's serial port.")],
+    bundle_dir: Annotated[Path, typer.Option(
+        "--bundle", help="The bundle directory hubctl build printed.")],
+    config: Annotated[Path, typer.Option(help="This home's bridge.json.")],
+    image_path: Annotated[Path | None, typer.Option(
+        "--image", help="MicroPython's ESP32_GENERIC .bin; needed unless --resume.")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Keep the MicroPython image already on the bridge and copy only the files it does "
+             "not have yet (after a cut copy).")] = False,
+    baud: Annotated[int, typer.Option(help="Baud rate while writing the image.")] =
+        image.DEFAULT_BAUD,
+    soft_reset: Annotated[bool, typer.Option(
+        help="Soft-reset MicroPython before copying; --no-soft-reset for MicroPython's unix port "
+             "(a test bench), which has none.")] = True,
+) -> None:
+    """Write MicroPython to the bridge, copy the bundle and bridge.json, verify, reboot.
+
+    1. esptool erases the flash and writes the image at 0x1000, reads it back, resets the chip;
+    2. mpremote copies each file under a temporary name, checks its sha256 on the bridge and
+       renames it (main.py last), skipping files the bridge already has;
+    3. the bridge reboots into the firmware.
+
+    A copy cut short (cable pulled) resumes: run the same command with --resume.
+
+    **Example:** hubctl flash --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.29.0.bin
+    --bundle build/bundles/bridge-0.1.0-94373b7a1eba --config bridge.json
+    """
+    if resume and image_path is not None:
+        raise typer.BadParameter("--resume keeps the image on the bridge: pass one of --image "
+                                 "and --resume", param_hint="'--image'")
+    if not resume and image_path is None:
+        raise typer.BadParameter("pass MicroPython's ESP32_GENERIC .bin (or --resume to finish "
+                                 "a cut copy)", param_hint="'--image'")
+    try:
+        built = bundle.Bundle.load(bundle_dir)
+    except bundle.BundleError as e:
+        raise Failed(str(e)) from None
+    files = deploy.plan(built, _load_config(config))
+    m = built.manifest
+    out.print(f"bundle {built.path.name}: firmware {m.firmware_version}, link protocol "
+              f"{m.protocol}")
+    try:
+        if image_path is not None:
+            data = image.read_image(image_path)
+            out.print(f"1/3 MicroPython image {image_path.name} ({len(data)} bytes) "
+                      f"to {port} with esptool")
+            image.flash_image(image.EsptoolFlasher(), port, data, baud)
+        report = _copy(port, built, files, soft_reset, wait_s=15 if image_path else 0)
+    except deploy.CableLost as e:
+        raise Failed(f"{e}, then run the same hubctl flash with --resume instead of --image: it "
+                     "keeps the image and copies only what the bridge lacks") from None
+    except (image.ImageError, deploy.DeviceError) as e:
+        raise Failed(str(e)) from None
+    out.print(f"3/3 bridge on {port} rebooted into firmware {m.firmware_version}: "
+              f"{len(report.copied)} files copied, {len(report.skipped)} already there, "
+              f"all {len(files)} verified")
+
+
+def _copy(port: str, built: bundle.Bundle, files: list[deploy.Planned], soft_reset: bool,
+          wait_s: float) -> deploy.CopyReport:
+    out.print(f"2/3 {len(files)} files to {port} with mpremote")
+    fs = _open_bridge(port, soft_reset, wait_s)
+    try:
+        deploy.check_mpy(fs, built)
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=out, transient=False) as progress:
+            report = deploy.copy(fs, files, _Bars(progress))
+        fs.reboot()
+    finally:
+        fs.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: run a command; turn every failure into one line and an exit code."""
+    try:
+        code = app(args=argv, prog_name="hubctl", standalone_mode=False)
+    except Failed as e:
+        err.print(f"hubctl: error: {e}", soft_wrap=True, markup=False)
+        sys.exit(1)
+    except typer.TyperException as e:  # the command line itself is wrong (exit status 2)
+        ctx = getattr(e, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "hubctl"
+        if e.format_message():  # empty when the help was shown for want of arguments
+            err.print(f"{cmd}: {e.format_message()} (see {cmd} --help)", soft_wrap=True,
+                      markup=False)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("HUBCTL_DEBUG"):
+            raise
+        err.print(f"hubctl: internal error: {type(e).__name__}: {e} (a bug in hubctl: report "
+                  "it with this line; HUBCTL_DEBUG=1 shows the traceback)", soft_wrap=True,
+                  markup=False)
+        sys.exit(70)
+    if code == INTERRUPTED:  # typer turns Ctrl-C into this status and returns it
+        err.print("hubctl: interrupted: run the same command again (hubctl flash --resume "
+                  "finishes a cut copy)", markup=False)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`hubctl build`: the firmware compiled with the real mpy-cross into a versioned bundle.
+
+The command runs as the technician runs it (`.venv/bin/hubctl`, a subprocess); the bundle is then
+loaded by the real MicroPython interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubctl import bundle
+from simulator.bridge_device import SHIMS, compiled_firmware
+from tests.micropython import HEAP, micropython_binary
+from wire import link
+
+ROOT = Path(__file__).resolve().parents[1]
+HUBCTL = Path(sys.executable).parent / "hubctl"
+
+
+def hubctl(*args: str) -> subprocess.CompletedProcess[str]:
+    if not HUBCTL.exists():
+        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
+    return subprocess.run([str(HUBCTL), *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure as a technician sees it: a non-zero status and exactly one line, no trace."""
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+def firmware_version() -> str:
+    namespace: dict[str, object] = {}
+    exec((ROOT / "firmware" / "version.py").read_text(), namespace)
+    return str(namespace["VERSION"])
+
+
+@pytest.fixture
+def source_copy(tmp_path: Path) -> Path:
+    """A checkout of just what the bridge runs, to change without touching the real one."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "firmware", src / "firmware",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "wire", src / "wire", ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+def test_build_writes_a_versioned_bundle_of_every_firmware_file_with_its_hash(
+        tmp_path: Path) -> None:
+    proc = hubctl("build", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    built = next(tmp_path.glob("bridge-*"))
+    assert built.name.startswith(f"bridge-{firmware_version()}-")
+    assert str(built) in proc.stdout
+    assert f"link protocol {link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}" in proc.stdout
+
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["firmware_version"] == firmware_version()
+    assert manifest["link_protocol"] == {"major": link.PROTOCOL_MAJOR,
+                                         "minor": link.PROTOCOL_MINOR}
+    paths = [f["path"] for f in manifest["files"]]
+    sources = sorted((ROOT / "firmware").rglob("*.py")) + sorted((ROOT / "wire").glob("*.py"))
+    assert len(paths) == len(sources) + 1  # every source as .mpy, plus the main.py stub
+    assert {"app.mpy", "bridge.mpy", "locks/reference.mpy", "wire/link.mpy"} <= set(paths)
+    assert "main.mpy" not in paths  # firmware/main.py is app.mpy: the ESP32 boots main.py only
+    assert paths[-1] == "main.py", "main.py is copied last"
+    for f in manifest["files"]:
+        data = (built / f["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f["path"]
+        assert len(data) == f["size"]
+        if f["path"].endswith(".mpy"):
+            assert data[:2] == bytes([ord("M"), manifest["mpy"]["version"]]), f["path"]
+    assert (built / "main.py").read_text().splitlines()[-1] == "import app"
+
+
+def test_micropython_loads_every_module_of_the_bundle_without_the_sources(
+        tmp_path: Path) -> None:
+    built = bundle.build(tmp_path / "bundles")
+    modules = [f.path[:-4].replace("/", ".") for f in built.manifest.files
+               if f.path.endswith(".mpy") and f.path != "app.mpy"]
+    code = (f"import sys\nfor name in {modules!r}:\n __import__(name)\n"
+            "import version\nfrom wire import link\n"
+            "print(version.VERSION, link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR,"
+            " sys.modules['config'].__file__)")
+    # Only the bundle and the host shims (bluetooth, machine) on the path: no firmware/ sources.
+    env = {"MICROPYPATH": f"{built.path}:{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAP}", "-c", code],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    version, major, minor, config_file = proc.stdout.split()
+    assert (version, int(major), int(minor)) == (firmware_version(), link.PROTOCOL_MAJOR,
+                                                 link.PROTOCOL_MINOR)
+    assert config_file == f"{built.path}/config.mpy"
+
+
+def test_unchanged_sources_give_the_same_bundle_and_a_changed_one_a_new_bundle(
+        tmp_path: Path, source_copy: Path) -> None:
+    out = tmp_path / "bundles"
+    first = bundle.build(out, source_copy)
+    again = bundle.build(out, source_copy)
+    assert again.path == first.path
+    assert again.manifest == first.manifest
+
+    bridge = source_copy / "firmware" / "bridge.py"
+    bridge.write_text(bridge.read_text() + "\nFIELD_FIX = 1\n")
+    changed = bundle.build(out, source_copy)
+    assert changed.path != first.path
+    assert first.path.is_dir(), "a bundle once written is never changed or removed"
+    old = {f.path: f.sha256 for f in first.manifest.files}
+    new = {f.path: f.sha256 for f in changed.manifest.files}
+    assert [p for p in new if new[p] != old[p]] == ["bridge.mpy"]
+
+
+def test_the_simulator_runs_the_bundle_hubctl_builds() -> None:
+    built = bundle.build()
+    assert compiled_firmware() == built.path
+    assert (built.path / "main.py").is_file() and (built.path / "app.mpy").is_file()
+
+
+def test_build_help_shows_an_example() -> None:
+    proc = hubctl("build", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Example:" in proc.stdout and "hubctl build --out" in proc.stdout
+
+
+def test_a_syntax_error_in_the_firmware_fails_in_one_line_naming_file_and_line(
+        tmp_path: Path, source_copy: Path) -> None:
+    bridge = source_copy / "firmware" / "bridge.py"
+    lines = bridge.read_text().splitlines()
+    bad_line = len(lines) + 1
+    bridge.write_text("\n".join(lines) + "\ndef broken(:\n")
+    line = one_error_line(hubctl("build", "--source", str(source_copy),
+                                 "--out", str(tmp_path / "out")))
+    assert "mpy-cross cannot compile" in line
+    assert f"{bridge}, line {bad_line}" in line
+    assert not list((tmp_path / "out").glob("bridge-*")), "no half bundle is left"
+
+
+def test_a_source_without_firmware_fails_in_one_line(tmp_path: Path) -> None:
+    line = one_error_line(hubctl("build", "--source", str(tmp_path), "--out", str(tmp_path)))
+    assert "no firmware/main.py" in line
+
+
+def test_an_unwritable_output_directory_fails_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = one_error_line(hubctl("build", "--out", str(blocker / "bundles")))
+    assert "pass a writable --out directory" in line
+
+
+def test_an_unknown_option_fails_in_one_line_with_status_2() -> None:
+    proc = hubctl("build", "--outt", "/tmp")
+    assert proc.returncode == 2
+    assert "No such option: --outt" in one_error_line(proc)

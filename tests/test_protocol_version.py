@@ -1,0 +1,94 @@
+"""hubd refuses a bridge that speaks another link protocol major, and says which versions clash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tty
+
+import pytest
+
+from hubd.bridge import Bridge
+from wire import frame, link
+
+
+def _bridge_hello(major: int, minor: int, version: str, peer_session: int = 0) -> bytes:
+    body = frame.encode_hello(major, minor, 0x0B0B0B0B, peer_session, frame.MAX_PAYLOAD, 4,
+                              frame.ROLE_BRIDGE, 0 if peer_session else frame.HELLO_ANSWER_ME,
+                              version)
+    return frame.encode(frame.T_HELLO, 0, body)
+
+
+async def _hub_session(master: int) -> int:
+    """hubd's session id, from the HELLOs it keeps sending until a bridge answers."""
+    buf = b""
+    for _ in range(200):
+        try:
+            buf += os.read(master, 4096)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        *blocks, buf = buf.split(frame.DELIMITER)
+        for block in filter(None, blocks):
+            ftype, _, body = frame.decode(block)
+            if ftype == frame.T_HELLO:
+                return frame.decode_hello(body)["session"]
+    raise AssertionError("hubd sent no HELLO")
+
+
+async def _hello_until_logged(master: int, hello: bytes, caplog: pytest.LogCaptureFixture,
+                              needle: str) -> logging.LogRecord:
+    for _ in range(100):  # the bridge repeats its HELLO until answered, as the firmware does
+        os.write(master, hello)
+        await asyncio.sleep(0.02)
+        found = [r for r in caplog.records if needle in r.getMessage()]
+        if found:
+            return found[0]
+    raise AssertionError(f"hubd logged nothing with {needle!r}: "
+                         f"{[r.getMessage() for r in caplog.records]}")
+
+
+async def test_hubd_refuses_another_major_naming_both_versions_and_the_fix(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hubd")
+    master, slave = os.openpty()
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    bridge = await Bridge.open(os.ttyname(slave))
+    try:
+        other = link.PROTOCOL_MAJOR + 1
+        record = await _hello_until_logged(master, _bridge_hello(other, 3, "fw 9.9.9"), caplog,
+                                           "speaks link protocol")
+        text = record.getMessage()
+        assert record.levelno == logging.ERROR
+        assert "'fw 9.9.9'" in text
+        assert f"link protocol {other}.3" in text
+        assert f"hubd speaks {link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}" in text
+        assert "hubctl flash" in text
+        assert not bridge.is_up
+    finally:
+        await bridge.close()
+        os.close(master)
+        os.close(slave)
+
+
+async def test_a_bridge_of_the_same_major_and_another_minor_is_taken(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hubd")
+    master, slave = os.openpty()
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    bridge = await Bridge.open(os.ttyname(slave))
+    try:
+        minor = link.PROTOCOL_MINOR + 1
+        hello = _bridge_hello(link.PROTOCOL_MAJOR, minor, "fw 0.2.0",
+                              peer_session=await _hub_session(master))
+        record = await _hello_until_logged(master, hello, caplog, "bridge link up")
+        assert f"link protocol {link.PROTOCOL_MAJOR}.{minor}" in record.getMessage()
+        assert bridge.is_up
+        assert not [r for r in caplog.records if "speaks link protocol" in r.getMessage()]
+    finally:
+        await bridge.close()
+        os.close(master)
+        os.close(slave)
