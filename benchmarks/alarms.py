@@ -15,7 +15,7 @@ clock, read where each part notes them (the press on the unit model's CPython si
     to_hubd   -> hubd has the `alarm` link message (its received_at; the serial link)
     store     -> hubd's first publish (SQLite commit with fsync, alarm_stored, the outbox wakes)
     mqtt      -> the centre has it (QoS 1 through Mosquitto)
-    centre    -> the centre publishes that it handled it
+    centre    -> the centre stamps its handled-confirmation (handling delay 0)
     back      -> the unit hears HELP_ON_THE_WAY (confirmation to hubd over MQTT, commit,
               alarm_handled on the link, confirm line on the bridge's flash, frame to the unit)
 
@@ -28,9 +28,11 @@ clock, read where each part notes them (the press on the unit model's CPython si
     unit_ack  as above
     wait      -> the modem's first AT command for the alarm: the deadline (configuration, not speed)
               and the bridge's half-second check of what the second path must carry (each press
-              waits a random part of that half second first, so it lands at a random phase)
-    lte       -> pysiaalarm has it (frame built, AT exchange, TCP, DC-09 parse, ACK): the part
-              after the bridge decided, `after_decision`
+              waits a random part of that half second first, so it lands at a random phase);
+              on the open socket the frame is built just before that command
+    lte       -> pysiaalarm has it (AT+QISEND, TCP, DC-09 parse and ACK; for the first alarm the
+              attach and the socket open too): the part after the bridge decided,
+              `after_decision`
     back      -> the unit hears HELP_ON_THE_WAY (the DC-09 ACK back through the modem, confirm
               line on flash)
 
@@ -64,6 +66,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -71,6 +74,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,7 +89,7 @@ from hubapi import signing, topics  # noqa: E402
 from hubd.alarms import AlarmMqtt, Alarms  # noqa: E402
 from hubd.config import AlarmsConfig, MqttConfig  # noqa: E402
 from hubd.store import DB_NAME, Store  # noqa: E402
-from simulator.alarm_centre import PRIMARY, SECOND_PATH, AlarmCentre  # noqa: E402
+from simulator.alarm_centre import PRIMARY, AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
 from simulator.bridge_device import micropython_binary  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
@@ -121,6 +125,14 @@ def summary(values_s: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values_s]
     return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
             "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
+
+
+def trend(values_s: list[float]) -> dict[str, float]:
+    """The median of the first and of the last tenth of a run, in order: a bridge or hubd that
+    slows down as it goes (a heap filling, a table growing) shows here."""
+    k = max(1, len(values_s) // 10)
+    return {"first_tenth_p50_ms": percentile(values_s[:k], 50) * 1000,
+            "last_tenth_p50_ms": percentile(values_s[-k:], 50) * 1000}
 
 
 def summaries(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -244,18 +256,16 @@ def progress(label: str, i: int, n: int, last_ms: float | None) -> None:
         print(f"  {label}: {i + 1}/{n}, last {last}", flush=True)
 
 
+@dataclass
 class Rig:
     """The running parts, shared by the scenarios."""
 
-    def __init__(self, broker: Mosquitto, home: HomeThread, unit: TimedUnit,
-                 hubd: subprocess.Popen[bytes], bridge_lines: list[tuple[float, str]],
-                 settings: dict[str, Any]) -> None:
-        self.broker = broker
-        self.home = home
-        self.unit = unit
-        self.hubd = hubd
-        self.bridge_lines = bridge_lines
-        self.settings = settings
+    broker: Mosquitto
+    home: HomeThread
+    unit: TimedUnit
+    hubd: subprocess.Popen[bytes]
+    bridge_lines: list[tuple[float, str]]  # (when, line) of the bridge's latest log lines
+    settings: dict[str, Any]
 
     @property
     def modem_commands(self) -> TimedList:
@@ -317,7 +327,9 @@ async def primary(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n: int
     }
     return {"counts": counts, "lost_ids": [i for i in ids if i not in centre.alarms],
             "totals": summaries({k: samples[k] for k in PRIMARY_TOTALS}),
-            "hops": summaries({k: samples[k] for k in PRIMARY_HOPS})}
+            "hops": summaries({k: samples[k] for k in PRIMARY_HOPS}),
+            "trend": {k: trend(samples[k]) for k in ("press_to_centre", "press_to_help")
+                      if samples[k]}}
 
 
 # --- 2. the second path ----------------------------------------------------------------------------
@@ -551,6 +563,9 @@ def report(result: dict[str, Any]) -> list[str]:
         table("primary (MQTT)", [(k, v) for k, v in part["totals"].items()]
               + [(f"  {k}", v) for k, v in part["hops"].items()])
         print("  counts: " + ", ".join(f"{k} {v}" for k, v in part["counts"].items()))
+        for name, t in part["trend"].items():
+            print(f"  {name} p50, first tenth of the run {t['first_tenth_p50_ms']:.1f} ms, last "
+                  f"tenth {t['last_tenth_p50_ms']:.1f} ms")
         if part["counts"]["lost"]:
             problems.append(f"primary path: {part['counts']['lost']} alarm(s) never reached the "
                             f"centre: {part['lost_ids']}")
@@ -697,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logs in {work}", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
         return 1
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
