@@ -39,6 +39,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+# After a fresh image the bridge boots and formats its filesystem before its REPL answers.
+BOOT_WAIT_S = 30
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
 
 
@@ -194,7 +196,7 @@ def flash(
             out.print(f"1/3 MicroPython image {image_path.name} ({len(data)} bytes) "
                       f"to {port} with esptool")
             image.flash_image(image.EsptoolFlasher(), port, data, baud)
-        report = _copy(port, built, files, soft_reset, wait_s=15 if image_path else 0)
+        report = _copy(port, built, files, soft_reset, wait_s=BOOT_WAIT_S if image_path else 0)
     except deploy.CableLost as e:
         raise Failed(f"{e}, then run the same hubctl flash with --resume instead of --image: it "
                      "keeps the image and copies only what the bridge lacks") from None

@@ -125,7 +125,8 @@ class BridgeFS:
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got
                 transport.enter_raw_repl(soft_reset=soft_reset)
         except (TransportError, serial.SerialException, OSError):
-            transport.close()
+            with contextlib.suppress(Exception):
+                transport.close()
             raise DeviceError(f"no MicroPython REPL answers on {port}: flash the MicroPython "
                               "image first (hubctl flash --image ...) or check the port") from None
         return cls(transport, port)

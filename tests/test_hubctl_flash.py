@@ -187,11 +187,11 @@ class Recorder:
     def erase(self) -> None:
         self.calls.append(("erase",))
 
-    def write(self, offset: int, data: bytes) -> None:
-        self.calls.append(("write", offset, hashlib.sha256(data).hexdigest()))
+    def write(self, offset: int, image: bytes) -> None:
+        self.calls.append(("write", offset, hashlib.sha256(image).hexdigest()))
 
-    def verify(self, offset: int, data: bytes) -> None:
-        self.calls.append(("verify", offset, hashlib.sha256(data).hexdigest()))
+    def verify(self, offset: int, image: bytes) -> None:
+        self.calls.append(("verify", offset, hashlib.sha256(image).hexdigest()))
 
     def hard_reset(self) -> None:
         self.calls.append(("hard_reset",))
