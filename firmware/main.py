@@ -5,6 +5,9 @@ connection policy, the safety alarm unit link when one is configured, and serves
 host link until power is cut.
 """
 
+import gc
+import sys
+
 import asyncio
 
 import machine
@@ -109,4 +112,22 @@ async def main():
     await asyncio.gather(host.run(), policy.run(), *alarm_tasks)
 
 
-asyncio.run(main())
+def boot():
+    """Run the bridge; whatever stops it (a MemoryError, a bug) resets the chip, because a bridge
+    sitting at the REPL carries no alarm. The journals on flash make the reset lose nothing."""
+    # Collect before the heap is nearly full, not when an allocation already failed: fewer, larger
+    # free blocks (MicroPython's heap is never compacted) for the link's frames.
+    gc.collect()
+    gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        raise  # a technician at the REPL
+    except BaseException as e:  # noqa: BLE001 - everything else is a reset
+        gc.collect()
+        log.error("bridge firmware stopped: %r; resetting" % (e,))
+        sys.print_exception(e)
+        machine.reset()
+
+
+boot()

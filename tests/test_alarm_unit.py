@@ -13,6 +13,7 @@ import pytest
 from hubd.link import SerialLink
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
+from tests.waiting import until
 from wire import alarms, link, messages
 
 TIMEOUT = 30.0  # generous: a loaded CI machine; nothing here measures speed
@@ -50,15 +51,6 @@ class Hub:
 
     def send(self, payload: bytes) -> None:
         self.link.send(payload)
-
-
-async def until(cond: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from hubd.bridge import Bridge
 from hubd.config import AlarmsConfig, MqttConfig
 from hubd.store import DB_NAME, Store
 from tests.mosquitto import Mosquitto
+from tests.waiting import until
 from wire import frame, link, messages
 
 import pytest
@@ -177,13 +178,6 @@ def alarm(alarm_id: str, event: str = "button", device: str = "unit-1", unit_at:
     now = int(time.time())
     return messages.alarm(alarm_id, event, device, now if unit_at is None else unit_at,
                           now if bridge_at is None else bridge_at)
-
-
-async def until(condition, timeout: float = 10) -> None:
-    """Wait until ``condition()`` holds; a timeout fails the test with the condition unmet."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 def raw(obj: dict[str, Any]) -> bytes:
@@ -364,7 +358,7 @@ async def test_losing_and_regaining_the_bridge_link_raises_alarms_and_gives_the_
     assert (lost.device, lost.priority, lost.hub) == ("hubd", 2, HUB)
     await centre.wait_for(lambda c: all(r.handled_at for r in c.alarms.values()))
     # The centre's confirmation reaches hubd a moment after the centre records it.
-    await until(lambda: hubd.alarms.pending() == [])
+    await until(lambda: hubd.alarms.pending() == [], "hubd to take the confirmations")
     await end.wait_for(messages.CLOCK, count=clocks + 1)
     assert end.of_kind(messages.ALARM_HANDLED) == []  # hubd's own alarms are not the bridge's
 

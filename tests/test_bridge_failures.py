@@ -11,7 +11,9 @@ import os
 import pytest
 
 from simulator.locks import EntranceDoorLock, InCylinderLock, InsideTurnerLock
+from simulator.home import SimulatedHome
 from tests.firmware.sim_bench import Bench
+from tests.waiting import until
 
 
 def _locks():
@@ -145,3 +147,20 @@ async def test_forged_replayed_and_impossible_reports_are_not_passed_on(bench):
     reports = [(r["state"], r["battery"]) for r in bench.states("turner", "manual")]
     assert reports == [(genuine["state"], 100), ("locked", 100)]
     assert not bench.events("turner")
+
+
+async def test_a_firmware_that_runs_out_of_memory_resets_the_chip_and_boots_again(tmp_path):
+    # A heap too small for the firmware: it stops with a MemoryError, and instead of sitting at
+    # the REPL (where it carries no alarm) it calls machine.reset(), which the simulated chip
+    # answers by booting main.py again, as an ESP32 does.
+    home = SimulatedHome(tmp_path / "home")
+    home.bridge._heap = "100k"
+    await home.start()
+    try:
+        await until(lambda: home.bridge.resets >= 2, "two resets", timeout=20)
+    finally:
+        await home.stop()
+    stopped = [line for line in home.bridge.log if "bridge firmware stopped: MemoryError" in line]
+    assert stopped and stopped[0].endswith("; resetting")
+    assert home.bridge.boots == home.bridge.resets + 1  # each reset booted it again
+    assert not home.bridge.running, "power off stops a bridge caught in a reset loop too"

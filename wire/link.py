@@ -137,7 +137,8 @@ class Link:
             start = end + 1
 
     def poll(self, now):
-        """Run the timers and return the bytes to write on the line now (maybe empty)."""
+        """Run the timers and return the bytes to write on the line now (a bytearray, maybe
+        empty; the caller owns it)."""
         if self.state == UP:
             if ticks_diff(now, self._last_rx) >= self.dead_ms:
                 self._go_down("silent")
@@ -152,7 +153,7 @@ class Link:
                 self._send_hello(now)
         out = self._out
         self._out = bytearray()
-        return bytes(out)
+        return out  # handed over, not copied: one buffer less on the bridge's small heap
 
     def next_poll_ms(self, now):
         """Milliseconds until poll() has timer work to do (0: call it now)."""
