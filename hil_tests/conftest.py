@@ -21,7 +21,8 @@ from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait
 from hubapi.client import BackendClient
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
-from tests.sia_receiver import ACCOUNT, Receiver
+from simulator.dc09_receiver import free_port
+from tests.sia_receiver import ACCOUNT
 from wire import lockkinds
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
@@ -52,24 +53,22 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     marker = request.node.get_closest_marker("home")
     options = dict(marker.kwargs) if marker else {}
     home: HomeThread | None = None
-    receivers: list[tuple[HomeThread, Receiver]] = []
+    dc09_port = None
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
         extras = {}
         if options.pop("alarms", False):
-            # A safety alarm unit, and an LTE modem whose DC-09 frames reach pysiaalarm.
-            receiver = Receiver()
+            # A safety alarm unit, and an LTE modem whose DC-09 frames reach the alarm centre's
+            # receiver on dc09_port (the scenario's centre runs it: see test_alarms.py).
+            dc09_port = free_port()
             extras = {"alarm_unit": AlarmUnit(heartbeat_s=0.5), "alarm_timings": ALARM_TIMINGS,
                       "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
-                              "port": receiver.port, "account": ACCOUNT, "receiver": "1",
+                              "port": dc09_port, "account": ACCOUNT, "receiver": "1",
                               "retry_ms": 1000}}
         home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options),
                                         policy=policy, **extras))
         home.start()
-        if extras:
-            home.run(receiver.client.__aenter__())
-            receivers.append((home, receiver))
         port = home.home.port
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
     else:
@@ -83,14 +82,12 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,
-                              receiver=receivers[0][1] if receivers else None)
+                              dc09_port=dc09_port)
     try:
         wait_online(mosquitto, HUB_ID, under_test.hubd, log)
         yield under_test
     finally:
         stop_hubd(under_test.hubd)
-        for owner, receiver in receivers:
-            owner.run(receiver.client.__aexit__(None, None, None))
         if home is not None:
             home.stop()
 

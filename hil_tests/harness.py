@@ -42,7 +42,7 @@ class HubUnderTest:
     home: HomeThread | None
     config_path: Path
     kinds: dict[str, str] = field(default_factory=dict)  # lock id -> wire.lockkinds kind
-    receiver: Any = None  # the alarm centre's DC-09 receiver (pysiaalarm), with alarms=True
+    dc09_port: int | None = None  # where the bridge's LTE path finds the DC-09 receiver (alarms=True)
 
     @property
     def sim(self) -> HomeThread:

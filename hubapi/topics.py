@@ -109,6 +109,11 @@ def every_hubs_alarms() -> tuple[str, str]:
     return (f"hubs/+/v{API_VERSION}/alarms/raised", f"hubs/+/v{API_VERSION}/alarms/heartbeat")
 
 
+def every_hubs_online() -> str:
+    """Subscription filter for every hub's retained online state (the alarm centre supervises it)."""
+    return f"hubs/+/v{API_VERSION}/online"
+
+
 def is_answer_topic(hub: str, topic: str) -> bool:
     """Whether the hub may publish answers to ``topic``.
 

@@ -10,9 +10,15 @@ keep resending and the bridge's deadline must trigger the second path), :meth:`A
 and ``handling_delay_s`` (confirm late). :meth:`AlarmCentre.report` gives, per alarm, the time of
 each hop for the benchmark.
 
-The second path (SIA DC-09 over LTE) arrives at the centre's DC-09 receiver, not here: whoever runs
-that receiver calls :meth:`AlarmCentre.received_over_dc09` with the alarm's id, so both paths land
-in one record and a copy over either path after the first is a duplicate.
+The second path (SIA DC-09 over LTE) arrives at the centre's DC-09 receiver
+(simulator/dc09_receiver.py: pysiaalarm): given ``dc09_accounts`` the centre runs one on
+``dc09_port`` and files what it receives with the MQTT copies
+(:meth:`AlarmCentre.received_over_dc09`), so both paths land in one record and a copy over either
+path after the first is a duplicate.
+
+Supervision of the hub: the centre watches each hub's heartbeat and retained online state and
+records in ``hub_events`` when a hub falls silent (two heartbeats missed), is heard again, or its
+last will says ``offline``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,19 @@ from pydantic import ValidationError
 
 from hubapi import topics
 from hubapi.client import BackendClient, Message
-from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat
+from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat, Online
+from simulator.dc09_receiver import Dc09Receiver
 
 log = logging.getLogger(__name__)
 
 PRIMARY = "mqtt"
 SECOND_PATH = "dc09"
+
+# What the centre records about a hub's presence (``hub_events``).
+HUB_ONLINE = "online"  # its retained online state says so
+HUB_OFFLINE = "offline"  # its last will (or a clean stop) says so
+HUB_SILENT = "silent"  # two heartbeats in a row missing
+HUB_HEARD = "heard"  # a heartbeat again after silence
 
 
 @dataclass
@@ -59,9 +72,13 @@ class AlarmCentre:
 
     def __init__(self, host: str = "localhost", port: int = 1883, *, username: str | None = None,
                  password: str | None = None, protocol: Literal["3.1.1", "5"] = "5",
-                 handling_delay_s: float = 0.0, operator: str = "operator-sim") -> None:
+                 handling_delay_s: float = 0.0, operator: str = "operator-sim",
+                 dc09_accounts: dict[str, str | None] | None = None, dc09_port: int | None = None) -> None:
         self._client = BackendClient(host, port, username=username, password=password, protocol=protocol,
                                      client_id="alarm-centre-sim")
+        # The second path's receiver (account -> AES key or None), when this centre runs one.
+        self.dc09 = (Dc09Receiver(dc09_accounts, port=dc09_port, on_alarm=self.received_over_dc09)
+                     if dc09_accounts else None)
         self.handling_delay_s = handling_delay_s
         self.operator = operator
         self.confirming = True
@@ -69,10 +86,15 @@ class AlarmCentre:
         self.copies: list[tuple[float, AlarmEvent]] = []  # every MQTT copy as it arrived
         self.heartbeats: list[tuple[float, HubHeartbeat]] = []
         self.refused: list[tuple[str, str]] = []  # (topic, why) for payloads that were not alarms
+        self.hub_events: list[tuple[float, str, str]] = []  # (at, hub, HUB_*) as they happened
+        self._last_beat: dict[str, tuple[float, float]] = {}  # hub -> (arrived, interval_s)
+        self._silent: set[str] = set()
+        self._online: dict[str, str] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # ids with a confirmation scheduled or out
         self._pump: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AlarmCentre:
         await self.start()
@@ -82,22 +104,29 @@ class AlarmCentre:
         await self.stop()
 
     async def start(self) -> None:
-        """Connect and subscribe to every hub's alarms and heartbeats."""
+        """Start the DC-09 receiver (if any), connect, and subscribe to every hub's alarms,
+        heartbeats and online state."""
+        if self.dc09 is not None:
+            await self.dc09.start()
         await self._client.connect()
         ready = asyncio.get_running_loop().create_future()
         self._pump = asyncio.create_task(self._receive(ready), name="alarm-centre")
         await asyncio.wait([ready, self._pump], return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             await self._pump  # it ended before subscribing: raise what ended it
+        self._watchdog = asyncio.create_task(self._supervise(), name="alarm-centre-supervision")
 
     async def stop(self) -> None:
         """Stop confirming and disconnect."""
-        for task in [*self._tasks, *([self._pump] if self._pump else [])]:
+        running = [*self._tasks, *(t for t in (self._pump, self._watchdog) if t is not None)]
+        for task in running:
             task.cancel()
-        for task in [*self._tasks, *([self._pump] if self._pump else [])]:
+        for task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._client.close()
+        if self.dc09 is not None:
+            await self.dc09.stop()
 
     def stop_confirming(self) -> None:
         """Keep receiving alarms but confirm none (a centre that got stuck)."""
@@ -120,6 +149,14 @@ class AlarmCentre:
             while not predicate(self):
                 self._changed.clear()
                 await self._changed.wait()
+
+    def hub_state(self, hub: str) -> str | None:
+        """The last thing recorded about this hub's presence (a HUB_* value), or None."""
+        return next((what for _, h, what in reversed(self.hub_events) if h == hub), None)
+
+    def hub_state(self, hub: str) -> str | None:
+        """The last thing recorded about this hub's presence (a HUB_* value), or None."""
+        return next((what for _, h, what in reversed(self.hub_events) if h == hub), None)
 
     def duplicates(self) -> int:
         """Copies beyond the first, summed over all alarms."""
@@ -148,7 +185,8 @@ class AlarmCentre:
 
     async def _receive(self, ready: asyncio.Future[None]) -> None:
         raised, heartbeat = topics.every_hubs_alarms()
-        async with self._client.watch(raised) as alarms, self._client.watch(heartbeat) as beats:
+        async with self._client.watch(raised) as alarms, self._client.watch(heartbeat) as beats, \
+                self._client.watch(topics.every_hubs_online()) as presence:
             ready.set_result(None)
             merged: asyncio.Queue[Message] = asyncio.Queue()
 
@@ -156,7 +194,7 @@ class AlarmCentre:
                 while True:
                     merged.put_nowait(await queue.get())
 
-            forwarders = [asyncio.create_task(forward(q)) for q in (alarms, beats)]
+            forwarders = [asyncio.create_task(forward(q)) for q in (alarms, beats, presence)]
             try:
                 while True:
                     self._take(await merged.get())
@@ -168,7 +206,11 @@ class AlarmCentre:
         now = time.time()
         try:
             if message.topic.endswith("/alarms/heartbeat"):
-                self.heartbeats.append((now, HubHeartbeat.model_validate_json(message.payload)))
+                beat = HubHeartbeat.model_validate_json(message.payload)
+                self.heartbeats.append((now, beat))
+                self._heard(beat, now)
+            elif message.topic.endswith("/online"):
+                self._presence(Online.model_validate_json(message.payload), now)
             else:
                 event = AlarmEvent.model_validate_json(message.payload)
                 if message.topic != topics.alarms_raised(event.hub):
@@ -183,6 +225,36 @@ class AlarmCentre:
             log.warning("alarm centre refused a payload on %s: %s", message.topic, exc)
             self.refused.append((message.topic, str(exc)))
         self._changed.set()
+
+    # --- supervision of the hubs ----------------------------------------------------------------
+
+    def _hub_event(self, hub: str, what: str, at: float, why: str) -> None:
+        self.hub_events.append((at, hub, what))
+        (log.info if what in (HUB_ONLINE, HUB_HEARD) else log.warning)("hub %s %s: %s", hub, what, why)
+        self._changed.set()
+
+    def _heard(self, beat: HubHeartbeat, now: float) -> None:
+        self._last_beat[beat.hub] = (now, beat.interval_s)
+        if beat.hub in self._silent:
+            self._silent.discard(beat.hub)
+            self._hub_event(beat.hub, HUB_HEARD, now, "its heartbeat is back")
+
+    def _presence(self, online: Online, now: float) -> None:
+        if self._online.get(online.hub) != online.status:
+            self._online[online.hub] = online.status
+            self._hub_event(online.hub, HUB_ONLINE if online.status == "online" else HUB_OFFLINE, now,
+                            "its retained online state" if online.at else "its last will")
+
+    async def _supervise(self) -> None:
+        """Raise the centre's own alarm when a hub misses two heartbeats in a row."""
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.time()
+            for hub, (arrived, interval) in self._last_beat.items():
+                if hub not in self._silent and now - arrived > 2 * interval + 0.5:
+                    self._silent.add(hub)
+                    self._hub_event(hub, HUB_SILENT, now, f"no heartbeat for {now - arrived:.1f} s "
+                                                          f"(every {interval:g} s expected)")
 
     def _record(self, alarm_id: str, event: AlarmEvent | None, path: str, at: float) -> AlarmRecord:
         record = self.alarms.get(alarm_id)

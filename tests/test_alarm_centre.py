@@ -10,8 +10,11 @@ import pytest
 
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat
-from simulator.alarm_centre import PRIMARY, SECOND_PATH, AlarmCentre
+from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat, Online
+from simulator.alarm_centre import (HUB_HEARD, HUB_OFFLINE, HUB_ONLINE, HUB_SILENT, PRIMARY, SECOND_PATH,
+                                    AlarmCentre)
+from tests.sia_receiver import ACCOUNT, KEY, KEY_B, require_pysiaalarm
+from wire import dc09
 
 HUB = "hub-centre"
 
@@ -98,3 +101,41 @@ async def test_a_copy_over_either_path_after_the_first_is_a_duplicate_and_the_re
     assert row["id"] == "u-5" and row["event"] == "button"
     assert None not in (row["unit_at"], row["bridge_at"], row["received_at"], row["published_at"],
                         row["arrived_at"], row["handled_at"])
+
+
+async def test_a_hub_missing_two_heartbeats_is_silent_until_heard_and_its_last_will_is_recorded(
+        hub_and_centre):
+    hub, centre = hub_and_centre
+
+    async def beat() -> None:
+        await hub.publish(topics.alarms_heartbeat(HUB), HubHeartbeat(
+            hub=HUB, at=time.time(), interval_s=1, pending=0, overdue=0, bridge_link=True).model_dump_json())
+
+    await hub.publish(topics.online(HUB), Online(hub=HUB, status="online", at=time.time()).model_dump_json(),
+                      retain=True)
+    await beat()
+    await centre.wait_for(lambda c: len(c.heartbeats) == 1)
+    await asyncio.sleep(1.0)
+    assert centre.hub_state(HUB) == HUB_ONLINE, "one interval late is not yet silence"
+    await centre.wait_for(lambda c: c.hub_state(HUB) == HUB_SILENT, timeout=5)
+    await beat()
+    await centre.wait_for(lambda c: c.hub_state(HUB) == HUB_HEARD)
+    await hub.publish(topics.online(HUB), Online(hub=HUB, status="offline").model_dump_json(), retain=True)
+    await centre.wait_for(lambda c: c.hub_state(HUB) == HUB_OFFLINE)
+    assert [what for _, h, what in centre.hub_events if h == HUB] == [
+        HUB_ONLINE, HUB_SILENT, HUB_HEARD, HUB_OFFLINE]
+    await hub.publish(topics.online(HUB), b"", retain=True)  # clear the retained state for other tests
+
+
+async def test_the_dc09_side_files_an_alarm_with_its_mqtt_copies_by_id(mosquitto):
+    require_pysiaalarm()
+    async with AlarmCentre(mosquitto.host, mosquitto.port, dc09_accounts={ACCOUNT: KEY}) as centre, \
+            BackendClient(mosquitto.host, mosquitto.port, client_id="fake-hub-2") as hub:
+        now = int(time.time())
+        (answer,) = await centre.dc09.exchange(dc09.alarm_frame(1, ACCOUNT, "button", "u-6", now, key=KEY_B))
+        assert dc09.parse_answer(answer, 1, ACCOUNT, KEY_B)[0] == dc09.ACK
+        await hub.publish(topics.alarms_raised(HUB), event("u-6"))
+        await centre.wait_for(lambda c: c.alarms["u-6"].copies[PRIMARY] == 1)
+        record = centre.alarms["u-6"]
+        assert (record.first_path, record.copies[SECOND_PATH], record.duplicates) == (SECOND_PATH, 1, 1)
+        assert list(centre.alarms) == ["u-6"] and centre.dc09.alarm_ids() == ["u-6"]

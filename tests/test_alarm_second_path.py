@@ -26,7 +26,7 @@ async def _until(check: Any, what: str, timeout: float = 30) -> None:
 
 async def _press_without_hubd(tmp_path: Path, key: str | None) -> None:
     receiver = Receiver(key=key)
-    async with receiver.client:
+    async with receiver:
         unit = AlarmUnit(heartbeat_s=0.5)
         lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port,
                "account": ACCOUNT, "receiver": "1", "retry_ms": 1000}

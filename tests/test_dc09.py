@@ -17,14 +17,14 @@ from wire import alarms, dc09
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     r = Receiver()
-    async with r.client:
+    async with r:
         yield r
 
 
 @pytest.fixture
 async def keyed_receiver() -> AsyncIterator[Receiver]:
     r = Receiver(KEY)
-    async with r.client:
+    async with r:
         yield r
 
 

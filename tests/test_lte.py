@@ -102,7 +102,7 @@ async def run_bridge() -> AsyncIterator[Any]:
 
     async def go(key: str | None = None, skew: int = 0, **knobs: Any) -> Bridge:
         receiver = Receiver(key)
-        await receiver.client.async_start()
+        await receiver.start()
         bridge, task = await start_bridge(receiver, key, skew, **knobs)
         started.append((bridge, task, receiver))
         return bridge
@@ -113,7 +113,7 @@ async def run_bridge() -> AsyncIterator[Any]:
             bridge.proc.kill()
             await bridge.proc.wait()
         task.cancel()
-        await receiver.client.async_stop()
+        await receiver.stop()
 
 
 async def test_an_alarm_reaches_pysiaalarm_over_the_modem(run_bridge: Any) -> None:
