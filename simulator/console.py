@@ -7,9 +7,11 @@ import os
 import sys
 import time
 
+from simulator.alarm_centre import AlarmCentre
 from simulator.home import SimulatedHome
 
-_COLOURS = {"backend": "36", "hubd": "35", "bridge": "33", "lock": "32", "demo": "1", "sim": "1"}
+_COLOURS = {"backend": "36", "hubd": "35", "bridge": "33", "lock": "32", "demo": "1", "sim": "1",
+            "unit": "31", "centre": "34"}
 _t0 = time.monotonic()
 
 
@@ -37,4 +39,39 @@ async def watch_locks(home: SimulatedHome) -> None:
             if last.get(lock_id) != now:
                 last[lock_id] = now
                 say("lock", f"{lock_id}: {now}")
+        await asyncio.sleep(0.05)
+
+
+_HEARD = {"ack": "the bridge has it", "alarm_received": "plays \"alarm received\"",
+          "help_on_the_way": "plays \"help is on the way\""}
+
+
+async def watch_alarms(home: SimulatedHome, centre: AlarmCentre) -> None:
+    """Narrate an alarm's path as the resident and the alarm centre see it: what the unit hears
+    from the bridge, and every copy the centre receives (by path) and confirms."""
+    unit = home.alarm_unit
+    assert unit is not None
+    heard: dict[int, int] = {}
+    copies: dict[str, int] = {}
+    handled: set[str] = set()
+    presence = 0
+    while True:
+        for _, hub, what in centre.hub_events[presence:]:
+            say("centre", f"hub {hub} is {what}")
+        presence = len(centre.hub_events)
+        for event_id, said in list(unit.heard.items()):
+            for word in said[heard.get(event_id, 0):]:
+                say("unit", f"event {event_id}: {_HEARD.get(word, word)}")
+            heard[event_id] = len(said)
+        for alarm_id, record in list(centre.alarms.items()):
+            total = sum(record.copies.values())
+            if total > copies.get(alarm_id, 0):
+                what = record.first.event if record.first else "alarm"
+                path = "MQTT" if record.first_path == "mqtt" else "LTE, SIA DC-09"
+                note = f"first copy, over {path}" if total == 1 else f"duplicate #{total - 1}, known by its id"
+                say("centre", f"← {alarm_id}: {what} ({note})")
+                copies[alarm_id] = total
+            if record.handled_at is not None and alarm_id not in handled:
+                handled.add(alarm_id)
+                say("centre", f"→ {alarm_id} handled by {centre.operator}")
         await asyncio.sleep(0.05)

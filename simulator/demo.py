@@ -1,10 +1,12 @@
 """The demo: a whole simulated home on an embedded broker, shown live in the terminal.
 
 It starts an MQTT broker in this process (amqtt, so nothing needs installing), a simulated home
-(an inside-turner lock with a motor; the real bridge firmware in MicroPython), hubd as its own
-process on the home's serial port, and a scripted backend that signs open and lock commands.
-Every line says who is speaking: the backend, hubd, the bridge firmware, or the lock itself.
-Ctrl-C stops everything and leaves no process behind.
+(an inside-turner lock with a motor, a safety alarm unit with its pendant, an LTE modem; the real
+bridge firmware in MicroPython), hubd as its own process on the home's serial port, a scripted
+backend that signs open and lock commands, and the reference alarm centre (MQTT side and SIA
+DC-09 receiver). Each round the nurse's app unlocks and locks the door, and the resident presses
+the alarm button. Every line says who is speaking: the backend, hubd, the bridge firmware, the
+lock, the alarm unit, or the alarm centre. Ctrl-C stops everything and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import contextlib
 import json
 import logging
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -25,17 +26,16 @@ from pathlib import Path
 from hubapi import signing, topics
 from hubapi.client import BackendClient
 from hubapi.models import Actor, CommandClaims, LockState, Role
-from simulator.console import bridge_line, say, watch_locks
+from simulator.alarm_centre import AlarmCentre
+from simulator.alarm_unit import AlarmUnit
+from simulator.console import bridge_line, say, watch_alarms, watch_locks
+from simulator.dc09_receiver import free_port as free_tcp_port
 from simulator.home import SimulatedHome, default_locks
-from wire import lockkinds
+from wire import alarms, lockkinds
 
 HUB_ID = "demo-hub"
 KID = "backend-demo"
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DC09_ACCOUNT = "12AB"  # the home's account at the alarm centre's DC-09 receiver
 
 
 @contextlib.asynccontextmanager
@@ -43,7 +43,8 @@ async def embedded_broker(port: int) -> AsyncIterator[None]:
     """An MQTT 3.1.1 broker in this process on loopback only (never amqtt's 0.0.0.0 default)."""
     from amqtt.broker import Broker
 
-    for name in ("amqtt", "transitions"):
+    # amqtt's own chatter, and the alarm centre's log lines (the narration shows those).
+    for name in ("amqtt", "transitions", "simulator"):
         logging.getLogger(name).setLevel(logging.ERROR)
     broker = Broker({
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
@@ -76,6 +77,9 @@ port = "{serial_port}"
 
 [locks]
 {lock_table}
+
+[alarms]
+resident = "resident-208"
 """)
 
 
@@ -130,18 +134,42 @@ async def send(backend: BackendClient, key: signing.Ed25519PrivateKey, action: s
     return final is not None and final.status == "succeeded"
 
 
+async def press_alarm(home: SimulatedHome, timeout: float = 60) -> bool:
+    """The resident presses the pendant; wait until the unit says help is on the way."""
+    unit = home.alarm_unit
+    assert unit is not None
+    event_id = unit.press(alarms.BUTTON, "pendant")
+    say("unit", f"the resident presses the pendant button (event {event_id}, alarm {unit.alarm_id(event_id)})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "help_on_the_way" in unit.heard.get(event_id, []):
+            return True
+        await asyncio.sleep(0.1)
+    say("demo", f"alarm event {event_id} not confirmed within {timeout:g} s")
+    return False
+
+
 async def run(args: argparse.Namespace) -> int:
-    port = free_port()
+    port = free_tcp_port()
+    dc09_port = free_tcp_port()
     key = signing.generate_private_key()
     work = Path(tempfile.mkdtemp(prefix="hub-demo-"))
     say("demo", f"embedded MQTT broker on 127.0.0.1:{port}; working files in {work}")
     home = SimulatedHome(work / "home", locks=default_locks(travel_time_s=args.travel_time),
-                         on_bridge_log=bridge_line)
+                         on_bridge_log=bridge_line, alarm_unit=AlarmUnit(),
+                         lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": dc09_port,
+                              "account": DC09_ACCOUNT, "receiver": "1"})
+    centre = AlarmCentre("127.0.0.1", port, protocol="3.1.1", dc09_accounts={DC09_ACCOUNT: None},
+                         dc09_port=dc09_port)
+    centre_started = False
     hubd: asyncio.subprocess.Process | None = None
     tasks: list[asyncio.Task[None]] = []
     ok = True
     async with embedded_broker(port):
         try:
+            await centre.start()
+            centre_started = True
+            say("demo", f"alarm centre listening on MQTT and for SIA DC-09 on 127.0.0.1:{dc09_port}")
             await home.start()
             say("demo", f"simulated bridge running the real firmware in MicroPython; "
                         f"serial port {home.port}")
@@ -154,6 +182,7 @@ async def run(args: argparse.Namespace) -> int:
             assert hubd.stdout is not None
             tasks.append(asyncio.create_task(pump(hubd.stdout, "hubd")))
             tasks.append(asyncio.create_task(watch_locks(home)))
+            tasks.append(asyncio.create_task(watch_alarms(home, centre)))
             async with BackendClient("127.0.0.1", port, client_id="demo-backend",
                                      protocol="3.1.1") as backend:
                 await wait_online(backend)
@@ -163,6 +192,8 @@ async def run(args: argparse.Namespace) -> int:
                     for action in ("unlock", "lock"):
                         ok = await send(backend, key, action, "front-door") and ok
                         await asyncio.sleep(args.pause)
+                    ok = await press_alarm(home) and ok
+                    await asyncio.sleep(args.pause)
                     rounds += 1
                     if args.once or (args.rounds and rounds >= args.rounds):
                         break
@@ -178,6 +209,8 @@ async def run(args: argparse.Namespace) -> int:
                     hubd.kill()
                     await hubd.wait()
             await home.stop()
+            if centre_started:
+                await centre.stop()
     say("demo", "all stopped" + ("" if ok else "; some commands did not succeed"))
     return 0 if ok else 1
 
@@ -201,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="hub-demo", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: hub-demo --rounds 3 --travel-time 1.5")
-    parser.add_argument("--once", action="store_true", help="one unlock and one lock, then exit")
+    parser.add_argument("--once", action="store_true",
+                        help="one round (unlock, lock, alarm button), then exit")
     parser.add_argument("--rounds", type=int, default=0,
-                        help="stop after this many unlock/lock rounds (default: until Ctrl-C)")
+                        help="stop after this many rounds (default: until Ctrl-C)")
     parser.add_argument("--travel-time", type=float, default=2.0,
                         help="seconds the lock motor takes to turn (default 2.0)")
     parser.add_argument("--pause", type=float, default=2.0,

@@ -33,13 +33,19 @@ def test_demo_once_shows_the_command_path_and_stops_everything(tmp_path: Path) -
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    for who in ("backend", "hubd", "bridge", "lock"):
+    for who in ("backend", "hubd", "bridge", "lock", "unit", "centre"):
         assert f"{who} │" in out, f"the demo never showed the {who}"
     assert "→ unlock front-door" in out
     assert "← accepted" in out
     assert "← succeeded, lock unlocked" in out
     assert "← succeeded, lock locked" in out
     assert "motor turning" in out
+    # The resident's alarm: pressed, at the centre over MQTT, handled, and the resident hears it.
+    assert "the resident presses the pendant button (event 1, alarm au5a000001-1)" in out
+    assert "← au5a000001-1: button (first copy, over MQTT)" in out
+    assert "→ au5a000001-1 handled by operator-sim" in out
+    assert out.index("→ au5a000001-1 handled") > out.index("presses the pendant")
+    assert 'event 1: plays "help is on the way"' in out
     assert "all stopped" in out
     assert f"working files in {tmp_path}" in out
     assert not processes_using(tmp_path), "the demo left processes behind"
