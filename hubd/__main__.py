@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
 import time
 
 from hubapi import topics
+from hubd import systemd
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
@@ -77,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hubd: {exc}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLinesFormatter())
+    handler: logging.Handler
+    if systemd.journal_is_stderr() and os.path.exists(systemd.JOURNAL_SOCKET):
+        handler = systemd.JournalHandler(standard=_STANDARD_ATTRS)  # fields, not text
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLinesFormatter())
     logging.basicConfig(level=config.log_level, handlers=[handler], force=True)
     asyncio.run(_run_until_signal(config))
     return 0
@@ -155,11 +161,18 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         asyncio.create_task(OutboxSender(outbox, mqtt).run(), name="outbox"),
         asyncio.create_task(_prune_hourly(journal), name="prune"),
     ]
+    if systemd.watchdog_interval() is not None:
+        tasks.append(asyncio.create_task(systemd.watchdog(), name="systemd-watchdog"))
+    # Ready: state recovered, the bridge's port open, MQTT connecting (a broker that is down at
+    # boot is retried, not a failed start).
+    systemd.notify("READY=1", f"STATUS=serving hub {config.hub_id}: {len(alarms.pending())} alarm(s) "
+                              f"pending, {len(outbox)} audit entr(ies) in the outbox")
     started = time.monotonic()
     stopping = asyncio.create_task(stop.wait(), name="stop")
     await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
+    systemd.notify("STOPPING=1", "STATUS=stopping")
     stopping.cancel()
     for task in tasks:
         task.cancel()
