@@ -46,12 +46,13 @@ clock, read where each part notes them (the press on the unit model's CPython si
    not in it, it is 1's to_hubd), then alarms/s drained to the confirming centre (published with
    PUBACK, confirmed, marked handled, alarm_handled to the bridge).
 
-Counted while measuring: sent, received, duplicates (copies beyond the first), lost. An alarm that
-never reached the centre, or that hubd held and never delivered, is reported loudly and the
-benchmark exits 1. Prints a table and writes the figures, the machine, versions and settings as
-JSON.
+Counted while measuring: sent, received, duplicates (copies beyond the first), lost, and how the
+bridge firmware fared (boots, resets, error lines in its log). An alarm that never reached the
+centre, one that hubd held and never delivered, or a firmware that crashed or reset is reported
+loudly and the benchmark exits 1 (a firmware that stops for good ends the presses there). Prints a
+table and writes the figures, the machine, versions and settings as JSON.
 
-    .venv/bin/python benchmarks/alarms.py --presses 200 --lte-presses 50 --outbox 500
+    .venv/bin/python benchmarks/alarms.py --presses 200 --lte-presses 50 --outbox 2000
     .venv/bin/python benchmarks/alarms.py --presses 20 --second-path hubd-down --outbox 0
 """
 
@@ -266,6 +267,7 @@ class Rig:
     hubd: subprocess.Popen[bytes]
     bridge_lines: list[tuple[float, str]]  # (when, line) of the bridge's latest log lines
     settings: dict[str, Any]
+    dead: bool = False  # the firmware stopped and did not boot again: no more presses
 
     @property
     def modem_commands(self) -> TimedList:
@@ -275,6 +277,24 @@ class Rig:
 
     def bridge_said(self, text: str, since: float) -> bool:
         return any(at >= since and text in line for at, line in list(self.bridge_lines))
+
+    def bridge_running(self) -> bool:
+        return self.home.home.bridge.running
+
+    async def answered(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait for ``done()``; a firmware that stopped gets 10 s to boot again (a reset) before
+        it counts as dead, instead of every later press waiting out its whole timeout."""
+        deadline = time.monotonic() + timeout
+        while await until(lambda: done() or not self.bridge_running(),
+                          max(0.0, deadline - time.monotonic())):
+            if done():
+                return True
+            if not await until(self.bridge_running, 10):
+                self.dead = True
+                print("  THE BRIDGE FIRMWARE STOPPED and did not boot again: no more presses",
+                      flush=True)
+                return False
+        return False
 
 
 # --- 1. the primary path ---------------------------------------------------------------------------
@@ -288,10 +308,12 @@ async def primary(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n: int
         eid = await on_home(rig.home, unit.press)
         alarm_id = unit.alarm_id(eid)
         pressed.append((eid, alarm_id))
-        await until(lambda: (eid, HELP) in unit.heard_at, timeout=30)
+        await rig.answered(lambda: (eid, HELP) in unit.heard_at, timeout=30)
         arrived = centre.alarms.get(alarm_id)
         last = None if arrived is None else (arrived.arrived_at - unit.pressed_at[eid]) * 1000
         progress("primary", i, n, last)
+        if rig.dead:
+            break
     ids = [alarm_id for _, alarm_id in pressed]
     await until(lambda: all(i in centre.alarms for i in ids), timeout=10)
 
@@ -319,9 +341,9 @@ async def primary(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n: int
                 samples[name].append(at[end] - at[start])
     received = [i for i in ids if i in centre.alarms]
     counts = {
-        "sent": n, "received": len(received),
+        "sent": len(ids), "received": len(received),
         "duplicates": sum(centre.alarms[i].duplicates for i in received),
-        "lost": n - len(received),
+        "lost": len(ids) - len(received),
         "over_lte": over_lte,
         "resident_told_help": sum(1 for eid, _ in pressed if (eid, HELP) in unit.heard_at),
     }
@@ -359,10 +381,12 @@ async def second_path(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n:
         eid = await on_home(rig.home, unit.press)
         alarm_id = unit.alarm_id(eid)
         pressed.append((eid, alarm_id))
-        await until(lambda: alarm_id in receiver.arrived_at and (eid, HELP) in unit.heard_at,
-                    timeout=timeout)
+        await rig.answered(lambda: alarm_id in receiver.arrived_at and (eid, HELP) in unit.heard_at,
+                           timeout=timeout)
         at = receiver.arrived_at.get(alarm_id)
         progress(situation, i, n, None if at is None else (at - unit.pressed_at[eid]) * 1000)
+        if rig.dead:
+            break
     ids = [alarm_id for _, alarm_id in pressed]
 
     samples: dict[str, list[float]] = {name: [] for name in SECOND_TOTALS + SECOND_HOPS}
@@ -401,9 +425,9 @@ async def second_path(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n:
     at_centre = [i for i in ids if i in centre.alarms]
     other_bridge_alarms = [i for i in receiver.arrived_at if not i.startswith(unit.unit_name)]
     counts = {
-        "sent": n, "received_dc09": len(received),
+        "sent": len(ids), "received_dc09": len(received),
         "duplicates_dc09": sum(receiver.copies[i] - 1 for i in received),
-        "lost": n - len(at_centre),
+        "lost": len(ids) - len(at_centre),
         "resident_told_help": sum(1 for eid, _ in pressed if (eid, HELP) in unit.heard_at),
         "unattributed_decisions": unattributed,
         "bridge_own_alarms_over_lte": len(other_bridge_alarms),
@@ -494,6 +518,18 @@ async def outbox(broker: Mosquitto, state_dir: Path, n: int) -> dict[str, Any]:
 
 # --- running it ------------------------------------------------------------------------------------
 
+def bridge_health(bridge: Any, log: Path) -> dict[str, Any]:
+    """How the firmware fared: boots, resets, and the log lines that speak of an error."""
+    errors = []
+    for line in log.read_text(errors="replace").splitlines():
+        words = line.split(maxsplit=2)
+        if (len(words) > 1 and words[1] == "error") or "Traceback" in line or "Error" in line \
+                or "firmware exited" in line or "reset itself" in line:
+            errors.append(line)
+    return {"boots": bridge.boots, "resets": getattr(bridge, "resets", 0),
+            "error_lines": len(errors), "errors": errors[:20]}
+
+
 def versions(state_dir: Path) -> dict[str, Any]:
     def run(*cmd: str) -> str:
         try:
@@ -534,6 +570,8 @@ async def drive(rig: Rig, receiver: TimedReceiver, presses: int, lte_presses: in
                 results["primary"] = await primary(rig, centre, receiver, presses)
             results["second_path"] = {}
             for situation in situations:
+                if rig.dead:
+                    break
                 results["second_path"][situation] = await second_path(rig, centre, receiver,
                                                                       lte_presses, situation)
     finally:
@@ -557,6 +595,13 @@ def table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
 def report(result: dict[str, Any]) -> list[str]:
     """Print the tables and counts; return what went wrong (lost or undelivered alarms)."""
     problems: list[str] = []
+    health = result.get("bridge")
+    if health:
+        print(f"\nbridge firmware: {health['boots']} boot(s), {health['resets']} reset(s), "
+              f"{health['error_lines']} error line(s) in its log")
+        if health["boots"] != 1 or health["resets"] or health["error_lines"]:
+            problems.append(f"the bridge firmware booted {health['boots']} time(s), reset "
+                            f"{health['resets']} time(s) and logged: {health['errors'][:6]}")
     part = result.get("primary")
     if part:
         print()
@@ -609,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--second-path", choices=(BROKER_DOWN, HUBD_DOWN, "both", "none"),
                         default="both", help="the situations that send alarms over LTE "
                         "(default both: the broker stopped, then hubd stopped)")
-    parser.add_argument("--outbox", type=int, default=500,
-                        help="alarms through hubd's outbox in-process (default 500; 0 skips it)")
+    parser.add_argument("--outbox", type=int, default=2000,
+                        help="alarms through hubd's outbox in-process (default 2000; 0 skips it)")
     parser.add_argument("--handled-deadline-ms", type=int, default=2000,
                         help="the bridge's handled_deadline_ms: no alarm_handled this long, then "
                         "LTE (default 2000; the firmware's is 30000)")
@@ -696,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
         bridge_log.close()
 
+    result["bridge"] = bridge_health(sim.bridge, work / "bridge.log")
     problems = report(result)
     lost = sum(part["counts"]["lost"] for part in
                [result.get("primary"), result.get("outbox"), *result.get("second_path", {}).values()]
@@ -707,8 +753,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwritten to {args.out}")
     if problems:
         print("\n" + "!" * 78, file=sys.stderr)
+        print(f"{lost} ALARM(S) LOST" if lost else "NO ALARM LOST, BUT:", file=sys.stderr)
         for problem in problems:
-            print(f"ALARMS LOST OR UNDELIVERED: {problem}", file=sys.stderr)
+            print(f"PROBLEM: {problem}", file=sys.stderr)
         print(f"logs in {work}", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
         return 1

@@ -35,6 +35,7 @@ def test_a_tiny_run_over_both_paths_and_the_outbox_loses_no_alarm_and_writes_its
     result = json.loads(out.read_text())
 
     assert result["lost"] == 0 and result["problems"] == []
+    assert (result["bridge"]["boots"], result["bridge"]["resets"], result["bridge"]["errors"]) == (1, 0, [])
     assert {"python", "cpu_count", "platform", "micropython", "mosquitto", "sqlite"} <= set(result["machine"])
     assert result["settings"]["presses"] == 3 and result["settings"]["lte_presses"] == 3
     assert result["settings"]["alarm_timings"] == {"handled_deadline_ms": 500, "hub_down_ms": 300}
@@ -66,9 +67,12 @@ def test_a_tiny_run_over_both_paths_and_the_outbox_loses_no_alarm_and_writes_its
     assert {"alarms_per_s", "seconds"} <= set(result["outbox"]["drain"])
 
 
-def test_a_lost_alarm_is_reported_as_a_problem() -> None:
+def test_a_lost_alarm_and_a_firmware_reset_are_reported_as_problems() -> None:
     bench = _benchmark_module()
     lost = {"counts": {"sent": 2, "received": 1, "lost": 1}, "lost_ids": ["au5a000001-2"],
             "totals": {}, "hops": {}, "trend": {}}
     problems = bench.report({"primary": lost})
     assert len(problems) == 1 and "au5a000001-2" in problems[0]
+    crashed = {"boots": 2, "resets": 1, "error_lines": 1, "errors": ["MemoryError: memory allocation failed"]}
+    problems = bench.report({"bridge": crashed})
+    assert len(problems) == 1 and "MemoryError" in problems[0]
