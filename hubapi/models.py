@@ -388,3 +388,112 @@ class HubHeartbeat(_Model):
     pending: Annotated[int, Field(ge=0)]
     overdue: Annotated[int, Field(ge=0)]
     bridge_link: bool
+
+
+class DeviceKind(StrEnum):
+    """What a device is. The lock kinds are ``wire.lockkinds.KINDS``; the rest are the alarm unit's
+    parts and the bridge itself."""
+
+    INSIDE_TURNER = "inside_turner"
+    IN_CYLINDER = "in_cylinder"
+    KEY_BOX = "key_box"
+    ENTRANCE_DOOR = "entrance_door"
+    PENDANT = "pendant"  # the alarm unit's wrist or neck button
+    BASE_UNIT = "base_unit"  # the alarm unit's base (its backup battery carries it through mains loss)
+    BRIDGE = "bridge"  # the hub's own bridge and its supply
+
+
+class BatteryState(StrEnum):
+    """A battery's state after hysteresis: ``ok``, ``low`` (replace soon), ``critical`` (replace now)."""
+
+    OK = "ok"
+    LOW = "low"
+    CRITICAL = "critical"
+
+
+class BatteryEvent(StrEnum):
+    """What a :class:`BatteryWarning` says happened."""
+
+    LOW = "low"
+    CRITICAL = "critical"
+    REMINDER = "reminder"
+    REPLACED = "replaced"
+
+
+class BatteryUnit(StrEnum):
+    """The unit of a device's raw battery reading."""
+
+    PERCENT = "pct"
+    MILLIVOLT = "mV"
+    RAW = "raw"  # vendor units, e.g. 0..255
+
+
+#: A device id: a lock id, the alarm unit's id (``au5a000001``), ``{unit}-pendant``, ``bridge``.
+DeviceId = SegmentId
+#: A battery warning id: ``{device}~{n}-{milliseconds}``, stable across redeliveries.
+WarningId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:~-]{1,96}$")]
+Reading = Annotated[float, Field(ge=0, le=100_000)]
+Rssi = Annotated[int, Field(ge=-127, le=20)]
+
+
+class BatteryLevel(_Model):
+    """A battery as last read: the device's reading, its percent and its state.
+
+    ``reading`` is in ``unit`` as the device reported it; ``percent`` comes from the device model's
+    discharge curve (docs/battery.md), ``state`` from the hub's thresholds with hysteresis.
+    """
+
+    percent: Battery
+    state: BatteryState
+    reading: Reading
+    unit: BatteryUnit
+
+
+class DeviceState(_Model):
+    """Retained health of one device (topic ``hubs/{hub}/v1/devices/{device}/state``).
+
+    ``battery`` is null for a mains-powered device or one that has not reported a level yet.
+    ``mains`` is whether mains power is present, for devices that say (the base unit, the bridge).
+    ``available`` is false when the device has not been heard within its kind's window, when the
+    bridge reports it out of reach or when the hub's link to the bridge is down; ``why`` says which.
+    ``last_seen`` is when the hub last heard from it (null: never), ``rssi`` its signal in dBm.
+    """
+
+    v: Literal[1] = 1
+    hub: SegmentId
+    device: DeviceId
+    kind: DeviceKind
+    model: Label
+    battery: BatteryLevel | None
+    mains: bool | None
+    last_seen: float | None
+    rssi: Rssi | None
+    firmware: Label | None
+    available: bool
+    why: ShortText | None
+    at: float
+
+
+class BatteryWarning(_Model):
+    """A battery warning (topic ``hubs/{hub}/v1/devices/{device}/battery``, QoS 1, at least once).
+
+    ``low`` and ``critical`` go out once per crossing downward (a drain straight past both gives
+    both, in that order), ``reminder`` every reminder interval while the state stays low or
+    critical, ``replaced`` when a low or critical battery reads ok again (replaced or recharged).
+    ``state``, ``percent``, ``reading`` and ``unit`` are the battery's as of ``at``; ``mains`` is
+    whether mains power was present, for devices that say. ``id`` is the same on every redelivery.
+    """
+
+    v: Literal[1] = 1
+    id: WarningId
+    hub: SegmentId
+    device: DeviceId
+    kind: DeviceKind
+    model: Label
+    event: BatteryEvent
+    state: BatteryState
+    percent: Battery
+    reading: Reading
+    unit: BatteryUnit
+    mains: bool | None
+    at: float

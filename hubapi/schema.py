@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
@@ -45,7 +45,14 @@ from hubapi.models import (
     AuditRequest,
     AlarmEvent,
     AlarmHandled,
+    BatteryEvent,
+    BatteryLevel,
+    BatteryState,
+    BatteryUnit,
+    BatteryWarning,
     CommandClaims,
+    DeviceKind,
+    DeviceState,
     HubHeartbeat,
     FailReason,
     LockState,
@@ -112,6 +119,12 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("alarmsHeartbeat", topics.alarms_heartbeat, "send", HubHeartbeat, False,
             "The hub is alive: one every `interval_s`, for the alarm centre to supervise.",
             peers=(ALARM_CENTRE,)),
+    Channel("deviceState", topics.device_state, "send", DeviceState, True,
+            "The health of one device (battery, last seen, signal, firmware, availability), retained "
+            "for late subscribers."),
+    Channel("deviceBattery", topics.device_battery, "send", BatteryWarning, False,
+            "Battery warnings of one device: `low` and `critical` once per crossing, reminders while "
+            "it stays low, `replaced` when it recovers; from the durable outbox, at least once."),
 )
 
 
@@ -142,6 +155,8 @@ RESERVED_GRANTS: tuple[Grant, ...] = ()
 PARAMETERS: dict[str, str] = {
     "hub": f"The hub id, also its broker username; one topic level matching `{topics.SEGMENT_PATTERN}`.",
     "lock": f"A lock id known to the hub; one topic level matching `{topics.SEGMENT_PATTERN}`.",
+    "device": f"A device of the hub: a lock id, the alarm unit's id (`au5a000001`), its pendant "
+              f"(`au5a000001-pendant`) or `bridge`; one topic level matching `{topics.SEGMENT_PATTERN}`.",
 }
 
 #: What each status and reason means, by value: the docs tables list every member of the enums in
@@ -183,11 +198,45 @@ FAIL_MEANINGS: dict[str, str] = {
     "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent",
 }
 
+DEVICE_KIND_MEANINGS: dict[str, str] = {
+    "inside_turner": "a lock turning the inside thumb-turn (battery)",
+    "in_cylinder": "a lock inside the cylinder or lock case (battery)",
+    "key_box": "an electronic key box (battery)",
+    "entrance_door": "the shared entrance door's lock (usually mains powered: no battery)",
+    "pendant": "the alarm unit's wrist or neck button (coin cell); id `{unit}-pendant`",
+    "base_unit": "the alarm unit's base; its backup battery carries it through mains loss; id: the unit's id",
+    "bridge": "the hub's bridge and the backup cell of the hub's supply; id `bridge`",
+}
+
+BATTERY_STATE_MEANINGS: dict[str, str] = {
+    "ok": "above the kind's `low` threshold (or back at `low` + hysteresis after a warning)",
+    "low": "at or below `low`: replace the battery soon",
+    "critical": "at or below `critical`: replace it now, the device may stop any time",
+}
+
+BATTERY_EVENT_MEANINGS: dict[str, str] = {
+    "low": "the battery fell to or below `low` (once per crossing)",
+    "critical": "the battery fell to or below `critical` (once per crossing; after `low`, also when "
+                "one reading jumps past both)",
+    "reminder": "the battery is still `low` or `critical`, one reminder interval after the last warning",
+    "replaced": "a `low` or `critical` battery reads at least `low` + hysteresis again: replaced or recharged",
+}
+
+BATTERY_UNIT_MEANINGS: dict[str, str] = {
+    "pct": "percent 0..100 as the device computed it",
+    "mV": "millivolts measured at the battery",
+    "raw": "vendor units (e.g. 0..255), converted by the model's documented scale",
+}
+
 #: The tables generated into docs/mqtt-api.md: (marker name, enum, first column heading, meanings).
 ENUM_TABLES: tuple[tuple[str, type[StrEnum], str, Mapping[str, str]], ...] = (
     ("statuses", Status, "status", STATUS_MEANINGS),
     ("reject-reasons", RejectReason, "reason (`rejected`)", REJECT_MEANINGS),
     ("fail-reasons", FailReason, "reason (`failed`, `timed_out`, `incomplete`)", FAIL_MEANINGS),
+    ("device-kinds", DeviceKind, "kind", DEVICE_KIND_MEANINGS),
+    ("battery-states", BatteryState, "state", BATTERY_STATE_MEANINGS),
+    ("battery-events", BatteryEvent, "event", BATTERY_EVENT_MEANINGS),
+    ("battery-units", BatteryUnit, "unit", BATTERY_UNIT_MEANINGS),
 )
 
 # Examples: real payloads built with the models; the docs show them and the contract test checks them.
@@ -233,6 +282,28 @@ EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
                                                                 handled_at=_AT + 10.3, operator="op-12"))],
     "alarmsHeartbeat": [("all well", HubHeartbeat(hub="hub-17", at=_AT + 60, interval_s=60, pending=0,
                                                   overdue=0, bridge_link=True))],
+    "deviceState": [
+        ("a lock in reach, its battery low", DeviceState(
+            hub="hub-17", device="front-door", kind=DeviceKind.INSIDE_TURNER, model="reference",
+            battery=BatteryLevel(percent=24, state=BatteryState.LOW, reading=24, unit=BatteryUnit.PERCENT),
+            mains=None, last_seen=_AT + 3590.2, rssi=-71, firmware="2.4.1", available=True, why=None,
+            at=_AT + 3590.2)),
+        ("the alarm unit's base on its backup battery, bridge link down", DeviceState(
+            hub="hub-17", device="au5a000001", kind=DeviceKind.BASE_UNIT, model="base-nimh-4.8v",
+            battery=BatteryLevel(percent=62, state=BatteryState.OK, reading=4960, unit=BatteryUnit.MILLIVOLT),
+            mains=False, last_seen=_AT + 3600, rssi=None, firmware=None, available=False,
+            why="bridge link down", at=_AT + 3604.5)),
+    ],
+    "deviceBattery": [
+        ("the pendant's coin cell crossed the low threshold", BatteryWarning(
+            id="au5a000001-pendant~1-1767229200000", hub="hub-17", device="au5a000001-pendant",
+            kind=DeviceKind.PENDANT, model="pendant-cr2032", event=BatteryEvent.LOW, state=BatteryState.LOW,
+            percent=29, reading=2730, unit=BatteryUnit.MILLIVOLT, mains=None, at=_AT + 3600)),
+        ("a new battery in the front door's lock", BatteryWarning(
+            id="front-door~4-1767830400000", hub="hub-17", device="front-door", kind=DeviceKind.INSIDE_TURNER,
+            model="reference", event=BatteryEvent.REPLACED, state=BatteryState.OK, percent=100, reading=100,
+            unit=BatteryUnit.PERCENT, mains=None, at=_AT + 7 * 86400)),
+    ],
 }
 
 #: Signs the example command only. Derived from a public string, so anyone can compute it:
@@ -528,9 +599,10 @@ def _documented_models() -> list[type[BaseModel]]:
     models: list[type[BaseModel]] = []
     for model in payload_models():
         for field_info in model.model_fields.values():
-            nested = field_info.annotation
-            if isinstance(nested, type) and issubclass(nested, BaseModel) and nested not in models:
-                models.append(nested)
+            # A nested model, alone or in an optional or list field (``BatteryLevel | None``).
+            for nested in (field_info.annotation, *get_args(field_info.annotation)):
+                if isinstance(nested, type) and issubclass(nested, BaseModel) and nested not in models:
+                    models.append(nested)
         if model not in models:
             models.append(model)
     return models
@@ -548,7 +620,8 @@ def _examples_block() -> str:
     for channel in CHANNELS:
         for title, model in EXAMPLES.get(channel.name, []):
             payload = example_payload(channel, model)
-            topic = address(channel).format(hub="hub-17", lock="front-door")
+            topic = address(channel).format(hub="hub-17", lock="front-door",
+                                            device=getattr(model, "device", "front-door"))
             shown = f"```\n{payload}" if isinstance(payload, str) else f"```json\n{json.dumps(payload)}"
             parts.append(f"{channel.name}, {title}, on `{topic}`:\n\n{shown}\n```")
             if channel.encoding == "jws":

@@ -16,6 +16,8 @@ hubs/{hub}/v1/audit/replies[/...] no       :class:`hubapi.models.AuditBatch` (JS
 hubs/{hub}/v1/alarms/raised     no         :class:`hubapi.models.AlarmEvent` (JSON; resent until handled)
 hubs/{hub}/v1/alarms/confirmed  never      :class:`hubapi.models.AlarmHandled` (JSON; centre -> hub)
 hubs/{hub}/v1/alarms/heartbeat  no         :class:`hubapi.models.HubHeartbeat` (JSON; hub -> centre)
+hubs/{hub}/v1/devices/{device}/state   yes  :class:`hubapi.models.DeviceState` (JSON; health of one device)
+hubs/{hub}/v1/devices/{device}/battery no   :class:`hubapi.models.BatteryWarning` (JSON; at least once)
 ==============================  =========  ==========================================
 """
 
@@ -102,6 +104,26 @@ def alarms_confirmed(hub: str) -> str:
 def alarms_heartbeat(hub: str) -> str:
     """Where the hub says, periodically, that it is alive, for the alarm centre."""
     return f"{root(hub)}/alarms/heartbeat"
+
+
+def device_state(hub: str, device: str) -> str:
+    """Retained health of one device: battery, last seen, signal, firmware, availability."""
+    return f"{root(hub)}/devices/{_segment(device, 'device')}/state"
+
+
+def device_states(hub: str) -> str:
+    """Subscription filter for the retained state of every device of ``hub``."""
+    return f"{root(hub)}/devices/+/state"
+
+
+def device_battery(hub: str, device: str) -> str:
+    """Battery warnings of one device (from the hub's durable outbox, QoS 1, at least once)."""
+    return f"{root(hub)}/devices/{_segment(device, 'device')}/battery"
+
+
+def device_batteries(hub: str) -> str:
+    """Subscription filter for the battery warnings of every device of ``hub``."""
+    return f"{root(hub)}/devices/+/battery"
 
 
 def every_hubs_alarms() -> tuple[str, str]:

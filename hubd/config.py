@@ -38,6 +38,20 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     clock_s = 600                        # how often hubd sends the bridge its time
     keep_handled_days = 30               # handled alarms stay in the state database this long
 
+    [battery]                            # battery warnings (all optional; docs/battery.md)
+    hysteresis = 5                       # percentage points above a threshold to leave low/critical
+    reminder_s = 86400                   # remind while low or critical (0: never)
+    pendant = { low = 30, critical = 15 }    # per kind: low, critical, hysteresis, reminder_s
+    base_unit = { low = 40, critical = 20 }  # defaults: locks 25/10, pendant 30/15,
+                                             # base_unit 40/20, bridge 30/15
+
+    [devices]                            # device health (all optional)
+    refresh_s = 300                      # republish a reporting device's state at least this often
+    tick_s = 5                           # how often availability and reminders are re-evaluated
+    [devices.absent_s]                   # unavailable when not heard from for this long, per kind
+    inside_turner = 900                  # locks 900; base_unit 30 (3 x its 10 s heartbeat);
+    pendant = 10800                      # pendant 10800 (3 x an hourly check-in); the bridge: its link
+
 Bad values raise :class:`ConfigError` with one line naming the field and the fix.
 """
 
@@ -53,6 +67,8 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringCo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hubapi import signing, topics
+from hubapi.models import DeviceKind
+from hubd import battery
 from wire import lockkinds
 
 ENV_PREFIX = "HUBD_"
@@ -113,6 +129,101 @@ class AlarmsConfig(_Section):
     keep_handled_days: float = Field(30.0, ge=0, le=3650)
 
 
+class BatteryKindConfig(_Section):
+    """Warning thresholds of one device kind (percent, inclusive) and its reminder interval."""
+
+    low: int = Field(ge=1, le=100)
+    critical: int = Field(ge=0, le=99)
+    hysteresis: int = Field(ge=0, le=50)
+    reminder_s: float = Field(ge=0, le=30 * 86400)  # 0: no reminders
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        try:
+            self.thresholds()
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def thresholds(self) -> battery.Thresholds:
+        """As :class:`hubd.battery.Thresholds` (raises ValueError when inconsistent)."""
+        return battery.Thresholds(low=self.low, critical=self.critical, hysteresis=self.hysteresis,
+                                  reminder_s=self.reminder_s)
+
+
+def _kind_defaults(kind: DeviceKind) -> dict[str, Any]:
+    default = battery.DEFAULT_THRESHOLDS[kind]
+    return {"low": default.low, "critical": default.critical}
+
+
+class BatteryConfig(_Section):
+    """Battery warnings: thresholds per device kind; ``hysteresis`` and ``reminder_s`` here apply to
+    every kind that does not set its own. A kind's table may give only what it changes."""
+
+    hysteresis: int = Field(5, ge=0, le=50)
+    reminder_s: float = Field(24 * 3600.0, ge=0, le=30 * 86400)
+    inside_turner: BatteryKindConfig
+    in_cylinder: BatteryKindConfig
+    key_box: BatteryKindConfig
+    entrance_door: BatteryKindConfig
+    pendant: BatteryKindConfig
+    base_unit: BatteryKindConfig
+    bridge: BatteryKindConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_kinds(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        shared = {"hysteresis": data.get("hysteresis", 5), "reminder_s": data.get("reminder_s", 24 * 3600.0)}
+        filled = dict(data)
+        for kind in DeviceKind:
+            given = data.get(kind.value, {})
+            if isinstance(given, dict):  # anything else is left for the field's own error
+                filled[kind.value] = {**_kind_defaults(kind), **shared, **given}
+        return filled
+
+    def for_kind(self, kind: DeviceKind | str) -> battery.Thresholds:
+        """The thresholds of ``kind``."""
+        section: BatteryKindConfig = getattr(self, DeviceKind(kind).value)
+        return section.thresholds()
+
+
+class AbsentConfig(_Section):
+    """Seconds without a report after which a device counts as unavailable, per kind.
+
+    The bridge has none: it is available exactly while its serial link is up.
+    """
+
+    inside_turner: float = Field(900.0, ge=1, le=7 * 86400)
+    in_cylinder: float = Field(900.0, ge=1, le=7 * 86400)
+    key_box: float = Field(900.0, ge=1, le=7 * 86400)
+    entrance_door: float = Field(900.0, ge=1, le=7 * 86400)
+    pendant: float = Field(3 * 3600.0, ge=1, le=7 * 86400)  # 3 x an hourly check-in
+    base_unit: float = Field(30.0, ge=1, le=7 * 86400)  # 3 x the unit's 10 s heartbeat
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bridge(cls, data: Any) -> Any:
+        if isinstance(data, dict) and DeviceKind.BRIDGE.value in data:
+            raise ValueError("the bridge has no absent_s: it is available exactly while its serial link "
+                             "is up; remove it")
+        return data
+
+
+class DevicesConfig(_Section):
+    """Device health: availability windows, how often state is republished and re-evaluated."""
+
+    absent_s: AbsentConfig = AbsentConfig()
+    refresh_s: float = Field(300.0, ge=1, le=86400)
+    tick_s: float = Field(5.0, ge=0.1, le=60)
+
+    def absent_for(self, kind: DeviceKind | str) -> float | None:
+        """Seconds of silence after which a device of ``kind`` is unavailable (None: the bridge)."""
+        kind = DeviceKind(kind)
+        return None if kind is DeviceKind.BRIDGE else getattr(self.absent_s, kind.value)
+
+
 class HubConfig(BaseSettings):
     """Everything hubd needs; see the module docstring for the file format."""
 
@@ -122,6 +233,8 @@ class HubConfig(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     serial: SerialConfig = SerialConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    battery: BatteryConfig = BatteryConfig()
+    devices: DevicesConfig = DevicesConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
     locks: dict[SegmentId, LockKind] = Field(min_length=1)

@@ -1,5 +1,5 @@
 """hubd's durable state: one SQLite file (WAL) holding the command journal, the audit chain,
-the outbox and the last known lock states.
+the outbox, the last known lock states, the safety alarms and the devices with their battery watch.
 
 Why these settings:
 
@@ -92,6 +92,24 @@ MIGRATIONS: tuple[str, ...] = (
         bridge_told  INTEGER NOT NULL DEFAULT 0  -- alarm_handled went out on the link
     );
     CREATE INDEX alarms_pending ON alarms (seq) WHERE handled_at IS NULL;
+    """,
+    """
+    CREATE TABLE devices (             -- every device heard of: its last report and its battery watch
+        id        TEXT PRIMARY KEY,    -- lock id, alarm unit id, {unit}-pendant, bridge
+        kind      TEXT NOT NULL,       -- hubapi.models.DeviceKind
+        model     TEXT NOT NULL,       -- hubd.battery.MODELS
+        reading   REAL,                -- last battery reading, in unit
+        unit      TEXT,
+        percent   INTEGER,             -- last battery percent
+        state     TEXT NOT NULL DEFAULT 'ok',  -- battery state after hysteresis: ok | low | critical
+        warned_at REAL,                -- when the last low/critical/reminder went into the outbox
+        warnings  INTEGER NOT NULL DEFAULT 0,  -- warnings issued so far: numbers the warning ids
+        mains     INTEGER,             -- mains power present (1/0), for devices that say
+        last_seen REAL,                -- last report (null: never heard from)
+        rssi      INTEGER,
+        firmware  TEXT,
+        absent    INTEGER NOT NULL DEFAULT 0   -- the bridge said it is out of reach; not heard since
+    );
     """,
 )
 
