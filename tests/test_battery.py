@@ -11,7 +11,8 @@ from hubapi.models import BatteryEvent, BatteryState, DeviceKind
 from hubd.battery import DEFAULT_THRESHOLDS, MODELS, Thresholds, Watch, assess, remind, to_percent
 from wire import lockkinds
 
-LOW, CRITICAL, REMINDER, REPLACED = BatteryEvent.LOW, BatteryEvent.CRITICAL, BatteryEvent.REMINDER, BatteryEvent.REPLACED
+LOW, CRITICAL = BatteryEvent.LOW, BatteryEvent.CRITICAL
+REMINDER, REPLACED = BatteryEvent.REMINDER, BatteryEvent.REPLACED
 LOCK = Thresholds(low=25, critical=10, hysteresis=5, reminder_s=3600)
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "battery.md"
 
