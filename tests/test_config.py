@@ -35,11 +35,11 @@ def minimal(public_key: str, extra: str = "", locks: str = 'front = "inside_turn
 
 
 def test_file_is_read_with_defaults(write, public_key):
-    config = load_config(write(minimal(public_key, 'command_timeout_s = 12\n[mqtt]\nhost = "broker"\npassword = "pw"')))
+    config = load_config(write(minimal(public_key, 'command_timeout_s = 12\n[mqtt]\nhost = "broker"\npassword = "never-in-a-repr-7#"')))
     assert config.hub_id == "hub-1" and config.locks == {"front": "inside_turner"}
     assert str(config.state_dir) == "/var/lib/hubd"
     assert config.mqtt.host == "broker" and config.mqtt.port == 1883 and config.mqtt.protocol == "5"
-    assert config.mqtt.password.get_secret_value() == "pw" and "pw" not in repr(config)
+    assert config.mqtt.password.get_secret_value() == "never-in-a-repr-7#" and "never-in-a-repr" not in repr(config)
     assert config.command_timeout_s == 12
     assert config.client_id == "hubd-hub-1"
     assert set(config.public_keys()) == {"k1"}
