@@ -454,8 +454,9 @@ class DeviceState(_Model):
 
     ``battery`` is null for a mains-powered device or one that has not reported a level yet.
     ``mains`` is whether mains power is present, for devices that say (the base unit, the bridge).
-    ``available`` is false when the device has not been heard within its kind's window, when the
-    bridge reports it out of reach or when the hub's link to the bridge is down; ``why`` says which.
+    ``available`` is false when the hub's link to the bridge is down, when the bridge reports the
+    device out of reach, for a pendant while its base unit is unavailable, and when it has not been
+    heard from within its kind's window; ``why`` says which.
     ``last_seen`` is when the hub last heard from it (null: never), ``rssi`` its signal in dBm.
     """
 

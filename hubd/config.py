@@ -48,9 +48,10 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [devices]                            # device health (all optional)
     refresh_s = 300                      # republish a reporting device's state at least this often
     tick_s = 5                           # how often availability and reminders are re-evaluated
-    [devices.absent_s]                   # unavailable when not heard from for this long, per kind
-    inside_turner = 900                  # locks 900; base_unit 30 (3 x its 10 s heartbeat);
-    pendant = 10800                      # pendant 10800 (3 x an hourly check-in); the bridge: its link
+    [devices.absent_s]                   # unavailable when not heard from for this long, per kind,
+    inside_turner = 900                  # while the bridge gives no word (present) of its own; 0: never.
+    base_unit = 30                       # Defaults: locks 900, base_unit 30 (3 x its 10 s heartbeat),
+                                         # pendant 0 (follows its base unit); the bridge: its link
 
 Bad values raise :class:`ConfigError` with one line naming the field and the fix.
 """
@@ -190,17 +191,20 @@ class BatteryConfig(_Section):
 
 
 class AbsentConfig(_Section):
-    """Seconds without a report after which a device counts as unavailable, per kind.
+    """Seconds without a report after which a device counts as unavailable, per kind (0: never by
+    time). Used only while the bridge gives no word of its own on the device (``present``).
 
-    The bridge has none: it is available exactly while its serial link is up.
+    The bridge has none: it is available exactly while its serial link is up. The pendant's default
+    is 0: the unit's heartbeat carries the pendant's last battery and signal but not when the unit
+    last heard it, so hubd judges it through its base unit instead.
     """
 
-    inside_turner: float = Field(900.0, ge=1, le=7 * 86400)
-    in_cylinder: float = Field(900.0, ge=1, le=7 * 86400)
-    key_box: float = Field(900.0, ge=1, le=7 * 86400)
-    entrance_door: float = Field(900.0, ge=1, le=7 * 86400)
-    pendant: float = Field(3 * 3600.0, ge=1, le=7 * 86400)  # 3 x an hourly check-in
-    base_unit: float = Field(30.0, ge=1, le=7 * 86400)  # 3 x the unit's 10 s heartbeat
+    inside_turner: float = Field(900.0, ge=0, le=7 * 86400)
+    in_cylinder: float = Field(900.0, ge=0, le=7 * 86400)
+    key_box: float = Field(900.0, ge=0, le=7 * 86400)
+    entrance_door: float = Field(900.0, ge=0, le=7 * 86400)
+    pendant: float = Field(0.0, ge=0, le=7 * 86400)
+    base_unit: float = Field(30.0, ge=0, le=7 * 86400)  # 3 x the unit's 10 s heartbeat
 
     @model_validator(mode="before")
     @classmethod
@@ -219,7 +223,8 @@ class DevicesConfig(_Section):
     tick_s: float = Field(5.0, ge=0.1, le=60)
 
     def absent_for(self, kind: DeviceKind | str) -> float | None:
-        """Seconds of silence after which a device of ``kind`` is unavailable (None: the bridge)."""
+        """Seconds of silence after which a device of ``kind`` is unavailable (0: never by time;
+        None: the bridge, which follows its link)."""
         kind = DeviceKind(kind)
         return None if kind is DeviceKind.BRIDGE else getattr(self.absent_s, kind.value)
 

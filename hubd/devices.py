@@ -32,15 +32,20 @@ Wiring (hubd/__main__.py and hubd/bridge.py; every call runs on the event loop):
     devices.report("bridge", "bridge", "bridge-liion-1s", battery=4100, unit="mV", mains=True,
                    firmware="1.4.0")
 
-Availability (``available`` and ``why`` in the state):
+Availability (``available`` and ``why`` in the state), first rule that applies:
 
-- the bridge (``bridge``) is available exactly while the serial link is up (:meth:`bridge_link`);
-- every other device is behind the bridge: unavailable with ``bridge link down`` while the link is
-  down (also from hubd's start until the first ``bridge_link(True)``);
-- ``present=False`` in a report (the bridge judged the device out of reach, e.g. no advert) makes
-  it unavailable until a report without ``present=False``;
-- otherwise it is available when heard from within its kind's ``absent_s`` (``[devices.absent_s]``),
-  checked by :meth:`tick`, which also sends the battery reminders that fall due.
+1. the bridge (``bridge``) is available exactly while the serial link is up (:meth:`bridge_link`);
+   every other device is behind the bridge: ``bridge link down`` while it is down (also from
+   hubd's start until the first ``bridge_link(True)``);
+2. the bridge's word: ``present=True`` (it hears the lock's adverts, the unit's heartbeats) makes
+   a device available, ``present=False`` unavailable (``the bridge reports it out of reach``), until
+   it says otherwise; a report with ``present=None`` leaves its word as it was, and a link drop
+   voids it (the bridge tells every device again when the link comes up);
+3. a pendant (``{unit}-pendant``) is heard only through its base unit: unavailable while the base
+   unit is;
+4. otherwise, time: unavailable until first heard (``not heard from yet``) and when not heard from
+   within its kind's ``absent_s`` (``[devices.absent_s]``; 0: never by time), checked by :meth:`tick`,
+   which also sends the battery reminders that fall due.
 
 The retained state is published when anything in it changes except ``last_seen``, ``rssi``, the
 raw battery ``reading`` and ``at``, and at least every ``refresh_s`` while the device reports, so a
@@ -82,6 +87,8 @@ log = logging.getLogger(__name__)
 
 #: The bridge's own device id.
 BRIDGE_ID = "bridge"
+#: A pendant's id is its base unit's id and this.
+PENDANT_SUFFIX = "-pendant"
 #: Why a device is unavailable.
 WHY_LINK_DOWN = "bridge link down"
 WHY_OUT_OF_REACH = "the bridge reports it out of reach"
@@ -111,7 +118,7 @@ class _Device:
     last_seen: float | None = None
     rssi: int | None = None
     firmware: str | None = None
-    absent: bool = False
+    present: bool | None = None  # the bridge's word (not stored: void once the link drops)
 
 
 class Devices:
@@ -133,7 +140,7 @@ class Devices:
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}  # material content, publish time
         for row in store.conn.execute(
                 "SELECT id, kind, model, reading, unit, percent, state, warned_at, warnings, mains, "
-                "last_seen, rssi, firmware, absent FROM devices"):
+                "last_seen, rssi, firmware FROM devices"):
             try:
                 device = _from_row(row)
             except ValueError as exc:
@@ -165,10 +172,12 @@ class Devices:
         """The latest report of one device; ``None`` fields were not reported and stay as they were.
 
         ``battery`` is the raw reading in ``unit`` (the model's unit when None), converted by
-        ``model`` (:data:`hubd.battery.MODELS`). ``present=False`` says the bridge judged the device
-        out of reach (no sighting: ``last_seen`` stays); anything else counts as a sign of life at
-        ``at`` (default: now). Stores the report, sends the battery warnings it causes and publishes
-        the retained state when it changed. Returns None, or a one-line reason for what it refused.
+        ``model`` (:data:`hubd.battery.MODELS`). ``present`` is the bridge's judgement of whether it
+        hears the device (None: no judgement, the previous one stands). The device counts as heard
+        from at ``at`` (default: now; ``last_seen``) when ``present`` is True, or when it is None and
+        the report carries a reading (battery, mains, rssi or firmware); a bare report only makes the
+        device known. Stores the report, sends the battery warnings it causes and publishes the
+        retained state when it changed. Returns None, or a one-line reason for what it refused.
         """
         now = self._clock() if at is None else at
         problem = _identity_problem(device_id, kind, model)
@@ -178,10 +187,15 @@ class Devices:
         known = self._devices.get(device_id)
         device = replace(known or _Device(device_id, DeviceKind(kind), model), kind=DeviceKind(kind), model=model)
         problems: list[str] = []
-        if present is False:
-            device = replace(device, absent=True)
-        else:
-            device = replace(device, absent=False, last_seen=max(now, device.last_seen or now))
+        if present is not None:
+            if isinstance(present, bool):
+                device = replace(device, present=present)
+            else:
+                problems.append(f"{device_id}: present must be true or false, got {present!r}")
+        sighting = present is True or (present is None and any(
+            value is not None for value in (battery, mains, rssi, firmware)))
+        if sighting:
+            device = replace(device, last_seen=max(now, device.last_seen or now))
         if mains is not None:
             if isinstance(mains, bool):
                 device = replace(device, mains=mains)
@@ -213,6 +227,9 @@ class Devices:
             problems.append(f"{device_id}: the state database failed; the report was not stored")
         else:
             self._publish_if_changed(self._devices[device_id], now)
+            pendant = self._devices.get(device_id + PENDANT_SUFFIX)
+            if pendant is not None:  # heard through this base unit: its availability may follow
+                self._publish_if_changed(pendant, now)
         return "; ".join(problems) or None
 
     def bridge_link(self, up: bool, at: float | None = None) -> None:
@@ -222,6 +239,8 @@ class Devices:
         """
         now = self._clock() if at is None else at
         self._link_up = bool(up)
+        if not up:  # the bridge may restart: its word on each device is void until it tells again
+            self._devices = {key: replace(device, present=None) for key, device in self._devices.items()}
         bridge = self._devices.get(BRIDGE_ID)
         if bridge is not None and up:
             self._devices[BRIDGE_ID] = replace(bridge, last_seen=max(now, bridge.last_seen or now))
@@ -276,12 +295,16 @@ class Devices:
             return (True, None) if self._link_up else (False, WHY_LINK_DOWN)
         if not self._link_up:
             return False, WHY_LINK_DOWN
-        if device.absent:
-            return False, WHY_OUT_OF_REACH
+        if device.present is not None:
+            return (True, None) if device.present else (False, WHY_OUT_OF_REACH)
+        if device.kind is DeviceKind.PENDANT and device.id.endswith(PENDANT_SUFFIX):
+            base = self._devices.get(device.id.removesuffix(PENDANT_SUFFIX))
+            if base is not None and not self._availability(base, now)[0]:
+                return False, f"its base unit {base.id} is unavailable"
         if device.last_seen is None:
             return False, WHY_NEVER_HEARD
         window = self._config.absent_for(device.kind)
-        if window is not None and now - device.last_seen > window:
+        if window and now - device.last_seen > window:
             return False, f"not heard from for over {window:g} s"
         return True, None
 
@@ -342,7 +365,7 @@ class Devices:
 
     def _needs_write(self, old: _Device, new: _Device) -> bool:
         def lasting(device: _Device) -> _Device:  # what must be on disk at once; the rest can wait
-            return replace(device, last_seen=None, rssi=None, reading=None)
+            return replace(device, last_seen=None, rssi=None, reading=None, present=None)
 
         if lasting(old) != lasting(new):
             return True
@@ -380,25 +403,23 @@ def _save(conn: sqlite3.Connection, device: _Device) -> None:
     watch = device.watch
     conn.execute(
         "INSERT INTO devices (id, kind, model, reading, unit, percent, state, warned_at, warnings, mains, "
-        "last_seen, rssi, firmware, absent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "last_seen, rssi, firmware) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, model = excluded.model, reading = excluded.reading, "
         "unit = excluded.unit, percent = excluded.percent, state = excluded.state, warned_at = excluded.warned_at, "
         "warnings = excluded.warnings, mains = excluded.mains, last_seen = excluded.last_seen, "
-        "rssi = excluded.rssi, firmware = excluded.firmware, absent = excluded.absent",
+        "rssi = excluded.rssi, firmware = excluded.firmware",
         (device.id, device.kind.value, device.model, device.reading, None if device.unit is None else device.unit.value,
          watch.percent, watch.state.value, watch.warned_at, device.warnings,
-         None if device.mains is None else int(device.mains), device.last_seen, device.rssi, device.firmware,
-         int(device.absent)))
+         None if device.mains is None else int(device.mains), device.last_seen, device.rssi, device.firmware))
 
 
 def _from_row(row: tuple[Any, ...]) -> _Device:
     (device_id, kind, model, reading, unit, percent, state, warned_at, warnings, mains, last_seen, rssi,
-     firmware, absent) = row
+     firmware) = row
     if model not in MODELS:
         raise ValueError(f"unknown battery model {model!r}")
     return _Device(
         id=device_id, kind=DeviceKind(kind), model=model,
         watch=Watch(BatteryState(state), percent, warned_at),
         reading=reading, unit=None if unit is None else BatteryUnit(unit), warnings=warnings,
-        mains=None if mains is None else bool(mains), last_seen=last_seen, rssi=rssi, firmware=firmware,
-        absent=bool(absent))
+        mains=None if mains is None else bool(mains), last_seen=last_seen, rssi=rssi, firmware=firmware)

@@ -107,8 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
         mains     INTEGER,             -- mains power present (1/0), for devices that say
         last_seen REAL,                -- last report (null: never heard from)
         rssi      INTEGER,
-        firmware  TEXT,
-        absent    INTEGER NOT NULL DEFAULT 0   -- the bridge said it is out of reach; not heard since
+        firmware  TEXT
     );
     """,
 )

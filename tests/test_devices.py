@@ -148,21 +148,55 @@ def test_availability_follows_the_time_since_last_heard_through_tick(store):
     assert availability(recorder, "front") == [(True, None, T0)]
     devices.tick(T0 + 901)
     devices.tick(T0 + 960)  # still absent: not published again
-    devices.report("front", "inside_turner", "reference", at=T0 + 1000)
+    devices.report("front", "inside_turner", "reference", at=T0 + 980)  # a bare report is no sighting
+    devices.report("front", "inside_turner", "reference", battery=80, at=T0 + 1000)
     assert availability(recorder, "front") == [(True, None, T0), (False, "not heard from for over 900 s", T0 + 901),
                                                (True, None, T0 + 1000)]
 
 
-def test_each_kind_has_its_own_absent_window(store):
+def test_each_kind_has_its_own_absent_window_and_zero_means_never_by_time(store):
     recorder = Recorder()
-    devices = devices_for(store, recorder, absent_s={"base_unit": 30, "pendant": 600})
+    devices = devices_for(store, recorder, absent_s={"base_unit": 30, "pendant": 600, "key_box": 0})
     devices.report("au5a000001", "base_unit", "base-nimh-4.8v", battery=5200, at=T0)
-    devices.report("au5a000001-pendant", "pendant", "pendant-cr2032", battery=2900, at=T0)
+    devices.report("solo-pendant", "pendant", "pendant-cr2032", battery=2900, at=T0)  # no base unit known
+    devices.report("keybox", "key_box", "reference", battery=70, at=T0)
     devices.tick(T0 + 31)
-    assert devices.state("au5a000001", T0 + 31).available is False
-    assert devices.state("au5a000001-pendant", T0 + 31).available is True
+    assert devices.state("au5a000001", T0 + 31).available is False  # type: ignore[union-attr]
+    assert devices.state("solo-pendant", T0 + 31).available is True  # type: ignore[union-attr]
     devices.tick(T0 + 601)
-    assert [s.why for s in recorder.states("au5a000001-pendant")] == [None, "not heard from for over 600 s"]
+    assert [s.why for s in recorder.states("solo-pendant")] == [None, "not heard from for over 600 s"]
+    devices.tick(T0 + 10**6)
+    assert [s.available for s in recorder.states("keybox")] == [True]
+
+
+def test_the_bridges_word_outweighs_time_and_a_link_drop_voids_it(store):
+    recorder = Recorder()
+    devices = devices_for(store, recorder)  # locks: 900 s by time
+    devices.report("front", "inside_turner", "reference", battery=80, rssi=-60, present=True, at=T0)
+    devices.tick(T0 + 5000)  # quiet but heard: the bridge sends a lock only when something changes
+    devices.report("front", "inside_turner", "reference", battery=80, rssi=-60, at=T0 + 5100)  # no word: it stands
+    devices.tick(T0 + 6100)
+    assert devices.state("front", T0 + 6100).available is True  # type: ignore[union-attr]
+    devices.bridge_link(False, at=T0 + 6200)
+    devices.bridge_link(True, at=T0 + 6210)  # the bridge rebooted and has not told yet: time decides again
+    assert availability(recorder, "front")[-1] == (False, "not heard from for over 900 s", T0 + 6210)
+    devices.report("front", "inside_turner", "reference", battery=80, present=True, at=T0 + 6220)
+    assert availability(recorder, "front")[-1] == (True, None, T0 + 6220)
+
+
+def test_a_pendant_is_unavailable_while_its_base_unit_is(store):
+    recorder = Recorder()
+    devices = devices_for(store, recorder)
+    devices.report("au5a000001", "base_unit", "base-nimh-4.8v", battery=5200, present=True, at=T0)
+    devices.report("au5a000001-pendant", "pendant", "pendant-cr2032", battery=2900, rssi=-80, at=T0)
+    devices.tick(T0 + 10**5)  # the pendant's own default window is 0: never by time
+    devices.report("au5a000001", "base_unit", "base-nimh-4.8v", present=False, at=T0 + 10**5 + 1)  # unit link lost
+    devices.tick(T0 + 10**5 + 2)
+    devices.report("au5a000001", "base_unit", "base-nimh-4.8v", present=True, at=T0 + 10**5 + 3)
+    devices.tick(T0 + 10**5 + 4)
+    assert availability(recorder, "au5a000001-pendant") == [
+        (True, None, T0), (False, "its base unit au5a000001 is unavailable", T0 + 10**5 + 1),
+        (True, None, T0 + 10**5 + 3)]
 
 
 def test_the_bridge_saying_out_of_reach_holds_until_the_device_is_heard_again(store):
@@ -356,7 +390,7 @@ def test_devices_config_defaults_and_the_bridge_having_no_absent_window(tmp_path
     path.write_text(base)
     config = load_config(path).devices
     assert [config.absent_for(k) for k in ("inside_turner", "key_box", "base_unit", "pendant", "bridge")] == \
-        [900, 900, 30, 10800, None]
+        [900, 900, 30, 0, None]
     path.write_text(base + "[devices.absent_s]\nbridge = 10\n")
     with pytest.raises(ConfigError, match=r"devices\.absent_s: the bridge has no absent_s: it is available exactly "
                                           r"while its serial link is up; remove it"):
