@@ -68,6 +68,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -108,6 +109,11 @@ ACCOUNT = "12AB"  # the DC-09 account the bridge sends as and the receiver accep
 #: The bridge checks every half second what its second path must carry (firmware/second_path.py
 #: carry); presses at a random phase of that check, as a resident's would be.
 CHECK_S = 0.5
+#: A part stops pressing after this many presses in a row got no answer: the path is down, and
+#: waiting out every remaining press would only take hours to say so.
+GIVE_UP = 3
+#: How long a press may take beyond the configured deadlines before it counts as unanswered.
+ANSWER_S = 20.0
 PRIMARY_HOPS = ("unit_ack", "to_hubd", "store", "mqtt", "centre", "back")
 PRIMARY_TOTALS = ("press_to_centre", "press_to_handled", "press_to_help")
 SECOND_HOPS = ("unit_ack", "wait", "lte", "back")
@@ -266,6 +272,7 @@ class Rig:
     bridge_lines: list[tuple[float, str]]  # (when, line) of the bridge's latest log lines
     settings: dict[str, Any]
     dead: bool = False  # the firmware stopped and did not boot again: no more presses
+    unanswered: int = 0  # presses in a row without an answer
 
     @property
     def modem_commands(self) -> TimedList:
@@ -286,13 +293,22 @@ class Rig:
         while await until(lambda: done() or not self.bridge_running(),
                           max(0.0, deadline - time.monotonic())):
             if done():
+                self.unanswered = 0
                 return True
             if not await until(self.bridge_running, 10):
                 self.dead = True
                 print("  THE BRIDGE FIRMWARE STOPPED and did not boot again: no more presses",
                       flush=True)
                 return False
+        self.unanswered += 1
         return False
+
+    def stop_pressing(self) -> bool:
+        """Whether this part must stop: the firmware is dead, or the path has stopped answering."""
+        if self.unanswered >= GIVE_UP and not self.dead:
+            print(f"  NO ANSWER to the last {self.unanswered} presses: this part stops here",
+                  flush=True)
+        return self.dead or self.unanswered >= GIVE_UP
 
 
 # --- 1. the primary path ---------------------------------------------------------------------------
@@ -302,15 +318,16 @@ async def primary(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n: int
     pressed: list[tuple[int, str]] = []
     print(f"primary path: {n} presses, unit -> bridge -> hubd -> Mosquitto -> alarm centre and "
           f"back", flush=True)
+    rig.unanswered = 0
     for i in range(n):
         eid = await on_home(rig.home, unit.press)
         alarm_id = unit.alarm_id(eid)
         pressed.append((eid, alarm_id))
-        await rig.answered(lambda: (eid, HELP) in unit.heard_at, timeout=30)
+        await rig.answered(lambda: (eid, HELP) in unit.heard_at, timeout=ANSWER_S)
         arrived = centre.alarms.get(alarm_id)
         last = None if arrived is None else (arrived.arrived_at - unit.pressed_at[eid]) * 1000
         progress("primary", i, n, last)
-        if rig.dead:
+        if rig.stop_pressing():
             break
     ids = [alarm_id for _, alarm_id in pressed]
     await until(lambda: all(i in centre.alarms for i in ids), timeout=10)
@@ -339,7 +356,7 @@ async def primary(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n: int
                 samples[name].append(at[end] - at[start])
     received = [i for i in ids if i in centre.alarms]
     counts = {
-        "sent": len(ids), "received": len(received),
+        "sent": len(ids), "not_pressed": n - len(ids), "received": len(received),
         "duplicates": sum(centre.alarms[i].duplicates for i in received),
         "lost": len(ids) - len(received),
         "over_lte": over_lte,
@@ -372,7 +389,8 @@ async def second_path(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n:
             raise RuntimeError("the bridge never noticed that hubd had stopped")
         await asyncio.sleep(timings["hub_down_ms"] / 1000 + 0.2)
     pressed: list[tuple[int, str]] = []
-    timeout = timings["handled_deadline_ms"] / 1000 + 60
+    timeout = timings["handled_deadline_ms"] / 1000 + ANSWER_S
+    rig.unanswered = 0
     phase = random.Random(n)
     for i in range(n):
         await asyncio.sleep(phase.uniform(0, CHECK_S))
@@ -383,7 +401,7 @@ async def second_path(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n:
                            timeout=timeout)
         at = receiver.arrived_at.get(alarm_id)
         progress(situation, i, n, None if at is None else (at - unit.pressed_at[eid]) * 1000)
-        if rig.dead:
+        if rig.stop_pressing():
             break
     ids = [alarm_id for _, alarm_id in pressed]
 
@@ -423,7 +441,7 @@ async def second_path(rig: Rig, centre: AlarmCentre, receiver: TimedReceiver, n:
     at_centre = [i for i in ids if i in centre.alarms]
     other_bridge_alarms = [i for i in receiver.arrived_at if not i.startswith(unit.unit_name)]
     counts = {
-        "sent": len(ids), "received_dc09": len(received),
+        "sent": len(ids), "not_pressed": n - len(ids), "received_dc09": len(received),
         "duplicates_dc09": sum(receiver.copies[i] - 1 for i in received),
         "lost": len(ids) - len(at_centre),
         "resident_told_help": sum(1 for eid, _ in pressed if (eid, HELP) in unit.heard_at),
@@ -612,6 +630,9 @@ def report(result: dict[str, Any]) -> list[str]:
         if part["counts"]["lost"]:
             problems.append(f"primary path: {part['counts']['lost']} alarm(s) never reached the "
                             f"centre: {part['lost_ids']}")
+        if part["counts"].get("not_pressed"):
+            problems.append(f"primary path: stopped with {part['counts']['not_pressed']} presses "
+                            f"to go (the firmware died or the path stopped answering)")
     for situation, part in result.get("second_path", {}).items():
         print()
         table(f"second path, {situation}", [(k, v) for k, v in part["totals"].items()]
@@ -620,6 +641,10 @@ def report(result: dict[str, Any]) -> list[str]:
         if part["counts"]["lost"]:
             problems.append(f"second path ({situation}): {part['counts']['lost']} alarm(s) never "
                             f"reached the centre: {part['lost_ids']}")
+        if part["counts"].get("not_pressed"):
+            problems.append(f"second path ({situation}): stopped with "
+                            f"{part['counts']['not_pressed']} presses to go (the firmware died or "
+                            f"the path stopped answering)")
         if part["held_by_hubd_never_delivered"]:
             problems.append(f"second path ({situation}): hubd held "
                             f"{len(part['held_by_hubd_never_delivered'])} alarm(s) and never "
@@ -663,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/alarms.json",
                         help="where to write the JSON figures")
     args = parser.parse_args(argv)
+    # Terminated (a test's timeout, Ctrl-C's sibling): still stop hubd, the bridge and the broker.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.WARNING, format="  [%(name)s] %(message)s")
     situations = {"both": [BROKER_DOWN, HUBD_DOWN], "none": []}.get(args.second_path,
                                                                     [args.second_path])
