@@ -498,3 +498,106 @@ class BatteryWarning(_Model):
     unit: BatteryUnit
     mains: bool | None
     at: float
+
+
+class StatusRequest(_Model):
+    """Ask the hub for a fresh :class:`HubStatus` (topic ``hubs/{hub}/v1/status/request``).
+
+    The answer goes to ``reply_to`` if it is the hub's ``status/replies`` topic or a subtopic of
+    it, else to ``status/replies``; it carries the request's ``id``.
+    """
+
+    v: Literal[1] = 1
+    id: CommandId
+    reply_to: Annotated[str, StringConstraints(min_length=1, max_length=topics.MAX_TOPIC_LENGTH)] | None = None
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class BridgeBle(_Model):
+    """The bridge's BLE stack: restarts by its watchdog (and the last one's reason), connections."""
+
+    restarts: Count
+    last_restart: ShortText | None
+    connected: Count
+
+
+class BridgeLte(_Model):
+    """The LTE modem as the bridge last saw it: registration (e.g. ``home``, ``roaming``,
+    ``searching``, ``denied``) and signal in dBm."""
+
+    registered: ShortText | None
+    rssi: Annotated[int, Field(ge=-140, le=0)] | None
+
+
+class BridgeUnit(_Model):
+    """The alarm unit's link: up or not, and seconds since the bridge last heard it."""
+
+    up: bool
+    last_heard_s: Count | None
+
+
+class BridgeJournals(_Model):
+    """Entries in the bridge's flash journals: command ids run, alarms not yet confirmed."""
+
+    commands: Count
+    alarms: Count
+
+
+class BridgeHealth(_Model):
+    """The bridge's own report (its ``health`` link message, docs/serial-link.md)."""
+
+    up_s: Count
+    reset: Literal["power_on", "hard", "wdt", "deepsleep", "soft", "unknown"]
+    heap_free: Count
+    heap_max_block: Count | None
+    link: dict[str, Count]
+    ble: BridgeBle
+    lte: BridgeLte | None
+    unit: BridgeUnit | None
+    journals: BridgeJournals
+    clock: int | None
+
+
+class BridgeStatus(_Model):
+    """The bridge as hubd sees it. ``link_up`` changes within the link's dead time (3.5 s) of a
+    bridge going silent; ``since`` is when it last changed; ``health`` is the bridge's last own
+    report and ``health_at`` when it arrived (null: none since hubd started)."""
+
+    link_up: bool
+    since: float
+    firmware: Label | None
+    protocol: Annotated[str, StringConstraints(max_length=16)] | None
+    link: dict[str, Count]
+    health: BridgeHealth | None
+    health_at: float | None
+
+
+class QueueStatus(_Model):
+    """A durable queue on the hub: entries waiting, and when the oldest was made (null: empty)."""
+
+    depth: Count
+    oldest_at: float | None
+
+
+class HubStatus(_Model):
+    """A full health snapshot of one hub (topics ``status`` (retained) and ``status/replies``).
+
+    ``request_id`` names the :class:`StatusRequest` it answers (null on the retained topic).
+    ``outbox``: audit entries and battery warnings not yet acknowledged by the broker; ``alarms``:
+    alarms not yet handled by the alarm centre (``overdue``: past the hub's deadline).
+    """
+
+    v: Literal[1] = 1
+    hub: SegmentId
+    request_id: CommandId | None
+    at: float
+    hubd_version: Label
+    hubd_up_s: Annotated[float, Field(ge=0)]
+    broker_connected: bool
+    bridge: BridgeStatus
+    devices: list[DeviceState]
+    outbox: QueueStatus
+    alarms: QueueStatus
+    alarms_overdue: Count

@@ -48,6 +48,15 @@ from hubapi.models import (
     BatteryEvent,
     BatteryLevel,
     BatteryState,
+    BridgeBle,
+    BridgeHealth,
+    BridgeJournals,
+    BridgeLte,
+    BridgeStatus,
+    BridgeUnit,
+    HubStatus,
+    QueueStatus,
+    StatusRequest,
     BatteryUnit,
     BatteryWarning,
     CommandClaims,
@@ -125,6 +134,13 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("deviceBattery", topics.device_battery, "send", BatteryWarning, False,
             "Battery warnings of one device: `low` and `critical` once per crossing, reminders while "
             "it stays low, `replaced` when it recovers; from the durable outbox, at least once."),
+    Channel("status", topics.status, "send", HubStatus, True,
+            "The hub's health snapshot (hubd, the bridge and its own report, every device, the durable "
+            "queues), retained: republished when the bridge link changes and every few minutes."),
+    Channel("statusRequest", topics.status_request, "receive", StatusRequest, False,
+            "Ask for a fresh health snapshot now."),
+    Channel("statusReplies", topics.status_replies, "send", HubStatus, False,
+            "The answer to a status request; a request's `reply_to` may name a subtopic.", subtopics=True),
 )
 
 
@@ -252,6 +268,24 @@ _EXAMPLE_AUDIT = AuditEntry.seal(
     command=_EXAMPLE_CLAIMS.id, action="unlatch", actor="staff-42", role=Role.STAFF, assignment="visit-991",
     kid="backend-2026", verified=True,
 )
+_EXAMPLE_HEALTH = BridgeHealth(
+    up_s=86400, reset="power_on", heap_free=41200, heap_max_block=9800,
+    link={"frames_rx": 17280, "frames_tx": 17301, "crc_errors": 2, "retransmits": 3, "downs": 0},
+    ble=BridgeBle(restarts=0, last_restart=None, connected=0),
+    lte=BridgeLte(registered="home", rssi=-83), unit=BridgeUnit(up=True, last_heard_s=12),
+    journals=BridgeJournals(commands=31, alarms=0), clock=_AT + 86400)
+_EXAMPLE_STATUS = HubStatus(
+    hub="hub-17", request_id="status-0001", at=_AT + 86400.5, hubd_version="0.1.0", hubd_up_s=86402.1,
+    broker_connected=True,
+    bridge=BridgeStatus(link_up=True, since=_AT - 1.5, firmware="0.1.0", protocol="1.0",
+                        link={"frames_rx": 17301, "frames_tx": 17280, "crc_errors": 0, "retransmits": 1},
+                        health=_EXAMPLE_HEALTH, health_at=_AT + 86390.0),
+    devices=[], outbox=QueueStatus(depth=0, oldest_at=None), alarms=QueueStatus(depth=0, oldest_at=None),
+    alarms_overdue=0)
+_EXAMPLE_STATUS_DOWN = _EXAMPLE_STATUS.model_copy(update={
+    "request_id": None, "at": _AT + 86410.0,
+    "bridge": _EXAMPLE_STATUS.bridge.model_copy(update={"link_up": False, "since": _AT + 86406.0}),
+    "outbox": QueueStatus(depth=2, oldest_at=_AT + 86407.2)})
 EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
     "commands": [("a nurse unlatches the front door", _EXAMPLE_CLAIMS)],
     "answers": [
@@ -304,6 +338,10 @@ EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
             model="reference", event=BatteryEvent.REPLACED, state=BatteryState.OK, percent=100, reading=100,
             unit=BatteryUnit.PERCENT, mains=None, at=_AT + 7 * 86400)),
     ],
+    "status": [("a hub whose bridge link went down", _EXAMPLE_STATUS_DOWN)],
+    "statusRequest": [("a technician asks", StatusRequest(id="status-0001",
+                                                          reply_to=topics.status_replies("hub-17") + "/hubctl"))],
+    "statusReplies": [("all well", _EXAMPLE_STATUS)],
 }
 
 #: Signs the example command only. Derived from a public string, so anyone can compute it:

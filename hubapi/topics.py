@@ -126,6 +126,22 @@ def device_batteries(hub: str) -> str:
     return f"{root(hub)}/devices/+/battery"
 
 
+def status(hub: str) -> str:
+    """The hub's health snapshot, retained: republished when the bridge link changes and every
+    few minutes, so a late subscriber sees the truth at once."""
+    return f"{root(hub)}/status"
+
+
+def status_request(hub: str) -> str:
+    """Where the backend or a technician asks for a fresh health snapshot (never retained)."""
+    return f"{root(hub)}/status/request"
+
+
+def status_replies(hub: str) -> str:
+    """The hub's default topic for answers to status requests; a request may name a subtopic."""
+    return f"{root(hub)}/status/replies"
+
+
 def every_hubs_alarms() -> tuple[str, str]:
     """Subscription filters for the alarm centre: raised alarms and heartbeats of every hub."""
     return (f"hubs/+/v{API_VERSION}/alarms/raised", f"hubs/+/v{API_VERSION}/alarms/heartbeat")
@@ -157,6 +173,13 @@ def audit_reply_topic(hub: str, requested: str | None) -> str:
     if requested is not None and _at_or_under(audit_replies(hub), requested):
         return requested
     return audit_replies(hub)
+
+
+def status_reply_topic(hub: str, requested: str | None) -> str:
+    """Where to answer a status request: ``requested`` if it is ``status/replies`` or under it, else that."""
+    if requested is not None and _at_or_under(status_replies(hub), requested):
+        return requested
+    return status_replies(hub)
 
 
 def _at_or_under(base: str, topic: str) -> bool:
