@@ -26,15 +26,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from hubctl import bundle, deploy, image
+from hubctl import audit as audit_trail
+from hubctl import bundle, deploy, image, provision as provisioning
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
-    help="The technician's tool for a home hub's bridge (the ESP32 running firmware/).\n\n"
-         "**Example:** hubctl build, then hubctl flash --port /dev/ttyUSB0 "
-         "--image ESP32_GENERIC-v1.29.0.bin --bundle build/bundles/bridge-0.1.0-94373b7a1eba "
-         "--config bridge.json")
+    help="The technician's tool for a home hub: its bridge (the ESP32 running firmware/), its "
+         "configuration, its audit trail.\n\n"
+         "**Example:** hubctl provision ... (see hubctl provision --help), hubctl build, then "
+         "hubctl flash --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.29.0.bin "
+         "--bundle build/bundles/bridge-0.1.0-94373b7a1eba --config /etc/hubd/bridge.json")
+audit_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode="markdown",
+    help="The hub's audit trail (hubd's state database).\n\n"
+         "**Example:** hubctl audit export --db /var/lib/hubd/hubd.sqlite3 --from 1 --to 500 "
+         "--out audit.jsonl")
+app.add_typer(audit_app, name="audit")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -220,6 +228,132 @@ def _copy(port: str, built: bundle.Bundle, files: list[deploy.Planned], soft_res
     finally:
         fs.close()
     return report
+
+
+class _Usage(typer.BadParameter):
+    """A wrong command line whose message stands alone (exit status 2)."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+@app.command()
+def provision(
+    hub_id: Annotated[str | None, typer.Option(
+        help="The hub's id: its MQTT topics, and its broker username or certificate CN.")] = None,
+    broker: Annotated[str | None, typer.Option(
+        help="mqtts://HOST:PORT (TLS; port 8883 when left out) or mqtt://HOST:PORT (1883).")] = None,
+    username: Annotated[str | None, typer.Option(
+        help="Broker username, with --password-file; it must be the hub id, which is the "
+             "default.")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="A file holding the broker password on one line; it goes to hubd.env (0600).")] = None,
+    client_cert: Annotated[Path | None, typer.Option(
+        help="The hub's client certificate (PEM, CN = the hub id), instead of a password.")] = None,
+    client_key: Annotated[Path | None, typer.Option(
+        help="Its unencrypted private key (PEM); copied to tls/client.key, 0600.")] = None,
+    ca: Annotated[Path | None, typer.Option(
+        help="The CA that signed the broker's certificate (PEM); without it, the system's CAs.")] = None,
+    backend_key: Annotated[list[str] | None, typer.Option(
+        help="KID=PATH: a backend's Ed25519 public key (PEM or raw base64url) under its key id. "
+             "Repeat for more; given, they replace the hub's keys.")] = None,
+    alarm_account: Annotated[str | None, typer.Option(
+        help="The hub's DC-09 account at the alarm centre: 3-16 hex digits.")] = None,
+    dc09_receiver: Annotated[str | None, typer.Option(
+        help="HOST:PORT of the alarm centre's DC-09 receiver (the second path, over LTE).")] = None,
+    dc09_key_file: Annotated[Path | None, typer.Option(
+        help="A file holding the receiver's AES key (16, 24 or 32 characters, as the receiver "
+             "shows it); goes to bridge.json (0600). Without it: plain frames.")] = None,
+    dc09_receiver_number: Annotated[str | None, typer.Option(
+        help="DC-09 receiver number (R field), 1-6 hex digits, if the centre gave one.")] = None,
+    dc09_line: Annotated[str | None, typer.Option(
+        help="DC-09 line number (L field), 1-6 hex digits.", show_default="1")] = None,
+    apn: Annotated[str | None, typer.Option(
+        help="The LTE modem's APN, e.g. internet.m2m.")] = None,
+    resident: Annotated[str | None, typer.Option(
+        help="Who the alarm centre sends help to, as the centre knows the resident.")] = None,
+    serial: Annotated[str | None, typer.Option(
+        help="The bridge's serial port.", show_default=provisioning.DEFAULT_SERIAL)] = None,
+    etc_dir: Annotated[Path, typer.Option(
+        help="Where hubd's configuration goes.")] = provisioning.DEFAULT_ETC,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="hubd's state (SQLite).", show_default=str(provisioning.DEFAULT_STATE))] = None,
+    bridge_config: Annotated[Path | None, typer.Option(
+        help="Where the bridge's bridge.json goes.", show_default="<etc-dir>/bridge.json")] = None,
+    service_user: Annotated[str, typer.Option(
+        help="The user hubd runs as (hubd.service); run as root, provision gives it the client "
+             "key.")] = provisioning.SERVICE_USER,
+) -> None:
+    """Write the hub's configuration: hubd.toml, hubd.env (secrets), tls/, bridge.json.
+
+    Everything is checked by hubd's and the bridge firmware's own parsers before anything is
+    written; each file is replaced atomically with its mode set first (hubd.toml 0644, hubd.env
+    0600, tls/client.key 0600, bridge.json 0600). Run again, it keeps what is there (the locks
+    hubctl pair added) and changes only what is given. Secrets are never printed.
+
+    **Example:** hubctl provision --hub-id hub-0042
+    --broker mqtts://broker.kommune.example:8883 --password-file hub-0042.pw --ca broker-ca.pem
+    --backend-key backend-2025=backend-2025.pub --alarm-account 12AB
+    --dc09-receiver dc09.alarmsentral.example:12000 --dc09-key-file dc09.key --apn internet.m2m
+    --resident resident-208
+    """
+    flags = provisioning.Flags(
+        etc_dir=etc_dir, bridge_config=bridge_config, hub_id=hub_id, broker=broker,
+        username=username, password_file=password_file, client_cert=client_cert,
+        client_key=client_key, ca=ca, backend_keys=tuple(backend_key or ()),
+        alarm_account=alarm_account, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
+        dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
+        resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
+    fw = _firmware_config()
+    try:
+        plan = provisioning.plan(flags, fw)
+        provisioning.write(plan, fw)
+    except provisioning.BadFlag as e:
+        raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
+    except provisioning.Missing as e:
+        raise _Usage(str(e)) from None
+    except provisioning.ProvisionError as e:
+        raise Failed(str(e)) from None
+    for line in plan.summary:
+        out.print(line, markup=False)
+
+
+@audit_app.command("export")
+def audit_export(
+    db: Annotated[Path, typer.Option(
+        help="hubd's state database: <state_dir>/hubd.sqlite3.")] = audit_trail.DEFAULT_DB,
+    from_seq: Annotated[int, typer.Option("--from", min=1, help="The first seq to export.")] = 1,
+    to_seq: Annotated[int | None, typer.Option(
+        "--to", min=1, help="The last seq to export.", show_default="the newest")] = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write the JSON lines here (mode 0600) instead of to standard output.")] = None,
+) -> None:
+    """Export a range of the audit trail as JSON lines, after checking its hash chain.
+
+    The chain is checked over the range and its link to the entry before it (hubd's own check,
+    as hubd-audit verify does it); a gap or an edited entry refuses the export and names the
+    first one. One line sums up: entries, first and last seq, chain intact.
+
+    **Example:** hubctl audit export --db /var/lib/hubd/hubd.sqlite3 --from 1 --to 500
+    --out audit.jsonl
+    """
+    if to_seq is not None and to_seq < from_seq:
+        raise typer.BadParameter(f"{to_seq} is before --from {from_seq}", param_hint="'--to'")
+    try:
+        done = audit_trail.export(db, from_seq, to_seq)
+        if out_file is not None:
+            audit_trail.write(out_file, done.lines)
+        else:
+            sys.stdout.writelines(line + "\n" for line in done.lines)
+            sys.stdout.flush()
+    except audit_trail.AuditError as e:
+        raise Failed(str(e)) from None
+    upto = "" if to_seq is None or to_seq <= done.last_seq else \
+        f" (asked up to {to_seq}: the log ends at seq {done.newest})"
+    where = f" to {out_file}" if out_file is not None else ""
+    summary = (f"exported {len(done.lines)} entries, seq {done.first_seq}..{done.last_seq}"
+               f"{upto}, chain intact{where}")
+    (out if out_file is not None else err).print(summary, markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [keys]                               # backend public keys by kid: PEM or raw base64url
     "backend-2025" = "uJX0yJ2Z3X1v9b1ZC0kQZ8b0h1s1mLZ2Jw2u7ZqkY3o"
 
-    [locks]                              # each lock id this hub knows, and its kind:
+    [locks]                              # each lock id this hub knows (none yet is fine), and its kind:
     front = "inside_turner"              #   inside_turner, in_cylinder, key_box, entrance_door
     keybox = "key_box"                   # (wire.lockkinds); an action the kind lacks is refused
 
@@ -242,7 +242,8 @@ class HubConfig(BaseSettings):
     devices: DevicesConfig = DevicesConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
-    locks: dict[SegmentId, LockKind] = Field(min_length=1)
+    # None until `hubctl pair` adds one; a resident may have only a safety alarm.
+    locks: dict[SegmentId, LockKind] = Field(default_factory=dict)
     clock_skew_s: float = Field(5.0, ge=0, le=60)
     command_timeout_s: float = Field(30.0, gt=0, le=600)
     max_validity_s: int = Field(300, gt=0, le=3600)

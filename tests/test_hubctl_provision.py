@@ -1,0 +1,542 @@
+"""`hubctl provision`: the hub's configuration from the technician's flags.
+
+The command runs as the technician runs it (`.venv/bin/hubctl`, a subprocess). What it writes is
+read back by hubd's own config loader and the bridge firmware's own parser, and in the end-to-end
+test it starts hubd (against a password-protected Mosquitto) and the simulated bridge, whose
+second path reaches a real DC-09 receiver with the provisioned account and key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import re
+import signal
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from hubapi import topics
+from hubapi.client import BackendClient
+from hubctl.provision import env_line, parse_env_file
+from hubd.config import load_config
+from simulator.alarm_unit import AlarmUnit
+from simulator.home import SimulatedHome
+from tests.fixtures import BackendKey
+from tests.sia_receiver import ACCOUNT, Receiver
+from tests.tls import TestCA
+from wire import alarms
+
+ROOT = Path(__file__).resolve().parents[1]
+HUBCTL = Path(sys.executable).parent / "hubctl"
+HUB = "hub-0042"
+# Every character systemd's EnvironmentFile quoting cares about, and a space at the end.
+PASSWORD = "pa$$ \"w`o\\rd' #1 "
+DC09_KEY = "F00DCAFE12345678"  # pysiaalarm takes 16 hex characters as the key bytes
+LOCK_SECRET = "ab" * 32
+
+
+def hubctl(*args: str | Path, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    if not HUBCTL.exists():
+        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
+    return subprocess.run([str(HUBCTL), *map(str, args)], capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The failure as a technician sees it: a non-zero status and exactly one line, no trace."""
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+@dataclass
+class Inputs:
+    """What the technician brings: key files, the password file, the DC-09 key."""
+
+    dir: Path
+    etc: Path
+    state: Path
+    backend: BackendKey
+    backend_pub: Path
+    password: Path
+    dc09_key: Path
+
+    def args(self, **override: str | Path | None) -> list[str | Path]:
+        """A whole first provision; ``override`` replaces flags (None drops one)."""
+        flags: dict[str, str | Path | None] = {
+            "--etc-dir": self.etc, "--state-dir": self.state, "--hub-id": HUB,
+            "--broker": "mqtt://127.0.0.1:1883", "--password-file": self.password,
+            "--backend-key": f"{self.backend.kid}={self.backend_pub}",
+            "--alarm-account": ACCOUNT, "--dc09-receiver": "127.0.0.1:12000",
+            "--dc09-key-file": self.dc09_key, "--dc09-receiver-number": "1", "--dc09-line": "1",
+            "--apn": "internet.m2m", "--resident": "resident-208", "--serial": "/dev/ttyUSB0",
+        }
+        flags.update({k if k.startswith("--") else "--" + k.replace("_", "-"): v
+                      for k, v in override.items()})
+        return [x for k, v in flags.items() if v is not None for x in (k, v)]
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, backend_key: BackendKey) -> Inputs:
+    given = tmp_path / "given"
+    given.mkdir()
+    pub = given / "backend.pub"
+    pub.write_text(backend_key.public_text + "\n")
+    password = given / "hub.pw"
+    password.write_text(PASSWORD + "\n")
+    dc09 = given / "dc09.key"
+    dc09.write_text(DC09_KEY + "\n")
+    return Inputs(given, tmp_path / "etc", tmp_path / "state", backend_key, pub, password, dc09)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def hubd_sees(etc: Path):
+    """hubd's configuration as hubd reads it under systemd: the file plus hubd.env's values."""
+    env = parse_env_file((etc / "hubd.env").read_text())
+    mp = pytest.MonkeyPatch()
+    try:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        return load_config(etc / "hubd.toml")
+    finally:
+        mp.undo()
+
+
+def firmware_parse(path: Path) -> dict:
+    from hubctl.__main__ import _firmware_config
+    return _firmware_config().parse(json.loads(path.read_text()))
+
+
+def files_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+# --- what it writes ------------------------------------------------------------------------------
+
+
+def test_provision_writes_hubd_toml_env_and_bridge_json_each_with_its_mode(inputs: Inputs) -> None:
+    proc = hubctl("provision", *inputs.args())
+    assert proc.returncode == 0, proc.stderr
+    etc = inputs.etc
+    assert sorted(p.name for p in files_under(etc)) == ["bridge.json", "hubd.env", "hubd.toml"]
+    assert (mode(etc / "hubd.toml"), mode(etc / "hubd.env"), mode(etc / "bridge.json")) == \
+        (0o644, 0o600, 0o600)
+    assert not list(etc.glob(".*")), "no temporary file is left behind"
+
+    config = hubd_sees(etc)
+    assert (config.hub_id, config.state_dir, config.serial.port) == (HUB, inputs.state, "/dev/ttyUSB0")
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("127.0.0.1", 1883, False)
+    assert config.mqtt.username == HUB and config.mqtt.password is not None
+    assert config.mqtt.password.get_secret_value() == PASSWORD
+    assert set(config.public_keys()) == {inputs.backend.kid}
+    assert config.alarms.resident == "resident-208"
+    assert config.locks == {}, "a hub is provisioned before any lock is paired"
+    assert "password" not in (etc / "hubd.toml").read_text()
+    assert (etc / "hubd.env").read_text().splitlines()[-1] == env_line("HUBD_MQTT__PASSWORD", PASSWORD)
+
+    bridge = firmware_parse(etc / "bridge.json")
+    assert bridge["locks"] == []
+    assert (bridge["link"]["uart"], bridge["link"]["baudrate"]) == (1, 115200)
+    assert bridge["alarm_unit"]["uart"] == 2
+    lte = bridge["lte"]
+    assert (lte["apn"], lte["host"], lte["port"], lte["account"], lte["receiver"], lte["line"],
+            lte["key"]) == ("internet.m2m", "127.0.0.1", 12000, ACCOUNT, "1", "1", DC09_KEY)
+
+    assert "password set (hubd.env, 0600)" in proc.stdout
+    assert "AES key set (bridge.json, 0600)" in proc.stdout
+    for path in (etc / "hubd.toml", etc / "hubd.env", etc / "bridge.json"):
+        assert str(path) in proc.stdout
+
+
+def test_the_env_file_uses_systemds_double_quoting_so_any_printable_password_survives() -> None:
+    # systemd src/basic/env-file.c: inside "...", a backslash makes " \ ` $ literal; nothing else
+    # is special (no variable expansion in an EnvironmentFile).
+    line = env_line("HUBD_MQTT__PASSWORD", PASSWORD)
+    assert line == 'HUBD_MQTT__PASSWORD="pa\\$\\$ \\"w\\`o\\\\rd\' #1 "'
+    assert parse_env_file(f"# comment\n{line}\n") == {"HUBD_MQTT__PASSWORD": PASSWORD}
+    assert parse_env_file("A=plain value  \nB='single $x'\n; other comment\n") == \
+        {"A": "plain value", "B": "single $x"}
+
+
+def test_a_client_certificate_goes_under_tls_with_the_key_0600_for_the_user_hubd_runs_as(
+        inputs: Inputs, test_ca: TestCA) -> None:
+    client = test_ca.issue_client(HUB)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    proc = hubctl("provision", *inputs.args(
+        broker="mqtts://broker.kommune.example", password_file=None, client_cert=client.cert,
+        client_key=client.key, ca=test_ca.ca_file, service_user=me))
+    assert proc.returncode == 0, proc.stderr
+    tls = inputs.etc / "tls"
+    assert (mode(tls / "ca.pem"), mode(tls / "client.crt"), mode(tls / "client.key")) == \
+        (0o644, 0o644, 0o600)
+    assert (tls / "client.key").stat().st_uid == os.geteuid()
+    assert (tls / "client.key").read_bytes() == client.key.read_bytes()
+    config = hubd_sees(inputs.etc)
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.tls) == ("broker.kommune.example", 8883, True)
+    assert (config.mqtt.ca_file, config.mqtt.cert_file, config.mqtt.key_file) == \
+        (tls / "ca.pem", tls / "client.crt", tls / "client.key")
+    assert config.mqtt.username is None and config.mqtt.password is None
+    assert "HUBD_MQTT__PASSWORD" not in parse_env_file((inputs.etc / "hubd.env").read_text())
+
+
+def test_as_root_the_client_key_needs_the_user_hubd_runs_as(inputs: Inputs, test_ca: TestCA) -> None:
+    client = test_ca.issue_client(HUB)
+    proc = hubctl("provision", *inputs.args(
+        broker="mqtts://broker.kommune.example", password_file=None, client_cert=client.cert,
+        client_key=client.key, service_user="no-such-hubd-user"))
+    if os.geteuid() == 0:
+        line = one_error_line(proc)
+        assert "'--service-user'" in line and "useradd" in line
+        assert not inputs.etc.exists() or not files_under(inputs.etc)
+    else:  # not root: the key stays the technician's, who runs hubd
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_no_secret_appears_in_any_output_or_in_a_file_others_can_read(
+        inputs: Inputs, test_ca: TestCA) -> None:
+    outputs = [hubctl("provision", *inputs.args())]
+    bridge = inputs.etc / "bridge.json"
+    paired = json.loads(bridge.read_text())
+    paired["locks"] = [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
+                        "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": LOCK_SECRET}]
+    bridge.write_text(json.dumps(paired))
+    outputs.append(hubctl("provision", "--etc-dir", inputs.etc, "--apn", "other.apn"))
+    # Refusals, with the secrets given, say nothing of them either.
+    outputs.append(hubctl("provision", *inputs.args(apn="bad apn!")))
+    outputs.append(hubctl("provision", *inputs.args(broker=f"mqtt://{HUB}:{PASSWORD}@host")))
+    client = test_ca.issue_client(HUB)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    outputs.append(hubctl("provision", *inputs.args(
+        broker="mqtts://127.0.0.1", password_file=None, client_cert=client.cert,
+        client_key=client.key, service_user=me)))
+    outputs.append(hubctl("provision", *inputs.args(  # a key that is not the certificate's
+        broker="mqtts://127.0.0.1", password_file=None, client_cert=client.cert,
+        client_key=test_ca.issue_client("other").key, service_user=me)))
+    assert [p.returncode for p in outputs] == [0, 0, 2, 2, 0, 2]
+
+    key_lines = [ln for ln in client.key.read_text().splitlines() if "-----" not in ln]
+    secrets = [PASSWORD, DC09_KEY, LOCK_SECRET, *key_lines]
+    for proc in outputs:
+        for secret in secrets:
+            assert secret not in proc.stdout + proc.stderr
+    for path in files_under(inputs.etc):
+        if mode(path) & 0o077:
+            text = path.read_text()
+            for secret in secrets:
+                assert secret not in text, f"{path} ({mode(path):04o}) holds a secret"
+
+
+# --- a second run ------------------------------------------------------------------------------
+
+
+def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: Inputs) -> None:
+    assert hubctl("provision", *inputs.args()).returncode == 0
+    toml_path, bridge_path = inputs.etc / "hubd.toml", inputs.etc / "bridge.json"
+    # What hubctl pair and a hand edit add afterwards.
+    hub = tomllib.loads(toml_path.read_text())
+    hub["locks"] = {"front-door": "inside_turner"}
+    hub["log_level"] = "DEBUG"
+    toml_path.write_text(tomli_w.dumps(hub))
+    bridge = json.loads(bridge_path.read_text())
+    bridge["locks"] = [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
+                        "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": LOCK_SECRET}]
+    bridge["policy"] = {"poll_ms": 600000}
+    bridge_path.write_text(json.dumps(bridge))
+    before = hubd_sees(inputs.etc)
+    before_bridge = firmware_parse(bridge_path)
+
+    proc = hubctl("provision", "--etc-dir", inputs.etc, "--apn", "telenor.m2m",
+                  "--broker", "mqtt://broker.kommune.example:1884")
+    assert proc.returncode == 0, proc.stderr
+    after = hubd_sees(inputs.etc)
+    after_bridge = firmware_parse(bridge_path)
+    assert after.locks == {"front-door": "inside_turner"} and after.log_level == "DEBUG"
+    assert (after.mqtt.host, after.mqtt.port) == ("broker.kommune.example", 1884)
+    assert after.mqtt.password is not None and after.mqtt.password.get_secret_value() == PASSWORD
+    assert after.model_dump(exclude={"mqtt"}) == before.model_dump(exclude={"mqtt"})
+    assert after_bridge["lte"]["apn"] == "telenor.m2m"
+    assert after_bridge["locks"] == before_bridge["locks"]
+    assert after_bridge["policy"]["poll_ms"] == 600000
+    assert {k: v for k, v in after_bridge["lte"].items() if k != "apn"} == \
+        {k: v for k, v in before_bridge["lte"].items() if k != "apn"}
+    assert "locks front-door" in proc.stdout
+    assert (mode(inputs.etc / "hubd.env"), mode(bridge_path)) == (0o600, 0o600)
+
+
+def test_a_rerun_can_switch_the_login_from_a_password_to_a_certificate(
+        inputs: Inputs, test_ca: TestCA) -> None:
+    assert hubctl("provision", *inputs.args()).returncode == 0
+    client = test_ca.issue_client(HUB)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    proc = hubctl("provision", "--etc-dir", inputs.etc, "--broker", "mqtts://127.0.0.1:8883",
+                  "--client-cert", client.cert, "--client-key", client.key, "--service-user", me)
+    assert proc.returncode == 0, proc.stderr
+    config = hubd_sees(inputs.etc)
+    assert config.mqtt.cert_file == inputs.etc / "tls" / "client.crt"
+    assert config.mqtt.username is None and config.mqtt.password is None
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def _bad_inputs(i: Inputs, ca: TestCA) -> dict[str, tuple[dict[str, str | Path | None], str]]:
+    two_lines = i.dir / "two-lines.pw"
+    two_lines.write_text("first\nsecond\n")
+    short_key = i.dir / "short.key"
+    short_key.write_text("0123456789\n")
+    private = i.dir / "backend.pem"
+    from hubapi import signing
+    private.write_bytes(signing.private_key_pem(i.backend.private))
+    garbage = i.dir / "garbage.pub"
+    garbage.write_text("not a key\n")
+    not_ca = i.dir / "not-ca.pem"
+    not_ca.write_text("hello\n")
+    other = ca.issue_client("hub-0041")
+    return {
+        "hub id": ({"--hub-id": "hub 42!"}, "--hub-id"),
+        "reserved hub id": ({"--hub-id": "backend"}, "--hub-id"),
+        "broker scheme": ({"--broker": "http://broker:1883"}, "--broker"),
+        "broker port": ({"--broker": "mqtt://broker:99999"}, "--broker"),
+        "broker path": ({"--broker": "mqtt://broker:1883/x"}, "--broker"),
+        "password file missing": ({"--password-file": i.dir / "nope"}, "--password-file"),
+        "password on two lines": ({"--password-file": two_lines}, "--password-file"),
+        "username not the hub id": ({"--username": "someone"}, "--username"),
+        "password and certificate": ({"--client-cert": ca.ca_file, "--client-key": ca.ca_file},
+                                     "--client-cert"),
+        "certificate without key": ({"--password-file": None, "--broker": "mqtts://b",
+                                     "--client-cert": other.cert}, "--client-key"),
+        "certificate of another hub": ({"--password-file": None, "--broker": "mqtts://b",
+                                        "--client-cert": other.cert, "--client-key": other.key},
+                                       "--client-cert"),
+        "ca not a certificate": ({"--broker": "mqtts://b", "--ca": not_ca}, "--ca"),
+        "ca without tls": ({"--ca": ca.ca_file}, "--broker"),
+        "backend key not KID=PATH": ({"--backend-key": "backend.pub"}, "--backend-key"),
+        "backend key id": ({"--backend-key": f"bad kid!={i.backend_pub}"}, "--backend-key"),
+        "backend private key": ({"--backend-key": f"k={private}"}, "--backend-key"),
+        "backend key garbage": ({"--backend-key": f"k={garbage}"}, "--backend-key"),
+        "alarm account": ({"--alarm-account": "XYZ"}, "--alarm-account"),
+        "dc09 receiver without port": ({"--dc09-receiver": "dc09.example"}, "--dc09-receiver"),
+        "dc09 receiver port 0": ({"--dc09-receiver": "dc09.example:0"}, "--dc09-receiver"),
+        "dc09 key length": ({"--dc09-key-file": short_key}, "--dc09-key-file"),
+        "dc09 receiver number": ({"--dc09-receiver-number": "R1"}, "--dc09-receiver-number"),
+        "dc09 line": ({"--dc09-line": "1234567"}, "--dc09-line"),
+        "apn": ({"--apn": "internet m2m"}, "--apn"),
+        "relative state dir": ({"--state-dir": "var/lib/hubd"}, "--state-dir"),
+        "serial not a device path": ({"--serial": "ttyUSB0"}, "--serial"),
+        "empty resident": ({"--resident": ""}, "--resident"),
+        "first provision without apn": ({"--apn": None}, "--apn"),
+        "first provision without broker": ({"--broker": None}, "--broker"),
+    }
+
+
+BAD = ["hub id", "reserved hub id", "broker scheme", "broker port", "broker path",
+       "password file missing", "password on two lines", "username not the hub id",
+       "password and certificate", "certificate without key", "certificate of another hub",
+       "ca not a certificate", "ca without tls", "backend key not KID=PATH", "backend key id",
+       "backend private key", "backend key garbage", "alarm account",
+       "dc09 receiver without port", "dc09 receiver port 0", "dc09 key length",
+       "dc09 receiver number", "dc09 line", "apn", "relative state dir",
+       "serial not a device path", "empty resident", "first provision without apn",
+       "first provision without broker"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(
+        case: str, inputs: Inputs, test_ca: TestCA) -> None:
+    override, flag = _bad_inputs(inputs, test_ca)[case]
+    proc = hubctl("provision", *inputs.args(**override))
+    line = one_error_line(proc)
+    assert proc.returncode == 2
+    assert flag in line, line
+    assert line.startswith("hubctl provision: ")
+    assert not inputs.etc.exists() or not files_under(inputs.etc)
+
+
+def test_the_bad_input_cases_cover_every_case(inputs: Inputs, test_ca: TestCA) -> None:
+    assert sorted(BAD) == sorted(_bad_inputs(inputs, test_ca))
+
+
+def test_a_backend_private_key_is_refused_without_showing_it(inputs: Inputs, test_ca: TestCA) -> None:
+    override, _ = _bad_inputs(inputs, test_ca)["backend private key"]
+    line = one_error_line(hubctl("provision", *inputs.args(**override)))
+    assert "private key" in line and "never put" in line
+    pem = (inputs.dir / "backend.pem").read_text().splitlines()[1]
+    assert pem not in line
+
+
+def test_an_etc_dir_that_is_a_file_or_writable_by_others_is_one_line(inputs: Inputs) -> None:
+    inputs.etc.write_text("")
+    line = one_error_line(hubctl("provision", *inputs.args()))
+    assert "is not a directory" in line and "--etc-dir" in line
+    inputs.etc.unlink()
+    inputs.etc.mkdir()
+    inputs.etc.chmod(0o777)
+    line = one_error_line(hubctl("provision", *inputs.args()))
+    assert "writable by others" in line and "chmod go-w" in line
+    assert files_under(inputs.etc) == []
+
+
+def test_an_etc_dir_owned_by_someone_else_is_one_line(inputs: Inputs) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("NOT RUN: giving a directory to another user needs root (CI runs as root)")
+    inputs.etc.mkdir()
+    os.chown(inputs.etc, 65534, 65534)  # nobody
+    proc = hubctl("provision", *inputs.args())
+    line = one_error_line(proc)
+    assert proc.returncode == 1
+    assert f"{inputs.etc} belongs to {pwd.getpwuid(65534).pw_name}" in line and "--etc-dir" in line
+    assert files_under(inputs.etc) == []
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """Not writable even for root (chattr +i): a read-only /etc, as root meets it."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"chattr +i {path} failed: {done.stderr.strip()} (needs root, e2fsprogs and a "
+                    "filesystem with the immutable flag)", pytrace=False)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_an_etc_dir_that_cannot_be_written_is_one_line(inputs: Inputs) -> None:
+    if os.geteuid() != 0:
+        inputs.etc.mkdir()
+        inputs.etc.chmod(0o555)
+        ctx: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    else:
+        inputs.etc.mkdir()
+        ctx = immutable(inputs.etc)
+    with ctx:
+        proc = hubctl("provision", *inputs.args())
+    line = one_error_line(proc)
+    assert proc.returncode == 1
+    assert f"{inputs.etc}" in line and "--etc-dir" in line
+    assert files_under(inputs.etc) == []
+
+
+def test_existing_files_that_do_not_parse_are_one_line_naming_the_file(inputs: Inputs) -> None:
+    inputs.etc.mkdir()
+    (inputs.etc / "hubd.toml").write_text("hub_id = \n")
+    line = one_error_line(hubctl("provision", *inputs.args()))
+    assert f"{inputs.etc / 'hubd.toml'} is not valid TOML" in line
+    (inputs.etc / "hubd.toml").unlink()
+    (inputs.etc / "bridge.json").write_text("{")
+    line = one_error_line(hubctl("provision", *inputs.args()))
+    assert f"{inputs.etc / 'bridge.json'} is not valid JSON" in line
+    (inputs.etc / "bridge.json").write_text(json.dumps({"locks": [{"id": "x", "kind": "deadbolt"}]}))
+    line = one_error_line(hubctl("provision", *inputs.args()))
+    assert "the bridge would not start with" in line and "deadbolt" in line
+    assert sorted(p.name for p in files_under(inputs.etc)) == ["bridge.json"]
+
+
+def test_help_shows_an_example() -> None:
+    proc = hubctl("provision", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Example: hubctl provision --hub-id hub-0042 --broker mqtts://" in \
+        re.sub(r"\s+", " ", proc.stdout)
+
+
+# --- end to end: hubd and the simulated bridge start from what provision wrote --------------------
+
+
+async def _online(host: str, port: int, user: str, password: str, hubd: subprocess.Popen[bytes],
+                  log: Path, timeout: float = 30) -> None:
+    async with BackendClient(host, port, username=user, password=password) as probe:
+        async with probe.watch(topics.online(HUB)) as queue:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while loop.time() < deadline and hubd.poll() is None:
+                try:
+                    message = await asyncio.wait_for(queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                if b'"online"' in message.payload:
+                    return
+    raise AssertionError(f"hubd did not come online; its log:\n{log.read_text(errors='replace')}")
+
+
+async def _until(check, what: str, timeout: float = 60) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridge(
+        inputs: Inputs, mosquitto_factory, tmp_path: Path) -> None:
+    broker = mosquitto_factory(passwords={HUB: PASSWORD, "probe": "probe-pw"})
+    receiver = Receiver(key=DC09_KEY)
+    async with receiver:
+        unit = AlarmUnit()
+        # The home's modem connects to the receiver; the bridge gets the provisioned bridge.json.
+        home = SimulatedHome(tmp_path / "home", locks=[], alarm_unit=unit, lte={
+            "apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port, "account": ACCOUNT})
+        proc = hubctl("provision", *inputs.args(
+            broker=f"mqtt://{broker.host}:{broker.port}", serial=home.port,
+            dc09_receiver=f"127.0.0.1:{receiver.port}"))
+        assert proc.returncode == 0, proc.stderr
+        provisioned = json.loads((inputs.etc / "bridge.json").read_text())
+        home.bridge.config = provisioned
+        await home.start()
+        hubd: subprocess.Popen[bytes] | None = None
+        log = tmp_path / "hubd.log"
+        try:
+            await _until(lambda: any("alarm unit on UART" in ln for ln in home.bridge.log),
+                         "the bridge booted with the provisioned bridge.json")
+            # No hubd yet: after hub_down_ms the bridge sends the press over LTE, with the
+            # provisioned APN, account, receiver and line numbers and AES key.
+            event_id = unit.press(alarms.BUTTON, "pendant")
+            alarm_id = unit.alarm_id(event_id)
+            await _until(lambda: any(alarm_id in (e.x_data or "") for e in receiver.events),
+                         f"{alarm_id} at the DC-09 receiver over LTE")
+            event = next(e for e in receiver.events if alarm_id in (e.x_data or ""))
+            assert (event.account, event.receiver, event.line) == (ACCOUNT, "R1", "L1")
+            assert any("AT+QICSGP=1,1,\"internet.m2m\"" in c for c in home.modem.commands)
+
+            # hubd as systemd starts it: the config file, and hubd.env's lines as its environment.
+            env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
+            env.update(parse_env_file((inputs.etc / "hubd.env").read_text()))
+            with log.open("wb") as out:
+                hubd = subprocess.Popen(
+                    [sys.executable, "-m", "hubd", "--config", str(inputs.etc / "hubd.toml")],
+                    cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+            await _online(broker.host, broker.port, "probe", "probe-pw", hubd, log)
+            await _until(lambda: "bridge link up" in log.read_text(errors="replace"),
+                         "hubd hears the bridge over the provisioned serial port")
+            # With hubd there, a press takes the primary path: unit, bridge, link, hubd's store.
+            second = unit.alarm_id(unit.press(alarms.BUTTON, "pendant"))
+            await _until(lambda: f"alarm {second} stored" in log.read_text(errors="replace"),
+                         "hubd stores an alarm the bridge sends")
+            assert hubd.poll() is None
+        finally:
+            if hubd is not None and hubd.poll() is None:
+                hubd.send_signal(signal.SIGTERM)
+                try:
+                    hubd.wait(20)
+                except subprocess.TimeoutExpired:
+                    hubd.kill()
+                    hubd.wait()
+            await home.stop()
+    assert hubd.returncode == 0, log.read_text(errors="replace")
