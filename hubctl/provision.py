@@ -530,11 +530,52 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
 
     hub = _existing_toml(toml_path)
     env = _existing_env(env_path)
-    bridge = _existing_bridge(bridge_path)
-    files: list[Planned] = []
-    sources: dict[str, Path] = {}  # a TLS file's final path -> where it is now (for checking)
-    secrets: list[str] = []
+    _apply_hub(flags, hub)
+    tls_files, sources = _apply_login(flags, hub, env, tls_dir)
+    bridge = _apply_bridge(flags, _existing_bridge(bridge_path),
+                           hub["serial"].get("baudrate", DEFAULT_BAUD))
+    lte = bridge["lte"]
+    missing = [flag for flag, there in (
+        ("--hub-id", "hub_id" in hub), ("--broker", "host" in hub["mqtt"]),
+        ("--backend-key", bool(hub.get("keys"))), ("--alarm-account", "account" in lte),
+        ("--dc09-receiver", "host" in lte), ("--apn", "apn" in lte)) if not there]
+    if missing:
+        raise Missing(missing)
+    secrets = [s for s in (env.get(PASSWORD_ENV), lte.get("key")) if s] + [
+        str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
 
+    # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
+    toml_text = _toml_text(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
+                                          "alarms", "locks")))
+    as_read = tomllib.loads(toml_text.decode())
+    for name in ("ca_file", "cert_file", "key_file"):
+        if as_read["mqtt"].get(name) in sources:
+            as_read["mqtt"][name] = str(sources[as_read["mqtt"][name]])
+    config = _check_hubd(as_read, env, toml_path, secrets)
+    _check_bridge(bridge, fw, bridge_path, secrets)
+    link_baud = bridge["link"].get("baudrate", DEFAULT_BAUD)
+    if link_baud != config.serial.baudrate:
+        raise ProvisionError(f"hubd's serial baudrate ({config.serial.baudrate}, {toml_path}) and "
+                             f"the bridge's link baudrate ({link_baud}, {bridge_path}) differ: "
+                             "make them the same in one of the files, then provision again")
+    # What the summary shows: where the TLS files will be, not where they came from.
+    config.mqtt = config.mqtt.model_copy(update={
+        name: Path(hub["mqtt"][name]) for name in ("ca_file", "cert_file", "key_file")
+        if name in hub["mqtt"]})
+
+    files = [*tls_files,
+             Planned(bridge_path, (json.dumps(bridge, indent=1) + "\n").encode(), SECRET),
+             Planned(env_path, _env_text(env), SECRET),
+             Planned(toml_path, toml_text, PUBLIC)]
+    dirs = [etc, tls_dir] if tls_files else [etc]
+    if bridge_path.parent not in dirs:
+        dirs.append(bridge_path.parent)
+    return Plan(files, _summary(config, env, bridge, toml_path, env_path, bridge_path, files),
+                toml_path, env_path, bridge_path, dirs, secrets)
+
+
+def _apply_hub(flags: Flags, hub: dict[str, Any]) -> None:
+    """hubd's own settings: hub id, state, serial port, backend keys, resident."""
     if flags.hub_id is not None:
         hub["hub_id"] = _hub_id(flags.hub_id)
     if flags.state_dir is not None:
@@ -563,8 +604,14 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
                                                          "a resident id", 128)
     hub.setdefault("locks", {})
 
-    # The broker: address, then one way of logging in (a password or a client certificate).
+
+def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
+                 tls_dir: Path) -> tuple[list[Planned], dict[str, Path]]:
+    """The broker's address and one way of logging in: a password (hubd.env) or a client
+    certificate (tls/). Returns the TLS files to write, and each one's final path -> source."""
     mqtt = hub.setdefault("mqtt", {})
+    files: list[Planned] = []
+    sources: dict[str, Path] = {}
     if flags.broker is not None:
         mqtt["host"], mqtt["port"], mqtt["tls"] = _broker(flags.broker)
     by_password = flags.username is not None or flags.password_file is not None
@@ -592,10 +639,13 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         elif PASSWORD_ENV not in env:
             raise BadFlag("--password-file", "a broker login needs its password: put it in a file "
                                              "and pass --password-file")
-        mqtt["username"] = flags.username if flags.username is not None else hub.get("hub_id")
+        if flags.username is not None:
+            mqtt["username"] = flags.username
+        elif "hub_id" in hub:
+            mqtt["username"] = hub["hub_id"]
     if flags.ca is not None:
         _check_ca(flags.ca)
-        files.insert(0, Planned(tls_dir / "ca.pem", _read("--ca", flags.ca), PUBLIC))
+        files.append(Planned(tls_dir / "ca.pem", _read("--ca", flags.ca), PUBLIC))
         sources[str(tls_dir / "ca.pem")] = flags.ca
         mqtt["ca_file"] = str(tls_dir / "ca.pem")
     if not mqtt.get("tls"):
@@ -607,9 +657,8 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
                                       "TLS: give mqtts://HOST:PORT, or log in with --username "
                                       "and --password-file")
         mqtt.pop("ca_file", None)  # no TLS, no CA
-    if PASSWORD_ENV in env:
-        secrets.append(env[PASSWORD_ENV])
-    # The ACL gives each hub the topics under its broker username (docs/broker-setup.md).
+    # The broker's ACL gives each hub the topics under its username (docs/broker-setup.md), and
+    # with a certificate the username is its CN.
     hub_id = hub.get("hub_id")
     if mqtt.get("username") is not None and hub_id is not None and mqtt["username"] != hub_id:
         raise BadFlag("--username", f"the broker username must be the hub id ({hub_id}): the "
@@ -627,9 +676,14 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         files += [Planned(tls_dir / "client.crt", _read("--client-cert", flags.client_cert), PUBLIC),
                   Planned(tls_dir / "client.key", _read("--client-key", flags.client_key), SECRET,
                           _key_owner(flags.service_user))]
+    hub["mqtt"] = _ordered(mqtt, ("host", "port", "tls", "username", "ca_file", "cert_file",
+                                  "key_file"))
+    return files, sources
 
-    # The bridge: its link, the safety alarm unit, the second path (LTE to the DC-09 receiver).
-    baud = serial.get("baudrate", DEFAULT_BAUD)
+
+def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, Any]:
+    """bridge.json: its link, the safety alarm unit, the second path (LTE to the DC-09
+    receiver); the locks pairing added stay as they are."""
     bridge.setdefault("link", {"uart": LINK_UART, "baudrate": baud})
     bridge.setdefault("locks", [])
     bridge.setdefault("alarm_unit", dict(ALARM_UNIT))
@@ -656,45 +710,8 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
             lte[name] = value.upper()
     if flags.dc09_key_file is not None:
         lte["key"] = _dc09_key(flags.dc09_key_file)
-    if lte.get("key"):
-        secrets.append(str(lte["key"]))
-    secrets += [str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
     bridge["lte"] = _ordered(lte, ("apn", "host", "port", "account", "receiver", "line", "key"))
-    bridge = _ordered(bridge, ("link", "log", "policy", "locks", "alarm_unit", "lte"))
-
-    missing = [flag for flag, there in (
-        ("--hub-id", "hub_id" in hub), ("--broker", "host" in mqtt),
-        ("--backend-key", bool(hub.get("keys"))), ("--alarm-account", "account" in lte),
-        ("--dc09-receiver", "host" in lte), ("--apn", "apn" in lte)) if not there]
-    if missing:
-        raise Missing(missing)
-    if mqtt.get("username") is None and by_password:  # a hub id just given names the login
-        mqtt["username"] = hub["hub_id"]
-
-    hub["mqtt"] = _ordered(mqtt, ("host", "port", "tls", "username", "ca_file", "cert_file", "key_file"))
-    hub = _ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys", "alarms", "locks"))
-    # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
-    toml_text = _toml_text(hub)
-    as_read = tomllib.loads(toml_text.decode())
-    for name in ("ca_file", "cert_file", "key_file"):
-        if as_read["mqtt"].get(name) in sources:
-            as_read["mqtt"][name] = str(sources[as_read["mqtt"][name]])
-    config = _check_hubd(as_read, env, toml_path, secrets)
-    _check_bridge(bridge, fw, bridge_path, secrets)
-    link_baud = bridge["link"].get("baudrate", DEFAULT_BAUD)
-    if link_baud != config.serial.baudrate:
-        raise ProvisionError(f"hubd's serial baudrate ({config.serial.baudrate}, {toml_path}) and "
-                             f"the bridge's link baudrate ({link_baud}, {bridge_path}) differ: "
-                             "make them the same in one of the files, then provision again")
-
-    files += [Planned(bridge_path, (json.dumps(bridge, indent=1) + "\n").encode(), SECRET),
-              Planned(env_path, _env_text(env), SECRET),
-              Planned(toml_path, toml_text, PUBLIC)]
-    dirs = [etc, tls_dir] if any(f.path.parent == tls_dir for f in files) else [etc]
-    if bridge_path.parent not in dirs:
-        dirs.append(bridge_path.parent)
-    return Plan(files, _summary(config, env, bridge, toml_path, env_path, bridge_path, files),
-                toml_path, env_path, bridge_path, dirs, secrets)
+    return _ordered(bridge, ("link", "log", "policy", "locks", "alarm_unit", "lte"))
 
 
 def _key_owner(user: str) -> tuple[int, int] | None:
@@ -728,10 +745,12 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
              f"locks {locks}"]
     lines.append(f"  {env_path} (0600): " + (", ".join(f"{name} set" for name in sorted(env))
                                             or "no secrets (the broker login needs none)"))
+    what = {"ca.pem": "the broker's CA", "client.crt": "the hub's client certificate",
+            "client.key": "its private key"}
     for f in files:
-        if f.path.parent.name == "tls":
+        if f.path.name in what and f.path.parent.name == "tls":
             owner = f", owner {_owner_name(f.owner[0])}" if f.owner else ""
-            lines.append(f"  {f.path} ({f.mode:04o}{owner})")
+            lines.append(f"  {f.path} ({f.mode:04o}{owner}): {what[f.path.name]}")
     lte = bridge["lte"]
     key = "AES key set (bridge.json, 0600)" if lte.get("key") else "no AES key (plain frames)"
     paired = ", ".join(str(lk.get("id")) for lk in bridge["locks"]) or "none yet"

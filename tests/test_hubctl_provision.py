@@ -194,6 +194,8 @@ def test_a_client_certificate_goes_under_tls_with_the_key_0600_for_the_user_hubd
         (tls / "ca.pem", tls / "client.crt", tls / "client.key")
     assert config.mqtt.username is None and config.mqtt.password is None
     assert "HUBD_MQTT__PASSWORD" not in parse_env_file((inputs.etc / "hubd.env").read_text())
+    assert f"CA {tls / 'ca.pem'}, login client certificate {tls / 'client.crt'}" in proc.stdout
+    assert f"{tls / 'client.key'} (0600, owner {me}): its private key" in proc.stdout
 
 
 def test_as_root_the_client_key_needs_the_user_hubd_runs_as(inputs: Inputs, test_ca: TestCA) -> None:
