@@ -21,7 +21,6 @@ by hand) and changes only what was given. Secrets are never printed.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import pwd

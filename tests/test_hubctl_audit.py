@@ -132,9 +132,9 @@ def test_the_link_into_the_range_is_checked(trail) -> None:
     line = one_error_line(hubctl("audit", "export", "--db", db, "--from", "4", "--to", "10"))
     assert "seq 3 missing (deleted): the link into the range cannot be checked" in line
     # An entry replaced just before the range: its successor's prev no longer matches.
-    db2_entries = trail[1]
+    original = trail[1][2]
     tamper(db, "INSERT INTO audit (seq, hash, entry) VALUES (3, ?, ?)", "f" * 64,
-           db2_entries[2].model_copy(update={"hash": "f" * 64}).model_dump_json())
+           original.model_copy(update={"hash": "f" * 64}).model_dump_json())
     line = one_error_line(hubctl("audit", "export", "--db", db, "--from", "4", "--to", "10"))
     assert "seq 4: prev does not match the hash of seq 3" in line
 
