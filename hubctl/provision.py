@@ -611,6 +611,8 @@ def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
     mqtt = hub.setdefault("mqtt", {})
     files: list[Planned] = []
     sources: dict[str, Path] = {}
+    if "password" in mqtt:  # put into the world-readable file by hand: it belongs in hubd.env
+        env.setdefault(PASSWORD_ENV, str(mqtt.pop("password")))
     if flags.broker is not None:
         mqtt["host"], mqtt["port"], mqtt["tls"] = _broker(flags.broker)
     by_password = flags.username is not None or flags.password_file is not None

@@ -282,6 +282,21 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     assert (mode(inputs.etc / "hubd.env"), mode(bridge_path)) == (0o600, 0o600)
 
 
+def test_a_rerun_moves_a_password_written_into_hubd_toml_by_hand_into_hubd_env(
+        inputs: Inputs) -> None:
+    assert hubctl("provision", *inputs.args(password_file=None)).returncode == 0
+    toml_path = inputs.etc / "hubd.toml"
+    hub = tomllib.loads(toml_path.read_text())
+    hub["mqtt"].update(username=HUB, password=PASSWORD)
+    toml_path.write_text(tomli_w.dumps(hub))
+    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    assert proc.returncode == 0, proc.stderr
+    assert PASSWORD not in toml_path.read_text() + proc.stdout
+    config = hubd_sees(inputs.etc)
+    assert config.mqtt.password is not None and config.mqtt.password.get_secret_value() == PASSWORD
+    assert mode(inputs.etc / "hubd.env") == 0o600
+
+
 def test_a_rerun_can_switch_the_login_from_a_password_to_a_certificate(
         inputs: Inputs, test_ca: TestCA) -> None:
     assert hubctl("provision", *inputs.args()).returncode == 0
