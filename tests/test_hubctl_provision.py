@@ -1,9 +1,10 @@
 """`hubctl provision`: the hub's configuration from the technician's flags.
 
 The command runs as the technician runs it (`.venv/bin/hubctl`, a subprocess). What it writes is
-read back by hubd's own config loader and the bridge firmware's own parser, and in the end-to-end
-test it starts hubd (against a password-protected Mosquitto) and the simulated bridge, whose
-second path reaches a real DC-09 receiver with the provisioned account and key.
+read back by hubd's own config loader and the bridge firmware's own parser. End to end, it starts
+hubd against a password-protected Mosquitto together with the simulated bridge (whose second path
+reaches a real DC-09 receiver with the provisioned account and key), and hubd alone over TLS with
+the provisioned client certificate.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
 from tests.fixtures import BackendKey
 from tests.sia_receiver import ACCOUNT, Receiver
+from tests.mosquitto import TlsListener
 from tests.tls import TestCA
 from wire import alarms
 
@@ -476,8 +478,8 @@ def test_help_shows_an_example() -> None:
 # --- end to end: hubd and the simulated bridge start from what provision wrote --------------------
 
 
-async def _online(host: str, port: int, user: str, password: str, hubd: subprocess.Popen[bytes],
-                  log: Path, timeout: float = 30) -> None:
+async def _online(host: str, port: int, user: str | None, password: str | None,
+                  hubd: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     async with BackendClient(host, port, username=user, password=password) as probe:
         async with probe.watch(topics.online(HUB)) as queue:
             loop = asyncio.get_running_loop()
@@ -498,6 +500,52 @@ async def _until(check, what: str, timeout: float = 60) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def _start_hubd(etc: Path, log: Path) -> subprocess.Popen[bytes]:
+    """hubd as systemd starts it: the config file, and hubd.env's lines as its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
+    env.update(parse_env_file((etc / "hubd.env").read_text()))
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "hubd", "--config", str(etc / "hubd.toml")],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_hubd(hubd: subprocess.Popen[bytes]) -> int:
+    if hubd.poll() is None:
+        hubd.send_signal(signal.SIGTERM)
+        try:
+            hubd.wait(20)
+        except subprocess.TimeoutExpired:
+            hubd.kill()
+    return hubd.wait()
+
+
+async def test_a_provisioned_certificate_login_brings_hubd_online_over_tls(
+        inputs: Inputs, mosquitto_factory, test_ca: TestCA, tmp_path: Path) -> None:
+    server = test_ca.issue_server()
+    broker = mosquitto_factory(tls=TlsListener(cafile=test_ca.ca_file, certfile=server.cert,
+                                               keyfile=server.key))
+    client = test_ca.issue_client(HUB)
+    master, slave = os.openpty()  # the bridge's port; no bridge needed to come online
+    try:
+        proc = hubctl("provision", *inputs.args(
+            broker=f"mqtts://127.0.0.1:{broker.tls_port}", password_file=None,
+            ca=test_ca.ca_file, client_cert=client.cert, client_key=client.key,
+            service_user=pwd.getpwuid(os.geteuid()).pw_name, serial=os.ttyname(slave)))
+        assert proc.returncode == 0, proc.stderr
+        log = tmp_path / "hubd.log"
+        hubd = _start_hubd(inputs.etc, log)
+        try:
+            # The probe reads the plain listener; hubd is on TLS with the copied CA, cert and key.
+            await _online(broker.host, broker.port, None, None, hubd, log)
+        finally:
+            assert _stop_hubd(hubd) == 0, log.read_text(errors="replace")
+        assert f"connected to 127.0.0.1:{broker.tls_port}" in log.read_text(errors="replace")
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridge(
@@ -531,14 +579,7 @@ async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridg
             assert (event.account, event.receiver, event.line) == (ACCOUNT, "R1", "L1")
             assert any("AT+QICSGP=1,1,\"internet.m2m\"" in c for c in home.modem.commands)
 
-            # hubd as systemd starts it: the config file, and hubd.env's lines as its environment.
-            env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
-            env.update(parse_env_file((inputs.etc / "hubd.env").read_text()))
-            with log.open("wb") as out:
-                hubd = subprocess.Popen(
-                    [sys.executable, "-m", "hubd", "--config", str(inputs.etc / "hubd.toml")],
-                    cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+            hubd = _start_hubd(inputs.etc, log)
             await _online(broker.host, broker.port, "probe", "probe-pw", hubd, log)
             await _until(lambda: "bridge link up" in log.read_text(errors="replace"),
                          "hubd hears the bridge over the provisioned serial port")
@@ -548,12 +589,6 @@ async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridg
                          "hubd stores an alarm the bridge sends")
             assert hubd.poll() is None
         finally:
-            if hubd is not None and hubd.poll() is None:
-                hubd.send_signal(signal.SIGTERM)
-                try:
-                    hubd.wait(20)
-                except subprocess.TimeoutExpired:
-                    hubd.kill()
-                    hubd.wait()
+            status = _stop_hubd(hubd) if hubd is not None else None
             await home.stop()
-    assert hubd.returncode == 0, log.read_text(errors="replace")
+    assert status == 0, log.read_text(errors="replace")
