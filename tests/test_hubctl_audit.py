@@ -19,25 +19,11 @@ from hubapi.models import AuditEntry, AuditOutcome
 from hubd.audit import AuditLog
 from hubd.outbox import Outbox
 from hubd.store import DB_NAME, Store
+from tests.hubctl_cli import hubctl, one_error_line
 
-HUBCTL = Path(sys.executable).parent / "hubctl"
 HUB = "hub-0042"
 
 
-def hubctl(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    if not HUBCTL.exists():
-        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
-    return subprocess.run([str(HUBCTL), *map(str, args)], capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The failure as a technician sees it: a non-zero status and exactly one line, no trace."""
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 @pytest.fixture

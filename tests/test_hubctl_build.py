@@ -10,7 +10,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,11 @@ from hubctl import bundle
 from simulator.bridge_device import SHIMS, compiled_firmware
 from tests.micropython import HEAP, micropython_binary
 from wire import link
+from tests.hubctl_cli import hubctl, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
-HUBCTL = Path(sys.executable).parent / "hubctl"
 
 
-def hubctl(*args: str) -> subprocess.CompletedProcess[str]:
-    if not HUBCTL.exists():
-        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
-    return subprocess.run([str(HUBCTL), *args], capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The failure as a technician sees it: a non-zero status and exactly one line, no trace."""
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 def firmware_version() -> str:

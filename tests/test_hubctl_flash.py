@@ -18,7 +18,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import tty
@@ -31,8 +30,8 @@ from hubctl import __main__ as cli
 from hubctl import bundle, deploy, image
 from simulator.bridge_device import SHIMS
 from tests.micropython import micropython_binary
+from tests.hubctl_cli import HUBCTL, hubctl, one_error_line
 
-HUBCTL = Path(sys.executable).parent / "hubctl"
 CONFIG = {
     "link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16},
     "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
@@ -147,19 +146,6 @@ def bench(tmp_path: Path) -> Any:
     b.pull_cable()
 
 
-def hubctl(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    if not HUBCTL.exists():
-        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
-    return subprocess.run([str(HUBCTL), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 def assert_flashed(flash: Path, files: list[deploy.Planned], complete: bool = True) -> None:

@@ -38,9 +38,9 @@ from tests.sia_receiver import ACCOUNT, Receiver
 from tests.mosquitto import TlsListener
 from tests.tls import TestCA
 from wire import alarms
+from tests.hubctl_cli import hubctl, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
-HUBCTL = Path(sys.executable).parent / "hubctl"
 HUB = "hub-0042"
 # Every character systemd's EnvironmentFile quoting cares about, and a space at the end.
 PASSWORD = "pa$$ \"w`o\\rd' #1 "
@@ -48,21 +48,6 @@ DC09_KEY = "F00DCAFE12345678"  # pysiaalarm takes 16 hex characters as the key b
 LOCK_SECRET = "ab" * 32
 
 
-def hubctl(*args: str | Path, user: int | None = None) -> subprocess.CompletedProcess[str]:
-    if not HUBCTL.exists():
-        pytest.fail(f"{HUBCTL} is missing: pip install -e '.[test]'", pytrace=False)
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
-    return subprocess.run([str(HUBCTL), *map(str, args)], capture_output=True, text=True,
-                          timeout=120, check=False, env=env)
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The failure as a technician sees it: a non-zero status and exactly one line, no trace."""
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 @dataclass
