@@ -1,7 +1,8 @@
 """The bridge's end of the alarm unit link (wire/alarmunit.py) on a machine.UART.
 
-Hands each valid EVENT to ``on_event(serial, event_id, unit_time, event, device)`` and supervises
-the unit: any valid frame counts as a sign of life; ``missed`` heartbeat intervals without one
+Hands each valid EVENT to ``on_event(serial, event_id, unit_time, event, device)``, each
+HEARTBEAT (the unit's status: mains, batteries, pendant signal, firmware) to ``on_status(frame)``
+as wire.alarmunit.decode() returns it, and supervises the unit: any valid frame counts as a sign of life; ``missed`` heartbeat intervals without one
 call ``on_link(False)``, the next valid frame ``on_link(True)``. Frames for the unit wait in a
 short bounded queue; every one of them is idempotent, so one lost under overload costs only a
 repetition (the unit resends an event until it is acked).
@@ -21,10 +22,11 @@ _OUT_MAX = 16
 class UnitLink:
     """Reads and writes the alarm unit's UART; see the module docstring for the callbacks."""
 
-    def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3):
+    def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3, on_status=None):
         self._uart = uart
         self._on_event = on_event
         self._on_link = on_link
+        self._on_status = on_status
         self._lost_after = heartbeat_ms * missed
         self._decoder = alarmunit.Decoder()
         self._out = []
@@ -37,6 +39,12 @@ class UnitLink:
     def bad_frames(self):
         """Frames rejected so far (CRC, length, unknown codes, overlong noise)."""
         return self._decoder.bad
+
+    def heard_s(self):
+        """Seconds since the unit was last heard, or None before it was heard at all."""
+        if self.serial is None:
+            return None
+        return time.ticks_diff(time.ticks_ms(), self._last_heard) // 1000
 
     def _queue(self, data):
         if len(self._out) >= _OUT_MAX:
@@ -90,6 +98,8 @@ class UnitLink:
             self._on_link(True)
         if ftype == alarmunit.T_EVENT:
             self._on_event(fr[1], fr[2], fr[3], fr[4], fr[5])
+        elif self._on_status is not None:
+            self._on_status(fr)
 
     async def _write_loop(self, writer):
         while True:

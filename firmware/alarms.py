@@ -15,7 +15,6 @@ import asyncio
 
 import log
 from alarm_journal import JournalFull
-from config import ALARM_TIMINGS
 from wire import alarms, link, messages
 
 _TICK_MS = 500
@@ -27,16 +26,15 @@ class AlarmFlow:
 
     ``journal``: an ``alarm_journal.AlarmJournal``; ``unit``: an ``alarm_unit.UnitLink`` (or
     None until it is attached with ``attach_unit``); ``send(payload)``: queue a message for hubd
-    (may raise link.LinkFull); ``settings``: overrides of config.ALARM_TIMINGS.
+    (may raise link.LinkFull); ``settings``: every setting of config.ALARM_TIMINGS (the config
+    module is not kept after boot: its code would take heap for nothing).
     """
 
-    def __init__(self, journal, send, settings=None):
+    def __init__(self, journal, send, settings):
         self.journal = journal
         self.unit = None
         self._send = send
-        s = dict(ALARM_TIMINGS)
-        s.update(settings or {})
-        self.settings = s
+        self.settings = settings
         self._clock_offset = None  # hubd's Unix time minus time.time(), once hubd told us
         self._hub_up = False
         self._hub_down_since = time.ticks_ms()  # boot: the link is not up yet

@@ -8,6 +8,11 @@ Every operation takes a timeout in milliseconds. A GATT procedure that times out
 bearer in an unknown state, so the link is dropped. A peripheral that disconnects mid-operation
 fails the waiting operation with ``Disconnected``.
 
+BLE stacks die silently (field notes: nuki_hub#28, #126). ``stuck()`` tells a watchdog when this
+one looks dead: it owes an event (a call was made, and a scan, connect or GATT procedure always
+ends in one) and has raised none for a long time, or its calls keep failing; ``restart()``
+deactivates and reactivates it, failing every link and waiting operation.
+
     central = Central()
     conn = await central.connect(0, addr, timeout_ms=3000)
     await conn.exchange_mtu()
@@ -44,6 +49,7 @@ _MAX_SCAN_RESULTS = const(16)
 _CONNECT_MARGIN_MS = const(500)
 _DEFAULT_TIMEOUT_MS = const(2000)
 _ENOTCONN = const(107)
+_MAX_CALL_ERRORS = const(5)  # failed stack calls in a row before the stack counts as stuck
 
 CCCD_UUID = bluetooth.UUID(0x2902)
 
@@ -187,6 +193,7 @@ class Connection:
                     if e.args and e.args[0] == _ENOTCONN:
                         raise Disconnected("%s: not connected" % what)
                     raise BLEError("%s: %r" % (what, e))
+                self._central._called()
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
                 await _wait(
                     self._flag,
@@ -305,6 +312,8 @@ class Connection:
             try:
                 if not self._ble.gap_disconnect(self.conn_handle):
                     self._central._forget(self)
+                else:
+                    self._central._called()
             except OSError:
                 self._central._forget(self)
 
@@ -320,9 +329,12 @@ class Central:
 
     def __init__(self, ble=None, mtu=185):
         self._ble = ble or bluetooth.BLE()
-        self._ble.active(True)
-        self._ble.config(mtu=mtu)
-        self._ble.irq(self._irq)
+        self._mtu = mtu
+        self._start()
+        self.restarts = 0
+        self.last_restart = None  # why the last restart happened
+        self._owed_since = None  # ticks_ms of the oldest call not followed by any event yet
+        self._call_errors = 0  # stack calls that failed in a row
         self._conns = {}
         self._gap = asyncio.Lock()
         self._gap_flag = asyncio.ThreadSafeFlag()
@@ -334,11 +346,63 @@ class Central:
         self._scan_done = True
         self._connects_waiting = 0  # while above 0, a scan ends early
 
+    def _start(self):
+        self._ble.active(True)
+        self._ble.config(mtu=self._mtu)
+        self._ble.irq(self._irq)
+
     def _forget(self, conn):
         self._conns.pop(conn.conn_handle, None)
         conn._on_disconnect()
 
+    def _called(self, call=None, *args):
+        # A call the stack must answer with an event: a stack that says nothing for long is dead.
+        if call is not None:
+            try:
+                call(*args)
+            except OSError:
+                self._call_errors += 1
+                raise
+            self._call_errors = 0
+        if self._owed_since is None:
+            self._owed_since = time.ticks_ms()
+
+    def connected(self):
+        """How many links are up."""
+        return len(self._conns)
+
+    def stuck(self, silent_ms):
+        """Why the stack looks dead, or None: "silent" when it owes an event and has raised none
+        for ``silent_ms``, "refusing" when its calls keep failing."""
+        since = self._owed_since
+        if since is not None and time.ticks_diff(time.ticks_ms(), since) > silent_ms:
+            return "silent"
+        if self._call_errors >= _MAX_CALL_ERRORS:
+            return "refusing"
+        return None
+
+    def restart(self, why):
+        """Restart the stack (deactivate, activate, MTU and IRQ handler again): every link and
+        every waiting operation fails as if the peer had gone; counted in ``restarts``."""
+        self.restarts += 1
+        self.last_restart = why
+        self._owed_since = None
+        self._call_errors = 0
+        try:
+            self._ble.active(False)
+        except OSError:
+            pass  # down is down
+        for conn in list(self._conns.values()):
+            self._forget(conn)
+        if self._pending is not None:
+            self._pending = None
+            self._connected = False
+        self._scan_done = True
+        self._gap_flag.set()
+        self._start()
+
     def _irq(self, event, data):
+        self._owed_since = None
         if event == _IRQ_SCAN_RESULT:
             self._on_scan_result(data[0], data[1], data[2], data[3], data[4])
         elif event == _IRQ_SCAN_DONE:
@@ -405,7 +469,7 @@ class Central:
             self._scan_addr = bytes(addr) if addr is not None else None
             self._scan_done = False
             try:
-                self._ble.gap_scan(duration_ms, 30000, 30000, active)
+                self._called(self._ble.gap_scan, duration_ms, 30000, 30000, active)
                 deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
                 await _wait(self._gap_flag, lambda: self._scan_done or self._connects_waiting > 0,
                             deadline, lambda: None)
@@ -435,7 +499,7 @@ class Central:
         async with self._gap:
             self._connected = None
             try:
-                self._ble.gap_connect(addr_type, addr, timeout_ms)
+                self._called(self._ble.gap_connect, addr_type, addr, timeout_ms)
             except OSError as e:
                 raise BLEError("connect: %r" % e)
             self._pending = addr

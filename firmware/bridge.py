@@ -5,7 +5,8 @@ The path of a command through the firmware: hostlink delivers an `op` message ->
 operation at a time per lock -> the journal records the command -> `written` -> the lock's driver
 (locks/) over BLE -> one `result` (with the time it took) -> hostlink -> hubd.
 
-What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` and `event`.
+What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` and `event`;
+every authentic battery reading also goes to the device reports (devices.py).
 """
 
 import time
@@ -24,12 +25,16 @@ class Bridge:
 
     ``drivers``: lock id -> driver with ``kind`` and ``async operate(action, tag, on_written)``;
     ``journal``: a ``journal.Journal``; ``send(payload)``: queue a message for hubd;
-    ``alarms``: an ``alarms.AlarmFlow`` when an alarm unit is configured, else None.
+    ``alarms``: an ``alarms.AlarmFlow`` when an alarm unit is configured, else None;
+    ``devices``: the device reports (devices.Devices) or None; ``health``: answers
+    `health_request` (health.Health), set once it exists.
     """
 
-    def __init__(self, drivers, send, journal, alarms=None):
+    def __init__(self, drivers, send, journal, alarms=None, devices=None):
         self.drivers = drivers
         self.alarms = alarms
+        self.devices = devices
+        self.health = None
         self.journal = journal
         self._send = send
         self.mutex = {}
@@ -50,11 +55,15 @@ class Bridge:
             asyncio.create_task(self._run_op(msg, time.ticks_ms()))
         elif self.alarms is not None and msg["m"] in _ALARM_KINDS:
             self.alarms.on_message(msg)
+        elif msg["m"] == messages.HEALTH_REQUEST and self.health is not None:
+            self.health.send_now()
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
 
     def on_report(self, lock_id, what, name, state, battery, source):
         """A driver heard a lock report something on its own: tell hubd."""
+        if self.devices is not None:
+            self.devices.lock_heard(lock_id, battery)
         if what == "event":
             log.info("%s: %s (%s)" % (lock_id, name, source))
             self.send(messages.event(lock_id, name, source, state, battery))
@@ -121,6 +130,8 @@ class Bridge:
                 res = {"outcome": "incomplete" if written else "failed",
                        "reason": "driver_error", "state": "unknown" if written else None,
                        "battery": None}
+            if self.devices is not None and res["battery"] is not None:
+                self.devices.lock_heard(lock_id, res["battery"])
             log.info("op %d: %s%s, lock %s" % (rid, res["outcome"],
                                               " (%s)" % res["reason"] if res["reason"] else "",
                                               res["state"]))

@@ -5,12 +5,21 @@
      "policy": {"idle_ms": 3000, "poll_ms": 1800000},
      "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
                 "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}],
-     "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000}}
+     "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000},
+     "health": {"health_ms": 60000, "wdt_ms": 30000, "ble_stuck_ms": 60000},
+     "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35}}
 
 ``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
 today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
 ``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART
-and the alarm flow's timings (``ALARM_TIMINGS``, all in ms but ``missed``).
+and the alarm flow's timings (``ALARM_TIMINGS``, all in ms but ``missed``). ``health`` overrides
+the health report's and the watchdogs' timings (``HEALTH``, ms). ``supply`` is how the board
+measures its own supply: the backup cell on an ADC pin behind a divider (cell voltage = pin
+voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
+the bridge reports no battery.
+
+Only main.py imports this module, and drops it once the configuration is read: its code is
+needed once, and heap is short.
 """
 
 import json
@@ -40,6 +49,15 @@ POLICY = {
     "poll_ms": 1800000,  # read state and battery this often (30 min)
     "scan_every_ms": 10000,  # look at the locks' adverts this often for their report counter
     "scan_ms": 1000,  # for this long (passive scan)
+    "absent_ms": 600000,  # a lock not heard (advert or answer) this long is reported absent
+}
+
+# The health report and the watchdogs (firmware/health.py).
+HEALTH = {
+    "health_ms": 60000,  # send hubd a health report this often
+    "wdt_ms": 30000,  # the chip's watchdog: a bridge whose host link task stalls resets
+    "ble_stuck_ms": 60000,  # a BLE stack owing an event this long is restarted (far beyond
+                            # any BLE timeout)
 }
 
 
@@ -88,18 +106,41 @@ def _lock(entry):
             "addr": parse_addr(entry.get("addr")), "addr_type": addr_type, "secret": secret}
 
 
-def _policy(obj):
+def _timings(obj, defaults, section):
     if not isinstance(obj, dict):
-        raise ConfigError("policy must be an object")
-    policy = dict(POLICY)
+        raise ConfigError("%s must be an object" % section)
+    out = dict(defaults)
     for name, value in obj.items():
-        if name not in POLICY:
-            raise ConfigError("policy: unknown setting %r (known: %s)"
-                              % (name, ", ".join(sorted(POLICY))))
+        if name not in defaults:
+            raise ConfigError("%s: unknown setting %r (known: %s)"
+                              % (section, name, ", ".join(sorted(defaults))))
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError("policy.%s must be a positive number of milliseconds" % name)
-        policy[name] = value
-    return policy
+            raise ConfigError("%s.%s must be a positive number of milliseconds"
+                              % (section, name))
+        out[name] = value
+    return out
+
+
+def _pin(value, name):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError("%s must be a pin number" % name)
+    return value
+
+
+def _supply(obj):
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ConfigError("supply must be an object")
+    for name in obj:
+        if name not in ("cell_adc", "cell_divider", "ext_pin"):
+            raise ConfigError("supply: unknown setting %r" % name)
+    divider = obj.get("cell_divider", 2)
+    if not isinstance(divider, (int, float)) or isinstance(divider, bool) or divider <= 0:
+        raise ConfigError("supply.cell_divider must be a positive number")
+    ext = obj.get("ext_pin")
+    return {"cell_adc": _pin(obj.get("cell_adc"), "supply.cell_adc"), "cell_divider": divider,
+            "ext_pin": None if ext is None else _pin(ext, "supply.ext_pin")}
 
 
 def _alarm_unit(obj):
@@ -186,9 +227,12 @@ def parse(obj):
         seen_addrs.append(lk["addr"])
     return {"link": {"uart": uart, "baudrate": baudrate, "tx": link.get("tx"),
                      "rx": link.get("rx")},
-            "log": obj.get("log", "info"), "policy": _policy(obj.get("policy", {})),
+            "log": obj.get("log", "info"),
+            "policy": _timings(obj.get("policy", {}), POLICY, "policy"),
             "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
-            "lte": _lte(obj.get("lte"))}
+            "lte": _lte(obj.get("lte")),
+            "health": _timings(obj.get("health", {}), HEALTH, "health"),
+            "supply": _supply(obj.get("supply"))}
 
 
 def load(path=PATH):

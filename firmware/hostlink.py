@@ -14,17 +14,22 @@ _OVERFLOW_MAX = 32
 class HostLink:
     """Runs the link engine on a UART; hands decoded messages to `on_message(msg)`.
 
-    `on_state(kind, value)` hears the link's up/down/reset/incompatible events.
+    `on_state(kind, value)` hears the link's up/down/reset/incompatible events. Both may be set
+    after construction, before `run()`. `beat` is the
+    ticks_ms when the writing task last went round (at least every second while it is alive):
+    the watchdog feeds the chip's WDT only while it is recent.
     """
 
-    def __init__(self, uart, version, on_message, on_state=None):
+    def __init__(self, uart, version, on_message=None, on_state=None):
         self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms())
         self._uart = uart
-        self._on_message = on_message
-        self._on_state = on_state
+        self.on_message = on_message
+        self.on_state = on_state
         self._wake = asyncio.Event()
         self._overflow = []  # kept in order until the link's queue has room
-        self.bad_messages = 0
+        self.bad_messages = 0  # payloads from hubd that were not a valid message
+        self.downs = 0  # times the link went down
+        self.beat = time.ticks_ms()
 
     def send(self, payload):
         """Queue one message for hubd, in order; raises link.LinkFull when far behind."""
@@ -35,6 +40,12 @@ class HostLink:
         else:
             self.link.send(payload)
         self._wake.set()
+
+    def idle(self):
+        """Whether the link is up with nothing queued or in flight: reports that can wait (device
+        readings) go out one at a time, behind everything else, and never make the link build
+        several frames into one buffer on a short heap."""
+        return self.link.state == link.UP and not self._overflow and not self.link.pending()
 
     async def run(self):
         """Read, write and time the link until cancelled."""
@@ -54,6 +65,7 @@ class HostLink:
 
     async def _write_loop(self, writer):
         while True:
+            self.beat = time.ticks_ms()
             while self._overflow and self.link.pending() < self.link.max_queue:
                 self.link.send(self._overflow.pop(0))
             out = self.link.poll(time.ticks_ms())
@@ -79,7 +91,7 @@ class HostLink:
                     self.bad_messages += 1
                     log.warn("dropped a bad message from hubd: %s" % e)
                     continue
-                self._on_message(msg)
+                self.on_message(msg)
             else:
                 if kind == link.EV_UP:
                     log.info("host link up: hubd %s, protocol %d.%d"
@@ -89,6 +101,8 @@ class HostLink:
                               % (value["major"], value["minor"], link.PROTOCOL_MAJOR,
                                  link.PROTOCOL_MINOR))
                 else:
+                    if kind == link.EV_DOWN:
+                        self.downs += 1
                     log.warn("host link %s: %s" % (kind, value))
-                if self._on_state is not None:
-                    self._on_state(kind, value)
+                if self.on_state is not None:
+                    self.on_state(kind, value)

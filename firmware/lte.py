@@ -258,13 +258,18 @@ class Lte:
         rssi = _int(a[0])
         return (None if rssi < 0 or rssi > 31 else -113 + 2 * rssi), None
 
-    async def registered(self):
-        """True when registered on the network, home or roaming (AT+CEREG?, then AT+CREG?)."""
+    async def registration(self):
+        """The network registration state, AT+CEREG? (LTE), else AT+CREG?: 0 not registered, 1
+        home, 2 searching, 3 denied, 4 unknown, 5 roaming; None when the modem did not say."""
+        stat = None
         for cmd, prefix in (("AT+CEREG?", "+CEREG:"), ("AT+CREG?", "+CREG:")):
             err, a = await self._value(cmd, prefix)
-            if not err and len(a) > 1 and _int(a[1]) in (1, 5):
-                return True
-        return False
+            n = _int(a[1]) if not err and len(a) > 1 else -1
+            if n in (1, 5):
+                return n
+            if stat is None and 0 <= n <= 5:
+                stat = n
+        return stat
 
     async def attach(self, timeout_ms=None):
         """Probe, SIM, wait for registration, set up and activate the PDP context with the APN.
@@ -276,7 +281,7 @@ class Lte:
         err = await self.probe() or await self.sim_ready()
         if err:
             return err
-        while not await self.registered():
+        while await self.registration() not in (1, 5):  # home or roaming
             if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
                 return E_NOT_REGISTERED
             await asyncio.sleep_ms(min(1000, max(10, timeout_ms // 20)))

@@ -13,7 +13,12 @@ lock two ways:
 
 Every report (a manual turn, a key taken, an auto-relock) goes to hubd as a ``state`` or
 ``event`` message through the driver's ``on_report``. Polls and operations on one lock never
-overlap: both hold the lock's mutex.
+overlap: both hold the lock's mutex. Polls and report reads of different locks do not overlap
+either: one at a time, because every BLE link costs the bridge's short heap (four first polls at
+once at boot once exhausted it); operations do not wait for them.
+
+Adverts and polls also tell the device reports (devices.py) that a lock is there, with its
+battery and, for adverts, its signal.
 """
 
 import asyncio
@@ -30,8 +35,9 @@ _SERVICE_LE = lp.uuid128_le(lp.SERVICE_UUID)
 class Policy:
     """Runs idle disconnects, polls and advert checks for the bridge's locks."""
 
-    def __init__(self, central, drivers, mutex, send, settings):
+    def __init__(self, central, drivers, mutex, send, settings, devices=None):
         self.central = central
+        self.devices = devices
         self.drivers = drivers  # lock id -> driver (see locks/reference.py)
         self._mutex = mutex  # lock id -> asyncio.Lock shared with the bridge's operations
         self._send = send
@@ -55,16 +61,19 @@ class Policy:
         idle_ms = self.settings["idle_ms"]
         while True:
             now = time.ticks_ms()
+            busy = True in self._refreshing.values()
             for lock_id, drv in self.drivers.items():
                 drv.service(idle_ms)
-                if self._refreshing[lock_id]:
+                if busy:
                     continue
                 poll = time.ticks_diff(now, self._next_poll[lock_id]) >= 0
                 # Right after an operation a status read may show the old state: wait.
                 if poll and not drv.settling():
                     self._start(lock_id, True)
+                    busy = True
                 elif self._news(lock_id, drv):
                     self._start(lock_id, drv.report_counter < 0)
+                    busy = True
             await asyncio.sleep_ms(_TICK_MS)
 
     def _news(self, lock_id, drv):
@@ -90,6 +99,8 @@ class Policy:
             got = None
         finally:
             self._refreshing[lock_id] = False
+        if got is not None and self.devices is not None:
+            self.devices.lock_heard(lock_id, got["battery"])
         if got is None:
             log.warn("%s: %s failed: lock not reachable" % (lock_id, "poll" if poll else "read"))
         elif got["state"] is not None:
@@ -110,7 +121,9 @@ class Policy:
                 if lock_id is None:
                     continue
                 try:
-                    _, _, counter = lp.decode_advert(result.adv)
+                    _, battery, counter = lp.decode_advert(result.adv)
                 except lp.ProtocolError:
                     continue  # hostile or foreign advert
                 self._advert[lock_id] = counter
+                if self.devices is not None:
+                    self.devices.lock_heard(lock_id, battery, result.rssi)

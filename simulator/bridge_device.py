@@ -2,14 +2,23 @@
 
 The firmware sees the same bridge.json it reads from flash, a UART (shim: the serial line's socket)
 and a BLE radio (shim: the simulated air). Nothing in firmware/ knows it is simulated.
+
+The simulated chip also has what sits around the CPU: its reset cause (machine.reset_cause():
+power-on at start(), soft after the firmware's machine.reset(), wdt after the watchdog fired,
+hard after reboot()), a hardware watchdog that ends the process when the firmware's
+machine.WDT is not fed in time (whatever the process is doing: ``hang()`` stops it like a hung
+CPU), and the board's supply levels the firmware reads through machine.ADC and machine.Pin
+(``set_supply``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,20 @@ DEFAULT_HEAP = "192k"
 
 # The exit status of simulator/shims/machine.py's reset(): the bridge boots again.
 RESET_STATUS = 3
+# The status a boot ended with when the simulated hardware watchdog reset the chip (it kills the
+# process, which cannot be trusted to exit by itself: it may be hung).
+WDT_STATUS = "wdt"
+
+# machine.reset_cause() values (the ESP32's) for each way the chip starts.
+POWER_ON = 1
+HARD = 2
+WDT = 3
+SOFT = 5
+CAUSES = {POWER_ON: "power_on", HARD: "hard", WDT: "wdt", SOFT: "soft"}
+
+# The board's supply sensing (bridge.json "supply", firmware/health.py Supply): the backup cell
+# behind a 1:1 divider on ADC pin 34, the external supply's presence on pin 35.
+BOARD_SUPPLY = {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35}
 
 
 def micropython_binary() -> str:
@@ -69,30 +92,100 @@ class BridgeDevice:
         self._pump: asyncio.Task[None] | None = None
         self.boots = 0
         self.resets = 0  # times the firmware called machine.reset()
+        self.wdt_resets = 0  # times the watchdog was not fed in time and reset the chip
+        self.causes: list[str] = []  # the reset cause of each boot, in order (CAUSES' names)
+        self.exits: list[int | str] = []  # how each boot ended: exit status, or WDT_STATUS
         self._stopping = False
+        self._wdt_fired: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.log: list[str] = []
+        self.board: dict[str, int] = {}  # pin -> level: microvolts at an ADC, 0/1 at an input
+        self.set_supply(4100, True)
+
+    def set_supply(self, cell_mv: int, external: bool) -> None:
+        """The board's backup cell voltage (mV) and whether its external supply is there; the
+        firmware reads them through its ADC and input pin (BOARD_SUPPLY)."""
+        supply = self.config.get("supply") or BOARD_SUPPLY
+        self.board[str(supply["cell_adc"])] = int(cell_mv * 1000 / supply["cell_divider"])
+        if supply.get("ext_pin") is not None:
+            self.board[str(supply["ext_pin"])] = 1 if external else 0
+        self._write_board()
+
+    def _write_board(self) -> None:
+        if not self.workdir.exists():
+            return  # written at start()
+        tmp = self.workdir / "board.json.tmp"
+        tmp.write_text(json.dumps(self.board))
+        os.replace(tmp, self.workdir / "board.json")  # the firmware never reads half a file
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self) -> None:
-        """Power on: write bridge.json to the 'flash' and boot main.py."""
+    async def start(self, cause: int = POWER_ON) -> None:
+        """Power on (or come out of a reset, ``cause``): write bridge.json to the 'flash' and
+        boot main.py."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
+        self._write_board()
         env = dict(os.environ)
         env["MICROPYPATH"] = ":".join([str(SHIMS), str(compiled_firmware()), ".frozen"])
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
         for uart, fd in self._extra_uarts.items():
             env[f"SIM_UART{uart}_FD"] = str(fd)
         env["SIM_RADIO"] = self._radio_path
-        self._proc = await asyncio.create_subprocess_exec(
-            micropython_binary(), "-X", f"heapsize={self._heap}", "-m", "main",
-            cwd=self.workdir, env=env, pass_fds=(self._uart_fd, *self._extra_uarts.values()),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        env["SIM_RESET_CAUSE"] = str(cause)
+        env["SIM_BOARD"] = str(self.workdir / "board.json")
+        wdt_read, wdt_write = os.pipe()
+        os.set_blocking(wdt_read, False)
+        os.set_blocking(wdt_write, False)
+        env["SIM_WDT_FD"] = str(wdt_write)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                micropython_binary(), "-X", f"heapsize={self._heap}", "-m", "main",
+                cwd=self.workdir, env=env,
+                pass_fds=(self._uart_fd, wdt_write, *self._extra_uarts.values()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except BaseException:
+            os.close(wdt_read)
+            raise
+        finally:
+            os.close(wdt_write)
         self.boots += 1
+        self.causes.append(CAUSES[cause])
+        self._watch = asyncio.create_task(self._watchdog(self._proc, wdt_read))
         self._pump = asyncio.create_task(self._read_log(self._proc))
+
+    async def _watchdog(self, proc: asyncio.subprocess.Process, fd: int) -> None:
+        """The chip's watchdog, outside the CPU: started by the firmware's first machine.WDT
+        ("W<timeout ms>"), every byte after it is a feed; a feed that is late resets the chip."""
+        timeout: float | None = None
+        fed = time.monotonic()
+        try:
+            while proc.returncode is None:
+                await asyncio.sleep(0.05)
+                # Read before judging: a loop that was busy elsewhere must not see old feeds late.
+                while True:
+                    try:
+                        data = os.read(fd, 4096)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    fed = time.monotonic()
+                    if b"W" in data:
+                        line = data[data.rindex(b"W") + 1:].split(b"\n", 1)[0]
+                        timeout = int(line) / 1000 if line.isdigit() else timeout
+                if timeout is not None and time.monotonic() - fed > timeout \
+                        and proc is self._proc and not self._stopping:
+                    self._wdt_fired = proc
+                    self._on_log(f"watchdog not fed for {timeout:g} s: resetting the chip")
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    return
+        finally:
+            os.close(fd)
 
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -102,19 +195,35 @@ class BridgeDevice:
             del self.log[:-2000]
             self._on_log(line)
         code = await proc.wait()
-        if code == RESET_STATUS and proc is self._proc and not self._stopping:
+        wdt = proc is self._wdt_fired
+        self.exits.append(WDT_STATUS if wdt else code)
+        if proc is not self._proc or self._stopping:
+            return
+        if wdt:
+            self.wdt_resets += 1
+            await self.start(WDT)
+        elif code == RESET_STATUS:
             # machine.reset(): the chip restarts and boots main.py again.
             self.resets += 1
             self._on_log("firmware reset itself (machine.reset); booting again")
-            await self.start()
+            await self.start(SOFT)
         elif code not in (0, -signal.SIGTERM, -signal.SIGKILL):
             self._on_log(f"firmware exited with status {code}")
+
+    def hang(self) -> None:
+        """The CPU hangs (SIGSTOP): nothing in the firmware runs any more; only the watchdog
+        can bring it back."""
+        if self._proc is not None and self._proc.returncode is None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
 
     async def stop(self, hard: bool = False) -> None:
         """Power off: SIGKILL when `hard` (a power cut), else SIGTERM."""
         self._stopping = True
         try:
-            proc, pump = self._proc, self._pump
+            proc, pump, watch = self._proc, self._pump, self._watch
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             if proc is not None and proc.returncode is None:
                 if hard:
                     proc.kill()
@@ -133,6 +242,6 @@ class BridgeDevice:
             await self.stop(hard)  # a reset booted it again before the power went
 
     async def reboot(self) -> None:
-        """Reset the bridge: power cut, then boot again."""
+        """Reset the bridge (its reset line: the cause is "hard"): power cut, then boot again."""
         await self.stop(hard=True)
-        await self.start()
+        await self.start(HARD)

@@ -11,6 +11,9 @@
                          alarm_timings={"heartbeat_ms": 500})
     home.alarm_unit.press()                 # a safety alarm unit on the bridge's UART 2
 
+    home = SimulatedHome(workdir, health={"health_ms": 1000}, policy={"absent_ms": 2000})
+    home.bridge.set_supply(3600, False)     # the bridge's backup cell, its external supply gone
+
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
 (the demo, tests that drive hubd as a separate process).
 """
@@ -30,7 +33,7 @@ from typing import Any, TypeVar
 from simulator.alarm_unit import AlarmUnit
 from simulator.modem import Modem
 from simulator.modem import pair as modem_pair
-from simulator.bridge_device import BridgeDevice
+from simulator.bridge_device import BOARD_SUPPLY, BridgeDevice
 from simulator.locks import (
     EntranceDoorLock,
     InCylinderLock,
@@ -82,14 +85,17 @@ class SimulatedHome:
                  on_bridge_log: Callable[[str], None] | None = None, seed: int = 0,
                  policy: dict[str, int] | None = None, alarm_unit: AlarmUnit | None = None,
                  alarm_timings: dict[str, int] | None = None,
-                 lte: dict[str, Any] | None = None) -> None:
+                 lte: dict[str, Any] | None = None,
+                 health: dict[str, int] | None = None) -> None:
         """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
         POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
         ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
         overrides of the bridge's alarm timings (firmware/config.py ALARM_TIMINGS).
         ``lte``: the second path's settings for bridge.json (firmware/config.py: apn, host,
         port, account, key, ...); with it the home has an LTE modem (``self.modem``, a
-        simulator.modem.Modem) on the bridge's UART 3 that connects to that host and port."""
+        simulator.modem.Modem) on the bridge's UART 3 that connects to that host and port.
+        ``health``: overrides of the bridge's health report and watchdog timings
+        (firmware/config.py HEALTH, ms), e.g. ``{"health_ms": 1000, "wdt_ms": 3000}``."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -98,6 +104,7 @@ class SimulatedHome:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
         self.policy = dict(policy or {})
+        self.health = dict(health or {})
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
         self._radio_dir = tempfile.mkdtemp(prefix="air-")
         self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
@@ -130,8 +137,9 @@ class SimulatedHome:
 
     def bridge_config(self) -> dict[str, Any]:
         """bridge.json as provisioning writes it: the link UART, the connection policy's
-        overrides, each paired lock (its kind, protocol, address and pairing secret) and the
-        alarm unit's UART when the home has one."""
+        overrides, each paired lock (its kind, protocol, address and pairing secret), the health
+        timings, how the board senses its supply, and the alarm unit's UART when the home has
+        one."""
         cfg: dict[str, Any] = {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200},
             "log": "info",
@@ -140,6 +148,8 @@ class SimulatedHome:
                        "addr": _addr_text(lk.address), "addr_type": lk.addr_type,
                        "secret": lk.secret.hex()}
                       for lk in self.locks.values()],
+            "health": self.health,
+            "supply": dict(BOARD_SUPPLY),
         }
         if self.alarm_unit is not None:
             cfg["alarm_unit"] = {"uart": ALARM_UNIT_UART, "baudrate": 9600,

@@ -12,8 +12,13 @@ their backlog, adverts); each lock kind of ``wire.lockkinds`` subclasses it with
   ``take_key``, ``return_key`` are what a visitor does.
 - ``EntranceDoorLock``: an electric strike; unlatch releases it for ``release_s``.
 
+Battery: ``set_battery(percent)`` and ``drain_battery(percent)`` change the level; the advert
+carries it at once (the bridge sees it on its next scan, without an operation), as do every
+STATUS, EVENT and RESULT after it. Each motor run also costs ``battery_per_move``.
+
 Failure knobs, safe to set at any time from the radio's loop (``HomeThread.call``):
-``in_range`` (out of range), ``advertising`` (adverts stop), ``held_by_other`` (another central
+``in_range`` (out of range), ``advertising`` (adverts stop; set it True again and they resume),
+``held_by_other`` (another central
 holds the lock: commands refused ``busy``), ``jammed`` (the motor stalls: ``jammed``, state
 ``jammed``), ``battery_level`` (below ``LOW_BATTERY_PERCENT`` the lock refuses to move),
 ``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``), ``inject`` (a forged
@@ -118,6 +123,14 @@ class ReferenceProtocolLock(Peripheral):
     @property
     def battery(self) -> int:
         return max(0, min(100, int(self.battery_level)))
+
+    def set_battery(self, percent: float) -> None:
+        """The battery is now at ``percent`` (0..100)."""
+        self.battery_level = max(0.0, min(100.0, float(percent)))
+
+    def drain_battery(self, percent: float) -> None:
+        """The battery loses ``percent`` points (never below empty)."""
+        self.set_battery(self.battery_level - percent)
 
     # --- adverts ------------------------------------------------------------------------------
 

@@ -10,7 +10,11 @@ supervision timeout), disconnects itself, or idles out.
     await radio.start()
     radio.add(peripheral)
     ...
+    radio.wedge()       # every central's BLE stack hangs: calls go nowhere, no event comes
     await radio.stop()
+
+A wedged stack stays wedged until its central restarts it (the shim's ``active(False)`` then
+``active(True)``: a new session), as a hung NimBLE host does.
 """
 
 from __future__ import annotations
@@ -195,9 +199,10 @@ class _CentralSession:
         self.scan_task: asyncio.Task | None = None
         self.connect_task: asyncio.Task | None = None
         self.preferred_mtu = DEFAULT_ATT_MTU
+        self.wedged = False  # the stack hangs: nothing in, nothing out
 
     def send(self, kind: int, *args) -> None:
-        if not self.writer.is_closing():
+        if not self.wedged and not self.writer.is_closing():
             self.writer.write(airwire.encode(kind, args))
 
     async def run(self) -> None:
@@ -233,7 +238,7 @@ class _CentralSession:
         p.on_disconnect(link)
 
     def handle(self, kind: int, args: list) -> None:
-        if kind == airwire.HELLO:
+        if kind == airwire.HELLO or self.wedged:
             return
         if kind == airwire.SCAN:
             self.scan(*args)
@@ -474,6 +479,16 @@ class Radio:
             fn(*args)
         else:
             self._loop.call_soon_threadsafe(fn, *args)
+
+    def wedge(self) -> None:
+        """Hang the BLE stack of every central now on the air (see the module docstring)."""
+        for session in self._sessions:
+            session.wedged = True
+
+    @property
+    def centrals(self) -> int:
+        """How many centrals (stack sessions) are on the air; a restarted stack is a new one."""
+        return len(self._sessions)
 
     def out_of_range(self, peripheral: Peripheral) -> None:
         """The peripheral left range: its links die after the supervision timeout."""

@@ -6,7 +6,9 @@ the CRC (wire/crc.py, big-endian) covers type and body. Integers are big-endian.
 
 unit -> bridge
     EVENT      serial u32, event id u32, unit time u32 (Unix s), event u8, device u8
-    HEARTBEAT  serial u32, unit time u32
+    HEARTBEAT  serial u32, unit time u32, flags u8 (bit 0: mains present), backup battery mV u16,
+               pendant battery mV u16, pendant RSSI i8 (dBm), unit firmware major, minor, patch u8
+               (0 mV: no reading; RSSI 127: not known)
 bridge -> unit
     ACK             event id u32   the event is journaled on the bridge's flash: stop resending
     ALARM_RECEIVED  event id u32   the unit plays "alarm received"
@@ -29,10 +31,14 @@ EVENT_CODES = alarms.EVENTS
 # Device codes: code n is DEVICES[n - 1].
 DEVICES = ("base", "pendant", "wrist", "fall_detector", "pull_cord", "smoke_detector")
 
-_BODY = {T_EVENT: ">IIIBB", T_HEARTBEAT: ">II", T_ACK: ">I", T_ALARM_RECEIVED: ">I",
+FLAG_MAINS = 0x01  # HEARTBEAT flags: the unit runs on mains power (else on its backup pack)
+NO_MV = 0  # a battery voltage the unit has no reading of
+NO_RSSI = 127  # a pendant RSSI the unit does not know
+
+_BODY = {T_EVENT: ">IIIBB", T_HEARTBEAT: ">IIBHHbBBB", T_ACK: ">I", T_ALARM_RECEIVED: ">I",
          T_HELP_ON_THE_WAY: ">I"}
 _SIZE = {t: struct.calcsize(f) for t, f in _BODY.items()}
-MAX_RAW = 1 + 14 + 2  # the longest frame (EVENT) before COBS
+MAX_RAW = 1 + 17 + 2  # the longest frame (HEARTBEAT) before COBS
 MAX_ENCODED = cobs.encoded_size(MAX_RAW)
 
 
@@ -60,9 +66,16 @@ def event(serial, event_id, unit_time, name, device):
                   DEVICES.index(device) + 1)
 
 
-def heartbeat(serial, unit_time):
-    """A HEARTBEAT frame (unit side)."""
-    return _frame(T_HEARTBEAT, serial, unit_time)
+def heartbeat(serial, unit_time, mains=True, backup_mv=None, pendant_mv=None, pendant_rssi=None,
+              firmware=(0, 0, 0)):
+    """A HEARTBEAT frame (unit side) with the unit's status: ``mains`` present, the backup pack's
+    and the pendant's battery in mV and the pendant's RSSI in dBm (None: no reading), the unit's
+    firmware version as (major, minor, patch)."""
+    return _frame(T_HEARTBEAT, serial, unit_time, FLAG_MAINS if mains else 0,
+                  NO_MV if backup_mv is None else backup_mv,
+                  NO_MV if pendant_mv is None else pendant_mv,
+                  NO_RSSI if pendant_rssi is None else pendant_rssi,
+                  firmware[0], firmware[1], firmware[2])
 
 
 def ack(event_id):
@@ -82,8 +95,9 @@ def help_on_the_way(event_id):
 
 def decode(block):
     """Decode one COBS block (without the 0x00) into a tuple: (T_EVENT, serial, event id, unit
-    time, event name, device name), (T_HEARTBEAT, serial, unit time) or (type, event id) for the
-    bridge's frames. Raises UnitFrameError for anything else, including unknown codes."""
+    time, event name, device name), (T_HEARTBEAT, serial, unit time, mains, backup mV, pendant
+    mV, pendant RSSI, firmware "major.minor.patch"; no reading: None) or (type, event id) for
+    the bridge's frames. Raises UnitFrameError for anything else, including unknown codes."""
     try:
         raw = cobs.decode(block)
     except cobs.CobsError:
@@ -97,6 +111,11 @@ def decode(block):
     if crc16(memoryview(raw)[:len(raw) - 2]) != struct.unpack_from(">H", raw, len(raw) - 2)[0]:
         raise UnitFrameError("bad CRC")
     fields = struct.unpack_from(_BODY[ftype], raw, 1)
+    if ftype == T_HEARTBEAT:
+        serial, unit_time, flags, backup, pendant, rssi, major, minor, patch = fields
+        return (ftype, serial, unit_time, bool(flags & FLAG_MAINS), backup or None,
+                pendant or None, None if rssi == NO_RSSI else rssi,
+                "%d.%d.%d" % (major, minor, patch))
     if ftype != T_EVENT:
         return (ftype,) + tuple(fields)
     serial, event_id, unit_time, code, dev = fields

@@ -31,6 +31,22 @@ hubd -> bridge
     alarm_handled {"m":"alarm_handled","id":str} the alarm centre handled it: the bridge may
                  drop it from its journal and tell the resident help is on the way
     clock        {"m":"clock","unix":int}        hubd's time, so the bridge can stamp events
+
+Device health (docs/serial-link.md has the details and the byte budget):
+bridge -> hubd
+    device   {"m":"device","id":str,"kind":str,"model":str,"battery":int|null,
+              "unit":"pct"|"mV"|"raw"|null,"mains":bool|null,"rssi":int|null,
+              "present":bool|null,"firmware":str|null}
+             one device's raw reading (hubd converts it per model): sent when it changes and
+             for every device whenever the link comes up
+    health   {"m":"health","up_s":int,"reset":str,"heap_free":int,"heap_max_block":int|null,
+              "link":{counter:int,...},"ble":{"restarts":int,"last_restart":str|null,
+              "connected":int},"lte":{"registered":str|null,"rssi":int|null}|null,
+              "unit":{"up":bool,"last_heard_s":int|null}|null,
+              "journals":{"commands":int,"alarms":int},"clock":int|null}
+             the bridge's own health, every health_ms and on request
+hubd -> bridge
+    health_request {"m":"health_request"}   answered with a `health` at once
 """
 
 import json
@@ -45,105 +61,167 @@ ALARM_LTE = "alarm_lte"
 ALARM_STORED = "alarm_stored"
 ALARM_HANDLED = "alarm_handled"
 CLOCK = "clock"
+DEVICE = "device"
+HEALTH = "health"
+HEALTH_REQUEST = "health_request"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
 OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
 MAX_ID = 64  # longest lock id or command id, in characters
+UNITS = ("pct", "mV", "raw")  # a device's battery reading: percent, millivolts, model-specific
+# health's "link": the link's counters the bridge reports (wire/link.py stats, and the bridge's
+# bad_messages and downs); every count in health saturates at COUNT_CAP (9 digits)
+LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits",
+                 "bad_messages", "downs")
+COUNT_CAP = 999999999
+# health's "reset": machine.reset_cause() n (1..5 on the ESP32) is RESETS[n - 1]
+RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")
 
-_STR = "str"
-_INT = "int"
-_OPT_STR = "str?"
-_OPT_INT = "int?"
-
+# Each kind's fields, in order, as "name:type" words: type int, str (1..MAX_ID characters), bool,
+# counters (an object of at most 16 names, each an int) or ".name", the nested object of that
+# name below; a trailing "?" also allows null. Strings, not tuples: this table is on the bridge's
+# short heap too.
 _FIELDS = {
-    OP: (("rid", _INT), ("lock", _STR), ("action", _STR), ("cmd", _STR), ("ttl", _INT)),
-    WRITTEN: (("rid", _INT),),
-    RESULT: (("rid", _INT), ("outcome", _STR), ("reason", _OPT_STR), ("state", _OPT_STR),
-             ("battery", _OPT_INT), ("ms", _OPT_INT), ("ble", _OPT_INT)),
-    STATE: (("lock", _STR), ("state", _STR), ("battery", _OPT_INT), ("source", _STR)),
-    EVENT: (("lock", _STR), ("event", _STR), ("source", _STR), ("state", _OPT_STR),
-            ("battery", _OPT_INT)),
-    ALARM: (("id", _STR), ("event", _STR), ("device", _STR), ("unit_at", _INT),
-            ("bridge_at", _OPT_INT)),
-    ALARM_LTE: (("id", _STR), ("result", _STR)),
-    ALARM_STORED: (("id", _STR),),
-    ALARM_HANDLED: (("id", _STR),),
-    CLOCK: (("unix", _INT),),
+    OP: "rid:int lock:str action:str cmd:str ttl:int",
+    WRITTEN: "rid:int",
+    RESULT: "rid:int outcome:str reason:str? state:str? battery:int? ms:int? ble:int?",
+    STATE: "lock:str state:str battery:int? source:str",
+    EVENT: "lock:str event:str source:str state:str? battery:int?",
+    ALARM: "id:str event:str device:str unit_at:int bridge_at:int?",
+    ALARM_LTE: "id:str result:str",
+    ALARM_STORED: "id:str",
+    ALARM_HANDLED: "id:str",
+    CLOCK: "unix:int",
+    DEVICE: "id:str kind:str model:str battery:int? unit:str? mains:bool? rssi:int? present:bool?"
+            " firmware:str?",
+    HEALTH: "up_s:int reset:str heap_free:int heap_max_block:int? link:counters ble:.ble"
+            " lte:.lte? unit:.unit? journals:.journals clock:int?",
+    HEALTH_REQUEST: "",
+    ".ble": "restarts:int last_restart:str? connected:int",
+    ".lte": "registered:str? rssi:int?",
+    ".unit": "up:bool last_heard_s:int?",
+    ".journals": "commands:int alarms:int",
 }
+_MAX_COUNTERS = 16
 
 
 class MessageError(ValueError):
     """A payload that is not a valid application message."""
 
 
-def _encode(obj):
+def _make(kind, *values):
+    # One builder for every kind, in _FIELDS' order: each kind's function below names its fields.
+    obj = {"m": kind}
+    i = 0
+    for field in _FIELDS[kind].split():
+        obj[field[:field.index(":")]] = values[i]
+        i += 1
+    if kind == HEALTH:  # no blanks after "," and ":": the longest message needs the bytes
+        return json.dumps(obj, separators=(",", ":")).encode()
     return json.dumps(obj).encode()
 
 
 def op(rid, lock, action, cmd, ttl):
     """Ask the bridge to run `action` on `lock` for command id `cmd`, starting within `ttl` ms."""
-    return _encode({"m": OP, "rid": rid, "lock": lock, "action": action, "cmd": cmd,
-                    "ttl": ttl})
+    return _make(OP, rid, lock, action, cmd, ttl)
 
 
 def written(rid):
     """Tell hubd that the command write to the lock is being attempted: never retry after it."""
-    return _encode({"m": WRITTEN, "rid": rid})
+    return _make(WRITTEN, rid)
 
 
 def result(rid, outcome, reason, state, battery, ms=None, ble=None):
     """The final result of op `rid`; `ms`: how long the bridge spent on it, `ble`: of that, how
     long in the lock driver."""
-    return _encode({"m": RESULT, "rid": rid, "outcome": outcome, "reason": reason,
-                    "state": state, "battery": battery, "ms": ms, "ble": ble})
+    return _make(RESULT, rid, outcome, reason, state, battery, ms, ble)
 
 
 def state(lock, lock_state, battery, source):
     """An unsolicited lock state report (a manual turn, a poll)."""
-    return _encode({"m": STATE, "lock": lock, "state": lock_state, "battery": battery,
-                    "source": source})
+    return _make(STATE, lock, lock_state, battery, source)
 
 
 def event(lock, name, source, lock_state=None, battery=None):
     """A discrete happening at a lock (wire.lockkinds.EVENTS)."""
-    return _encode({"m": EVENT, "lock": lock, "event": name, "source": source,
-                    "state": lock_state, "battery": battery})
+    return _make(EVENT, lock, name, source, lock_state, battery)
 
 
 def alarm(alarm_id, name, device, unit_at, bridge_at=None):
     """A safety alarm the bridge has journaled (wire.alarms)."""
-    return _encode({"m": ALARM, "id": alarm_id, "event": name, "device": device,
-                    "unit_at": unit_at, "bridge_at": bridge_at})
+    return _make(ALARM, alarm_id, name, device, unit_at, bridge_at)
 
 
 def alarm_lte(alarm_id, result):
     """What the second path (LTE, SIA DC-09) achieved for an alarm."""
-    return _encode({"m": ALARM_LTE, "id": alarm_id, "result": result})
+    return _make(ALARM_LTE, alarm_id, result)
 
 
 def alarm_stored(alarm_id):
     """hubd has the alarm in its durable outbox."""
-    return _encode({"m": ALARM_STORED, "id": alarm_id})
+    return _make(ALARM_STORED, alarm_id)
 
 
 def alarm_handled(alarm_id):
     """The alarm centre has handled the alarm."""
-    return _encode({"m": ALARM_HANDLED, "id": alarm_id})
+    return _make(ALARM_HANDLED, alarm_id)
 
 
 def clock(unix):
     """hubd's time in Unix seconds."""
-    return _encode({"m": CLOCK, "unix": unix})
+    return _make(CLOCK, unix)
 
 
-def _check(value, kind):
-    if kind == _STR or kind == _OPT_STR:
-        if value is None and kind == _OPT_STR:
-            return True
+def device(dev_id, kind, model, battery, unit, mains, rssi, present, firmware):
+    """One device's reading: ``battery`` raw in ``unit`` (UNITS), converted by hubd per
+    ``model``; ``mains`` whether it runs on mains now, ``present`` whether it is heard; None
+    where the device has no such thing or it is not known yet."""
+    return _make(DEVICE, dev_id, kind, model, battery, unit, mains, rssi, present, firmware)
+
+
+def health(up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit, journals,
+           clock=None):
+    """The bridge's health (see the module docstring for the nested objects). Encoded without
+    blanks; with at most LINK_COUNTERS in ``link_stats``, every count below COUNT_CAP and
+    ``clock`` a 10-digit time it fits a link payload (docs/serial-link.md, byte budget)."""
+    return _make(HEALTH, up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit,
+                 journals, clock)
+
+
+def health_request():
+    """Ask the bridge for a `health` message now."""
+    return _make(HEALTH_REQUEST)
+
+
+def _ok(value, kind):
+    if value is None:
+        return kind[-1] == "?"
+    if kind[0] == "i":  # int
+        return isinstance(value, int) and not isinstance(value, bool) \
+            and -(1 << 31) <= value < (1 << 31)
+    if kind[0] == "s":  # str
         return isinstance(value, str) and 0 < len(value) <= MAX_ID
-    if value is None and kind == _OPT_INT:
+    if kind[0] == "b":  # bool
+        return isinstance(value, bool)
+    if not isinstance(value, dict):
+        return False
+    if kind[0] == "c":  # counters
+        if len(value) > _MAX_COUNTERS:
+            return False
+        for name, count in value.items():
+            if not _ok(name, "str") or not _ok(count, "int"):
+                return False
         return True
-    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 31) <= value < (1 << 31)
+    return _bad(value, _FIELDS[kind.rstrip("?")]) is None
+
+
+def _bad(obj, fields):
+    """The first field of ``obj`` that is missing or of the wrong type, or None."""
+    for field in fields.split():
+        name, kind = field.split(":")
+        if not _ok(obj.get(name), kind):
+            return name
+    return None
 
 
 def decode(payload):
@@ -155,14 +233,18 @@ def decode(payload):
     if not isinstance(obj, dict):
         raise MessageError("payload is not a JSON object")
     kind = obj.get("m")
-    fields = _FIELDS.get(kind) if isinstance(kind, str) else None
+    fields = _FIELDS.get(kind) if isinstance(kind, str) and kind[:1] != "." else None
     if fields is None:
         raise MessageError("unknown message kind %r" % (kind,))
-    for name, ftype in fields:
-        if not _check(obj.get(name), ftype):
-            raise MessageError("%s: field %r missing or of the wrong type" % (kind, name))
+    bad = _bad(obj, fields)
+    if bad is not None:
+        raise MessageError("%s: field %r missing or of the wrong type" % (kind, bad))
     if kind == OP and obj["action"] not in ACTIONS:
         raise MessageError("op: unsupported action %r" % obj["action"])
     if kind == RESULT and obj["outcome"] not in OUTCOMES:
         raise MessageError("result: unknown outcome %r" % obj["outcome"])
+    if kind == DEVICE and obj["unit"] is not None and obj["unit"] not in UNITS:
+        raise MessageError("device: unknown unit %r" % obj["unit"])
+    if kind == HEALTH and obj["reset"] not in RESETS:
+        raise MessageError("health: unknown reset cause %r" % obj["reset"])
     return obj

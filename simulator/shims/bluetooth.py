@@ -11,6 +11,10 @@ Mirrors the real module where the firmware can tell the difference:
 - Calls on a handle that is not connected raise ``OSError(ENOTCONN)``; a second ``gap_connect``
   while one is pending raises ``OSError(EALREADY)``; a failed or cancelled connect raises event 8
   with conn_handle 0xFFFF and addr_type 0xFF, as NimBLE does.
+- ``active(False)`` shuts the stack down: every link is gone without a disconnect event, calls
+  raise ``OSError(EPERM)``, and nothing more is delivered; ``active(True)`` starts it afresh (a
+  new controller session on the simulated air). The IRQ handler stays registered, as it does on
+  the ESP32.
 
 Differences: events are delivered by an asyncio task (started by ``active(True)``), so a handler
 runs at the firmware's next ``await`` rather than between any two bytecodes; the GATT server and
@@ -104,6 +108,7 @@ class _BLE:
         self._connecting = False
         self._buf = bytearray(_BUF_SIZE)
         self._uuid = UUID(0)
+        self._pump_task = None
 
     # --- radio socket -------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class _BLE:
         self._poller = select.poll()
         self._poller.register(sock, select.POLLOUT)
         self._send(airwire.HELLO, (self._mac,))
-        asyncio.create_task(self._pump(sock))
+        self._pump_task = asyncio.create_task(self._pump(sock))
 
     def _send(self, kind, args):
         frame = memoryview(airwire.encode(kind, args))
@@ -150,8 +155,9 @@ class _BLE:
                 header = await reader.readexactly(2)
                 body = await reader.readexactly(airwire.body_length(header))
             except (EOFError, OSError, airwire.WireError):
-                print("bluetooth shim: lost the simulated radio")
-                self._conns.clear()
+                if self._sock is sock:
+                    print("bluetooth shim: lost the simulated radio")
+                    self._conns.clear()
                 return
             if self._sock is not sock:
                 return  # deactivated meanwhile
@@ -209,6 +215,9 @@ class _BLE:
             self._active = False
             self._conns.clear()
             self._connecting = False
+            if self._pump_task is not None:
+                self._pump_task.cancel()  # before the close: it must not read a dead socket
+                self._pump_task = None
             self._sock.close()
             self._sock = None
         return self._active

@@ -29,8 +29,10 @@ def _flow(capacity=64, **settings):
     d = "/tmp/mp-flow-%08x" % random.getrandbits(32)
     os.mkdir(d)
     sent = []
+    timings = dict(config.ALARM_TIMINGS)
+    timings.update(settings)
     flow = AlarmFlow(AlarmJournal(d + "/alarms.journal", capacity, "brT"),
-                     lambda p: sent.append(messages.decode(p)), settings)
+                     lambda p: sent.append(messages.decode(p)), timings)
     unit = FakeUnit()
     flow.attach_unit(unit)
     return flow, unit, sent

@@ -21,8 +21,30 @@ def test_bridge_frames_and_heartbeats_decode():
     d = alarmunit.Decoder()
     data = (alarmunit.heartbeat(5, 99) + alarmunit.ack(3) + alarmunit.alarm_received(3)
             + alarmunit.help_on_the_way(3))
-    assert d.feed(data) == [(alarmunit.T_HEARTBEAT, 5, 99), (alarmunit.T_ACK, 3),
-                            (alarmunit.T_ALARM_RECEIVED, 3), (alarmunit.T_HELP_ON_THE_WAY, 3)]
+    assert d.feed(data) == [(alarmunit.T_HEARTBEAT, 5, 99, True, None, None, None, "0.0.0"),
+                            (alarmunit.T_ACK, 3), (alarmunit.T_ALARM_RECEIVED, 3),
+                            (alarmunit.T_HELP_ON_THE_WAY, 3)]
+
+
+def test_a_heartbeat_carries_the_units_status():
+    d = alarmunit.Decoder()
+    hb = alarmunit.heartbeat(0x5A0000AB, 1700000000, False, 5200, 2950, -71, (1, 4, 2))
+    assert d.feed(hb) == [(alarmunit.T_HEARTBEAT, 0x5A0000AB, 1700000000, False, 5200, 2950, -71,
+                           "1.4.2")]
+    assert len(hb) == alarmunit.MAX_ENCODED + 1  # the longest frame, with its delimiter
+
+
+def test_the_old_eight_byte_heartbeat_is_rejected_as_a_wrong_length():
+    import struct
+
+    from wire import cobs
+    from wire.crc import crc16
+
+    raw = bytearray(b"\x02" + struct.pack(">II", 5, 99))
+    raw += struct.pack(">H", crc16(raw))
+    d = alarmunit.Decoder()
+    assert d.feed(cobs.encode(raw) + b"\x00") == []
+    assert d.bad == 1
 
 
 def test_a_flipped_bit_is_rejected_and_the_next_frame_still_decodes():

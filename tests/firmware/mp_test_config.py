@@ -91,3 +91,37 @@ def test_hostile_shapes_are_config_errors_not_crashes():
     for obj in ([], {"locks": {}}, {"locks": [5]}, {"locks": [_lock(id="")]},
                 {"locks": [_lock(id="x" * 65)]}, {"link": 3}):
         assert _error(obj) is not None
+
+
+def test_health_timings_have_defaults_and_take_overrides():
+    cfg = config.parse({})
+    assert cfg["health"] == config.HEALTH
+    assert cfg["policy"]["absent_ms"] == config.POLICY["absent_ms"]
+    cfg = config.parse({"health": {"health_ms": 1000, "wdt_ms": 3000},
+                        "policy": {"absent_ms": 2000}})
+    assert (cfg["health"]["health_ms"], cfg["health"]["wdt_ms"], cfg["policy"]["absent_ms"]) == (
+        1000, 3000, 2000)
+    assert cfg["health"]["ble_stuck_ms"] == config.HEALTH["ble_stuck_ms"]
+
+
+def test_bad_health_timings_are_refused_and_named():
+    for bad, name in (({"health_ms": 0}, "health_ms"), ({"wdt_ms": "30s"}, "wdt_ms"),
+                      ({"watchdog": 1}, "watchdog"), ({"ble_stuck_ms": True}, "ble_stuck_ms")):
+        err = _error({"health": bad})
+        assert err is not None and name in err, (bad, err)
+    assert "health" in _error({"health": []})
+    assert "absent_ms" in _error({"policy": {"absent_ms": -1}})
+
+
+def test_the_supply_section_is_optional_and_checked():
+    assert config.parse({})["supply"] is None
+    cfg = config.parse({"supply": {"cell_adc": 34, "cell_divider": 3.2, "ext_pin": 35}})
+    assert cfg["supply"] == {"cell_adc": 34, "cell_divider": 3.2, "ext_pin": 35}
+    assert config.parse({"supply": {"cell_adc": 34}})["supply"] == {
+        "cell_adc": 34, "cell_divider": 2, "ext_pin": None}
+    for bad, name in (({}, "cell_adc"), ({"cell_adc": "34"}, "cell_adc"),
+                      ({"cell_adc": 34, "cell_divider": 0}, "cell_divider"),
+                      ({"cell_adc": 34, "ext_pin": -1}, "ext_pin"),
+                      ({"cell_adc": 34, "volts": 1}, "volts")):
+        err = _error({"supply": bad})
+        assert err is not None and name in err, (bad, err)

@@ -1,0 +1,141 @@
+"""Device reports: battery, supply and presence of everything the bridge knows, for hubd.
+
+Ids: each lock by its configured id; the alarm unit's base unit as ``au<serial>`` and its
+pendant as ``au<serial>-pendant``; the bridge itself as ``bridge``. Readings go out raw, with
+their unit and model (`device` in wire/messages.py): hubd converts them per model.
+
+A device's `device` message goes out when something hubd should hear changed, and every
+device's once whenever the host link comes up, so a restarted hubd learns everything. A reading
+in mV must move ``MV_STEP`` and an RSSI ``RSSI_STEP`` from what hubd last heard to count: ADC and
+radio noise is not news. Messages leave from ``tick()`` one at a time, only while the link is
+idle: they never delay an operation or an alarm, and a burst never fills the link or the heap.
+
+A lock is present while it is heard: an advert, or an authentic answer over a connection. It
+is absent after ``absent_ms`` without either (counted from boot for a lock not heard yet), and
+present again the next time it is heard.
+"""
+
+import time
+
+from micropython import const
+
+from wire import link, messages
+
+MV_STEP = 20
+RSSI_STEP = 10
+BRIDGE = "bridge"
+
+# A device is a list in the order of messages.device()'s fields after the id.
+_BATTERY = const(2)
+_UNIT = const(3)
+_MAINS = const(4)
+_RSSI = const(5)
+_PRESENT = const(6)
+_FIRMWARE = const(7)
+
+
+class Devices:
+    """What the bridge knows of each device, and what hubd has heard of it.
+
+    ``send(payload)`` queues a message for hubd (may raise link.LinkFull); ``idle()`` says
+    whether the link is idle (nothing queued or in flight).
+    """
+
+    def __init__(self, send, idle, absent_ms):
+        self._send = send
+        self._idle = idle
+        self.absent_ms = absent_ms
+        self._dev = {}  # id -> [kind, model, battery, unit, mains, rssi, present, firmware]
+        self._told = {}  # id -> that list as hubd last heard it
+        self._heard = {}  # lock id -> ticks_ms it was last heard
+        self._due = []  # ids with news hubd has not heard yet, oldest first
+        self._up = False
+        self.unit = None  # the alarm unit's UnitLink, where there is one
+        self._unit_id = None  # the base unit's id, once it was heard
+
+    def add(self, dev_id, kind, model, unit=None, mains=None, firmware=None, present=None,
+            heard=False):
+        """Know a device (its readings unknown until they come). ``heard``: its presence is
+        judged by being heard (a lock), counted from now."""
+        self._dev[dev_id] = [kind, model, None, unit, mains, None, present, firmware]
+        self._due.append(dev_id)
+        if heard:
+            self._heard[dev_id] = time.ticks_ms()
+
+    def lock_heard(self, lock_id, battery=None, rssi=None):
+        """An advert or an authentic answer from a lock: it is present; its battery (percent)
+        and RSSI when the source tells them."""
+        d = self._dev.get(lock_id)
+        if d is None:
+            return
+        self._heard[lock_id] = time.ticks_ms()
+        self._put(lock_id, _PRESENT, True)
+        if rssi is not None:
+            self._put(lock_id, _RSSI, rssi)
+        if battery is not None and d[_UNIT] is not None:
+            self._put(lock_id, _BATTERY, battery)
+
+    def supply(self, mv, external):
+        """The bridge's backup cell (mV) and whether its external supply is there."""
+        self._put(BRIDGE, _BATTERY, mv)
+        self._put(BRIDGE, _MAINS, external)
+
+    def unit_status(self, fr):
+        """A HEARTBEAT from the alarm unit, as wire.alarmunit.decode() returns it. The base
+        unit is present while ``unit`` (its UnitLink) is up."""
+        from wire.alarmunit import unit_name
+
+        base = unit_name(fr[1])
+        pendant = base + "-pendant"
+        if base not in self._dev:
+            self.add(base, "base_unit", "base-nimh-4.8v", "mV")
+            self.add(pendant, "pendant", "pendant-cr2032", "mV")
+        self._unit_id = base
+        self._put(base, _PRESENT, True)
+        self._put(base, _MAINS, fr[3])
+        self._put(base, _BATTERY, fr[4])
+        self._put(base, _FIRMWARE, fr[7])
+        self._put(pendant, _BATTERY, fr[5])
+        self._put(pendant, _RSSI, fr[6])
+
+    def on_link(self, up):
+        """The host link came up (True: hubd hears every device again) or went down."""
+        self._up = up
+        if up:
+            self._due = list(self._dev)
+
+    def tick(self):
+        """Judge the locks' presence; send the oldest news if the link is idle."""
+        now = time.ticks_ms()
+        for lock_id, at in self._heard.items():
+            if time.ticks_diff(now, at) > self.absent_ms:
+                self._put(lock_id, _PRESENT, False)
+        if self._unit_id is not None and self.unit is not None:
+            self._put(self._unit_id, _PRESENT, self.unit.up)
+        if self._up and self._due and self._idle():
+            dev_id = self._due[0]
+            d = self._dev[dev_id]
+            try:
+                self._send(messages.device(dev_id, *d))
+            except link.LinkFull:
+                return
+            self._due.pop(0)
+            told = self._told.get(dev_id)
+            if told is None:
+                self._told[dev_id] = d[:]
+            else:
+                told[:] = d  # in place: no new long-lived list between short-lived garbage
+
+    def _put(self, dev_id, field, value):
+        d = self._dev[dev_id]
+        if d[field] == value:
+            return
+        d[field] = value
+        told = self._told.get(dev_id)
+        old = None if told is None else told[field]
+        if old is not None and value is not None and (field == _BATTERY or field == _RSSI):
+            step = RSSI_STEP if field == _RSSI else MV_STEP if d[_UNIT] == "mV" else 1
+            if abs(value - old) < step:
+                return
+        if dev_id not in self._due:
+            self._due.append(dev_id)

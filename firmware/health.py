@@ -1,0 +1,145 @@
+"""The bridge's health for hubd, and the watchdogs that act when a part of the bridge is stuck.
+
+`health` (wire/messages.py) goes to hubd every ``health_ms`` while the host link is up and at
+once on `health_request` (hubd asks when it sees the link come up): uptime, why the chip last reset, free heap after a
+collection (MicroPython cannot tell its largest free block: null), the host link's counters, BLE
+stack restarts and why, LTE registration and signal, the alarm unit link, journal sizes and the
+bridge's clock (Unix s by hubd's last `clock`).
+
+Watchdogs, both run from this module's loop:
+- the chip's WDT (``wdt_ms``) is fed only while the host link's task goes round: a hung event
+  loop or a link stuck in a write stops the feeding, and the chip resets;
+- a BLE stack that owes an event and has raised none for ``ble_stuck_ms``, or whose calls keep
+  failing, is restarted (ble_central.Central.restart); health carries the count and the reason.
+
+The same loop reads the bridge's supply every 5 s, counts the uptime (ticks_ms wraps; this does
+not) and lets device reports out (devices.py).
+"""
+
+import gc
+import time
+
+import asyncio
+import machine
+
+import log
+from wire import link, messages
+
+_TICK_MS = 500
+_SUPPLY_TICKS = 10  # the supply is read every 5 s
+_CAP = messages.COUNT_CAP
+_REGISTRATION = ("no", "home", "searching", "denied", "unknown", "roaming")  # Lte.registration()
+
+
+class Health:
+    """See the module docstring. ``host``: the HostLink; ``central``: the BLE Central;
+    ``devices``: the Devices; ``journal``: the command journal; ``settings``: config HEALTH;
+    ``flow``, ``unit``, ``modem``: the alarm flow, unit link and LTE modem where the bridge has
+    them; ``supply``: bridge.json's "supply" (the backup cell on an ADC pin behind a divider,
+    the external supply's presence on an input pin), or None."""
+
+    def __init__(self, host, central, devices, journal, settings, flow=None, unit=None,
+                 modem=None, supply=None):
+        self._host = host
+        self._central = central
+        self._devices = devices
+        self._journal = journal
+        self.settings = settings
+        self._flow = flow
+        self._unit = unit
+        self._modem = modem
+        self._cell = self._ext = None
+        if supply is not None:
+            self._cell = machine.ADC(machine.Pin(supply["cell_adc"]), atten=machine.ADC.ATTN_11DB)
+            self._divider = supply["cell_divider"]
+            if supply["ext_pin"] is not None:
+                self._ext = machine.Pin(supply["ext_pin"], machine.Pin.IN)
+        cause = machine.reset_cause()
+        self.reset = messages.RESETS[cause - 1 if 0 < cause < len(messages.RESETS) else -1]
+        self._up_ms = 0
+        self._since = time.ticks_ms()
+        self._next = None  # ticks_ms when the next periodic health is due; None: link down
+        self._lte = {"registered": None, "rssi": None}
+
+    def message(self):
+        """The `health` payload now."""
+        gc.collect()
+        host = self._host
+        stats = host.link.stats
+        counts = {}
+        for name in messages.LINK_COUNTERS:
+            counts[name] = min(_CAP, stats[name] if name in stats else getattr(host, name))
+        c = self._central
+        unit = self._unit
+        flow = self._flow
+        up_s = (self._up_ms + time.ticks_diff(time.ticks_ms(), self._since)) // 1000
+        return messages.health(
+            min(_CAP, up_s), self.reset, gc.mem_free(), None, counts,
+            {"restarts": c.restarts, "last_restart": c.last_restart, "connected": c.connected()},
+            None if self._modem is None else self._lte,
+            None if unit is None else {"up": unit.up, "last_heard_s": unit.heard_s()},
+            {"commands": len(self._journal), "alarms": 0 if flow is None else len(flow.journal)},
+            None if flow is None else flow.now())
+
+    def send_now(self):
+        """Send a `health` to hubd now (on `health_request`)."""
+        try:
+            self._host.send(self.message())
+        except link.LinkFull:
+            log.warn("health not sent: host link backlog full")
+
+    def on_link_state(self, kind, value):
+        """The host link's events (HostLink's on_state): the alarm flow hears them all; when the
+        link comes up, hubd hears every device, and health every ``health_ms`` from then on."""
+        if self._flow is not None:
+            self._flow.on_link_state(kind, value)
+        if kind == link.EV_UP:
+            # hubd asks when it sees the link come up: no second report at the busiest moment
+            self._next = time.ticks_add(time.ticks_ms(), self.settings["health_ms"])
+            self._devices.on_link(True)
+        elif kind == link.EV_DOWN or kind == link.EV_INCOMPATIBLE:
+            self._next = None
+            self._devices.on_link(False)
+
+    async def run(self):
+        """Until cancelled."""
+        s = self.settings
+        wdt = machine.WDT(timeout=s["wdt_ms"])
+        if self._modem is not None:
+            asyncio.create_task(self._lte_loop())
+        ticks = 0
+        while True:
+            now = time.ticks_ms()
+            self._up_ms += time.ticks_diff(now, self._since)
+            self._since = now
+            # This task runs, so the event loop does; the link's task must have gone round too.
+            if time.ticks_diff(now, self._host.beat) < s["wdt_ms"] // 2:
+                wdt.feed()
+            why = self._central.stuck(s["ble_stuck_ms"])
+            if why is not None:
+                log.error("BLE stack stuck (%s): restarting it" % why)
+                self._central.restart(why)
+                if self._next is not None:
+                    self._next = now
+            ticks = (ticks + 1) % _SUPPLY_TICKS
+            if self._cell is not None and ticks == 1:
+                self._devices.supply(int(self._cell.read_uv() * self._divider) // 1000,
+                                     None if self._ext is None else bool(self._ext.value()))
+            self._devices.tick()
+            if self._next is not None and time.ticks_diff(now, self._next) >= 0:
+                self._next = time.ticks_add(now, s["health_ms"])
+                self.send_now()
+            await asyncio.sleep_ms(_TICK_MS)
+
+    async def _lte_loop(self):
+        # AT commands wait behind the second path's: never in the loop that feeds the WDT.
+        modem = self._modem
+        while True:
+            try:
+                stat = await modem.registration()
+                lte = self._lte  # updated in place: the heap is short and fragments
+                lte["registered"] = None if stat is None else _REGISTRATION[stat]
+                lte["rssi"], _ = await modem.signal()
+            except Exception as e:  # a bad moment (a MemoryError) must not end the reports
+                log.warn("lte status: %r" % e)
+            await asyncio.sleep_ms(self.settings["health_ms"])

@@ -1,0 +1,131 @@
+"""Builds the bridge from bridge.json: every part, wired together, and the tasks that run it.
+
+Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
+connection policy, the safety alarm unit link and the LTE second path when configured, the
+device reports, and the health report with its watchdogs.
+
+Boot-only code: main.py drops this module (and it drops config) once the bridge is built, so
+their code gives its heap back; the heap is the bridge's scarcest resource. Nothing built here
+may keep a reference to this module: no closures, no classes of its own.
+"""
+
+import sys
+
+import machine
+
+import log
+import version
+from bridge import Bridge
+from devices import BRIDGE, Devices
+from health import Health
+from hostlink import HostLink
+from journal import Journal
+from policy import Policy
+from wire import lockkinds
+
+
+def _config():
+    import config
+
+    try:
+        return config.load()
+    finally:
+        del sys.modules["config"]
+
+
+def _drivers(cfg, central):
+    from locks.reference import ReferenceLock
+
+    p = cfg["policy"]
+    drivers = {}
+    for lk in cfg["locks"]:
+        # config.PROTOCOLS has one entry today; a vendor protocol adds its driver here.
+        drivers[lk["id"]] = ReferenceLock(
+            central, lk["id"], lk["kind"], lk["addr_type"], lk["addr"], lk["secret"],
+            connect_timeout_ms=p["connect_timeout_ms"], deadline_ms=p["deadline_ms"],
+            result_timeout_ms=p["result_timeout_ms"], settle_ms=p["settle_ms"])
+    return drivers
+
+
+def _uart(link_cfg):
+    kw = {"baudrate": link_cfg["baudrate"]}
+    if link_cfg["tx"] is not None:
+        kw["tx"] = link_cfg["tx"]
+    if link_cfg["rx"] is not None:
+        kw["rx"] = link_cfg["rx"]
+    return machine.UART(link_cfg["uart"], **kw)
+
+
+def _alarm_flow(unit_cfg, send, devices):
+    """The alarm flow, the unit link and their tasks, or (None, None, ()) on a bridge without an
+    alarm unit."""
+    if unit_cfg is None:
+        return None, None, ()
+    import binascii
+
+    from alarm_journal import AlarmJournal
+    from alarm_unit import UnitLink
+    from alarms import AlarmFlow
+
+    journal = AlarmJournal(bridge="br" + binascii.hexlify(machine.unique_id()).decode())
+    flow = AlarmFlow(journal, send, unit_cfg)
+    unit = UnitLink(_uart(unit_cfg), flow.on_unit_event, flow.on_unit_link,
+                    unit_cfg["heartbeat_ms"], unit_cfg["missed"], devices.unit_status)
+    flow.attach_unit(unit)
+    devices.unit = unit
+    log.info("alarm unit on UART %d; %d alarm(s) pending in the journal"
+             % (unit_cfg["uart"], len(journal)))
+    return flow, unit, (unit.run(), flow.run())
+
+
+def _second_path(lte_cfg, flow):
+    """The LTE modem (reading it from now on) and the task of the DC-09 sender, carrying what
+    the alarm flow hands it."""
+    from lte import Lte
+    from second_path import SecondPath, carry
+
+    modem = Lte(_uart(lte_cfg), lte_cfg["apn"], lte_cfg["user"], lte_cfg["password"])
+    key = lte_cfg["key"].encode() if lte_cfg["key"] is not None else None
+    path = SecondPath(modem, lte_cfg["host"], lte_cfg["port"], lte_cfg["account"], key,
+                      lte_cfg["receiver"], lte_cfg["line"], deadline_ms=lte_cfg["deadline_ms"])
+    log.info("second path: LTE on UART %d to %s:%d, account %s%s"
+             % (lte_cfg["uart"], lte_cfg["host"], lte_cfg["port"], lte_cfg["account"],
+                ", encrypted" if key else ""))
+    modem.start()
+    return modem, carry(flow, path, lte_cfg["retry_ms"])
+
+
+def build():
+    """Build the bridge; return the coroutines that run it (all of them, until power is cut)."""
+    cfg = _config()
+    log.set_level(cfg["log"])
+    from ble_central import Central
+
+    central = Central()
+    drivers = _drivers(cfg, central)
+    journal = Journal()
+    host = HostLink(_uart(cfg["link"]), version.VERSION)
+    devices = Devices(host.send, host.idle, cfg["policy"]["absent_ms"])
+    for lock_id, drv in drivers.items():
+        if drv.kind == lockkinds.ENTRANCE_DOOR:  # an electric strike on the building's mains
+            devices.add(lock_id, drv.kind, "mains", None, True, heard=True)
+        else:
+            devices.add(lock_id, drv.kind, "reference", "pct", heard=True)
+    devices.add(BRIDGE, "bridge", "bridge-liion-1s", "mV", None, version.VERSION, True)
+    flow, unit, tasks = _alarm_flow(cfg["alarm_unit"], host.send, devices)
+    modem = None
+    if flow is not None and cfg["lte"] is not None:
+        modem, carrying = _second_path(cfg["lte"], flow)
+        tasks = tasks + (carrying,)
+    app = Bridge(drivers, host.send, journal, flow, devices)
+    policy = Policy(central, drivers, app.mutex, app.send, cfg["policy"], devices)
+    health = Health(host, central, devices, journal, cfg["health"], flow, unit, modem,
+                    cfg["supply"])
+    app.health = health
+    host.on_message = app.on_message
+    host.on_state = health.on_link_state
+    log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal; reset: %s"
+             % (version.VERSION, len(drivers),
+                ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal),
+                health.reset))
+    return (host.run(), policy.run(), health.run()) + tasks

@@ -1,0 +1,95 @@
+"""The device and health link messages (wire/messages.py) and the alarm unit's heartbeat with its
+status (wire/alarmunit.py), in CPython, against the byte layouts in docs/serial-link.md and
+docs/alarm-unit.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wire import alarmunit, cobs, frame, messages
+
+BLE = {"restarts": 1, "last_restart": "silent", "connected": 0}
+JOURNALS = {"commands": 3, "alarms": 1}
+
+
+def _health(**over):
+    args = {"up_s": 3600, "reset": "wdt", "heap_free": 11840, "heap_max_block": None,
+            "link_stats": {name: 0 for name in messages.LINK_COUNTERS}, "ble": BLE,
+            "lte": {"registered": "home", "rssi": -73}, "unit": {"up": True, "last_heard_s": 4},
+            "journals": JOURNALS, "clock": 1700003600}
+    args.update(over)
+    return messages.health(**args)
+
+
+def test_a_device_reading_round_trips():
+    payload = messages.device("au5a000001", "base_unit", "base-nimh-4.8v", 5040, "mV", False,
+                              None, True, "1.4.2")
+    assert messages.decode(payload) == {
+        "m": "device", "id": "au5a000001", "kind": "base_unit", "model": "base-nimh-4.8v",
+        "battery": 5040, "unit": "mV", "mains": False, "rssi": None, "present": True,
+        "firmware": "1.4.2"}
+
+
+def test_health_round_trips_compact_and_health_request_has_no_fields():
+    payload = _health()
+    assert b": " not in payload and b", " not in payload
+    msg = messages.decode(payload)
+    assert (msg["reset"], msg["ble"], msg["journals"], msg["lte"]["registered"]) == (
+        "wdt", BLE, JOURNALS, "home")
+    assert messages.decode(_health(lte=None, unit=None, clock=None))["lte"] is None
+    assert messages.decode(messages.health_request()) == {"m": "health_request"}
+
+
+@pytest.mark.parametrize("payload", [
+    messages.device("a", "pendant", "pendant-cr2032", 2900, "V", None, None, None, None),
+    messages.device("a", "pendant", "pendant-cr2032", 2900, "mV", 1, None, None, None),
+    messages.device("a", "pendant", "pendant-cr2032", True, "mV", None, None, None, None),
+    messages.device("", "pendant", "pendant-cr2032", 2900, "mV", None, None, None, None),
+    _health(reset="brownout"),
+    _health(ble={"restarts": 1, "connected": 0, "last_restart": 5}),
+    _health(ble=None),
+    _health(unit={"up": "yes", "last_heard_s": 1}),
+    _health(link_stats={"frames_rx": 1.5}),
+    _health(link_stats={f"c{i}": 0 for i in range(17)}),
+    json.dumps({"m": ".ble", "restarts": 0, "last_restart": None, "connected": 0}).encode(),
+])
+def test_a_malformed_device_or_health_is_refused(payload):
+    with pytest.raises(messages.MessageError):
+        messages.decode(payload)
+
+
+def test_health_at_its_longest_fits_one_link_frame():
+    cap = messages.COUNT_CAP
+    payload = messages.health(
+        cap, "deepsleep", 9_999_999, 9_999_999, {k: cap for k in messages.LINK_COUNTERS},
+        {"restarts": cap, "last_restart": "refusing", "connected": 99},
+        {"registered": "searching", "rssi": -128}, {"up": False, "last_heard_s": cap},
+        {"commands": 999, "alarms": 999}, 2**31 - 1)
+    assert len(payload) <= frame.MAX_PAYLOAD
+    assert len(payload) == 486  # docs/serial-link.md, "Byte budget"
+
+
+def test_the_op_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show():
+    payload = messages.op(1, "front-door", "unlock", "c0ffee", 5000)
+    assert payload == (b'{"m": "op", "rid": 1, "lock": "front-door", "action": "unlock", '
+                       b'"cmd": "c0ffee", "ttl": 5000}')
+    raw = cobs.decode(frame.encode(frame.T_DATA, 0, payload)[:-1])
+    assert raw[-2:] == bytes.fromhex("7914")  # docs/serial-link.md: CRC 0x7914
+
+
+def test_the_heartbeat_example_is_byte_for_byte_what_the_docs_show():
+    line = alarmunit.heartbeat(0x5A0000AB, 1700000000, False, 5200, 2950, -71, (1, 4, 2))
+    assert line.hex(" ").upper() == (
+        "03 02 5A 01 05 AB 65 53 F1 01 0B 14 50 0B 86 B9 01 04 02 C6 61 00")
+    assert cobs.decode(line[:-1]).hex(" ").upper() == (
+        "02 5A 00 00 AB 65 53 F1 00 00 14 50 0B 86 B9 01 04 02 C6 61")
+    assert alarmunit.decode(line[:-1]) == (alarmunit.T_HEARTBEAT, 0x5A0000AB, 1700000000, False,
+                                           5200, 2950, -71, "1.4.2")
+
+
+def test_a_heartbeat_without_readings_decodes_them_as_none():
+    line = alarmunit.heartbeat(1, 0)
+    assert alarmunit.decode(line[:-1])[3:] == (True, None, None, None, "0.0.0")
+    assert len(cobs.decode(line[:-1])) == alarmunit.MAX_RAW
