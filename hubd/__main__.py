@@ -13,11 +13,14 @@ import sys
 import time
 
 from hubapi import topics
+from wire import lockkinds, messages
 from hubd import systemd
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
+from hubd.devices import Devices
+from hubd.health import Health
 from hubd.journal import Journal
 from hubd.lockstate import LockStates
 from hubd.outbox import Outbox, OutboxSender
@@ -127,6 +130,16 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     bridge.on_alarm(alarms.received)
     bridge.on_alarm_lte(alarms.lte_result)
     bridge.on_link_change(alarms.link_changed)
+    devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
+    for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report
+        devices.expect(lock, kind, "mains" if kind == lockkinds.ENTRANCE_DOOR else "reference")
+    devices.expect("bridge", "bridge", "bridge-liion-1s")
+    bridge.on_link_change(devices.bridge_link)
+    devices.bridge_link(bridge.is_up)
+    bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
+    health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt)
+    bridge.on_message(messages.HEALTH, health.bridge_reported)
+    bridge.on_link_change(health.link_changed)
     verifier = Verifier(
         hub_id=config.hub_id,
         keys=config.public_keys(),
@@ -153,8 +166,11 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
                                     "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
     await mqtt.start()
+    devices.publish_all()  # the current truth for late subscribers at once
     tasks = [
-        asyncio.create_task(_dispatch(mqtt, commands, requests, alarms, config.hub_id), name="commands"),
+        asyncio.create_task(_dispatch(mqtt, commands, requests, alarms, health, config.hub_id), name="commands"),
+        asyncio.create_task(devices.supervise(), name="devices"),
+        asyncio.create_task(health.publish_every(config.devices.refresh_s), name="health"),
         asyncio.create_task(alarms.deliver(), name="alarms"),
         asyncio.create_task(alarms.heartbeat(), name="alarm-heartbeat"),
         asyncio.create_task(alarms.clock(), name="bridge-clock"),
@@ -194,15 +210,26 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         raise failure
 
 
+def _device_report(devices: Devices, msg: dict[str, object]) -> None:
+    """A `device` link message into the registry; what it refuses is logged, the rest taken."""
+    why = devices.report(msg["id"], msg["kind"], msg["model"], battery=msg["battery"], unit=msg["unit"],
+                         mains=msg["mains"], rssi=msg["rssi"], firmware=msg["firmware"], present=msg["present"])
+    if why is not None:
+        log.warning("device report from the bridge partly refused: %s", why, extra={"device": msg["id"]})
+
+
 async def _dispatch(mqtt: AlarmMqtt, commands: Commands, requests: AuditRequests, alarms: Alarms,
-                    hub_id: str) -> None:
+                    health: Health, hub_id: str) -> None:
     audit_requests = topics.audit_request(hub_id)
     alarm_confirmations = topics.alarms_confirmed(hub_id)
+    status_requests = topics.status_request(hub_id)
     async for message in mqtt.messages():
         if message.topic == audit_requests:
             requests.handle(message.payload, retained=message.retain)
         elif message.topic == alarm_confirmations:
             alarms.confirmation(message.payload)
+        elif message.topic == status_requests:
+            health.request(message.payload)
         else:
             commands.handle(message)
 

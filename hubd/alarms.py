@@ -307,10 +307,17 @@ class Alarms:
     def heartbeat_payload(self) -> bytes:
         """The heartbeat as it would go out now."""
         now = self._clock()
-        pending = self.pending()
-        overdue = sum(1 for row in pending if now - row["received_at"] > self._config.deadline_s)
-        return HubHeartbeat(hub=self._hub, at=now, interval_s=self._config.heartbeat_s, pending=len(pending),
+        pending, _, overdue = self.backlog(now)
+        return HubHeartbeat(hub=self._hub, at=now, interval_s=self._config.heartbeat_s, pending=pending,
                             overdue=overdue, bridge_link=self._bridge.is_up).model_dump_json().encode()
+
+    def backlog(self, now: float | None = None) -> tuple[int, float | None, int]:
+        """Alarms not yet handled: (how many, when the oldest was received, how many are past
+        the confirmation deadline)."""
+        now = self._clock() if now is None else now
+        received = [row["received_at"] for row in self.pending()]
+        overdue = sum(1 for at in received if now - at > self._config.deadline_s)
+        return len(received), min(received, default=None), overdue
 
     async def clock(self) -> None:
         """Send the bridge hubd's time every ``clock_s`` (and on link up, see :meth:`link_changed`)."""

@@ -31,6 +31,8 @@ EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
 AlarmCallback = Callable[[dict[str, Any]], None]
 #: callback(alarm id, result): the second path's result for an alarm (ack, nak, duh, failed).
 AlarmLteCallback = Callable[[str, str], None]
+#: callback(message): a decoded link message of the kind it was registered for.
+MessageCallback = Callable[[dict[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Bridge:
         self._link_callbacks: list[Callable[[bool], None]] = []
         self._alarm_callbacks: list[AlarmCallback] = []
         self._alarm_lte_callbacks: list[AlarmLteCallback] = []
+        self._listeners: dict[str, list[MessageCallback]] = {}
 
     @classmethod
     async def open(cls, port: str, baudrate: int = 115200) -> Bridge:
@@ -102,6 +105,15 @@ class Bridge:
     def on_alarm_lte(self, callback: AlarmLteCallback) -> None:
         """Hear what the second path (LTE, DC-09) did with an alarm: callback(alarm id, result)."""
         self._alarm_lte_callbacks.append(callback)
+
+    def on_message(self, kind: str, callback: MessageCallback) -> None:
+        """Hear every link message of ``kind`` (e.g. ``messages.DEVICE``, ``messages.HEALTH``):
+        callback(message) with its decoded fields."""
+        self._listeners.setdefault(kind, []).append(callback)
+
+    def request_health(self) -> bool:
+        """Ask the bridge for its `health` report now; False if the link cannot take it now."""
+        return self._send(messages.health_request())
 
     def send_alarm_stored(self, alarm_id: str) -> bool:
         """Tell the bridge hubd holds the alarm durably; False if the link cannot take it now."""
@@ -192,7 +204,7 @@ class Bridge:
 
     def _tell_link(self, up: bool) -> None:
         for cb in self._link_callbacks:
-            cb(up)
+            _call(cb, up)
 
     def _on_payload(self, payload: bytes) -> None:
         try:
@@ -226,6 +238,9 @@ class Bridge:
         elif kind == messages.ALARM_LTE:
             for lcb in self._alarm_lte_callbacks:
                 _call(lcb, msg["id"], msg["result"])
+        elif kind in self._listeners:
+            for mcb in self._listeners[kind]:
+                _call(mcb, msg)
         else:
             log.warning("ignored a %s message: hubd does not take it", kind)
 

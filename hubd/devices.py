@@ -282,11 +282,14 @@ class Devices:
         device = self._devices.get(device_id)
         return None if device is None else self._state(device, self._clock() if now is None else now)
 
+    def states(self, now: float | None = None) -> list[DeviceState]:
+        """Every device's current state, by id."""
+        now = self._clock() if now is None else now
+        return [self._state(device, now) for _, device in sorted(self._devices.items())]
+
     def snapshot(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Every device's current state as JSON-ready dicts (the :class:`DeviceState` fields), by id."""
-        now = self._clock() if now is None else now
-        return {device_id: self._state(device, now).model_dump(mode="json")
-                for device_id, device in sorted(self._devices.items())}
+        return {state.device: state.model_dump(mode="json") for state in self.states(now)}
 
     # --- internals -----------------------------------------------------------------------------
 

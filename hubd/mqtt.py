@@ -1,7 +1,8 @@
 """The hub's MQTT connection: paho-mqtt 2.x in its own thread, handed over to asyncio.
 
 - Connects in the background and reconnects by itself (backoff 1..8 s); on every connect it
-  re-subscribes to the command and audit request topics (QoS 1) and publishes ``online`` (retained).
+  re-subscribes to the command, audit request and status request topics (QoS 1) and publishes
+  ``online`` (retained).
 - :meth:`HubMqtt.publish` hands a message to paho (QoS 1, queued while disconnected);
   :meth:`HubMqtt.publish_acked` waits for the broker's PUBACK (the durable outbox needs that).
 - Its last will publishes ``offline`` (retained) when the connection dies; :meth:`HubMqtt.stop`
@@ -71,6 +72,7 @@ class HubMqtt:
         self._v5 = config.protocol == "5"
         self._command_topic = topics.commands(hub_id)
         self._audit_request_topic = topics.audit_request(hub_id)
+        self._status_request_topic = topics.status_request(hub_id)
         self._online_topic = topics.online(hub_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
@@ -206,7 +208,7 @@ class HubMqtt:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
-        for topic in (self._command_topic, self._audit_request_topic):
+        for topic in (self._command_topic, self._audit_request_topic, self._status_request_topic):
             if self._v5:
                 # Keep the retain flag as published, so a retained command is seen as one even live.
                 client.subscribe(topic, options=SubscribeOptions(qos=1, retainAsPublished=True))

@@ -68,6 +68,11 @@ class Outbox:
     def __len__(self) -> int:
         return self._store.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
+    def oldest_at(self) -> float | None:
+        """When the oldest row still waiting was queued (None when the outbox is empty)."""
+        row = self._store.conn.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else float(row[0])
+
 
 class OutboxSender:
     """Empties the outbox into the broker, oldest first, one message in flight."""

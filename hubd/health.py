@@ -1,0 +1,132 @@
+"""The hub's health: one snapshot of hubd, the bridge, every device and the durable queues.
+
+    health = Health(hub_id, bridge, devices, outbox, alarms, mqtt)
+    bridge.on_message(messages.HEALTH, health.bridge_reported)   # the bridge's own reports
+    bridge.on_link_change(health.link_changed)                   # republish at once
+    health.snapshot()                   # a hubapi.models.HubStatus, now
+    health.request(payload)             # a StatusRequest from MQTT: answer on status/replies
+    await health.publish_every(300)     # the retained `status` topic, refreshed
+
+The bridge sends its own report (``health`` link message: uptime, reset cause, heap, link
+counters, BLE restarts, LTE registration and signal, the alarm unit's link, journal depths)
+every ``health_ms``; hubd keeps the last one and when it came. The link's state is hubd's own
+view: it goes down within the link's dead time (3.5 s) of a silent bridge, and the retained
+``status`` is republished then, so a killed bridge link shows within one heartbeat period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from hubapi import topics
+from hubapi.models import BridgeHealth, BridgeStatus, HubStatus, QueueStatus, StatusRequest
+from hubd import __version__
+
+log = logging.getLogger(__name__)
+
+# The link counters hubd reports from its own end of the serial link (wire/link.py stats).
+_LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits", "duplicates",
+                  "out_of_order", "peer_resets")
+
+
+class _Publisher(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+
+class Health:
+    """Gathers the snapshot and answers status requests. Every source is read when asked, so the
+    snapshot is never staler than its parts."""
+
+    def __init__(self, hub_id: str, bridge: Any, devices: Any, outbox: Any, alarms: Any,
+                 publisher: _Publisher, clock: Callable[[], float] = time.time) -> None:
+        self._hub = hub_id
+        self._bridge = bridge
+        self._devices = devices
+        self._outbox = outbox
+        self._alarms = alarms
+        self._publisher = publisher
+        self._clock = clock
+        self._started = time.monotonic()
+        self._link_since = clock()
+        self._bridge_health: BridgeHealth | None = None
+        self._bridge_health_at: float | None = None
+
+    # --- what comes in ----------------------------------------------------------------------------
+
+    def bridge_reported(self, message: dict[str, Any]) -> str | None:
+        """The bridge's ``health`` link message; returns why it was refused, or None."""
+        try:
+            self._bridge_health = BridgeHealth.model_validate(
+                {k: v for k, v in message.items() if k != "m"})
+        except ValidationError as exc:
+            why = f"bridge health report refused: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            log.warning(why)
+            return why
+        self._bridge_health_at = self._clock()
+        return None
+
+    def link_changed(self, up: bool) -> None:
+        """The bridge link went up or down: note when, and republish the retained snapshot."""
+        self._link_since = self._clock()
+        if up:
+            self._bridge.request_health()  # a fresh report now, not within health_ms
+        else:
+            self._bridge_health = None  # the last report describes a bridge that is gone
+            self._bridge_health_at = None
+        self.publish()
+
+    def request(self, payload: bytes) -> str | None:
+        """A :class:`StatusRequest` from MQTT: answer it; returns why it was refused, or None."""
+        try:
+            req = StatusRequest.model_validate_json(payload)
+        except ValidationError as exc:
+            why = f"status request refused: {exc.errors()[0]['msg']}"
+            log.warning(why, extra={"payload": payload[:200]})
+            return why
+        status = self.snapshot(request_id=req.id)
+        self._publisher.publish(topics.status_reply_topic(self._hub, req.reply_to),
+                                status.model_dump_json().encode())
+        return None
+
+    # --- what goes out ----------------------------------------------------------------------------
+
+    def snapshot(self, request_id: str | None = None) -> HubStatus:
+        now = self._clock()
+        peer = self._bridge.peer if self._bridge.is_up else None
+        stats = self._bridge.link.engine.stats
+        pending, oldest_alarm, overdue = self._alarms.backlog(now)
+        return HubStatus(
+            hub=self._hub, request_id=request_id, at=now, hubd_version=__version__,
+            hubd_up_s=round(time.monotonic() - self._started, 1),
+            broker_connected=self._publisher.connected,
+            bridge=BridgeStatus(
+                link_up=self._bridge.is_up, since=self._link_since,
+                firmware=str(peer["version"])[:64] if peer else None,
+                protocol=f"{peer['major']}.{peer['minor']}" if peer else None,
+                link={name: int(stats.get(name, 0)) for name in _LINK_COUNTERS},
+                health=self._bridge_health, health_at=self._bridge_health_at),
+            devices=self._devices.states(now),
+            outbox=QueueStatus(depth=len(self._outbox), oldest_at=self._outbox.oldest_at()),
+            alarms=QueueStatus(depth=pending, oldest_at=oldest_alarm),
+            alarms_overdue=overdue)
+
+    def publish(self) -> None:
+        """Publish the snapshot, retained (queued by paho while the broker is away)."""
+        self._publisher.publish(topics.status(self._hub), self.snapshot().model_dump_json().encode(),
+                                retain=True)
+
+    async def publish_every(self, interval_s: float) -> None:
+        """Refresh the retained snapshot every ``interval_s`` while connected, until cancelled."""
+        while True:
+            if self._publisher.connected:
+                self.publish()
+            await asyncio.sleep(interval_s)
