@@ -52,17 +52,20 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     target = request.config.getoption("--target")
     marker = request.node.get_closest_marker("home")
     options = dict(marker.kwargs) if marker else {}
+    hubd_extra = options.pop("hubd", "")  # more hubd.toml, e.g. "[battery]\nreminder_s = 2"
     home: HomeThread | None = None
     dc09_port = None
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
         extras = {}
+        unit_options = options.pop("unit", {})  # AlarmUnit keywords, e.g. {"time_scale": 3600}
         if options.pop("alarms", False):
             # A safety alarm unit, and an LTE modem whose DC-09 frames reach the alarm centre's
             # receiver on dc09_port (the scenario's centre runs it: see test_alarms.py).
             dc09_port = free_port()
-            extras = {"alarm_unit": AlarmUnit(heartbeat_s=0.5), "alarm_timings": ALARM_TIMINGS,
+            extras = {"alarm_unit": AlarmUnit(**{"heartbeat_s": 0.5, **unit_options}),
+                      "alarm_timings": ALARM_TIMINGS,
                       "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
                               "port": dc09_port, "account": ACCOUNT, "receiver": "1",
                               "retry_ms": 1000}}
@@ -78,7 +81,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         port = target
         locks = bench_locks(request.config.getoption("--bench-locks"))
     config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, port, backend_key, locks)
+    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra)
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,

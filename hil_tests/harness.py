@@ -88,10 +88,12 @@ class HubUnderTest:
 
 
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
-                       locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None) -> None:
+                       locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None,
+                       extra: str = "") -> None:
     """hubd's config for the hub under test. ``locks`` maps lock ids to kinds (wire.lockkinds); a
     plain list of ids means inside turners (the default simulated home). The state database goes
-    to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it."""
+    to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it.
+    ``extra`` is more TOML, appended (a scenario's own [battery] or [devices] settings)."""
     kinds = dict(locks) if isinstance(locks, Mapping) else dict.fromkeys(locks, lockkinds.INSIDE_TURNER)
     lock_table = "\n".join(f'"{lk}" = "{kind}"' for lk, kind in kinds.items())
     state = state_dir if state_dir is not None else path.parent / "hubd-state"
@@ -112,6 +114,8 @@ port = "{port}"
 
 [locks]
 {lock_table}
+
+{extra}
 """)
 
 
