@@ -9,6 +9,7 @@ at a threshold gives nothing more, a new battery gives `replaced`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from hil_tests.harness import HubUnderTest
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import BatteryWarning, DeviceState
+from simulator.locks import LOW_BATTERY_PERCENT as LOCK_REFUSES_BELOW
 
 REMINDER_S = 3
 # The bridge looks at the locks' adverts (battery, presence) every half second instead of 10 s.
@@ -173,3 +175,19 @@ async def test_warnings_survive_a_broker_outage_and_a_hubd_kill_and_arrive_after
         await asyncio.sleep(2)
     assert warnings.events(lock) == ["low", "critical"], "each once, none made up again after the restart"
     assert (warnings.seen[0].percent, warnings.seen[1].percent) == (24, 9)
+
+
+@pytest.mark.home(hubd=FAST, policy=FAST_SCAN)
+async def test_a_lock_too_flat_to_move_says_so_and_was_warned_about_long_before(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    lock = hub.locks[0]
+    async with watching(backend, hub) as warnings:
+        for percent in (60, 24, 9, LOCK_REFUSES_BELOW - 1):
+            await set_lock_battery(hub, backend, lock, percent)
+        await until(lambda: warnings.events(lock) == ["low", "critical"], "low and critical")
+        asked = time.time()
+        answers = await hub.command(backend, "unlock")
+    final = answers[-1]
+    assert (final.status, final.reason) == ("failed", "low_battery")
+    assert hub.sim.call(lambda: hub.sim.home.locks[lock].motor_moves) == 0
+    assert all(w.at < asked for w in warnings.seen if w.device == lock and w.event in ("low", "critical"))
