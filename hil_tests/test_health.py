@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from hil_tests.harness import HubUnderTest
 from hubapi import topics
 from hubapi.client import BackendClient
@@ -38,6 +40,7 @@ async def retained_status(backend: BackendClient, hub: HubUnderTest, check, time
                     return status
 
 
+@pytest.mark.home(alarms=True)
 async def test_a_status_request_returns_the_whole_snapshot(hub: HubUnderTest, backend: BackendClient) -> None:
     status = await ask_status(backend, hub)
     assert status.hub == hub.hub_id and status.broker_connected
@@ -57,6 +60,15 @@ async def test_a_status_request_returns_the_whole_snapshot(hub: HubUnderTest, ba
     assert health is not None, "the bridge never sent its health report"
     assert health.heap_free > 0 and health.up_s >= 0
     assert health.journals.commands >= 0
+    assert health.unit is not None and health.lte is not None, "this home has an alarm unit and LTE"
+    # hubd gives the bridge its clock (the alarm flow stamps alarms with it); they agree.
+    for _ in range(50):
+        if status.bridge.clock_offset_s is not None:
+            break
+        await asyncio.sleep(0.2)
+        status = await ask_status(backend, hub)
+    assert status.bridge.clock_offset_s is not None and abs(status.bridge.clock_offset_s) <= 2
+    assert {d.device for d in status.devices} >= {hub.sim.home.alarm_unit.unit_name}
 
 
 async def test_a_bridge_that_dies_shows_in_the_retained_status_and_every_device_goes_unavailable(

@@ -563,10 +563,13 @@ class BridgeHealth(_Model):
 class BridgeStatus(_Model):
     """The bridge as hubd sees it. ``link_up`` changes within the link's dead time (3.5 s) of a
     bridge going silent; ``since`` is when it last changed; ``health`` is the bridge's last own
-    report and ``health_at`` when it arrived (null: none since hubd started)."""
+    report and ``health_at`` when it arrived (null: none since hubd started); ``clock_offset_s`` is
+    the bridge's clock (as it stamps alarms) minus hubd's when that report arrived, to the second
+    (null: the bridge has no time yet)."""
 
     link_up: bool
     since: float
+    clock_offset_s: float | None
     firmware: Label | None
     protocol: Annotated[str, StringConstraints(max_length=16)] | None
     link: dict[str, Count]

@@ -277,7 +277,7 @@ _EXAMPLE_HEALTH = BridgeHealth(
 _EXAMPLE_STATUS = HubStatus(
     hub="hub-17", request_id="status-0001", at=_AT + 86400.5, hubd_version="0.1.0", hubd_up_s=86402.1,
     broker_connected=True,
-    bridge=BridgeStatus(link_up=True, since=_AT - 1.5, firmware="0.1.0", protocol="1.0",
+    bridge=BridgeStatus(link_up=True, since=_AT - 1.5, clock_offset_s=0, firmware="0.1.0", protocol="1.0",
                         link={"frames_rx": 17301, "frames_tx": 17280, "crc_errors": 0, "retransmits": 1},
                         health=_EXAMPLE_HEALTH, health_at=_AT + 86390.0),
     devices=[], outbox=QueueStatus(depth=0, oldest_at=None), alarms=QueueStatus(depth=0, oldest_at=None),

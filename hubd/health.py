@@ -5,6 +5,7 @@
     bridge.on_link_change(health.link_changed)                   # republish at once
     health.snapshot()                   # a hubapi.models.HubStatus, now
     health.request(payload)             # a StatusRequest from MQTT: answer on status/replies
+                                        # now, and ask the bridge for a fresh report for the next
     await health.publish_every(300)     # the retained `status` topic, refreshed
 
 The bridge sends its own report (``health`` link message: uptime, reset cause, heap, link
@@ -95,6 +96,7 @@ class Health:
         status = self.snapshot(request_id=req.id)
         self._publisher.publish(topics.status_reply_topic(self._hub, req.reply_to),
                                 status.model_dump_json().encode())
+        self._bridge.request_health()  # so the next snapshot carries a fresh report of the bridge's
         return None
 
     # --- what goes out ----------------------------------------------------------------------------
@@ -109,7 +111,7 @@ class Health:
             hubd_up_s=round(time.monotonic() - self._started, 1),
             broker_connected=self._publisher.connected,
             bridge=BridgeStatus(
-                link_up=self._bridge.is_up, since=self._link_since,
+                link_up=self._bridge.is_up, since=self._link_since, clock_offset_s=self._clock_offset(),
                 firmware=str(peer["version"])[:64] if peer else None,
                 protocol=f"{peer['major']}.{peer['minor']}" if peer else None,
                 link={name: int(stats.get(name, 0)) for name in _LINK_COUNTERS},
@@ -118,6 +120,12 @@ class Health:
             outbox=QueueStatus(depth=len(self._outbox), oldest_at=self._outbox.oldest_at()),
             alarms=QueueStatus(depth=pending, oldest_at=oldest_alarm),
             alarms_overdue=overdue)
+
+    def _clock_offset(self) -> float | None:
+        health, at = self._bridge_health, self._bridge_health_at
+        if health is None or health.clock is None or at is None:
+            return None
+        return round(health.clock - at)
 
     def publish(self) -> None:
         """Publish the snapshot, retained (queued by paho while the broker is away)."""
