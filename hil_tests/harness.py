@@ -89,17 +89,20 @@ class HubUnderTest:
 
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
                        locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None,
-                       extra: str = "") -> None:
+                       extra: str = "", status_socket: Path | None = None) -> None:
     """hubd's config for the hub under test. ``locks`` maps lock ids to kinds (wire.lockkinds); a
     plain list of ids means inside turners (the default simulated home). The state database goes
     to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it.
-    ``extra`` is more TOML, appended (a scenario's own [battery] or [devices] settings)."""
+    ``extra`` is more TOML, appended (a scenario's own [battery] or [devices] settings).
+    ``status_socket``: where hubd serves its health snapshot (hubctl status / doctor); without it
+    the default /run/hubd/status.sock, which a test machine may lack (hubd logs it and goes on)."""
     kinds = dict(locks) if isinstance(locks, Mapping) else dict.fromkeys(locks, lockkinds.INSIDE_TURNER)
     lock_table = "\n".join(f'"{lk}" = "{kind}"' for lk, kind in kinds.items())
     state = state_dir if state_dir is not None else path.parent / "hubd-state"
+    socket_line = f'status_socket = "{status_socket}"\n' if status_socket is not None else ""
     path.write_text(f"""hub_id = "{HUB_ID}"
 state_dir = "{state}"
-command_timeout_s = 40
+{socket_line}command_timeout_s = 40
 log_level = "DEBUG"
 
 [mqtt]

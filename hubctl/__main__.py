@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from hubctl import audit as audit_trail
-from hubctl import bundle, deploy, image, provision as provisioning
+from hubctl import bundle, deploy, doctor as diagnosis, image, provision as provisioning
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -316,6 +316,104 @@ def provision(
         raise Failed(str(e)) from None
     for line in plan.summary:
         out.print(line, markup=False)
+
+
+def _status_or_fail(socket_path: Path) -> "diagnosis.HubStatus":
+    try:
+        return diagnosis.read_status(socket_path)
+    except diagnosis.StatusError as e:
+        raise Failed(str(e)) from None
+
+
+@app.command()
+def status(
+    socket_path: Annotated[Path, typer.Option(
+        "--socket", help="hubd's status socket (status_socket in hubd.toml).")] =
+        diagnosis.DEFAULT_SOCKET,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print hubd's snapshot as it is (one JSON object, hubapi HubStatus).")] = False,
+) -> None:
+    """Show the hub's state as hubd sees it: hubd, the broker, the bridge, every device, the queues.
+
+    Read from hubd's local status socket; run as root or a member of group hubd.
+
+    **Example:** sudo hubctl status (or hubctl status --json | jq .devices)
+    """
+    snap = _status_or_fail(socket_path)
+    if as_json:
+        sys.stdout.write(snap.model_dump_json() + "\n")
+        return
+    from rich.table import Table
+
+    now = time.time()
+    b = snap.bridge
+    out.print(f"hub {snap.hub}: hubd {snap.hubd_version}, up {diagnosis._age(now, now - snap.hubd_up_s)}, "
+              f"broker {'connected' if snap.broker_connected else 'NOT connected'}", markup=False)
+    if b.link_up:
+        line = f"bridge: link up, firmware {b.firmware}, link protocol {b.protocol}"
+        if b.clock_offset_s is not None:
+            line += f", clock {b.clock_offset_s:+.0f} s"
+        out.print(line, markup=False)
+    else:
+        out.print(f"bridge: link DOWN for {diagnosis._age(now, b.since)}", markup=False)
+    h = b.health
+    if h is not None:
+        out.print(f"  up {diagnosis._age(now, now - h.up_s)}, last reset {h.reset}, heap {h.heap_free} B free"
+                  f"{f' (largest block {h.heap_max_block} B)' if h.heap_max_block is not None else ''}, "
+                  f"BLE restarts {h.ble.restarts}, journals: {h.journals.commands} commands, "
+                  f"{h.journals.alarms} alarms", markup=False)
+        if h.lte is not None:
+            out.print(f"  LTE {h.lte.registered or 'no answer'}"
+                      f"{f', {h.lte.rssi} dBm' if h.lte.rssi is not None else ''}", markup=False)
+        if h.unit is not None:
+            out.print(f"  alarm unit link {'up' if h.unit.up else 'DOWN'}"
+                      f"{f', heard {h.unit.last_heard_s} s ago' if h.unit.last_heard_s is not None else ''}",
+                      markup=False)
+    table = Table("device", "kind", "available", "battery", "signal", "last seen", title=None,
+                  box=None, pad_edge=False)
+    for d in snap.devices:
+        battery = f"{d.battery.percent}% {d.battery.state}" if d.battery else ("mains" if d.mains else "-")
+        table.add_row(d.device, str(d.kind), "yes" if d.available else f"NO: {d.why or ''}", battery,
+                      f"{d.rssi} dBm" if d.rssi is not None else "-",
+                      f"{diagnosis._age(now, d.last_seen)} ago" if d.last_seen else "never")
+    out.print(table)
+    out.print(f"outbox: {snap.outbox.depth} waiting"
+              f"{f', oldest {diagnosis._age(now, snap.outbox.oldest_at)}' if snap.outbox.oldest_at else ''}; "
+              f"alarms: {snap.alarms.depth} unhandled ({snap.alarms_overdue} overdue)", markup=False)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    config: Annotated[Path, typer.Option(
+        help="hubd's configuration; hubd.env (its secrets) is read from the same directory.")] =
+        diagnosis.DEFAULT_CONFIG,
+    socket_path: Annotated[Path | None, typer.Option(
+        "--socket", help="hubd's status socket.", show_default="status_socket in hubd.toml")] = None,
+) -> None:
+    """Check every hop and print a checklist, with the fix for each failure.
+
+    The configuration loads; the broker is reachable and takes hubd's login (TLS, password or
+    certificate); hubd runs and is connected; the clock; the bridge's link and firmware; each
+    lock in reach with its signal and battery; the alarm unit's heartbeat; LTE registration and
+    signal; the outbox backlog. Exit status 0 when all pass, 1 when any fails.
+
+    **Example:** sudo hubctl doctor --config /etc/hubd/hubd.toml
+    """
+    checks = diagnosis.run(config, socket_path)
+    marks = {diagnosis.OK: "[green]✓[/]", diagnosis.FAILED: "[red]✗[/]", diagnosis.SKIPPED: "[dim]-[/]"}
+    from rich.markup import escape
+
+    for c in checks:
+        line = f"{marks[c.result]} {escape(c.name)}: {escape(c.detail)}"
+        if c.result == diagnosis.FAILED and c.fix:
+            line += f"\n    [bold]fix:[/] {escape(c.fix)}"
+        out.print(line)
+    failed = sum(c.result == diagnosis.FAILED for c in checks)
+    counted = sum(c.result != diagnosis.SKIPPED for c in checks)
+    if failed:
+        out.print(f"{failed} of {counted} checks failed", markup=False)
+        raise typer.Exit(1)
+    out.print(f"all {counted} checks passed", markup=False)
 
 
 @audit_app.command("export")

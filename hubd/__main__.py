@@ -14,7 +14,7 @@ import time
 
 from hubapi import topics
 from wire import lockkinds, messages
-from hubd import systemd
+from hubd import status_socket, systemd
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
@@ -165,6 +165,9 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     unfinished = commands.recover()
     log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
                                     "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
+    status_server = None
+    if config.status_socket is not None:  # hubctl status / doctor
+        status_server = await status_socket.serve(config.status_socket, health.snapshot)
     await mqtt.start()
     devices.publish_all()  # the current truth for late subscribers at once
     tasks = [
@@ -200,6 +203,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             pass
         except Exception as exc:  # a bug: still shut down cleanly, then let it surface
             failure = failure or exc
+    if config.status_socket is not None:
+        await status_socket.close(status_server, config.status_socket)
     alarms.close()
     await commands.close()
     await mqtt.stop()  # after close(): the last answers go out before "offline"

@@ -9,6 +9,7 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     clock_skew_s = 5                     # tolerance for exp/nbf
     command_timeout_s = 30               # per lock operation, passed to the bridge
     max_validity_s = 300                 # longest exp - nbf a command may have
+    status_socket = "/run/hubd/status.sock"  # hubctl status / doctor read the hub's health here
 
     [mqtt]
     host = "broker.example"
@@ -249,6 +250,8 @@ class HubConfig(BaseSettings):
     max_validity_s: int = Field(300, gt=0, le=3600)
     queue_size: int = Field(8, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # hubctl status / doctor read the health snapshot here (hubd/status_socket.py); none: no socket.
+    status_socket: Path | None = Path("/run/hubd/status.sock")
 
     @classmethod
     def settings_customise_sources(
@@ -271,6 +274,19 @@ class HubConfig(BaseSettings):
             except signing.KeyFormatError as exc:
                 raise ValueError(f"key {kid!r}: {exc}; give an Ed25519 public key as PEM or raw base64url") from None
         return keys
+
+    @field_validator("status_socket")
+    @classmethod
+    def _socket_path_fits(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_absolute():
+            raise ValueError("give an absolute path, e.g. /run/hubd/status.sock")
+        if len(os.fsencode(path)) > 107:  # sun_path is 108 bytes with its NUL
+            raise ValueError("a unix socket path is at most 107 bytes: choose a shorter one")
+        if path.name in ("", ".", ".."):
+            raise ValueError("name the socket file itself, e.g. /run/hubd/status.sock")
+        return path
 
     @field_validator("locks", mode="before")
     @classmethod

@@ -1,0 +1,333 @@
+"""hubctl status and hubctl doctor: the hub's health as hubd sees it, and a checklist of every hop.
+
+hubd serves its health snapshot (:class:`hubapi.models.HubStatus`) on a local unix socket
+(hubd/status_socket.py, ``status_socket`` in hubd.toml); :func:`read_status` reads it. The doctor
+also loads hubd's configuration (hubd.toml and the hubd.env next to it, as systemd gives them to
+hubd) and logs in to the broker itself with hubd's settings, so a wrong password or a TLS problem
+is named even while hubd cannot say.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hubapi.models import DeviceKind, DeviceState, HubStatus
+from wire import lockkinds
+
+DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")
+DEFAULT_SOCKET = Path("/run/hubd/status.sock")
+SOCKET_TIMEOUT_S = 5.0
+BROKER_TIMEOUT_S = 10.0
+MAX_CLOCK_OFFSET_S = 30.0
+MAX_OUTBOX_AGE_S = 600.0
+EARLIEST_PLAUSIBLE_TIME = 1_735_689_600  # 2025-01-01: a host clock before this was never set
+LTE_REGISTERED = ("home", "roaming")
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+class StatusError(Exception):
+    """The snapshot cannot be read; the message is one line with the fix."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist: what was checked, what was found, and for a failure the fix."""
+
+    name: str
+    result: str  # OK, FAILED or SKIPPED
+    detail: str
+    fix: str = ""
+
+
+def read_status(path: Path, timeout: float = SOCKET_TIMEOUT_S) -> HubStatus:
+    """hubd's snapshot from its status socket, or :class:`StatusError` naming the fix."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        sock.connect(str(path))
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise StatusError(f"hubd is not running (nothing answers on {path}): systemctl start hubd "
+                          "(journalctl -u hubd says why it stopped)") from None
+    except PermissionError:
+        raise StatusError(f"permission denied on {path}: run as root or a member of group hubd "
+                          "(sudo hubctl ...)") from None
+    except TimeoutError:
+        raise StatusError(f"hubd did not answer on {path} within {timeout:g} s: it may be hung: "
+                          "systemctl restart hubd") from None
+    except OSError as e:
+        raise StatusError(f"cannot read hubd's status socket {path}: {e.strerror or e}: is "
+                          "status_socket in hubd.toml this path? (pass --socket)") from None
+    finally:
+        sock.close()
+    try:
+        return HubStatus.model_validate_json(data)
+    except ValidationError:
+        raise StatusError(f"{path} did not answer with a hub status (is hubctl the same version as "
+                          "hubd? reinstall the same homecare-hub release)") from None
+
+
+# --- hubctl doctor ---------------------------------------------------------------------------------
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """hubd.env's HUBD_* variables in this process's environment while the config loads."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_hubd_config(config_path: Path):  # -> hubd.config.HubConfig
+    """hubd's configuration as hubd.service gives it to hubd: hubd.toml plus the hubd.env next to
+    it. Raises StatusError with the fix."""
+    from hubctl.provision import parse_env_file
+    from hubd.config import ConfigError, load_config
+
+    env_path = config_path.parent / "hubd.env"
+    env: dict[str, str] = {}
+    try:
+        env = {k: v for k, v in parse_env_file(env_path.read_text()).items() if k.startswith("HUBD_")}
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        raise StatusError(f"cannot read {env_path} (hubd's secrets, mode 0600): run as root "
+                          "(sudo hubctl doctor)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StatusError(f"cannot read {env_path}: {e}: write it again with hubctl provision") from None
+    if not config_path.exists():
+        raise StatusError(f"{config_path} does not exist: write it with hubctl provision, or pass "
+                          "--config") from None
+    with _environment(env):
+        try:
+            return load_config(config_path)
+        except ConfigError as e:
+            raise StatusError(f"{e} (fix it, or write it again with hubctl provision)") from None
+
+
+def check_broker(mqtt, hub_id: str, timeout: float = BROKER_TIMEOUT_S) -> Check:
+    """Log in to the broker with hubd's own settings and credentials, as hubd does."""
+    import paho.mqtt.client as paho
+
+    where = f"{mqtt.host}:{mqtt.port}"
+    name = "broker reachable and authorised"
+    protocol = paho.MQTTv5 if mqtt.protocol == "5" else paho.MQTTv311
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"hubctl-doctor-{uuid.uuid4().hex[:8]}",
+                         protocol=protocol)
+    if mqtt.username is not None:
+        client.username_pw_set(mqtt.username, mqtt.password.get_secret_value() if mqtt.password else None)
+    tls = ""
+    if mqtt.tls:
+        tls = " over TLS"
+        try:
+            client.tls_set(ca_certs=str(mqtt.ca_file) if mqtt.ca_file else None,
+                           certfile=str(mqtt.cert_file) if mqtt.cert_file else None,
+                           keyfile=str(mqtt.key_file) if mqtt.key_file else None)
+        except (ssl.SSLError, OSError) as e:
+            return Check(name, FAILED, f"TLS setup failed: {e}",
+                         "check ca_file, cert_file and key_file in hubd.toml (hubctl provision --ca "
+                         "--client-cert --client-key writes them)")
+    answer: list[object] = []
+    client.on_connect = lambda c, u, flags, rc, props=None: answer.append(rc)
+    try:
+        client.connect(mqtt.host, mqtt.port, keepalive=30)
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            client.loop(timeout=0.2)
+    except ssl.SSLCertVerificationError as e:
+        return Check(name, FAILED, f"TLS to {where} failed: the broker's certificate is not trusted "
+                     f"({e.verify_message})",
+                     "check ca_file in hubd.toml is the CA that signed the broker's certificate "
+                     "(hubctl provision --ca), the broker host name, and the clock")
+    except ssl.SSLError as e:
+        return Check(name, FAILED, f"TLS to {where} failed: {e.reason or e}",
+                     "check the port is the broker's TLS port, ca_file and the client certificate "
+                     "(hubctl provision --ca --client-cert --client-key)")
+    except socket.gaierror:
+        return Check(name, FAILED, f"broker host {mqtt.host} is not known",
+                     "check [mqtt] host in hubd.toml and the hub's DNS / network")
+    except (OSError, TimeoutError) as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        return Check(name, FAILED, f"broker {where} unreachable: {reason}",
+                     "check the hub's network and [mqtt] host/port in hubd.toml; is the broker up?")
+    finally:
+        try:
+            client.disconnect()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+    if not answer:
+        return Check(name, FAILED, f"broker {where} did not answer the login within {timeout:g} s",
+                     "check [mqtt] port and tls in hubd.toml (a TLS port needs tls = true)")
+    rc = answer[0]
+    if getattr(rc, "is_failure", False):
+        how = "certificate" if mqtt.cert_file else "password"
+        return Check(name, FAILED, f"broker {where} refused the login as {mqtt.username or hub_id}: {rc}",
+                     f"the broker refused the {how}: check HUBD_MQTT__PASSWORD in hubd.env"
+                     if how == "password" else
+                     "the broker refused the certificate: its CN must be the hub id and the broker "
+                     "must trust its CA (hubctl provision --client-cert --client-key)")
+    return Check(name, OK, f"logged in to {where}{tls} as {mqtt.username or 'anonymous'}")
+
+
+def _age(now: float, then: float | None) -> str:
+    if then is None:
+        return "never"
+    s = max(0.0, now - then)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _lock_devices(status: HubStatus) -> list[DeviceState]:
+    return [d for d in status.devices if str(d.kind) in lockkinds.KINDS]
+
+
+def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
+    """The checks read from hubd's snapshot (checks 4-9 of hubctl doctor)."""
+    checks: list[Check] = []
+    health = status.bridge.health
+    # hubd's own broker connection
+    if status.broker_connected:
+        checks.append(Check("hubd connected to the broker", OK, f"hubd online at {broker}"))
+    else:
+        checks.append(Check("hubd connected to the broker", FAILED, f"hubd is not connected to {broker}",
+                            "see the broker check; journalctl -u hubd shows why hubd's login fails"))
+    # clock
+    offset = status.bridge.clock_offset_s
+    if now < EARLIEST_PLAUSIBLE_TIME:
+        checks.append(Check("clock", FAILED, f"the hub's clock says {time.strftime('%Y-%m-%d', time.gmtime(now))}",
+                            "set the hub's clock: timedatectl set-ntp true (and check its network)"))
+    elif not status.bridge.link_up:
+        checks.append(Check("clock", SKIPPED, "the bridge's clock cannot be read: its link is down"))
+    elif offset is None:
+        checks.append(Check("clock", FAILED, "the bridge has no time yet",
+                            "wait a minute and run again (hubd gives the bridge its clock); if it "
+                            "stays, restart hubd: systemctl restart hubd"))
+    elif abs(offset) > MAX_CLOCK_OFFSET_S:
+        checks.append(Check("clock", FAILED, f"the bridge's clock is {offset:+.0f} s off the hub's",
+                            "check the hub's clock (timedatectl) and restart hubd so it sets the "
+                            "bridge's: systemctl restart hubd"))
+    else:
+        checks.append(Check("clock", OK, f"hub clock set, bridge {offset:+.0f} s off"))
+    # bridge link and firmware
+    b = status.bridge
+    if not b.link_up:
+        checks.append(Check("bridge link", FAILED, f"the bridge's link is down since {_age(now, b.since)} ago",
+                            "check the bridge's USB cable and power, and [serial] port in hubd.toml; "
+                            "a bridge that stays silent: reflash it (hubctl flash)"))
+    else:
+        extra = ""
+        if health is not None:
+            extra = f", up {_age(now, now - health.up_s)}, last reset {health.reset}, heap {health.heap_free} B free"
+        checks.append(Check("bridge link", OK, f"up, firmware {b.firmware}, link protocol {b.protocol}{extra}"))
+    # each lock
+    for d in _lock_devices(status):
+        name = f"lock {d.device}"
+        signal = f"{d.rssi} dBm" if d.rssi is not None else "no signal reading"
+        battery = f"battery {d.battery.percent}% {d.battery.state}" if d.battery else (
+            "mains" if d.mains else "battery not reported yet")
+        if not d.available:
+            heard = f"last heard {_age(now, d.last_seen)} ago" if d.last_seen else "never heard since hubd started"
+            fix = "out of range or its batteries are dead: check the lock, move the bridge closer"
+            if d.why == "bridge link down":
+                fix = "the bridge's link is down: fix the bridge link first"
+            elif d.last_seen is None:
+                fix = "wait a minute for its first report and run again; if it stays: " + fix
+            checks.append(Check(name, FAILED, f"unavailable ({d.why or 'not heard'}), {heard}", fix))
+        elif d.battery is not None and str(d.battery.state) in ("low", "critical"):
+            checks.append(Check(name, FAILED, f"{battery}, {signal}", "change the batteries"))
+        else:
+            checks.append(Check(name, OK, f"available, {signal}, {battery}"))
+    # alarm unit heartbeat
+    bases = [d for d in status.devices if d.kind == DeviceKind.BASE_UNIT]
+    unit = health.unit if health is not None else None
+    if not bases and unit is None:
+        if health is None and b.link_up:
+            checks.append(Check("alarm unit", FAILED, "the bridge has not reported its health yet",
+                                "wait a minute and run again"))
+        else:
+            checks.append(Check("alarm unit", SKIPPED, "no alarm unit reported"))
+    else:
+        down = [d for d in bases if not d.available]
+        if down or (unit is not None and not unit.up):
+            why = (f"{down[0].device} unavailable ({down[0].why or 'not heard'})" if down
+                   else f"the unit's link is down, last heard {unit.last_heard_s} s ago" if unit else "")
+            checks.append(Check("alarm unit heartbeat", FAILED, why,
+                                "check the alarm unit's cable to the bridge and its power"))
+        else:
+            heard = f", heard {unit.last_heard_s} s ago" if unit and unit.last_heard_s is not None else ""
+            names = ", ".join(d.device for d in bases) or "alarm unit"
+            checks.append(Check("alarm unit heartbeat", OK, f"{names} up{heard}"))
+    # LTE
+    lte = health.lte if health is not None else None
+    if lte is None:
+        if health is None and b.link_up:
+            checks.append(Check("LTE", FAILED, "the bridge has not reported its health yet",
+                                "wait a minute and run again"))
+        else:
+            checks.append(Check("LTE", SKIPPED, "no LTE modem reported"))
+    elif lte.registered in LTE_REGISTERED:
+        rssi = f", {lte.rssi} dBm" if lte.rssi is not None else ""
+        checks.append(Check("LTE", OK, f"registered ({lte.registered}){rssi}"))
+    else:
+        checks.append(Check("LTE", FAILED, f"not registered (modem: {lte.registered or 'no answer'})"
+                            f"{f', {lte.rssi} dBm' if lte.rssi is not None else ', no signal'}",
+                            "no coverage: check the antenna / SIM / APN (hubctl provision --apn)"))
+    # outbox backlog
+    o = status.outbox
+    if o.depth and o.oldest_at is not None and now - o.oldest_at > MAX_OUTBOX_AGE_S:
+        checks.append(Check("outbox backlog", FAILED,
+                            f"{o.depth} waiting, the oldest for {_age(now, o.oldest_at)}",
+                            f"hubd cannot deliver to the broker {broker}: see the broker check"))
+    else:
+        oldest = f", oldest {_age(now, o.oldest_at)}" if o.oldest_at is not None else ""
+        checks.append(Check("outbox backlog", OK, f"{o.depth} waiting{oldest}"))
+    return checks
+
+
+def run(config_path: Path, socket_path: Path | None) -> list[Check]:
+    """Every check of hubctl doctor, in order."""
+    checks: list[Check] = []
+    config = None
+    try:
+        config = load_hubd_config(config_path)
+        checks.append(Check("configuration loads", OK, f"{config_path}: hub {config.hub_id}"))
+    except StatusError as e:
+        checks.append(Check("configuration loads", FAILED, str(e)))
+    if config is not None:
+        broker = f"{config.mqtt.host}:{config.mqtt.port}"
+        checks.append(check_broker(config.mqtt, config.hub_id))
+    else:
+        broker = "the broker"
+        checks.append(Check("broker reachable and authorised", SKIPPED, "needs the configuration"))
+    path = socket_path or (config.status_socket if config is not None else None) or DEFAULT_SOCKET
+    try:
+        status = read_status(path)
+    except StatusError as e:
+        text = str(e)
+        detail, _, fix = text.partition(": ")
+        checks.append(Check("hubd running", FAILED, detail, fix))
+        return checks
+    checks.append(Check("hubd running", OK, f"hubd {status.hubd_version}, up {_age(status.at, status.at - status.hubd_up_s)}"))
+    checks.extend(check_status(status, time.time(), broker))
+    return checks

@@ -1,0 +1,285 @@
+"""hubctl status and hubctl doctor against hubd as its own process, a real Mosquitto and a
+simulated home (the real bridge firmware in MicroPython, locks, an alarm unit and an LTE modem).
+
+hubd serves its health snapshot on a local unix socket (status_socket in hubd.toml); status prints
+it, doctor checks every hop and names the broken one with its fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, write_hubd_config
+from hubapi import schema
+from hubapi.models import HubStatus
+from hubctl import doctor
+from simulator.alarm_unit import AlarmUnit
+from simulator.dc09_receiver import free_port
+from simulator.home import HomeThread, SimulatedHome, default_locks
+from tests.fixtures import BackendKey
+from tests.hubctl_cli import hubctl, one_error_line
+from tests.mosquitto import Mosquitto
+from tests.sia_receiver import ACCOUNT
+
+# Short timings so a lock out of range goes unavailable, and the bridge reports, within seconds.
+FAST_POLICY = {"absent_ms": 2000, "scan_every_ms": 500, "scan_ms": 300}
+FAST_HEALTH = {"health_ms": 1000}
+PASSWORD = "the-right-password"
+
+
+@dataclass
+class Hub:
+    home: HomeThread
+    hubd: subprocess.Popen[bytes]
+    config: Path
+    socket: Path
+    log: Path
+
+    def status(self) -> HubStatus:
+        return doctor.read_status(self.socket)
+
+    def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> HubStatus:
+        """The snapshot once ``check`` holds (generous: a loaded machine, not a speed test)."""
+        deadline = time.monotonic() + timeout
+        last: HubStatus | str = "no snapshot"
+        while time.monotonic() < deadline:
+            if self.hubd.poll() is not None:
+                break
+            try:
+                last = self.status()
+                if check(last):
+                    return last
+            except doctor.StatusError as e:
+                last = str(e)
+            time.sleep(0.3)
+        raise AssertionError(f"{what}: not within {timeout} s; last: {last}\nhubd log:\n"
+                             f"{self.log.read_text(errors='replace')[-4000:]}")
+
+
+def locks_heard(s: HubStatus) -> bool:
+    locks = [d for d in s.devices if str(d.kind) not in ("base_unit", "pendant", "bridge")]
+    return bool(locks) and all(d.available and d.rssi is not None for d in locks)
+
+
+def ready(s: HubStatus) -> bool:
+    """Everything the doctor looks at has been heard at least once."""
+    h = s.bridge.health
+    locks = [d for d in s.devices if str(d.kind) not in ("base_unit", "pendant", "bridge")]
+    return (s.broker_connected and s.bridge.link_up and h is not None and s.bridge.clock_offset_s is not None
+            and h.unit is not None and h.unit.up and h.lte is not None and h.lte.registered is not None
+            and bool(locks) and all(d.available and d.rssi is not None for d in locks)
+            and any(d.kind == "base_unit" and d.available for d in s.devices))
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for the socket (a unix socket path is at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Hub]]:
+    """Start a simulated home and hubd on it; both stopped afterwards."""
+    started: list[Hub] = []
+
+    def make(broker: Mosquitto, coverage: bool = True, env: dict[str, str] | None = None) -> Hub:
+        home = SimulatedHome(tmp_path / "home", locks=default_locks(), policy=FAST_POLICY,
+                             health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5),
+                             lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
+                                  "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
+        assert home.modem is not None
+        home.modem.coverage = coverage
+        thread = HomeThread(home)
+        thread.start()
+        config = tmp_path / "etc" / "hubd.toml"
+        config.parent.mkdir()
+        sock = short_dir / "status.sock"
+        locks = {lock_id: lk.kind for lock_id, lk in home.locks.items()}
+        write_hubd_config(config, broker, home.port, backend_key, locks, status_socket=sock)
+        if env:  # hubd.env, as provisioning writes it, and as systemd gives it to hubd
+            (config.parent / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+            for k, v in env.items():
+                monkeypatch.setenv(k, v)
+        log = tmp_path / "hubd.log"
+        hub = Hub(thread, start_hubd(config, log), config, sock, log)
+        started.append(hub)
+        return hub
+
+    yield make
+    for hub in started:
+        stop_hubd(hub.hubd)
+        hub.home.stop()
+
+
+def checklist(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """doctor's output: each check's line (and its fix line) by the check's name."""
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines: dict[str, str] = {}
+    name = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith(("✓ ", "✗ ", "- ")):
+            name = line[2:].split(":", 1)[0]
+            lines[name] = line
+        elif line.strip().startswith("fix:"):
+            lines[name] += "\n" + line.strip()
+    return lines
+
+
+def failed(lines: dict[str, str]) -> set[str]:
+    return {name for name, line in lines.items() if line.startswith("✗")}
+
+
+def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosquitto, make_hub) -> None:
+    hub = make_hub(mosquitto)
+    snap = hub.wait_for("a complete snapshot", ready)
+    assert stat.S_IMODE(hub.socket.stat().st_mode) == 0o660
+
+    shown = hubctl("status", "--socket", hub.socket)
+    assert shown.returncode == 0, shown.stderr
+    assert f"hub {HUB_ID}" in shown.stdout and "broker connected" in shown.stdout
+    assert "link up" in shown.stdout and "LTE home" in shown.stdout
+    for device in snap.devices:
+        assert device.device in shown.stdout
+    raw = hubctl("status", "--socket", hub.socket, "--json")
+    assert raw.returncode == 0 and HubStatus.model_validate_json(raw.stdout).hub == HUB_ID
+
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not failed(lines)
+    locks = [d.device for d in snap.devices if d.kind not in ("base_unit", "pendant", "bridge")]
+    assert {"configuration loads", "broker reachable and authorised", "hubd running", "clock",
+            "bridge link", "alarm unit heartbeat", "LTE", "outbox backlog",
+            *(f"lock {lock}" for lock in locks)} <= lines.keys()
+    assert all(lines[name].startswith("✓") for name in lines)
+    assert proc.stdout.strip().endswith("checks passed")
+
+
+def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> None:
+    hub = make_hub(mosquitto)
+    hub.wait_for("a complete snapshot", ready)
+    lock_id, lock = next(iter(hub.home.home.locks.items()))
+    hub.home.call(lambda: setattr(lock, "in_range", False))
+    hub.wait_for(f"{lock_id} unavailable",
+                 lambda s: any(d.device == lock_id and not d.available for d in s.devices))
+
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1
+    assert failed(lines) == {f"lock {lock_id}"}, proc.stdout
+    assert "out of range or its batteries are dead" in lines[f"lock {lock_id}"]
+    assert "move the bridge closer" in lines[f"lock {lock_id}"]
+    assert proc.stdout.strip().splitlines()[-1].startswith("1 of ")
+
+
+def test_doctor_names_lte_without_coverage(mosquitto, make_hub) -> None:
+    hub = make_hub(mosquitto, coverage=False)
+    hub.wait_for("a report without LTE registration",
+                 lambda s: s.broker_connected and s.bridge.health is not None
+                 and s.bridge.health.lte is not None and s.bridge.health.lte.registered is not None
+                 and s.bridge.clock_offset_s is not None and locks_heard(s))
+
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1
+    assert failed(lines) == {"LTE"}, proc.stdout
+    assert "check the antenna / SIM / APN (hubctl provision --apn)" in lines["LTE"]
+
+
+def test_doctor_names_the_broker_when_hubd_env_has_the_wrong_password(mosquitto_factory, make_hub) -> None:
+    broker = mosquitto_factory(passwords={HUB_ID: PASSWORD}, acl=schema.acl())
+    hub = make_hub(broker, env={"HUBD_MQTT__USERNAME": HUB_ID, "HUBD_MQTT__PASSWORD": "not-the-password"})
+    hub.wait_for("the bridge and its locks", lambda s: s.bridge.link_up and locks_heard(s))
+
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1
+    broker_line = lines["broker reachable and authorised"]
+    assert broker_line.startswith("✗")
+    assert "broker refused the password" in broker_line
+    assert "check HUBD_MQTT__PASSWORD in hubd.env" in broker_line
+    assert failed(lines) == {"broker reachable and authorised", "hubd connected to the broker"}, proc.stdout
+    # The same broker takes the right password: the doctor's own login is not the problem.
+    (hub.config.parent / "hubd.env").write_text(f"HUBD_MQTT__USERNAME={HUB_ID}\nHUBD_MQTT__PASSWORD={PASSWORD}\n")
+    again = checklist(hubctl("doctor", "--config", hub.config))
+    assert again["broker reachable and authorised"].startswith("✓")
+
+
+def test_status_and_doctor_with_hubd_stopped_say_so_in_one_line(mosquitto, make_hub) -> None:
+    hub = make_hub(mosquitto)
+    hub.wait_for("hubd's status socket", lambda s: True)
+    hub.hubd.kill()  # kill -9: the socket file stays behind, nobody answers it
+    hub.hubd.wait()
+
+    line = one_error_line(hubctl("status", "--socket", hub.socket))
+    assert "hubd is not running" in line and "systemctl start hubd" in line
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1
+    assert failed(lines) == {"hubd running"}
+    assert "systemctl start hubd" in lines["hubd running"]
+    assert proc.stdout.strip().splitlines()[-1] == "1 of 3 checks failed"
+
+    # A restarted hubd replaces the stale socket file and answers again.
+    hub.hubd = start_hubd(hub.config, hub.log)
+    hub.wait_for("the restarted hubd's status socket", lambda s: True)
+
+
+def test_status_permission_denied_and_bad_input_are_one_line(tmp_path: Path, short_dir: Path) -> None:
+    sock = short_dir / "status.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock))
+    server.listen()
+    try:
+        os.chmod(sock, 0)
+        if os.geteuid() != 0:
+            line = one_error_line(hubctl("status", "--socket", sock))
+            assert "run as root or a member of group hubd" in line
+        line = one_error_line(hubctl("status", "--bogus"))
+        assert "No such option" in line or "--bogus" in line
+    finally:
+        server.close()
+    proc = hubctl("doctor", "--config", tmp_path / "missing.toml", "--socket", sock)
+    lines = checklist(proc)
+    assert proc.returncode == 1 and "configuration loads" in failed(lines)
+
+
+@pytest.mark.parametrize("command", ["status", "doctor"])
+def test_help_has_an_example(command: str) -> None:
+    proc = hubctl(command, "--help")
+    assert proc.returncode == 0 and "Example:" in proc.stdout
+
+
+def test_status_socket_must_be_an_absolute_short_path(tmp_path: Path, backend_key: BackendKey) -> None:
+    from hubd.config import ConfigError, load_config
+
+    for value, words in (("status.sock", "absolute path"), ("/" + "x" * 120, "at most 107 bytes")):
+        path = tmp_path / "hubd.toml"
+        path.write_text(f'hub_id = "h"\nstate_dir = "{tmp_path}"\nstatus_socket = "{value}"\n'
+                        f'[keys]\n"{backend_key.kid}" = "{backend_key.public_text}"\n')
+        with pytest.raises(ConfigError, match=words):
+            load_config(path)
+
+
+async def test_a_file_in_the_sockets_place_is_not_replaced(short_dir: Path, caplog) -> None:
+    from hubd import status_socket
+
+    path = short_dir / "status.sock"
+    path.write_text("not a socket")
+    assert await status_socket.serve(path, lambda: None) is None  # logged; hubd goes on
+    assert path.read_text() == "not a socket"
+    assert "is not a socket" in caplog.text
