@@ -70,7 +70,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,6 +97,7 @@ from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E40
 from tests.fixtures import BackendKey  # noqa: E402
 from tests.mosquitto import Mosquitto, find_mosquitto, free_port  # noqa: E402
 from wire import alarms, messages  # noqa: E402
+from benchmarks.figures import percentile, summary  # noqa: E402
 
 T = TypeVar("T")
 
@@ -121,18 +121,6 @@ SECOND_TOTALS = ("press_to_receiver", "after_decision", "press_to_help")
 
 
 # --- figures ---------------------------------------------------------------------------------------
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
-
-
-def summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
-            "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
-
 
 def trend(values_s: list[float]) -> dict[str, float]:
     """The median of the first and of the last tenth of a run, in order: a bridge or hubd that

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -44,18 +43,7 @@ from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E40
 from tests.fixtures import BackendKey  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
-
-
-def summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
-            "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
+from benchmarks.figures import summary  # noqa: E402
 
 
 HOPS = ("mqtt_in", "verify", "record", "queue", "link", "bridge", "ble", "finish", "mqtt_out")

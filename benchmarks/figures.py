@@ -1,0 +1,19 @@
+"""Latency figures the benchmarks print and write: nearest-rank percentiles in milliseconds."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ``values`` (not empty)."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary(values_s: list[float]) -> dict[str, float]:
+    """n, p50, p90, p99, mean and max of durations given in seconds, in milliseconds."""
+    ms = [v * 1000 for v in values_s]
+    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
+            "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
