@@ -154,21 +154,24 @@ def _published_at(payload: bytes) -> float:
         return 0.0
 
 
-def start_hubd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_hubd(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """hubd as its own process on ``config``, its output appended to ``log``; ``env`` is its whole
+    environment (default: this process's)."""
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "hubd", "--config", str(config)],
+        return subprocess.Popen([sys.executable, "-m", "hubd", "--config", str(config)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
-def stop_hubd(proc: subprocess.Popen[bytes]) -> None:
+def stop_hubd(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+    """SIGTERM, as systemd stops it (SIGKILL after ``timeout`` s); returns its exit status."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+    return proc.wait()
 
 
 async def retained(mosquitto: Mosquitto, topic: str, timeout: float = 10) -> bytes:

@@ -15,10 +15,8 @@ import json
 import os
 import pwd
 import re
-import signal
 import stat
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from tests.sia_receiver import ACCOUNT, Receiver
 from tests.mosquitto import TlsListener
 from tests.tls import TestCA
 from wire import alarms
+from hil_tests.harness import start_hubd, stop_hubd
 from tests.hubctl_cli import hubctl, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -491,20 +490,7 @@ def _start_hubd(etc: Path, log: Path) -> subprocess.Popen[bytes]:
     """hubd as systemd starts it: the config file, and hubd.env's lines as its environment."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("HUBD_")}
     env.update(parse_env_file((etc / "hubd.env").read_text()))
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "hubd", "--config", str(etc / "hubd.toml")],
-                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_hubd(hubd: subprocess.Popen[bytes]) -> int:
-    if hubd.poll() is None:
-        hubd.send_signal(signal.SIGTERM)
-        try:
-            hubd.wait(20)
-        except subprocess.TimeoutExpired:
-            hubd.kill()
-    return hubd.wait()
+    return start_hubd(etc / "hubd.toml", log, env)
 
 
 async def test_a_provisioned_certificate_login_brings_hubd_online_over_tls(
@@ -526,7 +512,7 @@ async def test_a_provisioned_certificate_login_brings_hubd_online_over_tls(
             # The probe reads the plain listener; hubd is on TLS with the copied CA, cert and key.
             await _online(broker.host, broker.port, None, None, hubd, log)
         finally:
-            assert _stop_hubd(hubd) == 0, log.read_text(errors="replace")
+            assert stop_hubd(hubd, 20) == 0, log.read_text(errors="replace")
         assert f"connected to 127.0.0.1:{broker.tls_port}" in log.read_text(errors="replace")
     finally:
         os.close(master)
@@ -574,6 +560,6 @@ async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridg
                          "hubd stores an alarm the bridge sends")
             assert hubd.poll() is None
         finally:
-            status = _stop_hubd(hubd) if hubd is not None else None
+            status = stop_hubd(hubd, 20) if hubd is not None else None
             await home.stop()
     assert status == 0, log.read_text(errors="replace")
