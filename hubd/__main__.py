@@ -127,8 +127,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     bridge.on_lock_event(lock_states.event)
     # Registered before the first await, so no alarm and no link change can arrive unheard.
     alarms = Alarms(store, config.hub_id, config.alarms, bridge, mqtt)
-    bridge.on_alarm(alarms.received)
-    bridge.on_alarm_lte(alarms.lte_result)
+    bridge.on_message(messages.ALARM, alarms.received)
+    bridge.on_message(messages.ALARM_LTE, alarms.lte_reported)
     bridge.on_link_change(alarms.link_changed)
     devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
     for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report

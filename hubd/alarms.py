@@ -161,11 +161,13 @@ class Alarms:
         self._wake.set()
         return None
 
-    def lte_result(self, alarm_id: str, result: str) -> str | None:
-        """Record what the second path did with an alarm; None, or why it was not recorded.
+    def lte_reported(self, message: dict[str, Any]) -> str | None:
+        """Take an ``alarm_lte`` link message: record what the second path did with an alarm;
+        None, or why it was not recorded.
 
         The alarm keeps waiting for the MQTT handled-confirmation (see the module docstring).
         """
+        alarm_id, result = message["id"], message["result"]
         try:
             with self._store.transaction() as conn:
                 changed = conn.execute("UPDATE alarms SET lte = ? WHERE id = ?", (result, alarm_id)).rowcount

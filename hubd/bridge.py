@@ -27,10 +27,6 @@ OP_TTL_MS = 5000
 
 StateCallback = Callable[[str, str, "int | None", str], None]
 EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
-#: callback(message): the decoded `alarm` message (id, event, device, unit_at, bridge_at).
-AlarmCallback = Callable[[dict[str, Any]], None]
-#: callback(alarm id, result): the second path's result for an alarm (ack, nak, duh, failed).
-AlarmLteCallback = Callable[[str, str], None]
 #: callback(message): a decoded link message of the kind it was registered for.
 MessageCallback = Callable[[dict[str, Any]], Any]
 
@@ -66,8 +62,6 @@ class Bridge:
         self._state_callbacks: list[StateCallback] = []
         self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
-        self._alarm_callbacks: list[AlarmCallback] = []
-        self._alarm_lte_callbacks: list[AlarmLteCallback] = []
         self._listeners: dict[str, list[MessageCallback]] = {}
 
     @classmethod
@@ -98,17 +92,9 @@ class Bridge:
         """Hear the link going up (True) or down (False)."""
         self._link_callbacks.append(callback)
 
-    def on_alarm(self, callback: AlarmCallback) -> None:
-        """Hear safety alarms the bridge journaled: callback(message) with the `alarm` fields."""
-        self._alarm_callbacks.append(callback)
-
-    def on_alarm_lte(self, callback: AlarmLteCallback) -> None:
-        """Hear what the second path (LTE, DC-09) did with an alarm: callback(alarm id, result)."""
-        self._alarm_lte_callbacks.append(callback)
-
     def on_message(self, kind: str, callback: MessageCallback) -> None:
-        """Hear every link message of ``kind`` (e.g. ``messages.DEVICE``, ``messages.HEALTH``):
-        callback(message) with its decoded fields."""
+        """Hear every link message of ``kind`` (``messages.ALARM``, ``ALARM_LTE``, ``DEVICE``,
+        ``HEALTH``): callback(message) with its decoded fields."""
         self._listeners.setdefault(kind, []).append(callback)
 
     def request_health(self) -> bool:
@@ -232,12 +218,6 @@ class Bridge:
         elif kind == messages.EVENT:
             for ecb in self._event_callbacks:
                 _call(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
-        elif kind == messages.ALARM:
-            for acb in self._alarm_callbacks:
-                _call(acb, msg)
-        elif kind == messages.ALARM_LTE:
-            for lcb in self._alarm_lte_callbacks:
-                _call(lcb, msg["id"], msg["result"])
         elif kind in self._listeners:
             for mcb in self._listeners[kind]:
                 _call(mcb, msg)

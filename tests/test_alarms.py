@@ -123,8 +123,8 @@ class HubdAlarms:
         self.mqtt = AlarmMqtt(MqttConfig(host=self.broker.host, port=self.broker.port), hub_id=HUB,
                               client_id=f"hubd-{HUB}")
         self.alarms = Alarms(self.store, HUB, self.config, self.bridge, self.mqtt)
-        self.bridge.on_alarm(self.alarms.received)
-        self.bridge.on_alarm_lte(self.alarms.lte_result)
+        self.bridge.on_message(messages.ALARM, self.alarms.received)
+        self.bridge.on_message(messages.ALARM_LTE, self.alarms.lte_reported)
         self.bridge.on_link_change(self.alarms.link_changed)
         await self.mqtt.start()
         await self.mqtt.wait_connected(10)
@@ -394,4 +394,4 @@ async def test_an_alarm_hubd_cannot_carry_is_not_acknowledged_so_the_bridge_keep
 
 async def test_an_lte_result_for_an_unknown_alarm_is_an_error(rig):
     end, hubd, centre = rig
-    assert hubd.alarms.lte_result("unit-0-0", "ack") == "unknown alarm id"
+    assert hubd.alarms.lte_reported({"id": "unit-0-0", "result": "ack"}) == "unknown alarm id"
