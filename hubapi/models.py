@@ -30,6 +30,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from hubapi import topics
+from wire import messages as link_messages
 
 #: A command id: unique per command, also used as the audit and replay key.
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -549,7 +550,7 @@ class BridgeHealth(_Model):
     """The bridge's own report (its ``health`` link message, docs/serial-link.md)."""
 
     up_s: Count
-    reset: Literal["power_on", "hard", "wdt", "deepsleep", "soft", "unknown"]
+    reset: Literal[link_messages.RESETS]  # type: ignore[valid-type]  # one definition: the link's
     heap_free: Count
     heap_max_block: Count | None
     link: dict[str, Count]

@@ -17,7 +17,8 @@ from joserfc import jws
 from joserfc.jwk import OKPKey
 
 from hubapi import schema, signing, topics
-from hubapi.models import Answer, CommandClaims, Online, RejectReason, Status
+from hubapi.models import Answer, BatteryUnit, CommandClaims, Online, RejectReason, Status
+from wire import messages
 
 DOCS = schema.ROOT / "docs"
 
@@ -270,3 +271,9 @@ def test_acl_option_prints_the_acl_the_broker_docs_show(capsys):
     assert schema.main(["--acl"]) == 0
     printed = capsys.readouterr().out
     assert printed == schema.acl() and f"```\n{printed}```" in (DOCS / "broker-setup.md").read_text()
+
+
+def test_the_battery_units_of_the_api_are_the_ones_the_bridge_reports_in():
+    # hubd republishes what the bridge's `device` messages say: their units must be the API's, or
+    # a valid report becomes an invalid retained state (the lock kinds: tests/test_battery.py).
+    assert {unit.value for unit in BatteryUnit} == set(messages.UNITS)
