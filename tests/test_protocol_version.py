@@ -6,11 +6,28 @@ import asyncio
 import logging
 import os
 import tty
+from collections.abc import AsyncIterator
 
 import pytest
 
 from hubd.bridge import Bridge
 from wire import frame, link
+
+
+@pytest.fixture
+async def hubd_end(caplog: pytest.LogCaptureFixture) -> AsyncIterator[tuple[int, Bridge]]:
+    """hubd's Bridge on a pty, and the pty's other end, where the test plays the bridge."""
+    caplog.set_level(logging.INFO, logger="hubd")
+    master, slave = os.openpty()
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    bridge = await Bridge.open(os.ttyname(slave))
+    try:
+        yield master, bridge
+    finally:
+        await bridge.close()
+        os.close(master)
+        os.close(slave)
 
 
 def _bridge_hello(major: int, minor: int, version: str, peer_session: int = 0) -> bytes:
@@ -50,45 +67,27 @@ async def _hello_until_logged(master: int, hello: bytes, caplog: pytest.LogCaptu
 
 
 async def test_hubd_refuses_another_major_naming_both_versions_and_the_fix(
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hubd")
-    master, slave = os.openpty()
-    tty.setraw(master)
-    os.set_blocking(master, False)
-    bridge = await Bridge.open(os.ttyname(slave))
-    try:
-        other = link.PROTOCOL_MAJOR + 1
-        record = await _hello_until_logged(master, _bridge_hello(other, 3, "fw 9.9.9"), caplog,
-                                           "speaks link protocol")
-        text = record.getMessage()
-        assert record.levelno == logging.ERROR
-        assert "'fw 9.9.9'" in text
-        assert f"link protocol {other}.3" in text
-        assert f"hubd speaks {link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}" in text
-        assert "hubctl flash" in text
-        assert not bridge.is_up
-    finally:
-        await bridge.close()
-        os.close(master)
-        os.close(slave)
+        hubd_end: tuple[int, Bridge], caplog: pytest.LogCaptureFixture) -> None:
+    master, bridge = hubd_end
+    other = link.PROTOCOL_MAJOR + 1
+    record = await _hello_until_logged(master, _bridge_hello(other, 3, "fw 9.9.9"), caplog,
+                                       "speaks link protocol")
+    text = record.getMessage()
+    assert record.levelno == logging.ERROR
+    assert "'fw 9.9.9'" in text
+    assert f"link protocol {other}.3" in text
+    assert f"hubd speaks {link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}" in text
+    assert "hubctl flash" in text
+    assert not bridge.is_up
 
 
 async def test_a_bridge_of_the_same_major_and_another_minor_is_taken(
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hubd")
-    master, slave = os.openpty()
-    tty.setraw(master)
-    os.set_blocking(master, False)
-    bridge = await Bridge.open(os.ttyname(slave))
-    try:
-        minor = link.PROTOCOL_MINOR + 1
-        hello = _bridge_hello(link.PROTOCOL_MAJOR, minor, "fw 0.2.0",
-                              peer_session=await _hub_session(master))
-        record = await _hello_until_logged(master, hello, caplog, "bridge link up")
-        assert f"link protocol {link.PROTOCOL_MAJOR}.{minor}" in record.getMessage()
-        assert bridge.is_up
-        assert not [r for r in caplog.records if "speaks link protocol" in r.getMessage()]
-    finally:
-        await bridge.close()
-        os.close(master)
-        os.close(slave)
+        hubd_end: tuple[int, Bridge], caplog: pytest.LogCaptureFixture) -> None:
+    master, bridge = hubd_end
+    minor = link.PROTOCOL_MINOR + 1
+    hello = _bridge_hello(link.PROTOCOL_MAJOR, minor, "fw 0.2.0",
+                          peer_session=await _hub_session(master))
+    record = await _hello_until_logged(master, hello, caplog, "bridge link up")
+    assert f"link protocol {link.PROTOCOL_MAJOR}.{minor}" in record.getMessage()
+    assert bridge.is_up
+    assert not [r for r in caplog.records if "speaks link protocol" in r.getMessage()]
