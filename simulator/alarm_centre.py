@@ -154,10 +154,6 @@ class AlarmCentre:
         """The last thing recorded about this hub's presence (a HUB_* value), or None."""
         return next((what for _, h, what in reversed(self.hub_events) if h == hub), None)
 
-    def hub_state(self, hub: str) -> str | None:
-        """The last thing recorded about this hub's presence (a HUB_* value), or None."""
-        return next((what for _, h, what in reversed(self.hub_events) if h == hub), None)
-
     def duplicates(self) -> int:
         """Copies beyond the first, summed over all alarms."""
         return sum(record.duplicates for record in self.alarms.values())

@@ -3,8 +3,6 @@ MicroPython, hubd's serial link (hubd does not handle alarms itself yet, so the 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
