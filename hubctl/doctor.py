@@ -9,6 +9,7 @@ is named even while hubd cannot say.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -22,6 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubapi.models import DeviceKind, DeviceState, HubStatus
+from hubd import control
 from wire import lockkinds
 
 DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")
@@ -51,33 +53,12 @@ class Check:
 
 
 def read_status(path: Path, timeout: float = SOCKET_TIMEOUT_S) -> HubStatus:
-    """hubd's snapshot from its status socket, or :class:`StatusError` naming the fix."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    data = b""
+    """hubd's snapshot from its local socket, or :class:`StatusError` naming the fix."""
     try:
-        sock.connect(str(path))
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise StatusError(f"hubd is not running (nothing answers on {path}): systemctl start hubd "
-                          "(journalctl -u hubd says why it stopped)") from None
-    except PermissionError:
-        raise StatusError(f"permission denied on {path}: run as root or a member of group hubd "
-                          "(sudo hubctl ...)") from None
-    except TimeoutError:
-        raise StatusError(f"hubd did not answer on {path} within {timeout:g} s: it may be hung: "
-                          "systemctl restart hubd") from None
-    except OSError as e:
-        raise StatusError(f"cannot read hubd's status socket {path}: {e.strerror or e}: is "
-                          "status_socket in hubd.toml this path? (pass --socket)") from None
-    finally:
-        sock.close()
-    try:
-        return HubStatus.model_validate_json(data)
+        done = control.ask(path, control.StatusRequest(), timeout=timeout)
+        return HubStatus.model_validate_json(json.dumps(done))  # strict models: JSON's rules
+    except control.ControlError as e:
+        raise StatusError(str(e)) from None
     except ValidationError:
         raise StatusError(f"{path} did not answer with a hub status (is hubctl the same version as "
                           "hubd? reinstall the same homecare-hub release)") from None

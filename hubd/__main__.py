@@ -14,7 +14,7 @@ import time
 
 from hubapi import topics
 from wire import lockkinds, messages
-from hubd import status_socket, systemd
+from hubd import control, status_socket, systemd
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
@@ -167,7 +167,9 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
                                     "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
     status_server = None
     if config.status_socket is not None:  # hubctl status / doctor
-        status_server = await status_socket.serve(config.status_socket, health.snapshot)
+        status_server = await status_socket.serve(config.status_socket, {
+            control.StatusRequest: health.answer,
+        })
     await mqtt.start()
     devices.publish_all()  # the current truth for late subscribers at once
     tasks = [

@@ -101,6 +101,10 @@ class Health:
 
     # --- what goes out ----------------------------------------------------------------------------
 
+    async def answer(self, _request: object, _progress: object) -> HubStatus:
+        """The local socket's ``status`` request (hubctl status, doctor)."""
+        return self.snapshot()
+
     def snapshot(self, request_id: str | None = None) -> HubStatus:
         now = self._clock()
         peer = self._bridge.peer if self._bridge.is_up else None

@@ -292,6 +292,6 @@ async def test_a_file_in_the_sockets_place_is_not_replaced(short_dir: Path, capl
 
     path = short_dir / "status.sock"
     path.write_text("not a socket")
-    assert await status_socket.serve(path, lambda: None) is None  # logged; hubd goes on
+    assert await status_socket.serve(path, {}) is None  # logged; hubd goes on
     assert path.read_text() == "not a socket"
     assert "is not a socket" in caplog.text

@@ -47,6 +47,33 @@ bridge -> hubd
              the bridge's own health, every health_ms and on request
 hubd -> bridge
     health_request {"m":"health_request"}   answered with a `health` at once
+
+Technician requests (hubctl through hubd; docs/technician-guide.md):
+hubd -> bridge
+    test_alarm {"m":"test_alarm","ref":str,"lte":bool}
+             journal a `test` alarm whose device is ``ref`` and carry it like any alarm; with
+             lte also hand it to the second path at once (answered by `alarm`, `alarm_lte`)
+    scan     {"m":"scan","ms":int}     look for reference locks for ms milliseconds (active scan)
+    pair     {"m":"pair","lock":str,"kind":str,"addr":str,"addr_type":int,"secret":str,
+              "setup":str}
+             give the lock at addr (in pairing mode) the 32-byte secret (64 hex digits), proven
+             with its factory setup key (64 hex digits); on success the bridge keeps it as
+             ``lock`` in bridge.json and drives it from then on
+    unpair   {"m":"unpair","lock":str}   make the lock forget its secret, and forget the lock
+    wipe     {"m":"wipe"}    remove every lock and the LTE section (its DC-09 key) from
+             bridge.json, then restart
+bridge -> hubd
+    found    {"m":"found","addr":str,"addr_type":int,"kind":str,"rssi":int,"battery":int|null,
+              "name":str|null,"pairing":bool,"lock":str|null}
+             one lock heard in a scan (lock: its id if this bridge has it already)
+    scan_done {"m":"scan_done","count":int}   the scan ended; count `found` were sent
+    paired   {"m":"paired","lock":str,"result":str,"state":str|null,"battery":int|null}
+             PAIR_RESULTS; "ok": the lock proved it holds the secret
+    unpaired {"m":"unpaired","lock":str,"result":str}
+             UNPAIR_RESULTS; the bridge has forgotten the lock whatever the result ("ok": the
+             lock confirmed it forgot its secret)
+    wiped    {"m":"wiped","locks":int}   bridge.json rewritten (locks: how many it forgot);
+             the bridge restarts next
 """
 
 import json
@@ -64,6 +91,16 @@ CLOCK = "clock"
 DEVICE = "device"
 HEALTH = "health"
 HEALTH_REQUEST = "health_request"
+TEST_ALARM = "test_alarm"
+SCAN = "scan"
+FOUND = "found"
+SCAN_DONE = "scan_done"
+PAIR = "pair"
+PAIRED = "paired"
+UNPAIR = "unpair"
+UNPAIRED = "unpaired"
+WIPE = "wipe"
+WIPED = "wiped"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
 OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
@@ -76,6 +113,15 @@ LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retr
 COUNT_CAP = 999999999
 # health's "reset": machine.reset_cause() n (1..5 on the ESP32) is RESETS[n - 1]
 RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")
+
+# What a pairing achieved: ok; the lock is not in pairing mode; the setup key is wrong; no
+# connection; the lock's answer did not verify with the new secret; the id or address is taken;
+# the bridge has as many locks as it can drive; anything else (storage, protocol).
+PAIR_RESULTS = ("ok", "not_pairing", "auth_failed", "unreachable", "bad_lock_mac", "exists",
+                "full", "failed")
+# What an unpairing achieved (the bridge forgets the lock in every case): ok; the lock was not
+# reached or refused; no such lock on the bridge.
+UNPAIR_RESULTS = ("ok", "unreachable", "auth_failed", "bad_lock_mac", "unknown_lock", "failed")
 
 # Each kind's fields, in order, as "name:type" words: type int, str (1..MAX_ID characters), bool,
 # counters (an object of at most 16 names, each an int) or ".name", the nested object of that
@@ -97,6 +143,16 @@ _FIELDS = {
     HEALTH: "up_s:int reset:str heap_free:int heap_max_block:int? link:counters ble:.ble"
             " lte:.lte? unit:.unit? journals:.journals clock:int?",
     HEALTH_REQUEST: "",
+    TEST_ALARM: "ref:str lte:bool",
+    SCAN: "ms:int",
+    FOUND: "addr:str addr_type:int kind:str rssi:int battery:int? name:str? pairing:bool lock:str?",
+    SCAN_DONE: "count:int",
+    PAIR: "lock:str kind:str addr:str addr_type:int secret:str setup:str",
+    PAIRED: "lock:str result:str state:str? battery:int?",
+    UNPAIR: "lock:str",
+    UNPAIRED: "lock:str result:str",
+    WIPE: "",
+    WIPED: "locks:int",
     ".ble": "restarts:int last_restart:str? connected:int",
     ".lte": "registered:str? rssi:int?",
     ".unit": "up:bool last_heard_s:int?",
@@ -193,6 +249,56 @@ def health_request():
     return _make(HEALTH_REQUEST)
 
 
+def test_alarm(ref, lte):
+    """Ask the bridge for a test alarm from device ``ref``, also over LTE at once if ``lte``."""
+    return _make(TEST_ALARM, ref, lte)
+
+
+def scan(ms):
+    """Ask the bridge to look for locks for ``ms`` milliseconds."""
+    return _make(SCAN, ms)
+
+
+def found(addr, addr_type, kind, rssi, battery, name, pairing, lock):
+    """One lock heard in a scan."""
+    return _make(FOUND, addr, addr_type, kind, rssi, battery, name, pairing, lock)
+
+
+def scan_done(count):
+    """The scan is over; ``count`` locks were reported."""
+    return _make(SCAN_DONE, count)
+
+
+def pair(lock, kind, addr, addr_type, secret, setup):
+    """Ask the bridge to pair the lock at ``addr`` as ``lock`` (secret and setup key in hex)."""
+    return _make(PAIR, lock, kind, addr, addr_type, secret, setup)
+
+
+def paired(lock, result, lock_state=None, battery=None):
+    """What a pairing achieved (PAIR_RESULTS)."""
+    return _make(PAIRED, lock, result, lock_state, battery)
+
+
+def unpair(lock):
+    """Ask the bridge to make ``lock`` forget its secret and to forget the lock."""
+    return _make(UNPAIR, lock)
+
+
+def unpaired(lock, result):
+    """What an unpairing achieved (UNPAIR_RESULTS)."""
+    return _make(UNPAIRED, lock, result)
+
+
+def wipe():
+    """Ask the bridge to drop its locks and LTE credentials and restart."""
+    return _make(WIPE)
+
+
+def wiped(locks):
+    """bridge.json is rewritten without secrets; ``locks`` were forgotten."""
+    return _make(WIPED, locks)
+
+
 def _ok(value, kind):
     if value is None:
         return kind[-1] == "?"
@@ -245,6 +351,10 @@ def decode(payload):
         raise MessageError("result: unknown outcome %r" % obj["outcome"])
     if kind == DEVICE and obj["unit"] is not None and obj["unit"] not in UNITS:
         raise MessageError("device: unknown unit %r" % obj["unit"])
+    if kind == PAIRED and obj["result"] not in PAIR_RESULTS:
+        raise MessageError("paired: unknown result %r" % obj["result"])
+    if kind == UNPAIRED and obj["result"] not in UNPAIR_RESULTS:
+        raise MessageError("unpaired: unknown result %r" % obj["result"])
     if kind == HEALTH and obj["reset"] not in RESETS:
         raise MessageError("health: unknown reset cause %r" % obj["reset"])
     return obj

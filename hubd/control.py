@@ -1,0 +1,216 @@
+"""The local control protocol: what hubctl asks hubd on its local socket, and what hubd answers.
+
+One definition for both ends: hubd's server (hubd/status_socket.py) and hubctl (:func:`ask`).
+
+One request per connection, one JSON line from the client::
+
+    {"request": "status"}
+    {"request": "test_alarm", "second_path": false}
+    {"request": "scan", "seconds": 8}
+    {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "C0:FF:EE:00:00:01",
+     "addr_type": 0, "secret": "<64 hex digits>", "setup_key": "<64 hex digits>"}
+    {"request": "unpair", "lock": "front-door"}
+    {"request": "decommission", "force": false}
+
+hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
+``{"done": {...}}`` (the request's result, models below) or ``{"error": "text naming the fix"}``.
+
+The socket is the hub's local console (mode 0660, root and the hubd group): who may use it may
+also open the serial port to the bridge, so it grants nothing new. Pairing and the proving cycle
+of ``pair`` are audited as the technician's (actor ``hubctl``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from hubapi.models import SegmentId
+from hubd.config import LockKind
+
+HEX64 = r"^[0-9a-fA-F]{64}$"
+ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+MAX_SCAN_S = 30
+MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StatusRequest(_Request):
+    request: Literal["status"] = "status"
+
+
+class TestAlarmRequest(_Request):
+    request: Literal["test_alarm"] = "test_alarm"
+    second_path: bool = False
+
+
+class ScanRequest(_Request):
+    request: Literal["scan"] = "scan"
+    seconds: int = Field(8, ge=1, le=MAX_SCAN_S)
+
+
+class PairRequest(_Request):
+    request: Literal["pair"] = "pair"
+    lock: SegmentId
+    kind: LockKind
+    addr: str = Field(pattern=ADDR)
+    addr_type: Literal[0, 1] = 0
+    secret: str = Field(pattern=HEX64, repr=False)
+    setup_key: str = Field(pattern=HEX64, repr=False)
+
+
+class UnpairRequest(_Request):
+    request: Literal["unpair"] = "unpair"
+    lock: SegmentId
+
+
+class DecommissionRequest(_Request):
+    request: Literal["decommission"] = "decommission"
+    force: bool = False  # go on although alarms still wait for the alarm centre
+
+
+Request = Annotated[StatusRequest | TestAlarmRequest | ScanRequest | PairRequest | UnpairRequest
+                    | DecommissionRequest, Field(discriminator="request")]
+REQUEST = TypeAdapter(Request)
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TestAlarmResult(_Result):
+    alarm_id: str
+    primary: Literal["handled"]
+    primary_s: float  # from the request to the alarm centre's "handled"
+    second_path: Literal["ack", "nak", "duh", "failed"] | None = None
+    second_path_s: float | None = None
+
+
+class FoundLock(_Result):
+    addr: str
+    addr_type: int
+    kind: str
+    rssi: int
+    battery: int | None
+    name: str | None
+    pairing: bool
+    lock: str | None  # its id, if the bridge has it already
+
+
+class ScanResult(_Result):
+    locks: list[FoundLock]
+
+
+class CycleStep(_Result):
+    action: str
+    status: str
+    reason: str | None = None
+    state: str | None = None
+
+
+class PairResult(_Result):
+    lock: str
+    kind: str
+    addr: str
+    state: str | None
+    battery: int | None
+    cycle: list[CycleStep]
+
+
+class UnpairResult(_Result):
+    lock: str
+    result: str  # wire.messages.UNPAIR_RESULTS
+
+
+class DecommissionResult(_Result):
+    locks: dict[str, str]  # lock -> wire.messages.UNPAIR_RESULTS
+    backend_told: bool
+    bridge_wiped: bool
+
+
+class Progress(BaseModel):
+    progress: str
+
+
+class Done(BaseModel):
+    done: dict[str, Any]
+
+
+class Error(BaseModel):
+    error: str
+
+
+class Refused(Exception):
+    """hubd cannot do the request; the message names why and the fix (sent as ``error``)."""
+
+
+class ControlError(Exception):
+    """hubctl could not get an answer; the message names the fix."""
+
+
+def ask(path: Path, request: BaseModel, on_progress: Callable[[str], None] = lambda _: None,
+        timeout: float = 5.0) -> dict[str, Any]:
+    """Send ``request`` to hubd on ``path``; return its ``done`` object, reporting each progress
+    line; :class:`ControlError` for anything else. ``timeout`` bounds each wait for a line."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        sock.sendall(request.model_dump_json().encode() + b"\n")
+        reader = sock.makefile("rb")
+        while True:
+            line = reader.readline(MAX_LINE)
+            if not line:
+                raise ControlError(f"hubd closed {path} without an answer: journalctl -u hubd says "
+                                   "why")
+            answer = _answer(line, path)
+            if "progress" in answer:
+                on_progress(str(answer["progress"]))
+            elif "error" in answer:
+                raise ControlError(str(answer["error"]))
+            else:
+                return answer["done"]
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(f"hubd is not running (nothing answers on {path}): systemctl start hubd "
+                           "(journalctl -u hubd says why it stopped)") from None
+    except PermissionError:
+        raise ControlError(f"permission denied on {path}: run as root or a member of group hubd "
+                           "(sudo hubctl ...)") from None
+    except TimeoutError:
+        raise ControlError(f"hubd did not answer on {path} within {timeout:g} s: it may be hung: "
+                           "systemctl restart hubd") from None
+    except OSError as e:
+        raise ControlError(f"cannot use hubd's socket {path}: {e.strerror or e}: is status_socket "
+                           "in hubd.toml this path? (pass --socket)") from None
+    finally:
+        sock.close()
+
+
+def _answer(line: bytes, path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and (
+            isinstance(obj.get("done"), dict) or "progress" in obj or "error" in obj):
+        return obj
+    raise ControlError(f"{path} answered something hubctl does not understand (is hubctl the same "
+                       "version as hubd? reinstall the same homecare-hub release)")
+
+
+def parse_request(line: bytes) -> Request:
+    """One request line from a client; ValueError with the reason."""
+    try:
+        return REQUEST.validate_json(line)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ValueError(f"{where}: {first['msg']}") from None
