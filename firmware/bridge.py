@@ -17,7 +17,7 @@ import log
 from wire import link, lockkinds, messages
 from wire.lockproto import command_tag
 
-_ALARM_KINDS = (messages.ALARM_STORED, messages.ALARM_HANDLED, messages.CLOCK)
+_ALARM_KINDS = (messages.ALARM_STORED, messages.ALARM_HANDLED, messages.CLOCK, messages.TEST_ALARM)
 
 
 class Bridge:
