@@ -7,6 +7,10 @@
 
 The second path (LTE, SIA DC-09) plugs in through ``for_second_path()`` (which alarms it must
 carry now) and ``second_path_result()`` (what its receiver answered).
+
+A technician's test alarm (`test_alarm` from hubd, hubctl test-alarm) is an alarm the bridge raises
+itself: journaled as event ``test`` and carried like any other; with ``lte`` the second path sends
+it at once as well, whether or not the primary path confirms it first.
 """
 
 import time
@@ -39,6 +43,9 @@ class AlarmFlow:
         self._hub_up = False
         self._hub_down_since = time.ticks_ms()  # boot: the link is not up yet
         self._last_round = time.ticks_ms()
+        # The last test alarm: (id, hubd's ref, its second-path tuple or None once sent). RAM
+        # only: after a reboot it goes out as an ordinary test alarm from "base".
+        self._test = None
 
     def attach_unit(self, unit):
         """Use ``unit`` (a UnitLink built with this flow's on_unit_event and on_unit_link)."""
@@ -89,7 +96,21 @@ class AlarmFlow:
 
     # -- to and from hubd -------------------------------------------------------------------
 
+    def _test_alarm(self, ref, lte):
+        now = self.now()
+        try:
+            # The journal stores devices as wire.alarmunit codes: "base" on flash, ref on the wire.
+            alarm_id = self.journal.add_bridge(alarms.TEST, "base", now or 0, now)
+        except (JournalFull, OSError) as e:
+            log.error("test alarm %s not taken (%r)" % (ref, e))
+            return
+        log.info("alarm %s: test %s journaled%s" % (alarm_id, ref, " (LTE too)" if lte else ""))
+        self._test = (alarm_id, ref, (alarm_id, alarms.TEST, ref, now or 0, now) if lte else None)
+        self._to_hub(alarm_id, alarms.TEST, "base", now or 0, now)
+
     def _to_hub(self, alarm_id, event, device, unit_at, bridge_at):
+        if self._test is not None and self._test[0] == alarm_id:
+            device = self._test[1]
         if not self._hub_up:
             return  # sent when the link comes up
         try:
@@ -103,9 +124,11 @@ class AlarmFlow:
                 self._to_hub(a[0], a[1], a[2], a[3], a[4])
 
     def on_message(self, msg):
-        """An alarm message from hubd (alarm_stored, alarm_handled, clock)."""
+        """An alarm message from hubd (alarm_stored, alarm_handled, clock, test_alarm)."""
         kind = msg["m"]
-        if kind == messages.ALARM_STORED:
+        if kind == messages.TEST_ALARM:
+            self._test_alarm(msg["ref"], msg["lte"])
+        elif kind == messages.ALARM_STORED:
             if not self.journal.mark_stored(msg["id"]):
                 log.info("alarm %s stored by hubd, no longer pending here" % msg["id"])
         elif kind == messages.ALARM_HANDLED:
@@ -141,18 +164,25 @@ class AlarmFlow:
     def for_second_path(self):
         """The alarms the second path must carry now: all pending ones while the host link has
         been down longer than ``hub_down_ms``, else those taken more than
-        ``handled_deadline_ms`` ago. A list of (id, event, device, unit_at, bridge_at) tuples,
-        oldest first; the second path paces its own retries."""
+        ``handled_deadline_ms`` ago; and a test alarm hubd asked to go over LTE until the second
+        path has answered for it, even if it is confirmed already. A list of (id, event, device,
+        unit_at, bridge_at) tuples, oldest first; the second path paces its own retries."""
         now = time.ticks_ms()
         hub_gone = (not self._hub_up and time.ticks_diff(now, self._hub_down_since)
                     > self.settings["hub_down_ms"])
         late = self.settings["handled_deadline_ms"]
-        return [a[:5] for a in self.journal.pending()
-                if hub_gone or time.ticks_diff(now, a[6]) > late]
+        test = self._test[2] if self._test is not None else None
+        due = [a[:5] for a in self.journal.pending()
+               if hub_gone or time.ticks_diff(now, a[6]) > late]
+        if test and not any(a[0] == test[0] for a in due):
+            due.append(test)
+        return due
 
     def second_path_result(self, alarm_id, result):
         """What the second path's receiver answered for an alarm ("ack", "nak", "duh" or
         "failed"): an ack confirms it like alarm_handled does; hubd hears every result."""
+        if self._test is not None and self._test[0] == alarm_id:
+            self._test = (alarm_id, self._test[1], None)  # answered: hubd reports it
         if result == "ack":
             self._confirmed(alarm_id, "lte")
         if self._hub_up:

@@ -112,3 +112,29 @@ def test_the_alarm_unit_section_is_optional_and_checked():
             raise AssertionError("accepted %r" % (bad,))
         except config.ConfigError:
             pass
+
+
+def test_a_test_alarm_is_journaled_and_sent_with_hubds_ref_as_its_device():
+    flow, unit, sent = _flow()
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_message({"m": messages.TEST_ALARM, "ref": "hubctl-test-ab12cd", "lte": False})
+    assert [(m["m"], m["id"], m["event"], m["device"]) for m in sent] == [
+        ("alarm", "brT-1", alarms.TEST, "hubctl-test-ab12cd")]
+    assert [a[0] for a in flow.journal.pending()] == ["brT-1"]
+    assert flow.for_second_path() == []  # not over LTE unless asked
+    flow.on_link_state(link.EV_RESET, {})  # hubd restarted: the resend names the ref too
+    assert sent[-1]["device"] == "hubctl-test-ab12cd"
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "brT-1"})
+    assert len(flow.journal) == 0 and unit.said == []
+
+
+def test_a_test_alarm_with_lte_goes_to_the_second_path_at_once_even_once_handled():
+    flow, unit, sent = _flow()
+    flow.on_link_state(link.EV_UP, {})
+    flow.on_message({"m": messages.TEST_ALARM, "ref": "hubctl-test-000001", "lte": True})
+    assert [a[:2] for a in flow.for_second_path()] == [("brT-1", alarms.TEST)]
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "brT-1"})  # the primary path was faster
+    assert [a[0] for a in flow.for_second_path()] == ["brT-1"]
+    flow.second_path_result("brT-1", "ack")
+    assert flow.for_second_path() == []
+    assert (sent[-1]["m"], sent[-1]["id"], sent[-1]["result"]) == ("alarm_lte", "brT-1", "ack")
