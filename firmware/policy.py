@@ -121,7 +121,7 @@ class Policy:
                 if lock_id is None:
                     continue
                 try:
-                    _, battery, counter = lp.decode_advert(result.adv)
+                    _, battery, counter, _ = lp.decode_advert(result.adv)
                 except lp.ProtocolError:
                     continue  # hostile or foreign advert
                 self._advert[lock_id] = counter

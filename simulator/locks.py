@@ -21,11 +21,18 @@ Failure knobs, safe to set at any time from the radio's loop (``HomeThread.call`
 ``held_by_other`` (another central
 holds the lock: commands refused ``busy``), ``jammed`` (the motor stalls: ``jammed``, state
 ``jammed``), ``battery_level`` (below ``LOW_BATTERY_PERCENT`` the lock refuses to move),
-``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``), ``inject`` (a forged
-or replayed notification), ``lose_next_result``
+``secret`` (re-paired elsewhere: the bridge's MAC fails, ``auth_failed``; None: not paired),
+``inject`` (a forged or replayed notification), ``lose_next_result``
 (the RESULT after the next move is lost, the link stays up), ``drop_link_after_move`` (the lock
 drops the link instead of answering), ``stale_s`` (for that long after a move a ``status`` read
 still answers the state from before it, as real locks do).
+
+Pairing (docs/lock-protocol.md, "Pairing"): each lock has a factory ``setup_key`` (random unless
+given) and enters pairing mode when the owner holds its button (``press_pairing_button``); the
+advert says so. A PAIR sealed with the setup key then gives it a new ``secret``; UNPAIR makes it
+forget the secret: ``paired`` is False, every command is ``auth_failed`` and it makes no reports,
+while the key, thumb-turn, lid and handle still work. A lock built with ``secret=None`` starts
+unpaired.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ class ReferenceProtocolLock(Peripheral):
     What tests read: ``state``, ``motor_moves`` (motor runs that completed), ``moves`` (the
     actions those runs did, in order), ``commands`` (list of (action, status name) the lock
     answered), ``status_counter`` (the latest report number; the advert carries it),
-    ``connections`` (links centrals opened), ``state_changes``.
+    ``connections`` (links centrals opened), ``state_changes``, ``paired``, ``pairing``.
     """
 
     kind = "unknown"
@@ -70,8 +77,9 @@ class ReferenceProtocolLock(Peripheral):
         self,
         lock_id: str,
         address: bytes | str,
-        secret: bytes,
+        secret: bytes | None,
         *,
+        setup_key: bytes | None = None,
         name: str | None = None,
         travel_time_s: float = 0.0,
         battery: int = 100,
@@ -91,11 +99,18 @@ class ReferenceProtocolLock(Peripheral):
             rssi=rssi,
             idle_timeout_s=idle_timeout_s,
         )
-        if len(secret) != lp.SECRET_LEN:
+        if secret is not None and len(secret) != lp.SECRET_LEN:
             raise ValueError("the lock secret has %d bytes" % lp.SECRET_LEN)
+        if setup_key is None:
+            setup_key = os.urandom(lp.SECRET_LEN)
+        if len(setup_key) != lp.SECRET_LEN:
+            raise ValueError("the setup key has %d bytes" % lp.SECRET_LEN)
         lp.state_code(state)
         self.lock_id = lock_id
-        self.secret = bytes(secret)
+        # The pairing secret, kept across connections (the lock's flash); None: not paired.
+        self.secret: bytes | None = None if secret is None else bytes(secret)
+        self.setup_key = bytes(setup_key)  # printed on the lock (QR code), fixed at the factory
+        self._pairing_until: float | None = None
         self.travel_time_s = travel_time_s
         self.battery_level = float(battery)
         self.battery_per_move = battery_per_move
@@ -132,10 +147,36 @@ class ReferenceProtocolLock(Peripheral):
         """The battery loses ``percent`` points (never below empty)."""
         self.set_battery(self.battery_level - percent)
 
+    # --- pairing ------------------------------------------------------------------------------
+
+    @property
+    def paired(self) -> bool:
+        """The lock holds a secret (it obeys commands MACed with it)."""
+        return self.secret is not None
+
+    @property
+    def pairing(self) -> bool:
+        """The lock is in pairing mode: it accepts a PAIR sealed with its setup key."""
+        if self._pairing_until is None:
+            return False
+        if self.clock() >= self._pairing_until:
+            self._pairing_until = None
+            return False
+        return True
+
+    def press_pairing_button(self, window_s: float = 120.0) -> None:
+        """The owner holds the lock's button: pairing mode for ``window_s`` (or until a PAIR)."""
+        self._pairing_until = self.clock() + window_s
+
+    def _take_secret(self, secret: bytes | None) -> None:
+        """Replace (or, with None, forget) the secret; reports MACed with the old one are void."""
+        self.secret = secret
+        self._backlog.clear()
+
     # --- adverts ------------------------------------------------------------------------------
 
     def advertising_data(self) -> bytes:
-        return lp.encode_advert(self.kind, self.battery, self.status_counter)
+        return lp.encode_advert(self.kind, self.battery, self.status_counter, self.pairing)
 
     def scan_response(self) -> bytes:
         return lp.encode_scan_response(self.name)
@@ -161,6 +202,10 @@ class ReferenceProtocolLock(Peripheral):
             self._on_command(link, data)
         elif op == lp.OP_READ_REPORTS:
             self._on_read_reports(link, data)
+        elif op == lp.OP_PAIR:
+            self._on_pair(link, data)
+        elif op == lp.OP_UNPAIR:
+            self._on_unpair(link, data)
         else:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
         return 0
@@ -182,6 +227,10 @@ class ReferenceProtocolLock(Peripheral):
         except lp.ProtocolError:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
             return
+        if self.secret is None:
+            # Nothing to MAC a REPORTS_END with: refused like a command.
+            self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_AUTH_FAILED, "read_reports")
+            return
         for counter, pdu in list(self._backlog):
             if counter > after:
                 link.notify(self.events, pdu)
@@ -197,15 +246,11 @@ class ReferenceProtocolLock(Peripheral):
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
             return
         name = lp.action_name(action)
-        challenge = self._challenges.get(link)
-        if challenge is None or challenge.used or self._expired(challenge):
-            # Burned either way: a nonce never authorises a second attempt.
-            if challenge is not None:
-                challenge.used = True
-            self._answer(link, tag, lp.STATUS_CHALLENGE_EXPIRED, name)
+        challenge = self._spend_nonce(link, tag, name)
+        if challenge is None:
             return
-        challenge.used = True
-        if not lp.verify_command(self.secret, self.address, challenge.nonce, action, tag, mac):
+        if self.secret is None or not lp.verify_command(
+                self.secret, self.address, challenge.nonce, action, tag, mac):
             self._answer(link, tag, lp.STATUS_AUTH_FAILED, name)
             return
         if name == "status":
@@ -217,6 +262,56 @@ class ReferenceProtocolLock(Peripheral):
             return
         self._recent_tags.append(tag)
         self._motor = self._spawn(self._run_motor(link, tag, name))
+
+    def _spend_nonce(self, link: Link, tag: bytes, name: str) -> _Challenge | None:
+        """The link's live nonce, now spent; None (after answering challenge_expired) if none."""
+        challenge = self._challenges.get(link)
+        if challenge is None or challenge.used or self._expired(challenge):
+            # Burned either way: a nonce never authorises a second attempt.
+            if challenge is not None:
+                challenge.used = True
+            self._answer(link, tag, lp.STATUS_CHALLENGE_EXPIRED, name)
+            return None
+        challenge.used = True
+        return challenge
+
+    def _on_pair(self, link: Link, data: bytes) -> None:
+        try:
+            sealed, mac = lp.decode_pair(data)
+        except lp.ProtocolError:
+            self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "pair")
+            return
+        challenge = self._spend_nonce(link, lp.PAIR_TAG, "pair")
+        if challenge is None:
+            return
+        if not self.pairing:
+            self._answer(link, lp.PAIR_TAG, lp.STATUS_NOT_PAIRING, "pair")
+            return
+        secret = lp.open_pair(self.setup_key, self.address, challenge.nonce, sealed, mac)
+        if secret is None:
+            self._answer(link, lp.PAIR_TAG, lp.STATUS_AUTH_FAILED, "pair")
+            return
+        self._take_secret(secret)
+        self._pairing_until = None
+        # MACed with the new secret: the central learns the lock holds it.
+        self._answer(link, lp.PAIR_TAG, lp.STATUS_OK, "pair")
+
+    def _on_unpair(self, link: Link, data: bytes) -> None:
+        try:
+            mac = lp.decode_unpair(data)
+        except lp.ProtocolError:
+            self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "unpair")
+            return
+        challenge = self._spend_nonce(link, lp.UNPAIR_TAG, "unpair")
+        if challenge is None:
+            return
+        if self.secret is None or not lp.verify_unpair(
+                self.secret, self.address, challenge.nonce, mac):
+            self._answer(link, lp.UNPAIR_TAG, lp.STATUS_AUTH_FAILED, "unpair")
+            return
+        # The RESULT is MACed with the secret it is about to forget, then the secret is gone.
+        self._answer(link, lp.UNPAIR_TAG, lp.STATUS_OK, "unpair")
+        self._take_secret(None)
 
     def _expired(self, challenge: _Challenge) -> bool:
         return (self.clock() - challenge.issued_at) * 1000 > lp.NONCE_LIFETIME_MS
@@ -285,6 +380,7 @@ class ReferenceProtocolLock(Peripheral):
     # --- reports ------------------------------------------------------------------------------
 
     def _publish(self, pdu: bytes) -> None:
+        """Number, keep and notify a report (the caller checked that the lock has a secret)."""
         self._backlog.append((self.status_counter, pdu))
         for link in list(self.links):
             link.notify(self.events, pdu)
@@ -293,6 +389,8 @@ class ReferenceProtocolLock(Peripheral):
         """The state changed without a command: set it and report it (STATUS)."""
         self._set_state(state)
         self._stale_until = 0.0
+        if self.secret is None:
+            return  # not paired: nothing to MAC a report with, and nobody to tell
         self.status_counter += 1
         self._publish(lp.encode_status(
             self.secret, self.address, self.status_counter, lp.state_code(state), self.battery,
@@ -300,6 +398,8 @@ class ReferenceProtocolLock(Peripheral):
 
     def report_event(self, event: str, source: str) -> None:
         """Something happened that is not a state (EVENT): a key taken, a door opened."""
+        if self.secret is None:
+            return
         self.status_counter += 1
         self._publish(lp.encode_event(
             self.secret, self.address, self.status_counter, lp.event_code(event),
@@ -349,7 +449,7 @@ class InsideTurnerLock(ReferenceProtocolLock):
     kind = lockkinds.INSIDE_TURNER
     actions = lockkinds.ACTIONS[lockkinds.INSIDE_TURNER]
 
-    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes | None,
                  travel_time_s: float = 1.5, battery: int = 100, state: str = "locked",
                  **kwargs) -> None:
         super().__init__(lock_id, address, secret, travel_time_s=travel_time_s,
@@ -367,7 +467,7 @@ class InCylinderLock(ReferenceProtocolLock):
     kind = lockkinds.IN_CYLINDER
     actions = lockkinds.ACTIONS[lockkinds.IN_CYLINDER]
 
-    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes | None,
                  travel_time_s: float = 1.0, latch_hold_s: float = 3.0,
                  relock_delay_s: float = 2.0, **kwargs) -> None:
         super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)
@@ -420,7 +520,7 @@ class KeyBoxLock(ReferenceProtocolLock):
     kind = lockkinds.KEY_BOX
     actions = lockkinds.ACTIONS[lockkinds.KEY_BOX]
 
-    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes | None,
                  travel_time_s: float = 0.5, **kwargs) -> None:
         super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)
         self.lid_open = False
@@ -458,7 +558,7 @@ class EntranceDoorLock(ReferenceProtocolLock):
     kind = lockkinds.ENTRANCE_DOOR
     actions = lockkinds.ACTIONS[lockkinds.ENTRANCE_DOOR]
 
-    def __init__(self, lock_id: str, address: bytes | str, secret: bytes,
+    def __init__(self, lock_id: str, address: bytes | str, secret: bytes | None,
                  travel_time_s: float = 0.1, release_s: float = 3.0, **kwargs) -> None:
         kwargs.setdefault("battery_per_move", 0.0)  # mains powered
         super().__init__(lock_id, address, secret, travel_time_s=travel_time_s, **kwargs)

@@ -131,8 +131,93 @@ def test_read_reports_and_reports_end_round_trip():
 def test_advert_fits_legacy_advertising_and_round_trips():
     adv = lp.encode_advert("inside_turner", 64, 0x1234)
     assert len(adv) <= lp.ADV_MAX
-    assert lp.decode_advert(adv) == ("inside_turner", 64, 0x1234)
+    assert lp.decode_advert(adv) == ("inside_turner", 64, 0x1234, False)
     assert lp.decode_name(lp.encode_scan_response("Front door")) == "Front door"
+
+
+@pytest.mark.parametrize("kind", lp.KINDS)
+def test_pairing_flag_is_bit_7_of_the_kind_byte_and_keeps_the_advert_length(kind):
+    plain = lp.encode_advert(kind, 50, 7)
+    pairing = lp.encode_advert(kind, 50, 7, pairing=True)
+    assert len(pairing) == len(plain)
+    diff = [i for i in range(len(plain)) if plain[i] != pairing[i]]
+    assert len(diff) == 1 and pairing[diff[0]] == plain[diff[0]] | 0x80
+    assert lp.decode_advert(pairing) == (kind, 50, 7, True)
+    assert lp.decode_advert(plain) == (kind, 50, 7, False)
+
+
+# --- PAIR / UNPAIR ----------------------------------------------------------------------------
+
+SETUP_KEY = bytes(range(32, 64))
+NEW_SECRET = bytes(range(64, 96))
+
+
+def test_pair_seals_the_secret_with_the_documented_pad_and_mac():
+    pad = hmac.new(SETUP_KEY, b"homecare-lock/v1/pair-pad" + ADDR + NONCE, hashlib.sha256).digest()
+    assert lp.pair_pad(SETUP_KEY, ADDR, NONCE) == pad
+    sealed = bytes(a ^ b for a, b in zip(NEW_SECRET, pad))
+    mac = hmac.new(SETUP_KEY, b"homecare-lock/v1/pair" + ADDR + NONCE + sealed,
+                   hashlib.sha256).digest()
+    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE)
+    assert pdu == b"\x04" + sealed + mac
+    assert len(pdu) == lp.PAIR_LEN == 65
+    assert NEW_SECRET not in pdu
+
+
+def test_pair_round_trip_opens_only_with_the_setup_key_nonce_and_address():
+    sealed, mac = lp.decode_pair(lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE))
+    assert lp.open_pair(SETUP_KEY, ADDR, NONCE, sealed, mac) == NEW_SECRET
+    assert lp.open_pair(bytes(32), ADDR, NONCE, sealed, mac) is None
+    assert lp.open_pair(SETUP_KEY, ADDR, bytes(16), sealed, mac) is None
+    assert lp.open_pair(SETUP_KEY, bytes(6), NONCE, sealed, mac) is None
+    tampered = bytes([sealed[0] ^ 1]) + sealed[1:]
+    assert lp.open_pair(SETUP_KEY, ADDR, NONCE, tampered, mac) is None
+
+
+def test_unpair_mac_is_hmac_over_documented_input_and_round_trips():
+    mac = hmac.new(SECRET, b"homecare-lock/v1/unpair" + ADDR + NONCE, hashlib.sha256).digest()
+    pdu = lp.encode_unpair(SECRET, ADDR, NONCE)
+    assert pdu == b"\x05" + mac
+    assert len(pdu) == lp.UNPAIR_LEN == 33
+    got = lp.decode_unpair(pdu)
+    assert lp.verify_unpair(SECRET, ADDR, NONCE, got)
+    assert not lp.verify_unpair(bytes(32), ADDR, NONCE, got)
+    assert not lp.verify_unpair(SECRET, ADDR, bytes(16), got)
+    assert not lp.verify_unpair(SECRET, bytes(6), NONCE, got)
+
+
+def test_pair_and_unpair_results_use_their_own_tags():
+    assert lp.PAIR_TAG == bytes.fromhex("0000000000000004")
+    assert lp.UNPAIR_TAG == bytes.fromhex("0000000000000005")
+    assert lp.status_name(lp.STATUS_NOT_PAIRING) == "not_pairing" == lp.status_name(9)
+    pdu = lp.encode_result(NEW_SECRET, ADDR, NONCE, lp.PAIR_TAG, 0, 1, 80)
+    status, state, battery, mac = lp.decode_result(pdu)
+    assert lp.verify_result(NEW_SECRET, ADDR, NONCE, lp.PAIR_TAG, status, state, battery, mac)
+    assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, lp.UNPAIR_TAG, status, state, battery,
+                                mac)
+    assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, bytes(8), status, state, battery, mac)
+
+
+def test_a_lock_without_a_secret_sends_a_zero_mac():
+    pdu = lp.encode_result(None, ADDR, NONCE, TAG, lp.STATUS_AUTH_FAILED, 1, 50)
+    assert pdu[4:] == bytes(32)
+    assert lp.decode_result(pdu)[0] == lp.STATUS_AUTH_FAILED
+
+
+@pytest.mark.parametrize(
+    ("fn", "args"),
+    [
+        (lp.encode_pair, (bytes(31), NEW_SECRET, ADDR, NONCE)),  # short setup key
+        (lp.encode_pair, (SETUP_KEY, bytes(33), ADDR, NONCE)),  # long secret
+        (lp.encode_pair, (SETUP_KEY, NEW_SECRET, bytes(5), NONCE)),
+        (lp.encode_pair, (SETUP_KEY, NEW_SECRET, ADDR, bytes(15))),
+        (lp.open_pair, (SETUP_KEY, ADDR, NONCE, bytes(31), bytes(32))),
+        (lp.encode_unpair, (SECRET, ADDR, bytes(17))),
+    ],
+)
+def test_pairing_encoders_refuse_wrong_lengths(fn, args):
+    with pytest.raises(lp.ProtocolError):
+        fn(*args)
 
 
 def test_command_tag_is_stable_and_distinct():
@@ -151,6 +236,8 @@ GOOD = {
     "event": (lp.decode_event, lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)),
     "read_reports": (lp.decode_read_reports, lp.encode_read_reports(3)),
     "reports_end": (lp.decode_reports_end, lp.encode_reports_end(SECRET, ADDR, NONCE, 3)),
+    "pair": (lp.decode_pair, lp.encode_pair(SECRET, SECRET, ADDR, NONCE)),
+    "unpair": (lp.decode_unpair, lp.encode_unpair(SECRET, ADDR, NONCE)),
 }
 
 
@@ -176,6 +263,7 @@ def test_wrong_opcode_is_rejected(kind):
     [
         (lp.decode_command, bytes([lp.OP_COMMAND, 9]) + bytes(40)),  # unknown action
         (lp.decode_result, bytes([lp.OP_RESULT, 200, 1, 50]) + bytes(32)),  # unknown status
+        (lp.decode_result, bytes([lp.OP_RESULT, 10, 1, 50]) + bytes(32)),  # first unknown status
         (lp.decode_result, bytes([lp.OP_RESULT, 0, 77, 50]) + bytes(32)),  # unknown state
         (lp.decode_result, bytes([lp.OP_RESULT, 0, 1, 101]) + bytes(32)),  # battery > 100
         (lp.decode_status, bytes([lp.OP_STATUS, 0, 0, 0, 1, 1, 50, 9]) + bytes(32)),  # source
@@ -199,6 +287,8 @@ def test_out_of_range_fields_are_rejected(decode, pdu):
         b"\x07\xff\xff\xff\x01\x01\x32\x00",  # manufacturer data one byte short
         b"\x08\xff\xff\xff\x02\x01\x32\x00\x00",  # unknown protocol version
         b"\x08\xff\xff\xff\x01\x09\x32\x00\x00",  # unknown lock kind
+        b"\x08\xff\xff\xff\x01\x89\x32\x00\x00",  # unknown lock kind, pairing flag set
+        b"\x08\xff\xff\xff\x01\x41\x32\x00\x00",  # a kind byte bit that means nothing
         b"\x08\xff\xff\xff\x01\x01\xc8\x00\x00",  # battery 200 %
     ],
 )
@@ -375,6 +465,83 @@ async def test_command_longer_than_default_mtu_needs_the_mtu_exchange(air):
     assert (await central.expect(17))[2] == 0x0D  # invalid attribute value length
 
 
+# --- the simulated lock's pairing rules --------------------------------------------------------
+
+
+def test_simulated_lock_pairing_mode_lasts_its_window_and_shows_in_the_advert():
+    now = [50.0]
+    lock = InsideTurnerLock("l", ADDR, SECRET, setup_key=SETUP_KEY, clock=lambda: now[0])
+    assert lock.setup_key == SETUP_KEY and lock.paired and not lock.pairing
+    assert lp.decode_advert(lock.advertising_data())[3] is False
+    lock.press_pairing_button(window_s=10)
+    assert lock.pairing and lp.decode_advert(lock.advertising_data())[3] is True
+    now[0] += 10
+    assert not lock.pairing and lp.decode_advert(lock.advertising_data())[3] is False
+
+
+def test_simulated_locks_have_their_own_random_setup_keys_and_may_start_unpaired():
+    a = InsideTurnerLock("a", ADDR, None)
+    b = InsideTurnerLock("b", ADDR, SECRET)
+    assert not a.paired and a.secret is None and b.paired
+    assert len(a.setup_key) == 32 and a.setup_key != b.setup_key
+    with pytest.raises(ValueError):
+        InsideTurnerLock("c", ADDR, SECRET, setup_key=bytes(31))
+
+
+async def test_pair_on_a_spent_or_stale_nonce_is_refused(air):
+    central, lock, now = air
+    lock.setup_key = SETUP_KEY
+    lock.press_pairing_button()
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    status = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("status"), TAG)
+    assert _status(await central.request(lock, conn, status)) == "ok"  # spends the nonce
+    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
+    assert _status(await central.request(lock, conn, pdu)) == "challenge_expired"
+    nonce = await _challenge(central, lock, conn)
+    now[0] += lp.NONCE_LIFETIME_MS / 1000 + 0.001
+    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
+    assert _status(await central.request(lock, conn, pdu)) == "challenge_expired"
+    assert lock.secret == SECRET and lock.pairing
+
+
+async def test_paired_lock_drops_its_old_reports_and_answers_under_the_new_secret(air):
+    central, lock, _ = air
+    lock.setup_key = SETUP_KEY
+    lock.turn_manually("unlocked")
+    lock.press_pairing_button()
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    answer = await central.request(lock, conn, lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce))
+    status, state, battery, mac = lp.decode_result(answer)
+    assert lp.status_name(status) == "ok"
+    assert lp.verify_result(NEW_SECRET, ADDR, nonce, lp.PAIR_TAG, status, state, battery, mac)
+    assert lock.secret == NEW_SECRET and not lock.pairing
+    # The report made under the old secret is gone; the numbering goes on.
+    central.send(airwire.WRITE, conn, lock.control.value_handle, 1, lp.encode_read_reports(0))
+    counter, mac = lp.decode_reports_end((await central.expect(18))[2])
+    assert counter == 1
+    assert lp.verify_reports_end(NEW_SECRET, ADDR, nonce, counter, mac)
+
+
+async def test_unpaired_lock_refuses_everything_but_still_turns_by_hand(air):
+    central, lock, _ = air
+    conn = await central.connect(lock)
+    nonce = await _challenge(central, lock, conn)
+    answer = await central.request(lock, conn, lp.encode_unpair(SECRET, ADDR, nonce))
+    status, state, battery, mac = lp.decode_result(answer)
+    assert lp.status_name(status) == "ok"
+    assert lp.verify_result(SECRET, ADDR, nonce, lp.UNPAIR_TAG, status, state, battery, mac)
+    assert not lock.paired
+    nonce = await _challenge(central, lock, conn)
+    command = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
+    answer = await central.request(lock, conn, command)
+    assert _status(answer) == "auth_failed" and answer[4:] == bytes(32)
+    assert _status(await central.request(lock, conn, lp.encode_read_reports(0))) == "auth_failed"
+    lock.turn_manually("unlocked")
+    assert lock.state == "unlocked" and lock.status_counter == 0 and lock.motor_moves == 0
+
+
 def test_documented_example_exchange_matches_the_code():
     """docs/lock-protocol.md shows these bytes; keep the document and the codec equal."""
     nonce = bytes.fromhex("8f1e6a0c3b2d4e5f60718293a4b5c6d7")
@@ -402,4 +569,32 @@ def test_documented_example_exchange_matches_the_code():
     assert lp.encode_reports_end(SECRET, ADDR, nonce, 6).hex() == (
         "8500000006"
         "ae7cf976fc2a67a84b77ea2578f59cf02e170f7d746632d7d5cd1510df23db8e"
+    )
+
+
+def test_documented_pairing_example_matches_the_code():
+    """docs/lock-protocol.md, "Pairing": setup key 20..3f, new secret 40..5f, the nonce above."""
+    nonce = bytes.fromhex("8f1e6a0c3b2d4e5f60718293a4b5c6d7")
+    assert lp.encode_advert("inside_turner", 87, 12, pairing=True).hex() == (
+        "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0181570c00"
+    )
+    assert lp.pair_pad(SETUP_KEY, ADDR, nonce).hex() == (
+        "1ae95b453e207595e872471de90bc8e960575f8ce083d64457846065d937efe1"
+    )
+    assert lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce).hex() == (
+        "04"
+        "5aa819067a6533d2a03b0d56a54686a630060ddfb4d680130fdd3a3e856ab1be"
+        "c579f1eadb6974799ca2ffbab624fa0f50ed0ba0e3704b37189cff695a5690e6"
+    )
+    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lp.PAIR_TAG, 0, 1, 87).hex() == (
+        "82000157c3d56698bbe589baeb498d5f34a46e9f6762e8399fd1eb0fa4bf43734fc84c9f"
+    )
+    assert lp.encode_result(SECRET, ADDR, nonce, lp.PAIR_TAG, 9, 1, 87).hex() == (
+        "82090157aca278ac294a86c7555001f7b27b4503fc1c2f8449461b7ef472d1d8ca521847"
+    )
+    assert lp.encode_unpair(NEW_SECRET, ADDR, nonce).hex() == (
+        "05664fa0033e154b1a358c0da1ff822fc397f45b981c5b3b38ba21fc81f0379f78"
+    )
+    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lp.UNPAIR_TAG, 0, 1, 87).hex() == (
+        "82000157a6f0d5c6d33af19df87f47a683f4e37ed589407269142626e43321424bd3e887"
     )

@@ -156,6 +156,23 @@ class ReferenceLock:
         finally:
             self._done()
 
+    async def exchange(self, encode):
+        """Write ``encode(nonce)`` on a fresh nonce and return (nonce, decoded RESULT).
+
+        For the rare PDUs that are not a COMMAND (locks.pairing). Returns (None, reason) when no
+        nonce was had before the deadline; a link error after the write is raised. Never resent.
+        """
+        deadline = time.ticks_add(time.ticks_ms(), self.deadline_ms)
+        self.busy = True
+        try:
+            nonce, reason = await self._prepare(deadline)
+            if nonce is None:
+                return None, reason
+            await self._conn.write(self._handles[0], encode(nonce), self._gatt_ms(deadline))
+            return nonce, await self._result(self.result_timeout_ms)
+        finally:
+            self._done()
+
     def service(self, idle_ms):
         """Pass on reports that arrived while idle; drop the link after ``idle_ms`` unused."""
         conn = self._conn

@@ -82,7 +82,9 @@ def test_out_of_range_fields_are_protocol_errors():
 def test_advert_round_trip_and_hostile_adverts():
     adv = lp.encode_advert("key_box", 7, 0x10203)
     assert len(adv) <= lp.ADV_MAX
-    assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 0x0203)
+    assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 0x0203, False)
+    adv = lp.encode_advert("key_box", 7, 3, True)
+    assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 3, True)
     assert _raises(lp.decode_advert, b"\x05\xff\xff\xff")
     assert _raises(lp.decode_advert, b"")
     assert _raises(lp.decode_name, b"\x03\x09\xff\xfe")
@@ -110,3 +112,22 @@ def test_hostile_report_pdus_are_protocol_errors():
     assert _raises(lp.decode_event, good[:5] + b"\x09" + good[6:])
     assert _raises(lp.decode_reports_end, b"\x85\x00")
     assert _raises(lp.decode_read_reports, b"\x03\x00\x00\x00")
+
+
+def test_pair_and_unpair_in_micropython_match_the_documented_example():
+    setup = bytes(range(32, 64))
+    new = bytes(range(64, 96))
+    nonce = binascii.unhexlify("8f1e6a0c3b2d4e5f60718293a4b5c6d7")
+    pdu = lp.encode_pair(setup, new, ADDR, nonce)
+    assert binascii.hexlify(pdu).decode() == (
+        "04"
+        "5aa819067a6533d2a03b0d56a54686a630060ddfb4d680130fdd3a3e856ab1be"
+        "c579f1eadb6974799ca2ffbab624fa0f50ed0ba0e3704b37189cff695a5690e6")
+    sealed, mac = lp.decode_pair(memoryview(pdu))
+    assert lp.open_pair(setup, ADDR, nonce, sealed, mac) == new
+    assert lp.open_pair(bytes(32), ADDR, nonce, sealed, mac) is None
+    pdu = lp.encode_unpair(new, ADDR, nonce)
+    assert lp.verify_unpair(new, ADDR, nonce, lp.decode_unpair(memoryview(pdu)))
+    assert _raises(lp.decode_pair, pdu)
+    assert _raises(lp.decode_unpair, pdu[:-1])
+    assert _raises(lp.encode_pair, setup[:31], new, ADDR, nonce)
