@@ -234,6 +234,8 @@ class AuditOutcome(StrEnum):
     INCOMPLETE = "incomplete"
     REJECTED = "rejected"  # refused before anything moved (``reason`` says why)
     REPORTED = "reported"  # a lock changed state or an event happened without a command
+    PAIRED = "paired"  # a technician paired the lock with this hub (hubctl pair)
+    UNPAIRED = "unpaired"  # the lock was told to forget its secret, and the hub forgot the lock
 
 
 class AuditEntry(_Model):
@@ -583,6 +585,19 @@ class QueueStatus(_Model):
 
     depth: Count
     oldest_at: float | None
+
+
+class Decommissioned(_Model):
+    """The hub was decommissioned (topic ``hubs/{hub}/v1/decommissioned``, retained): each lock's
+    result of being told to forget its secret (``ok``: it confirmed; otherwise the hub forgot it
+    anyway), the bridge's LTE credentials are gone, and the hub's own credentials are removed
+    next. Commands for this hub will not be answered."""
+
+    v: Literal[1] = 1
+    hub: SegmentId
+    at: float
+    locks: dict[Label, Label]
+    by: Label
 
 
 class HubStatus(_Model):

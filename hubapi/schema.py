@@ -54,6 +54,7 @@ from hubapi.models import (
     BridgeLte,
     BridgeStatus,
     BridgeUnit,
+    Decommissioned,
     HubStatus,
     QueueStatus,
     StatusRequest,
@@ -141,6 +142,9 @@ CHANNELS: tuple[Channel, ...] = (
             "Ask for a fresh health snapshot now."),
     Channel("statusReplies", topics.status_replies, "send", HubStatus, False,
             "The answer to a status request; a request's `reply_to` may name a subtopic.", subtopics=True),
+    Channel("decommissioned", topics.decommissioned, "send", Decommissioned, True,
+            "The hub was decommissioned on site (hubctl decommission), retained: its locks were told "
+            "to forget their secrets and the hub's credentials are removed next."),
 )
 
 
@@ -342,6 +346,10 @@ EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
     "statusRequest": [("a technician asks", StatusRequest(id="status-0001",
                                                           reply_to=topics.status_replies("hub-17") + "/hubctl"))],
     "statusReplies": [("all well", _EXAMPLE_STATUS)],
+    "decommissioned": [("one lock confirmed, the key box was out of reach",
+                        Decommissioned(hub="hub-0042", at=_AT + 90000.0,
+                                       locks={"front-door": "ok", "key-box": "unreachable"},
+                                       by="hubctl"))],
 }
 
 #: Signs the example command only. Derived from a public string, so anyone can compute it:

@@ -132,6 +132,12 @@ def status(hub: str) -> str:
     return f"{root(hub)}/status"
 
 
+def decommissioned(hub: str) -> str:
+    """The hub was decommissioned (hubctl decommission), retained: its locks forgot their secrets
+    and it accepts no command any more."""
+    return f"{root(hub)}/decommissioned"
+
+
 def status_request(hub: str) -> str:
     """Where the backend or a technician asks for a fresh health snapshot (never retained)."""
     return f"{root(hub)}/status/request"

@@ -37,7 +37,7 @@ class LockStates:
         self._store = store
         self._audit = audit
         self._hub_id = hub_id
-        self._locks = dict(locks)
+        self._locks = locks  # live: hubctl pair and decommission change it (hubd/commissioning.py)
         self._publisher = publisher
         self._clock = clock
         rows = store.conn.execute("SELECT lock, state, battery FROM lock_states").fetchall()

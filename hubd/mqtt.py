@@ -156,13 +156,13 @@ class HubMqtt:
             return
         self._register_ack(info.mid, None)
 
-    async def publish_acked(self, topic: str, payload: bytes, timeout: float) -> None:
-        """Publish at QoS 1 and return once the broker acknowledged it.
+    async def publish_acked(self, topic: str, payload: bytes, timeout: float, *, retain: bool = False) -> None:
+        """Publish at QoS 1 (retained with ``retain``) and return once the broker acknowledged it.
 
         Raises :class:`hubd.outbox.PublishFailed` when paho cannot take it, the broker refuses it
         (MQTT 5 reason code) or no PUBACK arrives within ``timeout`` seconds.
         """
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise PublishFailed(paho.error_string(info.rc))
         assert self._loop is not None

@@ -34,7 +34,7 @@ def validate(value: Any, node: dict[str, Any], defs: dict[str, Any], path: str =
     """Raise SchemaError unless ``value`` matches ``node`` (the keyword subset pydantic emits)."""
     unknown = set(node) - _ANNOTATIONS - {"$ref", "anyOf", "type", "enum", "const", "pattern", "minLength",
                                           "maxLength", "minimum", "maximum", "properties", "required",
-                                          "additionalProperties", "items"}
+                                          "additionalProperties", "items", "propertyNames"}
     if unknown:
         raise NotImplementedError(f"{path}: teach this validator the keywords {sorted(unknown)}")
     if "$ref" in node:
@@ -71,6 +71,13 @@ def validate(value: Any, node: dict[str, Any], defs: dict[str, Any], path: str =
     if "items" in node:
         for index, item in enumerate(value):
             validate(item, node["items"], defs, f"{path}[{index}]")
+    if "propertyNames" in node:
+        for key in value:
+            validate(key, node["propertyNames"], defs, f"{path}[{key!r}] (a key)")
+    if isinstance(node.get("additionalProperties"), dict):
+        for key, item in value.items():
+            if key not in node.get("properties", {}):
+                validate(item, node["additionalProperties"], defs, f"{path}.{key}")
     if "properties" in node:
         missing = set(node.get("required", [])) - set(value)
         if missing:
