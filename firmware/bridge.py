@@ -9,6 +9,7 @@ What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` 
 every authentic battery reading also goes to the device reports (devices.py).
 """
 
+import sys
 import time
 
 import asyncio
@@ -18,6 +19,7 @@ from wire import link, lockkinds, messages
 from wire.lockproto import command_tag
 
 _ALARM_KINDS = (messages.ALARM_STORED, messages.ALARM_HANDLED, messages.CLOCK, messages.TEST_ALARM)
+_COMMISSIONING = (messages.SCAN, messages.PAIR, messages.UNPAIR, messages.WIPE)
 
 
 class Bridge:
@@ -27,7 +29,9 @@ class Bridge:
     ``journal``: a ``journal.Journal``; ``send(payload)``: queue a message for hubd;
     ``alarms``: an ``alarms.AlarmFlow`` when an alarm unit is configured, else None;
     ``devices``: the device reports (devices.Devices) or None; ``health``: answers
-    `health_request` (health.Health), set once it exists.
+    `health_request` (health.Health), set once it exists. For a technician's requests
+    (commissioning.py) startup sets ``central`` (the BLE central), ``settings`` (the policy
+    timings a new lock's driver gets) and ``link_idle()`` (nothing waits on the host link).
     """
 
     def __init__(self, drivers, send, journal, alarms=None, devices=None):
@@ -38,6 +42,10 @@ class Bridge:
         self.journal = journal
         self._send = send
         self.mutex = {}
+        self.central = None
+        self.settings = None
+        self.link_idle = None
+        self._commissioning = False
         for lock_id, drv in drivers.items():
             self.mutex[lock_id] = asyncio.Lock()
             drv.on_report = self.on_report
@@ -57,8 +65,31 @@ class Bridge:
             self.alarms.on_message(msg)
         elif msg["m"] == messages.HEALTH_REQUEST and self.health is not None:
             self.health.send_now()
+        elif msg["m"] in _COMMISSIONING and self.central is not None:
+            if self._commissioning:
+                log.warn("%s refused: a technician's request is still running" % msg["m"])
+            else:
+                self._commissioning = True
+                asyncio.create_task(self._commission(msg))
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
+
+    async def _commission(self, msg):
+        import commissioning
+
+        try:
+            await commissioning.run(self, msg)
+        except Exception as e:  # a failed request must not stop the bridge
+            log.error("%s failed: %r" % (msg["m"], e))
+        finally:
+            # The technician's code gives its heap back (locks.pairing too).
+            for name in ("commissioning", "locks.pairing"):
+                if name in sys.modules:
+                    del sys.modules[name]
+            pkg = sys.modules.get("locks")
+            if pkg is not None and hasattr(pkg, "pairing"):
+                delattr(pkg, "pairing")
+            self._commissioning = False
 
     def on_report(self, lock_id, what, name, state, battery, source):
         """A driver heard a lock report something on its own: tell hubd."""

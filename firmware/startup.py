@@ -122,6 +122,9 @@ def build():
     health = Health(host, central, devices, journal, cfg["health"], flow, unit, modem,
                     cfg["supply"])
     app.health = health
+    app.central = central
+    app.settings = cfg["policy"]
+    app.link_idle = host.idle
     host.on_message = app.on_message
     host.on_state = health.on_link_state
     log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal; reset: %s"

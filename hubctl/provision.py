@@ -402,7 +402,7 @@ def _check_dir(path: Path, flag: str) -> None:
                              f"root (sudo), or pass another {flag}")
 
 
-def _existing_toml(path: Path) -> dict[str, Any]:
+def existing_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -425,7 +425,7 @@ def _existing_env(path: Path) -> dict[str, str]:
                              "remove it") from None
 
 
-def _existing_bridge(path: Path) -> dict[str, Any]:
+def existing_bridge(path: Path) -> dict[str, Any]:
     try:
         obj = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -497,7 +497,7 @@ def _check_bridge(bridge: dict[str, Any], fw: ModuleType, path: Path, secrets: l
 # --- the plan ------------------------------------------------------------------------------------
 
 
-def _toml_text(hub: dict[str, Any]) -> bytes:
+def toml_text(hub: dict[str, Any]) -> bytes:
     head = ("# hubd's configuration, written by hubctl provision (which keeps what is here when\n"
             "# run again, but not comments). Secrets are in hubd.env (mode 0600).\n")
     return (head + tomli_w.dumps(hub)).encode()
@@ -527,11 +527,11 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     if bridge_path.parent != etc:
         _check_dir(bridge_path.parent, "--bridge-config")
 
-    hub = _existing_toml(toml_path)
+    hub = existing_toml(toml_path)
     env = _existing_env(env_path)
     _apply_hub(flags, hub)
     tls_files, sources = _apply_login(flags, hub, env, tls_dir)
-    bridge = _apply_bridge(flags, _existing_bridge(bridge_path),
+    bridge = _apply_bridge(flags, existing_bridge(bridge_path),
                            hub["serial"].get("baudrate", DEFAULT_BAUD))
     lte = bridge["lte"]
     missing = [flag for flag, there in (
@@ -544,9 +544,9 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
-    toml_text = _toml_text(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
+    toml_bytes = toml_text(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
                                           "alarms", "locks")))
-    as_read = tomllib.loads(toml_text.decode())
+    as_read = tomllib.loads(toml_bytes.decode())
     for name in ("ca_file", "cert_file", "key_file"):
         if as_read["mqtt"].get(name) in sources:
             as_read["mqtt"][name] = str(sources[as_read["mqtt"][name]])
@@ -565,7 +565,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     files = [*tls_files,
              Planned(bridge_path, (json.dumps(bridge, indent=1) + "\n").encode(), SECRET),
              Planned(env_path, _env_text(env), SECRET),
-             Planned(toml_path, toml_text, PUBLIC)]
+             Planned(toml_path, toml_bytes, PUBLIC)]
     dirs = [etc, tls_dir] if tls_files else [etc]
     if bridge_path.parent not in dirs:
         dirs.append(bridge_path.parent)
@@ -776,9 +776,16 @@ def write(p: Plan, fw: ModuleType) -> None:
                 d.chmod(DIR_MODE)
         except OSError as e:
             raise ProvisionError(f"cannot create {d}: {e.strerror}") from None
+    replace(p.files)
+    _verify_written(p, fw)
+
+
+def replace(files: list[Planned]) -> None:
+    """Replace each file atomically (its mode and owner set before its first byte), all or none
+    renamed; the directories are synced so the renames survive a power cut."""
     staged: list[tuple[Path, Planned]] = []
     try:
-        for f in p.files:
+        for f in files:
             staged.append((_stage(f), f))
         for tmp, f in staged:
             os.replace(tmp, f.path)
@@ -787,13 +794,12 @@ def write(p: Plan, fw: ModuleType) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise ProvisionError(f"cannot write {e.filename or 'the configuration'}: {e.strerror}") from None
-    for d in p.dirs:
+    for d in {f.path.parent for f in files}:
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(fd)  # the renames themselves survive a power cut
+            os.fsync(fd)
         finally:
             os.close(fd)
-    _verify_written(p, fw)
 
 
 def _stage(f: Planned) -> Path:

@@ -123,10 +123,12 @@ class BridgeDevice:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self, cause: int = POWER_ON) -> None:
-        """Power on (or come out of a reset, ``cause``): write bridge.json to the 'flash' and
-        boot main.py."""
+        """Power on (or come out of a reset, ``cause``) and boot main.py. The 'flash' keeps its
+        bridge.json, as a real one does (the firmware rewrites it when a lock is paired): only a
+        bridge without one gets ``config`` written first, as ``hubctl flash`` copies it."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
+        if not (self.workdir / "bridge.json").exists():
+            (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
         self._write_board()
         env = dict(os.environ)
         env["MICROPYPATH"] = ":".join([str(SHIMS), str(compiled_firmware()), ".frozen"])

@@ -147,7 +147,7 @@ class SimulatedHome:
             "locks": [{"id": lk.lock_id, "kind": lk.kind, "protocol": "reference",
                        "addr": _addr_text(lk.address), "addr_type": lk.addr_type,
                        "secret": lk.secret.hex()}
-                      for lk in self.locks.values()],
+                      for lk in self.locks.values() if lk.secret is not None],  # paired
             "health": self.health,
             "supply": dict(BOARD_SUPPLY),
         }
