@@ -1,0 +1,263 @@
+"""The technician's requests that change what the hub controls: scan, pair, decommission.
+
+    commissioning = Commissioning(hub_id, bridge, config.locks, devices, audit, publisher, alarms)
+    handlers = commissioning.handlers()          # for status_socket.serve (hubd/control.py)
+
+The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> `pair` link message -> the
+bridge pairs the lock (firmware/commissioning.py, locks/pairing.py), keeps it in bridge.json and
+restarts -> `paired` -> the lock joins ``locks`` (the live map the verifier and the lock states
+read) and the device reports -> the proving cycle (lock operations run straight on the bridge,
+audited as the technician's, source ``technician``) -> hubctl writes hubd.toml and the hub's copy
+of bridge.json.
+
+Decommissioning: refused while alarms still wait for the alarm centre (unless forced) -> every
+lock is told to forget its secret and the bridge forgets it (`unpair`) -> the bridge drops its
+locks and LTE credentials (`wipe`) and restarts -> the backend is told, retained, on
+``hubs/{hub}/v1/decommissioned`` -> hubctl removes the hub's own credentials and keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hubapi import topics
+from hubapi.models import AuditOutcome, Decommissioned, Role
+from hubd import control
+from hubd.audit import AuditLog
+from hubd.devices import Devices
+from hubd.outbox import PublishFailed
+from wire import lockkinds, messages
+
+log = logging.getLogger(__name__)
+
+SCAN_GRACE_S = 5.0  # beyond the scan itself, for the bridge's answers
+PAIR_TIMEOUT_S = 40.0  # the bridge's connect deadline, the exchange and writing its flash
+RESTART_TIMEOUT_S = 60.0  # the bridge restarting with the new lock
+UNPAIR_TIMEOUT_S = 40.0
+CYCLE_OP_TIMEOUT_S = 30.0
+TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
+ACTOR = "hubctl"
+SOURCE = "technician"
+
+# Why a pairing failed, and what the technician does about it.
+PAIR_FIXES = {
+    "not_pairing": "the lock is not in pairing mode: hold its pairing button until it signals, "
+                   "then run hubctl pair again within its pairing window",
+    "auth_failed": "the lock refused the setup key: check the setup code printed on this lock "
+                   "(--setup-key) and that --addr is this lock",
+    "unreachable": "the bridge could not connect to the lock: bring the hub closer or check the "
+                   "lock's batteries (hubctl pair --scan shows its signal)",
+    "bad_lock_mac": "the lock's answer did not verify: it may not be a genuine reference lock; do "
+                    "not use it",
+    "exists": "the bridge already has a lock with this id or address: choose another name, or "
+              "decommission the old pairing first",
+    "full": "the bridge drives as many locks as its memory allows (4)",
+    "failed": "the bridge could not complete the pairing: hubctl doctor, then try again",
+}
+
+
+class _Publisher(Protocol):
+    async def publish_acked(self, topic: str, payload: bytes, timeout: float, *,
+                            retain: bool = False) -> None: ...
+
+
+class _Bridge(Protocol):
+    @property
+    def is_up(self) -> bool: ...
+    def send(self, payload: bytes) -> bool: ...
+    def on_message(self, kind: str, callback: Callable[[dict[str, Any]], None]) -> None: ...
+    async def wait_up(self, timeout: float) -> bool: ...
+    async def operate(self, lock: str, action: str, command_id: str,
+                      on_written: Callable[[], None], timeout: float) -> Any: ...
+
+
+class _Alarms(Protocol):
+    def pending(self) -> list[Any]: ...
+
+
+class Commissioning:
+    """Serves scan, pair and decommission; one request at a time (one technician, one radio)."""
+
+    def __init__(self, hub_id: str, bridge: _Bridge, locks: dict[str, str], devices: Devices,
+                 audit: AuditLog, publisher: _Publisher, alarms: _Alarms,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._hub = hub_id
+        self._bridge = bridge
+        self._locks = locks
+        self._devices = devices
+        self._audit = audit
+        self._publisher = publisher
+        self._alarms = alarms
+        self._clock = clock
+        self._busy = asyncio.Lock()
+        self._waiting: dict[str, list[asyncio.Queue[dict[str, Any]]]] = {}
+        for kind in (messages.FOUND, messages.SCAN_DONE, messages.PAIRED, messages.UNPAIRED,
+                     messages.WIPED):
+            bridge.on_message(kind, self._heard)
+
+    def handlers(self) -> dict[type, Any]:
+        return {control.ScanRequest: self.scan, control.PairRequest: self.pair,
+                control.DecommissionRequest: self.decommission}
+
+    def _heard(self, msg: dict[str, Any]) -> None:
+        queues = self._waiting.get(msg["m"])
+        if not queues:
+            log.warning("the bridge sent %s nobody asked for", msg["m"])
+            return
+        for queue in queues:
+            queue.put_nowait(msg)
+
+    async def _exchange(self, payload: bytes, answers: tuple[str, ...], until: Callable[[dict], bool],
+                        timeout: float, what: str) -> list[dict[str, Any]]:
+        """Send ``payload``; collect the bridge's ``answers`` until one satisfies ``until``."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for kind in answers:
+            self._waiting.setdefault(kind, []).append(queue)
+        got: list[dict[str, Any]] = []
+        try:
+            if not self._bridge.send(payload):
+                raise control.Refused("the bridge link is down: hubctl doctor shows why")
+            async with asyncio.timeout(timeout):
+                while True:
+                    msg = await queue.get()
+                    got.append(msg)
+                    if until(msg):
+                        return got
+        except TimeoutError:
+            raise control.Refused(f"the bridge did not answer the {what} within {timeout:g} s: "
+                                  "hubctl doctor (is its firmware current? hubctl flash)") from None
+        finally:
+            for kind in answers:
+                self._waiting[kind].remove(queue)
+
+    def _need_bridge(self) -> None:
+        if not self._bridge.is_up:
+            raise control.Refused("the bridge link is down: hubctl doctor shows why")
+
+    # --- scan ----------------------------------------------------------------------------------
+
+    async def scan(self, request: control.ScanRequest, progress: Callable[[str], None]) -> control.ScanResult:
+        self._need_bridge()
+        async with self._busy:
+            progress(f"listening for locks for {request.seconds} s")
+            got = await self._exchange(messages.scan(request.seconds * 1000),
+                                       (messages.FOUND, messages.SCAN_DONE),
+                                       lambda m: m["m"] == messages.SCAN_DONE,
+                                       request.seconds + SCAN_GRACE_S, "scan")
+        found = [control.FoundLock.model_validate({k: v for k, v in m.items() if k != "m"})
+                 for m in got if m["m"] == messages.FOUND]
+        found.sort(key=lambda f: -f.rssi)
+        return control.ScanResult(locks=found)
+
+    # --- pair ----------------------------------------------------------------------------------
+
+    async def pair(self, request: control.PairRequest, progress: Callable[[str], None]) -> control.PairResult:
+        self._need_bridge()
+        if request.lock in self._locks:
+            raise control.Refused(f"this hub already has a lock named {request.lock}: choose another "
+                                  "--name, or decommission the old pairing first")
+        async with self._busy:
+            progress(f"pairing the {request.kind.replace('_', ' ')} at {request.addr} as {request.lock}")
+            got = await self._exchange(
+                messages.pair(request.lock, request.kind, request.addr.upper(), request.addr_type,
+                              request.secret.lower(), request.setup_key.lower()),
+                (messages.PAIRED,), lambda m: m["lock"] == request.lock, PAIR_TIMEOUT_S, "pairing")
+            answer = got[-1]
+            if answer["result"] != "ok":
+                log.warning("pairing refused", extra={"lock": request.lock, "result": answer["result"]})
+                raise control.Refused(f"pairing failed ({answer['result']}): "
+                                      f"{PAIR_FIXES.get(answer['result'], PAIR_FIXES['failed'])}")
+            self._locks[request.lock] = request.kind
+            self._devices.expect(request.lock, request.kind,
+                                 "mains" if request.kind == lockkinds.ENTRANCE_DOOR else "reference")
+            self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
+                               actor=ACTOR, role=Role.TECHNICIAN, state=answer["state"],
+                               battery=answer["battery"])
+            log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": request.addr})
+            progress(f"paired: the lock holds the new secret ({answer['state']}, battery "
+                     f"{answer['battery']} %); the bridge restarts to drive it")
+            await self._restarted()
+            cycle = await self._prove(request.lock, request.kind, progress)
+        return control.PairResult(lock=request.lock, kind=request.kind, addr=request.addr.upper(),
+                                  state=answer["state"], battery=answer["battery"], cycle=cycle)
+
+    async def _restarted(self) -> None:
+        """Wait for the bridge to go down for its restart and come back up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_TIMEOUT_S
+        while self._bridge.is_up and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not await self._bridge.wait_up(max(0.0, deadline - loop.time())):
+            raise control.Refused("the bridge did not come back after pairing: the lock is paired and "
+                                  "in the bridge's bridge.json; hubctl doctor shows why")
+
+    async def _prove(self, lock: str, kind: str, progress: Callable[[str], None]) -> list[control.CycleStep]:
+        """Operate the lock once each way (ending closed), as the technician, and audit it."""
+        actions = ["unlatch"] if kind == lockkinds.ENTRANCE_DOOR else ["unlock", "lock"]
+        steps = []
+        for action in actions:
+            command = f"hubctl-{uuid.uuid4()}"
+            progress(f"proving it: {action}")
+            result = await self._bridge.operate(lock, action, command, lambda: None, CYCLE_OP_TIMEOUT_S)
+            step = control.CycleStep(action=action, status=result.outcome, reason=result.reason,
+                                     state=result.state)
+            steps.append(step)
+            self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome(result.outcome),
+                               command=command, action=action, actor=ACTOR, role=Role.TECHNICIAN,
+                               reason=result.reason, state=result.state, battery=result.battery)
+            progress(f"  {action}: {result.outcome}" + (f" ({result.reason})" if result.reason else "")
+                     + (f", {result.state}" if result.state else ""))
+            if result.outcome != "succeeded":
+                break
+        return steps
+
+    # --- decommission --------------------------------------------------------------------------
+
+    async def decommission(self, request: control.DecommissionRequest,
+                           progress: Callable[[str], None]) -> control.DecommissionResult:
+        self._need_bridge()
+        pending = len(self._alarms.pending())
+        if pending and not request.force:
+            raise control.Refused(f"{pending} alarm(s) still wait for the alarm centre: wait until "
+                                  "hubctl status shows none, or --force to decommission anyway")
+        async with self._busy:
+            results: dict[str, str] = {}
+            for lock in sorted(self._locks):
+                progress(f"{lock}: telling the lock to forget its secret")
+                got = await self._exchange(messages.unpair(lock), (messages.UNPAIRED,),
+                                           lambda m, lock=lock: m["lock"] == lock, UNPAIR_TIMEOUT_S,
+                                           f"unpairing of {lock}")
+                results[lock] = got[-1]["result"]
+                del self._locks[lock]
+                self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
+                                   role=Role.TECHNICIAN, reason=None if results[lock] == "ok" else results[lock])
+                progress(f"{lock}: {_unpaired_text(results[lock])}")
+            progress("bridge: forgetting its locks and LTE credentials")
+            got = await self._exchange(messages.wipe(), (messages.WIPED,), lambda m: True,
+                                       UNPAIR_TIMEOUT_S, "wipe")
+            progress(f"bridge: forgot {got[-1]['locks']} lock(s) and its LTE credentials; it restarts")
+            notice = Decommissioned(hub=self._hub, at=round(self._clock(), 3), locks=results, by=ACTOR)
+            told = True
+            try:
+                await self._publisher.publish_acked(topics.decommissioned(self._hub),
+                                                    notice.model_dump_json().encode(), TELL_TIMEOUT_S,
+                                                    retain=True)
+                progress(f"backend told: {topics.decommissioned(self._hub)}")
+            except PublishFailed as exc:
+                told = False
+                progress(f"the backend could not be told ({exc}): tell the municipality's operators "
+                         "the hub is decommissioned")
+            log.info("hub decommissioned", extra={"locks": results, "backend_told": told})
+        return control.DecommissionResult(locks=results, backend_told=told, bridge_wiped=True)
+
+
+def _unpaired_text(result: str) -> str:
+    if result == "ok":
+        return "the lock forgot its secret; it works by hand and can be paired again"
+    return (f"{result}: the lock could not confirm; the hub has forgotten it, so its old secret "
+            "opens nothing any more (pair it again to give it a new one)")
