@@ -28,6 +28,7 @@ from rich.progress import (
 
 from hubctl import audit as audit_trail
 from hubctl import bundle, deploy, doctor as diagnosis, image, provision as provisioning
+from hubd import control
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,6 +51,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 # After a fresh image the bridge boots and formats its filesystem before its REPL answers.
 BOOT_WAIT_S = 30
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
+_TEST_ALARM_WAIT_S = control.TestAlarmRequest.model_fields["timeout_s"].default
 
 
 class Failed(Exception):
@@ -414,6 +416,47 @@ def doctor_cmd(
         out.print(f"{failed} of {counted} checks failed", markup=False)
         raise typer.Exit(1)
     out.print(f"all {counted} checks passed", markup=False)
+
+
+@app.command("test-alarm")
+def test_alarm(
+    second_path: Annotated[bool, typer.Option(
+        "--second-path", help="Also send it over LTE (SIA DC-09) at once and wait for the "
+                              "receiver's acknowledgement.")] = False,
+    socket_path: Annotated[Path, typer.Option(
+        "--socket", help="hubd's status socket (status_socket in hubd.toml).")] =
+        diagnosis.DEFAULT_SOCKET,
+    timeout: Annotated[int, typer.Option(
+        min=5, max=600, help="How long hubd waits for the alarm centre (and the LTE receiver), "
+                             "in seconds.")] = _TEST_ALARM_WAIT_S,
+) -> None:
+    """Send a test alarm end to end: bridge, hubd's outbox, MQTT, the alarm centre's "handled".
+
+    The bridge journals an alarm marked as a test and carries it like any alarm; the alarm
+    centre sees it marked test. With --second-path the bridge also sends it over LTE to the
+    centre's DC-09 receiver (Contact ID 601, a manual test). Each hop is printed as it happens;
+    exit status 0 when the centre handled it (and the receiver acknowledged it), 1 otherwise.
+    Run as root or a member of group hubd.
+
+    **Example:** sudo hubctl test-alarm --second-path
+    """
+    request = control.TestAlarmRequest(second_path=second_path, timeout_s=timeout)
+
+    def show(line: str) -> None:
+        out.print(f"  {line}", markup=False)
+
+    out.print(f"test alarm{' (primary path and LTE)' if second_path else ''}: asking hubd on "
+              f"{socket_path}", markup=False)
+    try:
+        # Each line waits at most hubd's own bound plus a margin: hubd answers first.
+        done = control.ask(socket_path, request, show, timeout=timeout + 30)
+    except control.ControlError as e:
+        raise Failed(str(e)) from None
+    result = control.TestAlarmResult.model_validate(done)
+    summary = f"test alarm {result.alarm_id}: handled by the alarm centre after {result.primary_s:.1f} s"
+    if result.second_path is not None:
+        summary += f"; second path (LTE): {result.second_path} after {result.second_path_s:.1f} s"
+    out.print(summary, markup=False)
 
 
 @audit_app.command("export")

@@ -25,6 +25,7 @@ from hubd.journal import Journal
 from hubd.lockstate import LockStates
 from hubd.outbox import Outbox, OutboxSender
 from hubd.store import Store, StoreError
+from hubd.test_alarm import TestAlarms
 from hubd.verify import Verifier
 
 log = logging.getLogger("hubd")
@@ -169,6 +170,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     if config.status_socket is not None:  # hubctl status / doctor
         status_server = await status_socket.serve(config.status_socket, {
             control.StatusRequest: health.answer,
+            control.TestAlarmRequest: TestAlarms(bridge, alarms, health).handle,
         })
     await mqtt.start()
     devices.publish_all()  # the current truth for late subscribers at once

@@ -109,6 +109,11 @@ class Bridge:
         """Tell the bridge the alarm centre handled the alarm; False if the link cannot take it now."""
         return self._send(messages.alarm_handled(alarm_id))
 
+    def send_test_alarm(self, ref: str, lte: bool) -> bool:
+        """Ask the bridge for a test alarm from device ``ref`` (also over LTE at once if ``lte``);
+        False if the link cannot take it now."""
+        return self._send(messages.test_alarm(ref, lte))
+
     def send_clock(self, unix: int | None = None) -> bool:
         """Give the bridge hubd's time (default: now); False if the link cannot take it now."""
         return self._send(messages.clock(int(time.time()) if unix is None else unix))

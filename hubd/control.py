@@ -48,8 +48,13 @@ class StatusRequest(_Request):
 
 
 class TestAlarmRequest(_Request):
+    """A test alarm end to end (hubd/test_alarm.py); ``timeout_s`` bounds hubd's wait for the
+    centre's "handled" (and, with ``second_path``, the LTE result), counted from the request."""
+
+    __test__ = False  # not a pytest class, despite its name
     request: Literal["test_alarm"] = "test_alarm"
     second_path: bool = False
+    timeout_s: int = Field(120, ge=5, le=600)
 
 
 class ScanRequest(_Request):
@@ -87,6 +92,10 @@ class _Result(BaseModel):
 
 
 class TestAlarmResult(_Result):
+    """The test alarm's id and how long each path took; only a full success is a result (any
+    failure is an ``error`` naming the hop)."""
+
+    __test__ = False
     alarm_id: str
     primary: Literal["handled"]
     primary_s: float  # from the request to the alarm centre's "handled"

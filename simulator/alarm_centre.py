@@ -62,6 +62,12 @@ class AlarmRecord:
     handled_at: float | None = None  # when the centre published AlarmHandled (the first time)
 
     @property
+    def test(self) -> bool:
+        """A test alarm (hubctl test-alarm): the MQTT copy says so (its ``test``), and the centre
+        files it as a test, not as an emergency. Over DC-09 a test carries Contact ID 601."""
+        return self.first is not None and self.first.test
+
+    @property
     def duplicates(self) -> int:
         """Copies beyond the first, over both paths."""
         return sum(self.copies.values()) - 1
@@ -159,7 +165,8 @@ class AlarmCentre:
         return sum(record.duplicates for record in self.alarms.values())
 
     def report(self) -> list[dict[str, Any]]:
-        """Per alarm: its id, event, copies, and the time of each hop (Unix seconds).
+        """Per alarm: its id, event, whether it is a test, copies, and the time of each hop (Unix
+        seconds).
 
         ``unit_at``/``bridge_at`` are whole seconds (the link's resolution); ``received_at`` (hubd
         stored it), ``published_at`` (hubd's first publish), ``arrived_at`` and ``handled_at`` (the
@@ -169,7 +176,8 @@ class AlarmCentre:
         for record in self.alarms.values():
             first = record.first
             rows.append({
-                "id": record.id, "event": first.event if first else None, "first_path": record.first_path,
+                "id": record.id, "event": first.event if first else None, "test": record.test,
+                "first_path": record.first_path,
                 "copies": dict(record.copies), "unit_at": first.unit_at if first else None,
                 "bridge_at": first.bridge_at if first else None, "received_at": first.received_at if first else None,
                 "published_at": first.published_at if first else None, "arrived_at": record.arrived_at,
