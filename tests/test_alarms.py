@@ -9,17 +9,21 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 import tty
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from hubapi import topics
+from hubd import control
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.bridge import Bridge
 from hubd.config import AlarmsConfig, MqttConfig
 from hubd.store import DB_NAME, Store
+from hubd.test_alarm import TestAlarms
 from tests.mosquitto import Mosquitto
 from tests.waiting import until
 from wire import frame, link, messages
@@ -395,3 +399,78 @@ async def test_an_alarm_hubd_cannot_carry_is_not_acknowledged_so_the_bridge_keep
 async def test_an_lte_result_for_an_unknown_alarm_is_an_error(rig):
     end, hubd, centre = rig
     assert hubd.alarms.lte_reported({"id": "unit-0-0", "result": "ack"}) == "unknown alarm id"
+
+
+# --- hubctl test-alarm's handler (hubd/test_alarm.py) on the same rig ----------------------------
+
+
+class _Health:
+    """hubd's snapshot as the test-alarm handler reads it: the link, an alarm unit, LTE."""
+
+    def __init__(self, bridge: Bridge, unit: bool = True, lte: bool = True) -> None:
+        self._bridge, self._unit, self._lte = bridge, unit, lte
+
+    def snapshot(self) -> Any:
+        health = SimpleNamespace(unit=SimpleNamespace(up=True) if self._unit else None,
+                                 lte=SimpleNamespace(registered="home") if self._lte else None)
+        return SimpleNamespace(bridge=SimpleNamespace(link_up=self._bridge.is_up, health=health))
+
+
+async def _asked_for(end: BridgeEnd) -> dict[str, Any]:
+    await end.wait_for(messages.TEST_ALARM)
+    return end.of_kind(messages.TEST_ALARM)[-1]
+
+
+async def test_a_test_alarm_is_recognised_by_its_ref_and_done_when_the_centre_handled_it(rig):
+    end, hubd, centre = rig
+    lines: list[str] = []
+    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    task = asyncio.create_task(handler.handle(control.TestAlarmRequest(timeout_s=30), lines.append))
+    ask = await _asked_for(end)
+    assert re.fullmatch(r"hubctl-test-[0-9a-f]{6}", ask["ref"]) and ask["lte"] is False
+    end.send(alarm("brT-6", alarms.BUTTON, ask["ref"]))  # not a test: not the answer
+    end.send(alarm("brT-7", alarms.TEST, "base"))  # another device: not the answer either
+    end.send(alarm("brT-8", alarms.TEST, ask["ref"]))
+    result = await asyncio.wait_for(task, 30)
+    assert (result.alarm_id, result.primary, result.second_path) == ("brT-8", "handled", None)
+    assert centre.alarms["brT-8"].test and centre.alarms["brT-8"].first.device == ask["ref"]
+    assert "journaled by the bridge as brT-8" in lines and "stored in hubd's outbox" in lines
+    assert lines[-1].startswith("handled by the alarm centre after")
+
+
+async def test_a_test_alarm_whose_second_path_fails_is_refused_naming_lte_after_the_primary(rig):
+    end, hubd, centre = rig
+    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    task = asyncio.create_task(handler.handle(
+        control.TestAlarmRequest(second_path=True, timeout_s=30), lambda _: None))
+    ask = await _asked_for(end)
+    assert ask["lte"] is True
+    end.send(alarm("brT-9", alarms.TEST, ask["ref"]))
+    await centre.wait_for(lambda c: "brT-9" in c.alarms and c.alarms["brT-9"].handled_at is not None, 15)
+    end.send(messages.alarm_lte("brT-9", "failed"))
+    with pytest.raises(control.Refused, match=r"handled test alarm brT-9 .* second path \(LTE"):
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_test_alarm_the_centre_does_not_handle_is_refused_naming_the_centre(rig):
+    end, hubd, centre = rig
+    centre.stop_confirming()
+    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    task = asyncio.create_task(handler.handle(control.TestAlarmRequest(timeout_s=5), lambda _: None))
+    end.send(alarm("brT-10", alarms.TEST, (await _asked_for(end))["ref"]))
+    with pytest.raises(control.Refused, match="the alarm centre did not handle test alarm brT-10 within 5 s"):
+        await asyncio.wait_for(task, 30)
+    assert "brT-10" in centre.alarms  # it did arrive: hubd keeps resending it
+
+
+@pytest.mark.parametrize(("unit", "lte", "why"), [
+    (False, True, "this bridge has no alarm unit"),
+    (True, False, "this bridge has no second path"),
+])
+async def test_a_bridge_that_cannot_carry_the_test_is_refused_before_anything_is_sent(rig, unit, lte, why):
+    end, hubd, centre = rig
+    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge, unit=unit, lte=lte))
+    with pytest.raises(control.Refused, match=why):
+        await handler.handle(control.TestAlarmRequest(second_path=True), lambda _: None)
+    await asyncio.sleep(0.3)
+    assert end.of_kind(messages.TEST_ALARM) == []
