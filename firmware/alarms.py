@@ -84,7 +84,11 @@ class AlarmFlow:
 
     def on_unit_link(self, up):
         """The unit link was lost or is back: that is an alarm too."""
-        event = alarms.UNIT_LINK_RESTORED if up else alarms.UNIT_LINK_LOST
+        self._raise(alarms.UNIT_LINK_RESTORED if up else alarms.UNIT_LINK_LOST)
+
+    def _raise(self, event, ref=None, lte=False):
+        # An alarm the bridge raises itself. The journal stores devices as wire.alarmunit codes,
+        # so it is "base" on flash; a test alarm names hubd's ref on the wire instead.
         now = self.now()
         try:
             alarm_id = self.journal.add_bridge(event, "base", now or 0, now)
@@ -92,21 +96,11 @@ class AlarmFlow:
             log.error("ALARM NOT TAKEN: %s could not be journaled (%r)" % (event, e))
             return
         log.info("alarm %s: %s journaled" % (alarm_id, event))
+        if ref:
+            self._test = (alarm_id, ref, (alarm_id, event, "base", now or 0, now) if lte else None)
         self._to_hub(alarm_id, event, "base", now or 0, now)
 
     # -- to and from hubd -------------------------------------------------------------------
-
-    def _test_alarm(self, ref, lte):
-        now = self.now()
-        try:
-            # The journal stores devices as wire.alarmunit codes: "base" on flash, ref on the wire.
-            alarm_id = self.journal.add_bridge(alarms.TEST, "base", now or 0, now)
-        except (JournalFull, OSError) as e:
-            log.error("test alarm %s not taken (%r)" % (ref, e))
-            return
-        log.info("alarm %s: test %s journaled%s" % (alarm_id, ref, " (LTE too)" if lte else ""))
-        self._test = (alarm_id, ref, (alarm_id, alarms.TEST, ref, now or 0, now) if lte else None)
-        self._to_hub(alarm_id, alarms.TEST, "base", now or 0, now)
 
     def _to_hub(self, alarm_id, event, device, unit_at, bridge_at):
         if self._test is not None and self._test[0] == alarm_id:
@@ -127,7 +121,7 @@ class AlarmFlow:
         """An alarm message from hubd (alarm_stored, alarm_handled, clock, test_alarm)."""
         kind = msg["m"]
         if kind == messages.TEST_ALARM:
-            self._test_alarm(msg["ref"], msg["lte"])
+            self._raise(alarms.TEST, msg["ref"], msg["lte"])
         elif kind == messages.ALARM_STORED:
             if not self.journal.mark_stored(msg["id"]):
                 log.info("alarm %s stored by hubd, no longer pending here" % msg["id"])
@@ -171,11 +165,11 @@ class AlarmFlow:
         hub_gone = (not self._hub_up and time.ticks_diff(now, self._hub_down_since)
                     > self.settings["hub_down_ms"])
         late = self.settings["handled_deadline_ms"]
-        test = self._test[2] if self._test is not None else None
+        t = self._test
         due = [a[:5] for a in self.journal.pending()
                if hub_gone or time.ticks_diff(now, a[6]) > late]
-        if test and not any(a[0] == test[0] for a in due):
-            due.append(test)
+        if t and t[2] and t[2] not in due:
+            due.append(t[2])
         return due
 
     def second_path_result(self, alarm_id, result):

@@ -129,10 +129,14 @@ def test_a_test_alarm_is_journaled_and_sent_with_hubds_ref_as_its_device():
 
 
 def test_a_test_alarm_with_lte_goes_to_the_second_path_at_once_even_once_handled():
-    flow, unit, sent = _flow()
+    flow, unit, sent = _flow(hub_down_ms=50)
     flow.on_link_state(link.EV_UP, {})
     flow.on_message({"m": messages.TEST_ALARM, "ref": "hubctl-test-000001", "lte": True})
     assert [a[:2] for a in flow.for_second_path()] == [("brT-1", alarms.TEST)]
+    flow.on_link_state(link.EV_DOWN, "silent")
+    time.sleep_ms(100)
+    assert [a[0] for a in flow.for_second_path()] == ["brT-1"]  # once, though hubd is gone too
+    flow.on_link_state(link.EV_UP, {})
     flow.on_message({"m": messages.ALARM_HANDLED, "id": "brT-1"})  # the primary path was faster
     assert [a[0] for a in flow.for_second_path()] == ["brT-1"]
     flow.second_path_result("brT-1", "ack")
