@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 from simulator.radio import FLAG_NOTIFY, FLAG_WRITE, Characteristic, Link, Peripheral, Service
 from wire import lockkinds
+from wire import lockpair
 from wire import lockproto as lp
 
 LOW_BATTERY_PERCENT = 5
@@ -202,9 +203,9 @@ class ReferenceProtocolLock(Peripheral):
             self._on_command(link, data)
         elif op == lp.OP_READ_REPORTS:
             self._on_read_reports(link, data)
-        elif op == lp.OP_PAIR:
+        elif op == lockpair.OP_PAIR:
             self._on_pair(link, data)
-        elif op == lp.OP_UNPAIR:
+        elif op == lockpair.OP_UNPAIR:
             self._on_unpair(link, data)
         else:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
@@ -276,41 +277,37 @@ class ReferenceProtocolLock(Peripheral):
         return challenge
 
     def _on_pair(self, link: Link, data: bytes) -> None:
-        try:
-            sealed, mac = lp.decode_pair(data)
-        except lp.ProtocolError:
+        if len(data) != lockpair.PAIR_LEN:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "pair")
             return
-        challenge = self._spend_nonce(link, lp.PAIR_TAG, "pair")
+        challenge = self._spend_nonce(link, lockpair.PAIR_TAG, "pair")
         if challenge is None:
             return
         if not self.pairing:
-            self._answer(link, lp.PAIR_TAG, lp.STATUS_NOT_PAIRING, "pair")
+            self._answer(link, lockpair.PAIR_TAG, lockpair.STATUS_NOT_PAIRING, "pair")
             return
-        secret = lp.open_pair(self.setup_key, self.address, challenge.nonce, sealed, mac)
+        secret = lockpair.open_pair(self.setup_key, self.address, challenge.nonce, data)
         if secret is None:
-            self._answer(link, lp.PAIR_TAG, lp.STATUS_AUTH_FAILED, "pair")
+            self._answer(link, lockpair.PAIR_TAG, lp.STATUS_AUTH_FAILED, "pair")
             return
         self._take_secret(secret)
         self._pairing_until = None
         # MACed with the new secret: the central learns the lock holds it.
-        self._answer(link, lp.PAIR_TAG, lp.STATUS_OK, "pair")
+        self._answer(link, lockpair.PAIR_TAG, lp.STATUS_OK, "pair")
 
     def _on_unpair(self, link: Link, data: bytes) -> None:
-        try:
-            mac = lp.decode_unpair(data)
-        except lp.ProtocolError:
+        if len(data) != lockpair.UNPAIR_LEN:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "unpair")
             return
-        challenge = self._spend_nonce(link, lp.UNPAIR_TAG, "unpair")
+        challenge = self._spend_nonce(link, lockpair.UNPAIR_TAG, "unpair")
         if challenge is None:
             return
-        if self.secret is None or not lp.verify_unpair(
-                self.secret, self.address, challenge.nonce, mac):
-            self._answer(link, lp.UNPAIR_TAG, lp.STATUS_AUTH_FAILED, "unpair")
+        if self.secret is None or not lockpair.verify_unpair(
+                self.secret, self.address, challenge.nonce, data):
+            self._answer(link, lockpair.UNPAIR_TAG, lp.STATUS_AUTH_FAILED, "unpair")
             return
         # The RESULT is MACed with the secret it is about to forget, then the secret is gone.
-        self._answer(link, lp.UNPAIR_TAG, lp.STATUS_OK, "unpair")
+        self._answer(link, lockpair.UNPAIR_TAG, lp.STATUS_OK, "unpair")
         self._take_secret(None)
 
     def _expired(self, challenge: _Challenge) -> bool:
@@ -367,10 +364,12 @@ class ReferenceProtocolLock(Peripheral):
         challenge = self._challenges.get(link)
         nonce = challenge.nonce if challenge else bytes(lp.NONCE_LEN)
         code = lp.state_code(state or self.state)
-        link.notify(
-            self.events,
-            lp.encode_result(self.secret, self.address, nonce, tag, status, code, self.battery),
-        )
+        if self.secret is None:
+            pdu = lockpair.result_without_secret(status, code, self.battery)
+        else:
+            pdu = lp.encode_result(self.secret, self.address, nonce, tag, status, code,
+                                   self.battery)
+        link.notify(self.events, pdu)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -18,6 +18,7 @@ from simulator.locks import InsideTurnerLock, KeyBoxLock
 from simulator.radio import Radio
 from tests.micropython import HEAP, micropython_binary, micropython_env
 from tests.test_lockproto import AirCentral
+from wire import lockpair
 from wire import lockproto as lp
 
 SCENARIO = ROOT / "tests" / "firmware" / "lock_pairing_scenario.py"
@@ -35,7 +36,7 @@ class RecordingLock(InsideTurnerLock):
         self.pairs: list[bytes] = []
 
     def on_write(self, link, characteristic, data: bytes) -> int:
-        if characteristic is self.control and data[:1] == bytes([lp.OP_PAIR]):
+        if characteristic is self.control and data[:1] == bytes([lockpair.OP_PAIR]):
             self.pairs.append(bytes(data))
         return super().on_write(link, characteristic, data)
 
@@ -45,10 +46,10 @@ class ForgingLock(InsideTurnerLock):
     key of its own, and changes nothing."""
 
     def _on_pair(self, link, data: bytes) -> None:
-        self._claim_ok(link, lp.PAIR_TAG)
+        self._claim_ok(link, lockpair.PAIR_TAG)
 
     def _on_unpair(self, link, data: bytes) -> None:
-        self._claim_ok(link, lp.UNPAIR_TAG)
+        self._claim_ok(link, lockpair.UNPAIR_TAG)
 
     def _claim_ok(self, link, tag: bytes) -> None:
         kept, self.secret = self.secret, bytes(32)
@@ -106,7 +107,7 @@ async def test_pairing_gives_the_lock_the_new_secret_and_only_it_works_afterward
     paired, with_new, with_old = await run_firmware(
         radio, lock, [pair(NEW), op(NEW, "unlock", "cmd-1"), op(OLD, "lock", "cmd-2")])
     assert paired == {"result": "ok", "state": "locked", "battery": 100,
-                      "connected": False, "busy": False}
+                      "connected": False, "busy": False, "codec_kept": False}
     assert lock.secret == NEW and lock.paired and not lock.pairing
     # The driver that paired is the one that operates next: still usable.
     assert (with_new["outcome"], with_new["state"]) == ("succeeded", "unlocked")
@@ -156,7 +157,7 @@ async def test_a_recorded_pair_replayed_on_a_later_challenge_is_refused(radio):
 async def test_unpairing_makes_the_lock_refuse_commands_but_it_still_turns_by_hand(radio):
     lock = make_lock(radio)
     unpaired, after = await run_firmware(radio, lock, [unpair(OLD), op(OLD, "unlock", "cmd-1")])
-    assert unpaired == {"result": "ok", "connected": False, "busy": False}
+    assert unpaired == {"result": "ok", "connected": False, "busy": False, "codec_kept": False}
     assert not lock.paired and lock.secret is None
     assert (after["outcome"], after["reason"]) == ("failed", "auth_failed")
     assert lock.motor_moves == 0 and lock.state == "locked"
@@ -188,7 +189,7 @@ async def test_an_unreachable_lock_is_reported_unreachable(radio):
     paired, unpaired = await run_firmware(
         radio, lock, [pair(NEW), unpair(OLD)], connect_timeout_ms=300, deadline_ms=1000)
     assert paired == {"result": "unreachable", "state": None, "battery": None,
-                      "connected": False, "busy": False}
+                      "connected": False, "busy": False, "codec_kept": False}
     assert unpaired["result"] == "unreachable"
     assert lock.secret == OLD and lock.connections == 0
 
@@ -206,6 +207,6 @@ async def test_an_ok_that_does_not_verify_is_bad_lock_mac_not_success(radio):
     lock.press_pairing_button()
     paired, unpaired = await run_firmware(radio, lock, [pair(NEW), unpair(OLD)])
     assert paired == {"result": "bad_lock_mac", "state": None, "battery": None,
-                      "connected": False, "busy": False}
+                      "connected": False, "busy": False, "codec_kept": False}
     assert unpaired["result"] == "bad_lock_mac"
     assert lock.commands == [("forged", "ok"), ("forged", "ok")]

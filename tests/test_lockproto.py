@@ -12,6 +12,7 @@ import pytest
 from simulator.locks import InsideTurnerLock
 from simulator.radio import Radio
 from simulator.shims import airwire
+from wire import lockpair
 from wire import lockproto as lp
 from wire.hmac_sha256 import HMAC, compare_digest, hmac_sha256
 
@@ -154,65 +155,65 @@ NEW_SECRET = bytes(range(64, 96))
 
 def test_pair_seals_the_secret_with_the_documented_pad_and_mac():
     pad = hmac.new(SETUP_KEY, b"homecare-lock/v1/pair-pad" + ADDR + NONCE, hashlib.sha256).digest()
-    assert lp.pair_pad(SETUP_KEY, ADDR, NONCE) == pad
+    assert lockpair.pair_pad(SETUP_KEY, ADDR, NONCE) == pad
     sealed = bytes(a ^ b for a, b in zip(NEW_SECRET, pad))
     mac = hmac.new(SETUP_KEY, b"homecare-lock/v1/pair" + ADDR + NONCE + sealed,
                    hashlib.sha256).digest()
-    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE)
+    pdu = lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE)
     assert pdu == b"\x04" + sealed + mac
-    assert len(pdu) == lp.PAIR_LEN == 65
+    assert len(pdu) == lockpair.PAIR_LEN == 65
     assert NEW_SECRET not in pdu
 
 
 def test_pair_round_trip_opens_only_with_the_setup_key_nonce_and_address():
-    sealed, mac = lp.decode_pair(lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE))
-    assert lp.open_pair(SETUP_KEY, ADDR, NONCE, sealed, mac) == NEW_SECRET
-    assert lp.open_pair(bytes(32), ADDR, NONCE, sealed, mac) is None
-    assert lp.open_pair(SETUP_KEY, ADDR, bytes(16), sealed, mac) is None
-    assert lp.open_pair(SETUP_KEY, bytes(6), NONCE, sealed, mac) is None
-    tampered = bytes([sealed[0] ^ 1]) + sealed[1:]
-    assert lp.open_pair(SETUP_KEY, ADDR, NONCE, tampered, mac) is None
+    pdu = lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, NONCE)
+    assert lockpair.open_pair(SETUP_KEY, ADDR, NONCE, memoryview(pdu)) == NEW_SECRET
+    assert lockpair.open_pair(bytes(32), ADDR, NONCE, pdu) is None
+    assert lockpair.open_pair(SETUP_KEY, ADDR, bytes(16), pdu) is None
+    assert lockpair.open_pair(SETUP_KEY, bytes.fromhex("AABBCCDDEE02"), NONCE, pdu) is None
+    for i in (1, 32, 33, 64):  # a flipped bit in the sealed secret or in the MAC
+        tampered = bytearray(pdu)
+        tampered[i] ^= 1
+        assert lockpair.open_pair(SETUP_KEY, ADDR, NONCE, bytes(tampered)) is None
 
 
 def test_unpair_mac_is_hmac_over_documented_input_and_round_trips():
     mac = hmac.new(SECRET, b"homecare-lock/v1/unpair" + ADDR + NONCE, hashlib.sha256).digest()
-    pdu = lp.encode_unpair(SECRET, ADDR, NONCE)
+    pdu = lockpair.encode_unpair(SECRET, ADDR, NONCE)
     assert pdu == b"\x05" + mac
-    assert len(pdu) == lp.UNPAIR_LEN == 33
-    got = lp.decode_unpair(pdu)
-    assert lp.verify_unpair(SECRET, ADDR, NONCE, got)
-    assert not lp.verify_unpair(bytes(32), ADDR, NONCE, got)
-    assert not lp.verify_unpair(SECRET, ADDR, bytes(16), got)
-    assert not lp.verify_unpair(SECRET, bytes(6), NONCE, got)
+    assert len(pdu) == lockpair.UNPAIR_LEN == 33
+    assert lockpair.verify_unpair(SECRET, ADDR, NONCE, memoryview(pdu))
+    assert not lockpair.verify_unpair(bytes(32), ADDR, NONCE, pdu)
+    assert not lockpair.verify_unpair(SECRET, ADDR, bytes(16), pdu)
+    assert not lockpair.verify_unpair(SECRET, bytes(6), NONCE, pdu)
 
 
 def test_pair_and_unpair_results_use_their_own_tags():
-    assert lp.PAIR_TAG == bytes.fromhex("0000000000000004")
-    assert lp.UNPAIR_TAG == bytes.fromhex("0000000000000005")
-    assert lp.status_name(lp.STATUS_NOT_PAIRING) == "not_pairing" == lp.status_name(9)
-    pdu = lp.encode_result(NEW_SECRET, ADDR, NONCE, lp.PAIR_TAG, 0, 1, 80)
+    assert lockpair.PAIR_TAG == bytes.fromhex("0000000000000004")
+    assert lockpair.UNPAIR_TAG == bytes.fromhex("0000000000000005")
+    assert lp.status_name(lockpair.STATUS_NOT_PAIRING) == "not_pairing" == lp.status_name(9)
+    pdu = lp.encode_result(NEW_SECRET, ADDR, NONCE, lockpair.PAIR_TAG, 0, 1, 80)
     status, state, battery, mac = lp.decode_result(pdu)
-    assert lp.verify_result(NEW_SECRET, ADDR, NONCE, lp.PAIR_TAG, status, state, battery, mac)
-    assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, lp.UNPAIR_TAG, status, state, battery,
+    assert lp.verify_result(NEW_SECRET, ADDR, NONCE, lockpair.PAIR_TAG, status, state, battery, mac)
+    assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, lockpair.UNPAIR_TAG, status, state, battery,
                                 mac)
     assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, bytes(8), status, state, battery, mac)
 
 
 def test_a_lock_without_a_secret_sends_a_zero_mac():
-    pdu = lp.encode_result(None, ADDR, NONCE, TAG, lp.STATUS_AUTH_FAILED, 1, 50)
-    assert pdu[4:] == bytes(32)
+    pdu = lockpair.result_without_secret(lp.STATUS_AUTH_FAILED, 1, 50)
+    assert pdu == bytes([lp.OP_RESULT, lp.STATUS_AUTH_FAILED, 1, 50]) + bytes(32)
     assert lp.decode_result(pdu)[0] == lp.STATUS_AUTH_FAILED
 
 
 @pytest.mark.parametrize(
     ("fn", "args"),
     [
-        (lp.encode_pair, (bytes(31), NEW_SECRET, ADDR, NONCE)),  # short setup key
-        (lp.encode_pair, (SETUP_KEY, bytes(33), ADDR, NONCE)),  # long secret
-        (lp.encode_pair, (SETUP_KEY, NEW_SECRET, bytes(5), NONCE)),
-        (lp.encode_pair, (SETUP_KEY, NEW_SECRET, ADDR, bytes(15))),
-        (lp.open_pair, (SETUP_KEY, ADDR, NONCE, bytes(31), bytes(32))),
-        (lp.encode_unpair, (SECRET, ADDR, bytes(17))),
+        (lockpair.encode_pair, (bytes(31), NEW_SECRET, ADDR, NONCE)),  # short setup key
+        (lockpair.encode_pair, (SETUP_KEY, bytes(33), ADDR, NONCE)),  # long secret
+        (lockpair.encode_pair, (SETUP_KEY, NEW_SECRET, bytes(5), NONCE)),
+        (lockpair.encode_pair, (SETUP_KEY, NEW_SECRET, ADDR, bytes(15))),
+        (lockpair.encode_unpair, (SECRET, ADDR, bytes(17))),
     ],
 )
 def test_pairing_encoders_refuse_wrong_lengths(fn, args):
@@ -236,8 +237,10 @@ GOOD = {
     "event": (lp.decode_event, lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)),
     "read_reports": (lp.decode_read_reports, lp.encode_read_reports(3)),
     "reports_end": (lp.decode_reports_end, lp.encode_reports_end(SECRET, ADDR, NONCE, 3)),
-    "pair": (lp.decode_pair, lp.encode_pair(SECRET, SECRET, ADDR, NONCE)),
-    "unpair": (lp.decode_unpair, lp.encode_unpair(SECRET, ADDR, NONCE)),
+    "pair": (lambda pdu: lockpair.open_pair(SECRET, ADDR, NONCE, pdu),
+             lockpair.encode_pair(SECRET, SECRET, ADDR, NONCE)),
+    "unpair": (lambda pdu: lockpair.verify_unpair(SECRET, ADDR, NONCE, pdu),
+               lockpair.encode_unpair(SECRET, ADDR, NONCE)),
 }
 
 
@@ -496,11 +499,11 @@ async def test_pair_on_a_spent_or_stale_nonce_is_refused(air):
     nonce = await _challenge(central, lock, conn)
     status = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("status"), TAG)
     assert _status(await central.request(lock, conn, status)) == "ok"  # spends the nonce
-    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
+    pdu = lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
     assert _status(await central.request(lock, conn, pdu)) == "challenge_expired"
     nonce = await _challenge(central, lock, conn)
     now[0] += lp.NONCE_LIFETIME_MS / 1000 + 0.001
-    pdu = lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
+    pdu = lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce)
     assert _status(await central.request(lock, conn, pdu)) == "challenge_expired"
     assert lock.secret == SECRET and lock.pairing
 
@@ -512,10 +515,10 @@ async def test_paired_lock_drops_its_old_reports_and_answers_under_the_new_secre
     lock.press_pairing_button()
     conn = await central.connect(lock)
     nonce = await _challenge(central, lock, conn)
-    answer = await central.request(lock, conn, lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce))
+    answer = await central.request(lock, conn, lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce))
     status, state, battery, mac = lp.decode_result(answer)
     assert lp.status_name(status) == "ok"
-    assert lp.verify_result(NEW_SECRET, ADDR, nonce, lp.PAIR_TAG, status, state, battery, mac)
+    assert lp.verify_result(NEW_SECRET, ADDR, nonce, lockpair.PAIR_TAG, status, state, battery, mac)
     assert lock.secret == NEW_SECRET and not lock.pairing
     # The report made under the old secret is gone; the numbering goes on.
     central.send(airwire.WRITE, conn, lock.control.value_handle, 1, lp.encode_read_reports(0))
@@ -528,10 +531,10 @@ async def test_unpaired_lock_refuses_everything_but_still_turns_by_hand(air):
     central, lock, _ = air
     conn = await central.connect(lock)
     nonce = await _challenge(central, lock, conn)
-    answer = await central.request(lock, conn, lp.encode_unpair(SECRET, ADDR, nonce))
+    answer = await central.request(lock, conn, lockpair.encode_unpair(SECRET, ADDR, nonce))
     status, state, battery, mac = lp.decode_result(answer)
     assert lp.status_name(status) == "ok"
-    assert lp.verify_result(SECRET, ADDR, nonce, lp.UNPAIR_TAG, status, state, battery, mac)
+    assert lp.verify_result(SECRET, ADDR, nonce, lockpair.UNPAIR_TAG, status, state, battery, mac)
     assert not lock.paired
     nonce = await _challenge(central, lock, conn)
     command = lp.encode_command(SECRET, ADDR, nonce, lp.action_code("unlock"), TAG)
@@ -578,23 +581,23 @@ def test_documented_pairing_example_matches_the_code():
     assert lp.encode_advert("inside_turner", 87, 12, pairing=True).hex() == (
         "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0181570c00"
     )
-    assert lp.pair_pad(SETUP_KEY, ADDR, nonce).hex() == (
+    assert lockpair.pair_pad(SETUP_KEY, ADDR, nonce).hex() == (
         "1ae95b453e207595e872471de90bc8e960575f8ce083d64457846065d937efe1"
     )
-    assert lp.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce).hex() == (
+    assert lockpair.encode_pair(SETUP_KEY, NEW_SECRET, ADDR, nonce).hex() == (
         "04"
         "5aa819067a6533d2a03b0d56a54686a630060ddfb4d680130fdd3a3e856ab1be"
         "c579f1eadb6974799ca2ffbab624fa0f50ed0ba0e3704b37189cff695a5690e6"
     )
-    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lp.PAIR_TAG, 0, 1, 87).hex() == (
+    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lockpair.PAIR_TAG, 0, 1, 87).hex() == (
         "82000157c3d56698bbe589baeb498d5f34a46e9f6762e8399fd1eb0fa4bf43734fc84c9f"
     )
-    assert lp.encode_result(SECRET, ADDR, nonce, lp.PAIR_TAG, 9, 1, 87).hex() == (
+    assert lp.encode_result(SECRET, ADDR, nonce, lockpair.PAIR_TAG, 9, 1, 87).hex() == (
         "82090157aca278ac294a86c7555001f7b27b4503fc1c2f8449461b7ef472d1d8ca521847"
     )
-    assert lp.encode_unpair(NEW_SECRET, ADDR, nonce).hex() == (
+    assert lockpair.encode_unpair(NEW_SECRET, ADDR, nonce).hex() == (
         "05664fa0033e154b1a358c0da1ff822fc397f45b981c5b3b38ba21fc81f0379f78"
     )
-    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lp.UNPAIR_TAG, 0, 1, 87).hex() == (
+    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lockpair.UNPAIR_TAG, 0, 1, 87).hex() == (
         "82000157a6f0d5c6d33af19df87f47a683f4e37ed589407269142626e43321424bd3e887"
     )

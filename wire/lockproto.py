@@ -13,9 +13,9 @@ auto-relock) becomes a numbered, MACed report (STATUS or EVENT), notified live t
 centrals and kept in a short backlog that a central reads with READ_REPORTS; REPORTS_END closes
 the backlog with the lock's latest report number, MACed over the link's nonce so it is fresh.
 
-Pairing: in pairing mode (its button held; the advert says so) a lock takes a new secret in a PAIR,
-sealed and MACed under its factory setup key over a fresh nonce; UNPAIR, MACed with the secret,
-makes it forget the secret (it then refuses every command until it is paired again).
+Pairing: PAIR and UNPAIR are in ``wire.lockpair`` (the bridge loads it only while pairing, to
+spare its heap); here is only what every central needs of it: the ``not_pairing`` status name
+and the pairing-mode bit of the advert.
 """
 
 import struct
@@ -45,8 +45,6 @@ ADDR_LEN = 6
 OP_CHALLENGE_REQUEST = 0x01
 OP_COMMAND = 0x02
 OP_READ_REPORTS = 0x03
-OP_PAIR = 0x04
-OP_UNPAIR = 0x05
 OP_CHALLENGE = 0x81
 OP_RESULT = 0x82
 OP_STATUS = 0x83
@@ -61,12 +59,6 @@ STATUS_LEN = 1 + 4 + 1 + 1 + 1 + MAC_LEN
 READ_REPORTS_LEN = 1 + 4
 EVENT_LEN = 1 + 4 + 1 + 1 + 1 + 1 + MAC_LEN
 REPORTS_END_LEN = 1 + 4 + MAC_LEN
-PAIR_LEN = 1 + SECRET_LEN + MAC_LEN  # op, sealed secret, MAC
-UNPAIR_LEN = 1 + MAC_LEN
-# The tags a lock's RESULT to PAIR / UNPAIR is MACed over: 7 zero bytes and the opcode (a status
-# read uses 8 zero bytes, a COMMAND an HMAC-derived tag).
-PAIR_TAG = b"\x00\x00\x00\x00\x00\x00\x00\x04"
-UNPAIR_TAG = b"\x00\x00\x00\x00\x00\x00\x00\x05"
 COUNTER_NONE = 0xFFFFFFFF  # READ_REPORTS after this: no reports, only REPORTS_END
 
 ACTIONS = ("status", "unlock", "lock", "unlatch")
@@ -98,7 +90,6 @@ STATUS_BAD_REQUEST = 5
 STATUS_CHALLENGE_EXPIRED = 6
 STATUS_DUPLICATE = 7
 STATUS_UNSUPPORTED = 8
-STATUS_NOT_PAIRING = 9
 
 _DOMAIN_COMMAND = b"homecare-lock/v1/command"
 _DOMAIN_RESULT = b"homecare-lock/v1/result"
@@ -106,9 +97,6 @@ _DOMAIN_STATUS = b"homecare-lock/v1/status"
 _DOMAIN_TAG = b"homecare-lock/v1/tag"
 _DOMAIN_EVENT = b"homecare-lock/v1/event"
 _DOMAIN_REPORTS = b"homecare-lock/v1/reports"
-_DOMAIN_PAIR = b"homecare-lock/v1/pair"
-_DOMAIN_PAIR_PAD = b"homecare-lock/v1/pair-pad"
-_DOMAIN_UNPAIR = b"homecare-lock/v1/unpair"
 
 # Advertising data types (Bluetooth Assigned Numbers, "Common Data Types").
 AD_FLAGS = 0x01
@@ -117,7 +105,6 @@ AD_NAME_COMPLETE = 0x09
 AD_MANUFACTURER = 0xFF
 ADV_MAX = 31
 MANUFACTURER_LEN = 2 + 1 + 1 + 1 + 2  # company, version, kind, battery, counter
-ADV_PAIRING = 0x80  # in the kind byte: the lock is in pairing mode
 
 
 class ProtocolError(ValueError):
@@ -285,18 +272,12 @@ def result_mac(secret, addr, nonce, tag, status, state, battery):
 
 
 def encode_result(secret, addr, nonce, tag, status, state, battery):
-    """Build a RESULT; status, state are codes, battery is a percentage 0..100.
-
-    ``secret`` None (a lock that has none) sends 32 zero bytes as the MAC: nobody can verify it.
-    """
+    """Build a RESULT; status, state are codes, battery is a percentage 0..100."""
     _check_byte(status, "status")
     _check_byte(state, "state")
     if not 0 <= battery <= 100:
         raise ProtocolError("battery out of range: %d" % battery)
-    if secret is None:
-        mac = bytes(MAC_LEN)
-    else:
-        mac = result_mac(secret, addr, nonce, tag, status, state, battery)
+    mac = result_mac(secret, addr, nonce, tag, status, state, battery)
     return bytes((OP_RESULT, status, state, battery)) + mac
 
 
@@ -422,75 +403,6 @@ def verify_reports_end(secret, addr, nonce, counter, mac):
     return compare_digest(reports_end_mac(secret, addr, nonce, counter), mac)
 
 
-# --- PAIR / UNPAIR ----------------------------------------------------------------------------
-
-
-def _xor(data, pad):
-    out = bytearray(data)
-    for i in range(len(out)):
-        out[i] ^= pad[i]
-    return bytes(out)
-
-
-def pair_pad(setup_key, addr, nonce):
-    """The one-time pad that seals a new secret: HMAC(setup key, domain || addr || nonce)."""
-    _check_len(setup_key, SECRET_LEN, "setup key")
-    _check_len(addr, ADDR_LEN, "lock address")
-    _check_len(nonce, NONCE_LEN, "nonce")
-    return _mac(setup_key, _DOMAIN_PAIR_PAD, addr, nonce)
-
-
-def pair_mac(setup_key, addr, nonce, sealed):
-    """HMAC(setup key, domain || addr || nonce || sealed secret)."""
-    _check_len(setup_key, SECRET_LEN, "setup key")
-    _check_len(addr, ADDR_LEN, "lock address")
-    _check_len(nonce, NONCE_LEN, "nonce")
-    _check_len(sealed, SECRET_LEN, "sealed secret")
-    return _mac(setup_key, _DOMAIN_PAIR, addr, nonce, sealed)
-
-
-def encode_pair(setup_key, secret, addr, nonce):
-    """Build a PAIR giving the lock ``secret``, sealed and MACed under its ``setup_key``."""
-    _check_len(secret, SECRET_LEN, "secret")
-    sealed = _xor(secret, pair_pad(setup_key, addr, nonce))
-    return bytes((OP_PAIR,)) + sealed + pair_mac(setup_key, addr, nonce, sealed)
-
-
-def decode_pair(data):
-    """Return (sealed secret, mac) of a PAIR; nothing is checked but the shape."""
-    _check(data, PAIR_LEN, OP_PAIR, "PAIR")
-    return bytes(data[1 : 1 + SECRET_LEN]), bytes(data[1 + SECRET_LEN :])
-
-
-def open_pair(setup_key, addr, nonce, sealed, mac):
-    """The new secret of a PAIR if its MAC verifies under ``setup_key``, else None."""
-    if not compare_digest(pair_mac(setup_key, addr, nonce, sealed), mac):
-        return None
-    return _xor(sealed, pair_pad(setup_key, addr, nonce))
-
-
-def unpair_mac(secret, addr, nonce):
-    """HMAC(secret, domain || addr || nonce)."""
-    _check_len(addr, ADDR_LEN, "lock address")
-    _check_len(nonce, NONCE_LEN, "nonce")
-    return _mac(secret, _DOMAIN_UNPAIR, addr, nonce)
-
-
-def encode_unpair(secret, addr, nonce):
-    """Build an UNPAIR: the lock forgets ``secret``."""
-    return bytes((OP_UNPAIR,)) + unpair_mac(secret, addr, nonce)
-
-
-def decode_unpair(data):
-    """Return the MAC of an UNPAIR (not checked here, see ``verify_unpair``)."""
-    _check(data, UNPAIR_LEN, OP_UNPAIR, "UNPAIR")
-    return bytes(data[1:])
-
-
-def verify_unpair(secret, addr, nonce, mac):
-    return compare_digest(unpair_mac(secret, addr, nonce), mac)
-
-
 # --- Advertising -------------------------------------------------------------------------------
 
 
@@ -518,7 +430,7 @@ def encode_advert(kind, battery, counter, pairing=False):
     """
     flags = _ad(AD_FLAGS, b"\x06")  # LE general discoverable, BR/EDR not supported
     service = _ad(AD_UUID128_COMPLETE, uuid128_le(SERVICE_UUID))
-    code = _index(KINDS, kind, "kind") | (ADV_PAIRING if pairing else 0)
+    code = _index(KINDS, kind, "kind") | (0x80 if pairing else 0)  # bit 7: pairing mode
     mfr = struct.pack("<HBBBH", COMPANY_ID, VERSION, code, battery, counter & 0xFFFF)
     return flags + service + _ad(AD_MANUFACTURER, mfr)
 
@@ -560,8 +472,7 @@ def decode_advert(data):
                 raise ProtocolError("unsupported protocol version %d" % version)
             if battery > 100:
                 raise ProtocolError("battery out of range: %d" % battery)
-            pairing = bool(kind & ADV_PAIRING)
-            return _name(KINDS, kind & 0x7F, "kind"), battery, counter, pairing
+            return _name(KINDS, kind & 0x7F, "kind"), battery, counter, kind > 0x7F
     raise ProtocolError("no reference-lock manufacturer data")
 
 

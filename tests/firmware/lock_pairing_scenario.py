@@ -7,7 +7,8 @@ command-line argument of 256 bytes or more) where the JSON is
 ["pair", secret hex, setup key hex], ["unpair", secret hex] or ["op", secret hex, action, id].
 One driver per secret, kept across steps (so a step after a pairing reuses its driver). Like the
 bridge, locks.pairing is imported for a step and dropped from sys.modules after it. Prints one
-JSON line per step: what the firmware returned.
+JSON line per step: what the firmware returned, plus for pair/unpair whether the driver is still
+connected or busy and whether wire.lockpair stayed loaded ("codec_kept").
 """
 
 import asyncio
@@ -49,6 +50,7 @@ async def main(spec):
             del sys.modules["locks.pairing"]
             out["connected"] = drv.connected
             out["busy"] = drv.busy
+            out["codec_kept"] = "wire.lockpair" in sys.modules
         print(json.dumps(out))
     for drv in drivers.values():
         await drv.close()
