@@ -82,10 +82,10 @@ async def scan(app, msg):
             continue  # a foreign or hostile advert
         if name is not None and not 0 < len(name) <= messages.MAX_ID:
             name = None
-        app.send(messages.found(_addr_text(r.addr), r.addr_type, kind, r.rssi, battery, name,
+        app.send(messages.make(messages.FOUND, _addr_text(r.addr), r.addr_type, kind, r.rssi, battery, name,
                                 pairing, by_addr.get(r.addr)))
         count += 1
-    app.send(messages.scan_done(count))
+    app.send(messages.make(messages.SCAN_DONE, count))
     log.info("scan: %d lock(s) heard" % count)
 
 
@@ -108,12 +108,12 @@ async def pair(app, msg):
     if addr is None or secret is None or setup is None or msg["kind"] not in lockkinds.KINDS \
             or msg["addr_type"] not in (0, 1):
         log.warn("pair %s: malformed request" % lock_id)
-        app.send(messages.paired(lock_id, "failed"))
+        app.send(messages.make(messages.PAIRED, lock_id, "failed"))
         return
     refusal = _pair_refusal(app, msg, addr)
     if refusal is not None:
         log.warn("pair %s: %s" % (lock_id, refusal))
-        app.send(messages.paired(lock_id, refusal))
+        app.send(messages.make(messages.PAIRED, lock_id, refusal))
         return
     from locks import pairing
     from locks.reference import ReferenceLock
@@ -125,7 +125,7 @@ async def pair(app, msg):
     got = await pairing.pair(drv, setup)
     if got["result"] != "ok":
         log.warn("pair %s at %s: %s" % (lock_id, msg["addr"], got["result"]))
-        app.send(messages.paired(lock_id, got["result"]))
+        app.send(messages.make(messages.PAIRED, lock_id, got["result"]))
         return
     try:
         obj = _read()
@@ -138,10 +138,10 @@ async def pair(app, msg):
     except (OSError, ValueError) as e:
         # The lock holds the secret, the bridge could not keep it: a pairing again replaces it.
         log.error("pair %s: cannot write %s: %r" % (lock_id, PATH, e))
-        app.send(messages.paired(lock_id, "failed"))
+        app.send(messages.make(messages.PAIRED, lock_id, "failed"))
         return
     log.info("paired %s (%s) at %s" % (lock_id, msg["kind"], msg["addr"]))
-    app.send(messages.paired(lock_id, "ok", got["state"], got["battery"]))
+    app.send(messages.make(messages.PAIRED, lock_id, "ok", got["state"], got["battery"]))
     await _restart(app)
 
 
@@ -155,7 +155,7 @@ async def unpair(app, msg):
     lock_id = msg["lock"]
     drv = app.drivers.get(lock_id)
     if drv is None:
-        app.send(messages.unpaired(lock_id, "unknown_lock"))
+        app.send(messages.make(messages.UNPAIRED, lock_id, "unknown_lock"))
         return
     from locks import pairing
 
@@ -169,7 +169,7 @@ async def unpair(app, msg):
         log.error("unpair %s: cannot write %s: %r" % (lock_id, PATH, e))
         result = "failed"
     log.info("unpaired %s: %s" % (lock_id, result))
-    app.send(messages.unpaired(lock_id, result))
+    app.send(messages.make(messages.UNPAIRED, lock_id, result))
 
 
 async def wipe(app):
@@ -185,7 +185,7 @@ async def wipe(app):
         return
     app.drivers.clear()
     log.info("wiped: %d lock(s) and the LTE credentials forgotten" % n)
-    app.send(messages.wiped(n))
+    app.send(messages.make(messages.WIPED, n))
     await _restart(app)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import secrets
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from hubapi import topics
+from hubctl import access
 from hubctl import audit as audit_trail
 from hubctl import bundle, deploy, doctor as diagnosis, image, provision as provisioning
 from hubd import control
@@ -495,6 +499,176 @@ def audit_export(
     summary = (f"exported {len(done.lines)} entries, seq {done.first_seq}..{done.last_seq}"
                f"{upto}, chain intact{where}")
     (out if out_file is not None else err).print(summary, markup=False)
+
+
+def _ask(socket_path: Path, request: Any, timeout: float) -> dict[str, Any]:
+    """One request to hubd on its local socket, each progress line printed as it comes."""
+    try:
+        return control.ask(socket_path, request, lambda line: out.print(f"  {line}", markup=False),
+                           timeout=timeout)
+    except control.ControlError as e:
+        raise Failed(str(e)) from None
+
+
+def _signal(rssi: int) -> str:
+    bars = sum(rssi >= level for level in (-90, -80, -70, -60))
+    return f"{'▮' * bars}{'▯' * (4 - bars)} {rssi} dBm"
+
+
+@app.command()
+def pair(
+    scan: Annotated[bool, typer.Option(
+        "--scan", help="Only list the locks in reach (name, kind, signal, battery, pairing mode).")] = False,
+    addr: Annotated[str | None, typer.Option(
+        help="The lock's Bluetooth address, as --scan lists it, e.g. C0:FF:EE:00:00:07.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="What the hub calls the lock: front-door, entrance, key-box... (letters, digits, - and _).")] = None,
+    setup_key: Annotated[str | None, typer.Option(
+        help="The lock's setup key: the 64 hex digits printed on it (its QR code).")] = None,
+    seconds: Annotated[int, typer.Option(
+        min=1, max=control.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
+    etc_dir: Annotated[Path, typer.Option(
+        help="hubd's configuration (hubd.toml, bridge.json) to record the lock in.")] = provisioning.DEFAULT_ETC,
+    bridge_config: Annotated[Path | None, typer.Option(
+        help="The hub's copy of bridge.json.", show_default="<etc-dir>/bridge.json")] = None,
+    socket_path: Annotated[Path, typer.Option(
+        "--socket", help="hubd's local socket (status_socket in hubd.toml).")] = diagnosis.DEFAULT_SOCKET,
+) -> None:
+    """Find a lock, pair it with the hub under a name, and prove it with a lock/unlock cycle.
+
+    Put the lock in pairing mode first (hold its pairing button until it signals). The hub gives
+    it a new random secret, sealed with the lock's setup key; the lock proves it holds it; the
+    bridge restarts to drive it; then the hub unlocks and locks it once (an entrance door:
+    unlatches once), audited as the technician's. The lock is recorded in hubd.toml and the
+    hub's bridge.json (0600). The secret is never printed.
+
+    **Example:** sudo hubctl pair --scan, then sudo hubctl pair --addr C0:FF:EE:00:00:07
+    --name front-door --setup-key 3f1c...e2 (64 hex digits)
+    """
+    if scan:
+        _print_scan(socket_path, seconds)
+        return
+    missing = [flag for flag, value in (("--addr", addr), ("--name", name), ("--setup-key", setup_key))
+               if value is None]
+    if missing:
+        raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
+    assert addr is not None and name is not None and setup_key is not None
+    if not re.fullmatch(control.ADDR, addr):
+        raise typer.BadParameter("not a Bluetooth address like C0:FF:EE:00:00:07", param_hint="'--addr'")
+    if not re.fullmatch(topics.SEGMENT_PATTERN, name):
+        raise typer.BadParameter("use letters, digits, - and _ (e.g. front-door)", param_hint="'--name'")
+    if not re.fullmatch(control.HEX64, setup_key):
+        raise typer.BadParameter("the setup key is 64 hex digits (printed on the lock)",
+                                 param_hint="'--setup-key'")
+    files = access.HubFiles.at(etc_dir, bridge_config)
+    try:
+        files.check_writable()
+    except provisioning.ProvisionError as e:
+        raise Failed(str(e)) from None
+    out.print(f"looking for {addr} ({seconds} s)", markup=False)
+    heard = _scan(socket_path, seconds)
+    lock = next((f for f in heard.locks if f.addr == addr.upper()), None)
+    if lock is None:
+        raise Failed(f"no lock at {addr} answered: bring the hub closer, check the lock's batteries, "
+                     "and hubctl pair --scan for the addresses in reach")
+    if lock.lock is not None:
+        raise Failed(f"{addr} is already paired with this hub as {lock.lock}")
+    if not lock.pairing:
+        raise Failed(f"{addr} is not in pairing mode: hold its pairing button until it signals, "
+                     "then run this again")
+    secret = secrets.token_hex(32)
+    done = _ask(socket_path, control.PairRequest(
+        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, secret=secret,
+        setup_key=setup_key), timeout=control.PAIR_WAIT_S)
+    result = control.PairResult.model_validate(done)
+    try:
+        access.add_lock(files, name, lock.kind, lock.addr, lock.addr_type, secret)
+    except provisioning.ProvisionError as e:
+        raise Failed(f"{name} is paired and in the bridge's own bridge.json, but the hub's files were "
+                     f"not updated: {e}") from None
+    out.print(f"{name}: {lock.kind.replace('_', ' ')} at {lock.addr} paired; recorded in "
+              f"{files.hubd_toml} and {files.bridge_json}", markup=False)
+    failed = [s for s in result.cycle if s.status != "succeeded"]
+    if failed:
+        s = failed[0]
+        raise Failed(f"{name} is paired but did not {s.action}: {s.status}"
+                     f"{f' ({s.reason})' if s.reason else ''}: check the lock's mechanism and "
+                     "batteries (hubctl doctor), then test it from the backend")
+    out.print(f"proved: {', '.join(s.action + ' ' + (s.state or 'ok') for s in result.cycle)}",
+              markup=False)
+
+
+def _scan(socket_path: Path, seconds: int) -> control.ScanResult:
+    done = _ask(socket_path, control.ScanRequest(seconds=seconds), timeout=seconds + 15)
+    return control.ScanResult.model_validate(done)
+
+
+def _print_scan(socket_path: Path, seconds: int) -> None:
+    heard = _scan(socket_path, seconds)
+    if not heard.locks:
+        raise Failed(f"no lock heard in {seconds} s: bring the hub closer, check the locks' "
+                     "batteries, or listen longer (--seconds)")
+    out.print(f"{'address':<18} {'name':<20} {'kind':<14} {'signal':<14} {'battery':<8} pairing",
+              markup=False)
+    for f in heard.locks:
+        battery = f"{f.battery} %" if f.battery is not None else "-"
+        mode = f"paired as {f.lock}" if f.lock else ("READY" if f.pairing else "no")
+        out.print(f"{f.addr:<18} {(f.name or '-'):<20} {f.kind:<14} {_signal(f.rssi):<14} "
+                  f"{battery:<8} {mode}", markup=False)
+
+
+@app.command()
+def decommission(
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Go on although alarms still wait for the alarm centre.")] = False,
+    etc_dir: Annotated[Path, typer.Option(
+        help="hubd's configuration, whose secrets are removed.")] = provisioning.DEFAULT_ETC,
+    bridge_config: Annotated[Path | None, typer.Option(
+        help="The hub's copy of bridge.json.", show_default="<etc-dir>/bridge.json")] = None,
+    socket_path: Annotated[Path, typer.Option(
+        "--socket", help="hubd's local socket (status_socket in hubd.toml).")] = diagnosis.DEFAULT_SOCKET,
+) -> None:
+    """Remove the municipality's access: locks forget their secrets, the backend is told, the hub's
+    credentials and keys are removed.
+
+    Each paired lock is told to forget the hub's secret (it keeps working by hand for the
+    resident, and can be paired again); the bridge forgets its locks and LTE credentials; the
+    backend gets a retained notice on hubs/<hub>/v1/decommissioned; then hubd.env (broker
+    password), the client certificate and key, the backend keys and the locks in hubd.toml and
+    bridge.json are removed. The audit trail stays in hubd's state directory: export it first
+    (hubctl audit export). hubd must be running.
+
+    **Example:** sudo hubctl audit export --from 1 --to 100000 --out audit.jsonl, then
+    sudo hubctl decommission --yes, then sudo systemctl disable --now hubd
+    """
+    files = access.HubFiles.at(etc_dir, bridge_config)
+    try:
+        files.check_writable()
+    except provisioning.ProvisionError as e:
+        raise Failed(str(e)) from None
+    if not yes and not typer.confirm("Remove the municipality's access to this home (locks, keys, "
+                                     "credentials)?", default=False):
+        raise typer.Abort()
+    done = _ask(socket_path, control.DecommissionRequest(force=force), timeout=control.DECOMMISSION_WAIT_S)
+    result = control.DecommissionResult.model_validate(done)
+    try:
+        removed = access.remove_secrets(files)
+    except provisioning.ProvisionError as e:
+        raise Failed(f"the locks and the bridge forgot their secrets, but {e}") from None
+    for lock, outcome in result.locks.items():
+        out.print(f"{lock}: {'forgot its secret' if outcome == 'ok' else outcome + ' (the hub forgot it)'}",
+                  markup=False)
+    out.print(f"backend {'told' if result.backend_told else 'NOT told: tell the operators'}", markup=False)
+    for path in removed.deleted:
+        out.print(f"removed {path}", markup=False)
+    for path in removed.rewritten:
+        out.print(f"rewritten without keys and secrets: {path}", markup=False)
+    out.print("next: systemctl disable --now hubd", markup=False)
+    if not result.backend_told:
+        raise Failed("the backend was not told (the broker did not acknowledge): tell the "
+                     "municipality's operators this hub is decommissioned")
 
 
 def main(argv: list[str] | None = None) -> None:

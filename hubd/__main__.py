@@ -18,6 +18,7 @@ from hubd import control, status_socket, systemd
 from hubd.alarms import AlarmMqtt, Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
+from hubd.commissioning import Commissioning
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
 from hubd.devices import Devices
 from hubd.health import Health
@@ -161,6 +162,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         queue_size=config.queue_size,
     )
     requests = AuditRequests(audit, config.hub_id, mqtt)
+    # hubctl pair / decommission: config.locks is the live map of paired locks.
+    commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
     journal.prune()
     alarms.prune()
     unfinished = commands.recover()
@@ -171,6 +174,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         status_server = await status_socket.serve(config.status_socket, {
             control.StatusRequest: health.answer,
             control.TestAlarmRequest: TestAlarms(bridge, alarms, health).handle,
+            **commissioning.handlers(),
         })
     await mqtt.start()
     devices.publish_all()  # the current truth for late subscribers at once

@@ -112,7 +112,11 @@ class Bridge:
     def send_test_alarm(self, ref: str, lte: bool) -> bool:
         """Ask the bridge for a test alarm from device ``ref`` (also over LTE at once if ``lte``);
         False if the link cannot take it now."""
-        return self._send(messages.test_alarm(ref, lte))
+        return self._send(messages.make(messages.TEST_ALARM, ref, lte))
+
+    def send(self, payload: bytes) -> bool:
+        """Send one link message (built with wire.messages); False if the link cannot take it now."""
+        return self._send(payload)
 
     def send_clock(self, unix: int | None = None) -> bool:
         """Give the bridge hubd's time (default: now); False if the link cannot take it now."""

@@ -145,7 +145,7 @@ class Commissioning:
         self._need_bridge()
         async with self._busy:
             progress(f"listening for locks for {request.seconds} s")
-            got = await self._exchange(messages.scan(request.seconds * 1000),
+            got = await self._exchange(messages.make(messages.SCAN, request.seconds * 1000),
                                        (messages.FOUND, messages.SCAN_DONE),
                                        lambda m: m["m"] == messages.SCAN_DONE,
                                        request.seconds + SCAN_GRACE_S, "scan")
@@ -164,7 +164,7 @@ class Commissioning:
         async with self._busy:
             progress(f"pairing the {request.kind.replace('_', ' ')} at {request.addr} as {request.lock}")
             got = await self._exchange(
-                messages.pair(request.lock, request.kind, request.addr.upper(), request.addr_type,
+                messages.make(messages.PAIR, request.lock, request.kind, request.addr.upper(), request.addr_type,
                               request.secret.lower(), request.setup_key.lower()),
                 (messages.PAIRED,), lambda m: m["lock"] == request.lock, PAIR_TIMEOUT_S, "pairing")
             answer = got[-1]
@@ -229,7 +229,7 @@ class Commissioning:
             results: dict[str, str] = {}
             for lock in sorted(self._locks):
                 progress(f"{lock}: telling the lock to forget its secret")
-                got = await self._exchange(messages.unpair(lock), (messages.UNPAIRED,),
+                got = await self._exchange(messages.make(messages.UNPAIR, lock), (messages.UNPAIRED,),
                                            lambda m, lock=lock: m["lock"] == lock, UNPAIR_TIMEOUT_S,
                                            f"unpairing of {lock}")
                 results[lock] = got[-1]["result"]
@@ -238,7 +238,7 @@ class Commissioning:
                                    role=Role.TECHNICIAN, reason=None if results[lock] == "ok" else results[lock])
                 progress(f"{lock}: {_unpaired_text(results[lock])}")
             progress("bridge: forgetting its locks and LTE credentials")
-            got = await self._exchange(messages.wipe(), (messages.WIPED,), lambda m: True,
+            got = await self._exchange(messages.make(messages.WIPE), (messages.WIPED,), lambda m: True,
                                        UNPAIR_TIMEOUT_S, "wipe")
             progress(f"bridge: forgot {got[-1]['locks']} lock(s) and its LTE credentials; it restarts")
             notice = Decommissioned(hub=self._hub, at=round(self._clock(), 3), locks=results, by=ACTOR)

@@ -9,7 +9,6 @@ One request per connection, one JSON line from the client::
     {"request": "scan", "seconds": 8}
     {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "C0:FF:EE:00:00:01",
      "addr_type": 0, "secret": "<64 hex digits>", "setup_key": "<64 hex digits>"}
-    {"request": "unpair", "lock": "front-door"}
     {"request": "decommission", "force": false}
 
 hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
@@ -37,6 +36,10 @@ HEX64 = r"^[0-9a-fA-F]{64}$"
 ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 MAX_SCAN_S = 30
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
+# hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
+# operation or the bridge's restart (hubd/commissioning.py bounds each).
+PAIR_WAIT_S = 120.0
+DECOMMISSION_WAIT_S = 120.0
 
 
 class _Request(BaseModel):
@@ -72,17 +75,12 @@ class PairRequest(_Request):
     setup_key: str = Field(pattern=HEX64, repr=False)
 
 
-class UnpairRequest(_Request):
-    request: Literal["unpair"] = "unpair"
-    lock: SegmentId
-
-
 class DecommissionRequest(_Request):
     request: Literal["decommission"] = "decommission"
     force: bool = False  # go on although alarms still wait for the alarm centre
 
 
-Request = Annotated[StatusRequest | TestAlarmRequest | ScanRequest | PairRequest | UnpairRequest
+Request = Annotated[StatusRequest | TestAlarmRequest | ScanRequest | PairRequest
                     | DecommissionRequest, Field(discriminator="request")]
 REQUEST = TypeAdapter(Request)
 
@@ -132,11 +130,6 @@ class PairResult(_Result):
     state: str | None
     battery: int | None
     cycle: list[CycleStep]
-
-
-class UnpairResult(_Result):
-    lock: str
-    result: str  # wire.messages.UNPAIR_RESULTS
 
 
 class DecommissionResult(_Result):

@@ -48,7 +48,7 @@ bridge -> hubd
 hubd -> bridge
     health_request {"m":"health_request"}   answered with a `health` at once
 
-Technician requests (hubctl through hubd; docs/technician-guide.md):
+Technician requests (hubctl through hubd; docs/technician-guide.md), built with make(KIND, ...):
 hubd -> bridge
     test_alarm {"m":"test_alarm","ref":str,"lte":bool}
              journal a `test` alarm whose device is ``ref`` and carry it like any alarm; with
@@ -165,12 +165,14 @@ class MessageError(ValueError):
     """A payload that is not a valid application message."""
 
 
-def _make(kind, *values):
-    # One builder for every kind, in _FIELDS' order: each kind's function below names its fields.
+def make(kind, *values):
+    """Build a message of ``kind`` from its fields' values, in _FIELDS' order. The technician's
+    messages are built with it directly: a builder function each would cost the bridge's heap
+    for messages it sends or reads once in its life. Trailing values left out are null."""
     obj = {"m": kind}
     i = 0
     for field in _FIELDS[kind].split():
-        obj[field[:field.index(":")]] = values[i]
+        obj[field[:field.index(":")]] = values[i] if i < len(values) else None
         i += 1
     if kind == HEALTH:  # no blanks after "," and ":": the longest message needs the bytes
         return json.dumps(obj, separators=(",", ":")).encode()
@@ -179,60 +181,60 @@ def _make(kind, *values):
 
 def op(rid, lock, action, cmd, ttl):
     """Ask the bridge to run `action` on `lock` for command id `cmd`, starting within `ttl` ms."""
-    return _make(OP, rid, lock, action, cmd, ttl)
+    return make(OP, rid, lock, action, cmd, ttl)
 
 
 def written(rid):
     """Tell hubd that the command write to the lock is being attempted: never retry after it."""
-    return _make(WRITTEN, rid)
+    return make(WRITTEN, rid)
 
 
 def result(rid, outcome, reason, state, battery, ms=None, ble=None):
     """The final result of op `rid`; `ms`: how long the bridge spent on it, `ble`: of that, how
     long in the lock driver."""
-    return _make(RESULT, rid, outcome, reason, state, battery, ms, ble)
+    return make(RESULT, rid, outcome, reason, state, battery, ms, ble)
 
 
 def state(lock, lock_state, battery, source):
     """An unsolicited lock state report (a manual turn, a poll)."""
-    return _make(STATE, lock, lock_state, battery, source)
+    return make(STATE, lock, lock_state, battery, source)
 
 
 def event(lock, name, source, lock_state=None, battery=None):
     """A discrete happening at a lock (wire.lockkinds.EVENTS)."""
-    return _make(EVENT, lock, name, source, lock_state, battery)
+    return make(EVENT, lock, name, source, lock_state, battery)
 
 
 def alarm(alarm_id, name, device, unit_at, bridge_at=None):
     """A safety alarm the bridge has journaled (wire.alarms)."""
-    return _make(ALARM, alarm_id, name, device, unit_at, bridge_at)
+    return make(ALARM, alarm_id, name, device, unit_at, bridge_at)
 
 
 def alarm_lte(alarm_id, result):
     """What the second path (LTE, SIA DC-09) achieved for an alarm."""
-    return _make(ALARM_LTE, alarm_id, result)
+    return make(ALARM_LTE, alarm_id, result)
 
 
 def alarm_stored(alarm_id):
     """hubd has the alarm in its durable outbox."""
-    return _make(ALARM_STORED, alarm_id)
+    return make(ALARM_STORED, alarm_id)
 
 
 def alarm_handled(alarm_id):
     """The alarm centre has handled the alarm."""
-    return _make(ALARM_HANDLED, alarm_id)
+    return make(ALARM_HANDLED, alarm_id)
 
 
 def clock(unix):
     """hubd's time in Unix seconds."""
-    return _make(CLOCK, unix)
+    return make(CLOCK, unix)
 
 
 def device(dev_id, kind, model, battery, unit, mains, rssi, present, firmware):
     """One device's reading: ``battery`` raw in ``unit`` (UNITS), converted by hubd per
     ``model``; ``mains`` whether it runs on mains now, ``present`` whether it is heard; None
     where the device has no such thing or it is not known yet."""
-    return _make(DEVICE, dev_id, kind, model, battery, unit, mains, rssi, present, firmware)
+    return make(DEVICE, dev_id, kind, model, battery, unit, mains, rssi, present, firmware)
 
 
 def health(up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit, journals,
@@ -240,63 +242,13 @@ def health(up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit, j
     """The bridge's health (see the module docstring for the nested objects). Encoded without
     blanks; with at most LINK_COUNTERS in ``link_stats``, every count below COUNT_CAP and
     ``clock`` a 10-digit time it fits a link payload (docs/serial-link.md, byte budget)."""
-    return _make(HEALTH, up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit,
+    return make(HEALTH, up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit,
                  journals, clock)
 
 
 def health_request():
     """Ask the bridge for a `health` message now."""
-    return _make(HEALTH_REQUEST)
-
-
-def test_alarm(ref, lte):
-    """Ask the bridge for a test alarm from device ``ref``, also over LTE at once if ``lte``."""
-    return _make(TEST_ALARM, ref, lte)
-
-
-def scan(ms):
-    """Ask the bridge to look for locks for ``ms`` milliseconds."""
-    return _make(SCAN, ms)
-
-
-def found(addr, addr_type, kind, rssi, battery, name, pairing, lock):
-    """One lock heard in a scan."""
-    return _make(FOUND, addr, addr_type, kind, rssi, battery, name, pairing, lock)
-
-
-def scan_done(count):
-    """The scan is over; ``count`` locks were reported."""
-    return _make(SCAN_DONE, count)
-
-
-def pair(lock, kind, addr, addr_type, secret, setup):
-    """Ask the bridge to pair the lock at ``addr`` as ``lock`` (secret and setup key in hex)."""
-    return _make(PAIR, lock, kind, addr, addr_type, secret, setup)
-
-
-def paired(lock, result, lock_state=None, battery=None):
-    """What a pairing achieved (PAIR_RESULTS)."""
-    return _make(PAIRED, lock, result, lock_state, battery)
-
-
-def unpair(lock):
-    """Ask the bridge to make ``lock`` forget its secret and to forget the lock."""
-    return _make(UNPAIR, lock)
-
-
-def unpaired(lock, result):
-    """What an unpairing achieved (UNPAIR_RESULTS)."""
-    return _make(UNPAIRED, lock, result)
-
-
-def wipe():
-    """Ask the bridge to drop its locks and LTE credentials and restart."""
-    return _make(WIPE)
-
-
-def wiped(locks):
-    """bridge.json is rewritten without secrets; ``locks`` were forgotten."""
-    return _make(WIPED, locks)
+    return make(HEALTH_REQUEST)
 
 
 def _ok(value, kind):
