@@ -47,6 +47,7 @@ from simulator.radio import FLAG_NOTIFY, FLAG_WRITE, Characteristic, Link, Perip
 from wire import lockkinds
 from wire import lockpair
 from wire import lockproto as lp
+from wire import lockside
 
 LOW_BATTERY_PERCENT = 5
 _RECENT_TAGS = 16
@@ -106,7 +107,7 @@ class ReferenceProtocolLock(Peripheral):
             setup_key = os.urandom(lp.SECRET_LEN)
         if len(setup_key) != lp.SECRET_LEN:
             raise ValueError("the setup key has %d bytes" % lp.SECRET_LEN)
-        lp.state_code(state)
+        lockside.state_code(state)
         self.lock_id = lock_id
         # The pairing secret, kept across connections (the lock's flash); None: not paired.
         self.secret: bytes | None = None if secret is None else bytes(secret)
@@ -177,10 +178,10 @@ class ReferenceProtocolLock(Peripheral):
     # --- adverts ------------------------------------------------------------------------------
 
     def advertising_data(self) -> bytes:
-        return lp.encode_advert(self.kind, self.battery, self.status_counter, self.pairing)
+        return lockside.encode_advert(self.kind, self.battery, self.status_counter, self.pairing)
 
     def scan_response(self) -> bytes:
-        return lp.encode_scan_response(self.name)
+        return lockside.encode_scan_response(self.name)
 
     # --- GATT ---------------------------------------------------------------------------------
 
@@ -213,18 +214,18 @@ class ReferenceProtocolLock(Peripheral):
 
     def _on_challenge_request(self, link: Link, data: bytes) -> None:
         try:
-            lp.decode_challenge_request(data)
+            lockside.decode_challenge_request(data)
         except lp.ProtocolError:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
             return
         # A new request replaces any outstanding nonce: one live nonce per link.
         challenge = _Challenge(os.urandom(lp.NONCE_LEN), self.clock())
         self._challenges[link] = challenge
-        link.notify(self.events, lp.encode_challenge(challenge.nonce))
+        link.notify(self.events, lockside.encode_challenge(challenge.nonce))
 
     def _on_read_reports(self, link: Link, data: bytes) -> None:
         try:
-            after = lp.decode_read_reports(data)
+            after = lockside.decode_read_reports(data)
         except lp.ProtocolError:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
             return
@@ -238,11 +239,11 @@ class ReferenceProtocolLock(Peripheral):
         challenge = self._challenges.get(link)
         nonce = challenge.nonce if challenge else bytes(lp.NONCE_LEN)
         link.notify(self.events,
-                    lp.encode_reports_end(self.secret, self.address, nonce, self.status_counter))
+                    lockside.encode_reports_end(self.secret, self.address, nonce, self.status_counter))
 
     def _on_command(self, link: Link, data: bytes) -> None:
         try:
-            action, tag, mac = lp.decode_command(data)
+            action, tag, mac = lockside.decode_command(data)
         except lp.ProtocolError:
             self._answer(link, bytes(lp.TAG_LEN), lp.STATUS_BAD_REQUEST, "none")
             return
@@ -250,7 +251,7 @@ class ReferenceProtocolLock(Peripheral):
         challenge = self._spend_nonce(link, tag, name)
         if challenge is None:
             return
-        if self.secret is None or not lp.verify_command(
+        if self.secret is None or not lockside.verify_command(
                 self.secret, self.address, challenge.nonce, action, tag, mac):
             self._answer(link, tag, lp.STATUS_AUTH_FAILED, name)
             return
@@ -363,11 +364,11 @@ class ReferenceProtocolLock(Peripheral):
         self.commands.append((action, lp.status_name(status)))
         challenge = self._challenges.get(link)
         nonce = challenge.nonce if challenge else bytes(lp.NONCE_LEN)
-        code = lp.state_code(state or self.state)
+        code = lockside.state_code(state or self.state)
         if self.secret is None:
             pdu = lockpair.result_without_secret(status, code, self.battery)
         else:
-            pdu = lp.encode_result(self.secret, self.address, nonce, tag, status, code,
+            pdu = lockside.encode_result(self.secret, self.address, nonce, tag, status, code,
                                    self.battery)
         link.notify(self.events, pdu)
 
@@ -391,18 +392,18 @@ class ReferenceProtocolLock(Peripheral):
         if self.secret is None:
             return  # not paired: nothing to MAC a report with, and nobody to tell
         self.status_counter += 1
-        self._publish(lp.encode_status(
-            self.secret, self.address, self.status_counter, lp.state_code(state), self.battery,
-            lp.source_code(source)))
+        self._publish(lockside.encode_status(
+            self.secret, self.address, self.status_counter, lockside.state_code(state), self.battery,
+            lockside.source_code(source)))
 
     def report_event(self, event: str, source: str) -> None:
         """Something happened that is not a state (EVENT): a key taken, a door opened."""
         if self.secret is None:
             return
         self.status_counter += 1
-        self._publish(lp.encode_event(
-            self.secret, self.address, self.status_counter, lp.event_code(event),
-            lp.source_code(source), lp.state_code(self.state), self.battery))
+        self._publish(lockside.encode_event(
+            self.secret, self.address, self.status_counter, lockside.event_code(event),
+            lockside.source_code(source), lockside.state_code(self.state), self.battery))
 
     def inject(self, pdu: bytes) -> None:
         """Notify ``pdu`` to connected centrals as if the lock sent it (a forger on the air)."""
@@ -456,7 +457,7 @@ class InsideTurnerLock(ReferenceProtocolLock):
 
     def turn_manually(self, state: str) -> None:
         """Someone turned the key or thumb-turn: change state and report it (source manual)."""
-        lp.state_code(state)
+        lockside.state_code(state)
         self._on_loop(self.report_state, state, lockkinds.SOURCE_MANUAL)
 
 

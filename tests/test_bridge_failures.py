@@ -124,21 +124,21 @@ async def test_result_is_trusted_over_a_stale_status_read(bench):
 
 
 async def test_forged_replayed_and_impossible_reports_are_not_passed_on(bench):
-    from wire import lockproto as lp
+    from wire import lockside
 
     turner = bench.lock("turner")
     assert (await bench.op("turner", "status")).outcome == "succeeded"  # connected, idle
     bench.poke("turner", "turn_manually", "unlocked")
     (genuine,) = await bench.until(lambda: bench.states("turner", "manual"))
     n = turner.status_counter
-    unlocked, manual = lp.state_code("unlocked"), lp.source_code("manual")
+    unlocked, manual = lockside.state_code("unlocked"), lockside.source_code("manual")
     assert (await bench.op("turner", "status")).outcome == "succeeded"
     assert turner.links, "the bridge must still be connected to hear what is injected"
     # A report under another secret, the genuine one replayed, and an authentic event that an
     # inside turner cannot have.
-    bench.poke("turner", "inject", lp.encode_status(os.urandom(32), turner.address, n + 5,
-                                                    lp.state_code("jammed"), 13, manual))
-    bench.poke("turner", "inject", lp.encode_status(turner.secret, turner.address, n, unlocked,
+    bench.poke("turner", "inject", lockside.encode_status(os.urandom(32), turner.address, n + 5,
+                                                    lockside.state_code("jammed"), 13, manual))
+    bench.poke("turner", "inject", lockside.encode_status(turner.secret, turner.address, n, unlocked,
                                                     turner.battery, manual))
     bench.poke("turner", "report_event", "key_taken", "manual")
     # A genuine report after them still gets through, and is the only other one.

@@ -14,6 +14,7 @@ from simulator.radio import Radio
 from simulator.shims import airwire
 from wire import lockpair
 from wire import lockproto as lp
+from wire import lockside
 from wire.hmac_sha256 import HMAC, compare_digest, hmac_sha256
 
 SECRET = bytes(range(32))
@@ -43,22 +44,22 @@ def test_compare_digest_tells_equal_from_different():
 
 
 def test_challenge_round_trip():
-    lp.decode_challenge_request(lp.encode_challenge_request())
-    assert lp.decode_challenge(lp.encode_challenge(NONCE)) == NONCE
+    lockside.decode_challenge_request(lp.encode_challenge_request())
+    assert lp.decode_challenge(lockside.encode_challenge(NONCE)) == NONCE
 
 
 def test_command_round_trip_and_mac_binds_every_field():
     pdu = lp.encode_command(SECRET, ADDR, NONCE, lp.action_code("unlock"), TAG)
     assert len(pdu) == lp.COMMAND_LEN == 42
-    action, tag, mac = lp.decode_command(pdu)
+    action, tag, mac = lockside.decode_command(pdu)
     assert (lp.action_name(action), tag) == ("unlock", TAG)
-    assert lp.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
+    assert lockside.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
     other_nonce = bytes(16)
-    assert not lp.verify_command(SECRET, ADDR, other_nonce, action, tag, mac)
-    assert not lp.verify_command(SECRET, bytes(6), NONCE, action, tag, mac)
-    assert not lp.verify_command(SECRET, ADDR, NONCE, lp.action_code("unlatch"), tag, mac)
-    assert not lp.verify_command(SECRET, ADDR, NONCE, action, bytes(8), mac)
-    assert not lp.verify_command(bytes(32), ADDR, NONCE, action, tag, mac)
+    assert not lockside.verify_command(SECRET, ADDR, other_nonce, action, tag, mac)
+    assert not lockside.verify_command(SECRET, bytes(6), NONCE, action, tag, mac)
+    assert not lockside.verify_command(SECRET, ADDR, NONCE, lp.action_code("unlatch"), tag, mac)
+    assert not lockside.verify_command(SECRET, ADDR, NONCE, action, bytes(8), mac)
+    assert not lockside.verify_command(bytes(32), ADDR, NONCE, action, tag, mac)
 
 
 def test_command_mac_is_hmac_over_documented_input():
@@ -69,16 +70,16 @@ def test_command_mac_is_hmac_over_documented_input():
 
 
 def test_result_round_trip():
-    pdu = lp.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_OK, lp.state_code("unlocked"), 87)
+    pdu = lockside.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_OK, lockside.state_code("unlocked"), 87)
     assert len(pdu) == lp.RESULT_LEN
     status, state, battery, mac = lp.decode_result(pdu)
     assert (status, lp.state_name(state), battery) == (0, "unlocked", 87)
     assert lp.verify_result(SECRET, ADDR, NONCE, TAG, status, state, battery, mac)
-    assert not lp.verify_result(SECRET, ADDR, NONCE, TAG, status, lp.state_code("locked"), 87, mac)
+    assert not lp.verify_result(SECRET, ADDR, NONCE, TAG, status, lockside.state_code("locked"), 87, mac)
 
 
 def test_status_round_trip():
-    pdu = lp.encode_status(SECRET, ADDR, 7, lp.state_code("locked"), 55, lp.source_code("manual"))
+    pdu = lockside.encode_status(SECRET, ADDR, 7, lockside.state_code("locked"), 55, lockside.source_code("manual"))
     counter, state, battery, source, mac = lp.decode_status(pdu)
     assert (counter, lp.state_name(state), battery, lp.source_name(source)) == (
         7, "locked", 55, "manual")
@@ -87,9 +88,9 @@ def test_status_round_trip():
 
 
 def test_event_round_trip_and_mac_binds_every_field():
-    fields = (9, lp.event_code("key_taken"), lp.source_code("manual"), lp.state_code("unlocked"),
+    fields = (9, lockside.event_code("key_taken"), lockside.source_code("manual"), lockside.state_code("unlocked"),
               61)
-    pdu = lp.encode_event(SECRET, ADDR, *fields)
+    pdu = lockside.encode_event(SECRET, ADDR, *fields)
     assert len(pdu) == lp.EVENT_LEN == 41
     counter, event, source, state, battery, mac = lp.decode_event(pdu)
     assert (counter, lp.event_name(event), lp.source_name(source), lp.state_name(state),
@@ -118,9 +119,9 @@ def test_event_names_are_the_lock_kinds_contract():
 
 
 def test_read_reports_and_reports_end_round_trip():
-    assert lp.decode_read_reports(lp.encode_read_reports(41)) == 41
-    assert lp.decode_read_reports(lp.encode_read_reports(lp.COUNTER_NONE)) == 0xFFFFFFFF
-    pdu = lp.encode_reports_end(SECRET, ADDR, NONCE, 42)
+    assert lockside.decode_read_reports(lp.encode_read_reports(41)) == 41
+    assert lockside.decode_read_reports(lp.encode_read_reports(lp.COUNTER_NONE)) == 0xFFFFFFFF
+    pdu = lockside.encode_reports_end(SECRET, ADDR, NONCE, 42)
     assert len(pdu) == lp.REPORTS_END_LEN == 37
     counter, mac = lp.decode_reports_end(pdu)
     assert counter == 42
@@ -130,16 +131,16 @@ def test_read_reports_and_reports_end_round_trip():
 
 
 def test_advert_fits_legacy_advertising_and_round_trips():
-    adv = lp.encode_advert("inside_turner", 64, 0x1234)
+    adv = lockside.encode_advert("inside_turner", 64, 0x1234)
     assert len(adv) <= lp.ADV_MAX
     assert lp.decode_advert(adv) == ("inside_turner", 64, 0x1234, False)
-    assert lp.decode_name(lp.encode_scan_response("Front door")) == "Front door"
+    assert lp.decode_name(lockside.encode_scan_response("Front door")) == "Front door"
 
 
 @pytest.mark.parametrize("kind", lp.KINDS)
 def test_pairing_flag_is_bit_7_of_the_kind_byte_and_keeps_the_advert_length(kind):
-    plain = lp.encode_advert(kind, 50, 7)
-    pairing = lp.encode_advert(kind, 50, 7, pairing=True)
+    plain = lockside.encode_advert(kind, 50, 7)
+    pairing = lockside.encode_advert(kind, 50, 7, pairing=True)
     assert len(pairing) == len(plain)
     diff = [i for i in range(len(plain)) if plain[i] != pairing[i]]
     assert len(diff) == 1 and pairing[diff[0]] == plain[diff[0]] | 0x80
@@ -192,7 +193,7 @@ def test_pair_and_unpair_results_use_their_own_tags():
     assert lockpair.PAIR_TAG == bytes.fromhex("0000000000000004")
     assert lockpair.UNPAIR_TAG == bytes.fromhex("0000000000000005")
     assert lp.status_name(lockpair.STATUS_NOT_PAIRING) == "not_pairing" == lp.status_name(9)
-    pdu = lp.encode_result(NEW_SECRET, ADDR, NONCE, lockpair.PAIR_TAG, 0, 1, 80)
+    pdu = lockside.encode_result(NEW_SECRET, ADDR, NONCE, lockpair.PAIR_TAG, 0, 1, 80)
     status, state, battery, mac = lp.decode_result(pdu)
     assert lp.verify_result(NEW_SECRET, ADDR, NONCE, lockpair.PAIR_TAG, status, state, battery, mac)
     assert not lp.verify_result(NEW_SECRET, ADDR, NONCE, lockpair.UNPAIR_TAG, status, state, battery,
@@ -230,13 +231,13 @@ def test_command_tag_is_stable_and_distinct():
 # --- hostile input ----------------------------------------------------------------------------
 
 GOOD = {
-    "challenge": (lp.decode_challenge, lp.encode_challenge(NONCE)),
-    "command": (lp.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
-    "result": (lp.decode_result, lp.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
-    "status": (lp.decode_status, lp.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
-    "event": (lp.decode_event, lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)),
-    "read_reports": (lp.decode_read_reports, lp.encode_read_reports(3)),
-    "reports_end": (lp.decode_reports_end, lp.encode_reports_end(SECRET, ADDR, NONCE, 3)),
+    "challenge": (lp.decode_challenge, lockside.encode_challenge(NONCE)),
+    "command": (lockside.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
+    "result": (lp.decode_result, lockside.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
+    "status": (lp.decode_status, lockside.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
+    "event": (lp.decode_event, lockside.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)),
+    "read_reports": (lockside.decode_read_reports, lp.encode_read_reports(3)),
+    "reports_end": (lp.decode_reports_end, lockside.encode_reports_end(SECRET, ADDR, NONCE, 3)),
     "pair": (lambda pdu: lockpair.open_pair(SECRET, ADDR, NONCE, pdu),
              lockpair.encode_pair(SECRET, SECRET, ADDR, NONCE)),
     "unpair": (lambda pdu: lockpair.verify_unpair(SECRET, ADDR, NONCE, pdu),
@@ -264,13 +265,13 @@ def test_wrong_opcode_is_rejected(kind):
 @pytest.mark.parametrize(
     ("decode", "pdu"),
     [
-        (lp.decode_command, bytes([lp.OP_COMMAND, 9]) + bytes(40)),  # unknown action
+        (lockside.decode_command, bytes([lp.OP_COMMAND, 9]) + bytes(40)),  # unknown action
         (lp.decode_result, bytes([lp.OP_RESULT, 200, 1, 50]) + bytes(32)),  # unknown status
         (lp.decode_result, bytes([lp.OP_RESULT, 10, 1, 50]) + bytes(32)),  # first unknown status
         (lp.decode_result, bytes([lp.OP_RESULT, 0, 77, 50]) + bytes(32)),  # unknown state
         (lp.decode_result, bytes([lp.OP_RESULT, 0, 1, 101]) + bytes(32)),  # battery > 100
         (lp.decode_status, bytes([lp.OP_STATUS, 0, 0, 0, 1, 1, 50, 9]) + bytes(32)),  # source
-        (lp.decode_challenge_request, bytes([lp.OP_CHALLENGE_REQUEST, 2])),  # version
+        (lockside.decode_challenge_request, bytes([lp.OP_CHALLENGE_REQUEST, 2])),  # version
         (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 6, 1, 1, 50]) + bytes(32)),  # event
         (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 0, 4, 1, 50]) + bytes(32)),  # source
         (lp.decode_event, bytes([lp.OP_EVENT, 0, 0, 0, 1, 0, 1, 6, 50]) + bytes(32)),  # state
@@ -554,22 +555,22 @@ def test_documented_example_exchange_matches_the_code():
         "0201f6a685664a356388"
         "da9d89c73b19690dac0e47c3fe0caafc2761f1d8fdd64a6492d801cfc333f9a9"
     )
-    assert lp.encode_result(SECRET, ADDR, nonce, tag, 0, 2, 87).hex() == (
+    assert lockside.encode_result(SECRET, ADDR, nonce, tag, 0, 2, 87).hex() == (
         "82000257d1e910785eb9dad8f0a8aeed121997b709c02388bea16c88cde0dbed154b31b7"
     )
-    assert lp.encode_status(SECRET, ADDR, 5, 1, 87, 1).hex() == (
+    assert lockside.encode_status(SECRET, ADDR, 5, 1, 87, 1).hex() == (
         "830000000501570137"
         "4d99160c316ac1dbbcef9d71d41152488b506fd6eb1c972168c03f7fabcc80"
     )
-    assert lp.encode_advert("inside_turner", 87, 12).hex() == (
+    assert lockside.encode_advert("inside_turner", 87, 12).hex() == (
         "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0101570c00"
     )
-    assert lp.encode_scan_response("Front door").hex() == "0b0946726f6e7420646f6f72"
-    assert lp.encode_event(SECRET, ADDR, 6, 2, 1, 2, 87).hex() == (
+    assert lockside.encode_scan_response("Front door").hex() == "0b0946726f6e7420646f6f72"
+    assert lockside.encode_event(SECRET, ADDR, 6, 2, 1, 2, 87).hex() == (
         "840000000602010257"
         "42cb2fefea854cb6dbaec3626743f6debd6ff5ff30aa990eef23a21dd0c86b58"
     )
-    assert lp.encode_reports_end(SECRET, ADDR, nonce, 6).hex() == (
+    assert lockside.encode_reports_end(SECRET, ADDR, nonce, 6).hex() == (
         "8500000006"
         "ae7cf976fc2a67a84b77ea2578f59cf02e170f7d746632d7d5cd1510df23db8e"
     )
@@ -578,7 +579,7 @@ def test_documented_example_exchange_matches_the_code():
 def test_documented_pairing_example_matches_the_code():
     """docs/lock-protocol.md, "Pairing": setup key 20..3f, new secret 40..5f, the nonce above."""
     nonce = bytes.fromhex("8f1e6a0c3b2d4e5f60718293a4b5c6d7")
-    assert lp.encode_advert("inside_turner", 87, 12, pairing=True).hex() == (
+    assert lockside.encode_advert("inside_turner", 87, 12, pairing=True).hex() == (
         "0201061107927b0e1f4c6a2e8d1a4b7e9c01003b5f08ffffff0181570c00"
     )
     assert lockpair.pair_pad(SETUP_KEY, ADDR, nonce).hex() == (
@@ -589,15 +590,15 @@ def test_documented_pairing_example_matches_the_code():
         "5aa819067a6533d2a03b0d56a54686a630060ddfb4d680130fdd3a3e856ab1be"
         "c579f1eadb6974799ca2ffbab624fa0f50ed0ba0e3704b37189cff695a5690e6"
     )
-    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lockpair.PAIR_TAG, 0, 1, 87).hex() == (
+    assert lockside.encode_result(NEW_SECRET, ADDR, nonce, lockpair.PAIR_TAG, 0, 1, 87).hex() == (
         "82000157c3d56698bbe589baeb498d5f34a46e9f6762e8399fd1eb0fa4bf43734fc84c9f"
     )
-    assert lp.encode_result(SECRET, ADDR, nonce, lockpair.PAIR_TAG, 9, 1, 87).hex() == (
+    assert lockside.encode_result(SECRET, ADDR, nonce, lockpair.PAIR_TAG, 9, 1, 87).hex() == (
         "82090157aca278ac294a86c7555001f7b27b4503fc1c2f8449461b7ef472d1d8ca521847"
     )
     assert lockpair.encode_unpair(NEW_SECRET, ADDR, nonce).hex() == (
         "05664fa0033e154b1a358c0da1ff822fc397f45b981c5b3b38ba21fc81f0379f78"
     )
-    assert lp.encode_result(NEW_SECRET, ADDR, nonce, lockpair.UNPAIR_TAG, 0, 1, 87).hex() == (
+    assert lockside.encode_result(NEW_SECRET, ADDR, nonce, lockpair.UNPAIR_TAG, 0, 1, 87).hex() == (
         "82000157a6f0d5c6d33af19df87f47a683f4e37ed589407269142626e43321424bd3e887"
     )

@@ -132,32 +132,16 @@ def action_name(code):
     return _name(ACTIONS, code, "action")
 
 
-def state_code(name):
-    return _index(STATES, name, "state")
-
-
 def state_name(code):
     return _name(STATES, code, "state")
-
-
-def status_code(name):
-    return _index(STATUSES, name, "status")
 
 
 def status_name(code):
     return _name(STATUSES, code, "status")
 
 
-def source_code(name):
-    return _index(SOURCES, name, "source")
-
-
 def source_name(code):
     return _name(SOURCES, code, "source")
-
-
-def event_code(name):
-    return _index(EVENTS, name, "event")
 
 
 def event_name(code):
@@ -176,11 +160,6 @@ def _check(data, length, op, what):
 def _check_len(value, length, what):
     if len(value) != length:
         raise ProtocolError("%s must be %d bytes, got %d" % (what, length, len(value)))
-
-
-def _check_byte(value, what):
-    if not 0 <= value <= 255:
-        raise ProtocolError("%s out of range: %d" % (what, value))
 
 
 def opcode(data):
@@ -202,18 +181,6 @@ def command_tag(command_id):
 
 def encode_challenge_request():
     return bytes((OP_CHALLENGE_REQUEST, VERSION))
-
-
-def decode_challenge_request(data):
-    """Check a CHALLENGE_REQUEST; raise ProtocolError if it is not one for this version."""
-    _check(data, CHALLENGE_REQUEST_LEN, OP_CHALLENGE_REQUEST, "CHALLENGE_REQUEST")
-    if data[1] != VERSION:
-        raise ProtocolError("unsupported protocol version %d" % data[1])
-
-
-def encode_challenge(nonce):
-    _check_len(nonce, NONCE_LEN, "nonce")
-    return bytes((OP_CHALLENGE,)) + bytes(nonce)
 
 
 def decode_challenge(data):
@@ -248,18 +215,6 @@ def encode_command(secret, addr, nonce, action, tag):
     return bytes((OP_COMMAND, action)) + bytes(tag) + command_mac(secret, addr, nonce, action, tag)
 
 
-def decode_command(data):
-    """Return (action code, tag, mac); the MAC is not checked here (see ``verify_command``)."""
-    _check(data, COMMAND_LEN, OP_COMMAND, "COMMAND")
-    action = data[1]
-    action_name(action)
-    return action, bytes(data[2 : 2 + TAG_LEN]), bytes(data[2 + TAG_LEN :])
-
-
-def verify_command(secret, addr, nonce, action, tag, mac):
-    return compare_digest(command_mac(secret, addr, nonce, action, tag), mac)
-
-
 # --- RESULT ------------------------------------------------------------------------------------
 
 
@@ -269,16 +224,6 @@ def result_mac(secret, addr, nonce, tag, status, state, battery):
     _check_len(nonce, NONCE_LEN, "nonce")
     _check_len(tag, TAG_LEN, "tag")
     return _mac(secret, _DOMAIN_RESULT, addr, nonce, tag, bytes((status, state, battery)))
-
-
-def encode_result(secret, addr, nonce, tag, status, state, battery):
-    """Build a RESULT; status, state are codes, battery is a percentage 0..100."""
-    _check_byte(status, "status")
-    _check_byte(state, "state")
-    if not 0 <= battery <= 100:
-        raise ProtocolError("battery out of range: %d" % battery)
-    mac = result_mac(secret, addr, nonce, tag, status, state, battery)
-    return bytes((OP_RESULT, status, state, battery)) + mac
 
 
 def decode_result(data):
@@ -306,13 +251,6 @@ def status_mac(secret, addr, counter, state, battery, source):
                 struct.pack(">IBBB", counter, state, battery, source))
 
 
-def encode_status(secret, addr, counter, state, battery, source):
-    if not 0 <= counter <= 0xFFFFFFFF:
-        raise ProtocolError("counter out of range")
-    head = struct.pack(">BIBBB", OP_STATUS, counter, state, battery, source)
-    return head + status_mac(secret, addr, counter, state, battery, source)
-
-
 def decode_status(data):
     """Return (counter, state code, battery, source code, mac); MAC is not checked."""
     _check(data, STATUS_LEN, OP_STATUS, "STATUS")
@@ -336,14 +274,6 @@ def event_mac(secret, addr, counter, event, source, state, battery):
     _check_len(addr, ADDR_LEN, "lock address")
     return _mac(secret, _DOMAIN_EVENT, addr,
                 struct.pack(">IBBBB", counter, event, source, state, battery))
-
-
-def encode_event(secret, addr, counter, event, source, state, battery):
-    """Build an EVENT report; event, source, state are codes. Shares STATUS's counter."""
-    if not 0 <= counter <= 0xFFFFFFFF:
-        raise ProtocolError("counter out of range")
-    head = struct.pack(">BIBBBB", OP_EVENT, counter, event, source, state, battery)
-    return head + event_mac(secret, addr, counter, event, source, state, battery)
 
 
 def decode_event(data):
@@ -372,25 +302,11 @@ def encode_read_reports(after):
     return struct.pack(">BI", OP_READ_REPORTS, after)
 
 
-def decode_read_reports(data):
-    """Return the counter a READ_REPORTS asks to read after."""
-    _check(data, READ_REPORTS_LEN, OP_READ_REPORTS, "READ_REPORTS")
-    return struct.unpack_from(">I", data, 1)[0]
-
-
 def reports_end_mac(secret, addr, nonce, counter):
     """HMAC(secret, domain || addr || nonce || counter (u32 BE))."""
     _check_len(addr, ADDR_LEN, "lock address")
     _check_len(nonce, NONCE_LEN, "nonce")
     return _mac(secret, _DOMAIN_REPORTS, addr, nonce, struct.pack(">I", counter))
-
-
-def encode_reports_end(secret, addr, nonce, counter):
-    """Close a report backlog with the lock's latest report number (0: none yet)."""
-    if not 0 <= counter <= 0xFFFFFFFF:
-        raise ProtocolError("counter out of range")
-    return struct.pack(">BI", OP_REPORTS_END, counter) + reports_end_mac(secret, addr, nonce,
-                                                                          counter)
 
 
 def decode_reports_end(data):
@@ -415,32 +331,6 @@ def uuid128_le(uuid):
     for i in range(16):
         out[i] = raw[15 - i]
     return bytes(out)
-
-
-def _ad(ad_type, payload):
-    return bytes((len(payload) + 1, ad_type)) + payload
-
-
-def encode_advert(kind, battery, counter, pairing=False):
-    """Advertising payload (30 of 31 bytes): flags, service UUID, manufacturer data.
-
-    ``kind`` is a name from KINDS, ``counter`` the lock's latest report number (sent mod 2**16):
-    a central that sees it differ from the last report it read knows there is news to fetch.
-    ``pairing``: the lock is in pairing mode (bit 7 of the kind byte).
-    """
-    flags = _ad(AD_FLAGS, b"\x06")  # LE general discoverable, BR/EDR not supported
-    service = _ad(AD_UUID128_COMPLETE, uuid128_le(SERVICE_UUID))
-    code = _index(KINDS, kind, "kind") | (0x80 if pairing else 0)  # bit 7: pairing mode
-    mfr = struct.pack("<HBBBH", COMPANY_ID, VERSION, code, battery, counter & 0xFFFF)
-    return flags + service + _ad(AD_MANUFACTURER, mfr)
-
-
-def encode_scan_response(name):
-    """Scan response carrying the complete local name (it does not fit next to the UUID)."""
-    raw = name.encode() if isinstance(name, str) else bytes(name)
-    if len(raw) > ADV_MAX - 2:
-        raise ProtocolError("name too long for a scan response")
-    return _ad(AD_NAME_COMPLETE, raw)
 
 
 def ad_fields(data):

@@ -3,12 +3,13 @@
 import ble_central
 import bluetooth
 from wire import lockproto as lp
+from wire import lockside
 
 SERVICE_LE = lp.uuid128_le(lp.SERVICE_UUID)
 
 
 def test_service_filter_finds_the_uuid_in_a_real_advert():
-    adv = lp.encode_advert("inside_turner", 50, 1)
+    adv = lockside.encode_advert("inside_turner", 50, 1)
     assert ble_central._lists_uuid128(memoryview(adv), SERVICE_LE)
     assert not ble_central._lists_uuid128(memoryview(adv), bytes(16))
 

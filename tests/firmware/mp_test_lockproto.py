@@ -3,6 +3,7 @@
 import binascii
 
 from wire import lockproto as lp
+from wire import lockside
 from wire.hmac_sha256 import compare_digest, hmac_sha256
 
 SECRET = bytes(range(32))
@@ -40,18 +41,18 @@ def test_compare_digest():
 
 def test_command_round_trip_from_a_memoryview():
     pdu = lp.encode_command(SECRET, ADDR, NONCE, lp.action_code("unlatch"), TAG)
-    action, tag, mac = lp.decode_command(memoryview(pdu))
+    action, tag, mac = lockside.decode_command(memoryview(pdu))
     assert lp.action_name(action) == "unlatch" and tag == TAG
-    assert lp.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
-    assert not lp.verify_command(SECRET, ADDR, bytes(16), action, tag, mac)
+    assert lockside.verify_command(SECRET, ADDR, NONCE, action, tag, mac)
+    assert not lockside.verify_command(SECRET, ADDR, bytes(16), action, tag, mac)
 
 
 def test_result_and_status_round_trip():
-    pdu = lp.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_BUSY, lp.state_code("moving"), 42)
+    pdu = lockside.encode_result(SECRET, ADDR, NONCE, TAG, lp.STATUS_BUSY, lockside.state_code("moving"), 42)
     status, state, battery, mac = lp.decode_result(memoryview(pdu))
     assert (lp.status_name(status), lp.state_name(state), battery) == ("busy", "moving", 42)
     assert lp.verify_result(SECRET, ADDR, NONCE, TAG, status, state, battery, mac)
-    pdu = lp.encode_status(SECRET, ADDR, 0x01020304, 1, 99, lp.source_code("auto"))
+    pdu = lockside.encode_status(SECRET, ADDR, 0x01020304, 1, 99, lockside.source_code("auto"))
     counter, state, battery, source, mac = lp.decode_status(memoryview(pdu))
     assert counter == 0x01020304 and lp.source_name(source) == "auto"
     assert lp.verify_status(SECRET, ADDR, counter, state, battery, source, mac)
@@ -59,10 +60,10 @@ def test_result_and_status_round_trip():
 
 def test_every_truncation_is_a_protocol_error():
     pdus = (
-        (lp.decode_challenge, lp.encode_challenge(NONCE)),
-        (lp.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
-        (lp.decode_result, lp.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
-        (lp.decode_status, lp.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
+        (lp.decode_challenge, lockside.encode_challenge(NONCE)),
+        (lockside.decode_command, lp.encode_command(SECRET, ADDR, NONCE, 1, TAG)),
+        (lp.decode_result, lockside.encode_result(SECRET, ADDR, NONCE, TAG, 0, 1, 50)),
+        (lp.decode_status, lockside.encode_status(SECRET, ADDR, 1, 1, 50, 0)),
     )
     for decode, pdu in pdus:
         for n in range(len(pdu)):
@@ -72,18 +73,18 @@ def test_every_truncation_is_a_protocol_error():
 
 
 def test_out_of_range_fields_are_protocol_errors():
-    assert _raises(lp.decode_command, bytes((lp.OP_COMMAND, 9)) + bytes(40))
+    assert _raises(lockside.decode_command, bytes((lp.OP_COMMAND, 9)) + bytes(40))
     assert _raises(lp.decode_result, bytes((lp.OP_RESULT, 200, 1, 50)) + bytes(32))
     assert _raises(lp.decode_result, bytes((lp.OP_RESULT, 0, 1, 101)) + bytes(32))
-    assert _raises(lp.decode_challenge_request, bytes((lp.OP_CHALLENGE_REQUEST, 2)))
+    assert _raises(lockside.decode_challenge_request, bytes((lp.OP_CHALLENGE_REQUEST, 2)))
     assert _raises(lp.action_code, "open_sesame")
 
 
 def test_advert_round_trip_and_hostile_adverts():
-    adv = lp.encode_advert("key_box", 7, 0x10203)
+    adv = lockside.encode_advert("key_box", 7, 0x10203)
     assert len(adv) <= lp.ADV_MAX
     assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 0x0203, False)
-    adv = lp.encode_advert("key_box", 7, 3, True)
+    adv = lockside.encode_advert("key_box", 7, 3, True)
     assert lp.decode_advert(memoryview(adv)) == ("key_box", 7, 3, True)
     assert _raises(lp.decode_advert, b"\x05\xff\xff\xff")
     assert _raises(lp.decode_advert, b"")
@@ -91,27 +92,27 @@ def test_advert_round_trip_and_hostile_adverts():
 
 
 def test_event_and_report_pdus_round_trip_in_micropython():
-    pdu = lp.encode_event(SECRET, ADDR, 6, lp.event_code("key_taken"), lp.source_code("manual"),
-                          lp.state_code("unlocked"), 87)
+    pdu = lockside.encode_event(SECRET, ADDR, 6, lockside.event_code("key_taken"), lockside.source_code("manual"),
+                          lockside.state_code("unlocked"), 87)
     counter, event, source, state, battery, mac = lp.decode_event(pdu)
     assert (counter, lp.event_name(event), battery) == (6, "key_taken", 87)
     assert lp.verify_event(SECRET, ADDR, counter, event, source, state, battery, mac)
     assert binascii.hexlify(pdu).decode() == (
         "840000000602010257"
         "42cb2fefea854cb6dbaec3626743f6debd6ff5ff30aa990eef23a21dd0c86b58")
-    assert lp.decode_read_reports(lp.encode_read_reports(5)) == 5
-    counter, mac = lp.decode_reports_end(lp.encode_reports_end(SECRET, ADDR, NONCE, 6))
+    assert lockside.decode_read_reports(lp.encode_read_reports(5)) == 5
+    counter, mac = lp.decode_reports_end(lockside.encode_reports_end(SECRET, ADDR, NONCE, 6))
     assert lp.verify_reports_end(SECRET, ADDR, NONCE, counter, mac)
     assert not lp.verify_reports_end(SECRET, ADDR, bytes(16), counter, mac)
 
 
 def test_hostile_report_pdus_are_protocol_errors():
-    good = lp.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)
+    good = lockside.encode_event(SECRET, ADDR, 1, 0, 1, 1, 50)
     for n in range(len(good)):
         assert _raises(lp.decode_event, good[:n])
     assert _raises(lp.decode_event, good[:5] + b"\x09" + good[6:])
     assert _raises(lp.decode_reports_end, b"\x85\x00")
-    assert _raises(lp.decode_read_reports, b"\x03\x00\x00\x00")
+    assert _raises(lockside.decode_read_reports, b"\x03\x00\x00\x00")
 
 
 def test_pair_and_unpair_in_micropython_match_the_documented_example():
