@@ -109,11 +109,6 @@ class Bridge:
         """Tell the bridge the alarm centre handled the alarm; False if the link cannot take it now."""
         return self._send(messages.alarm_handled(alarm_id))
 
-    def send_test_alarm(self, ref: str, lte: bool) -> bool:
-        """Ask the bridge for a test alarm from device ``ref`` (also over LTE at once if ``lte``);
-        False if the link cannot take it now."""
-        return self._send(messages.make(messages.TEST_ALARM, ref, lte))
-
     def send(self, payload: bytes) -> bool:
         """Send one link message (built with wire.messages); False if the link cannot take it now."""
         return self._send(payload)

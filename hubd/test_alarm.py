@@ -42,7 +42,7 @@ class _Bridge(Protocol):
 
     def on_message(self, kind: str, callback: Callable[[dict[str, Any]], None]) -> None: ...
 
-    def send_test_alarm(self, ref: str, lte: bool) -> bool: ...
+    def send(self, payload: bytes) -> bool: ...
 
 
 @dataclass
@@ -120,7 +120,7 @@ class TestAlarms:
                    progress: Callable[[str], None]) -> control.TestAlarmResult:
         started = self._clock()
         deadline = time.monotonic() + request.timeout_s
-        if not self._bridge.send_test_alarm(ref, request.second_path):
+        if not self._bridge.send(messages.make(messages.TEST_ALARM, ref, request.second_path)):
             raise control.Refused("the bridge link did not take the request (down or busy): "
                                   "try again; hubctl doctor if it goes on")
         progress(f"test alarm {ref} sent to the bridge"
