@@ -131,12 +131,17 @@ def check_broker(mqtt, hub_id: str, timeout: float = BROKER_TIMEOUT_S) -> Check:
                          "check ca_file, cert_file and key_file in hubd.toml (hubctl provision --ca "
                          "--client-cert --client-key writes them)")
     answer: list[object] = []
+    errors: list[str] = []  # paho's error log lines: why the broker closed the connection
+    closed = False
     client.on_connect = lambda c, u, flags, rc, props=None: answer.append(rc)
+    client.on_log = lambda c, u, level, text: errors.append(text) if level == paho.MQTT_LOG_ERR else None
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=30)
         deadline = time.monotonic() + timeout
         while not answer and time.monotonic() < deadline:
-            client.loop(timeout=0.2)
+            if client.loop(timeout=0.2) != paho.MQTT_ERR_SUCCESS:
+                closed = not answer  # the broker hung up before its CONNACK
+                break
     except ssl.SSLCertVerificationError as e:
         return Check(name, FAILED, f"TLS to {where} failed: the broker's certificate is not trusted "
                      f"({e.verify_message})",
@@ -158,6 +163,18 @@ def check_broker(mqtt, hub_id: str, timeout: float = BROKER_TIMEOUT_S) -> Check:
             client.disconnect()
         except Exception:  # noqa: BLE001 - best effort
             pass
+    if closed and mqtt.tls:
+        # TLS 1.3: the broker checks the client certificate after the client's handshake is done,
+        # so its refusal (an alert) arrives on the first read, as a closed connection.
+        why = errors[0].removeprefix("failed to receive on socket: ") if errors else "connection closed"
+        return Check(name, FAILED, f"broker {where} closed the TLS connection before the login: {why}",
+                     "the broker did not take the hub's client certificate: cert_file must be signed "
+                     "by the CA the broker trusts, with key_file its key (hubctl provision "
+                     "--client-cert --client-key)")
+    if closed:
+        return Check(name, FAILED, f"broker {where} closed the connection before answering the login",
+                     "check [mqtt] port and tls in hubd.toml (a TLS port needs tls = true) and the "
+                     "broker's log")
     if not answer:
         return Check(name, FAILED, f"broker {where} did not answer the login within {timeout:g} s",
                      "check [mqtt] port and tls in hubd.toml (a TLS port needs tls = true)")
