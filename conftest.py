@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins = ["tests.fixtures", "hil_tests.report", "pytester"]
+pytest_plugins = ["tests.fixtures", "tests.local_hub", "hil_tests.report", "pytester"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

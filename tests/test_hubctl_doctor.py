@@ -8,12 +8,9 @@ it, doctor checks every hop and names the broken one with its fix.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import stat
 import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from simulator.dc09_receiver import free_port
 from simulator.home import HomeThread, SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.hubctl_cli import hubctl, one_error_line
+from tests.local_hub import wait_for_status
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
 
@@ -50,21 +48,7 @@ class Hub:
         return doctor.read_status(self.socket)
 
     def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> HubStatus:
-        """The snapshot once ``check`` holds (generous: a loaded machine, not a speed test)."""
-        deadline = time.monotonic() + timeout
-        last: HubStatus | str = "no snapshot"
-        while time.monotonic() < deadline:
-            if self.hubd.poll() is not None:
-                break
-            try:
-                last = self.status()
-                if check(last):
-                    return last
-            except doctor.StatusError as e:
-                last = str(e)
-            time.sleep(0.3)
-        raise AssertionError(f"{what}: not within {timeout} s; last: {last}\nhubd log:\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
+        return wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
 
 
 def locks_heard(s: HubStatus) -> bool:
@@ -80,14 +64,6 @@ def ready(s: HubStatus) -> bool:
             and h.unit is not None and h.unit.up and h.lte is not None and h.lte.registered is not None
             and bool(locks) and all(d.available and d.rssi is not None for d in locks)
             and any(d.kind == "base_unit" and d.available for d in s.devices))
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for the socket (a unix socket path is at most 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

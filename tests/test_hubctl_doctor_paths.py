@@ -24,7 +24,7 @@ from hubctl import doctor
 from hubd.store import DB_NAME
 from tests.hubctl_cli import hubctl
 from tests.mosquitto import Mosquitto, TlsListener
-from tests.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready, short_dir  # noqa: F401 - fixtures
+from tests.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures
 from tests.tls import CertFiles, TestCA
 
 BROKER = "broker reachable and authorised"

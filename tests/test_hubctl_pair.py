@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +24,11 @@ import pytest
 from hil_tests.harness import HUB_ID, retained, start_hubd, stop_hubd, write_hubd_config
 from hubapi import topics
 from hubapi.models import Decommissioned
-from hubctl import doctor
 from simulator.home import HomeThread, SimulatedHome
 from simulator.locks import InCylinderLock, InsideTurnerLock
 from tests.fixtures import BackendKey
 from tests.hubctl_cli import hubctl, one_error_line
+from tests.local_hub import wait_for_status
 from tests.mosquitto import Mosquitto
 
 NEW_ADDR = "C0:FF:EE:00:00:07"
@@ -51,22 +48,11 @@ class Hub:
         return self.home.home.locks[lock_id]
 
     def wait_for(self, what: str, check, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no snapshot"
-        while time.monotonic() < deadline:
-            try:
-                if check(doctor.read_status(self.socket)):
-                    return
-            except doctor.StatusError as e:
-                last = str(e)
-            time.sleep(0.3)
-        raise AssertionError(f"{what}: not within {timeout} s ({last})\nhubd log:\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
+        wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
 
 
 @pytest.fixture
-def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey) -> Iterator[Hub]:
-    short = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
+def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[Hub]:
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
@@ -76,7 +62,7 @@ def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey) -> Iterat
     thread.start()
     etc = tmp_path / "etc"
     etc.mkdir()
-    sock = short / "status.sock"
+    sock = short_dir / "status.sock"
     write_hubd_config(etc / "hubd.toml", mosquitto, home.port, backend_key, {"back-door": old.kind},
                       status_socket=sock)
     (etc / "hubd.env").write_text(PASSWORD_LINE)
@@ -90,7 +76,6 @@ def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey) -> Iterat
     finally:
         stop_hubd(h.hubd)
         thread.stop()
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def pair_args(h: Hub, *extra: str) -> list[str]:

@@ -6,11 +6,8 @@ reference alarm centre (simulator/alarm_centre.py) with its DC-09 receiver (pysi
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +17,12 @@ import pytest
 
 from hil_tests.harness import start_hubd, stop_hubd, write_hubd_config
 from hubapi.models import HubStatus
-from hubctl import doctor
 from simulator.alarm_centre import AlarmCentre, AlarmRecord
 from simulator.alarm_unit import AlarmUnit
 from simulator.dc09_receiver import alarm_id_of, free_port
 from simulator.home import HomeThread, SimulatedHome, default_locks
 from tests.fixtures import BackendKey
+from tests.local_hub import wait_for_status
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT, require_pysiaalarm
@@ -87,19 +84,7 @@ class Hub:
                 + self.log.read_text(errors="replace")[-3000:])
 
     def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> None:
-        """Until hubd's snapshot satisfies ``check`` (generous: a loaded machine, not a speed test)."""
-        deadline = time.monotonic() + timeout
-        last: HubStatus | str = "no snapshot"
-        while time.monotonic() < deadline and self.hubd.poll() is None:
-            try:
-                last = doctor.read_status(self.socket)
-                if check(last):
-                    return
-            except doctor.StatusError as e:
-                last = str(e)
-            time.sleep(0.3)
-        raise AssertionError(f"{what}: not within {timeout} s; last: {last}\nhubd log:\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
+        wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
 
 
 def carries_alarms(s: HubStatus) -> bool:
@@ -107,14 +92,6 @@ def carries_alarms(s: HubStatus) -> bool:
     h = s.bridge.health
     return (s.broker_connected and s.bridge.link_up and h is not None and h.unit is not None
             and h.unit.up)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for the socket (a unix socket path is at most 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
