@@ -445,17 +445,10 @@ def test_alarm(
     **Example:** sudo hubctl test-alarm --second-path
     """
     request = control.TestAlarmRequest(second_path=second_path, timeout_s=timeout)
-
-    def show(line: str) -> None:
-        out.print(f"  {line}", markup=False)
-
     out.print(f"test alarm{' (primary path and LTE)' if second_path else ''}: asking hubd on "
               f"{socket_path}", markup=False)
-    try:
-        # Each line waits at most hubd's own bound plus a margin: hubd answers first.
-        done = control.ask(socket_path, request, show, timeout=timeout + 30)
-    except control.ControlError as e:
-        raise Failed(str(e)) from None
+    # Each line waits at most hubd's own bound plus a margin: hubd answers first.
+    done = _ask(socket_path, request, timeout=timeout + 30)
     result = control.TestAlarmResult.model_validate(done)
     summary = f"test alarm {result.alarm_id}: handled by the alarm centre after {result.primary_s:.1f} s"
     if result.second_path is not None:
@@ -579,7 +572,7 @@ def pair(
     secret = secrets.token_hex(32)
     done = _ask(socket_path, control.PairRequest(
         lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, secret=secret,
-        setup_key=setup_key), timeout=control.PAIR_WAIT_S)
+        setup_key=setup_key), timeout=control.COMMISSIONING_WAIT_S)
     result = control.PairResult.model_validate(done)
     try:
         access.add_lock(files, name, lock.kind, lock.addr, lock.addr_type, secret)
@@ -651,7 +644,7 @@ def decommission(
     if not yes and not typer.confirm("Remove the municipality's access to this home (locks, keys, "
                                      "credentials)?", default=False):
         raise typer.Abort()
-    done = _ask(socket_path, control.DecommissionRequest(force=force), timeout=control.DECOMMISSION_WAIT_S)
+    done = _ask(socket_path, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
     result = control.DecommissionResult.model_validate(done)
     try:
         removed = access.remove_secrets(files)

@@ -42,6 +42,7 @@ UNPAIR_TIMEOUT_S = 40.0
 CYCLE_OP_TIMEOUT_S = 30.0
 TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
 ACTOR = "hubctl"
+LINK_DOWN = "the bridge link is down: hubctl doctor shows why"
 SOURCE = "technician"
 
 # Why a pairing failed, and what the technician does about it.
@@ -94,8 +95,8 @@ class Commissioning:
         self._publisher = publisher
         self._alarms = alarms
         self._clock = clock
-        self._busy = asyncio.Lock()
-        self._waiting: dict[str, list[asyncio.Queue[dict[str, Any]]]] = {}
+        self._busy = asyncio.Lock()  # one request at a time, so one waiter for the bridge's answers
+        self._answers: asyncio.Queue[dict[str, Any]] | None = None
         for kind in (messages.FOUND, messages.SCAN_DONE, messages.PAIRED, messages.UNPAIRED,
                      messages.WIPED):
             bridge.on_message(kind, self._heard)
@@ -105,39 +106,35 @@ class Commissioning:
                 control.DecommissionRequest: self.decommission}
 
     def _heard(self, msg: dict[str, Any]) -> None:
-        queues = self._waiting.get(msg["m"])
-        if not queues:
+        if self._answers is None:
             log.warning("the bridge sent %s nobody asked for", msg["m"])
             return
-        for queue in queues:
-            queue.put_nowait(msg)
+        self._answers.put_nowait(msg)
 
-    async def _exchange(self, payload: bytes, answers: tuple[str, ...], until: Callable[[dict], bool],
-                        timeout: float, what: str) -> list[dict[str, Any]]:
-        """Send ``payload``; collect the bridge's ``answers`` until one satisfies ``until``."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        for kind in answers:
-            self._waiting.setdefault(kind, []).append(queue)
+    async def _exchange(self, payload: bytes, until: Callable[[dict], bool], timeout: float,
+                        what: str) -> list[dict[str, Any]]:
+        """Send ``payload`` (holding ``_busy``); collect the bridge's answers until one satisfies
+        ``until``."""
+        assert self._busy.locked()
+        self._answers = asyncio.Queue()
         got: list[dict[str, Any]] = []
         try:
             if not self._bridge.send(payload):
-                raise control.Refused("the bridge link is down: hubctl doctor shows why")
+                raise control.Refused(LINK_DOWN)
             async with asyncio.timeout(timeout):
                 while True:
-                    msg = await queue.get()
-                    got.append(msg)
-                    if until(msg):
+                    got.append(await self._answers.get())
+                    if until(got[-1]):
                         return got
         except TimeoutError:
             raise control.Refused(f"the bridge did not answer the {what} within {timeout:g} s: "
                                   "hubctl doctor (is its firmware current? hubctl flash)") from None
         finally:
-            for kind in answers:
-                self._waiting[kind].remove(queue)
+            self._answers = None
 
     def _need_bridge(self) -> None:
         if not self._bridge.is_up:
-            raise control.Refused("the bridge link is down: hubctl doctor shows why")
+            raise control.Refused(LINK_DOWN)
 
     # --- scan ----------------------------------------------------------------------------------
 
@@ -146,7 +143,6 @@ class Commissioning:
         async with self._busy:
             progress(f"listening for locks for {request.seconds} s")
             got = await self._exchange(messages.make(messages.SCAN, request.seconds * 1000),
-                                       (messages.FOUND, messages.SCAN_DONE),
                                        lambda m: m["m"] == messages.SCAN_DONE,
                                        request.seconds + SCAN_GRACE_S, "scan")
         found = [control.FoundLock.model_validate({k: v for k, v in m.items() if k != "m"})
@@ -166,7 +162,8 @@ class Commissioning:
             got = await self._exchange(
                 messages.make(messages.PAIR, request.lock, request.kind, request.addr.upper(), request.addr_type,
                               request.secret.lower(), request.setup_key.lower()),
-                (messages.PAIRED,), lambda m: m["lock"] == request.lock, PAIR_TIMEOUT_S, "pairing")
+                lambda m: m["m"] == messages.PAIRED and m["lock"] == request.lock, PAIR_TIMEOUT_S,
+                "pairing")
             answer = got[-1]
             if answer["result"] != "ok":
                 log.warning("pairing refused", extra={"lock": request.lock, "result": answer["result"]})
@@ -229,16 +226,16 @@ class Commissioning:
             results: dict[str, str] = {}
             for lock in sorted(self._locks):
                 progress(f"{lock}: telling the lock to forget its secret")
-                got = await self._exchange(messages.make(messages.UNPAIR, lock), (messages.UNPAIRED,),
-                                           lambda m, lock=lock: m["lock"] == lock, UNPAIR_TIMEOUT_S,
-                                           f"unpairing of {lock}")
+                got = await self._exchange(messages.make(messages.UNPAIR, lock),
+                                           lambda m, lock=lock: m["m"] == messages.UNPAIRED
+                                           and m["lock"] == lock, UNPAIR_TIMEOUT_S, f"unpairing of {lock}")
                 results[lock] = got[-1]["result"]
                 del self._locks[lock]
                 self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
                                    role=Role.TECHNICIAN, reason=None if results[lock] == "ok" else results[lock])
                 progress(f"{lock}: {_unpaired_text(results[lock])}")
             progress("bridge: forgetting its locks and LTE credentials")
-            got = await self._exchange(messages.make(messages.WIPE), (messages.WIPED,), lambda m: True,
+            got = await self._exchange(messages.make(messages.WIPE), lambda m: m["m"] == messages.WIPED,
                                        UNPAIR_TIMEOUT_S, "wipe")
             progress(f"bridge: forgot {got[-1]['locks']} lock(s) and its LTE credentials; it restarts")
             notice = Decommissioned(hub=self._hub, at=round(self._clock(), 3), locks=results, by=ACTOR)
@@ -253,7 +250,7 @@ class Commissioning:
                 progress(f"the backend could not be told ({exc}): tell the municipality's operators "
                          "the hub is decommissioned")
             log.info("hub decommissioned", extra={"locks": results, "backend_told": told})
-        return control.DecommissionResult(locks=results, backend_told=told, bridge_wiped=True)
+        return control.DecommissionResult(locks=results, backend_told=told)
 
 
 def _unpaired_text(result: str) -> str:

@@ -21,7 +21,6 @@ of ``pair`` are audited as the technician's (actor ``hubctl``).
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +37,7 @@ MAX_SCAN_S = 30
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
 # hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
 # operation or the bridge's restart (hubd/commissioning.py bounds each).
-PAIR_WAIT_S = 120.0
-DECOMMISSION_WAIT_S = 120.0
+COMMISSIONING_WAIT_S = 120.0
 
 
 class _Request(BaseModel):
@@ -97,7 +95,7 @@ class TestAlarmResult(_Result):
     alarm_id: str
     primary: Literal["handled"]
     primary_s: float  # from the request to the alarm centre's "handled"
-    second_path: Literal["ack", "nak", "duh", "failed"] | None = None
+    second_path: Literal["ack"] | None = None  # any other LTE result is an ``error``
     second_path_s: float | None = None
 
 
@@ -135,19 +133,21 @@ class PairResult(_Result):
 class DecommissionResult(_Result):
     locks: dict[str, str]  # lock -> wire.messages.UNPAIR_RESULTS
     backend_told: bool
-    bridge_wiped: bool
 
 
-class Progress(BaseModel):
+class Progress(_Result):
     progress: str
 
 
-class Done(BaseModel):
+class Done(_Result):
     done: dict[str, Any]
 
 
-class Error(BaseModel):
+class Error(_Result):
     error: str
+
+
+ANSWER = TypeAdapter(Progress | Done | Error)  # one line from hubd
 
 
 class Refused(Exception):
@@ -174,12 +174,12 @@ def ask(path: Path, request: BaseModel, on_progress: Callable[[str], None] = lam
                 raise ControlError(f"hubd closed {path} without an answer: journalctl -u hubd says "
                                    "why")
             answer = _answer(line, path)
-            if "progress" in answer:
-                on_progress(str(answer["progress"]))
-            elif "error" in answer:
-                raise ControlError(str(answer["error"]))
+            if isinstance(answer, Progress):
+                on_progress(answer.progress)
+            elif isinstance(answer, Error):
+                raise ControlError(answer.error)
             else:
-                return answer["done"]
+                return answer.done
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(f"hubd is not running (nothing answers on {path}): systemctl start hubd "
                            "(journalctl -u hubd says why it stopped)") from None
@@ -196,16 +196,12 @@ def ask(path: Path, request: BaseModel, on_progress: Callable[[str], None] = lam
         sock.close()
 
 
-def _answer(line: bytes, path: Path) -> dict[str, Any]:
+def _answer(line: bytes, path: Path) -> Progress | Done | Error:
     try:
-        obj = json.loads(line)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict) and (
-            isinstance(obj.get("done"), dict) or "progress" in obj or "error" in obj):
-        return obj
-    raise ControlError(f"{path} answered something hubctl does not understand (is hubctl the same "
-                       "version as hubd? reinstall the same homecare-hub release)")
+        return ANSWER.validate_json(line)
+    except ValidationError:
+        raise ControlError(f"{path} answered something hubctl does not understand (is hubctl the "
+                           "same version as hubd? reinstall the same homecare-hub release)") from None
 
 
 def parse_request(line: bytes) -> Request:
