@@ -3,17 +3,23 @@ talk to a running hubd (status, doctor, test-alarm, pair, decommission) share th
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from hil_tests.harness import start_hubd, stop_hubd, write_hubd_config
 from hubapi.models import HubStatus
 from hubctl import doctor
+from simulator.home import HomeThread, SimulatedHome
+from tests.fixtures import BackendKey
+from tests.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -40,3 +46,46 @@ def wait_for_status(socket: Path, hubd: subprocess.Popen[bytes], log: Path, what
         time.sleep(0.3)
     raise AssertionError(f"{what}: not within {timeout} s; last: {last}\nhubd log:\n"
                          f"{log.read_text(errors='replace')[-4000:]}")
+
+
+@dataclass
+class LocalHub:
+    """A simulated home on its own thread and hubd on it as its own process, with its socket."""
+
+    home: HomeThread
+    hubd: subprocess.Popen[bytes]
+    config: Path  # hubd.toml; hubd.env beside it when the test gave hubd secrets
+    socket: Path
+    log: Path
+
+    def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> HubStatus:
+        return wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
+
+    def logs(self) -> str:
+        """The tails of the bridge's and hubd's logs, for a failure message."""
+        bridge = self.home.call(lambda: list(self.home.home.bridge.log))
+        return ("bridge log:\n" + "\n".join(bridge[-40:]) + "\nhubd log:\n"
+                + self.log.read_text(errors="replace")[-3000:])
+
+    def stop(self) -> None:
+        stop_hubd(self.hubd)
+        self.home.stop()
+
+
+def start_local_hub(home: SimulatedHome, broker: Mosquitto, key: BackendKey, etc: Path, socket: Path,
+                    env: dict[str, str] | None = None) -> LocalHub:
+    """Start ``home`` and hubd on it: ``etc/hubd.toml`` names the home's paired locks and serves
+    the local socket at ``socket``; ``env`` (HUBD_* secrets) goes to ``etc/hubd.env``, as
+    provisioning writes it, and to hubd's environment, as systemd gives it. hubd logs to
+    ``etc/../hubd.log``."""
+    thread = HomeThread(home)
+    thread.start()
+    etc.mkdir(parents=True, exist_ok=True)
+    config = etc / "hubd.toml"
+    locks = {lock_id: lk.kind for lock_id, lk in home.locks.items() if lk.paired}
+    write_hubd_config(config, broker, home.port, key, locks, status_socket=socket)
+    if env:
+        (etc / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    log = etc.parent / "hubd.log"
+    return LocalHub(thread, start_hubd(config, log, {**os.environ, **env} if env else None), config,
+                    socket, log)

@@ -12,21 +12,19 @@ import socket
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, write_hubd_config
+from hil_tests.harness import HUB_ID, start_hubd
 from hubapi import schema
 from hubapi.models import HubStatus
-from hubctl import doctor
 from simulator.alarm_unit import AlarmUnit
 from simulator.dc09_receiver import free_port
-from simulator.home import HomeThread, SimulatedHome, default_locks
+from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.hubctl_cli import hubctl, one_error_line
-from tests.local_hub import wait_for_status
+from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
 
@@ -34,21 +32,6 @@ from tests.sia_receiver import ACCOUNT
 FAST_POLICY = {"absent_ms": 2000, "scan_every_ms": 500, "scan_ms": 300}
 FAST_HEALTH = {"health_ms": 1000}
 PASSWORD = "the-right-password"
-
-
-@dataclass
-class Hub:
-    home: HomeThread
-    hubd: subprocess.Popen[bytes]
-    config: Path
-    socket: Path
-    log: Path
-
-    def status(self) -> HubStatus:
-        return doctor.read_status(self.socket)
-
-    def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> HubStatus:
-        return wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
 
 
 def locks_heard(s: HubStatus) -> bool:
@@ -67,38 +50,24 @@ def ready(s: HubStatus) -> bool:
 
 
 @pytest.fixture
-def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Hub]]:
+def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[Callable[..., LocalHub]]:
     """Start a simulated home and hubd on it; both stopped afterwards."""
-    started: list[Hub] = []
+    started: list[LocalHub] = []
 
-    def make(broker: Mosquitto, coverage: bool = True, env: dict[str, str] | None = None) -> Hub:
+    def make(broker: Mosquitto, coverage: bool = True, env: dict[str, str] | None = None) -> LocalHub:
         home = SimulatedHome(tmp_path / "home", locks=default_locks(), policy=FAST_POLICY,
                              health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5),
                              lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
                                   "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
         assert home.modem is not None
         home.modem.coverage = coverage
-        thread = HomeThread(home)
-        thread.start()
-        config = tmp_path / "etc" / "hubd.toml"
-        config.parent.mkdir()
-        sock = short_dir / "status.sock"
-        locks = {lock_id: lk.kind for lock_id, lk in home.locks.items()}
-        write_hubd_config(config, broker, home.port, backend_key, locks, status_socket=sock)
-        if env:  # hubd.env, as provisioning writes it, and as systemd gives it to hubd
-            (config.parent / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-            for k, v in env.items():
-                monkeypatch.setenv(k, v)
-        log = tmp_path / "hubd.log"
-        hub = Hub(thread, start_hubd(config, log), config, sock, log)
+        hub = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock", env)
         started.append(hub)
         return hub
 
     yield make
     for hub in started:
-        stop_hubd(hub.hubd)
-        hub.home.stop()
+        hub.stop()
 
 
 def checklist(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:

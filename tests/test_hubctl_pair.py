@@ -16,19 +16,18 @@ import os
 import sqlite3
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hil_tests.harness import HUB_ID, retained, start_hubd, stop_hubd, write_hubd_config
+from hil_tests.harness import HUB_ID, retained
 from hubapi import topics
 from hubapi.models import Decommissioned
-from simulator.home import HomeThread, SimulatedHome
-from simulator.locks import InCylinderLock, InsideTurnerLock
+from simulator.home import SimulatedHome
+from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
 from tests.fixtures import BackendKey
 from tests.hubctl_cli import hubctl, one_error_line
-from tests.local_hub import wait_for_status
+from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
 
 NEW_ADDR = "C0:FF:EE:00:00:07"
@@ -36,61 +35,42 @@ OLD_ADDR = "C0:FF:EE:00:00:01"
 PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
-@dataclass
-class Hub:
-    home: HomeThread
-    hubd: object
-    etc: Path
-    socket: Path
-    log: Path
-
-    def lock(self, lock_id: str):
-        return self.home.home.locks[lock_id]
-
-    def wait_for(self, what: str, check, timeout: float = 60) -> None:
-        wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
-
-
 @pytest.fixture
-def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[Hub]:
+def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
     home = SimulatedHome(tmp_path / "home", locks=[old, new],
                          policy={"scan_every_ms": 500, "scan_ms": 300})
-    thread = HomeThread(home)
-    thread.start()
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    sock = short_dir / "status.sock"
-    write_hubd_config(etc / "hubd.toml", mosquitto, home.port, backend_key, {"back-door": old.kind},
-                      status_socket=sock)
-    (etc / "hubd.env").write_text(PASSWORD_LINE)
-    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
-    (etc / "bridge.json").chmod(0o600)
-    log = tmp_path / "hubd.log"
-    h = Hub(thread, start_hubd(etc / "hubd.toml", log), etc, sock, log)
+    h = start_local_hub(home, mosquitto, backend_key, tmp_path / "etc", short_dir / "status.sock")
     try:
+        etc = h.config.parent
+        (etc / "hubd.env").write_text(PASSWORD_LINE)  # a secret for decommission to remove
+        (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
+        (etc / "bridge.json").chmod(0o600)
         h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
         yield h
     finally:
-        stop_hubd(h.hubd)
-        thread.stop()
+        h.stop()
 
 
-def pair_args(h: Hub, *extra: str) -> list[str]:
-    return ["pair", "--etc-dir", str(h.etc), "--socket", str(h.socket), "--seconds", "2", *extra]
+def lock(h: LocalHub, lock_id: str) -> ReferenceProtocolLock:
+    return h.home.home.locks[lock_id]
 
 
-def audit_entries(h: Hub) -> list[dict]:
-    db = h.etc / "hubd-state" / "hubd.sqlite3"
+def pair_args(h: LocalHub, *extra: str) -> list[str]:
+    return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds", "2", *extra]
+
+
+def audit_entries(h: LocalHub) -> list[dict]:
+    db = h.config.parent / "hubd-state" / "hubd.sqlite3"
     with sqlite3.connect(db) as conn:
         return [json.loads(row[0]) for row in conn.execute("SELECT entry FROM audit ORDER BY seq")]
 
 
-def test_scan_pair_prove_then_decommission(hub: Hub, mosquitto: Mosquitto) -> None:
-    new = hub.lock("new-lock")
-    old = hub.lock("back-door")
+def test_scan_pair_prove_then_decommission(hub: LocalHub, mosquitto: Mosquitto) -> None:
+    new = lock(hub, "new-lock")
+    old = lock(hub, "back-door")
 
     listed = hubctl(*pair_args(hub, "--scan"))
     assert listed.returncode == 0, listed.stderr
@@ -120,12 +100,12 @@ def test_scan_pair_prove_then_decommission(hub: Hub, mosquitto: Mosquitto) -> No
     secret = new.secret.hex()
     assert secret not in paired.stdout + paired.stderr  # never printed
     # Recorded: hubd.toml's [locks], the hub's bridge.json (0600) and the bridge's own flash.
-    assert tomllib.loads((hub.etc / "hubd.toml").read_text())["locks"] == {
+    assert tomllib.loads((hub.config.parent / "hubd.toml").read_text())["locks"] == {
         "back-door": "inside_turner", "front-door": "in_cylinder"}
-    for bridge_json in (hub.etc / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
+    for bridge_json in (hub.config.parent / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
         entry = {lk["id"]: lk for lk in json.loads(bridge_json.read_text())["locks"]}["front-door"]
         assert entry["secret"] == secret and entry["addr"] == NEW_ADDR and entry["kind"] == "in_cylinder"
-    assert (hub.etc / "bridge.json").stat().st_mode & 0o777 == 0o600
+    assert (hub.config.parent / "bridge.json").stat().st_mode & 0o777 == 0o600
     audit = audit_entries(hub)
     technician = [e for e in audit if e["source"] == "technician"]
     assert [(e["lock"], e["outcome"], e["action"]) for e in technician] == [
@@ -138,11 +118,11 @@ def test_scan_pair_prove_then_decommission(hub: Hub, mosquitto: Mosquitto) -> No
 
     # No alarm centre in this home: the supervision alarms of the bridge's restart (hub link lost,
     # restored) still wait for it, and decommissioning would strand them.
-    waiting = hubctl("decommission", "--yes", "--etc-dir", hub.etc, "--socket", hub.socket)
+    waiting = hubctl("decommission", "--yes", "--etc-dir", hub.config.parent, "--socket", hub.socket)
     assert "still wait for the alarm centre" in one_error_line(waiting) and "--force" in waiting.stderr
-    assert new.paired and old.paired and (hub.etc / "hubd.env").exists()
+    assert new.paired and old.paired and (hub.config.parent / "hubd.env").exists()
 
-    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", hub.etc, "--socket", hub.socket)
+    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", hub.config.parent, "--socket", hub.socket)
     assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr
     assert "back-door: forgot its secret" in decommissioned.stdout
     assert "front-door: forgot its secret" in decommissioned.stdout
@@ -154,10 +134,10 @@ def test_scan_pair_prove_then_decommission(hub: Hub, mosquitto: Mosquitto) -> No
         asyncio.run(retained(mosquitto, topics.decommissioned(HUB_ID))))
     assert notice.locks == {"back-door": "ok", "front-door": "ok"} and notice.by == "hubctl"
     # Nothing in the hub's files opens anything any more.
-    assert not (hub.etc / "hubd.env").exists()
-    hub_toml = tomllib.loads((hub.etc / "hubd.toml").read_text())
+    assert not (hub.config.parent / "hubd.env").exists()
+    hub_toml = tomllib.loads((hub.config.parent / "hubd.toml").read_text())
     assert "keys" not in hub_toml and "locks" not in hub_toml
-    for bridge_json in (hub.etc / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
+    for bridge_json in (hub.config.parent / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
         left = json.loads(bridge_json.read_text())
         assert "locks" not in left and "lte" not in left, bridge_json
     assert [e["outcome"] for e in audit_entries(hub) if e["outcome"] == "unpaired"] == ["unpaired"] * 2

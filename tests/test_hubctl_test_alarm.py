@@ -15,14 +15,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hil_tests.harness import start_hubd, stop_hubd, write_hubd_config
 from hubapi.models import HubStatus
 from simulator.alarm_centre import AlarmCentre, AlarmRecord
 from simulator.alarm_unit import AlarmUnit
 from simulator.dc09_receiver import alarm_id_of, free_port
-from simulator.home import HomeThread, SimulatedHome, default_locks
+from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import BackendKey
-from tests.local_hub import wait_for_status
+from tests.local_hub import LocalHub, start_local_hub
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT, require_pysiaalarm
@@ -70,21 +69,14 @@ class CentreThread:
 
 
 @dataclass
-class Hub:
-    home: HomeThread
-    hubd: subprocess.Popen[bytes]
-    socket: Path
-    log: Path
+class Hub(LocalHub):
     centre: CentreThread
 
-    def logs(self) -> str:
-        """The tails of the bridge's and hubd's logs, for a failure message."""
-        bridge = self.home.call(lambda: list(self.home.home.bridge.log))
-        return ("bridge log:\n" + "\n".join(bridge[-40:]) + "\nhubd log:\n"
-                + self.log.read_text(errors="replace")[-3000:])
-
-    def wait_for(self, what: str, check: Callable[[HubStatus], bool], timeout: float = 60) -> None:
-        wait_for_status(self.socket, self.hubd, self.log, what, check, timeout)
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self.centre.stop()
 
 
 def carries_alarms(s: HubStatus) -> bool:
@@ -112,23 +104,14 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
                                   "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
         assert home.modem is not None
         home.modem.coverage = coverage
-        thread = HomeThread(home)
-        thread.start()
-        config = tmp_path / "etc" / "hubd.toml"
-        config.parent.mkdir()
-        sock = short_dir / "status.sock"
-        write_hubd_config(config, broker, home.port, backend_key,
-                          {lock_id: lk.kind for lock_id, lk in home.locks.items()}, status_socket=sock)
-        log = tmp_path / "hubd.log"
-        hub = Hub(thread, start_hubd(config, log), sock, log, centre)
+        local = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock")
+        hub = Hub(local.home, local.hubd, local.config, local.socket, local.log, centre)
         started.append(hub)
         return hub
 
     yield make
     for hub in started:
-        stop_hubd(hub.hubd)
-        hub.home.stop()
-        hub.centre.stop()
+        hub.stop()
 
 
 def progress_and_id(proc: subprocess.CompletedProcess[str]) -> tuple[str, str]:
