@@ -57,7 +57,7 @@ PAIR_FIXES = {
                     "not use it",
     "exists": "the bridge already has a lock with this id or address: choose another name, or "
               "decommission the old pairing first",
-    "full": "the bridge drives as many locks as its memory allows (4)",
+    "full": "the bridge drives as many locks as its memory allows (docs/architecture.md, Limits)",
     "failed": "the bridge could not complete the pairing: hubctl doctor, then try again",
 }
 
@@ -72,6 +72,7 @@ class _Bridge(Protocol):
     def is_up(self) -> bool: ...
     def send(self, payload: bytes) -> bool: ...
     def on_message(self, kind: str, callback: Callable[[dict[str, Any]], None]) -> None: ...
+    def on_link_change(self, callback: Callable[[bool], None]) -> None: ...
     async def wait_up(self, timeout: float) -> bool: ...
     async def operate(self, lock: str, action: str, command_id: str,
                       on_written: Callable[[], None], timeout: float) -> Any: ...
@@ -97,9 +98,11 @@ class Commissioning:
         self._clock = clock
         self._busy = asyncio.Lock()  # one request at a time, so one waiter for the bridge's answers
         self._answers: asyncio.Queue[dict[str, Any]] | None = None
+        self._link_went_down = asyncio.Event()  # cleared before a pairing, set by the restart
         for kind in (messages.FOUND, messages.SCAN_DONE, messages.PAIRED, messages.UNPAIRED,
                      messages.WIPED):
             bridge.on_message(kind, self._heard)
+        bridge.on_link_change(self._link_changed)
 
     def handlers(self) -> dict[type, Any]:
         return {control.ScanRequest: self.scan, control.PairRequest: self.pair,
@@ -159,6 +162,7 @@ class Commissioning:
                                   "--name, or decommission the old pairing first")
         async with self._busy:
             progress(f"pairing the {request.kind.replace('_', ' ')} at {request.addr} as {request.lock}")
+            self._link_went_down.clear()  # the bridge restarts after a pairing
             got = await self._exchange(
                 messages.make(messages.PAIR, request.lock, request.kind, request.addr.upper(), request.addr_type,
                               request.secret.lower(), request.setup_key.lower()),
@@ -183,12 +187,20 @@ class Commissioning:
         return control.PairResult(lock=request.lock, kind=request.kind, addr=request.addr.upper(),
                                   state=answer["state"], battery=answer["battery"], cycle=cycle)
 
+    def _link_changed(self, up: bool) -> None:
+        if not up:
+            self._link_went_down.set()
+
     async def _restarted(self) -> None:
-        """Wait for the bridge to go down for its restart and come back up."""
+        """Wait for the link to go down for the bridge's restart (it goes down on a restart, however
+        quick: the new session's HELLO takes it down first) and to come back up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RESTART_TIMEOUT_S
-        while self._bridge.is_up and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(RESTART_TIMEOUT_S):
+                await self._link_went_down.wait()
+        except TimeoutError:
+            pass  # never went down: wait_up below answers at once and the cycle shows the truth
         if not await self._bridge.wait_up(max(0.0, deadline - loop.time())):
             raise control.Refused("the bridge did not come back after pairing: the lock is paired and "
                                   "in the bridge's bridge.json; hubctl doctor shows why")
