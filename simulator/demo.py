@@ -62,6 +62,7 @@ def hubd_config(path: Path, port: int, serial_port: str, public_key: str, locks:
     lock_table = "\n".join(f'"{lk}" = "{lockkinds.INSIDE_TURNER}"' for lk in locks)
     path.write_text(f"""hub_id = "{HUB_ID}"
 state_dir = "{path.parent / 'hubd-state'}"
+status_socket = "{path.parent / 'status.sock'}"
 command_timeout_s = 30
 
 [mqtt]
@@ -181,6 +182,7 @@ async def run(args: argparse.Namespace) -> int:
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             assert hubd.stdout is not None
             tasks.append(asyncio.create_task(pump(hubd.stdout, "hubd")))
+            say("demo", f"hubd's local socket: hubctl status --socket {work / 'status.sock'}")
             tasks.append(asyncio.create_task(watch_locks(home)))
             tasks.append(asyncio.create_task(watch_alarms(home, centre)))
             async with BackendClient("127.0.0.1", port, client_id="demo-backend",
