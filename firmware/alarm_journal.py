@@ -4,19 +4,28 @@ An alarm is written (append, flush, sync) before the alarm unit gets its ack, an
 hubd reports the alarm centre handled it, or the LTE path's receiver acknowledged it
 (``confirm``). After a reboot or a power cut every alarm still in the file is pending again.
 
+It also knows which voice prompts the unit still owes the resident (docs/alarm-unit.md,
+"Prompts"): "alarm received" for a pending event until the unit says HEARD (RAM only: after a
+reboot it is owed again, and the unit, which plays a prompt once, just says HEARD), and "help is
+on the way" for a confirmed event until the unit says HEARD, durably: a confirmation whose prompt
+was lost to a reboot is still owed after it.
+
 The file is text, one record a line:
 
     A <origin> <serial hex> <number> <unit_at> <event> <device> <bridge_at or ->   an alarm
-    C <origin> <serial hex> <number>                                              confirmed
-    S <next bridge number>                                                        after compaction
+    C <origin> <serial hex> <number>          confirmed (a unit's: "help is on the way" owed)
+    H <serial hex> <number>                   the unit has played "help is on the way"
+    S <next bridge number>                    after compaction
 
 origin "u" is an alarm unit's event (serial: the unit's, number: its event id); origin "b" is an
 alarm the bridge raised itself (supervision: the unit link lost or back), numbered by the bridge.
 When the file has grown to twice the capacity in lines it is written anew with only the pending
-alarms and renamed over the old one. A line cut short by a power cut is skipped.
+alarms and a C line for each prompt still owed, and renamed over the old one. A line cut short
+by a power cut is skipped.
 
 In RAM the pending alarms live in one bytearray allocated at start (``capacity`` fixed-size
-slots, oldest first): taking and confirming alarms allocates nothing that stays.
+slots, oldest first), and the lately confirmed unit events in another (``_RECENT`` slots):
+taking and confirming alarms allocates nothing that stays.
 """
 
 import struct
@@ -25,7 +34,7 @@ import time
 import log
 from flashlog import FlashLog
 from wire import alarms
-from wire.alarmunit import DEVICES, unit_name
+from wire.alarmunit import DEVICES, T_ALARM_RECEIVED, T_HELP_ON_THE_WAY, unit_name
 
 PATH = "alarms.journal"
 CAPACITY = 64
@@ -39,10 +48,17 @@ NAMES = alarms.EVENTS + alarms.SUPERVISION
 _SLOT = ">IIiiIBBBB"
 SLOT = struct.calcsize(_SLOT)
 _STORED = 1  # hubd has it in its durable outbox
+_RECEIVED_HEARD = 2  # the unit has played "alarm received" for it
 _MAX_LINE = 96
-# Unit events confirmed lately (serial, event id): a resend whose ack was lost and that arrives
-# after the confirmation is acked again instead of becoming a second alarm.
-_RECENT = 8
+# Unit events confirmed lately: serial, event id, owed prompts. A resend whose ack was lost and
+# that arrives after the confirmation is acked again instead of becoming a second alarm, and the
+# prompts the unit has not said HEARD for are sent again. A slot with a prompt owed is reused
+# only when every slot has one (the oldest goes, logged).
+_RECENT = 16
+_R = ">IIB"
+_R_SIZE = 9
+_OWE_RECEIVED = 1
+_OWE_HELP = 2
 
 
 class JournalFull(Exception):
@@ -60,7 +76,7 @@ class AlarmJournal:
         self.capacity = capacity
         self.bridge = bridge
         self._slots = bytearray(capacity * SLOT)
-        self._recent = bytearray(_RECENT * 8)
+        self._recent = bytearray(_RECENT * _R_SIZE)
         self._recent_next = 0
         self._recent_count = 0  # valid entries: an empty one must not match serial 0, event 0
         self._count = 0
@@ -91,9 +107,14 @@ class AlarmJournal:
                     self._put(origin, serial, number, int(f[4]), NAMES.index(f[5]),
                               DEVICES.index(f[6]), bridge_at)
             elif f[0] == "C" and len(f) == 4:
-                i = self._find(f[1], int(f[2], 16), int(f[3]))
+                serial, number = int(f[2], 16), int(f[3])
+                i = self._find(f[1], serial, number)
                 if i >= 0:
                     self._remove(i)
+                if f[1] == ORIGIN_UNIT:  # whether it heard "alarm received" is not on flash
+                    self._remember(serial, number, _OWE_RECEIVED | _OWE_HELP)
+            elif f[0] == "H" and len(f) == 3:
+                self._help_heard(int(f[1], 16), int(f[2]))
             elif f[0] == "S" and len(f) == 2:
                 self._next_local = max(self._next_local, int(f[1]))
         except ValueError:
@@ -107,6 +128,10 @@ class AlarmJournal:
         yield "S %d" % self._next_local
         for i in range(self._count):
             yield self._line(i)
+        for i in range(self._recent_count):
+            serial, number, owed = struct.unpack_from(_R, self._recent, i * _R_SIZE)
+            if owed & _OWE_HELP:
+                yield "C %s %08x %d" % (ORIGIN_UNIT, serial, number)
 
     def _line(self, i):
         serial, number, unit_at, bridge_at, _, ev, dev, origin, _ = self._unpack(i)
@@ -136,11 +161,33 @@ class AlarmJournal:
                 return i
         return -1
 
-    def _was_confirmed(self, serial, number):
+    def _recent_index(self, serial, number):
         for i in range(self._recent_count):
-            if struct.unpack_from(">II", self._recent, i * 8) == (serial, number):
-                return True
-        return False
+            if struct.unpack_from(">II", self._recent, i * _R_SIZE) == (serial, number):
+                return i
+        return -1
+
+    def _remember(self, serial, number, owed):
+        i = self._recent_index(serial, number)
+        if i < 0:
+            i = self._recent_next
+            for k in range(_RECENT):  # the oldest slot that owes nothing, else the oldest
+                j = (self._recent_next + k) % _RECENT
+                if j >= self._recent_count or not self._recent[j * _R_SIZE + 8]:
+                    i = j
+                    break
+            if i < self._recent_count and self._recent[i * _R_SIZE + 8]:
+                old = struct.unpack_from(_R, self._recent, i * _R_SIZE)
+                log.warn("alarm unit never said it heard the prompts for event %d: %d newer "
+                         "ones owed, given up" % (old[1], _RECENT))
+            self._recent_next = (i + 1) % _RECENT
+            self._recent_count = max(self._recent_count, i + 1)
+        struct.pack_into(_R, self._recent, i * _R_SIZE, serial, number, owed)
+
+    def _help_heard(self, serial, number):
+        i = self._recent_index(serial, number)
+        if i >= 0:
+            self._recent[i * _R_SIZE + 8] = 0  # help heard: nothing more to say for this event
 
     def _id(self, s):
         unit = unit_name(s[0]) if s[7] == ord(ORIGIN_UNIT) else self.bridge
@@ -160,7 +207,7 @@ class AlarmJournal:
         when the journal is full and OSError when the flash fails: in both cases the unit must
         not get its ack."""
         if (self._find(ORIGIN_UNIT, serial, event_id) >= 0
-                or self._was_confirmed(serial, event_id)):
+                or self._recent_index(serial, event_id) >= 0):
             return None
         return self._add(ORIGIN_UNIT, serial, event_id, unit_at, event, device, bridge_at)
 
@@ -197,9 +244,7 @@ class AlarmJournal:
         self._file.append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
         self._remove(i)
         if s[7] == ord(ORIGIN_UNIT):
-            struct.pack_into(">II", self._recent, self._recent_next * 8, s[0], s[1])
-            self._recent_next = (self._recent_next + 1) % _RECENT
-            self._recent_count = min(self._recent_count + 1, _RECENT)
+            self._remember(s[0], s[1], _OWE_HELP | (0 if s[8] & _RECEIVED_HEARD else _OWE_RECEIVED))
         log.info("alarm %s confirmed via %s" % (alarm_id, path))
         if self._file.lines >= 2 * self.capacity:
             self._compact()
@@ -213,6 +258,46 @@ class AlarmJournal:
             return False
         self._slots[i * SLOT + SLOT - 1] |= _STORED
         return True
+
+    def heard(self, serial, prompt, number):
+        """The unit ``serial`` says it played ``prompt`` (wire.alarmunit T_ALARM_RECEIVED or
+        T_HELP_ON_THE_WAY) for its event ``number``: stop owing it. "Help is on the way" heard
+        is written to flash (an H line), so a reboot does not owe it again. Raises OSError when
+        the flash fails: the prompt stays owed and the unit is asked again."""
+        i = self._find(ORIGIN_UNIT, serial, number)
+        if i >= 0:
+            if prompt == T_ALARM_RECEIVED:
+                self._slots[i * SLOT + SLOT - 1] |= _RECEIVED_HEARD
+            return
+        i = self._recent_index(serial, number)
+        if i < 0:
+            return
+        at = i * _R_SIZE + 8
+        if prompt == T_ALARM_RECEIVED:
+            self._recent[at] &= ~_OWE_RECEIVED
+        elif self._recent[at] & _OWE_HELP:
+            self._file.append("H %08x %d" % (serial, number))
+            self._recent[at] = 0
+            if self._file.lines >= 2 * self.capacity:
+                self._compact()
+
+    def prompts_owed(self, serial):
+        """The prompts the unit ``serial`` has not said HEARD for, as (prompt, event id) pairs:
+        confirmed events first (their "alarm received" before their "help is on the way"), then
+        each pending event's "alarm received", oldest first."""
+        out = []
+        for i in range(self._recent_count):
+            s, number, owed = struct.unpack_from(_R, self._recent, i * _R_SIZE)
+            if s == serial:
+                if owed & _OWE_RECEIVED:
+                    out.append((T_ALARM_RECEIVED, number))
+                if owed & _OWE_HELP:
+                    out.append((T_HELP_ON_THE_WAY, number))
+        for i in range(self._count):
+            s = self._unpack(i)
+            if s[7] == ord(ORIGIN_UNIT) and s[0] == serial and not s[8] & _RECEIVED_HEARD:
+                out.append((T_ALARM_RECEIVED, s[1]))
+        return out
 
     def pending(self):
         """Yield each unconfirmed alarm, oldest first, as a tuple (id, event, device, unit_at,

@@ -2,10 +2,12 @@
 
 Hands each valid EVENT to ``on_event(serial, event_id, unit_time, event, device)``, each
 HEARTBEAT (the unit's status: mains, batteries, pendant signal, firmware) to ``on_status(frame)``
-as wire.alarmunit.decode() returns it, and supervises the unit: any valid frame counts as a sign of life; ``missed`` heartbeat intervals without one
-call ``on_link(False)``, the next valid frame ``on_link(True)``. Frames for the unit wait in a
-short bounded queue; every one of them is idempotent, so one lost under overload costs only a
-repetition (the unit resends an event until it is acked).
+as wire.alarmunit.decode() returns it, each HEARD to ``on_heard(serial, prompt, event_id)``, and
+supervises the unit: any valid frame counts as a sign of life; ``missed`` heartbeat intervals
+without one call ``on_link(False)``, the next valid frame ``on_link(True)``. Frames for the unit
+wait in a short bounded queue; every one of them is idempotent, so one lost under overload costs
+only a repetition (the unit resends an event until it is acked, the alarm flow a prompt until
+the unit says HEARD).
 """
 
 import time
@@ -22,11 +24,13 @@ _OUT_MAX = 16
 class UnitLink:
     """Reads and writes the alarm unit's UART; see the module docstring for the callbacks."""
 
-    def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3, on_status=None):
+    def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3, on_status=None,
+                 on_heard=None):
         self._uart = uart
         self._on_event = on_event
         self._on_link = on_link
         self._on_status = on_status
+        self._on_heard = on_heard
         self._lost_after = heartbeat_ms * missed
         self._decoder = alarmunit.Decoder()
         self._out = []
@@ -65,6 +69,13 @@ class UnitLink:
         """The unit tells the resident help is on the way."""
         self._queue(alarmunit.help_on_the_way(event_id))
 
+    def prompt(self, prompt, event_id):
+        """Send ``prompt`` (alarmunit.T_ALARM_RECEIVED or T_HELP_ON_THE_WAY) again."""
+        if prompt == alarmunit.T_ALARM_RECEIVED:
+            self.alarm_received(event_id)
+        else:
+            self.help_on_the_way(event_id)
+
     async def run(self):
         """Read, write and supervise the link until cancelled."""
         reader = asyncio.StreamReader(self._uart)
@@ -86,8 +97,8 @@ class UnitLink:
 
     def _heard(self, fr):
         ftype = fr[0]
-        if ftype != alarmunit.T_EVENT and ftype != alarmunit.T_HEARTBEAT:
-            return  # a bridge frame echoed back: not a sign of the unit
+        if ftype & 0x80:
+            return  # a bridge frame (0x81-0x83) echoed back: not a sign of the unit
         if self.serial != fr[1]:
             log.info("alarm unit %s on the line" % alarmunit.unit_name(fr[1]))
             self.serial = fr[1]
@@ -98,6 +109,9 @@ class UnitLink:
             self._on_link(True)
         if ftype == alarmunit.T_EVENT:
             self._on_event(fr[1], fr[2], fr[3], fr[4], fr[5])
+        elif ftype == alarmunit.T_HEARD:
+            if self._on_heard is not None:
+                self._on_heard(fr[1], fr[2], fr[3])
         elif self._on_status is not None:
             self._on_status(fr)
 

@@ -5,6 +5,10 @@
     comes up or hubd restarts) -> `alarm_handled` -> confirmed in the journal, HELP_ON_THE_WAY
     to the unit.
 
+The unit's voice prompts (ALARM_RECEIVED, HELP_ON_THE_WAY) are sent again every
+``prompt_resend_ms`` until the unit says HEARD: a prompt lost on the line or to a reboot is
+still played (the journal keeps what is owed).
+
 The second path (LTE, SIA DC-09) plugs in through ``for_second_path()`` (which alarms it must
 carry now) and ``second_path_result()`` (what its receiver answered).
 
@@ -43,6 +47,7 @@ class AlarmFlow:
         self._hub_up = False
         self._hub_down_since = time.ticks_ms()  # boot: the link is not up yet
         self._last_round = time.ticks_ms()
+        self._last_prompts = time.ticks_ms()
         # The last test alarm: (id, hubd's ref, its second-path tuple or None once sent). RAM
         # only: after a reboot it goes out as an ordinary test alarm from "base".
         self._test = None
@@ -77,10 +82,24 @@ class AlarmFlow:
             return
         self.unit.ack(event_id)
         if alarm_id is None:
-            return  # a resend of a journaled event: its ack was lost
+            return  # a resend of a journaled event: its ack was lost (a prompt owed is resent)
         log.info("alarm %s: %s from %s journaled" % (alarm_id, event, device))
         self.unit.alarm_received(event_id)
         self._to_hub(alarm_id, event, device, unit_at, self.now())
+
+    def on_prompt_heard(self, serial, prompt, event_id):
+        """The unit's HEARD frame: it has played ``prompt`` for ``event_id``."""
+        try:
+            self.journal.heard(serial, prompt, event_id)
+        except OSError as e:
+            log.error("alarm unit heard a prompt for event %d; not journaled (%r)" % (event_id, e))
+
+    def _prompt(self):
+        unit = self.unit
+        if unit is None or not unit.up or unit.serial is None:
+            return
+        for prompt, event_id in self.journal.prompts_owed(unit.serial):
+            unit.prompt(prompt, event_id)
 
     def on_unit_link(self, up):
         """The unit link was lost or is back: that is an alarm too."""
@@ -186,7 +205,8 @@ class AlarmFlow:
                 log.warn("alarm %s: host link backlog full, LTE result not reported" % alarm_id)
 
     async def run(self):
-        """Resend what hubd has not stored, every ``resend_ms``, until cancelled."""
+        """Resend what hubd has not stored, every ``resend_ms``, and the prompts the unit has
+        not heard, every ``prompt_resend_ms``, until cancelled."""
         while True:
             await asyncio.sleep_ms(_TICK_MS)
             now = time.ticks_ms()
@@ -194,3 +214,6 @@ class AlarmFlow:
                     "resend_ms"]:
                 self._last_round = now
                 self._resend(False)
+            if time.ticks_diff(now, self._last_prompts) >= self.settings["prompt_resend_ms"]:
+                self._last_prompts = now
+                self._prompt()

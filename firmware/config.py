@@ -37,6 +37,7 @@ ALARM_TIMINGS = {
     "resend_ms": 5000,  # resend an alarm hubd has not stored yet this often
     "handled_deadline_ms": 30000,  # no alarm_handled this long after taking it: second path
     "hub_down_ms": 10000,  # the host link down this long: second path for every alarm
+    "prompt_resend_ms": 1000,  # resend a voice prompt the unit has not said HEARD for this often
 }
 
 # The BLE connection policy for battery locks (docs/lock-protocol.md, "Connection policy").

@@ -10,6 +10,7 @@ without it.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -102,3 +103,35 @@ async def backend(mosquitto: Mosquitto) -> AsyncIterator[BackendClient]:
         yield client
 
 
+
+
+@pytest.fixture
+def fault_rng(record_property: pytest.RecordProperty) -> random.Random:
+    """The random source of a scenario that injects faults at random moments. Its seed is
+    ``FAULT_SEED`` when set (a replay), else a fresh one; it is recorded as the test's ``seed``
+    property, so a failure names it (hil_tests/report.py, the JUnit XML, scripts/flake-hunt)."""
+    seed = int(os.environ.get("FAULT_SEED") or random.randrange(1 << 30))
+    record_property("seed", seed)
+    return random.Random(seed)
+
+
+#: How many of the bridge's and hubd's last log lines a failing scenario's report carries.
+LAST_WORDS = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failing scenario's report carries the bridge's and hubd's last words: a flake seen once
+    under load (scripts/flake-hunt) must be explainable from its log alone."""
+    report: pytest.TestReport = yield
+    hub = getattr(item, "funcargs", {}).get("hub")
+    if report.failed and isinstance(hub, HubUnderTest):
+        lines = hub.log_text().splitlines()[-LAST_WORDS:]
+        report.sections.append((f"hubd's last {len(lines)} log lines", "\n".join(lines)))
+        if hub.home is not None:
+            try:
+                bridge = hub.home.call(lambda: list(hub.home.home.bridge.log[-LAST_WORDS:]), timeout=5)
+            except Exception as exc:  # the home may be what broke: say so, keep the report
+                bridge = [f"(the simulated home did not answer: {exc!r})"]
+            report.sections.append((f"the bridge's last {len(bridge)} log lines", "\n".join(bridge)))
+    return report

@@ -2,7 +2,8 @@
 
 A pytest plugin (registered in the root conftest.py). For every scenario under hil_tests/ it
 records the outcome (a skip with its reason, a failure with its first line), the time it took and
-the target (`sim` or the bench's serial port), prints a table at the end of the run, and writes
+the target (`sim` or the bench's serial port), the seed of a scenario that drew random faults
+(its ``seed`` property, see hil_tests/conftest.py ``fault_rng``), prints a table at the end of the run, and writes
 the same as JSON to ``--hil-report`` (default ``build/hil-report.json``) for a bench log or CI.
 """
 
@@ -61,6 +62,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         text = str(report.longrepr)
         line = next((ln.strip() for ln in text.splitlines() if ln.startswith("E ")), text.splitlines()[-1])
         entry["detail"] = line.removeprefix("E").strip()[:300]
+    seed = dict(report.user_properties).get("seed")
+    if seed is not None:
+        entry["seed"] = seed
+        if report.failed:
+            entry["detail"] = f"{entry['detail']} [seed {seed}: replay with FAULT_SEED={seed}]"
 
 
 

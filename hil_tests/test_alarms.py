@@ -4,7 +4,6 @@ the LTE second path to a real SIA DC-09 receiver (pysiaalarm)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import AsyncIterator
 
@@ -103,7 +102,7 @@ async def test_with_hubd_killed_the_press_still_reaches_the_centre_over_lte(
 
 
 # The fault run: the faults the alarm chain must ride through, each once per run, at random moments
-# (the seed is printed, and FAULT_SEED replays a run).
+# (a failure names the seed, and FAULT_SEED replays the run: see fault_rng in conftest.py).
 FAULTS = ("kill_hubd", "reboot_bridge", "restart_broker", "damage_unit_frames", "stop_broker_briefly")
 
 
@@ -127,10 +126,8 @@ async def _fault(hub: HubUnderTest, fault: str, rng: random.Random) -> None:
 
 @ALARMS
 async def test_a_burst_of_alarms_through_kills_reboots_outages_and_line_noise_loses_nothing(
-        hub: HubUnderTest, centre: AlarmCentre) -> None:
-    seed = int(os.environ.get("FAULT_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    print(f"fault run seed {seed} (replay with FAULT_SEED={seed})")
+        hub: HubUnderTest, centre: AlarmCentre, fault_rng: random.Random) -> None:
+    rng = fault_rng
     unit = hub.sim.home.alarm_unit
     pressed: list[tuple[int, str]] = []
     faults = list(FAULTS)
@@ -146,7 +143,7 @@ async def test_a_burst_of_alarms_through_kills_reboots_outages_and_line_noise_lo
     except TimeoutError:
         bridge_log = "\n".join(hub.sim.call(lambda: hub.sim.home.bridge.log[-60:]))
         raise AssertionError(f"lost alarms {[i for i in ids if i not in centre.alarms]} of {ids} "
-                             f"(seed {seed}, faults {faults}); the bridge's last words:\n{bridge_log}") from None
+                             f"(faults {faults}); the bridge's last words:\n{bridge_log}") from None
     for event_id, _ in pressed:
         await _heard(hub, event_id, "help_on_the_way", timeout=120)
     # The centre's own count: every press arrived, each id is one alarm however many copies.
@@ -157,6 +154,6 @@ async def test_a_burst_of_alarms_through_kills_reboots_outages_and_line_noise_lo
           f"{sum(r.duplicates for r in units)} duplicates recognised by id; "
           f"the bridge booted {hub.sim.call(lambda: hub.sim.home.bridge.boots)} times")
     lost = [i for i in ids if i not in centre.alarms]
-    assert lost == [], f"lost alarms {lost} (seed {seed})"
+    assert lost == [], f"lost alarms {lost}"
     assert sorted(r.id for r in units) == sorted(ids), "the centre has an alarm nobody pressed"
     assert all(unit.heard[e][:2] == ["ack", "alarm_received"] for e, _ in pressed)

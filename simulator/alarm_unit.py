@@ -16,7 +16,10 @@
     unit.pendant_rssi = -88                 # how the unit hears the pendant (dBm)
 
 Like a real unit it resends each event until the bridge acks it; its event ids keep increasing
-for the life of the object, across bridge reboots. Every heartbeat carries its status: mains,
+for the life of the object, across bridge reboots. It plays each voice prompt once (``heard``
+records it once, in order) and answers every copy with HEARD, so the bridge stops resending it;
+``prompt_copies`` counts the copies, ``deaf_to_prompts`` makes it lose the next prompts as a
+damaged line would. Every heartbeat carries its status: mains,
 the backup pack's and the pendant's voltage, the pendant's RSSI, its firmware version.
 
 The backup pack (4 NiMH cells, 4.8 V nominal) loses its charge linearly while the mains is off,
@@ -83,6 +86,8 @@ class AlarmUnit:
         self.next_event_id = 1
         self.unacked: dict[int, bytes] = {}  # event id -> its frame, until acked
         self.heard: dict[int, list[str]] = {}  # event id -> what the bridge said, in order
+        self.prompt_copies = 0  # prompt frames received, repeats included
+        self.deaf_to_prompts = 0  # lose this many of the next prompt frames
         self.sent_events: list[int] = []  # every event frame put on the line, resends included
         self.bad_frames = 0
         self._damage: deque[str] = deque()
@@ -213,9 +218,19 @@ class AlarmUnit:
             if name is None:
                 continue
             eid = fr[1]
-            self.heard.setdefault(eid, []).append(name)
+            heard = self.heard.setdefault(eid, [])
             if fr[0] == alarmunit.T_ACK:
+                heard.append(name)
                 self.unacked.pop(eid, None)  # an ack for an acked event changes nothing
+                continue
+            if self.deaf_to_prompts > 0:
+                self.deaf_to_prompts -= 1
+                continue
+            self.prompt_copies += 1
+            if name not in heard:
+                heard.append(name)  # played once, however many copies arrive
+            if self.powered:
+                self._write(alarmunit.heard(self.serial, fr[0], eid))
         self.bad_frames = self._decoder.bad
 
     async def _heartbeat_loop(self) -> None:

@@ -3,6 +3,7 @@ MicroPython, hubd's serial link (hubd does not handle alarms itself yet, so the 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,42 @@ async def test_a_bridge_reboot_before_handled_resends_the_same_alarm(home, hub):
     assert (again["event"], again["device"]) == ("pull_cord", "pull_cord")
     hub.send(messages.alarm_handled(aid))
     await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way")
+
+
+async def test_prompts_lost_on_the_line_are_resent_until_the_unit_says_heard(home, hub):
+    unit = home.alarm_unit
+    unit.deaf_to_prompts = 3  # "alarm received" and its first resends never arrive
+    eid = unit.press(alarms.BUTTON, "pendant")
+    aid = unit.alarm_id(eid)
+    await until(lambda: hub.ids(aid), "the alarm at hubd")
+    await until(lambda: "alarm_received" in unit.heard[eid], "alarm received, resent")
+    hub.send(messages.alarm_stored(aid))
+    unit.deaf_to_prompts = 2
+    hub.send(messages.alarm_handled(aid))
+    await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way, resent")
+    assert unit.heard[eid] == ["ack", "alarm_received", "help_on_the_way"], "each played once"
+    await until(lambda: f"H 5a0000ab {eid}" in _journal(home), "heard, on flash")
+    copies = unit.prompt_copies
+    await asyncio.sleep(2.5)  # two resend rounds (prompt_resend_ms 1000): none may come
+    assert unit.prompt_copies - copies <= 1, "resent after HEARD (one may have been on the line)"
+
+
+async def test_help_on_the_way_lost_to_a_reboot_after_the_confirmation_is_played_after_it(home, hub):
+    # The bridge confirms the alarm on flash, and the reset comes before the unit heard the
+    # prompt (the fault run once lost "help is on the way" so).
+    unit = home.alarm_unit
+    eid = unit.press(alarms.FALL, "pendant")
+    aid = unit.alarm_id(eid)
+    await until(lambda: "alarm_received" in unit.heard[eid], "alarm received")
+    unit.deaf_to_prompts = 1_000_000
+    hub.send(messages.alarm_stored(aid))
+    hub.send(messages.alarm_handled(aid))
+    await until(lambda: f"C u 5a0000ab {eid}" in _journal(home), "the confirmation on flash")
+    await home.bridge.reboot()
+    unit.deaf_to_prompts = 0
+    await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way after the reboot")
+    assert unit.heard[eid] == ["ack", "alarm_received", "help_on_the_way"]
+    assert len(hub.ids(aid)) == 1, "a confirmed alarm is not sent again"
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "drop", "truncate"])

@@ -9,10 +9,13 @@ unit -> bridge
     HEARTBEAT  serial u32, unit time u32, flags u8 (bit 0: mains present), backup battery mV u16,
                pendant battery mV u16, pendant RSSI i8 (dBm), unit firmware major, minor, patch u8
                (0 mV: no reading; RSSI 127: not known)
+    HEARD      serial u32, prompt type u8, event id u32: the unit has played that prompt (sent
+               for every copy it receives; it plays each prompt once)
 bridge -> unit
     ACK             event id u32   the event is journaled on the bridge's flash: stop resending
-    ALARM_RECEIVED  event id u32   the unit plays "alarm received"
-    HELP_ON_THE_WAY event id u32   the alarm centre handled it: the unit says help is coming
+    ALARM_RECEIVED  event id u32   the unit plays "alarm received"      } prompts: resent until
+    HELP_ON_THE_WAY event id u32   the alarm centre handled it: the     } the unit says HEARD
+                                   unit says help is coming
 """
 
 import struct
@@ -22,9 +25,11 @@ from wire.crc import crc16
 
 T_EVENT = 0x01
 T_HEARTBEAT = 0x02
+T_HEARD = 0x03
 T_ACK = 0x81
 T_ALARM_RECEIVED = 0x82
 T_HELP_ON_THE_WAY = 0x83
+PROMPTS = (T_ALARM_RECEIVED, T_HELP_ON_THE_WAY)  # what a HEARD frame may name
 
 # Event codes on the wire: code n is EVENT_CODES[n - 1]. New events are appended, never reordered.
 EVENT_CODES = alarms.EVENTS
@@ -35,8 +40,8 @@ FLAG_MAINS = 0x01  # HEARTBEAT flags: the unit runs on mains power (else on its 
 NO_MV = 0  # a battery voltage the unit has no reading of
 NO_RSSI = 127  # a pendant RSSI the unit does not know
 
-_BODY = {T_EVENT: ">IIIBB", T_HEARTBEAT: ">IIBHHbBBB", T_ACK: ">I", T_ALARM_RECEIVED: ">I",
-         T_HELP_ON_THE_WAY: ">I"}
+_BODY = {T_EVENT: ">IIIBB", T_HEARTBEAT: ">IIBHHbBBB", T_HEARD: ">IBI", T_ACK: ">I",
+         T_ALARM_RECEIVED: ">I", T_HELP_ON_THE_WAY: ">I"}
 _SIZE = {t: struct.calcsize(f) for t, f in _BODY.items()}
 MAX_RAW = 1 + 17 + 2  # the longest frame (HEARTBEAT) before COBS
 MAX_ENCODED = cobs.encoded_size(MAX_RAW)
@@ -78,6 +83,12 @@ def heartbeat(serial, unit_time, mains=True, backup_mv=None, pendant_mv=None, pe
                   firmware[0], firmware[1], firmware[2])
 
 
+def heard(serial, prompt, event_id):
+    """HEARD (unit side): the unit has played ``prompt`` (T_ALARM_RECEIVED or T_HELP_ON_THE_WAY)
+    for its event ``event_id``."""
+    return _frame(T_HEARD, serial, prompt, event_id)
+
+
 def ack(event_id):
     """ACK of an event the bridge has journaled."""
     return _frame(T_ACK, event_id)
@@ -96,8 +107,9 @@ def help_on_the_way(event_id):
 def decode(block):
     """Decode one COBS block (without the 0x00) into a tuple: (T_EVENT, serial, event id, unit
     time, event name, device name), (T_HEARTBEAT, serial, unit time, mains, backup mV, pendant
-    mV, pendant RSSI, firmware "major.minor.patch"; no reading: None) or (type, event id) for
-    the bridge's frames. Raises UnitFrameError for anything else, including unknown codes."""
+    mV, pendant RSSI, firmware "major.minor.patch"; no reading: None), (T_HEARD, serial, prompt
+    type, event id) or (type, event id) for the bridge's frames. Raises UnitFrameError for
+    anything else, including unknown codes."""
     try:
         raw = cobs.decode(block)
     except cobs.CobsError:
@@ -116,6 +128,8 @@ def decode(block):
         return (ftype, serial, unit_time, bool(flags & FLAG_MAINS), backup or None,
                 pendant or None, None if rssi == NO_RSSI else rssi,
                 "%d.%d.%d" % (major, minor, patch))
+    if ftype == T_HEARD and fields[1] not in PROMPTS:
+        raise UnitFrameError("HEARD names no prompt: type %d" % fields[1])
     if ftype != T_EVENT:
         return (ftype,) + tuple(fields)
     serial, event_id, unit_time, code, dev = fields

@@ -5,15 +5,21 @@ import os
 import random
 import time
 
+import asyncio
+
 import config
 from alarm_journal import AlarmJournal
 from alarms import AlarmFlow
-from wire import alarms, link, messages
+from wire import alarms, alarmunit, link, messages
 
 
 class FakeUnit:
-    def __init__(self):
+    """UnitLink's side the flow uses: what it was told, in order; up, with the unit's serial."""
+
+    def __init__(self, serial=1):
         self.said = []
+        self.up = True
+        self.serial = serial
 
     def ack(self, eid):
         self.said.append(("ack", eid))
@@ -24,14 +30,22 @@ class FakeUnit:
     def help_on_the_way(self, eid):
         self.said.append(("help_on_the_way", eid))
 
+    def prompt(self, prompt, eid):
+        self.said.append(({alarmunit.T_ALARM_RECEIVED: "alarm_received",
+                           alarmunit.T_HELP_ON_THE_WAY: "help_on_the_way"}[prompt], eid))
 
-def _flow(capacity=64, **settings):
-    d = "/tmp/mp-flow-%08x" % random.getrandbits(32)
-    os.mkdir(d)
+
+def _flow(capacity=64, path=None, **settings):
+    """An alarm flow with a FakeUnit on a journal at ``path`` (a new one by default): a second
+    flow on the same path is the bridge after a reboot."""
+    if path is None:
+        d = "/tmp/mp-flow-%08x" % random.getrandbits(32)
+        os.mkdir(d)
+        path = d + "/alarms.journal"
     sent = []
     timings = dict(config.ALARM_TIMINGS)
     timings.update(settings)
-    flow = AlarmFlow(AlarmJournal(d + "/alarms.journal", capacity, "brT"),
+    flow = AlarmFlow(AlarmJournal(path, capacity, "brT"),
                      lambda p: sent.append(messages.decode(p)), timings)
     unit = FakeUnit()
     flow.attach_unit(unit)
@@ -142,3 +156,65 @@ def test_a_test_alarm_with_lte_goes_to_the_second_path_at_once_even_once_handled
     flow.second_path_result("brT-1", "ack")
     assert flow.for_second_path() == []
     assert (sent[-1]["m"], sent[-1]["id"], sent[-1]["result"]) == ("alarm_lte", "brT-1", "ack")
+
+
+def test_a_prompt_the_unit_did_not_hear_is_sent_again_until_it_does():
+    flow, unit, sent = _flow()
+    flow.on_unit_event(1, 7, 0, alarms.BUTTON, "pendant")
+    assert unit.said == [("ack", 7), ("alarm_received", 7)]
+    flow._prompt()  # the resend round: no HEARD yet
+    assert unit.said[-1] == ("alarm_received", 7)
+    flow.on_prompt_heard(1, alarmunit.T_ALARM_RECEIVED, 7)
+    del unit.said[:]
+    flow._prompt()
+    assert unit.said == []
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "au00000001-7"})
+    flow._prompt()
+    assert unit.said == [("help_on_the_way", 7), ("help_on_the_way", 7)]
+    flow.on_prompt_heard(1, alarmunit.T_HELP_ON_THE_WAY, 7)
+    del unit.said[:]
+    flow._prompt()
+    assert unit.said == []
+
+
+def test_help_on_the_way_lost_to_a_reboot_right_after_the_confirmation_is_played_after_it():
+    # The interleaving the fault run hit once under load: hubd's alarm_handled confirms the
+    # alarm on flash, the bridge queues HELP_ON_THE_WAY, and the reset comes before the UART
+    # sends it. The rebooted bridge (a new flow on the same journal) still owes the prompt.
+    flow, unit, sent = _flow()
+    flow.on_unit_event(1, 14, 0, alarms.FALL, "pendant")
+    flow.on_prompt_heard(1, alarmunit.T_ALARM_RECEIVED, 14)
+    flow.on_message({"m": messages.ALARM_HANDLED, "id": "au00000001-14"})
+    path = flow.journal.path
+    rebooted, unit, sent = _flow(path=path)
+    assert len(rebooted.journal) == 0, "confirmed: not an alarm to send again"
+    unit.up = False
+    rebooted._prompt()
+    assert unit.said == [], "nothing goes to a unit that is not there"
+    unit.up = True
+    rebooted._prompt()
+    # "alarm received" is owed too: whether the unit heard it was RAM; the unit plays it once.
+    assert unit.said == [("alarm_received", 14), ("help_on_the_way", 14)]
+    rebooted.on_prompt_heard(1, alarmunit.T_HELP_ON_THE_WAY, 14)
+    again, unit, sent = _flow(path=path)
+    again._prompt()
+    assert unit.said == [], "heard is on flash: a second reboot owes nothing"
+
+
+def test_prompts_go_only_to_the_unit_whose_event_it_was():
+    flow, unit, sent = _flow()
+    flow.on_unit_event(1, 3, 0, alarms.BUTTON, "pendant")
+    del unit.said[:]
+    unit.serial = 2  # a replaced unit on the line
+    flow._prompt()
+    assert unit.said == []
+
+
+async def test_the_run_loop_resends_prompts_every_prompt_resend_ms():
+    flow, unit, sent = _flow(prompt_resend_ms=500)
+    flow.on_unit_event(1, 1, 0, alarms.BUTTON, "pendant")
+    task = asyncio.create_task(flow.run())
+    await asyncio.sleep_ms(1600)
+    task.cancel()
+    resent = [s for s in unit.said if s == ("alarm_received", 1)]
+    assert 2 <= len(resent) <= 5, unit.said

@@ -6,6 +6,8 @@ import random
 
 from alarm_journal import AlarmJournal, JournalFull
 from wire import alarms
+from wire.alarmunit import T_ALARM_RECEIVED as RECEIVED
+from wire.alarmunit import T_HELP_ON_THE_WAY as HELP
 
 
 def _path():
@@ -109,14 +111,64 @@ def test_the_file_and_the_heap_stay_flat_over_many_alarms():
     j = AlarmJournal(path, capacity=16)
     for n in range(40):
         j.confirm(j.add_unit(7, n, n, alarms.BUTTON, "pendant"), "hub")
+        j.heard(7, HELP, n)
     gc.collect()
     before = gc.mem_free()
     for n in range(40, 440):
         held = j.add_unit(7, n, n, alarms.BUTTON, "pendant")
         j.mark_stored(held)
+        j.heard(7, RECEIVED, n)
         j.confirm(held, "hub")
+        j.heard(7, HELP, n)
     gc.collect()
     assert before - gc.mem_free() < 1024, before - gc.mem_free()
     with open(path) as f:
         assert len(f.read().split("\n")) <= 2 * 16 + 2
     assert len(AlarmJournal(path, capacity=16)) == 0
+
+
+def test_alarm_received_is_owed_while_pending_until_the_unit_heard_it():
+    j = AlarmJournal(_path())
+    j.add_unit(5, 1, 0, alarms.BUTTON, "pendant")
+    j.add_bridge(alarms.UNIT_LINK_LOST, "base", 0)  # the bridge's own: nobody to prompt
+    assert j.prompts_owed(5) == [(RECEIVED, 1)]
+    assert j.prompts_owed(6) == [], "another unit's events are not its prompts"
+    j.heard(5, RECEIVED, 1)
+    assert j.prompts_owed(5) == []
+    j.heard(5, RECEIVED, 99)  # a HEARD for an event the journal never had changes nothing
+    assert j.prompts_owed(5) == []
+
+
+def test_help_on_the_way_is_owed_on_flash_until_the_unit_heard_it():
+    path = _path()
+    j = AlarmJournal(path)
+    aid = j.add_unit(5, 2, 0, alarms.FALL, "pendant")
+    j.heard(5, RECEIVED, 2)
+    j.confirm(aid, "hub")
+    assert j.prompts_owed(5) == [(HELP, 2)]
+    again = AlarmJournal(path)  # a reboot: "alarm received" heard was RAM, so owed again
+    assert again.prompts_owed(5) == [(RECEIVED, 2), (HELP, 2)]
+    assert again.add_unit(5, 2, 0, alarms.FALL, "pendant") is None, "a late resend is no new alarm"
+    again.heard(5, HELP, 2)
+    assert again.prompts_owed(5) == []
+    assert AlarmJournal(path).prompts_owed(5) == []
+
+
+def test_owed_prompts_survive_compaction():
+    path = _path()
+    j = AlarmJournal(path, capacity=4)
+    j.confirm(j.add_unit(5, 1, 0, alarms.BUTTON, "pendant"), "lte")  # the unit never heard it
+    for n in range(2, 12):
+        j.confirm(j.add_unit(5, n, 0, alarms.BUTTON, "pendant"), "hub")
+        j.heard(5, HELP, n)
+    with open(path) as f:
+        assert len(f.read().split("\n")) < 2 * 4 + 2, "compacted"
+    assert AlarmJournal(path, capacity=4).prompts_owed(5) == [(RECEIVED, 1), (HELP, 1)]
+
+
+def test_prompts_owed_are_bounded_and_the_oldest_goes_first():
+    j = AlarmJournal(_path())
+    for n in range(1, 21):  # a unit that never answers
+        j.confirm(j.add_unit(5, n, 0, alarms.BUTTON, "pendant"), "hub")
+    owed = [n for p, n in j.prompts_owed(5) if p == HELP]
+    assert sorted(owed) == list(range(5, 21)), owed
