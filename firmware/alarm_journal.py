@@ -50,10 +50,10 @@ SLOT = struct.calcsize(_SLOT)
 _STORED = 1  # hubd has it in its durable outbox
 _RECEIVED_HEARD = 2  # the unit has played "alarm received" for it
 _MAX_LINE = 96
-# Unit events confirmed lately: serial, event id, owed prompts. A resend whose ack was lost and
-# that arrives after the confirmation is acked again instead of becoming a second alarm, and the
-# prompts the unit has not said HEARD for are sent again. A slot with a prompt owed is reused
-# only when every slot has one (the oldest goes, logged).
+# Unit events confirmed lately, a ring: serial, event id, owed prompts. A resend whose ack was
+# lost and that arrives after the confirmation is acked again instead of becoming a second alarm,
+# and the prompts the unit has not said HEARD for are sent again (an owed prompt the ring comes
+# round to is given up, logged).
 _RECENT = 16
 _R = ">IIB"
 _R_SIZE = 9
@@ -114,7 +114,9 @@ class AlarmJournal:
                 if f[1] == ORIGIN_UNIT:  # whether it heard "alarm received" is not on flash
                     self._remember(serial, number, _OWE_RECEIVED | _OWE_HELP)
             elif f[0] == "H" and len(f) == 3:
-                self._help_heard(int(f[1], 16), int(f[2]))
+                i = self._recent_index(int(f[1], 16), int(f[2]))
+                if i >= 0:
+                    self._recent[i * _R_SIZE + 8] = 0  # help heard: nothing more owed
             elif f[0] == "S" and len(f) == 2:
                 self._next_local = max(self._next_local, int(f[1]))
         except ValueError:
@@ -171,23 +173,12 @@ class AlarmJournal:
         i = self._recent_index(serial, number)
         if i < 0:
             i = self._recent_next
-            for k in range(_RECENT):  # the oldest slot that owes nothing, else the oldest
-                j = (self._recent_next + k) % _RECENT
-                if j >= self._recent_count or not self._recent[j * _R_SIZE + 8]:
-                    i = j
-                    break
             if i < self._recent_count and self._recent[i * _R_SIZE + 8]:
-                old = struct.unpack_from(_R, self._recent, i * _R_SIZE)
-                log.warn("alarm unit never said it heard the prompts for event %d: %d newer "
-                         "ones owed, given up" % (old[1], _RECENT))
+                log.warn("alarm unit never said HEARD for event %d: %d newer alarms, given up"
+                         % (struct.unpack_from(">I", self._recent, i * _R_SIZE + 4)[0], _RECENT))
             self._recent_next = (i + 1) % _RECENT
             self._recent_count = max(self._recent_count, i + 1)
         struct.pack_into(_R, self._recent, i * _R_SIZE, serial, number, owed)
-
-    def _help_heard(self, serial, number):
-        i = self._recent_index(serial, number)
-        if i >= 0:
-            self._recent[i * _R_SIZE + 8] = 0  # help heard: nothing more to say for this event
 
     def _id(self, s):
         unit = unit_name(s[0]) if s[7] == ord(ORIGIN_UNIT) else self.bridge

@@ -57,24 +57,10 @@ class UnitLink:
         self._out.append(data)
         self._wake.set()
 
-    def ack(self, event_id):
-        """The event is journaled: the unit may stop resending it."""
-        self._queue(alarmunit.ack(event_id))
-
-    def alarm_received(self, event_id):
-        """The unit plays "alarm received"."""
-        self._queue(alarmunit.alarm_received(event_id))
-
-    def help_on_the_way(self, event_id):
-        """The unit tells the resident help is on the way."""
-        self._queue(alarmunit.help_on_the_way(event_id))
-
-    def prompt(self, prompt, event_id):
-        """Send ``prompt`` (alarmunit.T_ALARM_RECEIVED or T_HELP_ON_THE_WAY) again."""
-        if prompt == alarmunit.T_ALARM_RECEIVED:
-            self.alarm_received(event_id)
-        else:
-            self.help_on_the_way(event_id)
+    def say(self, ftype, event_id):
+        """Send the unit alarmunit.T_ACK (the event is journaled: stop resending it),
+        T_ALARM_RECEIVED or T_HELP_ON_THE_WAY (a prompt: sent again until the unit says HEARD)."""
+        self._queue(alarmunit.frame(ftype, event_id))
 
     async def run(self):
         """Read, write and supervise the link until cancelled."""

@@ -24,6 +24,7 @@ import asyncio
 import log
 from alarm_journal import JournalFull
 from wire import alarms, link, messages
+from wire.alarmunit import T_ACK, T_ALARM_RECEIVED, T_HELP_ON_THE_WAY
 
 _TICK_MS = 500
 _MAX_UNIX = (1 << 31) - 1
@@ -80,26 +81,24 @@ class AlarmFlow:
             log.error("ALARM NOT TAKEN: journal write failed (%r); unit event %d %s unacked"
                       % (e, event_id, event))
             return
-        self.unit.ack(event_id)
+        self.unit.say(T_ACK, event_id)
         if alarm_id is None:
             return  # a resend of a journaled event: its ack was lost (a prompt owed is resent)
         log.info("alarm %s: %s from %s journaled" % (alarm_id, event, device))
-        self.unit.alarm_received(event_id)
+        self.unit.say(T_ALARM_RECEIVED, event_id)
         self._to_hub(alarm_id, event, device, unit_at, self.now())
 
     def on_prompt_heard(self, serial, prompt, event_id):
-        """The unit's HEARD frame: it has played ``prompt`` for ``event_id``."""
-        try:
-            self.journal.heard(serial, prompt, event_id)
-        except OSError as e:
-            log.error("alarm unit heard a prompt for event %d; not journaled (%r)" % (event_id, e))
+        """The unit's HEARD frame: it has played ``prompt`` for ``event_id`` (a flash error
+        leaves it owed: the unit link logs it, the prompt is sent again)."""
+        self.journal.heard(serial, prompt, event_id)
 
     def _prompt(self):
         unit = self.unit
         if unit is None or not unit.up or unit.serial is None:
             return
         for prompt, event_id in self.journal.prompts_owed(unit.serial):
-            unit.prompt(prompt, event_id)
+            unit.say(prompt, event_id)
 
     def on_unit_link(self, up):
         """The unit link was lost or is back: that is an alarm too."""
@@ -160,7 +159,7 @@ class AlarmFlow:
         if event_id is None:
             log.info("alarm %s confirmed via %s again" % (alarm_id, path))
         elif event_id >= 0 and self.unit is not None:
-            self.unit.help_on_the_way(event_id)
+            self.unit.say(T_HELP_ON_THE_WAY, event_id)
 
     def on_link_state(self, kind, value):
         """The host link's up/down/reset events (hostlink.HostLink's on_state)."""

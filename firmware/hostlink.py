@@ -1,4 +1,10 @@
-"""The bridge's end of the serial link to hubd: wire.link driven over a machine.UART."""
+"""The bridge's end of the serial link to hubd: wire.link driven over a machine.UART.
+
+When hubd restarts, the link hands back what was queued for the old hubd (wire/link.py, RESET).
+What never left the bridge is queued again for the new hubd (a manual turn is a fact nobody else
+keeps), but for alarm messages: the alarm flow sends its pending alarms again from the journal,
+and one it has confirmed over LTE since must not reach hubd (and the centre) a second time.
+"""
 
 import time
 
@@ -9,6 +15,9 @@ from wire import frame, link, messages
 
 _READ_CHUNK = 128
 _OVERFLOW_MAX = 32
+# Queued for a hubd that restarted, these are not sent to the next one: the alarm flow sends its
+# pending alarms again from the journal, and one it confirmed over LTE meanwhile must not go.
+_FOR_THE_OLD_HUBD = (messages.ALARM, messages.ALARM_LTE)
 
 
 class HostLink:
@@ -82,6 +91,19 @@ class HostLink:
                 except asyncio.TimeoutError:
                     pass
 
+    def _requeue(self, unsent):
+        old = unsent + self._overflow
+        self._overflow = []
+        for payload in old:
+            try:
+                if messages.decode(payload)["m"] in _FOR_THE_OLD_HUBD:
+                    continue
+                self.send(payload)
+            except (messages.MessageError, link.LinkFull):
+                pass
+        log.warn("host link: hubd restarted; %d queued message(s) were for the old hubd"
+                 % len(old))
+
     def _dispatch(self):
         for kind, value in self.link.events():
             if kind == link.EV_DATA:
@@ -100,6 +122,8 @@ class HostLink:
                     log.error("hubd speaks link protocol %d.%d, this firmware %d.%d: update one"
                               % (value["major"], value["minor"], link.PROTOCOL_MAJOR,
                                  link.PROTOCOL_MINOR))
+                elif kind == link.EV_RESET:
+                    self._requeue(value[1])
                 else:
                     if kind == link.EV_DOWN:
                         self.downs += 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from hubd import __version__
 from hubd.link import SerialLink
-from wire import link, messages
+from wire import hubside, link, messages
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,15 @@ class Bridge:
 
     def request_health(self) -> bool:
         """Ask the bridge for its `health` report now; False if the link cannot take it now."""
-        return self._send(messages.health_request())
+        return self._send(hubside.health_request())
 
     def send_alarm_stored(self, alarm_id: str) -> bool:
         """Tell the bridge hubd holds the alarm durably; False if the link cannot take it now."""
-        return self._send(messages.alarm_stored(alarm_id))
+        return self._send(hubside.alarm_stored(alarm_id))
 
     def send_alarm_handled(self, alarm_id: str) -> bool:
         """Tell the bridge the alarm centre handled the alarm; False if the link cannot take it now."""
-        return self._send(messages.alarm_handled(alarm_id))
+        return self._send(hubside.alarm_handled(alarm_id))
 
     def send(self, payload: bytes) -> bool:
         """Send one link message (built with wire.messages); False if the link cannot take it now."""
@@ -115,7 +115,7 @@ class Bridge:
 
     def send_clock(self, unix: int | None = None) -> bool:
         """Give the bridge hubd's time (default: now); False if the link cannot take it now."""
-        return self._send(messages.clock(int(time.time()) if unix is None else unix))
+        return self._send(hubside.clock(int(time.time()) if unix is None else unix))
 
     def _send(self, payload: bytes) -> bool:
         # Only while up: a message queued on a down link would arrive after the bridge's restart,
@@ -146,7 +146,7 @@ class Bridge:
         fut: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(fut, on_written)
         try:
-            self.link.send(messages.op(rid, lock, action, command_id, OP_TTL_MS))
+            self.link.send(hubside.op(rid, lock, action, command_id, OP_TTL_MS))
         except link.LinkFull:
             del self._pending[rid]
             return OpResult("failed", "bridge_busy", None, None)
@@ -182,7 +182,9 @@ class Bridge:
                 self._lose(rid, "link_lost")
             self._tell_link(False)
         elif kind == link.EV_RESET:
-            log.warning("bridge restarted; %d message(s) may not have arrived", len(value))
+            in_flight, unsent = value
+            log.warning("bridge restarted; %d message(s) may not have arrived, %d never sent "
+                        "(each is asked again when the link is up)", len(in_flight), len(unsent))
             for rid in list(self._pending):
                 self._lose(rid, "bridge_restarted")
         elif kind == link.EV_INCOMPATIBLE:

@@ -64,7 +64,7 @@ def _parse(xml_path: Path, run: int, log: Path, tallies: dict[str, Tally]) -> tu
         seed = next((p.get("value") for p in case.iter("property") if p.get("name") == "seed"), None)
         text = problem.get("message") or (problem.text or "").strip()
         tally.failures.append(Failure(run, text.splitlines()[0][:300] if text else problem.tag,
-                                      seed, str(log.relative_to(ROOT))))
+                                      seed, str(log)))
     return passed, failed
 
 
@@ -89,15 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(own)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(max(0, args.hog))]
+    def shown(path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
     tallies: dict[str, Tally] = {}
     failed_runs = 0
     started = time.monotonic()
-    print(f"flake hunt: {args.runs} runs of {' '.join(args.tests)} with {len(hogs)} CPU hog(s) "
-          f"on {os.cpu_count()} cores; logs in {args.out.relative_to(ROOT)}/", flush=True)
+    print(f"flake hunt: {args.runs} runs of {' '.join(args.tests)} with {max(0, args.hog)} CPU "
+          f"hog(s) on {os.cpu_count()} cores; logs in {shown(args.out)}/", flush=True)
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
+        hogs.extend(subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(max(0, args.hog)))
         for run in range(1, args.runs + 1):
             log = args.out / f"run-{run:03d}.log"
             xml = args.out / f"run-{run:03d}.xml"
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"--hil-report={args.out / f'run-{run:03d}-hil.json'}", *extra],
                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
             if not xml.exists():
-                print(f"run {run}/{args.runs}: pytest exited {code} without a report; see {log}")
+                print(f"FAIL run {run}/{args.runs}: pytest exited {code} without a report; see {shown(log)}")
                 failed_runs += 1
                 if args.stop_on_failure:
                     break
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "tally.json").write_text(json.dumps(
         {"tests": args.tests, "runs": args.runs, "hogs": len(hogs), "cores": os.cpu_count(),
          "failed_runs": failed_runs, "tally": [asdict(t) for t in tallies.values()]}, indent=1) + "\n")
-    print(f"{failed_runs} of {args.runs} runs failed; tally in {(args.out / 'tally.json').relative_to(ROOT)}")
+    print(f"{failed_runs} of {args.runs} runs failed; tally in {shown(args.out / 'tally.json')}")
     return 1 if failed_runs else 0
 
 

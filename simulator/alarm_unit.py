@@ -38,7 +38,7 @@ import socket
 import time
 from collections import deque
 
-from wire import alarms, alarmunit
+from wire import alarms, alarmunit, unitside
 
 _NAMES = {alarmunit.T_ACK: "ack", alarmunit.T_ALARM_RECEIVED: "alarm_received",
           alarmunit.T_HELP_ON_THE_WAY: "help_on_the_way"}
@@ -137,9 +137,9 @@ class AlarmUnit:
     def status_heartbeat(self) -> bytes:
         """The HEARTBEAT frame the unit would send now."""
         self.advance()
-        return alarmunit.heartbeat(self.serial, int(time.time()), self._mains,
-                                   round(self.backup_mv), round(self.pendant_mv) or None,
-                                   self.pendant_rssi, self.firmware)
+        return unitside.heartbeat(self.serial, int(time.time()), self._mains,
+                                  round(self.backup_mv), round(self.pendant_mv) or None,
+                                  self.pendant_rssi, self.firmware)
 
     @property
     def unit_name(self) -> str:
@@ -154,7 +154,7 @@ class AlarmUnit:
         """Raise an event (any of wire.alarms.EVENTS); return its event id."""
         eid = self.next_event_id
         self.next_event_id += 1
-        self.unacked[eid] = alarmunit.event(self.serial, eid, int(time.time()), event, device)
+        self.unacked[eid] = unitside.event(self.serial, eid, int(time.time()), event, device)
         self.heard.setdefault(eid, [])
         self._send_event(eid)
         return eid
@@ -230,7 +230,7 @@ class AlarmUnit:
             if name not in heard:
                 heard.append(name)  # played once, however many copies arrive
             if self.powered:
-                self._write(alarmunit.heard(self.serial, fr[0], eid))
+                self._write(unitside.heard(self.serial, fr[0], eid))
         self.bad_frames = self._decoder.bad
 
     async def _heartbeat_loop(self) -> None:

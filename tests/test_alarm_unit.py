@@ -13,7 +13,7 @@ from hubd.link import SerialLink
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
 from tests.waiting import until
-from wire import alarms, link, messages
+from wire import alarms, hubside, link, messages
 
 TIMEOUT = 30.0  # generous: a loaded CI machine; nothing here measures speed
 
@@ -97,8 +97,8 @@ async def test_the_bridge_resends_until_stored_and_handled_brings_help_on_the_wa
     eid = unit.press(alarms.FALL, "wrist")
     aid = unit.alarm_id(eid)
     await until(lambda: len(hub.ids(aid)) >= 2, "a resend before alarm_stored")
-    hub.send(messages.alarm_stored(aid))
-    hub.send(messages.alarm_handled(aid))
+    hub.send(hubside.alarm_stored(aid))
+    hub.send(hubside.alarm_handled(aid))
     await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way at the unit")
     assert unit.heard[eid][-1] == "help_on_the_way"
     await until(lambda: f"C u 5a0000ab {eid}" in _journal(home), "the confirmation on flash")
@@ -115,14 +115,14 @@ async def test_a_bridge_reboot_before_handled_resends_the_same_alarm(home, hub):
     eid = unit.press(alarms.PULL_CORD, "pull_cord")
     aid = unit.alarm_id(eid)
     await until(lambda: hub.ids(aid), "the alarm at hubd")
-    hub.send(messages.alarm_stored(aid))
+    hub.send(hubside.alarm_stored(aid))
     await until(lambda: "ack" in unit.heard[eid], "the ack")
     before = len(hub.ids(aid))
     await home.bridge.reboot()
     await until(lambda: len(hub.ids(aid)) > before, "the alarm again after the reboot")
     again = hub.ids(aid)[-1]
     assert (again["event"], again["device"]) == ("pull_cord", "pull_cord")
-    hub.send(messages.alarm_handled(aid))
+    hub.send(hubside.alarm_handled(aid))
     await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way")
 
 
@@ -133,9 +133,9 @@ async def test_prompts_lost_on_the_line_are_resent_until_the_unit_says_heard(hom
     aid = unit.alarm_id(eid)
     await until(lambda: hub.ids(aid), "the alarm at hubd")
     await until(lambda: "alarm_received" in unit.heard[eid], "alarm received, resent")
-    hub.send(messages.alarm_stored(aid))
+    hub.send(hubside.alarm_stored(aid))
     unit.deaf_to_prompts = 2
-    hub.send(messages.alarm_handled(aid))
+    hub.send(hubside.alarm_handled(aid))
     await until(lambda: "help_on_the_way" in unit.heard[eid], "help on the way, resent")
     assert unit.heard[eid] == ["ack", "alarm_received", "help_on_the_way"], "each played once"
     await until(lambda: f"H 5a0000ab {eid}" in _journal(home), "heard, on flash")
@@ -152,8 +152,8 @@ async def test_help_on_the_way_lost_to_a_reboot_after_the_confirmation_is_played
     aid = unit.alarm_id(eid)
     await until(lambda: "alarm_received" in unit.heard[eid], "alarm received")
     unit.deaf_to_prompts = 1_000_000
-    hub.send(messages.alarm_stored(aid))
-    hub.send(messages.alarm_handled(aid))
+    hub.send(hubside.alarm_stored(aid))
+    hub.send(hubside.alarm_handled(aid))
     await until(lambda: f"C u 5a0000ab {eid}" in _journal(home), "the confirmation on flash")
     await home.bridge.reboot()
     unit.deaf_to_prompts = 0
@@ -194,9 +194,9 @@ async def test_missing_heartbeats_are_reported_as_unit_link_lost_then_restored(h
 
 async def test_the_clock_from_hubd_stamps_bridge_at(home, hub):
     unit = home.alarm_unit
-    hub.send(messages.clock(1_800_000_000))
+    hub.send(hubside.clock(1_800_000_000))
     # The link keeps order: once this status op is answered, the clock has been taken.
-    hub.send(messages.op(7, "front-door", "status", "clock-probe", 30000))
+    hub.send(hubside.op(7, "front-door", "status", "clock-probe", 30000))
     await until(lambda: [r for r in hub.results if r["rid"] == 7], "the status result")
     first = unit.press()
     await until(lambda: hub.ids(unit.alarm_id(first)), "the alarm at hubd")

@@ -15,7 +15,7 @@ from hubd.link import SerialLink
 from simulator.alarm_unit import BACKUP_EMPTY_MV, BACKUP_FULL_MV, AlarmUnit
 from simulator.home import SimulatedHome, every_kind
 from tests.waiting import until
-from wire import alarms, link, messages
+from wire import alarms, hubside, link, messages
 
 # Short BLE policy timings, so adverts are looked at several times a second.
 FAST = {"connect_timeout_ms": 500, "deadline_ms": 2000, "result_timeout_ms": 1500,
@@ -36,7 +36,7 @@ class Hub:
         if kind == link.EV_DATA:
             self.received.append(messages.decode(value))
         elif kind == link.EV_UP:
-            self.link.send(messages.health_request())
+            self.link.send(hubside.health_request())
 
     def health(self) -> list[dict[str, Any]]:
         return [m for m in self.received if m["m"] == messages.HEALTH]
@@ -98,7 +98,7 @@ async def test_health_comes_on_request_and_every_health_ms(
     # A request is answered at once, not at the next period.
     await until(lambda: len(hub.health()) >= 4, "a fourth report")
     n = len(hub.health())
-    hub.link.send(messages.health_request())
+    hub.link.send(hubside.health_request())
     await until(lambda: len(hub.health()) > n, "the answer to health_request", timeout=1.4)
     # The bridge reboots (its reset line): the next boot's health says so.
     await home.bridge.reboot()

@@ -167,11 +167,35 @@ def test_a_restarted_peer_is_detected_and_unacked_payloads_are_handed_back() -> 
     line.b = link.Link(frame.ROLE_BRIDGE, "fw-test", line.now)  # bridge reboots
     line.run(1000)
     resets = [v for k, v in line.events["a"] if k == link.EV_RESET]
-    assert resets == [[b"in flight"]]
+    assert resets == [([b"in flight"], [])]
     assert line.got["b"] == [], "an unacked payload must not be resent to a new session"
     line.a.send(b"after reboot")
     line.run(500)
     assert line.got["b"] == [b"after reboot"]
+
+
+def test_payloads_queued_for_a_peer_that_restarted_are_handed_back_never_sent_to_the_new_one() -> None:
+    # The peer (hubd) died with the window full: what waited behind it was written for that peer.
+    # Delivered to the next one, an alarm the bridge had sent over LTE meanwhile reached the
+    # centre a second time (the failure the hubd-killed scenario hit under load).
+    line = Line()
+    line.run(100)
+    line.b.poll = lambda now: b""  # hubd is dead: nothing is acked any more
+    for n in range(line.a.window + 2):
+        line.a.send(b"alarm %d" % n)
+    line.run(line.a.dead_ms + 500)
+    assert line.a.state == link.DOWN
+    line.b = link.Link(frame.ROLE_BRIDGE, "fw-test", line.now)  # the peer starts again
+    line.got["b"] = []
+    line.run(1000)
+    assert line.a.state == link.UP
+    in_flight, unsent = next(v for k, v in line.events["a"] if k == link.EV_RESET)
+    assert in_flight == [b"alarm %d" % n for n in range(line.a.window)]
+    assert unsent == [b"alarm 4", b"alarm 5"]
+    assert line.got["b"] == [], "nothing written for the old session reaches the new one"
+    line.a.send(b"for the new hubd")
+    line.run(500)
+    assert line.got["b"] == [b"for the new hubd"]
 
 
 def test_a_peer_with_another_protocol_major_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from wire import alarmunit, cobs, frame, messages
+from wire import alarmunit, cobs, frame, hubside, messages, unitside
 
 BLE = {"restarts": 1, "last_restart": "silent", "connected": 0}
 JOURNALS = {"commands": 3, "alarms": 1}
@@ -39,7 +39,7 @@ def test_health_round_trips_compact_and_health_request_has_no_fields():
     assert (msg["reset"], msg["ble"], msg["journals"], msg["lte"]["registered"]) == (
         "wdt", BLE, JOURNALS, "home")
     assert messages.decode(_health(lte=None, unit=None, clock=None))["lte"] is None
-    assert messages.decode(messages.health_request()) == {"m": "health_request"}
+    assert messages.decode(hubside.health_request()) == {"m": "health_request"}
 
 
 @pytest.mark.parametrize("payload", [
@@ -72,7 +72,7 @@ def test_health_at_its_longest_fits_one_link_frame():
 
 
 def test_the_op_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show():
-    payload = messages.op(1, "front-door", "unlock", "c0ffee", 5000)
+    payload = hubside.op(1, "front-door", "unlock", "c0ffee", 5000)
     assert payload == (b'{"m": "op", "rid": 1, "lock": "front-door", "action": "unlock", '
                        b'"cmd": "c0ffee", "ttl": 5000}')
     raw = cobs.decode(frame.encode(frame.T_DATA, 0, payload)[:-1])
@@ -80,7 +80,7 @@ def test_the_op_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show()
 
 
 def test_the_heartbeat_example_is_byte_for_byte_what_the_docs_show():
-    line = alarmunit.heartbeat(0x5A0000AB, 1700000000, False, 5200, 2950, -71, (1, 4, 2))
+    line = unitside.heartbeat(0x5A0000AB, 1700000000, False, 5200, 2950, -71, (1, 4, 2))
     assert line.hex(" ").upper() == (
         "03 02 5A 01 05 AB 65 53 F1 01 0B 14 50 0B 86 B9 01 04 02 C6 61 00")
     assert cobs.decode(line[:-1]).hex(" ").upper() == (
@@ -90,6 +90,6 @@ def test_the_heartbeat_example_is_byte_for_byte_what_the_docs_show():
 
 
 def test_a_heartbeat_without_readings_decodes_them_as_none():
-    line = alarmunit.heartbeat(1, 0)
+    line = unitside.heartbeat(1, 0)
     assert alarmunit.decode(line[:-1])[3:] == (True, None, None, None, "0.0.0")
     assert len(cobs.decode(line[:-1])) == alarmunit.MAX_RAW

@@ -1,7 +1,8 @@
 """The alarm unit link: frames between the safety alarm base unit and the bridge over a UART.
 
 Written once for both ends (the firmware in MicroPython, the simulator in CPython); the byte
-layout is in docs/alarm-unit.md. A frame on the line is COBS(type, body, CRC-16) followed by 0x00;
+layout is in docs/alarm-unit.md. The frames only a unit builds (EVENT, HEARTBEAT, HEARD) are in
+wire/unitside.py, which the bridge never loads: its heap holds its compiled code. A frame on the line is COBS(type, body, CRC-16) followed by 0x00;
 the CRC (wire/crc.py, big-endian) covers type and body. Integers are big-endian.
 
 unit -> bridge
@@ -57,51 +58,15 @@ def unit_name(serial):
     return "au%08x" % serial
 
 
-def _frame(ftype, *fields):
+def frame(ftype, *fields):
+    """One frame on the line (COBS, CRC, the 0x00 delimiter). The bridge's frames carry the
+    unit's event id: ``frame(T_ACK, event_id)``, ``frame(T_HELP_ON_THE_WAY, event_id)``; the
+    unit's are built by wire/unitside.py."""
     raw = bytearray(1 + _SIZE[ftype] + 2)
     raw[0] = ftype
     struct.pack_into(_BODY[ftype], raw, 1, *fields)
     struct.pack_into(">H", raw, len(raw) - 2, crc16(memoryview(raw)[:len(raw) - 2]))
     return cobs.encode(raw) + b"\x00"
-
-
-def event(serial, event_id, unit_time, name, device):
-    """An EVENT frame (unit side); `name` from wire.alarms.EVENTS, `device` from DEVICES."""
-    return _frame(T_EVENT, serial, event_id, unit_time, EVENT_CODES.index(name) + 1,
-                  DEVICES.index(device) + 1)
-
-
-def heartbeat(serial, unit_time, mains=True, backup_mv=None, pendant_mv=None, pendant_rssi=None,
-              firmware=(0, 0, 0)):
-    """A HEARTBEAT frame (unit side) with the unit's status: ``mains`` present, the backup pack's
-    and the pendant's battery in mV and the pendant's RSSI in dBm (None: no reading), the unit's
-    firmware version as (major, minor, patch)."""
-    return _frame(T_HEARTBEAT, serial, unit_time, FLAG_MAINS if mains else 0,
-                  NO_MV if backup_mv is None else backup_mv,
-                  NO_MV if pendant_mv is None else pendant_mv,
-                  NO_RSSI if pendant_rssi is None else pendant_rssi,
-                  firmware[0], firmware[1], firmware[2])
-
-
-def heard(serial, prompt, event_id):
-    """HEARD (unit side): the unit has played ``prompt`` (T_ALARM_RECEIVED or T_HELP_ON_THE_WAY)
-    for its event ``event_id``."""
-    return _frame(T_HEARD, serial, prompt, event_id)
-
-
-def ack(event_id):
-    """ACK of an event the bridge has journaled."""
-    return _frame(T_ACK, event_id)
-
-
-def alarm_received(event_id):
-    """Tell the unit to play "alarm received" for this event."""
-    return _frame(T_ALARM_RECEIVED, event_id)
-
-
-def help_on_the_way(event_id):
-    """Tell the unit the alarm centre handled this event."""
-    return _frame(T_HELP_ON_THE_WAY, event_id)
 
 
 def decode(block):

@@ -10,8 +10,11 @@ What it guarantees (docs/serial-link.md says how):
 - application payloads arrive once and in order while a session lasts (go-back-N: sequence
   numbers, cumulative acks, retransmission after `rto_ms`, at most `window` frames in flight);
 - a HELLO exchange carries protocol and software versions; a peer with another protocol major is
-  refused (state INCOMPATIBLE); a peer that restarted is detected by its new session id, and the
-  payloads it may or may not have received are handed back in a RESET event, never resent;
+  refused (state INCOMPATIBLE); a peer that restarted is detected by its new session id, and
+  every payload queued for the old session is handed back in a RESET event, never delivered to
+  the new one: those in flight (the old peer may or may not have received them) and those not yet
+  sent (written for a peer that is gone: an alarm queued for a hubd that died may have been
+  delivered over LTE since, so only the application can tell what is still worth sending);
 - heartbeats keep an idle link supervised: silence for `dead_ms` takes the link DOWN.
 """
 
@@ -42,7 +45,7 @@ INCOMPATIBLE = "incompatible"
 EV_DATA = "data"  # value: the payload (bytes)
 EV_UP = "up"  # value: the peer's HELLO as a dict (versions, session, role)
 EV_DOWN = "down"  # value: the reason, "silent" or "peer_reset"
-EV_RESET = "reset"  # value: list of payloads the restarted peer may or may not have received
+EV_RESET = "reset"  # value: (in flight: the old peer may or may not have them, never sent)
 EV_INCOMPATIBLE = "incompatible"  # value: the peer's HELLO as a dict
 
 _SEQ_MOD = 256
@@ -249,8 +252,9 @@ class Link:
 
     def _peer_restarted(self):
         self.stats["peer_resets"] += 1
-        lost = [p for _, p in self._unacked]
+        lost = ([p for _, p in self._unacked], self._queue)
         self._unacked = []
+        self._queue = []
         self._rto_at = None
         self._tx_next = 0
         if self.state == UP:

@@ -168,7 +168,8 @@ class MessageError(ValueError):
 def make(kind, *values):
     """Build a message of ``kind`` from its fields' values, in _FIELDS' order. The technician's
     messages are built with it directly: a builder function each would cost the bridge's heap
-    for messages it sends or reads once in its life. Trailing values left out are null."""
+    for messages it sends or reads once in its life; what only hubd sends is built by
+    wire/hubside.py, which the bridge never loads. Trailing values left out are null."""
     obj = {"m": kind}
     i = 0
     for field in _FIELDS[kind].split():
@@ -177,11 +178,6 @@ def make(kind, *values):
     if kind == HEALTH:  # no blanks after "," and ":": the longest message needs the bytes
         return json.dumps(obj, separators=(",", ":")).encode()
     return json.dumps(obj).encode()
-
-
-def op(rid, lock, action, cmd, ttl):
-    """Ask the bridge to run `action` on `lock` for command id `cmd`, starting within `ttl` ms."""
-    return make(OP, rid, lock, action, cmd, ttl)
 
 
 def written(rid):
@@ -215,21 +211,6 @@ def alarm_lte(alarm_id, result):
     return make(ALARM_LTE, alarm_id, result)
 
 
-def alarm_stored(alarm_id):
-    """hubd has the alarm in its durable outbox."""
-    return make(ALARM_STORED, alarm_id)
-
-
-def alarm_handled(alarm_id):
-    """The alarm centre has handled the alarm."""
-    return make(ALARM_HANDLED, alarm_id)
-
-
-def clock(unix):
-    """hubd's time in Unix seconds."""
-    return make(CLOCK, unix)
-
-
 def device(dev_id, kind, model, battery, unit, mains, rssi, present, firmware):
     """One device's reading: ``battery`` raw in ``unit`` (UNITS), converted by hubd per
     ``model``; ``mains`` whether it runs on mains now, ``present`` whether it is heard; None
@@ -244,11 +225,6 @@ def health(up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit, j
     ``clock`` a 10-digit time it fits a link payload (docs/serial-link.md, byte budget)."""
     return make(HEALTH, up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit,
                  journals, clock)
-
-
-def health_request():
-    """Ask the bridge for a `health` message now."""
-    return make(HEALTH_REQUEST)
 
 
 def _ok(value, kind):

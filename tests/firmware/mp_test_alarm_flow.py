@@ -21,18 +21,9 @@ class FakeUnit:
         self.up = True
         self.serial = serial
 
-    def ack(self, eid):
-        self.said.append(("ack", eid))
-
-    def alarm_received(self, eid):
-        self.said.append(("alarm_received", eid))
-
-    def help_on_the_way(self, eid):
-        self.said.append(("help_on_the_way", eid))
-
-    def prompt(self, prompt, eid):
-        self.said.append(({alarmunit.T_ALARM_RECEIVED: "alarm_received",
-                           alarmunit.T_HELP_ON_THE_WAY: "help_on_the_way"}[prompt], eid))
+    def say(self, ftype, eid):
+        self.said.append(({alarmunit.T_ACK: "ack", alarmunit.T_ALARM_RECEIVED: "alarm_received",
+                           alarmunit.T_HELP_ON_THE_WAY: "help_on_the_way"}[ftype], eid))
 
 
 def _flow(capacity=64, path=None, **settings):

@@ -3,7 +3,7 @@
 import time
 
 from devices import BRIDGE, MV_STEP, RSSI_STEP, Devices
-from wire import alarmunit, link, messages
+from wire import alarmunit, link, messages, unitside
 
 
 class Unit:
@@ -31,7 +31,7 @@ def _devices(absent_ms=600000, idle=None):
 
 
 def _heartbeat(mains=True, backup=5200, pendant=2950, rssi=-70, fw=(1, 4, 2)):
-    return alarmunit.decode(alarmunit.heartbeat(0x5A0000AB, 0, mains, backup, pendant, rssi,
+    return alarmunit.decode(unitside.heartbeat(0x5A0000AB, 0, mains, backup, pendant, rssi,
                                                 fw)[:-1])
 
 
