@@ -14,3 +14,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated lock ids the bench bridge is paired with "
                          "(only with a serial --target)")
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    target = config.getoption("--target")
+    workers = config.getoption("numprocesses", default=None)
+    if target != "sim" and workers not in (None, 0):
+        raise pytest.UsageError(f"--target {target} is one bridge on one serial port: its "
+                                f"scenarios cannot run on {workers} workers at once; add -n 0")
