@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.terminal import interruptible
 from tests.test_demo import processes_using
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_hub_sim_names_its_port_boots_the_firmware_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "--workdir", str(tmp_path)],
                             cwd=ROOT, env=dict(os.environ, NO_COLOR="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
     lines: list[str] = []
     assert proc.stdout is not None
     deadline = time.monotonic() + 30

@@ -30,6 +30,7 @@ from hubctl import __main__ as cli
 from hubctl import bundle, deploy, image
 from simulator.bridge_device import SHIMS
 from tests.micropython import micropython_binary
+from tests.terminal import interruptible
 from tests.hubctl_cli import HUBCTL, hubctl, one_error_line
 
 CONFIG = {
@@ -52,6 +53,10 @@ class BenchBridge:
         self._relay: threading.Thread | None = None
         self._stop = threading.Event()
         self.cut_after: int | None = None  # pull the cable after this many bytes to the bridge
+        # Stall the cable after this many bytes to the bridge: nothing more reaches it (a hung
+        # USB hub), so hubctl waits, and `stalled` is set.
+        self.stall_after: int | None = None
+        self.stalled = threading.Event()
 
     def power_on(self) -> str:
         """Boot MicroPython at its REPL and return the serial port to open."""
@@ -99,6 +104,9 @@ class BenchBridge:
                     if self.cut_after is not None and to_bridge > self.cut_after:
                         self._cut()
                         return
+                    if self.stall_after is not None and to_bridge > self.stall_after:
+                        self.stalled.set()
+                        continue
                 os.write(host if fd == dev else dev, data)
 
     def _cut(self) -> None:
@@ -402,18 +410,14 @@ def test_image_and_resume_together_is_a_usage_error(built: bundle.Bundle,
 
 def test_an_interrupt_is_one_line_too(bench: BenchBridge, built: bundle.Bundle,
                                       config_file: Path) -> None:
+    bench.stall_after = 40_000  # bytes towards the bridge: well inside the copy, which then waits
     proc = subprocess.Popen([str(HUBCTL), "flash", "--port", bench.power_on(), "--bundle",
                              str(built.path), "--config", str(config_file), "--resume",
                              "--no-soft-reset"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:  # interrupt once the copy starts
-        if line.startswith("2/3"):
-            break
-    proc.send_signal(signal.SIGINT)
+                            text=True, preexec_fn=interruptible)
+    assert bench.stalled.wait(60), "the copy never got 40 kB into the cable"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while hubctl waits for the bridge
     _, err = proc.communicate(timeout=30)
-    if proc.returncode == 0:
-        pytest.fail("the flash finished before the interrupt; nothing was tested")
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [
         "hubctl: interrupted: run the same command again (hubctl flash --resume finishes a cut "
