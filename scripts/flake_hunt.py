@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     def shown(path: Path) -> str:
         return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
+    # A hunt stopped with SIGTERM (kill, a CI timeout) still stops its hogs (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     tallies: dict[str, Tally] = {}
     failed_runs = 0
     started = time.monotonic()
