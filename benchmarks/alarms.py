@@ -86,8 +86,10 @@ from pysiaalarm import SIAAccount  # noqa: E402
 from pysiaalarm.aio import SIAClient  # noqa: E402
 
 from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
-from hubapi import signing, topics  # noqa: E402
-from hubd.alarms import AlarmMqtt, Alarms  # noqa: E402
+from hubapi import signing  # noqa: E402
+from hubd.alarms import Alarms  # noqa: E402
+from hubd.inputs import Inputs  # noqa: E402
+from hubd.mqtt import HubMqtt  # noqa: E402
 from hubd.config import AlarmsConfig, MqttConfig  # noqa: E402
 from hubd.store import DB_NAME, Store  # noqa: E402
 from simulator.alarm_centre import PRIMARY, AlarmCentre  # noqa: E402
@@ -453,23 +455,18 @@ async def outbox(broker: Mosquitto, state_dir: Path, n: int) -> dict[str, Any]:
           flush=True)
     store = Store.open(state_dir)
     bridge = BridgeStandIn()
-    mqtt = AlarmMqtt(MqttConfig(host=broker.host, port=broker.port), hub_id=OUTBOX_HUB,
-                     client_id=f"hubd-{OUTBOX_HUB}")
+    mqtt = HubMqtt(MqttConfig(host=broker.host, port=broker.port), hub_id=OUTBOX_HUB,
+                   client_id=f"hubd-{OUTBOX_HUB}")
     config = AlarmsConfig(heartbeat_s=86400)
     box = Alarms(store, OUTBOX_HUB, config, bridge, mqtt)
-    confirmed = topics.alarms_confirmed(OUTBOX_HUB)
-
-    async def dispatch() -> None:  # hubd/__main__.py's routing of the centre's confirmations
-        async for message in mqtt.messages():
-            if message.topic == confirmed:
-                box.confirmation(message.payload)
+    mqtt.route(box.route())  # hubd/__main__.py's route of the centre's confirmations
 
     ids = [alarms.alarm_id("bench", i) for i in range(1, n + 1)]
     refused = 0
     async with AlarmCentre(broker.host, broker.port) as centre:
         await mqtt.start()
         await mqtt.wait_connected(10)
-        tasks = [asyncio.create_task(dispatch()), asyncio.create_task(box.deliver())]
+        tasks = [asyncio.create_task(mqtt.dispatch(Inputs())), asyncio.create_task(box.deliver())]
         try:
             intake: list[float] = []
             now = int(time.time())

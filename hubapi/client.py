@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from pydantic import ValidationError
 
 from hubapi import topics
-from hubapi.models import Answer, AuditBatch, AuditRequest, CommandClaims
+from hubapi.models import Answer, AuditBatch, AuditRequest, CommandClaims, Status
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,14 @@ class BackendClient:
 
         ``token`` is ``signing.sign(claims, ...)``. Raises TimeoutError if no final answer arrives
         within ``timeout`` seconds.
+
+        Anyone with a broker login can publish a copy of a command it has seen, and the hub
+        answers every copy under the same id. So an answer is taken as this command's only if it
+        can be: an answer to a message that did not verify (``verified`` false: a forged copy) is
+        never taken, and once the command was ``accepted`` a ``rejected`` answer (``replayed``: a
+        second delivery) is about a copy, not about this command. Both are logged; the last one
+        ignored is named in the TimeoutError, so a backend whose own commands fail to verify (a
+        wrong key) learns why.
         """
         reply_to = claims.reply_to or topics.answers(claims.hub)
         if reply_to not in self._subscriptions:
@@ -176,9 +184,25 @@ class BackendClient:
                 properties.CorrelationData = claims.id.encode()
             await self.publish(topics.commands(claims.hub), token, properties=properties)
             deadline = asyncio.get_running_loop().time() + timeout
+            accepted = False
+            ignored: Answer | None = None
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
-                answer = await asyncio.wait_for(queue.get(), max(remaining, 0))
+                try:
+                    answer = await asyncio.wait_for(queue.get(), max(remaining, 0))
+                except TimeoutError:
+                    if ignored is None:
+                        raise
+                    raise TimeoutError(
+                        f"no answer to command {claims.id} within {timeout:g} s; ignored an answer about a "
+                        f"copy of it ({ignored.status.value}, {ignored.reason}, verified: {ignored.verified}): "
+                        "if that copy was this command, check the key it was signed with") from None
+                if not answer.verified or (accepted and answer.status is Status.REJECTED):
+                    log.warning("ignored an answer about a copy of command %s: %s, %s (verified: %s)",
+                                claims.id, answer.status.value, answer.reason, answer.verified)
+                    ignored = answer
+                    continue
+                accepted = accepted or answer.status is Status.ACCEPTED
                 yield answer
                 if answer.is_final:
                     return

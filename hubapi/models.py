@@ -175,7 +175,10 @@ class CommandClaims(_Model):
 class Answer(_Model):
     """What the hub says about a command (topic: the command's ``reply_to``).
 
-    ``id`` is None only for a payload so broken that no id could be read from it.
+    ``id`` is None only for a payload so broken that no id could be read from it. ``verified``
+    false: the message this refuses did not verify (bad signature, unknown key, not a JWS, ...), so
+    its id, lock and reply topic are only what it claimed: anyone with a broker login can publish
+    a forged copy of a real command, and this answer says nothing about that real command.
     """
 
     v: Literal[1] = 1
@@ -186,6 +189,7 @@ class Answer(_Model):
     state: str | None = None
     battery: Battery | None = None
     at: float
+    verified: bool = True
 
     @property
     def is_final(self) -> bool:
@@ -620,3 +624,9 @@ class HubStatus(_Model):
     outbox: QueueStatus
     alarms: QueueStatus
     alarms_overdue: Count
+    # Per input surface (commands, audit_requests, alarm_confirmations, status_requests,
+    # unknown_topics, bridge): messages ``seen`` and each refusal reason's count since hubd
+    # started ("crashed": a handler raised; hubd went on).
+    inputs: dict[Label, dict[Label, Count]] = Field(default_factory=dict)
+    # hubd's long-running tasks that ended and were started again, by name, since hubd started.
+    task_restarts: dict[Label, Count] = Field(default_factory=dict)

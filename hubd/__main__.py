@@ -14,8 +14,8 @@ import time
 
 from hubapi import topics
 from wire import lockkinds, messages
-from hubd import control, status_socket, systemd
-from hubd.alarms import AlarmMqtt, Alarms
+from hubd import control, inputs, status_socket, systemd
+from hubd.alarms import Alarms
 from hubd.audit import AuditLog, AuditRequests
 from hubd.commands import Commands
 from hubd.commissioning import Commissioning
@@ -24,8 +24,10 @@ from hubd.devices import Devices
 from hubd.health import Health
 from hubd.journal import Journal
 from hubd.lockstate import LockStates
+from hubd.mqtt import HubMqtt, Inbound, Route
 from hubd.outbox import Outbox, OutboxSender
 from hubd.store import Store, StoreError
+from hubd.supervisor import Supervisor
 from hubd.test_alarm import TestAlarms
 from hubd.verify import Verifier
 
@@ -117,13 +119,15 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     outbox = Outbox(store)
     audit = AuditLog(store, outbox, config.hub_id)
     journal = Journal(store, audit)
+    guard = inputs.Inputs()  # every message from outside is handled inside it
+    supervisor = Supervisor()
     try:
-        bridge = await Bridge.open(config.serial.port, config.serial.baudrate)
+        bridge = await Bridge.open(config.serial.port, config.serial.baudrate, guard)
     except OSError as exc:
         log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
         store.close()
         raise SystemExit(1) from None
-    mqtt = AlarmMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
+    mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
     lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
     bridge.on_lock_state(lock_states.reported)
     bridge.on_lock_event(lock_states.event)
@@ -139,7 +143,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     bridge.on_link_change(devices.bridge_link)
     devices.bridge_link(bridge.is_up)
     bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
-    health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt)
+    health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
     bridge.on_message(messages.HEALTH, health.bridge_reported)
     bridge.on_link_change(health.link_changed)
     verifier = Verifier(
@@ -162,6 +166,20 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         queue_size=config.queue_size,
     )
     requests = AuditRequests(audit, config.hub_id, mqtt)
+
+    def audit_request(message: Inbound) -> str | None:
+        return requests.handle(message.payload, retained=message.retain)
+
+    def status_request(message: Inbound) -> str | None:
+        return health.request(message.payload)
+
+    # What hubd takes from the broker, in one table: it subscribes and it dispatches.
+    mqtt.route(
+        Route(topics.commands(config.hub_id), inputs.COMMANDS, commands.handle),
+        Route(topics.audit_request(config.hub_id), inputs.AUDIT_REQUESTS, audit_request),
+        alarms.route(),
+        Route(topics.status_request(config.hub_id), inputs.STATUS_REQUESTS, status_request),
+    )
     # hubctl pair / decommission: config.locks is the live map of paired locks.
     commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
     journal.prune()
@@ -178,39 +196,28 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         })
     await mqtt.start()
     devices.publish_all()  # the current truth for late subscribers at once
-    tasks = [
-        asyncio.create_task(_dispatch(mqtt, commands, requests, alarms, health, config.hub_id), name="commands"),
-        asyncio.create_task(devices.supervise(), name="devices"),
-        asyncio.create_task(health.publish_every(config.devices.refresh_s), name="health"),
-        asyncio.create_task(alarms.deliver(), name="alarms"),
-        asyncio.create_task(alarms.heartbeat(), name="alarm-heartbeat"),
-        asyncio.create_task(alarms.clock(), name="bridge-clock"),
-        asyncio.create_task(OutboxSender(outbox, mqtt).run(), name="outbox"),
-        asyncio.create_task(_prune_hourly(journal), name="prune"),
-    ]
+    # Each runs until hubd stops; one that ends anyway is started again (hubd/supervisor.py).
+    sender = OutboxSender(outbox, mqtt)
+    supervisor.start("mqtt-inbox", lambda: mqtt.dispatch(guard))
+    supervisor.start("devices", devices.supervise)
+    supervisor.start("health", lambda: health.publish_every(config.devices.refresh_s))
+    supervisor.start("alarms", alarms.deliver)
+    supervisor.start("alarm-heartbeat", alarms.heartbeat)
+    supervisor.start("bridge-clock", alarms.clock)
+    supervisor.start("outbox", sender.run)
+    supervisor.start("prune", lambda: _prune_hourly(journal))
     if systemd.watchdog_interval() is not None:
-        tasks.append(asyncio.create_task(systemd.watchdog(), name="systemd-watchdog"))
+        supervisor.start("systemd-watchdog", systemd.watchdog)
     # Ready: state recovered, the bridge's port open, MQTT connecting (a broker that is down at
     # boot is retried, not a failed start).
     systemd.notify("READY=1", f"STATUS=serving hub {config.hub_id}: {len(alarms.pending())} alarm(s) "
                               f"pending, {len(outbox)} audit entr(ies) in the outbox")
     started = time.monotonic()
-    stopping = asyncio.create_task(stop.wait(), name="stop")
-    await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await stop.wait()  # hubd stops when asked to, and only then
 
     log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
     systemd.notify("STOPPING=1", "STATUS=stopping")
-    stopping.cancel()
-    for task in tasks:
-        task.cancel()
-    failure: BaseException | None = None
-    for task in tasks:
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # a bug: still shut down cleanly, then let it surface
-            failure = failure or exc
+    await supervisor.stop()
     if config.status_socket is not None:
         await status_socket.close(status_server, config.status_socket)
     alarms.close()
@@ -219,8 +226,6 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     await bridge.close()
     store.close()
     log.info("hubd stopped")
-    if failure is not None:
-        raise failure
 
 
 def _device_report(devices: Devices, msg: dict[str, object]) -> None:
@@ -229,22 +234,6 @@ def _device_report(devices: Devices, msg: dict[str, object]) -> None:
                          mains=msg["mains"], rssi=msg["rssi"], firmware=msg["firmware"], present=msg["present"])
     if why is not None:
         log.warning("device report from the bridge partly refused: %s", why, extra={"device": msg["id"]})
-
-
-async def _dispatch(mqtt: AlarmMqtt, commands: Commands, requests: AuditRequests, alarms: Alarms,
-                    health: Health, hub_id: str) -> None:
-    audit_requests = topics.audit_request(hub_id)
-    alarm_confirmations = topics.alarms_confirmed(hub_id)
-    status_requests = topics.status_request(hub_id)
-    async for message in mqtt.messages():
-        if message.topic == audit_requests:
-            requests.handle(message.payload, retained=message.retain)
-        elif message.topic == alarm_confirmations:
-            alarms.confirmation(message.payload)
-        elif message.topic == status_requests:
-            health.request(message.payload)
-        else:
-            commands.handle(message)
 
 
 async def _prune_hourly(journal: Journal) -> None:

@@ -37,14 +37,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import paho.mqtt.client as paho
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from hubapi import topics
 from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat
+from hubd import inputs
 from hubd.config import AlarmsConfig
-from hubd.mqtt import HubMqtt
+from hubd.mqtt import Inbound, Route
 from hubd.outbox import PublishFailed
 from hubd.store import Store
 from wire import alarms as vocabulary
@@ -78,7 +77,7 @@ class AlarmBridge(Protocol):
 
 
 class AlarmPublisher(Protocol):
-    """What the alarm outbox needs from the broker connection (:class:`AlarmMqtt`)."""
+    """What the alarm outbox needs from the broker connection (:class:`hubd.mqtt.HubMqtt`)."""
 
     @property
     def connected(self) -> bool: ...
@@ -88,24 +87,6 @@ class AlarmPublisher(Protocol):
     async def publish_acked(self, topic: str, payload: bytes, timeout: float) -> None: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
-
-
-class AlarmMqtt(HubMqtt):
-    """hubd's broker connection, also subscribed to the alarm centre's confirmations.
-
-    Confirmations arrive through :meth:`HubMqtt.messages` like commands do; the dispatcher routes
-    them by topic (``hubapi.topics.alarms_confirmed``) to :meth:`Alarms.confirmation`.
-    """
-
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-        if reason_code.is_failure:
-            return
-        topic = topics.alarms_confirmed(self._hub_id)
-        if self._v5:
-            client.subscribe(topic, options=SubscribeOptions(qos=1))
-        else:
-            client.subscribe(topic, qos=1)
 
 
 class Alarms:
@@ -209,6 +190,13 @@ class Alarms:
         if up:
             self._bridge.send_clock()
             self._retell_bridge()
+
+    def route(self) -> Route:
+        """The alarm centre's confirmations, for hubd's MQTT routes."""
+        def confirmed(message: Inbound) -> str | None:
+            return self.confirmation(message.payload)
+
+        return Route(topics.alarms_confirmed(self._hub), inputs.ALARM_CONFIRMATIONS, confirmed)
 
     def confirmation(self, payload: bytes) -> str | None:
         """Take an :class:`AlarmHandled` from the alarm centre; None, or why it was refused."""

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from hubapi import topics
 from hubapi.models import GENESIS_HASH, AuditBatch, AuditEntry, AuditRequest
+from hubd import inputs
 from hubd.outbox import Outbox
 from hubd.store import Store
 
@@ -116,16 +117,17 @@ class AuditRequests:
         self._hub_id = hub_id
         self._publisher = publisher
 
-    def handle(self, payload: bytes, *, retained: bool) -> None:
-        """Validate one request and publish the answer (or an error) to its reply topic."""
+    def handle(self, payload: bytes, *, retained: bool) -> str | None:
+        """Validate one request and publish the answer (or an error) to its reply topic; returns
+        why it was refused (for hubd.inputs' count), or None."""
         reply_to = topics.audit_replies(self._hub_id)
         if retained:
             # A retained request would be replayed on every reconnect: refuse it.
             self._error(reply_to, "retained requests are refused: publish without the retain flag")
-            return
+            return "retained"
         if len(payload) > MAX_REQUEST_BYTES:
             self._error(reply_to, f"request of {len(payload)} bytes exceeds {MAX_REQUEST_BYTES}")
-            return
+            return "too_large"
         try:
             request = AuditRequest.model_validate_json(payload)
         except ValidationError as exc:
@@ -133,7 +135,7 @@ class AuditRequests:
             problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
                                 for e in exc.errors()[:2])
             self._error(reply_to, f"invalid audit request: {problem}"[:128])
-            return
+            return f"invalid: {problem}"
         reply_to = topics.audit_reply_topic(self._hub_id, request.reply_to)
         try:
             entries, missing = self._log.read(request.from_seq, request.to_seq)
@@ -141,15 +143,16 @@ class AuditRequests:
         except sqlite3.Error as exc:
             log.error("cannot read the audit log for a request: %s", exc)
             self._error(reply_to, "the hub cannot read its audit log right now; ask again later")
-            return
+            return "unreadable"
         log.info("audit range requested", extra={"from_seq": request.from_seq, "to_seq": request.to_seq,
                                                  "entries": len(entries), "missing": len(missing)})
         batch = AuditBatch(hub=self._hub_id, from_seq=request.from_seq, to_seq=request.to_seq,
                            last_seq=last_seq, entries=entries, missing=missing)
         self._publisher.publish(reply_to, batch.model_dump_json().encode())
+        return None
 
     def _error(self, reply_to: str, message: str) -> None:
-        log.warning("audit request refused: %s", message)
+        # Logged (rate-limited) by hubd.inputs with the request's reason.
         try:
             last_seq = self._log.last_seq()
         except sqlite3.Error:
@@ -160,8 +163,8 @@ class AuditRequests:
 
 def _reply_hint(payload: bytes) -> str | None:
     try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeError):
+        obj = inputs.json_value(payload, max_bytes=MAX_REQUEST_BYTES)
+    except inputs.InputRejected:
         return None
     value = obj.get("reply_to") if isinstance(obj, dict) else None
     return value if isinstance(value, str) else None
@@ -283,7 +286,7 @@ def jsonl_records(path: Path) -> Iterator[tuple[str, int | None, str | None, str
                 continue
             try:
                 seq = json.loads(line).get("seq")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # a damaged or hostile line
                 seq = None
             key = seq if isinstance(seq, int) else -1  # unreadable lines first: reported, not lost
             records.append((key, number, line))

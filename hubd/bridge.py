@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hubd import __version__
+from hubd import __version__, inputs
 from hubd.link import SerialLink
 from wire import hubside, link, messages
 
@@ -54,8 +54,10 @@ class _Pending:
 class Bridge:
     """The bridge as hubd sees it: operate locks, hear lock state, know whether it is there."""
 
-    def __init__(self, port: str, baudrate: int = 115200) -> None:
+    def __init__(self, port: str, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> None:
         self.link = SerialLink(port, baudrate, f"hubd {__version__}", self._on_link_event)
+        # Every message from the bridge is handled inside it (counted under inputs.BRIDGE).
+        self._guard = guard if guard is not None else inputs.Inputs()
         self.peer: dict[str, Any] | None = None
         self._rids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -65,9 +67,9 @@ class Bridge:
         self._listeners: dict[str, list[MessageCallback]] = {}
 
     @classmethod
-    async def open(cls, port: str, baudrate: int = 115200) -> Bridge:
+    async def open(cls, port: str, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> Bridge:
         """Open the port and start the link (it comes up when the bridge answers)."""
-        bridge = cls(port, baudrate)
+        bridge = cls(port, baudrate, guard)
         await bridge.link.start()
         return bridge
 
@@ -196,14 +198,16 @@ class Bridge:
 
     def _tell_link(self, up: bool) -> None:
         for cb in self._link_callbacks:
-            _call(cb, up)
+            self._listen(cb, up)
 
     def _on_payload(self, payload: bytes) -> None:
+        self._guard.guard(inputs.BRIDGE, self._take, payload, shown_input=payload)
+
+    def _take(self, payload: bytes) -> str | None:
         try:
             msg = messages.decode(payload)
         except messages.MessageError as e:
-            log.warning("dropped a bad message from the bridge: %s", e)
-            return
+            return f"bad_message: {e}"  # counted as bad_message, the detail goes to the log
         kind = msg["m"]
         if kind == messages.WRITTEN:
             p = self._pending.get(msg["rid"])
@@ -213,27 +217,23 @@ class Bridge:
         elif kind == messages.RESULT:
             p = self._pending.get(msg["rid"])
             if p is None:
-                log.warning("result for unknown or finished op %d: %s", msg["rid"], msg)
-                return
+                return "result_for_no_op"
             if not p.future.done():
                 p.future.set_result(OpResult(msg["outcome"], msg["reason"], msg["state"],
                                              msg["battery"], msg.get("ms"), msg.get("ble")))
         elif kind == messages.STATE:
             for cb in self._state_callbacks:
-                _call(cb, msg["lock"], msg["state"], msg["battery"], msg["source"])
+                self._listen(cb, msg["lock"], msg["state"], msg["battery"], msg["source"])
         elif kind == messages.EVENT:
             for ecb in self._event_callbacks:
-                _call(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
+                self._listen(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
         elif kind in self._listeners:
             for mcb in self._listeners[kind]:
-                _call(mcb, msg)
+                self._listen(mcb, msg)
         else:
-            log.warning("ignored a %s message: hubd does not take it", kind)
+            return f"not_taken: {kind}"
+        return None
 
-
-def _call(callback: Callable[..., None], *args: Any) -> None:
-    # A listener's bug must not take the link down with it.
-    try:
-        callback(*args)
-    except Exception:
-        log.exception("bridge report listener failed on %r", args)
+    def _listen(self, callback: Callable[..., Any], *args: Any) -> None:
+        # Each listener in its own guard: one listener's bug neither stops the others nor the link.
+        self._guard.run(inputs.BRIDGE, callback, *args, shown_input=repr(args))

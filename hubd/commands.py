@@ -130,31 +130,29 @@ class Commands:
             self._queue_for(lock)
         return len(unfinished)
 
-    def handle(self, message: Inbound) -> None:
-        """Verify one message and answer or queue it; never raises for bad input."""
+    def handle(self, message: Inbound) -> str | None:
+        """Verify one message and answer or queue it; returns the reason it was refused (for
+        hubd.inputs' count) or None. Never raises for bad input."""
         started = time.perf_counter()
         result = self._verifier.verify(message.payload, retained=message.retain, now=self._clock())
         verified = time.perf_counter()
         if isinstance(result, Rejection):
-            self._reject(result, message)
-            return
+            return self._reject(result, message)
         claims, kid = result.claims, result.kid
         reply_to = topics.reply_topic(self._hub_id, claims.reply_to)
         queue = self._queue_for(claims.lock)
         if queue.full():
-            self._reject(Rejection.of(RejectReason.BUSY, f"{queue.qsize()} commands already wait for this lock",
-                                      claims, kid), message)
-            return
+            return self._reject(Rejection.of(RejectReason.BUSY, f"{queue.qsize()} commands already wait for "
+                                             "this lock", claims, kid), message)
         try:
             self._journal.accept(claims, kid, reply_to, until=claims.exp + self._verifier.clock_skew_s)
         except AlreadyUsed:
-            self._reject(Rejection.of(RejectReason.REPLAYED, "command id was already used", claims, kid), message)
-            return
+            return self._reject(Rejection.of(RejectReason.REPLAYED, "command id was already used", claims, kid),
+                                message)
         except sqlite3.Error as exc:
             log.error("cannot record the command in the journal: %s", exc, extra={"command_id": claims.id})
-            self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims, kid),
-                         message)
-            return
+            return self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims,
+                                             kid), message)
         recorded = time.perf_counter()
         timing = {"mqtt_at": message.at, "verify_ms": (verified - started) * 1000,
                   "record_ms": (recorded - verified) * 1000, "queued": recorded}
@@ -163,6 +161,7 @@ class Commands:
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
+        return None
 
     async def close(self) -> None:
         """Stop the lock workers; commands still waiting or running get their final answer."""
@@ -291,22 +290,31 @@ class Commands:
         if outcome.state is not None:
             self._lock_states.after_command(job.lock, outcome.state, outcome.battery)
 
-    def _reject(self, rejection: Rejection, message: Inbound) -> None:
+    def _reject(self, rejection: Rejection, message: Inbound) -> str:
         reply_to = topics.reply_topic(self._hub_id, rejection.reply_to)
-        log.warning("command rejected: %s", rejection.detail, extra={
-            "reason": rejection.reason.value, "command_id": rejection.command_id, "topic": message.topic,
-            "bytes": len(message.payload), "retained": message.retain, "verified": rejection.verified})
+        if rejection.verified:  # a command the backend signed: logged one by one
+            log.warning("command rejected: %s", rejection.detail, extra={
+                "reason": rejection.reason.value, "command_id": rejection.command_id, "topic": message.topic,
+                "bytes": len(message.payload), "retained": message.retain, "verified": True})
         lock = rejection.lock if rejection.lock is not None and topics.is_valid_segment(rejection.lock) else None
         try:
-            self._audit.record(lock=rejection.lock, source="remote", outcome=AuditOutcome.REJECTED,
-                               reason=rejection.reason.value, command=rejection.command_id, action=rejection.action,
-                               actor=rejection.actor, role=rejection.role, assignment=rejection.assignment,
-                               kid=rejection.kid, verified=rejection.verified)
+            if rejection.verified and rejection.reason not in _NOT_SPENT and rejection.exp is not None:
+                # Its id is spent, whatever the refusal (at most once, hubd/verify.py).
+                self._journal.spend(rejection, reply_to, until=rejection.exp + self._verifier.clock_skew_s)
+            else:
+                self._audit.record(lock=rejection.lock, source="remote", outcome=AuditOutcome.REJECTED,
+                                   reason=rejection.reason.value, command=rejection.command_id,
+                                   action=rejection.action, actor=rejection.actor, role=rejection.role,
+                                   assignment=rejection.assignment, kid=rejection.kid,
+                                   verified=rejection.verified)
+        except AlreadyUsed:
+            pass  # spent before (a retained copy, then the same token again): audited all the same
         except (sqlite3.Error, ValidationError) as exc:
             log.error("cannot audit a rejection: %s", exc, extra={"command_id": rejection.command_id})
         answer = Answer(id=rejection.command_id, status=Status.REJECTED, reason=rejection.reason.value,
-                        lock=lock, at=self._clock())
+                        lock=lock, at=self._clock(), verified=rejection.verified)
         self._publisher.publish(reply_to, answer.model_dump_json().encode())
+        return f"{rejection.reason.value}: {rejection.detail}"
 
     def _answer(self, reply_to: str, command_id: str, lock: str, outcome: _Outcome) -> None:
         answer = Answer(id=command_id, status=outcome.status, reason=outcome.reason, lock=lock,
@@ -323,6 +331,10 @@ def _outcome_from_bridge(status: Status, reason: object, state: object, battery:
         battery if type(battery) is int and 0 <= battery <= 100 else None,
     )
 
+
+# Refusals that do not spend a verified command's id: it is spent already, or the journal is
+# what failed.
+_NOT_SPENT = (RejectReason.REPLAYED, RejectReason.STORE_FAILED)
 
 _STATUS_OF = {
     "succeeded": Status.SUCCEEDED,

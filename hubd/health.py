@@ -27,7 +27,8 @@ from pydantic import ValidationError
 
 from hubapi import topics
 from hubapi.models import BridgeHealth, BridgeStatus, HubStatus, QueueStatus, StatusRequest
-from hubd import __version__
+from hubd import __version__, inputs
+from hubd.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,11 @@ class Health:
     snapshot is never staler than its parts."""
 
     def __init__(self, hub_id: str, bridge: Any, devices: Any, outbox: Any, alarms: Any,
-                 publisher: _Publisher, clock: Callable[[], float] = time.time) -> None:
+                 publisher: _Publisher, guard: inputs.Inputs | None = None,
+                 supervisor: Supervisor | None = None, clock: Callable[[], float] = time.time) -> None:
         self._hub = hub_id
+        self._inputs = guard if guard is not None else inputs.Inputs()
+        self._supervisor = supervisor
         self._bridge = bridge
         self._devices = devices
         self._outbox = outbox
@@ -86,13 +90,12 @@ class Health:
         self.publish()
 
     def request(self, payload: bytes) -> str | None:
-        """A :class:`StatusRequest` from MQTT: answer it; returns why it was refused, or None."""
+        """A :class:`StatusRequest` from MQTT: answer it; returns why it was refused, or None
+        (counted and logged by hubd.inputs)."""
         try:
             req = StatusRequest.model_validate_json(payload)
         except ValidationError as exc:
-            why = f"status request refused: {exc.errors()[0]['msg']}"
-            log.warning(why, extra={"payload": payload[:200]})
-            return why
+            return f"invalid: {exc.errors()[0]['msg']}"
         status = self.snapshot(request_id=req.id)
         self._publisher.publish(topics.status_reply_topic(self._hub, req.reply_to),
                                 status.model_dump_json().encode())
@@ -123,7 +126,9 @@ class Health:
             devices=self._devices.states(now),
             outbox=QueueStatus(depth=len(self._outbox), oldest_at=self._outbox.oldest_at()),
             alarms=QueueStatus(depth=pending, oldest_at=oldest_alarm),
-            alarms_overdue=overdue)
+            alarms_overdue=overdue,
+            inputs=self._inputs.snapshot(),
+            task_restarts=dict(self._supervisor.restarts) if self._supervisor is not None else {})
 
     def _clock_offset(self) -> float | None:
         health, at = self._bridge_health, self._bridge_health_at

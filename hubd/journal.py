@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from hubapi.models import AuditOutcome, CommandClaims
 from hubd.audit import AuditLog
 from hubd.store import Store
+from hubd.verify import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,27 @@ class Journal:
                 self._audit.append(conn, **_identity(claims, kid), outcome=AuditOutcome.ACCEPTED)
         except sqlite3.IntegrityError:
             raise AlreadyUsed(claims.id) from None
+
+    def spend(self, rejection: Rejection, reply_to: str, until: float) -> None:
+        """Record a verified command that was refused, with its ``rejected`` audit entry, so its
+        id is spent: the same token later (live after retained, or once the lock is free) is a
+        replay. Raises AlreadyUsed (the id was spent before: only the audit entry is written) or
+        sqlite3.Error."""
+        identity = dict(lock=rejection.lock, source="remote", command=rejection.command_id,
+                        action=rejection.action, actor=rejection.actor, role=rejection.role,
+                        assignment=rejection.assignment, kid=rejection.kid, verified=True)
+        now = self._clock()
+        with self._store.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO commands (id, lock, action, actor_id, role, assignment, kid,"
+                " reply_to, until, accepted_at, final, reason, final_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rejection.command_id, rejection.lock, rejection.action, rejection.actor, rejection.role,
+                 rejection.assignment, rejection.kid, reply_to, until, now, AuditOutcome.REJECTED.value,
+                 rejection.reason.value, now))
+            self._audit.append(conn, **identity, outcome=AuditOutcome.REJECTED, reason=rejection.reason.value)
+        if cursor.rowcount == 0:
+            raise AlreadyUsed(rejection.command_id)
 
     def written(self, command_id: str) -> None:
         """Record that the bridge attempted the lock write (raises sqlite3.Error)."""

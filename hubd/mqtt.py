@@ -1,8 +1,12 @@
 """The hub's MQTT connection: paho-mqtt 2.x in its own thread, handed over to asyncio.
 
 - Connects in the background and reconnects by itself (backoff 1..8 s); on every connect it
-  re-subscribes to the command, audit request and status request topics (QoS 1) and publishes
-  ``online`` (retained).
+  subscribes to each topic of its routes (QoS 1) and publishes ``online`` (retained).
+- **Routes**: the one table of what hubd takes from the broker: topic -> input surface -> handler
+  (:class:`Route`, registered with :meth:`HubMqtt.route` before :meth:`HubMqtt.start`). The same
+  table subscribes and dispatches (:meth:`HubMqtt.dispatch`): each message goes to its topic's
+  handler inside the surface's guard (hubd/inputs.py), and a message on any other topic is
+  counted and logged, never handed to a handler.
 - :meth:`HubMqtt.publish` hands a message to paho (QoS 1, queued while disconnected);
   :meth:`HubMqtt.publish_acked` waits for the broker's PUBACK (the durable outbox needs that).
 - Its last will publishes ``offline`` (retained) when the connection dies; :meth:`HubMqtt.stop`
@@ -21,7 +25,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from hubapi import topics
 from hubapi.client import set_nodelay
 from hubapi.models import Online
+from hubd import inputs
 from hubd.config import MqttConfig
 from hubd.outbox import PublishFailed
 
@@ -50,7 +55,7 @@ RECONNECT_MAX_S = 8  # the longest wait between reconnect attempts
 
 @dataclass(frozen=True)
 class Inbound:
-    """A message received on the command or the audit request topic."""
+    """A message received from the broker."""
 
     topic: str
     payload: bytes
@@ -58,11 +63,21 @@ class Inbound:
     at: float = 0.0  # Unix time it arrived from the broker (for the per-hop benchmark)
 
 
+@dataclass(frozen=True)
+class Route:
+    """What hubd does with messages on ``topic``: ``handler(message)`` returns None when it took
+    the message, else why it refused it (counted under ``surface``, a hubd.inputs surface)."""
+
+    topic: str
+    surface: str
+    handler: Callable[[Inbound], str | None]
+
+
 class HubMqtt:
     """One hub's connection to the broker.
 
     ``publish`` is safe to call at any time (QoS 1, queued by paho while disconnected); received
-    commands come out of :meth:`messages`, at most ``inbox_size`` waiting (more are dropped and
+    messages wait for :meth:`dispatch`, at most ``inbox_size`` of them (more are dropped and
     logged, and their senders time out).
     """
 
@@ -70,9 +85,7 @@ class HubMqtt:
         self._config = config
         self._hub_id = hub_id
         self._v5 = config.protocol == "5"
-        self._command_topic = topics.commands(hub_id)
-        self._audit_request_topic = topics.audit_request(hub_id)
-        self._status_request_topic = topics.status_request(hub_id)
+        self._routes: dict[str, Route] = {}
         self._online_topic = topics.online(hub_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
@@ -114,6 +127,11 @@ class HubMqtt:
         client.on_publish = self._on_publish
         self._client = client
 
+    def route(self, *routes: Route) -> None:
+        """Take messages on each route's topic (call before :meth:`start`)."""
+        for r in routes:
+            self._routes[r.topic] = r
+
     @property
     def connected(self) -> bool:
         """Whether the broker session is up right now."""
@@ -143,10 +161,20 @@ class HubMqtt:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
 
-    async def messages(self) -> AsyncIterator[Inbound]:
-        """Messages from the command and audit request topics, in arrival order, forever."""
+    async def dispatch(self, guard: inputs.Inputs) -> None:
+        """Hand each received message to its route's handler, in arrival order, forever; one
+        message at a time, inside ``guard`` (nothing a message does ends this loop)."""
         while True:
-            yield await self._inbox.get()
+            message = await self._inbox.get()
+            r = self._routes.get(message.topic)
+            if r is None:
+                guard.seen[inputs.UNKNOWN_TOPICS] += 1
+                guard.refuse(inputs.UNKNOWN_TOPICS, "unrouted", f"{message.topic[:80]}: {message.payload[:40]!r}")
+            elif len(message.payload) > MAX_PACKET_BYTES:  # a 3.1.1 broker does not enforce ours
+                guard.seen[r.surface] += 1
+                guard.refuse(r.surface, "too_large", message.payload)
+            else:
+                guard.guard(r.surface, r.handler, message, shown_input=message.payload)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1; paho delivers it once connected."""
@@ -208,7 +236,7 @@ class HubMqtt:
             log.error("broker refused the connection: %s", reason_code)
             return
         log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
-        for topic in (self._command_topic, self._audit_request_topic, self._status_request_topic):
+        for topic in self._routes:
             if self._v5:
                 # Keep the retain flag as published, so a retained command is seen as one even live.
                 client.subscribe(topic, options=SubscribeOptions(qos=1, retainAsPublished=True))
@@ -249,7 +277,7 @@ class HubMqtt:
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
-            log.error("command inbox full: dropped a %d-byte message on %s", len(message.payload), message.topic)
+            log.error("inbox full: dropped a %d-byte message on %s", len(message.payload), message.topic[:80])
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

@@ -2,26 +2,31 @@
 
 A command is a compact JWS (the MQTT payload), signed with the one algorithm
 :data:`hubapi.signing.ALGORITHM` under a ``kid`` the hub is configured with. The outcome is a value:
-:class:`Verified` or :class:`Rejection` with a :class:`hubapi.models.RejectReason`; nothing raises.
+:class:`Verified` or :class:`Rejection` with a :class:`hubapi.models.RejectReason`; nothing raises,
+whatever the payload (hubd.inputs bounds the JSON before it is parsed).
+
+The signature is checked before anything else is judged, so every refusal says whether it
+concerns a command the backend really signed (``verified``): such a command's id is spent
+whatever the refusal (a retained copy refused now must not run when the same token comes live).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc import jws
-from joserfc.errors import BadSignatureError, JoseError
+from joserfc.errors import BadSignatureError
 from joserfc.jwk import OKPKey
 from pydantic import ValidationError
 
 from hubapi import signing, topics
 from hubapi.models import CommandClaims, RejectReason, Role
+from hubd import inputs
 from wire import lockkinds
 
 #: A command is a few hundred bytes; anything far larger is not one.
@@ -60,12 +65,13 @@ class Rejection:
     assignment: str | None = None
     kid: str | None = None
     verified: bool = False
+    exp: float | None = None  # a verified command's expiry: its id stays spent until then
 
     @classmethod
     def of(cls, reason: RejectReason, detail: str, claims: CommandClaims, kid: str) -> Rejection:
         """A refusal of a command whose signature verified."""
         return cls(reason, detail, claims.id, claims.reply_to, claims.lock, claims.action.value, claims.actor.id,
-                   claims.actor.role.value, claims.assignment, kid, verified=True)
+                   claims.actor.role.value, claims.assignment, kid, verified=True, exp=claims.exp)
 
 
 class Verifier:
@@ -104,10 +110,11 @@ class Verifier:
 
         def reject(reason: RejectReason, detail: str) -> Rejection:
             # Only a refusal needs what the payload claims: read it then, not for every command.
+            # A retained message is refused as retained, whatever else is wrong with it.
+            if retained:
+                reason, detail = RejectReason.RETAINED, f"retained, and {detail}"
             return Rejection(reason, detail, **_claimed(payload))
 
-        if retained:
-            return reject(RejectReason.RETAINED, "command arrived with the retain flag")
         if len(payload) > MAX_COMMAND_BYTES:
             return reject(RejectReason.MALFORMED, f"payload of {len(payload)} bytes exceeds {MAX_COMMAND_BYTES}")
         header = _header(payload)
@@ -128,8 +135,8 @@ class Verifier:
             signed = jws.deserialize_compact(payload, key, registry=signing.REGISTRY)
         except BadSignatureError:
             return reject(RejectReason.BAD_SIGNATURE, f"signature does not verify with key {kid!r}")
-        except (JoseError, ValueError) as exc:
-            return reject(RejectReason.MALFORMED, f"JWS not readable: {exc}")
+        except Exception as exc:  # JoseError, ValueError, or whatever else hostile bytes provoke in it
+            return reject(RejectReason.MALFORMED, f"JWS not readable: {type(exc).__name__}: {str(exc)[:80]}")
 
         try:
             claims = CommandClaims.model_validate_json(signed.payload)
@@ -142,6 +149,10 @@ class Verifier:
         def refuse(reason: RejectReason, detail: str) -> Rejection:
             return Rejection.of(reason, detail, claims, kid)
 
+        if retained:
+            return refuse(RejectReason.RETAINED, "command arrived with the retain flag")
+        if claims.id in self._seen:  # spent: whatever else is wrong with it, it was judged before
+            return refuse(RejectReason.REPLAYED, "command id was already used")
         if claims.hub != self._hub_id:
             return refuse(RejectReason.WRONG_HUB, f"command is for hub {claims.hub!r}")
         if claims.exp - claims.nbf > self._max_validity:
@@ -155,8 +166,6 @@ class Verifier:
             return refuse(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
         if not lockkinds.supports(kind, claims.action.value):
             return refuse(RejectReason.UNSUPPORTED_ACTION, f"a {kind} lock cannot {claims.action.value}")
-        if claims.id in self._seen:
-            return refuse(RejectReason.REPLAYED, "command id was already used")
         return Verified(claims, kid)
 
 
@@ -167,8 +176,8 @@ def _claimed(payload: bytes) -> dict[str, str | None]:
         return {}
     header = _header(payload) or {}
     try:
-        claims = json.loads(_payload_segment(payload))
-    except ValueError:
+        claims = inputs.json_value(_payload_segment(payload), max_bytes=MAX_COMMAND_BYTES)
+    except ValueError:  # InputRejected too
         claims = None
     if not isinstance(claims, dict):
         return {"kid": _text(header, "kid", 64)}
@@ -206,8 +215,8 @@ def _header(payload: bytes) -> dict[str, object] | None:
     if len(parts) != 3:
         return None
     try:
-        header = json.loads(_b64url(parts[0]))
-    except (ValueError, binascii.Error):
+        header = inputs.json_value(_b64url(parts[0]), max_bytes=MAX_COMMAND_BYTES)
+    except (ValueError, binascii.Error):  # InputRejected is a ValueError
         return None
     return header if isinstance(header, dict) else None
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from hubapi import topics
 from hubd import control
-from hubd.alarms import AlarmMqtt, Alarms
+from hubd.alarms import Alarms
+from hubd.inputs import Inputs
+from hubd.mqtt import HubMqtt
 from hubd.bridge import Bridge
 from hubd.config import AlarmsConfig, MqttConfig
 from hubd.store import DB_NAME, Store
@@ -111,8 +112,8 @@ class BridgeEnd:
 
 
 class HubdAlarms:
-    """hubd's alarm side in-process: Bridge, AlarmMqtt, Store, Alarms and the confirmation routing
-    of hubd/__main__.py, started and stopped (or abandoned, like a crash) by the test."""
+    """hubd's alarm side in-process: Bridge, HubMqtt, Store, Alarms and the confirmation route of
+    hubd/__main__.py, started and stopped (or abandoned, like a crash) by the test."""
 
     def __init__(self, state_dir: Path, broker: Mosquitto, bridge_port: str, **alarm_settings: Any) -> None:
         self.state_dir = state_dir
@@ -124,22 +125,19 @@ class HubdAlarms:
     async def start(self) -> None:
         self.store = Store.open(self.state_dir)
         self.bridge = await Bridge.open(self.bridge_port)
-        self.mqtt = AlarmMqtt(MqttConfig(host=self.broker.host, port=self.broker.port), hub_id=HUB,
-                              client_id=f"hubd-{HUB}")
+        self.mqtt = HubMqtt(MqttConfig(host=self.broker.host, port=self.broker.port), hub_id=HUB,
+                            client_id=f"hubd-{HUB}")
         self.alarms = Alarms(self.store, HUB, self.config, self.bridge, self.mqtt)
+        self.mqtt.route(self.alarms.route())
+        self.inputs = Inputs()
         self.bridge.on_message(messages.ALARM, self.alarms.received)
         self.bridge.on_message(messages.ALARM_LTE, self.alarms.lte_reported)
         self.bridge.on_link_change(self.alarms.link_changed)
         await self.mqtt.start()
         await self.mqtt.wait_connected(10)
         self._tasks = [asyncio.create_task(coro) for coro in
-                       (self._dispatch(), self.alarms.deliver(), self.alarms.heartbeat(), self.alarms.clock())]
-
-    async def _dispatch(self) -> None:
-        confirmed = topics.alarms_confirmed(HUB)
-        async for message in self.mqtt.messages():
-            if message.topic == confirmed:
-                self.alarms.confirmation(message.payload)
+                       (self.mqtt.dispatch(self.inputs), self.alarms.deliver(), self.alarms.heartbeat(),
+                        self.alarms.clock())]
 
     async def stop(self) -> None:
         """A clean stop, as hubd/__main__.py does it."""

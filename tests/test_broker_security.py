@@ -26,7 +26,8 @@ from hubapi import schema, topics
 from hubapi.client import BackendClient, Message
 from hubapi.models import Answer, LockState, Online, Status
 from hubd.config import MqttConfig
-from hubd.mqtt import HubMqtt
+from hubd import inputs
+from hubd.mqtt import HubMqtt, Inbound, Route
 from tests.mosquitto import Mosquitto, TlsListener
 from tests.tls import TestCA
 
@@ -274,18 +275,21 @@ async def test_hubd_connects_with_its_client_certificate_and_its_identity_maps_t
     async with (BackendClient(broker.host, broker.tls_port, tls=backend_tls) as backend,
                 backend.watch(topics.online(HUB_A)) as presence, backend.watch(topics.answers(HUB_A)) as answers):
         hub = HubMqtt(config, hub_id=HUB_A, client_id="hubd-" + HUB_A)
+        inbox: asyncio.Queue[Inbound] = asyncio.Queue()
+        hub.route(Route(topics.commands(HUB_A), inputs.COMMANDS, lambda m: inbox.put_nowait(m)))
         await hub.start()
+        dispatch = asyncio.create_task(hub.dispatch(inputs.Inputs()))
         try:
             await hub.wait_connected(TIMEOUT)
             online = Online.model_validate_json((await next_message(presence)).payload)
             assert online.status == "online"  # the hub's own publish passed the ACL as user hub-a
-            inbox = hub.messages()
             await backend.publish(topics.commands(HUB_A), b"signed.command.token")
-            command = await asyncio.wait_for(anext(inbox), TIMEOUT)
+            command = await asyncio.wait_for(inbox.get(), TIMEOUT)
             assert (command.topic, command.payload) == (topics.commands(HUB_A), b"signed.command.token")
             hub.publish(topics.answers(HUB_A), Answer(id="c1", status=Status.ACCEPTED, at=1.0).model_dump_json().encode())
             assert Answer.model_validate_json((await next_message(answers)).payload).id == "c1"
         finally:
+            dispatch.cancel()
             await hub.stop()
         assert Online.model_validate_json((await next_message(presence)).payload).status == "offline"
     assert f"u'{HUB_A}'" in broker.logs()  # Mosquitto logs the username taken from the certificate

@@ -59,27 +59,33 @@ async def test_a_command_id_stays_used_across_a_restart(mosquitto, backend_key, 
                      (claims.id, "rejected", "replayed", True)]
 
 
-async def test_an_action_the_lock_kind_cannot_do_is_rejected_audited_and_does_not_use_up_the_id(
+async def test_an_action_the_lock_kind_cannot_do_is_rejected_audited_and_spends_the_id(
         mosquitto, backend_key, tmp_path, make_claims):
+    # A command the backend signed spends its id whatever its outcome: the same token again is a
+    # replay, not a second chance (at most once, docs/mqtt-api.md).
     config = hub_config(mosquitto, backend_key, tmp_path, "5")
     async with BackendClient(mosquitto.host, mosquitto.port) as client:
         hub = RunningHub(config)
         await hub.start(client)
         try:
             refused = make_claims(lock="keybox", action="unlatch")  # a key box has no latch
-            answers = await client.command(refused, backend_key.sign(refused), timeout=TIMEOUT)
+            token = backend_key.sign(refused)
+            answers = await client.command(refused, token, timeout=TIMEOUT)
+            again = await client.command(refused, token, timeout=TIMEOUT)
             fine = make_claims(lock="keybox", action="unlock")
             accepted = await client.command(fine, backend_key.sign(fine), timeout=TIMEOUT)
         finally:
             await hub.stop()
     assert [(a.status, a.reason, a.lock) for a in answers] == [(Status.REJECTED, RejectReason.UNSUPPORTED_ACTION, "keybox")]
+    assert [(a.status, a.reason) for a in again] == [(Status.REJECTED, RejectReason.REPLAYED)]
     assert [a.status for a in accepted] == [Status.ACCEPTED, Status.FAILED]
     rejected = chain(tmp_path)[0]
     assert (rejected.outcome, rejected.reason, rejected.lock, rejected.action, rejected.actor, rejected.role,
             rejected.assignment, rejected.verified) == ("rejected", "unsupported_action", "keybox", "unlatch",
                                                         "staff-7", "staff", "visit-42", True)
     with sqlite3.connect(state_file(tmp_path)) as db:
-        assert db.execute("SELECT id FROM commands").fetchall() == [(fine.id,)]
+        assert sorted(db.execute("SELECT id, final, reason FROM commands").fetchall()) == sorted(
+            [(refused.id, "rejected", "unsupported_action"), (fine.id, "failed", "bridge_unavailable")])
 
 
 async def test_audit_entries_reach_the_backend_in_order_and_a_range_can_be_asked_for_again(
