@@ -189,7 +189,9 @@ def status_reply_topic(hub: str, requested: str | None) -> str:
 
 
 def _at_or_under(base: str, topic: str) -> bool:
-    if not topic or len(topic.encode()) > MAX_TOPIC_LENGTH:
+    if not isinstance(topic, str) or not topic or not topic.isprintable():
+        return False  # a lone surrogate, a control character: no topic anyone may name
+    if len(topic.encode()) > MAX_TOPIC_LENGTH:
         return False
     if any(c in topic for c in "+#\x00"):
         return False
