@@ -11,6 +11,10 @@ never retried: the bridge is asked once (after the lock write it must not be res
 At start, :meth:`Commands.recover` finds the commands hubd was running when it died: they are
 never run again; each is answered ``incomplete`` (``hubd_restarted``) with the state read back
 from the lock by a ``status`` operation (``unknown`` if the bridge cannot tell).
+
+A final answer is owed until the broker acknowledged it: it is published at once and again (with
+backoff) until the PUBACK, and the journal notes it then; one recorded just before a kill -9 is
+published again at the next start (at least once: the backend may see a final answer twice).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from hubd.audit import AuditLog
 from hubd.journal import AlreadyUsed, Journal
 from hubd.lockstate import LockStates
 from hubd.mqtt import Inbound
+from hubd.outbox import PublishFailed
 from hubd.verify import Rejection, Verifier
 
 if TYPE_CHECKING:
@@ -43,12 +48,19 @@ log = logging.getLogger(__name__)
 BRIDGE_GRACE_S = 5.0
 #: How long recovery waits for the bridge link before it answers with state ``unknown``.
 RECOVERY_WAIT_S = 10.0
+#: A final answer's PUBACK wait, and the backoff between attempts (doubling, capped).
+ANSWER_PUBACK_S = 15.0
+ANSWER_BACKOFF_S = (0.5, 30.0)
 
 
 class Publisher(Protocol):
     """Where answers go (``hubd.mqtt.HubMqtt`` in the daemon)."""
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> None: ...
+
+    async def publish_acked(self, topic: str, payload: bytes, timeout: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,18 @@ class Commands:
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._recovering: dict[str, list[_Job]] = {}
+        self._owed: set[asyncio.Task[None]] = set()  # final answers not yet acknowledged
 
     def recover(self) -> int:
         """Answer the commands left unfinished by an earlier run (call once, before handling any);
-        returns how many. Each lock's worker finishes them before it takes new commands."""
+        returns how many. Each lock's worker finishes them before it takes new commands. Final
+        answers an earlier run recorded but never got acknowledged go out again."""
+        for owed in self._journal.unanswered():
+            log.warning("final answer recorded before hubd stopped, never acknowledged: sending it again",
+                        extra={"command_id": owed.id, "status": owed.status})
+            answer = Answer(id=owed.id, status=Status(owed.status), reason=owed.reason, lock=owed.lock,
+                            state=owed.state, at=owed.at)
+            self._owe(owed.reply_to, owed.id, answer.model_dump_json().encode())
         unfinished = self._journal.unfinished()
         for entry in unfinished:
             log.warning("command was unfinished when hubd stopped: never resent; reading the lock state",
@@ -164,7 +184,8 @@ class Commands:
         return None
 
     async def close(self) -> None:
-        """Stop the lock workers; commands still waiting or running get their final answer."""
+        """Stop the lock workers; commands still waiting or running get their final answer
+        (published now; one the broker has not acknowledged goes again at the next start)."""
         for task in self._workers.values():
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
@@ -173,6 +194,10 @@ class Commands:
             while not queue.empty():
                 self._finish(queue.get_nowait(), _Outcome(Status.FAILED, FailReason.SHUTTING_DOWN))
         self._queues.clear()
+        await asyncio.sleep(0)  # each owed answer's first publish is handed to paho
+        for task in self._owed:
+            task.cancel()
+        await asyncio.gather(*self._owed, return_exceptions=True)
 
     def _queue_for(self, lock: str) -> asyncio.Queue[_Job]:
         queue = self._queues.get(lock)
@@ -281,7 +306,9 @@ class Commands:
                                  outcome.state, outcome.battery)
         except (sqlite3.Error, KeyError, ValidationError) as exc:
             log.error("cannot record the final outcome: %s", exc, extra={"command_id": job.command_id})
-        self._answer(job.reply_to, job.command_id, job.lock, outcome)
+        answer = Answer(id=job.command_id, status=outcome.status, reason=outcome.reason, lock=job.lock,
+                        state=outcome.state, battery=outcome.battery, at=self._clock())
+        self._owe(job.reply_to, job.command_id, answer.model_dump_json().encode())
         if "result" in job.timing:
             hops = {k: round(v, 3) for k, v in job.timing.items() if k.endswith("_ms")}
             hops["finish_ms"] = round((time.perf_counter() - job.timing["result"]) * 1000, 3)
@@ -315,6 +342,30 @@ class Commands:
                         lock=lock, at=self._clock(), verified=rejection.verified)
         self._publisher.publish(reply_to, answer.model_dump_json().encode())
         return f"{rejection.reason.value}: {rejection.detail}"
+
+    def _owe(self, reply_to: str, command_id: str, payload: bytes) -> None:
+        task = asyncio.create_task(self._deliver_final(reply_to, command_id, payload),
+                                   name=f"answer-{command_id[:16]}")
+        self._owed.add(task)
+        task.add_done_callback(self._owed.discard)
+
+    async def _deliver_final(self, reply_to: str, command_id: str, payload: bytes) -> None:
+        delay = ANSWER_BACKOFF_S[0]
+        while True:
+            try:
+                await self._publisher.publish_acked(reply_to, payload, ANSWER_PUBACK_S)
+                break
+            except PublishFailed as exc:
+                log.warning("final answer not acknowledged: %s; again in %.1f s", exc, delay,
+                            extra={"command_id": command_id})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, ANSWER_BACKOFF_S[1])
+            await self._publisher.wait_connected()
+        try:
+            self._journal.answered(command_id)
+        except sqlite3.Error as exc:  # it goes again at the next start: a duplicate, not a loss
+            log.error("cannot note that the final answer was acknowledged: %s", exc,
+                      extra={"command_id": command_id})
 
     def _answer(self, reply_to: str, command_id: str, lock: str, outcome: _Outcome) -> None:
         answer = Answer(id=command_id, status=outcome.status, reason=outcome.reason, lock=lock,

@@ -5,7 +5,8 @@ committed (with its ``accepted`` audit entry) *before* ``accepted`` is published
 bridge hears of the command; ``written`` is committed when the bridge reports the lock write; the
 final outcome when it is known. A row without a final outcome at start-up is a command hubd was
 running when it died: :meth:`Journal.unfinished` lists them so they are answered ``incomplete``
-and never run again.
+and never run again. A final answer is owed until the broker acknowledged it (``answered``); one
+recorded just before a kill -9 is listed by :meth:`Journal.unanswered` and sent after the restart.
 
 Rows are pruned :data:`KEEP_AFTER_EXPIRY_S` after the command's expiry: by then the id could not
 verify anyway. The margin covers a hub clock that steps backwards (an NTP correction) and would
@@ -87,13 +88,14 @@ class Journal:
                         assignment=rejection.assignment, kid=rejection.kid, verified=True)
         now = self._clock()
         with self._store.transaction() as conn:
+            # answered_at: a refusal's answer goes out once, not durably (nothing ran).
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO commands (id, lock, action, actor_id, role, assignment, kid,"
-                " reply_to, until, accepted_at, final, reason, final_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " reply_to, until, accepted_at, final, reason, final_at, answered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rejection.command_id, rejection.lock, rejection.action, rejection.actor, rejection.role,
                  rejection.assignment, rejection.kid, reply_to, until, now, AuditOutcome.REJECTED.value,
-                 rejection.reason.value, now))
+                 rejection.reason.value, now, now))
             self._audit.append(conn, **identity, outcome=AuditOutcome.REJECTED, reason=rejection.reason.value)
         if cursor.rowcount == 0:
             raise AlreadyUsed(rejection.command_id)
@@ -114,6 +116,18 @@ class Journal:
                          (outcome.value, reason, state, self._clock(), command_id))
             self._audit.append(conn, **_row_identity(entry), outcome=outcome, reason=reason, state=state,
                                battery=battery)
+
+    def answered(self, command_id: str) -> None:
+        """The broker acknowledged the command's final answer (raises sqlite3.Error)."""
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE commands SET answered_at = ? WHERE id = ?", (self._clock(), command_id))
+
+    def unanswered(self) -> list[FinalAnswer]:
+        """Finished commands whose final answer the broker never acknowledged, oldest first."""
+        rows = self._store.conn.execute(
+            "SELECT c.id, c.lock, c.reply_to, c.final, c.reason, c.state, c.final_at FROM commands c"
+            " WHERE c.final IS NOT NULL AND c.answered_at IS NULL ORDER BY c.final_at").fetchall()
+        return [FinalAnswer(*row) for row in rows]
 
     def unfinished(self) -> list[JournalEntry]:
         """Commands accepted but without a final outcome (hubd died while running them)."""
@@ -138,6 +152,19 @@ class Journal:
         if row is None:
             raise KeyError(command_id)
         return JournalEntry(*row[:8], written=row[8] is not None)
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    """A final answer as the journal holds it (the battery is not kept: the lock state is)."""
+
+    id: str
+    lock: str
+    reply_to: str
+    status: str
+    reason: str | None
+    state: str | None
+    at: float
 
 
 def _identity(claims: CommandClaims, kid: str) -> dict[str, object]:

@@ -110,6 +110,13 @@ MIGRATIONS: tuple[str, ...] = (
         firmware  TEXT
     );
     """,
+    """
+    -- The final answer of a command is owed until the broker acknowledged it: after a kill -9 in
+    -- between, the next start publishes it again (hubd/journal.py unanswered()).
+    ALTER TABLE commands ADD COLUMN answered_at REAL;
+    UPDATE commands SET answered_at = final_at WHERE final IS NOT NULL;
+    CREATE INDEX commands_unanswered ON commands (final_at) WHERE final IS NOT NULL AND answered_at IS NULL;
+    """,
 )
 
 
