@@ -240,6 +240,7 @@ class AuditOutcome(StrEnum):
     REPORTED = "reported"  # a lock changed state or an event happened without a command
     PAIRED = "paired"  # a technician paired the lock with this hub (hubctl pair)
     UNPAIRED = "unpaired"  # the lock was told to forget its secret, and the hub forgot the lock
+    PRUNED = "pruned"  # the hub deleted its oldest entries (retention): ``pruned_to``, ``pruned_hash``
 
 
 class AuditEntry(_Model):
@@ -247,9 +248,18 @@ class AuditEntry(_Model):
 
     ``seq`` counts from 1 without gaps per hub. ``source`` is who or what acted: ``remote`` (a
     command), ``manual`` (key or thumb-turn), ``handle``, ``auto`` (auto-lock), ``poll`` (a state
-    read found a change). ``verified`` is false when ``actor``/``role``/``assignment``/``command``/
-    ``action`` were read from a command whose signature did not verify (or not at all): they are
-    what the sender claimed, not who it was. ``kid`` names the backend key that signed the command.
+    read found a change), ``hub`` (the hub's own housekeeping). ``verified`` is false when
+    ``actor``/``role``/``assignment``/``command``/``action`` were read from a command whose
+    signature did not verify (or not at all): they are what the sender claimed, not who it was.
+    ``kid`` names the backend key that signed the command.
+
+    ``count``: this entry stands for that many refusals of messages that did not verify, with the
+    same ``reason``, since the previous such entry (a flood is counted, not written row by row;
+    the first of each reason in an interval has an entry of its own). ``pruned_to`` and
+    ``pruned_hash`` (outcome ``pruned``): the hub deleted entries up to and including seq
+    ``pruned_to``, whose hash was ``pruned_hash``, so the chain from ``pruned_to + 1`` on still
+    verifies. The three are left out of ``hash`` when null: entries written before they existed
+    keep their hashes.
     """
 
     v: Literal[1] = 1
@@ -272,10 +282,15 @@ class AuditEntry(_Model):
     assignment: ShortText | None
     kid: Label | None
     verified: bool
+    count: Annotated[int, Field(ge=1)] | None = None
+    pruned_to: Seq | None = None
+    pruned_hash: Sha256Hex | None = None
 
     def canonical_bytes(self) -> bytes:
-        """The bytes ``hash`` covers: every field but ``hash``, keys sorted, compact, UTF-8."""
-        fields = self.model_dump(mode="json", exclude={"hash"})
+        """The bytes ``hash`` covers: every field but ``hash``, keys sorted, compact, UTF-8 (the
+        fields added later only when set)."""
+        later = {name for name in _LATER_FIELDS if getattr(self, name) is None}
+        fields = self.model_dump(mode="json", exclude={"hash"} | later)
         return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     def computed_hash(self) -> str:
@@ -287,6 +302,10 @@ class AuditEntry(_Model):
         """A new entry from its fields (``seq``, ``prev``, ...), with ``hash`` computed."""
         unsealed = cls.model_validate({**fields, "hash": GENESIS_HASH}, strict=False)
         return unsealed.model_copy(update={"hash": unsealed.computed_hash()})
+
+
+# Fields AuditEntry gained after entries were first written: out of the hash while null.
+_LATER_FIELDS = ("count", "pruned_to", "pruned_hash")
 
 
 class AuditRequest(_Model):

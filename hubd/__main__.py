@@ -184,6 +184,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
     journal.prune()
     alarms.prune()
+    audit.prune(config.audit.keep_days)
     unfinished = commands.recover()
     log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
                                     "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
@@ -205,7 +206,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     supervisor.start("alarm-heartbeat", alarms.heartbeat)
     supervisor.start("bridge-clock", alarms.clock)
     supervisor.start("outbox", sender.run)
-    supervisor.start("prune", lambda: _prune_hourly(journal))
+    supervisor.start("prune", lambda: _prune_hourly(journal, audit, config.audit.keep_days))
+    supervisor.start("audit-refusals", audit.flush_refusals_every)
     if systemd.watchdog_interval() is not None:
         supervisor.start("systemd-watchdog", systemd.watchdog)
     # Ready: state recovered, the bridge's port open, MQTT connecting (a broker that is down at
@@ -218,6 +220,10 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
     systemd.notify("STOPPING=1", "STATUS=stopping")
     await supervisor.stop()
+    try:
+        audit.flush_refusals()  # what was counted since the last interval
+    except sqlite3.Error as exc:
+        log.error("cannot write the counted refusals: %s", exc)
     if config.status_socket is not None:
         await status_socket.close(status_server, config.status_socket)
     alarms.close()
@@ -236,13 +242,14 @@ def _device_report(devices: Devices, msg: dict[str, object]) -> None:
         log.warning("device report from the bridge partly refused: %s", why, extra={"device": msg["id"]})
 
 
-async def _prune_hourly(journal: Journal) -> None:
+async def _prune_hourly(journal: Journal, audit: AuditLog, keep_days: float) -> None:
     while True:
         await asyncio.sleep(3600)
         try:
             journal.prune()
+            audit.prune(keep_days)
         except sqlite3.Error as exc:
-            log.error("cannot prune the journal: %s", exc)
+            log.error("cannot prune the journal or the audit trail: %s", exc)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Command line (exit 0: the chain is intact; 1: a gap, an edit or an unreadable en
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sqlite3
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from hubapi import topics
-from hubapi.models import GENESIS_HASH, AuditBatch, AuditEntry, AuditRequest
+from hubapi.models import GENESIS_HASH, AuditBatch, AuditEntry, AuditOutcome, AuditRequest
 from hubd import inputs
 from hubd.outbox import Outbox
 from hubd.store import Store
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 
 #: An audit request is a few dozen bytes.
 MAX_REQUEST_BYTES = 1024
+#: Refusals of messages that did not verify, per reason: the first in each interval of this
+#: length gets an entry of its own, the rest one entry with their ``count`` at its end.
+REFUSALS_EVERY_S = 60.0
+#: Entries older than ``keep_days`` are pruned at most this many at a time (one transaction).
+PRUNE_BATCH = 10_000
 
 
 class AuditLog:
@@ -53,6 +59,7 @@ class AuditLog:
         self._hub_id = hub_id
         self._topic = topics.audit(hub_id)
         self._clock = clock
+        self._refusals: dict[str, int] = {}  # reason -> refusals counted since its last entry
 
     def append(self, conn: sqlite3.Connection, **fields: Any) -> AuditEntry:
         """Add one entry inside the caller's transaction and queue it for the backend.
@@ -78,6 +85,76 @@ class AuditLog:
         """:meth:`append` in a transaction of its own (committed, durable, when it returns)."""
         with self._store.transaction() as conn:
             return self.append(conn, **fields)
+
+    def refusal(self, reason: str, **fields: Any) -> bool:
+        """A refusal of a message that did not verify (``verified`` false): audited at once if it
+        is the first of its ``reason`` since the last :meth:`flush_refusals`, else counted there.
+        Returns whether it was written now. Raises sqlite3.Error."""
+        if reason in self._refusals:
+            self._refusals[reason] += 1
+            return False
+        self.record(source="remote", outcome=AuditOutcome.REJECTED, reason=reason, verified=False, **fields)
+        self._refusals[reason] = 0
+        return True
+
+    def flush_refusals(self) -> int:
+        """Write one entry per reason for the refusals counted since the last flush (``count``),
+        and start a new interval; returns how many refusals the entries stand for."""
+        counted = {reason: n for reason, n in self._refusals.items() if n}
+        self._refusals = {}
+        if not counted:
+            return 0
+        with self._store.transaction() as conn:
+            for reason, n in counted.items():
+                self.append(conn, source="remote", outcome=AuditOutcome.REJECTED, reason=reason,
+                            verified=False, count=n)
+        log.warning("refused %d message(s) that did not verify in the last interval", sum(counted.values()),
+                    extra={"refusals": counted})
+        return sum(counted.values())
+
+    async def flush_refusals_every(self, interval_s: float = REFUSALS_EVERY_S) -> None:
+        """:meth:`flush_refusals` every ``interval_s``, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.flush_refusals()
+            except sqlite3.Error as exc:
+                log.error("cannot write the counted refusals: %s", exc)
+
+    def prune(self, keep_days: float) -> int:
+        """Delete entries older than ``keep_days`` that the broker already has (none still in the
+        outbox), at most :data:`PRUNE_BATCH`, and append a ``pruned`` entry carrying the last
+        deleted entry's seq and hash, so the chain from there on still verifies. Returns how
+        many were deleted. Raises sqlite3.Error."""
+        cutoff = self._clock() - keep_days * 86400
+        with self._store.transaction() as conn:
+            first = conn.execute("SELECT min(seq) FROM audit").fetchone()[0]
+            if first is None:
+                return 0
+            # The newest old entry that is no longer waiting in the outbox (the outbox keeps
+            # order, so everything before the oldest waiting entry was delivered).
+            last = None
+            for seq, text in conn.execute(
+                    "SELECT seq, entry FROM audit WHERE seq < ? ORDER BY seq", (first + PRUNE_BATCH,)):
+                if AuditEntry.model_validate_json(text).at >= cutoff:
+                    break
+                last = seq
+            if last is None:
+                return 0
+            waiting = conn.execute("SELECT min(id) FROM outbox WHERE topic = ?", (self._topic,)).fetchone()[0]
+            if waiting is not None:
+                oldest_waiting = conn.execute("SELECT payload FROM outbox WHERE id = ?", (waiting,)).fetchone()[0]
+                last = min(last, AuditEntry.model_validate_json(bytes(oldest_waiting)).seq - 1)
+            newest = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
+            last = min(last, newest - 1)  # the newest stays: the chain goes on from it
+            if last < first:
+                return 0
+            pruned_hash = conn.execute("SELECT hash FROM audit WHERE seq = ?", (last,)).fetchone()[0]
+            deleted = conn.execute("DELETE FROM audit WHERE seq <= ?", (last,)).rowcount
+            self.append(conn, source="hub", outcome=AuditOutcome.PRUNED, reason="retention",
+                        count=deleted, pruned_to=last, pruned_hash=pruned_hash)
+        log.info("audit trail pruned", extra={"entries": deleted, "through_seq": last})
+        return deleted
 
     def last_seq(self) -> int:
         """The newest seq (0 when the log is empty)."""
@@ -202,10 +279,13 @@ def verify_chain(records: Iterable[tuple[str, int | None, str | None, str]]) -> 
 
     ``stored seq``/``stored hash`` are the database's index columns (None for an exported file);
     they must agree with the entry. A chain that does not start at seq 1 is checked from its first
-    entry on (that entry's ``prev`` is taken on trust and reported).
+    entry on: that entry's ``prev`` is taken on trust and reported, unless a ``pruned`` entry of
+    the chain vouches for it (its ``pruned_to`` is the seq before, its ``pruned_hash`` that prev).
     """
     report = ChainReport()
     prev: AuditEntry | None = None
+    start: tuple[Problem, AuditEntry] | None = None  # a later pruned entry may account for it
+    vouched: set[tuple[int, str]] = set()
     for where, stored_seq, stored_hash, text in records:
         try:
             entry = AuditEntry.model_validate_json(text)
@@ -217,11 +297,14 @@ def verify_chain(records: Iterable[tuple[str, int | None, str | None, str]]) -> 
         if prev is not None and entry.seq == prev.seq and entry.hash == prev.hash:
             continue  # the same entry delivered twice (at least once delivery)
         report.entries += 1
+        if entry.outcome == AuditOutcome.PRUNED and entry.pruned_to and entry.pruned_hash:
+            vouched.add((entry.pruned_to, entry.pruned_hash))
         if report.first_seq is None:
             report.first_seq = entry.seq
             if entry.seq != 1:
-                report.problems.append(Problem(where, "start", f"{where}: the chain starts at seq "
-                                               f"{entry.seq}, not 1: seq 1..{entry.seq - 1} missing"))
+                start = (Problem(where, "start", f"{where}: the chain starts at seq {entry.seq}, not 1: "
+                                 f"seq 1..{entry.seq - 1} missing"), entry)
+                report.problems.append(start[0])
         if stored_seq is not None and stored_seq != entry.seq:
             report.problems.append(Problem(where, "edit", f"{where}: stored under seq {stored_seq} "
                                            f"but the entry says seq {entry.seq}: edited"))
@@ -250,6 +333,8 @@ def verify_chain(records: Iterable[tuple[str, int | None, str | None, str]]) -> 
         report.last_seq = entry.seq
         report.last_hash = entry.hash
         prev = entry
+    if start is not None and (start[1].seq - 1, start[1].prev) in vouched:
+        report.problems.remove(start[0])  # pruned by the hub's retention, and the chain says so
     return report
 
 

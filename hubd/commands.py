@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 BRIDGE_GRACE_S = 5.0
 #: How long recovery waits for the bridge link before it answers with state ``unknown``.
 RECOVERY_WAIT_S = 10.0
+#: Answers per second, at most, to messages that did not verify (a flood is counted instead).
+UNVERIFIED_ANSWERS_PER_S = 10.0
 #: A final answer's PUBACK wait, and the backoff between attempts (doubling, capped).
 ANSWER_PUBACK_S = 15.0
 ANSWER_BACKOFF_S = (0.5, 30.0)
@@ -128,6 +130,8 @@ class Commands:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._recovering: dict[str, list[_Job]] = {}
         self._owed: set[asyncio.Task[None]] = set()  # final answers not yet acknowledged
+        # Answers to messages that did not verify, beyond the first of each reason per interval.
+        self._answers = _Bucket(UNVERIFIED_ANSWERS_PER_S, UNVERIFIED_ANSWERS_PER_S)
 
     def recover(self) -> int:
         """Answer the commands left unfinished by an earlier run (call once, before handling any);
@@ -324,23 +328,31 @@ class Commands:
                 "reason": rejection.reason.value, "command_id": rejection.command_id, "topic": message.topic,
                 "bytes": len(message.payload), "retained": message.retain, "verified": True})
         lock = rejection.lock if rejection.lock is not None and topics.is_valid_segment(rejection.lock) else None
+        answer_it = True
         try:
-            if rejection.verified and rejection.reason not in _NOT_SPENT and rejection.exp is not None:
+            if not rejection.verified:
+                # Counted per reason, not a row per garbage message; a flood gets few answers.
+                audited = self._audit.refusal(rejection.reason.value, lock=rejection.lock,
+                                              command=rejection.command_id, action=rejection.action,
+                                              actor=rejection.actor, role=rejection.role,
+                                              assignment=rejection.assignment, kid=rejection.kid)
+                answer_it = audited or self._answers.take(self._clock())
+            elif rejection.reason not in _NOT_SPENT and rejection.exp is not None:
                 # Its id is spent, whatever the refusal (at most once, hubd/verify.py).
                 self._journal.spend(rejection, reply_to, until=rejection.exp + self._verifier.clock_skew_s)
             else:
                 self._audit.record(lock=rejection.lock, source="remote", outcome=AuditOutcome.REJECTED,
                                    reason=rejection.reason.value, command=rejection.command_id,
                                    action=rejection.action, actor=rejection.actor, role=rejection.role,
-                                   assignment=rejection.assignment, kid=rejection.kid,
-                                   verified=rejection.verified)
+                                   assignment=rejection.assignment, kid=rejection.kid, verified=True)
         except AlreadyUsed:
             pass  # spent before (a retained copy, then the same token again): audited all the same
         except (sqlite3.Error, ValidationError) as exc:
             log.error("cannot audit a rejection: %s", exc, extra={"command_id": rejection.command_id})
-        answer = Answer(id=rejection.command_id, status=Status.REJECTED, reason=rejection.reason.value,
-                        lock=lock, at=self._clock(), verified=rejection.verified)
-        self._publisher.publish(reply_to, answer.model_dump_json().encode())
+        if answer_it:
+            answer = Answer(id=rejection.command_id, status=Status.REJECTED, reason=rejection.reason.value,
+                            lock=lock, at=self._clock(), verified=rejection.verified)
+            self._publisher.publish(reply_to, answer.model_dump_json().encode())
         return f"{rejection.reason.value}: {rejection.detail}"
 
     def _owe(self, reply_to: str, command_id: str, payload: bytes) -> None:
@@ -381,6 +393,22 @@ def _outcome_from_bridge(status: Status, reason: object, state: object, battery:
         str(state)[:32] if state else None,
         battery if type(battery) is int and 0 <= battery <= 100 else None,
     )
+
+
+class _Bucket:
+    """A token bucket: ``take`` is True at most ``rate`` times a second (``burst`` at once)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate, self._burst = rate, burst
+        self._tokens, self._at = burst, 0.0
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 # Refusals that do not spend a verified command's id: it is spent already, or the journal is

@@ -216,6 +216,13 @@ class AbsentConfig(_Section):
         return data
 
 
+class AuditConfig(_Section):
+    """The audit trail on the hub: the backend keeps the evidence; the hub keeps this much of it
+    (entries not yet delivered are never pruned)."""
+
+    keep_days: float = Field(365.0, ge=1, le=3650)
+
+
 class DevicesConfig(_Section):
     """Device health: availability windows, how often state is republished and re-evaluated."""
 
@@ -241,6 +248,7 @@ class HubConfig(BaseSettings):
     alarms: AlarmsConfig = AlarmsConfig()
     battery: BatteryConfig = BatteryConfig()
     devices: DevicesConfig = DevicesConfig()
+    audit: AuditConfig = AuditConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
     # None until `hubctl pair` adds one; a resident may have only a safety alarm.

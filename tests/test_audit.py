@@ -251,3 +251,65 @@ def test_the_state_file_is_where_the_config_says(tmp_path):
         store.close()
     # Another reader (the CLI, a technician) can read it while hubd has it open.
     assert sqlite3.connect(f"file:{store.path}?mode=ro", uri=True).execute("SELECT count(*) FROM audit").fetchone()
+
+
+def test_a_flood_of_unverified_refusals_is_counted_not_written_row_by_row(store, audit):
+    # The first refusal of each reason is audited at once; the rest of the interval is one entry.
+    written = [audit.refusal("malformed", command=f"c{n}") for n in range(1000)]
+    assert written == [True] + [False] * 999
+    assert audit.refusal("bad_signature") is True
+    assert audit.flush_refusals() == 999
+    entries, _ = audit.read(1, 100)
+    assert [(e.reason, e.count, e.verified) for e in entries] == [
+        ("malformed", None, False), ("bad_signature", None, False), ("malformed", 999, False)]
+    assert audit.flush_refusals() == 0, "nothing counted since"
+    assert audit.refusal("malformed") is True, "a new interval audits its first refusal again"
+    assert verify_chain(("db", None, None, e.model_dump_json()) for e in audit.read(1, 100)[0]).ok
+
+
+def test_entries_written_before_the_later_fields_keep_their_hashes():
+    # count, pruned_to and pruned_hash were added to AuditEntry later: left out of the hash when
+    # null, an entry stored before them (without the keys) still verifies.
+    entry = AuditEntry.seal(seq=1, prev=GENESIS_HASH, at=1.0, hub=HUB, lock="front", source="manual",
+                            outcome=AuditOutcome.REPORTED, reason=None, state="locked", battery=None,
+                            event=None, command=None, action=None, actor=None, role=None,
+                            assignment=None, kid=None, verified=False)
+    old_text = json.dumps({k: v for k, v in json.loads(entry.model_dump_json()).items()
+                           if k not in ("count", "pruned_to", "pruned_hash")})
+    assert AuditEntry.model_validate_json(old_text).computed_hash() == entry.hash
+    counted = AuditEntry.seal(**{**entry.model_dump(exclude={"hash"}), "count": 3})
+    assert counted.hash != entry.hash, "a set count is covered by the hash"
+
+
+def test_retention_prunes_old_delivered_entries_and_the_rest_still_verifies(store, audit, tmp_path):
+    clock = iter(range(1_000_000, 2_000_000, 3600)).__next__  # an hour between entries
+    aged = AuditLog(store, Outbox(store), HUB, clock=lambda: float(clock()))
+    for n in range(30):
+        aged.record(lock="front", source="manual", outcome=AuditOutcome.REPORTED, state="locked")
+    store.conn.execute("DELETE FROM outbox")  # delivered
+    store.conn.commit()
+    deleted = aged.prune(keep_days=0.5)  # keep the last 12 hours
+    assert 15 <= deleted <= 19
+    entries = [e for e in aged.read(1, 100)[0]]
+    checkpoint = entries[-1]
+    assert (checkpoint.outcome, checkpoint.count, checkpoint.pruned_to) == ("pruned", deleted, deleted)
+    assert entries[0].seq == deleted + 1 and checkpoint.pruned_hash == entries[0].prev
+    result = cli("verify", store.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without the checkpoint the missing start is reported again.
+    store.conn.execute("DELETE FROM audit WHERE seq = ?", (checkpoint.seq,))
+    store.conn.commit()
+    assert cli("verify", store.path).returncode == 1
+
+
+def test_retention_never_prunes_what_the_broker_has_not_acknowledged(store):
+    clock = iter(range(1_000_000, 2_000_000, 3600)).__next__
+    aged = AuditLog(store, Outbox(store), HUB, clock=lambda: float(clock()))
+    for n in range(10):
+        aged.record(lock="front", source="manual", outcome=AuditOutcome.REPORTED, state="locked")
+    assert aged.prune(keep_days=0.1) == 0, "all ten still wait in the outbox"
+    oldest_waiting = store.conn.execute("SELECT min(id) FROM outbox").fetchone()[0]
+    store.conn.execute("DELETE FROM outbox WHERE id < ?", (oldest_waiting + 4,))  # four delivered
+    store.conn.commit()
+    assert aged.prune(keep_days=0.1) == 4
+    assert [e.seq for e in aged.read(1, 100)[0]][:1] == [5]

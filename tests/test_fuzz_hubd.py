@@ -196,12 +196,16 @@ def test_the_command_handler_answers_every_mutation_and_the_audit_chain_stays_wh
     before = len(rig.published)
     why = rig.commands.handle(Inbound(topics.commands(HUB), mutated, retain=False))
     assert isinstance(why, str) and why.split(":")[0] in tuple(RejectReason)
-    (topic, payload), = rig.published[before:]
-    assert topic.startswith(topics.answers(HUB)), topic
-    answer = Answer.model_validate_json(payload)
-    assert answer.status is Status.REJECTED and answer.verified is False
-    # The refusal was audited, chained to the entry before it (the whole chain is checked from
-    # seq 1: this module's rig keeps one database for every example).
+    # At most one answer (a flood of refusals is answered at a bounded rate), on the hub's answers.
+    answered = rig.published[before:]
+    assert len(answered) <= 1
+    for topic, payload in answered:
+        assert topic.startswith(topics.answers(HUB)), topic
+        answer = Answer.model_validate_json(payload)
+        assert answer.status is Status.REJECTED and answer.verified is False
+    # Refusals are audited (the first of each reason at once, the rest counted) and the chain
+    # stays whole (checked from seq 1: this module's rig keeps one database for every example).
+    rig.audit.flush_refusals()
     rows = rig.store.conn.execute("SELECT seq, seq, hash, entry FROM audit ORDER BY seq").fetchall()
     assert rows, "the refusal is in the audit trail"
     report = verify_chain((f"seq {r[0]}", r[1], r[2], r[3]) for r in rows)
