@@ -89,6 +89,8 @@ class HubMqtt:
         self._online_topic = topics.online(hub_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
+        self.dropped = 0  # messages the full inbox could not take (a flood outran hubd)
+        self._dropped_logged = -inputs.LOG_EVERY_S
         self._connected = asyncio.Event()
         # PUBACK bookkeeping: mid -> future (awaited) or None (nobody waits). An ack can arrive
         # before publish() returns the mid; it then waits in _early until the mid is registered.
@@ -277,7 +279,12 @@ class HubMqtt:
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
-            log.error("inbox full: dropped a %d-byte message on %s", len(message.payload), message.topic[:80])
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_logged >= inputs.LOG_EVERY_S:  # a flood logs a line, not a line each
+                self._dropped_logged = now
+                log.error("inbox full (%d waiting): %d message(s) dropped so far, the last on %s",
+                          self._inbox.qsize(), self.dropped, message.topic[:80])
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:
