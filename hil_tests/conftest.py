@@ -20,6 +20,7 @@ import pytest_asyncio
 from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait_online,
                                write_hubd_config)
 from hubapi.client import BackendClient
+from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
 from simulator.dc09_receiver import free_port
@@ -94,6 +95,15 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         stop_hubd(under_test.hubd)
         if home is not None:
             home.stop()
+
+
+@pytest_asyncio.fixture
+async def centre(hub: HubUnderTest, mosquitto: Mosquitto) -> AsyncIterator[AlarmCentre]:
+    """The alarm centre: its MQTT side records every alarm by id and confirms it handled; its DC-09
+    receiver (pysiaalarm) takes the bridge's second path and files it under the same id."""
+    async with AlarmCentre(mosquitto.host, mosquitto.port, dc09_accounts={ACCOUNT: None},
+                           dc09_port=hub.dc09_port) as c:
+        yield c
 
 
 @pytest_asyncio.fixture

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import (MAX_AUDIT_BATCH, Actor, Answer, AuditBatch, AuditEntry, AuditRequest,
-                           CommandClaims, Role)
+                           CommandClaims, HubStatus, Role, StatusRequest)
 from simulator.home import HomeThread
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
@@ -180,6 +181,18 @@ async def retained(mosquitto: Mosquitto, topic: str, timeout: float = 10) -> byt
         async with late.watch(topic) as queue:
             msg = await asyncio.wait_for(queue.get(), timeout)
             return msg.payload
+
+
+async def ask_status(backend: BackendClient, hub: HubUnderTest, timeout: float = 15) -> HubStatus:
+    """Send a StatusRequest with a reply subtopic of our own and return the answer to it."""
+    req = StatusRequest(id=uuid.uuid4().hex, reply_to=topics.status_replies(hub.hub_id) + "/hil")
+    async with backend.watch(req.reply_to) as replies:
+        await backend.publish(topics.status_request(hub.hub_id), req.model_dump_json())
+        async with asyncio.timeout(timeout):
+            while True:
+                status = HubStatus.model_validate_json((await replies.get()).payload)
+                if status.request_id == req.id:
+                    return status
 
 
 async def audit_log(hub: HubUnderTest, backend: BackendClient, timeout: float = 15) -> list[AuditEntry]:

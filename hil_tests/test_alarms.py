@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from hil_tests.harness import HubUnderTest
 from simulator.alarm_centre import HUB_OFFLINE, HUB_ONLINE, PRIMARY, SECOND_PATH, AlarmCentre
-from tests.mosquitto import Mosquitto
-from tests.sia_receiver import ACCOUNT
 from wire import alarms
 
 ALARMS = pytest.mark.home(alarms=True)
-
-
-@pytest_asyncio.fixture
-async def centre(hub: HubUnderTest, mosquitto: Mosquitto) -> AsyncIterator[AlarmCentre]:
-    """The alarm centre: its MQTT side records every alarm by id and confirms it handled; its DC-09
-    receiver (pysiaalarm) takes the bridge's second path and files it under the same id."""
-    async with AlarmCentre(mosquitto.host, mosquitto.port, dc09_accounts={ACCOUNT: None},
-                           dc09_port=hub.dc09_port) as c:
-        yield c
 
 
 def _press(hub: HubUnderTest, event: str = alarms.BUTTON) -> tuple[int, str]:

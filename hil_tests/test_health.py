@@ -4,30 +4,17 @@ in the retained status within the link's dead time; every device has its retaine
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from hil_tests.harness import HubUnderTest
+from hil_tests.harness import HubUnderTest, ask_status
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import DeviceState, HubStatus, StatusRequest
+from hubapi.models import DeviceState, HubStatus
 
 # hubd's link goes down after 3.5 s of silence; the retained status follows at once. The margin
 # is for a loaded CI machine, not a speed requirement.
 LINK_DEAD_S = 3.5
-
-
-async def ask_status(backend: BackendClient, hub: HubUnderTest, timeout: float = 15) -> HubStatus:
-    """Send a StatusRequest with a reply subtopic of our own and return the answer to it."""
-    req = StatusRequest(id=uuid.uuid4().hex, reply_to=topics.status_replies(hub.hub_id) + "/hil")
-    async with backend.watch(req.reply_to) as replies:
-        await backend.publish(topics.status_request(hub.hub_id), req.model_dump_json())
-        async with asyncio.timeout(timeout):
-            while True:
-                status = HubStatus.model_validate_json((await replies.get()).payload)
-                if status.request_id == req.id:
-                    return status
 
 
 async def retained_status(backend: BackendClient, hub: HubUnderTest, check, timeout: float) -> HubStatus:
