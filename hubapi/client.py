@@ -85,6 +85,7 @@ class BackendClient:
         self._paho.reconnect_delay_set(1, 10)
         self._paho.on_socket_open = set_nodelay
         self._paho.on_connect = self._on_connect
+        self._paho.on_disconnect = self._on_disconnect
         self._paho.on_message = self._on_message
         self._paho.on_subscribe = self._on_subscribe
         self._paho.on_publish = self._on_publish
@@ -97,6 +98,7 @@ class BackendClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._early: dict[int, Any] = {}
         self._unawaited: set[int] = set()  # re-subscriptions after a reconnect: nobody waits for them
+        self._resubscribed = asyncio.Event()  # every re-subscription of the last connect acknowledged
         self._watchers: list[tuple[str, asyncio.Queue[Message]]] = []
         self._waiters: dict[str, asyncio.Queue[Answer]] = {}
 
@@ -113,6 +115,14 @@ class BackendClient:
         self._paho.connect_async(self._host, self._port, self._keepalive)
         self._paho.loop_start()
         await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def wait_connected(self, timeout: float = 30.0) -> None:
+        """Wait until connected and every subscription is back (after a broker restart the client
+        reconnects by itself; a message published before its subscriptions are back is not
+        delivered to it, as this client's session does not outlive its connection)."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+            await self._resubscribed.wait()
 
     async def close(self) -> None:
         """Disconnect and stop paho's thread."""
@@ -243,6 +253,8 @@ class BackendClient:
         with self._ack_lock:
             if mid in self._unawaited:
                 self._unawaited.discard(mid)
+                if not self._unawaited and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._resubscribed.set)
                 return
             future = self._pending.pop(mid, None)
             if future is None:
@@ -264,8 +276,17 @@ class BackendClient:
         with self._ack_lock:
             for topic_filter in self._subscriptions:
                 self._unawaited.add(client.subscribe(topic_filter, qos=1)[1])
+            resubscribing = bool(self._unawaited)
         assert self._loop is not None
+        if not resubscribing:
+            self._loop.call_soon_threadsafe(self._resubscribed.set)
         self._loop.call_soon_threadsafe(self._connected.set)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._connected.clear)
+        self._loop.call_soon_threadsafe(self._resubscribed.clear)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         assert self._loop is not None

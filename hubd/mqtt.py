@@ -44,7 +44,7 @@ from hubd.outbox import PublishFailed
 
 log = logging.getLogger(__name__)
 
-#: Largest packet the hub accepts (MQTT 5 tells the broker; commands are far smaller).
+#: Largest message hubd takes; anything larger is refused unread (commands are far smaller).
 MAX_PACKET_BYTES = 16 * 1024
 #: How long a v5 session survives a dropped connection.
 SESSION_EXPIRY_S = 300
@@ -146,7 +146,11 @@ class HubMqtt:
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
-            properties.MaximumPacketSize = MAX_PACKET_BYTES
+            # No MaximumPacketSize: Mosquitto 2.0.11 keeps a message larger than a client's maximum
+            # in that client's in-flight window, unsent and never acknowledged, and after 20 of them
+            # sends the client nothing more (measured: twenty 20 kB publishes on a hub's command
+            # topic cut hubd off). hubd takes every size and refuses what exceeds
+            # MAX_PACKET_BYTES itself; the broker's message_size_limit bounds it before that.
         self._client.connect_async(
             self._config.host,
             self._config.port,

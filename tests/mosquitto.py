@@ -98,6 +98,8 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "set_tcp_nodelay true",
+            # As docs/broker-setup.md: no publish larger than this reaches anyone.
+            "message_size_limit 262144",
             # A SIGKILL with the default autosave lost acknowledged QoS 1 messages (field notes).
             "persistence true",
             f"persistence_location {self.workdir}/",
