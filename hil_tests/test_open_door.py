@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hil_tests.harness import HubUnderTest, retained
@@ -85,3 +86,23 @@ async def test_online_state_is_retained_for_late_subscribers(hub: HubUnderTest) 
     online = json.loads(await retained(hub.broker, topics.online(hub.hub_id)))
     assert online["status"] == "online"
     assert online["hub"] == hub.hub_id
+
+
+async def test_the_retained_state_is_published_before_the_answer_that_names_it(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    # A backend that reads the retained state once it has the final answer finds that state:
+    # hubd publishes the state first, on the same connection, so the broker has it first.
+    claims = hub.claims("unlock")
+    state_topic = topics.lock_state(hub.hub_id, hub.locks[0])
+    order: list[str] = []
+    async with backend.watch(f"hubs/{hub.hub_id}/v1/#") as everything:
+        await backend.publish(topics.commands(hub.hub_id), hub.key.sign(claims))
+        while "final" not in order:
+            message = await asyncio.wait_for(everything.get(), 60)
+            if message.topic == state_topic and b'"unlocked"' in message.payload:
+                order.append("state")
+            elif message.topic.startswith(topics.answers(hub.hub_id)):
+                answer = Answer.model_validate_json(message.payload)
+                if answer.id == claims.id and answer.is_final:
+                    order.append("final")
+    assert order == ["state", "final"]

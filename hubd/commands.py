@@ -304,12 +304,18 @@ class Commands:
         return _Outcome(Status.INCOMPLETE, FailReason.HUBD_RESTARTED, state, battery)
 
     def _finish(self, job: _Job, outcome: _Outcome) -> None:
-        """Journal and audit the final outcome, then answer and publish the state."""
+        """Journal and audit the final outcome, then publish the state and the answer."""
         try:
             self._journal.finish(job.command_id, AuditOutcome(outcome.status.value), outcome.reason,
                                  outcome.state, outcome.battery)
         except (sqlite3.Error, KeyError, ValidationError) as exc:
             log.error("cannot record the final outcome: %s", exc, extra={"command_id": job.command_id})
+        # The retained lock state first, the answer after it: a backend that reads the retained
+        # state once it has the answer must find the state the answer names (one connection
+        # publishes in order; the hil scenario "unlock ... leaves the retained state unlocked"
+        # read a stale state under load when the answer went first).
+        if outcome.state is not None:
+            self._lock_states.after_command(job.lock, outcome.state, outcome.battery)
         answer = Answer(id=job.command_id, status=outcome.status, reason=outcome.reason, lock=job.lock,
                         state=outcome.state, battery=outcome.battery, at=self._clock())
         self._owe(job.reply_to, job.command_id, answer.model_dump_json().encode())
@@ -318,8 +324,6 @@ class Commands:
             hops["finish_ms"] = round((time.perf_counter() - job.timing["result"]) * 1000, 3)
             log.info("command timing", extra={"command_id": job.command_id, "mqtt_at": job.timing["mqtt_at"],
                                               "answered_at": time.time(), **hops})
-        if outcome.state is not None:
-            self._lock_states.after_command(job.lock, outcome.state, outcome.battery)
 
     def _reject(self, rejection: Rejection, message: Inbound) -> str:
         reply_to = topics.reply_topic(self._hub_id, rejection.reply_to)
