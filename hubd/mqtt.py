@@ -51,6 +51,8 @@ SESSION_EXPIRY_S = 300
 #: Outgoing QoS 1 messages held while disconnected; beyond that paho refuses new ones.
 MAX_QUEUED = 1000
 RECONNECT_MAX_S = 8  # the longest wait between reconnect attempts
+#: The refusal reason of a message the full inbox could not take (a flood outran hubd).
+DROPPED = "dropped"
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,7 @@ class HubMqtt:
         self._online_topic = topics.online(hub_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
-        self.dropped = 0  # messages the full inbox could not take (a flood outran hubd)
-        self._dropped_logged = -inputs.LOG_EVERY_S
+        self._guard = inputs.Inputs()  # dispatch()'s, once it runs: counts what the inbox drops
         self._connected = asyncio.Event()
         # PUBACK bookkeeping: mid -> future (awaited) or None (nobody waits). An ack can arrive
         # before publish() returns the mid; it then waits in _early until the mid is registered.
@@ -170,6 +171,7 @@ class HubMqtt:
     async def dispatch(self, guard: inputs.Inputs) -> None:
         """Hand each received message to its route's handler, in arrival order, forever; one
         message at a time, inside ``guard`` (nothing a message does ends this loop)."""
+        self._guard = guard
         while True:
             message = await self._inbox.get()
             r = self._routes.get(message.topic)
@@ -283,12 +285,11 @@ class HubMqtt:
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._dropped_logged >= inputs.LOG_EVERY_S:  # a flood logs a line, not a line each
-                self._dropped_logged = now
-                log.error("inbox full (%d waiting): %d message(s) dropped so far, the last on %s",
-                          self._inbox.qsize(), self.dropped, message.topic[:80])
+            # Counted under its surface's "dropped" (hubd.inputs logs a line per 10 s, not each).
+            r = self._routes.get(message.topic)
+            surface = r.surface if r is not None else inputs.UNKNOWN_TOPICS
+            self._guard.seen[surface] += 1
+            self._guard.refuse(surface, DROPPED, f"inbox full: {message.topic[:80]}")
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

@@ -159,6 +159,10 @@ class AlarmUnit:
         self._send_event(eid)
         return eid
 
+    def inject(self, data: bytes) -> None:
+        """Send raw bytes to the bridge, as a broken or hostile unit would."""
+        self._write(data)
+
     def damage_next(self, kind: str = "corrupt", count: int = 1) -> None:
         """Damage the next `count` event frames the unit sends: "corrupt" flips a bit,
         "drop" loses the frame, "truncate" cuts it short."""

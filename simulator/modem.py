@@ -63,6 +63,10 @@ class Modem:
     def registered(self) -> bool:
         return self._coverage and time.monotonic() - self._coverage_since >= self.attach_delay
 
+    def inject(self, data: bytes) -> None:
+        """Send raw bytes to the bridge as if the modem said them (garbage, a bogus URC)."""
+        self._out(data)
+
     def drop_socket(self) -> None:
         """The network drops our TCP connection: the firmware hears +QIURC "closed"."""
         if self._tcp is not None:

@@ -72,6 +72,12 @@ class SerialLine:
             raise ValueError(f"unknown damage {kind!r}")
         self._planned[direction].extend([(kind, ftype)] * count)
 
+    def inject(self, direction: str, data: bytes) -> None:
+        """Put raw bytes on the line towards ``direction``'s receiver, as a hostile or broken
+        device on the cable would (nothing is recorded in the transcript)."""
+        if not self.cut:
+            self._write(direction, data)
+
     def frames(self, direction: str | None = None) -> list[Crossing]:
         return [c for c in self.transcript if direction in (None, c.direction)]
 
