@@ -148,3 +148,17 @@ def test_help_shows_an_example():
     result = subprocess.run([sys.executable, "-m", "hubd", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0
     assert "hubd --config /etc/hubd/hubd.toml" in result.stdout
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (bytes(range(128, 256)) * 8, "is not UTF-8 text"),
+    (b"a = " + b"[" * 3000 + b"]" * 3000, "nests arrays or tables too deeply"),
+    (b"garbage [[[", "is not valid TOML"),
+], ids=["binary", "deep", "garbage"])
+def test_a_file_that_is_no_config_at_all_is_one_line_naming_the_file(tmp_path, content, expected):
+    path = tmp_path / "hubd.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert expected in str(raised.value) and str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
