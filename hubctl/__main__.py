@@ -386,6 +386,13 @@ def status(
     out.print(f"outbox: {snap.outbox.depth} waiting"
               f"{f', oldest {diagnosis._age(now, snap.outbox.oldest_at)}' if snap.outbox.oldest_at else ''}; "
               f"alarms: {snap.alarms.depth} unhandled ({snap.alarms_overdue} overdue)", markup=False)
+    refused = {surface: {r: n for r, n in counts.items() if r != "seen" and n}
+               for surface, counts in snap.inputs.items()}
+    shown = [f"{surface} {sum(r.values())} ({', '.join(f'{k} {n}' for k, n in sorted(r.items()))})"
+             for surface, r in refused.items() if r]
+    out.print(f"refused since hubd started: {'; '.join(shown) or 'nothing'}", markup=False)
+    if snap.task_restarts:
+        out.print("tasks restarted: " + ", ".join(f"{k} {n}" for k, n in snap.task_restarts.items()), markup=False)
 
 
 @app.command("doctor")

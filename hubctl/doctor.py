@@ -291,6 +291,15 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
         checks.append(Check("LTE", FAILED, f"not registered (modem: {lte.registered or 'no answer'})"
                             f"{f', {lte.rssi} dBm' if lte.rssi is not None else ', no signal'}",
                             "no coverage: check the antenna / SIM / APN (hubctl provision --apn)"))
+    # hubd's own code: a handler that raised on some input, a task that had to be started again
+    crashed = {s: c["crashed"] for s, c in status.inputs.items() if c.get("crashed")}
+    if crashed or status.task_restarts:
+        what = ", ".join([f"{s}: {n} input(s) a handler raised on" for s, n in crashed.items()]
+                         + [f"task {t} restarted {n} time(s)" for t, n in status.task_restarts.items()])
+        checks.append(Check("hubd", FAILED, what, "hubd went on, but this is a bug: journalctl -u hubd "
+                            "has the traceback; report it with the hub's logs"))
+    else:
+        checks.append(Check("hubd", OK, "no handler raised, no task restarted"))
     # outbox backlog
     o = status.outbox
     if o.depth and o.oldest_at is not None and now - o.oldest_at > MAX_OUTBOX_AGE_S:
