@@ -53,6 +53,9 @@ UNVERIFIED_ANSWERS_PER_S = 10.0
 #: A final answer's PUBACK wait, and the backoff between attempts (doubling, capped).
 ANSWER_PUBACK_S = 15.0
 ANSWER_BACKOFF_S = (0.5, 30.0)
+#: On stop, how long final answers already published may wait for their PUBACK (one that does not
+#: come in time is sent again at the next start).
+CLOSE_ANSWERS_S = 2.0
 
 
 class Publisher(Protocol):
@@ -198,7 +201,8 @@ class Commands:
             while not queue.empty():
                 self._finish(queue.get_nowait(), _Outcome(Status.FAILED, FailReason.SHUTTING_DOWN))
         self._queues.clear()
-        await asyncio.sleep(0)  # each owed answer's first publish is handed to paho
+        if self._owed:  # their PUBACKs normally come within milliseconds: wait a little for them
+            await asyncio.wait(set(self._owed), timeout=CLOSE_ANSWERS_S)
         for task in self._owed:
             task.cancel()
         await asyncio.gather(*self._owed, return_exceptions=True)
