@@ -209,11 +209,14 @@ def _ok(value, kind):
 
 
 def _bad(obj, fields):
-    """The first field of ``obj`` that is missing or of the wrong type, or None."""
+    """The first field of ``obj`` that is missing or of the wrong type, or None. A field that
+    may be null and was left out is set to None: every field is there after decode()."""
     for field in fields.split():
         name, kind = field.split(":")
-        if not _ok(obj.get(name), kind):
+        value = obj.get(name)
+        if not _ok(value, kind):
             return name
+        obj[name] = value
     return None
 
 
