@@ -85,6 +85,23 @@ def chain(*iterables):
             yield item
 
 
+class Ended(Exception):
+    """Raised by Reader when its chunks are used up: it ends the read loop under test."""
+
+
+class Reader:
+    """An asyncio stream reader (read(n)) of a fixed list of chunks, then Ended: it drives a
+    firmware read loop through exactly these bytes."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    async def read(self, n):
+        if not self.chunks:
+            raise Ended()
+        return self.chunks.pop(0)
+
+
 def fail(data, what):
     """The message of a failed fuzz check: how to replay it, the input (its first 300 bytes),
     what happened."""

@@ -5,7 +5,7 @@ still decodes, and nothing a frame carries stops the reader (tests/firmware/fuzz
 import asyncio
 
 import fuzz
-from fuzz import chain, fail, mutants, noise, rand, rbytes
+from fuzz import Ended, Reader, chain, fail, mutants, noise, rand, rbytes
 from wire import alarms, alarmunit, unitside
 
 from alarm_unit import UnitLink
@@ -80,22 +80,6 @@ def test_the_decoder_resynchronises_and_counts_what_it_drops():
         assert len(d._buf) == alarmunit.MAX_ENCODED, "the decoder's buffer is allocated once"
 
 
-class _Reader:
-    """An asyncio stream reader of a fixed list of chunks; then it ends the read loop."""
-
-    def __init__(self, chunks):
-        self.chunks = chunks
-
-    async def read(self, n):
-        if not self.chunks:
-            raise _Done()
-        return self.chunks.pop(0)
-
-
-class _Done(Exception):
-    pass
-
-
 async def test_the_unit_link_reader_survives_any_bytes_and_raising_handlers():
     fuzz.start()
     heard = []
@@ -123,8 +107,8 @@ async def test_the_unit_link_reader_survives_any_bytes_and_raising_handlers():
             chunks.append(b"\x00" + unitside.event(0x5A0000AB, event_id, 1700000000, "fall",
                                                    "pendant"))
     try:
-        await unit._read_loop(_Reader(chunks))
-    except _Done:
+        await unit._read_loop(Reader(chunks))
+    except Ended:
         pass
     except Exception as e:  # noqa: BLE001
         raise AssertionError(fail(b"", "the reader stopped with %r" % e))

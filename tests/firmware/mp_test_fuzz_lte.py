@@ -5,7 +5,7 @@ buffers stay bounded, and a good answer after the garbage is still understood
 
 import fuzz
 import lte
-from fuzz import fail, mutants, noise, rand, rbytes
+from fuzz import Ended, Reader, fail, mutants, noise, rand, rbytes
 
 # What a BG95 says: answers, information lines, URCs, the send prompt, socket data.
 LINES = [b"OK\r\n", b"ERROR\r\n", b"+CME ERROR: 10\r\n", b"SEND OK\r\n", b"SEND FAIL\r\n",
@@ -18,20 +18,6 @@ HOSTILE = [b"+QIRD: 99999\r\n", b"+QIRD: -5\r\n", b"+QIRD:\r\n", b"+QIURC:\r\n",
            b"+QIOPEN: x,y\r\n", b"+CSQ: \xff\xfe\r\n", b"+QIRD: 512\r\n" + b"z" * 600,
            b"x" * 300 + b"\r\n", b"y" * 1000, b"+QIRD: 0\r\n" * 40, b"+CSQ: 9" + b"9" * 200 + b"\r\n",
            b"+QIURC: \"recv\",99999999999999999999\r\n", b"\x00" * 50 + b"\r\n"]
-
-
-class _Reader:
-    def __init__(self, chunks):
-        self.chunks = chunks
-
-    async def read(self, n):
-        if not self.chunks:
-            raise _Done()
-        return self.chunks.pop(0)
-
-
-class _Done(Exception):
-    pass
 
 
 def _modem():
@@ -76,12 +62,12 @@ async def test_the_modem_reader_takes_any_output():
         m._want_prompt = bool(rand(2))
         data, chunks = _stream()
         noise_before = m.noise
-        reader = _Reader(chunks)
+        reader = Reader(chunks)
         for _ in range(len(chunks)):  # one chunk at a time, checking the bounds after each
             reader.chunks, rest = reader.chunks[:1], reader.chunks[1:]
             try:
                 await m._read_loop(reader)
-            except _Done:
+            except Ended:
                 pass
             except Exception as e:  # noqa: BLE001 - anything else stopped the reader
                 raise AssertionError(fail(data, "round %d: the reader stopped: %r" % (round_, e)))
