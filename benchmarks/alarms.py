@@ -473,7 +473,8 @@ async def outbox(broker: Mosquitto, state_dir: Path, n: int) -> dict[str, Any]:
             start = time.perf_counter()
             wall_start = time.time()
             for alarm_id in ids:
-                message = messages.decode(messages.alarm(alarm_id, alarms.BUTTON, "pendant", now, now))
+                message = messages.decode(messages.make(messages.ALARM, alarm_id, alarms.BUTTON,
+                                                        "pendant", now, now))
                 t = time.perf_counter()
                 if box.received(message) is not None:
                     refused += 1

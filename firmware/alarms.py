@@ -126,7 +126,7 @@ class AlarmFlow:
         if not self._hub_up:
             return  # sent when the link comes up
         try:
-            self._send(messages.alarm(alarm_id, event, device, unit_at, bridge_at))
+            self._send(messages.make(messages.ALARM, alarm_id, event, device, unit_at, bridge_at))
         except link.LinkFull:
             log.warn("alarm %s: host link backlog full, resent later" % alarm_id)
 
@@ -199,7 +199,7 @@ class AlarmFlow:
             self._confirmed(alarm_id, "lte")
         if self._hub_up:
             try:
-                self._send(messages.alarm_lte(alarm_id, result))
+                self._send(messages.make(messages.ALARM_LTE, alarm_id, result))
             except link.LinkFull:
                 log.warn("alarm %s: host link backlog full, LTE result not reported" % alarm_id)
 

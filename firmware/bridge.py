@@ -97,15 +97,15 @@ class Bridge:
             self.devices.lock_heard(lock_id, battery)
         if what == "event":
             log.info("%s: %s (%s)" % (lock_id, name, source))
-            self.send(messages.event(lock_id, name, source, state, battery))
+            self.send(messages.make(messages.EVENT, lock_id, name, source, state, battery))
         else:
             log.info("%s: %s (%s)" % (lock_id, state, source))
-            self.send(messages.state(lock_id, state, battery, source))
+            self.send(messages.make(messages.STATE, lock_id, state, battery, source))
 
     def _answer(self, rid, received, res, ble_ms=None):
-        self.send(messages.result(rid, res["outcome"], res["reason"], res["state"],
-                                  res["battery"], time.ticks_diff(time.ticks_ms(), received),
-                                  ble_ms))
+        self.send(messages.make(messages.RESULT, rid, res["outcome"], res["reason"], res["state"],
+                                res["battery"], time.ticks_diff(time.ticks_ms(), received),
+                                ble_ms))
 
     def _refuse(self, rid, received, outcome, reason):
         self._answer(rid, received, {"outcome": outcome, "reason": reason, "state": None,
@@ -145,7 +145,7 @@ class Bridge:
                 if action != "status":
                     self.journal.record(tag)
                 written.append(True)
-                self.send(messages.written(rid))
+                self.send(messages.make(messages.WRITTEN, rid))
 
             started = time.ticks_ms()
             try:

@@ -18,7 +18,11 @@ measures its own supply: the backup cell on an ADC pin behind a divider (cell vo
 voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
 the bridge reports no battery.
 
-Only main.py imports this module, and drops it once the configuration is read: its code is
+Whatever bridge.json holds (any JSON, or none), load() and parse() raise only ConfigError, with
+one line naming the setting; startup.py logs it and waits for a technician instead of resetting.
+Every number has a range, every string a form, so nothing read here fails later in the bridge.
+
+Only startup.py imports this module, and drops it once the configuration is read: its code is
 needed once, and heap is short.
 """
 
@@ -29,6 +33,13 @@ from wire import lockkinds, messages
 PATH = "bridge.json"
 PROTOCOLS = ("reference",)
 SECRET_LEN = 32
+LOG_LEVELS = ("debug", "info", "warn", "error")  # firmware/log.py
+MAX_FILE = 8192  # bytes of bridge.json (four locks, an alarm unit and LTE take about 2 KB)
+MAX_NESTED = 32  # objects and arrays in it, counted before parsing: bounds its nesting depth
+MAX_MS = 86400000  # a day: every time setting; ticks_add takes less than 2**29
+MAX_PIN = 48  # the highest GPIO of an ESP32-S3 (the ESP32's is 39)
+MAX_UART = 9
+BAUDRATES = (300, 5000000)  # the range an ESP32 UART runs at
 
 # The alarm unit link and the alarm flow (docs/alarm-unit.md; firmware/alarms.py uses them).
 ALARM_TIMINGS = {
@@ -66,15 +77,44 @@ class ConfigError(ValueError):
     """The configuration file is missing a value or has a wrong one."""
 
 
+def _shown(value):
+    # A bad value as an error line may quote it: short, on one line, never a structure's repr.
+    text = repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    return text if len(text) <= 40 else text[:36] + "...'"
+
+
+def _int(value, name, low=1, high=MAX_MS):
+    # Whole numbers only: a bool is no number here, a float would fail in ticks arithmetic.
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError("%s must be a whole number from %d to %d, not %s"
+                          % (name, low, high, _shown(value)))
+    return value
+
+
+def _pin_or_none(value, name):
+    return None if value is None else _int(value, name, 0, MAX_PIN)
+
+
+def _text(value, name, low, high, extra=""):
+    # Printable ASCII of low..high characters (the DC-09 and AT command fields are no more).
+    if not isinstance(value, str) or not low <= len(value) <= high \
+            or [c for c in value if not " " < c <= "~" or c in extra]:
+        raise ConfigError("%s must be %d to %d printable ASCII characters%s, not %s"
+                          % (name, low, high, " without " + extra if extra else "",
+                             _shown(value)))
+    return value
+
+
 def parse_addr(text):
     """'C0:FF:EE:00:00:01' -> 6 bytes."""
     parts = text.split(":") if isinstance(text, str) else ()
     if len(parts) != 6 or [p for p in parts if len(p) != 2]:
-        raise ConfigError("lock address %r is not six hex bytes like C0:FF:EE:00:00:01" % (text,))
+        raise ConfigError("lock address %s is not six hex bytes like C0:FF:EE:00:00:01"
+                          % _shown(text))
     try:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
-        raise ConfigError("lock address %r is not hex" % (text,))
+        raise ConfigError("lock address %s is not hex" % _shown(text))
 
 
 def _lock(entry):
@@ -82,16 +122,16 @@ def _lock(entry):
         raise ConfigError("each lock must be an object")
     lock_id = entry.get("id")
     if not isinstance(lock_id, str) or not 0 < len(lock_id) <= messages.MAX_ID:
-        raise ConfigError("lock id %r must be a string of 1..%d characters"
-                          % (lock_id, messages.MAX_ID))
+        raise ConfigError("lock id %s must be a string of 1..%d characters"
+                          % (_shown(lock_id), messages.MAX_ID))
     kind = entry.get("kind")
-    if kind not in lockkinds.KINDS:
-        raise ConfigError("lock %s: kind %r is not one of %s"
-                          % (lock_id, kind, ", ".join(lockkinds.KINDS)))
+    if not isinstance(kind, str) or kind not in lockkinds.KINDS:
+        raise ConfigError("lock %s: kind %s is not one of %s"
+                          % (lock_id, _shown(kind), ", ".join(lockkinds.KINDS)))
     protocol = entry.get("protocol", "reference")
-    if protocol not in PROTOCOLS:
-        raise ConfigError("lock %s: protocol %r is not one of %s"
-                          % (lock_id, protocol, ", ".join(PROTOCOLS)))
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        raise ConfigError("lock %s: protocol %s is not one of %s"
+                          % (lock_id, _shown(protocol), ", ".join(PROTOCOLS)))
     secret = entry.get("secret")
     try:
         secret = bytes.fromhex(secret)
@@ -101,7 +141,7 @@ def _lock(entry):
         raise ConfigError("lock %s: secret must be %d bytes (%d hex digits)"
                           % (lock_id, SECRET_LEN, 2 * SECRET_LEN))
     addr_type = entry.get("addr_type", 0)
-    if addr_type not in (0, 1) or isinstance(addr_type, bool):
+    if not isinstance(addr_type, int) or isinstance(addr_type, bool) or addr_type not in (0, 1):
         raise ConfigError("lock %s: addr_type must be 0 (public) or 1 (random)" % lock_id)
     return {"id": lock_id, "kind": kind, "protocol": protocol,
             "addr": parse_addr(entry.get("addr")), "addr_type": addr_type, "secret": secret}
@@ -113,19 +153,10 @@ def _timings(obj, defaults, section):
     out = dict(defaults)
     for name, value in obj.items():
         if name not in defaults:
-            raise ConfigError("%s: unknown setting %r (known: %s)"
-                              % (section, name, ", ".join(sorted(defaults))))
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError("%s.%s must be a positive number of milliseconds"
-                              % (section, name))
-        out[name] = value
+            raise ConfigError("%s: unknown setting %s (known: %s)"
+                              % (section, _shown(name), ", ".join(sorted(defaults))))
+        out[name] = _int(value, "%s.%s (milliseconds)" % (section, name))
     return out
-
-
-def _pin(value, name):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError("%s must be a pin number" % name)
-    return value
 
 
 def _supply(obj):
@@ -135,13 +166,15 @@ def _supply(obj):
         raise ConfigError("supply must be an object")
     for name in obj:
         if name not in ("cell_adc", "cell_divider", "ext_pin"):
-            raise ConfigError("supply: unknown setting %r" % name)
+            raise ConfigError("supply: unknown setting %s" % _shown(name))
     divider = obj.get("cell_divider", 2)
-    if not isinstance(divider, (int, float)) or isinstance(divider, bool) or divider <= 0:
-        raise ConfigError("supply.cell_divider must be a positive number")
-    ext = obj.get("ext_pin")
-    return {"cell_adc": _pin(obj.get("cell_adc"), "supply.cell_adc"), "cell_divider": divider,
-            "ext_pin": None if ext is None else _pin(ext, "supply.ext_pin")}
+    # NaN fails every comparison, so it is refused too
+    if not isinstance(divider, (int, float)) or isinstance(divider, bool) \
+            or not 0 < divider <= 100:
+        raise ConfigError("supply.cell_divider must be a number above 0, at most 100")
+    return {"cell_adc": _int(obj.get("cell_adc"), "supply.cell_adc", 0, MAX_PIN),
+            "cell_divider": divider,
+            "ext_pin": _pin_or_none(obj.get("ext_pin"), "supply.ext_pin")}
 
 
 def _alarm_unit(obj):
@@ -149,21 +182,24 @@ def _alarm_unit(obj):
         return None
     if not isinstance(obj, dict):
         raise ConfigError("alarm_unit must be an object")
-    out = dict(ALARM_TIMINGS)
+    out = {"uart": 2, "baudrate": 9600, "tx": None, "rx": None}
+    out.update(ALARM_TIMINGS)
     for name, value in obj.items():
-        if name in ("tx", "rx"):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ConfigError("alarm_unit.%s must be a pin number" % name)
-        elif name not in ALARM_TIMINGS and name not in ("uart", "baudrate"):
-            raise ConfigError("alarm_unit: unknown setting %r" % name)
-        elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError("alarm_unit.%s must be a positive integer" % name)
+        if name not in out:
+            raise ConfigError("alarm_unit: unknown setting %s" % _shown(name))
         out[name] = value
-    out.setdefault("uart", 2)
-    out.setdefault("baudrate", 9600)
-    out.setdefault("tx", None)
-    out.setdefault("rx", None)
+    _port(out, "alarm_unit")
+    for name in ALARM_TIMINGS:
+        _int(out[name], "alarm_unit." + name, 1, 100 if name == "missed" else MAX_MS)
     return out
+
+
+def _port(out, section):
+    # A UART's settings, checked in place: number, speed and its pins (None: the board's own).
+    _int(out["uart"], section + ".uart", 0, MAX_UART)
+    _int(out["baudrate"], section + ".baudrate", BAUDRATES[0], BAUDRATES[1])
+    _pin_or_none(out["tx"], section + ".tx")
+    _pin_or_none(out["rx"], section + ".rx")
 
 
 # The second path: the LTE modem and the alarm centre's SIA DC-09 receiver (all times in ms).
@@ -186,19 +222,23 @@ def _lte(obj):
     for name in _LTE_REQUIRED:
         if name not in obj:
             raise ConfigError("lte.%s is missing: the second path cannot reach the centre" % name)
-    for name in ("apn", "host", "account", "user", "password", "receiver", "line"):
-        if not isinstance(out[name], str):
-            raise ConfigError("lte.%s must be a string" % name)
-    acct = out["account"]
-    if not 3 <= len(acct) <= 16 or any(c not in "0123456789ABCDEF" for c in acct):
-        raise ConfigError("lte.account must be 3-16 upper-case hex digits")
-    for name in ("uart", "baudrate", "port", "deadline_ms", "retry_ms"):
+    # These go into AT commands inside quotes (firmware/lte.py takes them as they are).
+    for name in ("apn", "host", "user", "password"):
+        _text(out[name], "lte." + name, 0 if name in ("user", "password") else 1, 63, '",;')
+    for name, low, high in (("account", 3, 16), ("receiver", 0, 6), ("line", 1, 6)):
         value = out[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError("lte.%s must be a positive integer" % name)
-    if out["key"] is not None and (not isinstance(out["key"], str)
-                                   or len(out["key"]) not in (16, 24, 32)):
-        raise ConfigError("lte.key must be the receiver's AES key: 16, 24 or 32 characters")
+        if not isinstance(value, str) or not low <= len(value) <= high \
+                or [c for c in value if c not in "0123456789ABCDEF"]:
+            raise ConfigError("lte.%s must be %d to %d upper-case hex digits, not %s"
+                              % (name, low, high, _shown(value)))
+    _port(out, "lte")
+    _int(out["port"], "lte.port", 1, 65535)
+    _int(out["deadline_ms"], "lte.deadline_ms")
+    _int(out["retry_ms"], "lte.retry_ms")
+    if out["key"] is not None:
+        _text(out["key"], "lte.key (the receiver's AES key)", 16, 32)
+        if len(out["key"]) not in (16, 24, 32):
+            raise ConfigError("lte.key must be the receiver's AES key: 16, 24 or 32 characters")
     return out
 
 
@@ -209,10 +249,12 @@ def parse(obj):
     link = obj.get("link", {})
     if not isinstance(link, dict):
         raise ConfigError("link must be an object")
-    uart = link.get("uart", 1)
-    baudrate = link.get("baudrate", 115200)
-    if not isinstance(uart, int) or not isinstance(baudrate, int) or baudrate <= 0:
-        raise ConfigError("link.uart and link.baudrate must be positive integers")
+    link = {"uart": link.get("uart", 1), "baudrate": link.get("baudrate", 115200),
+            "tx": link.get("tx"), "rx": link.get("rx")}
+    _port(link, "link")
+    level = obj.get("log", "info")
+    if not isinstance(level, str) or level not in LOG_LEVELS:
+        raise ConfigError("log must be one of %s, not %s" % (", ".join(LOG_LEVELS), _shown(level)))
     entries = obj.get("locks", [])
     if not isinstance(entries, list):
         raise ConfigError("locks must be a list")
@@ -226,9 +268,7 @@ def parse(obj):
             raise ConfigError("lock %s: its address is another lock's too" % lk["id"])
         seen_ids.append(lk["id"])
         seen_addrs.append(lk["addr"])
-    return {"link": {"uart": uart, "baudrate": baudrate, "tx": link.get("tx"),
-                     "rx": link.get("rx")},
-            "log": obj.get("log", "info"),
+    return {"link": link, "log": level,
             "policy": _timings(obj.get("policy", {}), POLICY, "policy"),
             "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
             "lte": _lte(obj.get("lte")),
@@ -237,12 +277,17 @@ def parse(obj):
 
 
 def load(path=PATH):
-    """Read and check the configuration file."""
+    """Read and check the configuration file; any content, or none, ends in ConfigError."""
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE + 1)
     except OSError:
         raise ConfigError("no %s on the bridge: provision it (hubctl provision)" % path)
-    except ValueError:
+    if len(data) > MAX_FILE or messages.containers(data) > MAX_NESTED:
+        raise ConfigError("%s is over %d bytes or nests over %d objects and arrays"
+                          % (path, MAX_FILE, MAX_NESTED))
+    try:
+        obj = json.loads(data)
+    except ValueError:  # UnicodeError too
         raise ConfigError("%s is not valid JSON" % path)
     return parse(obj)

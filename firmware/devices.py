@@ -25,7 +25,7 @@ MV_STEP = 20
 RSSI_STEP = 10
 BRIDGE = "bridge"
 
-# A device is a list in the order of messages.device()'s fields after the id.
+# A device is a list in the order of messages.DEVICE's fields after the id.
 _BATTERY = const(2)
 _UNIT = const(3)
 _MAINS = const(4)
@@ -116,7 +116,7 @@ class Devices:
             dev_id = self._due[0]
             d = self._dev[dev_id]
             try:
-                self._send(messages.device(dev_id, *d))
+                self._send(messages.make(messages.DEVICE, dev_id, *d))
             except link.LinkFull:
                 return
             self._due.pop(0)

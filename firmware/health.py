@@ -73,8 +73,8 @@ class Health:
         unit = self._unit
         flow = self._flow
         up_s = (self._up_ms + time.ticks_diff(time.ticks_ms(), self._since)) // 1000
-        return messages.health(
-            min(_CAP, up_s), self.reset, gc.mem_free(), None, counts,
+        return messages.make(
+            messages.HEALTH, min(_CAP, up_s), self.reset, gc.mem_free(), None, counts,
             {"restarts": c.restarts, "last_restart": c.last_restart, "connected": c.connected()},
             None if self._modem is None else self._lte,
             None if unit is None else {"up": unit.up, "last_heard_s": unit.heard_s()},

@@ -107,13 +107,13 @@ class HostLink:
     def _dispatch(self):
         for kind, value in self.link.events():
             if kind == link.EV_DATA:
+                # One message at a time: whatever it does (a MessageError, a handler's bug), it
+                # is dropped and counted, and the link and the bridge go on.
                 try:
-                    msg = messages.decode(value)
-                except messages.MessageError as e:
+                    self.on_message(messages.decode(value))
+                except Exception as e:
                     self.bad_messages += 1
-                    log.warn("dropped a bad message from hubd: %s" % e)
-                    continue
-                self.on_message(msg)
+                    log.warn("dropped a bad message from hubd: %r" % e)
             else:
                 if kind == link.EV_UP:
                     log.info("host link up: hubd %s, protocol %d.%d"

@@ -24,7 +24,6 @@ E_PDP = "pdp_failed"
 E_OPEN = "open_failed"
 E_CLOSED = "closed"  # the peer or the network closed the socket
 E_SEND = "send_failed"
-E_BAD_ARG = "bad_argument"
 
 CONTEXT = 1  # PDP context id
 SOCKET = 0  # connect id of our one TCP socket
@@ -48,17 +47,11 @@ def _int(text, default=-1):
         return default
 
 
-def _plain(text):
-    # APN, user, password and host go inside quotes in AT commands: keep them printable, unquoted
-    for c in text:
-        if not " " < c <= "~" or c in "\",;":
-            return False
-    return len(text) <= 63
-
-
 class Lte:
     """AT command driver of a BG95 on `uart` (a machine.UART). Call start() once, inside the
-    event loop, before any command."""
+    event loop, before any command. `apn`, `user`, `password` and open()'s host go into AT
+    commands as they are: firmware/config.py lets only printable ASCII without quotes, commas
+    or semicolons through."""
 
     def __init__(self, uart, apn, user="", password="", cmd_timeout_ms=3000,
                  attach_timeout_ms=60000, pdp_timeout_ms=30000, open_timeout_ms=20000):
@@ -107,7 +100,13 @@ class Lte:
                 await asyncio.sleep_ms(10)
                 continue
             self._buf += data
-            self._parse()
+            try:
+                self._parse()
+            except Exception as e:  # a modem's output must never stop its reader
+                self.noise += len(self._buf)
+                self._buf = b""
+                self._raw_need = 0
+                log.error("modem: output dropped: %r" % e)
 
     def _parse(self):
         while self._buf:
@@ -170,19 +169,18 @@ class Lte:
             self._final = text
             self._prompt.set()  # a command waiting for ">" must hear the error too
             self._done.set()
-        elif text.startswith("+QIRD:"):
+            return
+        if text.startswith("+QIRD:"):
             n = _int(_args(text)[0])
             if n < 0 or n > _MAX_READ:
                 # We asked for at most _MAX_READ: a larger length means we lost the framing.
                 self.noise += 1
                 self._final = "ERROR"
                 self._done.set()
-            else:
-                self._raw_need = n
-                self._lines.append(text)
-        elif text.startswith("AT") or len(self._lines) >= _MAX_LINES:
-            pass  # the echo of our own command, or more lines than any answer has
-        else:
+                return
+            self._raw_need = n
+        # Not the echo of our own command, nor more lines than any answer has.
+        if not text.startswith("AT") and len(self._lines) < _MAX_LINES:
             self._lines.append(text)
 
     async def _wait(self, event, timeout_ms):
@@ -274,8 +272,6 @@ class Lte:
     async def attach(self, timeout_ms=None):
         """Probe, SIM, wait for registration, set up and activate the PDP context with the APN.
         None when the modem can carry data, else an error."""
-        if not (_plain(self.apn) and _plain(self.user) and _plain(self.password)):
-            return E_BAD_ARG
         timeout_ms = timeout_ms or self.attach_timeout_ms
         start = time.ticks_ms()
         err = await self.probe() or await self.sim_ready()
@@ -302,8 +298,6 @@ class Lte:
     async def open(self, host, port, timeout_ms=None):
         """Open our TCP socket to host:port (buffer access mode: data arrives as +QIURC "recv").
         None or an error."""
-        if not _plain(host) or not host or not 0 < port < 65536:
-            return E_BAD_ARG
         self._opened.clear()
         self._open_err = None
         self.rx = b""

@@ -105,7 +105,8 @@ class Policy:
             log.warn("%s: %s failed: lock not reachable" % (lock_id, "poll" if poll else "read"))
         elif got["state"] is not None:
             log.info("%s: polled, %s, battery %d%%" % (lock_id, got["state"], got["battery"]))
-            self._send(messages.state(lock_id, got["state"], got["battery"], "poll"))
+            self._send(messages.make(messages.STATE, lock_id, got["state"], got["battery"],
+                                     "poll"))
 
     async def _scan(self):
         while True:

@@ -177,8 +177,12 @@ async def carry(flow, path, retry_ms, tick_ms=500):
             now = time.ticks_ms()
             if alarm_id in next_try and time.ticks_diff(next_try[alarm_id], now) > 0:
                 continue
-            result = await path.send_alarm({"id": alarm_id, "event": event})
-            flow.second_path_result(alarm_id, result)
+            try:  # one alarm at a time: whatever the modem or receiver did, carrying goes on
+                result = await path.send_alarm({"id": alarm_id, "event": event})
+                flow.second_path_result(alarm_id, result)
+            except Exception as e:
+                log.error("second path: alarm %s: %r" % (alarm_id, e))
+                result = FAILED
             if result != ACK:
                 wait = retry_ms * (10 if result == DUH else 1)
                 next_try[alarm_id] = time.ticks_add(time.ticks_ms(), wait)

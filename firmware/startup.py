@@ -10,6 +10,7 @@ may keep a reference to this module: no closures, no classes of its own.
 """
 
 import sys
+import time
 
 import machine
 
@@ -29,6 +30,13 @@ def _config():
 
     try:
         return config.load()
+    except config.ConfigError as e:
+        # A reset cannot fix bridge.json, a person must: say what is wrong once a minute, for
+        # whoever opens the console, and wait (Ctrl-C reaches the REPL; hubctl flash rewrites it).
+        while True:
+            log.error("bridge.json: %s; not starting until it is fixed (hubctl flash --config)"
+                      % e)
+            time.sleep(60)
     finally:
         del sys.modules["config"]
 

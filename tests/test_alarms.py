@@ -178,8 +178,9 @@ def alarm(alarm_id: str, event: str = "button", device: str = "unit-1", unit_at:
           bridge_at: int | None = None) -> bytes:
     """An `alarm` link message as the bridge sends it."""
     now = int(time.time())
-    return messages.alarm(alarm_id, event, device, now if unit_at is None else unit_at,
-                          now if bridge_at is None else bridge_at)
+    return messages.make(messages.ALARM, alarm_id, event, device,
+                         now if unit_at is None else unit_at,
+                         now if bridge_at is None else bridge_at)
 
 
 def raw(obj: dict[str, Any]) -> bytes:
@@ -320,7 +321,7 @@ async def test_an_lte_ack_is_recorded_and_the_alarm_still_waits_for_the_handled_
     centre.stop_confirming()
     end.send(alarm("unit-6-1"))
     await centre.wait_for(lambda c: "unit-6-1" in c.alarms)
-    end.send(messages.alarm_lte("unit-6-1", "ack"))
+    end.send(messages.make(messages.ALARM_LTE, "unit-6-1", "ack"))
     await centre.wait_for(lambda c: any(e.lte == "ack" for e in copies_of(c, "unit-6-1")))
     assert hubd.row("unit-6-1")["handled_at"] is None
     centre.resume_confirming()
@@ -445,7 +446,7 @@ async def test_a_test_alarm_whose_second_path_fails_is_refused_naming_lte_after_
     assert ask["lte"] is True
     end.send(alarm("brT-9", alarms.TEST, ask["ref"]))
     await centre.wait_for(lambda c: "brT-9" in c.alarms and c.alarms["brT-9"].handled_at is not None, 15)
-    end.send(messages.alarm_lte("brT-9", "failed"))
+    end.send(messages.make(messages.ALARM_LTE, "brT-9", "failed"))
     with pytest.raises(control.Refused, match=r"handled test alarm brT-9 .* second path \(LTE"):
         await asyncio.wait_for(task, 30)
 

@@ -6,6 +6,8 @@ MicroPython; hubd's link client asks and reads the answer.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 
 import pytest
@@ -164,3 +166,23 @@ async def test_a_firmware_that_runs_out_of_memory_resets_the_chip_and_boots_agai
     assert stopped and stopped[0].endswith("; resetting")
     assert home.bridge.boots == home.bridge.resets + 1  # each reset booted it again
     assert not home.bridge.running, "power off stops a bridge caught in a reset loop too"
+
+
+async def test_a_bad_bridge_json_is_one_clear_log_line_and_no_reset_loop(tmp_path):
+    # A bridge.json the firmware cannot run with (a UART number out of range here) is fixed by a
+    # person, not by resets: the bridge says what is wrong, naming the setting, and waits.
+    home = SimulatedHome(tmp_path / "home")
+    cfg = home.bridge.config
+    flash = home.bridge.workdir
+    flash.mkdir(parents=True, exist_ok=True)
+    (flash / "bridge.json").write_text(json.dumps({**cfg, "link": {**cfg["link"], "uart": 12}}))
+    await home.start()
+    try:
+        await until(lambda: any("bridge.json: link.uart" in line for line in home.bridge.log),
+                    "the configuration error", timeout=20)
+        await asyncio.sleep(2)  # a reset loop would have booted it again by now
+        assert home.bridge.running and home.bridge.boots == 1 and home.bridge.resets == 0
+    finally:
+        await home.stop()
+    line = next(line for line in home.bridge.log if "bridge.json: link.uart" in line)
+    assert "must be a whole number from 0 to 9, not 12" in line and "not starting" in line

@@ -20,12 +20,12 @@ def _health(**over):
             "lte": {"registered": "home", "rssi": -73}, "unit": {"up": True, "last_heard_s": 4},
             "journals": JOURNALS, "clock": 1700003600}
     args.update(over)
-    return messages.health(**args)
+    return messages.make(messages.HEALTH, *args.values())  # in the order of the fields
 
 
 def test_a_device_reading_round_trips():
-    payload = messages.device("au5a000001", "base_unit", "base-nimh-4.8v", 5040, "mV", False,
-                              None, True, "1.4.2")
+    payload = messages.make(messages.DEVICE, "au5a000001", "base_unit", "base-nimh-4.8v", 5040,
+                            "mV", False, None, True, "1.4.2")
     assert messages.decode(payload) == {
         "m": "device", "id": "au5a000001", "kind": "base_unit", "model": "base-nimh-4.8v",
         "battery": 5040, "unit": "mV", "mains": False, "rssi": None, "present": True,
@@ -42,11 +42,15 @@ def test_health_round_trips_compact_and_health_request_has_no_fields():
     assert messages.decode(hubside.health_request()) == {"m": "health_request"}
 
 
+def _device(*values):
+    return messages.make(messages.DEVICE, *values)
+
+
 @pytest.mark.parametrize("payload", [
-    messages.device("a", "pendant", "pendant-cr2032", 2900, "V", None, None, None, None),
-    messages.device("a", "pendant", "pendant-cr2032", 2900, "mV", 1, None, None, None),
-    messages.device("a", "pendant", "pendant-cr2032", True, "mV", None, None, None, None),
-    messages.device("", "pendant", "pendant-cr2032", 2900, "mV", None, None, None, None),
+    _device("a", "pendant", "pendant-cr2032", 2900, "V", None, None, None, None),
+    _device("a", "pendant", "pendant-cr2032", 2900, "mV", 1, None, None, None),
+    _device("a", "pendant", "pendant-cr2032", True, "mV", None, None, None, None),
+    _device("", "pendant", "pendant-cr2032", 2900, "mV", None, None, None, None),
     _health(reset="brownout"),
     _health(ble={"restarts": 1, "connected": 0, "last_restart": 5}),
     _health(ble=None),
@@ -62,8 +66,9 @@ def test_a_malformed_device_or_health_is_refused(payload):
 
 def test_health_at_its_longest_fits_one_link_frame():
     cap = messages.COUNT_CAP
-    payload = messages.health(
-        cap, "deepsleep", 9_999_999, 9_999_999, {k: cap for k in messages.LINK_COUNTERS},
+    payload = messages.make(
+        messages.HEALTH, cap, "deepsleep", 9_999_999, 9_999_999,
+        {k: cap for k in messages.LINK_COUNTERS},
         {"restarts": cap, "last_restart": "refusing", "connected": 99},
         {"registered": "searching", "rssi": -128}, {"up": False, "last_heard_s": cap},
         {"commands": 999, "alarms": 999}, 2**31 - 1)

@@ -74,7 +74,9 @@ def decode(block):
     time, event name, device name), (T_HEARTBEAT, serial, unit time, mains, backup mV, pendant
     mV, pendant RSSI, firmware "major.minor.patch"; no reading: None), (T_HEARD, serial, prompt
     type, event id) or (type, event id) for the bridge's frames. Raises UnitFrameError for
-    anything else, including unknown codes."""
+    anything else (any bytes), including unknown codes."""
+    if len(block) > MAX_ENCODED:
+        raise UnitFrameError("frame too long")
     try:
         raw = cobs.decode(block)
     except cobs.CobsError:

@@ -89,7 +89,7 @@ def encode_hello(major, minor, session, peer_session, max_payload, window, role,
 
 
 def decode_hello(body):
-    """Parse a HELLO body into a dict; raise FrameError when it is malformed."""
+    """Parse a HELLO body into a dict; raise FrameError when it is malformed (any bytes)."""
     if len(body) < HELLO_FIXED or len(body) > HELLO_FIXED + HELLO_VERSION_MAX:
         raise FrameError("HELLO body of %d bytes" % len(body))
     major, minor, session, peer, max_payload, window, role, flags = struct.unpack(
@@ -98,8 +98,10 @@ def decode_hello(body):
         version = str(bytes(body[HELLO_FIXED:]), "utf-8")
     except UnicodeError:
         raise FrameError("HELLO version is not UTF-8")
-    if session == 0 or window == 0 or max_payload == 0:
-        raise FrameError("HELLO with zero session, window or max payload")
+    # Every peer of this protocol takes MAX_PAYLOAD: a smaller limit would make our send() fail.
+    if session == 0 or window == 0 or max_payload < MAX_PAYLOAD:
+        raise FrameError("HELLO with zero session or window, or max payload under %d"
+                         % MAX_PAYLOAD)
     return {"major": major, "minor": minor, "session": session, "peer_session": peer,
             "max_payload": max_payload, "window": window, "role": role, "flags": flags,
             "version": version}

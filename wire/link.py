@@ -104,11 +104,9 @@ class Link:
 
     def send(self, payload):
         """Queue one application payload for reliable, in-order delivery."""
-        limit = frame.MAX_PAYLOAD
-        if self.peer is not None and self.peer["max_payload"] < limit:
-            limit = self.peer["max_payload"]
-        if len(payload) > limit:
-            raise ValueError("payload of %d bytes exceeds the link's %d" % (len(payload), limit))
+        # A peer's HELLO never offers less (frame.decode_hello), so its limit is not checked.
+        if len(payload) > frame.MAX_PAYLOAD:
+            raise ValueError("payload of %d bytes exceeds %d" % (len(payload), frame.MAX_PAYLOAD))
         if len(self._queue) + len(self._unacked) >= self.max_queue:
             raise LinkFull("%d payloads already waiting" % self.max_queue)
         self._queue.append(bytes(payload))
@@ -126,7 +124,8 @@ class Link:
     # -- line side ----------------------------------------------------------------------
 
     def feed(self, data, now):
-        """Take bytes read from the line."""
+        """Take bytes read from the line (bytes). Never raises: whatever is not a valid frame is
+        dropped and counted (crc_errors, framing_errors)."""
         self.stats["bytes_rx"] += len(data)
         start = 0
         n = len(data)

@@ -1,8 +1,9 @@
 """Application messages carried in the payload of link DATA frames.
 
-Each payload is one UTF-8 JSON object whose "m" names the kind. Both ends build messages with the
-functions here and read them with decode(), which checks kinds, fields and types, so a corrupt or
-hostile payload becomes a MessageError instead of a crash.
+Each payload is one UTF-8 JSON object whose "m" names the kind. Both ends build messages with
+make(KIND, field values...) (what only hubd sends: wire/hubside.py) and read them with decode(),
+which bounds the payload (MAX_SIZE bytes, MAX_NESTED objects and arrays) before parsing and checks
+kinds, fields and types, so any payload, corrupt or hostile, is a message or a MessageError.
 
 hubd -> bridge
     op       {"m":"op","rid":int,"lock":str,"action":str,"cmd":str,"ttl":int}
@@ -105,6 +106,8 @@ WIPED = "wiped"
 ACTIONS = ("unlock", "lock", "unlatch", "status")
 OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
 MAX_ID = 64  # longest lock id or command id, in characters
+MAX_SIZE = 512  # bytes: one link payload (wire.frame.MAX_PAYLOAD)
+MAX_NESTED = 8  # objects and arrays in one payload (health has 6): bounds the nesting depth
 UNITS = ("pct", "mV", "raw")  # a device's battery reading: percent, millivolts, model-specific
 # health's "link": the link's counters the bridge reports (wire/link.py stats, and the bridge's
 # bad_messages and downs); every count in health saturates at COUNT_CAP (9 digits)
@@ -166,10 +169,12 @@ class MessageError(ValueError):
 
 
 def make(kind, *values):
-    """Build a message of ``kind`` from its fields' values, in _FIELDS' order. The technician's
-    messages are built with it directly: a builder function each would cost the bridge's heap
-    for messages it sends or reads once in its life; what only hubd sends is built by
-    wire/hubside.py, which the bridge never loads. Trailing values left out are null."""
+    """Build a message of ``kind`` from its fields' values, in _FIELDS' order (the module
+    docstring says what each means). Every message the bridge sends is built with it directly:
+    a builder function each would cost the bridge's heap; what only hubd sends is built by
+    wire/hubside.py, which the bridge never loads. Trailing values left out are null. A health
+    is encoded without blanks: with at most LINK_COUNTERS in its link, every count below
+    COUNT_CAP and a 10-digit clock it fits a link payload (docs/serial-link.md, byte budget)."""
     obj = {"m": kind}
     i = 0
     for field in _FIELDS[kind].split():
@@ -180,61 +185,15 @@ def make(kind, *values):
     return json.dumps(obj).encode()
 
 
-def written(rid):
-    """Tell hubd that the command write to the lock is being attempted: never retry after it."""
-    return make(WRITTEN, rid)
-
-
-def result(rid, outcome, reason, state, battery, ms=None, ble=None):
-    """The final result of op `rid`; `ms`: how long the bridge spent on it, `ble`: of that, how
-    long in the lock driver."""
-    return make(RESULT, rid, outcome, reason, state, battery, ms, ble)
-
-
-def state(lock, lock_state, battery, source):
-    """An unsolicited lock state report (a manual turn, a poll)."""
-    return make(STATE, lock, lock_state, battery, source)
-
-
-def event(lock, name, source, lock_state=None, battery=None):
-    """A discrete happening at a lock (wire.lockkinds.EVENTS)."""
-    return make(EVENT, lock, name, source, lock_state, battery)
-
-
-def alarm(alarm_id, name, device, unit_at, bridge_at=None):
-    """A safety alarm the bridge has journaled (wire.alarms)."""
-    return make(ALARM, alarm_id, name, device, unit_at, bridge_at)
-
-
-def alarm_lte(alarm_id, result):
-    """What the second path (LTE, SIA DC-09) achieved for an alarm."""
-    return make(ALARM_LTE, alarm_id, result)
-
-
-def device(dev_id, kind, model, battery, unit, mains, rssi, present, firmware):
-    """One device's reading: ``battery`` raw in ``unit`` (UNITS), converted by hubd per
-    ``model``; ``mains`` whether it runs on mains now, ``present`` whether it is heard; None
-    where the device has no such thing or it is not known yet."""
-    return make(DEVICE, dev_id, kind, model, battery, unit, mains, rssi, present, firmware)
-
-
-def health(up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit, journals,
-           clock=None):
-    """The bridge's health (see the module docstring for the nested objects). Encoded without
-    blanks; with at most LINK_COUNTERS in ``link_stats``, every count below COUNT_CAP and
-    ``clock`` a 10-digit time it fits a link payload (docs/serial-link.md, byte budget)."""
-    return make(HEALTH, up_s, reset, heap_free, heap_max_block, link_stats, ble, lte, unit,
-                 journals, clock)
-
-
 def _ok(value, kind):
     if value is None:
         return kind[-1] == "?"
     if kind[0] == "i":  # int
         return isinstance(value, int) and not isinstance(value, bool) \
             and -(1 << 31) <= value < (1 << 31)
-    if kind[0] == "s":  # str
-        return isinstance(value, str) and 0 < len(value) <= MAX_ID
+    if kind[0] == "s":  # str; UTF-8 text (CPython would keep a lone surrogate: "\\ud800")
+        return isinstance(value, str) and 0 < len(value) <= MAX_ID \
+            and value.encode("utf-8", "replace").decode() == value
     if kind[0] == "b":  # bool
         return isinstance(value, bool)
     if not isinstance(value, dict):
@@ -250,19 +209,44 @@ def _ok(value, kind):
 
 
 def _bad(obj, fields):
-    """The first field of ``obj`` that is missing or of the wrong type, or None."""
+    """The first field of ``obj`` that is missing or of the wrong type, or None. A field that
+    may be null and was left out is set to None: every field is there after decode()."""
     for field in fields.split():
         name, kind = field.split(":")
-        if not _ok(obj.get(name), kind):
+        value = obj.get(name)
+        if not _ok(value, kind):
             return name
+        obj[name] = value
     return None
 
 
+def containers(data):
+    """How many JSON objects and arrays ``data`` (bytes) opens outside its strings: at least its
+    nesting depth, counted before parsing. CPython's parser recurses (RecursionError is no
+    ValueError), MicroPython's allocates a block per level."""
+    n = 0
+    quoted = escaped = False
+    for c in data:
+        if escaped:
+            escaped = False
+        elif c == 92:  # a backslash escapes the next byte, inside a string
+            escaped = quoted
+        elif c == 34:  # a quote
+            quoted = not quoted
+        elif not quoted and (c == 91 or c == 123):  # [ or {
+            n += 1
+    return n
+
+
 def decode(payload):
-    """Parse and check one payload; return the message as a dict."""
+    """Parse and check one payload (bytes); return the message as a dict. Whatever the bytes,
+    anything else raises MessageError: size and nesting are bounded before parsing."""
+    if len(payload) > MAX_SIZE or containers(payload) > MAX_NESTED:
+        raise MessageError("payload over %d bytes or %d objects and arrays"
+                           % (MAX_SIZE, MAX_NESTED))
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeError):
+    except ValueError:  # UnicodeError is one too, in both interpreters
         raise MessageError("payload is not JSON")
     if not isinstance(obj, dict):
         raise MessageError("payload is not a JSON object")

@@ -56,7 +56,7 @@ def test_corrupted_frames_are_rejected_by_crc_and_retransmitted():
     got = {"a": [], "b": []}
     now = _run(a, b, now, 200, got)
     for i in range(10):
-        b.send(messages.result(i, "succeeded", None, "unlocked", 90))
+        b.send(messages.make(messages.RESULT, i, "succeeded", None, "unlocked", 90))
     _run(a, b, now, 5000, got, corrupt_every=3)
     assert [messages.decode(p)["rid"] for p in got["a"]] == list(range(10))
     assert a.stats["crc_errors"] + b.stats["crc_errors"] > 0
@@ -82,10 +82,10 @@ def test_after_hubd_restarts_what_never_left_is_queued_again_but_alarms():
     host = HostLink(None, "fw-test")
     seen = []
     host.on_state = lambda kind, value: seen.append(kind)
-    turned = messages.event("key-box", "key_taken", "manual", None, 80)
-    state = messages.state("front-door", "unlocked", 80, "manual")
-    alarm = messages.alarm("au00000001-5", "button", "pendant", 0)
-    lte = messages.alarm_lte("au00000001-5", "ack")
+    turned = messages.make(messages.EVENT, "key-box", "key_taken", "manual", None, 80)
+    state = messages.make(messages.STATE, "front-door", "unlocked", 80, "manual")
+    alarm = messages.make(messages.ALARM, "au00000001-5", "button", "pendant", 0)
+    lte = messages.make(messages.ALARM_LTE, "au00000001-5", "ack")
     host._overflow = [turned, lte]
     host.link._events = [(link.EV_RESET, ([alarm], [state, alarm, b"not a message"]))]
     host._dispatch()
