@@ -407,7 +407,7 @@ def _figures(args: argparse.Namespace, sent: dict[str, int], before: HubStatus, 
         surfaces[surface] = {"inputs": sent[surface], "rejected": None, "dropped": None, "accepted": None,
                              "crashed": None}
     surfaces["serial_to_hubd"].update(rejected=link_rejects, crashed=bridge_inputs.get("crashed", 0))
-    moves_hostile = moves - valid.commands_ok
+    moves_hostile = moves - valid.moves_asked  # each valid command may have moved it once
     return {
         "seed": args.seed, "seconds": round(seconds, 1), "surfaces": surfaces,
         "hubd_restarted": hubd_restarted, "task_restarts": after.task_restarts, "bridge_resets": boots,

@@ -55,6 +55,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     marker = request.node.get_closest_marker("home")
     options = dict(marker.kwargs) if marker else {}
     hubd_extra = options.pop("hubd", "")  # more hubd.toml, e.g. "[battery]\nreminder_s = 2"
+    hubd_top = options.pop("hubd_top", "")  # more top-level keys, e.g. "bridge_wait_s = 60"
     home: HomeThread | None = None
     dc09_port = None
     if target == "sim":
@@ -83,7 +84,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         port = target
         locks = bench_locks(request.config.getoption("--bench-locks"))
     config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra)
+    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra, top=hubd_top)
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,

@@ -10,7 +10,7 @@ import pytest
 from hil_tests.harness import HubUnderTest, ask_status
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import DeviceState, HubStatus
+from hubapi.models import Answer, DeviceState, HubStatus
 
 # hubd's link goes down after 3.5 s of silence; the retained status follows at once. The margin
 # is for a loaded CI machine, not a speed requirement.
@@ -77,6 +77,27 @@ async def test_a_bridge_that_dies_shows_in_the_retained_status_and_every_device_
     hub.sim.run(hub.sim.home.bridge.start())  # power back
     up = await retained_status(backend, hub, lambda s: s.bridge.link_up, timeout=30)
     assert up.bridge.since >= down.bridge.since
+
+
+@pytest.mark.home(hubd_top="bridge_wait_s = 60")  # the bridge's boot on a loaded machine, not luck
+async def test_a_command_sent_while_the_bridge_is_down_waits_for_it_and_opens_the_door(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    # A bridge rebooting (or a hubd just started) has no link for a second or two; nothing is
+    # written yet, so the command waits for the link instead of failing bridge_unavailable.
+    hub.sim.run(hub.sim.home.bridge.stop(hard=True))
+    await retained_status(backend, hub, lambda s: not s.bridge.link_up, timeout=LINK_DEAD_S + 10)
+    async with backend.watch(topics.answers(hub.hub_id)) as seen:
+        running = asyncio.create_task(hub.command(backend, "unlock"))
+        first = Answer.model_validate_json((await asyncio.wait_for(seen.get(), 30)).payload)
+        assert first.status == "accepted"
+        async with asyncio.timeout(30):
+            while "waiting up to" not in hub.log_text():
+                await asyncio.sleep(0.05)
+        assert hub.sim.call(lambda: hub.sim.home.locks[hub.locks[0]].motor_moves) == 0
+        hub.sim.run(hub.sim.home.bridge.start())  # power back while the command waits
+        answers = await running
+    assert [(a.status, a.reason) for a in answers] == [("accepted", None), ("succeeded", None)], answers
+    assert hub.sim.call(lambda: hub.sim.home.locks[hub.locks[0]].motor_moves) == 1
 
 
 async def test_a_malformed_status_request_is_refused_and_hubd_keeps_answering(

@@ -210,7 +210,7 @@ REJECT_MEANINGS: dict[str, str] = {
 }
 
 FAIL_MEANINGS: dict[str, str] = {
-    "bridge_unavailable": "the bridge is not connected; nothing was written, the lock did not move",
+    "bridge_unavailable": "the bridge was not connected, nor within `bridge_wait_s` (5 s); nothing was written, the lock did not move",
     "expired_in_queue": "the command expired while waiting for its lock; it was never sent",
     "bridge_error": "something went wrong inside the hub or the bridge; `incomplete` if the write had been attempted",
     "bridge_no_response": "with `timed_out`: the bridge gave no result in time",

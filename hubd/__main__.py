@@ -163,6 +163,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         audit=audit,
         lock_states=lock_states,
         command_timeout_s=config.command_timeout_s,
+        bridge_wait_s=config.bridge_wait_s,
         queue_size=config.queue_size,
     )
     requests = AuditRequests(audit, config.hub_id, mqtt)

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 BRIDGE_GRACE_S = 5.0
 #: How long recovery waits for the bridge link before it answers with state ``unknown``.
 RECOVERY_WAIT_S = 10.0
+#: How long a command waits for a bridge link coming up before bridge_unavailable (hubd.toml).
+BRIDGE_WAIT_S = 5.0
 #: Answers per second, at most, to messages that did not verify (a flood is counted instead).
 UNVERIFIED_ANSWERS_PER_S = 10.0
 #: A final answer's PUBACK wait, and the backoff between attempts (doubling, capped).
@@ -114,6 +116,7 @@ class Commands:
         audit: AuditLog,
         lock_states: LockStates,
         command_timeout_s: float,
+        bridge_wait_s: float = BRIDGE_WAIT_S,
         queue_size: int = 8,
         clock: Callable[[], float] = time.time,
         recovery_wait_s: float = RECOVERY_WAIT_S,
@@ -126,6 +129,7 @@ class Commands:
         self._audit = audit
         self._lock_states = lock_states
         self._timeout = command_timeout_s
+        self._bridge_wait_s = bridge_wait_s
         self._queue_size = queue_size
         self._clock = clock
         self._recovery_wait_s = recovery_wait_s
@@ -248,8 +252,13 @@ class Commands:
             log.warning("command expired while queued; not sent", extra=fields)
             return _Outcome(Status.FAILED, FailReason.EXPIRED_IN_QUEUE)
         if not self._bridge.is_up:
-            log.warning("bridge link down; command not sent", extra=fields)
-            return _Outcome(Status.FAILED, FailReason.BRIDGE_UNAVAILABLE)
+            # Nothing is written yet, so waiting is safe: a bridge rebooting or a hubd just started
+            # has its link up in a second or two, and the nurse's door should still open.
+            wait = min(self._bridge_wait_s, job.exp + self._verifier.clock_skew_s - self._clock())
+            log.info("bridge link down; waiting up to %.1f s for it", max(wait, 0.0), extra=fields)
+            if wait <= 0 or not await self._bridge.wait_up(wait):
+                log.warning("bridge link down; command not sent", extra=fields)
+                return _Outcome(Status.FAILED, FailReason.BRIDGE_UNAVAILABLE)
 
         def on_written() -> None:
             progress.written = True

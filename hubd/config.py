@@ -8,6 +8,7 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     state_dir = "/var/lib/hubd"          # the state database: command journal, audit trail, outbox
     clock_skew_s = 5                     # tolerance for exp/nbf
     command_timeout_s = 30               # per lock operation, passed to the bridge
+    bridge_wait_s = 5                    # a command waits this long for a link coming up
     max_validity_s = 300                 # longest exp - nbf a command may have
     status_socket = "/run/hubd/status.sock"  # hubctl status / doctor read the hub's health here
 
@@ -255,6 +256,9 @@ class HubConfig(BaseSettings):
     locks: dict[SegmentId, LockKind] = Field(default_factory=dict)
     clock_skew_s: float = Field(5.0, ge=0, le=60)
     command_timeout_s: float = Field(30.0, gt=0, le=600)
+    # A command that finds the bridge link down (a bridge rebooting, hubd just started) waits this
+    # long for it before failing unsent with bridge_unavailable; never past the command's exp.
+    bridge_wait_s: float = Field(5.0, ge=0, le=60)
     max_validity_s: int = Field(300, gt=0, le=3600)
     queue_size: int = Field(8, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -165,7 +165,7 @@ def test_a_restarted_peer_is_detected_and_unacked_payloads_are_handed_back() -> 
     line.a.send(b"in flight")
     line.a.poll(line.now)  # written to the line, never reaches the bridge
     line.b = link.Link(frame.ROLE_BRIDGE, "fw-test", line.now)  # bridge reboots
-    line.run(1000)
+    line.run(3000)  # the old session says nothing more: believed after 1.5 s of quiet
     resets = [v for k, v in line.events["a"] if k == link.EV_RESET]
     assert resets == [([b"in flight"], [])]
     assert line.got["b"] == [], "an unacked payload must not be resent to a new session"
@@ -221,3 +221,24 @@ def test_send_queue_is_bounded() -> None:
         end.send(b"x")
     with pytest.raises(link.LinkFull):
         end.send(b"x")
+
+
+@pytest.mark.parametrize("major", [link.PROTOCOL_MAJOR, link.PROTOCOL_MAJOR + 7])
+def test_a_forged_hello_while_the_peer_talks_is_ignored_and_the_link_stays_up(major: int) -> None:
+    # A HELLO of another session (or protocol) that passed the CRC while the current peer still
+    # talks is damage or forgery: believed, it would drop the payloads in flight (a peer restart)
+    # or take the link down (incompatible), and a nurse's command with them.
+    line = Line()
+    line.run(500)
+    assert line.a.state == link.UP
+    forged = frame.encode(frame.T_HELLO, 0, frame.encode_hello(
+        major, 0, 0x0BADF00D, line.a.session, frame.MAX_PAYLOAD, 4, frame.ROLE_BRIDGE, 0, "forger"))
+    line.a.send(b"in flight")
+    line.a.poll(line.now)
+    for _ in range(10):
+        line.a.feed(b"\x00" + forged + b"\x00", line.now)
+        line.run(100)
+    assert line.a.state == link.UP
+    assert [k for k, _ in line.events["a"] if k != link.EV_DATA] == [link.EV_UP]
+    assert line.got["b"] == [b"in flight"]
+    assert line.a.stats["hellos_ignored"] == 10

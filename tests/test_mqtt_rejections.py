@@ -36,6 +36,7 @@ def hub_config(mosquitto, backend_key, tmp_path: Path, protocol: str, **mqtt) ->
         keys={backend_key.kid: backend_key.public_text},
         mqtt={"host": mosquitto.host, "port": mosquitto.port, "protocol": protocol, **mqtt},
         serial={"port": str(tmp_path / "ttyUSB-unplugged")},
+        bridge_wait_s=0.5,  # no bridge will come: the wait for it is short, not skipped
     )
 
 

@@ -84,7 +84,7 @@ class Link:
         self.stats = {
             "frames_tx": 0, "frames_rx": 0, "bytes_rx": 0, "crc_errors": 0,
             "framing_errors": 0, "retransmits": 0, "duplicates": 0, "out_of_order": 0,
-            "peer_resets": 0, "payloads_tx": 0, "payloads_rx": 0,
+            "peer_resets": 0, "payloads_tx": 0, "payloads_rx": 0, "hellos_ignored": 0,
         }
         self._tx_next = 0
         self._unacked = []  # [(seq, payload)], oldest first
@@ -218,6 +218,15 @@ class Link:
             hello = frame.decode_hello(body)
         except frame.FrameError:
             self.stats["framing_errors"] += 1
+            return
+        if (self.state == UP and (hello["major"] != PROTOCOL_MAJOR
+                                  or hello["session"] != self.peer["session"])
+                and ticks_diff(now, self._last_rx) < self.hello_ms * 3):
+            # Another peer, or another protocol, while the current peer still talks: a restarted
+            # or re-flashed peer has gone quiet first (its old session says nothing more), so
+            # this is a damaged or forged frame that passed the CRC. Believed once the current
+            # peer has been silent for three HELLO periods.
+            self.stats["hellos_ignored"] += 1
             return
         if hello["major"] != PROTOCOL_MAJOR:
             if self.state != INCOMPATIBLE:
