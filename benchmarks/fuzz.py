@@ -376,6 +376,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results = _figures(args, sent, before, after, boots, moves, valid, hubd_restarted,
                                _db_bytes(state) - db_before, time.monotonic() - started, home)
             results["wal_bytes"] = _wal_bytes(state)
+            # The whole logs beside the figures: a reset's traceback is read there, not guessed.
+            logs = args.out.with_suffix("")
+            logs.parent.mkdir(parents=True, exist_ok=True)
+            Path(f"{logs}.bridge.log").write_text("\n".join(home.call(lambda: list(home.home.bridge.log))) + "\n")
+            Path(f"{logs}.hubd.log").write_text(log.read_text(errors="replace"))
+            results["logs"] = [f"{logs}.bridge.log", f"{logs}.hubd.log"]
     finally:
         stop_hubd(hubd)
         home.stop()
@@ -436,6 +442,7 @@ def _print(r: dict[str, Any]) -> None:
         print(f"  FAILED: {failure}")
     for line in r["bridge_log_errors"]:
         print(f"  bridge: {line}")
+    print("logs: " + ", ".join(r["logs"]))
 
 
 def main(argv: list[str] | None = None) -> int:

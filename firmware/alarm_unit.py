@@ -14,6 +14,7 @@ import time
 
 import asyncio
 
+import heap
 import log
 from wire import alarmunit
 
@@ -71,13 +72,20 @@ class UnitLink:
 
     async def _read_loop(self, reader):
         while True:
-            data = await reader.read(_READ_CHUNK)
+            data = await heap.read(reader, _READ_CHUNK, "alarm unit in")
             if not data:
                 await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
                 continue
-            for fr in self._decoder.feed(data):
+            try:
+                frames = self._decoder.feed(data)
+            except MemoryError:
+                heap.survive("alarm unit in")  # the unit resends what it is not answered
+                continue
+            for fr in frames:
                 try:
                     self._heard(fr)
+                except MemoryError:
+                    heap.survive("alarm unit frame")
                 except Exception as e:  # a bug must not stop the unit link: the unit resends
                     log.error("alarm unit: handling a frame raised %r" % e)
 

@@ -10,6 +10,7 @@ import time
 
 import asyncio
 
+import heap
 import log
 from wire import frame, link, messages
 
@@ -40,6 +41,11 @@ class HostLink:
         self.downs = 0  # times the link went down
         self.beat = time.ticks_ms()
 
+    @property
+    def heap_drops(self):
+        """Inputs the bridge dropped for want of heap (firmware/heap.py), for health."""
+        return heap.drops
+
     def send(self, payload):
         """Queue one message for hubd, in order; raises link.LinkFull when far behind."""
         if self._overflow or self.link.pending() >= self.link.max_queue:
@@ -64,9 +70,12 @@ class HostLink:
 
     async def _read_loop(self, reader):
         while True:
-            data = await reader.read(_READ_CHUNK)
+            data = await heap.read(reader, _READ_CHUNK, "host link in")
             if data:
-                self.link.feed(data, time.ticks_ms())
+                try:
+                    self.link.feed(data, time.ticks_ms())
+                except MemoryError:
+                    heap.survive("host link in")  # what was lost, hubd sends again
                 self._dispatch()
                 self._wake.set()
             else:
@@ -77,7 +86,12 @@ class HostLink:
             self.beat = time.ticks_ms()
             while self._overflow and self.link.pending() < self.link.max_queue:
                 self.link.send(self._overflow.pop(0))
-            out = self.link.poll(time.ticks_ms())
+            try:
+                out = self.link.poll(time.ticks_ms())
+            except MemoryError:
+                # A frame not built is in the window, unsent: the retransmission timer sends it.
+                heap.survive("host link out")
+                out = None
             self._dispatch()
             if out:
                 writer.write(out)
@@ -111,6 +125,9 @@ class HostLink:
                 # is dropped and counted, and the link and the bridge go on.
                 try:
                     self.on_message(messages.decode(value))
+                except MemoryError:
+                    self.bad_messages += 1
+                    heap.survive("message from hubd")
                 except Exception as e:
                     self.bad_messages += 1
                     log.warn("dropped a bad message from hubd: %r" % e)

@@ -13,6 +13,7 @@ import time
 
 import asyncio
 
+import heap
 import log
 
 # Errors, returned as values; None means success.
@@ -95,13 +96,18 @@ class Lte:
 
     async def _read_loop(self, reader):
         while True:
-            data = await reader.read(128)
+            data = await heap.read(reader, 128, "modem in")
             if not data:
                 await asyncio.sleep_ms(10)
                 continue
-            self._buf += data
             try:
+                self._buf += data
                 self._parse()
+            except MemoryError:
+                self.noise += len(self._buf)
+                self._buf = b""
+                self._raw_need = 0
+                heap.survive("modem in")  # what it answered is lost: the AT command times out
             except Exception as e:  # a modem's output must never stop its reader
                 self.noise += len(self._buf)
                 self._buf = b""

@@ -141,10 +141,11 @@ class SerialLink:
                 await asyncio.sleep(self._reopen_s)
                 self._open()
                 continue
-            out = self.engine.poll(_now_ms())
+            now = _now_ms()
+            while out := self.engine.poll(now):  # one frame per call
+                if len(self._wbuf) < 64 * 1024:  # a stuck port must not grow memory
+                    self._wbuf += out
             self._dispatch()
-            if out and len(self._wbuf) < 64 * 1024:  # a stuck port must not grow memory
-                self._wbuf += out
             self._flush()
             self._wake.clear()
             wait = self.engine.next_poll_ms(_now_ms()) / 1000

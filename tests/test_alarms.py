@@ -98,7 +98,7 @@ class BridgeEnd:
     async def _pump(self) -> None:
         while True:
             if not self.silent:
-                out = self.engine.poll(_now_ms())
+                out = b"".join(iter(lambda: self.engine.poll(_now_ms()), b""))
                 self._drain()
                 if out:
                     os.write(self._master, out)

@@ -20,7 +20,7 @@ async def test_close_returns_even_when_a_frame_arrived_in_the_same_loop_turn() -
     try:
         peer = link.Link(frame.ROLE_BRIDGE, "fw", 0)
         for _ in range(50):  # a bridge talking as fast as it can while hubd shuts down
-            os.write(master, peer.poll(0) + frame.encode(frame.T_HEARTBEAT, 0))
+            os.write(master, b"".join(iter(lambda: peer.poll(0), b"")) + frame.encode(frame.T_HEARTBEAT, 0))
             await asyncio.sleep(0)
         await asyncio.wait_for(serial_link.close(), 5)  # raises TimeoutError if close() hangs
     finally:

@@ -66,7 +66,7 @@ def frame(ftype, *fields):
     raw[0] = ftype
     struct.pack_into(_BODY[ftype], raw, 1, *fields)
     struct.pack_into(">H", raw, len(raw) - 2, crc16(memoryview(raw)[:len(raw) - 2]))
-    return cobs.encode(raw) + b"\x00"
+    return cobs.encode(raw, True)
 
 
 def decode(block):

@@ -14,9 +14,10 @@ def encoded_size(n):
     return n + n // 254 + 1
 
 
-def encode(data):
-    """Encode `data`; the result contains no 0x00 byte."""
-    out = bytearray(encoded_size(len(data)))
+def encode(data, delimit=False):
+    """Encode `data`; the result contains no 0x00 byte, but the delimiter after it when `delimit`
+    (written in place: on the bridge's heap every copy of a 520-byte frame counts)."""
+    out = bytearray(encoded_size(len(data)) + (1 if delimit else 0))
     code_at = 0
     code = 1
     o = 1
@@ -36,7 +37,10 @@ def encode(data):
                 o += 1
                 code = 1
     out[code_at] = code
-    return bytes(out[:o])
+    if delimit:
+        out[o] = 0
+        o += 1
+    return bytes(memoryview(out)[:o])
 
 
 def decode(data):

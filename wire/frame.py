@@ -59,7 +59,7 @@ def encode(ftype, seq, body=b""):
     crc = crc16(memoryview(raw)[:HEADER_SIZE + len(body)])
     raw[-2] = crc >> 8
     raw[-1] = crc & 0xFF
-    return cobs.encode(raw) + DELIMITER
+    return cobs.encode(raw, True)
 
 
 def decode(block):

@@ -92,7 +92,10 @@ class Link:
         self._rx_expect = 0
         self._rxbuf = bytearray()
         self._rx_discard = False  # dropping an oversized block until the next delimiter
-        self._out = bytearray(frame.DELIMITER)  # a leading 0x00 flushes line noise at the peer
+        # Frames to write, each its own small buffer: a window of four 520-byte frames in one
+        # growing buffer asked the bridge's fragmented heap for 2 KB in one piece (a MemoryError
+        # under line noise). A leading 0x00 flushes line noise at the peer.
+        self._out = [frame.DELIMITER]
         self._events = []
         self._last_rx = now
         self._last_tx = now
@@ -139,8 +142,8 @@ class Link:
             start = end + 1
 
     def poll(self, now):
-        """Run the timers and return the bytes to write on the line now (a bytearray, maybe
-        empty; the caller owns it)."""
+        """Run the timers and return the next frame to write on the line (bytes; empty when there
+        is nothing to write). One frame per call: call again while it returns one."""
         if self.state == UP:
             if ticks_diff(now, self._last_rx) >= self.dead_ms:
                 self._go_down("silent")
@@ -153,9 +156,7 @@ class Link:
         if self.state != UP or self._answer_peer:
             if self._answer_peer or ticks_diff(now, self._hello_at) >= 0:
                 self._send_hello(now)
-        out = self._out
-        self._out = bytearray()
-        return out  # handed over, not copied: one buffer less on the bridge's small heap
+        return self._out.pop(0) if self._out else b""
 
     def next_poll_ms(self, now):
         """Milliseconds until poll() has timer work to do (0: call it now)."""
@@ -323,6 +324,6 @@ class Link:
         self._hello_at = ticks_add(now, self.hello_ms)
 
     def _emit(self, ftype, seq, body, now):
-        self._out.extend(frame.encode(ftype, seq, body))
+        self._out.append(frame.encode(ftype, seq, body))
         self.stats["frames_tx"] += 1
         self._last_tx = now

@@ -112,7 +112,7 @@ UNITS = ("pct", "mV", "raw")  # a device's battery reading: percent, millivolts,
 # health's "link": the link's counters the bridge reports (wire/link.py stats, and the bridge's
 # bad_messages and downs); every count in health saturates at COUNT_CAP (9 digits)
 LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits",
-                 "bad_messages", "downs")
+                 "bad_messages", "downs", "heap_drops")
 COUNT_CAP = 999999999
 # health's "reset": machine.reset_cause() n (1..5 on the ESP32) is RESETS[n - 1]
 RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")

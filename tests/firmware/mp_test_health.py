@@ -20,6 +20,7 @@ class Host:
         self.sent = []
         self.bad_messages = 2
         self.downs = 1
+        self.heap_drops = 3
         self.beat = time.ticks_ms()
         self.alive = True
 
@@ -165,7 +166,7 @@ def test_counts_saturate_so_health_always_fits_a_link_frame():
     health, host, central = _health()
     for name in host.link.stats:
         host.link.stats[name] = 1 << 40
-    host.bad_messages = host.downs = 1 << 40
+    host.bad_messages = host.downs = host.heap_drops = 1 << 40
     health._up_ms = 1 << 45
     payload = health.message()
     assert len(payload) <= frame.MAX_PAYLOAD

@@ -15,7 +15,12 @@ def _run(a, b, now, ms, got, corrupt_every=0):
     for _ in range(ms // 10):
         now = time.ticks_add(now, 10)
         for src, dst, key in ((a, b, "b"), (b, a, "a")):
-            data = src.poll(now)
+            data = b""
+            while True:  # poll gives one frame per call
+                f = src.poll(now)
+                if not f:
+                    break
+                data += f
             if data:
                 n += 1
                 if corrupt_every and n % corrupt_every == 0 and len(data) > 4:

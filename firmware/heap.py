@@ -1,0 +1,53 @@
+"""When the heap runs out in the middle of one input: drop that input, not the bridge.
+
+The bridge's heap is small and never compacted; noisy or hostile input (frames to decode, modem
+output) can meet it at its fullest moment (a lock operation, an alarm and a health report at
+once). An input loop that hits a MemoryError collects, drops what it held (the link and the alarm
+unit resend, DC-09 retries) and goes on. Drops come in episodes: each within ``GAP_MS`` of the one
+before. A moment passes; a heap that has kept failing for ``STUCK_MS`` is a leak, and the chip
+resets (the journals lose nothing), from whichever task saw it.
+"""
+
+import gc
+import time
+
+import log
+
+GAP_MS = 1000
+STUCK_MS = 10000
+
+drops = 0  # inputs dropped for want of heap since boot (health's link counter "heap_drops")
+_start = None  # ticks_ms when the current episode began
+_last = None  # ticks_ms of the latest drop
+
+
+def _reset(why):
+    import machine
+
+    log.error("bridge firmware stopped: %s; resetting" % why)
+    machine.reset()
+
+
+def survive(where):
+    """Call in an input loop's ``except MemoryError``: collect, count, log the first drop of an
+    episode; reset the chip when the episode has lasted ``STUCK_MS``."""
+    global drops, _start, _last
+    gc.collect()
+    drops += 1
+    now = time.ticks_ms()
+    if _last is None or time.ticks_diff(now, _last) > GAP_MS:
+        _start = now
+        log.warn("%s: out of heap, input dropped (%d B free after a collection)"
+                 % (where, gc.mem_free()))
+    _last = now
+    if time.ticks_diff(now, _start) > STUCK_MS:
+        _reset("heap exhausted for %d ms (%d inputs dropped since boot)" % (STUCK_MS, drops))
+
+
+async def read(reader, n, where):
+    """``reader.read(n)``; b"" when the heap had no room for what arrived (survived, see above)."""
+    try:
+        return await reader.read(n)
+    except MemoryError:
+        survive(where)
+        return b""
