@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # How long the bridge may hold an operation queued behind others before it must not start it.
 OP_TTL_MS = 5000
+#: Slots of the link's send queue that only lock operations may take: a flood of housekeeping
+#: (health requests for every status request, confirmations replayed by a broker user) once
+#: filled the queue and the nurse's command failed ``bridge_busy``.
+OP_RESERVE = 8
 
 StateCallback = Callable[[str, str, "int | None", str], None]
 EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
@@ -123,6 +127,10 @@ class Bridge:
         # Only while up: a message queued on a down link would arrive after the bridge's restart,
         # out of context. Callers send again when the link comes back.
         if not self.is_up:
+            return False
+        if self.link.engine.pending() >= self.link.engine.max_queue - OP_RESERVE:
+            log.warning("bridge link queue nearly full: kept the rest for lock operations; dropped %s",
+                        payload[:80])
             return False
         try:
             self.link.send(payload)

@@ -32,6 +32,9 @@ from hubd.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+#: A status request asks the bridge for a fresh health report at most this often.
+HEALTH_REQUEST_MIN_S = 1.0
+
 # The link counters hubd reports from its own end of the serial link (wire/link.py stats).
 _LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits", "duplicates",
                   "out_of_order", "peer_resets")
@@ -61,6 +64,7 @@ class Health:
         self._publisher = publisher
         self._clock = clock
         self._started = time.monotonic()
+        self._health_asked = float("-inf")  # monotonic time of the last health_request sent
         self._link_since = clock()
         self._bridge_health: BridgeHealth | None = None
         self._bridge_health_at: float | None = None
@@ -99,7 +103,12 @@ class Health:
         status = self.snapshot(request_id=req.id)
         self._publisher.publish(topics.status_reply_topic(self._hub, req.reply_to),
                                 status.model_dump_json().encode())
-        self._bridge.request_health()  # so the next snapshot carries a fresh report of the bridge's
+        # So the next snapshot carries a fresh report of the bridge's; at most one a second, however
+        # many requests arrive (each would be a message on the serial link).
+        now = time.monotonic()
+        if now - self._health_asked >= HEALTH_REQUEST_MIN_S:
+            self._health_asked = now
+            self._bridge.request_health()
         return None
 
     # --- what goes out ----------------------------------------------------------------------------

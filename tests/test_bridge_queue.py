@@ -1,0 +1,71 @@
+"""hubd's send queue to the bridge keeps room for lock operations: housekeeping (health requests,
+alarm confirmations, clock) never takes the last ``OP_RESERVE`` slots, so a flood of it cannot
+make the nurse's command fail ``bridge_busy``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hubd.bridge import OP_RESERVE, Bridge
+from wire import frame, link
+
+
+def _up(bridge: Bridge) -> None:
+    """Bring hubd's link engine up against a bridge-side engine, sans-IO (no port is opened)."""
+    hub = bridge.link.engine
+    peer = link.Link(frame.ROLE_BRIDGE, "fw-test", 0)
+    for now in range(0, 3000, 10):
+        for src, dst in ((hub, peer), (peer, hub)):
+            while data := src.poll(now):
+                dst.feed(data, now)
+        if hub.state == link.UP and peer.state == link.UP:
+            return
+    raise AssertionError("the link did not come up")
+
+
+async def test_housekeeping_leaves_the_reserve_to_lock_operations(tmp_path) -> None:
+    bridge = Bridge(str(tmp_path / "no-port"))
+    _up(bridge)
+    engine = bridge.link.engine
+    taken = 0
+    while bridge.request_health() and taken < 100:
+        taken += 1
+    assert taken == engine.max_queue - OP_RESERVE
+    assert not bridge.send_alarm_handled("au1-1") and not bridge.send_clock()
+    # The nurse's command still gets onto the link: no peer answers, so it times out, not busy.
+    result = await bridge.operate("front-door", "unlock", "c0ffee", lambda: None, timeout=0.05)
+    assert (result.outcome, result.reason) == ("timed_out", "bridge_no_answer")
+    assert engine.pending() == engine.max_queue - OP_RESERVE + 1
+
+
+async def test_lock_operations_may_fill_the_queue_to_the_end(tmp_path) -> None:
+    bridge = Bridge(str(tmp_path / "no-port"))
+    _up(bridge)
+    engine = bridge.link.engine
+    results = await asyncio.gather(*(bridge.operate("front-door", "unlock", f"c{i}", lambda: None, timeout=0.05)
+                                     for i in range(engine.max_queue + 1)))
+    assert [r.reason for r in results].count("bridge_busy") == 1
+
+
+def test_a_flood_of_status_requests_asks_the_bridge_at_most_once_a_second() -> None:
+    # Each status request asks the bridge for a fresh report, a message on the serial link; a
+    # broker user sending thousands must not turn them into thousands of link messages.
+    from hubd.health import HEALTH_REQUEST_MIN_S, Health
+    from tests.test_fuzz_hubd import HUB, _Published, _Stub
+
+    asked: list[float] = []
+
+    class Counting(_Stub):
+        def request_health(self) -> bool:
+            asked.append(1.0)
+            return True
+
+    stub = Counting()
+    health = Health(HUB, stub, stub, stub, stub, _Published())
+    request = b'{"v": 1, "id": "r1", "reply_to": "' + HUB.encode() + b'"}'
+    for _ in range(200):
+        assert health.request(request) is None, "the request itself must be valid"
+    assert len(asked) == 1
+    health._health_asked -= HEALTH_REQUEST_MIN_S  # a second later
+    assert health.request(request) is None
+    assert len(asked) == 2
