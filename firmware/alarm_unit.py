@@ -112,8 +112,11 @@ class UnitLink:
     async def _write_loop(self, writer):
         while True:
             while self._out:
-                writer.write(self._out.pop(0))
-                await writer.drain()
+                try:
+                    writer.write(self._out.pop(0))
+                    await writer.drain()
+                except MemoryError:
+                    heap.survive("alarm unit out")  # an ACK lost: the unit resends; a prompt: resent
             self._wake.clear()
             await self._wake.wait()
 

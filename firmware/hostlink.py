@@ -94,8 +94,11 @@ class HostLink:
                 out = None
             self._dispatch()
             if out:
-                writer.write(out)
-                await writer.drain()
+                try:
+                    writer.write(out)
+                    await writer.drain()
+                except MemoryError:
+                    heap.survive("host link out")  # a frame lost on the line: resent as one
                 continue
             self._wake.clear()
             wait = self.link.next_poll_ms(time.ticks_ms())
