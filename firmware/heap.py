@@ -51,3 +51,4 @@ async def read(reader, n, where):
     except MemoryError:
         survive(where)
         return b""
+

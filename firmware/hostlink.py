@@ -68,45 +68,49 @@ class HostLink:
         writer = asyncio.StreamWriter(self._uart, {})
         await asyncio.gather(self._read_loop(reader), self._write_loop(writer))
 
+    # In both loops a MemoryError anywhere in one round loses that round's frame (the link
+    # resends it), not the bridge: firmware/heap.py.
+
     async def _read_loop(self, reader):
         while True:
-            data = await heap.read(reader, _READ_CHUNK, "host link in")
-            if data:
-                try:
+            try:
+                data = await reader.read(_READ_CHUNK)
+                if data:
                     self.link.feed(data, time.ticks_ms())
-                except MemoryError:
-                    heap.survive("host link in")  # what was lost, hubd sends again
-                self._dispatch()
-                self._wake.set()
-            else:
-                await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
+                    self._dispatch()
+                    self._wake.set()
+                else:
+                    await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
+            except MemoryError:
+                heap.survive("host link in")
+                await asyncio.sleep_ms(10)
 
     async def _write_loop(self, writer):
         while True:
-            self.beat = time.ticks_ms()
-            while self._overflow and self.link.pending() < self.link.max_queue:
-                self.link.send(self._overflow.pop(0))
             try:
-                out = self.link.poll(time.ticks_ms())
+                await self._write_round(writer)
             except MemoryError:
-                # A frame not built is in the window, unsent: the retransmission timer sends it.
                 heap.survive("host link out")
-                out = None
-            self._dispatch()
-            if out:
-                try:
-                    writer.write(out)
-                    await writer.drain()
-                except MemoryError:
-                    heap.survive("host link out")  # a frame lost on the line: resent as one
-                continue
-            self._wake.clear()
-            wait = self.link.next_poll_ms(time.ticks_ms())
-            if wait > 0:
-                try:
-                    await asyncio.wait_for_ms(self._wake.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.sleep_ms(10)
+
+    async def _write_round(self, writer):
+        self.beat = time.ticks_ms()
+        while self._overflow and self.link.pending() < self.link.max_queue:
+            self.link.send(self._overflow.pop(0))
+        # A frame that could not be built stays in the window: the retransmission timer sends it.
+        out = self.link.poll(time.ticks_ms())
+        self._dispatch()
+        if out:
+            writer.write(out)
+            await writer.drain()
+            return
+        self._wake.clear()
+        wait = self.link.next_poll_ms(time.ticks_ms())
+        if wait > 0:
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
 
     def _requeue(self, unsent):
         old = unsent + self._overflow
