@@ -24,8 +24,10 @@ _last = None  # ticks_ms of the latest drop
 def _reset(why):
     import machine
 
-    log.error("bridge firmware stopped: %s; resetting" % why)
-    machine.reset()
+    try:
+        log.error("bridge firmware stopped: %s; resetting" % why)
+    finally:
+        machine.reset()
 
 
 def survive(where):

@@ -43,10 +43,12 @@ def boot():
     except KeyboardInterrupt:
         raise  # a technician at the REPL
     except BaseException as e:  # noqa: BLE001 - everything else is a reset
-        gc.collect()
-        log.error("bridge firmware stopped: %r; resetting" % (e,))
-        sys.print_exception(e)
-        machine.reset()
+        try:  # the last words may find no heap either (a MemoryError): the reset comes anyway
+            gc.collect()
+            log.error("bridge firmware stopped: %r; resetting" % (e,))
+            sys.print_exception(e)
+        finally:
+            machine.reset()
 
 
 boot()
