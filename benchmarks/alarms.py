@@ -40,7 +40,7 @@ clock, read where each part notes them (the press on the unit model's CPython si
    delivers them over MQTT too, and the benchmark waits for each such copy (the centre knows it for
    a duplicate by its id).
 
-3. hubd's outbox: hubd.alarms.Alarms in this process, on a real SQLite store (WAL,
+3. hubd's outbox: hubd.alarms.delivery.Alarms in this process, on a real SQLite store (WAL,
    synchronous=FULL) and Mosquitto, fed `alarm` messages back to back as the bridge link hands
    them over: alarms/s stored durably (receipt -> alarm_stored to the bridge; the serial link is
    not in it, it is 1's to_hubd), then alarms/s drained to the confirming centre (published with
@@ -87,11 +87,11 @@ from pysiaalarm.aio import SIAClient  # noqa: E402
 
 from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
-from hubd.alarms import Alarms  # noqa: E402
+from hubd.alarms.delivery import Alarms  # noqa: E402
 from hubd.inputs import Inputs  # noqa: E402
 from hubd.mqtt import HubMqtt  # noqa: E402
 from hubd.config import AlarmsConfig, MqttConfig  # noqa: E402
-from hubd.store import DB_NAME, Store  # noqa: E402
+from hubd.store.database import DB_NAME, Store  # noqa: E402
 from simulator.alarm_centre import PRIMARY, AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
 from simulator.bridge_device import micropython_binary  # noqa: E402
@@ -201,7 +201,7 @@ class TimedReceiver:
 
 
 class BridgeStandIn:
-    """The bridge link as hubd.alarms.Alarms sees it (hubd.alarms.AlarmBridge): notes when each
+    """The bridge link as hubd.alarms.delivery.Alarms sees it (hubd.alarms.delivery.AlarmBridge): notes when each
     answer would go out on the link (perf_counter)."""
 
     is_up = True

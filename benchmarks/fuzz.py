@@ -51,7 +51,7 @@ from hubapi import signing, topics  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
 from hubapi.models import (Actor, AlarmHandled, AuditRequest, CommandClaims, HubStatus, Role,  # noqa: E402
                            StatusRequest)
-from hubd.store import DB_NAME  # noqa: E402
+from hubd.store.database import DB_NAME  # noqa: E402
 from simulator.alarm_centre import AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
 from simulator.dc09_receiver import free_port  # noqa: E402

@@ -13,7 +13,7 @@ from hubapi.client import BackendClient
 
 
 def verify(db: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hubd.audit", "verify", str(db)],
+    return subprocess.run([sys.executable, "-m", "hubd.store.audit", "verify", str(db)],
                           capture_output=True, text=True, timeout=60, check=False)
 
 

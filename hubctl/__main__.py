@@ -32,7 +32,7 @@ from hubapi import topics
 from hubctl import access
 from hubctl import audit as audit_trail
 from hubctl import bundle, deploy, doctor as diagnosis, image, provision as provisioning
-from hubd import control
+from hubd.technician import control
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

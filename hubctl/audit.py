@@ -1,7 +1,7 @@
 """`hubctl audit export`: a range of hubd's audit trail as JSON lines, after checking its chain.
 
 Thin on purpose: reading the state database and checking the chain are hubd's own
-(:func:`hubd.audit.db_records`, :func:`hubd.audit.verify_chain`, the code behind
+(:func:`hubd.store.audit.db_records`, :func:`hubd.store.audit.verify_chain`, the code behind
 ``hubd-audit verify``). The range is checked together with its link to the entry before it, so
 an export starts where an intact chain leads into it.
 """
@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubd import audit as hubd_audit
+from hubd.store import audit as hubd_audit
 
 DEFAULT_DB = Path("/var/lib/hubd/hubd.sqlite3")
 

@@ -1,7 +1,7 @@
 """hubctl status and hubctl doctor: the hub's health as hubd sees it, and a checklist of every hop.
 
 hubd serves its health snapshot (:class:`hubapi.models.HubStatus`) on a local unix socket
-(hubd/status_socket.py, ``status_socket`` in hubd.toml); :func:`read_status` reads it. The doctor
+(hubd/technician/status_socket.py, ``status_socket`` in hubd.toml); :func:`read_status` reads it. The doctor
 also loads hubd's configuration (hubd.toml and the hubd.env next to it, as systemd gives them to
 hubd) and logs in to the broker itself with hubd's settings, so a wrong password or a TLS problem
 is named even while hubd cannot say.
@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubapi.models import DeviceKind, DeviceState, HubStatus
-from hubd import control
+from hubd.technician import control
 from wire import lockkinds
 
 DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")

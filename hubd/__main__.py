@@ -14,22 +14,23 @@ import time
 
 from hubapi import topics
 from wire import lockkinds, messages
-from hubd import control, inputs, status_socket, systemd
-from hubd.alarms import Alarms
-from hubd.audit import AuditLog, AuditRequests
-from hubd.commands import Commands
-from hubd.commissioning import Commissioning
+from hubd import inputs, systemd
+from hubd.technician import control, status_socket
+from hubd.alarms.delivery import Alarms
+from hubd.store.audit import AuditLog, AuditRequests
+from hubd.access.commands import Commands
+from hubd.technician.commissioning import Commissioning
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
-from hubd.devices import Devices
-from hubd.health import Health
-from hubd.journal import Journal
-from hubd.lockstate import LockStates
+from hubd.devices.registry import Devices
+from hubd.devices.health import Health
+from hubd.access.journal import Journal
+from hubd.access.lockstate import LockStates
 from hubd.mqtt import HubMqtt, Inbound, Route
-from hubd.outbox import Outbox, OutboxSender
-from hubd.store import Store, StoreError
+from hubd.store.outbox import Outbox, OutboxSender
+from hubd.store.database import Store, StoreError
 from hubd.supervisor import Supervisor
-from hubd.test_alarm import TestAlarms
-from hubd.verify import Verifier
+from hubd.technician.trial_alarm import TrialAlarms
+from hubd.access.verify import Verifier
 
 log = logging.getLogger("hubd")
 
@@ -43,7 +44,7 @@ environment variable HUBD_<SECTION>__<FIELD> (e.g. HUBD_MQTT__HOST). Exit status
 configuration is unusable; the message names the field to fix.
 
 State (command journal, audit trail, outbox) lives in <state_dir>/hubd.sqlite3. Check the audit
-trail with: python -m hubd.audit verify <state_dir>/hubd.sqlite3
+trail with: python -m hubd.store.audit verify <state_dir>/hubd.sqlite3
 """
 
 # Attributes every LogRecord has; anything else came in through ``extra=`` and is logged as a field.
@@ -107,7 +108,7 @@ async def _run_until_signal(config: HubConfig) -> None:
 
 async def run(config: HubConfig, stop: asyncio.Event) -> None:
     """Wire config, state, bridge, verifier, pipeline and MQTT; run until ``stop`` is set, then shut down cleanly."""
-    from hubd.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
+    from hubd.link.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
 
     log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port,
                                      "state_dir": str(config.state_dir)})
@@ -193,7 +194,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     if config.status_socket is not None:  # hubctl status / doctor
         status_server = await status_socket.serve(config.status_socket, {
             control.StatusRequest: health.answer,
-            control.TestAlarmRequest: TestAlarms(bridge, alarms, health).handle,
+            control.TestAlarmRequest: TrialAlarms(bridge, alarms, health).handle,
             **commissioning.handlers(),
         })
     await mqtt.start()

@@ -71,7 +71,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hubapi import signing, topics
 from hubapi.models import DeviceKind
-from hubd import battery
+from hubd.devices import battery
 from wire import lockkinds
 
 ENV_PREFIX = "HUBD_"
@@ -149,7 +149,7 @@ class BatteryKindConfig(_Section):
         return self
 
     def thresholds(self) -> battery.Thresholds:
-        """As :class:`hubd.battery.Thresholds` (raises ValueError when inconsistent)."""
+        """As :class:`hubd.devices.battery.Thresholds` (raises ValueError when inconsistent)."""
         return battery.Thresholds(low=self.low, critical=self.critical, hysteresis=self.hysteresis,
                                   reminder_s=self.reminder_s)
 
@@ -262,7 +262,7 @@ class HubConfig(BaseSettings):
     max_validity_s: int = Field(300, gt=0, le=3600)
     queue_size: int = Field(8, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # hubctl status / doctor read the health snapshot here (hubd/status_socket.py); none: no socket.
+    # hubctl status / doctor read the health snapshot here (hubd/technician/status_socket.py); none: no socket.
     status_socket: Path | None = Path("/run/hubd/status.sock")
 
     @classmethod

@@ -40,7 +40,7 @@ from hubapi.client import set_nodelay
 from hubapi.models import Online
 from hubd import inputs
 from hubd.config import MqttConfig
-from hubd.outbox import PublishFailed
+from hubd.store.outbox import PublishFailed
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class HubMqtt:
     async def publish_acked(self, topic: str, payload: bytes, timeout: float, *, retain: bool = False) -> None:
         """Publish at QoS 1 (retained with ``retain``) and return once the broker acknowledged it.
 
-        Raises :class:`hubd.outbox.PublishFailed` when paho cannot take it, the broker refuses it
+        Raises :class:`hubd.store.outbox.PublishFailed` when paho cannot take it, the broker refuses it
         (MQTT 5 reason code) or no PUBACK arrives within ``timeout`` seconds.
         """
         info = self._client.publish(topic, payload, qos=1, retain=retain)

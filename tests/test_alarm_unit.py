@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hubd.link import SerialLink
+from hubd.link.serial_port import SerialLink
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
 from tests.waiting import until

@@ -1,4 +1,4 @@
-"""hubd's alarm outbox (hubd/alarms.py): a real Bridge on a real link (pty), a real Mosquitto, a real
+"""hubd's alarm outbox (hubd/alarms/delivery.py): a real Bridge on a real link (pty), a real Mosquitto, a real
 SQLite store, the reference alarm centre (simulator/alarm_centre.py), and the bridge's end of the
 link driven by the test.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from hubd import control
-from hubd.alarms import Alarms
+from hubd.technician import control
+from hubd.alarms.delivery import Alarms
 from hubd.inputs import Inputs
 from hubd.mqtt import HubMqtt
-from hubd.bridge import Bridge
+from hubd.link.bridge import Bridge
 from hubd.config import AlarmsConfig, MqttConfig
-from hubd.store import DB_NAME, Store
-from hubd.test_alarm import TestAlarms
+from hubd.store.database import DB_NAME, Store
+from hubd.technician.trial_alarm import TrialAlarms
 from tests.mosquitto import Mosquitto
 from tests.waiting import until
 from wire import frame, link, messages
@@ -400,7 +400,7 @@ async def test_an_lte_result_for_an_unknown_alarm_is_an_error(rig):
     assert hubd.alarms.lte_reported({"id": "unit-0-0", "result": "ack"}) == "unknown alarm id"
 
 
-# --- hubctl test-alarm's handler (hubd/test_alarm.py) on the same rig ----------------------------
+# --- hubctl test-alarm's handler (hubd/technician/trial_alarm.py) on the same rig ----------------------------
 
 
 class _Health:
@@ -423,7 +423,7 @@ async def _asked_for(end: BridgeEnd) -> dict[str, Any]:
 async def test_a_test_alarm_is_recognised_by_its_ref_and_done_when_the_centre_handled_it(rig):
     end, hubd, centre = rig
     lines: list[str] = []
-    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    handler = TrialAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
     task = asyncio.create_task(handler.handle(control.TestAlarmRequest(timeout_s=30), lines.append))
     ask = await _asked_for(end)
     assert re.fullmatch(r"hubctl-test-[0-9a-f]{6}", ask["ref"]) and ask["lte"] is False
@@ -439,7 +439,7 @@ async def test_a_test_alarm_is_recognised_by_its_ref_and_done_when_the_centre_ha
 
 async def test_a_test_alarm_whose_second_path_fails_is_refused_naming_lte_after_the_primary(rig):
     end, hubd, centre = rig
-    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    handler = TrialAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
     task = asyncio.create_task(handler.handle(
         control.TestAlarmRequest(second_path=True, timeout_s=30), lambda _: None))
     ask = await _asked_for(end)
@@ -454,7 +454,7 @@ async def test_a_test_alarm_whose_second_path_fails_is_refused_naming_lte_after_
 async def test_a_test_alarm_the_centre_does_not_handle_is_refused_naming_the_centre(rig):
     end, hubd, centre = rig
     centre.stop_confirming()
-    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
+    handler = TrialAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge))
     task = asyncio.create_task(handler.handle(control.TestAlarmRequest(timeout_s=5), lambda _: None))
     end.send(alarm("brT-10", alarms.TEST, (await _asked_for(end))["ref"]))
     with pytest.raises(control.Refused, match="the alarm centre did not handle test alarm brT-10 within 5 s"):
@@ -468,7 +468,7 @@ async def test_a_test_alarm_the_centre_does_not_handle_is_refused_naming_the_cen
 ])
 async def test_a_bridge_that_cannot_carry_the_test_is_refused_before_anything_is_sent(rig, unit, lte, why):
     end, hubd, centre = rig
-    handler = TestAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge, unit=unit, lte=lte))
+    handler = TrialAlarms(hubd.bridge, hubd.alarms, _Health(hubd.bridge, unit=unit, lte=lte))
     with pytest.raises(control.Refused, match=why):
         await handler.handle(control.TestAlarmRequest(second_path=True), lambda _: None)
     await asyncio.sleep(0.3)

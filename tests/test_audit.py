@@ -1,4 +1,4 @@
-"""hubd.audit on real SQLite files: the chain, the command-line check (gaps, edits) and export,
+"""hubd.store.audit on real SQLite files: the chain, the command-line check (gaps, edits) and export,
 and answers to audit range requests."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 
 from hubapi import topics
 from hubapi.models import GENESIS_HASH, AuditBatch, AuditEntry, AuditOutcome
-from hubd.audit import AuditLog, AuditRequests, verify_chain
-from hubd.outbox import Outbox
-from hubd.store import DB_NAME, Store
+from hubd.store.audit import AuditLog, AuditRequests, verify_chain
+from hubd.store.outbox import Outbox
+from hubd.store.database import DB_NAME, Store
 
 REPO = Path(__file__).resolve().parents[1]
 HUB = "hub-audit"
@@ -56,7 +56,7 @@ def fill(audit: AuditLog, n: int) -> list[AuditEntry]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hubd.audit", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hubd.store.audit", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
 
 

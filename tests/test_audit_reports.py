@@ -1,4 +1,4 @@
-"""hubd.lockstate: what the bridge reports without a command is audited and kept, on a real state
+"""hubd.access.lockstate: what the bridge reports without a command is audited and kept, on a real state
 file; values the hub does not know are audited with a reason and never become retained state."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from hubapi import topics
-from hubd.audit import AuditLog
-from hubd.lockstate import LockStates
-from hubd.outbox import Outbox
-from hubd.store import Store
+from hubd.store.audit import AuditLog
+from hubd.access.lockstate import LockStates
+from hubd.store.outbox import Outbox
+from hubd.store.database import Store
 
 HUB = "hub-reports"
 LOCKS = {"front": "inside_turner", "box": "key_box"}

@@ -1,4 +1,4 @@
-"""hubd.battery: each model's reading as a percent, and the warning state machine (fake clock)."""
+"""hubd.devices.battery: each model's reading as a percent, and the warning state machine (fake clock)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hubapi.models import BatteryEvent, BatteryState, DeviceKind
-from hubd.battery import DEFAULT_THRESHOLDS, MODELS, Thresholds, Watch, assess, remind, to_percent
+from hubd.devices.battery import DEFAULT_THRESHOLDS, MODELS, Thresholds, Watch, assess, remind, to_percent
 from wire import lockkinds
 
 LOW, CRITICAL = BatteryEvent.LOW, BatteryEvent.CRITICAL

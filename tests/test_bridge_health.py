@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hubd.link import SerialLink
+from hubd.link.serial_port import SerialLink
 from simulator.alarm_unit import BACKUP_EMPTY_MV, BACKUP_FULL_MV, AlarmUnit
 from simulator.home import SimulatedHome, every_kind
 from tests.waiting import until
@@ -63,7 +63,7 @@ async def stop_after():
     started: list[tuple[SimulatedHome, Hub]] = []
     yield started
     for home, hub in started:
-        await asyncio.sleep(0.2)  # hubd.link's close must not race a message arriving (3.11)
+        await asyncio.sleep(0.2)  # hubd.link.serial_port's close must not race a message arriving (3.11)
         await hub.link.close()
         await home.stop()
 

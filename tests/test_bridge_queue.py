@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hubd.bridge import OP_RESERVE, Bridge
+from hubd.link.bridge import OP_RESERVE, Bridge
 from wire import frame, link
 
 
@@ -50,7 +50,7 @@ async def test_lock_operations_may_fill_the_queue_to_the_end(tmp_path) -> None:
 def test_a_flood_of_status_requests_asks_the_bridge_at_most_once_a_second() -> None:
     # Each status request asks the bridge for a fresh report, a message on the serial link; a
     # broker user sending thousands must not turn them into thousands of link messages.
-    from hubd.health import HEALTH_REQUEST_MIN_S, Health
+    from hubd.devices.health import HEALTH_REQUEST_MIN_S, Health
     from tests.test_fuzz_hubd import HUB, _Published, _Stub
 
     asked: list[float] = []

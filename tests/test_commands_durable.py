@@ -16,8 +16,8 @@ from pathlib import Path
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import AuditBatch, AuditEntry, FailReason, RejectReason, Status
-from hubd.audit import db_records, verify_chain
-from hubd.store import DB_NAME
+from hubd.store.audit import db_records, verify_chain
+from hubd.store.database import DB_NAME
 from tests.conftest import HUB
 from tests.test_mqtt_rejections import TIMEOUT, RunningHub, hub_config
 

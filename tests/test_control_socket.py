@@ -1,4 +1,4 @@
-"""hubd's local socket (hubd/status_socket.py) speaking the control protocol (hubd/control.py):
+"""hubd's local socket (hubd/technician/status_socket.py) speaking the control protocol (hubd/technician/control.py):
 one request line, progress lines, one final line; bad input gets an error line and the server
 goes on serving."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hubd import control, status_socket
+from hubd.technician import control, status_socket
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""hubd.devices against a real SQLite store, and over a real Mosquitto: retained device state for
+"""hubd.devices.registry against a real SQLite store, and over a real Mosquitto: retained device state for
 late subscribers, availability over (fake) time, battery warnings through the durable outbox that
 survive a kill -9 and a broker outage, and are never repeated.
 """
@@ -27,10 +27,10 @@ from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import BatteryWarning, DeviceState
 from hubd.config import ConfigError, DevicesConfig, MqttConfig, load_config
-from hubd.devices import Devices
+from hubd.devices.registry import Devices
 from hubd.mqtt import HubMqtt
-from hubd.outbox import Outbox, OutboxSender
-from hubd.store import Store
+from hubd.store.outbox import Outbox, OutboxSender
+from hubd.store.database import Store
 from tests.mosquitto import Mosquitto
 from tests.waiting import until
 
@@ -486,9 +486,9 @@ async def test_warnings_survive_a_kill_9_and_are_delivered_once_after_the_restar
     # A hubd that drains a lock to empty, commits every reading, and dies by SIGKILL mid-run.
     script = textwrap.dedent(f"""
         import os, signal
-        from hubd.devices import Devices
-        from hubd.outbox import Outbox
-        from hubd.store import Store
+        from hubd.devices.registry import Devices
+        from hubd.store.outbox import Outbox
+        from hubd.store.database import Store
 
         class Nowhere:
             def publish(self, topic, payload, *, retain=False):

@@ -23,18 +23,19 @@ from hypothesis import strategies as st
 
 from hubapi import signing, topics
 from hubapi.models import Actor, Answer, CommandClaims, RejectReason, Role, Status
-from hubd import control, inputs
-from hubd.alarms import Alarms
-from hubd.audit import AuditLog, AuditRequests, verify_chain
-from hubd.bridge import Bridge
-from hubd.commands import Commands
+from hubd import inputs
+from hubd.technician import control
+from hubd.alarms.delivery import Alarms
+from hubd.store.audit import AuditLog, AuditRequests, verify_chain
+from hubd.link.bridge import Bridge
+from hubd.access.commands import Commands
 from hubd.config import AlarmsConfig
-from hubd.health import Health
-from hubd.journal import Journal
+from hubd.devices.health import Health
+from hubd.access.journal import Journal
 from hubd.mqtt import Inbound
-from hubd.outbox import Outbox
-from hubd.store import Store
-from hubd.verify import Rejection, Verified, Verifier
+from hubd.store.outbox import Outbox
+from hubd.store.database import Store
+from hubd.access.verify import Rejection, Verified, Verifier
 from tests.fixtures import BackendKey
 from wire import messages
 

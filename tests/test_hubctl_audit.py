@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hubapi.models import AuditEntry, AuditOutcome
-from hubd.audit import AuditLog
-from hubd.outbox import Outbox
-from hubd.store import DB_NAME, Store
+from hubd.store.audit import AuditLog
+from hubd.store.outbox import Outbox
+from hubd.store.database import DB_NAME, Store
 from tests.hubctl_cli import hubctl, one_error_line
 
 HUB = "hub-0042"
@@ -63,7 +63,7 @@ def test_export_writes_the_range_as_json_lines_and_sums_it_up_in_one_line(trail,
     assert stat.S_IMODE(out.stat().st_mode) == 0o600, "who visited whom is personal data"
     assert proc.stdout.strip() == f"exported 10 entries, seq 1..10, chain intact to {out}"
     # The export is itself a chain hubd's own check accepts.
-    check = subprocess.run([sys.executable, "-m", "hubd.audit", "verify", str(out)],
+    check = subprocess.run([sys.executable, "-m", "hubd.store.audit", "verify", str(out)],
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0 and check.stdout.startswith("OK: 10 entries"), check.stdout
 

@@ -233,7 +233,7 @@ def test_status_socket_must_be_an_absolute_short_path(tmp_path: Path, backend_ke
 
 
 async def test_a_file_in_the_sockets_place_is_not_replaced(short_dir: Path, caplog) -> None:
-    from hubd import status_socket
+    from hubd.technician import status_socket
 
     path = short_dir / "status.sock"
     path.write_text("not a socket")

@@ -21,7 +21,7 @@ from hil_tests.harness import HUB_ID
 from hubapi import schema
 from hubapi.models import HubStatus
 from hubctl import doctor
-from hubd.store import DB_NAME
+from hubd.store.database import DB_NAME
 from tests.hubctl_cli import hubctl
 from tests.mosquitto import Mosquitto, TlsListener
 from tests.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures

@@ -1,7 +1,7 @@
 """hubd over a real Mosquitto: rejections, presence, and a command with the bridge link down.
 
 hubd runs in-process (``hubd.__main__.run``: the daemon's own wiring) or as a subprocess, with
-the real ``hubd.bridge.Bridge`` pointed at a serial port that does not exist, i.e. a bridge whose
+the real ``hubd.link.bridge.Bridge`` pointed at a serial port that does not exist, i.e. a bridge whose
 cable is unplugged. The backend side is the ``hubapi`` client.
 """
 

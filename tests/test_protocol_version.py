@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hubd.bridge import Bridge
+from hubd.link.bridge import Bridge
 from wire import frame, link
 
 

@@ -25,8 +25,8 @@ from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import Actor, Answer, AuditEntry, CommandClaims, Role
-from hubd.audit import db_records, verify_chain
-from hubd.store import DB_NAME
+from hubd.store.audit import db_records, verify_chain
+from hubd.store.database import DB_NAME
 from simulator.home import HomeThread, SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto

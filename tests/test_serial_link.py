@@ -1,4 +1,4 @@
-"""hubd's serial link driver (hubd/link.py) on a real pty pair."""
+"""hubd's serial link driver (hubd/link/serial_port.py) on a real pty pair."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import os
 import tty
 
-from hubd.link import SerialLink
+from hubd.link.serial_port import SerialLink
 from wire import frame, link
 
 

@@ -1,4 +1,4 @@
-"""hubd.store: one SQLite file, versioned schema, and clear refusals of files it cannot trust."""
+"""hubd.store.database: one SQLite file, versioned schema, and clear refusals of files it cannot trust."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hubd.store import DB_NAME, MIGRATIONS, Store, StoreError
+from hubd.store.database import DB_NAME, MIGRATIONS, Store, StoreError
 
 
 def test_a_new_file_gets_the_current_schema_and_reopening_keeps_the_data(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""hubd.verify: every rejection reason from real signed tokens, and acceptance of a good one."""
+"""hubd.access.verify: every rejection reason from real signed tokens, and acceptance of a good one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from joserfc.jws import JWSRegistry
 
 from hubapi import signing
 from hubapi.models import CommandClaims, RejectReason
-from hubd.verify import MAX_COMMAND_BYTES, Rejection, Verified, Verifier
+from hubd.access.verify import MAX_COMMAND_BYTES, Rejection, Verified, Verifier
 from tests.conftest import HUB, LOCKS
 
 

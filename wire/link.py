@@ -1,7 +1,7 @@
 """The hubd <-> bridge serial link: a sans-IO protocol engine both ends run.
 
 The engine owns no file, socket or clock. Its driver (firmware/hostlink.py on the bridge,
-hubd/link.py on the hub) feeds it the bytes read from the line with `feed(data, now)`, writes what
+hubd/link/serial_port.py on the hub) feeds it the bytes read from the line with `feed(data, now)`, writes what
 `poll(now)` returns, sleeps at most `next_poll_ms(now)` and drains `events()`. `now` is a
 millisecond tick (time.ticks_ms() on MicroPython, a monotonic clock on CPython).
 

@@ -1,6 +1,6 @@
 """A bench for CPython tests: the real firmware in a simulated home, driven through the real link.
 
-No hubd daemon and no broker: hubd's link client (``hubd.bridge.Bridge``) talks to the bridge over
+No hubd daemon and no broker: hubd's link client (``hubd.link.bridge.Bridge``) talks to the bridge over
 the simulated serial line, the lock models run on the home's own thread, and every message the
 bridge sends is read back from the line's transcript (what really crossed the cable).
 
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from hubd.bridge import Bridge, OpResult
+from hubd.link.bridge import Bridge, OpResult
 from simulator.home import HomeThread, SimulatedHome
 from simulator.locks import ReferenceProtocolLock
 from simulator.serial_line import TO_HUB
@@ -66,7 +66,7 @@ class Bench:
             yield bench
         finally:
             if bridge is not None:
-                # hubd.link.SerialLink.close() cancels a task that waits in asyncio.wait_for;
+                # hubd.link.serial_port.SerialLink.close() cancels a task that waits in asyncio.wait_for;
                 # on Python 3.11 that cancel is lost if the awaited event was set in the same
                 # loop turn (a message just arrived), and close() never returns. Let it settle.
                 await asyncio.sleep(0.2)

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from typing import Protocol
 
-from hubd.store import Store
+from hubd.store.database import Store
 
 log = logging.getLogger(__name__)
 

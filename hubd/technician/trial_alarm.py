@@ -1,11 +1,11 @@
 """hubctl test-alarm: a test alarm from the bridge to the alarm centre, through every hop, watched.
 
-    tests = TestAlarms(bridge, alarms, health)     # before the link can deliver anything
-    handlers = {control.TestAlarmRequest: tests.handle, ...}   # hubd/status_socket.py
+    tests = TrialAlarms(bridge, alarms, health)     # before the link can deliver anything
+    handlers = {control.TestAlarmRequest: tests.handle, ...}   # hubd/technician/status_socket.py
 
 hubd sends the bridge ``test_alarm`` with a fresh ref; the bridge journals a ``test`` alarm and
 sends it back as an ``alarm`` whose device is that ref, which is how hubd recognises it. From
-there it is an alarm like any other (hubd/alarms.py): stored, published on ``alarms/raised``
+there it is an alarm like any other (hubd/alarms/delivery.py): stored, published on ``alarms/raised``
 marked ``test``, resent until the centre handles it. With ``second_path`` the bridge also sends it
 over LTE at once, and its ``alarm_lte`` result is awaited too. Each hop is a progress line; the
 wait is bounded by the request's ``timeout_s`` and a refusal names what did not answer.
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubapi.models import HubStatus
-from hubd import control
-from hubd.alarms import Alarms
-from hubd.health import Health
+from hubd.technician import control
+from hubd.alarms.delivery import Alarms
+from hubd.devices.health import Health
 from wire import alarms as vocabulary
 from wire import messages
 
@@ -55,7 +55,7 @@ class _Watch:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class TestAlarms:
+class TrialAlarms:
     """Runs technicians' test alarms; ``handle`` is the local socket's ``test_alarm`` handler."""
 
     __test__ = False  # not a pytest class, despite its name
@@ -68,7 +68,7 @@ class TestAlarms:
         self._clock = clock
         self._by_ref: dict[str, _Watch] = {}
         self._by_id: dict[str, _Watch] = {}
-        # After hubd/alarms.py's own listener (registered first): the alarm is stored when heard.
+        # After hubd/alarms/delivery.py's own listener (registered first): the alarm is stored when heard.
         bridge.on_message(messages.ALARM, self._alarm)
         bridge.on_message(messages.ALARM_LTE, self._alarm_lte)
 

@@ -1,7 +1,7 @@
 """Battery levels and warnings: each device model's reading as a percent, and the per-device state
 machine that turns a series of percents into warnings.
 
-Pure code: no I/O and no clock of its own (the time is passed in), so :mod:`hubd.devices` stores
+Pure code: no I/O and no clock of its own (the time is passed in), so :mod:`hubd.devices.registry` stores
 what it returns in the same transaction as the warnings, and tests drive it with a fake clock.
 docs/battery.md documents every model's curve and where its points come from.
 
@@ -199,7 +199,7 @@ DEFAULT_THRESHOLDS: Mapping[DeviceKind, Thresholds] = {
 
 @dataclass(frozen=True)
 class Watch:
-    """What the state machine remembers about one battery (hubd.devices stores it per device).
+    """What the state machine remembers about one battery (hubd.devices.registry stores it per device).
 
     ``state`` is the battery state after hysteresis, ``percent`` the last percent assessed,
     ``warned_at`` when the last ``low``, ``critical`` or ``reminder`` went out (None while ``ok``).

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from hubapi import topics
 from hubapi.models import AuditOutcome, LockState
-from hubd.audit import AuditLog
-from hubd.store import Store
+from hubd.store.audit import AuditLog
+from hubd.store.database import Store
 from wire import lockkinds
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class LockStates:
         self._store = store
         self._audit = audit
         self._hub_id = hub_id
-        self._locks = locks  # live: hubctl pair and decommission change it (hubd/commissioning.py)
+        self._locks = locks  # live: hubctl pair and decommission change it (hubd/technician/commissioning.py)
         self._publisher = publisher
         self._clock = clock
         rows = store.conn.execute("SELECT lock, state, battery FROM lock_states").fetchall()

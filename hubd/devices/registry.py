@@ -1,7 +1,7 @@
 """Device health: every device hubd hears of, its retained state, and its battery warnings.
 
 One :class:`Devices` per hub keeps, per device, the last report (battery, mains, signal, firmware,
-last seen) and the battery watch of :mod:`hubd.battery`, in the state database's ``devices``
+last seen) and the battery watch of :mod:`hubd.devices.battery`, in the state database's ``devices``
 table. It publishes each device's :class:`hubapi.models.DeviceState` retained on
 ``hubs/{hub}/v1/devices/{device}/state`` and its :class:`hubapi.models.BatteryWarning` events on
 ``.../devices/{device}/battery`` through the durable outbox, **in the same transaction** as the
@@ -10,7 +10,7 @@ crossing again and warns then), after it keeps both (the outbox sends the warnin
 or the broker's return). So a warning is never repeated and never lost; the outbox delivers it at
 least once and the backend drops a redelivery by its ``id``.
 
-Wiring (hubd/__main__.py and hubd/bridge.py; every call runs on the event loop)::
+Wiring (hubd/__main__.py and hubd/link/bridge.py; every call runs on the event loop)::
 
     devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
     for lock, kind in config.locks.items():        # known before they first report
@@ -78,10 +78,10 @@ from hubapi.models import (
     DeviceKind,
     DeviceState,
 )
-from hubd.battery import MODELS, Watch, assess, remind, to_percent
+from hubd.devices.battery import MODELS, Watch, assess, remind, to_percent
 from hubd.config import BatteryConfig, DevicesConfig
-from hubd.outbox import Outbox
-from hubd.store import Store
+from hubd.store.outbox import Outbox
+from hubd.store.database import Store
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Devices:
         self._outbox = outbox
         self._hub = hub_id
         self._publisher = publisher
-        self._battery = battery if battery is not None else BatteryConfig()  # the config, not hubd.battery
+        self._battery = battery if battery is not None else BatteryConfig()  # the config, not hubd.devices.battery
         self._config = devices if devices is not None else DevicesConfig()
         self._clock = clock
         self._link_up = False
@@ -172,7 +172,7 @@ class Devices:
         """The latest report of one device; ``None`` fields were not reported and stay as they were.
 
         ``battery`` is the raw reading in ``unit`` (the model's unit when None), converted by
-        ``model`` (:data:`hubd.battery.MODELS`). ``present`` is the bridge's judgement of whether it
+        ``model`` (:data:`hubd.devices.battery.MODELS`). ``present`` is the bridge's judgement of whether it
         hears the device (None: no judgement, the previous one stands). The device counts as heard
         from at ``at`` (default: now; ``last_seen``) when ``present`` is True, or when it is None and
         the report carries a reading (battery, mains, rssi or firmware); a bare report only makes the
@@ -233,7 +233,7 @@ class Devices:
         return "; ".join(problems) or None
 
     def bridge_link(self, up: bool, at: float | None = None) -> None:
-        """The serial link to the bridge went up or down (:meth:`hubd.bridge.Bridge.on_link_change`).
+        """The serial link to the bridge went up or down (:meth:`hubd.link.bridge.Bridge.on_link_change`).
 
         Every device's availability follows; the bridge counts as heard from while the link is up.
         """

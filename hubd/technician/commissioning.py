@@ -1,7 +1,7 @@
 """The technician's requests that change what the hub controls: scan, pair, decommission.
 
     commissioning = Commissioning(hub_id, bridge, config.locks, devices, audit, publisher, alarms)
-    handlers = commissioning.handlers()          # for status_socket.serve (hubd/control.py)
+    handlers = commissioning.handlers()          # for status_socket.serve (hubd/technician/control.py)
 
 The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> `pair` link message -> the
 bridge pairs the lock (firmware/commissioning.py, locks/pairing.py), keeps it in bridge.json and
@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 from hubapi import topics
 from hubapi.models import AuditOutcome, Decommissioned, Role
-from hubd import control
-from hubd.audit import AuditLog
-from hubd.devices import Devices
-from hubd.outbox import PublishFailed
+from hubd.technician import control
+from hubd.store.audit import AuditLog
+from hubd.devices.registry import Devices
+from hubd.store.outbox import PublishFailed
 from wire import lockkinds, messages
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from hubapi.models import AlarmEvent, AlarmHandled, HubHeartbeat
 from hubd import inputs
 from hubd.config import AlarmsConfig
 from hubd.mqtt import Inbound, Route
-from hubd.outbox import PublishFailed
-from hubd.store import Store
+from hubd.store.outbox import PublishFailed
+from hubd.store.database import Store
 from wire import alarms as vocabulary
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ _COLUMNS = ("seq, id, source, event, device, priority, unit_at, bridge_at, recei
 
 
 class AlarmBridge(Protocol):
-    """What the alarm outbox needs from the bridge (:class:`hubd.bridge.Bridge`)."""
+    """What the alarm outbox needs from the bridge (:class:`hubd.link.bridge.Bridge`)."""
 
     @property
     def is_up(self) -> bool: ...
@@ -179,7 +179,7 @@ class Alarms:
         return alarm_id
 
     def link_changed(self, up: bool) -> None:
-        """The bridge link went up or down (:meth:`hubd.bridge.Bridge.on_link_change`).
+        """The bridge link went up or down (:meth:`hubd.link.bridge.Bridge.on_link_change`).
 
         Either way the alarm centre hears it. When it comes back, the bridge gets hubd's time and
         the answers it may have missed while the link was down.

@@ -94,7 +94,7 @@ class Verifier:
     ) -> None:
         self._hub_id = hub_id
         self._keys = {kid: OKPKey.import_key(key) for kid, key in keys.items()}
-        self._locks = locks  # live: hubctl pair and decommission change it (hubd/commissioning.py)
+        self._locks = locks  # live: hubctl pair and decommission change it (hubd/technician/commissioning.py)
         self._skew = clock_skew_s
         self._max_validity = max_validity_s
         self._seen = seen

@@ -97,7 +97,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE devices (             -- every device heard of: its last report and its battery watch
         id        TEXT PRIMARY KEY,    -- lock id, alarm unit id, {unit}-pendant, bridge
         kind      TEXT NOT NULL,       -- hubapi.models.DeviceKind
-        model     TEXT NOT NULL,       -- hubd.battery.MODELS
+        model     TEXT NOT NULL,       -- hubd.devices.battery.MODELS
         reading   REAL,                -- last battery reading, in unit
         unit      TEXT,
         percent   INTEGER,             -- last battery percent
@@ -112,7 +112,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     -- The final answer of a command is owed until the broker acknowledged it: after a kill -9 in
-    -- between, the next start publishes it again (hubd/journal.py unanswered()).
+    -- between, the next start publishes it again (hubd/access/journal.py unanswered()).
     ALTER TABLE commands ADD COLUMN answered_at REAL;
     UPDATE commands SET answered_at = final_at WHERE final IS NOT NULL;
     CREATE INDEX commands_unanswered ON commands (final_at) WHERE final IS NOT NULL AND answered_at IS NULL;

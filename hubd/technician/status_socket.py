@@ -4,9 +4,9 @@
     ...
     await close(server, config.status_socket)
 
-``handlers`` maps each request class of hubd/control.py (the protocol, one definition for both
+``handlers`` maps each request class of hubd/technician/control.py (the protocol, one definition for both
 ends) to ``async handler(request, progress) -> result model``; ``progress(text)`` sends a progress
-line, and a :class:`hubd.control.Refused` becomes the ``error`` line. A unix stream socket (mode
+line, and a :class:`hubd.technician.control.Refused` becomes the ``error`` line. A unix stream socket (mode
 0660: root and the hubd group), one request per connection. On the hub the broker's ACL may keep
 the hub's own account from reading its ``status`` topic, so local tools ask hubd directly. A stale
 socket file (a killed hubd) is replaced at start.
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hubd import control
+from hubd.technician import control
 
 log = logging.getLogger(__name__)
 

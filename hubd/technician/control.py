@@ -1,6 +1,6 @@
 """The local control protocol: what hubctl asks hubd on its local socket, and what hubd answers.
 
-One definition for both ends: hubd's server (hubd/status_socket.py) and hubctl (:func:`ask`).
+One definition for both ends: hubd's server (hubd/technician/status_socket.py) and hubctl (:func:`ask`).
 
 One request per connection, one JSON line from the client::
 
@@ -36,7 +36,7 @@ ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 MAX_SCAN_S = 30
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
 # hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
-# operation or the bridge's restart (hubd/commissioning.py bounds each).
+# operation or the bridge's restart (hubd/technician/commissioning.py bounds each).
 COMMISSIONING_WAIT_S = 120.0
 
 
@@ -49,7 +49,7 @@ class StatusRequest(_Request):
 
 
 class TestAlarmRequest(_Request):
-    """A test alarm end to end (hubd/test_alarm.py); ``timeout_s`` bounds hubd's wait for the
+    """A test alarm end to end (hubd/technician/trial_alarm.py); ``timeout_s`` bounds hubd's wait for the
     centre's "handled" (and, with ``second_path``, the LTE result), counted from the request."""
 
     __test__ = False  # not a pytest class, despite its name

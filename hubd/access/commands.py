@@ -2,7 +2,7 @@
 
 Every verified command is answered ``accepted``, then exactly one final status; a refused one is
 answered ``rejected`` with the reason and nothing else. Each step is in the journal and the audit
-trail (:mod:`hubd.journal`, :mod:`hubd.audit`) before it is published: the command id is recorded
+trail (:mod:`hubd.access.journal`, :mod:`hubd.store.audit`) before it is published: the command id is recorded
 durably before ``accepted`` goes out and before the bridge hears of it, so it runs at most once,
 across redeliveries and restarts. Each lock has its own bounded queue worked off by one task, so
 a lock runs one operation at a time, in arrival order, while other locks go on. Commands are
@@ -32,15 +32,15 @@ from pydantic import ValidationError
 
 from hubapi import topics
 from hubapi.models import Answer, AuditOutcome, FailReason, RejectReason, Status
-from hubd.audit import AuditLog
-from hubd.journal import AlreadyUsed, Journal
-from hubd.lockstate import LockStates
+from hubd.store.audit import AuditLog
+from hubd.access.journal import AlreadyUsed, Journal
+from hubd.access.lockstate import LockStates
 from hubd.mqtt import Inbound
-from hubd.outbox import PublishFailed
-from hubd.verify import Rejection, Verifier
+from hubd.store.outbox import PublishFailed
+from hubd.access.verify import Rejection, Verifier
 
 if TYPE_CHECKING:
-    from hubd.bridge import Bridge
+    from hubd.link.bridge import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Commands:
     """Runs commands for one hub.
 
     ``verifier`` checks each message (its replay guard should be ``journal``); ``bridge``
-    executes operations (see ``hubd.bridge.Bridge``); ``publisher`` sends answers; ``journal``,
+    executes operations (see ``hubd.link.bridge.Bridge``); ``publisher`` sends answers; ``journal``,
     ``audit`` and ``lock_states`` record what happened; ``command_timeout_s`` is passed to the
     bridge per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
     it is rejected ``busy``). ``clock`` returns Unix seconds.
@@ -355,7 +355,7 @@ class Commands:
                                               assignment=rejection.assignment, kid=rejection.kid)
                 answer_it = audited or self._answers.take(self._clock())
             elif rejection.reason not in _NOT_SPENT and rejection.exp is not None:
-                # Its id is spent, whatever the refusal (at most once, hubd/verify.py).
+                # Its id is spent, whatever the refusal (at most once, hubd/access/verify.py).
                 self._journal.spend(rejection, reply_to, until=rejection.exp + self._verifier.clock_skew_s)
             else:
                 self._audit.record(lock=rejection.lock, source="remote", outcome=AuditOutcome.REJECTED,

@@ -11,9 +11,9 @@ The backend can ask for a range again (:class:`AuditRequests`, topic ``audit/req
 
 Command line (exit 0: the chain is intact; 1: a gap, an edit or an unreadable entry; 2: bad input)::
 
-    python -m hubd.audit verify /var/lib/hubd/hubd.sqlite3
-    python -m hubd.audit verify audit-export.jsonl
-    python -m hubd.audit export /var/lib/hubd/hubd.sqlite3 --from 100 --to 200 > part.jsonl
+    python -m hubd.store.audit verify /var/lib/hubd/hubd.sqlite3
+    python -m hubd.store.audit verify audit-export.jsonl
+    python -m hubd.store.audit export /var/lib/hubd/hubd.sqlite3 --from 100 --to 200 > part.jsonl
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pydantic import ValidationError
 from hubapi import topics
 from hubapi.models import GENESIS_HASH, AuditBatch, AuditEntry, AuditOutcome, AuditRequest
 from hubd import inputs
-from hubd.outbox import Outbox
-from hubd.store import Store
+from hubd.store.outbox import Outbox
+from hubd.store.database import Store
 
 log = logging.getLogger(__name__)
 
@@ -412,9 +412,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hubd.audit {verify,export}``; returns the exit status."""
+    """``python -m hubd.store.audit {verify,export}``; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m hubd.audit",
+        prog="python -m hubd.store.audit",
         description="Check or export hubd's hash-chained audit trail.",
         epilog="exit status: 0 intact, 1 a gap, an edit or an unreadable entry, 2 unusable input")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubd import __version__, inputs
-from hubd.link import SerialLink
+from hubd.link.serial_port import SerialLink
 from wire import hubside, link, messages
 
 log = logging.getLogger(__name__)

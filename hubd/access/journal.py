@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hubapi.models import AuditOutcome, CommandClaims
-from hubd.audit import AuditLog
-from hubd.store import Store
-from hubd.verify import Rejection
+from hubd.store.audit import AuditLog
+from hubd.store.database import Store
+from hubd.access.verify import Rejection
 
 log = logging.getLogger(__name__)
 
