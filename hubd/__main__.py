@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -13,24 +14,24 @@ import sys
 import time
 
 from hubapi import topics
-from wire import lockkinds, messages
 from hubd import inputs, systemd
-from hubd.technician import control, status_socket
-from hubd.alarms.delivery import Alarms
-from hubd.store.audit import AuditLog, AuditRequests
 from hubd.access.commands import Commands
-from hubd.technician.commissioning import Commissioning
-from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
-from hubd.devices.registry import Devices
-from hubd.devices.health import Health
 from hubd.access.journal import Journal
 from hubd.access.lockstate import LockStates
-from hubd.mqtt import HubMqtt, Inbound, Route
-from hubd.store.outbox import Outbox, OutboxSender
-from hubd.store.database import Store, StoreError
-from hubd.supervisor import Supervisor
-from hubd.technician.trial_alarm import TrialAlarms
 from hubd.access.verify import Verifier
+from hubd.alarms.delivery import Alarms
+from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
+from hubd.devices.health import Health
+from hubd.devices.registry import Devices
+from hubd.mqtt import HubMqtt, Inbound, Route
+from hubd.store.audit import AuditLog, AuditRequests
+from hubd.store.database import Store, StoreError
+from hubd.store.outbox import Outbox, OutboxSender
+from hubd.supervisor import Supervisor
+from hubd.technician import control, status_socket
+from hubd.technician.commissioning import Commissioning
+from hubd.technician.trial_alarm import TrialAlarms
+from wire import lockkinds, messages
 
 log = logging.getLogger("hubd")
 
@@ -112,128 +113,133 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
 
     log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port,
                                      "state_dir": str(config.state_dir)})
+    # Every resource is closed on every way out, a failure half-way through start-up included,
+    # in the reverse order of opening (the stack): what is opened is registered at once.
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            store = Store.open(config.state_dir)
+        except StoreError as exc:
+            log.error("%s", exc)
+            raise SystemExit(1) from None
+        stack.callback(store.close)
+        outbox = Outbox(store)
+        audit = AuditLog(store, outbox, config.hub_id)
+        journal = Journal(store, audit)
+        guard = inputs.Inputs()  # every message from outside is handled inside it
+        supervisor = Supervisor()
+        try:
+            bridge = await Bridge.open(config.serial.port, config.serial.baudrate, guard)
+        except OSError as exc:
+            log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
+            raise SystemExit(1) from None
+        stack.push_async_callback(bridge.close)
+        mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
+        stack.push_async_callback(mqtt.stop)  # after the commands' close: the last answers go out before "offline"
+        lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
+        bridge.on_lock_state(lock_states.reported)
+        bridge.on_lock_event(lock_states.event)
+        # Registered before the first await, so no alarm and no link change can arrive unheard.
+        alarms = Alarms(store, config.hub_id, config.alarms, bridge, mqtt)
+        bridge.on_message(messages.ALARM, alarms.received)
+        bridge.on_message(messages.ALARM_LTE, alarms.lte_reported)
+        bridge.on_link_change(alarms.link_changed)
+        devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
+        for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report
+            devices.expect(lock, kind, "mains" if kind == lockkinds.ENTRANCE_DOOR else "reference")
+        devices.expect("bridge", "bridge", "bridge-liion-1s")
+        bridge.on_link_change(devices.bridge_link)
+        devices.bridge_link(bridge.is_up)
+        bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
+        health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
+        bridge.on_message(messages.HEALTH, health.bridge_reported)
+        bridge.on_link_change(health.link_changed)
+        verifier = Verifier(
+            hub_id=config.hub_id,
+            keys=config.public_keys(),
+            locks=config.locks,
+            clock_skew_s=config.clock_skew_s,
+            max_validity_s=config.max_validity_s,
+            seen=journal,
+        )
+        commands = Commands(
+            hub_id=config.hub_id,
+            verifier=verifier,
+            bridge=bridge,
+            publisher=mqtt,
+            journal=journal,
+            audit=audit,
+            lock_states=lock_states,
+            command_timeout_s=config.command_timeout_s,
+            bridge_wait_s=config.bridge_wait_s,
+            queue_size=config.queue_size,
+        )
+        stack.push_async_callback(commands.close)
+        stack.callback(alarms.close)
+        requests = AuditRequests(audit, config.hub_id, mqtt)
+
+        def audit_request(message: Inbound) -> str | None:
+            return requests.handle(message.payload, retained=message.retain)
+
+        def status_request(message: Inbound) -> str | None:
+            return health.request(message.payload)
+
+        # What hubd takes from the broker, in one table: it subscribes and it dispatches.
+        mqtt.route(
+            Route(topics.commands(config.hub_id), inputs.COMMANDS, commands.handle),
+            Route(topics.audit_request(config.hub_id), inputs.AUDIT_REQUESTS, audit_request),
+            alarms.route(),
+            Route(topics.status_request(config.hub_id), inputs.STATUS_REQUESTS, status_request),
+        )
+        # hubctl pair / decommission: config.locks is the live map of paired locks.
+        commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
+        journal.prune()
+        alarms.prune()
+        audit.prune(config.audit.keep_days)
+        unfinished = commands.recover()
+        log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
+                                        "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
+        status_server = None
+        if config.status_socket is not None:  # hubctl status / doctor
+            status_server = await status_socket.serve(config.status_socket, {
+                control.StatusRequest: health.answer,
+                control.TestAlarmRequest: TrialAlarms(bridge, alarms, health).handle,
+                **commissioning.handlers(),
+            })
+            stack.push_async_callback(status_socket.close, status_server, config.status_socket)
+        await mqtt.start()
+        devices.publish_all()  # the current truth for late subscribers at once
+        # Each runs until hubd stops; one that ends anyway is started again (hubd/supervisor.py).
+        sender = OutboxSender(outbox, mqtt)
+        stack.callback(_flush_refusals, audit)  # what was counted since the last interval
+        stack.push_async_callback(supervisor.stop)
+        supervisor.start("mqtt-inbox", lambda: mqtt.dispatch(guard))
+        supervisor.start("devices", devices.supervise)
+        supervisor.start("health", lambda: health.publish_every(config.devices.refresh_s))
+        supervisor.start("alarms", alarms.deliver)
+        supervisor.start("alarm-heartbeat", alarms.heartbeat)
+        supervisor.start("bridge-clock", alarms.clock)
+        supervisor.start("outbox", sender.run)
+        supervisor.start("prune", lambda: _prune_hourly(journal, audit, config.audit.keep_days))
+        supervisor.start("audit-refusals", audit.flush_refusals_every)
+        if systemd.watchdog_interval() is not None:
+            supervisor.start("systemd-watchdog", systemd.watchdog)
+        # Ready: state recovered, the bridge's port open, MQTT connecting (a broker that is down at
+        # boot is retried, not a failed start).
+        systemd.notify("READY=1", f"STATUS=serving hub {config.hub_id}: {len(alarms.pending())} alarm(s) "
+                                  f"pending, {len(outbox)} audit entr(ies) in the outbox")
+        started = time.monotonic()
+        await stop.wait()  # hubd stops when asked to, and only then
+
+        log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
+        systemd.notify("STOPPING=1", "STATUS=stopping")
+    log.info("hubd stopped")
+
+
+def _flush_refusals(audit: AuditLog) -> None:
     try:
-        store = Store.open(config.state_dir)
-    except StoreError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from None
-    outbox = Outbox(store)
-    audit = AuditLog(store, outbox, config.hub_id)
-    journal = Journal(store, audit)
-    guard = inputs.Inputs()  # every message from outside is handled inside it
-    supervisor = Supervisor()
-    try:
-        bridge = await Bridge.open(config.serial.port, config.serial.baudrate, guard)
-    except OSError as exc:
-        log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
-        store.close()
-        raise SystemExit(1) from None
-    mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
-    lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
-    bridge.on_lock_state(lock_states.reported)
-    bridge.on_lock_event(lock_states.event)
-    # Registered before the first await, so no alarm and no link change can arrive unheard.
-    alarms = Alarms(store, config.hub_id, config.alarms, bridge, mqtt)
-    bridge.on_message(messages.ALARM, alarms.received)
-    bridge.on_message(messages.ALARM_LTE, alarms.lte_reported)
-    bridge.on_link_change(alarms.link_changed)
-    devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
-    for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report
-        devices.expect(lock, kind, "mains" if kind == lockkinds.ENTRANCE_DOOR else "reference")
-    devices.expect("bridge", "bridge", "bridge-liion-1s")
-    bridge.on_link_change(devices.bridge_link)
-    devices.bridge_link(bridge.is_up)
-    bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
-    health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
-    bridge.on_message(messages.HEALTH, health.bridge_reported)
-    bridge.on_link_change(health.link_changed)
-    verifier = Verifier(
-        hub_id=config.hub_id,
-        keys=config.public_keys(),
-        locks=config.locks,
-        clock_skew_s=config.clock_skew_s,
-        max_validity_s=config.max_validity_s,
-        seen=journal,
-    )
-    commands = Commands(
-        hub_id=config.hub_id,
-        verifier=verifier,
-        bridge=bridge,
-        publisher=mqtt,
-        journal=journal,
-        audit=audit,
-        lock_states=lock_states,
-        command_timeout_s=config.command_timeout_s,
-        bridge_wait_s=config.bridge_wait_s,
-        queue_size=config.queue_size,
-    )
-    requests = AuditRequests(audit, config.hub_id, mqtt)
-
-    def audit_request(message: Inbound) -> str | None:
-        return requests.handle(message.payload, retained=message.retain)
-
-    def status_request(message: Inbound) -> str | None:
-        return health.request(message.payload)
-
-    # What hubd takes from the broker, in one table: it subscribes and it dispatches.
-    mqtt.route(
-        Route(topics.commands(config.hub_id), inputs.COMMANDS, commands.handle),
-        Route(topics.audit_request(config.hub_id), inputs.AUDIT_REQUESTS, audit_request),
-        alarms.route(),
-        Route(topics.status_request(config.hub_id), inputs.STATUS_REQUESTS, status_request),
-    )
-    # hubctl pair / decommission: config.locks is the live map of paired locks.
-    commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
-    journal.prune()
-    alarms.prune()
-    audit.prune(config.audit.keep_days)
-    unfinished = commands.recover()
-    log.info("state loaded", extra={"audit_last_seq": audit.last_seq(), "outbox": len(outbox),
-                                    "unfinished_commands": unfinished, "pending_alarms": len(alarms.pending())})
-    status_server = None
-    if config.status_socket is not None:  # hubctl status / doctor
-        status_server = await status_socket.serve(config.status_socket, {
-            control.StatusRequest: health.answer,
-            control.TestAlarmRequest: TrialAlarms(bridge, alarms, health).handle,
-            **commissioning.handlers(),
-        })
-    await mqtt.start()
-    devices.publish_all()  # the current truth for late subscribers at once
-    # Each runs until hubd stops; one that ends anyway is started again (hubd/supervisor.py).
-    sender = OutboxSender(outbox, mqtt)
-    supervisor.start("mqtt-inbox", lambda: mqtt.dispatch(guard))
-    supervisor.start("devices", devices.supervise)
-    supervisor.start("health", lambda: health.publish_every(config.devices.refresh_s))
-    supervisor.start("alarms", alarms.deliver)
-    supervisor.start("alarm-heartbeat", alarms.heartbeat)
-    supervisor.start("bridge-clock", alarms.clock)
-    supervisor.start("outbox", sender.run)
-    supervisor.start("prune", lambda: _prune_hourly(journal, audit, config.audit.keep_days))
-    supervisor.start("audit-refusals", audit.flush_refusals_every)
-    if systemd.watchdog_interval() is not None:
-        supervisor.start("systemd-watchdog", systemd.watchdog)
-    # Ready: state recovered, the bridge's port open, MQTT connecting (a broker that is down at
-    # boot is retried, not a failed start).
-    systemd.notify("READY=1", f"STATUS=serving hub {config.hub_id}: {len(alarms.pending())} alarm(s) "
-                              f"pending, {len(outbox)} audit entr(ies) in the outbox")
-    started = time.monotonic()
-    await stop.wait()  # hubd stops when asked to, and only then
-
-    log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
-    systemd.notify("STOPPING=1", "STATUS=stopping")
-    await supervisor.stop()
-    try:
-        audit.flush_refusals()  # what was counted since the last interval
+        audit.flush_refusals()
     except sqlite3.Error as exc:
         log.error("cannot write the counted refusals: %s", exc)
-    if config.status_socket is not None:
-        await status_socket.close(status_server, config.status_socket)
-    alarms.close()
-    await commands.close()
-    await mqtt.stop()  # after close(): the last answers go out before "offline"
-    await bridge.close()
-    store.close()
-    log.info("hubd stopped")
 
 
 def _device_report(devices: Devices, msg: dict[str, object]) -> None:
