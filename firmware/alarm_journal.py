@@ -31,6 +31,8 @@ taking and confirming alarms allocates nothing that stays.
 import struct
 import time
 
+from micropython import const
+
 import log
 from flashlog import FlashLog
 from wire import alarms
@@ -47,6 +49,16 @@ NAMES = alarms.EVENTS + alarms.SUPERVISION
 # flags. The ticks and flags live in RAM only.
 _SLOT = ">IIiiIBBBB"
 SLOT = struct.calcsize(_SLOT)
+# The fields of an unpacked slot, by name.
+_SERIAL = const(0)
+_NUMBER = const(1)
+_UNIT_AT = const(2)
+_BRIDGE_AT = const(3)
+_TAKEN = const(4)
+_EVENT = const(5)
+_DEVICE = const(6)
+_ORIGIN = const(7)
+_FLAGS = const(8)
 _STORED = 1  # hubd has it in its durable outbox
 _RECEIVED_HEARD = 2  # the unit has played "alarm received" for it
 _MAX_LINE = 96
@@ -59,6 +71,17 @@ _R = ">IIB"
 _R_SIZE = 9
 _OWE_RECEIVED = 1
 _OWE_HELP = 2
+
+
+def _alarm_line(origin, serial, number, unit_at, event, device, bridge_at):
+    """The file's record of one alarm (an A line; ``bridge_at`` -1: none)."""
+    return "A %s %08x %d %d %s %s %s" % (origin, serial, number, unit_at, event, device,
+                                         "-" if bridge_at < 0 else bridge_at)
+
+
+def _confirmed_line(origin, serial, number):
+    """The file's record of a confirmation (a C line)."""
+    return "C %s %08x %d" % (origin, serial, number)
 
 
 class JournalFull(Exception):
@@ -133,12 +156,12 @@ class AlarmJournal:
         for i in range(self._recent_count):
             serial, number, owed = struct.unpack_from(_R, self._recent, i * _R_SIZE)
             if owed & _OWE_HELP:
-                yield "C %s %08x %d" % (ORIGIN_UNIT, serial, number)
+                yield _confirmed_line(ORIGIN_UNIT, serial, number)
 
     def _line(self, i):
-        serial, number, unit_at, bridge_at, _, ev, dev, origin, _ = self._unpack(i)
-        return "A %s %08x %d %d %s %s %s" % (chr(origin), serial, number, unit_at, NAMES[ev],
-                                           DEVICES[dev], "-" if bridge_at < 0 else bridge_at)
+        s = self._unpack(i)
+        return _alarm_line(chr(s[_ORIGIN]), s[_SERIAL], s[_NUMBER], s[_UNIT_AT], NAMES[s[_EVENT]],
+                           DEVICES[s[_DEVICE]], s[_BRIDGE_AT])
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -159,7 +182,7 @@ class AlarmJournal:
         o = ord(origin)
         for i in range(self._count):
             s = self._unpack(i)
-            if s[1] == number and s[0] == serial and s[7] == o:
+            if s[_NUMBER] == number and s[_SERIAL] == serial and s[_ORIGIN] == o:
                 return i
         return -1
 
@@ -181,8 +204,8 @@ class AlarmJournal:
         struct.pack_into(_R, self._recent, i * _R_SIZE, serial, number, owed)
 
     def _id(self, s):
-        unit = unit_name(s[0]) if s[7] == ord(ORIGIN_UNIT) else self.bridge
-        return alarms.alarm_id(unit, s[1])
+        unit = unit_name(s[_SERIAL]) if s[_ORIGIN] == ord(ORIGIN_UNIT) else self.bridge
+        return alarms.alarm_id(unit, s[_NUMBER])
 
     def _find_id(self, alarm_id):
         for i in range(self._count):
@@ -216,8 +239,7 @@ class AlarmJournal:
         ev = NAMES.index(event)
         dev = DEVICES.index(device)
         b = -1 if bridge_at is None else bridge_at
-        self._file.append("A %s %08x %d %d %s %s %s" % (origin, serial, number, unit_at, event, device,
-                                                   "-" if b < 0 else b))
+        self._file.append(_alarm_line(origin, serial, number, unit_at, event, device, b))
         self._put(origin, serial, number, unit_at, ev, dev, b)
         if self._file.lines >= 2 * self.capacity:
             self._compact()
@@ -232,14 +254,15 @@ class AlarmJournal:
         if i < 0:
             return None
         s = self._unpack(i)
-        self._file.append("C %s %08x %d" % (chr(s[7]), s[0], s[1]))
+        self._file.append(_confirmed_line(chr(s[_ORIGIN]), s[_SERIAL], s[_NUMBER]))
         self._remove(i)
-        if s[7] == ord(ORIGIN_UNIT):
-            self._remember(s[0], s[1], _OWE_HELP | (0 if s[8] & _RECEIVED_HEARD else _OWE_RECEIVED))
+        if s[_ORIGIN] == ord(ORIGIN_UNIT):
+            self._remember(s[_SERIAL], s[_NUMBER],
+                           _OWE_HELP | (0 if s[_FLAGS] & _RECEIVED_HEARD else _OWE_RECEIVED))
         log.info("alarm %s confirmed via %s" % (alarm_id, path))
         if self._file.lines >= 2 * self.capacity:
             self._compact()
-        return s[1] if s[7] == ord(ORIGIN_UNIT) else -1
+        return s[_NUMBER] if s[_ORIGIN] == ord(ORIGIN_UNIT) else -1
 
     def mark_stored(self, alarm_id):
         """hubd has the alarm in its durable outbox: stop resending it (RAM only: after a
@@ -286,8 +309,9 @@ class AlarmJournal:
                     out.append((T_HELP_ON_THE_WAY, number))
         for i in range(self._count):
             s = self._unpack(i)
-            if s[7] == ord(ORIGIN_UNIT) and s[0] == serial and not s[8] & _RECEIVED_HEARD:
-                out.append((T_ALARM_RECEIVED, s[1]))
+            if s[_ORIGIN] == ord(ORIGIN_UNIT) and s[_SERIAL] == serial \
+                    and not s[_FLAGS] & _RECEIVED_HEARD:
+                out.append((T_ALARM_RECEIVED, s[_NUMBER]))
         return out
 
     def pending(self):
@@ -297,6 +321,6 @@ class AlarmJournal:
         i = 0
         while i < self._count:
             s = self._unpack(i)
-            yield (self._id(s), NAMES[s[5]], DEVICES[s[6]], s[2], None if s[3] < 0 else s[3],
-                   bool(s[8] & _STORED), s[4])
+            yield (self._id(s), NAMES[s[_EVENT]], DEVICES[s[_DEVICE]], s[_UNIT_AT],
+                   None if s[_BRIDGE_AT] < 0 else s[_BRIDGE_AT], bool(s[_FLAGS] & _STORED), s[_TAKEN])
             i += 1
