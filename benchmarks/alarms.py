@@ -97,7 +97,8 @@ from simulator.alarm_unit import AlarmUnit  # noqa: E402
 from simulator.bridge_device import micropython_binary  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
-from tests.mosquitto import Mosquitto, find_mosquitto, free_port  # noqa: E402
+from simulator.ports import free_port  # noqa: E402
+from tests.mosquitto import Mosquitto, find_mosquitto  # noqa: E402
 from wire import alarms, messages  # noqa: E402
 from benchmarks.figures import percentile, summary  # noqa: E402
 

@@ -54,7 +54,7 @@ from hubapi.models import (Actor, AlarmHandled, AuditRequest, CommandClaims, Hub
 from hubd.store.database import DB_NAME  # noqa: E402
 from simulator.alarm_centre import AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
-from simulator.dc09_receiver import free_port  # noqa: E402
+from simulator.ports import free_port  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
 from simulator.serial_line import TO_BRIDGE, TO_HUB  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402

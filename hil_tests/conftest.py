@@ -23,7 +23,7 @@ from hubapi.client import BackendClient
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
-from simulator.dc09_receiver import free_port
+from simulator.ports import free_port
 from tests.sia_receiver import ACCOUNT
 from wire import lockkinds
 from tests.fixtures import BackendKey

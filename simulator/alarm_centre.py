@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -97,6 +98,7 @@ class AlarmCentre:
         self._silent: set[str] = set()
         self._online: dict[str, str] = {}
         self._changed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []  # told at once of every change (the demo's narration)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # ids with a confirmation scheduled or out
         self._pump: asyncio.Task[None] | None = None
@@ -144,6 +146,16 @@ class AlarmCentre:
         for record in self.alarms.values():
             if record.handled_at is None and record.first is not None and record.id not in self._in_flight:
                 self._schedule(record.first)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` at once whenever an alarm, a copy, a confirmation or a hub event is
+        recorded: a narration printed by polling came after hubd's own lines about the same alarm."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        for listener in self._listeners:
+            listener()
 
     def received_over_dc09(self, alarm_id: str, at: float | None = None) -> AlarmRecord:
         """The DC-09 receiver got this alarm id over the second path: record it with the MQTT copies."""
@@ -228,14 +240,14 @@ class AlarmCentre:
         except (ValidationError, ValueError) as exc:
             log.warning("alarm centre refused a payload on %s: %s", message.topic, exc)
             self.refused.append((message.topic, str(exc)))
-        self._changed.set()
+        self._notify()
 
     # --- supervision of the hubs ----------------------------------------------------------------
 
     def _hub_event(self, hub: str, what: str, at: float, why: str) -> None:
         self.hub_events.append((at, hub, what))
         (log.info if what in (HUB_ONLINE, HUB_HEARD) else log.warning)("hub %s %s: %s", hub, what, why)
-        self._changed.set()
+        self._notify()
 
     def _heard(self, beat: HubHeartbeat, now: float) -> None:
         self._last_beat[beat.hub] = (now, beat.interval_s)
@@ -267,7 +279,7 @@ class AlarmCentre:
         elif record.first is None and event is not None:
             record.first = event
         record.copies[path] += 1
-        self._changed.set()
+        self._notify()
         return record
 
     def _schedule(self, event: AlarmEvent, delay: float | None = None) -> None:
@@ -299,4 +311,4 @@ class AlarmCentre:
         record = self.alarms[event.id]
         if record.handled_at is None:
             record.handled_at = handled.handled_at
-        self._changed.set()
+        self._notify()

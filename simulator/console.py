@@ -55,7 +55,9 @@ async def watch_alarms(home: SimulatedHome, centre: AlarmCentre) -> None:
     copies: dict[str, int] = {}
     handled: set[str] = set()
     presence = 0
-    while True:
+
+    def narrate() -> None:
+        nonlocal presence
         for _, hub, what in centre.hub_events[presence:]:
             say("centre", f"hub {hub} is {what}")
         presence = len(centre.hub_events)
@@ -74,4 +76,10 @@ async def watch_alarms(home: SimulatedHome, centre: AlarmCentre) -> None:
             if record.handled_at is not None and alarm_id not in handled:
                 handled.add(alarm_id)
                 say("centre", f"→ {alarm_id} handled by {centre.operator}")
+
+    # The centre's side as it happens (before hubd can log the confirmation it sends); the
+    # unit's side by looking every 50 ms.
+    centre.on_change(narrate)
+    while True:
+        narrate()
         await asyncio.sleep(0.05)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
+from simulator.ports import free_port
 from wire import dc09
 
 try:
@@ -33,13 +33,6 @@ except ImportError:  # pragma: no cover - the sim extra installs it
 log = logging.getLogger(__name__)
 
 MISSING = 'pysiaalarm is missing: .venv/bin/pip install -e ".[sim]" (it is in the sim extra)'
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def alarm_id_of(event: Any) -> str | None:

@@ -29,7 +29,7 @@ from hubapi.models import Actor, CommandClaims, LockState, Role
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.console import bridge_line, say, watch_alarms, watch_locks
-from simulator.dc09_receiver import free_port as free_tcp_port
+from simulator.ports import free_port as free_tcp_port
 from simulator.home import SimulatedHome, default_locks
 from wire import alarms, lockkinds
 
@@ -96,6 +96,9 @@ def readable(line: str) -> str:
     if not isinstance(entry, dict) or "msg" not in entry:
         return line
     fields = " ".join(f"{k}={entry[k]}" for k in _SHOWN_FIELDS if entry.get(k) is not None)
+    hops = [f"{k[:-3]} {v:.1f} ms" for k, v in entry.items() if k.endswith("_ms") and isinstance(v, (int, float))]
+    if hops:  # where a command's time went, hop by hop ("command timing")
+        fields = ", ".join(hops) + (f"  {fields}" if fields else "")
     level = "" if entry.get("level") in ("INFO", "DEBUG") else f"{entry.get('level')}: "
     return f"{level}{entry['msg']}" + (f"  [{fields}]" if fields else "")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,11 +41,16 @@ def test_demo_once_shows_the_command_path_and_stops_everything(tmp_path: Path) -
     assert "← succeeded, lock unlocked" in out
     assert "← succeeded, lock locked" in out
     assert "motor turning" in out
+    # Where a command's time went, with figures, not a bare "command timing".
+    timing = next(line for line in out.splitlines() if "command timing" in line)
+    assert re.search(r"verify \d+\.\d ms", timing) and re.search(r"bridge_rtt \d+\.\d ms", timing), timing
     # The resident's alarm: pressed, at the centre over MQTT, handled, and the resident hears it.
     assert "the resident presses the pendant button (event 1, alarm au5a000001-1)" in out
     assert "← au5a000001-1: button (first copy, over MQTT)" in out
     assert "→ au5a000001-1 handled by operator-sim" in out
     assert out.index("→ au5a000001-1 handled") > out.index("presses the pendant")
+    # In the order it happened: the centre has the alarm before hubd hears it was handled.
+    assert out.index("hubd │ alarm au5a000001-1 handled") > out.index("← au5a000001-1: button")
     assert 'event 1: plays "help is on the way"' in out
     assert "all stopped" in out
     assert f"working files in {tmp_path}" in out

@@ -20,7 +20,7 @@ from hil_tests.harness import HUB_ID, start_hubd
 from hubapi import schema
 from hubapi.models import HubStatus
 from simulator.alarm_unit import AlarmUnit
-from simulator.dc09_receiver import free_port
+from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.hubctl_cli import hubctl, one_error_line

@@ -18,7 +18,8 @@ import pytest
 from hubapi.models import HubStatus
 from simulator.alarm_centre import AlarmCentre, AlarmRecord
 from simulator.alarm_unit import AlarmUnit
-from simulator.dc09_receiver import alarm_id_of, free_port
+from simulator.dc09_receiver import alarm_id_of
+from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.local_hub import LocalHub, start_local_hub
