@@ -1,4 +1,4 @@
-# Shared by scripts/demo and scripts/test: make sure .venv exists and holds this project.
+# Shared by scripts/demo, scripts/test and scripts/flake-hunt: make sure .venv exists and holds this project.
 # Sourced, not run. Re-installs only when pyproject.toml changed since the last install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,3 +34,18 @@ if [ ! -f "$STAMP" ]; then
     rm -f .venv/.installed-*
     touch "$STAMP"
 fi
+
+# The tests start their own private Mosquitto; install Debian's when it is absent (as root).
+need_mosquitto() {
+    if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing Debian's mosquitto (the tests start their own private broker)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+    else
+        echo "error: the tests need the Mosquitto broker: sudo apt-get install mosquitto" >&2
+        exit 1
+    fi
+}
