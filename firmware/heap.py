@@ -21,29 +21,34 @@ _start = None  # ticks_ms when the current episode began
 _last = None  # ticks_ms of the latest drop
 
 
-def _reset(why):
+def _reset(drops):
     import machine
 
     try:
-        log.error("bridge firmware stopped: %s; resetting" % why)
+        log.error("bridge firmware stopped: heap exhausted for %d ms (%d inputs dropped since "
+                  "boot); resetting" % (STUCK_MS, drops))
     finally:
         machine.reset()
 
 
 def survive(where):
     """Call in an input loop's ``except MemoryError``: collect, count, log the first drop of an
-    episode; reset the chip when the episode has lasted ``STUCK_MS``."""
+    episode; reset the chip when the episode has lasted ``STUCK_MS``. Never raises: a log line
+    the heap has no room for is left out (the count stays)."""
     global drops, _start, _last
     gc.collect()
     drops += 1
     now = time.ticks_ms()
     if _last is None or time.ticks_diff(now, _last) > GAP_MS:
         _start = now
-        log.warn("%s: out of heap, input dropped (%d B free after a collection)"
-                 % (where, gc.mem_free()))
+        try:
+            log.warn("%s: out of heap, input dropped (%d B free after a collection)"
+                     % (where, gc.mem_free()))
+        except MemoryError:
+            pass
     _last = now
     if time.ticks_diff(now, _start) > STUCK_MS:
-        _reset("heap exhausted for %d ms (%d inputs dropped since boot)" % (STUCK_MS, drops))
+        _reset(drops)
 
 
 async def read(reader, n, where):
