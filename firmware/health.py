@@ -23,6 +23,7 @@ import asyncio
 import machine
 
 import log
+import vital
 from wire import link, messages
 
 _TICK_MS = 500
@@ -106,7 +107,7 @@ class Health:
         s = self.settings
         wdt = machine.WDT(timeout=s["wdt_ms"])
         if self._modem is not None:
-            asyncio.create_task(self._lte_loop())
+            vital.start(self._lte_loop(), "LTE status")
         ticks = 0
         while True:
             now = time.ticks_ms()

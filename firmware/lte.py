@@ -15,6 +15,7 @@ import asyncio
 
 import heap
 import log
+import vital
 
 # Errors, returned as values; None means success.
 E_TIMEOUT = "timeout"  # the modem did not answer in time
@@ -86,7 +87,7 @@ class Lte:
     def start(self):
         """Start reading the modem."""
         self._writer = asyncio.StreamWriter(self._uart, {})
-        self._task = asyncio.create_task(self._read_loop(asyncio.StreamReader(self._uart)))
+        self._task = vital.start(self._read_loop(asyncio.StreamReader(self._uart)), "modem reader")
 
     def stop(self):
         """Stop reading the modem."""

@@ -1,0 +1,63 @@
+"""A vital task that ends resets the chip (firmware/vital.py); one cancelled on purpose does not."""
+
+import asyncio
+
+import machine
+
+import vital
+
+
+class _Reset(Exception):
+    pass
+
+
+def _record_reset():
+    raise _Reset()
+
+
+async def _dies():
+    await asyncio.sleep_ms(1)
+    raise ValueError("a bug its guards did not catch")
+
+
+async def _forever():
+    while True:
+        await asyncio.sleep_ms(5)
+
+
+def test_a_vital_task_that_raises_resets_the_chip():
+    real = machine.reset
+    machine.reset = _record_reset
+    try:
+        async def main():
+            task = vital.start(_dies(), "test reader")
+            try:
+                await task
+            except _Reset:
+                return True
+            return False
+
+        assert asyncio.run(main()), "the chip was not reset"
+    finally:
+        machine.reset = real
+
+
+def test_a_vital_task_cancelled_on_purpose_does_not_reset():
+    real = machine.reset
+    machine.reset = _record_reset
+    try:
+        async def main():
+            task = vital.start(_forever(), "test reader")
+            await asyncio.sleep_ms(20)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+            except _Reset:
+                return "reset"
+            return "ended"
+
+        assert asyncio.run(main()) == "cancelled"
+    finally:
+        machine.reset = real
