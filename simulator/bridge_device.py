@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -30,9 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 SHIMS = Path(__file__).resolve().parent / "shims"
 
-# An ESP32-WROOM has about 110 KB free for Python; the unix port's 8-byte pointers make the same
-# objects bigger, so this cap is on the safe side of what the device has.
-DEFAULT_HEAP = "192k"
+# The heap the firmware gets, in bytes, besides the ROMFS image (which a chip keeps in flash:
+# see _boot_code). An ESP32-WROOM has about 110 KB free for Python; the unix port's 8-byte
+# pointers make the same objects bigger, so this cap is on the safe side of what the device has.
+DEFAULT_HEAP = 192 * 1024
+# What the image's buffer costs beyond its own bytes (its object and the allocator's rounding),
+# measured on the PyPI unix port (an 82,240-byte image took 82,368).
+IMAGE_OVERHEAD = 256
 
 # The exit status of simulator/shims/machine.py's reset(): the bridge boots again.
 RESET_STATUS = 3
@@ -70,6 +75,23 @@ def micropython_path(*extra: Path) -> str:
     return ":".join([str(p) for p in extra] + [str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
 
 
+def _boot_code(image: Path, size: int) -> str:
+    """What the simulated chip runs first: the ROMFS image mounted at /rom as an ESP32 with a
+    ``romfs`` partition mounts it (docs/architecture.md, "Heap"), then main.py. The unix port
+    cannot map a file, so the image is read into a buffer allocated before anything else, and
+    the process's heap is the firmware's heap plus that buffer: the image costs flash, not heap.
+    Modules on a ROMFS are imported in place (their bytecode and constants stay in the buffer)."""
+    paths = ", ".join(repr(p) for p in bundle.ROM_PATHS)
+    return (f"import sys, vfs\n"
+            f"rom = bytearray({size})\n"
+            f"with open({str(image)!r}, 'rb') as f:\n"
+            f"    f.readinto(rom)\n"
+            f"vfs.mount(vfs.VfsRom(rom), {bundle.ROM_MOUNT!r})\n"
+            f"sys.path[1:1] = [{paths}]\n"
+            f"del rom, f, sys, vfs\n"
+            f"import main\n")
+
+
 def compiled_firmware() -> Path:
     """The firmware bundle a bridge is flashed with (hubctl.bundle: mpy-cross, a main.py stub
     that imports app.mpy, a manifest), built once per change of any source."""
@@ -85,9 +107,11 @@ class BridgeDevice:
     """
 
     def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,
-                 on_log: Callable[[str], None] | None = None, heap: str = DEFAULT_HEAP,
-                 extra_uarts: dict[int, int] | None = None) -> None:
-        """``extra_uarts``: UART id -> fd for the firmware's other UARTs (the alarm unit)."""
+                 on_log: Callable[[str], None] | None = None, heap: int = DEFAULT_HEAP,
+                 extra_uarts: dict[int, int] | None = None, firmware: Path | None = None) -> None:
+        """``extra_uarts``: UART id -> fd for the firmware's other UARTs (the alarm unit);
+        ``heap``: bytes of heap the firmware gets; ``firmware``: the bundle directory it is
+        flashed with (default: this checkout's, built when a source changed)."""
         self.config = config
         self._uart_fd = uart_fd
         self._extra_uarts = dict(extra_uarts or {})
@@ -95,6 +119,7 @@ class BridgeDevice:
         self.workdir = workdir
         self._on_log = on_log or (lambda line: None)
         self._heap = heap
+        self._firmware = firmware
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self.boots = 0
@@ -137,8 +162,19 @@ class BridgeDevice:
         if not (self.workdir / "bridge.json").exists():
             (self.workdir / "bridge.json").write_text(json.dumps(self.config, indent=1))
         self._write_board()
+        flashed = bundle.Bundle.load(self._firmware if self._firmware is not None
+                                     else compiled_firmware())
+        image = flashed.manifest.romfs
+        # Checked again at every boot, as an image can be damaged after it was built: a bridge
+        # never runs an image its manifest does not name.
+        if hashlib.sha256(flashed.image.read_bytes()).hexdigest() != image.sha256:
+            raise bundle.BundleError(f"{flashed.image} does not match its manifest: build the "
+                                     "bundle again (hubctl build)")
+        entry = self.workdir / bundle.ENTRY  # hubctl flash puts main.py on the filesystem
+        if not entry.exists() or entry.read_bytes() != flashed.read(bundle.ENTRY):
+            entry.write_bytes(flashed.read(bundle.ENTRY))
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([str(SHIMS), str(compiled_firmware()), ".frozen"])
+        env["MICROPYPATH"] = ":".join([str(SHIMS), ".frozen"])
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
         for uart, fd in self._extra_uarts.items():
             env[f"SIM_UART{uart}_FD"] = str(fd)
@@ -151,7 +187,8 @@ class BridgeDevice:
         env["SIM_WDT_FD"] = str(wdt_write)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                micropython_binary(), "-X", f"heapsize={self._heap}", "-m", "main",
+                micropython_binary(), "-X", f"heapsize={self._heap + image.size + IMAGE_OVERHEAD}",
+                "-c", _boot_code(flashed.image, image.size),
                 cwd=self.workdir, env=env,
                 pass_fds=(self._uart_fd, wdt_write, *self._extra_uarts.values()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hubctl import bundle
-from simulator.bridge_device import SHIMS, compiled_firmware
+from simulator.bridge_device import IMAGE_OVERHEAD, SHIMS, BridgeDevice, _boot_code, compiled_firmware
 from tests.micropython import HEAP, micropython_binary
 from wire import link
 from tests.hubctl_cli import hubctl, one_error_line
@@ -49,6 +49,7 @@ def test_build_writes_a_versioned_bundle_of_every_firmware_file_with_its_hash(
     assert built.name.startswith(f"bridge-{firmware_version()}-")
     assert str(built) in proc.stdout
     assert f"link protocol {link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}" in proc.stdout
+    assert f"ROMFS image bridge.romfs, {(built / 'bridge.romfs').stat().st_size} bytes" in proc.stdout
 
     manifest = json.loads((built / "manifest.json").read_text())
     assert manifest["firmware_version"] == firmware_version()
@@ -88,6 +89,75 @@ def test_micropython_loads_every_module_of_the_bundle_without_the_sources(
     assert (version, int(major), int(minor)) == (firmware_version(), link.PROTOCOL_MAJOR,
                                                  link.PROTOCOL_MINOR)
     assert config_file == f"{built.path}/config.mpy"
+
+
+def test_the_bundle_holds_every_module_as_a_romfs_image_named_in_its_manifest(
+        tmp_path: Path) -> None:
+    built = bundle.build(tmp_path / "bundles")
+    manifest = json.loads((built.path / "manifest.json").read_text())
+    image = (built.path / manifest["romfs"]["path"]).read_bytes()
+    assert manifest["romfs"] == {"path": "bridge.romfs", "size": len(image),
+                                 "sha256": hashlib.sha256(image).hexdigest()}
+    mpy = sorted(f.path for f in built.manifest.files if f.path.endswith(".mpy"))
+    # MicroPython's own ROMFS driver lists the image: exactly the bundle's .mpy files, byte for byte.
+    code = ("import os, vfs, hashlib, binascii\n"
+            f"rom = open({str(built.image)!r}, 'rb').read()\n"
+            "vfs.mount(vfs.VfsRom(rom), '/rom')\n"
+            "def walk(d, rel):\n"
+            "    for name, kind, *_ in os.ilistdir(d):\n"
+            "        if kind == 0x4000:\n"
+            "            walk(d + '/' + name, rel + name + '/')\n"
+            "        else:\n"
+            "            data = open(d + '/' + name, 'rb').read()\n"
+            "            print(rel + name, binascii.hexlify(hashlib.sha256(data).digest()).decode())\n"
+            "walk('/rom', '')\n")
+    proc = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAP}", "-c", code],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = dict(line.split() for line in proc.stdout.splitlines())
+    assert sorted(listed) == mpy
+    assert all(listed[f.path] == f.sha256 for f in built.manifest.files if f.path in listed)
+
+
+def test_the_simulated_chip_boots_main_py_with_the_image_mounted_at_rom(tmp_path: Path) -> None:
+    built = bundle.build()
+    # In place of the bundle's main.py (which starts the bridge): one that says where the
+    # firmware's modules come from, on a heap too small to hold them copied from files.
+    (tmp_path / "main.py").write_text("import config, bridge, hostlink, alarms, health\n"
+                                      "print(config.__file__, bridge.__file__)\n")
+    size = built.manifest.romfs.size
+    # Measured: these imports (and the host shims they pull in) need ~100 KB of heap from the
+    # image, ~140 KB from files.
+    heap = 116 * 1024
+    proc = subprocess.run(
+        [micropython_binary(), "-X", f"heapsize={heap + size + IMAGE_OVERHEAD}",
+         "-c", _boot_code(built.image, size)],
+        cwd=tmp_path, env={"MICROPYPATH": f"{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["/rom/config.mpy", "/rom/bridge.mpy"]
+    # The same imports from .mpy files do not fit in that heap: the image is what made room.
+    (tmp_path / "main.py").write_text("import config, bridge, hostlink, alarms, health\n")
+    proc = subprocess.run(
+        [micropython_binary(), "-X", f"heapsize={heap}", "-m", "main"],
+        cwd=tmp_path, env={"MICROPYPATH": f"{SHIMS}:{built.path}:.frozen", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0 and "MemoryError" in proc.stdout + proc.stderr
+
+
+async def test_the_simulator_refuses_an_image_that_does_not_match_its_manifest(
+        tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.build().path, copy)
+    image = copy / "bridge.romfs"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    image.write_bytes(bytes(data))
+    device = BridgeDevice({"link": {"uart": 1}}, uart_fd=-1, radio_path="/nonexistent",
+                          workdir=tmp_path / "flash", firmware=copy)
+    with pytest.raises(bundle.BundleError, match="bridge.romfs does not match its manifest"):
+        await device.start()
+    assert not device.running
 
 
 def test_unchanged_sources_give_the_same_bundle_and_a_changed_one_a_new_bundle(
