@@ -156,7 +156,7 @@ async def test_a_firmware_that_runs_out_of_memory_resets_the_chip_and_boots_agai
     # the REPL (where it carries no alarm) it calls machine.reset(), which the simulated chip
     # answers by booting main.py again, as an ESP32 does.
     home = SimulatedHome(tmp_path / "home")
-    home.bridge._heap = "100k"
+    home.bridge._heap = 64 * 1024
     await home.start()
     try:
         await until(lambda: home.bridge.resets >= 2, "two resets", timeout=20)
