@@ -16,6 +16,7 @@ import asyncio
 
 import log
 from wire import link, lockkinds, messages
+from wire import outcomes as oc
 from wire.lockproto import command_tag
 
 _ALARM_KINDS = (messages.ALARM_STORED, messages.ALARM_HANDLED, messages.CLOCK, messages.TEST_ALARM)
@@ -118,11 +119,11 @@ class Bridge:
         driver = self.drivers.get(lock_id)
         if driver is None:
             log.warn("op %d: unknown lock %s" % (rid, lock_id))
-            self._refuse(rid, received, "failed", "unknown_lock")
+            self._refuse(rid, received, oc.FAILED, oc.UNKNOWN_LOCK)
             return
         if not lockkinds.supports(driver.kind, action):
             log.warn("op %d: a %s cannot %s" % (rid, driver.kind, action))
-            self._refuse(rid, received, "failed", "unsupported_action")
+            self._refuse(rid, received, oc.FAILED, oc.UNSUPPORTED_ACTION)
             return
         tag = command_tag(msg["cmd"])
         async with self.mutex[lock_id]:
@@ -130,11 +131,11 @@ class Bridge:
             if self.journal.seen(tag):
                 log.warn("op %d: command %s already ran; not moving the lock again"
                          % (rid, msg["cmd"]))
-                self._refuse(rid, received, "failed", "duplicate_command")
+                self._refuse(rid, received, oc.FAILED, oc.DUPLICATE_COMMAND)
                 return
             if time.ticks_diff(time.ticks_ms(), received) > msg["ttl"]:
                 log.warn("op %d: waited past its ttl behind other operations; not started" % rid)
-                self._refuse(rid, received, "timed_out", "queued_too_long")
+                self._refuse(rid, received, oc.TIMED_OUT, oc.QUEUED_TOO_LONG)
                 return
             log.info("op %d: %s %s" % (rid, action, lock_id))
 
@@ -153,13 +154,13 @@ class Bridge:
             except OSError as e:
                 # Raised by the journal before the write (flash full or failing) or by a driver.
                 log.error("op %d: %r" % (rid, e))
-                res = {"outcome": "incomplete" if written else "failed",
-                       "reason": "bridge_error", "state": "unknown" if written else None,
+                res = {"outcome": oc.INCOMPLETE if written else oc.FAILED,
+                       "reason": oc.BRIDGE_ERROR, "state": "unknown" if written else None,
                        "battery": None}
             except Exception as e:  # a driver bug must still produce an answer
                 log.error("op %d: driver raised %r" % (rid, e))
-                res = {"outcome": "incomplete" if written else "failed",
-                       "reason": "driver_error", "state": "unknown" if written else None,
+                res = {"outcome": oc.INCOMPLETE if written else oc.FAILED,
+                       "reason": oc.DRIVER_ERROR, "state": "unknown" if written else None,
                        "battery": None}
             if self.devices is not None and res["battery"] is not None:
                 self.devices.lock_heard(lock_id, res["battery"])

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from hubapi import topics
 from wire import messages as link_messages
+from wire import outcomes
 
 #: A command id: unique per command, also used as the audit and replay key.
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -71,37 +72,64 @@ class Status(StrEnum):
 
 
 FINAL_STATUSES = frozenset(Status) - {Status.ACCEPTED}
+# The final statuses of an operation that ran (or was meant to) and did not succeed.
+_OPERATION_ENDS = frozenset({Status.FAILED, Status.TIMED_OUT, Status.INCOMPLETE})
 
 
 class RejectReason(StrEnum):
-    """Why a command was refused before anything was sent to a lock (status ``rejected``)."""
+    """Why a command was refused before anything was sent to a lock (status ``rejected``).
+    The values are wire.outcomes' (the one vocabulary); the meanings are in docs/mqtt-api.md."""
 
-    MALFORMED = "malformed"
-    BAD_SIGNATURE = "bad_signature"  # also: any algorithm other than the one the hub accepts
-    UNKNOWN_KEY = "unknown_key"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    REPLAYED = "replayed"
-    WRONG_HUB = "wrong_hub"
-    UNKNOWN_LOCK = "unknown_lock"
-    UNSUPPORTED_ACTION = "unsupported_action"
-    RETAINED = "retained"
-    BUSY = "busy"  # the lock's queue is full
-    STORE_FAILED = "store_failed"  # the hub could not record the command durably, so it will not run it
+    MALFORMED = outcomes.MALFORMED
+    BAD_SIGNATURE = outcomes.BAD_SIGNATURE  # also: any algorithm other than the one the hub accepts
+    UNKNOWN_KEY = outcomes.UNKNOWN_KEY
+    EXPIRED = outcomes.EXPIRED
+    NOT_YET_VALID = outcomes.NOT_YET_VALID
+    REPLAYED = outcomes.REPLAYED
+    WRONG_HUB = outcomes.WRONG_HUB
+    UNKNOWN_LOCK = outcomes.UNKNOWN_LOCK
+    UNSUPPORTED_ACTION = outcomes.UNSUPPORTED_ACTION
+    RETAINED = outcomes.RETAINED
+    BUSY = outcomes.BUSY  # the lock's queue is full
+    STORE_FAILED = outcomes.STORE_FAILED  # the hub could not record the command durably, so it will not run it
 
 
 class FailReason(StrEnum):
-    """Reasons the hub itself gives with ``failed``/``timed_out``/``incomplete``.
+    """Every reason of ``failed``, ``timed_out`` and ``incomplete``: the lock's refusals, the
+    bridge's and hubd's own (wire.outcomes.REASONS, the one vocabulary; meanings in
+    docs/mqtt-api.md). The hub sends no other."""
 
-    The bridge may give other reasons; those are passed through as they are.
-    """
-
-    BRIDGE_UNAVAILABLE = "bridge_unavailable"  # nothing was written: the lock did not move
-    EXPIRED_IN_QUEUE = "expired_in_queue"  # expired while waiting for the lock: never sent
-    BRIDGE_ERROR = "bridge_error"
-    BRIDGE_NO_RESPONSE = "bridge_no_response"
-    SHUTTING_DOWN = "shutting_down"  # hubd stopped; with ``incomplete`` the write had been attempted
-    HUBD_RESTARTED = "hubd_restarted"  # with ``incomplete``: hubd died while the command was out; never resent
+    # the lock refused
+    AUTH_FAILED = outcomes.AUTH_FAILED
+    BUSY = outcomes.BUSY
+    JAMMED = outcomes.JAMMED
+    LOW_BATTERY = outcomes.LOW_BATTERY
+    BAD_REQUEST = outcomes.BAD_REQUEST
+    CHALLENGE_EXPIRED = outcomes.CHALLENGE_EXPIRED
+    DUPLICATE = outcomes.DUPLICATE
+    UNSUPPORTED = outcomes.UNSUPPORTED
+    NOT_PAIRING = outcomes.NOT_PAIRING
+    # the bridge
+    UNKNOWN_LOCK = outcomes.UNKNOWN_LOCK
+    UNSUPPORTED_ACTION = outcomes.UNSUPPORTED_ACTION
+    DUPLICATE_COMMAND = outcomes.DUPLICATE_COMMAND
+    QUEUED_TOO_LONG = outcomes.QUEUED_TOO_LONG
+    UNREACHABLE = outcomes.UNREACHABLE
+    LINK_FAILED = outcomes.LINK_FAILED
+    NO_CHALLENGE = outcomes.NO_CHALLENGE
+    LINK_LOST = outcomes.LINK_LOST
+    NO_RESULT = outcomes.NO_RESULT
+    BAD_LOCK_MAC = outcomes.BAD_LOCK_MAC
+    BRIDGE_ERROR = outcomes.BRIDGE_ERROR
+    DRIVER_ERROR = outcomes.DRIVER_ERROR
+    # hubd
+    BRIDGE_UNAVAILABLE = outcomes.BRIDGE_UNAVAILABLE  # nothing was written: the lock did not move
+    BRIDGE_BUSY = outcomes.BRIDGE_BUSY
+    BRIDGE_NO_RESPONSE = outcomes.BRIDGE_NO_RESPONSE
+    BRIDGE_RESTARTED = outcomes.BRIDGE_RESTARTED
+    EXPIRED_IN_QUEUE = outcomes.EXPIRED_IN_QUEUE  # expired while waiting for the lock: never sent
+    SHUTTING_DOWN = outcomes.SHUTTING_DOWN  # hubd stopped; with ``incomplete`` the write had been attempted
+    HUBD_RESTARTED = outcomes.HUBD_RESTARTED  # with ``incomplete``: hubd died while the command was out; never resent
 
 
 class _Model(BaseModel):
@@ -190,6 +218,17 @@ class Answer(_Model):
     battery: Battery | None = None
     at: float
     verified: bool = True
+
+    @model_validator(mode="after")
+    def _reason_in_vocabulary(self) -> Self:
+        if self.reason is None:
+            return self
+        allowed = (outcomes.REJECT_REASONS if self.status is Status.REJECTED
+                   else outcomes.REASONS if self.status in _OPERATION_ENDS else ())
+        if self.reason not in allowed:
+            raise ValueError(f"reason {self.reason!r} is not one of status {self.status.value!r}'s "
+                             "(wire.outcomes)")
+        return self
 
     @property
     def is_final(self) -> bool:

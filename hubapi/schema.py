@@ -210,10 +210,35 @@ REJECT_MEANINGS: dict[str, str] = {
 }
 
 FAIL_MEANINGS: dict[str, str] = {
+    # the lock refused (its answer, authenticated)
+    "auth_failed": "the lock: the command's MAC did not verify with the secret it holds (unpaired or re-paired elsewhere)",
+    "busy": "the lock: busy with another operation",
+    "jammed": "the lock: the bolt or motor is blocked",
+    "low_battery": "the lock: its battery is too low to move the motor",
+    "bad_request": "the lock: the command was not one it understands (a driver or protocol mismatch)",
+    "challenge_expired": "the lock: the challenge the command answered had expired",
+    "duplicate": "the lock: it has seen this command before and did not run it again",
+    "unsupported": "the lock: it cannot do this action",
+    "not_pairing": "the lock: it is not in pairing mode",
+    # the bridge
+    "unknown_lock": "the bridge: it has no such lock (its bridge.json and hubd.toml disagree)",
+    "unsupported_action": "the bridge: this kind of lock cannot do this action",
+    "duplicate_command": "the bridge: its journal says this command ran before; the lock was not moved again",
+    "queued_too_long": "with `timed_out`: the command waited behind other operations on the bridge past its ttl; never sent",
+    "unreachable": "with `timed_out`: the bridge could not connect to the lock in time (out of range, or its radio is off)",
+    "link_failed": "with `timed_out`: connected, but the Bluetooth link failed before the command was written",
+    "no_challenge": "with `timed_out`: the lock gave no challenge in time; the command was not written",
+    "link_lost": "with `incomplete`: the link (Bluetooth, or hubd's serial link to the bridge) was lost after the write",
+    "no_result": "with `incomplete`: the command was written and no result came in time",
+    "bad_lock_mac": "the lock's answer did not verify: not trusted, treated as no answer",
+    "bridge_error": "something went wrong inside the hub or the bridge (its journal, its storage); `incomplete` if the write had been attempted",
+    "driver_error": "the bridge's lock driver failed (a bug); `incomplete` if the write had been attempted",
+    # hubd
     "bridge_unavailable": "the bridge was not connected, nor within `bridge_wait_s` (5 s); nothing was written, the lock did not move",
+    "bridge_busy": "hubd's queue to the bridge is full (the link is far behind); nothing was sent",
+    "bridge_no_response": "the bridge gave no result in time; `timed_out` if the write was not attempted, else `incomplete`",
+    "bridge_restarted": "with `incomplete`: the bridge restarted while the command was out; it is never resent",
     "expired_in_queue": "the command expired while waiting for its lock; it was never sent",
-    "bridge_error": "something went wrong inside the hub or the bridge; `incomplete` if the write had been attempted",
-    "bridge_no_response": "with `timed_out`: the bridge gave no result in time",
     "shutting_down": "hubd stopped; `failed` if nothing was written, `incomplete` if the write had been attempted",
     "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent",
 }

@@ -34,7 +34,7 @@ async def test_housekeeping_leaves_the_reserve_to_lock_operations(tmp_path) -> N
     assert not bridge.send_alarm_handled("au1-1") and not bridge.send_clock()
     # The nurse's command still gets onto the link: no peer answers, so it times out, not busy.
     result = await bridge.operate("front-door", "unlock", "c0ffee", lambda: None, timeout=0.05)
-    assert (result.outcome, result.reason) == ("timed_out", "bridge_no_answer")
+    assert (result.outcome, result.reason) == ("timed_out", "bridge_no_response")
     assert engine.pending() == engine.max_queue - OP_RESERVE + 1
 
 

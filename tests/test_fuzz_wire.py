@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wire import alarms, alarmunit, dc09, frame, link, lockkinds, messages
+from wire import alarms, alarmunit, dc09, frame, link, lockkinds, messages, outcomes
 
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -202,7 +202,8 @@ def test_data_between_noise_arrives_once_and_in_order(payloads: list[bytes],
 
 ints = st.integers(-(2**31), 2**31 - 1)
 texts = st.text(min_size=1, max_size=messages.MAX_ID)
-ENUMS = {("op", "action"): messages.ACTIONS, ("result", "outcome"): messages.OUTCOMES,
+ENUMS = {("op", "action"): messages.ACTIONS, ("result", "outcome"): outcomes.OUTCOMES,
+         ("result", "reason"): outcomes.RESULT_REASONS,
          ("device", "unit"): messages.UNITS, ("paired", "result"): messages.PAIR_RESULTS,
          ("unpaired", "result"): messages.UNPAIR_RESULTS, ("health", "reset"): messages.RESETS,
          ("state", "source"): lockkinds.SOURCES}

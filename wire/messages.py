@@ -12,7 +12,8 @@ bridge -> hubd
     written  {"m":"written","rid":int}            the lock command write is being attempted
     result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
               "battery":int|null,"ms":int|null,"ble":int|null}
-                                                    the final result of one op; ms: time on the
+                                                    the final result of one op (outcome and
+                                                    reason: wire.outcomes); ms: time on the
                                                     bridge from receipt to result, ble: of that,
                                                     the time in the lock driver (the radio)
     state    {"m":"state","lock":str,"state":str,"battery":int|null,"source":str}
@@ -79,6 +80,8 @@ bridge -> hubd
 
 import json
 
+from wire import outcomes
+
 OP = "op"
 WRITTEN = "written"
 RESULT = "result"
@@ -104,7 +107,6 @@ WIPE = "wipe"
 WIPED = "wiped"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
-OUTCOMES = ("succeeded", "failed", "timed_out", "incomplete")
 MAX_ID = 64  # longest lock id or command id, in characters
 MAX_SIZE = 512  # bytes: one link payload (wire.frame.MAX_PAYLOAD)
 MAX_NESTED = 8  # objects and arrays in one payload (health has 6): bounds the nesting depth
@@ -259,8 +261,10 @@ def decode(payload):
         raise MessageError("%s: field %r missing or of the wrong type" % (kind, bad))
     if kind == OP and obj["action"] not in ACTIONS:
         raise MessageError("op: unsupported action %r" % obj["action"])
-    if kind == RESULT and obj["outcome"] not in OUTCOMES:
+    if kind == RESULT and obj["outcome"] not in outcomes.OUTCOMES:
         raise MessageError("result: unknown outcome %r" % obj["outcome"])
+    if kind == RESULT and obj["reason"] is not None and obj["reason"] not in outcomes.RESULT_REASONS:
+        raise MessageError("result: unknown reason %r" % obj["reason"])
     if kind == DEVICE and obj["unit"] is not None and obj["unit"] not in UNITS:
         raise MessageError("device: unknown unit %r" % obj["unit"])
     if kind == PAIRED and obj["result"] not in PAIR_RESULTS:

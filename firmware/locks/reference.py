@@ -18,6 +18,7 @@ import bluetooth
 import ble_central
 from locks import kinds
 from wire import lockproto as lp
+from wire import outcomes as oc
 
 _SERVICE = bluetooth.UUID(lp.SERVICE_UUID)
 _CONTROL = bluetooth.UUID(lp.CONTROL_UUID)
@@ -97,9 +98,9 @@ class ReferenceLock:
         try:
             code = lp.action_code(action)
         except lp.ProtocolError:
-            return _outcome("failed", "unsupported_action")
+            return _outcome(oc.FAILED, oc.UNSUPPORTED_ACTION)
         if len(tag) != lp.TAG_LEN:
-            return _outcome("failed", "bad_request")
+            return _outcome(oc.FAILED, oc.BAD_REQUEST)
         if action == "status":
             # Right after a move the lock may still answer the old state: ask once it settled.
             await self._settle()
@@ -108,7 +109,7 @@ class ReferenceLock:
         try:
             nonce, reason = await self._prepare(deadline)
             if nonce is None:
-                return _outcome("timed_out", reason)
+                return _outcome(oc.TIMED_OUT, reason)
             pdu = lp.encode_command(self.secret, self.addr, nonce, code, tag)
             on_written()
             if action != "status":
@@ -118,9 +119,9 @@ class ReferenceLock:
                 await self._conn.write(self._handles[0], pdu, _GATT_TIMEOUT_MS)
                 result = await self._result(self.result_timeout_ms)
             except ble_central.Disconnected:
-                return await self._incomplete(tag, deadline, "link_lost")
+                return await self._incomplete(tag, deadline, oc.LINK_LOST)
             except _LINK_ERRORS:
-                return await self._incomplete(tag, deadline, "no_result")
+                return await self._incomplete(tag, deadline, oc.NO_RESULT)
             return self._judge(nonce, tag, result)
         except BaseException:
             await self.close()
@@ -209,19 +210,19 @@ class ReferenceLock:
 
     async def _prepare(self, deadline):
         """Connect and fetch a nonce, retrying until the deadline; return (nonce, reason)."""
-        reason = "unreachable"
+        reason = oc.UNREACHABLE
         while True:
             left = _left(deadline)
             if left <= 0:
                 return None, reason
             try:
                 await self._link(deadline)
-                reason = "no_challenge"
+                reason = oc.NO_CHALLENGE
                 return await self._challenge(deadline), None
             except ble_central.Unreachable:
                 pass
             except _LINK_ERRORS:
-                reason = "link_failed" if reason == "unreachable" else reason
+                reason = oc.LINK_FAILED if reason == oc.UNREACHABLE else reason
                 self._handles = None  # rediscover: the table may be what went wrong
             await self.close()
             await asyncio.sleep_ms(max(0, min(_RETRY_PAUSE_MS, _left(deadline))))
@@ -330,19 +331,19 @@ class ReferenceLock:
             # A lock that rejected our MAC holds a different secret, so its answer cannot verify
             # either; reporting that refusal is safe because it can never claim success.
             if status == lp.STATUS_AUTH_FAILED:
-                return _outcome("failed", "auth_failed")
-            return _outcome("failed", "bad_lock_mac")
+                return _outcome(oc.FAILED, oc.AUTH_FAILED)
+            return _outcome(oc.FAILED, oc.BAD_LOCK_MAC)
         state_name = lp.state_name(state)
         if status == lp.STATUS_OK:
-            return _outcome("succeeded", None, state_name, battery)
-        return _outcome("failed", lp.status_name(status), state_name, battery)
+            return _outcome(oc.SUCCEEDED, None, state_name, battery)
+        return _outcome(oc.FAILED, lp.status_name(status), state_name, battery)
 
     async def _status(self, nonce, tag, deadline):
         """A ``status`` COMMAND on ``nonce``; the judged outcome if it succeeded, else None."""
         pdu = lp.encode_command(self.secret, self.addr, nonce, lp.action_code("status"), tag)
         await self._conn.write(self._handles[0], pdu, self._gatt_ms(deadline))
         judged = self._judge(nonce, tag, await self._result(self._gatt_ms(deadline)))
-        return judged if judged["outcome"] == "succeeded" else None
+        return judged if judged["outcome"] == oc.SUCCEEDED else None
 
     async def _incomplete(self, tag, deadline, reason):
         """The RESULT is lost: read the state back with a fresh challenge, never the command."""
@@ -357,8 +358,8 @@ class ReferenceLock:
             except _LINK_ERRORS:
                 judged = None
             if judged is not None:
-                return _outcome("incomplete", reason, judged["state"], judged["battery"])
-        return _outcome("incomplete", reason)
+                return _outcome(oc.INCOMPLETE, reason, judged["state"], judged["battery"])
+        return _outcome(oc.INCOMPLETE, reason)
 
     # --- reports ------------------------------------------------------------------------------
 

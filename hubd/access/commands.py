@@ -38,6 +38,7 @@ from hubd.access.lockstate import LockStates
 from hubd.mqtt import Inbound
 from hubd.store.outbox import PublishFailed
 from hubd.access.verify import Rejection, Verifier
+from wire import outcomes as oc
 
 if TYPE_CHECKING:
     from hubd.link.bridge import Bridge
@@ -307,7 +308,7 @@ class Commands:
                                                         lambda: None, self._timeout)
             except TimeoutError:
                 result = None
-            if result is not None and result.outcome == "succeeded" and result.state:
+            if result is not None and result.outcome == oc.SUCCEEDED and result.state:
                 read = _outcome_from_bridge(Status.INCOMPLETE, None, result.state, result.battery)
                 state, battery = read.state or "unknown", read.battery
             else:
@@ -433,8 +434,8 @@ class _Bucket:
 _NOT_SPENT = (RejectReason.REPLAYED, RejectReason.STORE_FAILED)
 
 _STATUS_OF = {
-    "succeeded": Status.SUCCEEDED,
-    "failed": Status.FAILED,
-    "timed_out": Status.TIMED_OUT,
-    "incomplete": Status.INCOMPLETE,
+    oc.SUCCEEDED: Status.SUCCEEDED,
+    oc.FAILED: Status.FAILED,
+    oc.TIMED_OUT: Status.TIMED_OUT,
+    oc.INCOMPLETE: Status.INCOMPLETE,
 }

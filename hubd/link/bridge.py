@@ -19,6 +19,7 @@ from typing import Any
 from hubd import __version__, inputs
 from hubd.link.serial_port import SerialLink
 from wire import hubside, link, messages
+from wire import outcomes as oc
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class Bridge:
                       on_written: Callable[[], None], timeout: float) -> OpResult:
         """Run one lock operation on the bridge and return its final result."""
         if not self.is_up:
-            return OpResult("failed", "bridge_unavailable", None, None)
+            return OpResult(oc.FAILED, oc.BRIDGE_UNAVAILABLE, None, None)
         rid = next(self._rids)
         fut: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(fut, on_written)
@@ -159,22 +160,22 @@ class Bridge:
             self.link.send(hubside.op(rid, lock, action, command_id, OP_TTL_MS))
         except link.LinkFull:
             del self._pending[rid]
-            return OpResult("failed", "bridge_busy", None, None)
+            return OpResult(oc.FAILED, oc.BRIDGE_BUSY, None, None)
         try:
             async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
                 return await asyncio.shield(fut)
         except TimeoutError:
             p = self._pending[rid]
             if p.written or p.link_lost:
-                return OpResult("incomplete", "no_result", "unknown", None)
-            return OpResult("timed_out", "bridge_no_answer", None, None)
+                return OpResult(oc.INCOMPLETE, oc.NO_RESULT, "unknown", None)
+            return OpResult(oc.TIMED_OUT, oc.BRIDGE_NO_RESPONSE, None, None)
         finally:
             self._pending.pop(rid, None)
 
     def _lose(self, rid: int, reason: str) -> None:
         p = self._pending.get(rid)
         if p is not None and not p.future.done():
-            p.future.set_result(OpResult("incomplete", reason, "unknown", None))
+            p.future.set_result(OpResult(oc.INCOMPLETE, reason, "unknown", None))
 
     def _on_link_event(self, kind: str, value: Any) -> None:
         if kind == link.EV_DATA:
@@ -189,14 +190,14 @@ class Bridge:
             # An operation out on a lost link may or may not have reached the lock.
             for rid in list(self._pending):
                 self._pending[rid].link_lost = True
-                self._lose(rid, "link_lost")
+                self._lose(rid, oc.LINK_LOST)
             self._tell_link(False)
         elif kind == link.EV_RESET:
             in_flight, unsent = value
             log.warning("bridge restarted; %d message(s) may not have arrived, %d never sent "
                         "(each is asked again when the link is up)", len(in_flight), len(unsent))
             for rid in list(self._pending):
-                self._lose(rid, "bridge_restarted")
+                self._lose(rid, oc.BRIDGE_RESTARTED)
         elif kind == link.EV_INCOMPATIBLE:
             log.error("bridge firmware %r speaks link protocol %d.%d, hubd speaks %d.%d: "
                       "flash matching firmware (hubctl flash) or update hubd",

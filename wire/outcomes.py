@@ -1,0 +1,74 @@
+"""What became of a lock operation, and every reason the hub can give when it did not succeed.
+
+One vocabulary, imported by the firmware (its results), hubd (its own reasons and the bridge's,
+passed through) and hubapi (the answers a backend decodes). The link's decoder refuses a result
+whose outcome or reason is not here (wire/messages.py), hubapi's ``Answer`` likewise, and
+docs/mqtt-api.md lists every reason with its meaning (generated from hubapi.schema). A new
+reason is added here first. Plain tuples of str: the bridge imports this module too.
+"""
+
+# -- outcomes of an operation (a link "result"; the final status of an answer) ---------------
+SUCCEEDED = "succeeded"
+FAILED = "failed"  # not done; nothing moved
+TIMED_OUT = "timed_out"  # the lock could not be reached in time; the command was not written
+INCOMPLETE = "incomplete"  # written, but its result was lost: the lock may have moved; never resent
+OUTCOMES = (SUCCEEDED, FAILED, TIMED_OUT, INCOMPLETE)
+
+# -- the lock refused: its protocol status (wire/lockproto.STATUSES), passed on by the bridge --
+AUTH_FAILED = "auth_failed"
+BUSY = "busy"
+JAMMED = "jammed"
+LOW_BATTERY = "low_battery"
+BAD_REQUEST = "bad_request"
+CHALLENGE_EXPIRED = "challenge_expired"
+DUPLICATE = "duplicate"
+UNSUPPORTED = "unsupported"
+NOT_PAIRING = "not_pairing"
+LOCK_REASONS = (AUTH_FAILED, BUSY, JAMMED, LOW_BATTERY, BAD_REQUEST, CHALLENGE_EXPIRED, DUPLICATE,
+                UNSUPPORTED, NOT_PAIRING)
+
+# -- the bridge: before the lock, and on the way to it and back ------------------------------
+UNKNOWN_LOCK = "unknown_lock"
+UNSUPPORTED_ACTION = "unsupported_action"
+DUPLICATE_COMMAND = "duplicate_command"
+QUEUED_TOO_LONG = "queued_too_long"
+UNREACHABLE = "unreachable"
+LINK_FAILED = "link_failed"
+NO_CHALLENGE = "no_challenge"
+LINK_LOST = "link_lost"  # also hubd's, when the serial link to the bridge went down
+NO_RESULT = "no_result"  # also hubd's: written, and no result came in time
+BAD_LOCK_MAC = "bad_lock_mac"
+BRIDGE_ERROR = "bridge_error"  # also hubd's
+DRIVER_ERROR = "driver_error"
+BRIDGE_REASONS = (UNKNOWN_LOCK, UNSUPPORTED_ACTION, DUPLICATE_COMMAND, QUEUED_TOO_LONG, UNREACHABLE,
+                  LINK_FAILED, NO_CHALLENGE, LINK_LOST, NO_RESULT, BAD_LOCK_MAC, BRIDGE_ERROR,
+                  DRIVER_ERROR)
+
+# -- hubd's own -------------------------------------------------------------------------------
+BRIDGE_UNAVAILABLE = "bridge_unavailable"
+BRIDGE_BUSY = "bridge_busy"
+BRIDGE_NO_RESPONSE = "bridge_no_response"
+BRIDGE_RESTARTED = "bridge_restarted"
+EXPIRED_IN_QUEUE = "expired_in_queue"
+SHUTTING_DOWN = "shutting_down"
+HUBD_RESTARTED = "hubd_restarted"
+HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
+               EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED)
+
+# What a link "result" may carry (the lock's and the bridge's), and every reason of a final status
+# other than succeeded (those and hubd's).
+RESULT_REASONS = LOCK_REASONS + BRIDGE_REASONS
+REASONS = RESULT_REASONS + HUB_REASONS
+
+# -- a command refused before anything moved (status "rejected"): hubd's verification --------
+MALFORMED = "malformed"
+BAD_SIGNATURE = "bad_signature"
+UNKNOWN_KEY = "unknown_key"
+EXPIRED = "expired"
+NOT_YET_VALID = "not_yet_valid"
+REPLAYED = "replayed"
+WRONG_HUB = "wrong_hub"
+RETAINED = "retained"
+STORE_FAILED = "store_failed"
+REJECT_REASONS = (MALFORMED, BAD_SIGNATURE, UNKNOWN_KEY, EXPIRED, NOT_YET_VALID, REPLAYED,
+                  WRONG_HUB, UNKNOWN_LOCK, UNSUPPORTED_ACTION, RETAINED, BUSY, STORE_FAILED)
