@@ -154,13 +154,13 @@ class Bridge:
             except OSError as e:
                 # Raised by the journal before the write (flash full or failing) or by a driver.
                 log.error("op %d: %r" % (rid, e))
-                res = {"outcome": oc.INCOMPLETE if written else oc.FAILED,
-                       "reason": oc.BRIDGE_ERROR, "state": "unknown" if written else None,
+                outcome, state = oc.unfinished(written)
+                res = {"outcome": outcome, "reason": oc.BRIDGE_ERROR, "state": state,
                        "battery": None}
             except Exception as e:  # a driver bug must still produce an answer
                 log.error("op %d: driver raised %r" % (rid, e))
-                res = {"outcome": oc.INCOMPLETE if written else oc.FAILED,
-                       "reason": oc.DRIVER_ERROR, "state": "unknown" if written else None,
+                outcome, state = oc.unfinished(written)
+                res = {"outcome": outcome, "reason": oc.DRIVER_ERROR, "state": state,
                        "battery": None}
             if self.devices is not None and res["battery"] is not None:
                 self.devices.lock_heard(lock_id, res["battery"])

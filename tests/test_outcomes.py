@@ -88,3 +88,12 @@ def test_the_api_docs_list_every_reason() -> None:
     doc = (ROOT / "docs" / "mqtt-api.md").read_text()
     for reason in (*outcomes.REASONS, *outcomes.REJECT_REASONS):
         assert f"| `{reason}` |" in doc, reason
+
+
+def test_the_at_most_once_rule_is_one_function_both_ends_use() -> None:
+    assert outcomes.unfinished(True) == (outcomes.INCOMPLETE, "unknown")
+    assert outcomes.unfinished(True, outcomes.TIMED_OUT) == (outcomes.INCOMPLETE, "unknown")
+    assert outcomes.unfinished(False) == (outcomes.FAILED, None)
+    assert outcomes.unfinished(False, outcomes.TIMED_OUT) == (outcomes.TIMED_OUT, None)
+    for path in ("firmware/bridge.py", "hubd/link/bridge.py", "hubd/access/commands.py"):
+        assert "unfinished(" in (ROOT / path).read_text(), path

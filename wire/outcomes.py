@@ -72,3 +72,11 @@ RETAINED = "retained"
 STORE_FAILED = "store_failed"
 REJECT_REASONS = (MALFORMED, BAD_SIGNATURE, UNKNOWN_KEY, EXPIRED, NOT_YET_VALID, REPLAYED,
                   WRONG_HUB, UNKNOWN_LOCK, UNSUPPORTED_ACTION, RETAINED, BUSY, STORE_FAILED)
+
+
+def unfinished(written, otherwise=FAILED):
+    """The at-most-once rule, for an operation that ended without the lock's result: once its
+    write was attempted the lock may have moved, so it is ``incomplete`` with the lock's state
+    ``unknown`` (and it is never sent again); before that, nothing moved: ``otherwise`` (failed,
+    or timed_out) with no state. Returns (outcome, state)."""
+    return (INCOMPLETE, "unknown") if written else (otherwise, None)

@@ -236,14 +236,12 @@ class Commands:
             outcome = await work
         except asyncio.CancelledError:
             if job.exp is not None:  # a recovered command stays unfinished: the next start reads it back
-                status = Status.INCOMPLETE if progress.written else Status.FAILED
-                self._finish(job, _Outcome(status, FailReason.SHUTTING_DOWN, "unknown" if progress.written else None))
+                self._finish(job, _unfinished(progress.written, FailReason.SHUTTING_DOWN))
             raise
         except Exception:
             # One broken command must not stop the lock's queue.
             log.exception("command failed inside the hub", extra={"command_id": job.command_id})
-            status = Status.INCOMPLETE if progress.written or job.exp is None else Status.FAILED
-            outcome = _Outcome(status, FailReason.BRIDGE_ERROR, "unknown" if status is Status.INCOMPLETE else None)
+            outcome = _unfinished(progress.written or job.exp is None, FailReason.BRIDGE_ERROR)
         self._finish(job, outcome)
 
     async def _execute(self, job: _Job, progress: _Progress) -> _Outcome:
@@ -286,14 +284,10 @@ class Commands:
                 job.timing["ble_ms"] = result.ble_ms
         except TimeoutError:
             log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
-            if progress.written:
-                return _Outcome(Status.INCOMPLETE, FailReason.BRIDGE_NO_RESPONSE, "unknown")
-            return _Outcome(Status.TIMED_OUT, FailReason.BRIDGE_NO_RESPONSE)
-        status = _STATUS_OF.get(result.outcome)
-        if status is None:
-            log.error("bridge gave unknown outcome %r", result.outcome, extra=fields)
-            # After a write the lock may have moved: say so, never claim it did not.
-            status = Status.INCOMPLETE if progress.written else Status.FAILED
+            return _unfinished(progress.written, FailReason.BRIDGE_NO_RESPONSE, oc.TIMED_OUT)
+        # The link's decoder took only outcomes of wire.outcomes (a bug here is a KeyError, which
+        # _run answers by the at-most-once rule).
+        status = _STATUS_OF[result.outcome]
         log.info("command finished", extra=fields | {"status": status.value, "reason": result.reason,
                                                      "state": result.state, "written": progress.written})
         return _outcome_from_bridge(status, result.reason, result.state, result.battery)
@@ -401,6 +395,12 @@ class Commands:
         answer = Answer(id=command_id, status=outcome.status, reason=outcome.reason, lock=lock,
                         state=outcome.state, battery=outcome.battery, at=self._clock())
         self._publisher.publish(reply_to, answer.model_dump_json().encode())
+
+
+def _unfinished(written: bool, reason: FailReason, otherwise: str = oc.FAILED) -> _Outcome:
+    """An operation that ended without the lock's result, by the at-most-once rule (wire.outcomes)."""
+    outcome, state = oc.unfinished(written, otherwise)
+    return _Outcome(_STATUS_OF[outcome], reason, state)
 
 
 def _outcome_from_bridge(status: Status, reason: object, state: object, battery: object) -> _Outcome:

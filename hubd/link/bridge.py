@@ -166,9 +166,9 @@ class Bridge:
                 return await asyncio.shield(fut)
         except TimeoutError:
             p = self._pending[rid]
-            if p.written or p.link_lost:
-                return OpResult(oc.INCOMPLETE, oc.NO_RESULT, "unknown", None)
-            return OpResult(oc.TIMED_OUT, oc.BRIDGE_NO_RESPONSE, None, None)
+            outcome, state = oc.unfinished(p.written or p.link_lost, oc.TIMED_OUT)
+            reason = oc.NO_RESULT if outcome == oc.INCOMPLETE else oc.BRIDGE_NO_RESPONSE
+            return OpResult(outcome, reason, state, None)
         finally:
             self._pending.pop(rid, None)
 
