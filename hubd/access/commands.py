@@ -37,6 +37,7 @@ from hubd.access.journal import AlreadyUsed, Journal
 from hubd.access.lockstate import LockStates
 from hubd.mqtt import Inbound
 from hubd.store.outbox import PublishFailed
+from hubd.access.timing import CommandTiming
 from hubd.access.verify import Rejection, Verifier
 from wire import outcomes as oc
 
@@ -79,8 +80,8 @@ class _Job:
     reply_to: str
     exp: float | None  # None for a command recovered after a restart
     written_before: bool = False  # recovered: the journal says the lock write was attempted
-    # Where the time went, per hop (logged as "command timing"; benchmarks/roundtrip.py reads it).
-    timing: dict[str, float] = field(default_factory=dict, compare=False)
+    # Where the time went, per hop (None for a command recovered after a restart).
+    timing: CommandTiming | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -185,9 +186,7 @@ class Commands:
             log.error("cannot record the command in the journal: %s", exc, extra={"command_id": claims.id})
             return self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims,
                                              kid), message)
-        recorded = time.perf_counter()
-        timing = {"mqtt_at": message.at, "verify_ms": (verified - started) * 1000,
-                  "record_ms": (recorded - verified) * 1000, "queued": recorded}
+        timing = CommandTiming(message.at, started, verified, time.perf_counter())
         queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
                               timing=timing))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
@@ -268,20 +267,15 @@ class Commands:
                 # The lock is being written already: nothing to stop; the final outcome still follows.
                 log.error("cannot record the lock write in the journal: %s", exc, extra=fields)
 
-        sent = time.perf_counter()
-        if "queued" in job.timing:
-            job.timing["queue_ms"] = (sent - job.timing["queued"]) * 1000
+        if job.timing is not None:
+            job.timing.mark_sent()
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (shutdown).
             async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
                 result = await self._bridge.operate(job.lock, job.action, job.command_id, on_written,
                                                     self._timeout)
-            job.timing.update(bridge_rtt_ms=(time.perf_counter() - sent) * 1000,
-                              result=time.perf_counter())
-            if result.bridge_ms is not None:
-                job.timing["bridge_ms"] = result.bridge_ms
-            if result.ble_ms is not None:
-                job.timing["ble_ms"] = result.ble_ms
+            if job.timing is not None:
+                job.timing.mark_result(result.bridge_ms, result.ble_ms)
         except TimeoutError:
             log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
             return _unfinished(progress.written, FailReason.BRIDGE_NO_RESPONSE, oc.TIMED_OUT)
@@ -327,11 +321,9 @@ class Commands:
         answer = Answer(id=job.command_id, status=outcome.status, reason=outcome.reason, lock=job.lock,
                         state=outcome.state, battery=outcome.battery, at=self._clock())
         self._owe(job.reply_to, job.command_id, answer.model_dump_json().encode())
-        if "result" in job.timing:
-            hops = {k: round(v, 3) for k, v in job.timing.items() if k.endswith("_ms")}
-            hops["finish_ms"] = round((time.perf_counter() - job.timing["result"]) * 1000, 3)
-            log.info("command timing", extra={"command_id": job.command_id, "mqtt_at": job.timing["mqtt_at"],
-                                              "answered_at": time.time(), **hops})
+        figures = job.timing.log_fields() if job.timing is not None else None
+        if figures is not None:
+            log.info("command timing", extra={"command_id": job.command_id, **figures})
 
     def _reject(self, rejection: Rejection, message: Inbound) -> str:
         reply_to = topics.reply_topic(self._hub_id, rejection.reply_to)
