@@ -164,7 +164,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         commands = Commands(
             hub_id=config.hub_id,
             verifier=verifier,
-            bridge=bridge,
+            transport=bridge,
             publisher=mqtt,
             journal=journal,
             audit=audit,

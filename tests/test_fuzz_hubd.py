@@ -153,7 +153,7 @@ class _Rig:
         self.published = _Published()
         self.verifier = Verifier(hub_id=HUB, keys={BACKEND.kid: BACKEND.private.public_key()}, locks=LOCKS,
                                  clock_skew_s=5, max_validity_s=300, seen=self.journal)
-        self.commands = Commands(hub_id=HUB, verifier=self.verifier, bridge=None, publisher=self.published,  # type: ignore[arg-type]
+        self.commands = Commands(hub_id=HUB, verifier=self.verifier, transport=None, publisher=self.published,  # type: ignore[arg-type]
                                  journal=self.journal, audit=self.audit, lock_states=None,  # type: ignore[arg-type]
                                  command_timeout_s=5)
         self.requests = AuditRequests(self.audit, HUB, self.published)

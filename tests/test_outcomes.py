@@ -97,3 +97,16 @@ def test_the_at_most_once_rule_is_one_function_both_ends_use() -> None:
     assert outcomes.unfinished(False, outcomes.TIMED_OUT) == (outcomes.TIMED_OUT, None)
     for path in ("firmware/bridge.py", "hubd/link/bridge.py", "hubd/access/commands.py"):
         assert "unfinished(" in (ROOT / path).read_text(), path
+
+
+def test_a_result_entering_hubd_is_typed_once_at_the_seam(tmp_path: Path) -> None:
+    from hubd.access.transport import LockTransport, OpResult
+    from hubd.link.bridge import Bridge
+
+    assert OpResult(outcomes.INCOMPLETE, outcomes.LINK_LOST, "unknown", None).reason == "link_lost"
+    with pytest.raises(ValueError, match="outcome"):
+        OpResult("done", None, None, None)
+    with pytest.raises(ValueError, match="reason"):
+        OpResult(outcomes.FAILED, "bridge_no_answer", None, None)
+    # The bridge is the first lock transport: the command path needs nothing else from it.
+    assert isinstance(Bridge(str(tmp_path / "no-port")), LockTransport)

@@ -42,7 +42,7 @@ from hubd.access.verify import Rejection, Verifier
 from wire import outcomes as oc
 
 if TYPE_CHECKING:
-    from hubd.link.bridge import Bridge
+    from hubd.access.transport import LockTransport
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class _Outcome:
 class Commands:
     """Runs commands for one hub.
 
-    ``verifier`` checks each message (its replay guard should be ``journal``); ``bridge``
-    executes operations (see ``hubd.link.bridge.Bridge``); ``publisher`` sends answers; ``journal``,
+    ``verifier`` checks each message (its replay guard should be ``journal``); ``transport``
+    runs operations on the locks (``hubd.access.transport``: today the bridge); ``publisher`` sends answers; ``journal``,
     ``audit`` and ``lock_states`` record what happened; ``command_timeout_s`` is passed to the
     bridge per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
     it is rejected ``busy``). ``clock`` returns Unix seconds.
@@ -112,7 +112,7 @@ class Commands:
         *,
         hub_id: str,
         verifier: Verifier,
-        bridge: Bridge,
+        transport: LockTransport,
         publisher: Publisher,
         journal: Journal,
         audit: AuditLog,
@@ -125,7 +125,7 @@ class Commands:
     ) -> None:
         self._hub_id = hub_id
         self._verifier = verifier
-        self._bridge = bridge
+        self._locks = transport
         self._publisher = publisher
         self._journal = journal
         self._audit = audit
@@ -249,12 +249,12 @@ class Commands:
         if self._clock() > job.exp + self._verifier.clock_skew_s:
             log.warning("command expired while queued; not sent", extra=fields)
             return _Outcome(Status.FAILED, FailReason.EXPIRED_IN_QUEUE)
-        if not self._bridge.is_up:
+        if not self._locks.is_up:
             # Nothing is written yet, so waiting is safe: a bridge rebooting or a hubd just started
             # has its link up in a second or two, and the nurse's door should still open.
             wait = min(self._bridge_wait_s, job.exp + self._verifier.clock_skew_s - self._clock())
             log.info("bridge link down; waiting up to %.1f s for it", max(wait, 0.0), extra=fields)
-            if wait <= 0 or not await self._bridge.wait_up(wait):
+            if wait <= 0 or not await self._locks.wait_up(wait):
                 log.warning("bridge link down; command not sent", extra=fields)
                 return _Outcome(Status.FAILED, FailReason.BRIDGE_UNAVAILABLE)
 
@@ -272,7 +272,7 @@ class Commands:
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (shutdown).
             async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
-                result = await self._bridge.operate(job.lock, job.action, job.command_id, on_written,
+                result = await self._locks.operate(job.lock, job.action, job.command_id, on_written,
                                                     self._timeout)
             if job.timing is not None:
                 job.timing.mark_result(result.bridge_ms, result.ble_ms)
@@ -289,10 +289,10 @@ class Commands:
     async def _recover(self, job: _Job) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock}
         state, battery = "unknown", None
-        if await self._bridge.wait_up(self._recovery_wait_s):
+        if await self._locks.wait_up(self._recovery_wait_s):
             try:
                 async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
-                    result = await self._bridge.operate(job.lock, "status", f"status-{uuid.uuid4().hex}",
+                    result = await self._locks.operate(job.lock, "status", f"status-{uuid.uuid4().hex}",
                                                         lambda: None, self._timeout)
             except TimeoutError:
                 result = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubd import __version__, inputs
+from hubd.access.transport import OpResult
 from hubd.link.serial_port import SerialLink
 from wire import hubside, link, messages
 from wire import outcomes as oc
@@ -36,18 +37,6 @@ EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
 MessageCallback = Callable[[dict[str, Any]], Any]
 
 
-@dataclass(frozen=True)
-class OpResult:
-    """The final result of one lock operation."""
-
-    outcome: str  # "succeeded" | "failed" | "timed_out" | "incomplete"
-    reason: str | None
-    state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
-    battery: int | None
-    bridge_ms: int | None = None  # time on the bridge, receipt to result
-    ble_ms: int | None = None  # of that, time in the lock driver (the radio and the lock)
-
-
 @dataclass
 class _Pending:
     future: asyncio.Future[OpResult]
@@ -57,7 +46,8 @@ class _Pending:
 
 
 class Bridge:
-    """The bridge as hubd sees it: operate locks, hear lock state, know whether it is there."""
+    """The bridge as hubd sees it: operate locks (the first hubd.access.transport.LockTransport),
+    hear lock state, know whether it is there."""
 
     def __init__(self, port: str, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> None:
         self.link = SerialLink(port, baudrate, f"hubd {__version__}", self._on_link_event)

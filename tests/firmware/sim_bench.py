@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from hubd.link.bridge import Bridge, OpResult
+from hubd.access.transport import OpResult
+from hubd.link.bridge import Bridge
 from simulator.home import HomeThread, SimulatedHome
 from simulator.locks import ReferenceProtocolLock
 from simulator.serial_line import TO_HUB
