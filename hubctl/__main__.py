@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -28,10 +26,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from hubapi import topics
 from hubctl import access
 from hubctl import audit as audit_trail
-from hubctl import bundle, deploy, doctor as diagnosis, image, provision as provisioning
+from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning
 from hubd.technician import control
 
 app = typer.Typer(
@@ -506,15 +503,9 @@ def audit_export(
 def _ask(socket_path: Path, request: Any, timeout: float) -> dict[str, Any]:
     """One request to hubd on its local socket, each progress line printed as it comes."""
     try:
-        return control.ask(socket_path, request, lambda line: out.print(f"  {line}", markup=False),
-                           timeout=timeout)
+        return control.ask(socket_path, request, _progress_line, timeout=timeout)
     except control.ControlError as e:
         raise Failed(str(e)) from None
-
-
-def _signal(rssi: int) -> str:
-    bars = sum(rssi >= level for level in (-90, -80, -70, -60))
-    return f"{'▮' * bars}{'▯' * (4 - bars)} {rssi} dBm"
 
 
 @app.command()
@@ -547,76 +538,43 @@ def pair(
     **Example:** sudo hubctl pair --scan, then sudo hubctl pair --addr C0:FF:EE:00:00:07
     --name front-door --setup-key 3f1c...e2 (64 hex digits)
     """
+    progress = _progress_line
     if scan:
-        _print_scan(socket_path, seconds)
+        try:
+            heard = pairing.scan(socket_path, seconds, progress)
+        except pairing.PairingError as e:
+            raise Failed(str(e)) from None
+        if not heard.locks:
+            raise Failed(f"no lock heard in {seconds} s: bring the hub closer, check the locks' "
+                         "batteries, or listen longer (--seconds)")
+        for row in pairing.scan_rows(heard):
+            out.print(row, markup=False)
         return
     missing = [flag for flag, value in (("--addr", addr), ("--name", name), ("--setup-key", setup_key))
                if value is None]
     if missing:
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
     assert addr is not None and name is not None and setup_key is not None
-    if not re.fullmatch(control.ADDR, addr):
-        raise typer.BadParameter("not a Bluetooth address like C0:FF:EE:00:00:07", param_hint="'--addr'")
-    if not re.fullmatch(topics.SEGMENT_PATTERN, name):
-        raise typer.BadParameter("use letters, digits, - and _ (e.g. front-door)", param_hint="'--name'")
-    if not re.fullmatch(control.HEX64, setup_key):
-        raise typer.BadParameter("the setup key is 64 hex digits (printed on the lock)",
-                                 param_hint="'--setup-key'")
-    files = access.HubFiles.at(etc_dir, bridge_config)
     try:
-        files.check_writable()
-    except provisioning.ProvisionError as e:
+        done = pairing.pair(socket_path, hubfiles.HubFiles.at(etc_dir, bridge_config), addr, name,
+                            setup_key, seconds, lambda line: out.print(line, markup=False), progress)
+    except pairing.BadValue as e:
+        raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
+    except pairing.PairingError as e:
         raise Failed(str(e)) from None
-    out.print(f"looking for {addr} ({seconds} s)", markup=False)
-    heard = _scan(socket_path, seconds)
-    lock = next((f for f in heard.locks if f.addr == addr.upper()), None)
-    if lock is None:
-        raise Failed(f"no lock at {addr} answered: bring the hub closer, check the lock's batteries, "
-                     "and hubctl pair --scan for the addresses in reach")
-    if lock.lock is not None:
-        raise Failed(f"{addr} is already paired with this hub as {lock.lock}")
-    if not lock.pairing:
-        raise Failed(f"{addr} is not in pairing mode: hold its pairing button until it signals, "
-                     "then run this again")
-    secret = secrets.token_hex(32)
-    done = _ask(socket_path, control.PairRequest(
-        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, secret=secret,
-        setup_key=setup_key), timeout=control.COMMISSIONING_WAIT_S)
-    result = control.PairResult.model_validate(done)
-    try:
-        access.add_lock(files, name, lock.kind, lock.addr, lock.addr_type, secret)
-    except provisioning.ProvisionError as e:
-        raise Failed(f"{name} is paired and in the bridge's own bridge.json, but the hub's files were "
-                     f"not updated: {e}") from None
-    out.print(f"{name}: {lock.kind.replace('_', ' ')} at {lock.addr} paired; recorded in "
-              f"{files.hubd_toml} and {files.bridge_json}", markup=False)
-    failed = [s for s in result.cycle if s.status != "succeeded"]
-    if failed:
-        s = failed[0]
+    out.print(f"{name}: {done.lock.kind.replace('_', ' ')} at {done.lock.addr} paired; recorded in "
+              f"{done.files.hubd_toml} and {done.files.bridge_json}", markup=False)
+    s = done.failed
+    if s is not None:
         raise Failed(f"{name} is paired but did not {s.action}: {s.status}"
                      f"{f' ({s.reason})' if s.reason else ''}: check the lock's mechanism and "
                      "batteries (hubctl doctor), then test it from the backend")
-    out.print(f"proved: {', '.join(s.action + ' ' + (s.state or 'ok') for s in result.cycle)}",
+    out.print(f"proved: {', '.join(s.action + ' ' + (s.state or 'ok') for s in done.result.cycle)}",
               markup=False)
 
 
-def _scan(socket_path: Path, seconds: int) -> control.ScanResult:
-    done = _ask(socket_path, control.ScanRequest(seconds=seconds), timeout=seconds + 15)
-    return control.ScanResult.model_validate(done)
-
-
-def _print_scan(socket_path: Path, seconds: int) -> None:
-    heard = _scan(socket_path, seconds)
-    if not heard.locks:
-        raise Failed(f"no lock heard in {seconds} s: bring the hub closer, check the locks' "
-                     "batteries, or listen longer (--seconds)")
-    out.print(f"{'address':<18} {'name':<20} {'kind':<14} {'signal':<14} {'battery':<8} pairing",
-              markup=False)
-    for f in heard.locks:
-        battery = f"{f.battery} %" if f.battery is not None else "-"
-        mode = f"paired as {f.lock}" if f.lock else ("READY" if f.pairing else "no")
-        out.print(f"{f.addr:<18} {(f.name or '-'):<20} {f.kind:<14} {_signal(f.rssi):<14} "
-                  f"{battery:<8} {mode}", markup=False)
+def _progress_line(line: str) -> None:
+    out.print(f"  {line}", markup=False)
 
 
 @app.command()
@@ -645,10 +603,10 @@ def decommission(
     **Example:** sudo hubctl audit export --from 1 --to 100000 --out audit.jsonl, then
     sudo hubctl decommission --yes, then sudo systemctl disable --now hubd
     """
-    files = access.HubFiles.at(etc_dir, bridge_config)
+    files = hubfiles.HubFiles.at(etc_dir, bridge_config)
     try:
         files.check_writable()
-    except provisioning.ProvisionError as e:
+    except hubfiles.FilesError as e:
         raise Failed(str(e)) from None
     if not yes and not typer.confirm("Remove the municipality's access to this home (locks, keys, "
                                      "credentials)?", default=False):
@@ -657,7 +615,7 @@ def decommission(
     result = control.DecommissionResult.model_validate(done)
     try:
         removed = access.remove_secrets(files)
-    except provisioning.ProvisionError as e:
+    except hubfiles.FilesError as e:
         raise Failed(f"the locks and the bridge forgot their secrets, but {e}") from None
     for lock, outcome in result.locks.items():
         out.print(f"{lock}: {'forgot its secret' if outcome == 'ok' else outcome + ' (the hub forgot it)'}",

@@ -8,13 +8,11 @@ an export starts where an intact chain leads into it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubctl import hubfiles
 from hubd.store import audit as hubd_audit
 
 DEFAULT_DB = Path("/var/lib/hubd/hubd.sqlite3")
@@ -88,17 +86,8 @@ def _newest(db: Path) -> int:
 def write(path: Path, lines: list[str]) -> None:
     """The JSON lines to ``path``, atomically, mode 0600 (who visited whom is personal data)."""
     path = path.absolute()
+    data = "".join(line + "\n" for line in lines).encode()
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise AuditError(f"cannot write {path}: {e.strerror}: pass another --out") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(name, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise AuditError(f"cannot write {path}: {e.strerror}: pass another --out") from None
+        hubfiles.replace([hubfiles.Planned(path, data, hubfiles.SECRET)])
+    except hubfiles.FilesError as e:
+        raise AuditError(f"{e}: pass another --out") from None

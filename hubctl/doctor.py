@@ -84,7 +84,7 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
 def load_hubd_config(config_path: Path):  # -> hubd.config.HubConfig
     """hubd's configuration as hubd.service gives it to hubd: hubd.toml plus the hubd.env next to
     it. Raises StatusError with the fix."""
-    from hubctl.provision import parse_env_file
+    from hubctl.hubfiles import parse_env_file
     from hubd.config import ConfigError, load_config
 
     env_path = config_path.parent / "hubd.env"

@@ -27,7 +27,6 @@ import pwd
 import re
 import ssl
 import stat
-import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,13 +35,14 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import tomli_w
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from hubapi import signing, topics
 from hubapi.schema import ALARM_CENTRE, BACKEND
+from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, env_line, parse_env_file,
+                             read_bridge, read_env, read_toml, replace, toml_bytes)
 from hubd.config import ENV_PREFIX, ConfigError, HubConfig, load_config
 
 DEFAULT_ETC = Path("/etc/hubd")
@@ -50,9 +50,6 @@ DEFAULT_STATE = Path("/var/lib/hubd")
 DEFAULT_SERIAL = "/dev/ttyUSB0"
 SERVICE_USER = "hubd"  # deploy/systemd/hubd.service: User=hubd
 
-PUBLIC = 0o644
-SECRET = 0o600
-DIR_MODE = 0o755
 
 PASSWORD_ENV = f"{ENV_PREFIX}MQTT__PASSWORD"
 # The bridge's wiring (firmware/config.py's defaults, and the simulator's): the host link on
@@ -99,7 +96,7 @@ class Missing(Exception):
         self.flags = flags
 
 
-class ProvisionError(Exception):
+class ProvisionError(FilesError):
     """The hub's directories or existing files stand in the way; ``str()`` says what to do."""
 
 
@@ -129,16 +126,6 @@ class Flags:
     service_user: str = SERVICE_USER
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One file to write: its bytes, mode and (when run as root) owner."""
-
-    path: Path
-    data: bytes
-    mode: int
-    owner: tuple[int, int] | None = None
-
-
 @dataclass
 class Plan:
     """Every file provision will write, checked; and the summary to print afterwards."""
@@ -150,78 +137,6 @@ class Plan:
     bridge_json: Path
     dirs: list[Path] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)  # kept out of anything printed
-
-
-# --- systemd's EnvironmentFile -----------------------------------------------------------------
-
-
-def env_line(name: str, value: str) -> str:
-    """``NAME="value"`` as systemd's EnvironmentFile reads it back exactly: inside double quotes
-    a backslash makes ``"``, ``\\``, `` ` `` and ``$`` literal (systemd src/basic/env-file.c)."""
-    escaped = re.sub(r'(["\\`$])', r"\\\1", value)
-    return f'{name}="{escaped}"'
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """Variables of an EnvironmentFile, by systemd's rules (src/basic/env-file.c): ``#`` and ``;``
-    comments, ``'...'`` literal, ``"..."`` with backslash escapes, bare values with trailing
-    whitespace dropped, a backslash-newline continuing the line."""
-    out: dict[str, str] = {}
-    state, key, value, trail = "pre_key", "", "", None
-    for c in text + "\n":
-        if state == "pre_key":
-            if c in "#;":
-                state = "comment"
-            elif not c.isspace():
-                state, key = "key", c
-        elif state == "key":
-            if c in "\r\n":
-                state = "pre_key"
-            elif c == "=":
-                state, value, trail = "pre_value", "", None
-            else:
-                key += c
-        elif state == "comment":
-            if c in "\r\n":
-                state = "pre_key"
-        elif state in ("pre_value", "value"):
-            if c in "\r\n":
-                out[key.strip()] = value[:trail] if state == "value" and trail is not None else value
-                state = "pre_key"
-            elif c == "'" and state == "pre_value":
-                state = "single"
-            elif c == '"' and state == "pre_value":
-                state = "double"
-            elif c == "\\":
-                state, trail = "escape", None
-            elif state == "pre_value" and c.isspace():
-                pass
-            else:
-                if not c.isspace():
-                    trail = None
-                elif trail is None:
-                    trail = len(value)
-                state, value = "value", value + c
-        elif state == "escape":
-            state = "value"
-            if c not in "\r\n":
-                value += c
-        elif state == "single":
-            state, value = ("pre_value", value) if c == "'" else ("single", value + c)
-        elif state == "double":
-            if c == '"':
-                state = "pre_value"
-            elif c == "\\":
-                state = "double_escape"
-            else:
-                value += c
-        elif state == "double_escape":
-            state = "double"
-            if c in '"\\`$':
-                value += c
-            elif c != "\n":
-                value += "\\" + c
-    return out
 
 
 # --- reading what was given --------------------------------------------------------------------
@@ -402,44 +317,6 @@ def _check_dir(path: Path, flag: str) -> None:
                              f"root (sudo), or pass another {flag}")
 
 
-def existing_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise ProvisionError(f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProvisionError(f"{path} is not valid TOML ({e}): fix it, or move it away to "
-                             "provision afresh (its [locks] would then need hubctl pair again)") from None
-
-
-def _existing_env(path: Path) -> dict[str, str]:
-    try:
-        return parse_env_file(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise ProvisionError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}: fix or "
-                             "remove it") from None
-
-
-def existing_bridge(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise ProvisionError(f"cannot read {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise ProvisionError(f"{path} is not valid JSON ({e}): fix it, or move it away to "
-                             "provision afresh (its locks would then need hubctl pair again)") from None
-    if not isinstance(obj, dict):
-        raise ProvisionError(f"{path} is not a bridge configuration (a JSON object): fix or move it")
-    return obj
-
-
 # --- checking with hubd's and the firmware's own parsers -----------------------------------------
 
 
@@ -497,12 +374,6 @@ def _check_bridge(bridge: dict[str, Any], fw: ModuleType, path: Path, secrets: l
 # --- the plan ------------------------------------------------------------------------------------
 
 
-def toml_text(hub: dict[str, Any]) -> bytes:
-    head = ("# hubd's configuration, written by hubctl provision (which keeps what is here when\n"
-            "# run again, but not comments). Secrets are in hubd.env (mode 0600).\n")
-    return (head + tomli_w.dumps(hub)).encode()
-
-
 def _env_text(env: dict[str, str]) -> bytes:
     head = ("# hubd's secrets, written by hubctl provision. systemd reads this file\n"
             "# (EnvironmentFile= in hubd.service) and gives hubd each line as an environment\n"
@@ -527,11 +398,11 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     if bridge_path.parent != etc:
         _check_dir(bridge_path.parent, "--bridge-config")
 
-    hub = existing_toml(toml_path)
-    env = _existing_env(env_path)
+    hub = read_toml(toml_path)
+    env = read_env(env_path)
     _apply_hub(flags, hub)
     tls_files, sources = _apply_login(flags, hub, env, tls_dir)
-    bridge = _apply_bridge(flags, existing_bridge(bridge_path),
+    bridge = _apply_bridge(flags, read_bridge(bridge_path),
                            hub["serial"].get("baudrate", DEFAULT_BAUD))
     lte = bridge["lte"]
     missing = [flag for flag, there in (
@@ -544,9 +415,9 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
-    toml_bytes = toml_text(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
+    toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
                                           "alarms", "locks")))
-    as_read = tomllib.loads(toml_bytes.decode())
+    as_read = tomllib.loads(toml_data.decode())
     for name in ("ca_file", "cert_file", "key_file"):
         if as_read["mqtt"].get(name) in sources:
             as_read["mqtt"][name] = str(sources[as_read["mqtt"][name]])
@@ -565,7 +436,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     files = [*tls_files,
              Planned(bridge_path, (json.dumps(bridge, indent=1) + "\n").encode(), SECRET),
              Planned(env_path, _env_text(env), SECRET),
-             Planned(toml_path, toml_bytes, PUBLIC)]
+             Planned(toml_path, toml_data, PUBLIC)]
     dirs = [etc, tls_dir] if tls_files else [etc]
     if bridge_path.parent not in dirs:
         dirs.append(bridge_path.parent)
@@ -778,46 +649,6 @@ def write(p: Plan, fw: ModuleType) -> None:
             raise ProvisionError(f"cannot create {d}: {e.strerror}") from None
     replace(p.files)
     _verify_written(p, fw)
-
-
-def replace(files: list[Planned]) -> None:
-    """Replace each file atomically (its mode and owner set before its first byte), all or none
-    renamed; the directories are synced so the renames survive a power cut."""
-    staged: list[tuple[Path, Planned]] = []
-    try:
-        for f in files:
-            staged.append((_stage(f), f))
-        for tmp, f in staged:
-            os.replace(tmp, f.path)
-    except OSError as e:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise ProvisionError(f"cannot write {e.filename or 'the configuration'}: {e.strerror}") from None
-    for d in {f.path.parent for f in files}:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _stage(f: Planned) -> Path:
-    fd, name = tempfile.mkstemp(dir=f.path.parent, prefix=f".{f.path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, f.mode)  # mode and owner before the first byte of a secret
-        if f.owner is not None:
-            os.fchown(fd, *f.owner)
-        view = memoryview(f.data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        os.unlink(name)
-        raise
-    os.close(fd)
-    return Path(name)
 
 
 def _verify_written(p: Plan, fw: ModuleType) -> None:

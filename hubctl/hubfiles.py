@@ -1,0 +1,241 @@
+"""The hub's own files, one module for every command that reads or writes them (provision,
+pair, decommission, audit export, doctor): where they live, their formats (hubd.toml, hubd.env as
+systemd reads it, bridge.json), reading them with an error that says what to fix, and replacing
+them atomically with their mode (and owner) set before their first byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+PUBLIC = 0o644
+SECRET = 0o600
+DIR_MODE = 0o755
+
+
+class FilesError(Exception):
+    """The hub's files cannot be read or written as they are; ``str()`` says what to do."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One file to write: its bytes, mode and (when run as root) owner."""
+
+    path: Path
+    data: bytes
+    mode: int
+    owner: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """Where hubd's configuration and the bridge's copy live (provision's layout)."""
+
+    etc: Path
+    bridge_json: Path
+
+    @classmethod
+    def at(cls, etc: Path, bridge_json: Path | None = None) -> HubFiles:
+        etc = etc.absolute()
+        return cls(etc, (bridge_json or etc / "bridge.json").absolute())
+
+    @property
+    def hubd_toml(self) -> Path:
+        return self.etc / "hubd.toml"
+
+    @property
+    def hubd_env(self) -> Path:
+        return self.etc / "hubd.env"
+
+    def check_writable(self) -> None:
+        """Refuse before anything changes on the lock when the files cannot be updated after."""
+        for path in (self.hubd_toml, self.bridge_json):
+            if not path.exists():
+                raise FilesError(f"{path} does not exist: provision the hub first "
+                                 "(hubctl provision), or pass --etc-dir")
+        read_toml(self.hubd_toml)
+        read_bridge(self.bridge_json)
+        for path in (self.hubd_toml, self.bridge_json):
+            try:
+                with path.open("r+b"):
+                    pass
+            except OSError as e:
+                raise FilesError(f"cannot write {path}: {e.strerror}: run hubctl as root "
+                                 "(sudo)") from None
+
+
+def env_line(name: str, value: str) -> str:
+    """``NAME="value"`` as systemd's EnvironmentFile reads it back exactly: inside double quotes
+    a backslash makes ``"``, ``\\``, `` ` `` and ``$`` literal (systemd src/basic/env-file.c)."""
+    escaped = re.sub(r'(["\\`$])', r"\\\1", value)
+    return f'{name}="{escaped}"'
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Variables of an EnvironmentFile, by systemd's rules (src/basic/env-file.c): ``#`` and ``;``
+    comments, ``'...'`` literal, ``"..."`` with backslash escapes, bare values with trailing
+    whitespace dropped, a backslash-newline continuing the line."""
+    out: dict[str, str] = {}
+    state, key, value, trail = "pre_key", "", "", None
+    for c in text + "\n":
+        if state == "pre_key":
+            if c in "#;":
+                state = "comment"
+            elif not c.isspace():
+                state, key = "key", c
+        elif state == "key":
+            if c in "\r\n":
+                state = "pre_key"
+            elif c == "=":
+                state, value, trail = "pre_value", "", None
+            else:
+                key += c
+        elif state == "comment":
+            if c in "\r\n":
+                state = "pre_key"
+        elif state in ("pre_value", "value"):
+            if c in "\r\n":
+                out[key.strip()] = value[:trail] if state == "value" and trail is not None else value
+                state = "pre_key"
+            elif c == "'" and state == "pre_value":
+                state = "single"
+            elif c == '"' and state == "pre_value":
+                state = "double"
+            elif c == "\\":
+                state, trail = "escape", None
+            elif state == "pre_value" and c.isspace():
+                pass
+            else:
+                if not c.isspace():
+                    trail = None
+                elif trail is None:
+                    trail = len(value)
+                state, value = "value", value + c
+        elif state == "escape":
+            state = "value"
+            if c not in "\r\n":
+                value += c
+        elif state == "single":
+            state, value = ("pre_value", value) if c == "'" else ("single", value + c)
+        elif state == "double":
+            if c == '"':
+                state = "pre_value"
+            elif c == "\\":
+                state = "double_escape"
+            else:
+                value += c
+        elif state == "double_escape":
+            state = "double"
+            if c in '"\\`$':
+                value += c
+            elif c != "\n":
+                value += "\\" + c
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise FilesError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FilesError(f"{path} is not valid TOML ({e}): fix it, or move it away to "
+                             "provision afresh (its [locks] would then need hubctl pair again)") from None
+
+
+def read_env(path: Path) -> dict[str, str]:
+    try:
+        return parse_env_file(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise FilesError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}: fix or "
+                             "remove it") from None
+
+
+def read_bridge(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise FilesError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise FilesError(f"{path} is not valid JSON ({e}): fix it, or move it away to "
+                             "provision afresh (its locks would then need hubctl pair again)") from None
+    if not isinstance(obj, dict):
+        raise FilesError(f"{path} is not a bridge configuration (a JSON object): fix or move it")
+    return obj
+
+
+def toml_bytes(hub: dict[str, Any]) -> bytes:
+    """hubd.toml as hubctl writes it."""
+    head = ("# hubd's configuration, written by hubctl provision (which keeps what is here when\n"
+            "# run again, but not comments). Secrets are in hubd.env (mode 0600).\n")
+    return (head + tomli_w.dumps(hub)).encode()
+
+
+def mode_of(path: Path) -> int:
+    """A file's mode as it is (PUBLIC for a file not there yet): kept when it is replaced."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return PUBLIC
+
+
+def json_bytes(obj: dict[str, Any]) -> bytes:
+    """bridge.json as hubctl writes it."""
+    return (json.dumps(obj, indent=1) + "\n").encode()
+
+
+def replace(files: list[Planned]) -> None:
+    """Replace each file atomically (its mode and owner set before its first byte), all or none
+    renamed; the directories are synced so the renames survive a power cut."""
+    staged: list[tuple[Path, Planned]] = []
+    try:
+        for f in files:
+            staged.append((_stage(f), f))
+        for tmp, f in staged:
+            os.replace(tmp, f.path)
+    except OSError as e:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise FilesError(f"cannot write {e.filename or 'the configuration'}: {e.strerror}") from None
+    for d in {f.path.parent for f in files}:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _stage(f: Planned) -> Path:
+    fd, name = tempfile.mkstemp(dir=f.path.parent, prefix=f".{f.path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, f.mode)  # mode and owner before the first byte of a secret
+        if f.owner is not None:
+            os.fchown(fd, *f.owner)
+        view = memoryview(f.data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
