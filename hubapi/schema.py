@@ -10,7 +10,7 @@ line there (a topic function, who sends, the payload model); everything below is
   and of ``docs/broker-setup.md`` (the broker ACL).
 
 ``python -m hubapi.schema --write`` regenerates those files; ``--check`` exits 1 with a diff summary
-when a checked-in file differs from what the code generates (``tests/test_api_contract.py`` runs it);
+when a checked-in file differs from what the code generates (``tests/hubapi/test_api_contract.py`` runs it);
 ``--acl`` prints the broker's ACL file.
 """
 

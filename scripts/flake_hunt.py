@@ -8,7 +8,7 @@ as a ``seed`` property: see hil_tests/conftest.py) and the log of that run.
 
     scripts/flake-hunt hil_tests/test_alarms.py hil_tests/test_at_most_once.py --runs 20
     scripts/flake-hunt 'hil_tests/test_alarms.py::test_with_hubd_killed_the_press_still_reaches_the_centre_over_lte' -n 50
-    scripts/flake-hunt tests/test_link.py --hog 0 -- -x      # no load; after --: more pytest options
+    scripts/flake-hunt tests/wire/test_link.py --hog 0 -- -x      # no load; after --: more pytest options
 
 Every run's output and JUnit XML go to ``build/flake-hunt/``, and the tally to
 ``build/flake-hunt/tally.json``. Exits 1 if any run failed.

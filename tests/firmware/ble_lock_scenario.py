@@ -1,4 +1,4 @@
-"""Run reference-lock commands through the real firmware driver; used by tests/test_ble_lock.py.
+"""Run reference-lock commands through the real firmware driver; used by tests/firmware/test_ble_lock.py.
 
 Usage: micropython ble_lock_scenario.py '<json>' where json is
 {"addr": "hex12", "secret": "hex64", "commands": [["unlock", "command-id"], ...], opts...}

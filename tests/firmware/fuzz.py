@@ -2,7 +2,7 @@
 
 The seed comes from FUZZ_SEED, else a fresh random one; every failure names it, so
 
-    FUZZ_SEED=<n> ./scripts/test tests/test_firmware_units.py -k fuzz
+    FUZZ_SEED=<n> ./scripts/test tests/firmware/test_firmware_units.py -k fuzz
 
 replays the same inputs. Each test calls start() first: its inputs do not depend on which tests
 ran before it in the same process.

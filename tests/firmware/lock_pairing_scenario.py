@@ -1,5 +1,5 @@
 """Pair, unpair and operate a reference lock through the real firmware; used by
-tests/test_lock_pairing.py.
+tests/firmware/test_lock_pairing.py.
 
 Usage: micropython lock_pairing_scenario.py SPEC.json (a file: this MicroPython build dies on a
 command-line argument of 256 bytes or more) where the JSON is

@@ -1,5 +1,5 @@
 """wire.dc09 inside MicroPython (run by tests/firmware/runner.py); interop with pysiaalarm and
-the CPython build of the same module is in tests/test_dc09.py."""
+the CPython build of the same module is in tests/wire/test_dc09.py."""
 
 import binascii
 

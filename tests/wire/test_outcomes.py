@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from hubapi.models import Answer, FailReason, RejectReason, Status
 from wire import lockproto, messages, outcomes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The modules that build operation results and answers: they name outcomes and reasons only
 # through wire.outcomes (or hubapi's enums of it), never as a string of their own.
 SENDERS = ("firmware/bridge.py", "firmware/locks/reference.py", "hubd/link/bridge.py",

@@ -458,7 +458,7 @@ def test_any_answer_is_classified_without_raising(data: bytes) -> None:
 
 def _firmware_config() -> Any:
     spec = importlib.util.spec_from_file_location(
-        "fuzzed_bridge_config", Path(__file__).resolve().parents[1] / "firmware" / "config.py")
+        "fuzzed_bridge_config", Path(__file__).resolve().parents[2] / "firmware" / "config.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ from wire import lockkinds
 LOW, CRITICAL = BatteryEvent.LOW, BatteryEvent.CRITICAL
 REMINDER, REPLACED = BatteryEvent.REMINDER, BatteryEvent.REPLACED
 LOCK = Thresholds(low=25, critical=10, hysteresis=5, reminder_s=3600)
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "battery.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "battery.md"
 
 
 # --- conversion -----------------------------------------------------------------------------------

@@ -282,5 +282,5 @@ def test_acl_option_prints_the_acl_the_broker_docs_show(capsys):
 
 def test_the_battery_units_of_the_api_are_the_ones_the_bridge_reports_in():
     # hubd republishes what the bridge's `device` messages say: their units must be the API's, or
-    # a valid report becomes an invalid retained state (the lock kinds: tests/test_battery.py).
+    # a valid report becomes an invalid retained state (the lock kinds: tests/hubd/test_battery.py).
     assert {unit.value for unit in BatteryUnit} == set(messages.UNITS)

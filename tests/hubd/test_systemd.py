@@ -18,7 +18,7 @@ from pathlib import Path
 from hil_tests.harness import write_hubd_config
 from hubd import systemd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def datagram_socket(path: str | bytes) -> socket.socket:

@@ -20,7 +20,7 @@ from tests.micropython import HEAP, micropython_binary
 from wire import link
 from tests.hubctl_cli import hubctl, one_error_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

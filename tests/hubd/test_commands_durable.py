@@ -19,7 +19,7 @@ from hubapi.models import AuditBatch, AuditEntry, FailReason, RejectReason, Stat
 from hubd.store.audit import db_records, verify_chain
 from hubd.store.database import DB_NAME
 from tests.conftest import HUB
-from tests.test_mqtt_rejections import TIMEOUT, RunningHub, hub_config
+from tests.hubd.test_mqtt_rejections import TIMEOUT, RunningHub, hub_config
 
 
 def state_file(tmp_path: Path) -> Path:

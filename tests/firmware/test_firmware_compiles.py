@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_FILES = sorted((ROOT / "firmware").rglob("*.py")) + sorted((ROOT / "wire").glob("*.py"))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from hubd.__main__ import run
 from hubd.access.journal import Journal
-from tests.test_mqtt_rejections import hub_config
+from tests.hubd.test_mqtt_rejections import hub_config
 
 
 def _port_released(master: int) -> bool:

@@ -17,7 +17,7 @@ from simulator.bridge_device import ROOT
 from simulator.locks import InsideTurnerLock, KeyBoxLock
 from simulator.radio import Radio
 from tests.micropython import HEAP, micropython_binary, micropython_env
-from tests.test_lockproto import AirCentral
+from tests.wire.test_lockproto import AirCentral
 from wire import lockpair
 from wire import lockproto as lp
 

@@ -11,7 +11,7 @@ import pytest
 from hubapi import signing
 from hubd.config import ConfigError, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

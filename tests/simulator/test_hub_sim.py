@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from tests.terminal import interruptible
-from tests.test_demo import processes_using
+from tests.simulator.test_demo import processes_using
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_hub_sim_names_its_port_boots_the_firmware_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.micropython import HEAP, micropython_binary, micropython_env
 
-HERE = Path(__file__).parent / "firmware"
+HERE = Path(__file__).parent
 RUNNER = HERE / "runner.py"
 
 

@@ -35,7 +35,7 @@ from tests.mosquitto import Mosquitto
 from tests.waiting import until
 
 HUB = "hub-dev"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 20.0
 T0 = 1_767_225_600.0
 

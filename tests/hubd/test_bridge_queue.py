@@ -51,7 +51,7 @@ def test_a_flood_of_status_requests_asks_the_bridge_at_most_once_a_second() -> N
     # Each status request asks the bridge for a fresh report, a message on the serial link; a
     # broker user sending thousands must not turn them into thousands of link messages.
     from hubd.devices.health import HEALTH_REQUEST_MIN_S, Health
-    from tests.test_fuzz_hubd import HUB, _Published, _Stub
+    from tests.hubd.test_fuzz_hubd import HUB, _Published, _Stub
 
     asked: list[float] = []
 

@@ -195,7 +195,7 @@ async def test_daemon_process_goes_offline_when_stopped_or_killed(mosquitto, bac
     async with BackendClient(mosquitto.host, mosquitto.port) as client, client.watch(topics.online(HUB)) as presence:
         process = subprocess.Popen(
             [sys.executable, "-m", "hubd", "--config", str(config)],
-            stderr=subprocess.PIPE, env=env, cwd=Path(__file__).resolve().parents[1],
+            stderr=subprocess.PIPE, env=env, cwd=Path(__file__).resolve().parents[2],
         )
         try:
             message = await asyncio.wait_for(presence.get(), TIMEOUT)

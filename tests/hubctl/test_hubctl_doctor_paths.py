@@ -1,4 +1,4 @@
-"""hubctl doctor's checks beyond the ones tests/test_hubctl_doctor.py covers: the broker over TLS
+"""hubctl doctor's checks beyond the ones tests/hubctl/test_hubctl_doctor.py covers: the broker over TLS
 (right, a CA file that is not the broker's, a client certificate from a foreign CA), an outbox
 whose oldest entry waits longer than doctor.MAX_OUTBOX_AGE_S, and a lock with a low battery.
 
@@ -24,7 +24,7 @@ from hubctl import doctor
 from hubd.store.database import DB_NAME
 from tests.hubctl_cli import hubctl
 from tests.mosquitto import Mosquitto, TlsListener
-from tests.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures
+from tests.hubctl.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures
 from tests.tls import CertFiles, TestCA
 
 BROKER = "broker reachable and authorised"

@@ -39,7 +39,7 @@ from wire import alarms
 from hil_tests.harness import start_hubd, stop_hubd
 from tests.hubctl_cli import hubctl, one_error_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUB = "hub-0042"
 # Every character systemd's EnvironmentFile quoting cares about, and a space at the end.
 PASSWORD = "pa$$ \"w`o\\rd' #1 "

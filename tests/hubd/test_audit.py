@@ -17,7 +17,7 @@ from hubd.store.audit import AuditLog, AuditRequests, verify_chain
 from hubd.store.outbox import Outbox
 from hubd.store.database import DB_NAME, Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HUB = "hub-audit"
 
 

@@ -1,0 +1,1 @@
+"""Tests of firmware/ (the layout of tests/ mirrors the packages)."""

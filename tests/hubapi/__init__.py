@@ -1,0 +1,1 @@
+"""Tests of hubapi/ (the layout of tests/ mirrors the packages)."""

@@ -1,0 +1,1 @@
+"""Tests of hubctl/ (the layout of tests/ mirrors the packages)."""

@@ -1,0 +1,1 @@
+"""Tests of hubd/ (the layout of tests/ mirrors the packages)."""

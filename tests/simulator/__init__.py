@@ -1,0 +1,1 @@
+"""Tests of simulator/ (the layout of tests/ mirrors the packages)."""

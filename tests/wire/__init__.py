@@ -1,0 +1,1 @@
+"""Tests of wire/ (the layout of tests/ mirrors the packages)."""
