@@ -283,7 +283,9 @@ def build(out_root: Path = DEFAULT_OUT, source_root: Path = ROOT) -> Bundle:
     for src, rel in sources:
         target = tmp / rel.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # -s: tracebacks on the bridge name the source file as it is in the repository.
+        # -s: tracebacks on the bridge name the source file as it is in the repository. No -O:
+        # measured, -O3 makes the image 5 KB smaller (84,440 -> 79,294 bytes) and costs the same
+        # heap (imports from the image: 125 KB 64-bit, 73 KB 32-bit), and it drops asserts.
         proc = subprocess.run([mpy_cross, "-o", str(target), "-s",
                                str(src.relative_to(source_root).as_posix()), str(src)],
                               capture_output=True, text=True, check=False)
