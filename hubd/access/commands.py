@@ -396,10 +396,11 @@ def _unfinished(written: bool, reason: FailReason, otherwise: str = oc.FAILED) -
 
 
 def _outcome_from_bridge(status: Status, reason: object, state: object, battery: object) -> _Outcome:
-    # The bridge's values end up in strict wire models: pass on only what fits them.
+    # The reason was typed at the transport seam (wire.outcomes); state and battery end up in
+    # strict wire models: pass on only what fits them.
     return _Outcome(
         status,
-        str(reason)[:128] if reason is not None else None,
+        str(reason) if reason is not None else None,
         str(state)[:32] if state else None,
         battery if type(battery) is int and 0 <= battery <= 100 else None,
     )
