@@ -13,6 +13,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-locks", default="front-door",
                     help="comma-separated lock ids the bench bridge is paired with "
                          "(only with a serial --target)")
+    group.addoption("--bench-link-key", default=None,
+                    help="the bench bridge's serial link key: link.key in its bridge.json, 64 hex "
+                         "digits (only with a serial --target)")
 
 
 

@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         home.start()
         config = work / "hubd.toml"
-        write_hubd_config(config, broker, sim.port, key, list(sim.locks))
+        write_hubd_config(config, broker, sim.port, key, list(sim.locks), link_key=sim.link_key)
         config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
         hubd = start_hubd(config, work / "hubd.log")
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")

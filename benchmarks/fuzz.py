@@ -10,7 +10,8 @@ inputs, drawn from a seeded generator (``--seed``; printed, so a run replays):
     audit_requests       valid requests mutated, hostile JSON (deep nesting, huge numbers, NaN,
     alarm_confirmations  duplicate keys, lone surrogates, non-UTF-8), raw bytes
     status_requests
-    serial_to_hubd       raw bytes, damaged and forged link frames put on the serial line
+    serial_to_hubd       raw bytes, damaged and forged link frames (CRC-valid, tagged with a key
+                         that is not the link's), frames recorded on the line played back
     serial_to_bridge     the same towards the bridge
     alarm_unit           raw bytes and forged frames on the alarm unit's UART
     modem                raw bytes, bogus URCs and answers from the LTE modem
@@ -60,7 +61,8 @@ from simulator.serial_line import TO_BRIDGE, TO_HUB  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from tests.sia_receiver import ACCOUNT  # noqa: E402
-from wire import alarms, cobs, frame  # noqa: E402
+from wire import alarms, cobs, frame, link  # noqa: E402
+from wire.hmac_sha256 import Key  # noqa: E402
 from wire.crc import crc16  # noqa: E402
 
 MQTT_SURFACES = ("commands", "audit_requests", "alarm_confirmations", "status_requests")
@@ -82,6 +84,7 @@ class Hostile:
     def __init__(self, rng: random.Random, key: BackendKey) -> None:
         self.rng = rng
         self.key = key
+        self.link_key = Key(os.urandom(frame.KEY_SIZE))  # not the link's: the attacker has none
 
     def json_value(self, depth: int = 0) -> Any:
         r = self.rng
@@ -173,19 +176,30 @@ class Hostile:
         valid = StatusRequest(id="f", reply_to=topics.status_replies(HUB_ID) + "/f").model_dump()
         return self.hostile_json(valid)
 
-    def link_bytes(self) -> bytes:
+    def link_bytes(self, recorded: Callable[[], bytes | None]) -> bytes:
+        """Hostile bytes for the serial line; ``recorded()`` is a frame that crossed it earlier."""
         r = self.rng
-        kind = r.randrange(5)
+        kind = r.randrange(6)
         if kind == 0:
             return bytes(r.randrange(256) for _ in range(r.randrange(1, 300)))
-        if kind == 1:  # a frame with a valid CRC and any type, seq and body
-            raw = bytes([r.randrange(256), r.randrange(256)]) + os.urandom(r.randrange(0, 260))
+        if kind == 1:  # a frame with a valid CRC and any type, seq, counter, tag and body
+            raw = bytes([r.randrange(256), r.randrange(256)]) + os.urandom(r.randrange(12, 272))
             return b"\x00" + cobs.encode(raw + crc16(raw).to_bytes(2, "big")) + b"\x00"
-        if kind == 2:  # a DATA frame whose payload is hostile JSON
-            return b"\x00" + frame.encode(frame.T_DATA, r.randrange(256), self.hostile_json()[:200]) + b"\x00"
-        if kind == 3:  # a HELLO from a stranger
-            body = os.urandom(r.randrange(0, 40))
-            return b"\x00" + frame.encode(frame.T_HELLO, 0, body) + b"\x00"
+        ctx = frame.context(r.choice((frame.ROLE_HUB, frame.ROLE_BRIDGE)), r.randrange(1, 2**32),
+                            r.randrange(2**32))
+        counter = r.randrange(1, 2**32)
+        if kind == 2:  # a DATA frame whose payload is hostile JSON, tagged with a wrong key
+            return b"\x00" + frame.encode(frame.T_DATA, r.randrange(256), self.hostile_json()[:200],
+                                          counter, self.link_key, ctx) + b"\x00"
+        if kind == 3:  # a HELLO from a stranger, a real HELLO's shape or any bytes
+            body = os.urandom(r.randrange(0, 40)) if r.random() < 0.5 else frame.encode_hello(
+                link.PROTOCOL_MAJOR, 0, r.randrange(1, 2**32), r.randrange(2**32), frame.MAX_PAYLOAD, 4,
+                r.choice((frame.ROLE_HUB, frame.ROLE_BRIDGE)), r.randrange(2), "forged")
+            return b"\x00" + frame.encode(frame.T_HELLO, 0, body, counter, self.link_key, ctx) + b"\x00"
+        if kind == 4:  # a real frame, recorded on the line, played back (either way)
+            block = recorded()
+            if block is not None:
+                return b"\x00" + block + b"\x00"
         return b"\x01" * r.randrange(300, 3000) + b"\x00"  # an overlong run
 
     def unit_bytes(self) -> bytes:
@@ -312,7 +326,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     home.start()
     config = work / "hubd.toml"
     state = work / "hubd-state"
-    write_hubd_config(config, broker, home.home.port, key, {LOCK: "inside_turner"}, state_dir=state)
+    write_hubd_config(config, broker, home.home.port, key, {LOCK: "inside_turner"}, state_dir=state,
+                      link_key=home.home.link_key)
     log = work / "hubd.log"
     hubd = start_hubd(config, log)
     results: dict[str, Any] = {}
@@ -340,7 +355,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "serial_to_bridge": lambda d: line.inject(TO_BRIDGE, d),
                 "alarm_unit": lambda d: home.home.alarm_unit.inject(d),  # type: ignore[union-attr]
                 "modem": lambda d: home.home.modem.inject(d)}  # type: ignore[union-attr]
-            bridge_makers = {"serial_to_hubd": hostile.link_bytes, "serial_to_bridge": hostile.link_bytes,
+
+            def recorded() -> bytes | None:
+                crossings = line.transcript
+                return crossings[hostile.rng.randrange(len(crossings))].block if crossings else None
+
+            bridge_makers = {"serial_to_hubd": lambda: hostile.link_bytes(recorded),
+                             "serial_to_bridge": lambda: hostile.link_bytes(recorded),
                              "alarm_unit": hostile.unit_bytes, "modem": hostile.modem_bytes}
             started = time.monotonic()
             deadline = started + args.minutes * 60 if args.minutes else None
@@ -406,8 +427,9 @@ def _figures(args: argparse.Namespace, sent: dict[str, int], before: HubStatus, 
                              "accepted": seen - refused - crashed - dropped, "crashed": crashed}
     link_now = after.bridge.link
     link_then = before.bridge.link
-    link_rejects = sum(link_now.get(k, 0) - link_then.get(k, 0) for k in ("crc_errors", "framing_errors",
-                                                                         "out_of_order", "duplicates"))
+    link_rejects = sum(link_now.get(k, 0) - link_then.get(k, 0)
+                       for k in ("crc_errors", "framing_errors", "auth_errors", "replays", "foreign_hellos",
+                                 "out_of_order", "duplicates"))
     bridge_inputs = after.inputs.get("bridge", {})
     for surface in BRIDGE_SURFACES:
         surfaces[surface] = {"inputs": sent[surface], "rejected": None, "dropped": None, "accepted": None,

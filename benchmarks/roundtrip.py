@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                     on_bridge_log=lambda line: bridge_log.write(line + "\n")))
     home.start()
     config = work / "hubd.toml"
-    write_hubd_config(config, broker, home.home.port, key, list(home.home.locks))
+    write_hubd_config(config, broker, home.home.port, key, list(home.home.locks), link_key=home.home.link_key)
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}

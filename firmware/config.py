@@ -1,6 +1,6 @@
 """The bridge's configuration: bridge.json on the flash filesystem, written by provisioning.
 
-    {"link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16},
+    {"link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "key": "<64 hex digits>"},
      "log": "info",
      "policy": {"idle_ms": 3000, "poll_ms": 1800000},
      "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
@@ -9,6 +9,8 @@
      "health": {"health_ms": 60000, "wdt_ms": 30000, "ble_stuck_ms": 60000},
      "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35}}
 
+``link.key`` is the serial link's key, the same as hubd's (``HUBD_SERIAL__LINK_KEY`` in hubd.env):
+every frame between them carries a tag made with it (wire/link.py); ``hubctl provision`` makes it.
 ``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
 today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
 ``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART
@@ -33,6 +35,7 @@ from wire import lockkinds, messages
 PATH = "bridge.json"
 PROTOCOLS = ("reference",)
 SECRET_LEN = 32
+LINK_KEY_LEN = 32  # wire.frame.KEY_SIZE, not imported: this module is read once and dropped
 LOG_LEVELS = ("debug", "info", "warn", "error")  # firmware/log.py
 MAX_FILE = 8192  # bytes of bridge.json (four locks, an alarm unit and LTE take about 2 KB)
 MAX_NESTED = 32  # objects and arrays in it, counted before parsing: bounds its nesting depth
@@ -194,6 +197,21 @@ def _alarm_unit(obj):
     return out
 
 
+def _link_key(text):
+    # Never quoted back: it is a secret.
+    if text is None:
+        raise ConfigError("link.key is missing: provision the bridge with its hub's link key "
+                          "(hubctl provision, then hubctl flash)")
+    try:
+        key = bytes.fromhex(text)
+    except (TypeError, ValueError):
+        key = b""
+    if len(key) != LINK_KEY_LEN:
+        raise ConfigError("link.key must be %d hex digits (hubctl provision makes it)"
+                          % (2 * LINK_KEY_LEN))
+    return key
+
+
 def _port(out, section):
     # A UART's settings, checked in place: number, speed and its pins (None: the board's own).
     _int(out["uart"], section + ".uart", 0, MAX_UART)
@@ -249,8 +267,11 @@ def parse(obj):
     link = obj.get("link", {})
     if not isinstance(link, dict):
         raise ConfigError("link must be an object")
+    for name in link:
+        if name not in ("uart", "baudrate", "tx", "rx", "key"):
+            raise ConfigError("link: unknown setting %s" % _shown(name))
     link = {"uart": link.get("uart", 1), "baudrate": link.get("baudrate", 115200),
-            "tx": link.get("tx"), "rx": link.get("rx")}
+            "tx": link.get("tx"), "rx": link.get("rx"), "key": _link_key(link.get("key"))}
     _port(link, "link")
     level = obj.get("log", "info")
     if not isinstance(level, str) or level not in LOG_LEVELS:

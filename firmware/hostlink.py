@@ -30,8 +30,8 @@ class HostLink:
     the watchdog feeds the chip's WDT only while it is recent.
     """
 
-    def __init__(self, uart, version, on_message=None, on_state=None):
-        self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms())
+    def __init__(self, uart, version, key, on_message=None, on_state=None):
+        self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms(), key)
         self._uart = uart
         self.on_message = on_message
         self.on_state = on_state
@@ -40,6 +40,7 @@ class HostLink:
         self.bad_messages = 0  # payloads from hubd that were not a valid message
         self.downs = 0  # times the link went down
         self.beat = time.ticks_ms()
+        self._foreign_said = None
 
     @property
     def heap_drops(self):
@@ -125,6 +126,16 @@ class HostLink:
         log.warn("host link: hubd restarted; %d queued message(s) were for the old hubd"
                  % len(old))
 
+    def _foreign(self, major):
+        # A HELLO of another protocol that does not verify: hubd of an older release (protocol
+        # 1 had no tags) or a forgery. Said once a minute, never acted on.
+        now = time.ticks_ms()
+        if self._foreign_said is None or time.ticks_diff(now, self._foreign_said) >= 60000:
+            self._foreign_said = now
+            log.error("a peer speaks link protocol %d (unauthenticated), this firmware %d.%d: "
+                      "update hubd or flash matching firmware" % (major, link.PROTOCOL_MAJOR,
+                                                                  link.PROTOCOL_MINOR))
+
     def _dispatch(self):
         for kind, value in self.link.events():
             if kind == link.EV_DATA:
@@ -148,6 +159,9 @@ class HostLink:
                                  link.PROTOCOL_MINOR))
                 elif kind == link.EV_RESET:
                     self._requeue(value[1])
+                elif kind == link.EV_FOREIGN:
+                    self._foreign(value)
+                    continue
                 else:
                     if kind == link.EV_DOWN:
                         self.downs += 1

@@ -113,7 +113,7 @@ def build():
     central = Central()
     drivers = _drivers(cfg, central)
     journal = Journal()
-    host = HostLink(_uart(cfg["link"]), version.VERSION)
+    host = HostLink(_uart(cfg["link"]), version.VERSION, cfg["link"]["key"])
     devices = Devices(host.send, host.idle, cfg["policy"]["absent_ms"])
     for lock_id, drv in drivers.items():
         if drv.kind == lockkinds.ENTRANCE_DOOR:  # an electric strike on the building's mains

@@ -25,7 +25,7 @@ from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
 from simulator.ports import free_port
 from tests.sia_receiver import ACCOUNT
-from wire import lockkinds
+from wire import frame, lockkinds
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
 
@@ -45,6 +45,18 @@ def bench_locks(text: str) -> dict[str, str]:
                         pytrace=False)
         locks[lock_id] = kind
     return locks
+
+
+def bench_link_key(text: str | None) -> bytes:
+    """--bench-link-key: the bench bridge's link key (its bridge.json's link.key, 64 hex digits)."""
+    try:
+        key = bytes.fromhex(text or "")
+    except ValueError:
+        key = b""
+    if len(key) != frame.KEY_SIZE:
+        pytest.fail("--bench-link-key: give the bench bridge's link key, the 64 hex digits of link.key "
+                    "in the bridge.json hubctl provision wrote for it", pytrace=False)
+    return key
 
 
 @pytest.fixture
@@ -76,6 +88,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
                                         policy=policy, **extras))
         home.start()
         port = home.home.port
+        link_key = home.home.link_key
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
     else:
         if not os.path.exists(target):
@@ -83,8 +96,10 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
                         f"or use --target=sim", pytrace=False)
         port = target
         locks = bench_locks(request.config.getoption("--bench-locks"))
+        link_key = bench_link_key(request.config.getoption("--bench-link-key"))
     config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra, top=hubd_top)
+    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra, top=hubd_top,
+                      link_key=link_key)
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,

@@ -90,12 +90,15 @@ class HubUnderTest:
 
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
                        locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None,
-                       extra: str = "", status_socket: Path | None = None, top: str = "") -> None:
+                       extra: str = "", status_socket: Path | None = None, top: str = "", *,
+                       link_key: bytes) -> None:
     """hubd's config for the hub under test. ``locks`` maps lock ids to kinds (wire.lockkinds); a
     plain list of ids means inside turners (the default simulated home). The state database goes
     to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it.
     ``extra`` is more TOML, appended (a scenario's own [battery] or [devices] settings); ``top``
     is more top-level keys (e.g. ``bridge_wait_s = 60``).
+    ``link_key``: the serial link's key, the bridge's (``SimulatedHome.link_key`` for the
+    simulator, the provisioned bridge.json's ``link.key`` for a bench bridge).
     ``status_socket``: where hubd serves its health snapshot (hubctl status / doctor); without it
     the default /run/hubd/status.sock, which a test machine may lack (hubd logs it and goes on)."""
     kinds = dict(locks) if isinstance(locks, Mapping) else dict.fromkeys(locks, lockkinds.INSIDE_TURNER)
@@ -114,6 +117,7 @@ port = {broker.port}
 
 [serial]
 port = "{port}"
+link_key = "{link_key.hex()}"
 
 [keys]
 "{key.kid}" = "{key.public_text}"

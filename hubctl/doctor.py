@@ -229,7 +229,15 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
         checks.append(Check("clock", OK, f"hub clock set, bridge {offset:+.0f} s off"))
     # bridge link and firmware
     b = status.bridge
-    if not b.link_up:
+    if not b.link_up and b.link.get("foreign_hellos", 0):
+        checks.append(Check("bridge link", FAILED, f"the bridge speaks an older link protocol (down since "
+                            f"{_age(now, b.since)} ago)", "flash the firmware that matches this hubd: hubctl flash"))
+    elif not b.link_up and b.link.get("auth_errors", 0):
+        checks.append(Check("bridge link", FAILED, f"the bridge answers, but {b.link['auth_errors']} of its frames "
+                            f"failed authentication (down since {_age(now, b.since)} ago): its link key is "
+                            "not hubd's", "provision once (hubctl provision keeps the same key in hubd.env and "
+                            "bridge.json), flash that bridge.json (hubctl flash), restart hubd"))
+    elif not b.link_up:
         checks.append(Check("bridge link", FAILED, f"the bridge's link is down since {_age(now, b.since)} ago",
                             "check the bridge's USB cable and power, and [serial] port in hubd.toml; "
                             "a bridge that stays silent: reflash it (hubctl flash)"))

@@ -52,6 +52,7 @@ SERVICE_USER = "hubd"  # deploy/systemd/hubd.service: User=hubd
 
 
 PASSWORD_ENV = f"{ENV_PREFIX}MQTT__PASSWORD"
+LINK_KEY_ENV = f"{ENV_PREFIX}SERIAL__LINK_KEY"
 # The bridge's wiring (firmware/config.py's defaults, and the simulator's): the host link on
 # UART 1, the safety alarm unit on UART 2 (the LTE modem is UART 3, the lte section's default).
 LINK_UART = 1
@@ -404,6 +405,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     tls_files, sources = _apply_login(flags, hub, env, tls_dir)
     bridge = _apply_bridge(flags, read_bridge(bridge_path),
                            hub["serial"].get("baudrate", DEFAULT_BAUD))
+    key_note = _apply_link_key(hub, env, bridge)
     lte = bridge["lte"]
     missing = [flag for flag, there in (
         ("--hub-id", "hub_id" in hub), ("--broker", "host" in hub["mqtt"]),
@@ -411,7 +413,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         ("--dc09-receiver", "host" in lte), ("--apn", "apn" in lte)) if not there]
     if missing:
         raise Missing(missing)
-    secrets = [s for s in (env.get(PASSWORD_ENV), lte.get("key")) if s] + [
+    secrets = [s for s in (env.get(PASSWORD_ENV), env.get(LINK_KEY_ENV), lte.get("key")) if s] + [
         str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
@@ -440,8 +442,10 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     dirs = [etc, tls_dir] if tls_files else [etc]
     if bridge_path.parent not in dirs:
         dirs.append(bridge_path.parent)
-    return Plan(files, _summary(config, env, bridge, toml_path, env_path, bridge_path, files),
-                toml_path, env_path, bridge_path, dirs, secrets)
+    summary = _summary(config, env, bridge, toml_path, env_path, bridge_path, files)
+    if key_note:
+        summary.insert(-1, key_note)
+    return Plan(files, summary, toml_path, env_path, bridge_path, dirs, secrets)
 
 
 def _apply_hub(flags: Flags, hub: dict[str, Any]) -> None:
@@ -475,7 +479,23 @@ def _apply_hub(flags: Flags, hub: dict[str, Any]) -> None:
     hub.setdefault("locks", {})
 
 
-def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
+def _apply_link_key(hub: dict[str, Any], env: dict[str, str], bridge: dict[str, Any]) -> str | None:
+    """The serial link's key, the same in hubd.env and bridge.json: kept when it is there, made
+    when it is not. Returns a line for the summary when the bridge's key changed (it must be
+    flashed), else None."""
+    by_hand = hub.get("serial", {}).pop("link_key", None)  # hubd.toml is world-readable
+    if by_hand is not None:
+        env.setdefault(LINK_KEY_ENV, str(by_hand))
+    link = bridge["link"]
+    hubs, bridges = env.get(LINK_KEY_ENV), link.get("key")
+    key = hubs or bridges or os.urandom(32).hex()
+    env[LINK_KEY_ENV] = link["key"] = key
+    if bridges == key:
+        return None
+    why = ("it had another one: hubd's is kept" if bridges else "a new one" if not hubs else
+           "hubd's")
+    return f"  the bridge's link key is now {why}: the bridge must be flashed with this bridge.json"
+flags: Flags, hub: dict[str, Any], env: dict[str, str],
                  tls_dir: Path) -> tuple[list[Planned], dict[str, Path]]:
     """The broker's address and one way of logging in: a password (hubd.env) or a client
     certificate (tls/). Returns the TLS files to write, and each one's final path -> source."""
@@ -631,6 +651,7 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
                  f"APN {lte['apn']}; DC-09 receiver {lte['host']}:{lte['port']}, account "
                  f"{lte['account']}, receiver {lte.get('receiver') or 'none'}, line "
                  f"{lte.get('line', '1')}, {key}; locks {paired}")
+    lines.append("  serial link key: set, the same in hubd.env and bridge.json")
     lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd")
     return lines
 

@@ -128,7 +128,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         guard = inputs.Inputs()  # every message from outside is handled inside it
         supervisor = Supervisor()
         try:
-            bridge = await Bridge.open(config.serial.port, config.serial.baudrate, guard)
+            bridge = await Bridge.open(config.serial.port, config.serial.key, config.serial.baudrate, guard)
         except OSError as exc:
             log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
             raise SystemExit(1) from None

@@ -24,6 +24,8 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [serial]
     port = "/dev/ttyUSB0"
     baudrate = 115200
+    link_key = "<64 hex digits>"         # better: HUBD_SERIAL__LINK_KEY (hubctl provision writes it
+                                         # to hubd.env, and the same key to the bridge's bridge.json)
 
     [keys]                               # backend public keys by kid: PEM or raw base64url
     "backend-2025" = "uJX0yJ2Z3X1v9b1ZC0kQZ8b0h1s1mLZ2Jw2u7ZqkY3o"
@@ -72,7 +74,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from hubapi import signing, topics
 from hubapi.models import DeviceKind
 from hubd.devices import battery
-from wire import lockkinds
+from wire import frame, lockkinds
 
 ENV_PREFIX = "HUBD_"
 CONFIG_ENV = "HUBD_CONFIG"
@@ -119,6 +121,26 @@ class SerialConfig(_Section):
 
     port: str = "/dev/ttyUSB0"
     baudrate: int = Field(115200, gt=0, le=4_000_000)
+    # Every frame on the link carries a tag made with it (wire/link.py); the bridge has the same
+    # key in bridge.json's link.key.
+    link_key: SecretStr
+
+    @field_validator("link_key")
+    @classmethod
+    def _key_hex(cls, key: SecretStr) -> SecretStr:
+        try:
+            raw = bytes.fromhex(key.get_secret_value())
+        except ValueError:
+            raw = b""
+        if len(raw) != frame.KEY_SIZE:
+            raise ValueError(f"must be {2 * frame.KEY_SIZE} hex digits, the key hubctl provision wrote "
+                             "to hubd.env and the bridge's bridge.json")
+        return key
+
+    @property
+    def key(self) -> bytes:
+        """The link key's bytes."""
+        return bytes.fromhex(self.link_key.get_secret_value())
 
 
 class AlarmsConfig(_Section):
@@ -245,7 +267,7 @@ class HubConfig(BaseSettings):
 
     hub_id: SegmentId
     mqtt: MqttConfig = MqttConfig()
-    serial: SerialConfig = SerialConfig()
+    serial: SerialConfig  # its link_key has no default: a missing one is named as serial.link_key
     alarms: AlarmsConfig = AlarmsConfig()
     battery: BatteryConfig = BatteryConfig()
     devices: DevicesConfig = DevicesConfig()
@@ -276,6 +298,13 @@ class HubConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's content arrives as init arguments; the environment overrides it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serial_section(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "serial" not in data:
+            data = {**data, "serial": {}}
+        return data
 
     @field_validator("keys")
     @classmethod
@@ -364,6 +393,7 @@ def _explain(exc: ValidationError, source: str) -> str:
         else:
             message = error["msg"].removeprefix("Value error, ")
             got = error.get("input")
-            shown = "" if field == "keys" or "password" in field or isinstance(got, dict) else f" (got {got!r})"
+            secret = field == "keys" or "password" in field or field.endswith("key")
+            shown = "" if secret or isinstance(got, dict) else f" (got {got!r})"
             parts.append(f"{field}: {message}{shown}: fix it in {source} or {env}")
     return "invalid configuration: " + "; ".join(parts)

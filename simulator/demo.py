@@ -57,7 +57,8 @@ async def embedded_broker(port: int) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-def hubd_config(path: Path, port: int, serial_port: str, public_key: str, locks: list[str]) -> None:
+def hubd_config(path: Path, port: int, serial_port: str, link_key: bytes, public_key: str,
+                locks: list[str]) -> None:
     # The demo's home has inside turners only (simulator.home.default_locks).
     lock_table = "\n".join(f'"{lk}" = "{lockkinds.INSIDE_TURNER}"' for lk in locks)
     path.write_text(f"""hub_id = "{HUB_ID}"
@@ -72,6 +73,7 @@ protocol = "3.1.1"
 
 [serial]
 port = "{serial_port}"
+link_key = "{link_key.hex()}"
 
 [keys]
 "{KID}" = "{public_key}"
@@ -178,7 +180,7 @@ async def run(args: argparse.Namespace) -> int:
             say("demo", f"simulated bridge running the real firmware in MicroPython; "
                         f"serial port {home.port}")
             cfg = work / "hubd.toml"
-            hubd_config(cfg, port, home.port, signing.public_key_text(key), list(home.locks))
+            hubd_config(cfg, port, home.port, home.link_key, signing.public_key_text(key), list(home.locks))
             hubd = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hubd", "--config", str(cfg),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -43,6 +43,7 @@ from simulator.locks import (
 )
 from simulator.radio import Radio
 from simulator.serial_line import SerialLine
+from wire import frame
 
 T = TypeVar("T")
 BRIDGE_UART = 1
@@ -86,7 +87,7 @@ class SimulatedHome:
                  policy: dict[str, int] | None = None, alarm_unit: AlarmUnit | None = None,
                  alarm_timings: dict[str, int] | None = None,
                  lte: dict[str, Any] | None = None,
-                 health: dict[str, int] | None = None) -> None:
+                 health: dict[str, int] | None = None, link_key: bytes | None = None) -> None:
         """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
         POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
         ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
@@ -95,7 +96,9 @@ class SimulatedHome:
         port, account, key, ...); with it the home has an LTE modem (``self.modem``, a
         simulator.modem.Modem) on the bridge's UART 3 that connects to that host and port.
         ``health``: overrides of the bridge's health report and watchdog timings
-        (firmware/config.py HEALTH, ms), e.g. ``{"health_ms": 1000, "wdt_ms": 3000}``."""
+        (firmware/config.py HEALTH, ms), e.g. ``{"health_ms": 1000, "wdt_ms": 3000}``.
+        ``link_key``: the serial link's key in bridge.json (default: new random bytes, as
+        ``hubctl provision`` makes); hubd needs the same (``self.link_key``)."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -103,6 +106,7 @@ class SimulatedHome:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
+        self.link_key = link_key if link_key is not None else os.urandom(frame.KEY_SIZE)
         self.policy = dict(policy or {})
         self.health = dict(health or {})
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
@@ -136,12 +140,12 @@ class SimulatedHome:
         return self.line.path
 
     def bridge_config(self) -> dict[str, Any]:
-        """bridge.json as provisioning writes it: the link UART, the connection policy's
+        """bridge.json as provisioning writes it: the link UART and key, the connection policy's
         overrides, each paired lock (its kind, protocol, address and pairing secret), the health
         timings, how the board senses its supply, and the alarm unit's UART when the home has
         one."""
         cfg: dict[str, Any] = {
-            "link": {"uart": BRIDGE_UART, "baudrate": 115200},
+            "link": {"uart": BRIDGE_UART, "baudrate": 115200, "key": self.link_key.hex()},
             "log": "info",
             "policy": self.policy,
             "locks": [{"id": lk.lock_id, "kind": lk.kind, "protocol": "reference",

@@ -31,6 +31,8 @@ class Crossing:
     ftype: int | None  # decoded frame type, None when the frame no longer decodes
     seq: int | None
     body: bytes | None
+    block: bytes | None = None  # the frame as it crossed, COBS-encoded, without its delimiter:
+                                # what someone on the wire could record and play back later
 
 
 def _frame_type(block: bytes) -> int | None:
@@ -171,11 +173,11 @@ class SerialLine:
         ftype = seq = body = None
         if block is not None:
             try:
-                ftype, seq, body = frame.decode(block)
+                ftype, seq, _, body, _ = frame.decode(block)
             except frame.FrameError:
                 pass
         self.transcript.append(Crossing(direction, damage, ftype, seq,
-                                        bytes(body) if body is not None else None))
+                                        bytes(body) if body is not None else None, block))
 
     def _write(self, direction: str, data: bytes) -> None:
         try:

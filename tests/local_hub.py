@@ -83,7 +83,7 @@ def start_local_hub(home: SimulatedHome, broker: Mosquitto, key: BackendKey, etc
     etc.mkdir(parents=True, exist_ok=True)
     config = etc / "hubd.toml"
     locks = {lock_id: lk.kind for lock_id, lk in home.locks.items() if lk.paired}
-    write_hubd_config(config, broker, home.port, key, locks, status_socket=socket)
+    write_hubd_config(config, broker, home.port, key, locks, status_socket=socket, link_key=home.link_key)
     if env:
         (etc / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     log = etc.parent / "hubd.log"

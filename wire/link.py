@@ -7,6 +7,10 @@ millisecond tick (time.ticks_ms() on MicroPython, a monotonic clock on CPython).
 
 What it guarantees (docs/serial-link.md says how):
 - frames are checked by CRC and resynchronised on 0x00 after line noise;
+- every frame is authenticated: a tag made with the link key both ends share, bound to both
+  sessions and to a per-session frame counter that only goes up, so a frame nobody with the key
+  made, or one replayed, reflected or carried over from another session, is dropped and counted
+  (auth_errors, replays) before it can touch sequence numbers, acks or sessions;
 - application payloads arrive once and in order while a session lasts (go-back-N: sequence
   numbers, cumulative acks, retransmission after `rto_ms`, at most `window` frames in flight);
 - a HELLO exchange carries protocol and software versions; a peer with another protocol major is
@@ -21,6 +25,7 @@ What it guarantees (docs/serial-link.md says how):
 import os
 
 from wire import frame
+from wire.hmac_sha256 import Key
 
 try:
     from time import ticks_add, ticks_diff
@@ -33,7 +38,7 @@ except ImportError:  # CPython: a monotonic millisecond clock does not wrap
         return a - b
 
 
-PROTOCOL_MAJOR = 1
+PROTOCOL_MAJOR = 2  # 2: frames carry a counter and a tag (1: a CRC only)
 PROTOCOL_MINOR = 0
 
 # Link states.
@@ -47,6 +52,10 @@ EV_UP = "up"  # value: the peer's HELLO as a dict (versions, session, role)
 EV_DOWN = "down"  # value: the reason, "silent" or "peer_reset"
 EV_RESET = "reset"  # value: (in flight: the old peer may or may not have them, never sent)
 EV_INCOMPATIBLE = "incompatible"  # value: the peer's HELLO as a dict
+# A HELLO that does not verify but claims another protocol major (value: that major): most
+# likely a peer of an older protocol (1 had no tags), possibly a forgery, so it changes nothing
+# but what the application logs.
+EV_FOREIGN = "foreign"
 
 _SEQ_MOD = 256
 
@@ -66,11 +75,19 @@ def _new_session():
 class Link:
     """One end of the link. See the module docstring for how a driver uses it."""
 
-    def __init__(self, role, version, now, window=4, rto_ms=300, hello_ms=500,
+    def __init__(self, role, version, now, key, window=4, rto_ms=300, hello_ms=500,
                  heartbeat_ms=1000, dead_ms=3500, max_queue=32, session=None):
         if not 0 < window < _SEQ_MOD // 2:
             raise ValueError("window must be 1..127")
+        if len(key) != frame.KEY_SIZE:
+            raise ValueError("the link key must be %d bytes" % frame.KEY_SIZE)
         self.role = role
+        self._peer_role = frame.ROLE_BRIDGE if role == frame.ROLE_HUB else frame.ROLE_HUB
+        self._key = Key(key)
+        self._tx_counter = 0  # the last frame counter sent in this session
+        self._rx_counter = 0  # the last frame counter accepted from the peer's session
+        self._rx_ctx = None  # what the current peer's frames are bound to (frame.context)
+        self._exhausted = False  # the counter reached its end: poll() takes a new session
         self.version = version
         self.session = session or _new_session()
         self.window = window
@@ -85,6 +102,7 @@ class Link:
             "frames_tx": 0, "frames_rx": 0, "bytes_rx": 0, "crc_errors": 0,
             "framing_errors": 0, "retransmits": 0, "duplicates": 0, "out_of_order": 0,
             "peer_resets": 0, "payloads_tx": 0, "payloads_rx": 0, "hellos_ignored": 0,
+            "auth_errors": 0, "replays": 0, "foreign_hellos": 0,
         }
         self._tx_next = 0
         self._unacked = []  # [(seq, payload)], oldest first
@@ -144,9 +162,11 @@ class Link:
     def poll(self, now):
         """Run the timers and return the next frame to write on the line (bytes; empty when there
         is nothing to write). One frame per call: call again while it returns one."""
+        if self._exhausted:
+            self._end_session(now)
         if self.state == UP:
             if ticks_diff(now, self._last_rx) >= self.dead_ms:
-                self._go_down("silent")
+                self._go_down("silent", now)
             else:
                 self._fill_window(now)
                 if self._rto_at is not None and ticks_diff(now, self._rto_at) >= 0:
@@ -193,7 +213,7 @@ class Link:
         if not block:
             return  # back-to-back delimiters: idle line or a flush
         try:
-            ftype, seq, body = frame.decode(block)
+            ftype, seq, counter, body, raw = frame.decode(block)
         except frame.CrcError:
             self.stats["crc_errors"] += 1
             return
@@ -202,10 +222,18 @@ class Link:
             return
         self.stats["frames_rx"] += 1
         if ftype == frame.T_HELLO:
-            self._on_hello(body, now)
-        elif self.state != UP:
+            self._on_hello(body, counter, raw, now)
+            return
+        if self.state != UP:
             return  # no session confirmed: the peer resends once it is
-        elif ftype == frame.T_DATA:
+        if not frame.authentic(raw, self._key, self._rx_ctx):
+            self.stats["auth_errors"] += 1
+            return
+        if counter <= self._rx_counter:
+            self.stats["replays"] += 1
+            return
+        self._rx_counter = counter
+        if ftype == frame.T_DATA:
             self._last_rx = now
             self._on_data(seq, body, now)
         elif ftype == frame.T_ACK:
@@ -214,11 +242,26 @@ class Link:
         else:
             self._last_rx = now
 
-    def _on_hello(self, body, now):
+    def _on_hello(self, body, counter, raw, now):
         try:
             hello = frame.decode_hello(body)
         except frame.FrameError:
-            self.stats["framing_errors"] += 1
+            hello = None
+        if hello is None or not frame.authentic(
+                raw, self._key, frame.context(self._peer_role, hello["session"],
+                                              hello["peer_session"])):
+            major = frame.hello_major(body)
+            if major is not None and major != PROTOCOL_MAJOR:
+                self.stats["foreign_hellos"] += 1
+                self._events.append((EV_FOREIGN, major))
+            elif hello is None:
+                self.stats["framing_errors"] += 1
+            else:
+                self.stats["auth_errors"] += 1
+            return
+        if (self.peer is not None and hello["session"] == self.peer["session"]
+                and counter <= self._rx_counter):
+            self.stats["replays"] += 1
             return
         if (self.state == UP and (hello["major"] != PROTOCOL_MAJOR
                                   or hello["session"] != self.peer["session"])
@@ -229,23 +272,24 @@ class Link:
             # peer has been silent for three HELLO periods.
             self.stats["hellos_ignored"] += 1
             return
+        self._rx_counter = counter
         if hello["major"] != PROTOCOL_MAJOR:
             if self.state != INCOMPATIBLE:
                 self.state = INCOMPATIBLE
                 self._events.append((EV_INCOMPATIBLE, hello))
-            self.peer = hello  # periodic HELLOs go on, so a re-flashed peer is found
+            self._set_peer(hello)  # periodic HELLOs go on, so a re-flashed peer is found
             return
         known = self.peer is not None and self.peer["session"] == hello["session"] \
             and self.state != INCOMPATIBLE
         if not known:
             if self.peer is not None and self.state != INCOMPATIBLE:
-                self._peer_restarted()
-            self.peer = hello
+                self._hand_back("peer_reset")
+            self._set_peer(hello)
             self._rx_expect = 0
             if self.state == INCOMPATIBLE:
                 self.state = DOWN
         else:
-            self.peer = hello
+            self._set_peer(hello)
         if hello["peer_session"] != self.session:
             self._answer_peer = True  # the peer does not know this session yet
             return
@@ -259,7 +303,12 @@ class Link:
             if self._unacked:
                 self._retransmit(now)
 
-    def _peer_restarted(self):
+    def _set_peer(self, hello):
+        self.peer = hello
+        self._rx_ctx = frame.context(self._peer_role, hello["session"], self.session)
+
+    def _hand_back(self, reason):
+        # The session that carried what is queued is over (the peer's, or ours): hand it all back.
         self.stats["peer_resets"] += 1
         lost = ([p for _, p in self._unacked], self._queue)
         self._unacked = []
@@ -268,8 +317,22 @@ class Link:
         self._tx_next = 0
         if self.state == UP:
             self.state = DOWN
-            self._events.append((EV_DOWN, "peer_reset"))
+            self._events.append((EV_DOWN, reason))
         self._events.append((EV_RESET, lost))
+
+    def _end_session(self, now):
+        # 2**32 frames sent in one session (months at the line's top rate): a frame counter must
+        # never repeat under one key and session, so this end starts a new session, as a restart
+        # would; the peer sees a new session and both hand back what was queued.
+        self._exhausted = False
+        self.session = _new_session()
+        self._tx_counter = 0
+        self._hand_back("session_end")
+        self.peer = None
+        self._rx_ctx = None
+        self._rx_expect = 0
+        self.state = DOWN
+        self._hello_at = now
 
     def _on_data(self, seq, body, now):
         if seq == self._rx_expect:
@@ -310,8 +373,11 @@ class Link:
             self._emit(frame.T_DATA, seq, payload, now)
         self._rto_at = ticks_add(now, self.rto_ms)
 
-    def _go_down(self, reason):
+    def _go_down(self, reason, now):
         self.state = DOWN
+        # HELLOs from now: an old _hello_at is more than half the tick period (6 days on the
+        # chip) in the past after a long session, where ticks_diff would call it the future.
+        self._hello_at = now
         self._events.append((EV_DOWN, reason))
 
     def _send_hello(self, now):
@@ -324,6 +390,12 @@ class Link:
         self._hello_at = ticks_add(now, self.hello_ms)
 
     def _emit(self, ftype, seq, body, now):
-        self._out.append(frame.encode(ftype, seq, body))
+        if self._tx_counter >= frame.MAX_COUNTER:
+            self._exhausted = True  # not sent: a DATA frame stays in the window, handed back
+            return
+        self._tx_counter += 1
+        peer_session = self.peer["session"] if self.peer is not None else 0
+        ctx = frame.context(self.role, self.session, peer_session)
+        self._out.append(frame.encode(ftype, seq, body, self._tx_counter, self._key, ctx))
         self.stats["frames_tx"] += 1
         self._last_tx = now

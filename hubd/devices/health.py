@@ -37,7 +37,7 @@ HEALTH_REQUEST_MIN_S = 1.0
 
 # The link counters hubd reports from its own end of the serial link (wire/link.py stats).
 _LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits", "duplicates",
-                  "out_of_order", "peer_resets")
+                  "out_of_order", "peer_resets", "auth_errors", "replays", "foreign_hellos")
 
 
 class _Publisher(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +50,8 @@ class Bridge:
     """The bridge as hubd sees it: operate locks (the first hubd.access.transport.LockTransport),
     hear lock state, know whether it is there."""
 
-    def __init__(self, port: str, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> None:
-        self.link = SerialLink(port, baudrate, f"hubd {__version__}", self._on_link_event)
+    def __init__(self, port: str, key: bytes, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> None:
+        self.link = SerialLink(port, baudrate, f"hubd {__version__}", key, self._on_link_event)
         # Every message from the bridge is handled inside it (counted under inputs.BRIDGE).
         self._guard = guard if guard is not None else inputs.Inputs()
         self.peer: dict[str, Any] | None = None
@@ -60,11 +61,14 @@ class Bridge:
         self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
         self._listeners: dict[str, list[MessageCallback]] = {}
+        self._foreign_said = -math.inf
 
     @classmethod
-    async def open(cls, port: str, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> Bridge:
-        """Open the port and start the link (it comes up when the bridge answers)."""
-        bridge = cls(port, baudrate, guard)
+    async def open(cls, port: str, key: bytes, baudrate: int = 115200,
+                   guard: inputs.Inputs | None = None) -> Bridge:
+        """Open the port and start the link (it comes up when the bridge answers); ``key`` is the
+        link key (hubd.config.SerialConfig.key)."""
+        bridge = cls(port, key, baudrate, guard)
         await bridge.link.start()
         return bridge
 
@@ -188,12 +192,23 @@ class Bridge:
                         "(each is asked again when the link is up)", len(in_flight), len(unsent))
             for rid in list(self._pending):
                 self._lose(rid, oc.BRIDGE_RESTARTED)
+        elif kind == link.EV_FOREIGN:
+            self._foreign(value)
         elif kind == link.EV_INCOMPATIBLE:
             log.error("bridge firmware %r speaks link protocol %d.%d, hubd speaks %d.%d: "
                       "flash matching firmware (hubctl flash) or update hubd",
                       value["version"], value["major"], value["minor"],
                       link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
             self._tell_link(False)
+
+    def _foreign(self, major: int) -> None:
+        # Link protocol 1 had no tags, so a bridge of an older release cannot verify its HELLO:
+        # said once a minute with the fix, never acted on (it may as well be a forgery).
+        now = time.monotonic()
+        if now - self._foreign_said >= 60:
+            self._foreign_said = now
+            log.error("a bridge speaking link protocol %d (unauthenticated) is on the line, hubd speaks %d.%d: "
+                      "flash matching firmware (hubctl flash)", major, link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
 
     def _tell_link(self, up: bool) -> None:
         for cb in self._link_callbacks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -30,11 +31,13 @@ def _now_ms() -> int:
 class SerialLink:
     """Runs the link engine on a serial port; hands link events to `on_event(kind, value)`."""
 
-    def __init__(self, port: str, baudrate: int, version: str,
+    def __init__(self, port: str, baudrate: int, version: str, key: bytes,
                  on_event: Callable[[str, Any], None], reopen_s: float = 1.0) -> None:
         self.port = port
         self.baudrate = baudrate
-        self.engine = link.Link(frame.ROLE_HUB, version, _now_ms())
+        self.engine = link.Link(frame.ROLE_HUB, version, _now_ms(), key)
+        self._unverified_seen = 0  # auth_errors when last said
+        self._unverified_said = -math.inf
         self._on_event = on_event
         self._reopen_s = reopen_s
         self._serial: serial.Serial | None = None
@@ -111,8 +114,24 @@ class SerialLink:
             self._port_failed(OSError("end of file"))
             return
         self.engine.feed(data, _now_ms())
+        self._say_unverified()
         self._dispatch()
         self._wake.set()
+
+    def _say_unverified(self) -> None:
+        # Frames that fail their tag: a bridge with another link key (re-provisioned on one side
+        # only) or someone on the wire. Said at most once a minute with the fix, never acted on.
+        stats = self.engine.stats
+        count = stats["auth_errors"]
+        now = time.monotonic()
+        if count == self._unverified_seen or now - self._unverified_said < 60:
+            return
+        log.error("%d frame(s) from the bridge failed authentication%s: the link key in hubd.env "
+                  "(HUBD_SERIAL__LINK_KEY) and the bridge's bridge.json (link.key) must be the same: "
+                  "provision both with hubctl provision, then hubctl flash", count - self._unverified_seen,
+                  "" if self.engine.state == link.UP else " and the link is down")
+        self._unverified_seen = count
+        self._unverified_said = now
 
     def _writable(self) -> None:
         self._flush()

@@ -52,7 +52,8 @@ class Hubd:
         self.log = tmp_path / "hubd.log"
         self.state = tmp_path / "hubd-state" / DB_NAME
         self.broker = broker
-        write_hubd_config(self.config, broker, home.home.port, key, {LOCK: "inside_turner"})
+        write_hubd_config(self.config, broker, home.home.port, key, {LOCK: "inside_turner"},
+                          link_key=home.home.link_key)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> None:

@@ -122,7 +122,7 @@ def test_hubd_says_ready_pings_the_watchdog_and_says_stopping(tmp_path, mosquitt
     master, slave = os.openpty()  # the bridge's port; no bridge answers, hubd serves anyway
     tty.setraw(master)
     config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, os.ttyname(slave), backend_key, ["front-door"])
+    write_hubd_config(config, mosquitto, os.ttyname(slave), backend_key, ["front-door"], link_key=os.urandom(32))
     notify_path = str(tmp_path / "notify")
     with datagram_socket(notify_path) as sock:
         env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="400000")

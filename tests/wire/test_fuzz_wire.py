@@ -22,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wire import alarms, alarmunit, dc09, frame, link, lockkinds, messages, outcomes
+from wire import alarms, alarmunit, cobs, dc09, frame, link, lockkinds, messages, outcomes
+from wire.crc import crc16
+from wire.hmac_sha256 import Key
 
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -82,31 +84,70 @@ def hellos(draw: st.DrawFn) -> bytes:
         draw(st.text(max_size=32).filter(lambda v: len(v.encode()) <= 32)))
 
 
+LINK_KEY = Key(bytes(range(32)))  # the link key of the fuzzed link
+HUB, BRIDGE = 0x1A2B3C4D, 0x0BADCAFE
+HUB_CTX = frame.context(frame.ROLE_HUB, HUB, BRIDGE)  # what hubd's frames to that bridge are bound to
+counters = st.integers(1, frame.MAX_COUNTER)
+
+
+def _ctx(ftype: int, body: bytes) -> bytes:
+    # A HELLO is bound to the sessions it names; every other frame to the link's.
+    if ftype == frame.T_HELLO:
+        hello = frame.decode_hello(body)
+        return frame.context(frame.ROLE_HUB, hello["session"], hello["peer_session"])
+    return HUB_CTX
+
+
+def signed(ftype: int, seq: int, body: bytes, counter: int) -> bytes:
+    """A frame from hubd, tagged with the link's key: what hubd, or a hubd gone wrong, could send."""
+    return frame.encode(ftype, seq, body, counter, LINK_KEY, _ctx(ftype, body))
+
+
 frames = st.one_of(
-    st.builds(frame.encode, st.just(frame.T_DATA), st.integers(0, 255),
-              st.binary(max_size=frame.MAX_PAYLOAD)),
-    st.builds(frame.encode, st.sampled_from((frame.T_ACK, frame.T_HEARTBEAT)),
-              st.integers(0, 255)),
-    hellos().map(lambda body: frame.encode(frame.T_HELLO, 0, body)))
+    st.builds(signed, st.just(frame.T_DATA), st.integers(0, 255), st.binary(max_size=frame.MAX_PAYLOAD),
+              counters),
+    st.builds(signed, st.sampled_from((frame.T_ACK, frame.T_HEARTBEAT)), st.integers(0, 255),
+              st.just(b""), counters),
+    st.builds(lambda body, n: signed(frame.T_HELLO, 0, body, n), hellos(), counters))
 
 
-def _frame_or_error(block: bytes) -> tuple[int, int, bytes] | None:
+def _frame_or_error(block: bytes) -> tuple[int, int, int, bytes] | None:
     try:
-        ftype, seq, body = frame.decode(block)
+        ftype, seq, counter, body, raw = frame.decode(block)
     except frame.FrameError:
         return None
     assert ftype in (frame.T_DATA, frame.T_ACK, frame.T_HELLO, frame.T_HEARTBEAT)
-    assert 0 <= seq <= 255 and len(body) <= frame.MAX_PAYLOAD
-    # What decodes is a frame that could have been sent: it encodes and decodes the same.
-    assert frame.decode(frame.encode(ftype, seq, body)[:-1]) == (ftype, seq, bytes(body))
-    return ftype, seq, bytes(body)
+    assert 0 <= seq <= 255 and 0 <= counter <= frame.MAX_COUNTER and len(body) <= frame.MAX_PAYLOAD
+    assert len(raw) == len(body) + frame.HEADER_SIZE + frame.TRAILER_SIZE
+    return ftype, seq, counter, bytes(body)
 
 
 @FUZZ
 @given(frames)
-def test_a_valid_frame_decodes_to_what_was_encoded(line: bytes) -> None:
+def test_a_valid_frame_decodes_to_what_was_encoded_and_verifies(line: bytes) -> None:
     got = _frame_or_error(line[:-1])
-    assert got is not None and frame.encode(*got) == line
+    assert got is not None
+    ftype, seq, counter, body = got
+    assert signed(ftype, seq, body, counter) == line
+    assert frame.authentic(frame.decode(line[:-1])[4], LINK_KEY, _ctx(ftype, body))
+
+
+@FUZZ
+@given(frames, st.data())
+def test_a_frame_changed_anywhere_does_not_verify_even_with_a_good_crc(line: bytes, data: st.DataObject) -> None:
+    # What someone on the wire without the key can do: change bytes and make the CRC right.
+    raw = bytearray(cobs.decode(line[:-1]))
+    ftype, body = raw[0], bytes(raw[frame.HEADER_SIZE:len(raw) - frame.TRAILER_SIZE])
+    ctx = _ctx(ftype, body)
+    i = data.draw(st.integers(0, len(raw) - frame.CRC_SIZE - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    raw[-2:] = crc16(raw[:-2]).to_bytes(2, "big")
+    try:
+        _, _, _, _, decoded = frame.decode(cobs.encode(bytes(raw)))
+    except frame.FrameError:
+        return  # the type byte became no type
+    assert not frame.authentic(decoded, LINK_KEY, ctx)
+    assert not frame.authentic(decoded, Key(bytes(32)), ctx)
 
 
 @FUZZ
@@ -127,29 +168,26 @@ def test_any_hello_body_is_a_hello_or_a_frame_error(body: bytes) -> None:
     assert len(hello["version"].encode()) <= frame.HELLO_VERSION_MAX
 
 
-HUB, BRIDGE = 0x1A2B3C4D, 0x0BADCAFE
-
-
 def _hub_hello(**kw: int) -> bytes:
-    f = {"major": 1, "session": HUB, "peer": BRIDGE, "max_payload": frame.MAX_PAYLOAD,
-         "window": 4, "flags": 0}
+    f = {"major": link.PROTOCOL_MAJOR, "session": HUB, "peer": BRIDGE, "max_payload": frame.MAX_PAYLOAD,
+         "window": 4, "flags": 0, "counter": 1}
     f.update(kw)
-    return frame.encode(frame.T_HELLO, 0, frame.encode_hello(
+    return signed(frame.T_HELLO, 0, frame.encode_hello(
         f["major"], 0, f["session"], f["peer"], f["max_payload"], f["window"], frame.ROLE_HUB,
-        f["flags"], "hubd 0.1.0"))
+        f["flags"], "hubd 0.1.0"), f["counter"])
 
 
 hostile_hellos = st.builds(
-    lambda major, session, peer, max_payload, window, flags: _hub_hello(
+    lambda major, session, peer, max_payload, window, flags, counter: _hub_hello(
         major=major, session=session, peer=peer, max_payload=max_payload, window=window,
-        flags=flags),
-    st.sampled_from((0, 1, 2, 255)), st.sampled_from((0, 1, HUB, HUB + 1)),
-    st.sampled_from((0, BRIDGE, 7)), st.sampled_from((0, 1, 511, 512, 0xFFFF)),
-    st.sampled_from((0, 1, 4, 255)), st.integers(0, 255))
+        flags=flags, counter=counter),
+    st.sampled_from((0, 1, 2, 3, 255)), st.sampled_from((1, HUB, HUB + 1)),
+    st.sampled_from((0, BRIDGE, 7)), st.sampled_from((512, 0xFFFF)),
+    st.sampled_from((1, 4, 255)), st.integers(0, 255), st.sampled_from((1, 2, 1000, frame.MAX_COUNTER)))
 
 
 def _up_bridge_end() -> link.Link:
-    end = link.Link(frame.ROLE_BRIDGE, "fw", 0, session=BRIDGE)
+    end = link.Link(frame.ROLE_BRIDGE, "fw", 0, bytes(range(32)), session=BRIDGE)
     end.feed(_hub_hello(), 0)
     while end.poll(0):
         pass
@@ -173,7 +211,7 @@ def test_link_feed_never_raises_whatever_arrives(parts: list[bytes], cuts: list[
             pass
         for kind, value in end.events():
             assert kind in (link.EV_DATA, link.EV_UP, link.EV_DOWN, link.EV_RESET,
-                            link.EV_INCOMPATIBLE)
+                            link.EV_INCOMPATIBLE, link.EV_FOREIGN)
             if kind == link.EV_DATA:
                 assert len(value) <= frame.MAX_PAYLOAD
         assert len(end._rxbuf) <= frame.MAX_ENCODED
@@ -193,7 +231,7 @@ def test_data_between_noise_arrives_once_and_in_order(payloads: list[bytes],
     end = _up_bridge_end()
     for seq, (payload, junk) in enumerate(zip(payloads, noise)):
         # Noise ends at a delimiter, as line noise does before the sender's next frame.
-        end.feed(junk + b"\x00" + frame.encode(frame.T_DATA, seq, payload), seq + 1)
+        end.feed(junk + b"\x00" + signed(frame.T_DATA, seq, payload, seq + 2), seq + 1)
     got = [v for kind, v in end.events() if kind == link.EV_DATA]
     assert got == payloads
 

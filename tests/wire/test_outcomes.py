@@ -109,4 +109,4 @@ def test_a_result_entering_hubd_is_typed_once_at_the_seam(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="reason"):
         OpResult(outcomes.FAILED, "bridge_no_answer", None, None)
     # The bridge is the first lock transport: the command path needs nothing else from it.
-    assert isinstance(Bridge(str(tmp_path / "no-port")), LockTransport)
+    assert isinstance(Bridge(str(tmp_path / "no-port"), bytes(32)), LockTransport)

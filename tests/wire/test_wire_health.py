@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from wire import alarmunit, cobs, frame, hubside, messages, unitside
+from wire import alarmunit, cobs, frame, hubside, link, messages, unitside
+from wire.hmac_sha256 import Key
 
 BLE = {"restarts": 1, "last_restart": "silent", "connected": 0}
 JOURNALS = {"commands": 3, "alarms": 1}
@@ -80,8 +81,27 @@ def test_the_op_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show()
     payload = hubside.op(1, "front-door", "unlock", "c0ffee", 5000)
     assert payload == (b'{"m": "op", "rid": 1, "lock": "front-door", "action": "unlock", '
                        b'"cmd": "c0ffee", "ttl": 5000}')
-    raw = cobs.decode(frame.encode(frame.T_DATA, 0, payload)[:-1])
-    assert raw[-2:] == bytes.fromhex("7914")  # docs/serial-link.md: CRC 0x7914
+    line = frame.encode(frame.T_DATA, 0, payload, 5, Key(bytes(range(32))),
+                        frame.context(frame.ROLE_HUB, 0x1A2B3C4D, 0x0BADCAFE))
+    raw = cobs.decode(line[:-1])
+    # docs/serial-link.md: counter 5, tag 9e25e1d82aaa8619, CRC 0x4a67
+    assert raw[-14:] == bytes.fromhex("00000005 9e25e1d82aaa8619 4a67")
+    assert line[:3] == bytes.fromhex("02015e") and line[-15:] == bytes.fromhex("01010c05 9e25e1d82aaa8619 4a67 00")
+
+
+def test_the_ack_hello_and_heartbeat_examples_are_byte_for_byte_what_the_docs_show():
+    key = Key(bytes(range(32)))
+    hub, bridge = 0x1A2B3C4D, 0x0BADCAFE
+    ack = frame.encode(frame.T_ACK, 0, b"", 3, key, frame.context(frame.ROLE_BRIDGE, bridge, hub))
+    assert ack.hex(" ") == "02 02 01 01 01 0c 03 b6 17 dc d5 86 a2 fc b6 64 4b 00"
+    body = frame.encode_hello(link.PROTOCOL_MAJOR, 0, hub, 0, 512, 4, frame.ROLE_HUB, frame.HELLO_ANSWER_ME,
+                              "hubd 0.1.0")
+    assert body.hex(" ") == "02 00 1a 2b 3c 4d 00 00 00 00 02 00 04 48 01 68 75 62 64 20 30 2e 31 2e 30"
+    hello = frame.encode(frame.T_HELLO, 0, body, 1, key, frame.context(frame.ROLE_HUB, hub, 0))
+    assert hello.hex(" ") == ("02 03 02 02 05 1a 2b 3c 4d 01 01 01 02 02 0e 04 48 01 68 75 62 64 20 30 2e 31 "
+                              "2e 30 01 01 0c 01 93 02 d7 e1 61 97 8f fe 3b 0c 00")
+    beat = frame.encode(frame.T_HEARTBEAT, 0, b"", 6, key, frame.context(frame.ROLE_HUB, hub, bridge))
+    assert beat.hex(" ") == "02 04 01 01 01 0c 06 24 f3 38 ac 79 02 ef 86 20 79 00"
 
 
 def test_the_heartbeat_example_is_byte_for_byte_what_the_docs_show():
