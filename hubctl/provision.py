@@ -492,10 +492,12 @@ def _apply_link_key(hub: dict[str, Any], env: dict[str, str], bridge: dict[str, 
     env[LINK_KEY_ENV] = link["key"] = key
     if bridges == key:
         return None
-    why = ("it had another one: hubd's is kept" if bridges else "a new one" if not hubs else
-           "hubd's")
-    return f"  the bridge's link key is now {why}: the bridge must be flashed with this bridge.json"
-flags: Flags, hub: dict[str, Any], env: dict[str, str],
+    what = ("the bridge's link key differed from hubd's and is now hubd's" if bridges else
+            "a new serial link key was made" if not hubs else "the bridge's link key is now hubd's")
+    return f"  {what}: the bridge must be flashed with this bridge.json (hubctl flash)"
+
+
+def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
                  tls_dir: Path) -> tuple[list[Planned], dict[str, Path]]:
     """The broker's address and one way of logging in: a password (hubd.env) or a client
     certificate (tls/). Returns the TLS files to write, and each one's final path -> source."""

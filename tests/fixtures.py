@@ -56,6 +56,10 @@ def test_ca(tmp_path: Path) -> TestCA:
     return TestCA(tmp_path / "pki")
 
 
+#: A serial link key for hubd configurations in tests that run no bridge (any 32 bytes do).
+LINK_KEY = bytes(range(32))
+
+
 @dataclass(frozen=True)
 class BackendKey:
     """A backend signing key as the hub config names it."""

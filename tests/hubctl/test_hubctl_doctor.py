@@ -22,7 +22,7 @@ from hubapi.models import HubStatus
 from simulator.alarm_unit import AlarmUnit
 from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
-from tests.fixtures import BackendKey
+from tests.fixtures import LINK_KEY, BackendKey
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
@@ -227,7 +227,8 @@ def test_status_socket_must_be_an_absolute_short_path(tmp_path: Path, backend_ke
     for value, words in (("status.sock", "absolute path"), ("/" + "x" * 120, "at most 107 bytes")):
         path = tmp_path / "hubd.toml"
         path.write_text(f'hub_id = "h"\nstate_dir = "{tmp_path}"\nstatus_socket = "{value}"\n'
-                        f'[keys]\n"{backend_key.kid}" = "{backend_key.public_text}"\n')
+                        f'[keys]\n"{backend_key.kid}" = "{backend_key.public_text}"\n'
+                        f'[serial]\nlink_key = "{LINK_KEY.hex()}"\n')
         with pytest.raises(ConfigError, match=words):
             load_config(path)
 

@@ -135,11 +135,17 @@ def test_provision_writes_hubd_toml_env_and_bridge_json_each_with_its_mode(input
     assert config.alarms.resident == "resident-208"
     assert config.locks == {}, "a hub is provisioned before any lock is paired"
     assert "password" not in (etc / "hubd.toml").read_text()
-    assert (etc / "hubd.env").read_text().splitlines()[-1] == env_line("HUBD_MQTT__PASSWORD", PASSWORD)
+    env_lines = (etc / "hubd.env").read_text().splitlines()
+    assert env_line("HUBD_MQTT__PASSWORD", PASSWORD) in env_lines
 
     bridge = firmware_parse(etc / "bridge.json")
     assert bridge["locks"] == []
     assert (bridge["link"]["uart"], bridge["link"]["baudrate"]) == (1, 115200)
+    # The serial link's key: made once, the same for hubd and the bridge, in no file others read.
+    assert config.serial.key == bridge["link"]["key"] and len(config.serial.key) == 32
+    assert env_line("HUBD_SERIAL__LINK_KEY", config.serial.key.hex()) in env_lines
+    assert config.serial.key.hex() not in (etc / "hubd.toml").read_text() + proc.stdout + proc.stderr
+    assert "serial link key: set, the same in hubd.env and bridge.json" in proc.stdout
     assert bridge["alarm_unit"]["uart"] == 2
     lte = bridge["lte"]
     assert (lte["apn"], lte["host"], lte["port"], lte["account"], lte["receiver"], lte["line"],
@@ -266,6 +272,24 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
         {k: v for k, v in before_bridge["lte"].items() if k != "apn"}
     assert "locks front-door" in proc.stdout
     assert (mode(inputs.etc / "hubd.env"), mode(bridge_path)) == (0o600, 0o600)
+    assert after.serial.key == before.serial.key == after_bridge["link"]["key"]
+    assert "must be flashed" not in proc.stdout, "the link key did not change"
+
+
+def test_a_rerun_gives_a_bridge_json_with_another_link_key_hubds_and_says_to_flash(inputs: Inputs) -> None:
+    assert hubctl("provision", *inputs.args()).returncode == 0
+    bridge_path = inputs.etc / "bridge.json"
+    hubs = hubd_sees(inputs.etc).serial.key
+    bridge = json.loads(bridge_path.read_text())
+    bridge["link"]["key"] = "77" * 32  # e.g. a bridge.json copied from another hub
+    bridge_path.write_text(json.dumps(bridge))
+    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(bridge_path.read_text())["link"]["key"] == hubs.hex()
+    assert hubd_sees(inputs.etc).serial.key == hubs
+    assert "the bridge's link key differed from hubd's and is now hubd's" in proc.stdout
+    assert "must be flashed" in proc.stdout
+    assert "77" * 32 not in proc.stdout and hubs.hex() not in proc.stdout
 
 
 def test_a_rerun_moves_a_password_written_into_hubd_toml_by_hand_into_hubd_env(

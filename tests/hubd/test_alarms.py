@@ -34,6 +34,7 @@ import pytest
 from hubapi.models import AlarmEvent, AlarmHandled
 from simulator.alarm_centre import AlarmCentre
 from wire import alarms
+from tests.fixtures import LINK_KEY
 
 HUB = "hub-alarm"
 
@@ -54,7 +55,7 @@ class BridgeEnd:
         tty.setraw(self._master)
         os.set_blocking(self._master, False)
         self.port = os.ttyname(self._slave)
-        self.engine = link.Link(frame.ROLE_BRIDGE, "fw-alarm-test", _now_ms())
+        self.engine = link.Link(frame.ROLE_BRIDGE, "fw-alarm-test", _now_ms(), LINK_KEY)
         self.received: list[dict[str, Any]] = []
         self.silent = False
         self._changed = asyncio.Event()
@@ -124,7 +125,7 @@ class HubdAlarms:
 
     async def start(self) -> None:
         self.store = Store.open(self.state_dir)
-        self.bridge = await Bridge.open(self.bridge_port)
+        self.bridge = await Bridge.open(self.bridge_port, LINK_KEY)
         self.mqtt = HubMqtt(MqttConfig(host=self.broker.host, port=self.broker.port), hub_id=HUB,
                             client_id=f"hubd-{HUB}")
         self.alarms = Alarms(self.store, HUB, self.config, self.bridge, self.mqtt)

@@ -10,6 +10,7 @@ import pytest
 from hubapi.models import BatteryEvent, BatteryState, DeviceKind
 from hubd.devices.battery import DEFAULT_THRESHOLDS, MODELS, Thresholds, Watch, assess, remind, to_percent
 from wire import lockkinds
+from tests.fixtures import LINK_KEY
 
 LOW, CRITICAL = BatteryEvent.LOW, BatteryEvent.CRITICAL
 REMINDER, REPLACED = BatteryEvent.REMINDER, BatteryEvent.REPLACED
@@ -231,7 +232,7 @@ def hub_toml(tmp_path: Path, extra: str) -> Path:
     key = signing.public_key_text(signing.generate_private_key())
     path = tmp_path / "hubd.toml"
     path.write_text(f'hub_id = "hub-1"\nstate_dir = "{tmp_path}"\n[keys]\n"k1" = "{key}"\n'
-                    f'[locks]\nfront = "inside_turner"\n{extra}\n')
+                    f'[locks]\nfront = "inside_turner"\n[serial]\nlink_key = "{LINK_KEY.hex()}"\n{extra}\n')
     return path
 
 

@@ -8,12 +8,13 @@ import asyncio
 
 from hubd.link.bridge import OP_RESERVE, Bridge
 from wire import frame, link
+from tests.fixtures import LINK_KEY
 
 
 def _up(bridge: Bridge) -> None:
     """Bring hubd's link engine up against a bridge-side engine, sans-IO (no port is opened)."""
     hub = bridge.link.engine
-    peer = link.Link(frame.ROLE_BRIDGE, "fw-test", 0)
+    peer = link.Link(frame.ROLE_BRIDGE, "fw-test", 0, LINK_KEY)
     for now in range(0, 3000, 10):
         for src, dst in ((hub, peer), (peer, hub)):
             while data := src.poll(now):
@@ -24,7 +25,7 @@ def _up(bridge: Bridge) -> None:
 
 
 async def test_housekeeping_leaves_the_reserve_to_lock_operations(tmp_path) -> None:
-    bridge = Bridge(str(tmp_path / "no-port"))
+    bridge = Bridge(str(tmp_path / "no-port"), LINK_KEY)
     _up(bridge)
     engine = bridge.link.engine
     taken = 0
@@ -39,7 +40,7 @@ async def test_housekeeping_leaves_the_reserve_to_lock_operations(tmp_path) -> N
 
 
 async def test_lock_operations_may_fill_the_queue_to_the_end(tmp_path) -> None:
-    bridge = Bridge(str(tmp_path / "no-port"))
+    bridge = Bridge(str(tmp_path / "no-port"), LINK_KEY)
     _up(bridge)
     engine = bridge.link.engine
     results = await asyncio.gather(*(bridge.operate("front-door", "unlock", f"c{i}", lambda: None, timeout=0.05)

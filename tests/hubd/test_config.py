@@ -10,8 +10,15 @@ import pytest
 
 from hubapi import signing
 from hubd.config import ConfigError, load_config
+from tests.fixtures import LINK_KEY
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def link_key(monkeypatch) -> None:
+    # As systemd gives it to hubd from hubd.env; the tests below that are about it remove it.
+    monkeypatch.setenv("HUBD_SERIAL__LINK_KEY", LINK_KEY.hex())
 
 
 @pytest.fixture
@@ -162,3 +169,19 @@ def test_a_file_that_is_no_config_at_all_is_one_line_naming_the_file(tmp_path, c
         load_config(path)
     assert expected in str(raised.value) and str(path) in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_the_serial_link_key_is_required_and_never_quoted_back(write, public_key, monkeypatch):
+    monkeypatch.delenv("HUBD_SERIAL__LINK_KEY")
+    with pytest.raises(ConfigError) as missing:
+        load_config(write(minimal(public_key)))
+    assert "serial.link_key is missing" in str(missing.value) and "HUBD_SERIAL__LINK_KEY" in str(missing.value)
+    for bad in ("0123", "zz" * 32, "ab" * 33):
+        monkeypatch.setenv("HUBD_SERIAL__LINK_KEY", bad)
+        with pytest.raises(ConfigError) as wrong:
+            load_config(write(minimal(public_key)))
+        text = str(wrong.value)
+        assert "serial.link_key: must be 64 hex digits" in text and bad not in text and "\n" not in text
+    monkeypatch.setenv("HUBD_SERIAL__LINK_KEY", "AB" * 32)
+    config = load_config(write(minimal(public_key)))
+    assert config.serial.key == b"\xab" * 32 and "ab" * 32 not in repr(config).lower()

@@ -33,6 +33,7 @@ from hubd.store.outbox import Outbox, OutboxSender
 from hubd.store.database import Store
 from tests.mosquitto import Mosquitto
 from tests.waiting import until
+from tests.fixtures import LINK_KEY
 
 HUB = "hub-dev"
 REPO = Path(__file__).resolve().parents[2]
@@ -386,7 +387,8 @@ def test_devices_config_defaults_and_the_bridge_having_no_absent_window(tmp_path
 
     key = signing.public_key_text(signing.generate_private_key())
     path = tmp_path / "hubd.toml"
-    base = f'hub_id = "hub-1"\nstate_dir = "{tmp_path}"\n[keys]\n"k1" = "{key}"\n[locks]\nfront = "inside_turner"\n'
+    base = (f'hub_id = "hub-1"\nstate_dir = "{tmp_path}"\n[keys]\n"k1" = "{key}"\n[locks]\nfront = "inside_turner"\n'
+            f'[serial]\nlink_key = "{LINK_KEY.hex()}"\n')
     path.write_text(base)
     config = load_config(path).devices
     assert [config.absent_for(k) for k in ("inside_turner", "key_box", "base_unit", "pendant", "bridge")] == \

@@ -38,6 +38,7 @@ from hubd.store.database import Store
 from hubd.access.verify import Rejection, Verified, Verifier
 from tests.fixtures import BackendKey
 from wire import messages
+from tests.fixtures import LINK_KEY
 
 HUB = "hub-fuzz"
 LOCKS = {"front": "in_cylinder", "box": "key_box"}
@@ -157,7 +158,7 @@ class _Rig:
                                  journal=self.journal, audit=self.audit, lock_states=None,  # type: ignore[arg-type]
                                  command_timeout_s=5)
         self.requests = AuditRequests(self.audit, HUB, self.published)
-        self.bridge = Bridge("/nonexistent/fuzz-port")  # never opened: messages are fed to it
+        self.bridge = Bridge("/nonexistent/fuzz-port", LINK_KEY)  # never opened: messages are fed to it
         self.alarms = Alarms(self.store, HUB, AlarmsConfig(), self.bridge, self.published)  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from hubapi.models import Answer, FailReason, Online, RejectReason, Status
 from hubd.__main__ import run
 from hubd.config import HubConfig
 from tests.conftest import HUB, LOCKS
+from tests.fixtures import LINK_KEY
 
 TIMEOUT = 10.0
 #: The conftest's locks with kinds: "front" can unlatch (the default command), "keybox" cannot.
@@ -35,7 +36,7 @@ def hub_config(mosquitto, backend_key, tmp_path: Path, protocol: str, **mqtt) ->
         locks=LOCK_KINDS,
         keys={backend_key.kid: backend_key.public_text},
         mqtt={"host": mosquitto.host, "port": mosquitto.port, "protocol": protocol, **mqtt},
-        serial={"port": str(tmp_path / "ttyUSB-unplugged")},
+        serial={"port": str(tmp_path / "ttyUSB-unplugged"), "link_key": LINK_KEY.hex()},
         bridge_wait_s=0.5,  # no bridge will come: the wait for it is short, not skipped
     )
 
@@ -182,7 +183,7 @@ def write_config_file(path: Path, mosquitto, backend_key, tmp_path: Path) -> Pat
         f'state_dir = "{tmp_path / "hubd-state"}"\n'
         + f'[locks]\n' + "".join(f'"{lock}" = "{kind}"\n' for lock, kind in LOCK_KINDS.items())
         + f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        + f'[serial]\nport = "{tmp_path / "ttyUSB-unplugged"}"\n'
+        + f'[serial]\nport = "{tmp_path / "ttyUSB-unplugged"}"\nlink_key = "{LINK_KEY.hex()}"\n'
         + f'[keys]\n"{backend_key.kid}" = "{backend_key.public_text}"\n'
     )
     return path

@@ -16,6 +16,7 @@ import pytest
 from hubd.__main__ import run
 from hubd.access.journal import Journal
 from tests.hubd.test_mqtt_rejections import hub_config
+from tests.fixtures import LINK_KEY
 
 
 def _port_released(master: int) -> bool:
@@ -38,7 +39,8 @@ async def test_a_failure_during_start_up_closes_the_port_and_the_database(
     port = os.ttyname(slave)
     os.close(slave)  # hubd opens it by name, as it would /dev/ttyUSB0
     base = hub_config(mosquitto, backend_key, tmp_path, "5")
-    config = type(base).model_validate({**base.model_dump(), "serial": {"port": port, "baudrate": 115200}})
+    config = type(base).model_validate({**base.model_dump(), "serial": {"port": port, "baudrate": 115200,
+                                                                         "link_key": LINK_KEY.hex()}})
     opened: list[sqlite3.Connection] = []
 
     def failing_prune(self: Journal) -> None:
