@@ -108,15 +108,16 @@ def test_a_unit_time_out_of_range_is_sent_as_zero():
 
 
 def test_the_alarm_unit_section_is_optional_and_checked():
-    assert config.parse({})["alarm_unit"] is None
-    cfg = config.parse({"alarm_unit": {"uart": 2, "heartbeat_ms": 500}})["alarm_unit"]
+    link = {"key": "4b" * 32}  # every bridge.json has one
+    assert config.parse({"link": link})["alarm_unit"] is None
+    cfg = config.parse({"link": link, "alarm_unit": {"uart": 2, "heartbeat_ms": 500}})["alarm_unit"]
     assert (cfg["uart"], cfg["baudrate"], cfg["heartbeat_ms"], cfg["missed"]) == (2, 9600, 500, 3)
     for bad in ({"heartbeat_ms": 0}, {"nonsense": 1}, {"tx": "4"}, []):
         try:
-            config.parse({"alarm_unit": bad})
+            config.parse({"link": link, "alarm_unit": bad})
             raise AssertionError("accepted %r" % (bad,))
-        except config.ConfigError:
-            pass
+        except config.ConfigError as e:
+            assert "alarm_unit" in str(e), str(e)
 
 
 def test_a_test_alarm_is_journaled_and_sent_with_hubds_ref_as_its_device():

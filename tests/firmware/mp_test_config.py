@@ -3,6 +3,16 @@
 import config
 
 SECRET = "00" * 32
+LINK_KEY = "4b" * 32
+
+
+def _parse(obj):
+    # Every bridge.json has its link key (hubctl provision writes it); the tests of the link
+    # section give their own.
+    if isinstance(obj, dict) and "link" not in obj:
+        obj = dict(obj)
+        obj["link"] = {"key": LINK_KEY}
+    return config.parse(obj)
 
 
 def _lock(**kw):
@@ -14,14 +24,14 @@ def _lock(**kw):
 
 def _error(obj):
     try:
-        config.parse(obj)
+        _parse(obj)
     except config.ConfigError as e:
         return str(e)
     return None
 
 
 def test_every_lock_kind_is_accepted_with_its_own_secret():
-    cfg = config.parse({"locks": [
+    cfg = _parse({"locks": [
         _lock(id="a", kind="inside_turner", addr="C0:FF:EE:00:00:01", secret="11" * 32),
         _lock(id="b", kind="in_cylinder", addr="C0:FF:EE:00:00:02", secret="22" * 32),
         _lock(id="c", kind="key_box", addr="C0:FF:EE:00:00:03", secret="33" * 32),
@@ -73,11 +83,11 @@ def test_bad_addresses_and_address_types_are_refused():
 
 
 def test_policy_defaults_and_overrides():
-    cfg = config.parse({"locks": [_lock()], "policy": {"idle_ms": 500, "poll_ms": 1000}})
+    cfg = _parse({"locks": [_lock()], "policy": {"idle_ms": 500, "poll_ms": 1000}})
     assert cfg["policy"]["idle_ms"] == 500
     assert cfg["policy"]["poll_ms"] == 1000
     assert cfg["policy"]["settle_ms"] == config.POLICY["settle_ms"]
-    assert config.parse({})["policy"] == config.POLICY
+    assert _parse({})["policy"] == config.POLICY
 
 
 def test_policy_typos_and_bad_values_are_refused():
@@ -94,10 +104,10 @@ def test_hostile_shapes_are_config_errors_not_crashes():
 
 
 def test_health_timings_have_defaults_and_take_overrides():
-    cfg = config.parse({})
+    cfg = _parse({})
     assert cfg["health"] == config.HEALTH
     assert cfg["policy"]["absent_ms"] == config.POLICY["absent_ms"]
-    cfg = config.parse({"health": {"health_ms": 1000, "wdt_ms": 3000},
+    cfg = _parse({"health": {"health_ms": 1000, "wdt_ms": 3000},
                         "policy": {"absent_ms": 2000}})
     assert (cfg["health"]["health_ms"], cfg["health"]["wdt_ms"], cfg["policy"]["absent_ms"]) == (
         1000, 3000, 2000)
@@ -114,10 +124,10 @@ def test_bad_health_timings_are_refused_and_named():
 
 
 def test_the_supply_section_is_optional_and_checked():
-    assert config.parse({})["supply"] is None
-    cfg = config.parse({"supply": {"cell_adc": 34, "cell_divider": 3.2, "ext_pin": 35}})
+    assert _parse({})["supply"] is None
+    cfg = _parse({"supply": {"cell_adc": 34, "cell_divider": 3.2, "ext_pin": 35}})
     assert cfg["supply"] == {"cell_adc": 34, "cell_divider": 3.2, "ext_pin": 35}
-    assert config.parse({"supply": {"cell_adc": 34}})["supply"] == {
+    assert _parse({"supply": {"cell_adc": 34}})["supply"] == {
         "cell_adc": 34, "cell_divider": 2, "ext_pin": None}
     for bad, name in (({}, "cell_adc"), ({"cell_adc": "34"}, "cell_adc"),
                       ({"cell_adc": 34, "cell_divider": 0}, "cell_divider"),
@@ -125,3 +135,13 @@ def test_the_supply_section_is_optional_and_checked():
                       ({"cell_adc": 34, "volts": 1}, "volts")):
         err = _error({"supply": bad})
         assert err is not None and name in err, (bad, err)
+
+
+def test_the_link_key_is_required_hex_and_never_quoted_back():
+    assert "link.key is missing" in _error({"link": {"uart": 1}})
+    for bad in ("ab" * 31, "zz" * 32, 5, None, "ab" * 33):
+        err = _error({"link": {"key": bad}}) if bad is not None else _error({"link": {}})
+        assert err is not None and "link.key" in err
+        assert not isinstance(bad, str) or bad not in err
+    assert "keey" in _error({"link": {"keey": LINK_KEY}})
+    assert _parse({})["link"]["key"] == b"\x4b" * 32

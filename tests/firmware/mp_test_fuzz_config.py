@@ -10,7 +10,7 @@ import fuzz
 from fuzz import fail, mutants, noise, rand, rbytes
 
 VALID = {
-    "link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16},
+    "link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "key": "cd" * 32},
     "log": "info",
     "policy": {"idle_ms": 3000, "poll_ms": 1800000},
     "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",

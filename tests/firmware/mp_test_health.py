@@ -16,7 +16,7 @@ FAST = {"health_ms": 500, "wdt_ms": 400, "ble_stuck_ms": 1000}  # the loop ticks
 
 class Host:
     def __init__(self):
-        self.link = link.Link(frame.ROLE_BRIDGE, "test", time.ticks_ms())
+        self.link = link.Link(frame.ROLE_BRIDGE, "test", time.ticks_ms(), b"K" * 32)
         self.sent = []
         self.bad_messages = 2
         self.downs = 1

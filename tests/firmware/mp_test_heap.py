@@ -89,8 +89,8 @@ def test_survive_never_raises_when_its_own_log_line_finds_no_heap():
 def test_a_frame_that_meets_a_full_heap_is_lost_and_the_peer_sends_it_again():
     _fresh()
     now = time.ticks_ms()
-    hub = link.Link(frame.ROLE_HUB, "hub", now)
-    bridge = link.Link(frame.ROLE_BRIDGE, "fw", now)
+    hub = link.Link(frame.ROLE_HUB, "hub", now, b"K" * 32)
+    bridge = link.Link(frame.ROLE_BRIDGE, "fw", now, b"K" * 32)
     got = []
 
     def run(ms, starve=False):

@@ -59,7 +59,7 @@ class Bench:
         await asyncio.to_thread(home.start)
         bridge = None
         try:
-            bridge = await Bridge.open(home.home.port)
+            bridge = await Bridge.open(home.home.port, home.home.link_key)
             bench = cls(home, bridge)
             assert await bridge.wait_up(20), "the bridge link did not come up"
             for lock_id in home.home.locks:

@@ -22,12 +22,12 @@ class Hub:
     """hubd's end of the serial link, recording the alarm messages and, for each, whether the
     bridge's flash held the alarm when the message arrived."""
 
-    def __init__(self, port: str, journal: Path) -> None:
+    def __init__(self, port: str, key: bytes, journal: Path) -> None:
         self.journal = journal
         self.alarms: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
         self.journaled_first: list[bool] = []
-        self.link = SerialLink(port, 115200, "test-hub", self._on_event)
+        self.link = SerialLink(port, 115200, "test-hub", key, self._on_event)
 
     def _on_event(self, kind: str, value: Any) -> None:
         if kind != link.EV_DATA:
@@ -66,7 +66,7 @@ async def home(tmp_path: Path):
 
 @pytest.fixture
 async def hub(home: SimulatedHome):
-    h = Hub(home.port, home.bridge.workdir / "alarms.journal")
+    h = Hub(home.port, home.link_key, home.bridge.workdir / "alarms.journal")
     await h.link.start()
     await until(lambda: h.link.state == link.UP, "the host link")
     try:

@@ -28,9 +28,9 @@ class Hub:
     """hubd's end of the serial link, keeping every message the bridge sends; like hubd it asks
     for the bridge's health whenever the link comes up."""
 
-    def __init__(self, port: str) -> None:
+    def __init__(self, port: str, key: bytes) -> None:
         self.received: list[dict[str, Any]] = []
-        self.link = SerialLink(port, 115200, "test-hub", self._on_event)
+        self.link = SerialLink(port, 115200, "test-hub", key, self._on_event)
 
     def _on_event(self, kind: str, value: Any) -> None:
         if kind == link.EV_DATA:
@@ -51,7 +51,7 @@ class Hub:
 
 async def _started(home: SimulatedHome) -> Hub:
     await home.start()
-    hub = Hub(home.port)
+    hub = Hub(home.port, home.link_key)
     await hub.link.start()
     await until(lambda: hub.link.state == link.UP, "the host link")
     return hub
@@ -125,7 +125,7 @@ async def test_every_device_is_reported_when_the_link_comes_up(tmp_path, stop_af
     # hubd restarts (a new link session): it hears every device again.
     seen = len([m for m in hub.received if m["m"] == messages.DEVICE])
     await hub.link.close()
-    hub2 = Hub(home.port)
+    hub2 = Hub(home.port, home.link_key)
     stop_after[0] = (home, hub2)
     await hub2.link.start()
     await until(lambda: ids <= {m["id"] for m in hub2.received if m["m"] == messages.DEVICE},
