@@ -11,6 +11,7 @@ from hil_tests.harness import HubUnderTest, ask_status
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import Answer, DeviceState, HubStatus
+from wire import link
 
 # hubd's link goes down after 3.5 s of silence; the retained status follows at once. The margin
 # is for a loaded CI machine, not a speed requirement.
@@ -31,7 +32,9 @@ async def retained_status(backend: BackendClient, hub: HubUnderTest, check, time
 async def test_a_status_request_returns_the_whole_snapshot(hub: HubUnderTest, backend: BackendClient) -> None:
     status = await ask_status(backend, hub)
     assert status.hub == hub.hub_id and status.broker_connected
-    assert status.bridge.link_up and status.bridge.protocol == "1.0" and status.bridge.firmware
+    assert status.bridge.link_up and status.bridge.firmware
+    assert status.bridge.protocol == f"{link.PROTOCOL_MAJOR}.{link.PROTOCOL_MINOR}"
+    assert status.bridge.link["auth_errors"] == status.bridge.link["replays"] == 0
     assert status.bridge.link["frames_rx"] > 0
     assert {d.device for d in status.devices} >= {*hub.locks, "bridge"}
     # No alarm centre runs here: hubd's own "bridge link restored" waits unhandled, not yet overdue.

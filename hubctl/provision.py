@@ -443,8 +443,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     if bridge_path.parent not in dirs:
         dirs.append(bridge_path.parent)
     summary = _summary(config, env, bridge, toml_path, env_path, bridge_path, files)
-    if key_note:
-        summary.insert(-1, key_note)
+    summary.insert(-1, key_note)
     return Plan(files, summary, toml_path, env_path, bridge_path, dirs, secrets)
 
 
@@ -479,10 +478,9 @@ def _apply_hub(flags: Flags, hub: dict[str, Any]) -> None:
     hub.setdefault("locks", {})
 
 
-def _apply_link_key(hub: dict[str, Any], env: dict[str, str], bridge: dict[str, Any]) -> str | None:
+def _apply_link_key(hub: dict[str, Any], env: dict[str, str], bridge: dict[str, Any]) -> str:
     """The serial link's key, the same in hubd.env and bridge.json: kept when it is there, made
-    when it is not. Returns a line for the summary when the bridge's key changed (it must be
-    flashed), else None."""
+    when it is not. Returns the summary's line about it (whether the bridge must be flashed)."""
     by_hand = hub.get("serial", {}).pop("link_key", None)  # hubd.toml is world-readable
     if by_hand is not None:
         env.setdefault(LINK_KEY_ENV, str(by_hand))
@@ -491,7 +489,7 @@ def _apply_link_key(hub: dict[str, Any], env: dict[str, str], bridge: dict[str, 
     key = hubs or bridges or os.urandom(32).hex()
     env[LINK_KEY_ENV] = link["key"] = key
     if bridges == key:
-        return None
+        return "  serial link key: kept, the same in hubd.env and bridge.json"
     what = ("the bridge's link key differed from hubd's and is now hubd's" if bridges else
             "a new serial link key was made" if not hubs else "the bridge's link key is now hubd's")
     return f"  {what}: the bridge must be flashed with this bridge.json (hubctl flash)"
@@ -653,7 +651,6 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
                  f"APN {lte['apn']}; DC-09 receiver {lte['host']}:{lte['port']}, account "
                  f"{lte['account']}, receiver {lte.get('receiver') or 'none'}, line "
                  f"{lte.get('line', '1')}, {key}; locks {paired}")
-    lines.append("  serial link key: set, the same in hubd.env and bridge.json")
     lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd")
     return lines
 
