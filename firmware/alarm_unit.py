@@ -8,6 +8,11 @@ without one call ``on_link(False)``, the next valid frame ``on_link(True)``. Fra
 wait in a short bounded queue; every one of them is idempotent, so one lost under overload costs
 only a repetition (the unit resends an event until it is acked, the alarm flow a prompt until
 the unit says HEARD).
+
+With ``serial`` (bridge.json's ``alarm_unit.serial``, read off the unit at commissioning) frames
+of any other unit are dropped and counted: the unit protocol has no authentication, and a frame
+from someone else on the wire must not become the unit the bridge owes its prompts to. Without
+it the bridge follows whichever unit it last heard.
 """
 
 import time
@@ -26,8 +31,11 @@ class UnitLink:
     """Reads and writes the alarm unit's UART; see the module docstring for the callbacks."""
 
     def __init__(self, uart, on_event, on_link, heartbeat_ms=10000, missed=3, on_status=None,
-                 on_heard=None):
+                 on_heard=None, serial=None):
         self._uart = uart
+        self._pinned = serial
+        self.foreign = 0  # frames of another unit than the pinned one, dropped
+        self._foreign_said = None
         self._on_event = on_event
         self._on_link = on_link
         self._on_status = on_status
@@ -42,8 +50,8 @@ class UnitLink:
 
     @property
     def bad_frames(self):
-        """Frames rejected so far (CRC, length, unknown codes, overlong noise)."""
-        return self._decoder.bad
+        """Frames rejected so far (CRC, length, unknown codes, overlong noise, another unit's)."""
+        return self._decoder.bad + self.foreign
 
     def heard_s(self):
         """Seconds since the unit was last heard, or None before it was heard at all."""
@@ -93,6 +101,9 @@ class UnitLink:
         ftype = fr[0]
         if ftype & 0x80:
             return  # a bridge frame (0x81-0x83) echoed back: not a sign of the unit
+        if self._pinned is not None and fr[1] != self._pinned:
+            self._not_ours(fr[1])
+            return
         if self.serial != fr[1]:
             log.info("alarm unit %s on the line" % alarmunit.unit_name(fr[1]))
             self.serial = fr[1]
@@ -108,6 +119,14 @@ class UnitLink:
                 self._on_heard(fr[1], fr[2], fr[3])
         elif self._on_status is not None:
             self._on_status(fr)
+
+    def _not_ours(self, serial):
+        self.foreign += 1
+        now = time.ticks_ms()
+        if self._foreign_said is None or time.ticks_diff(now, self._foreign_said) >= 60000:
+            self._foreign_said = now
+            log.warn("alarm unit: dropped %d frame(s) of unit %s; this bridge serves %s"
+                     % (self.foreign, alarmunit.unit_name(serial), alarmunit.unit_name(self._pinned)))
 
     async def _write_loop(self, writer):
         while True:

@@ -13,8 +13,9 @@
 every frame between them carries a tag made with it (wire/link.py); ``hubctl provision`` makes it.
 ``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
 today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
-``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART
-and the alarm flow's timings (``ALARM_TIMINGS``, all in ms but ``missed``). ``health`` overrides
+``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART,
+its ``serial`` (8 hex digits; frames of any other unit are then dropped) and the alarm flow's
+timings (``ALARM_TIMINGS``, all in ms but ``missed``). ``health`` overrides
 the health report's and the watchdogs' timings (``HEALTH``, ms). ``supply`` is how the board
 measures its own supply: the backup cell on an ADC pin behind a divider (cell voltage = pin
 voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
@@ -185,13 +186,20 @@ def _alarm_unit(obj):
         return None
     if not isinstance(obj, dict):
         raise ConfigError("alarm_unit must be an object")
-    out = {"uart": 2, "baudrate": 9600, "tx": None, "rx": None}
+    out = {"uart": 2, "baudrate": 9600, "tx": None, "rx": None, "serial": None}
     out.update(ALARM_TIMINGS)
     for name, value in obj.items():
         if name not in out:
             raise ConfigError("alarm_unit: unknown setting %s" % _shown(name))
         out[name] = value
     _port(out, "alarm_unit")
+    if out["serial"] is not None:
+        text = out["serial"]
+        if not isinstance(text, str) or len(text) != 8 \
+                or [c for c in text if c not in "0123456789ABCDEF"]:
+            raise ConfigError("alarm_unit.serial must be the unit's serial, 8 upper-case hex "
+                              "digits as its label shows, not %s" % _shown(text))
+        out["serial"] = int(text, 16)
     for name in ALARM_TIMINGS:
         _int(out[name], "alarm_unit." + name, 1, 100 if name == "missed" else MAX_MS)
     return out

@@ -79,7 +79,7 @@ def _alarm_flow(unit_cfg, send, devices):
     flow = AlarmFlow(journal, send, unit_cfg)
     unit = UnitLink(_uart(unit_cfg), flow.on_unit_event, flow.on_unit_link,
                     unit_cfg["heartbeat_ms"], unit_cfg["missed"], devices.unit_status,
-                    flow.on_prompt_heard)
+                    flow.on_prompt_heard, unit_cfg["serial"])
     flow.attach_unit(unit)
     devices.unit = unit
     log.info("alarm unit on UART %d; %d alarm(s) pending in the journal"

@@ -264,6 +264,9 @@ def provision(
              "Repeat for more; given, they replace the hub's keys.")] = None,
     alarm_account: Annotated[str | None, typer.Option(
         help="The hub's DC-09 account at the alarm centre: 3-16 hex digits.")] = None,
+    alarm_unit_serial: Annotated[str | None, typer.Option(
+        help="The safety alarm unit's serial, the 8 hex digits on its label: the bridge then takes "
+             "frames from that unit only.")] = None,
     dc09_receiver: Annotated[str | None, typer.Option(
         help="HOST:PORT of the alarm centre's DC-09 receiver (the second path, over LTE).")] = None,
     dc09_key_file: Annotated[Path | None, typer.Option(
@@ -298,7 +301,7 @@ def provision(
 
     **Example:** hubctl provision --hub-id hub-0042
     --broker mqtts://broker.kommune.example:8883 --password-file hub-0042.pw --ca broker-ca.pem
-    --backend-key backend-2025=backend-2025.pub --alarm-account 12AB
+    --backend-key backend-2025=backend-2025.pub --alarm-account 12AB --alarm-unit-serial 5A0000AB
     --dc09-receiver dc09.alarmsentral.example:12000 --dc09-key-file dc09.key --apn internet.m2m
     --resident resident-208
     """
@@ -306,7 +309,7 @@ def provision(
         etc_dir=etc_dir, bridge_config=bridge_config, hub_id=hub_id, broker=broker,
         username=username, password_file=password_file, client_cert=client_cert,
         client_key=client_key, ca=ca, backend_keys=tuple(backend_key or ()),
-        alarm_account=alarm_account, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
+        alarm_account=alarm_account, alarm_unit_serial=alarm_unit_serial, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
         dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
         resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
     fw = _firmware_config()

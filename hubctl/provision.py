@@ -64,6 +64,7 @@ _KID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _APN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 _ACCOUNT = re.compile(r"^[0-9A-F]{3,16}$")
 _DC09_FIELD = re.compile(r"^[0-9A-F]{1,6}$")
+_UNIT_SERIAL = re.compile(r"^[0-9A-F]{8}$")
 
 # hubd's settings -> the flag that sets them, for naming the flag in hubd's own refusals.
 _HUBD_FLAGS: dict[tuple[str, ...], str] = {
@@ -77,7 +78,8 @@ _HUBD_FLAGS: dict[tuple[str, ...], str] = {
 # The same for bridge.json's lte section (firmware/config.py names the setting first).
 _BRIDGE_FLAGS = {"lte.apn": "--apn", "lte.host": "--dc09-receiver", "lte.port": "--dc09-receiver",
                  "lte.account": "--alarm-account", "lte.key": "--dc09-key-file",
-                 "lte.receiver": "--dc09-receiver-number", "lte.line": "--dc09-line"}
+                 "lte.receiver": "--dc09-receiver-number", "lte.line": "--dc09-line",
+                 "alarm_unit.serial": "--alarm-unit-serial"}
 
 
 class BadFlag(Exception):
@@ -116,6 +118,7 @@ class Flags:
     ca: Path | None = None
     backend_keys: tuple[str, ...] = ()
     alarm_account: str | None = None
+    alarm_unit_serial: str | None = None
     dc09_receiver: str | None = None
     dc09_key_file: Path | None = None
     dc09_receiver_number: str | None = None
@@ -578,7 +581,13 @@ def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, 
     receiver); the locks pairing added stay as they are."""
     bridge.setdefault("link", {"uart": LINK_UART, "baudrate": baud})
     bridge.setdefault("locks", [])
-    bridge.setdefault("alarm_unit", dict(ALARM_UNIT))
+    unit = bridge.setdefault("alarm_unit", dict(ALARM_UNIT))
+    if flags.alarm_unit_serial is not None:
+        serial = flags.alarm_unit_serial.upper()
+        if not _UNIT_SERIAL.fullmatch(serial):
+            raise BadFlag("--alarm-unit-serial", f"{flags.alarm_unit_serial!r} is not a unit serial: the 8 "
+                                                 "hex digits on the unit's label, e.g. 5A0000AB")
+        unit["serial"] = serial
     lte = dict(bridge.get("lte") or {})
     if flags.apn is not None:
         if not _APN.fullmatch(flags.apn):
@@ -647,7 +656,8 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
     key = "AES key set (bridge.json, 0600)" if lte.get("key") else "no AES key (plain frames)"
     paired = ", ".join(str(lk.get("id")) for lk in bridge["locks"]) or "none yet"
     lines.append(f"  {bridge_path} (0600): link on UART {bridge['link'].get('uart', LINK_UART)}; "
-                 f"alarm unit on UART {bridge['alarm_unit'].get('uart', ALARM_UNIT['uart'])}; LTE "
+                 f"alarm unit on UART {bridge['alarm_unit'].get('uart', ALARM_UNIT['uart'])}, serial "
+                 f"{bridge['alarm_unit'].get('serial') or 'not pinned (give --alarm-unit-serial)'}; LTE "
                  f"APN {lte['apn']}; DC-09 receiver {lte['host']}:{lte['port']}, account "
                  f"{lte['account']}, receiver {lte.get('receiver') or 'none'}, line "
                  f"{lte.get('line', '1')}, {key}; locks {paired}")

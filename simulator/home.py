@@ -142,8 +142,8 @@ class SimulatedHome:
     def bridge_config(self) -> dict[str, Any]:
         """bridge.json as provisioning writes it: the link UART and key, the connection policy's
         overrides, each paired lock (its kind, protocol, address and pairing secret), the health
-        timings, how the board senses its supply, and the alarm unit's UART when the home has
-        one."""
+        timings, how the board senses its supply, and the alarm unit's UART and serial when the
+        home has one."""
         cfg: dict[str, Any] = {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200, "key": self.link_key.hex()},
             "log": "info",
@@ -156,8 +156,9 @@ class SimulatedHome:
             "supply": dict(BOARD_SUPPLY),
         }
         if self.alarm_unit is not None:
+            # Pinned to the unit's serial, as commissioning does (hubctl provision --alarm-unit-serial).
             cfg["alarm_unit"] = {"uart": ALARM_UNIT_UART, "baudrate": 9600,
-                                 **self.alarm_timings}
+                                 "serial": "%08X" % self.alarm_unit.serial, **self.alarm_timings}
         if self.lte is not None:
             cfg["lte"] = {"uart": LTE_UART, **self.lte}
         return cfg

@@ -112,7 +112,11 @@ def test_the_alarm_unit_section_is_optional_and_checked():
     assert config.parse({"link": link})["alarm_unit"] is None
     cfg = config.parse({"link": link, "alarm_unit": {"uart": 2, "heartbeat_ms": 500}})["alarm_unit"]
     assert (cfg["uart"], cfg["baudrate"], cfg["heartbeat_ms"], cfg["missed"]) == (2, 9600, 500, 3)
-    for bad in ({"heartbeat_ms": 0}, {"nonsense": 1}, {"tx": "4"}, []):
+    assert cfg["serial"] is None  # not pinned: the bridge follows the unit it hears
+    pinned = config.parse({"link": link, "alarm_unit": {"serial": "5A0000AB"}})["alarm_unit"]
+    assert pinned["serial"] == 0x5A0000AB
+    for bad in ({"heartbeat_ms": 0}, {"nonsense": 1}, {"tx": "4"}, [], {"serial": "5a0000ab"},
+                {"serial": "5A0000A"}, {"serial": 0x5A0000AB}, {"serial": "5A0000ABC"}):
         try:
             config.parse({"link": link, "alarm_unit": bad})
             raise AssertionError("accepted %r" % (bad,))

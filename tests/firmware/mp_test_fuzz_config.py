@@ -16,7 +16,7 @@ VALID = {
     "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
                "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "ab" * 32}],
     "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000,
-                   "missed": 3},
+                   "missed": 3, "serial": "5A0000AB"},
     "lte": {"uart": 3, "apn": "internet.m2m", "host": "dc09.example", "port": 12000,
             "account": "12AB", "receiver": "1", "line": "1", "key": "0123456789ABCDEF"},
     "health": {"health_ms": 60000, "wdt_ms": 30000},

@@ -13,7 +13,7 @@ from hubd.link.serial_port import SerialLink
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
 from tests.waiting import until
-from wire import alarms, hubside, link, messages
+from wire import alarms, alarmunit, hubside, link, messages, unitside
 
 TIMEOUT = 30.0  # generous: a loaded CI machine; nothing here measures speed
 
@@ -202,3 +202,22 @@ async def test_the_clock_from_hubd_stamps_bridge_at(home, hub):
     await until(lambda: hub.ids(unit.alarm_id(first)), "the alarm at hubd")
     stamped = hub.ids(unit.alarm_id(first))[0]["bridge_at"]
     assert stamped is not None and 1_800_000_000 <= stamped < 1_800_000_000 + 3600
+
+
+async def test_frames_of_another_unit_on_the_line_are_neither_alarms_nor_the_unit(home, hub):
+    # The unit protocol has no authentication: a frame someone puts on the unit's wire with
+    # another serial would raise a false alarm, and the bridge would owe its prompts to that
+    # unit instead of the resident's. bridge.json pins the serial read off the unit's label.
+    unit = home.alarm_unit
+    stranger = 0x0BADBEEF
+    for n in range(1, 6):
+        unit.inject(unitside.event(stranger, n, 1700000000, alarms.BUTTON, "pendant"))
+        unit.inject(unitside.heartbeat(stranger, 1700000000, True))
+    await asyncio.sleep(1.0)
+    eid = unit.press(alarms.BUTTON, "pendant")  # the resident's own, after the strangers'
+    aid = unit.alarm_id(eid)
+    await until(lambda: hub.ids(aid), "the resident's alarm at hubd")
+    await until(lambda: "ack" in unit.heard[eid], "the ack to the resident's unit")
+    assert not [a for a in hub.alarms if a["id"].startswith(alarmunit.unit_name(stranger))]
+    text = "\n".join(home.bridge.log)
+    assert "dropped" in text and alarmunit.unit_name(stranger) in text

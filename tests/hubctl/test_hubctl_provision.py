@@ -276,6 +276,15 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     assert "serial link key: kept" in proc.stdout and "must be flashed" not in proc.stdout
 
 
+def test_the_alarm_unit_serial_pins_the_bridge_to_that_unit(inputs: Inputs) -> None:
+    proc = hubctl("provision", *inputs.args())
+    assert "serial not pinned (give --alarm-unit-serial)" in proc.stdout
+    proc = hubctl("provision", "--etc-dir", inputs.etc, "--alarm-unit-serial", "5a0000ab")
+    assert proc.returncode == 0, proc.stderr
+    assert firmware_parse(inputs.etc / "bridge.json")["alarm_unit"]["serial"] == 0x5A0000AB
+    assert "alarm unit on UART 2, serial 5A0000AB" in proc.stdout
+
+
 def test_a_rerun_gives_a_bridge_json_with_another_link_key_hubds_and_says_to_flash(inputs: Inputs) -> None:
     assert hubctl("provision", *inputs.args()).returncode == 0
     bridge_path = inputs.etc / "bridge.json"
@@ -365,6 +374,7 @@ def _bad_inputs(i: Inputs, ca: TestCA) -> dict[str, tuple[dict[str, str | Path |
         "dc09 receiver number": ({"--dc09-receiver-number": "R1"}, "--dc09-receiver-number"),
         "dc09 line": ({"--dc09-line": "1234567"}, "--dc09-line"),
         "apn": ({"--apn": "internet m2m"}, "--apn"),
+        "alarm unit serial": ({"--alarm-unit-serial": "5A0000A"}, "--alarm-unit-serial"),
         "relative state dir": ({"--state-dir": "var/lib/hubd"}, "--state-dir"),
         "serial not a device path": ({"--serial": "ttyUSB0"}, "--serial"),
         "empty resident": ({"--resident": ""}, "--resident"),
@@ -379,7 +389,7 @@ BAD = ["hub id", "reserved hub id", "broker scheme", "broker port", "broker path
        "ca not a certificate", "ca without tls", "backend key not KID=PATH", "backend key id",
        "backend private key", "backend key garbage", "alarm account",
        "dc09 receiver without port", "dc09 receiver port 0", "dc09 key length",
-       "dc09 receiver number", "dc09 line", "apn", "relative state dir",
+       "dc09 receiver number", "dc09 line", "apn", "alarm unit serial", "relative state dir",
        "serial not a device path", "empty resident", "first provision without apn",
        "first provision without broker"]
 
