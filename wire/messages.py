@@ -76,6 +76,36 @@ bridge -> hubd
              lock confirmed it forgot its secret)
     wiped    {"m":"wiped","locks":int}   bridge.json rewritten (locks: how many it forgot);
              the bridge restarts next
+
+The Bluetooth proxy (docs/ble-proxy.md): hubd's bleak backend asks, the bridge performs the GAP
+and GATT procedure with MicroPython's `bluetooth` and answers. Binary data travels as hex
+(type hex: an even number of hex digits, at most 2 * MAX_DATA); UUIDs as the hex of their
+over-the-air (little-endian) bytes, 4 or 32 digits; addresses as "C0:FF:EE:00:00:01".
+hubd -> bridge (each answered by one ble_done with its rid)
+    ble_scan       {"rid":int,"ms":int,"active":bool}   forward every advert heard for ms
+    ble_watch      {"rid":int,"addr":str,"on":bool}     forward this address's adverts from now
+                   on (on: false, stop); at most MAX_WATCH addresses
+    ble_connect    {"rid":int,"addr":str,"addr_type":int,"ms":int}   answered with conn, mtu
+    ble_disconnect {"rid":int,"conn":int}
+    ble_discover   {"rid":int,"conn":int}   every service, characteristic and descriptor, sent
+                   as ble_service, ble_char and ble_desc before the ble_done (count: how many)
+    ble_read       {"rid":int,"conn":int,"handle":int,"ms":int}   answered with data
+    ble_write      {"rid":int,"conn":int,"handle":int,"data":hex,"response":bool,"ms":int}
+    ble_subscribe  {"rid":int,"conn":int,"handle":int,"mode":int}   write a CCCD: mode 0 off,
+                   1 notifications, 2 indications
+bridge -> hubd
+    ble_done       {"rid":int,"status":str,"conn":int|null,"data":hex|null,"mtu":int|null,
+                    "count":int|null,"att":int|null}
+                   status: BLE_STATUSES; att: the ATT error code of a gatt_error
+    ble_service    {"rid":int,"uuid":hex,"start":int,"end":int}
+    ble_char       {"rid":int,"uuid":hex,"handle":int,"props":int,"service":int}
+                   handle: the value handle; service: its service's start handle
+    ble_desc       {"rid":int,"uuid":hex,"handle":int,"char":int}   char: the value handle
+    ble_adv        {"addr":str,"addr_type":int,"rssi":int,"data":hex,"resp":hex|null}
+                   raw advertising data (and scan response); see docs/ble-proxy.md for which
+                   adverts go out and how often
+    ble_notify     {"conn":int,"handle":int,"data":hex}   a notification or indication
+    ble_lost       {"conn":int,"reason":str}   the connection is gone (BLE_LOST reasons)
 """
 
 import json
@@ -105,8 +135,37 @@ UNPAIR = "unpair"
 UNPAIRED = "unpaired"
 WIPE = "wipe"
 WIPED = "wiped"
+BLE_SCAN = "ble_scan"
+BLE_WATCH = "ble_watch"
+BLE_CONNECT = "ble_connect"
+BLE_DISCONNECT = "ble_disconnect"
+BLE_DISCOVER = "ble_discover"
+BLE_READ = "ble_read"
+BLE_WRITE = "ble_write"
+BLE_SUBSCRIBE = "ble_subscribe"
+BLE_DONE = "ble_done"
+BLE_SERVICE = "ble_service"
+BLE_CHAR = "ble_char"
+BLE_DESC = "ble_desc"
+BLE_ADV = "ble_adv"
+BLE_NOTIFY = "ble_notify"
+BLE_LOST = "ble_lost"
 
 ACTIONS = ("unlock", "lock", "unlatch", "status")
+# The proxy's answers: done; the peer did not answer in time (a timed-out GATT procedure also
+# drops the connection: the bearer's state is unknown); no connection could be made; the
+# connection went down before or during it; every connection slot is taken; the peer answered
+# with an ATT error (ble_done's att); no such connection (conn); the request cannot be done
+# (a bad handle, too much data, too many watches); anything else the stack raised.
+BLE_STATUSES = ("ok", "timeout", "unreachable", "disconnected", "busy", "gatt_error", "no_conn",
+                "refused", "error")
+# Why a proxy connection went: the peer (or the radio) dropped it; a GATT procedure timed out;
+# the link to hubd went down (the bridge drops every proxy connection then); the BLE stack was
+# restarted by its watchdog.
+BLE_LOST_REASONS = ("peer", "timeout", "host_link", "ble_restart")
+MAX_DATA = 176  # bytes of GATT data in one message (a write, a read, a notification): the
+# longest ble_done and ble_write then fit a link payload (tests/wire/test_ble_proxy_messages.py)
+MAX_WATCH = 8  # addresses hubd may watch at once
 MAX_ID = 64  # longest lock id or command id, in characters
 MAX_SIZE = 512  # bytes: one link payload (wire.frame.MAX_PAYLOAD)
 MAX_NESTED = 8  # objects and arrays in one payload (health has 6): bounds the nesting depth
@@ -158,6 +217,21 @@ _FIELDS = {
     UNPAIRED: "lock:str result:str",
     WIPE: "",
     WIPED: "locks:int",
+    BLE_SCAN: "rid:int ms:int active:bool",
+    BLE_WATCH: "rid:int addr:str on:bool",
+    BLE_CONNECT: "rid:int addr:str addr_type:int ms:int",
+    BLE_DISCONNECT: "rid:int conn:int",
+    BLE_DISCOVER: "rid:int conn:int",
+    BLE_READ: "rid:int conn:int handle:int ms:int",
+    BLE_WRITE: "rid:int conn:int handle:int data:hex response:bool ms:int",
+    BLE_SUBSCRIBE: "rid:int conn:int handle:int mode:int",
+    BLE_DONE: "rid:int status:str conn:int? data:hex? mtu:int? count:int? att:int?",
+    BLE_SERVICE: "rid:int uuid:hex start:int end:int",
+    BLE_CHAR: "rid:int uuid:hex handle:int props:int service:int",
+    BLE_DESC: "rid:int uuid:hex handle:int char:int",
+    BLE_ADV: "addr:str addr_type:int rssi:int data:hex resp:hex?",
+    BLE_NOTIFY: "conn:int handle:int data:hex",
+    BLE_LOST: "conn:int reason:str",
     ".ble": "restarts:int last_restart:str? connected:int",
     ".lte": "registered:str? rssi:int?",
     ".unit": "up:bool last_heard_s:int?",
@@ -198,6 +272,13 @@ def _ok(value, kind):
             and value.encode("utf-8", "replace").decode() == value
     if kind[0] == "b":  # bool
         return isinstance(value, bool)
+    if kind[0] == "h":  # hex: binary data, at most MAX_DATA bytes
+        if not isinstance(value, str) or len(value) % 2 or len(value) > 2 * MAX_DATA:
+            return False
+        for c in value:
+            if c not in "0123456789abcdefABCDEF":
+                return False
+        return True
     if not isinstance(value, dict):
         return False
     if kind[0] == "c":  # counters
@@ -271,6 +352,10 @@ def decode(payload):
         raise MessageError("paired: unknown result %r" % obj["result"])
     if kind == UNPAIRED and obj["result"] not in UNPAIR_RESULTS:
         raise MessageError("unpaired: unknown result %r" % obj["result"])
+    if kind == BLE_DONE and obj["status"] not in BLE_STATUSES:
+        raise MessageError("ble_done: unknown status %r" % obj["status"])
+    if kind == BLE_LOST and obj["reason"] not in BLE_LOST_REASONS:
+        raise MessageError("ble_lost: unknown reason %r" % obj["reason"])
     if kind == HEALTH and obj["reset"] not in RESETS:
         raise MessageError("health: unknown reset cause %r" % obj["reset"])
     return obj

@@ -244,7 +244,8 @@ ENUMS = {("op", "action"): messages.ACTIONS, ("result", "outcome"): outcomes.OUT
          ("result", "reason"): outcomes.RESULT_REASONS,
          ("device", "unit"): messages.UNITS, ("paired", "result"): messages.PAIR_RESULTS,
          ("unpaired", "result"): messages.UNPAIR_RESULTS, ("health", "reset"): messages.RESETS,
-         ("state", "source"): lockkinds.SOURCES}
+         ("state", "source"): lockkinds.SOURCES, ("ble_done", "status"): messages.BLE_STATUSES,
+         ("ble_lost", "reason"): messages.BLE_LOST_REASONS}
 
 
 def _value(kind: str, field: str, ftype: str) -> st.SearchStrategy[Any]:
@@ -257,6 +258,8 @@ def _value(kind: str, field: str, ftype: str) -> st.SearchStrategy[Any]:
         strategy = texts
     elif base == "bool":
         strategy = st.booleans()
+    elif base == "hex":
+        strategy = st.binary(max_size=messages.MAX_DATA).map(lambda b: b.hex())
     elif base == "counters":
         strategy = st.dictionaries(texts, ints, max_size=16)
     else:
