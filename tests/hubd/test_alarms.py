@@ -298,8 +298,9 @@ async def test_pending_alarms_survive_a_hubd_crash_and_go_out_again_with_the_sam
     await restarted.start()
     try:
         # The centre confirms only once the restarted hubd has sent the alarm again: a
-        # confirmation sent while hubd was down waits in its broker session and, delivered
-        # first, rightly ends the alarm without a resend (a race this test once lost under load).
+        # confirmation of the first copy that reaches the restarted hubd before its resend
+        # (resend_s after the first publish) rightly ends the alarm without one; under load this
+        # test lost that race twice.
         await centre.wait_for(lambda c: c.alarms["unit-4-1"].duplicates >= 1, timeout=30)
         centre.resume_confirming()
         await end.wait_for(messages.ALARM_HANDLED, "unit-4-1", timeout=30)
