@@ -95,7 +95,8 @@ class Bridge:
 
     def on_message(self, kind: str, callback: MessageCallback) -> None:
         """Hear every link message of ``kind`` (``messages.ALARM``, ``ALARM_LTE``, ``DEVICE``,
-        ``HEALTH``): callback(message) with its decoded fields."""
+        ``HEALTH``, the Bluetooth proxy's ``BLE_*``): callback(message) with its decoded fields.
+        A str the callback returns is a refusal, counted under inputs.BRIDGE."""
         self._listeners.setdefault(kind, []).append(callback)
 
     def request_health(self) -> bool:
@@ -113,6 +114,19 @@ class Bridge:
     def send(self, payload: bytes) -> bool:
         """Send one link message (built with wire.messages); False if the link cannot take it now."""
         return self._send(payload)
+
+    def send_lock_message(self, payload: bytes) -> bool:
+        """Send one message that is part of a lock operation (a Bluetooth proxy request,
+        docs/ble-proxy.md): it may take the queue slots kept for lock operations (OP_RESERVE).
+        False if the link is down or its queue is full: then it was not sent."""
+        if not self.is_up:
+            return False
+        try:
+            self.link.send(payload)
+        except link.LinkFull:
+            log.warning("bridge link queue full: dropped a lock operation's %s", payload[:80])
+            return False
+        return True
 
     def send_clock(self, unix: int | None = None) -> bool:
         """Give the bridge hubd's time (default: now); False if the link cannot take it now."""

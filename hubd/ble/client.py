@@ -1,0 +1,240 @@
+"""bleak's client backend over the bridge's Bluetooth proxy.
+
+    device = ...  # a BLEDevice from BleakScanner(backend=ProxyScanner)
+    async with BleakClient(device, backend=ProxyClient) as client:
+        await client.start_notify(EVENT_UUID, on_event)
+        await client.write_gatt_char(CONTROL_UUID, pdu, response=True)
+
+A BLEDevice that the proxy scanner made carries its proxy and address type in ``details``
+(:class:`ProxyDevice`); an address given as a string uses ``proxy=`` or the installed proxy
+(``BleProxy.install``) and the address type its last advert had (``addr_type=`` overrides,
+default public). Every operation is one request (hubd.ble.proxy); how it ends is sorted into
+bleak's exceptions in one place (hubd.ble.errors.raise_for). A write is never repeated: one
+whose answer did not come raises ``WriteUnknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bleak.args import SizedBuffer
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient, NotifyCallback
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak.uuids import normalize_uuid_16
+
+from hubd.ble import errors
+from hubd.ble.proxy import STEP_MS, BleProxy, Connection, clamp_ms
+from wire import messages
+
+log = logging.getLogger(__name__)
+
+#: The ATT MTU before (or without) an exchange.
+DEFAULT_MTU = 23
+#: The Client Characteristic Configuration descriptor.
+CCCD_UUID = normalize_uuid_16(0x2902)
+#: ble_subscribe's modes.
+SUBSCRIBE_OFF = 0
+SUBSCRIBE_NOTIFY = 1
+SUBSCRIBE_INDICATE = 2
+#: How long one GATT read or write may take on the bridge unless ``gatt_timeout=`` says.
+GATT_TIMEOUT_S = 5.0
+
+_NO_BOND = ("the bridge's Bluetooth proxy does not pair or bond yet (docs/ble-proxy.md, "
+            "\"hubd's side\"): a lock that needs a bond cannot be driven through it")
+
+
+@dataclass(frozen=True)
+class ProxyDevice:
+    """A BLEDevice's ``details`` for the proxy: how to reach it and its address type."""
+
+    proxy: BleProxy
+    addr_type: int
+
+
+class ProxyClient(BaseBleakClient):
+    """``BaseBleakClient`` whose GAP and GATT procedures the bridge performs.
+
+    Keyword arguments beyond bleak's: ``proxy`` (BleProxy), ``addr_type`` (0 public, 1 random),
+    ``gatt_timeout`` (seconds per read, write or subscription on the bridge)."""
+
+    def __init__(self, address_or_ble_device: BLEDevice | str, *,
+                 disconnected_callback: Callable[[], None] | None = None, timeout: float = 30.0,
+                 services: set[str] | None = None, proxy: BleProxy | None = None,
+                 addr_type: int | None = None, gatt_timeout: float = GATT_TIMEOUT_S,
+                 **kwargs: Any) -> None:
+        super().__init__(address_or_ble_device, disconnected_callback=disconnected_callback,
+                         timeout=timeout)
+        details = getattr(address_or_ble_device, "details", None)
+        self._name: str | None = getattr(address_or_ble_device, "name", None)
+        if isinstance(details, ProxyDevice):
+            self._proxy = proxy if proxy is not None else details.proxy
+            found_type: int | None = details.addr_type
+        else:
+            self._proxy = BleProxy.current(proxy)
+            found_type = self._proxy.addr_types.get(self.address.upper())
+        self.address = self.address.upper()
+        self._addr_type = addr_type if addr_type is not None else (found_type or 0)
+        self._wanted = services
+        self._gatt_ms = clamp_ms(gatt_timeout)
+        self._conn: int | None = None
+        self._mtu = DEFAULT_MTU
+        self._callbacks: dict[int, NotifyCallback] = {}
+        self.dropped_notifications = 0  # for a handle nobody subscribed to
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name or self.address.replace(":", "-")
+
+    @property
+    def mtu_size(self) -> int:
+        """The exchanged MTU, bounded by what one proxy message carries (MAX_DATA + 3)."""
+        return min(self._mtu, messages.MAX_DATA + 3)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None
+
+    async def connect(self, pair: bool, **kwargs: Any) -> None:
+        if pair:
+            raise errors.PairingUnsupported(_NO_BOND)
+        if self._conn is not None:
+            return
+        ms = clamp_ms(kwargs.get("timeout", self._timeout))
+        done = await self._proxy.request(messages.BLE_CONNECT, self.address, self._addr_type, ms,
+                                         wait_ms=ms)
+        errors.raise_for(done.status, done.att, f"connect to {self.address}")
+        assert done.conn is not None and done.mtu is not None  # checked by the proxy
+        conn = done.conn
+        self._conn, self._mtu = conn, done.mtu
+        self._proxy.attach(conn, Connection(self._on_notify, self._on_lost), done.mtu)
+        try:
+            found = await self._proxy.request(messages.BLE_DISCOVER, conn, wait_ms=STEP_MS)
+            errors.raise_for(found.status, found.att, f"discover {self.address}'s services")
+        except BaseException:
+            await self._drop(conn)
+            raise
+        assert found.discovery is not None
+        self.services = found.discovery.services(self._wanted)
+
+    async def disconnect(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        await self._drop(conn)
+
+    async def _drop(self, conn: int) -> None:
+        # Asked for, so no disconnected callback (bleak calls it for unsolicited ones only).
+        self._forget()
+        done = await self._proxy.request(messages.BLE_DISCONNECT, conn, wait_ms=STEP_MS)
+        if done.status not in ("ok", "no_conn", "disconnected", errors.LINK_DOWN, errors.LINK_LOST):
+            # Gone from hubd's side in any case; a stuck one ends with the link or its peer.
+            log.warning("disconnect from %s: %s", self.address, done.status)
+
+    def _forget(self) -> None:
+        if self._conn is not None:
+            self._proxy.detach(self._conn)
+        self._conn = None
+        self._callbacks.clear()
+        self.services = None
+
+    def _on_lost(self, reason: str) -> None:
+        log.info("connection to %s lost: %s", self.address, reason)
+        self._forget()
+        if self._disconnected_callback is not None:
+            asyncio.get_running_loop().call_soon(self._disconnected_callback)
+
+    def _on_notify(self, handle: int, data: bytes) -> str | None:
+        callback = self._callbacks.get(handle)
+        if callback is None:
+            self.dropped_notifications += 1
+            return f"notify_not_subscribed: handle {handle}"
+        try:
+            callback(bytearray(data))
+        except Exception:
+            log.exception("notification callback for %s handle %d raised", self.address, handle)
+        return None
+
+    async def pair(self, *args: Any, **kwargs: Any) -> None:
+        raise errors.PairingUnsupported(_NO_BOND)
+
+    async def unpair(self) -> None:
+        raise errors.PairingUnsupported(_NO_BOND)
+
+    # -- GATT ---------------------------------------------------------------------------------
+
+    def _connected(self) -> int:
+        if self._conn is None:
+            raise errors.ProxyDisconnected(f"not connected to {self.address}", "no_conn")
+        return self._conn
+
+    async def _read(self, handle: int, what: str) -> bytearray:
+        conn = self._connected()
+        done = await self._proxy.request(messages.BLE_READ, conn, handle, self._gatt_ms,
+                                         wait_ms=self._gatt_ms)
+        errors.raise_for(done.status, done.att, f"read {what} of {self.address}")
+        return bytearray(done.data or b"")
+
+    async def _write(self, handle: int, data: SizedBuffer, response: bool, what: str) -> None:
+        conn = self._connected()
+        payload = bytes(data)
+        limit = messages.MAX_DATA if response else self.mtu_size - 3
+        if len(payload) > limit:  # refused here: a bridge's refusal would cost a round trip
+            raise errors.ProxyError(f"write {what} of {self.address}: {len(payload)} bytes, the "
+                                    f"proxy carries at most {limit} in one write", "refused")
+        done = await self._proxy.request(messages.BLE_WRITE, conn, handle, payload.hex(), response,
+                                         self._gatt_ms, wait_ms=self._gatt_ms)
+        errors.raise_for(done.status, done.att, f"write {what} of {self.address}", write=True)
+
+    async def read_gatt_char(self, characteristic: BleakGATTCharacteristic, *,
+                             use_cached: bool = False, **kwargs: Any) -> bytearray:
+        return await self._read(characteristic.handle, f"characteristic {characteristic.uuid}")
+
+    async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *,
+                                   use_cached: bool = False, **kwargs: Any) -> bytearray:
+        return await self._read(descriptor.handle, f"descriptor {descriptor.uuid}")
+
+    async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer,
+                              response: bool) -> None:
+        await self._write(characteristic.handle, data, response,
+                          f"characteristic {characteristic.uuid}")
+
+    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+        await self._write(descriptor.handle, data, True, f"descriptor {descriptor.uuid}")
+
+    async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback,
+                           **kwargs: Any) -> None:
+        conn = self._connected()
+        cccd = characteristic.get_descriptor(CCCD_UUID)
+        if cccd is None:
+            raise BleakError(f"characteristic {characteristic.uuid} of {self.address} has no "
+                             "CCCD: it cannot notify")
+        # Notifications are preferred over indications, as bleak's own backends do.
+        mode = SUBSCRIBE_NOTIFY if "notify" in characteristic.properties else SUBSCRIBE_INDICATE
+        # Listening before asking: the first notification may come before the answer.
+        self._callbacks[characteristic.handle] = callback
+        done = await self._proxy.request(messages.BLE_SUBSCRIBE, conn, cccd.handle, mode,
+                                         wait_ms=STEP_MS)
+        if not done.ok:
+            self._callbacks.pop(characteristic.handle, None)
+        errors.raise_for(done.status, done.att,
+                         f"subscribe to {characteristic.uuid} of {self.address}")
+
+    async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
+        conn = self._connected()
+        cccd = characteristic.get_descriptor(CCCD_UUID)
+        self._callbacks.pop(characteristic.handle, None)
+        if cccd is None:
+            return
+        done = await self._proxy.request(messages.BLE_SUBSCRIBE, conn, cccd.handle, SUBSCRIBE_OFF,
+                                         wait_ms=STEP_MS)
+        errors.raise_for(done.status, done.att,
+                         f"unsubscribe from {characteristic.uuid} of {self.address}")
