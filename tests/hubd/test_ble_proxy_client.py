@@ -1,0 +1,170 @@
+"""bleak, unmodified, drives the simulated home's lock through hubd's proxy backend and the REAL
+bridge firmware (firmware/ble_proxy.py in MicroPython, on the simulated radio and serial line):
+no part of the bridge is faked here.
+
+- BleakScanner(backend=ProxyScanner) finds the reference lock by its service UUID, with the
+  name and manufacturer data of its own advert;
+- BleakClient(device, backend=ProxyClient) connects, discovers the reference protocol's
+  characteristics, subscribes, and runs a `status` operation of the reference lock protocol
+  (wire/lockproto.py) from CPython: the lock's challenge, a MACed command, the lock's MACed
+  result, verified with the lock's secret; then disconnects;
+- the serial link cut while a write is out: the write is unknown (never repeated), the client
+  hears the disconnect;
+- a connect to an address nobody has fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from hubd.ble import BleProxy, ProxyClient, ProxyScanner, ProxyUnreachable, WriteUnknown
+from hubd.ble import errors
+from hubd.link.bridge import Bridge
+from simulator.home import SimulatedHome
+from tests.waiting import until
+from wire import lockproto, messages
+
+LOCK = "front-door"
+ADDR = "C0:FF:EE:00:00:01"
+TIMEOUT = 60.0  # a hang guard for what the simulated home does on its own time
+
+
+@pytest.fixture
+async def home(tmp_path: Path) -> AsyncIterator[SimulatedHome]:
+    home = SimulatedHome(tmp_path / "home")
+    await home.start()
+    yield home
+    await home.stop()
+
+
+@pytest.fixture
+async def proxy(home: SimulatedHome) -> AsyncIterator[BleProxy]:
+    bridge = await Bridge.open(home.port, home.link_key)
+    assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
+    proxy = BleProxy(bridge).install()
+    yield proxy
+    proxy.uninstall()
+    await bridge.close()
+
+
+async def _find_lock() -> tuple[BLEDevice, AdvertisementData]:
+    found: asyncio.Future[tuple[BLEDevice, AdvertisementData]] = asyncio.get_running_loop().create_future()
+
+    def heard(device: BLEDevice, data: AdvertisementData) -> None:
+        if not found.done():
+            found.set_result((device, data))
+
+    async with BleakScanner(heard, [lockproto.SERVICE_UUID], backend=ProxyScanner):
+        async with asyncio.timeout(TIMEOUT):
+            return await found
+
+
+async def test_a_proxy_scan_finds_the_lock_by_its_service_uuid(home: SimulatedHome, proxy: BleProxy) -> None:
+    device, data = await _find_lock()
+    lock = home.locks[LOCK]
+    assert device.address == ADDR
+    assert lockproto.SERVICE_UUID in data.service_uuids
+    assert data.manufacturer_data[lockproto.COMPANY_ID] == lock.advertising_data()[-5:]
+    assert data.local_name == lock.scan_response()[2:].decode()
+    assert device.name == data.local_name and -127 <= data.rssi <= 20
+
+
+async def test_bleak_runs_a_status_operation_of_the_reference_protocol_through_the_proxy(
+        home: SimulatedHome, proxy: BleProxy) -> None:
+    lock = home.locks[LOCK]
+    device, _ = await _find_lock()
+    pdus: asyncio.Queue[bytes] = asyncio.Queue()
+    client = BleakClient(device, backend=ProxyClient)
+    async with asyncio.timeout(TIMEOUT):
+        await client.connect()
+        assert client.is_connected
+        service = client.services.get_service(lockproto.SERVICE_UUID)
+        assert service is not None
+        control = service.get_characteristic(lockproto.CONTROL_UUID)
+        event = service.get_characteristic(lockproto.EVENT_UUID)
+        assert control is not None and "write" in control.properties
+        assert event is not None and "notify" in event.properties
+        assert [d.uuid for d in event.descriptors] == ["00002902-0000-1000-8000-00805f9b34fb"]
+        assert lockproto.COMMAND_LEN + 3 <= client.mtu_size <= messages.MAX_DATA + 3
+
+        await client.start_notify(event, lambda _, data: pdus.put_nowait(bytes(data)))
+        await client.write_gatt_char(control, lockproto.encode_challenge_request(), response=True)
+        nonce = lockproto.decode_challenge(await pdus.get())
+        tag = lockproto.command_tag("e2e-status-1")
+        addr = bytes.fromhex(ADDR.replace(":", ""))
+        status = lockproto.action_code("status")
+        await client.write_gatt_char(
+            control, lockproto.encode_command(lock.secret, addr, nonce, status, tag), response=True)
+        result = await pdus.get()
+        await client.disconnect()
+    code, state, battery, mac = lockproto.decode_result(result)
+    assert lockproto.verify_result(lock.secret, addr, nonce, tag, code, state, battery, mac), \
+        "the lock's RESULT must verify with its secret"
+    assert lockproto.status_name(code) == "ok"
+    assert lockproto.state_name(state) == lock.state
+    assert battery == lock.battery
+    assert not client.is_connected
+    assert proxy.dropped == {}
+
+
+async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_the_client_disconnected(
+        home: SimulatedHome, proxy: BleProxy) -> None:
+    device, _ = await _find_lock()
+    gone: asyncio.Event = asyncio.Event()
+    client = BleakClient(device, lambda _: gone.set(), backend=ProxyClient, gatt_timeout=60)
+    sent: list[dict[str, object]] = []
+    send = proxy.bridge.send_lock_message
+
+    def spy(payload: bytes) -> bool:
+        sent.append(messages.decode(payload))
+        return send(payload)
+
+    proxy.bridge.send_lock_message = spy  # type: ignore[method-assign]
+    async with asyncio.timeout(TIMEOUT):
+        await client.connect()
+        # The bridge's radio stops answering, so the write stays out on the bridge until the
+        # cable is pulled (its own 60 s would end it otherwise).
+        home.radio.wedge()
+        writing = asyncio.create_task(client.write_gatt_char(
+            lockproto.CONTROL_UUID, lockproto.encode_challenge_request(), response=True))
+        engine = proxy.bridge.link.engine
+        await until(lambda: engine.pending() == 0 and not writing.done(),
+                    "the bridge to acknowledge the write request", TIMEOUT)
+        home.line.cut = True
+        with pytest.raises(WriteUnknown) as unknown:
+            await writing
+        await gone.wait()
+    assert unknown.value.status == errors.LINK_LOST
+    assert not client.is_connected
+    home.line.cut = False
+    await until(lambda: proxy.is_up, "the link up again", TIMEOUT)
+    assert [m["m"] for m in sent].count(messages.BLE_WRITE) == 1, "the write is never sent again"
+
+
+async def test_a_connect_to_an_absent_address_fails_clearly(proxy: BleProxy) -> None:
+    client = BleakClient("C0:FF:EE:00:00:99", backend=ProxyClient, timeout=2.0)
+    with pytest.raises(ProxyUnreachable, match="C0:FF:EE:00:00:99.*no connection"):
+        await client.connect()
+    assert not client.is_connected
+
+
+async def test_the_lock_leaving_range_is_a_disconnect_the_client_hears(
+        home: SimulatedHome, proxy: BleProxy) -> None:
+    device, _ = await _find_lock()
+    gone: asyncio.Event = asyncio.Event()
+    client = BleakClient(device, lambda _: gone.set(), backend=ProxyClient)
+    async with asyncio.timeout(TIMEOUT):
+        await client.connect()
+        home.locks[LOCK].in_range = False  # its link dies after the supervision timeout
+        await gone.wait()
+    assert not client.is_connected
+    with pytest.raises(BleakError, match="Service Discovery has not been performed"):
+        await client.read_gatt_char(lockproto.CONTROL_UUID)
