@@ -138,6 +138,12 @@ class BleProxy:
         if BleProxy._default is self:
             BleProxy._default = None
 
+    def close(self) -> None:
+        """hubd stops: every request out ends ``link_lost``, every connection is lost, and the
+        proxy is no longer the installed one."""
+        self.uninstall()
+        self._on_link(False)
+
     @classmethod
     def current(cls, given: BleProxy | None = None) -> BleProxy:
         """``given``, else the installed proxy; a BleakError naming the fix if there is none."""
@@ -170,8 +176,7 @@ class BleProxy:
                 return Done(errors.LINK_DOWN if not self.is_up else errors.LINK_BUSY)
             try:
                 async with asyncio.timeout(wait_ms / 1000 + self.margin_s) as req.timeout:
-                    # shield: a cancelled caller must not cancel the future others resolve
-                    return await asyncio.shield(req.future)
+                    return await req.future
             except TimeoutError:
                 if kind == messages.BLE_CONNECT:
                     self._abandon(rid)

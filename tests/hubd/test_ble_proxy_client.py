@@ -51,7 +51,7 @@ async def proxy(home: SimulatedHome) -> AsyncIterator[BleProxy]:
     assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
     proxy = BleProxy(bridge).install()
     yield proxy
-    proxy.uninstall()
+    proxy.close()
     await bridge.close()
 
 

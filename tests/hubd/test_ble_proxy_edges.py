@@ -99,7 +99,7 @@ async def scripted(tmp_path: Any) -> AsyncIterator[tuple[ScriptedBridge, BleProx
     yield peer, proxy
     driver.cancel()
     await asyncio.wait([driver])
-    proxy.uninstall()
+    proxy.close()
 
 
 def _device(proxy: BleProxy) -> BLEDevice:
