@@ -80,7 +80,8 @@ async def test_a_proxy_scan_finds_the_lock_by_its_service_uuid(home: SimulatedHo
 async def test_bleak_runs_a_status_operation_of_the_reference_protocol_through_the_proxy(
         home: SimulatedHome, proxy: BleProxy) -> None:
     lock = home.locks[LOCK]
-    device, _ = await _find_lock()
+    device = await BleakScanner.find_device_by_address(ADDR, timeout=TIMEOUT, backend=ProxyScanner)
+    assert device is not None
     pdus: asyncio.Queue[bytes] = asyncio.Queue()
     client = BleakClient(device, backend=ProxyClient)
     async with asyncio.timeout(TIMEOUT):
