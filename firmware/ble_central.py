@@ -74,7 +74,8 @@ class GattError(BLEError):
     """The peer answered a GATT procedure with an error status."""
 
     def __init__(self, what, status):
-        BLEError.__init__(self, "%s failed with ATT status 0x%02x" % (what, status))
+        # super(): MicroPython's exception classes have no __init__ to call by name.
+        super().__init__("%s failed with ATT status 0x%02x" % (what, status))
         self.status = status
 
 
@@ -105,6 +106,17 @@ def _lists_uuid128(adv, uuid_le):
                     return True
         i += 1 + length
     return False
+
+
+def _start(what, start):
+    """Make a stack call that starts a procedure; a refusal raises ``Disconnected`` when the
+    link is gone, else ``BLEError``."""
+    try:
+        start()
+    except OSError as e:
+        if e.args and e.args[0] == _ENOTCONN:
+            raise Disconnected("%s: not connected" % what)
+        raise BLEError("%s: %r" % (what, e))
 
 
 async def _wait(flag, done, deadline, on_timeout):
@@ -178,21 +190,21 @@ class Connection:
     # --- operations ---------------------------------------------------------------------------
 
     async def _run(self, what, done, start, timeout_ms, handle=0):
+        # done 0: the procedure raises no event (a write without response), so it is complete
+        # once the stack took it and the stack owes nothing.
         async with self._busy:
             if not self.connected:
                 raise Disconnected("%s: not connected" % what)
+            if done == 0:
+                _start(what, start)
+                return None
             self._expect = done
             self._expect_result = done - 1 if done in (10, 12, 14, 16) else 0
             self._handle = handle
             self._results = []
             self._status = None
             try:
-                try:
-                    start()
-                except OSError as e:
-                    if e.args and e.args[0] == _ENOTCONN:
-                        raise Disconnected("%s: not connected" % what)
-                    raise BLEError("%s: %r" % (what, e))
+                _start(what, start)
                 self._central._called()
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
                 await _wait(
@@ -263,12 +275,15 @@ class Connection:
         )
         return chunks[0] if chunks else b""
 
-    async def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Write with response (mode 1); returns once the peer acknowledged it."""
+    async def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS, response=True):
+        """Write with response (mode 1): returns once the peer acknowledged it. Without
+        ``response`` (mode 0, a write command) the stack raises no event: it returns once the
+        stack took the data, in order behind the procedures before it."""
         await self._run(
             "write",
-            _IRQ_GATTC_WRITE_DONE,
-            lambda: self._ble.gattc_write(self.conn_handle, value_handle, data, 1),
+            _IRQ_GATTC_WRITE_DONE if response else 0,
+            lambda: self._ble.gattc_write(self.conn_handle, value_handle, data,
+                                          1 if response else 0),
             timeout_ms,
             value_handle,
         )
@@ -283,11 +298,19 @@ class Connection:
         Notifications that arrived before a disconnect are still returned; after that the wait
         fails with ``Disconnected``.
         """
+        return (await self._next_note(timeout_ms, value_handle))[1]
+
+    async def notification(self, timeout_ms):
+        """Next queued notification or indication of any characteristic, oldest first, as
+        (value handle, bytes); waits and fails as ``notified`` does."""
+        return await self._next_note(timeout_ms, None)
+
+    async def _next_note(self, timeout_ms, value_handle):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
-            pdu = self.take_notification(value_handle)
-            if pdu is not None:
-                return pdu
+            note = self._take(value_handle)
+            if note is not None:
+                return note
             if not self.connected:
                 raise Disconnected("link lost while waiting for a notification")
             left = time.ticks_diff(deadline, time.ticks_ms())
@@ -300,10 +323,14 @@ class Connection:
 
     def take_notification(self, value_handle=None):
         """The oldest queued notification (for ``value_handle`` if given) as bytes, or None."""
+        note = self._take(value_handle)
+        return None if note is None else note[1]
+
+    def _take(self, value_handle):
         notes = self._notes
         for i in range(len(notes)):
             if value_handle is None or notes[i][0] == value_handle:
-                return notes.pop(i)[1]
+                return notes.pop(i)
         return None
 
     def disconnect_nowait(self):
@@ -345,6 +372,10 @@ class Central:
         self._scan_addr = None
         self._scan_done = True
         self._connects_waiting = 0  # while above 0, a scan ends early
+        # Hears every advert and scan response of every scan, at IRQ level, before any filter:
+        # on_advert(addr_type, addr as bytes, adv_type, rssi, adv as a memoryview valid only
+        # during the call). The Bluetooth proxy's (ble_proxy.py).
+        self.on_advert = None
 
     def _start(self):
         self._ble.active(True)
@@ -437,12 +468,14 @@ class Central:
                 conn._on_gatt(event, data)
 
     def _on_scan_result(self, addr_type, addr, adv_type, rssi, adv):
+        key = bytes(addr)
+        if self.on_advert is not None:
+            self.on_advert(addr_type, key, adv_type, rssi, adv)
         results = self._scan
         if results is None:
             return
-        if self._scan_addr is not None and bytes(addr) != self._scan_addr:
+        if self._scan_addr is not None and key != self._scan_addr:
             return
-        key = bytes(addr)
         seen = results.get(key)
         if adv_type == _ADV_SCAN_RSP:
             if seen is not None:
@@ -457,14 +490,15 @@ class Central:
         if len(results) < _MAX_SCAN_RESULTS:
             results[key] = ScanResult(addr_type, key, rssi, bytes(adv))
 
-    async def scan(self, duration_ms, service=None, addr=None, active=True):
+    async def scan(self, duration_ms, service=None, addr=None, active=True, keep=True):
         """Scan for ``duration_ms``; return a list of ScanResult.
 
         ``service``: only advertisers listing this 128-bit service UUID, given as its 16 bytes in
         over-the-air (little-endian) order; ``addr``: only this 6-byte address. At most 16 results.
+        ``keep`` False: none (``on_advert`` hears them).
         """
         async with self._gap:
-            self._scan = {}
+            self._scan = {} if keep else None
             self._scan_service = service
             self._scan_addr = bytes(addr) if addr is not None else None
             self._scan_done = False
@@ -473,7 +507,7 @@ class Central:
                 deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
                 await _wait(self._gap_flag, lambda: self._scan_done or self._connects_waiting > 0,
                             deadline, lambda: None)
-                return list(self._scan.values())
+                return list(self._scan.values()) if keep else []
             finally:
                 self._scan = None
                 if not self._scan_done:

@@ -18,8 +18,8 @@ Mirrors the real module where the firmware can tell the difference:
 
 Differences: events are delivered by an asyncio task (started by ``active(True)``), so a handler
 runs at the firmware's next ``await`` rather than between any two bytecodes; the GATT server and
-advertiser roles are not provided (the bridge is a central). Real ``UUID`` objects support the
-buffer protocol; this one does not, so compare UUIDs with ``==``.
+advertiser roles are not provided (the bridge is a central). ``UUID`` has the buffer protocol
+(``bytes(uuid)``: its over-the-air bytes) as MicroPython's does.
 
 Environment: ``SIM_RADIO`` is the radio's unix socket path; ``SIM_BLE_MAC`` (12 hex digits,
 optional) is this central's public address.
@@ -55,39 +55,44 @@ _GARBAGE = 0xEE
 _BUF_SIZE = 1024
 
 
-class UUID:
-    """A 16-, 32- or 128-bit Bluetooth UUID, held in over-the-air (little-endian) byte order."""
+class UUID(bytearray):
+    """A 16-, 32- or 128-bit Bluetooth UUID, held in over-the-air (little-endian) byte order.
+
+    Like MicroPython's, it has the buffer protocol: ``bytes(uuid)`` is those bytes. (A bytearray
+    underneath is the only way a Python class gets a buffer in MicroPython, whose ``bytes()``
+    ignores ``__bytes__``; firmware must not rely on the rest of bytearray, ``len()`` included,
+    which a real UUID lacks.)"""
 
     def __init__(self, value):
         if isinstance(value, UUID):
-            self._b = bytes(value._b)
+            raw = bytes(value)
         elif isinstance(value, int):
             if value < 0 or value > 0xFFFFFFFF:
                 raise ValueError("invalid UUID")
-            self._b = value.to_bytes(2 if value <= 0xFFFF else 4, "little")
+            raw = value.to_bytes(2 if value <= 0xFFFF else 4, "little")
         elif isinstance(value, str):
             hexdigits = value.replace("-", "")
             if len(hexdigits) != 32:
                 raise ValueError("invalid UUID")
-            raw = binascii.unhexlify(hexdigits)
-            self._b = bytes(raw[15 - i] for i in range(16))
+            be = binascii.unhexlify(hexdigits)
+            raw = bytes(be[15 - i] for i in range(16))
         else:
             raw = bytes(value)
             if len(raw) not in (2, 4, 16):
                 raise ValueError("invalid UUID")
-            self._b = raw
+        super().__init__(raw)
 
     def __eq__(self, other):
-        return isinstance(other, UUID) and self._b == other._b
+        return isinstance(other, UUID) and bytes(self) == bytes(other)
 
     def __ne__(self, other):
         return not self.__eq__(other)
 
     def __hash__(self):
-        return hash(self._b)
+        return hash(bytes(self))
 
     def __repr__(self):
-        b = self._b
+        b = bytes(self)
         if len(b) != 16:
             return "UUID(0x%x)" % int.from_bytes(b, "little")
         h = binascii.hexlify(bytes(b[15 - i] for i in range(16))).decode()
@@ -183,7 +188,7 @@ class _BLE:
         for i in range(len(args)):
             a = args[i]
             if isinstance(a, bytes) and _is_uuid_slot(event, i):
-                self._uuid._b = a
+                self._uuid[:] = a
                 uuid_used = True
                 data.append(self._uuid)
             elif isinstance(a, bytes):
@@ -201,7 +206,7 @@ class _BLE:
         for i in range(used):
             self._buf[i] = _GARBAGE
         if uuid_used:
-            self._uuid._b = bytes(_GARBAGE for _ in range(len(self._uuid._b)))
+            self._uuid[:] = bytes(_GARBAGE for _ in range(len(self._uuid)))
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -305,7 +310,7 @@ class _BLE:
 def _uuid_arg(uuid):
     if uuid is None:
         return None
-    return UUID(uuid)._b
+    return bytes(UUID(uuid))
 
 
 def _is_uuid_slot(event, index):

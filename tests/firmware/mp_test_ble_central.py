@@ -110,3 +110,9 @@ def test_a_restart_fails_every_link_and_waiting_connect_and_starts_the_stack_aga
     assert [c[0] for c in stack.calls] == ["active", "active", "config", "irq"]
     assert (stack.calls[0][1], stack.calls[1][1]) == (False, True)
     assert central.stuck(0) is None
+
+
+def test_a_gatt_error_carries_the_att_status_and_is_a_ble_error():
+    e = ble_central.GattError("read", 0x02)
+    assert e.status == 0x02 and isinstance(e, ble_central.BLEError)
+    assert "0x02" in str(e)
