@@ -7,6 +7,8 @@ operation at a time per lock -> the journal records the command -> `written` -> 
 
 What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` and `event`;
 every authentic battery reading also goes to the device reports (devices.py).
+
+hubd's ble_* requests go to the Bluetooth proxy (ble_proxy.py), which answers them itself.
 """
 
 import sys
@@ -33,6 +35,7 @@ class Bridge:
     `health_request` (health.Health), set once it exists. For a technician's requests
     (commissioning.py) startup sets ``central`` (the BLE central), ``settings`` (the policy
     timings a new lock's driver gets) and ``link_idle()`` (nothing waits on the host link).
+    ``proxy``: the Bluetooth proxy (ble_proxy.Proxy), set by startup.
     """
 
     def __init__(self, drivers, send, journal, alarms=None, devices=None):
@@ -46,6 +49,7 @@ class Bridge:
         self.central = None
         self.settings = None
         self.link_idle = None
+        self.proxy = None
         self._commissioning = False
         for lock_id, drv in drivers.items():
             self.mutex[lock_id] = asyncio.Lock()
@@ -62,6 +66,8 @@ class Bridge:
         """Called by the host link for each decoded message from hubd."""
         if msg["m"] == messages.OP:
             asyncio.create_task(self._run_op(msg, time.ticks_ms()))
+        elif msg["m"][:4] == "ble_" and self.proxy is not None:
+            self.proxy.on_message(msg)
         elif self.alarms is not None and msg["m"] in _ALARM_KINDS:
             self.alarms.on_message(msg)
         elif msg["m"] == messages.HEALTH_REQUEST and self.health is not None:
@@ -74,6 +80,14 @@ class Bridge:
                 asyncio.create_task(self._commission(msg))
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
+
+    def on_link_state(self, kind, value):
+        """The host link's events (HostLink's on_state): health (and through it the alarm flow
+        and the device reports) and the proxy hear them."""
+        if self.health is not None:
+            self.health.on_link_state(kind, value)
+        if self.proxy is not None:
+            self.proxy.on_link(kind)
 
     async def _commission(self, msg):
         import commissioning

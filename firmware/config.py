@@ -7,7 +7,8 @@
                 "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}],
      "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000},
      "health": {"health_ms": 60000, "wdt_ms": 30000, "ble_stuck_ms": 60000},
-     "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35}}
+     "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35},
+     "proxy": {"slots": 3}}
 
 ``link.key`` is the serial link's key, the same as hubd's (``HUBD_SERIAL__LINK_KEY`` in hubd.env):
 every frame between them carries a tag made with it (wire/link.py); ``hubctl provision`` makes it.
@@ -19,7 +20,8 @@ timings (``ALARM_TIMINGS``, all in ms but ``missed``). ``health`` overrides
 the health report's and the watchdogs' timings (``HEALTH``, ms). ``supply`` is how the board
 measures its own supply: the backup cell on an ADC pin behind a divider (cell voltage = pin
 voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
-the bridge reports no battery.
+the bridge reports no battery. ``proxy`` is optional: ``slots``, how many connections the
+Bluetooth proxy holds for hubd at once (docs/ble-proxy.md; 1..``MAX_PROXY_SLOTS``).
 
 Whatever bridge.json holds (any JSON, or none), load() and parse() raise only ConfigError, with
 one line naming the setting; startup.py logs it and waits for a technician instead of resetting.
@@ -67,6 +69,10 @@ POLICY = {
     "scan_ms": 1000,  # for this long (passive scan)
     "absent_ms": 600000,  # a lock not heard (advert or answer) this long is reported absent
 }
+
+# The Bluetooth proxy (firmware/ble_proxy.py, docs/ble-proxy.md).
+PROXY_SLOTS = 3
+MAX_PROXY_SLOTS = 4  # NimBLE's default connection count on the ESP32
 
 # The health report and the watchdogs (firmware/health.py).
 HEALTH = {
@@ -179,6 +185,15 @@ def _supply(obj):
     return {"cell_adc": _int(obj.get("cell_adc"), "supply.cell_adc", 0, MAX_PIN),
             "cell_divider": divider,
             "ext_pin": _pin_or_none(obj.get("ext_pin"), "supply.ext_pin")}
+
+
+def _proxy(obj):
+    if not isinstance(obj, dict):
+        raise ConfigError("proxy must be an object")
+    for name in obj:
+        if name != "slots":
+            raise ConfigError("proxy: unknown setting %s (known: slots)" % _shown(name))
+    return {"slots": _int(obj.get("slots", PROXY_SLOTS), "proxy.slots", 1, MAX_PROXY_SLOTS)}
 
 
 def _alarm_unit(obj):
@@ -302,7 +317,8 @@ def parse(obj):
             "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
             "lte": _lte(obj.get("lte")),
             "health": _timings(obj.get("health", {}), HEALTH, "health"),
-            "supply": _supply(obj.get("supply"))}
+            "supply": _supply(obj.get("supply")),
+            "proxy": _proxy(obj.get("proxy", {}))}
 
 
 def load(path=PATH):

@@ -3,7 +3,9 @@
 When hubd restarts, the link hands back what was queued for the old hubd (wire/link.py, RESET).
 What never left the bridge is queued again for the new hubd (a manual turn is a fact nobody else
 keeps), but for alarm messages: the alarm flow sends its pending alarms again from the journal,
-and one it has confirmed over LTE since must not reach hubd (and the centre) a second time.
+and one it has confirmed over LTE since must not reach hubd (and the centre) a second time; and
+but for the Bluetooth proxy's (ble_*): they answer the old hubd's requests and tell of its
+connections, which the bridge has dropped.
 """
 
 import time
@@ -118,7 +120,8 @@ class HostLink:
         self._overflow = []
         for payload in old:
             try:
-                if messages.decode(payload)["m"] in _FOR_THE_OLD_HUBD:
+                kind = messages.decode(payload)["m"]
+                if kind in _FOR_THE_OLD_HUBD or kind[:4] == "ble_":
                     continue
                 self.send(payload)
             except (messages.MessageError, link.LinkFull):

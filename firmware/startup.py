@@ -1,8 +1,8 @@
 """Builds the bridge from bridge.json: every part, wired together, and the tasks that run it.
 
 Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
-connection policy, the safety alarm unit link and the LTE second path when configured, the
-device reports, and the health report with its watchdogs.
+connection policy, the Bluetooth proxy for hubd, the safety alarm unit link and the LTE second
+path when configured, the device reports, and the health report with its watchdogs.
 
 Boot-only code: main.py drops this module (and it drops config) once the bridge is built, so
 their code gives its heap back; the heap is the bridge's scarcest resource. Nothing built here
@@ -16,13 +16,14 @@ import machine
 
 import log
 import version
+from ble_proxy import Proxy
 from bridge import Bridge
 from devices import BRIDGE, Devices
 from health import Health
 from hostlink import HostLink
 from journal import Journal
 from policy import Policy
-from wire import lockkinds
+from wire import lockkinds, messages
 
 
 def _config():
@@ -110,7 +111,9 @@ def build():
     log.set_level(cfg["log"])
     from ble_central import Central
 
-    central = Central()
+    # An ATT MTU of MAX_DATA + 1: no read (MTU - 1) or notification (MTU - 3) the proxy
+    # forwards is longer than a link message carries.
+    central = Central(mtu=messages.MAX_DATA + 1)
     drivers = _drivers(cfg, central)
     journal = Journal()
     host = HostLink(_uart(cfg["link"]), version.VERSION, cfg["link"]["key"])
@@ -134,10 +137,12 @@ def build():
     app.central = central
     app.settings = cfg["policy"]
     app.link_idle = host.idle
+    proxy = Proxy(central, host.send, host.idle, cfg["proxy"]["slots"])
+    app.proxy = proxy
     host.on_message = app.on_message
-    host.on_state = health.on_link_state
+    host.on_state = app.on_link_state
     log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal; reset: %s"
              % (version.VERSION, len(drivers),
                 ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal),
                 health.reset))
-    return (host.run(), policy.run(), health.run()) + tasks
+    return (host.run(), policy.run(), health.run(), proxy.run()) + tasks

@@ -87,7 +87,8 @@ class SimulatedHome:
                  policy: dict[str, int] | None = None, alarm_unit: AlarmUnit | None = None,
                  alarm_timings: dict[str, int] | None = None,
                  lte: dict[str, Any] | None = None,
-                 health: dict[str, int] | None = None, link_key: bytes | None = None) -> None:
+                 health: dict[str, int] | None = None, link_key: bytes | None = None,
+                 proxy: dict[str, int] | None = None) -> None:
         """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
         POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
         ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
@@ -98,7 +99,9 @@ class SimulatedHome:
         ``health``: overrides of the bridge's health report and watchdog timings
         (firmware/config.py HEALTH, ms), e.g. ``{"health_ms": 1000, "wdt_ms": 3000}``.
         ``link_key``: the serial link's key in bridge.json (default: new random bytes, as
-        ``hubctl provision`` makes); hubd needs the same (``self.link_key``)."""
+        ``hubctl provision`` makes); hubd needs the same (``self.link_key``).
+        ``proxy``: the Bluetooth proxy's section of bridge.json (firmware/config.py), e.g.
+        ``{"slots": 2}``; left out, the bridge's defaults."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -109,6 +112,7 @@ class SimulatedHome:
         self.link_key = link_key if link_key is not None else os.urandom(frame.KEY_SIZE)
         self.policy = dict(policy or {})
         self.health = dict(health or {})
+        self.proxy = dict(proxy) if proxy is not None else None
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
         self._radio_dir = tempfile.mkdtemp(prefix="air-")
         self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
@@ -161,6 +165,8 @@ class SimulatedHome:
                                  "serial": "%08X" % self.alarm_unit.serial, **self.alarm_timings}
         if self.lte is not None:
             cfg["lte"] = {"uart": LTE_UART, **self.lte}
+        if self.proxy is not None:
+            cfg["proxy"] = self.proxy
         return cfg
 
     async def start(self) -> None:

@@ -153,6 +153,8 @@ class Peripheral:
         self.idle_timeout_s = idle_timeout_s
         self._in_range = True
         self.advertising = True  # False: silent on the air, so nobody can find or connect to it
+        # A slow peer: every GATT procedure (discovery, read, write) is answered this late.
+        self.response_delay_s = 0.0
         self.radio: Radio | None = None
         self.links: list[Link] = []
 
@@ -261,16 +263,28 @@ class _CentralSession:
                 return  # the disconnect event is already on its way to the central
             if kind == airwire.DISCONNECT:
                 self.drop(link)
-            elif kind == airwire.DISCOVER_SERVICES:
-                self.discover_services(link, args[1])
-            elif kind == airwire.DISCOVER_CHARACTERISTICS:
-                self.discover_characteristics(link, *args[1:])
-            elif kind == airwire.DISCOVER_DESCRIPTORS:
-                self.discover_descriptors(link, *args[1:])
-            elif kind == airwire.READ:
-                self.read(link, args[1])
-            elif kind == airwire.WRITE:
-                self.write(link, *args[1:])
+            elif link.peripheral.response_delay_s:
+                self.radio.spawn(self._answer_late(link, kind, args))
+            else:
+                self.gatt(link, kind, args)
+
+    async def _answer_late(self, link: Link, kind: int, args: list) -> None:
+        await asyncio.sleep(link.peripheral.response_delay_s)
+        if link.connected:
+            self.gatt(link, kind, args)
+
+    def gatt(self, link: Link, kind: int, args: list) -> None:
+        """Run one GATT procedure against the peripheral's attribute table."""
+        if kind == airwire.DISCOVER_SERVICES:
+            self.discover_services(link, args[1])
+        elif kind == airwire.DISCOVER_CHARACTERISTICS:
+            self.discover_characteristics(link, *args[1:])
+        elif kind == airwire.DISCOVER_DESCRIPTORS:
+            self.discover_descriptors(link, *args[1:])
+        elif kind == airwire.READ:
+            self.read(link, args[1])
+        elif kind == airwire.WRITE:
+            self.write(link, *args[1:])
 
     def link(self, conn: int) -> Link | None:
         link = self.links.get(conn)

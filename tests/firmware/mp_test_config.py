@@ -145,3 +145,19 @@ def test_the_link_key_is_required_hex_and_never_quoted_back():
         assert not isinstance(bad, str) or bad not in err
     assert "keey" in _error({"link": {"keey": LINK_KEY}})
     assert _parse({})["link"]["key"] == b"\x4b" * 32
+
+
+def test_the_proxy_holds_three_connections_unless_bridge_json_says_otherwise():
+    assert _parse({})["proxy"] == {"slots": 3}
+    assert _parse({"proxy": {}})["proxy"] == {"slots": 3}
+    assert _parse({"proxy": {"slots": 1}})["proxy"] == {"slots": 1}
+    assert _parse({"proxy": {"slots": 4}})["proxy"] == {"slots": 4}
+
+
+def test_proxy_slots_out_of_range_or_not_a_number_are_refused_in_one_line_naming_the_field():
+    for bad in (0, 5, -1, True, 2.0, "3", None):
+        err = _error({"proxy": {"slots": bad}})
+        assert err is not None and "proxy.slots" in err and "\n" not in err, (bad, err)
+    assert "proxy" in _error({"proxy": [3]})
+    err = _error({"proxy": {"slot": 3}})
+    assert "proxy" in err and "slot" in err

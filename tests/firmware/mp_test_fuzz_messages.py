@@ -30,6 +30,23 @@ VALID = [
                   "cd" * 32),
     messages.make(messages.FOUND, "C0:FF:EE:00:00:01", 0, "key_box", -60, None, "[[[{", True,
                   None),
+    # The Bluetooth proxy's (docs/ble-proxy.md), both ways.
+    messages.make(messages.BLE_SCAN, 8, 5000, True),
+    messages.make(messages.BLE_WATCH, 9, "C0:FF:EE:00:00:01", False),
+    messages.make(messages.BLE_CONNECT, 10, "C0:FF:EE:00:00:01", 1, 3000),
+    messages.make(messages.BLE_DISCONNECT, 11, 1),
+    messages.make(messages.BLE_DISCOVER, 12, 1),
+    messages.make(messages.BLE_READ, 13, 1, 6, 2000),
+    messages.make(messages.BLE_WRITE, 14, 1, 3, "0102ff" * 58, True, 2000),
+    messages.make(messages.BLE_SUBSCRIBE, 15, 1, 6, 2),
+    messages.make(messages.BLE_DONE, 13, "gatt_error", None, None, None, None, 14),
+    messages.make(messages.BLE_DONE, 10, "ok", 1, "ab" * 176, 177, 4, None),
+    messages.make(messages.BLE_SERVICE, 12, "00112233445566778899aabbccddeeff", 1, 6),
+    messages.make(messages.BLE_CHAR, 12, "f1ff", 3, 0x08, 1),
+    messages.make(messages.BLE_DESC, 12, "0229", 6, 5),
+    messages.make(messages.BLE_ADV, "C0:FF:EE:00:00:01", 0, -60, "020106", None),
+    messages.make(messages.BLE_NOTIFY, 1, 5, "81" + "00" * 16),
+    messages.make(messages.BLE_LOST, 1, "host_link"),
 ]
 # Values of every JSON type, and the edges of each: a field takes only its own.
 ODD = [None, True, False, 0, -1, 2 ** 31 - 1, 2 ** 31, -(2 ** 31) - 1, 10 ** 40, 1.5, 1e300,
@@ -67,6 +84,9 @@ def _allowed(kind, value):
         return type(value) is str and 0 < len(value) <= messages.MAX_ID
     if base == "bool":
         return type(value) is bool
+    if base == "hex":
+        return type(value) is str and len(value) % 2 == 0 and len(value) <= 2 * messages.MAX_DATA \
+            and not [c for c in value if c not in "0123456789abcdefABCDEF"]
     return None  # an object: its own fields decide
 
 

@@ -1,0 +1,434 @@
+"""The bridge as a Bluetooth proxy: hubd's bleak backend asks, this performs (docs/ble-proxy.md).
+
+Each ble_* request from hubd ends in exactly one ble_done, whatever happens: a stack error, a
+timeout, a disconnect, a MemoryError (firmware/heap.py). Requests on one connection run one at a
+time, in the order they came, from that connection's own queue; requests on different
+connections, a scan and a connect run side by side. Notifications go out as ble_notify in the
+order they arrived (ble_central queues them at IRQ level), and a lost connection as ble_lost at
+once, from one task per connection.
+
+What belongs to a hubd session stays with it: when the host link goes down or hubd restarts,
+every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
+restarted (an answer, a notification, a loss) reaches the next one.
+
+Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
+ble_scan's own active scan, and the bridge's background passive scan windows (policy.py) for
+watched addresses. One goes out per tick, only while the host link is idle: they never delay an
+alarm or an answer.
+"""
+
+import asyncio
+import binascii
+import time
+
+from micropython import const
+
+import heap
+import log
+from ble_central import BLETimeout, Disconnected, GattError, Unreachable
+from wire import link, messages
+
+OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR = \
+    messages.BLE_STATUSES
+PEER, TIMED_OUT, HOST_LINK, BLE_RESTART = messages.BLE_LOST_REASONS
+
+_SLOTS = const(3)  # proxy connections at once unless bridge.json's proxy.slots says otherwise
+_MAX_MS = const(60000)  # the longest timeout a request may give
+_MAX_SCAN_MS = const(30000)
+_STEP_MS = const(2000)  # each discovery step, the MTU exchange and a subscribe
+_MAX_QUEUED = const(8)  # requests waiting on one connection; more are refused
+_MAX_HEARD = const(16)  # advertisers a ble_scan keeps track of, besides the watched ones
+_ADV_TICK_MS = const(50)  # one advert a tick: at most 20 a second in all
+_QUIET_TICK_MS = const(500)  # nothing to forward
+_ADV_GAP_MS = const(1000)  # at most one advert per address a second
+_PRESENCE_MS = const(60000)  # a watched address that is heard goes out at least this often
+_RSSI_STEP = const(10)
+_NOTE_WAIT_MS = const(60000)
+_RETRY_MS = const(20)
+_SCAN_RSP = const(4)
+
+# A connection's record.
+_CONN = const(0)  # the ble_central.Connection
+_WHY = const(1)  # why it goes, once the bridge knows better than the stack (None: it does not;
+                 # False: hubd asked, and its ble_done says so)
+_RESTARTS = const(2)  # the stack's restart count when it was made
+_QUEUE = const(3)  # requests waiting, the running one first
+
+# An advertiser's record: what was heard last, what hubd heard last.
+_TYPE = const(0)
+_RSSI = const(1)
+_ADV = const(2)
+_RESP = const(3)
+_NEWS = const(4)  # heard since it last went out
+_SENT_AT = const(5)
+_SENT_ADV = const(6)
+_SENT_RESP = const(7)
+_SENT_RSSI = const(8)
+_WATCHED = const(9)
+_SCANNED = const(10)  # 0: not in a ble_scan; 1: in it, not sent yet; 2: sent in it
+
+
+def parse_addr(text):
+    """'C0:FF:EE:00:00:01' -> 6 bytes, or None."""
+    if len(text) != 17:
+        return None
+    for i in range(2, 17, 3):
+        if text[i] != ":":
+            return None
+    try:
+        return binascii.unhexlify(text.replace(":", ""))
+    except ValueError:
+        return None
+
+
+class Proxy:
+    """See the module docstring. ``central``: the ble_central.Central (shared with the lock
+    drivers); ``send(payload)``: the host link's (raises link.LinkFull); ``idle()``: whether
+    the host link is idle; ``slots``: proxy connections at once."""
+
+    def __init__(self, central, send, idle, slots=_SLOTS):
+        self._central = central
+        self._send = send
+        self._idle = idle
+        self.slots = slots
+        self._conns = {}  # conn handle -> record
+        self._connecting = 0
+        self._heard = {}  # address -> advertiser record, watched or in the ble_scan
+        self._scanning = False
+        self._scan_sent = 0
+        self._epoch = 0  # hubd sessions: what was said for an older one is not said
+        self._downs = 0  # the host link went down (or hubd restarted) this often
+        central.on_advert = self._on_advert
+
+    # --- hubd's requests ------------------------------------------------------------------
+
+    def on_message(self, msg):
+        """A ble_* request from hubd (decoded by wire.messages)."""
+        epoch = self._epoch
+        kind = msg["m"]
+        rid = msg["rid"]
+        try:
+            if kind == messages.BLE_SCAN or kind == messages.BLE_WATCH \
+                    or kind == messages.BLE_CONNECT:
+                asyncio.create_task(self._run([msg], None, epoch))
+                return
+            rec = self._conns.get(msg["conn"])
+            if rec is None:  # gone already is what a disconnect asks for
+                asyncio.create_task(self._tell(epoch, messages.BLE_DONE, rid, OK
+                                               if kind == messages.BLE_DISCONNECT else NO_CONN))
+            elif len(rec[_QUEUE]) >= _MAX_QUEUED:
+                asyncio.create_task(self._tell(epoch, messages.BLE_DONE, rid, REFUSED))
+            else:
+                rec[_QUEUE].append(msg)
+                if len(rec[_QUEUE]) == 1:
+                    asyncio.create_task(self._run(rec[_QUEUE], rec, epoch))
+        except MemoryError:
+            heap.survive(kind)
+            try:  # at once or never: no heap for a task (hubd's own timeout ends the request)
+                self._send(messages.make(messages.BLE_DONE, rid, ERROR))
+            except Exception:  # noqa: BLE001 - link full, or still no heap
+                pass
+
+    async def _run(self, queue, rec, epoch):
+        # Requests in order, each answered by its ble_done before the next starts: a
+        # connection's queue, or one request of no connection.
+        while queue:
+            msg = queue[0]
+            kind = msg["m"]
+            try:
+                if rec is not None and rec[_WHY] is not None:
+                    # Being dropped: nothing more starts on it (a write either went out or
+                    # never will), and a disconnect has what it asked for.
+                    done = (OK,) if kind == messages.BLE_DISCONNECT else (DISCONNECTED,)
+                elif kind == messages.BLE_CONNECT:
+                    done = await self._connect(msg, epoch)
+                elif kind == messages.BLE_SCAN:
+                    done = await self._scan(msg)
+                elif kind == messages.BLE_WATCH:
+                    done = self._watch(msg)
+                elif kind == messages.BLE_DISCOVER:
+                    done = await self._discover(msg, rec[_CONN], epoch)
+                elif kind == messages.BLE_DISCONNECT:
+                    rec[_WHY] = False  # hubd asked: its ble_done says it, no ble_lost
+                    await rec[_CONN].disconnect()
+                    done = (TIMEOUT,) if rec[_CONN].connected else (OK,)
+                else:
+                    done = await self._gatt(msg, rec[_CONN])
+            except MemoryError:
+                heap.survive(kind)
+                done = (ERROR,)
+            except BLETimeout:
+                # The bearer's state is unknown: ble_central has dropped the link.
+                if rec is not None and rec[_WHY] is None:
+                    rec[_WHY] = TIMED_OUT
+                done = (TIMEOUT,)
+            except Disconnected:
+                done = (DISCONNECTED,)
+            except Unreachable:
+                done = (UNREACHABLE,)
+            except GattError as e:
+                done = (GATT_ERROR, None, None, None, None, e.status)
+            except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
+                log.warn("%s %d: %r" % (kind, msg["rid"], e))
+                done = (ERROR,)
+            await self._tell(epoch, messages.BLE_DONE, msg["rid"], *done)
+            queue.pop(0)
+
+    async def _tell(self, epoch, kind, *values):
+        """Send a message to the hubd of ``epoch``; a bytes value goes as hex. Waits while the
+        heap has no room and while the link's queue is full, as long as that hubd is there."""
+        while True:
+            try:
+                fields = list(values)
+                for i in range(len(fields)):
+                    if isinstance(fields[i], bytes):
+                        fields[i] = binascii.hexlify(fields[i]).decode()
+                payload = messages.make(kind, *fields)
+                break
+            except MemoryError:
+                heap.survive(kind)
+                await asyncio.sleep_ms(_RETRY_MS)
+        while epoch == self._epoch:
+            try:
+                self._send(payload)
+                return
+            except link.LinkFull:
+                pass
+            except MemoryError:
+                heap.survive(kind)
+            await asyncio.sleep_ms(_RETRY_MS)
+
+    # --- the requests, each returning its ble_done's fields after rid ----------------------
+
+    async def _connect(self, msg, epoch):
+        addr = parse_addr(msg["addr"])
+        ms = msg["ms"]
+        if addr is None or msg["addr_type"] not in (0, 1) or not 0 < ms <= _MAX_MS:
+            return (REFUSED,)
+        if len(self._conns) + self._connecting >= self.slots:
+            return (BUSY,)
+        downs = self._downs
+        self._connecting += 1
+        try:
+            conn = await self._central.connect(msg["addr_type"], addr, ms)
+            try:
+                mtu = await conn.exchange_mtu(min(ms, _STEP_MS))
+                if downs != self._downs:
+                    raise Disconnected("the host link went down meanwhile")
+            except Exception:
+                conn.disconnect_nowait()
+                raise
+            rec = [conn, None, self._central.restarts, []]
+            self._conns[conn.conn_handle] = rec
+        finally:
+            self._connecting -= 1
+        asyncio.create_task(self._forward(rec, epoch))
+        return (OK, conn.conn_handle, None, mtu)
+
+    async def _discover(self, msg, conn, epoch):
+        rid = msg["rid"]
+        n = 0
+        for start, end, uuid in await conn.services(None, _STEP_MS):
+            await self._tell(epoch, messages.BLE_SERVICE, rid, bytes(uuid), start, end)
+            n += 1
+            chars = await conn.characteristics(start, end, None, _STEP_MS)
+            for i in range(len(chars)):
+                value = chars[i][1]
+                await self._tell(epoch, messages.BLE_CHAR, rid, bytes(chars[i][3]), value,
+                                 chars[i][2], start)
+                n += 1
+                # Its descriptors sit between its value and the next characteristic.
+                last = chars[i + 1][0] - 1 if i + 1 < len(chars) else end
+                if value < last:
+                    for handle, uuid in await conn.descriptors(value + 1, last, _STEP_MS):
+                        await self._tell(epoch, messages.BLE_DESC, rid, bytes(uuid), handle,
+                                         value)
+                        n += 1
+        return (OK, None, None, None, n)
+
+    async def _gatt(self, msg, conn):
+        # ble_read, ble_write, ble_subscribe.
+        handle = msg["handle"]
+        ms = _STEP_MS if msg["m"] == messages.BLE_SUBSCRIBE else msg["ms"]
+        if not 0 < handle <= 0xFFFF or not 0 < ms <= _MAX_MS:
+            return (REFUSED,)
+        if msg["m"] == messages.BLE_READ:
+            data = await conn.read(handle, ms)
+            # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
+            return (OK, None, data) if len(data) <= messages.MAX_DATA else (ERROR,)
+        if msg["m"] == messages.BLE_WRITE:
+            await conn.write(handle, binascii.unhexlify(msg["data"]), ms, msg["response"])
+        elif msg["mode"] not in (0, 1, 2):
+            return (REFUSED,)
+        else:  # the CCCD: 0 off, 1 notifications, 2 indications
+            await conn.write(handle, bytes((msg["mode"], 0)), ms)
+        return (OK,)
+
+    def _watch(self, msg):
+        addr = parse_addr(msg["addr"])
+        if addr is None:
+            return (REFUSED,)
+        heard = self._heard
+        rec = heard.get(addr)
+        if not msg["on"]:
+            if rec is not None:
+                rec[_WATCHED] = False
+                if not rec[_SCANNED]:
+                    del heard[addr]
+        elif rec is None or not rec[_WATCHED]:
+            watched = 0
+            for other in heard.values():
+                watched += 1 if other[_WATCHED] else 0
+            if watched >= messages.MAX_WATCH:
+                return (REFUSED,)
+            if rec is None:
+                # [type, rssi, adv, resp, news, sent_at, sent_adv, sent_resp, sent_rssi,
+                #  watched, scanned]: not heard yet
+                rec = heard[addr] = [0, 0, b"", None, False, None, None, None, 0, True, 0]
+            rec[_WATCHED] = True
+        return (OK,)
+
+    async def _scan(self, msg):
+        ms = msg["ms"]
+        if not 0 < ms <= _MAX_SCAN_MS or self._scanning:
+            return (REFUSED,)
+        self._scanning = True
+        self._scan_sent = 0
+        for rec in self._heard.values():
+            rec[_SCANNED] = 1
+        end = time.ticks_add(time.ticks_ms(), ms)
+        try:
+            while True:
+                left = time.ticks_diff(end, time.ticks_ms())
+                if left <= 0:
+                    break
+                # A connect ends a scan early (ble_central): the rest is scanned after it.
+                await self._central.scan(left, active=msg["active"], keep=False)
+        finally:
+            self._scanning = False
+            heard = self._heard
+            for addr in list(heard):
+                if heard[addr][_WATCHED]:
+                    heard[addr][_SCANNED] = 0
+                else:
+                    del heard[addr]
+        return (OK, None, None, None, self._scan_sent)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _forward(self, rec, epoch):
+        # The connection's notifications in order, then its loss.
+        conn = rec[_CONN]
+        handle = conn.conn_handle
+        while True:
+            try:
+                note = await conn.notification(_NOTE_WAIT_MS)
+            except BLETimeout:
+                continue
+            except Disconnected:
+                break
+            except MemoryError:
+                heap.survive("ble_notify")
+                await asyncio.sleep_ms(_RETRY_MS)
+                continue
+            await self._tell(epoch, messages.BLE_NOTIFY, handle, note[0], note[1])
+        if self._conns.get(handle) is rec:
+            del self._conns[handle]
+        why = rec[_WHY]
+        if why is None:
+            why = BLE_RESTART if self._central.restarts != rec[_RESTARTS] else PEER
+        if why:
+            await self._tell(epoch, messages.BLE_LOST, handle, why)
+
+    def on_link(self, kind):
+        """The host link's events (hostlink's on_state): down, or hubd restarted, drops every
+        proxy connection and every watch."""
+        if kind == link.EV_RESET:
+            self._epoch += 1
+        elif kind != link.EV_DOWN:
+            return
+        self._downs += 1
+        heard = self._heard
+        for addr in list(heard):
+            heard[addr][_WATCHED] = False
+            if not heard[addr][_SCANNED]:
+                del heard[addr]
+        conns = self._conns
+        self._conns = {}
+        for rec in conns.values():
+            if rec[_WHY] is None:
+                rec[_WHY] = HOST_LINK
+            rec[_CONN].disconnect_nowait()
+        if conns:
+            log.warn("host link %s: dropped %d proxy connection(s)" % (kind, len(conns)))
+
+    # --- adverts --------------------------------------------------------------------------
+
+    def _on_advert(self, addr_type, addr, adv_type, rssi, adv):
+        # IRQ level: adv is a memoryview valid only now; copied only when it changed.
+        try:
+            rec = self._heard.get(addr)
+            if rec is None:
+                if not self._scanning or adv_type == _SCAN_RSP \
+                        or len(self._heard) >= _MAX_HEARD + messages.MAX_WATCH:
+                    return
+                rec = self._heard[addr] = [addr_type, rssi, b"", None, False, None, None, None,
+                                           0, False, 1]
+            if len(adv) > messages.MAX_DATA:
+                return
+            if adv_type == _SCAN_RSP:
+                if rec[_RESP] != adv:
+                    rec[_RESP] = bytes(adv)
+            else:
+                if rec[_ADV] != adv:
+                    rec[_ADV] = bytes(adv)
+                rec[_TYPE] = addr_type
+                rec[_RSSI] = rssi
+            rec[_NEWS] = True
+        except MemoryError:
+            pass  # this advert is lost; the next one is heard
+
+    async def run(self):
+        """Forward adverts, one a tick while the host link is idle; until cancelled."""
+        while True:
+            try:
+                self._advert_out(time.ticks_ms())
+            except MemoryError:
+                heap.survive("ble_adv")
+            except Exception as e:  # noqa: BLE001 - an advert must not stop the forwarding
+                log.error("ble_adv: %r" % e)
+            await asyncio.sleep_ms(_ADV_TICK_MS if self._heard else _QUIET_TICK_MS)
+
+    def _advert_out(self, now):
+        # The first advertiser that is due, while the host link is idle: heard since it last
+        # went out, not within the last second, and news (a ble_scan: first heard in it, data
+        # changed, RSSI moved; a watch: data changed, or a minute since).
+        if not self._idle():
+            return
+        for addr in list(self._heard):
+            rec = self._heard.get(addr)
+            if rec is None or not rec[_NEWS]:
+                continue
+            sent = rec[_SENT_AT]
+            if sent is not None and time.ticks_diff(now, sent) < _ADV_GAP_MS:
+                continue
+            changed = rec[_ADV] != rec[_SENT_ADV] or rec[_RESP] != rec[_SENT_RESP]
+            scanned = rec[_SCANNED]
+            if not (scanned == 1 or (scanned and (changed or abs(rec[_RSSI] - rec[_SENT_RSSI])
+                                                  >= _RSSI_STEP))
+                    or (rec[_WATCHED] and (changed or sent is None
+                                           or time.ticks_diff(now, sent) >= _PRESENCE_MS))):
+                continue
+            self._send(messages.make(
+                messages.BLE_ADV, binascii.hexlify(addr, ":").decode().upper(), rec[_TYPE],
+                rec[_RSSI], binascii.hexlify(rec[_ADV]).decode(),
+                None if rec[_RESP] is None else binascii.hexlify(rec[_RESP]).decode()))
+            rec[_NEWS] = False
+            rec[_SENT_AT] = now
+            rec[_SENT_ADV] = rec[_ADV]
+            rec[_SENT_RESP] = rec[_RESP]
+            rec[_SENT_RSSI] = rec[_RSSI]
+            if scanned:
+                rec[_SCANNED] = 2
+                self._scan_sent += 1
+            return

@@ -1,0 +1,496 @@
+"""The Bluetooth proxy's own logic inside MicroPython, with a stand-in for ble_central: request
+checks, slots, one request at a time per connection in order, one ble_done per request whatever
+happens, the host link's events, and which adverts go out when."""
+
+import asyncio
+
+import ble_proxy
+from ble_central import BLETimeout, Disconnected, GattError, Unreachable
+from wire import link, messages
+
+# firmware/ble_proxy.py's limits (const() names are not module attributes in MicroPython).
+MAX_QUEUED = 8
+MAX_HEARD = 16
+
+
+class Conn:
+    """A connection whose procedures wait for ``gate`` (when set) and record what ran."""
+
+    def __init__(self, handle):
+        self.conn_handle = handle
+        self.connected = True
+        self.log = []
+        self.gate = None
+        self.fail = None  # an exception the next procedure raises
+        self.notes = []
+        self._flag = asyncio.Event()
+
+    async def _procedure(self, what):
+        self.log.append(what)
+        if self.gate is not None:
+            await self.gate.wait()
+        if not self.connected:
+            raise Disconnected(what)
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        self.log.append(("done",) + what)
+
+    async def exchange_mtu(self, ms):
+        return 177
+
+    async def read(self, handle, ms):
+        await self._procedure(("read", handle))
+        return b"\x01\x02"
+
+    async def write(self, handle, data, ms, response=True):
+        await self._procedure(("write", handle, bytes(data), response))
+
+    async def services(self, uuid, ms):
+        return [(1, 6, b"\xf0\xff")]
+
+    async def characteristics(self, start, end, uuid, ms):
+        return [(2, 3, 0x08, b"\xf1\xff"), (4, 5, 0x10, b"\xf2\xff")]
+
+    async def descriptors(self, start, end, ms):
+        return [(6, b"\x02\x29")] if start <= 6 <= end else []
+
+    async def notification(self, ms):
+        while not self.notes:
+            if not self.connected:
+                raise Disconnected("gone")
+            self._flag.clear()
+            await self._flag.wait()
+        return self.notes.pop(0)
+
+    def notify(self, handle, data):
+        self.notes.append((handle, data))
+        self._flag.set()
+
+    def disconnect_nowait(self):
+        self.connected = False
+        self._flag.set()
+        if self.gate is not None:
+            self.gate.set()
+
+    async def disconnect(self):
+        self.disconnect_nowait()
+
+
+class Central:
+    def __init__(self):
+        self.restarts = 0
+        self.on_advert = None
+        self.conns = []
+        self.reachable = True
+        self.gate = None
+        self.scans = []
+
+    async def connect(self, addr_type, addr, ms):
+        if self.gate is not None:
+            await self.gate.wait()
+        if not self.reachable:
+            raise Unreachable("no")
+        conn = Conn(len(self.conns) + 1)
+        self.conns.append(conn)
+        return conn
+
+    async def scan(self, ms, active=True, keep=True):
+        self.scans.append((ms, active, keep))
+        await asyncio.sleep_ms(ms)
+        return []
+
+
+class Host:
+    def __init__(self):
+        self.sent = []
+        self.idle = True
+
+        self.refuse = []  # exceptions the next sends raise (link.LinkFull, MemoryError)
+
+    def send(self, payload):
+        if self.refuse:
+            raise self.refuse.pop(0)
+        self.sent.append(messages.decode(payload))  # every message must be a valid one
+
+
+def _proxy(slots=3):
+    central = Central()
+    host = Host()
+    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots)
+    return proxy, central, host
+
+
+async def _until(cond, what="the condition"):
+    # Lets the proxy's tasks run until ``cond()``; the time limit only ends a test that fails.
+    import time
+
+    start = time.ticks_ms()
+    while not cond():
+        if time.ticks_diff(time.ticks_ms(), start) > 10000:
+            raise AssertionError("never: " + what)
+        await asyncio.sleep_ms(0)
+
+
+_rid = [0]
+
+
+def _ask(proxy, kind, *values):
+    _rid[0] += 1
+    proxy.on_message(messages.decode(messages.make(kind, _rid[0], *values)))
+    return _rid[0]
+
+
+async def _done(host, rid):
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_done" and m["rid"] == rid],
+                 "ble_done %d" % rid)
+    found = [m for m in host.sent if m["m"] == "ble_done" and m["rid"] == rid]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def _call(proxy, host, kind, *values):
+    return await _done(host, _ask(proxy, kind, *values))
+
+
+async def _connect(proxy, host, addr="C0:FF:EE:00:00:01"):
+    done = await _call(proxy, host, messages.BLE_CONNECT, addr, 0, 1000)
+    assert done["status"] == "ok", done
+    return done["conn"]
+
+
+def test_the_status_names_are_the_wire_vocabulary():
+    assert (ble_proxy.OK, ble_proxy.NO_CONN, ble_proxy.REFUSED, ble_proxy.GATT_ERROR) == (
+        "ok", "no_conn", "refused", "gatt_error")
+    assert (ble_proxy.PEER, ble_proxy.TIMED_OUT, ble_proxy.HOST_LINK, ble_proxy.BLE_RESTART) == (
+        "peer", "timeout", "host_link", "ble_restart")
+
+
+def test_addresses_are_six_hex_bytes_with_colons():
+    assert ble_proxy.parse_addr("C0:FF:EE:00:00:01") == b"\xc0\xff\xee\x00\x00\x01"
+    assert ble_proxy.parse_addr("c0:ff:ee:00:00:0a") == b"\xc0\xff\xee\x00\x00\x0a"
+    for bad in ("", "C0:FF:EE:00:00", "C0:FF:EE:00:00:01:02", "C0-FF-EE-00-00-01",
+                "C0:FF:EE:00:00:0G", "C0:FF:EE:00:0:001", "C0:FF:EE:00:00:\u00e9\u00e9",
+                " C0:FF:EE:00:00:1", "+0:FF:EE:00:00:01", "C0:FF:EE:00:00:01 "):
+        assert ble_proxy.parse_addr(bad) is None, bad
+
+
+async def test_bad_values_are_refused_and_unknown_connections_are_no_conn():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    for kind, values in ((messages.BLE_CONNECT, ("C0:FF:EE:00:00:0", 0, 1000)),
+                         (messages.BLE_CONNECT, ("C0:FF:EE:00:00:02", -1, 1000)),
+                         (messages.BLE_CONNECT, ("C0:FF:EE:00:00:02", 0, 60001)),
+                         (messages.BLE_READ, (conn, 0, 1000)),
+                         (messages.BLE_READ, (conn, 65536, 1000)),
+                         (messages.BLE_READ, (conn, 3, 0)),
+                         (messages.BLE_WRITE, (conn, -3, "00", True, 1000)),
+                         (messages.BLE_WRITE, (conn, 3, "00", False, 70000)),
+                         (messages.BLE_SUBSCRIBE, (conn, 6, -1)),
+                         (messages.BLE_SUBSCRIBE, (conn, 0, 1)),
+                         (messages.BLE_WATCH, ("nope", True)),
+                         (messages.BLE_SCAN, (-1, True)),
+                         (messages.BLE_SCAN, (30001, False))):
+        assert (await _call(proxy, host, kind, *values))["status"] == "refused", (kind, values)
+    assert (await _call(proxy, host, messages.BLE_READ, conn + 1, 3, 100))["status"] == "no_conn"
+    assert (await _call(proxy, host, messages.BLE_DISCONNECT, conn + 1))["status"] == "ok"
+    assert central.conns[0].log == [] and len(central.conns) == 1
+
+
+async def test_a_connect_beyond_the_slots_is_busy_counting_those_being_made():
+    proxy, central, host = _proxy(slots=2)
+    await _connect(proxy, host)
+    central.gate = asyncio.Event()
+    waiting = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:02", 0, 1000)
+    await _until(lambda: proxy._connecting == 1)
+    assert (await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:03", 0, 1000))[
+        "status"] == "busy"
+    central.gate.set()
+    assert (await _done(host, waiting))["status"] == "ok"
+    central.reachable = False
+    assert (await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:03", 0, 1000))[
+        "status"] == "busy"
+    assert (await _call(proxy, host, messages.BLE_DISCONNECT, 1))["status"] == "ok"
+    assert (await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:03", 0, 1000))[
+        "status"] == "unreachable"
+
+
+async def test_requests_on_one_connection_run_one_at_a_time_in_order():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    c.gate = asyncio.Event()
+    rids = [_ask(proxy, messages.BLE_WRITE, conn, 3, "0a", True, 1000),
+            _ask(proxy, messages.BLE_READ, conn, 3, 1000),
+            _ask(proxy, messages.BLE_WRITE, conn, 3, "0b", False, 1000),
+            _ask(proxy, messages.BLE_SUBSCRIBE, conn, 6, 2)]
+    await _until(lambda: c.log)
+    for _ in range(20):
+        await asyncio.sleep_ms(0)
+    assert c.log == [("write", 3, b"\x0a", True)], "only the first has started"
+    c.gate.set()
+    await _done(host, rids[-1])
+    assert [m["rid"] for m in host.sent if m["m"] == "ble_done"][-4:] == rids
+    assert [e for e in c.log if e[0] != "done"] == [
+        ("write", 3, b"\x0a", True), ("read", 3), ("write", 3, b"\x0b", False),
+        ("write", 6, b"\x02\x00", True)]
+
+
+async def test_a_full_queue_on_one_connection_refuses_more():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    central.conns[0].gate = asyncio.Event()
+    rids = [_ask(proxy, messages.BLE_READ, conn, 3, 1000) for _ in range(MAX_QUEUED + 1)]
+    assert (await _done(host, rids[-1]))["status"] == "refused"
+    central.conns[0].gate.set()
+    for rid in rids[:-1]:
+        assert (await _done(host, rid))["status"] == "ok"
+
+
+async def test_every_failure_ends_in_one_ble_done_with_its_status():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    for e, status in ((GattError("read", 0x0E), "gatt_error"), (OSError(5), "error"),
+                      (ValueError("bug"), "error"), (MemoryError(), "error"),
+                      (BLETimeout("slow"), "timeout")):
+        c.fail = e
+        done = await _call(proxy, host, messages.BLE_READ, conn, 3, 1000)
+        assert done["status"] == status, (e, done)
+        assert done["att"] == (0x0E if status == "gatt_error" else None)
+    # The timeout: the connection is going (ble_central drops it); nothing more starts on it.
+    assert (await _call(proxy, host, messages.BLE_READ, conn, 3, 1000))["status"] == \
+        "disconnected"
+    c.disconnect_nowait()
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_lost"])
+    assert [m["reason"] for m in host.sent if m["m"] == "ble_lost"] == ["timeout"]
+
+
+async def test_a_full_link_or_heap_delays_an_answer_and_the_queue_goes_on():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    host.refuse = [link.LinkFull("full"), MemoryError(), link.LinkFull("full")]
+    first = _ask(proxy, messages.BLE_READ, conn, 3, 1000)
+    second = _ask(proxy, messages.BLE_READ, conn, 3, 1000)
+    assert (await _done(host, first))["status"] == "ok"
+    assert (await _done(host, second))["status"] == "ok"
+    assert [m["rid"] for m in host.sent if m["m"] == "ble_done"][-2:] == [first, second]
+
+
+async def test_discovery_streams_services_characteristics_and_descriptors_before_its_done():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    rid = _ask(proxy, messages.BLE_DISCOVER, conn)
+    done = await _done(host, rid)
+    got = [m for m in host.sent if m.get("rid") == rid]
+    assert [m["m"] for m in got] == ["ble_service", "ble_char", "ble_char", "ble_desc",
+                                     "ble_done"]
+    assert (got[0]["uuid"], got[0]["start"], got[0]["end"]) == ("f0ff", 1, 6)
+    assert [(m["uuid"], m["handle"], m["props"], m["service"]) for m in got[1:3]] == [
+        ("f1ff", 3, 0x08, 1), ("f2ff", 5, 0x10, 1)]
+    assert (got[3]["uuid"], got[3]["handle"], got[3]["char"]) == ("0229", 6, 5)
+    assert done["count"] == 4
+
+
+async def test_notifications_go_out_in_order_then_the_loss():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    for i in range(5):
+        c.notify(5, bytes((i,)))
+    c.disconnect_nowait()
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_lost"])
+    tail = [m for m in host.sent if m["m"] in ("ble_notify", "ble_lost")]
+    assert [m.get("data") for m in tail] == ["00", "01", "02", "03", "04", None]
+    assert tail[-1] == {"m": "ble_lost", "conn": conn, "reason": "peer"}
+
+
+async def test_a_disconnect_hubd_asked_for_has_no_ble_lost_and_a_stack_restart_says_so():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    assert (await _call(proxy, host, messages.BLE_DISCONNECT, conn))["status"] == "ok"
+    conn = await _connect(proxy, host, "C0:FF:EE:00:00:02")
+    central.restarts += 1
+    central.conns[-1].disconnect_nowait()
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_lost"])
+    assert [(m["conn"], m["reason"]) for m in host.sent if m["m"] == "ble_lost"] == [
+        (conn, "ble_restart")]
+
+
+async def test_the_host_link_down_drops_every_connection_and_watch_and_stops_new_work():
+    proxy, central, host = _proxy()
+    conns = [await _connect(proxy, host), await _connect(proxy, host, "C0:FF:EE:00:00:02")]
+    assert (await _call(proxy, host, messages.BLE_WATCH, "C0:FF:EE:00:00:09", True))[
+        "status"] == "ok"
+    c = central.conns[0]
+    c.gate = asyncio.Event()
+    first = _ask(proxy, messages.BLE_WRITE, conns[0], 3, "01", True, 1000)
+    queued = _ask(proxy, messages.BLE_WRITE, conns[0], 3, "02", True, 1000)
+    await _until(lambda: c.log)
+    proxy.on_link(link.EV_DOWN)
+    assert not central.conns[0].connected and not central.conns[1].connected
+    assert proxy._heard == {}
+    assert (await _done(host, first))["status"] == "disconnected"
+    assert (await _done(host, queued))["status"] == "disconnected"
+    assert c.log == [("write", 3, b"\x01", True)], "the queued write never went out"
+    await _until(lambda: len([m for m in host.sent if m["m"] == "ble_lost"]) == 2)
+    assert sorted((m["conn"], m["reason"]) for m in host.sent if m["m"] == "ble_lost") == [
+        (conns[0], "host_link"), (conns[1], "host_link")]
+    assert (await _call(proxy, host, messages.BLE_READ, conns[0], 3, 1000))["status"] == \
+        "no_conn"
+
+
+async def test_a_connect_that_completes_after_the_link_went_down_is_dropped():
+    proxy, central, host = _proxy()
+    central.gate = asyncio.Event()
+    rid = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:01", 0, 1000)
+    await _until(lambda: proxy._connecting == 1)
+    proxy.on_link(link.EV_DOWN)
+    central.gate.set()
+    assert (await _done(host, rid))["status"] == "disconnected"
+    assert not central.conns[0].connected and proxy._conns == {}
+
+
+async def test_nothing_said_for_a_hubd_that_restarted_reaches_the_next_one():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    c.gate = asyncio.Event()
+    rid = _ask(proxy, messages.BLE_READ, conn, 3, 1000)
+    await _until(lambda: c.log)
+    n = len(host.sent)
+    proxy.on_link(link.EV_DOWN)
+    proxy.on_link(link.EV_RESET)
+    c.notify(5, b"\x01")
+    for _ in range(50):
+        await asyncio.sleep_ms(0)
+    assert host.sent[n:] == [], host.sent[n:]
+    # The new hubd's requests are answered.
+    assert (await _call(proxy, host, messages.BLE_READ, conn, 3, 1000))["status"] == "no_conn"
+    assert rid not in [m.get("rid") for m in host.sent]
+
+
+def _advert(proxy, addr, adv, rssi=-60, adv_type=0):
+    proxy._on_advert(0, addr, adv_type, rssi, memoryview(adv))
+
+
+async def test_a_watched_address_goes_out_on_news_and_once_a_minute_and_no_other():
+    proxy, central, host = _proxy()
+    a = b"\xc0\xff\xee\x00\x00\x01"
+    b = b"\xc0\xff\xee\x00\x00\x02"
+    assert (await _call(proxy, host, messages.BLE_WATCH, "C0:FF:EE:00:00:01", True))[
+        "status"] == "ok"
+    n = len(host.sent)
+    _advert(proxy, a, b"\x02\x01\x06")
+    _advert(proxy, b, b"\x02\x01\x06")
+    host.idle = False
+    proxy._advert_out(1000)
+    assert len(host.sent) == n, "not while the host link is busy"
+    host.idle = True
+    proxy._advert_out(1000)
+    assert host.sent[n:] == [{"m": "ble_adv", "addr": "C0:FF:EE:00:00:01", "addr_type": 0,
+                              "rssi": -60, "data": "020106", "resp": None}]
+    _advert(proxy, a, b"\x02\x01\x04")
+    proxy._advert_out(1500)  # news, but within a second of the last
+    assert len(host.sent) == n + 1
+    proxy._advert_out(2000)
+    assert host.sent[-1]["data"] == "020104"
+    _advert(proxy, a, b"\x02\x01\x04")  # the same again: presence, once a minute
+    proxy._advert_out(30000)
+    assert len(host.sent) == n + 2
+    proxy._advert_out(62000)
+    assert len(host.sent) == n + 3 and host.sent[-1]["data"] == "020104"
+    proxy._advert_out(125000)  # not heard since: nothing
+    assert len(host.sent) == n + 3
+    assert (await _call(proxy, host, messages.BLE_WATCH, "C0:FF:EE:00:00:01", False))[
+        "status"] == "ok"
+    _advert(proxy, a, b"\x02\x01\x05")
+    proxy._advert_out(200000)
+    assert [m for m in host.sent[n + 3:] if m["m"] == "ble_adv"] == []
+
+
+async def test_a_scan_sends_each_advertiser_once_and_again_on_news():
+    proxy, central, host = _proxy()
+    _ask(proxy, messages.BLE_SCAN, 30000, True)  # its end: tests/firmware/test_ble_proxy.py
+    await _until(lambda: central.scans)
+    assert central.scans[0] == (30000, True, False)
+    n = len(host.sent)
+    for i in range(MAX_HEARD + messages.MAX_WATCH + 6):  # more than it keeps track of
+        _advert(proxy, bytes((0xC0, 0, 0, 0, 0, i)), b"\x02\x01\x06", -50)
+    _advert(proxy, b"\xc0\x00\x00\x00\x00\x00", b"\x03\x09ab", -50, adv_type=4)  # its response
+    now = 10000
+    for _ in range(40):
+        proxy._advert_out(now)
+    sent = host.sent[n:]
+    assert len(sent) == MAX_HEARD + messages.MAX_WATCH, len(sent)
+    assert len(set(m["addr"] for m in sent)) == len(sent), "each once"
+    assert [m["resp"] for m in sent if m["addr"] == "C0:00:00:00:00:00"] == ["03096162"]
+    _advert(proxy, b"\xc0\x00\x00\x00\x00\x00", b"\x02\x01\x06", -55)  # RSSI moved 5: no news
+    _advert(proxy, b"\xc0\x00\x00\x00\x00\x01", b"\x02\x01\x06", -62)  # moved 12: news
+    proxy._advert_out(now + 2000)
+    proxy._advert_out(now + 2000)
+    assert [(m["addr"], m["rssi"]) for m in host.sent[n + len(sent):]] == [
+        ("C0:00:00:00:00:01", -62)]
+
+
+# Values of every JSON type and the edges of the proxy's own bounds.
+ODD = [None, True, False, 0, -1, 1, 2, 3, 6, 0xFFFF, 0x10000, 60000, 60001, 30001,
+       2 ** 31 - 1, -(2 ** 31), 2 ** 31, 1.5, "", "x", "0", "zz", "00" * 177, "C0:FF:EE:00:00:01",
+       "C0:FF:EE:00:00:0", "c0:ff:ee:00:00:0g", "C0:FF:EE:00:00:01\x00", [], {}, {"a": 1}]
+
+
+async def test_hostile_field_values_are_refused_or_no_conn_and_nothing_escapes():
+    import json
+
+    import fuzz
+
+    fuzz.start()
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    central.reachable = False  # a connect that passes its checks finds nobody
+    base = [
+        (messages.BLE_SCAN, {"ms": 1, "active": True}),
+        (messages.BLE_WATCH, {"addr": "C0:FF:EE:00:00:09", "on": False}),
+        (messages.BLE_CONNECT, {"addr": "C0:FF:EE:00:00:02", "addr_type": 0, "ms": 10}),
+        (messages.BLE_DISCONNECT, {"conn": 99}),
+        (messages.BLE_DISCOVER, {"conn": 99}),
+        (messages.BLE_READ, {"conn": conn, "handle": 3, "ms": 10}),
+        (messages.BLE_WRITE, {"conn": conn, "handle": 3, "data": "00", "response": True,
+                              "ms": 10}),
+        (messages.BLE_SUBSCRIBE, {"conn": conn, "handle": 6, "mode": 1}),
+    ]
+    # Which values each field's own check lets through (the rest must be refused or no_conn).
+    good = {"ms": lambda v, kind: 0 < v <= (30000 if kind == messages.BLE_SCAN else 60000),
+            "handle": lambda v, kind: 0 < v <= 0xFFFF,
+            "mode": lambda v, kind: v in (0, 1, 2),
+            "addr_type": lambda v, kind: v in (0, 1),
+            "addr": lambda v, kind: ble_proxy.parse_addr(v) is not None,
+            "conn": lambda v, kind: v == conn}
+    for kind, fields in base:
+        for name in fields:
+            values = ODD + [fuzz.rand(2 ** 31) - 2 ** 30 for _ in range(4)]
+            for value in values:
+                if kind == messages.BLE_DISCONNECT and value == conn:
+                    continue  # the connection the others are tried on
+                obj = {"m": kind, "rid": 1}
+                obj.update(fields)
+                obj[name] = value
+                try:
+                    msg = messages.decode(json.dumps(obj).encode())
+                except messages.MessageError:
+                    continue  # the decoder's refusal (tests/firmware/mp_test_fuzz_messages.py)
+                _rid[0] += 1
+                msg["rid"] = _rid[0]
+                proxy.on_message(msg)  # nothing may raise
+                done = await _done(host, _rid[0])
+                del host.sent[:]  # the test's own heap
+                status = done["status"]
+                ok = name not in good or good[name](value, kind)
+                if ok:
+                    assert status in ("ok", "unreachable", "no_conn"), (kind, name, value, done)
+                elif name == "conn":
+                    assert status == ("ok" if kind == messages.BLE_DISCONNECT else "no_conn"), (
+                        kind, value, done)
+                else:
+                    assert status == "refused", (fuzz.SEED, kind, name, value, done)
+    assert len(central.conns) == 1 and central.conns[0].connected
