@@ -131,9 +131,9 @@ async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_th
     proxy.bridge.send_lock_message = spy  # type: ignore[method-assign]
     async with asyncio.timeout(TIMEOUT):
         await client.connect()
-        # The bridge's radio stops answering, so the write stays out on the bridge until the
-        # cable is pulled (its own 60 s would end it otherwise).
-        home.radio.wedge()
+        # A slow lock: the write stays out on the bridge until the cable is pulled (the
+        # bridge's own 60 s would end it otherwise).
+        home.locks[LOCK].response_delay_s = TIMEOUT
         writing = asyncio.create_task(client.write_gatt_char(
             lockproto.CONTROL_UUID, lockproto.encode_challenge_request(), response=True))
         engine = proxy.bridge.link.engine
