@@ -46,6 +46,8 @@ _RSSI_STEP = const(10)
 _NOTE_WAIT_MS = const(60000)
 _RETRY_MS = const(20)
 _SCAN_RSP = const(4)
+_SCAN_WINDOW_MS = const(1000)  # a ble_scan is scanned in windows: the host link going down
+                               # ends it within one, and the background scan gets its turn
 
 # A connection's record.
 _CONN = const(0)  # the ble_central.Connection
@@ -297,13 +299,15 @@ class Proxy:
         for rec in self._heard.values():
             rec[_SCANNED] = 1
         end = time.ticks_add(time.ticks_ms(), ms)
+        downs = self._downs
         try:
-            while True:
+            while downs == self._downs:
                 left = time.ticks_diff(end, time.ticks_ms())
                 if left <= 0:
                     break
-                # A connect ends a scan early (ble_central): the rest is scanned after it.
-                await self._central.scan(left, active=msg["active"], keep=False)
+                # A connect ends a window early (ble_central): the rest is scanned after it.
+                await self._central.scan(min(left, _SCAN_WINDOW_MS), active=msg["active"],
+                                         keep=False)
         finally:
             self._scanning = False
             heard = self._heard
@@ -331,6 +335,10 @@ class Proxy:
                 heap.survive("ble_notify")
                 await asyncio.sleep_ms(_RETRY_MS)
                 continue
+            except Exception as e:  # noqa: BLE001 - never a connection nobody watches
+                log.error("ble_notify %d: %r; dropping the connection" % (handle, e))
+                conn.disconnect_nowait()
+                break
             await self._tell(epoch, messages.BLE_NOTIFY, handle, note[0], note[1])
         if self._conns.get(handle) is rec:
             del self._conns[handle]

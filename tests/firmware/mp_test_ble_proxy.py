@@ -85,6 +85,7 @@ class Central:
         self.reachable = True
         self.gate = None
         self.scans = []
+        self.scan_gate = None
 
     async def connect(self, addr_type, addr, ms):
         if self.gate is not None:
@@ -97,7 +98,10 @@ class Central:
 
     async def scan(self, ms, active=True, keep=True):
         self.scans.append((ms, active, keep))
-        await asyncio.sleep_ms(ms)
+        if self.scan_gate is not None:
+            await self.scan_gate.wait()
+        else:
+            await asyncio.sleep_ms(ms)
         return []
 
 
@@ -413,7 +417,7 @@ async def test_a_scan_sends_each_advertiser_once_and_again_on_news():
     proxy, central, host = _proxy()
     _ask(proxy, messages.BLE_SCAN, 30000, True)  # its end: tests/firmware/test_ble_proxy.py
     await _until(lambda: central.scans)
-    assert central.scans[0] == (30000, True, False)
+    assert central.scans[0] == (1000, True, False)  # in windows of a second
     n = len(host.sent)
     for i in range(MAX_HEARD + messages.MAX_WATCH + 6):  # more than it keeps track of
         _advert(proxy, bytes((0xC0, 0, 0, 0, 0, i)), b"\x02\x01\x06", -50)
@@ -494,3 +498,18 @@ async def test_hostile_field_values_are_refused_or_no_conn_and_nothing_escapes()
                 else:
                     assert status == "refused", (fuzz.SEED, kind, name, value, done)
     assert len(central.conns) == 1 and central.conns[0].connected
+
+
+async def test_a_scan_ends_with_its_window_when_the_host_link_goes_down():
+    proxy, central, host = _proxy()
+    central.scan_gate = asyncio.Event()
+    rid = _ask(proxy, messages.BLE_SCAN, 30000, False)
+    await _until(lambda: central.scans)
+    proxy.on_link(link.EV_DOWN)
+    central.scan_gate.set()
+    done = await _done(host, rid)
+    assert (done["status"], done["count"]) == ("ok", 0)
+    assert central.scans == [(1000, False, False)]
+    # A new one is not refused as a second scan.
+    central.scan_gate = None
+    assert (await _call(proxy, host, messages.BLE_SCAN, 10, True))["status"] == "ok"
