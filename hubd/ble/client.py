@@ -109,8 +109,9 @@ class ProxyClient(BaseBleakClient):
         if self._conn is not None:
             return
         ms = clamp_ms(kwargs.get("timeout", self._timeout))
+        # The bridge exchanges the MTU after connecting: up to one more step.
         done = await self._proxy.request(messages.BLE_CONNECT, self.address, self._addr_type, ms,
-                                         wait_ms=ms)
+                                         wait_ms=ms + STEP_MS)
         errors.raise_for(done.status, done.att, f"connect to {self.address}")
         assert done.conn is not None and done.mtu is not None  # checked by the proxy
         conn = done.conn
@@ -186,7 +187,9 @@ class ProxyClient(BaseBleakClient):
     async def _write(self, handle: int, data: SizedBuffer, response: bool, what: str) -> None:
         conn = self._connected()
         payload = bytes(data)
-        limit = messages.MAX_DATA if response else self.mtu_size - 3
+        # One ATT write, with or without response, carries MTU - 3 bytes; the bridge makes no
+        # long (prepared) writes, and its MTU is at most what one message carries.
+        limit = self.mtu_size - 3
         if len(payload) > limit:  # refused here: a bridge's refusal would cost a round trip
             raise errors.ProxyError(f"write {what} of {self.address}: {len(payload)} bytes, the "
                                     f"proxy carries at most {limit} in one write", "refused")

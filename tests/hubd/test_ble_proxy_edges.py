@@ -275,3 +275,14 @@ async def test_pairing_says_the_proxy_does_not_bond(scripted) -> None:
 async def test_a_backend_without_a_proxy_names_the_fix() -> None:
     with pytest.raises(BleakError, match="BleProxy"):
         BleakScanner(backend=ProxyScanner)
+
+
+async def test_a_write_longer_than_one_att_write_is_refused_before_it_is_sent(scripted) -> None:
+    peer, proxy = scripted
+    client = await _connected(peer, proxy)  # MTU 185: bounded to MAX_DATA + 3
+    assert client.mtu_size == messages.MAX_DATA + 3
+    with pytest.raises(errors.ProxyError) as refused:
+        await client.write_gatt_char(lockproto.CONTROL_UUID, bytes(messages.MAX_DATA + 1), response=True)
+    assert refused.value.status == "refused"
+    peer.pump()
+    assert not [m for m in peer.asked if m["m"] == messages.BLE_WRITE]
