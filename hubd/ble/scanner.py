@@ -68,7 +68,11 @@ class ProxyScanner(BaseBleakScanner):
         while True:
             done = await self._proxy.request(messages.BLE_SCAN, self._scan_ms, self._active,
                                              wait_ms=self._scan_ms)
-            if not done.ok:
+            if done.status == "refused":
+                # A scan is running on the bridge already (another scanner's, or one that was
+                # stopped): its adverts reach this scanner too; ask again when it may be over.
+                await asyncio.sleep(RETRY_S)
+            elif not done.ok:
                 log.info("proxy scan ended %s; asking again in %.0f s", done.status, RETRY_S)
                 await asyncio.sleep(RETRY_S)
 

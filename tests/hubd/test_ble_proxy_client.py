@@ -10,7 +10,10 @@ no part of the bridge is faked here.
   result, verified with the lock's secret; then disconnects;
 - the serial link cut while a write is out: the write is unknown (never repeated), the client
   hears the disconnect;
-- a connect to an address nobody has fails with a clear error.
+- the lock leaving range is a disconnect the client hears;
+- a connect to an address nobody has fails with a clear error;
+- a watch brings the lock's adverts without a scan, and hubd sends it again by itself after the
+  link was cut (the bridge forgets watches with the link).
 """
 
 from __future__ import annotations
@@ -169,3 +172,27 @@ async def test_the_lock_leaving_range_is_a_disconnect_the_client_hears(
     assert not client.is_connected
     with pytest.raises(BleakError, match="Service Discovery has not been performed"):
         await client.read_gatt_char(lockproto.CONTROL_UUID)
+
+
+async def test_a_watch_brings_the_locks_adverts_and_is_sent_again_after_the_link_was_cut(
+        tmp_path: Path) -> None:
+    home = SimulatedHome(tmp_path / "home", policy={"scan_every_ms": 1000, "scan_ms": 500})
+    await home.start()
+    bridge = await Bridge.open(home.port, home.link_key)
+    proxy = BleProxy(bridge)
+    heard: list[str] = []
+    proxy.on_advert(lambda addr, *_: heard.append(addr))
+    try:
+        assert await bridge.wait_up(TIMEOUT)
+        assert (await proxy.watch(ADDR)).ok
+        await until(lambda: ADDR in heard, "the watched lock's advert", TIMEOUT)
+        home.line.cut = True
+        await until(lambda: not proxy.is_up, "hubd to see the link down", TIMEOUT)
+        home.line.cut = False
+        await until(lambda: proxy.is_up, "the link up again", TIMEOUT)
+        heard.clear()  # the bridge forgot the watch with the link; hubd asks again by itself
+        await until(lambda: ADDR in heard, "the lock's advert after the link came back", TIMEOUT)
+    finally:
+        proxy.close()
+        await bridge.close()
+        await home.stop()
