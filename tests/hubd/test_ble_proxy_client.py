@@ -10,6 +10,7 @@ no part of the bridge is faked here.
   result, verified with the lock's secret; then disconnects;
 - the serial link cut while a write is out: the write is unknown (never repeated), the client
   hears the disconnect;
+- the CCCD read back as start_notify and stop_notify set it, ATT errors from the lock as bleak's BleakGATTProtocolError;
 - the lock leaving range is a disconnect the client hears;
 - a connect to an address nobody has fails with a clear error;
 - a watch brings the lock's adverts without a scan, and hubd sends it again by itself after the
@@ -26,9 +27,16 @@ import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError
+from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 
-from hubd.ble import BleProxy, ProxyClient, ProxyScanner, ProxyUnreachable, WriteUnknown
+from hubd.ble import (
+    BleProxy,
+    ProxyClient,
+    ProxyScanner,
+    ProxyUnavailable,
+    ProxyUnreachable,
+    WriteUnknown,
+)
 from hubd.ble import errors
 from hubd.link.bridge import Bridge
 from simulator.home import SimulatedHome
@@ -148,6 +156,9 @@ async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_th
         await gone.wait()
     assert unknown.value.status == errors.LINK_LOST
     assert not client.is_connected
+    await until(lambda: not proxy.is_up, "hubd to see the link down", TIMEOUT)
+    with pytest.raises(ProxyUnavailable, match="link to the bridge is down"):
+        await BleakClient(device, backend=ProxyClient).connect()
     home.line.cut = False
     await until(lambda: proxy.is_up, "the link up again", TIMEOUT)
     assert [m["m"] for m in sent].count(messages.BLE_WRITE) == 1, "the write is never sent again"
@@ -196,3 +207,24 @@ async def test_a_watch_brings_the_locks_adverts_and_is_sent_again_after_the_link
         proxy.close()
         await bridge.close()
         await home.stop()
+
+
+async def test_descriptors_and_att_errors_reach_bleak_as_bleaks_own(home: SimulatedHome, proxy: BleProxy) -> None:
+    device, _ = await _find_lock()
+    async with asyncio.timeout(TIMEOUT), BleakClient(device, backend=ProxyClient) as client:
+        event = client.services.get_characteristic(lockproto.EVENT_UUID)
+        assert event is not None
+        cccd = event.descriptors[0]
+        assert await client.read_gatt_descriptor(cccd) == b"\x00\x00"
+        await client.start_notify(event, lambda *_: None)
+        assert await client.read_gatt_descriptor(cccd) == b"\x01\x00"
+        await client.stop_notify(event)  # bleak writes a CCCD only this way
+        assert await client.read_gatt_descriptor(cccd) == b"\x00\x00"
+        with pytest.raises(BleakGATTProtocolError) as read:
+            await client.read_gatt_char(lockproto.CONTROL_UUID)  # write only
+        assert read.value.code == BleakGATTProtocolErrorCode.READ_NOT_PERMITTED
+        with pytest.raises(BleakGATTProtocolError) as write:
+            await client.write_gatt_char(event, b"\x01", response=True)  # notify only
+        assert write.value.code == BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED
+        assert client.is_connected
+    assert not client.is_connected
