@@ -8,7 +8,9 @@ operation at a time per lock -> the journal records the command -> `written` -> 
 What a lock reports on its own (drivers' ``on_report``) goes to hubd as `state` and `event`;
 every authentic battery reading also goes to the device reports (devices.py).
 
-hubd's ble_* requests go to the Bluetooth proxy (ble_proxy.py), which answers them itself.
+hubd's ble_* requests go to the Bluetooth proxy (ble_proxy.py), which answers them itself. It is
+made on the first of them, not at boot: the boot is the heap's tightest moment, and a bridge
+whose hubd never asks pays nothing for it.
 """
 
 import sys
@@ -17,6 +19,7 @@ import time
 import asyncio
 
 import log
+import vital
 from wire import link, lockkinds, messages
 from wire import outcomes as oc
 from wire.lockproto import command_tag
@@ -35,7 +38,8 @@ class Bridge:
     `health_request` (health.Health), set once it exists. For a technician's requests
     (commissioning.py) startup sets ``central`` (the BLE central), ``settings`` (the policy
     timings a new lock's driver gets) and ``link_idle()`` (nothing waits on the host link).
-    ``proxy``: the Bluetooth proxy (ble_proxy.Proxy), set by startup.
+    ``proxy_slots``: bridge.json's proxy.slots; ``proxy``: the Bluetooth proxy
+    (ble_proxy.Proxy) once hubd asked for it.
     """
 
     def __init__(self, drivers, send, journal, alarms=None, devices=None):
@@ -50,6 +54,7 @@ class Bridge:
         self.settings = None
         self.link_idle = None
         self.proxy = None
+        self.proxy_slots = None
         self._commissioning = False
         for lock_id, drv in drivers.items():
             self.mutex[lock_id] = asyncio.Lock()
@@ -66,7 +71,9 @@ class Bridge:
         """Called by the host link for each decoded message from hubd."""
         if msg["m"] == messages.OP:
             asyncio.create_task(self._run_op(msg, time.ticks_ms()))
-        elif msg["m"][:4] == "ble_" and self.proxy is not None:
+        elif msg["m"][:4] == "ble_" and self.proxy_slots is not None:
+            if self.proxy is None:
+                self._start_proxy()
             self.proxy.on_message(msg)
         elif self.alarms is not None and msg["m"] in _ALARM_KINDS:
             self.alarms.on_message(msg)
@@ -80,6 +87,14 @@ class Bridge:
                 asyncio.create_task(self._commission(msg))
         else:
             log.warn("ignored a %s message: the bridge does not take it" % msg["m"])
+
+    def _start_proxy(self):
+        from ble_proxy import Proxy
+
+        proxy = Proxy(self.central, self._send, self.link_idle, self.proxy_slots)
+        vital.start(proxy.run(), "the proxy's adverts")
+        self.proxy = proxy
+        log.info("Bluetooth proxy up: %d connection slot(s)" % self.proxy_slots)
 
     def on_link_state(self, kind, value):
         """The host link's events (HostLink's on_state): health (and through it the alarm flow

@@ -1,8 +1,9 @@
 """Builds the bridge from bridge.json: every part, wired together, and the tasks that run it.
 
 Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
-connection policy, the Bluetooth proxy for hubd, the safety alarm unit link and the LTE second
-path when configured, the device reports, and the health report with its watchdogs.
+connection policy, the safety alarm unit link and the LTE second path when configured, the
+device reports, and the health report with its watchdogs; the Bluetooth proxy's settings (the
+bridge makes the proxy on hubd's first ble_* request).
 
 Boot-only code: main.py drops this module (and it drops config) once the bridge is built, so
 their code gives its heap back; the heap is the bridge's scarcest resource. Nothing built here
@@ -16,7 +17,6 @@ import machine
 
 import log
 import version
-from ble_proxy import Proxy
 from bridge import Bridge
 from devices import BRIDGE, Devices
 from health import Health
@@ -137,12 +137,11 @@ def build():
     app.central = central
     app.settings = cfg["policy"]
     app.link_idle = host.idle
-    proxy = Proxy(central, host.send, host.idle, cfg["proxy"]["slots"])
-    app.proxy = proxy
+    app.proxy_slots = cfg["proxy"]["slots"]
     host.on_message = app.on_message
     host.on_state = app.on_link_state
     log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal; reset: %s"
              % (version.VERSION, len(drivers),
                 ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal),
                 health.reset))
-    return (host.run(), policy.run(), health.run(), proxy.run()) + tasks
+    return (host.run(), policy.run(), health.run()) + tasks
