@@ -12,9 +12,9 @@ every proxy connection is dropped and every watch forgotten, and nothing said fo
 restarted (an answer, a notification, a loss) reaches the next one.
 
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
-ble_scan's own active scan, and the bridge's background passive scan windows (policy.py) for
-watched addresses. One goes out per tick, only while the host link is idle: they never delay an
-alarm or an answer.
+ble_scan's own scan, and the bridge's background passive scan windows (policy.py) for watched
+addresses. One goes out per tick, only while the host link is idle: they never delay an alarm or
+an answer.
 """
 
 import asyncio
@@ -31,6 +31,9 @@ from wire import link, messages
 OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR = \
     messages.BLE_STATUSES
 PEER, TIMED_OUT, HOST_LINK, BLE_RESTART = messages.BLE_LOST_REASONS
+# What hubd asks (the other ble_* kinds are what the bridge says).
+_REQUESTS = (messages.BLE_SCAN, messages.BLE_WATCH, messages.BLE_CONNECT, messages.BLE_DISCONNECT,
+             messages.BLE_DISCOVER, messages.BLE_READ, messages.BLE_WRITE, messages.BLE_SUBSCRIBE)
 
 _SLOTS = const(3)  # proxy connections at once unless bridge.json's proxy.slots says otherwise
 _MAX_MS = const(60000)  # the longest timeout a request may give
@@ -108,6 +111,9 @@ class Proxy:
         """A ble_* request from hubd (decoded by wire.messages)."""
         epoch = self._epoch
         kind = msg["m"]
+        if kind not in _REQUESTS:
+            log.warn("ignored a %s message: the bridge sends those, it does not take them" % kind)
+            return
         rid = msg["rid"]
         try:
             if kind == messages.BLE_SCAN or kind == messages.BLE_WATCH \

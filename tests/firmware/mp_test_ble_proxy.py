@@ -513,3 +513,14 @@ async def test_a_scan_ends_with_its_window_when_the_host_link_goes_down():
     # A new one is not refused as a second scan.
     central.scan_gate = None
     assert (await _call(proxy, host, messages.BLE_SCAN, 10, True))["status"] == "ok"
+
+
+def test_what_the_bridge_says_is_not_taken_as_a_request():
+    proxy, central, host = _proxy()
+    for payload in (messages.make(messages.BLE_DONE, 1, "ok"),
+                    messages.make(messages.BLE_ADV, "C0:FF:EE:00:00:01", 0, -60, "", None),
+                    messages.make(messages.BLE_NOTIFY, 1, 3, "00"),
+                    messages.make(messages.BLE_LOST, 1, "peer"),
+                    messages.make(messages.BLE_SERVICE, 1, "0018", 1, 5)):
+        proxy.on_message(messages.decode(payload))
+    assert host.sent == [] and central.conns == []
