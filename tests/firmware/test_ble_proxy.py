@@ -342,3 +342,18 @@ async def test_at_most_eight_addresses_are_watched(tmp_path, homes):
     assert (await hub.call(messages.BLE_WATCH, addrs[-1], True))["status"] == "refused"
     assert (await hub.call(messages.BLE_WATCH, addrs[0], False))["status"] == "ok"
     assert (await hub.call(messages.BLE_WATCH, addrs[-1], True))["status"] == "ok"
+
+
+async def test_a_stack_restarted_by_its_watchdog_loses_the_connection_as_ble_restart(
+        tmp_path, homes):
+    lock = _lock(1)
+    home, hub = await homes(tmp_path, locks=[lock], health={"ble_stuck_ms": 2000})
+    conn = await hub.connect(ADDRS[1])
+    home.radio.wedge()  # the stack hangs: the read is never answered
+    done = await hub.call(messages.BLE_READ, conn, lock.events.cccd_handle, 20000)
+    assert done["status"] == "disconnected", done
+    await until(lambda: hub.of(messages.BLE_LOST), "ble_lost")
+    assert [(m["conn"], m["reason"]) for m in hub.of(messages.BLE_LOST)] == [(conn, "ble_restart")]
+    assert any("BLE stack stuck (silent)" in line for line in home.bridge.log)
+    # The restarted stack connects again.
+    assert (await hub.call(messages.BLE_CONNECT, ADDRS[1], 0, 3000))["status"] == "ok"
