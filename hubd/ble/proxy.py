@@ -47,9 +47,10 @@ STEP_MS = 2000
 MIN_MS = 1
 MAX_MS = 60000
 MAX_SCAN_MS = 30000
-#: Connection ids of requests hubd gave up on while the bridge may still connect: a late `ok`
-#: for one is disconnected at once (kept bounded).
-_ABANDONED_MAX = 32
+#: Requests hubd stopped waiting for (timed out, cancelled, the link went down) whose answer
+#: may still come, and connections dropped with the link whose ble_lost may still come: kept,
+#: at most this many, so that answer is known as late, not unexpected.
+_LATE_MAX = 32
 
 _ADDR = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
 
@@ -114,7 +115,13 @@ class BleProxy:
         self._rewatching: asyncio.Task[None] | None = None
         self._advert_callbacks: dict[object, AdvertCallback] = {}
         self._watches: set[str] = set()
-        self._abandoned: dict[int, None] = {}  # rids of connects hubd stopped waiting for
+        # The bridge answers every request and reports every loss, also those it could not
+        # send while the link was down, once it is back (docs/ble-proxy.md): hubd has given up
+        # on them by then. Expected, so taken (and counted here), not dropped.
+        self._given_up: dict[int, str] = {}  # rid -> kind
+        self._dropped_with_link: set[int] = set()
+        self.late_answers = 0
+        self.late_losses = 0
         self.addr_types: dict[str, int] = {}  # the address type each address advertised with
         for kind, handler in ((messages.BLE_DONE, self._on_done),
                               (messages.BLE_SERVICE, self._on_discovered),
@@ -178,22 +185,20 @@ class BleProxy:
                 async with asyncio.timeout(wait_ms / 1000 + self.margin_s) as req.timeout:
                     return await req.future
             except TimeoutError:
-                if kind == messages.BLE_CONNECT:
-                    self._abandon(rid)
+                self._give_up(rid, kind)
                 log.warning("bridge gave no answer to %s (rid %d) in %.1f s", kind, rid,
                             wait_ms / 1000 + self.margin_s)
                 return Done(errors.NO_ANSWER)
         except asyncio.CancelledError:
-            if kind == messages.BLE_CONNECT:
-                self._abandon(rid)
+            self._give_up(rid, kind)
             raise
         finally:
             del self._requests[rid]
 
-    def _abandon(self, rid: int) -> None:
-        self._abandoned[rid] = None
-        while len(self._abandoned) > _ABANDONED_MAX:
-            del self._abandoned[next(iter(self._abandoned))]
+    def _give_up(self, rid: int, kind: str) -> None:
+        self._given_up[rid] = kind
+        while len(self._given_up) > _LATE_MAX:
+            del self._given_up[next(iter(self._given_up))]
 
     def _wwr_size(self, conn: int) -> int:
         mtu = self._mtus.get(conn, 23)
@@ -203,6 +208,7 @@ class BleProxy:
         """Hear ``conn``'s notifications and its loss (until it is lost or detached)."""
         self._conns[conn] = connection
         self._mtus[conn] = mtu
+        self._dropped_with_link.discard(conn)  # the handle is a new connection's now
 
     def detach(self, conn: int) -> None:
         self._conns.pop(conn, None)
@@ -243,13 +249,16 @@ class BleProxy:
         rid = msg["rid"]
         req = self._requests.get(rid)
         if req is None or req.future.done():
-            if rid in self._abandoned and msg["status"] == "ok" and msg["conn"] is not None:
+            kind = self._given_up.pop(rid, None)
+            if kind is None:
+                return f"done_for_no_request: rid {rid}"
+            self.late_answers += 1
+            log.info("late answer to %s (rid %d): %s", kind, rid, msg["status"])
+            if kind == messages.BLE_CONNECT and msg["status"] == "ok" and msg["conn"] is not None:
                 # A connect hubd gave up on went through after all: give its slot back.
-                del self._abandoned[rid]
                 self.bridge.send_lock_message(make(messages.BLE_DISCONNECT, next(self._rids),
                                                    msg["conn"]))
-                return "done_after_timeout: disconnected the late connection"
-            return f"done_for_no_request: rid {rid}"
+            return None
         done = Done(msg["status"], msg["conn"], None, msg["mtu"], msg["count"], msg["att"],
                     req.discovery)
         if msg["data"] is not None:
@@ -280,6 +289,8 @@ class BleProxy:
     def _on_discovered(self, msg: dict[str, Any]) -> str | None:
         req = self._requests.get(msg["rid"])
         if req is None or req.discovery is None or req.future.done():
+            if self._given_up.get(msg["rid"]) == messages.BLE_DISCOVER:
+                return None  # the rest of a discovery hubd stopped waiting for
             return f"discovery_unexpected: {msg['m']} for rid {msg['rid']}"
         if req.timeout is not None:  # the bridge's timeout is per step
             req.timeout.reschedule(asyncio.get_running_loop().time() + STEP_MS / 1000 + self.margin_s)
@@ -294,6 +305,10 @@ class BleProxy:
     def _on_lost(self, msg: dict[str, Any]) -> str | None:
         connection = self._conns.get(msg["conn"])
         if connection is None:
+            if msg["reason"] == "host_link" and msg["conn"] in self._dropped_with_link:
+                self._dropped_with_link.discard(msg["conn"])
+                self.late_losses += 1
+                return None
             return f"lost_for_no_conn: {msg['conn']}"
         self.detach(msg["conn"])
         _call(connection.on_lost, msg["reason"])
@@ -316,11 +331,14 @@ class BleProxy:
     def _on_link(self, up: bool) -> None:
         # Either way the bridge has no proxy connection or watch left (docs/ble-proxy.md).
         if not up:
-            for req in self._requests.values():
+            for rid, req in self._requests.items():
                 if not req.future.done():
                     req.future.set_result(Done(errors.LINK_LOST))
+                    self._give_up(rid, req.kind)
         for conn, connection in list(self._conns.items()):
             self.detach(conn)
+            if not up and len(self._dropped_with_link) < _LATE_MAX:
+                self._dropped_with_link.add(conn)  # a restarted bridge sends none: bounded
             _call(connection.on_lost, "host_link")
         if up and self._watches and (self._rewatching is None or self._rewatching.done()):
             self._rewatching = asyncio.get_running_loop().create_task(self._rewatch(),

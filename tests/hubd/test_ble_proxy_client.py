@@ -161,6 +161,11 @@ async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_th
         await BleakClient(device, backend=ProxyClient).connect()
     home.line.cut = False
     await until(lambda: proxy.is_up, "the link up again", TIMEOUT)
+    # The bridge's own answer to the write and its ble_lost (host_link) come now: expected,
+    # taken, not refusals.
+    await until(lambda: (proxy.late_answers, proxy.late_losses) == (1, 1),
+                "the bridge's late ble_done and ble_lost", TIMEOUT)
+    assert not proxy.dropped
     assert [m["m"] for m in sent].count(messages.BLE_WRITE) == 1, "the write is never sent again"
 
 
