@@ -18,6 +18,7 @@ STATUS, EVENT and RESULT after it. Each motor run also costs ``battery_per_move`
 
 Failure knobs, safe to set at any time from the radio's loop (``HomeThread.call``):
 ``in_range`` (out of range), ``advertising`` (adverts stop; set it True again and they resume),
+``response_delay_s`` (a slow lock: every GATT procedure is answered that late; simulator/radio.py),
 ``held_by_other`` (another central
 holds the lock: commands refused ``busy``), ``jammed`` (the motor stalls: ``jammed``, state
 ``jammed``), ``battery_level`` (below ``LOW_BATTERY_PERCENT`` the lock refuses to move),
