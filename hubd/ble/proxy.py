@@ -119,8 +119,9 @@ class BleProxy:
         # send while the link was down, once it is back (docs/ble-proxy.md): hubd has given up
         # on them by then. Expected, so taken (and counted here), not dropped.
         self._given_up: dict[int, str] = {}  # rid -> kind
-        self._dropped_with_link: set[int] = set()
-        self.late_answers = 0
+        self._dropped_with_link: dict[int, None] = {}  # oldest first, at most _LATE_MAX
+        self._to_disconnect: set[int] = set()  # once the link is up again
+        self.late_answers: Counter[str] = Counter()  # per request kind
         self.late_losses = 0
         self.addr_types: dict[str, int] = {}  # the address type each address advertised with
         for kind, handler in ((messages.BLE_DONE, self._on_done),
@@ -208,7 +209,7 @@ class BleProxy:
         """Hear ``conn``'s notifications and its loss (until it is lost or detached)."""
         self._conns[conn] = connection
         self._mtus[conn] = mtu
-        self._dropped_with_link.discard(conn)  # the handle is a new connection's now
+        self._dropped_with_link.pop(conn, None)  # the handle is a new connection's now
 
     def detach(self, conn: int) -> None:
         self._conns.pop(conn, None)
@@ -252,8 +253,10 @@ class BleProxy:
             kind = self._given_up.pop(rid, None)
             if kind is None:
                 return f"done_for_no_request: rid {rid}"
-            self.late_answers += 1
-            log.info("late answer to %s (rid %d): %s", kind, rid, msg["status"])
+            self.late_answers[kind] += 1
+            # For a write reported unknown this is what became of it: evidence, so said louder.
+            log.log(logging.WARNING if kind == messages.BLE_WRITE else logging.INFO,
+                    "late answer to %s (rid %d): %s", kind, rid, msg["status"])
             if kind == messages.BLE_CONNECT and msg["status"] == "ok" and msg["conn"] is not None:
                 # A connect hubd gave up on went through after all: give its slot back.
                 self.bridge.send_lock_message(make(messages.BLE_DISCONNECT, next(self._rids),
@@ -305,8 +308,9 @@ class BleProxy:
     def _on_lost(self, msg: dict[str, Any]) -> str | None:
         connection = self._conns.get(msg["conn"])
         if connection is None:
-            if msg["reason"] == "host_link" and msg["conn"] in self._dropped_with_link:
-                self._dropped_with_link.discard(msg["conn"])
+            # host_link, or what ended it first (the lock dropped it meanwhile: peer)
+            if msg["conn"] in self._dropped_with_link:
+                del self._dropped_with_link[msg["conn"]]
                 self.late_losses += 1
                 return None
             return f"lost_for_no_conn: {msg['conn']}"
@@ -337,9 +341,21 @@ class BleProxy:
                     self._give_up(rid, req.kind)
         for conn, connection in list(self._conns.items()):
             self.detach(conn)
-            if not up and len(self._dropped_with_link) < _LATE_MAX:
-                self._dropped_with_link.add(conn)  # a restarted bridge sends none: bounded
+            if not up:
+                self._dropped_with_link[conn] = None
+                self._to_disconnect.add(conn)
             _call(connection.on_lost, "host_link")
+        while len(self._dropped_with_link) > _LATE_MAX:  # a restarted bridge sends none
+            del self._dropped_with_link[next(iter(self._dropped_with_link))]
+        if up:
+            # Each end judges the link down by its own silence: one the bridge did not see go
+            # down kept its connections. Asked once more to drop them ("ok" if it has), before
+            # anything else can take their handles.
+            for conn in sorted(self._to_disconnect):
+                rid = next(self._rids)
+                self._give_up(rid, messages.BLE_DISCONNECT)
+                self.bridge.send_lock_message(make(messages.BLE_DISCONNECT, rid, conn))
+            self._to_disconnect.clear()
         if up and self._watches and (self._rewatching is None or self._rewatching.done()):
             self._rewatching = asyncio.get_running_loop().create_task(self._rewatch(),
                                                                       name="ble-rewatch")

@@ -49,8 +49,14 @@ TIMEOUT = 60.0  # a hang guard for what the simulated home does on its own time
 
 
 @pytest.fixture
-async def home(tmp_path: Path) -> AsyncIterator[SimulatedHome]:
-    home = SimulatedHome(tmp_path / "home")
+def bridge_log() -> list[str]:
+    """What the simulated bridge's firmware logged."""
+    return []
+
+
+@pytest.fixture
+async def home(tmp_path: Path, bridge_log: list[str]) -> AsyncIterator[SimulatedHome]:
+    home = SimulatedHome(tmp_path / "home", on_bridge_log=bridge_log.append)
     await home.start()
     yield home
     await home.stop()
@@ -128,10 +134,11 @@ async def test_bleak_runs_a_status_operation_of_the_reference_protocol_through_t
 
 
 async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_the_client_disconnected(
-        home: SimulatedHome, proxy: BleProxy) -> None:
+        home: SimulatedHome, proxy: BleProxy, bridge_log: list[str]) -> None:
     device, _ = await _find_lock()
     gone: asyncio.Event = asyncio.Event()
     client = BleakClient(device, lambda _: gone.set(), backend=ProxyClient, gatt_timeout=60)
+    home.locks[LOCK].idle_timeout_s = None  # only the cut ends this connection, however slow the run
     sent: list[dict[str, object]] = []
     send = proxy.bridge.send_lock_message
 
@@ -148,7 +155,8 @@ async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_th
         writing = asyncio.create_task(client.write_gatt_char(
             lockproto.CONTROL_UUID, lockproto.encode_challenge_request(), response=True))
         engine = proxy.bridge.link.engine
-        await until(lambda: engine.pending() == 0 and not writing.done(),
+        await until(lambda: any(m["m"] == messages.BLE_WRITE for m in sent)
+                    and engine.pending() == 0 and not writing.done(),
                     "the bridge to acknowledge the write request", TIMEOUT)
         home.line.cut = True
         with pytest.raises(WriteUnknown) as unknown:
@@ -159,12 +167,18 @@ async def test_the_link_cut_mid_connection_leaves_a_pending_write_unknown_and_th
     await until(lambda: not proxy.is_up, "hubd to see the link down", TIMEOUT)
     with pytest.raises(ProxyUnavailable, match="link to the bridge is down"):
         await BleakClient(device, backend=ProxyClient).connect()
+    # Each end judges the link by its own silence: the cable stays out until the bridge has
+    # dropped its proxy connection too (the other case: tests/hubd/test_ble_proxy_edges.py).
+    await until(lambda: any("dropped 1 proxy connection" in line for line in bridge_log),
+                "the bridge to drop its proxy connection with the link", TIMEOUT)
     home.line.cut = False
     await until(lambda: proxy.is_up, "the link up again", TIMEOUT)
-    # The bridge's own answer to the write and its ble_lost (host_link) come now: expected,
-    # taken, not refusals.
-    await until(lambda: (proxy.late_answers, proxy.late_losses) == (1, 1),
-                "the bridge's late ble_done and ble_lost", TIMEOUT)
+    # The bridge's answers to the write and to hubd's disconnect of the dropped connection (sent
+    # again once the link is up) come now: expected, taken, not refusals.
+    await until(lambda: proxy.late_answers[messages.BLE_WRITE] == 1
+                and proxy.late_answers[messages.BLE_DISCONNECT] == 1,
+                "the bridge's late answers to the write and the disconnect", TIMEOUT)
+    assert proxy.late_losses == 1  # its ble_lost host_link, sent before those answers
     assert not proxy.dropped
     assert [m["m"] for m in sent].count(messages.BLE_WRITE) == 1, "the write is never sent again"
 

@@ -4,7 +4,9 @@ A scripted link peer stands in for the bridge here only for what the real firmwa
 made to produce: answers to no request, discovery results after their answer, a discovery whose
 count does not match, malformed answers, notifications for no connection, an answer that never
 comes while the link stays up, a late `ok` for a connect hubd gave up on; and for what happens in
-hubd alone (a listener that raises, a write too long to send, pairing, no proxy installed). Each
+hubd alone (a listener that raises, a write too long to send, pairing, no proxy installed); and
+the link judged down by hubd only (each end judges it by its own silence: with the simulated
+serial line that is a race, here it is made on purpose). Each
 must be dropped and counted, or end its request with hubd's own status, and never end a task
 (docs/architecture.md, "Robustness"). Everything the real firmware can do (ATT errors, the link
 cut, watches, disconnects) is proved against it in tests/hubd/test_ble_proxy_client.py.
@@ -58,13 +60,15 @@ class ScriptedBridge:
         self.now = _now_ms()
         self.peer = link.Link(frame.ROLE_BRIDGE, "scripted", self.now, LINK_KEY)
         self.asked: list[dict[str, Any]] = []
+        self.unheard = False  # nothing from the bridge reaches hubd (hubd's frames still arrive)
 
     def pump(self, ms: int = 10) -> None:
         hub = self.bridge.link.engine
         self.now += ms
         for src, dst in ((hub, self.peer), (self.peer, hub)):
             while data := src.poll(self.now):
-                dst.feed(data, self.now)
+                if not (self.unheard and src is self.peer):
+                    dst.feed(data, self.now)
         self.bridge.link._dispatch()
         for kind, value in self.peer.events():
             if kind == link.EV_DATA:
@@ -208,7 +212,7 @@ async def test_a_connect_that_succeeds_after_hubd_gave_up_is_disconnected_at_onc
     rid = (await peer.request(messages.BLE_CONNECT))["rid"]
     peer.say(messages.BLE_DONE, rid, "ok", 4, None, 185)
     assert (await peer.request(messages.BLE_DISCONNECT))["conn"] == 4
-    assert proxy.late_answers == 1 and not proxy.dropped
+    assert proxy.late_answers == {messages.BLE_CONNECT: 1} and not proxy.dropped
 
 
 async def test_a_listener_that_raises_stops_neither_the_others_nor_the_link(scripted) -> None:
@@ -248,3 +252,20 @@ async def test_a_write_longer_than_one_att_write_is_refused_before_it_is_sent(sc
     assert refused.value.status == "refused"
     peer.pump()
     assert not [m for m in peer.asked if m["m"] == messages.BLE_WRITE]
+
+
+async def test_connections_dropped_with_a_link_only_hubd_saw_go_down_are_disconnected_when_it_is_back(
+        scripted) -> None:
+    peer, proxy = scripted
+    lost: list[BleakClient] = []
+    client = await _connected(peer, proxy, disconnected_callback=lost.append)
+    peer.unheard = True
+    peer.pump(4000)  # hubd hears nothing for longer than the link's dead_ms; the bridge hears hubd
+    await until(lambda: not proxy.is_up and lost == [client], "hubd to drop the link and the connection")
+    assert peer.peer.state == link.UP, "the bridge's end never saw the link go down"
+    peer.unheard = False
+    disconnect = await peer.request(messages.BLE_DISCONNECT)
+    assert disconnect["conn"] == 7  # the bridge still held it: hubd asks it to let go
+    peer.say(messages.BLE_DONE, disconnect["rid"], "ok")
+    await until(lambda: proxy.late_answers[messages.BLE_DISCONNECT] == 1, "its answer, taken as late")
+    assert not proxy.dropped
