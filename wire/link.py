@@ -136,6 +136,31 @@ class Link:
         """How many payloads are queued or in flight."""
         return len(self._queue) + len(self._unacked)
 
+    def restart(self, now):
+        """Take a new session as a restart would, discarding what is queued or in flight, and
+        return it (a list of payloads, oldest first). The peer sees a new session: it hands back
+        what it had queued for this end and delivers none of it, and none of this end's old
+        payloads reaches it. For a driver that has answered everything in flight as lost (hubd,
+        when the link went down) and must not have it arrive late when the link comes back."""
+        dropped = [p for _, p in self._unacked] + self._queue
+        self._unacked = []
+        self._queue = []
+        self._rto_at = None
+        self._tx_next = 0
+        self._rx_expect = 0
+        self.session = _new_session()
+        self._tx_counter = 0
+        self._exhausted = False
+        if self.peer is not None:
+            self._set_peer(self.peer)  # the same peer, bound to our new session
+        if self.state == UP:
+            self._events.append((EV_DOWN, "restarted"))
+        if self.state != INCOMPATIBLE:
+            self.state = DOWN
+        self._hello_at = now
+        self._answer_peer = True
+        return dropped
+
     def events(self):
         """Return and clear the events since the last call."""
         ev = self._events

@@ -199,6 +199,16 @@ class Bridge:
             for rid in list(self._pending):
                 self._pending[rid].link_lost = True
                 self._lose(rid, oc.LINK_LOST)
+            # Everything out is answered as lost now, so none of it may arrive when the link is
+            # back (the link would resend it: an op answered `incomplete` would move the lock
+            # later, a proxy write reported unknown would go out late). A new session drops it;
+            # the bridge takes it as a restarted hubd (docs/serial-link.md).
+            # (A bridge that restarted, "peer_reset", has a new session already: nothing of the
+            # old one reaches it.)
+            if value == "silent":
+                dropped = self.link.restart_session()
+                if dropped:
+                    log.warning("dropped %d message(s) for the bridge with the lost link", len(dropped))
             self._tell_link(False)
         elif kind == link.EV_RESET:
             in_flight, unsent = value

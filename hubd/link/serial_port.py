@@ -51,6 +51,13 @@ class SerialLink:
     def state(self) -> str:
         return self.engine.state
 
+    def restart_session(self) -> list[bytes]:
+        """Start a new link session (wire.link.Link.restart): what is queued or in flight is
+        dropped and returned, and never reaches the bridge, now or when the link is back."""
+        dropped = self.engine.restart(_now_ms())
+        self._wake.set()
+        return dropped
+
     def send(self, payload: bytes) -> None:
         """Queue one payload for the bridge (raises link.LinkFull at the queue bound)."""
         self.engine.send(payload)

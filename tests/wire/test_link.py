@@ -365,3 +365,26 @@ def test_a_session_whose_frame_counter_runs_out_starts_a_new_one_and_hands_back_
     line.a.send(b"after")
     line.run(300)
     assert line.got["b"][-1] == b"after"
+
+
+def test_after_a_restart_nothing_queued_or_in_flight_reaches_the_peer_and_the_link_comes_back() -> None:
+    # hubd answers everything out on a link that went silent as lost; were it resent when the
+    # link is back, an op answered `incomplete` would move the lock after that answer.
+    line = Line()
+    line.run(200)
+    line.drop = 1.0  # the cable is pulled: nothing crosses either way
+    line.a.send(b"unlock, then lost")
+    line.run(line.a.dead_ms + 200)
+    assert line.a.state == link.DOWN
+    old = line.a.session
+    assert line.a.restart(line.now) == [b"unlock, then lost"]
+    assert line.a.session != old and line.a.pending() == 0
+    line.drop = 0.0
+    line.run(4000)
+    assert line.a.state == line.b.state == link.UP
+    assert line.got["b"] == [], "nothing of the old session arrives"
+    assert [v for k, v in line.events["b"] if k == link.EV_RESET], "the bridge sees a restarted hubd"
+    line.a.send(b"after")
+    line.b.send(b"to the new hubd")
+    line.run(500)
+    assert line.got["b"] == [b"after"] and line.got["a"][-1] == b"to the new hubd"
