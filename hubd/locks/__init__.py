@@ -1,0 +1,14 @@
+"""Lock protocols in hubd, on bleak (docs/architecture.md, "Where lock protocols run").
+
+    locks = BleLocks(BleProxy(bridge), {"front-door": PairedLock("inside_turner", addr, secret)})
+    result = await locks.operate("front-door", "unlock", command_id, on_written, timeout=30)
+
+- reference: the reference lock protocol's driver (docs/lock-protocol.md)
+- transport: the lock ids' drivers as hubd.access.transport's LockTransport, one operation at a
+  time per lock
+"""
+
+from hubd.locks.reference import ReferenceLock, Timings
+from hubd.locks.transport import BleLocks, PairedLock
+
+__all__ = ["BleLocks", "PairedLock", "ReferenceLock", "Timings"]

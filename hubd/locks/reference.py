@@ -1,0 +1,378 @@
+"""A lock that speaks the reference lock protocol (docs/lock-protocol.md, wire/lockproto.py),
+driven from hubd on bleak: through the bridge's Bluetooth proxy (hubd.ble) or, given another
+bleak backend, the hub's own adapter.
+
+One :meth:`ReferenceLock.operate` is one command, at most once (docs/architecture.md, "Trust
+and safety"): connecting and fetching a challenge may be retried until the deadline; just before
+the COMMAND is written ``on_written`` is called (hubd's journal records it), and from then on the
+COMMAND is never sent again. A RESULT that does not come is ``incomplete``, with the state read
+back (a fresh challenge and a ``status`` COMMAND, never the original one) once the lock settled.
+The rule is written once, in :meth:`ReferenceLock.operate`.
+
+As the firmware's driver did (firmware/locks/reference.py with firmware/policy.py), the
+connection outlives an operation by ``idle_s``, so a follow-up skips connecting, discovery and
+subscription; then it is dropped, because a battery lock pays for every second of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.exc import BleakError
+
+from hubd.access.transport import OpResult
+from hubd.ble import ProxyClient, ProxyUnavailable, ProxyUnreachable, WriteUnknown, errors
+from hubd.ble.proxy import BleProxy
+from wire import lockproto as lp
+from wire import outcomes as oc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The driver's times in seconds; the defaults are the firmware driver's
+    (docs/lock-protocol.md, "Timing")."""
+
+    connect_s: float = 3.0  # one connection attempt
+    gatt_s: float = 2.0  # one GATT procedure, and the wait for a CHALLENGE
+    deadline_s: float = 10.0  # connect and challenge, retried, before the COMMAND write
+    result_s: float = 8.0  # the RESULT after the write: a motor takes seconds
+    settle_s: float = 6.0  # a status read right after a move may show the old state
+    readback_extra_s: float = 3.0  # the read-back gets at least connect_s + this
+    idle_s: float = 3.0  # an unused connection is kept this long
+    retry_pause_s: float = 0.2
+
+
+class _Lost(Exception):
+    """The connection went down while the driver waited for the lock."""
+
+
+class _Link:
+    """One connection: the client, the control point and the lock's PDUs as they arrive."""
+
+    def __init__(self, client: BleakClient, control: BleakGATTCharacteristic) -> None:
+        self.client = client
+        self.control = control
+        self.pdus: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the connection is gone
+
+    @property
+    def up(self) -> bool:
+        return self.client.is_connected
+
+    async def next_pdu(self, timeout: float) -> bytes:
+        """The next notification within ``timeout``; TimeoutError, or _Lost with the link."""
+        async with asyncio.timeout(max(0.0, timeout)):
+            pdu = await self.pdus.get()
+        if pdu is None:
+            raise _Lost
+        return pdu
+
+
+class ReferenceLock:
+    """One reference-protocol lock at ``address`` (``addr_type`` 0 public, 1 random) whose pairing
+    secret is ``secret``.
+
+    ``proxy``: the Bluetooth proxy the connection goes through (default: the installed one);
+    ``backend``: the bleak backend (default the proxy's; a hub with its own adapter passes
+    None for bleak's platform backend); ``on_report(what, name, state, battery, source)``: for
+    each authentic report (STATUS, EVENT) the lock makes on its own while connected (``what``
+    "state" or "event", ``source`` the protocol's source name).
+
+    Not safe for two operations at once: its caller serialises them (hubd.locks.transport).
+    """
+
+    def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,
+                 proxy: BleProxy | None = None,
+                 backend: type[BaseBleakClient] | None = ProxyClient,
+                 timings: Timings = Timings(),
+                 on_report: Callable[[str, str | None, str, int, str], None] | None = None) -> None:
+        if len(secret) != lp.SECRET_LEN:
+            raise ValueError(f"the secret must be {lp.SECRET_LEN} bytes")
+        self.address = address.upper()
+        self._addr = bytes.fromhex(self.address.replace(":", ""))
+        if len(self._addr) != lp.ADDR_LEN:
+            raise ValueError(f"address {address!r} is not six bytes")
+        self.addr_type = addr_type
+        self._secret = bytes(secret)
+        self._proxy = proxy
+        self._backend = backend
+        self.timings = timings
+        self.on_report = on_report
+        self.report_counter = -1  # the latest report number taken in
+        self._link: _Link | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._moved_at: float | None = None  # loop time of the last moving COMMAND
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None and self._link.up
+
+    async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
+                      timeout: float) -> OpResult:
+        """Run ``action`` ("status", "unlock", "lock", "unlatch") for ``command_id``; see the
+        module docstring. Every ending is a result, never an exception (but cancellation)."""
+        try:
+            code = lp.action_code(action)
+        except lp.ProtocolError:
+            return OpResult(oc.FAILED, oc.UNSUPPORTED_ACTION, None, None)
+        tag = lp.command_tag(command_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        written = False
+        self._keep()
+        try:
+            if action == "status":
+                await self._settled()  # right after a move the lock may answer the old state
+            deadline = loop.time() + min(self.timings.deadline_s, timeout)
+            link, nonce, reason = await self._prepare(deadline)
+            if link is None or nonce is None:
+                # Nothing was written: nothing moved.
+                outcome = oc.FAILED if reason == oc.BRIDGE_UNAVAILABLE else oc.TIMED_OUT
+                return self._result(started, outcome, reason)
+            pdu = lp.encode_command(self._secret, self._addr, nonce, code, tag)
+            written = True
+            on_written()
+            if action != "status":
+                self._moved_at = loop.time()
+            # From here on: never sent again, whatever happens.
+            try:
+                await link.client.write_gatt_char(link.control, pdu, response=True)
+                result = await self._wait_result(link, self.timings.result_s)
+            except (WriteUnknown, _Lost, errors.ProxyDisconnected, ProxyUnavailable) as exc:
+                lost = not isinstance(exc, WriteUnknown) or exc.status in _LINK_GONE
+                return await self._incomplete(started, tag, deadline,
+                                              oc.LINK_LOST if lost else oc.NO_RESULT)
+            except (BleakError, TimeoutError):
+                return await self._incomplete(started, tag, deadline, oc.NO_RESULT)
+            return self._judged(started, nonce, tag, result)
+        except asyncio.CancelledError:
+            self._drop()
+            raise
+        except Exception:
+            # A bug here, or in a library under it: the at-most-once rule still holds.
+            log.exception("reference lock %s: the driver failed", self.address)
+            self._drop()
+            outcome, state = oc.unfinished(written)
+            return self._result(started, outcome, oc.DRIVER_ERROR, state)
+        finally:
+            self._release()
+
+    async def close(self) -> None:
+        """Drop the connection now (hubd stops)."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._drop()
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _release(self) -> None:
+        if self._link is not None:
+            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
+
+    def _drop(self) -> None:
+        """Forget the connection and disconnect it in the background."""
+        self._idle = None
+        link, self._link = self._link, None
+        if link is None:
+            return
+        link.pdus.put_nowait(None)
+        task = asyncio.get_running_loop().create_task(_disconnect(link.client),
+                                                      name=f"lock-disconnect-{self.address}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _connect(self, deadline: float) -> _Link:
+        loop = asyncio.get_running_loop()
+        kwargs: dict[str, Any] = {}
+        if self._backend is ProxyClient:
+            kwargs = {"proxy": BleProxy.current(self._proxy), "addr_type": self.addr_type,
+                      "gatt_timeout": self.timings.gatt_s}
+        link: _Link | None = None
+
+        def gone(_: BleakClient) -> None:
+            if link is not None:
+                link.pdus.put_nowait(None)
+
+        client = BleakClient(self.address, gone, [lp.SERVICE_UUID],
+                             timeout=max(0.001, min(self.timings.connect_s, deadline - loop.time())),
+                             backend=self._backend, **kwargs)
+        await client.connect()
+        try:
+            service = client.services.get_service(lp.SERVICE_UUID)
+            control = service.get_characteristic(lp.CONTROL_UUID) if service else None
+            event = service.get_characteristic(lp.EVENT_UUID) if service else None
+            if control is None or event is None or "notify" not in event.properties:
+                raise lp.ProtocolError("the lock lacks the reference protocol's service")
+            if client.mtu_size - 3 < lp.COMMAND_LEN:
+                raise lp.ProtocolError(f"ATT MTU {client.mtu_size} too small for a COMMAND")
+            link = _Link(client, control)
+            pdus = link.pdus
+            await client.start_notify(event, lambda _, data: pdus.put_nowait(bytes(data)))
+        except BaseException:
+            await _disconnect(client)
+            raise
+        return link
+
+    async def _prepare(self, deadline: float) -> tuple[_Link | None, bytes | None, str]:
+        """Connect (or reuse the connection) and fetch a nonce, retried until ``deadline``:
+        (link, nonce, "") or (None, None, why not)."""
+        loop = asyncio.get_running_loop()
+        reason = oc.UNREACHABLE
+        while loop.time() < deadline:
+            try:
+                if self._link is None or not self._link.up:
+                    self._drop()
+                    self._link = await self._connect(deadline)
+                link = self._link
+                reason = oc.NO_CHALLENGE
+                return link, await self._challenge(link, deadline), ""
+            except ProxyUnavailable:
+                # The link to the bridge is down: nothing can be sent; it may come back.
+                self._drop()
+                reason = oc.BRIDGE_UNAVAILABLE
+                proxy = BleProxy.current(self._proxy)
+                if not await proxy.bridge.wait_up(max(0.0, deadline - loop.time())):
+                    break
+                continue
+            except ProxyUnreachable:
+                reason = oc.UNREACHABLE
+            except errors.ProxyBusy:
+                reason = oc.BRIDGE_BUSY
+            except (BleakError, lp.ProtocolError, TimeoutError, _Lost) as exc:
+                log.info("reference lock %s: %s", self.address, exc or type(exc).__name__)
+                if reason not in (oc.NO_CHALLENGE,):
+                    reason = oc.LINK_FAILED
+            self._drop()
+            await asyncio.sleep(max(0.0, min(self.timings.retry_pause_s, deadline - loop.time())))
+        return None, None, reason
+
+    async def _challenge(self, link: _Link, deadline: float) -> bytes:
+        # Reports that came while idle are passed on; anything else queued is stale.
+        while not link.pdus.empty():
+            pdu = link.pdus.get_nowait()
+            if pdu is None:
+                raise _Lost
+            self._unsolicited(pdu)
+        await link.client.write_gatt_char(link.control, lp.encode_challenge_request(), response=True)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + min(self.timings.gatt_s, deadline - loop.time())
+        while True:
+            pdu = await link.next_pdu(until - loop.time())
+            if pdu[:1] == bytes((lp.OP_CHALLENGE,)):
+                return lp.decode_challenge(pdu)
+            self._unsolicited(pdu)
+
+    async def _settled(self) -> None:
+        if self._moved_at is None:
+            return
+        left = self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time()
+        if left > 0:
+            await asyncio.sleep(left)
+
+    # -- after the write ----------------------------------------------------------------------
+
+    async def _wait_result(self, link: _Link, timeout: float) -> tuple[int, int, int, bytes]:
+        """The RESULT; malformed notifications are ignored, reports passed on."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while True:
+            pdu = await link.next_pdu(until - loop.time())
+            if pdu[:1] == bytes((lp.OP_RESULT,)):
+                try:
+                    return lp.decode_result(pdu)
+                except lp.ProtocolError:
+                    continue
+            self._unsolicited(pdu)
+
+    def _judged(self, started: float, nonce: bytes, tag: bytes,
+                result: tuple[int, int, int, bytes]) -> OpResult:
+        status, state, battery, mac = result
+        if not lp.verify_result(self._secret, self._addr, nonce, tag, status, state, battery, mac):
+            # A lock that refused our MAC holds another secret, so its answer cannot verify
+            # either; that refusal can never be mistaken for success, so it is reported.
+            reason = oc.AUTH_FAILED if status == lp.STATUS_AUTH_FAILED else oc.BAD_LOCK_MAC
+            return self._result(started, oc.FAILED, reason)
+        name = lp.state_name(state)
+        if status == lp.STATUS_OK:
+            return self._result(started, oc.SUCCEEDED, None, name, battery)
+        return self._result(started, oc.FAILED, lp.status_name(status), name, battery)
+
+    async def _incomplete(self, started: float, tag: bytes, deadline: float, reason: str) -> OpResult:
+        """The RESULT is lost: read the state back once the lock settled, with a fresh challenge
+        and a ``status`` COMMAND on the same tag; never the command itself."""
+        self._drop()
+        await self._settled()
+        loop = asyncio.get_running_loop()
+        budget = max(deadline - loop.time(), self.timings.connect_s + self.timings.readback_extra_s)
+        link, nonce, _ = await self._prepare(loop.time() + budget)
+        if link is not None and nonce is not None:
+            pdu = lp.encode_command(self._secret, self._addr, nonce, lp.action_code("status"), tag)
+            try:
+                await link.client.write_gatt_char(link.control, pdu, response=True)
+                read = self._judged(started, nonce, tag,
+                                    await self._wait_result(link, self.timings.gatt_s))
+            except (BleakError, TimeoutError, _Lost):
+                self._drop()
+            else:
+                if read.outcome == oc.SUCCEEDED:
+                    return self._result(started, oc.INCOMPLETE, reason, read.state, read.battery)
+        return self._result(started, oc.INCOMPLETE, reason, "unknown")
+
+    @staticmethod
+    def _result(started: float, outcome: str, reason: str | None, state: str | None = None,
+                battery: int | None = None) -> OpResult:
+        ms = int((asyncio.get_running_loop().time() - started) * 1000)
+        return OpResult(outcome, reason, state, battery, bridge_ms=None, ble_ms=ms)
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def _unsolicited(self, pdu: bytes) -> None:
+        """Pass on an authentic, new STATUS or EVENT; drop anything else."""
+        try:
+            if pdu[:1] == bytes((lp.OP_STATUS,)):
+                counter, state, battery, source, mac = lp.decode_status(pdu)
+                event = None
+                ok = lp.verify_status(self._secret, self._addr, counter, state, battery, source, mac)
+            elif pdu[:1] == bytes((lp.OP_EVENT,)):
+                counter, event, source, state, battery, mac = lp.decode_event(pdu)
+                ok = lp.verify_event(self._secret, self._addr, counter, event, source, state,
+                                     battery, mac)
+            else:
+                return
+        except lp.ProtocolError:
+            return
+        if not ok or counter <= self.report_counter:
+            return  # forged, replayed or reordered
+        self.report_counter = counter
+        if self.on_report is not None:
+            self.on_report("state" if event is None else "event",
+                           None if event is None else lp.event_name(event),
+                           lp.state_name(state), battery, lp.source_name(source))
+
+
+# A write whose answer did not come because the connection or the link went down.
+_LINK_GONE = ("disconnected", errors.LINK_LOST)
+
+
+async def _disconnect(client: BleakClient) -> None:
+    try:
+        await client.disconnect()
+    except (BleakError, TimeoutError) as exc:
+        log.info("disconnect from %s: %s", client.address, exc)
