@@ -12,12 +12,14 @@ import signal
 import sqlite3
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from hubapi import topics
 from hubd import inputs, systemd
 from hubd.access.commands import Commands
 from hubd.access.journal import Journal
 from hubd.access.lockstate import LockStates
+from hubd.access.transport import LockTransport
 from hubd.access.verify import Verifier
 from hubd.alarms.delivery import Alarms
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
@@ -32,6 +34,9 @@ from hubd.technician import control, status_socket
 from hubd.technician.commissioning import Commissioning
 from hubd.technician.trial_alarm import TrialAlarms
 from wire import lockkinds, messages
+
+if TYPE_CHECKING:
+    from hubd.link.bridge import Bridge
 
 log = logging.getLogger("hubd")
 
@@ -153,6 +158,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
         bridge.on_message(messages.HEALTH, health.bridge_reported)
         bridge.on_link_change(health.link_changed)
+        transport = _lock_transport(config, bridge, lock_states, stack)
         verifier = Verifier(
             hub_id=config.hub_id,
             keys=config.public_keys(),
@@ -164,7 +170,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         commands = Commands(
             hub_id=config.hub_id,
             verifier=verifier,
-            transport=bridge,
+            transport=transport,
             publisher=mqtt,
             journal=journal,
             audit=audit,
@@ -233,6 +239,30 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         log.info("hubd stopping", extra={"uptime_s": round(time.monotonic() - started, 1)})
         systemd.notify("STOPPING=1", "STATUS=stopping")
     log.info("hubd stopped")
+
+
+def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockStates,
+                    stack: contextlib.AsyncExitStack) -> LockTransport:
+    """Who runs lock operations (``lock_driver``): the bridge's firmware drivers, or hubd's own
+    on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md, "hubd's lock drivers")."""
+    if config.lock_driver == "bridge":
+        return bridge
+    from hubd.ble import BleProxy  # bleak is only loaded when hubd drives the locks
+    from hubd.locks import BleLocks
+
+    proxy = BleProxy(bridge)
+    stack.callback(proxy.close)
+
+    def report(lock: str, what: str, name: str | None, state: str, battery: int, source: str) -> None:
+        if what == "event" and name is not None:
+            lock_states.event(lock, name, source, state, battery)
+        else:
+            lock_states.reported(lock, state, battery, source)
+
+    locks = BleLocks(proxy, config.paired_locks(), on_report=report)
+    stack.push_async_callback(locks.close)  # before the bridge closes: its connections go first
+    log.info("hubd drives the locks through the bridge's Bluetooth proxy", extra={"locks": list(config.lock_links)})
+    return locks
 
 
 def _flush_refusals(audit: AuditLog) -> None:

@@ -22,7 +22,7 @@ from wire import outcomes as oc
 log = logging.getLogger(__name__)
 
 #: report(lock, what, name, state, battery, source): an authentic report a lock made on its own
-#: while connected ("state" or "event"; ``name`` the event; ``source`` the protocol's name).
+#: while connected ("state" or "event"; ``name`` the event; ``source`` wire.lockkinds').
 ReportCallback = Callable[[str, str, "str | None", str, int, str], None]
 
 
@@ -38,6 +38,9 @@ class PairedLock:
     def __post_init__(self) -> None:
         if self.kind not in lockkinds.KINDS:
             raise ValueError(f"unknown lock kind {self.kind!r}")
+
+#: The reference protocol names the motor as a report's source; to hubd that is a remote action.
+_SOURCES = {"motor": lockkinds.SOURCE_REMOTE}
 
 
 class BleLocks:
@@ -83,6 +86,6 @@ def _for_lock(lock_id: str, on_report: ReportCallback | None
         return None
 
     def report(what: str, name: str | None, state: str, battery: int, source: str) -> None:
-        on_report(lock_id, what, name, state, battery, source)
+        on_report(lock_id, what, name, state, battery, _SOURCES.get(source, source))
 
     return report

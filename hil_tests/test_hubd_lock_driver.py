@@ -1,0 +1,77 @@
+"""The nurse's unlock through MQTT with ``lock_driver = "hubd"``: hubd (its own process) runs the
+reference lock protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth
+proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it.
+The locks' secrets reach hubd as systemd would give them: HUBD_LOCK_LINKS in its environment.
+
+Simulator only: on a bench bridge this needs the locks' addresses and secrets in hubd (pairing
+still writes them to the bridge, docs/ble-proxy.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil_tests.harness import (HUB_ID, HubUnderTest, retained, start_hubd, stop_hubd, wait_online,
+                               write_hubd_config)
+from hubapi import topics
+from hubapi.client import BackendClient
+from hubapi.models import LockState
+from simulator.home import HomeThread, SimulatedHome, default_locks
+from tests.fixtures import BackendKey
+from tests.mosquitto import Mosquitto
+
+
+class _ProxyOnlyHome(SimulatedHome):
+    """The bridge is only the locks' Bluetooth proxy: its bridge.json names no lock."""
+
+    def bridge_config(self) -> dict[str, Any]:
+        return {**super().bridge_config(), "locks": []}
+
+
+@pytest.fixture
+def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: BackendKey,
+        tmp_path: Path) -> Iterator[HubUnderTest]:
+    if request.config.getoption("--target") != "sim":
+        pytest.skip("SKIPPED ON A REAL BRIDGE: hubd needs the bench locks' secrets; run it with "
+                    "--target=sim")
+    home = HomeThread(_ProxyOnlyHome(tmp_path / "home", locks=default_locks()))
+    home.start()
+    locks = home.home.locks
+    links = {lock_id: {"address": ":".join(f"{b:02X}" for b in lk.address),
+                       "addr_type": lk.addr_type, "secret": (lk.secret or b"").hex()}
+             for lock_id, lk in locks.items()}
+    config = tmp_path / "hubd.toml"
+    write_hubd_config(config, mosquitto, home.home.port, backend_key,
+                      {lock_id: lk.kind for lock_id, lk in locks.items()},
+                      top='lock_driver = "hubd"', link_key=home.home.link_key)
+    log = tmp_path / "hubd.log"
+    env = {**os.environ, "HUBD_LOCK_LINKS": json.dumps(links)}
+    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log, env),
+                              log, home, config, kinds={k: lk.kind for k, lk in locks.items()})
+    try:
+        wait_online(mosquitto, HUB_ID, under_test.hubd, log)
+        yield under_test
+    finally:
+        stop_hubd(under_test.hubd)
+        home.stop()
+
+
+async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answered(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    answers = await hub.command(backend, "unlock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    assert answers[-1].state == "unlocked"
+    state = LockState.model_validate_json(
+        await retained(hub.broker, topics.lock_state(hub.hub_id, hub.locks[0])))
+    assert state.state == "unlocked"
+    lock = hub.sim.home.locks[hub.locks[0]]
+    assert hub.sim.call(lambda: (lock.state, lock.motor_moves)) == ("unlocked", 1)
+    log = hub.hubd_log.read_text()
+    assert "hubd drives the locks through the bridge's Bluetooth proxy" in log
+    assert lock.secret is not None and lock.secret.hex() not in log, "a lock's secret was logged"
