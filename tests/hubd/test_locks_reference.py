@@ -10,6 +10,7 @@ evidence.
 - a lost RESULT: ``incomplete`` (no_result) with the state read back by a status COMMAND;
 - a wrong secret: ``failed`` with the protocol's ``auth_failed``, nothing moves;
 - a lock out of range: ``timed_out`` ``unreachable`` (docs/lock-protocol.md), nothing written;
+- the link to the bridge down before the write: ``failed`` ``bridge_unavailable``, nothing written;
 - the connection kept for a follow-up, then dropped when idle.
 """
 
@@ -215,3 +216,17 @@ async def test_the_connection_is_dropped_once_idle(home: SimulatedHome, proxy: B
         await until(lambda: not driver.connected and not lock.links,
                     "the idle connection to be dropped", TIMEOUT)
         await driver.close()
+
+
+async def test_the_link_to_the_bridge_down_before_the_write_fails_bridge_unavailable_unwritten(
+        home: SimulatedHome, proxy: BleProxy) -> None:
+    lock = home.locks[LOCK]
+    home.line.cut = True
+    await until(lambda: not proxy.is_up, "hubd to see the link down", TIMEOUT)
+    driver = _driver(lock, proxy, Timings(deadline_s=1.0))
+    written = Written()
+    async with asyncio.timeout(TIMEOUT):
+        result = await driver.operate("unlock", "cmd-no-link", written, 30)
+        await driver.close()
+    assert (result.outcome, result.reason, result.state) == (oc.FAILED, oc.BRIDGE_UNAVAILABLE, None)
+    assert written.calls == 0 and lock.connections == 0 and lock.motor_moves == 0
