@@ -1,6 +1,7 @@
 """The nurse's unlock through MQTT with ``lock_driver = "hubd"``: hubd (its own process) runs the
 reference lock protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth
-proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it.
+proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it, and
+the locks' battery and signal reach their device state from adverts hubd hears through the proxy.
 The locks' secrets reach hubd as systemd would give them: HUBD_LOCK_LINKS in its environment.
 
 Simulator only: on a bench bridge this needs the locks' addresses and secrets in hubd (pairing
@@ -9,6 +10,7 @@ still writes them to the bridge, docs/ble-proxy.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ from hil_tests.harness import (HUB_ID, HubUnderTest, retained, start_hubd, stop_
                                write_hubd_config)
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import LockState
+from hubapi.models import DeviceState, LockState
 from simulator.home import HomeThread, SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
@@ -40,7 +42,8 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     if request.config.getoption("--target") != "sim":
         pytest.skip("SKIPPED ON A REAL BRIDGE: hubd needs the bench locks' secrets; run it with "
                     "--target=sim")
-    home = HomeThread(_ProxyOnlyHome(tmp_path / "home", locks=default_locks()))
+    home = HomeThread(_ProxyOnlyHome(tmp_path / "home", locks=default_locks(),
+                                     policy={"scan_every_ms": 1000, "scan_ms": 500}))
     home.start()
     locks = home.home.locks
     links = {lock_id: {"address": ":".join(f"{b:02X}" for b in lk.address),
@@ -75,3 +78,17 @@ async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answere
     log = hub.hubd_log.read_text()
     assert "hubd drives the locks through the bridge's Bluetooth proxy" in log
     assert lock.secret is not None and lock.secret.hex() not in log, "a lock's secret was logged"
+
+
+async def test_a_locks_battery_reaches_its_device_state_from_the_adverts_hubd_hears(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    lock_id = hub.locks[0]
+    hub.sim.call(lambda: hub.sim.home.locks[lock_id].set_battery(37))
+    async with backend.watch(topics.device_state(hub.hub_id, lock_id)) as queue:
+        async with asyncio.timeout(60):
+            while True:
+                state = DeviceState.model_validate_json((await queue.get()).payload)
+                if state.battery is not None and state.battery.percent == 37:
+                    break
+    assert state.available and state.rssi is not None
+    assert hub.sim.call(lambda: hub.sim.home.locks[lock_id].connections) == 0, "no connection needed"

@@ -158,7 +158,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
         bridge.on_message(messages.HEALTH, health.bridge_reported)
         bridge.on_link_change(health.link_changed)
-        transport = _lock_transport(config, bridge, lock_states, stack)
+        transport = await _lock_transport(config, bridge, lock_states, devices, stack)
         verifier = Verifier(
             hub_id=config.hub_id,
             keys=config.public_keys(),
@@ -241,17 +241,20 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     log.info("hubd stopped")
 
 
-def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockStates,
-                    stack: contextlib.AsyncExitStack) -> LockTransport:
+async def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockStates, devices: Devices,
+                          stack: contextlib.AsyncExitStack) -> LockTransport:
     """Who runs lock operations (``lock_driver``): the bridge's firmware drivers, or hubd's own
-    on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md, "hubd's lock drivers")."""
+    on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md, "hubd's lock drivers"),
+    which then also hears the locks' adverts in the bridge's stead."""
     if config.lock_driver == "bridge":
         return bridge
     from hubd.ble import BleProxy  # bleak is only loaded when hubd drives the locks
     from hubd.locks import BleLocks
+    from hubd.locks.sightings import LockSightings
 
     proxy = BleProxy(bridge)
     stack.callback(proxy.close)
+    paired = config.paired_locks()
 
     def report(lock: str, what: str, name: str | None, state: str, battery: int, source: str) -> None:
         if what == "event" and name is not None:
@@ -259,9 +262,18 @@ def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockStates,
         else:
             lock_states.reported(lock, state, battery, source)
 
-    locks = BleLocks(proxy, config.paired_locks(), on_report=report)
+    def sighted(lock: str, battery: int, rssi: int) -> None:
+        kind = paired[lock].kind
+        mains = kind == lockkinds.ENTRANCE_DOOR
+        devices.report(lock, kind, "mains" if mains else "reference", battery=None if mains else battery,
+                       rssi=rssi, present=True)
+
+    locks = BleLocks(proxy, paired, on_report=report)
     stack.push_async_callback(locks.close)  # before the bridge closes: its connections go first
-    log.info("hubd drives the locks through the bridge's Bluetooth proxy", extra={"locks": list(config.lock_links)})
+    sightings = LockSightings(proxy, paired, sighted)
+    stack.callback(sightings.stop)
+    await sightings.start()
+    log.info("hubd drives the locks through the bridge's Bluetooth proxy", extra={"locks": list(paired)})
     return locks
 
 

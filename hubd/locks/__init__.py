@@ -6,6 +6,7 @@
 - reference: the reference lock protocol's driver (docs/lock-protocol.md)
 - transport: the lock ids' drivers as hubd.access.transport's LockTransport, one operation at a
   time per lock
+- sightings: the locks' adverts, watched through the proxy, as battery and signal
 """
 
 from hubd.locks.reference import ReferenceLock, Timings

@@ -1,6 +1,7 @@
 """hubd's lock transport on bleak (hubd/locks/transport.py): lock ids to their drivers, one
-operation at a time per lock, different locks in parallel; through the REAL bridge firmware as a
-Bluetooth proxy, against the simulated locks.
+operation at a time per lock, different locks in parallel; and the locks' sightings in their
+adverts (hubd/locks/sightings.py); through the REAL bridge firmware as a Bluetooth proxy, against
+the simulated locks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hubd.access.transport import LockTransport, OpResult
 from hubd.ble import BleProxy
 from hubd.link.bridge import Bridge
 from hubd.locks import BleLocks, Timings
+from hubd.locks.sightings import LockSightings
 from simulator.home import every_kind
 from simulator.locks import InsideTurnerLock, ReferenceProtocolLock
 from simulator.radio import Link
@@ -165,3 +167,29 @@ async def test_is_up_and_wait_up_follow_the_link_to_the_bridge(
     assert not await transport.wait_up(0.1)
     home.line.cut = False
     assert await transport.wait_up(TIMEOUT)
+
+
+async def test_the_locks_adverts_are_sightings_with_battery_and_signal_without_a_connection(
+        tmp_path: Path) -> None:
+    lock = InsideTurnerLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32), travel_time_s=0.0)
+    home = ProxyOnlyHome(tmp_path / "home", locks=[lock], policy={"scan_every_ms": 1000, "scan_ms": 500})
+    await home.start()
+    bridge = await Bridge.open(home.port, home.link_key)
+    proxy = BleProxy(bridge)
+    seen: list[tuple[str, int, int]] = []
+    sightings = LockSightings(proxy, {"front-door": paired(lock)},
+                              lambda *sighting: seen.append(sighting))
+    try:
+        assert await bridge.wait_up(TIMEOUT)
+        await sightings.start()
+        await until(lambda: any(s[:2] == ("front-door", 100) for s in seen),
+                    "the lock's advert", TIMEOUT)
+        assert all(-127 <= rssi <= 20 for *_, rssi in seen)
+        lock.set_battery(41)
+        await until(lambda: seen[-1][:2] == ("front-door", 41), "the new battery in the advert", TIMEOUT)
+        assert lock.connections == 0
+    finally:
+        sightings.stop()
+        proxy.close()
+        await bridge.close()
+        await home.stop()

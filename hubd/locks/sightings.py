@@ -1,0 +1,60 @@
+"""Sightings of hubd's locks in their adverts, without a connection: battery and signal.
+
+With ``lock_driver = "hubd"`` the bridge does not know the locks, so it no longer reports them
+(firmware/devices.py); hubd asks the proxy to watch each lock's address (``BleProxy.watch``, sent
+again by the proxy whenever the link comes back) and hands every reference-lock advert it hears
+to ``on_sighting(lock, battery, rssi)``. An advert is not authenticated: its battery is a hint
+that the next authenticated answer corrects (docs/lock-protocol.md, "Connection policy" 5.).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hubd.ble.advert import Advert
+from hubd.ble.proxy import BleProxy
+from hubd.locks.transport import PairedLock
+from wire import lockproto as lp
+
+log = logging.getLogger(__name__)
+
+#: on_sighting(lock id, battery percent, rssi)
+SightingCallback = Callable[[str, int, int], None]
+
+
+class LockSightings:
+    """Watches ``locks``' adverts through ``proxy`` from :meth:`start` until :meth:`stop`."""
+
+    def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
+                 on_sighting: SightingCallback) -> None:
+        self._proxy = proxy
+        self._by_address = {paired.address.upper(): lock_id for lock_id, paired in locks.items()}
+        self._on_sighting = on_sighting
+        self._stop_listening: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        """Listen, and ask the bridge to watch every lock (kept by the proxy if the link is down
+        now: sent when it is up)."""
+        self._stop_listening = self._proxy.on_advert(self._heard)
+        for address in sorted(self._by_address):
+            done = await self._proxy.watch(address)
+            if not done.ok:
+                log.info("watching lock %s: %s (sent again when the link is up)", address, done.status)
+
+    def stop(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+
+    def _heard(self, address: str, addr_type: int, rssi: int, advert: Advert,
+               msg: dict[str, Any]) -> None:
+        lock_id = self._by_address.get(address)
+        if lock_id is None:
+            return
+        try:
+            _, battery, _, _ = lp.decode_advert(bytes.fromhex(msg["data"]))
+        except (lp.ProtocolError, ValueError):
+            return  # a foreign or hostile advert under a lock's address
+        self._on_sighting(lock_id, battery, rssi)
