@@ -257,7 +257,7 @@ class ReferenceLock:
                 reason = oc.BRIDGE_BUSY
             except (BleakError, lp.ProtocolError, TimeoutError, _Lost) as exc:
                 log.info("reference lock %s: %s", self.address, exc or type(exc).__name__)
-                if reason not in (oc.NO_CHALLENGE,):
+                if reason != oc.NO_CHALLENGE:  # connected or not, the link is what failed
                     reason = oc.LINK_FAILED
             self._drop()
             await asyncio.sleep(max(0.0, min(self.timings.retry_pause_s, deadline - loop.time())))
