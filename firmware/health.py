@@ -1,8 +1,10 @@
 """The bridge's health for hubd, and the watchdogs that act when a part of the bridge is stuck.
 
 `health` (wire/messages.py) goes to hubd every ``health_ms`` while the host link is up and at
-once on `health_request` (hubd asks when it sees the link come up): uptime, why the chip last reset, free heap after a
-collection (MicroPython cannot tell its largest free block: null), the host link's counters, BLE
+once on `health_request` (hubd asks when it sees the link come up): uptime, why the chip last
+reset, free heap after a collection and the least of it since boot (sampled every 5 s and at each
+report; MicroPython cannot tell its largest free block without printing, so health has none), the
+host link's counters, BLE
 stack restarts and why, LTE registration and signal, the alarm unit link, journal sizes and the
 bridge's clock (Unix s by hubd's last `clock`).
 
@@ -61,10 +63,19 @@ class Health:
         self._since = time.ticks_ms()
         self._next = None  # ticks_ms when the next periodic health is due; None: link down
         self._lte = {"registered": None, "rssi": None}
+        self.heap_min = None  # the least free heap after a collection since boot (bytes)
+
+    def _heap_free(self):
+        # After a collection, what live data leaves: its low-water mark is the heap's margin.
+        gc.collect()
+        free = gc.mem_free()
+        if self.heap_min is None or free < self.heap_min:
+            self.heap_min = free
+        return free
 
     def message(self):
         """The `health` payload now."""
-        gc.collect()
+        free = self._heap_free()
         host = self._host
         stats = host.link.stats
         counts = {}
@@ -75,7 +86,7 @@ class Health:
         flow = self._flow
         up_s = (self._up_ms + time.ticks_diff(time.ticks_ms(), self._since)) // 1000
         return messages.make(
-            messages.HEALTH, min(_CAP, up_s), self.reset, gc.mem_free(), None, counts,
+            messages.HEALTH, min(_CAP, up_s), self.reset, free, self.heap_min, counts,
             {"restarts": c.restarts, "last_restart": c.last_restart, "connected": c.connected()},
             None if self._modem is None else self._lte,
             None if unit is None else {"up": unit.up, "last_heard_s": unit.heard_s()},
@@ -123,6 +134,8 @@ class Health:
                 if self._next is not None:
                     self._next = now
             ticks = (ticks + 1) % _SUPPLY_TICKS
+            if ticks == 0:
+                self._heap_free()  # every 5 s: a collection costs a few ms on the chip
             if self._cell is not None and ticks == 1:
                 self._devices.supply(int(self._cell.read_uv() * self._divider) // 1000,
                                      None if self._ext is None else bool(self._ext.value()))

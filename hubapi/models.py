@@ -615,8 +615,8 @@ class BridgeHealth(_Model):
 
     up_s: Count
     reset: Literal[link_messages.RESETS]  # type: ignore[valid-type]  # one definition: the link's
-    heap_free: Count
-    heap_max_block: Count | None
+    heap_free: Count  # bytes free after a collection
+    heap_min: Count  # the least heap_free the bridge measured since boot (every 5 s and per report)
     link: dict[str, Count]
     ble: BridgeBle
     lte: BridgeLte | None

@@ -298,7 +298,7 @@ _EXAMPLE_AUDIT = AuditEntry.seal(
     kid="backend-2026", verified=True,
 )
 _EXAMPLE_HEALTH = BridgeHealth(
-    up_s=86400, reset="power_on", heap_free=41200, heap_max_block=9800,
+    up_s=86400, reset="power_on", heap_free=41200, heap_min=29800,
     link={"frames_rx": 17280, "frames_tx": 17301, "crc_errors": 2, "retransmits": 3, "downs": 0},
     ble=BridgeBle(restarts=0, last_restart=None, connected=0),
     lte=BridgeLte(registered="home", rssi=-83), unit=BridgeUnit(up=True, last_heard_s=12),
@@ -306,7 +306,7 @@ _EXAMPLE_HEALTH = BridgeHealth(
 _EXAMPLE_STATUS = HubStatus(
     hub="hub-17", request_id="status-0001", at=_AT + 86400.5, hubd_version="0.1.0", hubd_up_s=86402.1,
     broker_connected=True,
-    bridge=BridgeStatus(link_up=True, since=_AT - 1.5, clock_offset_s=0, firmware="0.1.0", protocol="1.0",
+    bridge=BridgeStatus(link_up=True, since=_AT - 1.5, clock_offset_s=0, firmware="0.1.0", protocol="2.0",
                         link={"frames_rx": 17301, "frames_tx": 17280, "crc_errors": 0, "retransmits": 1},
                         health=_EXAMPLE_HEALTH, health_at=_AT + 86390.0),
     devices=[], outbox=QueueStatus(depth=0, oldest_at=None), alarms=QueueStatus(depth=0, oldest_at=None),

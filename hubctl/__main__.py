@@ -366,8 +366,8 @@ def status(
         out.print(f"bridge: link DOWN for {diagnosis._age(now, b.since)}", markup=False)
     h = b.health
     if h is not None:
-        out.print(f"  up {diagnosis._age(now, now - h.up_s)}, last reset {h.reset}, heap {h.heap_free} B free"
-                  f"{f' (largest block {h.heap_max_block} B)' if h.heap_max_block is not None else ''}, "
+        out.print(f"  up {diagnosis._age(now, now - h.up_s)}, last reset {h.reset}, heap {h.heap_free} B free "
+                  f"(least since boot {h.heap_min} B), "
                   f"BLE restarts {h.ble.restarts}, journals: {h.journals.commands} commands, "
                   f"{h.journals.alarms} alarms", markup=False)
         if h.lte is not None:

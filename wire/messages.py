@@ -41,7 +41,7 @@ bridge -> hubd
               "present":bool|null,"firmware":str|null}
              one device's raw reading (hubd converts it per model): sent when it changes and
              for every device whenever the link comes up
-    health   {"m":"health","up_s":int,"reset":str,"heap_free":int,"heap_max_block":int|null,
+    health   {"m":"health","up_s":int,"reset":str,"heap_free":int,"heap_min":int,
               "link":{counter:int,...},"ble":{"restarts":int,"last_restart":str|null,
               "connected":int},"lte":{"registered":str|null,"rssi":int|null}|null,
               "unit":{"up":bool,"last_heard_s":int|null}|null,
@@ -204,7 +204,7 @@ _FIELDS = {
     CLOCK: "unix:int",
     DEVICE: "id:str kind:str model:str battery:int? unit:str? mains:bool? rssi:int? present:bool?"
             " firmware:str?",
-    HEALTH: "up_s:int reset:str heap_free:int heap_max_block:int? link:counters ble:.ble"
+    HEALTH: "up_s:int reset:str heap_free:int heap_min:int link:counters ble:.ble"
             " lte:.lte? unit:.unit? journals:.journals clock:int?",
     HEALTH_REQUEST: "",
     TEST_ALARM: "ref:str lte:bool",

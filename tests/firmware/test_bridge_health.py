@@ -84,12 +84,14 @@ async def test_health_comes_on_request_and_every_health_ms(
     first = hub.health()[0]
     assert first["reset"] == "power_on"
     assert 0 < first["heap_free"] < 192 * 1024
-    assert first["heap_max_block"] is None
+    assert 0 < first["heap_min"] <= first["heap_free"]
     assert set(first["link"]) == set(messages.LINK_COUNTERS)
     assert first["ble"] == {"restarts": 0, "last_restart": None, "connected": first["ble"]["connected"]}
     assert first["journals"] == {"commands": 0, "alarms": 0}
     ups = [h["up_s"] for h in hub.health()]
     assert ups == sorted(ups)
+    mins = [h["heap_min"] for h in hub.health()]  # a low-water mark: it never rises
+    assert mins == sorted(mins, reverse=True) and all(h["heap_min"] <= h["heap_free"] for h in hub.health())
     await until(lambda: hub.health()[-1]["lte"]["registered"] == "home", "LTE registration")
     last = hub.health()[-1]
     assert last["lte"]["rssi"] == -113 + 2 * home.modem.rssi  # AT+CSQ's scale, in dBm
