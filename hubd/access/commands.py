@@ -275,7 +275,9 @@ class Commands:
                 result = await self._locks.operate(job.lock, job.action, job.command_id, on_written,
                                                     self._timeout)
             if job.timing is not None:
-                job.timing.mark_result(result.bridge_ms, result.ble_ms)
+                job.timing.mark_result(result.bridge_ms, result.ble_ms,
+                                       ble_requests_ms=result.ble_requests_ms,
+                                       ble_requests=result.ble_requests)
         except TimeoutError:
             log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
             return _unfinished(progress.written, FailReason.BRIDGE_NO_RESPONSE, oc.TIMED_OUT)

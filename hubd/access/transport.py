@@ -28,7 +28,12 @@ class OpResult:
     state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
     battery: int | None
     bridge_ms: int | None = None  # time on the bridge, receipt to result
-    ble_ms: int | None = None  # of that, time in the lock driver (the radio and the lock)
+    ble_ms: float | None = None  # of that, time in the lock driver (the radio and the lock)
+    # hubd's own drivers only: of ble_ms, the time spent waiting for the answers to the driver's
+    # BLE requests (connect with discovery, subscribe, writes), and how many it made; through the
+    # Bluetooth proxy each is a round trip over the serial link to the bridge and its radio.
+    ble_requests_ms: float | None = None
+    ble_requests: int | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in outcomes.OUTCOMES:

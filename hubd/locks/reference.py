@@ -12,15 +12,20 @@ The rule is written once, in :meth:`ReferenceLock.operate`.
 As the firmware's driver did (firmware/locks/reference.py with firmware/policy.py), the
 connection outlives an operation by ``idle_s``, so a follow-up skips connecting, discovery and
 subscription; then it is dropped, because a battery lock pays for every second of it.
+
+Each result says how long the driver took (``ble_ms``) and, of that, how long it waited for the
+answers to its BLE requests (``ble_requests_ms``, ``ble_requests``: connect with discovery,
+subscribe, writes; through the proxy, round trips over the serial link to the bridge): hubd's
+"command timing" and benchmarks/roundtrip.py split the driver's time with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -34,6 +39,8 @@ from wire import lockproto as lp
 from wire import outcomes as oc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,9 @@ class ReferenceLock:
         self._idle: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._moved_at: float | None = None  # loop time of the last moving COMMAND
+        # The operation under way: its BLE requests' waits (seconds) and their number.
+        self._requests_s = 0.0
+        self._requests = 0
 
     @property
     def connected(self) -> bool:
@@ -128,6 +138,7 @@ class ReferenceLock:
         loop = asyncio.get_running_loop()
         started = loop.time()
         written = False
+        self._requests_s, self._requests = 0.0, 0
         self._keep()
         try:
             if action == "status":
@@ -145,7 +156,7 @@ class ReferenceLock:
                 self._moved_at = loop.time()
             # From here on: never sent again, whatever happens.
             try:
-                await link.client.write_gatt_char(link.control, pdu, response=True)
+                await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
                 result = await self._wait_result(link, self.timings.result_s)
             except (WriteUnknown, _Lost, errors.ProxyDisconnected, ProxyUnavailable) as exc:
                 lost = not isinstance(exc, WriteUnknown) or exc.status in _LINK_GONE
@@ -213,7 +224,7 @@ class ReferenceLock:
         client = BleakClient(self.address, gone, [lp.SERVICE_UUID],
                              timeout=max(0.001, min(self.timings.connect_s, deadline - loop.time())),
                              backend=self._backend, **kwargs)
-        await client.connect()
+        await self._asked(client.connect())
         try:
             service = client.services.get_service(lp.SERVICE_UUID)
             control = service.get_characteristic(lp.CONTROL_UUID) if service else None
@@ -224,7 +235,8 @@ class ReferenceLock:
                 raise lp.ProtocolError(f"ATT MTU {client.mtu_size} too small for a COMMAND")
             link = _Link(client, control)
             pdus = link.pdus
-            await client.start_notify(event, lambda _, data: pdus.put_nowait(bytes(data)))
+            await self._asked(client.start_notify(event,
+                                                  lambda _, data: pdus.put_nowait(bytes(data))))
         except BaseException:
             await _disconnect(client)
             raise
@@ -263,6 +275,16 @@ class ReferenceLock:
             await asyncio.sleep(max(0.0, min(self.timings.retry_pause_s, deadline - loop.time())))
         return None, None, reason
 
+    async def _asked(self, request: Awaitable[T]) -> T:
+        """Await one BLE request of the operation, its wait counted in the result."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        try:
+            return await request
+        finally:
+            self._requests_s += loop.time() - asked
+            self._requests += 1
+
     async def _challenge(self, link: _Link, deadline: float) -> bytes:
         # Reports that came while idle are passed on; anything else queued is stale.
         while not link.pdus.empty():
@@ -270,7 +292,8 @@ class ReferenceLock:
             if pdu is None:
                 raise _Lost
             self._unsolicited(pdu)
-        await link.client.write_gatt_char(link.control, lp.encode_challenge_request(), response=True)
+        await self._asked(link.client.write_gatt_char(link.control, lp.encode_challenge_request(),
+                                                      response=True))
         loop = asyncio.get_running_loop()
         until = loop.time() + min(self.timings.gatt_s, deadline - loop.time())
         while True:
@@ -325,7 +348,7 @@ class ReferenceLock:
         if link is not None and nonce is not None:
             pdu = lp.encode_command(self._secret, self._addr, nonce, lp.action_code("status"), tag)
             try:
-                await link.client.write_gatt_char(link.control, pdu, response=True)
+                await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
                 read = self._judged(started, nonce, tag,
                                     await self._wait_result(link, self.timings.gatt_s))
             except (BleakError, TimeoutError, _Lost):
@@ -335,11 +358,12 @@ class ReferenceLock:
                     return self._result(started, oc.INCOMPLETE, reason, read.state, read.battery)
         return self._result(started, oc.INCOMPLETE, reason, "unknown")
 
-    @staticmethod
-    def _result(started: float, outcome: str, reason: str | None, state: str | None = None,
+    def _result(self, started: float, outcome: str, reason: str | None, state: str | None = None,
                 battery: int | None = None) -> OpResult:
-        ms = int((asyncio.get_running_loop().time() - started) * 1000)
-        return OpResult(outcome, reason, state, battery, bridge_ms=None, ble_ms=ms)
+        ms = (asyncio.get_running_loop().time() - started) * 1000
+        return OpResult(outcome, reason, state, battery, bridge_ms=None, ble_ms=round(ms, 3),
+                        ble_requests_ms=round(self._requests_s * 1000, 3),
+                        ble_requests=self._requests)
 
     # -- reports ------------------------------------------------------------------------------
 

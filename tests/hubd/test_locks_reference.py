@@ -11,7 +11,8 @@ evidence.
 - a wrong secret: ``failed`` with the protocol's ``auth_failed``, nothing moves;
 - a lock out of range: ``timed_out`` ``unreachable`` (docs/lock-protocol.md), nothing written;
 - the link to the bridge down before the write: ``failed`` ``bridge_unavailable``, nothing written;
-- the connection kept for a follow-up, then dropped when idle.
+- the connection kept for a follow-up, then dropped when idle;
+- each result counts the BLE requests the driver waited on, and their time within its own.
 """
 
 from __future__ import annotations
@@ -230,3 +231,22 @@ async def test_the_link_to_the_bridge_down_before_the_write_fails_bridge_unavail
         await driver.close()
     assert (result.outcome, result.reason, result.state) == (oc.FAILED, oc.BRIDGE_UNAVAILABLE, None)
     assert written.calls == 0 and lock.connections == 0 and lock.motor_moves == 0
+
+
+async def test_each_result_says_how_many_ble_requests_the_driver_waited_on_within_its_time(
+        home: SimulatedHome, proxy: BleProxy) -> None:
+    # hubd's "command timing" splits the driver's time with these (benchmarks/roundtrip.py).
+    lock = home.locks[LOCK]
+    # Patient GATT waits: a retry on a loaded machine would add requests.
+    driver = _driver(lock, proxy, Timings(connect_s=20.0, gatt_s=20.0, deadline_s=30.0,
+                                          result_s=30.0, settle_s=0.5, idle_s=5.0))
+    async with asyncio.timeout(TIMEOUT):
+        first = await driver.operate("unlock", "cmd-requests-1", Written(), 30)
+        follow_up = await driver.operate("lock", "cmd-requests-2", Written(), 30)
+        await driver.close()
+    assert (first.outcome, follow_up.outcome) == (oc.SUCCEEDED, oc.SUCCEEDED)
+    assert first.ble_requests == 4, "connect with discovery, subscribe, CHALLENGE_REQUEST, COMMAND"
+    assert follow_up.ble_requests == 2, "on the kept connection: the two writes only"
+    for result in (first, follow_up):
+        assert result.bridge_ms is None and result.ble_ms is not None
+        assert result.ble_requests_ms is not None and 0 < result.ble_requests_ms <= result.ble_ms
