@@ -3,23 +3,47 @@
 A private Mosquitto (TCP_NODELAY), hubd as its own process, and the simulated home (the real
 firmware in MicroPython, the lock's motor travel set to zero). The backend sends signed
 unlock/lock commands one after another and times each from publish to the `accepted` answer and
-to the final `succeeded`. hubd logs where each command's time went ("command timing"), the
-bridge reports its own share in every result, and the hops are:
+to the final `succeeded`. hubd logs where each command's time went ("command timing",
+hubd/access/timing.py) and the hops are:
 
     mqtt_in    backend publish -> hubd has the message (broker, TCP, paho)
     verify     JWS signature and claims
     record     journal + audit entry, durable (SQLite WAL, fsync) before `accepted`
     queue      waiting for the lock's worker
+    ...        the lock driver's hops, below
+    finish     result -> final answer published (journal, audit entry, fsync)
+    mqtt_out   hubd publishes the answer -> the backend has it
+
+--lock-driver bridge (default; hubd.toml lock_driver = "bridge"): the firmware's lock driver
+runs on the bridge, which reports its own share in every result:
+
     link       hubd -> bridge -> hubd on the serial link, both ways (bridge round trip - bridge)
     bridge     on the bridge outside the lock driver (decode, journal on flash, encode)
     ble        in the lock driver: connect, challenge, command, result over the simulated radio
-    finish     result -> final answer published (journal, audit entry, fsync)
-    mqtt_out   hubd publishes the answer -> the backend has it
+
+--lock-driver hubd (lock_driver = "hubd", docs/ble-proxy.md): hubd's own lock driver runs the
+same protocol on bleak through the bridge as a Bluetooth proxy (bridge.json names no lock);
+every GATT procedure crosses the serial link, so there is no separate link or bridge hop:
+
+    transport  in hubd's lock transport outside the driver (the lock's turn)
+    ble        in hubd's lock driver: connect, challenge, command, result through the proxy
+      ble_requests  of ble: waiting for the answers to the driver's BLE requests (the two
+                    writes, and connect, discovery and subscribe when there is no connection):
+                    each a round trip hubd -> serial link -> bridge -> radio -> lock and back
+      ble_notify    of ble, the rest: the lock's CHALLENGE and RESULT notifications still to
+                    come when the write was answered, and hubd's own work in the driver
+
+and, per proxy write rather than per command, its bridge side ("proxy_write_on_bridge"): its
+request frame to its `ble_done` frame on the simulated serial line (the line's transcript, timed
+in the home's thread as a logic analyser on the cable would): of a request's round trip, what is
+not hubd or the link.
 
 Prints p50/p90/p99 for the total and each hop and writes them as JSON. The clocks compared
 across processes are the same machine's wall clock.
 
     .venv/bin/python benchmarks/roundtrip.py --commands 500 --out benchmarks/results/roundtrip.json
+    .venv/bin/python benchmarks/roundtrip.py --commands 500 --lock-driver hubd \\
+        --out benchmarks/results/roundtrip.hubd.json
 """
 
 from __future__ import annotations
@@ -27,10 +51,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
+from collections import Counter, deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,17 +68,31 @@ from hubapi.client import BackendClient  # noqa: E402
 from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
+from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
+from tests.hubd.proxy_home import ProxyOnlyHome, address  # noqa: E402
+from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
 from benchmarks.figures import summary  # noqa: E402
 
 
-HOPS = ("mqtt_in", "verify", "record", "queue", "link", "bridge", "ble", "finish", "mqtt_out")
+#: The hops of each lock driver, in the order a command passes them; "ble_requests" and
+#: "ble_notify" are parts of "ble", the others add up to the round trip.
+HOPS = {
+    "bridge": ("mqtt_in", "verify", "record", "queue", "link", "bridge", "ble", "finish", "mqtt_out"),
+    "hubd": ("mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_requests",
+             "ble_notify", "finish", "mqtt_out"),
+}
+PARTS_OF_BLE = ("ble_requests", "ble_notify")
 
 
-def hops_of(sent: dict[str, tuple[float, float]], log: Path) -> dict[str, list[float]]:
-    """Per-hop milliseconds of every timed command, from hubd's "command timing" log lines."""
-    out: dict[str, list[float]] = {h: [] for h in HOPS}
+def hops_of(sent: dict[str, tuple[float, float]], log: Path, driver: str = "bridge"
+            ) -> tuple[dict[str, list[float]], Counter[int]]:
+    """Per-hop seconds of every timed command, from hubd's "command timing" log lines, and (hubd's
+    driver) how many commands made how many BLE requests. A figure the driver should report and
+    did not is a KeyError: the benchmark must not print a hop it cannot measure."""
+    out: dict[str, list[float]] = {h: [] for h in HOPS[driver]}
+    requests: Counter[int] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
@@ -60,18 +101,82 @@ def hops_of(sent: dict[str, tuple[float, float]], log: Path) -> dict[str, list[f
         if entry.get("msg") != "command timing" or entry.get("command_id") not in sent:
             continue
         published, answered = sent[entry["command_id"]]
-        bridge = entry.get("bridge_ms", 0.0)
-        ble = entry.get("ble_ms", 0.0)
+        ble = entry["ble_ms"]
         values = {
             "mqtt_in": (entry["mqtt_at"] - published) * 1000,
             "verify": entry["verify_ms"], "record": entry["record_ms"],
-            "queue": entry["queue_ms"], "link": entry["bridge_rtt_ms"] - bridge,
-            "bridge": bridge - ble, "ble": ble, "finish": entry["finish_ms"],
+            "queue": entry["queue_ms"], "ble": ble, "finish": entry["finish_ms"],
             "mqtt_out": (answered - entry["answered_at"]) * 1000,
         }
+        if driver == "bridge":
+            bridge = entry["bridge_ms"]
+            values |= {"link": entry["bridge_rtt_ms"] - bridge, "bridge": bridge - ble}
+        else:
+            values |= {"transport": entry["bridge_rtt_ms"] - ble,
+                       "ble_requests": entry["ble_requests_ms"],
+                       "ble_notify": ble - entry["ble_requests_ms"]}
+            requests[entry["ble_requests"]] += 1
         for hop, ms in values.items():
             out[hop].append(ms / 1000)
+    return out, requests
+
+
+class TimedTranscript(deque):
+    """The simulated serial line's transcript with the time each frame crossed (appended by the
+    home's thread; read once the home stopped)."""
+
+    def __init__(self, maxlen: int | None) -> None:
+        super().__init__(maxlen=maxlen)
+        self.times: list[tuple[float, Crossing]] = []
+
+    def append(self, crossing: Crossing) -> None:
+        self.times.append((time.perf_counter(), crossing))
+        super().append(crossing)
+
+
+def proxy_writes_on_bridge(crossings: list[tuple[float, Crossing]]) -> list[float]:
+    """Seconds from each `ble_write` request frame to its `ble_done` frame on the line (a
+    retransmitted frame counts where it first crossed)."""
+    asked: dict[int, float] = {}
+    out: list[float] = []
+    for at, crossing in crossings:
+        if crossing.ftype != frame.T_DATA or crossing.body is None:
+            continue
+        try:
+            msg = json.loads(crossing.body)
+        except ValueError:
+            continue
+        if crossing.direction == TO_BRIDGE and msg.get("m") == messages.BLE_WRITE:
+            asked.setdefault(msg["rid"], at)
+        elif crossing.direction == TO_HUB and msg.get("m") == messages.BLE_DONE \
+                and msg.get("rid") in asked:
+            out.append(at - asked.pop(msg["rid"]))
     return out
+
+
+def start_home(work: Path, driver: str, bridge_log) -> HomeThread:  # noqa: ANN001
+    """The simulated home, instant lock; for hubd's driver the bridge is only the proxy and the
+    line's frames are timed."""
+    home_class = SimulatedHome if driver == "bridge" else ProxyOnlyHome
+    home = HomeThread(home_class(work / "home", locks=default_locks(travel_time_s=0.0),
+                                 on_bridge_log=lambda line: bridge_log.write(line + "\n")))
+    if driver == "hubd":
+        line = home.home.line
+        line.transcript = TimedTranscript(line.transcript.maxlen)
+    home.start()
+    return home
+
+
+def hubd_setup(home: HomeThread, driver: str) -> tuple[str, dict[str, str] | None]:
+    """hubd.toml's top-level lock_driver line and hubd's environment for ``driver``: hubd's
+    driver gets each lock's address, address type and secret as HUBD_LOCK_LINKS, as systemd
+    would give them (docs/ble-proxy.md)."""
+    if driver == "bridge":
+        return "", None
+    links = {lock_id: {"address": address(lock), "addr_type": lock.addr_type,
+                       "secret": (lock.secret or b"").hex()}
+             for lock_id, lock in home.home.locks.items()}
+    return 'lock_driver = "hubd"', {**os.environ, "HUBD_LOCK_LINKS": json.dumps(links)}
 
 
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
@@ -107,26 +212,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=500, help="commands to time (default 500)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/roundtrip.json",
                         help="where to write the JSON figures")
+    parser.add_argument("--lock-driver", choices=tuple(HOPS), default="bridge",
+                        help="who drives the lock: the firmware on the bridge (default), or hubd "
+                             "through the bridge as a Bluetooth proxy (hubd.toml lock_driver)")
     args = parser.parse_args(argv)
+    driver = args.lock_driver
 
     work = Path(tempfile.mkdtemp(prefix="bench-roundtrip-"))
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
-    home = HomeThread(SimulatedHome(work / "home", locks=default_locks(travel_time_s=0.0),
-                                    on_bridge_log=lambda line: bridge_log.write(line + "\n")))
-    home.start()
+    home = start_home(work, driver, bridge_log)
     config = work / "hubd.toml"
-    write_hubd_config(config, broker, home.home.port, key, list(home.home.locks), link_key=home.home.link_key)
+    top, env = hubd_setup(home, driver)
+    write_hubd_config(config, broker, home.home.port, key,
+                      {lock_id: lock.kind for lock_id, lock in home.home.locks.items()}, top=top,
+                      link_key=home.home.link_key)
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}
-    hubd = start_hubd(config, work / "hubd.log")
+    hubd = start_hubd(config, work / "hubd.log", env)
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
-        print(f"timing {args.commands} commands through Mosquitto, hubd, the serial link, the "
-              f"firmware in MicroPython and the simulated BLE lock (instant motor)", flush=True)
+        route = ("the serial link, the firmware's lock driver in MicroPython" if driver == "bridge"
+                 else "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in "
+                      "MicroPython")
+        print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and the "
+              f"simulated BLE lock (instant motor)", flush=True)
         times = asyncio.run(drive(broker, key, list(home.home.locks)[0], args.commands, sent))
     except Exception:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
@@ -135,25 +248,42 @@ def main(argv: list[str] | None = None) -> int:
         stop_hubd(hubd)
         home.stop()
         broker.stop()
+    hops, requests = hops_of(sent, work / "hubd.log", driver)
     result = {
         "benchmark": "command round trip, backend publish -> final answer, instant lock",
+        "lock_driver": driver,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "platform": platform.platform()},
+        "commands": args.commands,
         "accepted": summary(times["accepted"]),
         "succeeded": summary(times["final"]),
-        "hops": {hop: summary(values) for hop, values in hops_of(sent, work / "hubd.log").items()
-                 if values},
+        "hops": {hop: summary(values) for hop, values in hops.items() if values},
     }
+    if driver == "hubd":
+        result["parts_of_ble"] = list(PARTS_OF_BLE)
+        # How many commands waited on how many BLE requests (2: the connection was kept).
+        result["ble_requests_per_command"] = {str(n): k for n, k in sorted(requests.items())}
+        result["proxy_write_on_bridge"] = summary(
+            proxy_writes_on_bridge(home.home.line.transcript.times))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rows = [("accepted", result["accepted"]), ("succeeded", result["succeeded"])]
-    rows += [(f"  {hop}", s) for hop, s in result["hops"].items()]
-    print(f"{'':>11}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
+    rows += [(f"    {hop}" if hop in PARTS_OF_BLE else f"  {hop}", s)
+             for hop, s in result["hops"].items()]
+    print(f"lock driver: {driver}")
+    print(f"{'':>16}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for name, s in rows:
-        print(f"{name:<11}  {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f} "
+        print(f"{name:<16}  {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f} "
               f"{s['max_ms']:8.2f}  n={s['n']}")
+    if driver == "hubd":
+        print("BLE requests per command: " + ", ".join(
+            f"{n} in {k}" for n, k in result["ble_requests_per_command"].items()))
+        s = result["proxy_write_on_bridge"]
+        print(f"a proxy write on the bridge, its request frame to its answer's on the line: "
+              f"p50 {s['p50_ms']:.2f}, p90 {s['p90_ms']:.2f}, p99 {s['p99_ms']:.2f} ms, n={s['n']}")
     print(f"written to {args.out}")
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
