@@ -576,6 +576,13 @@ def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
     return files, sources
 
 
+def _hex_field(flag: str, value: str, pattern: re.Pattern[str], what: str) -> str:
+    """A flag's hex value, upper-cased, or BadFlag saying what it should be."""
+    if not pattern.fullmatch(value.upper()):
+        raise BadFlag(flag, f"{value!r} is not {what}")
+    return value.upper()
+
+
 def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, Any]:
     """bridge.json: its link, the safety alarm unit, the second path (LTE to the DC-09
     receiver); the locks pairing added stay as they are."""
@@ -583,11 +590,8 @@ def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, 
     bridge.setdefault("locks", [])
     unit = bridge.setdefault("alarm_unit", dict(ALARM_UNIT))
     if flags.alarm_unit_serial is not None:
-        serial = flags.alarm_unit_serial.upper()
-        if not _UNIT_SERIAL.fullmatch(serial):
-            raise BadFlag("--alarm-unit-serial", f"{flags.alarm_unit_serial!r} is not a unit serial: the 8 "
-                                                 "hex digits on the unit's label, e.g. 5A0000AB")
-        unit["serial"] = serial
+        unit["serial"] = _hex_field("--alarm-unit-serial", flags.alarm_unit_serial, _UNIT_SERIAL,
+                                    "a unit serial: the 8 hex digits on the unit's label, e.g. 5A0000AB")
     lte = dict(bridge.get("lte") or {})
     if flags.apn is not None:
         if not _APN.fullmatch(flags.apn):
@@ -597,18 +601,12 @@ def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, 
     if flags.dc09_receiver is not None:
         lte["host"], lte["port"] = _dc09_receiver(flags.dc09_receiver)
     if flags.alarm_account is not None:
-        account = flags.alarm_account.upper()
-        if not _ACCOUNT.fullmatch(account):
-            raise BadFlag("--alarm-account", f"{flags.alarm_account!r} is not a DC-09 account: "
-                                             "3-16 hex digits, e.g. 12AB")
-        lte["account"] = account
+        lte["account"] = _hex_field("--alarm-account", flags.alarm_account, _ACCOUNT,
+                                    "a DC-09 account: 3-16 hex digits, e.g. 12AB")
     for flag, name, value in (("--dc09-receiver-number", "receiver", flags.dc09_receiver_number),
                               ("--dc09-line", "line", flags.dc09_line)):
         if value is not None:
-            if not _DC09_FIELD.fullmatch(value.upper()):
-                raise BadFlag(flag, f"{value!r} is not a DC-09 {name} number: 1-6 hex digits, "
-                                    "e.g. 1")
-            lte[name] = value.upper()
+            lte[name] = _hex_field(flag, value, _DC09_FIELD, f"a DC-09 {name} number: 1-6 hex digits, e.g. 1")
     if flags.dc09_key_file is not None:
         lte["key"] = _dc09_key(flags.dc09_key_file)
     bridge["lte"] = _ordered(lte, ("apn", "host", "port", "account", "receiver", "line", "key"))

@@ -128,6 +128,17 @@ class MqttConfig(_Section):
         return self
 
 
+def _secret_of(secret: SecretStr, size: int, what: str) -> SecretStr:
+    """A secret given as hex: ``size`` bytes, or a ValueError that never quotes it."""
+    try:
+        raw = bytes.fromhex(secret.get_secret_value())
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise ValueError(f"must be {2 * size} hex digits, {what}")
+    return secret
+
+
 class SerialConfig(_Section):
     """USB serial link to the bridge."""
 
@@ -140,14 +151,7 @@ class SerialConfig(_Section):
     @field_validator("link_key")
     @classmethod
     def _key_hex(cls, key: SecretStr) -> SecretStr:
-        try:
-            raw = bytes.fromhex(key.get_secret_value())
-        except ValueError:
-            raw = b""
-        if len(raw) != frame.KEY_SIZE:
-            raise ValueError(f"must be {2 * frame.KEY_SIZE} hex digits, the key hubctl provision wrote "
-                             "to hubd.env and the bridge's bridge.json")
-        return key
+        return _secret_of(key, frame.KEY_SIZE, "the key hubctl provision wrote to hubd.env and the bridge's bridge.json")
 
     @property
     def key(self) -> bytes:
@@ -167,14 +171,7 @@ class LockLinkConfig(_Section):
     @field_validator("secret")
     @classmethod
     def _secret_hex(cls, secret: SecretStr) -> SecretStr:
-        try:
-            raw = bytes.fromhex(secret.get_secret_value())
-        except ValueError:
-            raw = b""
-        if len(raw) != lockproto.SECRET_LEN:
-            raise ValueError(f"must be {2 * lockproto.SECRET_LEN} hex digits, the lock's secret in "
-                             "the bridge's bridge.json")
-        return secret
+        return _secret_of(secret, lockproto.SECRET_LEN, "the lock's secret in the bridge's bridge.json")
 
     def paired(self, kind: str) -> PairedLock:
         """As the lock drivers take it."""

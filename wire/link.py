@@ -142,7 +142,12 @@ class Link:
         what it had queued for this end and delivers none of it, and none of this end's old
         payloads reaches it. For a driver that has answered everything in flight as lost (hubd,
         when the link went down) and must not have it arrive late when the link comes back."""
-        dropped = [p for _, p in self._unacked] + self._queue
+        in_flight, unsent = self._new_own_session("restarted", now)
+        return in_flight + unsent
+
+    def _new_own_session(self, reason, now):
+        # This end starts a new session as a restart would; returns (in flight, never sent).
+        lost = ([p for _, p in self._unacked], self._queue)
         self._unacked = []
         self._queue = []
         self._rto_at = None
@@ -154,12 +159,12 @@ class Link:
         if self.peer is not None:
             self._set_peer(self.peer)  # the same peer, bound to our new session
         if self.state == UP:
-            self._events.append((EV_DOWN, "restarted"))
+            self._events.append((EV_DOWN, reason))
         if self.state != INCOMPATIBLE:
             self.state = DOWN
         self._hello_at = now
         self._answer_peer = True
-        return dropped
+        return lost
 
     def events(self):
         """Return and clear the events since the last call."""
@@ -349,15 +354,8 @@ class Link:
         # 2**32 frames sent in one session (months at the line's top rate): a frame counter must
         # never repeat under one key and session, so this end starts a new session, as a restart
         # would; the peer sees a new session and both hand back what was queued.
-        self._exhausted = False
-        self.session = _new_session()
-        self._tx_counter = 0
-        self._hand_back("session_end")
-        self.peer = None
-        self._rx_ctx = None
-        self._rx_expect = 0
-        self.state = DOWN
-        self._hello_at = now
+        self.stats["peer_resets"] += 1
+        self._events.append((EV_RESET, self._new_own_session("session_end", now)))
 
     def _on_data(self, seq, body, now):
         if seq == self._rx_expect:

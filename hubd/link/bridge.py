@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +60,6 @@ class Bridge:
         self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
         self._listeners: dict[str, list[MessageCallback]] = {}
-        self._foreign_said = -math.inf
 
     @classmethod
     async def open(cls, port: str, key: bytes, baudrate: int = 115200,
@@ -216,23 +214,12 @@ class Bridge:
                         "(each is asked again when the link is up)", len(in_flight), len(unsent))
             for rid in list(self._pending):
                 self._lose(rid, oc.BRIDGE_RESTARTED)
-        elif kind == link.EV_FOREIGN:
-            self._foreign(value)
         elif kind == link.EV_INCOMPATIBLE:
             log.error("bridge firmware %r speaks link protocol %d.%d, hubd speaks %d.%d: "
                       "flash matching firmware (hubctl flash) or update hubd",
                       value["version"], value["major"], value["minor"],
                       link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
             self._tell_link(False)
-
-    def _foreign(self, major: int) -> None:
-        # Link protocol 1 had no tags, so a bridge of an older release cannot verify its HELLO:
-        # said once a minute with the fix, never acted on (it may as well be a forgery).
-        now = time.monotonic()
-        if now - self._foreign_said >= 60:
-            self._foreign_said = now
-            log.error("a bridge speaking link protocol %d (unauthenticated) is on the line, hubd speaks %d.%d: "
-                      "flash matching firmware (hubctl flash)", major, link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
 
     def _tell_link(self, up: bool) -> None:
         for cb in self._link_callbacks:

@@ -36,8 +36,8 @@ class SerialLink:
         self.port = port
         self.baudrate = baudrate
         self.engine = link.Link(frame.ROLE_HUB, version, _now_ms(), key)
-        self._unverified_seen = 0  # auth_errors when last said
-        self._unverified_said = -math.inf
+        self._auth_errors_said = 0  # the engine's auth_errors when they were last logged
+        self._said: dict[str, float] = {}  # what was logged once a minute at most, and when
         self._on_event = on_event
         self._reopen_s = reopen_s
         self._serial: serial.Serial | None = None
@@ -128,17 +128,27 @@ class SerialLink:
     def _say_unverified(self) -> None:
         # Frames that fail their tag: a bridge with another link key (re-provisioned on one side
         # only) or someone on the wire. Said at most once a minute with the fix, never acted on.
-        stats = self.engine.stats
-        count = stats["auth_errors"]
+        count = self.engine.stats["auth_errors"]
+        if count != self._auth_errors_said and self._once_a_minute("auth"):
+            log.error("%d frame(s) from the bridge failed authentication%s: the link key in hubd.env "
+                      "(HUBD_SERIAL__LINK_KEY) and the bridge's bridge.json (link.key) must be the same: "
+                      "provision both with hubctl provision, then hubctl flash", count - self._auth_errors_said,
+                      "" if self.engine.state == link.UP else " and the link is down")
+            self._auth_errors_said = count
+
+    def _say_foreign(self, major: int) -> None:
+        # Link protocol 1 had no tags, so a bridge of an older release cannot verify its HELLO;
+        # said once a minute with the fix, never acted on (it may as well be a forgery).
+        if self._once_a_minute("foreign"):
+            log.error("a bridge speaking link protocol %d (unauthenticated) is on the line, hubd speaks %d.%d: "
+                      "flash matching firmware (hubctl flash)", major, link.PROTOCOL_MAJOR, link.PROTOCOL_MINOR)
+
+    def _once_a_minute(self, what: str) -> bool:
         now = time.monotonic()
-        if count == self._unverified_seen or now - self._unverified_said < 60:
-            return
-        log.error("%d frame(s) from the bridge failed authentication%s: the link key in hubd.env "
-                  "(HUBD_SERIAL__LINK_KEY) and the bridge's bridge.json (link.key) must be the same: "
-                  "provision both with hubctl provision, then hubctl flash", count - self._unverified_seen,
-                  "" if self.engine.state == link.UP else " and the link is down")
-        self._unverified_seen = count
-        self._unverified_said = now
+        if now - self._said.get(what, -math.inf) < 60:
+            return False
+        self._said[what] = now
+        return True
 
     def _writable(self) -> None:
         self._flush()
@@ -184,4 +194,7 @@ class SerialLink:
 
     def _dispatch(self) -> None:
         for kind, value in self.engine.events():
-            self._on_event(kind, value)
+            if kind == link.EV_FOREIGN:  # a diagnosis for the log, not an event for the application
+                self._say_foreign(value)
+            else:
+                self._on_event(kind, value)
