@@ -549,9 +549,23 @@ class Central:
                     self._pending = None
                     self._ble.gap_connect(None)
             if not self._connected:
-                raise Unreachable("no connection to %s within %d ms" % (_hex(addr), timeout_ms))
+                raise Unreachable("no connection to %s within %d ms" % (addr_text(addr), timeout_ms))
             return self._connected
 
 
-def _hex(addr):
+def addr_text(addr):
+    """6 bytes -> 'C0:FF:EE:00:00:01', as link messages carry addresses."""
     return ":".join("%02X" % b for b in addr)
+
+
+def parse_addr(text):
+    """'C0:FF:EE:00:00:01' (either case) -> 6 bytes, or None."""
+    if len(text) != 17:
+        return None
+    for i in range(2, 17, 3):
+        if text[i] != ":":
+            return None
+    try:
+        return bytes.fromhex(text.replace(":", ""))
+    except ValueError:
+        return None

@@ -25,7 +25,7 @@ from micropython import const
 
 import heap
 import log
-from ble_central import BLETimeout, Disconnected, GattError, Unreachable
+from ble_central import BLETimeout, Disconnected, GattError, Unreachable, addr_text, parse_addr
 from wire import link, messages
 
 OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR = \
@@ -71,19 +71,6 @@ _SENT_RESP = const(7)
 _SENT_RSSI = const(8)
 _WATCHED = const(9)
 _SCANNED = const(10)  # 0: not in a ble_scan; 1: in it, not sent yet; 2: sent in it
-
-
-def parse_addr(text):
-    """'C0:FF:EE:00:00:01' -> 6 bytes, or None."""
-    if len(text) != 17:
-        return None
-    for i in range(2, 17, 3):
-        if text[i] != ":":
-            return None
-    try:
-        return binascii.unhexlify(text.replace(":", ""))
-    except ValueError:
-        return None
 
 
 class Proxy:
@@ -434,7 +421,7 @@ class Proxy:
                                            or time.ticks_diff(now, sent) >= _PRESENCE_MS))):
                 continue
             self._send(messages.make(
-                messages.BLE_ADV, binascii.hexlify(addr, ":").decode().upper(), rec[_TYPE],
+                messages.BLE_ADV, addr_text(addr), rec[_TYPE],
                 rec[_RSSI], binascii.hexlify(rec[_ADV]).decode(),
                 None if rec[_RESP] is None else binascii.hexlify(rec[_RESP]).decode()))
             rec[_NEWS] = False

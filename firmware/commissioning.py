@@ -22,6 +22,7 @@ import asyncio
 import machine
 
 import log
+from ble_central import addr_text, parse_addr
 from wire import lockkinds, lockproto, messages
 
 PATH = "bridge.json"  # config.PATH (config.py is not kept after boot)
@@ -35,10 +36,6 @@ def _hex(text, size):
     except ValueError:
         return None
     return raw if len(raw) == size else None
-
-
-def _addr_text(addr):
-    return ":".join("%02X" % b for b in addr)
 
 
 def _read():
@@ -82,7 +79,7 @@ async def scan(app, msg):
             continue  # a foreign or hostile advert
         if name is not None and not 0 < len(name) <= messages.MAX_ID:
             name = None
-        app.send(messages.make(messages.FOUND, _addr_text(r.addr), r.addr_type, kind, r.rssi, battery, name,
+        app.send(messages.make(messages.FOUND, addr_text(r.addr), r.addr_type, kind, r.rssi, battery, name,
                                 pairing, by_addr.get(r.addr)))
         count += 1
     app.send(messages.make(messages.SCAN_DONE, count))
@@ -102,7 +99,7 @@ def _pair_refusal(app, msg, addr):
 
 async def pair(app, msg):
     lock_id = msg["lock"]
-    addr = _hex(msg["addr"].replace(":", ""), 6)
+    addr = parse_addr(msg["addr"])
     secret = _hex(msg["secret"], lockproto.SECRET_LEN)
     setup = _hex(msg["setup"], lockproto.SECRET_LEN)
     if addr is None or secret is None or setup is None or msg["kind"] not in lockkinds.KINDS \
@@ -131,7 +128,7 @@ async def pair(app, msg):
         obj = _read()
         locks = obj.get("locks", [])
         locks.append({"id": lock_id, "kind": msg["kind"], "protocol": "reference",
-                      "addr": _addr_text(addr), "addr_type": msg["addr_type"],
+                      "addr": addr_text(addr), "addr_type": msg["addr_type"],
                       "secret": msg["secret"].lower()})
         obj["locks"] = locks
         _write(obj)

@@ -4,6 +4,7 @@ happens, the host link's events, and which adverts go out when."""
 
 import asyncio
 
+import ble_central
 import ble_proxy
 from ble_central import BLETimeout, Disconnected, GattError, Unreachable
 from wire import link, messages
@@ -171,12 +172,12 @@ def test_the_status_names_are_the_wire_vocabulary():
 
 
 def test_addresses_are_six_hex_bytes_with_colons():
-    assert ble_proxy.parse_addr("C0:FF:EE:00:00:01") == b"\xc0\xff\xee\x00\x00\x01"
-    assert ble_proxy.parse_addr("c0:ff:ee:00:00:0a") == b"\xc0\xff\xee\x00\x00\x0a"
+    assert ble_central.parse_addr("C0:FF:EE:00:00:01") == b"\xc0\xff\xee\x00\x00\x01"
+    assert ble_central.parse_addr("c0:ff:ee:00:00:0a") == b"\xc0\xff\xee\x00\x00\x0a"
     for bad in ("", "C0:FF:EE:00:00", "C0:FF:EE:00:00:01:02", "C0-FF-EE-00-00-01",
                 "C0:FF:EE:00:00:0G", "C0:FF:EE:00:0:001", "C0:FF:EE:00:00:\u00e9\u00e9",
                 " C0:FF:EE:00:00:1", "+0:FF:EE:00:00:01", "C0:FF:EE:00:00:01 "):
-        assert ble_proxy.parse_addr(bad) is None, bad
+        assert ble_central.parse_addr(bad) is None, bad
 
 
 async def test_bad_values_are_refused_and_unknown_connections_are_no_conn():
@@ -468,7 +469,7 @@ async def test_hostile_field_values_are_refused_or_no_conn_and_nothing_escapes()
             "handle": lambda v, kind: 0 < v <= 0xFFFF,
             "mode": lambda v, kind: v in (0, 1, 2),
             "addr_type": lambda v, kind: v in (0, 1),
-            "addr": lambda v, kind: ble_proxy.parse_addr(v) is not None,
+            "addr": lambda v, kind: ble_central.parse_addr(v) is not None,
             "conn": lambda v, kind: v == conn}
     for kind, fields in base:
         for name in fields:
