@@ -248,33 +248,10 @@ async def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockSt
     which then also hears the locks' adverts in the bridge's stead."""
     if config.lock_driver == "bridge":
         return bridge
-    from hubd.ble import BleProxy  # bleak is only loaded when hubd drives the locks
-    from hubd.locks import BleLocks
-    from hubd.locks.sightings import LockSightings
+    from hubd.locks.drivers import LockDrivers  # bleak is only loaded when hubd drives the locks
 
-    proxy = BleProxy(bridge)
-    stack.callback(proxy.close)
-    paired = config.paired_locks()
-
-    def report(lock: str, what: str, name: str | None, state: str, battery: int, source: str) -> None:
-        if what == "event" and name is not None:
-            lock_states.event(lock, name, source, state, battery)
-        else:
-            lock_states.reported(lock, state, battery, source)
-
-    def sighted(lock: str, battery: int, rssi: int) -> None:
-        kind = paired[lock].kind
-        mains = kind == lockkinds.ENTRANCE_DOOR
-        devices.report(lock, kind, "mains" if mains else "reference", battery=None if mains else battery,
-                       rssi=rssi, present=True)
-
-    locks = BleLocks(proxy, paired, on_report=report)
-    stack.push_async_callback(locks.close)  # before the bridge closes: its connections go first
-    sightings = LockSightings(proxy, paired, sighted)
-    stack.callback(sightings.stop)
-    await sightings.start()
-    log.info("hubd drives the locks through the bridge's Bluetooth proxy", extra={"locks": list(paired)})
-    return locks
+    drivers = await LockDrivers.open(bridge, config.paired_locks(), lock_states, devices, stack)
+    return drivers.locks
 
 
 def _flush_refusals(audit: AuditLog) -> None:

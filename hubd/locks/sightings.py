@@ -43,6 +43,19 @@ class LockSightings:
             if not done.ok:
                 log.info("watching lock %s: %s (sent again when the link is up)", address, done.status)
 
+    async def add(self, lock_id: str, paired: PairedLock) -> None:
+        """Watch a lock just paired (the proxy keeps the watch across link drops)."""
+        self._by_address[paired.address.upper()] = lock_id
+        done = await self._proxy.watch(paired.address.upper())
+        if not done.ok:
+            log.info("watching lock %s: %s (sent again when the link is up)", paired.address, done.status)
+
+    async def remove(self, lock_id: str) -> None:
+        """Stop watching a decommissioned lock."""
+        for address in [a for a, lock in self._by_address.items() if lock == lock_id]:
+            del self._by_address[address]
+            await self._proxy.watch(address, on=False)
+
     def stop(self) -> None:
         if self._stop_listening is not None:
             self._stop_listening()

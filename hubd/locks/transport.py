@@ -50,13 +50,37 @@ class BleLocks:
     def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
                  timings: Timings = Timings(), on_report: ReportCallback | None = None) -> None:
         self.proxy = proxy
-        self.kinds = {lock_id: paired.kind for lock_id, paired in locks.items()}
-        self._drivers = {lock_id: ReferenceLock(paired.address, paired.secret,
-                                                addr_type=paired.addr_type, proxy=proxy,
-                                                timings=timings,
-                                                on_report=_for_lock(lock_id, on_report))
-                         for lock_id, paired in locks.items()}
-        self._turns = {lock_id: asyncio.Lock() for lock_id in locks}
+        self.timings = timings
+        self._on_report = on_report
+        self.kinds: dict[str, str] = {}
+        self._drivers: dict[str, ReferenceLock] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
+        for lock_id, paired in locks.items():
+            self.add(lock_id, paired)
+
+    def add(self, lock_id: str, paired: PairedLock) -> None:
+        """Drive ``lock_id`` from now on (a lock just paired); it must not be driven already."""
+        if lock_id in self._drivers:
+            raise ValueError(f"{lock_id} is driven already: remove it first")
+        self.kinds[lock_id] = paired.kind
+        self._drivers[lock_id] = ReferenceLock(paired.address, paired.secret,
+                                               addr_type=paired.addr_type, proxy=self.proxy,
+                                               timings=self.timings,
+                                               on_report=_for_lock(lock_id, self._on_report))
+        self._turns[lock_id] = asyncio.Lock()
+
+    async def remove(self, lock_id: str) -> None:
+        """Stop driving ``lock_id`` (decommissioned): after the operation under way, if any,
+        its connection is dropped; an operation asked later is ``unknown_lock``."""
+        turn = self._turns.get(lock_id)
+        if turn is None:
+            return
+        async with turn:
+            driver = self._drivers.pop(lock_id, None)
+            self.kinds.pop(lock_id, None)
+            self._turns.pop(lock_id, None)
+        if driver is not None:
+            await driver.close()
 
     @property
     def is_up(self) -> bool:
@@ -67,17 +91,20 @@ class BleLocks:
 
     async def operate(self, lock: str, action: str, command_id: str,
                       on_written: Callable[[], None], timeout: float) -> OpResult:
-        driver = self._drivers.get(lock)
-        if driver is None:
+        turn = self._turns.get(lock)
+        if turn is None:
             return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
         if action != "status" and not lockkinds.supports(self.kinds[lock], action):
             return OpResult(oc.FAILED, oc.UNSUPPORTED_ACTION, None, None)
-        async with self._turns[lock]:  # one operation at a time per lock
+        async with turn:  # one operation at a time per lock
+            driver = self._drivers.get(lock)
+            if driver is None:  # removed while this operation waited its turn
+                return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
             return await driver.operate(action, command_id, on_written, timeout)
 
     async def close(self) -> None:
         """Drop every lock's connection (hubd stops)."""
-        await asyncio.gather(*(driver.close() for driver in self._drivers.values()))
+        await asyncio.gather(*(driver.close() for driver in list(self._drivers.values())))
 
 
 def _for_lock(lock_id: str, on_report: ReportCallback | None

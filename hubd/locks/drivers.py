@@ -1,0 +1,85 @@
+"""hubd's lock drivers as the daemon runs them: the bridge's Bluetooth proxy, one driver per
+paired lock (hubd.locks.transport), and the locks' adverts as device sightings
+(hubd.locks.sightings), kept in step when a lock is paired or decommissioned.
+
+    drivers = await LockDrivers.open(bridge, paired, lock_states, devices, stack)
+    transport = drivers.locks                    # the command path's LockTransport
+    await drivers.add("front-door", PairedLock(...))   # a lock just paired
+    await drivers.remove("front-door")           # decommissioned
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from hubd.access.lockstate import LockStates
+from hubd.ble import BleProxy
+from hubd.devices.registry import Devices
+from hubd.locks.sightings import LockSightings
+from hubd.locks.transport import BleLocks, PairedLock
+from wire import lockkinds
+
+if TYPE_CHECKING:
+    from hubd.link.bridge import Bridge
+
+log = logging.getLogger(__name__)
+
+
+class LockDrivers:
+    """What hubd runs to drive its locks itself; made by :meth:`open`."""
+
+    def __init__(self, proxy: BleProxy, locks: BleLocks, sightings: LockSightings,
+                 kinds: dict[str, str]) -> None:
+        self.proxy = proxy
+        self.locks = locks
+        self.sightings = sightings
+        self._kinds = kinds  # lock id -> kind, shared with the sightings' callback
+
+    @classmethod
+    async def open(cls, bridge: Bridge, paired: Mapping[str, PairedLock], lock_states: LockStates,
+                   devices: Devices, stack: contextlib.AsyncExitStack) -> LockDrivers:
+        """Drive ``paired`` through ``bridge``'s proxy, reports into ``lock_states``, sightings
+        into ``devices``; closed by ``stack`` before the bridge (its connections go first)."""
+        proxy = BleProxy(bridge)
+        stack.callback(proxy.close)
+        kinds = {lock: p.kind for lock, p in paired.items()}
+
+        def report(lock: str, what: str, name: str | None, state: str, battery: int,
+                   source: str) -> None:
+            if what == "event" and name is not None:
+                lock_states.event(lock, name, source, state, battery)
+            else:
+                lock_states.reported(lock, state, battery, source)
+
+        def sighted(lock: str, battery: int, rssi: int) -> None:
+            kind = kinds.get(lock)
+            if kind is None:  # removed while its advert was on its way
+                return
+            mains = kind == lockkinds.ENTRANCE_DOOR
+            devices.report(lock, kind, "mains" if mains else "reference",
+                           battery=None if mains else battery, rssi=rssi, present=True)
+
+        locks = BleLocks(proxy, paired, on_report=report)
+        stack.push_async_callback(locks.close)
+        sightings = LockSightings(proxy, paired, sighted)
+        stack.callback(sightings.stop)
+        await sightings.start()
+        drivers = cls(proxy, locks, sightings, kinds)
+        log.info("hubd drives the locks through the bridge's Bluetooth proxy",
+                 extra={"locks": list(paired)})
+        return drivers
+
+    async def add(self, lock_id: str, paired: PairedLock) -> None:
+        """Drive and watch a lock just paired."""
+        self._kinds[lock_id] = paired.kind
+        self.locks.add(lock_id, paired)
+        await self.sightings.add(lock_id, paired)
+
+    async def remove(self, lock_id: str) -> None:
+        """Stop driving and watching a decommissioned lock."""
+        await self.locks.remove(lock_id)
+        await self.sightings.remove(lock_id)
+        self._kinds.pop(lock_id, None)
