@@ -177,6 +177,39 @@ class ReferenceLock:
         finally:
             self._release()
 
+    async def exchange(self, build: Callable[[bytes], bytes], timeout: float
+                       ) -> tuple[bytes, tuple[int, int, int, bytes]] | str:
+        """One request that is not a COMMAND (PAIR, UNPAIR: hubd.locks.pairing): connect, fetch a
+        challenge, write ``build(nonce)`` once and wait for the lock's RESULT, all within
+        ``timeout``. Returns (nonce, (status, state, battery, mac)) for the caller to judge, or
+        why not: a reason of wire.outcomes (``unreachable``, ``link_failed``, ``no_challenge``,
+        ``bridge_unavailable``, ``bridge_busy``: nothing was written; ``no_result``,
+        ``link_lost``: the write may have reached the lock). Never sent twice."""
+        loop = asyncio.get_running_loop()
+        self._requests_s, self._requests = 0.0, 0
+        self._keep()
+        try:
+            deadline = loop.time() + timeout
+            link, nonce, reason = await self._prepare(deadline)
+            if link is None or nonce is None:
+                return reason
+            try:
+                await self._asked(link.client.write_gatt_char(link.control, build(nonce),
+                                                              response=True))
+                return nonce, await self._wait_result(link, max(0.0, deadline - loop.time()))
+            except (WriteUnknown, _Lost, errors.ProxyDisconnected, ProxyUnavailable) as exc:
+                self._drop()
+                lost = not isinstance(exc, WriteUnknown) or exc.status in _LINK_GONE
+                return oc.LINK_LOST if lost else oc.NO_RESULT
+            except (BleakError, TimeoutError):
+                self._drop()
+                return oc.NO_RESULT
+        except asyncio.CancelledError:
+            self._drop()
+            raise
+        finally:
+            self._release()
+
     async def close(self) -> None:
         """Drop the connection now (hubd stops)."""
         if self._idle is not None:
