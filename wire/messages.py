@@ -42,7 +42,7 @@ bridge -> hubd
              one device's raw reading (hubd converts it per model): sent when it changes and
              for every device whenever the link comes up
     health   {"m":"health","up_s":int,"reset":str,"heap_free":int,"heap_min":int,
-              "link":{counter:int,...},"ble":{"restarts":int,"last_restart":str|null,
+              "heap_blk":int,"link":{counter:int,...},"ble":{"restarts":int,"last_restart":str|null,
               "connected":int},"lte":{"registered":str|null,"rssi":int|null}|null,
               "unit":{"up":bool,"last_heard_s":int|null}|null,
               "journals":{"commands":int,"alarms":int},"clock":int|null}
@@ -93,6 +93,10 @@ hubd -> bridge (each answered by one ble_done with its rid)
     ble_write      {"rid":int,"conn":int,"handle":int,"data":hex,"response":bool,"ms":int}
     ble_subscribe  {"rid":int,"conn":int,"handle":int,"mode":int}   write a CCCD: mode 0 off,
                    1 notifications, 2 indications
+    ble_pair       {"rid":int,"conn":int,"ms":int}   encrypt the link: with the stored bond of
+                   that peer, else by pairing and bonding; answered with count: BLE_SEC bits
+    ble_unpair     {"rid":int,"addr":str,"addr_type":int}   forget that peer's bond (count: how
+                   many bonds were forgotten, 0 or 1)
 bridge -> hubd
     ble_done       {"rid":int,"status":str,"conn":int|null,"data":hex|null,"mtu":int|null,
                     "count":int|null,"att":int|null}
@@ -143,6 +147,8 @@ BLE_DISCOVER = "ble_discover"
 BLE_READ = "ble_read"
 BLE_WRITE = "ble_write"
 BLE_SUBSCRIBE = "ble_subscribe"
+BLE_PAIR = "ble_pair"
+BLE_UNPAIR = "ble_unpair"
 BLE_DONE = "ble_done"
 BLE_SERVICE = "ble_service"
 BLE_CHAR = "ble_char"
@@ -156,9 +162,14 @@ ACTIONS = ("unlock", "lock", "unlatch", "status")
 # drops the connection: the bearer's state is unknown); no connection could be made; the
 # connection went down before or during it; every connection slot is taken; the peer answered
 # with an ATT error (ble_done's att); no such connection (conn); the request cannot be done
-# (a bad handle, too much data, too many watches); anything else the stack raised.
+# (a bad handle, too much data, too many watches); anything else the stack raised; the peer
+# refused to pair or to encrypt with the stored bond (ble_pair).
 BLE_STATUSES = ("ok", "timeout", "unreachable", "disconnected", "busy", "gatt_error", "no_conn",
-                "refused", "error")
+                "refused", "error", "auth_failed")
+# ble_pair's ok carries the link's security in count: these bits
+BLE_SEC_ENCRYPTED = 1
+BLE_SEC_AUTHENTICATED = 2  # MITM-protected keys
+BLE_SEC_BONDED = 4  # the keys are stored on the bridge
 # Why a proxy connection went: the peer (or the radio) dropped it; a GATT procedure timed out;
 # the link to hubd went down (the bridge drops every proxy connection then); the BLE stack was
 # restarted by its watchdog.
@@ -171,10 +182,11 @@ MAX_SIZE = 512  # bytes: one link payload (wire.frame.MAX_PAYLOAD)
 MAX_NESTED = 8  # objects and arrays in one payload (health has 6): bounds the nesting depth
 UNITS = ("pct", "mV", "raw")  # a device's battery reading: percent, millivolts, model-specific
 # health's "link": the link's counters the bridge reports (wire/link.py stats, and the bridge's
-# bad_messages and downs); every count in health saturates at COUNT_CAP (9 digits)
+# bad_messages and downs); every count in health saturates at COUNT_CAP (8 digits: with the
+# largest free block, heap_blk, the longest health still fits a payload)
 LINK_COUNTERS = ("frames_rx", "frames_tx", "crc_errors", "framing_errors", "retransmits",
                  "bad_messages", "downs", "heap_drops")
-COUNT_CAP = 999999999
+COUNT_CAP = 99999999
 # health's "reset": machine.reset_cause() n (1..5 on the ESP32) is RESETS[n - 1]
 RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")
 
@@ -204,7 +216,7 @@ _FIELDS = {
     CLOCK: "unix:int",
     DEVICE: "id:str kind:str model:str battery:int? unit:str? mains:bool? rssi:int? present:bool?"
             " firmware:str?",
-    HEALTH: "up_s:int reset:str heap_free:int heap_min:int link:counters ble:.ble"
+    HEALTH: "up_s:int reset:str heap_free:int heap_min:int heap_blk:int link:counters ble:.ble"
             " lte:.lte? unit:.unit? journals:.journals clock:int?",
     HEALTH_REQUEST: "",
     TEST_ALARM: "ref:str lte:bool",
@@ -225,6 +237,8 @@ _FIELDS = {
     BLE_READ: "rid:int conn:int handle:int ms:int",
     BLE_WRITE: "rid:int conn:int handle:int data:hex response:bool ms:int",
     BLE_SUBSCRIBE: "rid:int conn:int handle:int mode:int",
+    BLE_PAIR: "rid:int conn:int ms:int",
+    BLE_UNPAIR: "rid:int addr:str addr_type:int",
     BLE_DONE: "rid:int status:str conn:int? data:hex? mtu:int? count:int? att:int?",
     BLE_SERVICE: "rid:int uuid:hex start:int end:int",
     BLE_CHAR: "rid:int uuid:hex handle:int props:int service:int",
