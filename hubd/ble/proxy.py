@@ -28,9 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+
 from hubd.ble import errors
-from hubd.ble.advert import Advert, parse
+from hubd.ble.advert import parse
 from hubd.ble.gatt import Discovery
+from hubd.ble.radio import AdvertCallback
 from hubd.link.bridge import Bridge
 from wire import messages
 from wire.messages import make
@@ -53,9 +57,6 @@ MAX_SCAN_MS = 30000
 _LATE_MAX = 32
 
 _ADDR = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
-
-AdvertCallback = Callable[[str, int, int, Advert, dict[str, Any]], None]
-"""callback(address, address type, rssi, what the advert says, the ble_adv message)."""
 
 
 @dataclass
@@ -161,9 +162,34 @@ class BleProxy:
                                     "BleProxy(bridge).install() first", errors.LINK_DOWN)
         return proxy
 
+    # -- hubd.ble.radio.Radio: what a lock driver needs, as through the hub's own adapter ----
+
     @property
     def is_up(self) -> bool:
         return self.bridge.is_up
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until the link to the bridge is up; False if it did not come up in time."""
+        return await self.bridge.wait_up(timeout)
+
+    @property
+    def client_backend(self) -> type[BaseBleakClient]:
+        from hubd.ble.client import ProxyClient  # the client module imports this one
+
+        return ProxyClient
+
+    def client_kwargs(self, addr_type: int, gatt_timeout: float) -> dict[str, Any]:
+        """This proxy, the address type and each read or write's time on the bridge."""
+        return {"proxy": self, "addr_type": addr_type, "gatt_timeout": gatt_timeout}
+
+    @property
+    def scanner_backend(self) -> type[BaseBleakScanner]:
+        from hubd.ble.scanner import ProxyScanner
+
+        return ProxyScanner
+
+    def scanner_kwargs(self) -> dict[str, Any]:
+        return {"proxy": self}
 
     # -- requests ---------------------------------------------------------------------------
 
