@@ -9,6 +9,12 @@ Why these settings:
   command id *before* it answers ``accepted`` and before anything reaches the bridge; with
   ``NORMAL`` the last commits can vanish on power loss (not on a crash), and a command whose record
   vanished could run twice. Commands are rare, so the fsync per commit costs nothing that matters.
+- ``secure_delete=ON``: a deleted row (a lock's pairing secret above all) is overwritten with
+  zeros, not left in a free page; forgetting a pairing also truncates the WAL
+  (hubd/store/pairings.py).
+- The file holds lock secrets: it, its ``-wal`` and ``-shm`` are mode 0600 and the state
+  directory is not readable by others (:func:`_private`); a file found with wider modes is
+  narrowed at open, and hubd says so.
 - Calls run on the event loop: each is a few small statements, and keeping them there keeps the
   order of journal, audit and publish obvious.
 
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +125,16 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE commands SET answered_at = final_at WHERE final IS NOT NULL;
     CREATE INDEX commands_unanswered ON commands (final_at) WHERE final IS NOT NULL AND answered_at IS NULL;
     """,
+    """
+    CREATE TABLE pairings (            -- the locks hubd drives itself (lock_driver = "hubd"): hubd/store/pairings.py
+        lock      TEXT PRIMARY KEY,    -- the lock id of hubd.toml [locks]
+        kind      TEXT NOT NULL,       -- wire.lockkinds
+        address   TEXT NOT NULL UNIQUE,  -- C0:FF:EE:00:00:01
+        addr_type INTEGER NOT NULL,    -- 0 public, 1 random
+        secret    BLOB NOT NULL,       -- the 32-byte pairing secret: whoever has it opens the door
+        paired_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -136,7 +154,7 @@ class Store:
         """Open (creating and migrating as needed) ``state_dir/hubd.sqlite3``."""
         path = Path(state_dir) / DB_NAME
         try:
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            _private(Path(state_dir), path)
             conn = sqlite3.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open state database {path}: {exc}") from None
@@ -144,9 +162,14 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA busy_timeout=5000")  # a reader holding a lock briefly is not an error
             store = cls(conn, path)
             store._migrate()
+            _private_files(path)  # the -wal and -shm SQLite just made (it gives them the file's mode)
+        except OSError as exc:
+            conn.close()
+            raise StoreError(f"cannot make state database {path} private: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(
@@ -183,6 +206,31 @@ class Store:
     def close(self) -> None:
         """Close the database (the WAL is checkpointed by SQLite)."""
         self.conn.close()
+
+
+def _private(state_dir: Path, path: Path) -> None:
+    """The state directory (made 0750 if new; others' bits taken away if not) and the database
+    file (created 0600, or narrowed to it) before SQLite opens it: it holds lock secrets."""
+    state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
+    if mode & 0o007:
+        log.warning("state directory %s was open to others (%o): now %o", state_dir, mode,
+                    mode & ~0o007)
+        state_dir.chmod(mode & ~0o007)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    _private_files(path)
+
+
+def _private_files(path: Path) -> None:
+    """The database and its ``-wal`` / ``-shm``, where they exist, mode 0600."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode != 0o600:
+            log.warning("state file %s had mode %o: now 600 (it holds lock secrets)", file, mode)
+            file.chmod(0o600)
 
 
 def _statements(script: str) -> list[str]:

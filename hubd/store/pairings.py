@@ -1,0 +1,82 @@
+"""The locks hubd has paired and drives itself (``lock_driver = "hubd"``): each one's kind,
+address, address type and pairing secret, in the state database's ``pairings`` table.
+
+    pairings = Pairings(store)
+    pairings.record("front-door", PairedLock("inside_turner", "C0:FF:EE:00:00:01", secret))
+    pairings.all()                 # {"front-door": PairedLock(...)}, what hubd drives at start
+    pairings.forget("front-door")  # decommissioned: the row is gone, its secret overwritten
+
+The secret is made by hubd when it pairs (hubd/locks/pairing.py) and stays here: not in
+hubd.toml, not in hubctl's files, not in a log, not on the local socket. The database file is
+private to hubd (hubd/store/database.py); a deleted row is zeroed (``secure_delete``) and the WAL
+truncated after a forget, so a secret taken away leaves no copy in free pages or old frames.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hubd.locks.transport import PairedLock
+from hubd.store.database import Store
+
+
+class Pairings:
+    """The ``pairings`` table of ``store``."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def record(self, lock: str, paired: PairedLock) -> None:
+        """Keep ``lock``'s pairing (replacing an earlier one of the same lock id or address).
+        Raises sqlite3.Error."""
+        with self._store.transaction() as conn:
+            conn.execute("DELETE FROM pairings WHERE lock = ? OR address = ?",
+                         (lock, paired.address.upper()))
+            conn.execute("INSERT INTO pairings (lock, kind, address, addr_type, secret, paired_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (lock, paired.kind, paired.address.upper(), paired.addr_type,
+                          paired.secret, round(self._clock(), 3)))
+
+    def all(self) -> dict[str, PairedLock]:
+        """Every pairing, by lock id."""
+        rows = self._store.conn.execute(
+            "SELECT lock, kind, address, addr_type, secret FROM pairings ORDER BY lock").fetchall()
+        return {lock: PairedLock(kind, address, bytes(secret), addr_type)
+                for lock, kind, address, addr_type, secret in rows}
+
+    def paired_at(self, lock: str) -> float | None:
+        row = self._store.conn.execute("SELECT paired_at FROM pairings WHERE lock = ?",
+                                       (lock,)).fetchone()
+        return None if row is None else row[0]
+
+    def lock_at(self, address: str) -> str | None:
+        """The lock id paired at ``address``, if any."""
+        row = self._store.conn.execute("SELECT lock FROM pairings WHERE address = ?",
+                                       (address.upper(),)).fetchone()
+        return None if row is None else row[0]
+
+    def forget(self, lock: str) -> bool:
+        """Delete ``lock``'s pairing; True if there was one. The WAL is truncated after it, so
+        the secret's old page leaves no frame behind. Raises sqlite3.Error."""
+        with self._store.transaction() as conn:
+            gone = conn.execute("DELETE FROM pairings WHERE lock = ?", (lock,)).rowcount > 0
+        try:
+            self._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # a reader holds the WAL: the next checkpoint overwrites it
+        return gone
+
+
+def record_pairing(state_dir: Path, lock: str, paired: PairedLock) -> None:
+    """Record one pairing in the state database under ``state_dir`` (creating it as hubd would):
+    for tests and tools that set up a hub whose locks were paired before (hubd itself uses
+    :class:`Pairings`)."""
+    store = Store.open(state_dir)
+    try:
+        Pairings(store).record(lock, paired)
+    finally:
+        store.close()
