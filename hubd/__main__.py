@@ -37,6 +37,8 @@ from wire import lockkinds, messages
 
 if TYPE_CHECKING:
     from hubd.link.bridge import Bridge
+    from hubd.locks.drivers import LockDrivers
+    from hubd.store.pairings import Pairings
 
 log = logging.getLogger("hubd")
 
@@ -158,7 +160,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
         bridge.on_message(messages.HEALTH, health.bridge_reported)
         bridge.on_link_change(health.link_changed)
-        transport = await _lock_transport(config, bridge, lock_states, devices, stack)
+        transport, drivers, pairings = await _lock_transport(config, store, bridge, lock_states,
+                                                             devices, stack)
         verifier = Verifier(
             hub_id=config.hub_id,
             keys=config.public_keys(),
@@ -197,7 +200,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             Route(topics.status_request(config.hub_id), inputs.STATUS_REQUESTS, status_request),
         )
         # hubctl pair / decommission: config.locks is the live map of paired locks.
-        commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms)
+        commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms,
+                                      drivers=drivers, pairings=pairings)
         journal.prune()
         alarms.prune()
         audit.prune(config.audit.keep_days)
@@ -241,17 +245,33 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     log.info("hubd stopped")
 
 
-async def _lock_transport(config: HubConfig, bridge: Bridge, lock_states: LockStates, devices: Devices,
-                          stack: contextlib.AsyncExitStack) -> LockTransport:
+async def _lock_transport(config: HubConfig, store: Store, bridge: Bridge, lock_states: LockStates,
+                          devices: Devices, stack: contextlib.AsyncExitStack
+                          ) -> tuple[LockTransport, LockDrivers | None, Pairings | None]:
     """Who runs lock operations (``lock_driver``): the bridge's firmware drivers, or hubd's own
     on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md, "hubd's lock drivers"),
-    which then also hears the locks' adverts in the bridge's stead."""
+    which then also hears the locks' adverts in the bridge's stead. hubd's drivers take each
+    lock of [locks] from its pairing in the state database; a lock without one is not driven
+    (its commands fail ``unknown_lock``) and the log names the fix."""
     if config.lock_driver == "bridge":
-        return bridge
+        return bridge, None, None
     from hubd.locks.drivers import LockDrivers  # bleak is only loaded when hubd drives the locks
+    from hubd.store.pairings import Pairings
 
-    drivers = await LockDrivers.open(bridge, config.paired_locks(), lock_states, devices, stack)
-    return drivers.locks
+    pairings = Pairings(store)
+    paired = pairings.all()
+    for lock in config.locks:
+        if lock not in paired:
+            log.error("lock %s of [locks] has no pairing in hubd's state: its commands fail "
+                      "unknown_lock; pair it with hubctl pair (or remove it from [locks])", lock,
+                      extra={"lock": lock})
+    for lock in paired:
+        if lock not in config.locks:
+            log.warning("a pairing for %s, which [locks] does not name, is kept but not driven: add "
+                        "it to [locks] with its kind, or hubctl decommission", lock, extra={"lock": lock})
+    driven = {lock: p for lock, p in paired.items() if lock in config.locks}
+    drivers = await LockDrivers.open(bridge, driven, lock_states, devices, stack)
+    return drivers.locks, drivers, pairings
 
 
 def _flush_refusals(audit: AuditLog) -> None:

@@ -13,7 +13,9 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     status_socket = "/run/hubd/status.sock"  # hubctl status / doctor read the hub's health here
     lock_driver = "bridge"               # who runs the lock protocols: the bridge's firmware, or
                                          # "hubd" on bleak through the bridge's Bluetooth proxy
-                                         # (docs/ble-proxy.md; needs [lock_links])
+                                         # (docs/ble-proxy.md); hubd then keeps each lock's
+                                         # pairing (address, secret) in its state database,
+                                         # written by hubctl pair, never in this file
 
     [mqtt]
     host = "broker.example"
@@ -36,12 +38,6 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [locks]                              # each lock id this hub knows (none yet is fine), and its kind:
     front = "inside_turner"              #   inside_turner, in_cylinder, key_box, entrance_door
     keybox = "key_box"                   # (wire.lockkinds); an action the kind lacks is refused
-
-    [lock_links.front]                   # with lock_driver = "hubd": how hubd reaches each lock of
-    address = "C0:FF:EE:00:00:01"        # [locks], from pairing (the bridge's bridge.json)
-    addr_type = 0                        # 0 public, 1 random
-    secret = "<64 hex digits>"           # better: HUBD_LOCK_LINKS='{"front": {"address": ...,
-                                         # "secret": ...}}' (the whole table: env replaces it)
 
     [alarms]                             # safety alarms to the alarm centre (all optional)
     resident = "resident-208"            # who the centre should send help to (default: none)
@@ -74,19 +70,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringConstraints, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hubapi import signing, topics
 from hubapi.models import DeviceKind
 from hubd.devices import battery
-from wire import frame, lockkinds, lockproto
-
-if TYPE_CHECKING:
-    from hubd.locks import PairedLock
+from wire import frame, lockkinds
 
 ENV_PREFIX = "HUBD_"
 CONFIG_ENV = "HUBD_CONFIG"
@@ -157,28 +150,6 @@ class SerialConfig(_Section):
     def key(self) -> bytes:
         """The link key's bytes."""
         return bytes.fromhex(self.link_key.get_secret_value())
-
-
-class LockLinkConfig(_Section):
-    """How hubd reaches one paired lock itself (``lock_driver = "hubd"``): what pairing gave the
-    bridge (bridge.json's ``locks[]``: addr, addr_type, secret) until pairing moves to hubd."""
-
-    address: str = Field(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")  # C0:FF:EE:00:00:01
-    addr_type: Literal[0, 1] = 0  # 0 public, 1 random
-    # The lock's pairing secret: whoever has it opens the door. Better in HUBD_LOCK_LINKS.
-    secret: SecretStr
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_hex(cls, secret: SecretStr) -> SecretStr:
-        return _secret_of(secret, lockproto.SECRET_LEN, "the lock's secret in the bridge's bridge.json")
-
-    def paired(self, kind: str) -> PairedLock:
-        """As the lock drivers take it."""
-        from hubd.locks import PairedLock  # bleak is loaded only when hubd drives the locks
-
-        return PairedLock(kind, self.address.upper(), bytes.fromhex(self.secret.get_secret_value()),
-                          self.addr_type)
 
 
 class AlarmsConfig(_Section):
@@ -315,10 +286,9 @@ class HubConfig(BaseSettings):
     # None until `hubctl pair` adds one; a resident may have only a safety alarm.
     locks: dict[SegmentId, LockKind] = Field(default_factory=dict)
     # Who runs the lock protocols: the bridge's firmware drivers ("bridge"), or hubd's own on
-    # bleak through the bridge's Bluetooth proxy ("hubd", docs/ble-proxy.md), which needs each
-    # lock's address and secret in lock_links.
+    # bleak through the bridge's Bluetooth proxy ("hubd", docs/ble-proxy.md), which takes each
+    # lock's address and secret from its pairing in the state database (hubd/store/pairings.py).
     lock_driver: Literal["bridge", "hubd"] = "bridge"
-    lock_links: dict[SegmentId, LockLinkConfig] = Field(default_factory=dict, validate_default=True)
     clock_skew_s: float = Field(5.0, ge=0, le=60)
     command_timeout_s: float = Field(30.0, gt=0, le=600)
     # A command that finds the bridge link down (a bridge rebooting, hubd just started) waits this
@@ -341,6 +311,15 @@ class HubConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's content arrives as init arguments; the environment overrides it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lock_links(cls, data: Any) -> Any:
+        if (isinstance(data, dict) and "lock_links" in data) or ENV_PREFIX + "LOCK_LINKS" in os.environ:
+            raise ValueError("lock_links is gone: hubd keeps each lock's address and secret in its "
+                             "state database, from hubctl pair; remove [lock_links] (and "
+                             "HUBD_LOCK_LINKS) and pair the locks with hubctl pair")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -380,29 +359,6 @@ class HubConfig(BaseSettings):
             raise ValueError(f"give each lock its kind as a table, e.g. [locks] front = \"inside_turner\" "
                              f"(kinds: {kinds})")
         return locks
-
-    @field_validator("lock_links")
-    @classmethod
-    def _lock_links_match(cls, links: dict[str, LockLinkConfig],
-                          info: ValidationInfo) -> dict[str, LockLinkConfig]:
-        locks = info.data.get("locks")
-        if locks is None:  # [locks] itself is wrong: its own error says so
-            return links
-        for lock in links:
-            if lock not in locks:
-                raise ValueError(f"{lock} names no lock of [locks]: add it there with its kind, or "
-                                 "remove it")
-        if info.data.get("lock_driver") == "hubd":
-            for lock in locks:
-                if lock not in links:
-                    raise ValueError(f"{lock} is missing: with lock_driver = \"hubd\" hubd drives "
-                                     "each lock itself and needs its address, addr_type and secret "
-                                     "(the bridge's bridge.json has them)")
-        return links
-
-    def paired_locks(self) -> dict[str, PairedLock]:
-        """Each lock of lock_links with its kind, as hubd's lock drivers take them."""
-        return {lock: link.paired(self.locks[lock]) for lock, link in self.lock_links.items()}
 
     @property
     def client_id(self) -> str:
