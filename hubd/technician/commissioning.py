@@ -10,6 +10,17 @@ read) and the device reports -> the proving cycle (lock operations run straight 
 audited as the technician's, source ``technician``) -> hubctl writes hubd.toml and the hub's copy
 of bridge.json.
 
+With ``lock_driver = "hubd"`` (``drivers`` and ``pairings`` given) the bridge is only the
+Bluetooth proxy and hubd does what the firmware did: scan hears the locks' adverts through the
+proxy; pair makes a fresh secret, gives it to the lock with PAIR through hubd's own driver
+(hubd/locks/pairing.py), keeps the pairing in the state database (hubd/store/pairings.py) and
+drives the lock at once (``LockDrivers.add``), no bridge restart; decommission UNPAIRs each
+paired lock with its secret, forgets the pairing (``LockDrivers.remove``, the row deleted) and
+then has the bridge wipe its own state as before. The secret never leaves hubd: not on the
+socket, not in a log, not in hubctl's files.
+
+Every pairing attempt, refused or failed ones too, is audited (actor ``hubctl``).
+
 Decommissioning: refused while alarms still wait for the alarm centre (unless forced) -> every
 lock is told to forget its secret and the bridge forgets it (`unpair`) -> the bridge drops its
 locks and LTE credentials (`wipe`) and restarts -> the backend is told, retained, on
@@ -22,8 +33,9 @@ import asyncio
 import logging
 import time
 import uuid
+import sqlite3
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hubapi import topics
 from hubapi.models import AuditOutcome, Decommissioned, Role
@@ -31,7 +43,12 @@ from hubd.technician import control
 from hubd.store.audit import AuditLog
 from hubd.devices.registry import Devices
 from hubd.store.outbox import PublishFailed
-from wire import lockkinds, messages
+from wire import lockkinds, lockproto, messages
+
+if TYPE_CHECKING:
+    from hubd.ble.advert import Advert
+    from hubd.locks.drivers import LockDrivers
+    from hubd.store.pairings import Pairings
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +77,16 @@ PAIR_FIXES = {
     "full": "the bridge drives as many locks as its memory allows (docs/architecture.md, Limits)",
     "failed": "the bridge could not complete the pairing: hubctl doctor, then try again",
 }
+# The same with hubd's own driver (lock_driver = "hubd"): hubd pairs, through the bridge's proxy.
+HUBD_PAIR_FIXES = {
+    **PAIR_FIXES,
+    "unreachable": "hubd could not connect to the lock through the bridge: bring the hub closer or "
+                   "check the lock's batteries (hubctl pair --scan shows its signal)",
+    "exists": "hubd already has a pairing for this id or address: choose another name, or "
+              "decommission the old pairing first",
+    "failed": "the pairing did not complete (the lock may hold the new secret: pair it again, "
+              "in pairing mode): hubctl doctor, then try again",
+}
 
 
 class _Publisher(Protocol):
@@ -87,9 +114,16 @@ class Commissioning:
 
     def __init__(self, hub_id: str, bridge: _Bridge, locks: dict[str, str], devices: Devices,
                  audit: AuditLog, publisher: _Publisher, alarms: _Alarms,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, drivers: LockDrivers | None = None,
+                 pairings: Pairings | None = None) -> None:
+        """``drivers`` and ``pairings``: hubd's own lock drivers and its pairings table, with
+        ``lock_driver = "hubd"`` (both or neither)."""
+        if (drivers is None) != (pairings is None):
+            raise ValueError("hubd's lock drivers and its pairings go together")
         self._hub = hub_id
         self._bridge = bridge
+        self._drivers = drivers
+        self._pairings = pairings
         self._locks = locks
         self._devices = devices
         self._audit = audit
@@ -143,6 +177,8 @@ class Commissioning:
 
     async def scan(self, request: control.ScanRequest, progress: Callable[[str], None]) -> control.ScanResult:
         self._need_bridge()
+        if self._drivers is not None:
+            return await self._scan_proxy(request, progress)
         async with self._busy:
             progress(f"listening for locks for {request.seconds} s")
             got = await self._exchange(messages.make(messages.SCAN, request.seconds * 1000),
@@ -153,6 +189,40 @@ class Commissioning:
         found.sort(key=lambda f: -f.rssi)
         return control.ScanResult(locks=found)
 
+    async def _scan_proxy(self, request: control.ScanRequest,
+                          progress: Callable[[str], None]) -> control.ScanResult:
+        """The reference locks heard through the proxy (a ``ble_scan`` of ``seconds``), each
+        named if hubd has paired it; the strongest signal first."""
+        assert self._drivers is not None and self._pairings is not None
+        proxy = self._drivers.proxy
+        paired = {p.address: lock for lock, p in self._pairings.all().items()}
+        heard: dict[str, control.FoundLock] = {}
+
+        def advert(addr: str, addr_type: int, rssi: int, parsed: Advert, msg: dict[str, Any]) -> None:
+            try:
+                kind, battery, _, pairing = lockproto.decode_advert(bytes.fromhex(msg["data"]))
+            except (lockproto.ProtocolError, ValueError):
+                return  # not a reference lock, or a hostile advert
+            name = parsed.local_name if parsed.local_name and len(parsed.local_name) <= messages.MAX_ID \
+                else None
+            heard[addr] = control.FoundLock(addr=addr, addr_type=addr_type, kind=kind, rssi=rssi,
+                                            battery=battery, name=name, pairing=pairing,
+                                            lock=paired.get(addr))
+
+        async with self._busy:
+            progress(f"listening for locks for {request.seconds} s (through the bridge's proxy)")
+            stop = proxy.on_advert(advert)
+            try:
+                done = await proxy.request(messages.BLE_SCAN, request.seconds * 1000, True,
+                                           wait_ms=request.seconds * 1000)
+                if done.status == "refused":  # a scan already runs: its adverts reach us too
+                    await asyncio.sleep(request.seconds)
+                elif not done.ok:
+                    raise control.Refused(f"the bridge could not scan ({done.status}): hubctl doctor")
+            finally:
+                stop()
+        return control.ScanResult(locks=sorted(heard.values(), key=lambda f: -f.rssi))
+
     # --- pair ----------------------------------------------------------------------------------
 
     async def pair(self, request: control.PairRequest, progress: Callable[[str], None]) -> control.PairResult:
@@ -160,6 +230,11 @@ class Commissioning:
         if request.lock in self._locks:
             raise control.Refused(f"this hub already has a lock named {request.lock}: choose another "
                                   "--name, or decommission the old pairing first")
+        if self._drivers is not None:
+            return await self._pair_in_hubd(request, progress)
+        if request.secret is None:
+            raise control.Refused("with lock_driver = \"bridge\" the pairing needs a secret from "
+                                  "hubctl: is hubctl reading this hub's hubd.toml? (--etc-dir)")
         async with self._busy:
             progress(f"pairing the {request.kind.replace('_', ' ')} at {request.addr} as {request.lock}")
             self._link_went_down.clear()  # the bridge restarts after a pairing
@@ -187,6 +262,66 @@ class Commissioning:
         return control.PairResult(lock=request.lock, kind=request.kind, addr=request.addr.upper(),
                                   state=answer["state"], battery=answer["battery"], cycle=cycle)
 
+    async def _pair_in_hubd(self, request: control.PairRequest,
+                            progress: Callable[[str], None]) -> control.PairResult:
+        """PAIR through hubd's own driver; the pairing kept, the lock driven at once."""
+        from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
+        from hubd.locks.transport import PairedLock
+
+        assert self._drivers is not None and self._pairings is not None
+        if request.secret is not None:
+            raise control.Refused("with lock_driver = \"hubd\" hubd makes the lock's secret itself; "
+                                  "this hubctl sent one: install the same homecare-hub release "
+                                  "for hubctl as for hubd")
+        addr = request.addr.upper()
+        other = self._pairings.lock_at(addr)
+        if other is not None or request.lock in self._pairings.all():
+            self._audit_pairing(request, "exists")
+            raise control.Refused(f"pairing refused (exists): {HUBD_PAIR_FIXES['exists']}"
+                                  + (f" ({addr} is {other})" if other else ""))
+        async with self._busy:
+            progress(f"pairing the {request.kind.replace('_', ' ')} at {addr} as {request.lock}")
+            secret = pairing.new_secret()
+            outcome = await pairing.pair(addr, request.addr_type, secret,
+                                         bytes.fromhex(request.setup_key), timeout=PAIR_TIMEOUT_S,
+                                         proxy=self._drivers.proxy)
+            if outcome.result != pairing.OK:
+                self._audit_pairing(request, outcome.result)
+                log.warning("pairing refused", extra={"lock": request.lock, "result": outcome.result,
+                                                      "why": outcome.why})
+                raise control.Refused(f"pairing failed ({outcome.result}): "
+                                      f"{HUBD_PAIR_FIXES.get(outcome.result, HUBD_PAIR_FIXES['failed'])}")
+            paired = PairedLock(request.kind, addr, secret, request.addr_type)
+            try:
+                self._pairings.record(request.lock, paired)
+            except sqlite3.Error as exc:
+                self._audit_pairing(request, "store_failed")
+                log.error("cannot keep the pairing of %s: %s", request.lock, exc)
+                raise control.Refused(f"the lock took the new secret but hubd could not keep it "
+                                      f"({exc}): free the state directory's disk, put the lock in "
+                                      "pairing mode and pair it again") from None
+            self._locks[request.lock] = request.kind
+            self._devices.expect(request.lock, request.kind,
+                                 "mains" if request.kind == lockkinds.ENTRANCE_DOOR else "reference")
+            await self._drivers.add(request.lock, paired)
+            self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
+                               actor=ACTOR, role=Role.TECHNICIAN, action="pair", state=outcome.state,
+                               battery=outcome.battery)
+            log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": addr})
+            progress(f"paired: the lock holds the new secret ({outcome.state}, battery "
+                     f"{outcome.battery} %); hubd drives it from now on")
+            cycle = await self._prove(request.lock, request.kind, progress)
+        return control.PairResult(lock=request.lock, kind=request.kind, addr=addr,
+                                  state=outcome.state, battery=outcome.battery, cycle=cycle)
+
+    def _audit_pairing(self, request: control.PairRequest, result: str) -> None:
+        """A pairing attempt that did not pair, in the audit trail."""
+        try:
+            self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.FAILED,
+                               actor=ACTOR, role=Role.TECHNICIAN, action="pair", reason=result)
+        except sqlite3.Error as exc:
+            log.error("cannot audit the failed pairing of %s: %s", request.lock, exc)
+
     def _link_changed(self, up: bool) -> None:
         if not up:
             self._link_went_down.set()
@@ -212,7 +347,8 @@ class Commissioning:
         for action in actions:
             command = f"hubctl-{uuid.uuid4()}"
             progress(f"proving it: {action}")
-            result = await self._bridge.operate(lock, action, command, lambda: None, CYCLE_OP_TIMEOUT_S)
+            transport = self._bridge if self._drivers is None else self._drivers.locks
+            result = await transport.operate(lock, action, command, lambda: None, CYCLE_OP_TIMEOUT_S)
             step = control.CycleStep(action=action, status=result.outcome, reason=result.reason,
                                      state=result.state)
             steps.append(step)
@@ -236,6 +372,8 @@ class Commissioning:
                                   "hubctl status shows none, or --force to decommission anyway")
         async with self._busy:
             results: dict[str, str] = {}
+            if self._drivers is not None:
+                await self._unpair_in_hubd(results, progress)
             for lock in sorted(self._locks):
                 progress(f"{lock}: telling the lock to forget its secret")
                 got = await self._exchange(messages.make(messages.UNPAIR, lock),
@@ -247,6 +385,7 @@ class Commissioning:
                                    role=Role.TECHNICIAN, reason=None if results[lock] == "ok" else results[lock])
                 progress(f"{lock}: {_unpaired_text(results[lock])}")
             progress("bridge: forgetting its locks and LTE credentials")
+            # With hubd's drivers the bridge restarts on a wipe too; the proxy follows the link.
             got = await self._exchange(messages.make(messages.WIPE), lambda m: m["m"] == messages.WIPED,
                                        UNPAIR_TIMEOUT_S, "wipe")
             progress(f"bridge: forgot {got[-1]['locks']} lock(s) and its LTE credentials; it restarts")
@@ -263,6 +402,36 @@ class Commissioning:
                          "the hub is decommissioned")
             log.info("hub decommissioned", extra={"locks": results, "backend_told": told})
         return control.DecommissionResult(locks=results, backend_told=told)
+
+
+    async def _unpair_in_hubd(self, results: dict[str, str], progress: Callable[[str], None]) -> None:
+        """Each lock hubd paired told to forget its secret (UNPAIR with it); the pairing forgotten
+        whatever the lock said, so the secret opens nothing any more. A lock of [locks] without
+        a pairing is ``unknown_lock``."""
+        from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
+
+        assert self._drivers is not None and self._pairings is not None
+        paired = self._pairings.all()
+        for lock in sorted(set(self._locks) | set(paired)):
+            p = paired.get(lock)
+            if p is None:
+                result = "unknown_lock"
+            else:
+                progress(f"{lock}: telling the lock to forget its secret")
+                await self._drivers.remove(lock)  # after an operation in flight; none after it
+                result = (await pairing.unpair(p.address, p.addr_type, p.secret,
+                                               timeout=UNPAIR_TIMEOUT_S,
+                                               proxy=self._drivers.proxy)).result
+                try:
+                    self._pairings.forget(lock)
+                except sqlite3.Error as exc:
+                    log.error("cannot forget the pairing of %s: %s", lock, exc)
+                    result = "failed"
+            results[lock] = result
+            self._locks.pop(lock, None)
+            self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
+                               role=Role.TECHNICIAN, reason=None if result == "ok" else result)
+            progress(f"{lock}: {_unpaired_text(result)}")
 
 
 def _unpaired_text(result: str) -> str:

@@ -8,7 +8,8 @@ One request per connection, one JSON line from the client::
     {"request": "test_alarm", "second_path": false}
     {"request": "scan", "seconds": 8}
     {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "C0:FF:EE:00:00:01",
-     "addr_type": 0, "secret": "<64 hex digits>", "setup_key": "<64 hex digits>"}
+     "addr_type": 0, "setup_key": "<64 hex digits>"}
+    (with lock_driver = "bridge" also "secret": "<64 hex digits>", which hubctl makes)
     {"request": "decommission", "force": false}
 
 hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
@@ -64,12 +65,18 @@ class ScanRequest(_Request):
 
 
 class PairRequest(_Request):
+    """Pair the lock at ``addr`` as ``lock``, proven with its ``setup_key``.
+
+    ``secret``: the new secret, only with ``lock_driver = "bridge"``, where hubctl makes it and
+    keeps the hub's copy of bridge.json. With ``lock_driver = "hubd"`` it must be left out: hubd
+    makes the secret and keeps it in its state, and it never crosses this socket."""
+
     request: Literal["pair"] = "pair"
     lock: SegmentId
     kind: LockKind
     addr: str = Field(pattern=ADDR)
     addr_type: Literal[0, 1] = 0
-    secret: str = Field(pattern=HEX64, repr=False)
+    secret: str | None = Field(None, pattern=HEX64, repr=False)
     setup_key: str = Field(pattern=HEX64, repr=False)
 
 
