@@ -533,10 +533,12 @@ def pair(
     """Find a lock, pair it with the hub under a name, and prove it with a lock/unlock cycle.
 
     Put the lock in pairing mode first (hold its pairing button until it signals). The hub gives
-    it a new random secret, sealed with the lock's setup key; the lock proves it holds it; the
-    bridge restarts to drive it; then the hub unlocks and locks it once (an entrance door:
-    unlatches once), audited as the technician's. The lock is recorded in hubd.toml and the
-    hub's bridge.json (0600). The secret is never printed.
+    it a new random secret, sealed with the lock's setup key; the lock proves it holds it; then
+    the hub unlocks and locks it once (an entrance door: unlatches once), audited as the
+    technician's. With lock_driver = "hubd" in hubd.toml hubd makes the secret, keeps it in its
+    state database and drives the lock at once; the lock's name and kind go to hubd.toml's
+    [locks]. Otherwise the bridge restarts to drive it, and the lock is recorded in hubd.toml and
+    the hub's bridge.json (0600). The secret is never printed.
 
     **Example:** sudo hubctl pair --scan, then sudo hubctl pair --addr C0:FF:EE:00:00:07
     --name front-door --setup-key 3f1c...e2 (64 hex digits)
@@ -565,8 +567,10 @@ def pair(
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except pairing.PairingError as e:
         raise Failed(str(e)) from None
+    where = (f"{done.files.hubd_toml} (its secret in hubd's state only)" if done.in_hubd
+             else f"{done.files.hubd_toml} and {done.files.bridge_json}")
     out.print(f"{name}: {done.lock.kind.replace('_', ' ')} at {done.lock.addr} paired; recorded in "
-              f"{done.files.hubd_toml} and {done.files.bridge_json}", markup=False)
+              f"{where}", markup=False)
     s = done.failed
     if s is not None:
         raise Failed(f"{name} is paired but did not {s.action}: {s.status}"

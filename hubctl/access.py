@@ -1,6 +1,10 @@
 """The municipality's access in the hub's own files: a lock added by ``hubctl pair``, every
 secret removed by ``hubctl decommission``.
 
+With ``lock_driver = "hubd"`` in hubd.toml hubd pairs the locks itself and keeps their secrets in
+its state database: a lock paired is then only its name and kind in hubd.toml's [locks], and no
+file of hubctl's ever holds a lock secret (:func:`add_lock` with ``secret`` None).
+
 The bridge keeps its own bridge.json on its flash (the firmware rewrites it when it pairs or
 forgets a lock); the hub keeps a copy in ``etc/bridge.json`` that ``hubctl flash`` copies to a
 new or reflashed bridge, so both are changed together. Files are replaced atomically with their
@@ -19,10 +23,22 @@ DECOMMISSIONED = ("# This hub was decommissioned by hubctl decommission: no back
                   "# no broker credentials. Provision it again (hubctl provision) to use it.\n")
 
 
-def add_lock(files: HubFiles, lock: str, kind: str, addr: str, addr_type: int, secret: str) -> None:
-    """The paired lock in hubd.toml's [locks] and the hub's bridge.json (0600: its secret)."""
+def lock_driver(files: HubFiles) -> str:
+    """Who runs the lock protocols on this hub: hubd.toml's ``lock_driver`` ("bridge" when
+    unset, as hubd reads it)."""
+    return str(read_toml(files.hubd_toml).get("lock_driver", "bridge"))
+
+
+def add_lock(files: HubFiles, lock: str, kind: str, addr: str, addr_type: int,
+             secret: str | None) -> None:
+    """The paired lock in hubd.toml's [locks] and, with the bridge's drivers (``secret`` given),
+    in the hub's bridge.json (0600: its secret). With ``secret`` None (hubd paired it and keeps
+    the secret) only hubd.toml changes."""
     hub = read_toml(files.hubd_toml)
     hub.setdefault("locks", {})[lock] = kind
+    if secret is None:
+        replace([Planned(files.hubd_toml, toml_bytes(hub), mode_of(files.hubd_toml))])
+        return
     bridge = read_bridge(files.bridge_json)
     locks = [lk for lk in bridge.get("locks", []) if lk.get("id") != lock]
     locks.append({"id": lock, "kind": kind, "protocol": "reference", "addr": addr.upper(),

@@ -2,6 +2,11 @@
 those the bridge hears, ask hubd to pair it (a fresh random secret sealed with the lock's setup
 key), record it in the hub's files, and judge the lock/unlock cycle that proves it.
 
+Who makes the secret follows hubd.toml's ``lock_driver``: with "hubd", hubd makes it, pairs
+through its own driver and keeps it in its state database; hubctl sends none and records only
+``[locks] name = kind``. With "bridge" (the firmware's drivers) hubctl makes it, the bridge keeps
+it in its bridge.json and hubctl in the hub's copy.
+
 Every failure is a :class:`PairingError` whose message says what to do; a value the technician
 typed wrong is a :class:`BadValue` naming the flag. hubd is reached on its local socket
 (hubd.technician.control), each progress line handed to ``progress`` as it comes.
@@ -44,6 +49,7 @@ class Paired:
     lock: control.FoundLock
     result: control.PairResult
     files: hubfiles.HubFiles
+    in_hubd: bool = False  # hubd paired it and keeps its secret (lock_driver = "hubd")
 
     @property
     def failed(self) -> control.CycleStep | None:
@@ -97,9 +103,13 @@ def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setu
         files.check_writable()
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
+    try:
+        in_hubd = access.lock_driver(files) == "hubd"
+    except hubfiles.FilesError as e:
+        raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
     lock = find(scan(socket_path, seconds, progress), addr)
-    secret = secrets.token_hex(32)
+    secret = None if in_hubd else secrets.token_hex(32)  # hubd makes its own
     done = ask(socket_path, control.PairRequest(
         lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, secret=secret,
         setup_key=setup_key), control.COMMISSIONING_WAIT_S, progress)
@@ -107,9 +117,11 @@ def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setu
     try:
         access.add_lock(files, name, lock.kind, lock.addr, lock.addr_type, secret)
     except hubfiles.FilesError as e:
-        raise PairingError(f"{name} is paired and in the bridge's own bridge.json, but the hub's "
-                           f"files were not updated: {e}") from None
-    return Paired(name, lock, result, files)
+        where = "hubd's state" if in_hubd else "the bridge's own bridge.json"
+        raise PairingError(f"{name} is paired and in {where}, but hubd.toml's [locks] was not "
+                           f"updated: {e}: add {name} = \"{lock.kind}\" under [locks] by hand "
+                           "and restart hubd") from None
+    return Paired(name, lock, result, files, in_hubd)
 
 
 def signal(rssi: int) -> str:
