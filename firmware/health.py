@@ -3,10 +3,9 @@
 `health` (wire/messages.py) goes to hubd every ``health_ms`` while the host link is up and at
 once on `health_request` (hubd asks when it sees the link come up): uptime, why the chip last
 reset, free heap after a collection and the least of it since boot (sampled every 5 s and at each
-report; MicroPython cannot tell its largest free block without printing, so health has none), the
-host link's counters, BLE
-stack restarts and why, LTE registration and signal, the alarm unit link, journal sizes and the
-bridge's clock (Unix s by hubd's last `clock`).
+report), the least largest free block since boot (measured at each report: heap.largest_block),
+the host link's counters, BLE stack restarts and why, LTE registration and signal, the alarm
+unit link, journal sizes and the bridge's clock (Unix s by hubd's last `clock`).
 
 Watchdogs, both run from this module's loop:
 - the chip's WDT (``wdt_ms``) is fed only while the host link's task goes round: a hung event
@@ -24,6 +23,7 @@ import time
 import asyncio
 import machine
 
+import heap
 import log
 import vital
 from wire import link, messages
@@ -64,6 +64,7 @@ class Health:
         self._next = None  # ticks_ms when the next periodic health is due; None: link down
         self._lte = {"registered": None, "rssi": None}
         self.heap_min = None  # the least free heap after a collection since boot (bytes)
+        self.heap_blk = None  # the least largest free block since boot (bytes, per report)
 
     def _heap_free(self):
         # After a collection, what live data leaves: its low-water mark is the heap's margin.
@@ -76,6 +77,11 @@ class Health:
     def message(self):
         """The `health` payload now."""
         free = self._heap_free()
+        # Free heap in holes too small for a frame is no margin: the largest block is. Measured
+        # here only (a few collections), so its low-water mark is per report, not every 5 s.
+        blk = heap.largest_block()
+        if self.heap_blk is None or blk < self.heap_blk:
+            self.heap_blk = blk
         host = self._host
         stats = host.link.stats
         counts = {}
@@ -86,7 +92,8 @@ class Health:
         flow = self._flow
         up_s = (self._up_ms + time.ticks_diff(time.ticks_ms(), self._since)) // 1000
         return messages.make(
-            messages.HEALTH, min(_CAP, up_s), self.reset, free, self.heap_min, counts,
+            messages.HEALTH, min(_CAP, up_s), self.reset, free, self.heap_min, self.heap_blk,
+            counts,
             {"restarts": c.restarts, "last_restart": c.last_restart, "connected": c.connected()},
             None if self._modem is None else self._lte,
             None if unit is None else {"up": unit.up, "last_heard_s": unit.heard_s()},

@@ -51,6 +51,30 @@ def survive(where):
         _reset(drops)
 
 
+def largest_block():
+    """The largest bytearray the heap can give now, in bytes (to a GC block, 16 bytes on the
+    chip): what the next big allocation can count on, where ``gc.mem_free()`` counts holes too.
+    MicroPython tells it only by printing (``micropython.mem_info``), so it is measured: after a
+    collection, a binary search of allocations each dropped at once (a failed one collects again
+    and retries before it raises), and a collection after, so nothing of it stays. A few
+    collections' time: call it rarely (at each health report), never in a hot path, and from
+    one task between awaits (nothing else allocates while it searches)."""
+    gc.collect()
+    lo = 0
+    hi = gc.mem_free()
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        try:
+            block = bytearray(mid)
+        except MemoryError:
+            hi = mid
+            continue
+        block = None  # noqa: F841 (dropped at once: the next try may need its room)
+        lo = mid
+    gc.collect()
+    return lo
+
+
 async def read(reader, n, where):
     """``reader.read(n)``; b"" when the heap had no room for what arrived (survived, see above)."""
     try:

@@ -617,6 +617,8 @@ class BridgeHealth(_Model):
     reset: Literal[link_messages.RESETS]  # type: ignore[valid-type]  # one definition: the link's
     heap_free: Count  # bytes free after a collection
     heap_min: Count  # the least heap_free the bridge measured since boot (every 5 s and per report)
+    heap_blk: Count  # the least largest free block since boot (bytes, measured at each report): the
+    # biggest allocation the bridge could still make at its most fragmented
     link: dict[str, Count]
     ble: BridgeBle
     lte: BridgeLte | None

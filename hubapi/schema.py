@@ -298,7 +298,7 @@ _EXAMPLE_AUDIT = AuditEntry.seal(
     kid="backend-2026", verified=True,
 )
 _EXAMPLE_HEALTH = BridgeHealth(
-    up_s=86400, reset="power_on", heap_free=41200, heap_min=29800,
+    up_s=86400, reset="power_on", heap_free=41200, heap_min=29800, heap_blk=18432,
     link={"frames_rx": 17280, "frames_tx": 17301, "crc_errors": 2, "retransmits": 3, "downs": 0},
     ble=BridgeBle(restarts=0, last_restart=None, connected=0),
     lte=BridgeLte(registered="home", rssi=-83), unit=BridgeUnit(up=True, last_heard_s=12),

@@ -367,7 +367,7 @@ def status(
     h = b.health
     if h is not None:
         out.print(f"  up {diagnosis._age(now, now - h.up_s)}, last reset {h.reset}, heap {h.heap_free} B free "
-                  f"(least since boot {h.heap_min} B), "
+                  f"(least since boot {h.heap_min} B, largest block least {h.heap_blk} B), "
                   f"BLE restarts {h.ble.restarts}, journals: {h.journals.commands} commands, "
                   f"{h.journals.alarms} alarms", markup=False)
         if h.lte is not None:

@@ -244,7 +244,7 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
     else:
         extra = ""
         if health is not None:
-            extra = f", up {_age(now, now - health.up_s)}, last reset {health.reset}, heap {health.heap_free} B free (least {health.heap_min} B)"
+            extra = f", up {_age(now, now - health.up_s)}, last reset {health.reset}, heap {health.heap_free} B free (least {health.heap_min} B, largest block least {health.heap_blk} B)"
         checks.append(Check("bridge link", OK, f"up, firmware {b.firmware}, link protocol {b.protocol}{extra}"))
     # each lock
     for d in _lock_devices(status):

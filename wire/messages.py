@@ -42,8 +42,9 @@ bridge -> hubd
              one device's raw reading (hubd converts it per model): sent when it changes and
              for every device whenever the link comes up
     health   {"m":"health","up_s":int,"reset":str,"heap_free":int,"heap_min":int,
-              "heap_blk":int,"link":{counter:int,...},"ble":{"restarts":int,"last_restart":str|null,
-              "connected":int},"lte":{"registered":str|null,"rssi":int|null}|null,
+              "heap_blk":int,"link":{counter:int,...},
+              "ble":{"restarts":int,"last_restart":str|null,"connected":int},
+              "lte":{"registered":str|null,"rssi":int|null}|null,
               "unit":{"up":bool,"last_heard_s":int|null}|null,
               "journals":{"commands":int,"alarms":int},"clock":int|null}
              the bridge's own health, every health_ms and on request

@@ -21,7 +21,7 @@ VALID = [
     messages.make(messages.ALARM_LTE, "au5a0000ab-1", "ack"),
     messages.make(messages.DEVICE, "au5a0000ab", "base_unit", "base-nimh-4.8v", 5040, "mV",
                   False, None, True, "1.4.2"),
-    messages.make(messages.HEALTH, 3600, "wdt", 11840, 10272, _LINK,
+    messages.make(messages.HEALTH, 3600, "wdt", 11840, 10272, 9216, _LINK,
                   {"restarts": 1, "last_restart": "silent", "connected": 0},
                   {"registered": "home", "rssi": -73}, {"up": True, "last_heard_s": 4},
                   {"commands": 3, "alarms": 1}, 1700003600),

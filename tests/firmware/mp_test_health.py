@@ -184,3 +184,30 @@ def test_heap_min_is_the_low_water_mark_of_free_heap_after_a_collection():
     after = messages.decode(health.message())
     assert after["heap_free"] > during["heap_free"], "the block is free again"
     assert after["heap_min"] == during["heap_min"], "the low-water mark stays"
+
+
+def test_heap_blk_is_the_low_water_mark_of_the_largest_free_block():
+    health, host, central = _health()
+    first = messages.decode(health.message())
+    assert 0 < first["heap_blk"] <= first["heap_free"]
+    # A burst of work leaves the heap in holes: plenty free, no big block (nodes are lists, so
+    # a block is let go without allocating).
+    hog = None
+    try:
+        while True:
+            hog = [bytearray(512), hog]
+    except MemoryError:
+        pass
+    node = hog
+    odd = False
+    while node is not None:
+        if odd:
+            node[0] = None
+        odd = not odd
+        node = node[1]
+    during = messages.decode(health.message())
+    assert during["heap_blk"] < 2048 < during["heap_free"]
+    hog = None
+    after = messages.decode(health.message())
+    assert after["heap_free"] > during["heap_free"], "the blocks are free again"
+    assert after["heap_blk"] == during["heap_blk"], "the low-water mark stays"

@@ -126,3 +126,51 @@ def test_a_frame_that_meets_a_full_heap_is_lost_and_the_peer_sends_it_again():
     run(1000)  # heap back: the hub's retransmission timer sends it again
     assert got == [payload]
     assert bridge.state == link.UP and hub.state == link.UP
+
+
+def test_the_largest_block_can_be_had_and_a_little_more_cannot():
+    n = heap.largest_block()
+    assert 0 < n <= gc.mem_free()
+    block = bytearray(n)  # what it promises is there
+    block = None
+    gc.collect()
+    try:
+        block = bytearray(n + 64)  # beyond it, to a few GC blocks, nothing is
+    except MemoryError:
+        pass
+    else:
+        raise AssertionError("a block of %d B was had, larger than the %d B measured" % (n + 64, n))
+
+
+def test_the_largest_block_sees_holes_that_free_heap_counts():
+    # A full heap of 1 KB blocks, every other one then freed: half the heap free, in holes.
+    # Nodes are lists, so a block is let go without allocating anything.
+    hog = None
+    try:
+        while True:
+            hog = [bytearray(1024), hog]
+    except MemoryError:
+        pass
+    node = hog
+    odd = False
+    while node is not None:
+        if odd:
+            node[0] = None
+        odd = not odd
+        node = node[1]
+    gc.collect()
+    free = gc.mem_free()
+    n = heap.largest_block()
+    hog = None
+    gc.collect()
+    assert free > 16 * 1024, "the test made too few holes to prove anything (%d B free)" % free
+    assert n < 4 * 1024, "%d B free in 1 KB holes, yet a block of %d B measured" % (free, n)
+
+
+def test_measuring_the_largest_block_leaves_the_heap_as_it_found_it():
+    gc.collect()
+    before = gc.mem_free()
+    for _ in range(5):
+        heap.largest_block()
+    gc.collect()
+    assert gc.mem_free() == before

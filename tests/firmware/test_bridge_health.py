@@ -92,6 +92,10 @@ async def test_health_comes_on_request_and_every_health_ms(
     assert ups == sorted(ups)
     mins = [h["heap_min"] for h in hub.health()]  # a low-water mark: it never rises
     assert mins == sorted(mins, reverse=True) and all(h["heap_min"] <= h["heap_free"] for h in hub.health())
+    # The largest free block, measured on the running bridge at each report: a low-water mark
+    # too, never more than was free (a block is part of the free heap).
+    blks = [h["heap_blk"] for h in hub.health()]
+    assert blks == sorted(blks, reverse=True) and all(0 < h["heap_blk"] <= h["heap_free"] for h in hub.health())
     await until(lambda: hub.health()[-1]["lte"]["registered"] == "home", "LTE registration")
     last = hub.health()[-1]
     assert last["lte"]["rssi"] == -113 + 2 * home.modem.rssi  # AT+CSQ's scale, in dBm

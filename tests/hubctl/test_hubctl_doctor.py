@@ -8,6 +8,7 @@ it, doctor checks every hop and names the broken one with its fix.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -97,6 +98,8 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     assert shown.returncode == 0, shown.stderr
     assert f"hub {HUB_ID}" in shown.stdout and "broker connected" in shown.stdout
     assert "link up" in shown.stdout and "LTE home" in shown.stdout
+    # The bridge's heap margin beside its least free heap: the largest free block it measured.
+    assert re.search(r"least since boot \d+ B, largest block least \d+ B", shown.stdout), shown.stdout
     for device in snap.devices:
         assert device.device in shown.stdout
     raw = hubctl("status", "--socket", hub.socket, "--json")
@@ -111,6 +114,7 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
             "bridge link", "alarm unit heartbeat", "LTE", "outbox backlog",
             *(f"lock {lock}" for lock in locks)} <= lines.keys()
     assert all(lines[name].startswith("✓") for name in lines)
+    assert re.search(r"least \d+ B, largest block least \d+ B", lines["bridge link"]), lines["bridge link"]
     assert proc.stdout.strip().endswith("checks passed")
 
 
