@@ -324,7 +324,8 @@ class AirConnection:
                     gathered = await procedure.future
                 return gathered[:-1], gathered[-1]
             except TimeoutError:
-                if procedure.future.done():  # the connection went down as the time ran out
+                if procedure.future.done() and not procedure.future.cancelled():
+                    # The answer (or the connection's loss) came as the time ran out.
                     gathered = procedure.future.result()
                     return gathered[:-1], gathered[-1]
                 self._procedure = None
