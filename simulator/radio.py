@@ -15,6 +15,19 @@ supervision timeout), disconnects itself, or idles out.
 
 A wedged stack stays wedged until its central restarts it (the shim's ``active(False)`` then
 ``active(True)``: a new session), as a hung NimBLE host does.
+
+LE security, as a NimBLE central meets it: a characteristic may need an encrypted link
+(``Characteristic(..., encrypted=True)``): reading it, writing it or its CCCD on a link that is
+not encrypted is refused with ATT 0x05 (insufficient authentication) when the peripheral holds
+no bond with that central, 0x0F (insufficient encryption) when it does (as NimBLE's ATT server
+decides). The central's ``gap_pair`` (airwire PAIR) with a stored secret re-encrypts the link
+after ``encrypt_delay_s`` if the peripheral still holds that key, and fails if it lost it (the
+link stays up, unencrypted); without one it pairs ("Just Works": no MITM) after
+``pair_delay_s`` if the peripheral is ``pairable`` and fails if not. A new pairing hands the
+central its keys in _IRQ_SET_SECRET events (our and the peer's, keyed by the peer's address as
+NimBLE's ble_addr_t: type, then the address least significant byte first) before the
+_IRQ_ENCRYPTION_UPDATE that ends every attempt. Pairing never completes at once: several SMP
+round trips over connection events.
 """
 
 from __future__ import annotations
@@ -53,12 +66,20 @@ _IRQ_GATTC_READ_DONE = 16
 _IRQ_GATTC_WRITE_DONE = 17
 _IRQ_GATTC_NOTIFY = 18
 _IRQ_MTU_EXCHANGED = 21
+_IRQ_ENCRYPTION_UPDATE = 28
+_IRQ_SET_SECRET = 30
+
+# NimBLE's store object types (MicroPython passes them as sec_type).
+SEC_OUR = 1
+SEC_PEER = 2
 
 # ATT error codes used as event status.
 ATT_INVALID_HANDLE = 0x01
 ATT_READ_NOT_PERMITTED = 0x02
 ATT_WRITE_NOT_PERMITTED = 0x03
+ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 ATT_INVALID_VALUE_LENGTH = 0x0D
+ATT_INSUFFICIENT_ENCRYPTION = 0x0F
 
 _NO_CONN = 0xFFFF
 ADV_IND = 0x00
@@ -83,12 +104,15 @@ def parse_address(addr: bytes | str) -> bytes:
 
 
 class Characteristic:
-    """One characteristic; the radio assigns ``value_handle`` (and ``cccd_handle`` if it notifies)."""
+    """One characteristic; the radio assigns ``value_handle`` (and ``cccd_handle`` if it notifies).
+    ``encrypted``: its value and its CCCD need an encrypted link."""
 
-    def __init__(self, uuid: str | int, properties: int, value: bytes = b"") -> None:
+    def __init__(self, uuid: str | int, properties: int, value: bytes = b"",
+                 encrypted: bool = False) -> None:
         self.uuid = uuid
         self.properties = properties
         self.value = value
+        self.encrypted = encrypted
         self.def_handle = 0
         self.value_handle = 0
         self.cccd_handle = 0
@@ -114,6 +138,7 @@ class Link:
         self.mtu = DEFAULT_ATT_MTU
         self.subscribed: set[int] = set()
         self.connected = True
+        self.encrypted = False
         self.last_activity = asyncio.get_running_loop().time()
 
     def notify(self, characteristic: Characteristic, data: bytes) -> bool:
@@ -157,6 +182,13 @@ class Peripheral:
         self.response_delay_s = 0.0
         self.radio: Radio | None = None
         self.links: list[Link] = []
+        # LE security (module docstring): whether it accepts a new pairing now (a lock: in
+        # pairing mode), the long-term key of each central it bonded with (by that central's
+        # ble_addr_t), and how long a pairing and a re-encryption take.
+        self.pairable = True
+        self.bonds: dict[bytes, bytes] = {}
+        self.pair_delay_s = 0.3
+        self.encrypt_delay_s = 0.05
 
     @property
     def in_range(self) -> bool:
@@ -167,6 +199,10 @@ class Peripheral:
         self._in_range = value
         if self.radio is not None and not value:
             self.radio.call(self.radio.out_of_range, self)
+
+    def forget_bonds(self) -> None:
+        """Lose every bond (a reset lock): a central's stored keys no longer encrypt a link."""
+        self.bonds.clear()
 
     def advertising_data(self) -> bytes:
         return b""
@@ -202,6 +238,7 @@ class _CentralSession:
         self.connect_task: asyncio.Task | None = None
         self.preferred_mtu = DEFAULT_ATT_MTU
         self.wedged = False  # the stack hangs: nothing in, nothing out
+        self.mac = bytes(6)  # the central's public address (its HELLO)
 
     def send(self, kind: int, *args) -> None:
         if not self.wedged and not self.writer.is_closing():
@@ -240,6 +277,8 @@ class _CentralSession:
         p.on_disconnect(link)
 
     def handle(self, kind: int, args: list) -> None:
+        if kind == airwire.HELLO and args and isinstance(args[0], bytes) and len(args[0]) == 6:
+            self.mac = args[0]
         if kind == airwire.HELLO or self.wedged:
             return
         if kind == airwire.SCAN:
@@ -263,6 +302,9 @@ class _CentralSession:
                 return  # the disconnect event is already on its way to the central
             if kind == airwire.DISCONNECT:
                 self.drop(link)
+            elif kind == airwire.PAIR:
+                self.radio.spawn(self.secure(link, args[1] if len(args) > 1 else None,
+                                             bool(args[2]) if len(args) > 2 else True))
             elif link.peripheral.response_delay_s:
                 self.radio.spawn(self._answer_late(link, kind, args))
             else:
@@ -285,6 +327,40 @@ class _CentralSession:
             self.read(link, args[1])
         elif kind == airwire.WRITE:
             self.write(link, *args[1:])
+
+    def identity(self) -> bytes:
+        """This central's address as NimBLE's ble_addr_t (public type, LSB first)."""
+        return bytes((0,)) + self.mac[::-1]
+
+    async def secure(self, link: Link, secret: bytes | None, bond: bool) -> None:
+        """gap_pair: re-encrypt with the stored secret, or pair (module docstring)."""
+        p = link.peripheral
+        me = self.identity()
+        ltk = key_of(secret)
+        if ltk is not None:
+            await asyncio.sleep(p.encrypt_delay_s)
+            if not link.connected:
+                return
+            if p.bonds.get(me) == ltk:
+                link.encrypted = True
+                self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1, 16)
+            else:  # the peer lost that key: "PIN or key missing", the link stays unencrypted
+                self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
+            return
+        await asyncio.sleep(p.pair_delay_s)
+        if not link.connected:
+            return
+        if not p.pairable:  # SMP Pairing Failed: pairing not supported now
+            self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
+            return
+        ltk = os.urandom(16)
+        if bond:
+            p.bonds[me] = ltk
+            peer = bytes((p.addr_type,)) + p.address[::-1]
+            for sec_type in (SEC_OUR, SEC_PEER):
+                self.send(_IRQ_SET_SECRET, sec_type, peer, secret_value(peer, ltk))
+        link.encrypted = True
+        self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1 if bond else 0, 16)
 
     def link(self, conn: int) -> Link | None:
         link = self.links.get(conn)
@@ -370,10 +446,20 @@ class _CentralSession:
                           _uuid_bytes(CCCD_UUID16))
         self.send(_IRQ_GATTC_DESCRIPTOR_DONE, link.conn_handle, 0)
 
+    def _refused(self, link: Link, c: Characteristic) -> int:
+        # An encrypted attribute on a link that is not: which error says NimBLE's ATT server.
+        if not c.encrypted or link.encrypted:
+            return 0
+        if self.identity() in link.peripheral.bonds:
+            return ATT_INSUFFICIENT_ENCRYPTION
+        return ATT_INSUFFICIENT_AUTHENTICATION
+
     def read(self, link: Link, handle: int) -> None:
         status = ATT_INVALID_HANDLE
         for c in self.radio.characteristics(link.peripheral):
-            if handle == c.cccd_handle:
+            if (handle == c.cccd_handle or handle == c.value_handle) and self._refused(link, c):
+                status = self._refused(link, c)
+            elif handle == c.cccd_handle:
                 value = b"\x01\x00" if c.value_handle in link.subscribed else b"\x00\x00"
                 status = 0
             elif handle == c.value_handle:
@@ -396,7 +482,10 @@ class _CentralSession:
         else:
             status = ATT_INVALID_HANDLE
             for c in self.radio.characteristics(link.peripheral):
-                if handle == c.cccd_handle:
+                if (handle == c.cccd_handle or handle == c.value_handle) \
+                        and self._refused(link, c):
+                    status = self._refused(link, c)
+                elif handle == c.cccd_handle:
                     if len(data) != 2:
                         status = ATT_INVALID_VALUE_LENGTH
                     else:
@@ -416,6 +505,21 @@ class _CentralSession:
                 break
         if mode == 1 and link.connected:
             self.send(_IRQ_GATTC_WRITE_DONE, link.conn_handle, handle, status)
+
+
+def secret_value(peer: bytes, ltk: bytes) -> bytes:
+    """A stored secret as the central's stack hands it over: opaque to the firmware, the size
+    of NimBLE's ble_store_value_sec (the peer's ble_addr_t, key size, EDIV, Rand, LTK, IRK,
+    CSRK and flags: 70 bytes here)."""
+    return peer + bytes((16,)) + bytes(10) + ltk + bytes(32) + b"\x01\x00\x00\x00"
+
+
+def key_of(secret: bytes | None) -> bytes | None:
+    """The LTK in a stored secret, or None: none given, or not one the stack wrote (NimBLE
+    ignores a secret of the wrong size, and then pairs afresh)."""
+    if secret is None or len(secret) != 70:
+        return None
+    return bytes(secret[18:34])
 
 
 class Radio:

@@ -16,6 +16,13 @@ Mirrors the real module where the firmware can tell the difference:
   new controller session on the simulated air). The IRQ handler stays registered, as it does on
   the ESP32.
 
+- ``gap_pair`` raises ``_IRQ_GET_SECRET`` (29) for the peer's stored secret from inside the
+  call, as NimBLE's ``ble_gap_security_initiate`` reads its store there; the radio then sends
+  ``_IRQ_SET_SECRET`` (30) with new keys and ``_IRQ_ENCRYPTION_UPDATE`` (28) later, as events.
+  A second ``gap_pair`` on a link that is encrypted or being encrypted raises
+  ``OSError(EALREADY)``. ``config(bond=...)`` is kept; ``io``, ``mitm`` and ``le_secure`` are
+  accepted and unused (the radio pairs "Just Works").
+
 Differences: events are delivered by an asyncio task (started by ``active(True)``), so a handler
 runs at the firmware's next ``await`` rather than between any two bytecodes; the GATT server and
 advertiser roles are not provided (the bridge is a central). ``UUID`` has the buffer protocol
@@ -110,6 +117,9 @@ class _BLE:
         mac = os.getenv("SIM_BLE_MAC") or "02005e000001"
         self._mac = binascii.unhexlify(mac)
         self._conns = set()
+        self._peers = {}  # conn_handle -> the peer's ble_addr_t (type, address LSB first)
+        self._securing = set()  # conn handles encrypted or being encrypted
+        self._bond = False
         self._connecting = False
         self._buf = bytearray(_BUF_SIZE)
         self._uuid = UUID(0)
@@ -172,12 +182,18 @@ class _BLE:
     def _dispatch(self, event, args):
         if event == 7:
             self._conns.add(args[0])
+            addr = args[2]  # ble_addr_t: type, then the address least significant byte first
+            self._peers[args[0]] = bytes([args[1]] + [addr[5 - i] for i in range(6)])
             self._connecting = False
         elif event == 8:
             if args[0] == _NO_CONN:
                 self._connecting = False
             else:
                 self._conns.discard(args[0])
+                self._peers.pop(args[0], None)
+                self._securing.discard(args[0])
+        elif event == 28 and not args[1]:
+            self._securing.discard(args[0])
         handler = self._handler
         if handler is None:
             return
@@ -219,6 +235,8 @@ class _BLE:
         elif not active and self._active:
             self._active = False
             self._conns.clear()
+            self._peers.clear()
+            self._securing.clear()
             self._connecting = False
             if self._pump_task is not None:
                 self._pump_task.cancel()  # before the close: it must not read a dead socket
@@ -246,7 +264,9 @@ class _BLE:
                 self._mtu = value
             elif name == "gap_name":
                 self._gap_name = value.encode() if isinstance(value, str) else bytes(value)
-            elif name in ("rxbuf", "io", "mitm", "bond", "le_secure", "addr_mode"):
+            elif name == "bond":
+                self._bond = bool(value)
+            elif name in ("rxbuf", "io", "mitm", "le_secure", "addr_mode"):
                 pass  # accepted for compatibility; the simulated stack does not use them
             else:
                 raise ValueError("unknown config param")
@@ -278,6 +298,29 @@ class _BLE:
             return False
         self._send(airwire.DISCONNECT, (conn_handle,))
         return True
+
+    def gap_pair(self, conn_handle):
+        self._check_conn(conn_handle)
+        if conn_handle in self._securing:
+            raise OSError(errno.EALREADY)
+        secret = None
+        handler = self._handler
+        if handler is not None:
+            # The stack asks for the peer's keys now (NimBLE: ble_store_read_peer_sec).
+            key = self._peers[conn_handle]
+            self._buf[: len(key)] = key
+            try:
+                value = handler(29, (2, 0, memoryview(self._buf)[: len(key)]))
+            except Exception as e:
+                print("Uncaught exception in IRQ callback handler")
+                print(repr(e))
+                value = None
+            for i in range(len(key)):
+                self._buf[i] = _GARBAGE
+            if value is not None:
+                secret = bytes(value)
+        self._securing.add(conn_handle)
+        self._send(airwire.PAIR, (conn_handle, secret, 1 if self._bond else 0))
 
     def gattc_discover_services(self, conn_handle, uuid=None):
         self._check_conn(conn_handle)
