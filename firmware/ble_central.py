@@ -8,6 +8,11 @@ Every operation takes a timeout in milliseconds. A GATT procedure that times out
 bearer in an unknown state, so the link is dropped. A peripheral that disconnects mid-operation
 fails the waiting operation with ``Disconnected``.
 
+Pairing (``Connection.pair``): ``gap_pair`` encrypts the link with the peer's stored keys, or
+pairs and bonds ("Just Works": the bridge has no display or keyboard); the stack asks for and
+hands over those keys with _IRQ_GET_SECRET/_IRQ_SET_SECRET, which go to ``Central.secrets``
+(ble_bonds.Bonds, set by the Bluetooth proxy; without it nothing is stored).
+
 BLE stacks die silently (field notes: nuki_hub#28, #126). ``stuck()`` tells a watchdog when this
 one looks dead: it owes an event (a call was made, and a scan, connect or GATT procedure always
 ends in one) and has raised none for a long time, or its calls keep failing; ``restart()``
@@ -42,6 +47,15 @@ _IRQ_GATTC_WRITE_DONE = const(17)
 _IRQ_GATTC_NOTIFY = const(18)
 _IRQ_GATTC_INDICATE = const(19)
 _IRQ_MTU_EXCHANGED = const(21)
+_IRQ_ENCRYPTION_UPDATE = const(28)
+_IRQ_GET_SECRET = const(29)
+_IRQ_SET_SECRET = const(30)
+_IO_NO_INPUT_OUTPUT = const(3)
+
+# Connection.security's bits (wire.messages.BLE_SEC_*).
+SEC_ENCRYPTED = const(1)
+SEC_AUTHENTICATED = const(2)
+SEC_BONDED = const(4)
 
 _NO_CONN = const(0xFFFF)
 _ADV_SCAN_RSP = const(4)
@@ -143,6 +157,7 @@ class Connection:
         self.addr = addr
         self.connected = True
         self.mtu = 23
+        self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
         self._flag = asyncio.ThreadSafeFlag()
         self._note_flag = asyncio.ThreadSafeFlag()
         self._notes = []
@@ -165,9 +180,13 @@ class Connection:
             self._notes.append((data[1], bytes(data[2])))
             self._note_flag.set()
             return
-        if event == _IRQ_MTU_EXCHANGED:
-            self.mtu = data[1]
-            if self._expect == _IRQ_MTU_EXCHANGED:
+        if event == _IRQ_MTU_EXCHANGED or event == _IRQ_ENCRYPTION_UPDATE:
+            if event == _IRQ_MTU_EXCHANGED:
+                self.mtu = data[1]
+            else:  # (conn, encrypted, authenticated, bonded, key_size): also a failed attempt
+                self.security = (SEC_ENCRYPTED if data[1] else 0) \
+                    | (SEC_AUTHENTICATED if data[2] else 0) | (SEC_BONDED if data[3] else 0)
+            if self._expect == event:
                 self._status = 0
                 self._flag.set()
             return
@@ -236,6 +255,19 @@ class Connection:
             timeout_ms,
         )
         return self.mtu
+
+    async def pair(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Encrypt the link (see the module docstring) unless it is; return ``security``, whose
+        SEC_ENCRYPTED bit is clear when the peer refused (no pairing mode, or it lost the bond:
+        the link stays up, unencrypted)."""
+        if not self.security & SEC_ENCRYPTED:
+            await self._run(
+                "pairing",
+                _IRQ_ENCRYPTION_UPDATE,
+                lambda: self._ble.gap_pair(self.conn_handle),
+                timeout_ms,
+            )
+        return self.security
 
     async def services(self, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Primary services as a list of (start_handle, end_handle, UUID)."""
@@ -376,10 +408,17 @@ class Central:
         # on_advert(addr_type, addr as bytes, adv_type, rssi, adv as a memoryview valid only
         # during the call). The Bluetooth proxy's (ble_proxy.py).
         self.on_advert = None
+        # Answers the stack's _IRQ_GET_SECRET (get(sec_type, index, key)) and _IRQ_SET_SECRET
+        # (set(sec_type, key, value) -> bool) at IRQ level: ble_bonds.Bonds, or None.
+        self.secrets = None
 
     def _start(self):
         self._ble.active(True)
-        self._ble.config(mtu=self._mtu)
+        try:  # bond; LE Secure Connections when the peer has them; no MITM: no display or keys
+            self._ble.config(mtu=self._mtu, bond=True, le_secure=True, mitm=False,
+                             io=_IO_NO_INPUT_OUTPUT)
+        except (ValueError, OSError):  # a build without pairing: gap_pair fails, nothing else
+            self._ble.config(mtu=self._mtu)
         self._ble.irq(self._irq)
 
     def _forget(self, conn):
@@ -434,6 +473,11 @@ class Central:
 
     def _irq(self, event, data):
         self._owed_since = None
+        if event == _IRQ_GET_SECRET or event == _IRQ_SET_SECRET:
+            secrets = self.secrets
+            if event == _IRQ_GET_SECRET:
+                return None if secrets is None else secrets.get(data[0], data[1], data[2])
+            return secrets is not None and secrets.set(data[0], data[1], data[2])
         if event == _IRQ_SCAN_RESULT:
             self._on_scan_result(data[0], data[1], data[2], data[3], data[4])
         elif event == _IRQ_SCAN_DONE:

@@ -11,6 +11,11 @@ What belongs to a hubd session stays with it: when the host link goes down or hu
 every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
 restarted (an answer, a notification, a loss) reaches the next one.
 
+Bonds (ble_pair, ble_unpair): the stack's keys are kept by ble_bonds in the bridge's flash, made
+with the proxy (so bonds made before a reboot are there for hubd's first request after it);
+ble_pair encrypts a connection with them, or pairs and bonds, and saves what the stack handed
+over before it answers.
+
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
 ble_scan's own scan, and the bridge's background passive scan windows (policy.py) for watched
 addresses. One goes out per tick, only while the host link is idle: they never delay an alarm or
@@ -28,12 +33,13 @@ import log
 from ble_central import BLETimeout, Disconnected, GattError, Unreachable, addr_text, parse_addr
 from wire import link, messages
 
-OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR = \
+OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR, AUTH_FAILED = \
     messages.BLE_STATUSES
 PEER, TIMED_OUT, HOST_LINK, BLE_RESTART = messages.BLE_LOST_REASONS
 # What hubd asks (the other ble_* kinds are what the bridge says).
 _REQUESTS = (messages.BLE_SCAN, messages.BLE_WATCH, messages.BLE_CONNECT, messages.BLE_DISCONNECT,
-             messages.BLE_DISCOVER, messages.BLE_READ, messages.BLE_WRITE, messages.BLE_SUBSCRIBE)
+             messages.BLE_DISCOVER, messages.BLE_READ, messages.BLE_WRITE, messages.BLE_SUBSCRIBE,
+             messages.BLE_PAIR, messages.BLE_UNPAIR)
 
 _SLOTS = const(3)  # proxy connections at once unless bridge.json's proxy.slots says otherwise
 _MAX_MS = const(60000)  # the longest timeout a request may give
@@ -76,9 +82,16 @@ _SCANNED = const(10)  # 0: not in a ble_scan; 1: in it, not sent yet; 2: sent in
 class Proxy:
     """See the module docstring. ``central``: the ble_central.Central (shared with the lock
     drivers); ``send(payload)``: the host link's (raises link.LinkFull); ``idle()``: whether
-    the host link is idle; ``slots``: proxy connections at once."""
+    the host link is idle; ``slots``: proxy connections at once; ``bonds``: the bond store
+    (ble_bonds.Bonds, made here unless given), which answers the stack's secret requests."""
 
-    def __init__(self, central, send, idle, slots=_SLOTS):
+    def __init__(self, central, send, idle, slots=_SLOTS, bonds=None):
+        if bonds is None:
+            from ble_bonds import Bonds
+
+            bonds = Bonds()
+        self._bonds = bonds
+        central.secrets = bonds
         self._central = central
         self._send = send
         self._idle = idle
@@ -104,7 +117,7 @@ class Proxy:
         rid = msg["rid"]
         try:
             if kind == messages.BLE_SCAN or kind == messages.BLE_WATCH \
-                    or kind == messages.BLE_CONNECT:
+                    or kind == messages.BLE_CONNECT or kind == messages.BLE_UNPAIR:
                 asyncio.create_task(self._run([msg], None, epoch))
                 return
             rec = self._conns.get(msg["conn"])
@@ -141,6 +154,10 @@ class Proxy:
                     done = await self._scan(msg)
                 elif kind == messages.BLE_WATCH:
                     done = self._watch(msg)
+                elif kind == messages.BLE_UNPAIR:
+                    done = self._unpair(msg)
+                elif kind == messages.BLE_PAIR:
+                    done = await self._pair(msg, rec[_CONN])
                 elif kind == messages.BLE_DISCOVER:
                     done = await self._discover(msg, rec[_CONN], epoch)
                 elif kind == messages.BLE_DISCONNECT:
@@ -258,6 +275,30 @@ class Proxy:
         else:  # the CCCD: 0 off, 1 notifications, 2 indications
             await conn.write(handle, bytes((msg["mode"], 0)), ms)
         return (OK,)
+
+    async def _pair(self, msg, conn):
+        ms = msg["ms"]
+        if not 0 < ms <= _MAX_MS:
+            return (REFUSED,)
+        sec = await conn.pair(ms)
+        if sec & messages.BLE_SEC_BONDED:
+            try:  # what the stack handed over while pairing
+                self._bonds.save()
+            except OSError as e:
+                log.error("bonds: cannot save: %r" % e)
+            if self._bonds.dirty or not self._bonds.holds(conn.addr_type, conn.addr):
+                sec &= ~messages.BLE_SEC_BONDED  # encrypted now, but not again after this
+        if not sec & messages.BLE_SEC_ENCRYPTED:
+            return (AUTH_FAILED,)
+        return (OK, None, None, None, sec)
+
+    def _unpair(self, msg):
+        addr = parse_addr(msg["addr"])
+        if addr is None or msg["addr_type"] not in (0, 1):
+            return (REFUSED,)
+        n = self._bonds.forget(msg["addr_type"], addr)
+        self._bonds.save()  # an OSError ends it "error": forgotten until the next boot only
+        return (OK, None, None, None, n)
 
     def _watch(self, msg):
         addr = parse_addr(msg["addr"])

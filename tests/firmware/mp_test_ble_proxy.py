@@ -119,10 +119,37 @@ class Host:
         self.sent.append(messages.decode(payload))  # every message must be a valid one
 
 
+class Bonds:
+    """A bond store in RAM that records its saves (ble_bonds.Bonds has its own tests)."""
+
+    def __init__(self):
+        self.dirty = False
+        self.held = set()
+        self.saves = 0
+        self.fail_save = None
+
+    def holds(self, addr_type, addr):
+        return (addr_type, bytes(addr)) in self.held
+
+    def forget(self, addr_type, addr):
+        key = (addr_type, bytes(addr))
+        if key in self.held:
+            self.held.discard(key)
+            self.dirty = True
+            return 1
+        return 0
+
+    def save(self):
+        if self.fail_save is not None:
+            raise self.fail_save
+        self.saves += 1
+        self.dirty = False
+
+
 def _proxy(slots=3):
     central = Central()
     host = Host()
-    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots)
+    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots, Bonds())
     return proxy, central, host
 
 
