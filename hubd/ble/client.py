@@ -11,6 +11,13 @@ A BLEDevice that the proxy scanner made carries its proxy and address type in ``
 default public). Every operation is one request (hubd.ble.proxy); how it ends is sorted into
 bleak's exceptions in one place (hubd.ble.errors.raise_for). A write is never repeated: one
 whose answer did not come raises ``WriteUnknown``.
+
+Bonding is the bridge's: ``pair()`` (and ``connect(pair=True)``) asks it to encrypt the
+connection with the bond it stored for this peer, or to pair and store one ("Just Works", no
+MITM protection: the bridge has no display or keyboard); a peer that refuses raises
+``ProxyAuthFailed``. ``unpair()`` disconnects and makes the bridge forget the bond, as bleak's
+BlueZ backend removes the device. A library that calls ``pair()`` after every connect (as
+py-dormakaba-dkey does) gets a re-encrypted link each time.
 """
 
 from __future__ import annotations
@@ -45,9 +52,14 @@ SUBSCRIBE_NOTIFY = 1
 SUBSCRIBE_INDICATE = 2
 #: How long one GATT read or write may take on the bridge unless ``gatt_timeout=`` says.
 GATT_TIMEOUT_S = 5.0
+#: How long a pairing (or a re-encryption) may take on the bridge unless ``pair_timeout=`` says:
+#: a few SMP round trips; the SMP's own limit is 30 s.
+PAIR_TIMEOUT_S = 10.0
+#: WinRT's pair(protection_level=): 3 is encryption with authentication (MITM protection).
+_ENCRYPTION_AND_AUTHENTICATION = 3
 
-_NO_BOND = ("the bridge's Bluetooth proxy does not pair or bond yet (docs/ble-proxy.md, "
-            "\"hubd's side\"): a lock that needs a bond cannot be driven through it")
+_NO_MITM = ("the bridge pairs \"Just Works\" only (no display, no keyboard): it cannot make "
+            "an authenticated (MITM-protected) bond (docs/ble-proxy.md, \"Bonding\")")
 
 
 @dataclass(frozen=True)
@@ -62,13 +74,14 @@ class ProxyClient(BaseBleakClient):
     """``BaseBleakClient`` whose GAP and GATT procedures the bridge performs.
 
     Keyword arguments beyond bleak's: ``proxy`` (BleProxy), ``addr_type`` (0 public, 1 random),
-    ``gatt_timeout`` (seconds per read, write or subscription on the bridge)."""
+    ``gatt_timeout`` (seconds per read, write or subscription on the bridge), ``pair_timeout``
+    (seconds for a pairing or re-encryption on the bridge)."""
 
     def __init__(self, address_or_ble_device: BLEDevice | str, *,
                  disconnected_callback: Callable[[], None] | None = None, timeout: float = 30.0,
                  services: set[str] | None = None, proxy: BleProxy | None = None,
                  addr_type: int | None = None, gatt_timeout: float = GATT_TIMEOUT_S,
-                 **kwargs: Any) -> None:
+                 pair_timeout: float = PAIR_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(address_or_ble_device, disconnected_callback=disconnected_callback,
                          timeout=timeout)
         details = getattr(address_or_ble_device, "details", None)
@@ -83,6 +96,7 @@ class ProxyClient(BaseBleakClient):
         self._addr_type = addr_type if addr_type is not None else (found_type or 0)
         self._wanted = services
         self._gatt_ms = clamp_ms(gatt_timeout)
+        self._pair_ms = clamp_ms(pair_timeout)
         self._conn: int | None = None
         self._mtu = DEFAULT_MTU
         self._callbacks: dict[int, NotifyCallback] = {}
@@ -104,9 +118,9 @@ class ProxyClient(BaseBleakClient):
         return self._conn is not None
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
-        if pair:
-            raise errors.PairingUnsupported(_NO_BOND)
         if self._conn is not None:
+            if pair:
+                await self.pair()
             return
         ms = clamp_ms(kwargs.get("timeout", self._timeout))
         # The bridge exchanges the MTU after connecting: up to one more step.
@@ -118,6 +132,8 @@ class ProxyClient(BaseBleakClient):
         self._conn, self._mtu = conn, done.mtu
         self._proxy.attach(conn, Connection(self._on_notify, self._on_lost), done.mtu)
         try:
+            if pair:  # before the services, as bleak's BlueZ backend pairs
+                await self.pair()
             found = await self._proxy.request(messages.BLE_DISCOVER, conn, wait_ms=STEP_MS)
             errors.raise_for(found.status, found.att, f"discover {self.address}'s services")
         except BaseException:
@@ -165,10 +181,28 @@ class ProxyClient(BaseBleakClient):
         return None
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        raise errors.PairingUnsupported(_NO_BOND)
+        """Encrypt the connection with the bridge's bond for this peer, or pair and bond (the
+        module docstring); returns once the link is encrypted. ``ProxyAuthFailed``: the peer
+        refused (not in pairing mode, or it lost the bond the bridge holds: ``unpair()`` and
+        pair again with the peer in pairing mode)."""
+        if kwargs.get("protection_level", 0) >= _ENCRYPTION_AND_AUTHENTICATION:
+            raise errors.PairingUnsupported(_NO_MITM)
+        conn = self._connected()
+        done = await self._proxy.request(messages.BLE_PAIR, conn, self._pair_ms,
+                                         wait_ms=self._pair_ms)
+        errors.raise_for(done.status, done.att, f"pair with {self.address}")
+        if done.count is None or not done.count & messages.BLE_SEC_BONDED:
+            log.warning("%s: the link is encrypted but the bridge stored no bond (full, or its "
+                        "flash failed): the next connection must pair again", self.address)
 
     async def unpair(self) -> None:
-        raise errors.PairingUnsupported(_NO_BOND)
+        """Disconnect (as bleak's BlueZ backend does) and make the bridge forget its bond for
+        this peer; nothing to forget is no error."""
+        if self._conn is not None:
+            await self._drop(self._conn)
+        done = await self._proxy.request(messages.BLE_UNPAIR, self.address, self._addr_type,
+                                         wait_ms=STEP_MS)
+        errors.raise_for(done.status, done.att, f"unpair {self.address}")
 
     # -- GATT ---------------------------------------------------------------------------------
 

@@ -64,8 +64,14 @@ class WriteUnknown(ProxyError):
     have. Never retried by the backend; the caller reads the peer's state instead."""
 
 
+class ProxyAuthFailed(ProxyError):
+    """The peer refused to pair (not in pairing mode) or to encrypt with the bond the bridge
+    holds (it lost it): the link stays up, unencrypted."""
+
+
 class PairingUnsupported(BleakError):
-    """The proxy cannot pair or bond (docs/ble-proxy.md, "hubd's side")."""
+    """A pairing the bridge cannot make: with MITM protection (it has no display or keyboard;
+    docs/ble-proxy.md, "Bonding")."""
 
 
 _BY_STATUS: dict[str, type[ProxyError]] = {
@@ -78,6 +84,7 @@ _BY_STATUS: dict[str, type[ProxyError]] = {
     "busy": ProxyBusy,
     LINK_BUSY: ProxyBusy,
     LINK_DOWN: ProxyUnavailable,
+    "auth_failed": ProxyAuthFailed,
 }
 
 
@@ -104,6 +111,8 @@ _MEANING = {
     "refused": "the bridge refused the request (bad handle, too much data, time out of range, "
                "too many watches)",
     "error": "the bridge's Bluetooth stack failed",
+    "auth_failed": "the peer refused to pair, or to encrypt with the bond the bridge holds "
+                   "(not in pairing mode, or it forgot the bond)",
     LINK_DOWN: "the link to the bridge is down",
     LINK_BUSY: "the link to the bridge is full",
     LINK_LOST: "the link to the bridge went down",

@@ -39,5 +39,11 @@ def test_a_write_that_never_went_out_is_a_plain_failure(status: str) -> None:
     assert not isinstance(failed.value, errors.WriteUnknown)
 
 
+def test_a_refused_pairing_is_auth_failed() -> None:
+    with pytest.raises(errors.ProxyAuthFailed, match="refused to pair") as failed:
+        errors.raise_for("auth_failed", None, "pair with x")
+    assert failed.value.status == "auth_failed"
+
+
 def test_ok_raises_nothing() -> None:
     errors.raise_for("ok", None, "read x", write=True)
