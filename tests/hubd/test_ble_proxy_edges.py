@@ -232,10 +232,12 @@ async def test_a_listener_that_raises_stops_neither_the_others_nor_the_link(scri
     assert heard == [ADDR, "C0:FF:EE:00:00:02"] and proxy.dropped["bad_adv"] == 1
 
 
-async def test_pairing_says_the_proxy_does_not_bond(scripted) -> None:
-    _, proxy = scripted
-    with pytest.raises(PairingUnsupported, match="does not pair or bond"):
-        await BleakClient(_device(proxy), backend=ProxyClient, pair=True).connect()
+async def test_a_pairing_with_mitm_protection_says_the_bridge_cannot_make_one(scripted) -> None:
+    # (Pairing itself is tested against the real firmware: tests/hubd/test_ble_bonding.py.)
+    peer, proxy = scripted
+    with pytest.raises(PairingUnsupported, match="Just Works"):
+        await BleakClient(_device(proxy), backend=ProxyClient).pair(protection_level=3)
+    assert not peer.asked, "nothing was sent"
 
 
 async def test_a_backend_without_a_proxy_names_the_fix() -> None:
