@@ -8,7 +8,8 @@ afterwards by the bridge (bridge.py), so its code costs no heap in the bridge's 
                -> the bridge restarts and drives the lock from then on (startup.py builds it)
     unpair  -> the lock forgets its secret (locks/pairing.py) -> the bridge forgets the lock (out
                of bridge.json and of its drivers; operations on it are `unknown_lock`) -> `unpaired`
-    wipe    -> bridge.json keeps no lock and no LTE section (the DC-09 key) -> `wiped` -> restart
+    wipe    -> bridge.json keeps no lock and no LTE section (the DC-09 key), the BLE bond keys
+               are deleted (ble_bonds) -> `wiped` -> restart
 
 bridge.json is rewritten to a temporary file and renamed over the old one (atomic on LittleFS),
 so a power cut leaves the old or the new file, never half of one.
@@ -176,6 +177,9 @@ async def wipe(app):
         obj.pop("locks", None)
         obj.pop("lte", None)
         _write(obj)
+        import ble_bonds
+
+        ble_bonds.remove()  # the Bluetooth proxy's bond keys (docs/ble-proxy.md, "Bonding")
     except (OSError, ValueError) as e:
         # No answer: hubd says the wipe was not confirmed (hubctl flash writes a clean file).
         log.error("wipe: cannot rewrite %s: %r" % (PATH, e))
