@@ -33,6 +33,31 @@ SOURCES = (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_HANDLE, SOURCE_AUTO, SOURCE_POLL
 EVENTS = ("box_opened", "box_closed", "key_taken", "key_returned", "door_opened", "door_closed")
 
 
+# What each kind's mechanism can report (a lock's own reports, not the hub's polls): the events,
+# and the sources of a state or event. A report outside these came from a misconfigured or hostile
+# device, and a driver drops it rather than pass it on as fact.
+REPORT_EVENTS = {
+    INSIDE_TURNER: (),
+    IN_CYLINDER: ("door_opened", "door_closed"),
+    KEY_BOX: ("box_opened", "box_closed", "key_taken", "key_returned"),
+    ENTRANCE_DOOR: ("door_opened", "door_closed"),
+}
+REPORT_SOURCES = {
+    INSIDE_TURNER: (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_AUTO),
+    IN_CYLINDER: (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_HANDLE, SOURCE_AUTO),
+    KEY_BOX: (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_AUTO),
+    ENTRANCE_DOOR: (SOURCE_REMOTE, SOURCE_MANUAL, SOURCE_AUTO),
+}
+
+
 def supports(kind, action):
     """Whether a lock of `kind` can do `action`."""
     return action in ACTIONS.get(kind, ())
+
+
+def can_report(kind, source, event=None):
+    """Whether a lock of `kind` can make a report from `source` (a state, or with `event` that
+    event)."""
+    if source not in REPORT_SOURCES.get(kind, ()):
+        return False
+    return event is None or event in REPORT_EVENTS.get(kind, ())

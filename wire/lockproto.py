@@ -355,15 +355,25 @@ def decode_advert(data):
             company, = struct.unpack_from("<H", payload, 0)
             if company != COMPANY_ID:
                 continue
-            if len(payload) != MANUFACTURER_LEN:
-                raise ProtocolError("manufacturer data must be %d bytes" % MANUFACTURER_LEN)
-            _, version, kind, battery, counter = struct.unpack("<HBBBH", payload)
-            if version != VERSION:
-                raise ProtocolError("unsupported protocol version %d" % version)
-            if battery > 100:
-                raise ProtocolError("battery out of range: %d" % battery)
-            return _name(KINDS, kind & 0x7F, "kind"), battery, counter, kind > 0x7F
+            return decode_manufacturer(company, payload[2:])
     raise ProtocolError("no reference-lock manufacturer data")
+
+
+def decode_manufacturer(company, data):
+    """Return (kind name, battery, counter, pairing) from a reference lock's manufacturer data as
+    a parsed advert holds it: the company id and the bytes after it (bleak's
+    ``AdvertisementData.manufacturer_data[company]``, for a central that never sees the raw AD
+    structures)."""
+    if company != COMPANY_ID:
+        raise ProtocolError("company id 0x%04x is not the reference lock's" % company)
+    if len(data) != MANUFACTURER_LEN - 2:
+        raise ProtocolError("manufacturer data must be %d bytes" % MANUFACTURER_LEN)
+    version, kind, battery, counter = struct.unpack("<BBBH", data)
+    if version != VERSION:
+        raise ProtocolError("unsupported protocol version %d" % version)
+    if battery > 100:
+        raise ProtocolError("battery out of range: %d" % battery)
+    return _name(KINDS, kind & 0x7F, "kind"), battery, counter, kind > 0x7F
 
 
 def decode_name(data):
