@@ -25,6 +25,10 @@ class Conn:
         self.fail = None  # an exception the next procedure raises
         self.notes = []
         self._flag = asyncio.Event()
+        self.addr_type = 0
+        self.addr = b"\xc0\xff\xee\x00\x00\x01"
+        self.sec = 5  # what the next pairing ends with: encrypted, bonded
+        self.bonds = None  # the Bonds the stack's SET_SECRET reaches while pairing
 
     async def _procedure(self, what):
         self.log.append(what)
@@ -46,6 +50,13 @@ class Conn:
 
     async def write(self, handle, data, ms, response=True):
         await self._procedure(("write", handle, bytes(data), response))
+
+    async def pair(self, ms):
+        await self._procedure(("pair", ms))
+        if self.sec & 4 and self.bonds is not None:  # the stack handed the keys over
+            self.bonds.held.add((self.addr_type, self.addr))
+            self.bonds.dirty = True
+        return self.sec
 
     async def services(self, uuid, ms):
         return [(1, 6, b"\xf0\xff")]
@@ -151,6 +162,67 @@ def _proxy(slots=3):
     host = Host()
     proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots, Bonds())
     return proxy, central, host
+
+
+async def test_pair_answers_the_links_security_and_saves_the_bond_first():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    bonds = proxy._bonds
+    central.conns[0].bonds = bonds
+    done = await _call(proxy, host, messages.BLE_PAIR, conn, 5000)
+    assert done["status"] == "ok" and done["count"] == 5, done  # encrypted, bonded
+    assert bonds.saves == 1 and not bonds.dirty and central.conns[0].log[-1] == ("done", "pair", 5000)
+    assert central.conns[0].bonds is bonds and central.secrets is bonds  # the stack asks it
+
+
+async def test_a_refused_pairing_is_auth_failed_and_an_unsaved_bond_is_not_said_bonded():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    c.bonds = proxy._bonds
+    c.sec = 0  # the peer refused
+    assert (await _call(proxy, host, messages.BLE_PAIR, conn, 5000))["status"] == "auth_failed"
+    c.sec = 5
+    proxy._bonds.fail_save = OSError(28)  # the flash is full
+    done = await _call(proxy, host, messages.BLE_PAIR, conn, 5000)
+    assert done["status"] == "ok" and done["count"] == 1, done  # encrypted, not bonded
+    proxy._bonds.fail_save = None
+    proxy._bonds.held.clear()
+    c.bonds = None  # the stack paired but the store refused the keys (full)
+    done = await _call(proxy, host, messages.BLE_PAIR, conn, 5000)
+    assert done["status"] == "ok" and done["count"] == 1, done
+
+
+async def test_pair_and_unpair_refuse_bad_values_and_every_one_ends_in_one_ble_done():
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    for ms in (0, -1, 60001):
+        assert (await _call(proxy, host, messages.BLE_PAIR, conn, ms))["status"] == "refused"
+    assert (await _call(proxy, host, messages.BLE_PAIR, conn + 7, 100))["status"] == "no_conn"
+    for addr, addr_type in (("C0:FF:EE:00:00", 0), ("C0-FF-EE-00-00-01", 0),
+                            ("C0:FF:EE:00:00:0G", 0), ("C0:FF:EE:00:00:01", 2)):
+        done = await _call(proxy, host, messages.BLE_UNPAIR, addr, addr_type)
+        assert done["status"] == "refused", (addr, addr_type, done)
+    central.conns[0].fail = Disconnected("gone")
+    assert (await _call(proxy, host, messages.BLE_PAIR, conn, 100))["status"] == "disconnected"
+    central.conns[0].fail = BLETimeout("no answer")
+    assert (await _call(proxy, host, messages.BLE_PAIR, conn, 100))["status"] == "timeout"
+    rids = [m["rid"] for m in host.sent if m["m"] == "ble_done"]
+    assert len(rids) == len(set(rids)), "one ble_done per request"
+
+
+async def test_unpair_forgets_the_bond_and_saves_even_with_no_connection():
+    proxy, central, host = _proxy()
+    bonds = proxy._bonds
+    bonds.held.add((0, b"\xc0\xff\xee\x00\x00\x01"))
+    done = await _call(proxy, host, messages.BLE_UNPAIR, "C0:FF:EE:00:00:01", 0)
+    assert done["status"] == "ok" and done["count"] == 1 and not bonds.held and bonds.saves == 1
+    done = await _call(proxy, host, messages.BLE_UNPAIR, "c0:ff:ee:00:00:01", 0)
+    assert done["status"] == "ok" and done["count"] == 0, done
+    bonds.held.add((1, b"\xc0\xff\xee\x00\x00\x02"))
+    bonds.fail_save = OSError(5)
+    done = await _call(proxy, host, messages.BLE_UNPAIR, "C0:FF:EE:00:00:02", 1)
+    assert done["status"] == "error", done  # forgotten until the next boot only: said so
 
 
 async def _until(cond, what="the condition"):
