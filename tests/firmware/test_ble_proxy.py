@@ -18,8 +18,8 @@ import pytest
 from hubd.link.serial_port import SerialLink
 from simulator.home import SimulatedHome
 from simulator.locks import InsideTurnerLock
-from simulator.radio import (FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE, Characteristic,
-                             Peripheral, Service)
+from simulator.radio import (FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE,
+                             Characteristic, Peripheral, Service)
 from tests.waiting import until
 from wire import link, messages
 from wire import lockproto as lp
@@ -177,6 +177,38 @@ async def test_a_write_without_response_is_taken_in_order_and_a_refused_read_is_
     assert done["status"] == "ok"
     done = await hub.call(messages.BLE_WRITE, conn, gadget.sealed.value_handle, "01", True, 2000)
     assert (done["status"], done["att"]) == ("gatt_error", 0x03)  # write not permitted
+
+
+class Safe(Peripheral):
+    """A peripheral whose characteristic notifies and needs an encrypted link, as a lock's."""
+
+    def __init__(self, address: str) -> None:
+        self.box = Characteristic(0xFFE1, FLAG_READ | FLAG_WRITE | FLAG_NOTIFY, b"\x07",
+                                  encrypted=True)
+        super().__init__(address, "safe", [Service(0xFFE0, [self.box])])
+
+
+async def test_pairing_opens_an_encrypted_characteristic_and_the_decommission_wipes_the_bond(
+        tmp_path, homes):
+    safe = Safe(ADDRS[2])
+    home, hub = await homes(tmp_path, locks=[])
+    home.radio.add(safe)
+    bond_file = home.workdir / "bridge-flash" / "ble_bonds.bin"
+    conn = await hub.connect(ADDRS[2])
+    done = await hub.call(messages.BLE_SUBSCRIBE, conn, safe.box.cccd_handle, 1)
+    assert (done["status"], done["att"]) == ("gatt_error", 0x05)  # insufficient authentication
+    done = await hub.call(messages.BLE_PAIR, conn, 5000)
+    assert done["status"] == "ok" and done["count"] == (messages.BLE_SEC_ENCRYPTED
+                                                        | messages.BLE_SEC_BONDED), done
+    assert bond_file.exists(), "saved before the answer"
+    assert (await hub.call(messages.BLE_SUBSCRIBE, conn, safe.box.cccd_handle, 1))["status"] == "ok"
+    safe.links[0].notify(safe.box, b"\x08")
+    await until(lambda: hub.of(messages.BLE_NOTIFY, conn=conn), "the notification")
+    assert (await hub.call(messages.BLE_DISCONNECT, conn))["status"] == "ok"
+
+    hub.link.send(messages.make(messages.WIPE))
+    await until(lambda: hub.of(messages.WIPED), "wiped")
+    await until(lambda: not bond_file.exists(), "the bond file deleted")
 
 
 async def test_requests_on_one_connection_are_answered_in_the_order_they_came(tmp_path, homes):
