@@ -55,7 +55,7 @@ class Bonds:
         self.path = path
         self.max_peers = max_peers
         self.dirty = False
-        self._recs = []  # [sec_type, key, value]
+        self._recs = []  # (sec_type, key, value); a peer's two share one key object
         self._recs = self._load()
 
     def _limit(self):
@@ -123,7 +123,7 @@ class Bonds:
                 else:
                     if len(value) > _MAX_VALUE:
                         return False
-                    recs[i][2] = bytes(value)
+                    recs[i] = (sec_type, recs[i][1], bytes(value))
                 self.dirty = True
                 return True
         if value is None:
@@ -131,18 +131,20 @@ class Bonds:
         if not 0 < len(key) <= _MAX_KEY or len(value) > _MAX_VALUE:
             return False
         if sec_type in (_SEC_OUR, _SEC_PEER):
-            known = False
+            known = None
             for rec in recs:
-                known = known or (rec[0] in (_SEC_OUR, _SEC_PEER) and rec[1] == key)
-            if not known and self.peers() >= self.max_peers:
+                if rec[0] in (_SEC_OUR, _SEC_PEER) and rec[1] == key:
+                    known = rec[1]
+            if known is None and self.peers() >= self.max_peers:
                 return False
+            key = known or key
         else:
             others = 0
             for rec in recs:
                 others += 0 if rec[0] in (_SEC_OUR, _SEC_PEER) else 1
             if others >= _MAX_OTHER:
                 return False
-        recs.append([sec_type, key, bytes(value)])
+        recs.append((sec_type, key, bytes(value)))
         self.dirty = True
         return True
 
@@ -191,8 +193,10 @@ def _parse(data, limit):
             return None
         key = data[i + 3 : i + 3 + klen]
         for rec in recs:
-            if rec[0] == data[i] and rec[1] == key:
-                return None  # a key twice: not a file this module wrote
-        recs.append([data[i], key, data[i + 3 + klen : i + 3 + klen + vlen]])
+            if rec[1] == key:
+                if rec[0] == data[i]:
+                    return None  # a key twice: not a file this module wrote
+                key = rec[1]  # one object for a peer's two secrets
+        recs.append((data[i], key, data[i + 3 + klen : i + 3 + klen + vlen]))
         i += 3 + klen + vlen
     return recs
