@@ -30,3 +30,12 @@ def paired(lock: ReferenceProtocolLock, secret: bytes | None = None) -> PairedLo
     """What pairing gave hubd for ``lock`` (``secret``: another one, a wrong pairing)."""
     assert lock.secret is not None
     return PairedLock(lock.kind, address(lock), secret or lock.secret, lock.addr_type)
+
+
+def unpaired_lock(lock_id: str, kind: type[ReferenceProtocolLock], addr: str,
+                  pairing_window_s: float = 600.0, **kwargs: Any) -> ReferenceProtocolLock:
+    """A lock fresh from the box (no secret), its pairing button just held: it takes a PAIR
+    sealed with its ``setup_key`` for ``pairing_window_s``."""
+    lock = kind(lock_id, addr, None, **kwargs)
+    lock.press_pairing_button(pairing_window_s)
+    return lock
