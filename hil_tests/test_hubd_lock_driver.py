@@ -2,17 +2,16 @@
 reference lock protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth
 proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it, and
 the locks' battery and signal reach their device state from adverts hubd hears through the proxy.
-The locks' secrets reach hubd as systemd would give them: HUBD_LOCK_LINKS in its environment.
+The locks' pairings are in hubd's state database before it starts, as ``hubctl pair`` leaves
+them (tests.fixtures.record_pairings).
 
-Simulator only: on a bench bridge this needs the locks' addresses and secrets in hubd (pairing
-still writes them to the bridge, docs/ble-proxy.md).
+Simulator only: on a bench bridge the bench locks would first be paired through hubd (hubctl
+pair, tests/hubctl/test_hubctl_pair_hubd.py walks that on the simulator).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import DeviceState, LockState
 from simulator.home import HomeThread, SimulatedHome, default_locks
-from tests.fixtures import BackendKey
+from tests.fixtures import BackendKey, record_pairings
 from tests.mosquitto import Mosquitto
 
 
@@ -40,22 +39,19 @@ class _ProxyOnlyHome(SimulatedHome):
 def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: BackendKey,
         tmp_path: Path) -> Iterator[HubUnderTest]:
     if request.config.getoption("--target") != "sim":
-        pytest.skip("SKIPPED ON A REAL BRIDGE: hubd needs the bench locks' secrets; run it with "
-                    "--target=sim")
+        pytest.skip("SKIPPED ON A REAL BRIDGE: the bench locks would first be paired through hubd; "
+                    "run it with --target=sim")
     home = HomeThread(_ProxyOnlyHome(tmp_path / "home", locks=default_locks(),
                                      policy={"scan_every_ms": 1000, "scan_ms": 500}))
     home.start()
     locks = home.home.locks
-    links = {lock_id: {"address": ":".join(f"{b:02X}" for b in lk.address),
-                       "addr_type": lk.addr_type, "secret": (lk.secret or b"").hex()}
-             for lock_id, lk in locks.items()}
     config = tmp_path / "hubd.toml"
+    record_pairings(tmp_path / "hubd-state", locks.values())  # write_hubd_config's state_dir
     write_hubd_config(config, mosquitto, home.home.port, backend_key,
                       {lock_id: lk.kind for lock_id, lk in locks.items()},
                       top='lock_driver = "hubd"', link_key=home.home.link_key)
     log = tmp_path / "hubd.log"
-    env = {**os.environ, "HUBD_LOCK_LINKS": json.dumps(links)}
-    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log, env),
+    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds={k: lk.kind for k, lk in locks.items()})
     try:
         wait_online(mosquitto, HUB_ID, under_test.hubd, log)

@@ -7,11 +7,14 @@
 - ``test_ca``: a fresh certificate authority (:class:`tests.tls.TestCA`) for TLS listeners and
   client certificates.
 - ``backend_key``: a fresh backend signing key (:class:`BackendKey`) with its kid.
+
+:func:`record_pairings` puts simulated locks' pairings into hubd's state, as ``hubctl pair``
+leaves them with ``lock_driver = "hubd"``: the one way tests give hubd a lock already paired.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hubapi import signing
 from hubapi.models import CommandClaims
+from simulator.locks import ReferenceProtocolLock
 from tests.mosquitto import Mosquitto, MosquittoNotInstalled
 from tests.tls import TestCA
 
@@ -81,3 +85,17 @@ class BackendKey:
 def backend_key() -> BackendKey:
     """A fresh Ed25519 backend key with kid ``backend-test``."""
     return BackendKey("backend-test", signing.generate_private_key())
+
+
+def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock]) -> None:
+    """Record each (paired) simulated lock under its lock id in hubd's state database in
+    ``state_dir``, with its kind, address, address type and secret, as hubd's pairing keeps
+    them (hubd/store/pairings.py)."""
+    from hubd.locks import PairedLock  # bleak: only for the tests that drive locks in hubd
+    from hubd.store.pairings import record_pairing
+
+    for lock in locks:
+        assert lock.secret is not None, f"{lock.lock_id} is not paired"
+        address = ":".join(f"{b:02X}" for b in lock.address)
+        record_pairing(state_dir, lock.lock_id,
+                       PairedLock(lock.kind, address, lock.secret, lock.addr_type))
