@@ -45,7 +45,9 @@ Availability (``available`` and ``why`` in the state), first rule that applies:
    unit is;
 4. otherwise, time: unavailable until first heard (``not heard from yet``) and when not heard from
    within its kind's ``absent_s`` (``[devices.absent_s]``; 0: never by time), checked by :meth:`tick`,
-   which also sends the battery reminders that fall due.
+   which also sends the battery reminders that fall due. With ``lock_driver = "hubd"`` this is the
+   only judge of a lock (hubd.locks.drivers gives no ``present`` word): its adverts and authentic
+   answers are its sightings (:meth:`heard` for an answer with no reading).
 
 The retained state is published when anything in it changes except ``last_seen``, ``rssi``, the
 raw battery ``reading`` and ``at``, and at least every ``refresh_s`` while the device reports, so a
@@ -231,6 +233,18 @@ class Devices:
             if pendant is not None:  # heard through this base unit: its availability may follow
                 self._publish_if_changed(pendant, now)
         return "; ".join(problems) or None
+
+    def heard(self, device_id: str, at: float | None = None) -> None:
+        """A known device answered, authentically, with no reading to report (a lock's
+        REPORTS_END to hubd's own driver): it counts as heard from at ``at`` (default: now) for
+        the time rule of availability. An unknown device is ignored."""
+        now = self._clock() if at is None else at
+        known = self._devices.get(device_id)
+        if known is None:
+            return
+        device = replace(known, last_seen=max(now, known.last_seen or now))
+        if self._commit(known, device, [], now):
+            self._publish_if_changed(self._devices[device_id], now)
 
     def bridge_link(self, up: bool, at: float | None = None) -> None:
         """The serial link to the bridge went up or down (:meth:`hubd.link.bridge.Bridge.on_link_change`).

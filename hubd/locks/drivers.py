@@ -1,6 +1,12 @@
 """hubd's lock drivers as the daemon runs them: the bridge's Bluetooth proxy, one driver per
-paired lock (hubd.locks.transport), and the locks' adverts as device sightings
+paired lock (hubd.locks.transport) with its background work (hubd.locks.upkeep: polls, and the
+reports a lock kept while nobody was connected), and the locks' adverts as device sightings
 (hubd.locks.sightings), kept in step when a lock is paired or decommissioned.
+
+A lock's presence is judged in one place, the device registry, by time (``[devices.absent_s]``
+per kind): every advert and every authentic answer is a sighting, and hubd's drivers give no
+``present`` word of their own (the firmware's devices.py judged ``absent_ms`` itself; with hubd's
+drivers nobody else does).
 
     drivers = await LockDrivers.open(bridge, paired, lock_states, devices, stack)
     transport = drivers.locks                    # the command path's LockTransport
@@ -20,6 +26,7 @@ from hubd.ble import BleProxy
 from hubd.devices.registry import Devices
 from hubd.locks.sightings import LockSightings
 from hubd.locks.transport import BleLocks, PairedLock
+from hubd.locks.upkeep import UpkeepTimings
 from wire import lockkinds
 
 if TYPE_CHECKING:
@@ -40,9 +47,11 @@ class LockDrivers:
 
     @classmethod
     async def open(cls, bridge: Bridge, paired: Mapping[str, PairedLock], lock_states: LockStates,
-                   devices: Devices, stack: contextlib.AsyncExitStack) -> LockDrivers:
+                   devices: Devices, stack: contextlib.AsyncExitStack, *,
+                   upkeep: UpkeepTimings = UpkeepTimings()) -> LockDrivers:
         """Drive ``paired`` through ``bridge``'s proxy, reports into ``lock_states``, sightings
-        into ``devices``; closed by ``stack`` before the bridge (its connections go first)."""
+        into ``devices``, the background work on ``upkeep``'s times; closed by ``stack`` before
+        the bridge (its work and connections go first)."""
         proxy = BleProxy(bridge)
         stack.callback(proxy.close)
         kinds = {lock: p.kind for lock, p in paired.items()}
@@ -54,19 +63,24 @@ class LockDrivers:
             else:
                 lock_states.reported(lock, state, battery, source)
 
-        def sighted(lock: str, battery: int, rssi: int) -> None:
+        def sighted(lock: str, battery: int | None, rssi: int | None) -> None:
             kind = kinds.get(lock)
             if kind is None:  # removed while its advert was on its way
                 return
             mains = kind == lockkinds.ENTRANCE_DOOR
+            if rssi is None and (mains or battery is None):
+                devices.heard(lock)  # an authentic answer that carries no reading
+                return
             devices.report(lock, kind, "mains" if mains else "reference",
-                           battery=None if mains else battery, rssi=rssi, present=True)
+                           battery=None if mains else battery, rssi=rssi)
 
-        locks = BleLocks(proxy, paired, on_report=report)
+        locks = BleLocks(proxy, paired, on_report=report, upkeep=upkeep,
+                         on_heard=lambda lock, battery: sighted(lock, battery, None))
         stack.push_async_callback(locks.close)
-        sightings = LockSightings(proxy, paired, sighted)
+        sightings = LockSightings(proxy, paired, sighted, locks.advertised)
         stack.callback(sightings.stop)
         await sightings.start()
+        locks.start()
         drivers = cls(proxy, locks, sightings, kinds)
         log.info("hubd drives the locks through the bridge's Bluetooth proxy",
                  extra={"locks": list(paired)})

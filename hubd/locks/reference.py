@@ -9,6 +9,13 @@ COMMAND is never sent again. A RESULT that does not come is ``incomplete``, with
 back (a fresh challenge and a ``status`` COMMAND, never the original one) once the lock settled.
 The rule is written once, in :meth:`ReferenceLock.operate`.
 
+Between operations :meth:`ReferenceLock.refresh` reads what the lock kept while nobody was
+connected (READ_REPORTS after the last report taken in) and, for a poll, its state and battery
+with a ``status`` COMMAND on a tag of zeros: it moves nothing and is no command of hubd's
+journal, as the firmware's polls (hubd.locks.upkeep decides when). The report number taken in
+is kept across connections, not across restarts: as the firmware did, the first read after a
+start asks for no reports and takes the lock's authentic latest number as its baseline.
+
 As the firmware's driver did (firmware/locks/reference.py with firmware/policy.py), the
 connection outlives an operation by ``idle_s``, so a follow-up skips connecting, discovery and
 subscription; then it is dropped, because a battery lock pays for every second of it.
@@ -56,6 +63,20 @@ class Timings:
     readback_extra_s: float = 3.0  # the read-back gets at least connect_s + this
     idle_s: float = 3.0  # an unused connection is kept this long
     retry_pause_s: float = 0.2
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What :meth:`ReferenceLock.refresh` learned: the state and battery when it read them (else
+    None), and how many new reports it took in."""
+
+    state: str | None
+    battery: int | None
+    reports: int
+
+
+# A status read moves nothing and answers no command: its tag identifies nothing.
+_POLL_TAG = bytes(lp.TAG_LEN)
 
 
 class _Lost(Exception):
@@ -113,7 +134,7 @@ class ReferenceLock:
         self._backend = backend
         self.timings = timings
         self.on_report = on_report
-        self.report_counter = -1  # the latest report number taken in
+        self.report_counter = -1  # the latest report number taken in; -1 before the first read
         self._link: _Link | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -125,6 +146,14 @@ class ReferenceLock:
     @property
     def connected(self) -> bool:
         return self._link is not None and self._link.up
+
+    @property
+    def settling_s(self) -> float:
+        """How much longer a status read may still show the state from before the last move
+        (0: settled)."""
+        if self._moved_at is None:
+            return 0.0
+        return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
 
     async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
                       timeout: float) -> OpResult:
@@ -158,6 +187,8 @@ class ReferenceLock:
             try:
                 await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
                 result = await self._wait_result(link, self.timings.result_s)
+                if action != "status":
+                    self._moved_at = loop.time()  # the RESULT comes when the move ended
             except (WriteUnknown, _Lost, errors.ProxyDisconnected, ProxyUnavailable) as exc:
                 lost = not isinstance(exc, WriteUnknown) or exc.status in _LINK_GONE
                 return await self._incomplete(started, tag, deadline,
@@ -207,6 +238,50 @@ class ReferenceLock:
         except asyncio.CancelledError:
             self._drop()
             raise
+        finally:
+            self._release()
+
+    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
+        """Take in the reports the lock kept since the last one taken in (each authentic new one
+        goes to ``on_report`` as a live one does) and, with ``read_status`` or when some were
+        lost from the lock's backlog, read its state and battery, all within ``timeout``.
+
+        Returns what was learned, or None when the lock could not be reached or its REPORTS_END
+        did not verify. Never writes anything that can move a motor."""
+        loop = asyncio.get_running_loop()
+        self._requests_s, self._requests = 0.0, 0
+        self._keep()
+        try:
+            deadline = loop.time() + timeout
+            link, nonce, _ = await self._prepare(deadline)
+            if link is None or nonce is None:
+                return None
+            try:
+                taken, lost = await self._read_reports(link, nonce, deadline)
+                if not (read_status or lost):
+                    return Refreshed(None, None, taken)
+                # READ_REPORTS did not spend the nonce: the status read uses it.
+                pdu = lp.encode_command(self._secret, self._addr, nonce, lp.action_code("status"),
+                                        _POLL_TAG)
+                await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
+                result = await self._wait_result(link, max(0.0, deadline - loop.time()))
+            except (BleakError, TimeoutError, _Lost, lp.ProtocolError) as exc:
+                log.info("reference lock %s: reading it failed: %s", self.address,
+                         exc or type(exc).__name__)
+                self._drop()
+                return None
+            status, state, battery, mac = result
+            if status != lp.STATUS_OK or not lp.verify_result(
+                    self._secret, self._addr, nonce, _POLL_TAG, status, state, battery, mac):
+                return Refreshed(None, None, taken)  # heard (REPORTS_END verified), state unread
+            return Refreshed(lp.state_name(state), battery, taken)
+        except asyncio.CancelledError:
+            self._drop()
+            raise
+        except Exception:
+            log.exception("reference lock %s: the driver failed reading it", self.address)
+            self._drop()
+            return None
         finally:
             self._release()
 
@@ -267,9 +342,9 @@ class ReferenceLock:
             if client.mtu_size - 3 < lp.COMMAND_LEN:
                 raise lp.ProtocolError(f"ATT MTU {client.mtu_size} too small for a COMMAND")
             link = _Link(client, control)
-            pdus = link.pdus
+            made = link
             await self._asked(client.start_notify(event,
-                                                  lambda _, data: pdus.put_nowait(bytes(data))))
+                                                  lambda _, data: self._notified(made, bytes(data))))
         except BaseException:
             await _disconnect(client)
             raise
@@ -308,6 +383,14 @@ class ReferenceLock:
             await asyncio.sleep(max(0.0, min(self.timings.retry_pause_s, deadline - loop.time())))
         return None, None, reason
 
+    def _notified(self, link: _Link, pdu: bytes) -> None:
+        """A notification: on the connection kept idle between operations a report is passed
+        on at once (as the firmware's ``service`` did); else the operation under way takes it."""
+        if self._idle is not None and link is self._link:
+            self._unsolicited(pdu)
+        else:
+            link.pdus.put_nowait(pdu)
+
     async def _asked(self, request: Awaitable[T]) -> T:
         """Await one BLE request of the operation, its wait counted in the result."""
         loop = asyncio.get_running_loop()
@@ -341,6 +424,34 @@ class ReferenceLock:
         left = self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time()
         if left > 0:
             await asyncio.sleep(left)
+
+    async def _read_reports(self, link: _Link, nonce: bytes, deadline: float) -> tuple[int, bool]:
+        """READ_REPORTS after the last number taken in (none before the first: the lock's
+        authentic REPORTS_END gives the baseline). Returns how many new reports were taken in,
+        and whether some were lost from the backlog (the first one is not the one after the last
+        taken in): then the state must be read."""
+        before = self.report_counter
+        after = before if before >= 0 else lp.COUNTER_NONE
+        await self._asked(link.client.write_gatt_char(link.control, lp.encode_read_reports(after),
+                                                      response=True))
+        loop = asyncio.get_running_loop()
+        first: int | None = None
+        taken = 0
+        while True:
+            # Each kept report in its own notification: the wait is per notification.
+            pdu = await link.next_pdu(min(self.timings.gatt_s, deadline - loop.time()))
+            if pdu[:1] == bytes((lp.OP_REPORTS_END,)):
+                counter, mac = lp.decode_reports_end(pdu)
+                if not lp.verify_reports_end(self._secret, self._addr, nonce, counter, mac):
+                    raise lp.ProtocolError("REPORTS_END does not verify")
+                # Fresh and authentic: the baseline, even if the lock's count went back.
+                self.report_counter = counter
+                return taken, before >= 0 and counter > before and first != before + 1
+            number = self._unsolicited(pdu)
+            if number is not None:
+                taken += 1
+                if first is None:
+                    first = number
 
     # -- after the write ----------------------------------------------------------------------
 
@@ -400,8 +511,9 @@ class ReferenceLock:
 
     # -- reports ------------------------------------------------------------------------------
 
-    def _unsolicited(self, pdu: bytes) -> None:
-        """Pass on an authentic, new STATUS or EVENT; drop anything else."""
+    def _unsolicited(self, pdu: bytes) -> int | None:
+        """Pass on an authentic, new STATUS or EVENT and return its number; drop anything else
+        (None)."""
         try:
             if pdu[:1] == bytes((lp.OP_STATUS,)):
                 counter, state, battery, source, mac = lp.decode_status(pdu)
@@ -412,16 +524,20 @@ class ReferenceLock:
                 ok = lp.verify_event(self._secret, self._addr, counter, event, source, state,
                                      battery, mac)
             else:
-                return
+                return None
         except lp.ProtocolError:
-            return
+            return None
         if not ok or counter <= self.report_counter:
-            return  # forged, replayed or reordered
+            return None  # forged, replayed or reordered
         self.report_counter = counter
         if self.on_report is not None:
-            self.on_report("state" if event is None else "event",
-                           None if event is None else lp.event_name(event),
-                           lp.state_name(state), battery, lp.source_name(source))
+            try:
+                self.on_report("state" if event is None else "event",
+                               None if event is None else lp.event_name(event),
+                               lp.state_name(state), battery, lp.source_name(source))
+            except Exception:  # the listener's bug must not end the driver's read
+                log.exception("reference lock %s: a report's listener raised", self.address)
+        return counter
 
 
 # A write whose answer did not come because the connection or the link went down.

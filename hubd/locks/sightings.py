@@ -1,17 +1,24 @@
-"""Sightings of hubd's locks in their adverts, without a connection: battery and signal.
+"""Sightings of hubd's locks in their adverts, without a connection: battery, signal, and the
+report number that tells a lock kept reports nobody heard.
 
 With ``lock_driver = "hubd"`` the bridge does not know the locks, so it no longer reports them
 (firmware/devices.py); hubd asks the proxy to watch each lock's address (``BleProxy.watch``, sent
 again by the proxy whenever the link comes back) and hands every reference-lock advert it hears
-to ``on_sighting(lock, battery, rssi)``. An advert is not authenticated: its battery is a hint
-that the next authenticated answer corrects (docs/lock-protocol.md, "Connection policy" 5.).
+to ``on_sighting(lock, battery, rssi)`` and its report number to ``on_counter(lock, counter)``
+(hubd.locks.transport.BleLocks.advertised). An advert is not authenticated: its battery is a
+hint that the next authenticated answer corrects, its counter only a reason to look
+(docs/lock-protocol.md, "Connection policy").
+
+The adverts are read as bleak parses them (``AdvertisementData``, hubd.ble.advert.Advert:
+manufacturer data by company id), so the same :meth:`LockSightings.heard` serves a hub whose
+own adapter scans (bleak's platform backend gives nothing else) and the proxy.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from hubd.ble.advert import Advert
 from hubd.ble.proxy import BleProxy
@@ -22,16 +29,26 @@ log = logging.getLogger(__name__)
 
 #: on_sighting(lock id, battery percent, rssi)
 SightingCallback = Callable[[str, int, int], None]
+#: on_counter(lock id, the report number in its advert, low 16 bits)
+CounterCallback = Callable[[str, int], None]
+
+
+class ParsedAdvert(Protocol):
+    """What a sighting needs of an advert: bleak's ``AdvertisementData`` or hubd.ble's Advert."""
+
+    @property
+    def manufacturer_data(self) -> dict[int, bytes]: ...
 
 
 class LockSightings:
     """Watches ``locks``' adverts through ``proxy`` from :meth:`start` until :meth:`stop`."""
 
     def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
-                 on_sighting: SightingCallback) -> None:
+                 on_sighting: SightingCallback, on_counter: CounterCallback | None = None) -> None:
         self._proxy = proxy
         self._by_address = {paired.address.upper(): lock_id for lock_id, paired in locks.items()}
         self._on_sighting = on_sighting
+        self._on_counter = on_counter
         self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -61,13 +78,23 @@ class LockSightings:
             self._stop_listening()
             self._stop_listening = None
 
-    def _heard(self, address: str, addr_type: int, rssi: int, advert: Advert,
-               msg: dict[str, Any]) -> None:
-        lock_id = self._by_address.get(address)
+    def heard(self, address: str, rssi: int, advert: ParsedAdvert) -> None:
+        """One advert from ``address`` as bleak parsed it; anything but a watched lock's
+        well-formed reference-lock advert is ignored."""
+        lock_id = self._by_address.get(address.upper())
         if lock_id is None:
             return
+        data = advert.manufacturer_data.get(lp.COMPANY_ID)
+        if data is None:
+            return  # a foreign advert under a lock's address
         try:
-            _, battery, _, _ = lp.decode_advert(bytes.fromhex(msg["data"]))
-        except (lp.ProtocolError, ValueError):
-            return  # a foreign or hostile advert under a lock's address
+            _, battery, counter, _ = lp.decode_manufacturer(lp.COMPANY_ID, bytes(data))
+        except lp.ProtocolError:
+            return  # a malformed or hostile one
         self._on_sighting(lock_id, battery, rssi)
+        if self._on_counter is not None:
+            self._on_counter(lock_id, counter)
+
+    def _heard(self, address: str, addr_type: int, rssi: int, advert: Advert,
+               msg: dict[str, Any]) -> None:
+        self.heard(address, rssi, advert)

@@ -4,6 +4,16 @@ The command path hands each operation to a lock id; this maps the id to its driv
 paired lock: its kind, address, address type and secret) and runs one operation at a time per
 lock, in the order asked, while other locks go on in parallel. The bridge is then only the
 Bluetooth proxy (docs/ble-proxy.md): ``is_up`` and ``wait_up`` follow the serial link to it.
+
+Given ``upkeep`` timings it also does, from :meth:`BleLocks.start`, what the firmware's
+connection policy did for a lock nobody commands (hubd.locks.upkeep): polls, and reads of the
+reports a lock kept while nobody was connected when its advert says there are some
+(:meth:`BleLocks.advertised`); each in the lock's turn, so never during an operation on it.
+
+Every report a lock makes goes to ``on_report`` with the source hubd names it by, unless the
+lock's kind cannot make it (``wire.lockkinds.can_report``: a misconfigured or hostile device;
+dropped, as firmware/locks/kinds.py did). Every authentic answer (a RESULT, a report, a read's
+REPORTS_END) goes to ``on_heard`` with the battery it carries, if any: the lock is there.
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ from dataclasses import dataclass, field
 
 from hubd.access.transport import OpResult
 from hubd.ble.proxy import BleProxy
-from hubd.locks.reference import ReferenceLock, Timings
+from hubd.locks.reference import ReferenceLock, Refreshed, Timings
+from hubd.locks.upkeep import Upkeep, UpkeepTimings
 from wire import lockkinds
 from wire import outcomes as oc
 
@@ -24,6 +35,9 @@ log = logging.getLogger(__name__)
 #: report(lock, what, name, state, battery, source): an authentic report a lock made on its own
 #: while connected ("state" or "event"; ``name`` the event; ``source`` wire.lockkinds').
 ReportCallback = Callable[[str, str, "str | None", str, int, str], None]
+#: heard(lock, battery): the lock answered authentically; ``battery`` its percent when the answer
+#: carried one.
+HeardCallback = Callable[[str, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -48,33 +62,49 @@ class BleLocks:
     ``proxy``; a LockTransport for hubd.access.commands."""
 
     def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
-                 timings: Timings = Timings(), on_report: ReportCallback | None = None) -> None:
+                 timings: Timings = Timings(), on_report: ReportCallback | None = None, *,
+                 upkeep: UpkeepTimings | None = None, on_heard: HeardCallback | None = None
+                 ) -> None:
         self.proxy = proxy
         self.timings = timings
         self._on_report = on_report
+        self._on_heard = on_heard
         self.kinds: dict[str, str] = {}
         self._drivers: dict[str, ReferenceLock] = {}
         self._turns: dict[str, asyncio.Lock] = {}
+        self.upkeep = None if upkeep is None else Upkeep(self, upkeep)
         for lock_id, paired in locks.items():
             self.add(lock_id, paired)
 
+    def start(self) -> None:
+        """Start the background work (with ``upkeep`` timings; nothing without): each lock's
+        first poll at once."""
+        if self.upkeep is not None:
+            self.upkeep.start()
+
     def add(self, lock_id: str, paired: PairedLock) -> None:
-        """Drive ``lock_id`` from now on (a lock just paired); it must not be driven already."""
+        """Drive ``lock_id`` from now on (a lock just paired), its background work with it; it
+        must not be driven already."""
         if lock_id in self._drivers:
             raise ValueError(f"{lock_id} is driven already: remove it first")
         self.kinds[lock_id] = paired.kind
         self._drivers[lock_id] = ReferenceLock(paired.address, paired.secret,
                                                addr_type=paired.addr_type, proxy=self.proxy,
                                                timings=self.timings,
-                                               on_report=_for_lock(lock_id, self._on_report))
+                                               on_report=self._reports_of(lock_id, paired.kind))
         self._turns[lock_id] = asyncio.Lock()
+        if self.upkeep is not None:
+            self.upkeep.add(lock_id)
 
     async def remove(self, lock_id: str) -> None:
-        """Stop driving ``lock_id`` (decommissioned): after the operation under way, if any,
-        its connection is dropped; an operation asked later is ``unknown_lock``."""
+        """Stop driving ``lock_id`` (decommissioned) and its background work: after the
+        operation or read under way, if any, its connection is dropped; an operation asked
+        later is ``unknown_lock``."""
         turn = self._turns.get(lock_id)
         if turn is None:
             return
+        if self.upkeep is not None:
+            self.upkeep.remove(lock_id)
         async with turn:
             driver = self._drivers.pop(lock_id, None)
             self.kinds.pop(lock_id, None)
@@ -96,23 +126,85 @@ class BleLocks:
             return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
         if action != "status" and not lockkinds.supports(self.kinds[lock], action):
             return OpResult(oc.FAILED, oc.UNSUPPORTED_ACTION, None, None)
-        async with turn:  # one operation at a time per lock
-            driver = self._drivers.get(lock)
-            if driver is None:  # removed while this operation waited its turn
-                return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
-            return await driver.operate(action, command_id, on_written, timeout)
+        try:
+            async with turn:  # one operation at a time per lock
+                driver = self._drivers.get(lock)
+                if driver is None:  # removed while this operation waited its turn
+                    return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
+                result = await driver.operate(action, command_id, on_written, timeout)
+        finally:
+            if self.upkeep is not None:
+                self.upkeep.wake()  # a poll passed over for this operation may run now
+        if result.battery is not None:  # only an authentic answer carries one
+            self._heard(lock, result.battery)
+        return result
+
+    # -- the background work (hubd.locks.upkeep) ------------------------------------------------
+
+    def advertised(self, lock_id: str, counter: int) -> None:
+        """``lock_id``'s advert carries report number ``counter`` (low 16 bits): if hubd has
+        not taken that one in, the upkeep reads the lock's kept reports."""
+        if self.upkeep is not None:
+            self.upkeep.advertised(lock_id, counter)
+
+    def driver(self, lock_id: str) -> ReferenceLock | None:
+        return self._drivers.get(lock_id)
+
+    def busy(self, lock_id: str) -> bool:
+        """Whether an operation or a read holds ``lock_id``'s turn, or waits for it."""
+        turn = self._turns.get(lock_id)
+        return turn is not None and turn.locked()
+
+    async def refresh(self, lock_id: str, read_status: bool) -> Refreshed | None:
+        """In ``lock_id``'s turn, read its kept reports and, with ``read_status``, its state and
+        battery (``ReferenceLock.refresh``); the state goes to ``on_report`` with source
+        ``poll``. None when the lock is not driven, not reached or not authentic."""
+        turn = self._turns.get(lock_id)
+        if turn is None:
+            return None
+        async with turn:
+            driver = self._drivers.get(lock_id)
+            if driver is None:
+                return None
+            got = await driver.refresh(read_status, self.timings.connect_s
+                                       + 2 * self.timings.gatt_s)
+        if got is None:
+            return None
+        self._heard(lock_id, got.battery)
+        if got.state is not None and got.battery is not None and self._on_report is not None:
+            _call(self._on_report, lock_id, "state", None, got.state, got.battery,
+                  lockkinds.SOURCE_POLL)
+        return got
 
     async def close(self) -> None:
-        """Drop every lock's connection (hubd stops)."""
+        """Stop the background work and drop every lock's connection (hubd stops)."""
+        if self.upkeep is not None:
+            await self.upkeep.close()
         await asyncio.gather(*(driver.close() for driver in list(self._drivers.values())))
 
+    # -- what the locks say -------------------------------------------------------------------
 
-def _for_lock(lock_id: str, on_report: ReportCallback | None
-              ) -> Callable[[str, str | None, str, int, str], None] | None:
-    if on_report is None:
-        return None
+    def _heard(self, lock_id: str, battery: int | None) -> None:
+        if self._on_heard is not None:
+            _call(self._on_heard, lock_id, battery)
 
-    def report(what: str, name: str | None, state: str, battery: int, source: str) -> None:
-        on_report(lock_id, what, name, state, battery, _SOURCES.get(source, source))
+    def _reports_of(self, lock_id: str, kind: str) -> Callable[[str, str | None, str, int, str], None]:
+        def report(what: str, name: str | None, state: str, battery: int, source: str) -> None:
+            self._heard(lock_id, battery)
+            ours = _SOURCES.get(source, source)
+            if not lockkinds.can_report(kind, ours, name):
+                log.warning("%s: dropped a report its kind (%s) cannot make: %s %s from %s",
+                            lock_id, kind, what, name or state, ours)
+                return
+            if self._on_report is not None:
+                self._on_report(lock_id, what, name, state, battery, ours)
 
-    return report
+        return report
+
+
+def _call(callback: Callable[..., None], *args: object) -> None:
+    # A listener's bug (the state database, the registry) must not end the lock's read.
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("a lock report's listener raised")
