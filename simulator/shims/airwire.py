@@ -26,8 +26,8 @@ WRITE = 109  # (conn_handle, value_handle, mode, data)
 EXCHANGE_MTU = 110  # (conn_handle, preferred mtu)
 # Start LE security on a link (gap_pair): the shim hands over the peer's stored secret (the
 # value its _IRQ_GET_SECRET handler returned for that peer), or None when it has none. The
-# radio answers with _IRQ_SET_SECRET events (28, 30: keys to store, after a new pairing) and
-# one _IRQ_ENCRYPTION_UPDATE (conn_handle, encrypted, authenticated, bonded, key_size).
+# radio answers with _IRQ_SET_SECRET events (30: keys to store, after a new pairing) and one
+# _IRQ_ENCRYPTION_UPDATE (28: conn_handle, encrypted, authenticated, bonded, key_size).
 PAIR = 111  # (conn_handle, stored secret or None, bond 0/1)
 
 
