@@ -14,8 +14,10 @@ socket (simulator/radio.py), speaking airwire (simulator/shims/airwire.py) as th
 The radio plays the controller; this plays what sits on it in a hub's host stack (BlueZ's
 kernel and daemon): one connect at a time (the radio, like a controller, has one pending
 connection), the ATT MTU exchanged at once, one GATT procedure at a time per connection (ATT
-has one request outstanding per bearer), each within ``gatt_timeout_s``. Never kinder than
-hardware: the radio's rules (range, supervision timeouts, idle drops, a wedged stack) apply,
+has one request outstanding per bearer), each within ``gatt_timeout_s``; pairing through the
+radio's LE security (airwire PAIR: re-encryption with the bond this adapter keeps, else "Just
+Works" pairing that bonds). Never kinder than hardware: the radio's rules (range, supervision
+timeouts, idle drops, a wedged stack, a peer that is not pairable or lost its bond) apply,
 because they live in the radio; a procedure that times out drops the connection, because the
 ATT bearer's state is unknown after it (Core spec, ATT "transaction timeout"), as the bridge
 does.
@@ -57,6 +59,8 @@ READ_DONE = 16
 WRITE_DONE = 17
 NOTIFY = 18
 MTU_EXCHANGED = 21
+ENCRYPTION_UPDATE = 28
+SET_SECRET = 30
 
 #: Each event's arguments (simulator/radio.py): anything else is dropped.
 _B = bytes
@@ -76,10 +80,12 @@ SHAPES: dict[int, tuple[type, ...]] = {
     WRITE_DONE: (int, int, int),
     NOTIFY: (int, int, _B),
     MTU_EXCHANGED: (int, int),  # conn, mtu
+    ENCRYPTION_UPDATE: (int, int, int, int, int),  # conn, encrypted, authenticated, bonded, size
+    SET_SECRET: (int, _B, _B),  # sec_type, the peer's ble_addr_t, the stored secret
 }
 _CONN_EVENTS = {SERVICE_RESULT, SERVICE_DONE, CHARACTERISTIC_RESULT, CHARACTERISTIC_DONE,
                 DESCRIPTOR_RESULT, DESCRIPTOR_DONE, READ_RESULT, READ_DONE, WRITE_DONE,
-                MTU_EXCHANGED}
+                MTU_EXCHANGED, ENCRYPTION_UPDATE}
 
 NO_CONN = 0xFFFF  # a connect that failed or was cancelled
 SCAN_RSP = 0x04  # the advert type of a scan response
@@ -94,8 +100,16 @@ GATT_TIMEOUT_S = 10.0
 DISCONNECT_TIMEOUT_S = 2.0
 #: After a connect's own time, the wait for the radio's word before it is cancelled.
 CONNECT_MARGIN_S = 1.0
+#: Pairing (SMP's own transaction timeout is 30 s).
+PAIR_TIMEOUT_S = 30.0
+#: NimBLE's store types in SET_SECRET: our keys and the peer's; PAIR hands over the peer's.
+SEC_OUR = 1
+SEC_PEER = 2
 #: Address types remembered from adverts (as BlueZ keeps device objects): bounded, radio input.
 _KNOWN_MAX = 256
+#: Bonds kept (as BlueZ keeps them in its storage), and the largest secret taken.
+_BONDS_MAX = 32
+_SECRET_MAX = 128
 _ADDR_LEN = 6
 _UUID_LENS = (2, 4, 16)
 
@@ -124,6 +138,10 @@ class Disconnected(CentralError):
 
 class ProcedureTimeout(CentralError, TimeoutError):
     """A GATT procedure got no answer in time; the connection was dropped."""
+
+
+class PairingFailed(CentralError):
+    """The link could not be encrypted: the peer refused to pair, or lost the bond it had."""
 
 
 class AttError(CentralError):
@@ -207,7 +225,9 @@ class AirConnection:
         self.gatt_timeout_s = gatt_timeout_s
         self.mtu = DEFAULT_MTU
         self.connected = True
+        self.encrypted = False
         self.lost_reason: str | None = None
+        self._pairing: asyncio.Future[tuple[int, int, int, int]] | None = None
         self.on_notify: Callable[[int, bytes], None] | None = None
         self.on_lost: Callable[[str], None] | None = None
         self._turn = asyncio.Lock()
@@ -287,6 +307,35 @@ class AirConnection:
         if status:
             raise AttError(f"write of handle {handle}: ATT error 0x{status:02x}", status)
 
+    @property
+    def peer(self) -> bytes:
+        """The peer as NimBLE's ble_addr_t (its type, then its address least significant byte
+        first): how the radio keys secrets."""
+        return bytes((self.addr_type,)) + self.address[::-1]
+
+    async def pair(self, bond: bool = True) -> bool:
+        """Encrypt the link: with the bond this adapter keeps for the peer, else by pairing
+        ("Just Works"), bonding if ``bond``. True if it is bonded now; PairingFailed if the
+        link could not be encrypted (it stays up, unencrypted)."""
+        self._check()
+        if self._pairing is not None:
+            raise CentralError("a pairing is under way on this connection")
+        stored = self.central.bonds.get(self.peer)
+        self._pairing = asyncio.get_running_loop().create_future()
+        try:
+            self.central._send(airwire.PAIR, (self.handle, stored, 1 if bond else 0))
+            try:
+                async with asyncio.timeout(PAIR_TIMEOUT_S):
+                    encrypted, _, bonded, _ = await self._pairing
+            except TimeoutError:
+                raise PairingFailed(f"pairing: no answer in {PAIR_TIMEOUT_S:g} s") from None
+        finally:
+            self._pairing = None
+        if not encrypted:
+            raise PairingFailed("the peer lost the bond (re-encryption refused)" if stored
+                                else "the peer refused to pair")
+        return bool(bonded)
+
     async def disconnect(self) -> None:
         """Ask the radio to drop the connection and wait for its word (at most
         DISCONNECT_TIMEOUT_S); no ``on_lost`` for a disconnect asked for."""
@@ -338,6 +387,11 @@ class AirConnection:
                 self._procedure = None
 
     def _event(self, event: int, args: list) -> None:
+        if event == ENCRYPTION_UPDATE:
+            self.encrypted = bool(args[1])
+            if self._pairing is not None and not self._pairing.done():
+                self._pairing.set_result((args[1], args[2], args[3], args[4]))
+            return
         procedure = self._procedure
         if event == MTU_EXCHANGED and (procedure is None or procedure.done != MTU_EXCHANGED):
             # The peer may start an exchange itself: the radio tells the central the result.
@@ -370,6 +424,9 @@ class AirConnection:
         if procedure is not None and not procedure.future.done():
             procedure.future.set_exception(
                 Disconnected(f"{procedure.name}: the connection went down ({reason})", reason))
+        if self._pairing is not None and not self._pairing.done():
+            self._pairing.set_exception(
+                Disconnected(f"pairing: the connection went down ({reason})", reason))
         on_lost, self.on_lost = self.on_lost, None
         if on_lost is not None and reason != "local":
             _call(on_lost, reason)
@@ -385,6 +442,9 @@ class AirCentral:
         self.gatt_timeout_s = gatt_timeout_s
         self.dropped: Counter[str] = Counter()
         self.addr_types: dict[bytes, int] = {}  # from adverts heard, newest last
+        # The peer's secret per peer (ble_addr_t), from the pairings this adapter made: kept
+        # across sessions, as BlueZ keeps bonds in its storage.
+        self.bonds: dict[bytes, bytes] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._conns: dict[int, AirConnection] = {}
@@ -566,6 +626,8 @@ class AirCentral:
                 self.dropped["notify_not_heard"] += 1
             else:
                 _call(conn.on_notify, args[1], bytes(args[2]))
+        elif event == SET_SECRET:
+            self._secret(*args)
         elif event in _CONN_EVENTS:
             conn = self._conns.get(args[0])
             if conn is None:
@@ -587,6 +649,22 @@ class AirCentral:
         result = ScanResult(addr, addr_type, adv_type, rssi, data)
         for callback in list(self._advert_callbacks.values()):
             _call(callback, result)
+
+    def forget_bond(self, peer: bytes) -> None:
+        """Forget the bond with ``peer`` (its ble_addr_t), as BlueZ's RemoveDevice does."""
+        self.bonds.pop(peer, None)
+
+    def _secret(self, sec_type: int, peer: bytes, value: bytes) -> None:
+        # Keys are taken only for a peer being paired on one of this session's connections.
+        if not any(c.peer == peer and c._pairing is not None for c in self._conns.values()) \
+                or sec_type not in (SEC_OUR, SEC_PEER) or not 0 < len(value) <= _SECRET_MAX:
+            self.dropped["secret_unasked"] += 1
+            return
+        if sec_type == SEC_PEER:
+            self.bonds.pop(peer, None)
+            self.bonds[peer] = value
+            while len(self.bonds) > _BONDS_MAX:
+                del self.bonds[next(iter(self.bonds))]
 
     def _connected(self, handle: int, addr_type: int, addr: bytes) -> None:
         pending = self._connecting

@@ -17,10 +17,18 @@ disconnected callback runs for unsolicited disconnects only, and an adapter that
 is ``BleakBluetoothNotAvailableError`` (reason NO_BLUETOOTH). Never kinder than hardware: the
 radio's range, supervision timeouts, idle drops and wedges apply to it.
 
+Pairing as BlueZ does it: ``pair()`` (or ``BleakClient(..., pair=True)``) encrypts the link,
+pairing "Just Works" and bonding if the adapter holds no bond with the peer; the bond is kept
+by the adapter (per radio, for the process), so a later connection is re-encrypted with it; a
+read or write refused for want of encryption (ATT 0x05, 0x0F) is re-encrypted with the bond and
+sent once more, as BlueZ's ATT layer raises the security level and retries (a refused request
+was not performed, so this never repeats a write the peer took); without a bond the refusal is
+the caller's. ``unpair()`` forgets the bond and disconnects. A failed pairing is a BleakError.
+
 Limits (the radio's): no long (prepared) writes, so a write longer than MTU - 3 is an ATT error
 (with response) or refused here (without); the radio delivers notifications only, so a
-characteristic that can only indicate is subscribed but never heard; no pairing (``pair()``
-raises) until the radio and airwire have it.
+characteristic that can only indicate is subscribed but never heard; pairing is "Just Works"
+only (no passkey, no MITM protection).
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ CCCD_UUID = normalize_uuid_16(0x2902)
 _CCCD_NOTIFY = b"\x01\x00"
 _CCCD_INDICATE = b"\x02\x00"
 _CCCD_OFF = b"\x00\x00"
+#: ATT errors that a link encrypted with a bond would have avoided.
+_NEEDS_ENCRYPTION = (0x05, 0x0F)  # insufficient authentication, insufficient encryption
 
 _default_socket: str | None = None
 _centrals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, air.AirCentral]] = \
@@ -279,10 +289,20 @@ class SimClient(BaseBleakClient):
             callback(bytearray(data))
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        raise BleakError("the simulated radio does not pair yet (no airwire operation for it)")
+        conn = self._connected()
+        try:
+            await conn.pair(bond=True)
+        except air.CentralError as exc:
+            _bleak_error(exc, f"pair with {self.address}")
 
     async def unpair(self) -> None:
-        raise BleakError("the simulated radio does not pair yet (no airwire operation for it)")
+        central = await adapter(self._socket)
+        addr_type = self._addr_type
+        if self._conn is not None:
+            addr_type = self._conn.addr_type
+        for kind in (0, 1) if addr_type is None else (addr_type,):
+            central.forget_bond(bytes((kind,)) + self._addr[::-1])
+        await self.disconnect()
 
     # -- GATT ---------------------------------------------------------------------------------
 
@@ -291,10 +311,27 @@ class SimClient(BaseBleakClient):
             raise BleakError(f"not connected to {self.address}")
         return self._conn
 
+    async def _secured(self, conn: air.AirConnection, exc: air.AttError) -> bool:
+        """After a refusal for want of encryption: re-encrypted with the adapter's bond (True:
+        send the request once more), as BlueZ raises the security level and retries."""
+        if exc.code not in _NEEDS_ENCRYPTION or conn.encrypted \
+                or conn.peer not in conn.central.bonds:
+            return False
+        try:
+            await conn.pair(bond=True)
+        except air.PairingFailed:
+            return False  # the peer lost the bond: the refusal stands
+        return True
+
     async def _read(self, handle: int, what: str) -> bytearray:
         conn = self._connected()
         try:
-            return bytearray(await conn.read(handle))
+            try:
+                return bytearray(await conn.read(handle))
+            except air.AttError as exc:
+                if not await self._secured(conn, exc):
+                    raise
+                return bytearray(await conn.read(handle))
         except air.CentralError as exc:
             _bleak_error(exc, f"read {what} of {self.address}")
 
@@ -305,7 +342,13 @@ class SimClient(BaseBleakClient):
             raise BleakError(f"write {what} of {self.address}: {len(payload)} bytes, a write "
                              f"without response carries at most {conn.mtu - 3}")
         try:
-            await conn.write(handle, payload, response)
+            try:
+                await conn.write(handle, payload, response)
+            except air.AttError as exc:
+                # Refused, so not performed: sending it again after encrypting is no repeat.
+                if not await self._secured(conn, exc):
+                    raise
+                await conn.write(handle, payload, response)
         except air.CentralError as exc:
             _bleak_error(exc, f"write {what} of {self.address}")
 

@@ -5,7 +5,8 @@ against a hostile radio end.
 - whatever the radio end sends, framed or not, never ends a task or reaches a caller but as a
   CentralError: malformed events are dropped and counted, a broken frame ends the session (a new
   one can be opened), and a good event after the bad ones still arrives;
-- a connection nobody asked for is not kept (the peer is not held);
+- a connection nobody asked for is not kept (the peer is not held), keys for a peer nobody is
+  pairing are not taken;
 - a wedged radio: a GATT procedure times out and the connection is dropped, a connect gets no
   answer; a restarted adapter works again;
 - a connect to an address nobody has fails at the radio's word;
@@ -132,6 +133,7 @@ async def test_malformed_radio_events_are_dropped_and_counted_and_the_central_go
         hostile.send(air.NOTIFY, 5, 3, b"forged")  # for no connection
         hostile.send(air.READ_DONE, 5, 3, 0)  # for no connection
         hostile.send(air.DISCONNECTED, 5, 0, ADDR_BYTES)  # for no connection
+        hostile.send(air.SET_SECRET, 2, b"\x00" + ADDR_BYTES[::-1], bytes(78))  # nobody pairs
         hostile.send(air.CONNECTED, 9, 0, ADDR_BYTES)  # nobody asked
         dropped_conn = await hostile.request(airwire.DISCONNECT)
         hostile.send(air.SCAN_RESULT, 1, ADDR_BYTES, 0, -61, b"\x02\x01\x06")  # a good one
@@ -140,8 +142,8 @@ async def test_malformed_radio_events_are_dropped_and_counted_and_the_central_go
     assert dropped_conn == [9], "a connection nobody asked for is dropped, not kept"
     assert central.dropped == {"bad_event": 3, "bad_advert": 4, "notify_for_no_conn": 1,
                                "event_for_no_conn": 1, "disconnect_for_no_conn": 1,
-                               "unexpected_connection": 1}
-    assert central.is_up and central.addr_types == {ADDR_BYTES: 1}
+                               "unexpected_connection": 1, "secret_unasked": 1}
+    assert central.is_up and central.addr_types == {ADDR_BYTES: 1} and central.bonds == {}
     assert loop_errors == []
     await central.close()
 
