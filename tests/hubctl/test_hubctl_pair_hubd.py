@@ -1,0 +1,216 @@
+"""hubctl pair and hubctl decommission with ``lock_driver = "hubd"``: hubd (its own process)
+pairs the lock itself through the REAL bridge firmware as Bluetooth proxy, against a real
+Mosquitto and simulated locks, and keeps the secret in its state database only.
+
+A home with one lock paired before (its pairing in hubd's state) and one fresh from the box:
+the technician lists the locks in reach; hubd refuses a lock not in pairing mode
+(``not_pairing``) and a wrong setup key (``auth_failed``), each audited; the right key pairs
+it, it is proven and a nurse's signed unlock through MQTT works at once, no hubd restart. The
+secret is in hubd's state database (0600) and nowhere else: not in hubd.toml, hubd.env, either
+bridge.json, hubd's log or hubctl's output. The pairing survives a hubd restart. Decommission
+makes both locks forget their secrets and deletes the pairing rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import stat
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config
+from hubapi.client import BackendClient
+from hubapi.models import Actor, Answer, CommandClaims, Role
+from hubd.technician import control
+from simulator.home import HomeThread
+from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
+from tests.fixtures import BackendKey, record_pairings
+from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubd.proxy_home import ProxyOnlyHome
+from tests.local_hub import LocalHub
+from tests.mosquitto import Mosquitto
+
+NEW_ADDR = "C0:FF:EE:00:00:07"
+OLD_ADDR = "C0:FF:EE:00:00:01"
+PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
+
+
+@pytest.fixture
+def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey,
+        short_dir: Path) -> Iterator[LocalHub]:
+    old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
+    new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
+                         relock_delay_s=0.3)
+    home = ProxyOnlyHome(tmp_path / "home", locks=[old, new])
+    thread = HomeThread(home)
+    thread.start()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "hubd.toml"
+    write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": old.kind},
+                      status_socket=short_dir / "status.sock", top='lock_driver = "hubd"',
+                      link_key=home.link_key)
+    record_pairings(etc / "hubd-state", [old])  # paired before, through hubd
+    (etc / "hubd.env").write_text(PASSWORD_LINE)
+    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
+    (etc / "bridge.json").chmod(0o600)
+    log = tmp_path / "hubd.log"
+    h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
+    try:
+        h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
+        wait_online(mosquitto, HUB_ID, h.hubd, log)
+        yield h
+    finally:
+        h.stop()
+
+
+def lock(h: LocalHub, lock_id: str) -> ReferenceProtocolLock:
+    return h.home.home.locks[lock_id]
+
+
+def pair_args(h: LocalHub, *extra: str) -> list[str]:
+    return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds", "2", *extra]
+
+
+def state_db(h: LocalHub) -> Path:
+    return h.config.parent / "hubd-state" / "hubd.sqlite3"
+
+
+def query(h: LocalHub, sql: str) -> list[tuple]:
+    with sqlite3.connect(state_db(h)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def technician_audit(h: LocalHub) -> list[tuple]:
+    entries = [json.loads(row[0]) for row in query(h, "SELECT entry FROM audit ORDER BY seq")]
+    return [(e["lock"], e["outcome"], e["action"], e["reason"]) for e in entries
+            if e["source"] == "technician" and e["actor"] == "hubctl"]
+
+
+def command(broker: Mosquitto, key: BackendKey, lock_id: str, action: str) -> list[Answer]:
+    """A nurse's signed command through MQTT; every answer, the final one last."""
+    claims = CommandClaims.new(hub=HUB_ID, lock=lock_id, action=action,
+                               actor=Actor(id="nurse-0042", role=Role.STAFF),
+                               assignment="visit-0800", ttl_s=60)
+
+    async def send() -> list[Answer]:
+        async with BackendClient(broker.host, broker.port, client_id="test-backend") as backend:
+            return await backend.command(claims, key.sign(claims), timeout=90)
+
+    return asyncio.run(send())
+
+
+def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_lock_at_once(
+        hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey) -> None:
+    new, old = lock(hub, "new-lock"), lock(hub, "back-door")
+    key = new.setup_key.hex()
+
+    listed = hubctl(*pair_args(hub, "--scan"))
+    assert listed.returncode == 0, listed.stdout + listed.stderr + hub.logs()
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.startswith("C0:")}
+    assert set(rows) == {OLD_ADDR, NEW_ADDR}, listed.stdout
+    assert "paired as back-door" in rows[OLD_ADDR] and "inside_turner" in rows[OLD_ADDR]
+    assert "Front door" in rows[NEW_ADDR] and "in_cylinder" in rows[NEW_ADDR]
+    assert "100 %" in rows[NEW_ADDR] and rows[NEW_ADDR].split()[-1] == "no"
+
+    # hubd's own judgement of a lock not in pairing mode (hubctl would stop at the scan).
+    with pytest.raises(control.ControlError, match="not in pairing mode"):
+        control.ask(hub.socket, control.PairRequest(lock="front-door", kind=new.kind, addr=NEW_ADDR,
+                                                    addr_type=new.addr_type, setup_key=key),
+                    timeout=control.COMMISSIONING_WAIT_S)
+    assert not new.paired
+
+    hub.home.call(new.press_pairing_button)
+    wrong = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door",
+                              "--setup-key", os.urandom(32).hex()))
+    assert "pairing failed (auth_failed)" in one_error_line(wrong) and "setup key" in wrong.stderr
+    assert not new.paired
+
+    paired = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
+    assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
+    assert "front-door: in cylinder at C0:FF:EE:00:00:07 paired" in paired.stdout
+    assert "its secret in hubd's state only" in paired.stdout
+    assert "proved: unlock unlocked, lock locked" in paired.stdout
+    assert new.paired and new.moves[-2:] == ["unlock", "lock"] and new.state == "locked"
+    assert technician_audit(hub) == [
+        ("front-door", "failed", "pair", "not_pairing"),
+        ("front-door", "failed", "pair", "auth_failed"),
+        ("front-door", "paired", "pair", None),
+        ("front-door", "succeeded", "unlock", None),
+        ("front-door", "succeeded", "lock", None)]
+
+    # The secret: in hubd's state database, nowhere else.
+    assert new.secret is not None and old.secret is not None
+    secret, old_secret = new.secret, old.secret
+    assert query(hub, "SELECT lock, kind, address, secret FROM pairings ORDER BY lock") == [
+        ("back-door", old.kind, OLD_ADDR, old_secret), ("front-door", new.kind, NEW_ADDR, secret)]
+    for path in (state_db(hub), *[state_db(hub).with_name(state_db(hub).name + s)
+                                  for s in ("-wal", "-shm")]):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    etc = hub.config.parent
+    assert tomllib.loads((etc / "hubd.toml").read_text())["locks"] == {
+        "back-door": "inside_turner", "front-door": "in_cylinder"}
+    for path in (etc / "hubd.toml", etc / "hubd.env", etc / "bridge.json",
+                 hub.home.home.bridge.workdir / "bridge.json", hub.log):
+        text = path.read_bytes()
+        assert secret.hex().encode() not in text.lower() and secret not in text, path
+    assert secret.hex() not in (paired.stdout + paired.stderr).lower()
+    for path in (etc / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
+        assert not json.loads(path.read_text()).get("locks"), path
+
+    # A nurse's unlock right after, no hubd restart.
+    answers = command(mosquitto, backend_key, "front-door", "unlock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    assert answers[-1].state == "unlocked" and new.state == "unlocked"
+
+    # The pairing survives a restart of hubd.
+    stop_hubd(hub.hubd)
+    hub.hubd = start_hubd(hub.config, hub.log)
+    wait_online(mosquitto, HUB_ID, hub.hubd, hub.log, fresh=True)
+    answers = command(mosquitto, backend_key, "front-door", "lock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    assert new.state == "locked"
+
+    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
+    assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr + hub.logs()
+    assert "back-door: forgot its secret" in decommissioned.stdout
+    assert "front-door: forgot its secret" in decommissioned.stdout
+    assert not new.paired and not old.paired
+    assert query(hub, "SELECT lock FROM pairings") == []
+    assert [e[1] for e in technician_audit(hub)].count("unpaired") == 2
+    assert not (etc / "hubd.env").exists()
+    for path in (state_db(hub), hub.log):
+        assert secret not in path.read_bytes() and old_secret not in path.read_bytes(), path
+
+
+def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_and_its_commands_fail(
+        mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> None:
+    home = ProxyOnlyHome(tmp_path / "home", locks=[InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))])
+    thread = HomeThread(home)
+    thread.start()
+    config = tmp_path / "etc" / "hubd.toml"
+    config.parent.mkdir()
+    write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": "inside_turner"},
+                      status_socket=short_dir / "status.sock", top='lock_driver = "hubd"',
+                      link_key=home.link_key)
+    record_pairings(tmp_path / "etc" / "hubd-state",
+                    [InsideTurnerLock("garage", "C0:FF:EE:00:00:09", os.urandom(32))])
+    log = tmp_path / "hubd.log"
+    h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
+    try:
+        wait_online(mosquitto, HUB_ID, h.hubd, log)
+        answers = command(mosquitto, backend_key, "back-door", "unlock")
+        assert (answers[-1].status, answers[-1].reason) == ("failed", "unknown_lock"), answers
+        assert home.locks["back-door"].motor_moves == 0
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        errors = [e["msg"] for e in lines if e["level"] == "ERROR"]
+        assert any("back-door" in m and "hubctl pair" in m for m in errors), errors
+        assert any("garage" in e["msg"] and "not driven" in e["msg"] for e in lines)
+    finally:
+        h.stop()
