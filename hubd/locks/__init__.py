@@ -6,10 +6,14 @@
 - reference: the reference lock protocol's driver (docs/lock-protocol.md)
 - transport: the lock ids' drivers as hubd.access.transport's LockTransport, one operation at a
   time per lock
-- sightings: the locks' adverts, watched through the proxy, as battery and signal
+- upkeep: what the firmware's connection policy did for a lock nobody commands: polls, and
+  reads of the reports it kept when its advert says there are some
+- sightings: the locks' adverts, watched through the proxy, as battery, signal and report number
+- drivers: the daemon's wiring of the above
 """
 
 from hubd.locks.reference import ReferenceLock, Timings
 from hubd.locks.transport import BleLocks, PairedLock
+from hubd.locks.upkeep import UpkeepTimings
 
-__all__ = ["BleLocks", "PairedLock", "ReferenceLock", "Timings"]
+__all__ = ["BleLocks", "PairedLock", "ReferenceLock", "Timings", "UpkeepTimings"]

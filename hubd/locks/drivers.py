@@ -25,6 +25,7 @@ from hubd.access.lockstate import LockStates
 from hubd.ble import BleProxy
 from hubd.devices.registry import Devices
 from hubd.locks.sightings import LockSightings
+from hubd.locks.reference import Timings
 from hubd.locks.transport import BleLocks, PairedLock
 from hubd.locks.upkeep import UpkeepTimings
 from wire import lockkinds
@@ -48,10 +49,11 @@ class LockDrivers:
     @classmethod
     async def open(cls, bridge: Bridge, paired: Mapping[str, PairedLock], lock_states: LockStates,
                    devices: Devices, stack: contextlib.AsyncExitStack, *,
+                   timings: Timings = Timings(),
                    upkeep: UpkeepTimings = UpkeepTimings()) -> LockDrivers:
-        """Drive ``paired`` through ``bridge``'s proxy, reports into ``lock_states``, sightings
-        into ``devices``, the background work on ``upkeep``'s times; closed by ``stack`` before
-        the bridge (its work and connections go first)."""
+        """Drive ``paired`` through ``bridge``'s proxy on ``timings``, reports into
+        ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
+        closed by ``stack`` before the bridge (its work and connections go first)."""
         proxy = BleProxy(bridge)
         stack.callback(proxy.close)
         kinds = {lock: p.kind for lock, p in paired.items()}
@@ -74,7 +76,7 @@ class LockDrivers:
             devices.report(lock, kind, "mains" if mains else "reference",
                            battery=None if mains else battery, rssi=rssi)
 
-        locks = BleLocks(proxy, paired, on_report=report, upkeep=upkeep,
+        locks = BleLocks(proxy, paired, timings, on_report=report, upkeep=upkeep,
                          on_heard=lambda lock, battery: sighted(lock, battery, None))
         stack.push_async_callback(locks.close)
         sightings = LockSightings(proxy, paired, sighted, locks.advertised)

@@ -41,9 +41,14 @@ class ParsedAdvert(Protocol):
 
 
 class LockSightings:
-    """Watches ``locks``' adverts through ``proxy`` from :meth:`start` until :meth:`stop`."""
+    """Watches ``locks``' adverts through ``proxy`` from :meth:`start` until :meth:`stop`.
 
-    def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
+    With ``proxy`` None (a hub with its own adapter) nothing is watched or listened to: the hub's
+    own scanner hands each advert it hears to :meth:`heard`
+    (``BleakScanner(detection_callback=lambda d, a: sightings.heard(d.address, a.rssi, a))``).
+    """
+
+    def __init__(self, proxy: BleProxy | None, locks: Mapping[str, PairedLock],
                  on_sighting: SightingCallback, on_counter: CounterCallback | None = None) -> None:
         self._proxy = proxy
         self._by_address = {paired.address.upper(): lock_id for lock_id, paired in locks.items()}
@@ -54,6 +59,8 @@ class LockSightings:
     async def start(self) -> None:
         """Listen, and ask the bridge to watch every lock (kept by the proxy if the link is down
         now: sent when it is up)."""
+        if self._proxy is None:
+            return
         self._stop_listening = self._proxy.on_advert(self._heard)
         for address in sorted(self._by_address):
             done = await self._proxy.watch(address)
@@ -63,6 +70,8 @@ class LockSightings:
     async def add(self, lock_id: str, paired: PairedLock) -> None:
         """Watch a lock just paired (the proxy keeps the watch across link drops)."""
         self._by_address[paired.address.upper()] = lock_id
+        if self._proxy is None:
+            return
         done = await self._proxy.watch(paired.address.upper())
         if not done.ok:
             log.info("watching lock %s: %s (sent again when the link is up)", paired.address, done.status)
@@ -71,7 +80,8 @@ class LockSightings:
         """Stop watching a decommissioned lock."""
         for address in [a for a, lock in self._by_address.items() if lock == lock_id]:
             del self._by_address[address]
-            await self._proxy.watch(address, on=False)
+            if self._proxy is not None:
+                await self._proxy.watch(address, on=False)
 
     def stop(self) -> None:
         if self._stop_listening is not None:
