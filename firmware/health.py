@@ -106,6 +106,10 @@ class Health:
             self._host.send(self.message())
         except link.LinkFull:
             log.warn("health not sent: host link backlog full")
+        except MemoryError:
+            # A report that meets a full heap is dropped like an input (and counted in
+            # heap_drops): this task feeds the watchdog and must not end for it.
+            heap.survive("health")
 
     def on_link_state(self, kind, value):
         """The host link's events (HostLink's on_state): the alarm flow hears them all; when the

@@ -65,11 +65,12 @@ def largest_block():
     while hi - lo > 16:
         mid = (lo + hi) // 2
         try:
-            block = bytearray(mid)
+            # Never bound to a name: garbage the moment it exists, so anything that allocates
+            # next (a scheduled BLE callback on the chip) finds its room after a collection.
+            bytearray(mid)
         except MemoryError:
             hi = mid
             continue
-        block = None  # noqa: F841 (dropped at once: the next try may need its room)
         lo = mid
     gc.collect()
     return lo

@@ -6,6 +6,8 @@ import time
 import asyncio
 import machine
 
+import heap
+
 from bridge import Bridge
 from devices import Devices
 from health import Health
@@ -211,3 +213,29 @@ def test_heap_blk_is_the_low_water_mark_of_the_largest_free_block():
     after = messages.decode(health.message())
     assert after["heap_free"] > during["heap_free"], "the blocks are free again"
     assert after["heap_blk"] == during["heap_blk"], "the low-water mark stays"
+
+
+def test_a_report_that_meets_a_full_heap_is_dropped_and_counted_not_the_bridge():
+    # Seen in the soak: building the report met a full heap, the health task (which feeds the
+    # watchdog) ended and the bridge reset.
+    health, host, central = _health()
+    heap._start = heap._last = None
+    before = heap.drops
+    hog = None
+    for size in (256, 64, 16):
+        try:
+            while True:
+                hog = [bytearray(size), hog]
+        except MemoryError:
+            pass
+    raised = None
+    try:
+        health.send_now()
+    except MemoryError as e:
+        raised = e
+    hog = None
+    assert raised is None, "send_now raised %r" % raised
+    assert heap.drops == before + 1
+    assert host.health() == []
+    health.send_now()  # the heap back: the next report goes out
+    assert len(host.health()) == 1
