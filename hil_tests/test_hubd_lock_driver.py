@@ -2,6 +2,8 @@
 reference lock protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth
 proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it, and
 the locks' battery and signal reach their device state from adverts hubd hears through the proxy.
+hubd polls each lock at start, and a key turned by hand while nobody is connected reaches the
+lock's retained state as a manual turn (hubd reads the lock's backlog when its advert says so).
 The locks' pairings are in hubd's state database before it starts, as ``hubctl pair`` leaves
 them (tests.fixtures.record_pairings).
 
@@ -76,9 +78,23 @@ async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answere
     assert lock.secret is not None and lock.secret.hex() not in log, "a lock's secret was logged"
 
 
+async def _polled_and_idle(hub: HubUnderTest, lock_id: str) -> int:
+    """Wait for hubd's poll at start to reach the retained state and its connection to be
+    dropped; return the lock's connections so far."""
+    state = LockState.model_validate_json(
+        await retained(hub.broker, topics.lock_state(hub.hub_id, lock_id), timeout=60))
+    assert state.source == "poll", state
+    lock = hub.sim.home.locks[lock_id]
+    async with asyncio.timeout(60):
+        while hub.sim.call(lambda: bool(lock.links)):
+            await asyncio.sleep(0.1)
+    return hub.sim.call(lambda: lock.connections)
+
+
 async def test_a_locks_battery_reaches_its_device_state_from_the_adverts_hubd_hears(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock_id = hub.locks[0]
+    connections = await _polled_and_idle(hub, lock_id)
     hub.sim.call(lambda: hub.sim.home.locks[lock_id].set_battery(37))
     async with backend.watch(topics.device_state(hub.hub_id, lock_id)) as queue:
         async with asyncio.timeout(60):
@@ -87,4 +103,21 @@ async def test_a_locks_battery_reaches_its_device_state_from_the_adverts_hubd_he
                 if state.battery is not None and state.battery.percent == 37:
                     break
     assert state.available and state.rssi is not None
-    assert hub.sim.call(lambda: hub.sim.home.locks[lock_id].connections) == 0, "no connection needed"
+    assert hub.sim.call(lambda: hub.sim.home.locks[lock_id].connections) == connections, \
+        "no connection needed"
+
+
+async def test_a_key_turned_by_hand_while_hubd_is_not_connected_reaches_the_lock_state_as_manual(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    lock_id = hub.locks[0]
+    lock = hub.sim.home.locks[lock_id]
+    connections = await _polled_and_idle(hub, lock_id)
+    async with backend.watch(topics.lock_state(hub.hub_id, lock_id)) as queue:
+        hub.sim.call(lambda: lock.turn_manually("unlocked"))  # only its backlog and advert know
+        async with asyncio.timeout(60):
+            while True:
+                state = LockState.model_validate_json((await queue.get()).payload)
+                if (state.state, state.source) == ("unlocked", "manual"):
+                    break
+    # hubd read the lock's backlog when its advert's report number moved: one connection.
+    assert hub.sim.call(lambda: (lock.connections, lock.motor_moves)) == (connections + 1, 0)
