@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 WINDOW_S = 10.0
 #: After a scan that failed to start, the wait before trying again.
 RETRY_S = 5.0
+#: A scan that has not started by then is a failed start (a stuck bus or daemon).
+START_TIMEOUT_S = 10.0
 #: A watched address's adverts: at most one per this many seconds, and one at least this often
 #: while it is heard (the bridge's rule, docs/ble-proxy.md).
 MIN_GAP_S = 1.0
@@ -191,9 +193,11 @@ class DirectRadio:
             try:
                 scanner = BleakScanner(self._heard, scanning_mode=self._mode,
                                        backend=self.scanner_backend, **self.scanner_kwargs())
-                await scanner.start()
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await scanner.start()
             except Exception as exc:  # whatever the platform raises: the adapter is not usable
-                self._down(why_down(exc))
+                self._down(f"a scan did not start within {START_TIMEOUT_S:g} s"
+                           if isinstance(exc, TimeoutError) else why_down(exc))
                 self._first.set()
                 await asyncio.sleep(self.retry_s)
                 continue

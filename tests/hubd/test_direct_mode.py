@@ -169,9 +169,11 @@ async def test_a_watch_brings_a_locks_adverts_rate_limited_and_no_unwatched_lock
     assert lockproto.SERVICE_UUID in advert.service_uuids
     assert lockproto.decode_advert(bytes.fromhex(msg["data"]))[0] == "inside_turner"
     assert {h[1] for h in heard} == {address(lock)}, "an unwatched lock never reaches on_advert"
-    # The radio repeats the advert every 50 ms; a second at least between two passed on.
+    # The radio repeats the advert every 50 ms; a second at least between two passed on (the
+    # times are taken in the callback, a moment after the radio's own: 50 ms of slack).
     times = [h[0] for h in heard]
-    assert all(b - a >= MIN_GAP_S for a, b in zip(times, times[1:], strict=False))
+    assert len(times) >= 2 and all(b - a >= MIN_GAP_S - 0.05
+                                   for a, b in zip(times, times[1:], strict=False))
     assert (await radio.watch(address(lock), on=False)).ok and radio.watches == frozenset()
 
 
