@@ -198,6 +198,9 @@ class DirectRadio:
             except Exception as exc:  # whatever the platform raises: the adapter is not usable
                 self._down(f"a scan did not start within {START_TIMEOUT_S:g} s"
                            if isinstance(exc, TimeoutError) else why_down(exc))
+                if scanner is not None:  # half started, perhaps: not left running
+                    with contextlib.suppress(Exception):
+                        await scanner.stop()
                 self._first.set()
                 await asyncio.sleep(self.retry_s)
                 continue
