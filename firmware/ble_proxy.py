@@ -14,7 +14,7 @@ restarted (an answer, a notification, a loss) reaches the next one.
 Bonds (ble_pair, ble_unpair): the stack's keys are kept by ble_bonds in the bridge's flash, made
 with the proxy (so bonds made before a reboot are there for hubd's first request after it);
 ble_pair encrypts a connection with them, or pairs and bonds, and saves what the stack handed
-over before it answers.
+over before it answers; a connect to a bonded peer re-encrypts at once.
 
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
 ble_scan's own scan, and the bridge's background passive scan windows (policy.py) for watched
@@ -225,6 +225,10 @@ class Proxy:
             conn = await self._central.connect(msg["addr_type"], addr, ms)
             try:
                 mtu = await conn.exchange_mtu(min(ms, _STEP_MS))
+                if self._bonds.holds(msg["addr_type"], addr):
+                    # Encrypted before hubd's first request, as BlueZ does for a bonded device;
+                    # a peer that refuses leaves the link unencrypted (ble_pair then says so).
+                    await conn.pair(min(ms, _STEP_MS))
                 if downs != self._downs:
                     raise Disconnected("the host link went down meanwhile")
             except Exception:
@@ -235,7 +239,7 @@ class Proxy:
         finally:
             self._connecting -= 1
         asyncio.create_task(self._forward(rec, epoch))
-        return (OK, conn.conn_handle, None, mtu)
+        return (OK, conn.conn_handle, None, mtu, conn.security)
 
     async def _discover(self, msg, conn, epoch):
         rid = msg["rid"]

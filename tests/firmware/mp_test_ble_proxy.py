@@ -28,6 +28,7 @@ class Conn:
         self.addr_type = 0
         self.addr = b"\xc0\xff\xee\x00\x00\x01"
         self.sec = 5  # what the next pairing ends with: encrypted, bonded
+        self.security = 0
         self.bonds = None  # the Bonds the stack's SET_SECRET reaches while pairing
 
     async def _procedure(self, what):
@@ -53,6 +54,7 @@ class Conn:
 
     async def pair(self, ms):
         await self._procedure(("pair", ms))
+        self.security = self.sec
         if self.sec & 4 and self.bonds is not None:  # the stack handed the keys over
             self.bonds.held.add((self.addr_type, self.addr))
             self.bonds.dirty = True
@@ -209,6 +211,16 @@ async def test_pair_and_unpair_refuse_bad_values_and_every_one_ends_in_one_ble_d
     assert (await _call(proxy, host, messages.BLE_PAIR, conn, 100))["status"] == "timeout"
     rids = [m["rid"] for m in host.sent if m["m"] == "ble_done"]
     assert len(rids) == len(set(rids)), "one ble_done per request"
+
+
+async def test_a_connect_to_a_bonded_peer_re_encrypts_before_its_answer():
+    proxy, central, host = _proxy()
+    proxy._bonds.held.add((0, b"\xc0\xff\xee\x00\x00\x01"))
+    done = await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:01", 0, 1000)
+    assert done["status"] == "ok" and done["count"] == 5, done
+    assert central.conns[0].log == [("pair", 1000), ("done", "pair", 1000)]
+    done = await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:02", 0, 1000)
+    assert done["status"] == "ok" and done["count"] == 0 and central.conns[1].log == [], done
 
 
 async def test_unpair_forgets_the_bond_and_saves_even_with_no_connection():

@@ -4,8 +4,9 @@ ble_bonds) on the simulated radio, whose peripheral needs an encrypted link for 
 characteristic as a lock does (simulator/radio.py, "LE security").
 
 - before pairing the secret is refused (ATT 0x05), after it readable; the bond's keys are in
-  the bridge's flash; a new connection re-encrypts from them (the peer no longer pairable, so
-  it cannot have paired again); unpair forgets them (then 0x0F: the peer still has its half);
+  the bridge's flash; a new connection re-encrypts from them, with pair() or without it (the
+  peer no longer pairable, so it cannot have paired again); unpair forgets them (then 0x0F: the
+  peer still has its half);
 - a peer not in pairing mode refuses (ProxyAuthFailed), the link stays up, unencrypted; a peer
   that lost the bond refuses the re-encryption;
 - bonds survive the bridge's reboot; a corrupt bond file is ignored (logged), never a crash.
@@ -113,6 +114,9 @@ async def test_pair_reads_the_secret_a_reconnect_re_encrypts_and_unpair_forgets(
 
     vault.pairable = False  # from now on only the stored bond can encrypt a link
     ltk = dict(vault.bonds)
+    await client.connect()  # no pair(): the bridge re-encrypts a bonded peer, as BlueZ does
+    assert await client.read_gatt_char(SECRET_UUID) == b"open sesame"
+    await client.disconnect()
     await pairing.connect()
     assert vault.links[0].encrypted and vault.bonds == ltk
     assert await pairing.read_gatt_char(SECRET_UUID) == b"open sesame"
