@@ -87,6 +87,7 @@ hubd -> bridge (each answered by one ble_done with its rid)
     ble_watch      {"rid":int,"addr":str,"on":bool}     forward this address's adverts from now
                    on (on: false, stop); at most MAX_WATCH addresses
     ble_connect    {"rid":int,"addr":str,"addr_type":int,"ms":int}   answered with conn, mtu
+                   and count: BLE_SEC bits (a bonded peer is re-encrypted before the answer)
     ble_disconnect {"rid":int,"conn":int}
     ble_discover   {"rid":int,"conn":int}   every service, characteristic and descriptor, sent
                    as ble_service, ble_char and ble_desc before the ble_done (count: how many)
