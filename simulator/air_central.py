@@ -109,6 +109,8 @@ SEC_PEER = 2
 _KNOWN_MAX = 256
 #: Bonds kept (as BlueZ keeps them in its storage), and the largest secret taken.
 _BONDS_MAX = 32
+#: Results one procedure gathers at most (a database has far fewer; a flood is dropped).
+_RESULTS_MAX = 512
 _SECRET_MAX = 128
 _ADDR_LEN = 6
 _UUID_LENS = (2, 4, 16)
@@ -240,7 +242,7 @@ class AirConnection:
                                   airwire.EXCHANGE_MTU, (self.handle, preferred))
         mtu = done[1]
         if not DEFAULT_MTU <= mtu <= preferred:
-            self._lose("peer")  # a peer that breaks ATT: nothing after it can be trusted
+            self._drop("peer")  # a peer that breaks ATT: nothing after it can be trusted
             raise Disconnected(f"MTU {mtu} out of range: dropped", "peer")
         self.mtu = mtu
         return mtu
@@ -378,9 +380,7 @@ class AirConnection:
                     gathered = procedure.future.result()
                     return gathered[:-1], gathered[-1]
                 self._procedure = None
-                self._lose("timeout")
-                with contextlib.suppress(RadioDown):
-                    self.central._send(airwire.DISCONNECT, (self.handle,))
+                self._drop("timeout")
                 raise ProcedureTimeout(f"{procedure.name}: no answer in {self.gatt_timeout_s:g} s;"
                                        " the connection is dropped") from None
             finally:
@@ -404,9 +404,24 @@ class AirConnection:
                                                                          procedure.done):
             self.central.dropped["event_for_no_procedure"] += 1
             return
+        if event != procedure.done and len(procedure.gathered) >= _RESULTS_MAX:
+            self.central.dropped["too_many_results"] += 1  # a flood: memory stays bounded
+            return
         procedure.gathered.append(args)
         if event == procedure.done:
             procedure.future.set_result(procedure.gathered)
+
+    def _drop(self, reason: str) -> None:
+        """Drop the connection from this side, without waiting (the radio's word for it is
+        expected, not counted as unexpected)."""
+        if not self.connected:
+            return
+        self.central._dropped_here[self.handle] = None
+        while len(self.central._dropped_here) > _KNOWN_MAX:
+            del self.central._dropped_here[next(iter(self.central._dropped_here))]
+        with contextlib.suppress(RadioDown):
+            self.central._send(airwire.DISCONNECT, (self.handle,))
+        self._lose(reason)
 
     def _lose(self, reason: str) -> None:
         """The connection is gone: every procedure on it ends, and ``on_lost`` hears it unless
@@ -416,10 +431,6 @@ class AirConnection:
         self.connected = False
         self.lost_reason = reason
         self.central._conns.pop(self.handle, None)
-        if reason == "timeout":
-            self.central._dropped_here[self.handle] = None
-            while len(self.central._dropped_here) > _KNOWN_MAX:
-                del self.central._dropped_here[next(iter(self.central._dropped_here))]
         procedure = self._procedure
         if procedure is not None and not procedure.future.done():
             procedure.future.set_exception(

@@ -4,7 +4,8 @@ against a hostile radio end.
 
 - whatever the radio end sends, framed or not, never ends a task or reaches a caller but as a
   CentralError: malformed events are dropped and counted, a broken frame ends the session (a new
-  one can be opened), and a good event after the bad ones still arrives;
+  one can be opened), and a good event after the bad ones still arrives; an MTU beyond what was
+  offered drops the connection (at the radio too), a flood of results is cut;
 - a connection nobody asked for is not kept (the peer is not held), keys for a peer nobody is
   pairing are not taken;
 - a wedged radio: a GATT procedure times out and the connection is dropped, a connect gets no
@@ -182,7 +183,7 @@ async def test_a_broken_frame_ends_the_session_cleanly_and_a_new_one_can_start(
     await central.close()
 
 
-async def test_a_reply_of_another_procedure_is_dropped_and_the_procedure_still_ends_right(
+async def test_a_bad_mtu_a_reply_of_another_procedure_and_a_flood_are_dropped_and_counted(
         hostile: HostileRadio) -> None:
     central = air.AirCentral(hostile.path, gatt_timeout_s=TIMEOUT)
     async with asyncio.timeout(TIMEOUT):
@@ -194,6 +195,7 @@ async def test_a_reply_of_another_procedure_is_dropped_and_the_procedure_still_e
         hostile.send(air.MTU_EXCHANGED, 1, 9999)  # more than was offered
         with pytest.raises(air.Disconnected, match="MTU 9999"):
             await connecting
+        assert await hostile.request(airwire.DISCONNECT) == [1], "not left holding the peer"
         connecting = asyncio.create_task(central.connect(ADDR_BYTES, 0, timeout_s=TIMEOUT))
         await hostile.request(airwire.CONNECT)
         hostile.send(air.CONNECTED, 2, 0, ADDR_BYTES)
@@ -206,7 +208,14 @@ async def test_a_reply_of_another_procedure_is_dropped_and_the_procedure_still_e
         hostile.send(air.READ_RESULT, 2, 3, b"val")
         hostile.send(air.READ_DONE, 2, 3, 0)
         assert await reading == b"val"
+        flooded = asyncio.create_task(conn.read(3))
+        await hostile.request(airwire.READ)
+        for _ in range(600):
+            hostile.send(air.READ_RESULT, 2, 3, b"x")
+        hostile.send(air.READ_DONE, 2, 3, 0)
+        assert await flooded == b"x" * 512, "a flood is cut, memory stays bounded"
     assert central.dropped["event_for_no_procedure"] == 1 and conn.mtu == 185
+    assert central.dropped["too_many_results"] == 600 - 512
     await central.close()
 
 
