@@ -128,25 +128,28 @@ class Upkeep:
 
     def _next(self) -> tuple[tuple[str, bool] | None, float | None]:
         """The read to make now, (lock id, poll?), or None and how long until one may be due
-        (None: only an advert or an operation's end can make one due)."""
+        (None: only an advert or an operation's end can make one due). Of the reads due, the
+        one due longest: a lock that keeps failing does not starve the others."""
         now = _now()
-        wait: float | None = None
+        first: tuple[float, str, bool] | None = None
         for lock_id, watch in self._watches.items():
             driver = self._locks.driver(lock_id)
             if driver is None or self._locks.busy(lock_id):
                 continue  # an operation ends with wake()
-            due: float | None = None
-            poll = False
             if now >= watch.next_poll:
-                due, poll = now + driver.settling_s, True
+                due, poll = max(watch.next_poll, now + driver.settling_s), True
             elif self._news(watch, driver.report_counter):
-                due = max(now, watch.news_at)
-            if due is None:
-                due = watch.next_poll
-            if due <= now:
-                return (lock_id, poll), None
-            wait = due - now if wait is None else min(wait, due - now)
-        return None, wait
+                due, poll = max(now, watch.news_at), False
+            else:
+                due, poll = watch.next_poll, True
+            if first is None or due < first[0]:
+                first = (due, lock_id, poll)
+        if first is None:
+            return None, None
+        due, lock_id, poll = first
+        if due <= now:
+            return (lock_id, poll), None
+        return None, due - now
 
     @staticmethod
     def _news(watch: _Watch, known: int) -> bool:

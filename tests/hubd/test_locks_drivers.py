@@ -34,7 +34,7 @@ HUB = "hub-drivers"
 TIMEOUT = 60.0  # a hang guard for what the simulated home does on its own time
 # Short attempts: a poll of a lock out of range gives up after connect_s + 2 gatt_s.
 TIMINGS = Timings(connect_s=1.0, gatt_s=1.0, deadline_s=10.0, settle_s=0.5, idle_s=0.5)
-ABSENT_S = 3.0
+ABSENT_S = 6.0
 
 
 class Recorder:
