@@ -19,11 +19,10 @@ radio's range, supervision timeouts, idle drops and wedges apply to it.
 
 Pairing as BlueZ does it: ``pair()`` (or ``BleakClient(..., pair=True)``) encrypts the link,
 pairing "Just Works" and bonding if the adapter holds no bond with the peer; the bond is kept
-by the adapter (per radio, for the process), so a later connection is re-encrypted with it; a
-read or write refused for want of encryption (ATT 0x05, 0x0F) is re-encrypted with the bond and
-sent once more, as BlueZ's ATT layer raises the security level and retries (a refused request
-was not performed, so this never repeats a write the peer took); without a bond the refusal is
-the caller's. ``unpair()`` forgets the bond and disconnects. A failed pairing is a BleakError.
+by the adapter (per radio, for the process), so a later connection is encrypted with it at once
+(before discovery, as BlueZ raises a paired device's security when it connects; a peer that
+lost the bond then refuses what needs encryption, ATT 0x05). ``unpair()`` forgets the bond and
+disconnects. A failed pairing is a BleakError.
 
 Limits (the radio's): no long (prepared) writes, so a write longer than MTU - 3 is an ATT error
 (with response) or refused here (without); the radio delivers notifications only, so a
@@ -71,8 +70,6 @@ CCCD_UUID = normalize_uuid_16(0x2902)
 _CCCD_NOTIFY = b"\x01\x00"
 _CCCD_INDICATE = b"\x02\x00"
 _CCCD_OFF = b"\x00\x00"
-#: ATT errors that a link encrypted with a bond would have avoided.
-_NEEDS_ENCRYPTION = (0x05, 0x0F)  # insufficient authentication, insufficient encryption
 
 _default_socket: str | None = None
 _centrals: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, air.AirCentral]] = \
@@ -199,6 +196,8 @@ class SimClient(BaseBleakClient):
             async with asyncio.timeout(timeout):
                 conn = await central.connect(self._addr, addr_type, timeout, self._gatt_timeout)
                 try:
+                    if conn.peer in central.bonds:
+                        await self._encrypt(conn)
                     db = await conn.discover()
                 except BaseException:
                     await conn.disconnect()
@@ -311,27 +310,19 @@ class SimClient(BaseBleakClient):
             raise BleakError(f"not connected to {self.address}")
         return self._conn
 
-    async def _secured(self, conn: air.AirConnection, exc: air.AttError) -> bool:
-        """After a refusal for want of encryption: re-encrypted with the adapter's bond (True:
-        send the request once more), as BlueZ raises the security level and retries."""
-        if exc.code not in _NEEDS_ENCRYPTION or conn.encrypted \
-                or conn.peer not in conn.central.bonds:
-            return False
+    async def _encrypt(self, conn: air.AirConnection) -> None:
+        """A bonded peer's link encrypted at once, as BlueZ raises a paired device's security
+        when it connects; if the peer lost the bond the link stays up, unencrypted, and what
+        needs encryption is refused (ATT 0x05), as the radio decides."""
         try:
             await conn.pair(bond=True)
-        except air.PairingFailed:
-            return False  # the peer lost the bond: the refusal stands
-        return True
+        except air.PairingFailed as exc:
+            log.info("connect to %s: not encrypted: %s", self.address, exc)
 
     async def _read(self, handle: int, what: str) -> bytearray:
         conn = self._connected()
         try:
-            try:
-                return bytearray(await conn.read(handle))
-            except air.AttError as exc:
-                if not await self._secured(conn, exc):
-                    raise
-                return bytearray(await conn.read(handle))
+            return bytearray(await conn.read(handle))
         except air.CentralError as exc:
             _bleak_error(exc, f"read {what} of {self.address}")
 
@@ -342,13 +333,7 @@ class SimClient(BaseBleakClient):
             raise BleakError(f"write {what} of {self.address}: {len(payload)} bytes, a write "
                              f"without response carries at most {conn.mtu - 3}")
         try:
-            try:
-                await conn.write(handle, payload, response)
-            except air.AttError as exc:
-                # Refused, so not performed: sending it again after encrypting is no repeat.
-                if not await self._secured(conn, exc):
-                    raise
-                await conn.write(handle, payload, response)
+            await conn.write(handle, payload, response)
         except air.CentralError as exc:
             _bleak_error(exc, f"write {what} of {self.address}")
 

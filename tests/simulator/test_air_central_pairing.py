@@ -4,8 +4,8 @@ peripheral's bonds and its characteristic's refusals are the evidence.
 
 - an encrypted characteristic is refused (insufficient authentication) until bleak's pair();
   pairing bonds (the peripheral holds a key for this adapter);
-- a later connection is re-encrypted with the bond when a request is refused, and the request
-  goes through (as BlueZ retries after raising security), without a second pairing;
+- a later connection is encrypted with the bond as it connects (as BlueZ does for a paired
+  device), without a second pairing;
 - a peripheral that lost the bond refuses the re-encryption: the refusal reaches bleak;
 - a peripheral that is not pairable: pair() fails with a BleakError, the link stays up;
 - unpair() forgets the bond: the next pairing is a new one.
@@ -87,6 +87,7 @@ async def test_a_later_connection_is_re_encrypted_with_the_bond_without_pairing_
         bond = dict(peripheral.bonds)
         peripheral.pairable = False  # a new pairing would fail: only the bond can encrypt
         async with _client(air) as client:
+            assert peripheral.links[0].encrypted, "encrypted as it connected, as BlueZ does"
             assert await client.read_gatt_char(SECRET_CHAR) == b"kept"
     assert peripheral.bonds == bond
 
