@@ -70,7 +70,6 @@ class Upkeep:
         self._watches: dict[str, _Watch] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.running: str | None = None  # the lock being read now, if any
 
     def add(self, lock_id: str) -> None:
         """Look after ``lock_id`` from now on: its first poll at once."""
@@ -165,11 +164,7 @@ class Upkeep:
         # Before the first read hubd knows no report number: that read is a poll's, with the
         # state (the firmware's too), whatever made it due.
         read_status = poll or driver is None or driver.report_counter < 0
-        self.running = lock_id
-        try:
-            got = await self._locks.refresh(lock_id, read_status=read_status)
-        finally:
-            self.running = None
+        got = await self._locks.refresh(lock_id, read_status=read_status)
         if got is None and poll and not self._locks.is_up:
             watch.next_poll = _now()  # the link, not the lock, kept it: again once it is back
         if got is not None and got.reports > 0:
