@@ -67,9 +67,9 @@ from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_
 from hubapi.client import BackendClient  # noqa: E402
 from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
-from tests.fixtures import BackendKey  # noqa: E402
+from tests.fixtures import BackendKey, record_pairings  # noqa: E402
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
-from tests.hubd.proxy_home import ProxyOnlyHome, address  # noqa: E402
+from tests.hubd.proxy_home import ProxyOnlyHome  # noqa: E402
 from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
@@ -167,16 +167,14 @@ def start_home(work: Path, driver: str, bridge_log) -> HomeThread:  # noqa: ANN0
     return home
 
 
-def hubd_setup(home: HomeThread, driver: str) -> tuple[str, dict[str, str] | None]:
-    """hubd.toml's top-level lock_driver line and hubd's environment for ``driver``: hubd's
-    driver gets each lock's address, address type and secret as HUBD_LOCK_LINKS, as systemd
-    would give them (docs/ble-proxy.md)."""
+def hubd_setup(home: HomeThread, driver: str, state_dir: Path) -> str:
+    """hubd.toml's top-level lock_driver line for ``driver``; for hubd's driver each lock's
+    pairing (address, address type, secret) goes into hubd's state in ``state_dir``, as
+    ``hubctl pair`` leaves it (docs/ble-proxy.md)."""
     if driver == "bridge":
-        return "", None
-    links = {lock_id: {"address": address(lock), "addr_type": lock.addr_type,
-                       "secret": (lock.secret or b"").hex()}
-             for lock_id, lock in home.home.locks.items()}
-    return 'lock_driver = "hubd"', {**os.environ, "HUBD_LOCK_LINKS": json.dumps(links)}
+        return ""
+    record_pairings(state_dir, home.home.locks.values())
+    return 'lock_driver = "hubd"'
 
 
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
@@ -225,14 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     bridge_log = (work / "bridge.log").open("a", buffering=1)
     home = start_home(work, driver, bridge_log)
     config = work / "hubd.toml"
-    top, env = hubd_setup(home, driver)
+    top = hubd_setup(home, driver, work / "hubd-state")
     write_hubd_config(config, broker, home.home.port, key,
                       {lock_id: lock.kind for lock_id, lock in home.home.locks.items()}, top=top,
-                      link_key=home.home.link_key)
+                      state_dir=work / "hubd-state", link_key=home.home.link_key)
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}
-    hubd = start_hubd(config, work / "hubd.log", env)
+    hubd = start_hubd(config, work / "hubd.log")
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
         route = ("the serial link, the firmware's lock driver in MicroPython" if driver == "bridge"
