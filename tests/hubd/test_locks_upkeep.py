@@ -346,3 +346,19 @@ async def test_added_and_removed_locks_start_and_stop_their_background_work(rig:
     await until(lambda: len(rig.of("back-door", "poll")) >= 2, "the added lock's poll", TIMEOUT)
     assert rig.of("back-door", "poll")[-1][2] == "unlocked"
     assert front.motor_moves == 0 and back.motor_moves == 0
+
+
+@pytest.mark.parametrize("rig", [_one_turner_news_soon], indirect=True)
+async def test_a_manual_turn_while_the_link_to_the_bridge_is_down_is_read_once_it_is_back(
+        rig: Rig) -> None:
+    lock = rig.home.locks["front-door"]
+    await until(lambda: rig.of("front-door", "poll"), "the poll at start", TIMEOUT)
+    await _idle(lock)
+    rig.home.line.cut = True
+    await until(lambda: not rig.locks.is_up, "hubd to see the link down", TIMEOUT)
+    lock.turn_manually("unlocked")
+    rig.home.line.cut = False
+    # The bridge forgot its watches with the link; the proxy asks again, the advert comes.
+    await until(lambda: ("state", None, "unlocked", "manual") in rig.of("front-door"),
+                "the manual turn once the link is back", TIMEOUT)
+    assert lock.motor_moves == 0 and _statuses_only(lock)
