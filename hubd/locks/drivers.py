@@ -89,13 +89,15 @@ class LockDrivers:
         return drivers
 
     async def add(self, lock_id: str, paired: PairedLock) -> None:
-        """Drive and watch a lock just paired."""
+        """Drive and watch a lock just paired, and start its background work (its first poll at
+        once)."""
         self._kinds[lock_id] = paired.kind
         self.locks.add(lock_id, paired)
         await self.sightings.add(lock_id, paired)
 
     async def remove(self, lock_id: str) -> None:
-        """Stop driving and watching a decommissioned lock."""
+        """Stop driving and watching a decommissioned lock, and its background work (after the
+        operation or read under way)."""
         await self.locks.remove(lock_id)
         await self.sightings.remove(lock_id)
         self._kinds.pop(lock_id, None)
