@@ -227,11 +227,11 @@ class Commissioning:
 
     async def pair(self, request: control.PairRequest, progress: Callable[[str], None]) -> control.PairResult:
         self._need_bridge()
+        if self._drivers is not None:
+            return await self._pair_in_hubd(request, progress)
         if request.lock in self._locks:
             raise control.Refused(f"this hub already has a lock named {request.lock}: choose another "
                                   "--name, or decommission the old pairing first")
-        if self._drivers is not None:
-            return await self._pair_in_hubd(request, progress)
         if request.secret is None:
             raise control.Refused("with lock_driver = \"bridge\" the pairing needs a secret from "
                                   "hubctl: is hubctl reading this hub's hubd.toml? (--etc-dir)")
@@ -264,7 +264,8 @@ class Commissioning:
 
     async def _pair_in_hubd(self, request: control.PairRequest,
                             progress: Callable[[str], None]) -> control.PairResult:
-        """PAIR through hubd's own driver; the pairing kept, the lock driven at once."""
+        """PAIR through hubd's own driver; the pairing kept, the lock driven at once. A lock of
+        [locks] without a pairing (hubd logged it at start) may be paired under its name."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
         from hubd.locks.transport import PairedLock
 
@@ -279,6 +280,11 @@ class Commissioning:
             self._audit_pairing(request, "exists")
             raise control.Refused(f"pairing refused (exists): {HUBD_PAIR_FIXES['exists']}"
                                   + (f" ({addr} is {other})" if other else ""))
+        if self._locks.get(request.lock, request.kind) != request.kind:
+            self._audit_pairing(request, "exists")
+            raise control.Refused(f"[locks] names {request.lock} as {self._locks[request.lock]}, but "
+                                  f"the lock at {addr} is {request.kind}: choose another --name, or "
+                                  "correct [locks] in hubd.toml and restart hubd")
         async with self._busy:
             progress(f"pairing the {request.kind.replace('_', ' ')} at {addr} as {request.lock}")
             secret = pairing.new_secret()
