@@ -32,7 +32,7 @@ from simulator.home import HomeThread
 from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
 from tests.fixtures import BackendKey, record_pairings
 from tests.hubctl_cli import hubctl, one_error_line
-from tests.hubd.proxy_home import ProxyOnlyHome
+from tests.hubd.proxy_home import ProxyOnlyHome, unpaired_lock
 from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
 
@@ -189,17 +189,20 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
         assert secret not in path.read_bytes() and old_secret not in path.read_bytes(), path
 
 
-def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_and_its_commands_fail(
+def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_fails_and_can_be_paired(
         mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> None:
-    home = ProxyOnlyHome(tmp_path / "home", locks=[InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))])
+    back = unpaired_lock("back-door", InsideTurnerLock, OLD_ADDR)
+    home = ProxyOnlyHome(tmp_path / "home", locks=[back])
     thread = HomeThread(home)
     thread.start()
-    config = tmp_path / "etc" / "hubd.toml"
-    config.parent.mkdir()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "hubd.toml"
     write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": "inside_turner"},
                       status_socket=short_dir / "status.sock", top='lock_driver = "hubd"',
                       link_key=home.link_key)
-    record_pairings(tmp_path / "etc" / "hubd-state",
+    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
+    record_pairings(etc / "hubd-state",  # a pairing [locks] does not name
                     [InsideTurnerLock("garage", "C0:FF:EE:00:00:09", os.urandom(32))])
     log = tmp_path / "hubd.log"
     h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
@@ -207,10 +210,19 @@ def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_and_its_comman
         wait_online(mosquitto, HUB_ID, h.hubd, log)
         answers = command(mosquitto, backend_key, "back-door", "unlock")
         assert (answers[-1].status, answers[-1].reason) == ("failed", "unknown_lock"), answers
-        assert home.locks["back-door"].motor_moves == 0
+        assert back.motor_moves == 0
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
         errors = [e["msg"] for e in lines if e["level"] == "ERROR"]
         assert any("back-door" in m and "hubctl pair" in m for m in errors), errors
         assert any("garage" in e["msg"] and "not driven" in e["msg"] for e in lines)
+
+        # The fix the log names: pair it under its name of [locks].
+        h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
+        paired = hubctl(*pair_args(h, "--addr", OLD_ADDR, "--name", "back-door",
+                                   "--setup-key", back.setup_key.hex()))
+        assert paired.returncode == 0, paired.stdout + paired.stderr + h.logs()
+        answers = command(mosquitto, backend_key, "back-door", "unlock")
+        assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+        assert back.state == "unlocked"
     finally:
         h.stop()
