@@ -601,7 +601,8 @@ def decommission(
     credentials and keys are removed.
 
     Each paired lock is told to forget the hub's secret (it keeps working by hand for the
-    resident, and can be paired again); the bridge forgets its locks and LTE credentials; the
+    resident, and can be paired again); with lock_driver = "hubd" hubd tells them and deletes
+    their pairings from its state; the bridge forgets its locks and LTE credentials; the
     backend gets a retained notice on hubs/<hub>/v1/decommissioned; then hubd.env (broker
     password), the client certificate and key, the backend keys and the locks in hubd.toml and
     bridge.json are removed. The audit trail stays in hubd's state directory: export it first
