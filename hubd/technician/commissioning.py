@@ -275,17 +275,17 @@ class Commissioning:
                                   "this hubctl sent one: install the same homecare-hub release "
                                   "for hubctl as for hubd")
         addr = request.addr.upper()
-        other = self._pairings.lock_at(addr)
-        if other is not None or request.lock in self._pairings.all():
-            self._audit_pairing(request, "exists")
-            raise control.Refused(f"pairing refused (exists): {HUBD_PAIR_FIXES['exists']}"
-                                  + (f" ({addr} is {other})" if other else ""))
-        if self._locks.get(request.lock, request.kind) != request.kind:
-            self._audit_pairing(request, "exists")
-            raise control.Refused(f"[locks] names {request.lock} as {self._locks[request.lock]}, but "
-                                  f"the lock at {addr} is {request.kind}: choose another --name, or "
-                                  "correct [locks] in hubd.toml and restart hubd")
-        async with self._busy:
+        async with self._busy:  # the checks too: one pairing at a time
+            other = self._pairings.lock_at(addr)
+            if other is not None or request.lock in self._pairings.all():
+                self._audit_pairing(request, "exists")
+                raise control.Refused(f"pairing refused (exists): {HUBD_PAIR_FIXES['exists']}"
+                                      + (f" ({addr} is {other})" if other else ""))
+            if self._locks.get(request.lock, request.kind) != request.kind:
+                self._audit_pairing(request, "exists")
+                raise control.Refused(f"[locks] names {request.lock} as {self._locks[request.lock]}, but "
+                                      f"the lock at {addr} is {request.kind}: choose another --name, or "
+                                      "correct [locks] in hubd.toml and restart hubd")
             progress(f"pairing the {request.kind.replace('_', ' ')} at {addr} as {request.lock}")
             secret = pairing.new_secret()
             outcome = await pairing.pair(addr, request.addr_type, secret,
