@@ -18,9 +18,10 @@ What runs, with ``--ops N`` operations in all (about one in twenty an alarm):
   (locks side by side), each an action of its kind chosen at random (``status`` now and then);
 - alarms are pressed on the alarm unit (a button, a fall, a pull cord) at their share of the pace,
   at most a few waiting for "help on the way" at once;
-- the serial line is cut now and then (simulator/serial_line.py) for 0.5 to 3 s, and every third
-  cut for 6 s with an alarm pressed at its start: longer than the bridge's ``hub_down_ms`` and
-  ``handled_deadline_ms``, so that alarm takes the LTE second path.
+- the serial line is cut about 25 times a run (at most every 60 commands;
+  simulator/serial_line.py) for 0.5 to 3 s, and every third cut for 6 s with an alarm pressed at
+  its start: longer than the bridge's ``hub_down_ms`` and ``handled_deadline_ms``, so that alarm
+  takes the LTE second path.
 
 What it checks (any failure: listed, exit status 1):
 - every command got exactly one final answer (all answers on the answers topic are counted, not
@@ -35,7 +36,8 @@ What it prints and writes (JSON, --out): operations by outcome (status and reaso
 at the centre, over each path, handled), link cuts, bridge boots and why, MemoryErrors in the
 bridge's log and ``heap_drops`` (health's link counter, summed over boots), and from the bridge's
 own health reports (seen on the line, every 5 s here) the lowest free heap after a collection
-(``heap_min``) and the lowest largest free block (``heap_blk``) over the run.
+(``heap_min``) and the lowest largest free block (``heap_blk``) over the run, and the median free
+heap by the number of BLE connections up at the report (what the proxy's connections cost).
 
     .venv/bin/python benchmarks/soak.py                        # 10,000 operations
     .venv/bin/python benchmarks/soak.py --quick                # a few hundred, a minute or two
@@ -52,6 +54,7 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -397,6 +400,11 @@ class Soak:
                      "heap_blk_lowest": min((h["heap_blk"] for h in reports), default=None),
                      "heap_free_lowest": min((h["heap_free"] for h in reports), default=None),
                      "heap_free_highest": max((h["heap_free"] for h in reports), default=None),
+                     # What the proxy's connections cost: free heap by BLE links up at the report
+                     "heap_free_median_by_connections": {
+                         str(n): statistics.median(h["heap_free"] for h in reports
+                                                   if h["ble"]["connected"] == n)
+                         for n in sorted({h["ble"]["connected"] for h in reports})},
                      "first": reports[0] if reports else None,
                      "last": reports[-1] if reports else None},
             "violations": violations,
@@ -456,7 +464,9 @@ def report(result: dict[str, Any]) -> None:
           f"{b['heap_exhausted_resets']} heap-exhausted resets, heap_drops {b['heap_drops']}")
     print(f"heap ({h['reports']} health reports): lowest free after a collection "
           f"{h['heap_min_lowest']} B, lowest largest free block {h['heap_blk_lowest']} B, "
-          f"free {h['heap_free_lowest']}..{h['heap_free_highest']} B at the reports")
+          f"free {h['heap_free_lowest']}..{h['heap_free_highest']} B at the reports; median free "
+          f"by BLE connections up: " + ", ".join(
+              f"{n}: {v:.0f} B" for n, v in h["heap_free_median_by_connections"].items()))
     if result["violations"]:
         print(f"VIOLATIONS ({len(result['violations'])}):", file=sys.stderr)
         for v in result["violations"][:50]:
@@ -477,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="lock operations and alarms in all (default 10000)")
     parser.add_argument("--seed", type=int, default=1, help="actions, cuts and alarms (default 1)")
     parser.add_argument("--quick", action="store_true",
-                        help="a short run: 300 operations, a cut every 60 commands")
+                        help="a short run: 300 operations (a link cut every 60 commands)")
     parser.add_argument("--keep", action="store_true",
                         help="keep hubd's and the bridge's logs even when nothing was lost")
     parser.add_argument("--out", type=Path, default=None,
@@ -488,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     if ops < 2 * ALARM_SHARE:
         parser.error(f"--ops: at least {2 * ALARM_SHARE}")
     out = args.out or ROOT / "benchmarks/results" / ("soak.quick.json" if args.quick else "soak.json")
-    cut_every = 60 if args.quick else 400
+    cut_every = max(60, ops // 25)  # 25 cuts in a run, never closer than 60 commands
 
     # SIGTERM (a test's timeout) unwinds as an exception: hubd, the bridge and the broker stop.
     signal.signal(signal.SIGTERM, _terminated)
