@@ -247,7 +247,20 @@ class ReferenceLock:
         lost from the lock's backlog, read its state and battery, all within ``timeout``.
 
         Returns what was learned, or None when the lock could not be reached or its REPORTS_END
-        did not verify. Never writes anything that can move a motor."""
+        did not verify. Never writes anything that can move a motor. A connection made for it is
+        dropped at once, and returns only once it is gone (background reads hold one proxy slot
+        at a time across the hub, and a battery lock pays for every second); one an operation
+        left open is kept ``idle_s``."""
+        kept = self.connected
+        try:
+            return await self._refresh(read_status, timeout, kept)
+        finally:
+            if not kept:
+                self._drop()
+                if self._closing:
+                    await asyncio.wait(set(self._closing))
+
+    async def _refresh(self, read_status: bool, timeout: float, kept: bool) -> Refreshed | None:
         loop = asyncio.get_running_loop()
         self._requests_s, self._requests = 0.0, 0
         self._keep()
@@ -283,7 +296,8 @@ class ReferenceLock:
             self._drop()
             return None
         finally:
-            self._release()
+            if kept:
+                self._release()  # kept for an operation's follow-up: as it was
 
     async def close(self) -> None:
         """Drop the connection now (hubd stops)."""

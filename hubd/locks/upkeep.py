@@ -136,9 +136,10 @@ class Upkeep:
             if driver is None or self._locks.busy(lock_id):
                 continue  # an operation ends with wake()
             if now >= watch.next_poll:
-                due, poll = max(watch.next_poll, now + driver.settling_s), True
+                settling = driver.settling_s
+                due, poll = now + settling if settling > 0 else watch.next_poll, True
             elif self._news(watch, driver.report_counter):
-                due, poll = max(now, watch.news_at), False
+                due, poll = watch.news_at, False
             else:
                 due, poll = watch.next_poll, True
             if first is None or due < first[0]:

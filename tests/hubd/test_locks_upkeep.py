@@ -362,3 +362,39 @@ async def test_a_manual_turn_while_the_link_to_the_bridge_is_down_is_read_once_i
     await until(lambda: ("state", None, "unlocked", "manual") in rig.of("front-door"),
                 "the manual turn once the link is back", TIMEOUT)
     assert lock.motor_moves == 0 and _statuses_only(lock)
+
+
+class LoggedTurner(InsideTurnerLock):
+    """An inside turner that writes its connections' comings and goings into a log it shares
+    with its neighbours: how many of them are connected at once, seen from the locks' side."""
+
+    def __init__(self, n: int, log: list[int]) -> None:
+        super().__init__(f"lock-{n}", f"C0:FF:EE:00:00:0{n}", os.urandom(32), travel_time_s=0.0)
+        self.log = log
+
+    def on_connect(self, link: Link) -> None:
+        super().on_connect(link)
+        self.log.append(+1)
+
+    def on_disconnect(self, link: Link) -> None:
+        super().on_disconnect(link)
+        self.log.append(-1)
+
+
+_SHARED_LOG: list[int] = []
+
+
+def _three_logged_turners() -> tuple[list[ReferenceProtocolLock], UpkeepTimings]:
+    _SHARED_LOG.clear()
+    return [LoggedTurner(n, _SHARED_LOG) for n in (1, 2, 3)], UpkeepTimings(poll_s=0.2)
+
+
+@pytest.mark.parametrize("rig", [_three_logged_turners], indirect=True)
+async def test_background_reads_hold_one_connection_at_a_time_across_the_hub(rig: Rig) -> None:
+    # Polled in turn: one lock's polls do not starve the others'.
+    await until(lambda: all(len(rig.of(f"lock-{n}", "poll")) >= 3 for n in (1, 2, 3)),
+                "three polls of each lock", TIMEOUT)
+    assert sum(1 for lock, *_ in rig.heard) >= 9
+    open_at_once = [sum(_SHARED_LOG[:i + 1]) for i in range(len(_SHARED_LOG))]
+    assert max(open_at_once) == 1, f"connections open at once, over time: {open_at_once}"
+    assert all(lk.motor_moves == 0 for lk in rig.home.locks.values())
