@@ -270,14 +270,18 @@ class ReferenceLock:
             if link is None or nonce is None:
                 return None
             try:
-                taken, lost = await self._read_reports(link, nonce, deadline)
-                if not (read_status or lost):
-                    return Refreshed(None, None, taken)
-                # READ_REPORTS did not spend the nonce: the status read uses it.
-                pdu = lp.encode_command(self._secret, self._addr, nonce, lp.action_code("status"),
-                                        _POLL_TAG)
-                await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
-                result = await self._wait_result(link, max(0.0, deadline - loop.time()))
+                # A hard end: a peer that keeps notifying (forged reports, each dropped) must not
+                # hold the lock's turn past the read's time.
+                async with asyncio.timeout_at(deadline):
+                    taken, lost = await self._read_reports(link, nonce, deadline)
+                    if not (read_status or lost):
+                        return Refreshed(None, None, taken)
+                    # READ_REPORTS did not spend the nonce: the status read uses it.
+                    pdu = lp.encode_command(self._secret, self._addr, nonce,
+                                            lp.action_code("status"), _POLL_TAG)
+                    await self._asked(link.client.write_gatt_char(link.control, pdu,
+                                                                  response=True))
+                    result = await self._wait_result(link, max(0.0, deadline - loop.time()))
             except (BleakError, TimeoutError, _Lost, lp.ProtocolError) as exc:
                 log.info("reference lock %s: reading it failed: %s", self.address,
                          exc or type(exc).__name__)
