@@ -1,7 +1,8 @@
 """Benchmark: backend -> hub -> lock -> backend round trip, with an instant lock, per hop.
 
 A private Mosquitto (TCP_NODELAY), hubd as its own process, and the simulated home (the real
-firmware in MicroPython, the lock's motor travel set to zero). The backend sends signed
+firmware in MicroPython as the Bluetooth proxy, the lock's motor travel set to zero; the lock's
+pairing in hubd's state, as ``hubctl pair`` leaves it). The backend sends signed
 unlock/lock commands one after another and times each from publish to the `accepted` answer and
 to the final `succeeded`. hubd logs where each command's time went ("command timing",
 hubd/access/timing.py) and the hops are:
@@ -10,21 +11,6 @@ hubd/access/timing.py) and the hops are:
     verify     JWS signature and claims
     record     journal + audit entry, durable (SQLite WAL, fsync) before `accepted`
     queue      waiting for the lock's worker
-    ...        the lock driver's hops, below
-    finish     result -> final answer published (journal, audit entry, fsync)
-    mqtt_out   hubd publishes the answer -> the backend has it
-
---lock-driver bridge (default; hubd.toml lock_driver = "bridge"): the firmware's lock driver
-runs on the bridge, which reports its own share in every result:
-
-    link       hubd -> bridge -> hubd on the serial link, both ways (bridge round trip - bridge)
-    bridge     on the bridge outside the lock driver (decode, journal on flash, encode)
-    ble        in the lock driver: connect, challenge, command, result over the simulated radio
-
---lock-driver hubd (lock_driver = "hubd", docs/ble-proxy.md): hubd's own lock driver runs the
-same protocol on bleak through the bridge as a Bluetooth proxy (bridge.json names no lock);
-every GATT procedure crosses the serial link, so there is no separate link or bridge hop:
-
     transport  in hubd's lock transport outside the driver (the lock's turn)
     ble        in hubd's lock driver: connect, challenge, command, result through the proxy
       ble_requests  of ble: waiting for the answers to the driver's BLE requests (the two
@@ -32,6 +18,13 @@ every GATT procedure crosses the serial link, so there is no separate link or br
                     each a round trip hubd -> serial link -> bridge -> radio -> lock and back
       ble_notify    of ble, the rest: the lock's CHALLENGE and RESULT notifications still to
                     come when the write was answered, and hubd's own work in the driver
+    finish     result -> final answer published (journal, audit entry, fsync)
+    mqtt_out   hubd publishes the answer -> the backend has it
+
+hubd's lock driver runs the reference protocol on bleak through the bridge as a Bluetooth proxy
+(docs/ble-proxy.md; the firmware has no lock driver of its own): every GATT procedure crosses
+the serial link, so there is no separate link or bridge hop. (Figures from before, when the
+firmware drove the locks, had ``link`` and ``bridge`` hops instead: the results' history.)
 
 and, per proxy write rather than per command, its bridge side ("proxy_write_on_bridge"): its
 request frame to its `ble_done` frame on the simulated serial line (the line's transcript, timed
@@ -42,8 +35,6 @@ Prints p50/p90/p99 for the total and each hop and writes them as JSON. The clock
 across processes are the same machine's wall clock.
 
     .venv/bin/python benchmarks/roundtrip.py --commands 500 --out benchmarks/results/roundtrip.json
-    .venv/bin/python benchmarks/roundtrip.py --commands 500 --lock-driver hubd \\
-        --out benchmarks/results/roundtrip.hubd.json
 """
 
 from __future__ import annotations
@@ -69,29 +60,25 @@ from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
 from tests.fixtures import BackendKey, record_pairings  # noqa: E402
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
-from tests.hubd.proxy_home import ProxyOnlyHome  # noqa: E402
 from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
 from benchmarks.figures import summary  # noqa: E402
 
 
-#: The hops of each lock driver, in the order a command passes them; "ble_requests" and
-#: "ble_notify" are parts of "ble", the others add up to the round trip.
-HOPS = {
-    "bridge": ("mqtt_in", "verify", "record", "queue", "link", "bridge", "ble", "finish", "mqtt_out"),
-    "hubd": ("mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_requests",
-             "ble_notify", "finish", "mqtt_out"),
-}
+#: The hops in the order a command passes them; "ble_requests" and "ble_notify" are parts of
+#: "ble", the others add up to the round trip.
+HOPS = ("mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_requests", "ble_notify",
+        "finish", "mqtt_out")
 PARTS_OF_BLE = ("ble_requests", "ble_notify")
 
 
-def hops_of(sent: dict[str, tuple[float, float]], log: Path, driver: str = "bridge"
+def hops_of(sent: dict[str, tuple[float, float]], log: Path
             ) -> tuple[dict[str, list[float]], Counter[int]]:
-    """Per-hop seconds of every timed command, from hubd's "command timing" log lines, and (hubd's
-    driver) how many commands made how many BLE requests. A figure the driver should report and
-    did not is a KeyError: the benchmark must not print a hop it cannot measure."""
-    out: dict[str, list[float]] = {h: [] for h in HOPS[driver]}
+    """Per-hop seconds of every timed command, from hubd's "command timing" log lines, and how
+    many commands made how many BLE requests. A figure the driver should report and did not is a
+    KeyError: the benchmark must not print a hop it cannot measure."""
+    out: dict[str, list[float]] = {h: [] for h in HOPS}
     requests: Counter[int] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         try:
@@ -108,14 +95,10 @@ def hops_of(sent: dict[str, tuple[float, float]], log: Path, driver: str = "brid
             "queue": entry["queue_ms"], "ble": ble, "finish": entry["finish_ms"],
             "mqtt_out": (answered - entry["answered_at"]) * 1000,
         }
-        if driver == "bridge":
-            bridge = entry["bridge_ms"]
-            values |= {"link": entry["bridge_rtt_ms"] - bridge, "bridge": bridge - ble}
-        else:
-            values |= {"transport": entry["bridge_rtt_ms"] - ble,
-                       "ble_requests": entry["ble_requests_ms"],
-                       "ble_notify": ble - entry["ble_requests_ms"]}
-            requests[entry["ble_requests"]] += 1
+        values |= {"transport": entry["operate_ms"] - ble,
+                   "ble_requests": entry["ble_requests_ms"],
+                   "ble_notify": ble - entry["ble_requests_ms"]}
+        requests[entry["ble_requests"]] += 1
         for hop, ms in values.items():
             out[hop].append(ms / 1000)
     return out, requests
@@ -154,27 +137,14 @@ def proxy_writes_on_bridge(crossings: list[tuple[float, Crossing]]) -> list[floa
     return out
 
 
-def start_home(work: Path, driver: str, bridge_log) -> HomeThread:  # noqa: ANN001
-    """The simulated home, instant lock; for hubd's driver the bridge is only the proxy and the
-    line's frames are timed."""
-    home_class = SimulatedHome if driver == "bridge" else ProxyOnlyHome
-    home = HomeThread(home_class(work / "home", locks=default_locks(travel_time_s=0.0),
-                                 on_bridge_log=lambda line: bridge_log.write(line + "\n")))
-    if driver == "hubd":
-        line = home.home.line
-        line.transcript = TimedTranscript(line.transcript.maxlen)
+def start_home(work: Path, bridge_log) -> HomeThread:  # noqa: ANN001
+    """The simulated home, instant lock, the line's frames timed."""
+    home = HomeThread(SimulatedHome(work / "home", locks=default_locks(travel_time_s=0.0),
+                                    on_bridge_log=lambda line: bridge_log.write(line + "\n")))
+    line = home.home.line
+    line.transcript = TimedTranscript(line.transcript.maxlen)
     home.start()
     return home
-
-
-def hubd_setup(home: HomeThread, driver: str, state_dir: Path) -> str:
-    """hubd.toml's top-level lock_driver line for ``driver``; for hubd's driver each lock's
-    pairing (address, address type, secret) goes into hubd's state in ``state_dir``, as
-    ``hubctl pair`` leaves it (docs/ble-proxy.md)."""
-    if driver == "bridge":
-        return ""
-    record_pairings(state_dir, home.home.locks.values())
-    return 'lock_driver = "hubd"'
 
 
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
@@ -210,22 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=500, help="commands to time (default 500)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/roundtrip.json",
                         help="where to write the JSON figures")
-    parser.add_argument("--lock-driver", choices=tuple(HOPS), default="bridge",
-                        help="who drives the lock: the firmware on the bridge (default), or hubd "
-                             "through the bridge as a Bluetooth proxy (hubd.toml lock_driver)")
     args = parser.parse_args(argv)
-    driver = args.lock_driver
 
     work = Path(tempfile.mkdtemp(prefix="bench-roundtrip-"))
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
-    home = start_home(work, driver, bridge_log)
+    home = start_home(work, bridge_log)
     config = work / "hubd.toml"
-    top = hubd_setup(home, driver, work / "hubd-state")
+    record_pairings(work / "hubd-state", home.home.locks.values())  # as hubctl pair leaves them
     write_hubd_config(config, broker, home.home.port, key,
-                      {lock_id: lock.kind for lock_id, lock in home.home.locks.items()}, top=top,
+                      {lock_id: lock.kind for lock_id, lock in home.home.locks.items()},
                       state_dir=work / "hubd-state", link_key=home.home.link_key)
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
@@ -233,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     hubd = start_hubd(config, work / "hubd.log")
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
-        route = ("the serial link, the firmware's lock driver in MicroPython" if driver == "bridge"
-                 else "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in "
-                      "MicroPython")
+        route = "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in MicroPython"
         print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and the "
               f"simulated BLE lock (instant motor)", flush=True)
         times = asyncio.run(drive(broker, key, list(home.home.locks)[0], args.commands, sent))
@@ -246,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_hubd(hubd)
         home.stop()
         broker.stop()
-    hops, requests = hops_of(sent, work / "hubd.log", driver)
+    hops, requests = hops_of(sent, work / "hubd.log")
     result = {
         "benchmark": "command round trip, backend publish -> final answer, instant lock",
-        "lock_driver": driver,
+        "lock_driver": "hubd",  # the only one since the firmware's went; older results say "bridge"
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "platform": platform.platform()},
@@ -257,29 +221,25 @@ def main(argv: list[str] | None = None) -> int:
         "accepted": summary(times["accepted"]),
         "succeeded": summary(times["final"]),
         "hops": {hop: summary(values) for hop, values in hops.items() if values},
-    }
-    if driver == "hubd":
-        result["parts_of_ble"] = list(PARTS_OF_BLE)
+        "parts_of_ble": list(PARTS_OF_BLE),
         # How many commands waited on how many BLE requests (2: the connection was kept).
-        result["ble_requests_per_command"] = {str(n): k for n, k in sorted(requests.items())}
-        result["proxy_write_on_bridge"] = summary(
-            proxy_writes_on_bridge(home.home.line.transcript.times))
+        "ble_requests_per_command": {str(n): k for n, k in sorted(requests.items())},
+        "proxy_write_on_bridge": summary(proxy_writes_on_bridge(home.home.line.transcript.times)),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rows = [("accepted", result["accepted"]), ("succeeded", result["succeeded"])]
     rows += [(f"    {hop}" if hop in PARTS_OF_BLE else f"  {hop}", s)
              for hop, s in result["hops"].items()]
-    print(f"lock driver: {driver}")
     print(f"{'':>16}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for name, s in rows:
         print(f"{name:<16}  {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f} "
               f"{s['max_ms']:8.2f}  n={s['n']}")
-    if driver == "hubd":
-        print("BLE requests per command: " + ", ".join(
-            f"{n} in {k}" for n, k in result["ble_requests_per_command"].items()))
-        s = result["proxy_write_on_bridge"]
-        print(f"a proxy write on the bridge, its request frame to its answer's on the line: "
-              f"p50 {s['p50_ms']:.2f}, p90 {s['p90_ms']:.2f}, p99 {s['p99_ms']:.2f} ms, n={s['n']}")
+    print("BLE requests per command: " + ", ".join(
+        f"{n} in {k}" for n, k in result["ble_requests_per_command"].items()))
+    s = result["proxy_write_on_bridge"]
+    print(f"a proxy write on the bridge, its request frame to its answer's on the line: "
+          f"p50 {s['p50_ms']:.2f}, p90 {s['p90_ms']:.2f}, p99 {s['p99_ms']:.2f} ms, n={s['n']}")
     print(f"written to {args.out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -524,21 +524,18 @@ def pair(
     seconds: Annotated[int, typer.Option(
         min=1, max=control.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
     etc_dir: Annotated[Path, typer.Option(
-        help="hubd's configuration (hubd.toml, bridge.json) to record the lock in.")] = provisioning.DEFAULT_ETC,
-    bridge_config: Annotated[Path | None, typer.Option(
-        help="The hub's copy of bridge.json.", show_default="<etc-dir>/bridge.json")] = None,
+        help="hubd's configuration (hubd.toml) to record the lock in.")] = provisioning.DEFAULT_ETC,
     socket_path: Annotated[Path, typer.Option(
         "--socket", help="hubd's local socket (status_socket in hubd.toml).")] = diagnosis.DEFAULT_SOCKET,
 ) -> None:
     """Find a lock, pair it with the hub under a name, and prove it with a lock/unlock cycle.
 
-    Put the lock in pairing mode first (hold its pairing button until it signals). The hub gives
-    it a new random secret, sealed with the lock's setup key; the lock proves it holds it; then
-    the hub unlocks and locks it once (an entrance door: unlatches once), audited as the
-    technician's. With lock_driver = "hubd" in hubd.toml hubd makes the secret, keeps it in its
-    state database and drives the lock at once; the lock's name and kind go to hubd.toml's
-    [locks]. Otherwise the bridge restarts to drive it, and the lock is recorded in hubd.toml and
-    the hub's bridge.json (0600). The secret is never printed.
+    Put the lock in pairing mode first (hold its pairing button until it signals). hubd gives
+    it a new random secret, sealed with the lock's setup key, through the bridge's Bluetooth
+    proxy; the lock proves it holds it; hubd keeps the secret in its state database and drives
+    the lock at once, and unlocks and locks it once (an entrance door: unlatches once), audited
+    as the technician's. The lock's name and kind go to hubd.toml's [locks]. The secret is never
+    printed, and no file of hubctl's or the bridge's holds it.
 
     **Example:** sudo hubctl pair --scan, then sudo hubctl pair --addr C0:FF:EE:00:00:07
     --name front-door --setup-key 3f1c...e2 (64 hex digits)
@@ -561,16 +558,14 @@ def pair(
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
     assert addr is not None and name is not None and setup_key is not None
     try:
-        done = pairing.pair(socket_path, hubfiles.HubFiles.at(etc_dir, bridge_config), addr, name,
+        done = pairing.pair(socket_path, hubfiles.HubFiles.at(etc_dir), addr, name,
                             setup_key, seconds, lambda line: out.print(line, markup=False), progress)
     except pairing.BadValue as e:
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except pairing.PairingError as e:
         raise Failed(str(e)) from None
-    where = (f"{done.files.hubd_toml} (its secret in hubd's state only)" if done.in_hubd
-             else f"{done.files.hubd_toml} and {done.files.bridge_json}")
     out.print(f"{name}: {done.lock.kind.replace('_', ' ')} at {done.lock.addr} paired; recorded in "
-              f"{where}", markup=False)
+              f"{done.files.hubd_toml} (its secret in hubd's state only)", markup=False)
     s = done.failed
     if s is not None:
         raise Failed(f"{name} is paired but did not {s.action}: {s.status}"
@@ -601,12 +596,12 @@ def decommission(
     credentials and keys are removed.
 
     Each paired lock is told to forget the hub's secret (it keeps working by hand for the
-    resident, and can be paired again); with lock_driver = "hubd" hubd tells them and deletes
-    their pairings from its state; the bridge forgets its locks and LTE credentials; the
-    backend gets a retained notice on hubs/<hub>/v1/decommissioned; then hubd.env (broker
-    password), the client certificate and key, the backend keys and the locks in hubd.toml and
-    bridge.json are removed. The audit trail stays in hubd's state directory: export it first
-    (hubctl audit export). hubd must be running.
+    resident, and can be paired again) and hubd deletes its pairing from its state; the bridge
+    forgets its bonds and LTE credentials; the backend gets a retained notice on
+    hubs/<hub>/v1/decommissioned; then hubd.env (broker password), the client certificate and
+    key, the backend keys and the locks in hubd.toml and the LTE key in bridge.json are
+    removed. The audit trail stays in hubd's state directory: export it first (hubctl audit
+    export). hubd must be running.
 
     **Example:** sudo hubctl audit export --from 1 --to 100000 --out audit.jsonl, then
     sudo hubctl decommission --yes, then sudo systemctl disable --now hubd

@@ -57,15 +57,18 @@ class HubFiles:
     def hubd_env(self) -> Path:
         return self.etc / "hubd.env"
 
-    def check_writable(self) -> None:
-        """Refuse before anything changes on the lock when the files cannot be updated after."""
-        for path in (self.hubd_toml, self.bridge_json):
+    def check_writable(self, bridge: bool = True) -> None:
+        """Refuse before anything changes on the lock when the files cannot be updated after;
+        ``bridge``: the hub's bridge.json too (decommission rewrites it, pairing does not)."""
+        paths = (self.hubd_toml, self.bridge_json) if bridge else (self.hubd_toml,)
+        for path in paths:
             if not path.exists():
                 raise FilesError(f"{path} does not exist: provision the hub first "
                                  "(hubctl provision), or pass --etc-dir")
         read_toml(self.hubd_toml)
-        read_bridge(self.bridge_json)
-        for path in (self.hubd_toml, self.bridge_json):
+        if bridge:
+            read_bridge(self.bridge_json)
+        for path in paths:
             try:
                 with path.open("r+b"):
                     pass

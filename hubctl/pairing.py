@@ -1,11 +1,8 @@
 """`hubctl pair`'s steps, without the CLI: check what the technician typed, find the lock among
-those the bridge hears, ask hubd to pair it (a fresh random secret sealed with the lock's setup
-key), record it in the hub's files, and judge the lock/unlock cycle that proves it.
-
-Who makes the secret follows hubd.toml's ``lock_driver``: with "hubd", hubd makes it, pairs
-through its own driver and keeps it in its state database; hubctl sends none and records only
-``[locks] name = kind``. With "bridge" (the firmware's drivers) hubctl makes it, the bridge keeps
-it in its bridge.json and hubctl in the hub's copy.
+those hubd hears through the bridge's proxy, ask hubd to pair it (hubd makes a fresh random
+secret, sealed with the lock's setup key, and keeps it in its state database), record the lock's
+name and kind in hubd.toml's [locks], and judge the lock/unlock cycle that proves it. No file of
+hubctl's ever holds a lock secret, and the bridge none either.
 
 Every failure is a :class:`PairingError` whose message says what to do; a value the technician
 typed wrong is a :class:`BadValue` naming the flag. hubd is reached on its local socket
@@ -15,7 +12,6 @@ typed wrong is a :class:`BadValue` naming the flag. hubd is reached on its local
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +45,6 @@ class Paired:
     lock: control.FoundLock
     result: control.PairResult
     files: hubfiles.HubFiles
-    in_hubd: bool = False  # hubd paired it and keeps its secret (lock_driver = "hubd")
 
     @property
     def failed(self) -> control.CycleStep | None:
@@ -97,31 +92,25 @@ def find(heard: control.ScanResult, addr: str) -> control.FoundLock:
 def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str,
          seconds: int, say: Progress, progress: Progress) -> Paired:
     """Every step of a pairing, in order (``say``: this module's steps, ``progress``: hubd's
-    lines); the secret is made here and never shown."""
+    lines); hubd makes the secret, which never reaches hubctl."""
     check_values(addr, name, setup_key)
     try:
-        files.check_writable()
-    except hubfiles.FilesError as e:
-        raise PairingError(str(e)) from None
-    try:
-        in_hubd = access.lock_driver(files) == "hubd"
+        files.check_writable(bridge=False)
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
     lock = find(scan(socket_path, seconds, progress), addr)
-    secret = None if in_hubd else secrets.token_hex(32)  # hubd makes its own
     done = ask(socket_path, control.PairRequest(
-        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, secret=secret,
+        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type,
         setup_key=setup_key), control.COMMISSIONING_WAIT_S, progress)
     result = control.PairResult.model_validate(done)
     try:
-        access.add_lock(files, name, lock.kind, lock.addr, lock.addr_type, secret)
+        access.add_lock(files, name, lock.kind)
     except hubfiles.FilesError as e:
-        where = "hubd's state" if in_hubd else "the bridge's own bridge.json"
-        raise PairingError(f"{name} is paired and in {where}, but hubd.toml's [locks] was not "
+        raise PairingError(f"{name} is paired and in hubd's state, but hubd.toml's [locks] was not "
                            f"updated: {e}: add {name} = \"{lock.kind}\" under [locks] by hand "
-                           "and restart hubd") from None
-    return Paired(name, lock, result, files, in_hubd)
+                           "(hubd drives it until it restarts; after that only with it)") from None
+    return Paired(name, lock, result, files)
 
 
 def signal(rssi: int) -> str:

@@ -19,7 +19,6 @@ from hubd import inputs, systemd
 from hubd.access.commands import Commands
 from hubd.access.journal import Journal
 from hubd.access.lockstate import LockStates
-from hubd.access.transport import LockTransport
 from hubd.access.verify import Verifier
 from hubd.alarms.delivery import Alarms
 from hubd.config import CONFIG_ENV, ConfigError, HubConfig, load_config
@@ -79,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line: ``--config PATH``."""
     parser = argparse.ArgumentParser(
         prog="hubd",
-        description="Home hub daemon: verifies signed lock commands from MQTT and runs them through the bridge.",
+        description="Home hub daemon: verifies signed lock commands from MQTT and drives the locks "
+                    "through the bridge's Bluetooth proxy.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -120,6 +120,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
 
     log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port,
                                      "state_dir": str(config.state_dir)})
+    for note in config.upgrade_notes:
+        log.warning("hubd.toml: %s", note)
     # Every resource is closed on every way out, a failure half-way through start-up included,
     # in the reverse order of opening (the stack): what is opened is registered at once.
     async with contextlib.AsyncExitStack() as stack:
@@ -143,8 +145,6 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
         stack.push_async_callback(mqtt.stop)  # after the commands' close: the last answers go out before "offline"
         lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
-        bridge.on_lock_state(lock_states.reported)
-        bridge.on_lock_event(lock_states.event)
         # Registered before the first await, so no alarm and no link change can arrive unheard.
         alarms = Alarms(store, config.hub_id, config.alarms, bridge, mqtt)
         bridge.on_message(messages.ALARM, alarms.received)
@@ -160,8 +160,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
         bridge.on_message(messages.HEALTH, health.bridge_reported)
         bridge.on_link_change(health.link_changed)
-        transport, drivers, pairings = await _lock_transport(config, store, bridge, lock_states,
-                                                             devices, stack)
+        drivers, pairings = await _lock_drivers(config, store, bridge, lock_states, devices, stack)
         verifier = Verifier(
             hub_id=config.hub_id,
             keys=config.public_keys(),
@@ -173,7 +172,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         commands = Commands(
             hub_id=config.hub_id,
             verifier=verifier,
-            transport=transport,
+            transport=drivers.locks,
             publisher=mqtt,
             journal=journal,
             audit=audit,
@@ -245,17 +244,15 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
     log.info("hubd stopped")
 
 
-async def _lock_transport(config: HubConfig, store: Store, bridge: Bridge, lock_states: LockStates,
-                          devices: Devices, stack: contextlib.AsyncExitStack
-                          ) -> tuple[LockTransport, LockDrivers | None, Pairings | None]:
-    """Who runs lock operations (``lock_driver``): the bridge's firmware drivers, or hubd's own
-    on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md, "hubd's lock drivers"),
-    which then also hears the locks' adverts in the bridge's stead. hubd's drivers take each
-    lock of [locks] from its pairing in the state database; a lock without one is not driven
-    (its commands fail ``unknown_lock``) and the log names the fix."""
-    if config.lock_driver == "bridge":
-        return bridge, None, None
-    from hubd.locks.drivers import LockDrivers  # bleak is only loaded when hubd drives the locks
+async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_states: LockStates,
+                        devices: Devices, stack: contextlib.AsyncExitStack
+                        ) -> tuple[LockDrivers, Pairings]:
+    """hubd's lock drivers on bleak through the bridge's Bluetooth proxy (docs/ble-proxy.md,
+    "hubd's lock drivers"), which also hear the locks' adverts. They take each lock of [locks]
+    from its pairing in the state database; a lock without one is not driven (its commands fail
+    ``unknown_lock``) and the log names the fix. (A hub with its own adapter will drive them
+    through bleak's platform backend instead: docs/direct-mode.md.)"""
+    from hubd.locks.drivers import LockDrivers  # bleak is loaded only when the daemon really runs
     from hubd.store.pairings import Pairings
 
     pairings = Pairings(store)
@@ -271,7 +268,7 @@ async def _lock_transport(config: HubConfig, store: Store, bridge: Bridge, lock_
                         "it to [locks] with its kind, or hubctl decommission", lock, extra={"lock": lock})
     driven = {lock: p for lock, p in paired.items() if lock in config.locks}
     drivers = await LockDrivers.open(bridge, driven, lock_states, devices, stack)
-    return drivers.locks, drivers, pairings
+    return drivers, pairings
 
 
 def _flush_refusals(audit: AuditLog) -> None:

@@ -7,15 +7,10 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     hub_id = "hub-17"
     state_dir = "/var/lib/hubd"          # the state database: command journal, audit trail, outbox
     clock_skew_s = 5                     # tolerance for exp/nbf
-    command_timeout_s = 30               # per lock operation, passed to the bridge
+    command_timeout_s = 30               # per lock operation
     bridge_wait_s = 5                    # a command waits this long for a link coming up
     max_validity_s = 300                 # longest exp - nbf a command may have
     status_socket = "/run/hubd/status.sock"  # hubctl status / doctor read the hub's health here
-    lock_driver = "bridge"               # who runs the lock protocols: the bridge's firmware, or
-                                         # "hubd" on bleak through the bridge's Bluetooth proxy
-                                         # (docs/ble-proxy.md); hubd then keeps each lock's
-                                         # pairing (address, secret) in its state database,
-                                         # written by hubctl pair, never in this file
 
     [mqtt]
     host = "broker.example"
@@ -38,6 +33,10 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [locks]                              # each lock id this hub knows (none yet is fine), and its kind:
     front = "inside_turner"              #   inside_turner, in_cylinder, key_box, entrance_door
     keybox = "key_box"                   # (wire.lockkinds); an action the kind lacks is refused
+                                         # hubd drives them itself through the bridge's Bluetooth
+                                         # proxy (docs/ble-proxy.md), each from its pairing
+                                         # (address, secret) in the state database, written by
+                                         # hubctl pair, never in this file
 
     [alarms]                             # safety alarms to the alarm centre (all optional)
     resident = "resident-208"            # who the centre should send help to (default: none)
@@ -73,7 +72,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, PrivateAttr, SecretStr, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hubapi import signing, topics
@@ -285,10 +284,6 @@ class HubConfig(BaseSettings):
     keys: dict[Kid, str] = Field(min_length=1)
     # None until `hubctl pair` adds one; a resident may have only a safety alarm.
     locks: dict[SegmentId, LockKind] = Field(default_factory=dict)
-    # Who runs the lock protocols: the bridge's firmware drivers ("bridge"), or hubd's own on
-    # bleak through the bridge's Bluetooth proxy ("hubd", docs/ble-proxy.md), which takes each
-    # lock's address and secret from its pairing in the state database (hubd/store/pairings.py).
-    lock_driver: Literal["bridge", "hubd"] = "bridge"
     clock_skew_s: float = Field(5.0, ge=0, le=60)
     command_timeout_s: float = Field(30.0, gt=0, le=600)
     # A command that finds the bridge link down (a bridge rebooting, hubd just started) waits this
@@ -299,6 +294,7 @@ class HubConfig(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # hubctl status / doctor read the health snapshot here (hubd/technician/status_socket.py); none: no socket.
     status_socket: Path | None = Path("/run/hubd/status.sock")
+    _upgrade_notes: list[str] = PrivateAttr(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -320,6 +316,27 @@ class HubConfig(BaseSettings):
                              "state database, from hubctl pair; remove [lock_links] (and "
                              "HUBD_LOCK_LINKS) and pair the locks with hubctl pair")
         return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lock_driver_gone(cls, data: Any, handler: Any) -> Any:
+        # hubd always drives the locks (the firmware has no lock drivers any more). A hubd.toml
+        # that chose hubd's drivers keeps working, with a line in the log; one that chose the
+        # bridge's cannot: its locks were paired into the bridge, whose secrets hubd never had.
+        chosen = os.environ.get(ENV_PREFIX + "LOCK_DRIVER")
+        if isinstance(data, dict) and "lock_driver" in data:
+            data = dict(data)
+            chosen = data.pop("lock_driver") if chosen is None else chosen
+        if chosen is not None and chosen != "hubd":
+            raise ValueError(f"lock_driver = {chosen!r} is gone: hubd drives every lock itself "
+                             "through the bridge's Bluetooth proxy; remove lock_driver (and "
+                             "HUBD_LOCK_DRIVER), flash this release (hubctl flash) and pair each "
+                             "lock again with hubctl pair (docs/technician-guide.md, Upgrading)")
+        config = handler(data)
+        if chosen is not None:
+            config._upgrade_notes.append("lock_driver is gone (hubd always drives the locks): "
+                                         "remove the line from hubd.toml")
+        return config
 
     @model_validator(mode="before")
     @classmethod
@@ -359,6 +376,12 @@ class HubConfig(BaseSettings):
             raise ValueError(f"give each lock its kind as a table, e.g. [locks] front = \"inside_turner\" "
                              f"(kinds: {kinds})")
         return locks
+
+    @property
+    def upgrade_notes(self) -> list[str]:
+        """Settings of an older release this config still has, accepted and to be removed:
+        hubd logs each at start."""
+        return list(self._upgrade_notes)
 
     @property
     def client_id(self) -> str:
@@ -418,5 +441,8 @@ def _explain(exc: ValidationError, source: str) -> str:
             secret = (field == "keys" or "password" in field or field.endswith("key")
                       or field.endswith("secret"))
             shown = "" if secret or isinstance(got, dict) else f" (got {got!r})"
-            parts.append(f"{field}: {message}{shown}: fix it in {source} or {env}")
+            if not loc:  # the whole file's: the message names the fix
+                parts.append(message)
+            else:
+                parts.append(f"{field}: {message}{shown}: fix it in {source} or {env}")
     return "invalid configuration: " + "; ".join(parts)

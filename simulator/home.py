@@ -1,17 +1,23 @@
 """A resident's home in software: the locks, the air between them, the bridge and its cable.
 
     home = SimulatedHome(workdir)           # one inside-turner lock, "front-door"
-    home = SimulatedHome(workdir, locks=every_kind(), policy={"poll_ms": 2000})
+    home = SimulatedHome(workdir, locks=every_kind())
     await home.start()
     home.port                               # the pty hubd opens, like /dev/ttyUSB0
+    record_pairings(state_dir, home.locks.values())   # tests.fixtures: hubd's pairings
     home.locks["front-door"].motor_moves    # what the lock really did
     await home.stop()
+
+The bridge is the locks' Bluetooth proxy (the real firmware): its bridge.json names no lock, and
+hubd drives them. The locks come paired, each with its own secret, as ``hubctl pair`` leaves
+them: a test gives hubd their pairings (tests.fixtures.record_pairings, or :func:`paired` for a
+driver made by hand). :func:`unpaired_lock` is one fresh from the box, to pair through hubd.
 
     home = SimulatedHome(workdir, alarm_unit=AlarmUnit(heartbeat_s=0.5),
                          alarm_timings={"heartbeat_ms": 500})
     home.alarm_unit.press()                 # a safety alarm unit on the bridge's UART 2
 
-    home = SimulatedHome(workdir, health={"health_ms": 1000}, policy={"absent_ms": 2000})
+    home = SimulatedHome(workdir, health={"health_ms": 1000}, policy={"scan_every_ms": 1000})
     home.bridge.set_supply(3600, False)     # the bridge's backup cell, its external supply gone
 
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
@@ -28,7 +34,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from simulator.alarm_unit import AlarmUnit
 from simulator.modem import Modem
@@ -45,7 +51,12 @@ from simulator.radio import Radio
 from simulator.serial_line import SerialLine
 from wire import frame
 
+if TYPE_CHECKING:
+    from hubd.locks import PairedLock
+
 T = TypeVar("T")
+#: What a test may set of the proxy's scan windows (firmware/config.py PROXY_SCANS).
+SCAN_KEYS = frozenset({"scan_every_ms", "scan_ms"})
 BRIDGE_UART = 1
 ALARM_UNIT_UART = 2
 LTE_UART = 3
@@ -59,6 +70,28 @@ def default_locks(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
     """The default home: one inside turner on the front door, with its own pairing secret."""
     return [InsideTurnerLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32),
                              travel_time_s=travel_time_s)]
+
+
+def address(lock: ReferenceProtocolLock) -> str:
+    """The lock's address as hubd writes it ("C0:FF:EE:00:00:01")."""
+    return _addr_text(lock.address)
+
+
+def paired(lock: ReferenceProtocolLock, secret: bytes | None = None) -> PairedLock:
+    """What pairing gave hubd for ``lock`` (``secret``: another one, a wrong pairing)."""
+    from hubd.locks import PairedLock  # bleak: only for the callers that drive locks in hubd
+
+    assert lock.secret is not None, f"{lock.lock_id} is not paired"
+    return PairedLock(lock.kind, address(lock), secret or lock.secret, lock.addr_type)
+
+
+def unpaired_lock(lock_id: str, kind: type[ReferenceProtocolLock], addr: str,
+                  pairing_window_s: float = 600.0, **kwargs: Any) -> ReferenceProtocolLock:
+    """A lock fresh from the box (no secret), its pairing button just held: it takes a PAIR
+    sealed with its ``setup_key`` for ``pairing_window_s``."""
+    lock = kind(lock_id, addr, None, **kwargs)
+    lock.press_pairing_button(pairing_window_s)
+    return lock
 
 
 def every_kind(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
@@ -79,7 +112,8 @@ def every_kind(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
 
 
 class SimulatedHome:
-    """Locks on a simulated radio, the real firmware on a simulated bridge, a serial line."""
+    """Locks on a simulated radio, the real firmware on a simulated bridge as their Bluetooth
+    proxy, a serial line."""
 
     def __init__(self, workdir: Path | None = None,
                  locks: list[ReferenceProtocolLock] | None = None,
@@ -89,8 +123,11 @@ class SimulatedHome:
                  lte: dict[str, Any] | None = None,
                  health: dict[str, int] | None = None, link_key: bytes | None = None,
                  proxy: dict[str, int] | None = None) -> None:
-        """``policy``: overrides of the bridge's BLE connection policy (firmware/config.py
-        POLICY, all in ms), e.g. ``{"idle_ms": 500, "poll_ms": 1000}`` for a fast test.
+        """``policy``: the proxy's passive scan windows for the addresses hubd watches
+        (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
+        for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
+        connection policy of its own any more (hubd's drivers keep it: hubd.locks.Timings and
+        UpkeepTimings), so any other key is refused.
         ``alarm_unit``: a safety alarm unit wired to the bridge's UART 2; ``alarm_timings``:
         overrides of the bridge's alarm timings (firmware/config.py ALARM_TIMINGS).
         ``lte``: the second path's settings for bridge.json (firmware/config.py: apn, host,
@@ -111,6 +148,10 @@ class SimulatedHome:
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
         self.link_key = link_key if link_key is not None else os.urandom(frame.KEY_SIZE)
         self.policy = dict(policy or {})
+        stale = sorted(set(self.policy) - SCAN_KEYS)
+        if stale:
+            raise ValueError(f"policy {stale}: the bridge drives no lock any more; hubd's lock "
+                             "drivers have these timings (hubd.locks.Timings, UpkeepTimings)")
         self.health = dict(health or {})
         self.proxy = dict(proxy) if proxy is not None else None
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
@@ -144,18 +185,13 @@ class SimulatedHome:
         return self.line.path
 
     def bridge_config(self) -> dict[str, Any]:
-        """bridge.json as provisioning writes it: the link UART and key, the connection policy's
-        overrides, each paired lock (its kind, protocol, address and pairing secret), the health
-        timings, how the board senses its supply, and the alarm unit's UART and serial when the
-        home has one."""
+        """bridge.json as provisioning writes it: the link UART and key, the proxy's section
+        (``proxy`` and the scan windows of ``policy``), the health timings, how the board senses its supply, and the alarm unit's UART
+        and serial when the home has one. No lock: hubd drives them through the proxy and keeps
+        their pairings (the secrets never reach the bridge)."""
         cfg: dict[str, Any] = {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200, "key": self.link_key.hex()},
             "log": "info",
-            "policy": self.policy,
-            "locks": [{"id": lk.lock_id, "kind": lk.kind, "protocol": "reference",
-                       "addr": _addr_text(lk.address), "addr_type": lk.addr_type,
-                       "secret": lk.secret.hex()}
-                      for lk in self.locks.values() if lk.secret is not None],  # paired
             "health": self.health,
             "supply": dict(BOARD_SUPPLY),
         }
@@ -165,8 +201,8 @@ class SimulatedHome:
                                  "serial": "%08X" % self.alarm_unit.serial, **self.alarm_timings}
         if self.lte is not None:
             cfg["lte"] = {"uart": LTE_UART, **self.lte}
-        if self.proxy is not None:
-            cfg["proxy"] = self.proxy
+        if self.proxy is not None or self.policy:
+            cfg["proxy"] = {**(self.proxy or {}), **self.policy}
         return cfg
 
     async def start(self) -> None:

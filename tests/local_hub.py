@@ -18,7 +18,7 @@ from hil_tests.harness import start_hubd, stop_hubd, write_hubd_config
 from hubapi.models import HubStatus
 from hubctl import doctor
 from simulator.home import HomeThread, SimulatedHome
-from tests.fixtures import BackendKey
+from tests.fixtures import BackendKey, record_pairings
 from tests.mosquitto import Mosquitto
 
 
@@ -73,17 +73,20 @@ class LocalHub:
 
 
 def start_local_hub(home: SimulatedHome, broker: Mosquitto, key: BackendKey, etc: Path, socket: Path,
-                    env: dict[str, str] | None = None) -> LocalHub:
-    """Start ``home`` and hubd on it: ``etc/hubd.toml`` names the home's paired locks and serves
+                    env: dict[str, str] | None = None, extra: str = "") -> LocalHub:
+    """Start ``home`` and hubd on it: ``etc/hubd.toml`` names the home's paired locks, whose
+    pairings go into hubd's state (``etc/hubd-state``, as hubctl pair leaves them), and serves
     the local socket at ``socket``; ``env`` (HUBD_* secrets) goes to ``etc/hubd.env``, as
-    provisioning writes it, and to hubd's environment, as systemd gives it. hubd logs to
-    ``etc/../hubd.log``."""
+    provisioning writes it, and to hubd's environment, as systemd gives it; ``extra`` is more
+    hubd.toml (e.g. ``[devices.absent_s]``). hubd logs to ``etc/../hubd.log``."""
     thread = HomeThread(home)
     thread.start()
     etc.mkdir(parents=True, exist_ok=True)
     config = etc / "hubd.toml"
     locks = {lock_id: lk.kind for lock_id, lk in home.locks.items() if lk.paired}
-    write_hubd_config(config, broker, home.port, key, locks, status_socket=socket, link_key=home.link_key)
+    record_pairings(etc / "hubd-state", (lk for lk in home.locks.values() if lk.paired))
+    write_hubd_config(config, broker, home.port, key, locks, status_socket=socket, extra=extra,
+                      link_key=home.link_key)
     if env:
         (etc / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     log = etc.parent / "hubd.log"

@@ -1,16 +1,16 @@
-"""The command pipeline: MQTT message -> verify -> journal -> per-lock queue -> bridge -> answers.
+"""The command pipeline: MQTT message -> verify -> journal -> per-lock queue -> lock driver -> answers.
 
 Every verified command is answered ``accepted``, then exactly one final status; a refused one is
 answered ``rejected`` with the reason and nothing else. Each step is in the journal and the audit
 trail (:mod:`hubd.access.journal`, :mod:`hubd.store.audit`) before it is published: the command id is recorded
-durably before ``accepted`` goes out and before the bridge hears of it, so it runs at most once,
+durably before ``accepted`` goes out and before the lock driver hears of it, so it runs at most once,
 across redeliveries and restarts. Each lock has its own bounded queue worked off by one task, so
 a lock runs one operation at a time, in arrival order, while other locks go on. Commands are
-never retried: the bridge is asked once (after the lock write it must not be resent).
+never retried: the lock driver is asked once (after the lock write it must not be resent).
 
 At start, :meth:`Commands.recover` finds the commands hubd was running when it died: they are
 never run again; each is answered ``incomplete`` (``hubd_restarted``) with the state read back
-from the lock by a ``status`` operation (``unknown`` if the bridge cannot tell).
+from the lock by a ``status`` operation (``unknown`` if the lock cannot be reached).
 
 A final answer is owed until the broker acknowledged it: it is published at once and again (with
 backoff) until the PUBACK, and the journal notes it then; one recorded just before a kill -9 is
@@ -46,10 +46,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Extra time given to the bridge beyond the operation timeout before the hub stops waiting.
+#: Extra time given to the lock transport beyond the operation timeout before the hub stops waiting.
 BRIDGE_GRACE_S = 5.0
 #: How long recovery waits for the bridge link before it answers with state ``unknown``.
 RECOVERY_WAIT_S = 10.0
+#: Recovery reads a lock that reports this state again, this often, until it settles.
+RECOVERY_MOVING = "moving"
+RECOVERY_REREAD_S = 1.0
 #: How long a command waits for a bridge link coming up before bridge_unavailable (hubd.toml).
 BRIDGE_WAIT_S = 5.0
 #: Answers per second, at most, to messages that did not verify (a flood is counted instead).
@@ -101,9 +104,9 @@ class Commands:
     """Runs commands for one hub.
 
     ``verifier`` checks each message (its replay guard should be ``journal``); ``transport``
-    runs operations on the locks (``hubd.access.transport``: today the bridge); ``publisher`` sends answers; ``journal``,
+    runs operations on the locks (``hubd.access.transport``: hubd's lock drivers); ``publisher`` sends answers; ``journal``,
     ``audit`` and ``lock_states`` record what happened; ``command_timeout_s`` is passed to the
-    bridge per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
+    transport per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
     it is rejected ``busy``). ``clock`` returns Unix seconds.
     """
 
@@ -275,11 +278,10 @@ class Commands:
                 result = await self._locks.operate(job.lock, job.action, job.command_id, on_written,
                                                     self._timeout)
             if job.timing is not None:
-                job.timing.mark_result(result.bridge_ms, result.ble_ms,
-                                       ble_requests_ms=result.ble_requests_ms,
+                job.timing.mark_result(result.ble_ms, ble_requests_ms=result.ble_requests_ms,
                                        ble_requests=result.ble_requests)
         except TimeoutError:
-            log.error("bridge gave no result in time", extra=fields | {"written": progress.written})
+            log.error("the lock driver gave no result in time", extra=fields | {"written": progress.written})
             return _unfinished(progress.written, FailReason.BRIDGE_NO_RESPONSE, oc.TIMED_OUT)
         # The link's decoder took only outcomes of wire.outcomes (a bug here is a KeyError, which
         # _run answers by the at-most-once rule).
@@ -292,12 +294,20 @@ class Commands:
         fields = {"command_id": job.command_id, "lock": job.lock}
         state, battery = "unknown", None
         if await self._locks.wait_up(self._recovery_wait_s):
+            # The motor a killed hubd started may still run (hubd's driver died with hubd; the
+            # lock finishes on its own): read again while it says "moving", within the timeout.
+            result = None
             try:
                 async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
-                    result = await self._locks.operate(job.lock, "status", f"status-{uuid.uuid4().hex}",
-                                                        lambda: None, self._timeout)
+                    while True:
+                        result = await self._locks.operate(job.lock, "status",
+                                                            f"status-{uuid.uuid4().hex}",
+                                                            lambda: None, self._timeout)
+                        if result.outcome != oc.SUCCEEDED or result.state != RECOVERY_MOVING:
+                            break
+                        await asyncio.sleep(RECOVERY_REREAD_S)
             except TimeoutError:
-                result = None
+                result = result if result is not None and result.state == RECOVERY_MOVING else None
             if result is not None and result.outcome == oc.SUCCEEDED and result.state:
                 read = _outcome_from_bridge(Status.INCOMPLETE, None, result.state, result.battery)
                 state, battery = read.state or "unknown", read.battery

@@ -2,7 +2,7 @@
 
 It is also the replay guard: an id in the journal has been used, across restarts. The row is
 committed (with its ``accepted`` audit entry) *before* ``accepted`` is published and before the
-bridge hears of the command; ``written`` is committed when the bridge reports the lock write; the
+lock driver hears of the command; ``written`` is committed when the driver attempts the lock write; the
 final outcome when it is known. A row without a final outcome at start-up is a command hubd was
 running when it died: :meth:`Journal.unfinished` lists them so they are answered ``incomplete``
 and never run again. A final answer is owed until the broker acknowledged it (``answered``); one
@@ -101,7 +101,7 @@ class Journal:
             raise AlreadyUsed(rejection.command_id)
 
     def written(self, command_id: str) -> None:
-        """Record that the bridge attempted the lock write (raises sqlite3.Error)."""
+        """Record that the lock driver attempted the lock write (raises sqlite3.Error)."""
         with self._store.transaction() as conn:
             entry = self._get(conn, command_id)
             conn.execute("UPDATE commands SET written_at = ? WHERE id = ?", (self._clock(), command_id))

@@ -1,8 +1,8 @@
 """The last known state of each lock: stored, published retained, and audited when it changes
 without a command (a key turned by hand, the handle, auto-lock, a poll that found a change) or
-when the bridge reports an event (key box opened, key taken, door opened, ...).
+when a lock reports an event (key box opened, key taken, door opened, ...) to hubd's lock driver.
 
-Bridge reports are input from a device: an unknown lock, state or event is still audited, with a
+A lock's reports are input from a device: an unknown lock, state or event is still audited, with a
 reason saying what was wrong, and never becomes retained state.
 """
 
@@ -61,7 +61,7 @@ class LockStates:
         self._publish(lock, state, battery, lockkinds.SOURCE_REMOTE)
 
     def reported(self, lock: str, state: str, battery: int | None, source: str) -> None:
-        """The bridge reported a state without a command (``state`` link message)."""
+        """A lock reported a state without a command (hubd's lock driver: a report, a poll)."""
         problem = self._problem(lock, source) or (None if state in lockkinds.STATES else "unrecognised_state")
         battery = _battery(battery)
         if problem is None and source == lockkinds.SOURCE_POLL and self._last.get(lock) == (state, battery):
@@ -70,7 +70,7 @@ class LockStates:
         self._audit_report(problem, fields, publish=problem is None)
 
     def event(self, lock: str, event: str, source: str, state: str | None, battery: int | None) -> None:
-        """The bridge reported an event (``event`` link message)."""
+        """A lock reported an event (hubd's lock driver passes its report on)."""
         problem = self._problem(lock, source) or (None if event in lockkinds.EVENTS else "unrecognised_event")
         if problem is None and state is not None and state not in lockkinds.STATES:
             problem = "unrecognised_state"
@@ -86,7 +86,7 @@ class LockStates:
 
     def _audit_report(self, problem: str | None, fields: dict, publish: bool) -> None:
         if problem is not None:
-            log.warning("bridge report with %s: %s", problem, fields)
+            log.warning("lock report with %s: %s", problem, fields)
         try:
             with self._store.transaction() as conn:
                 self._audit.append(conn, outcome=AuditOutcome.REPORTED, reason=problem, **fields)

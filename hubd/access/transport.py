@@ -1,12 +1,12 @@
 """The lock-transport seam: what the command path needs to run one operation on one lock, and
 what it gets back.
 
-The bridge over the serial link (``hubd.link.bridge.Bridge``) is the first implementation; lock
-protocols running in hubd on bleak, through the bridge as a Bluetooth proxy or on the hub's own
-adapter, are the next (docs/architecture.md, "Where lock protocols run"). As with bleak's
-``BaseBleakClient`` behind ``BleakClient``, or Home Assistant's connector per proxy, the command
-path (``hubd.access.commands``) never knows which one runs an operation: it relies only on what
-this module promises.
+hubd's own lock drivers on bleak implement it (``hubd.locks.transport.BleLocks``), through the
+bridge as a Bluetooth proxy; the hub's own adapter (direct mode, docs/direct-mode.md) is the
+next backend under the same drivers (docs/architecture.md, "Where lock protocols run"). As with
+bleak's ``BaseBleakClient`` behind ``BleakClient``, or Home Assistant's connector per proxy, the
+command path (``hubd.access.commands``) never knows what runs an operation: it relies only on
+what this module promises.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ class OpResult:
     reason: str | None  # None or wire.outcomes.REASONS
     state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
     battery: int | None
-    bridge_ms: int | None = None  # time on the bridge, receipt to result
-    ble_ms: float | None = None  # of that, time in the lock driver (the radio and the lock)
-    # hubd's own drivers only: of ble_ms, the time spent waiting for the answers to the driver's
-    # BLE requests (connect with discovery, subscribe, writes), and how many it made; through the
-    # Bluetooth proxy each is a round trip over the serial link to the bridge and its radio.
+    # Always None: the firmware's drivers reported their time on the bridge here. Kept while
+    # hubd/locks/reference.py still names it; nothing reads it.
+    bridge_ms: int | None = None
+    ble_ms: float | None = None  # time in the lock driver (the proxy, the radio and the lock)
+    # Of ble_ms, the time spent waiting for the answers to the driver's BLE requests (connect
+    # with discovery, subscribe, writes), and how many it made; through the Bluetooth proxy each
+    # is a round trip over the serial link to the bridge and its radio.
     ble_requests_ms: float | None = None
     ble_requests: int | None = None
 

@@ -1,63 +1,44 @@
-"""hubd's client for the bridge: lock operations as request/response over the serial link.
+"""hubd's client for the bridge over the serial link: its messages in, hubd's out.
 
-A lock operation travels as one `op` message; the bridge answers `written` the moment it sends
-the command to the lock (from then on nothing may retry it) and then one `result`. When the link
-drops while an operation is out, hubd cannot know whether the lock moved, so the answer is
-`incomplete` with state `unknown`: never a guess, never a resend.
+The bridge is the locks' Bluetooth proxy (hubd drives every lock itself: hubd/ble/proxy.py,
+hubd/locks/), the alarm unit's gateway with its LTE second path, and a device that reports its
+own health. This module keeps the link, dispatches each message the bridge sends to whoever
+listens for its kind, and sends hubd's; a message that is part of a lock operation may use the
+queue slots kept for lock operations (:meth:`Bridge.send_lock_message`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hubd import __version__, inputs
-from hubd.access.transport import OpResult
 from hubd.link.serial_port import SerialLink
 from wire import hubside, link, messages
-from wire import outcomes as oc
 
 log = logging.getLogger(__name__)
 
-# How long the bridge may hold an operation queued behind others before it must not start it.
-OP_TTL_MS = 5000
-#: Slots of the link's send queue that only lock operations may take: a flood of housekeeping
-#: (health requests for every status request, confirmations replayed by a broker user) once
-#: filled the queue and the nurse's command failed ``bridge_busy``.
+#: Slots of the link's send queue that only lock operations' messages may take: a flood of
+#: housekeeping (health requests for every status request, confirmations replayed by a broker
+#: user) once filled the queue and the nurse's command failed ``bridge_busy``.
 OP_RESERVE = 8
 
-StateCallback = Callable[[str, str, "int | None", str], None]
-EventCallback = Callable[[str, str, str, "str | None", "int | None"], None]
 #: callback(message): a decoded link message of the kind it was registered for.
 MessageCallback = Callable[[dict[str, Any]], Any]
 
 
-@dataclass
-class _Pending:
-    future: asyncio.Future[OpResult]
-    on_written: Callable[[], None]
-    written: bool = False
-    link_lost: bool = False
-
-
 class Bridge:
-    """The bridge as hubd sees it: operate locks (the first hubd.access.transport.LockTransport),
-    hear lock state, know whether it is there."""
+    """The bridge as hubd sees it: hear its messages by kind, send hubd's, know whether it is
+    there."""
 
     def __init__(self, port: str, key: bytes, baudrate: int = 115200, guard: inputs.Inputs | None = None) -> None:
         self.link = SerialLink(port, baudrate, f"hubd {__version__}", key, self._on_link_event)
         # Every message from the bridge is handled inside it (counted under inputs.BRIDGE).
         self._guard = guard if guard is not None else inputs.Inputs()
         self.peer: dict[str, Any] | None = None
-        self._rids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        self._state_callbacks: list[StateCallback] = []
-        self._event_callbacks: list[EventCallback] = []
         self._link_callbacks: list[Callable[[bool], None]] = []
         self._listeners: dict[str, list[MessageCallback]] = {}
 
@@ -72,20 +53,10 @@ class Bridge:
 
     async def close(self) -> None:
         await self.link.close()
-        for rid in list(self._pending):
-            self._lose(rid, "hubd_stopping")
 
     @property
     def is_up(self) -> bool:
         return self.link.state == link.UP
-
-    def on_lock_state(self, callback: StateCallback) -> None:
-        """Hear unsolicited lock state: callback(lock, state, battery, source)."""
-        self._state_callbacks.append(callback)
-
-    def on_lock_event(self, callback: EventCallback) -> None:
-        """Hear lock events (key taken, box opened, ...): callback(lock, event, source, state, battery)."""
-        self._event_callbacks.append(callback)
 
     def on_link_change(self, callback: Callable[[bool], None]) -> None:
         """Hear the link going up (True) or down (False)."""
@@ -154,35 +125,6 @@ class Bridge:
             await asyncio.sleep(0.02)
         return self.is_up
 
-    async def operate(self, lock: str, action: str, command_id: str,
-                      on_written: Callable[[], None], timeout: float) -> OpResult:
-        """Run one lock operation on the bridge and return its final result."""
-        if not self.is_up:
-            return OpResult(oc.FAILED, oc.BRIDGE_UNAVAILABLE, None, None)
-        rid = next(self._rids)
-        fut: asyncio.Future[OpResult] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = _Pending(fut, on_written)
-        try:
-            self.link.send(hubside.op(rid, lock, action, command_id, OP_TTL_MS))
-        except link.LinkFull:
-            del self._pending[rid]
-            return OpResult(oc.FAILED, oc.BRIDGE_BUSY, None, None)
-        try:
-            async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancel
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            p = self._pending[rid]
-            outcome, state = oc.unfinished(p.written or p.link_lost, oc.TIMED_OUT)
-            reason = oc.NO_RESULT if outcome == oc.INCOMPLETE else oc.BRIDGE_NO_RESPONSE
-            return OpResult(outcome, reason, state, None)
-        finally:
-            self._pending.pop(rid, None)
-
-    def _lose(self, rid: int, reason: str) -> None:
-        p = self._pending.get(rid)
-        if p is not None and not p.future.done():
-            p.future.set_result(OpResult(oc.INCOMPLETE, reason, "unknown", None))
-
     def _on_link_event(self, kind: str, value: Any) -> None:
         if kind == link.EV_DATA:
             self._on_payload(value)
@@ -193,14 +135,11 @@ class Bridge:
             self._tell_link(True)
         elif kind == link.EV_DOWN:
             log.warning("bridge link down: %s", value)
-            # An operation out on a lost link may or may not have reached the lock.
-            for rid in list(self._pending):
-                self._pending[rid].link_lost = True
-                self._lose(rid, oc.LINK_LOST)
-            # Everything out is answered as lost now, so none of it may arrive when the link is
-            # back (the link would resend it: an op answered `incomplete` would move the lock
-            # later, a proxy write reported unknown would go out late). A new session drops it;
-            # the bridge takes it as a restarted hubd (docs/serial-link.md).
+            # The proxy answers every request out as lost (hubd/ble/proxy.py hears this), so none
+            # of it may arrive when the link is back (the link would resend it: a proxy write
+            # reported unknown would go out late and move a lock). A new session drops it; the
+            # bridge takes it as a restarted hubd and drops its BLE connections
+            # (docs/serial-link.md).
             # (A bridge that restarted, "peer_reset", has a new session already: nothing of the
             # old one reaches it.)
             if value == "silent":
@@ -212,8 +151,6 @@ class Bridge:
             in_flight, unsent = value
             log.warning("bridge restarted; %d message(s) may not have arrived, %d never sent "
                         "(each is asked again when the link is up)", len(in_flight), len(unsent))
-            for rid in list(self._pending):
-                self._lose(rid, oc.BRIDGE_RESTARTED)
         elif kind == link.EV_INCOMPATIBLE:
             log.error("bridge firmware %r speaks link protocol %d.%d, hubd speaks %d.%d: "
                       "flash matching firmware (hubctl flash) or update hubd",
@@ -234,25 +171,7 @@ class Bridge:
         except messages.MessageError as e:
             return f"bad_message: {e}"  # counted as bad_message, the detail goes to the log
         kind = msg["m"]
-        if kind == messages.WRITTEN:
-            p = self._pending.get(msg["rid"])
-            if p is not None and not p.written:
-                p.written = True
-                p.on_written()
-        elif kind == messages.RESULT:
-            p = self._pending.get(msg["rid"])
-            if p is None:
-                return "result_for_no_op"
-            if not p.future.done():
-                p.future.set_result(OpResult(msg["outcome"], msg["reason"], msg["state"],
-                                             msg["battery"], msg.get("ms"), msg.get("ble")))
-        elif kind == messages.STATE:
-            for cb in self._state_callbacks:
-                self._listen(cb, msg["lock"], msg["state"], msg["battery"], msg["source"])
-        elif kind == messages.EVENT:
-            for ecb in self._event_callbacks:
-                self._listen(ecb, msg["lock"], msg["event"], msg["source"], msg["state"], msg["battery"])
-        elif kind in self._listeners:
+        if kind in self._listeners:
             for mcb in self._listeners[kind]:
                 self._listen(mcb, msg)
         else:

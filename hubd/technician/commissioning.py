@@ -1,30 +1,26 @@
-"""The technician's requests that change what the hub controls: scan, pair, decommission.
+"""The technician's requests that change what hubd controls: scan, pair, decommission.
 
-    commissioning = Commissioning(hub_id, bridge, config.locks, devices, audit, publisher, alarms)
+    commissioning = Commissioning(hub_id, bridge, config.locks, devices, audit, publisher, alarms,
+                                  drivers=drivers, pairings=pairings)
     handlers = commissioning.handlers()          # for status_socket.serve (hubd/technician/control.py)
 
-The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> `pair` link message -> the
-bridge pairs the lock (firmware/commissioning.py, locks/pairing.py), keeps it in bridge.json and
-restarts -> `paired` -> the lock joins ``locks`` (the live map the verifier and the lock states
-read) and the device reports -> the proving cycle (lock operations run straight on the bridge,
-audited as the technician's, source ``technician``) -> hubctl writes hubd.toml and the hub's copy
-of bridge.json.
-
-With ``lock_driver = "hubd"`` (``drivers`` and ``pairings`` given) the bridge is only the
-Bluetooth proxy and hubd does what the firmware did: scan hears the locks' adverts through the
-proxy; pair makes a fresh secret, gives it to the lock with PAIR through hubd's own driver
-(hubd/locks/pairing.py), keeps the pairing in the state database (hubd/store/pairings.py) and
-drives the lock at once (``LockDrivers.add``), no bridge restart; decommission UNPAIRs each
-paired lock with its secret, forgets the pairing (``LockDrivers.remove``, the row deleted) and
-then has the bridge wipe its own state as before. The secret never leaves hubd: not on the
-socket, not in a log, not in hubctl's files.
+hubd drives the locks itself (``drivers``, hubd/locks/); the bridge is their Bluetooth proxy.
+Scan hears the locks' adverts through the proxy. The path of a pairing: hubctl pair -> local
+socket -> :meth:`pair` -> a fresh secret, given to the lock with PAIR through hubd's own driver
+(hubd/locks/pairing.py) -> the pairing kept in the state database (hubd/store/pairings.py) -> the
+lock joins ``locks`` (the live map the verifier and the lock states read) and hubd drives it at
+once (``LockDrivers.add``), no bridge restart -> the proving cycle (lock operations through
+hubd's driver, audited as the technician's, source ``technician``) -> hubctl writes hubd.toml's
+[locks]. The secret never leaves hubd: not on the socket, not in a log, not in hubctl's files,
+not on the bridge.
 
 Every pairing attempt, refused or failed ones too, is audited (actor ``hubctl``).
 
 Decommissioning: refused while alarms still wait for the alarm centre (unless forced) -> every
-lock is told to forget its secret and the bridge forgets it (`unpair`) -> the bridge drops its
-locks and LTE credentials (`wipe`) and restarts -> the backend is told, retained, on
-``hubs/{hub}/v1/decommissioned`` -> hubctl removes the hub's own credentials and keys.
+paired lock is told to forget its secret (UNPAIR with it) and hubd forgets the pairing
+(``LockDrivers.remove``, the row deleted) -> the bridge drops its bonds and LTE credentials
+(`wipe`) and restarts -> the backend is told, retained, on ``hubs/{hub}/v1/decommissioned`` ->
+hubctl removes the hub's own credentials and keys.
 """
 
 from __future__ import annotations
@@ -52,10 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCAN_GRACE_S = 5.0  # beyond the scan itself, for the bridge's answers
-PAIR_TIMEOUT_S = 40.0  # the bridge's connect deadline, the exchange and writing its flash
-RESTART_TIMEOUT_S = 60.0  # the bridge restarting with the new lock
+PAIR_TIMEOUT_S = 40.0  # connecting through the proxy and the exchange
 UNPAIR_TIMEOUT_S = 40.0
+WIPE_TIMEOUT_S = 40.0  # the bridge writing its flash
 CYCLE_OP_TIMEOUT_S = 30.0
 TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
 ACTOR = "hubctl"
@@ -68,20 +63,10 @@ PAIR_FIXES = {
                    "then run hubctl pair again within its pairing window",
     "auth_failed": "the lock refused the setup key: check the setup code printed on this lock "
                    "(--setup-key) and that --addr is this lock",
-    "unreachable": "the bridge could not connect to the lock: bring the hub closer or check the "
-                   "lock's batteries (hubctl pair --scan shows its signal)",
-    "bad_lock_mac": "the lock's answer did not verify: it may not be a genuine reference lock; do "
-                    "not use it",
-    "exists": "the bridge already has a lock with this id or address: choose another name, or "
-              "decommission the old pairing first",
-    "full": "the bridge drives as many locks as its memory allows (docs/architecture.md, Limits)",
-    "failed": "the bridge could not complete the pairing: hubctl doctor, then try again",
-}
-# The same with hubd's own driver (lock_driver = "hubd"): hubd pairs, through the bridge's proxy.
-HUBD_PAIR_FIXES = {
-    **PAIR_FIXES,
     "unreachable": "hubd could not connect to the lock through the bridge: bring the hub closer or "
                    "check the lock's batteries (hubctl pair --scan shows its signal)",
+    "bad_lock_mac": "the lock's answer did not verify: it may not be a genuine reference lock; do "
+                    "not use it",
     "exists": "hubd already has a pairing for this id or address: choose another name, or "
               "decommission the old pairing first",
     "failed": "the pairing did not complete (the lock may hold the new secret: pair it again, "
@@ -99,10 +84,6 @@ class _Bridge(Protocol):
     def is_up(self) -> bool: ...
     def send(self, payload: bytes) -> bool: ...
     def on_message(self, kind: str, callback: Callable[[dict[str, Any]], None]) -> None: ...
-    def on_link_change(self, callback: Callable[[bool], None]) -> None: ...
-    async def wait_up(self, timeout: float) -> bool: ...
-    async def operate(self, lock: str, action: str, command_id: str,
-                      on_written: Callable[[], None], timeout: float) -> Any: ...
 
 
 class _Alarms(Protocol):
@@ -114,12 +95,9 @@ class Commissioning:
 
     def __init__(self, hub_id: str, bridge: _Bridge, locks: dict[str, str], devices: Devices,
                  audit: AuditLog, publisher: _Publisher, alarms: _Alarms,
-                 clock: Callable[[], float] = time.time, *, drivers: LockDrivers | None = None,
-                 pairings: Pairings | None = None) -> None:
-        """``drivers`` and ``pairings``: hubd's own lock drivers and its pairings table, with
-        ``lock_driver = "hubd"`` (both or neither)."""
-        if (drivers is None) != (pairings is None):
-            raise ValueError("hubd's lock drivers and its pairings go together")
+                 clock: Callable[[], float] = time.time, *, drivers: LockDrivers,
+                 pairings: Pairings) -> None:
+        """``drivers`` and ``pairings``: hubd's lock drivers and its pairings table."""
         self._hub = hub_id
         self._bridge = bridge
         self._drivers = drivers
@@ -132,11 +110,7 @@ class Commissioning:
         self._clock = clock
         self._busy = asyncio.Lock()  # one request at a time, so one waiter for the bridge's answers
         self._answers: asyncio.Queue[dict[str, Any]] | None = None
-        self._link_went_down = asyncio.Event()  # cleared before a pairing, set by the restart
-        for kind in (messages.FOUND, messages.SCAN_DONE, messages.PAIRED, messages.UNPAIRED,
-                     messages.WIPED):
-            bridge.on_message(kind, self._heard)
-        bridge.on_link_change(self._link_changed)
+        bridge.on_message(messages.WIPED, self._heard)
 
     def handlers(self) -> dict[type, Any]:
         return {control.ScanRequest: self.scan, control.PairRequest: self.pair,
@@ -176,24 +150,9 @@ class Commissioning:
     # --- scan ----------------------------------------------------------------------------------
 
     async def scan(self, request: control.ScanRequest, progress: Callable[[str], None]) -> control.ScanResult:
-        self._need_bridge()
-        if self._drivers is not None:
-            return await self._scan_proxy(request, progress)
-        async with self._busy:
-            progress(f"listening for locks for {request.seconds} s")
-            got = await self._exchange(messages.make(messages.SCAN, request.seconds * 1000),
-                                       lambda m: m["m"] == messages.SCAN_DONE,
-                                       request.seconds + SCAN_GRACE_S, "scan")
-        found = [control.FoundLock.model_validate({k: v for k, v in m.items() if k != "m"})
-                 for m in got if m["m"] == messages.FOUND]
-        found.sort(key=lambda f: -f.rssi)
-        return control.ScanResult(locks=found)
-
-    async def _scan_proxy(self, request: control.ScanRequest,
-                          progress: Callable[[str], None]) -> control.ScanResult:
         """The reference locks heard through the proxy (a ``ble_scan`` of ``seconds``), each
         named if hubd has paired it; the strongest signal first."""
-        assert self._drivers is not None and self._pairings is not None
+        self._need_bridge()
         proxy = self._drivers.proxy
         paired = {p.address: lock for lock, p in self._pairings.all().items()}
         heard: dict[str, control.FoundLock] = {}
@@ -226,60 +185,18 @@ class Commissioning:
     # --- pair ----------------------------------------------------------------------------------
 
     async def pair(self, request: control.PairRequest, progress: Callable[[str], None]) -> control.PairResult:
-        self._need_bridge()
-        if self._drivers is not None:
-            return await self._pair_in_hubd(request, progress)
-        if request.lock in self._locks:
-            raise control.Refused(f"this hub already has a lock named {request.lock}: choose another "
-                                  "--name, or decommission the old pairing first")
-        if request.secret is None:
-            raise control.Refused("with lock_driver = \"bridge\" the pairing needs a secret from "
-                                  "hubctl: is hubctl reading this hub's hubd.toml? (--etc-dir)")
-        async with self._busy:
-            progress(f"pairing the {request.kind.replace('_', ' ')} at {request.addr} as {request.lock}")
-            self._link_went_down.clear()  # the bridge restarts after a pairing
-            got = await self._exchange(
-                messages.make(messages.PAIR, request.lock, request.kind, request.addr.upper(), request.addr_type,
-                              request.secret.lower(), request.setup_key.lower()),
-                lambda m: m["m"] == messages.PAIRED and m["lock"] == request.lock, PAIR_TIMEOUT_S,
-                "pairing")
-            answer = got[-1]
-            if answer["result"] != "ok":
-                log.warning("pairing refused", extra={"lock": request.lock, "result": answer["result"]})
-                raise control.Refused(f"pairing failed ({answer['result']}): "
-                                      f"{PAIR_FIXES.get(answer['result'], PAIR_FIXES['failed'])}")
-            self._locks[request.lock] = request.kind
-            self._devices.expect(request.lock, request.kind,
-                                 "mains" if request.kind == lockkinds.ENTRANCE_DOOR else "reference")
-            self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
-                               actor=ACTOR, role=Role.TECHNICIAN, state=answer["state"],
-                               battery=answer["battery"])
-            log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": request.addr})
-            progress(f"paired: the lock holds the new secret ({answer['state']}, battery "
-                     f"{answer['battery']} %); the bridge restarts to drive it")
-            await self._restarted()
-            cycle = await self._prove(request.lock, request.kind, progress)
-        return control.PairResult(lock=request.lock, kind=request.kind, addr=request.addr.upper(),
-                                  state=answer["state"], battery=answer["battery"], cycle=cycle)
-
-    async def _pair_in_hubd(self, request: control.PairRequest,
-                            progress: Callable[[str], None]) -> control.PairResult:
         """PAIR through hubd's own driver; the pairing kept, the lock driven at once. A lock of
         [locks] without a pairing (hubd logged it at start) may be paired under its name."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
         from hubd.locks.transport import PairedLock
 
-        assert self._drivers is not None and self._pairings is not None
-        if request.secret is not None:
-            raise control.Refused("with lock_driver = \"hubd\" hubd makes the lock's secret itself; "
-                                  "this hubctl sent one: install the same homecare-hub release "
-                                  "for hubctl as for hubd")
+        self._need_bridge()
         addr = request.addr.upper()
         async with self._busy:  # the checks too: one pairing at a time
             other = self._pairings.lock_at(addr)
             if other is not None or request.lock in self._pairings.all():
                 self._audit_pairing(request, "exists")
-                raise control.Refused(f"pairing refused (exists): {HUBD_PAIR_FIXES['exists']}"
+                raise control.Refused(f"pairing refused (exists): {PAIR_FIXES['exists']}"
                                       + (f" ({addr} is {other})" if other else ""))
             if self._locks.get(request.lock, request.kind) != request.kind:
                 self._audit_pairing(request, "exists")
@@ -296,7 +213,7 @@ class Commissioning:
                 log.warning("pairing refused", extra={"lock": request.lock, "result": outcome.result,
                                                       "why": outcome.why})
                 raise control.Refused(f"pairing failed ({outcome.result}): "
-                                      f"{HUBD_PAIR_FIXES.get(outcome.result, HUBD_PAIR_FIXES['failed'])}")
+                                      f"{PAIR_FIXES.get(outcome.result, PAIR_FIXES['failed'])}")
             paired = PairedLock(request.kind, addr, secret, request.addr_type)
             try:
                 self._pairings.record(request.lock, paired)
@@ -328,24 +245,6 @@ class Commissioning:
         except sqlite3.Error as exc:
             log.error("cannot audit the failed pairing of %s: %s", request.lock, exc)
 
-    def _link_changed(self, up: bool) -> None:
-        if not up:
-            self._link_went_down.set()
-
-    async def _restarted(self) -> None:
-        """Wait for the link to go down for the bridge's restart (it goes down on a restart, however
-        quick: the new session's HELLO takes it down first) and to come back up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESTART_TIMEOUT_S
-        try:
-            async with asyncio.timeout(RESTART_TIMEOUT_S):
-                await self._link_went_down.wait()
-        except TimeoutError:
-            pass  # never went down: wait_up below answers at once and the cycle shows the truth
-        if not await self._bridge.wait_up(max(0.0, deadline - loop.time())):
-            raise control.Refused("the bridge did not come back after pairing: the lock is paired and "
-                                  "in the bridge's bridge.json; hubctl doctor shows why")
-
     async def _prove(self, lock: str, kind: str, progress: Callable[[str], None]) -> list[control.CycleStep]:
         """Operate the lock once each way (ending closed), as the technician, and audit it."""
         actions = ["unlatch"] if kind == lockkinds.ENTRANCE_DOOR else ["unlock", "lock"]
@@ -353,8 +252,7 @@ class Commissioning:
         for action in actions:
             command = f"hubctl-{uuid.uuid4()}"
             progress(f"proving it: {action}")
-            transport = self._bridge if self._drivers is None else self._drivers.locks
-            result = await transport.operate(lock, action, command, lambda: None, CYCLE_OP_TIMEOUT_S)
+            result = await self._drivers.locks.operate(lock, action, command, lambda: None, CYCLE_OP_TIMEOUT_S)
             step = control.CycleStep(action=action, status=result.outcome, reason=result.reason,
                                      state=result.state)
             steps.append(step)
@@ -378,23 +276,12 @@ class Commissioning:
                                   "hubctl status shows none, or --force to decommission anyway")
         async with self._busy:
             results: dict[str, str] = {}
-            if self._drivers is not None:
-                await self._unpair_in_hubd(results, progress)
-            for lock in sorted(self._locks):
-                progress(f"{lock}: telling the lock to forget its secret")
-                got = await self._exchange(messages.make(messages.UNPAIR, lock),
-                                           lambda m, lock=lock: m["m"] == messages.UNPAIRED
-                                           and m["lock"] == lock, UNPAIR_TIMEOUT_S, f"unpairing of {lock}")
-                results[lock] = got[-1]["result"]
-                del self._locks[lock]
-                self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
-                                   role=Role.TECHNICIAN, reason=None if results[lock] == "ok" else results[lock])
-                progress(f"{lock}: {_unpaired_text(results[lock])}")
-            progress("bridge: forgetting its locks and LTE credentials")
-            # With hubd's drivers the bridge restarts on a wipe too; the proxy follows the link.
-            got = await self._exchange(messages.make(messages.WIPE), lambda m: m["m"] == messages.WIPED,
-                                       UNPAIR_TIMEOUT_S, "wipe")
-            progress(f"bridge: forgot {got[-1]['locks']} lock(s) and its LTE credentials; it restarts")
+            await self._unpair(results, progress)
+            progress("bridge: forgetting its bonds and LTE credentials")
+            # The bridge restarts on a wipe; the proxy follows the link.
+            await self._exchange(messages.make(messages.WIPE), lambda m: m["m"] == messages.WIPED,
+                                 WIPE_TIMEOUT_S, "wipe")
+            progress("bridge: forgot its bonds and LTE credentials; it restarts")
             notice = Decommissioned(hub=self._hub, at=round(self._clock(), 3), locks=results, by=ACTOR)
             told = True
             try:
@@ -410,13 +297,12 @@ class Commissioning:
         return control.DecommissionResult(locks=results, backend_told=told)
 
 
-    async def _unpair_in_hubd(self, results: dict[str, str], progress: Callable[[str], None]) -> None:
+    async def _unpair(self, results: dict[str, str], progress: Callable[[str], None]) -> None:
         """Each lock hubd paired told to forget its secret (UNPAIR with it); the pairing forgotten
         whatever the lock said, so the secret opens nothing any more. A lock of [locks] without
         a pairing is ``unknown_lock``."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
 
-        assert self._drivers is not None and self._pairings is not None
         paired = self._pairings.all()
         for lock in sorted(set(self._locks) | set(paired)):
             p = paired.get(lock)

@@ -9,7 +9,6 @@ One request per connection, one JSON line from the client::
     {"request": "scan", "seconds": 8}
     {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "C0:FF:EE:00:00:01",
      "addr_type": 0, "setup_key": "<64 hex digits>"}
-    (with lock_driver = "bridge" also "secret": "<64 hex digits>", which hubctl makes)
     {"request": "decommission", "force": false}
 
 hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
@@ -37,7 +36,7 @@ ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 MAX_SCAN_S = 30
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
 # hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
-# operation or the bridge's restart (hubd/technician/commissioning.py bounds each).
+# operation, a PAIR or UNPAIR, or the bridge's wipe (hubd/technician/commissioning.py bounds each).
 COMMISSIONING_WAIT_S = 120.0
 
 
@@ -65,18 +64,14 @@ class ScanRequest(_Request):
 
 
 class PairRequest(_Request):
-    """Pair the lock at ``addr`` as ``lock``, proven with its ``setup_key``.
-
-    ``secret``: the new secret, only with ``lock_driver = "bridge"``, where hubctl makes it and
-    keeps the hub's copy of bridge.json. With ``lock_driver = "hubd"`` it must be left out: hubd
-    makes the secret and keeps it in its state, and it never crosses this socket."""
+    """Pair the lock at ``addr`` as ``lock``, proven with its ``setup_key``. hubd makes the new
+    secret and keeps it in its state: it never crosses this socket."""
 
     request: Literal["pair"] = "pair"
     lock: SegmentId
     kind: LockKind
     addr: str = Field(pattern=ADDR)
     addr_type: Literal[0, 1] = 0
-    secret: str | None = Field(None, pattern=HEX64, repr=False)
     setup_key: str = Field(pattern=HEX64, repr=False)
 
 
@@ -114,7 +109,7 @@ class FoundLock(_Result):
     battery: int | None
     name: str | None
     pairing: bool
-    lock: str | None  # its id, if the bridge has it already
+    lock: str | None  # its id, if hubd has paired it already
 
 
 class ScanResult(_Result):
@@ -138,7 +133,7 @@ class PairResult(_Result):
 
 
 class DecommissionResult(_Result):
-    locks: dict[str, str]  # lock -> wire.messages.UNPAIR_RESULTS
+    locks: dict[str, str]  # lock -> hubd.locks.pairing.UNPAIR_RESULTS, or "unknown_lock"
     backend_told: bool
 
 

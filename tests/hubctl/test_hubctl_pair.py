@@ -1,11 +1,16 @@
-"""hubctl pair and hubctl decommission against hubd as its own process, a real Mosquitto and a
-simulated home (the real bridge firmware in MicroPython, simulated locks on a simulated radio).
+"""hubctl pair and hubctl decommission against hubd as its own process: hubd pairs the lock
+itself through the REAL bridge firmware as Bluetooth proxy, against a real Mosquitto and
+simulated locks, and keeps the secret in its state database only.
 
-A home with one lock already paired ("back-door") and one fresh from the box: the technician
-lists the locks in reach, pairs the new one as "front-door" (refused while it is not in pairing
-mode and with a wrong setup key), sees it proven with an unlock/lock cycle, and at the end
-decommissions the hub: both locks forget the hub's secret but still work by hand, the backend
-gets the retained notice, and no credential is left in the hub's files.
+A home with one lock paired before (its pairing in hubd's state) and one fresh from the box:
+the technician lists the locks in reach; hubd refuses a lock not in pairing mode
+(``not_pairing``) and a wrong setup key (``auth_failed``), each audited; the right key pairs
+it, it is proven and a nurse's signed unlock through MQTT works at once, no hubd restart. The
+secret is in hubd's state database (0600) and nowhere else: not in hubd.toml, hubd.env, either
+bridge.json, hubd's log or hubctl's output. The pairing survives a hubd restart. Decommission
+is refused while alarms wait for the alarm centre, then (forced) makes both locks forget their
+secrets (they still work by hand), deletes the pairing rows, tells the backend (retained) and
+leaves no credential in the hub's files.
 """
 
 from __future__ import annotations
@@ -14,20 +19,23 @@ import asyncio
 import json
 import os
 import sqlite3
+import stat
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hil_tests.harness import HUB_ID, retained
+from hil_tests.harness import HUB_ID, retained, start_hubd, stop_hubd, wait_online, write_hubd_config
 from hubapi import topics
-from hubapi.models import Decommissioned
-from simulator.home import SimulatedHome
+from hubapi.client import BackendClient
+from hubapi.models import Actor, Answer, CommandClaims, Decommissioned, Role
+from hubd.technician import control
+from simulator.home import HomeThread, SimulatedHome, unpaired_lock
 from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
-from tests.fixtures import BackendKey
+from tests.fixtures import BackendKey, record_pairings
 from tests.hubctl_cli import hubctl, one_error_line
-from tests.local_hub import LocalHub, start_local_hub
+from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
 
 NEW_ADDR = "C0:FF:EE:00:00:07"
@@ -36,19 +44,28 @@ PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
 @pytest.fixture
-def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
+def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey,
+        short_dir: Path) -> Iterator[LocalHub]:
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
-    home = SimulatedHome(tmp_path / "home", locks=[old, new],
-                         policy={"scan_every_ms": 500, "scan_ms": 300})
-    h = start_local_hub(home, mosquitto, backend_key, tmp_path / "etc", short_dir / "status.sock")
+    home = SimulatedHome(tmp_path / "home", locks=[old, new])
+    thread = HomeThread(home)
+    thread.start()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "hubd.toml"
+    write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": old.kind},
+                      status_socket=short_dir / "status.sock", link_key=home.link_key)
+    record_pairings(etc / "hubd-state", [old])  # paired before, through hubd
+    (etc / "hubd.env").write_text(PASSWORD_LINE)
+    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
+    (etc / "bridge.json").chmod(0o600)
+    log = tmp_path / "hubd.log"
+    h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
     try:
-        etc = h.config.parent
-        (etc / "hubd.env").write_text(PASSWORD_LINE)  # a secret for decommission to remove
-        (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
-        (etc / "bridge.json").chmod(0o600)
         h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
+        wait_online(mosquitto, HUB_ID, h.hubd, log)
         yield h
     finally:
         h.stop()
@@ -62,68 +79,116 @@ def pair_args(h: LocalHub, *extra: str) -> list[str]:
     return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds", "2", *extra]
 
 
-def audit_entries(h: LocalHub) -> list[dict]:
-    db = h.config.parent / "hubd-state" / "hubd.sqlite3"
-    with sqlite3.connect(db) as conn:
-        return [json.loads(row[0]) for row in conn.execute("SELECT entry FROM audit ORDER BY seq")]
+def state_db(h: LocalHub) -> Path:
+    return h.config.parent / "hubd-state" / "hubd.sqlite3"
 
 
-def test_scan_pair_prove_then_decommission(hub: LocalHub, mosquitto: Mosquitto) -> None:
-    new = lock(hub, "new-lock")
-    old = lock(hub, "back-door")
+def query(h: LocalHub, sql: str) -> list[tuple]:
+    with sqlite3.connect(state_db(h)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def technician_audit(h: LocalHub) -> list[tuple]:
+    entries = [json.loads(row[0]) for row in query(h, "SELECT entry FROM audit ORDER BY seq")]
+    return [(e["lock"], e["outcome"], e["action"], e["reason"]) for e in entries
+            if e["source"] == "technician" and e["actor"] == "hubctl"]
+
+
+def command(broker: Mosquitto, key: BackendKey, lock_id: str, action: str) -> list[Answer]:
+    """A nurse's signed command through MQTT; every answer, the final one last."""
+    claims = CommandClaims.new(hub=HUB_ID, lock=lock_id, action=action,
+                               actor=Actor(id="nurse-0042", role=Role.STAFF),
+                               assignment="visit-0800", ttl_s=60)
+
+    async def send() -> list[Answer]:
+        async with BackendClient(broker.host, broker.port, client_id="test-backend") as backend:
+            return await backend.command(claims, key.sign(claims), timeout=90)
+
+    return asyncio.run(send())
+
+
+def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_lock_at_once(
+        hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey) -> None:
+    new, old = lock(hub, "new-lock"), lock(hub, "back-door")
+    key = new.setup_key.hex()
 
     listed = hubctl(*pair_args(hub, "--scan"))
-    assert listed.returncode == 0, listed.stderr
+    assert listed.returncode == 0, listed.stdout + listed.stderr + hub.logs()
     rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.startswith("C0:")}
     assert set(rows) == {OLD_ADDR, NEW_ADDR}, listed.stdout
     assert "paired as back-door" in rows[OLD_ADDR] and "inside_turner" in rows[OLD_ADDR]
     assert "Front door" in rows[NEW_ADDR] and "in_cylinder" in rows[NEW_ADDR]
-    assert "dBm" in rows[NEW_ADDR] and "100 %" in rows[NEW_ADDR]
-    assert rows[NEW_ADDR].split()[-1] == "no"  # not in pairing mode
+    assert "100 %" in rows[NEW_ADDR] and rows[NEW_ADDR].split()[-1] == "no"
 
-    key = new.setup_key.hex()
-    refused = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
-    assert "not in pairing mode" in one_error_line(refused)
+    # hubd's own judgement of a lock not in pairing mode (hubctl would stop at the scan).
+    with pytest.raises(control.ControlError, match="not in pairing mode"):
+        control.ask(hub.socket, control.PairRequest(lock="front-door", kind=new.kind, addr=NEW_ADDR,
+                                                    addr_type=new.addr_type, setup_key=key),
+                    timeout=control.COMMISSIONING_WAIT_S)
     assert not new.paired
 
     hub.home.call(new.press_pairing_button)
     wrong = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door",
                               "--setup-key", os.urandom(32).hex()))
-    assert "refused the setup key" in one_error_line(wrong)
+    assert "pairing failed (auth_failed)" in one_error_line(wrong) and "setup key" in wrong.stderr
     assert not new.paired
 
     paired = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
-    assert paired.returncode == 0, paired.stdout + paired.stderr
+    assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
     assert "front-door: in cylinder at C0:FF:EE:00:00:07 paired" in paired.stdout
+    assert "its secret in hubd's state only" in paired.stdout
     assert "proved: unlock unlocked, lock locked" in paired.stdout
     assert new.paired and new.moves[-2:] == ["unlock", "lock"] and new.state == "locked"
-    secret = new.secret.hex()
-    assert secret not in paired.stdout + paired.stderr  # never printed
-    # Recorded: hubd.toml's [locks], the hub's bridge.json (0600) and the bridge's own flash.
-    assert tomllib.loads((hub.config.parent / "hubd.toml").read_text())["locks"] == {
+    assert technician_audit(hub) == [
+        ("front-door", "failed", "pair", "not_pairing"),
+        ("front-door", "failed", "pair", "auth_failed"),
+        ("front-door", "paired", "pair", None),
+        ("front-door", "succeeded", "unlock", None),
+        ("front-door", "succeeded", "lock", None)]
+
+    # The secret: in hubd's state database, nowhere else.
+    assert new.secret is not None and old.secret is not None
+    secret, old_secret = new.secret, old.secret
+    assert query(hub, "SELECT lock, kind, address, secret FROM pairings ORDER BY lock") == [
+        ("back-door", old.kind, OLD_ADDR, old_secret), ("front-door", new.kind, NEW_ADDR, secret)]
+    for path in (state_db(hub), *[state_db(hub).with_name(state_db(hub).name + s)
+                                  for s in ("-wal", "-shm")]):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    etc = hub.config.parent
+    assert tomllib.loads((etc / "hubd.toml").read_text())["locks"] == {
         "back-door": "inside_turner", "front-door": "in_cylinder"}
-    for bridge_json in (hub.config.parent / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
-        entry = {lk["id"]: lk for lk in json.loads(bridge_json.read_text())["locks"]}["front-door"]
-        assert entry["secret"] == secret and entry["addr"] == NEW_ADDR and entry["kind"] == "in_cylinder"
-    assert (hub.config.parent / "bridge.json").stat().st_mode & 0o777 == 0o600
-    audit = audit_entries(hub)
-    technician = [e for e in audit if e["source"] == "technician"]
-    assert [(e["lock"], e["outcome"], e["action"]) for e in technician] == [
-        ("front-door", "paired", None), ("front-door", "succeeded", "unlock"),
-        ("front-door", "succeeded", "lock")]
-    assert all(e["actor"] == "hubctl" and e["role"] == "technician" for e in technician)
+    for path in (etc / "hubd.toml", etc / "hubd.env", etc / "bridge.json",
+                 hub.home.home.bridge.workdir / "bridge.json", hub.log):
+        text = path.read_bytes()
+        assert secret.hex().encode() not in text.lower() and secret not in text, path
+    assert secret.hex() not in (paired.stdout + paired.stderr).lower()
+    for path in (etc / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
+        assert not json.loads(path.read_text()).get("locks"), path
+
+    # A nurse's unlock right after, no hubd restart.
+    answers = command(mosquitto, backend_key, "front-door", "unlock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    assert answers[-1].state == "unlocked" and new.state == "unlocked"
 
     again = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "other", "--setup-key", key))
     assert "already paired with this hub as front-door" in one_error_line(again)
 
-    # No alarm centre in this home: the supervision alarms of the bridge's restart (hub link lost,
-    # restored) still wait for it, and decommissioning would strand them.
-    waiting = hubctl("decommission", "--yes", "--etc-dir", hub.config.parent, "--socket", hub.socket)
-    assert "still wait for the alarm centre" in one_error_line(waiting) and "--force" in waiting.stderr
-    assert new.paired and old.paired and (hub.config.parent / "hubd.env").exists()
+    # The pairing survives a restart of hubd.
+    stop_hubd(hub.hubd)
+    hub.hubd = start_hubd(hub.config, hub.log)
+    wait_online(mosquitto, HUB_ID, hub.hubd, hub.log, fresh=True)
+    answers = command(mosquitto, backend_key, "front-door", "lock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    assert new.state == "locked"
 
-    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", hub.config.parent, "--socket", hub.socket)
-    assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr
+    # No alarm centre in this home: the supervision alarms of hubd's restart (hub link lost,
+    # restored) still wait for it, and decommissioning would strand them.
+    waiting = hubctl("decommission", "--yes", "--etc-dir", etc, "--socket", hub.socket)
+    assert "still wait for the alarm centre" in one_error_line(waiting) and "--force" in waiting.stderr
+    assert new.paired and old.paired and (etc / "hubd.env").exists()
+
+    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
+    assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr + hub.logs()
     assert "back-door: forgot its secret" in decommissioned.stdout
     assert "front-door: forgot its secret" in decommissioned.stdout
     assert not new.paired and not old.paired
@@ -133,21 +198,61 @@ def test_scan_pair_prove_then_decommission(hub: LocalHub, mosquitto: Mosquitto) 
     notice = Decommissioned.model_validate_json(
         asyncio.run(retained(mosquitto, topics.decommissioned(HUB_ID))))
     assert notice.locks == {"back-door": "ok", "front-door": "ok"} and notice.by == "hubctl"
+    assert query(hub, "SELECT lock FROM pairings") == []
+    assert [e[1] for e in technician_audit(hub)].count("unpaired") == 2
     # Nothing in the hub's files opens anything any more.
-    assert not (hub.config.parent / "hubd.env").exists()
-    hub_toml = tomllib.loads((hub.config.parent / "hubd.toml").read_text())
+    assert not (etc / "hubd.env").exists()
+    hub_toml = tomllib.loads((etc / "hubd.toml").read_text())
     assert "keys" not in hub_toml and "locks" not in hub_toml
-    for bridge_json in (hub.config.parent / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
+    for bridge_json in (etc / "bridge.json", hub.home.home.bridge.workdir / "bridge.json"):
         left = json.loads(bridge_json.read_text())
         assert "locks" not in left and "lte" not in left, bridge_json
-    assert [e["outcome"] for e in audit_entries(hub) if e["outcome"] == "unpaired"] == ["unpaired"] * 2
+    for path in (state_db(hub), hub.log):
+        assert secret not in path.read_bytes() and old_secret not in path.read_bytes(), path
+
+
+def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_fails_and_can_be_paired(
+        mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> None:
+    back = unpaired_lock("back-door", InsideTurnerLock, OLD_ADDR)
+    home = SimulatedHome(tmp_path / "home", locks=[back])
+    thread = HomeThread(home)
+    thread.start()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = etc / "hubd.toml"
+    write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": "inside_turner"},
+                      status_socket=short_dir / "status.sock", link_key=home.link_key)
+    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
+    record_pairings(etc / "hubd-state",  # a pairing [locks] does not name
+                    [InsideTurnerLock("garage", "C0:FF:EE:00:00:09", os.urandom(32))])
+    log = tmp_path / "hubd.log"
+    h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
+    try:
+        wait_online(mosquitto, HUB_ID, h.hubd, log)
+        answers = command(mosquitto, backend_key, "back-door", "unlock")
+        assert (answers[-1].status, answers[-1].reason) == ("failed", "unknown_lock"), answers
+        assert back.motor_moves == 0
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        errors = [e["msg"] for e in lines if e["level"] == "ERROR"]
+        assert any("back-door" in m and "hubctl pair" in m for m in errors), errors
+        assert any("garage" in e["msg"] and "not driven" in e["msg"] for e in lines)
+
+        # The fix the log names: pair it under its name of [locks].
+        h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
+        paired = hubctl(*pair_args(h, "--addr", OLD_ADDR, "--name", "back-door",
+                                   "--setup-key", back.setup_key.hex()))
+        assert paired.returncode == 0, paired.stdout + paired.stderr + h.logs()
+        answers = command(mosquitto, backend_key, "back-door", "unlock")
+        assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+        assert back.state == "unlocked"
+    finally:
+        h.stop()
 
 
 def test_pair_without_hubd_and_bad_flags_fail_with_one_line(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
-    (etc / "hubd.toml").write_text('hub_id = "h"\n')
-    (etc / "bridge.json").write_text("{}")
+    (etc / "hubd.toml").write_text('hub_id = "h"\n')  # pairing needs no bridge.json
     key = "ab" * 32
     base = ["pair", "--etc-dir", str(etc), "--socket", str(tmp_path / "none.sock")]
     line = one_error_line(hubctl(*base, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
@@ -161,6 +266,7 @@ def test_pair_without_hubd_and_bad_flags_fail_with_one_line(tmp_path: Path) -> N
     missing = one_error_line(hubctl("pair", "--etc-dir", str(tmp_path / "nowhere"), "--addr", NEW_ADDR,
                                     "--name", "x", "--setup-key", key))
     assert "provision the hub first" in missing
+    (etc / "bridge.json").write_text("{}")  # decommission rewrites the hub's copy
     line = one_error_line(hubctl("decommission", "--yes", "--etc-dir", str(etc), "--socket",
                                  str(tmp_path / "none.sock")))
     assert "hubd is not running" in line

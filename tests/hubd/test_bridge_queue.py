@@ -1,13 +1,11 @@
 """hubd's send queue to the bridge keeps room for lock operations: housekeeping (health requests,
 alarm confirmations, clock) never takes the last ``OP_RESERVE`` slots, so a flood of it cannot
-make the nurse's command fail ``bridge_busy``."""
+keep the nurse's command's Bluetooth proxy requests off the link."""
 
 from __future__ import annotations
 
-import asyncio
-
 from hubd.link.bridge import OP_RESERVE, Bridge
-from wire import frame, link
+from wire import frame, link, messages
 from tests.fixtures import LINK_KEY
 
 
@@ -33,9 +31,8 @@ async def test_housekeeping_leaves_the_reserve_to_lock_operations(tmp_path) -> N
         taken += 1
     assert taken == engine.max_queue - OP_RESERVE
     assert not bridge.send_alarm_handled("au1-1") and not bridge.send_clock()
-    # The nurse's command still gets onto the link: no peer answers, so it times out, not busy.
-    result = await bridge.operate("front-door", "unlock", "c0ffee", lambda: None, timeout=0.05)
-    assert (result.outcome, result.reason) == ("timed_out", "bridge_no_response")
+    # The nurse's command's proxy requests still get onto the link.
+    assert bridge.send_lock_message(_connect(1))
     assert engine.pending() == engine.max_queue - OP_RESERVE + 1
 
 
@@ -43,9 +40,14 @@ async def test_lock_operations_may_fill_the_queue_to_the_end(tmp_path) -> None:
     bridge = Bridge(str(tmp_path / "no-port"), LINK_KEY)
     _up(bridge)
     engine = bridge.link.engine
-    results = await asyncio.gather(*(bridge.operate("front-door", "unlock", f"c{i}", lambda: None, timeout=0.05)
-                                     for i in range(engine.max_queue + 1)))
-    assert [r.reason for r in results].count("bridge_busy") == 1
+    sent = [bridge.send_lock_message(_connect(rid)) for rid in range(1, engine.max_queue + 2)]
+    assert sent.count(False) == 1 and sent[-1] is False, "only the one beyond the queue is refused"
+    assert engine.pending() == engine.max_queue
+
+
+def _connect(rid: int) -> bytes:
+    """A Bluetooth proxy request, as hubd/ble/proxy.py sends one for a lock operation."""
+    return messages.make(messages.BLE_CONNECT, rid, "C0:FF:EE:00:00:01", 0, 3000)
 
 
 def test_a_flood_of_status_requests_asks_the_bridge_at_most_once_a_second() -> None:

@@ -1,7 +1,9 @@
-"""hubd.config's lock_driver: who runs the lock protocols. With "hubd" the locks' addresses and
-secrets come from hubd's state (hubd/store/pairings.py), never from the config: a [lock_links]
-table or HUBD_LOCK_LINKS, which once carried them, is refused in one line naming the fix and
-never quoting a secret."""
+"""hubd.config and the lock drivers: hubd always drives the locks, each from its pairing in the
+state (hubd/store/pairings.py), never from the config. What an older hubd.toml said about it:
+``lock_driver = "hubd"`` is accepted, named for removal in hubd's log; ``"bridge"`` (the
+firmware's drivers, gone) is refused in one line naming the fix; a [lock_links] table or
+HUBD_LOCK_LINKS, which once carried secrets, is refused in one line naming the fix and never
+quoting a secret."""
 
 from __future__ import annotations
 
@@ -41,21 +43,44 @@ def _link(secret: str = SECRET, address: str = "c0:ff:ee:00:00:01") -> str:
     return f'[lock_links.front]\naddress = "{address}"\naddr_type = 1\nsecret = "{secret}"\n'
 
 
-def test_the_bridge_drives_the_locks_unless_told_otherwise(write: Callable[..., Path]) -> None:
+def test_a_config_without_lock_driver_needs_no_lock_secret_and_has_nothing_to_remove(
+        write: Callable[..., Path]) -> None:
     config = load_config(write())
-    assert config.lock_driver == "bridge"
+    assert config.locks == {"front": "in_cylinder"} and config.upgrade_notes == []
+    assert not hasattr(config, "lock_driver") and not hasattr(config, "lock_links")
 
 
-def test_with_hubd_as_driver_the_config_needs_no_lock_secret(write: Callable[..., Path]) -> None:
+def test_an_old_lock_driver_hubd_is_accepted_and_named_for_removal(write: Callable[..., Path]) -> None:
     config = load_config(write('lock_driver = "hubd"'))
-    assert config.lock_driver == "hubd" and config.locks == {"front": "in_cylinder"}
-    assert not hasattr(config, "lock_links") and not hasattr(config, "paired_locks")
+    assert config.locks == {"front": "in_cylinder"} and not hasattr(config, "lock_driver")
+    assert len(config.upgrade_notes) == 1 and "lock_driver is gone" in config.upgrade_notes[0]
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_an_old_lock_driver_bridge_is_refused_in_one_line_naming_the_fix(
+        write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    if where == "file":
+        path = write('lock_driver = "bridge"')
+    else:
+        monkeypatch.setenv("HUBD_LOCK_DRIVER", "bridge")
+        path = write()
+    with pytest.raises(ConfigError) as bad:
+        load_config(path)
+    text = str(bad.value)
+    assert "lock_driver = 'bridge' is gone" in text and "hubctl pair" in text and "hubctl flash" in text
+    assert "\n" not in text
+
+
+def test_any_other_lock_driver_is_refused_too(write: Callable[..., Path]) -> None:
+    with pytest.raises(ConfigError) as bad:
+        load_config(write('lock_driver = "firmware"'))
+    assert "lock_driver = 'firmware' is gone" in str(bad.value) and "\n" not in str(bad.value)
 
 
 def test_lock_links_in_the_file_is_refused_naming_the_fix_never_the_secret(
         write: Callable[..., Path]) -> None:
     with pytest.raises(ConfigError) as bad:
-        load_config(write('lock_driver = "hubd"', _link()))
+        load_config(write("", _link()))
     text = str(bad.value)
     assert "lock_links is gone" in text and "hubctl pair" in text and "\n" not in text
     assert SECRET not in text
@@ -66,12 +91,5 @@ def test_hubd_lock_links_in_the_environment_is_refused_too(
     monkeypatch.setenv("HUBD_LOCK_LINKS", json.dumps(
         {"front": {"address": "C0:FF:EE:00:00:07", "secret": SECRET}}))
     with pytest.raises(ConfigError) as bad:
-        load_config(write('lock_driver = "hubd"'))
+        load_config(write())
     assert "HUBD_LOCK_LINKS" in str(bad.value) and SECRET not in str(bad.value)
-
-
-def test_a_bad_lock_driver_names_the_field_in_one_line(write: Callable[..., Path]) -> None:
-    with pytest.raises(ConfigError) as bad:
-        load_config(write('lock_driver = "firmware"'))
-    assert "lock_driver: Input should be 'bridge' or 'hubd'" in str(bad.value)
-    assert "\n" not in str(bad.value)

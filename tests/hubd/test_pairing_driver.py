@@ -24,7 +24,7 @@ from hubd.link.bridge import Bridge
 from hubd.locks import ReferenceLock, Timings
 from hubd.locks import pairing
 from simulator.locks import InCylinderLock, ReferenceProtocolLock
-from tests.hubd.proxy_home import ProxyOnlyHome, address, unpaired_lock
+from simulator.home import SimulatedHome, address, unpaired_lock
 from wire import outcomes as oc
 
 TIMEOUT = 60.0  # a hang guard for the simulated home's own time
@@ -32,8 +32,8 @@ FAST = Timings(deadline_s=30.0, result_s=30.0, settle_s=0.5, idle_s=1.0)
 
 
 @pytest.fixture
-async def home(tmp_path: Path) -> AsyncIterator[ProxyOnlyHome]:
-    home = ProxyOnlyHome(tmp_path / "home", locks=[unpaired_lock("front-door", InCylinderLock,
+async def home(tmp_path: Path) -> AsyncIterator[SimulatedHome]:
+    home = SimulatedHome(tmp_path / "home", locks=[unpaired_lock("front-door", InCylinderLock,
                                                                  "C0:FF:EE:00:00:07")])
     await home.start()
     yield home
@@ -41,7 +41,7 @@ async def home(tmp_path: Path) -> AsyncIterator[ProxyOnlyHome]:
 
 
 @pytest.fixture
-async def proxy(home: ProxyOnlyHome) -> AsyncIterator[BleProxy]:
+async def proxy(home: SimulatedHome) -> AsyncIterator[BleProxy]:
     bridge = await Bridge.open(home.port, home.link_key)
     assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
     proxy = BleProxy(bridge)
@@ -50,7 +50,7 @@ async def proxy(home: ProxyOnlyHome) -> AsyncIterator[BleProxy]:
     await bridge.close()
 
 
-def _lock(home: ProxyOnlyHome) -> ReferenceProtocolLock:
+def _lock(home: SimulatedHome) -> ReferenceProtocolLock:
     return home.locks["front-door"]
 
 
@@ -71,7 +71,7 @@ async def _unlock(lock: ReferenceProtocolLock, proxy: BleProxy, secret: bytes) -
 
 
 async def test_a_lock_in_pairing_mode_takes_hubds_new_secret_and_obeys_it_at_once(
-        home: ProxyOnlyHome, proxy: BleProxy) -> None:
+        home: SimulatedHome, proxy: BleProxy) -> None:
     lock = _lock(home)
     assert not lock.paired and lock.pairing, "the home must start the lock unpaired, in pairing mode"
     secret = pairing.new_secret()
@@ -83,7 +83,7 @@ async def test_a_lock_in_pairing_mode_takes_hubds_new_secret_and_obeys_it_at_onc
 
 
 async def test_a_wrong_setup_key_is_auth_failed_and_the_lock_stays_unpaired(
-        home: ProxyOnlyHome, proxy: BleProxy) -> None:
+        home: SimulatedHome, proxy: BleProxy) -> None:
     lock = _lock(home)
     outcome = await _pair(lock, proxy, pairing.new_secret(), setup_key=os.urandom(32))
     assert (outcome.result, outcome.state, outcome.battery) == ("auth_failed", None, None)
@@ -91,7 +91,7 @@ async def test_a_wrong_setup_key_is_auth_failed_and_the_lock_stays_unpaired(
 
 
 async def test_a_lock_not_in_pairing_mode_is_not_pairing_and_keeps_its_secret(
-        home: ProxyOnlyHome, proxy: BleProxy) -> None:
+        home: SimulatedHome, proxy: BleProxy) -> None:
     lock = _lock(home)
     first = pairing.new_secret()
     assert (await _pair(lock, proxy, first)).result == "ok"  # that ended pairing mode
@@ -101,7 +101,7 @@ async def test_a_lock_not_in_pairing_mode_is_not_pairing_and_keeps_its_secret(
 
 
 async def test_unpair_makes_the_lock_forget_and_refuse_the_old_secret(
-        home: ProxyOnlyHome, proxy: BleProxy) -> None:
+        home: SimulatedHome, proxy: BleProxy) -> None:
     lock = _lock(home)
     secret = pairing.new_secret()
     assert (await _pair(lock, proxy, secret)).result == "ok"
@@ -115,7 +115,7 @@ async def test_unpair_makes_the_lock_forget_and_refuse_the_old_secret(
     assert again.result == "auth_failed"
 
 
-async def test_a_lock_out_of_range_is_unreachable(home: ProxyOnlyHome, proxy: BleProxy) -> None:
+async def test_a_lock_out_of_range_is_unreachable(home: SimulatedHome, proxy: BleProxy) -> None:
     lock = _lock(home)
     lock.in_range = False
     outcome = await pairing.pair(address(lock), lock.addr_type, pairing.new_secret(), lock.setup_key,

@@ -1,5 +1,6 @@
-"""hubd killed with SIGKILL mid-command, against the simulated home (real firmware, real lock
-model), a real Mosquitto and hubd's real state file.
+"""hubd killed with SIGKILL mid-command, against the simulated home (real firmware as the
+Bluetooth proxy hubd drives the lock through, real lock model), a real Mosquitto and hubd's real
+state file.
 
 - Killed between ``written`` and the result: after the restart the command is answered once,
   ``incomplete`` (``hubd_restarted``) with the state read back from the lock, and the lock moved
@@ -28,7 +29,7 @@ from hubapi.models import Actor, Answer, AuditEntry, CommandClaims, Role
 from hubd.store.audit import db_records, verify_chain
 from hubd.store.database import DB_NAME
 from simulator.home import HomeThread, SimulatedHome, default_locks
-from tests.fixtures import BackendKey
+from tests.fixtures import BackendKey, record_pairings
 from tests.mosquitto import Mosquitto
 
 LOCK = "front-door"
@@ -54,6 +55,7 @@ class Hubd:
         self.broker = broker
         write_hubd_config(self.config, broker, home.home.port, key, {LOCK: "inside_turner"},
                           link_key=home.home.link_key)
+        record_pairings(self.state.parent, home.home.locks.values())  # as hubctl pair leaves them
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> None:
