@@ -70,6 +70,7 @@ FROM_LOCK_UUID = "e7a60002-6639-429f-94fd-86de8ea26897"  # the central's respons
 ACTIVATION_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ0123456789"
 ACTIVATION_WINDOW_S = 300.0
 IDLE_TIMEOUT_S = 30.0
+ENCRYPT_WITHIN_S = 5.0  # a link not encrypted by then is dropped (docs/dkey.md, "Simplified")
 PROTOCOL_VERSION = 27
 SW_VERSION = (2, 4, 1)
 ASSOCIATE_ID = b"\xff\xff\xff\xfe"  # the key holder id that asks for an association
@@ -308,6 +309,8 @@ class _Session:
             self.link.disconnect()
 
     def ack(self, cmd: int, error: int = Err.SUCCESS) -> None:
+        if error != Err.SUCCESS:
+            self.lock.refusals[Err(error).name] += 1
         self.send(Cmd.ACK, bytes((error, cmd)))
 
     def end(self) -> None:
@@ -315,6 +318,7 @@ class _Session:
         taken now, and the link goes once the write that ended it has had its ATT answer."""
         self.phase = "ended"
         self.outbox.clear()
+        self.lock.refusals["link ended"] += 1
         asyncio.get_running_loop().call_soon(self._drop)
 
     def _drop(self) -> None:
@@ -326,17 +330,20 @@ class _Session:
     def frame(self, char: Characteristic, data: bytes) -> int:
         """One write from the central; an ATT status."""
         if self.phase == "ended":
+            self.lock.refusals["after the end"] += 1
             return ATT_WRITE_NOT_PERMITTED
         self.last_heard = asyncio.get_running_loop().time()
         # The challenge's answer comes in the clear; the acknowledgements of the challenge's
         # segments before it do not.
         if self.crypto is None or (self.next_clear and self.waiting_segment is None):
             if not 2 <= len(data) <= 20:
+                self.lock.refusals["frame size"] += 1
                 return ATT_INVALID_VALUE_LENGTH
             plain = data
             self.next_clear = False
         else:
             if len(data) != 20:
+                self.lock.refusals["frame size"] += 1
                 return ATT_INVALID_VALUE_LENGTH
             plain = self.crypto.from_central.open(data)
             if plain is None:
@@ -565,6 +572,7 @@ class DKeyLock(Peripheral):
         self.to_lock = Characteristic(TO_LOCK_UUID, FLAG_WRITE | FLAG_NOTIFY, encrypted=True)
         self.from_lock = Characteristic(FROM_LOCK_UUID, FLAG_WRITE | FLAG_NOTIFY, encrypted=True)
         self._window_until: float | None = None
+        self._advertising = True
         super().__init__(address, name, [Service(SERVICE_UUID, [self.to_lock, self.from_lock])],
                          rssi=rssi)
         code = activation_code if activation_code is not None else new_activation_code()
@@ -575,6 +583,7 @@ class DKeyLock(Peripheral):
         self.user_id = b"dKey\x00\x00\x00"
         self.travel_time_s = travel_time_s
         self.session_idle_s = idle_timeout_s
+        self.encrypt_within_s = ENCRYPT_WITHIN_S
         self.battery = battery
         self.locked = True
         self.moving = False
@@ -588,8 +597,19 @@ class DKeyLock(Peripheral):
         self.wrong_codes = 0
         self.failed_challenges = 0
         self.idle_disconnects = 0
+        self.unencrypted_drops = 0
         self.faults: list[BaseException] = []
+        self.refusals: collections.Counter[str] = collections.Counter()  # why, how often
         self.open_activation_window()  # a new lock is in its activation window
+
+    @property
+    def advertising(self) -> bool:
+        """Connectable adverts while no central holds its one connection."""
+        return self._advertising and not self.links
+
+    @advertising.setter
+    def advertising(self, value: bool) -> None:
+        self._advertising = value
 
     # --- the activation window (BLE bonding) ----------------------------------------------
 
@@ -710,6 +730,7 @@ class DKeyLock(Peripheral):
             return
         session = self.sessions[link] = _Session(self, link)
         self.radio.spawn(self._idle_watch(session))
+        self.radio.spawn(self._encryption_watch(session))
 
     def on_disconnect(self, link: Link) -> None:
         session = self.sessions.pop(link, None)
@@ -731,6 +752,15 @@ class DKeyLock(Peripheral):
 
     def on_read(self, link: Link, characteristic: Characteristic) -> bytes:
         return b""
+
+    async def _encryption_watch(self, session: _Session) -> None:
+        """A central that has not bonded (or re-encrypted with its bond) in time does not keep
+        the lock's one connection: a failed pairing leaves the link up, and a client that
+        gave up on it may never drop it (py-dormakaba-dkey leaves it open when pair() fails)."""
+        await asyncio.sleep(self.encrypt_within_s)
+        if session.link.connected and not session.link.encrypted:
+            self.unencrypted_drops += 1
+            session.end()
 
     async def _idle_watch(self, session: _Session) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,115 @@
+"""Hostile writes to the simulated dKey (simulator/dkey.py): every byte from a central is radio
+input from anyone nearby. Seeded, so a failure repeats.
+
+- frames of any size and content, on either characteristic, from a bonded central with no
+  session: each is refused (an ATT error, an error acknowledgement, or the lock ends the link),
+  no exception escapes the lock (``faults``), nothing moves, and afterwards the unmodified
+  library still associates and unlocks;
+- well-encrypted commands of any id and length from an authenticated key holder (sent with the
+  library's own ``send_cmd``, so every frame passes its CRC): the same, and the motor moves only
+  for an UNLOCK or a CHANGE_MODE that is well formed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+from bleak import BleakClient
+from bleak.exc import BleakError
+from py_dormakaba_dkey.commands import UnknownCommand, UnlockStatus
+
+from simulator.bleak_backend import SimClient
+from simulator.dkey import FROM_LOCK_UUID, TO_LOCK_UUID, DKeyLock
+from simulator.radio import Radio
+from tests.simulator.test_dkey import air, associated, dkey, sim_backend  # noqa: F401
+from tests.waiting import until
+
+TIMEOUT = 120.0  # a hang guard
+SEED = int(os.environ.get("DKEY_FUZZ_SEED", "1402"))
+
+
+def hostile_frame(rng: random.Random) -> bytes:
+    kind = rng.randrange(4)
+    if kind == 0:  # anything
+        return rng.randbytes(rng.randrange(0, 21))
+    if kind == 1:  # a well-framed message of any id
+        payload = rng.randbytes(rng.randrange(0, 19))
+        return bytes((rng.randrange(256), len(payload))) + payload
+    if kind == 2:  # a segment, then whatever
+        return bytes((0x80 | rng.randrange(128),)) + rng.randbytes(rng.randrange(0, 20))
+    # a frame the size of an encrypted one
+    return rng.randbytes(20)
+
+
+async def test_hostile_frames_outside_a_session_are_refused(
+        air: Radio, dkey: DKeyLock, sim_backend: None) -> None:  # noqa: F811
+    rng = random.Random(SEED)
+    address = ":".join(f"{b:02X}" for b in dkey.address)
+    refused = dropped = 0
+    async with asyncio.timeout(TIMEOUT):
+        client = None
+        for _ in range(200):
+            if client is None or not client.is_connected:
+                if client is not None:
+                    dropped += 1
+                await until(lambda: not dkey.links, "the lock to be free")
+                client = BleakClient(address, backend=SimClient, radio_socket=air.socket_path)
+                await client.connect()
+                await client.pair()
+                for uuid in (TO_LOCK_UUID, FROM_LOCK_UUID):
+                    await client.start_notify(uuid, lambda _c, _d: None)
+            uuid = rng.choice((TO_LOCK_UUID, FROM_LOCK_UUID))
+            try:
+                await client.write_gatt_char(uuid, hostile_frame(rng), response=True)
+            except BleakError:
+                refused += 1
+            await asyncio.sleep(0)
+        await client.disconnect()
+        assert dkey.faults == [], f"seed {SEED}"
+        assert dkey.refusals["link ended"] + dkey.refusals["frame size"] >= 100, dkey.refusals
+        assert refused + dropped > 0 and dkey.motor_moves == 0 and dkey.locked
+        assert dkey.associations == {}
+        lock, _ = await associated(air, dkey)
+        assert await lock.unlock()
+        await until(lambda: lock.state.unlock_status == UnlockStatus.UNLOCKED, "unlocked")
+        await lock.disconnect()
+    assert dkey.motor_moves == 1 and dkey.faults == []
+
+
+async def test_hostile_commands_inside_a_session_are_refused(
+        air: Radio, dkey: DKeyLock, sim_backend: None) -> None:  # noqa: F811
+    rng = random.Random(SEED + 1)
+    moves_allowed = 0
+    async with asyncio.timeout(TIMEOUT):
+        lock, _ = await associated(air, dkey)
+        for _ in range(200):
+            await until(lambda: not dkey.moving, "the motor to stop")
+            if not (dkey.sessions and next(iter(dkey.sessions.values())).phase == "ready"
+                    and next(iter(dkey.sessions.values())).authenticated):
+                await lock.disconnect()
+                await until(lambda: not dkey.links, "the lock to be free")
+                await lock.update()  # a new session: connect, authenticate, notifications
+            cmd = rng.randrange(0x50)
+            size = rng.choice((0, 1, 2, 7, rng.randrange(0, 40)))
+            payload = rng.randbytes(size)
+            if cmd in (0x03, 0x27) and size in (1, 7):
+                moves_allowed += 1
+            send = asyncio.create_task(lock.send_cmd(UnknownCommand(
+                bytes((cmd, size & 0xFF)) + payload)))
+            await asyncio.wait({send}, timeout=2.0)
+            if not send.done():
+                send.cancel()
+            await asyncio.gather(send, return_exceptions=True)
+        await until(lambda: not dkey.moving, "the motor to stop")
+        assert dkey.faults == [], f"seed {SEED + 1}"
+        assert sum(dkey.refusals.values()) >= 100, dkey.refusals  # the commands reached it
+        assert dkey.motor_moves <= moves_allowed
+        await lock.disconnect()
+        await until(lambda: not dkey.links, "the lock to be free")
+        target = not dkey.locked
+        assert await (lock.lock() if target else lock.unlock())
+        await until(lambda: dkey.locked == target, "the last move")
+        await lock.disconnect()
+    assert dkey.faults == []
