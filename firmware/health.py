@@ -36,17 +36,16 @@ _REGISTRATION = ("no", "home", "searching", "denied", "unknown", "roaming")  # L
 
 class Health:
     """See the module docstring. ``host``: the HostLink; ``central``: the BLE Central;
-    ``devices``: the Devices; ``journal``: the command journal; ``settings``: config HEALTH;
+    ``devices``: the Devices; ``settings``: config HEALTH;
     ``flow``, ``unit``, ``modem``: the alarm flow, unit link and LTE modem where the bridge has
     them; ``supply``: bridge.json's "supply" (the backup cell on an ADC pin behind a divider,
     the external supply's presence on an input pin), or None."""
 
-    def __init__(self, host, central, devices, journal, settings, flow=None, unit=None,
-                 modem=None, supply=None):
+    def __init__(self, host, central, devices, settings, flow=None, unit=None, modem=None,
+                 supply=None):
         self._host = host
         self._central = central
         self._devices = devices
-        self._journal = journal
         self.settings = settings
         self._flow = flow
         self._unit = unit
@@ -97,7 +96,9 @@ class Health:
             {"restarts": c.restarts, "last_restart": c.last_restart, "connected": c.connected()},
             None if self._modem is None else self._lte,
             None if unit is None else {"up": unit.up, "last_heard_s": unit.heard_s()},
-            {"commands": len(self._journal), "alarms": 0 if flow is None else len(flow.journal)},
+            # No command journal since the lock drivers left the bridge (hubd journals them):
+            # "commands" stays in the message for hubd, always 0.
+            {"commands": 0, "alarms": 0 if flow is None else len(flow.journal)},
             None if flow is None else flow.now())
 
     def send_now(self):
