@@ -1,8 +1,10 @@
 """BLE central on MicroPython's low-level `bluetooth` module, with awaitable operations.
 
-One IRQ handler copies every memoryview it is given (``bytes()``/``bluetooth.UUID()``) before it
-returns and routes the event to the connection it belongs to. Notifications are queued per
-connection at IRQ level and never dropped (aioble keeps only the latest one per characteristic).
+The Bluetooth proxy's radio (ble_proxy.py): it scans (every advert goes to ``on_advert``),
+connects, and runs GATT procedures for hubd. One IRQ handler copies every memoryview it keeps
+(``bytes()``/``bluetooth.UUID()``) before it returns and routes the event to the connection it
+belongs to. Notifications are queued per connection at IRQ level and never dropped (aioble keeps
+only the latest one per characteristic).
 
 Every operation takes a timeout in milliseconds. A GATT procedure that times out leaves the ATT
 bearer in an unknown state, so the link is dropped. A peripheral that disconnects mid-operation
@@ -58,14 +60,10 @@ SEC_AUTHENTICATED = const(2)
 SEC_BONDED = const(4)
 
 _NO_CONN = const(0xFFFF)
-_ADV_SCAN_RSP = const(4)
-_MAX_SCAN_RESULTS = const(16)
 _CONNECT_MARGIN_MS = const(500)
 _DEFAULT_TIMEOUT_MS = const(2000)
 _ENOTCONN = const(107)
 _MAX_CALL_ERRORS = const(5)  # failed stack calls in a row before the stack counts as stuck
-
-CCCD_UUID = bluetooth.UUID(0x2902)
 
 
 class BLEError(Exception):
@@ -91,35 +89,6 @@ class GattError(BLEError):
         # super(): MicroPython's exception classes have no __init__ to call by name.
         super().__init__("%s failed with ATT status 0x%02x" % (what, status))
         self.status = status
-
-
-class ScanResult:
-    """One advertiser seen by ``Central.scan``; ``resp`` is its scan response (active scans)."""
-
-    __slots__ = ("addr_type", "addr", "rssi", "adv", "resp")
-
-    def __init__(self, addr_type, addr, rssi, adv):
-        self.addr_type = addr_type
-        self.addr = addr
-        self.rssi = rssi
-        self.adv = adv
-        self.resp = None
-
-
-def _lists_uuid128(adv, uuid_le):
-    # AD types 0x06/0x07: incomplete/complete list of 128-bit service UUIDs.
-    i = 0
-    n = len(adv)
-    while i + 1 < n:
-        length = adv[i]
-        if length == 0 or i + 1 + length > n:
-            return False
-        if adv[i + 1] in (0x06, 0x07):
-            for j in range(i + 2, i + 1 + length - 15, 16):
-                if bytes(adv[j : j + 16]) == uuid_le:
-                    return True
-        i += 1 + length
-    return False
 
 
 def _start(what, start):
@@ -320,29 +289,16 @@ class Connection:
             value_handle,
         )
 
-    async def subscribe(self, cccd_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Enable notifications by writing the Client Characteristic Configuration descriptor."""
-        await self.write(cccd_handle, b"\x01\x00", timeout_ms)
-
-    async def notified(self, timeout_ms, value_handle=None):
-        """Next queued notification (for ``value_handle`` if given), oldest first, as bytes.
+    async def notification(self, timeout_ms):
+        """Next queued notification or indication, oldest first, as (value handle, bytes).
 
         Notifications that arrived before a disconnect are still returned; after that the wait
         fails with ``Disconnected``.
         """
-        return (await self._next_note(timeout_ms, value_handle))[1]
-
-    async def notification(self, timeout_ms):
-        """Next queued notification or indication of any characteristic, oldest first, as
-        (value handle, bytes); waits and fails as ``notified`` does."""
-        return await self._next_note(timeout_ms, None)
-
-    async def _next_note(self, timeout_ms, value_handle):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
-            note = self._take(value_handle)
-            if note is not None:
-                return note
+            if self._notes:
+                return self._notes.pop(0)
             if not self.connected:
                 raise Disconnected("link lost while waiting for a notification")
             left = time.ticks_diff(deadline, time.ticks_ms())
@@ -352,18 +308,6 @@ class Connection:
                 await asyncio.wait_for_ms(self._note_flag.wait(), left)
             except asyncio.TimeoutError:
                 pass
-
-    def take_notification(self, value_handle=None):
-        """The oldest queued notification (for ``value_handle`` if given) as bytes, or None."""
-        note = self._take(value_handle)
-        return None if note is None else note[1]
-
-    def _take(self, value_handle):
-        notes = self._notes
-        for i in range(len(notes)):
-            if value_handle is None or notes[i][0] == value_handle:
-                return notes.pop(i)
-        return None
 
     def disconnect_nowait(self):
         """Ask the stack to drop the link; the disconnect event follows later."""
@@ -399,14 +343,11 @@ class Central:
         self._gap_flag = asyncio.ThreadSafeFlag()
         self._pending = None  # address bytes while gap_connect is outstanding
         self._connected = None  # Connection, or False when the attempt failed
-        self._scan = None  # dict addr -> ScanResult while scanning
-        self._scan_service = None
-        self._scan_addr = None
         self._scan_done = True
         self._connects_waiting = 0  # while above 0, a scan ends early
-        # Hears every advert and scan response of every scan, at IRQ level, before any filter:
-        # on_advert(addr_type, addr as bytes, adv_type, rssi, adv as a memoryview valid only
-        # during the call). The Bluetooth proxy's (ble_proxy.py).
+        # Hears every advert and scan response of every scan, at IRQ level: on_advert(addr_type,
+        # addr as bytes, adv_type, rssi, adv as a memoryview valid only during the call). The
+        # Bluetooth proxy's (ble_proxy.py).
         self.on_advert = None
         # Answers the stack's _IRQ_GET_SECRET (get(sec_type, index, key)) and _IRQ_SET_SECRET
         # (set(sec_type, key, value) -> bool) at IRQ level: ble_bonds.Bonds, or None.
@@ -479,7 +420,8 @@ class Central:
                 return None if secrets is None else secrets.get(data[0], data[1], data[2])
             return secrets is not None and secrets.set(data[0], data[1], data[2])
         if event == _IRQ_SCAN_RESULT:
-            self._on_scan_result(data[0], data[1], data[2], data[3], data[4])
+            if self.on_advert is not None:
+                self.on_advert(data[0], bytes(data[1]), data[2], data[3], data[4])
         elif event == _IRQ_SCAN_DONE:
             self._scan_done = True
             self._gap_flag.set()
@@ -511,49 +453,17 @@ class Central:
             if conn is not None:
                 conn._on_gatt(event, data)
 
-    def _on_scan_result(self, addr_type, addr, adv_type, rssi, adv):
-        key = bytes(addr)
-        if self.on_advert is not None:
-            self.on_advert(addr_type, key, adv_type, rssi, adv)
-        results = self._scan
-        if results is None:
-            return
-        if self._scan_addr is not None and key != self._scan_addr:
-            return
-        seen = results.get(key)
-        if adv_type == _ADV_SCAN_RSP:
-            if seen is not None:
-                seen.resp = bytes(adv)
-            return
-        if seen is not None:
-            seen.rssi = rssi
-            seen.adv = bytes(adv)
-            return
-        if self._scan_service is not None and not _lists_uuid128(adv, self._scan_service):
-            return
-        if len(results) < _MAX_SCAN_RESULTS:
-            results[key] = ScanResult(addr_type, key, rssi, bytes(adv))
-
-    async def scan(self, duration_ms, service=None, addr=None, active=True, keep=True):
-        """Scan for ``duration_ms``; return a list of ScanResult.
-
-        ``service``: only advertisers listing this 128-bit service UUID, given as its 16 bytes in
-        over-the-air (little-endian) order; ``addr``: only this 6-byte address. At most 16 results.
-        ``keep`` False: none (``on_advert`` hears them).
-        """
+    async def scan(self, duration_ms, active=True):
+        """Scan for ``duration_ms``; every advert and scan response goes to ``on_advert``.
+        Ends early when a connect is waiting (``connect``)."""
         async with self._gap:
-            self._scan = {} if keep else None
-            self._scan_service = service
-            self._scan_addr = bytes(addr) if addr is not None else None
             self._scan_done = False
             try:
                 self._called(self._ble.gap_scan, duration_ms, 30000, 30000, active)
                 deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
                 await _wait(self._gap_flag, lambda: self._scan_done or self._connects_waiting > 0,
                             deadline, lambda: None)
-                return list(self._scan.values()) if keep else []
             finally:
-                self._scan = None
                 if not self._scan_done:
                     # Stop it and wait for its done event, so that event cannot end the next scan.
                     self._ble.gap_scan(None)
@@ -563,7 +473,8 @@ class Central:
     async def connect(self, addr_type, addr, timeout_ms=3000):
         """Connect to a peripheral; raise ``Unreachable`` if it is not found within the timeout.
 
-        A scan in progress ends early: an operation on a lock matters more than a look around.
+        A scan in progress ends early: a connection hubd waits for matters more than a look
+        around.
         """
         self._connects_waiting += 1
         self._gap_flag.set()

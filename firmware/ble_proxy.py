@@ -17,8 +17,8 @@ ble_pair encrypts a connection with them, or pairs and bonds, and saves what the
 over before it answers; a connect to a bonded peer re-encrypts at once.
 
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
-ble_scan's own scan, and the bridge's background passive scan windows (policy.py) for watched
-addresses. One goes out per tick, only while the host link is idle: they never delay an alarm or
+ble_scan's own scan, and the proxy's passive scan windows while an address is watched (a window
+of ``scan_ms`` every ``scan_every_ms``, bridge.json's proxy section). One goes out per tick, only while the host link is idle: they never delay an alarm or
 an answer.
 """
 
@@ -56,7 +56,9 @@ _NOTE_WAIT_MS = const(60000)
 _RETRY_MS = const(20)
 _SCAN_RSP = const(4)
 _SCAN_WINDOW_MS = const(1000)  # a ble_scan is scanned in windows: the host link going down
-                               # ends it within one, and the background scan gets its turn
+                               # ends it within one, and the watches' scan gets its turn
+_WATCH_EVERY_MS = const(10000)  # a passive scan window this often while an address is watched
+_WATCH_SCAN_MS = const(1000)  # that long
 
 # A connection's record.
 _CONN = const(0)  # the ble_central.Connection
@@ -80,12 +82,14 @@ _SCANNED = const(10)  # 0: not in a ble_scan; 1: in it, not sent yet; 2: sent in
 
 
 class Proxy:
-    """See the module docstring. ``central``: the ble_central.Central (shared with the lock
-    drivers); ``send(payload)``: the host link's (raises link.LinkFull); ``idle()``: whether
-    the host link is idle; ``slots``: proxy connections at once; ``bonds``: the bond store
-    (ble_bonds.Bonds, made here unless given), which answers the stack's secret requests."""
+    """See the module docstring. ``central``: the ble_central.Central; ``send(payload)``: the
+    host link's (raises link.LinkFull); ``idle()``: whether the host link is idle; ``slots``:
+    proxy connections at once; ``bonds``: the bond store (ble_bonds.Bonds, made here unless
+    given), which answers the stack's secret requests; ``scan_every_ms``, ``scan_ms``: the
+    passive scan windows that serve the watches."""
 
-    def __init__(self, central, send, idle, slots=_SLOTS, bonds=None):
+    def __init__(self, central, send, idle, slots=_SLOTS, bonds=None,
+                 scan_every_ms=_WATCH_EVERY_MS, scan_ms=_WATCH_SCAN_MS):
         if bonds is None:
             from ble_bonds import Bonds
 
@@ -96,6 +100,8 @@ class Proxy:
         self._send = send
         self._idle = idle
         self.slots = slots
+        self.scan_every_ms = scan_every_ms
+        self.scan_ms = scan_ms
         self._conns = {}  # conn handle -> record
         self._connecting = 0
         self._heard = {}  # address -> advertiser record, watched or in the ble_scan
@@ -344,8 +350,7 @@ class Proxy:
                 if left <= 0:
                     break
                 # A connect ends a window early (ble_central): the rest is scanned after it.
-                await self._central.scan(min(left, _SCAN_WINDOW_MS), active=msg["active"],
-                                         keep=False)
+                await self._central.scan(min(left, _SCAN_WINDOW_MS), active=msg["active"])
         finally:
             self._scanning = False
             heard = self._heard
@@ -435,7 +440,11 @@ class Proxy:
             pass  # this advert is lost; the next one is heard
 
     async def run(self):
-        """Forward adverts, one a tick while the host link is idle; until cancelled."""
+        """Forward adverts, one a tick while the host link is idle, and scan for the watched
+        addresses; until cancelled."""
+        await asyncio.gather(self._adverts(), self._watch_scans())
+
+    async def _adverts(self):
         while True:
             try:
                 self._advert_out(time.ticks_ms())
@@ -444,6 +453,29 @@ class Proxy:
             except Exception as e:  # noqa: BLE001 - an advert must not stop the forwarding
                 log.error("ble_adv: %r" % e)
             await asyncio.sleep_ms(_ADV_TICK_MS if self._heard else _QUIET_TICK_MS)
+
+    def _watched(self):
+        for rec in self._heard.values():
+            if rec[_WATCHED]:
+                return True
+        return False
+
+    async def _watch_scans(self):
+        # A passive window every scan_every_ms while something is watched (a ble_scan running
+        # meanwhile hears the watched addresses itself); looked at twice a second otherwise.
+        while True:
+            wait = _QUIET_TICK_MS
+            if self._watched() and not self._scanning:
+                wait = self.scan_every_ms - self.scan_ms
+                try:
+                    await self._central.scan(self.scan_ms, active=False)
+                except MemoryError:
+                    heap.survive("watch scan")
+                    wait = self.scan_every_ms
+                except Exception as e:  # noqa: BLE001 - the radio refused (busy): next window
+                    log.warn("watch scan failed: %r" % e)
+                    wait = self.scan_every_ms
+            await asyncio.sleep_ms(wait)
 
     def _advert_out(self, now):
         # The first advertiser that is due, while the host link is idle: heard since it last

@@ -2,18 +2,13 @@
 
     {"link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "key": "<64 hex digits>"},
      "log": "info",
-     "policy": {"idle_ms": 3000, "poll_ms": 1800000},
-     "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
-                "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "<64 hex digits>"}],
      "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000},
      "health": {"health_ms": 60000, "wdt_ms": 30000, "ble_stuck_ms": 60000},
      "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35},
-     "proxy": {"slots": 3}}
+     "proxy": {"slots": 3, "scan_every_ms": 10000, "scan_ms": 1000}}
 
 ``link.key`` is the serial link's key, the same as hubd's (``HUBD_SERIAL__LINK_KEY`` in hubd.env):
 every frame between them carries a tag made with it (wire/link.py); ``hubctl provision`` makes it.
-``kind`` is one of ``wire.lockkinds.KINDS``; ``protocol`` names the driver (only "reference"
-today); ``policy`` overrides the BLE connection policy's defaults (``POLICY``), all in ms.
 ``alarm_unit`` is optional (a bridge without a safety alarm unit leaves it out): the unit's UART,
 its ``serial`` (8 hex digits; frames of any other unit are then dropped) and the alarm flow's
 timings (``ALARM_TIMINGS``, all in ms but ``missed``). ``health`` overrides
@@ -21,7 +16,13 @@ the health report's and the watchdogs' timings (``HEALTH``, ms). ``supply`` is h
 measures its own supply: the backup cell on an ADC pin behind a divider (cell voltage = pin
 voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
 the bridge reports no battery. ``proxy`` is optional: ``slots``, how many connections the
-Bluetooth proxy holds for hubd at once (docs/ble-proxy.md; 1..``MAX_PROXY_SLOTS``).
+Bluetooth proxy holds for hubd at once (docs/ble-proxy.md; 1..``MAX_PROXY_SLOTS``), and its
+passive scan windows for watched addresses (``PROXY_SCANS``, ms).
+
+The bridge drives no lock of its own (hubd does, through the proxy): a ``locks`` list or a
+``policy`` section an older provisioning wrote is ignored, whatever it holds, and named in
+``stale`` so startup.py says once how to drop it (``hubctl provision``); the alarm unit must
+work meanwhile, so it never stops the boot.
 
 Whatever bridge.json holds (any JSON, or none), load() and parse() raise only ConfigError, with
 one line naming the setting; startup.py logs it and waits for a technician instead of resetting.
@@ -33,14 +34,13 @@ needed once, and heap is short.
 
 import json
 
-from wire import lockkinds, messages
+from wire import messages
 
 PATH = "bridge.json"
-PROTOCOLS = ("reference",)
-SECRET_LEN = 32
 LINK_KEY_LEN = 32  # wire.frame.KEY_SIZE, not imported: this module is read once and dropped
 LOG_LEVELS = ("debug", "info", "warn", "error")  # firmware/log.py
-MAX_FILE = 8192  # bytes of bridge.json (four locks, an alarm unit and LTE take about 2 KB)
+MAX_FILE = 8192  # bytes of bridge.json (an alarm unit and LTE take about 1 KB; an older
+                 # provisioning's four locks about 1 KB more)
 MAX_NESTED = 32  # objects and arrays in it, counted before parsing: bounds its nesting depth
 MAX_MS = 86400000  # a day: every time setting; ticks_add takes less than 2**29
 MAX_PIN = 48  # the highest GPIO of an ESP32-S3 (the ESP32's is 39)
@@ -57,22 +57,17 @@ ALARM_TIMINGS = {
     "prompt_resend_ms": 1000,  # resend a voice prompt the unit has not said HEARD for this often
 }
 
-# The BLE connection policy for battery locks (docs/lock-protocol.md, "Connection policy").
-POLICY = {
-    "connect_timeout_ms": 3000,  # one connection attempt
-    "deadline_ms": 10000,  # everything before a command's write, retries included
-    "result_timeout_ms": 8000,  # waiting for the RESULT after the write (motors take seconds)
-    "settle_ms": 6000,  # a lock's status read may show the old state this long after a move
-    "idle_ms": 3000,  # keep an unused connection this long, so a follow-up op is fast
-    "poll_ms": 1800000,  # read state and battery this often (30 min)
-    "scan_every_ms": 10000,  # look at the locks' adverts this often for their report counter
-    "scan_ms": 1000,  # for this long (passive scan)
-    "absent_ms": 600000,  # a lock not heard (advert or answer) this long is reported absent
-}
-
 # The Bluetooth proxy (firmware/ble_proxy.py, docs/ble-proxy.md).
 PROXY_SLOTS = 3
 MAX_PROXY_SLOTS = 4  # NimBLE's default connection count on the ESP32
+# Its passive scan windows while hubd watches an address (ble_watch): a window of scan_ms every
+# scan_every_ms. A ble_scan of hubd's serves the watches too.
+PROXY_SCANS = {
+    "scan_every_ms": 10000,
+    "scan_ms": 1000,
+}
+# What an older provisioning wrote for the bridge's own lock drivers: ignored (see above).
+STALE = ("locks", "policy")
 
 # The health report and the watchdogs (firmware/health.py).
 HEALTH = {
@@ -115,48 +110,6 @@ def _text(value, name, low, high, extra=""):
     return value
 
 
-def parse_addr(text):
-    """'C0:FF:EE:00:00:01' -> 6 bytes."""
-    parts = text.split(":") if isinstance(text, str) else ()
-    if len(parts) != 6 or [p for p in parts if len(p) != 2]:
-        raise ConfigError("lock address %s is not six hex bytes like C0:FF:EE:00:00:01"
-                          % _shown(text))
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ConfigError("lock address %s is not hex" % _shown(text))
-
-
-def _lock(entry):
-    if not isinstance(entry, dict):
-        raise ConfigError("each lock must be an object")
-    lock_id = entry.get("id")
-    if not isinstance(lock_id, str) or not 0 < len(lock_id) <= messages.MAX_ID:
-        raise ConfigError("lock id %s must be a string of 1..%d characters"
-                          % (_shown(lock_id), messages.MAX_ID))
-    kind = entry.get("kind")
-    if not isinstance(kind, str) or kind not in lockkinds.KINDS:
-        raise ConfigError("lock %s: kind %s is not one of %s"
-                          % (lock_id, _shown(kind), ", ".join(lockkinds.KINDS)))
-    protocol = entry.get("protocol", "reference")
-    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
-        raise ConfigError("lock %s: protocol %s is not one of %s"
-                          % (lock_id, _shown(protocol), ", ".join(PROTOCOLS)))
-    secret = entry.get("secret")
-    try:
-        secret = bytes.fromhex(secret)
-    except (TypeError, ValueError):
-        raise ConfigError("lock %s: secret must be hex" % lock_id)
-    if len(secret) != SECRET_LEN:
-        raise ConfigError("lock %s: secret must be %d bytes (%d hex digits)"
-                          % (lock_id, SECRET_LEN, 2 * SECRET_LEN))
-    addr_type = entry.get("addr_type", 0)
-    if not isinstance(addr_type, int) or isinstance(addr_type, bool) or addr_type not in (0, 1):
-        raise ConfigError("lock %s: addr_type must be 0 (public) or 1 (random)" % lock_id)
-    return {"id": lock_id, "kind": kind, "protocol": protocol,
-            "addr": parse_addr(entry.get("addr")), "addr_type": addr_type, "secret": secret}
-
-
 def _timings(obj, defaults, section):
     if not isinstance(obj, dict):
         raise ConfigError("%s must be an object" % section)
@@ -190,10 +143,19 @@ def _supply(obj):
 def _proxy(obj):
     if not isinstance(obj, dict):
         raise ConfigError("proxy must be an object")
-    for name in obj:
-        if name != "slots":
-            raise ConfigError("proxy: unknown setting %s (known: slots)" % _shown(name))
-    return {"slots": _int(obj.get("slots", PROXY_SLOTS), "proxy.slots", 1, MAX_PROXY_SLOTS)}
+    out = {"slots": PROXY_SLOTS}
+    out.update(PROXY_SCANS)
+    for name, value in obj.items():
+        if name not in out:
+            raise ConfigError("proxy: unknown setting %s (known: %s)"
+                              % (_shown(name), ", ".join(sorted(out))))
+        out[name] = value
+    _int(out["slots"], "proxy.slots", 1, MAX_PROXY_SLOTS)
+    for name in PROXY_SCANS:
+        _int(out[name], "proxy.%s (milliseconds)" % name)
+    if out["scan_ms"] > out["scan_every_ms"]:
+        raise ConfigError("proxy.scan_ms must be at most proxy.scan_every_ms")
+    return out
 
 
 def _alarm_unit(obj):
@@ -299,22 +261,10 @@ def parse(obj):
     level = obj.get("log", "info")
     if not isinstance(level, str) or level not in LOG_LEVELS:
         raise ConfigError("log must be one of %s, not %s" % (", ".join(LOG_LEVELS), _shown(level)))
-    entries = obj.get("locks", [])
-    if not isinstance(entries, list):
-        raise ConfigError("locks must be a list")
-    locks = [_lock(e) for e in entries]
-    seen_ids = []
-    seen_addrs = []
-    for lk in locks:
-        if lk["id"] in seen_ids:
-            raise ConfigError("lock id %s appears twice" % lk["id"])
-        if lk["addr"] in seen_addrs:
-            raise ConfigError("lock %s: its address is another lock's too" % lk["id"])
-        seen_ids.append(lk["id"])
-        seen_addrs.append(lk["addr"])
-    return {"link": link, "log": level,
-            "policy": _timings(obj.get("policy", {}), POLICY, "policy"),
-            "locks": locks, "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
+    # An older provisioning's lock list and connection policy: named, never read.
+    stale = [name for name in STALE if obj.get(name)]
+    return {"link": link, "log": level, "stale": stale,
+            "alarm_unit": _alarm_unit(obj.get("alarm_unit")),
             "lte": _lte(obj.get("lte")),
             "health": _timings(obj.get("health", {}), HEALTH, "health"),
             "supply": _supply(obj.get("supply")),

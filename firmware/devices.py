@@ -1,7 +1,8 @@
 """Device reports: battery, supply and presence of everything the bridge knows, for hubd.
 
-Ids: each lock by its configured id; the alarm unit's base unit as ``au<serial>`` and its
-pendant as ``au<serial>-pendant``; the bridge itself as ``bridge``. Readings go out raw, with
+Ids: the alarm unit's base unit as ``au<serial>`` and its pendant as ``au<serial>-pendant``;
+the bridge itself as ``bridge``. Locks are hubd's (it hears their adverts through the Bluetooth
+proxy and judges their presence itself). Readings go out raw, with
 their unit and model (`device` in wire/messages.py): hubd converts them per model.
 
 A device's `device` message goes out when something hubd should hear changed, and every
@@ -9,13 +10,8 @@ device's once whenever the host link comes up, so a restarted hubd learns everyt
 in mV must move ``MV_STEP`` and an RSSI ``RSSI_STEP`` from what hubd last heard to count: ADC and
 radio noise is not news. Messages leave from ``tick()`` one at a time, only while the link is
 idle: they never delay an operation or an alarm, and a burst never fills the link or the heap.
-
-A lock is present while it is heard: an advert, or an authentic answer over a connection. It
-is absent after ``absent_ms`` without either (counted from boot for a lock not heard yet), and
-present again the next time it is heard.
+The base unit is present while its link is up (alarm_unit.UnitLink).
 """
-
-import time
 
 from micropython import const
 
@@ -41,39 +37,20 @@ class Devices:
     whether the link is idle (nothing queued or in flight).
     """
 
-    def __init__(self, send, idle, absent_ms):
+    def __init__(self, send, idle):
         self._send = send
         self._idle = idle
-        self.absent_ms = absent_ms
         self._dev = {}  # id -> [kind, model, battery, unit, mains, rssi, present, firmware]
         self._told = {}  # id -> that list as hubd last heard it
-        self._heard = {}  # lock id -> ticks_ms it was last heard
         self._due = []  # ids with news hubd has not heard yet, oldest first
         self._up = False
         self.unit = None  # the alarm unit's UnitLink, where there is one
         self._unit_id = None  # the base unit's id, once it was heard
 
-    def add(self, dev_id, kind, model, unit=None, mains=None, firmware=None, present=None,
-            heard=False):
-        """Know a device (its readings unknown until they come). ``heard``: its presence is
-        judged by being heard (a lock), counted from now."""
+    def add(self, dev_id, kind, model, unit=None, mains=None, firmware=None, present=None):
+        """Know a device (its readings unknown until they come)."""
         self._dev[dev_id] = [kind, model, None, unit, mains, None, present, firmware]
         self._due.append(dev_id)
-        if heard:
-            self._heard[dev_id] = time.ticks_ms()
-
-    def lock_heard(self, lock_id, battery=None, rssi=None):
-        """An advert or an authentic answer from a lock: it is present; its battery (percent)
-        and RSSI when the source tells them."""
-        d = self._dev.get(lock_id)
-        if d is None:
-            return
-        self._heard[lock_id] = time.ticks_ms()
-        self._put(lock_id, _PRESENT, True)
-        if rssi is not None:
-            self._put(lock_id, _RSSI, rssi)
-        if battery is not None and d[_UNIT] is not None:
-            self._put(lock_id, _BATTERY, battery)
 
     def supply(self, mv, external):
         """The bridge's backup cell (mV) and whether its external supply is there."""
@@ -105,11 +82,7 @@ class Devices:
             self._due = list(self._dev)
 
     def tick(self):
-        """Judge the locks' presence; send the oldest news if the link is idle."""
-        now = time.ticks_ms()
-        for lock_id, at in self._heard.items():
-            if time.ticks_diff(now, at) > self.absent_ms:
-                self._put(lock_id, _PRESENT, False)
+        """Judge the base unit's presence; send the oldest news if the link is idle."""
         if self._unit_id is not None and self.unit is not None:
             self._put(self._unit_id, _PRESENT, self.unit.up)
         if self._up and self._due and self._idle():

@@ -1,4 +1,4 @@
-"""An append-only text file on the bridge's flash: what the command and alarm journals keep.
+"""An append-only text file on the bridge's flash: what the alarm journal keeps.
 
 - ``read()`` yields the whole lines of the file, oldest first, one at a time (the whole file
   would be one big string on the heap). A line cut short by a power cut has no newline: it is

@@ -1,8 +1,8 @@
 """The bridge's end of the serial link to hubd: wire.link driven over a machine.UART.
 
 When hubd restarts, the link hands back what was queued for the old hubd (wire/link.py, RESET).
-What never left the bridge is queued again for the new hubd (a manual turn is a fact nobody else
-keeps), but for alarm messages: the alarm flow sends its pending alarms again from the journal,
+What never left the bridge is queued again for the new hubd (a device report, a health report),
+but for alarm messages: the alarm flow sends its pending alarms again from the journal,
 and one it has confirmed over LTE since must not reach hubd (and the centre) a second time; and
 but for the Bluetooth proxy's (ble_*): they answer the old hubd's requests and tell of its
 connections, which the bridge has dropped.

@@ -1,9 +1,9 @@
 """Builds the bridge from bridge.json: every part, wired together, and the tasks that run it.
 
-Reads bridge.json, opens the command journal, starts the BLE central, the lock drivers and their
-connection policy, the safety alarm unit link and the LTE second path when configured, the
-device reports, and the health report with its watchdogs; the Bluetooth proxy's settings (the
-bridge makes the proxy on hubd's first ble_* request).
+Reads bridge.json, starts the BLE central (the Bluetooth proxy's radio), the safety alarm unit
+link and the LTE second path when configured, the device reports, and the health report with its
+watchdogs; the Bluetooth proxy's settings (the bridge makes the proxy on hubd's first ble_*
+request). The bridge drives no lock of its own: hubd does, through the proxy.
 
 Boot-only code: main.py drops this module (and it drops config) once the bridge is built, so
 their code gives its heap back; the heap is the bridge's scarcest resource. Nothing built here
@@ -21,9 +21,7 @@ from bridge import Bridge
 from devices import BRIDGE, Devices
 from health import Health
 from hostlink import HostLink
-from journal import Journal
-from policy import Policy
-from wire import lockkinds, messages
+from wire import messages
 
 
 def _config():
@@ -40,20 +38,6 @@ def _config():
             time.sleep(60)
     finally:
         del sys.modules["config"]
-
-
-def _drivers(cfg, central):
-    from locks.reference import ReferenceLock
-
-    p = cfg["policy"]
-    drivers = {}
-    for lk in cfg["locks"]:
-        # config.PROTOCOLS has one entry today; a vendor protocol adds its driver here.
-        drivers[lk["id"]] = ReferenceLock(
-            central, lk["id"], lk["kind"], lk["addr_type"], lk["addr"], lk["secret"],
-            connect_timeout_ms=p["connect_timeout_ms"], deadline_ms=p["deadline_ms"],
-            result_timeout_ms=p["result_timeout_ms"], settle_ms=p["settle_ms"])
-    return drivers
 
 
 def _uart(link_cfg):
@@ -109,39 +93,33 @@ def build():
     """Build the bridge; return the coroutines that run it (all of them, until power is cut)."""
     cfg = _config()
     log.set_level(cfg["log"])
+    if cfg["stale"]:
+        # An older provisioning's: the bridge drives no lock since hubd does (docs/ble-proxy.md).
+        log.warn("bridge.json: ignored %s, from an older provisioning (hubd drives the locks "
+                 "now); to drop them, provision the bridge again (hubctl provision)"
+                 % ", ".join(cfg["stale"]))
     from ble_central import Central
 
     # An ATT MTU of MAX_DATA + 1: no read (MTU - 1) or notification (MTU - 3) the proxy
     # forwards is longer than a link message carries.
     central = Central(mtu=messages.MAX_DATA + 1)
-    drivers = _drivers(cfg, central)
-    journal = Journal()
     host = HostLink(_uart(cfg["link"]), version.VERSION, cfg["link"]["key"])
-    devices = Devices(host.send, host.idle, cfg["policy"]["absent_ms"])
-    for lock_id, drv in drivers.items():
-        if drv.kind == lockkinds.ENTRANCE_DOOR:  # an electric strike on the building's mains
-            devices.add(lock_id, drv.kind, "mains", None, True, heard=True)
-        else:
-            devices.add(lock_id, drv.kind, "reference", "pct", heard=True)
+    devices = Devices(host.send, host.idle)
     devices.add(BRIDGE, "bridge", "bridge-liion-1s", "mV", None, version.VERSION, True)
     flow, unit, tasks = _alarm_flow(cfg["alarm_unit"], host.send, devices)
     modem = None
     if flow is not None and cfg["lte"] is not None:
         modem, carrying = _second_path(cfg["lte"], flow)
         tasks = tasks + (carrying,)
-    app = Bridge(drivers, host.send, journal, flow, devices)
-    policy = Policy(central, drivers, app.mutex, app.send, cfg["policy"], devices)
-    health = Health(host, central, devices, journal, cfg["health"], flow, unit, modem,
-                    cfg["supply"])
+    app = Bridge(host.send, flow)
+    health = Health(host, central, devices, cfg["health"], flow, unit, modem, cfg["supply"])
     app.health = health
     app.central = central
-    app.settings = cfg["policy"]
     app.link_idle = host.idle
-    app.proxy_slots = cfg["proxy"]["slots"]
+    app.proxy_settings = cfg["proxy"]
     host.on_message = app.on_message
     host.on_state = app.on_link_state
-    log.info("bridge firmware %s up with %d lock(s): %s; %d command(s) in the journal; reset: %s"
-             % (version.VERSION, len(drivers),
-                ", ".join("%s (%s)" % (k, d.kind) for k, d in drivers.items()), len(journal),
-                health.reset))
-    return (host.run(), policy.run(), health.run()) + tasks
+    log.info("bridge firmware %s up: %salarm unit, %sLTE, proxy of %d slot(s); reset: %s"
+             % (version.VERSION, "" if flow else "no ", "" if modem else "no ",
+                cfg["proxy"]["slots"], health.reset))
+    return (host.run(), health.run()) + tasks

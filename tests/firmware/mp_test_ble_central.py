@@ -1,28 +1,7 @@
-"""ble_central pieces that need no radio: advert filtering on hostile input, UUID handling."""
+"""ble_central pieces that need no radio: the stack's watchdog signs, restarts, scans handing
+every advert to on_advert, GATT errors."""
 
 import ble_central
-import bluetooth
-from wire import lockproto as lp
-from wire import lockside
-
-SERVICE_LE = lp.uuid128_le(lp.SERVICE_UUID)
-
-
-def test_service_filter_finds_the_uuid_in_a_real_advert():
-    adv = lockside.encode_advert("inside_turner", 50, 1)
-    assert ble_central._lists_uuid128(memoryview(adv), SERVICE_LE)
-    assert not ble_central._lists_uuid128(memoryview(adv), bytes(16))
-
-
-def test_service_filter_survives_hostile_adverts():
-    for adv in (b"", b"\x00", b"\xff\x07", b"\x11\x07" + SERVICE_LE[:10], b"\x02\x07\x01"):
-        assert not ble_central._lists_uuid128(memoryview(adv), SERVICE_LE)
-
-
-def test_uuid_from_string_matches_over_the_air_bytes():
-    assert bluetooth.UUID(lp.SERVICE_UUID) == bluetooth.UUID(SERVICE_LE)
-    assert bluetooth.UUID(0x2902) == ble_central.CCCD_UUID
-    assert bluetooth.UUID(lp.SERVICE_UUID) != bluetooth.UUID(lp.CONTROL_UUID)
 
 
 class DeadStack:
@@ -63,7 +42,7 @@ def test_a_stack_that_owes_an_event_and_says_nothing_is_stuck():
     stack = DeadStack()
     central = ble_central.Central(stack)
     assert central.stuck(50) is None  # owes nothing yet
-    assert asyncio.run(central.scan(20)) == []
+    asyncio.run(central.scan(20))
     assert central.stuck(10_000) is None
     time.sleep_ms(60)
     assert central.stuck(50) == "silent"
@@ -110,6 +89,30 @@ def test_a_restart_fails_every_link_and_waiting_connect_and_starts_the_stack_aga
     assert [c[0] for c in stack.calls] == ["active", "active", "config", "irq"]
     assert (stack.calls[0][1], stack.calls[1][1]) == (False, True)
     assert central.stuck(0) is None
+
+
+def test_a_scan_hands_every_advert_and_scan_response_to_on_advert_as_it_comes():
+    import asyncio
+
+    stack = DeadStack()
+    central = ble_central.Central(stack)
+    heard = []
+    central.on_advert = lambda *a: heard.append((a[0], a[1], a[2], a[3], bytes(a[4])))
+
+    async def scenario():
+        task = asyncio.create_task(central.scan(1000, active=False))
+        await asyncio.sleep_ms(10)
+        assert stack.calls[-1] == ("gap_scan", 1000, 30000, 30000, False)
+        adv = bytearray(b"\x02\x01\x06")
+        stack.handler(5, (0, memoryview(bytearray(b"\x01" * 6)), 0, -60, memoryview(adv)))
+        stack.handler(5, (1, memoryview(bytearray(b"\x02" * 6)), 4, -70, memoryview(b"\x01\xff")))
+        stack.handler(6, ())  # the scan is done
+        await task
+
+    asyncio.run(scenario())
+    assert heard == [(0, b"\x01" * 6, 0, -60, b"\x02\x01\x06"),
+                     (1, b"\x02" * 6, 4, -70, b"\x01\xff")]
+    assert isinstance(heard[0][1], bytes)  # a copy: the stack's memoryview is not kept
 
 
 def test_a_gatt_error_carries_the_att_status_and_is_a_ble_error():

@@ -110,13 +110,12 @@ class Central:
         self.conns.append(conn)
         return conn
 
-    async def scan(self, ms, active=True, keep=True):
-        self.scans.append((ms, active, keep))
+    async def scan(self, ms, active=True):
+        self.scans.append((ms, active))
         if self.scan_gate is not None:
             await self.scan_gate.wait()
         else:
             await asyncio.sleep_ms(ms)
-        return []
 
 
 class Host:
@@ -159,10 +158,10 @@ class Bonds:
         self.dirty = False
 
 
-def _proxy(slots=3):
+def _proxy(slots=3, **scans):
     central = Central()
     host = Host()
-    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots, Bonds())
+    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, slots, Bonds(), **scans)
     return proxy, central, host
 
 
@@ -529,7 +528,7 @@ async def test_a_scan_sends_each_advertiser_once_and_again_on_news():
     proxy, central, host = _proxy()
     _ask(proxy, messages.BLE_SCAN, 30000, True)  # its end: tests/firmware/test_ble_proxy.py
     await _until(lambda: central.scans)
-    assert central.scans[0] == (1000, True, False)  # in windows of a second
+    assert central.scans[0] == (1000, True)  # in windows of a second
     n = len(host.sent)
     for i in range(MAX_HEARD + messages.MAX_WATCH + 6):  # more than it keeps track of
         _advert(proxy, bytes((0xC0, 0, 0, 0, 0, i)), b"\x02\x01\x06", -50)
@@ -621,7 +620,7 @@ async def test_a_scan_ends_with_its_window_when_the_host_link_goes_down():
     central.scan_gate.set()
     done = await _done(host, rid)
     assert (done["status"], done["count"]) == ("ok", 0)
-    assert central.scans == [(1000, False, False)]
+    assert central.scans == [(1000, False)]
     # A new one is not refused as a second scan.
     central.scan_gate = None
     assert (await _call(proxy, host, messages.BLE_SCAN, 10, True))["status"] == "ok"
@@ -636,3 +635,35 @@ def test_what_the_bridge_says_is_not_taken_as_a_request():
                     messages.make(messages.BLE_SERVICE, 1, "0018", 1, 5)):
         proxy.on_message(messages.decode(payload))
     assert host.sent == [] and central.conns == []
+
+
+async def test_watches_are_served_by_passive_windows_of_scan_ms_every_scan_every_ms():
+    proxy, central, host = _proxy(scan_every_ms=100, scan_ms=40)
+    task = asyncio.create_task(proxy.run())
+    try:
+        await asyncio.sleep_ms(700)
+        assert central.scans == []  # nothing watched: the radio is left alone
+        assert (await _call(proxy, host, messages.BLE_WATCH, "C0:FF:EE:00:00:01", True))[
+            "status"] == "ok"
+        await _until(lambda: len(central.scans) >= 3, "three windows")
+        assert set(central.scans) == {(40, False)}  # passive, scan_ms long
+        # hubd's own ble_scan serves the watches meanwhile: no windows of their own.
+        central.scan_gate = asyncio.Event()
+        rid = _ask(proxy, messages.BLE_SCAN, 1000, True)
+        await _until(lambda: central.scans[-1] == (1000, True), "hubd's scan")
+        n = len(central.scans)
+        await asyncio.sleep_ms(300)
+        assert len(central.scans) == n
+        central.scan_gate.set()
+        central.scan_gate = None
+        await _done(host, rid)
+        await _until(lambda: central.scans[-1] == (40, False), "the windows again")
+        # The host link down forgets every watch: the windows stop.
+        proxy.on_link(link.EV_DOWN)
+        await asyncio.sleep_ms(150)
+        n = len(central.scans)
+        await asyncio.sleep_ms(700)
+        assert len(central.scans) == n
+    finally:
+        task.cancel()
+        await asyncio.sleep_ms(0)

@@ -66,18 +66,13 @@ class Wdt:
         self.feeds += 1
 
 
-class Journal:
-    def __len__(self):
-        return 3
-
-
 def _health(**settings):
     s = dict(FAST)
     s.update(settings)
     host = Host()
     central = Central()
-    devices = Devices(host.send, host.idle, 600000)
-    return Health(host, central, devices, Journal(), s), host, central
+    devices = Devices(host.send, host.idle)
+    return Health(host, central, devices, s), host, central
 
 
 async def _run(health, host, ms):
@@ -103,7 +98,7 @@ def test_the_health_message_has_sane_values():
     assert sorted(msg["link"]) == sorted(messages.LINK_COUNTERS)
     assert msg["ble"] == {"restarts": 0, "last_restart": None, "connected": 1}
     assert (msg["lte"], msg["unit"], msg["clock"]) == (None, None, None)
-    assert msg["journals"] == {"commands": 3, "alarms": 0}
+    assert msg["journals"] == {"commands": 0, "alarms": 0}  # no command journal on the bridge
 
 
 def test_health_goes_out_every_health_ms_while_the_link_is_up():
@@ -122,7 +117,7 @@ def test_health_goes_out_every_health_ms_while_the_link_is_up():
 
 def test_a_health_request_is_answered_at_once():
     health, host, central = _health(health_ms=600000)
-    app = Bridge({}, host.send, Journal())
+    app = Bridge(host.send)
     app.health = health
     app.on_message({"m": messages.HEALTH_REQUEST})
     assert len(host.health()) == 1

@@ -25,7 +25,7 @@ class Hub:
     def __init__(self, port: str, key: bytes, journal: Path) -> None:
         self.journal = journal
         self.alarms: list[dict[str, Any]] = []
-        self.results: list[dict[str, Any]] = []
+        self.health: list[dict[str, Any]] = []
         self.journaled_first: list[bool] = []
         self.link = SerialLink(port, 115200, "test-hub", key, self._on_event)
 
@@ -33,8 +33,8 @@ class Hub:
         if kind != link.EV_DATA:
             return
         msg = messages.decode(value)
-        if msg["m"] == messages.RESULT:
-            self.results.append(msg)
+        if msg["m"] == messages.HEALTH:
+            self.health.append(msg)
         if msg["m"] == messages.ALARM:
             text = self.journal.read_text() if self.journal.exists() else ""
             unit, number = msg["id"].rsplit("-", 1)
@@ -195,9 +195,10 @@ async def test_missing_heartbeats_are_reported_as_unit_link_lost_then_restored(h
 async def test_the_clock_from_hubd_stamps_bridge_at(home, hub):
     unit = home.alarm_unit
     hub.send(hubside.clock(1_800_000_000))
-    # The link keeps order: once this status op is answered, the clock has been taken.
-    hub.send(hubside.op(7, "front-door", "status", "clock-probe", 30000))
-    await until(lambda: [r for r in hub.results if r["rid"] == 7], "the status result")
+    # The link keeps order: once this health request is answered, the clock has been taken.
+    hub.send(hubside.health_request())
+    await until(lambda: hub.health, "the health report")
+    assert 1_800_000_000 <= hub.health[0]["clock"] < 1_800_000_000 + 3600
     first = unit.press()
     await until(lambda: hub.ids(unit.alarm_id(first)), "the alarm at hubd")
     stamped = hub.ids(unit.alarm_id(first))[0]["bridge_at"]

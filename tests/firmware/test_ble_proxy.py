@@ -2,8 +2,8 @@
 home's radio and locks, the bridge in MicroPython, and hubd's end of the serial link played by
 the test with ble_* messages.
 
-The locks here are not paired with the bridge (no secret in bridge.json), so its own lock
-drivers leave them alone: whatever happens on their radio links is the proxy's doing.
+The bridge drives no lock of its own: whatever happens on the locks' radio links is the proxy's
+doing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from wire import link, messages
 from wire import lockproto as lp
 from wire import lockside
 
-# Passive scan windows several times a second, for watches.
+# The proxy's passive scan windows several times a second, for watches.
 FAST = {"scan_every_ms": 200, "scan_ms": 150}
 ADDRS = ["C0:FF:EE:00:01:0%d" % i for i in range(1, 6)]
 
@@ -272,6 +272,54 @@ async def test_unknown_addresses_connections_and_bad_values_are_answered_not_dro
     assert lock.commands == [] and len(lock.links) == 1
 
 
+async def test_hostile_messages_amid_requests_are_dropped_and_every_request_is_still_answered(
+        tmp_path, homes):
+    # What hubd's end of the link could carry if it were broken or hostile (authentic frames,
+    # so the link takes them): no JSON, unknown kinds, ble_* requests with wrong or missing
+    # fields, the bridge's own messages, the old lock messages. Sent between and during real
+    # requests on a connection: each of those is answered once, the bridge never resets, and
+    # the junk is counted as bad messages.
+    lock = _lock(1)
+    home, hub = await homes(tmp_path, locks=[lock], health={"health_ms": 60000})
+    junk = [b"", b"{", b"\xff\xfe", b"[]", b'"ble_read"', b'{"m": 5}', b'{"m": "nope"}',
+            b'{"m": "ble_read", "rid": "1", "conn": 1, "handle": 3, "ms": 100}',
+            b'{"m": "ble_write", "rid": 1, "conn": 1, "handle": 3, "data": "zz", "response": true,'
+            b' "ms": 100}',
+            b'{"m": "ble_connect", "rid": 1}', b'{"m": "ble_done", "rid": 1, "status": "ok"}',
+            b'{"m": "ble_scan", "rid": 1, "ms": 1000, "active": true, "x": [[[[[[[[[[1]]]]]]]]]]}',
+            b'{"m": "op", "rid": 1, "lock": "front-door", "action": "unlock", "cmd": "c",'
+            b' "ttl": 5000}',
+            b'{"m": "ble_read", "rid": 99999999999999999999, "conn": 1, "handle": 3, "ms": 1}',
+            b"x" * 400]
+    async def flood() -> None:
+        for payload in junk:
+            await until(lambda: hub.link.engine.pending() < 16, "room on the link")
+            hub.link.send(payload)
+
+    conn = await hub.connect(ADDRS[1])
+    await flood()
+    rid = hub.ask(messages.BLE_DISCOVER, conn)
+    await flood()
+    assert (await hub.done(rid))["status"] == "ok"
+    assert (await hub.call(messages.BLE_SUBSCRIBE, conn, lock.events.cccd_handle, 1))[
+        "status"] == "ok"
+    rids = []
+    for _ in range(3):
+        rids.append(hub.ask(messages.BLE_WRITE, conn, lock.control.value_handle,
+                            lp.encode_challenge_request().hex(), True, 2000))
+        await flood()
+    for rid in rids:
+        assert (await hub.done(rid))["status"] == "ok"
+    await until(lambda: len(hub.of(messages.BLE_NOTIFY, conn=conn)) == 3, "three challenges")
+    hub.link.send(messages.make(messages.HEALTH_REQUEST))
+    await until(lambda: hub.of(messages.HEALTH), "health")
+    health = hub.of(messages.HEALTH)[-1]
+    # Most of the junk is no message at all (a few are valid messages the bridge ignores).
+    assert health["link"]["bad_messages"] >= 4 * (len(junk) - 5), health["link"]
+    assert home.bridge.boots == 1 and home.bridge.resets == 0
+    assert len(lock.links) == 1 and lock.commands == []  # the old "op" moved nothing
+
+
 async def test_a_lock_that_drops_the_link_is_lost_at_once_and_a_waiting_request_is_disconnected(
         tmp_path, homes):
     lock = _lock(1)
@@ -342,7 +390,7 @@ async def test_a_scan_forwards_the_locks_advert_with_its_raw_data_and_scan_respo
 
 async def test_a_watch_forwards_the_watched_locks_adverts_and_not_the_others(tmp_path, homes):
     watched, other = _lock(1), _lock(2)
-    home, hub = await homes(tmp_path, locks=[watched, other], policy=FAST)
+    home, hub = await homes(tmp_path, locks=[watched, other], proxy=FAST)
     assert (await hub.call(messages.BLE_WATCH, ADDRS[1], True))["status"] == "ok"
     await until(lambda: hub.of(messages.BLE_ADV, addr=ADDRS[1]), "the watched lock's advert")
     assert hub.of(messages.BLE_ADV)[0]["data"] == watched.advertising_data().hex()

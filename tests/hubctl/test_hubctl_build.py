@@ -56,9 +56,11 @@ def test_build_writes_a_versioned_bundle_of_every_firmware_file_with_its_hash(
     assert manifest["link_protocol"] == {"major": link.PROTOCOL_MAJOR,
                                          "minor": link.PROTOCOL_MINOR}
     paths = [f["path"] for f in manifest["files"]]
-    sources = sorted((ROOT / "firmware").rglob("*.py")) + sorted((ROOT / "wire").glob("*.py"))
-    assert len(paths) == len(sources) + 1  # every source as .mpy, plus the main.py stub
-    assert {"app.mpy", "bridge.mpy", "locks/reference.mpy", "wire/link.mpy"} <= set(paths)
+    sources = sorted((ROOT / "firmware").rglob("*.py"))
+    wire = bundle.wire_modules()
+    # every firmware source and the wire modules it imports as .mpy, plus the main.py stub
+    assert len(paths) == len(sources) + len(wire) + 1
+    assert {"app.mpy", "bridge.mpy", "ble_proxy.mpy", "wire/link.mpy"} <= set(paths)
     assert "main.mpy" not in paths  # firmware/main.py is app.mpy: the ESP32 boots main.py only
     assert paths[-1] == "main.py", "main.py is copied last"
     for f in manifest["files"]:
@@ -68,6 +70,51 @@ def test_build_writes_a_versioned_bundle_of_every_firmware_file_with_its_hash(
         if f["path"].endswith(".mpy"):
             assert data[:2] == bytes([ord("M"), manifest["mpy"]["version"]]), f["path"]
     assert (built / "main.py").read_text().splitlines()[-1] == "import app"
+
+
+def test_the_bundle_carries_only_the_wire_modules_the_firmware_imports(tmp_path: Path) -> None:
+    built = bundle.build(tmp_path / "bundles")
+    carried = sorted(f.path[len("wire/"):-len(".mpy")] for f in built.manifest.files
+                     if f.path.startswith("wire/"))
+    assert carried == bundle.wire_modules()
+    # The link, the alarm unit's frames and DC-09 go to the bridge; the lock protocol, the
+    # lock's and the unit's halves and what only hubd sends are hubd's and the simulator's.
+    assert {"__init__", "link", "frame", "hmac_sha256", "messages", "alarmunit", "dc09"} \
+        <= set(carried)
+    assert not {"lockproto", "lockside", "lockpair", "lockkinds", "unitside", "hubside"} \
+        & set(carried)
+
+
+def test_a_wire_module_the_firmware_starts_to_import_is_carried_with_what_it_imports(
+        tmp_path: Path, source_copy: Path) -> None:
+    # Inside a function too: the bundle is computed from every import in the sources, so a
+    # firmware module cannot start to need a wire module the bridge was not flashed with.
+    bridge = source_copy / "firmware" / "bridge.py"
+    bridge.write_text(bridge.read_text()
+                      + "\n\ndef _later():\n    from wire.lockpair import encode_pair\n")
+    assert not {"lockpair", "lockproto"} & set(bundle.wire_modules())
+    built = bundle.build(tmp_path / "bundles", source_copy)
+    paths = {f.path for f in built.manifest.files}
+    # wire/lockpair.py imports wire.lockproto: carried as well.
+    assert "from wire.lockproto import" in (ROOT / "wire" / "lockpair.py").read_text()
+    assert {"wire/lockpair.mpy", "wire/lockproto.mpy"} <= paths
+    # MicroPython finds it in the bundle alone.
+    env = {"MICROPYPATH": f"{built.path}:{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAP}", "-c",
+                           "import bridge\nbridge._later()\nprint('ok')"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout.split() == ["ok"], proc.stdout + proc.stderr
+
+
+def test_a_firmware_import_of_a_wire_module_that_does_not_exist_fails_the_build(
+        tmp_path: Path, source_copy: Path) -> None:
+    health = source_copy / "firmware" / "health.py"
+    health.write_text(health.read_text() + "\n\ndef _later():\n    from wire import nosuch\n")
+    line = one_error_line(hubctl("build", "--source", str(source_copy),
+                                 "--out", str(tmp_path / "out")))
+    assert "firmware/health.py imports wire.nosuch, and there is no wire/nosuch.py" in line
+    assert not list((tmp_path / "out").glob("bridge-*")), "no bundle is left"
 
 
 def test_micropython_loads_every_module_of_the_bundle_without_the_sources(

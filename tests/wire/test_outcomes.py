@@ -16,8 +16,7 @@ from wire import lockproto, messages, outcomes
 ROOT = Path(__file__).resolve().parents[2]
 # The modules that build operation results and answers: they name outcomes and reasons only
 # through wire.outcomes (or hubapi's enums of it), never as a string of their own.
-SENDERS = ("firmware/bridge.py", "firmware/locks/reference.py", "hubd/link/bridge.py",
-           "hubd/access/commands.py")
+SENDERS = ("hubd/locks/reference.py", "hubd/link/bridge.py", "hubd/access/commands.py")
 
 
 def test_every_reason_is_named_once_and_the_locks_refusals_are_its_protocol_statuses() -> None:
@@ -95,18 +94,22 @@ def test_the_at_most_once_rule_is_one_function_both_ends_use() -> None:
     assert outcomes.unfinished(True, outcomes.TIMED_OUT) == (outcomes.INCOMPLETE, "unknown")
     assert outcomes.unfinished(False) == (outcomes.FAILED, None)
     assert outcomes.unfinished(False, outcomes.TIMED_OUT) == (outcomes.TIMED_OUT, None)
-    for path in ("firmware/bridge.py", "hubd/link/bridge.py", "hubd/access/commands.py"):
+    for path in ("hubd/locks/reference.py", "hubd/access/commands.py"):
         assert "unfinished(" in (ROOT / path).read_text(), path
 
 
 def test_a_result_entering_hubd_is_typed_once_at_the_seam(tmp_path: Path) -> None:
     from hubd.access.transport import LockTransport, OpResult
+    from hubd.ble.proxy import BleProxy
     from hubd.link.bridge import Bridge
+    from hubd.locks.transport import BleLocks
 
     assert OpResult(outcomes.INCOMPLETE, outcomes.LINK_LOST, "unknown", None).reason == "link_lost"
     with pytest.raises(ValueError, match="outcome"):
         OpResult("done", None, None, None)
     with pytest.raises(ValueError, match="reason"):
         OpResult(outcomes.FAILED, "bridge_no_answer", None, None)
-    # The bridge is the first lock transport: the command path needs nothing else from it.
-    assert isinstance(Bridge(str(tmp_path / "no-port"), bytes(32)), LockTransport)
+    # hubd's drivers over the bridge's proxy are the lock transport: the command path needs
+    # nothing else from them.
+    proxy = BleProxy(Bridge(str(tmp_path / "no-port"), bytes(32)))
+    assert isinstance(BleLocks(proxy, {}), LockTransport)
