@@ -15,7 +15,8 @@ and the library untouched, the BLEDevice found by a SimScanner scan with the lib
   a reset lock (bond lost): the library's connection fails, nothing moves;
 - a new central outside the activation window cannot bond, so cannot associate;
 - the lock ends a silent session (DisconnectReq TIMEOUT) and the library reconnects on the next
-  command.
+  command;
+- a mode it does not support is refused, a jammed motor leaves the bolt where it was.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 from py_dormakaba_dkey import DKEYLock, device_filter
-from py_dormakaba_dkey.commands import Notifications, UnlockStatus
+from py_dormakaba_dkey.commands import LockMode, Notifications, UnlockStatus
 from py_dormakaba_dkey.errors import (
     Disconnected,
     InvalidActivationCode,
@@ -261,3 +262,21 @@ async def test_the_lock_ends_a_silent_session_and_the_library_comes_back(
     assert dkey.motor_moves == 1 and dkey.faults == []
 
 
+
+
+async def test_a_jammed_motor_and_an_unsupported_mode_leave_the_bolt(
+        air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        client, _ = await associated(air, dkey)
+        await client.update()
+        assert await client.set_mode(LockMode.IN_MODE)  # the library does not wait for the ACK
+        await until(lambda: dkey.refusals["PARAM_NOT_SUPPORTED"] == 1, "the mode refused")
+        dkey.jammed = True
+        assert await client.unlock()  # UNLOCK_RSP comes before the motor runs
+        await until(lambda: not dkey.moving and dkey.refusals["PARAM_NOT_SUPPORTED"] == 1,
+                    "the motor to stall")
+        await client.update()
+        await client.disconnect()
+    assert dkey.locked and dkey.motor_moves == 0
+    assert client.state.unlock_status == UnlockStatus.LOCKED
+    assert dkey.faults == []
