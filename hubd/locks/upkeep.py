@@ -1,5 +1,6 @@
-"""What hubd does for its locks while nobody commands them: the firmware's connection policy
-(firmware/policy.py, docs/lock-protocol.md "Connection policy") for hubd's own drivers.
+"""What hubd does for its locks while nobody commands them: the connection policy the bridge's
+firmware kept until its lock drivers left it (its policy.py; docs/lock-protocol.md, "Connection
+policy"), for hubd's own drivers.
 
 - **Polls**: each lock's reports, state and battery are read at start and every ``poll_s``; the
   state goes to the lock states with source ``poll``. A battery lock pays for a connection this
@@ -41,8 +42,8 @@ _LINK_WAIT_S = 60.0
 
 @dataclass(frozen=True)
 class UpkeepTimings:
-    """The background work's times in seconds; the defaults are the firmware's
-    (firmware/config.py ``poll_ms``, ``scan_every_ms``)."""
+    """The background work's times in seconds; the defaults are the firmware's former
+    ``poll_ms`` and ``scan_every_ms``. To become hubd.toml settings (``[lock_upkeep]``)."""
 
     poll_s: float = 1800.0  # each lock's state and battery, and once at start
     news_gap_s: float = 10.0  # reads for an advert's news, at most this often per lock
