@@ -76,6 +76,7 @@ SW_VERSION = (2, 4, 1)
 ASSOCIATE_ID = b"\xff\xff\xff\xfe"  # the key holder id that asks for an association
 MAX_KEY_HOLDERS = 32
 MAX_MESSAGE = 96  # a reassembled message: the longest the central sends is 64 bytes
+MAX_OUTBOX = 64  # frames queued for a central; more ends the link
 SEGMENT_ACK_S = 5.0  # the central acknowledges each segment of ours; silence ends the link
 BATTERY_FULL = 30  # raw units (the library's scale: >= 28 is 100 %)
 
@@ -270,7 +271,8 @@ class _Session:
         self.waiting_segment: int | None = None
         self.pump: asyncio.Task | None = None
         self.last_heard = asyncio.get_running_loop().time()
-        self.closing = False
+        self.closing = False  # drop the link once the outbox is sent
+        self.dropping = False
 
     # --- out ---------------------------------------------------------------------------------
 
@@ -288,6 +290,9 @@ class _Session:
             pos += 15
         self.outbox.append((char, message(cmd, payload[pos:]), crypto))
         self.reply_clear = False
+        if len(self.outbox) > MAX_OUTBOX:  # a central that writes faster than it acknowledges
+            self.end()
+            return
         if self.pump is None or self.pump.done():
             self.pump = self.lock.radio.spawn(self._pump())
 
@@ -316,8 +321,11 @@ class _Session:
     def end(self) -> None:
         """Drop the link (the lock's verdict on a hostile or broken exchange): nothing more is
         taken now, and the link goes once the write that ended it has had its ATT answer."""
-        self.phase = "ended"
         self.outbox.clear()
+        if self.phase == "ended" and self.dropping:
+            return
+        self.phase = "ended"
+        self.dropping = True
         self.lock.refusals["link ended"] += 1
         asyncio.get_running_loop().call_soon(self._drop)
 
