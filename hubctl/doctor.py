@@ -258,7 +258,9 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
             if d.why == "bridge link down":
                 fix = "the bridge's link is down: fix the bridge link first"
             elif d.last_seen is None:
-                fix = "wait a minute for its first report and run again; if it stays: " + fix
+                fix = ("wait a minute for its first advert and run again; if it stays and "
+                       "journalctl -u hubd says it has no pairing: pair it (hubctl pair); else "
+                       + fix)
             checks.append(Check(name, FAILED, f"unavailable ({d.why or 'not heard'}), {heard}", fix))
         elif d.battery is not None and str(d.battery.state) in ("low", "critical"):
             checks.append(Check(name, FAILED, f"{battery}, {signal}", "change the batteries"))

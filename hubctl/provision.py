@@ -8,7 +8,7 @@ What it writes (``etc`` is ``--etc-dir``, /etc/hubd by default):
 | ``etc/hubd.env`` | 0600 | hubd's secrets as ``HUBD_<SECTION>__<FIELD>=`` lines (systemd's EnvironmentFile) |
 | ``etc/tls/ca.pem`` | 0644 | the broker's CA (``--ca``) |
 | ``etc/tls/client.crt``, ``client.key`` | 0644, 0600 | the hub's client certificate; the key owned by the user hubd runs as |
-| ``etc/bridge.json`` | 0600 | the bridge's configuration: link, alarm unit, LTE and DC-09 (its key), paired locks |
+| ``etc/bridge.json`` | 0600 | the bridge's configuration: link, alarm unit, LTE and DC-09 (its key); no lock |
 
 Everything is checked before anything is written, by the parsers that will read it: hubd's own
 :class:`hubd.config.HubConfig` (with the env file's values, as hubd sees them under systemd) and
@@ -16,6 +16,12 @@ the bridge firmware's ``firmware/config.py`` ``parse()``. Each file is written t
 in its directory, given its mode (and owner) before the first byte, synced, and renamed over the
 old one. A re-run starts from the files already there (the locks ``hubctl pair`` added, values set
 by hand) and changes only what was given. Secrets are never printed.
+
+hubd drives every lock through the bridge's Bluetooth proxy and keeps their pairings in its
+state: bridge.json names no lock. A re-run on an older release's files removes what they had for
+the bridge's own lock drivers (bridge.json's ``locks`` with their secrets and ``policy``,
+hubd.toml's ``lock_driver``) and says so; locks the bridge drove are paired again with
+``hubctl pair``.
 """
 
 from __future__ import annotations
@@ -406,8 +412,9 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     env = read_env(env_path)
     _apply_hub(flags, hub)
     tls_files, sources = _apply_login(flags, hub, env, tls_dir)
-    bridge = _apply_bridge(flags, read_bridge(bridge_path),
-                           hub["serial"].get("baudrate", DEFAULT_BAUD))
+    bridge = read_bridge(bridge_path)
+    upgraded = _drop_bridge_drivers(hub, bridge, toml_path, bridge_path)
+    bridge = _apply_bridge(flags, bridge, hub["serial"].get("baudrate", DEFAULT_BAUD))
     key_note = _apply_link_key(hub, env, bridge)
     lte = bridge["lte"]
     missing = [flag for flag, there in (
@@ -416,8 +423,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         ("--dc09-receiver", "host" in lte), ("--apn", "apn" in lte)) if not there]
     if missing:
         raise Missing(missing)
-    secrets = [s for s in (env.get(PASSWORD_ENV), env.get(LINK_KEY_ENV), lte.get("key")) if s] + [
-        str(lk.get("secret")) for lk in bridge["locks"] if isinstance(lk, dict)]
+    secrets = [s for s in (env.get(PASSWORD_ENV), env.get(LINK_KEY_ENV), lte.get("key")) if s]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
     toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
@@ -447,6 +453,8 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
         dirs.append(bridge_path.parent)
     summary = _summary(config, env, bridge, toml_path, env_path, bridge_path, files)
     summary.insert(-1, key_note)
+    for note in upgraded:
+        summary.insert(-1, note)
     return Plan(files, summary, toml_path, env_path, bridge_path, dirs, secrets)
 
 
@@ -583,11 +591,32 @@ def _hex_field(flag: str, value: str, pattern: re.Pattern[str], what: str) -> st
     return value.upper()
 
 
+def _drop_bridge_drivers(hub: dict[str, Any], bridge: dict[str, Any], toml_path: Path,
+                         bridge_path: Path) -> list[str]:
+    """Remove what an older release wrote for the bridge's own lock drivers; the summary's lines
+    saying what went and what the technician does next."""
+    notes = []
+    driver = hub.pop("lock_driver", None)
+    if driver is not None:
+        notes.append(f"  {toml_path}: lock_driver removed (hubd always drives the locks)")
+    stale = [name for name in ("locks", "policy") if name in bridge]
+    paired = [str(lk.get("id")) for lk in bridge.get("locks") or [] if isinstance(lk, dict)]
+    for name in stale:
+        del bridge[name]
+    if stale:
+        notes.append(f"  {bridge_path}: {' and '.join(stale)} removed (the bridge drives no lock; "
+                     "their secrets are gone from it)")
+    if paired and driver != "hubd":
+        notes.append(f"  the bridge drove {', '.join(paired)}: pair each again with hubctl pair "
+                     "(in pairing mode) once hubd runs this release; until then their commands "
+                     "fail unknown_lock")
+    return notes
+
+
 def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, Any]:
     """bridge.json: its link, the safety alarm unit, the second path (LTE to the DC-09
-    receiver); the locks pairing added stay as they are."""
+    receiver). No lock: hubd drives them through the bridge's proxy."""
     bridge.setdefault("link", {"uart": LINK_UART, "baudrate": baud})
-    bridge.setdefault("locks", [])
     unit = bridge.setdefault("alarm_unit", dict(ALARM_UNIT))
     if flags.alarm_unit_serial is not None:
         unit["serial"] = _hex_field("--alarm-unit-serial", flags.alarm_unit_serial, _UNIT_SERIAL,
@@ -610,7 +639,7 @@ def _apply_bridge(flags: Flags, bridge: dict[str, Any], baud: int) -> dict[str, 
     if flags.dc09_key_file is not None:
         lte["key"] = _dc09_key(flags.dc09_key_file)
     bridge["lte"] = _ordered(lte, ("apn", "host", "port", "account", "receiver", "line", "key"))
-    return _ordered(bridge, ("link", "log", "policy", "locks", "alarm_unit", "lte"))
+    return _ordered(bridge, ("link", "log", "alarm_unit", "lte", "proxy"))
 
 
 def _key_owner(user: str) -> tuple[int, int] | None:
@@ -652,13 +681,13 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
             lines.append(f"  {f.path} ({f.mode:04o}{owner}): {what[f.path.name]}")
     lte = bridge["lte"]
     key = "AES key set (bridge.json, 0600)" if lte.get("key") else "no AES key (plain frames)"
-    paired = ", ".join(str(lk.get("id")) for lk in bridge["locks"]) or "none yet"
     lines.append(f"  {bridge_path} (0600): link on UART {bridge['link'].get('uart', LINK_UART)}; "
                  f"alarm unit on UART {bridge['alarm_unit'].get('uart', ALARM_UNIT['uart'])}, serial "
                  f"{bridge['alarm_unit'].get('serial') or 'not pinned (give --alarm-unit-serial)'}; LTE "
                  f"APN {lte['apn']}; DC-09 receiver {lte['host']}:{lte['port']}, account "
                  f"{lte['account']}, receiver {lte.get('receiver') or 'none'}, line "
-                 f"{lte.get('line', '1')}, {key}; locks {paired}")
+                 f"{lte.get('line', '1')}, {key}; no lock (hubd drives them through the "
+                 "bridge's Bluetooth proxy)")
     lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd")
     return lines
 

@@ -29,8 +29,11 @@ from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
 
-# Short timings so a lock out of range goes unavailable, and the bridge reports, within seconds.
-FAST_POLICY = {"absent_ms": 2000, "scan_every_ms": 500, "scan_ms": 300}
+# Short timings so the bridge reports within seconds. hubd judges a lock absent by its adverts,
+# which the proxy forwards unchanged once a minute (docs/ble-proxy.md): absent_s must stay above.
+FAST_POLICY = {"scan_every_ms": 500, "scan_ms": 300}
+ABSENT_S = 75
+FAST_ABSENT = f"[devices.absent_s]\ninside_turner = {ABSENT_S}\n"
 FAST_HEALTH = {"health_ms": 1000}
 PASSWORD = "the-right-password"
 
@@ -62,7 +65,8 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
                                   "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
         assert home.modem is not None
         home.modem.coverage = coverage
-        hub = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock", env)
+        hub = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock", env,
+                              extra=FAST_ABSENT)
         started.append(hub)
         return hub
 
@@ -124,7 +128,8 @@ def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> No
     lock_id, lock = next(iter(hub.home.home.locks.items()))
     hub.home.call(lambda: setattr(lock, "in_range", False))
     hub.wait_for(f"{lock_id} unavailable",
-                 lambda s: any(d.device == lock_id and not d.available for d in s.devices))
+                 lambda s: any(d.device == lock_id and not d.available for d in s.devices),
+                 timeout=ABSENT_S + 120)
 
     proc = hubctl("doctor", "--config", hub.config)
     lines = checklist(proc)

@@ -139,7 +139,7 @@ def test_provision_writes_hubd_toml_env_and_bridge_json_each_with_its_mode(input
     assert env_line("HUBD_MQTT__PASSWORD", PASSWORD) in env_lines
 
     bridge = firmware_parse(etc / "bridge.json")
-    assert bridge["locks"] == []
+    assert "locks" not in json.loads((etc / "bridge.json").read_text()), "hubd drives the locks"
     assert (bridge["link"]["uart"], bridge["link"]["baudrate"]) == (1, 115200)
     # The serial link's key: made once, the same for hubd and the bridge, in no file others read.
     assert config.serial.key == bridge["link"]["key"] and len(config.serial.key) == 32
@@ -212,6 +212,7 @@ def test_no_secret_appears_in_any_output_or_in_a_file_others_can_read(
                         "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": LOCK_SECRET}]
     bridge.write_text(json.dumps(paired))
     outputs.append(hubctl("provision", "--etc-dir", inputs.etc, "--apn", "other.apn"))
+    assert LOCK_SECRET not in bridge.read_text(), "an older release's lock secret is removed"
     # Refusals, with the secrets given, say nothing of them either.
     outputs.append(hubctl("provision", *inputs.args(apn="bad apn!")))
     outputs.append(hubctl("provision", *inputs.args(broker=f"mqtt://{HUB}:{PASSWORD}@host")))
@@ -248,11 +249,6 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     hub["locks"] = {"front-door": "inside_turner"}
     hub["log_level"] = "DEBUG"
     toml_path.write_text(tomli_w.dumps(hub))
-    bridge = json.loads(bridge_path.read_text())
-    bridge["locks"] = [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
-                        "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": LOCK_SECRET}]
-    bridge["policy"] = {"poll_ms": 600000}
-    bridge_path.write_text(json.dumps(bridge))
     before = hubd_sees(inputs.etc)
     before_bridge = firmware_parse(bridge_path)
 
@@ -266,14 +262,46 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     assert after.mqtt.password is not None and after.mqtt.password.get_secret_value() == PASSWORD
     assert after.model_dump(exclude={"mqtt"}) == before.model_dump(exclude={"mqtt"})
     assert after_bridge["lte"]["apn"] == "telenor.m2m"
-    assert after_bridge["locks"] == before_bridge["locks"]
-    assert after_bridge["policy"]["poll_ms"] == 600000
     assert {k: v for k, v in after_bridge["lte"].items() if k != "apn"} == \
         {k: v for k, v in before_bridge["lte"].items() if k != "apn"}
     assert "locks front-door" in proc.stdout
     assert (mode(inputs.etc / "hubd.env"), mode(bridge_path)) == (0o600, 0o600)
     assert after.serial.key == before.serial.key == after_bridge["link"]["key"]
     assert "serial link key: kept" in proc.stdout and "must be flashed" not in proc.stdout
+    assert "removed" not in proc.stdout, "nothing of an older release to remove"
+
+
+@pytest.mark.parametrize("driver", ["bridge", "hubd"])
+def test_a_rerun_on_an_older_releases_files_removes_the_bridges_lock_drivers_and_says_what_next(
+        inputs: Inputs, driver: str) -> None:
+    # An older release: the bridge drove the locks (their secrets in bridge.json) or hubd did.
+    assert hubctl("provision", *inputs.args()).returncode == 0
+    toml_path, bridge_path = inputs.etc / "hubd.toml", inputs.etc / "bridge.json"
+    hub = tomllib.loads(toml_path.read_text())
+    hub["locks"] = {"front-door": "inside_turner"}
+    hub["lock_driver"] = driver
+    toml_path.write_text(tomli_w.dumps(hub))
+    bridge = json.loads(bridge_path.read_text())
+    if driver == "bridge":
+        bridge["locks"] = [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
+                            "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": LOCK_SECRET}]
+    bridge["policy"] = {"poll_ms": 600000}
+    bridge_path.write_text(json.dumps(bridge))
+
+    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    after = hubd_sees(inputs.etc)
+    assert after.locks == {"front-door": "inside_turner"} and after.upgrade_notes == []
+    assert "lock_driver" not in toml_path.read_text()
+    left = json.loads(bridge_path.read_text())
+    assert "locks" not in left and "policy" not in left
+    assert LOCK_SECRET not in bridge_path.read_text() + proc.stdout + proc.stderr
+    assert "lock_driver removed" in proc.stdout
+    if driver == "bridge":
+        assert "locks and policy removed" in proc.stdout
+        assert "the bridge drove front-door: pair each again with hubctl pair" in proc.stdout
+    else:
+        assert "policy removed" in proc.stdout and "pair each again" not in proc.stdout
 
 
 def test_the_alarm_unit_serial_pins_the_bridge_to_that_unit(inputs: Inputs) -> None:
@@ -480,9 +508,9 @@ def test_existing_files_that_do_not_parse_are_one_line_naming_the_file(inputs: I
     (inputs.etc / "bridge.json").write_text("{")
     line = one_error_line(hubctl("provision", *inputs.args()))
     assert f"{inputs.etc / 'bridge.json'} is not valid JSON" in line
-    (inputs.etc / "bridge.json").write_text(json.dumps({"locks": [{"id": "x", "kind": "deadbolt"}]}))
+    (inputs.etc / "bridge.json").write_text(json.dumps({"log": "deafening"}))
     line = one_error_line(hubctl("provision", *inputs.args()))
-    assert "the bridge would not start with" in line and "deadbolt" in line
+    assert "the bridge would not start with" in line and "deafening" in line
     assert sorted(p.name for p in files_under(inputs.etc)) == ["bridge.json"]
 
 
