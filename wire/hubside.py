@@ -9,11 +9,6 @@ from wire import messages
 from wire.messages import make
 
 
-def op(rid, lock, action, cmd, ttl):
-    """Ask the bridge to run `action` on `lock` for command id `cmd`, starting within `ttl` ms."""
-    return make(messages.OP, rid, lock, action, cmd, ttl)
-
-
 def alarm_stored(alarm_id):
     """hubd has the alarm in its durable outbox."""
     return make(messages.ALARM_STORED, alarm_id)

@@ -5,21 +5,7 @@ make(KIND, field values...) (what only hubd sends: wire/hubside.py) and read the
 which bounds the payload (MAX_SIZE bytes, MAX_NESTED objects and arrays) before parsing and checks
 kinds, fields and types, so any payload, corrupt or hostile, is a message or a MessageError.
 
-hubd -> bridge
-    op       {"m":"op","rid":int,"lock":str,"action":str,"cmd":str,"ttl":int}
-             ttl: milliseconds from receipt after which the bridge must not start the op
-bridge -> hubd
-    written  {"m":"written","rid":int}            the lock command write is being attempted
-    result   {"m":"result","rid":int,"outcome":str,"reason":str|null,"state":str|null,
-              "battery":int|null,"ms":int|null,"ble":int|null}
-                                                    the final result of one op (outcome and
-                                                    reason: wire.outcomes); ms: time on the
-                                                    bridge from receipt to result, ble: of that,
-                                                    the time in the lock driver (the radio)
-    state    {"m":"state","lock":str,"state":str,"battery":int|null,"source":str}
-              a lock state the bridge learned without an op (source: wire.lockkinds.SOURCES)
-    event    {"m":"event","lock":str,"event":str,"source":str,"state":str|null,"battery":int|null}
-              a happening that is not a state (wire.lockkinds.EVENTS: key taken, box opened...)
+Locks are driven by hubd through the Bluetooth proxy (below): no message names a lock.
 
 Safety alarms (wire/alarms.py has the vocabulary):
 bridge -> hubd
@@ -56,27 +42,11 @@ hubd -> bridge
     test_alarm {"m":"test_alarm","ref":str,"lte":bool}
              journal a `test` alarm whose device is ``ref`` and carry it like any alarm; with
              lte also hand it to the second path at once (answered by `alarm`, `alarm_lte`)
-    scan     {"m":"scan","ms":int}     look for reference locks for ms milliseconds (active scan)
-    pair     {"m":"pair","lock":str,"kind":str,"addr":str,"addr_type":int,"secret":str,
-              "setup":str}
-             give the lock at addr (in pairing mode) the 32-byte secret (64 hex digits), proven
-             with its factory setup key (64 hex digits); on success the bridge keeps it as
-             ``lock`` in bridge.json and drives it from then on
-    unpair   {"m":"unpair","lock":str}   make the lock forget its secret, and forget the lock
-    wipe     {"m":"wipe"}    remove every lock and the LTE section (its DC-09 key) from
-             bridge.json, then restart
+    wipe     {"m":"wipe"}    remove the LTE section (its DC-09 key) and any lock list an older
+             provisioning left from bridge.json, delete the proxy's bonds, then restart
 bridge -> hubd
-    found    {"m":"found","addr":str,"addr_type":int,"kind":str,"rssi":int,"battery":int|null,
-              "name":str|null,"pairing":bool,"lock":str|null}
-             one lock heard in a scan (lock: its id if this bridge has it already)
-    scan_done {"m":"scan_done","count":int}   the scan ended; count `found` were sent
-    paired   {"m":"paired","lock":str,"result":str,"state":str|null,"battery":int|null}
-             PAIR_RESULTS; "ok": the lock proved it holds the secret
-    unpaired {"m":"unpaired","lock":str,"result":str}
-             UNPAIR_RESULTS; the bridge has forgotten the lock whatever the result ("ok": the
-             lock confirmed it forgot its secret)
-    wiped    {"m":"wiped","locks":int}   bridge.json rewritten (locks: how many it forgot);
-             the bridge restarts next
+    wiped    {"m":"wiped","locks":int}   bridge.json rewritten (locks: how many entries an
+             older provisioning's lock list had); the bridge restarts next
 
 The Bluetooth proxy (docs/ble-proxy.md): hubd's bleak backend asks, the bridge performs the GAP
 and GATT procedure with MicroPython's `bluetooth` and answers. Binary data travels as hex
@@ -116,13 +86,6 @@ bridge -> hubd
 
 import json
 
-from wire import outcomes
-
-OP = "op"
-WRITTEN = "written"
-RESULT = "result"
-STATE = "state"
-EVENT = "event"
 ALARM = "alarm"
 ALARM_LTE = "alarm_lte"
 ALARM_STORED = "alarm_stored"
@@ -132,13 +95,6 @@ DEVICE = "device"
 HEALTH = "health"
 HEALTH_REQUEST = "health_request"
 TEST_ALARM = "test_alarm"
-SCAN = "scan"
-FOUND = "found"
-SCAN_DONE = "scan_done"
-PAIR = "pair"
-PAIRED = "paired"
-UNPAIR = "unpair"
-UNPAIRED = "unpaired"
 WIPE = "wipe"
 WIPED = "wiped"
 BLE_SCAN = "ble_scan"
@@ -159,7 +115,6 @@ BLE_ADV = "ble_adv"
 BLE_NOTIFY = "ble_notify"
 BLE_LOST = "ble_lost"
 
-ACTIONS = ("unlock", "lock", "unlatch", "status")
 # The proxy's answers: done; the peer did not answer in time (a timed-out GATT procedure also
 # drops the connection: the bearer's state is unknown); no connection could be made; the
 # connection went down before or during it; every connection slot is taken; the peer answered
@@ -192,25 +147,11 @@ COUNT_CAP = 99999999
 # health's "reset": machine.reset_cause() n (1..5 on the ESP32) is RESETS[n - 1]
 RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")
 
-# What a pairing achieved: ok; the lock is not in pairing mode; the setup key is wrong; no
-# connection; the lock's answer did not verify with the new secret; the id or address is taken;
-# the bridge has as many locks as it can drive; anything else (storage, protocol).
-PAIR_RESULTS = ("ok", "not_pairing", "auth_failed", "unreachable", "bad_lock_mac", "exists",
-                "full", "failed")
-# What an unpairing achieved (the bridge forgets the lock in every case): ok; the lock was not
-# reached or refused; no such lock on the bridge.
-UNPAIR_RESULTS = ("ok", "unreachable", "auth_failed", "bad_lock_mac", "unknown_lock", "failed")
-
 # Each kind's fields, in order, as "name:type" words: type int, str (1..MAX_ID characters), bool,
 # counters (an object of at most 16 names, each an int) or ".name", the nested object of that
 # name below; a trailing "?" also allows null. Strings, not tuples: this table is on the bridge's
 # short heap too.
 _FIELDS = {
-    OP: "rid:int lock:str action:str cmd:str ttl:int",
-    WRITTEN: "rid:int",
-    RESULT: "rid:int outcome:str reason:str? state:str? battery:int? ms:int? ble:int?",
-    STATE: "lock:str state:str battery:int? source:str",
-    EVENT: "lock:str event:str source:str state:str? battery:int?",
     ALARM: "id:str event:str device:str unit_at:int bridge_at:int?",
     ALARM_LTE: "id:str result:str",
     ALARM_STORED: "id:str",
@@ -222,13 +163,6 @@ _FIELDS = {
             " lte:.lte? unit:.unit? journals:.journals clock:int?",
     HEALTH_REQUEST: "",
     TEST_ALARM: "ref:str lte:bool",
-    SCAN: "ms:int",
-    FOUND: "addr:str addr_type:int kind:str rssi:int battery:int? name:str? pairing:bool lock:str?",
-    SCAN_DONE: "count:int",
-    PAIR: "lock:str kind:str addr:str addr_type:int secret:str setup:str",
-    PAIRED: "lock:str result:str state:str? battery:int?",
-    UNPAIR: "lock:str",
-    UNPAIRED: "lock:str result:str",
     WIPE: "",
     WIPED: "locks:int",
     BLE_SCAN: "rid:int ms:int active:bool",
@@ -356,18 +290,8 @@ def decode(payload):
     bad = _bad(obj, fields)
     if bad is not None:
         raise MessageError("%s: field %r missing or of the wrong type" % (kind, bad))
-    if kind == OP and obj["action"] not in ACTIONS:
-        raise MessageError("op: unsupported action %r" % obj["action"])
-    if kind == RESULT and obj["outcome"] not in outcomes.OUTCOMES:
-        raise MessageError("result: unknown outcome %r" % obj["outcome"])
-    if kind == RESULT and obj["reason"] is not None and obj["reason"] not in outcomes.RESULT_REASONS:
-        raise MessageError("result: unknown reason %r" % obj["reason"])
     if kind == DEVICE and obj["unit"] is not None and obj["unit"] not in UNITS:
         raise MessageError("device: unknown unit %r" % obj["unit"])
-    if kind == PAIRED and obj["result"] not in PAIR_RESULTS:
-        raise MessageError("paired: unknown result %r" % obj["result"])
-    if kind == UNPAIRED and obj["result"] not in UNPAIR_RESULTS:
-        raise MessageError("unpaired: unknown result %r" % obj["result"])
     if kind == BLE_DONE and obj["status"] not in BLE_STATUSES:
         raise MessageError("ble_done: unknown status %r" % obj["status"])
     if kind == BLE_LOST and obj["reason"] not in BLE_LOST_REASONS:

@@ -1,10 +1,11 @@
 """What became of a lock operation, and every reason the hub can give when it did not succeed.
 
-One vocabulary, imported by the firmware (its results), hubd (its own reasons and the bridge's,
-passed through) and hubapi (the answers a backend decodes). The link's decoder refuses a result
-whose outcome or reason is not here (wire/messages.py), hubapi's ``Answer`` likewise, and
+One vocabulary, imported by hubd (its lock drivers' results, which reach the locks through the
+bridge's Bluetooth proxy, and its own reasons) and hubapi (the answers a backend decodes). hubd's
+``OpResult`` refuses an outcome or reason that is not here, hubapi's ``Answer`` likewise, and
 docs/mqtt-api.md lists every reason with its meaning (generated from hubapi.schema). A new
-reason is added here first. Plain tuples of str: the bridge imports this module too.
+reason is added here first. Plain tuples of str, as when the bridge ran the drivers and imported
+this module too (it no longer does).
 """
 
 # -- outcomes of an operation (a link "result"; the final status of an answer) ---------------
@@ -14,7 +15,7 @@ TIMED_OUT = "timed_out"  # the lock could not be reached in time; the command wa
 INCOMPLETE = "incomplete"  # written, but its result was lost: the lock may have moved; never resent
 OUTCOMES = (SUCCEEDED, FAILED, TIMED_OUT, INCOMPLETE)
 
-# -- the lock refused: its protocol status (wire/lockproto.STATUSES), passed on by the bridge --
+# -- the lock refused: its protocol status (wire/lockproto.STATUSES), passed on by the driver --
 AUTH_FAILED = "auth_failed"
 BUSY = "busy"
 JAMMED = "jammed"
@@ -27,7 +28,8 @@ NOT_PAIRING = "not_pairing"
 LOCK_REASONS = (AUTH_FAILED, BUSY, JAMMED, LOW_BATTERY, BAD_REQUEST, CHALLENGE_EXPIRED, DUPLICATE,
                 UNSUPPORTED, NOT_PAIRING)
 
-# -- the bridge: before the lock, and on the way to it and back ------------------------------
+# -- the lock driver: before the lock, and on the way to it and back (the names say "bridge"
+# where the firmware's drivers gave them first; the API keeps them) -------------------------
 UNKNOWN_LOCK = "unknown_lock"
 UNSUPPORTED_ACTION = "unsupported_action"
 DUPLICATE_COMMAND = "duplicate_command"
@@ -55,8 +57,8 @@ HUBD_RESTARTED = "hubd_restarted"
 HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
                EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED)
 
-# What a link "result" may carry (the lock's and the bridge's), and every reason of a final status
-# other than succeeded (those and hubd's).
+# What a lock driver's result may carry (the lock's and the driver's), and every reason of a final
+# status other than succeeded (those and hubd's).
 RESULT_REASONS = LOCK_REASONS + BRIDGE_REASONS
 REASONS = RESULT_REASONS + HUB_REASONS
 

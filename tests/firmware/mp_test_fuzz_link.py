@@ -3,7 +3,7 @@ decodes or raises FrameError, and Link.feed() never raises (tests/firmware/fuzz.
 
 import fuzz
 from fuzz import chain, fail, mutants, noise, rand, rbytes
-from wire import frame, hubside, link
+from wire import frame, link, messages
 from wire.hmac_sha256 import Key
 
 HUB_SESSION = 0x1A2B3C4D
@@ -35,8 +35,8 @@ def _hello_frame(session=HUB_SESSION, peer=BRIDGE_SESSION, **kw):
 
 
 def _valid_frames():
-    op = hubside.op(7, "front-door", "unlock", "c0ffee", 5000)
-    return [_signed(frame.T_DATA, 0, op), _signed(frame.T_DATA, 200, b"x" * 512),
+    write = messages.make(messages.BLE_WRITE, 7, 1, 3, "0102", True, 2000)
+    return [_signed(frame.T_DATA, 0, write), _signed(frame.T_DATA, 200, b"x" * 512),
             _signed(frame.T_ACK, 3), _signed(frame.T_HEARTBEAT, 0), _hello_frame(),
             _signed(frame.T_DATA, 1, b"")]
 

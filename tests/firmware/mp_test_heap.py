@@ -116,7 +116,7 @@ def test_a_frame_that_meets_a_full_heap_is_lost_and_the_peer_sends_it_again():
 
     run(300)
     assert hub.state == link.UP and bridge.state == link.UP
-    payload = messages.make(messages.RESULT, 1, "succeeded", None, "unlocked", 90) + b" " * 300
+    payload = messages.make(messages.BLE_DONE, 1, "ok", None, "ab" * 100) + b" " * 100
     hub.send(payload)
     before = heap.drops
     run(20, starve=True)  # the bridge's heap is full when the frame arrives

@@ -2,7 +2,7 @@
 
 import time
 
-from wire import cobs, frame, hubside, link, messages
+from wire import cobs, frame, link, messages
 from wire.crc import crc16
 
 
@@ -52,7 +52,7 @@ def test_link_delivers_in_order_across_the_tick_wraparound():
     now = _run(a, b, now, 200, got)
     assert a.state == link.UP and b.state == link.UP
     for i in range(20):
-        a.send(hubside.op(i, "front-door", "unlock", "cmd-%d" % i, 5000))
+        a.send(messages.make(messages.BLE_WRITE, i, 1, 3, "%04x" % i, True, 2000))
         now = _run(a, b, now, 20, got)
     now = _run(a, b, now, 3000, got)
     assert [messages.decode(p)["rid"] for p in got["b"]] == list(range(20))
@@ -65,7 +65,7 @@ def test_corrupted_frames_are_rejected_by_crc_and_retransmitted():
     got = {"a": [], "b": []}
     now = _run(a, b, now, 200, got)
     for i in range(10):
-        b.send(messages.make(messages.RESULT, i, "succeeded", None, "unlocked", 90))
+        b.send(messages.make(messages.BLE_DONE, i, "ok"))
     _run(a, b, now, 5000, got, corrupt_every=3)
     assert [messages.decode(p)["rid"] for p in got["a"]] == list(range(10))
     assert a.stats["crc_errors"] + b.stats["crc_errors"] > 0
@@ -73,8 +73,10 @@ def test_corrupted_frames_are_rejected_by_crc_and_retransmitted():
 
 
 def test_hostile_payloads_raise_message_error():
-    for bad in (b"", b"[]", b"{}", b'{"m":"op","rid":"1"}', b"\xff\xfe",
-                b'{"m":"op","rid":1,"lock":"x","action":"explode","cmd":"c","ttl":1}'):
+    for bad in (b"", b"[]", b"{}", b'{"m":"ble_read","rid":"1"}', b"\xff\xfe",
+                b'{"m":"ble_subscribe","rid":1,"conn":1,"handle":"x","mode":1}',
+                b'{"m":"ble_done","rid":1,"status":"exploded"}',
+                b'{"m":"op","rid":1,"lock":"x","action":"unlock","cmd":"c","ttl":1}'):
         try:
             messages.decode(bad)
         except messages.MessageError:
@@ -91,8 +93,9 @@ def test_after_hubd_restarts_what_never_left_is_queued_again_but_alarms():
     host = HostLink(None, "fw-test", KEY)
     seen = []
     host.on_state = lambda kind, value: seen.append(kind)
-    turned = messages.make(messages.EVENT, "key-box", "key_taken", "manual", None, 80)
-    state = messages.make(messages.STATE, "front-door", "unlocked", 80, "manual")
+    turned = messages.make(messages.DEVICE, "au00000001", "base_unit", "base-nimh-4.8v", 5000,
+                           "mV", False)
+    state = messages.make(messages.DEVICE, "bridge", "bridge", "bridge-liion-1s", 3900, "mV")
     alarm = messages.make(messages.ALARM, "au00000001-5", "button", "pendant", 0)
     lte = messages.make(messages.ALARM_LTE, "au00000001-5", "ack")
     host._overflow = [turned, lte]
@@ -112,13 +115,14 @@ def test_forged_and_replayed_frames_are_refused_in_micropython():
     got = {"a": [], "b": []}
     now = _run(a, b, now, 200, got)
     ctx = frame.context(frame.ROLE_HUB, a.session, b.session)
-    forged = frame.encode(frame.T_DATA, b._rx_expect, hubside.op(9, "front-door", "unlock", "x", 5000),
+    forged = frame.encode(frame.T_DATA, b._rx_expect,
+                          messages.make(messages.BLE_WRITE, 9, 1, 3, "ff", True, 2000),
                           a._tx_counter + 1, Key(b"F" * 32), ctx)
     b.feed(b"\x00" + forged, now)
-    a.send(hubside.op(1, "front-door", "unlock", "real", 5000))
+    a.send(messages.make(messages.BLE_WRITE, 1, 1, 3, "01", True, 2000))
     real = a.poll(now)
     b.feed(real, now)
     b.feed(b"\x00" + real, now)  # played back at once
     now = _run(a, b, now, 300, got)
-    assert [messages.decode(p)["cmd"] for p in got["b"]] == ["real"], got["b"]
+    assert [messages.decode(p)["rid"] for p in got["b"]] == [1], got["b"]
     assert b.stats["auth_errors"] == 1 and b.stats["replays"] == 1, b.stats

@@ -78,16 +78,16 @@ def test_health_at_its_longest_fits_one_link_frame():
     assert len(payload) == 511  # docs/serial-link.md, "Byte budget"
 
 
-def test_the_op_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show():
-    payload = hubside.op(1, "front-door", "unlock", "c0ffee", 5000)
-    assert payload == (b'{"m": "op", "rid": 1, "lock": "front-door", "action": "unlock", '
-                       b'"cmd": "c0ffee", "ttl": 5000}')
+def test_the_write_of_the_serial_link_example_is_byte_for_byte_what_the_docs_show():
+    payload = messages.make(messages.BLE_WRITE, 1, 1, 3, "01", True, 2000)
+    assert payload == (b'{"m": "ble_write", "rid": 1, "conn": 1, "handle": 3, "data": "01", '
+                       b'"response": true, "ms": 2000}')
     line = frame.encode(frame.T_DATA, 0, payload, 5, Key(bytes(range(32))),
                         frame.context(frame.ROLE_HUB, 0x1A2B3C4D, 0x0BADCAFE))
     raw = cobs.decode(line[:-1])
-    # docs/serial-link.md: counter 5, tag 9e25e1d82aaa8619, CRC 0x4a67
-    assert raw[-14:] == bytes.fromhex("00000005 9e25e1d82aaa8619 4a67")
-    assert line[:3] == bytes.fromhex("02015e") and line[-15:] == bytes.fromhex("01010c05 9e25e1d82aaa8619 4a67 00")
+    # docs/serial-link.md: counter 5, tag dd7eeb17e01ee49e, CRC 0x2868
+    assert raw[-14:] == bytes.fromhex("00000005 dd7eeb17e01ee49e 2868")
+    assert line[:3] == bytes.fromhex("020161") and line[-15:] == bytes.fromhex("01010c05 dd7eeb17e01ee49e 2868 00")
 
 
 def test_the_ack_hello_and_heartbeat_examples_are_byte_for_byte_what_the_docs_show():
