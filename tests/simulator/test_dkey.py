@@ -76,7 +76,6 @@ def sim_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 def dkey(air: Radio) -> DKeyLock:
     lock = DKeyLock("F0:94:0A:00:00:01", name="Front door", activation_code=CODE,
                     travel_time_s=0.2)
-    lock.encrypt_within_s = 0.5
     air.add(lock)
     return lock
 
@@ -223,6 +222,7 @@ async def test_a_reset_lock_lost_the_bond_so_the_library_cannot_connect(
         client, data = await associated(air, dkey)
         await client.disconnect()
         dkey.factory_reset()
+        dkey.encrypt_within_s = 0.5  # the links the library leaves open go sooner
         device, adv = await found(air, dkey)
         later = DKEYLock(device, adv)
         later.set_association_data(data)
@@ -237,6 +237,7 @@ async def test_a_reset_lock_lost_the_bond_so_the_library_cannot_connect(
 async def test_a_new_central_cannot_bond_outside_the_activation_window(
         air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
     dkey.close_activation_window()
+    dkey.encrypt_within_s = 0.5  # the links the library leaves open go sooner
     async with asyncio.timeout(TIMEOUT):
         device, adv = await found(air, dkey)
         client = DKEYLock(device, adv)
@@ -249,7 +250,7 @@ async def test_a_new_central_cannot_bond_outside_the_activation_window(
 
 async def test_the_lock_ends_a_silent_session_and_the_library_comes_back(
         air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
-    dkey.session_idle_s = 1.0
+    dkey.session_idle_s = 2.0
     async with asyncio.timeout(TIMEOUT):
         client, _ = await associated(air, dkey)
         await client.update()
