@@ -27,7 +27,9 @@ What it does, as the real lock does where the library can tell (docs/dkey.md, "F
 - Lock, unlock and the lock mode move a motor for ``travel_time_s``; the state and battery
   reach a key holder that enabled notifications; a manual turn does too.
 - A link silent for ``idle_timeout_s`` (30 s, as the real lock) is ended with a disconnect
-  request (reason TIMEOUT), then dropped. One central at a time: a second link is dropped.
+  request (reason TIMEOUT), then dropped. One central at a time: no adverts while one is
+  connected, and a link not encrypted within ``encrypt_within_s`` is dropped (assumed, see
+  docs/dkey.md).
 
 Every byte from a central is hostile: a frame of the wrong size, an unknown or misplaced
 command, a point off the curve, a segment flood are refused (an ATT error, an error
