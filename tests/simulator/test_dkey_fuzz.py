@@ -7,7 +7,8 @@ input from anyone nearby. Seeded, so a failure repeats.
   library still associates and unlocks;
 - well-encrypted commands of any id and length from an authenticated key holder (sent with the
   library's own ``send_cmd``, so every frame passes its CRC): the same, and the motor moves only
-  for an UNLOCK or a CHANGE_MODE that is well formed.
+  for an UNLOCK or a CHANGE_MODE that is well formed;
+- mid-association, an ECDH point off the curve ends the link, no association kept.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from bleak.exc import BleakError
 from py_dormakaba_dkey.commands import UnknownCommand, UnlockStatus
 
 from simulator.bleak_backend import SimClient
-from simulator.dkey import FROM_LOCK_UUID, TO_LOCK_UUID, DKeyLock
+from simulator.dkey import (FROM_LOCK_UUID, TO_LOCK_UUID, DKeyLock, SessionCrypto, code_answer,
+                            session_iv)
 from simulator.radio import Radio
-from tests.simulator.test_dkey import air, associated, dkey, sim_backend  # noqa: F401
+from tests.simulator.test_dkey import CODE, air, associated, dkey, sim_backend  # noqa: F401
 from tests.waiting import until
 
 TIMEOUT = 120.0  # a hang guard
@@ -112,4 +114,66 @@ async def test_hostile_commands_inside_a_session_are_refused(
         assert await (lock.lock() if target else lock.unlock())
         await until(lambda: dkey.locked == target, "the last move")
         await lock.disconnect()
+    assert dkey.faults == []
+
+
+async def test_a_point_off_the_curve_ends_the_association(
+        air: Radio, dkey: DKeyLock) -> None:  # noqa: F811
+    """A central that knows the activation code (the code challenge done by hand, with the
+    stream rules of docs/dkey.md) sends an ECDH point that is not on P-256: the lock ends the
+    link and keeps no association."""
+    address = ":".join(f"{b:02X}" for b in dkey.address)
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+    async with asyncio.timeout(TIMEOUT):
+        client = BleakClient(address, backend=SimClient, radio_socket=air.socket_path)
+        await client.connect()
+        await client.pair()
+        for uuid in (TO_LOCK_UUID, FROM_LOCK_UUID):
+            await client.start_notify(uuid, lambda _c, data: heard.put_nowait(bytes(data)))
+        tail = os.urandom(4)
+        await client.write_gatt_char(TO_LOCK_UUID, bytes((0x00, 4)) + tail, response=True)
+        assert (await heard.get())[:2] == bytes((0x50, 18))
+        assert (await heard.get())[:2] == bytes((0x00, 4))
+        identity = bytes((0, 27, 1, 2, 6)) + b"\xff\xff\xff\xfe" + bytes(9)
+        await client.write_gatt_char(FROM_LOCK_UUID, bytes((0x50, 18)) + identity, response=True)
+        await client.write_gatt_char(TO_LOCK_UUID, bytes((0x34, 5, 1)) + b"\xff\xff\xff\xfe",
+                                     response=True)
+        challenge = await heard.get()
+        assert challenge[:2] == bytes((0x23, 16))
+        await client.write_gatt_char(FROM_LOCK_UUID, bytes((0x51, 2, 0, 0x23)), response=True)
+        iv = session_iv(challenge[2:18], tail)
+        await client.write_gatt_char(TO_LOCK_UUID, bytes((0x24, 16)) + code_answer(CODE, iv),
+                                     response=True)
+        assert await heard.get() == bytes((0x51, 2, 0, 0x24)), "the code accepted, in the clear"
+        session = SessionCrypto.for_code(CODE, iv)  # the central's ends of the two streams
+
+        async def receive() -> bytes:
+            plain = session.to_central.open(await heard.get())
+            assert plain is not None, "a frame from the lock failed its check"
+            return plain
+
+        async def send(uuid: str, plain: bytes) -> None:
+            await client.write_gatt_char(uuid, session.from_central.seal(plain), response=True)
+
+        assert (await receive())[:16] == bytes((0x25, 14)) + b"handshakecheck"
+        await send(FROM_LOCK_UUID, bytes((0x51, 2, 0, 0x25)))
+        point = b""
+        while True:
+            frame = await receive()
+            if frame[0] == 0x97:  # a segment of ECDH_PUBLIC
+                point += frame[1:16]
+                await send(FROM_LOCK_UUID, bytes((0x51, 2, 0, 0x17)))
+                continue
+            assert frame[:2] == bytes((0x17, 4))
+            point += frame[2:6]
+            break
+        assert len(point) == 64
+        await send(FROM_LOCK_UUID, bytes((0x51, 2, 0, 0x17)))
+        off_curve = bytes(63) + b"\x01"  # (0, 1) is not on P-256
+        for i in range(4):
+            await send(TO_LOCK_UUID, bytes((0x98,)) + off_curve[i * 15:(i + 1) * 15])
+            assert (await receive())[:4] == bytes((0x51, 2, 0, 0x18)), "each segment ACKed"
+        await send(TO_LOCK_UUID, bytes((0x18, 4)) + off_curve[60:])
+        await until(lambda: not client.is_connected and not dkey.links, "the link to end")
+    assert dkey.associations == {} and dkey.refusals["link ended"] == 1
     assert dkey.faults == []
