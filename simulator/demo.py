@@ -2,7 +2,9 @@
 
 It starts an MQTT broker in this process (amqtt, so nothing needs installing), a simulated home
 (an inside-turner lock with a motor, a safety alarm unit with its pendant, an LTE modem; the real
-bridge firmware in MicroPython), hubd as its own process on the home's serial port, a scripted
+bridge firmware in MicroPython as the lock's Bluetooth proxy), hubd as its own process on the
+home's serial port, driving the lock through the proxy (its pairing in hubd's state, as
+``hubctl pair`` leaves it), a scripted
 backend that signs open and lock commands, and the reference alarm centre (MQTT side and SIA
 DC-09 receiver). Each round the nurse's app unlocks and locks the door, and the resident presses
 the alarm button. Every line says who is speaking: the backend, hubd, the bridge firmware, the
@@ -30,7 +32,7 @@ from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.console import bridge_line, say, watch_alarms, watch_locks
 from simulator.ports import free_port as free_tcp_port
-from simulator.home import SimulatedHome, default_locks
+from simulator.home import SimulatedHome, default_locks, record_pairings
 from wire import alarms, lockkinds
 
 HUB_ID = "demo-hub"
@@ -177,9 +179,12 @@ async def run(args: argparse.Namespace) -> int:
             centre_started = True
             say("demo", f"alarm centre listening on MQTT and for SIA DC-09 on 127.0.0.1:{dc09_port}")
             await home.start()
-            say("demo", f"simulated bridge running the real firmware in MicroPython; "
-                        f"serial port {home.port}")
+            say("demo", f"simulated bridge running the real firmware in MicroPython as the "
+                        f"lock's Bluetooth proxy; serial port {home.port}")
             cfg = work / "hubd.toml"
+            record_pairings(work / "hubd-state", home.locks.values())  # hubd_config's state_dir
+            say("demo", f"{', '.join(home.locks)} paired with hubd (its secret in hubd's state, "
+                        "as hubctl pair leaves it); hubd drives it through the bridge")
             hubd_config(cfg, port, home.port, home.link_key, signing.public_key_text(key), list(home.locks))
             hubd = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hubd", "--config", str(cfg),

@@ -4,14 +4,14 @@
     home = SimulatedHome(workdir, locks=every_kind())
     await home.start()
     home.port                               # the pty hubd opens, like /dev/ttyUSB0
-    record_pairings(state_dir, home.locks.values())   # tests.fixtures: hubd's pairings
+    record_pairings(state_dir, home.locks.values())   # their pairings into hubd's state
     home.locks["front-door"].motor_moves    # what the lock really did
     await home.stop()
 
 The bridge is the locks' Bluetooth proxy (the real firmware): its bridge.json names no lock, and
 hubd drives them. The locks come paired, each with its own secret, as ``hubctl pair`` leaves
-them: a test gives hubd their pairings (tests.fixtures.record_pairings, or :func:`paired` for a
-driver made by hand). :func:`unpaired_lock` is one fresh from the box, to pair through hubd.
+them: a test gives hubd their pairings (:func:`record_pairings`, or :func:`paired` for a driver
+made by hand). :func:`unpaired_lock` is one fresh from the box, to pair through hubd.
 
     home = SimulatedHome(workdir, alarm_unit=AlarmUnit(heartbeat_s=0.5),
                          alarm_timings={"heartbeat_ms": 500})
@@ -31,7 +31,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -83,6 +83,16 @@ def paired(lock: ReferenceProtocolLock, secret: bytes | None = None) -> PairedLo
 
     assert lock.secret is not None, f"{lock.lock_id} is not paired"
     return PairedLock(lock.kind, address(lock), secret or lock.secret, lock.addr_type)
+
+
+def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock]) -> None:
+    """Record each (paired) lock under its lock id in hubd's state database in ``state_dir``,
+    with its kind, address, address type and secret, as ``hubctl pair`` leaves it
+    (hubd/store/pairings.py): how a simulated home's locks come paired to hubd."""
+    from hubd.store.pairings import record_pairing  # bleak: only for the callers that run hubd
+
+    for lock in locks:
+        record_pairing(state_dir, lock.lock_id, paired(lock))
 
 
 def unpaired_lock(lock_id: str, kind: type[ReferenceProtocolLock], addr: str,

@@ -9,7 +9,7 @@
 - ``backend_key``: a fresh backend signing key (:class:`BackendKey`) with its kid.
 
 :func:`record_pairings` puts simulated locks' pairings into hubd's state, as ``hubctl pair``
-leaves them with ``lock_driver = "hubd"``: the one way tests give hubd a lock already paired.
+leaves them: the one way tests give hubd a lock already paired (simulator.home.record_pairings).
 """
 
 from __future__ import annotations
@@ -91,11 +91,6 @@ def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock]) -> 
     """Record each (paired) simulated lock under its lock id in hubd's state database in
     ``state_dir``, with its kind, address, address type and secret, as hubd's pairing keeps
     them (hubd/store/pairings.py)."""
-    from hubd.locks import PairedLock  # bleak: only for the tests that drive locks in hubd
-    from hubd.store.pairings import record_pairing
+    from simulator.home import record_pairings as record
 
-    for lock in locks:
-        assert lock.secret is not None, f"{lock.lock_id} is not paired"
-        address = ":".join(f"{b:02X}" for b in lock.address)
-        record_pairing(state_dir, lock.lock_id,
-                       PairedLock(lock.kind, address, lock.secret, lock.addr_type))
+    record(state_dir, locks)
