@@ -252,6 +252,7 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
     from its pairing in the state database; a lock without one is not driven (its commands fail
     ``unknown_lock``) and the log names the fix. (A hub with its own adapter will drive them
     through bleak's platform backend instead: docs/direct-mode.md.)"""
+    from hubd.locks import Timings, UpkeepTimings
     from hubd.locks.drivers import LockDrivers  # bleak is loaded only when the daemon really runs
     from hubd.store.pairings import Pairings
 
@@ -267,7 +268,9 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
             log.warning("a pairing for %s, which [locks] does not name, is kept but not driven: add "
                         "it to [locks] with its kind, or hubctl decommission", lock, extra={"lock": lock})
     driven = {lock: p for lock, p in paired.items() if lock in config.locks}
-    drivers = await LockDrivers.open(bridge, driven, lock_states, devices, stack)
+    drivers = await LockDrivers.open(bridge, driven, lock_states, devices, stack,
+                                     timings=Timings(**config.lock_timing.given()),
+                                     upkeep=UpkeepTimings(**config.lock_upkeep.given()))
     return drivers, pairings
 
 

@@ -38,6 +38,12 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
                                          # (address, secret) in the state database, written by
                                          # hubctl pair, never in this file
 
+    [lock_timing]                        # hubd's lock driver (all optional; hubd.locks.Timings)
+    connect_s = 3                        # connect_s, gatt_s, deadline_s, result_s, settle_s,
+                                         # readback_extra_s, idle_s
+    [lock_upkeep]                        # its background work (all optional; hubd.locks.UpkeepTimings)
+    poll_s = 1800                        # poll_s, news_gap_s, news_gap_max_s
+
     [alarms]                             # safety alarms to the alarm centre (all optional)
     resident = "resident-208"            # who the centre should send help to (default: none)
     resend_s = 10                        # publish an unhandled alarm again after this (SCAIP: 5-20 s)
@@ -247,6 +253,36 @@ class AbsentConfig(_Section):
         return data
 
 
+class LockTimingConfig(_Section):
+    """hubd's lock driver's times in seconds (hubd.locks.Timings, docs/lock-protocol.md "Timing");
+    one left out keeps the driver's default, defined there only."""
+
+    connect_s: float | None = Field(None, gt=0, le=60)  # one connection attempt
+    gatt_s: float | None = Field(None, gt=0, le=60)  # one GATT procedure, and a CHALLENGE's wait
+    deadline_s: float | None = Field(None, gt=0, le=120)  # everything before the COMMAND write
+    result_s: float | None = Field(None, gt=0, le=120)  # the RESULT after the write
+    settle_s: float | None = Field(None, ge=0, le=120)  # a status read after a move may be old
+    readback_extra_s: float | None = Field(None, ge=0, le=120)  # the read-back's own time
+    idle_s: float | None = Field(None, ge=0, le=600)  # an unused connection is kept this long
+
+    def given(self) -> dict[str, float]:
+        """The times set, by name."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class LockUpkeepConfig(_Section):
+    """hubd's background work on its locks in seconds (hubd.locks.UpkeepTimings): polls, and reads
+    of a lock's kept reports when its advert says there are some; one left out keeps the default."""
+
+    poll_s: float | None = Field(None, ge=1, le=7 * 86400)  # each lock's state and battery
+    news_gap_s: float | None = Field(None, ge=0.1, le=86400)  # reads for news, at most this often
+    news_gap_max_s: float | None = Field(None, ge=0.1, le=86400)  # after reads that found nothing
+
+    def given(self) -> dict[str, float]:
+        """The times set, by name."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
 class AuditConfig(_Section):
     """The audit trail on the hub: the backend keeps the evidence; the hub keeps this much of it
     (entries not yet delivered are never pruned)."""
@@ -280,6 +316,8 @@ class HubConfig(BaseSettings):
     battery: BatteryConfig = BatteryConfig()
     devices: DevicesConfig = DevicesConfig()
     audit: AuditConfig = AuditConfig()
+    lock_timing: LockTimingConfig = LockTimingConfig()
+    lock_upkeep: LockUpkeepConfig = LockUpkeepConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
     # None until `hubctl pair` adds one; a resident may have only a safety alarm.

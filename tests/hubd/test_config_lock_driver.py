@@ -3,7 +3,8 @@ state (hubd/store/pairings.py), never from the config. What an older hubd.toml s
 ``lock_driver = "hubd"`` is accepted, named for removal in hubd's log; ``"bridge"`` (the
 firmware's drivers, gone) is refused in one line naming the fix; a [lock_links] table or
 HUBD_LOCK_LINKS, which once carried secrets, is refused in one line naming the fix and never
-quoting a secret."""
+quoting a secret. The driver's times are settings ([lock_timing], [lock_upkeep]) whose names are
+the driver's own."""
 
 from __future__ import annotations
 
@@ -93,3 +94,28 @@ def test_hubd_lock_links_in_the_environment_is_refused_too(
     with pytest.raises(ConfigError) as bad:
         load_config(write())
     assert "HUBD_LOCK_LINKS" in str(bad.value) and SECRET not in str(bad.value)
+
+
+def test_the_drivers_times_are_settings_left_out_ones_keep_the_drivers_defaults(
+        write: Callable[..., Path]) -> None:
+    from hubd.locks import Timings, UpkeepTimings
+
+    config = load_config(write("", "[lock_timing]\nconnect_s = 1\nsettle_s = 0.5\n"
+                                   "[lock_upkeep]\npoll_s = 60\n"))
+    assert config.lock_timing.given() == {"connect_s": 1.0, "settle_s": 0.5}
+    timings = Timings(**config.lock_timing.given())
+    assert (timings.connect_s, timings.settle_s, timings.result_s) == (1.0, 0.5, Timings().result_s)
+    assert UpkeepTimings(**config.lock_upkeep.given()).poll_s == 60.0
+    every = {name: 1.0 for name in config.lock_timing.model_fields}
+    Timings(**every)  # each setting is one of the driver's times
+    UpkeepTimings(**{name: 1.0 for name in config.lock_upkeep.model_fields})
+
+
+@pytest.mark.parametrize(("table", "named"), [("[lock_timing]\nconnect_s = 0\n", "lock_timing.connect_s"),
+                                              ("[lock_timing]\nconect_s = 1\n", "lock_timing.conect_s"),
+                                              ("[lock_upkeep]\npoll_s = 0.1\n", "lock_upkeep.poll_s")])
+def test_a_bad_time_names_its_setting_in_one_line(write: Callable[..., Path], table: str,
+                                                   named: str) -> None:
+    with pytest.raises(ConfigError) as bad:
+        load_config(write("", table))
+    assert named in str(bad.value) and "\n" not in str(bad.value)
