@@ -423,18 +423,30 @@ class _Session:
             if body[0] > 5:
                 self.send(Cmd.UNLOCK_RSP, struct.pack("!Bl", Err.PARAM_NOT_SUPPORTED, 0))
             else:
-                self.send(Cmd.UNLOCK_RSP, struct.pack("!Bl", self.lock.drive(False), 0))
+                self._answer_move(cmd, self.lock.drive(False))
         elif cmd == Cmd.CHANGE_MODE and len(body) == 1:
-            if body[0] == MODE_LOCK:
-                self.ack(cmd, self.lock.drive(True))
-            elif body[0] == MODE_FORCED_UNLOCK:
-                self.ack(cmd, self.lock.drive(False))
+            if body[0] in (MODE_LOCK, MODE_FORCED_UNLOCK):
+                self._answer_move(cmd, self.lock.drive(body[0] == MODE_LOCK))
             else:
                 self.ack(cmd, Err.PARAM_NOT_SUPPORTED)
         elif cmd in Cmd.__members__.values() and cmd < 0x50:
             self.ack(cmd, Err.PARAM_NOT_SUPPORTED)  # a known command, malformed or unsupported
         else:
             self.ack(cmd, Err.UNKNOWN_CMD)
+
+    def _answer_move(self, cmd: int, error: int) -> None:
+        self.lock.move_commands += 1
+        if self.lock.drop_link_before_write_answer:  # even the ATT answer to the write is lost
+            self.lock.drop_link_before_write_answer = False
+            self.phase = "ended"
+            self.link.disconnect()
+        elif self.lock.drop_link_after_command:  # the link lost before the lock's answer
+            self.lock.drop_link_after_command = False
+            self.end()
+        elif cmd == Cmd.UNLOCK:
+            self.send(Cmd.UNLOCK_RSP, struct.pack("!Bl", error, 0))
+        else:
+            self.ack(cmd, error)
 
     def _on_ack(self, error: int, cmd: int) -> None:
         if self.waiting_segment == cmd and not self.segment_acked.is_set():
@@ -598,6 +610,11 @@ class DKeyLock(Peripheral):
         self.locked = True
         self.moving = False
         self.jammed = False
+        # The next UNLOCK or CHANGE_MODE is taken (the motor runs) but the link drops before
+        # its answer, as a link lost right after the write.
+        self.drop_link_after_command = False
+        self.drop_link_before_write_answer = False  # ... before even the write's ATT answer
+        self.move_commands = 0  # UNLOCK and CHANGE_MODE commands taken (authenticated)
         self.door_open = False
         self.associations: dict[bytes, bytes] = {}
         self.sessions: dict[Link, _Session] = {}

@@ -16,7 +16,10 @@ and the library untouched, the BLEDevice found by a SimScanner scan with the lib
 - a new central outside the activation window cannot bond, so cannot associate;
 - the lock ends a silent session (DisconnectReq TIMEOUT) and the library reconnects on the next
   command;
-- a mode it does not support is refused, a jammed motor leaves the bolt where it was.
+- a mode it does not support is refused, a jammed motor leaves the bolt where it was;
+- a link lost after the lock took an UNLOCK: the library raises Disconnected, the bolt moved
+  once, and the next session reads it; a link lost before even the write's ATT answer: the
+  library reconnects and sends the UNLOCK again (the lock takes it twice, moves once).
 """
 
 from __future__ import annotations
@@ -280,4 +283,36 @@ async def test_a_jammed_motor_and_an_unsupported_mode_leave_the_bolt(
         await client.disconnect()
     assert dkey.locked and dkey.motor_moves == 0
     assert client.state.unlock_status == UnlockStatus.LOCKED
+    assert dkey.faults == []
+
+
+async def test_a_link_lost_after_the_command_still_moves_the_bolt_once(
+        air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        client, _ = await associated(air, dkey)
+        await client.update()
+        dkey.drop_link_after_command = True
+        with pytest.raises(Disconnected):
+            await client.unlock()  # the library never hears UNLOCK_RSP
+        await until(lambda: not dkey.locked and not dkey.moving, "the motor to finish")
+        await until(lambda: not dkey.links, "the link to be gone")
+        await client.update()  # a new session reads the state the bolt is in
+        assert client.state.unlock_status == UnlockStatus.UNLOCKED
+        await client.disconnect()
+    assert dkey.motor_moves == 1 and dkey.faults == []
+
+
+async def test_a_write_whose_answer_is_lost_is_sent_again_by_the_library(
+        air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
+    """What hubd's driver must know for "at most once": the library retries a procedure whose
+    write failed with a Bleak error, even when the lock took the command before the link went."""
+    async with asyncio.timeout(TIMEOUT):
+        client, _ = await associated(air, dkey)
+        await client.update()
+        dkey.drop_link_before_write_answer = True
+        assert await client.unlock()  # the library reconnected and sent UNLOCK again
+        await until(lambda: not dkey.locked and not dkey.moving, "the motor to finish")
+        await client.disconnect()
+    assert dkey.move_commands == 2, "the lock took the UNLOCK twice"
+    assert dkey.motor_moves == 1, "one move: the second found the bolt moving or unlocked"
     assert dkey.faults == []
