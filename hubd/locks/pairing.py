@@ -66,7 +66,7 @@ async def pair(address: str, addr_type: int, secret: bytes, setup_key: bytes, *,
     if len(setup_key) != lp.SECRET_LEN:
         return Outcome(FAILED, "setup key length")
     addr = _addr(address)
-    return await _run(ReferenceLock(address, secret, addr_type=addr_type, proxy=proxy,
+    return await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=proxy,
                                     timings=timings),
                       lambda nonce: lockpair.encode_pair(setup_key, secret, addr, nonce),
                       secret, addr, lockpair.PAIR_TAG, timeout)
@@ -76,7 +76,7 @@ async def unpair(address: str, addr_type: int, secret: bytes, *, timeout: float,
                  proxy: BleProxy | None = None, timings: Timings = Timings()) -> Outcome:
     """Make the lock at ``address`` forget ``secret`` (the one it holds)."""
     addr = _addr(address)
-    outcome = await _run(ReferenceLock(address, secret, addr_type=addr_type, proxy=proxy,
+    outcome = await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=proxy,
                                        timings=timings),
                          lambda nonce: lockpair.encode_unpair(secret, addr, nonce),
                          secret, addr, lockpair.UNPAIR_TAG, timeout)

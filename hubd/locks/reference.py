@@ -32,16 +32,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.client import BaseBleakClient
-from bleak.exc import BleakError
+from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from hubd.access.transport import OpResult
-from hubd.ble import ProxyClient, ProxyUnavailable, ProxyUnreachable, WriteUnknown, errors
+from hubd.ble import ProxyUnavailable, ProxyUnreachable, WriteUnknown, errors
 from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
 from wire import lockproto as lp
 from wire import outcomes as oc
 
@@ -108,9 +108,8 @@ class ReferenceLock:
     """One reference-protocol lock at ``address`` (``addr_type`` 0 public, 1 random) whose pairing
     secret is ``secret``.
 
-    ``proxy``: the Bluetooth proxy the connection goes through (default: the installed one);
-    ``backend``: the bleak backend (default the proxy's; a hub with its own adapter passes
-    None for bleak's platform backend); ``on_report(what, name, state, battery, source)``: for
+    ``radio``: how hubd reaches Bluetooth (hubd.ble.radio: the bridge's proxy or the hub's own
+    adapter; default: the installed proxy); ``on_report(what, name, state, battery, source)``: for
     each authentic report (STATUS, EVENT) the lock makes on its own while connected (``what``
     "state" or "event", ``source`` the protocol's source name).
 
@@ -118,8 +117,7 @@ class ReferenceLock:
     """
 
     def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,
-                 proxy: BleProxy | None = None,
-                 backend: type[BaseBleakClient] | None = ProxyClient,
+                 radio: Radio | None = None,
                  timings: Timings = Timings(),
                  on_report: Callable[[str, str | None, str, int, str], None] | None = None) -> None:
         if len(secret) != lp.SECRET_LEN:
@@ -130,8 +128,7 @@ class ReferenceLock:
             raise ValueError(f"address {address!r} is not six bytes")
         self.addr_type = addr_type
         self._secret = bytes(secret)
-        self._proxy = proxy
-        self._backend = backend
+        self._radio = radio
         self.timings = timings
         self.on_report = on_report
         self.report_counter = -1  # the latest report number taken in; -1 before the first read
@@ -142,6 +139,11 @@ class ReferenceLock:
         # The operation under way: its BLE requests' waits (seconds) and their number.
         self._requests_s = 0.0
         self._requests = 0
+
+    @property
+    def radio(self) -> Radio:
+        """The radio given, else the installed proxy (a BleakError naming the fix if none)."""
+        return self._radio if self._radio is not None else BleProxy.current()
 
     @property
     def connected(self) -> bool:
@@ -337,10 +339,7 @@ class ReferenceLock:
 
     async def _connect(self, deadline: float) -> _Link:
         loop = asyncio.get_running_loop()
-        kwargs: dict[str, Any] = {}
-        if self._backend is ProxyClient:
-            kwargs = {"proxy": BleProxy.current(self._proxy), "addr_type": self.addr_type,
-                      "gatt_timeout": self.timings.gatt_s}
+        radio = self.radio
         link: _Link | None = None
 
         def gone(_: BleakClient) -> None:
@@ -349,7 +348,8 @@ class ReferenceLock:
 
         client = BleakClient(self.address, gone, [lp.SERVICE_UUID],
                              timeout=max(0.001, min(self.timings.connect_s, deadline - loop.time())),
-                             backend=self._backend, **kwargs)
+                             backend=radio.client_backend,
+                             **radio.client_kwargs(self.addr_type, self.timings.gatt_s))
         await self._asked(client.connect())
         try:
             service = client.services.get_service(lp.SERVICE_UUID)
@@ -374,10 +374,13 @@ class ReferenceLock:
         loop = asyncio.get_running_loop()
         reason = oc.UNREACHABLE
         while loop.time() < deadline:
+            connecting = False
             try:
                 if self._link is None or not self._link.up:
                     self._drop()
+                    connecting = True
                     self._link = await self._connect(deadline)
+                    connecting = False
                 link = self._link
                 reason = oc.NO_CHALLENGE
                 return link, await self._challenge(link, deadline), ""
@@ -385,15 +388,23 @@ class ReferenceLock:
                 # The link to the bridge is down: nothing can be sent; it may come back.
                 self._drop()
                 reason = oc.BRIDGE_UNAVAILABLE
-                proxy = BleProxy.current(self._proxy)
-                if not await proxy.bridge.wait_up(max(0.0, deadline - loop.time())):
+                if not await self.radio.wait_up(max(0.0, deadline - loop.time())):
                     break
                 continue
-            except ProxyUnreachable:
+            except (ProxyUnreachable, BleakDeviceNotFoundError):  # the proxy's word; the adapter's
                 reason = oc.UNREACHABLE
+            except TimeoutError as exc:
+                # The hub's own adapter found no connection in time: the lock is out of reach.
+                # Through the proxy the bridge says that itself (above); a ProxyTimeout is the
+                # bridge or a GATT procedure not answering.
+                log.info("reference lock %s: %s", self.address, exc or type(exc).__name__)
+                if connecting and not isinstance(exc, errors.ProxyTimeout):
+                    reason = oc.UNREACHABLE
+                elif reason != oc.NO_CHALLENGE:
+                    reason = oc.LINK_FAILED
             except errors.ProxyBusy:
                 reason = oc.BRIDGE_BUSY
-            except (BleakError, lp.ProtocolError, TimeoutError, _Lost) as exc:
+            except (BleakError, lp.ProtocolError, _Lost) as exc:
                 log.info("reference lock %s: %s", self.address, exc or type(exc).__name__)
                 if reason != oc.NO_CHALLENGE:  # connected or not, the link is what failed
                     reason = oc.LINK_FAILED

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from hubd.ble.advert import Advert
-from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
 from hubd.locks.transport import PairedLock
 from wire import lockproto as lp
 
@@ -41,38 +41,39 @@ class ParsedAdvert(Protocol):
 
 
 class LockSightings:
-    """Watches ``locks``' adverts through ``proxy`` from :meth:`start` until :meth:`stop`.
+    """Watches ``locks``' adverts through ``radio`` (the bridge's proxy, or the hub's own
+    adapter: hubd.ble.radio) from :meth:`start` until :meth:`stop`.
 
-    With ``proxy`` None (a hub with its own adapter) nothing is watched or listened to: the hub's
-    own scanner hands each advert it hears to :meth:`heard`
+    With ``radio`` None nothing is watched or listened to: a scanner of the caller's hands each
+    advert it hears to :meth:`heard`
     (``BleakScanner(detection_callback=lambda d, a: sightings.heard(d.address, a.rssi, a))``).
     """
 
-    def __init__(self, proxy: BleProxy | None, locks: Mapping[str, PairedLock],
+    def __init__(self, radio: Radio | None, locks: Mapping[str, PairedLock],
                  on_sighting: SightingCallback, on_counter: CounterCallback | None = None) -> None:
-        self._proxy = proxy
+        self._radio = radio
         self._by_address = {paired.address.upper(): lock_id for lock_id, paired in locks.items()}
         self._on_sighting = on_sighting
         self._on_counter = on_counter
         self._stop_listening: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        """Listen, and ask the bridge to watch every lock (kept by the proxy if the link is down
-        now: sent when it is up)."""
-        if self._proxy is None:
+        """Listen, and ask the radio to watch every lock (the proxy keeps a watch asked while
+        the link is down and sends it when it is up)."""
+        if self._radio is None:
             return
-        self._stop_listening = self._proxy.on_advert(self._heard)
+        self._stop_listening = self._radio.on_advert(self._heard)
         for address in sorted(self._by_address):
-            done = await self._proxy.watch(address)
+            done = await self._radio.watch(address)
             if not done.ok:
                 log.info("watching lock %s: %s (sent again when the link is up)", address, done.status)
 
     async def add(self, lock_id: str, paired: PairedLock) -> None:
-        """Watch a lock just paired (the proxy keeps the watch across link drops)."""
+        """Watch a lock just paired (kept across link drops)."""
         self._by_address[paired.address.upper()] = lock_id
-        if self._proxy is None:
+        if self._radio is None:
             return
-        done = await self._proxy.watch(paired.address.upper())
+        done = await self._radio.watch(paired.address.upper())
         if not done.ok:
             log.info("watching lock %s: %s (sent again when the link is up)", paired.address, done.status)
 
@@ -80,8 +81,8 @@ class LockSightings:
         """Stop watching a decommissioned lock."""
         for address in [a for a, lock in self._by_address.items() if lock == lock_id]:
             del self._by_address[address]
-            if self._proxy is not None:
-                await self._proxy.watch(address, on=False)
+            if self._radio is not None:
+                await self._radio.watch(address, on=False)
 
     def stop(self) -> None:
         if self._stop_listening is not None:

@@ -3,7 +3,8 @@
 The command path hands each operation to a lock id; this maps the id to its driver (one per
 paired lock: its kind, address, address type and secret) and runs one operation at a time per
 lock, in the order asked, while other locks go on in parallel. The bridge is then only the
-Bluetooth proxy (docs/ble-proxy.md): ``is_up`` and ``wait_up`` follow the serial link to it.
+Bluetooth proxy (docs/ble-proxy.md), or the hub's own adapter (docs/direct-mode.md): ``is_up`` and
+``wait_up`` follow the radio (hubd.ble.radio: the serial link to the bridge, or the adapter).
 
 Given ``upkeep`` timings it also does, from :meth:`BleLocks.start`, what the firmware's
 connection policy did for a lock nobody commands (hubd.locks.upkeep): polls, and reads of the
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hubd.access.transport import OpResult
-from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
 from hubd.locks.reference import ReferenceLock, Refreshed, Timings
 from hubd.locks.upkeep import Upkeep, UpkeepTimings
 from wire import lockkinds
@@ -59,13 +60,13 @@ _SOURCES = {"motor": lockkinds.SOURCE_REMOTE}
 
 class BleLocks:
     """The locks of ``locks`` (lock id -> PairedLock), each driven by a ReferenceLock through
-    ``proxy``; a LockTransport for hubd.access.commands."""
+    ``radio``; a LockTransport for hubd.access.commands."""
 
-    def __init__(self, proxy: BleProxy, locks: Mapping[str, PairedLock],
+    def __init__(self, radio: Radio, locks: Mapping[str, PairedLock],
                  timings: Timings = Timings(), on_report: ReportCallback | None = None, *,
                  upkeep: UpkeepTimings | None = None, on_heard: HeardCallback | None = None
                  ) -> None:
-        self.proxy = proxy
+        self.radio = radio
         self.timings = timings
         self._on_report = on_report
         self._on_heard = on_heard
@@ -89,7 +90,7 @@ class BleLocks:
             raise ValueError(f"{lock_id} is driven already: remove it first")
         self.kinds[lock_id] = paired.kind
         self._drivers[lock_id] = ReferenceLock(paired.address, paired.secret,
-                                               addr_type=paired.addr_type, proxy=self.proxy,
+                                               addr_type=paired.addr_type, radio=self.radio,
                                                timings=self.timings,
                                                on_report=self._reports_of(lock_id, paired.kind))
         self._turns[lock_id] = asyncio.Lock()
@@ -114,10 +115,10 @@ class BleLocks:
 
     @property
     def is_up(self) -> bool:
-        return self.proxy.is_up
+        return self.radio.is_up
 
     async def wait_up(self, timeout: float) -> bool:
-        return await self.proxy.bridge.wait_up(timeout)
+        return await self.radio.wait_up(timeout)
 
     async def operate(self, lock: str, action: str, command_id: str,
                       on_written: Callable[[], None], timeout: float) -> OpResult:

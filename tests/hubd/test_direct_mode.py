@@ -80,12 +80,9 @@ async def radio(air: Air) -> AsyncIterator[DirectRadio]:
 
 
 def _driver(lock: InsideTurnerLock, radio: DirectRadio, timings: Timings = FAST) -> ReferenceLock:
-    # ReferenceLock passes no kwargs to a backend other than the proxy's: the simulated adapter
-    # is found as a module default, the way BleProxy.install() serves ProxyClient.
-    bleak_backend.install(radio.scanner_kwargs()["radio_socket"])
     assert lock.secret is not None
-    return ReferenceLock(address(lock), lock.secret, addr_type=lock.addr_type,
-                         backend=radio.client_backend, timings=timings)
+    return ReferenceLock(address(lock), lock.secret, addr_type=lock.addr_type, radio=radio,
+                         timings=timings)
 
 
 async def test_hubds_reference_driver_unlocks_and_locks_a_lock_with_no_bridge(
@@ -102,6 +99,19 @@ async def test_hubds_reference_driver_unlocks_and_locks_a_lock_with_no_bridge(
     assert lock.moves == ["unlock", "lock"] and lock.state == "locked" and written == ["u", "l"]
     assert lock.connections == 1, "the follow-up used the connection kept from the first"
     assert air.centrals == 1, "hubd's adapter is the only central on the air: no bridge"
+
+
+async def test_a_lock_the_adapter_cannot_find_is_unreachable_and_nothing_is_written(
+        air: Air, radio: DirectRadio) -> None:
+    absent = InsideTurnerLock("back-door", "C0:FF:EE:00:00:09", os.urandom(32))  # never on the air
+    written: list[str] = []
+    driver = _driver(absent, radio, Timings(deadline_s=3.0, connect_s=1.0, settle_s=0.5))
+    async with asyncio.timeout(TIMEOUT):
+        result = await driver.operate("unlock", "direct-absent-1", lambda: written.append("u"), 5)
+        await driver.close()
+    # As the proxy says it (docs/ble-proxy.md): no connection, so the command was never written.
+    assert (result.outcome, result.reason) == (oc.TIMED_OUT, oc.UNREACHABLE)
+    assert written == [] and absent.moves == []
 
 
 async def test_bleak_reaches_the_lock_through_the_seams_kwargs_alone(

@@ -67,7 +67,7 @@ async def proxy(home: SimulatedHome) -> AsyncIterator[BleProxy]:
 def _driver(lock: ReferenceProtocolLock, proxy: BleProxy, timings: Timings = FAST,
             secret: bytes | None = None) -> ReferenceLock:
     assert lock.secret is not None
-    return ReferenceLock(address(lock), secret or lock.secret, addr_type=lock.addr_type, proxy=proxy,
+    return ReferenceLock(address(lock), secret or lock.secret, addr_type=lock.addr_type, radio=proxy,
                          timings=timings)
 
 

@@ -62,7 +62,7 @@ async def _pair(lock: ReferenceProtocolLock, proxy: BleProxy, secret: bytes,
 
 
 async def _unlock(lock: ReferenceProtocolLock, proxy: BleProxy, secret: bytes) -> tuple[str, str | None]:
-    driver = ReferenceLock(address(lock), secret, addr_type=lock.addr_type, proxy=proxy, timings=FAST)
+    driver = ReferenceLock(address(lock), secret, addr_type=lock.addr_type, radio=proxy, timings=FAST)
     try:
         result = await driver.operate("unlock", "cmd-" + os.urandom(4).hex(), lambda: None, TIMEOUT)
     finally:
