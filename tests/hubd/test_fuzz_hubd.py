@@ -274,9 +274,10 @@ def test_status_requests_are_answered_on_the_hubs_replies_or_refused(payload: by
 link_messages = st.one_of(
     hostile_json(),
     st.builds(lambda kind, extra: json.dumps({"m": kind, **extra}).encode(),
-              st.sampled_from([messages.RESULT, messages.STATE, messages.EVENT, messages.ALARM,
-                               messages.DEVICE, messages.HEALTH, messages.ALARM_LTE, messages.WRITTEN,
-                               "nonsense"]),
+              # "result", "state", "event", "written": what an older bridge firmware sent about
+              # its own lock drivers; hubd takes none of them now, and must refuse them unharmed.
+              st.sampled_from([messages.ALARM, messages.DEVICE, messages.HEALTH, messages.ALARM_LTE,
+                               "result", "state", "event", "written", "nonsense"]),
               st.dictionaries(st.sampled_from(["rid", "lock", "state", "battery", "source", "id", "event",
                                                "device", "unit_at", "outcome", "reason"]), json_values,
                               max_size=8)),
