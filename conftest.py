@@ -11,8 +11,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="'sim' (default: the simulated bridge) or a serial port with a real "
                          "bridge, e.g. /dev/ttyUSB0")
     group.addoption("--bench-locks", default="front-door",
-                    help="comma-separated lock ids the bench bridge is paired with "
+                    help="comma-separated lock ids of the bench, each paired with hubd "
                          "(only with a serial --target)")
+    group.addoption("--bench-state", default=None,
+                    help="a hubd state directory holding the bench locks' pairings, made by "
+                         "hubctl pair against this bench (only with a serial --target)")
     group.addoption("--bench-link-key", default=None,
                     help="the bench bridge's serial link key: link.key in its bridge.json, 64 hex "
                          "digits (only with a serial --target)")

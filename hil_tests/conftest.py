@@ -1,8 +1,10 @@
 """The hub under test: a real Mosquitto, hubd as its own process, and a bridge.
 
-The bridge is the simulator by default (`--target=sim`: the real firmware in MicroPython, locks in
-software) or a real ESP32 on a bench (`--target=/dev/ttyUSB0`, provisioned with the locks named by
-`--bench-locks`). Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
+The bridge is the simulator by default (`--target=sim`: the real firmware in MicroPython as the
+locks' Bluetooth proxy, locks in software, their pairings recorded in hubd's state as hubctl pair
+leaves them) or a real ESP32 on a bench (`--target=/dev/ttyUSB0`, hubd's state in
+`--bench-state` holding the pairings of the locks named by `--bench-locks`, made by hubctl pair).
+Either way hubd drives every lock through the bridge's proxy. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
 for both; assertions about what a lock physically did need the simulator and skip loudly
 without it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
 from simulator.ports import free_port
 from tests.sia_receiver import ACCOUNT
 from wire import frame, lockkinds
-from tests.fixtures import BackendKey
+from tests.fixtures import BackendKey, record_pairings
 from tests.mosquitto import Mosquitto
 
 
@@ -59,6 +62,19 @@ def bench_link_key(text: str | None) -> bytes:
     return key
 
 
+def bench_state(text: str | None, tmp_path: Path) -> Path:
+    """--bench-state: a hubd state directory holding the bench locks' pairings (hubctl pair made
+    them against this bench): copied, so the scenario's commands and audit do not pile up in it."""
+    if not text or not (Path(text) / "hubd.sqlite3").is_file():
+        pytest.fail("--bench-state: give a hubd state directory whose hubd.sqlite3 holds the bench "
+                    "locks' pairings (pair them once with hubctl pair against this bench)",
+                    pytrace=False)
+    state = tmp_path / "hubd-state"
+    state.mkdir(mode=0o700)
+    shutil.copy2(Path(text) / "hubd.sqlite3", state / "hubd.sqlite3")
+    return state
+
+
 @pytest.fixture
 def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: BackendKey,
         tmp_path: Path) -> Iterator[HubUnderTest]:
@@ -70,6 +86,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     hubd_top = options.pop("hubd_top", "")  # more top-level keys, e.g. "bridge_wait_s = 60"
     home: HomeThread | None = None
     dc09_port = None
+    state_dir = tmp_path / "hubd-state"
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
@@ -90,6 +107,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         port = home.home.port
         link_key = home.home.link_key
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
+        record_pairings(state_dir, home.home.locks.values())  # as hubctl pair leaves them
     else:
         if not os.path.exists(target):
             pytest.fail(f"--target {target}: no such serial port; plug in the bench bridge "
@@ -97,9 +115,10 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         port = target
         locks = bench_locks(request.config.getoption("--bench-locks"))
         link_key = bench_link_key(request.config.getoption("--bench-link-key"))
+        state_dir = bench_state(request.config.getoption("--bench-state"), tmp_path)
     config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, port, backend_key, locks, extra=hubd_extra, top=hubd_top,
-                      link_key=link_key)
+    write_hubd_config(config, mosquitto, port, backend_key, locks, state_dir=state_dir,
+                      extra=hubd_extra, top=hubd_top, link_key=link_key)
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,

@@ -193,3 +193,48 @@ async def test_a_burst_of_alarms_through_kills_reboots_outages_and_line_noise_lo
     assert lost == [], f"lost alarms {lost}"
     assert sorted(r.id for r in units) == sorted(ids), "the centre has an alarm nobody pressed"
     assert all(unit.heard[e][:2] == ["ack", "alarm_received"] for e, _ in pressed)
+
+
+@pytest.mark.home(alarms=True, locks="every_kind")
+async def test_a_four_lock_home_takes_commands_while_alarms_go_out(
+        hub: HubUnderTest, centre: AlarmCentre, backend: BackendClient) -> None:
+    # Every lock kind driven by hubd through the bridge's proxy while the resident presses the
+    # pendant again and again: each command gets its answer, each alarm reaches the centre and
+    # the resident hears help is on the way; the link never starves the alarms.
+    actions = {lock: ("unlatch" if kind == "entrance_door" else "unlock")
+               for lock, kind in hub.kinds.items()}
+
+    async def relocked(lock: str) -> None:
+        model = hub.sim.home.locks[lock]
+        async with asyncio.timeout(60):
+            while hub.sim.call(lambda: model.state) != "locked":
+                await asyncio.sleep(0.1)
+
+    async def commands(lock: str) -> list[str]:
+        finals = []
+        for action in (actions[lock], "lock", actions[lock]):
+            if action == "lock" and hub.kinds[lock] == "entrance_door":
+                await relocked(lock)  # it relocks by itself after its release
+                continue
+            answers = await hub.command(backend, action, lock)
+            finals.append(answers[-1].status)
+        return finals
+
+    async def presses() -> list[tuple[int, str]]:
+        pressed = []
+        for _ in range(3):
+            pressed.append(_press(hub))
+            await asyncio.sleep(0.5)
+        return pressed
+
+    results = await asyncio.gather(*(commands(lock) for lock in hub.locks), presses())
+    *finals, pressed = results
+    assert all(status == "succeeded" for lock_finals in finals for status in lock_finals), finals
+    for event_id, alarm_id in pressed:
+        await centre.wait_for(lambda c, a=alarm_id: a in c.alarms and c.alarms[a].handled_at,
+                              timeout=60)
+        assert "help_on_the_way" in await _heard(hub, event_id, "help_on_the_way")
+    for lock, kind in hub.kinds.items():
+        moves = hub.sim.call(lambda lock=lock: list(hub.sim.home.locks[lock].moves))
+        expected = 2 if kind == "entrance_door" else 3
+        assert len(moves) == expected, (lock, moves)

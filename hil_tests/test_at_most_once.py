@@ -73,3 +73,61 @@ async def test_an_unlatch_whose_ack_is_lost_is_incomplete_and_unlatches_once(
     assert answers[-1].state in ("unlatched", "unlocked"), "the state must be read back"
     await asyncio.sleep(1.0)
     assert _moves(hub, lock) == ["unlatch"], "an unlatch must never be sent twice"
+
+
+@pytest.mark.home(travel_time_s=2.0)
+async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_and_moves_once(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    lock = hub.locks[0]
+    claims = hub.claims("unlock")
+    token = hub.key.sign(claims)
+    async with answers_of(backend, hub, claims.id) as queue:
+        await backend.publish(topics.commands(hub.hub_id), token)
+        assert (await next_answer(queue)).status == "accepted"
+        # The COMMAND was written (the motor runs): the cable between hub and bridge is pulled.
+        for _ in range(500):
+            if hub.sim.call(lambda: hub.sim.home.locks[lock].state) == "moving":
+                break
+            await asyncio.sleep(0.02)
+        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", True))
+        await asyncio.sleep(4.0)  # the link goes silent for hubd and for the bridge
+        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", False))
+        final = await next_answer(queue)
+    assert (final.status, final.reason) == ("incomplete", "link_lost"), final
+    assert final.state == "unlocked", "the state is read back once the link is back, never guessed"
+    await asyncio.sleep(2.5)  # a second write would have moved the lock by now
+    assert _moves(hub, lock) == ["unlock"]
+    trail = [e.outcome for e in await audit_log(hub, backend) if e.command == claims.id]
+    assert trail == ["accepted", "written", "incomplete"]
+
+
+@pytest.mark.home(travel_time_s=3.0)
+async def test_hubd_killed_mid_operation_the_bridge_drops_the_locks_connection(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    lock = hub.locks[0]
+    model = hub.sim.home.locks[lock]
+    claims = hub.claims("unlock")
+    token = hub.key.sign(claims)
+    async with answers_of(backend, hub, claims.id) as queue:
+        await backend.publish(topics.commands(hub.hub_id), token)
+        assert (await next_answer(queue)).status == "accepted"
+        for _ in range(500):
+            if hub.sim.call(lambda: bool(model.links)) and \
+                    hub.sim.call(lambda: model.state) == "moving":
+                break
+            await asyncio.sleep(0.02)
+        assert hub.sim.call(lambda: bool(model.links)), "hubd held the lock's connection"
+        hub.kill_hubd()
+        # Nobody is left to end the BLE connection but the bridge: it drops the proxy's
+        # connections when the link to hubd goes silent, so the lock is free for the next hubd.
+        async with asyncio.timeout(60):
+            while hub.sim.call(lambda: bool(model.links)):
+                await asyncio.sleep(0.1)
+        dropped = hub.sim.call(lambda: [ln for ln in hub.sim.home.bridge.log
+                                        if "proxy connection" in ln and "dropped" in ln])
+        assert dropped, "the bridge says it dropped the proxy's connection"
+        await asyncio.to_thread(hub.restart_hubd)
+        final = await next_answer(queue)
+    assert (final.status, final.reason) == ("incomplete", "hubd_restarted"), final
+    assert final.state == "unlocked"
+    assert _moves(hub, lock) == ["unlock"]

@@ -18,7 +18,7 @@ from hubapi import topics
 from hubapi.client import BackendClient
 from simulator.alarm_centre import AlarmCentre
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing
-from wire import alarms, frame, link
+from wire import alarms, frame, link, lockproto, messages
 from wire.hmac_sha256 import Key
 
 
@@ -194,6 +194,16 @@ def _forged_link_frames(crossings: list[Crossing]) -> dict[str, list[bytes]]:
     return out
 
 
+def _is_command_write(body: bytes) -> bool:
+    """A proxy write whose data is the reference protocol's COMMAND to move: what moves the motor
+    (not a poll's status COMMAND)."""
+    msg = json.loads(body)
+    if msg.get("m") != messages.BLE_WRITE:
+        return False
+    pdu = bytes.fromhex(msg["data"])
+    return pdu[0] == lockproto.OP_COMMAND and lockproto.action_name(pdu[1]) != "status"
+
+
 @pytest.mark.home(travel_time_s=1.0)
 async def test_frames_forged_or_played_back_on_the_serial_wire_neither_displace_nor_repeat_a_command(
         hub: HubUnderTest, backend: BackendClient) -> None:
@@ -208,12 +218,13 @@ async def test_frames_forged_or_played_back_on_the_serial_wire_neither_displace_
         await asyncio.sleep(0.1)
     answers = await running
     assert [a.status for a in answers] == ["accepted", "succeeded"], answers
-    # The command's own frames, recorded on the wire, played back once it is done.
+    # The command's own frames, recorded on the wire, played back once it is done: the proxy
+    # write that carried the lock's COMMAND, and the bridge's answers to the proxy's requests.
     crossings = hub.sim.call(lambda: list(line.transcript))
     ops = [c.block for c in crossings if c.direction == TO_BRIDGE and c.ftype == frame.T_DATA
-           and c.body and answers[-1].id.encode() in c.body]
+           and c.body and _is_command_write(c.body)]
     results = [c.block for c in crossings if c.direction == TO_HUB and c.ftype == frame.T_DATA
-               and c.body and b'"result"' in c.body]
+               and c.body and json.loads(c.body).get("m") == messages.BLE_DONE]
     assert ops and results, "the transcript holds the command's frames"
     for _ in range(3):
         hub.sim.call(lambda: line.inject(TO_BRIDGE, b"\x00" + ops[-1] + b"\x00"))

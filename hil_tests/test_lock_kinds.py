@@ -15,11 +15,22 @@ from hubapi.models import AuditEntry, LockState
 from simulator.locks import LOW_BATTERY_PERCENT
 from wire import lockkinds
 
-# Report manual operations fast (scan adverts every 300 ms, drop idle connections after 300 ms)
-# and give up on an unreachable or silent lock sooner than in a home (the locks here are instant).
-FAST = {"scan_every_ms": 300, "scan_ms": 200, "idle_ms": 300, "settle_ms": 500,
-        "connect_timeout_ms": 1000, "deadline_ms": 3000, "result_timeout_ms": 2000}
-EVERY_KIND = pytest.mark.home(locks="every_kind", policy=FAST)
+# Report manual operations fast (the proxy scans for the locks' adverts every 300 ms, hubd drops
+# idle connections after 300 ms and reads a lock's news at once) and give up on an unreachable or
+# silent lock sooner than in a home (the locks here are instant).
+FAST_SCAN = {"scan_every_ms": 300, "scan_ms": 200}
+FAST = """[lock_timing]
+idle_s = 0.3
+settle_s = 0.5
+connect_s = 1
+deadline_s = 3
+result_s = 2
+
+[lock_upkeep]
+news_gap_s = 0.2
+news_gap_max_s = 1
+"""
+EVERY_KIND = pytest.mark.home(locks="every_kind", policy=FAST_SCAN, hubd=FAST)
 
 EXPECTED_STATE = {"unlock": "unlocked", "lock": "locked", "unlatch": ("unlatched", "unlocked")}
 MOVES = [(kind, action) for kind in lockkinds.KINDS for action in lockkinds.ACTIONS[kind]

@@ -1,68 +1,27 @@
-"""The nurse's unlock through MQTT with ``lock_driver = "hubd"``: hubd (its own process) runs the
-reference lock protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth
-proxy; the bridge's bridge.json names no lock, so the firmware's own drivers never touch it, and
-the locks' battery and signal reach their device state from adverts hubd hears through the proxy.
-hubd polls each lock at start, and a key turned by hand while nobody is connected reaches the
-lock's retained state as a manual turn (hubd reads the lock's backlog when its advert says so).
-The locks' pairings are in hubd's state database before it starts, as ``hubctl pair`` leaves
-them (tests.fixtures.record_pairings).
-
-Simulator only: on a bench bridge the bench locks would first be paired through hubd (hubctl
-pair, tests/hubctl/test_hubctl_pair_hubd.py walks that on the simulator).
+"""The nurse's unlock through MQTT with hubd (its own process) running the reference lock
+protocol itself, on bleak, through the REAL bridge firmware as its Bluetooth proxy (bridge.json
+names no lock); the locks' battery and signal reach their device state from the adverts hubd
+hears through the proxy. hubd polls each lock at start, and a key turned by hand while nobody is
+connected reaches the lock's retained state as a manual turn (hubd reads the lock's backlog when
+its advert says so).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hil_tests.harness import (HUB_ID, HubUnderTest, retained, start_hubd, stop_hubd, wait_online,
-                               write_hubd_config)
+from hil_tests.harness import HubUnderTest, retained
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import DeviceState, LockState
-from simulator.home import HomeThread, SimulatedHome, default_locks
-from tests.fixtures import BackendKey, record_pairings
-from tests.mosquitto import Mosquitto
+
+# The proxy looks at the watched locks' adverts every second instead of every 10 s.
+SCANS = pytest.mark.home(policy={"scan_every_ms": 1000, "scan_ms": 500})
 
 
-class _ProxyOnlyHome(SimulatedHome):
-    """The bridge is only the locks' Bluetooth proxy: its bridge.json names no lock."""
-
-    def bridge_config(self) -> dict[str, Any]:
-        return {**super().bridge_config(), "locks": []}
-
-
-@pytest.fixture
-def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: BackendKey,
-        tmp_path: Path) -> Iterator[HubUnderTest]:
-    if request.config.getoption("--target") != "sim":
-        pytest.skip("SKIPPED ON A REAL BRIDGE: the bench locks would first be paired through hubd; "
-                    "run it with --target=sim")
-    home = HomeThread(_ProxyOnlyHome(tmp_path / "home", locks=default_locks(),
-                                     policy={"scan_every_ms": 1000, "scan_ms": 500}))
-    home.start()
-    locks = home.home.locks
-    config = tmp_path / "hubd.toml"
-    record_pairings(tmp_path / "hubd-state", locks.values())  # write_hubd_config's state_dir
-    write_hubd_config(config, mosquitto, home.home.port, backend_key,
-                      {lock_id: lk.kind for lock_id, lk in locks.items()},
-                      top='lock_driver = "hubd"', link_key=home.home.link_key)
-    log = tmp_path / "hubd.log"
-    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
-                              log, home, config, kinds={k: lk.kind for k, lk in locks.items()})
-    try:
-        wait_online(mosquitto, HUB_ID, under_test.hubd, log)
-        yield under_test
-    finally:
-        stop_hubd(under_test.hubd)
-        home.stop()
-
-
+@SCANS
 async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answered(
         hub: HubUnderTest, backend: BackendClient) -> None:
     answers = await hub.command(backend, "unlock")
@@ -73,6 +32,8 @@ async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answere
     assert state.state == "unlocked"
     lock = hub.sim.home.locks[hub.locks[0]]
     assert hub.sim.call(lambda: (lock.state, lock.motor_moves)) == ("unlocked", 1)
+    bridge = hub.sim.home.bridge_config()
+    assert "locks" not in bridge, "the bridge drives no lock: hubd does"
     log = hub.hubd_log.read_text()
     assert "hubd drives the locks through the bridge's Bluetooth proxy" in log
     assert lock.secret is not None and lock.secret.hex() not in log, "a lock's secret was logged"
@@ -91,6 +52,7 @@ async def _polled_and_idle(hub: HubUnderTest, lock_id: str) -> int:
     return hub.sim.call(lambda: lock.connections)
 
 
+@SCANS
 async def test_a_locks_battery_reaches_its_device_state_from_the_adverts_hubd_hears(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock_id = hub.locks[0]
@@ -107,6 +69,7 @@ async def test_a_locks_battery_reaches_its_device_state_from_the_adverts_hubd_he
         "no connection needed"
 
 
+@SCANS
 async def test_a_key_turned_by_hand_while_hubd_is_not_connected_reaches_the_lock_state_as_manual(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock_id = hub.locks[0]

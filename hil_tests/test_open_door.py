@@ -10,7 +10,7 @@ from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import Answer, LockState
 from simulator.serial_line import TO_BRIDGE, TO_HUB
-from wire import frame, messages
+from wire import frame, lockproto, messages
 
 
 def statuses(answers: list[Answer]) -> list[str]:
@@ -45,8 +45,9 @@ async def test_lock_after_unlock_turns_the_lock_back(hub: HubUnderTest,
 async def test_damaged_serial_frames_are_rejected_by_crc_and_retransmitted(
         hub: HubUnderTest, backend: BackendClient) -> None:
     line = hub.sim.home.line
-    # The next DATA frame to the bridge (the op) arrives corrupted, the next one back (the
-    # bridge's answer) arrives cut short: both must be dropped by the CRC check and resent.
+    # The next DATA frame to the bridge (a proxy request of the operation) arrives corrupted,
+    # the next one back (the bridge's answer) arrives cut short: both must be dropped by the CRC
+    # check and resent.
     hub.sim.call(lambda: line.damage_next(TO_BRIDGE, "corrupt", ftype=frame.T_DATA))
     hub.sim.call(lambda: line.damage_next(TO_HUB, "truncate", ftype=frame.T_DATA))
     answers = await hub.command(backend, "unlock")
@@ -65,8 +66,10 @@ async def test_damaged_serial_frames_are_rejected_by_crc_and_retransmitted(
         assert resent, f"{direction}: no DATA frame followed the damaged one"
     to_bridge = [messages.decode(c.body) for c in crossings
                  if c.direction == TO_BRIDGE and c.ftype == frame.T_DATA]
-    ops = [m for m in to_bridge if m["m"] == messages.OP]  # hubd also sends its clock
-    assert len(ops) == 1, "the op must reach the bridge exactly once intact"
+    pdus = [bytes.fromhex(m["data"]) for m in to_bridge if m["m"] == messages.BLE_WRITE]
+    unlocks = [p for p in pdus if p[0] == lockproto.OP_COMMAND
+               and lockproto.action_name(p[1]) == "unlock"]  # not a poll's status COMMAND
+    assert len(unlocks) == 1, "the lock's unlock COMMAND must reach the bridge exactly once intact"
 
 
 async def test_malformed_payload_is_rejected_and_hubd_keeps_serving(
