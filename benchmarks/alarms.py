@@ -95,7 +95,7 @@ from hubd.store.database import DB_NAME, Store  # noqa: E402
 from simulator.alarm_centre import PRIMARY, AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
 from simulator.bridge_device import micropython_binary  # noqa: E402
-from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
+from simulator.home import HomeThread, SimulatedHome, default_locks, record_pairings  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
 from simulator.ports import free_port  # noqa: E402
 from tests.mosquitto import Mosquitto, find_mosquitto  # noqa: E402
@@ -726,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         home.start()
         config = work / "hubd.toml"
+        # The home's lock is paired with hubd, which drives it through the bridge's proxy.
+        record_pairings(work / "hubd-state", sim.locks.values())  # write_hubd_config's state_dir
         write_hubd_config(config, broker, sim.port, key, list(sim.locks), link_key=sim.link_key)
         config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
         hubd = start_hubd(config, work / "hubd.log")
