@@ -84,3 +84,12 @@ async def test_a_key_turned_by_hand_while_hubd_is_not_connected_reaches_the_lock
                     break
     # hubd read the lock's backlog when its advert's report number moved: one connection.
     assert hub.sim.call(lambda: (lock.connections, lock.motor_moves)) == (connections + 1, 0)
+
+
+@pytest.mark.home(hubd_top='lock_driver = "hubd"')
+async def test_an_older_hubd_toml_choosing_hubds_drivers_still_runs_and_says_to_drop_the_line(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    answers = await hub.command(backend, "unlock")
+    assert [a.status for a in answers] == ["accepted", "succeeded"], answers
+    notes = [line for line in hub.log_text().splitlines() if "lock_driver is gone" in line]
+    assert len(notes) == 1 and "remove the line from hubd.toml" in notes[0], notes
