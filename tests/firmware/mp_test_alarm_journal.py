@@ -88,6 +88,23 @@ def test_a_line_cut_short_by_a_power_cut_is_skipped_and_later_records_survive():
     assert _ids(AlarmJournal(path)) == [a, b]
 
 
+def test_a_compaction_left_unfinished_is_discarded():
+    # flashlog.FlashLog.rewrite writes a .tmp file and renames it over the journal: a power cut
+    # before the rename leaves the old journal whole and the .tmp behind, which is dropped.
+    path = _path()
+    j = AlarmJournal(path)
+    a = j.add_unit(1, 1, 0, alarms.BUTTON, "pendant")
+    with open(path + ".tmp", "w") as f:
+        f.write("A u 00000001 9 0 smoke smoke_detector -\n")
+    again = AlarmJournal(path)
+    assert _ids(again) == [a]
+    try:
+        os.stat(path + ".tmp")
+        raise AssertionError("the unfinished compaction was left behind")
+    except OSError:
+        pass
+
+
 def test_garbage_lines_are_skipped():
     path = _path()
     with open(path, "w") as f:
