@@ -96,7 +96,7 @@ def build():
     if cfg["stale"]:
         # An older provisioning's: the bridge drives no lock since hubd does (docs/ble-proxy.md).
         log.warn("bridge.json: ignored %s, from an older provisioning (hubd drives the locks "
-                 "now); to drop them, provision the bridge again (hubctl provision)"
+                 "now); to drop them: hubctl provision, then hubctl flash --config"
                  % ", ".join(cfg["stale"]))
     from ble_central import Central
 
@@ -120,6 +120,7 @@ def build():
     host.on_message = app.on_message
     host.on_state = app.on_link_state
     log.info("bridge firmware %s up: %salarm unit, %sLTE, proxy of %d slot(s); reset: %s"
-             % (version.VERSION, "" if flow else "no ", "" if modem else "no ",
+             % (version.VERSION, "" if flow is not None else "no ",
+                "" if modem is not None else "no ",
                 cfg["proxy"]["slots"], health.reset))
     return (host.run(), health.run()) + tasks
