@@ -33,10 +33,9 @@ from tests.micropython import micropython_binary
 from tests.terminal import interruptible
 from tests.hubctl_cli import HUBCTL, hubctl, one_error_line
 
-CONFIG = {
+CONFIG = {  # as hubctl provision writes it: no lock (hubd drives them through the proxy)
     "link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "key": "4b" * 32},
-    "locks": [{"id": "front-door", "kind": "inside_turner", "protocol": "reference",
-               "addr": "C0:FF:EE:00:00:01", "addr_type": 0, "secret": "5a" * 32}],
+    "log": "info",
 }
 IMAGE = bytes([image.IMAGE_MAGIC]) + bytes(range(256)) * 64  # shaped like an ESP32 image
 
@@ -366,9 +365,8 @@ def test_flash_help_shows_an_example() -> None:
 
 
 @pytest.mark.parametrize("bad, expected", [
-    ({"link": CONFIG["link"], "locks": [{"id": "front-door", "kind": "portcullis"}]},
-     "kind 'portcullis' is not one of"),
-    ({"locks": []}, "link.key is missing: provision the bridge with its hub's link key"),
+    ({"link": CONFIG["link"], "log": "deafening"}, "log must be one of debug, info, warn, error"),
+    ({"log": "info"}, "link.key is missing: provision the bridge with its hub's link key"),
     ("{not json", "is not valid JSON"),
 ])
 def test_a_bad_configuration_fails_in_one_line_before_the_bridge_is_touched(
