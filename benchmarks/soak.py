@@ -10,8 +10,8 @@ the real firmware in MicroPython on the simulated bridge (its calibrated heap, b
 ROMFS image: docs/architecture.md, "Heap"), four locks (inside turner, in-cylinder, key box,
 entrance door), a simulated alarm unit on the bridge's UART 2, a simulated BG95 modem on UART 3
 whose SIA DC-09 reaches the reference alarm centre's receiver (pysiaalarm), and the reference
-alarm centre confirming every alarm over MQTT. The bridge has ``proxy.slots = 4``: one connection
-per lock (with the default 3 the fourth lock's connect is ``busy`` while hubd keeps the others).
+alarm centre confirming every alarm over MQTT. The bridge has ``proxy.slots = 4`` (the default
+is 3): one connection per lock, so four locks driven side by side never wait for a slot.
 
 What runs, with ``--ops N`` operations in all (about one in twenty an alarm):
 - a worker per lock sends signed commands over MQTT, as the backend does, one after another
