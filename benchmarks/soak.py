@@ -160,7 +160,7 @@ class Soak:
         self.bridge_log = BridgeLog(work / "bridge.log")
         self.home = HomeThread(ProxyOnlyHome(
             work / "home", locks=four_locks(), seed=seed, on_bridge_log=self.bridge_log,
-            policy={"scan_every_ms": 1000, "scan_ms": 500}, proxy={"slots": 4},
+            proxy={"slots": 4},
             alarm_unit=AlarmUnit(heartbeat_s=0.5), alarm_timings=ALARM_TIMINGS,
             lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": self.dc09_port,
                  "account": ACCOUNT, "receiver": "1", "retry_ms": 1000},
