@@ -4,7 +4,9 @@ The bridge is the simulator by default (`--target=sim`: the real firmware in Mic
 locks' Bluetooth proxy, locks in software, their pairings recorded in hubd's state as hubctl pair
 leaves them) or a real ESP32 on a bench (`--target=/dev/ttyUSB0`, hubd's state in
 `--bench-state` holding the pairings of the locks named by `--bench-locks`, made by hubctl pair).
-Either way hubd drives every lock through the bridge's proxy. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
+Either way hubd drives every lock through the bridge's proxy, or, for a scenario marked
+``home(direct=True)`` (simulator only), through the hub's own adapter: the simulated air reached
+by hubd directly (docs/direct-mode.md), the bridge still serving the alarm unit. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
 for both; assertions about what a lock physically did need the simulator and skip loudly
 without it.
 """
@@ -87,6 +89,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     home: HomeThread | None = None
     dc09_port = None
     state_dir = tmp_path / "hubd-state"
+    direct = options.pop("direct", False)  # hubd on the hub's own adapter, not the bridge's proxy
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
@@ -108,7 +111,13 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         link_key = home.home.link_key
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
         record_pairings(state_dir, home.home.locks.values())  # as hubctl pair leaves them
+        if direct:  # the simulated air is the hub's own adapter (docs/direct-mode.md)
+            hubd_extra += (f'\n[bluetooth]\nvia = "adapter"\n'
+                           f'simulated_radio = "{home.home.radio.socket_path}"\n')
     else:
+        if direct:
+            pytest.skip("SKIPPED LOUDLY: direct mode on a bench needs the hub's own adapter; run "
+                        "hubd with [bluetooth] via = \"adapter\" against the bench locks by hand")
         if not os.path.exists(target):
             pytest.fail(f"--target {target}: no such serial port; plug in the bench bridge "
                         f"or use --target=sim", pytrace=False)

@@ -25,7 +25,7 @@ from hubapi.models import (MAX_AUDIT_BATCH, Actor, Answer, AuditBatch, AuditEntr
 from simulator.home import HomeThread
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
-from wire import lockkinds
+from wire import lockkinds, messages
 
 HUB_ID = "hub-under-test"
 
@@ -83,6 +83,15 @@ class HubUnderTest:
 
     def lock_of_kind(self, kind: str) -> str:
         return next(lock for lock, k in self.kinds.items() if k == kind)
+
+    def proxy_connects(self) -> int:
+        """How many connects were asked of the bridge's Bluetooth proxy over the serial line (the
+        simulated line's transcript, as a logic analyser on the cable would see it)."""
+        def count() -> int:
+            bodies = [c.body for c in self.sim.home.line.frames() if c.body]
+            return sum(1 for body in bodies if body.startswith(b"{")
+                       and json.loads(body).get("m") == messages.BLE_CONNECT)
+        return self.sim.call(count)
 
     def log_text(self) -> str:
         return self.hubd_log.read_text(errors="replace")

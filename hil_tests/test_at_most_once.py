@@ -9,7 +9,6 @@ import pytest
 from hil_tests.harness import HubUnderTest, answers_of, audit_log, next_answer
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import Answer
 from wire import lockkinds
 
 

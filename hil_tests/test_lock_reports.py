@@ -32,6 +32,7 @@ async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answere
     assert state.state == "unlocked"
     lock = hub.sim.home.locks[hub.locks[0]]
     assert hub.sim.call(lambda: (lock.state, lock.motor_moves)) == ("unlocked", 1)
+    assert hub.proxy_connects() >= 1, "hubd reached the lock through the bridge's proxy"
     bridge = hub.sim.home.bridge_config()
     assert "locks" not in bridge, "the bridge drives no lock: hubd does"
     log = hub.hubd_log.read_text()

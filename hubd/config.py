@@ -38,6 +38,13 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
                                          # (address, secret) in the state database, written by
                                          # hubctl pair, never in this file
 
+    [bluetooth]                          # how hubd reaches the locks (optional; docs/direct-mode.md)
+    via = "bridge"                       # "bridge": the bridge's Bluetooth proxy (default);
+                                         # "adapter": the hub's own adapter (bleak on BlueZ)
+    adapter = "hci0"                     # with via = "adapter" (default: BlueZ's default adapter)
+    # simulated_radio = "/tmp/air/radio.sock"  # test benches only: the simulator's radio as the
+                                         # hub's adapter (with via = "adapter")
+
     [lock_timing]                        # hubd's lock driver (all optional; hubd.locks.Timings)
     connect_s = 3                        # connect_s, gatt_s, deadline_s, result_s, settle_s,
                                          # readback_extra_s, idle_s
@@ -253,6 +260,25 @@ class AbsentConfig(_Section):
         return data
 
 
+class BluetoothConfig(_Section):
+    """How hubd reaches the locks' radio (hubd.ble.radio): the bridge as its Bluetooth proxy, or
+    the hub's own adapter ("direct mode", docs/direct-mode.md)."""
+
+    via: Literal["bridge", "adapter"] = "bridge"
+    adapter: str | None = Field(None, pattern=r"^hci[0-9]{1,2}$")  # BlueZ's name; None: its default
+    # A test bench's simulated radio socket (simulator/radio.py) standing in for the adapter.
+    simulated_radio: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.via == "bridge" and (self.adapter is not None or self.simulated_radio is not None):
+            raise ValueError("adapter and simulated_radio are for via = \"adapter\": set via, or "
+                             "remove them")
+        if self.adapter is not None and self.simulated_radio is not None:
+            raise ValueError("give adapter (a real one) or simulated_radio (a test bench), not both")
+        return self
+
+
 class LockTimingConfig(_Section):
     """hubd's lock driver's times in seconds (hubd.locks.Timings, docs/lock-protocol.md "Timing");
     one left out keeps the driver's default, defined there only."""
@@ -316,6 +342,7 @@ class HubConfig(BaseSettings):
     battery: BatteryConfig = BatteryConfig()
     devices: DevicesConfig = DevicesConfig()
     audit: AuditConfig = AuditConfig()
+    bluetooth: BluetoothConfig = BluetoothConfig()
     lock_timing: LockTimingConfig = LockTimingConfig()
     lock_upkeep: LockUpkeepConfig = LockUpkeepConfig()
     state_dir: Path

@@ -65,7 +65,8 @@ _ADDR = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
 
 @dataclass(frozen=True)
 class Watched:
-    """How a watch ended: ``ok``, or ``refused`` (a bad address, too many watches)."""
+    """How a watch or a scan ended: ``ok``, ``refused`` (a bad address, too many watches),
+    ``link_down`` (a scan while the adapter is down) or ``error`` (a scan that did not start)."""
 
     status: str
 
@@ -164,6 +165,36 @@ class DirectRadio:
         self._watches.add(address)
         return Watched("ok")
 
+    async def scan(self, seconds: float) -> Watched:
+        """An active scan of its own for ``seconds`` (names come in scan responses), beside the
+        background one: every advert it hears is passed on, each address's each different
+        content once."""
+        if not self.is_up:
+            return Watched("link_down")
+        passed: set[tuple[str, tuple[Any, ...]]] = set()
+
+        def heard(device: BLEDevice, adv: AdvertisementData) -> None:
+            address = device.address.upper()
+            said = _said(adv)
+            if (address, said) not in passed:
+                passed.add((address, said))
+                self._pass_on(address, device, adv)
+
+        scanner = BleakScanner(heard, scanning_mode="active", backend=self.scanner_backend,
+                               **self.scanner_kwargs())
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await scanner.start()
+        except Exception as exc:  # the platform's reason, in one line
+            log.warning("%s: a scan did not start: %s", self.name, why_down(exc))
+            return Watched("error")
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await scanner.stop()
+        return Watched("ok")
+
     @property
     def watches(self) -> frozenset[str]:
         return frozenset(self._watches)
@@ -237,13 +268,15 @@ class DirectRadio:
         if address not in self._watches:
             return
         loop_time = asyncio.get_running_loop().time()
-        said = (adv.local_name, tuple(sorted(adv.manufacturer_data.items())),
-                tuple(sorted(adv.service_data.items())), tuple(adv.service_uuids), adv.tx_power)
+        said = _said(adv)
         last = self._heard_last.get(address)
         if last is not None and (loop_time - last.at < MIN_GAP_S
                                  or (said == last.said and loop_time - last.at < REFRESH_S)):
             return
         self._heard_last[address] = _Heard(loop_time, said)
+        self._pass_on(address, device, adv)
+
+    def _pass_on(self, address: str, device: BLEDevice, adv: AdvertisementData) -> None:
         addr_type = address_type(device.details)
         raw = next((p for p in adv.platform_data if isinstance(p, dict) and "data" in p), {})
         msg = {"m": messages.BLE_ADV, "addr": address, "addr_type": addr_type, "rssi": adv.rssi,
@@ -256,6 +289,12 @@ class DirectRadio:
                 callback(address, addr_type, adv.rssi, advert, msg)
             except Exception:  # a listener's bug must not keep the advert from the others
                 log.exception("a direct-mode advert listener raised")
+
+
+def _said(adv: AdvertisementData) -> tuple[Any, ...]:
+    """What an advert says, comparable: a change is news."""
+    return (adv.local_name, tuple(sorted(adv.manufacturer_data.items())),
+            tuple(sorted(adv.service_data.items())), tuple(adv.service_uuids), adv.tx_power)
 
 
 def address_type(details: Any) -> int:

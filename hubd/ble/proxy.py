@@ -241,6 +241,17 @@ class BleProxy:
         self._conns.pop(conn, None)
         self._mtus.pop(conn, None)
 
+    async def scan(self, seconds: float) -> Done:
+        """One active ``ble_scan`` of ``seconds`` (at most MAX_SCAN_MS); its adverts reach
+        :meth:`on_advert`. A scan already running on the bridge (``refused``) is waited out:
+        its adverts reach us too."""
+        ms = clamp_ms(seconds, MAX_SCAN_MS)
+        done = await self.request(messages.BLE_SCAN, ms, True, wait_ms=ms)
+        if done.status == "refused":
+            await asyncio.sleep(ms / 1000)
+            return Done("ok")
+        return done
+
     async def watch(self, addr: str, on: bool = True) -> Done:
         """Ask the bridge to forward ``addr``'s adverts (on False: stop); kept and sent again
         whenever the link comes back up. At most ``MAX_WATCH`` addresses."""

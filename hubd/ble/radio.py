@@ -10,6 +10,7 @@ from either, and nothing else:
                          **radio.client_kwargs(addr_type, gatt_timeout))
     scanner = BleakScanner(on_found, backend=radio.scanner_backend, **radio.scanner_kwargs())
     stop = radio.on_advert(heard)       # the watched addresses' adverts
+    await radio.scan(10)                # ... and, for 10 s, every advert in reach
     await radio.watch(address)          # hear this lock without connecting
 
 ``client_backend`` and ``scanner_backend`` are None for bleak's platform backend (BlueZ on the
@@ -80,6 +81,11 @@ class Radio(Protocol):
 
     def on_advert(self, callback: AdvertCallback) -> Callable[[], None]:
         """Hear adverts (those of watched addresses at least); returns the way to stop."""
+        ...
+
+    async def scan(self, seconds: float) -> Answer:
+        """Hear every advert in reach (not only the watched addresses') through
+        :meth:`on_advert` for ``seconds``, then return (``hubctl pair --scan``)."""
         ...
 
     async def watch(self, address: str, on: bool = True) -> Answer:

@@ -1,5 +1,5 @@
-"""hubd's lock drivers as the daemon runs them: the bridge's Bluetooth proxy, one driver per
-paired lock (hubd.locks.transport) with its background work (hubd.locks.upkeep: polls, and the
+"""hubd's lock drivers as the daemon runs them: on a radio (hubd.ble.radio: the bridge's Bluetooth
+proxy, or the hub's own adapter), one driver per paired lock (hubd.locks.transport) with its background work (hubd.locks.upkeep: polls, and the
 reports a lock kept while nobody was connected), and the locks' adverts as device sightings
 (hubd.locks.sightings), kept in step when a lock is paired or decommissioned.
 
@@ -8,7 +8,7 @@ per kind): every advert and every authentic answer is a sighting, and hubd's dri
 ``present`` word of their own (the firmware's devices.py judged ``absent_ms`` itself; with hubd's
 drivers nobody else does).
 
-    drivers = await LockDrivers.open(bridge, paired, lock_states, devices, stack)
+    drivers = await LockDrivers.open(BleProxy(bridge), paired, lock_states, devices, stack)
     transport = drivers.locks                    # the command path's LockTransport
     await drivers.add("front-door", PairedLock(...))   # a lock just paired
     await drivers.remove("front-door")           # decommissioned
@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from hubd.access.lockstate import LockStates
-from hubd.ble import BleProxy
+from hubd.ble.radio import Radio
 from hubd.devices.registry import Devices
 from hubd.locks.sightings import LockSightings
 from hubd.locks.reference import Timings
@@ -30,32 +29,33 @@ from hubd.locks.transport import BleLocks, PairedLock
 from hubd.locks.upkeep import UpkeepTimings
 from wire import lockkinds
 
-if TYPE_CHECKING:
-    from hubd.link.bridge import Bridge
-
 log = logging.getLogger(__name__)
 
 
 class LockDrivers:
     """What hubd runs to drive its locks itself; made by :meth:`open`."""
 
-    def __init__(self, proxy: BleProxy, locks: BleLocks, sightings: LockSightings,
-                 kinds: dict[str, str]) -> None:
-        self.proxy = proxy
+    def __init__(self, radio: Radio, locks: BleLocks, sightings: LockSightings,
+                 kinds: dict[str, str], via: str, down_text: Callable[[], str]) -> None:
+        self.radio = radio
+        self.via = via  # "through the bridge's Bluetooth proxy", "through Bluetooth adapter hci0"
+        self._down_text = down_text
         self.locks = locks
         self.sightings = sightings
         self._kinds = kinds  # lock id -> kind, shared with the sightings' callback
 
     @classmethod
-    async def open(cls, bridge: Bridge, paired: Mapping[str, PairedLock], lock_states: LockStates,
+    async def open(cls, radio: Radio, paired: Mapping[str, PairedLock], lock_states: LockStates,
                    devices: Devices, stack: contextlib.AsyncExitStack, *,
                    timings: Timings = Timings(),
-                   upkeep: UpkeepTimings = UpkeepTimings()) -> LockDrivers:
-        """Drive ``paired`` through ``bridge``'s proxy on ``timings``, reports into
+                   upkeep: UpkeepTimings = UpkeepTimings(),
+                   via: str = "through the bridge's Bluetooth proxy",
+                   down_text: Callable[[], str] = lambda: "the locks' radio is not up"
+                   ) -> LockDrivers:
+        """Drive ``paired`` through ``radio`` (the bridge's proxy, or the hub's own adapter) on
+        ``timings``, reports into
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
         closed by ``stack`` before the bridge (its work and connections go first)."""
-        proxy = BleProxy(bridge)
-        stack.callback(proxy.close)
         kinds = {lock: p.kind for lock, p in paired.items()}
 
         def report(lock: str, what: str, name: str | None, state: str, battery: int,
@@ -76,17 +76,21 @@ class LockDrivers:
             devices.report(lock, kind, "mains" if mains else "reference",
                            battery=None if mains else battery, rssi=rssi)
 
-        locks = BleLocks(proxy, paired, timings, on_report=report, upkeep=upkeep,
+        locks = BleLocks(radio, paired, timings, on_report=report, upkeep=upkeep,
                          on_heard=lambda lock, battery: sighted(lock, battery, None))
         stack.push_async_callback(locks.close)
-        sightings = LockSightings(proxy, paired, sighted, locks.advertised)
+        sightings = LockSightings(radio, paired, sighted, locks.advertised)
         stack.callback(sightings.stop)
         await sightings.start()
         locks.start()
-        drivers = cls(proxy, locks, sightings, kinds)
-        log.info("hubd drives the locks through the bridge's Bluetooth proxy",
-                 extra={"locks": list(paired)})
+        drivers = cls(radio, locks, sightings, kinds, via, down_text)
+        log.info("hubd drives the locks %s", via, extra={"locks": list(paired)})
         return drivers
+
+    @property
+    def down_text(self) -> str:
+        """What a technician is told while the radio is down: why, and where to look."""
+        return self._down_text()
 
     async def add(self, lock_id: str, paired: PairedLock) -> None:
         """Drive and watch a lock just paired, and start its background work (its first poll at

@@ -2,9 +2,9 @@
 through the same driver that runs its commands (hubd.locks.reference.ReferenceLock.exchange).
 
     secret = new_secret()
-    outcome = await pair(address, addr_type, secret, setup_key, proxy=proxy, timeout=40)
+    outcome = await pair(address, addr_type, secret, setup_key, radio=radio, timeout=40)
     outcome.result == "ok"         # the lock holds ``secret``: only now is it recorded
-    await unpair(address, addr_type, secret, proxy=proxy, timeout=40)
+    await unpair(address, addr_type, secret, radio=radio, timeout=40)
 
 The judgement is the firmware's (firmware/locks/pairing.py), with one correction: a PAIR the
 lock refused with ``auth_failed`` (a wrong setup key, or a recorded PAIR replayed) is
@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
 from hubd.locks.reference import ReferenceLock, Timings
 from wire import lockpair
 from wire import lockproto as lp
@@ -60,23 +60,23 @@ class Outcome:
 
 
 async def pair(address: str, addr_type: int, secret: bytes, setup_key: bytes, *, timeout: float,
-               proxy: BleProxy | None = None, timings: Timings = Timings()) -> Outcome:
+               radio: Radio | None = None, timings: Timings = Timings()) -> Outcome:
     """Give the lock at ``address`` (in pairing mode) the NEW ``secret``, sealed and MACed under
-    its 32-byte ``setup_key``; through ``proxy`` (default the installed one)."""
+    its 32-byte ``setup_key``; through ``radio`` (default the installed proxy)."""
     if len(setup_key) != lp.SECRET_LEN:
         return Outcome(FAILED, "setup key length")
     addr = _addr(address)
-    return await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=proxy,
+    return await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=radio,
                                     timings=timings),
                       lambda nonce: lockpair.encode_pair(setup_key, secret, addr, nonce),
                       secret, addr, lockpair.PAIR_TAG, timeout)
 
 
 async def unpair(address: str, addr_type: int, secret: bytes, *, timeout: float,
-                 proxy: BleProxy | None = None, timings: Timings = Timings()) -> Outcome:
+                 radio: Radio | None = None, timings: Timings = Timings()) -> Outcome:
     """Make the lock at ``address`` forget ``secret`` (the one it holds)."""
     addr = _addr(address)
-    outcome = await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=proxy,
+    outcome = await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=radio,
                                        timings=timings),
                          lambda nonce: lockpair.encode_unpair(secret, addr, nonce),
                          secret, addr, lockpair.UNPAIR_TAG, timeout)

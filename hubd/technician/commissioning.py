@@ -4,9 +4,9 @@
                                   drivers=drivers, pairings=pairings)
     handlers = commissioning.handlers()          # for status_socket.serve (hubd/technician/control.py)
 
-hubd drives the locks itself (``drivers``, hubd/locks/); the bridge is their Bluetooth proxy.
-Scan hears the locks' adverts through the proxy. The path of a pairing: hubctl pair -> local
-socket -> :meth:`pair` -> a fresh secret, given to the lock with PAIR through hubd's own driver
+hubd drives the locks itself (``drivers``, hubd/locks/), through the bridge as their Bluetooth
+proxy or the hub's own adapter (hubd.ble.radio); scan hears the locks' adverts the same way.
+The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> a fresh secret, given to the lock with PAIR through hubd's own driver
 (hubd/locks/pairing.py) -> the pairing kept in the state database (hubd/store/pairings.py) -> the
 lock joins ``locks`` (the live map the verifier and the lock states read) and hubd drives it at
 once (``LockDrivers.add``), no bridge restart -> the proving cycle (lock operations through
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PAIR_TIMEOUT_S = 40.0  # connecting through the proxy and the exchange
+PAIR_TIMEOUT_S = 40.0  # connecting (through the proxy, or the adapter) and the exchange
 UNPAIR_TIMEOUT_S = 40.0
 WIPE_TIMEOUT_S = 40.0  # the bridge writing its flash
 CYCLE_OP_TIMEOUT_S = 30.0
@@ -150,18 +150,23 @@ class Commissioning:
     # --- scan ----------------------------------------------------------------------------------
 
     async def scan(self, request: control.ScanRequest, progress: Callable[[str], None]) -> control.ScanResult:
-        """The reference locks heard through the proxy (a ``ble_scan`` of ``seconds``), each
-        named if hubd has paired it; the strongest signal first."""
-        self._need_bridge()
-        proxy = self._drivers.proxy
+        """The reference locks heard within ``seconds`` (through the bridge's proxy or the hub's
+        own adapter: hubd.ble.radio), each named if hubd has paired it; the strongest signal
+        first."""
+        radio = self._drivers.radio
+        if not radio.is_up:
+            raise control.Refused(self._drivers.down_text)
         paired = {p.address: lock for lock, p in self._pairings.all().items()}
         heard: dict[str, control.FoundLock] = {}
 
         def advert(addr: str, addr_type: int, rssi: int, parsed: Advert, msg: dict[str, Any]) -> None:
+            data = parsed.manufacturer_data.get(lockproto.COMPANY_ID)
+            if data is None:
+                return  # not a reference lock
             try:
-                kind, battery, _, pairing = lockproto.decode_advert(bytes.fromhex(msg["data"]))
-            except (lockproto.ProtocolError, ValueError):
-                return  # not a reference lock, or a hostile advert
+                kind, battery, _, pairing = lockproto.decode_manufacturer(lockproto.COMPANY_ID, data)
+            except lockproto.ProtocolError:
+                return  # a hostile advert
             name = parsed.local_name if parsed.local_name and len(parsed.local_name) <= messages.MAX_ID \
                 else None
             heard[addr] = control.FoundLock(addr=addr, addr_type=addr_type, kind=kind, rssi=rssi,
@@ -169,15 +174,12 @@ class Commissioning:
                                             lock=paired.get(addr))
 
         async with self._busy:
-            progress(f"listening for locks for {request.seconds} s (through the bridge's proxy)")
-            stop = proxy.on_advert(advert)
+            progress(f"listening for locks for {request.seconds} s ({self._drivers.via})")
+            stop = radio.on_advert(advert)
             try:
-                done = await proxy.request(messages.BLE_SCAN, request.seconds * 1000, True,
-                                           wait_ms=request.seconds * 1000)
-                if done.status == "refused":  # a scan already runs: its adverts reach us too
-                    await asyncio.sleep(request.seconds)
-                elif not done.ok:
-                    raise control.Refused(f"the bridge could not scan ({done.status}): hubctl doctor")
+                done = await radio.scan(request.seconds)
+                if not done.ok:
+                    raise control.Refused(f"could not scan ({done.status}): hubctl doctor")
             finally:
                 stop()
         return control.ScanResult(locks=sorted(heard.values(), key=lambda f: -f.rssi))
@@ -190,7 +192,8 @@ class Commissioning:
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
         from hubd.locks.transport import PairedLock
 
-        self._need_bridge()
+        if not self._drivers.radio.is_up:
+            raise control.Refused(self._drivers.down_text)
         addr = request.addr.upper()
         async with self._busy:  # the checks too: one pairing at a time
             other = self._pairings.lock_at(addr)
@@ -207,7 +210,7 @@ class Commissioning:
             secret = pairing.new_secret()
             outcome = await pairing.pair(addr, request.addr_type, secret,
                                          bytes.fromhex(request.setup_key), timeout=PAIR_TIMEOUT_S,
-                                         proxy=self._drivers.proxy)
+                                         radio=self._drivers.radio)
             if outcome.result != pairing.OK:
                 self._audit_pairing(request, outcome.result)
                 log.warning("pairing refused", extra={"lock": request.lock, "result": outcome.result,
@@ -313,7 +316,7 @@ class Commissioning:
                 await self._drivers.remove(lock)  # after an operation in flight; none after it
                 result = (await pairing.unpair(p.address, p.addr_type, p.secret,
                                                timeout=UNPAIR_TIMEOUT_S,
-                                               proxy=self._drivers.proxy)).result
+                                               radio=self._drivers.radio)).result
                 try:
                     self._pairings.forget(lock)
                 except sqlite3.Error as exc:

@@ -43,9 +43,11 @@ OLD_ADDR = "C0:FF:EE:00:00:01"
 PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
-@pytest.fixture
-def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey,
-        short_dir: Path) -> Iterator[LocalHub]:
+@pytest.fixture(params=["bridge", "adapter"], ids=["via-bridge", "via-adapter"])
+def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
+        backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
+    """hubd with a paired lock and one fresh from the box, reaching them through the bridge's
+    Bluetooth proxy, or through the hub's own adapter (the simulated air: docs/direct-mode.md)."""
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
@@ -55,8 +57,10 @@ def hub(mosquitto: Mosquitto, tmp_path: Path, backend_key: BackendKey,
     etc = tmp_path / "etc"
     etc.mkdir()
     config = etc / "hubd.toml"
+    direct = ('[bluetooth]\nvia = "adapter"\n'
+              f'simulated_radio = "{home.radio.socket_path}"\n') if request.param == "adapter" else ""
     write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": old.kind},
-                      status_socket=short_dir / "status.sock", link_key=home.link_key)
+                      status_socket=short_dir / "status.sock", link_key=home.link_key, extra=direct)
     record_pairings(etc / "hubd-state", [old])  # paired before, through hubd
     (etc / "hubd.env").write_text(PASSWORD_LINE)
     (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))

@@ -52,6 +52,12 @@ def test_file_is_read_with_defaults(write, public_key):
     assert set(config.public_keys()) == {"k1"}
 
 
+def test_bluetooth_defaults_to_the_bridges_proxy_and_takes_the_hubs_own_adapter(write, public_key):
+    assert load_config(write(minimal(public_key))).bluetooth.via == "bridge"
+    direct = load_config(write(minimal(public_key, '[bluetooth]\nvia = "adapter"\nadapter = "hci1"')))
+    assert (direct.bluetooth.via, direct.bluetooth.adapter) == ("adapter", "hci1")
+
+
 def test_pem_keys_are_accepted(write):
     pem = signing.public_key_pem(signing.generate_private_key())
     config = load_config(write(f'hub_id = "h"\nstate_dir = "s"\n[locks]\na = "key_box"\n[keys]\nk1 = """{pem}"""\n'))
@@ -83,8 +89,14 @@ def test_config_path_from_environment(write, public_key, monkeypatch):
         ("clock_skew_s = -1", "clock_skew_s"),
         ("lokcs = [\"x\"]", "lokcs is not a known setting"),
         ("[serial]\nbaudrate = \"fast\"", "serial.baudrate"),
+        ("[bluetooth]\nvia = \"wifi\"", "bluetooth.via"),
+        ("[bluetooth]\nadapter = \"hci0\"", "adapter and simulated_radio are for via = \"adapter\""),
+        ("[bluetooth]\nvia = \"adapter\"\nadapter = \"hci0; rm\"", "bluetooth.adapter"),
+        ("[bluetooth]\nvia = \"adapter\"\nadapter = \"hci0\"\nsimulated_radio = \"/tmp/r.sock\"",
+         "not both"),
     ],
-    ids=["port", "protocol", "missing-file", "skew", "typo", "baudrate"],
+    ids=["port", "protocol", "missing-file", "skew", "typo", "baudrate", "via", "adapter-via-bridge",
+         "adapter-name", "adapter-and-simulated"],
 )
 def test_bad_values_name_the_field_in_one_line(write, public_key, extra, expected):
     path = write(minimal(public_key, extra))

@@ -18,6 +18,7 @@ import pytest
 from hubapi import topics
 from hubapi.models import DeviceState, LockState
 from hubd.access.lockstate import LockStates
+from hubd.ble import BleProxy
 from hubd.config import AbsentConfig, DevicesConfig
 from hubd.devices.registry import Devices
 from hubd.link.bridge import Bridge
@@ -87,8 +88,10 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     devices.bridge_link(bridge.is_up)
     try:
         assert await bridge.wait_up(TIMEOUT)
+        proxy = BleProxy(bridge)
+        stack.callback(proxy.close)
         drivers = await LockDrivers.open(
-            bridge, {lk.lock_id: paired(lk) for lk in locks}, lock_states, devices, stack,
+            proxy, {lk.lock_id: paired(lk) for lk in locks}, lock_states, devices, stack,
             timings=TIMINGS, upkeep=UpkeepTimings(poll_s=0.5, news_gap_s=0.2,
                                                   news_gap_max_s=0.2))
         yield Hub(home, drivers, devices, published, stack)
