@@ -32,11 +32,12 @@ SHIMS = Path(__file__).resolve().parent / "shims"
 
 # The heap the firmware gets, in bytes, besides the ROMFS image (which a chip keeps in flash:
 # see _boot_code). Calibrated to an ESP32 without PSRAM (~110 KB for Python) on 32-bit and 64-bit
-# builds of the same MicroPython (docs/architecture.md, "Heap"): the tightest moment is the boot,
-# which needs 95 KB on 32-bit and 159 KB on 64-bit (1.67x; booted from the image, live objects
-# measure 1.70x). 110 KB x 1.64 = 180 KB leaves the simulated bridge a little less room at boot
-# than the chip has, never more.
-DEFAULT_HEAP = 180 * 1024
+# builds of the same MicroPython (docs/architecture.md, "Heap"). Measured 2026-12-07, the bridge
+# without lock drivers: the boot needs 80 KB on 32-bit and 120 KB on 64-bit (1.5x); at rest
+# live data measures 1.65x. 110 KB x 1.5 = 165 KB gives the simulated bridge exactly the chip's
+# room at boot and less than the chip's at rest, never more. (It was 180 KB while the firmware
+# ran the lock drivers, whose boot ratio was 1.67x.)
+DEFAULT_HEAP = 165 * 1024
 # What the image's buffer costs beyond its own bytes (its object and the allocator's rounding),
 # measured on the PyPI unix port (an 82,240-byte image took 82,368).
 IMAGE_OVERHEAD = 256
