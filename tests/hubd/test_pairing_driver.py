@@ -58,7 +58,7 @@ async def _pair(lock: ReferenceProtocolLock, proxy: BleProxy, secret: bytes,
                 setup_key: bytes | None = None) -> pairing.Outcome:
     return await pairing.pair(address(lock), lock.addr_type, secret,
                               lock.setup_key if setup_key is None else setup_key,
-                              timeout=TIMEOUT, proxy=proxy, timings=FAST)
+                              timeout=TIMEOUT, radio=proxy, timings=FAST)
 
 
 async def _unlock(lock: ReferenceProtocolLock, proxy: BleProxy, secret: bytes) -> tuple[str, str | None]:
@@ -105,12 +105,12 @@ async def test_unpair_makes_the_lock_forget_and_refuse_the_old_secret(
     lock = _lock(home)
     secret = pairing.new_secret()
     assert (await _pair(lock, proxy, secret)).result == "ok"
-    gone = await pairing.unpair(address(lock), lock.addr_type, secret, timeout=TIMEOUT, proxy=proxy,
+    gone = await pairing.unpair(address(lock), lock.addr_type, secret, timeout=TIMEOUT, radio=proxy,
                                 timings=FAST)
     assert gone.result == "ok" and not lock.paired
     assert await _unlock(lock, proxy, secret) == (oc.FAILED, oc.AUTH_FAILED)
     assert lock.motor_moves == 0 and lock.state == "locked"
-    again = await pairing.unpair(address(lock), lock.addr_type, secret, timeout=TIMEOUT, proxy=proxy,
+    again = await pairing.unpair(address(lock), lock.addr_type, secret, timeout=TIMEOUT, radio=proxy,
                                  timings=FAST)
     assert again.result == "auth_failed"
 
@@ -119,6 +119,6 @@ async def test_a_lock_out_of_range_is_unreachable(home: SimulatedHome, proxy: Bl
     lock = _lock(home)
     lock.in_range = False
     outcome = await pairing.pair(address(lock), lock.addr_type, pairing.new_secret(), lock.setup_key,
-                                 timeout=3.0, proxy=proxy,
+                                 timeout=3.0, radio=proxy,
                                  timings=Timings(connect_s=1.0, deadline_s=3.0, idle_s=0.5))
     assert outcome.result == "unreachable" and not lock.paired
