@@ -50,7 +50,7 @@ _MAX_HEARD = const(16)  # advertisers a ble_scan keeps track of, besides the wat
 _ADV_TICK_MS = const(50)  # one advert a tick: at most 20 a second in all
 _QUIET_TICK_MS = const(500)  # nothing to forward
 _ADV_GAP_MS = const(1000)  # at most one advert per address a second
-_PRESENCE_MS = const(60000)  # a watched address that is heard goes out at least this often
+_PRESENCE_MS = const(60000)  # a watched address that is heard goes out at least this often (default)
 _RSSI_STEP = const(10)
 _NOTE_WAIT_MS = const(60000)
 _RETRY_MS = const(20)
@@ -86,10 +86,12 @@ class Proxy:
     host link's (raises link.LinkFull); ``idle()``: whether the host link is idle; ``slots``:
     proxy connections at once; ``bonds``: the bond store (ble_bonds.Bonds, made here unless
     given), which answers the stack's secret requests; ``scan_every_ms``, ``scan_ms``: the
-    passive scan windows that serve the watches."""
+    passive scan windows that serve the watches; ``presence_ms``: a watched address heard goes
+    out at least this often, unchanged."""
 
     def __init__(self, central, send, idle, slots=_SLOTS, bonds=None,
-                 scan_every_ms=_WATCH_EVERY_MS, scan_ms=_WATCH_SCAN_MS):
+                 scan_every_ms=_WATCH_EVERY_MS, scan_ms=_WATCH_SCAN_MS,
+                 presence_ms=_PRESENCE_MS):
         if bonds is None:
             from ble_bonds import Bonds
 
@@ -102,6 +104,7 @@ class Proxy:
         self.slots = slots
         self.scan_every_ms = scan_every_ms
         self.scan_ms = scan_ms
+        self.presence_ms = presence_ms
         self._conns = {}  # conn handle -> record
         self._connecting = 0
         self._heard = {}  # address -> advertiser record, watched or in the ble_scan
@@ -495,7 +498,7 @@ class Proxy:
             if not (scanned == 1 or (scanned and (changed or abs(rec[_RSSI] - rec[_SENT_RSSI])
                                                   >= _RSSI_STEP))
                     or (rec[_WATCHED] and (changed or sent is None
-                                           or time.ticks_diff(now, sent) >= _PRESENCE_MS))):
+                                           or time.ticks_diff(now, sent) >= self.presence_ms))):
                 continue
             self._send(messages.make(
                 messages.BLE_ADV, addr_text(addr), rec[_TYPE],

@@ -5,7 +5,7 @@
      "alarm_unit": {"uart": 2, "baudrate": 9600, "tx": 4, "rx": 5, "heartbeat_ms": 10000},
      "health": {"health_ms": 60000, "wdt_ms": 30000, "ble_stuck_ms": 60000},
      "supply": {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35},
-     "proxy": {"slots": 3, "scan_every_ms": 10000, "scan_ms": 1000}}
+     "proxy": {"slots": 3, "scan_every_ms": 10000, "scan_ms": 1000, "presence_ms": 60000}}
 
 ``link.key`` is the serial link's key, the same as hubd's (``HUBD_SERIAL__LINK_KEY`` in hubd.env):
 every frame between them carries a tag made with it (wire/link.py); ``hubctl provision`` makes it.
@@ -61,10 +61,13 @@ ALARM_TIMINGS = {
 PROXY_SLOTS = 3
 MAX_PROXY_SLOTS = 4  # NimBLE's default connection count on the ESP32
 # Its passive scan windows while hubd watches an address (ble_watch): a window of scan_ms every
-# scan_every_ms. A ble_scan of hubd's serves the watches too.
+# scan_every_ms. A ble_scan of hubd's serves the watches too. A watched address that is heard
+# goes to hubd at least every presence_ms even unchanged (hubd judges absence from that: its
+# absent_s must be longer).
 PROXY_SCANS = {
     "scan_every_ms": 10000,
     "scan_ms": 1000,
+    "presence_ms": 60000,
 }
 # What an older provisioning wrote for the bridge's own lock drivers: ignored (see above).
 STALE = ("locks", "policy")

@@ -23,10 +23,10 @@ from simulator.locks import LOW_BATTERY_PERCENT as LOCK_REFUSES_BELOW
 
 REMINDER_S = 3
 # The proxy looks at the locks' adverts (battery, presence) every half second instead of 10 s.
-FAST_SCAN = {"scan_every_ms": 500, "scan_ms": 300}
-# hubd judges a lock absent by its adverts, which the proxy forwards unchanged once a minute
-# (docs/ble-proxy.md): absent_s must stay above that.
-ABSENT_S = 65
+FAST_SCAN = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 2000}
+# hubd judges a lock absent by its adverts, which the proxy forwards unchanged every presence_ms
+# (docs/ble-proxy.md): absent_s must stay well above that.
+ABSENT_S = 12
 # Fast reminders and ticks; the thresholds are the defaults (locks 25/10, pendant 30/15, base unit
 # 40/20, hysteresis 5).
 FAST = f"""[battery]
@@ -153,10 +153,10 @@ async def test_a_lock_whose_adverts_stop_becomes_unavailable_and_available_again
     lock = hub.locks[0]
     await device_state(backend, hub, lock, lambda s: s.available)
     hub.sim.call(lambda: setattr(hub.sim.home.locks[lock], "advertising", False))
-    # The proxy may forward an advert it heard just before the silence up to a minute later
-    # (unchanged, once a minute): hubd counts absent_s from that.
+    # The proxy may forward an advert it heard just before the silence up to presence_ms later
+    # (unchanged): hubd counts absent_s from that.
     gone = await device_state(backend, hub, lock, lambda s: not s.available,
-                              timeout=ABSENT_S + 60 + 60)
+                              timeout=ABSENT_S + 2 + 60)
     assert gone.why == f"not heard from for over {ABSENT_S:g} s"
     hub.sim.call(lambda: setattr(hub.sim.home.locks[lock], "advertising", True))
     back = await device_state(backend, hub, lock, lambda s: s.available, timeout=30)

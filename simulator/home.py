@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 #: What a test may set of the proxy's scan windows (firmware/config.py PROXY_SCANS).
-SCAN_KEYS = frozenset({"scan_every_ms", "scan_ms"})
+SCAN_KEYS = frozenset({"scan_every_ms", "scan_ms", "presence_ms"})
 BRIDGE_UART = 1
 ALARM_UNIT_UART = 2
 LTE_UART = 3

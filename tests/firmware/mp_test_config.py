@@ -93,17 +93,18 @@ def test_the_link_key_is_required_hex_and_never_quoted_back():
 
 
 def test_the_proxy_holds_three_connections_unless_bridge_json_says_otherwise():
-    scans = {"scan_every_ms": 10000, "scan_ms": 1000}
+    scans = {"scan_every_ms": 10000, "scan_ms": 1000, "presence_ms": 60000}
     assert _parse({})["proxy"] == dict(scans, slots=3)
     assert _parse({"proxy": {}})["proxy"] == dict(scans, slots=3)
     assert _parse({"proxy": {"slots": 1}})["proxy"] == dict(scans, slots=1)
     assert _parse({"proxy": {"slots": 4}})["proxy"] == dict(scans, slots=4)
 
 
-def test_the_proxys_scan_windows_for_watches_have_defaults_and_take_overrides():
-    assert _parse({"proxy": {"scan_every_ms": 200, "scan_ms": 150}})["proxy"] == {
-        "slots": 3, "scan_every_ms": 200, "scan_ms": 150}
+def test_the_proxys_scan_windows_and_presence_for_watches_have_defaults_and_take_overrides():
+    assert _parse({"proxy": {"scan_every_ms": 200, "scan_ms": 150, "presence_ms": 2000}})[
+        "proxy"] == {"slots": 3, "scan_every_ms": 200, "scan_ms": 150, "presence_ms": 2000}
     for bad, name in (({"scan_every_ms": 0}, "scan_every_ms"), ({"scan_ms": "1s"}, "scan_ms"),
+                      ({"presence_ms": 0}, "presence_ms"), ({"presence_ms": "1m"}, "presence_ms"),
                       ({"scan_ms": True}, "scan_ms"), ({"scan_ms": 2000, "scan_every_ms": 1000},
                                                        "scan_ms")):
         err = _error({"proxy": bad})

@@ -30,9 +30,10 @@ from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
 
 # Short timings so the bridge reports within seconds. hubd judges a lock absent by its adverts,
-# which the proxy forwards unchanged once a minute (docs/ble-proxy.md): absent_s must stay above.
-FAST_POLICY = {"scan_every_ms": 500, "scan_ms": 300}
-ABSENT_S = 75
+# which the proxy forwards unchanged every presence_ms (docs/ble-proxy.md): absent_s must stay
+# well above it.
+FAST_POLICY = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 2000}
+ABSENT_S = 12
 FAST_ABSENT = f"[devices.absent_s]\ninside_turner = {ABSENT_S}\n"
 FAST_HEALTH = {"health_ms": 1000}
 PASSWORD = "the-right-password"
@@ -129,7 +130,7 @@ def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> No
     hub.home.call(lambda: setattr(lock, "in_range", False))
     hub.wait_for(f"{lock_id} unavailable",
                  lambda s: any(d.device == lock_id and not d.available for d in s.devices),
-                 timeout=ABSENT_S + 120)
+                 timeout=ABSENT_S + 60)
 
     proc = hubctl("doctor", "--config", hub.config)
     lines = checklist(proc)
