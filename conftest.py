@@ -16,6 +16,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-state", default=None,
                     help="a hubd state directory holding the bench locks' pairings, made by "
                          "hubctl pair against this bench (only with a serial --target)")
+    group.addoption("--bluetooth", default="bridge", choices=("bridge", "adapter"),
+                    help="how hubd reaches the locks in every scenario: 'bridge' (default: the "
+                         "bridge's Bluetooth proxy) or 'adapter' (direct mode: the hub's own "
+                         "adapter, on the simulator the simulated air; docs/direct-mode.md)")
     group.addoption("--bench-link-key", default=None,
                     help="the bench bridge's serial link key: link.key in its bridge.json, 64 hex "
                          "digits (only with a serial --target)")

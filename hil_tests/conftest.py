@@ -89,7 +89,9 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     home: HomeThread | None = None
     dc09_port = None
     state_dir = tmp_path / "hubd-state"
-    direct = options.pop("direct", False)  # hubd on the hub's own adapter, not the bridge's proxy
+    # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice, or every
+    # scenario's with --bluetooth=adapter
+    direct = options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
