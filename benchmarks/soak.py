@@ -3,9 +3,8 @@ and LTE on the bridge, thousands of lock operations and alarms mixed, the serial
 then; nothing may be lost, and the bridge's heap is watched all along (issue 13 item 5, issue 15).
 
 The real parts but the hardware, as benchmarks/roundtrip.py and benchmarks/alarms.py use them: a
-private Mosquitto, hubd as its own process with ``lock_driver = "hubd"`` (its own lock driver on
-bleak, through the bridge as Bluetooth proxy: bridge.json names no lock, tests/hubd/proxy_home.py;
-the locks' pairings in hubd's state database before it starts, as ``hubctl pair`` leaves them),
+private Mosquitto, hubd as its own process (its own lock driver on bleak, through the bridge as
+Bluetooth proxy: bridge.json names no lock, simulator/home.py; the locks' pairings in hubd's state database before it starts, as ``hubctl pair`` leaves them),
 the real firmware in MicroPython on the simulated bridge (its calibrated heap, booted from the
 ROMFS image: docs/architecture.md, "Heap"), four locks (inside turner, in-cylinder, key box,
 entrance door), a simulated alarm unit on the bridge's UART 2, a simulated BG95 modem on UART 3
@@ -73,13 +72,12 @@ from hubd.locks import PairedLock  # noqa: E402
 from hubd.store.pairings import record_pairing  # noqa: E402
 from simulator.alarm_centre import PRIMARY, SECOND_PATH, AlarmCentre  # noqa: E402
 from simulator.alarm_unit import AlarmUnit  # noqa: E402
-from simulator.home import HomeThread  # noqa: E402
 from simulator.locks import (EntranceDoorLock, InCylinderLock, InsideTurnerLock, KeyBoxLock,  # noqa: E402
                              ReferenceProtocolLock)
 from simulator.ports import free_port  # noqa: E402
 from simulator.serial_line import TO_HUB, Crossing  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
-from tests.hubd.proxy_home import ProxyOnlyHome, address  # noqa: E402
+from simulator.home import HomeThread, SimulatedHome, address  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from tests.sia_receiver import ACCOUNT  # noqa: E402
 from wire import alarms, frame, lockkinds, messages  # noqa: E402
@@ -158,7 +156,7 @@ class Soak:
         self.commands_target = ops - self.alarms_target
         self.dc09_port = free_port()
         self.bridge_log = BridgeLog(work / "bridge.log")
-        self.home = HomeThread(ProxyOnlyHome(
+        self.home = HomeThread(SimulatedHome(
             work / "home", locks=four_locks(), seed=seed, on_bridge_log=self.bridge_log,
             proxy={"slots": 4},
             alarm_unit=AlarmUnit(heartbeat_s=0.5), alarm_timings=ALARM_TIMINGS,

@@ -45,8 +45,8 @@ Availability (``available`` and ``why`` in the state), first rule that applies:
    unit is;
 4. otherwise, time: unavailable until first heard (``not heard from yet``) and when not heard from
    within its kind's ``absent_s`` (``[devices.absent_s]``; 0: never by time), checked by :meth:`tick`,
-   which also sends the battery reminders that fall due. With ``lock_driver = "hubd"`` this is the
-   only judge of a lock (hubd.locks.drivers gives no ``present`` word): its adverts and authentic
+   which also sends the battery reminders that fall due. This is the only judge of a lock
+   (hubd.locks.drivers gives no ``present`` word): its adverts and authentic
    answers are its sightings (:meth:`heard` for an answer with no reading).
 
 The retained state is published when anything in it changes except ``last_seen``, ``rssi``, the

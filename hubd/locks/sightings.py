@@ -1,9 +1,9 @@
 """Sightings of hubd's locks in their adverts, without a connection: battery, signal, and the
 report number that tells a lock kept reports nobody heard.
 
-With ``lock_driver = "hubd"`` the bridge does not know the locks, so it no longer reports them
-(firmware/devices.py); hubd asks the proxy to watch each lock's address (``BleProxy.watch``, sent
-again by the proxy whenever the link comes back) and hands every reference-lock advert it hears
+The bridge does not know the locks (it is only their Bluetooth proxy); hubd asks the radio to
+watch each lock's address (hubd.ble.radio ``watch``: the proxy sends it again whenever the link
+comes back; the hub's own adapter serves it from its background scan) and hands every reference-lock advert it hears
 to ``on_sighting(lock, battery, rssi)`` and its report number to ``on_counter(lock, counter)``
 (hubd.locks.transport.BleLocks.advertised). An advert is not authenticated: its battery is a
 hint that the next authenticated answer corrects, its counter only a reason to look

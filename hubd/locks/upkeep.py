@@ -43,7 +43,7 @@ _LINK_WAIT_S = 60.0
 @dataclass(frozen=True)
 class UpkeepTimings:
     """The background work's times in seconds; the defaults are the firmware's former
-    ``poll_ms`` and ``scan_every_ms``. To become hubd.toml settings (``[lock_upkeep]``)."""
+    ``poll_ms`` and ``scan_every_ms``; hubd.toml ``[lock_upkeep]`` sets them."""
 
     poll_s: float = 1800.0  # each lock's state and battery, and once at start
     news_gap_s: float = 10.0  # reads for an advert's news, at most this often per lock

@@ -126,7 +126,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX commands_unanswered ON commands (final_at) WHERE final IS NOT NULL AND answered_at IS NULL;
     """,
     """
-    CREATE TABLE pairings (            -- the locks hubd drives itself (lock_driver = "hubd"): hubd/store/pairings.py
+    CREATE TABLE pairings (            -- the locks hubd has paired and drives: hubd/store/pairings.py
         lock      TEXT PRIMARY KEY,    -- the lock id of hubd.toml [locks]
         kind      TEXT NOT NULL,       -- wire.lockkinds
         address   TEXT NOT NULL UNIQUE,  -- C0:FF:EE:00:00:01

@@ -1,5 +1,5 @@
-"""The locks hubd has paired and drives itself (``lock_driver = "hubd"``): each one's kind,
-address, address type and pairing secret, in the state database's ``pairings`` table.
+"""The locks hubd has paired and drives itself: each one's kind, address, address type and
+pairing secret, in the state database's ``pairings`` table.
 
     pairings = Pairings(store)
     pairings.record("front-door", PairedLock("inside_turner", "C0:FF:EE:00:00:01", secret))

@@ -40,7 +40,7 @@ from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.locks import InsideTurnerLock, KeyBoxLock
 from simulator.radio import Radio as Air
-from tests.hubd.proxy_home import address
+from simulator.home import address
 from tests.waiting import until
 from wire import lockproto
 from wire import outcomes as oc

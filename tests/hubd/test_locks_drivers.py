@@ -28,7 +28,7 @@ from hubd.store.audit import AuditLog
 from hubd.store.database import Store
 from hubd.store.outbox import Outbox
 from simulator.locks import EntranceDoorLock, InsideTurnerLock
-from tests.hubd.proxy_home import ProxyOnlyHome, paired
+from simulator.home import SimulatedHome, paired
 from tests.waiting import until
 
 HUB = "hub-drivers"
@@ -58,7 +58,7 @@ class Recorder:
 
 @dataclass
 class Hub:
-    home: ProxyOnlyHome
+    home: SimulatedHome
     drivers: LockDrivers
     devices: Devices
     published: Recorder
@@ -69,7 +69,7 @@ class Hub:
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     locks = [InsideTurnerLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32)),
              EntranceDoorLock("entrance", "C0:FF:EE:00:00:04", os.urandom(32), release_s=0.2)]
-    home = ProxyOnlyHome(tmp_path / "home", locks=locks,
+    home = SimulatedHome(tmp_path / "home", locks=locks,
                          policy={"scan_every_ms": 500, "scan_ms": 400})
     await home.start()
     store = Store.open(tmp_path / "state")

@@ -28,9 +28,8 @@ import pytest
 from hubd.ble import BleProxy
 from hubd.link.bridge import Bridge
 from hubd.locks import ReferenceLock, Timings
-from simulator.home import SimulatedHome
 from simulator.locks import ReferenceProtocolLock
-from tests.hubd.proxy_home import ProxyOnlyHome, address
+from simulator.home import SimulatedHome, address
 from tests.waiting import until
 from wire import lockproto, messages
 from wire import outcomes as oc
@@ -48,7 +47,7 @@ def bridge_log() -> list[str]:
 
 @pytest.fixture
 async def home(tmp_path: Path, bridge_log: list[str]) -> AsyncIterator[SimulatedHome]:
-    home = ProxyOnlyHome(tmp_path / "home", on_bridge_log=bridge_log.append)
+    home = SimulatedHome(tmp_path / "home", on_bridge_log=bridge_log.append)
     await home.start()
     yield home
     await home.stop()

@@ -18,10 +18,9 @@ from hubd.ble import BleProxy
 from hubd.link.bridge import Bridge
 from hubd.locks import BleLocks, Timings
 from hubd.locks.sightings import LockSightings
-from simulator.home import every_kind
 from simulator.locks import InsideTurnerLock, ReferenceProtocolLock
 from simulator.radio import Link
-from tests.hubd.proxy_home import ProxyOnlyHome, paired
+from simulator.home import SimulatedHome, every_kind, paired
 from tests.waiting import until
 from wire import lockkinds
 from wire import outcomes as oc
@@ -46,8 +45,8 @@ class GatedTurner(InsideTurnerLock):
 
 
 async def _open(locks: list[ReferenceProtocolLock], tmp_path: Path
-                ) -> tuple[ProxyOnlyHome, Bridge, BleProxy, BleLocks]:
-    home = ProxyOnlyHome(tmp_path / "home", locks=locks)
+                ) -> tuple[SimulatedHome, Bridge, BleProxy, BleLocks]:
+    home = SimulatedHome(tmp_path / "home", locks=locks)
     await home.start()
     bridge = await Bridge.open(home.port, home.link_key)
     assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
@@ -58,7 +57,7 @@ async def _open(locks: list[ReferenceProtocolLock], tmp_path: Path
 
 @pytest.fixture
 async def opened(request: pytest.FixtureRequest, tmp_path: Path
-                 ) -> AsyncIterator[tuple[ProxyOnlyHome, BleLocks]]:
+                 ) -> AsyncIterator[tuple[SimulatedHome, BleLocks]]:
     home, bridge, proxy, transport = await _open(request.param(), tmp_path)
     yield home, transport
     await transport.close()
@@ -83,7 +82,7 @@ GATED = pytest.mark.parametrize("opened", [_gated_and_plain], indirect=True, ids
 
 
 @GATED
-async def test_two_locks_run_at_once_and_both_succeed(opened: tuple[ProxyOnlyHome, BleLocks]) -> None:
+async def test_two_locks_run_at_once_and_both_succeed(opened: tuple[SimulatedHome, BleLocks]) -> None:
     home, transport = opened
     front = home.locks["front-door"]
     assert isinstance(front, GatedTurner)
@@ -107,7 +106,7 @@ async def test_two_locks_run_at_once_and_both_succeed(opened: tuple[ProxyOnlyHom
 
 @GATED
 async def test_two_operations_on_one_lock_run_one_after_the_other(
-        opened: tuple[ProxyOnlyHome, BleLocks]) -> None:
+        opened: tuple[SimulatedHome, BleLocks]) -> None:
     home, transport = opened
     front = home.locks["front-door"]
     assert isinstance(front, GatedTurner)
@@ -132,7 +131,7 @@ async def test_two_operations_on_one_lock_run_one_after_the_other(
 
 @pytest.mark.parametrize("opened", [every_kind], indirect=True, ids=["every_kind"])
 async def test_every_kind_opens_at_once_each_lock_moving_once(
-        opened: tuple[ProxyOnlyHome, BleLocks]) -> None:
+        opened: tuple[SimulatedHome, BleLocks]) -> None:
     home, transport = opened
     actions = {lock_id: "unlatch" if lk.kind == lockkinds.ENTRANCE_DOOR else "unlock"
                for lock_id, lk in home.locks.items()}
@@ -147,7 +146,7 @@ async def test_every_kind_opens_at_once_each_lock_moving_once(
 
 @GATED
 async def test_an_unknown_lock_or_an_action_its_kind_lacks_fails_before_anything_is_sent(
-        opened: tuple[ProxyOnlyHome, BleLocks]) -> None:
+        opened: tuple[SimulatedHome, BleLocks]) -> None:
     home, transport = opened
     written: list[str] = []
     unknown = await transport.operate("garage", "unlock", "cmd-x", _written(written, "x"), TIMEOUT)
@@ -159,7 +158,7 @@ async def test_an_unknown_lock_or_an_action_its_kind_lacks_fails_before_anything
 
 @GATED
 async def test_is_up_and_wait_up_follow_the_link_to_the_bridge(
-        opened: tuple[ProxyOnlyHome, BleLocks]) -> None:
+        opened: tuple[SimulatedHome, BleLocks]) -> None:
     home, transport = opened
     assert transport.is_up
     home.line.cut = True
@@ -172,7 +171,7 @@ async def test_is_up_and_wait_up_follow_the_link_to_the_bridge(
 async def test_the_locks_adverts_are_sightings_with_battery_and_signal_without_a_connection(
         tmp_path: Path) -> None:
     lock = InsideTurnerLock("front-door", "C0:FF:EE:00:00:01", os.urandom(32), travel_time_s=0.0)
-    home = ProxyOnlyHome(tmp_path / "home", locks=[lock], policy={"scan_every_ms": 1000, "scan_ms": 500})
+    home = SimulatedHome(tmp_path / "home", locks=[lock], policy={"scan_every_ms": 1000, "scan_ms": 500})
     await home.start()
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)

@@ -23,7 +23,7 @@ from hubd.locks.sightings import LockSightings
 from hubd.locks.upkeep import UpkeepTimings
 from simulator.locks import InsideTurnerLock, ReferenceProtocolLock
 from simulator.radio import Link, Peripheral
-from tests.hubd.proxy_home import ProxyOnlyHome, address, paired
+from simulator.home import SimulatedHome, address, paired
 from tests.waiting import until
 from wire import lockproto as lp
 from wire import lockside
@@ -40,7 +40,7 @@ class Rig:
     """A home whose bridge is only a proxy, and hubd's transport with its upkeep and sightings;
     what hubd was told, in order."""
 
-    home: ProxyOnlyHome
+    home: SimulatedHome
     bridge: Bridge
     proxy: BleProxy
     locks: BleLocks
@@ -59,7 +59,7 @@ class Rig:
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     """``request.param``: (the locks, their UpkeepTimings)."""
     locks, upkeep = request.param()
-    home = ProxyOnlyHome(tmp_path / "home", locks=locks, policy=SCANS)
+    home = SimulatedHome(tmp_path / "home", locks=locks, policy=SCANS)
     await home.start()
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)
