@@ -92,6 +92,9 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice, or every
     # scenario's with --bluetooth=adapter
     direct = options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
+    if options.pop("via", None) == "bridge" and direct:
+        pytest.skip("SKIPPED LOUDLY with --bluetooth=adapter: this scenario is about the serial "
+                    "link in the lock's path, which only the bridge's proxy has")
     if target == "sim":
         make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
         policy = options.pop("policy", None)
@@ -114,8 +117,10 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
         record_pairings(state_dir, home.home.locks.values())  # as hubctl pair leaves them
         if direct:  # the simulated air is the hub's own adapter (docs/direct-mode.md)
+            presence_s = (policy or {}).get("presence_ms", 60000) / 1000  # the proxy's, if set
             hubd_extra += (f'\n[bluetooth]\nvia = "adapter"\n'
-                           f'simulated_radio = "{home.home.radio.socket_path}"\n')
+                           f'simulated_radio = "{home.home.radio.socket_path}"\n'
+                           f'presence_s = {presence_s}\n')
     else:
         if direct:
             pytest.skip("SKIPPED LOUDLY: direct mode on a bench needs the hub's own adapter; run "

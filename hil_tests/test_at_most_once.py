@@ -74,7 +74,7 @@ async def test_an_unlatch_whose_ack_is_lost_is_incomplete_and_unlatches_once(
     assert _moves(hub, lock) == ["unlatch"], "an unlatch must never be sent twice"
 
 
-@pytest.mark.home(travel_time_s=2.0)
+@pytest.mark.home(travel_time_s=2.0, via="bridge")
 async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_and_moves_once(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.locks[0]
@@ -100,7 +100,7 @@ async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_an
     assert trail == ["accepted", "written", "incomplete"]
 
 
-@pytest.mark.home(travel_time_s=3.0)
+@pytest.mark.home(travel_time_s=3.0, via="bridge")
 async def test_hubd_killed_mid_operation_the_bridge_drops_the_locks_connection(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.locks[0]

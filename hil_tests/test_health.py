@@ -82,7 +82,7 @@ async def test_a_bridge_that_dies_shows_in_the_retained_status_and_every_device_
     assert up.bridge.since >= down.bridge.since
 
 
-@pytest.mark.home(hubd_top="bridge_wait_s = 60")  # the bridge's boot on a loaded machine, not luck
+@pytest.mark.home(hubd_top="bridge_wait_s = 60", via="bridge")  # the bridge's boot on a loaded machine, not luck
 async def test_a_command_sent_while_the_bridge_is_down_waits_for_it_and_opens_the_door(
         hub: HubUnderTest, backend: BackendClient) -> None:
     # A bridge rebooting (or a hubd just started) has no link for a second or two; nothing is

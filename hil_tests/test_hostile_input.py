@@ -204,7 +204,7 @@ def _is_command_write(body: bytes) -> bool:
     return pdu[0] == lockproto.OP_COMMAND and lockproto.action_name(pdu[1]) != "status"
 
 
-@pytest.mark.home(travel_time_s=1.0)
+@pytest.mark.home(travel_time_s=1.0, via="bridge")
 async def test_frames_forged_or_played_back_on_the_serial_wire_neither_displace_nor_repeat_a_command(
         hub: HubUnderTest, backend: BackendClient) -> None:
     # Before the link's tags, one CRC-valid DATA frame with the next sequence number took the

@@ -21,7 +21,7 @@ from hubapi.models import DeviceState, LockState
 SCANS = pytest.mark.home(policy={"scan_every_ms": 1000, "scan_ms": 500})
 
 
-@SCANS
+@pytest.mark.home(policy={"scan_every_ms": 1000, "scan_ms": 500}, via="bridge")
 async def test_the_nurses_unlock_runs_in_hubd_moves_the_lock_once_and_is_answered(
         hub: HubUnderTest, backend: BackendClient) -> None:
     answers = await hub.command(backend, "unlock")

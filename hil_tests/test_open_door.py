@@ -42,6 +42,7 @@ async def test_lock_after_unlock_turns_the_lock_back(hub: HubUnderTest,
     assert hub.sim.home.locks[hub.locks[0]].motor_moves == 2
 
 
+@pytest.mark.home(via="bridge")
 async def test_damaged_serial_frames_are_rejected_by_crc_and_retransmitted(
         hub: HubUnderTest, backend: BackendClient) -> None:
     line = hub.sim.home.line

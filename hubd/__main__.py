@@ -295,10 +295,11 @@ async def _radio(config: HubConfig, bridge: Bridge, stack: contextlib.AsyncExitS
         from simulator import bleak_backend
 
         radio = DirectRadio(backends=(bleak_backend.SimClient, bleak_backend.SimScanner),
-                            options={"radio_socket": str(simulated)})
+                            options={"radio_socket": str(simulated)},
+                            presence_s=config.bluetooth.presence_s)
         stack.push_async_callback(bleak_backend.close_adapters)
     else:
-        radio = DirectRadio(adapter=config.bluetooth.adapter)
+        radio = DirectRadio(adapter=config.bluetooth.adapter, presence_s=config.bluetooth.presence_s)
     stack.push_async_callback(radio.close)
     if not await radio.start():  # logged by the radio in one line; tried again until it is up
         log.error("hubd cannot reach the locks until %s is usable", radio.name)

@@ -44,6 +44,8 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     adapter = "hci0"                     # with via = "adapter" (default: BlueZ's default adapter)
     # simulated_radio = "/tmp/air/radio.sock"  # test benches only: the simulator's radio as the
                                          # hub's adapter (with via = "adapter")
+    presence_s = 60                      # with via = "adapter": a lock heard unchanged is news
+                                         # this often (absent_s must be longer)
 
     [lock_timing]                        # hubd's lock driver (all optional; hubd.locks.Timings)
     connect_s = 3                        # connect_s, gatt_s, deadline_s, result_s, settle_s,
@@ -268,6 +270,9 @@ class BluetoothConfig(_Section):
     adapter: str | None = Field(None, pattern=r"^hci[0-9]{1,2}$")  # BlueZ's name; None: its default
     # A test bench's simulated radio socket (simulator/radio.py) standing in for the adapter.
     simulated_radio: Path | None = None
+    # With the adapter: a watched lock heard unchanged reaches the drivers this often, as the
+    # bridge's proxy.presence_ms does through the proxy ([devices.absent_s] must be longer).
+    presence_s: float = Field(60.0, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -92,7 +92,8 @@ class DirectRadio:
                  backends: tuple[type[BaseBleakClient], type[BaseBleakScanner]] | None = None,
                  options: Mapping[str, Any] | None = None,
                  scanning_mode: Literal["active", "passive"] | None = None,
-                 window_s: float = WINDOW_S, retry_s: float = RETRY_S) -> None:
+                 window_s: float = WINDOW_S, retry_s: float = RETRY_S,
+                 presence_s: float = REFRESH_S) -> None:
         self.adapter = adapter
         self._backends = backends
         self._options = dict(options or {})
@@ -100,6 +101,7 @@ class DirectRadio:
             "active" if backends is None else "passive")
         self.window_s = window_s
         self.retry_s = retry_s
+        self.presence_s = presence_s  # a watched address heard unchanged is passed on this often
         self.down_reason: str | None = "not started"
         self._up = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
@@ -271,7 +273,7 @@ class DirectRadio:
         said = _said(adv)
         last = self._heard_last.get(address)
         if last is not None and (loop_time - last.at < MIN_GAP_S
-                                 or (said == last.said and loop_time - last.at < REFRESH_S)):
+                                 or (said == last.said and loop_time - last.at < self.presence_s)):
             return
         self._heard_last[address] = _Heard(loop_time, said)
         self._pass_on(address, device, adv)
