@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from hil_tests.harness import HubUnderTest, retained
 from hubapi import topics
 from hubapi.client import BackendClient
