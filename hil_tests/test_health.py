@@ -49,6 +49,9 @@ async def test_a_status_request_returns_the_whole_snapshot(hub: HubUnderTest, ba
     health = status.bridge.health
     assert health is not None, "the bridge never sent its health report"
     assert 0 < health.heap_min <= health.heap_free
+    # The largest block that could be allocated: a part of what is free, and never zero on a
+    # bridge that runs (measured at each report by the firmware, docs/serial-link.md).
+    assert 0 < health.heap_blk <= health.heap_free
     assert health.reset == "power_on", "a bridge booted once, from power on"
     assert health.journals.alarms == 0, "nobody pressed anything: no alarm waits on its flash"
     assert health.unit is not None and health.lte is not None, "this home has an alarm unit and LTE"
