@@ -219,8 +219,8 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
                 **commissioning.handlers(),
             })
             stack.push_async_callback(status_socket.close, status_server, config.status_socket)
+        mqtt.on_connected(devices.publish_all)  # the current truth, at every broker session
         await mqtt.start()
-        devices.publish_all()  # the current truth for late subscribers at once
         # Each runs until hubd stops; one that ends anyway is started again (hubd/supervisor.py).
         sender = OutboxSender(outbox, mqtt)
         stack.callback(_flush_refusals, audit)  # what was counted since the last interval

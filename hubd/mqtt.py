@@ -93,6 +93,7 @@ class HubMqtt:
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue(inbox_size)
         self._guard = inputs.Inputs()  # dispatch()'s, once it runs: counts what the inbox drops
         self._connected = asyncio.Event()
+        self._on_connected: list[Callable[[], None]] = []
         # PUBACK bookkeeping: mid -> future (awaited) or None (nobody waits). An ack can arrive
         # before publish() returns the mid; it then waits in _early until the mid is registered.
         # paho calls on_publish holding its own lock, so ours is never held across paho calls.
@@ -129,6 +130,13 @@ class HubMqtt:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         self._client = client
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` in the event loop each time a broker session is up (the first and
+        every reconnect): what must be retained is published again then, because a message
+        published before the first CONNACK can be lost (seen: a device's "available" published
+        3 ms before the connection was up never became the retained state)."""
+        self._on_connected.append(callback)
 
     def route(self, *routes: Route) -> None:
         """Take messages on each route's topic (call before :meth:`start`)."""
@@ -255,7 +263,15 @@ class HubMqtt:
         info = client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
         self._register_ack(info.mid, None)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connected.set)
+        self._loop.call_soon_threadsafe(self._now_connected)
+
+    def _now_connected(self) -> None:  # in the event loop
+        self._connected.set()
+        for callback in list(self._on_connected):
+            try:
+                callback()
+            except Exception:  # one listener's bug must not keep the others from the news
+                log.exception("a connected listener raised")
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         log.warning("cannot reach broker %s:%s; retrying", self._config.host, self._config.port)

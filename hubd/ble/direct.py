@@ -109,6 +109,7 @@ class DirectRadio:
         self._advert_callbacks: dict[object, AdvertCallback] = {}
         self._watches: set[str] = set()
         self._heard_last: dict[str, _Heard] = {}
+        self._heard_count = 0  # adverts the background scan heard (a debug log's figure)
 
     @property
     def name(self) -> str:
@@ -239,8 +240,11 @@ class DirectRadio:
                 continue
             self._set_up()
             self._first.set()
+            heard = self._heard_count
             try:
                 await asyncio.sleep(self.window_s)
+                log.debug("%s: %d advert(s) heard in a %g s scan window", self.name,
+                          self._heard_count - heard, self.window_s)
             finally:
                 try:
                     await scanner.stop()
@@ -266,6 +270,7 @@ class DirectRadio:
     # -- adverts ------------------------------------------------------------------------------
 
     def _heard(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        self._heard_count += 1
         address = device.address.upper()
         if address not in self._watches:
             return

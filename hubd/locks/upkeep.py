@@ -166,7 +166,9 @@ class Upkeep:
         # Before the first read hubd knows no report number: that read is a poll's, with the
         # state (the firmware's too), whatever made it due.
         read_status = poll or driver is None or driver.report_counter < 0
+        log.debug("upkeep: reading %s (%s)", lock_id, "poll" if poll else "news")
         got = await self._locks.refresh(lock_id, read_status=read_status)
+        log.debug("upkeep: %s read: %s", lock_id, "nothing" if got is None else got)
         if got is None and poll and not self._locks.is_up:
             watch.next_poll = _now()  # the link, not the lock, kept it: again once it is back
         if got is not None and got.reports > 0:
