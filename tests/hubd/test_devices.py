@@ -555,3 +555,29 @@ async def test_warnings_made_while_the_broker_is_down_arrive_when_it_is_back(mos
     by_id = {w.id: w for w in backend.warnings()}
     assert sorted((w.event.value, w.percent, w.reading) for w in by_id.values()) == [
         ("critical", 14, 2640.0), ("low", 26, 2720.0)]
+
+
+async def test_every_broker_session_gets_every_devices_retained_state_again(mosquitto, tmp_path):
+    # hubd publishes the current truth whenever a session with the broker begins: a state
+    # published before the first CONNACK, or lost by the broker, is not left wrong until the
+    # next refresh (a lock's "available" once never became the retained state that way).
+    store = Store.open(tmp_path / "state")
+    mqtt = HubMqtt(MqttConfig(host=mosquitto.host, port=mosquitto.port), hub_id=HUB,
+                   client_id=f"hubd-{uuid.uuid4().hex[:8]}")
+    devices = Devices(store, Outbox(store), HUB, mqtt)
+    mqtt.on_connected(devices.publish_all)
+    topic = topics.device_state(HUB, "front")
+    try:
+        devices.bridge_link(True)
+        devices.report("front", "inside_turner", "reference", battery=80, rssi=-60)  # not connected yet
+        await mqtt.start()
+        await mqtt.wait_connected(TIMEOUT)
+        async with BackendClient(mosquitto.host, mosquitto.port) as backend:
+            await backend.publish(topic, b"", retain=True)  # the broker loses the retained state
+        await asyncio.to_thread(mosquitto.restart)
+        async with BackendClient(mosquitto.host, mosquitto.port) as late, late.watch(topic) as feed:
+            state = DeviceState.model_validate_json((await asyncio.wait_for(feed.get(), TIMEOUT)).payload)
+        assert state.available and state.battery is not None and state.battery.percent == 80
+    finally:
+        await mqtt.stop()
+        store.close()
