@@ -220,6 +220,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             })
             stack.push_async_callback(status_socket.close, status_server, config.status_socket)
         mqtt.on_connected(devices.publish_all)  # the current truth, at every broker session
+        mqtt.on_connected(lock_states.publish_all)
         await mqtt.start()
         # Each runs until hubd stops; one that ends anyway is started again (hubd/supervisor.py).
         sender = OutboxSender(outbox, mqtt)

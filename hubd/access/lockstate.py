@@ -43,6 +43,18 @@ class LockStates:
         rows = store.conn.execute("SELECT lock, state, battery FROM lock_states").fetchall()
         self._last: dict[str, tuple[str, int | None]] = {lock: (state, battery) for lock, state, battery in rows}
 
+    def publish_all(self) -> None:
+        """Publish every lock's last known state again, retained, as stored (each broker session:
+        a state published before the session was up may not have reached the broker)."""
+        rows = self._store.conn.execute(
+            "SELECT lock, state, battery, source, at FROM lock_states ORDER BY lock").fetchall()
+        for lock, state, battery, source, at in rows:
+            if lock not in self._locks:
+                continue  # decommissioned: its state is not the hub's to publish
+            payload = LockState(lock=lock, state=state, battery=battery, source=source, at=at)
+            self._publisher.publish(topics.lock_state(self._hub_id, lock),
+                                    payload.model_dump_json().encode(), retain=True)
+
     def last(self, lock: str) -> str | None:
         """The last known state of ``lock`` (None if never seen)."""
         known = self._last.get(lock)

@@ -100,3 +100,18 @@ def test_a_battery_value_out_of_range_is_dropped_not_stored(hub: Hub) -> None:
     hub.states.reported("front", "locked", 250, "manual")
     entries, _ = hub.audit.read(1, 1)
     assert entries[0].battery is None and hub.published.sent[-1][1]["battery"] is None
+
+
+def test_every_locks_last_state_is_published_again_as_stored_for_a_new_broker_session(hub: Hub) -> None:
+    hub.states.reported("front", "unlocked", 80, "manual")
+    hub.states.reported("box", "locked", 60, "poll")
+    first = {topic: state for topic, state, _ in hub.published.sent}
+    hub.restart()  # a new hubd: nothing published yet
+    hub.states.publish_all()
+    again = {topic: (state, retain) for topic, state, retain in hub.published.sent}
+    assert set(again) == {topics.lock_state(HUB, "front"), topics.lock_state(HUB, "box")}
+    for topic, (state, retain) in again.items():
+        stored = {k: v for k, v in first[topic].items() if k != "at"}
+        assert retain and {k: v for k, v in state.items() if k != "at"} == stored
+        assert abs(state["at"] - first[topic]["at"]) < 1.0, "the time it was stored, not now"
+    assert hub.trail()[-1][1] == "poll", "publishing again is not a report: nothing new audited"
