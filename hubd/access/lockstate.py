@@ -49,11 +49,8 @@ class LockStates:
         rows = self._store.conn.execute(
             "SELECT lock, state, battery, source, at FROM lock_states ORDER BY lock").fetchall()
         for lock, state, battery, source, at in rows:
-            if lock not in self._locks:
-                continue  # decommissioned: its state is not the hub's to publish
-            payload = LockState(lock=lock, state=state, battery=battery, source=source, at=at)
-            self._publisher.publish(topics.lock_state(self._hub_id, lock),
-                                    payload.model_dump_json().encode(), retain=True)
+            if lock in self._locks:  # a decommissioned lock's state is not the hub's to publish
+                self._publish(lock, state, battery, source, at)
 
     def last(self, lock: str) -> str | None:
         """The last known state of ``lock`` (None if never seen)."""
@@ -116,8 +113,10 @@ class LockStates:
                      (lock, state, battery, source, self._clock()))
         self._last[lock] = (state, battery)
 
-    def _publish(self, lock: str, state: str, battery: int | None, source: str) -> None:
-        payload = LockState(lock=lock, state=state, battery=battery, source=source, at=self._clock())
+    def _publish(self, lock: str, state: str, battery: int | None, source: str,
+                 at: float | None = None) -> None:
+        payload = LockState(lock=lock, state=state, battery=battery, source=source,
+                            at=self._clock() if at is None else at)
         self._publisher.publish(topics.lock_state(self._hub_id, lock), payload.model_dump_json().encode(), retain=True)
 
 

@@ -27,9 +27,6 @@ class OpResult:
     reason: str | None  # None or wire.outcomes.REASONS
     state: str | None  # the lock state after the operation, e.g. "locked", "unknown"
     battery: int | None
-    # Always None: the firmware's drivers reported their time on the bridge here. Kept while
-    # hubd/locks/reference.py still names it; nothing reads it.
-    bridge_ms: int | None = None
     ble_ms: float | None = None  # time in the lock driver (the proxy, the radio and the lock)
     # Of ble_ms, the time spent waiting for the answers to the driver's BLE requests (connect
     # with discovery, subscribe, writes), and how many it made; through the Bluetooth proxy each

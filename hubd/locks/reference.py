@@ -534,7 +534,7 @@ class ReferenceLock:
     def _result(self, started: float, outcome: str, reason: str | None, state: str | None = None,
                 battery: int | None = None) -> OpResult:
         ms = (asyncio.get_running_loop().time() - started) * 1000
-        return OpResult(outcome, reason, state, battery, bridge_ms=None, ble_ms=round(ms, 3),
+        return OpResult(outcome, reason, state, battery, ble_ms=round(ms, 3),
                         ble_requests_ms=round(self._requests_s * 1000, 3),
                         ble_requests=self._requests)
 
