@@ -40,6 +40,19 @@ class ParsedAdvert(Protocol):
     def manufacturer_data(self) -> dict[int, bytes]: ...
 
 
+def reference_advert(advert: ParsedAdvert) -> tuple[str, int, int, bool] | None:
+    """(kind, battery, report counter, pairing) from a reference lock's advert as bleak parsed
+    it (wire.lockproto.decode_manufacturer), or None for any other advert, malformed or hostile
+    ones included."""
+    data = advert.manufacturer_data.get(lp.COMPANY_ID)
+    if data is None:
+        return None
+    try:
+        return lp.decode_manufacturer(lp.COMPANY_ID, bytes(data))
+    except lp.ProtocolError:
+        return None
+
+
 class LockSightings:
     """Watches ``locks``' adverts through ``radio`` (the bridge's proxy, or the hub's own
     adapter: hubd.ble.radio) from :meth:`start` until :meth:`stop`.
@@ -95,13 +108,10 @@ class LockSightings:
         lock_id = self._by_address.get(address.upper())
         if lock_id is None:
             return
-        data = advert.manufacturer_data.get(lp.COMPANY_ID)
-        if data is None:
-            return  # a foreign advert under a lock's address
-        try:
-            _, battery, counter, _ = lp.decode_manufacturer(lp.COMPANY_ID, bytes(data))
-        except lp.ProtocolError:
-            return  # a malformed or hostile one
+        read = reference_advert(advert)
+        if read is None:
+            return  # a foreign, malformed or hostile advert under a lock's address
+        _, battery, counter, _ = read
         self._on_sighting(lock_id, battery, rssi)
         if self._on_counter is not None:
             self._on_counter(lock_id, counter)

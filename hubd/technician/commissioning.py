@@ -6,8 +6,8 @@
 
 hubd drives the locks itself (``drivers``, hubd/locks/), through the bridge as their Bluetooth
 proxy or the hub's own adapter (hubd.ble.radio); scan hears the locks' adverts the same way.
-The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> a fresh secret, given to the lock with PAIR through hubd's own driver
-(hubd/locks/pairing.py) -> the pairing kept in the state database (hubd/store/pairings.py) -> the
+The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> a fresh secret, given to
+the lock with PAIR through hubd's own driver (hubd/locks/pairing.py) -> the pairing kept in the state database (hubd/store/pairings.py) -> the
 lock joins ``locks`` (the live map the verifier and the lock states read) and hubd drives it at
 once (``LockDrivers.add``), no bridge restart -> the proving cycle (lock operations through
 hubd's driver, audited as the technician's, source ``technician``) -> hubctl writes hubd.toml's
@@ -39,7 +39,7 @@ from hubd.technician import control
 from hubd.store.audit import AuditLog
 from hubd.devices.registry import Devices
 from hubd.store.outbox import PublishFailed
-from wire import lockkinds, lockproto, messages
+from wire import lockkinds, messages
 
 if TYPE_CHECKING:
     from hubd.ble.advert import Advert
@@ -63,7 +63,7 @@ PAIR_FIXES = {
                    "then run hubctl pair again within its pairing window",
     "auth_failed": "the lock refused the setup key: check the setup code printed on this lock "
                    "(--setup-key) and that --addr is this lock",
-    "unreachable": "hubd could not connect to the lock through the bridge: bring the hub closer or "
+    "unreachable": "hubd could not connect to the lock: bring the hub (or the bridge) closer or "
                    "check the lock's batteries (hubctl pair --scan shows its signal)",
     "bad_lock_mac": "the lock's answer did not verify: it may not be a genuine reference lock; do "
                     "not use it",
@@ -153,6 +153,8 @@ class Commissioning:
         """The reference locks heard within ``seconds`` (through the bridge's proxy or the hub's
         own adapter: hubd.ble.radio), each named if hubd has paired it; the strongest signal
         first."""
+        from hubd.locks.sightings import reference_advert  # bleak: only when hubd drives locks
+
         radio = self._drivers.radio
         if not radio.is_up:
             raise control.Refused(self._drivers.down_text)
@@ -160,13 +162,10 @@ class Commissioning:
         heard: dict[str, control.FoundLock] = {}
 
         def advert(addr: str, addr_type: int, rssi: int, parsed: Advert, msg: dict[str, Any]) -> None:
-            data = parsed.manufacturer_data.get(lockproto.COMPANY_ID)
-            if data is None:
-                return  # not a reference lock
-            try:
-                kind, battery, _, pairing = lockproto.decode_manufacturer(lockproto.COMPANY_ID, data)
-            except lockproto.ProtocolError:
-                return  # a hostile advert
+            read = reference_advert(parsed)
+            if read is None:
+                return  # not a reference lock, or a hostile advert
+            kind, battery, _, pairing = read
             name = parsed.local_name if parsed.local_name and len(parsed.local_name) <= messages.MAX_ID \
                 else None
             heard[addr] = control.FoundLock(addr=addr, addr_type=addr_type, kind=kind, rssi=rssi,
