@@ -30,14 +30,11 @@ from hubd.store.database import Store, StoreError
 from hubd.store.outbox import Outbox, OutboxSender
 from hubd.supervisor import Supervisor
 from hubd.technician import control, status_socket
-from hubd.technician import commissioning
 from hubd.technician.commissioning import Commissioning
 from hubd.technician.trial_alarm import TrialAlarms
 from wire import lockkinds, messages
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from hubd.ble.radio import Radio
     from hubd.link.bridge import Bridge
     from hubd.locks.drivers import LockDrivers
@@ -273,24 +270,23 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
             log.warning("a pairing for %s, which [locks] does not name, is kept but not driven: add "
                         "it to [locks] with its kind, or hubctl decommission", lock, extra={"lock": lock})
     driven = {lock: p for lock, p in paired.items() if lock in config.locks}
-    radio, via, down_text = await _radio(config, bridge, stack)
-    drivers = await LockDrivers.open(radio, driven, lock_states, devices, stack, via=via,
-                                     down_text=down_text,
+    radio = await _radio(config, bridge, stack)
+    drivers = await LockDrivers.open(radio, driven, lock_states, devices, stack,
                                      timings=Timings(**config.lock_timing.given()),
                                      upkeep=UpkeepTimings(**config.lock_upkeep.given()))
     return drivers, pairings
 
 
 async def _radio(config: HubConfig, bridge: Bridge, stack: contextlib.AsyncExitStack
-                 ) -> tuple[Radio, str, Callable[[], str]]:
+                 ) -> Radio:
     """How hubd reaches the locks (``[bluetooth]``): the bridge's Bluetooth proxy, or the hub's
-    own adapter (docs/direct-mode.md); with what hubd says of it and of it being down."""
+    own adapter (docs/direct-mode.md)."""
     from hubd.ble import BleProxy, DirectRadio
 
     if config.bluetooth.via == "bridge":
         proxy = BleProxy(bridge)
         stack.callback(proxy.close)
-        return proxy, "through the bridge's Bluetooth proxy", lambda: commissioning.LINK_DOWN
+        return proxy
     simulated = config.bluetooth.simulated_radio
     if simulated is not None:  # a test bench: the simulator's radio is the hub's adapter
         from simulator import bleak_backend
@@ -304,9 +300,7 @@ async def _radio(config: HubConfig, bridge: Bridge, stack: contextlib.AsyncExitS
     stack.push_async_callback(radio.close)
     if not await radio.start():  # logged by the radio in one line; tried again until it is up
         log.error("hubd cannot reach the locks until %s is usable", radio.name)
-    return (radio, f"through {radio.name}",
-            lambda: f"{radio.name} is not usable ({radio.down_reason}): check the adapter "
-                    "(bluetoothctl show) and hubd's log")
+    return radio
 
 
 def _flush_refusals(audit: AuditLog) -> None:

@@ -164,6 +164,12 @@ class BleProxy:
 
     # -- hubd.ble.radio.Radio: what a lock driver needs, as through the hub's own adapter ----
 
+    name = "the bridge's Bluetooth proxy"
+
+    @property
+    def down_reason(self) -> str | None:
+        return None if self.bridge.is_up else "the link to the bridge is down"
+
     @property
     def is_up(self) -> bool:
         return self.bridge.is_up

@@ -51,6 +51,16 @@ class Radio(Protocol):
     """What hubd's lock drivers use of Bluetooth, whichever way hubd reaches it."""
 
     @property
+    def name(self) -> str:
+        """What it is, as logs and the technician are told ("the bridge's Bluetooth proxy")."""
+        ...
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why it is not up now (one line), None while it is."""
+        ...
+
+    @property
     def is_up(self) -> bool:
         """Whether anything sent now can reach the air (the link to the bridge is up; the
         adapter is usable)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from hubd.access.lockstate import LockStates
 from hubd.ble.radio import Radio
@@ -36,10 +36,8 @@ class LockDrivers:
     """What hubd runs to drive its locks itself; made by :meth:`open`."""
 
     def __init__(self, radio: Radio, locks: BleLocks, sightings: LockSightings,
-                 kinds: dict[str, str], via: str, down_text: Callable[[], str]) -> None:
+                 kinds: dict[str, str]) -> None:
         self.radio = radio
-        self.via = via  # "through the bridge's Bluetooth proxy", "through Bluetooth adapter hci0"
-        self._down_text = down_text
         self.locks = locks
         self.sightings = sightings
         self._kinds = kinds  # lock id -> kind, shared with the sightings' callback
@@ -48,10 +46,7 @@ class LockDrivers:
     async def open(cls, radio: Radio, paired: Mapping[str, PairedLock], lock_states: LockStates,
                    devices: Devices, stack: contextlib.AsyncExitStack, *,
                    timings: Timings = Timings(),
-                   upkeep: UpkeepTimings = UpkeepTimings(),
-                   via: str = "through the bridge's Bluetooth proxy",
-                   down_text: Callable[[], str] = lambda: "the locks' radio is not up"
-                   ) -> LockDrivers:
+                   upkeep: UpkeepTimings = UpkeepTimings()) -> LockDrivers:
         """Drive ``paired`` through ``radio`` (the bridge's proxy, or the hub's own adapter) on
         ``timings``, reports into
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
@@ -83,14 +78,19 @@ class LockDrivers:
         stack.callback(sightings.stop)
         await sightings.start()
         locks.start()
-        drivers = cls(radio, locks, sightings, kinds, via, down_text)
-        log.info("hubd drives the locks %s", via, extra={"locks": list(paired)})
+        drivers = cls(radio, locks, sightings, kinds)
+        log.info("hubd drives the locks through %s", radio.name, extra={"locks": list(paired)})
         return drivers
+
+    @property
+    def via(self) -> str:
+        """How hubd reaches the locks, as the technician is told."""
+        return f"through {self.radio.name}"
 
     @property
     def down_text(self) -> str:
         """What a technician is told while the radio is down: why, and where to look."""
-        return self._down_text()
+        return f"{self.radio.name} is not usable ({self.radio.down_reason}): hubctl doctor, and hubd's log"
 
     async def add(self, lock_id: str, paired: PairedLock) -> None:
         """Drive and watch a lock just paired, and start its background work (its first poll at
