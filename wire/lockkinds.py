@@ -50,9 +50,25 @@ REPORT_SOURCES = {
 }
 
 
-def supports(kind, action):
-    """Whether a lock of `kind` can do `action`."""
-    return action in ACTIONS.get(kind, ())
+# The lock protocols hubd's drivers speak (hubd/locks/): the reference lock protocol
+# (docs/lock-protocol.md), which every kind above speaks in the simulator, and dormakaba's dKey
+# (docs/dkey.md, through py-dormakaba-dkey), an in-cylinder lock. A Danalock v3 has no public
+# protocol: the reference inside turner stands in for it (docs/danalock.md).
+REFERENCE = "reference"
+DKEY = "dkey"
+PROTOCOLS = (REFERENCE, DKEY)
+# The kinds each protocol's locks are, and the actions a protocol narrows its kind's to (a dKey
+# unlocks and locks; it has no command that releases the latch on its own).
+PROTOCOL_KINDS = {REFERENCE: KINDS, DKEY: (IN_CYLINDER,)}
+PROTOCOL_ACTIONS = {DKEY: ("unlock", "lock", "status")}
+
+
+def supports(kind, action, protocol=REFERENCE):
+    """Whether a lock of `kind` speaking `protocol` can do `action`."""
+    if action not in ACTIONS.get(kind, ()):
+        return False
+    narrowed = PROTOCOL_ACTIONS.get(protocol)
+    return narrowed is None or action in narrowed
 
 
 def can_report(kind, source, event=None):

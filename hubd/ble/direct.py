@@ -109,6 +109,7 @@ class DirectRadio:
         self._advert_callbacks: dict[object, AdvertCallback] = {}
         self._watches: set[str] = set()
         self._heard_last: dict[str, _Heard] = {}
+        self._devices: dict[str, BLEDevice] = {}  # watched addresses: the device heard last
         self._heard_count = 0  # adverts the background scan heard (a debug log's figure)
 
     @property
@@ -149,6 +150,12 @@ class DirectRadio:
     def scanner_kwargs(self) -> dict[str, Any]:
         return self._bluez() if self._backends is None else dict(self._options)
 
+    def ble_device(self, address: str) -> BLEDevice:
+        """The device the scan heard last at ``address`` (BlueZ's client finds it by its D-Bus
+        path), else one made of the address."""
+        address = address.upper()
+        return self._devices.get(address) or BLEDevice(address, None, None)
+
     def on_advert(self, callback: AdvertCallback) -> Callable[[], None]:
         """Hear the watched addresses' adverts (module docstring); returns the way to stop."""
         token = object()
@@ -162,6 +169,7 @@ class DirectRadio:
         if not on:
             self._watches.discard(address)
             self._heard_last.pop(address, None)
+            self._devices.pop(address, None)
             return Watched("ok")
         if address not in self._watches and len(self._watches) >= MAX_WATCH:
             return Watched("refused")
@@ -274,6 +282,7 @@ class DirectRadio:
         address = device.address.upper()
         if address not in self._watches:
             return
+        self._devices[address] = device
         loop_time = asyncio.get_running_loop().time()
         said = _said(adv)
         last = self._heard_last.get(address)

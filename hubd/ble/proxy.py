@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 
 from hubd.ble import errors
@@ -196,6 +197,10 @@ class BleProxy:
 
     def scanner_kwargs(self) -> dict[str, Any]:
         return {"proxy": self}
+
+    def ble_device(self, address: str) -> BLEDevice:
+        """The proxy's client needs only the address (and the address type, from its kwargs)."""
+        return BLEDevice(address.upper(), None, None)
 
     # -- requests ---------------------------------------------------------------------------
 

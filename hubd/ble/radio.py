@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import BaseBleakScanner
 
 from hubd.ble.advert import Advert
@@ -87,6 +88,12 @@ class Radio(Protocol):
 
     def scanner_kwargs(self) -> dict[str, Any]:
         """``BleakScanner``'s extra keyword arguments."""
+        ...
+
+    def ble_device(self, address: str) -> BLEDevice:
+        """The ``BLEDevice`` to hand a library that takes one (py-dormakaba-dkey): on the
+        platform backend the one its scan heard last (BlueZ's client needs its D-Bus path),
+        else one made of the address."""
         ...
 
     def on_advert(self, callback: AdvertCallback) -> Callable[[], None]:

@@ -41,18 +41,30 @@ ReportCallback = Callable[[str, str, "str | None", str, int, str], None]
 HeardCallback = Callable[[str, "int | None"], None]
 
 
+#: How long each protocol's secret is: the reference lock's pairing secret (32 bytes); a dKey's
+#: association data, its key holder id (4 bytes) then its association secret (32 bytes).
+SECRET_LENS = {lockkinds.REFERENCE: 32, lockkinds.DKEY: 4 + 32}
+
+
 @dataclass(frozen=True)
 class PairedLock:
     """What hubd needs to reach one lock and be believed by it (from pairing)."""
 
     kind: str  # wire.lockkinds.KINDS
     address: str  # "C0:FF:EE:00:00:01"
-    secret: bytes = field(repr=False)  # the lock's 32-byte pairing secret
+    secret: bytes = field(repr=False)  # SECRET_LENS[protocol] bytes, kept in hubd's state only
     addr_type: int = 0  # 0 public, 1 random
+    protocol: str = lockkinds.REFERENCE  # wire.lockkinds.PROTOCOLS: which driver speaks to it
 
     def __post_init__(self) -> None:
         if self.kind not in lockkinds.KINDS:
             raise ValueError(f"unknown lock kind {self.kind!r}")
+        if self.protocol not in lockkinds.PROTOCOLS:
+            raise ValueError(f"unknown lock protocol {self.protocol!r}")
+        if self.kind not in lockkinds.PROTOCOL_KINDS[self.protocol]:
+            raise ValueError(f"a {self.protocol} lock is not a {self.kind}")
+        if len(self.secret) != SECRET_LENS[self.protocol]:
+            raise ValueError(f"a {self.protocol} lock's secret is {SECRET_LENS[self.protocol]} bytes")
 
 #: The reference protocol names the motor as a report's source; to hubd that is a remote action.
 _SOURCES = {"motor": lockkinds.SOURCE_REMOTE}

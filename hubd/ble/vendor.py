@@ -1,0 +1,180 @@
+"""The bleak clients a vendor's lock library makes itself, put on hubd's radio, and the
+at-most-once guard around one command sent through such a library.
+
+py-dormakaba-dkey (docs/dkey.md, "The library's seams") builds its own ``BleakClient`` through
+bleak-retry-connector, with no ``backend=`` and no keyword arguments, so bleak would pick the
+platform's backend (BlueZ) with BlueZ's default adapter: not the bridge's Bluetooth proxy, not a
+configured ``adapter``, not a test bench's simulated radio. Neither library is edited. Instead
+:func:`install` wraps bleak's backend lookup (``bleak.get_platform_client_backend_type``, which
+``BleakClient.__init__`` calls whenever it is given no backend) once per process, and the
+wrapped lookup asks the current context: inside :func:`on_radio` every client made without a
+backend is the radio's (hubd.ble.radio: its ``client_backend``, or the platform's, bound to its
+``client_kwargs`` for that address); outside it the platform's, as before. A context variable
+carries it, so it follows the library's awaits and the tasks they start, and two locks on two
+calls never see each other's. (Home Assistant does the equivalent for its ESPHome proxies by
+replacing ``BleakClient`` itself; that only works before a library imports the class by name.)
+
+    vendor.install()
+    with vendor.on_radio(radio, addr_type=0, gatt_timeout=2.0):
+        await dkey.update()                       # connects through the radio
+    guard = vendor.OneCommand(on_written)
+    with vendor.on_radio(radio, addr_type=0, gatt_timeout=2.0, guard=guard):
+        await dkey.unlock()
+    guard.written                                 # whether a write was attempted
+
+**At most once** (docs/architecture.md, "Trust and safety") cannot rest on such a library: on a
+``BleakError`` inside a procedure py-dormakaba-dkey reconnects, authenticates and runs the whole
+procedure again, so a write whose answer was lost is sent twice. A :class:`OneCommand` guard
+enforces the rule under the library, where its writes reach the radio: the first write made
+in the guarded call (the command; the caller has connected and authenticated before) calls
+``on_written`` (hubd's journal) before it goes; after a write, a new connection in the same call
+is refused, and after a write that failed so is any further write; both with
+:class:`SecondAttempt`, which is no bleak error, so the library's retry gives up at once. Writes
+the library makes from its own tasks (the ACKs it sends for the lock's reports) are outside the
+call's context and not counted. If the library had to connect and authenticate again inside
+the call (the link dropped after the caller's own connect), those writes come first and count:
+the rule then errs on the safe side (an answerless command reported ``incomplete`` that may not
+have gone), never the other way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import bleak
+from bleak.backends.client import BaseBleakClient
+
+from hubd.ble.radio import Radio
+
+log = logging.getLogger(__name__)
+
+
+class SecondAttempt(Exception):
+    """A library tried to connect again, or to write again after a failed write, within one
+    guarded command: refused, so the command is never sent twice. Deliberately not a
+    ``BleakError``: a library's retry must not catch it."""
+
+
+@dataclass
+class OneCommand:
+    """The at-most-once guard of one command (module docstring): ``on_written`` is called once,
+    just before the first write is attempted."""
+
+    on_written: Callable[[], None]
+    written: bool = False  # a write was attempted: the lock may have taken the command
+    failed: bool = False  # a write raised: its fate is unknown
+    refused: int = 0  # attempts refused with SecondAttempt
+    connects: int = 0  # connections made in the call
+
+
+@dataclass(frozen=True)
+class _Binding:
+    backend: type[BaseBleakClient]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    guard: OneCommand | None = None
+
+
+_current: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar("hubd_ble_vendor",
+                                                                           default=None)
+_platform_lookup: Callable[[], tuple[type[BaseBleakClient], str]] | None = None
+
+
+def install() -> None:
+    """Wrap bleak's backend lookup once per process (module docstring); idempotent."""
+    global _platform_lookup
+    if _platform_lookup is not None:
+        return
+    original = bleak.get_platform_client_backend_type
+    _platform_lookup = original
+
+    def lookup() -> tuple[type[BaseBleakClient], str]:
+        binding = _current.get()
+        if binding is None:
+            return original()
+        return _bound(binding), binding.backend.__name__
+
+    bleak.get_platform_client_backend_type = lookup
+
+
+def installed() -> bool:
+    return _platform_lookup is not None
+
+
+@contextlib.contextmanager
+def on_radio(radio: Radio, *, addr_type: int, gatt_timeout: float,
+             guard: OneCommand | None = None) -> Iterator[None]:
+    """Every ``BleakClient`` made without a backend in this context is on ``radio`` (reaching an
+    address of ``addr_type``, each GATT request given ``gatt_timeout`` s); with ``guard``, its
+    connects and writes are held to one command (module docstring). Needs :func:`install`."""
+    if _platform_lookup is None:
+        raise RuntimeError("hubd.ble.vendor.install() was not called")
+    backend = radio.client_backend
+    if backend is None:
+        backend = _platform_lookup()[0]
+    token = _current.set(_Binding(backend, radio.client_kwargs(addr_type, gatt_timeout), guard))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@functools.lru_cache(maxsize=None)
+def _guarded(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
+    """``backend`` with its connects and writes checked against the guard of the context each
+    is made in."""
+
+    class Guarded(backend):  # type: ignore[valid-type,misc]
+        async def connect(self, *args: Any, **kwargs: Any) -> Any:
+            guard = _guard()
+            if guard is not None:
+                if guard.written:
+                    guard.refused += 1
+                    raise SecondAttempt("a second connection after the command's write")
+                guard.connects += 1
+            return await super().connect(*args, **kwargs)
+
+        async def write_gatt_char(self, characteristic: Any, data: Any, response: bool) -> Any:
+            guard = _guard()
+            if guard is not None:
+                if guard.failed:
+                    guard.refused += 1
+                    raise SecondAttempt("a write after the command's write failed")
+                if not guard.written:
+                    guard.written = True
+                    guard.on_written()
+            try:
+                return await super().write_gatt_char(characteristic, data, response)
+            except BaseException:
+                if guard is not None:
+                    guard.failed = True
+                raise
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{backend.__name__}"
+    return Guarded
+
+
+def _guard() -> OneCommand | None:
+    """The guard of the call under way (the context's, when the request is made: a client made
+    before the command, when the library connected, is held to the rule as well)."""
+    binding = _current.get()
+    return None if binding is None else binding.guard
+
+
+def _bound(binding: _Binding) -> type[BaseBleakClient]:
+    """A backend class that makes ``binding.backend`` clients with the binding's keyword
+    arguments (the caller's win), checked against the guard of each call."""
+    guarded = _guarded(binding.backend)
+    kwargs = binding.kwargs
+
+    class Bound(guarded):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **given: Any) -> None:
+            super().__init__(*args, **{**kwargs, **given})
+
+    Bound.__name__ = Bound.__qualname__ = binding.backend.__name__
+    return Bound
