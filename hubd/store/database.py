@@ -9,7 +9,8 @@ Why these settings:
   command id *before* it answers ``accepted`` and before anything reaches the bridge; with
   ``NORMAL`` the last commits can vanish on power loss (not on a crash), and a command whose record
   vanished could run twice. Commands are rare, so the fsync per commit costs nothing that matters.
-- ``secure_delete=ON``: a deleted row (a lock's pairing secret above all) is overwritten with
+- ``secure_delete=ON``: a deleted row (a lock's pairing secret or a dKey's association data above
+  all) is overwritten with
   zeros, not left in a free page; forgetting a pairing also truncates the WAL
   (hubd/store/pairings.py).
 - The file holds lock secrets: it, its ``-wal`` and ``-shm`` are mode 0600 and the state
@@ -134,6 +135,12 @@ MIGRATIONS: tuple[str, ...] = (
         secret    BLOB NOT NULL,       -- the 32-byte pairing secret: whoever has it opens the door
         paired_at REAL NOT NULL
     );
+    """,
+    """
+    -- Which protocol each lock speaks, so hubd picks its driver (wire.lockkinds.PROTOCOLS); every
+    -- lock paired before spoke the reference protocol. A dKey's secret is its association data:
+    -- its key holder id (4 bytes) then its association secret (32 bytes), kept as any secret is.
+    ALTER TABLE pairings ADD COLUMN protocol TEXT NOT NULL DEFAULT 'reference';
     """,
 )
 

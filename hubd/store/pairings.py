@@ -1,12 +1,13 @@
-"""The locks hubd has paired and drives itself: each one's kind, address, address type and
-pairing secret, in the state database's ``pairings`` table.
+"""The locks hubd has paired and drives itself: each one's kind, address, address type, secret
+and protocol, in the state database's ``pairings`` table.
 
     pairings = Pairings(store)
     pairings.record("front-door", PairedLock("inside_turner", "C0:FF:EE:00:00:01", secret))
     pairings.all()                 # {"front-door": PairedLock(...)}, what hubd drives at start
     pairings.forget("front-door")  # decommissioned: the row is gone, its secret overwritten
 
-The secret is made by hubd when it pairs (hubd/locks/pairing.py) and stays here: not in
+The secret (a reference lock's pairing secret, made by hubd; a dKey's association data, key holder
+id and association secret, made with the lock: hubd/locks/pairing.py) stays here: not in
 hubd.toml, not in hubctl's files, not in a log, not on the local socket. The database file is
 private to hubd (hubd/store/database.py); a deleted row is zeroed (``secure_delete``) and the WAL
 truncated after a forget, so a secret taken away leaves no copy in free pages or old frames.
@@ -36,17 +37,18 @@ class Pairings:
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM pairings WHERE lock = ? OR address = ?",
                          (lock, paired.address.upper()))
-            conn.execute("INSERT INTO pairings (lock, kind, address, addr_type, secret, paired_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO pairings (lock, kind, address, addr_type, secret, protocol, "
+                         "paired_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (lock, paired.kind, paired.address.upper(), paired.addr_type,
-                          paired.secret, round(self._clock(), 3)))
+                          paired.secret, paired.protocol, round(self._clock(), 3)))
 
     def all(self) -> dict[str, PairedLock]:
         """Every pairing, by lock id."""
         rows = self._store.conn.execute(
-            "SELECT lock, kind, address, addr_type, secret FROM pairings ORDER BY lock").fetchall()
-        return {lock: PairedLock(kind, address, bytes(secret), addr_type)
-                for lock, kind, address, addr_type, secret in rows}
+            "SELECT lock, kind, address, addr_type, secret, protocol FROM pairings ORDER BY lock"
+        ).fetchall()
+        return {lock: PairedLock(kind, address, bytes(secret), addr_type, protocol)
+                for lock, kind, address, addr_type, secret, protocol in rows}
 
     def paired_at(self, lock: str) -> float | None:
         row = self._store.conn.execute("SELECT paired_at FROM pairings WHERE lock = ?",
