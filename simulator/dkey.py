@@ -44,6 +44,7 @@ import binascii
 import collections
 import enum
 import hashlib
+import math
 import os
 import secrets
 import struct
@@ -594,6 +595,7 @@ class DKeyLock(Peripheral):
         self.to_lock = Characteristic(TO_LOCK_UUID, FLAG_WRITE | FLAG_NOTIFY, encrypted=True)
         self.from_lock = Characteristic(FROM_LOCK_UUID, FLAG_WRITE | FLAG_NOTIFY, encrypted=True)
         self._window_until: float | None = None
+        self._until_bonded = False  # the window closes at the first bond, not at a time
         self._advertising = True
         super().__init__(address, name, [Service(SERVICE_UUID, [self.to_lock, self.from_lock])],
                          rssi=rssi)
@@ -642,17 +644,25 @@ class DKeyLock(Peripheral):
 
     @property
     def pairable(self) -> bool:
+        if self._until_bonded and self.bonds:
+            self.close_activation_window()
         return self._window_until is not None and time.monotonic() < self._window_until
 
     @pairable.setter
     def pairable(self, value: bool) -> None:
+        self._until_bonded = False
         self._window_until = time.monotonic() + ACTIVATION_WINDOW_S if value else None
 
-    def open_activation_window(self, seconds: float = ACTIVATION_WINDOW_S) -> None:
-        """The owner's button: a central may bond for ``seconds``."""
-        self._window_until = time.monotonic() + seconds
+    def open_activation_window(self, seconds: float = ACTIVATION_WINDOW_S, *,
+                               until_bonded: bool = False) -> None:
+        """The owner's button: a central may bond for ``seconds``. ``until_bonded``: until the
+        first central bonds instead, however long that takes (a lock associated before the hub
+        ever connected: simulator.home.paired_dkey, docs/dkey.md "In a simulated home")."""
+        self._until_bonded = until_bonded
+        self._window_until = math.inf if until_bonded else time.monotonic() + seconds
 
     def close_activation_window(self) -> None:
+        self._until_bonded = False
         self._window_until = None
 
     # --- association data ----------------------------------------------------------------
@@ -680,6 +690,12 @@ class DKeyLock(Peripheral):
         self.open_activation_window()
 
     # --- the lock ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The bolt in the hub's words (wire.lockkinds.STATES), as a simulated reference lock
+        says it: "moving" while the motor runs, else "locked" or "unlocked"."""
+        return "moving" if self.moving else ("locked" if self.locked else "unlocked")
 
     def notifications(self, mask: int) -> bytes:
         """The (type, value) pairs of the types in ``mask``."""

@@ -20,6 +20,24 @@ made by hand). :func:`unpaired_lock` is one fresh from the box, to pair through 
     home = SimulatedHome(workdir, health={"health_ms": 1000}, policy={"scan_every_ms": 1000})
     home.bridge.set_supply(3600, False)     # the bridge's backup cell, its external supply gone
 
+A home can hold simulated dormakaba dKeys (simulator.dkey.DKeyLock, docs/dkey.md) beside the
+reference-protocol locks, each under a lock id, on the same radio:
+
+    home = SimulatedHome(workdir, locks=[], dkeys={"front-door": paired_dkey(DKEY_ADDRESS)})
+    record_pairings(state_dir, home.locks.values(), home.dkeys)   # the dKey's association too
+    home.dkeys["front-door"].motor_moves
+
+:func:`paired_dkey` is a dKey associated with the hub before (its key holder id and secret on
+the lock, :func:`dkey_paired` what hubd keeps of it); :func:`new_dkey` one fresh from the box,
+its activation window open, to pair through hubd with its activation code (``hubctl pair
+--activation-code``). A dKey bonds only in its activation window, and a real one associated
+with the hub bonded with it during that association. A simulated home cannot give the bond to
+both ends beforehand (the central's half lives in the bridge's flash, or in hubd's adapter), so
+a paired dKey keeps its window open until the first central bonds with it (the hub's first
+connection), then closes it: from then on it is what ``hubctl pair`` leaves, and a central
+without that bond is refused. (The window a new lock opens lasts 300 s, and association closes
+it.)
+
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
 (the demo, tests that drive hubd as a separate process).
 """
@@ -31,7 +49,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +58,7 @@ from simulator.alarm_unit import AlarmUnit
 from simulator.modem import Modem
 from simulator.modem import pair as modem_pair
 from simulator.bridge_device import BOARD_SUPPLY, BridgeDevice
+from simulator.dkey import DKeyLock
 from simulator.locks import (
     EntranceDoorLock,
     InCylinderLock,
@@ -49,7 +68,7 @@ from simulator.locks import (
 )
 from simulator.radio import Radio
 from simulator.serial_line import SerialLine
-from wire import frame
+from wire import frame, lockkinds
 
 if TYPE_CHECKING:
     from hubd.locks import PairedLock
@@ -85,14 +104,55 @@ def paired(lock: ReferenceProtocolLock, secret: bytes | None = None) -> PairedLo
     return PairedLock(lock.kind, address(lock), secret or lock.secret, lock.addr_type)
 
 
-def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock]) -> None:
+def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock],
+                    dkeys: Mapping[str, DKeyLock] | None = None) -> None:
     """Record each (paired) lock under its lock id in hubd's state database in ``state_dir``,
     with its kind, address, address type and secret, as ``hubctl pair`` leaves it
-    (hubd/store/pairings.py): how a simulated home's locks come paired to hubd."""
+    (hubd/store/pairings.py): how a simulated home's locks come paired to hubd. ``dkeys``: the
+    home's dKeys by lock id; those associated (:func:`paired_dkey`) are recorded too, with
+    their association data as the secret and protocol "dkey"; a new one is left out."""
     from hubd.store.pairings import record_pairing  # bleak: only for the callers that run hubd
 
     for lock in locks:
         record_pairing(state_dir, lock.lock_id, paired(lock))
+    for lock_id, dkey in (dkeys or {}).items():
+        if dkey.associations:
+            record_pairing(state_dir, lock_id, dkey_paired(dkey))
+
+
+#: The address of a simulated home's first dKey (the demo's, the hil scenarios').
+DKEY_ADDRESS = "F0:94:0A:00:00:01"
+
+
+def paired_dkey(address: str = DKEY_ADDRESS, name: str = "Front door",
+                travel_time_s: float = 0.0, **kwargs: Any) -> DKeyLock:
+    """A dKey associated with the hub before: one key holder (a random id, a random 32-byte
+    secret), its activation window open until the first central bonds with it (the module
+    docstring says why). ``kwargs``: DKeyLock's (activation_code, idle_timeout_s, battery, rssi)."""
+    lock = DKeyLock(address, name=name, travel_time_s=travel_time_s, **kwargs)
+    lock.associate(lock.new_key_holder_id(), os.urandom(32))
+    lock.open_activation_window(until_bonded=True)
+    return lock
+
+
+def new_dkey(address: str = DKEY_ADDRESS, name: str = "Front door",
+             travel_time_s: float = 0.0, **kwargs: Any) -> DKeyLock:
+    """A dKey fresh from the box: no key holder, its activation window open (300 s), its
+    activation code ``lock.activation_code`` (random unless given, as printed on its card)."""
+    return DKeyLock(address, name=name, travel_time_s=travel_time_s, **kwargs)
+
+
+def dkey_paired(lock: DKeyLock, secret: bytes | None = None) -> PairedLock:
+    """What hubd keeps of an associated dKey (hubd.locks.PairedLock, protocol "dkey"): an
+    in-cylinder lock whose secret is its association data, the key holder id (4 bytes) then the
+    association secret (32). The lock must hold exactly one key holder (:func:`paired_dkey`);
+    ``secret``: another association secret, a wrong pairing."""
+    from hubd.locks import PairedLock  # bleak: only for the callers that drive locks in hubd
+
+    assert len(lock.associations) == 1, "a paired dKey holds the hub's key holder only"
+    ((key_holder, own),) = lock.associations.items()
+    return PairedLock(lockkinds.IN_CYLINDER, _addr_text(lock.address), key_holder + (secret or own),
+                      lock.addr_type, protocol=lockkinds.DKEY)
 
 
 def unpaired_lock(lock_id: str, kind: type[ReferenceProtocolLock], addr: str,
@@ -132,7 +192,8 @@ class SimulatedHome:
                  alarm_timings: dict[str, int] | None = None,
                  lte: dict[str, Any] | None = None,
                  health: dict[str, int] | None = None, link_key: bytes | None = None,
-                 proxy: dict[str, int] | None = None) -> None:
+                 proxy: dict[str, int] | None = None,
+                 dkeys: Mapping[str, DKeyLock] | None = None) -> None:
         """``policy``: the proxy's passive scan windows for the addresses hubd watches
         (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
         for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
@@ -148,7 +209,9 @@ class SimulatedHome:
         ``link_key``: the serial link's key in bridge.json (default: new random bytes, as
         ``hubctl provision`` makes); hubd needs the same (``self.link_key``).
         ``proxy``: the Bluetooth proxy's section of bridge.json (firmware/config.py), e.g.
-        ``{"slots": 2}``; left out, the bridge's defaults."""
+        ``{"slots": 2}``; left out, the bridge's defaults.
+        ``dkeys``: simulated dKeys by lock id (:func:`paired_dkey`, :func:`new_dkey`), on the
+        same radio as ``locks``; a lock id is either a reference lock's or a dKey's."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -156,6 +219,10 @@ class SimulatedHome:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
+        self.dkeys = dict(dkeys or {})
+        both = sorted(set(self.locks) & set(self.dkeys))
+        if both:
+            raise ValueError(f"lock ids {both} name a reference lock and a dKey")
         self.link_key = link_key if link_key is not None else os.urandom(frame.KEY_SIZE)
         self.policy = dict(policy or {})
         stale = sorted(set(self.policy) - SCAN_KEYS)
@@ -194,6 +261,13 @@ class SimulatedHome:
         """The serial device hubd opens."""
         return self.line.path
 
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Every lock's kind by lock id (wire.lockkinds), reference locks' and dKeys' (in
+        cylinder), as hubd.toml's [locks] names them."""
+        return {**{lock_id: lk.kind for lock_id, lk in self.locks.items()},
+                **dict.fromkeys(self.dkeys, lockkinds.IN_CYLINDER)}
+
     def bridge_config(self) -> dict[str, Any]:
         """bridge.json as provisioning writes it: the link UART and key, the proxy's section
         (``proxy`` and the scan windows of ``policy``), the health timings, how the board senses its supply, and the alarm unit's UART
@@ -217,8 +291,8 @@ class SimulatedHome:
 
     async def start(self) -> None:
         await self.radio.start()
-        for lk in self.locks.values():
-            self.radio.add(lk)
+        for peripheral in (*self.locks.values(), *self.dkeys.values()):
+            self.radio.add(peripheral)
         await self.line.start()
         if self.alarm_unit is not None and self._unit_wire is not None:
             await self.alarm_unit.start(self._unit_wire[0])
