@@ -4,7 +4,11 @@ The bridge is the simulator by default (`--target=sim`: the real firmware in Mic
 locks' Bluetooth proxy, locks in software, their pairings recorded in hubd's state as hubctl pair
 leaves them) or a real ESP32 on a bench (`--target=/dev/ttyUSB0`, hubd's state in
 `--bench-state` holding the pairings of the locks named by `--bench-locks`, made by hubctl pair).
-Either way hubd drives every lock through the bridge's proxy, or, for a scenario marked
+A simulated home may have a dormakaba dKey as its front door (``home(locks="dkey")``: paired
+before, its association in hubd's state and on the lock, docs/dkey.md "In a simulated home";
+``"new_dkey"``: fresh from the box, for ``hubctl pair --activation-code``; ``"dkey_and_entrance"``:
+beside a reference entrance door). Every hubd serves its local socket (``hub.socket``), as on a
+hub, for hubctl. Either way hubd drives every lock through the bridge's proxy, or, for a scenario marked
 ``home(direct=True)`` (simulator only), through the hub's own adapter: the simulated air reached
 by hubd directly (docs/direct-mode.md), the bridge still serving the alarm unit. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
 for both; assertions about what a lock physically did need the simulator and skip loudly
@@ -16,8 +20,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,16 +33,45 @@ from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait
 from hubapi.client import BackendClient
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
-from simulator.home import HomeThread, SimulatedHome, default_locks, every_kind
+from simulator.dkey import DKeyLock
+from simulator.home import (HomeThread, SimulatedHome, default_locks, every_kind, new_dkey,
+                            paired_dkey, record_pairings)
+from simulator.locks import EntranceDoorLock, ReferenceProtocolLock
 from simulator.ports import free_port
 from tests.sia_receiver import ACCOUNT
 from wire import frame, lockkinds
-from tests.fixtures import BackendKey, record_pairings
+from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
 
 
 # Short alarm timings: the unit's heartbeat, and when the bridge turns to its second path.
 ALARM_TIMINGS = {"heartbeat_ms": 500, "hub_down_ms": 2000, "handled_deadline_ms": 4000}
+#: The activation code on the card of a "new_dkey" home's dKey.
+DKEY_CODE = "BCDF2345"
+
+
+def home_locks(which: str, travel_time_s: float = 0.0, **options: Any
+               ) -> tuple[list[ReferenceProtocolLock], dict[str, DKeyLock]]:
+    """The reference locks and the dKeys (by lock id) of the home ``home(locks=which)`` asks for.
+    "default": an inside turner; "every_kind": one reference lock of each kind; "dkey": a dKey
+    front door paired before; "new_dkey": a dKey front door fresh from the box (activation code
+    DKEY_CODE), nothing paired; "dkey_and_entrance": a paired dKey front door and a reference
+    entrance door. ``options`` go to the reference locks' builder."""
+    if which == "default":
+        return default_locks(travel_time_s, **options), {}
+    if which == "every_kind":
+        return every_kind(travel_time_s, **options), {}
+    if options:
+        raise pytest.UsageError(f"home(locks={which!r}) takes travel_time_s only, not {options}")
+    if which == "dkey":
+        return [], {"front-door": paired_dkey(travel_time_s=travel_time_s)}
+    if which == "new_dkey":
+        return [], {"front-door": new_dkey(activation_code=DKEY_CODE, travel_time_s=travel_time_s)}
+    if which == "dkey_and_entrance":
+        entrance = EntranceDoorLock("entrance", "C0:FF:EE:00:00:04", os.urandom(32),
+                                    travel_time_s=travel_time_s, release_s=1.0)
+        return [entrance], {"front-door": paired_dkey(travel_time_s=travel_time_s)}
+    raise pytest.UsageError(f"home(locks={which!r}): no such home")
 
 
 def bench_locks(text: str) -> dict[str, str]:
@@ -89,6 +124,9 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     home: HomeThread | None = None
     dc09_port = None
     state_dir = tmp_path / "hubd-state"
+    # hubd's local socket (hubctl's way in); a unix socket path must stay under ~100 bytes
+    socket_dir = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
     # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice, or every
     # scenario's with --bluetooth=adapter
     direct = options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
@@ -96,7 +134,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         pytest.skip("SKIPPED LOUDLY with --bluetooth=adapter: this scenario is about the serial "
                     "link in the lock's path, which only the bridge's proxy has")
     if target == "sim":
-        make_locks = every_kind if options.pop("locks", "default") == "every_kind" else default_locks
+        which = options.pop("locks", "default")
         policy = options.pop("policy", None)
         extras = {}
         unit_options = options.pop("unit", {})  # AlarmUnit keywords, e.g. {"time_scale": 3600}
@@ -109,13 +147,16 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
                       "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
                               "port": dc09_port, "account": ACCOUNT, "receiver": "1",
                               "retry_ms": 1000}}
-        home = HomeThread(SimulatedHome(tmp_path / "home", locks=make_locks(**options),
+        reference, dkeys = home_locks(which, **options)
+        home = HomeThread(SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys,
                                         policy=policy, **extras))
         home.start()
         port = home.home.port
         link_key = home.home.link_key
-        locks = {lock_id: lk.kind for lock_id, lk in home.home.locks.items()}
-        record_pairings(state_dir, home.home.locks.values())  # as hubctl pair leaves them
+        # The locks paired before (a new dKey is paired in the scenario, through hubctl pair).
+        locks = {lock_id: kind for lock_id, kind in home.home.kinds.items()
+                 if lock_id in home.home.locks or home.home.dkeys[lock_id].associations}
+        record_pairings(state_dir, home.home.locks.values(), home.home.dkeys)  # as hubctl pair leaves them
         if direct:  # the simulated air is the hub's own adapter (docs/direct-mode.md)
             presence_s = (policy or {}).get("presence_ms", 60000) / 1000  # the proxy's, if set
             hubd_extra += (f'\n[bluetooth]\nvia = "adapter"\n'
@@ -134,11 +175,12 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
         state_dir = bench_state(request.config.getoption("--bench-state"), tmp_path)
     config = tmp_path / "hubd.toml"
     write_hubd_config(config, mosquitto, port, backend_key, locks, state_dir=state_dir,
-                      extra=hubd_extra, top=hubd_top, link_key=link_key)
+                      extra=hubd_extra, top=hubd_top, link_key=link_key,
+                      status_socket=socket_dir / "status.sock")
     log = tmp_path / "hubd.log"
     under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
                               log, home, config, kinds=locks,
-                              dc09_port=dc09_port)
+                              dc09_port=dc09_port, socket=socket_dir / "status.sock")
     try:
         wait_online(mosquitto, HUB_ID, under_test.hubd, log)
         yield under_test

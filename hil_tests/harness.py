@@ -44,6 +44,7 @@ class HubUnderTest:
     config_path: Path
     kinds: dict[str, str] = field(default_factory=dict)  # lock id -> wire.lockkinds kind
     dc09_port: int | None = None  # where the bridge's LTE path finds the DC-09 receiver (alarms=True)
+    socket: Path | None = None  # hubd's local socket (hubctl status, pair, ...)
 
     @property
     def sim(self) -> HomeThread:
