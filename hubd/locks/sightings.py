@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from py_dormakaba_dkey import device_filter
+
 from hubd.ble.advert import Advert
 from hubd.ble.radio import Radio
 from hubd.locks.transport import PairedLock
@@ -39,6 +41,9 @@ class ParsedAdvert(Protocol):
     @property
     def manufacturer_data(self) -> dict[int, bytes]: ...
 
+    @property
+    def service_uuids(self) -> list[str]: ...
+
 
 def reference_advert(advert: ParsedAdvert) -> tuple[str, int, int, bool] | None:
     """(kind, battery, report counter, pairing) from a reference lock's advert as bleak parsed
@@ -51,6 +56,17 @@ def reference_advert(advert: ParsedAdvert) -> tuple[str, int, int, bool] | None:
         return lp.decode_manufacturer(lp.COMPANY_ID, bytes(data))
     except lp.ProtocolError:
         return None
+
+
+def dkey_advert(advert: ParsedAdvert) -> bool:
+    """Whether an advert as bleak parsed it is a dormakaba dKey's: py-dormakaba-dkey's own
+    ``device_filter`` (the dKey's service UUID, or its command characteristic's, among the
+    advert's service UUIDs; docs/dkey.md). A dKey's advert carries nothing else hubd reads: no
+    battery, no report number."""
+    try:
+        return bool(device_filter(advert))  # type: ignore[arg-type]  # it reads service_uuids
+    except (AttributeError, TypeError):
+        return False
 
 
 class LockSightings:
