@@ -1,4 +1,5 @@
-"""Live, readable narration of a simulated home in the terminal (the demo and hub-sim)."""
+"""Live, readable narration of a simulated home in the terminal (the demo and hub-sim): the
+reference locks' motors, the dKeys' protocol steps, the alarm's path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 
 from simulator.alarm_centre import AlarmCentre
+from simulator.dkey import DKeyLock
 from simulator.home import SimulatedHome
 
 _COLOURS = {"backend": "36", "hubd": "35", "bridge": "33", "lock": "32", "demo": "1", "sim": "1",
@@ -39,6 +41,70 @@ async def watch_locks(home: SimulatedHome) -> None:
             if last.get(lock_id) != now:
                 last[lock_id] = now
                 say("lock", f"{lock_id}: {now}")
+        await asyncio.sleep(0.05)
+
+
+#: What a dKey's session phase (simulator.dkey) means, for the narration.
+_DKEY_PHASES = {
+    "identified": "identification exchanged",
+    "associate": "asked to associate (a new key holder)",
+    "pin-ack": "activation-code challenge sent",
+    "pin": "activation-code challenge sent",
+    "association": "activation code right: key exchange (ECDH) under the code's session",
+    "ecdh": "activation code right: key exchange (ECDH) under the code's session",
+    "challenge": "a known key holder: its challenge sent",
+    "authenticating": "challenge answered: the session is encrypted with the key holder's secret",
+    "ready": "session ready (authenticated)",
+}
+
+
+def _dkey_view(lock: DKeyLock) -> dict[str, object]:
+    session = next(iter(lock.sessions.values()), None)
+    return {
+        "link": bool(lock.links),
+        "encrypted": session is not None and session.link.encrypted,
+        "phase": session.phase if session is not None else None,
+        "bonds": len(lock.bonds),
+        "key holders": len(lock.associations),
+        "wrong codes": lock.wrong_codes,
+        "commands": lock.move_commands,
+        "state": lock.state,
+        "battery": lock.battery,
+    }
+
+
+async def watch_dkeys(home: SimulatedHome) -> None:
+    """Narrate each dKey's side of the protocol as it happens (the simulator's view, docs/dkey.md):
+    connections, bonding, the handshake's steps, association, commands taken, the motor."""
+    last: dict[str, dict[str, object]] = {}
+    while True:
+        for lock_id, lock in home.dkeys.items():
+            now = _dkey_view(lock)
+            was = last.get(lock_id)
+            last[lock_id] = now
+            who = f"{lock_id} (dKey)"
+            if was is None:
+                say("lock", f"{who}: {now['state']}, battery {now['battery']} (raw), "
+                            f"{now['key holders']} key holder(s), activation window "
+                            f"{'open' if lock.pairable else 'closed'}")
+                continue
+            if now["link"] != was["link"]:
+                say("lock", f"{who}: {'a central connected' if now['link'] else 'disconnected'}")
+            if now["bonds"] != was["bonds"]:
+                say("lock", f"{who}: bonded with the central (BLE); activation window "
+                            f"{'open' if lock.pairable else 'closed'}")
+            if now["encrypted"] and not was["encrypted"]:
+                say("lock", f"{who}: link encrypted")
+            if now["phase"] != was["phase"] and now["phase"] in _DKEY_PHASES:
+                say("lock", f"{who}: {_DKEY_PHASES[str(now['phase'])]}")
+            if now["wrong codes"] != was["wrong codes"]:
+                say("lock", f"{who}: wrong activation code, refused (WRONG_PIN)")
+            if now["key holders"] != was["key holders"]:
+                say("lock", f"{who}: associated; {now['key holders']} key holder(s)")
+            if now["commands"] != was["commands"]:
+                say("lock", f"{who}: command taken")
+            if now["state"] != was["state"]:
+                say("lock", f"{who}: {'motor turning' if now['state'] == 'moving' else now['state']}")
         await asyncio.sleep(0.05)
 
 

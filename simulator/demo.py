@@ -9,6 +9,12 @@ backend that signs open and lock commands, and the reference alarm centre (MQTT 
 DC-09 receiver). Each round the nurse's app unlocks and locks the door, and the resident presses
 the alarm button. Every line says who is speaking: the backend, hubd, the bridge firmware, the
 lock, the alarm unit, or the alarm centre. Ctrl-C stops everything and leaves no process behind.
+
+With ``--lock dkey`` the front door is a simulated dormakaba dKey instead (docs/dkey.md), which
+hubd drives through py-dormakaba-dkey, unmodified, over the same proxy: paired before (its
+association in hubd's state and on the lock; it bonds with the bridge at hubd's first
+connection, simulator.home), and the lock's side narrates each step of its protocol as it
+happens (connection, bonding, the challenge, the encrypted session, the command, the motor).
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from hubapi.client import BackendClient
 from hubapi.models import Actor, CommandClaims, LockState, Role
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
-from simulator.console import bridge_line, say, watch_alarms, watch_locks
+from simulator.console import bridge_line, say, watch_alarms, watch_dkeys, watch_locks
 from simulator.ports import free_port as free_tcp_port
-from simulator.home import SimulatedHome, default_locks, record_pairings
-from wire import alarms, lockkinds
+from simulator.home import SimulatedHome, default_locks, paired_dkey, record_pairings
+from wire import alarms
 
 HUB_ID = "demo-hub"
 KID = "backend-demo"
@@ -60,9 +66,9 @@ async def embedded_broker(port: int) -> AsyncIterator[None]:
 
 
 def hubd_config(path: Path, port: int, serial_port: str, link_key: bytes, public_key: str,
-                locks: list[str]) -> None:
-    # The demo's home has inside turners only (simulator.home.default_locks).
-    lock_table = "\n".join(f'"{lk}" = "{lockkinds.INSIDE_TURNER}"' for lk in locks)
+                locks: dict[str, str]) -> None:
+    """hubd.toml for the demo's hub; ``locks``: lock id -> kind (wire.lockkinds)."""
+    lock_table = "\n".join(f'"{lk}" = "{kind}"' for lk, kind in locks.items())
     path.write_text(f"""hub_id = "{HUB_ID}"
 state_dir = "{path.parent / 'hubd-state'}"
 status_socket = "{path.parent / 'status.sock'}"
@@ -163,7 +169,11 @@ async def run(args: argparse.Namespace) -> int:
     key = signing.generate_private_key()
     work = Path(tempfile.mkdtemp(prefix="hub-demo-"))
     say("demo", f"embedded MQTT broker on 127.0.0.1:{port}; working files in {work}")
-    home = SimulatedHome(work / "home", locks=default_locks(travel_time_s=args.travel_time),
+    dkey = args.lock == "dkey"
+    home = SimulatedHome(work / "home",
+                         locks=[] if dkey else default_locks(travel_time_s=args.travel_time),
+                         dkeys={"front-door": paired_dkey(travel_time_s=args.travel_time)}
+                         if dkey else None,
                          on_bridge_log=bridge_line, alarm_unit=AlarmUnit(),
                          lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": dc09_port,
                               "account": DC09_ACCOUNT, "receiver": "1"})
@@ -182,10 +192,19 @@ async def run(args: argparse.Namespace) -> int:
             say("demo", f"simulated bridge running the real firmware in MicroPython as the "
                         f"lock's Bluetooth proxy; serial port {home.port}")
             cfg = work / "hubd.toml"
-            record_pairings(work / "hubd-state", home.locks.values())  # hubd_config's state_dir
-            say("demo", f"{', '.join(home.locks)} paired with hubd (its secret in hubd's state, "
-                        "as hubctl pair leaves it); hubd drives it through the bridge")
-            hubd_config(cfg, port, home.port, home.link_key, signing.public_key_text(key), list(home.locks))
+            # hubd_config's state_dir
+            record_pairings(work / "hubd-state", home.locks.values(), home.dkeys)
+            if dkey:
+                say("demo", "front-door is a dormakaba dKey, paired with hubd before (its key "
+                            "holder id and association secret in hubd's state and on the lock, "
+                            "as hubctl pair --activation-code leaves them); hubd drives it "
+                            "through py-dormakaba-dkey and the bridge's Bluetooth proxy; it "
+                            "bonds with the bridge at hubd's first connection")
+            else:
+                say("demo", f"{', '.join(home.locks)} paired with hubd (its secret in hubd's "
+                            "state, as hubctl pair leaves it); hubd drives it through the bridge")
+            hubd_config(cfg, port, home.port, home.link_key, signing.public_key_text(key),
+                        home.kinds)
             hubd = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hubd", "--config", str(cfg),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -194,6 +213,7 @@ async def run(args: argparse.Namespace) -> int:
             tasks.append(asyncio.create_task(pump(hubd.stdout, "hubd")))
             say("demo", f"hubd's local socket: hubctl status --socket {work / 'status.sock'}")
             tasks.append(asyncio.create_task(watch_locks(home)))
+            tasks.append(asyncio.create_task(watch_dkeys(home)))
             tasks.append(asyncio.create_task(watch_alarms(home, centre)))
             async with BackendClient("127.0.0.1", port, client_id="demo-backend",
                                      protocol="3.1.1") as backend:
@@ -245,13 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hub-demo", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: hub-demo --rounds 3 --travel-time 1.5")
+        epilog="example: hub-demo --rounds 3 --travel-time 1.5; hub-demo --once --lock dkey")
     parser.add_argument("--once", action="store_true",
                         help="one round (unlock, lock, alarm button), then exit")
     parser.add_argument("--rounds", type=int, default=0,
                         help="stop after this many rounds (default: until Ctrl-C)")
     parser.add_argument("--travel-time", type=float, default=2.0,
                         help="seconds the lock motor takes to turn (default 2.0)")
+    parser.add_argument("--lock", choices=("reference", "dkey"), default="reference",
+                        help="the front door: the reference inside turner (default), or 'dkey', "
+                             "a simulated dormakaba dKey driven through py-dormakaba-dkey, its "
+                             "protocol steps narrated")
     parser.add_argument("--pause", type=float, default=2.0,
                         help="seconds between commands (default 2.0)")
     args = parser.parse_args(argv)

@@ -91,7 +91,7 @@ def default_locks(travel_time_s: float = 0.0) -> list[ReferenceProtocolLock]:
                              travel_time_s=travel_time_s)]
 
 
-def address(lock: ReferenceProtocolLock) -> str:
+def address(lock: ReferenceProtocolLock | DKeyLock) -> str:
     """The lock's address as hubd writes it ("C0:FF:EE:00:00:01")."""
     return _addr_text(lock.address)
 
