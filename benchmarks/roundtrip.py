@@ -31,10 +31,26 @@ request frame to its `ble_done` frame on the simulated serial line (the line's t
 in the home's thread as a logic analyser on the cable would): of a request's round trip, what is
 not hubd or the link.
 
+``--lock dkey`` times a simulated dormakaba dKey instead (docs/dkey.md), which hubd drives
+through py-dormakaba-dkey, unmodified, over the same proxy; its pairing (association data) in
+hubd's state, its bond made at hubd's first connection (simulator.home.paired_dkey). Its
+connection set-up is much longer than a reference lock's: after connecting and re-encrypting
+with the bond, the library exchanges identifications, answers the lock's challenge and enables
+notifications, several round trips through the proxy each, before the command; the 20-byte
+frames of the protocol are each one write with response. The ``ble_requests`` and
+``ble_notify`` parts are the driver's own figures: printed when it reports them.
+
+Each command is also counted by the proxy connects (``ble_connect`` frames on the line) made
+while it ran, and its round trip filed under "on a held connection" or "with a connection
+set-up"; ``--cold`` waits before each command until hubd has dropped the lock's connection (its
+``[lock_timing] idle_s`` set to 0.5 s for the run), so every command pays the set-up.
+
 Prints p50/p90/p99 for the total and each hop and writes them as JSON. The clocks compared
 across processes are the same machine's wall clock.
 
     .venv/bin/python benchmarks/roundtrip.py --commands 500 --out benchmarks/results/roundtrip.json
+    .venv/bin/python benchmarks/roundtrip.py --lock dkey --commands 200 \
+        --out benchmarks/results/roundtrip.dkey.json
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +74,9 @@ sys.path.insert(0, str(ROOT))
 from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
 from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
-from simulator.home import HomeThread, SimulatedHome, default_locks  # noqa: E402
-from tests.fixtures import BackendKey, record_pairings  # noqa: E402
+from simulator.home import (HomeThread, SimulatedHome, default_locks, paired_dkey,  # noqa: E402
+                            record_pairings)
+from tests.fixtures import BackendKey  # noqa: E402
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
 from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
@@ -73,11 +91,14 @@ HOPS = ("mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_request
 PARTS_OF_BLE = ("ble_requests", "ble_notify")
 
 
-def hops_of(sent: dict[str, tuple[float, float]], log: Path
+def hops_of(sent: dict[str, tuple[float, float]], log: Path, requests_required: bool = True
             ) -> tuple[dict[str, list[float]], Counter[int]]:
     """Per-hop seconds of every timed command, from hubd's "command timing" log lines, and how
     many commands made how many BLE requests. A figure the driver should report and did not is a
-    KeyError: the benchmark must not print a hop it cannot measure."""
+    KeyError: the benchmark must not print a hop it cannot measure. ``requests_required``: the
+    BLE requests' figures are the driver's to give (the reference lock's driver counts its own
+    requests; a vendor library's requests only if the driver reports them): without, a command
+    that carries none has no ``ble_requests`` and ``ble_notify`` parts."""
     out: dict[str, list[float]] = {h: [] for h in HOPS}
     requests: Counter[int] = Counter()
     for line in log.read_text(errors="replace").splitlines():
@@ -95,10 +116,11 @@ def hops_of(sent: dict[str, tuple[float, float]], log: Path
             "queue": entry["queue_ms"], "ble": ble, "finish": entry["finish_ms"],
             "mqtt_out": (answered - entry["answered_at"]) * 1000,
         }
-        values |= {"transport": entry["operate_ms"] - ble,
-                   "ble_requests": entry["ble_requests_ms"],
-                   "ble_notify": ble - entry["ble_requests_ms"]}
-        requests[entry["ble_requests"]] += 1
+        values["transport"] = entry["operate_ms"] - ble
+        if requests_required or entry.get("ble_requests_ms") is not None:
+            values |= {"ble_requests": entry["ble_requests_ms"],
+                       "ble_notify": ble - entry["ble_requests_ms"]}
+            requests[entry["ble_requests"]] += 1
         for hop, ms in values.items():
             out[hop].append(ms / 1000)
     return out, requests
@@ -137,9 +159,31 @@ def proxy_writes_on_bridge(crossings: list[tuple[float, Crossing]]) -> list[floa
     return out
 
 
-def start_home(work: Path, bridge_log) -> HomeThread:  # noqa: ANN001
-    """The simulated home, instant lock, the line's frames timed."""
-    home = HomeThread(SimulatedHome(work / "home", locks=default_locks(travel_time_s=0.0),
+def connects_per_command(crossings: list[tuple[float, Crossing]],
+                         windows: list[tuple[float, float]]) -> list[int]:
+    """How many proxy connects (``ble_connect`` request frames to the bridge) crossed the line
+    while each command ran (``windows``: publish to final answer, perf_counter seconds)."""
+    connects = []
+    for at, crossing in crossings:
+        if crossing.direction != TO_BRIDGE or crossing.ftype != frame.T_DATA or not crossing.body:
+            continue
+        try:
+            msg = json.loads(crossing.body)
+        except ValueError:
+            continue
+        if msg.get("m") == messages.BLE_CONNECT:
+            connects.append(at)
+    return [sum(1 for at in connects if start <= at <= end) for start, end in windows]
+
+
+def start_home(work: Path, bridge_log, lock: str) -> HomeThread:  # noqa: ANN001
+    """The simulated home, instant lock (the reference inside turner, or a dKey), the line's
+    frames timed."""
+    dkey = lock == "dkey"
+    home = HomeThread(SimulatedHome(work / "home",
+                                    locks=[] if dkey else default_locks(travel_time_s=0.0),
+                                    dkeys={"front-door": paired_dkey(travel_time_s=0.0)}
+                                    if dkey else None,
                                     on_bridge_log=lambda line: bridge_log.write(line + "\n")))
     line = home.home.line
     line.transcript = TimedTranscript(line.transcript.maxlen)
@@ -148,12 +192,20 @@ def start_home(work: Path, bridge_log) -> HomeThread:  # noqa: ANN001
 
 
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
-                sent: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+                sent: dict[str, tuple[float, float]], windows: list[tuple[float, float]],
+                idle: Callable[[], bool] | None = None) -> dict[str, list[float]]:
+    """Send ``n`` commands one after another (``idle``: before each, wait until it holds: the
+    lock has no connection), each timed to its accepted and final answers; ``windows`` gets
+    each command's publish and final answer (perf_counter)."""
     accepted: list[float] = []
     final: list[float] = []
     async with BackendClient(broker.host, broker.port, client_id="bench-backend") as backend:
         for i in range(n):
             action = "unlock" if i % 2 == 0 else "lock"
+            if idle is not None:
+                async with asyncio.timeout(60):
+                    while not await asyncio.to_thread(idle):
+                        await asyncio.sleep(0.05)
             claims = CommandClaims.new(hub=HUB_ID, lock=lock, action=action,
                                        actor=Actor(id="bench", role=Role.TECHNICIAN), ttl_s=30)
             token = key.sign(claims)
@@ -168,6 +220,7 @@ async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                 else:
                     final.append(t)
                     sent[claims.id] = (published, time.time())
+                    windows.append((t0, t0 + t))
             if (i + 1) % 50 == 0 or i + 1 == n:
                 print(f"  {i + 1}/{n} commands, last round trip {final[-1] * 1000:.1f} ms",
                       flush=True)
@@ -178,31 +231,49 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=500, help="commands to time (default 500)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/roundtrip.json",
-                        help="where to write the JSON figures")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the JSON figures (default: "
+                             "benchmarks/results/roundtrip.json, with --lock dkey "
+                             "roundtrip.dkey.json)")
+    parser.add_argument("--lock", choices=("reference", "dkey"), default="reference",
+                        help="the lock timed: the reference inside turner (default), or 'dkey', "
+                             "a simulated dormakaba dKey driven through py-dormakaba-dkey")
+    parser.add_argument("--cold", action="store_true",
+                        help="every command on a new connection: wait until hubd dropped the "
+                             "last one (its idle_s 0.5 s for the run)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        name = "roundtrip.dkey.json" if args.lock == "dkey" else "roundtrip.json"
+        args.out = ROOT / "benchmarks/results" / name
 
     work = Path(tempfile.mkdtemp(prefix="bench-roundtrip-"))
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
-    home = start_home(work, bridge_log)
+    home = start_home(work, bridge_log, args.lock)
     config = work / "hubd.toml"
-    record_pairings(work / "hubd-state", home.home.locks.values())  # as hubctl pair leaves them
-    write_hubd_config(config, broker, home.home.port, key,
-                      {lock_id: lock.kind for lock_id, lock in home.home.locks.items()},
-                      state_dir=work / "hubd-state", link_key=home.home.link_key)
+    # as hubctl pair leaves them
+    record_pairings(work / "hubd-state", home.home.locks.values(), home.home.dkeys)
+    write_hubd_config(config, broker, home.home.port, key, home.home.kinds,
+                      state_dir=work / "hubd-state", link_key=home.home.link_key,
+                      extra="[lock_timing]\nidle_s = 0.5\n" if args.cold else "")
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}
+    windows: list[tuple[float, float]] = []
+    lock_id = next(iter(home.home.kinds))
+    model = {**home.home.locks, **home.home.dkeys}[lock_id]
+    idle = (lambda: home.call(lambda: not model.links)) if args.cold else None
     hubd = start_hubd(config, work / "hubd.log")
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
         route = "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in MicroPython"
-        print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and the "
-              f"simulated BLE lock (instant motor)", flush=True)
-        times = asyncio.run(drive(broker, key, list(home.home.locks)[0], args.commands, sent))
+        what = ("the simulated dKey through py-dormakaba-dkey" if args.lock == "dkey"
+                else "the simulated BLE lock")
+        print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and {what} "
+              f"(instant motor){', each on a new connection' if args.cold else ''}", flush=True)
+        times = asyncio.run(drive(broker, key, lock_id, args.commands, sent, windows, idle))
     except Exception:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
         raise
@@ -210,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         stop_hubd(hubd)
         home.stop()
         broker.stop()
-    hops, requests = hops_of(sent, work / "hubd.log")
+    hops, requests = hops_of(sent, work / "hubd.log", requests_required=args.lock == "reference")
+    crossings = home.home.line.transcript.times
+    connects = connects_per_command(crossings, windows)
+    held = [t for t, c in zip(times["final"], connects) if c == 0]
+    set_up = [t for t, c in zip(times["final"], connects) if c > 0]
     result = {
         "benchmark": "command round trip, backend publish -> final answer, instant lock",
         "lock_driver": "hubd",  # the only one since the firmware's went; older results say "bridge"
+        "lock": args.lock,  # "reference" (the inside turner) or "dkey" (py-dormakaba-dkey)
+        "cold": args.cold,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "platform": platform.platform()},
@@ -224,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "parts_of_ble": list(PARTS_OF_BLE),
         # How many commands waited on how many BLE requests (2: the connection was kept).
         "ble_requests_per_command": {str(n): k for n, k in sorted(requests.items())},
-        "proxy_write_on_bridge": summary(proxy_writes_on_bridge(home.home.line.transcript.times)),
+        "proxy_write_on_bridge": summary(proxy_writes_on_bridge(crossings)),
+        # How many commands made how many proxy connects, and the round trip of each sort.
+        "connects_per_command": {str(n): k for n, k in sorted(Counter(connects).items())},
+        "succeeded_on_held_connection": summary(held) if held else None,
+        "succeeded_with_connection_setup": summary(set_up) if set_up else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -235,8 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in rows:
         print(f"{name:<16}  {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f} "
               f"{s['max_ms']:8.2f}  n={s['n']}")
-    print("BLE requests per command: " + ", ".join(
-        f"{n} in {k}" for n, k in result["ble_requests_per_command"].items()))
+    for name, key_ in (("on a held connection", "succeeded_on_held_connection"),
+                       ("with a connection set-up", "succeeded_with_connection_setup")):
+        s = result[key_]
+        if s is not None:
+            print(f"succeeded {name}: p50 {s['p50_ms']:.2f}, p90 {s['p90_ms']:.2f}, "
+                  f"p99 {s['p99_ms']:.2f} ms, n={s['n']}")
+    if result["ble_requests_per_command"]:
+        print("BLE requests per command: " + ", ".join(
+            f"{n} in {k}" for n, k in result["ble_requests_per_command"].items()))
+    else:
+        print("BLE requests per command: the driver does not count them (the library makes them)")
     s = result["proxy_write_on_bridge"]
     print(f"a proxy write on the bridge, its request frame to its answer's on the line: "
           f"p50 {s['p50_ms']:.2f}, p90 {s['p90_ms']:.2f}, p99 {s['p99_ms']:.2f} ms, n={s['n']}")
