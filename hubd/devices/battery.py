@@ -112,6 +112,13 @@ MODELS: dict[str, Model] = {model.name: model for model in (
            ((3300, 0), (3450, 5), (3680, 10), (3740, 20), (3770, 30), (3790, 40), (3820, 50), (3870, 60),
             (3920, 70), (4000, 80), (4080, 90), (4150, 100)),
            (0, 4400), "the hub's own supply: one Li-ion cell behind the bridge's supply, millivolts"),
+    # dormakaba dKey: raw units as the lock reports them (py-dormakaba-dkey: 28 and more full, a
+    # warning below 20, critical at 17 and under). The library's own percent steps (20: 25 %,
+    # 23: 50 %, 25: 75 %, 28: 100 %) above its warning; below it, the points put its warning and
+    # critical levels on the lock thresholds' low (25 %) and critical (10 %). docs/battery.md.
+    _model("dkey", BatteryUnit.RAW,
+           ((15, 0), (17, 10), (19, 25), (20, 30), (23, 50), (25, 75), (28, 100)), (0, 255),
+           "a dormakaba dKey: the raw units the lock reports (28 and more full)"),
     _model("raw8", BatteryUnit.RAW, ((0, 0), (255, 100)), (0, 255),
            "a vendor model reporting raw units 0..255, linear (255 full, 0 empty)"),
 )}

@@ -1,14 +1,77 @@
-"""A dormakaba dKey (docs/dkey.md), driven from hubd through the unmodified py-dormakaba-dkey
-on hubd's radio (hubd.ble.vendor).
+"""A dormakaba dKey (docs/dkey.md), driven from hubd through the unmodified py-dormakaba-dkey on
+hubd's radio: the bridge's Bluetooth proxy, or the hub's own adapter (hubd.ble.vendor puts the
+library's own BleakClient there). :class:`DkeyLock` has the shape of
+hubd.locks.reference.ReferenceLock, so hubd.locks.transport and hubd.locks.upkeep drive either.
 
-This first part holds what pairing shares with the driver: :func:`reason_of`, the library's
-errors as wire.outcomes' reasons.
+One :meth:`DkeyLock.operate` is one command, at most once (docs/architecture.md, "Trust and
+safety"):
+
+- **Before the command**: connect, bond (re-encrypt), authenticate with the key holder's
+  association data and enable the lock's notifications: the library's ``update()``, retried
+  until the deadline. Nothing is written that can move the bolt, so nothing is guarded. Nothing
+  written: ``failed`` or ``timed_out``, with ``unreachable`` (no connection), ``link_failed``
+  (connected, the handshake did not finish), ``bridge_unavailable`` (the link to the bridge is
+  down), ``auth_failed`` (the lock forgot this hub, NOT_ASSOCIATED; or it ended the link twice
+  at the answer to its challenge, as it does to a stale or forged secret).
+- **The command**: the library's ``unlock()`` or ``lock()`` under a hubd.ble.vendor.OneCommand:
+  ``on_written`` is called just before its write, and the library can neither reconnect nor
+  write again within the call. The call returns before the bolt moves (``unlock()`` after the
+  lock's UNLOCK_RSP, ``lock()`` once written); the outcome is the lock's unlock-status
+  notification reaching the target within ``result_s`` of the write: ``succeeded``, with the
+  state and battery. Already at the target (the lock neither moves nor notifies): ``succeeded``
+  once the call returned. A lock that refuses (UNLOCK_RSP's or CHANGE_MODE's acknowledgement
+  carries an error, which the library does not check: read here with its public
+  ``receive_notifications``): ``failed`` (``busy`` while its motor runs, ``unsupported``), as it
+  did not move. A "stuck" STATUS_REPORT (the motor stalled; the library only acknowledges it,
+  read here with ``receive_once``): ``failed``, ``jammed``, state ``jammed``.
+- **Unknown fate**: a call that raised once its write was attempted (the link lost:
+  ``Disconnected``, vendor.SecondAttempt, a write error; or the call's time up), or a target not
+  reached within ``result_s`` with the link up (the lock may still be moving, or stalled in a way
+  it did not report), is ``incomplete`` (``link_lost`` or ``no_result``): the link is dropped and
+  the state is read back on a fresh session once the lock settled (``settle_s`` after the
+  write), never the command again; ``unknown`` if that read fails too.
+
+``status`` reads the state and battery as the session's notifications say them. A dKey has no
+command that releases the latch on its own: ``unlatch`` is ``unsupported_action``.
+
+**Manual turns**: a dKey tells its state only to a key holder connected with notifications on.
+The connection outlives an operation by ``idle_s`` (a visit's next command skips the handshake,
+and a turn by hand meanwhile is heard; the lock itself drops a silent link at 30 s): a change of
+the unlock status notified while no command waits for it goes to ``on_report`` as a state with
+source ``manual`` (``handle`` when the notification says the door handle did it). A turn while
+nobody is connected is seen at the next poll only (:meth:`DkeyLock.refresh`; hubd.locks.upkeep).
+A dKey keeps no reports for later: ``report_counter`` stays 0 and its advert carries none.
+
+**Battery**: the lock reports raw units (docs/dkey.md); results and reports carry the percent of
+hubd.devices.battery's ``dkey`` model, and :attr:`DkeyLock.battery_raw` the reading behind it
+(the device registry converts it itself).
+
+**The library's traps** (docs/dkey.md, "The library's seams"), and what is done about them:
+
+- It has no timeouts: every call is bounded by ``asyncio.timeout``. It turns a cancellation into
+  ``DkeyError``: the timeout's ``expired()`` tells hubd's own timeout, and a cancellation from
+  outside (hubd stops, the command path's own timeout) is raised again as CancelledError.
+- Its state outlives a connection in ways that can mislead (the merged ``state``, and after a
+  disconnect that failed, a session it believes authenticated): a connection is one library
+  object, and a dropped connection drops the object with it; the next session starts fresh.
+- It logs the association secret and its session keys at DEBUG: its logger is held at INFO.
+- Whether the link is up it keeps to itself; a ``receive_once`` of the lock's DISCONNECT_REQ,
+  which the library cancels when its link goes, tells it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak_retry_connector import BleakNotFoundError, BleakOutOfConnectionSlotsError
+from py_dormakaba_dkey import DKEYLock
+from py_dormakaba_dkey import commands as cmds
+from py_dormakaba_dkey.commands import DoorHandleState, Notifications, UnlockStatus
 from py_dormakaba_dkey.errors import (
     CommandFailed,
     Disconnected,
@@ -22,11 +85,74 @@ from py_dormakaba_dkey.errors import (
     UnsupportedProtocolVersion,
     WrongActivationCode,
 )
-from py_dormakaba_dkey.models import ErrorCode
+from py_dormakaba_dkey.models import AssociationData, ErrorCode
 
-from hubd.ble import errors
+from hubd.access.transport import OpResult
+from hubd.ble import errors, vendor
+from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
 from hubd.ble.vendor import SecondAttempt
+from hubd.devices.battery import to_percent
+from hubd.locks.reference import Refreshed
+from wire import lockkinds
 from wire import outcomes as oc
+
+log = logging.getLogger(__name__)
+
+# The library logs the association secret, the ECDH keys and every frame in the clear at DEBUG:
+# never in hubd's log, whatever level the daemon runs at.
+logging.getLogger("py_dormakaba_dkey").setLevel(logging.INFO)
+
+#: A dKey's association data: the key holder id, then the association secret.
+KEY_HOLDER_LEN = 4
+SECRET_LEN = 32
+#: The battery model of hubd.devices.battery whose raw units the lock reports.
+BATTERY_MODEL = "dkey"
+
+#: The errors a call of the library ends in, besides cancellation: its own, bleak's (and
+#: hubd.ble's, which are bleak's), a connection that did not come, hubd's refusal of a second
+#: attempt, and what bleak-retry-connector counts as a broken D-Bus socket.
+_CALL_ERRORS = (DkeyError, BleakError, TimeoutError, SecondAttempt, EOFError, BrokenPipeError)
+
+
+@dataclass(frozen=True)
+class DkeyTimings:
+    """The dKey driver's times in seconds. A dKey's handshake takes about a dozen round trips
+    (identification both ways, the challenge, the accepted check, the lock's type and name, the
+    notifications mask), each through the proxy a round trip over the serial link too."""
+
+    deadline_s: float = 15.0  # connect, bond, authenticate, notifications on: retried, before the command
+    gatt_s: float = 3.0  # one GATT request
+    command_s: float = 6.0  # the library's unlock() or lock() call: the write, UNLOCK_RSP
+    result_s: float = 12.0  # from the write to the unlock status at the target: a motor takes seconds
+    settle_s: float = 6.0  # a read right after a command may show the state from before it
+    readback_s: float = 10.0  # the read-back after an unknown fate gets at least this
+    idle_s: float = 20.0  # an unused connection is kept this long (the lock drops it at 30 s)
+    retry_pause_s: float = 0.5
+    close_s: float = 5.0  # a disconnect
+
+
+def state_name(status: UnlockStatus | None) -> str:
+    """The library's unlock status as hubd's lock state (wire.lockkinds.STATES). A dKey with a
+    security (double) lock reports SECURITY_LOCKED when it is engaged: locked; the statuses the
+    library names UNLOCKED_... are unlocked."""
+    if status in (UnlockStatus.LOCKED, UnlockStatus.SECURITY_LOCKED):
+        return "locked"
+    if status in (UnlockStatus.UNLOCKED, UnlockStatus.UNLOCKED_SECURITY_LOCKED,
+                  UnlockStatus.UNLOCKED_FORCED_UNLOCK):
+        return "unlocked"
+    return "unknown"
+
+
+def battery_percent(raw: int | None) -> int | None:
+    """The lock's raw battery reading as a percent (hubd.devices.battery, model ``dkey``)."""
+    if raw is None:
+        return None
+    try:
+        return to_percent(BATTERY_MODEL, raw)
+    except ValueError:  # not a reading the battery can show
+        return None
+
 
 #: An error code of the lock's acknowledgement (the library's CommandFailed) as a reason.
 _REFUSALS = {
@@ -118,3 +244,467 @@ def _telling(exc: BaseException) -> str | None:
                         errors.ProxyDisconnected)):
         return oc.LINK_LOST
     return None
+
+
+def _cancelling() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _unwritten(reason: str) -> str:
+    """The outcome of an operation that wrote nothing, by its reason: ``failed`` when waiting
+    longer would not have helped (the bridge's link is down, the lock refused this hub or speaks
+    another protocol version), else ``timed_out``."""
+    return oc.FAILED if reason in (oc.BRIDGE_UNAVAILABLE, oc.AUTH_FAILED, oc.UNSUPPORTED) \
+        else oc.TIMED_OUT
+
+
+class _Session:
+    """One connection to the lock: its library object, what the handshake got to, and the
+    link's liveness (see the module docstring)."""
+
+    def __init__(self, dkey: DKEYLock) -> None:
+        self.dkey = dkey
+        self.identified = False  # the lock answered its identification: connected and encrypted
+        self.challenged = False  # it sent its challenge: it knows the key holder id
+        self.accepted = False  # it accepted the answer: the secret is right
+        self.state: str | None = None  # the unlock status as last heard in this session
+        self.alive: asyncio.Future[Any] | None = None  # cancelled by the library when the link goes
+        self.unregister: Callable[[], None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.alive is not None and not self.alive.done()
+
+    def watch(self) -> None:
+        """Register for what the handshake tells (the library clears these at each reset of its
+        link) and, once ready, for the link's end."""
+        dkey = self.dkey
+        dkey.receive_notifications(cmds.GetIdentificationRsp, lambda _: self._mark("identified"))
+        dkey.receive_notifications(cmds.AuthChallengeCmd, lambda _: self._mark("challenged"))
+        dkey.receive_notifications(cmds.AuthChallengeAcceptedCmd,
+                                   lambda _: self._mark("accepted"))
+
+    def ready(self) -> None:
+        """The library's update() returned: authenticated, notifications on, the state told."""
+        if not self.up:
+            # A DISCONNECT_REQ (the lock ends an idle link) resolves it; the library's reset of
+            # a link that went down cancels it.
+            self.alive = self.dkey.receive_once(cmds.DisconnectReqCmd)
+        self.state = state_name(self.dkey.state.unlock_status)
+
+    def _mark(self, step: str) -> None:
+        setattr(self, step, True)
+
+
+class DkeyLock:
+    """One dormakaba dKey at ``address`` (``addr_type`` 0 public, 1 random) whose association
+    data is ``association`` (the key holder id, 4 bytes, then the association secret, 32 bytes:
+    hubd.locks.transport.PairedLock.secret of a dKey).
+
+    ``radio``: how hubd reaches Bluetooth (default: the installed proxy); ``on_report(what,
+    name, state, battery, source)``: each change of the lock's state it notified while no
+    command of hubd's waited for it (``what`` "state", ``name`` None, ``battery`` percent or
+    None, ``source`` ``manual`` or ``handle``).
+
+    Not safe for two operations at once: its caller serialises them (hubd.locks.transport).
+    """
+
+    report_counter = 0  # a dKey keeps no reports: hubd.locks.upkeep never reads any
+
+    def __init__(self, address: str, association: bytes, *, addr_type: int = 0,
+                 radio: Radio | None = None, timings: DkeyTimings = DkeyTimings(),
+                 on_report: Callable[[str, str | None, str, int | None, str], None] | None = None
+                 ) -> None:
+        if len(association) != KEY_HOLDER_LEN + SECRET_LEN:
+            raise ValueError(f"a dKey's association data is {KEY_HOLDER_LEN + SECRET_LEN} bytes")
+        self.address = address.upper()
+        if len(bytes.fromhex(self.address.replace(":", ""))) != 6:
+            raise ValueError(f"address {address!r} is not six bytes")
+        self.addr_type = addr_type
+        self._association = AssociationData(bytes(association[:KEY_HOLDER_LEN]),
+                                            bytes(association[KEY_HOLDER_LEN:]))
+        self._radio = radio
+        self.timings = timings
+        self.on_report = on_report
+        self._session: _Session | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._moved_at: float | None = None  # loop time of the last command written, until settled
+        # The command under way: the state it waits for, and the future its arrival resolves.
+        self._waiting: tuple[str, asyncio.Future[str]] | None = None
+        self._guard: vendor.OneCommand | None = None
+        self._cancelling = 0  # the task's cancellation count when the operation or read began
+        self.battery_raw: int | None = None  # the raw reading behind the last percent given
+        vendor.install()
+
+    @property
+    def radio(self) -> Radio:
+        """The radio given, else the installed proxy (a BleakError naming the fix if none)."""
+        return self._radio if self._radio is not None else BleProxy.current()
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._session.up
+
+    @property
+    def settling_s(self) -> float:
+        """How much longer a status read may still show the state from before the last command
+        (0: settled)."""
+        if self._moved_at is None:
+            return 0.0
+        return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
+
+    async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
+                      timeout: float) -> OpResult:
+        """Run ``action`` ("status", "unlock", "lock") for ``command_id``; see the module
+        docstring. Every ending is a result, never an exception (but cancellation)."""
+        if action not in lockkinds.PROTOCOL_ACTIONS[lockkinds.DKEY]:
+            return OpResult(oc.FAILED, oc.UNSUPPORTED_ACTION, None, None)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._guard = None
+        self._cancelling = _cancelling()
+        self._keep()
+        try:
+            if action == "status":
+                await self._settled()  # right after a command the lock may tell the old state
+            deadline = loop.time() + min(self.timings.deadline_s, timeout)
+            session, reason = await self._prepare(deadline)
+            if session is None:
+                # Nothing was written: nothing moved.
+                return self._result(started, _unwritten(reason), reason)
+            if action == "status":
+                return self._told(started, oc.SUCCEEDED, None, session)
+            return await self._command(started, session, action, on_written)
+        except asyncio.CancelledError:
+            self._waiting = None
+            self._drop()
+            raise
+        except Exception:
+            # A bug here, or in the library under it: the at-most-once rule still holds.
+            log.exception("dKey %s: the driver failed", self.address)
+            self._waiting = None
+            self._drop()
+            outcome, state = oc.unfinished(self._guard is not None and self._guard.written)
+            return self._result(started, outcome, oc.DRIVER_ERROR, state)
+        finally:
+            self._guard = None
+            self._release()
+
+    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
+        """Read the lock's state and battery (a poll: hubd.locks.upkeep) within ``timeout``;
+        None when it could not be reached or authenticated. A dKey keeps no reports, so there
+        are none to take in (``reports`` 0) and ``read_status`` changes nothing. Never writes
+        anything that can move the bolt. A connection made for it is dropped at once, and it
+        returns only once it is gone; one an operation left open is kept ``idle_s``."""
+        kept = self.connected
+        loop = asyncio.get_running_loop()
+        self._cancelling = _cancelling()
+        self._keep()
+        try:
+            session, _ = await self._prepare(loop.time() + timeout)
+            if session is None:
+                return None
+            state, battery = self._reading(session)
+            return Refreshed(state, battery, 0)
+        except asyncio.CancelledError:
+            self._drop()
+            raise
+        except Exception:
+            log.exception("dKey %s: the driver failed reading it", self.address)
+            self._drop()
+            return None
+        finally:
+            if kept:
+                self._release()
+            else:
+                self._drop()
+                if self._closing:
+                    await asyncio.wait(set(self._closing))
+
+    async def close(self) -> None:
+        """Drop the connection now (hubd stops)."""
+        self._keep()
+        self._drop()
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _keep(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _release(self) -> None:
+        if self._session is not None:
+            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
+
+    def _drop(self) -> None:
+        """Forget the connection with its library object, and disconnect it in the background."""
+        self._idle = None
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if session.unregister is not None:
+            session.unregister()
+        task = asyncio.get_running_loop().create_task(self._disconnect(session.dkey),
+                                                      name=f"dkey-disconnect-{self.address}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _disconnect(self, dkey: DKEYLock) -> None:
+        try:
+            async with asyncio.timeout(self.timings.close_s):
+                await dkey.disconnect()
+        except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
+            # Its link may be gone already; the lock drops a link left to it at 30 s.
+            log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
+
+    def _new_session(self) -> _Session:
+        dkey = DKEYLock(self.radio.ble_device(self.address))
+        dkey.set_association_data(self._association)
+        session = _Session(dkey)
+        session.unregister = dkey.register_callback(
+            lambda told: self._notified(session, told))
+        return session
+
+    async def _prepare(self, deadline: float) -> tuple[_Session | None, str]:
+        """The session, authenticated with notifications on (the one kept, or a new one),
+        retried until ``deadline``: (session, "") or (None, why not)."""
+        loop = asyncio.get_running_loop()
+        reason = oc.UNREACHABLE
+        refused = 0
+        while loop.time() < deadline:
+            if self._session is None:
+                self._session = self._new_session()
+            session = self._session
+            if not session.up:
+                # A new link: what the lock tells in its handshake is a reading, not a change.
+                session.state = None
+            session.watch()
+            expired = False
+            try:
+                with vendor.on_radio(self.radio, addr_type=self.addr_type,
+                                     gatt_timeout=self.timings.gatt_s):
+                    try:
+                        async with asyncio.timeout_at(deadline) as bound:
+                            await session.dkey.update()
+                    finally:
+                        expired = bound.expired()
+                self._check_cancelled()
+                session.ready()
+                self._battery(session.dkey.state.battery)
+                return session, ""
+            except NotAssociated:
+                # The lock answered, and does not know this key holder: no retry will change it.
+                log.warning("dKey %s: the lock does not know this hub's key holder (forgotten, "
+                            "or reset): pair it again", self.address)
+                self._drop()
+                return None, oc.AUTH_FAILED
+            except UnsupportedProtocolVersion as exc:
+                log.warning("dKey %s: the library does not speak the lock's protocol version %s",
+                            self.address, exc)
+                self._drop()
+                return None, oc.UNSUPPORTED
+            except _CALL_ERRORS as exc:
+                self._check_cancelled()
+                reason = self._reason_before(session, exc, expired)
+                log.info("dKey %s: %s (%s)", self.address, reason, exc or type(exc).__name__)
+                self._drop()
+                if reason == oc.AUTH_FAILED:
+                    refused += 1
+                    if refused >= 2:  # the lock ends the link at our answer, again
+                        log.warning("dKey %s: the lock refused this hub's answer to its "
+                                    "challenge twice: its secret is not this hub's", self.address)
+                        return None, oc.AUTH_FAILED
+                    reason = oc.LINK_FAILED  # once may be the radio
+                elif reason == oc.BRIDGE_UNAVAILABLE:
+                    if not await self.radio.wait_up(max(0.0, deadline - loop.time())):
+                        break
+                    continue
+            await asyncio.sleep(max(0.0, min(self.timings.retry_pause_s, deadline - loop.time())))
+        return None, reason
+
+    @staticmethod
+    def _reason_before(session: _Session, exc: BaseException, expired: bool) -> str:
+        """Why a handshake failed, as the reference lock's driver names it before its COMMAND."""
+        if session.challenged and not session.accepted and not expired and \
+                isinstance(exc, (Disconnected, NotConnected)):
+            return oc.AUTH_FAILED  # the lock ended the link at the answer to its challenge
+        reason = reason_of(exc) if not expired else oc.NO_RESULT
+        if reason in (oc.LINK_LOST, oc.NO_RESULT, oc.DRIVER_ERROR, oc.BUSY, oc.BAD_REQUEST,
+                      oc.NOT_PAIRING):
+            # No answer in time, or the link went: was there a connection at all?
+            return oc.LINK_FAILED if session.identified or not expired else oc.UNREACHABLE
+        return reason
+
+    def _check_cancelled(self) -> None:
+        """The library turns a cancellation into DkeyError (or a normal return): a cancellation
+        from outside (hubd stops, the command path's own timeout) is raised again. The task's
+        cancellation count tells it: ``asyncio.timeout`` takes back its own."""
+        if _cancelling() > self._cancelling:
+            raise asyncio.CancelledError
+
+    async def _settled(self) -> None:
+        left = self.settling_s
+        if left > 0:
+            await asyncio.sleep(left)
+
+    # -- the command --------------------------------------------------------------------------
+
+    async def _command(self, started: float, session: _Session, action: str,
+                       on_written: Callable[[], None]) -> OpResult:
+        loop = asyncio.get_running_loop()
+        dkey = session.dkey
+        target = "unlocked" if action == "unlock" else "locked"
+        arrived: asyncio.Future[str] = loop.create_future()
+        refused: asyncio.Future[ErrorCode] = loop.create_future()
+
+        def answered(code: ErrorCode) -> None:
+            if code != ErrorCode.SUCCESS and not refused.done():
+                refused.set_result(code)
+
+        # What the library reads and does not check: UNLOCK_RSP's error, CHANGE_MODE's ACK.
+        if action == "unlock":
+            dkey.receive_notifications(cmds.UnlockRsp, lambda rsp: answered(rsp.error_code))
+        else:
+            dkey.receive_notifications(cmds.AckRsp, lambda ack: answered(ack.error_code)
+                                       if ack.ack_cmd_id == cmds.ChangeModeCmd.cmd_id else None)
+        report = dkey.receive_once(cmds.StatusReportCmd)
+        if session.state == target:
+            # Already there: the lock neither moves nor notifies; the command still goes, and
+            # the lock's own answer (a refusal) still counts.
+            arrived.set_result(target)
+        self._waiting = (target, arrived)
+        guard = self._guard = vendor.OneCommand(on_written)
+        self._moved_at = loop.time()
+        expired = False
+        try:
+            with vendor.on_radio(self.radio, addr_type=self.addr_type,
+                                 gatt_timeout=self.timings.gatt_s, guard=guard):
+                try:
+                    async with asyncio.timeout(self.timings.command_s) as bound:
+                        await (dkey.unlock() if action == "unlock" else dkey.lock())
+                finally:
+                    expired = bound.expired()
+            self._check_cancelled()
+        except _CALL_ERRORS as exc:
+            self._check_cancelled()
+            self._waiting = None
+            if not guard.written:  # the library raised before anything was written
+                self._moved_at = None
+                reason = self._reason_before(session, exc, expired)
+                self._drop()
+                return self._result(started, _unwritten(reason), reason)
+            lost = not expired and reason_of(exc) == oc.LINK_LOST
+            log.info("dKey %s: %s after its write: %s", self.address, action,
+                     exc or type(exc).__name__)
+            return await self._incomplete(started, oc.LINK_LOST if lost else oc.NO_RESULT)
+        try:
+            return await self._outcome(started, session, target, arrived, refused, report)
+        finally:
+            self._waiting = None
+
+    async def _outcome(self, started: float, session: _Session, target: str,
+                       arrived: asyncio.Future[str], refused: asyncio.Future[ErrorCode],
+                       report: asyncio.Future[Any]) -> OpResult:
+        """After the library's call returned: wait for the state to reach ``target`` within
+        ``result_s`` of the write, or the lock's word that it will not."""
+        loop = asyncio.get_running_loop()
+        assert self._moved_at is not None
+        until = self._moved_at + self.timings.result_s
+        while True:
+            if refused.done():
+                self._moved_at = None  # it did not move
+                reason = _REFUSALS.get(refused.result(), oc.BAD_REQUEST)
+                log.warning("dKey %s: the lock refused: %s", self.address, refused.result().name)
+                return self._told(started, oc.FAILED, reason, session)
+            if arrived.done():
+                self._moved_at = None  # there, and said so: settled
+                return self._told(started, oc.SUCCEEDED, None, session)
+            if report.done():
+                if report.cancelled():
+                    log.info("dKey %s: the link went before the state reached %s",
+                             self.address, target)
+                    return await self._incomplete(started, oc.LINK_LOST)
+                kind = report.result().status_report_type
+                if kind in (cmds.StatusReportType.STUCK, cmds.StatusReportType.STUCK_V2):
+                    log.warning("dKey %s: the motor stalled (STATUS_REPORT %s)", self.address,
+                                kind.name)
+                    self._moved_at = None
+                    _, battery = self._reading(session)
+                    return self._result(started, oc.FAILED, oc.JAMMED, "jammed", battery)
+                report = session.dkey.receive_once(cmds.StatusReportCmd)
+            if not session.up:
+                return await self._incomplete(started, oc.LINK_LOST)
+            left = until - loop.time()
+            if left <= 0:
+                log.warning("dKey %s: the state did not reach %s within %.1f s", self.address,
+                            target, self.timings.result_s)
+                return await self._incomplete(started, oc.NO_RESULT)
+            waits = {arrived, refused, report}
+            if session.alive is not None:
+                waits.add(session.alive)
+            await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _incomplete(self, started: float, reason: str) -> OpResult:
+        """The command's fate is unknown: read the state back on a fresh session once the lock
+        settled; never the command itself."""
+        self._waiting = None
+        self._drop()
+        await self._settled()
+        loop = asyncio.get_running_loop()
+        session, _ = await self._prepare(loop.time() + self.timings.readback_s)
+        self._moved_at = None
+        if session is None:
+            return self._result(started, oc.INCOMPLETE, reason, "unknown")
+        return self._told(started, oc.INCOMPLETE, reason, session)
+
+    # -- what the lock tells ------------------------------------------------------------------
+
+    def _reading(self, session: _Session) -> tuple[str, int | None]:
+        told = session.dkey.state
+        return state_name(told.unlock_status), self._battery(told.battery)
+
+    def _battery(self, raw: int | None) -> int | None:
+        percent = battery_percent(raw)
+        if percent is not None:
+            self.battery_raw = raw
+        return percent
+
+    def _told(self, started: float, outcome: str, reason: str | None,
+              session: _Session) -> OpResult:
+        state, battery = self._reading(session)
+        return self._result(started, outcome, reason, state, battery)
+
+    def _result(self, started: float, outcome: str, reason: str | None, state: str | None = None,
+                battery: int | None = None) -> OpResult:
+        ms = (asyncio.get_running_loop().time() - started) * 1000
+        return OpResult(outcome, reason, state, battery, ble_ms=round(ms, 3))
+
+    def _notified(self, session: _Session, told: Notifications) -> None:
+        """A notification the library took in (``told`` holds what it changed): the state a
+        command waits for, else a change of state the lock made on its own."""
+        if session is not self._session or told.unlock_status is None:
+            return
+        state = state_name(told.unlock_status)
+        before, session.state = session.state, state
+        waiting = self._waiting
+        if waiting is not None:
+            target, arrived = waiting
+            if state == target and not arrived.done():
+                arrived.set_result(state)
+            return  # while a command waits, its result says where the bolt went
+        if before is None or state == before:
+            return
+        source = lockkinds.SOURCE_HANDLE if told.door_handle_state == \
+            DoorHandleState.HANDLE_UP_DOWN else lockkinds.SOURCE_MANUAL
+        log.info("dKey %s: %s by hand (%s)", self.address, state, source)
+        if self.on_report is not None:
+            try:
+                self.on_report("state", None, state, self._battery(session.dkey.state.battery),
+                               source)
+            except Exception:  # the listener's bug must not end the library's notification
+                log.exception("dKey %s: a report's listener raised", self.address)

@@ -21,13 +21,14 @@ import logging
 from collections.abc import Mapping
 
 from hubd.access.lockstate import LockStates
+from hubd.ble import vendor
 from hubd.ble.radio import Radio
 from hubd.devices.registry import Devices
-from hubd.locks.sightings import LockSightings
+from hubd.locks.dkey import DkeyTimings
 from hubd.locks.reference import Timings
-from hubd.locks.transport import BleLocks, PairedLock
+from hubd.locks.sightings import LockSightings
+from hubd.locks.transport import BleLocks, PairedLock, battery_model
 from hubd.locks.upkeep import UpkeepTimings
-from wire import lockkinds
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +37,33 @@ class LockDrivers:
     """What hubd runs to drive its locks itself; made by :meth:`open`."""
 
     def __init__(self, radio: Radio, locks: BleLocks, sightings: LockSightings,
-                 kinds: dict[str, str]) -> None:
+                 kinds: dict[str, str], models: dict[str, str], devices: Devices) -> None:
         self.radio = radio
         self.locks = locks
         self.sightings = sightings
         self._kinds = kinds  # lock id -> kind, shared with the sightings' callback
+        self._models = models  # lock id -> battery model, likewise
+        self._devices = devices
 
     @classmethod
     async def open(cls, radio: Radio, paired: Mapping[str, PairedLock], lock_states: LockStates,
                    devices: Devices, stack: contextlib.AsyncExitStack, *,
                    timings: Timings = Timings(),
-                   upkeep: UpkeepTimings = UpkeepTimings()) -> LockDrivers:
+                   upkeep: UpkeepTimings = UpkeepTimings(),
+                   dkey_timings: DkeyTimings = DkeyTimings()) -> LockDrivers:
         """Drive ``paired`` through ``radio`` (the bridge's proxy, or the hub's own adapter) on
-        ``timings``, reports into
+        ``timings`` (a dKey on ``dkey_timings``), reports into
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
-        closed by ``stack`` before the bridge (its work and connections go first)."""
+        closed by ``stack`` before the bridge (its work and connections go first). Each lock's
+        device takes its battery model at once (a dKey's is ``dkey``: hubd's start expects every
+        lock as ``reference`` before the pairings are read)."""
+        vendor.install()  # a vendor library's own clients on the radio (a dKey's)
         kinds = {lock: p.kind for lock, p in paired.items()}
+        models = {lock: battery_model(p.kind, p.protocol) for lock, p in paired.items()}
+        for lock, p in paired.items():
+            devices.report(lock, p.kind, models[lock])  # a bare report: the model, no sighting
 
-        def report(lock: str, what: str, name: str | None, state: str, battery: int,
+        def report(lock: str, what: str, name: str | None, state: str, battery: int | None,
                    source: str) -> None:
             if what == "event" and name is not None:
                 lock_states.event(lock, name, source, state, battery)
@@ -61,24 +71,25 @@ class LockDrivers:
                 lock_states.reported(lock, state, battery, source)
 
         def sighted(lock: str, battery: int | None, rssi: int | None) -> None:
-            kind = kinds.get(lock)
-            if kind is None:  # removed while its advert was on its way
+            # ``battery``: a reading in the lock's battery model (an advert's, an answer's).
+            kind, model = kinds.get(lock), models.get(lock)
+            if kind is None or model is None:  # removed while its advert was on its way
                 return
-            mains = kind == lockkinds.ENTRANCE_DOOR
+            mains = model == "mains"
             if rssi is None and (mains or battery is None):
                 devices.heard(lock)  # an authentic answer that carries no reading
                 return
-            devices.report(lock, kind, "mains" if mains else "reference",
-                           battery=None if mains else battery, rssi=rssi)
+            devices.report(lock, kind, model, battery=None if mains else battery, rssi=rssi)
 
         locks = BleLocks(radio, paired, timings, on_report=report, upkeep=upkeep,
-                         on_heard=lambda lock, battery: sighted(lock, battery, None))
+                         on_heard=lambda lock, battery: sighted(lock, battery, None),
+                         dkey_timings=dkey_timings)
         stack.push_async_callback(locks.close)
         sightings = LockSightings(radio, paired, sighted, locks.advertised)
         stack.callback(sightings.stop)
         await sightings.start()
         locks.start()
-        drivers = cls(radio, locks, sightings, kinds)
+        drivers = cls(radio, locks, sightings, kinds, models, devices)
         log.info("hubd drives the locks through %s", radio.name, extra={"locks": list(paired)})
         return drivers
 
@@ -96,6 +107,8 @@ class LockDrivers:
         """Drive and watch a lock just paired, and start its background work (its first poll at
         once)."""
         self._kinds[lock_id] = paired.kind
+        self._models[lock_id] = battery_model(paired.kind, paired.protocol)
+        self._devices.report(lock_id, paired.kind, self._models[lock_id])
         self.locks.add(lock_id, paired)
         await self.sightings.add(lock_id, paired)
 
@@ -105,3 +118,4 @@ class LockDrivers:
         await self.locks.remove(lock_id)
         await self.sightings.remove(lock_id)
         self._kinds.pop(lock_id, None)
+        self._models.pop(lock_id, None)

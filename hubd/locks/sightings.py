@@ -1,10 +1,12 @@
 """Sightings of hubd's locks in their adverts, without a connection: battery, signal, and the
-report number that tells a lock kept reports nobody heard.
+report number that tells a lock kept reports nobody heard (a reference-protocol lock); presence
+and signal only (a dormakaba dKey, whose advert carries nothing more).
 
 The bridge does not know the locks (it is only their Bluetooth proxy); hubd asks the radio to
 watch each lock's address (hubd.ble.radio ``watch``: the proxy sends it again whenever the link
-comes back; the hub's own adapter serves it from its background scan) and hands every reference-lock advert it hears
-to ``on_sighting(lock, battery, rssi)`` and its report number to ``on_counter(lock, counter)``
+comes back; the hub's own adapter serves it from its background scan) and hands every advert of
+the lock's protocol it hears to ``on_sighting(lock, battery, rssi)`` (``battery`` None for a
+dKey) and a reference lock's report number to ``on_counter(lock, counter)``
 (hubd.locks.transport.BleLocks.advertised). An advert is not authenticated: its battery is a
 hint that the next authenticated answer corrects, its counter only a reason to look
 (docs/lock-protocol.md, "Connection policy").
@@ -25,12 +27,13 @@ from py_dormakaba_dkey import device_filter
 from hubd.ble.advert import Advert
 from hubd.ble.radio import Radio
 from hubd.locks.transport import PairedLock
+from wire import lockkinds
 from wire import lockproto as lp
 
 log = logging.getLogger(__name__)
 
-#: on_sighting(lock id, battery percent, rssi)
-SightingCallback = Callable[[str, int, int], None]
+#: on_sighting(lock id, battery percent or None (a dKey's advert has none), rssi)
+SightingCallback = Callable[[str, "int | None", int], None]
 #: on_counter(lock id, the report number in its advert, low 16 bits)
 CounterCallback = Callable[[str, int], None]
 
@@ -82,6 +85,7 @@ class LockSightings:
                  on_sighting: SightingCallback, on_counter: CounterCallback | None = None) -> None:
         self._radio = radio
         self._by_address = {paired.address.upper(): lock_id for lock_id, paired in locks.items()}
+        self._protocols = {lock_id: paired.protocol for lock_id, paired in locks.items()}
         self._on_sighting = on_sighting
         self._on_counter = on_counter
         self._stop_listening: Callable[[], None] | None = None
@@ -100,6 +104,7 @@ class LockSightings:
     async def add(self, lock_id: str, paired: PairedLock) -> None:
         """Watch a lock just paired (kept across link drops)."""
         self._by_address[paired.address.upper()] = lock_id
+        self._protocols[lock_id] = paired.protocol
         if self._radio is None:
             return
         done = await self._radio.watch(paired.address.upper())
@@ -108,6 +113,7 @@ class LockSightings:
 
     async def remove(self, lock_id: str) -> None:
         """Stop watching a decommissioned lock."""
+        self._protocols.pop(lock_id, None)
         for address in [a for a, lock in self._by_address.items() if lock == lock_id]:
             del self._by_address[address]
             if self._radio is not None:
@@ -120,9 +126,13 @@ class LockSightings:
 
     def heard(self, address: str, rssi: int, advert: ParsedAdvert) -> None:
         """One advert from ``address`` as bleak parsed it; anything but a watched lock's
-        well-formed reference-lock advert is ignored."""
+        well-formed advert of its own protocol is ignored."""
         lock_id = self._by_address.get(address.upper())
         if lock_id is None:
+            return
+        if self._protocols.get(lock_id) == lockkinds.DKEY:
+            if dkey_advert(advert):
+                self._on_sighting(lock_id, None, rssi)
             return
         read = reference_advert(advert)
         if read is None:

@@ -1,8 +1,10 @@
 """Lock operations run by hubd's own drivers over bleak (a ``hubd.access.transport.LockTransport``).
 
 The command path hands each operation to a lock id; this maps the id to its driver (one per
-paired lock: its kind, address, address type and secret) and runs one operation at a time per
-lock, in the order asked, while other locks go on in parallel. The bridge is then only the
+paired lock: its kind, address, address type, secret and protocol: hubd.locks.reference for the
+reference lock protocol, hubd.locks.dkey for a dormakaba dKey) and runs one operation at a time
+per lock, in the order asked, while other locks go on in parallel. An action the lock's kind or
+protocol cannot do is refused before anything moves (``wire.lockkinds.supports``). The bridge is then only the
 Bluetooth proxy (docs/ble-proxy.md), or the hub's own adapter (docs/direct-mode.md): ``is_up`` and
 ``wait_up`` follow the radio (hubd.ble.radio: the serial link to the bridge, or the adapter).
 
@@ -14,7 +16,8 @@ reports a lock kept while nobody was connected when its advert says there are so
 Every report a lock makes goes to ``on_report`` with the source hubd names it by, unless the
 lock's kind cannot make it (``wire.lockkinds.can_report``: a misconfigured or hostile device;
 dropped, as firmware/locks/kinds.py did). Every authentic answer (a RESULT, a report, a read's
-REPORTS_END) goes to ``on_heard`` with the battery it carries, if any: the lock is there.
+REPORTS_END, a dKey's session) goes to ``on_heard`` with the battery reading it carries, if any,
+in the lock's battery model (:meth:`BleLocks.battery_model`): the lock is there.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hubd.access.transport import OpResult
 from hubd.ble.radio import Radio
+from hubd.locks.dkey import BATTERY_MODEL as DKEY_BATTERY_MODEL
+from hubd.locks.dkey import DkeyLock, DkeyTimings
 from hubd.locks.reference import ReferenceLock, Refreshed, Timings
 from hubd.locks.upkeep import Upkeep, UpkeepTimings
 from wire import lockkinds
@@ -34,10 +40,12 @@ from wire import outcomes as oc
 log = logging.getLogger(__name__)
 
 #: report(lock, what, name, state, battery, source): an authentic report a lock made on its own
-#: while connected ("state" or "event"; ``name`` the event; ``source`` wire.lockkinds').
-ReportCallback = Callable[[str, str, "str | None", str, int, str], None]
-#: heard(lock, battery): the lock answered authentically; ``battery`` its percent when the answer
-#: carried one.
+#: while connected ("state" or "event"; ``name`` the event; ``battery`` percent, None if the lock
+#: has not told it; ``source`` wire.lockkinds').
+ReportCallback = Callable[[str, str, "str | None", str, "int | None", str], None]
+#: heard(lock, battery): the lock answered authentically; ``battery`` the battery reading the
+#: answer carried, if any, in the unit of the lock's battery model (BleLocks.battery_model: a
+#: reference lock's percent, a dKey's raw units).
 HeardCallback = Callable[[str, "int | None"], None]
 
 
@@ -70,20 +78,54 @@ class PairedLock:
 _SOURCES = {"motor": lockkinds.SOURCE_REMOTE}
 
 
+def battery_model(kind: str, protocol: str) -> str:
+    """The device registry's battery model of a lock (hubd.devices.battery, docs/battery.md):
+    an entrance door is mains powered; a dKey reports its own raw units; every reference-protocol
+    lock reports percent."""
+    if kind == lockkinds.ENTRANCE_DOOR:
+        return "mains"
+    return DKEY_BATTERY_MODEL if protocol == lockkinds.DKEY else "reference"
+
+
+class LockDriver(Protocol):
+    """What BleLocks and hubd.locks.upkeep use of one lock's driver (hubd.locks.reference's
+    ReferenceLock, hubd.locks.dkey's DkeyLock): one operation at a time, each ending in a result;
+    a read between operations; the connection it may keep."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def settling_s(self) -> float: ...
+
+    @property
+    def report_counter(self) -> int: ...
+
+    async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
+                      timeout: float) -> OpResult: ...
+
+    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None: ...
+
+    async def close(self) -> None: ...
+
+
 class BleLocks:
-    """The locks of ``locks`` (lock id -> PairedLock), each driven by a ReferenceLock through
-    ``radio``; a LockTransport for hubd.access.commands."""
+    """The locks of ``locks`` (lock id -> PairedLock), each driven through ``radio`` by its
+    protocol's driver (a ReferenceLock on ``timings``, a DkeyLock on ``dkey_timings``); a
+    LockTransport for hubd.access.commands."""
 
     def __init__(self, radio: Radio, locks: Mapping[str, PairedLock],
                  timings: Timings = Timings(), on_report: ReportCallback | None = None, *,
-                 upkeep: UpkeepTimings | None = None, on_heard: HeardCallback | None = None
-                 ) -> None:
+                 upkeep: UpkeepTimings | None = None, on_heard: HeardCallback | None = None,
+                 dkey_timings: DkeyTimings = DkeyTimings()) -> None:
         self.radio = radio
         self.timings = timings
+        self.dkey_timings = dkey_timings
         self._on_report = on_report
         self._on_heard = on_heard
         self.kinds: dict[str, str] = {}
-        self._drivers: dict[str, ReferenceLock] = {}
+        self.protocols: dict[str, str] = {}
+        self._drivers: dict[str, LockDriver] = {}
         self._turns: dict[str, asyncio.Lock] = {}
         self.upkeep = None if upkeep is None else Upkeep(self, upkeep)
         for lock_id, paired in locks.items():
@@ -101,10 +143,16 @@ class BleLocks:
         if lock_id in self._drivers:
             raise ValueError(f"{lock_id} is driven already: remove it first")
         self.kinds[lock_id] = paired.kind
-        self._drivers[lock_id] = ReferenceLock(paired.address, paired.secret,
-                                               addr_type=paired.addr_type, radio=self.radio,
-                                               timings=self.timings,
-                                               on_report=self._reports_of(lock_id, paired.kind))
+        self.protocols[lock_id] = paired.protocol
+        reports = self._reports_of(lock_id, paired.kind)
+        driver: LockDriver
+        if paired.protocol == lockkinds.DKEY:
+            driver = DkeyLock(paired.address, paired.secret, addr_type=paired.addr_type,
+                              radio=self.radio, timings=self.dkey_timings, on_report=reports)
+        else:
+            driver = ReferenceLock(paired.address, paired.secret, addr_type=paired.addr_type,
+                                   radio=self.radio, timings=self.timings, on_report=reports)
+        self._drivers[lock_id] = driver
         self._turns[lock_id] = asyncio.Lock()
         if self.upkeep is not None:
             self.upkeep.add(lock_id)
@@ -121,6 +169,7 @@ class BleLocks:
         async with turn:
             driver = self._drivers.pop(lock_id, None)
             self.kinds.pop(lock_id, None)
+            self.protocols.pop(lock_id, None)
             self._turns.pop(lock_id, None)
         if driver is not None:
             await driver.close()
@@ -137,7 +186,8 @@ class BleLocks:
         turn = self._turns.get(lock)
         if turn is None:
             return OpResult(oc.FAILED, oc.UNKNOWN_LOCK, None, None)
-        if action != "status" and not lockkinds.supports(self.kinds[lock], action):
+        if action != "status" and not lockkinds.supports(self.kinds[lock], action,
+                                                          self.protocols[lock]):
             return OpResult(oc.FAILED, oc.UNSUPPORTED_ACTION, None, None)
         try:
             async with turn:  # one operation at a time per lock
@@ -149,7 +199,7 @@ class BleLocks:
             if self.upkeep is not None:
                 self.upkeep.wake()  # a poll passed over for this operation may run now
         if result.battery is not None:  # only an authentic answer carries one
-            self._heard(lock, result.battery)
+            self._heard(lock, result.battery, driver)
         return result
 
     # -- the background work (hubd.locks.upkeep) ------------------------------------------------
@@ -160,8 +210,16 @@ class BleLocks:
         if self.upkeep is not None:
             self.upkeep.advertised(lock_id, counter)
 
-    def driver(self, lock_id: str) -> ReferenceLock | None:
+    def driver(self, lock_id: str) -> LockDriver | None:
         return self._drivers.get(lock_id)
+
+    def battery_model(self, lock_id: str) -> str | None:
+        """The battery model of ``lock_id``'s readings (:func:`battery_model`); None if it is
+        not driven."""
+        kind, protocol = self.kinds.get(lock_id), self.protocols.get(lock_id)
+        if kind is None or protocol is None:
+            return None
+        return battery_model(kind, protocol)
 
     def busy(self, lock_id: str) -> bool:
         """Whether an operation or a read holds ``lock_id``'s turn, or waits for it."""
@@ -179,11 +237,10 @@ class BleLocks:
             driver = self._drivers.get(lock_id)
             if driver is None:
                 return None
-            got = await driver.refresh(read_status, self.timings.connect_s
-                                       + 2 * self.timings.gatt_s)
+            got = await driver.refresh(read_status, self._read_s(driver))
         if got is None:
             return None
-        self._heard(lock_id, got.battery)
+        self._heard(lock_id, got.battery, driver)
         if got.state is not None and got.battery is not None and self._on_report is not None:
             _call(self._on_report, lock_id, "state", None, got.state, got.battery,
                   lockkinds.SOURCE_POLL)
@@ -197,13 +254,28 @@ class BleLocks:
 
     # -- what the locks say -------------------------------------------------------------------
 
-    def _heard(self, lock_id: str, battery: int | None) -> None:
-        if self._on_heard is not None:
-            _call(self._on_heard, lock_id, battery)
+    def _read_s(self, driver: LockDriver) -> float:
+        """How long a background read of ``driver``'s lock may take: a reference lock's connect
+        and two GATT waits; a dKey's whole handshake."""
+        if isinstance(driver, DkeyLock):
+            return self.dkey_timings.deadline_s
+        return self.timings.connect_s + 2 * self.timings.gatt_s
 
-    def _reports_of(self, lock_id: str, kind: str) -> Callable[[str, str | None, str, int, str], None]:
-        def report(what: str, name: str | None, state: str, battery: int, source: str) -> None:
-            self._heard(lock_id, battery)
+    def _heard(self, lock_id: str, percent: int | None, driver: LockDriver | None) -> None:
+        """``lock_id`` answered with ``percent``: ``on_heard`` gets the reading behind it, in
+        the lock's battery model (a dKey's raw units: the driver keeps the last one)."""
+        if self._on_heard is None:
+            return
+        reading = percent
+        if isinstance(driver, DkeyLock) and percent is not None:
+            reading = driver.battery_raw
+        _call(self._on_heard, lock_id, reading)
+
+    def _reports_of(self, lock_id: str, kind: str
+                    ) -> Callable[[str, str | None, str, int | None, str], None]:
+        def report(what: str, name: str | None, state: str, battery: int | None,
+                   source: str) -> None:
+            self._heard(lock_id, battery, self._drivers.get(lock_id))
             ours = _SOURCES.get(source, source)
             if not lockkinds.can_report(kind, ours, name):
                 log.warning("%s: dropped a report its kind (%s) cannot make: %s %s from %s",
