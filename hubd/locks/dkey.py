@@ -478,6 +478,9 @@ class DkeyLock:
         refused = 0
         while loop.time() < deadline:
             if self._session is None:
+                if self._closing:
+                    # The lock takes one connection: the last one must be gone first.
+                    await asyncio.wait(set(self._closing), timeout=max(0.0, deadline - loop.time()))
                 self._session = self._new_session()
             session = self._session
             if not session.up:
