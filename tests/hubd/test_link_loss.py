@@ -36,13 +36,18 @@ async def test_an_op_lost_with_the_link_never_moves_the_lock_when_the_link_is_ba
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)
     lock = home.locks[LOCK]
-    locks = BleLocks(proxy, {LOCK: paired(lock)}, Timings(deadline_s=30.0, result_s=30.0, settle_s=0.5))
+    # The operation is out well past the link's dead time (wire.link: dead_ms 3500), so the link
+    # goes silent and hubd takes a new session while it waits; the driver's default deadline
+    # (10 s) is enough for that, and is what ends the operation here.
+    locks = BleLocks(proxy, {LOCK: paired(lock)}, Timings(deadline_s=10.0, result_s=30.0, settle_s=0.5))
     written: list[str] = []
     try:
         assert await bridge.wait_up(TIMEOUT)
+        session = bridge.link.engine.session
         home.line.cut = True  # the cable pulled just before the nurse's command
         async with asyncio.timeout(2 * TIMEOUT):
             result = await locks.operate(LOCK, "unlock", "c0ffee01", lambda: written.append("1"), 30)
+        assert bridge.link.engine.session != session, "the link went silent while the operation was out"
         # The link went silent with the proxy's requests unanswered: never a success.
         assert result.outcome in (outcomes.FAILED, outcomes.INCOMPLETE), result
         if written:
