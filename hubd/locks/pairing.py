@@ -1,28 +1,56 @@
-"""Pairing and unpairing a reference-protocol lock from hubd (docs/lock-protocol.md, "Pairing"),
-through the same driver that runs its commands (hubd.locks.reference.ReferenceLock.exchange).
+"""Pairing and unpairing a lock from hubd: a reference-protocol lock (docs/lock-protocol.md,
+"Pairing") through the same driver that runs its commands (hubd.locks.reference.ReferenceLock.exchange),
+and a dormakaba dKey's association through the unmodified py-dormakaba-dkey (docs/dkey.md).
 
     secret = new_secret()
     outcome = await pair(address, addr_type, secret, setup_key, radio=radio, timeout=40)
     outcome.result == "ok"         # the lock holds ``secret``: only now is it recorded
     await unpair(address, addr_type, secret, radio=radio, timeout=40)
 
-The judgement is the firmware's (firmware/locks/pairing.py), with one correction: a PAIR the
-lock refused with ``auth_failed`` (a wrong setup key, or a recorded PAIR replayed) is
+    outcome = await associate(address, addr_type, "BCDF-2345", radio=radio, timeout=40)
+    outcome.association            # ok: the dKey's key holder id and association secret
+
+The judgement of a PAIR is the firmware's (firmware/locks/pairing.py), with one correction: a
+PAIR the lock refused with ``auth_failed`` (a wrong setup key, or a recorded PAIR replayed) is
 ``auth_failed``, not ``failed`` (issue 18). ``ok`` only when the RESULT verifies under the NEW
 secret (PAIR) or the secret being taken away (UNPAIR): an answer that is not proven is never
 taken for success. Refusals cannot be verified (the lock MACs them with a key hubd does not
-share, or with none) and come without state or battery. Neither function raises (but for
-cancellation); both close the driver's connection. The secret is never logged.
+share, or with none) and come without state or battery.
+
+A dKey is associated with the 8-character activation code of its card (:func:`associate`): the
+lock and hubd agree a key holder id and a 32-byte secret (ECDH under the code); ``ok`` only once
+the lock has also authenticated hubd with them (the library's ``update()``, which reads its state
+and battery), so the association data recorded is proven. A dKey has no unpairing the library
+can send: decommissioning forgets the association in hubd and the bond in the radio
+(hubd.technician.commissioning).
+
+None of these raises (but for cancellation); each closes its connection. Neither the secret,
+the association data nor the activation code is ever logged: py-dormakaba-dkey logs the code,
+its ECDH keys and the association data at DEBUG, so its logger is held at INFO (hubd.locks.dkey,
+which also reads its errors, states and battery for both the driver and this module).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import bleak
+from bleak.backends.client import BaseBleakClient
+from bleak.exc import BleakError
+from py_dormakaba_dkey import DKEYLock
+from py_dormakaba_dkey.errors import WrongActivationCode
+
+from hubd.ble import errors as proxy_errors
+from hubd.ble import vendor
 from hubd.ble.radio import Radio
+from hubd.locks.dkey import battery_percent, reason_of, state_name
 from hubd.locks.reference import ReferenceLock, Timings
 from wire import lockpair
 from wire import lockproto as lp
@@ -37,8 +65,16 @@ AUTH_FAILED = oc.AUTH_FAILED
 UNREACHABLE = oc.UNREACHABLE
 BAD_LOCK_MAC = oc.BAD_LOCK_MAC
 FAILED = "failed"
-PAIR_RESULTS = (OK, NOT_PAIRING, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, FAILED)
+#: A dKey's bonding failed on the hub's own adapter: the lock refused (its activation window is
+#: closed) or the radio lost it while bonding. bleak's platform backend raises the same
+#: ``BleakError`` for both, so they cannot be told apart (through the bridge's proxy a refusal is
+#: its own status, ``not_pairing``).
+NOT_BONDED = "not_bonded"
+PAIR_RESULTS = (OK, NOT_PAIRING, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, NOT_BONDED, FAILED)
 UNPAIR_RESULTS = (OK, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, FAILED)
+
+#: A dKey's GATT request (one frame written or read): the lock answers each at once.
+DKEY_GATT_TIMEOUT_S = 5.0
 
 
 
@@ -49,14 +85,16 @@ def new_secret() -> bytes:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a PAIR or UNPAIR ended: ``result`` one of PAIR_RESULTS; ``why`` what the driver said
-    when there was no RESULT (a reason of wire.outcomes), for the log; ``state`` and ``battery``
-    only with ``ok``."""
+    """How a PAIR, UNPAIR or a dKey's association ended: ``result`` one of PAIR_RESULTS; ``why``
+    what the driver said when there was no RESULT (a reason of wire.outcomes, or what failed),
+    for the log; ``state`` and ``battery`` only with ``ok``; ``association`` only with a dKey's
+    ``ok``: its key holder id (4 bytes) then its association secret (32 bytes), never shown."""
 
     result: str
     why: str | None = None
     state: str | None = None
     battery: int | None = None
+    association: bytes | None = field(default=None, repr=False)
 
 
 async def pair(address: str, addr_type: int, secret: bytes, setup_key: bytes, *, timeout: float,
@@ -116,3 +154,159 @@ async def _run(driver: ReferenceLock, build: Callable[[bytes], bytes], secret: b
             await driver.close()
         except Exception:
             log.exception("closing the connection to %s", driver.address)
+
+
+# --- a dKey's association -------------------------------------------------------------------
+
+
+async def associate(address: str, addr_type: int, activation_code: str, *, radio: Radio,
+                    timeout: float, gatt_timeout: float = DKEY_GATT_TIMEOUT_S) -> Outcome:
+    """Associate hubd with the dKey at ``address`` (in its activation window) using its
+    ``activation_code``, through ``radio``, all within ``timeout`` s; ``ok`` carries the
+    association data, proven by the lock authenticating hubd with it, and the lock's state and
+    battery read then. The connection is closed before this returns, whatever happened.
+
+    ``auth_failed``: the lock refused the code (it keeps no association). ``not_pairing``: the
+    lock refused to bond through the bridge's proxy (its activation window is closed);
+    ``not_bonded``: bonding failed on the hub's own adapter (the same, or the radio lost the
+    lock meanwhile: :data:`NOT_BONDED`). ``unreachable``: no connection was made. ``failed``:
+    anything else, ``why`` says what; after the association itself it is ``not_proven`` (the
+    lock may keep a key holder entry hubd did not record)."""
+    vendor.install()
+    seen = _Seen()
+    token = _seen.set(seen)
+    lock = DKEYLock(radio.ble_device(address))
+    proven = False
+    association: bytes | None = None
+    try:
+        with vendor.on_radio(_Noting(radio), addr_type=addr_type, gatt_timeout=gatt_timeout):
+            try:
+                async with asyncio.timeout(timeout) as bound:
+                    data = await lock.associate(activation_code)
+                    association = bytes(data.key_holder_id) + bytes(data.secret)
+                    await lock.update()  # authenticates with the new association data
+                    proven = True
+            except Exception as exc:  # every way the library or the radio can end it
+                _pass_on_cancellation()
+                return _association_failed(address, exc, bound.expired(), seen,
+                                           associated=association is not None)
+            finally:
+                await _close(lock, seen, address)
+    finally:
+        _seen.reset(token)
+    assert proven and association is not None
+    state, battery = state_name(lock.state.unlock_status), battery_percent(lock.state.battery)
+    return Outcome(OK, None, state, battery, association)
+
+
+def _pass_on_cancellation() -> None:
+    """The library turns a cancellation into ``DkeyError``: if the cancellation was not our
+    timeout's but the caller's (hubd stopping), it is passed on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _association_failed(address: str, exc: Exception, expired: bool, seen: _Seen, *,
+                        associated: bool) -> Outcome:
+    """What a failed association means (:func:`associate`), the library's errors read by
+    hubd.locks.dkey.reason_of, which the driver shares; logged without any secret."""
+    reason = reason_of(exc)
+    if expired and reason == oc.NO_RESULT:  # the library's DkeyError for our timeout
+        reason = "timeout"
+    if isinstance(exc, WrongActivationCode):
+        outcome = Outcome(AUTH_FAILED, reason)
+    elif associated:  # the lock may keep the key holder: hubd does not
+        outcome = Outcome(FAILED, f"not_proven: {reason}")
+    elif any(isinstance(e, proxy_errors.ProxyAuthFailed) for e in seen.bond_failures):
+        outcome = Outcome(NOT_PAIRING, "the lock refused to bond")
+    elif seen.bond_failures:
+        outcome = Outcome(NOT_BONDED, str(seen.bond_failures[-1]))
+    elif reason == oc.NOT_PAIRING:  # the lock has no room for another key holder
+        outcome = Outcome(NOT_PAIRING, "the lock takes no more key holders")
+    elif reason == oc.UNREACHABLE or (not seen.connected and reason in (oc.LINK_FAILED,
+                                                                         "timeout")):
+        outcome = Outcome(UNREACHABLE, reason)
+    else:
+        outcome = Outcome(FAILED, reason)
+    log.warning("association with %s: %s (%s: %s)", address, outcome.result, outcome.why,
+                type(exc).__name__)
+    return outcome
+
+
+async def _close(lock: DKEYLock, seen: _Seen, address: str) -> None:
+    """The library's connection closed, and every client it made and left connected: it does
+    not disconnect a client whose ``pair()`` failed, which would hold the lock (it advertises to
+    no one meanwhile) and a bridge connection slot until the lock drops the link."""
+    try:
+        async with asyncio.timeout(DKEY_GATT_TIMEOUT_S * 2):
+            await lock.disconnect()
+    except Exception:
+        log.warning("closing the connection to %s failed", address, exc_info=True)
+    for client in seen.clients:
+        try:
+            if client.is_connected:
+                async with asyncio.timeout(DKEY_GATT_TIMEOUT_S * 2):
+                    await client.disconnect()
+        except Exception:
+            log.warning("dropping a connection to %s failed", address, exc_info=True)
+
+
+@dataclass
+class _Seen:
+    """What the library's clients did during one association: for judging how it failed."""
+
+    clients: list[BaseBleakClient] = field(default_factory=list)
+    connected: int = 0  # connections made
+    bond_failures: list[BleakError] = field(default_factory=list)  # pair() raised these
+
+
+_seen: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("hubd_dkey_pairing",
+                                                                     default=None)
+
+
+class _Noting:
+    """``radio`` as hubd.ble.vendor.on_radio sees it, its client backend noting each client's
+    connections and failed bondings in the association's :class:`_Seen`."""
+
+    def __init__(self, radio: Radio) -> None:
+        self._radio = radio
+
+    @property
+    def client_backend(self) -> type[BaseBleakClient]:
+        backend = self._radio.client_backend
+        if backend is None:  # the platform's; outside any on_radio, the lookup answers it
+            backend = bleak.get_platform_client_backend_type()[0]
+        return _noting(backend)
+
+    def client_kwargs(self, addr_type: int, gatt_timeout: float) -> dict[str, Any]:
+        return self._radio.client_kwargs(addr_type, gatt_timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _noting(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
+    class Noting(backend):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            seen = _seen.get()
+            if seen is not None:
+                seen.clients.append(self)
+
+        async def connect(self, *args: Any, **kwargs: Any) -> Any:
+            done = await super().connect(*args, **kwargs)
+            seen = _seen.get()
+            if seen is not None:
+                seen.connected += 1
+            return done
+
+        async def pair(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().pair(*args, **kwargs)
+            except BleakError as exc:
+                seen = _seen.get()
+                if seen is not None:
+                    seen.bond_failures.append(exc)
+                raise
+
+    Noting.__name__ = Noting.__qualname__ = backend.__name__
+    return Noting
