@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from typing import Any
 
 from simulator.alarm_centre import AlarmCentre
 from simulator.dkey import DKeyLock
@@ -58,10 +59,11 @@ _DKEY_PHASES = {
 }
 
 
-def _dkey_view(lock: DKeyLock) -> dict[str, object]:
+def _dkey_view(lock: DKeyLock) -> dict[str, Any]:
     session = next(iter(lock.sessions.values()), None)
     return {
         "link": bool(lock.links),
+        "connections": lock.connections,
         "encrypted": session is not None and session.link.encrypted,
         "phase": session.phase if session is not None else None,
         "bonds": len(lock.bonds),
@@ -76,7 +78,7 @@ def _dkey_view(lock: DKeyLock) -> dict[str, object]:
 async def watch_dkeys(home: SimulatedHome) -> None:
     """Narrate each dKey's side of the protocol as it happens (the simulator's view, docs/dkey.md):
     connections, bonding, the handshake's steps, association, commands taken, the motor."""
-    last: dict[str, dict[str, object]] = {}
+    last: dict[str, dict[str, Any]] = {}
     while True:
         for lock_id, lock in home.dkeys.items():
             now = _dkey_view(lock)
@@ -88,15 +90,19 @@ async def watch_dkeys(home: SimulatedHome) -> None:
                             f"{now['key holders']} key holder(s), activation window "
                             f"{'open' if lock.pairable else 'closed'}")
                 continue
-            if now["link"] != was["link"]:
-                say("lock", f"{who}: {'a central connected' if now['link'] else 'disconnected'}")
+            # Counted, not only looked at: a link dropped and made again between two looks.
+            new_links = now["connections"] - was["connections"]
+            if was["link"] and (new_links or not now["link"]):
+                say("lock", f"{who}: disconnected")
+            for _ in range(new_links):
+                say("lock", f"{who}: a central connected")
             if now["bonds"] != was["bonds"]:
                 say("lock", f"{who}: bonded with the central (BLE); activation window "
                             f"{'open' if lock.pairable else 'closed'}")
             if now["encrypted"] and not was["encrypted"]:
                 say("lock", f"{who}: link encrypted")
             if now["phase"] != was["phase"] and now["phase"] in _DKEY_PHASES:
-                say("lock", f"{who}: {_DKEY_PHASES[str(now['phase'])]}")
+                say("lock", f"{who}: {_DKEY_PHASES[now['phase']]}")
             if now["wrong codes"] != was["wrong codes"]:
                 say("lock", f"{who}: wrong activation code, refused (WRONG_PIN)")
             if now["key holders"] != was["key holders"]:

@@ -1,5 +1,7 @@
 """The README's demo command runs the whole home and exits cleanly, leaving no process behind:
-hubd drives the lock through the bridge's Bluetooth proxy, a nurse's unlock end to end."""
+hubd drives the lock through the bridge's Bluetooth proxy, a nurse's unlock end to end; with
+``--lock dkey`` the front door is a simulated dKey, driven through py-dormakaba-dkey, and the
+lock's side of its protocol is narrated step by step."""
 
 from __future__ import annotations
 
@@ -58,4 +60,31 @@ def test_demo_once_shows_the_command_path_and_stops_everything(tmp_path: Path) -
     assert 'event 1: plays "help is on the way"' in out
     assert "all stopped" in out
     assert f"working files in {tmp_path}" in out
+    assert not processes_using(tmp_path), "the demo left processes behind"
+
+
+def test_demo_once_with_a_dkey_front_door_narrates_its_protocol_steps(tmp_path: Path) -> None:
+    env = dict(os.environ, NO_COLOR="1", TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.demo", "--once", "--lock", "dkey", "--travel-time", "0.2",
+         "--pause", "0.2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "front-door is a dormakaba dKey, paired with hubd before" in out
+    assert "→ unlock front-door" in out and "→ lock front-door" in out
+    assert "← succeeded, lock unlocked" in out and "← succeeded, lock locked" in out
+    # The lock's side, step by step, in the order it happened: hubd's first connection bonds
+    # (the window closes), every session authenticates before a command is taken.
+    steps = [line.split("front-door (dKey): ", 1)[1] for line in out.splitlines()
+             if "lock │ front-door (dKey): " in line]
+    assert steps[0].startswith("locked, battery 30 (raw), 1 key holder(s), activation window open")
+    bonded = steps.index("bonded with the central (BLE); activation window closed")
+    taken = steps.index("command taken")
+    assert steps.index("a central connected") < bonded < taken
+    assert "session ready (authenticated)" in steps[bonded:taken]
+    assert steps.count("command taken") == 2 and steps.count("motor turning") == 2
+    assert "unlocked" in steps and steps[-1] in ("locked", "disconnected")
+    assert 'event 1: plays "help is on the way"' in out
+    assert "all stopped" in out
     assert not processes_using(tmp_path), "the demo left processes behind"
