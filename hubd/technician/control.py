@@ -9,6 +9,8 @@ One request per connection, one JSON line from the client::
     {"request": "scan", "seconds": 8}
     {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "C0:FF:EE:00:00:01",
      "addr_type": 0, "setup_key": "<64 hex digits>"}
+    {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "F0:94:0A:00:00:01",
+     "addr_type": 0, "protocol": "dkey", "activation_code": "BCDF2345"}
     {"request": "decommission", "force": false}
 
 hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
@@ -26,13 +28,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hubapi.models import SegmentId
 from hubd.config import LockKind
+from wire import lockkinds
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
 ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+#: A dKey's activation code (its card, its leaflet): 8 characters of py-dormakaba-dkey's alphabet
+#: (``ACTIVATION_CODE_ALLOWED``: no vowels, no Y) once dashes and blanks are taken out and letters
+#: made upper case, as the library does before it checks (it checks the characters only; the
+#: lock's code is 8 long: docs/dkey.md).
+ACTIVATION_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ0123456789"
+ACTIVATION_CODE = rf"^[{ACTIVATION_ALPHABET}]{{8}}$"
+LockProtocol = Literal[lockkinds.PROTOCOLS]  # type: ignore[valid-type]
+
+
+def compact_code(code: str) -> str:
+    """An activation code as the library reads it: without ``-``, blanks and tabs, upper case."""
+    return code.translate(str.maketrans("", "", "- \t")).upper()
 MAX_SCAN_S = 30
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
 # hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
@@ -64,15 +87,36 @@ class ScanRequest(_Request):
 
 
 class PairRequest(_Request):
-    """Pair the lock at ``addr`` as ``lock``, proven with its ``setup_key``. hubd makes the new
-    secret and keeps it in its state: it never crosses this socket."""
+    """Pair the lock at ``addr`` as ``lock``: a reference lock proven with its ``setup_key``
+    (hubd makes the new secret), a dKey (``protocol`` dkey) associated with its
+    ``activation_code`` (hubd and the lock agree the association data). Exactly the secret input
+    of its protocol, no other. What hubd keeps in its state never crosses this socket."""
 
     request: Literal["pair"] = "pair"
     lock: SegmentId
     kind: LockKind
     addr: str = Field(pattern=ADDR)
     addr_type: Literal[0, 1] = 0
-    setup_key: str = Field(pattern=HEX64, repr=False)
+    protocol: LockProtocol = lockkinds.REFERENCE
+    setup_key: str | None = Field(None, pattern=HEX64, repr=False)
+    activation_code: str | None = Field(None, pattern=ACTIVATION_CODE, repr=False)
+
+    @field_validator("activation_code", mode="before")
+    @classmethod
+    def _compact(cls, value: Any) -> Any:
+        return compact_code(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _secret_input_of_its_protocol(self) -> PairRequest:
+        if self.kind not in lockkinds.PROTOCOL_KINDS[self.protocol]:
+            raise ValueError(f"a {self.protocol} lock is not a {self.kind}")
+        if self.protocol == lockkinds.DKEY:
+            if self.activation_code is None or self.setup_key is not None:
+                raise ValueError("a dkey lock is paired with its activation_code, and no setup_key")
+        elif self.setup_key is None or self.activation_code is not None:
+            raise ValueError(f"a {self.protocol} lock is paired with its setup_key, and no "
+                             "activation_code")
+        return self
 
 
 class DecommissionRequest(_Request):
@@ -108,8 +152,9 @@ class FoundLock(_Result):
     rssi: int
     battery: int | None
     name: str | None
-    pairing: bool
+    pairing: bool | None  # in pairing mode; None: its advert does not say (a dKey)
     lock: str | None  # its id, if hubd has paired it already
+    protocol: str = lockkinds.REFERENCE  # wire.lockkinds.PROTOCOLS: which secret pairs it
 
 
 class ScanResult(_Result):
@@ -133,7 +178,8 @@ class PairResult(_Result):
 
 
 class DecommissionResult(_Result):
-    locks: dict[str, str]  # lock -> hubd.locks.pairing.UNPAIR_RESULTS, or "unknown_lock"
+    locks: dict[str, str]  # lock -> hubd.locks.pairing.UNPAIR_RESULTS, "unknown_lock", or a
+    #                        dKey's "forgotten_by_hub" (hubd.technician.commissioning)
     backend_told: bool
 
 
