@@ -42,8 +42,11 @@ frames of the protocol are each one write with response. The ``ble_requests`` an
 
 Each command is also counted by the proxy connects (``ble_connect`` frames on the line) made
 while it ran, and its round trip filed under "on a held connection" or "with a connection
-set-up"; ``--cold`` waits before each command until hubd has dropped the lock's connection (its
-``[lock_timing] idle_s`` set to 0.5 s for the run), so every command pays the set-up.
+set-up"; ``--cold`` waits before each command until the lock's connection is gone, so every
+command pays the set-up: hubd drops a reference lock's after its ``[lock_timing] idle_s``, set
+to 0.5 s for the run; it keeps a dKey's 20 s (hubd.locks.dkey.DkeyTimings, not in hubd.toml),
+so there the simulated dKey ends a link silent for 0.5 s itself (its idle timeout, 30 s on a
+real one: a DISCONNECT_REQ, then the drop), which hubd's driver hears.
 
 Prints p50/p90/p99 for the total and each hop and writes them as JSON. The clocks compared
 across processes are the same machine's wall clock.
@@ -176,13 +179,18 @@ def connects_per_command(crossings: list[tuple[float, Crossing]],
     return [sum(1 for at in connects if start <= at <= end) for start, end in windows]
 
 
-def start_home(work: Path, bridge_log, lock: str) -> HomeThread:  # noqa: ANN001
-    """The simulated home, instant lock (the reference inside turner, or a dKey), the line's
-    frames timed."""
+#: How long a link stays silent before it is dropped in a ``--cold`` run (see the docstring).
+COLD_IDLE_S = 0.5
+
+
+def start_home(work: Path, bridge_log, lock: str, cold: bool) -> HomeThread:  # noqa: ANN001
+    """The simulated home, instant lock (the reference inside turner, or a dKey: with ``cold``
+    one that ends a silent link after COLD_IDLE_S), the line's frames timed."""
     dkey = lock == "dkey"
+    idle = {"idle_timeout_s": COLD_IDLE_S} if cold else {}
     home = HomeThread(SimulatedHome(work / "home",
                                     locks=[] if dkey else default_locks(travel_time_s=0.0),
-                                    dkeys={"front-door": paired_dkey(travel_time_s=0.0)}
+                                    dkeys={"front-door": paired_dkey(travel_time_s=0.0, **idle)}
                                     if dkey else None,
                                     on_bridge_log=lambda line: bridge_log.write(line + "\n")))
     line = home.home.line
@@ -239,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the lock timed: the reference inside turner (default), or 'dkey', "
                              "a simulated dormakaba dKey driven through py-dormakaba-dkey")
     parser.add_argument("--cold", action="store_true",
-                        help="every command on a new connection: wait until hubd dropped the "
-                             "last one (its idle_s 0.5 s for the run)")
+                        help="every command on a new connection: wait until the last one is "
+                             "gone (dropped after 0.5 s of silence: by hubd for a reference lock, "
+                             "by the lock itself for a dKey)")
     args = parser.parse_args(argv)
     if args.out is None:
         name = "roundtrip.dkey.json" if args.lock == "dkey" else "roundtrip.json"
@@ -251,13 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
-    home = start_home(work, bridge_log, args.lock)
+    home = start_home(work, bridge_log, args.lock, args.cold)
     config = work / "hubd.toml"
     # as hubctl pair leaves them
     record_pairings(work / "hubd-state", home.home.locks.values(), home.home.dkeys)
     write_hubd_config(config, broker, home.home.port, key, home.home.kinds,
                       state_dir=work / "hubd-state", link_key=home.home.link_key,
-                      extra="[lock_timing]\nidle_s = 0.5\n" if args.cold else "")
+                      extra=f"[lock_timing]\nidle_s = {COLD_IDLE_S}\n" if args.cold else "")
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}

@@ -1,6 +1,8 @@
 """The round-trip benchmark (benchmarks/roundtrip.py) runs end to end with a few commands, hubd's
-lock driver through the Bluetooth proxy, and reports every hop. Its figures are not asserted:
-speed is the benchmark's business, not a test's."""
+lock driver through the Bluetooth proxy, and reports every hop; with ``--lock dkey --cold`` it
+times the simulated dKey through py-dormakaba-dkey, each command on a new connection, and files
+each round trip by the connection set-up it made. Its figures are not asserted: speed is the
+benchmark's business, not a test's."""
 
 from __future__ import annotations
 
@@ -19,12 +21,11 @@ HOPS = {"mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_request
         "finish", "mqtt_out"}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, *options: str) -> tuple[dict, str]:
     """One tiny run: (its JSON, what it printed)."""
     out = tmp_path_factory.mktemp("roundtrip") / "roundtrip.json"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--commands", str(COMMANDS),
-                             "--out", str(out)],
+                             "--out", str(out), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         output, _ = proc.communicate(timeout=240)
@@ -36,9 +37,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     return json.loads(out.read_text()), output
 
 
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    return tiny_run(tmp_path_factory)
+
+
 def test_a_tiny_run_times_every_command_and_each_hop(run: tuple[dict, str]) -> None:
     result, output = run
     assert result["lock_driver"] == "hubd" and result["commands"] == COMMANDS
+    assert result["lock"] == "reference" and not result["cold"]
+    assert sum(result["connects_per_command"].values()) == COMMANDS
     assert f"{COMMANDS}/{COMMANDS} commands" in output, "the progress line"
     assert result["accepted"]["n"] == result["succeeded"]["n"] == COMMANDS
     assert set(result["hops"]) == HOPS
@@ -54,3 +62,21 @@ def test_through_the_proxy_each_command_waits_on_at_least_its_two_writes(
     assert min(per_command) >= 2, "CHALLENGE_REQUEST and COMMAND are two writes through the proxy"
     assert result["parts_of_ble"] == ["ble_requests", "ble_notify"]
     assert result["proxy_write_on_bridge"]["n"] >= 2 * COMMANDS, "every write timed on the line"
+
+
+def test_a_tiny_dkey_run_on_new_connections_times_each_command_and_its_set_up(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    result, output = tiny_run(tmp_path_factory, "--lock", "dkey", "--cold")
+    assert result["lock"] == "dkey" and result["cold"] and result["commands"] == COMMANDS
+    assert "the simulated dKey through py-dormakaba-dkey" in output
+    assert f"{COMMANDS}/{COMMANDS} commands" in output
+    assert result["accepted"]["n"] == result["succeeded"]["n"] == COMMANDS
+    for hop in HOPS - {"ble_requests", "ble_notify"}:  # the driver's own figures, if it has them
+        assert set(result["hops"][hop]) == FIGURES and result["hops"][hop]["n"] == COMMANDS, hop
+    # Every command waited for hubd to drop the last connection: each made its own.
+    per_command = {int(n): k for n, k in result["connects_per_command"].items()}
+    assert sum(per_command.values()) == COMMANDS and min(per_command) >= 1, per_command
+    assert result["succeeded_with_connection_setup"]["n"] == COMMANDS
+    assert result["succeeded_on_held_connection"] is None
+    assert "with a connection set-up" in output
+    assert result["proxy_write_on_bridge"]["n"] >= 2 * COMMANDS, "the library's frames, timed"
