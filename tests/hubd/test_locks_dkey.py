@@ -67,8 +67,9 @@ async def air() -> AsyncIterator[Radio]:
 @pytest.fixture
 async def radio(air: Radio) -> AsyncIterator[DirectRadio]:
     vendor.install()
+    # A watched lock heard unchanged is passed on every second (a sighting test waits for one).
     radio = DirectRadio(backends=(SimClient, SimScanner),
-                        options={"radio_socket": air.socket_path})
+                        options={"radio_socket": air.socket_path}, presence_s=1.0)
     assert await radio.start()
     await radio.watch(ADDR)
     yield radio
