@@ -30,6 +30,7 @@ from hubctl import access
 from hubctl import audit as audit_trail
 from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning
 from hubd.technician import control
+from wire import lockkinds
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -514,13 +515,16 @@ def _ask(socket_path: Path, request: Any, timeout: float) -> dict[str, Any]:
 @app.command()
 def pair(
     scan: Annotated[bool, typer.Option(
-        "--scan", help="Only list the locks in reach (name, kind, signal, battery, pairing mode).")] = False,
+        "--scan", help="Only list the locks in reach (name, kind, protocol, signal, battery, "
+                       "pairing mode).")] = False,
     addr: Annotated[str | None, typer.Option(
         help="The lock's Bluetooth address, as --scan lists it, e.g. C0:FF:EE:00:00:07.")] = None,
     name: Annotated[str | None, typer.Option(
         help="What the hub calls the lock: front-door, entrance, key-box... (letters, digits, - and _).")] = None,
     setup_key: Annotated[str | None, typer.Option(
-        help="The lock's setup key: the 64 hex digits printed on it (its QR code).")] = None,
+        help="A reference lock's setup key: the 64 hex digits printed on it (its QR code).")] = None,
+    activation_code: Annotated[str | None, typer.Option(
+        help="A dKey's activation code: the 8 characters on its card or leaflet, e.g. BCDF-2345.")] = None,
     seconds: Annotated[int, typer.Option(
         min=1, max=control.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
     etc_dir: Annotated[Path, typer.Option(
@@ -530,15 +534,25 @@ def pair(
 ) -> None:
     """Find a lock, pair it with the hub under a name, and prove it with a lock/unlock cycle.
 
-    Put the lock in pairing mode first (hold its pairing button until it signals). hubd gives
-    it a new random secret, sealed with the lock's setup key, through the bridge's Bluetooth
-    proxy; the lock proves it holds it; hubd keeps the secret in its state database and drives
-    the lock at once, and unlocks and locks it once (an entrance door: unlatches once), audited
-    as the technician's. The lock's name and kind go to hubd.toml's [locks]. The secret is never
-    printed, and no file of hubctl's or the bridge's holds it.
+    A reference lock (--setup-key): put it in pairing mode first (hold its pairing button until
+    it signals). hubd gives it a new random secret, sealed with the lock's setup key; the lock
+    proves it holds it.
+
+    A dormakaba dKey (--activation-code): open its activation window first (the owner's button
+    on the lock; it stays open 5 minutes). hubd bonds with it and associates with the activation
+    code from its card or leaflet; the lock proves the association by authenticating hubd with
+    it. --scan shows "?" for a dKey's pairing mode: its advert does not say.
+
+    The scan says which protocol the lock at --addr speaks: the other secret input is refused
+    before hubd is asked anything. hubd keeps the secret (a dKey's association data) in its
+    state database and drives the lock at once, through the bridge's Bluetooth proxy or the
+    hub's own adapter, and unlocks and locks it once (an entrance door: unlatches once),
+    audited as the technician's. The lock's name and kind go to hubd.toml's [locks]. The
+    secret is never printed, and no file of hubctl's or the bridge's holds it.
 
     **Example:** sudo hubctl pair --scan, then sudo hubctl pair --addr C0:FF:EE:00:00:07
-    --name front-door --setup-key 3f1c...e2 (64 hex digits)
+    --name front-door --setup-key 3f1c...e2 (64 hex digits), or for a dKey sudo hubctl pair
+    --addr F0:94:0A:00:00:01 --name front-door --activation-code BCDF-2345
     """
     progress = _progress_line
     if scan:
@@ -552,20 +566,24 @@ def pair(
         for row in pairing.scan_rows(heard):
             out.print(row, markup=False)
         return
-    missing = [flag for flag, value in (("--addr", addr), ("--name", name), ("--setup-key", setup_key))
-               if value is None]
+    missing = [flag for flag, value in (("--addr", addr), ("--name", name)) if value is None]
+    if setup_key is None and activation_code is None:
+        missing.append("--setup-key (a reference lock) or --activation-code (a dKey)")
     if missing:
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
-    assert addr is not None and name is not None and setup_key is not None
+    assert addr is not None and name is not None
     try:
         done = pairing.pair(socket_path, hubfiles.HubFiles.at(etc_dir), addr, name,
-                            setup_key, seconds, lambda line: out.print(line, markup=False), progress)
+                            setup_key, seconds, lambda line: out.print(line, markup=False), progress,
+                            activation_code=activation_code)
     except pairing.BadValue as e:
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except pairing.PairingError as e:
         raise Failed(str(e)) from None
-    out.print(f"{name}: {done.lock.kind.replace('_', ' ')} at {done.lock.addr} paired; recorded in "
-              f"{done.files.hubd_toml} (its secret in hubd's state only)", markup=False)
+    what = "dKey" if done.lock.protocol == lockkinds.DKEY else done.lock.kind.replace('_', ' ')
+    held = "its association data" if done.lock.protocol == lockkinds.DKEY else "its secret"
+    out.print(f"{name}: {what} at {done.lock.addr} paired; recorded in "
+              f"{done.files.hubd_toml} ({held} in hubd's state only)", markup=False)
     s = done.failed
     if s is not None:
         raise Failed(f"{name} is paired but did not {s.action}: {s.status}"
@@ -596,7 +614,10 @@ def decommission(
     credentials and keys are removed.
 
     Each paired lock is told to forget the hub's secret (it keeps working by hand for the
-    resident, and can be paired again) and hubd deletes its pairing from its state; the bridge
+    resident, and can be paired again) and hubd deletes its pairing from its state. A dKey
+    cannot be told (its protocol has no command for it): hubd deletes its association data and
+    the radio its bond, so the hub opens nothing any more, and the lock keeps the hub as a key
+    holder until its owner removes it in the dKey app (reported as forgotten_by_hub); the bridge
     forgets its bonds and LTE credentials; the backend gets a retained notice on
     hubs/<hub>/v1/decommissioned; then hubd.env (broker password), the client certificate and
     key, the backend keys and the locks in hubd.toml and the LTE key in bridge.json are
@@ -621,8 +642,13 @@ def decommission(
     except hubfiles.FilesError as e:
         raise Failed(f"the locks and the bridge forgot their secrets, but {e}") from None
     for lock, outcome in result.locks.items():
-        out.print(f"{lock}: {'forgot its secret' if outcome == 'ok' else outcome + ' (the hub forgot it)'}",
-                  markup=False)
+        if outcome == "ok":
+            line = "forgot its secret"
+        elif outcome == control.FORGOTTEN_BY_HUB:  # a dKey: its owner has a step left
+            line = f"{outcome}: {control.unpaired_text(outcome)}"
+        else:
+            line = f"{outcome} (the hub forgot it)"
+        out.print(f"{lock}: {line}", markup=False)
     out.print(f"backend {'told' if result.backend_told else 'NOT told: tell the operators'}", markup=False)
     for path in removed.deleted:
         out.print(f"removed {path}", markup=False)

@@ -1,6 +1,8 @@
 """`hubctl pair`'s steps, without the CLI: check what the technician typed, find the lock among
-those hubd hears through the bridge's proxy, ask hubd to pair it (hubd makes a fresh random
-secret, sealed with the lock's setup key, and keeps it in its state database), record the lock's
+those hubd hears (through the bridge's proxy or the hub's own adapter), check that the secret
+input given is the one its protocol takes, ask hubd to pair it (a reference lock: hubd makes a
+fresh random secret, sealed with the lock's setup key; a dKey: hubd associates with it using
+its activation code; either way hubd keeps what it got in its state database), record the lock's
 name and kind in hubd.toml's [locks], and judge the lock/unlock cycle that proves it. No file of
 hubctl's ever holds a lock secret, and the bridge none either.
 
@@ -20,6 +22,7 @@ from typing import Any
 from hubapi import topics
 from hubctl import access, hubfiles
 from hubd.technician import control
+from wire import lockkinds
 
 Progress = Callable[[str], None]
 
@@ -51,14 +54,37 @@ class Paired:
         return next((s for s in self.result.cycle if s.status != "succeeded"), None)
 
 
-def check_values(addr: str, name: str, setup_key: str) -> None:
-    """Refuse a value that cannot be right before anything is asked of hubd or the lock."""
+def check_values(addr: str, name: str, setup_key: str | None, activation_code: str | None) -> None:
+    """Refuse a value that cannot be right before anything is asked of hubd or the lock: one
+    secret input, well formed (which one the lock takes is known from the scan: :func:`check_protocol`)."""
     if not re.fullmatch(control.ADDR, addr):
         raise BadValue("--addr", "not a Bluetooth address like C0:FF:EE:00:00:07")
     if not re.fullmatch(topics.SEGMENT_PATTERN, name):
         raise BadValue("--name", "use letters, digits, - and _ (e.g. front-door)")
-    if not re.fullmatch(control.HEX64, setup_key):
+    if setup_key is not None and activation_code is not None:
+        raise BadValue("--activation-code", "give --setup-key (a reference lock) or "
+                       "--activation-code (a dKey), not both")
+    if setup_key is None and activation_code is None:
+        raise BadValue("--setup-key", "give --setup-key (a reference lock: 64 hex digits printed "
+                       "on it) or --activation-code (a dKey: 8 characters on its card)")
+    if setup_key is not None and not re.fullmatch(control.HEX64, setup_key):
         raise BadValue("--setup-key", "the setup key is 64 hex digits (printed on the lock)")
+    if activation_code is not None and not re.fullmatch(control.ACTIVATION_CODE,
+                                                        control.compact_code(activation_code)):
+        raise BadValue("--activation-code", "a dKey's activation code is 8 characters of "
+                       f"{control.ACTIVATION_ALPHABET} (its card shows XXXX-XXXX)")
+
+
+def check_protocol(lock: control.FoundLock, setup_key: str | None,
+                   activation_code: str | None) -> None:
+    """Refuse the secret input the lock at ``lock.addr`` does not take, before hubd is asked to
+    pair it (the scan says which protocol it speaks)."""
+    if lock.protocol == lockkinds.DKEY and activation_code is None:
+        raise BadValue("--setup-key", f"{lock.addr} is a dKey: give its --activation-code (8 "
+                       "characters on its card or leaflet), not --setup-key")
+    if lock.protocol != lockkinds.DKEY and setup_key is None:
+        raise BadValue("--activation-code", f"{lock.addr} is a reference lock, not a dKey: give its "
+                       "--setup-key (64 hex digits printed on it), not --activation-code")
 
 
 def ask(socket_path: Path, request: Any, timeout: float, progress: Progress) -> dict[str, Any]:
@@ -83,26 +109,27 @@ def find(heard: control.ScanResult, addr: str) -> control.FoundLock:
                            "batteries, and hubctl pair --scan for the addresses in reach")
     if lock.lock is not None:
         raise PairingError(f"{addr} is already paired with this hub as {lock.lock}")
-    if not lock.pairing:
+    if lock.pairing is False:  # None: its advert does not say (a dKey); hubd finds out
         raise PairingError(f"{addr} is not in pairing mode: hold its pairing button until it "
                            "signals, then run this again")
     return lock
 
 
-def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str,
-         seconds: int, say: Progress, progress: Progress) -> Paired:
+def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str | None,
+         seconds: int, say: Progress, progress: Progress, activation_code: str | None = None) -> Paired:
     """Every step of a pairing, in order (``say``: this module's steps, ``progress``: hubd's
-    lines); hubd makes the secret, which never reaches hubctl."""
-    check_values(addr, name, setup_key)
+    lines); hubd makes the secret (or the association), which never reaches hubctl."""
+    check_values(addr, name, setup_key, activation_code)
     try:
         files.check_writable(bridge=False)
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
     lock = find(scan(socket_path, seconds, progress), addr)
+    check_protocol(lock, setup_key, activation_code)
     done = ask(socket_path, control.PairRequest(
-        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type,
-        setup_key=setup_key), control.COMMISSIONING_WAIT_S, progress)
+        lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, protocol=lock.protocol,
+        setup_key=setup_key, activation_code=activation_code), control.COMMISSIONING_WAIT_S, progress)
     result = control.PairResult.model_validate(done)
     try:
         access.add_lock(files, name, lock.kind)
@@ -120,11 +147,14 @@ def signal(rssi: int) -> str:
 
 
 def scan_rows(heard: control.ScanResult) -> list[str]:
-    """``hubctl pair --scan``'s table, heading first."""
-    rows = [f"{'address':<18} {'name':<20} {'kind':<14} {'signal':<14} {'battery':<8} pairing"]
+    """``hubctl pair --scan``'s table, heading first. A dKey's advert says neither its battery
+    (``-``) nor whether its activation window is open (``?``)."""
+    rows = [f"{'address':<18} {'name':<20} {'kind':<14} {'protocol':<10} {'signal':<14} "
+            f"{'battery':<8} pairing"]
     for f in heard.locks:
         battery = f"{f.battery} %" if f.battery is not None else "-"
-        mode = f"paired as {f.lock}" if f.lock else ("READY" if f.pairing else "no")
-        rows.append(f"{f.addr:<18} {(f.name or '-'):<20} {f.kind:<14} {signal(f.rssi):<14} "
-                    f"{battery:<8} {mode}")
+        mode = f"paired as {f.lock}" if f.lock else (
+            "?" if f.pairing is None else "READY" if f.pairing else "no")
+        rows.append(f"{f.addr:<18} {(f.name or '-'):<20} {f.kind:<14} {f.protocol:<10} "
+                    f"{signal(f.rssi):<14} {battery:<8} {mode}")
     return rows

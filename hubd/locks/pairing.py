@@ -199,6 +199,22 @@ async def associate(address: str, addr_type: int, activation_code: str, *, radio
     return Outcome(OK, None, state, battery, association)
 
 
+async def unbond(address: str, addr_type: int, *, radio: Radio, timeout: float) -> bool:
+    """The radio forgets its Bluetooth bond with the dKey at ``address`` (decommissioned): the
+    bridge's bond through its proxy, or the hub's own adapter's (BlueZ removes the device). No
+    connection is needed. False, logged, if it could not within ``timeout`` s: the bridge's
+    wipe deletes every bond anyway, and without its association data a bond opens nothing."""
+    client = bleak.BleakClient(radio.ble_device(address), backend=radio.client_backend,
+                               **radio.client_kwargs(addr_type, DKEY_GATT_TIMEOUT_S))
+    try:
+        async with asyncio.timeout(timeout):
+            await client.unpair()
+        return True
+    except Exception as exc:
+        log.warning("the radio could not forget its bond with %s: %s", address, exc)
+        return False
+
+
 def _pass_on_cancellation() -> None:
     """The library turns a cancellation into ``DkeyError``: if the cancellation was not our
     timeout's but the caller's (hubd stopping), it is passed on."""

@@ -6,21 +6,27 @@
 
 hubd drives the locks itself (``drivers``, hubd/locks/), through the bridge as their Bluetooth
 proxy or the hub's own adapter (hubd.ble.radio); scan hears the locks' adverts the same way.
-The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> a fresh secret, given to
-the lock with PAIR through hubd's own driver (hubd/locks/pairing.py) -> the pairing kept in the state database (hubd/store/pairings.py) -> the
-lock joins ``locks`` (the live map the verifier and the lock states read) and hubd drives it at
-once (``LockDrivers.add``), no bridge restart -> the proving cycle (lock operations through
-hubd's driver, audited as the technician's, source ``technician``) -> hubctl writes hubd.toml's
-[locks]. The secret never leaves hubd: not on the socket, not in a log, not in hubctl's files,
-not on the bridge.
+The path of a pairing: hubctl pair -> local socket -> :meth:`pair` -> a reference lock: a fresh
+secret, given to the lock with PAIR through hubd's own driver; a dKey: an association made with
+its activation code through py-dormakaba-dkey (both hubd/locks/pairing.py) -> the pairing kept,
+with its protocol, in the state database (hubd/store/pairings.py) -> the lock joins ``locks``
+(the live map the verifier and the lock states read) and hubd drives it at once
+(``LockDrivers.add``, which picks the protocol's driver), no bridge restart -> the proving cycle
+(lock operations through hubd's driver, audited as the technician's, source ``technician``) ->
+hubctl writes hubd.toml's [locks]. The secret (a dKey's association data) never leaves hubd:
+not on the socket, not in a log, not in hubctl's files, not on the bridge.
 
 Every pairing attempt, refused or failed ones too, is audited (actor ``hubctl``).
 
 Decommissioning: refused while alarms still wait for the alarm centre (unless forced) -> every
-paired lock is told to forget its secret (UNPAIR with it) and hubd forgets the pairing
-(``LockDrivers.remove``, the row deleted) -> the bridge drops its bonds and LTE credentials
-(`wipe`) and restarts -> the backend is told, retained, on ``hubs/{hub}/v1/decommissioned`` ->
-hubctl removes the hub's own credentials and keys.
+paired reference lock is told to forget its secret (UNPAIR with it) and hubd forgets the pairing
+(``LockDrivers.remove``, the row deleted) -> a dKey cannot be told (py-dormakaba-dkey has no
+command that removes a key holder, nor has the protocol as the library shows it): hubd forgets
+its association data and the radio its bond, so the hub opens nothing any more, and the lock
+keeps a stale key holder entry until its owner removes it in the dKey app
+(:data:`control.FORGOTTEN_BY_HUB`) -> the bridge drops its bonds and LTE credentials (`wipe`) and
+restarts -> the backend is told, retained, on ``hubs/{hub}/v1/decommissioned`` -> hubctl removes
+the hub's own credentials and keys.
 """
 
 from __future__ import annotations
@@ -49,7 +55,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAIR_TIMEOUT_S = 40.0  # connecting (through the proxy, or the adapter) and the exchange
+# A dKey's association: connecting and bonding (the library retries both), the handshake with
+# the code, the ECDH exchange and the first authentication with the new data, each frame
+# through the proxy a round trip over the serial link too.
+ASSOCIATE_TIMEOUT_S = 60.0
 UNPAIR_TIMEOUT_S = 40.0
+UNBOND_TIMEOUT_S = 15.0  # the radio forgetting a dKey's bond
 WIPE_TIMEOUT_S = 40.0  # the bridge writing its flash
 CYCLE_OP_TIMEOUT_S = 30.0
 TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
@@ -72,6 +83,33 @@ PAIR_FIXES = {
     "failed": "the pairing did not complete (the lock may hold the new secret: pair it again, "
               "in pairing mode): hubctl doctor, then try again",
 }
+# Where a dKey's fix differs (docs/dkey.md; docs/technician-guide.md, "Pairing a dKey"): it is
+# associated with the activation code on its card or leaflet, and bonds only in the activation
+# window its owner opens with the button (5 minutes; an association closes it).
+DKEY_WINDOW = ("open the lock's activation window (the owner's button on the lock) and run "
+               "hubctl pair again within 5 minutes")
+DKEY_PAIR_FIXES = {
+    "not_pairing": f"the lock refused to bond with the hub: its activation window is closed (or "
+                   f"it has no room for another key holder: its owner removes one in the dKey "
+                   f"app): {DKEY_WINDOW}",
+    "not_bonded": f"the lock did not bond with the hub: either its activation window is closed "
+                  f"(the likelier: {DKEY_WINDOW}) or the radio lost the lock while bonding (bring "
+                  f"the hub closer, hubctl pair --scan shows its signal); the hub's own adapter "
+                  f"cannot tell these apart",
+    "auth_failed": "the lock refused the activation code: check the 8 characters on this lock's "
+                   "card or leaflet (--activation-code) and that --addr is this lock; it stays in "
+                   "its activation window",
+    "failed": f"the association did not complete; the lock may keep a key holder entry for this "
+              f"hub that hubd did not record (its owner can remove it in the dKey app): "
+              f"{DKEY_WINDOW}, then hubctl doctor if it fails again",
+}
+
+
+def pair_fix(protocol: str, result: str) -> str:
+    """What the technician does about a pairing of a ``protocol`` lock that ended in ``result``."""
+    if protocol == lockkinds.DKEY and result in DKEY_PAIR_FIXES:
+        return DKEY_PAIR_FIXES[result]
+    return PAIR_FIXES.get(result, PAIR_FIXES["failed"])
 
 
 class _Publisher(Protocol):
@@ -150,10 +188,11 @@ class Commissioning:
     # --- scan ----------------------------------------------------------------------------------
 
     async def scan(self, request: control.ScanRequest, progress: Callable[[str], None]) -> control.ScanResult:
-        """The reference locks heard within ``seconds`` (through the bridge's proxy or the hub's
-        own adapter: hubd.ble.radio), each named if hubd has paired it; the strongest signal
-        first."""
-        from hubd.locks.sightings import reference_advert  # bleak: only when hubd drives locks
+        """The locks heard within ``seconds`` (through the bridge's proxy or the hub's own
+        adapter: hubd.ble.radio), reference locks and dKeys, each named if hubd has paired it;
+        the strongest signal first. A dKey's advert says neither its battery nor whether its
+        activation window is open (``pairing`` None)."""
+        from hubd.locks.sightings import dkey_advert, reference_advert  # bleak: only when hubd drives locks
 
         radio = self._drivers.radio
         if not radio.is_up:
@@ -163,14 +202,21 @@ class Commissioning:
 
         def advert(addr: str, addr_type: int, rssi: int, parsed: Advert, msg: dict[str, Any]) -> None:
             read = reference_advert(parsed)
-            if read is None:
-                return  # not a reference lock, or a hostile advert
-            kind, battery, _, pairing = read
+            if read is not None:
+                kind, battery, _, pairing = read
+                protocol: str = lockkinds.REFERENCE
+            elif dkey_advert(parsed):
+                kind, battery, pairing = lockkinds.PROTOCOL_KINDS[lockkinds.DKEY][0], None, None
+                protocol = lockkinds.DKEY
+            else:
+                return  # not a lock hubd drives, or a hostile advert
             name = parsed.local_name if parsed.local_name and len(parsed.local_name) <= messages.MAX_ID \
                 else None
+            if name is None and addr in heard:  # a dKey names itself in its scan response only
+                name = heard[addr].name
             heard[addr] = control.FoundLock(addr=addr, addr_type=addr_type, kind=kind, rssi=rssi,
                                             battery=battery, name=name, pairing=pairing,
-                                            lock=paired.get(addr))
+                                            lock=paired.get(addr), protocol=protocol)
 
         async with self._busy:
             progress(f"listening for locks for {request.seconds} s ({self._drivers.via})")
@@ -186,10 +232,11 @@ class Commissioning:
     # --- pair ----------------------------------------------------------------------------------
 
     async def pair(self, request: control.PairRequest, progress: Callable[[str], None]) -> control.PairResult:
-        """PAIR through hubd's own driver; the pairing kept, the lock driven at once. A lock of
-        [locks] without a pairing (hubd logged it at start) may be paired under its name."""
+        """Pair through hubd's own driver (a reference lock: PAIR with a fresh secret; a dKey: an
+        association with its activation code); the pairing kept, the lock driven at once. A lock
+        of [locks] without a pairing (hubd logged it at start) may be paired under its name."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
-        from hubd.locks.transport import PairedLock
+        from hubd.locks.transport import PairedLock, battery_model
 
         if not self._drivers.radio.is_up:
             raise control.Refused(self._drivers.down_text)
@@ -205,36 +252,52 @@ class Commissioning:
                 raise control.Refused(f"[locks] names {request.lock} as {self._locks[request.lock]}, but "
                                       f"the lock at {addr} is {request.kind}: choose another --name, or "
                                       "correct [locks] in hubd.toml and restart hubd")
-            progress(f"pairing the {request.kind.replace('_', ' ')} at {addr} as {request.lock}")
-            secret = pairing.new_secret()
-            outcome = await pairing.pair(addr, request.addr_type, secret,
-                                         bytes.fromhex(request.setup_key), timeout=PAIR_TIMEOUT_S,
-                                         radio=self._drivers.radio)
-            if outcome.result != pairing.OK:
+            dkey = request.protocol == lockkinds.DKEY
+            progress(f"pairing the {'dKey' if dkey else request.kind.replace('_', ' ')} at {addr} "
+                     f"as {request.lock}")
+            if dkey:
+                assert request.activation_code is not None  # control.PairRequest's rule
+                progress("associating with its activation code (it must be in its activation window)")
+                outcome = await pairing.associate(addr, request.addr_type, request.activation_code,
+                                                  radio=self._drivers.radio,
+                                                  timeout=ASSOCIATE_TIMEOUT_S)
+                secret = outcome.association
+            else:
+                assert request.setup_key is not None
+                secret = pairing.new_secret()
+                outcome = await pairing.pair(addr, request.addr_type, secret,
+                                             bytes.fromhex(request.setup_key),
+                                             timeout=PAIR_TIMEOUT_S, radio=self._drivers.radio)
+            if outcome.result != pairing.OK or secret is None:
                 self._audit_pairing(request, outcome.result)
                 log.warning("pairing refused", extra={"lock": request.lock, "result": outcome.result,
-                                                      "why": outcome.why})
+                                                      "why": outcome.why, "protocol": request.protocol})
                 raise control.Refused(f"pairing failed ({outcome.result}): "
-                                      f"{PAIR_FIXES.get(outcome.result, PAIR_FIXES['failed'])}")
-            paired = PairedLock(request.kind, addr, secret, request.addr_type)
+                                      f"{pair_fix(request.protocol, outcome.result)}")
+            paired = PairedLock(request.kind, addr, secret, request.addr_type, request.protocol)
             try:
                 self._pairings.record(request.lock, paired)
             except sqlite3.Error as exc:
                 self._audit_pairing(request, "store_failed")
                 log.error("cannot keep the pairing of %s: %s", request.lock, exc)
+                again = (f"the lock keeps a key holder entry for this hub: its owner removes it in "
+                         f"the dKey app; then {DKEY_WINDOW}") if dkey else \
+                    "put the lock in pairing mode and pair it again"
                 raise control.Refused(f"the lock took the new secret but hubd could not keep it "
-                                      f"({exc}): free the state directory's disk, put the lock in "
-                                      "pairing mode and pair it again") from None
+                                      f"({exc}): free the state directory's disk; {again}") from None
             self._locks[request.lock] = request.kind
             self._devices.expect(request.lock, request.kind,
-                                 "mains" if request.kind == lockkinds.ENTRANCE_DOOR else "reference")
+                                 battery_model(request.kind, request.protocol))
             await self._drivers.add(request.lock, paired)
             self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
                                actor=ACTOR, role=Role.TECHNICIAN, action="pair", state=outcome.state,
                                battery=outcome.battery)
-            log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": addr})
-            progress(f"paired: the lock holds the new secret ({outcome.state}, battery "
-                     f"{outcome.battery} %); hubd drives it from now on")
+            log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": addr,
+                                           "protocol": request.protocol})
+            held = "an association with hubd" if dkey else "the new secret"
+            battery = "battery unknown" if outcome.battery is None else f"battery {outcome.battery} %"
+            progress(f"paired: the lock holds {held} ({outcome.state}, {battery}); hubd drives it "
+                     "from now on")
             cycle = await self._prove(request.lock, request.kind, progress)
         return control.PairResult(lock=request.lock, kind=request.kind, addr=addr,
                                   state=outcome.state, battery=outcome.battery, cycle=cycle)
@@ -300,9 +363,11 @@ class Commissioning:
 
 
     async def _unpair(self, results: dict[str, str], progress: Callable[[str], None]) -> None:
-        """Each lock hubd paired told to forget its secret (UNPAIR with it); the pairing forgotten
-        whatever the lock said, so the secret opens nothing any more. A lock of [locks] without
-        a pairing is ``unknown_lock``."""
+        """Each reference lock hubd paired told to forget its secret (UNPAIR with it); the
+        pairing forgotten whatever the lock said, so the secret opens nothing any more. A dKey
+        cannot be told (the module docstring): hubd forgets its association data and the radio
+        its bond (the bridge's wipe deletes every bond again after), ``forgotten_by_hub``. A
+        lock of [locks] without a pairing is ``unknown_lock``."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
 
         paired = self._pairings.all()
@@ -310,12 +375,22 @@ class Commissioning:
             p = paired.get(lock)
             if p is None:
                 result = "unknown_lock"
+            elif p.protocol == lockkinds.DKEY:
+                progress(f"{lock}: forgetting its dKey association and its Bluetooth bond")
+                await self._drivers.remove(lock)  # after an operation in flight; none after it
+                result = control.FORGOTTEN_BY_HUB
+                if not await pairing.unbond(p.address, p.addr_type, radio=self._drivers.radio,
+                                            timeout=UNBOND_TIMEOUT_S):
+                    progress(f"{lock}: the radio could not forget its bond now (the bridge's wipe "
+                             "deletes it; on the hub's own adapter: bluetoothctl remove "
+                             f"{p.address}); without the association it opens nothing")
             else:
                 progress(f"{lock}: telling the lock to forget its secret")
                 await self._drivers.remove(lock)  # after an operation in flight; none after it
                 result = (await pairing.unpair(p.address, p.addr_type, p.secret,
                                                timeout=UNPAIR_TIMEOUT_S,
                                                radio=self._drivers.radio)).result
+            if p is not None:
                 try:
                     self._pairings.forget(lock)
                 except sqlite3.Error as exc:
@@ -325,11 +400,4 @@ class Commissioning:
             self._locks.pop(lock, None)
             self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
                                role=Role.TECHNICIAN, reason=None if result == "ok" else result)
-            progress(f"{lock}: {_unpaired_text(result)}")
-
-
-def _unpaired_text(result: str) -> str:
-    if result == "ok":
-        return "the lock forgot its secret; it works by hand and can be paired again"
-    return (f"{result}: the lock could not confirm; the hub has forgotten it, so its old secret "
-            "opens nothing any more (pair it again to give it a new one)")
+            progress(f"{lock}: {control.unpaired_text(result)}")

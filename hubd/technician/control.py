@@ -177,6 +177,27 @@ class PairResult(_Result):
     cycle: list[CycleStep]
 
 
+#: A dKey's result at decommissioning: hubd forgot its association data and the radio its bond,
+#: so the hub opens nothing any more; the lock keeps the hub as a key holder until its owner
+#: removes it in the dKey app (py-dormakaba-dkey has no command that removes one).
+FORGOTTEN_BY_HUB = "forgotten_by_hub"
+
+
+def unpaired_text(result: str) -> str:
+    """What became of one lock at decommissioning (a DecommissionResult's word), told to the
+    technician by hubd's progress line and by hubctl."""
+    if result == "ok":
+        return "the lock forgot its secret; it works by hand and can be paired again"
+    if result == FORGOTTEN_BY_HUB:
+        return ("the hub forgot its dKey association and its Bluetooth bond, so it opens nothing "
+                "any more; the lock still lists the hub as a key holder until its owner removes "
+                "it in the dKey app (the lock works by hand and with the owner's keys meanwhile)")
+    if result == "unknown_lock":
+        return "no pairing in hubd's state: nothing to forget"
+    return (f"{result}: the lock could not confirm; the hub has forgotten it, so its old secret "
+            "opens nothing any more (pair it again to give it a new one)")
+
+
 class DecommissionResult(_Result):
     locks: dict[str, str]  # lock -> hubd.locks.pairing.UNPAIR_RESULTS, "unknown_lock", or a
     #                        dKey's "forgotten_by_hub" (hubd.technician.commissioning)

@@ -13,6 +13,8 @@ links and counters are the evidence.
   ``not_bonded`` (bleak's backend raises the same BleakError for a refusal and a lost radio);
   either way nothing is associated and the connections the library leaves open are closed;
 - a lock out of reach: ``unreachable`` within the bound given;
+- after ``unbond`` (decommissioning's part in the radio) the association data reaches nothing:
+  the radio has no bond and the lock bonds with no one new;
 - the association data and the activation code are in no log line (captured at DEBUG for every
   logger: the library logs both at DEBUG unless hubd quiets it).
 """
@@ -27,6 +29,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bleak.exc import BleakError
 from py_dormakaba_dkey import DKEYLock
 from py_dormakaba_dkey.commands import UnlockStatus
 from py_dormakaba_dkey.models import AssociationData
@@ -187,3 +190,25 @@ async def test_a_malformed_code_is_refused_before_any_radio_traffic(
 
 def test_the_library_is_held_at_info() -> None:
     assert logging.getLogger("py_dormakaba_dkey").getEffectiveLevel() >= logging.INFO
+
+
+async def test_after_unbond_even_the_association_data_opens_nothing(
+        path: tuple[Radio, DKeyLock]) -> None:
+    """Decommissioning's part in the radio: it forgets the bond. The lock (its window closed
+    since the association) bonds with no one new, so the data hubd forgot anyway would not
+    even reach it."""
+    radio, lock = path
+    outcome = await _associate(radio)
+    assert outcome.result == "ok" and outcome.association is not None
+    await until(lambda: not lock.links, "the link closed")
+    async with asyncio.timeout(HANG):
+        assert await pairing.unbond(ADDR, 0, radio=radio, timeout=15.0)
+    lock.encrypt_within_s = 0.5  # the links the library leaves open go sooner
+    client = DKEYLock(radio.ble_device(ADDR))
+    client.set_association_data(AssociationData(outcome.association[:4], outcome.association[4:]))
+    async with asyncio.timeout(HANG):
+        with vendor.on_radio(radio, addr_type=0, gatt_timeout=5.0):
+            with pytest.raises(BleakError):
+                await client.unlock()
+            await client.disconnect()
+    assert lock.motor_moves == 0 and lock.locked and lock.faults == []
