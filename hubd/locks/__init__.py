@@ -4,11 +4,13 @@
     result = await locks.operate("front-door", "unlock", command_id, on_written, timeout=30)
 
 - reference: the reference lock protocol's driver (docs/lock-protocol.md)
+- dkey: a dormakaba dKey's driver, through py-dormakaba-dkey (docs/dkey.md)
 - transport: the lock ids' drivers as hubd.access.transport's LockTransport, one operation at a
   time per lock
 - upkeep: what the firmware's connection policy did for a lock nobody commands: polls, and
   reads of the reports it kept when its advert says there are some
 - sightings: the locks' adverts, watched through the proxy, as battery, signal and report number
+  (a dKey's: presence and signal)
 - drivers: the daemon's wiring of the above
 """
 
