@@ -126,7 +126,7 @@ class DkeyTimings:
     command_s: float = 6.0  # the library's unlock() or lock() call: the write, UNLOCK_RSP
     result_s: float = 12.0  # from the write to the unlock status at the target: a motor takes seconds
     settle_s: float = 6.0  # a read right after a command may show the state from before it
-    readback_s: float = 10.0  # the read-back after an unknown fate gets at least this
+    readback_s: float = 4.0  # the read-back after an unknown fate gets at least this (else what is left)
     idle_s: float = 20.0  # an unused connection is kept this long (the lock drops it at 30 s)
     retry_pause_s: float = 0.5
     close_s: float = 5.0  # a disconnect
@@ -335,6 +335,7 @@ class DkeyLock:
         self._waiting: tuple[str, asyncio.Future[str]] | None = None
         self._guard: vendor.OneCommand | None = None
         self._cancelling = 0  # the task's cancellation count when the operation or read began
+        self._end = 0.0  # loop time by which the operation under way should have its result
         self.battery_raw: int | None = None  # the raw reading behind the last percent given
         vendor.install()
 
@@ -365,6 +366,7 @@ class DkeyLock:
         started = loop.time()
         self._guard = None
         self._cancelling = _cancelling()
+        self._end = started + timeout
         self._keep()
         try:
             if action == "status":
@@ -617,7 +619,7 @@ class DkeyLock:
         ``result_s`` of the write, or the lock's word that it will not."""
         loop = asyncio.get_running_loop()
         assert self._moved_at is not None
-        until = self._moved_at + self.timings.result_s
+        until = min(self._moved_at + self.timings.result_s, self._end)
         while True:
             if refused.done():
                 self._moved_at = None  # it did not move
@@ -644,8 +646,8 @@ class DkeyLock:
                 return await self._incomplete(started, oc.LINK_LOST)
             left = until - loop.time()
             if left <= 0:
-                log.warning("dKey %s: the state did not reach %s within %.1f s", self.address,
-                            target, self.timings.result_s)
+                log.warning("dKey %s: the state did not reach %s in time (%.1f s after the "
+                            "write)", self.address, target, loop.time() - self._moved_at)
                 return await self._incomplete(started, oc.NO_RESULT)
             waits = {arrived, refused, report}
             if session.alive is not None:
@@ -659,7 +661,8 @@ class DkeyLock:
         self._drop()
         await self._settled()
         loop = asyncio.get_running_loop()
-        session, _ = await self._prepare(loop.time() + self.timings.readback_s)
+        budget = max(self._end - loop.time(), self.timings.readback_s)
+        session, _ = await self._prepare(loop.time() + budget)
         self._moved_at = None
         if session is None:
             return self._result(started, oc.INCOMPLETE, reason, "unknown")
