@@ -97,8 +97,8 @@ DKEY_PAIR_FIXES = {
                   f"the hub closer, hubctl pair --scan shows its signal); the hub's own adapter "
                   f"cannot tell these apart",
     "auth_failed": "the lock refused the activation code: check the 8 characters on this lock's "
-                   "card or leaflet (--activation-code) and that --addr is this lock; it stays in "
-                   "its activation window",
+                   "card or leaflet (--activation-code) and that --addr is this lock, then run "
+                   "hubctl pair again",
     "failed": f"the association did not complete; the lock may keep a key holder entry for this "
               f"hub that hubd did not record (its owner can remove it in the dKey app): "
               f"{DKEY_WINDOW}, then hubctl doctor if it fails again",
