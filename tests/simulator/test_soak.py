@@ -6,6 +6,7 @@ LTE path and the cuts really exercised, the bridge's heap figures reported. Spee
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -18,21 +19,45 @@ SCRIPT = ROOT / "benchmarks" / "soak.py"
 
 
 @pytest.fixture(scope="module")
-def soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    """One --quick run: (its JSON, what it printed)."""
-    out = tmp_path_factory.mktemp("soak") / "soak.json"
+def soak(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[dict, str]:
+    """One --quick run for the whole session: (its JSON, what it printed).
+
+    A module fixture is per pytest-xdist worker, and the four tests below are spread over the
+    workers, so each worker would run a soak of its own (a minute each, side by side on two
+    cores). The first worker to need it runs it, under a lock in the session's shared temp
+    directory; the others wait for it and read what it left, failure or not. (xdist's
+    ``--dist loadgroup`` would keep the tests on one worker, but with pytest 9.2 it silently
+    groups nothing: pytest-xdist#1386.)"""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base  # pytest-N/, above each popen-gwN/
+    run = shared / "soak"
+    run.mkdir(exist_ok=True)
+    with open(run / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (run / "done.json").exists():
+            (run / "done.json").write_text(json.dumps(_run_soak(run / "soak.json")))
+    done = json.loads((run / "done.json").read_text())
+    if done["hung"]:
+        pytest.fail(f"the soak hung:\n{done['output']}")
+    output = done["output"]
+    assert (run / "soak.json").exists(), output
+    result = json.loads((run / "soak.json").read_text())
+    assert done["returncode"] == (0 if result["ok"] else 1), output
+    return result, output
+
+
+def _run_soak(out: Path) -> dict:
+    """Run the soak once, writing its JSON to ``out``: how it ended and what it printed."""
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--quick", "--seed", "3", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         output, _ = proc.communicate(timeout=900)
+        hung = False
     except subprocess.TimeoutExpired:
         proc.terminate()  # SIGTERM: the soak still stops hubd, the bridge and its broker
         output, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the soak hung:\n{output}")
-    assert out.exists(), output
-    result = json.loads(out.read_text())
-    assert proc.returncode == (0 if result["ok"] else 1), output
-    return result, output
+        hung = True
+    return {"returncode": proc.returncode, "output": output, "hung": hung}
 
 
 def test_nothing_is_lost(soak: tuple[dict, str]) -> None:
