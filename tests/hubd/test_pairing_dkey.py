@@ -212,3 +212,20 @@ async def test_after_unbond_even_the_association_data_opens_nothing(
                 await client.unlock()
             await client.disconnect()
     assert lock.motor_moves == 0 and lock.locked and lock.faults == []
+
+
+async def test_a_cancelled_association_is_cancelled_not_a_failure(
+        direct: tuple[Radio, DKeyLock]) -> None:
+    """The library turns a cancellation into DkeyError; hubd stopping must still stop it (the
+    caller's cancellation passed on), and the link is closed."""
+    radio, lock = direct
+    lock.close_activation_window()  # the library retries its bonding: slow enough to cancel in
+    lock.encrypt_within_s = lock.session_idle_s = 300.0
+    task = asyncio.create_task(pairing.associate(ADDR, 0, CODE, radio=radio, timeout=TIMEOUT))
+    await until(lambda: lock.connections > 0, "the library to connect")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(HANG):
+            await task
+    await until(lambda: not lock.links, "the link closed")
+    assert lock.associations == {}
