@@ -458,8 +458,10 @@ class DkeyLock:
 
     async def _disconnect(self, dkey: DKEYLock) -> None:
         try:
-            async with asyncio.timeout(self.timings.close_s):
-                await dkey.disconnect()
+            with vendor.on_radio(self.radio, addr_type=self.addr_type,
+                                 gatt_timeout=self.timings.gatt_s):
+                async with asyncio.timeout(self.timings.close_s):
+                    await dkey.disconnect()
         except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
             # Its link may be gone already; the lock drops a link left to it at 30 s.
             log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
@@ -479,6 +481,13 @@ class DkeyLock:
         reason = oc.UNREACHABLE
         refused = 0
         while loop.time() < deadline:
+            if not self.radio.is_up:
+                # The link to the bridge (or the adapter) is down: nothing can be sent, and the
+                # library would only retry into it. It may come back.
+                reason = oc.BRIDGE_UNAVAILABLE
+                if not await self.radio.wait_up(max(0.0, deadline - loop.time())):
+                    break
+                continue
             if self._session is None:
                 if self._closing:
                     # The lock takes one connection: the last one must be gone first.

@@ -6,7 +6,8 @@ The path hil uses; tests/hubd/test_locks_dkey.py covers the rest in direct mode.
 - unlock and lock succeed with state and battery, ``on_written`` once each, the motor once each;
 - a link lost before the write's answer, or after the lock took the command: ``incomplete``
   (``link_lost``), the state read back, the lock took the command ONCE and the motor moved once,
-  ``on_written`` once.
+  ``on_written`` once;
+- with the serial link to the bridge down: ``failed``/``bridge_unavailable``, nothing written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ TIMINGS = DkeyTimings(deadline_s=30.0, gatt_s=5.0, command_s=10.0, result_s=15.0
 @dataclass
 class Rig:
     home: SimulatedHome
+    bridge: Bridge
     lock: DKeyLock
     locks: BleLocks
 
@@ -66,7 +68,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                                                   data.key_holder_id + data.secret,
                                                   protocol=lockkinds.DKEY)},
                          dkey_timings=TIMINGS)
-        yield Rig(home, lock, locks)
+        yield Rig(home, bridge, lock, locks)
     finally:
         if locks is not None:
             await locks.close()
@@ -103,3 +105,25 @@ async def test_a_link_lost_around_the_command_through_the_bridge_is_sent_once(
     assert written == ["w"]
     assert rig.lock.move_commands == 1, "the lock took the command once"
     assert rig.lock.motor_moves == 1 and not rig.lock.locked
+
+
+async def test_with_the_bridges_link_down_nothing_is_written_bridge_unavailable(
+        rig: Rig) -> None:
+    proxy = rig.locks.radio
+    assert isinstance(proxy, BleProxy)
+    short = BleLocks(proxy, {LOCK: PairedLock(lockkinds.IN_CYLINDER, ADDR, bytes(36),
+                                              protocol=lockkinds.DKEY)},
+                     dkey_timings=DkeyTimings(deadline_s=1.0))  # the link stays down past it
+    rig.home.line.cut = True  # the serial line to the bridge goes silent: the link goes down
+    await until(lambda: not proxy.is_up, "the link to the bridge to go down", TIMEOUT)
+    written: list[str] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            result = await short.operate(LOCK, "unlock", "cmd", lambda: written.append("w"),
+                                         TIMEOUT)
+    finally:
+        await short.close()
+        rig.home.line.cut = False
+    assert (result.outcome, result.reason, result.state) == (oc.FAILED, oc.BRIDGE_UNAVAILABLE,
+                                                             None)
+    assert written == [] and rig.lock.connections == 1  # the association's only
