@@ -212,7 +212,7 @@ class Commissioning:
                 return  # not a lock hubd drives, or a hostile advert
             name = parsed.local_name if parsed.local_name and len(parsed.local_name) <= messages.MAX_ID \
                 else None
-            if name is None and addr in heard:  # a dKey names itself in its scan response only
+            if name is None and addr in heard:  # heard without its scan response (a dKey's name)
                 name = heard[addr].name
             heard[addr] = control.FoundLock(addr=addr, addr_type=addr_type, kind=kind, rssi=rssi,
                                             battery=battery, name=name, pairing=pairing,
