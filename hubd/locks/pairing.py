@@ -66,9 +66,10 @@ UNREACHABLE = oc.UNREACHABLE
 BAD_LOCK_MAC = oc.BAD_LOCK_MAC
 FAILED = "failed"
 #: A dKey's bonding failed on the hub's own adapter: the lock refused (its activation window is
-#: closed) or the radio lost it while bonding. bleak's platform backend raises the same
-#: ``BleakError`` for both, so they cannot be told apart (through the bridge's proxy a refusal is
-#: its own status, ``not_pairing``).
+#: closed) or the radio lost it while bonding. Both end ``pair()`` in a plain ``BleakError`` (the
+#: simulated adapter's backend raises what bleak's BlueZ backend does; on a real hub BlueZ's D-Bus
+#: error name might tell them apart: not checked), so hubd cannot. Through the bridge's proxy a
+#: refusal is its own status (``ProxyAuthFailed``): ``not_pairing``.
 NOT_BONDED = "not_bonded"
 PAIR_RESULTS = (OK, NOT_PAIRING, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, NOT_BONDED, FAILED)
 UNPAIR_RESULTS = (OK, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, FAILED)
