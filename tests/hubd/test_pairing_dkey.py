@@ -12,7 +12,8 @@ links and counters are the evidence.
   ``not_pairing`` (the bridge's status says the peer refused); on the hub's own adapter
   ``not_bonded`` (bleak's backend raises the same BleakError for a refusal and a lost radio);
   either way nothing is associated and the connections the library leaves open are closed;
-- a lock out of reach: ``unreachable`` within the bound given;
+- a lock out of reach: ``unreachable`` within the bound given; an association the lock does not
+  then accept: ``failed`` (not proven), no data; a cancelled one is cancelled;
 - after ``unbond`` (decommissioning's part in the radio) the association data reaches nothing:
   the radio has no bond and the lock bonds with no one new;
 - the association data and the activation code are in no log line (captured at DEBUG for every
@@ -229,3 +230,22 @@ async def test_a_cancelled_association_is_cancelled_not_a_failure(
             await task
     await until(lambda: not lock.links, "the link closed")
     assert lock.associations == {}
+
+
+async def test_an_association_the_lock_does_not_then_accept_is_not_proven_and_not_ok(
+        direct: tuple[Radio, DKeyLock]) -> None:
+    """A lock that completes the association but does not keep it (a failed flash write, say:
+    harsher than the simulated lock is by itself): the authentication with the new data that
+    follows is refused, so hubd gets ``failed`` (not_proven) and no association data to record."""
+    radio, lock = direct
+    keep = lock.associate
+
+    def keeps_nothing(key_holder: bytes, secret: bytes) -> None:
+        keep(key_holder, secret)
+        lock.forget_associations()
+
+    lock.associate = keeps_nothing  # type: ignore[method-assign]
+    outcome = await _associate(radio)
+    assert outcome.result == "failed" and outcome.why == "not_proven: auth_failed", outcome
+    assert outcome.association is None and outcome.state is None
+    await until(lambda: not lock.links, "the link closed")
