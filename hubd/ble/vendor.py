@@ -35,6 +35,10 @@ call's context and not counted. If the library had to connect and authenticate a
 the call (the link dropped after the caller's own connect), those writes come first and count:
 the rule then errs on the safe side (an answerless command reported ``incomplete`` that may not
 have gone), never the other way.
+
+Given a ``made`` list, :func:`on_radio` also appends every client made in its context to it:
+py-dormakaba-dkey never disconnects a client whose ``pair()`` failed, so its caller closes the
+ones left connected itself (hubd.locks.dkey).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class _Binding:
     backend: type[BaseBleakClient]
     kwargs: dict[str, Any] = field(default_factory=dict)
     guard: OneCommand | None = None
+    made: list[BaseBleakClient] | None = None
 
 
 _current: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar("hubd_ble_vendor",
@@ -108,16 +113,19 @@ def installed() -> bool:
 
 @contextlib.contextmanager
 def on_radio(radio: Radio, *, addr_type: int, gatt_timeout: float,
-             guard: OneCommand | None = None) -> Iterator[None]:
+             guard: OneCommand | None = None,
+             made: list[BaseBleakClient] | None = None) -> Iterator[None]:
     """Every ``BleakClient`` made without a backend in this context is on ``radio`` (reaching an
     address of ``addr_type``, each GATT request given ``gatt_timeout`` s); with ``guard``, its
-    connects and writes are held to one command (module docstring). Needs :func:`install`."""
+    connects and writes are held to one command (module docstring); with ``made``, each such
+    client's backend is appended to it. Needs :func:`install`."""
     if _platform_lookup is None:
         raise RuntimeError("hubd.ble.vendor.install() was not called")
     backend = radio.client_backend
     if backend is None:
         backend = _platform_lookup()[0]
-    token = _current.set(_Binding(backend, radio.client_kwargs(addr_type, gatt_timeout), guard))
+    token = _current.set(_Binding(backend, radio.client_kwargs(addr_type, gatt_timeout), guard,
+                                  made))
     try:
         yield
     finally:
@@ -171,10 +179,13 @@ def _bound(binding: _Binding) -> type[BaseBleakClient]:
     arguments (the caller's win), checked against the guard of each call."""
     guarded = _guarded(binding.backend)
     kwargs = binding.kwargs
+    made = binding.made
 
     class Bound(guarded):  # type: ignore[valid-type,misc]
         def __init__(self, *args: Any, **given: Any) -> None:
             super().__init__(*args, **{**kwargs, **given})
+            if made is not None:
+                made.append(self)
 
     Bound.__name__ = Bound.__qualname__ = binding.backend.__name__
     return Bound

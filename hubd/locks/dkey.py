@@ -57,6 +57,8 @@ hubd.devices.battery's ``dkey`` model, and :attr:`DkeyLock.battery_raw` the read
 - It logs the association secret and its session keys at DEBUG: its logger is held at INFO.
 - Whether the link is up it keeps to itself; a ``receive_once`` of the lock's DISCONNECT_REQ,
   which the library cancels when its link goes, tells it.
+- It never disconnects a client whose ``pair()`` failed (a lost bond): every client it makes is
+  noted (hubd.ble.vendor.on_radio's ``made``) and closed with the session.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bleak.backends.client import BaseBleakClient
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak_retry_connector import BleakNotFoundError, BleakOutOfConnectionSlotsError
 from py_dormakaba_dkey import DKEYLock
@@ -271,6 +274,7 @@ class _Session:
         self.state: str | None = None  # the unlock status as last heard in this session
         self.alive: asyncio.Future[Any] | None = None  # cancelled by the library when the link goes
         self.unregister: Callable[[], None] | None = None
+        self.made: list[BaseBleakClient] = []  # every client the library made for it
 
     @property
     def up(self) -> bool:
@@ -451,20 +455,31 @@ class DkeyLock:
             return
         if session.unregister is not None:
             session.unregister()
-        task = asyncio.get_running_loop().create_task(self._disconnect(session.dkey),
+        task = asyncio.get_running_loop().create_task(self._disconnect(session),
                                                       name=f"dkey-disconnect-{self.address}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _disconnect(self, dkey: DKEYLock) -> None:
+    async def _disconnect(self, session: _Session) -> None:
+        """The session's link closed, and every client the library made for it and left
+        connected: it never disconnects a client whose ``pair()`` failed, which would hold the
+        lock's one connection (and a proxy slot) until the lock drops it."""
         try:
             with vendor.on_radio(self.radio, addr_type=self.addr_type,
                                  gatt_timeout=self.timings.gatt_s):
                 async with asyncio.timeout(self.timings.close_s):
-                    await dkey.disconnect()
+                    await session.dkey.disconnect()
         except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
             # Its link may be gone already; the lock drops a link left to it at 30 s.
             log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
+        for client in session.made:
+            try:
+                if client.is_connected:
+                    log.info("dKey %s: dropping a connection the library left", self.address)
+                    async with asyncio.timeout(self.timings.close_s):
+                        await client.disconnect()
+            except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
+                log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
 
     def _new_session(self) -> _Session:
         dkey = DKEYLock(self.radio.ble_device(self.address))
@@ -501,7 +516,7 @@ class DkeyLock:
             expired = False
             try:
                 with vendor.on_radio(self.radio, addr_type=self.addr_type,
-                                     gatt_timeout=self.timings.gatt_s):
+                                     gatt_timeout=self.timings.gatt_s, made=session.made):
                     try:
                         async with asyncio.timeout_at(deadline) as bound:
                             await session.dkey.update()
@@ -550,8 +565,10 @@ class DkeyLock:
         reason = reason_of(exc) if not expired else oc.NO_RESULT
         if reason in (oc.LINK_LOST, oc.NO_RESULT, oc.DRIVER_ERROR, oc.BUSY, oc.BAD_REQUEST,
                       oc.NOT_PAIRING):
-            # No answer in time, or the link went: was there a connection at all?
-            return oc.LINK_FAILED if session.identified or not expired else oc.UNREACHABLE
+            # No answer in time, or the link went: was there a connection at all? (One whose
+            # bonding failed is still up: the library leaves it so.)
+            connected = session.identified or any(c.is_connected for c in session.made)
+            return oc.LINK_FAILED if connected or not expired else oc.UNREACHABLE
         return reason
 
     def _check_cancelled(self) -> None:
@@ -597,7 +614,8 @@ class DkeyLock:
         expired = False
         try:
             with vendor.on_radio(self.radio, addr_type=self.addr_type,
-                                 gatt_timeout=self.timings.gatt_s, guard=guard):
+                                 gatt_timeout=self.timings.gatt_s, guard=guard,
+                                 made=session.made):
                 try:
                     async with asyncio.timeout(self.timings.command_s) as bound:
                         await (dkey.unlock() if action == "unlock" else dkey.lock())

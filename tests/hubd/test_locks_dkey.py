@@ -9,7 +9,8 @@ with the simulator's bleak backends), against the simulated dKey (simulator/dkey
   (``link_lost``), the state read back, the lock took the command ONCE, the motor moved once,
   ``on_written`` once;
 - a lock out of reach: ``timed_out``/``unreachable``, nothing written; a lock that forgot the
-  association, or one that ends the link at the answer to its challenge: ``auth_failed``;
+  association, or one that ends the link at the answer to its challenge: ``auth_failed``; one
+  that lost the bond: ``link_failed``, and no connection the library left holds it;
 - a jammed motor: ``failed``/``jammed``; a lock that refuses (its motor runs): ``failed``/``busy``;
 - a turn by hand while the connection is kept is reported ``manual``; a poll (the upkeep) reads
   the state with source ``poll`` and leaves no connection behind;
@@ -227,6 +228,24 @@ async def test_a_lock_that_ends_the_link_at_the_challenge_answer_is_auth_failed(
         await rig.locks.close()
     assert (result.outcome, result.reason) == (oc.FAILED, oc.AUTH_FAILED)
     assert written == [] and dkey.failed_challenges == 2 and dkey.move_commands == 0
+    assert dkey.faults == []
+
+
+async def test_a_lock_that_lost_the_bond_is_not_held_by_the_connections_the_library_left(
+        radio: DirectRadio, dkey: DKeyLock) -> None:
+    rig = rig_of(radio, dkey, await associate(radio, dkey),
+                 DkeyTimings(deadline_s=3.0, gatt_s=1.0, retry_pause_s=0.1))
+    dkey.forget_bonds()  # the lock lost its bond with the hub; its window is closed
+    dkey.encrypt_within_s = 600.0  # it would not drop an unencrypted link for a long time
+    written: list[str] = []
+    try:
+        result = await rig.operate("unlock", written)
+        # The library leaves each client whose pair() failed connected; the driver closes them.
+        await until(lambda: not dkey.links, "the lock to be free again", 10.0)
+    finally:
+        await rig.locks.close()
+    assert (result.outcome, result.reason) == (oc.TIMED_OUT, oc.LINK_FAILED)
+    assert written == [] and dkey.move_commands == 0 and dkey.unencrypted_drops == 0
     assert dkey.faults == []
 
 
