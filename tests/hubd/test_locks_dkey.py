@@ -40,7 +40,7 @@ from hubd.locks.upkeep import UpkeepTimings
 from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import Cmd, DKeyLock
-from simulator.radio import Radio
+from simulator.radio import Characteristic, Link, Radio
 from tests.waiting import until
 from wire import lockkinds
 from wire import outcomes as oc
@@ -329,32 +329,59 @@ async def test_the_upkeeps_poll_reads_the_state_and_leaves_no_connection(
 
 
 async def test_a_cancelled_command_is_cancelled_sent_once_and_the_driver_goes_on(
-        rig: Rig) -> None:
-    rig.lock.travel_time_s = 0.5
+        radio: DirectRadio, air: Radio) -> None:
+    lock = GatedDKey(ADDR, name="Front door", activation_code=CODE, travel_time_s=0.0)
+    air.add(lock)
+    rig = rig_of(radio, lock, await associate(radio, lock))
     written: list[str] = []
-    task = asyncio.create_task(rig.locks.operate(LOCK, "unlock", "cmd", lambda: written.append("w"),
-                                                 TIMEOUT))
-    await until(lambda: rig.lock.moving, "the lock to take the command")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await until(lambda: not rig.lock.moving, "the motor to stop")
-    assert written == ["w"] and rig.lock.move_commands == 1 and rig.lock.motor_moves == 1
-    after = await rig.operate("status")
+    try:
+        task = asyncio.create_task(rig.locks.operate(LOCK, "unlock", "cmd",
+                                                     lambda: written.append("w"), TIMEOUT))
+        await until(lambda: lock.move_commands == 1, "the lock to take the command")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        lock.gate.set()
+        await until(lambda: not lock.moving, "the motor to stop")
+        after = await rig.operate("status")
+    finally:
+        await rig.locks.close()
+    assert written == ["w"] and lock.move_commands == 1 and lock.motor_moves == 1
     assert (after.outcome, after.state) == (oc.SUCCEEDED, "unlocked")
-    assert rig.lock.move_commands == 1, "nothing sent again"
+    assert lock.faults == []
 
 
-async def test_a_command_cancelled_before_its_write_writes_nothing(rig: Rig) -> None:
+class StalledDKey(DKeyLock):
+    """A dKey that takes the central's writes and answers none while ``stalled``: a handshake
+    that never ends."""
+
+    stalled = True
+
+    def on_write(self, link: Link, characteristic: Characteristic, data: bytes) -> int:
+        if self.stalled:
+            return 0
+        return super().on_write(link, characteristic, data)
+
+
+async def test_a_command_cancelled_before_its_write_writes_nothing(
+        radio: DirectRadio, air: Radio) -> None:
+    lock = StalledDKey(ADDR, name="Front door", activation_code=CODE, travel_time_s=0.0)
+    lock.stalled = False
+    air.add(lock)
+    rig = rig_of(radio, lock, await associate(radio, lock))
+    lock.stalled = True
     written: list[str] = []
-    task = asyncio.create_task(rig.locks.operate(LOCK, "unlock", "cmd", lambda: written.append("w"),
-                                                 TIMEOUT))
-    await until(lambda: rig.lock.links, "the driver to connect")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await until(lambda: not rig.lock.links, "the link to go")
-    assert written == [] and rig.lock.move_commands == 0
+    try:
+        task = asyncio.create_task(rig.locks.operate(LOCK, "unlock", "cmd",
+                                                     lambda: written.append("w"), TIMEOUT))
+        await until(lambda: lock.links, "the driver to connect")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until(lambda: not lock.links, "the link to go")
+    finally:
+        await rig.locks.close()
+    assert written == [] and lock.move_commands == 0
 
 
 class HostileDKey(DKeyLock):
