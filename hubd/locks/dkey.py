@@ -281,8 +281,8 @@ class _Session:
         return self.alive is not None and not self.alive.done()
 
     def watch(self) -> None:
-        """Register for what the handshake tells (the library clears these at each reset of its
-        link) and, once ready, for the link's end."""
+        """Register for what the handshake tells, before each one (the library clears these
+        when it resets its link): how far a failed one got names its failure."""
         dkey = self.dkey
         dkey.receive_notifications(cmds.GetIdentificationRsp, lambda _: self._mark("identified"))
         dkey.receive_notifications(cmds.AuthChallengeCmd, lambda _: self._mark("challenged"))
