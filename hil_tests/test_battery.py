@@ -23,10 +23,10 @@ from simulator.locks import LOW_BATTERY_PERCENT as LOCK_REFUSES_BELOW
 
 REMINDER_S = 3
 # The proxy looks at the locks' adverts (battery, presence) every half second instead of 10 s.
-FAST_SCAN = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 2000}
+FAST_SCAN = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 1000}
 # hubd judges a lock absent by its adverts, which the proxy forwards unchanged every presence_ms
 # (docs/ble-proxy.md): absent_s must stay well above that.
-ABSENT_S = 12
+ABSENT_S = 8
 # Fast reminders and ticks; the thresholds are the defaults (locks 25/10, pendant 30/15, base unit
 # 40/20, hysteresis 5).
 FAST = f"""[battery]
@@ -147,7 +147,7 @@ async def test_the_base_unit_on_mains_loss_and_the_pendant_warn_once_each_and_re
 
 
 @pytest.mark.home(policy=FAST_SCAN,
-                  hubd=f"[devices]\ntick_s = 1\n[devices.absent_s]\ninside_turner = {ABSENT_S}\n")
+                  hubd=f"[devices]\ntick_s = 0.2\n[devices.absent_s]\ninside_turner = {ABSENT_S}\n")
 async def test_a_lock_whose_adverts_stop_becomes_unavailable_and_available_again(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.locks[0]

@@ -32,8 +32,8 @@ from tests.sia_receiver import ACCOUNT
 # Short timings so the bridge reports within seconds. hubd judges a lock absent by its adverts,
 # which the proxy forwards unchanged every presence_ms (docs/ble-proxy.md): absent_s must stay
 # well above it.
-FAST_POLICY = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 2000}
-ABSENT_S = 12
+FAST_POLICY = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 1000}
+ABSENT_S = 8
 FAST_ABSENT = f"[devices.absent_s]\ninside_turner = {ABSENT_S}\n"
 FAST_HEALTH = {"health_ms": 1000}
 PASSWORD = "the-right-password"
