@@ -68,7 +68,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +183,36 @@ def connects_per_command(crossings: list[tuple[float, Crossing]],
 COLD_IDLE_S = 0.5
 
 
+def all_ended(crossings: Iterable[Crossing]) -> bool:
+    """Whether every proxy connection made has ended as hubd knows it: its own
+    ``ble_disconnect``, or the bridge's ``ble_lost``, on the line. A lock that ends a link itself
+    is free at once, but hubd hears of it a few milliseconds later; a command sent in between
+    would find its connection gone under it (``incomplete``, nothing moved), not the set-up
+    this run times. Connections are followed by their ``conn`` (a ``ble_connect``'s
+    ``ble_done`` opens one; a retransmitted frame is the same message again)."""
+    connecting: set[int] = set()
+    open_: set[int] = set()
+    for crossing in crossings:
+        if crossing.ftype != frame.T_DATA or not crossing.body:
+            continue
+        try:
+            msg = json.loads(crossing.body)
+        except ValueError:
+            continue
+        m = msg.get("m") if isinstance(msg, dict) else None
+        if crossing.direction == TO_BRIDGE and m == messages.BLE_CONNECT:
+            connecting.add(msg.get("rid"))
+        elif crossing.direction == TO_HUB and m == messages.BLE_DONE and \
+                msg.get("rid") in connecting:
+            connecting.discard(msg.get("rid"))
+            if msg.get("status") == "ok":
+                open_.add(msg.get("conn"))
+        elif (crossing.direction == TO_BRIDGE and m == messages.BLE_DISCONNECT) or \
+                (crossing.direction == TO_HUB and m == messages.BLE_LOST):
+            open_.discard(msg.get("conn"))
+    return not connecting and not open_
+
+
 def start_home(work: Path, bridge_log, lock: str, cold: bool) -> HomeThread:  # noqa: ANN001
     """The simulated home, instant lock (the reference inside turner, or a dKey: with ``cold``
     one that ends a silent link after COLD_IDLE_S), the line's frames timed."""
@@ -273,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     windows: list[tuple[float, float]] = []
     lock_id = next(iter(home.home.kinds))
     model = {**home.home.locks, **home.home.dkeys}[lock_id]
-    idle = (lambda: home.call(lambda: not model.links)) if args.cold else None
+    timed = home.home.line.transcript.times
+    idle = (lambda: home.call(lambda: not model.links and all_ended(c for _, c in timed))
+            ) if args.cold else None
     hubd = start_hubd(config, work / "hubd.log")
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")

@@ -358,11 +358,13 @@ class _Session:
                 return ATT_INVALID_VALUE_LENGTH
             plain = self.crypto.from_central.open(data)
             if plain is None:
+                self.lock.refusals["frame check"] += 1
                 self.end()
                 return 0
         try:
             self._fragment(char, plain, encrypted=plain is not data)
         except _Refused:
+            self.lock.refusals["refused frame"] += 1
             self.end()
         return 0
 
