@@ -12,7 +12,8 @@ with the simulator's bleak backends), against the simulated dKey (simulator/dkey
   association, or one that ends the link at the answer to its challenge: ``auth_failed``; one
   that lost the bond: ``link_failed``, and no connection the library left holds it;
 - a jammed motor: ``failed``/``jammed``; a lock that refuses (its motor runs): ``failed``/``busy``;
-- a turn by hand while the connection is kept is reported ``manual``; a poll (the upkeep) reads
+- a turn by hand while the connection is kept is reported ``manual`` (``handle`` when the
+  notification's handle bit says so); a poll (the upkeep) reads
   the state with source ``poll`` and leaves no connection behind;
 - a cancelled command is cancelled (CancelledError), sent once, and the driver works after it;
 - a hostile dKey (garbage notifications, well sealed or not) ends no driver: every operation
@@ -310,6 +311,35 @@ async def test_a_turn_by_hand_while_connected_is_reported_manual(
     finally:
         await rig.locks.close()
     assert dkey.faults == []
+
+
+class HandleDKey(DKeyLock):
+    """A dKey whose unlock-status notifications carry the door handle's bit (bit 7) while
+    ``handle``: the handle, not a key, moved the bolt."""
+
+    handle = False
+
+    def notifications(self, mask: int) -> bytes:
+        told = bytearray(super().notifications(mask))
+        for at in range(0, len(told), 2):
+            if told[at] == 2 and self.handle:  # the unlock status
+                told[at + 1] |= 0x80
+        return bytes(told)
+
+
+async def test_a_turn_by_the_handle_is_reported_handle(radio: DirectRadio, air: Radio) -> None:
+    lock = HandleDKey(ADDR, name="Front door", activation_code=CODE, travel_time_s=0.0)
+    air.add(lock)
+    rig = rig_of(radio, lock, await associate(radio, lock),
+                 DkeyTimings(deadline_s=10.0, result_s=5.0, settle_s=0.3, idle_s=30.0))
+    try:
+        assert (await rig.operate("status")).state == "locked"
+        lock.handle = True
+        lock.turn_by_hand(locked=False)
+        await until(lambda: rig.reports, "the handle's report")
+    finally:
+        await rig.locks.close()
+    assert rig.reports == [(LOCK, "state", None, "unlocked", 100, lockkinds.SOURCE_HANDLE)]
 
 
 async def test_the_upkeeps_poll_reads_the_state_and_leaves_no_connection(
