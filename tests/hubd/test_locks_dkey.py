@@ -11,7 +11,8 @@ with the simulator's bleak backends), against the simulated dKey (simulator/dkey
 - a lock out of reach: ``timed_out``/``unreachable``, nothing written; a lock that forgot the
   association, or one that ends the link at the answer to its challenge: ``auth_failed``; one
   that lost the bond: ``link_failed``, and no connection the library left holds it;
-- a jammed motor: ``failed``/``jammed``; a lock that refuses (its motor runs): ``failed``/``busy``;
+- a jammed motor: ``failed``/``jammed``; a motor slower than ``result_s``: ``incomplete``
+  (``no_result``), read back; the next command while it runs: ``failed``/``busy``;
 - a turn by hand while the connection is kept is reported ``manual`` (``handle`` when the
   notification's handle bit says so); a poll (the upkeep) reads
   the state with source ``poll`` and leaves no connection behind;
