@@ -124,12 +124,12 @@ class DkeyTimings:
     (identification both ways, the challenge, the accepted check, the lock's type and name, the
     notifications mask), each through the proxy a round trip over the serial link too."""
 
-    deadline_s: float = 15.0  # connect, bond, authenticate, notifications on: retried, before the command
+    deadline_s: float = 15.0  # connect, bond, authenticate, notifications on: retried, first
     gatt_s: float = 3.0  # one GATT request
     command_s: float = 6.0  # the library's unlock() or lock() call: the write, UNLOCK_RSP
-    result_s: float = 12.0  # from the write to the unlock status at the target: a motor takes seconds
+    result_s: float = 12.0  # from the write to the unlock status at the target (a motor's time)
     settle_s: float = 6.0  # a read right after a command may show the state from before it
-    readback_s: float = 4.0  # the read-back after an unknown fate gets at least this (else what is left)
+    readback_s: float = 4.0  # an unknown fate's read-back: what is left, at least this
     idle_s: float = 20.0  # an unused connection is kept this long (the lock drops it at 30 s)
     retry_pause_s: float = 0.5
     close_s: float = 5.0  # a disconnect

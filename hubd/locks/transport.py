@@ -4,9 +4,10 @@ The command path hands each operation to a lock id; this maps the id to its driv
 paired lock: its kind, address, address type, secret and protocol: hubd.locks.reference for the
 reference lock protocol, hubd.locks.dkey for a dormakaba dKey) and runs one operation at a time
 per lock, in the order asked, while other locks go on in parallel. An action the lock's kind or
-protocol cannot do is refused before anything moves (``wire.lockkinds.supports``). The bridge is then only the
-Bluetooth proxy (docs/ble-proxy.md), or the hub's own adapter (docs/direct-mode.md): ``is_up`` and
-``wait_up`` follow the radio (hubd.ble.radio: the serial link to the bridge, or the adapter).
+protocol cannot do is refused before anything moves (``wire.lockkinds.supports``). The bridge
+is then only the Bluetooth proxy (docs/ble-proxy.md), or the hub's own adapter
+(docs/direct-mode.md): ``is_up`` and ``wait_up`` follow the radio (hubd.ble.radio: the serial
+link to the bridge, or the adapter).
 
 Given ``upkeep`` timings it also does, from :meth:`BleLocks.start`, what the firmware's
 connection policy did for a lock nobody commands (hubd.locks.upkeep): polls, and reads of the
