@@ -14,8 +14,10 @@
 - drivers: the daemon's wiring of the above
 """
 
+from hubd.locks.dkey import DkeyLock, DkeyTimings
 from hubd.locks.reference import ReferenceLock, Timings
 from hubd.locks.transport import BleLocks, PairedLock
 from hubd.locks.upkeep import UpkeepTimings
 
-__all__ = ["BleLocks", "PairedLock", "ReferenceLock", "Timings", "UpkeepTimings"]
+__all__ = ["BleLocks", "DkeyLock", "DkeyTimings", "PairedLock", "ReferenceLock", "Timings",
+           "UpkeepTimings"]
