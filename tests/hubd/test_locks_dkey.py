@@ -449,7 +449,7 @@ async def test_a_hostile_dkey_ends_no_driver(radio: DirectRadio, air: Radio) -> 
     lock = HostileDKey(ADDR, name="Front door", activation_code=CODE, travel_time_s=0.1)
     air.add(lock)
     rig = rig_of(radio, lock, await associate(radio, lock),
-                 DkeyTimings(deadline_s=5.0, gatt_s=1.0, command_s=2.0, result_s=1.0,
+                 DkeyTimings(deadline_s=5.0, gatt_s=2.0, command_s=3.0, result_s=3.0,
                              settle_s=0.1, readback_s=5.0, idle_s=0.5, retry_pause_s=0.1))
     results = []
     try:
