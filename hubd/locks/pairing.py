@@ -180,7 +180,8 @@ async def associate(address: str, addr_type: int, activation_code: str, *, radio
     proven = False
     association: bytes | None = None
     try:
-        with vendor.on_radio(_Noting(radio), addr_type=addr_type, gatt_timeout=gatt_timeout):
+        with vendor.on_radio(_Noting(radio), addr_type=addr_type, gatt_timeout=gatt_timeout,
+                             made=seen.clients):
             try:
                 async with asyncio.timeout(timeout) as bound:
                     data = await lock.associate(activation_code)
@@ -273,7 +274,7 @@ async def _close(lock: DKEYLock, seen: _Seen, address: str) -> None:
 class _Seen:
     """What the library's clients did during one association: for judging how it failed."""
 
-    clients: list[BaseBleakClient] = field(default_factory=list)
+    clients: list[BaseBleakClient] = field(default_factory=list)  # vendor.on_radio's ``made``
     connected: int = 0  # connections made
     bond_failures: list[BleakError] = field(default_factory=list)  # pair() raised these
 
@@ -284,7 +285,8 @@ _seen: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("hubd_dkey_
 
 class _Noting:
     """``radio`` as hubd.ble.vendor.on_radio sees it, its client backend noting each client's
-    connections and failed bondings in the association's :class:`_Seen`."""
+    connections and failed bondings in the association's :class:`_Seen` (how it failed; the
+    clients themselves are on_radio's ``made``)."""
 
     def __init__(self, radio: Radio) -> None:
         self._radio = radio
@@ -303,12 +305,6 @@ class _Noting:
 @functools.lru_cache(maxsize=None)
 def _noting(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
     class Noting(backend):  # type: ignore[valid-type,misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            seen = _seen.get()
-            if seen is not None:
-                seen.clients.append(self)
-
         async def connect(self, *args: Any, **kwargs: Any) -> Any:
             done = await super().connect(*args, **kwargs)
             seen = _seen.get()
