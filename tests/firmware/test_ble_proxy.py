@@ -372,7 +372,7 @@ async def test_a_scan_forwards_the_locks_advert_with_its_raw_data_and_scan_respo
     lock = _lock(1)
     home, hub = await homes(tmp_path, locks=[lock])
     # Long enough for the scan response to go out too, a second after the first sighting.
-    rid = hub.ask(messages.BLE_SCAN, 5000, True)
+    rid = hub.ask(messages.BLE_SCAN, 3000, True)
     done = await hub.done(rid)
     adverts = hub.of(messages.BLE_ADV, addr=ADDRS[1])
     assert adverts and done["status"] == "ok" and done["count"] == len(hub.of(messages.BLE_ADV))
@@ -383,7 +383,7 @@ async def test_a_scan_forwards_the_locks_advert_with_its_raw_data_and_scan_respo
     assert len(adverts) <= 2
     # A passive scan hears no scan response; the advertiser is new to it.
     n = len(adverts)
-    done = await hub.call(messages.BLE_SCAN, 2000, False)
+    done = await hub.call(messages.BLE_SCAN, 1000, False)
     adverts = hub.of(messages.BLE_ADV, addr=ADDRS[1])
     assert done["count"] == len(adverts) - n == 1 and adverts[-1]["resp"] is None
 
