@@ -56,7 +56,8 @@ class Hub:
 async def home(tmp_path: Path):
     unit = AlarmUnit(serial=0x5A0000AB, heartbeat_s=0.3, retransmit_s=0.3)
     h = SimulatedHome(tmp_path, alarm_unit=unit,
-                      alarm_timings={"heartbeat_ms": 300, "missed": 4, "resend_ms": 500})
+                      alarm_timings={"heartbeat_ms": 300, "missed": 4, "resend_ms": 500,
+                                     "prompt_resend_ms": 500})
     await h.start()
     try:
         yield h
@@ -140,7 +141,7 @@ async def test_prompts_lost_on_the_line_are_resent_until_the_unit_says_heard(hom
     assert unit.heard[eid] == ["ack", "alarm_received", "help_on_the_way"], "each played once"
     await until(lambda: f"H 5a0000ab {eid}" in _journal(home), "heard, on flash")
     copies = unit.prompt_copies
-    await asyncio.sleep(2.5)  # two resend rounds (prompt_resend_ms 1000): none may come
+    await asyncio.sleep(1.25)  # two resend rounds (prompt_resend_ms 500): none may come
     assert unit.prompt_copies - copies <= 1, "resent after HEARD (one may have been on the line)"
 
 
