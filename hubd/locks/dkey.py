@@ -280,6 +280,11 @@ class _Session:
     def up(self) -> bool:
         return self.alive is not None and not self.alive.done()
 
+    @property
+    def ended(self) -> bool:
+        """It was ready once, and its link has gone since."""
+        return self.alive is not None and self.alive.done()
+
     def watch(self) -> None:
         """Register for what the handshake tells, before each one (the library clears these
         when it resets its link): how far a failed one got names its failure."""
@@ -503,6 +508,11 @@ class DkeyLock:
                 if not await self.radio.wait_up(max(0.0, deadline - loop.time())):
                     break
                 continue
+            if self._session is not None and self._session.ended:
+                # The lock ended the link (its idle DISCONNECT_REQ) or it was lost: the library's
+                # object believes itself authenticated until its own disconnect task has run, and
+                # would write on a new link with the ended session's keys. A new object.
+                self._drop()
             if self._session is None:
                 if self._closing:
                     # The lock takes one connection: the last one must be gone first.
