@@ -16,7 +16,7 @@ signed commands as it always does.
   once, the state read back once the link is back; a BLE link lost before the write's answer:
   ``incomplete``, the library's resend refused, the lock took the command once;
 - a home with a dKey front door and a reference entrance door: both commanded at once, both
-  audited, both lock states retained; an unlatch of the dKey fails ``unsupported_action``, nothing
+  audited, both lock states retained; an unlatch of the dKey is rejected ``unsupported_action``, nothing
   written.
 
 A paired dKey here was associated before (simulator.home.paired_dkey): its key holder and secret
@@ -183,23 +183,26 @@ async def test_after_the_lock_ended_an_idle_link_itself_the_next_commands_go_thr
         hub: HubUnderTest, backend: BackendClient) -> None:
     # The lock ends a silent link itself (DISCONNECT_REQ, then the drop) before hubd's hold time
     # is up: 30 s against hubd's 20 on a real one, which a slow radio or a longer hold can turn
-    # round; here after 1 s. The next command must authenticate on a new session: the
+    # round; here after 3 s. The next command must authenticate on a new session: the
     # library's object of the ended one still believes itself authenticated until its own
     # disconnect task has run (py-dormakaba-dkey's _disconnected schedules _execute_disconnect,
     # which resets _authenticated only once it has the connect lock), so reusing it can write
     # the command on the new link with the ended session's keys, which the lock refuses.
     lock = dkey(hub)
-    hub.sim.call(lambda: setattr(lock, "session_idle_s", 1.0))
+    # 3 s of silence: short enough for the test, long against hubd's gap between the frames of
+    # one exchange on a loaded machine (at 1 s the lock once ended a session between hubd's
+    # handshake and its command: an honest incomplete, but not what this scenario is about).
+    hub.sim.call(lambda: setattr(lock, "session_idle_s", 3.0))
     await polled_and_free(hub)
-    for round_, action in enumerate(("unlock", "lock") * 3):
+    for round_, action in enumerate(("unlock", "lock") * 2):
         ended = seen(hub, "idle_disconnects")
         answers = await hub.command(backend, action, LOCK)
         assert [a.status for a in answers] == ["accepted", "succeeded"], \
             (round_, answers, "what the lock refused:", seen(hub, "refusals"))
-        async with asyncio.timeout(60):  # the lock ends the link after a second's silence
+        async with asyncio.timeout(60):  # the lock ends the link after 3 s of silence
             while seen(hub, "idle_disconnects") == ended or seen(hub, "links"):
                 await asyncio.sleep(0.05)
-    assert (seen(hub, "move_commands"), seen(hub, "motor_moves")) == (6, 6)
+    assert (seen(hub, "move_commands"), seen(hub, "motor_moves")) == (4, 4)
     refusals = seen(hub, "refusals")
     assert not {"frame check", "refused frame"} & set(refusals), \
         f"hubd wrote to a new link with an ended session's keys: {refusals}"
@@ -284,10 +287,9 @@ async def test_a_dkey_front_door_and_a_reference_entrance_door_both_open_audited
     assert seen(hub, "state") == "unlocked" and seen(hub, "motor_moves") == 1
     assert hub.sim.call(lambda: list(hub.sim.home.locks["entrance"].moves)) == ["unlatch"]
     # A dKey has no unlatch of its own (an in-cylinder lock's kind has; its protocol has not):
-    # its driver refuses it, nothing written.
+    # rejected before it is accepted, as any action a lock cannot do; nothing written.
     refused = await hub.command(backend, "unlatch", LOCK)
-    assert [(a.status, a.reason) for a in refused] == [
-        ("accepted", None), ("failed", "unsupported_action")], refused
+    assert [(a.status, a.reason) for a in refused] == [("rejected", "unsupported_action")], refused
     assert seen(hub, "move_commands") == 1
     answers = await hub.command(backend, "lock", LOCK)
     assert [a.status for a in answers] == ["accepted", "succeeded"], answers

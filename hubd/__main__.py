@@ -169,6 +169,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             clock_skew_s=config.clock_skew_s,
             max_validity_s=config.max_validity_s,
             seen=journal,
+            protocols=drivers.locks.protocols,
         )
         commands = Commands(
             hub_id=config.hub_id,

@@ -91,10 +91,14 @@ class Verifier:
         clock_skew_s: float,
         max_validity_s: float,
         seen: Container[str] = frozenset(),
+        protocols: Mapping[str, str] | None = None,
     ) -> None:
         self._hub_id = hub_id
         self._keys = {kid: OKPKey.import_key(key) for kid, key in keys.items()}
         self._locks = locks  # live: hubctl pair and decommission change it (hubd/technician/commissioning.py)
+        # Live too, lock -> wire.lockkinds protocol (hubd.locks.transport.BleLocks.protocols): a
+        # protocol may narrow its kind's actions (a dKey cannot unlatch); unlisted: the reference.
+        self._protocols = protocols if protocols is not None else {}
         self._skew = clock_skew_s
         self._max_validity = max_validity_s
         self._seen = seen
@@ -164,8 +168,10 @@ class Verifier:
         kind = self._locks.get(claims.lock)
         if kind is None:
             return refuse(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
-        if not lockkinds.supports(kind, claims.action.value):
-            return refuse(RejectReason.UNSUPPORTED_ACTION, f"a {kind} lock cannot {claims.action.value}")
+        protocol = self._protocols.get(claims.lock, lockkinds.REFERENCE)
+        if not lockkinds.supports(kind, claims.action.value, protocol):
+            what = kind if protocol == lockkinds.REFERENCE else f"{protocol} ({kind})"
+            return refuse(RejectReason.UNSUPPORTED_ACTION, f"a {what} lock cannot {claims.action.value}")
         return Verified(claims, kid)
 
 

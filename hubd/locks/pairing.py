@@ -306,8 +306,13 @@ class _Noting:
 def _noting(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
     class Noting(backend):  # type: ignore[valid-type,misc]
         async def connect(self, *args: Any, **kwargs: Any) -> Any:
-            done = await super().connect(*args, **kwargs)
             seen = _seen.get()
+            if seen is not None and seen.bond_failures:
+                # The library retries a failed pair() from a new connection; the lock refused
+                # (or the radio lost it while bonding): the technician hears it now, not after
+                # the retries wait out the lock's one connection, which the library left held.
+                raise vendor.SecondAttempt("bonding failed: not tried again in this pairing")
+            done = await super().connect(*args, **kwargs)
             if seen is not None:
                 seen.connected += 1
             return done

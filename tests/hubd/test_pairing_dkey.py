@@ -158,7 +158,7 @@ async def test_a_closed_activation_window_is_a_refused_bond_and_nothing_is_left_
     # The library never disconnects a client whose pair() failed; this lock keeps such a link
     # minutes, so only hubd closing it frees the lock in time (and its retries find it taken).
     lock.encrypt_within_s = lock.session_idle_s = 300.0
-    outcome = await _associate(radio, timeout=10.0)
+    outcome = await _associate(radio, timeout=5.0)
     # Through the proxy the bridge says the peer refused to pair; on the hub's own adapter
     # bleak's backend raises a BleakError that a radio failure while bonding raises too.
     assert outcome.result == ("not_pairing" if via_proxy else "not_bonded"), outcome
@@ -176,7 +176,7 @@ async def test_a_lock_out_of_reach_is_unreachable_within_the_bound(
         path: tuple[Radio, DKeyLock]) -> None:
     radio, lock = path
     lock.in_range = False
-    outcome = await _associate(radio, timeout=8.0)
+    outcome = await _associate(radio, timeout=3.0)
     assert (outcome.result, outcome.why) == ("unreachable", "timeout"), outcome
     assert lock.connections == 0 and lock.associations == {}
 

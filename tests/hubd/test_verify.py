@@ -146,6 +146,27 @@ def test_action_the_lock_kind_cannot_do_is_unsupported(backend_key, make_claims,
         assert result.verified and result.action == action and result.lock == "front"
 
 
+@pytest.mark.parametrize(("action", "supported"), [
+    ("unlatch", False), ("unlock", True), ("lock", True), ("status", True)])
+def test_an_action_the_locks_protocol_cannot_do_is_unsupported(backend_key, make_claims, action,
+                                                               supported):
+    """A dKey is an in-cylinder lock whose protocol has no unlatch: refused before it is
+    accepted, as a kind's missing action is (the protocols map is live, as hubd's drivers')."""
+    protocols: dict[str, str] = {}
+    verifier = Verifier(hub_id=HUB, keys={backend_key.kid: backend_key.private.public_key()},
+                        locks={"front": "in_cylinder"}, clock_skew_s=5, max_validity_s=300,
+                        protocols=protocols)
+    assert isinstance(verifier.verify(backend_key.sign(make_claims(action=action)).encode(),
+                                      retained=False), Verified)
+    protocols["front"] = "dkey"  # paired since
+    result = verifier.verify(backend_key.sign(make_claims(action=action)).encode(), retained=False)
+    if supported:
+        assert isinstance(result, Verified)
+    else:
+        assert reason_of(result) is RejectReason.UNSUPPORTED_ACTION
+        assert "dkey" in result.detail
+
+
 def test_retained_command_is_rejected_even_if_valid(verifier, backend_key, make_claims):
     claims = make_claims()
     result = verifier.verify(backend_key.sign(claims).encode(), retained=True)
