@@ -203,7 +203,7 @@ REJECT_MEANINGS: dict[str, str] = {
     "replayed": "this command id was seen before; it runs at most once",
     "wrong_hub": "`hub` names another hub",
     "unknown_lock": "`lock` is not a lock of this hub",
-    "unsupported_action": "the lock cannot do this action (e.g. `unlatch` without a latch)",
+    "unsupported_action": "the lock cannot do this action (e.g. `unlatch` without a latch, or on a dKey, whose protocol has none)",
     "retained": "the command arrived with the retain flag: a stored command never acts",
     "busy": "the lock's queue is full",
     "store_failed": "the hub could not record the command durably, so it will not run it",
@@ -211,7 +211,7 @@ REJECT_MEANINGS: dict[str, str] = {
 
 FAIL_MEANINGS: dict[str, str] = {
     # the lock refused (its answer, authenticated)
-    "auth_failed": "the lock: the command's MAC did not verify with the secret it holds (unpaired or re-paired elsewhere)",
+    "auth_failed": "the lock: the command's MAC did not verify with the secret it holds, or (a dKey) it no longer knows the hub as a key holder (unpaired or re-paired elsewhere)",
     "busy": "the lock: busy with another operation",
     "jammed": "the lock: the bolt or motor is blocked",
     "low_battery": "the lock: its battery is too low to move the motor",

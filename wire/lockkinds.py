@@ -52,8 +52,8 @@ REPORT_SOURCES = {
 
 # The lock protocols hubd's drivers speak (hubd/locks/): the reference lock protocol
 # (docs/lock-protocol.md), which every kind above speaks in the simulator, and dormakaba's dKey
-# (docs/dkey.md, through py-dormakaba-dkey), an in-cylinder lock. A Danalock v3 has no public
-# protocol: the reference inside turner stands in for it (docs/danalock.md).
+# (docs/dkey.md, through py-dormakaba-dkey), an in-cylinder lock. A Danalock v3 has no protocol
+# its maker publishes: the reference inside turner stands in for it (docs/danalock.md).
 REFERENCE = "reference"
 DKEY = "dkey"
 PROTOCOLS = (REFERENCE, DKEY)
