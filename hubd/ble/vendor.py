@@ -36,6 +36,11 @@ the call (the link dropped after the caller's own connect), those writes come fi
 the rule then errs on the safe side (an answerless command reported ``incomplete`` that may not
 have gone), never the other way.
 
+The guard's limit: writes after a successful first one pass (py-dormakaba-dkey's ACKs of the
+lock's messages within the call need them), so a library that resends a command on the same
+link when an answer is late (pyNukiBT does: docs/danalock.md) is not stopped by it; such a
+library needs a guard that knows its command frames.
+
 Given a ``made`` list, :func:`on_radio` also appends every client made in its context to it:
 py-dormakaba-dkey never disconnects a client whose ``pair()`` failed, so its caller closes the
 ones left connected itself (hubd.locks.dkey).
