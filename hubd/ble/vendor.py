@@ -36,8 +36,8 @@ the call (the link dropped after the caller's own connect), those writes come fi
 the rule then errs on the safe side (an answerless command reported ``incomplete`` that may not
 have gone), never the other way.
 
-The guard's limit: writes after a successful first one pass (py-dormakaba-dkey's ACKs of the
-lock's messages within the call need them), so a library that resends a command on the same
+The guard's limit: writes after a successful first one pass (a command of several frames needs
+them, and so does a handshake the library redoes inside the call), so a library that resends a command on the same
 link when an answer is late (pyNukiBT does: docs/danalock.md) is not stopped by it; such a
 library needs a guard that knows its command frames.
 
