@@ -26,6 +26,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked ``long`` first, the longest of them (``long(seconds)``) ahead, the rest
+    in their order: pytest-xdist hands tests out in this order, so the longest start at once on
+    every worker instead of one of them, drawn last, running alone while the others are idle."""
+
+    def order(item: pytest.Item) -> tuple[bool, float]:
+        long = item.get_closest_marker("long")
+        return long is None, -float(long.args[0]) if long is not None and long.args else 0.0
+
+    items.sort(key=order)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     target = config.getoption("--target")
     workers = config.getoption("numprocesses", default=None)

@@ -98,6 +98,7 @@ async def set_lock_battery(hub: HubUnderTest, backend: BackendClient, lock: str,
     await device_state(backend, hub, lock, lambda s: s.battery is not None and s.battery.percent == percent)
 
 
+@pytest.mark.long(25)
 @pytest.mark.home(hubd=FAST, policy=FAST_SCAN)
 async def test_a_lock_draining_to_empty_warns_low_and_critical_once_reminds_and_is_replaced(
         hub: HubUnderTest, backend: BackendClient) -> None:
@@ -123,6 +124,7 @@ async def test_a_lock_draining_to_empty_warns_low_and_critical_once_reminds_and_
         assert warnings.events(lock) == ["low", "critical", "replaced"]
 
 
+@pytest.mark.long(25)
 @pytest.mark.home(alarms=True, unit={"time_scale": 48 * 3600 / 16}, hubd=FAST)
 async def test_the_base_unit_on_mains_loss_and_the_pendant_warn_once_each_and_recover(
         hub: HubUnderTest, backend: BackendClient) -> None:

@@ -111,6 +111,7 @@ def command(broker: Mosquitto, key: BackendKey, lock_id: str, action: str) -> li
     return asyncio.run(send())
 
 
+@pytest.mark.long
 def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_lock_at_once(
         hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey) -> None:
     new, old = lock(hub, "new-lock"), lock(hub, "back-door")

@@ -109,6 +109,7 @@ def unlock(broker: Mosquitto, key: BackendKey) -> list[Answer]:
     return asyncio.run(send())
 
 
+@pytest.mark.long
 def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
         hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey, request: pytest.FixtureRequest) -> None:
     dkey = the_dkey(hub)

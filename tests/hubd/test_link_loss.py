@@ -32,6 +32,7 @@ async def home(tmp_path: Path) -> AsyncIterator[SimulatedHome]:
         await home.stop()
 
 
+@pytest.mark.long
 async def test_an_op_lost_with_the_link_never_moves_the_lock_when_the_link_is_back(home: SimulatedHome) -> None:
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)

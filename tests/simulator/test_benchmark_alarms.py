@@ -26,6 +26,7 @@ def _benchmark_module() -> ModuleType:
     return module
 
 
+@pytest.mark.long
 def test_a_tiny_run_over_both_paths_and_the_outbox_loses_no_alarm_and_writes_its_figures(
         tmp_path: Path) -> None:
     out = tmp_path / "alarms.json"

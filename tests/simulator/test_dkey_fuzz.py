@@ -17,6 +17,7 @@ import asyncio
 import os
 import random
 
+import pytest
 from bleak import BleakClient
 from bleak.exc import BleakError
 from py_dormakaba_dkey.commands import UnknownCommand, UnlockStatus
@@ -45,6 +46,7 @@ def hostile_frame(rng: random.Random) -> bytes:
     return rng.randbytes(20)
 
 
+@pytest.mark.long
 async def test_hostile_frames_outside_a_session_are_refused(
         air: Radio, dkey: DKeyLock, sim_backend: None) -> None:  # noqa: F811
     rng = random.Random(SEED)

@@ -33,6 +33,7 @@ def run_soak(out: Path) -> tuple[dict, str]:
     return result, output
 
 
+@pytest.mark.long(60)
 def test_the_quick_soak(tmp_path: Path, subtests: pytest.Subtests) -> None:
     """One soak, four verdicts, each a subtest reported by its name. One test rather than four
     sharing a module fixture: pytest-xdist runs a module fixture once per worker that draws one
