@@ -14,7 +14,9 @@ leaves them: the one way tests give hubd a lock already paired (simulator.home.r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hubapi import signing
 from hubapi.models import CommandClaims
+from simulator import bleak_backend
 from simulator.locks import ReferenceProtocolLock
+from simulator.radio import Radio
 from tests.mosquitto import Mosquitto, MosquittoNotInstalled
 from tests.tls import TestCA
 
@@ -94,3 +98,18 @@ def record_pairings(state_dir: Path, locks: Iterable[ReferenceProtocolLock]) -> 
     from simulator.home import record_pairings as record
 
     record(state_dir, locks)
+
+
+@pytest.fixture
+async def air() -> AsyncIterator[Radio]:
+    """The simulated radio, started, on a socket in a short temporary directory (a unix socket's
+    path must stay under ~100 bytes); afterwards the simulator's bleak adapters on it are
+    closed and its default socket forgotten (simulator.bleak_backend)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
+    radio = Radio(path)
+    await radio.start()
+    yield radio
+    await bleak_backend.close_adapters()
+    bleak_backend.uninstall()
+    await radio.stop()
+    os.rmdir(os.path.dirname(path))

@@ -11,6 +11,7 @@
   reads of the reports it kept when its advert says there are some
 - sightings: the locks' adverts, watched through the proxy, as battery, signal and report number
   (a dKey's: presence and signal)
+- kept: the connection a driver keeps between operations, and its end (one rule for both)
 - drivers: the daemon's wiring of the above
 """
 

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +96,7 @@ from hubd.ble.proxy import BleProxy
 from hubd.ble.radio import Radio
 from hubd.ble.vendor import SecondAttempt
 from hubd.devices.battery import to_percent
+from hubd.locks.kept import Kept
 from hubd.locks.reference import Refreshed
 from wire import lockkinds
 from wire import outcomes as oc
@@ -306,7 +307,7 @@ class _Session:
         setattr(self, step, True)
 
 
-class DkeyLock:
+class DkeyLock(Kept):
     """One dormakaba dKey at ``address`` (``addr_type`` 0 public, 1 random) whose association
     data is ``association`` (the key holder id, 4 bytes, then the association secret, 32 bytes:
     hubd.locks.transport.PairedLock.secret of a dKey).
@@ -327,6 +328,7 @@ class DkeyLock:
                  ) -> None:
         if len(association) != KEY_HOLDER_LEN + SECRET_LEN:
             raise ValueError(f"a dKey's association data is {KEY_HOLDER_LEN + SECRET_LEN} bytes")
+        super().__init__()
         self.address = address.upper()
         if len(bytes.fromhex(self.address.replace(":", ""))) != 6:
             raise ValueError(f"address {address!r} is not six bytes")
@@ -337,8 +339,6 @@ class DkeyLock:
         self.timings = timings
         self.on_report = on_report
         self._session: _Session | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Task[None]] = set()
         self._moved_at: float | None = None  # loop time of the last command written, until settled
         # The command under way: the state it waits for, and the future its arrival resolves.
         self._waiting: tuple[str, asyncio.Future[str]] | None = None
@@ -431,39 +431,21 @@ class DkeyLock:
                 self._release()
             else:
                 self._drop()
-                if self._closing:
-                    await asyncio.wait(set(self._closing))
+                await self._closed()
 
-    async def close(self) -> None:
-        """Drop the connection now (hubd stops)."""
-        self._keep()
-        self._drop()
-        if self._closing:
-            await asyncio.wait(set(self._closing))
+    # -- the connection (hubd.locks.kept) -----------------------------------------------------
 
-    # -- the connection ---------------------------------------------------------------------
+    def _held(self) -> bool:
+        return self._session is not None
 
-    def _keep(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _release(self) -> None:
-        if self._session is not None:
-            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
-
-    def _drop(self) -> None:
-        """Forget the connection with its library object, and disconnect it in the background."""
-        self._idle = None
+    def _forget(self) -> Coroutine[Any, Any, None] | None:
+        """Forget the connection with its library object."""
         session, self._session = self._session, None
         if session is None:
-            return
+            return None
         if session.unregister is not None:
             session.unregister()
-        task = asyncio.get_running_loop().create_task(self._disconnect(session),
-                                                      name=f"dkey-disconnect-{self.address}")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        return self._disconnect(session)
 
     async def _disconnect(self, session: _Session) -> None:
         """The session's link closed, and every client the library made for it and left
@@ -514,9 +496,8 @@ class DkeyLock:
                 # would write on a new link with the ended session's keys. A new object.
                 self._drop()
             if self._session is None:
-                if self._closing:
-                    # The lock takes one connection: the last one must be gone first.
-                    await asyncio.wait(set(self._closing), timeout=max(0.0, deadline - loop.time()))
+                # The lock takes one connection: the last one must be gone first.
+                await self._closed(max(0.0, deadline - loop.time()))
                 self._session = self._new_session()
             session = self._session
             if not session.up:

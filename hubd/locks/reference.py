@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -42,6 +42,7 @@ from hubd.access.transport import OpResult
 from hubd.ble import ProxyUnavailable, ProxyUnreachable, WriteUnknown, errors
 from hubd.ble.proxy import BleProxy
 from hubd.ble.radio import Radio
+from hubd.locks.kept import Kept
 from wire import lockproto as lp
 from wire import outcomes as oc
 
@@ -104,7 +105,7 @@ class _Link:
         return pdu
 
 
-class ReferenceLock:
+class ReferenceLock(Kept):
     """One reference-protocol lock at ``address`` (``addr_type`` 0 public, 1 random) whose pairing
     secret is ``secret``.
 
@@ -122,6 +123,7 @@ class ReferenceLock:
                  on_report: Callable[[str, str | None, str, int, str], None] | None = None) -> None:
         if len(secret) != lp.SECRET_LEN:
             raise ValueError(f"the secret must be {lp.SECRET_LEN} bytes")
+        super().__init__()
         self.address = address.upper()
         self._addr = bytes.fromhex(self.address.replace(":", ""))
         if len(self._addr) != lp.ADDR_LEN:
@@ -133,8 +135,6 @@ class ReferenceLock:
         self.on_report = on_report
         self.report_counter = -1  # the latest report number taken in; -1 before the first read
         self._link: _Link | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Task[None]] = set()
         self._moved_at: float | None = None  # loop time of the last moving COMMAND
         # The operation under way: its BLE requests' waits (seconds) and their number.
         self._requests_s = 0.0
@@ -259,8 +259,7 @@ class ReferenceLock:
         finally:
             if not kept:
                 self._drop()
-                if self._closing:
-                    await asyncio.wait(set(self._closing))
+                await self._closed()
 
     async def _refresh(self, read_status: bool, timeout: float, kept: bool) -> Refreshed | None:
         loop = asyncio.get_running_loop()
@@ -305,37 +304,17 @@ class ReferenceLock:
             if kept:
                 self._release()  # kept for an operation's follow-up: as it was
 
-    async def close(self) -> None:
-        """Drop the connection now (hubd stops)."""
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        self._drop()
-        if self._closing:
-            await asyncio.wait(set(self._closing))
+    # -- the connection (hubd.locks.kept) -----------------------------------------------------
 
-    # -- the connection ---------------------------------------------------------------------
+    def _held(self) -> bool:
+        return self._link is not None
 
-    def _keep(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
-    def _release(self) -> None:
-        if self._link is not None:
-            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
-
-    def _drop(self) -> None:
-        """Forget the connection and disconnect it in the background."""
-        self._idle = None
+    def _forget(self) -> Coroutine[Any, Any, None] | None:
         link, self._link = self._link, None
         if link is None:
-            return
+            return None
         link.pdus.put_nowait(None)
-        task = asyncio.get_running_loop().create_task(_disconnect(link.client),
-                                                      name=f"lock-disconnect-{self.address}")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        return _disconnect(link.client)
 
     async def _connect(self, deadline: float) -> _Link:
         loop = asyncio.get_running_loop()

@@ -14,8 +14,6 @@ and the at-most-once guard under it.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections.abc import AsyncIterator
 
 import bleak
@@ -25,7 +23,6 @@ from py_dormakaba_dkey.commands import UnlockStatus
 
 from hubd.ble import vendor
 from hubd.ble.direct import DirectRadio
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import DKeyLock
 from simulator.radio import Radio
@@ -34,17 +31,6 @@ from tests.waiting import until
 TIMEOUT = 30.0  # a hang guard
 CODE = "BCDF2345"
 ADDR = "F0:94:0A:00:00:01"
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Radio]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Radio(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ from hubd.ble import DirectRadio, Radio
 from hubd.ble.advert import Advert
 from hubd.ble.direct import MIN_GAP_S, check
 from hubd.locks import ReferenceLock, Timings
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.locks import InsideTurnerLock, KeyBoxLock
 from simulator.radio import Radio as Air
@@ -47,18 +45,6 @@ from wire import outcomes as oc
 
 TIMEOUT = 30.0  # a hang guard
 FAST = Timings(deadline_s=20.0, result_s=20.0, settle_s=0.5, idle_s=1.0)
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Air]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Air(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    bleak_backend.uninstall()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -39,7 +38,6 @@ from hubd.ble.direct import DirectRadio
 from hubd.locks import BleLocks, PairedLock
 from hubd.locks.dkey import DkeyLock, DkeyTimings
 from hubd.locks.upkeep import UpkeepTimings
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import Cmd, DKeyLock
 from simulator.radio import Characteristic, Link, Radio
@@ -54,17 +52,6 @@ LOCK = "front-door"
 TIMINGS = DkeyTimings(deadline_s=10.0, gatt_s=2.0, command_s=5.0, result_s=5.0, settle_s=0.3,
                       readback_s=10.0, idle_s=0.5, retry_pause_s=0.1)
 QUIET = 3600.0  # a poll that never comes due within a test
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Radio]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Radio(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture

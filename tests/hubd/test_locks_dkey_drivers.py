@@ -30,7 +30,7 @@ from hubd.store.audit import AuditLog
 from hubd.store.database import Store
 from hubd.store.outbox import Outbox
 from simulator.dkey import DKeyLock
-from tests.hubd.test_locks_dkey import ADDR, LOCK, air, associate, dkey, radio  # noqa: F401
+from tests.hubd.test_locks_dkey import ADDR, LOCK, associate, dkey, radio  # noqa: F401
 from tests.waiting import until
 from wire import lockkinds
 

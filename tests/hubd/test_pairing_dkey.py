@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +38,6 @@ from hubd.ble.direct import DirectRadio
 from hubd.ble.radio import Radio
 from hubd.link.bridge import Bridge
 from hubd.locks import pairing
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import DKeyLock
 from simulator.home import SimulatedHome
@@ -52,17 +49,6 @@ CODE = "BCDF2345"
 PRINTED = "BCDF-2345"  # as the card shows it; the library takes out the dash
 TIMEOUT = 60.0  # the bound given to associate (a hang guard for the simulated home's own time)
 HANG = 120.0
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Air]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Air(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture

@@ -16,15 +16,11 @@ peripheral's bonds and its characteristic's refusals are the evidence.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
-from collections.abc import AsyncIterator
 
 import pytest
 from bleak import BleakClient
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient
 from simulator.radio import (
     FLAG_READ,
@@ -39,17 +35,6 @@ ADDR = "C0:FF:EE:00:00:0D"
 SERVICE = "6a3c0001-0000-4000-8000-00000000d0d0"
 SECRET_CHAR = "6a3c0002-0000-4000-8000-00000000d0d0"
 TIMEOUT = 30.0  # a hang guard
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Radio]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Radio(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
-from collections.abc import AsyncIterator
 
 import bleak
 import pytest
@@ -45,7 +43,6 @@ from py_dormakaba_dkey.errors import (
 )
 from py_dormakaba_dkey.models import AssociationData
 
-from simulator import bleak_backend
 from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import DKeyLock
 from simulator.radio import Radio
@@ -53,17 +50,6 @@ from tests.waiting import until
 
 TIMEOUT = 20.0  # a hang guard
 CODE = "BCDF2345"
-
-
-@pytest.fixture
-async def air() -> AsyncIterator[Radio]:
-    path = os.path.join(tempfile.mkdtemp(prefix="air-"), "radio.sock")
-    air = Radio(path)
-    await air.start()
-    yield air
-    await bleak_backend.close_adapters()
-    await air.stop()
-    os.rmdir(os.path.dirname(path))
 
 
 @pytest.fixture
@@ -264,8 +250,6 @@ async def test_the_lock_ends_a_silent_session_and_the_library_comes_back(
         await client.disconnect()
     assert dkey.connections == connections + 1, "one new connection for the unlock"
     assert dkey.motor_moves == 1 and dkey.faults == []
-
-
 
 
 async def test_a_jammed_motor_and_an_unsupported_mode_leave_the_bolt(

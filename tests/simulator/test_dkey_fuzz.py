@@ -26,7 +26,7 @@ from simulator.bleak_backend import SimClient
 from simulator.dkey import (FROM_LOCK_UUID, TO_LOCK_UUID, DKeyLock, SessionCrypto, code_answer,
                             session_iv)
 from simulator.radio import Radio
-from tests.simulator.test_dkey import CODE, air, associated, dkey, sim_backend  # noqa: F401
+from tests.simulator.test_dkey import CODE, associated, dkey, sim_backend  # noqa: F401
 from tests.waiting import until
 
 TIMEOUT = 120.0  # a hang guard

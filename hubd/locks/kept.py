@@ -1,0 +1,77 @@
+"""The connection a lock driver keeps between operations, and its end: one rule for every
+driver (hubd.locks.reference, hubd.locks.dkey).
+
+An operation holds the connection (:meth:`Kept._keep`); when it ends the connection is kept
+``timings.idle_s`` more (:meth:`Kept._release`), so a follow-up skips connecting, and is then
+dropped (:meth:`Kept._drop`), because a battery lock pays for every second of it. A dropped
+connection is forgotten at once and disconnected in the background; :meth:`Kept._closed` waits
+for those disconnects (a lock that takes one connection must be free before the next),
+:meth:`Kept.close` drops and waits (hubd stops).
+
+A driver says what it holds (:meth:`Kept._held`) and how to let go of it (:meth:`Kept._forget`:
+detach it and return the coroutine that disconnects it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+
+class _Timings(Protocol):
+    @property
+    def idle_s(self) -> float: ...
+
+
+class Kept:
+    """A lock driver's kept connection (module docstring); ``address`` and ``timings`` are the
+    driver's."""
+
+    address: str
+    timings: _Timings
+
+    def __init__(self) -> None:
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _held(self) -> bool:
+        """Whether a connection is held now."""
+        raise NotImplementedError
+
+    def _forget(self) -> Coroutine[Any, Any, None] | None:
+        """Detach the connection held, if any, and return what disconnects it."""
+        raise NotImplementedError
+
+    def _keep(self) -> None:
+        """An operation starts: the connection is not dropped under it."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _release(self) -> None:
+        """An operation ended: the connection is dropped after ``idle_s`` unless used again."""
+        if self._held():
+            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
+
+    def _drop(self) -> None:
+        """Forget the connection now and disconnect it in the background."""
+        self._idle = None
+        disconnect = self._forget()
+        if disconnect is None:
+            return
+        task = asyncio.get_running_loop().create_task(disconnect,
+                                                      name=f"lock-disconnect-{self.address}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _closed(self, timeout: float | None = None) -> None:
+        """Wait for the disconnects under way (at most ``timeout`` s)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=timeout)
+
+    async def close(self) -> None:
+        """Drop the connection now and wait until it is closed (hubd stops)."""
+        self._keep()
+        self._drop()
+        await self._closed()
