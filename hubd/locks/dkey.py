@@ -92,7 +92,6 @@ from py_dormakaba_dkey.models import AssociationData, ErrorCode
 
 from hubd.access.transport import OpResult
 from hubd.ble import errors, vendor
-from hubd.ble.proxy import BleProxy
 from hubd.ble.radio import Radio
 from hubd.ble.vendor import SecondAttempt
 from hubd.devices.battery import to_percent
@@ -328,18 +327,16 @@ class DkeyLock(Kept):
                  ) -> None:
         if len(association) != KEY_HOLDER_LEN + SECRET_LEN:
             raise ValueError(f"a dKey's association data is {KEY_HOLDER_LEN + SECRET_LEN} bytes")
-        super().__init__()
+        super().__init__(radio)
         self.address = address.upper()
         if len(bytes.fromhex(self.address.replace(":", ""))) != 6:
             raise ValueError(f"address {address!r} is not six bytes")
         self.addr_type = addr_type
         self._association = AssociationData(bytes(association[:KEY_HOLDER_LEN]),
                                             bytes(association[KEY_HOLDER_LEN:]))
-        self._radio = radio
         self.timings = timings
         self.on_report = on_report
         self._session: _Session | None = None
-        self._moved_at: float | None = None  # loop time of the last command written, until settled
         # The command under way: the state it waits for, and the future its arrival resolves.
         self._waiting: tuple[str, asyncio.Future[str]] | None = None
         self._guard: vendor.OneCommand | None = None
@@ -349,21 +346,8 @@ class DkeyLock(Kept):
         vendor.install()
 
     @property
-    def radio(self) -> Radio:
-        """The radio given, else the installed proxy (a BleakError naming the fix if none)."""
-        return self._radio if self._radio is not None else BleProxy.current()
-
-    @property
     def connected(self) -> bool:
         return self._session is not None and self._session.up
-
-    @property
-    def settling_s(self) -> float:
-        """How much longer a status read may still show the state from before the last command
-        (0: settled)."""
-        if self._moved_at is None:
-            return 0.0
-        return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
 
     async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
                       timeout: float) -> OpResult:

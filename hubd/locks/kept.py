@@ -9,7 +9,9 @@ for those disconnects (a lock that takes one connection must be free before the 
 :meth:`Kept.close` drops and waits (hubd stops).
 
 A driver says what it holds (:meth:`Kept._held`) and how to let go of it (:meth:`Kept._forget`:
-detach it and return the coroutine that disconnects it).
+detach it and return the coroutine that disconnects it). Beside the connection every driver
+keeps the radio it reaches its lock through (:attr:`Kept.radio`) and when its last move was
+asked for, so that nobody reads the lock before it settled (:attr:`Kept.settling_s`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from hubd.ble.proxy import BleProxy
+from hubd.ble.radio import Radio
+
 
 class _Timings(Protocol):
     @property
     def idle_s(self) -> float: ...
+
+    @property
+    def settle_s(self) -> float: ...
 
 
 class Kept:
@@ -31,9 +39,24 @@ class Kept:
     address: str
     timings: _Timings
 
-    def __init__(self) -> None:
+    def __init__(self, radio: Radio | None) -> None:
+        self._radio = radio
+        self._moved_at: float | None = None  # loop time of the last move asked for, until settled
         self._idle: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def radio(self) -> Radio:
+        """The radio given, else the installed proxy (a BleakError naming the fix if none)."""
+        return self._radio if self._radio is not None else BleProxy.current()
+
+    @property
+    def settling_s(self) -> float:
+        """How much longer a status read may still show the state from before the last move
+        (0: settled)."""
+        if self._moved_at is None:
+            return 0.0
+        return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
 
     def _held(self) -> bool:
         """Whether a connection is held now."""

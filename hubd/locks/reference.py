@@ -40,7 +40,6 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from hubd.access.transport import OpResult
 from hubd.ble import ProxyUnavailable, ProxyUnreachable, WriteUnknown, errors
-from hubd.ble.proxy import BleProxy
 from hubd.ble.radio import Radio
 from hubd.locks.kept import Kept
 from wire import lockproto as lp
@@ -123,39 +122,24 @@ class ReferenceLock(Kept):
                  on_report: Callable[[str, str | None, str, int, str], None] | None = None) -> None:
         if len(secret) != lp.SECRET_LEN:
             raise ValueError(f"the secret must be {lp.SECRET_LEN} bytes")
-        super().__init__()
+        super().__init__(radio)
         self.address = address.upper()
         self._addr = bytes.fromhex(self.address.replace(":", ""))
         if len(self._addr) != lp.ADDR_LEN:
             raise ValueError(f"address {address!r} is not six bytes")
         self.addr_type = addr_type
         self._secret = bytes(secret)
-        self._radio = radio
         self.timings = timings
         self.on_report = on_report
         self.report_counter = -1  # the latest report number taken in; -1 before the first read
         self._link: _Link | None = None
-        self._moved_at: float | None = None  # loop time of the last moving COMMAND
         # The operation under way: its BLE requests' waits (seconds) and their number.
         self._requests_s = 0.0
         self._requests = 0
 
     @property
-    def radio(self) -> Radio:
-        """The radio given, else the installed proxy (a BleakError naming the fix if none)."""
-        return self._radio if self._radio is not None else BleProxy.current()
-
-    @property
     def connected(self) -> bool:
         return self._link is not None and self._link.up
-
-    @property
-    def settling_s(self) -> float:
-        """How much longer a status read may still show the state from before the last move
-        (0: settled)."""
-        if self._moved_at is None:
-            return 0.0
-        return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
 
     async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
                       timeout: float) -> OpResult:
