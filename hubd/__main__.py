@@ -255,7 +255,7 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
     from its pairing in the state database; a lock without one is not driven (its commands fail
     ``unknown_lock``) and the log names the fix. (A hub with its own adapter will drive them
     through bleak's platform backend instead: docs/direct-mode.md.)"""
-    from hubd.locks import Timings, UpkeepTimings
+    from hubd.locks import DkeyTimings, Timings, UpkeepTimings
     from hubd.locks.drivers import LockDrivers  # bleak is loaded only when the daemon really runs
     from hubd.store.pairings import Pairings
 
@@ -274,7 +274,8 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
     radio = await _radio(config, bridge, stack)
     drivers = await LockDrivers.open(radio, driven, lock_states, devices, stack,
                                      timings=Timings(**config.lock_timing.given()),
-                                     upkeep=UpkeepTimings(**config.lock_upkeep.given()))
+                                     upkeep=UpkeepTimings(**config.lock_upkeep.given()),
+                                     dkey_timings=DkeyTimings(**config.dkey_timing.given()))
     return drivers, pairings
 
 

@@ -50,6 +50,9 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     [lock_timing]                        # hubd's lock driver (all optional; hubd.locks.Timings)
     connect_s = 3                        # connect_s, gatt_s, deadline_s, result_s, settle_s,
                                          # readback_extra_s, idle_s
+    [dkey_timing]                        # the dKey's driver (all optional; hubd.locks.DkeyTimings)
+    idle_s = 20                          # deadline_s, gatt_s, command_s, result_s, settle_s,
+                                         # readback_s, idle_s (< 30: the lock's own idle drop)
     [lock_upkeep]                        # its background work (all optional; hubd.locks.UpkeepTimings)
     poll_s = 1800                        # poll_s, news_gap_s, news_gap_max_s
 
@@ -301,6 +304,26 @@ class LockTimingConfig(_Section):
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
+class DkeyTimingConfig(_Section):
+    """A dKey's driver's times in seconds (hubd.locks.DkeyTimings, docs/dkey.md "Timings"); one
+    left out keeps the driver's default, defined there only."""
+
+    deadline_s: float | None = Field(None, gt=0, le=120)  # connect, bond, authenticate, first
+    gatt_s: float | None = Field(None, gt=0, le=60)  # one GATT request
+    command_s: float | None = Field(None, gt=0, le=60)  # the library's unlock() or lock() call
+    result_s: float | None = Field(None, gt=0, le=120)  # the write to the target state
+    settle_s: float | None = Field(None, ge=0, le=120)  # a read right after a command may be old
+    readback_s: float | None = Field(None, gt=0, le=120)  # an unknown fate's read-back, at least
+    # An unused connection is kept this long: a visit's next command skips the handshake and a
+    # turn by hand is heard; the lock itself drops a silent link at 30 s, and every second of
+    # it costs the lock's battery.
+    idle_s: float | None = Field(None, ge=0, le=30)
+
+    def given(self) -> dict[str, float]:
+        """The times set, by name."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
 class LockUpkeepConfig(_Section):
     """hubd's background work on its locks in seconds (hubd.locks.UpkeepTimings): polls, and reads
     of a lock's kept reports when its advert says there are some; one left out keeps the default."""
@@ -349,6 +372,7 @@ class HubConfig(BaseSettings):
     audit: AuditConfig = AuditConfig()
     bluetooth: BluetoothConfig = BluetoothConfig()
     lock_timing: LockTimingConfig = LockTimingConfig()
+    dkey_timing: DkeyTimingConfig = DkeyTimingConfig()
     lock_upkeep: LockUpkeepConfig = LockUpkeepConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
