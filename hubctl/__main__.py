@@ -539,8 +539,8 @@ def pair(
     proves it holds it.
 
     A dormakaba dKey (--activation-code): open its activation window first (the owner's button
-    on the lock; it stays open 5 minutes). hubd bonds with it and associates with the activation
-    code from its card or leaflet; the lock proves the association by authenticating hubd with
+    on the lock; pair within the time the lock keeps it open). hubd bonds with it and
+    associates with the activation code from its card or leaflet; the lock proves the association by authenticating hubd with
     it. --scan shows "?" for a dKey's pairing mode: its advert does not say.
 
     The scan says which protocol the lock at --addr speaks: the other secret input is refused

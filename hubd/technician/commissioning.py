@@ -85,9 +85,10 @@ PAIR_FIXES = {
 }
 # Where a dKey's fix differs (docs/dkey.md; docs/technician-guide.md, "Pairing a dKey"): it is
 # associated with the activation code on its card or leaflet, and bonds only in the activation
-# window its owner opens with the button (5 minutes; an association closes it).
+# window its owner opens with the button (for a time the lock decides: the simulated dKey's is
+# 5 minutes, a real one's is not known here; an association closes it).
 DKEY_WINDOW = ("open the lock's activation window (the owner's button on the lock) and run "
-               "hubctl pair again within 5 minutes")
+               "hubctl pair again at once, while it is open")
 DKEY_PAIR_FIXES = {
     "not_pairing": f"the lock refused to bond with the hub: its activation window is closed (or "
                    f"it has no room for another key holder: its owner removes one in the dKey "
