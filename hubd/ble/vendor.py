@@ -41,9 +41,12 @@ them, and so does a handshake the library redoes inside the call), so a library 
 link when an answer is late (pyNukiBT does: docs/danalock.md) is not stopped by it; such a
 library needs a guard that knows its command frames.
 
-Given a ``made`` list, :func:`on_radio` also appends every client made in its context to it:
-py-dormakaba-dkey never disconnects a client whose ``pair()`` failed, so its caller closes the
-ones left connected itself (hubd.locks.dkey).
+Given a :class:`Clients` record, :func:`on_radio` notes what the library's clients did in its
+context: every client made (py-dormakaba-dkey never disconnects a client whose ``pair()`` failed,
+so its caller closes the ones left connected itself), the connections made, and the bondings that
+failed. After a failed bonding no new connection is made in that context (``SecondAttempt``):
+the library would retry ``pair()`` from a new connection while the client it left still holds
+the lock's one connection, so the retries could only wait out the caller's timeout.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from typing import Any
 
 import bleak
 from bleak.backends.client import BaseBleakClient
+from bleak.exc import BleakError
 
 from hubd.ble.radio import Radio
 
@@ -79,7 +83,15 @@ class OneCommand:
     written: bool = False  # a write was attempted: the lock may have taken the command
     failed: bool = False  # a write raised: its fate is unknown
     refused: int = 0  # attempts refused with SecondAttempt
-    connects: int = 0  # connections made in the call
+
+
+@dataclass
+class Clients:
+    """What the clients a library made in one :func:`on_radio` context did (module docstring)."""
+
+    made: list[BaseBleakClient] = field(default_factory=list)  # every client, in order
+    connected: int = 0  # connections made
+    bond_failures: list[BleakError] = field(default_factory=list)  # what pair() raised
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,7 @@ class _Binding:
     backend: type[BaseBleakClient]
     kwargs: dict[str, Any] = field(default_factory=dict)
     guard: OneCommand | None = None
-    made: list[BaseBleakClient] | None = None
+    clients: Clients | None = None
 
 
 _current: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar("hubd_ble_vendor",
@@ -112,25 +124,22 @@ def install() -> None:
     bleak.get_platform_client_backend_type = lookup
 
 
-def installed() -> bool:
-    return _platform_lookup is not None
-
-
 @contextlib.contextmanager
 def on_radio(radio: Radio, *, addr_type: int, gatt_timeout: float,
              guard: OneCommand | None = None,
-             made: list[BaseBleakClient] | None = None) -> Iterator[None]:
+             clients: Clients | None = None) -> Iterator[None]:
     """Every ``BleakClient`` made without a backend in this context is on ``radio`` (reaching an
     address of ``addr_type``, each GATT request given ``gatt_timeout`` s); with ``guard``, its
-    connects and writes are held to one command (module docstring); with ``made``, each such
-    client's backend is appended to it. Needs :func:`install`."""
+    connects and writes are held to one command; with ``clients``, what they do is noted there
+    and a failed bonding is not followed by a new connection (module docstring). Needs
+    :func:`install`."""
     if _platform_lookup is None:
         raise RuntimeError("hubd.ble.vendor.install() was not called")
     backend = radio.client_backend
     if backend is None:
         backend = _platform_lookup()[0]
     token = _current.set(_Binding(backend, radio.client_kwargs(addr_type, gatt_timeout), guard,
-                                  made))
+                                  clients))
     try:
         yield
     finally:
@@ -139,21 +148,35 @@ def on_radio(radio: Radio, *, addr_type: int, gatt_timeout: float,
 
 @functools.lru_cache(maxsize=None)
 def _guarded(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
-    """``backend`` with its connects and writes checked against the guard of the context each
-    is made in."""
+    """``backend`` with its connects, bondings and writes checked against, and noted in, the
+    context each is made in."""
 
     class Guarded(backend):  # type: ignore[valid-type,misc]
         async def connect(self, *args: Any, **kwargs: Any) -> Any:
-            guard = _guard()
-            if guard is not None:
-                if guard.written:
-                    guard.refused += 1
-                    raise SecondAttempt("a second connection after the command's write")
-                guard.connects += 1
-            return await super().connect(*args, **kwargs)
+            binding = _current.get()
+            guard, clients = (None, None) if binding is None else (binding.guard, binding.clients)
+            if guard is not None and guard.written:
+                guard.refused += 1
+                raise SecondAttempt("a second connection after the command's write")
+            if clients is not None and clients.bond_failures:
+                raise SecondAttempt("bonding failed: no new connection in this call")
+            done = await super().connect(*args, **kwargs)
+            if clients is not None:
+                clients.connected += 1
+            return done
+
+        async def pair(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().pair(*args, **kwargs)
+            except BleakError as exc:
+                binding = _current.get()
+                if binding is not None and binding.clients is not None:
+                    binding.clients.bond_failures.append(exc)
+                raise
 
         async def write_gatt_char(self, characteristic: Any, data: Any, response: bool) -> Any:
-            guard = _guard()
+            binding = _current.get()
+            guard = None if binding is None else binding.guard
             if guard is not None:
                 if guard.failed:
                     guard.refused += 1
@@ -172,25 +195,19 @@ def _guarded(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
     return Guarded
 
 
-def _guard() -> OneCommand | None:
-    """The guard of the call under way (the context's, when the request is made: a client made
-    before the command, when the library connected, is held to the rule as well)."""
-    binding = _current.get()
-    return None if binding is None else binding.guard
-
-
 def _bound(binding: _Binding) -> type[BaseBleakClient]:
     """A backend class that makes ``binding.backend`` clients with the binding's keyword
-    arguments (the caller's win), checked against the guard of each call."""
+    arguments (the caller's win), each one noted in the binding's Clients. Its requests are
+    checked against the context each is made in (a client made before the command, when the
+    library connected, is held to the command's guard as well)."""
     guarded = _guarded(binding.backend)
-    kwargs = binding.kwargs
-    made = binding.made
+    kwargs, clients = binding.kwargs, binding.clients
 
     class Bound(guarded):  # type: ignore[valid-type,misc]
         def __init__(self, *args: Any, **given: Any) -> None:
             super().__init__(*args, **{**kwargs, **given})
-            if made is not None:
-                made.append(self)
+            if clients is not None:
+                clients.made.append(self)
 
     Bound.__name__ = Bound.__qualname__ = binding.backend.__name__
     return Bound

@@ -58,18 +58,17 @@ hubd.devices.battery's ``dkey`` model, and :attr:`DkeyLock.battery_raw` the read
 - Whether the link is up it keeps to itself; a ``receive_once`` of the lock's DISCONNECT_REQ,
   which the library cancels when its link goes, tells it.
 - It never disconnects a client whose ``pair()`` failed (a lost bond): every client it makes is
-  noted (hubd.ble.vendor.on_radio's ``made``) and closed with the session.
+  noted (hubd.ble.vendor.Clients) and closed with the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from bleak.backends.client import BaseBleakClient
 from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak_retry_connector import BleakNotFoundError, BleakOutOfConnectionSlotsError
 from py_dormakaba_dkey import DKEYLock
@@ -249,6 +248,30 @@ def _telling(exc: BaseException) -> str | None:
     return None
 
 
+async def close_session(dkey: DKEYLock, clients: vendor.Clients, timeout: float) -> None:
+    """Close the library's connection, and every client it made (``clients``) and left
+    connected: it never disconnects a client whose ``pair()`` failed, which would hold the lock's
+    one connection (and a proxy slot) until the lock drops the link. Each within ``timeout`` s;
+    never raises but for the caller's cancellation (the driver's sessions, and pairing's)."""
+    async def closed(what: str, disconnect: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await disconnect()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.info("dKey %s: %s: cancelled inside the library", dkey.address, what)
+        except Exception as exc:  # its link may be gone already; the lock drops a left link at 30 s
+            log.info("dKey %s: %s: %s", dkey.address, what, exc or type(exc).__name__)
+
+    await closed("disconnect", dkey.disconnect)
+    for client in clients.made:
+        if client.is_connected:
+            log.info("dKey %s: dropping a connection the library left", dkey.address)
+            await closed("dropping a connection", client.disconnect)
+
+
 def _cancelling() -> int:
     task = asyncio.current_task()
     return 0 if task is None else task.cancelling()
@@ -274,7 +297,7 @@ class _Session:
         self.state: str | None = None  # the unlock status as last heard in this session
         self.alive: asyncio.Future[Any] | None = None  # cancelled by the library when the link goes
         self.unregister: Callable[[], None] | None = None
-        self.made: list[BaseBleakClient] = []  # every client the library made for it
+        self.clients = vendor.Clients()  # what the library's clients for it did
 
     @property
     def up(self) -> bool:
@@ -432,25 +455,7 @@ class DkeyLock(Kept):
         return self._disconnect(session)
 
     async def _disconnect(self, session: _Session) -> None:
-        """The session's link closed, and every client the library made for it and left
-        connected: it never disconnects a client whose ``pair()`` failed, which would hold the
-        lock's one connection (and a proxy slot) until the lock drops it."""
-        try:
-            with vendor.on_radio(self.radio, addr_type=self.addr_type,
-                                 gatt_timeout=self.timings.gatt_s):
-                async with asyncio.timeout(self.timings.close_s):
-                    await session.dkey.disconnect()
-        except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
-            # Its link may be gone already; the lock drops a link left to it at 30 s.
-            log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
-        for client in session.made:
-            try:
-                if client.is_connected:
-                    log.info("dKey %s: dropping a connection the library left", self.address)
-                    async with asyncio.timeout(self.timings.close_s):
-                        await client.disconnect()
-            except (*_CALL_ERRORS, asyncio.CancelledError) as exc:
-                log.info("dKey %s: disconnect: %s", self.address, exc or type(exc).__name__)
+        await close_session(session.dkey, session.clients, self.timings.close_s)
 
     def _new_session(self) -> _Session:
         dkey = DKEYLock(self.radio.ble_device(self.address))
@@ -491,7 +496,7 @@ class DkeyLock(Kept):
             expired = False
             try:
                 with vendor.on_radio(self.radio, addr_type=self.addr_type,
-                                     gatt_timeout=self.timings.gatt_s, made=session.made):
+                                     gatt_timeout=self.timings.gatt_s, clients=session.clients):
                     try:
                         async with asyncio.timeout_at(deadline) as bound:
                             await session.dkey.update()
@@ -542,7 +547,7 @@ class DkeyLock(Kept):
                       oc.NOT_PAIRING):
             # No answer in time, or the link went: was there a connection at all? (One whose
             # bonding failed is still up: the library leaves it so.)
-            connected = session.identified or any(c.is_connected for c in session.made)
+            connected = session.identified or any(c.is_connected for c in session.clients.made)
             return oc.LINK_FAILED if connected or not expired else oc.UNREACHABLE
         return reason
 
@@ -590,7 +595,7 @@ class DkeyLock(Kept):
         try:
             with vendor.on_radio(self.radio, addr_type=self.addr_type,
                                  gatt_timeout=self.timings.gatt_s, guard=guard,
-                                 made=session.made):
+                                 clients=session.clients):
                 try:
                     async with asyncio.timeout(self.timings.command_s) as bound:
                         await (dkey.unlock() if action == "unlock" else dkey.lock())

@@ -33,24 +33,19 @@ which also reads its errors, states and battery for both the driver and this mod
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import bleak
-from bleak.backends.client import BaseBleakClient
-from bleak.exc import BleakError
 from py_dormakaba_dkey import DKEYLock
 from py_dormakaba_dkey.errors import WrongActivationCode
 
 from hubd.ble import errors as proxy_errors
 from hubd.ble import vendor
 from hubd.ble.radio import Radio
-from hubd.locks.dkey import battery_percent, reason_of, state_name
+from hubd.locks.dkey import battery_percent, close_session, reason_of, state_name
 from hubd.locks.reference import ReferenceLock, Timings
 from wire import lockpair
 from wire import lockproto as lp
@@ -174,28 +169,23 @@ async def associate(address: str, addr_type: int, activation_code: str, *, radio
     anything else, ``why`` says what; after the association itself it is ``not_proven`` (the
     lock may keep a key holder entry hubd did not record)."""
     vendor.install()
-    seen = _Seen()
-    token = _seen.set(seen)
+    seen = vendor.Clients()
     lock = DKEYLock(radio.ble_device(address))
     proven = False
     association: bytes | None = None
-    try:
-        with vendor.on_radio(_Noting(radio), addr_type=addr_type, gatt_timeout=gatt_timeout,
-                             made=seen.clients):
-            try:
-                async with asyncio.timeout(timeout) as bound:
-                    data = await lock.associate(activation_code)
-                    association = bytes(data.key_holder_id) + bytes(data.secret)
-                    await lock.update()  # authenticates with the new association data
-                    proven = True
-            except Exception as exc:  # every way the library or the radio can end it
-                _pass_on_cancellation()
-                return _association_failed(address, exc, bound.expired(), seen,
-                                           associated=association is not None)
-            finally:
-                await _close(lock, seen, address)
-    finally:
-        _seen.reset(token)
+    with vendor.on_radio(radio, addr_type=addr_type, gatt_timeout=gatt_timeout, clients=seen):
+        try:
+            async with asyncio.timeout(timeout) as bound:
+                data = await lock.associate(activation_code)
+                association = bytes(data.key_holder_id) + bytes(data.secret)
+                await lock.update()  # authenticates with the new association data
+                proven = True
+        except Exception as exc:  # every way the library or the radio can end it
+            _pass_on_cancellation()
+            return _association_failed(address, exc, bound.expired(), seen,
+                                       associated=association is not None)
+        finally:
+            await close_session(lock, seen, DKEY_GATT_TIMEOUT_S * 2)
     assert proven and association is not None
     state, battery = state_name(lock.state.unlock_status), battery_percent(lock.state.battery)
     return Outcome(OK, None, state, battery, association)
@@ -225,7 +215,7 @@ def _pass_on_cancellation() -> None:
         raise asyncio.CancelledError
 
 
-def _association_failed(address: str, exc: Exception, expired: bool, seen: _Seen, *,
+def _association_failed(address: str, exc: Exception, expired: bool, seen: vendor.Clients, *,
                         associated: bool) -> Outcome:
     """What a failed association means (:func:`associate`), the library's errors read by
     hubd.locks.dkey.reason_of, which the driver shares; logged without any secret."""
@@ -250,81 +240,3 @@ def _association_failed(address: str, exc: Exception, expired: bool, seen: _Seen
     log.warning("association with %s: %s (%s: %s)", address, outcome.result, outcome.why,
                 type(exc).__name__)
     return outcome
-
-
-async def _close(lock: DKEYLock, seen: _Seen, address: str) -> None:
-    """The library's connection closed, and every client it made and left connected: it does
-    not disconnect a client whose ``pair()`` failed, which would hold the lock (it advertises to
-    no one meanwhile) and a bridge connection slot until the lock drops the link."""
-    try:
-        async with asyncio.timeout(DKEY_GATT_TIMEOUT_S * 2):
-            await lock.disconnect()
-    except Exception:
-        log.warning("closing the connection to %s failed", address, exc_info=True)
-    for client in seen.clients:
-        try:
-            if client.is_connected:
-                async with asyncio.timeout(DKEY_GATT_TIMEOUT_S * 2):
-                    await client.disconnect()
-        except Exception:
-            log.warning("dropping a connection to %s failed", address, exc_info=True)
-
-
-@dataclass
-class _Seen:
-    """What the library's clients did during one association: for judging how it failed."""
-
-    clients: list[BaseBleakClient] = field(default_factory=list)  # vendor.on_radio's ``made``
-    connected: int = 0  # connections made
-    bond_failures: list[BleakError] = field(default_factory=list)  # pair() raised these
-
-
-_seen: contextvars.ContextVar[_Seen | None] = contextvars.ContextVar("hubd_dkey_pairing",
-                                                                     default=None)
-
-
-class _Noting:
-    """``radio`` as hubd.ble.vendor.on_radio sees it, its client backend noting each client's
-    connections and failed bondings in the association's :class:`_Seen` (how it failed; the
-    clients themselves are on_radio's ``made``)."""
-
-    def __init__(self, radio: Radio) -> None:
-        self._radio = radio
-
-    @property
-    def client_backend(self) -> type[BaseBleakClient]:
-        backend = self._radio.client_backend
-        if backend is None:  # the platform's; outside any on_radio, the lookup answers it
-            backend = bleak.get_platform_client_backend_type()[0]
-        return _noting(backend)
-
-    def client_kwargs(self, addr_type: int, gatt_timeout: float) -> dict[str, Any]:
-        return self._radio.client_kwargs(addr_type, gatt_timeout)
-
-
-@functools.lru_cache(maxsize=None)
-def _noting(backend: type[BaseBleakClient]) -> type[BaseBleakClient]:
-    class Noting(backend):  # type: ignore[valid-type,misc]
-        async def connect(self, *args: Any, **kwargs: Any) -> Any:
-            seen = _seen.get()
-            if seen is not None and seen.bond_failures:
-                # The library retries a failed pair() from a new connection; the lock refused
-                # (or the radio lost it while bonding): the technician hears it now, not after
-                # the retries wait out the lock's one connection, which the library left held.
-                raise vendor.SecondAttempt("bonding failed: not tried again in this pairing")
-            done = await super().connect(*args, **kwargs)
-            if seen is not None:
-                seen.connected += 1
-            return done
-
-        async def pair(self, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return await super().pair(*args, **kwargs)
-            except BleakError as exc:
-                seen = _seen.get()
-                if seen is not None:
-                    seen.bond_failures.append(exc)
-                raise
-
-    Noting.__name__ = Noting.__qualname__ = backend.__name__
-    return Noting
