@@ -35,7 +35,7 @@ from hil_tests.conftest import DKEY_CODE
 from hil_tests.harness import HubUnderTest, answers_of, audit_log, next_answer, retained
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import LockState
+from hubapi.models import DeviceState, LockState
 from simulator.dkey import DKeyLock
 from simulator.home import DKEY_ADDRESS
 from tests.hubctl_cli import hubctl, one_error_line
@@ -301,3 +301,9 @@ async def test_a_dkey_front_door_and_a_reference_entrance_door_both_open_audited
             await retained(hub.broker, topics.lock_state(hub.hub_id, lock_id)))
         assert state.state in expected, (lock_id, state)
     assert seen(hub, "motor_moves") == 2
+    # Each lock's device under its own battery model from hubd's start: the dKey's raw units,
+    # the entrance door mains (hubd.locks.transport.battery_model, read from the pairings).
+    for lock_id, model in ((LOCK, "dkey"), ("entrance", "mains")):
+        device = DeviceState.model_validate_json(
+            await retained(hub.broker, topics.device_state(hub.hub_id, lock_id)))
+        assert device.model == model, device

@@ -152,9 +152,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         bridge.on_message(messages.ALARM_LTE, alarms.lte_reported)
         bridge.on_link_change(alarms.link_changed)
         devices = Devices(store, outbox, config.hub_id, mqtt, battery=config.battery, devices=config.devices)
-        for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report
-            devices.expect(lock, kind, "mains" if kind == lockkinds.ENTRANCE_DOOR else "reference")
-        devices.expect("bridge", "bridge", "bridge-liion-1s")
+        devices.expect("bridge", "bridge", "bridge-liion-1s")  # the locks: _lock_drivers
         bridge.on_link_change(devices.bridge_link)
         devices.bridge_link(bridge.is_up)
         bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
@@ -201,7 +199,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             Route(topics.status_request(config.hub_id), inputs.STATUS_REQUESTS, status_request),
         )
         # hubctl pair / decommission: config.locks is the live map of paired locks.
-        commissioning = Commissioning(config.hub_id, bridge, config.locks, devices, audit, mqtt, alarms,
+        commissioning = Commissioning(config.hub_id, bridge, config.locks, audit, mqtt, alarms,
                                       drivers=drivers, pairings=pairings)
         journal.prune()
         alarms.prune()
@@ -257,10 +255,14 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
     through bleak's platform backend instead: docs/direct-mode.md.)"""
     from hubd.locks import DkeyTimings, Timings, UpkeepTimings
     from hubd.locks.drivers import LockDrivers  # bleak is loaded only when the daemon really runs
+    from hubd.locks.transport import battery_model
     from hubd.store.pairings import Pairings
 
     pairings = Pairings(store)
     paired = pairings.all()
+    for lock, kind in config.locks.items():  # known, and shown unavailable, before they first report
+        p = paired.get(lock)
+        devices.expect(lock, kind, battery_model(kind, p.protocol if p else lockkinds.REFERENCE))
     for lock in config.locks:
         if lock not in paired:
             log.error("lock %s of [locks] has no pairing in hubd's state: its commands fail "

@@ -54,14 +54,11 @@ class LockDrivers:
         """Drive ``paired`` through ``radio`` (the bridge's proxy, or the hub's own adapter) on
         ``timings`` (a dKey on ``dkey_timings``), reports into
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
-        closed by ``stack`` before the bridge (its work and connections go first). Each lock's
-        device takes its battery model at once (a dKey's is ``dkey``: hubd's start expects every
-        lock as ``reference`` before the pairings are read)."""
+        closed by ``stack`` before the bridge (its work and connections go first). hubd's start
+        has registered each lock's device with its battery model (``battery_model``)."""
         vendor.install()  # a vendor library's own clients on the radio (a dKey's)
         kinds = {lock: p.kind for lock, p in paired.items()}
         models = {lock: battery_model(p.kind, p.protocol) for lock, p in paired.items()}
-        for lock, p in paired.items():
-            devices.report(lock, p.kind, models[lock])  # a bare report: the model, no sighting
 
         def report(lock: str, what: str, name: str | None, state: str, battery: int | None,
                    source: str) -> None:
@@ -105,7 +102,8 @@ class LockDrivers:
 
     async def add(self, lock_id: str, paired: PairedLock) -> None:
         """Drive and watch a lock just paired, and start its background work (its first poll at
-        once)."""
+        once). Its device takes the lock's battery model at once, known before or not (a bare
+        report: the model, no sighting)."""
         self._kinds[lock_id] = paired.kind
         self._models[lock_id] = battery_model(paired.kind, paired.protocol)
         self._devices.report(lock_id, paired.kind, self._models[lock_id])

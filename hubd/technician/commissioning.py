@@ -1,6 +1,6 @@
 """The technician's requests that change what hubd controls: scan, pair, decommission.
 
-    commissioning = Commissioning(hub_id, bridge, config.locks, devices, audit, publisher, alarms,
+    commissioning = Commissioning(hub_id, bridge, config.locks, audit, publisher, alarms,
                                   drivers=drivers, pairings=pairings)
     handlers = commissioning.handlers()          # for status_socket.serve (hubd/technician/control.py)
 
@@ -43,7 +43,6 @@ from hubapi import topics
 from hubapi.models import AuditOutcome, Decommissioned, Role
 from hubd.technician import control
 from hubd.store.audit import AuditLog
-from hubd.devices.registry import Devices
 from hubd.store.outbox import PublishFailed
 from wire import lockkinds, messages
 
@@ -132,7 +131,7 @@ class _Alarms(Protocol):
 class Commissioning:
     """Serves scan, pair and decommission; one request at a time (one technician, one radio)."""
 
-    def __init__(self, hub_id: str, bridge: _Bridge, locks: dict[str, str], devices: Devices,
+    def __init__(self, hub_id: str, bridge: _Bridge, locks: dict[str, str],
                  audit: AuditLog, publisher: _Publisher, alarms: _Alarms,
                  clock: Callable[[], float] = time.time, *, drivers: LockDrivers,
                  pairings: Pairings) -> None:
@@ -142,7 +141,6 @@ class Commissioning:
         self._drivers = drivers
         self._pairings = pairings
         self._locks = locks
-        self._devices = devices
         self._audit = audit
         self._publisher = publisher
         self._alarms = alarms
@@ -237,7 +235,7 @@ class Commissioning:
         association with its activation code); the pairing kept, the lock driven at once. A lock
         of [locks] without a pairing (hubd logged it at start) may be paired under its name."""
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
-        from hubd.locks.transport import PairedLock, battery_model
+        from hubd.locks.transport import PairedLock
 
         if not self._drivers.radio.is_up:
             raise control.Refused(self._drivers.down_text)
@@ -287,9 +285,7 @@ class Commissioning:
                 raise control.Refused(f"the lock took the new secret but hubd could not keep it "
                                       f"({exc}): free the state directory's disk; {again}") from None
             self._locks[request.lock] = request.kind
-            self._devices.expect(request.lock, request.kind,
-                                 battery_model(request.kind, request.protocol))
-            await self._drivers.add(request.lock, paired)
+            await self._drivers.add(request.lock, paired)  # its device and battery model too
             self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
                                actor=ACTOR, role=Role.TECHNICIAN, action="pair", state=outcome.state,
                                battery=outcome.battery)

@@ -26,6 +26,7 @@ from hubd.devices.registry import Devices
 from hubd.locks import PairedLock, UpkeepTimings
 from hubd.locks.dkey import DkeyTimings
 from hubd.locks.drivers import LockDrivers
+from hubd.locks.transport import battery_model
 from hubd.store.audit import AuditLog
 from hubd.store.database import Store
 from hubd.store.outbox import Outbox
@@ -80,7 +81,8 @@ async def hub(tmp_path: Path, radio: DirectRadio, dkey: DKeyLock) -> AsyncIterat
     kinds = {LOCK: lockkinds.IN_CYLINDER}
     lock_states = LockStates(store, AuditLog(store, outbox, HUB), HUB, kinds, published)
     devices = Devices(store, outbox, HUB, published)
-    devices.expect(LOCK, lockkinds.IN_CYLINDER, "reference")  # as hubd's start does
+    # As hubd's start does (hubd.__main__._lock_drivers), from the lock's pairing.
+    devices.expect(LOCK, lockkinds.IN_CYLINDER, battery_model(lockkinds.IN_CYLINDER, lockkinds.DKEY))
     devices.bridge_link(True)  # direct mode: no bridge's link to wait for
     stack = contextlib.AsyncExitStack()
     try:
