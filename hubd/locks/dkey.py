@@ -369,6 +369,15 @@ class DkeyLock(Kept):
         vendor.install()
 
     @property
+    def read_s(self) -> float:
+        """How long a background read may take: a whole handshake."""
+        return self.timings.deadline_s
+
+    def reading_of(self, percent: int | None) -> int | None:
+        """The raw reading behind the last percent given (battery model ``dkey``)."""
+        return None if percent is None else self.battery_raw
+
+    @property
     def connected(self) -> bool:
         return self._session is not None and self._session.up
 

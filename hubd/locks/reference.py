@@ -138,6 +138,15 @@ class ReferenceLock(Kept):
         self._requests = 0
 
     @property
+    def read_s(self) -> float:
+        """How long a background read may take: a connection and two GATT waits."""
+        return self.timings.connect_s + 2 * self.timings.gatt_s
+
+    def reading_of(self, percent: int | None) -> int | None:
+        """The lock reports percent itself (battery model ``reference``)."""
+        return percent
+
+    @property
     def connected(self) -> bool:
         return self._link is not None and self._link.up
 

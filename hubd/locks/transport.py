@@ -18,7 +18,7 @@ Every report a lock makes goes to ``on_report`` with the source hubd names it by
 lock's kind cannot make it (``wire.lockkinds.can_report``: a misconfigured or hostile device;
 dropped, as firmware/locks/kinds.py did). Every authentic answer (a RESULT, a report, a read's
 REPORTS_END, a dKey's session) goes to ``on_heard`` with the battery reading it carries, if any,
-in the lock's battery model (:meth:`BleLocks.battery_model`): the lock is there.
+in the lock's battery model (:func:`battery_model`): the lock is there.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 #: has not told it; ``source`` wire.lockkinds').
 ReportCallback = Callable[[str, str, "str | None", str, "int | None", str], None]
 #: heard(lock, battery): the lock answered authentically; ``battery`` the battery reading the
-#: answer carried, if any, in the unit of the lock's battery model (BleLocks.battery_model: a
+#: answer carried, if any, in the unit of the lock's battery model (battery_model: a
 #: reference lock's percent, a dKey's raw units).
 HeardCallback = Callable[[str, "int | None"], None]
 
@@ -101,6 +101,16 @@ class LockDriver(Protocol):
 
     @property
     def report_counter(self) -> int: ...
+
+    @property
+    def read_s(self) -> float:
+        """How long a background read (:meth:`refresh`) may take."""
+        ...
+
+    def reading_of(self, percent: int | None) -> int | None:
+        """The battery reading behind a percent this driver gave, in its lock's battery model
+        (:func:`battery_model`)."""
+        ...
 
     async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
                       timeout: float) -> OpResult: ...
@@ -214,14 +224,6 @@ class BleLocks:
     def driver(self, lock_id: str) -> LockDriver | None:
         return self._drivers.get(lock_id)
 
-    def battery_model(self, lock_id: str) -> str | None:
-        """The battery model of ``lock_id``'s readings (:func:`battery_model`); None if it is
-        not driven."""
-        kind, protocol = self.kinds.get(lock_id), self.protocols.get(lock_id)
-        if kind is None or protocol is None:
-            return None
-        return battery_model(kind, protocol)
-
     def busy(self, lock_id: str) -> bool:
         """Whether an operation or a read holds ``lock_id``'s turn, or waits for it."""
         turn = self._turns.get(lock_id)
@@ -238,7 +240,7 @@ class BleLocks:
             driver = self._drivers.get(lock_id)
             if driver is None:
                 return None
-            got = await driver.refresh(read_status, self._read_s(driver))
+            got = await driver.refresh(read_status, driver.read_s)
         if got is None:
             return None
         self._heard(lock_id, got.battery, driver)
@@ -255,21 +257,12 @@ class BleLocks:
 
     # -- what the locks say -------------------------------------------------------------------
 
-    def _read_s(self, driver: LockDriver) -> float:
-        """How long a background read of ``driver``'s lock may take: a reference lock's connect
-        and two GATT waits; a dKey's whole handshake."""
-        if isinstance(driver, DkeyLock):
-            return self.dkey_timings.deadline_s
-        return self.timings.connect_s + 2 * self.timings.gatt_s
-
     def _heard(self, lock_id: str, percent: int | None, driver: LockDriver | None) -> None:
         """``lock_id`` answered with ``percent``: ``on_heard`` gets the reading behind it, in
-        the lock's battery model (a dKey's raw units: the driver keeps the last one)."""
+        the lock's battery model (LockDriver.reading_of)."""
         if self._on_heard is None:
             return
-        reading = percent
-        if isinstance(driver, DkeyLock) and percent is not None:
-            reading = driver.battery_raw
+        reading = percent if driver is None else driver.reading_of(percent)
         _call(self._on_heard, lock_id, reading)
 
     def _reports_of(self, lock_id: str, kind: str
