@@ -71,8 +71,9 @@ def check_values(addr: str, name: str, setup_key: str | None, activation_code: s
         raise BadValue("--setup-key", "the setup key is 64 hex digits (printed on the lock)")
     if activation_code is not None and not re.fullmatch(control.ACTIVATION_CODE,
                                                         control.compact_code(activation_code)):
-        raise BadValue("--activation-code", "a dKey's activation code is 8 characters of "
-                       f"{control.ACTIVATION_ALPHABET} (its card shows XXXX-XXXX)")
+        raise BadValue("--activation-code", f"a dKey's activation code is "
+                       f"{lockkinds.DKEY_CODE_LEN} characters of {lockkinds.DKEY_CODE_ALPHABET} "
+                       "(its card shows XXXX-XXXX)")
 
 
 def check_protocol(lock: control.FoundLock, setup_key: str | None,

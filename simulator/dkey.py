@@ -64,13 +64,13 @@ from simulator.radio import (
     Peripheral,
     Service,
 )
+from wire import lockkinds
 from wire.lockproto import uuid128_le
 
 SERVICE_UUID = "e7a60000-6639-429f-94fd-86de8ea26897"
 TO_LOCK_UUID = "e7a60001-6639-429f-94fd-86de8ea26897"  # the central's commands (ids < 0x50)
 FROM_LOCK_UUID = "e7a60002-6639-429f-94fd-86de8ea26897"  # the central's responses (ids >= 0x50)
 
-ACTIVATION_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ0123456789"
 ACTIVATION_WINDOW_S = 300.0
 IDLE_TIMEOUT_S = 30.0
 ENCRYPT_WITHIN_S = 5.0  # a link not encrypted by then is dropped (docs/dkey.md, "Simplified")
@@ -142,7 +142,8 @@ FRONT_DOOR, DETECTOR_INSIDE = 1, 1
 
 def new_activation_code() -> str:
     """Eight characters of the activation alphabet, as printed on a dKey's card."""
-    return "".join(secrets.choice(ACTIVATION_ALPHABET) for _ in range(8))
+    return "".join(secrets.choice(lockkinds.DKEY_CODE_ALPHABET)
+                   for _ in range(lockkinds.DKEY_CODE_LEN))
 
 
 def _aes(key: bytes):
@@ -602,8 +603,10 @@ class DKeyLock(Peripheral):
         super().__init__(address, name, [Service(SERVICE_UUID, [self.to_lock, self.from_lock])],
                          rssi=rssi)
         code = activation_code if activation_code is not None else new_activation_code()
-        if len(code) != 8 or any(c not in ACTIVATION_ALPHABET for c in code):
-            raise ValueError("an activation code is 8 characters of " + ACTIVATION_ALPHABET)
+        if len(code) != lockkinds.DKEY_CODE_LEN or any(
+                c not in lockkinds.DKEY_CODE_ALPHABET for c in code):
+            raise ValueError(f"an activation code is {lockkinds.DKEY_CODE_LEN} characters of "
+                             f"{lockkinds.DKEY_CODE_ALPHABET}")
         self.activation_code = code
         self.device_id = os.urandom(4)
         self.user_id = b"dKey\x00\x00\x00"

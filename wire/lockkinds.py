@@ -61,6 +61,10 @@ PROTOCOLS = (REFERENCE, DKEY)
 # unlocks and locks; it has no command that releases the latch on its own).
 PROTOCOL_KINDS = {REFERENCE: KINDS, DKEY: (IN_CYLINDER,)}
 PROTOCOL_ACTIONS = {DKEY: ("unlock", "lock", "status")}
+# A dKey's activation code, printed on its card (XXXX-XXXX): 8 characters of this alphabet (no
+# vowels, no Y; py-dormakaba-dkey's ACTIVATION_CODE_ALLOWED, which a test holds this to).
+DKEY_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ0123456789"
+DKEY_CODE_LEN = 8
 
 
 def supports(kind, action, protocol=REFERENCE):

@@ -44,12 +44,10 @@ from wire import lockkinds
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
 ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
-#: A dKey's activation code (its card, its leaflet): 8 characters of py-dormakaba-dkey's alphabet
-#: (``ACTIVATION_CODE_ALLOWED``: no vowels, no Y) once dashes and blanks are taken out and letters
-#: made upper case, as the library does before it checks (it checks the characters only; the
-#: lock's code is 8 long: docs/dkey.md).
-ACTIVATION_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ0123456789"
-ACTIVATION_CODE = rf"^[{ACTIVATION_ALPHABET}]{{8}}$"
+#: A dKey's activation code (its card, its leaflet: wire.lockkinds) once dashes and blanks are
+#: taken out and letters made upper case, as py-dormakaba-dkey does before it checks (it checks
+#: the characters only; the lock's code is 8 long: docs/dkey.md).
+ACTIVATION_CODE = rf"^[{lockkinds.DKEY_CODE_ALPHABET}]{{{lockkinds.DKEY_CODE_LEN}}}$"
 LockProtocol = Literal[lockkinds.PROTOCOLS]  # type: ignore[valid-type]
 
 

@@ -28,7 +28,7 @@ def _parse(**fields: object) -> control.PairRequest:
 
 
 def test_the_alphabet_is_the_librarys_and_the_protocols_are_wires() -> None:
-    assert control.ACTIVATION_ALPHABET == ACTIVATION_CODE_ALLOWED
+    assert lockkinds.DKEY_CODE_ALPHABET == ACTIVATION_CODE_ALLOWED
     assert control.PairRequest.model_fields["protocol"].default == lockkinds.REFERENCE
     for protocol in lockkinds.PROTOCOLS:
         kind = lockkinds.PROTOCOL_KINDS[protocol][0]
