@@ -14,12 +14,13 @@ leaves them: the one way tests give hubd a lock already paired (simulator.home.r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +32,9 @@ from simulator.locks import ReferenceProtocolLock
 from simulator.radio import Radio
 from tests.mosquitto import Mosquitto, MosquittoNotInstalled
 from tests.tls import TestCA
+
+if TYPE_CHECKING:
+    from hubd.ble.direct import DirectRadio
 
 
 @pytest.fixture
@@ -113,3 +117,24 @@ async def air() -> AsyncIterator[Radio]:
     bleak_backend.uninstall()
     await radio.stop()
     os.rmdir(os.path.dirname(path))
+
+
+@contextlib.asynccontextmanager
+async def sim_adapter(air: Radio, *watched: str, **options: Any) -> AsyncIterator[DirectRadio]:
+    """The hub's own adapter in direct mode on the simulated ``air`` (hubd.ble.direct.DirectRadio
+    on the simulator's bleak backends, as hubd.toml's ``simulated_radio`` makes it), started,
+    with bleak's lookup wrapped for vendor libraries (hubd.ble.vendor) and ``watched`` addresses
+    watched; closed after. ``options``: DirectRadio's (presence_s, window_s, retry_s)."""
+    from hubd.ble import vendor
+    from hubd.ble.direct import DirectRadio
+
+    vendor.install()
+    radio = DirectRadio(backends=(bleak_backend.SimClient, bleak_backend.SimScanner),
+                        options={"radio_socket": air.socket_path}, **options)
+    try:
+        assert await radio.start(), radio.down_reason
+        for address in watched:
+            await radio.watch(address)
+        yield radio
+    finally:
+        await radio.close()

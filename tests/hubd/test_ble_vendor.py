@@ -23,9 +23,10 @@ from py_dormakaba_dkey.commands import UnlockStatus
 
 from hubd.ble import vendor
 from hubd.ble.direct import DirectRadio
-from simulator.bleak_backend import SimClient, SimScanner
+from simulator.bleak_backend import SimClient
 from simulator.dkey import DKeyLock
 from simulator.radio import Radio
+from tests.fixtures import sim_adapter
 from tests.waiting import until
 
 TIMEOUT = 30.0  # a hang guard
@@ -35,13 +36,8 @@ ADDR = "F0:94:0A:00:00:01"
 
 @pytest.fixture
 async def radio(air: Radio) -> AsyncIterator[DirectRadio]:
-    vendor.install()
-    radio = DirectRadio(backends=(SimClient, SimScanner),
-                        options={"radio_socket": air.socket_path})
-    assert await radio.start()
-    await radio.watch(ADDR)
-    yield radio
-    await radio.close()
+    async with sim_adapter(air, ADDR) as radio:
+        yield radio
 
 
 @pytest.fixture

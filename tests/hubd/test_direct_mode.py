@@ -35,10 +35,10 @@ from hubd.ble import DirectRadio, Radio
 from hubd.ble.advert import Advert
 from hubd.ble.direct import MIN_GAP_S, check
 from hubd.locks import ReferenceLock, Timings
-from simulator.bleak_backend import SimClient, SimScanner
 from simulator.locks import InsideTurnerLock, KeyBoxLock
 from simulator.radio import Radio as Air
 from simulator.home import address
+from tests.fixtures import sim_adapter
 from tests.waiting import until
 from wire import lockproto
 from wire import outcomes as oc
@@ -56,13 +56,9 @@ def lock(air: Air) -> InsideTurnerLock:
 
 @pytest.fixture
 async def radio(air: Air) -> AsyncIterator[DirectRadio]:
-    radio = DirectRadio(backends=(SimClient, SimScanner), options={"radio_socket": air.socket_path},
-                        window_s=1.0, retry_s=0.2)
-    assert isinstance(radio, Radio)
-    async with asyncio.timeout(TIMEOUT):
-        assert await radio.start(), radio.down_reason
-    yield radio
-    await radio.close()
+    async with sim_adapter(air, window_s=1.0, retry_s=0.2) as radio:
+        assert isinstance(radio, Radio)
+        yield radio
 
 
 def _driver(lock: InsideTurnerLock, radio: DirectRadio, timings: Timings = FAST) -> ReferenceLock:

@@ -38,9 +38,9 @@ from hubd.ble.direct import DirectRadio
 from hubd.locks import BleLocks, PairedLock
 from hubd.locks.dkey import DkeyLock, DkeyTimings
 from hubd.locks.upkeep import UpkeepTimings
-from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import Cmd, DKeyLock
 from simulator.radio import Characteristic, Link, Radio
+from tests.fixtures import sim_adapter
 from tests.waiting import until
 from wire import lockkinds
 from wire import outcomes as oc
@@ -56,14 +56,9 @@ QUIET = 3600.0  # a poll that never comes due within a test
 
 @pytest.fixture
 async def radio(air: Radio) -> AsyncIterator[DirectRadio]:
-    vendor.install()
     # A watched lock heard unchanged is passed on every second (a sighting test waits for one).
-    radio = DirectRadio(backends=(SimClient, SimScanner),
-                        options={"radio_socket": air.socket_path}, presence_s=1.0)
-    assert await radio.start()
-    await radio.watch(ADDR)
-    yield radio
-    await radio.close()
+    async with sim_adapter(air, ADDR, presence_s=1.0) as radio:
+        yield radio
 
 
 @pytest.fixture

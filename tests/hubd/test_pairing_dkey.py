@@ -34,14 +34,13 @@ from py_dormakaba_dkey.commands import UnlockStatus
 from py_dormakaba_dkey.models import AssociationData
 
 from hubd.ble import BleProxy, vendor
-from hubd.ble.direct import DirectRadio
 from hubd.ble.radio import Radio
 from hubd.link.bridge import Bridge
 from hubd.locks import pairing
-from simulator.bleak_backend import SimClient, SimScanner
 from simulator.dkey import DKeyLock
 from simulator.home import SimulatedHome
 from simulator.radio import Radio as Air
+from tests.fixtures import sim_adapter
 from tests.waiting import until
 
 ADDR = "F0:94:0A:00:0D:01"
@@ -56,11 +55,8 @@ async def direct(air: Air) -> AsyncIterator[tuple[Radio, DKeyLock]]:
     """The hub's own adapter on the simulated air, a new dKey in reach."""
     lock = DKeyLock(ADDR, name="Front door", activation_code=CODE, travel_time_s=0.2)
     air.add(lock)
-    radio = DirectRadio(backends=(SimClient, SimScanner), options={"radio_socket": air.socket_path})
-    assert await radio.start()
-    await radio.watch(ADDR)
-    yield radio, lock
-    await radio.close()
+    async with sim_adapter(air, ADDR) as radio:
+        yield radio, lock
 
 
 @pytest.fixture
