@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import contextlib
 import os
 import sqlite3
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,25 +44,24 @@ OLD_ADDR = "C0:FF:EE:00:00:01"
 PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
-@pytest.fixture(params=["bridge", "adapter"], ids=["via-bridge", "via-adapter"])
-def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
-        backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
-    """hubd with a paired lock and one fresh from the box, reaching them through the bridge's
-    Bluetooth proxy, or through the hub's own adapter (the simulated air: docs/direct-mode.md)."""
-    old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
-    new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
-                         relock_delay_s=0.3)
-    home = SimulatedHome(tmp_path / "home", locks=[old, new])
+@contextlib.contextmanager
+def hubd_on(home: SimulatedHome, via: str, locks: dict[str, str], mosquitto: Mosquitto,
+            tmp_path: Path, backend_key: BackendKey, short_dir: Path,
+            paired: Iterable[ReferenceProtocolLock] = ()) -> Iterator[LocalHub]:
+    """``home`` running and hubd on it, online, reaching its locks through the bridge's proxy
+    (``via`` "bridge") or the hub's own adapter ("adapter": the simulated air,
+    docs/direct-mode.md); ``locks`` hubd.toml's [locks], ``paired`` recorded as paired before;
+    the files hubctl reads in ``tmp_path``/etc. (Also the dKey's pairing tests'.)"""
     thread = HomeThread(home)
     thread.start()
     etc = tmp_path / "etc"
     etc.mkdir()
     config = etc / "hubd.toml"
     direct = ('[bluetooth]\nvia = "adapter"\n'
-              f'simulated_radio = "{home.radio.socket_path}"\n') if request.param == "adapter" else ""
-    write_hubd_config(config, mosquitto, home.port, backend_key, {"back-door": old.kind},
+              f'simulated_radio = "{home.radio.socket_path}"\n') if via == "adapter" else ""
+    write_hubd_config(config, mosquitto, home.port, backend_key, locks,
                       status_socket=short_dir / "status.sock", link_key=home.link_key, extra=direct)
-    record_pairings(etc / "hubd-state", [old])  # paired before, through hubd
+    record_pairings(etc / "hubd-state", paired)  # paired before, through hubd
     (etc / "hubd.env").write_text(PASSWORD_LINE)
     (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
     (etc / "bridge.json").chmod(0o600)
@@ -73,6 +73,20 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
         yield h
     finally:
         h.stop()
+
+
+@pytest.fixture(params=["bridge", "adapter"], ids=["via-bridge", "via-adapter"])
+def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
+        backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
+    """hubd with a paired lock and one fresh from the box, reaching them through the bridge's
+    Bluetooth proxy, or through the hub's own adapter (the simulated air: docs/direct-mode.md)."""
+    old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
+    new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
+                         relock_delay_s=0.3)
+    home = SimulatedHome(tmp_path / "home", locks=[old, new])
+    with hubd_on(home, request.param, {"back-door": old.kind}, mosquitto, tmp_path, backend_key,
+                 short_dir, paired=[old]) as h:
+        yield h
 
 
 def lock(h: LocalHub, lock_id: str) -> ReferenceProtocolLock:

@@ -22,21 +22,19 @@ hub's own adapter (the simulated air), a real Mosquitto, hubd's real state datab
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hil_tests.harness import HUB_ID, retained, start_hubd, wait_online, write_hubd_config
+from hil_tests.harness import HUB_ID, retained
 from hubapi import topics
-from hubapi.client import BackendClient
-from hubapi.models import Actor, Answer, CommandClaims, Decommissioned, Role
+from hubapi.models import Decommissioned
 from simulator.dkey import DKeyLock
-from simulator.home import DKEY_ADDRESS, HomeThread, SimulatedHome, new_dkey
+from simulator.home import DKEY_ADDRESS, SimulatedHome, new_dkey
 from tests.fixtures import BackendKey
+from tests.hubctl.test_hubctl_pair import command, hubd_on, query, technician_audit
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
@@ -44,7 +42,6 @@ from tests.mosquitto import Mosquitto
 CODE = "BCDF2345"
 PRINTED = "BCDF-2345"
 WRONG = "BCDF-2346"
-PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
 @pytest.fixture(params=["bridge", "adapter"], ids=["via-bridge", "via-adapter"])
@@ -54,26 +51,8 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
     bridge's Bluetooth proxy or the hub's own adapter."""
     dkey = new_dkey(DKEY_ADDRESS, name="Front door", activation_code=CODE, travel_time_s=0.2)
     home = SimulatedHome(tmp_path / "home", locks=[], dkeys={"front-door": dkey})
-    thread = HomeThread(home)
-    thread.start()
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    config = etc / "hubd.toml"
-    direct = ('[bluetooth]\nvia = "adapter"\n'
-              f'simulated_radio = "{home.radio.socket_path}"\n') if request.param == "adapter" else ""
-    write_hubd_config(config, mosquitto, home.port, backend_key, {},
-                      status_socket=short_dir / "status.sock", link_key=home.link_key, extra=direct)
-    (etc / "hubd.env").write_text(PASSWORD_LINE)
-    (etc / "bridge.json").write_text(json.dumps(home.bridge_config()))
-    (etc / "bridge.json").chmod(0o600)
-    log = tmp_path / "hubd.log"
-    h = LocalHub(thread, start_hubd(config, log), config, short_dir / "status.sock", log)
-    try:
-        h.wait_for("the bridge link up", lambda s: s.bridge.link_up)
-        wait_online(mosquitto, HUB_ID, h.hubd, log)
+    with hubd_on(home, request.param, {}, mosquitto, tmp_path, backend_key, short_dir) as h:
         yield h
-    finally:
-        h.stop()
 
 
 def the_dkey(h: LocalHub) -> DKeyLock:
@@ -83,30 +62,6 @@ def the_dkey(h: LocalHub) -> DKeyLock:
 def pair_args(h: LocalHub, *extra: str) -> list[str]:
     return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds", "2",
             "--addr", DKEY_ADDRESS, "--name", "front-door", *extra]
-
-
-def query(h: LocalHub, sql: str) -> list[tuple]:
-    with sqlite3.connect(h.config.parent / "hubd-state" / "hubd.sqlite3") as conn:
-        return conn.execute(sql).fetchall()
-
-
-def technician_audit(h: LocalHub) -> list[tuple]:
-    entries = [json.loads(row[0]) for row in query(h, "SELECT entry FROM audit ORDER BY seq")]
-    return [(e["lock"], e["outcome"], e["action"], e["reason"]) for e in entries
-            if e["source"] == "technician" and e["actor"] == "hubctl"]
-
-
-def unlock(broker: Mosquitto, key: BackendKey) -> list[Answer]:
-    """A nurse's signed unlock through MQTT; every answer, the final one last."""
-    claims = CommandClaims.new(hub=HUB_ID, lock="front-door", action="unlock",
-                               actor=Actor(id="nurse-0042", role=Role.STAFF),
-                               assignment="visit-0800", ttl_s=60)
-
-    async def send() -> list[Answer]:
-        async with BackendClient(broker.host, broker.port, client_id="test-backend") as backend:
-            return await backend.command(claims, key.sign(claims), timeout=90)
-
-    return asyncio.run(send())
 
 
 @pytest.mark.long
@@ -161,7 +116,7 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
     assert tomllib.loads((etc / "hubd.toml").read_text())["locks"] == {"front-door": "in_cylinder"}
 
     # A nurse's unlock right after, no hubd restart.
-    answers = unlock(mosquitto, backend_key)
+    answers = command(mosquitto, backend_key, "front-door", "unlock")
     assert [a.status for a in answers] == ["accepted", "succeeded"], answers
     assert answers[-1].state == "unlocked" and not dkey.locked and dkey.motor_moves == 3
 
