@@ -127,9 +127,11 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: Backe
     # hubd's local socket (hubctl's way in); a unix socket path must stay under ~100 bytes
     socket_dir = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
     request.addfinalizer(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
-    # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice, or every
-    # scenario's with --bluetooth=adapter
-    direct = options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
+    # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice (direct=True),
+    # every scenario's with --bluetooth=adapter, or a BOTH_WAYS scenario's "adapter" run
+    callspec = getattr(request.node, "callspec", None)
+    direct = (options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
+              or (callspec is not None and callspec.params.get("bluetooth") == "adapter"))
     if options.pop("via", None) == "bridge" and direct:
         pytest.skip("SKIPPED LOUDLY with --bluetooth=adapter: this scenario is about the serial "
                     "link in the lock's path, which only the bridge's proxy has")

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from hil_tests.harness import HubUnderTest, answers_of, audit_log, next_answer
+from hil_tests.harness import (BOTH_WAYS, HubUnderTest, answers_of, audit_log,
+                               cable_pulled_after_write, next_answer)
 from hubapi import topics
 from hubapi.client import BackendClient
 from wire import lockkinds
@@ -62,9 +63,10 @@ async def test_hubd_kill_9_between_accepted_and_outcome_never_moves_the_lock_twi
     assert trail[0].outcome == "accepted"
 
 
+@BOTH_WAYS
 @pytest.mark.home(locks="every_kind")
 async def test_an_unlatch_whose_ack_is_lost_is_incomplete_and_unlatches_once(
-        hub: HubUnderTest, backend: BackendClient) -> None:
+        hub: HubUnderTest, backend: BackendClient, bluetooth: str) -> None:
     lock = hub.lock_of_kind(lockkinds.IN_CYLINDER)
     hub.sim.call(lambda: setattr(hub.sim.home.locks[lock], "drop_link_after_move", True))
     answers = await hub.command(backend, "unlatch", lock)
@@ -79,19 +81,9 @@ async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_an
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.locks[0]
     claims = hub.claims("unlock")
-    token = hub.key.sign(claims)
-    async with answers_of(backend, hub, claims.id) as queue:
-        await backend.publish(topics.commands(hub.hub_id), token)
-        assert (await next_answer(queue)).status == "accepted"
-        # The COMMAND was written (the motor runs): the cable between hub and bridge is pulled.
-        for _ in range(500):
-            if hub.sim.call(lambda: hub.sim.home.locks[lock].state) == "moving":
-                break
-            await asyncio.sleep(0.02)
-        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", True))
-        await asyncio.sleep(4.0)  # the link goes silent for hubd and for the bridge
-        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", False))
-        final = await next_answer(queue)
+    # The COMMAND was written (the motor runs): the cable between hub and bridge is pulled.
+    final = await cable_pulled_after_write(
+        hub, backend, claims, lambda: hub.sim.home.locks[lock].state == "moving")
     assert (final.status, final.reason) == ("incomplete", "link_lost"), final
     assert final.state == "unlocked", "the state is read back once the link is back, never guessed"
     await asyncio.sleep(2.5)  # a second write would have moved the lock by now

@@ -16,8 +16,8 @@ signed commands as it always does.
   once, the state read back once the link is back; a BLE link lost before the write's answer:
   ``incomplete``, the library's resend refused, the lock took the command once;
 - a home with a dKey front door and a reference entrance door: both commanded at once, both
-  audited, both lock states retained; an unlatch of the dKey is rejected ``unsupported_action``, nothing
-  written.
+  audited, both lock states retained; an unlatch of the dKey is rejected
+  ``unsupported_action``, nothing written.
 
 A paired dKey here was associated before (simulator.home.paired_dkey): its key holder and secret
 on the lock and in hubd's state, its bond made at hubd's first connection (its poll at start).
@@ -32,7 +32,7 @@ import tomllib
 import pytest
 
 from hil_tests.conftest import DKEY_CODE
-from hil_tests.harness import HubUnderTest, answers_of, audit_log, next_answer, retained
+from hil_tests.harness import BOTH_WAYS, HubUnderTest, audit_log, cable_pulled_after_write, retained
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import DeviceState, LockState
@@ -124,21 +124,17 @@ async def pair_unlock_lock(hub: HubUnderTest, backend: BackendClient) -> None:
     assert hub.sim.call(lambda: list(lock.faults)) == []
 
 
+@BOTH_WAYS
 @pytest.mark.home(locks="new_dkey")
-async def test_a_new_dkey_paired_with_its_activation_code_unlocks_and_locks_through_the_bridge(
-        hub: HubUnderTest, backend: BackendClient) -> None:
+async def test_a_new_dkey_paired_with_its_activation_code_unlocks_and_locks(
+        hub: HubUnderTest, backend: BackendClient, bluetooth: str) -> None:
     await pair_unlock_lock(hub, backend)
-    if "SimClient adapter" not in hub.log_text():  # not run with --bluetooth=adapter
+    if "SimClient adapter" in hub.log_text():  # the adapter run (or --bluetooth=adapter)
+        assert hub.proxy_connects() == 0, "the dKey went through the bridge's proxy"
+    else:
+        assert bluetooth == "bridge", "not in direct mode"
         assert hub.proxy_connects() >= 1, "hubd reached the dKey through the bridge's proxy"
         assert len(seen(hub, "bonds")) == 1, "the bridge keeps the one bond"
-
-
-@pytest.mark.home(locks="new_dkey", direct=True)
-async def test_a_new_dkey_paired_with_its_activation_code_unlocks_and_locks_in_direct_mode(
-        hub: HubUnderTest, backend: BackendClient) -> None:
-    await pair_unlock_lock(hub, backend)
-    assert "hubd drives the locks through SimClient adapter" in hub.log_text(), "not in direct mode"
-    assert hub.proxy_connects() == 0, "the dKey went through the bridge's proxy"
 
 
 @pytest.mark.home(locks="new_dkey")
@@ -235,17 +231,8 @@ async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_an
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = dkey(hub)
     claims = hub.claims("unlock", LOCK)
-    async with answers_of(backend, hub, claims.id) as queue:
-        await backend.publish(topics.commands(hub.hub_id), hub.key.sign(claims))
-        assert (await next_answer(queue)).status == "accepted"
-        # The dKey took the UNLOCK (its motor runs): the cable between hub and bridge is pulled.
-        async with asyncio.timeout(60):
-            while seen(hub, "move_commands") == 0:
-                await asyncio.sleep(0.02)
-        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", True))
-        await asyncio.sleep(4.0)  # the link goes silent for hubd and for the bridge
-        hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", False))
-        final = await next_answer(queue)
+    # The dKey took the UNLOCK (its motor runs): the cable between hub and bridge is pulled.
+    final = await cable_pulled_after_write(hub, backend, claims, lambda: lock.move_commands > 0)
     assert (final.status, final.reason) == ("incomplete", "link_lost"), final
     assert final.state == "unlocked", "the state is read back once the link is back, never guessed"
     async with asyncio.timeout(60):
