@@ -18,11 +18,11 @@ from tests.simulator.test_demo import processes_using
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_hub_sim_names_its_port_and_key_boots_the_firmware_records_the_pairings_and_stops_on_ctrl_c(
-        tmp_path: Path) -> None:
-    state = tmp_path / "hubd-state"
+def start(tmp_path: Path, *args: str, until: tuple[str, ...]) -> tuple[subprocess.Popen[str], str]:
+    """hub-sim with ``args`` and its work dir in ``tmp_path``; what it printed until every one of
+    ``until`` was in it (at most 30 s)."""
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "--workdir", str(tmp_path / "home"),
-                             "--state-dir", str(state)],
+                             *args],
                             cwd=ROOT, env=dict(os.environ, NO_COLOR="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
     lines: list[str] = []
@@ -30,10 +30,25 @@ def test_hub_sim_names_its_port_and_key_boots_the_firmware_records_the_pairings_
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         lines.append(proc.stdout.readline())
-        text = "".join(lines)
-        if "bridge firmware" in text and "point hubd at the port" in text:
+        if all(needle in "".join(lines) for needle in until):
             break
-    text = "".join(lines)
+    return proc, "".join(lines)
+
+
+def stop(proc: subprocess.Popen[str], tmp_path: Path, text: str) -> None:
+    """Ctrl-C: hub-sim says it stopped, exits 0 and leaves no process behind."""
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, text + rest
+    assert "stopped" in rest
+    assert not processes_using(tmp_path), "hub-sim left the firmware running"
+
+
+def test_hub_sim_names_its_port_and_key_boots_the_firmware_records_the_pairings_and_stops_on_ctrl_c(
+        tmp_path: Path) -> None:
+    state = tmp_path / "hubd-state"
+    proc, text = start(tmp_path, "--state-dir", str(state),
+                       until=("bridge firmware", "point hubd at the port"))
     assert "bridge serial port: /dev/pts/" in text
     assert 'front-door = "inside_turner"' in text and f"state_dir is {state}" in text
     port = text.split("bridge serial port: ")[1].split()[0]
@@ -48,36 +63,16 @@ def test_hub_sim_names_its_port_and_key_boots_the_firmware_records_the_pairings_
         assert Pairings(store).all()["front-door"].kind == "inside_turner"
     finally:
         store.close()
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, text + rest
-    assert "stopped" in rest
-    assert not processes_using(tmp_path), "hub-sim left the firmware running"
+    stop(proc, tmp_path, text)
 
 
 def test_hub_sim_with_a_new_dkey_prints_how_to_pair_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--lock", "dkey",
-                             "--workdir", str(tmp_path / "home")],
-                            cwd=ROOT, env=dict(os.environ, NO_COLOR="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines.append(proc.stdout.readline())
-        text = "".join(lines)
-        if "bridge firmware" in text and "point hubd at the port" in text \
-                and "front-door (dKey)" in text:
-            break
-    text = "".join(lines)
+    proc, text = start(tmp_path, "--lock", "dkey",
+                       until=("bridge firmware", "point hubd at the port", "front-door (dKey)"))
     assert 'front-door = "in_cylinder"' in text and "not paired with any hubd" in text
     pair = text.split("fresh from the box: ")[1].split("\n")[0].split()
     assert pair[:6] == ["hubctl", "pair", "--addr", "F0:94:0A:00:00:01", "--name", "front-door"]
     assert pair[6] == "--activation-code" and len(pair[7]) == 8, pair
     assert "front-door (dKey): locked, battery 30 (raw), 0 key holder(s), activation window open" \
         in text
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, text + rest
-    assert "stopped" in rest
-    assert not processes_using(tmp_path), "hub-sim left the firmware running"
+    stop(proc, tmp_path, text)
