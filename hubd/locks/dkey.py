@@ -425,29 +425,15 @@ class DkeyLock(Kept):
         are none to take in (``reports`` 0) and ``read_status`` changes nothing. Never writes
         anything that can move the bolt. A connection made for it is dropped at once, and it
         returns only once it is gone; one an operation left open is kept ``idle_s``."""
-        kept = self.connected
-        loop = asyncio.get_running_loop()
-        self._cancelling = _cancelling()
-        self._keep()
-        try:
-            session, _ = await self._prepare(loop.time() + timeout)
+        async def read() -> Refreshed | None:
+            self._cancelling = _cancelling()
+            session, _ = await self._prepare(asyncio.get_running_loop().time() + timeout)
             if session is None:
                 return None
             state, battery = self._reading(session)
             return Refreshed(state, battery, 0)
-        except asyncio.CancelledError:
-            self._drop()
-            raise
-        except Exception:
-            log.exception("dKey %s: the driver failed reading it", self.address)
-            self._drop()
-            return None
-        finally:
-            if kept:
-                self._release()
-            else:
-                self._drop()
-                await self._closed()
+
+        return await self._read_between(read)
 
     # -- the connection (hubd.locks.kept) -----------------------------------------------------
 

@@ -9,7 +9,9 @@ for those disconnects (a lock that takes one connection must be free before the 
 :meth:`Kept.close` drops and waits (hubd stops).
 
 A driver says what it holds (:meth:`Kept._held`) and how to let go of it (:meth:`Kept._forget`:
-detach it and return the coroutine that disconnects it). Beside the connection every driver
+detach it and return the coroutine that disconnects it). A read between operations (a poll) goes
+through :meth:`Kept._read_between`: a connection made for it is dropped at once, one an operation
+left open is kept. Beside the connection every driver
 keeps the radio it reaches its lock through (:attr:`Kept.radio`) and when its last move was
 asked for, so that nobody reads the lock before it settled (:attr:`Kept.settling_s`).
 """
@@ -17,11 +19,16 @@ asked for, so that nobody reads the lock before it settled (:attr:`Kept.settling
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Protocol
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from hubd.ble.proxy import BleProxy
 from hubd.ble.radio import Radio
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _Timings(Protocol):
@@ -58,6 +65,11 @@ class Kept:
             return 0.0
         return max(0.0, self._moved_at + self.timings.settle_s - asyncio.get_running_loop().time())
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection held is up."""
+        raise NotImplementedError
+
     def _held(self) -> bool:
         """Whether a connection is held now."""
         raise NotImplementedError
@@ -92,6 +104,30 @@ class Kept:
         """Wait for the disconnects under way (at most ``timeout`` s)."""
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=timeout)
+
+    async def _read_between(self, read: Callable[[], Awaitable[T | None]]) -> T | None:
+        """A read between operations (hubd.locks.upkeep's): ``read()`` on the connection kept,
+        or a new one that is dropped at once and gone before this returns (background reads hold
+        one proxy slot at a time across the hub, and a battery lock pays for every second); one
+        an operation left open is kept ``idle_s`` after. A bug in it is logged and None, the
+        connection dropped."""
+        kept = self.connected
+        self._keep()
+        try:
+            return await read()
+        except asyncio.CancelledError:
+            self._drop()
+            raise
+        except Exception:
+            log.exception("lock %s: the driver failed reading it", self.address)
+            self._drop()
+            return None
+        finally:
+            if kept:
+                self._release()
+            else:
+                self._drop()
+                await self._closed()
 
     async def close(self) -> None:
         """Drop the connection now and wait until it is closed (hubd stops)."""

@@ -246,56 +246,37 @@ class ReferenceLock(Kept):
         dropped at once, and returns only once it is gone (background reads hold one proxy slot
         at a time across the hub, and a battery lock pays for every second); one an operation
         left open is kept ``idle_s``."""
-        kept = self.connected
-        try:
-            return await self._refresh(read_status, timeout, kept)
-        finally:
-            if not kept:
-                self._drop()
-                await self._closed()
+        return await self._read_between(lambda: self._refresh(read_status, timeout))
 
-    async def _refresh(self, read_status: bool, timeout: float, kept: bool) -> Refreshed | None:
+    async def _refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
         loop = asyncio.get_running_loop()
         self._requests_s, self._requests = 0.0, 0
-        self._keep()
+        deadline = loop.time() + timeout
+        link, nonce, _ = await self._prepare(deadline)
+        if link is None or nonce is None:
+            return None
         try:
-            deadline = loop.time() + timeout
-            link, nonce, _ = await self._prepare(deadline)
-            if link is None or nonce is None:
-                return None
-            try:
-                # A hard end: a peer that keeps notifying (forged reports, each dropped) must not
-                # hold the lock's turn past the read's time.
-                async with asyncio.timeout_at(deadline):
-                    taken, lost = await self._read_reports(link, nonce, deadline)
-                    if not (read_status or lost):
-                        return Refreshed(None, None, taken)
-                    # READ_REPORTS did not spend the nonce: the status read uses it.
-                    pdu = lp.encode_command(self._secret, self._addr, nonce,
-                                            lp.action_code("status"), _POLL_TAG)
-                    await self._asked(link.client.write_gatt_char(link.control, pdu,
-                                                                  response=True))
-                    result = await self._wait_result(link, max(0.0, deadline - loop.time()))
-            except (BleakError, TimeoutError, _Lost, lp.ProtocolError) as exc:
-                log.info("reference lock %s: reading it failed: %s", self.address,
-                         exc or type(exc).__name__)
-                self._drop()
-                return None
-            status, state, battery, mac = result
-            if status != lp.STATUS_OK or not lp.verify_result(
-                    self._secret, self._addr, nonce, _POLL_TAG, status, state, battery, mac):
-                return Refreshed(None, None, taken)  # heard (REPORTS_END verified), state unread
-            return Refreshed(lp.state_name(state), battery, taken)
-        except asyncio.CancelledError:
-            self._drop()
-            raise
-        except Exception:
-            log.exception("reference lock %s: the driver failed reading it", self.address)
+            # A hard end: a peer that keeps notifying (forged reports, each dropped) must not
+            # hold the lock's turn past the read's time.
+            async with asyncio.timeout_at(deadline):
+                taken, lost = await self._read_reports(link, nonce, deadline)
+                if not (read_status or lost):
+                    return Refreshed(None, None, taken)
+                # READ_REPORTS did not spend the nonce: the status read uses it.
+                pdu = lp.encode_command(self._secret, self._addr, nonce,
+                                        lp.action_code("status"), _POLL_TAG)
+                await self._asked(link.client.write_gatt_char(link.control, pdu, response=True))
+                result = await self._wait_result(link, max(0.0, deadline - loop.time()))
+        except (BleakError, TimeoutError, _Lost, lp.ProtocolError) as exc:
+            log.info("reference lock %s: reading it failed: %s", self.address,
+                     exc or type(exc).__name__)
             self._drop()
             return None
-        finally:
-            if kept:
-                self._release()  # kept for an operation's follow-up: as it was
+        status, state, battery, mac = result
+        if status != lp.STATUS_OK or not lp.verify_result(
+                self._secret, self._addr, nonce, _POLL_TAG, status, state, battery, mac):
+            return Refreshed(None, None, taken)  # heard (REPORTS_END verified), state unread
+        return Refreshed(lp.state_name(state), battery, taken)
 
     # -- the connection (hubd.locks.kept) -----------------------------------------------------
 
