@@ -21,7 +21,6 @@ import logging
 from collections.abc import Mapping
 
 from hubd.access.lockstate import LockStates
-from hubd.ble import vendor
 from hubd.ble.radio import Radio
 from hubd.devices.registry import Devices
 from hubd.locks.dkey import DkeyTimings
@@ -56,7 +55,6 @@ class LockDrivers:
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
         closed by ``stack`` before the bridge (its work and connections go first). hubd's start
         has registered each lock's device with its battery model (``battery_model``)."""
-        vendor.install()  # a vendor library's own clients on the radio (a dKey's)
         kinds = {lock: p.kind for lock, p in paired.items()}
         models = {lock: battery_model(p.kind, p.protocol) for lock, p in paired.items()}
 
