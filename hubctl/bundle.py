@@ -42,7 +42,9 @@ MANIFEST = "manifest.json"
 ENTRY = "main.py"
 APP = "app"
 ROMFS = "bridge.romfs"
-# Where MicroPython mounts a ROMFS partition; it puts ROM_PATHS at the front of sys.path.
+# Where MicroPython mounts a ROMFS partition at every boot (py/runtime.c mp_init); it appends
+# ROM_PATHS to sys.path after '' and '.frozen', so on an ESP32 sys.path is
+# ['', '.frozen', '/rom', '/rom/lib', '/lib']: a module in the filesystem's root shadows the image's.
 ROM_MOUNT = "/rom"
 ROM_PATHS = ("/rom", "/rom/lib")
 # Bump when the bundle's layout or manifest changes: it is part of every bundle's id.

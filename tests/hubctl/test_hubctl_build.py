@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hubctl import bundle
-from simulator.bridge_device import IMAGE_OVERHEAD, SHIMS, BridgeDevice, _boot_code, compiled_firmware
+from simulator.bridge_device import (HARDWARE_ALLOWANCE, IMAGE_OVERHEAD, SHIMS, SHIMS_OVER,
+                                     BridgeDevice, _boot_code, compiled_firmware)
 from tests.micropython import HEAP, micropython_binary
 from wire import link
 from tests.hubctl_cli import hubctl, one_error_line
@@ -166,30 +167,62 @@ def test_the_bundle_holds_every_module_as_a_romfs_image_named_in_its_manifest(
     assert all(listed[f.path] == f.sha256 for f in built.manifest.files if f.path in listed)
 
 
+def _boot(built: bundle.Bundle, flash: Path, heap: int) -> subprocess.CompletedProcess[str]:
+    """The simulated chip's boot (the image mounted, the chip's modules loaded) with ``heap``
+    bytes for the firmware, then flash/main.py."""
+    size = built.manifest.romfs.size
+    return subprocess.run(
+        [micropython_binary(), "-X",
+         f"heapsize={heap + size + IMAGE_OVERHEAD + HARDWARE_ALLOWANCE}",
+         "-c", _boot_code(built.image, size)],
+        cwd=flash, env={"MICROPYPATH": f"{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, check=False)
+
+
 def test_the_simulated_chip_boots_main_py_with_the_image_mounted_at_rom(tmp_path: Path) -> None:
     built = bundle.build()
     # In place of the bundle's main.py (which starts the bridge): one that says where the
     # firmware's modules come from, on a heap too small to hold them copied from files.
-    (tmp_path / "main.py").write_text("import config, bridge, hostlink, alarms, health\n"
-                                      "print(config.__file__, bridge.__file__)\n")
-    size = built.manifest.romfs.size
-    # Measured: these imports (and the host shims they pull in) need ~100 KB of heap from the
-    # image, ~140 KB from files.
-    heap = 116 * 1024
-    proc = subprocess.run(
-        [micropython_binary(), "-X", f"heapsize={heap + size + IMAGE_OVERHEAD}",
-         "-c", _boot_code(built.image, size)],
-        cwd=tmp_path, env={"MICROPYPATH": f"{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=30, check=False)
+    (tmp_path / "main.py").write_text("import sys, config, bridge, hostlink, alarms, health\n"
+                                      "print(config.__file__, bridge.__file__)\n"
+                                      "print(sys.path)\n")
+    # Measured: these imports need ~80 KB of heap from the image, more than 100 from files.
+    heap = 96 * 1024
+    proc = _boot(built, tmp_path, heap)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.split() == ["/rom/config.mpy", "/rom/bridge.mpy"]
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["/rom/config.mpy", "/rom/bridge.mpy"]
+    # As on an ESP32 (py/runtime.c mp_init): the filesystem and the frozen modules first, then
+    # the image, so a stale module in the filesystem's root would shadow the image's.
+    path = eval(lines[1])  # noqa: S307 (our own print of a list of strings)
+    assert path.index("") < path.index(".frozen") < path.index("/rom") < path.index("/rom/lib")
     # The same imports from .mpy files do not fit in that heap: the image is what made room.
     (tmp_path / "main.py").write_text("import config, bridge, hostlink, alarms, health\n")
     proc = subprocess.run(
-        [micropython_binary(), "-X", f"heapsize={heap}", "-m", "main"],
+        [micropython_binary(), "-X", f"heapsize={heap + HARDWARE_ALLOWANCE}", "-m", "main"],
         cwd=tmp_path, env={"MICROPYPATH": f"{SHIMS}:{built.path}:.frozen", "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode != 0 and "MemoryError" in proc.stdout + proc.stderr
+
+
+def test_the_firmware_starts_with_its_whole_heap_the_image_and_the_chips_modules_take_none(
+        tmp_path: Path) -> None:
+    """The image is flash and `machine`/`bluetooth` are C on the chip: whatever the shims that
+    stand for them cost here, main.py starts with the heap the chip would give it."""
+    measure = "import gc, asyncio\ngc.collect()\nprint('free', gc.mem_free())\n"
+    (tmp_path / "main.py").write_text(measure)
+    heap = 100 * 1024
+    proc = _boot(bundle.build(), tmp_path, heap)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert SHIMS_OVER not in proc.stdout
+    free = int(proc.stdout.split()[-1])
+    # The same interpreter given only that heap, with no image and no shims: the firmware's
+    # start is as roomy, less the boot code itself (its bytecode, the mount) and main's module.
+    plain = subprocess.run([micropython_binary(), "-X", f"heapsize={heap}", "-c", measure],
+                           env={"MICROPYPATH": ".frozen", "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=30, check=True)
+    alone = int(plain.stdout.split()[-1])
+    assert alone - 3072 <= free <= alone, (free, alone)
 
 
 async def test_the_simulator_refuses_an_image_that_does_not_match_its_manifest(
