@@ -4,10 +4,16 @@
 bridge has, erase the flash, write the image where MicroPython's image for that chip starts,
 read it back to verify, hard-reset. The `Flasher` protocol is the seam: `EsptoolFlasher` calls
 esptool; tests pass a recorder and check the exact calls.
+
+The bridge's MicroPython is not micropython.org's ESP32_GENERIC but a build of it with ROMFS on
+and a ``romfs`` partition (deploy/esp32/, docs/technician-guide.md); `partition_table` reads that
+build's partition table, the one definition of the partition's size (the test bench's shim takes
+it from here too).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +25,12 @@ IMAGE_OFFSET = {"ESP32": 0x1000}
 IMAGE_MAGIC = 0xE9
 # Baud rate while writing: the ROM bootloader talks at 115200, esptool's stub switches up.
 DEFAULT_BAUD = 460800
+
+# The board definition of the bridge's MicroPython, and its partition table.
+BOARD_DIR = Path(__file__).resolve().parents[1] / "deploy" / "esp32"
+PARTITIONS = BOARD_DIR / "partitions-bridge.csv"
+# The label MicroPython's esp32 port looks for (esp32_partition.c, mp_vfs_rom_ioctl).
+ROMFS_LABEL = "romfs"
 
 
 class ImageError(Exception):
@@ -45,6 +57,44 @@ class Flasher(Protocol):
 
     def close(self) -> None:
         """Let go of the port."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One row of an ESP-IDF partition table (name, type, subtype, offset, size; flags left
+    out)."""
+
+    name: str
+    type: str
+    subtype: str
+    offset: int
+    size: int
+
+
+def partition_table(path: Path = PARTITIONS) -> list[Partition]:
+    """The rows of an ESP-IDF partition table CSV (offsets and sizes in hex or decimal, K/M
+    suffixes as ESP-IDF's gen_esp32part.py takes them); ValueError on a row it cannot read."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 5:
+            raise ValueError(f"{path}:{n}: a partition needs name, type, subtype, offset, size")
+        rows.append(Partition(cells[0], cells[1], cells[2], _number(cells[3]), _number(cells[4])))
+    return rows
+
+
+def _number(text: str) -> int:
+    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:].upper(), 1)
+    return int(text[:-1] if scale > 1 else text, 0) * scale
+
+
+def romfs_partition_size(path: Path = PARTITIONS) -> int:
+    """The size of the bridge build's ``romfs`` partition, in bytes."""
+    (romfs,) = [p for p in partition_table(path) if p.name == ROMFS_LABEL]
+    return romfs.size
 
 
 def read_image(path: Path) -> bytes:
