@@ -120,12 +120,13 @@ def _firmware_config() -> ModuleType:
 
 
 class _Bars(deploy.CopyProgress):
-    """Two rich bars: the whole copy in bytes, and the file being written."""
+    """Rich bars: the whole copy in bytes and the file being written; the ROMFS image's bytes."""
 
     def __init__(self, progress: Progress) -> None:
         self._p = progress
         self._total: TaskID | None = None
         self._file: TaskID | None = None
+        self._image: TaskID | None = None
         self._done = 0  # bytes of the files finished
         self._size = 0  # of the file being written
 
@@ -148,6 +149,26 @@ class _Bars(deploy.CopyProgress):
         self._p.remove_task(self._file)
         self._p.console.print(f"  {path}: {'copied, verified' if copied else 'already there'}")
 
+    def image_begin(self, size: int) -> None:
+        self._image = self._p.add_task("ROMFS image", total=size)
+
+    def image_advance(self, done: int, size: int) -> None:
+        assert self._image is not None
+        self._p.update(self._image, completed=done)
+
+    def image_end(self, written: bool) -> None:
+        assert self._image is not None
+        if written:
+            self._p.update(self._image, completed=self._p.tasks[self._image].total)
+        else:
+            self._p.remove_task(self._image)
+        done = "written, verified" if written else "already there"
+        self._p.console.print(f"  ROMFS image: {done}")
+
+    def removed(self, paths: list[str]) -> None:
+        self._p.console.print(f"  {len(paths)} .mpy files of an older flash removed (the "
+                              "filesystem's would be imported before /rom's)")
+
 
 def _open_bridge(port: str, soft_reset: bool, wait_s: float) -> deploy.BridgeFS:
     """The bridge's REPL; after a fresh image it boots (and formats its filesystem) first."""
@@ -168,39 +189,48 @@ def flash(
         "--bundle", help="The bundle directory hubctl build printed.")],
     config: Annotated[Path, typer.Option(help="This home's bridge.json.")],
     image_path: Annotated[Path | None, typer.Option(
-        "--image", help="MicroPython's ESP32_GENERIC .bin; needed unless --resume.")] = None,
+        "--image", help="The bridge's MicroPython .bin (built from deploy/esp32: ROMFS on); "
+                        "needed unless --resume.")] = None,
     resume: Annotated[bool, typer.Option(
-        help="Keep the MicroPython image already on the bridge and copy only the files it does "
-             "not have yet (after a cut copy).")] = False,
+        help="Keep the MicroPython image already on the bridge and write only what it does not "
+             "have yet (after a cut flash).")] = False,
+    mpy_files: Annotated[bool, typer.Option(
+        "--mpy-files", help="Copy the modules as .mpy files instead of the ROMFS image, for a "
+                            "MicroPython without ROMFS on the bench: a chip's heap cannot hold "
+                            "the firmware that way with an alarm unit and LTE.")] = False,
     baud: Annotated[int, typer.Option(help="Baud rate while writing the image.")] =
         image.DEFAULT_BAUD,
     soft_reset: Annotated[bool, typer.Option(
         help="Soft-reset MicroPython before copying; --no-soft-reset for MicroPython's unix port "
              "(a test bench), which has none.")] = True,
 ) -> None:
-    """Write MicroPython to the bridge, copy the bundle and bridge.json, verify, reboot.
+    """Write MicroPython to the bridge, then the bundle's ROMFS image and bridge.json; verify;
+    reboot.
 
     1. esptool erases the flash and writes the image at 0x1000, reads it back, resets the chip;
-    2. mpremote copies each file under a temporary name, checks its sha256 on the bridge and
-       renames it (main.py last), skipping files the bridge already has;
-    3. the bridge reboots into the firmware.
+    2. mpremote writes the bundle's ROMFS image to the bridge's romfs partition (unless its
+       sha256 there already matches), checks its hash on the bridge, removes .mpy files an older
+       flash left, and copies manifest.json, bridge.json and main.py (last) under temporary
+       names, each checked on the bridge and renamed;
+    3. the bridge reboots into the firmware, which it imports from /rom.
 
-    A copy cut short (cable pulled) resumes: run the same command with --resume.
+    The bridge's MicroPython must have ROMFS (the build from deploy/esp32; no stock ESP32 build
+    has it). A flash cut short (cable pulled) resumes: run the same command with --resume.
 
-    **Example:** hubctl flash --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.29.0.bin
+    **Example:** hubctl flash --port /dev/ttyUSB0 --image bridge-micropython-v1.28.0.bin
     --bundle build/bundles/bridge-0.1.0-94373b7a1eba --config bridge.json
     """
     if resume and image_path is not None:
         raise typer.BadParameter("--resume keeps the image on the bridge: pass one of --image "
                                  "and --resume", param_hint="'--image'")
     if not resume and image_path is None:
-        raise typer.BadParameter("pass MicroPython's ESP32_GENERIC .bin (or --resume to finish "
-                                 "a cut copy)", param_hint="'--image'")
+        raise typer.BadParameter("pass the bridge's MicroPython .bin (or --resume to finish "
+                                 "a cut flash)", param_hint="'--image'")
     try:
         built = bundle.Bundle.load(bundle_dir)
     except bundle.BundleError as e:
         raise Failed(str(e)) from None
-    files = deploy.plan(built, _load_config(config))
+    config_bytes = _load_config(config)
     m = built.manifest
     out.print(f"bundle {built.path.name}: firmware {m.firmware_version}, link protocol "
               f"{m.protocol}")
@@ -210,30 +240,59 @@ def flash(
             out.print(f"1/3 MicroPython image {image_path.name} ({len(data)} bytes) "
                       f"to {port} with esptool")
             image.flash_image(image.EsptoolFlasher(), port, data, baud)
-        report = _copy(port, built, files, soft_reset, wait_s=BOOT_WAIT_S if image_path else 0)
+        summary = _put_bundle(port, built, config_bytes, soft_reset, mpy_files,
+                              wait_s=BOOT_WAIT_S if image_path else 0)
     except deploy.CableLost as e:
         raise Failed(f"{e}, then run the same hubctl flash with --resume instead of --image: it "
-                     "keeps the image and copies only what the bridge lacks") from None
+                     "keeps the image and writes only what the bridge lacks") from None
     except (image.ImageError, deploy.DeviceError) as e:
         raise Failed(str(e)) from None
-    out.print(f"3/3 bridge on {port} rebooted into firmware {m.firmware_version}: "
-              f"{len(report.copied)} files copied, {len(report.skipped)} already there, "
-              f"all {len(files)} verified")
+    out.print(f"3/3 bridge on {port} rebooted into firmware {m.firmware_version}: {summary}")
 
 
-def _copy(port: str, built: bundle.Bundle, files: list[deploy.Planned], soft_reset: bool,
-          wait_s: float) -> deploy.CopyReport:
-    out.print(f"2/3 {len(files)} files to {port} with mpremote")
+# Why a bridge without ROMFS is refused, and what to do (one line).
+NO_ROMFS = ("has no ROMFS (stock ESP32 builds of MicroPython leave MICROPY_VFS_ROM off, and "
+            "without it the firmware's modules go to the heap, which cannot hold them with an "
+            "alarm unit and LTE): flash the bridge build of MicroPython made from deploy/esp32 "
+            "(docs/technician-guide.md, \"The bridge's MicroPython\") with --image")
+
+
+def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool,
+                mpy_files: bool, wait_s: float) -> str:
+    """Step 2 on either route, then the reboot; the summary of step 3."""
     fs = _open_bridge(port, soft_reset, wait_s)
     try:
         deploy.check_mpy(fs, built)
+        partition = None if mpy_files else fs.romfs_partition()
+        if not mpy_files and partition is None:
+            raise deploy.DeviceError(f"the bridge's MicroPython on {port} {NO_ROMFS}")
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TimeRemainingColumn(), console=out, transient=False) as progress:
-            report = deploy.copy(fs, files, _Bars(progress))
+            if partition is None:
+                files = deploy.plan(built, config)
+                progress.console.print(
+                    f"2/3 {len(files)} files to {port} with mpremote (--mpy-files: for the "
+                    "bench only, a chip's heap cannot hold the firmware this way with an alarm "
+                    "unit and LTE)")
+                report = deploy.copy(fs, files, _Bars(progress))
+                summary = (f"{len(report.copied)} files copied, {len(report.skipped)} already "
+                           f"there, all {len(files)} verified")
+            else:
+                rom = built.manifest.romfs
+                progress.console.print(
+                    f"2/3 ROMFS image {rom.path} ({rom.size} bytes) to the romfs partition "
+                    f"({partition} bytes) on {port}, then 3 files, with mpremote")
+                romfs = deploy.flash_romfs(fs, built, config, partition, _Bars(progress))
+                copied = romfs.files
+                summary = (f"ROMFS image {'written' if romfs.image_written else 'already there'}"
+                           f" and verified, {len(copied.copied)} files copied, "
+                           f"{len(copied.skipped)} already there, all 3 verified")
+                if romfs.removed:
+                    summary += f", {len(romfs.removed)} old .mpy files removed"
         fs.reboot()
     finally:
         fs.close()
-    return report
+    return summary
 
 
 class _Usage(typer.BadParameter):

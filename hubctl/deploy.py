@@ -1,10 +1,37 @@
-"""Copy a bundle and bridge.json onto a bridge running MicroPython, through its raw REPL.
+"""Put a bundle and bridge.json onto a bridge running MicroPython, through its raw REPL.
 
 mpremote's ``SerialTransport`` carries every step. Each file is written under a temporary name
 (``<name>.part``), its sha256 is computed *on the bridge* and compared with the manifest, and
 only then is it renamed to its real name; a cut (cable pulled, power lost) therefore never leaves
 half a file under a real name. A file whose hash on the bridge already matches is skipped, which
 is what makes a second run after a cut resume where the first stopped.
+
+Two routes (`romfs_partition` tells which the bridge's MicroPython allows):
+
+- **The ROMFS route** (`flash_romfs`), for the bridge's own MicroPython build (deploy/esp32/:
+  MICROPY_VFS_ROM on, a ``romfs`` partition): the bundle's image goes to the partition, which
+  MicroPython mounts at /rom at every boot, and the modules run from mapped flash instead of the
+  heap. The image is written by mpremote's own ``romfs deploy`` code
+  (``mpremote.commands._do_romfs_deploy``: umount /rom, erase the blocks with ``dev.ioctl(6)``,
+  write 4 KB chunks with ``dev.writeblocks``, deflated when the bridge can inflate), handed our open
+  transport in a real ``mpremote.main.State``; its prints become our progress. Reused rather than
+  rewritten because it is the code ``mpremote romfs deploy`` runs on real boards. It is a private
+  function: `_romfs_deploy` imports it when used (an mpremote without it is a one-line error naming
+  the version to install), our size check runs before it so its ``sys.exit`` never does, and the
+  tests run it against a bench whose partition answers as the ESP32's does. Were it to go, the same
+  ioctls through BridgeFS would replace it. Everything around it is ours: the size check before
+  anything changes, the resume (the image's sha256 computed *on the bridge* over the partition,
+  through ``dev.readblocks``: a match skips the write) and the check after writing. Then only
+  manifest.json, bridge.json and main.py are copied, and every .mpy file a plain flash left on the
+  filesystem is removed: the filesystem root ("") comes before /rom on sys.path, so a stale app.mpy
+  there would be imported instead of the image's.
+  Cuts: **main.py is removed first** whenever the image is to be written or stale .mpy files
+  removed, and copied back last. A bridge cut anywhere in between has no main.py and boots to the
+  REPL (whatever /rom and the filesystem then hold, nothing imports them), and a second run with
+  --resume finishes: the image's hash tells whether it must be written again.
+- **The .mpy-file route** (`plan` and `copy` alone): every module as a file on the filesystem,
+  for a stock MicroPython (no ROMFS) on the bench. MicroPython copies such modules into the heap
+  at import, which a chip's heap cannot hold with an alarm unit and LTE.
 """
 
 from __future__ import annotations
@@ -13,14 +40,18 @@ import contextlib
 import hashlib
 import io
 import posixpath
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import serial
+from mpremote.commands import CommandError
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from hubctl.bundle import ENTRY, MANIFEST, Bundle
+from hubctl.bundle import ENTRY, MANIFEST, ROM_MOUNT, Bundle
+from hubctl.image import PARTITIONS, ROMFS_LABEL, romfs_partition_size
 
 CONFIG = "bridge.json"
 PART = ".part"
@@ -75,6 +106,28 @@ class CopyProgress:
     def file_end(self, path: str, copied: bool) -> None:
         pass
 
+    def image_begin(self, size: int) -> None:
+        pass
+
+    def image_advance(self, done: int, size: int) -> None:
+        pass
+
+    def image_end(self, written: bool) -> None:
+        pass
+
+    def removed(self, paths: list[str]) -> None:
+        pass
+
+
+@dataclass
+class RomfsReport:
+    """What the ROMFS route did: the image written or already there, the three files' copy,
+    the stale .mpy files removed."""
+
+    image_written: bool
+    files: CopyReport
+    removed: list[str]
+
 
 def plan(bundle: Bundle, config: bytes) -> list[Planned]:
     """The files of a flash in copy order: the compiled modules, the manifest, bridge.json, and
@@ -85,6 +138,12 @@ def plan(bundle: Bundle, config: bytes) -> list[Planned]:
     files.append(Planned(CONFIG, config))
     files.append(Planned(ENTRY, bundle.read(ENTRY)))
     return files
+
+
+def plan_romfs(bundle: Bundle, config: bytes) -> list[Planned]:
+    """The files the ROMFS route copies beside the image, in copy order, main.py last."""
+    return [Planned(MANIFEST, bundle.read(MANIFEST)), Planned(CONFIG, config),
+            Planned(ENTRY, bundle.read(ENTRY))]
 
 
 @contextlib.contextmanager
@@ -100,6 +159,8 @@ def _device_errors(port: str, doing: str) -> Iterator[None]:
     except (TransportError, serial.SerialException, OSError) as e:
         raise CableLost(f"lost the bridge on {port} while {doing} ({e}): check the cable")\
             from None
+    except CommandError as e:  # mpremote's romfs code refusing
+        raise DeviceError(f"the bridge on {port} failed {doing}: {e}") from None
 
 
 class BridgeFS:
@@ -176,6 +237,81 @@ class BridgeFS:
         with _device_errors(self.port, f"renaming {part}"):
             self._t.exec(f"import os\nos.rename({part!r}, {f.path!r})")
 
+    def romfs_partition(self) -> int | None:
+        """The size in bytes of the ROMFS partition of the bridge's MicroPython, None when it has
+        no ROMFS (no vfs.rom_ioctl: MICROPY_VFS_ROM off, every stock ESP32 build) or no
+        partition labelled romfs."""
+        with _device_errors(self.port, "looking for its ROMFS partition"):
+            self._t.exec("import vfs")
+            if not self._t.eval("hasattr(vfs,'rom_ioctl') and vfs.rom_ioctl(1)>0"):
+                return None
+            self._t.exec("dev=vfs.rom_ioctl(2,0)")
+            if not self._t.eval("hasattr(dev,'ioctl')"):
+                return None  # a port whose segment is no partition object: not an ESP32
+            return int(self._t.eval("dev.ioctl(4,0)*dev.ioctl(5,0)"))
+
+    def romfs_sha256(self, size: int) -> bytes:
+        """The sha256 of the partition's first `size` bytes, computed on the bridge (read in
+        blocks through dev.readblocks, one block of heap)."""
+        with _device_errors(self.port, "hashing its ROMFS partition"):
+            self._t.exec(
+                "import vfs,hashlib\n"
+                "dev=vfs.rom_ioctl(2,0)\n"
+                "h=hashlib.sha256()\n"
+                "s=dev.ioctl(5,0)\n"
+                "b=bytearray(s)\n"
+                "o=0\n"
+                f"while o<{size}:\n"
+                f" n=min(s,{size}-o)\n"
+                " m=memoryview(b)[:n]\n"
+                " dev.readblocks(o//s,m,o%s)\n"
+                " h.update(m)\n"
+                " o+=n\n"
+                "del b,m")
+            return bytes(self._t.eval("h.digest()"))
+
+    def write_romfs(self, image: Path, progress: CopyProgress) -> None:
+        """Write the ROMFS image file `image` to the partition (mpremote's romfs deploy)."""
+        with _device_errors(self.port, "writing the ROMFS image"):
+            _romfs_deploy(self._t, image, lambda done: progress.image_advance(
+                min(done, image.stat().st_size), image.stat().st_size))
+
+    def stale_modules(self) -> list[str]:
+        """Every .mpy file (and .mpy.part) on the bridge's filesystem, /rom left out."""
+        with _device_errors(self.port, "listing its .mpy files"):
+            self._t.exec(
+                "import os\n"
+                "def _w(d,out):\n"
+                " for e in os.ilistdir(d or '.'):\n"
+                "  p=d+'/'+e[0] if d else e[0]\n"
+                "  if e[1]==0x4000:\n"
+                f"   if p!={ROM_MOUNT.strip('/')!r}:\n"
+                "    _w(p,out)\n"
+                "  elif e[0].endswith('.mpy') or e[0].endswith('.mpy.part'):\n"
+                "   out.append(p)\n"
+                " return out")
+            return sorted(self._t.eval("_w('',[])"))
+
+    def remove(self, paths: list[str]) -> None:
+        """Remove `paths` from the bridge's filesystem (gone already is fine), then each of their
+        directories that this left empty: an empty `wire/` in the filesystem root would be a
+        namespace package hiding /rom/wire."""
+        dirs = sorted({posixpath.dirname(p) for p in paths} - {""}, key=len, reverse=True)
+        with _device_errors(self.port, "removing old files"):
+            self._t.exec(
+                "import os\n"
+                f"for p in {paths!r}:\n"
+                " try:\n"
+                "  os.remove(p)\n"
+                " except OSError as e:\n"
+                "  if e.errno!=2:\n"
+                "   raise\n"
+                f"for d in {dirs!r}:\n"
+                " try:\n"
+                "  os.rmdir(d)\n"
+                " except OSError:\n"
+                "  pass")
+
     def reboot(self) -> None:
         """Hard-reset the bridge (machine.reset(), as mpremote's `reset` does) and let go of it."""
         with _device_errors(self.port, "rebooting it"):
@@ -198,6 +334,79 @@ def copy(fs: BridgeFS, files: list[Planned], progress: CopyProgress | None = Non
         report.copied.append(f.path)
         progress.file_end(f.path, True)
     return report
+
+
+class _Printed(io.TextIOBase):
+    """mpremote's romfs deploy prints "Writing at offset N" before each chunk: turned into
+    progress, the rest dropped."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        self._advance = advance
+
+    def write(self, text: str) -> int:
+        for offset in re.findall(r"Writing at offset (\d+)", text):
+            self._advance(int(offset))
+        return len(text)
+
+
+def _romfs_deploy(transport: SerialTransport, image: Path,
+                  advance: Callable[[int], None]) -> None:
+    """Write `image` to partition 0 with mpremote's ``romfs deploy`` on our open transport."""
+    import argparse
+
+    from mpremote.main import State
+
+    try:
+        from mpremote.commands import _do_romfs_deploy
+    except ImportError:
+        raise DeviceError("this mpremote cannot write a ROMFS image: pip install "
+                          "'mpremote>=1.27,<2' (pip install -e '.[tools]')") from None
+
+    state = State()
+    state.transport = transport
+    state._auto_soft_reset = False  # already in the raw REPL: enter it again would soft-reset
+    args = argparse.Namespace(path=str(image), partition=0, mpy=False)
+    try:
+        with contextlib.redirect_stdout(_Printed(advance)):
+            _do_romfs_deploy(state, args)
+    except SystemExit:  # it exits on an image it finds invalid or too big, both checked before
+        raise DeviceError(f"mpremote refused to write {image.name}: rebuild the bundle "
+                          "(hubctl build)") from None
+    advance(image.stat().st_size)
+
+
+def flash_romfs(fs: BridgeFS, bundle: Bundle, config: bytes, partition_size: int,
+                progress: CopyProgress | None = None) -> RomfsReport:
+    """The ROMFS route on a bridge whose partition holds `partition_size` bytes: the image
+    (unless its hash on the bridge already matches), the three files, the stale .mpy files
+    removed; main.py first out and last in (module docstring)."""
+    progress = progress or CopyProgress()
+    rom = bundle.manifest.romfs
+    if rom.size > partition_size:
+        raise DeviceError(
+            f"the bundle's ROMFS image is {rom.size} bytes, the bridge's romfs partition "
+            f"{partition_size}: flash the bridge build of MicroPython made from deploy/esp32 "
+            f"(its partition holds {romfs_partition_size()}), or grow the romfs partition in "
+            f"{PARTITIONS.name} and rebuild it")
+    expected = bytes.fromhex(rom.sha256)
+    image_ok = fs.romfs_sha256(rom.size) == expected
+    stale = fs.stale_modules()
+    if not image_ok or stale:
+        fs.remove([ENTRY])  # until main.py is back, the bridge boots to the REPL
+    progress.image_begin(rom.size)
+    if not image_ok:
+        fs.write_romfs(bundle.image, progress)
+        if fs.romfs_sha256(rom.size) != expected:
+            raise DeviceError(
+                f"the ROMFS image reads back from the bridge on {fs.port} with another hash than "
+                "was written (flash failing?): run the same command again with --resume; if it "
+                "fails again, replace the bridge")
+    progress.image_end(not image_ok)
+    if stale:
+        fs.remove(stale)
+        progress.removed(stale)
+    files = copy(fs, plan_romfs(bundle, config), progress)
+    return RomfsReport(image_written=not image_ok, files=files, removed=stale)
 
 
 def check_mpy(fs: BridgeFS, bundle: Bundle) -> None:

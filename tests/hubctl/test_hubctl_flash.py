@@ -1,5 +1,9 @@
 """`hubctl flash`: the esptool step through its seam, the copy-and-verify step for real.
 
+These tests take the .mpy-file route (`--mpy-files`, a stock MicroPython); the ROMFS route, the
+one a real bridge takes, is test_hubctl_flash_romfs.py's, on the same bench with a romfs
+partition.
+
 The bridge on the bench is MicroPython's unix port at its REPL on a pty, its working directory
 standing for the ESP32's flash filesystem; hubctl reaches it through a second pty (the "USB serial
 port") and a relay thread between the two (the cable, which a test can pull). mpremote talks to it
@@ -43,10 +47,17 @@ IMAGE = bytes([image.IMAGE_MAGIC]) + bytes(range(256)) * 64  # shaped like an ES
 class BenchBridge:
     """A bridge on the bench: MicroPython's REPL on one pty, the port hubctl opens on another,
     a relay thread between them as the cable. `pull_cable` also cuts the power, as pulling a
-    USB-powered ESP32's cable does; `power_on` boots it again on the same flash."""
+    USB-powered ESP32's cable does; `power_on` boots it again on the same flash.
 
-    def __init__(self, flash: Path) -> None:
+    `flash` is its filesystem. With `romfs` it runs what the bridge's own MicroPython build
+    (deploy/esp32) has and a stock one lacks: a ``romfs`` partition of that build's size
+    (`partition`, a file beside the filesystem) and ``vfs.rom_ioctl``, mounted at /rom at
+    every boot (simulator/shims/romfs_partition.py); without it, a stock MicroPython."""
+
+    def __init__(self, flash: Path, romfs: bool = False) -> None:
         self.flash = flash
+        self.romfs = romfs
+        self.partition = flash.with_name(flash.name + ".romfs-partition")
         self.proc: subprocess.Popen[bytes] | None = None
         self._fds: list[int] = []
         self._relay: threading.Thread | None = None
@@ -65,7 +76,11 @@ class BenchBridge:
         # as "\r\r\n" and mpremote never sees "raw REPL; CTRL-B to exit\r\n".
         tty.setraw(dev_slave)
         env = {"MICROPYPATH": f"{SHIMS}:.frozen", "PATH": "/usr/bin:/bin"}  # shims: machine.reset
-        self.proc = subprocess.Popen([micropython_binary()], stdin=dev_slave, stdout=dev_slave,
+        argv = [micropython_binary()]
+        if self.romfs:  # boot as the bridge build does, then its REPL
+            argv += ["-i", "-c", f"import romfs_partition\nromfs_partition.boot("
+                                 f"{str(self.partition)!r}, {image.romfs_partition_size()})"]
+        self.proc = subprocess.Popen(argv, stdin=dev_slave, stdout=dev_slave,
                                      stderr=dev_slave, cwd=self.flash, env=env,
                                      start_new_session=True)
         os.close(dev_slave)
@@ -271,9 +286,11 @@ def test_flash_writes_the_image_then_copies_and_verifies_every_file_then_reboots
     port = bench.power_on()
     with pytest.raises(SystemExit) as exit_:
         cli.main(["flash", "--port", port, "--image", str(image_file), "--bundle",
-                  str(built.path), "--config", str(config_file), "--no-soft-reset"])
+                  str(built.path), "--config", str(config_file), "--no-soft-reset",
+                  "--mpy-files"])
     out, err = capsys.readouterr()
     assert exit_.value.code == 0, err
+    assert "--mpy-files: for the bench only, a chip's heap cannot hold the firmware" in out
     assert [c[0] for c in rec.calls] == ["connect", "erase", "write", "verify", "hard_reset",
                                          "close"]
     files = deploy.plan(built, config_file.read_bytes())
@@ -313,7 +330,7 @@ def test_a_copy_cut_by_a_cable_pull_resumes_with_only_what_is_missing_or_wrong(
     (flash / damaged.path).write_bytes(b"\x00" * 10)
 
     proc = hubctl("flash", "--port", bench.power_on(), "--bundle", built.path,
-                  "--config", config_file, "--resume", "--no-soft-reset")
+                  "--config", config_file, "--resume", "--no-soft-reset", "--mpy-files")
     assert proc.returncode == 0, proc.stderr
     copied, skipped = len(files) - n + 1, n - 1
     assert f"{copied} files copied, {skipped} already there, all {len(files)} verified" \
@@ -329,14 +346,14 @@ def test_a_cable_pull_during_flash_fails_in_one_line_that_says_to_resume(
     files = deploy.plan(built, config_file.read_bytes())
     bench.cut_after = 40_000  # bytes towards the bridge: well inside the copy
     proc = hubctl("flash", "--port", bench.power_on(), "--bundle", built.path,
-                  "--config", config_file, "--resume", "--no-soft-reset")
+                  "--config", config_file, "--resume", "--no-soft-reset", "--mpy-files")
     line = one_error_line(proc)
     assert proc.returncode == 1
     assert "lost the bridge on" in line and "--resume" in line
 
     bench.cut_after = None
     proc = hubctl("flash", "--port", bench.power_on(), "--bundle", built.path,
-                  "--config", config_file, "--resume", "--no-soft-reset")
+                  "--config", config_file, "--resume", "--no-soft-reset", "--mpy-files")
     assert proc.returncode == 0, proc.stderr
     assert "0 already there" not in proc.stdout
     assert_flashed(bench.flash, files)
@@ -413,8 +430,8 @@ def test_an_interrupt_is_one_line_too(bench: BenchBridge, built: bundle.Bundle,
     bench.stall_after = 40_000  # bytes towards the bridge: well inside the copy, which then waits
     proc = subprocess.Popen([str(HUBCTL), "flash", "--port", bench.power_on(), "--bundle",
                              str(built.path), "--config", str(config_file), "--resume",
-                             "--no-soft-reset"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=interruptible)
+                             "--no-soft-reset", "--mpy-files"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     assert bench.stalled.wait(60), "the copy never got 40 kB into the cable"
     proc.send_signal(signal.SIGINT)  # Ctrl-C while hubctl waits for the bridge
     _, err = proc.communicate(timeout=30)
