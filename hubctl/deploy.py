@@ -51,7 +51,7 @@ from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
 from hubctl.bundle import ENTRY, MANIFEST, ROM_MOUNT, Bundle
-from hubctl.image import PARTITIONS, ROMFS_LABEL, romfs_partition_size
+from hubctl.image import PARTITIONS, romfs_partition_size
 
 CONFIG = "bridge.json"
 PART = ".part"
