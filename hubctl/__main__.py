@@ -38,7 +38,7 @@ app = typer.Typer(
     help="The technician's tool for a home hub: its bridge (the ESP32 running firmware/), its "
          "configuration, its audit trail.\n\n"
          "**Example:** hubctl provision ... (see hubctl provision --help), hubctl build, then "
-         "hubctl flash --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.29.0.bin "
+         "hubctl flash --port /dev/ttyUSB0 --image bridge-micropython-v1.28.0.bin "
          "--bundle build/bundles/bridge-0.1.0-94373b7a1eba --config /etc/hubd/bridge.json")
 audit_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode="markdown",
