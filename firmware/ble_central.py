@@ -33,6 +33,8 @@ import time
 import bluetooth
 from micropython import const
 
+import timed
+
 _IRQ_SCAN_RESULT = const(5)
 _IRQ_SCAN_DONE = const(6)
 _IRQ_PERIPHERAL_CONNECT = const(7)
@@ -109,10 +111,7 @@ async def _wait(flag, done, deadline, on_timeout):
         if left <= 0:
             on_timeout()
             return
-        try:
-            await asyncio.wait_for_ms(flag.wait(), left)
-        except asyncio.TimeoutError:
-            pass
+        await timed.wait(flag, left)
 
 
 class Connection:
@@ -289,25 +288,22 @@ class Connection:
             value_handle,
         )
 
-    async def notification(self, timeout_ms):
-        """Next queued notification or indication, oldest first, as (value handle, bytes).
+    async def notification(self):
+        """Next queued notification or indication, oldest first, as (value handle, bytes); waits
+        as long as the link is up, on the connection's flag alone (the IRQ sets it for a
+        notification and for the disconnect): the proxy waits here for a connection's whole
+        life, and a timed wait (``asyncio.wait_for_ms``) would hold two more tasks and their
+        frames per connection all that time.
 
         Notifications that arrived before a disconnect are still returned; after that the wait
         fails with ``Disconnected``.
         """
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             if self._notes:
                 return self._notes.pop(0)
             if not self.connected:
                 raise Disconnected("link lost while waiting for a notification")
-            left = time.ticks_diff(deadline, time.ticks_ms())
-            if left <= 0:
-                raise BLETimeout("no notification within %d ms" % timeout_ms)
-            try:
-                await asyncio.wait_for_ms(self._note_flag.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await self._note_flag.wait()
 
     def disconnect_nowait(self):
         """Ask the stack to drop the link; the disconnect event follows later."""

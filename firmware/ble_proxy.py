@@ -52,7 +52,6 @@ _QUIET_TICK_MS = const(500)  # nothing to forward
 _ADV_GAP_MS = const(1000)  # at most one advert per address a second
 _PRESENCE_MS = const(60000)  # a watched address that is heard goes out at least this often (default)
 _RSSI_STEP = const(10)
-_NOTE_WAIT_MS = const(60000)
 _RETRY_MS = const(20)
 _SCAN_RSP = const(4)
 _SCAN_WINDOW_MS = const(1000)  # a ble_scan is scanned in windows: the host link going down
@@ -372,9 +371,7 @@ class Proxy:
         handle = conn.conn_handle
         while True:
             try:
-                note = await conn.notification(_NOTE_WAIT_MS)
-            except BLETimeout:
-                continue
+                note = await conn.notification()
             except Disconnected:
                 break
             except MemoryError:

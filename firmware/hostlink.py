@@ -14,6 +14,7 @@ import asyncio
 
 import heap
 import log
+import timed
 from wire import frame, link, messages
 
 _READ_CHUNK = 128
@@ -110,10 +111,7 @@ class HostLink:
         self._wake.clear()
         wait = self.link.next_poll_ms(time.ticks_ms())
         if wait > 0:
-            try:
-                await asyncio.wait_for_ms(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await timed.wait(self._wake, wait)
 
     def _requeue(self, unsent):
         old = unsent + self._overflow

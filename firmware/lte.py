@@ -15,6 +15,7 @@ import asyncio
 
 import heap
 import log
+import timed
 import vital
 
 # Errors, returned as values; None means success.
@@ -190,13 +191,6 @@ class Lte:
         if not text.startswith("AT") and len(self._lines) < _MAX_LINES:
             self._lines.append(text)
 
-    async def _wait(self, event, timeout_ms):
-        try:
-            await asyncio.wait_for_ms(event.wait(), timeout_ms)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
     async def command(self, cmd, timeout_ms=None, data=None):
         """Send one AT command; with `data`, write it after the ">" prompt. Returns
         (error or None, information lines)."""
@@ -212,14 +206,14 @@ class Lte:
                 self._writer.write(cmd.encode() + b"\r")
                 await self._writer.drain()
                 if data is not None:
-                    if not await self._wait(self._prompt, timeout_ms):
+                    if not await timed.wait(self._prompt, timeout_ms):
                         self._want_prompt = False
                         return E_TIMEOUT, self._lines
                     if self._final is not None:
                         return E_ERROR, self._lines
                     self._writer.write(data)
                     await self._writer.drain()
-                if not await self._wait(self._done, timeout_ms):
+                if not await timed.wait(self._done, timeout_ms):
                     return E_TIMEOUT, self._lines
                 if self._final in ("OK", "SEND OK"):
                     return None, self._lines
@@ -313,7 +307,7 @@ class Lte:
                                     % (CONTEXT, SOCKET, host, port))
         if err:
             return E_OPEN
-        if not await self._wait(self._opened, timeout_ms or self.open_timeout_ms):
+        if not await timed.wait(self._opened, timeout_ms or self.open_timeout_ms):
             await self.close()
             return E_TIMEOUT
         if self._open_err != 0:
@@ -349,7 +343,7 @@ class Lte:
             if not self.connected:
                 return b"", E_CLOSED
             left = timeout_ms - time.ticks_diff(time.ticks_ms(), start)
-            if left <= 0 or not await self._wait(self._recv, left):
+            if left <= 0 or not await timed.wait(self._recv, left):
                 return b"", E_TIMEOUT
 
     async def close(self):

@@ -69,7 +69,7 @@ class Conn:
     async def descriptors(self, start, end, ms):
         return [(6, b"\x02\x29")] if start <= 6 <= end else []
 
-    async def notification(self, ms):
+    async def notification(self):
         while not self.notes:
             if not self.connected:
                 raise Disconnected("gone")
