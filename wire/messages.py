@@ -149,45 +149,65 @@ RESETS = ("power_on", "hard", "wdt", "deepsleep", "soft", "unknown")
 
 # Each kind's fields, in order, as "name:type" words: type int, str (1..MAX_ID characters), bool,
 # counters (an object of at most 16 names, each an int) or ".name", the nested object of that
-# name below; a trailing "?" also allows null. Strings, not tuples: this table is on the bridge's
-# short heap too.
-_FIELDS = {
-    ALARM: "id:str event:str device:str unit_at:int bridge_at:int?",
-    ALARM_LTE: "id:str result:str",
-    ALARM_STORED: "id:str",
-    ALARM_HANDLED: "id:str",
-    CLOCK: "unix:int",
-    DEVICE: "id:str kind:str model:str battery:int? unit:str? mains:bool? rssi:int? present:bool?"
-            " firmware:str?",
-    HEALTH: "up_s:int reset:str heap_free:int heap_min:int heap_blk:int link:counters ble:.ble"
-            " lte:.lte? unit:.unit? journals:.journals clock:int?",
-    HEALTH_REQUEST: "",
-    TEST_ALARM: "ref:str lte:bool",
-    WIPE: "",
-    WIPED: "locks:int",
-    BLE_SCAN: "rid:int ms:int active:bool",
-    BLE_WATCH: "rid:int addr:str on:bool",
-    BLE_CONNECT: "rid:int addr:str addr_type:int ms:int",
-    BLE_DISCONNECT: "rid:int conn:int",
-    BLE_DISCOVER: "rid:int conn:int",
-    BLE_READ: "rid:int conn:int handle:int ms:int",
-    BLE_WRITE: "rid:int conn:int handle:int data:hex response:bool ms:int",
-    BLE_SUBSCRIBE: "rid:int conn:int handle:int mode:int",
-    BLE_PAIR: "rid:int conn:int ms:int",
-    BLE_UNPAIR: "rid:int addr:str addr_type:int",
-    BLE_DONE: "rid:int status:str conn:int? data:hex? mtu:int? count:int? att:int?",
-    BLE_SERVICE: "rid:int uuid:hex start:int end:int",
-    BLE_CHAR: "rid:int uuid:hex handle:int props:int service:int",
-    BLE_DESC: "rid:int uuid:hex handle:int char:int",
-    BLE_ADV: "addr:str addr_type:int rssi:int data:hex resp:hex?",
-    BLE_NOTIFY: "conn:int handle:int data:hex",
-    BLE_LOST: "conn:int reason:str",
-    ".ble": "restarts:int last_restart:str? connected:int",
-    ".lte": "registered:str? rssi:int?",
-    ".unit": "up:bool last_heard_s:int?",
-    ".journals": "commands:int alarms:int",
-}
+# name below; a trailing "?" also allows null. One string of "|kind=fields" (fields() reads it),
+# not a dict of strings: this table is on the bridge's short heap too, where a dict and a string
+# object per kind cost 1.6 KB (64-bit) and one string costs a pointer to its bytes in flash.
+_FIELDS = (
+    "|alarm=id:str event:str device:str unit_at:int bridge_at:int?"
+    "|alarm_lte=id:str result:str"
+    "|alarm_stored=id:str"
+    "|alarm_handled=id:str"
+    "|clock=unix:int"
+    "|device=id:str kind:str model:str battery:int? unit:str? mains:bool? rssi:int? present:bool?"
+    " firmware:str?"
+    "|health=up_s:int reset:str heap_free:int heap_min:int heap_blk:int link:counters ble:.ble"
+    " lte:.lte? unit:.unit? journals:.journals clock:int?"
+    "|health_request="
+    "|test_alarm=ref:str lte:bool"
+    "|wipe="
+    "|wiped=locks:int"
+    "|ble_scan=rid:int ms:int active:bool"
+    "|ble_watch=rid:int addr:str on:bool"
+    "|ble_connect=rid:int addr:str addr_type:int ms:int"
+    "|ble_disconnect=rid:int conn:int"
+    "|ble_discover=rid:int conn:int"
+    "|ble_read=rid:int conn:int handle:int ms:int"
+    "|ble_write=rid:int conn:int handle:int data:hex response:bool ms:int"
+    "|ble_subscribe=rid:int conn:int handle:int mode:int"
+    "|ble_pair=rid:int conn:int ms:int"
+    "|ble_unpair=rid:int addr:str addr_type:int"
+    "|ble_done=rid:int status:str conn:int? data:hex? mtu:int? count:int? att:int?"
+    "|ble_service=rid:int uuid:hex start:int end:int"
+    "|ble_char=rid:int uuid:hex handle:int props:int service:int"
+    "|ble_desc=rid:int uuid:hex handle:int char:int"
+    "|ble_adv=addr:str addr_type:int rssi:int data:hex resp:hex?"
+    "|ble_notify=conn:int handle:int data:hex"
+    "|ble_lost=conn:int reason:str"
+    "|.ble=restarts:int last_restart:str? connected:int"
+    "|.lte=registered:str? rssi:int?"
+    "|.unit=up:bool last_heard_s:int?"
+    "|.journals=commands:int alarms:int"
+    "|"
+)
 _MAX_COUNTERS = 16
+
+
+def fields(kind):
+    """``kind``'s fields as _FIELDS writes them ("name:type" words), or None for a kind it does
+    not define (nested objects are kinds too: ".ble"). Any string may be asked: one holding a
+    separator is no kind."""
+    if "|" in kind or "=" in kind:
+        return None
+    i = _FIELDS.find("|" + kind + "=")
+    if i < 0:
+        return None
+    i += len(kind) + 2
+    return _FIELDS[i:_FIELDS.index("|", i)]
+
+
+def kinds():
+    """Every kind _FIELDS defines, in its order (nested objects' ".name" too)."""
+    return [part[:part.index("=")] for part in _FIELDS.split("|") if part]
 
 
 class MessageError(ValueError):
@@ -203,7 +223,7 @@ def make(kind, *values):
     COUNT_CAP and a 10-digit clock it fits a link payload (docs/serial-link.md, byte budget)."""
     obj = {"m": kind}
     i = 0
-    for field in _FIELDS[kind].split():
+    for field in fields(kind).split():
         obj[field[:field.index(":")]] = values[i] if i < len(values) else None
         i += 1
     if kind == HEALTH:  # no blanks after "," and ":": the longest message needs the bytes
@@ -238,13 +258,14 @@ def _ok(value, kind):
             if not _ok(name, "str") or not _ok(count, "int"):
                 return False
         return True
-    return _bad(value, _FIELDS[kind.rstrip("?")]) is None
+    return _bad(value, fields(kind.rstrip("?"))) is None
 
 
-def _bad(obj, fields):
-    """The first field of ``obj`` that is missing or of the wrong type, or None. A field that
-    may be null and was left out is set to None: every field is there after decode()."""
-    for field in fields.split():
+def _bad(obj, spec):
+    """The first field of ``obj`` that is missing or of the wrong type, or None (``spec``: the
+    kind's fields()). A field that may be null and was left out is set to None: every field is
+    there after decode()."""
+    for field in spec.split():
         name, kind = field.split(":")
         value = obj.get(name)
         if not _ok(value, kind):
@@ -284,10 +305,10 @@ def decode(payload):
     if not isinstance(obj, dict):
         raise MessageError("payload is not a JSON object")
     kind = obj.get("m")
-    fields = _FIELDS.get(kind) if isinstance(kind, str) and kind[:1] != "." else None
-    if fields is None:
+    spec = fields(kind) if isinstance(kind, str) and kind[:1] != "." else None
+    if spec is None:
         raise MessageError("unknown message kind %r" % (kind,))
-    bad = _bad(obj, fields)
+    bad = _bad(obj, spec)
     if bad is not None:
         raise MessageError("%s: field %r missing or of the wrong type" % (kind, bad))
     if kind == DEVICE and obj["unit"] is not None and obj["unit"] not in UNITS:

@@ -265,11 +265,24 @@ def _value(kind: str, field: str, ftype: str) -> st.SearchStrategy[Any]:
 
 
 def _object(kind: str, fields_of: str) -> st.SearchStrategy[dict[str, Any]]:
-    fields = [f.split(":") for f in messages._FIELDS[fields_of].split()]
+    fields = [f.split(":") for f in messages.fields(fields_of).split()]
     return st.fixed_dictionaries({name: _value(kind, name, ftype) for name, ftype in fields})
 
 
-KINDS = sorted(k for k in messages._FIELDS if not k.startswith("."))
+KINDS = sorted(k for k in messages.kinds() if not k.startswith("."))
+
+
+def test_every_kind_the_module_names_has_fields_and_a_separator_makes_no_kind() -> None:
+    # _FIELDS is one "|kind=fields" string (the bridge's heap): each named kind is in it once,
+    # and a kind smuggling its separators in does not find another kind's fields.
+    named = {v for k, v in vars(messages).items()
+             if k.isupper() and k[0] != "_" and isinstance(v, str)}
+    assert named == set(KINDS)
+    assert len(messages.kinds()) == len(set(messages.kinds()))
+    assert messages.fields(messages.HEALTH_REQUEST) == ""
+    assert messages.fields(messages.CLOCK) == "unix:int"
+    for hostile in ("", "=", "|", "alarm=", "clock=unix:int|alarm", "wipe=|wiped", "ALARM", "alar"):
+        assert messages.fields(hostile) is None, hostile
 
 
 @st.composite
@@ -277,7 +290,7 @@ def valid_messages(draw: st.DrawFn) -> bytes:
     """A message of any kind as make() builds it, every field of its own type."""
     kind = draw(st.sampled_from(KINDS))
     obj = draw(_object(kind, kind))
-    return messages.make(kind, *[obj[f.split(":")[0]] for f in messages._FIELDS[kind].split()])
+    return messages.make(kind, *[obj[f.split(":")[0]] for f in messages.fields(kind).split()])
 
 
 def _message_or_error(payload: bytes) -> dict[str, Any] | None:
@@ -285,8 +298,8 @@ def _message_or_error(payload: bytes) -> dict[str, Any] | None:
         msg = messages.decode(payload)
     except messages.MessageError:
         return None
-    assert isinstance(msg, dict) and msg["m"] in messages._FIELDS
-    for field in messages._FIELDS[msg["m"]].split():  # every declared field is there
+    assert isinstance(msg, dict) and msg["m"] in messages.kinds()
+    for field in messages.fields(msg["m"]).split():  # every declared field is there
         assert field.split(":")[0] in msg
     return msg
 
@@ -306,7 +319,7 @@ def test_a_valid_message_decodes_unless_it_is_over_the_size(payload: bytes) -> N
 def test_a_message_without_its_optional_fields_has_them_as_null(kind: str,
                                                                 data: st.DataObject) -> None:
     obj = data.draw(_object(kind, kind))
-    optional = [f.split(":")[0] for f in messages._FIELDS[kind].split() if f.endswith("?")]
+    optional = [f.split(":")[0] for f in messages.fields(kind).split() if f.endswith("?")]
     left_out = data.draw(st.lists(st.sampled_from(optional), unique=True) if optional
                          else st.just([]))
     sent = {"m": kind, **{k: v for k, v in obj.items() if k not in left_out}}
@@ -331,14 +344,14 @@ json_values = st.recursive(
 
 @FUZZ
 @given(st.sampled_from(KINDS), st.dictionaries(st.sampled_from(
-    sorted({f.split(":")[0] for spec in messages._FIELDS.values() for f in spec.split()})),
+    sorted({f.split(":")[0] for kind in messages.kinds() for f in messages.fields(kind).split()})),
     json_values, max_size=12))
 def test_any_json_object_with_a_kind_is_a_message_or_a_message_error(
         kind: str, fields: dict[str, Any]) -> None:
     obj = {"m": kind, **fields}
     msg = _message_or_error(json.dumps(obj).encode())
     if msg is not None:  # what passes has each declared field of its declared type
-        for field in messages._FIELDS[kind].split():
+        for field in messages.fields(kind).split():
             name, ftype = field.split(":")
             value = msg[name]
             if ftype.rstrip("?") == "int" and value is not None:
@@ -366,7 +379,7 @@ def test_a_lone_surrogate_in_a_string_is_refused(kind: str, surrogate: str, befo
     at = 1 if kind == "ble_watch" else 0  # its first string
     values[at] = before + surrogate + after  # one alone: a high and a low one would be a pair
     payload = json.dumps({"m": kind, **dict(zip(
-        [f.split(":")[0] for f in messages._FIELDS[kind].split()], values))}).encode()
+        [f.split(":")[0] for f in messages.fields(kind).split()], values))}).encode()
     assert _message_or_error(payload) is None
 
 
