@@ -21,6 +21,7 @@ import asyncio
 
 import heap
 import log
+import vital
 from wire import alarmunit
 
 _READ_CHUNK = 64
@@ -72,15 +73,25 @@ class UnitLink:
         self._queue(alarmunit.frame(ftype, event_id))
 
     async def run(self):
-        """Read, write and supervise the link until cancelled."""
-        reader = asyncio.StreamReader(self._uart)
-        writer = asyncio.StreamWriter(self._uart, {})
-        await asyncio.gather(self._read_loop(reader), self._write_loop(writer),
-                             self._watch())
+        """Read, write and supervise the link until cancelled: the reader and the supervision
+        are tasks of their own (one that ends resets the chip: vital.py), the writer runs here;
+        reading and writing on one stream (not asyncio.gather: it costs heap, hostlink.py)."""
+        stream = asyncio.StreamReader(self._uart)  # MicroPython's streams read and write
+        beside = (vital.start(self._read_loop(stream), "alarm unit reader"),
+                  vital.start(self._watch(), "alarm unit supervision"))
+        try:
+            await self._write_loop(stream)
+        finally:
+            for task in beside:
+                task.cancel()
 
     async def _read_loop(self, reader):
         while True:
-            data = await heap.read(reader, _READ_CHUNK, "alarm unit in")
+            try:
+                data = await reader.read(_READ_CHUNK)
+            except MemoryError:
+                heap.survive("alarm unit in")  # what arrived is lost: the unit resends it
+                data = b""
             if not data:
                 await asyncio.sleep_ms(10)  # the line reported end of file: keep listening
                 continue

@@ -30,6 +30,7 @@ from micropython import const
 
 import heap
 import log
+import vital
 from ble_central import BLETimeout, Disconnected, GattError, Unreachable, addr_text, parse_addr
 from wire import link, messages
 
@@ -441,8 +442,13 @@ class Proxy:
 
     async def run(self):
         """Forward adverts, one a tick while the host link is idle, and scan for the watched
-        addresses; until cancelled."""
-        await asyncio.gather(self._adverts(), self._watch_scans())
+        addresses; until cancelled. The scans are a task of their own (one that ends resets the
+        chip: vital.py), not asyncio.gather's, whose bookkeeping costs heap."""
+        scans = vital.start(self._watch_scans(), "proxy's watch scans")
+        try:
+            await self._adverts()
+        finally:
+            scans.cancel()
 
     async def _adverts(self):
         while True:

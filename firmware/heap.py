@@ -75,12 +75,3 @@ def largest_block():
     gc.collect()
     return lo
 
-
-async def read(reader, n, where):
-    """``reader.read(n)``; b"" when the heap had no room for what arrived (survived, see above)."""
-    try:
-        return await reader.read(n)
-    except MemoryError:
-        survive(where)
-        return b""
-

@@ -87,8 +87,9 @@ class Lte:
 
     def start(self):
         """Start reading the modem."""
-        self._writer = asyncio.StreamWriter(self._uart, {})
-        self._task = vital.start(self._read_loop(asyncio.StreamReader(self._uart)), "modem reader")
+        # One stream for both ways (MicroPython's read and write): a second costs heap.
+        self._writer = asyncio.StreamReader(self._uart)
+        self._task = vital.start(self._read_loop(self._writer), "modem reader")
 
     def stop(self):
         """Stop reading the modem."""
@@ -98,7 +99,11 @@ class Lte:
 
     async def _read_loop(self, reader):
         while True:
-            data = await heap.read(reader, 128, "modem in")
+            try:
+                data = await reader.read(128)
+            except MemoryError:
+                heap.survive("modem in")  # what it answered is lost: the AT command times out
+                data = b""
             if not data:
                 await asyncio.sleep_ms(10)
                 continue

@@ -13,6 +13,7 @@ import asyncio
 import machine
 
 import log
+import vital
 
 
 async def main():
@@ -27,7 +28,14 @@ async def main():
     # fails: garbage freed early leaves fewer holes between long-lived objects, and the link's
     # frames need contiguous blocks (a full heap once had 10 KB free, none of it 600 B long).
     gc.threshold(gc.mem_free() // 4)
-    await asyncio.gather(*tasks)
+    # Every task but the host link's beside this one (vital.py: one that ends with an exception
+    # resets the chip, as this function's does), the host link's awaited here. Not
+    # asyncio.gather: its bookkeeping for the bridge's five tasks cost heap for ever.
+    for name, coro in tasks[1:]:
+        vital.start(coro, name)
+    host = tasks[0][1]
+    tasks = None  # the pairs go; each coroutine is held by its task
+    await host
 
 
 def boot():

@@ -50,8 +50,8 @@ def _uart(link_cfg):
 
 
 def _alarm_flow(unit_cfg, send, devices):
-    """The alarm flow, the unit link and their tasks, or (None, None, ()) on a bridge without an
-    alarm unit."""
+    """The alarm flow, the unit link and their tasks ((name, coroutine) pairs), or
+    (None, None, ()) on a bridge without an alarm unit."""
     if unit_cfg is None:
         return None, None, ()
     import binascii
@@ -69,12 +69,12 @@ def _alarm_flow(unit_cfg, send, devices):
     devices.unit = unit
     log.info("alarm unit on UART %d; %d alarm(s) pending in the journal"
              % (unit_cfg["uart"], len(journal)))
-    return flow, unit, (unit.run(), flow.run())
+    return flow, unit, (("alarm unit link", unit.run()), ("alarm flow", flow.run()))
 
 
 def _second_path(lte_cfg, flow):
     """The LTE modem (reading it from now on) and the task of the DC-09 sender, carrying what
-    the alarm flow hands it."""
+    the alarm flow hands it ((name, coroutine))."""
     from lte import Lte
     from second_path import SecondPath, carry
 
@@ -86,11 +86,12 @@ def _second_path(lte_cfg, flow):
              % (lte_cfg["uart"], lte_cfg["host"], lte_cfg["port"], lte_cfg["account"],
                 ", encrypted" if key else ""))
     modem.start()
-    return modem, carry(flow, path, lte_cfg["retry_ms"])
+    return modem, ("second path", carry(flow, path, lte_cfg["retry_ms"]))
 
 
 def build():
-    """Build the bridge; return the coroutines that run it (all of them, until power is cut)."""
+    """Build the bridge; return the coroutines that run it (all of them, until power is cut), as
+    (name, coroutine) pairs, the host link's first."""
     cfg = _config()
     log.set_level(cfg["log"])
     if cfg["stale"]:
@@ -123,4 +124,4 @@ def build():
              % (version.VERSION, "" if flow is not None else "no ",
                 "" if modem is not None else "no ",
                 cfg["proxy"]["slots"], health.reset))
-    return (host.run(), health.run()) + tasks
+    return (("host link", host.run()), ("health", health.run())) + tasks
