@@ -178,7 +178,10 @@ class Connection:
 
     async def _run(self, what, done, start, timeout_ms, handle=0):
         # done 0: the procedure raises no event (a write without response), so it is complete
-        # once the stack took it and the stack owes nothing.
+        # once the stack took it and the stack owes nothing. Every proxy connection may have a
+        # procedure waiting here at once, so the chain is short: the procedures below hand
+        # back this coroutine (no frame of their own), and the wait is inline (no _wait frame
+        # and no closures for it); a read's value and the MTU are taken here.
         async with self._busy:
             if not self.connected:
                 raise Disconnected("%s: not connected" % what)
@@ -194,16 +197,19 @@ class Connection:
                 _start(what, start)
                 self._central._called()
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-                await _wait(
-                    self._flag,
-                    lambda: self._status is not None or not self.connected,
-                    deadline,
-                    lambda: self._timed_out(what),
-                )
+                while self._status is None and self.connected:
+                    left = time.ticks_diff(deadline, time.ticks_ms())
+                    if left <= 0:
+                        self._timed_out(what)
+                    await timed.wait(self._flag, left)
                 if self._status is None:
                     raise Disconnected("%s: link lost" % what)
                 if self._status != 0:
                     raise GattError(what, self._status)
+                if done == _IRQ_GATTC_READ_DONE:
+                    return self._results[0] if self._results else b""
+                if done == _IRQ_MTU_EXCHANGED:
+                    return self.mtu
                 return self._results
             finally:
                 self._expect = 0
@@ -214,15 +220,14 @@ class Connection:
         self.disconnect_nowait()
         raise BLETimeout("%s timed out" % what)
 
-    async def exchange_mtu(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Negotiate the ATT MTU (preferred value set by ``Central``); return the result."""
-        await self._run(
+    def exchange_mtu(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Negotiate the ATT MTU (preferred value set by ``Central``); awaited, the result."""
+        return self._run(
             "MTU exchange",
             _IRQ_MTU_EXCHANGED,
             lambda: self._ble.gattc_exchange_mtu(self.conn_handle),
             timeout_ms,
         )
-        return self.mtu
 
     async def pair(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Encrypt the link (see the module docstring) unless it is; return ``security``, whose
@@ -237,49 +242,49 @@ class Connection:
             )
         return self.security
 
-    async def services(self, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Primary services as a list of (start_handle, end_handle, UUID)."""
-        return await self._run(
+    def services(self, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Awaited: primary services as a list of (start_handle, end_handle, UUID)."""
+        return self._run(
             "service discovery",
             _IRQ_GATTC_SERVICE_DONE,
             lambda: self._ble.gattc_discover_services(self.conn_handle, uuid),
             timeout_ms,
         )
 
-    async def characteristics(self, start, end, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Characteristics in [start, end] as a list of (def_handle, value_handle, properties, UUID)."""
-        return await self._run(
+    def characteristics(self, start, end, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Awaited: characteristics in [start, end] as a list of (def_handle, value_handle,
+        properties, UUID)."""
+        return self._run(
             "characteristic discovery",
             _IRQ_GATTC_CHARACTERISTIC_DONE,
             lambda: self._ble.gattc_discover_characteristics(self.conn_handle, start, end, uuid),
             timeout_ms,
         )
 
-    async def descriptors(self, start, end, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Descriptors in [start, end] as a list of (handle, UUID)."""
-        return await self._run(
+    def descriptors(self, start, end, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Awaited: descriptors in [start, end] as a list of (handle, UUID)."""
+        return self._run(
             "descriptor discovery",
             _IRQ_GATTC_DESCRIPTOR_DONE,
             lambda: self._ble.gattc_discover_descriptors(self.conn_handle, start, end),
             timeout_ms,
         )
 
-    async def read(self, value_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
-        """Read a characteristic or descriptor value."""
-        chunks = await self._run(
+    def read(self, value_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
+        """Read a characteristic or descriptor value (awaited: the bytes)."""
+        return self._run(
             "read",
             _IRQ_GATTC_READ_DONE,
             lambda: self._ble.gattc_read(self.conn_handle, value_handle),
             timeout_ms,
             value_handle,
         )
-        return chunks[0] if chunks else b""
 
-    async def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS, response=True):
-        """Write with response (mode 1): returns once the peer acknowledged it. Without
+    def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS, response=True):
+        """Write with response (mode 1): awaited, returns once the peer acknowledged it. Without
         ``response`` (mode 0, a write command) the stack raises no event: it returns once the
         stack took the data, in order behind the procedures before it."""
-        await self._run(
+        return self._run(
             "write",
             _IRQ_GATTC_WRITE_DONE if response else 0,
             lambda: self._ble.gattc_write(self.conn_handle, value_handle, data,
