@@ -59,18 +59,18 @@ _EVENT = const(5)
 _DEVICE = const(6)
 _ORIGIN = const(7)
 _FLAGS = const(8)
-_STORED = 1  # hubd has it in its durable outbox
-_RECEIVED_HEARD = 2  # the unit has played "alarm received" for it
-_MAX_LINE = 96
+_STORED = const(1)  # hubd has it in its durable outbox
+_RECEIVED_HEARD = const(2)  # the unit has played "alarm received" for it
+_MAX_LINE = const(96)
 # Unit events confirmed lately, a ring: serial, event id, owed prompts. A resend whose ack was
 # lost and that arrives after the confirmation is acked again instead of becoming a second alarm,
 # and the prompts the unit has not said HEARD for are sent again (an owed prompt the ring comes
 # round to is given up, logged).
-_RECENT = 16
+_RECENT = const(16)
 _R = ">IIB"
-_R_SIZE = 9
-_OWE_RECEIVED = 1
-_OWE_HELP = 2
+_R_SIZE = const(9)
+_OWE_RECEIVED = const(1)
+_OWE_HELP = const(2)
 
 
 def _alarm_line(origin, serial, number, unit_at, event, device, bridge_at):

@@ -19,13 +19,15 @@ import time
 
 import asyncio
 
+from micropython import const
+
 import heap
 import log
 import vital
 from wire import alarmunit
 
-_READ_CHUNK = 64
-_OUT_MAX = 16
+_READ_CHUNK = const(64)
+_OUT_MAX = const(16)
 
 
 class UnitLink:

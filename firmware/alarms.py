@@ -21,12 +21,14 @@ import time
 
 import asyncio
 
+from micropython import const
+
 import log
 from alarm_journal import JournalFull
 from wire import alarms, link, messages
 from wire.alarmunit import T_ACK, T_ALARM_RECEIVED, T_HELP_ON_THE_WAY
 
-_TICK_MS = 500
+_TICK_MS = const(500)
 _MAX_UNIX = (1 << 31) - 1
 
 

@@ -23,13 +23,15 @@ import time
 import asyncio
 import machine
 
+from micropython import const
+
 import heap
 import log
 import vital
 from wire import link, messages
 
-_TICK_MS = 500
-_SUPPLY_TICKS = 10  # the supply is read every 5 s
+_TICK_MS = const(500)
+_SUPPLY_TICKS = const(10)  # the supply is read every 5 s
 _CAP = messages.COUNT_CAP
 _REGISTRATION = ("no", "home", "searching", "denied", "unknown", "roaming")  # Lte.registration()
 

@@ -12,14 +12,16 @@ import time
 
 import asyncio
 
+from micropython import const
+
 import heap
 import log
 import timed
 import vital
 from wire import frame, link, messages
 
-_READ_CHUNK = 128
-_OVERFLOW_MAX = 32
+_READ_CHUNK = const(128)
+_OVERFLOW_MAX = const(32)
 # Queued for a hubd that restarted, these are not sent to the next one: the alarm flow sends its
 # pending alarms again from the journal, and one it confirmed over LTE meanwhile must not go.
 _FOR_THE_OLD_HUBD = (messages.ALARM, messages.ALARM_LTE)
