@@ -30,14 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 SHIMS = Path(__file__).resolve().parent / "shims"
 
-# The heap the firmware gets, in bytes, besides the ROMFS image (which a chip keeps in flash:
-# see _boot_code). Calibrated to an ESP32 without PSRAM (~110 KB for Python) on 32-bit and 64-bit
-# builds of the same MicroPython (docs/architecture.md, "Heap"). Measured 2026-12-07, the bridge
-# without lock drivers: the boot needs 80 KB on 32-bit and 120 KB on 64-bit (1.5x); at rest
-# live data measures 1.65x. 110 KB x 1.5 = 165 KB gives the simulated bridge exactly the chip's
-# room at boot and less than the chip's at rest, never more. (It was 180 KB while the firmware
-# ran the lock drivers, whose boot ratio was 1.67x.)
-DEFAULT_HEAP = 165 * 1024
+# The heap the firmware gets, in bytes, besides the ROMFS image (which a chip keeps in flash) and
+# the shims for the chip's C modules (HARDWARE_ALLOWANCE): see _boot_code. Calibrated to an ESP32
+# without PSRAM (~110 KB for Python) on 32-bit and 64-bit builds of the same MicroPython
+# (docs/architecture.md, "Heap"). Measured 2026-12-07 with the shims outside the heap: the
+# bridge with an alarm unit and LTE needs 66 KB to boot and run on 32-bit and 98 KB on 64-bit
+# (1.485x); 110 KB x 1.485 = 163 KB gives the simulated bridge the chip's room at boot, and at
+# rest, where live data measures 1.65-1.7x, less than the chip's: never more. (It was 165 KB
+# with the shims counted in it, and 180 KB while the firmware ran the lock drivers.)
+DEFAULT_HEAP = 163 * 1024
 # What the image's buffer costs beyond its own bytes (its object and the allocator's rounding),
 # measured on the PyPI unix port (an 82,240-byte image took 82,368).
 IMAGE_OVERHEAD = 256
@@ -91,7 +92,7 @@ def micropython_path(*extra: Path) -> str:
     return ":".join([str(p) for p in extra] + [str(SHIMS), str(FIRMWARE), str(ROOT), ".frozen"])
 
 
-def _boot_code(image: Path, size: int) -> str:
+def _boot_code(image: Path | None, size: int) -> str:
     """What the simulated chip runs first, in a heap of ``heap`` + the image + HARDWARE_ALLOWANCE
     (docs/architecture.md, "Heap"):
 
@@ -103,14 +104,20 @@ def _boot_code(image: Path, size: int) -> str:
     - asyncio, frozen on the chip as here, imported as the firmware would: it counts;
     - the shims for the chip's C modules imported and measured, and a buffer that takes the rest of
       HARDWARE_ALLOWANCE: their code costs the firmware nothing, as on the chip;
-    - then main.py, from the filesystem."""
+    - then main.py, from the filesystem.
+
+    ``image`` None: a chip flashed with the .mpy files on its filesystem (``hubctl flash
+    --mpy-files``), no image; the modules are then copied into the heap at import."""
+    mount = "" if image is None else (
+        f"rom = bytearray({size})\n"
+        f"with open({str(image)!r}, 'rb') as f:\n"
+        f"    f.readinto(rom)\n"
+        f"vfs.mount(vfs.VfsRom(rom), {bundle.ROM_MOUNT!r})\n"
+        f"sys.path.extend({list(bundle.ROM_PATHS)!r})\n"
+        f"del rom, f\n")
     return (f"import sys, vfs, gc\n"
-            f"rom = bytearray({size})\n"
-            f"with open({str(image)!r}, 'rb') as f:\n"
-            f"    f.readinto(rom)\n"
-            f"vfs.mount(vfs.VfsRom(rom), {bundle.ROM_MOUNT!r})\n"
-            f"sys.path.extend({list(bundle.ROM_PATHS)!r})\n"
-            f"del rom, f, vfs\n"
+            f"{mount}"
+            f"del vfs\n"
             f"import asyncio\n"
             f"gc.collect()\n"
             f"_a = gc.mem_alloc()\n"
@@ -142,10 +149,14 @@ class BridgeDevice:
 
     def __init__(self, config: dict[str, Any], uart_fd: int, radio_path: str, workdir: Path,
                  on_log: Callable[[str], None] | None = None, heap: int = DEFAULT_HEAP,
-                 extra_uarts: dict[int, int] | None = None, firmware: Path | None = None) -> None:
+                 extra_uarts: dict[int, int] | None = None, firmware: Path | None = None,
+                 romfs: bool = True) -> None:
         """``extra_uarts``: UART id -> fd for the firmware's other UARTs (the alarm unit);
         ``heap``: bytes of heap the firmware gets; ``firmware``: the bundle directory it is
-        flashed with (default: this checkout's, built when a source changed)."""
+        flashed with (default: this checkout's, built when a source changed); ``romfs`` False:
+        flashed as ``hubctl flash --mpy-files`` does, the .mpy files on its filesystem instead of
+        the image on a ``romfs`` partition (to measure what the image saves; no chip's heap
+        holds the firmware that way with an alarm unit and LTE)."""
         self.config = config
         self._uart_fd = uart_fd
         self._extra_uarts = dict(extra_uarts or {})
@@ -154,6 +165,7 @@ class BridgeDevice:
         self._on_log = on_log or (lambda line: None)
         self._heap = heap
         self._firmware = firmware
+        self._romfs = romfs
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self.boots = 0
@@ -185,6 +197,11 @@ class BridgeDevice:
         os.replace(tmp, self.workdir / "board.json")  # the firmware never reads half a file
 
     @property
+    def heap(self) -> int:
+        """The bytes of heap the firmware gets (the chip's, calibrated: DEFAULT_HEAP by default)."""
+        return self._heap
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
@@ -201,9 +218,14 @@ class BridgeDevice:
         flashed = bundle.Bundle.load(self._firmware if self._firmware is not None
                                      else compiled_firmware())
         image = flashed.manifest.romfs
-        entry = self.workdir / bundle.ENTRY  # hubctl flash puts main.py on the filesystem
-        if not entry.exists() or entry.read_bytes() != flashed.read(bundle.ENTRY):
-            entry.write_bytes(flashed.read(bundle.ENTRY))
+        # hubctl flash puts main.py on the filesystem, and with --mpy-files every module
+        for f in flashed.manifest.files:
+            if f.path == bundle.ENTRY or not self._romfs:
+                target = self.workdir / f.path
+                if not target.exists() or target.read_bytes() != flashed.read(f.path):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(flashed.read(f.path))
+        rom_size = image.size + IMAGE_OVERHEAD if self._romfs else 0
         env = dict(os.environ)
         env["MICROPYPATH"] = ":".join([str(SHIMS), ".frozen"])
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
@@ -219,8 +241,8 @@ class BridgeDevice:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 micropython_binary(), "-X",
-                f"heapsize={self._heap + image.size + IMAGE_OVERHEAD + HARDWARE_ALLOWANCE}",
-                "-c", _boot_code(flashed.image, image.size),
+                f"heapsize={self._heap + rom_size + HARDWARE_ALLOWANCE}",
+                "-c", _boot_code(flashed.image if self._romfs else None, image.size),
                 cwd=self.workdir, env=env,
                 pass_fds=(self._uart_fd, wdt_write, *self._extra_uarts.values()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

@@ -193,7 +193,7 @@ class SimulatedHome:
                  lte: dict[str, Any] | None = None,
                  health: dict[str, int] | None = None, link_key: bytes | None = None,
                  proxy: dict[str, int] | None = None,
-                 dkeys: Mapping[str, DKeyLock] | None = None) -> None:
+                 dkeys: Mapping[str, DKeyLock] | None = None, romfs: bool = True) -> None:
         """``policy``: the proxy's passive scan windows for the addresses hubd watches
         (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
         for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
@@ -211,7 +211,9 @@ class SimulatedHome:
         ``proxy``: the Bluetooth proxy's section of bridge.json (firmware/config.py), e.g.
         ``{"slots": 2}``; left out, the bridge's defaults.
         ``dkeys``: simulated dKeys by lock id (:func:`paired_dkey`, :func:`new_dkey`), on the
-        same radio as ``locks``; a lock id is either a reference lock's or a dKey's."""
+        same radio as ``locks``; a lock id is either a reference lock's or a dKey's.
+        ``romfs`` False: the bridge runs its modules from .mpy files on its filesystem, not from
+        the ROMFS image (simulator.bridge_device.BridgeDevice; to measure what the image saves)."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -254,7 +256,7 @@ class SimulatedHome:
             extra[LTE_UART] = self._modem_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
-                                   on_log=on_bridge_log, extra_uarts=extra)
+                                   on_log=on_bridge_log, extra_uarts=extra, romfs=romfs)
 
     @property
     def port(self) -> str:
