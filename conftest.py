@@ -39,6 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "shared_home: the module's hil scenarios share one hub, reset and checked before "
+                   "each (hil_tests/conftest.py SharedHub); its home marker is the module's")
     target = config.getoption("--target")
     workers = config.getoption("numprocesses", default=None)
     if target != "sim" and workers not in (None, 0):

@@ -17,6 +17,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -28,8 +29,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from hil_tests.harness import (HUB_ID, HubUnderTest, start_hubd, stop_hubd, wait_online,
-                               write_hubd_config)
+from hil_tests.harness import (HUB_ID, HubUnderTest, as_built, reset_home, start_hubd, stop_hubd,
+                               wait_online, write_hubd_config)
+from hubapi import signing
 from hubapi.client import BackendClient
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
@@ -41,7 +43,7 @@ from simulator.ports import free_port
 from tests.sia_receiver import ACCOUNT
 from wire import frame, lockkinds
 from tests.fixtures import BackendKey
-from tests.mosquitto import Mosquitto
+from tests.mosquitto import Mosquitto, MosquittoNotInstalled
 
 
 # Short alarm timings: the unit's heartbeat, and when the bridge turns to its second path.
@@ -112,84 +114,194 @@ def bench_state(text: str | None, tmp_path: Path) -> Path:
     return state
 
 
-@pytest.fixture
-def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, backend_key: BackendKey,
-        tmp_path: Path) -> Iterator[HubUnderTest]:
-    """A running hub: the target bridge, hubd on its port, online on a private Mosquitto."""
-    target = request.config.getoption("--target")
+def _home_options(request: pytest.FixtureRequest) -> tuple[dict[str, Any], bool]:
+    """The ``home`` marker's options for this test (or module), and whether hubd runs in direct
+    mode: the scenario's own choice (direct=True), every scenario's with --bluetooth=adapter, or
+    a BOTH_WAYS scenario's "adapter" run."""
     marker = request.node.get_closest_marker("home")
     options = dict(marker.kwargs) if marker else {}
+    callspec = getattr(request.node, "callspec", None)
+    direct = (options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
+              or (callspec is not None and callspec.params.get("bluetooth") == "adapter"))
+    return options, direct
+
+
+@contextlib.contextmanager
+def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mosquitto: Mosquitto,
+                backend_key: BackendKey, tmp_path: Path) -> Iterator[HubUnderTest]:
+    """A running hub as ``options`` (the ``home`` marker's) ask: the target bridge, hubd on its
+    port, online on ``mosquitto``; stopped on leaving."""
+    target = config.getoption("--target")
+    options = dict(options)
     hubd_extra = options.pop("hubd", "")  # more hubd.toml, e.g. "[battery]\nreminder_s = 2"
     hubd_top = options.pop("hubd_top", "")  # more top-level keys, e.g. "bridge_wait_s = 60"
     home: HomeThread | None = None
     dc09_port = None
     state_dir = tmp_path / "hubd-state"
-    # hubd's local socket (hubctl's way in); a unix socket path must stay under ~100 bytes
-    socket_dir = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
-    # hubd on the hub's own adapter, not the bridge's proxy: a scenario's own choice (direct=True),
-    # every scenario's with --bluetooth=adapter, or a BOTH_WAYS scenario's "adapter" run
-    callspec = getattr(request.node, "callspec", None)
-    direct = (options.pop("direct", False) or request.config.getoption("--bluetooth") == "adapter"
-              or (callspec is not None and callspec.params.get("bluetooth") == "adapter"))
     if options.pop("via", None) == "bridge" and direct:
         pytest.skip("SKIPPED LOUDLY with --bluetooth=adapter: this scenario is about the serial "
                     "link in the lock's path, which only the bridge's proxy has")
-    if target == "sim":
-        which = options.pop("locks", "default")
-        policy = options.pop("policy", None)
-        extras = {}
-        unit_options = options.pop("unit", {})  # AlarmUnit keywords, e.g. {"time_scale": 3600}
-        if options.pop("alarms", False):
-            # A safety alarm unit, and an LTE modem whose DC-09 frames reach the alarm centre's
-            # receiver on dc09_port (the scenario's centre runs it: see test_alarms.py).
-            dc09_port = free_port()
-            extras = {"alarm_unit": AlarmUnit(**{"heartbeat_s": 0.5, **unit_options}),
-                      "alarm_timings": ALARM_TIMINGS,
-                      "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
-                              "port": dc09_port, "account": ACCOUNT, "receiver": "1",
-                              "retry_ms": 1000}}
-        reference, dkeys = home_locks(which, **options)
-        home = HomeThread(SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys,
-                                        policy=policy, **extras))
-        home.start()
-        port = home.home.port
-        link_key = home.home.link_key
-        # The locks paired before (a new dKey is paired in the scenario, through hubctl pair).
-        locks = {lock_id: kind for lock_id, kind in home.home.kinds.items()
-                 if lock_id in home.home.locks or home.home.dkeys[lock_id].associations}
-        record_pairings(state_dir, home.home.locks.values(), home.home.dkeys)  # as hubctl pair leaves them
-        if direct:  # the simulated air is the hub's own adapter (docs/direct-mode.md)
-            presence_s = (policy or {}).get("presence_ms", 60000) / 1000  # the proxy's, if set
-            hubd_extra += (f'\n[bluetooth]\nvia = "adapter"\n'
-                           f'simulated_radio = "{home.home.radio.socket_path}"\n'
-                           f'presence_s = {presence_s}\n')
-    else:
-        if direct:
-            pytest.skip("SKIPPED LOUDLY: direct mode on a bench needs the hub's own adapter; run "
-                        "hubd with [bluetooth] via = \"adapter\" against the bench locks by hand")
-        if not os.path.exists(target):
-            pytest.fail(f"--target {target}: no such serial port; plug in the bench bridge "
-                        f"or use --target=sim", pytrace=False)
-        port = target
-        locks = bench_locks(request.config.getoption("--bench-locks"))
-        link_key = bench_link_key(request.config.getoption("--bench-link-key"))
-        state_dir = bench_state(request.config.getoption("--bench-state"), tmp_path)
-    config = tmp_path / "hubd.toml"
-    write_hubd_config(config, mosquitto, port, backend_key, locks, state_dir=state_dir,
-                      extra=hubd_extra, top=hubd_top, link_key=link_key,
-                      status_socket=socket_dir / "status.sock")
-    log = tmp_path / "hubd.log"
-    under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key, start_hubd(config, log),
-                              log, home, config, kinds=locks,
-                              dc09_port=dc09_port, socket=socket_dir / "status.sock")
+    # hubd's local socket (hubctl's way in); a unix socket path must stay under ~100 bytes
+    socket_dir = Path(tempfile.mkdtemp(prefix="hubd-", dir="/tmp"))
     try:
-        wait_online(mosquitto, HUB_ID, under_test.hubd, log)
-        yield under_test
+        if target == "sim":
+            which = options.pop("locks", "default")
+            policy = options.pop("policy", None)
+            extras = {}
+            unit_options = options.pop("unit", {})  # AlarmUnit keywords, e.g. {"time_scale": 3600}
+            if options.pop("alarms", False):
+                # A safety alarm unit, and an LTE modem whose DC-09 frames reach the alarm centre's
+                # receiver on dc09_port (the scenario's centre runs it: see test_alarms.py).
+                dc09_port = free_port()
+                extras = {"alarm_unit": AlarmUnit(**{"heartbeat_s": 0.5, **unit_options}),
+                          "alarm_timings": ALARM_TIMINGS,
+                          "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
+                                  "port": dc09_port, "account": ACCOUNT, "receiver": "1",
+                                  "retry_ms": 1000}}
+            reference, dkeys = home_locks(which, **options)
+            home = HomeThread(SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys,
+                                            policy=policy, **extras))
+            home.start()
+            port = home.home.port
+            link_key = home.home.link_key
+            # The locks paired before (a new dKey is paired in the scenario, through hubctl pair).
+            locks = {lock_id: kind for lock_id, kind in home.home.kinds.items()
+                     if lock_id in home.home.locks or home.home.dkeys[lock_id].associations}
+            record_pairings(state_dir, home.home.locks.values(), home.home.dkeys)  # as hubctl pair leaves them
+            if direct:  # the simulated air is the hub's own adapter (docs/direct-mode.md)
+                presence_s = (policy or {}).get("presence_ms", 60000) / 1000  # the proxy's, if set
+                hubd_extra += (f'\n[bluetooth]\nvia = "adapter"\n'
+                               f'simulated_radio = "{home.home.radio.socket_path}"\n'
+                               f'presence_s = {presence_s}\n')
+        else:
+            if direct:
+                pytest.skip("SKIPPED LOUDLY: direct mode on a bench needs the hub's own adapter; run "
+                            "hubd with [bluetooth] via = \"adapter\" against the bench locks by hand")
+            if not os.path.exists(target):
+                pytest.fail(f"--target {target}: no such serial port; plug in the bench bridge "
+                            f"or use --target=sim", pytrace=False)
+            port = target
+            locks = bench_locks(config.getoption("--bench-locks"))
+            link_key = bench_link_key(config.getoption("--bench-link-key"))
+            state_dir = bench_state(config.getoption("--bench-state"), tmp_path)
+        hubd_config = tmp_path / "hubd.toml"
+        write_hubd_config(hubd_config, mosquitto, port, backend_key, locks, state_dir=state_dir,
+                          extra=hubd_extra, top=hubd_top, link_key=link_key,
+                          status_socket=socket_dir / "status.sock")
+        log = tmp_path / "hubd.log"
+        under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key,
+                                  start_hubd(hubd_config, log), log, home, hubd_config, kinds=locks,
+                                  dc09_port=dc09_port, socket=socket_dir / "status.sock")
+        try:
+            wait_online(mosquitto, HUB_ID, under_test.hubd, log)
+            yield under_test
+        finally:
+            stop_hubd(under_test.hubd)
     finally:
-        stop_hubd(under_test.hubd)
         if home is not None:
             home.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def hub(request: pytest.FixtureRequest) -> Iterator[HubUnderTest]:
+    """A running hub: the target bridge, hubd on its port, online on a private Mosquitto. In a
+    module marked ``shared_home`` it is the module's hub, reset for this test (``shared_hub``)."""
+    if request.node.get_closest_marker("shared_home") is not None:
+        shared: SharedHub = request.getfixturevalue("shared_hub")
+        under_test = shared.fresh()
+        yield under_test
+        if _failed(request.node):  # what broke it must not break the next test: a new hub
+            shared.discard()
+        return
+    options, direct = _home_options(request)
+    with running_hub(request.config, options, direct, request.getfixturevalue("mosquitto"),
+                     request.getfixturevalue("backend_key"),
+                     request.getfixturevalue("tmp_path")) as under_test:
+        yield under_test
+
+
+class SharedHub:
+    """A module's hub, shared by its tests (``pytest.mark.shared_home``): started at the first
+    test, reset before each (:func:`hil_tests.harness.reset_home`: every simulated lock idle,
+    as built and locked, hubd holding no connection and its retained states saying locked, the
+    counters of what the locks did at zero, the audit trail read from here on), and started
+    afresh after a test that failed. Only for scenarios that neither restart nor damage hubd,
+    the bridge or the broker: the reset puts back what the locks' knobs changed, nothing more."""
+
+    def __init__(self, config: pytest.Config, options: dict[str, Any], direct: bool,
+                 workdir: Path) -> None:
+        self._config, self._options, self._direct, self._workdir = config, options, direct, workdir
+        self._stack: contextlib.ExitStack | None = None
+        self._hub: HubUnderTest | None = None
+        self._built: dict[str, dict[str, Any]] = {}
+        self._starts = 0
+
+    def fresh(self) -> HubUnderTest:
+        """The hub, reset for the next test (started first if there is none)."""
+        if self._hub is None:
+            self._start()
+        assert self._hub is not None
+        if self._hub.home is not None:
+            try:
+                reset_home(self._hub, self._built)
+            except BaseException:
+                self.discard()  # the next test starts another
+                raise
+        return self._hub
+
+    def _start(self) -> None:
+        self._starts += 1
+        tmp_path = self._workdir / f"hub-{self._starts}"
+        tmp_path.mkdir()
+        stack = contextlib.ExitStack()
+        try:
+            broker = Mosquitto(tmp_path / "mosquitto")
+        except MosquittoNotInstalled as exc:
+            pytest.fail(str(exc), pytrace=False)
+        broker.start()
+        stack.callback(broker.stop)
+        key = BackendKey("backend-test", signing.generate_private_key())
+        with stack:
+            self._hub = stack.enter_context(running_hub(self._config, self._options, self._direct,
+                                                        broker, key, tmp_path))
+            if self._hub.home is not None:
+                self._built = self._hub.sim.call(lambda: as_built(self._hub.sim.home))
+            self._stack = stack.pop_all()
+
+    def discard(self) -> None:
+        """Stop the hub; the next test starts another."""
+        stack, self._stack, self._hub = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+@pytest.fixture(scope="module")
+def shared_hub(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedHub]:
+    """The hub of a module marked ``shared_home`` (see SharedHub); its ``home`` marker is the
+    module's (``pytestmark``), the same for all its tests."""
+    options, direct = _home_options(request)
+    shared = SharedHub(request.config, options, direct, tmp_path_factory.mktemp("shared-hub"))
+    yield shared
+    shared.discard()
+
+
+@pytest.fixture
+def mosquitto(request: pytest.FixtureRequest) -> Mosquitto:
+    """The test's broker: a fresh one (tests.fixtures), or in a ``shared_home`` module its
+    hub's."""
+    if request.node.get_closest_marker("shared_home") is not None:
+        return request.getfixturevalue("hub").broker
+    return request.getfixturevalue("mosquitto_factory")()
+
+
+def _failed(item: pytest.Item) -> bool:
+    reports = item.stash.get(_REPORTS, {})
+    return any(report.failed for report in reports.values())
+
+
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 @pytest_asyncio.fixture
@@ -229,6 +341,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A failing scenario's report carries the bridge's and hubd's last words: a flake seen once
     under load (scripts/flake-hunt) must be explainable from its log alone."""
     report: pytest.TestReport = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
     hub = getattr(item, "funcargs", {}).get("hub")
     if report.failed and isinstance(hub, HubUnderTest):
         lines = hub.log_text().splitlines()[-LAST_WORDS:]

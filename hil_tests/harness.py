@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -21,8 +23,8 @@ import pytest
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import (MAX_AUDIT_BATCH, Actor, Answer, AuditBatch, AuditEntry, AuditRequest,
-                           CommandClaims, HubStatus, Role, StatusRequest)
-from simulator.home import HomeThread
+                           CommandClaims, HubStatus, LockState, Role, StatusRequest)
+from simulator.home import HomeThread, SimulatedHome
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
 from wire import lockkinds, messages
@@ -50,6 +52,8 @@ class HubUnderTest:
     kinds: dict[str, str] = field(default_factory=dict)  # lock id -> wire.lockkinds kind
     dc09_port: int | None = None  # where the bridge's LTE path finds the DC-09 receiver (alarms=True)
     socket: Path | None = None  # hubd's local socket (hubctl status, pair, ...)
+    #: The first audit seq that is this test's (a shared hub's earlier tests wrote the ones before).
+    audit_from: int = 1
 
     @property
     def sim(self) -> HomeThread:
@@ -216,12 +220,15 @@ async def ask_status(backend: BackendClient, hub: HubUnderTest, timeout: float =
                     return status
 
 
-async def audit_log(hub: HubUnderTest, backend: BackendClient, timeout: float = 15) -> list[AuditEntry]:
-    """The hub's whole audit trail as the backend gets it: asked for again over MQTT, in pages."""
+async def audit_log(hub: HubUnderTest, backend: BackendClient, timeout: float = 15,
+                    from_seq: int = 1) -> list[AuditEntry]:
+    """The hub's audit trail as the backend gets it, from ``from_seq`` on (the whole of it by
+    default; ``hub.audit_from``: this test's part of a shared hub's): asked for again over MQTT,
+    in pages."""
     entries: list[AuditEntry] = []
     reply_to = f"{topics.audit_replies(hub.hub_id)}/hil"
     async with backend.watch(reply_to) as queue:
-        start = 1
+        start = from_seq
         while True:
             request = AuditRequest(from_seq=start, to_seq=start + MAX_AUDIT_BATCH - 1,
                                    reply_to=reply_to)
@@ -281,3 +288,125 @@ async def cable_pulled_after_write(hub: HubUnderTest, backend: BackendClient,
         await asyncio.sleep(4.0)
         hub.sim.call(lambda: setattr(hub.sim.home.line, "cut", False))
         return await next_answer(queue)
+
+
+# --- a hub shared by a module's tests (hil_tests/conftest.py SharedHub) -------------------------
+
+#: What a simulated reference lock is built with and a scenario may change: its failure knobs
+#: (simulator/locks.py), and what its mechanism is in (a door, a lid, a key).
+KNOBS = ("in_range", "advertising", "response_delay_s", "held_by_other", "jammed",
+         "lose_next_result", "drop_link_after_move", "stale_s", "battery_level", "secret")
+MECHANISM = ("state", "door_open", "lid_open", "key_inside")
+
+
+def as_built(home: SimulatedHome) -> dict[str, dict[str, Any]]:
+    """Each reference lock's knobs and mechanism, by lock id (read on the home's loop)."""
+    return {lock_id: {name: getattr(lock, name) for name in KNOBS + MECHANISM if hasattr(lock, name)}
+            for lock_id, lock in home.locks.items()}
+
+
+def reset_home(hub: HubUnderTest, built: dict[str, dict[str, Any]], timeout: float = 30) -> None:
+    """Put a shared hub's simulated home back as it was ``built`` (:func:`as_built`) for the next
+    test, and check it is: each lock's motor at rest (a latch held, a strike released, run out),
+    its knobs put back, a lock left in another state turned back by hand (reported ``manual``, as
+    a real one would be) and hubd's retained state of it saying so, hubd holding no connection,
+    the counters of what the locks did (``motor_moves``, ``moves``, ``commands``) at zero and no
+    move since (hubd's own status reads go on: ``commands`` may count them), and
+    ``hub.audit_from`` past every entry written so far. Reference-protocol locks only."""
+    sim = hub.sim
+    if sim.home.dkeys:
+        raise pytest.UsageError("a shared home puts back reference-protocol locks only, not a dKey")
+    assert hub.hubd_alive(), f"hubd is gone; its log:\n{hub.log_text()}"
+    _until(lambda: sim.call(lambda: all(_at_rest(lock) for lock in sim.home.locks.values())),
+           timeout, "every lock's motor at rest")
+    since = time.time()
+    turned = sim.call(lambda: _put_back(sim.home, built))
+    for lock_id, state in turned.items():
+        _retained_until(hub.broker, topics.lock_state(hub.hub_id, lock_id), timeout,
+                        f"hubd's retained state of {lock_id} saying {state} (turned by hand)",
+                        lambda payload, lock_id=lock_id, state=state: _says(payload, state, since))
+    _until(lambda: sim.call(lambda: not any(lock.links for lock in sim.home.locks.values())),
+           timeout, "hubd holding no connection to a lock")
+    now = sim.call(lambda: (as_built(sim.home), {lock_id: (lock.motor_moves, lock.moves)
+                                                 for lock_id, lock in sim.home.locks.items()}))
+    assert now[0] == built, f"the home is not as built after the reset: {now[0]} != {built}"
+    assert all(moved == (0, []) for moved in now[1].values()), f"a lock moved during the reset: {now[1]}"
+    hub.audit_from = newest_seq(hub, timeout) + 1
+
+
+def _at_rest(lock: Any) -> bool:
+    # The motor's run includes what follows the RESULT (a latch held, a strike released): the
+    # lock answers busy until it ends (simulator/locks.py _refusal reads the same task).
+    return lock._motor is None or lock._motor.done()
+
+
+def _put_back(home: SimulatedHome, built: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """On the home's loop: knobs as built, counters at zero, a lock in another state than built
+    turned back by hand; returns those locks and their state."""
+    turned = {}
+    for lock_id, lock in home.locks.items():
+        for name in KNOBS:
+            if getattr(lock, name) != built[lock_id][name]:
+                setattr(lock, name, built[lock_id][name])
+        lock.motor_moves, lock.moves, lock.commands = 0, [], []
+        if lock.state != built[lock_id]["state"]:
+            lock.report_state(built[lock_id]["state"], lockkinds.SOURCE_MANUAL)
+            turned[lock_id] = built[lock_id]["state"]
+    return turned
+
+
+def _says(payload: bytes, state: str, since: float) -> bool:
+    try:
+        reported = LockState.model_validate_json(payload)
+    except ValueError:
+        return False
+    return reported.state == state and reported.source == lockkinds.SOURCE_MANUAL and reported.at >= since
+
+
+def _until(done: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def _retained_until(broker: Mosquitto, topic: str, timeout: float, what: str,
+                    found: Callable[[bytes], bool], request: tuple[str, str] | None = None) -> bytes:
+    """Block until a message on ``topic`` (the retained one or a later one) is ``found``; with
+    ``request`` (topic, payload), publish it once subscribed. Returns that message."""
+    seen: queue.Queue[bytes] = queue.Queue()
+    subscribed = threading.Event()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"hil-reset-{uuid.uuid4().hex[:8]}")
+    client.on_message = lambda c, u, m: seen.put(m.payload)
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        if not subscribed.wait(timeout):
+            raise AssertionError(f"the broker did not take a subscription to {topic}")
+        if request is not None:
+            client.publish(*request, qos=1)
+        while True:
+            try:
+                payload = seen.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"not within {timeout} s: {what}") from None
+            if found(payload):
+                return payload
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def newest_seq(hub: HubUnderTest, timeout: float = 15) -> int:
+    """The newest audit seq the hub has (0: none), asked over MQTT as the backend would."""
+    reply_to = f"{topics.audit_replies(hub.hub_id)}/hil-reset"
+    request = AuditRequest(from_seq=1, to_seq=1, reply_to=reply_to).model_dump_json()
+    payload = _retained_until(hub.broker, reply_to, timeout, "the hub's answer to an audit request",
+                              lambda p: True, request=(topics.audit_request(hub.hub_id), request))
+    batch = AuditBatch.model_validate_json(payload)
+    assert batch.error is None, batch.error
+    return batch.last_seq

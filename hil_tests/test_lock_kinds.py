@@ -1,5 +1,10 @@
 """Every lock kind through the whole hub: what it can do, what it refuses, what it reports by
-itself, and how each failure of a real lock is answered."""
+itself, and how each failure of a real lock is answered.
+
+The scenarios share one hub (``shared_home``, hil_tests/conftest.py SharedHub): none restarts or
+damages hubd, the bridge or the broker, and each starts from the home as built, which the reset
+before it checks (every lock at rest, locked, its knobs as built, hubd holding no connection),
+reading only its own part of the audit trail (``hub.audit_from`` on)."""
 
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ result_s = 2
 news_gap_s = 0.2
 news_gap_max_s = 1
 """
-EVERY_KIND = pytest.mark.home(locks="every_kind", policy=FAST_SCAN, hubd=FAST)
+pytestmark = [pytest.mark.home(locks="every_kind", policy=FAST_SCAN, hubd=FAST),
+              pytest.mark.shared_home]
 
 EXPECTED_STATE = {"unlock": "unlocked", "lock": "locked", "unlatch": ("unlatched", "unlocked")}
 MOVES = [(kind, action) for kind in lockkinds.KINDS for action in lockkinds.ACTIONS[kind]
@@ -47,7 +53,7 @@ async def _wait_for(hub: HubUnderTest, backend: BackendClient,
                     found: Callable[[list[AuditEntry]], bool], timeout: float = 15) -> list[AuditEntry]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        trail = await audit_log(hub, backend)
+        trail = await audit_log(hub, backend, from_seq=hub.audit_from)
         if found(trail):
             return trail
         if asyncio.get_running_loop().time() > deadline:
@@ -55,7 +61,6 @@ async def _wait_for(hub: HubUnderTest, backend: BackendClient,
         await asyncio.sleep(0.3)
 
 
-@EVERY_KIND
 @pytest.mark.parametrize(("kind", "action"), MOVES, ids=lambda v: v)
 async def test_each_kind_does_what_it_supports(kind: str, action: str, hub: HubUnderTest,
                                                backend: BackendClient) -> None:
@@ -67,12 +72,12 @@ async def test_each_kind_does_what_it_supports(kind: str, action: str, hub: HubU
     expected = EXPECTED_STATE[action]
     assert answers[-1].state in (expected if isinstance(expected, tuple) else (expected,))
     assert hub.sim.call(lambda: _sim_lock(hub, lock).moves)[-1] == action
-    trail = [e for e in await audit_log(hub, backend) if e.command == answers[0].id]
+    trail = [e for e in await audit_log(hub, backend, from_seq=hub.audit_from)
+             if e.command == answers[0].id]
     assert [e.outcome for e in trail] == ["accepted", "written", "succeeded"]
     assert {e.actor for e in trail} == {"nurse-0042"} and all(e.verified for e in trail)
 
 
-@EVERY_KIND
 @pytest.mark.parametrize(("kind", "action"), REFUSED, ids=lambda v: v)
 async def test_each_kind_refuses_what_it_cannot_do(kind: str, action: str, hub: HubUnderTest,
                                                    backend: BackendClient) -> None:
@@ -82,7 +87,6 @@ async def test_each_kind_refuses_what_it_cannot_do(kind: str, action: str, hub: 
     assert hub.sim.call(lambda: _sim_lock(hub, lock).motor_moves) == 0
 
 
-@EVERY_KIND
 async def test_a_manual_turn_of_the_inside_turner_is_audited_and_retained(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.lock_of_kind(lockkinds.INSIDE_TURNER)
@@ -95,7 +99,6 @@ async def test_a_manual_turn_of_the_inside_turner_is_audited_and_retained(
     assert (state.state, state.source) == ("unlocked", "manual")
 
 
-@EVERY_KIND
 async def test_the_in_cylinder_handle_opens_and_the_lock_relocks_by_itself(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = hub.lock_of_kind(lockkinds.IN_CYLINDER)
@@ -110,7 +113,6 @@ async def test_the_in_cylinder_handle_opens_and_the_lock_relocks_by_itself(
     assert ("manual", None, "door_closed") in [(s, None if ev else st, ev) for s, st, ev in mine]
 
 
-@EVERY_KIND
 async def test_the_key_box_reports_its_lid_and_the_key(hub: HubUnderTest,
                                                       backend: BackendClient) -> None:
     box = hub.lock_of_kind(lockkinds.KEY_BOX)
@@ -123,7 +125,6 @@ async def test_the_key_box_reports_its_lid_and_the_key(hub: HubUnderTest,
     assert all(e.outcome == "reported" for e in trail if e.lock == box and e.event)
 
 
-@EVERY_KIND
 async def test_the_entrance_door_relocks_after_its_release(hub: HubUnderTest,
                                                           backend: BackendClient) -> None:
     door = hub.lock_of_kind(lockkinds.ENTRANCE_DOOR)
@@ -144,7 +145,6 @@ FAILURES: list[tuple[str, Callable[[object], None], str, str]] = [
 ]
 
 
-@EVERY_KIND
 @pytest.mark.parametrize("kind", lockkinds.KINDS)
 @pytest.mark.parametrize(("name", "fault", "status", "reason"), FAILURES, ids=[f[0] for f in FAILURES])
 async def test_each_failure_of_each_kind_gets_its_outcome_and_nothing_moves(
@@ -156,11 +156,11 @@ async def test_each_failure_of_each_kind_gets_its_outcome_and_nothing_moves(
     answers = await hub.command(backend, action, lock)
     assert [(a.status, a.reason) for a in answers] == [("accepted", None), (status, reason)], answers
     assert hub.sim.call(lambda: _sim_lock(hub, lock).motor_moves) == 0
-    trail = [e for e in await audit_log(hub, backend) if e.command == answers[0].id]
+    trail = [e for e in await audit_log(hub, backend, from_seq=hub.audit_from)
+             if e.command == answers[0].id]
     assert (trail[-1].outcome, trail[-1].reason) == (status, reason)
 
 
-@EVERY_KIND
 @pytest.mark.parametrize("kind", lockkinds.KINDS)
 async def test_a_lost_result_is_incomplete_with_the_state_read_back_and_one_move(
         kind: str, hub: HubUnderTest, backend: BackendClient) -> None:

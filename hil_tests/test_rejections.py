@@ -1,4 +1,8 @@
-"""Every way a command can be refused: answered `rejected` with its reason, and no lock moves."""
+"""Every way a command can be refused: answered `rejected` with its reason, and no lock moves.
+
+The scenarios share one hub (``shared_home``, hil_tests/conftest.py SharedHub), reset before each
+(the lock at rest, locked, hubd holding no connection); each reads its own part of the audit trail
+(``hub.audit_from`` on)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from hubapi.client import BackendClient
 from hubapi.models import Answer
 
 NOW_SKEW_PAST = 120  # seconds: well beyond the hub's clock-skew allowance
+
+pytestmark = pytest.mark.shared_home
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ async def test_refused_command_is_rejected_with_its_reason_and_nothing_moves(
     moves = hub.sim.call(lambda: {k: lk.motor_moves for k, lk in hub.sim.home.locks.items()})
     assert set(moves.values()) == {0}, f"a refused command moved a lock: {moves}"
     assert hub.hubd_alive()
-    on_record = [e for e in await audit_log(hub, backend)
+    on_record = [e for e in await audit_log(hub, backend, from_seq=hub.audit_from)
                  if e.outcome == "rejected" and e.reason == case.reason
                  and e.command == command_id]
     assert len(on_record) == 1, "the refusal must be in the audit trail exactly once"
@@ -127,6 +133,7 @@ async def test_a_replayed_command_runs_once_and_the_replay_is_rejected(
     again = await _answers_for(backend, hub, command_id, token, False)
     assert [(a.status, a.reason) for a in again] == [("rejected", "replayed")]
     assert hub.sim.call(lambda: hub.sim.home.locks[hub.locks[0]].motor_moves) == 1
-    trail = [(e.outcome, e.reason) for e in await audit_log(hub, backend) if e.command == command_id]
+    trail = [(e.outcome, e.reason) for e in await audit_log(hub, backend, from_seq=hub.audit_from)
+             if e.command == command_id]
     assert trail == [("accepted", None), ("written", None), ("succeeded", None),
                      ("rejected", "replayed")]
