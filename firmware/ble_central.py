@@ -127,7 +127,7 @@ class Connection:
         self.mtu = 23
         self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
         self._flag = asyncio.ThreadSafeFlag()
-        self._note_flag = asyncio.ThreadSafeFlag()
+        self.notified = asyncio.ThreadSafeFlag()
         self._notes = []
         self._busy = asyncio.Lock()
         self._expect = 0
@@ -141,12 +141,12 @@ class Connection:
     def _on_disconnect(self):
         self.connected = False
         self._flag.set()
-        self._note_flag.set()
+        self.notified.set()
 
     def _on_gatt(self, event, data):
         if event == _IRQ_GATTC_NOTIFY or event == _IRQ_GATTC_INDICATE:
             self._notes.append((data[1], bytes(data[2])))
-            self._note_flag.set()
+            self.notified.set()
             return
         if event == _IRQ_MTU_EXCHANGED or event == _IRQ_ENCRYPTION_UPDATE:
             if event == _IRQ_MTU_EXCHANGED:
@@ -293,22 +293,18 @@ class Connection:
             value_handle,
         )
 
-    async def notification(self):
-        """Next queued notification or indication, oldest first, as (value handle, bytes); waits
-        as long as the link is up, on the connection's flag alone (the IRQ sets it for a
-        notification and for the disconnect): the proxy waits here for a connection's whole
-        life, and a timed wait (``asyncio.wait_for_ms``) would hold two more tasks and their
-        frames per connection all that time.
-
-        Notifications that arrived before a disconnect are still returned; after that the wait
-        fails with ``Disconnected``.
-        """
-        while True:
-            if self._notes:
-                return self._notes.pop(0)
-            if not self.connected:
-                raise Disconnected("link lost while waiting for a notification")
-            await self._note_flag.wait()
+    def note(self):
+        """The oldest queued notification or indication as (value handle, bytes), or None when
+        none is queued; raises ``Disconnected`` once the link is gone and every one was taken.
+        Between calls, wait on ``notified`` (a ThreadSafeFlag the IRQ sets for each and for the
+        disconnect): the proxy's forwarding task does, for a connection's whole life, with no
+        timer (``asyncio.wait_for_ms`` held two tasks and their frames) and no coroutine of
+        this class in between, each a frame of heap per connection."""
+        if self._notes:
+            return self._notes.pop(0)
+        if not self.connected:
+            raise Disconnected("link lost while waiting for a notification")
+        return None
 
     def disconnect_nowait(self):
         """Ask the stack to drop the link; the disconnect event follows later."""

@@ -372,7 +372,10 @@ class Proxy:
         handle = conn.conn_handle
         while True:
             try:
-                note = await conn.notification()
+                note = conn.note()
+                if note is None:
+                    await conn.notified.wait()
+                    continue
             except Disconnected:
                 break
             except MemoryError:

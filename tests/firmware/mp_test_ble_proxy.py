@@ -24,7 +24,7 @@ class Conn:
         self.gate = None
         self.fail = None  # an exception the next procedure raises
         self.notes = []
-        self._flag = asyncio.Event()
+        self.notified = asyncio.Event()
         self.addr_type = 0
         self.addr = b"\xc0\xff\xee\x00\x00\x01"
         self.sec = 5  # what the next pairing ends with: encrypted, bonded
@@ -69,21 +69,21 @@ class Conn:
     async def descriptors(self, start, end, ms):
         return [(6, b"\x02\x29")] if start <= 6 <= end else []
 
-    async def notification(self):
-        while not self.notes:
-            if not self.connected:
-                raise Disconnected("gone")
-            self._flag.clear()
-            await self._flag.wait()
-        return self.notes.pop(0)
+    def note(self):
+        if self.notes:
+            return self.notes.pop(0)
+        if not self.connected:
+            raise Disconnected("gone")
+        self.notified.clear()
+        return None
 
     def notify(self, handle, data):
         self.notes.append((handle, data))
-        self._flag.set()
+        self.notified.set()
 
     def disconnect_nowait(self):
         self.connected = False
-        self._flag.set()
+        self.notified.set()
         if self.gate is not None:
             self.gate.set()
 
