@@ -206,8 +206,9 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
 @pytest.fixture
 def hub(request: pytest.FixtureRequest) -> Iterator[HubUnderTest]:
     """A running hub: the target bridge, hubd on its port, online on a private Mosquitto. In a
-    module marked ``shared_home`` it is the module's hub, reset for this test (``shared_hub``)."""
-    if request.node.get_closest_marker("shared_home") is not None:
+    module marked ``shared_home`` it is the module's hub, reset for this test (``shared_hub``),
+    unless the test asks for a home of its own (its own ``home`` marker)."""
+    if _shared(request):
         shared: SharedHub = request.getfixturevalue("shared_hub")
         under_test = shared.fresh()
         yield under_test
@@ -225,8 +226,9 @@ class SharedHub:
     """A module's hub, shared by its tests (``pytest.mark.shared_home``): started at the first
     test, reset before each (:func:`hil_tests.harness.reset_home`: every simulated lock idle,
     as built and locked, hubd holding no connection and its retained states saying locked, the
-    counters of what the locks did at zero, the audit trail read from here on), and started
-    afresh after a test that failed. Only for scenarios that neither restart nor damage hubd,
+    counters of what the locks did at zero, the audit trail and hubd's log read from here on),
+    and started afresh after a test that failed. A test of such a module with a ``home`` marker
+    of its own gets a hub of its own. Only for scenarios that neither restart nor damage hubd,
     the bridge or the broker: the reset puts back what the locks' knobs changed, nothing more."""
 
     def __init__(self, config: pytest.Config, options: dict[str, Any], direct: bool,
@@ -291,9 +293,16 @@ def shared_hub(request: pytest.FixtureRequest,
 def mosquitto(request: pytest.FixtureRequest) -> Mosquitto:
     """The test's broker: a fresh one (tests.fixtures), or in a ``shared_home`` module its
     hub's."""
-    if request.node.get_closest_marker("shared_home") is not None:
+    if _shared(request):
         return request.getfixturevalue("hub").broker
     return request.getfixturevalue("mosquitto_factory")()
+
+
+def _shared(request: pytest.FixtureRequest) -> bool:
+    """The test runs on its module's shared hub: the module is marked ``shared_home`` and the
+    test has no ``home`` marker of its own."""
+    return (request.node.get_closest_marker("shared_home") is not None
+            and not any(mark.name == "home" for mark in request.node.own_markers))
 
 
 def _failed(item: pytest.Item) -> bool:

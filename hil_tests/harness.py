@@ -54,6 +54,8 @@ class HubUnderTest:
     socket: Path | None = None  # hubd's local socket (hubctl status, pair, ...)
     #: The first audit seq that is this test's (a shared hub's earlier tests wrote the ones before).
     audit_from: int = 1
+    #: Where this test's part of hubd's log starts (bytes; a shared hub's earlier tests wrote the rest).
+    log_from: int = 0
 
     @property
     def sim(self) -> HomeThread:
@@ -104,7 +106,10 @@ class HubUnderTest:
         return self.sim.call(count)
 
     def log_text(self) -> str:
-        return self.hubd_log.read_text(errors="replace")
+        """hubd's log: this test's part of it (``log_from`` on)."""
+        with self.hubd_log.open("rb") as log:
+            log.seek(self.log_from)
+            return log.read().decode(errors="replace")
 
 
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
@@ -168,8 +173,8 @@ def wait_online(broker: Mosquitto, hub_id: str, hubd: subprocess.Popen[bytes], l
                 break
             time.sleep(0.05)
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.disconnect()  # first: it wakes paho's loop, which loop_stop then joins at once
+        client.loop_stop()   # (the other way round it waits out the loop's 1 s select)
     raise AssertionError(f"hubd did not come online; its log:\n{log.read_text(errors='replace')}")
 
 
@@ -312,7 +317,8 @@ def reset_home(hub: HubUnderTest, built: dict[str, dict[str, Any]], timeout: flo
     a real one would be) and hubd's retained state of it saying so, hubd holding no connection,
     the counters of what the locks did (``motor_moves``, ``moves``, ``commands``) at zero and no
     move since (hubd's own status reads go on: ``commands`` may count them), and
-    ``hub.audit_from`` past every entry written so far. Reference-protocol locks only."""
+    ``hub.audit_from`` and ``hub.log_from`` past every audit entry and log line written so far.
+    Reference-protocol locks only."""
     sim = hub.sim
     if sim.home.dkeys:
         raise pytest.UsageError("a shared home puts back reference-protocol locks only, not a dKey")
@@ -332,6 +338,7 @@ def reset_home(hub: HubUnderTest, built: dict[str, dict[str, Any]], timeout: flo
     assert now[0] == built, f"the home is not as built after the reset: {now[0]} != {built}"
     assert all(moved == (0, []) for moved in now[1].values()), f"a lock moved during the reset: {now[1]}"
     hub.audit_from = newest_seq(hub, timeout) + 1
+    hub.log_from = hub.hubd_log.stat().st_size
 
 
 def _at_rest(lock: Any) -> bool:
@@ -397,8 +404,8 @@ def _retained_until(broker: Mosquitto, topic: str, timeout: float, what: str,
             if found(payload):
                 return payload
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.disconnect()  # first: it wakes paho's loop, which loop_stop then joins at once
+        client.loop_stop()   # (the other way round it waits out the loop's 1 s select)
 
 
 def newest_seq(hub: HubUnderTest, timeout: float = 15) -> int:
