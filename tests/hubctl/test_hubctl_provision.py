@@ -1,6 +1,8 @@
 """`hubctl provision`: the hub's configuration from the technician's flags.
 
-The command runs as the technician runs it (`.venv/bin/hubctl`, a subprocess). What it writes is
+The command runs as the technician runs it (`.venv/bin/hubctl`, a subprocess), but for the thirty
+refusals of bad flags, which run hubctl's own main() in-process (tests.hubctl_cli.hubctl_in_process:
+the same status, output and error line, without thirty interpreter start-ups). What it writes is
 read back by hubd's own config loader and the bridge firmware's own parser. End to end, it starts
 hubd against a password-protected Mosquitto together with the simulated bridge (whose second path
 reaches a real DC-09 receiver with the provisioned account and key), and hubd alone over TLS with
@@ -37,7 +39,7 @@ from tests.mosquitto import TlsListener
 from tests.tls import TestCA
 from wire import alarms
 from hil_tests.harness import start_hubd, stop_hubd
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB = "hub-0042"
@@ -426,7 +428,7 @@ BAD = ["hub id", "reserved hub id", "broker scheme", "broker port", "broker path
 def test_bad_input_is_one_line_naming_the_flag_and_writes_nothing(
         case: str, inputs: Inputs, test_ca: TestCA) -> None:
     override, flag = _bad_inputs(inputs, test_ca)[case]
-    proc = hubctl("provision", *inputs.args(**override))
+    proc = hubctl_in_process("provision", *inputs.args(**override))
     line = one_error_line(proc)
     assert proc.returncode == 2
     assert flag in line, line
