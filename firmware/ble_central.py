@@ -8,7 +8,7 @@ only the latest one per characteristic).
 
 Every operation takes a timeout in milliseconds. A GATT procedure that times out leaves the ATT
 bearer in an unknown state, so the link is dropped. A peripheral that disconnects mid-operation
-fails the waiting operation with ``Disconnected``.
+fails the waiting operation with a ``BLEError`` whose ``why`` is DISCONNECTED.
 
 Pairing (``Connection.pair``): ``gap_pair`` encrypts the link with the peer's stored keys, or
 pairs and bonds ("Just Works": the bridge has no display or keyboard); the stack asks for and
@@ -68,40 +68,36 @@ _ENOTCONN = const(107)
 _MAX_CALL_ERRORS = const(5)  # failed stack calls in a row before the stack counts as stuck
 
 
+# Why a BLE operation failed (BLEError's ``why``), in the words the Bluetooth proxy answers hubd
+# with (wire.messages.BLE_STATUSES; tests/firmware/mp_test_ble_central.py holds them to it).
+TIMEOUT = "timeout"  # it did not complete in time
+DISCONNECTED = "disconnected"  # the link went down before or during it
+UNREACHABLE = "unreachable"  # a connection attempt found no such peripheral in time
+GATT_ERROR = "gatt_error"  # the peer answered a GATT procedure with an error (``status``)
+ERROR = "error"  # the stack refused it
+
+
 class BLEError(Exception):
-    """A BLE operation failed."""
+    """A BLE operation failed: ``why`` says how (above), ``status`` is a GATT_ERROR's ATT status.
+    One class for every cause, not a subclass each: a class costs about 260 bytes of heap on
+    64-bit (130 on 32-bit)."""
 
-
-class BLETimeout(BLEError):
-    """An operation did not complete in time."""
-
-
-class Disconnected(BLEError):
-    """The link went down before or during the operation."""
-
-
-class Unreachable(BLEError):
-    """A connection attempt found no such peripheral in time."""
-
-
-class GattError(BLEError):
-    """The peer answered a GATT procedure with an error status."""
-
-    def __init__(self, what, status):
+    def __init__(self, why, message, status=None):
         # super(): MicroPython's exception classes have no __init__ to call by name.
-        super().__init__("%s failed with ATT status 0x%02x" % (what, status))
+        super().__init__(message)
+        self.why = why
         self.status = status
 
 
 def _start(what, start):
-    """Make a stack call that starts a procedure; a refusal raises ``Disconnected`` when the
-    link is gone, else ``BLEError``."""
+    """Make a stack call that starts a procedure; a refusal raises BLEError, DISCONNECTED when
+    the link is gone, else ERROR."""
     try:
         start()
     except OSError as e:
         if e.args and e.args[0] == _ENOTCONN:
-            raise Disconnected("%s: not connected" % what)
-        raise BLEError("%s: %r" % (what, e))
+            raise BLEError(DISCONNECTED, "%s: not connected" % what)
+        raise BLEError(ERROR, "%s: %r" % (what, e))
 
 
 async def _wait(flag, done, deadline, on_timeout):
@@ -184,7 +180,7 @@ class Connection:
         # and no closures for it); a read's value and the MTU are taken here.
         async with self._busy:
             if not self.connected:
-                raise Disconnected("%s: not connected" % what)
+                raise BLEError(DISCONNECTED, "%s: not connected" % what)
             if done == 0:
                 _start(what, start)
                 return None
@@ -203,9 +199,10 @@ class Connection:
                         self._timed_out(what)
                     await timed.wait(self._flag, left)
                 if self._status is None:
-                    raise Disconnected("%s: link lost" % what)
+                    raise BLEError(DISCONNECTED, "%s: link lost" % what)
                 if self._status != 0:
-                    raise GattError(what, self._status)
+                    raise BLEError(GATT_ERROR, "%s failed with ATT status 0x%02x"
+                                   % (what, self._status), self._status)
                 if done == _IRQ_GATTC_READ_DONE:
                     return self._results[0] if self._results else b""
                 if done == _IRQ_MTU_EXCHANGED:
@@ -218,7 +215,7 @@ class Connection:
 
     def _timed_out(self, what):
         self.disconnect_nowait()
-        raise BLETimeout("%s timed out" % what)
+        raise BLEError(TIMEOUT, "%s timed out" % what)
 
     def exchange_mtu(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Negotiate the ATT MTU (preferred value set by ``Central``); awaited, the result."""
@@ -295,7 +292,7 @@ class Connection:
 
     def note(self):
         """The oldest queued notification or indication as (value handle, bytes), or None when
-        none is queued; raises ``Disconnected`` once the link is gone and every one was taken.
+        none is queued; raises BLEError (DISCONNECTED) once the link is gone and every one was taken.
         Between calls, wait on ``notified`` (a ThreadSafeFlag the IRQ sets for each and for the
         disconnect): the proxy's forwarding task does, for a connection's whole life, with no
         timer (``asyncio.wait_for_ms`` held two tasks and their frames) and no coroutine of
@@ -303,7 +300,7 @@ class Connection:
         if self._notes:
             return self._notes.pop(0)
         if not self.connected:
-            raise Disconnected("link lost while waiting for a notification")
+            raise BLEError(DISCONNECTED, "link lost while waiting for a notification")
         return None
 
     def disconnect_nowait(self):
@@ -468,7 +465,8 @@ class Central:
                     await _wait(self._gap_flag, lambda: self._scan_done, deadline, lambda: None)
 
     async def connect(self, addr_type, addr, timeout_ms=3000):
-        """Connect to a peripheral; raise ``Unreachable`` if it is not found within the timeout.
+        """Connect to a peripheral; raise BLEError (UNREACHABLE) if it is not found within the
+        timeout.
 
         A scan in progress ends early: a connection hubd waits for matters more than a look
         around.
@@ -487,7 +485,7 @@ class Central:
             try:
                 self._called(self._ble.gap_connect, addr_type, addr, timeout_ms)
             except OSError as e:
-                raise BLEError("connect: %r" % e)
+                raise BLEError(ERROR, "connect: %r" % e)
             self._pending = addr
             try:
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms + _CONNECT_MARGIN_MS)
@@ -501,7 +499,8 @@ class Central:
                     self._pending = None
                     self._ble.gap_connect(None)
             if not self._connected:
-                raise Unreachable("no connection to %s within %d ms" % (addr_text(addr), timeout_ms))
+                raise BLEError(UNREACHABLE, "no connection to %s within %d ms"
+                               % (addr_text(addr), timeout_ms))
             return self._connected
 
 

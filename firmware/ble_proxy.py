@@ -31,7 +31,7 @@ from micropython import const
 import heap
 import log
 import vital
-from ble_central import BLETimeout, Disconnected, GattError, Unreachable, addr_text, parse_addr
+from ble_central import BLEError, addr_text, parse_addr
 from wire import link, messages
 
 OK, TIMEOUT, UNREACHABLE, DISCONNECTED, BUSY, GATT_ERROR, NO_CONN, REFUSED, ERROR, AUTH_FAILED = \
@@ -178,17 +178,14 @@ class Proxy:
             except MemoryError:
                 heap.survive(kind)
                 done = (ERROR,)
-            except BLETimeout:
-                # The bearer's state is unknown: ble_central has dropped the link.
-                if rec is not None and rec[_WHY] is None:
-                    rec[_WHY] = TIMED_OUT
-                done = (TIMEOUT,)
-            except Disconnected:
-                done = (DISCONNECTED,)
-            except Unreachable:
-                done = (UNREACHABLE,)
-            except GattError as e:
-                done = (GATT_ERROR, None, None, None, None, e.status)
+            except BLEError as e:
+                # ble_central's causes are the ble_done statuses they answer with.
+                if e.why == TIMEOUT and rec is not None and rec[_WHY] is None:
+                    rec[_WHY] = TIMED_OUT  # the bearer's state is unknown: the link is dropped
+                elif e.why == ERROR:
+                    log.warn("%s %d: %r" % (kind, msg["rid"], e))
+                done = (GATT_ERROR, None, None, None, None, e.status) if e.why == GATT_ERROR \
+                    else (e.why,)
             except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
                 log.warn("%s %d: %r" % (kind, msg["rid"], e))
                 done = (ERROR,)
@@ -239,7 +236,7 @@ class Proxy:
                     # a peer that refuses leaves the link unencrypted (ble_pair then says so).
                     await conn.pair(min(ms, _STEP_MS))
                 if downs != self._downs:
-                    raise Disconnected("the host link went down meanwhile")
+                    raise BLEError(DISCONNECTED, "the host link went down meanwhile")
             except Exception:
                 conn.disconnect_nowait()
                 raise
@@ -376,7 +373,7 @@ class Proxy:
                 if note is None:
                     await conn.notified.wait()
                     continue
-            except Disconnected:
+            except BLEError:  # gone, and every notification taken
                 break
             except MemoryError:
                 heap.survive("ble_notify")

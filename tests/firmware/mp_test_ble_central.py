@@ -34,6 +34,9 @@ class DeadStack:
     def gap_disconnect(self, conn):
         return True
 
+    def gattc_read(self, *args):
+        self.calls.append(("gattc_read",) + args)
+
 
 def test_a_stack_that_owes_an_event_and_says_nothing_is_stuck():
     import asyncio
@@ -79,8 +82,8 @@ def test_a_restart_fails_every_link_and_waiting_connect_and_starts_the_stack_aga
         try:
             await waiting
             raise AssertionError("the connect did not fail")
-        except ble_central.Unreachable:
-            pass
+        except ble_central.BLEError as e:
+            assert e.why == ble_central.UNREACHABLE
         return conn
 
     conn = asyncio.run(scenario())
@@ -115,7 +118,27 @@ def test_a_scan_hands_every_advert_and_scan_response_to_on_advert_as_it_comes():
     assert isinstance(heard[0][1], bytes)  # a copy: the stack's memoryview is not kept
 
 
-def test_a_gatt_error_carries_the_att_status_and_is_a_ble_error():
-    e = ble_central.GattError("read", 0x02)
-    assert e.status == 0x02 and isinstance(e, ble_central.BLEError)
-    assert "0x02" in str(e)
+def test_a_gatt_error_carries_the_att_status_and_every_cause_is_a_proxy_status():
+    import asyncio
+
+    from wire import messages
+
+    central = ble_central.Central(DeadStack())
+    conn = ble_central.Connection(central, 1, 0, b"\x01" * 6)
+
+    async def scenario():
+        reading = asyncio.create_task(conn.read(5, 60_000))
+        await asyncio.sleep_ms(10)
+        conn._on_gatt(16, (1, 5, 0x02))  # _IRQ_GATTC_READ_DONE (conn, handle, ATT status)
+        try:
+            await reading
+        except ble_central.BLEError as e:
+            return e
+        raise AssertionError("the read did not fail")
+
+    e = asyncio.run(scenario())
+    assert e.why == ble_central.GATT_ERROR and e.status == 0x02 and "0x02" in str(e)
+    # The proxy answers hubd with the cause itself (firmware/ble_proxy.py).
+    for why in (ble_central.TIMEOUT, ble_central.DISCONNECTED, ble_central.UNREACHABLE,
+                ble_central.GATT_ERROR, ble_central.ERROR):
+        assert why in messages.BLE_STATUSES, why

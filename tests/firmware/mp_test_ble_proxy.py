@@ -6,7 +6,7 @@ import asyncio
 
 import ble_central
 import ble_proxy
-from ble_central import BLETimeout, Disconnected, GattError, Unreachable
+from ble_central import DISCONNECTED, ERROR, GATT_ERROR, TIMEOUT, UNREACHABLE, BLEError
 from wire import link, messages
 
 # firmware/ble_proxy.py's limits (const() names are not module attributes in MicroPython).
@@ -36,7 +36,7 @@ class Conn:
         if self.gate is not None:
             await self.gate.wait()
         if not self.connected:
-            raise Disconnected(what)
+            raise BLEError(DISCONNECTED, what)
         if self.fail is not None:
             e, self.fail = self.fail, None
             raise e
@@ -73,7 +73,7 @@ class Conn:
         if self.notes:
             return self.notes.pop(0)
         if not self.connected:
-            raise Disconnected("gone")
+            raise BLEError(DISCONNECTED, "gone")
         self.notified.clear()
         return None
 
@@ -105,7 +105,7 @@ class Central:
         if self.gate is not None:
             await self.gate.wait()
         if not self.reachable:
-            raise Unreachable("no")
+            raise BLEError(UNREACHABLE, "no")
         conn = Conn(len(self.conns) + 1)
         self.conns.append(conn)
         return conn
@@ -204,9 +204,9 @@ async def test_pair_and_unpair_refuse_bad_values_and_every_one_ends_in_one_ble_d
                             ("C0:FF:EE:00:00:0G", 0), ("C0:FF:EE:00:00:01", 2)):
         done = await _call(proxy, host, messages.BLE_UNPAIR, addr, addr_type)
         assert done["status"] == "refused", (addr, addr_type, done)
-    central.conns[0].fail = Disconnected("gone")
+    central.conns[0].fail = BLEError(DISCONNECTED, "gone")
     assert (await _call(proxy, host, messages.BLE_PAIR, conn, 100))["status"] == "disconnected"
-    central.conns[0].fail = BLETimeout("no answer")
+    central.conns[0].fail = BLEError(TIMEOUT, "no answer")
     assert (await _call(proxy, host, messages.BLE_PAIR, conn, 100))["status"] == "timeout"
     rids = [m["rid"] for m in host.sent if m["m"] == "ble_done"]
     assert len(rids) == len(set(rids)), "one ble_done per request"
@@ -366,9 +366,10 @@ async def test_every_failure_ends_in_one_ble_done_with_its_status():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
     c = central.conns[0]
-    for e, status in ((GattError("read", 0x0E), "gatt_error"), (OSError(5), "error"),
+    for e, status in ((BLEError(GATT_ERROR, "read failed", 0x0E), "gatt_error"),
+                      (BLEError(ERROR, "refused"), "error"), (OSError(5), "error"),
                       (ValueError("bug"), "error"), (MemoryError(), "error"),
-                      (BLETimeout("slow"), "timeout")):
+                      (BLEError(TIMEOUT, "slow"), "timeout")):
         c.fail = e
         done = await _call(proxy, host, messages.BLE_READ, conn, 3, 1000)
         assert done["status"] == status, (e, done)
