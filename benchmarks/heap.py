@@ -19,7 +19,8 @@ nothing; docs/architecture.md, "Heap"):
   live heap after a collection, what its parts hold (the host link's queues, proxy connections,
   the alarm journal, the modem's buffers) and the heap's block map (``micropython.mem_info(1)``),
   from which this prints what kinds of object the live heap is made of at rest (no connection),
-  with four connections, and at the lowest report. The tap is a function and a few names in the
+  with four connections, and at the lowest report; and health's own heap samples (every 5 s,
+  link up or down: its heap_min) with the moment's link state, queues and connections. The tap is a function and a few names in the
   firmware's heap (its own cost is printed: "tap").
 
 No assertions on numbers: it measures. ``--out`` writes the JSON (default
@@ -98,7 +99,15 @@ def _tap(self, _message=_tap_health.Health.message):
     print("HEAPTAP-END")
     return _message(self)
 _tap_health.Health.message = _tap
-del _tap, _tap_health
+def _tap_sample(self, _heap_free=_tap_health.Health._heap_free):
+    # Health's own sample (every 5 s, link up or not, and at each report): what it saw, when.
+    free = _heap_free(self)
+    link = self._host.link
+    print("HEAPSAMPLE", free, len(self._central._conns), link.state, len(link._queue),
+          len(link._unacked), len(self._host._overflow))
+    return free
+_tap_health.Health._heap_free = _tap_sample
+del _tap, _tap_sample, _tap_health
 def _tap_wrap(owner, name, label):
     # What one constructor (or the proxy's start) leaves live, after a collection each side.
     inner = getattr(owner, name)
@@ -245,6 +254,7 @@ class TapLog(soak_bench.BridgeLog):
         self.reports: list[dict[str, Any]] = []
         self.base: list[str] = []
         self.parts: list[tuple[str, int]] = []  # (part, bytes its constructor left live)
+        self.samples: list[dict[str, Any]] = []  # health's heap samples (every 5 s)
         self._map: list[str] | None = None
         self._figures: dict[str, Any] | None = None
 
@@ -262,6 +272,12 @@ class TapLog(soak_bench.BridgeLog):
             self._figures["map"] = self._map
             self.reports.append(self._figures)
             self._map = self._figures = None
+            return
+        if line.startswith("HEAPSAMPLE "):
+            free, conns, state, queue, unacked, overflow = line.split()[1:]
+            self.samples.append({"free": int(free), "connections": int(conns), "link_state": state,
+                                 "link_queue": int(queue), "link_unacked": int(unacked),
+                                 "overflow": int(overflow), "t": time.time()})
             return
         if line.startswith("HEAPTAP-PART "):
             _, rest = line.split(" ", 1)
@@ -332,7 +348,9 @@ def measure_runtime(ops: int, seed: int, keep: bool) -> dict[str, Any]:
     reports = tap.reports
     block = block_size(tap.base)
     rows = [{k: v for k, v in r.items() if k != "map"} for r in reports]
+    lowest_sample = min(tap.samples, key=lambda x: x["free"]) if tap.samples else None
     out: dict[str, Any] = {"ops": ops, "seed": seed, "reports": rows, "parts": tap.parts,
+                           "samples": tap.samples, "lowest_sample": lowest_sample,
                            "soak": {k: result[k] for k in ("heap", "bridge", "ok", "violations")}}
     if reports:
         lowest = min(reports, key=lambda r: r["free"])
@@ -371,6 +389,19 @@ def report(result: dict[str, Any]) -> None:
         return
     print(f"runtime: soak of {rt['ops']} operations, seed {rt['seed']}, {len(rt['reports'])} "
           f"tapped health reports; soak ok: {rt['soak']['ok']}")
+    low = rt.get("lowest_sample")
+    if low is not None:
+        print(f"  health's lowest sample ({len(rt['samples'])} samples, every 5 s and at each "
+              f"report): free {low['free']} B; {low['connections']} connection(s), link "
+              f"{low['link_state']}, link queue {low['link_queue']} + {low['link_unacked']} in "
+              f"flight, overflow {low['overflow']}")
+        by_state: dict[str, list[int]] = {}
+        for x in rt["samples"]:
+            by_state.setdefault(f"link {x['link_state']}, {x['connections']} connection(s)",
+                                []).append(x["free"])
+        for k, v in sorted(by_state.items()):
+            print(f"    {k}: {len(v)} samples, free median {statistics.median(v):.0f} B, "
+                  f"least {min(v)} B")
     print("  what each part's constructor left live (bytes, first boot):")
     seen = set()
     for label, n in rt["parts"]:
