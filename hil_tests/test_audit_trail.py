@@ -30,9 +30,12 @@ async def test_the_trail_of_a_run_verifies_and_tampering_is_named(
     intact = verify(db)
     assert intact.returncode == 0, intact.stdout + intact.stderr
 
-    with sqlite3.connect(db) as conn:  # someone makes the unlock look like a lock
+    # Someone makes the unlock look like a lock: its last entry, which the lock's and the
+    # unlatch's entries follow, so that removing it below leaves a gap inside the chain (the
+    # unlock's first entry may be the trail's first, whose removal is a chain that starts late).
+    with sqlite3.connect(db) as conn:
         seq, raw = conn.execute("SELECT seq, entry FROM audit WHERE entry LIKE '%\"unlock\"%' "
-                                "ORDER BY seq LIMIT 1").fetchone()
+                                "ORDER BY seq DESC LIMIT 1").fetchone()
         entry = json.loads(raw)
         entry["action"] = "lock"
         conn.execute("UPDATE audit SET entry = ? WHERE seq = ?", (json.dumps(entry), seq))
