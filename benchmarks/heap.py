@@ -122,7 +122,8 @@ def _tap_wrap(owner, name, label):
     setattr(owner, name, wrapped)
 import alarm_journal, alarm_unit, alarms, ble_central, bridge, devices, health, hostlink, lte
 import second_path
-for _o, _n, _l in ((ble_central.Central, "__init__", "BLE central"),
+for _o, _n, _l in ((ble_central.Central, "__init__",
+                    "BLE central (and the bluetooth shim's BLE object, C on the chip)"),
                    (hostlink.HostLink, "__init__", "host link (engine, queues)"),
                    (devices.Devices, "__init__", "device reports"),
                    (alarm_journal.AlarmJournal, "__init__", "alarm journal"),
@@ -168,7 +169,11 @@ def measure_imports(binary: str, flashed: bundle.Bundle) -> dict[str, Any]:
     code = boot_code(flashed.image, image.size)
     code += ("import gc, micropython\ngc.collect()\n_base = _prev = gc.mem_alloc()\n"
              "micropython.qstr_info()\n")
+    present = {f.path[:-len(".mpy")].replace("/", ".") for f in flashed.manifest.files
+               if f.path.endswith(".mpy")}
     for name in BOOT_ORDER:
+        if name != "wire" and name not in present:
+            continue  # an older firmware's (a before/after): it has no such module
         code += (f"import {name}\ngc.collect()\n_a = gc.mem_alloc()\n"
                  f"print('IMPORT', {name!r}, _a - _prev, _a - _base)\n_prev = _a\n"
                  f"micropython.qstr_info()\n")
