@@ -30,14 +30,30 @@ def test_a_vital_task_that_raises_resets_the_chip():
     machine.reset = _record_reset
     try:
         async def main():
-            task = vital.start(_dies(), "test reader")
-            try:
-                await task
-            except _Reset:
-                return True
-            return False
+            vital.start(_forever(), "test writer")  # another vital task, still running
+            vital.start(_dies(), "test reader")  # nobody awaits it, as on the bridge
+            await asyncio.sleep_ms(200)
 
-        assert asyncio.run(main()), "the chip was not reset"
+        try:
+            asyncio.run(main())
+        except _Reset:
+            return
+        raise AssertionError("the chip was not reset")
+    finally:
+        machine.reset = real
+
+
+def test_a_task_that_is_not_vital_and_raises_is_logged_and_no_reset():
+    real = machine.reset
+    machine.reset = _record_reset
+    try:
+        async def main():
+            vital.start(_forever(), "test writer")  # the bridge's handler is in place
+            asyncio.create_task(_dies())  # a proxy request's task, say, with a bug
+            await asyncio.sleep_ms(50)
+            return "went on"
+
+        assert asyncio.run(main()) == "went on"
     finally:
         machine.reset = real
 
