@@ -102,8 +102,12 @@ def _boot_code(image: Path | None, size: int) -> str:
       image costs flash, not heap. Modules on a ROMFS are imported in place (their bytecode and
       constants stay in the buffer);
     - asyncio, frozen on the chip as here, imported as the firmware would: it counts;
-    - the shims for the chip's C modules imported and measured, and a buffer that takes the rest of
-      HARDWARE_ALLOWANCE: their code costs the firmware nothing, as on the chip;
+    - the shims for the chip's C modules imported and measured, with the one BLE object (on an
+      ESP32 a ~100-byte struct in the heap, its events delivered synchronously from NimBLE's
+      buffers; the shim's holds a 1 KB staging buffer and its tables), and a buffer that takes
+      the rest of HARDWARE_ALLOWANCE: their code costs the firmware nothing, as on the chip. What
+      the shim allocates once active (its radio pump task, stream and per-event objects) still
+      counts: harsher than the chip, whose Bluetooth host runs in its own task and heap;
     - then main.py, from the filesystem.
 
     ``image`` None: a chip flashed with the .mpy files on its filesystem (``hubctl flash
@@ -122,6 +126,7 @@ def _boot_code(image: Path | None, size: int) -> str:
             f"gc.collect()\n"
             f"_a = gc.mem_alloc()\n"
             f"import {', '.join(HARDWARE_MODULES)}\n"
+            f"bluetooth.BLE()\n"
             f"gc.collect()\n"
             f"_a = {HARDWARE_ALLOWANCE} - (gc.mem_alloc() - _a) - 64\n"
             f"if _a > 0:\n"
