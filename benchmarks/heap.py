@@ -452,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.micropython32.is_file() and os.access(args.micropython32, os.X_OK):
         result["imports"]["32-bit"] = measure_imports(str(args.micropython32), flashed)
+    else:
+        print(f"NO 32-bit column: {args.micropython32} is not an executable MicroPython (build "
+              "one as docs/architecture.md, \"Heap\", says, and pass --micropython32)", flush=True)
     if not args.imports_only:
         result["runtime"] = measure_runtime(args.ops, args.seed, args.keep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
