@@ -111,24 +111,26 @@ async def _wait(flag, done, deadline, on_timeout):
 
 
 class Connection:
-    """A link to one peripheral; GATT operations on it run one at a time."""
+    """A link to one peripheral. Its GATT operations run one at a time: the caller's to keep
+    (the proxy runs a connection's requests in order, one after the other); one started while
+    another waits is refused (BLEError, ERROR), as no lock is held for it (an asyncio.Lock
+    costs 128 bytes of heap per connection on 64-bit)."""
 
     def __init__(self, central, conn_handle, addr_type, addr):
+        # Few attributes: an instance's dict grows in steps (on 64-bit 12 of them fit in 224
+        # bytes, 13 to 17 take 320), and every proxy connection has one.
         self._central = central
-        self._ble = central._ble
         self.conn_handle = conn_handle
         self.addr_type = addr_type
         self.addr = addr
         self.connected = True
-        self.mtu = 23
         self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
         self._flag = asyncio.ThreadSafeFlag()
         self.notified = asyncio.ThreadSafeFlag()
         self._notes = []
-        self._busy = asyncio.Lock()
+        # The event that ends the procedure running (0: none runs), plus 256 times the value
+        # handle it reads or writes: one attribute where two would grow the dict a step.
         self._expect = 0
-        self._expect_result = 0
-        self._handle = 0
         self._results = None
         self._status = None
 
@@ -144,28 +146,32 @@ class Connection:
             self._notes.append((data[1], bytes(data[2])))
             self.notified.set()
             return
+        expect = self._expect & 0xFF
         if event == _IRQ_MTU_EXCHANGED or event == _IRQ_ENCRYPTION_UPDATE:
             if event == _IRQ_MTU_EXCHANGED:
-                self.mtu = data[1]
+                if expect == event:
+                    self._results.append(data[1])
             else:  # (conn, encrypted, authenticated, bonded, key_size): also a failed attempt
                 self.security = (SEC_ENCRYPTED if data[1] else 0) \
                     | (SEC_AUTHENTICATED if data[2] else 0) | (SEC_BONDED if data[3] else 0)
-            if self._expect == event:
+            if expect == event:
                 self._status = 0
                 self._flag.set()
             return
-        if event == self._expect_result and self._results is not None:
+        handle = self._expect >> 8
+        # A discovery's or a read's results come as the event before its done event.
+        if event + 1 == expect and expect in (10, 12, 14, 16):
             if event == _IRQ_GATTC_SERVICE_RESULT:
                 self._results.append((data[1], data[2], bluetooth.UUID(data[3])))
             elif event == _IRQ_GATTC_CHARACTERISTIC_RESULT:
                 self._results.append((data[1], data[2], data[3], bluetooth.UUID(data[4])))
             elif event == _IRQ_GATTC_DESCRIPTOR_RESULT:
                 self._results.append((data[1], bluetooth.UUID(data[2])))
-            elif data[1] == self._handle:
+            elif data[1] == handle:
                 self._results.append(bytes(data[2]))
-        elif event == self._expect:
+        elif event == expect:
             # Read/write done carry the value handle (0 on btstack); discovery done does not.
-            if len(data) == 3 and data[1] not in (0, self._handle):
+            if len(data) == 3 and data[1] not in (0, handle):
                 return
             self._status = data[-1]
             self._flag.set()
@@ -176,42 +182,46 @@ class Connection:
         # done 0: the procedure raises no event (a write without response), so it is complete
         # once the stack took it and the stack owes nothing. Every proxy connection may have a
         # procedure waiting here at once, so the chain is short: the procedures below hand
-        # back this coroutine (no frame of their own), and the wait is inline (no _wait frame
-        # and no closures for it); a read's value and the MTU are taken here.
-        async with self._busy:
-            if not self.connected:
-                raise BLEError(DISCONNECTED, "%s: not connected" % what)
-            if done == 0:
-                _start(what, start)
-                return None
-            self._expect = done
-            self._expect_result = done - 1 if done in (10, 12, 14, 16) else 0
-            self._handle = handle
-            self._results = []
-            self._status = None
-            try:
-                _start(what, start)
-                self._central._called()
-                deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-                while self._status is None and self.connected:
-                    left = time.ticks_diff(deadline, time.ticks_ms())
-                    if left <= 0:
-                        self._timed_out(what)
-                    await timed.wait(self._flag, left)
-                if self._status is None:
-                    raise BLEError(DISCONNECTED, "%s: link lost" % what)
-                if self._status != 0:
-                    raise BLEError(GATT_ERROR, "%s failed with ATT status 0x%02x"
-                                   % (what, self._status), self._status)
-                if done == _IRQ_GATTC_READ_DONE:
-                    return self._results[0] if self._results else b""
-                if done == _IRQ_MTU_EXCHANGED:
-                    return self.mtu
-                return self._results
-            finally:
-                self._expect = 0
-                self._expect_result = 0
-                self._results = None
+        # back this coroutine (no frame of their own), and the wait is inline (no frame of
+        # timed.wait's, no _wait frame and no closures for it); a read's value and the MTU are
+        # taken here.
+        if self._expect:
+            raise BLEError(ERROR, "%s: another procedure is running on this link" % what)
+        if not self.connected:
+            raise BLEError(DISCONNECTED, "%s: not connected" % what)
+        if done == 0:
+            _start(what, start)
+            return None
+        self._expect = done | handle << 8
+        self._results = []
+        self._status = None
+        try:
+            _start(what, start)
+            self._central._called()
+            deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            flag = self._flag
+            while self._status is None and self.connected:
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0:
+                    self._timed_out(what)
+                timer = timed.ring(flag, left)
+                try:
+                    await flag.wait()
+                finally:
+                    timed.stop(timer)
+            if self._status is None:
+                raise BLEError(DISCONNECTED, "%s: link lost" % what)
+            if self._status != 0:
+                raise BLEError(GATT_ERROR, "%s failed with ATT status 0x%02x"
+                               % (what, self._status), self._status)
+            if done == _IRQ_GATTC_READ_DONE:
+                return self._results[0] if self._results else b""
+            if done == _IRQ_MTU_EXCHANGED:
+                return self._results[0]  # the MTU, appended with the status
+            return self._results
+        finally:
+            self._expect = 0
+            self._results = None
 
     def _timed_out(self, what):
         self.disconnect_nowait()
@@ -222,7 +232,7 @@ class Connection:
         return self._run(
             "MTU exchange",
             _IRQ_MTU_EXCHANGED,
-            lambda: self._ble.gattc_exchange_mtu(self.conn_handle),
+            lambda: self._central._ble.gattc_exchange_mtu(self.conn_handle),
             timeout_ms,
         )
 
@@ -234,7 +244,7 @@ class Connection:
             await self._run(
                 "pairing",
                 _IRQ_ENCRYPTION_UPDATE,
-                lambda: self._ble.gap_pair(self.conn_handle),
+                lambda: self._central._ble.gap_pair(self.conn_handle),
                 timeout_ms,
             )
         return self.security
@@ -244,7 +254,7 @@ class Connection:
         return self._run(
             "service discovery",
             _IRQ_GATTC_SERVICE_DONE,
-            lambda: self._ble.gattc_discover_services(self.conn_handle, uuid),
+            lambda: self._central._ble.gattc_discover_services(self.conn_handle, uuid),
             timeout_ms,
         )
 
@@ -254,7 +264,8 @@ class Connection:
         return self._run(
             "characteristic discovery",
             _IRQ_GATTC_CHARACTERISTIC_DONE,
-            lambda: self._ble.gattc_discover_characteristics(self.conn_handle, start, end, uuid),
+            lambda: self._central._ble.gattc_discover_characteristics(self.conn_handle, start, end,
+                                                                     uuid),
             timeout_ms,
         )
 
@@ -263,7 +274,7 @@ class Connection:
         return self._run(
             "descriptor discovery",
             _IRQ_GATTC_DESCRIPTOR_DONE,
-            lambda: self._ble.gattc_discover_descriptors(self.conn_handle, start, end),
+            lambda: self._central._ble.gattc_discover_descriptors(self.conn_handle, start, end),
             timeout_ms,
         )
 
@@ -272,7 +283,7 @@ class Connection:
         return self._run(
             "read",
             _IRQ_GATTC_READ_DONE,
-            lambda: self._ble.gattc_read(self.conn_handle, value_handle),
+            lambda: self._central._ble.gattc_read(self.conn_handle, value_handle),
             timeout_ms,
             value_handle,
         )
@@ -284,7 +295,7 @@ class Connection:
         return self._run(
             "write",
             _IRQ_GATTC_WRITE_DONE if response else 0,
-            lambda: self._ble.gattc_write(self.conn_handle, value_handle, data,
+            lambda: self._central._ble.gattc_write(self.conn_handle, value_handle, data,
                                           1 if response else 0),
             timeout_ms,
             value_handle,
@@ -307,7 +318,7 @@ class Connection:
         """Ask the stack to drop the link; the disconnect event follows later."""
         if self.connected:
             try:
-                if not self._ble.gap_disconnect(self.conn_handle):
+                if not self._central._ble.gap_disconnect(self.conn_handle):
                     self._central._forget(self)
                 else:
                     self._central._called()

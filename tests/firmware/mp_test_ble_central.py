@@ -142,3 +142,60 @@ def test_a_gatt_error_carries_the_att_status_and_every_cause_is_a_proxy_status()
     for why in (ble_central.TIMEOUT, ble_central.DISCONNECTED, ble_central.UNREACHABLE,
                 ble_central.GATT_ERROR, ble_central.ERROR):
         assert why in messages.BLE_STATUSES, why
+
+
+def test_a_procedure_started_while_another_waits_is_refused_and_the_waiting_one_goes_on():
+    # No lock per connection (the proxy runs a link's requests one after the other): a second
+    # procedure meanwhile must not take over the first one's wait.
+    import asyncio
+
+    stack = DeadStack()
+    central = ble_central.Central(stack)
+    conn = ble_central.Connection(central, 1, 0, b"\x01" * 6)
+
+    async def scenario():
+        reading = asyncio.create_task(conn.read(5, 60_000))
+        await asyncio.sleep_ms(10)
+        try:
+            await conn.read(6, 60_000)
+            raise AssertionError("a second read started")
+        except ble_central.BLEError as e:
+            refused = e
+        conn._on_gatt(15, (1, 6, b"other"))  # a result for the refused read's handle: not taken
+        conn._on_gatt(15, (1, 5, b"value"))  # _IRQ_GATTC_READ_RESULT (conn, handle, data)
+        conn._on_gatt(16, (1, 5, 0))  # _IRQ_GATTC_READ_DONE
+        return refused, await reading
+
+    refused, value = asyncio.run(scenario())
+    assert refused.why == ble_central.ERROR and "another procedure" in str(refused), refused
+    assert value == b"value", value
+    assert [c for c in stack.calls if c[0] == "gattc_read"] == [("gattc_read", 1, 5)]
+
+
+def test_an_mtu_exchange_answers_the_exchanged_mtu_and_a_timed_out_procedure_drops_the_link():
+    import asyncio
+
+    class Stack(DeadStack):
+        def gattc_exchange_mtu(self, conn):
+            self.calls.append(("gattc_exchange_mtu", conn))
+
+    stack = Stack()
+    central = ble_central.Central(stack)
+    conn = ble_central.Connection(central, 1, 0, b"\x01" * 6)
+    central._conns[1] = conn
+
+    async def scenario():
+        exchanging = asyncio.create_task(conn.exchange_mtu(60_000))
+        await asyncio.sleep_ms(10)
+        conn._on_gatt(21, (1, 185))  # _IRQ_MTU_EXCHANGED (conn, mtu)
+        mtu = await exchanging
+        try:
+            await conn.read(5, 30)  # never answered
+            raise AssertionError("the read did not time out")
+        except ble_central.BLEError as e:
+            return mtu, e
+
+    mtu, e = asyncio.run(scenario())
+    assert mtu == 185, mtu
+    assert e.why == ble_central.TIMEOUT, e
+    assert conn._expect == 0  # nothing waits any more: the next procedure may start
