@@ -173,8 +173,13 @@ class Proxy:
                     rec[_WHY] = False  # hubd asked: its ble_done says it, no ble_lost
                     await rec[_CONN].disconnect()
                     done = (TIMEOUT,) if rec[_CONN].connected else (OK,)
-                else:
-                    done = await self._gatt(msg, rec[_CONN])
+                else:  # ble_read, ble_write, ble_subscribe: the procedure is awaited here
+                    done = self._gatt(msg, rec[_CONN])
+                    if type(done) is not tuple:
+                        done = await done
+                        # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
+                        done = (OK,) if kind != messages.BLE_READ \
+                            else (OK, None, done) if len(done) <= messages.MAX_DATA else (ERROR,)
             except MemoryError:
                 heap.survive(kind)
                 done = (ERROR,)
@@ -268,23 +273,22 @@ class Proxy:
                         n += 1
         return (OK, None, None, None, n)
 
-    async def _gatt(self, msg, conn):
-        # ble_read, ble_write, ble_subscribe.
+    def _gatt(self, msg, conn):
+        # ble_read, ble_write, ble_subscribe: a refusal's ble_done fields, or the procedure to
+        # await (the read's bytes). Not a coroutine of its own: every proxy connection may have
+        # one request waiting on the radio at once, and each frame in that chain is heap.
         handle = msg["handle"]
         ms = _STEP_MS if msg["m"] == messages.BLE_SUBSCRIBE else msg["ms"]
         if not 0 < handle <= 0xFFFF or not 0 < ms <= _MAX_MS:
             return (REFUSED,)
         if msg["m"] == messages.BLE_READ:
-            data = await conn.read(handle, ms)
-            # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
-            return (OK, None, data) if len(data) <= messages.MAX_DATA else (ERROR,)
+            return conn.read(handle, ms)
         if msg["m"] == messages.BLE_WRITE:
-            await conn.write(handle, binascii.unhexlify(msg["data"]), ms, msg["response"])
-        elif msg["mode"] not in (0, 1, 2):
+            return conn.write(handle, binascii.unhexlify(msg["data"]), ms, msg["response"])
+        if msg["mode"] not in (0, 1, 2):
             return (REFUSED,)
-        else:  # the CCCD: 0 off, 1 notifications, 2 indications
-            await conn.write(handle, bytes((msg["mode"], 0)), ms)
-        return (OK,)
+        # the CCCD: 0 off, 1 notifications, 2 indications
+        return conn.write(handle, bytes((msg["mode"], 0)), ms)
 
     async def _pair(self, msg, conn):
         ms = msg["ms"]
