@@ -118,7 +118,8 @@ class Connection:
 
     def __init__(self, central, conn_handle, addr_type, addr):
         # Few attributes: an instance's dict grows in steps (on 64-bit 12 of them fit in 224
-        # bytes, 13 to 17 take 320), and every proxy connection has one.
+        # bytes, 13 to 17 take 320), and every proxy connection has one. Its notifications and
+        # its loss set the central's ``notified``.
         self._central = central
         self.conn_handle = conn_handle
         self.addr_type = addr_type
@@ -126,7 +127,6 @@ class Connection:
         self.connected = True
         self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
         self._flag = asyncio.ThreadSafeFlag()
-        self.notified = asyncio.ThreadSafeFlag()
         self._notes = []
         # The event that ends the procedure running (0: none runs), plus 256 times the value
         # handle it reads or writes: one attribute where two would grow the dict a step.
@@ -139,12 +139,12 @@ class Connection:
     def _on_disconnect(self):
         self.connected = False
         self._flag.set()
-        self.notified.set()
+        self._central.notified.set()
 
     def _on_gatt(self, event, data):
         if event == _IRQ_GATTC_NOTIFY or event == _IRQ_GATTC_INDICATE:
             self._notes.append((data[1], bytes(data[2])))
-            self.notified.set()
+            self._central.notified.set()
             return
         expect = self._expect & 0xFF
         if event == _IRQ_MTU_EXCHANGED or event == _IRQ_ENCRYPTION_UPDATE:
@@ -304,10 +304,10 @@ class Connection:
     def note(self):
         """The oldest queued notification or indication as (value handle, bytes), or None when
         none is queued; raises BLEError (DISCONNECTED) once the link is gone and every one was taken.
-        Between calls, wait on ``notified`` (a ThreadSafeFlag the IRQ sets for each and for the
-        disconnect): the proxy's forwarding task does, for a connection's whole life, with no
-        timer (``asyncio.wait_for_ms`` held two tasks and their frames) and no coroutine of
-        this class in between, each a frame of heap per connection."""
+        Between calls, wait on the central's ``notified`` (a ThreadSafeFlag the IRQ sets for
+        every connection's notifications and disconnects): the proxy's one forwarding task does,
+        with no timer (``asyncio.wait_for_ms`` held two tasks and their frames) and no coroutine
+        of this class in between, each a frame of heap per connection."""
         if self._notes:
             return self._notes.pop(0)
         if not self.connected:
@@ -344,6 +344,9 @@ class Central:
         self._owed_since = None  # ticks_ms of the oldest call not followed by any event yet
         self._call_errors = 0  # stack calls that failed in a row
         self._conns = {}
+        # Set at IRQ level for every connection's notification and loss: the proxy's one
+        # forwarding task waits on it (Connection.note).
+        self.notified = asyncio.ThreadSafeFlag()
         self._gap = asyncio.Lock()
         self._gap_flag = asyncio.ThreadSafeFlag()
         self._pending = None  # address bytes while gap_connect is outstanding

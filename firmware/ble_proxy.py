@@ -5,7 +5,9 @@ timeout, a disconnect, a MemoryError (firmware/heap.py). Requests on one connect
 time, in the order they came, from that connection's own queue; requests on different
 connections, a scan and a connect run side by side. Notifications go out as ble_notify in the
 order they arrived (ble_central queues them at IRQ level), and a lost connection as ble_lost at
-once, from one task per connection.
+once, from one task for every connection (one a connection cost ~400 bytes of heap each), there
+while any connection is followed; one notification per connection a round, so a chatty lock does
+not hold back the others' (they share the host link anyway).
 
 What belongs to a hubd session stays with it: when the host link goes down or hubd restarts,
 every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
@@ -66,6 +68,7 @@ _WHY = const(1)  # why it goes, once the bridge knows better than the stack (Non
                  # False: hubd asked, and its ble_done says so)
 _RESTARTS = const(2)  # the stack's restart count when it was made
 _QUEUE = const(3)  # requests waiting, the running one first
+_EPOCH = const(4)  # the hubd session that made it
 
 # An advertiser's record: what was heard last, what hubd heard last.
 _TYPE = const(0)
@@ -106,6 +109,7 @@ class Proxy:
         self.scan_ms = scan_ms
         self.presence_ms = presence_ms
         self._conns = {}  # conn handle -> record
+        self._followed = []  # records whose notifications and loss are still to go out
         self._connecting = 0
         self._heard = {}  # address -> advertiser record, watched or in the ble_scan
         self._scanning = False
@@ -245,11 +249,14 @@ class Proxy:
             except Exception:
                 conn.disconnect_nowait()
                 raise
-            rec = [conn, None, self._central.restarts, []]
+            rec = [conn, None, self._central.restarts, [], epoch]
             self._conns[conn.conn_handle] = rec
         finally:
             self._connecting -= 1
-        asyncio.create_task(self._forward(rec, epoch))
+        followed = self._followed
+        followed.append(rec)
+        if len(followed) == 1:  # none was followed: the task ended, or was never started
+            asyncio.create_task(self._forward())
         return (OK, conn.conn_handle, None, mtu, conn.security)
 
     async def _discover(self, msg, conn, epoch):
@@ -367,34 +374,53 @@ class Proxy:
 
     # --- connections ----------------------------------------------------------------------
 
-    async def _forward(self, rec, epoch):
-        # The connection's notifications in order, then its loss.
-        conn = rec[_CONN]
-        handle = conn.conn_handle
-        while True:
-            try:
-                note = conn.note()
-                if note is None:
-                    await conn.notified.wait()
+    async def _forward(self):
+        # Every followed connection's notifications in order, then its loss; ends when none is
+        # followed (a connection stays followed until its loss went out, so no second task
+        # starts meanwhile). Woken by the central's ``notified``, set at IRQ level for each
+        # notification and each loss.
+        followed = self._followed
+        while followed:
+            busy = False
+            i = 0
+            while i < len(followed):  # a connect may add one meanwhile
+                rec = followed[i]
+                conn = rec[_CONN]
+                try:
+                    note = conn.note()
+                except BLEError:  # gone, and every notification taken
+                    note = False
+                except MemoryError:
+                    heap.survive("ble_notify")
+                    await asyncio.sleep_ms(_RETRY_MS)
+                    busy = True
                     continue
-            except BLEError:  # gone, and every notification taken
-                break
-            except MemoryError:
-                heap.survive("ble_notify")
-                await asyncio.sleep_ms(_RETRY_MS)
-                continue
-            except Exception as e:  # noqa: BLE001 - never a connection nobody watches
-                log.error("ble_notify %d: %r; dropping the connection" % (handle, e))
-                conn.disconnect_nowait()
-                break
-            await self._tell(epoch, messages.BLE_NOTIFY, handle, note[0], note[1])
+                except Exception as e:  # noqa: BLE001 - never a connection nobody watches
+                    log.error("ble_notify %d: %r; dropping the connection" % (conn.conn_handle, e))
+                    conn.disconnect_nowait()
+                    note = False
+                if note is False:
+                    await self._lost(rec)
+                    followed.pop(i)
+                    busy = True
+                    continue
+                if note is not None:
+                    busy = True
+                    await self._tell(rec[_EPOCH], messages.BLE_NOTIFY, conn.conn_handle, note[0],
+                                     note[1])
+                i += 1
+            if not busy:
+                await self._central.notified.wait()
+
+    async def _lost(self, rec):
+        handle = rec[_CONN].conn_handle
         if self._conns.get(handle) is rec:
             del self._conns[handle]
         why = rec[_WHY]
         if why is None:
             why = BLE_RESTART if self._central.restarts != rec[_RESTARTS] else PEER
         if why:
-            await self._tell(epoch, messages.BLE_LOST, handle, why)
+            await self._tell(rec[_EPOCH], messages.BLE_LOST, handle, why)
 
     def on_link(self, kind):
         """The host link's events (hostlink's on_state): down, or hubd restarted, drops every

@@ -17,14 +17,14 @@ MAX_HEARD = 16
 class Conn:
     """A connection whose procedures wait for ``gate`` (when set) and record what ran."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, notified):
         self.conn_handle = handle
         self.connected = True
         self.log = []
         self.gate = None
         self.fail = None  # an exception the next procedure raises
         self.notes = []
-        self.notified = asyncio.Event()
+        self.notified = notified  # the central's, as ble_central's Connection sets it
         self.addr_type = 0
         self.addr = b"\xc0\xff\xee\x00\x00\x01"
         self.sec = 5  # what the next pairing ends with: encrypted, bonded
@@ -74,7 +74,6 @@ class Conn:
             return self.notes.pop(0)
         if not self.connected:
             raise BLEError(DISCONNECTED, "gone")
-        self.notified.clear()
         return None
 
     def notify(self, handle, data):
@@ -94,6 +93,7 @@ class Conn:
 class Central:
     def __init__(self):
         self.restarts = 0
+        self.notified = asyncio.ThreadSafeFlag()  # every connection's notifications and losses
         self.on_advert = None
         self.conns = []
         self.reachable = True
@@ -106,7 +106,7 @@ class Central:
             await self.gate.wait()
         if not self.reachable:
             raise BLEError(UNREACHABLE, "no")
-        conn = Conn(len(self.conns) + 1)
+        conn = Conn(len(self.conns) + 1, self.notified)
         self.conns.append(conn)
         return conn
 
@@ -419,6 +419,37 @@ async def test_notifications_go_out_in_order_then_the_loss():
     tail = [m for m in host.sent if m["m"] in ("ble_notify", "ble_lost")]
     assert [m.get("data") for m in tail] == ["00", "01", "02", "03", "04", None]
     assert tail[-1] == {"m": "ble_lost", "conn": conn, "reason": "peer"}
+
+
+async def test_one_task_forwards_every_connections_notifications_in_order_and_ends_with_them():
+    # One forwarding task for all connections while any is followed (a task a connection cost
+    # ~400 B of heap each): each connection's notifications in order, its loss after them, the
+    # others' meanwhile; a connection made after the last loss has its notifications forwarded
+    # by a task of its own again.
+    proxy, central, host = _proxy()
+    first = await _connect(proxy, host)
+    second = await _connect(proxy, host, "C0:FF:EE:00:00:02")
+    a, b = central.conns
+    for i in range(3):
+        a.notify(5, bytes((i,)))
+        b.notify(7, bytes((0x10 + i,)))
+    a.disconnect_nowait()
+    await _until(lambda: len([m for m in host.sent if m["m"] == "ble_notify"]) == 6
+                 and [m for m in host.sent if m["m"] == "ble_lost"])
+    said = [(m["conn"], m.get("data") or m.get("reason")) for m in host.sent
+            if m["m"] in ("ble_notify", "ble_lost")]
+    assert [x for x in said if x[0] == first] == [
+        (first, "00"), (first, "01"), (first, "02"), (first, "peer")], said
+    assert [x for x in said if x[0] == second] == [
+        (second, "10"), (second, "11"), (second, "12")], said
+    assert proxy._followed == [proxy._conns[second]]
+    b.disconnect_nowait()
+    await _until(lambda: not proxy._followed)
+    await asyncio.sleep_ms(20)  # the task has ended: nothing is followed
+    third = await _connect(proxy, host, "C0:FF:EE:00:00:03")
+    central.conns[-1].notify(9, b"\x42")
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_notify" and m["conn"] == third])
+    assert [m["data"] for m in host.sent if m["m"] == "ble_notify" and m["conn"] == third] == ["42"]
 
 
 async def test_a_disconnect_hubd_asked_for_has_no_ble_lost_and_a_stack_restart_says_so():
