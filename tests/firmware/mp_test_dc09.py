@@ -65,3 +65,22 @@ def test_bad_ids_are_refused():
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_every_event_keeps_its_contact_id_code_and_priority_on_the_bridge():
+    # tests/wire/test_dc09.py holds CPython's end to the same table.
+    from wire import alarms
+
+    expected = {
+        alarms.BUTTON: (1, 101, 1), alarms.PULL_CORD: (1, 101, 1), alarms.FALL: (1, 100, 1),
+        alarms.SMOKE: (1, 111, 1), alarms.MAINS_LOST: (1, 301, 2),
+        alarms.MAINS_RESTORED: (3, 301, 3), alarms.LOW_BATTERY: (1, 302, 2),
+        alarms.TAMPER: (1, 137, 2), alarms.TEST: (1, 601, 3),
+        alarms.UNIT_LINK_LOST: (1, 330, 2), alarms.UNIT_LINK_RESTORED: (3, 330, 3),
+        alarms.HUB_LINK_LOST: (1, 350, 2), alarms.HUB_LINK_RESTORED: (3, 350, 3),
+    }
+    assert len(expected) == len(alarms.EVENTS + alarms.SUPERVISION)
+    for event, (q, code, priority) in expected.items():
+        assert dc09.cid(event) + (alarms.priority(event),) == (q, code, priority), event
+    for unknown in ("not-yet-known", "", None):
+        assert dc09.cid(unknown) + (alarms.priority(unknown),) == (1, 140, 1), unknown

@@ -164,3 +164,23 @@ async def test_an_encrypted_frame_built_by_micropython_is_accepted(
     (a,) = await keyed_receiver.exchange(f)
     assert dc09.parse_answer(a, 3, ACCOUNT, KEY_B) == (dc09.ACK, None)
     assert keyed_receiver.events[0].x_data == "Imp-1"
+
+
+# Each event's Contact ID code and priority as they were when both were dicts (issue 15 made
+# them tuples read by cid() and priority(), for the bridge's heap): the same answers, any input.
+EXPECTED = {
+    alarms.BUTTON: ((1, 101), 1), alarms.PULL_CORD: ((1, 101), 1), alarms.FALL: ((1, 100), 1),
+    alarms.SMOKE: ((1, 111), 1), alarms.MAINS_LOST: ((1, 301), 2),
+    alarms.MAINS_RESTORED: ((3, 301), 3), alarms.LOW_BATTERY: ((1, 302), 2),
+    alarms.TAMPER: ((1, 137), 2), alarms.TEST: ((1, 601), 3),
+    alarms.UNIT_LINK_LOST: ((1, 330), 2), alarms.UNIT_LINK_RESTORED: ((3, 330), 3),
+    alarms.HUB_LINK_LOST: ((1, 350), 2), alarms.HUB_LINK_RESTORED: ((3, 350), 3),
+}
+
+
+def test_every_event_keeps_its_contact_id_code_and_priority_and_unknown_ones_are_alarms() -> None:
+    assert set(EXPECTED) == set(alarms.EVENTS + alarms.SUPERVISION)
+    for event, (code, priority) in EXPECTED.items():
+        assert (dc09.cid(event), alarms.priority(event)) == (code, priority), event
+    for unknown in ("not-yet-known", "", "button ", "BUTTON", None, 1):
+        assert (dc09.cid(unknown), alarms.priority(unknown)) == ((1, 140), 1), unknown
