@@ -66,6 +66,7 @@ _CONNECT_MARGIN_MS = const(500)
 _DEFAULT_TIMEOUT_MS = const(2000)
 _ENOTCONN = const(107)
 _MAX_CALL_ERRORS = const(5)  # failed stack calls in a row before the stack counts as stuck
+_TICK_MS = const(50)  # the GATT procedures' clock: a timeout ends at most this much late
 
 
 # Why a BLE operation failed (BLEError's ``why``), in the words the Bluetooth proxy answers hubd
@@ -133,6 +134,7 @@ class Connection:
         self._expect = 0
         self._results = None
         self._status = None
+        self._deadline = None  # ticks_ms when the procedure waiting gives up (the central's clock)
 
     # --- IRQ side (called by Central._irq with the raw event tuple) ---------------------------
 
@@ -182,9 +184,10 @@ class Connection:
         # done 0: the procedure raises no event (a write without response), so it is complete
         # once the stack took it and the stack owes nothing. Every proxy connection may have a
         # procedure waiting here at once, so the chain is short: the procedures below hand
-        # back this coroutine (no frame of their own), and the wait is inline (no frame of
-        # timed.wait's, no _wait frame and no closures for it); a read's value and the MTU are
-        # taken here.
+        # back this coroutine (no frame of their own), and the wait is inline, on the flag
+        # alone: the central's one clock sets it at the deadline (no timer task a procedure,
+        # no frame of timed.wait's, no _wait frame and no closures); a read's value and the
+        # MTU are taken here.
         if self._expect:
             raise BLEError(ERROR, "%s: another procedure is running on this link" % what)
         if not self.connected:
@@ -198,17 +201,13 @@ class Connection:
         try:
             _start(what, start)
             self._central._called()
-            deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            self._deadline = deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            self._central._clock()
             flag = self._flag
             while self._status is None and self.connected:
-                left = time.ticks_diff(deadline, time.ticks_ms())
-                if left <= 0:
+                if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                     self._timed_out(what)
-                timer = timed.ring(flag, left)
-                try:
-                    await flag.wait()
-                finally:
-                    timed.stop(timer)
+                await flag.wait()
             if self._status is None:
                 raise BLEError(DISCONNECTED, "%s: link lost" % what)
             if self._status != 0:
@@ -222,6 +221,7 @@ class Connection:
         finally:
             self._expect = 0
             self._results = None
+            self._deadline = None
 
     def _timed_out(self, what):
         self.disconnect_nowait()
@@ -353,6 +353,7 @@ class Central:
         self._connected = None  # Connection, or False when the attempt failed
         self._scan_done = True
         self._connects_waiting = 0  # while above 0, a scan ends early
+        self._ticking = False  # the GATT procedures' clock runs
         # Hears every advert and scan response of every scan, at IRQ level: on_advert(addr_type,
         # addr as bytes, adv_type, rssi, adv as a memoryview valid only during the call). The
         # Bluetooth proxy's (ble_proxy.py).
@@ -385,6 +386,31 @@ class Central:
             self._call_errors = 0
         if self._owed_since is None:
             self._owed_since = time.ticks_ms()
+
+    def _clock(self):
+        # A procedure waits (Connection._run): the clock runs until none does.
+        if not self._ticking:
+            self._ticking = True
+            asyncio.create_task(self._tick())
+
+    async def _tick(self):
+        # Every _TICK_MS, sets the flag of each connection whose procedure is past its deadline
+        # (it then raises TIMEOUT); ends when no procedure waits. One task for every waiting
+        # procedure: a timer task each cost ~190 B of heap on 64-bit.
+        try:
+            waiting = True
+            while waiting:
+                await asyncio.sleep_ms(_TICK_MS)
+                now = time.ticks_ms()
+                waiting = False
+                for conn in self._conns.values():
+                    deadline = conn._deadline
+                    if deadline is not None:
+                        waiting = True
+                        if time.ticks_diff(deadline, now) <= 0:
+                            conn._flag.set()
+        finally:
+            self._ticking = False
 
     def connected(self):
         """How many links are up."""

@@ -17,21 +17,6 @@ async def _ring(flag, ms):
     flag.set()
 
 
-def ring(flag, ms):
-    """The timer of an inline wait, for a caller that waits on ``flag`` itself: a task that sets
-    ``flag`` after ``ms``; end it with ``stop``. A wait that must stay small (every proxy
-    connection's GATT procedure) saves the frame of ``wait`` (about 150 bytes on 64-bit)."""
-    return asyncio.create_task(_ring(flag, ms))
-
-
-def stop(timer):
-    """End ``ring``'s timer; True when it had rung (the time was up)."""
-    if timer.done():
-        return True
-    timer.cancel()
-    return False
-
-
 async def wait(flag, ms):
     """Wait until ``flag`` (an Event or a ThreadSafeFlag) is set or ``ms`` have passed; True when
     it was set, False when the time was up (the flag is then set: callers clear an Event before
