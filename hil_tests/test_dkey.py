@@ -36,6 +36,7 @@ from hil_tests.harness import BOTH_WAYS, HubUnderTest, audit_log, cable_pulled_a
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import DeviceState, LockState
+from hubd.locks.dkey import SESSION_ENDED
 from simulator.dkey import DKeyLock
 from simulator.home import DKEY_ADDRESS
 from tests.hubctl_cli import hubctl, one_error_line
@@ -190,13 +191,19 @@ async def test_after_the_lock_ended_an_idle_link_itself_the_next_commands_go_thr
     # handshake and its command: an honest incomplete, but not what this scenario is about).
     hub.sim.call(lambda: setattr(lock, "session_idle_s", 3.0))
     await polled_and_free(hub)
+    heard = SESSION_ENDED % DKEY_ADDRESS
     for round_, action in enumerate(("unlock", "lock") * 2):
         ended = seen(hub, "idle_disconnects")
+        told = hub.log_text().count(heard)
         answers = await hub.command(backend, action, LOCK)
         assert [a.status for a in answers] == ["accepted", "succeeded"], \
             (round_, answers, "what the lock refused:", seen(hub, "refusals"))
-        async with asyncio.timeout(60):  # the lock ends the link after 3 s of silence
-            while seen(hub, "idle_disconnects") == ended or seen(hub, "links"):
+        # The lock ends the link after 3 s of silence; the next command waits until hubd has
+        # heard it too (a command sent in between meets the end on its way: an honest
+        # incomplete, but another scenario).
+        async with asyncio.timeout(60):
+            while seen(hub, "idle_disconnects") == ended or seen(hub, "links") \
+                    or hub.log_text().count(heard) == told:
                 await asyncio.sleep(0.05)
     assert (seen(hub, "move_commands"), seen(hub, "motor_moves")) == (4, 4)
     refusals = seen(hub, "refusals")

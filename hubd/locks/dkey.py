@@ -172,6 +172,9 @@ _REFUSALS = {
 
 # A write whose answer did not come because the connection or the link went down.
 _LINK_GONE = ("disconnected", errors.LINK_LOST)
+# Logged when an authenticated connection ends (the lock's DISCONNECT_REQ, the link lost, or
+# hubd letting go): after it, the next command authenticates anew.
+SESSION_ENDED = "dKey %s: its authenticated connection ended"
 
 
 def reason_of(exc: BaseException) -> str:
@@ -323,6 +326,8 @@ class _Session:
             # A DISCONNECT_REQ (the lock ends an idle link) resolves it; the library's reset of
             # a link that went down cancels it.
             self.alive = self.dkey.receive_once(cmds.DisconnectReqCmd)
+            address = self.dkey.address
+            self.alive.add_done_callback(lambda _: log.info(SESSION_ENDED, address))
         self.state = state_name(self.dkey.state.unlock_status)
 
     def _mark(self, step: str) -> None:
