@@ -131,7 +131,7 @@ class Proxy:
         try:
             if kind == messages.BLE_SCAN or kind == messages.BLE_WATCH \
                     or kind == messages.BLE_CONNECT or kind == messages.BLE_UNPAIR:
-                asyncio.create_task(self._run([msg], None, epoch))
+                asyncio.create_task(self._run([(kind, rid, msg)], None, epoch))
                 return
             rec = self._conns.get(msg["conn"])
             if rec is None:  # gone already is what a disconnect asks for
@@ -140,7 +140,20 @@ class Proxy:
             elif len(rec[_QUEUE]) >= _MAX_QUEUED:
                 asyncio.create_task(self._tell(epoch, messages.BLE_DONE, rid, REFUSED))
             else:
-                rec[_QUEUE].append(msg)
+                # Queued is what the request needs, not hubd's decoded message (a dict: about
+                # 200 B more of heap each, and up to _MAX_QUEUED wait on every connection):
+                # (kind, rid, handle, ms, data or mode, response) as far as the kind has them.
+                if kind == messages.BLE_WRITE:
+                    req = (kind, rid, msg["handle"], msg["ms"], msg["data"], msg["response"])
+                elif kind == messages.BLE_SUBSCRIBE:
+                    req = (kind, rid, msg["handle"], _STEP_MS, msg["mode"])
+                elif kind == messages.BLE_READ:
+                    req = (kind, rid, msg["handle"], msg["ms"])
+                elif kind == messages.BLE_PAIR:
+                    req = (kind, rid, None, msg["ms"])
+                else:  # ble_disconnect, ble_discover
+                    req = (kind, rid)
+                rec[_QUEUE].append(req)
                 if len(rec[_QUEUE]) == 1:
                     asyncio.create_task(self._run(rec[_QUEUE], rec, epoch))
         except MemoryError:
@@ -152,33 +165,34 @@ class Proxy:
 
     async def _run(self, queue, rec, epoch):
         # Requests in order, each answered by its ble_done before the next starts: a
-        # connection's queue, or one request of no connection.
+        # connection's queue (on_message's tuples), or one request of no connection
+        # ((kind, rid, hubd's message)).
         while queue:
-            msg = queue[0]
-            kind = msg["m"]
+            req = queue[0]
+            kind = req[0]
             try:
                 if rec is not None and rec[_WHY] is not None:
                     # Being dropped: nothing more starts on it (a write either went out or
                     # never will), and a disconnect has what it asked for.
                     done = (OK,) if kind == messages.BLE_DISCONNECT else (DISCONNECTED,)
                 elif kind == messages.BLE_CONNECT:
-                    done = await self._connect(msg, epoch)
+                    done = await self._connect(req[2], epoch)
                 elif kind == messages.BLE_SCAN:
-                    done = await self._scan(msg)
+                    done = await self._scan(req[2])
                 elif kind == messages.BLE_WATCH:
-                    done = self._watch(msg)
+                    done = self._watch(req[2])
                 elif kind == messages.BLE_UNPAIR:
-                    done = self._unpair(msg)
+                    done = self._unpair(req[2])
                 elif kind == messages.BLE_PAIR:
-                    done = await self._pair(msg, rec[_CONN])
+                    done = await self._pair(req[3], rec[_CONN])
                 elif kind == messages.BLE_DISCOVER:
-                    done = await self._discover(msg, rec[_CONN], epoch)
+                    done = await self._discover(req[1], rec[_CONN], epoch)
                 elif kind == messages.BLE_DISCONNECT:
                     rec[_WHY] = False  # hubd asked: its ble_done says it, no ble_lost
                     await rec[_CONN].disconnect()
                     done = (TIMEOUT,) if rec[_CONN].connected else (OK,)
                 else:  # ble_read, ble_write, ble_subscribe: the procedure is awaited here
-                    done = self._gatt(msg, rec[_CONN])
+                    done = self._gatt(req, rec[_CONN])
                     if type(done) is not tuple:
                         done = await done
                         # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
@@ -192,13 +206,13 @@ class Proxy:
                 if e.why == TIMEOUT and rec is not None and rec[_WHY] is None:
                     rec[_WHY] = TIMED_OUT  # the bearer's state is unknown: the link is dropped
                 elif e.why == ERROR:
-                    log.warn("%s %d: %r" % (kind, msg["rid"], e))
+                    log.warn("%s %d: %r" % (kind, req[1], e))
                 done = (GATT_ERROR, None, None, None, None, e.status) if e.why == GATT_ERROR \
                     else (e.why,)
             except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
-                log.warn("%s %d: %r" % (kind, msg["rid"], e))
+                log.warn("%s %d: %r" % (kind, req[1], e))
                 done = (ERROR,)
-            await self._tell(epoch, messages.BLE_DONE, msg["rid"], *done)
+            await self._tell(epoch, messages.BLE_DONE, req[1], *done)
             queue.pop(0)
 
     async def _tell(self, epoch, kind, *values):
@@ -259,8 +273,7 @@ class Proxy:
             asyncio.create_task(self._forward())
         return (OK, conn.conn_handle, None, mtu, conn.security)
 
-    async def _discover(self, msg, conn, epoch):
-        rid = msg["rid"]
+    async def _discover(self, rid, conn, epoch):
         n = 0
         for start, end, uuid in await conn.services(None, _STEP_MS):
             await self._tell(epoch, messages.BLE_SERVICE, rid, bytes(uuid), start, end)
@@ -280,25 +293,24 @@ class Proxy:
                         n += 1
         return (OK, None, None, None, n)
 
-    def _gatt(self, msg, conn):
-        # ble_read, ble_write, ble_subscribe: a refusal's ble_done fields, or the procedure to
-        # await (the read's bytes). Not a coroutine of its own: every proxy connection may have
-        # one request waiting on the radio at once, and each frame in that chain is heap.
-        handle = msg["handle"]
-        ms = _STEP_MS if msg["m"] == messages.BLE_SUBSCRIBE else msg["ms"]
+    def _gatt(self, req, conn):
+        # ble_read, ble_write, ble_subscribe (on_message's tuples): a refusal's ble_done
+        # fields, or the procedure to await (the read's bytes). Not a coroutine of its own:
+        # every proxy connection may have one request waiting on the radio at once, and each
+        # frame in that chain is heap.
+        kind, handle, ms = req[0], req[2], req[3]
         if not 0 < handle <= 0xFFFF or not 0 < ms <= _MAX_MS:
             return (REFUSED,)
-        if msg["m"] == messages.BLE_READ:
+        if kind == messages.BLE_READ:
             return conn.read(handle, ms)
-        if msg["m"] == messages.BLE_WRITE:
-            return conn.write(handle, binascii.unhexlify(msg["data"]), ms, msg["response"])
-        if msg["mode"] not in (0, 1, 2):
+        if kind == messages.BLE_WRITE:
+            return conn.write(handle, binascii.unhexlify(req[4]), ms, req[5])
+        if req[4] not in (0, 1, 2):
             return (REFUSED,)
         # the CCCD: 0 off, 1 notifications, 2 indications
-        return conn.write(handle, bytes((msg["mode"], 0)), ms)
+        return conn.write(handle, bytes((req[4], 0)), ms)
 
-    async def _pair(self, msg, conn):
-        ms = msg["ms"]
+    async def _pair(self, ms, conn):
         if not 0 < ms <= _MAX_MS:
             return (REFUSED,)
         sec = await conn.pair(ms)
