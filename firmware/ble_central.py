@@ -90,11 +90,11 @@ class BLEError(Exception):
         self.status = status
 
 
-def _start(what, start):
-    """Make a stack call that starts a procedure; a refusal raises BLEError, DISCONNECTED when
-    the link is gone, else ERROR."""
+def _start(what, start, *args):
+    """Make a stack call that starts a procedure, ``start(*args)``; a refusal raises BLEError,
+    DISCONNECTED when the link is gone, else ERROR."""
     try:
-        start()
+        start(*args)
     except OSError as e:
         if e.args and e.args[0] == _ENOTCONN:
             raise BLEError(DISCONNECTED, "%s: not connected" % what)
@@ -180,7 +180,28 @@ class Connection:
 
     # --- operations ---------------------------------------------------------------------------
 
-    async def _run(self, what, done, start, timeout_ms, handle=0):
+    def _begin(self, what, a, b, c):
+        # The stack call that starts ``what`` (the names the procedures below pass) with its
+        # arguments after the connection: chosen here, not a closure each procedure makes, which
+        # its wait held (~190 B of heap on 64-bit for a write).
+        ble = self._central._ble
+        conn = self.conn_handle
+        if what == "write":
+            ble.gattc_write(conn, a, b, c)
+        elif what == "read":
+            ble.gattc_read(conn, a)
+        elif what == "MTU exchange":
+            ble.gattc_exchange_mtu(conn)
+        elif what == "pairing":
+            ble.gap_pair(conn)
+        elif what == "service discovery":
+            ble.gattc_discover_services(conn, a)
+        elif what == "characteristic discovery":
+            ble.gattc_discover_characteristics(conn, a, b, c)
+        else:  # descriptor discovery
+            ble.gattc_discover_descriptors(conn, a, b)
+
+    async def _run(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
         # done 0: the procedure raises no event (a write without response), so it is complete
         # once the stack took it and the stack owes nothing. Every proxy connection may have a
         # procedure waiting here at once, so the chain is short: the procedures below hand
@@ -193,13 +214,13 @@ class Connection:
         if not self.connected:
             raise BLEError(DISCONNECTED, "%s: not connected" % what)
         if done == 0:
-            _start(what, start)
+            _start(what, self._begin, what, a, b, c)
             return None
         self._expect = done | handle << 8
         self._results = []
         self._status = None
         try:
-            _start(what, start)
+            _start(what, self._begin, what, a, b, c)
             self._central._called()
             self._deadline = deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             self._central._clock()
@@ -229,77 +250,41 @@ class Connection:
 
     def exchange_mtu(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Negotiate the ATT MTU (preferred value set by ``Central``); awaited, the result."""
-        return self._run(
-            "MTU exchange",
-            _IRQ_MTU_EXCHANGED,
-            lambda: self._central._ble.gattc_exchange_mtu(self.conn_handle),
-            timeout_ms,
-        )
+        return self._run("MTU exchange", _IRQ_MTU_EXCHANGED, timeout_ms)
 
     async def pair(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Encrypt the link (see the module docstring) unless it is; return ``security``, whose
         SEC_ENCRYPTED bit is clear when the peer refused (no pairing mode, or it lost the bond:
         the link stays up, unencrypted)."""
         if not self.security & SEC_ENCRYPTED:
-            await self._run(
-                "pairing",
-                _IRQ_ENCRYPTION_UPDATE,
-                lambda: self._central._ble.gap_pair(self.conn_handle),
-                timeout_ms,
-            )
+            await self._run("pairing", _IRQ_ENCRYPTION_UPDATE, timeout_ms)
         return self.security
 
     def services(self, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Awaited: primary services as a list of (start_handle, end_handle, UUID)."""
-        return self._run(
-            "service discovery",
-            _IRQ_GATTC_SERVICE_DONE,
-            lambda: self._central._ble.gattc_discover_services(self.conn_handle, uuid),
-            timeout_ms,
-        )
+        return self._run("service discovery", _IRQ_GATTC_SERVICE_DONE, timeout_ms, 0, uuid)
 
     def characteristics(self, start, end, uuid=None, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Awaited: characteristics in [start, end] as a list of (def_handle, value_handle,
         properties, UUID)."""
-        return self._run(
-            "characteristic discovery",
-            _IRQ_GATTC_CHARACTERISTIC_DONE,
-            lambda: self._central._ble.gattc_discover_characteristics(self.conn_handle, start, end,
-                                                                     uuid),
-            timeout_ms,
-        )
+        return self._run("characteristic discovery", _IRQ_GATTC_CHARACTERISTIC_DONE, timeout_ms,
+                         0, start, end, uuid)
 
     def descriptors(self, start, end, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Awaited: descriptors in [start, end] as a list of (handle, UUID)."""
-        return self._run(
-            "descriptor discovery",
-            _IRQ_GATTC_DESCRIPTOR_DONE,
-            lambda: self._central._ble.gattc_discover_descriptors(self.conn_handle, start, end),
-            timeout_ms,
-        )
+        return self._run("descriptor discovery", _IRQ_GATTC_DESCRIPTOR_DONE, timeout_ms, 0,
+                         start, end)
 
     def read(self, value_handle, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Read a characteristic or descriptor value (awaited: the bytes)."""
-        return self._run(
-            "read",
-            _IRQ_GATTC_READ_DONE,
-            lambda: self._central._ble.gattc_read(self.conn_handle, value_handle),
-            timeout_ms,
-            value_handle,
-        )
+        return self._run("read", _IRQ_GATTC_READ_DONE, timeout_ms, value_handle, value_handle)
 
     def write(self, value_handle, data, timeout_ms=_DEFAULT_TIMEOUT_MS, response=True):
         """Write with response (mode 1): awaited, returns once the peer acknowledged it. Without
         ``response`` (mode 0, a write command) the stack raises no event: it returns once the
         stack took the data, in order behind the procedures before it."""
-        return self._run(
-            "write",
-            _IRQ_GATTC_WRITE_DONE if response else 0,
-            lambda: self._central._ble.gattc_write(self.conn_handle, value_handle, data,
-                                          1 if response else 0),
-            timeout_ms,
-            value_handle,
-        )
+        return self._run("write", _IRQ_GATTC_WRITE_DONE if response else 0, timeout_ms,
+                         value_handle, value_handle, data, 1 if response else 0)
 
     def note(self):
         """The oldest queued notification or indication as (value handle, bytes), or None when
