@@ -142,9 +142,11 @@ class Proxy:
             else:
                 # Queued is what the request needs, not hubd's decoded message (a dict: about
                 # 200 B more of heap each, and up to _MAX_QUEUED wait on every connection):
-                # (kind, rid, handle, ms, data or mode, response) as far as the kind has them.
+                # (kind, rid, handle, ms, data or mode, response) as far as the kind has them;
+                # a write's data as bytes, not hex (half the heap while it waits).
                 if kind == messages.BLE_WRITE:
-                    req = (kind, rid, msg["handle"], msg["ms"], msg["data"], msg["response"])
+                    req = (kind, rid, msg["handle"], msg["ms"], binascii.unhexlify(msg["data"]),
+                           msg["response"])
                 elif kind == messages.BLE_SUBSCRIBE:
                     req = (kind, rid, msg["handle"], _STEP_MS, msg["mode"])
                 elif kind == messages.BLE_READ:
@@ -156,6 +158,8 @@ class Proxy:
                 rec[_QUEUE].append(req)
                 if len(rec[_QUEUE]) == 1:
                     asyncio.create_task(self._run(rec[_QUEUE], rec, epoch))
+        except ValueError:  # data that is not hex (wire.messages lets none through)
+            asyncio.create_task(self._tell(epoch, messages.BLE_DONE, rid, ERROR))
         except MemoryError:
             heap.survive(kind)
             try:  # at once or never: no heap for a task (hubd's own timeout ends the request)
@@ -304,7 +308,7 @@ class Proxy:
         if kind == messages.BLE_READ:
             return conn.read(handle, ms)
         if kind == messages.BLE_WRITE:
-            return conn.write(handle, binascii.unhexlify(req[4]), ms, req[5])
+            return conn.write(handle, req[4], ms, req[5])
         if req[4] not in (0, 1, 2):
             return (REFUSED,)
         # the CCCD: 0 off, 1 notifications, 2 indications

@@ -699,3 +699,17 @@ async def test_watches_are_served_by_passive_windows_of_scan_ms_every_scan_every
     finally:
         task.cancel()
         await asyncio.sleep_ms(0)
+
+
+async def test_a_write_keeps_its_data_as_bytes_and_data_that_is_not_hex_ends_in_one_error():
+    # wire.messages lets no such data through; the proxy answers it anyway, once.
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    assert (await _call(proxy, host, messages.BLE_WRITE, conn, 3, "c0ffee", True, 1000))[
+        "status"] == "ok"
+    assert central.conns[0].log[-1] == ("done", "write", 3, b"\xc0\xff\xee", True)
+    _rid[0] += 1
+    proxy.on_message({"m": messages.BLE_WRITE, "rid": _rid[0], "conn": conn, "handle": 3,
+                      "data": "zz", "response": True, "ms": 1000})
+    assert (await _done(host, _rid[0]))["status"] == "error"
+    assert central.conns[0].log[-1] == ("done", "write", 3, b"\xc0\xff\xee", True)
