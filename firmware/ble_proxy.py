@@ -170,54 +170,72 @@ class Proxy:
     async def _run(self, queue, rec, epoch):
         # Requests in order, each answered by its ble_done before the next starts: a
         # connection's queue (on_message's tuples), or one request of no connection
-        # ((kind, rid, hubd's message)).
+        # ((kind, rid, hubd's message)). Every connection may have a request waiting here at
+        # once, so this frame is kept small: what a request does, makes of its result and of
+        # an exception is decided by plain functions (_begin, _result, _failed).
         while queue:
             req = queue[0]
-            kind = req[0]
             try:
-                if rec is not None and rec[_WHY] is not None:
-                    # Being dropped: nothing more starts on it (a write either went out or
-                    # never will), and a disconnect has what it asked for.
-                    done = (OK,) if kind == messages.BLE_DISCONNECT else (DISCONNECTED,)
-                elif kind == messages.BLE_CONNECT:
-                    done = await self._connect(req[2], epoch)
-                elif kind == messages.BLE_SCAN:
-                    done = await self._scan(req[2])
-                elif kind == messages.BLE_WATCH:
-                    done = self._watch(req[2])
-                elif kind == messages.BLE_UNPAIR:
-                    done = self._unpair(req[2])
-                elif kind == messages.BLE_PAIR:
-                    done = await self._pair(req[3], rec[_CONN])
-                elif kind == messages.BLE_DISCOVER:
-                    done = await self._discover(req[1], rec[_CONN], epoch)
-                elif kind == messages.BLE_DISCONNECT:
-                    rec[_WHY] = False  # hubd asked: its ble_done says it, no ble_lost
-                    await rec[_CONN].disconnect()
-                    done = (TIMEOUT,) if rec[_CONN].connected else (OK,)
-                else:  # ble_read, ble_write, ble_subscribe: the procedure is awaited here
-                    done = self._gatt(req, rec[_CONN])
-                    if type(done) is not tuple:
-                        done = await done
-                        # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
-                        done = (OK,) if kind != messages.BLE_READ \
-                            else (OK, None, done) if len(done) <= messages.MAX_DATA else (ERROR,)
-            except MemoryError:
-                heap.survive(kind)
-                done = (ERROR,)
-            except BLEError as e:
-                # ble_central's causes are the ble_done statuses they answer with.
-                if e.why == TIMEOUT and rec is not None and rec[_WHY] is None:
-                    rec[_WHY] = TIMED_OUT  # the bearer's state is unknown: the link is dropped
-                elif e.why == ERROR:
-                    log.warn("%s %d: %r" % (kind, req[1], e))
-                done = (GATT_ERROR, None, None, None, None, e.status) if e.why == GATT_ERROR \
-                    else (e.why,)
+                done = self._begin(req, rec, epoch)
+                if type(done) is not tuple:
+                    done = self._result(req, rec, await done)
             except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
-                log.warn("%s %d: %r" % (kind, req[1], e))
-                done = (ERROR,)
+                done = self._failed(req, rec, e)
             await self._tell(epoch, messages.BLE_DONE, req[1], *done)
             queue.pop(0)
+
+    def _begin(self, req, rec, epoch):
+        # The request's ble_done fields after rid, or what to await for them (_result).
+        kind = req[0]
+        if rec is not None and rec[_WHY] is not None:
+            # Being dropped: nothing more starts on it (a write either went out or never
+            # will), and a disconnect has what it asked for.
+            return (OK,) if kind == messages.BLE_DISCONNECT else (DISCONNECTED,)
+        if kind == messages.BLE_CONNECT:
+            return self._connect(req[2], epoch)
+        if kind == messages.BLE_SCAN:
+            return self._scan(req[2])
+        if kind == messages.BLE_WATCH:
+            return self._watch(req[2])
+        if kind == messages.BLE_UNPAIR:
+            return self._unpair(req[2])
+        if kind == messages.BLE_PAIR:
+            return self._pair(req[3], rec[_CONN])
+        if kind == messages.BLE_DISCOVER:
+            return self._discover(req[1], rec[_CONN], epoch)
+        if kind == messages.BLE_DISCONNECT:
+            rec[_WHY] = False  # hubd asked: its ble_done says it, no ble_lost
+            return rec[_CONN].disconnect()
+        return self._gatt(req, rec[_CONN])  # ble_read, ble_write, ble_subscribe
+
+    def _result(self, req, rec, result):
+        # The ble_done fields of what _begin handed back to await, from its result.
+        kind = req[0]
+        if kind == messages.BLE_DISCONNECT:
+            return (TIMEOUT,) if rec[_CONN].connected else (OK,)
+        if kind == messages.BLE_READ:
+            # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
+            return (OK, None, result) if len(result) <= messages.MAX_DATA else (ERROR,)
+        if kind == messages.BLE_WRITE or kind == messages.BLE_SUBSCRIBE:
+            return (OK,)
+        return result  # the others' coroutines return their fields
+
+    def _failed(self, req, rec, e):
+        # The ble_done fields of a request that raised ``e``.
+        kind = req[0]
+        if isinstance(e, MemoryError):
+            heap.survive(kind)
+            return (ERROR,)
+        if isinstance(e, BLEError):
+            # ble_central's causes are the ble_done statuses they answer with.
+            if e.why == TIMEOUT and rec is not None and rec[_WHY] is None:
+                rec[_WHY] = TIMED_OUT  # the bearer's state is unknown: the link is dropped
+            elif e.why == ERROR:
+                log.warn("%s %d: %r" % (kind, req[1], e))
+            return (GATT_ERROR, None, None, None, None, e.status) if e.why == GATT_ERROR \
+                else (e.why,)
+        log.warn("%s %d: %r" % (kind, req[1], e))
+        return (ERROR,)
 
     async def _tell(self, epoch, kind, *values):
         """Send a message to the hubd of ``epoch``; a bytes value goes as hex. Waits while the
