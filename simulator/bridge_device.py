@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +141,37 @@ def _boot_code(image: Path | None, size: int) -> str:
             f"import main\n")
 
 
+def compiled_shims() -> Path:
+    """simulator/shims compiled with mpy-cross, once per change of a shim or of mpy-cross
+    (``build/shims/<id>/``), for the simulated chip's MICROPYPATH. On the chip these modules are
+    C: nothing is compiled at boot. Compiled from source on the simulated chip, the bluetooth
+    shim alone took tens of KB of heap for a moment at boot (its parse tree), so a small heap
+    failed in the shims, never reaching the firmware."""
+    mpy_cross = bundle.mpy_cross_binary()
+    sources = sorted(SHIMS.glob("*.py"))
+    digest = hashlib.sha256(subprocess.run([mpy_cross, "--version"], capture_output=True,
+                                           check=False).stdout)
+    for src in sources:
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    out = ROOT / "build" / "shims" / digest.hexdigest()[:12]
+    if out.is_dir():
+        return out
+    tmp = out.parent / f".{out.name}.{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        proc = subprocess.run([mpy_cross, "-o", str(tmp / f"{src.stem}.mpy"), "-s", src.name,
+                               str(src)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise bundle.BundleError(f"mpy-cross cannot compile {src}: "
+                                     f"{(proc.stderr or proc.stdout).strip()}")
+    try:
+        tmp.rename(out)  # whole or not at all: another process may have made it meanwhile
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def compiled_firmware() -> Path:
     """The firmware bundle a bridge is flashed with (hubctl.bundle: mpy-cross, a main.py stub
     that imports app.mpy, a manifest), built once per change of any source."""
@@ -232,7 +266,7 @@ class BridgeDevice:
                     target.write_bytes(flashed.read(f.path))
         rom_size = image.size + IMAGE_OVERHEAD if self._romfs else 0
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([str(SHIMS), ".frozen"])
+        env["MICROPYPATH"] = ":".join([str(compiled_shims()), ".frozen"])
         env[f"SIM_UART{self.config['link']['uart']}_FD"] = str(self._uart_fd)
         for uart, fd in self._extra_uarts.items():
             env[f"SIM_UART{uart}_FD"] = str(fd)
