@@ -127,7 +127,7 @@ class Connection:
         self.addr = addr
         self.connected = True
         self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
-        self._flag = asyncio.ThreadSafeFlag()
+        self.flag = asyncio.ThreadSafeFlag()  # set by its procedures' events, its loss, the clock
         self._notes = []
         # The event that ends the procedure running (0: none runs), plus 256 times the value
         # handle it reads or writes: one attribute where two would grow the dict a step.
@@ -140,7 +140,7 @@ class Connection:
 
     def _on_disconnect(self):
         self.connected = False
-        self._flag.set()
+        self.flag.set()
         self._central.notified.set()
 
     def _on_gatt(self, event, data):
@@ -158,7 +158,7 @@ class Connection:
                     | (SEC_AUTHENTICATED if data[2] else 0) | (SEC_BONDED if data[3] else 0)
             if expect == event:
                 self._status = 0
-                self._flag.set()
+                self.flag.set()
             return
         handle = self._expect >> 8
         # A discovery's or a read's results come as the event before its done event.
@@ -176,7 +176,7 @@ class Connection:
             if len(data) == 3 and data[1] not in (0, handle):
                 return
             self._status = data[-1]
-            self._flag.set()
+            self.flag.set()
 
     # --- operations ---------------------------------------------------------------------------
 
@@ -201,48 +201,87 @@ class Connection:
         else:  # descriptor discovery
             ble.gattc_discover_descriptors(conn, a, b)
 
-    async def _run(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
-        # done 0: the procedure raises no event (a write without response), so it is complete
-        # once the stack took it and the stack owes nothing. Every proxy connection may have a
-        # procedure waiting here at once, so the chain is short: the procedures below hand
-        # back this coroutine (no frame of their own), and the wait is inline, on the flag
-        # alone: the central's one clock sets it at the deadline (no timer task a procedure,
-        # no frame of timed.wait's, no _wait frame and no closures); a read's value and the
-        # MTU are taken here.
+    def start(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
+        # Starts a procedure (``what``: _begin's names; done: the event that ends it, 0 for one
+        # that raises none, a write without response, complete once the stack took it); the
+        # caller waits on ``flag`` while ``waiting()`` and then calls ``end(what)``, which it
+        # must (or ``free()``): the proxy does, in its request's own frame (a frame of this
+        # class under every request waiting cost ~270 B of heap on 64-bit); _run for the rest.
+        # The central's one clock sets the flag at the deadline.
         if self._expect:
             raise BLEError(ERROR, "%s: another procedure is running on this link" % what)
         if not self.connected:
             raise BLEError(DISCONNECTED, "%s: not connected" % what)
         if done == 0:
             _start(what, self._begin, what, a, b, c)
-            return None
+            return
         self._expect = done | handle << 8
         self._results = []
         self._status = None
         try:
             _start(what, self._begin, what, a, b, c)
-            self._central._called()
-            self._deadline = deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-            self._central._clock()
-            flag = self._flag
-            while self._status is None and self.connected:
-                if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+        except BaseException:
+            self.free()
+            raise
+        self._central._called()
+        self._deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        self._central._clock()
+
+    def start_read(self, value_handle, timeout_ms):
+        """``read`` for a caller that waits itself (``start``)."""
+        self.start("read", _IRQ_GATTC_READ_DONE, timeout_ms, value_handle, value_handle)
+
+    def start_write(self, value_handle, data, timeout_ms, response=True):
+        """``write`` for a caller that waits itself (``start``)."""
+        self.start("write", _IRQ_GATTC_WRITE_DONE if response else 0, timeout_ms, value_handle,
+                   value_handle, data, 1 if response else 0)
+
+    def waiting(self):
+        """Whether the procedure started is still owed its event, within its time."""
+        return self._deadline is not None and self._status is None and self.connected \
+            and time.ticks_diff(self._deadline, time.ticks_ms()) > 0
+
+    def end(self, what):
+        """The result of the procedure started, once ``waiting()`` is False (a read's bytes,
+        the MTU, a discovery's list; None for a write without response), or BLEError: TIMEOUT
+        (the link is dropped), DISCONNECTED, GATT_ERROR. The link is free for the next one."""
+        if not self._expect:
+            return None
+        try:
+            status = self._status
+            if status is None:
+                if self.connected:
                     self._timed_out(what)
-                await flag.wait()
-            if self._status is None:
                 raise BLEError(DISCONNECTED, "%s: link lost" % what)
-            if self._status != 0:
-                raise BLEError(GATT_ERROR, "%s failed with ATT status 0x%02x"
-                               % (what, self._status), self._status)
+            if status != 0:
+                raise BLEError(GATT_ERROR, "%s failed with ATT status 0x%02x" % (what, status),
+                               status)
+            done = self._expect & 0xFF
             if done == _IRQ_GATTC_READ_DONE:
                 return self._results[0] if self._results else b""
             if done == _IRQ_MTU_EXCHANGED:
                 return self._results[0]  # the MTU, appended with the status
             return self._results
         finally:
-            self._expect = 0
-            self._results = None
-            self._deadline = None
+            self.free()
+
+    def free(self):
+        """Forget the procedure started (its caller gave up on it): the link takes another."""
+        self._expect = 0
+        self._results = None
+        self._deadline = None
+
+    async def _run(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
+        # Start, wait on the flag alone, end: the procedures below hand back this coroutine
+        # (no frame of their own); no timer task, no frame of timed.wait's, no closures.
+        self.start(what, done, timeout_ms, handle, a, b, c)
+        try:
+            while self.waiting():
+                await self.flag.wait()
+        except BaseException:  # cancelled: nobody waits for it any more
+            self.free()
+            raise
+        return self.end(what)
 
     def _timed_out(self, what):
         self.disconnect_nowait()
@@ -314,7 +353,7 @@ class Connection:
         """Drop the link and wait for the stack to confirm it (or give up after the timeout)."""
         self.disconnect_nowait()
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        await _wait(self._flag, lambda: not self.connected, deadline, lambda: None)
+        await _wait(self.flag, lambda: not self.connected, deadline, lambda: None)
 
 
 class Central:
@@ -393,7 +432,7 @@ class Central:
                     if deadline is not None:
                         waiting = True
                         if time.ticks_diff(deadline, now) <= 0:
-                            conn._flag.set()
+                            conn.flag.set()
         finally:
             self._ticking = False
 

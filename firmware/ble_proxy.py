@@ -177,7 +177,17 @@ class Proxy:
             req = queue[0]
             try:
                 done = self._begin(req, rec, epoch)
-                if type(done) is not tuple:
+                if done is None:  # a read, write or subscribe started: waited for here
+                    conn = rec[_CONN]
+                    try:
+                        while conn.waiting():
+                            await conn.flag.wait()
+                    except BaseException:  # cancelled: the link takes another procedure
+                        conn.free()
+                        raise
+                    done = self._result(req, rec, conn.end(
+                        "read" if req[0] == messages.BLE_READ else "write"))
+                elif type(done) is not tuple:
                     done = self._result(req, rec, await done)
             except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
                 done = self._failed(req, rec, e)
@@ -185,7 +195,8 @@ class Proxy:
             queue.pop(0)
 
     def _begin(self, req, rec, epoch):
-        # The request's ble_done fields after rid, or what to await for them (_result).
+        # The request's ble_done fields after rid, what to await for them (_result), or None:
+        # a GATT procedure started on the connection (_gatt).
         kind = req[0]
         if rec is not None and rec[_WHY] is not None:
             # Being dropped: nothing more starts on it (a write either went out or never
@@ -317,20 +328,20 @@ class Proxy:
 
     def _gatt(self, req, conn):
         # ble_read, ble_write, ble_subscribe (on_message's tuples): a refusal's ble_done
-        # fields, or the procedure to await (the read's bytes). Not a coroutine of its own:
+        # fields, or None once the procedure is started (_run waits for it in its own frame:
         # every proxy connection may have one request waiting on the radio at once, and each
-        # frame in that chain is heap.
+        # frame in that chain is heap).
         kind, handle, ms = req[0], req[2], req[3]
         if not 0 < handle <= 0xFFFF or not 0 < ms <= _MAX_MS:
             return (REFUSED,)
         if kind == messages.BLE_READ:
-            return conn.read(handle, ms)
+            return conn.start_read(handle, ms)
         if kind == messages.BLE_WRITE:
-            return conn.write(handle, req[4], ms, req[5])
+            return conn.start_write(handle, req[4], ms, req[5])
         if req[4] not in (0, 1, 2):
             return (REFUSED,)
         # the CCCD: 0 off, 1 notifications, 2 indications
-        return conn.write(handle, bytes((req[4], 0)), ms)
+        return conn.start_write(handle, bytes((req[4], 0)), ms)
 
     async def _pair(self, ms, conn):
         if not 0 < ms <= _MAX_MS:

@@ -199,3 +199,36 @@ def test_an_mtu_exchange_answers_the_exchanged_mtu_and_a_timed_out_procedure_dro
     assert mtu == 185, mtu
     assert e.why == ble_central.TIMEOUT, e
     assert conn._expect == 0  # nothing waits any more: the next procedure may start
+
+
+def test_a_procedure_started_by_a_caller_that_waits_itself_ends_with_its_result_and_frees_the_link():
+    # The proxy starts a read or write and waits on the flag in its own frame (no frame of
+    # Connection's under each request): start_*, waiting(), end(); free() when it gives up.
+    stack = DeadStack()
+    central = ble_central.Central(stack)
+    conn = ble_central.Connection(central, 1, 0, b"\x01" * 6)
+    central._conns[1] = conn
+    conn.start_read(5, 60_000)
+    assert conn.waiting()
+    try:
+        conn.start_read(6, 60_000)
+        raise AssertionError("a second read started")
+    except ble_central.BLEError as e:
+        assert e.why == ble_central.ERROR, e
+    conn._on_gatt(15, (1, 5, b"value"))  # _IRQ_GATTC_READ_RESULT
+    assert conn.waiting()
+    conn._on_gatt(16, (1, 5, 0))  # _IRQ_GATTC_READ_DONE
+    assert not conn.waiting()
+    assert conn.end("read") == b"value"
+    conn.start_read(6, 60_000)  # free again
+    conn.free()  # its caller gave up
+    conn.start_read(7, 60_000)
+    assert [c for c in stack.calls if c[0] == "gattc_read"] == [
+        ("gattc_read", 1, 5), ("gattc_read", 1, 6), ("gattc_read", 1, 7)]
+    conn._on_disconnect()
+    assert not conn.waiting()
+    try:
+        conn.end("read")
+        raise AssertionError("a read on a lost link ended")
+    except ble_central.BLEError as e:
+        assert e.why == ble_central.DISCONNECTED, e

@@ -22,6 +22,7 @@ class Conn:
         self.connected = True
         self.log = []
         self.gate = None
+        self.running = None  # (what, its result) of a read or write started
         self.fail = None  # an exception the next procedure raises
         self.notes = []
         self.notified = notified  # the central's, as ble_central's Connection sets it
@@ -45,12 +46,39 @@ class Conn:
     async def exchange_mtu(self, ms):
         return 177
 
-    async def read(self, handle, ms):
-        await self._procedure(("read", handle))
-        return b"\x01\x02"
+    # A read or write the proxy starts and waits for itself, as on ble_central's Connection:
+    # start_*, wait on ``flag`` while waiting(), then end() (or free()).
+    def start_read(self, handle, ms):
+        self._start(("read", handle), b"\x01\x02")
 
-    async def write(self, handle, data, ms, response=True):
-        await self._procedure(("write", handle, bytes(data), response))
+    def start_write(self, handle, data, ms, response=True):
+        self._start(("write", handle, bytes(data), response), None)
+
+    def _start(self, what, result):
+        if self.running is not None:
+            raise AssertionError("a procedure started while another runs: %r" % (what,))
+        self.log.append(what)
+        self.running = (what, result)
+
+    @property
+    def flag(self):
+        return self.gate
+
+    def waiting(self):
+        return self.gate is not None and not self.gate.is_set() and self.connected
+
+    def end(self, what):
+        (procedure, result), self.running = self.running, None
+        if not self.connected:
+            raise BLEError(DISCONNECTED, what)
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        self.log.append(("done",) + procedure)
+        return result
+
+    def free(self):
+        self.running = None
 
     async def pair(self, ms):
         await self._procedure(("pair", ms))
