@@ -29,7 +29,10 @@ What it checks (any failure: listed, exit status 1):
 - each lock moved at most once per command: its motor count lies between the commands that
   succeeded in moving it and those plus the ones answered ``incomplete`` (a link cut after the
   write: the move may or may not have happened, never twice);
-- the LTE second path carried at least one alarm, and at least one cut happened.
+- the LTE second path carried at least one alarm, and at least one cut happened;
+- the bridge never met a full heap (no MemoryError in its log, ``heap_drops`` 0) and at its lowest
+  (``heap_min``) at least 40 % of the firmware's heap was free (``MIN_FREE``; the heap is the
+  simulated chip's, docs/architecture.md "Heap").
 
 What it prints and writes (JSON, --out): operations by outcome (status and reason), alarms (pressed,
 at the centre, over each path, handled), link cuts, bridge boots and why, MemoryErrors in the
@@ -78,6 +81,8 @@ from simulator.ports import free_port  # noqa: E402
 from simulator.serial_line import TO_HUB, Crossing  # noqa: E402
 from tests.fixtures import BackendKey  # noqa: E402
 from simulator.home import HomeThread, SimulatedHome, address  # noqa: E402
+from simulator import bridge_device  # noqa: E402
+from simulator.bridge_device import DEFAULT_HEAP  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from tests.sia_receiver import ACCOUNT  # noqa: E402
 from wire import alarms, frame, lockkinds, messages  # noqa: E402
@@ -85,6 +90,10 @@ from wire import alarms, frame, lockkinds, messages  # noqa: E402
 #: The bridge's alarm timings: when it turns to its second path (as hil_tests use them).
 ALARM_TIMINGS = {"heartbeat_ms": 500, "hub_down_ms": 2000, "handled_deadline_ms": 4000}
 HEALTH_MS = 5000  # a health report every 5 s: the heap is watched closely
+# The least share of the firmware's heap that must stay free at the run's lowest (issue 15): room
+# for what the soak cannot provoke (a flood beside it, a bigger frame, a fragmenting heap).
+MIN_FREE = 0.40
+HEAP_SHORT = "the bridge's heap was"  # how the violation of MIN_FREE begins
 ALARM_SHARE = 20  # one operation in this many is an alarm
 MAX_OPEN_ALARMS = 4  # alarms pressed and not yet answered "help on the way"
 LONG_CUT_S = 6.0  # beyond hub_down_ms and handled_deadline_ms (and the link's 3.5 s dead time)
@@ -149,7 +158,8 @@ class BridgeLog:
 class Soak:
     """One run: its parts, its counts and the checks at the end."""
 
-    def __init__(self, ops: int, seed: int, work: Path) -> None:
+    def __init__(self, ops: int, seed: int, work: Path, romfs: bool = True,
+                 heap: int = DEFAULT_HEAP) -> None:
         self.rng = random.Random(seed)
         self.work = work
         self.alarms_target = max(1, ops // ALARM_SHARE)
@@ -162,7 +172,7 @@ class Soak:
             alarm_unit=AlarmUnit(heartbeat_s=0.5), alarm_timings=ALARM_TIMINGS,
             lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": self.dc09_port,
                  "account": ACCOUNT, "receiver": "1", "retry_ms": 1000},
-            health={"health_ms": HEALTH_MS}))
+            health={"health_ms": HEALTH_MS}, romfs=romfs, bridge_heap=heap))
         line = self.home.home.line
         self.tap = HealthTap(line.transcript.maxlen)
         line.transcript = self.tap
@@ -371,6 +381,14 @@ class Soak:
             violations.append("the link was never cut: the run did not test it")
         if not reports:
             violations.append("the bridge sent no health report")
+        if self.bridge_log.memory_errors or heap_drops:
+            violations.append(f"the bridge met a full heap: {self.bridge_log.memory_errors} "
+                              f"MemoryError lines logged, {heap_drops} inputs dropped")
+        firmware_heap = self.home.home.bridge.heap
+        lowest = min((h["heap_min"] for h in reports), default=None)
+        if lowest is not None and lowest < MIN_FREE * firmware_heap:
+            violations.append(f"{HEAP_SHORT} {lowest / firmware_heap:.1%} free at its "
+                              f"lowest ({lowest} of {firmware_heap} B), less than {MIN_FREE:.0%}")
         return {
             "benchmark": "soak: four locks through hubd's driver and the proxy, alarm unit, LTE, "
                          "link cuts",
@@ -394,6 +412,8 @@ class Soak:
                        "heap_exhausted_resets": self.bridge_log.heap_resets,
                        "heap_drops": heap_drops},
             "heap": {"reports": len(reports),
+                     "firmware_heap": firmware_heap,  # the simulated chip's, calibrated
+                     "heap_min_lowest_share": round(lowest / firmware_heap, 3) if lowest else None,
                      "heap_min_lowest": min((h["heap_min"] for h in reports), default=None),
                      "heap_blk_lowest": min((h["heap_blk"] for h in reports), default=None),
                      "heap_free_lowest": min((h["heap_free"] for h in reports), default=None),
@@ -460,8 +480,9 @@ def report(result: dict[str, Any]) -> None:
     print(f"bridge: {b['boots']} boot(s), causes {b['causes']}, {b['resets']} machine.reset, "
           f"{b['wdt_resets']} watchdog; {b['memory_errors_logged']} MemoryError lines logged, "
           f"{b['heap_exhausted_resets']} heap-exhausted resets, heap_drops {b['heap_drops']}")
-    print(f"heap ({h['reports']} health reports): lowest free after a collection "
-          f"{h['heap_min_lowest']} B, lowest largest free block {h['heap_blk_lowest']} B, "
+    print(f"heap ({h['reports']} health reports, the firmware's {h['firmware_heap']} B): lowest "
+          f"free after a collection {h['heap_min_lowest']} B ({h['heap_min_lowest_share']:.1%}), "
+          f"lowest largest free block {h['heap_blk_lowest']} B, "
           f"free {h['heap_free_lowest']}..{h['heap_free_highest']} B at the reports; median free "
           f"by BLE connections up: " + ", ".join(
               f"{n}: {v:.0f} B" for n, v in h["heap_free_median_by_connections"].items()))
@@ -486,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="actions, cuts and alarms (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: 300 operations (a link cut every 60 commands)")
+    parser.add_argument("--mpy-files", action="store_true",
+                        help="the bridge runs its modules from .mpy files on its filesystem (as "
+                             "hubctl flash --mpy-files leaves it), not from the ROMFS image: what "
+                             "the image saves")
+    parser.add_argument("--heap-kb", type=int, default=None,
+                        help="the firmware's heap in KB (default: the calibrated chip's); 110 with "
+                             "HUB_SIM_MICROPYTHON naming a 32-bit MicroPython build is the chip "
+                             "itself (docs/architecture.md, \"Heap\")")
     parser.add_argument("--keep", action="store_true",
                         help="keep hubd's and the bridge's logs even when nothing was lost")
     parser.add_argument("--out", type=Path, default=None,
@@ -504,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     key = BackendKey("soak", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
     broker.start()
-    soak = Soak(ops, args.seed, work)
+    soak = Soak(ops, args.seed, work, romfs=not args.mpy_files,
+                heap=args.heap_kb * 1024 if args.heap_kb else DEFAULT_HEAP)
     hubd = None
     home_up = False
     try:
@@ -524,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
         print(f"soak: {ops} operations ({soak.commands_target} commands to 4 locks through hubd's "
               f"driver and the bridge as Bluetooth proxy, {soak.alarms_target} alarms), a link cut "
-              f"every ~{cut_every} commands, seed {args.seed}", flush=True)
+              f"every ~{cut_every} commands, seed {args.seed}; the bridge's modules from "
+              f"{'.mpy files' if args.mpy_files else 'its ROMFS image'} in a "
+              f"{soak.home.home.bridge.heap // 1024} KB heap", flush=True)
         result = asyncio.run(run(soak, broker, key, cut_every))
     except BaseException:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
@@ -536,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             soak.home.stop()
         broker.stop()
         soak.bridge_log.close()
-    result["args"] = {"ops": ops, "seed": args.seed, "quick": args.quick}
+    result["args"] = {"ops": ops, "seed": args.seed, "quick": args.quick,
+                      "boot": "mpy-files" if args.mpy_files else "romfs",
+                      "micropython": bridge_device.micropython_binary()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     report(result)

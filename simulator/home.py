@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from simulator.alarm_unit import AlarmUnit
 from simulator.modem import Modem
 from simulator.modem import pair as modem_pair
-from simulator.bridge_device import BOARD_SUPPLY, BridgeDevice
+from simulator.bridge_device import BOARD_SUPPLY, DEFAULT_HEAP, BridgeDevice
 from simulator.dkey import DKeyLock
 from simulator.locks import (
     EntranceDoorLock,
@@ -193,7 +193,8 @@ class SimulatedHome:
                  lte: dict[str, Any] | None = None,
                  health: dict[str, int] | None = None, link_key: bytes | None = None,
                  proxy: dict[str, int] | None = None,
-                 dkeys: Mapping[str, DKeyLock] | None = None, romfs: bool = True) -> None:
+                 dkeys: Mapping[str, DKeyLock] | None = None, romfs: bool = True,
+                 bridge_heap: int = DEFAULT_HEAP) -> None:
         """``policy``: the proxy's passive scan windows for the addresses hubd watches
         (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
         for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
@@ -213,7 +214,9 @@ class SimulatedHome:
         ``dkeys``: simulated dKeys by lock id (:func:`paired_dkey`, :func:`new_dkey`), on the
         same radio as ``locks``; a lock id is either a reference lock's or a dKey's.
         ``romfs`` False: the bridge runs its modules from .mpy files on its filesystem, not from
-        the ROMFS image (simulator.bridge_device.BridgeDevice; to measure what the image saves)."""
+        the ROMFS image (simulator.bridge_device.BridgeDevice; to measure what the image saves).
+        ``bridge_heap``: the firmware's heap in bytes (default: the calibrated chip's; 110 KB with
+        ``HUB_SIM_MICROPYTHON`` naming a 32-bit build is the chip itself, docs/architecture.md)."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -256,7 +259,8 @@ class SimulatedHome:
             extra[LTE_UART] = self._modem_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
-                                   on_log=on_bridge_log, extra_uarts=extra, romfs=romfs)
+                                   on_log=on_bridge_log, extra_uarts=extra, romfs=romfs,
+                                   heap=bridge_heap)
 
     @property
     def port(self) -> str:
