@@ -323,34 +323,9 @@ def measure_runtime(ops: int, seed: int, keep: bool) -> dict[str, Any]:
         soak.bridge_log.close()
         soak.bridge_log = tap
         soak.home.home.bridge._on_log = tap  # the home was made with the soak's own log
-        hubd = None
-        home_up = False
-        try:
-            soak.home.start()
-            home_up = True
-            for lock_id, lock in soak.locks.items():
-                assert lock.secret is not None
-                soak_bench.record_pairing(work / "hubd-state", lock_id,
-                                          soak_bench.PairedLock(lock.kind, soak_bench.address(lock),
-                                                                lock.secret, lock.addr_type))
-            config = work / "hubd.toml"
-            soak_bench.write_hubd_config(
-                config, broker, soak.home.home.port, key,
-                {lock_id: lock.kind for lock_id, lock in soak.locks.items()},
-                top='lock_driver = "hubd"', link_key=soak.home.home.link_key)
-            config.write_text(config.read_text().replace('log_level = "DEBUG"',
-                                                         'log_level = "INFO"'))
-            hubd = soak_bench.start_hubd(config, work / "hubd.log")
-            soak_bench.wait_online(broker, soak_bench.HUB_ID, hubd, work / "hubd.log")
-            cut_every = max(60, ops // 25)
+        cut_every = max(60, ops // 25)
+        with soak_bench.running(soak, broker, key, work):  # closes soak.bridge_log: the tap
             result = asyncio.run(soak_bench.run(soak, broker, key, cut_every))
-        finally:
-            if hubd is not None:
-                soak_bench.stop_hubd(hubd)
-            if home_up:
-                soak.home.stop()
-            broker.stop()
-            tap.close()
     finally:
         bridge_device._boot_code = original
     reports = tap.reports

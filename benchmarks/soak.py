@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -61,6 +62,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -495,6 +497,37 @@ def report(result: dict[str, Any]) -> None:
               "twice for one command")
 
 
+@contextlib.contextmanager
+def running(soak: Soak, broker: Mosquitto, key: BackendKey, work: Path) -> Iterator[None]:
+    """The soak's home up, its locks paired with hubd before hubd starts (as ``hubctl pair``
+    leaves them) and hubd online on ``broker`` (started by the caller), all in ``work``; after,
+    hubd, the home and the broker stopped and the bridge's log closed, whatever happened."""
+    hubd = None
+    home_up = False
+    try:
+        soak.home.start()
+        home_up = True
+        for lock_id, lock in soak.locks.items():
+            assert lock.secret is not None
+            record_pairing(work / "hubd-state", lock_id,
+                           PairedLock(lock.kind, address(lock), lock.secret, lock.addr_type))
+        config = work / "hubd.toml"
+        write_hubd_config(config, broker, soak.home.home.port, key,
+                          {lock_id: lock.kind for lock_id, lock in soak.locks.items()},
+                          top='lock_driver = "hubd"', link_key=soak.home.home.link_key)
+        config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
+        hubd = start_hubd(config, work / "hubd.log")
+        wait_online(broker, HUB_ID, hubd, work / "hubd.log")
+        yield
+    finally:
+        if hubd is not None:
+            stop_hubd(hubd)
+        if home_up:
+            soak.home.stop()
+        broker.stop()
+        soak.bridge_log.close()
+
+
 def _terminated(signum: int, _frame: Any) -> None:
     raise SystemExit(f"terminated (signal {signum})")
 
@@ -535,39 +568,17 @@ def main(argv: list[str] | None = None) -> int:
     broker.start()
     soak = Soak(ops, args.seed, work, romfs=not args.mpy_files,
                 heap=args.heap_kb * 1024 if args.heap_kb else DEFAULT_HEAP)
-    hubd = None
-    home_up = False
     try:
-        soak.home.start()
-        home_up = True
-        # The locks paired with hubd before it starts, as hubctl pair leaves them.
-        for lock_id, lock in soak.locks.items():
-            assert lock.secret is not None
-            record_pairing(work / "hubd-state", lock_id,
-                           PairedLock(lock.kind, address(lock), lock.secret, lock.addr_type))
-        config = work / "hubd.toml"
-        write_hubd_config(config, broker, soak.home.home.port, key,
-                          {lock_id: lock.kind for lock_id, lock in soak.locks.items()},
-                          top='lock_driver = "hubd"', link_key=soak.home.home.link_key)
-        config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
-        hubd = start_hubd(config, work / "hubd.log")
-        wait_online(broker, HUB_ID, hubd, work / "hubd.log")
-        print(f"soak: {ops} operations ({soak.commands_target} commands to 4 locks through hubd's "
-              f"driver and the bridge as Bluetooth proxy, {soak.alarms_target} alarms), a link cut "
-              f"every ~{cut_every} commands, seed {args.seed}; the bridge's modules from "
-              f"{'.mpy files' if args.mpy_files else 'its ROMFS image'} in a "
-              f"{soak.home.home.bridge.heap // 1024} KB heap", flush=True)
-        result = asyncio.run(run(soak, broker, key, cut_every))
+        with running(soak, broker, key, work):
+            print(f"soak: {ops} operations ({soak.commands_target} commands to 4 locks through "
+                  f"hubd's driver and the bridge as Bluetooth proxy, {soak.alarms_target} alarms), "
+                  f"a link cut every ~{cut_every} commands, seed {args.seed}; the bridge's modules "
+                  f"from {'.mpy files' if args.mpy_files else 'its ROMFS image'} in a "
+                  f"{soak.home.home.bridge.heap // 1024} KB heap", flush=True)
+            result = asyncio.run(run(soak, broker, key, cut_every))
     except BaseException:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
         raise
-    finally:
-        if hubd is not None:
-            stop_hubd(hubd)
-        if home_up:
-            soak.home.stop()
-        broker.stop()
-        soak.bridge_log.close()
     result["args"] = {"ops": ops, "seed": args.seed, "quick": args.quick,
                       "boot": "mpy-files" if args.mpy_files else "romfs",
                       "micropython": bridge_device.micropython_binary()}

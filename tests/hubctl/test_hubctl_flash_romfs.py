@@ -22,7 +22,8 @@ import pytest
 from hubctl import __main__ as cli
 from hubctl import bundle, deploy, image
 from simulator.bridge_device import SHIMS
-from tests.hubctl.test_hubctl_flash import CONFIG, IMAGE, BenchBridge, Recorder
+from tests.hubctl.test_hubctl_flash import (  # noqa: F401 (config_file: a fixture)
+    CONFIG, IMAGE, BenchBridge, Recorder, config_file)
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.micropython import micropython_binary
 
@@ -34,13 +35,6 @@ def built() -> bundle.Bundle:
     """This checkout's bundle, as the simulator runs it (built once per change of a source, so
     usually already there); never changed by these tests."""
     return bundle.build()
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "bridge.json"
-    path.write_text(json.dumps(CONFIG, indent=1))
-    return path
 
 
 @pytest.fixture
