@@ -281,12 +281,14 @@ def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool
                 rom = built.manifest.romfs
                 progress.console.print(
                     f"2/3 ROMFS image {rom.path} ({rom.size} bytes) to the romfs partition "
-                    f"({partition} bytes) on {port}, then 3 files, with mpremote")
+                    f"({partition} bytes) on {port}, then "
+                    f"{len(deploy.plan_romfs(built, config))} files, with mpremote")
                 romfs = deploy.flash_romfs(fs, built, config, partition, _Bars(progress))
                 copied = romfs.files
                 summary = (f"ROMFS image {'written' if romfs.image_written else 'already there'}"
                            f" and verified, {len(copied.copied)} files copied, "
-                           f"{len(copied.skipped)} already there, all 3 verified")
+                           f"{len(copied.skipped)} already there, all "
+                           f"{len(copied.copied) + len(copied.skipped)} verified")
                 if romfs.removed:
                     summary += f", {len(romfs.removed)} old .mpy files removed"
         fs.reboot()
@@ -599,8 +601,9 @@ def pair(
 
     A dormakaba dKey (--activation-code): open its activation window first (the owner's button
     on the lock; pair within the time the lock keeps it open). hubd bonds with it and
-    associates with the activation code from its card or leaflet; the lock proves the association by authenticating hubd with
-    it. --scan shows "?" for a dKey's pairing mode: its advert does not say.
+    associates with the activation code from its card or leaflet; the lock proves the
+    association by authenticating hubd with it. --scan shows "?" for a dKey's pairing mode: its
+    advert does not say.
 
     The scan says which protocol the lock at --addr speaks: the other secret input is refused
     before hubd is asked anything. hubd keeps the secret (a dKey's association data) in its

@@ -48,8 +48,8 @@ DEFAULT_HEAP = 168 * 1024
 # measured on the PyPI unix port (an 82,240-byte image took 82,368).
 IMAGE_OVERHEAD = 256
 # The chip's own modules (`machine`, `bluetooth`) are C in its flash; here they are the Python
-# shims in simulator/shims, whose import costs heap the chip never spends (18.8 KB on the PyPI
-# unix port, 12.9 KB on a 32-bit build, 2026-12-07). The process gets this much more heap; the
+# shims in simulator/shims, whose import with the one BLE object costs heap the chip never
+# spends (20.4 KB on the PyPI unix port, 15.2 KB on a 32-bit build, 2026-12-07). The process gets this much more heap; the
 # boot code imports the shims first and fills what they did not take with a buffer kept for ever,
 # so the firmware starts with exactly ``heap`` bytes, whatever the shims cost (see _boot_code).
 # What the shims allocate later (the radio's events, its sockets) still counts against the
