@@ -196,8 +196,8 @@ def flash(
              "have yet (after a cut flash).")] = False,
     mpy_files: Annotated[bool, typer.Option(
         "--mpy-files", help="Copy the modules as .mpy files instead of the ROMFS image, for a "
-                            "MicroPython without ROMFS on the bench: a chip's heap cannot hold "
-                            "the firmware that way with an alarm unit and LTE.")] = False,
+                            "MicroPython without ROMFS on the bench: on a chip the firmware "
+                            "then fills the heap with an alarm unit and LTE.")] = False,
     baud: Annotated[int, typer.Option(help="Baud rate while writing the image.")] =
         image.DEFAULT_BAUD,
     soft_reset: Annotated[bool, typer.Option(
@@ -252,8 +252,8 @@ def flash(
 
 # Why a bridge without ROMFS is refused, and what to do (one line).
 NO_ROMFS = ("has no ROMFS (stock ESP32 builds of MicroPython leave MICROPY_VFS_ROM off, and "
-            "without it the firmware's modules go to the heap, which cannot hold them with an "
-            "alarm unit and LTE): flash the bridge build of MicroPython made from deploy/esp32 "
+            "without it the firmware's modules go to the heap, which they fill with an alarm "
+            "unit and LTE): flash the bridge build of MicroPython made from deploy/esp32 "
             "(docs/technician-guide.md, \"The bridge's MicroPython\") with --image")
 
 
@@ -272,8 +272,8 @@ def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool
                 files = deploy.plan(built, config)
                 progress.console.print(
                     f"2/3 {len(files)} files to {port} with mpremote (--mpy-files: for the "
-                    "bench only, a chip's heap cannot hold the firmware this way with an alarm "
-                    "unit and LTE)")
+                    "bench only: on a chip the firmware then fills the heap with an alarm unit "
+                    "and LTE)")
                 report = deploy.copy(fs, files, _Bars(progress))
                 summary = (f"{len(report.copied)} files copied, {len(report.skipped)} already "
                            f"there, all {len(files)} verified")

@@ -31,7 +31,8 @@ Two routes (`romfs_partition` tells which the bridge's MicroPython allows):
   --resume finishes: the image's hash tells whether it must be written again.
 - **The .mpy-file route** (`plan` and `copy` alone): every module as a file on the filesystem,
   for a stock MicroPython (no ROMFS) on the bench. MicroPython copies such modules into the heap
-  at import, which a chip's heap cannot hold with an alarm unit and LTE.
+  at import: on a chip's heap with an alarm unit and LTE that leaves no room (measured on the
+  32-bit model, docs/architecture.md "Heap": 4 % free at the soak's lowest, inputs dropped).
 """
 
 from __future__ import annotations

@@ -197,8 +197,8 @@ class BridgeDevice:
         ``heap``: bytes of heap the firmware gets; ``firmware``: the bundle directory it is
         flashed with (default: this checkout's, built when a source changed); ``romfs`` False:
         flashed as ``hubctl flash --mpy-files`` does, the .mpy files on its filesystem instead of
-        the image on a ``romfs`` partition (to measure what the image saves; no chip's heap
-        holds the firmware that way with an alarm unit and LTE)."""
+        the image on a ``romfs`` partition (to measure what the image saves; on a chip's heap
+        the firmware with an alarm unit and LTE then runs full)."""
         self.config = config
         self._uart_fd = uart_fd
         self._extra_uarts = dict(extra_uarts or {})
