@@ -112,16 +112,18 @@ def rom_ioctl(op, *args):
     return -_EINVAL
 
 
-def boot(path, size):
-    """Start as the bridge build starts: the partition at `path`, its image mounted at /rom."""
+def boot(path, size, mount_point, paths):
+    """Start as the bridge build starts: the partition at `path`, its image mounted at
+    `mount_point` with `paths` after "" and ".frozen" on sys.path (hubctl.bundle's ROM_MOUNT and
+    ROM_PATHS: "/rom", and "/rom", "/rom/lib")."""
     global _partition
     _partition = Partition(path, size)
     sys.modules["vfs"] = sys.modules[__name__]
     image = bytearray(size)
     _partition.readblocks(0, image)
     try:
-        mount(VfsRom(image), "/rom")
+        mount(VfsRom(image), mount_point)
     except OSError:
         return  # mp_vfs_mount_romfs_protected: no image, no /rom, no paths
     rest = [p for p in sys.path if p not in ("", ".frozen")]
-    sys.path[:] = ["", ".frozen", "/rom", "/rom/lib"] + rest
+    sys.path[:] = ["", ".frozen"] + list(paths) + rest

@@ -79,7 +79,8 @@ class BenchBridge:
         argv = [micropython_binary()]
         if self.romfs:  # boot as the bridge build does, then its REPL
             argv += ["-i", "-c", f"import romfs_partition\nromfs_partition.boot("
-                                 f"{str(self.partition)!r}, {image.romfs_partition_size()})"]
+                                 f"{str(self.partition)!r}, {image.romfs_partition_size()}, "
+                                 f"{bundle.ROM_MOUNT!r}, {list(bundle.ROM_PATHS)!r})"]
         self.proc = subprocess.Popen(argv, stdin=dev_slave, stdout=dev_slave,
                                      stderr=dev_slave, cwd=self.flash, env=env,
                                      start_new_session=True)

@@ -222,7 +222,8 @@ def test_the_bench_partition_reads_erased_as_ff_and_a_write_without_erase_only_c
         tmp_path: Path) -> None:
     code = (
         "import romfs_partition\n"
-        f"romfs_partition.boot({str(tmp_path / 'p')!r}, {image.romfs_partition_size()})\n"
+        f"romfs_partition.boot({str(tmp_path / 'p')!r}, {image.romfs_partition_size()}, "
+        f"{bundle.ROM_MOUNT!r}, {list(bundle.ROM_PATHS)!r})\n"
         "import vfs\n"
         "d = vfs.rom_ioctl(2, 0)\n"
         "b = bytearray(4)\n"
