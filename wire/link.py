@@ -19,7 +19,13 @@ What it guarantees (docs/serial-link.md says how):
   the new one: those in flight (the old peer may or may not have received them) and those not yet
   sent (written for a peer that is gone: an alarm queued for a hubd that died may have been
   delivered over LTE since, so only the application can tell what is still worth sending);
-- heartbeats keep an idle link supervised: silence for `dead_ms` takes the link DOWN.
+- heartbeats keep an idle link supervised: silence for `dead_ms` takes the link DOWN;
+- **bulk** payloads (first byte BULK: the LTE uplink's bytes, wire/uplink.py) go after every
+  other payload: one enters the window only when no message waits and then at most
+  `bulk_window` of them are in flight, so a message (an alarm, a lock operation) queued behind a
+  stream of bulk waits for at most `bulk_window` frames already on the line. A bulk payload is
+  never handed back (its stream belonged to the session that ended) but dropped and counted
+  (bulk_dropped).
 """
 
 import os
@@ -58,6 +64,7 @@ EV_INCOMPATIBLE = "incompatible"  # value: the peer's HELLO as a dict
 EV_FOREIGN = "foreign"
 
 _SEQ_MOD = 256
+BULK = 0x01  # a payload starting with this byte is bulk; messages (JSON) start with "{"
 
 
 class LinkFull(Exception):
@@ -76,7 +83,8 @@ class Link:
     """One end of the link. See the module docstring for how a driver uses it."""
 
     def __init__(self, role, version, now, key, window=4, rto_ms=300, hello_ms=500,
-                 heartbeat_ms=1000, dead_ms=3500, max_queue=32, session=None):
+                 heartbeat_ms=1000, dead_ms=3500, max_queue=32, session=None, bulk_window=2,
+                 max_bulk=4):
         if not 0 < window < _SEQ_MOD // 2:
             raise ValueError("window must be 1..127")
         if len(key) != frame.KEY_SIZE:
@@ -96,17 +104,22 @@ class Link:
         self.heartbeat_ms = heartbeat_ms
         self.dead_ms = dead_ms
         self.max_queue = max_queue
+        if not 0 < bulk_window < window:
+            raise ValueError("bulk_window must be 1..window - 1")
+        self.bulk_window = bulk_window
+        self.max_bulk = max_bulk
         self.state = DOWN
         self.peer = None  # the peer's last HELLO (dict) once one arrived
         self.stats = {
             "frames_tx": 0, "frames_rx": 0, "bytes_rx": 0, "crc_errors": 0,
             "framing_errors": 0, "retransmits": 0, "duplicates": 0, "out_of_order": 0,
             "peer_resets": 0, "payloads_tx": 0, "payloads_rx": 0, "hellos_ignored": 0,
-            "auth_errors": 0, "replays": 0, "foreign_hellos": 0,
+            "auth_errors": 0, "replays": 0, "foreign_hellos": 0, "bulk_dropped": 0,
         }
         self._tx_next = 0
         self._unacked = []  # [(seq, payload)], oldest first
         self._queue = []  # payloads waiting for the link and a window slot
+        self._bulk = []  # bulk payloads waiting, behind every message
         self._rx_expect = 0
         self._rxbuf = bytearray()
         self._rx_discard = False  # dropping an oversized block until the next delimiter
@@ -124,17 +137,46 @@ class Link:
     # -- application side ---------------------------------------------------------------
 
     def send(self, payload):
-        """Queue one application payload for reliable, in-order delivery."""
+        """Queue one application payload for reliable, in-order delivery; a bulk one (first
+        byte BULK) behind every message, at most `max_bulk` of them waiting."""
         # A peer's HELLO never offers less (frame.decode_hello), so its limit is not checked.
         if len(payload) > frame.MAX_PAYLOAD:
             raise ValueError("payload of %d bytes exceeds %d" % (len(payload), frame.MAX_PAYLOAD))
+        if payload[:1] == b"\x01":
+            if len(self._bulk) >= self.max_bulk:
+                raise LinkFull("%d bulk payloads already waiting" % self.max_bulk)
+            self._bulk.append(bytes(payload))
+            return
         if len(self._queue) + len(self._unacked) >= self.max_queue:
             raise LinkFull("%d payloads already waiting" % self.max_queue)
         self._queue.append(bytes(payload))
 
     def pending(self):
-        """How many payloads are queued or in flight."""
-        return len(self._queue) + len(self._unacked)
+        """How many messages (not bulk) are queued or in flight."""
+        return len(self._queue) + len(self._unacked) - self._bulk_in_flight()
+
+    def bulk_room(self):
+        """How many more bulk payloads send() takes now."""
+        return self.max_bulk - len(self._bulk)
+
+    def _bulk_in_flight(self):
+        n = 0
+        for _, p in self._unacked:
+            if p[0] == BULK:
+                n += 1
+        return n
+
+    def _lost(self):
+        # What this session had queued or in flight, as (in flight, never sent), without bulk
+        # (dropped and counted); the queues are emptied.
+        n = len(self._unacked) + len(self._bulk)
+        in_flight = [p for _, p in self._unacked if p[0] != BULK]
+        self.stats["bulk_dropped"] += n - len(in_flight)
+        lost = (in_flight, self._queue)
+        self._unacked = []
+        self._queue = []
+        self._bulk = []
+        return lost
 
     def restart(self, now):
         """Take a new session as a restart would, discarding what is queued or in flight, and
@@ -147,9 +189,7 @@ class Link:
 
     def _new_own_session(self, reason, now):
         # This end starts a new session as a restart would; returns (in flight, never sent).
-        lost = ([p for _, p in self._unacked], self._queue)
-        self._unacked = []
-        self._queue = []
+        lost = self._lost()
         self._rto_at = None
         self._tx_next = 0
         self._rx_expect = 0
@@ -214,7 +254,7 @@ class Link:
             return 0
         if self.state != UP:
             return max(0, ticks_diff(self._hello_at, now))
-        if self._queue and len(self._unacked) < self.window:
+        if self._queue and len(self._unacked) < self.window or self._bulk_may_go():
             return 0
         wait = min(self.heartbeat_ms - ticks_diff(now, self._last_tx),
                    self.dead_ms - ticks_diff(now, self._last_rx))
@@ -340,9 +380,7 @@ class Link:
     def _hand_back(self, reason):
         # The session that carried what is queued is over (the peer's, or ours): hand it all back.
         self.stats["peer_resets"] += 1
-        lost = ([p for _, p in self._unacked], self._queue)
-        self._unacked = []
-        self._queue = []
+        lost = self._lost()
         self._rto_at = None
         self._tx_next = 0
         if self.state == UP:
@@ -379,9 +417,13 @@ class Link:
         self._rto_at = ticks_add(now, self.rto_ms) if self._unacked else None
         self._fill_window(now)
 
+    def _bulk_may_go(self):
+        return self._bulk and not self._queue and len(self._unacked) < self.window \
+            and self._bulk_in_flight() < self.bulk_window
+
     def _fill_window(self, now):
-        while self._queue and len(self._unacked) < self.window:
-            payload = self._queue.pop(0)
+        while self._queue and len(self._unacked) < self.window or self._bulk_may_go():
+            payload = (self._queue or self._bulk).pop(0)
             seq = self._tx_next
             self._tx_next = (seq + 1) % _SEQ_MOD
             self._unacked.append((seq, payload))

@@ -82,6 +82,18 @@ bridge -> hubd
                    adverts go out and how often
     ble_notify     {"conn":int,"handle":int,"data":hex}   a notification or indication
     ble_lost       {"conn":int,"reason":str}   the connection is gone (BLE_LOST reasons)
+The LTE uplink (wire/uplink.py; docs/second-path.md, "The uplink"): hubd's broker connection as
+a TCP socket on the bridge's modem. Its bytes travel as bulk payloads (wire.uplink.DATA), after
+every message; these messages open, close and pace it.
+hubd -> bridge
+    uplink_open  {"m":"uplink_open","host":str,"port":int}   open the socket (one at a time);
+                 answered with uplink_state
+    uplink_close {"m":"uplink_close"}   close it; answered with uplink_state "closed"
+bridge -> hubd
+    uplink_state {"m":"uplink_state","state":str,"why":str|null}   state: UPLINK_STATES; why
+                 (closed only): UPLINK_WHY
+    uplink_ack   {"m":"uplink_ack","n":int}   the modem took n more of hubd's bytes (SEND OK):
+                 hubd may have at most wire.uplink.WINDOW bytes sent and not acknowledged
 """
 
 import json
@@ -114,6 +126,10 @@ BLE_DESC = "ble_desc"
 BLE_ADV = "ble_adv"
 BLE_NOTIFY = "ble_notify"
 BLE_LOST = "ble_lost"
+UPLINK_OPEN = "uplink_open"
+UPLINK_CLOSE = "uplink_close"
+UPLINK_STATE = "uplink_state"
+UPLINK_ACK = "uplink_ack"
 
 # The proxy's answers: done; the peer did not answer in time (a timed-out GATT procedure also
 # drops the connection: the bearer's state is unknown); no connection could be made; the
@@ -131,6 +147,16 @@ BLE_SEC_BONDED = 4  # the keys are stored on the bridge
 # the link to hubd went down (the bridge drops every proxy connection then); the BLE stack was
 # restarted by its watchdog.
 BLE_LOST_REASONS = ("peer", "timeout", "host_link", "ble_restart")
+# The uplink's states: the socket is open end to end (bytes may flow); it is closed (why says
+# which side or what ended it, or that it never opened).
+UPLINK_STATES = ("open", "closed")
+# Why the uplink is closed: hubd asked; the bridge has no LTE modem configured; the modem is not
+# registered on a network (coverage) or the data context failed; the socket could not be opened
+# (the broker refused or did not answer); the peer or the network closed it; the bridge's link
+# to hubd went down (the socket is closed then: its stream belonged to that session); the modem
+# did not answer in time; anything else the modem answered.
+UPLINK_WHY = ("hubd", "no_modem", "not_registered", "pdp_failed", "open_failed", "peer",
+              "network", "host_link", "timeout", "error")
 MAX_DATA = 176  # bytes of GATT data in one message (a write, a read, a notification): the
 # longest ble_done and ble_write then fit a link payload (tests/wire/test_ble_proxy_messages.py)
 MAX_WATCH = 8  # addresses hubd may watch at once
@@ -183,6 +209,10 @@ _FIELDS = (
     "|ble_adv=addr:str addr_type:int rssi:int data:hex resp:hex?"
     "|ble_notify=conn:int handle:int data:hex"
     "|ble_lost=conn:int reason:str"
+    "|uplink_open=host:str port:int"
+    "|uplink_close="
+    "|uplink_state=state:str why:str?"
+    "|uplink_ack=n:int"
     "|.ble=restarts:int last_restart:str? connected:int"
     "|.lte=registered:str? rssi:int?"
     "|.unit=up:bool last_heard_s:int?"
@@ -317,6 +347,9 @@ def decode(payload):
         raise MessageError("ble_done: unknown status %r" % obj["status"])
     if kind == BLE_LOST and obj["reason"] not in BLE_LOST_REASONS:
         raise MessageError("ble_lost: unknown reason %r" % obj["reason"])
+    if kind == UPLINK_STATE and (obj["state"] not in UPLINK_STATES
+                                 or obj["why"] is not None and obj["why"] not in UPLINK_WHY):
+        raise MessageError("uplink_state: unknown state or reason")
     if kind == HEALTH and obj["reset"] not in RESETS:
         raise MessageError("health: unknown reset cause %r" % obj["reset"])
     return obj

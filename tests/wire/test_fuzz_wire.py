@@ -242,7 +242,9 @@ ints = st.integers(-(2**31), 2**31 - 1)
 texts = st.text(min_size=1, max_size=messages.MAX_ID)
 ENUMS = {("device", "unit"): messages.UNITS, ("health", "reset"): messages.RESETS,
          ("ble_done", "status"): messages.BLE_STATUSES,
-         ("ble_lost", "reason"): messages.BLE_LOST_REASONS}
+         ("ble_lost", "reason"): messages.BLE_LOST_REASONS,
+         ("uplink_state", "state"): messages.UPLINK_STATES,
+         ("uplink_state", "why"): messages.UPLINK_WHY}
 
 
 def _value(kind: str, field: str, ftype: str) -> st.SearchStrategy[Any]:

@@ -388,3 +388,98 @@ def test_after_a_restart_nothing_queued_or_in_flight_reaches_the_peer_and_the_li
     line.b.send(b"to the new hubd")
     line.run(500)
     assert line.got["b"] == [b"after"] and line.got["a"][-1] == b"to the new hubd"
+
+
+# -- bulk: the LTE uplink's bytes go after every message ------------------------------------
+
+def _frames_in_order(line: Line, name: str) -> list[bytes]:
+    """The DATA payloads `name` wrote on the line, in order, first writes only."""
+    seen: list[bytes] = []
+    for block in line.wire[name]:
+        ftype, _seq, _counter, body, _raw = frame.decode(block[:-1])
+        if ftype == frame.T_DATA and bytes(body) not in seen:
+            seen.append(bytes(body))
+    return seen
+
+
+def test_a_message_overtakes_queued_bulk_and_waits_for_at_most_bulk_window_frames() -> None:
+    line = Line()
+    line.run(100)
+    bulk = [b"\x01stream %d" % n for n in range(line.a.max_bulk)]
+    for payload in bulk:
+        line.a.send(payload)
+    line.a.poll(line.now)  # bulk_window of them are on the line
+    line.a.send(b'{"m":"alarm"}')  # queued after four bulk payloads
+    line.run(500)
+    order = _frames_in_order(line, "a")
+    assert order.index(b'{"m":"alarm"}') == line.a.bulk_window, order
+    assert sorted(line.got["b"]) == sorted(bulk + [b'{"m":"alarm"}'])
+
+
+def test_bulk_never_takes_the_whole_window() -> None:
+    line = Line()
+    line.run(100)
+    line.b.poll = lambda now: b""  # nothing is acked: what is in flight stays there
+    for n in range(line.a.max_bulk):
+        line.a.send(b"\x01%d" % n)
+    line.step()
+    assert line.a._bulk_in_flight() == line.a.bulk_window
+    assert line.a.pending() == 0, "pending() counts messages, not bulk"
+    for n in range(3):
+        line.a.send(b'{"n":%d}' % n)
+    line.step()
+    assert line.a.pending() == 3
+    assert len(line.a._unacked) == line.a.window, "messages take the slots bulk left free"
+
+
+def test_the_bulk_queue_is_bounded_and_says_its_room() -> None:
+    end = link.Link(frame.ROLE_HUB, "x", 0, KEY, max_bulk=2)
+    assert end.bulk_room() == 2
+    end.send(b"\x01a")
+    end.send(b"\x01b")
+    assert end.bulk_room() == 0
+    with pytest.raises(link.LinkFull):
+        end.send(b"\x01c")
+    end.send(b'{"still":"fine"}')  # messages have their own bound
+
+
+@pytest.mark.parametrize("bad", [0, 4, 5])
+def test_bulk_window_must_leave_a_message_slot(bad: int) -> None:
+    with pytest.raises(ValueError):
+        link.Link(frame.ROLE_HUB, "x", 0, KEY, window=4, bulk_window=bad)
+
+
+def test_bulk_is_dropped_not_handed_back_when_the_peer_restarts() -> None:
+    line = Line()
+    line.run(100)
+    line.b.poll = lambda now: b""  # the bridge dies: nothing is acked
+    line.a.send(b"\x01in flight")
+    line.a.send(b'{"m":"alarm"}')
+    line.a.send(b"\x01queued 1")
+    line.a.send(b"\x01queued 2")
+    line.a.send(b"\x01queued 3")
+    line.run(line.a.dead_ms + 500)
+    line.b = link.Link(frame.ROLE_BRIDGE, "fw-test", line.now, KEY)
+    line.got["b"] = []
+    line.run(1000)
+    resets = [v for k, v in line.events["a"] if k == link.EV_RESET]
+    assert resets == [([b'{"m":"alarm"}'], [])], "only the message is handed back"
+    assert line.a.stats["bulk_dropped"] == 4
+    assert line.got["b"] == []
+    assert line.a.bulk_room() == line.a.max_bulk
+
+
+def test_a_stream_of_bulk_arrives_whole_and_in_order_over_a_noisy_line() -> None:
+    line = Line(seed=3, corrupt=0.05, drop=0.05, truncate=0.05)
+    line.run(100)
+    sent = []
+    n = 0
+    while n < 60:
+        while line.a.bulk_room() and n < 60:
+            payload = b"\x01" + bytes([n]) * 200
+            line.a.send(payload)
+            sent.append(payload)
+            n += 1
+        line.step()
+    line.run(5000)
+    assert line.got["b"] == sent
