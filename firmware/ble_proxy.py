@@ -13,10 +13,14 @@ What belongs to a hubd session stays with it: when the host link goes down or hu
 every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
 restarted (an answer, a notification, a loss) reaches the next one.
 
-Bonds (ble_pair, ble_unpair): the stack's keys are kept by ble_bonds in the bridge's flash, made
-with the proxy (so bonds made before a reboot are there for hubd's first request after it);
-ble_pair encrypts a connection with them, or pairs and bonds, and saves what the stack handed
-over before it answers; a connect to a bonded peer re-encrypts at once.
+Bonds (ble_pair, ble_unpair): the stack's keys are kept by ble_bonds in the bridge's flash,
+loaded with the proxy when its file is there (so bonds made before a reboot are there for hubd's
+first request after it), else at the first ble_pair or ble_unpair: a bridge whose locks never
+bonded does not hold ble_bonds (1.7 KB of heap on 64-bit, 0.9 on 32-bit), and until then the
+stack's secret requests are answered with nothing (no bond to give; keys a peer hands over
+unasked are not stored, as when the store is full). ble_pair encrypts a connection with them,
+or pairs and bonds, and saves what the stack handed over before it answers; a connect to a
+bonded peer re-encrypts at once.
 
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
 ble_scan's own scan, and the proxy's passive scan windows while an address is watched (a window
@@ -26,6 +30,7 @@ an answer.
 
 import asyncio
 import binascii
+import os
 import time
 
 from micropython import const
@@ -61,6 +66,7 @@ _SCAN_WINDOW_MS = const(1000)  # a ble_scan is scanned in windows: the host link
                                # ends it within one, and the watches' scan gets its turn
 _WATCH_EVERY_MS = const(10000)  # a passive scan window this often while an address is watched
 _WATCH_SCAN_MS = const(1000)  # that long
+_BONDS_FILE = "ble_bonds.bin"  # ble_bonds.PATH, without importing it (a test holds them equal)
 
 # A connection's record.
 _CONN = const(0)  # the ble_central.Connection
@@ -88,20 +94,25 @@ class Proxy:
     """See the module docstring. ``central``: the ble_central.Central; ``send(payload)``: the
     host link's (raises link.LinkFull); ``idle()``: whether the host link is idle; ``slots``:
     proxy connections at once; ``bonds``: the bond store (ble_bonds.Bonds, made here unless
-    given), which answers the stack's secret requests; ``scan_every_ms``, ``scan_ms``: the
+    given; loaded when its file is there, else at the first ble_pair or ble_unpair), which
+    answers the stack's secret requests; ``scan_every_ms``, ``scan_ms``: the
     passive scan windows that serve the watches; ``presence_ms``: a watched address heard goes
     out at least this often, unchanged."""
 
     def __init__(self, central, send, idle, slots=_SLOTS, bonds=None,
                  scan_every_ms=_WATCH_EVERY_MS, scan_ms=_WATCH_SCAN_MS,
                  presence_ms=_PRESENCE_MS):
-        if bonds is None:
-            from ble_bonds import Bonds
-
-            bonds = Bonds()
-        self._bonds = bonds
-        central.secrets = bonds
         self._central = central
+        self._bonds = None
+        if bonds is not None:
+            self._use(bonds)
+        else:
+            try:
+                os.stat(_BONDS_FILE)
+            except OSError:
+                pass  # no bond made yet: ble_bonds waits for the first ble_pair (_store)
+            else:
+                self._store()
         self._send = send
         self._idle = idle
         self.slots = slots
@@ -287,7 +298,8 @@ class Proxy:
             conn = await self._central.connect(msg["addr_type"], addr, ms)
             try:
                 mtu = await conn.exchange_mtu(min(ms, _STEP_MS))
-                if self._bonds.holds(msg["addr_type"], addr):
+                bonds = self._bonds  # None: no bond file, so none held
+                if bonds is not None and bonds.holds(msg["addr_type"], addr):
                     # Encrypted before hubd's first request, as BlueZ does for a bonded device;
                     # a peer that refuses leaves the link unencrypted (ble_pair then says so).
                     await conn.pair(min(ms, _STEP_MS))
@@ -343,16 +355,29 @@ class Proxy:
         # the CCCD: 0 off, 1 notifications, 2 indications
         return conn.start_write(handle, bytes((req[4], 0)), ms)
 
+    def _store(self):
+        # The bond store, loaded from flash at its first use (the module docstring).
+        if self._bonds is None:
+            from ble_bonds import Bonds
+
+            self._use(Bonds())
+        return self._bonds
+
+    def _use(self, bonds):
+        self._bonds = bonds
+        self._central.secrets = bonds
+
     async def _pair(self, ms, conn):
         if not 0 < ms <= _MAX_MS:
             return (REFUSED,)
+        bonds = self._store()  # before the stack asks for a peer's keys and hands new ones over
         sec = await conn.pair(ms)
         if sec & messages.BLE_SEC_BONDED:
             try:  # what the stack handed over while pairing
-                self._bonds.save()
+                bonds.save()
             except OSError as e:
                 log.error("bonds: cannot save: %r" % e)
-            if self._bonds.dirty or not self._bonds.holds(conn.addr_type, conn.addr):
+            if bonds.dirty or not bonds.holds(conn.addr_type, conn.addr):
                 sec &= ~messages.BLE_SEC_BONDED  # encrypted now, but not again after this
         if not sec & messages.BLE_SEC_ENCRYPTED:
             return (AUTH_FAILED,)
@@ -362,8 +387,9 @@ class Proxy:
         addr = parse_addr(msg["addr"])
         if addr is None or msg["addr_type"] not in (0, 1):
             return (REFUSED,)
-        n = self._bonds.forget(msg["addr_type"], addr)
-        self._bonds.save()  # an OSError ends it "error": forgotten until the next boot only
+        bonds = self._store()
+        n = bonds.forget(msg["addr_type"], addr)
+        bonds.save()  # an OSError ends it "error": forgotten until the next boot only
         return (OK, None, None, None, n)
 
     def _watch(self, msg):

@@ -264,6 +264,46 @@ async def test_unpair_forgets_the_bond_and_saves_even_with_no_connection():
     assert done["status"] == "error", done  # forgotten until the next boot only: said so
 
 
+async def test_the_bond_store_is_loaded_with_its_file_or_at_the_first_pairing():
+    # Real files, in a directory of the test's own (the bond file's path is relative).
+    import os
+    import random
+    import sys
+
+    home = os.getcwd()
+    d = "/tmp/mp_test_proxy_%08x" % random.getrandbits(32)
+    os.mkdir(d)
+    os.chdir(d)
+    try:
+        central, host = Central(), Host()
+        proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, 3)
+        # No bond file: ble_bonds is not imported, a connect re-encrypts nothing.
+        assert proxy._bonds is None and getattr(central, "secrets", None) is None
+        conn = await _connect(proxy, host)
+        assert central.conns[0].log == [] and "ble_bonds" not in sys.modules
+        central.conns[0].sec = 1  # the peer encrypts, hands over no keys
+        done = await _call(proxy, host, messages.BLE_PAIR, conn, 5000)
+        assert done["status"] == "ok" and done["count"] == 1, done
+        import ble_bonds
+
+        bonds = proxy._bonds  # loaded before the stack asked for keys
+        assert isinstance(bonds, ble_bonds.Bonds) and central.secrets is bonds
+        assert ble_proxy._BONDS_FILE == ble_bonds.PATH
+        # The stack hands keys over, they are saved: the next proxy loads them at once.
+        assert bonds.set(2, ble_bonds.peer_key(0, b"\xc0\xff\xee\x00\x00\x02"), b"k" * 80)
+        bonds.save()
+        central, host = Central(), Host()
+        proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, 3)
+        assert isinstance(proxy._bonds, ble_bonds.Bonds) and central.secrets is proxy._bonds
+        done = await _call(proxy, host, messages.BLE_CONNECT, "C0:FF:EE:00:00:02", 0, 1000)
+        assert done["status"] == "ok" and central.conns[0].log[0] == ("pair", 1000), done
+    finally:
+        for name in os.listdir():
+            os.remove(name)
+        os.chdir(home)
+        os.rmdir(d)
+
+
 async def _until(cond, what="the condition"):
     # Lets the proxy's tasks run until ``cond()``; the time limit only ends a test that fails.
     import time
