@@ -1,6 +1,7 @@
 """The bridge application: hands each message from hubd to the part of the bridge it is for.
 
     ble_*                              -> the Bluetooth proxy (ble_proxy.py), which answers itself
+    uplink_*, and the uplink's bytes   -> hubd's uplink on the LTE modem (uplink.py)
     alarm_stored, alarm_handled, clock, test_alarm -> the alarm flow (alarms.py)
     health_request                     -> health.py, a report at once
     wipe                               -> commissioning.py, a technician's request
@@ -9,8 +10,9 @@ Lock protocols run in hubd, through the proxy (docs/ble-proxy.md): the bridge dr
 its own. What it keeps is what must work without hubd: the alarm unit, its journal, the LTE second
 path, the watchdogs.
 
-The proxy is made on hubd's first ble_* request, not at boot: the boot is the heap's tightest
-moment, and a bridge whose hubd never asks pays nothing for it.
+The proxy is made on hubd's first ble_* request, and the uplink on its first uplink_* message,
+not at boot: the boot is the heap's tightest moment, and a bridge whose hubd never asks pays
+nothing for them.
 """
 
 import sys
@@ -43,6 +45,9 @@ class Bridge:
         self.link_idle = None
         self.proxy = None
         self.proxy_settings = None
+        self.modem = None
+        self.host = None
+        self.uplink = None
         self._commissioning = False
 
     def send(self, payload):
@@ -59,6 +64,13 @@ class Bridge:
             if self.proxy is None:
                 self._start_proxy()
             self.proxy.on_message(msg)
+        elif kind == messages.UPLINK_OPEN or kind == messages.UPLINK_CLOSE:
+            if self.modem is None:
+                self.send(messages.make(messages.UPLINK_STATE, "closed", "no_modem"))
+                return
+            if self.uplink is None:
+                self._start_uplink()
+            self.uplink.on_message(msg)
         elif self.alarms is not None and kind in _ALARM_KINDS:
             self.alarms.on_message(msg)
         elif kind == messages.HEALTH_REQUEST and self.health is not None:
@@ -83,6 +95,18 @@ class Bridge:
         self.proxy = proxy
         log.info("Bluetooth proxy up: %d connection slot(s)" % s["slots"])
 
+    def _start_uplink(self):
+        from uplink import Uplink
+
+        self.uplink = Uplink(self.modem, self.host)
+        self.uplink.start()
+
+    def on_bulk(self, payload):
+        """A bulk payload from hubd (the host link's on_bulk): the uplink's bytes. Dropped while
+        no uplink exists: there is no socket they were for."""
+        if self.uplink is not None:
+            self.uplink.on_data(payload[1:])
+
     def on_link_state(self, kind, value):
         """The host link's events (HostLink's on_state): health (and through it the alarm flow
         and the device reports) and the proxy hear them."""
@@ -90,6 +114,8 @@ class Bridge:
             self.health.on_link_state(kind, value)
         if self.proxy is not None:
             self.proxy.on_link(kind)
+        if self.uplink is not None:
+            self.uplink.on_link(kind)
 
     async def _wipe(self):
         import commissioning

@@ -5,7 +5,12 @@ What never left the bridge is queued again for the new hubd (a device report, a 
 but for alarm messages: the alarm flow sends its pending alarms again from the journal,
 and one it has confirmed over LTE since must not reach hubd (and the centre) a second time; and
 but for the Bluetooth proxy's (ble_*): they answer the old hubd's requests and tell of its
-connections, which the bridge has dropped.
+connections, which the bridge has dropped; and but for the uplink's (uplink_*): its socket was
+the old hubd's (firmware/uplink.py tells the new one it is closed).
+
+Besides messages the link carries bulk payloads (the uplink's bytes, wire/uplink.py): they reach
+`on_bulk(payload)`, never wire.messages.decode, and go out with send_bulk() behind every message,
+while bulk_room() says there is room.
 """
 
 import time
@@ -41,6 +46,7 @@ class HostLink:
         self._uart = uart
         self.on_message = on_message
         self.on_state = on_state
+        self.on_bulk = None  # bulk payloads from hubd (the uplink's bytes), when set
         self._wake = asyncio.Event()
         self._overflow = []  # kept in order until the link's queue has room
         self.bad_messages = 0  # payloads from hubd that were not a valid message
@@ -62,6 +68,17 @@ class HostLink:
         else:
             self.link.send(payload)
         self._wake.set()
+
+    def send_bulk(self, payload):
+        """Queue one bulk payload (wire.uplink.data) behind every message; raises
+        link.LinkFull when bulk_room() is 0."""
+        self.link.send(payload)
+        self._wake.set()
+
+    def bulk_room(self):
+        """How many bulk payloads send_bulk() takes now: none while the link is not up (what
+        was queued would be dropped with the session)."""
+        return self.link.bulk_room() if self.link.state == link.UP else 0
 
     def idle(self):
         """Whether the link is up with nothing queued or in flight: reports that can wait (device
@@ -127,7 +144,7 @@ class HostLink:
         for payload in old:
             try:
                 kind = messages.decode(payload)["m"]
-                if kind in _FOR_THE_OLD_HUBD or kind[:4] == "ble_":
+                if kind in _FOR_THE_OLD_HUBD or kind[:4] == "ble_" or kind[:7] == "uplink_":
                     continue
                 self.send(payload)
             except (messages.MessageError, link.LinkFull):
@@ -151,6 +168,10 @@ class HostLink:
                 # One message at a time: whatever it does (a MessageError, a handler's bug), it
                 # is dropped and counted, and the link and the bridge go on.
                 try:
+                    if value[:1] == b"\x01":  # link.BULK: the uplink's bytes, not a message
+                        if self.on_bulk is not None:
+                            self.on_bulk(value)
+                        continue
                     self.on_message(messages.decode(value))
                 except MemoryError:
                     self.bad_messages += 1

@@ -1,12 +1,16 @@
-"""The LTE modem (Quectel BG95 family) over a UART: AT commands, the PDP context and one TCP
-socket, for the second path to the alarm centre (firmware/second_path.py).
+"""The LTE modem (Quectel BG95 family) over a UART: AT commands, the PDP context and its TCP
+sockets: connect id 0 for the second path to the alarm centre (firmware/second_path.py), connect
+id 1 for hubd's uplink to its broker (firmware/uplink.py), each with its own state and URCs.
 
-One command is in flight at a time; a reader task splits the modem's output into the answer of
-that command and unsolicited result codes (URCs: +QIURC "recv"/"closed"/"pdpdeact", +QIOPEN).
-Every step has a timeout, and every failure is returned as a value (an E_* string), never raised:
-the caller decides whether to retry. Modem output is hostile: lines and reads are bounded, and a
-length the modem announces is never trusted beyond our own limit. docs/second-path.md lists the
-AT sequence.
+One command is in flight at a time, whoever asks (asyncio.Lock hands the modem to the next waiter
+in turn, so a party waits for at most one command of each other party); a reader task splits the
+modem's output into the answer of that command and unsolicited result codes (URCs: +QIURC
+"recv"/"closed"/"pdpdeact", +QIOPEN), each for the socket its connect id names. Socket 0's state
+lives here; the other socket's owner registers itself as `other` (it is made only when hubd opens
+the uplink, so a bridge that never does pays one attribute for it). Every step has a timeout, and
+every failure is returned as a value (an E_* string), never raised: the caller decides whether to
+retry. Modem output is hostile: lines and reads are bounded, and a length the modem announces is
+never trusted beyond our own limit. docs/second-path.md lists the AT sequence.
 """
 
 import time
@@ -29,7 +33,7 @@ E_CLOSED = "closed"  # the peer or the network closed the socket
 E_SEND = "send_failed"
 
 CONTEXT = 1  # PDP context id
-SOCKET = 0  # connect id of our one TCP socket
+SOCKET = 0  # connect id of the second path's TCP socket (the uplink's is firmware/uplink.py's)
 
 _MAX_LINE = 256  # a longer line without a newline is noise: dropped
 _MAX_LINES = 8  # information lines kept per command
@@ -78,8 +82,13 @@ class Lte:
         self._open_err = None
         self._opened = asyncio.Event()
         self._recv = asyncio.Event()
-        self.rx = b""  # socket data read from the modem, for the caller to take
-        self.connected = False  # our TCP socket is open
+        self._data = b""  # socket data the command in progress (AT+QIRD) read
+        self.rx = b""  # socket 0's data read from the modem, for the second path to take
+        self.connected = False  # socket 0 is open
+        # The other socket's owner: an object with `cid`, `opened` (an Event), `open_err` and
+        # urc(kind) for "recv", "closed" and "pdpdeact" (firmware/uplink.py); None until hubd
+        # opens the uplink.
+        self.other = None
         self.pdp_up = False
         self.noise = 0  # bytes dropped as unparseable: a bad line or a lying modem
         self._writer = None
@@ -126,10 +135,10 @@ class Lte:
             buf = self._buf
             if self._raw_need:
                 n = min(self._raw_need, len(buf))
-                if len(self.rx) + n <= _MAX_RX:
-                    self.rx += buf[:n]
+                if len(self._data) + n <= _MAX_READ:
+                    self._data += buf[:n]
                 else:
-                    self.noise += n  # the caller is not taking data: keep the oldest
+                    self.noise += n  # more than one command asked for: a lying modem
                 self._buf = buf[n:]
                 self._raw_need -= n
                 continue
@@ -159,21 +168,34 @@ class Lte:
     def _line(self, text):
         if text.startswith("+QIURC:"):
             a = _args(text)
-            ours = len(a) > 1 and _int(a[1]) == SOCKET
-            if a[0] == "recv" and ours:
-                self._recv.set()
-            elif a[0] == "closed" and ours:
-                self.connected = False
-                self._recv.set()  # wake a reader: there will be no answer on this socket
-            elif a[0] == "pdpdeact":
+            cid = _int(a[1]) if len(a) > 1 else -1
+            other = self.other
+            if a[0] == "pdpdeact":  # every socket is gone with the context
                 self.pdp_up = False
                 self.connected = False
                 self._recv.set()
+                if other is not None:
+                    other.urc("pdpdeact")
+            elif cid == SOCKET:
+                if a[0] == "closed":
+                    self.connected = False
+                    self._recv.set()  # wake a reader: there will be no answer on this socket
+                elif a[0] == "recv":
+                    self._recv.set()
+            elif other is not None and cid == other.cid and a[0] in ("recv", "closed"):
+                other.urc(a[0])
             return
         if text.startswith("+QIOPEN:"):
             a = _args(text)
-            self._open_err = _int(a[1]) if len(a) > 1 and _int(a[0]) == SOCKET else -1
-            self._opened.set()
+            cid = _int(a[0])
+            err = _int(a[1]) if len(a) > 1 else -1
+            other = self.other
+            if cid == SOCKET:
+                self._open_err = err
+                self._opened.set()
+            elif other is not None and cid == other.cid:
+                other.open_err = err
+                other.opened.set()
             return
         if not self._pending:
             log.debug("modem: %s" % text)  # RDY, unsolicited +CEREG and the like
@@ -202,6 +224,7 @@ class Lte:
         timeout_ms = timeout_ms or self.cmd_timeout_ms
         async with self._lock:
             self._lines = []
+            self._data = b""
             self._final = None
             self._done.clear()
             self._prompt.clear()
@@ -301,43 +324,71 @@ class Lte:
         self.pdp_up = True
         return None
 
-    async def open(self, host, port, timeout_ms=None):
-        """Open our TCP socket to host:port (buffer access mode: data arrives as +QIURC "recv").
-        None or an error."""
-        self._opened.clear()
-        self._open_err = None
-        self.rx = b""
-        self._recv.clear()
+    async def open(self, host, port, timeout_ms=None, cid=SOCKET):
+        """Open the TCP socket `cid` (0, or `other`'s) to host:port, in buffer access mode (data
+        arrives as +QIURC "recv"). None or an error: E_PDP when the modem says the context is
+        not active (561: pdp_up is cleared, attach again), else E_OPEN or E_TIMEOUT."""
+        ours = cid == SOCKET
+        opened = self._opened if ours else self.other.opened
+        opened.clear()
+        if ours:
+            self._open_err = None
+            self.rx = b""
+            self._recv.clear()
+        else:
+            self.other.open_err = None
         err, _ = await self.command('AT+QIOPEN=%d,%d,"TCP","%s",%d,0,0'
-                                    % (CONTEXT, SOCKET, host, port))
+                                    % (CONTEXT, cid, host, port))
         if err:
-            return E_OPEN
-        if not await timed.wait(self._opened, timeout_ms or self.open_timeout_ms):
-            await self.close()
+            return E_TIMEOUT if err == E_TIMEOUT else E_OPEN
+        if not await timed.wait(opened, timeout_ms or self.open_timeout_ms):
+            await self.close(cid)
             return E_TIMEOUT
-        if self._open_err != 0:
-            log.warn("lte: open %s:%d failed with %s" % (host, port, self._open_err))
-            await self.close()  # 563 "socket identity used" and the like need a close first
+        code = self._open_err if ours else self.other.open_err
+        if code != 0:
+            log.warn("lte: open %d to %s:%d failed with %s" % (cid, host, port, code))
+            await self.close(cid)  # 563 "socket identity used" and the like need a close first
+            if code == 561:  # PDP context not active
+                self.pdp_up = False
+                return E_PDP
             return E_OPEN
-        self.connected = True
+        if ours:
+            self.connected = True
         return None
 
-    async def send(self, data):
-        """Write `data` (one DC-09 frame: pysiaalarm refuses two in one write) to the socket."""
-        if not self.connected:
+    async def send(self, data, cid=SOCKET):
+        """Write `data` (at most 1460 bytes, the BG95's limit; for the second path one DC-09
+        frame: pysiaalarm refuses two in one write) to socket `cid`. E_SEND: the modem's send
+        buffer is full (SEND FAIL)."""
+        if cid == SOCKET and not self.connected:
             return E_CLOSED
-        err, _ = await self.command("AT+QISEND=%d,%d" % (SOCKET, len(data)), data=data)
+        err, _ = await self.command("AT+QISEND=%d,%d" % (cid, len(data)), data=data)
         return err
 
+    async def read(self, cid, n=_MAX_READ):
+        """(error or None, bytes): at most `n` (<= 512) bytes the modem holds for socket `cid`,
+        b"" when it holds none (AT+QIRD)."""
+        err, lines = await self.command("AT+QIRD=%d,%d" % (cid, min(n, _MAX_READ)))
+        # Taken before anything else can run: the next command starts with none.
+        data, self._data = self._data, b""
+        if not err and (not lines or not lines[0].startswith("+QIRD:")):
+            err = E_ERROR  # OK without a +QIRD line: not an answer to a read
+        return err, (b"" if err else data)
+
     async def _drain(self):
-        # Read what the modem buffered for the socket; bounded: _MAX_RX / _MAX_READ reads.
+        # Read what the modem buffered for socket 0; bounded: _MAX_RX / _MAX_READ reads.
         for _ in range(_MAX_RX // _MAX_READ + 1):
-            err, lines = await self.command("AT+QIRD=%d,%d" % (SOCKET, _MAX_READ))
-            if err or not lines or _int(_args(lines[0])[0], 0) <= 0:
+            err, data = await self.read(SOCKET)
+            if err or not data:
                 return
+            if len(self.rx) + len(data) <= _MAX_RX:
+                self.rx += data
+            else:
+                self.noise += len(data)  # the caller is not taking data: keep the oldest
 
     async def recv(self, timeout_ms):
-        """(bytes, error or None): what the peer sent, waiting up to `timeout_ms` for it."""
+        """(bytes, error or None): what the peer sent on socket 0, waiting up to `timeout_ms`
+        for it."""
         start = time.ticks_ms()
         while True:
             self._recv.clear()
@@ -351,8 +402,9 @@ class Lte:
             if left <= 0 or not await timed.wait(self._recv, left):
                 return b"", E_TIMEOUT
 
-    async def close(self):
-        """Close our socket (harmless when it is already closed)."""
-        self.connected = False
-        err, _ = await self.command("AT+QICLOSE=%d" % SOCKET, 10000)
+    async def close(self, cid=SOCKET):
+        """Close socket `cid` (harmless when it is already closed)."""
+        if cid == SOCKET:
+            self.connected = False
+        err, _ = await self.command("AT+QICLOSE=%d" % cid, 10000)
         return err

@@ -1,17 +1,21 @@
 """Fuzzing the LTE modem driver's reader inside MicroPython: whatever the modem's UART sends
-(overlong lines, garbage, non-UTF-8, truncated URCs, wrong numbers), the reader goes on, its
-buffers stay bounded, and a good answer after the garbage is still understood
-(tests/firmware/fuzz.py)."""
+(overlong lines, garbage, non-UTF-8, truncated URCs, wrong numbers), for the second path's socket
+0 and the uplink's socket 1 alike, the reader goes on, its buffers stay bounded, and a good
+answer after the garbage is still understood (tests/firmware/fuzz.py)."""
 
 import fuzz
 import lte
+import uplink
 from fuzz import Ended, Reader, fail, mutants, noise, rand, rbytes
+from wire import link
 
 # What a BG95 says: answers, information lines, URCs, the send prompt, socket data.
 LINES = [b"OK\r\n", b"ERROR\r\n", b"+CME ERROR: 10\r\n", b"SEND OK\r\n", b"SEND FAIL\r\n",
          b"+CPIN: READY\r\n", b"+CSQ: 20,99\r\n", b"+CEREG: 0,1\r\n", b"+CREG: 0,5\r\n",
          b'+QIACT: 1,1,1,"10.0.0.2"\r\n', b"+QIOPEN: 0,0\r\n", b"+QIOPEN: 0,563\r\n",
          b'+QIURC: "recv",0\r\n', b'+QIURC: "closed",0\r\n', b'+QIURC: "pdpdeact",1\r\n',
+         b"+QIOPEN: 1,0\r\n", b"+QIOPEN: 1,566\r\n", b'+QIURC: "recv",1\r\n',
+         b'+QIURC: "closed",1\r\n', b"+QIRD: 511\r\n" + b"u" * 511 + b"\r\nOK\r\n",
          b"+QIRD: 5\r\nhello\r\nOK\r\n", b"+QIRD: 0\r\n\r\nOK\r\n", b"> ", b"RDY\r\n",
          b"AT+CSQ\r\r\n", b"\r\n"]
 HOSTILE = [b"+QIRD: 99999\r\n", b"+QIRD: -5\r\n", b"+QIRD:\r\n", b"+QIURC:\r\n", b"+QIOPEN:\r\n",
@@ -20,9 +24,28 @@ HOSTILE = [b"+QIRD: 99999\r\n", b"+QIRD: -5\r\n", b"+QIRD:\r\n", b"+QIURC:\r\n",
            b"+QIURC: \"recv\",99999999999999999999\r\n", b"\x00" * 50 + b"\r\n"]
 
 
+class _Host:
+    # hubd's end as firmware/uplink.py sees it: what it was sent, and a link that is up.
+    def __init__(self):
+        self.sent = []
+        self.link = link.Link(0x42, "t", 0, b"k" * 32)
+        self.link.state = link.UP
+
+    def send(self, payload):
+        self.sent.append(payload)
+
+    def send_bulk(self, payload):
+        self.sent.append(payload)
+
+    def bulk_room(self):
+        return 4
+
+
 def _modem():
     m = lte.Lte(None, "internet.m2m")
     m._pending = True  # a command is waiting for its answer: the parser's busiest state
+    up = uplink.Uplink(m, _Host())  # the uplink's socket 1 hears its URCs too
+    up.open = True
     return m
 
 
@@ -51,6 +74,8 @@ def _stream():
 def _check(m, data):
     assert len(m._lines) <= lte._MAX_LINES, fail(data, "%d lines kept" % len(m._lines))
     assert len(m.rx) <= lte._MAX_RX, fail(data, "%d socket bytes kept" % len(m.rx))
+    assert len(m._data) <= lte._MAX_READ, fail(data, "%d bytes read kept" % len(m._data))
+    assert m.other._ended in (None, "peer", "network"), fail(data, "uplink %r" % m.other._ended)
     assert 0 <= m._raw_need <= lte._MAX_READ, fail(data, "raw need %d" % m._raw_need)
     assert len(m._buf) <= lte._MAX_LINE + 128, fail(data, "%d bytes buffered" % len(m._buf))
 
