@@ -1,12 +1,35 @@
-"""A Quectel BG95 LTE modem in software: the AT command set the bridge's firmware/lte.py uses, on
-the modem's end of a socketpair (the firmware's end is its UART, e.g. SIM_UART3_FD).
+"""A Quectel BG95 LTE modem in software: the AT command set the bridge's firmware uses (its
+second path, firmware/lte.py, and its uplink), on the modem's end of a socketpair (the firmware's
+end is its UART, e.g. SIM_UART3_FD).
 
-When the firmware opens a TCP socket (AT+QIOPEN) the model opens a real TCP connection on this
-host, to the address asked for or to `connect_to`; the alarm centre's DC-09 receiver listens there.
+Sockets: connect ids 0..11, each its own real TCP connection on this host, its own receive
+buffer and URCs, in buffer access mode (the only one modelled: AT+QIOPEN with another access
+mode is answered ERROR). The bytes of each cross the LTE-M network model
+(simulator/lte_network.py: latency, jitter, bandwidth, loss as retransmission delay), realistic
+by default; ``modem.network.conditions = lte_network.fast()`` for speed. Where a connection goes:
+``network.addresses`` ((host, port) asked -> address really connected), else ``connect_to`` when
+given (every other host: the alarm centre's DC-09 receiver in most tests), else an IP address as
+it is; a name nothing maps is a DNS failure.
+
+The answers are the BG95's, as its TCP/IP Application Note (BG95&BG77&BG600L Series, V1.1)
+describes them: ``OK`` then ``+QIOPEN: <id>,<err>`` with 0, 561 (PDP context not active), 563
+(socket identity in use), 565 (DNS parse failed) or 566 (socket connect failed); ``SEND FAIL``
+when the socket's send buffer (``send_buffer`` bytes unacknowledged) is full, ``ERROR`` for a
+socket that is not open or a length out of range (QISEND 0..1460, QIRD 0..1500); QISEND and
+QIRD with length 0 are the queries (``+QISEND: sent,acked,unacked``, ``+QIRD:
+total,read,unread``); one ``+QIURC: "recv",<id>`` each time the receive buffer goes from empty to
+not empty; ``+QIURC: "closed",<id>`` after the peer's last byte (the buffer can still be read);
+``+CME ERROR: 10`` without a SIM.
+
+The UART runs at ``baud`` (115200 by default, None: unpaced) both ways, 10 bits a byte, as a
+real one does: a 1460-byte AT+QISEND payload takes 127 ms to reach the modem.
 
 Knobs, all changeable while running: `coverage` (registered or not; losing it deactivates the PDP
-context and drops the socket), `attach_delay` (seconds from coverage to registration), `delay`
-(seconds before each answer; zero for benchmarks), `sim` (a SIM inserted), drop_socket().
+context: every socket is closed, one ``+QIURC: "pdpdeact",1``, and the far ends hear nothing, as
+a peer of a device gone out of coverage does), `attach_delay` (seconds from coverage to
+registration), `delay` (seconds before each answer; zero for benchmarks), `sim` (a SIM
+inserted), `network` (its conditions and address map), `baud`, `send_buffer`, `rx_buffer`;
+drop_socket(id) (the network drops one connection).
 """
 
 from __future__ import annotations
@@ -15,8 +38,135 @@ import asyncio
 import socket
 import time
 
-CONNECT_ID = 0
+from simulator.lte_network import DOWN, MSS, UP, Network
+from simulator.pacing import Uart
+
+CONTEXT = 1  # the one PDP context the model has
+CONNECT_IDS = range(12)
+CONNECT_ID = 0  # the second path's socket (firmware/lte.py SOCKET)
 MAX_SEND = 1460  # AT+QISEND takes at most this many bytes
+MAX_READ = 1500  # AT+QIRD reads at most this many
+BAUD = 115200
+# The BG95's socket buffers are not published; these are assumptions (docs/second-path.md).
+SEND_BUFFER = 8192  # bytes a socket holds unacknowledged before SEND FAIL
+RX_BUFFER = 8192  # bytes a socket holds unread (AT+QIRD) before it closes its TCP window
+OPEN_TIMEOUT_S = 10.0  # a connect the far end never answers: 566
+
+# +QIOPEN result codes (the TCP/IP Application Note's summary of result codes)
+OPEN_OK = 0
+PDP_NOT_ACTIVE = 561
+SOCKET_IN_USE = 563
+DNS_FAILED = 565
+CONNECT_FAILED = 566
+
+
+class Socket:
+    """One connect id's TCP connection through the network: an up pipe to the peer, a down pipe
+    into its receive buffer, and the counters AT+QISEND=<id>,0 and AT+QIRD=<id>,0 report."""
+
+    def __init__(self, modem: Modem, connect_id: int) -> None:
+        self.modem = modem
+        self.id = connect_id
+        self.open = False  # connected, not closed by the peer or the network
+        self.rx = bytearray()  # arrived, not yet read with AT+QIRD
+        self.received = 0  # bytes that ever arrived
+        self.read = 0
+        self.sent = 0  # bytes taken by AT+QISEND
+        self.acked = 0  # of those, arrived at the peer
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self.up = modem.network.pipe(UP, self._to_peer)
+        self.down = modem.network.pipe(DOWN, self._from_peer)
+
+    @property
+    def unacked(self) -> int:
+        waiting = self._writer.transport.get_write_buffer_size() if self._writer else 0
+        return self.sent - self.acked + waiting
+
+    def attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self.open = True
+        self._pump = asyncio.get_running_loop().create_task(self._read_peer(reader))
+
+    async def _read_peer(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            # The receive window: nothing more is taken from the peer while the buffer and what
+            # is on its way fill it (the peer's own TCP stack holds the rest).
+            while len(self.rx) + self.down.in_flight >= self.modem.rx_buffer:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                data = await reader.read(MSS)
+            except OSError:
+                data = b""
+            if not data:
+                self.down.finish()
+                return
+            self.down.send(data)
+
+    def _from_peer(self, segment: bytes | None) -> None:
+        if segment is None:
+            if self.open:
+                self.open = False
+                self.modem._urc('+QIURC: "closed",%d' % self.id)
+            return
+        was_empty = not self.rx
+        self.rx += segment
+        self.received += len(segment)
+        if was_empty:  # buffer access mode: one "recv" until the buffer was read empty
+            self.modem._urc('+QIURC: "recv",%d' % self.id)
+
+    def _to_peer(self, segment: bytes | None) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return
+        if segment is None:
+            self._writer.close()
+            return
+        self._writer.write(segment)
+        self.acked += len(segment)
+
+    def take(self, n: int) -> bytes:
+        data, self.rx = bytes(self.rx[:n]), self.rx[n:]
+        self.read += len(data)
+        self._room.set()
+        return data
+
+    def send(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.up.send(data)
+
+    def close(self) -> None:
+        """AT+QICLOSE: what was sent still goes, then the FIN; nothing more is read."""
+        self.open = False
+        self._stop_pump()
+        self.down.clear()
+        self.up.finish()
+
+    def drop(self) -> None:
+        """The network dropped the connection: both ends lose it now."""
+        self.open = False
+        self._stop_pump()
+        self.up.clear()
+        self.down.clear()
+        if self._writer is not None:
+            self._writer.close()
+
+    def abandon(self) -> asyncio.StreamWriter | None:
+        """Coverage lost: the modem forgets the connection; its peer hears nothing (the caller
+        keeps the writer open until the modem stops)."""
+        self.open = False
+        self._stop_pump()
+        self.up.clear()
+        self.down.clear()
+        writer, self._writer = self._writer, None
+        return writer
+
+    def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
 
 
 class Modem:
@@ -24,27 +174,42 @@ class Modem:
 
     def __init__(self, uart: socket.socket, *, coverage: bool = True, attach_delay: float = 0.0,
                  delay: float = 0.0, sim: bool = True, rssi: int = 20,
-                 connect_to: tuple[str, int] | None = None) -> None:
+                 connect_to: tuple[str, int] | None = None, network: Network | None = None,
+                 baud: int | None = BAUD, send_buffer: int = SEND_BUFFER,
+                 rx_buffer: int = RX_BUFFER) -> None:
         self._uart = uart
         self.sim = sim
         self.rssi = rssi
         self.delay = delay
         self.attach_delay = attach_delay
         self.connect_to = connect_to
+        self.network = network if network is not None else Network()
+        self.send_buffer = send_buffer
+        self.rx_buffer = rx_buffer
         self._coverage = coverage
         self._coverage_since = time.monotonic()
         self.echo = True
         self.apn: str | None = None
         self.pdp_active = False
         self._writer: asyncio.StreamWriter | None = None
-        self._tcp: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._rx = bytearray()  # received on the TCP socket, not yet read with AT+QIRD
+        self._to_fw = Uart(baud, self._write)
+        self._from_fw = Uart(baud)
+        self.sockets: dict[int, Socket] = {}  # by connect id: opening, open, or closed by the peer
+        self._opening: dict[int, asyncio.Task[None]] = {}
+        self._abandoned: list[asyncio.StreamWriter] = []
         self.commands: list[str] = []  # every command line, for tests
         self.sent: list[bytes] = []  # every AT+QISEND payload, for tests
         self.opens = 0
 
     # knobs
+    @property
+    def baud(self) -> int | None:
+        return self._to_fw.baud
+
+    @baud.setter
+    def baud(self, baud: int | None) -> None:
+        self._to_fw.baud = self._from_fw.baud = baud
+
     @property
     def coverage(self) -> bool:
         return self._coverage
@@ -53,10 +218,18 @@ class Modem:
     def coverage(self, on: bool) -> None:
         if on and not self._coverage:
             self._coverage_since = time.monotonic()
-        if not on and self._coverage and self.pdp_active:
-            self.pdp_active = False
-            self._close_tcp()
-            self._urc('+QIURC: "pdpdeact",1')
+        if not on and self._coverage:
+            for task in self._opening.values():
+                task.cancel()
+            self._opening.clear()
+            for sock in self.sockets.values():
+                writer = sock.abandon()
+                if writer is not None:
+                    self._abandoned.append(writer)
+            self.sockets.clear()
+            if self.pdp_active:
+                self.pdp_active = False
+                self._urc('+QIURC: "pdpdeact",%d' % CONTEXT)
         self._coverage = on
 
     @property
@@ -67,11 +240,13 @@ class Modem:
         """Send raw bytes to the bridge as if the modem said them (garbage, a bogus URC)."""
         self._out(data)
 
-    def drop_socket(self) -> None:
-        """The network drops our TCP connection: the firmware hears +QIURC "closed"."""
-        if self._tcp is not None:
-            self._close_tcp()
-            self._urc('+QIURC: "closed",%d' % CONNECT_ID)
+    def drop_socket(self, connect_id: int = CONNECT_ID) -> None:
+        """The network drops the TCP connection of ``connect_id``: its peer loses it, the
+        firmware hears +QIURC "closed" (what was not read stays readable)."""
+        sock = self.sockets.get(connect_id)
+        if sock is not None and sock.open:
+            sock.drop()
+            self._urc('+QIURC: "closed",%d' % connect_id)
 
     # the UART
     async def run(self) -> None:
@@ -79,7 +254,7 @@ class Modem:
         buf = b""
         try:
             while True:
-                chunk = await reader.read(512)
+                chunk = await self._read(reader)
                 if not chunk:
                     return
                 buf += chunk
@@ -95,11 +270,27 @@ class Modem:
                         await asyncio.sleep(self.delay)
                     buf = await self._command(cmd, reader, buf)
         finally:
-            self._close_tcp()
+            self._to_fw.clear()
+            for task in self._opening.values():
+                task.cancel()
+            for sock in self.sockets.values():
+                sock.drop()
+            for writer in self._abandoned:
+                writer.close()
 
-    def _out(self, data: bytes) -> None:
+    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        """The firmware's next bytes, once the UART has carried them."""
+        chunk = await reader.read(512)
+        if chunk:
+            await self._from_fw.carry(len(chunk))
+        return chunk
+
+    def _write(self, data: bytes) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
+
+    def _out(self, data: bytes) -> None:
+        self._to_fw.write(data)
 
     def _reply(self, *lines: str) -> None:
         for ln in lines:
@@ -143,97 +334,127 @@ class Modem:
                 self._reply("ERROR")
         elif up == "AT+QIDEACT=1":
             self.pdp_active = False
-            self._close_tcp()
+            for task in self._opening.values():
+                task.cancel()
+            self._opening.clear()
+            for sock in self.sockets.values():
+                sock.drop()
+            self.sockets.clear()
             self._reply("OK")
         elif up.startswith("AT+QIOPEN="):
             self._open(_args(cmd))
         elif up.startswith("AT+QISEND="):
             return await self._send(_args(cmd), reader, buf)
         elif up.startswith("AT+QIRD="):
+            self._read_socket(_args(cmd))
+        elif up.startswith("AT+QICLOSE="):
             args = _args(cmd)
-            n = min(_int(args[1]) if len(args) > 1 else 1500, 1500)
-            if self._tcp is None and not self._rx or _int(args[0]) != CONNECT_ID or n < 0:
+            connect_id = _int(args[0]) if args else -1
+            if connect_id not in CONNECT_IDS:
                 self._reply("ERROR")
             else:
-                data, self._rx = bytes(self._rx[:n]), self._rx[n:]
-                self._out(b"\r\n+QIRD: %d\r\n" % len(data) + data + b"\r\n")
+                task = self._opening.pop(connect_id, None)
+                if task is not None:
+                    task.cancel()
+                sock = self.sockets.pop(connect_id, None)
+                if sock is not None:
+                    sock.close()
                 self._reply("OK")
-        elif up.startswith("AT+QICLOSE="):
-            self._close_tcp()
-            self._rx = bytearray()
-            self._reply("OK")
         else:
             self._reply("ERROR")
         return buf
 
     def _open(self, args: list[str]) -> None:
-        if len(args) < 5 or _int(args[1]) != CONNECT_ID or args[2] != "TCP":
+        # AT+QIOPEN=<contextID>,<connectID>,<service_type>,<host>,<remote_port>[,<local_port>
+        # [,<access_mode>]]
+        connect_id = _int(args[1]) if len(args) > 1 else -1
+        port = _int(args[4]) if len(args) > 4 else -1
+        mode = _int(args[6]) if len(args) > 6 else 0
+        if (len(args) < 5 or _int(args[0]) != CONTEXT or connect_id not in CONNECT_IDS
+                or args[2] != "TCP" or not 0 < port < 65536 or mode != 0):
             self._reply("ERROR")
             return
-        if self._tcp is not None:
-            self._reply("OK", "+QIOPEN: %d,563" % CONNECT_ID)  # socket identity in use
-            return
         self._reply("OK")
-        asyncio.get_running_loop().create_task(self._connect(args[3], _int(args[4])))
-
-    async def _connect(self, host: str, port: int) -> None:
-        if not self.pdp_active or not self.registered:
-            self._urc("+QIOPEN: %d,561" % CONNECT_ID)  # PDP context not active
+        if connect_id in self.sockets or connect_id in self._opening:
+            self._urc("+QIOPEN: %d,%d" % (connect_id, SOCKET_IN_USE))
             return
-        target = self.connect_to or (host, port)
+        task = asyncio.get_running_loop().create_task(self._connect(connect_id, args[3], port))
+        self._opening[connect_id] = task
+
+    async def _connect(self, connect_id: int, host: str, port: int) -> None:
         try:
-            self._tcp = await asyncio.wait_for(asyncio.open_connection(*target), 10)
-        except (OSError, TimeoutError):
-            self._urc("+QIOPEN: %d,566" % CONNECT_ID)  # could not connect
-            return
-        self.opens += 1
-        self._rx = bytearray()
-        self._pump = asyncio.get_running_loop().create_task(self._read_tcp(self._tcp[0]))
-        self._urc("+QIOPEN: %d,0" % CONNECT_ID)
+            err = await self._connecting(connect_id, host, port)
+        finally:
+            self._opening.pop(connect_id, None)
+        if err is not None:
+            self._urc("+QIOPEN: %d,%d" % (connect_id, err))
 
-    async def _read_tcp(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                data = await reader.read(1500)
-            except OSError:
-                data = b""
-            if not data:
-                if self._tcp is not None and self._tcp[0] is reader:
-                    self._close_tcp(keep_pump=True)
-                    self._urc('+QIURC: "closed",%d' % CONNECT_ID)
-                return
-            was_empty = not self._rx
-            self._rx += data
-            if was_empty:  # buffer access mode: one "recv" until the buffer was read empty
-                self._urc('+QIURC: "recv",%d' % CONNECT_ID)
+    async def _connecting(self, connect_id: int, host: str, port: int) -> int | None:
+        if not self.pdp_active or not self.registered:
+            return PDP_NOT_ACTIVE
+        target = self.network.route(host, port) if (host, port) in self.network.addresses \
+            else self.connect_to or self.network.route(host, port)
+        if target is None:
+            await asyncio.sleep(self.network.one_way() * 2)  # the DNS query's round trip
+            return DNS_FAILED
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*target),
+                                                    OPEN_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            return CONNECT_FAILED
+        # The handshake crosses the network: SYN out, SYN-ACK back.
+        try:
+            await asyncio.sleep(self.network.one_way() + self.network.one_way())
+        except asyncio.CancelledError:
+            writer.close()
+            raise
+        sock = Socket(self, connect_id)
+        sock.attach(reader, writer)
+        self.sockets[connect_id] = sock
+        self.opens += 1
+        self._urc("+QIOPEN: %d,%d" % (connect_id, OPEN_OK))
+        return None
+
+    def _read_socket(self, args: list[str]) -> None:
+        connect_id = _int(args[0]) if args else -1
+        n = _int(args[1]) if len(args) > 1 else MAX_READ
+        sock = self.sockets.get(connect_id)
+        if sock is None or not 0 <= n <= MAX_READ:
+            self._reply("ERROR")
+        elif n == 0:
+            self._reply("+QIRD: %d,%d,%d" % (sock.received, sock.read, len(sock.rx)), "OK")
+        else:
+            data = sock.take(n)
+            self._out(b"\r\n+QIRD: %d\r\n" % len(data) + data + b"\r\n")
+            self._reply("OK")
 
     async def _send(self, args: list[str], reader: asyncio.StreamReader, buf: bytes) -> bytes:
+        connect_id = _int(args[0]) if args else -1
         n = _int(args[1]) if len(args) > 1 else -1
-        if self._tcp is None or _int(args[0]) != CONNECT_ID or not 0 < n <= MAX_SEND:
+        sock = self.sockets.get(connect_id)
+        if sock is not None and n == 0:
+            self._reply("+QISEND: %d,%d,%d" % (sock.sent, sock.sent - sock.unacked,
+                                               sock.unacked), "OK")
+            return buf
+        if sock is None or not sock.open or not 0 < n <= MAX_SEND:
             self._reply("ERROR")
             return buf
         self._out(b"> ")
         while len(buf) < n:
-            chunk = await reader.read(512)
+            chunk = await self._read(reader)
             if not chunk:
                 return b""
             buf += chunk
         data, buf = buf[:n], buf[n:]
         self.sent.append(data)
-        if self._tcp is None:
+        if self.sockets.get(connect_id) is not sock or not sock.open:
+            self._reply("SEND FAIL")  # the connection went while the data came in
+        elif sock.unacked + n > self.send_buffer:
             self._reply("SEND FAIL")
-            return buf
-        self._tcp[1].write(data)
-        self._reply("SEND OK")
+        else:
+            sock.send(data)
+            self._reply("SEND OK")
         return buf
-
-    def _close_tcp(self, keep_pump: bool = False) -> None:
-        if self._tcp is not None:
-            self._tcp[1].close()
-            self._tcp = None
-        if self._pump is not None and not keep_pump:
-            self._pump.cancel()
-        self._pump = None
 
 
 def _args(cmd: str) -> list[str]:
