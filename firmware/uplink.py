@@ -74,6 +74,7 @@ class Uplink:
         self._tx = []  # hubd's chunks the modem has not taken, oldest first
         self._held = 0  # their bytes: what hubd has sent and not had acknowledged
         self._more = False  # the modem said it holds bytes for us ("recv") not yet read
+        self._eof = False  # the peer closed ("closed"): once read empty, the socket ends
         self._full = 0  # SEND FAILs in a row
         self._wake = asyncio.Event()
         self.stats = {"up": 0, "down": 0, "opens": 0, "send_full": 0, "violations": 0}
@@ -132,8 +133,12 @@ class Uplink:
     def urc(self, kind):
         if kind == "recv":
             self._more = True
+        elif kind == "closed":
+            # The peer's last bytes may still be in the modem: read them, then close.
+            self._eof = True
+            self._more = True
         elif self.open and self._ended is None:
-            self._ended = "peer" if kind == "closed" else "network"
+            self._ended = "network"  # the PDP context went, and with it what the modem held
         self._wake.set()
 
     # -- the task ---------------------------------------------------------------------------
@@ -166,12 +171,15 @@ class Uplink:
             if self.open:
                 await self._close(why)
             return
-        if self.open and self._tx:
+        if self._eof and not self._more and self.open:
+            await self._close("peer")
+            return
+        if self.open and self._tx and not self._eof:
             await self._write()
         if self.open and self._ended is None and self._more and self._host.bulk_room() > 0:
             await self._read()
             return
-        if self.open and self._tx and not self._full:
+        if self.open and self._tx and not self._full and not self._eof:
             return
         self._wake.clear()
         # Waiting for the link's bulk room, the modem's send buffer or hubd: the link tells
@@ -195,6 +203,7 @@ class Uplink:
                 self._state("closed", _WHY.get(err, "error"))
                 return
         self._more = False
+        self._eof = False
         err = await modem.open(host, port, None, CID)
         if err:
             self._state("closed", _WHY.get(err, "error"))
@@ -209,6 +218,7 @@ class Uplink:
         was = self.open
         self.open = False
         self._more = False
+        self._eof = False
         self._full = 0
         self._drop_tx()
         await self._lte.close(CID)
@@ -256,7 +266,7 @@ class Uplink:
         err, chunk = await self._lte.read(CID, MAX_CHUNK)
         if err:
             if self._ended is None:
-                self._ended = _WHY.get(err, "error")
+                self._ended = "peer" if self._eof else _WHY.get(err, "error")
             return
         if not chunk:
             self._more = False  # read empty: the modem says "recv" again for new bytes
