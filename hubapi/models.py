@@ -247,13 +247,21 @@ class LockState(_Model):
     at: float
 
 
+#: How a hub reaches its broker: the home's broadband or the bridge's LTE modem.
+UplinkPath = Literal["broadband", "lte"]
+
+
 class Online(_Model):
-    """Retained presence of a hub. The last will carries ``offline`` without a time."""
+    """Retained presence of a hub. The last will carries ``offline`` without a time.
+
+    ``uplink`` is the path of the session that said ``online``: the home's ``broadband`` or the
+    bridge's ``lte`` modem (null with ``offline``, and from hubs before the LTE uplink)."""
 
     v: Literal[1] = 1
     hub: SegmentId
     status: Literal["online", "offline"]
     at: float | None = None
+    uplink: UplinkPath | None = None
 
 
 #: ``prev`` of the first audit entry (seq 1).
@@ -664,6 +672,45 @@ class Decommissioned(_Model):
     by: Label
 
 
+class LteBytes(_Model):
+    """Bytes the hub's broker connection carried over LTE on one UTC day.
+
+    ``day`` is YYYY-MM-DD; ``up`` (hub -> broker) and ``down`` count the TCP payload (MQTT over
+    TLS) as the modem sent and received it, not the IP and radio overhead."""
+
+    day: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    up: Count
+    down: Count
+
+
+class UplinkStatus(_Model):
+    """How the hub reaches its broker, and the LTE bytes it used today.
+
+    ``mode`` as configured (hubd.toml's ``[uplink]``), the ``path`` in use (or being tried) since
+    ``since``, the LTE bytes today, the last broker login over LTE (null: none since hubd
+    started) and the last error of the LTE channel (a wire.messages.UPLINK_WHY, or ``broker``
+    when the broker refused the login)."""
+
+    mode: Literal["broadband", "lte", "auto"]
+    path: UplinkPath
+    since: float
+    lte_today: LteBytes
+    last_lte_login: float | None
+    last_error: Label | None
+
+
+class UplinkProbe(_Model):
+    """A broker login over LTE, as hubctl doctor asks for one.
+
+    ``ok``; how it was proved (``live``: the hub's session runs over LTE now; ``probe``: a
+    CONNECT/CONNACK through a channel opened for it); why it failed; the seconds it took."""
+
+    ok: bool
+    how: Literal["live", "probe"]
+    error: ShortText | None
+    took_s: Annotated[float, Field(ge=0)]
+
+
 class HubStatus(_Model):
     """A full health snapshot of one hub (topics ``status`` (retained) and ``status/replies``).
 
@@ -690,3 +737,5 @@ class HubStatus(_Model):
     inputs: dict[Label, dict[Label, Count]] = Field(default_factory=dict)
     # hubd's long-running tasks that ended and were started again, by name, since hubd started.
     task_restarts: dict[Label, Count] = Field(default_factory=dict)
+    # How the hub reaches its broker, and the LTE bytes today (null: a hubd before the uplink).
+    uplink: UplinkStatus | None = None

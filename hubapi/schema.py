@@ -66,10 +66,12 @@ from hubapi.models import (
     HubHeartbeat,
     FailReason,
     LockState,
+    LteBytes,
     Online,
     RejectReason,
     Role,
     Status,
+    UplinkStatus,
 )
 
 #: The hub receives (subscribes to) the channel, or sends (publishes) on it.
@@ -310,7 +312,10 @@ _EXAMPLE_STATUS = HubStatus(
                         link={"frames_rx": 17301, "frames_tx": 17280, "crc_errors": 0, "retransmits": 1},
                         health=_EXAMPLE_HEALTH, health_at=_AT + 86390.0),
     devices=[], outbox=QueueStatus(depth=0, oldest_at=None), alarms=QueueStatus(depth=0, oldest_at=None),
-    alarms_overdue=0)
+    alarms_overdue=0,
+    uplink=UplinkStatus(mode="auto", path="lte", since=_AT + 3600.0,
+                        lte_today=LteBytes(day="2026-01-02", up=48210, down=61377),
+                        last_lte_login=_AT + 3601.2, last_error=None))
 _EXAMPLE_STATUS_DOWN = _EXAMPLE_STATUS.model_copy(update={
     "request_id": None, "at": _AT + 86410.0,
     "bridge": _EXAMPLE_STATUS.bridge.model_copy(update={"link_up": False, "since": _AT + 86406.0}),
@@ -329,7 +334,9 @@ EXAMPLES: dict[str, list[tuple[str, BaseModel]]] = {
     ],
     "lockState": [("after the unlatch", LockState(lock="front-door", state="unlocked", battery=87,
                                                   source="command", at=_AT + 4.71))],
-    "online": [("connected", Online(hub="hub-17", status="online", at=_AT)),
+    "online": [("connected", Online(hub="hub-17", status="online", at=_AT, uplink="broadband")),
+               ("connected over the bridge's LTE modem", Online(hub="hub-17", status="online", at=_AT + 3601.2,
+                                                                uplink="lte")),
                ("last will", Online(hub="hub-17", status="offline"))],
     "audit": [("the unlatch succeeded", _EXAMPLE_AUDIT)],
     "auditRequest": [("entries 41 to 42 again", AuditRequest(from_seq=41, to_seq=42,

@@ -29,6 +29,7 @@ from hubd.store.audit import AuditLog, AuditRequests
 from hubd.store.database import Store, StoreError
 from hubd.store.outbox import Outbox, OutboxSender
 from hubd.supervisor import Supervisor
+from hubd.uplink import Uplink
 from hubd.technician import control, status_socket
 from hubd.technician.commissioning import Commissioning
 from hubd.technician.trial_alarm import TrialAlarms
@@ -118,6 +119,7 @@ async def _run_until_signal(config: HubConfig) -> None:
 async def run(config: HubConfig, stop: asyncio.Event) -> None:
     """Wire config, state, bridge, verifier, pipeline and MQTT; run until ``stop`` is set, then shut down cleanly."""
     from hubd.link.bridge import Bridge  # the serial stack is only loaded when the daemon really runs
+    from hubd.link.uplink import Channel, LteBytes
 
     log.info("hubd starting", extra={"hub_id": config.hub_id, "locks": config.locks, "serial": config.serial.port,
                                      "state_dir": str(config.state_dir)})
@@ -143,7 +145,12 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             log.error("cannot open the bridge's serial port: %s", exc, extra={"serial": config.serial.port})
             raise SystemExit(1) from None
         stack.push_async_callback(bridge.close)
-        mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id)
+        # The broker's path (docs/second-path.md, "The uplink: hubd's side"): the channel through
+        # the bridge's modem is made in every mode, so doctor's probe_lte can use it.
+        channel = Channel(bridge, LteBytes(config.state_dir / LteBytes.FILE))
+        stack.callback(channel.counter.save)
+        uplink = Uplink(config.uplink, config.mqtt, channel, hub_id=config.hub_id)
+        mqtt = HubMqtt(config.mqtt, hub_id=config.hub_id, client_id=config.client_id, uplink=uplink)
         stack.push_async_callback(mqtt.stop)  # after the commands' close: the last answers go out before "offline"
         lock_states = LockStates(store, audit, config.hub_id, config.locks, mqtt)
         # Registered before the first await, so no alarm and no link change can arrive unheard.
@@ -156,7 +163,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         bridge.on_link_change(devices.bridge_link)
         devices.bridge_link(bridge.is_up)
         bridge.on_message(messages.DEVICE, lambda msg: _device_report(devices, msg))
-        health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor)
+        health = Health(config.hub_id, bridge, devices, outbox, alarms, mqtt, guard, supervisor, uplink=uplink)
         bridge.on_message(messages.HEALTH, health.bridge_reported)
         bridge.on_link_change(health.link_changed)
         drivers, pairings = await _lock_drivers(config, store, bridge, lock_states, devices, stack)
@@ -229,6 +236,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
         supervisor.start("alarm-heartbeat", alarms.heartbeat)
         supervisor.start("bridge-clock", alarms.clock)
         supervisor.start("outbox", sender.run)
+        supervisor.start("uplink", uplink.run)
         supervisor.start("prune", lambda: _prune_hourly(journal, audit, config.audit.keep_days))
         supervisor.start("audit-refusals", audit.flush_refusals_every)
         if systemd.watchdog_interval() is not None:

@@ -21,6 +21,12 @@ nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__
     tls = true
     ca_file = "/etc/hubd/ca.pem"         # optional; cert_file + key_file for client certificates
 
+    [uplink]                             # how hubd reaches the broker (optional; docs/second-path.md)
+    mode = "broadband"                   # broadband | lte (through the bridge's modem) | auto
+    fallback_s = 60                      # auto: broker unreachable over broadband this long -> LTE
+    probe_s = 120                        # auto, on LTE: how often broadband is tried again
+    lte_keepalive_s = 240                # the MQTT keepalive over LTE (mqtt.keepalive otherwise)
+
     [serial]
     port = "/dev/ttyUSB0"
     baudrate = 115200
@@ -136,6 +142,19 @@ class MqttConfig(_Section):
         if not self.tls and (self.ca_file or self.cert_file):
             raise ValueError("ca_file/cert_file/key_file are only used with tls = true: set tls = true")
         return self
+
+
+class UplinkConfig(_Section):
+    """How hubd reaches its broker: the home's broadband, the bridge's LTE modem, or broadband
+    with LTE as the fallback (hubd/uplink.py; docs/second-path.md, "The uplink: hubd's side")."""
+
+    mode: Literal["broadband", "lte", "auto"] = "broadband"
+    fallback_s: float = Field(60.0, gt=0, le=86400)
+    probe_s: float = Field(120.0, gt=0, le=86400)
+    # The MQTT keepalive over LTE: an idle session costs a PINGREQ/PINGRESP (with TLS about 60 B
+    # with the TCP/IP overhead each way) per keepalive, and the operators' NAT keeps an idle TCP
+    # mapping for minutes, not hours; docs/second-path.md gives the figure's reasons.
+    lte_keepalive_s: int = Field(240, ge=5, le=3600)
 
 
 def _secret_of(secret: SecretStr, size: int, what: str) -> SecretStr:
@@ -365,6 +384,7 @@ class HubConfig(BaseSettings):
 
     hub_id: SegmentId
     mqtt: MqttConfig = MqttConfig()
+    uplink: UplinkConfig = UplinkConfig()
     serial: SerialConfig  # its link_key has no default: a missing one is named as serial.link_key
     alarms: AlarmsConfig = AlarmsConfig()
     battery: BatteryConfig = BatteryConfig()

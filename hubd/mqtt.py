@@ -16,6 +16,13 @@
   during a blip still arrive (and are then checked for expiry like any other); each process starts
   with a clean session. With 3.1.1 every connect is a clean session.
 
+- **Uplink** (hubd/uplink.py): at each connect paho asks the policy for the path; over LTE its
+  socket is the channel's (hubd/link/uplink.py), handed over at paho's
+  ``Client._create_socket_connection`` (:class:`_Client`), so paho's own TLS wraps it (the
+  broker's certificate is checked against ``mqtt.host``) and MQTT and TLS run end to end through
+  the bridge's modem; the keepalive is then ``uplink.lte_keepalive_s``. The retained ``online``
+  says the path.
+
 paho's callbacks run in paho's thread and only call ``loop.call_soon_threadsafe``.
 """
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +49,7 @@ from hubapi.models import Online
 from hubd import inputs
 from hubd.config import MqttConfig
 from hubd.store.outbox import PublishFailed
+from hubd.uplink import BROADBAND, LTE, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,43 @@ MAX_QUEUED = 1000
 RECONNECT_MAX_S = 8  # the longest wait between reconnect attempts
 #: The refusal reason of a message the full inbox could not take (a flood outran hubd).
 DROPPED = "dropped"
+
+
+class _Client(paho.Client):
+    """paho's client whose connection may be given to it: ``socket_for()`` returns a connected
+    socket (the LTE channel's) or None for paho's own TCP connection. paho 2.x makes its TCP
+    connection in ``_create_socket_connection`` and wraps what it returns in its TLS
+    (tests/hubd/test_mqtt_paths.py fails if a paho release moves that seam)."""
+
+    socket_for: Callable[[], socket.socket | None] | None = None
+
+    def _create_socket_connection(self) -> socket.socket:
+        given = self.socket_for() if self.socket_for is not None else None
+        return given if given is not None else super()._create_socket_connection()
+
+
+def probe_client(config: MqttConfig, client_id: str, socket_for: Callable[[], socket.socket]) -> paho.Client:
+    """A client like hubd's (credentials, TLS, protocol) whose connection is ``socket_for()``'s,
+    for a one-off login (hubd.uplink.Uplink.probe_lte)."""
+    v5 = config.protocol == "5"
+    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                     protocol=paho.MQTTv5 if v5 else paho.MQTTv311, clean_session=None if v5 else True)
+    _credentials(client, config)
+    client.socket_for = socket_for
+    return client
+
+
+def _credentials(client: paho.Client, config: MqttConfig) -> None:
+    if config.username is not None:
+        client.username_pw_set(
+            config.username, config.password.get_secret_value() if config.password is not None else None
+        )
+    if config.tls:
+        client.tls_set(
+            ca_certs=str(config.ca_file) if config.ca_file else None,
+            certfile=str(config.cert_file) if config.cert_file else None,
+            keyfile=str(config.key_file) if config.key_file else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +129,11 @@ class HubMqtt:
     logged, and their senders time out).
     """
 
-    def __init__(self, config: MqttConfig, *, hub_id: str, client_id: str, inbox_size: int = 256) -> None:
+    def __init__(self, config: MqttConfig, *, hub_id: str, client_id: str, inbox_size: int = 256,
+                 uplink: Uplink | None = None) -> None:
         self._config = config
+        self._uplink = uplink
+        self._path = BROADBAND  # the path of the connection paho made last (paho's thread)
         self._hub_id = hub_id
         self._v5 = config.protocol == "5"
         self._routes: dict[str, Route] = {}
@@ -101,29 +150,21 @@ class HubMqtt:
         self._acks: dict[int, asyncio.Future[Any] | None] = {}
         self._early: dict[int, Any] = {}
 
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
             clean_session=None if self._v5 else True,
         )
-        if config.username is not None:
-            client.username_pw_set(
-                config.username, config.password.get_secret_value() if config.password is not None else None
-            )
-        if config.tls:
-            client.tls_set(
-                ca_certs=str(config.ca_file) if config.ca_file else None,
-                certfile=str(config.cert_file) if config.cert_file else None,
-                keyfile=str(config.key_file) if config.key_file else None,
-            )
+        _credentials(client, config)
+        client.socket_for = self._socket_for
         client.will_set(self._online_topic, _presence(hub_id, "offline"), qos=1, retain=True)
         # Capped low: alarms held through a broker outage go out within seconds of its return (the
         # alarm benchmark saw 25 s with a 30 s cap); a few thousand hubs retrying every 8 s is
         # little load for a broker.
         client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
         client.max_queued_messages_set(MAX_QUEUED)
-        client.on_socket_open = set_nodelay
+        client.on_socket_open = _nodelay
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -148,9 +189,28 @@ class HubMqtt:
         """Whether the broker session is up right now."""
         return self._client.is_connected()
 
+    @property
+    def path(self) -> str:
+        """The path (hubd.uplink.BROADBAND or LTE) of the connection made last."""
+        return self._path
+
+    def _socket_for(self) -> socket.socket | None:
+        # paho's thread, at each connect: the policy's path; over LTE the channel's socket and the
+        # LTE keepalive (paho sends self._keepalive in the CONNECT it writes next).
+        path = self._uplink.connect_path() if self._uplink is not None else BROADBAND
+        self._path = path
+        if path != LTE:
+            self._client._keepalive = self._config.keepalive
+            return None
+        assert self._uplink is not None
+        self._client._keepalive = self._uplink.config.lte_keepalive_s
+        return self._uplink.lte_socket(self._config.host, self._config.port)
+
     async def start(self) -> None:
         """Start connecting in the background (returns at once; see :meth:`wait_connected`)."""
         self._loop = asyncio.get_running_loop()
+        if self._uplink is not None:
+            self._uplink.bind(self)
         properties = None
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)
@@ -248,10 +308,15 @@ class HubMqtt:
     # paho callbacks (paho's thread)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        assert self._loop is not None
+        path = self._path
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
+            if self._uplink is not None:
+                self._loop.call_soon_threadsafe(self._uplink.login_refused)
             return
-        log.info("connected to %s:%s (MQTT %s)", self._config.host, self._config.port, self._config.protocol)
+        log.info("connected to %s:%s (MQTT %s) over %s", self._config.host, self._config.port,
+                 self._config.protocol, path, extra={"uplink": path})
         for topic in self._routes:
             if self._v5:
                 # Keep the retain flag as published, so a retained command is seen as one even live.
@@ -260,9 +325,11 @@ class HubMqtt:
                 # 3.1.1 brokers clear the flag on live delivery; a retained command is still refused
                 # whenever it is replayed on (re)subscription, and its id cannot run twice.
                 client.subscribe(topic, qos=1)
-        info = client.publish(self._online_topic, _presence(self._hub_id, "online", time.time()), qos=1, retain=True)
+        info = client.publish(self._online_topic, _presence(self._hub_id, "online", time.time(), path),
+                              qos=1, retain=True)
         self._register_ack(info.mid, None)
-        assert self._loop is not None
+        if self._uplink is not None:
+            self._loop.call_soon_threadsafe(self._uplink.logged_in, path)
         self._loop.call_soon_threadsafe(self._now_connected)
 
     def _now_connected(self) -> None:  # in the event loop
@@ -308,11 +375,18 @@ class HubMqtt:
             self._guard.refuse(surface, DROPPED, f"inbox full: {message.topic[:80]}")
 
 
+def _nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    # TCP_NODELAY on a TCP socket (broadband); the LTE channel's socketpair end has no Nagle
+    # (the bridge's link frames what it is given at once).
+    if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+        set_nodelay(client, userdata, sock)
+
+
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:
     if not future.done():
         future.set_result(result)
 
 
-def _presence(hub_id: str, status: str, at: float | None = None) -> bytes:
-    return Online(hub=hub_id, status=status, at=at).model_dump_json().encode()  # type: ignore[arg-type]
+def _presence(hub_id: str, status: str, at: float | None = None, uplink: str | None = None) -> bytes:
+    return Online(hub=hub_id, status=status, at=at, uplink=uplink).model_dump_json().encode()  # type: ignore[arg-type]
 

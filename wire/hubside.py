@@ -27,3 +27,13 @@ def clock(unix):
 def health_request():
     """Ask the bridge for a `health` message now."""
     return make(messages.HEALTH_REQUEST)
+
+
+def uplink_open(host, port):
+    """Open the LTE uplink's socket to ``host``:``port`` on the bridge's modem (wire/uplink.py)."""
+    return make(messages.UPLINK_OPEN, host, port)
+
+
+def uplink_close():
+    """Close the LTE uplink's socket."""
+    return make(messages.UPLINK_CLOSE)

@@ -53,8 +53,10 @@ class Health:
 
     def __init__(self, hub_id: str, bridge: Any, devices: Any, outbox: Any, alarms: Any,
                  publisher: _Publisher, guard: inputs.Inputs | None = None,
-                 supervisor: Supervisor | None = None, clock: Callable[[], float] = time.time) -> None:
+                 supervisor: Supervisor | None = None, clock: Callable[[], float] = time.time,
+                 uplink: Any = None) -> None:
         self._hub = hub_id
+        self._uplink = uplink  # hubd.uplink.Uplink: the path and the LTE bytes today
         self._inputs = guard if guard is not None else inputs.Inputs()
         self._supervisor = supervisor
         self._bridge = bridge
@@ -137,7 +139,8 @@ class Health:
             alarms=QueueStatus(depth=pending, oldest_at=oldest_alarm),
             alarms_overdue=overdue,
             inputs=self._inputs.snapshot(),
-            task_restarts=dict(self._supervisor.restarts) if self._supervisor is not None else {})
+            task_restarts=dict(self._supervisor.restarts) if self._supervisor is not None else {},
+            uplink=self._uplink.status() if self._uplink is not None else None)
 
     def _clock_offset(self) -> float | None:
         health, at = self._bridge_health, self._bridge_health_at

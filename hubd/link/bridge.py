@@ -5,6 +5,10 @@ hubd/locks/), the alarm unit's gateway with its LTE second path, and a device th
 own health. This module keeps the link, dispatches each message the bridge sends to whoever
 listens for its kind, and sends hubd's; a message that is part of a lock operation may use the
 queue slots kept for lock operations (:meth:`Bridge.send_lock_message`).
+
+The LTE uplink's bytes (wire/uplink.py) share the link as bulk payloads: :meth:`Bridge.send_uplink`
+queues hubd's behind every message, and a DATA payload from the bridge goes to the one
+:meth:`Bridge.on_uplink_data` callback (hubd/link/uplink.py), never to ``messages.decode``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from hubd import __version__, inputs
 from hubd.link.serial_port import SerialLink
 from wire import hubside, link, messages
+from wire import uplink as wire_uplink
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,9 @@ OP_RESERVE = 8
 
 #: callback(message): a decoded link message of the kind it was registered for.
 MessageCallback = Callable[[dict[str, Any]], Any]
+#: callback(chunk): stream bytes of the LTE uplink from the bridge (1..wire.uplink.MAX_CHUNK);
+#: a str it returns is a refusal, counted under inputs.BRIDGE.
+DataCallback = Callable[[bytes], Any]
 
 
 class Bridge:
@@ -41,6 +49,7 @@ class Bridge:
         self.peer: dict[str, Any] | None = None
         self._link_callbacks: list[Callable[[bool], None]] = []
         self._listeners: dict[str, list[MessageCallback]] = {}
+        self._uplink_data: DataCallback | None = None
 
     @classmethod
     async def open(cls, port: str, key: bytes, baudrate: int = 115200,
@@ -67,6 +76,27 @@ class Bridge:
         ``HEALTH``, the Bluetooth proxy's ``BLE_*``): callback(message) with its decoded fields.
         A str the callback returns is a refusal, counted under inputs.BRIDGE."""
         self._listeners.setdefault(kind, []).append(callback)
+
+    def on_uplink_data(self, callback: DataCallback) -> None:
+        """Hear the LTE uplink's stream bytes from the bridge (one listener: the channel,
+        hubd/link/uplink.py); without one a DATA payload is refused ``not_taken``."""
+        self._uplink_data = callback
+
+    def uplink_room(self) -> int:
+        """How many more uplink chunks :meth:`send_uplink` takes now (0 while the link is down)."""
+        return self.link.engine.bulk_room() if self.is_up else 0
+
+    def send_uplink(self, chunk: bytes) -> bool:
+        """Queue 1..wire.uplink.MAX_CHUNK bytes of the uplink's stream for the bridge, behind every
+        message (wire.link's bulk); False if the link is down or holds max_bulk of them already:
+        then it was not sent (the channel waits for :meth:`uplink_room`)."""
+        if not self.is_up or self.link.engine.bulk_room() <= 0:
+            return False
+        try:
+            self.link.send(wire_uplink.data(chunk))
+        except link.LinkFull:
+            return False
+        return True
 
     def request_health(self) -> bool:
         """Ask the bridge for its `health` report now; False if the link cannot take it now."""
@@ -166,6 +196,10 @@ class Bridge:
         self._guard.guard(inputs.BRIDGE, self._take, payload, shown_input=payload)
 
     def _take(self, payload: bytes) -> str | None:
+        if wire_uplink.is_data(payload):  # the uplink's bytes: never JSON, never decoded
+            if self._uplink_data is None:
+                return "not_taken: uplink data"
+            return self._uplink_data(wire_uplink.chunk(payload))
         try:
             msg = messages.decode(payload)
         except messages.MessageError as e:
