@@ -45,6 +45,7 @@ it.)
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import socket
 import tempfile
@@ -55,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from simulator.alarm_unit import AlarmUnit
+from simulator.lte_network import Network
 from simulator.modem import Modem
 from simulator.modem import pair as modem_pair
 from simulator.bridge_device import BOARD_SUPPLY, DEFAULT_HEAP, BridgeDevice
@@ -67,6 +69,7 @@ from simulator.locks import (
     ReferenceProtocolLock,
 )
 from simulator.radio import Radio
+from simulator.router import RESET, Router
 from simulator.serial_line import SerialLine
 from wire import frame, lockkinds
 
@@ -79,6 +82,14 @@ SCAN_KEYS = frozenset({"scan_every_ms", "scan_ms", "presence_ms"})
 BRIDGE_UART = 1
 ALARM_UNIT_UART = 2
 LTE_UART = 3
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _addr_text(addr: bytes) -> str:
@@ -194,7 +205,9 @@ class SimulatedHome:
                  health: dict[str, int] | None = None, link_key: bytes | None = None,
                  proxy: dict[str, int] | None = None,
                  dkeys: Mapping[str, DKeyLock] | None = None, romfs: bool = True,
-                 bridge_heap: int = DEFAULT_HEAP) -> None:
+                 bridge_heap: int = DEFAULT_HEAP, broker: tuple[str, int] | None = None,
+                 broadband: bool = True, lte_network: Network | None = None,
+                 line_baud: int | None = None) -> None:
         """``policy``: the proxy's passive scan windows for the addresses hubd watches
         (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
         for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
@@ -216,7 +229,16 @@ class SimulatedHome:
         ``romfs`` False: the bridge runs its modules from .mpy files on its filesystem, not from
         the ROMFS image (simulator.bridge_device.BridgeDevice; to measure what the image saves).
         ``bridge_heap``: the firmware's heap in bytes (default: the calibrated chip's; 110 KB with
-        ``HUB_SIM_MICROPYTHON`` naming a 32-bit build is the chip itself, docs/architecture.md)."""
+        ``HUB_SIM_MICROPYTHON`` naming a 32-bit build is the chip itself, docs/architecture.md).
+        ``broker``: the broker's (host, port); with it the home has broadband, a router
+        (``self.router``, simulator.router.Router) that hubd reaches the broker through: hubd's
+        broker address is ``self.broker_address``, the router's, and ``router.cut()`` /
+        ``router.restore()`` fail and bring back the broadband. ``broadband`` False: the router
+        starts cut (connections refused, a home without broadband). With an LTE modem too, the
+        modem's network maps ``broker_address`` to the broker itself: LTE reaches it whatever
+        the broadband does. ``lte_network``: the modem's network (simulator.lte_network.Network;
+        default: realistic LTE-M). ``line_baud``: the hub-bridge cable's pace
+        (simulator.serial_line.SerialLine's ``baud``; default: its default)."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
@@ -239,7 +261,11 @@ class SimulatedHome:
         # A unix socket path must stay under ~100 bytes, so the radio lives in a short temp dir.
         self._radio_dir = tempfile.mkdtemp(prefix="air-")
         self.radio = Radio(os.path.join(self._radio_dir, "radio.sock"))
-        self.line = SerialLine(seed=seed)
+        self.line = SerialLine(seed=seed) if line_baud is None else \
+            SerialLine(seed=seed, baud=line_baud)
+        self.router = Router(broker, host=broker[0] if _is_ip(broker[0]) else "127.0.0.1") \
+            if broker is not None else None
+        self.broadband = broadband
         self.alarm_unit = alarm_unit
         self.alarm_timings = dict(alarm_timings or {})
         extra = {}
@@ -255,7 +281,10 @@ class SimulatedHome:
         if self.lte is not None:
             self._modem_wire = modem_pair()
             self.modem = Modem(self._modem_wire[0],
-                               connect_to=(str(self.lte["host"]), int(self.lte["port"])))
+                               connect_to=(str(self.lte["host"]), int(self.lte["port"])),
+                               network=lte_network)
+            if self.router is not None and broker is not None:
+                self.modem.network.addresses[self.broker_address] = broker
             extra[LTE_UART] = self._modem_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
@@ -266,6 +295,14 @@ class SimulatedHome:
     def port(self) -> str:
         """The serial device hubd opens."""
         return self.line.path
+
+    @property
+    def broker_address(self) -> tuple[str, int]:
+        """The broker's address as hubd should use it (hubd.toml's broker host and port): the
+        home router's, so that cutting the broadband cuts hubd off it. The host is the broker's
+        own (a TLS certificate's name still matches)."""
+        assert self.router is not None, "a home without a broker has no broker address"
+        return self.router.broker[0], self.router.address[1]
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -300,6 +337,10 @@ class SimulatedHome:
         for peripheral in (*self.locks.values(), *self.dkeys.values()):
             self.radio.add(peripheral)
         await self.line.start()
+        if self.router is not None:
+            await self.router.start()
+            if not self.broadband:
+                self.router.cut(RESET)
         if self.alarm_unit is not None and self._unit_wire is not None:
             await self.alarm_unit.start(self._unit_wire[0])
         if self.modem is not None:
@@ -318,6 +359,8 @@ class SimulatedHome:
             await self.alarm_unit.stop()
             for s in self._unit_wire:
                 s.close()
+        if self.router is not None:
+            await self.router.stop()
         await self.line.stop()
         await self.radio.stop()
         try:

