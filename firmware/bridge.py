@@ -100,12 +100,9 @@ class Bridge:
 
         self.uplink = Uplink(self.modem, self.host)
         self.uplink.start()
-
-    def on_bulk(self, payload):
-        """A bulk payload from hubd (the host link's on_bulk): the uplink's bytes. Dropped while
-        no uplink exists: there is no socket they were for."""
-        if self.uplink is not None:
-            self.uplink.on_data(payload[1:])
+        # The uplink's bytes from hubd go to it from now on (before, there is no socket they
+        # could be for: the host link drops them).
+        self.host.on_bulk = self.uplink.on_data
 
     def on_link_state(self, kind, value):
         """The host link's events (HostLink's on_state): health (and through it the alarm flow

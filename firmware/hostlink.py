@@ -46,7 +46,7 @@ class HostLink:
         self._uart = uart
         self.on_message = on_message
         self.on_state = on_state
-        self.on_bulk = None  # bulk payloads from hubd (the uplink's bytes), when set
+        self.on_bulk = None  # bulk payloads from hubd (the uplink's, once it exists)
         self._wake = asyncio.Event()
         self._overflow = []  # kept in order until the link's queue has room
         self.bad_messages = 0  # payloads from hubd that were not a valid message

@@ -121,7 +121,6 @@ def build():
     app.modem = modem  # hubd's uplink, when it asks (bridge.py makes it then)
     app.host = host
     host.on_message = app.on_message
-    host.on_bulk = app.on_bulk
     host.on_state = app.on_link_state
     log.info("bridge firmware %s up: %salarm unit, %sLTE, proxy of %d slot(s); reset: %s"
              % (version.VERSION, "" if flow is not None else "no ",

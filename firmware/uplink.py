@@ -93,8 +93,9 @@ class Uplink:
             self._request = "close"
         self._wake.set()
 
-    def on_data(self, chunk):
-        """A DATA payload's bytes from hubd."""
+    def on_data(self, payload):
+        """A DATA payload from hubd (wire.uplink.data): the host link's on_bulk."""
+        chunk = payload[1:]
         if not self.open or self._ended is not None or not chunk:
             return  # for a socket that is gone: hubd hears closed (or has)
         if self._held + len(chunk) > WINDOW:
