@@ -28,6 +28,16 @@ runs at the firmware's next ``await`` rather than between any two bytecodes; the
 advertiser roles are not provided (the bridge is a central). ``UUID`` has the buffer protocol
 (``bytes(uuid)``: its over-the-air bytes) as MicroPython's does.
 
+Heap: on an ESP32 the Bluetooth host (NimBLE) runs in a task of its own, in memory outside
+MicroPython's heap. So what stands for it here (the radio's socket, its poller and stream, the
+pump's coroutine, tables for 8 links) is made with the BLE object, which the simulated chip
+makes inside its hardware allowance (simulator/bridge_device.py), not at ``active(True)`` in the
+firmware's heap (when it was: 2.8 KB on 64-bit, 1.5 KB on 32-bit, measured alone; 1.3 KB in
+the soak on 64-bit, where the UARTs had grown asyncio's poll tables already); a link's peer address
+is kept as an int, not a bytes object each. Still counted against the firmware, harsher than
+the chip: the pump's task, its wait on the socket (a generator and asyncio's entry), each
+event's objects, and the same parts made again after ``active(False)``.
+
 Environment: ``SIM_RADIO`` is the radio's unix socket path; ``SIM_BLE_MAC`` (12 hex digits,
 optional) is this central's public address.
 """
@@ -60,6 +70,7 @@ FLAG_WRITE_AUTHORIZED = 0x4000
 _NO_CONN = 0xFFFF
 _GARBAGE = 0xEE
 _BUF_SIZE = 1024
+_LINKS = 8  # the links the tables are sized for when made (more grow them in the firmware's heap)
 
 
 class UUID(bytearray):
@@ -110,20 +121,37 @@ class _BLE:
     def __init__(self):
         self._active = False
         self._handler = None
-        self._sock = None
-        self._poller = None
         self._mtu = 23
         self._gap_name = b"MPY BTSTACK"
         mac = os.getenv("SIM_BLE_MAC") or "02005e000001"
         self._mac = binascii.unhexlify(mac)
-        self._conns = set()
-        self._peers = {}  # conn_handle -> the peer's ble_addr_t (type, address LSB first)
-        self._securing = set()  # conn handles encrypted or being encrypted
         self._bond = False
         self._connecting = False
         self._buf = bytearray(_BUF_SIZE)
         self._uuid = UUID(0)
         self._pump_task = None
+        self._host()
+
+    def _host(self):
+        # What NimBLE's host holds in its own memory on the chip (module docstring): the radio's
+        # socket (connected at active(True)), poller, stream and pump coroutine, and the tables
+        # of links grown to _LINKS entries (removing keys leaves a table its size).
+        self._conns = set()
+        self._peers = {}  # conn_handle -> the peer's ble_addr_t (type, address LSB first) as an int
+        self._securing = set()  # conn handles encrypted or being encrypted
+        for table in (self._conns, self._securing):
+            for i in range(_LINKS):
+                table.add(-1 - i)
+            for i in range(_LINKS):
+                table.discard(-1 - i)
+        for i in range(_LINKS):
+            self._peers[-1 - i] = 0
+        for i in range(_LINKS):
+            del self._peers[-1 - i]
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._poller = select.poll()
+        self._poller.register(self._sock, select.POLLOUT)
+        self._pump_coro = self._pump(self._sock, asyncio.StreamReader(self._sock))
 
     # --- radio socket -------------------------------------------------------------------------
 
@@ -131,15 +159,13 @@ class _BLE:
         path = os.getenv("SIM_RADIO")
         if not path:
             raise OSError(errno.ENODEV)  # no simulated radio: like a board without BLE
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = self._sock
         # The unix port takes a raw sockaddr: sun_family (native u16) + NUL-terminated path.
         sock.connect(struct.pack("H", socket.AF_UNIX) + path.encode() + b"\x00")
         sock.setblocking(False)
-        self._sock = sock
-        self._poller = select.poll()
-        self._poller.register(sock, select.POLLOUT)
         self._send(airwire.HELLO, (self._mac,))
-        self._pump_task = asyncio.create_task(self._pump(sock))
+        self._pump_task = asyncio.create_task(self._pump_coro)
+        self._pump_coro = None
 
     def _send(self, kind, args):
         frame = memoryview(airwire.encode(kind, args))
@@ -163,8 +189,7 @@ class _BLE:
         if conn_handle not in self._conns:
             raise OSError(errno.ENOTCONN)
 
-    async def _pump(self, sock):
-        reader = asyncio.StreamReader(sock)
+    async def _pump(self, sock, reader):
         while True:
             try:
                 header = await reader.readexactly(2)
@@ -183,7 +208,10 @@ class _BLE:
         if event == 7:
             self._conns.add(args[0])
             addr = args[2]  # ble_addr_t: type, then the address least significant byte first
-            self._peers[args[0]] = bytes([args[1]] + [addr[5 - i] for i in range(6)])
+            key = args[1]
+            for i in range(6):
+                key = key << 8 | addr[5 - i]
+            self._peers[args[0]] = key
             self._connecting = False
         elif event == 8:
             if args[0] == _NO_CONN:
@@ -234,15 +262,12 @@ class _BLE:
             self._active = True
         elif not active and self._active:
             self._active = False
-            self._conns.clear()
-            self._peers.clear()
-            self._securing.clear()
             self._connecting = False
             if self._pump_task is not None:
                 self._pump_task.cancel()  # before the close: it must not read a dead socket
                 self._pump_task = None
             self._sock.close()
-            self._sock = None
+            self._host()  # afresh for the next active(True): no link, a new socket and pump
         return self._active
 
     def config(self, *args, **kwargs):
@@ -307,7 +332,7 @@ class _BLE:
         handler = self._handler
         if handler is not None:
             # The stack asks for the peer's keys now (NimBLE: ble_store_read_peer_sec).
-            key = self._peers[conn_handle]
+            key = self._peers[conn_handle].to_bytes(7, "big")
             self._buf[: len(key)] = key
             try:
                 value = handler(29, (2, 0, memoryview(self._buf)[: len(key)]))
