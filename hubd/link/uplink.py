@@ -340,7 +340,7 @@ class Channel:
         if self._mine is not None:
             log.warning("LTE uplink closed by the bridge: %s", why)
             self._end(why or "error", tell=False)
-        else:
+        elif why != "hubd":  # "hubd": the bridge confirms our own close
             self.last_error = why or "error"
         return None
 

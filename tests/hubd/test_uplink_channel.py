@@ -196,3 +196,53 @@ async def test_tls_through_lte_refuses_a_certificate_for_another_name(tmp_path, 
         assert not hubd.mqtt.connected
     finally:
         await hubd.stop()
+
+
+async def test_probe_lte_on_broadband_logs_in_through_a_channel_of_its_own(tmp_path, mosquitto, end) -> None:
+    hubd = Hubd(tmp_path / "state", MqttConfig(host=mosquitto.host, port=mosquitto.port), end.port,
+                mode="broadband")
+    await hubd.start()
+    try:
+        assert hubd.mqtt.path == "broadband" and end.opens == []
+        probe = await hubd.uplink.probe_lte(timeout=30)
+        assert probe.ok and probe.how == "probe" and probe.error is None, probe
+        assert end.opens == [(mosquitto.host, mosquitto.port)]
+        await until(lambda: not end.is_open, "the probe's channel to be closed")
+        assert hubd.mqtt.connected and hubd.mqtt.path == "broadband", "the hub's own session stayed"
+        assert hubd.uplink.status().last_lte_login is not None
+        # No modem: a failed probe says why.
+        end.refuse = "no_modem"
+        refused = await hubd.uplink.probe_lte(timeout=30)
+        assert not refused.ok and "no_modem" in (refused.error or ""), refused
+    finally:
+        await hubd.stop()
+
+
+async def test_probe_lte_on_lte_is_the_live_session(tmp_path, mosquitto, end) -> None:
+    hubd = Hubd(tmp_path / "state", MqttConfig(host=mosquitto.host, port=mosquitto.port), end.port)
+    await hubd.start()
+    try:
+        probe = await hubd.uplink.probe_lte()
+        assert probe.ok and probe.how == "live"
+        assert end.opens == [(mosquitto.host, mosquitto.port)], "no second stream that would end the session"
+    finally:
+        await hubd.stop()
+
+
+async def test_the_health_snapshot_has_the_uplink_section(tmp_path, mosquitto, end) -> None:
+    from hubd.devices.health import Health
+    from tests.hubd.test_fuzz_hubd import _Published, _Stub
+
+    hubd = Hubd(tmp_path / "state", MqttConfig(host=mosquitto.host, port=mosquitto.port), end.port)
+    await hubd.start()
+    try:
+        stub = _Stub()
+        health = Health(HUB, stub, stub, stub, stub, _Published(), uplink=hubd.uplink)
+        await hubd.mqtt.publish_acked("hubs/hub-lte/v1/probe", b"p", timeout=20)
+        section = health.snapshot().uplink
+        assert section is not None
+        assert (section.mode, section.path, section.last_error) == ("lte", "lte", None)
+        assert section.lte_today.up > 0 and section.lte_today.down > 0
+        assert section.last_lte_login is not None
+    finally:
+        await hubd.stop()
