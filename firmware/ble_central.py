@@ -119,8 +119,9 @@ class Connection:
 
     def __init__(self, central, conn_handle, addr_type, addr):
         # Few attributes: an instance's dict grows in steps (on 64-bit 12 of them fit in 224
-        # bytes, 13 to 17 take 320), and every proxy connection has one. Its notifications and
-        # its loss set the central's ``notified``.
+        # bytes, 13 to 17 take 320), and every proxy connection has one. Its notifications, its
+        # loss and the end of a read, write or discovery (its event or its deadline) set the
+        # central's ``notified`` too: the proxy's one task that waits for them all.
         self._central = central
         self.conn_handle = conn_handle
         self.addr_type = addr_type
@@ -177,6 +178,7 @@ class Connection:
                 return
             self._status = data[-1]
             self.flag.set()
+            self._central.notified.set()
 
     # --- operations ---------------------------------------------------------------------------
 
@@ -204,10 +206,11 @@ class Connection:
     def start(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
         # Starts a procedure (``what``: _begin's names; done: the event that ends it, 0 for one
         # that raises none, a write without response, complete once the stack took it); the
-        # caller waits on ``flag`` while ``waiting()`` and then calls ``end(what)``, which it
-        # must (or ``free()``): the proxy does, in its request's own frame (a frame of this
-        # class under every request waiting cost ~270 B of heap on 64-bit); _run for the rest.
-        # The central's one clock sets the flag at the deadline.
+        # caller waits on ``flag`` (or the central's ``notified``) while ``waiting()`` and then
+        # calls ``end(what)``, which it must (or ``free()``): the proxy does, from its one
+        # forwarding task (a frame of this class under every request waiting cost ~270 B of
+        # heap on 64-bit, a task of the proxy's each ~360 B); _run for the rest. The central's
+        # one clock sets both at the deadline.
         if self._expect:
             raise BLEError(ERROR, "%s: another procedure is running on this link" % what)
         if not self.connected:
@@ -368,8 +371,8 @@ class Central:
         self._owed_since = None  # ticks_ms of the oldest call not followed by any event yet
         self._call_errors = 0  # stack calls that failed in a row
         self._conns = {}
-        # Set at IRQ level for every connection's notification and loss: the proxy's one
-        # forwarding task waits on it (Connection.note).
+        # Set at IRQ level for every connection's notification, loss and procedure's end: the
+        # proxy's one forwarding task waits on it (Connection.note, Connection.waiting).
         self.notified = asyncio.ThreadSafeFlag()
         self._gap = asyncio.Lock()
         self._gap_flag = asyncio.ThreadSafeFlag()
@@ -419,8 +422,8 @@ class Central:
 
     async def _tick(self):
         # Every _TICK_MS, sets the flag of each connection whose procedure is past its deadline
-        # (it then raises TIMEOUT); ends when no procedure waits. One task for every waiting
-        # procedure: a timer task each cost ~190 B of heap on 64-bit.
+        # (it then raises TIMEOUT), and ``notified``; ends when no procedure waits. One task for
+        # every waiting procedure: a timer task each cost ~190 B of heap on 64-bit.
         try:
             waiting = True
             while waiting:
@@ -433,6 +436,7 @@ class Central:
                         waiting = True
                         if time.ticks_diff(deadline, now) <= 0:
                             conn.flag.set()
+                            self.notified.set()
         finally:
             self._ticking = False
 

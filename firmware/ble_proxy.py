@@ -7,7 +7,8 @@ connections, a scan and a connect run side by side. Notifications go out as ble_
 order they arrived (ble_central queues them at IRQ level), and a lost connection as ble_lost at
 once, from one task for every connection (one a connection cost ~400 bytes of heap each), there
 while any connection is followed; one notification per connection a round, so a chatty lock does
-not hold back the others' (they share the host link anyway).
+not hold back the others' (they share the host link anyway). The same task answers a read, write
+or subscribe once its event came (or its time ran out): no task waits for one.
 
 What belongs to a hubd session stays with it: when the host link goes down or hubd restarts,
 every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
@@ -75,6 +76,7 @@ _WHY = const(1)  # why it goes, once the bridge knows better than the stack (Non
 _RESTARTS = const(2)  # the stack's restart count when it was made
 _QUEUE = const(3)  # requests waiting, the running one first
 _EPOCH = const(4)  # the hubd session that made it
+_BUSY = const(5)  # the read, write or subscribe at the head of its queue waits for its event
 
 # An advertiser's record: what was heard last, what hubd heard last.
 _TYPE = const(0)
@@ -181,22 +183,22 @@ class Proxy:
     async def _run(self, queue, rec, epoch):
         # Requests in order, each answered by its ble_done before the next starts: a
         # connection's queue (on_message's tuples), or one request of no connection
-        # ((kind, rid, hubd's message)). Every connection may have a request waiting here at
-        # once, so this frame is kept small: what a request does, makes of its result and of
-        # an exception is decided by plain functions (_begin, _result, _failed).
+        # ((kind, rid, hubd's message)). What a request does, makes of its result and of an
+        # exception is decided by plain functions (_begin, _result, _failed). A read, write or
+        # subscribe that waits for its event is not waited for here: this task ends, and the
+        # forwarding task (_forward, which every connection's events wake) ends the procedure,
+        # answers it and starts the queue's next request (_end). Every proxy connection may
+        # have one waiting at once, and a task with its frame each cost ~360 B of heap on
+        # 64-bit.
         while queue:
             req = queue[0]
             try:
                 done = self._begin(req, rec, epoch)
-                if done is None:  # a read, write or subscribe started: waited for here
-                    conn = rec[_CONN]
-                    try:
-                        while conn.waiting():
-                            await conn.flag.wait()
-                    except BaseException:  # cancelled: the link takes another procedure
-                        conn.free()
-                        raise
-                    done = self._result(req, rec, conn.end(
+                if done is None:  # a read, write or subscribe started
+                    if rec[_CONN].waiting():
+                        rec[_BUSY] = True
+                        return
+                    done = self._result(req, rec, rec[_CONN].end(  # a write without response
                         "read" if req[0] == messages.BLE_READ else "write"))
                 elif type(done) is not tuple:
                     done = self._result(req, rec, await done)
@@ -205,9 +207,30 @@ class Proxy:
             await self._tell(epoch, messages.BLE_DONE, req[1], *done)
             queue.pop(0)
 
+    async def _end(self, rec):
+        # The read, write or subscribe at the head of rec's queue no longer waits (_run started
+        # it): its result or failure, its ble_done, then the rest of the queue in a task.
+        rec[_BUSY] = False
+        queue = rec[_QUEUE]
+        req = queue[0]
+        try:
+            done = self._result(req, rec, rec[_CONN].end(
+                "read" if req[0] == messages.BLE_READ else "write"))
+        except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
+            done = self._failed(req, rec, e)
+        await self._tell(rec[_EPOCH], messages.BLE_DONE, req[1], *done)
+        queue.pop(0)
+        while queue:
+            try:
+                asyncio.create_task(self._run(queue, rec, rec[_EPOCH]))
+                return
+            except MemoryError:
+                heap.survive("ble_done")
+                await asyncio.sleep_ms(_RETRY_MS)
+
     def _begin(self, req, rec, epoch):
         # The request's ble_done fields after rid, what to await for them (_result), or None:
-        # a GATT procedure started on the connection (_gatt).
+        # a GATT procedure started on the connection (_gatt; _run says who waits for it).
         kind = req[0]
         if rec is not None and rec[_WHY] is not None:
             # Being dropped: nothing more starts on it (a write either went out or never
@@ -308,7 +331,7 @@ class Proxy:
             except Exception:
                 conn.disconnect_nowait()
                 raise
-            rec = [conn, None, self._central.restarts, [], epoch]
+            rec = [conn, None, self._central.restarts, [], epoch, False]
             self._conns[conn.conn_handle] = rec
         finally:
             self._connecting -= 1
@@ -340,9 +363,8 @@ class Proxy:
 
     def _gatt(self, req, conn):
         # ble_read, ble_write, ble_subscribe (on_message's tuples): a refusal's ble_done
-        # fields, or None once the procedure is started (_run waits for it in its own frame:
-        # every proxy connection may have one request waiting on the radio at once, and each
-        # frame in that chain is heap).
+        # fields, or None once the procedure is started (waited for by no frame of its own:
+        # _run, _end).
         kind, handle, ms = req[0], req[2], req[3]
         if not 0 < handle <= 0xFFFF or not 0 < ms <= _MAX_MS:
             return (REFUSED,)
@@ -446,10 +468,11 @@ class Proxy:
     # --- connections ----------------------------------------------------------------------
 
     async def _forward(self):
-        # Every followed connection's notifications in order, then its loss; ends when none is
-        # followed (a connection stays followed until its loss went out, so no second task
-        # starts meanwhile). Woken by the central's ``notified``, set at IRQ level for each
-        # notification and each loss.
+        # Every followed connection's read, write or subscribe that ended (_end), its
+        # notifications in order, then its loss; ends when none is followed (a connection
+        # stays followed until its loss went out, so no second task starts meanwhile). Woken
+        # by the central's ``notified``, set at IRQ level for each notification, each loss and
+        # each procedure's end (its event or its deadline).
         followed = self._followed
         while followed:
             busy = False
@@ -457,6 +480,9 @@ class Proxy:
             while i < len(followed):  # a connect may add one meanwhile
                 rec = followed[i]
                 conn = rec[_CONN]
+                if rec[_BUSY] and not conn.waiting():  # before its loss: answered first
+                    await self._end(rec)
+                    busy = True
                 try:
                     note = conn.note()
                 except BLEError:  # gone, and every notification taken

@@ -118,6 +118,25 @@ class Conn:
         self.disconnect_nowait()
 
 
+class Gate:
+    """What a connection's procedures wait for (an asyncio.Event); set, it also sets the
+    central's ``notified``, as the event that ends a real procedure does (ble_central)."""
+
+    def __init__(self, notified):
+        self._event = asyncio.Event()
+        self._notified = notified
+
+    def set(self):
+        self._event.set()
+        self._notified.set()
+
+    def is_set(self):
+        return self._event.is_set()
+
+    def wait(self):
+        return self._event.wait()
+
+
 class Central:
     def __init__(self):
         self.restarts = 0
@@ -402,7 +421,7 @@ async def test_requests_on_one_connection_run_one_at_a_time_in_order():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
     c = central.conns[0]
-    c.gate = asyncio.Event()
+    c.gate = Gate(c.notified)
     rids = [_ask(proxy, messages.BLE_WRITE, conn, 3, "0a", True, 1000),
             _ask(proxy, messages.BLE_READ, conn, 3, 1000),
             _ask(proxy, messages.BLE_WRITE, conn, 3, "0b", False, 1000),
@@ -422,7 +441,7 @@ async def test_requests_on_one_connection_run_one_at_a_time_in_order():
 async def test_a_full_queue_on_one_connection_refuses_more():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
-    central.conns[0].gate = asyncio.Event()
+    central.conns[0].gate = Gate(central.notified)
     rids = [_ask(proxy, messages.BLE_READ, conn, 3, 1000) for _ in range(MAX_QUEUED + 1)]
     assert (await _done(host, rids[-1]))["status"] == "refused"
     central.conns[0].gate.set()
@@ -538,7 +557,7 @@ async def test_the_host_link_down_drops_every_connection_and_watch_and_stops_new
     assert (await _call(proxy, host, messages.BLE_WATCH, "C0:FF:EE:00:00:09", True))[
         "status"] == "ok"
     c = central.conns[0]
-    c.gate = asyncio.Event()
+    c.gate = Gate(c.notified)
     first = _ask(proxy, messages.BLE_WRITE, conns[0], 3, "01", True, 1000)
     queued = _ask(proxy, messages.BLE_WRITE, conns[0], 3, "02", True, 1000)
     await _until(lambda: c.log)
@@ -570,7 +589,7 @@ async def test_nothing_said_for_a_hubd_that_restarted_reaches_the_next_one():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
     c = central.conns[0]
-    c.gate = asyncio.Event()
+    c.gate = Gate(c.notified)
     rid = _ask(proxy, messages.BLE_READ, conn, 3, 1000)
     await _until(lambda: c.log)
     n = len(host.sent)
