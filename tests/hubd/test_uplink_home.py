@@ -1,0 +1,121 @@
+"""hubd's uplink through the simulated home: the real firmware in MicroPython (firmware/uplink.py)
+on the simulated bridge, its BG95 model (simulator/modem.py) on the LTE network model, the home's
+broadband router (simulator/router.py), a real Mosquitto, and hubd's real Bridge, Channel, Uplink
+and HubMqtt (paho with its TLS-less MQTT 5 here: the TLS path is tests/hubd/test_uplink_channel.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from hubd.config import MqttConfig, UplinkConfig
+from hubd.inputs import Inputs
+from hubd.link.bridge import Bridge
+from hubd.link.uplink import Channel, LteBytes
+from hubd.mqtt import HubMqtt, Inbound, Route
+from hubd.store.database import Store
+from hubd.store.outbox import Outbox, OutboxSender
+from hubd.uplink import Uplink
+from simulator import lte_network
+from simulator.alarm_unit import AlarmUnit
+from simulator.home import SimulatedHome
+from simulator.router import RESET
+from tests.hubd.test_uplink_policy import AUDIT, COMMANDS, HUB, Backend
+from tests.sia_receiver import ACCOUNT, Receiver
+from tests.waiting import until
+
+
+@contextlib.asynccontextmanager
+async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: bool) -> AsyncIterator[Any]:
+    receiver = Receiver()
+    await receiver.start()
+    lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port, "account": ACCOUNT,
+           "receiver": "1", "retry_ms": 500}
+    # The bridge makes its modem for the second path of an alarm unit's alarms: a home with one.
+    home = SimulatedHome(tmp_path / "home", lte=lte, broker=(mosquitto.host, mosquitto.port),
+                         broadband=broadband, alarm_unit=AlarmUnit(heartbeat_s=0.5),
+                         alarm_timings={"heartbeat_ms": 500})
+    assert home.modem is not None
+    home.modem.network.conditions = lte_network.fast()
+    await home.start()
+    store = Store.open(tmp_path / "state")
+    backend = await asyncio.to_thread(Backend, mosquitto.host, mosquitto.port)
+    bridge = await Bridge.open(home.port, home.link_key)
+    host, port = home.broker_address
+    mqtt_config = MqttConfig(host=host, port=port)
+    channel = Channel(bridge, LteBytes(tmp_path / "state" / LteBytes.FILE))
+    uplink = Uplink(UplinkConfig(mode=mode, fallback_s=2, probe_s=1), mqtt_config, channel, hub_id=HUB)
+    mqtt = HubMqtt(mqtt_config, hub_id=HUB, client_id=f"hubd-{HUB}", uplink=uplink)
+    commands: list[bytes] = []
+
+    def command(message: Inbound) -> None:
+        commands.append(message.payload)
+
+    mqtt.route(Route(COMMANDS, "commands", command))
+    outbox = Outbox(store)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        assert await bridge.wait_up(60), home.bridge.log[-20:]
+        await mqtt.start()
+        tasks = [asyncio.create_task(t) for t in (uplink.run(), mqtt.dispatch(Inputs()),
+                                                  OutboxSender(outbox, mqtt).run())]
+        yield type("Rig", (), dict(home=home, backend=backend, store=store, mqtt=mqtt, uplink=uplink,
+                                   outbox=outbox, commands=commands, channel=channel))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await mqtt.stop()
+        await asyncio.sleep(0.2)  # hubd.link.serial_port's close must not race a message (3.11)
+        await bridge.close()
+        await home.stop()
+        await receiver.stop()
+        await asyncio.to_thread(backend.close)
+        store.close()
+
+
+def audit_entry(rig: Any, n: int) -> None:
+    with rig.store.transaction() as conn:
+        rig.outbox.add(conn, AUDIT, b'{"entry": %d}' % n)
+
+
+async def test_a_home_without_broadband_reaches_the_broker_through_the_bridges_modem(tmp_path, mosquitto) -> None:
+    async with hubd_in_a_home(tmp_path, mosquitto, "lte", broadband=False) as rig:
+        await rig.mqtt.wait_connected(60)
+        await until(lambda: rig.backend.path() == "lte", "online to say lte", timeout=30)
+        assert any(c.startswith('AT+QIOPEN=1,1,"TCP"') for c in rig.home.modem.commands)
+        for n in range(3):
+            audit_entry(rig, n)
+            await asyncio.to_thread(rig.backend.command, b"cmd-%d" % n)
+        await until(lambda: len(rig.outbox) == 0 and len(rig.commands) == 3, "both ways over LTE", timeout=60)
+        assert sorted(rig.backend.audit) == sorted(b'{"entry": %d}' % n for n in range(3))
+        assert rig.commands == [b"cmd-%d" % n for n in range(3)]
+        day, up, down = rig.channel.counter.today()
+        assert up > 0 and down > 0
+        assert rig.home.bridge.resets == 0
+
+
+async def test_auto_fails_over_to_the_modem_and_back_in_the_home(tmp_path, mosquitto) -> None:
+    async with hubd_in_a_home(tmp_path, mosquitto, "auto", broadband=True) as rig:
+        await rig.mqtt.wait_connected(60)
+        await until(lambda: rig.backend.path() == "broadband", "online to say broadband", timeout=30)
+        rig.home.router.cut(RESET)
+        for n in range(3):
+            audit_entry(rig, n)
+            await asyncio.to_thread(rig.backend.command, b"cmd-%d" % n)
+        await until(lambda: rig.backend.path() == "lte", "the move to LTE", timeout=60)
+        await until(lambda: len(rig.outbox) == 0 and len(rig.commands) >= 3, "what waited, over LTE", timeout=60)
+        rig.home.router.restore()
+        await until(lambda: rig.uplink.path == "broadband" and rig.backend.path() == "broadband",
+                    "the move back", timeout=60)
+        for n in range(3, 6):
+            audit_entry(rig, n)
+            await asyncio.to_thread(rig.backend.command, b"cmd-%d" % n)
+        await until(lambda: len(rig.outbox) == 0 and len(set(rig.commands)) == 6, "everything", timeout=60)
+        assert sorted(set(rig.backend.audit)) == sorted(b'{"entry": %d}' % n for n in range(6))
+        assert any(c == "AT+QICLOSE=1" for c in rig.home.modem.commands), "the LTE socket closed on the move back"
+        assert rig.home.bridge.resets == 0
