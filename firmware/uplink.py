@@ -76,6 +76,7 @@ class Uplink:
         self._more = False  # the modem said it holds bytes for us ("recv") not yet read
         self._eof = False  # the peer closed ("closed"): once read empty, the socket ends
         self._full = 0  # SEND FAILs in a row
+        self._cuts = 0  # host link sessions ended (DOWN or RESET): an open under way sees one
         self._wake = asyncio.Event()
         self.stats = {"up": 0, "down": 0, "opens": 0, "send_full": 0, "violations": 0}
         modem.other = self
@@ -113,6 +114,7 @@ class Uplink:
         """The host link's events: DOWN or RESET end the socket's stream; UP tells the new
         session."""
         if kind == link.EV_DOWN or kind == link.EV_RESET:
+            self._cuts += 1
             if self.open or self._request is not None:
                 self._request = None
                 if self.open:
@@ -197,15 +199,25 @@ class Uplink:
             log.warn("uplink: refused to open %r:%r" % (host, port))
             self._state("closed", "error")
             return
+        cuts = self._cuts
         modem = self._lte
+        err = None
         if not modem.pdp_up:
             err = await modem.attach()
-            if err:
-                self._state("closed", _WHY.get(err, "error"))
-                return
-        self._more = False
-        self._eof = False
-        err = await modem.open(host, port, None, CID)
+        if not err:
+            self._more = False
+            self._eof = False
+            err = await modem.open(host, port, None, CID)
+        if cuts != self._cuts:
+            # The session that asked ended meanwhile: its socket is closed, and the next
+            # session hears so, not of an open it did not ask for.
+            self._tell = "host_link"
+            if not err:
+                self.open = True
+                await self._close("host_link")
+            else:
+                self._tell_host_link()
+            return
         if err:
             self._state("closed", _WHY.get(err, "error"))
             return

@@ -371,3 +371,22 @@ async def test_an_alarm_goes_over_dc09_while_the_uplink_streams(tmp_path: Path) 
             print(f"alarm to the centre while streaming: {took:.2f} s")
     finally:
         await receiver.stop()
+
+
+async def test_a_session_that_ends_while_its_open_is_under_way_never_hears_open(
+        tmp_path: Path) -> None:
+    peer = Peer()
+    slow = lte_network.fast()
+    slow.latency_s = 1.0  # the TCP handshake takes two seconds
+    async with home_with_uplink(tmp_path, peer, conditions=slow) as (home, hub):
+        assert home.modem is not None
+        hub.link.send(messages.make(messages.UPLINK_OPEN, *BROKER))
+        await until(lambda: any(c.startswith("AT+QIOPEN=1,1,") for c in home.modem.commands),
+                    "the open under way")
+        hub.link.restart_session()  # hubd restarted before the modem answered
+        before = len(hub.states())
+        await until(lambda: ("closed", "host_link") in hub.states()[before:],
+                    "the new session told", timeout=60)
+        assert ("open", None) not in hub.states()[before:]
+        await until(lambda: peer.closed == peer.connections == 1, "the socket closed again")
+        assert await hub.open() == ("open", None)  # and the new session may open its own
