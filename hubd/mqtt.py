@@ -302,7 +302,11 @@ class HubMqtt:
             except (RuntimeError, ValueError) as exc:
                 log.warning("offline state not confirmed by the broker: %s", exc)
         self._client.disconnect()
+        if self._uplink is not None and self._uplink.channel is not None:
+            self._uplink.channel.stop_opening()  # paho's thread may wait in an open over LTE
         await asyncio.to_thread(self._client.loop_stop)
+        if self._uplink is not None and self._uplink.channel is not None:
+            self._uplink.channel.close()  # paho has stopped: its stream goes too
         self._connected.clear()
 
     # paho callbacks (paho's thread)

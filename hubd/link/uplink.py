@@ -151,6 +151,7 @@ class Channel:
         self.opened_at: float | None = None  # Unix time the current stream opened
         self.last_error: str | None = None  # why the last stream ended or an open failed
         self.max_unacked = 0  # the most bytes ever outstanding (a test checks the window)
+        self._stopping = False
         bridge.on_message(messages.UPLINK_STATE, self._on_state)
         bridge.on_message(messages.UPLINK_ACK, self._on_ack)
         bridge.on_uplink_data(self._on_data)
@@ -171,6 +172,8 @@ class Channel:
             raise UplinkError("error", f"port {port} out of range")
         async with self._lock:
             self._loop = asyncio.get_running_loop()
+            if self._stopping:
+                raise UplinkError("hubd", "hubd is stopping")
             if self._mine is not None:
                 self._end("hubd", tell=False)  # the bridge closes an open socket first itself
             if not self._bridge.is_up:
@@ -204,6 +207,13 @@ class Channel:
         """End the stream now (paho sees EOF) and tell the bridge; nothing if none is open."""
         if self._mine is not None:
             self._end("hubd", tell=True)
+
+    def stop_opening(self) -> None:
+        """hubd is stopping: an open waiting for the bridge's answer fails now and no other is
+        made (paho's thread, waiting in one, would hold up its own stop for OPEN_TIMEOUT_S)."""
+        self._stopping = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(("closed", "hubd"))
 
     def _failed(self, exc: UplinkError) -> UplinkError:
         self.last_error = exc.why
@@ -335,7 +345,8 @@ class Channel:
                 return None
             log.info("LTE uplink: closed (%s) for an earlier socket while opening", why)
             return None
-        if state == "open":
+        if state == "open":  # a late answer to an open that timed out: close it on the bridge
+            self._bridge.send(hubside.uplink_close())
             return "uplink_state: open, unasked"
         if self._mine is not None:
             log.warning("LTE uplink closed by the bridge: %s", why)

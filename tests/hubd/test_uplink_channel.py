@@ -246,3 +246,17 @@ async def test_the_health_snapshot_has_the_uplink_section(tmp_path, mosquitto, e
         assert section.last_lte_login is not None
     finally:
         await hubd.stop()
+
+
+async def test_hubd_stops_at_once_while_an_open_waits_for_a_modem_that_hangs(tmp_path, mosquitto, end,
+                                                                            monkeypatch) -> None:
+    import hubd.uplink
+
+    monkeypatch.setattr(hubd.uplink, "OPEN_TIMEOUT_S", 3600.0)  # only the stop can end the wait
+    end.mute = True
+    hubd_ = Hubd(tmp_path / "state", MqttConfig(host=mosquitto.host, port=mosquitto.port), end.port)
+    await hubd_.start(connect=False)
+    await until(lambda: len(end.opens) == 1, "paho's connect to wait in an open")
+    async with asyncio.timeout(60):  # without stop_opening it waits the hour
+        await hubd_.stop()
+    assert hubd_.channel.last_error == "hubd"

@@ -42,6 +42,7 @@ class UplinkEnd:
         self.routes = dict(routes or {})
         self.refuse: str | None = None  # answer uplink_open with closed <refuse>
         self.hold_acks = False  # acknowledge nothing (hubd must stop at the window)
+        self.mute = False  # answer no uplink_open (a modem that hangs)
         self.opens: list[tuple[str, int]] = []
         self.closes = 0  # uplink_close messages heard
         self.violations = 0  # more than WINDOW bytes outstanding from hubd
@@ -140,6 +141,8 @@ class UplinkEnd:
     async def _open(self, host: str, port: int) -> None:
         self.opens.append((host, port))
         self._close_tcp()  # a reconnecting hubd: the open socket is closed first
+        if self.mute:
+            return
         if self.refuse is not None:
             self._say("closed", self.refuse)
             return
