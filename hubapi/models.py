@@ -689,7 +689,8 @@ class UplinkStatus(_Model):
     ``mode`` as configured (hubd.toml's ``[uplink]``), the ``path`` in use (or being tried) since
     ``since``, the LTE bytes today, the last broker login over LTE (null: none since hubd
     started) and the last error of the LTE channel (a wire.messages.UPLINK_WHY, or ``broker``
-    when the broker refused the login)."""
+    when the broker refused the login) with its time: an error older than the last login is
+    history, not the state."""
 
     mode: Literal["broadband", "lte", "auto"]
     path: UplinkPath
@@ -697,6 +698,7 @@ class UplinkStatus(_Model):
     lte_today: LteBytes
     last_lte_login: float | None
     last_error: Label | None
+    last_error_at: float | None
 
 
 class UplinkProbe(_Model):

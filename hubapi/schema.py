@@ -315,7 +315,8 @@ _EXAMPLE_STATUS = HubStatus(
     alarms_overdue=0,
     uplink=UplinkStatus(mode="auto", path="lte", since=_AT + 3600.0,
                         lte_today=LteBytes(day="2026-01-02", up=48210, down=61377),
-                        last_lte_login=_AT + 3601.2, last_error=None))
+                        last_lte_login=_AT + 3601.2, last_error="network",
+                        last_error_at=_AT + 3540.0))
 _EXAMPLE_STATUS_DOWN = _EXAMPLE_STATUS.model_copy(update={
     "request_id": None, "at": _AT + 86410.0,
     "bridge": _EXAMPLE_STATUS.bridge.model_copy(update={"link_up": False, "since": _AT + 86406.0}),

@@ -68,6 +68,7 @@ class Uplink:
         self.since = time.time()
         self.last_lte_login: float | None = None
         self._broker_refused = False
+        self._refused_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mqtt: _Mqtt | None = None
 
@@ -106,15 +107,19 @@ class Uplink:
     def login_refused(self) -> None:
         """The broker refused a connect (its CONNACK): the last error until a login succeeds."""
         self._broker_refused = True
+        self._refused_at = time.time()
 
     def status(self) -> UplinkStatus:
         last_error = "broker" if self._broker_refused else (
             self.channel.last_error if self.channel is not None else None)
+        last_error_at = self._refused_at if self._broker_refused else (
+            self.channel.last_error_at if self.channel is not None else None)
         day, up, down = self.channel.counter.today() if self.channel is not None else (
             time.strftime("%Y-%m-%d", time.gmtime()), 0, 0)
         return UplinkStatus(mode=self.config.mode, path=self.path, since=self.since,  # type: ignore[arg-type]
                             lte_today=LteBytesModel(day=day, up=up, down=down),
-                            last_lte_login=self.last_lte_login, last_error=last_error)
+                            last_lte_login=self.last_lte_login, last_error=last_error,
+                            last_error_at=last_error_at)
 
     def switch(self, path: str) -> None:
         """Take ``path`` from now on; a connection over LTE ends (paho connects again over the

@@ -57,6 +57,8 @@ DRAIN_S = 5.0
 ROOM_POLL_S = 0.01
 #: The answers to ``uplink_open`` (every other closed reason describes an earlier socket).
 OPEN_FAILURES = ("no_modem", "not_registered", "pdp_failed", "open_failed", "timeout", "error")
+#: How long an open waits for the bridge's link to come up (hubd starting, a bridge restarting).
+LINK_WAIT_S = 5.0
 #: Seconds between writes of the day's byte counts (and at close): a crash loses at most this much.
 SAVE_EVERY_S = 10.0
 
@@ -149,13 +151,25 @@ class Channel:
         self._draining: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self.opened_at: float | None = None  # Unix time the current stream opened
-        self.last_error: str | None = None  # why the last stream ended or an open failed
+        self._last_error: str | None = None  # why the last stream ended or an open failed
+        self.last_error_at: float | None = None  # and when (Unix time)
         self.max_unacked = 0  # the most bytes ever outstanding (a test checks the window)
         self._stopping = False
         bridge.on_message(messages.UPLINK_STATE, self._on_state)
         bridge.on_message(messages.UPLINK_ACK, self._on_ack)
         bridge.on_uplink_data(self._on_data)
         bridge.on_link_change(self._on_link)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last stream ended or the last open failed (a wire.messages.UPLINK_WHY; None:
+        nothing has failed since hubd started); ``last_error_at`` says when."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, why: str | None) -> None:
+        self._last_error = why
+        self.last_error_at = time.time()
 
     @property
     def is_open(self) -> bool:
@@ -176,7 +190,7 @@ class Channel:
                 raise UplinkError("hubd", "hubd is stopping")
             if self._mine is not None:
                 self._end("hubd", tell=False)  # the bridge closes an open socket first itself
-            if not self._bridge.is_up:
+            if not self._bridge.is_up and not await self._bridge.wait_up(min(timeout, LINK_WAIT_S)):
                 raise self._failed(UplinkError("host_link", "the bridge's link is down"))
             self._answer = self._loop.create_future()
             try:
