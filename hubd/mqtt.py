@@ -11,7 +11,8 @@
   :meth:`HubMqtt.publish_acked` waits for the broker's PUBACK (the durable outbox needs that).
 - Its last will publishes ``offline`` (retained) when the connection dies; :meth:`HubMqtt.stop`
   publishes it explicitly, since a clean disconnect suppresses the will.
-- TCP_NODELAY is set in ``on_socket_open``, so every reconnect's socket gets it too.
+- TCP_NODELAY is set in ``on_socket_open``, so every reconnect's TCP socket gets it too (the
+  LTE channel's socketpair has no Nagle to turn off).
 - MQTT 5 or 3.1.1 (``mqtt.protocol``). With 5 the session outlives short drops, so commands sent
   during a blip still arrive (and are then checked for expiry like any other); each process starts
   with a clean session. With 3.1.1 every connect is a clean session.

@@ -42,7 +42,7 @@ def test_hubd_in_a_home_without_broadband_runs_over_lte_and_says_so(
         assert status.uplink.mode == "lte"
         assert status.uplink.last_error is None, status.uplink  # the link was awaited, not failed
         assert status.uplink.lte_today.down > 0
-        # The retained online says the path (the backend's view, on the broker itself).
+        # hubd's log names the path of its session.
         log = local.log.read_text(errors="replace")
         assert "over lte" in log, log[-2000:]
     finally:
