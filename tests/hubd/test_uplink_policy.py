@@ -35,6 +35,7 @@ from tests.waiting import until
 
 HUB = "hub-auto"
 AUDIT = topics.audit(HUB)
+ANSWERS = topics.answers(HUB)
 COMMANDS = topics.commands(HUB)
 
 
@@ -82,10 +83,11 @@ class Backend:
 
     def __init__(self, host: str, port: int) -> None:
         self.audit: list[bytes] = []
+        self.answers: list[bytes] = []
         self.online: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id="backend-auto")
-        client.on_connect = lambda c, *a: c.subscribe([(AUDIT, 1), (topics.online(HUB), 1)])
+        client.on_connect = lambda c, *a: c.subscribe([(AUDIT, 1), (ANSWERS, 1), (topics.online(HUB), 1)])
         client.on_message = self._on_message
         client.connect(host, port)
         client.loop_start()
@@ -95,6 +97,8 @@ class Backend:
         with self._lock:
             if msg.topic == AUDIT:
                 self.audit.append(bytes(msg.payload))
+            elif msg.topic == ANSWERS:
+                self.answers.append(bytes(msg.payload))
             else:
                 self.online.append(json.loads(msg.payload))
 
@@ -150,6 +154,11 @@ async def home(tmp_path, mosquitto):
         store.close()
 
 
+def answer(home: Any, n: int) -> None:
+    """A command's answer, as hubd's pipeline publishes one (QoS 1, held by paho until PUBACK)."""
+    home.mqtt.publish(ANSWERS, b"answer-%d" % n)
+
+
 def audit_entry(home: Any, n: int) -> None:
     with home.store.transaction() as conn:
         home.outbox.add(conn, AUDIT, b'{"entry": %d}' % n)
@@ -165,11 +174,14 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
     await until(lambda: not home.mqtt.connected, "hubd to see the broadband connection end")
     for n in range(5):
         audit_entry(home, n)
+        answer(home, n)
         await asyncio.to_thread(home.backend.command, b"cmd-%d" % n)
     await until(lambda: home.uplink.path == "lte", "the move to LTE after fallback_s", timeout=30)
     await until(lambda: home.mqtt.connected and home.backend.path() == "lte", "online over LTE", timeout=30)
-    await until(lambda: len(home.outbox) == 0 and len(home.commands) == 5, "what waited to go through", timeout=30)
+    await until(lambda: len(home.outbox) == 0 and len(home.commands) == 5 and len(set(home.backend.answers)) == 5,
+                "what waited to go through", timeout=30)
     assert sorted(home.backend.audit) == sorted(b'{"entry": %d}' % n for n in range(5))
+    assert sorted(set(home.backend.answers)) == sorted(b"answer-%d" % n for n in range(5))
     assert home.commands == [b"cmd-%d" % n for n in range(5)]
     assert home.uplink.status().last_lte_login is not None
 
@@ -179,14 +191,18 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
     await home.broadband.restore()
     for n in range(5, 10):
         audit_entry(home, n)
+        answer(home, n)
         await asyncio.to_thread(home.backend.command, b"cmd-%d" % n)
     await until(lambda: home.uplink.path == "broadband", "the probe to find broadband", timeout=30)
     await until(lambda: home.mqtt.connected and home.backend.path() == "broadband", "online over broadband",
                 timeout=30)
     for n in range(10, 13):
         audit_entry(home, n)
+        answer(home, n)
         await asyncio.to_thread(home.backend.command, b"cmd-%d" % n)
-    await until(lambda: len(home.outbox) == 0 and len(home.commands) >= 13, "everything through", timeout=30)
+    await until(lambda: len(home.outbox) == 0 and len(set(home.commands)) == 13
+                and len(set(home.backend.answers)) == 13, "everything through", timeout=30)
+    assert sorted(set(home.backend.answers)) == sorted(b"answer-%d" % n for n in range(13))
     assert sorted(set(home.backend.audit)) == sorted(b'{"entry": %d}' % n for n in range(13))
     assert sorted(set(home.commands)) == sorted(b"cmd-%d" % n for n in range(13))
     assert not home.end.is_open, "the LTE stream was closed on the move back"
