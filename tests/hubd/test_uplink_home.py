@@ -24,19 +24,25 @@ from simulator import lte_network
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
 from simulator.router import RESET
+from tests.mosquitto import TlsListener
+from tests.tls import TestCA
 from tests.hubd.test_uplink_policy import AUDIT, COMMANDS, HUB, Backend
 from tests.sia_receiver import ACCOUNT, Receiver
 from tests.waiting import until
 
 
 @contextlib.asynccontextmanager
-async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: bool) -> AsyncIterator[Any]:
+async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: bool,
+                         tls: tuple[int, Path] | None = None) -> AsyncIterator[Any]:
+    """hubd's broker side in a simulated home; ``tls``: (the broker's TLS port, the CA file),
+    hubd then speaks MQTT over TLS to "localhost" (the certificate's name)."""
     receiver = Receiver()
     await receiver.start()
     lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port, "account": ACCOUNT,
            "receiver": "1", "retry_ms": 500}
     # The bridge makes its modem for the second path of an alarm unit's alarms: a home with one.
-    home = SimulatedHome(tmp_path / "home", lte=lte, broker=(mosquitto.host, mosquitto.port),
+    broker = (mosquitto.host, mosquitto.port) if tls is None else ("localhost", tls[0])
+    home = SimulatedHome(tmp_path / "home", lte=lte, broker=broker,
                          broadband=broadband, alarm_unit=AlarmUnit(heartbeat_s=0.5),
                          alarm_timings={"heartbeat_ms": 500})
     assert home.modem is not None
@@ -46,7 +52,8 @@ async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: b
     backend = await asyncio.to_thread(Backend, mosquitto.host, mosquitto.port)
     bridge = await Bridge.open(home.port, home.link_key)
     host, port = home.broker_address
-    mqtt_config = MqttConfig(host=host, port=port)
+    mqtt_config = MqttConfig(host=host, port=port) if tls is None else \
+        MqttConfig(host=host, port=port, tls=True, ca_file=tls[1])
     channel = Channel(bridge, LteBytes(tmp_path / "state" / LteBytes.FILE))
     uplink = Uplink(UplinkConfig(mode=mode, fallback_s=2, probe_s=1), mqtt_config, channel, hub_id=HUB)
     mqtt = HubMqtt(mqtt_config, hub_id=HUB, client_id=f"hubd-{HUB}", uplink=uplink)
@@ -119,3 +126,21 @@ async def test_auto_fails_over_to_the_modem_and_back_in_the_home(tmp_path, mosqu
         assert sorted(set(rig.backend.audit)) == sorted(b'{"entry": %d}' % n for n in range(6))
         assert any(c == "AT+QICLOSE=1" for c in rig.home.modem.commands), "the LTE socket closed on the move back"
         assert rig.home.bridge.resets == 0
+
+
+async def test_over_lte_the_modem_carries_only_ciphertext(tmp_path, mosquitto_factory) -> None:
+    ca = TestCA(tmp_path / "pki")
+    server = ca.issue_server("broker", hosts=("localhost",))
+    broker = mosquitto_factory(tls=TlsListener(ca.ca_file, server.cert, server.key, require_certificate=False,
+                                               use_identity_as_username=False))
+    async with hubd_in_a_home(tmp_path, broker, "lte", broadband=False, tls=(broker.tls_port, ca.ca_file)) as rig:
+        await rig.mqtt.wait_connected(60)
+        assert rig.home.broker_address[0] == "localhost"  # the name the certificate was checked against
+        for n in range(3):
+            audit_entry(rig, n)
+        await until(lambda: len(rig.outbox) == 0 and len(rig.backend.audit) == 3, "audit over TLS over LTE",
+                    timeout=60)
+        carried = b"".join(rig.home.modem.sent)
+        assert len(carried) > 1000, "the session's bytes went through the modem"
+        for plaintext in (AUDIT.encode(), b'{"entry": 1}', f"hubd-{HUB}".encode(), COMMANDS.encode()):
+            assert plaintext not in carried, f"the modem saw {plaintext!r} in clear"
