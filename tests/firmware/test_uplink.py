@@ -390,3 +390,25 @@ async def test_a_session_that_ends_while_its_open_is_under_way_never_hears_open(
         assert ("open", None) not in hub.states()[before:]
         await until(lambda: peer.closed == peer.connections == 1, "the socket closed again")
         assert await hub.open() == ("open", None)  # and the new session may open its own
+
+
+async def test_a_full_send_buffer_is_waited_out_not_a_lost_stream(tmp_path: Path) -> None:
+    # The network slower than the serial line: the modem's send buffer fills and it answers
+    # SEND FAIL (nothing of that write sent). The bridge writes the same bytes again once the
+    # network has drained some; hubd's window holds hubd meanwhile; no byte is lost or doubled.
+    peer = Peer(echo=False)
+    slow = lte_network.fast()
+    slow.up_bytes_s = 4000
+    async with home_with_uplink(tmp_path, peer, conditions=slow) as (home, hub):
+        assert home.modem is not None
+        home.modem.send_buffer = 1500
+        assert await hub.open() == ("open", None)
+        data = bytes(range(256)) * 40  # 10 KB: 2.5 s of this network
+        await hub.write(data)
+        await until(lambda: len(peer.received) == len(data), "every byte at the broker")
+        assert bytes(peer.received) == data
+        written = sum(int(c.rsplit(",", 1)[1]) for c in home.modem.commands
+                      if c.startswith("AT+QISEND=1,"))
+        assert written > len(data), "no SEND FAIL: the test did not fill the modem's buffer"
+        await until(lambda: hub.acked == len(data), "every byte acknowledged once")
+        assert hub.states() == [("open", None)]
