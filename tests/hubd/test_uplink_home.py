@@ -33,9 +33,10 @@ from tests.waiting import until
 
 @contextlib.asynccontextmanager
 async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: bool,
-                         tls: tuple[int, Path] | None = None) -> AsyncIterator[Any]:
+                         tls: tuple[int, Path] | None = None, **mqtt: Any) -> AsyncIterator[Any]:
     """hubd's broker side in a simulated home; ``tls``: (the broker's TLS port, the CA file),
-    hubd then speaks MQTT over TLS to "localhost" (the certificate's name)."""
+    hubd then speaks MQTT over TLS to "localhost" (the certificate's name); ``mqtt``: more of
+    hubd's MqttConfig (username, password)."""
     receiver = Receiver()
     await receiver.start()
     lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port, "account": ACCOUNT,
@@ -49,11 +50,11 @@ async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: b
     home.modem.network.conditions = lte_network.fast()
     await home.start()
     store = Store.open(tmp_path / "state")
-    backend = await asyncio.to_thread(Backend, mosquitto.host, mosquitto.port)
+    backend = await asyncio.to_thread(Backend, mosquitto.host, mosquitto.port, mosquitto.passwords)
     bridge = await Bridge.open(home.port, home.link_key)
     host, port = home.broker_address
-    mqtt_config = MqttConfig(host=host, port=port) if tls is None else \
-        MqttConfig(host=host, port=port, tls=True, ca_file=tls[1])
+    mqtt_config = MqttConfig(host=host, port=port, **mqtt) if tls is None else \
+        MqttConfig(host=host, port=port, tls=True, ca_file=tls[1], **mqtt)
     channel = Channel(bridge, LteBytes(tmp_path / "state" / LteBytes.FILE))
     uplink = Uplink(UplinkConfig(mode=mode, fallback_s=2, probe_s=1), mqtt_config, channel, hub_id=HUB)
     mqtt = HubMqtt(mqtt_config, hub_id=HUB, client_id=f"hubd-{HUB}", uplink=uplink)
@@ -144,3 +145,11 @@ async def test_over_lte_the_modem_carries_only_ciphertext(tmp_path, mosquitto_fa
         assert len(carried) > 1000, "the session's bytes went through the modem"
         for plaintext in (AUDIT.encode(), b'{"entry": 1}', f"hubd-{HUB}".encode(), COMMANDS.encode()):
             assert plaintext not in carried, f"the modem saw {plaintext!r} in clear"
+
+
+async def test_a_login_the_broker_refuses_over_lte_is_said_as_the_brokers(tmp_path, mosquitto_factory) -> None:
+    broker = mosquitto_factory(passwords={"backend-auto": "b", HUB: "right"})
+    async with hubd_in_a_home(tmp_path, broker, "lte", broadband=False, username=HUB, password="wrong") as rig:
+        # The broker's CONNACK (refused) reaches paho before the bridge says the peer closed.
+        await until(lambda: rig.uplink.status().last_error == "broker", "the broker's refusal", timeout=60)
+        assert not rig.mqtt.connected and rig.uplink.status().last_lte_login is None

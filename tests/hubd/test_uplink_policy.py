@@ -81,7 +81,7 @@ class Broadband:
 class Backend:
     """A backend on the broker itself: reads the hub's audit entries and online, sends commands."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, passwords: dict[str, str] | None = None) -> None:
         self.audit: list[bytes] = []
         self.answers: list[bytes] = []
         self.online: list[dict[str, Any]] = []
@@ -89,6 +89,8 @@ class Backend:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id="backend-auto")
         client.on_connect = lambda c, *a: c.subscribe([(AUDIT, 1), (ANSWERS, 1), (topics.online(HUB), 1)])
         client.on_message = self._on_message
+        if passwords and "backend-auto" in passwords:
+            client.username_pw_set("backend-auto", passwords["backend-auto"])
         client.connect(host, port)
         client.loop_start()
         self.client = client
