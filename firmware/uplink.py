@@ -204,6 +204,8 @@ class Uplink:
         err = None
         if not modem.pdp_up:
             err = await modem.attach()
+            if err and modem.pdp_up:
+                err = None  # the second path attached meanwhile (its QIACT=1 came first)
         if not err:
             self._more = False
             self._eof = False
