@@ -95,6 +95,11 @@ class Uplink:
         except TimeoutError:
             future.cancel()
             raise UplinkError("timeout", "the event loop did not answer") from None
+        except OSError:
+            raise
+        except Exception as exc:  # a bug must not end paho's thread (it would never reconnect)
+            log.exception("opening the LTE uplink failed")
+            raise UplinkError("error", type(exc).__name__) from exc
 
     # --- the event loop --------------------------------------------------------------------------
 

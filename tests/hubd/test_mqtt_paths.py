@@ -49,3 +49,26 @@ async def test_mode_lte_never_falls_back_to_broadband(tmp_path, mosquitto, end) 
         assert hubd.uplink.status().last_error == "pdp_failed"
     finally:
         await hubd.stop()
+
+
+async def test_a_bug_in_opening_the_uplink_does_not_end_pahos_thread(tmp_path, mosquitto, end,  # noqa: F811
+                                                                     monkeypatch) -> None:
+    hubd = Hubd(tmp_path / "state", MqttConfig(host=mosquitto.host, port=mosquitto.port), end.port)
+    calls: list[int] = []
+    from hubd.link.uplink import Channel
+
+    real_open = Channel.open
+
+    async def buggy_once(self, host, port, timeout):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug")
+        return await real_open(self, host, port, timeout)
+
+    monkeypatch.setattr(Channel, "open", buggy_once)
+    await hubd.start(connect=False)
+    try:
+        await hubd.mqtt.wait_connected(30)  # paho tried again after the bug and got through
+        assert len(calls) >= 2 and hubd.uplink.status().last_lte_login is not None
+    finally:
+        await hubd.stop()
