@@ -270,6 +270,13 @@ async def test_the_peer_closing_is_closed_peer_after_its_last_bytes(tmp_path: Pa
         peer.writer.close()
         await until(lambda: ("closed", "peer") in hub.states(), "closed by the peer")
         assert bytes(hub.down) == b"goodbye" * 100  # read to the end before closing
+        # The network dropping the connection (the modem's "closed" without a FIN) is the same
+        # to hubd: the peer is gone.
+        assert await hub.open() == ("open", None)
+        assert home.modem is not None
+        home.modem.drop_socket(1)
+        await until(lambda: hub.states()[-1] == ("closed", "peer"), "closed by the network")
+        assert home.modem.commands.count("AT+QICLOSE=1") == 2  # each end closed the socket
 
 
 async def test_the_host_link_resetting_closes_the_socket_and_the_new_session_hears_so(
