@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from hubd.config import MqttConfig, UplinkConfig
+from hubd.alarms.delivery import Alarms
+from hubd.config import AlarmsConfig, MqttConfig, UplinkConfig
 from hubd.inputs import Inputs
 from hubd.link.bridge import Bridge
 from hubd.link.uplink import Channel, LteBytes
@@ -29,6 +30,7 @@ from tests.tls import TestCA
 from tests.hubd.test_uplink_policy import AUDIT, COMMANDS, HUB, Backend
 from tests.sia_receiver import ACCOUNT, Receiver
 from tests.waiting import until
+from wire import messages
 
 
 @contextlib.asynccontextmanager
@@ -64,16 +66,22 @@ async def hubd_in_a_home(tmp_path: Path, mosquitto: Any, mode: str, broadband: b
         commands.append(message.payload)
 
     mqtt.route(Route(COMMANDS, "commands", command))
+    # The alarm path as hubd/__main__.py wires it: alarms from the bridge, stored, delivered.
+    alarms = Alarms(store, HUB, AlarmsConfig(resend_s=1), bridge, mqtt)
+    mqtt.route(alarms.route())
+    bridge.on_message(messages.ALARM, alarms.received)
+    bridge.on_link_change(alarms.link_changed)
     outbox = Outbox(store)
     tasks: list[asyncio.Task[Any]] = []
     try:
         assert await bridge.wait_up(60), home.bridge.log[-20:]
         await mqtt.start()
         tasks = [asyncio.create_task(t) for t in (uplink.run(), mqtt.dispatch(Inputs()),
-                                                  OutboxSender(outbox, mqtt).run())]
+                                                  OutboxSender(outbox, mqtt).run(), alarms.deliver())]
         yield type("Rig", (), dict(home=home, backend=backend, store=store, mqtt=mqtt, uplink=uplink,
                                    outbox=outbox, commands=commands, channel=channel))
     finally:
+        alarms.close()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -112,11 +120,16 @@ async def test_auto_fails_over_to_the_modem_and_back_in_the_home(tmp_path, mosqu
         await rig.mqtt.wait_connected(60)
         await until(lambda: rig.backend.path() == "broadband", "online to say broadband", timeout=30)
         rig.home.router.cut(RESET)
+        await until(lambda: not rig.mqtt.connected, "hubd to lose its broadband session")
         for n in range(3):
             audit_entry(rig, n)
             await asyncio.to_thread(rig.backend.command, b"cmd-%d" % n)
+        pressed = rig.home.alarm_unit.press()  # an alarm while hubd has no broker
+        alarm_id = rig.home.alarm_unit.alarm_id(pressed)
         await until(lambda: rig.backend.path() == "lte", "the move to LTE", timeout=60)
         await until(lambda: len(rig.outbox) == 0 and len(rig.commands) >= 3, "what waited, over LTE", timeout=60)
+        await until(lambda: any(a["id"] == alarm_id for a in rig.backend.alarms), "the alarm, over LTE",
+                    timeout=60)
         rig.home.router.restore()
         await until(lambda: rig.uplink.path == "broadband" and rig.backend.path() == "broadband",
                     "the move back", timeout=60)

@@ -36,6 +36,7 @@ from tests.waiting import until
 HUB = "hub-auto"
 AUDIT = topics.audit(HUB)
 ANSWERS = topics.answers(HUB)
+ALARMS = topics.alarms_raised(HUB)
 COMMANDS = topics.commands(HUB)
 
 
@@ -84,10 +85,12 @@ class Backend:
     def __init__(self, host: str, port: int, passwords: dict[str, str] | None = None) -> None:
         self.audit: list[bytes] = []
         self.answers: list[bytes] = []
+        self.alarms: list[dict[str, Any]] = []
         self.online: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id="backend-auto")
-        client.on_connect = lambda c, *a: c.subscribe([(AUDIT, 1), (ANSWERS, 1), (topics.online(HUB), 1)])
+        client.on_connect = lambda c, *a: c.subscribe([(AUDIT, 1), (ANSWERS, 1), (ALARMS, 1),
+                                                            (topics.online(HUB), 1)])
         client.on_message = self._on_message
         if passwords and "backend-auto" in passwords:
             client.username_pw_set("backend-auto", passwords["backend-auto"])
@@ -101,6 +104,8 @@ class Backend:
                 self.audit.append(bytes(msg.payload))
             elif msg.topic == ANSWERS:
                 self.answers.append(bytes(msg.payload))
+            elif msg.topic == ALARMS:
+                self.alarms.append(json.loads(msg.payload))
             else:
                 self.online.append(json.loads(msg.payload))
 
