@@ -74,11 +74,18 @@ def _alarm_flow(unit_cfg, send, devices):
 
 def _second_path(lte_cfg, flow):
     """The LTE modem (reading it from now on) and the task of the DC-09 sender, carrying what
-    the alarm flow hands it ((name, coroutine))."""
+    the alarm flow hands it ((name, coroutine)); without an alarm flow no sender (None): the
+    modem serves hubd's uplink only."""
     from lte import Lte
-    from second_path import SecondPath, carry
 
     modem = Lte(_uart(lte_cfg), lte_cfg["apn"], lte_cfg["user"], lte_cfg["password"])
+    if flow is None:
+        log.info("LTE on UART %d, for hubd's uplink (no alarm unit: no second path)"
+                 % lte_cfg["uart"])
+        modem.start()
+        return modem, None
+    from second_path import SecondPath, carry
+
     key = lte_cfg["key"].encode() if lte_cfg["key"] is not None else None
     path = SecondPath(modem, lte_cfg["host"], lte_cfg["port"], lte_cfg["account"], key,
                       lte_cfg["receiver"], lte_cfg["line"], deadline_ms=lte_cfg["deadline_ms"])
@@ -109,9 +116,10 @@ def build():
     devices.add(BRIDGE, "bridge", "bridge-liion-1s", "mV", None, version.VERSION, True)
     flow, unit, tasks = _alarm_flow(cfg["alarm_unit"], host.send, devices)
     modem = None
-    if flow is not None and cfg["lte"] is not None:
+    if cfg["lte"] is not None:
         modem, carrying = _second_path(cfg["lte"], flow)
-        tasks = tasks + (carrying,)
+        if carrying is not None:
+            tasks = tasks + (carrying,)
     app = Bridge(host.send, flow)
     health = Health(host, central, devices, cfg["health"], flow, unit, modem, cfg["supply"])
     app.health = health

@@ -419,3 +419,28 @@ async def test_a_full_send_buffer_is_waited_out_not_a_lost_stream(tmp_path: Path
         assert written > len(data), "no SEND FAIL: the test did not fill the modem's buffer"
         await until(lambda: hub.acked == len(data), "every byte acknowledged once")
         assert hub.states() == [("open", None)]
+
+
+async def test_a_bridge_with_a_modem_and_no_alarm_unit_carries_the_uplink(tmp_path: Path) -> None:
+    # No alarm unit, so no second path; the modem is there for hubd all the same.
+    peer = Peer()
+    port = await peer.start()
+    home = SimulatedHome(tmp_path / "home", lte={"apn": "internet.m2m", "host": "127.0.0.1",
+                                                 "port": 9, "account": ACCOUNT})
+    assert home.modem is not None
+    home.modem.network.conditions = lte_network.fast()
+    home.modem.network.addresses[BROKER] = ("127.0.0.1", port)
+    hub = Hub(home)
+    await home.start()
+    try:
+        await hub.link.start()
+        await until(lambda: hub.link.state == link.UP, "the host link", timeout=60)
+        assert any("for hubd's uplink (no alarm unit" in ln for ln in home.bridge.log)
+        assert await hub.open() == ("open", None)
+        await hub.write(b"no unit")
+        await until(lambda: bytes(hub.down) == b"no unit", "the echo")
+    finally:
+        await asyncio.sleep(0.2)
+        await hub.link.close()
+        await home.stop()
+        await peer.stop()
