@@ -38,6 +38,13 @@ connection), then closes it: from then on it is what ``hubctl pair`` leaves, and
 without that bond is refused. (The window a new lock opens lasts 300 s, and association closes
 it.)
 
+A home with broadband and an LTE modem, for hubd's uplink (docs/second-path.md):
+
+    home = SimulatedHome(workdir, broker=(mosquitto.host, mosquitto.port), lte={...})
+    home.broker_address                     # hubd.toml's broker host and port: the home's router
+    home.router.cut("blackhole")            # or "reset"; home.router.restore()
+    home.modem.network.conditions = lte_network.fast()   # realistic LTE-M unless told
+
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
 (the demo, tests that drive hubd as a separate process).
 """
