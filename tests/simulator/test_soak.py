@@ -78,12 +78,12 @@ def test_the_quick_soak(tmp_path: Path, subtests: pytest.Subtests) -> None:
         assert "lowest largest free block" in output
         assert heap["firmware_heap"] == DEFAULT_HEAP  # the calibrated chip's, not a kinder one
 
-    with subtests.test("the bridge never met a full heap, and kept a third of it free"):
+    with subtests.test("the bridge never met a full heap, and kept 40 % of it free"):
         heap, bridge = result["heap"], result["bridge"]
         assert bridge["memory_errors_logged"] == 0 and bridge["heap_drops"] == 0, bridge
-        # Issue 15 asks 40 % at the low point (the soak's own verdict, MIN_FREE); on the
-        # simulated 168 KB the lowest has been 38.5-39.8 % (README), so this guards the ground
-        # gained (27.8 % on 2026-12-07 morning, on 163 KB), it does not claim the 40 %.
-        assert heap["heap_min_lowest"] >= 0.33 * heap["firmware_heap"], heap
-        short = [v for v in result["violations"] if v.startswith(HEAP_SHORT)]
-        assert bool(short) == (heap["heap_min_lowest"] < MIN_FREE * heap["firmware_heap"])
+        # Issue 15's bar at the low point (the soak's own verdict, MIN_FREE): on the simulated
+        # 168 KB the lowest has been 42.5-43.7 % on seeds 1-3 since the proxy's waits and the
+        # shim's host parts went (README), a run's lowest moving by a few KB.
+        assert MIN_FREE == 0.40
+        assert heap["heap_min_lowest"] >= MIN_FREE * heap["firmware_heap"], heap
+        assert not [v for v in result["violations"] if v.startswith(HEAP_SHORT)], output
