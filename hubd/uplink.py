@@ -175,7 +175,7 @@ class Uplink:
                     c.host, c.port, ssl=tls, server_hostname=c.host if tls else None,
                     ssl_handshake_timeout=PROBE_TIMEOUT_S if tls else None)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            log.info("uplink: broadband probe of %s:%d failed: %s", c.host, c.port, exc)
+            log.info("uplink: broadband probe of %s:%d failed: %s", c.host, c.port, str(exc) or type(exc).__name__)
             return False
         writer.close()
         try:
