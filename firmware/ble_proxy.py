@@ -209,16 +209,23 @@ class Proxy:
 
     async def _end(self, rec):
         # The read, write or subscribe at the head of rec's queue no longer waits (_run started
-        # it): its result or failure, its ble_done, then the rest of the queue in a task.
+        # it): its result or failure, its ble_done, then the rest of the queue in a task. Raises
+        # nothing: the forwarding task that calls it serves every connection.
         rec[_BUSY] = False
         queue = rec[_QUEUE]
         req = queue[0]
         try:
-            done = self._result(req, rec, rec[_CONN].end(
-                "read" if req[0] == messages.BLE_READ else "write"))
-        except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
-            done = self._failed(req, rec, e)
-        await self._tell(rec[_EPOCH], messages.BLE_DONE, req[1], *done)
+            try:
+                done = self._result(req, rec, rec[_CONN].end(
+                    "read" if req[0] == messages.BLE_READ else "write"))
+            except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
+                done = self._failed(req, rec, e)
+            await self._tell(rec[_EPOCH], messages.BLE_DONE, req[1], *done)
+        except Exception as e:  # noqa: BLE001 - lost, as when a request's task ended by one;
+            if isinstance(e, MemoryError):  # the queue goes on
+                heap.survive("ble_done")
+            else:
+                log.error("ble_done %d: %r" % (req[1], e))
         queue.pop(0)
         while queue:
             try:

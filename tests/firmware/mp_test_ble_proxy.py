@@ -438,6 +438,26 @@ async def test_requests_on_one_connection_run_one_at_a_time_in_order():
         ("write", 6, b"\x02\x00", True)]
 
 
+async def test_an_answer_that_raises_stops_neither_its_queue_nor_the_forwarding():
+    # A read's ble_done meets an exception no send should raise: it is lost (as when a
+    # request's own task ended by one), and the queue behind it and every connection's
+    # notifications still go on: the task that ends reads, writes and subscribes serves all.
+    proxy, central, host = _proxy()
+    conns = [await _connect(proxy, host), await _connect(proxy, host, "C0:FF:EE:00:00:02")]
+    c = central.conns[0]
+    c.gate = Gate(c.notified)
+    lost = _ask(proxy, messages.BLE_READ, conns[0], 3, 1000)
+    after = _ask(proxy, messages.BLE_WRITE, conns[0], 3, "0a", True, 1000)
+    await _until(lambda: c.log)
+    host.refuse.append(ValueError("a bug's exception"))
+    c.gate.set()
+    assert (await _done(host, after))["status"] == "ok"
+    assert lost not in [m.get("rid") for m in host.sent]
+    central.conns[1].notify(5, b"\x01")
+    await _until(lambda: [m for m in host.sent if m["m"] == "ble_notify"])
+    assert (await _call(proxy, host, messages.BLE_READ, conns[0], 3, 1000))["status"] == "ok"
+
+
 async def test_a_full_queue_on_one_connection_refuses_more():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
