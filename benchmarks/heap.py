@@ -19,8 +19,9 @@ nothing; docs/architecture.md, "Heap"):
   live heap after a collection, what its parts hold (the host link's queues, proxy connections,
   the alarm journal, the modem's buffers) and the heap's block map (``micropython.mem_info(1)``),
   from which this prints what kinds of object the live heap is made of at rest (no connection,
-  the proxy made: the link's first report comes before it), with four connections, and at the lowest report; and health's own heap samples (every 5 s,
-  link up or down: its heap_min) with the moment's link state, queues and connections. The tap is a function and a few names in the
+  the proxy made: the link's first report comes before it), with four connections, and at the
+  lowest report; and health's own heap samples (every 5 s, link up or down: its heap_min) with
+  the moment's link state, queues and connections. The tap is a function and a few names in the
   firmware's heap (its own cost is printed: "tap").
 
 No assertions on numbers: it measures. ``--out`` writes the JSON (default
