@@ -80,6 +80,11 @@ class HostLink:
         was queued would be dropped with the session)."""
         return self.link.bulk_room() if self.link.state == link.UP else 0
 
+    def bulk_waiting(self):
+        """Whether bulk payloads wait to enter the window (a message sent now overtakes them)
+        on a link that is up (a link that went down drops them)."""
+        return self.link.state == link.UP and self.link.bulk_room() < self.link.max_bulk
+
     def idle(self):
         """Whether the link is up with nothing queued or in flight: reports that can wait (device
         readings) go out one at a time, behind everything else, and never make the link build

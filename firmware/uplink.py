@@ -175,6 +175,11 @@ class Uplink:
                 await self._close(why)
             return
         if self._eof and not self._more and self.open:
+            # Messages overtake waiting bulk on the link: "closed" goes once the peer's last
+            # bytes have left the queue (those in flight arrive first, in order).
+            if self._host.bulk_waiting():
+                await asyncio.sleep_ms(10)
+                return
             await self._close("peer")
             return
         if self.open and self._tx and not self._eof:

@@ -2,6 +2,8 @@
 into AT+QIOPEN, hubd's window, and what the host link's events and the modem's URCs do to the
 socket's state. The whole uplink against the simulated modem: tests/firmware/test_uplink.py."""
 
+import asyncio
+
 import lte
 import uplink
 from wire import link, messages
@@ -23,6 +25,11 @@ class _Host:
 
     def bulk_room(self):
         return 4
+
+    waiting = False  # bulk the uplink queued has not entered the link's window yet
+
+    def bulk_waiting(self):
+        return self.waiting
 
 
 def _open_uplink():
@@ -107,3 +114,22 @@ def test_hubds_requests_keep_the_latest():
     assert up._request == "close"
     up.on_message({"m": "uplink_open", "host": "b.example", "port": 2})
     assert up._request == ("b.example", 2)
+
+
+def test_closed_by_the_peer_waits_until_the_streams_last_bytes_have_left():
+    # Messages overtake waiting bulk on the link: "closed" sent while the peer's last bytes
+    # wait would reach hubd first, and hubd would drop them with the stream.
+    up, host = _open_uplink()
+
+    async def closed(cid):
+        return None
+
+    up._lte.close = closed
+    up._eof = True  # the modem said "closed" and its buffer was read empty
+    host.waiting = True
+    asyncio.run(up._round())
+    assert up.open and not host.sent, host.sent
+    host.waiting = False
+    asyncio.run(up._round())
+    assert not up.open
+    assert host.sent == [{"m": "uplink_state", "state": "closed", "why": "peer"}], host.sent

@@ -48,7 +48,10 @@ class Hub:
         elif uplink.is_data(value):
             self.down += uplink.chunk(value)
         else:
-            self.messages.append(messages.decode(value))
+            msg = messages.decode(value)
+            if msg["m"] == messages.UPLINK_STATE:
+                msg["down_before"] = len(self.down)  # the stream's bytes that came before it
+            self.messages.append(msg)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["m"] == kind]
@@ -265,11 +268,14 @@ async def test_the_peer_closing_is_closed_peer_after_its_last_bytes(tmp_path: Pa
         assert await hub.open() == ("open", None)
         await until(lambda: peer.writer is not None, "the broker's side")
         assert peer.writer is not None
-        peer.writer.write(b"goodbye" * 100)
+        last_words = b"goodbye" * 1000  # more than the link's bulk queue holds
+        peer.writer.write(last_words)
         await peer.writer.drain()
         peer.writer.close()
         await until(lambda: ("closed", "peer") in hub.states(), "closed by the peer")
-        assert bytes(hub.down) == b"goodbye" * 100  # read to the end before closing
+        assert bytes(hub.down) == last_words  # read to the end before closing
+        closed = next(m for m in hub.of(messages.UPLINK_STATE) if m["why"] == "peer")
+        assert closed["down_before"] == len(last_words), "closed overtook the stream's end"
         # The network dropping the connection (the modem's "closed" without a FIN) is the same
         # to hubd: the peer is gone.
         assert await hub.open() == ("open", None)
