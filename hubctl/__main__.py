@@ -340,6 +340,10 @@ def provision(
         help="DC-09 line number (L field), 1-6 hex digits.", show_default="1")] = None,
     apn: Annotated[str | None, typer.Option(
         help="The LTE modem's APN, e.g. internet.m2m.")] = None,
+    uplink: Annotated[str | None, typer.Option(
+        help="How hubd reaches its broker: broadband (the home's network), lte (the bridge's "
+             "modem: a home without broadband) or auto (broadband, LTE while it fails).",
+        show_default="kept; auto on a first provision (the bridge has its LTE modem)")] = None,
     resident: Annotated[str | None, typer.Option(
         help="Who the alarm centre sends help to, as the centre knows the resident.")] = None,
     serial: Annotated[str | None, typer.Option(
@@ -365,7 +369,7 @@ def provision(
     --broker mqtts://broker.kommune.example:8883 --password-file hub-0042.pw --ca broker-ca.pem
     --backend-key backend-2025=backend-2025.pub --alarm-account 12AB --alarm-unit-serial 5A0000AB
     --dc09-receiver dc09.alarmsentral.example:12000 --dc09-key-file dc09.key --apn internet.m2m
-    --resident resident-208
+    --resident resident-208 (a home without broadband: add --uplink lte)
     """
     flags = provisioning.Flags(
         etc_dir=etc_dir, bridge_config=bridge_config, hub_id=hub_id, broker=broker,
@@ -373,7 +377,7 @@ def provision(
         client_key=client_key, ca=ca, backend_keys=tuple(backend_key or ()),
         alarm_account=alarm_account, alarm_unit_serial=alarm_unit_serial, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
         dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
-        resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
+        uplink=uplink, resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
     fw = _firmware_config()
     try:
         plan = provisioning.plan(flags, fw)
@@ -447,6 +451,8 @@ def status(
                       f"{d.rssi} dBm" if d.rssi is not None else "-",
                       f"{diagnosis._age(now, d.last_seen)} ago" if d.last_seen else "never")
     out.print(table)
+    if snap.uplink is not None:
+        out.print(f"broker path: {diagnosis.uplink_summary(snap.uplink, now)}", markup=False)
     out.print(f"outbox: {snap.outbox.depth} waiting"
               f"{f', oldest {diagnosis._age(now, snap.outbox.oldest_at)}' if snap.outbox.oldest_at else ''}; "
               f"alarms: {snap.alarms.depth} unhandled ({snap.alarms_overdue} overdue)", markup=False)
@@ -472,25 +478,30 @@ def doctor_cmd(
     The configuration loads; the broker is reachable and takes hubd's login (TLS, password or
     certificate); hubd runs and is connected; the clock; the bridge's link and firmware; each
     lock in reach with its signal and battery; the alarm unit's heartbeat; LTE registration and
-    signal; the outbox backlog. Exit status 0 when all pass, 1 when any fails.
+    signal; the outbox backlog; the broker's path (hubd.toml's [uplink]) and, where hubd may use
+    LTE for it (uplink lte or auto), a broker login through the bridge's modem. Exit status 0
+    when all pass (a warning, !, is no failure), 1 when any fails.
 
     **Example:** sudo hubctl doctor --config /etc/hubd/hubd.toml
     """
     checks = diagnosis.run(config, socket_path)
-    marks = {diagnosis.OK: "[green]✓[/]", diagnosis.FAILED: "[red]✗[/]", diagnosis.SKIPPED: "[dim]-[/]"}
+    marks = {diagnosis.OK: "[green]✓[/]", diagnosis.FAILED: "[red]✗[/]", diagnosis.SKIPPED: "[dim]-[/]",
+             diagnosis.WARNED: "[yellow]![/]"}
     from rich.markup import escape
 
     for c in checks:
         line = f"{marks[c.result]} {escape(c.name)}: {escape(c.detail)}"
-        if c.result == diagnosis.FAILED and c.fix:
+        if c.result in (diagnosis.FAILED, diagnosis.WARNED) and c.fix:
             line += f"\n    [bold]fix:[/] {escape(c.fix)}"
         out.print(line)
     failed = sum(c.result == diagnosis.FAILED for c in checks)
     counted = sum(c.result != diagnosis.SKIPPED for c in checks)
+    warned = sum(c.result == diagnosis.WARNED for c in checks)
+    warnings = f" ({warned} with a warning)" if warned else ""
     if failed:
-        out.print(f"{failed} of {counted} checks failed", markup=False)
+        out.print(f"{failed} of {counted} checks failed{warnings}", markup=False)
         raise typer.Exit(1)
-    out.print(f"all {counted} checks passed", markup=False)
+    out.print(f"all {counted} checks passed{warnings}", markup=False)
 
 
 @app.command("test-alarm")

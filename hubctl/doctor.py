@@ -5,24 +5,32 @@ hubd serves its health snapshot (:class:`hubapi.models.HubStatus`) on a local un
 also loads hubd's configuration (hubd.toml and the hubd.env next to it, as systemd gives them to
 hubd) and logs in to the broker itself with hubd's settings, so a wrong password or a TLS problem
 is named even while hubd cannot say.
+
+Where hubd.toml's ``[uplink]`` lets hubd reach its broker through the bridge's LTE modem (mode
+``lte`` or ``auto``), the doctor checks that path too: the modem's registration and signal (the
+bridge's health), and a broker login through it, which hubd makes on the doctor's request
+(control.UplinkProbeRequest: hubd.uplink.Uplink.probe_lte; on LTE, hubd's live session is the
+proof). Each way it fails has its fix (:data:`UPLINK_FIXES`). A hub that runs broadband only
+although its bridge has a modem gets a warning: not a failure, but the home has no fallback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from hubapi.models import DeviceKind, DeviceState, HubStatus
+from hubapi.models import DeviceKind, DeviceState, HubStatus, UplinkProbe, UplinkStatus
 from hubd.technician import control
 from wire import lockkinds
 
@@ -35,7 +43,7 @@ MAX_OUTBOX_AGE_S = 600.0
 EARLIEST_PLAUSIBLE_TIME = 1_735_689_600  # 2025-01-01: a host clock before this was never set
 LTE_REGISTERED = ("home", "roaming")
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+OK, FAILED, SKIPPED, WARNED = "ok", "failed", "skipped", "warning"
 
 
 class StatusError(Exception):
@@ -47,7 +55,7 @@ class Check:
     """One line of the checklist: what was checked, what was found, and for a failure the fix."""
 
     name: str
-    result: str  # OK, FAILED or SKIPPED
+    result: str  # OK, FAILED, SKIPPED or WARNED (works, but the technician should know)
     detail: str
     fix: str = ""
 
@@ -206,7 +214,8 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
     health = status.bridge.health
     # hubd's own broker connection
     if status.broker_connected:
-        checks.append(Check("hubd connected to the broker", OK, f"hubd online at {broker}"))
+        over = f" over {status.uplink.path}" if status.uplink is not None else ""
+        checks.append(Check("hubd connected to the broker", OK, f"hubd online at {broker}{over}"))
     else:
         checks.append(Check("hubd connected to the broker", FAILED, f"hubd is not connected to {broker}",
                             "see the broker check; journalctl -u hubd shows why hubd's login fails"))
@@ -300,7 +309,7 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
     else:
         checks.append(Check("LTE", FAILED, f"not registered (modem: {lte.registered or 'no answer'})"
                             f"{f', {lte.rssi} dBm' if lte.rssi is not None else ', no signal'}",
-                            "no coverage: check the antenna / SIM / APN (hubctl provision --apn)"))
+                            _registration_fix(lte.registered)))
     # hubd's own code: a handler that raised on some input, a task that had to be started again
     crashed = {s: c["crashed"] for s, c in status.inputs.items() if c.get("crashed")}
     if crashed or status.task_restarts:
@@ -322,6 +331,169 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
     return checks
 
 
+def _registration_fix(registered: str | None) -> str:
+    """What to do about a modem that is not registered, by what it says (firmware/health.py)."""
+    if registered is None:
+        return ("the modem does not answer the bridge: check the modem's cable and power, then "
+                "restart the bridge (power it off and on)")
+    if registered == "denied":
+        return ("the operator refuses the SIM: ask the operator whether the SIM is activated for "
+                "data (LTE-M) and allowed in this network")
+    return ("no LTE network where the bridge is: check the antenna is connected, move the bridge "
+            "(near a window, higher up) and run again; check the SIM is inserted and activated "
+            "(and the APN: hubctl provision --apn)")
+
+
+#: Why a broker login through LTE failed (a wire.messages.UPLINK_WHY, ``broker``: the broker
+#: refused the login, ``tls``, ``no_connack``) -> what it means and the fix. ``{where}`` is the
+#: broker's host:port, ``{port}`` its port.
+UPLINK_FIXES: dict[str, tuple[str, str]] = {
+    "not_registered": ("the modem is not registered on an LTE network",
+                       _registration_fix("searching")),
+    "pdp_failed": ("the operator refused the data connection (the PDP context)",
+                   "check the APN the SIM's operator gave: hubctl provision --apn APN, then "
+                   "hubctl flash with the new bridge.json"),
+    "open_failed": ("the modem could not connect to the broker {where}",
+                    "the operator's network cannot reach the broker: [mqtt] host in hubd.toml must "
+                    "be a name or address the internet reaches (not one on the home's network), "
+                    "and a private APN's firewall must let port {port} through (ask the operator)"),
+    "broker": ("the broker refused hubd's login through LTE",
+               "the broker refused hubd's credentials: check HUBD_MQTT__PASSWORD in hubd.env or "
+               "the client certificate (hubctl provision), as for the broker check"),
+    "tls": ("TLS to the broker through LTE failed",
+            "check ca_file in hubd.toml is the CA of the broker's certificate (hubctl provision "
+            "--ca), the broker's host name, and the clock"),
+    "no_connack": ("the broker did not answer the login through LTE",
+                   "check [mqtt] port and tls in hubd.toml (a TLS port needs tls = true); a weak "
+                   "signal makes LTE slow: run again"),
+    "timeout": ("the bridge did not open the connection in time",
+                "the modem is slow to attach or the signal is weak: check the antenna and run "
+                "again; if it stays, restart the bridge (power it off and on)"),
+    "network": ("the LTE network dropped the data connection (coverage lost)",
+                "check the antenna and the signal (the LTE check), move the bridge and run again"),
+    "peer": ("the connection to the broker was closed during the login",
+             "the broker's log says why it closed it; a TLS broker closing at once: check [mqtt] "
+             "tls and port in hubd.toml"),
+    "host_link": ("the bridge's link went down during the login",
+                  "fix the bridge link first (the bridge link check), then run again"),
+    "no_modem": ("the bridge has no LTE modem configured",
+                 "bridge.json needs its lte section: hubctl provision --apn ... --dc09-receiver "
+                 "... --alarm-account ..., then hubctl flash"),
+    "hubd": ("hubd is stopping", "run again once hubd runs (systemctl status hubd)"),
+    "error": ("the bridge could not use its modem for the broker",
+              "check the SIM is inserted and has no PIN (try it in a phone), and that [mqtt] host "
+              "in hubd.toml has at most 63 characters; the bridge's log says which"),
+}
+
+
+def _uplink_why(error: str) -> str:
+    """The UPLINK_FIXES key of a failed probe's ``error`` (hubd.uplink.Uplink.probe_lte's text:
+    the channel's UplinkError says ``LTE uplink: <why>``, a live session that is not up names the
+    status's last error)."""
+    found = re.search(r"LTE uplink: (\w+)", error) or re.search(r"last error: (\w+)", error)
+    if found and found.group(1) in UPLINK_FIXES:
+        return found.group(1)
+    if "refused the login" in error:
+        return "broker"
+    if error.startswith("SSL") or "certificate" in error:
+        return "tls"
+    if error.startswith("no CONNACK"):
+        return "no_connack"
+    if error == "no bridge":
+        return "no_modem"
+    return "error"
+
+
+def _bytes(n: int) -> str:
+    return f"{n} B" if n < 10_000 else f"{n / 1000:.0f} kB" if n < 10_000_000 else f"{n / 1e6:.1f} MB"
+
+
+def uplink_summary(u: UplinkStatus, now: float) -> str:
+    """How hubd reaches its broker, in one line (hubctl status and doctor)."""
+    path = "the home's broadband" if u.path == "broadband" else "LTE (the bridge's modem)"
+    login = f"{_age(now, u.last_lte_login)} ago" if u.last_lte_login is not None else "none since hubd started"
+    text = (f"mode {u.mode}, over {path} for {_age(now, u.since)}; LTE today ({u.lte_today.day} UTC) "
+            f"{_bytes(u.lte_today.up)} up, {_bytes(u.lte_today.down)} down; last LTE login {login}")
+    if u.last_error is not None:
+        old = u.last_error_at is not None and u.last_lte_login is not None and u.last_error_at < u.last_lte_login
+        when = f" {_age(now, u.last_error_at)} ago" if u.last_error_at is not None else ""
+        text += f"; last error {u.last_error}{when}{' (before that login)' if old else ''}"
+    return text
+
+
+def check_path(status: HubStatus, now: float, configured: str | None) -> list[Check]:
+    """The broker path hubd runs (its status socket's ``uplink``): a warning for broadband alone
+    beside an LTE modem, for auto on LTE (broadband is down), and for a hubd.toml hubd has not
+    read yet. Nothing from a hubd before the uplink."""
+    u = status.uplink
+    if u is None:
+        return []
+    health = status.bridge.health
+    modem = health is not None and health.lte is not None
+    name = "broker path"
+    if configured is not None and configured != u.mode:
+        return [Check(name, WARNED, f"hubd.toml says uplink {configured}, hubd runs {u.mode}",
+                      "hubd reads hubd.toml at its start: systemctl restart hubd")]
+    line = uplink_summary(u, now)
+    if u.mode == "broadband" and modem:
+        return [Check(name, WARNED, f"{line}: the bridge's LTE modem is not used if broadband fails",
+                      "to fall back to LTE when the home's broadband fails: hubctl provision "
+                      "--uplink auto, then systemctl restart hubd")]
+    if u.mode == "auto" and u.path == "lte":
+        return [Check(name, WARNED, f"{line}: the broker was unreachable over broadband",
+                      "check the home's broadband (router, cable, the internet provider); hubd "
+                      "moves back to it by itself once it answers (LTE data costs money)")]
+    return [Check(name, OK, line)]
+
+
+def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tuple[str, int] | None
+                 ) -> list[Check]:
+    """A broker login through the bridge's LTE modem, when hubd's uplink may use it (mode lte or
+    auto); ``probe`` asks hubd for one (:func:`probe_uplink`)."""
+    u = status.uplink
+    if u is None or u.mode == "broadband":
+        return []
+    name = "broker login over LTE"
+    b, health = status.bridge, status.bridge.health
+    if not b.link_up:
+        return [Check(name, SKIPPED, "needs the bridge's link")]
+    if health is None:
+        return [Check(name, SKIPPED, "the bridge has not reported its health yet")]
+    if health.lte is None:
+        detail, fix = UPLINK_FIXES["no_modem"]
+        return [Check(name, FAILED, f"uplink {u.mode}, but {detail}", fix)]
+    if health.lte.registered not in LTE_REGISTERED:
+        return [Check(name, SKIPPED, "needs the modem registered (the LTE check)")]
+    try:
+        answer = probe()
+    except StatusError as e:
+        detail, _, fix = str(e).partition(": ")
+        return [Check(name, FAILED, f"hubd did not answer the probe: {detail}", fix)]
+    if answer.ok:
+        how = ("hubd's own session runs over LTE" if answer.how == "live" else
+               "a login of its own through the modem, closed after")
+        return [Check(name, OK, f"logged in ({how}, {answer.took_s:.1f} s)")]
+    error = answer.error or "no reason given"
+    why = _uplink_why(error)
+    detail, fix = UPLINK_FIXES[why]
+    host, port = where if where is not None else ("the broker", "its port")
+    fill = {"where": f"{host}:{port}" if where is not None else "", "port": port}
+    return [Check(name, FAILED, f"{detail.format(**fill).rstrip()} ({error})", fix.format(**fill))]
+
+
+def probe_uplink(path: Path, timeout_s: int = 60) -> UplinkProbe:
+    """hubd's broker login through LTE (control.UplinkProbeRequest), or StatusError naming the fix."""
+    try:
+        done = control.ask(path, control.UplinkProbeRequest(timeout_s=timeout_s),
+                           timeout=timeout_s + control.UPLINK_PROBE_SLACK_S)
+        return UplinkProbe.model_validate_json(json.dumps(done))
+    except control.ControlError as e:
+        raise StatusError(str(e)) from None
+    except ValidationError:
+        raise StatusError(f"{path} did not answer with a probe's result: is hubctl the same "
+                          "version as hubd? reinstall the same homecare-hub release") from None
+
+
 def run(config_path: Path, socket_path: Path | None) -> list[Check]:
     """Every check of hubctl doctor, in order."""
     checks: list[Check] = []
@@ -333,7 +505,12 @@ def run(config_path: Path, socket_path: Path | None) -> list[Check]:
         checks.append(Check("configuration loads", FAILED, str(e)))
     if config is not None:
         broker = f"{config.mqtt.host}:{config.mqtt.port}"
-        checks.append(check_broker(config.mqtt, config.hub_id))
+        if config.uplink.mode == "lte":  # a home without broadband: the hub's network has no way out
+            checks.append(Check("broker reachable and authorised", SKIPPED,
+                                "uplink lte: the hub reaches the broker through the bridge's modem "
+                                "only (the broker login over LTE below)"))
+        else:
+            checks.append(check_broker(config.mqtt, config.hub_id))
     else:
         broker = "the broker"
         checks.append(Check("broker reachable and authorised", SKIPPED, "needs the configuration"))
@@ -346,5 +523,9 @@ def run(config_path: Path, socket_path: Path | None) -> list[Check]:
         checks.append(Check("hubd running", FAILED, detail, fix))
         return checks
     checks.append(Check("hubd running", OK, f"hubd {status.hubd_version}, up {_age(status.at, status.at - status.hubd_up_s)}"))
-    checks.extend(check_status(status, time.time(), broker))
+    now = time.time()
+    checks.extend(check_status(status, now, broker))
+    checks.extend(check_path(status, now, config.uplink.mode if config is not None else None))
+    where = (config.mqtt.host, config.mqtt.port) if config is not None else None
+    checks.extend(check_uplink(status, lambda: probe_uplink(path), where))
     return checks

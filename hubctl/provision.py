@@ -10,6 +10,12 @@ What it writes (``etc`` is ``--etc-dir``, /etc/hubd by default):
 | ``etc/tls/client.crt``, ``client.key`` | 0644, 0600 | the hub's client certificate; the key owned by the user hubd runs as |
 | ``etc/bridge.json`` | 0600 | the bridge's configuration: link, alarm unit, LTE and DC-09 (its key); no lock |
 
+hubd.toml's ``[uplink] mode`` (how hubd reaches its broker, hubd/uplink.py) is ``--uplink``'s, or
+kept from the file; without either it is ``auto`` when the bridge has its LTE modem (bridge.json's
+``lte``: the home's broadband, and the modem when broadband fails) and ``broadband`` otherwise.
+``lte`` or ``auto`` without the modem is refused. The section's times (fallback_s, probe_s,
+lte_keepalive_s) keep hubd's defaults unless set there by hand, and are kept when they are.
+
 Everything is checked before anything is written, by the parsers that will read it: hubd's own
 :class:`hubd.config.HubConfig` (with the env file's values, as hubd sees them under systemd) and
 the bridge firmware's ``firmware/config.py`` ``parse()``. Each file is written to a temporary file
@@ -79,8 +85,9 @@ _HUBD_FLAGS: dict[tuple[str, ...], str] = {
     ("mqtt", "host"): "--broker", ("mqtt", "port"): "--broker", ("mqtt", "tls"): "--broker",
     ("mqtt", "username"): "--username", ("mqtt", "password"): "--password-file",
     ("mqtt", "ca_file"): "--ca", ("mqtt", "cert_file"): "--client-cert",
-    ("mqtt", "key_file"): "--client-key", ("mqtt",): "--broker",
+    ("mqtt", "key_file"): "--client-key", ("mqtt",): "--broker", ("uplink", "mode"): "--uplink",
 }
+UPLINK_MODES = ("broadband", "lte", "auto")
 # The same for bridge.json's lte section (firmware/config.py names the setting first).
 _BRIDGE_FLAGS = {"lte.apn": "--apn", "lte.host": "--dc09-receiver", "lte.port": "--dc09-receiver",
                  "lte.account": "--alarm-account", "lte.key": "--dc09-key-file",
@@ -130,6 +137,7 @@ class Flags:
     dc09_receiver_number: str | None = None
     dc09_line: str | None = None
     apn: str | None = None
+    uplink: str | None = None  # hubd.toml's [uplink] mode: UPLINK_MODES
     resident: str | None = None
     serial: str | None = None
     state_dir: Path | None = None
@@ -417,6 +425,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     bridge = _apply_bridge(flags, bridge, hub["serial"].get("baudrate", DEFAULT_BAUD))
     key_note = _apply_link_key(hub, env, bridge)
     lte = bridge["lte"]
+    _apply_uplink(flags, hub, lte)
     missing = [flag for flag, there in (
         ("--hub-id", "hub_id" in hub), ("--broker", "host" in hub["mqtt"]),
         ("--backend-key", bool(hub.get("keys"))), ("--alarm-account", "account" in lte),
@@ -426,8 +435,8 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     secrets = [s for s in (env.get(PASSWORD_ENV), env.get(LINK_KEY_ENV), lte.get("key")) if s]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
-    toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "mqtt", "serial", "keys",
-                                          "alarms", "locks")))
+    toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "mqtt", "uplink", "serial",
+                                          "keys", "alarms", "locks")))
     as_read = tomllib.loads(toml_data.decode())
     for name in ("ca_file", "cert_file", "key_file"):
         if as_read["mqtt"].get(name) in sources:
@@ -584,6 +593,26 @@ def _apply_login(flags: Flags, hub: dict[str, Any], env: dict[str, str],
     return files, sources
 
 
+def _apply_uplink(flags: Flags, hub: dict[str, Any], lte: dict[str, Any]) -> None:
+    """hubd.toml's ``[uplink] mode``: the flag's, else the file's, else ``auto`` with the bridge's
+    LTE modem and ``broadband`` without it. LTE needs the modem: refused without it (a first
+    provision lacking ``--apn`` is told so here, before the list of missing flags)."""
+    uplink = hub.setdefault("uplink", {})
+    if flags.uplink is not None:
+        if flags.uplink not in UPLINK_MODES:
+            raise BadFlag("--uplink", f"{flags.uplink!r} is not an uplink: broadband (the home's "
+                                      "network), lte (the bridge's modem) or auto (broadband, LTE "
+                                      "when it fails)")
+        uplink["mode"] = flags.uplink
+    modem = "apn" in lte
+    uplink.setdefault("mode", "auto" if modem else "broadband")
+    if uplink["mode"] in ("lte", "auto") and not modem:
+        raise BadFlag("--uplink", f"--uplink {uplink['mode']} goes through the bridge's LTE modem, "
+                                  "and this provisioning has none: give the modem's --apn (with "
+                                  "--dc09-receiver and --alarm-account), or --uplink broadband")
+    hub["uplink"] = _ordered(uplink, ("mode",))
+
+
 def _hex_field(flag: str, value: str, pattern: re.Pattern[str], what: str) -> str:
     """A flag's hex value, upper-cased, or BadFlag saying what it should be."""
     if not pattern.fullmatch(value.upper()):
@@ -688,7 +717,19 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
                  f"{lte['account']}, receiver {lte.get('receiver') or 'none'}, line "
                  f"{lte.get('line', '1')}, {key}; no lock (hubd drives them through the "
                  "bridge's Bluetooth proxy)")
-    lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd")
+    u = config.uplink
+    lines.append("  broker path: " + {
+        "broadband": "broadband only (the home's network; the bridge's LTE modem not used for it: "
+                     "--uplink auto falls back to it)" if lte.get("apn") else
+                     "broadband only (the home's network)",
+        "lte": f"LTE only, through the bridge's modem (APN {lte.get('apn')}; MQTT keepalive "
+               f"{u.lte_keepalive_s} s over LTE)",
+        "auto": f"auto: broadband, LTE through the bridge's modem after {u.fallback_s:g} s without "
+                f"the broker, back to broadband when a probe every {u.probe_s:g} s answers",
+    }[u.mode])
+    lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd"
+                 + ("; hubctl doctor (it logs in to the broker through LTE)"
+                    if u.mode != "broadband" else ""))
     return lines
 
 

@@ -219,6 +219,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             status_server = await status_socket.serve(config.status_socket, {
                 control.StatusRequest: health.answer,
                 control.TestAlarmRequest: TrialAlarms(bridge, alarms, health).handle,
+                control.UplinkProbeRequest: lambda request, _: uplink.probe_lte(request.timeout_s),
                 **commissioning.handlers(),
             })
             stack.push_async_callback(status_socket.close, status_server, config.status_socket)

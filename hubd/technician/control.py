@@ -12,6 +12,7 @@ One request per connection, one JSON line from the client::
     {"request": "pair", "lock": "front-door", "kind": "in_cylinder", "addr": "F0:94:0A:00:00:01",
      "addr_type": 0, "protocol": "dkey", "activation_code": "BCDF2345"}
     {"request": "decommission", "force": false}
+    {"request": "uplink_probe", "timeout_s": 60}
 
 hubd answers with JSON lines: any number of ``{"progress": "text"}`` while it works, then one
 ``{"done": {...}}`` (the request's result, models below) or ``{"error": "text naming the fix"}``.
@@ -117,13 +118,27 @@ class PairRequest(_Request):
         return self
 
 
+class UplinkProbeRequest(_Request):
+    """A broker login through the bridge's LTE modem (hubd.uplink.Uplink.probe_lte), for hubctl
+    doctor: the live session when hubd is on LTE, else a CONNECT/CONNACK of its own through a
+    channel opened for it and closed after. ``timeout_s`` bounds the login (attach, open, TLS,
+    CONNACK); the answer is a :class:`hubapi.models.UplinkProbe`, a failure included."""
+
+    request: Literal["uplink_probe"] = "uplink_probe"
+    timeout_s: int = Field(60, ge=5, le=300)
+
+
+#: hubctl's wait for the probe's answer beyond its own timeout (the channel's close, the socket).
+UPLINK_PROBE_SLACK_S = 15.0
+
+
 class DecommissionRequest(_Request):
     request: Literal["decommission"] = "decommission"
     force: bool = False  # go on although alarms still wait for the alarm centre
 
 
 Request = Annotated[StatusRequest | TestAlarmRequest | ScanRequest | PairRequest
-                    | DecommissionRequest, Field(discriminator="request")]
+                    | DecommissionRequest | UplinkProbeRequest, Field(discriminator="request")]
 REQUEST = TypeAdapter(Request)
 
 
