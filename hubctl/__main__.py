@@ -407,7 +407,8 @@ def status(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print hubd's snapshot as it is (one JSON object, hubapi HubStatus).")] = False,
 ) -> None:
-    """Show the hub's state as hubd sees it: hubd, the broker, the bridge, every device, the queues.
+    """Show the hub's state as hubd sees it: hubd, the broker and its path, the bridge, every device,
+    the queues.
 
     Read from hubd's local status socket; run as root or a member of group hubd.
 

@@ -111,7 +111,7 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
     started: list[LocalHub] = []
 
     def make(broker: Mosquitto, mode: str, broadband: bool = True, sim: bool = True,
-             env: dict[str, str] | None = None) -> LocalHub:
+             env: dict[str, str] | None = None, uplink: str = "") -> LocalHub:
         home = SimulatedHome(tmp_path / "home", locks=default_locks(), policy=FAST_POLICY,
                              health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5),
                              lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
@@ -123,7 +123,7 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
         host, port = home.broker_address
         hub = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock",
                               env={"HUBD_MQTT__HOST": host, "HUBD_MQTT__PORT": str(port), **(env or {})},
-                              extra=FAST_ABSENT + f'[uplink]\nmode = "{mode}"\n')
+                              extra=FAST_ABSENT + f'[uplink]\nmode = "{mode}"\n{uplink}')
         started.append(hub)
         return hub
 
@@ -220,6 +220,37 @@ def test_doctor_names_the_credentials_when_the_broker_refuses_the_login_over_lte
     assert LOGIN in failed(lines), out
     assert "the broker refused hubd's login through LTE" in lines[LOGIN]
     assert "check HUBD_MQTT__PASSWORD in hubd.env" in lines[LOGIN]
+
+
+def test_auto_on_lte_is_a_warning_about_the_broadband_and_the_live_session_is_the_login(
+        mosquitto: Mosquitto, make_hub) -> None:
+    from simulator.router import RESET
+
+    hub = make_hub(mosquitto, "auto", uplink="fallback_s = 2\nprobe_s = 3600\n")
+    hub.wait_for("hubd on broadband", lambda s: registered(s) and s.broker_connected, timeout=90)
+    router = hub.home.home.router
+    assert router is not None
+    hub.home.call(lambda: router.cut(RESET))
+    hub.wait_for("hubd moved to LTE", lambda s: s.broker_connected and s.uplink is not None
+                 and s.uplink.path == "lte", timeout=90)
+
+    code, lines, out = doctor_lines(hub)
+    assert code == 1, out
+    # The doctor's own login goes over the hub's network, which is cut: that is the fault.
+    assert failed(lines) == {"broker reachable and authorised"}, out
+    assert lines["broker path"].startswith("! "), out
+    assert "mode auto, over LTE (the bridge's modem)" in lines["broker path"]
+    assert "the broker was unreachable over broadband" in lines["broker path"]
+    assert "check the home's broadband" in lines["broker path"]
+    assert lines[LOGIN].startswith("✓") and "hubd's own session runs over LTE" in lines[LOGIN], out
+    assert lines["hubd connected to the broker"].endswith("over lte")
+
+    # hubd.toml changed, hubd not restarted: the doctor says hubd runs another mode.
+    toml = hub.config.read_text()
+    hub.config.write_text(toml.replace('mode = "auto"', 'mode = "broadband"'))
+    code, lines, out = doctor_lines(hub)
+    assert "hubd.toml says uplink broadband, hubd runs auto" in lines["broker path"], out
+    assert "systemctl restart hubd" in lines["broker path"]
 
 
 def test_the_probe_is_a_control_request_hubd_answers_with_its_result(mosquitto: Mosquitto, make_hub) -> None:
