@@ -217,8 +217,11 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
         over = f" over {status.uplink.path}" if status.uplink is not None else ""
         checks.append(Check("hubd connected to the broker", OK, f"hubd online at {broker}{over}"))
     else:
-        checks.append(Check("hubd connected to the broker", FAILED, f"hubd is not connected to {broker}",
-                            "see the broker check; journalctl -u hubd shows why hubd's login fails"))
+        lte = status.uplink is not None and status.uplink.path == "lte"
+        checks.append(Check("hubd connected to the broker", FAILED, f"hubd is not connected to {broker}"
+                            f"{' over lte' if lte else ''}",
+                            ("see the LTE and broker login over LTE checks" if lte else
+                             "see the broker check") + "; journalctl -u hubd shows why hubd's login fails"))
     # clock
     offset = status.bridge.clock_offset_s
     if now < EARLIEST_PLAUSIBLE_TIME:
@@ -380,6 +383,9 @@ UPLINK_FIXES: dict[str, tuple[str, str]] = {
                  "bridge.json needs its lte section: hubctl provision --apn ... --dc09-receiver "
                  "... --alarm-account ..., then hubctl flash"),
     "hubd": ("hubd is stopping", "run again once hubd runs (systemctl status hubd)"),
+    "connecting": ("hubd has no broker session over LTE yet, and no error so far",
+                   "hubd is connecting through the modem: wait a minute and run again "
+                   "(journalctl -u hubd shows its attempts)"),
     "error": ("the bridge could not use its modem for the broker",
               "check the SIM is inserted and has no PIN (try it in a phone), and that [mqtt] host "
               "in hubd.toml has at most 63 characters; the bridge's log says which"),
@@ -401,6 +407,8 @@ def _uplink_why(error: str) -> str:
         return "no_connack"
     if error == "no bridge":
         return "no_modem"
+    if error.startswith("no broker session over LTE"):
+        return "connecting"
     return "error"
 
 

@@ -98,6 +98,7 @@ def test_every_reason_the_bridge_gives_has_its_fix() -> None:
         assert doctor._uplink_why(f"UplinkError: LTE uplink: {why} (the bridge could not open it)") == why
     assert doctor._uplink_why("no broker session over LTE now (last error: broker)") == "broker"
     assert doctor._uplink_why("the broker refused the login: Not authorized") == "broker"
+    assert doctor._uplink_why("no broker session over LTE now (last error: None)") == "connecting"
 
 
 # --- status and doctor against hubd --------------------------------------------------------------
@@ -162,6 +163,21 @@ def test_a_home_without_broadband_status_shows_lte_and_doctor_proves_the_live_se
     assert lines["hubd connected to the broker"].endswith("over lte"), out
     # No broadband: the doctor's own login over the hub's network is no check here, not a failure.
     assert lines["broker reachable and authorised"].startswith("- ")
+
+
+def test_a_home_without_broadband_and_without_a_sim_names_the_sim(mosquitto: Mosquitto, make_hub) -> None:
+    """On LTE the login is hubd's own session: when it is down, its last error says why."""
+    hub = make_hub(mosquitto, "lte", broadband=False, sim=False)
+    hub.wait_for("hubd's failed open over LTE", lambda s: registered(s) and s.uplink is not None
+                 and s.uplink.last_error is not None, timeout=90)
+
+    code, lines, out = doctor_lines(hub)
+    assert code == 1, out
+    assert failed(lines) == {"hubd connected to the broker", LOGIN}, out
+    assert "hubd is not connected to" in lines["hubd connected to the broker"]
+    assert "see the LTE and broker login over LTE checks" in lines["hubd connected to the broker"]
+    assert "no broker session over LTE now (last error: error)" in lines[LOGIN], out
+    assert "check the SIM is inserted and has no PIN" in lines[LOGIN]
 
 
 def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its_fix(
