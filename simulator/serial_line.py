@@ -205,12 +205,16 @@ class SerialLine:
         self._uarts[direction].write(data)
 
     def _to_bridge(self, data: bytes) -> None:
+        if self.cut:
+            return  # still on its way when the cable was pulled: lost, as on a real one
         try:
             self._ours.sendall(data)
         except (BlockingIOError, OSError):
             pass  # a full or closed receiver loses bytes, as a real UART FIFO would
 
     def _to_hub(self, data: bytes) -> None:
+        if self.cut:
+            return
         try:
             os.write(self.master, data)
         except (BlockingIOError, OSError):

@@ -75,3 +75,25 @@ async def test_bridge_to_hub_at_the_baud_rate_and_the_knob_while_running(
         await until(lambda: take(n), "the bytes at the hub")
         assert loop.time() - start >= line_time(n, baud) > 0.25
         assert bytes(got) == data
+
+
+async def test_bytes_still_on_the_line_when_it_is_cut_are_lost(line: tuple[SerialLine, int]) -> None:
+    ln, hub = line
+    ln.baud = 2400  # 300 bytes: 1.25 s on the line
+    ln.firmware_end.sendall(frames(300))
+    await until(lambda: ln.frames(), "the frame read off the bridge's end")
+    ln.cut = True  # pulled while the bytes cross
+    await asyncio.sleep(line_time(300, 2400))  # the sender's UART went on sending into nothing
+    ln.cut = False
+    ln.firmware_end.sendall(data := frames(10))  # what crosses after the cable is back
+    got = bytearray()
+
+    def take() -> bool:
+        try:
+            got.extend(os.read(hub, 65536))
+        except BlockingIOError:
+            pass
+        return bytes(got).endswith(data)
+
+    await until(take, "the later frame")
+    assert len(got) - len(data) < 300  # what was on the line during the cut never arrived
