@@ -112,15 +112,17 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
     started: list[LocalHub] = []
 
     def make(broker: Mosquitto, mode: str, broadband: bool = True, sim: bool = True,
-             env: dict[str, str] | None = None, uplink: str = "") -> LocalHub:
+             env: dict[str, str] | None = None, uplink: str = "", modem: bool = True) -> LocalHub:
+        lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(), "account": ACCOUNT,
+               "receiver": "1", "retry_ms": 1000}
         home = SimulatedHome(tmp_path / "home", locks=default_locks(), policy=FAST_POLICY,
                              health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5),
-                             lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
-                                  "account": ACCOUNT, "receiver": "1", "retry_ms": 1000},
-                             broker=(broker.host, broker.port), broadband=broadband)
-        assert home.modem is not None
-        home.modem.network.conditions = lte_network.fast()
-        home.modem.sim = sim
+                             lte=lte if modem else None, broker=(broker.host, broker.port),
+                             broadband=broadband)
+        if modem:
+            assert home.modem is not None
+            home.modem.network.conditions = lte_network.fast()
+            home.modem.sim = sim
         host, port = home.broker_address
         hub = start_local_hub(home, broker, backend_key, tmp_path / "etc", short_dir / "status.sock",
                               env={"HUBD_MQTT__HOST": host, "HUBD_MQTT__PORT": str(port), **(env or {})},
@@ -267,6 +269,19 @@ def test_auto_on_lte_is_a_warning_about_the_broadband_and_the_live_session_is_th
     code, lines, out = doctor_lines(hub)
     assert "hubd.toml says uplink broadband, hubd runs auto" in lines["broker path"], out
     assert "systemctl restart hubd" in lines["broker path"]
+
+
+def test_auto_with_a_bridge_without_its_modem_fails_the_login_naming_the_lte_section(
+        mosquitto: Mosquitto, make_hub) -> None:
+    hub = make_hub(mosquitto, "auto", modem=False)
+    hub.wait_for("the bridge's health", lambda s: s.broker_connected and s.bridge.health is not None
+                 and s.uplink is not None, timeout=90)
+    code, lines, out = doctor_lines(hub)
+    assert code == 1, out
+    assert failed(lines) == {LOGIN}, out
+    assert "uplink auto, but the bridge has no LTE modem configured" in lines[LOGIN]
+    assert "bridge.json needs its lte section: hubctl provision --apn" in lines[LOGIN]
+    assert lines["LTE"].startswith("- "), "no modem: its registration is no check"
 
 
 def test_the_probe_is_a_control_request_hubd_answers_with_its_result(mosquitto: Mosquitto, make_hub) -> None:
