@@ -12,6 +12,7 @@ model activates any APN (simulator/modem.py), so ``pdp_failed`` has its fix from
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,13 +23,14 @@ from hil_tests.harness import HUB_ID
 from hubapi import schema
 from hubapi.models import HubStatus, UplinkProbe
 from hubctl import doctor
+from hubd.technician import control
 from simulator import lte_network
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome, default_locks
 from simulator.ports import free_port
 from tests.fixtures import BackendKey
 from tests.hubctl.test_hubctl_doctor import FAST_ABSENT, FAST_HEALTH, FAST_POLICY, checklist, failed
-from tests.hubctl.test_hubctl_provision import HUB, Inputs, inputs  # noqa: F401 - the fixture
+from tests.hubctl.test_hubctl_provision import Inputs, hubd_sees, inputs  # noqa: F401 - the fixture
 from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
@@ -68,7 +70,6 @@ def test_provision_defaults_to_auto_with_the_modem_and_keeps_the_mode_on_a_rerun
     assert _uplink(inputs.etc)["mode"] == "broadband"
     assert "broadband only (the home's network; the bridge's LTE modem not used for it" in proc.stdout
     assert "hubctl doctor" not in proc.stdout.strip().splitlines()[-1]
-    from tests.hubctl.test_hubctl_provision import hubd_sees
     assert hubd_sees(inputs.etc).uplink.mode == "broadband"
 
 
@@ -286,16 +287,13 @@ def test_auto_with_a_bridge_without_its_modem_fails_the_login_naming_the_lte_sec
 
 def test_the_probe_is_a_control_request_hubd_answers_with_its_result(mosquitto: Mosquitto, make_hub) -> None:
     """The request's bounds hold on hubd's side too (a typed refusal, hubd goes on)."""
-    from hubd.technician import control
-
     hub = make_hub(mosquitto, "auto")
     hub.wait_for("the modem registered", lambda s: registered(s) and s.broker_connected, timeout=90)
     probe = doctor.probe_uplink(hub.socket, timeout_s=30)
     assert isinstance(probe, UplinkProbe) and probe.ok and probe.how == "probe", probe
     with pytest.raises(ValueError, match="timeout_s"):
         control.parse_request(b'{"request": "uplink_probe", "timeout_s": 100000}\n')
-    import socket as sockets
-    s = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(hub.socket))
     s.sendall(b'{"request": "uplink_probe", "timeout_s": 1}\n')
     answer = s.makefile("rb").readline()
