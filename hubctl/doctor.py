@@ -491,9 +491,13 @@ def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tup
 
 def probe_uplink(path: Path, timeout_s: int = 60) -> UplinkProbe:
     """hubd's broker login through LTE (control.UplinkProbeRequest), or StatusError naming the fix."""
+    from hubd.uplink import OPEN_TIMEOUT_S
+
+    # hubd's probe waits for the channel's open first (up to OPEN_TIMEOUT_S and its 5 s of slack:
+    # Uplink.lte_socket), then up to timeout_s for the CONNACK.
+    wait = OPEN_TIMEOUT_S + 5 + timeout_s + control.UPLINK_PROBE_SLACK_S
     try:
-        done = control.ask(path, control.UplinkProbeRequest(timeout_s=timeout_s),
-                           timeout=timeout_s + control.UPLINK_PROBE_SLACK_S)
+        done = control.ask(path, control.UplinkProbeRequest(timeout_s=timeout_s), timeout=wait)
         return UplinkProbe.model_validate_json(json.dumps(done))
     except control.ControlError as e:
         raise StatusError(str(e)) from None
