@@ -591,6 +591,10 @@ class DKeyLock(Peripheral):
     ``idle_timeout_s`` (a silent link is ended), ``jammed`` (the motor stalls: STUCK report,
     the state stays), ``battery`` (raw units: set with :meth:`set_battery`)."""
 
+    # Between its advertising events on the realistic air: a battery lock's ~1 s (dormakaba
+    # publishes no figure: an assumption, docs/ble-timing.md).
+    adv_interval_s = 1.0
+
     def __init__(self, address: bytes | str, name: str = "dKey",
                  activation_code: str | None = None, travel_time_s: float = 1.0,
                  idle_timeout_s: float = IDLE_TIMEOUT_S, battery: int = BATTERY_FULL,

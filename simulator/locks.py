@@ -557,6 +557,9 @@ class EntranceDoorLock(ReferenceProtocolLock):
     """The electric strike of a building's shared entrance door: unlatch only, then it relocks."""
 
     kind = lockkinds.ENTRANCE_DOOR
+    # Mains-powered (the strike's controller): it can afford to advertise more often than a
+    # battery lock's 1 s (docs/ble-timing.md; an assumption).
+    adv_interval_s = 0.2
     actions = lockkinds.ACTIONS[lockkinds.ENTRANCE_DOOR]
 
     def __init__(self, lock_id: str, address: bytes | str, secret: bytes | None,

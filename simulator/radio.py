@@ -28,16 +28,31 @@ central its keys in _IRQ_SET_SECRET events (our and the peer's, keyed by the pee
 NimBLE's ble_addr_t: type, then the address least significant byte first) before the
 _IRQ_ENCRYPTION_UPDATE that ends every attempt. Pairing never completes at once: several SMP
 round trips over connection events.
+
+Time on the air is ``Radio(timing=...)`` (simulator/ble_timing.py; the suite picks it with the
+``SIM_BLE_TIMING`` environment variable). The fast air answers at once. The realistic air keeps
+each peripheral's advertising events (``Peripheral.adv_interval_s``, a lock kind's) on one
+schedule every scanner and initiator hears, puts every link on its connection events from the
+advert that carried the connect request on, answers each ATT request one event after it
+arrived (discovery in as many rounds as the ATT MTU needs), delivers notifications and a
+peripheral's disconnect in order at the next event, costs a re-encryption and a pairing their
+events, and retransmits lost packets (an interval each; silence for the supervision timeout
+drops the link). docs/ble-timing.md gives the figures and their sources.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
+import math
 import os
+import random
 import threading
 from collections.abc import Callable, Iterable
 
+from simulator import ble_timing
 from simulator.shims import airwire
 from wire.lockproto import uuid128_le
 
@@ -140,19 +155,110 @@ class Link:
         self.connected = True
         self.encrypted = False
         self.last_activity = asyncio.get_running_loop().time()
+        # The realistic air (module docstring): the first connection event, when the link's
+        # next request may go (ATT: one outstanding), when an answer being made is due, and
+        # what waits for its event, in order (an event and its args; None: the link ends).
+        self.anchor = self.last_activity
+        self.usable_at = self.last_activity
+        self.busy_until = 0.0
+        self.reply_at: float | None = None
+        self._outbox: collections.deque[tuple[float, int | None, tuple]] = collections.deque()
+        self._last_out = 0.0
+        self._pump: asyncio.Task | None = None
+
+    @property
+    def timing(self) -> ble_timing.Timing:
+        return self.session.radio.timing
+
+    def send(self, kind: int, *args) -> None:
+        """An event for the central about this link: at once on the fast air; at the
+        connection event its packets reach the central on the realistic one (``reply_at``
+        when an ATT answer is being made, else the next event), after those before it."""
+        if self.timing.instant:
+            self.session.send(kind, *args)
+            return
+        if self.reply_at is not None:
+            at = self.reply_at
+        else:
+            size = len(args[-1]) + ble_timing.ATT_HEADER if kind == _IRQ_GATTC_NOTIFY else 0
+            at = self.cross(self.next_event(self.session.radio.now()),
+                            self.timing.events_for(size))
+            if at is None:
+                return
+        self._enqueue(at, kind, args)
+
+    def _enqueue(self, at: float, kind: int | None, args: tuple) -> None:
+        at = max(at, self._last_out)
+        self._last_out = at
+        self._outbox.append((at, kind, args))
+        if self._pump is None or self._pump.done():
+            self._pump = self.session.radio.spawn(self._deliver())
+
+    async def _deliver(self) -> None:
+        radio = self.session.radio
+        while self._outbox and self.connected:
+            at, kind, args = self._outbox[0]
+            left = at - radio.now()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            self._outbox.popleft()
+            if kind is None:
+                self.session.drop(self)
+            else:
+                self.session.send(kind, *args)
+        self._outbox.clear()
+
+    def next_event(self, t: float) -> float:
+        """The first connection event at or after ``t`` (and after the link's set-up) at
+        which the peripheral listens (it sleeps through ``peripheral_latency`` idle ones)."""
+        interval = self.timing.conn_interval_s
+        t = max(t, self.usable_at)
+        k = math.ceil((t - self.anchor) / interval - 1e-9)
+        step = self.timing.peripheral_latency + 1
+        if step > 1 and t - self.busy_until > interval:
+            k = math.ceil(k / step) * step
+        return self.anchor + k * interval
+
+    def cross(self, t: float, events: int) -> float | None:
+        """When a PDU that takes ``events`` connection events, starting at the event ``t``,
+        has crossed: each event lost (either direction's packet: it goes again at the next)
+        costs an interval. None: the link heard nothing for the supervision timeout (it is
+        dropped then)."""
+        timing = self.timing
+        radio = self.session.radio
+        silent = 0.0
+        done = 0
+        while True:
+            lost = timing.lost(self.peripheral.rssi, radio.rng) or \
+                timing.lost(self.peripheral.rssi, radio.rng)
+            if lost:
+                silent += timing.conn_interval_s
+                if silent >= timing.supervision_timeout_s:
+                    radio.spawn(radio.drop_at(self, t))
+                    return None
+            else:
+                silent = 0.0
+                done += 1
+                if done >= events:
+                    return t
+            t += timing.conn_interval_s
 
     def notify(self, characteristic: Characteristic, data: bytes) -> bool:
         """Send a notification if the central subscribed; False if it was not sent."""
         if not self.connected or characteristic.value_handle not in self.subscribed:
             return False
-        self.session.send(
-            _IRQ_GATTC_NOTIFY, self.conn_handle, characteristic.value_handle, data[: self.mtu - 3]
-        )
+        self.send(_IRQ_GATTC_NOTIFY, self.conn_handle, characteristic.value_handle,
+                  data[: self.mtu - 3])
         return True
 
     def disconnect(self) -> None:
-        """Drop the link from the peripheral's side."""
-        self.session.drop(self)
+        """Drop the link from the peripheral's side (on the realistic air at the next
+        connection event, after what it sent before)."""
+        if self.timing.instant:
+            self.session.drop(self)
+        elif self.connected:
+            self._enqueue(self.next_event(self.session.radio.now()), None, ())
 
 
 class Peripheral:
@@ -160,6 +266,9 @@ class Peripheral:
 
     addr_type = 0  # public
     att_mtu = 247
+    # Between its advertising events on the realistic air (a lock kind sets its own;
+    # docs/ble-timing.md): a battery peripheral's ~1 s, an assumption.
+    adv_interval_s = 1.0
 
     def __init__(
         self,
@@ -292,19 +401,25 @@ class _CentralSession:
         elif kind == airwire.EXCHANGE_MTU:
             self.preferred_mtu = args[1]
             link = self.link(args[0])
-            if link:
-                link.mtu = max(DEFAULT_ATT_MTU, min(args[1], link.peripheral.att_mtu))
-                self.send(_IRQ_MTU_EXCHANGED, link.conn_handle, link.mtu)
+            if link and self.radio.timing.instant:
+                self.exchange_mtu(link, args[1])
+            elif link:
+                self.radio.spawn(self._over_air(link, kind, args))
         else:
             conn = args[0]
             link = self.link(conn)
             if link is None:
                 return  # the disconnect event is already on its way to the central
             if kind == airwire.DISCONNECT:
-                self.drop(link)
+                if self.radio.timing.instant:
+                    self.drop(link)
+                else:  # LL_TERMINATE_IND at the next event
+                    link._enqueue(link.next_event(self.radio.now()), None, ())
             elif kind == airwire.PAIR:
                 self.radio.spawn(self.secure(link, args[1] if len(args) > 1 else None,
                                              bool(args[2]) if len(args) > 2 else True))
+            elif not self.radio.timing.instant:
+                self.radio.spawn(self._over_air(link, kind, args))
             elif link.peripheral.response_delay_s:
                 self.radio.spawn(self._answer_late(link, kind, args))
             else:
@@ -314,6 +429,79 @@ class _CentralSession:
         await asyncio.sleep(link.peripheral.response_delay_s)
         if link.connected:
             self.gatt(link, kind, args)
+
+    def exchange_mtu(self, link: Link, mtu: int) -> None:
+        link.mtu = max(DEFAULT_ATT_MTU, min(mtu, link.peripheral.att_mtu))
+        link.send(_IRQ_MTU_EXCHANGED, link.conn_handle, link.mtu)
+
+    def _att_shape(self, link: Link, kind: int, args: list) -> tuple[int, int, int]:
+        """An ATT procedure's rounds (request and answer), and the request's and the
+        answer's bytes, as the link's MTU makes them (discovery: as many rounds as the entries
+        need at MTU - 2 bytes an answer, and one more that finds none)."""
+        mtu = link.mtu
+        p = link.peripheral
+        if kind == airwire.DISCOVER_SERVICES:
+            entries = [s for s in p.services if args[1] is None or _uuid_bytes(s.uuid) == args[1]]
+            size = 4 + (len(args[1]) if args[1] is not None else 16)
+            return self._rounds(len(entries), size, mtu), 7 + (len(args[1] or b"")), mtu
+        if kind == airwire.DISCOVER_CHARACTERISTICS:
+            start, end = args[1], args[2]
+            entries = [c for s in p.services for c in s.characteristics
+                       if start <= c.def_handle <= end]
+            return self._rounds(len(entries), 5 + 16, mtu), 7, mtu
+        if kind == airwire.DISCOVER_DESCRIPTORS:
+            entries = [c for c in self.radio.characteristics(p) if c.cccd_handle]
+            return self._rounds(len(entries), 4, mtu), 5, mtu
+        if kind == airwire.READ:
+            return 1, 3, mtu
+        if kind == airwire.WRITE:
+            return 1, 3 + len(args[3]), 1 if args[2] == 1 else 0
+        if kind == airwire.EXCHANGE_MTU:
+            return 1, 3, 3
+        return 1, 3, 3
+
+    @staticmethod
+    def _rounds(entries: int, entry_size: int, mtu: int) -> int:
+        return math.ceil(entries / max(1, (mtu - 2) // entry_size)) + 1
+
+    async def _over_air(self, link: Link, kind: int, args: list) -> None:
+        """One ATT procedure on the realistic air (module docstring): its request(s) at the
+        link's next events, the peripheral's work when the last one arrived (and after its
+        ``response_delay_s``), its answer at the event after."""
+        timing = self.radio.timing
+        rounds, request, answer = self._att_shape(link, kind, args)
+        t = max(self.radio.now(), link.busy_until)
+        link.busy_until = math.inf  # the next request waits for this one's answer
+        arrived = None
+        for i in range(rounds):
+            arrived = link.cross(link.next_event(t), timing.events_for(request))
+            if arrived is None:
+                return
+            if i < rounds - 1:
+                t = link.cross(arrived + timing.conn_interval_s, timing.events_for(answer))
+                if t is None:
+                    return
+                t += timing.conn_interval_s  # the client's next request, after the answer
+        at = arrived + link.peripheral.response_delay_s
+        await asyncio.sleep(max(0.0, at - self.radio.now()))
+        if not link.connected:
+            return
+        if answer:
+            reply = link.cross(link.next_event(at + timing.conn_interval_s * 0.5),
+                               timing.events_for(answer))
+            if reply is None:
+                return
+        else:
+            reply = at
+        link.busy_until = reply
+        link.reply_at = reply
+        try:
+            if kind == airwire.EXCHANGE_MTU:
+                self.exchange_mtu(link, args[1])
+            else:
+                self.gatt(link, kind, args)
+        finally:
+            link.reply_at = None
 
     def gatt(self, link: Link, kind: int, args: list) -> None:
         """Run one GATT procedure against the peripheral's attribute table."""
@@ -338,29 +526,49 @@ class _CentralSession:
         me = self.identity()
         ltk = key_of(secret)
         if ltk is not None:
-            await asyncio.sleep(p.encrypt_delay_s)
+            await asyncio.sleep(self._security_delay(link, p.encrypt_delay_s,
+                                                     self.radio.timing.encrypt_events))
             if not link.connected:
                 return
             if p.bonds.get(me) == ltk:
                 link.encrypted = True
-                self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1, 16)
+                link.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1, 16)
             else:  # the peer lost that key: "PIN or key missing", the link stays unencrypted
-                self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
+                link.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
             return
-        await asyncio.sleep(p.pair_delay_s)
+        timing = self.radio.timing
+        await asyncio.sleep(self._security_delay(
+            link, p.pair_delay_s, timing.pair_events + timing.encrypt_events,
+            timing.pair_compute_s))
         if not link.connected:
             return
         if not p.pairable:  # SMP Pairing Failed: pairing not supported now
-            self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
+            link.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 0, 0, 0, 0)
             return
         ltk = os.urandom(16)
         if bond:
             p.bonds[me] = ltk
             peer = bytes((p.addr_type,)) + p.address[::-1]
             for sec_type in (SEC_OUR, SEC_PEER):
-                self.send(_IRQ_SET_SECRET, sec_type, peer, secret_value(peer, ltk))
+                link.send(_IRQ_SET_SECRET, sec_type, peer, secret_value(peer, ltk))
         link.encrypted = True
-        self.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1 if bond else 0, 16)
+        link.send(_IRQ_ENCRYPTION_UPDATE, link.conn_handle, 1, 0, 1 if bond else 0, 16)
+
+    def _security_delay(self, link: Link, fast_s: float, events: int,
+                        compute_s: float = 0.0) -> float:
+        """How long a re-encryption or a pairing takes from now: the peripheral's own figure
+        on the fast air; on the realistic one its events from the next (each loss one more)
+        and the peripheral's key computation, never less than the peripheral's figure."""
+        timing = self.radio.timing
+        if timing.instant:
+            return fast_s
+        now = self.radio.now()
+        t = link.next_event(max(now, link.busy_until if link.busy_until != math.inf else now))
+        done = link.cross(t, max(1, events))
+        if done is None:
+            # the link drops by its supervision timeout (Link.cross): nothing comes of it
+            return timing.supervision_timeout_s + 1.0
+        return max(fast_s, done + compute_s - now)
 
     def link(self, conn: int) -> Link | None:
         link = self.links.get(conn)
@@ -374,7 +582,41 @@ class _CentralSession:
             self.scan_task = None
             self.send(_IRQ_SCAN_DONE)
         if duration_ms is not None:
-            self.scan_task = self.radio.spawn(self.scanning(duration_ms, bool(active)))
+            scanning = self.scanning if self.radio.timing.instant else self.scanning_on_air
+            self.scan_task = self.radio.spawn(scanning(duration_ms, bool(active)))
+
+    def _report(self, p: Peripheral, active: bool) -> None:
+        adv_type = ADV_IND if p.connectable else ADV_NONCONN_IND
+        self.send(_IRQ_SCAN_RESULT, p.addr_type, p.address, adv_type, p.rssi,
+                  p.advertising_data())
+        if active and p.scan_response() and \
+                not self.radio.timing.lost(p.rssi, self.radio.rng):  # SCAN_REQ, SCAN_RSP
+            self.send(_IRQ_SCAN_RESULT, p.addr_type, p.address, SCAN_RSP, p.rssi,
+                      p.scan_response())
+
+    async def scanning_on_air(self, duration_ms: int, active: bool) -> None:
+        """A scan on the realistic air: each peripheral's advertising events as they come
+        (Radio.advert_after), each heard if inside the scan window and not lost."""
+        radio = self.radio
+        start = radio.now()
+        end = start + duration_ms / 1000 if duration_ms else None
+        after: dict[Peripheral, float] = {}
+        while True:
+            now = radio.now()
+            due = [(radio.advert_after(p, after.get(p, start)), i, p)
+                   for i, p in enumerate(radio.peripherals) if p.in_range and p.advertising]
+            at, _, p = min(due, default=(now + 0.05, 0, None))
+            if end is not None and at >= end:
+                await asyncio.sleep(max(0.0, end - now))
+                break
+            await asyncio.sleep(max(0.0, at - now))
+            if p is None:
+                continue
+            after[p] = at
+            if p.in_range and p.advertising and radio.timing.heard(p.rssi, radio.rng):
+                self._report(p, active)
+        self.scan_task = None
+        self.send(_IRQ_SCAN_DONE)
 
     async def scanning(self, duration_ms: int, active: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -396,17 +638,37 @@ class _CentralSession:
     async def connect(self, addr_type: int, addr: bytes, scan_duration_ms: int) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + scan_duration_ms / 1000
+        radio = self.radio
+        after = loop.time()
         while True:
-            p = self.radio.find(addr_type, addr)
-            if p is not None and p.in_range and p.advertising and p.connectable:
+            p = radio.find(addr_type, addr)
+            ready = p is not None and p.in_range and p.advertising and p.connectable
+            if ready and radio.timing.instant:
                 break
+            if ready:  # the realistic air: CONNECT_IND answers its next advert heard
+                at = radio.advert_after(p, after)
+                if at < end:
+                    await asyncio.sleep(max(0.0, at - loop.time()))
+                    after = at
+                    if p.in_range and p.advertising and p.connectable and \
+                            not radio.timing.lost(p.rssi, radio.rng):
+                        break
+                    continue
             if loop.time() >= end:
                 self.send(_IRQ_PERIPHERAL_DISCONNECT, _NO_CONN, 0xFF, bytes(6))
                 return
-            await asyncio.sleep(self.radio.adv_interval_s)
+            await asyncio.sleep(min(radio.adv_interval_s, max(0.0, end - loop.time())))
+            after = loop.time()
         handle = self.next_handle
         self.next_handle += 1
         link = Link(self, handle, p)
+        if not radio.timing.instant:
+            # The first connection event: 1.25 ms and the transmit window's offset after
+            # CONNECT_IND; the link layer's own procedures take the next few.
+            interval = radio.timing.conn_interval_s
+            link.anchor = after + ble_timing.TRANSMIT_WINDOW_DELAY_S + \
+                radio.rng.uniform(0.0, interval)
+            link.usable_at = link.anchor + radio.timing.setup_events * interval
         self.links[handle] = link
         p.links.append(link)
         self.send(_IRQ_PERIPHERAL_CONNECT, handle, p.addr_type, p.address)
@@ -420,31 +682,31 @@ class _CentralSession:
         while link.connected:
             left = link.last_activity + timeout - loop.time()
             if left <= 0:
-                self.drop(link)
+                link.disconnect()
                 return
             await asyncio.sleep(left)
 
     def discover_services(self, link: Link, uuid: bytes | None) -> None:
         for s in link.peripheral.services:
             if uuid is None or _uuid_bytes(s.uuid) == uuid:
-                self.send(_IRQ_GATTC_SERVICE_RESULT, link.conn_handle, s.start_handle,
+                link.send(_IRQ_GATTC_SERVICE_RESULT, link.conn_handle, s.start_handle,
                           s.end_handle, _uuid_bytes(s.uuid))
-        self.send(_IRQ_GATTC_SERVICE_DONE, link.conn_handle, 0)
+        link.send(_IRQ_GATTC_SERVICE_DONE, link.conn_handle, 0)
 
     def discover_characteristics(self, link: Link, start: int, end: int, uuid: bytes | None):
         for s in link.peripheral.services:
             for c in s.characteristics:
                 if start <= c.def_handle <= end and (uuid is None or _uuid_bytes(c.uuid) == uuid):
-                    self.send(_IRQ_GATTC_CHARACTERISTIC_RESULT, link.conn_handle, c.def_handle,
+                    link.send(_IRQ_GATTC_CHARACTERISTIC_RESULT, link.conn_handle, c.def_handle,
                               c.value_handle, c.properties, _uuid_bytes(c.uuid))
-        self.send(_IRQ_GATTC_CHARACTERISTIC_DONE, link.conn_handle, 0)
+        link.send(_IRQ_GATTC_CHARACTERISTIC_DONE, link.conn_handle, 0)
 
     def discover_descriptors(self, link: Link, start: int, end: int) -> None:
         for c in self.radio.characteristics(link.peripheral):
             if c.cccd_handle and start <= c.cccd_handle <= end:
-                self.send(_IRQ_GATTC_DESCRIPTOR_RESULT, link.conn_handle, c.cccd_handle,
+                link.send(_IRQ_GATTC_DESCRIPTOR_RESULT, link.conn_handle, c.cccd_handle,
                           _uuid_bytes(CCCD_UUID16))
-        self.send(_IRQ_GATTC_DESCRIPTOR_DONE, link.conn_handle, 0)
+        link.send(_IRQ_GATTC_DESCRIPTOR_DONE, link.conn_handle, 0)
 
     def _refused(self, link: Link, c: Characteristic) -> int:
         # An encrypted attribute on a link that is not: which error says NimBLE's ATT server.
@@ -471,9 +733,9 @@ class _CentralSession:
             else:
                 continue
             if status == 0:
-                self.send(_IRQ_GATTC_READ_RESULT, link.conn_handle, handle, value[: link.mtu - 1])
+                link.send(_IRQ_GATTC_READ_RESULT, link.conn_handle, handle, value[: link.mtu - 1])
             break
-        self.send(_IRQ_GATTC_READ_DONE, link.conn_handle, handle, status)
+        link.send(_IRQ_GATTC_READ_DONE, link.conn_handle, handle, status)
 
     def write(self, link: Link, handle: int, mode: int, data: bytes) -> None:
         if len(data) > link.mtu - 3:
@@ -504,7 +766,7 @@ class _CentralSession:
                     continue
                 break
         if mode == 1 and link.connected:
-            self.send(_IRQ_GATTC_WRITE_DONE, link.conn_handle, handle, status)
+            link.send(_IRQ_GATTC_WRITE_DONE, link.conn_handle, handle, status)
 
 
 def secret_value(peer: bytes, ltk: bytes) -> bytes:
@@ -528,12 +790,23 @@ class Radio:
     def __init__(
         self,
         socket_path: str,
-        adv_interval_s: float = 0.05,
-        supervision_timeout_s: float = 0.5,
+        adv_interval_s: float | None = None,
+        supervision_timeout_s: float | None = None,
+        timing: ble_timing.Timing | None = None,
+        seed: int | None = None,
     ) -> None:
+        """``timing``: the air's figures (simulator/ble_timing.py; None: as SIM_BLE_TIMING
+        says); ``adv_interval_s`` and ``supervision_timeout_s`` override its own;
+        ``seed``: the air's randomness (adverts' phases, advDelay, losses) repeatable."""
         self.socket_path = socket_path
-        self.adv_interval_s = adv_interval_s
-        self.supervision_timeout_s = supervision_timeout_s
+        self.timing = timing if timing is not None else ble_timing.from_env()
+        if adv_interval_s is not None:
+            self.timing = dataclasses.replace(self.timing, adv_interval_s=adv_interval_s)
+        if supervision_timeout_s is not None:
+            self.timing = dataclasses.replace(self.timing,
+                                              supervision_timeout_s=supervision_timeout_s)
+        self.rng = random.Random(seed)
+        self._adv_phase: dict[Peripheral, tuple[float, int]] = {}
         self.peripherals: list[Peripheral] = []
         self._sessions: set[_CentralSession] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -584,6 +857,46 @@ class Radio:
             if p.address == bytes(addr) and p.addr_type == addr_type:
                 return p
         return None
+
+    @property
+    def adv_interval_s(self) -> float:
+        """How often the fast air's scans report and its connects look (every peripheral's
+        interval there); on the realistic air, how often an initiator looks for a peripheral
+        that is not advertising."""
+        return self.timing.adv_interval_s or 0.05
+
+    @property
+    def supervision_timeout_s(self) -> float:
+        return self.timing.supervision_timeout_s
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def advert_after(self, p: Peripheral, t: float) -> float:
+        """The time of the peripheral's first advertising event after ``t``: every scanner
+        and initiator hears the same events. Event k is at the peripheral's phase plus k
+        intervals plus that event's advDelay (0-10 ms, drawn from the event's number)."""
+        interval = self.timing.adv_interval_of(p.adv_interval_s)
+        if p not in self._adv_phase:
+            self._adv_phase[p] = (t + self.rng.uniform(0.0, interval),
+                                  self.rng.getrandbits(32))
+        phase, salt = self._adv_phase[p]
+        k = max(0, math.floor((t - phase) / interval) - 1)
+        while True:
+            at = phase + k * interval + self._adv_delay(salt, k)
+            if at > t:
+                return at
+            k += 1
+
+    def _adv_delay(self, salt: int, k: int) -> float:
+        mixed = ((salt ^ (k * 0x9E3779B1)) * 0x85EBCA6B) & 0xFFFFFFFF
+        return self.timing.adv_delay_max_s * (mixed / 2**32)
+
+    async def drop_at(self, link: Link, t: float) -> None:
+        """Drop a link whose every packet was lost, its supervision timeout after ``t``."""
+        await asyncio.sleep(max(0.0, t + self.timing.supervision_timeout_s - self.now()))
+        if link.connected:
+            link.session.drop(link)
 
     @staticmethod
     def characteristics(peripheral: Peripheral) -> list[Characteristic]:
