@@ -42,7 +42,7 @@ _FULL_RETRY_MS = 200  # after SEND FAIL (the modem's send buffer is full)
 _FULL_GIVE_UP = 150  # SEND FAILs in a row (about 30 s of a modem taking nothing): closed
 
 # Lte errors -> why the uplink is closed (wire.messages.UPLINK_WHY)
-_WHY = {lte.E_TIMEOUT: "timeout", lte.E_NOT_REGISTERED: "not_registered",
+_WHY = {lte.E_TIMEOUT: "timeout", lte.E_NO_SIM: "no_sim", lte.E_NOT_REGISTERED: "not_registered",
         lte.E_PDP: "pdp_failed", lte.E_OPEN: "open_failed", lte.E_CLOSED: "peer"}
 
 

@@ -351,6 +351,9 @@ def _registration_fix(registered: str | None) -> str:
 #: refused the login, ``tls``, ``no_connack``) -> what it means and the fix. ``{where}`` is the
 #: broker's host:port, ``{port}`` its port.
 UPLINK_FIXES: dict[str, tuple[str, str]] = {
+    "no_sim": ("the modem has no SIM ready",
+               "insert the operator's SIM (contacts down, power off first) and check it has no "
+               "PIN (try it in a phone and turn the PIN off), then power the bridge on"),
     "not_registered": ("the modem is not registered on an LTE network",
                        _registration_fix("searching")),
     "pdp_failed": ("the operator refused the data connection (the PDP context)",
@@ -387,8 +390,8 @@ UPLINK_FIXES: dict[str, tuple[str, str]] = {
                    "hubd is connecting through the modem: wait a minute and run again "
                    "(journalctl -u hubd shows its attempts)"),
     "error": ("the bridge could not use its modem for the broker",
-              "check the SIM is inserted and has no PIN (try it in a phone), and that [mqtt] host "
-              "in hubd.toml has at most 63 characters; the bridge's log says which"),
+              "check that [mqtt] host in hubd.toml has at most 63 characters; the bridge's log "
+              "says what the modem answered"),
 }
 
 

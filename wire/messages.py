@@ -150,12 +150,12 @@ BLE_LOST_REASONS = ("peer", "timeout", "host_link", "ble_restart")
 # The uplink's states: the socket is open end to end (bytes may flow); it is closed (why says
 # which side or what ended it, or that it never opened).
 UPLINK_STATES = ("open", "closed")
-# Why the uplink is closed: hubd asked; the bridge has no LTE modem configured; the modem is not
-# registered on a network (coverage) or the data context failed; the socket could not be opened
+# Why the uplink is closed: hubd asked; the bridge has no LTE modem configured; the modem has no
+# SIM ready (none inserted, or it wants a PIN); the modem is not registered on a network (coverage) or the data context failed; the socket could not be opened
 # (the broker refused or did not answer); the peer or the network closed it; the bridge's link
 # to hubd went down (the socket is closed then: its stream belonged to that session); the modem
 # did not answer in time; anything else the modem answered.
-UPLINK_WHY = ("hubd", "no_modem", "not_registered", "pdp_failed", "open_failed", "peer",
+UPLINK_WHY = ("hubd", "no_modem", "no_sim", "not_registered", "pdp_failed", "open_failed", "peer",
               "network", "host_link", "timeout", "error")
 MAX_DATA = 176  # bytes of GATT data in one message (a write, a read, a notification): the
 # longest ble_done and ble_write then fit a link payload (tests/wire/test_ble_proxy_messages.py)

@@ -55,8 +55,11 @@ DRAIN_S = 5.0
 #: How often a pump blocked on the link's bulk room looks again (the link says nothing when a
 #: bulk payload leaves its queue).
 ROOM_POLL_S = 0.01
-#: The answers to ``uplink_open`` (every other closed reason describes an earlier socket).
-OPEN_FAILURES = ("no_modem", "not_registered", "pdp_failed", "open_failed", "timeout", "error")
+#: Closed reasons that only an open stream can have: while an open waits they describe an
+#: earlier socket. Every other reason (wire.messages.UPLINK_WHY) answers ``uplink_open``, so a
+#: reason added to UPLINK_WHY fails the open at once instead of leaving it to time out.
+STREAM_ENDINGS = ("hubd", "peer", "network", "host_link")
+OPEN_FAILURES = tuple(why for why in messages.UPLINK_WHY if why not in STREAM_ENDINGS)
 #: How long an open waits for the bridge's link to come up (hubd starting, a bridge restarting).
 LINK_WAIT_S = 5.0
 #: Seconds between writes of the day's byte counts (and at close): a crash loses at most this much.

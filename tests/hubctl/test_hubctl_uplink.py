@@ -179,8 +179,8 @@ def test_a_home_without_broadband_and_without_a_sim_names_the_sim(mosquitto: Mos
     assert failed(lines) == {"hubd connected to the broker", LOGIN}, out
     assert "hubd is not connected to" in lines["hubd connected to the broker"]
     assert "see the LTE and broker login over LTE checks" in lines["hubd connected to the broker"]
-    assert "no broker session over LTE now (last error: error)" in lines[LOGIN], out
-    assert "check the SIM is inserted and has no PIN" in lines[LOGIN]
+    assert "no broker session over LTE now (last error: no_sim)" in lines[LOGIN], out
+    assert "insert the operator's SIM" in lines[LOGIN]
 
 
 def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its_fix(
@@ -195,8 +195,8 @@ def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its
     # No SIM: the modem answers +CME ERROR: 10, the bridge cannot attach.
     code, lines, out = doctor_lines(hub)
     assert code == 1 and failed(lines) == {LOGIN}, out
-    assert "the bridge could not use its modem" in lines[LOGIN]
-    assert "check the SIM is inserted and has no PIN" in lines[LOGIN]
+    assert "the modem has no SIM ready" in lines[LOGIN]
+    assert "insert the operator's SIM" in lines[LOGIN]
     assert lines["broker path"].startswith("✓") and "mode auto, over the home's broadband" in lines["broker path"]
 
     # The SIM in: a login of its own through the modem, closed after; hubd stays on broadband.
