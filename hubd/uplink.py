@@ -71,6 +71,7 @@ class Uplink:
         self._refused_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mqtt: _Mqtt | None = None
+        self._probes = 0  # doctor's LTE probes under way (each holds the channel)
 
     def bind(self, mqtt: _Mqtt) -> None:
         """The connection whose path this decides (HubMqtt.start calls it, in the event loop)."""
@@ -155,7 +156,9 @@ class Uplink:
             if self.path == BROADBAND:
                 if self._mqtt.connected:
                     last_ok = now
-                elif now - last_ok >= self.config.fallback_s:
+                elif now - last_ok >= self.config.fallback_s and not self._probes:
+                    # Not while doctor's probe holds the channel: its close would end the
+                    # session just opened; the move waits for the probe (seconds).
                     self.switch(LTE)
                     last_probe = now
             elif now - last_probe >= self.config.probe_s:
@@ -202,10 +205,12 @@ class Uplink:
         if self.channel is None:
             return UplinkProbe(ok=False, how="probe", error="no bridge", took_s=took())
         self._loop = asyncio.get_running_loop()
+        self._probes += 1
         try:
             error = await asyncio.to_thread(self._login, timeout)
         finally:
             self.channel.close()
+            self._probes -= 1
         if error is None:
             self.last_lte_login = time.time()
         return UplinkProbe(ok=error is None, how="probe", error=error, took_s=took())

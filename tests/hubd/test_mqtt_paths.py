@@ -4,11 +4,15 @@ TCP connection over broadband, the LTE channel's socket over LTE, and never the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import threading
 
 import paho.mqtt.client as paho
+import pytest
 
-from hubd.config import MqttConfig
+from hubd.config import MqttConfig, UplinkConfig
+from hubd.uplink import Uplink
 from hubd.mqtt import HubMqtt, _Client
 from tests.hubd.test_uplink_channel import HUB, Hubd, end, retained_online  # noqa: F401 (fixture)
 from tests.waiting import until
@@ -72,3 +76,38 @@ async def test_a_bug_in_opening_the_uplink_does_not_end_pahos_thread(tmp_path, m
         assert len(calls) >= 2 and hubd.uplink.status().last_lte_login is not None
     finally:
         await hubd.stop()
+
+
+async def test_auto_waits_for_doctors_probe_before_moving_to_lte(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe holds the channel and closes it when done: a move to LTE meanwhile would have its
+    # fresh session ended by that close (paho connecting once more). The move waits.
+    class Channel:  # what the policy asks of hubd.link.uplink.Channel here
+        def __init__(self) -> None:
+            self.closed_on: list[str] = []
+
+        def close(self) -> None:
+            self.closed_on.append(uplink.path)
+
+    class Offline:
+        connected = False
+
+    login_may_end = threading.Event()
+    monkeypatch.setattr(Uplink, "_login", lambda self, timeout: login_may_end.wait(10) and None)
+    channel = Channel()
+    uplink = Uplink(UplinkConfig(mode="auto", fallback_s=0.2, probe_s=60),
+                    MqttConfig(host="127.0.0.1", port=1), channel, hub_id="hub")  # type: ignore[arg-type]
+    uplink.bind(Offline())
+    policy = asyncio.create_task(uplink.run())
+    probe = asyncio.create_task(uplink.probe_lte(5))
+    try:
+        await asyncio.sleep(0.6)  # three fallback times without a broker, the probe under way
+        assert uplink.path == "broadband", "moved to LTE while the probe held the channel"
+        login_may_end.set()
+        assert (await probe).ok
+        assert channel.closed_on == ["broadband"]
+        await until(lambda: uplink.path == "lte", "the move once the probe ended", timeout=10)
+    finally:
+        login_may_end.set()
+        policy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await policy
