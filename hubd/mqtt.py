@@ -330,12 +330,30 @@ class HubMqtt:
                 # 3.1.1 brokers clear the flag on live delivery; a retained command is still refused
                 # whenever it is replayed on (re)subscription, and its id cannot run twice.
                 client.subscribe(topic, qos=1)
+        self._drop_stale_presence(client)
         info = client.publish(self._online_topic, _presence(self._hub_id, "online", time.time(), path),
                               qos=1, retain=True)
         self._register_ack(info.mid, None)
         if self._uplink is not None:
             self._loop.call_soon_threadsafe(self._uplink.logged_in, path)
         self._loop.call_soon_threadsafe(self._now_connected)
+
+    def _drop_stale_presence(self, client: paho.Client) -> None:
+        """Forget an ``online`` an earlier connection published and never had acknowledged.
+
+        paho sends every such QoS 1 publish again once ``on_connect`` returns, after what
+        on_connect published: a stale ``online`` would reach the broker after this connection's
+        and stay retained, saying the old path (seen: after auto's move back to broadband the
+        retained online said ``lte``, its PUBACK lost with the LTE stream). This connection's
+        ``online`` is the truth. paho's queue (``_out_messages`` under ``_out_message_mutex``,
+        paho 2.x) is private: tests/hubd/test_mqtt_presence.py fails if a release moves it."""
+        with client._out_message_mutex:
+            stale = [mid for mid, m in client._out_messages.items() if m.topic == self._online_topic]
+            for mid in stale:
+                del client._out_messages[mid]
+        with self._ack_lock:
+            for mid in stale:
+                self._acks.pop(mid, None)
 
     def _now_connected(self) -> None:  # in the event loop
         self._connected.set()
