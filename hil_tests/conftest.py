@@ -10,7 +10,11 @@ before, its association in hubd's state and on the lock, docs/dkey.md "In a simu
 beside a reference entrance door). Every hubd serves its local socket (``hub.socket``), as on a
 hub, for hubctl. Either way hubd drives every lock through the bridge's proxy, or, for a scenario marked
 ``home(direct=True)`` (simulator only), through the hub's own adapter: the simulated air reached
-by hubd directly (docs/direct-mode.md), the bridge still serving the alarm unit. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
+by hubd directly (docs/direct-mode.md), the bridge still serving the alarm unit. A scenario marked ``home(uplink="lte"|"auto"|"broadband")``
+(simulator only; hil_tests/test_uplink.py) runs in a home with broadband through a router that
+can be cut and an LTE modem (the BG95 model on the realistic LTE-M network model) whose network
+reaches the broker whatever the router does; hubd gets ``[uplink]`` with that mode and timings of
+seconds (UPLINK_TIMINGS), and ``broadband=False`` starts the router cut. Scenarios talk only MQTT, as the cloud backend does, so the same assertions hold
 for both; assertions about what a lock physically did need the simulator and skip loudly
 without it.
 
@@ -53,6 +57,15 @@ from tests.mosquitto import Mosquitto, MosquittoNotInstalled
 
 # Short alarm timings: the unit's heartbeat, and when the bridge turns to its second path.
 ALARM_TIMINGS = {"heartbeat_ms": 500, "hub_down_ms": 2000, "handled_deadline_ms": 4000}
+#: Short uplink timings for a home with hubd's LTE uplink (``home(uplink=...)``): auto leaves a
+#: broadband that lost its session after 2 s and probes it every second while on LTE, and paho
+#: notices a black-holed broadband connection after 1.5 x 5 s (the least hubd takes) (hubd's defaults: 60 s, 120 s, 30 s).
+UPLINK_TIMINGS = {"fallback_s": 2, "probe_s": 1}
+UPLINK_KEEPALIVE_S = 5
+#: The bridge's handled deadline in a home whose hubd reaches the broker over LTE: the alarm's
+#: publish and its confirmation each cross the LTE-M model (a lost segment costs a second), so
+#: ALARM_TIMINGS' 4 s would send a slow confirmation's alarm over the second path too.
+UPLINK_HANDLED_MS = 15000
 #: The activation code on the card of a "new_dkey" home's dKey.
 DKEY_CODE = "BCDF2345"
 
@@ -143,6 +156,12 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
     home: HomeThread | None = None
     dc09_port = None
     state_dir = tmp_path / "hubd-state"
+    # hubd's uplink (docs/second-path.md): the home's broadband router between hubd and the
+    # broker, and an LTE modem whose network reaches the broker whatever the router does.
+    uplink = options.pop("uplink", None)  # hubd.toml's [uplink] mode: "broadband", "lte", "auto"
+    broadband = options.pop("broadband", True)  # False: the router cut from boot (no broadband)
+    broker_address = None
+    mqtt_extra = ""
     if options.pop("via", None) == "bridge" and direct:
         pytest.skip("SKIPPED LOUDLY with --bluetooth=adapter: this scenario is about the serial "
                     "link in the lock's path, which only the bridge's proxy has")
@@ -163,11 +182,23 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
                           "lte": {"apn": "internet.m2m", "host": "127.0.0.1",
                                   "port": dc09_port, "account": ACCOUNT, "receiver": "1",
                                   "retry_ms": 1000}}
+            if uplink is not None:
+                if "lte" not in extras:  # no alarm unit: the modem is there for hubd's uplink only
+                    extras["lte"] = {"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
+                                     "account": ACCOUNT, "receiver": "1", "retry_ms": 1000}
+                else:  # the round trip to the centre crosses LTE-M twice: a loss costs a second
+                    extras["alarm_timings"] = {**ALARM_TIMINGS, "handled_deadline_ms": UPLINK_HANDLED_MS}
+                extras.update(broker=(mosquitto.host, mosquitto.port), broadband=broadband)
+                hubd_extra += (f'\n[uplink]\nmode = "{uplink}"\n'
+                               + "".join(f"{k} = {v}\n" for k, v in UPLINK_TIMINGS.items()))
+                mqtt_extra = f"keepalive = {UPLINK_KEEPALIVE_S}"
             reference, dkeys = home_locks(which, **options)
             home = HomeThread(SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys,
                                             policy=policy, **extras))
             home.start()
             port = home.home.port
+            if uplink is not None:
+                broker_address = home.home.broker_address
             link_key = home.home.link_key
             # The locks paired before (a new dKey is paired in the scenario, through hubctl pair).
             locks = {lock_id: kind for lock_id, kind in home.home.kinds.items()
@@ -179,6 +210,11 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
                                f'simulated_radio = "{home.home.radio.socket_path}"\n'
                                f'presence_s = {presence_s}\n')
         else:
+            if uplink is not None:
+                pytest.skip("SKIPPED LOUDLY on a real bench: hubd's LTE uplink scenarios cut the "
+                            "home's broadband and drop the modem's socket, which only the simulated "
+                            "home's router and BG95 model can do; a bench needs its own modem and "
+                            "router for them: run them with --target=sim")
             if direct:
                 pytest.skip("SKIPPED LOUDLY: direct mode on a bench needs the hub's own adapter; run "
                             "hubd with [bluetooth] via = \"adapter\" against the bench locks by hand")
@@ -192,7 +228,8 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
         hubd_config = tmp_path / "hubd.toml"
         write_hubd_config(hubd_config, mosquitto, port, backend_key, locks, state_dir=state_dir,
                           extra=hubd_extra, top=hubd_top, link_key=link_key,
-                          status_socket=socket_dir / "status.sock")
+                          status_socket=socket_dir / "status.sock",
+                          broker_address=broker_address, mqtt=mqtt_extra)
         log = tmp_path / "hubd.log"
         under_test = HubUnderTest(HUB_ID, list(locks), mosquitto, backend_key,
                                   start_hubd(hubd_config, log), log, home, hubd_config, kinds=locks,

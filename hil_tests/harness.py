@@ -115,7 +115,8 @@ class HubUnderTest:
 def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
                        locks: Mapping[str, str] | Sequence[str], state_dir: Path | None = None,
                        extra: str = "", status_socket: Path | None = None, top: str = "", *,
-                       link_key: bytes) -> None:
+                       link_key: bytes, broker_address: tuple[str, int] | None = None,
+                       mqtt: str = "") -> None:
     """hubd's config for the hub under test. ``locks`` maps lock ids to kinds (wire.lockkinds); a
     plain list of ids means inside turners (the default simulated home). The state database goes
     to ``state_dir`` (default: ``hubd-state`` next to the config), so a restarted hubd finds it.
@@ -124,11 +125,15 @@ def write_hubd_config(path: Path, broker: Mosquitto, port: str, key: BackendKey,
     ``link_key``: the serial link's key, the bridge's (``SimulatedHome.link_key`` for the
     simulator, the provisioned bridge.json's ``link.key`` for a bench bridge).
     ``status_socket``: where hubd serves its health snapshot (hubctl status / doctor); without it
-    the default /run/hubd/status.sock, which a test machine may lack (hubd logs it and goes on)."""
+    the default /run/hubd/status.sock, which a test machine may lack (hubd logs it and goes on).
+    ``broker_address``: where hubd finds the broker, when not at ``broker`` itself (a simulated
+    home's router, ``SimulatedHome.broker_address``); ``mqtt``: more keys of ``[mqtt]`` (e.g.
+    ``keepalive = 4``)."""
     kinds = dict(locks) if isinstance(locks, Mapping) else dict.fromkeys(locks, lockkinds.INSIDE_TURNER)
     lock_table = "\n".join(f'"{lk}" = "{kind}"' for lk, kind in kinds.items())
     state = state_dir if state_dir is not None else path.parent / "hubd-state"
     socket_line = f'status_socket = "{status_socket}"\n' if status_socket is not None else ""
+    host, mqtt_port = broker_address if broker_address is not None else (broker.host, broker.port)
     path.write_text(f"""hub_id = "{HUB_ID}"
 state_dir = "{state}"
 {socket_line}command_timeout_s = 40
@@ -136,8 +141,9 @@ log_level = "DEBUG"
 {top}
 
 [mqtt]
-host = "{broker.host}"
-port = {broker.port}
+host = "{host}"
+port = {mqtt_port}
+{mqtt}
 
 [serial]
 port = "{port}"
