@@ -48,18 +48,31 @@ to 0.5 s for the run; it keeps a dKey's 20 s (hubd.locks.dkey.DkeyTimings, not i
 so there the simulated dKey ends a link silent for 0.5 s itself (its idle timeout, 30 s on a
 real one: a DISCONNECT_REQ, then the drop), which hubd's driver hears.
 
+``--uplink lte`` puts hubd's broker connection through the bridge's LTE modem instead of the
+home's network (issue 16, docs/second-path.md "The uplink"): a home without broadband (its
+router cut from the start), hubd's ``[uplink] mode = "lte"``, the BG95 model on the bridge's UART
+3 (115200 baud) on the realistic LTE-M network model (simulator/lte_network.py: 75-125 ms one
+way, 16 kB/s each way, 1 % of segments a second late), so every command and answer crosses the
+serial link as the uplink's bulk payloads, the firmware's AT+QISEND / AT+QIRD and the network
+model; ``mqtt_in`` and ``mqtt_out`` hold that path. The hub-bridge line is paced at its baud rate
+(``--line-baud``, 115200 by default with ``--uplink lte``, as the real cable; unpaced otherwise,
+as the earlier figures were taken), since the uplink's bytes and the lock's requests share it.
+
 Prints p50/p90/p99 for the total and each hop and writes them as JSON. The clocks compared
 across processes are the same machine's wall clock.
 
     .venv/bin/python benchmarks/roundtrip.py --commands 500 --out benchmarks/results/roundtrip.json
     .venv/bin/python benchmarks/roundtrip.py --lock dkey --commands 200 \
         --out benchmarks/results/roundtrip.dkey.json
+    .venv/bin/python benchmarks/roundtrip.py --uplink lte --commands 200 \
+        --out benchmarks/results/roundtrip.lte.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -81,6 +94,8 @@ from simulator.home import (HomeThread, SimulatedHome, default_locks, paired_dke
                             record_pairings)
 from tests.fixtures import BackendKey  # noqa: E402
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
+from simulator.lte_network import realistic  # noqa: E402
+from simulator.ports import free_port  # noqa: E402
 from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
@@ -213,16 +228,29 @@ def all_ended(crossings: Iterable[Crossing]) -> bool:
     return not connecting and not open_
 
 
-def start_home(work: Path, bridge_log, lock: str, cold: bool) -> HomeThread:  # noqa: ANN001
+#: The hub-bridge cable's baud rate (bridge.json's link baudrate), the line's pace with --uplink lte.
+LINK_BAUD = 115200
+
+
+def start_home(work: Path, bridge_log, lock: str, cold: bool,  # noqa: ANN001
+               broker: Mosquitto | None = None, line_baud: int | None = None) -> HomeThread:
     """The simulated home, instant lock (the reference inside turner, or a dKey: with ``cold``
-    one that ends a silent link after COLD_IDLE_S), the line's frames timed."""
+    one that ends a silent link after COLD_IDLE_S), the line's frames timed. ``broker``: the
+    home has no broadband and an LTE modem whose (realistic LTE-M) network reaches this broker,
+    for hubd's uplink; ``line_baud``: the hub-bridge line's pace (None: unpaced)."""
     dkey = lock == "dkey"
     idle = {"idle_timeout_s": COLD_IDLE_S} if cold else {}
+    uplink = {} if broker is None else {
+        "broker": (broker.host, broker.port), "broadband": False,
+        # The modem's DC-09 settings: no alarm unit, so no second path ever uses them.
+        "lte": {"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
+                "account": "12AB", "receiver": "1"}}
     home = HomeThread(SimulatedHome(work / "home",
                                     locks=[] if dkey else default_locks(travel_time_s=0.0),
                                     dkeys={"front-door": paired_dkey(travel_time_s=0.0, **idle)}
                                     if dkey else None,
-                                    on_bridge_log=lambda line: bridge_log.write(line + "\n")))
+                                    on_bridge_log=lambda line: bridge_log.write(line + "\n"),
+                                    line_baud=line_baud, **uplink))
     line = home.home.line
     line.transcript = TimedTranscript(line.transcript.maxlen)
     home.start()
@@ -280,23 +308,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="every command on a new connection: wait until the last one is "
                              "gone (dropped after 0.5 s of silence: by hubd for a reference lock, "
                              "by the lock itself for a dKey)")
+    parser.add_argument("--uplink", choices=("broadband", "lte"), default="broadband",
+                        help="hubd's path to the broker: the home's network (default), or 'lte', "
+                             "the bridge's modem on the LTE-M model in a home without broadband")
+    parser.add_argument("--line-baud", type=int, default=None,
+                        help=f"the hub-bridge line's pace in baud (0: unpaced; default "
+                             f"{LINK_BAUD} with --uplink lte, unpaced otherwise)")
     args = parser.parse_args(argv)
+    if args.line_baud is None:
+        args.line_baud = LINK_BAUD if args.uplink == "lte" else 0
+    lte = args.uplink == "lte"
     if args.out is None:
-        name = "roundtrip.dkey.json" if args.lock == "dkey" else "roundtrip.json"
-        args.out = ROOT / "benchmarks/results" / name
+        name = "roundtrip.dkey" if args.lock == "dkey" else "roundtrip"
+        args.out = ROOT / "benchmarks/results" / (name + (".lte" if lte else "") + ".json")
 
     work = Path(tempfile.mkdtemp(prefix="bench-roundtrip-"))
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
-    home = start_home(work, bridge_log, args.lock, args.cold)
+    home = start_home(work, bridge_log, args.lock, args.cold, broker if lte else None,
+                      args.line_baud or None)
     config = work / "hubd.toml"
     # as hubctl pair leaves them
     record_pairings(work / "hubd-state", home.home.locks.values(), home.home.dkeys)
+    extra = f"[lock_timing]\nidle_s = {COLD_IDLE_S}\n" if args.cold else ""
+    if lte:
+        extra += '\n[uplink]\nmode = "lte"\n'
     write_hubd_config(config, broker, home.home.port, key, home.home.kinds,
-                      state_dir=work / "hubd-state", link_key=home.home.link_key,
-                      extra=f"[lock_timing]\nidle_s = {COLD_IDLE_S}\n" if args.cold else "")
+                      state_dir=work / "hubd-state", link_key=home.home.link_key, extra=extra,
+                      broker_address=home.home.broker_address if lte else None)
     text = config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"')
     config.write_text(text)
     sent: dict[str, tuple[float, float]] = {}
@@ -310,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
         route = "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in MicroPython"
+        if lte:
+            route = ("the bridge's LTE modem (the uplink, on the LTE-M model), " + route)
+        if args.line_baud:
+            route += f" (the line paced at {args.line_baud} baud)"
         what = ("the simulated dKey through py-dormakaba-dkey" if args.lock == "dkey"
                 else "the simulated BLE lock")
         print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and {what} "
@@ -332,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "lock_driver": "hubd",  # the only one since the firmware's went; older results say "bridge"
         "lock": args.lock,  # "reference" (the inside turner) or "dkey" (py-dormakaba-dkey)
         "cold": args.cold,
+        # hubd's path to the broker; with "lte", the network model's figures (simulator/lte_network.py)
+        "uplink": args.uplink,
+        "lte_network": dataclasses.asdict(realistic()) if lte else None,
+        "line_baud": args.line_baud or None,  # the hub-bridge line's pace (null: unpaced)
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
                     "platform": platform.platform()},

@@ -80,3 +80,24 @@ def test_a_tiny_dkey_run_on_new_connections_times_each_command_and_its_set_up(
     assert result["succeeded_on_held_connection"] is None
     assert "with a connection set-up" in output
     assert result["proxy_write_on_bridge"]["n"] >= 2 * COMMANDS, "the library's frames, timed"
+
+
+def test_a_tiny_run_over_the_lte_uplink_times_every_command_through_the_modem(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    result, output = tiny_run(tmp_path_factory, "--uplink", "lte")
+    assert result["uplink"] == "lte" and result["line_baud"] == 115200
+    assert "the bridge's LTE modem" in output and "paced at 115200 baud" in output
+    # The realistic LTE-M model's figures, as the run used them (simulator/lte_network.py).
+    assert {"latency_s", "jitter_s", "up_bytes_s", "down_bytes_s", "loss", "rto_s"} <= set(result["lte_network"])
+    assert result["lte_network"]["latency_s"] > 0
+    assert f"{COMMANDS}/{COMMANDS} commands" in output
+    assert result["accepted"]["n"] == result["succeeded"]["n"] == COMMANDS
+    assert set(result["hops"]) == HOPS
+    for hop, figures in result["hops"].items():
+        assert set(figures) == FIGURES and figures["n"] == COMMANDS, hop
+
+
+def test_the_default_run_says_its_path_is_broadband_and_its_line_unpaced(run: tuple[dict, str]) -> None:
+    result, _ = run
+    assert result["uplink"] == "broadband" and result["lte_network"] is None
+    assert result["line_baud"] is None
