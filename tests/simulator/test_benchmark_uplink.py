@@ -1,0 +1,56 @@
+"""The uplink benchmark (benchmarks/uplink.py) runs end to end with a few presses in each phase
+(the uplink idle, saturated down, up and both ways) and writes its figures. The figures are not
+asserted: speed is the benchmark's business, not a test's; that each stream moved bytes and every
+alarm arrived is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "uplink.py"
+FIGURES = {"n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms"}
+PRESSES = 2
+
+
+@pytest.mark.long(60)
+def test_a_tiny_run_presses_in_every_phase_loses_no_alarm_and_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "uplink.json"
+    run = subprocess.Popen([sys.executable, str(SCRIPT), "--presses", str(PRESSES), "--settle-s", "1",
+                            "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        output, _ = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
+        output, _ = run.communicate(timeout=60)
+        pytest.fail(f"the benchmark hung:\n{output}")
+    assert run.returncode == 0, output
+    result = json.loads(out.read_text())
+
+    assert result["problems"] == []
+    assert (result["bridge"]["boots"], result["bridge"]["resets"], result["bridge"]["errors"]) == (1, 0, [])
+    assert result["settings"]["line_baud"] == 115200 and result["settings"]["lte_network"]["latency_s"] > 0
+    assert list(result["phases"]) == ["idle", "download", "upload", "both"]
+    for name, part in result["phases"].items():
+        counts = part["counts"]
+        assert counts["sent"] == counts["received"] == PRESSES, name
+        assert counts["lost"] == 0 and counts["over_lte"] == 0, name
+        assert counts["resident_told_help"] == PRESSES, name
+        assert set(part["totals"]) == {"press_to_centre", "press_to_handled", "press_to_help"}, name
+        assert set(part["hops"]) == {"unit_ack", "to_hubd", "store", "mqtt", "centre", "back"}, name
+        assert all(set(s) == FIGURES for s in [*part["totals"].values(), *part["hops"].values()]), name
+        assert {"seconds", "down_bytes_s", "up_bytes_s", "modem_holding"} == set(part["uplink"]), name
+    streams = {name: part["stream"] for name, part in result["phases"].items()}
+    assert streams["idle"] == {"published": 0, "requests": 0, "answers": 0, "answer_bytes": 0}
+    assert streams["download"]["published"] > 0 and streams["download"]["requests"] == 0
+    assert streams["upload"]["answers"] > 0 and streams["upload"]["published"] == 0
+    assert streams["both"]["published"] > 0 and streams["both"]["answers"] > 0
+    # The download's bytes went through the modem's uplink socket to the bridge.
+    assert result["phases"]["download"]["uplink"]["down_bytes_s"] > 0
+    assert result["phases"]["upload"]["uplink"]["up_bytes_s"] > 0
