@@ -283,14 +283,18 @@ class Uplink:
             self._host.send(messages.make(messages.UPLINK_ACK, n))
 
     async def _read(self):
+        # Cleared before the read: a "recv" that comes while it runs (the modem's buffer was read
+        # empty, then new bytes came) must survive it, or the stream stalls for good (the BG95
+        # says "recv" once until its buffer is read empty).
+        self._more = False
         err, chunk = await self._lte.read(CID, MAX_CHUNK)
         if err:
             if self._ended is None:
                 self._ended = "peer" if self._eof else _WHY.get(err, "error")
             return
         if not chunk:
-            self._more = False  # read empty: the modem says "recv" again for new bytes
-            return
+            return  # read empty: the modem says "recv" again for new bytes
+        self._more = True  # there may be more: read until the modem says 0
         self.stats["down"] += len(chunk)
         try:
             self._host.send_bulk(data(chunk))

@@ -133,3 +133,17 @@ def test_closed_by_the_peer_waits_until_the_streams_last_bytes_have_left():
     asyncio.run(up._round())
     assert not up.open
     assert host.sent == [{"m": "uplink_state", "state": "closed", "why": "peer"}], host.sent
+
+
+def test_a_recv_that_comes_during_an_empty_read_is_kept():
+    # The BG95 says "recv" once until its buffer was read empty: lost, the stream stalls.
+    up, host = _open_uplink()
+
+    async def read(cid, n):
+        up.urc("recv")  # new bytes came after the modem answered 0, before the read returned
+        return None, b""
+
+    up._lte.read = read
+    up._more = True
+    asyncio.run(up._read())
+    assert up._more, "the recv during the read was overwritten"
