@@ -161,12 +161,17 @@ class Health:
 
     async def _lte_loop(self):
         # AT commands wait behind the second path's: never in the loop that feeds the WDT.
+        import lte as lte_mod  # loaded already: the modem is one of its Lte
+
         modem = self._modem
         while True:
             try:
                 stat = await modem.registration()
                 lte = self._lte  # updated in place: the heap is short and fragments
-                lte["registered"] = None if stat is None else _REGISTRATION[stat]
+                reg = None if stat is None else _REGISTRATION[stat]
+                if stat not in (1, 5) and await modem.sim_ready() == lte_mod.E_NO_SIM:
+                    reg = lte_mod.E_NO_SIM  # no SIM ready: why it is not registered
+                lte["registered"] = reg
                 lte["rssi"], _ = await modem.signal()
             except Exception as e:  # a bad moment (a MemoryError) must not end the reports
                 log.warn("lte status: %r" % e)

@@ -598,7 +598,8 @@ class BridgeBle(_Model):
 
 class BridgeLte(_Model):
     """The LTE modem as the bridge last saw it: registration (e.g. ``home``, ``roaming``,
-    ``searching``, ``denied``) and signal in dBm."""
+    ``searching``, ``denied``, ``no_sim``: not registered for want of a SIM ready) and signal in
+    dBm."""
 
     registered: ShortText | None
     rssi: Annotated[int, Field(ge=-140, le=0)] | None

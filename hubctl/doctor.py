@@ -339,6 +339,8 @@ def _registration_fix(registered: str | None) -> str:
     if registered is None:
         return ("the modem does not answer the bridge: check the modem's cable and power, then "
                 "restart the bridge (power it off and on)")
+    if registered == "no_sim":
+        return UPLINK_FIXES["no_sim"][1]
     if registered == "denied":
         return ("the operator refuses the SIM: ask the operator whether the SIM is activated for "
                 "data (LTE-M) and allowed in this network")

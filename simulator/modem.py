@@ -234,7 +234,9 @@ class Modem:
 
     @property
     def registered(self) -> bool:
-        return self._coverage and time.monotonic() - self._coverage_since >= self.attach_delay
+        # Without a SIM ready no modem attaches to a network (it reports 0: not searching).
+        return self.sim and self._coverage \
+            and time.monotonic() - self._coverage_since >= self.attach_delay
 
     def inject(self, data: bytes) -> None:
         """Send raw bytes to the bridge as if the modem said them (garbage, a bogus URC)."""
@@ -312,7 +314,7 @@ class Modem:
         elif up == "AT+CSQ":
             self._reply("+CSQ: %d,99" % (self.rssi if self._coverage else 99), "OK")
         elif up in ("AT+CEREG?", "AT+CREG?"):
-            stat = 1 if self.registered else (2 if self._coverage else 0)
+            stat = 1 if self.registered else (2 if self._coverage and self.sim else 0)
             self._reply("%s: 0,%d" % (up[2:-1], stat), "OK")
         elif up.startswith("AT+QICSGP="):
             args = _args(cmd)

@@ -142,6 +142,12 @@ def registered(s: HubStatus) -> bool:
             and h.lte.registered in doctor.LTE_REGISTERED)
 
 
+def no_sim(status: HubStatus) -> bool:
+    """The bridge's health says its modem has no SIM ready."""
+    health = status.bridge.health
+    return health is not None and health.lte is not None and health.lte.registered == "no_sim"
+
+
 def doctor_lines(hub: LocalHub) -> tuple[int, dict[str, str], str]:
     proc = hubctl("doctor", "--config", hub.config)
     return proc.returncode, checklist(proc), proc.stdout
@@ -169,38 +175,41 @@ def test_a_home_without_broadband_status_shows_lte_and_doctor_proves_the_live_se
 
 
 def test_a_home_without_broadband_and_without_a_sim_names_the_sim(mosquitto: Mosquitto, make_hub) -> None:
-    """On LTE the login is hubd's own session: when it is down, its last error says why."""
+    """Without a SIM the modem registers nowhere; the bridge says why, and so does hubd's open."""
     hub = make_hub(mosquitto, "lte", broadband=False, sim=False)
-    hub.wait_for("hubd's failed open over LTE", lambda s: registered(s) and s.uplink is not None
-                 and s.uplink.last_error is not None, timeout=90)
+    hub.wait_for("the bridge's no SIM, hubd's failed open over LTE",
+                 lambda s: no_sim(s) and s.uplink is not None and s.uplink.last_error == "no_sim",
+                 timeout=90)
 
     code, lines, out = doctor_lines(hub)
     assert code == 1, out
-    assert failed(lines) == {"hubd connected to the broker", LOGIN}, out
+    assert failed(lines) == {"hubd connected to the broker", "LTE"}, out
     assert "hubd is not connected to" in lines["hubd connected to the broker"]
     assert "see the LTE and broker login over LTE checks" in lines["hubd connected to the broker"]
-    assert "no broker session over LTE now (last error: no_sim)" in lines[LOGIN], out
-    assert "insert the operator's SIM" in lines[LOGIN]
+    assert "not registered (modem: no_sim)" in lines["LTE"], out
+    assert "insert the operator's SIM" in lines["LTE"]
+    assert lines[LOGIN].startswith("- ") and "needs the modem registered" in lines[LOGIN]
 
 
 def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its_fix(
         mosquitto: Mosquitto, make_hub) -> None:
     hub = make_hub(mosquitto, "auto", sim=False)
-    hub.wait_for("hubd on broadband, the modem registered",
-                 lambda s: registered(s) and s.broker_connected and s.uplink is not None
+    hub.wait_for("hubd on broadband, the bridge's no SIM",
+                 lambda s: no_sim(s) and s.broker_connected and s.uplink is not None
                  and s.uplink.path == "broadband", timeout=90)
     modem = hub.home.home.modem
     assert modem is not None
 
-    # No SIM: the modem answers +CME ERROR: 10, the bridge cannot attach.
+    # No SIM: the modem registers nowhere (+CME ERROR: 10 to AT+CPIN?); no login is tried.
     code, lines, out = doctor_lines(hub)
-    assert code == 1 and failed(lines) == {LOGIN}, out
-    assert "the modem has no SIM ready" in lines[LOGIN]
-    assert "insert the operator's SIM" in lines[LOGIN]
+    assert code == 1 and failed(lines) == {"LTE"}, out
+    assert "not registered (modem: no_sim)" in lines["LTE"] and "insert the operator's SIM" in lines["LTE"]
+    assert lines[LOGIN].startswith("- ") and "needs the modem registered" in lines[LOGIN]
     assert lines["broker path"].startswith("✓") and "mode auto, over the home's broadband" in lines["broker path"]
 
     # The SIM in: a login of its own through the modem, closed after; hubd stays on broadband.
     hub.home.call(lambda: setattr(modem, "sim", True))
+    hub.wait_for("the modem registered", registered, timeout=90)
     code, lines, out = doctor_lines(hub)
     assert code == 0, out + hub.logs()
     assert "a login of its own through the modem, closed after" in lines[LOGIN], out
