@@ -279,6 +279,10 @@ class Modem:
                 sock.drop()
             for writer in self._abandoned:
                 writer.close()
+            # The UART's own transport too: left open, a later home on the same event loop got
+            # a modem that heard nothing (the reused descriptor's reads went to this dead one).
+            if self._writer is not None:
+                self._writer.close()
 
     async def _read(self, reader: asyncio.StreamReader) -> bytes:
         """The firmware's next bytes, once the UART has carried them."""
