@@ -403,4 +403,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             except Exception as exc:  # the home may be what broke: say so, keep the report
                 bridge = [f"(the simulated home did not answer: {exc!r})"]
             report.sections.append((f"the bridge's last {len(bridge)} log lines", "\n".join(bridge)))
+            if hub.home.home.modem is not None:  # an LTE scenario: where the modem's bytes stand
+                try:
+                    modem = hub.home.call(lambda: _modem_state(hub.home.home.modem), timeout=5)
+                except Exception as exc:
+                    modem = f"(the simulated home did not answer: {exc!r})"
+                report.sections.append(("the modem's sockets and last AT commands", modem))
     return report
+
+
+def _modem_state(modem: Any) -> str:
+    """Each open connect id's counters (what arrived, what the bridge read, what waits unread,
+    what AT+QISEND took and is unacknowledged) and the modem's last 30 AT commands."""
+    lines = [f"connect id {cid}: open {sock.open}, received {sock.received}, read {sock.read}, "
+             f"unread {len(sock.rx)}, sent {sock.sent}, unacked {sock.unacked}"
+             for cid, sock in sorted(modem.sockets.items())]
+    return "\n".join(lines + ["last AT commands:", *modem.commands[-30:]])
