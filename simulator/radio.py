@@ -161,6 +161,7 @@ class Link:
         self.anchor = self.last_activity
         self.usable_at = self.last_activity
         self.busy_until = 0.0
+        self.att_turn = asyncio.Lock()
         self.reply_at: float | None = None
         self._outbox: collections.deque[tuple[float, int | None, tuple]] = collections.deque()
         self._last_out = 0.0
@@ -233,6 +234,7 @@ class Link:
             lost = timing.lost(self.peripheral.rssi, radio.rng) or \
                 timing.lost(self.peripheral.rssi, radio.rng)
             if lost:
+                radio.retransmissions += 1
                 silent += timing.conn_interval_s
                 if silent >= timing.supervision_timeout_s:
                     radio.spawn(radio.drop_at(self, t))
@@ -468,10 +470,13 @@ class _CentralSession:
         """One ATT procedure on the realistic air (module docstring): its request(s) at the
         link's next events, the peripheral's work when the last one arrived (and after its
         ``response_delay_s``), its answer at the event after."""
+        async with link.att_turn:  # in the order the central sent them (ATT: one at a time)
+            await self._procedure_on_air(link, kind, args)
+
+    async def _procedure_on_air(self, link: Link, kind: int, args: list) -> None:
         timing = self.radio.timing
         rounds, request, answer = self._att_shape(link, kind, args)
         t = max(self.radio.now(), link.busy_until)
-        link.busy_until = math.inf  # the next request waits for this one's answer
         arrived = None
         for i in range(rounds):
             arrived = link.cross(link.next_event(t), timing.events_for(request))
@@ -563,7 +568,7 @@ class _CentralSession:
         if timing.instant:
             return fast_s
         now = self.radio.now()
-        t = link.next_event(max(now, link.busy_until if link.busy_until != math.inf else now))
+        t = link.next_event(max(now, link.busy_until))
         done = link.cross(t, max(1, events))
         if done is None:
             # the link drops by its supervision timeout (Link.cross): nothing comes of it
@@ -806,6 +811,7 @@ class Radio:
             self.timing = dataclasses.replace(self.timing,
                                               supervision_timeout_s=supervision_timeout_s)
         self.rng = random.Random(seed)
+        self.retransmissions = 0  # connection events lost and sent again (realistic air)
         self._adv_phase: dict[Peripheral, tuple[float, int]] = {}
         self.peripherals: list[Peripheral] = []
         self._sessions: set[_CentralSession] = set()

@@ -1,0 +1,241 @@
+"""Benchmark: the nurse's wait at the door, from the backend's publish to the lock's motor
+starting and to `succeeded`, on the realistic Bluetooth air (simulator/ble_timing.py).
+
+What a nurse lives through is a command on a lock nobody talked to for a while: hubd has no
+connection to it, so the command pays the lock's next advert, the connection's set-up and every
+GATT exchange at the connection's pace. This benchmark times that, per lock kind and per route:
+
+    lock     reference  the reference protocol's inside turner (Danalock-like), hubd's own driver
+             dkey       the simulated dormakaba dKey, through py-dormakaba-dkey (unmodified)
+    via      bridge     hubd -> the serial link -> the bridge's firmware as Bluetooth proxy
+             adapter    hubd's own adapter (direct mode, docs/direct-mode.md) on the same air
+
+A private Mosquitto, hubd as its own process, the simulated home on the realistic air (adverts
+every ~1 s, 50 ms connection events, encryption and losses as docs/ble-timing.md gives them),
+the lock's motor its kind's own travel time. Before each command the benchmark waits until the
+lock has no connection (hubd drops a reference lock's after ``[lock_timing] idle_s``, 0.5 s
+here; a dKey ends a link silent for DKEY_IDLE_S itself: 5 s here, 30 s on a real one; hubd keeps
+a dKey's 20 s), unless ``--held``: then commands follow one another and find the connection
+hubd kept (what a policy that holds it for a visit would give). The dKey's idle cannot be the
+reference lock's 0.5 s on the realistic air: the lock counts it from the connection, and its
+first frame comes after the GATT set-up, encryption and subscriptions, well over 0.5 s later.
+
+Per command: ``to_motor`` (publish -> the lock's motor starts, the nurse's wait) and
+``succeeded`` (publish -> the final answer), and the air's hops as the lock sees them:
+
+    to_link          publish -> the lock has its connection (hubd's path, the advert waited
+                     for, the connect request); absent on a held connection
+    link_to_motor    the connection up -> the motor starts (discovery, encryption, the
+                     driver's handshake and the command, each at the connection's pace)
+    motor_to_final   the motor starts -> the backend has `succeeded` (the travel, the result
+                     back over the air, hubd, the broker)
+
+and hubd's own hops (benchmarks/roundtrip.py's ``hops_of``: mqtt_in ... mqtt_out) from its
+"command timing" log lines. p50/p90/p99 of each, as JSON.
+
+    .venv/bin/python benchmarks/doorstep.py --commands 30 --out benchmarks/results/doorstep.json
+    .venv/bin/python benchmarks/doorstep.py --lock dkey --via adapter --commands 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.figures import summary  # noqa: E402
+from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
+                                  all_ended, drive, hops_of)
+from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
+from hubapi import signing  # noqa: E402
+from simulator import ble_timing  # noqa: E402
+from simulator.home import (HomeThread, SimulatedHome, default_locks, paired_dkey,  # noqa: E402
+                            record_pairings)
+from tests.fixtures import BackendKey  # noqa: E402
+from tests.mosquitto import Mosquitto  # noqa: E402
+
+LOCKS = ("reference", "dkey")
+ROUTES = ("bridge", "adapter")
+#: The lock's own motor travel, as the simulated kinds have it (InsideTurnerLock, DKeyLock).
+TRAVEL_S = {"reference": 1.5, "dkey": 1.0}
+AIR_HOPS = ("to_link", "link_to_motor", "motor_to_final")
+#: How long the simulated dKey keeps a silent link in a run where each command needs a new one.
+DKEY_IDLE_S = 5.0
+
+
+class AirMarks:
+    """When the lock's connections came up and its motor started (wall clock, appended in the
+    home's thread): the air's side of each command, as a logic analyser at the lock would see."""
+
+    def __init__(self, lock) -> None:  # noqa: ANN001 - a ReferenceProtocolLock or a DKeyLock
+        self.links: list[float] = []
+        self.motors: list[float] = []
+        connected = lock.on_connect
+
+        def on_connect(link) -> None:  # noqa: ANN001
+            self.links.append(time.time())
+            connected(link)
+
+        lock.on_connect = on_connect
+        if hasattr(lock, "_run_motor"):  # the reference protocol's locks
+            run = lock._run_motor
+
+            def run_motor(*args):  # noqa: ANN002, ANN202
+                self.motors.append(time.time())
+                return run(*args)
+
+            lock._run_motor = run_motor
+        else:  # a dKey: drive() starts the motor when it sets ``moving``
+            drive_ = lock.drive
+
+            def drive_motor(locked: bool) -> int:
+                was = lock.moving
+                code = drive_(locked)
+                if lock.moving and not was:
+                    self.motors.append(time.time())
+                return code
+
+            lock.drive = drive_motor
+
+    def hops(self, sent: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+        """Each command's air hops (seconds), by its publish and final answer (commands run one
+        at a time, so a mark inside a command's window is that command's)."""
+        out: dict[str, list[float]] = {h: [] for h in ("to_motor", *AIR_HOPS)}
+        for published, answered in sent.values():
+            motor = next((t for t in self.motors if published <= t <= answered), None)
+            if motor is None:
+                raise RuntimeError("a command succeeded without its motor starting")
+            link = next((t for t in self.links if published <= t <= motor), None)
+            out["to_motor"].append(motor - published)
+            out["motor_to_final"].append(answered - motor)
+            if link is not None:
+                out["to_link"].append(link - published)
+                out["link_to_motor"].append(motor - link)
+        return out
+
+
+def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None
+        ) -> dict:
+    """One lock kind on one route: ``commands`` commands timed; its figures."""
+    os.environ[ble_timing.ENV] = "realistic"  # the home's radio reads it when it is made
+    key = BackendKey("bench", signing.generate_private_key())
+    broker = Mosquitto(work / "mosquitto")
+    broker.start()
+    bridge_log = (work / "bridge.log").open("a", buffering=1)
+    dkey = lock == "dkey"
+    idle = {} if held else {"idle_timeout_s": DKEY_IDLE_S}
+    home = HomeThread(SimulatedHome(
+        work / "home", locks=[] if dkey else default_locks(travel_time_s=TRAVEL_S[lock]),
+        dkeys={"front-door": paired_dkey(travel_time_s=TRAVEL_S[lock], **idle)} if dkey
+        else None, on_bridge_log=lambda line: bridge_log.write(line + "\n")))
+    if seed is not None:
+        home.home.radio.rng.seed(seed)
+    line = home.home.line
+    line.transcript = TimedTranscript(line.transcript.maxlen)
+    home.start()
+    record_pairings(work / "hubd-state", home.home.locks.values(), home.home.dkeys)
+    extra = "" if held else f"[lock_timing]\nidle_s = {COLD_IDLE_S}\n"
+    if via == "adapter":
+        extra += (f'\n[bluetooth]\nvia = "adapter"\n'
+                  f'simulated_radio = "{home.home.radio.socket_path}"\n')
+    config = work / "hubd.toml"
+    write_hubd_config(config, broker, home.home.port, key, home.home.kinds,
+                      state_dir=work / "hubd-state", link_key=home.home.link_key, extra=extra)
+    config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
+    lock_id = next(iter(home.home.kinds))
+    model = {**home.home.locks, **home.home.dkeys}[lock_id]
+    marks = AirMarks(model)
+    timed = line.transcript.times
+    idle_wait: Callable[[], bool] | None = None
+    if not held:
+        idle_wait = lambda: home.call(  # noqa: E731
+            lambda: not model.links and (via == "adapter" or all_ended(c for _, c in timed)))
+    sent: dict[str, tuple[float, float]] = {}
+    windows: list[tuple[float, float]] = []
+    hubd = start_hubd(config, work / "hubd.log")
+    try:
+        wait_online(broker, HUB_ID, hubd, work / "hubd.log")
+        print(f"{lock} via {via}: {commands} commands on the realistic air"
+              f"{', the connection held' if held else ', each on a new connection'}", flush=True)
+        times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
+    except Exception:
+        print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
+        raise
+    finally:
+        stop_hubd(hubd)
+        home.stop()
+        broker.stop()
+        bridge_log.close()
+    hubd_hops, _ = hops_of(sent, work / "hubd.log", requests_required=False)
+    air = marks.hops(sent)
+    return {
+        "lock": lock, "via": via, "held": held, "commands": commands,
+        "to_motor": summary(air["to_motor"]),
+        "succeeded": summary(times["final"]),
+        "accepted": summary(times["accepted"]),
+        "air_hops": {h: summary(air[h]) for h in AIR_HOPS if air[h]},
+        "hubd_hops": {h: summary(v) for h, v in hubd_hops.items() if v},
+        "parts_of_ble": list(PARTS_OF_BLE),
+        "travel_s": TRAVEL_S[lock],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commands", type=int, default=30,
+                        help="commands per lock kind and route (default 30)")
+    parser.add_argument("--lock", choices=(*LOCKS, "all"), default="all")
+    parser.add_argument("--via", choices=(*ROUTES, "all"), default="all")
+    parser.add_argument("--held", action="store_true",
+                        help="commands one after another on the connection hubd keeps")
+    parser.add_argument("--seed", type=int, default=None, help="the air's randomness")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/doorstep.json")
+    args = parser.parse_args(argv)
+    locks = LOCKS if args.lock == "all" else (args.lock,)
+    routes = ROUTES if args.via == "all" else (args.via,)
+    timing = ble_timing.realistic()
+    runs = []
+    for lock in locks:
+        for via in routes:
+            work = Path(tempfile.mkdtemp(prefix=f"bench-doorstep-{lock}-{via}-"))
+            runs.append(run(lock, via, args.commands, args.held, work, args.seed))
+            shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "benchmark": "the nurse's wait: backend publish -> motor start and -> succeeded",
+        "timing": {k: v for k, v in vars(timing).items()},
+        "adv_interval_s": {"reference": default_locks()[0].adv_interval_s,
+                           "dkey": paired_dkey().adv_interval_s},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                    "platform": platform.platform()},
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'':<26}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
+    for r in runs:
+        print(f"{r['lock']} via {r['via']}{' (held)' if r['held'] else ''}:")
+        rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
+        rows += [(f"  {h}", s) for h, s in r["air_hops"].items()]
+        rows += [(f"  hubd {h}", s) for h, s in r["hubd_hops"].items()]
+        for name, s in rows:
+            print(f"  {name:<24}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
+                  f"{s['max_ms']:8.1f}  n={s['n']}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

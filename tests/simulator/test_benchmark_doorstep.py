@@ -1,0 +1,74 @@
+"""The doorstep benchmark (benchmarks/doorstep.py) runs end to end on the realistic air with a
+couple of commands, each on a new connection: the reference lock through the bridge's Bluetooth
+proxy and the dKey through py-dormakaba-dkey on the hub's own adapter. Its JSON has every
+figure, the air's hops add up to the nurse's wait, and no hop is shorter than the air allows
+(the realistic model is in force: a connection event per GATT exchange). How long things take
+is the benchmark's business, not a test's: nothing here bounds a time from above."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "doorstep.py"
+FIGURES = {"n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms"}
+COMMANDS = 2
+HUBD_HOPS = {"mqtt_in", "verify", "record", "queue", "transport", "ble", "finish", "mqtt_out"}
+
+
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, *options: str) -> tuple[dict, str]:
+    """One tiny run: (its JSON, what it printed)."""
+    out = tmp_path_factory.mktemp("doorstep") / "doorstep.json"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--commands", str(COMMANDS),
+                             "--out", str(out), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
+        output, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark hung:\n{output}")
+    assert proc.returncode == 0, output
+    return json.loads(out.read_text()), output
+
+
+def check(result: dict, lock: str, via: str) -> dict:
+    """The run's figures are all there and consistent; the run's entry."""
+    assert result["timing"]["name"] == "realistic" and not result["timing"]["instant"]
+    (run,) = result["runs"]
+    assert (run["lock"], run["via"], run["held"]) == (lock, via, False)
+    assert run["commands"] == COMMANDS
+    for name in ("to_motor", "succeeded", "accepted"):
+        assert set(run[name]) == FIGURES and run[name]["n"] == COMMANDS, name
+    # Each command on a new connection: every one has its link's hops.
+    assert set(run["air_hops"]) == {"to_link", "link_to_motor", "motor_to_final"}
+    for hop, figures in run["air_hops"].items():
+        assert set(figures) == FIGURES and figures["n"] == COMMANDS, hop
+    assert HUBD_HOPS <= set(run["hubd_hops"])
+    hops = run["air_hops"]
+    # The motor starts before the answer, which waits at least for its travel.
+    assert run["to_motor"]["max_ms"] < run["succeeded"]["max_ms"]
+    assert hops["motor_to_final"]["p50_ms"] >= run["travel_s"] * 1000
+    # Never kinder than the air: from the connection to the motor, at least the connection's
+    # first events and two ATT exchanges (each a request and its answer a connection event apart).
+    interval_ms = result["timing"]["conn_interval_s"] * 1000
+    assert hops["link_to_motor"]["p50_ms"] >= (result["timing"]["setup_events"] + 2) * interval_ms
+    return run
+
+
+@pytest.mark.long
+def test_the_reference_lock_through_the_proxy(tmp_path_factory: pytest.TempPathFactory) -> None:
+    result, output = tiny_run(tmp_path_factory, "--lock", "reference", "--via", "bridge")
+    check(result, "reference", "bridge")
+    assert f"{COMMANDS}/{COMMANDS} commands" in output and "to_motor" in output
+
+
+@pytest.mark.long
+def test_the_dkey_on_the_hubs_own_adapter(tmp_path_factory: pytest.TempPathFactory) -> None:
+    result, _ = tiny_run(tmp_path_factory, "--lock", "dkey", "--via", "adapter")
+    check(result, "dkey", "adapter")
