@@ -116,6 +116,7 @@ async def test_a_home_without_broadband_opens_the_door_and_its_alarm_is_handled_
     assert hub.sim.call(lambda: hub.sim.home.router.accepted) == 0
 
 
+@pytest.mark.long(25)  # a black hole is noticed by paho's keepalive (1.5 x 5 s), then fallback_s
 @pytest.mark.home(uplink="auto", travel_time_s=0.5)
 async def test_broadband_cut_during_a_visit_the_next_command_goes_over_lte(
         hub: HubUnderTest, backend: BackendClient) -> None:
