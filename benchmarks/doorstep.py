@@ -16,7 +16,10 @@ the lock's motor its kind's own travel time. Before each command the benchmark w
 lock has no connection (hubd drops a reference lock's after ``[lock_timing] idle_s``, 0.5 s
 here; a dKey ends a link silent for DKEY_IDLE_S itself: 5 s here, 30 s on a real one; hubd keeps
 a dKey's 20 s), unless ``--held``: then commands follow one another and find the connection
-hubd kept (what a policy that holds it for a visit would give). The dKey's idle cannot be the
+hubd kept (what a policy that holds it for a visit would give). A nurse taps when she is at the
+door, not in step with the lock's adverts: each command waits a random 0-2 s more first (else
+the runs' even pace would meet the advert schedule at the same phase every time), and two
+commands before the timed ones let hubd's start-up poll of the lock end. The dKey's idle cannot be the
 reference lock's 0.5 s on the realistic air: the lock counts it from the connection, and its
 first frame comes after the GATT set-up, encryption and subscriptions, well over 0.5 s later.
 
@@ -44,6 +47,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -125,6 +129,29 @@ class AirMarks:
         return out
 
 
+class TapWhenIdle:
+    """``drive``'s wait before each command: the lock idle (``idle``) and then a random 0 to
+    ``spread_s`` more, so taps fall anywhere in the lock's advertising schedule."""
+
+    def __init__(self, idle: Callable[[], bool], spread_s: float, rng: random.Random) -> None:
+        self.idle, self.spread_s, self.rng = idle, spread_s, rng
+        self.at: float | None = None
+
+    def __call__(self) -> bool:
+        if self.at is None:
+            if not self.idle():
+                return False
+            self.at = time.monotonic() + self.rng.uniform(0.0, self.spread_s)
+        if time.monotonic() < self.at:
+            return False
+        self.at = None
+        return True
+
+
+#: How much later than the lock's idle a command may come (TapWhenIdle).
+TAP_SPREAD_S = 2.0
+
+
 def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None
         ) -> dict:
     """One lock kind on one route: ``commands`` commands timed; its figures."""
@@ -157,10 +184,13 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
     model = {**home.home.locks, **home.home.dkeys}[lock_id]
     marks = AirMarks(model)
     timed = line.transcript.times
-    idle_wait: Callable[[], bool] | None = None
-    if not held:
-        idle_wait = lambda: home.call(  # noqa: E731
-            lambda: not model.links and (via == "adapter" or all_ended(c for _, c in timed)))
+    rng = random.Random(seed)
+    if held:
+        idle_wait = TapWhenIdle(lambda: True, TAP_SPREAD_S, rng)
+    else:
+        idle_wait = TapWhenIdle(lambda: home.call(
+            lambda: not model.links and (via == "adapter" or all_ended(c for _, c in timed))),
+            TAP_SPREAD_S, rng)
     sent: dict[str, tuple[float, float]] = {}
     windows: list[tuple[float, float]] = []
     hubd = start_hubd(config, work / "hubd.log")
@@ -168,6 +198,9 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
         print(f"{lock} via {via}: {commands} commands on the realistic air"
               f"{', the connection held' if held else ', each on a new connection'}", flush=True)
+        # The warm-up, untimed: unlock and lock, so the timed ones start from locked (a dKey
+        # told to unlock when it is unlocked does not move).
+        asyncio.run(drive(broker, key, lock_id, 2, {}, [], idle_wait))
         times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
     except Exception:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
