@@ -19,9 +19,10 @@ a dKey's 20 s), unless ``--held``: then commands follow one another and find the
 hubd kept (what a policy that holds it for a visit would give). A nurse taps when she is at the
 door, not in step with the lock's adverts: each command waits a random 0-2 s more first (else
 the runs' even pace would meet the advert schedule at the same phase every time), and two
-commands before the timed ones let hubd's start-up poll of the lock end. The dKey's idle cannot be the
-reference lock's 0.5 s on the realistic air: the lock counts it from the connection, and its
-first frame comes after the GATT set-up, encryption and subscriptions, well over 0.5 s later.
+commands before the timed ones let hubd's start-up poll of the lock end. The dKey's idle
+cannot be the reference lock's 0.5 s on the realistic air: the lock counts it from the
+connection, and its first frame comes after the GATT set-up, encryption and subscriptions, well
+over 0.5 s later.
 
 Per command: ``to_motor`` (publish -> the lock's motor starts, the nurse's wait) and
 ``succeeded`` (publish -> the final answer), and the air's hops as the lock sees them:
@@ -34,7 +35,10 @@ Per command: ``to_motor`` (publish -> the lock's motor starts, the nurse's wait)
                      back over the air, hubd, the broker)
 
 and hubd's own hops (benchmarks/roundtrip.py's ``hops_of``: mqtt_in ... mqtt_out) from its
-"command timing" log lines. p50/p90/p99 of each, as JSON.
+"command timing" log lines. Through the bridge, also where the BLE time goes: each proxy request
+(``ble_connect``, ``ble_discover``, ``ble_subscribe``, ``ble_write``, ``ble_pair``, ...) from its
+frame to its ``ble_done`` on the serial line, summed per command by kind (``bridge_requests``).
+p50/p90/p99 of each, as JSON.
 
     .venv/bin/python benchmarks/doorstep.py --commands 30 --out benchmarks/results/doorstep.json
     .venv/bin/python benchmarks/doorstep.py --lock dkey --via adapter --commands 5
@@ -49,6 +53,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -61,6 +66,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.figures import summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
                                   all_ended, drive, hops_of)
+from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
+from wire import frame, messages  # noqa: E402
 from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from simulator import ble_timing  # noqa: E402
@@ -148,6 +155,42 @@ class TapWhenIdle:
         return True
 
 
+#: The proxy requests timed on the line (each answered by one ble_done with its rid).
+REQUESTS = (messages.BLE_CONNECT, messages.BLE_DISCOVER, messages.BLE_SUBSCRIBE,
+            messages.BLE_READ, messages.BLE_WRITE, messages.BLE_PAIR, messages.BLE_DISCONNECT)
+
+
+def bridge_requests(crossings: list[tuple[float, Crossing]],
+                    windows: list[tuple[float, float]]) -> dict[str, dict]:
+    """Per request kind: its seconds summed over each command's window (request frame to its
+    ``ble_done`` on the line), and how many a command made (mean)."""
+    asked: dict[object, tuple[str, float]] = {}
+    spans: list[tuple[str, float, float]] = []
+    for at, crossing in crossings:
+        if crossing.ftype != frame.T_DATA or not crossing.body:
+            continue
+        try:
+            msg = json.loads(crossing.body)
+        except ValueError:
+            continue
+        if not isinstance(msg, dict):
+            continue
+        if crossing.direction == TO_BRIDGE and msg.get("m") in REQUESTS:
+            asked.setdefault(msg.get("rid"), (msg["m"], at))
+        elif crossing.direction == TO_HUB and msg.get("m") == messages.BLE_DONE \
+                and msg.get("rid") in asked:
+            kind, start = asked.pop(msg.get("rid"))
+            spans.append((kind, start, at))
+    out: dict[str, dict] = {}
+    for kind in REQUESTS:
+        per_command = [[end - start for k, start, end in spans
+                        if k == kind and w0 <= start <= w1] for w0, w1 in windows]
+        if any(per_command):
+            out[kind] = {"seconds_per_command": summary([sum(x) for x in per_command]),
+                         "per_command": statistics.fmean(len(x) for x in per_command)}
+    return out
+
+
 #: How much later than the lock's idle a command may come (TapWhenIdle).
 TAP_SPREAD_S = 2.0
 
@@ -219,6 +262,7 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
         "accepted": summary(times["accepted"]),
         "air_hops": {h: summary(air[h]) for h in AIR_HOPS if air[h]},
         "hubd_hops": {h: summary(v) for h, v in hubd_hops.items() if v},
+        "bridge_requests": bridge_requests(timed, windows) if via == "bridge" else None,
         "parts_of_ble": list(PARTS_OF_BLE),
         "travel_s": TRAVEL_S[lock],
     }
@@ -263,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
         rows += [(f"  {h}", s) for h, s in r["air_hops"].items()]
         rows += [(f"  hubd {h}", s) for h, s in r["hubd_hops"].items()]
+        rows += [(f"  proxy {k} ({v['per_command']:.1f}/cmd)", v["seconds_per_command"])
+                 for k, v in (r["bridge_requests"] or {}).items()]
         for name, s in rows:
             print(f"  {name:<24}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
                   f"{s['max_ms']:8.1f}  n={s['n']}")

@@ -50,6 +50,14 @@ def check(result: dict, lock: str, via: str) -> dict:
     for hop, figures in run["air_hops"].items():
         assert set(figures) == FIGURES and figures["n"] == COMMANDS, hop
     assert HUBD_HOPS <= set(run["hubd_hops"])
+    if via == "bridge":  # where the BLE time went: a connect and its writes each command
+        requests = run["bridge_requests"]
+        assert requests["ble_connect"]["per_command"] >= 1
+        assert requests["ble_write"]["per_command"] >= 1
+        for kind, figures in requests.items():
+            assert set(figures["seconds_per_command"]) == FIGURES, kind
+    else:
+        assert run["bridge_requests"] is None
     hops = run["air_hops"]
     # The motor starts before the answer, which waits at least for its travel.
     assert run["to_motor"]["max_ms"] < run["succeeded"]["max_ms"]
