@@ -24,7 +24,7 @@ from hubd.uplink import Uplink
 from simulator import lte_network
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
-from simulator.router import BLACKHOLE, RESET
+from simulator.router import RESET
 from tests.mosquitto import TlsListener
 from tests.tls import TestCA
 from tests.hubd.test_uplink_policy import AUDIT, COMMANDS, HUB, Backend
@@ -166,15 +166,3 @@ async def test_a_login_the_broker_refuses_over_lte_is_said_as_the_brokers(tmp_pa
         # The broker's CONNACK (refused) reaches paho before the bridge says the peer closed.
         await until(lambda: rig.uplink.status().last_error == "broker", "the broker's refusal", timeout=60)
         assert not rig.mqtt.connected and rig.uplink.status().last_lte_login is None
-
-
-async def test_auto_leaves_a_black_holed_broadband_after_the_keepalive_and_fallback(tmp_path, mosquitto) -> None:
-    # A black hole (packets dropped, no reset): paho notices at 1.5 x keepalive, then fallback_s.
-    async with hubd_in_a_home(tmp_path, mosquitto, "auto", broadband=True, keepalive=5) as rig:
-        await rig.mqtt.wait_connected(60)
-        await until(lambda: rig.backend.path() == "broadband", "online to say broadband", timeout=30)
-        rig.home.router.cut(BLACKHOLE)
-        audit_entry(rig, 0)
-        await until(lambda: rig.backend.path() == "lte", "the move to LTE", timeout=90)
-        await until(lambda: len(rig.outbox) == 0 and set(rig.backend.audit) == {b'{"entry": 0}'}, "the entry over LTE",
-                    timeout=60)

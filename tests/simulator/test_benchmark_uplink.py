@@ -1,5 +1,6 @@
-"""The uplink benchmark (benchmarks/uplink.py) runs end to end with a few presses in each phase
-(the uplink idle, saturated down, up and both ways) and writes its figures. The figures are not
+"""The uplink benchmark (benchmarks/uplink.py) runs end to end with a few presses in two of its
+phases (the uplink idle, and saturated both ways: the download's and the upload's streams at
+once; the one-way phases run the same code with one stream off) and writes its figures. The figures are not
 asserted: speed is the benchmark's business, not a test's; that each stream moved bytes and every
 alarm arrived is."""
 
@@ -18,10 +19,11 @@ FIGURES = {"n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms"}
 PRESSES = 2
 
 
-@pytest.mark.long(60)
+@pytest.mark.long(20)
 def test_a_tiny_run_presses_in_every_phase_loses_no_alarm_and_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "uplink.json"
     run = subprocess.Popen([sys.executable, str(SCRIPT), "--presses", str(PRESSES), "--settle-s", "1",
+                            "--phases", "idle,both",
                             "--out", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
@@ -36,7 +38,7 @@ def test_a_tiny_run_presses_in_every_phase_loses_no_alarm_and_writes_its_figures
     assert result["problems"] == []
     assert (result["bridge"]["boots"], result["bridge"]["resets"], result["bridge"]["errors"]) == (1, 0, [])
     assert result["settings"]["line_baud"] == 115200 and result["settings"]["lte_network"]["latency_s"] > 0
-    assert list(result["phases"]) == ["idle", "download", "upload", "both"]
+    assert list(result["phases"]) == ["idle", "both"]
     for name, part in result["phases"].items():
         counts = part["counts"]
         assert counts["sent"] == counts["received"] == PRESSES, name
@@ -48,9 +50,7 @@ def test_a_tiny_run_presses_in_every_phase_loses_no_alarm_and_writes_its_figures
         assert {"seconds", "down_bytes_s", "up_bytes_s", "modem_holding"} == set(part["uplink"]), name
     streams = {name: part["stream"] for name, part in result["phases"].items()}
     assert streams["idle"] == {"published": 0, "requests": 0, "answers": 0, "answer_bytes": 0}
-    assert streams["download"]["published"] > 0 and streams["download"]["requests"] == 0
-    assert streams["upload"]["answers"] > 0 and streams["upload"]["published"] == 0
     assert streams["both"]["published"] > 0 and streams["both"]["answers"] > 0
-    # The download's bytes went through the modem's uplink socket to the bridge.
-    assert result["phases"]["download"]["uplink"]["down_bytes_s"] > 0
-    assert result["phases"]["upload"]["uplink"]["up_bytes_s"] > 0
+    # The streams' bytes went through the modem's uplink socket, both ways.
+    assert result["phases"]["both"]["uplink"]["down_bytes_s"] > 0
+    assert result["phases"]["both"]["uplink"]["up_bytes_s"] > 0
