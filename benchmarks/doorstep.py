@@ -195,9 +195,9 @@ def bridge_requests(crossings: list[tuple[float, Crossing]],
 TAP_SPREAD_S = 2.0
 
 
-def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None
-        ) -> dict:
-    """One lock kind on one route: ``commands`` commands timed; its figures."""
+def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None,
+        warmup: int = 2) -> dict:
+    """One lock kind on one route: ``warmup`` commands, then ``commands`` timed; its figures."""
     os.environ[ble_timing.ENV] = "realistic"  # the home's radio reads it when it is made
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
@@ -243,7 +243,8 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
               f"{', the connection held' if held else ', each on a new connection'}", flush=True)
         # The warm-up, untimed: unlock and lock, so the timed ones start from locked (a dKey
         # told to unlock when it is unlocked does not move).
-        asyncio.run(drive(broker, key, lock_id, 2, {}, [], idle_wait))
+        if warmup:
+            asyncio.run(drive(broker, key, lock_id, warmup, {}, [], idle_wait))
         times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
     except Exception:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held", action="store_true",
                         help="commands one after another on the connection hubd keeps")
     parser.add_argument("--seed", type=int, default=None, help="the air's randomness")
+    parser.add_argument("--warmup", type=int, default=2, choices=(0, 2),
+                        help="untimed commands first (default 2: hubd's start-up poll ends)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/doorstep.json")
     args = parser.parse_args(argv)
     locks = LOCKS if args.lock == "all" else (args.lock,)
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     for lock in locks:
         for via in routes:
             work = Path(tempfile.mkdtemp(prefix=f"bench-doorstep-{lock}-{via}-"))
-            runs.append(run(lock, via, args.commands, args.held, work, args.seed))
+            runs.append(run(lock, via, args.commands, args.held, work, args.seed, args.warmup))
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "the nurse's wait: backend publish -> motor start and -> succeeded",
