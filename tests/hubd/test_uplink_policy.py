@@ -185,8 +185,8 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
         await asyncio.to_thread(home.backend.command, b"cmd-%d" % n)
     await until(lambda: home.uplink.path == "lte", "the move to LTE after fallback_s", timeout=30)
     await until(lambda: home.mqtt.connected and home.backend.path() == "lte", "online over LTE", timeout=30)
-    await until(lambda: len(home.outbox) == 0 and len(home.commands) == 5 and len(set(home.backend.answers)) == 5,
-                "what waited to go through", timeout=30)
+    await until(lambda: len(home.outbox) == 0 and len(home.commands) == 5 and len(set(home.backend.answers)) == 5
+                and len(set(home.backend.audit)) == 5, "what waited to go through", timeout=30)
     assert sorted(home.backend.audit) == sorted(b'{"entry": %d}' % n for n in range(5))
     assert sorted(set(home.backend.answers)) == sorted(b"answer-%d" % n for n in range(5))
     assert home.commands == [b"cmd-%d" % n for n in range(5)]
@@ -207,8 +207,10 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
         audit_entry(home, n)
         answer(home, n)
         await asyncio.to_thread(home.backend.command, b"cmd-%d" % n)
+    # The outbox empties at the broker's PUBACK; the backend hears the entry a moment later.
     await until(lambda: len(home.outbox) == 0 and len(set(home.commands)) == 13
-                and len(set(home.backend.answers)) == 13, "everything through", timeout=30)
+                and len(set(home.backend.answers)) == 13 and len(set(home.backend.audit)) == 13,
+                "everything through", timeout=30)
     assert sorted(set(home.backend.answers)) == sorted(b"answer-%d" % n for n in range(13))
     assert sorted(set(home.backend.audit)) == sorted(b'{"entry": %d}' % n for n in range(13))
     assert sorted(set(home.commands)) == sorted(b"cmd-%d" % n for n in range(13))
