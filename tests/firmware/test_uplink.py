@@ -360,7 +360,7 @@ async def test_an_alarm_goes_over_dc09_while_the_uplink_streams(tmp_path: Path) 
                 real_urc(line)
 
             home.modem._urc = urc  # type: ignore[method-assign]
-            stream = bytes(range(256)) * 240  # 60 KB echoed: the uplink saturated both ways
+            stream = bytes(range(256)) * 144  # 36 KB echoed: the uplink saturated both ways
             writing = asyncio.create_task(hub.write(stream))
             await until(lambda: len(hub.down) > 10_000, "the stream under way")
             # hubd stores nothing: the alarm goes to the centre over the second path.

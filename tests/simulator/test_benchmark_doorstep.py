@@ -1,7 +1,8 @@
 """The doorstep benchmark (benchmarks/doorstep.py) runs end to end on the realistic air with one
-command and no warm-up (the suite's time: the dKey's two commands and two warm-ups took 44 s,
-mostly waiting out each link), on a new connection: the reference lock through the bridge's Bluetooth
-proxy and the dKey through py-dormakaba-dkey on the hub's own adapter. Its JSON has every
+command, no warm-up, on a new connection: the reference lock through the bridge's Bluetooth
+proxy. The dKey and the hub's own adapter run the same code with another lock and route; they
+are the benchmark's runs, not the suite's (the suite's 8 minutes: the dKey on the adapter took
+12-44 s, mostly waiting out each link). Its JSON has every
 figure, the air's hops add up to the nurse's wait, and no hop is shorter than the air allows
 (the realistic model is in force: a connection event per GATT exchange). How long things take
 is the benchmark's business, not a test's: nothing here bounds a time from above."""
@@ -75,9 +76,3 @@ def test_the_reference_lock_through_the_proxy(tmp_path_factory: pytest.TempPathF
     result, output = tiny_run(tmp_path_factory, "--lock", "reference", "--via", "bridge")
     check(result, "reference", "bridge")
     assert f"{COMMANDS}/{COMMANDS} commands" in output and "to_motor" in output
-
-
-@pytest.mark.long
-def test_the_dkey_on_the_hubs_own_adapter(tmp_path_factory: pytest.TempPathFactory) -> None:
-    result, _ = tiny_run(tmp_path_factory, "--lock", "dkey", "--via", "adapter")
-    check(result, "dkey", "adapter")
