@@ -173,7 +173,7 @@ class HostLink:
                 # One message at a time: whatever it does (a MessageError, a handler's bug), it
                 # is dropped and counted, and the link and the bridge go on.
                 try:
-                    if value[:1] == b"\x01":  # link.BULK: the uplink's bytes, not a message
+                    if link.is_bulk(value):  # the uplink's bytes, not a message
                         if self.on_bulk is not None:
                             self.on_bulk(value)
                         continue

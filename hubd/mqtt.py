@@ -78,18 +78,13 @@ class _Client(paho.Client):
         return given if given is not None else super()._create_socket_connection()
 
 
-def probe_client(config: MqttConfig, client_id: str, socket_for: Callable[[], socket.socket]) -> paho.Client:
-    """A client like hubd's (credentials, TLS, protocol) whose connection is ``socket_for()``'s,
-    for a one-off login (hubd.uplink.Uplink.probe_lte)."""
+def new_client(config: MqttConfig, client_id: str, socket_for: Callable[[], socket.socket | None]) -> _Client:
+    """A client as hubd's is made (protocol, credentials, TLS) whose connection is
+    ``socket_for()``'s: hubd's own (:class:`HubMqtt`) and a one-off login's
+    (hubd.uplink.Uplink.probe_lte)."""
     v5 = config.protocol == "5"
     client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                      protocol=paho.MQTTv5 if v5 else paho.MQTTv311, clean_session=None if v5 else True)
-    _credentials(client, config)
-    client.socket_for = socket_for
-    return client
-
-
-def _credentials(client: paho.Client, config: MqttConfig) -> None:
     if config.username is not None:
         client.username_pw_set(
             config.username, config.password.get_secret_value() if config.password is not None else None
@@ -100,6 +95,8 @@ def _credentials(client: paho.Client, config: MqttConfig) -> None:
             certfile=str(config.cert_file) if config.cert_file else None,
             keyfile=str(config.key_file) if config.key_file else None,
         )
+    client.socket_for = socket_for
+    return client
 
 
 @dataclass(frozen=True)
@@ -151,14 +148,7 @@ class HubMqtt:
         self._acks: dict[int, asyncio.Future[Any] | None] = {}
         self._early: dict[int, Any] = {}
 
-        client = _Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
-            clean_session=None if self._v5 else True,
-        )
-        _credentials(client, config)
-        client.socket_for = self._socket_for
+        client = new_client(config, client_id, self._socket_for)
         client.will_set(self._online_topic, _presence(hub_id, "offline"), qos=1, retain=True)
         # Capped low: alarms held through a broker outage go out within seconds of its return (the
         # alarm benchmark saw 25 s with a 30 s cap); a few thousand hubs retrying every 8 s is

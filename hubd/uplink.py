@@ -217,7 +217,7 @@ class Uplink:
 
     def _login(self, timeout: float) -> str | None:
         # In a worker thread: a paho client of its own whose socket is the channel's.
-        from hubd.mqtt import probe_client  # hubd.mqtt imports this module
+        from hubd.mqtt import new_client  # hubd.mqtt imports this module
 
         connacked = threading.Event()
         result: dict[str, Any] = {}
@@ -227,7 +227,7 @@ class Uplink:
             connacked.set()
 
         c = self._mqtt_config
-        client = probe_client(c, f"{self._hub}-probe", lambda: self.lte_socket(c.host, c.port))
+        client = new_client(c, f"{self._hub}-probe", lambda: self.lte_socket(c.host, c.port))
         client.on_connect = on_connect
         deadline = time.monotonic() + timeout
         try:

@@ -67,6 +67,11 @@ _SEQ_MOD = 256
 BULK = 0x01  # a payload starting with this byte is bulk; messages (JSON) start with "{"
 
 
+def is_bulk(payload):
+    """Whether a payload is bulk (the one test of BULK both ends and every layer use)."""
+    return len(payload) > 0 and payload[0] == BULK
+
+
 class LinkFull(Exception):
     """The send queue is at its bound; the caller must wait or refuse the work."""
 
@@ -142,7 +147,7 @@ class Link:
         # A peer's HELLO never offers less (frame.decode_hello), so its limit is not checked.
         if len(payload) > frame.MAX_PAYLOAD:
             raise ValueError("payload of %d bytes exceeds %d" % (len(payload), frame.MAX_PAYLOAD))
-        if payload[:1] == b"\x01":
+        if is_bulk(payload):
             if len(self._bulk) >= self.max_bulk:
                 raise LinkFull("%d bulk payloads already waiting" % self.max_bulk)
             self._bulk.append(bytes(payload))
@@ -162,7 +167,7 @@ class Link:
     def _bulk_in_flight(self):
         n = 0
         for _, p in self._unacked:
-            if p[0] == BULK:
+            if is_bulk(p):
                 n += 1
         return n
 
@@ -170,7 +175,7 @@ class Link:
         # What this session had queued or in flight, as (in flight, never sent), without bulk
         # (dropped and counted); the queues are emptied.
         n = len(self._unacked) + len(self._bulk)
-        in_flight = [p for _, p in self._unacked if p[0] != BULK]
+        in_flight = [p for _, p in self._unacked if not is_bulk(p)]
         self.stats["bulk_dropped"] += n - len(in_flight)
         lost = (in_flight, self._queue)
         self._unacked = []

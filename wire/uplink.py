@@ -28,13 +28,13 @@ def data(chunk):
     """The payload carrying `chunk` (1..MAX_CHUNK bytes of the stream)."""
     if not 0 < len(chunk) <= MAX_CHUNK:
         raise ValueError("an uplink chunk is 1..%d bytes, not %d" % (MAX_CHUNK, len(chunk)))
-    return b"\x01" + bytes(chunk)
+    return bytes((DATA,)) + bytes(chunk)
 
 
 def is_data(payload):
     """Whether a link payload carries stream bytes (else it is a message for
     wire.messages.decode)."""
-    return payload[:1] == b"\x01"
+    return link.is_bulk(payload)
 
 
 def chunk(payload):

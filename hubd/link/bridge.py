@@ -90,7 +90,7 @@ class Bridge:
         """Queue 1..wire.uplink.MAX_CHUNK bytes of the uplink's stream for the bridge, behind every
         message (wire.link's bulk); False if the link is down or holds max_bulk of them already:
         then it was not sent (the channel waits for :meth:`uplink_room`)."""
-        if not self.is_up or self.link.engine.bulk_room() <= 0:
+        if not self.is_up:
             return False
         try:
             self.link.send(wire_uplink.data(chunk))
