@@ -34,7 +34,7 @@ import lte
 import timed
 import vital
 from wire import link, messages
-from wire.uplink import MAX_CHUNK, WINDOW, data
+from wire.uplink import MAX_CHUNK, WINDOW, chunk, data
 
 CID = 1  # the BG95 connect id of the uplink's socket (0 is the second path's)
 MAX_SEND = 1460  # bytes in one AT+QISEND (the BG95's limit)
@@ -96,18 +96,18 @@ class Uplink:
 
     def on_data(self, payload):
         """A DATA payload from hubd (wire.uplink.data): the host link's on_bulk."""
-        chunk = payload[1:]
-        if not self.open or self._ended is not None or not chunk:
+        piece = chunk(payload)
+        if not self.open or self._ended is not None or not piece:
             return  # for a socket that is gone: hubd hears closed (or has)
-        if self._held + len(chunk) > WINDOW:
+        if self._held + len(piece) > WINDOW:
             self.stats["violations"] += 1
             log.warn("uplink: hubd sent over its window (%d + %d bytes)"
-                     % (self._held, len(chunk)))
+                     % (self._held, len(piece)))
             self._ended = "error"
             self._drop_tx()
         else:
-            self._tx.append(chunk)
-            self._held += len(chunk)
+            self._tx.append(piece)
+            self._held += len(piece)
         self._wake.set()
 
     def on_link(self, kind):
@@ -287,19 +287,19 @@ class Uplink:
         # empty, then new bytes came) must survive it, or the stream stalls for good (the BG95
         # says "recv" once until its buffer is read empty).
         self._more = False
-        err, chunk = await self._lte.read(CID, MAX_CHUNK)
+        err, got = await self._lte.read(CID, MAX_CHUNK)
         if err:
             if self._ended is None:
                 self._ended = "peer" if self._eof else _WHY.get(err, "error")
             return
-        if not chunk:
+        if not got:
             return  # read empty: the modem says "recv" again for new bytes
         self._more = True  # there may be more: read until the modem says 0
-        self.stats["down"] += len(chunk)
+        self.stats["down"] += len(got)
         try:
-            self._host.send_bulk(data(chunk))
+            self._host.send_bulk(data(got))
         except link.LinkFull:  # room was checked: only a session that ended meanwhile
-            log.warn("uplink: %d bytes for hubd dropped" % len(chunk))
+            log.warn("uplink: %d bytes for hubd dropped" % len(got))
 
     def _state(self, state, why):
         self._host.send(messages.make(messages.UPLINK_STATE, state, why))
