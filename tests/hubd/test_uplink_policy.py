@@ -2,15 +2,14 @@
 broadband back -> a probe finds it and the connection returns; nothing is lost across either move.
 
 Real parts: hubd's Bridge on a pty, HubMqtt (paho), a real SQLite store with the durable outbox
-and its sender, a real Mosquitto; the home's broadband is a TCP forwarder the test cuts (it stops
-listening and resets what it carried) and the bridge's end is tests/hubd/uplink_end.py, whose
+and its sender, a real Mosquitto; the home's broadband is the simulator's router
+(simulator/router.py), cut with a reset and the bridge's end is tests/hubd/uplink_end.py, whose
 modem reaches the broker whatever the broadband does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from typing import Any
@@ -28,7 +27,7 @@ from hubd.mqtt import HubMqtt, Inbound, Route
 from hubd.store.database import Store
 from hubd.store.outbox import Outbox, OutboxSender
 from hubd.uplink import Uplink
-from simulator.ports import free_port
+from simulator.router import RESET, Router
 from tests.fixtures import LINK_KEY
 from tests.hubd.uplink_end import UplinkEnd
 from tests.waiting import until
@@ -38,45 +37,6 @@ AUDIT = topics.audit(HUB)
 ANSWERS = topics.answers(HUB)
 ALARMS = topics.alarms_raised(HUB)
 COMMANDS = topics.commands(HUB)
-
-
-class Broadband:
-    """The home's router as hubd sees it: a TCP forwarder to the broker; ``cut()`` stops it
-    listening (new connections refused) and resets every connection it carried."""
-
-    def __init__(self, broker_host: str, broker_port: int) -> None:
-        self.port = free_port()
-        self._broker = (broker_host, broker_port)
-        self._server: asyncio.Server | None = None
-        self._carried: list[asyncio.StreamWriter] = []
-
-    async def restore(self) -> None:
-        self._server = await asyncio.start_server(self._carry, "127.0.0.1", self.port, reuse_address=True)
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in self._carried:
-            writer.transport.abort()  # a reset, not a FIN
-        self._carried.clear()
-
-    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._broker)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._carried += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 class Backend:
@@ -124,15 +84,15 @@ class Backend:
 
 @pytest.fixture
 async def home(tmp_path, mosquitto):
-    broadband = Broadband(mosquitto.host, mosquitto.port)
-    await broadband.restore()
-    end = UplinkEnd(routes={("127.0.0.1", broadband.port): (mosquitto.host, mosquitto.port)})
+    broadband = Router((mosquitto.host, mosquitto.port))  # the home's router: cut with a reset
+    await broadband.start()
+    end = UplinkEnd(routes={broadband.address: (mosquitto.host, mosquitto.port)})
     await end.start()
     backend = await asyncio.to_thread(Backend, mosquitto.host, mosquitto.port)
     store = Store.open(tmp_path / "state")
     bridge = await Bridge.open(end.port, LINK_KEY)
     assert await bridge.wait_up(10)
-    mqtt_config = MqttConfig(host="127.0.0.1", port=broadband.port)
+    mqtt_config = MqttConfig(host=broadband.address[0], port=broadband.address[1])
     channel = Channel(bridge, LteBytes(tmp_path / "state" / LteBytes.FILE))
     uplink = Uplink(UplinkConfig(mode="auto", fallback_s=2, probe_s=1), mqtt_config, channel, hub_id=HUB)
     mqtt = HubMqtt(mqtt_config, hub_id=HUB, client_id=f"hubd-{HUB}", uplink=uplink)
@@ -156,7 +116,7 @@ async def home(tmp_path, mosquitto):
         await mqtt.stop()
         await bridge.close()
         await end.close()
-        await broadband.cut()
+        await broadband.stop()
         await asyncio.to_thread(backend.close)
         store.close()
 
@@ -177,7 +137,7 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
     assert home.end.opens == [], "no LTE while broadband works"
 
     # Broadband is cut: what hubd and the backend send meanwhile waits for the move to LTE.
-    await home.broadband.cut()
+    home.broadband.cut(RESET)
     await until(lambda: not home.mqtt.connected, "hubd to see the broadband connection end")
     for n in range(5):
         audit_entry(home, n)
@@ -195,7 +155,7 @@ async def test_auto_moves_to_lte_and_back_losing_nothing(home) -> None:
     # Broadband is back: a probe finds it, the LTE stream is closed and paho connects over
     # broadband; what is sent across the move arrives (at least once: QoS 1; a command's id and
     # an audit entry's seq make a second copy harmless).
-    await home.broadband.restore()
+    home.broadband.restore()
     for n in range(5, 10):
         audit_entry(home, n)
         answer(home, n)
