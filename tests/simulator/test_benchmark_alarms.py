@@ -4,13 +4,13 @@ every alarm. Its figures are not asserted: speed is the benchmark's business, no
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.benchmark_run import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "alarms.py"
@@ -30,18 +30,8 @@ def _benchmark_module() -> ModuleType:
 def test_a_tiny_run_over_both_paths_and_the_outbox_loses_no_alarm_and_writes_its_figures(
         tmp_path: Path) -> None:
     out = tmp_path / "alarms.json"
-    run = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--presses", "3", "--lte-presses", "3", "--outbox", "20",
-         "--handled-deadline-ms", "500", "--hub-down-ms", "300", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        output, _ = run.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        run.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
-        output, _ = run.communicate(timeout=60)
-        pytest.fail(f"the benchmark hung:\n{output}")
-    assert run.returncode == 0, output
-    result = json.loads(out.read_text())
+    result, _ = run_benchmark(SCRIPT, out, "--presses", "3", "--lte-presses", "3", "--outbox", "20",
+                              "--handled-deadline-ms", "500", "--hub-down-ms", "300")
 
     assert result["lost"] == 0 and result["problems"] == []
     assert (result["bridge"]["boots"], result["bridge"]["resets"], result["bridge"]["errors"]) == (1, 0, [])

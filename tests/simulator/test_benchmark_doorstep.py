@@ -9,12 +9,11 @@ is the benchmark's business, not a test's: nothing here bounds a time from above
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmark_run import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "doorstep.py"
@@ -26,17 +25,7 @@ HUBD_HOPS = {"mqtt_in", "verify", "record", "queue", "transport", "ble", "finish
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, *options: str) -> tuple[dict, str]:
     """One tiny run: (its JSON, what it printed)."""
     out = tmp_path_factory.mktemp("doorstep") / "doorstep.json"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--commands", str(COMMANDS),
-                             "--warmup", "0", "--out", str(out), *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        output, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
-        output, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark hung:\n{output}")
-    assert proc.returncode == 0, output
-    return json.loads(out.read_text()), output
+    return run_benchmark(SCRIPT, out, "--commands", str(COMMANDS), "--warmup", "0", *options, timeout=300)
 
 
 def check(result: dict, lock: str, via: str) -> dict:

@@ -6,12 +6,11 @@ benchmark's business, not a test's."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmark_run import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "roundtrip.py"
@@ -24,17 +23,7 @@ HOPS = {"mqtt_in", "verify", "record", "queue", "transport", "ble", "ble_request
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, *options: str) -> tuple[dict, str]:
     """One tiny run: (its JSON, what it printed)."""
     out = tmp_path_factory.mktemp("roundtrip") / "roundtrip.json"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--commands", str(COMMANDS),
-                             "--out", str(out), *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
-        output, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark hung:\n{output}")
-    assert proc.returncode == 0, output
-    return json.loads(out.read_text()), output
+    return run_benchmark(SCRIPT, out, "--commands", str(COMMANDS), *options)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ alarm arrived is."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmark_run import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "uplink.py"
@@ -22,18 +21,8 @@ PRESSES = 1
 @pytest.mark.long(20)
 def test_a_tiny_run_presses_in_every_phase_loses_no_alarm_and_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "uplink.json"
-    run = subprocess.Popen([sys.executable, str(SCRIPT), "--presses", str(PRESSES), "--settle-s", "1",
-                            "--phases", "idle,both",
-                            "--out", str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        output, _ = run.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        run.terminate()  # SIGTERM: the benchmark still stops hubd, the bridge and its broker
-        output, _ = run.communicate(timeout=60)
-        pytest.fail(f"the benchmark hung:\n{output}")
-    assert run.returncode == 0, output
-    result = json.loads(out.read_text())
+    result, _ = run_benchmark(SCRIPT, out, "--presses", str(PRESSES), "--settle-s", "1",
+                              "--phases", "idle,both")
 
     assert result["problems"] == []
     assert (result["bridge"]["boots"], result["bridge"]["resets"], result["bridge"]["errors"]) == (1, 0, [])
