@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from hubd.link.serial_port import SerialLink
 from simulator import lte_network
@@ -126,21 +125,22 @@ class Peer:
 @contextlib.asynccontextmanager
 async def home_with_uplink(tmp_path: Path, peer: Peer, *, receiver: Receiver | None = None,
                            unit: AlarmUnit | None = None, handled_deadline_ms: int = 30000,
-                           conditions: lte_network.Conditions | None = None,
+                           conditions: lte_network.Conditions | None = None, with_unit: bool = True,
                            **home_kw: Any) -> AsyncIterator[tuple[SimulatedHome, Hub]]:
-    """A home whose bridge has an alarm unit and an LTE modem (its second path to `receiver`'s
-    port; the broker's name mapped to `peer`), hubd's link up."""
+    """A home whose bridge has an alarm unit (not `with_unit`: none, so no second path) and an
+    LTE modem (its second path to `receiver`'s port; the broker's name mapped to `peer`), hubd's
+    link up."""
     port = await peer.start()
     own_receiver = receiver is None
     if receiver is None:
         receiver = Receiver()
         await receiver.start()
-    unit = unit or AlarmUnit(heartbeat_s=0.5)
     lte = {"apn": "internet.m2m", "host": "127.0.0.1", "port": receiver.port, "account": ACCOUNT,
            "receiver": "1", "retry_ms": 500}
-    home = SimulatedHome(tmp_path / "home", alarm_unit=unit, lte=lte,
-                         alarm_timings={"heartbeat_ms": 500,
-                                        "handled_deadline_ms": handled_deadline_ms}, **home_kw)
+    if with_unit:
+        home_kw.update(alarm_unit=unit or AlarmUnit(heartbeat_s=0.5),
+                       alarm_timings={"heartbeat_ms": 500, "handled_deadline_ms": handled_deadline_ms})
+    home = SimulatedHome(tmp_path / "home", lte=lte, **home_kw)
     assert home.modem is not None
     home.modem.network.conditions = conditions or lte_network.fast()
     home.modem.network.addresses[BROKER] = ("127.0.0.1", port)
@@ -429,24 +429,8 @@ async def test_a_full_send_buffer_is_waited_out_not_a_lost_stream(tmp_path: Path
 
 async def test_a_bridge_with_a_modem_and_no_alarm_unit_carries_the_uplink(tmp_path: Path) -> None:
     # No alarm unit, so no second path; the modem is there for hubd all the same.
-    peer = Peer()
-    port = await peer.start()
-    home = SimulatedHome(tmp_path / "home", lte={"apn": "internet.m2m", "host": "127.0.0.1",
-                                                 "port": 9, "account": ACCOUNT})
-    assert home.modem is not None
-    home.modem.network.conditions = lte_network.fast()
-    home.modem.network.addresses[BROKER] = ("127.0.0.1", port)
-    hub = Hub(home)
-    await home.start()
-    try:
-        await hub.link.start()
-        await until(lambda: hub.link.state == link.UP, "the host link", timeout=60)
+    async with home_with_uplink(tmp_path, Peer(), with_unit=False) as (home, hub):
         assert any("for hubd's uplink (no alarm unit" in ln for ln in home.bridge.log)
         assert await hub.open() == ("open", None)
         await hub.write(b"no unit")
         await until(lambda: bytes(hub.down) == b"no unit", "the echo")
-    finally:
-        await asyncio.sleep(0.2)
-        await hub.link.close()
-        await home.stop()
-        await peer.stop()
