@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-
 from hubd.link.serial_port import SerialLink
 from simulator import lte_network
 from simulator.alarm_unit import AlarmUnit
