@@ -8,7 +8,7 @@ import fuzz
 import lte
 import uplink
 from fuzz import Ended, Reader, fail, mutants, noise, rand, rbytes
-from wire import link
+from uplink_host import Host
 
 # What a BG95 says: answers, information lines, URCs, the send prompt, socket data.
 LINES = [b"OK\r\n", b"ERROR\r\n", b"+CME ERROR: 10\r\n", b"SEND OK\r\n", b"SEND FAIL\r\n",
@@ -25,27 +25,10 @@ HOSTILE = [b"+QIRD: 99999\r\n", b"+QIRD: -5\r\n", b"+QIRD:\r\n", b"+QIURC:\r\n",
            b"+QIURC: \"recv\",99999999999999999999\r\n", b"\x00" * 50 + b"\r\n"]
 
 
-class _Host:
-    # hubd's end as firmware/uplink.py sees it: what it was sent, and a link that is up.
-    def __init__(self):
-        self.sent = []
-        self.link = link.Link(0x42, "t", 0, b"k" * 32)
-        self.link.state = link.UP
-
-    def send(self, payload):
-        self.sent.append(payload)
-
-    def send_bulk(self, payload):
-        self.sent.append(payload)
-
-    def bulk_room(self):
-        return 4
-
-
 def _modem():
     m = lte.Lte(None, "internet.m2m")
     m._pending = True  # a command is waiting for its answer: the parser's busiest state
-    up = uplink.Uplink(m, _Host())  # the uplink's socket 1 hears its URCs too
+    up = uplink.Uplink(m, Host())  # the uplink's socket 1 hears its URCs too
     up.open = True
     return m
 

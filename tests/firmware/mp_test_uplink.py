@@ -6,34 +6,13 @@ import asyncio
 
 import lte
 import uplink
-from wire import link, messages
+from uplink_host import Host
+from wire import link
 from wire.uplink import MAX_CHUNK, WINDOW, data
 
 
-class _Host:
-    # hubd's end as the uplink sees it: the messages it was sent, and a link up or down.
-    def __init__(self):
-        self.sent = []
-        self.link = link.Link(0x42, "t", 0, b"k" * 32)
-        self.link.state = link.UP
-
-    def send(self, payload):
-        self.sent.append(messages.decode(payload))
-
-    def send_bulk(self, payload):
-        self.sent.append(payload)
-
-    def bulk_room(self):
-        return 4
-
-    waiting = False  # bulk the uplink queued has not entered the link's window yet
-
-    def bulk_waiting(self):
-        return self.waiting
-
-
 def _open_uplink():
-    host = _Host()
+    host = Host()
     up = uplink.Uplink(lte.Lte(None, "internet.m2m"), host)
     up.open = True  # as after +QIOPEN: 1,0
     return up, host
