@@ -15,7 +15,9 @@ KINDS = (alarmunit.T_EVENT, alarmunit.T_HEARTBEAT, alarmunit.T_HEARD, alarmunit.
 
 
 def _valid():
-    return [unitside.event(0x5A0000AB, 1 + rand(1000), 1700000000, alarms.EVENTS[rand(9)],
+    # Event ids from 1001: a mutant that stays a valid frame must not pass for one of the events
+    # a test sends in order (ids 1..150): FUZZ_SEED=159248624 made an early copy of event 52.
+    return [unitside.event(0x5A0000AB, 1001 + rand(1000), 1700000000, alarms.EVENTS[rand(9)],
                            alarmunit.DEVICES[rand(6)]),
             unitside.heartbeat(0x5A0000AB, 1700000000, bool(rand(2)), rand(6000), rand(3300),
                                rand(256) - 128, (rand(256), rand(256), rand(256))),
