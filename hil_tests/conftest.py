@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from hil_tests.harness import (HUB_ID, HubUnderTest, as_built, reset_home, start_hubd, stop_hubd,
+from hil_tests.harness import (HUB_ID, HubUnderTest, as_built, first_reads, reset_home, start_hubd, stop_hubd,
                                wait_online, write_hubd_config)
 from hubapi import signing
 from hubapi.client import BackendClient
@@ -311,6 +311,7 @@ class SharedHub:
                                                         broker, key, tmp_path))
             if self._hub.home is not None:
                 self._built = self._hub.sim.call(lambda: as_built(self._hub.sim.home))
+                first_reads(self._hub)
             self._stack = stack.pop_all()
 
     def discard(self) -> None:

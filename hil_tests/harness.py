@@ -347,6 +347,26 @@ def reset_home(hub: HubUnderTest, built: dict[str, dict[str, Any]], timeout: flo
     hub.log_from = hub.hubd_log.stat().st_size
 
 
+def first_reads(hub: HubUnderTest, timeout: float = 60) -> None:
+    """Block until hubd has read every simulated lock once: each has a retained state.
+
+    hubd's first read of a lock takes the lock's latest report number as its baseline and does
+    not pass on what came before it (docs/lock-protocol.md, "At start"), so a lock turned by hand
+    before that read is seen by the read's state (source ``poll``), not as a ``manual`` report.
+    A scenario about what a lock reports by itself starts after it."""
+    locks = set(hub.sim.call(lambda: list(hub.sim.home.locks)))
+    prefix = topics.lock_state(hub.hub_id, "X")[:-len("X/state")]
+    heard: set[str] = set()
+
+    def found(topic: str) -> bool:
+        heard.add(topic[len(prefix):].split("/", 1)[0])
+        return locks <= heard
+
+    _retained_until(hub.broker, topics.lock_states(hub.hub_id), timeout,
+                    f"hubd's first read of every lock (a retained state for each of {sorted(locks)})",
+                    found, with_topic=True)
+
+
 def _at_rest(lock: Any) -> bool:
     # The motor's run includes what follows the RESULT (a latch held, a strike released): the
     # lock answers busy until it ends (simulator/locks.py _refusal reads the same task).
@@ -385,13 +405,15 @@ def _until(done: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _retained_until(broker: Mosquitto, topic: str, timeout: float, what: str,
-                    found: Callable[[bytes], bool], request: tuple[str, str] | None = None) -> bytes:
+                    found: Callable[[Any], bool], request: tuple[str, str] | None = None,
+                    with_topic: bool = False) -> Any:
     """Block until a message on ``topic`` (the retained one or a later one) is ``found``; with
-    ``request`` (topic, payload), publish it once subscribed. Returns that message."""
-    seen: queue.Queue[bytes] = queue.Queue()
+    ``request`` (topic, payload), publish it once subscribed. Returns that message. ``found``
+    gets the payload, or with ``with_topic`` the message's topic (``topic`` a filter)."""
+    seen: queue.Queue[Any] = queue.Queue()
     subscribed = threading.Event()
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"hil-reset-{uuid.uuid4().hex[:8]}")
-    client.on_message = lambda c, u, m: seen.put(m.payload)
+    client.on_message = lambda c, u, m: seen.put(m.topic if with_topic else m.payload)
     client.on_subscribe = lambda *args: subscribed.set()
     client.connect(broker.host, broker.port)
     client.subscribe(topic, qos=1)
