@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -80,9 +81,10 @@ class AlarmCentre:
     def __init__(self, host: str = "localhost", port: int = 1883, *, username: str | None = None,
                  password: str | None = None, protocol: Literal["3.1.1", "5"] = "5",
                  handling_delay_s: float = 0.0, operator: str = "operator-sim",
-                 dc09_accounts: dict[str, str | None] | None = None, dc09_port: int | None = None) -> None:
+                 dc09_accounts: dict[str, str | None] | None = None, dc09_port: int | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._client = BackendClient(host, port, username=username, password=password, protocol=protocol,
-                                     client_id="alarm-centre-sim")
+                                     client_id="alarm-centre-sim", tls=tls)
         # The second path's receiver (account -> AES key or None), when this centre runs one.
         self.dc09 = (Dc09Receiver(dc09_accounts, port=dc09_port, on_alarm=self.received_over_dc09)
                      if dc09_accounts else None)

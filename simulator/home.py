@@ -45,6 +45,14 @@ A home with broadband and an LTE modem, for hubd's uplink (docs/second-path.md):
     home.router.cut("blackhole")            # or "reset"; home.router.restore()
     home.modem.network.conditions = lte_network.fast()   # realistic LTE-M unless told
 
+A home booted from a provisioned bridge.json (``hubctl provision``'s, as hub-sim's bench runs it,
+simulator/bench.py): the bridge boots with exactly that file, its link key, link speed and
+UARTs; the alarm unit and the modem are wired to the UARTs it names, and a section whose part is
+not given has a UART with nothing on its pins (a unit or modem unplugged):
+
+    home = SimulatedHome(workdir, locks=[...], bridge_json=json.loads(path.read_text()),
+                         alarm_unit=AlarmUnit(serial=0x5A0000AB), lte_network=network)
+
 `HomeThread` runs a home on its own event loop in a background thread, for synchronous callers
 (the demo, tests that drive hubd as a separate process).
 """
@@ -53,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import socket
 import tempfile
@@ -214,7 +223,8 @@ class SimulatedHome:
                  dkeys: Mapping[str, DKeyLock] | None = None, romfs: bool = True,
                  bridge_heap: int = DEFAULT_HEAP, broker: tuple[str, int] | None = None,
                  broadband: bool = True, lte_network: Network | None = None,
-                 line_baud: int | None = None) -> None:
+                 line_baud: int | None = None,
+                 bridge_json: Mapping[str, Any] | None = None, lte_modem: bool = True) -> None:
         """``policy``: the proxy's passive scan windows for the addresses hubd watches
         (firmware/config.py PROXY_SCANS, ms), e.g. ``{"scan_every_ms": 1000, "scan_ms": 500}``
         for a fast test; they go into bridge.json's ``proxy`` section. The bridge has no
@@ -245,13 +255,33 @@ class SimulatedHome:
         modem's network maps ``broker_address`` to the broker itself: LTE reaches it whatever
         the broadband does. ``lte_network``: the modem's network (simulator.lte_network.Network;
         default: realistic LTE-M). ``line_baud``: the hub-bridge cable's pace
-        (simulator.serial_line.SerialLine's ``baud``; default: its default)."""
+        (simulator.serial_line.SerialLine's ``baud``; default: its default, or bridge.json's
+        link baudrate with ``bridge_json``).
+        ``bridge_json``: bridge.json as provisioning wrote it; the bridge boots with it as it is
+        (``link_key``, ``lte``, ``policy``, ``health``, ``proxy`` and ``alarm_timings`` are then
+        refused: the file says them). ``alarm_unit`` is wired to its ``alarm_unit`` UART, the
+        modem (made when the file has ``lte``, unless ``lte_modem`` is False) to its ``lte``
+        UART; the modem connects where ``lte_network``'s address map says (no ``connect_to``:
+        the file's DC-09 receiver is a name the network must map). A section whose part is
+        missing gets a UART with nothing on its pins."""
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sim-home-")
             workdir = Path(self._tmp.name)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.provisioned = json.loads(json.dumps(bridge_json)) if bridge_json is not None else None
+        if self.provisioned is not None:
+            given = [name for name, value in (("link_key", link_key), ("lte", lte),
+                                              ("policy", policy), ("health", health),
+                                              ("proxy", proxy), ("alarm_timings", alarm_timings))
+                     if value]
+            if given:
+                raise ValueError(f"{given}: bridge_json says them (the bridge boots with the file)")
+            link_key = bytes.fromhex(self.provisioned["link"]["key"])
+            lte = self.provisioned.get("lte") if lte_modem else None
+            if line_baud is None:
+                line_baud = self.provisioned["link"].get("baudrate", 115200)
         self.locks = {lk.lock_id: lk for lk in (locks if locks is not None else default_locks())}
         self.dkeys = dict(dkeys or {})
         both = sorted(set(self.locks) & set(self.dkeys))
@@ -276,11 +306,25 @@ class SimulatedHome:
         self.alarm_unit = alarm_unit
         self.alarm_timings = dict(alarm_timings or {})
         extra = {}
+        unit_uart, lte_uart = ALARM_UNIT_UART, LTE_UART
+        # UARTs bridge.json names with nothing on their pins (socket ends nobody reads).
+        self._open_pins: list[tuple[socket.socket, socket.socket]] = []
+        if self.provisioned is not None:
+            unit_uart = self.provisioned.get("alarm_unit", {}).get("uart", ALARM_UNIT_UART)
+            lte_uart = self.provisioned.get("lte", {}).get("uart", LTE_UART)
+            for section, uart, part in (("alarm_unit", unit_uart, alarm_unit),
+                                        ("lte", lte_uart, lte)):
+                if section in self.provisioned and part is None:
+                    pins = socket.socketpair()
+                    for s in pins:
+                        s.setblocking(False)
+                    self._open_pins.append(pins)
+                    extra[uart] = pins[1].fileno()
         self._unit_wire: tuple[socket.socket, socket.socket] | None = None
         if alarm_unit is not None:
             self._unit_wire = socket.socketpair()
             self._unit_wire[1].setblocking(False)
-            extra[ALARM_UNIT_UART] = self._unit_wire[1].fileno()
+            extra[unit_uart] = self._unit_wire[1].fileno()
         self.lte = dict(lte) if lte is not None else None
         self.modem: Modem | None = None
         self._modem_task: asyncio.Task[None] | None = None
@@ -288,11 +332,12 @@ class SimulatedHome:
         if self.lte is not None:
             self._modem_wire = modem_pair()
             self.modem = Modem(self._modem_wire[0],
-                               connect_to=(str(self.lte["host"]), int(self.lte["port"])),
+                               connect_to=None if self.provisioned is not None else
+                               (str(self.lte["host"]), int(self.lte["port"])),
                                network=lte_network)
             if self.router is not None and broker is not None:
                 self.modem.network.addresses[self.broker_address] = broker
-            extra[LTE_UART] = self._modem_wire[1].fileno()
+            extra[lte_uart] = self._modem_wire[1].fileno()
         self.bridge = BridgeDevice(self.bridge_config(), self.line.firmware_end.fileno(),
                                    self.radio.socket_path, self.workdir / "bridge-flash",
                                    on_log=on_bridge_log, extra_uarts=extra, romfs=romfs,
@@ -322,7 +367,10 @@ class SimulatedHome:
         """bridge.json as provisioning writes it: the link UART and key, the proxy's section
         (``proxy`` and the scan windows of ``policy``), the health timings, how the board senses its supply, and the alarm unit's UART
         and serial when the home has one. No lock: hubd drives them through the proxy and keeps
-        their pairings (the secrets never reach the bridge)."""
+        their pairings (the secrets never reach the bridge). With ``bridge_json``: that file, as
+        it is."""
+        if self.provisioned is not None:
+            return json.loads(json.dumps(self.provisioned))
         cfg: dict[str, Any] = {
             "link": {"uart": BRIDGE_UART, "baudrate": 115200, "key": self.link_key.hex()},
             "log": "info",
@@ -352,7 +400,17 @@ class SimulatedHome:
             await self.alarm_unit.start(self._unit_wire[0])
         if self.modem is not None:
             self._modem_task = asyncio.create_task(self.modem.run())
+        loop = asyncio.get_running_loop()
+        for far, _ in self._open_pins:  # what the firmware sends there goes nowhere
+            loop.add_reader(far.fileno(), self._drop, far)
         await self.bridge.start()
+
+    @staticmethod
+    def _drop(sock: socket.socket) -> None:
+        try:
+            sock.recv(4096)
+        except (BlockingIOError, OSError):
+            pass
 
     async def stop(self) -> None:
         await self.bridge.stop()
@@ -366,6 +424,11 @@ class SimulatedHome:
             await self.alarm_unit.stop()
             for s in self._unit_wire:
                 s.close()
+        for pins in self._open_pins:
+            asyncio.get_running_loop().remove_reader(pins[0].fileno())
+            for s in pins:
+                s.close()
+        self._open_pins = []
         if self.router is not None:
             await self.router.stop()
         await self.line.stop()
