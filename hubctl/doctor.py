@@ -6,6 +6,17 @@ also loads hubd's configuration (hubd.toml and the hubd.env next to it, as syste
 hubd) and logs in to the broker itself with hubd's settings, so a wrong password or a TLS problem
 is named even while hubd cannot say.
 
+The doctor holds the running home to what was provisioned (:class:`Provisioned`): each lock of
+hubd.toml's ``[locks]`` must have its pairing in hubd's state (read-only, no secret:
+hubd.store.pairings.paired_kinds) and be known and heard by hubd; the alarm unit of the hub's
+bridge.json (beside hubd.toml, where hubctl provision writes it) must be run by the bridge, heard,
+and be the unit whose serial bridge.json pins; its LTE modem must be reported and registered. A
+provisioned part that is missing fails (a bridge running without its provisioned safety alarm
+unit above all); a part neither provisioned nor there passes as "not provisioned"; a part there
+but not provisioned, and a pairing ``[locks]`` does not list, are warnings. The bridge's clock is
+judged only where it keeps one: it takes hubd's time for its alarm flow alone, so a bridge
+without an alarm unit has none. Each fix names what can mend its cause and nothing else.
+
 Where hubd.toml's ``[uplink]`` lets hubd reach its broker through the bridge's LTE modem (mode
 ``lte`` or ``auto``), the doctor checks that path too: the modem's registration and signal (the
 bridge's health), and a broker login through it, which hubd makes on the doctor's request
@@ -20,6 +31,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import ssl
 import time
 import uuid
@@ -208,8 +220,250 @@ def _lock_devices(status: HubStatus) -> list[DeviceState]:
     return [d for d in status.devices if str(d.kind) in lockkinds.KINDS]
 
 
-def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
-    """The checks read from hubd's snapshot (checks 4-9 of hubctl doctor)."""
+@dataclass(frozen=True)
+class Provisioned:
+    """What the hub's files say this home has, for the doctor to hold the running parts to:
+    hubd.toml's ``[locks]``, the hub's copy of bridge.json (the alarm unit, its serial when
+    pinned, the LTE modem), the locks hubd holds a pairing for (its state database; None: it
+    could not be read, the pairings check says why) and how hubd reaches the locks."""
+
+    bridge_json: Path
+    alarm_unit: bool
+    unit_serial: str | None  # 8 upper-case hex digits, as the unit's label shows them
+    lte: bool
+    locks: dict[str, str]  # lock id -> kind (wire.lockkinds)
+    paired: dict[str, str] | None  # lock id -> kind
+    serial_port: str = "/dev/ttyUSB0"  # the bridge's ([serial] port), for a flash's command line
+    via_bridge: bool = True  # [bluetooth] via: the bridge's proxy, or the hub's own adapter
+
+    def flash(self) -> str:
+        """The commands that copy the hub's bridge.json to the bridge (hubd holds its port)."""
+        return (f"systemctl stop hubd; hubctl flash --resume --port {self.serial_port} --bundle "
+                f"<this release's bundle> --config {self.bridge_json}; systemctl start hubd")
+
+    def flash_fix(self) -> str:
+        """The fix for a bridge that runs another bridge.json than the hub's copy."""
+        return f"the bridge runs another bridge.json than the hub's: copy that one to it: {self.flash()}"
+
+
+def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, list[Check]]:
+    """What was provisioned (``config``: hubd's loaded configuration), and a failed check for
+    each file that cannot be read: without bridge.json the doctor cannot tell a bridge that lost
+    its safety alarm unit from one that never had one."""
+    from hubctl.hubfiles import FilesError, read_bridge
+    from hubd.store.database import DB_NAME
+    from hubd.store.pairings import paired_kinds
+
+    checks: list[Check] = []
+    if not bridge_json.exists():
+        return None, [Check("bridge.json", FAILED, f"{bridge_json} does not exist: what the bridge "
+                            "was provisioned with (alarm unit, LTE) cannot be checked",
+                            "hubctl provision writes the hub's copy beside hubd.toml (give it the "
+                            "alarm unit's and LTE's flags again); a copy kept elsewhere: hubctl "
+                            "doctor --bridge-config PATH")]
+    try:
+        bridge = read_bridge(bridge_json)
+    except FilesError as e:  # its text says what to do, but for a file root alone may read
+        text = str(e)
+        return None, [Check("bridge.json", FAILED, text, "run as root (sudo hubctl doctor): the "
+                            "hub's bridge.json is 0600" if "Permission denied" in text else "")]
+    unit = bridge.get("alarm_unit")
+    serial = unit.get("serial") if isinstance(unit, dict) else None
+    db = config.state_dir / DB_NAME
+    paired: dict[str, str] | None = None
+    try:
+        paired = paired_kinds(db)
+    except sqlite3.Error as e:
+        why = "run as root (sudo hubctl doctor)" if os.geteuid() != 0 else (
+            "is hubd running with this hubd.toml's state_dir? (the hubd running check)")
+        checks.append(Check("hubd's pairings", FAILED, f"cannot read {db}: {e}", why))
+    return Provisioned(bridge_json, unit is not None, serial if isinstance(serial, str) else None,
+                       bridge.get("lte") is not None, dict(config.locks), paired,
+                       config.serial.port, config.bluetooth.via == "bridge"), checks
+
+
+def check_locks(status: HubStatus, now: float, p: Provisioned | None) -> list[Check]:
+    """Each lock of hubd.toml's [locks]: hubd holds its pairing, knows it, and hears it with a
+    battery that is not low. A pairing [locks] does not list is a warning (hubd does not drive
+    it). Without the configuration, each lock hubd reports."""
+    devices = {d.device: d for d in _lock_devices(status)}
+    if p is None:
+        return [_lock_line(d, now, None) for d in devices.values()]
+    checks: list[Check] = []
+    for lock in p.locks:
+        name = f"lock {lock}"
+        if p.paired is not None and lock not in p.paired:
+            checks.append(Check(name, FAILED, "in hubd.toml's [locks], but hubd holds no pairing "
+                                "for it: hubd does not drive it",
+                                f"pair it under this name: hubctl pair --scan, then hubctl pair "
+                                f"--addr ADDR --name {lock} with the --setup-key on its label (a "
+                                "dKey: --activation-code); or remove it from [locks]"))
+        elif lock not in devices:
+            checks.append(Check(name, FAILED, "in hubd.toml's [locks], but hubd does not know it: "
+                                "hubd.toml changed after hubd started",
+                                "restart hubd so it reads hubd.toml: systemctl restart hubd"))
+        else:
+            checks.append(_lock_line(devices[lock], now, p))
+    extra = p.paired if p.paired is not None else {d: str(devices[d].kind) for d in devices}
+    for lock, kind in extra.items():
+        if lock not in p.locks:
+            held = "holds a pairing for" if p.paired is not None else "reports"
+            checks.append(Check(f"lock {lock}", WARNED, f"hubd {held} this {kind.replace('_', ' ')} "
+                                "lock, but hubd.toml's [locks] does not list it: hubd does not "
+                                "drive it after its next start",
+                                f'to drive it: add {lock} = "{kind}" under [locks] in hubd.toml, '
+                                "then systemctl restart hubd"))
+    return checks
+
+
+def _lock_line(d: DeviceState, now: float, p: Provisioned | None) -> Check:
+    """One lock hubd knows: heard, in reach, its battery."""
+    name = f"lock {d.device}"
+    signal = f"{d.rssi} dBm" if d.rssi is not None else "no signal reading"
+    battery = f"battery {d.battery.percent}% {d.battery.state}" if d.battery else (
+        "mains" if d.mains else "battery not reported yet")
+    if not d.available:
+        heard = f"last heard {_age(now, d.last_seen)} ago" if d.last_seen else "never heard since hubd started"
+        near = "the bridge" if p is None or p.via_bridge else "the hub (its own Bluetooth adapter)"
+        fix = f"out of range or its batteries are dead: check the lock, move {near} closer"
+        if d.why == "bridge link down":
+            fix = "the bridge's link is down: fix the bridge link first"
+        elif p is None or p.paired is None:
+            fix += " (and see the pairings check: hubd drives only a lock it holds a pairing for)"
+        return Check(name, FAILED, f"unavailable ({d.why or 'not heard'}), {heard}", fix)
+    if d.battery is not None and str(d.battery.state) in ("low", "critical"):
+        return Check(name, FAILED, f"{battery}, {signal}", "change the batteries")
+    return Check(name, OK, f"available, {signal}, {battery}")
+
+
+def check_unit(status: HubStatus, p: Provisioned | None) -> Check:
+    """The safety alarm unit: provisioned (bridge.json's alarm_unit), the bridge runs its link,
+    has heard it, it is up, and it is the unit whose serial bridge.json pins. Not provisioned
+    and not there passes; there but not provisioned is a warning (the hub's copy of bridge.json
+    is not the bridge's)."""
+    name = "alarm unit"
+    b, health = status.bridge, status.bridge.health
+    if not b.link_up:
+        return Check(name, SKIPPED, "needs the bridge's link")
+    if health is None:
+        return Check(name, FAILED, "the bridge has not reported its health yet",
+                     "wait a minute and run again (the bridge reports every minute); if it stays, "
+                     "journalctl -u hubd says why hubd refused its report")
+    unit = health.unit
+    wanted = p.alarm_unit if p is not None else None
+    pinned = p.unit_serial if p is not None else None
+    if unit is None:
+        if wanted:
+            label = f" {pinned}" if pinned else ""
+            return Check(name, FAILED, f"{p.bridge_json} provisions the alarm unit{label}, but the "
+                         "bridge runs without one: the resident's alarms do not reach it",
+                         p.flash_fix())
+        if wanted is None:
+            return Check(name, SKIPPED, "no alarm unit reported")
+        return Check(name, OK, f"not provisioned ({p.bridge_json} has no alarm_unit)")
+    cable = "check the alarm unit's cable to the bridge and its power"
+    if unit.last_heard_s is None:
+        fix = cable
+        if pinned:
+            fix += (f"; the bridge takes frames of unit {pinned} only (bridge.json): check the "
+                    "serial on the unit's label; another unit: hubctl provision "
+                    "--alarm-unit-serial <its 8 hex digits>, then copy that bridge.json to the "
+                    f"bridge: {p.flash()}")
+        return Check(name, FAILED, "the bridge has not heard the alarm unit since it started", fix)
+    if not unit.up:
+        return Check(name, FAILED, f"the unit's link is down, last heard {unit.last_heard_s} s ago", cable)
+    bases = [d for d in status.devices if d.kind == DeviceKind.BASE_UNIT]
+    expected = f"au{pinned.lower()}" if pinned else None
+    mine = [d for d in bases if expected is None or d.device == expected]
+    up = [d for d in mine if d.available]
+    if not up:
+        others = [d.device for d in bases if d.available]
+        if expected is not None and others:
+            return Check(name, FAILED, f"the bridge hears alarm unit {others[0]}, not {expected} "
+                         f"that {p.bridge_json} provisions",
+                         f"check the serial on the unit's label: the home's unit is {pinned}? If "
+                         "this is the home's unit: hubctl provision --alarm-unit-serial <its 8 hex "
+                         f"digits>, then copy that bridge.json to the bridge: {p.flash()}")
+        if mine:
+            return Check(name, FAILED, f"{mine[0].device} unavailable ({mine[0].why or 'not heard'})", cable)
+        return Check(name, FAILED, f"the unit's link is up, but hubd has no report of "
+                     f"{expected or 'its base unit'} yet", "wait a minute and run again")
+    names = ", ".join(d.device for d in up)
+    line = f"{names} up, heard {unit.last_heard_s} s ago"
+    if wanted is False:
+        return Check(name, WARNED, f"{line}; but {p.bridge_json} provisions no alarm unit",
+                     "the hub's bridge.json is not the bridge's: hubctl provision "
+                     "--alarm-unit-serial <its label's 8 hex digits>, then copy that bridge.json "
+                     f"to the bridge: {p.flash()}")
+    return Check(name, OK, line)
+
+
+def check_lte(status: HubStatus, p: Provisioned | None) -> Check:
+    """The LTE modem: provisioned (bridge.json's lte), the bridge reports it, and it is
+    registered. Not provisioned and not there passes; there but not provisioned is a warning."""
+    name = "LTE"
+    b, health = status.bridge, status.bridge.health
+    if not b.link_up:
+        return Check(name, SKIPPED, "needs the bridge's link")
+    if health is None:
+        return Check(name, FAILED, "the bridge has not reported its health yet",
+                     "wait a minute and run again (the bridge reports every minute); if it stays, "
+                     "journalctl -u hubd says why hubd refused its report")
+    lte = health.lte
+    wanted = p.lte if p is not None else None
+    if lte is None:
+        if wanted:
+            return Check(name, FAILED, f"{p.bridge_json} provisions the LTE modem, but the bridge "
+                         "runs without it: no second path for alarms", p.flash_fix())
+        if wanted is None:
+            return Check(name, SKIPPED, "no LTE modem reported")
+        return Check(name, OK, f"not provisioned ({p.bridge_json} has no lte)")
+    if lte.registered not in LTE_REGISTERED:
+        return Check(name, FAILED, f"not registered (modem: {lte.registered or 'no answer'})"
+                     f"{f', {lte.rssi} dBm' if lte.rssi is not None else ', no signal'}",
+                     _registration_fix(lte.registered))
+    line = f"registered ({lte.registered}){f', {lte.rssi} dBm' if lte.rssi is not None else ''}"
+    if wanted is False:
+        return Check(name, WARNED, f"{line}; but {p.bridge_json} provisions no LTE modem",
+                     "the hub's bridge.json is not the bridge's: hubctl provision --apn ... "
+                     "--dc09-receiver ... --alarm-account ..., then copy that bridge.json to the "
+                     f"bridge: {p.flash()}")
+    return Check(name, OK, line)
+
+
+def check_clock(status: HubStatus, now: float) -> Check:
+    """The hub's clock, and the bridge's where it keeps one: the bridge takes hubd's time for
+    its alarm flow only (it stamps the alarms and the DC-09 frames), so a bridge without an
+    alarm unit keeps none and has none to judge (firmware/startup.py, alarms.py)."""
+    name = "clock"
+    b, health = status.bridge, status.bridge.health
+    offset = b.clock_offset_s
+    if now < EARLIEST_PLAUSIBLE_TIME:
+        return Check(name, FAILED, f"the hub's clock says {time.strftime('%Y-%m-%d', time.gmtime(now))}",
+                     "set the hub's clock: timedatectl set-ntp true (and check its network)")
+    if not b.link_up:
+        return Check(name, SKIPPED, "the bridge's clock cannot be read: its link is down")
+    if health is None:
+        return Check(name, SKIPPED, "the bridge's clock cannot be read: no health report yet")
+    if health.unit is None:
+        return Check(name, OK, "hub clock set; the bridge keeps no time without an alarm unit "
+                     "(hubd's time stamps its alarms only)")
+    if offset is None:
+        return Check(name, FAILED, "the bridge has no time yet",
+                     "wait a minute and run again (hubd gives the bridge its time when the link "
+                     "comes up, the bridge reports it within a minute); if it stays, restart hubd "
+                     "so it gives it again: systemctl restart hubd")
+    if abs(offset) > MAX_CLOCK_OFFSET_S:
+        return Check(name, FAILED, f"the bridge's clock is {offset:+.0f} s off the hub's",
+                     "check the hub's clock (timedatectl) and restart hubd so it sets the "
+                     "bridge's: systemctl restart hubd")
+    return Check(name, OK, f"hub clock set, bridge {offset:+.0f} s off")
+
+
+def check_status(status: HubStatus, now: float, broker: str, provisioned: Provisioned | None = None
+                 ) -> list[Check]:
+    """The checks read from hubd's snapshot, held to what was provisioned (``provisioned``;
+    None: the hub's files could not be read, so each part is judged as the bridge reports it)."""
     checks: list[Check] = []
     health = status.bridge.health
     # hubd's own broker connection
@@ -222,23 +476,7 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
                             f"{' over lte' if lte else ''}",
                             ("see the LTE and broker login over LTE checks" if lte else
                              "see the broker check") + "; journalctl -u hubd shows why hubd's login fails"))
-    # clock
-    offset = status.bridge.clock_offset_s
-    if now < EARLIEST_PLAUSIBLE_TIME:
-        checks.append(Check("clock", FAILED, f"the hub's clock says {time.strftime('%Y-%m-%d', time.gmtime(now))}",
-                            "set the hub's clock: timedatectl set-ntp true (and check its network)"))
-    elif not status.bridge.link_up:
-        checks.append(Check("clock", SKIPPED, "the bridge's clock cannot be read: its link is down"))
-    elif offset is None:
-        checks.append(Check("clock", FAILED, "the bridge has no time yet",
-                            "wait a minute and run again (hubd gives the bridge its clock); if it "
-                            "stays, restart hubd: systemctl restart hubd"))
-    elif abs(offset) > MAX_CLOCK_OFFSET_S:
-        checks.append(Check("clock", FAILED, f"the bridge's clock is {offset:+.0f} s off the hub's",
-                            "check the hub's clock (timedatectl) and restart hubd so it sets the "
-                            "bridge's: systemctl restart hubd"))
-    else:
-        checks.append(Check("clock", OK, f"hub clock set, bridge {offset:+.0f} s off"))
+    checks.append(check_clock(status, now))
     # bridge link and firmware
     b = status.bridge
     if not b.link_up and b.link.get("foreign_hellos", 0):
@@ -258,61 +496,9 @@ def check_status(status: HubStatus, now: float, broker: str) -> list[Check]:
         if health is not None:
             extra = f", up {_age(now, now - health.up_s)}, last reset {health.reset}, heap {health.heap_free} B free (least {health.heap_min} B, largest block least {health.heap_blk} B)"
         checks.append(Check("bridge link", OK, f"up, firmware {b.firmware}, link protocol {b.protocol}{extra}"))
-    # each lock
-    for d in _lock_devices(status):
-        name = f"lock {d.device}"
-        signal = f"{d.rssi} dBm" if d.rssi is not None else "no signal reading"
-        battery = f"battery {d.battery.percent}% {d.battery.state}" if d.battery else (
-            "mains" if d.mains else "battery not reported yet")
-        if not d.available:
-            heard = f"last heard {_age(now, d.last_seen)} ago" if d.last_seen else "never heard since hubd started"
-            fix = "out of range or its batteries are dead: check the lock, move the bridge closer"
-            if d.why == "bridge link down":
-                fix = "the bridge's link is down: fix the bridge link first"
-            elif d.last_seen is None:
-                fix = ("wait a minute for its first advert and run again; if it stays and "
-                       "journalctl -u hubd says it has no pairing: pair it (hubctl pair); else "
-                       + fix)
-            checks.append(Check(name, FAILED, f"unavailable ({d.why or 'not heard'}), {heard}", fix))
-        elif d.battery is not None and str(d.battery.state) in ("low", "critical"):
-            checks.append(Check(name, FAILED, f"{battery}, {signal}", "change the batteries"))
-        else:
-            checks.append(Check(name, OK, f"available, {signal}, {battery}"))
-    # alarm unit heartbeat
-    bases = [d for d in status.devices if d.kind == DeviceKind.BASE_UNIT]
-    unit = health.unit if health is not None else None
-    if not bases and unit is None:
-        if health is None and b.link_up:
-            checks.append(Check("alarm unit", FAILED, "the bridge has not reported its health yet",
-                                "wait a minute and run again"))
-        else:
-            checks.append(Check("alarm unit", SKIPPED, "no alarm unit reported"))
-    else:
-        down = [d for d in bases if not d.available]
-        if down or (unit is not None and not unit.up):
-            why = (f"{down[0].device} unavailable ({down[0].why or 'not heard'})" if down
-                   else f"the unit's link is down, last heard {unit.last_heard_s} s ago" if unit else "")
-            checks.append(Check("alarm unit heartbeat", FAILED, why,
-                                "check the alarm unit's cable to the bridge and its power"))
-        else:
-            heard = f", heard {unit.last_heard_s} s ago" if unit and unit.last_heard_s is not None else ""
-            names = ", ".join(d.device for d in bases) or "alarm unit"
-            checks.append(Check("alarm unit heartbeat", OK, f"{names} up{heard}"))
-    # LTE
-    lte = health.lte if health is not None else None
-    if lte is None:
-        if health is None and b.link_up:
-            checks.append(Check("LTE", FAILED, "the bridge has not reported its health yet",
-                                "wait a minute and run again"))
-        else:
-            checks.append(Check("LTE", SKIPPED, "no LTE modem reported"))
-    elif lte.registered in LTE_REGISTERED:
-        rssi = f", {lte.rssi} dBm" if lte.rssi is not None else ""
-        checks.append(Check("LTE", OK, f"registered ({lte.registered}){rssi}"))
-    else:
-        checks.append(Check("LTE", FAILED, f"not registered (modem: {lte.registered or 'no answer'})"
-                            f"{f', {lte.rssi} dBm' if lte.rssi is not None else ', no signal'}",
-                            _registration_fix(lte.registered)))
+    checks.extend(check_locks(status, now, provisioned))
+    checks.append(check_unit(status, provisioned))
+    checks.append(check_lte(status, provisioned))
     # hubd's own code: a handler that raised on some input, a task that had to be started again
     crashed = {s: c["crashed"] for s, c in status.inputs.items() if c.get("crashed")}
     if crashed or status.task_restarts:
@@ -459,8 +645,8 @@ def check_path(status: HubStatus, now: float, configured: str | None) -> list[Ch
     return [Check(name, OK, line)]
 
 
-def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tuple[str, int] | None
-                 ) -> list[Check]:
+def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tuple[str, int] | None,
+                 provisioned: Provisioned | None = None) -> list[Check]:
     """A broker login through the bridge's LTE modem, when hubd's uplink may use it (mode lte or
     auto); ``probe`` asks hubd for one (:func:`probe_uplink`)."""
     u = status.uplink
@@ -474,6 +660,8 @@ def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tup
         return [Check(name, SKIPPED, "the bridge has not reported its health yet")]
     if health.lte is None:
         detail, fix = UPLINK_FIXES["no_modem"]
+        if provisioned is not None and provisioned.lte:  # the hub's bridge.json has it, the bridge not
+            fix = provisioned.flash_fix()
         return [Check(name, FAILED, f"uplink {u.mode}, but {detail}", fix)]
     if health.lte.registered not in LTE_REGISTERED:
         return [Check(name, SKIPPED, "needs the modem registered (the LTE check)")]
@@ -511,16 +699,23 @@ def probe_uplink(path: Path, timeout_s: int = 60) -> UplinkProbe:
                           "version as hubd? reinstall the same homecare-hub release") from None
 
 
-def run(config_path: Path, socket_path: Path | None) -> list[Check]:
-    """Every check of hubctl doctor, in order."""
+def run(config_path: Path, socket_path: Path | None, bridge_json: Path | None = None) -> list[Check]:
+    """Every check of hubctl doctor, in order. ``bridge_json``: the hub's copy of bridge.json
+    (default: beside hubd.toml, where hubctl provision writes it)."""
+    from hubctl.hubfiles import HubFiles
+
     checks: list[Check] = []
-    config = None
+    config = provisioned = None
     try:
         config = load_hubd_config(config_path)
-        checks.append(Check("configuration loads", OK, f"{config_path}: hub {config.hub_id}"))
     except StatusError as e:
         checks.append(Check("configuration loads", FAILED, str(e)))
     if config is not None:
+        bridge_path = HubFiles.at(config_path.parent, bridge_json).bridge_json
+        provisioned, problems = read_provisioned(config, bridge_path)
+        where = f"{config_path}" + (f" and {bridge_path}" if provisioned is not None else "")
+        checks.append(Check("configuration loads", OK, f"{where}: hub {config.hub_id}"))
+        checks.extend(problems)
         broker = f"{config.mqtt.host}:{config.mqtt.port}"
         if config.uplink.mode == "lte":  # a home without broadband: the hub's network has no way out
             checks.append(Check("broker reachable and authorised", SKIPPED,
@@ -541,8 +736,8 @@ def run(config_path: Path, socket_path: Path | None) -> list[Check]:
         return checks
     checks.append(Check("hubd running", OK, f"hubd {status.hubd_version}, up {_age(status.at, status.at - status.hubd_up_s)}"))
     now = time.time()
-    checks.extend(check_status(status, now, broker))
+    checks.extend(check_status(status, now, broker, provisioned))
     checks.extend(check_path(status, now, config.uplink.mode if config is not None else None))
     where = (config.mqtt.host, config.mqtt.port) if config is not None else None
-    checks.extend(check_uplink(status, lambda: probe_uplink(path), where))
+    checks.extend(check_uplink(status, lambda: probe_uplink(path), where, provisioned))
     return checks

@@ -3,6 +3,7 @@ talk to a running hubd (status, doctor, test-alarm, pair, decommission) share th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -76,9 +77,11 @@ def start_local_hub(home: SimulatedHome, broker: Mosquitto, key: BackendKey, etc
                     env: dict[str, str] | None = None, extra: str = "") -> LocalHub:
     """Start ``home`` and hubd on it: ``etc/hubd.toml`` names the home's paired locks, whose
     pairings go into hubd's state (``etc/hubd-state``, as hubctl pair leaves them), and serves
-    the local socket at ``socket``; ``env`` (HUBD_* secrets) goes to ``etc/hubd.env``, as
-    provisioning writes it, and to hubd's environment, as systemd gives it; ``extra`` is more
-    hubd.toml (e.g. ``[devices.absent_s]``). hubd logs to ``etc/../hubd.log``."""
+    the local socket at ``socket``; ``etc/bridge.json`` is the one the bridge boots with (the
+    hub's copy, as hubctl provision leaves it: hubctl doctor holds the bridge to it); ``env``
+    (HUBD_* secrets) goes to ``etc/hubd.env``, as provisioning writes it, and to hubd's
+    environment, as systemd gives it; ``extra`` is more hubd.toml (e.g. ``[devices.absent_s]``).
+    hubd logs to ``etc/../hubd.log``."""
     thread = HomeThread(home)
     thread.start()
     etc.mkdir(parents=True, exist_ok=True)
@@ -87,6 +90,7 @@ def start_local_hub(home: SimulatedHome, broker: Mosquitto, key: BackendKey, etc
     record_pairings(etc / "hubd-state", (lk for lk in home.locks.values() if lk.paired))
     write_hubd_config(config, broker, home.port, key, locks, status_socket=socket, extra=extra,
                       link_key=home.link_key)
+    (etc / "bridge.json").write_text(json.dumps(home.bridge_config(), indent=1) + "\n")
     if env:
         (etc / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     log = etc.parent / "hubd.log"

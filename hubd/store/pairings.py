@@ -5,6 +5,7 @@ and protocol, in the state database's ``pairings`` table.
     pairings.record("front-door", PairedLock("inside_turner", "C0:FF:EE:00:00:01", secret))
     pairings.all()                 # {"front-door": PairedLock(...)}, what hubd drives at start
     pairings.forget("front-door")  # decommissioned: the row is gone, its secret overwritten
+    paired_kinds(db)               # {"front-door": "inside_turner"}: read-only, no secret (doctor)
 
 The secret (a reference lock's pairing secret, made by hubd; a dKey's association data, key holder
 id and association secret, made with the lock: hubd/locks/pairing.py) stays here: not in
@@ -71,6 +72,18 @@ class Pairings:
         except sqlite3.OperationalError:
             pass  # a reader holds the WAL: the next checkpoint overwrites it
         return gone
+
+
+def paired_kinds(db: Path) -> dict[str, str]:
+    """Each paired lock's kind by lock id, read from the state database file ``db`` without
+    opening it for writing and without reading a secret: hubctl doctor checks them against
+    hubd.toml's [locks] while hubd runs (WAL: the read never blocks hubd). Raises sqlite3.Error
+    (a file that is not there or cannot be opened, a database without the table)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT lock, kind FROM pairings ORDER BY lock").fetchall())
+    finally:
+        conn.close()
 
 
 def record_pairing(state_dir: Path, lock: str, paired: PairedLock) -> None:

@@ -7,19 +7,24 @@ it, doctor checks every hop and names the broken one with its fix.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import stat
 import subprocess
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from hil_tests.harness import HUB_ID, start_hubd
 from hubapi import schema
 from hubapi.models import HubStatus
+from hubd.locks.transport import PairedLock
+from hubd.store.pairings import record_pairing
 from simulator.alarm_unit import AlarmUnit
 from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
@@ -56,12 +61,14 @@ def ready(s: HubStatus) -> bool:
 
 @pytest.fixture
 def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterator[Callable[..., LocalHub]]:
-    """Start a simulated home and hubd on it; both stopped afterwards."""
+    """Start a simulated home (``unit``: with its safety alarm unit) and hubd on it, the hub's
+    bridge.json the one the bridge boots with; both stopped afterwards."""
     started: list[LocalHub] = []
 
-    def make(broker: Mosquitto, coverage: bool = True, env: dict[str, str] | None = None) -> LocalHub:
+    def make(broker: Mosquitto, coverage: bool = True, env: dict[str, str] | None = None,
+             unit: bool = True) -> LocalHub:
         home = SimulatedHome(tmp_path / "home", locks=default_locks(), policy=FAST_POLICY,
-                             health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5),
+                             health=FAST_HEALTH, alarm_unit=AlarmUnit(heartbeat_s=0.5) if unit else None,
                              lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
                                   "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
         assert home.modem is not None
@@ -116,8 +123,12 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     assert not failed(lines)
     locks = [d.device for d in snap.devices if d.kind not in ("base_unit", "pendant", "bridge")]
     assert {"configuration loads", "broker reachable and authorised", "hubd running", "clock",
-            "bridge link", "alarm unit heartbeat", "LTE", "outbox backlog",
+            "bridge link", "alarm unit", "LTE", "outbox backlog",
             *(f"lock {lock}" for lock in locks)} <= lines.keys()
+    # The alarm unit bridge.json pins, by its serial; the hub's bridge.json read beside hubd.toml.
+    unit = "au%08x" % hub.home.home.alarm_unit.serial
+    assert lines["alarm unit"].startswith(f"✓ alarm unit: {unit} up, heard"), lines["alarm unit"]
+    assert str(hub.config.parent / "bridge.json") in lines["configuration loads"]
     # hubd.toml has no [uplink]: broadband alone, beside a bridge with an LTE modem, is a warning
     # saying how to turn the fallback on (no failure: exit status 0).
     assert lines["broker path"].startswith("! ") and "mode broadband" in lines["broker path"]
@@ -126,6 +137,20 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     assert all(lines[name].startswith("✓") for name in lines if name != "broker path")
     assert re.search(r"least \d+ B, largest block least \d+ B", lines["bridge link"]), lines["bridge link"]
     assert proc.stdout.strip().endswith("checks passed (1 with a warning)")
+
+    # The hub's bridge.json pins another unit and has no modem: the bridge runs another file.
+    bridge_json = hub.config.parent / "bridge.json"
+    provisioned = json.loads(bridge_json.read_text())
+    provisioned["alarm_unit"]["serial"] = "5A00FFFF"
+    del provisioned["lte"]
+    bridge_json.write_text(json.dumps(provisioned))
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1 and failed(lines) == {"alarm unit"}, proc.stdout
+    assert f"the bridge hears alarm unit {unit}, not au5a00ffff that {bridge_json} provisions" in lines["alarm unit"]
+    assert "check the serial on the unit's label" in lines["alarm unit"]
+    assert f"hubctl flash --resume --port {hub.home.home.port}" in lines["alarm unit"], lines["alarm unit"]
+    assert lines["LTE"].startswith("! LTE: registered (home)") and "provisions no LTE modem" in lines["LTE"]
 
 
 def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> None:
@@ -145,13 +170,33 @@ def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> No
     assert "move the bridge closer" in lines[f"lock {lock_id}"]
     assert proc.stdout.strip().splitlines()[-1].startswith("1 of ")
 
+    # hubd.toml's [locks] names a lock hubd holds no pairing for, and hubd's state holds a
+    # pairing [locks] does not name (hubctl pair could not update hubd.toml): the first fails,
+    # the second is a warning. hubd's state is read as it is, hubd running.
+    hub_toml = tomllib.loads(hub.config.read_text())
+    hub_toml["locks"]["key-box"] = "key_box"
+    hub.config.write_bytes(tomli_w.dumps(hub_toml).encode())
+    record_pairing(Path(hub_toml["state_dir"]), "shed",
+                   PairedLock("key_box", "C0:FF:EE:00:0F:FF", bytes(range(32))))
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1
+    assert failed(lines) == {f"lock {lock_id}", "lock key-box"}, proc.stdout
+    assert "in hubd.toml's [locks], but hubd holds no pairing for it" in lines["lock key-box"]
+    assert "hubctl pair --addr ADDR --name key-box" in lines["lock key-box"]
+    assert lines["lock shed"].startswith("! lock shed: hubd holds a pairing for this key box lock")
+    assert 'add shed = "key_box" under [locks] in hubd.toml' in lines["lock shed"]
 
-def test_doctor_names_lte_without_coverage(mosquitto, make_hub) -> None:
-    hub = make_hub(mosquitto, coverage=False)
+
+def test_doctor_on_a_home_without_an_alarm_unit_names_lte_without_coverage(mosquitto, make_hub) -> None:
+    """A bridge without an alarm unit keeps no clock (nothing on it stamps time): the clock passes
+    on the hub's alone. The same bridge held to a bridge.json that provisions a unit fails:
+    a bridge running without its provisioned safety alarm unit."""
+    hub = make_hub(mosquitto, coverage=False, unit=False)
     hub.wait_for("a report without LTE registration",
                  lambda s: s.broker_connected and s.bridge.health is not None
                  and s.bridge.health.lte is not None and s.bridge.health.lte.registered is not None
-                 and s.bridge.clock_offset_s is not None and locks_heard(s))
+                 and locks_heard(s))
 
     proc = hubctl("doctor", "--config", hub.config)
     lines = checklist(proc)
@@ -159,6 +204,26 @@ def test_doctor_names_lte_without_coverage(mosquitto, make_hub) -> None:
     assert failed(lines) == {"LTE"}, proc.stdout
     assert "no LTE network where the bridge is: check the antenna" in lines["LTE"]
     assert "hubctl provision --apn" in lines["LTE"]
+    assert lines["clock"].startswith("✓ clock: hub clock set; the bridge keeps no time"), lines["clock"]
+    bridge_json = hub.config.parent / "bridge.json"
+    assert lines["alarm unit"] == f"✓ alarm unit: not provisioned ({bridge_json} has no alarm_unit)"
+
+    provisioned = json.loads(bridge_json.read_text())
+    bridge_json.write_text(json.dumps({**provisioned, "alarm_unit": {"uart": 2, "serial": "5A0000AB"}}))
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert proc.returncode == 1 and failed(lines) == {"LTE", "alarm unit"}, proc.stdout
+    assert (f"{bridge_json} provisions the alarm unit 5A0000AB, but the bridge runs without one"
+            in lines["alarm unit"])
+    assert f"--config {bridge_json}; systemctl start hubd" in lines["alarm unit"]
+
+    # Without the hub's bridge.json what was provisioned is unknown: that fails by itself.
+    bridge_json.unlink()
+    proc = hubctl("doctor", "--config", hub.config)
+    lines = checklist(proc)
+    assert failed(lines) == {"bridge.json", "LTE"}, proc.stdout
+    assert f"{bridge_json} does not exist" in lines["bridge.json"]
+    assert lines["alarm unit"].startswith("- "), "the bridge reports none, nothing to hold it to"
 
 
 def test_doctor_names_the_broker_when_hubd_env_has_the_wrong_password(mosquitto_factory, make_hub) -> None:

@@ -213,6 +213,11 @@ def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its
     code, lines, out = doctor_lines(hub)
     assert code == 0, out + hub.logs()
     assert "a login of its own through the modem, closed after" in lines[LOGIN], out
+    # A full healthy home (the alarm unit, LTE, the paired locks hubd.toml lists, the broker path
+    # with its fallback): every line passes, none only warns or is left out.
+    assert all(line.startswith("✓ ") for line in lines.values()), out
+    assert {"clock", "alarm unit", "LTE", "broker path", *(f"lock {lock}" for lock in hub.home.home.locks)
+            } <= lines.keys(), out
     status = doctor.read_status(hub.socket)
     assert status.uplink is not None and status.uplink.path == "broadband"
     assert status.uplink.last_lte_login is not None
@@ -291,7 +296,7 @@ def test_auto_with_a_bridge_without_its_modem_fails_the_login_naming_the_lte_sec
     assert failed(lines) == {LOGIN}, out
     assert "uplink auto, but the bridge has no LTE modem configured" in lines[LOGIN]
     assert "bridge.json needs its lte section: hubctl provision --apn" in lines[LOGIN]
-    assert lines["LTE"].startswith("- "), "no modem: its registration is no check"
+    assert lines["LTE"].startswith("✓ LTE: not provisioned"), "no modem provisioned, none there"
 
 
 def test_the_probe_is_a_control_request_hubd_answers_with_its_result(mosquitto: Mosquitto, make_hub) -> None:
