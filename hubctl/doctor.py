@@ -258,9 +258,9 @@ def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, lis
     if not bridge_json.exists():
         return None, [Check("bridge.json", FAILED, f"{bridge_json} does not exist: what the bridge "
                             "was provisioned with (alarm unit, LTE) cannot be checked",
-                            "hubctl provision writes the hub's copy beside hubd.toml (give it the "
-                            "alarm unit's and LTE's flags again); a copy kept elsewhere: hubctl "
-                            "doctor --bridge-config PATH")]
+                            f"hubctl provision --etc-dir {bridge_json.parent} writes it there (give "
+                            "it the alarm unit's and LTE's flags again); a copy kept elsewhere: "
+                            "hubctl doctor --bridge-config PATH")]
     try:
         bridge = read_bridge(bridge_json)
     except FilesError as e:  # its text says what to do, but for a file root alone may read
@@ -274,8 +274,8 @@ def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, lis
     try:
         paired = paired_kinds(db)
     except sqlite3.Error as e:
-        why = "run as root (sudo hubctl doctor)" if os.geteuid() != 0 else (
-            "is hubd running with this hubd.toml's state_dir? (the hubd running check)")
+        why = "run as root (sudo hubctl doctor): hubd's state is private to it" if os.geteuid() != 0 else (
+            "hubd makes it when it starts with this hubd.toml (its state_dir): systemctl restart hubd")
         checks.append(Check("hubd's pairings", FAILED, f"cannot read {db}: {e}", why))
     return Provisioned(bridge_json, unit is not None, serial if isinstance(serial, str) else None,
                        bridge.get("lte") is not None, dict(config.locks), paired,
@@ -513,7 +513,11 @@ def check_status(status: HubStatus, now: float, broker: str, provisioned: Provis
     if o.depth and o.oldest_at is not None and now - o.oldest_at > MAX_OUTBOX_AGE_S:
         checks.append(Check("outbox backlog", FAILED,
                             f"{o.depth} waiting, the oldest for {_age(now, o.oldest_at)}",
-                            f"hubd cannot deliver to the broker {broker}: see the broker check"))
+                            f"hubd cannot deliver to the broker {broker}: see the broker check"
+                            if not status.broker_connected else
+                            f"hubd is connected to {broker}, but the broker does not acknowledge "
+                            "what it sends: journalctl -u hubd says which publish fails; the "
+                            "broker's ACL must let the hub publish its topics (docs/broker-setup.md)"))
     else:
         oldest = f", oldest {_age(now, o.oldest_at)}" if o.oldest_at is not None else ""
         checks.append(Check("outbox backlog", OK, f"{o.depth} waiting{oldest}"))

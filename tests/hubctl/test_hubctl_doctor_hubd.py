@@ -1,5 +1,6 @@
 """hubctl doctor's check of hubd itself: a handler that raised on some input, or a task that had
-to be started again, is a bug the technician reports (hubd went on)."""
+to be started again, is a bug the technician reports (hubd went on); and its outbox: a backlog
+while hubd is connected is not the broker check's to explain."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def test_a_handler_that_raised_or_a_restarted_task_fails_the_check_and_says_what
     assert check.result == FAILED
     assert "bridge: 2 input(s)" in check.detail and "task alarms restarted 1 time(s)" in check.detail
     assert "journalctl -u hubd" in check.fix
+
+
+def test_a_stale_outbox_while_hubd_is_connected_is_not_sent_to_the_broker_check() -> None:
+    """The broker check passes when hubd is connected: the fix names what then keeps the outbox."""
+    status = _status({}, {}).model_copy(update={"outbox": QueueStatus(depth=3, oldest_at=1000.0 - 900)})
+    check = next(c for c in check_status(status, 1000.0, "broker:8883") if c.name == "outbox backlog")
+    assert check.result == FAILED and "see the broker check" not in check.fix
+    assert "does not acknowledge" in check.fix and "broker's ACL" in check.fix
+    offline = status.model_copy(update={"broker_connected": False})
+    check = next(c for c in check_status(offline, 1000.0, "broker:8883") if c.name == "outbox backlog")
+    assert check.fix == "hubd cannot deliver to the broker broker:8883: see the broker check"
