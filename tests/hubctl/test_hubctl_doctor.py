@@ -29,7 +29,7 @@ from simulator.alarm_unit import AlarmUnit
 from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import LINK_KEY, BackendKey
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.local_hub import LocalHub, start_local_hub
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
@@ -144,7 +144,7 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     provisioned["alarm_unit"]["serial"] = "5A00FFFF"
     del provisioned["lte"]
     bridge_json.write_text(json.dumps(provisioned))
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 1 and failed(lines) == {"alarm unit"}, proc.stdout
     assert f"the bridge hears alarm unit {unit}, not au5a00ffff that {bridge_json} provisions" in lines["alarm unit"]
@@ -178,7 +178,7 @@ def test_doctor_names_a_lock_out_of_range_and_its_fix(mosquitto, make_hub) -> No
     hub.config.write_bytes(tomli_w.dumps(hub_toml).encode())
     record_pairing(Path(hub_toml["state_dir"]), "shed",
                    PairedLock("key_box", "C0:FF:EE:00:0F:FF", bytes(range(32))))
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 1
     assert failed(lines) == {f"lock {lock_id}", "lock key-box"}, proc.stdout
@@ -210,7 +210,7 @@ def test_doctor_on_a_home_without_an_alarm_unit_names_lte_without_coverage(mosqu
 
     provisioned = json.loads(bridge_json.read_text())
     bridge_json.write_text(json.dumps({**provisioned, "alarm_unit": {"uart": 2, "serial": "5A0000AB"}}))
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 1 and failed(lines) == {"LTE", "alarm unit"}, proc.stdout
     assert (f"{bridge_json} provisions the alarm unit 5A0000AB, but the bridge runs without one"
@@ -219,7 +219,7 @@ def test_doctor_on_a_home_without_an_alarm_unit_names_lte_without_coverage(mosqu
 
     # Without the hub's bridge.json what was provisioned is unknown: that fails by itself.
     bridge_json.unlink()
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert failed(lines) == {"bridge.json", "LTE"}, proc.stdout
     assert f"{bridge_json} does not exist" in lines["bridge.json"]
