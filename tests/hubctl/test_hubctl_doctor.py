@@ -23,6 +23,7 @@ import tomli_w
 from hil_tests.harness import HUB_ID, start_hubd
 from hubapi import schema
 from hubapi.models import HubStatus
+from hubctl import doctor
 from hubd.locks.transport import PairedLock
 from hubd.store.pairings import record_pairing
 from simulator.alarm_unit import AlarmUnit
@@ -217,13 +218,17 @@ def test_doctor_on_a_home_without_an_alarm_unit_names_lte_without_coverage(mosqu
             in lines["alarm unit"])
     assert f"--config {bridge_json}; systemctl start hubd" in lines["alarm unit"]
 
-    # Without the hub's bridge.json what was provisioned is unknown: that fails by itself.
-    bridge_json.unlink()
+    # Without the hub's bridge.json what was provisioned is unknown: that fails by itself. A copy
+    # kept elsewhere is read where it is named (hubctl doctor --bridge-config).
+    elsewhere = bridge_json.rename(hub.config.parent.parent / "kept-bridge.json")
     proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert failed(lines) == {"bridge.json", "LTE"}, proc.stdout
     assert f"{bridge_json} does not exist" in lines["bridge.json"]
     assert lines["alarm unit"].startswith("- "), "the bridge reports none, nothing to hold it to"
+    named = {c.name: c for c in doctor.run(hub.config, None, elsewhere)}
+    assert "bridge.json" not in named and named["alarm unit"].result == doctor.FAILED
+    assert f"{elsewhere} provisions the alarm unit 5A0000AB" in named["alarm unit"].detail
 
 
 def test_doctor_names_the_broker_when_hubd_env_has_the_wrong_password(mosquitto_factory, make_hub) -> None:
