@@ -271,6 +271,8 @@ MAX_AUDIT_BATCH = 100
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+#: A lock's Bluetooth address as the hub writes it ("C0:FF:EE:00:00:07").
+BleAddress = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
 Seq = Annotated[int, Field(ge=1, le=2**62)]
 
 
@@ -305,8 +307,10 @@ class AuditEntry(_Model):
     the first of each reason in an interval has an entry of its own). ``pruned_to`` and
     ``pruned_hash`` (outcome ``pruned``): the hub deleted entries up to and including seq
     ``pruned_to``, whose hash was ``pruned_hash``, so the chain from ``pruned_to + 1`` on still
-    verifies. The three are left out of ``hash`` when null: entries written before they existed
-    keep their hashes.
+    verifies. ``address`` (a technician's pairing, each attempt, and unpairing: ``hubctl pair``,
+    ``hubctl decommission``): the Bluetooth address of the lock, so an attempt refused under a
+    name that never got a lock still says which lock it was. These four are left out of
+    ``hash`` when null: entries written before they existed keep their hashes.
     """
 
     v: Literal[1] = 1
@@ -332,6 +336,7 @@ class AuditEntry(_Model):
     count: Annotated[int, Field(ge=1)] | None = None
     pruned_to: Seq | None = None
     pruned_hash: Sha256Hex | None = None
+    address: BleAddress | None = None
 
     def canonical_bytes(self) -> bytes:
         """The bytes ``hash`` covers: every field but ``hash``, keys sorted, compact, UTF-8 (the
@@ -352,7 +357,7 @@ class AuditEntry(_Model):
 
 
 # Fields AuditEntry gained after entries were first written: out of the hash while null.
-_LATER_FIELDS = ("count", "pruned_to", "pruned_hash")
+_LATER_FIELDS = ("count", "pruned_to", "pruned_hash", "address")
 
 
 class AuditRequest(_Model):

@@ -16,7 +16,12 @@ with its protocol, in the state database (hubd/store/pairings.py) -> the lock jo
 hubctl writes hubd.toml's [locks]. The secret (a dKey's association data) never leaves hubd:
 not on the socket, not in a log, not in hubctl's files, not on the bridge.
 
-Every pairing attempt, refused or failed ones too, is audited (actor ``hubctl``).
+Every pairing attempt hubd is asked for, refused or failed ones too, is audited (actor
+``hubctl``, the lock's name and address, the reason). A pairing through the bridge's proxy that
+ends without the lock's answer while the bridge's link went down is judged by what the bridge
+says when it is back (its first health report: uptime and last reset cause): a restart during
+the pairing is ``bridge_restarted`` and the technician is told its cause (:data:`RESET_CAUSES`),
+not only that the pairing did not complete.
 
 Decommissioning: refused while alarms still wait for the alarm centre (unless forced) -> every
 paired reference lock is told to forget its secret (UNPAIR with it) and hubd forgets the pairing
@@ -45,6 +50,7 @@ from hubd.technician import control
 from hubd.store.audit import AuditLog
 from hubd.store.outbox import PublishFailed
 from wire import lockkinds, messages
+from wire import outcomes as oc
 
 if TYPE_CHECKING:
     from hubd.ble.advert import Advert
@@ -63,6 +69,9 @@ UNBOND_TIMEOUT_S = 15.0  # the radio forgetting a dKey's bond
 WIPE_TIMEOUT_S = 40.0  # the bridge writing its flash
 CYCLE_OP_TIMEOUT_S = 30.0
 TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
+# A pairing whose bridge link went down: how long hubd waits for the bridge to be back and say
+# why (its health report, asked for when the link comes up): a boot takes a few seconds.
+BRIDGE_BACK_S = 20.0
 ACTOR = "hubctl"
 LINK_DOWN = "the bridge link is down: hubctl doctor shows why"
 SOURCE = "technician"
@@ -104,6 +113,17 @@ DKEY_PAIR_FIXES = {
               f"{DKEY_WINDOW}, then hubctl doctor if it fails again",
 }
 
+# What a bridge's last reset cause (its health's "reset": wire.messages.RESETS) says happened.
+RESET_CAUSES = {
+    "power_on": "it lost its power (its supply or the USB cable)",
+    "hard": "its reset line was pulled (its reset button, a flash tool, or a brown-out)",
+    "wdt": "its watchdog reset it: the firmware stopped running (hung)",
+    "soft": "its firmware reset itself after an error it could not survive (heap exhausted, or "
+            "a task that ended: the bridge's log says which)",
+    "deepsleep": "it woke from deep sleep (a bridge never sleeps: a firmware bug)",
+    "unknown": "the chip does not say why",
+}
+
 
 def pair_fix(protocol: str, result: str) -> str:
     """What the technician does about a pairing of a ``protocol`` lock that ended in ``result``."""
@@ -122,6 +142,7 @@ class _Bridge(Protocol):
     def is_up(self) -> bool: ...
     def send(self, payload: bytes) -> bool: ...
     def on_message(self, kind: str, callback: Callable[[dict[str, Any]], None]) -> None: ...
+    def on_link_change(self, callback: Callable[[bool], None]) -> None: ...
 
 
 class _Alarms(Protocol):
@@ -148,10 +169,25 @@ class Commissioning:
         self._busy = asyncio.Lock()  # one request at a time, so one waiter for the bridge's answers
         self._answers: asyncio.Queue[dict[str, Any]] | None = None
         bridge.on_message(messages.WIPED, self._heard)
+        # The bridge's link and health, to say why a pairing through its proxy failed.
+        self._link_downs = 0
+        self._health: tuple[float, dict[str, Any]] | None = None  # (monotonic, the last report)
+        self._health_heard = asyncio.Event()
+        bridge.on_link_change(self._link_changed)
+        bridge.on_message(messages.HEALTH, self._bridge_health)
 
     def handlers(self) -> dict[type, Any]:
         return {control.ScanRequest: self.scan, control.PairRequest: self.pair,
                 control.DecommissionRequest: self.decommission}
+
+    def _link_changed(self, up: bool) -> None:
+        if not up:
+            self._link_downs += 1
+            self._health = None  # it described a bridge that is gone
+
+    def _bridge_health(self, msg: dict[str, Any]) -> None:
+        self._health = (time.monotonic(), msg)
+        self._health_heard.set()
 
     def _heard(self, msg: dict[str, Any]) -> None:
         if self._answers is None:
@@ -237,9 +273,11 @@ class Commissioning:
         from hubd.locks import pairing  # bleak is loaded only when hubd drives the locks
         from hubd.locks.transport import PairedLock
 
-        if not self._drivers.radio.is_up:
-            raise control.Refused(self._drivers.down_text)
         addr = request.addr.upper()
+        if not self._drivers.radio.is_up:
+            self._audit_pairing(request, oc.BRIDGE_UNAVAILABLE if self._through_bridge()
+                                else oc.UNREACHABLE)
+            raise control.Refused(self._drivers.down_text)
         async with self._busy:  # the checks too: one pairing at a time
             other = self._pairings.lock_at(addr)
             if other is not None or request.lock in self._pairings.all():
@@ -254,6 +292,7 @@ class Commissioning:
             dkey = request.protocol == lockkinds.DKEY
             progress(f"pairing the {'dKey' if dkey else request.kind.replace('_', ' ')} at {addr} "
                      f"as {request.lock}")
+            downs, started = self._link_downs, time.monotonic()
             if dkey:
                 assert request.activation_code is not None  # control.PairRequest's rule
                 progress("associating with its activation code (it must be in its activation window)")
@@ -268,11 +307,16 @@ class Commissioning:
                                              bytes.fromhex(request.setup_key),
                                              timeout=PAIR_TIMEOUT_S, radio=self._drivers.radio)
             if outcome.result != pairing.OK or secret is None:
-                self._audit_pairing(request, outcome.result)
-                log.warning("pairing refused", extra={"lock": request.lock, "result": outcome.result,
+                result, fix = outcome.result, pair_fix(request.protocol, outcome.result)
+                if result in (pairing.FAILED, pairing.UNREACHABLE) and self._through_bridge():
+                    gone = await self._bridge_gone(downs, started, progress)
+                    if gone is not None:  # the lock's answer was lost with the bridge
+                        result = gone[0]
+                        fix = f"{gone[1]}; {pair_fix(request.protocol, pairing.FAILED)}"
+                self._audit_pairing(request, result)
+                log.warning("pairing refused", extra={"lock": request.lock, "result": result,
                                                       "why": outcome.why, "protocol": request.protocol})
-                raise control.Refused(f"pairing failed ({outcome.result}): "
-                                      f"{pair_fix(request.protocol, outcome.result)}")
+                raise control.Refused(f"pairing failed ({result}): {fix}")
             paired = PairedLock(request.kind, addr, secret, request.addr_type, request.protocol)
             try:
                 self._pairings.record(request.lock, paired)
@@ -288,7 +332,7 @@ class Commissioning:
             await self._drivers.add(request.lock, paired)  # its device and battery model too
             self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.PAIRED,
                                actor=ACTOR, role=Role.TECHNICIAN, action="pair", state=outcome.state,
-                               battery=outcome.battery)
+                               battery=outcome.battery, address=addr)
             log.info("lock paired", extra={"lock": request.lock, "kind": request.kind, "addr": addr,
                                            "protocol": request.protocol})
             held = "an association with hubd" if dkey else "the new secret"
@@ -300,12 +344,49 @@ class Commissioning:
                                   state=outcome.state, battery=outcome.battery, cycle=cycle)
 
     def _audit_pairing(self, request: control.PairRequest, result: str) -> None:
-        """A pairing attempt that did not pair, in the audit trail."""
+        """A pairing attempt that did not pair, in the audit trail: the name it was to have, the
+        lock's address, why."""
         try:
             self._audit.record(lock=request.lock, source=SOURCE, outcome=AuditOutcome.FAILED,
-                               actor=ACTOR, role=Role.TECHNICIAN, action="pair", reason=result)
+                               actor=ACTOR, role=Role.TECHNICIAN, action="pair", reason=result,
+                               address=request.addr.upper())
         except sqlite3.Error as exc:
             log.error("cannot audit the failed pairing of %s: %s", request.lock, exc)
+
+    def _through_bridge(self) -> bool:
+        """hubd reaches the locks through the bridge's Bluetooth proxy (not the hub's adapter)."""
+        from hubd.ble.proxy import BleProxy  # bleak: only when hubd drives locks
+
+        return isinstance(self._drivers.radio, BleProxy)
+
+    async def _bridge_gone(self, downs: int, started: float,
+                           progress: Callable[[str], None]) -> tuple[str, str] | None:
+        """Why a pairing through the proxy, begun at ``started`` (monotonic) with ``downs`` link
+        downs counted, ended without the lock's answer, if the bridge's link went down
+        meanwhile: (reason, what happened), as the bridge's first health report once it is back
+        says (its uptime and last reset cause), waited for at most BRIDGE_BACK_S. None: the
+        link stayed up, the bridge has nothing to do with it."""
+        if self._link_downs == downs and self._bridge.is_up:
+            return None
+        progress("the bridge's link went down during the pairing: waiting for the bridge to say why")
+        try:
+            async with asyncio.timeout(BRIDGE_BACK_S):
+                while self._health is None or not self._bridge.is_up:  # None since each down
+                    self._health_heard.clear()
+                    await self._health_heard.wait()
+        except TimeoutError:
+            return (oc.BRIDGE_UNAVAILABLE,
+                    f"the bridge's link went down during the pairing and the bridge has not "
+                    f"answered since ({BRIDGE_BACK_S:g} s): check its power and the hub-bridge "
+                    f"cable")
+        heard_at, health = self._health
+        if health["up_s"] <= heard_at - started + 1:
+            cause = health["reset"]
+            return (oc.BRIDGE_RESTARTED, f"the bridge restarted during the pairing (last reset: "
+                                         f"{cause}: {RESET_CAUSES.get(cause, cause)})")
+        return (oc.LINK_LOST, f"the link to the bridge went down during the pairing, but the "
+                              f"bridge did not restart (up {health['up_s']} s): check the "
+                              f"hub-bridge cable")
 
     async def _prove(self, lock: str, kind: str, progress: Callable[[str], None]) -> list[control.CycleStep]:
         """Operate the lock once each way (ending closed), as the technician, and audit it."""
@@ -396,5 +477,6 @@ class Commissioning:
             results[lock] = result
             self._locks.pop(lock, None)
             self._audit.record(lock=lock, source=SOURCE, outcome=AuditOutcome.UNPAIRED, actor=ACTOR,
-                               role=Role.TECHNICIAN, reason=None if result == "ok" else result)
+                               role=Role.TECHNICIAN, reason=None if result == "ok" else result,
+                               address=None if p is None else p.address.upper())
             progress(f"{lock}: {control.unpaired_text(result)}")

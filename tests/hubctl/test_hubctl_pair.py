@@ -2,10 +2,14 @@
 itself through the REAL bridge firmware as Bluetooth proxy, against a real Mosquitto and
 simulated locks, and keeps the secret in its state database only.
 
-A home with one lock paired before (its pairing in hubd's state) and one fresh from the box:
-the technician lists the locks in reach; hubd refuses a lock not in pairing mode
-(``not_pairing``) and a wrong setup key (``auth_failed``), each audited; the right key pairs
-it, it is proven and a nurse's signed unlock through MQTT works at once, no hubd restart. The
+A full home (an alarm unit and an LTE modem on the bridge besides the locks: issue 18 saw the
+bridge run out of heap pairing there) with one lock paired before (its pairing in hubd's state)
+and one fresh from the box: the technician lists the locks in reach; hubd refuses a lock not in
+pairing mode (``not_pairing``) and a wrong setup key (``auth_failed``), each audited with the
+lock's name and address; through the bridge, a bridge that restarts during the pairing is named
+with its reset cause (``bridge_restarted``, audited); the right key pairs it, the bridge never
+reset on its own nor dropped an input for want of heap, it is proven and a nurse's signed unlock
+through MQTT works at once, no hubd restart. The
 secret is in hubd's state database (0600) and nowhere else: not in hubd.toml, hubd.env, either
 bridge.json, hubd's log or hubctl's output. The pairing survives a hubd restart. Decommission
 is refused while alarms wait for the alarm centre, then (forced) makes both locks forget their
@@ -24,20 +28,25 @@ import stat
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hil_tests.harness import HUB_ID, retained, start_hubd, stop_hubd, wait_online, write_hubd_config
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubapi.models import Actor, Answer, CommandClaims, Decommissioned, Role
+from hubapi.models import Actor, Answer, AuditEntry, CommandClaims, Decommissioned, Role
 from hubd.technician import control
+from simulator.alarm_unit import AlarmUnit
 from simulator.home import HomeThread, SimulatedHome, unpaired_lock
 from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
+from simulator.ports import free_port
 from tests.fixtures import BackendKey, record_pairings
 from tests.hubctl_cli import hubctl, one_error_line
 from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
+from tests.sia_receiver import ACCOUNT
+from wire import lockpair
 
 NEW_ADDR = "C0:FF:EE:00:00:07"
 OLD_ADDR = "C0:FF:EE:00:00:01"
@@ -79,11 +88,14 @@ def hubd_on(home: SimulatedHome, via: str, locks: dict[str, str], mosquitto: Mos
 def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
         backend_key: BackendKey, short_dir: Path) -> Iterator[LocalHub]:
     """hubd with a paired lock and one fresh from the box, reaching them through the bridge's
-    Bluetooth proxy, or through the hub's own adapter (the simulated air: docs/direct-mode.md)."""
+    Bluetooth proxy, or through the hub's own adapter (the simulated air: docs/direct-mode.md);
+    the bridge has its alarm unit and LTE modem, as a home has."""
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
-    home = SimulatedHome(tmp_path / "home", locks=[old, new])
+    home = SimulatedHome(tmp_path / "home", locks=[old, new], alarm_unit=AlarmUnit(heartbeat_s=0.5),
+                         lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
+                              "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
     with hubd_on(home, request.param, {"back-door": old.kind}, mosquitto, tmp_path, backend_key,
                  short_dir, paired=[old]) as h:
         yield h
@@ -107,9 +119,12 @@ def query(h: LocalHub, sql: str) -> list[tuple]:
 
 
 def technician_audit(h: LocalHub) -> list[tuple]:
-    entries = [json.loads(row[0]) for row in query(h, "SELECT entry FROM audit ORDER BY seq")]
-    return [(e["lock"], e["outcome"], e["action"], e["reason"]) for e in entries
-            if e["source"] == "technician" and e["actor"] == "hubctl"]
+    """The technician's entries of the audit trail: (lock, outcome, action, reason, address),
+    each as the backend receives it (hubapi's model)."""
+    entries = [AuditEntry.model_validate_json(row[0])
+               for row in query(h, "SELECT entry FROM audit ORDER BY seq")]
+    return [(e.lock, e.outcome, e.action, e.reason, e.address) for e in entries
+            if e.source == "technician" and e.actor == "hubctl"]
 
 
 def command(broker: Mosquitto, key: BackendKey, lock_id: str, action: str) -> list[Answer]:
@@ -125,11 +140,19 @@ def command(broker: Mosquitto, key: BackendKey, lock_id: str, action: str) -> li
     return asyncio.run(send())
 
 
+def proxy_ups(h: LocalHub) -> int:
+    """How many times the bridge's Bluetooth proxy came up (once a boot)."""
+    return h.home.call(lambda: sum("Bluetooth proxy up" in line for line in h.home.home.bridge.log))
+
+
 @pytest.mark.long
 def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_lock_at_once(
-        hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey) -> None:
+        hub: LocalHub, mosquitto: Mosquitto, backend_key: BackendKey,
+        request: pytest.FixtureRequest) -> None:
     new, old = lock(hub, "new-lock"), lock(hub, "back-door")
     key = new.setup_key.hex()
+    via_bridge = "via-bridge" in request.node.callspec.id
+    bridge = hub.home.home.bridge
 
     listed = hubctl(*pair_args(hub, "--scan"))
     assert listed.returncode == 0, listed.stdout + listed.stderr + hub.logs()
@@ -151,19 +174,55 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
                               "--setup-key", os.urandom(32).hex()))
     assert "pairing failed (auth_failed)" in one_error_line(wrong) and "setup key" in wrong.stderr
     assert not new.paired
+    restarted = []
+    if via_bridge:
+        # The bridge restarts (its reset line) the moment the lock takes hubd's PAIR, before the
+        # lock's RESULT reaches hubd: the technician is told that, and why, as the bridge's
+        # health says once it is back (not "did not complete", nor "is its firmware current?").
+        reboots: list[asyncio.Task[None]] = []
+        write = new.on_write
+
+        def reset_at_the_pair(link: Any, characteristic: Any, data: bytes) -> int:
+            if data[:1] == bytes([lockpair.OP_PAIR]):
+                setattr(new, "on_write", write)  # once
+                bridge.hang()  # from now on nothing reaches hubd through it
+                reboots.append(asyncio.get_running_loop().create_task(bridge.reboot()))
+            return write(link, characteristic, data)
+
+        hub.home.call(lambda: setattr(new, "on_write", reset_at_the_pair))
+        with pytest.raises(control.ControlError) as lost:
+            control.ask(hub.socket, control.PairRequest(lock="front-door", kind=new.kind,
+                                                        addr=NEW_ADDR, addr_type=new.addr_type,
+                                                        setup_key=key),
+                        timeout=control.COMMISSIONING_WAIT_S)
+        said = str(lost.value)
+        assert said.startswith("pairing failed (bridge_restarted): the bridge restarted during "
+                               "the pairing (last reset: hard: its reset line was pulled"), said
+        assert "pair it again, in pairing mode" in said and "firmware current" not in said, said
+        assert new.paired and reboots, "the lock took the secret hubd never kept: pair it again"
+        restarted = [("front-door", "failed", "pair", "bridge_restarted", NEW_ADDR)]
+        hub.wait_for("the bridge's proxy up again", lambda s: s.bridge.link_up and proxy_ups(hub) == 2)
+        hub.home.call(new.press_pairing_button)
 
     paired = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
     assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
+    # In a full home the bridge kept up (issue 18: out of heap): no reset but the test's own, no
+    # input dropped for want of heap.
+    assert hub.home.call(lambda: list(bridge.causes)) == ["power_on"] + (["hard"] if via_bridge else [])
+    health = hub.wait_for("the bridge's health", lambda s: s.bridge.health is not None).bridge.health
+    assert health is not None and health.link["heap_drops"] == 0 and health.unit is not None \
+        and health.lte is not None, health
     assert "front-door: in cylinder at C0:FF:EE:00:00:07 paired" in paired.stdout
     assert "its secret in hubd's state only" in paired.stdout
     assert "proved: unlock unlocked, lock locked" in paired.stdout
     assert new.paired and new.moves[-2:] == ["unlock", "lock"] and new.state == "locked"
     assert technician_audit(hub) == [
-        ("front-door", "failed", "pair", "not_pairing"),
-        ("front-door", "failed", "pair", "auth_failed"),
-        ("front-door", "paired", "pair", None),
-        ("front-door", "succeeded", "unlock", None),
-        ("front-door", "succeeded", "lock", None)]
+        ("front-door", "failed", "pair", "not_pairing", NEW_ADDR),
+        ("front-door", "failed", "pair", "auth_failed", NEW_ADDR),
+        *restarted,
+        ("front-door", "paired", "pair", None, NEW_ADDR),
+        ("front-door", "succeeded", "unlock", None, None),
+        ("front-door", "succeeded", "lock", None, None)]
 
     # The secret: in hubd's state database, nowhere else.
     assert new.secret is not None and old.secret is not None
@@ -295,3 +354,12 @@ def test_pair_without_hubd_and_bad_flags_fail_with_one_line(tmp_path: Path) -> N
 def test_help_has_an_example(command: str) -> None:
     shown = hubctl(command, "--help")
     assert shown.returncode == 0 and "Example:" in shown.stdout
+
+
+def test_every_reset_cause_the_bridge_reports_has_its_meaning() -> None:
+    """A bridge that restarted during a pairing is named with its last reset cause (the link's
+    health vocabulary, wire.messages.RESETS): a new cause without a meaning would be shown bare."""
+    from hubd.technician import commissioning
+    from wire import messages
+
+    assert set(commissioning.RESET_CAUSES) == set(messages.RESETS)

@@ -8,8 +8,9 @@ hub's own adapter (the simulated air), a real Mosquitto, hubd's real state datab
 - the wrong secret input for its protocol (a setup key) is refused in one line before hubd is
   asked to pair: nothing audited, the lock never connected to;
 - a closed activation window: the lock refuses to bond (``not_pairing`` through the bridge,
-  ``not_bonded`` on the hub's own adapter), audited, with the fix naming the window; a wrong
-  activation code: ``auth_failed``, audited, no association on the lock;
+  ``not_bonded`` on the hub's own adapter), audited with the lock's address, with the fix
+  naming the window; a wrong activation code: ``auth_failed``, audited, no association on the
+  lock;
 - the right code (as printed, XXXX-XXXX): paired and proved (unlock, lock: the motor moved
   twice), the row in hubd's database with protocol dkey and the association data the lock
   keeps, the audit trail of every attempt, a nurse's signed unlock through MQTT at once; the
@@ -108,11 +109,11 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
     assert query(hub, "SELECT lock, kind, address, protocol, secret FROM pairings") == [
         ("front-door", "in_cylinder", DKEY_ADDRESS, "dkey", association)]
     assert technician_audit(hub) == [
-        ("front-door", "failed", "pair", "not_pairing" if via_bridge else "not_bonded"),
-        ("front-door", "failed", "pair", "auth_failed"),
-        ("front-door", "paired", "pair", None),
-        ("front-door", "succeeded", "unlock", None),
-        ("front-door", "succeeded", "lock", None)]
+        ("front-door", "failed", "pair", "not_pairing" if via_bridge else "not_bonded", DKEY_ADDRESS),
+        ("front-door", "failed", "pair", "auth_failed", DKEY_ADDRESS),
+        ("front-door", "paired", "pair", None, DKEY_ADDRESS),
+        ("front-door", "succeeded", "unlock", None, None),
+        ("front-door", "succeeded", "lock", None, None)]
     assert tomllib.loads((etc / "hubd.toml").read_text())["locks"] == {"front-door": "in_cylinder"}
 
     # A nurse's unlock right after, no hubd restart.
@@ -140,7 +141,8 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
     notice = Decommissioned.model_validate_json(
         asyncio.run(retained(mosquitto, topics.decommissioned(HUB_ID))))
     assert notice.locks == {"front-door": "forgotten_by_hub"}
-    assert technician_audit(hub)[-1] == ("front-door", "unpaired", None, "forgotten_by_hub")
+    assert technician_audit(hub)[-1] == ("front-door", "unpaired", None, "forgotten_by_hub",
+                                         DKEY_ADDRESS)
     state = etc / "hubd-state" / "hubd.sqlite3"
     for path in (state, state.with_name(state.name + "-wal")):
         if path.exists():
