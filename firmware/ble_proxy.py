@@ -95,15 +95,16 @@ _SCANNED = const(10)  # 0: not in a ble_scan; 1: in it, not sent yet; 2: sent in
 class Proxy:
     """See the module docstring. ``central``: the ble_central.Central; ``send(payload)``: the
     host link's (raises link.LinkFull); ``idle()``: whether the host link is idle; ``slots``:
-    proxy connections at once; ``bonds``: the bond store (ble_bonds.Bonds, made here unless
-    given; loaded when its file is there, else at the first ble_pair or ble_unpair), which
-    answers the stack's secret requests; ``scan_every_ms``, ``scan_ms``: the
-    passive scan windows that serve the watches; ``presence_ms``: a watched address heard goes
-    out at least this often, unchanged."""
+    proxy connections at once; ``busy()``: whether the host link holds enough for now (the
+    proxy's messages wait meanwhile: _tell), or None; ``bonds``: the bond store
+    (ble_bonds.Bonds, made here unless given; loaded when its file is there, else at the first
+    ble_pair or ble_unpair), which answers the stack's secret requests; ``scan_every_ms``,
+    ``scan_ms``: the passive scan windows that serve the watches; ``presence_ms``: a watched
+    address heard goes out at least this often, unchanged."""
 
     def __init__(self, central, send, idle, slots=_SLOTS, bonds=None,
                  scan_every_ms=_WATCH_EVERY_MS, scan_ms=_WATCH_SCAN_MS,
-                 presence_ms=_PRESENCE_MS):
+                 presence_ms=_PRESENCE_MS, busy=None):
         self._central = central
         self._bonds = None
         if bonds is not None:
@@ -117,6 +118,8 @@ class Proxy:
                 self._store()
         self._send = send
         self._idle = idle
+        self._busy = busy
+        self._out = asyncio.Lock()  # _tell's turn: the proxy's messages go in the order asked
         self.slots = slots
         self.scan_every_ms = scan_every_ms
         self.scan_ms = scan_ms
@@ -290,28 +293,29 @@ class Proxy:
         return (ERROR,)
 
     async def _tell(self, epoch, kind, *values):
-        """Send a message to the hubd of ``epoch``; a bytes value goes as hex. Waits while the
-        heap has no room and while the link's queue is full, as long as that hubd is there."""
-        while True:
-            try:
-                fields = list(values)
-                for i in range(len(fields)):
-                    if isinstance(fields[i], bytes):
-                        fields[i] = binascii.hexlify(fields[i]).decode()
-                payload = messages.make(kind, *fields)
-                break
-            except MemoryError:
-                heap.survive(kind)
+        """Send a message to the hubd of ``epoch``; a bytes value goes as hex. One at a time, in
+        the order asked (the lock is FIFO), each waiting while the host link is ``busy()``,
+        while its queue is full and while the heap has no room, as long as that hubd is there.
+        The message is built only when it can go: what waits stays as it came (a notification's
+        bytes, a discovery's tuples), half the heap of its JSON, and a burst (four discoveries
+        at once after a link cut, 1070 B of payloads queued at the soak's lowest) never piles up
+        in the link's queue."""
+        async with self._out:
+            busy = self._busy
+            while epoch == self._epoch:
+                try:
+                    if busy is None or not busy():
+                        fields = list(values)
+                        for i in range(len(fields)):
+                            if isinstance(fields[i], bytes):
+                                fields[i] = binascii.hexlify(fields[i]).decode()
+                        self._send(messages.make(kind, *fields))
+                        return
+                except link.LinkFull:
+                    pass
+                except MemoryError:
+                    heap.survive(kind)
                 await asyncio.sleep_ms(_RETRY_MS)
-        while epoch == self._epoch:
-            try:
-                self._send(payload)
-                return
-            except link.LinkFull:
-                pass
-            except MemoryError:
-                heap.survive(kind)
-            await asyncio.sleep_ms(_RETRY_MS)
 
     # --- the requests, each returning its ble_done's fields after rid ----------------------
 

@@ -90,7 +90,8 @@ class Bridge:
         s = self.proxy_settings
         proxy = Proxy(self.central, self._send, self.link_idle, s["slots"],
                       scan_every_ms=s["scan_every_ms"], scan_ms=s["scan_ms"],
-                      presence_ms=s["presence_ms"])
+                      presence_ms=s["presence_ms"],
+                      busy=None if self.host is None else self.host.busy)
         vital.start(proxy.run(), "the proxy's adverts")
         self.proxy = proxy
         log.info("Bluetooth proxy up: %d connection slot(s)" % s["slots"])

@@ -27,6 +27,7 @@ from wire import frame, link, messages
 
 _READ_CHUNK = const(128)
 _OVERFLOW_MAX = const(32)
+_SPARE = const(2)  # messages queued beyond the window before busy(): the next ones are ready
 # Queued for a hubd that restarted, these are not sent to the next one: the alarm flow sends its
 # pending alarms again from the journal, and one it confirmed over LTE meanwhile must not go.
 _FOR_THE_OLD_HUBD = (messages.ALARM, messages.ALARM_LTE)
@@ -84,6 +85,14 @@ class HostLink:
         """Whether bulk payloads wait to enter the window (a message sent now overtakes them)
         on a link that is up (a link that went down drops them)."""
         return self.link.state == link.UP and self.link.bulk_room() < self.link.max_bulk
+
+    def busy(self):
+        """Whether a window's worth of messages and more waits for hubd (queued or unacked): a
+        producer that can wait (the Bluetooth proxy) holds its next message back, in its own
+        smaller form, until the link has sent some; alarms, health and the link's own frames
+        never wait for it. Each message waiting here is JSON, and an encoded frame too once in
+        the window."""
+        return bool(self._overflow) or self.link.pending() >= self.link.window + _SPARE
 
     def idle(self):
         """Whether the link is up with nothing queued or in flight: reports that can wait (device

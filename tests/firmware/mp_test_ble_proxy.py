@@ -500,6 +500,35 @@ async def test_a_full_link_or_heap_delays_an_answer_and_the_queue_goes_on():
     assert [m["rid"] for m in host.sent if m["m"] == "ble_done"][-2:] == [first, second]
 
 
+async def test_while_the_host_link_is_busy_the_proxys_messages_wait_and_then_go_in_order():
+    # A busy host link (a window's worth and more waiting for hubd: HostLink.busy) holds the
+    # proxy's messages back as they came (a notification's bytes, a discovery's tuples), not as
+    # JSON in the link's queue; when it has room they go, in the order they were asked.
+    busy = [False]
+    central = Central()
+    host = Host()
+    proxy = ble_proxy.Proxy(central, host.send, lambda: host.idle, 3, Bonds(),
+                            busy=lambda: busy[0])
+    conn = await _connect(proxy, host)
+    c = central.conns[0]
+    busy[0] = True
+    before = len(host.sent)
+    rid = _ask(proxy, messages.BLE_DISCOVER, conn)
+    for i in range(3):
+        c.notify(5, bytes((i,)))
+    await asyncio.sleep_ms(100)
+    assert len(host.sent) == before, host.sent[before:]  # nothing went while busy
+    busy[0] = False
+    await _done(host, rid)
+    await _until(lambda: len([m for m in host.sent if m["m"] == "ble_notify"]) == 3)
+    said = [m["m"] for m in host.sent[before:]]
+    # Each task's messages in its order (the two tasks take turns, each message in the order
+    # it was asked for), every one exactly once.
+    assert [k for k in said if k != "ble_notify"] == ["ble_service", "ble_char", "ble_char",
+                                                      "ble_desc", "ble_done"], said
+    assert [m["data"] for m in host.sent if m["m"] == "ble_notify"] == ["00", "01", "02"]
+
+
 async def test_discovery_streams_services_characteristics_and_descriptors_before_its_done():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
