@@ -128,7 +128,10 @@ class Connection:
         self.addr = addr
         self.connected = True
         self.security = 0  # SEC_* bits, from the last _IRQ_ENCRYPTION_UPDATE
-        self.flag = asyncio.ThreadSafeFlag()  # set by its procedures' events, its loss, the clock
+        # Set by its procedures' events, its loss and the clock while a coroutine of this class
+        # waits on it (_run, disconnect), which makes it and drops it after: None meanwhile (a
+        # ThreadSafeFlag each connection kept cost 96 B of heap on 64-bit, 48 on 32-bit).
+        self.flag = None
         self._notes = []
         # The event that ends the procedure running (0: none runs), plus 256 times the value
         # handle it reads or writes: one attribute where two would grow the dict a step.
@@ -141,7 +144,8 @@ class Connection:
 
     def _on_disconnect(self):
         self.connected = False
-        self.flag.set()
+        if self.flag is not None:
+            self.flag.set()
         self._central.notified.set()
 
     def _on_gatt(self, event, data):
@@ -159,7 +163,8 @@ class Connection:
                     | (SEC_AUTHENTICATED if data[2] else 0) | (SEC_BONDED if data[3] else 0)
             if expect == event:
                 self._status = 0
-                self.flag.set()
+                if self.flag is not None:
+                    self.flag.set()
             return
         handle = self._expect >> 8
         # A discovery's or a read's results come as the event before its done event.
@@ -177,7 +182,8 @@ class Connection:
             if len(data) == 3 and data[1] not in (0, handle):
                 return
             self._status = data[-1]
-            self.flag.set()
+            if self.flag is not None:
+                self.flag.set()
             self._central.notified.set()
 
     # --- operations ---------------------------------------------------------------------------
@@ -206,7 +212,7 @@ class Connection:
     def start(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
         # Starts a procedure (``what``: _begin's names; done: the event that ends it, 0 for one
         # that raises none, a write without response, complete once the stack took it); the
-        # caller waits on ``flag`` (or the central's ``notified``) while ``waiting()`` and then
+        # caller waits on the central's ``notified`` (or _run on ``flag``) while ``waiting()``, then
         # calls ``end(what)``, which it must (or ``free()``): the proxy does, from its one
         # forwarding task (a frame of this class under every request waiting cost ~270 B of
         # heap on 64-bit, a task of the proxy's each ~360 B); _run for the rest. The central's
@@ -278,12 +284,15 @@ class Connection:
         # Start, wait on the flag alone, end: the procedures below hand back this coroutine
         # (no frame of their own); no timer task, no frame of timed.wait's, no closures.
         self.start(what, done, timeout_ms, handle, a, b, c)
+        self.flag = flag = asyncio.ThreadSafeFlag()
         try:
             while self.waiting():
-                await self.flag.wait()
+                await flag.wait()
         except BaseException:  # cancelled: nobody waits for it any more
             self.free()
             raise
+        finally:
+            self.flag = None
         return self.end(what)
 
     def _timed_out(self, what):
@@ -355,8 +364,14 @@ class Connection:
     async def disconnect(self, timeout_ms=_DEFAULT_TIMEOUT_MS):
         """Drop the link and wait for the stack to confirm it (or give up after the timeout)."""
         self.disconnect_nowait()
+        if not self.connected:
+            return
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        await _wait(self.flag, lambda: not self.connected, deadline, lambda: None)
+        self.flag = flag = asyncio.ThreadSafeFlag()
+        try:
+            await _wait(flag, lambda: not self.connected, deadline, lambda: None)
+        finally:
+            self.flag = None
 
 
 class Central:
@@ -435,7 +450,8 @@ class Central:
                     if deadline is not None:
                         waiting = True
                         if time.ticks_diff(deadline, now) <= 0:
-                            conn.flag.set()
+                            if conn.flag is not None:
+                                conn.flag.set()
                             self.notified.set()
         finally:
             self._ticking = False
