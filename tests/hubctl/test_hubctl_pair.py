@@ -355,11 +355,3 @@ def test_help_has_an_example(command: str) -> None:
     shown = hubctl(command, "--help")
     assert shown.returncode == 0 and "Example:" in shown.stdout
 
-
-def test_every_reset_cause_the_bridge_reports_has_its_meaning() -> None:
-    """A bridge that restarted during a pairing is named with its last reset cause (the link's
-    health vocabulary, wire.messages.RESETS): a new cause without a meaning would be shown bare."""
-    from hubd.technician import commissioning
-    from wire import messages
-
-    assert set(commissioning.RESET_CAUSES) == set(messages.RESETS)
