@@ -224,13 +224,14 @@ def _lock_devices(status: HubStatus) -> list[DeviceState]:
 class Provisioned:
     """What the hub's files say this home has, for the doctor to hold the running parts to:
     hubd.toml's ``[locks]``, the hub's copy of bridge.json (the alarm unit, its serial when
-    pinned, the LTE modem), the locks hubd holds a pairing for (its state database; None: it
-    could not be read, the pairings check says why) and how hubd reaches the locks."""
+    pinned, the LTE modem; None: bridge.json could not be read, its check says why), the locks
+    hubd holds a pairing for (its state database; None: it could not be read, the pairings check
+    says why) and how hubd reaches the locks."""
 
     bridge_json: Path
-    alarm_unit: bool
+    alarm_unit: bool | None
     unit_serial: str | None  # 8 upper-case hex digits, as the unit's label shows them
-    lte: bool
+    lte: bool | None
     locks: dict[str, str]  # lock id -> kind (wire.lockkinds)
     paired: dict[str, str] | None  # lock id -> kind
     serial_port: str = "/dev/ttyUSB0"  # the bridge's ([serial] port), for a flash's command line
@@ -246,7 +247,7 @@ class Provisioned:
         return f"the bridge runs another bridge.json than the hub's: copy that one to it: {self.flash()}"
 
 
-def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, list[Check]]:
+def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned, list[Check]]:
     """What was provisioned (``config``: hubd's loaded configuration), and a failed check for
     each file that cannot be read: without bridge.json the doctor cannot tell a bridge that lost
     its safety alarm unit from one that never had one."""
@@ -255,19 +256,21 @@ def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, lis
     from hubd.store.pairings import paired_kinds
 
     checks: list[Check] = []
+    bridge: dict | None = None
     if not bridge_json.exists():
-        return None, [Check("bridge.json", FAILED, f"{bridge_json} does not exist: what the bridge "
+        checks.append(Check("bridge.json", FAILED, f"{bridge_json} does not exist: what the bridge "
                             "was provisioned with (alarm unit, LTE) cannot be checked",
                             f"hubctl provision --etc-dir {bridge_json.parent} writes it there (give "
                             "it the alarm unit's and LTE's flags again); a copy kept elsewhere: "
-                            "hubctl doctor --bridge-config PATH")]
-    try:
-        bridge = read_bridge(bridge_json)
-    except FilesError as e:  # its text says what to do, but for a file root alone may read
-        text = str(e)
-        return None, [Check("bridge.json", FAILED, text, "run as root (sudo hubctl doctor): the "
-                            "hub's bridge.json is 0600" if "Permission denied" in text else "")]
-    unit = bridge.get("alarm_unit")
+                            "hubctl doctor --bridge-config PATH"))
+    else:
+        try:
+            bridge = read_bridge(bridge_json)
+        except FilesError as e:  # its text says what to do, but for a file root alone may read
+            text = str(e)
+            checks.append(Check("bridge.json", FAILED, text, "run as root (sudo hubctl doctor): "
+                                "the hub's bridge.json is 0600" if "Permission denied" in text else ""))
+    unit = bridge.get("alarm_unit") if bridge is not None else None
     serial = unit.get("serial") if isinstance(unit, dict) else None
     db = config.state_dir / DB_NAME
     paired: dict[str, str] | None = None
@@ -277,9 +280,10 @@ def read_provisioned(config, bridge_json: Path) -> tuple[Provisioned | None, lis
         why = "run as root (sudo hubctl doctor): hubd's state is private to it" if os.geteuid() != 0 else (
             "hubd makes it when it starts with this hubd.toml (its state_dir): systemctl restart hubd")
         checks.append(Check("hubd's pairings", FAILED, f"cannot read {db}: {e}", why))
-    return Provisioned(bridge_json, unit is not None, serial if isinstance(serial, str) else None,
-                       bridge.get("lte") is not None, dict(config.locks), paired,
-                       config.serial.port, config.bluetooth.via == "bridge"), checks
+    return Provisioned(bridge_json, None if bridge is None else unit is not None,
+                       serial if isinstance(serial, str) else None,
+                       None if bridge is None else bridge.get("lte") is not None, dict(config.locks),
+                       paired, config.serial.port, config.bluetooth.via == "bridge"), checks
 
 
 def check_locks(status: HubStatus, now: float, p: Provisioned | None) -> list[Check]:
@@ -717,7 +721,7 @@ def run(config_path: Path, socket_path: Path | None, bridge_json: Path | None = 
     if config is not None:
         bridge_path = HubFiles.at(config_path.parent, bridge_json).bridge_json
         provisioned, problems = read_provisioned(config, bridge_path)
-        where = f"{config_path}" + (f" and {bridge_path}" if provisioned is not None else "")
+        where = f"{config_path}" + (f" and {bridge_path}" if provisioned.alarm_unit is not None else "")
         checks.append(Check("configuration loads", OK, f"{where}: hub {config.hub_id}"))
         checks.extend(problems)
         broker = f"{config.mqtt.host}:{config.mqtt.port}"

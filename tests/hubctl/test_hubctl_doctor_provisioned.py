@@ -133,6 +133,12 @@ def test_the_parts_wait_for_the_bridge() -> None:
     # the bridge reports is all there is to judge.
     assert check_unit(status(unit=None, devices=[]), None).result == SKIPPED
     assert check_lte(status(lte=None), None).result == SKIPPED
+    # bridge.json alone unreadable: its parts unknown, the locks still held to [locks].
+    unknown = Provisioned(BRIDGE_JSON, None, None, None, {"front-door": "inside_turner", "key-box": "key_box"},
+                          {"front-door": "inside_turner"})
+    assert check_unit(status(unit=None, devices=[]), unknown).result == SKIPPED
+    assert check_lte(status(lte=None), unknown).result == SKIPPED
+    assert [c.result for c in check_locks(status(), NOW, unknown)] == [OK, FAILED]
 
 
 # --- LTE --------------------------------------------------------------------------------------------
