@@ -385,9 +385,11 @@ def check_unit(status: HubStatus, p: Provisioned | None) -> Check:
         if expected is not None and others:
             return Check(name, FAILED, f"the bridge hears alarm unit {others[0]}, not {expected} "
                          f"that {p.bridge_json} provisions",
-                         f"check the serial on the unit's label: the home's unit is {pinned}? If "
-                         "this is the home's unit: hubctl provision --alarm-unit-serial <its 8 hex "
-                         f"digits>, then copy that bridge.json to the bridge: {p.flash()}")
+                         "the bridge runs another bridge.json than the hub's; read the serial on "
+                         f"the unit's label: the home's unit is {others[0][2:].upper()}: hubctl "
+                         f"provision --alarm-unit-serial {others[0][2:].upper()}, then copy that "
+                         f"bridge.json to the bridge; it is {pinned}: connect that unit and copy "
+                         f"the hub's bridge.json to the bridge. Copying: {p.flash()}")
         if mine:
             return Check(name, FAILED, f"{mine[0].device} unavailable ({mine[0].why or 'not heard'})", cable)
         return Check(name, FAILED, f"the unit's link is up, but hubd has no report of "

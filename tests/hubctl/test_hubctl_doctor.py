@@ -149,7 +149,7 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     lines = checklist(proc)
     assert proc.returncode == 1 and failed(lines) == {"alarm unit"}, proc.stdout
     assert f"the bridge hears alarm unit {unit}, not au5a00ffff that {bridge_json} provisions" in lines["alarm unit"]
-    assert "check the serial on the unit's label" in lines["alarm unit"]
+    assert "read the serial on the unit's label" in lines["alarm unit"]
     assert f"hubctl flash --resume --port {hub.home.home.port}" in lines["alarm unit"], lines["alarm unit"]
     assert lines["LTE"].startswith("! LTE: registered (home)") and "provisions no LTE modem" in lines["LTE"]
 

@@ -107,7 +107,8 @@ def test_an_alarm_unit_never_heard_down_or_another_fails() -> None:
     other = check_unit(status(devices=[device("au5a000001", "base_unit")]), provisioned())
     assert other.result == FAILED
     assert f"hears alarm unit au5a000001, not {UNIT} that {BRIDGE_JSON} provisions" in other.detail
-    assert "check the serial on the unit's label" in other.fix and "hubctl flash --resume" in other.fix
+    assert "read the serial on the unit's label" in other.fix and "hubctl flash --resume" in other.fix
+    assert "--alarm-unit-serial 5A000001, then copy" in other.fix
 
     # Without a pinned serial any unit the bridge hears is the home's.
     assert check_unit(status(devices=[device("au5a000001", "base_unit")]),
