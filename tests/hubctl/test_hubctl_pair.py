@@ -53,6 +53,14 @@ OLD_ADDR = "C0:FF:EE:00:00:01"
 PASSWORD_LINE = 'HUBD_MQTT__PASSWORD="not-used-by-this-broker"\n'
 
 
+def full_home() -> dict[str, Any]:
+    """SimulatedHome's arguments for a bridge with its alarm unit and LTE modem, as a home has
+    (the modem's DC-09 receiver is not listening: no alarm goes there in these tests)."""
+    return {"alarm_unit": AlarmUnit(heartbeat_s=0.5),
+            "lte": {"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
+                    "account": ACCOUNT, "receiver": "1", "retry_ms": 1000}}
+
+
 @contextlib.contextmanager
 def hubd_on(home: SimulatedHome, via: str, locks: dict[str, str], mosquitto: Mosquitto,
             tmp_path: Path, backend_key: BackendKey, short_dir: Path,
@@ -93,9 +101,7 @@ def hub(request: pytest.FixtureRequest, mosquitto: Mosquitto, tmp_path: Path,
     old = InsideTurnerLock("back-door", OLD_ADDR, os.urandom(32))
     new = InCylinderLock("new-lock", NEW_ADDR, None, name="Front door", latch_hold_s=0.5,
                          relock_delay_s=0.3)
-    home = SimulatedHome(tmp_path / "home", locks=[old, new], alarm_unit=AlarmUnit(heartbeat_s=0.5),
-                         lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": free_port(),
-                              "account": ACCOUNT, "receiver": "1", "retry_ms": 1000})
+    home = SimulatedHome(tmp_path / "home", locks=[old, new], **full_home())
     with hubd_on(home, request.param, {"back-door": old.kind}, mosquitto, tmp_path, backend_key,
                  short_dir, paired=[old]) as h:
         yield h
