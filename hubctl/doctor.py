@@ -500,7 +500,9 @@ def check_status(status: HubStatus, now: float, broker: str, provisioned: Provis
     else:
         extra = ""
         if health is not None:
-            extra = f", up {_age(now, now - health.up_s)}, last reset {health.reset}, heap {health.heap_free} B free (least {health.heap_min} B, largest block least {health.heap_blk} B)"
+            # up_s is the uptime when the report was made (every minute): counted on to now.
+            up_s = health.up_s + max(0.0, now - (b.health_at if b.health_at is not None else now))
+            extra = f", up {_age(now, now - up_s)}, last reset {health.reset}, heap {health.heap_free} B free (least {health.heap_min} B, largest block least {health.heap_blk} B)"
         checks.append(Check("bridge link", OK, f"up, firmware {b.firmware}, link protocol {b.protocol}{extra}"))
     checks.extend(check_locks(status, now, provisioned))
     checks.append(check_unit(status, provisioned))

@@ -30,7 +30,18 @@ from hubapi.models import (
     HubStatus,
     QueueStatus,
 )
-from hubctl.doctor import FAILED, OK, SKIPPED, WARNED, Provisioned, check_clock, check_locks, check_lte, check_unit
+from hubctl.doctor import (
+    FAILED,
+    OK,
+    SKIPPED,
+    WARNED,
+    Provisioned,
+    check_clock,
+    check_locks,
+    check_lte,
+    check_status,
+    check_unit,
+)
 from hubd.locks.transport import PairedLock
 from hubd.store.database import DB_NAME
 from hubd.store.pairings import paired_kinds, record_pairing
@@ -81,6 +92,12 @@ def test_a_healthy_home_passes_every_part() -> None:
     assert check_lte(s, p).result == OK
     assert [c.result for c in check_locks(s, NOW, p)] == [OK]
     assert check_clock(s, NOW).result == OK
+    # The bridge's uptime as of now: its report (up 50 s) came 5 s ago.
+    assert s.bridge.health is not None and s.bridge.health_at == NOW - 5
+    young = s.model_copy(update={"bridge": s.bridge.model_copy(update={
+        "health": s.bridge.health.model_copy(update={"up_s": 50})})})
+    link = next(c for c in check_status(young, NOW, "broker:1883", p) if c.name == "bridge link")
+    assert "up 55 s, last reset power_on" in link.detail, link.detail
 
 
 # --- the alarm unit ---------------------------------------------------------------------------------
