@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+from hubd.envfile import parse_env_file  # hubd.env's one definition: hubd reads it too
 
 PUBLIC = 0o644
 SECRET = 0o600
@@ -75,75 +76,6 @@ class HubFiles:
             except OSError as e:
                 raise FilesError(f"cannot write {path}: {e.strerror}: run hubctl as root "
                                  "(sudo)") from None
-
-
-def env_line(name: str, value: str) -> str:
-    """``NAME="value"`` as systemd's EnvironmentFile reads it back exactly: inside double quotes
-    a backslash makes ``"``, ``\\``, `` ` `` and ``$`` literal (systemd src/basic/env-file.c)."""
-    escaped = re.sub(r'(["\\`$])', r"\\\1", value)
-    return f'{name}="{escaped}"'
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """Variables of an EnvironmentFile, by systemd's rules (src/basic/env-file.c): ``#`` and ``;``
-    comments, ``'...'`` literal, ``"..."`` with backslash escapes, bare values with trailing
-    whitespace dropped, a backslash-newline continuing the line."""
-    out: dict[str, str] = {}
-    state, key, value, trail = "pre_key", "", "", None
-    for c in text + "\n":
-        if state == "pre_key":
-            if c in "#;":
-                state = "comment"
-            elif not c.isspace():
-                state, key = "key", c
-        elif state == "key":
-            if c in "\r\n":
-                state = "pre_key"
-            elif c == "=":
-                state, value, trail = "pre_value", "", None
-            else:
-                key += c
-        elif state == "comment":
-            if c in "\r\n":
-                state = "pre_key"
-        elif state in ("pre_value", "value"):
-            if c in "\r\n":
-                out[key.strip()] = value[:trail] if state == "value" and trail is not None else value
-                state = "pre_key"
-            elif c == "'" and state == "pre_value":
-                state = "single"
-            elif c == '"' and state == "pre_value":
-                state = "double"
-            elif c == "\\":
-                state, trail = "escape", None
-            elif state == "pre_value" and c.isspace():
-                pass
-            else:
-                if not c.isspace():
-                    trail = None
-                elif trail is None:
-                    trail = len(value)
-                state, value = "value", value + c
-        elif state == "escape":
-            state = "value"
-            if c not in "\r\n":
-                value += c
-        elif state == "single":
-            state, value = ("pre_value", value) if c == "'" else ("single", value + c)
-        elif state == "double":
-            if c == '"':
-                state = "pre_value"
-            elif c == "\\":
-                state = "double_escape"
-            else:
-                value += c
-        elif state == "double_escape":
-            state = "double"
-            if c in '"\\`$':
-                value += c
-            elif c != "\n":
-                value += "\\" + c
-    return out
 
 
 def read_toml(path: Path) -> dict[str, Any]:

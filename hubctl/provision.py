@@ -53,9 +53,10 @@ from pydantic import ValidationError
 
 from hubapi import signing, topics
 from hubapi.schema import ALARM_CENTRE, BACKEND
-from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, env_line, parse_env_file,
-                             read_bridge, read_env, read_toml, replace, toml_bytes)
+from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, read_bridge, read_env,
+                             read_toml, replace, toml_bytes)
 from hubd.config import ENV_PREFIX, ConfigError, HubConfig, load_config
+from hubd.envfile import env_line, parse_env_file
 
 DEFAULT_ETC = Path("/etc/hubd")
 DEFAULT_STATE = Path("/var/lib/hubd")

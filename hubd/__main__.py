@@ -12,10 +12,11 @@ import signal
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hubapi import topics
-from hubd import inputs, systemd
+from hubd import envfile, inputs, systemd
 from hubd.access.commands import Commands
 from hubd.access.journal import Journal
 from hubd.access.lockstate import LockStates
@@ -45,12 +46,17 @@ log = logging.getLogger("hubd")
 
 EPILOG = f"""\
 example:
-  hubd --config /etc/hubd/hubd.toml
-  HUBD_MQTT__PASSWORD=secret HUBD_SERIAL__PORT=/dev/ttyACM0 hubd --config hub.toml
+  hubd --config /etc/hubd/hubd.toml                       (as hubd.service runs it)
+  sudo hubd --config /etc/hubd/hubd.toml --env-file /etc/hubd/hubd.env   (by hand, the same)
+  HUBD_SERIAL__PORT=/dev/ttyACM0 hubd --config hub.toml --env-file hub.env
 
 The config file can also be named by ${CONFIG_ENV}; any setting can be overridden by an
-environment variable HUBD_<SECTION>__<FIELD> (e.g. HUBD_MQTT__HOST). Exit status 2 means the
-configuration is unusable; the message names the field to fix.
+environment variable HUBD_<SECTION>__<FIELD> (e.g. HUBD_MQTT__HOST). The secrets (the broker
+password, the serial link key) are in hubd.env beside hubd.toml: under systemd, hubd.service's
+EnvironmentFile= reads it; started by hand, --env-file reads it by the same rules, its values
+replacing the same variables of the caller's environment (as systemd's EnvironmentFile= replaces
+Environment= and the manager's). Exit status 2 means the configuration or the environment file
+is unusable; the message names what to fix.
 
 State (command journal, audit trail, outbox) lives in <state_dir>/hubd.sqlite3. Check the audit
 trail with: python -m hubd.store.audit verify <state_dir>/hubd.sqlite3
@@ -77,7 +83,7 @@ class JsonLinesFormatter(logging.Formatter):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line: ``--config PATH``."""
+    """Command line: ``--config PATH``, ``--env-file PATH``."""
     parser = argparse.ArgumentParser(
         prog="hubd",
         description="Home hub daemon: verifies signed lock commands from MQTT and drives the locks "
@@ -86,15 +92,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="PATH", help=f"TOML config file (default: ${CONFIG_ENV})")
+    parser.add_argument("--env-file", metavar="PATH", type=Path,
+                        help="hubd.env, read as systemd's EnvironmentFile= reads it (hubd.service "
+                             "does; give it when starting hubd by hand): its variables replace the "
+                             "caller's of the same name")
     return parser.parse_args(argv)
+
+
+def apply_env_file(path: Path) -> list[str]:
+    """Put the environment file's variables into this process's environment, as systemd gives
+    them to hubd under hubd.service, and return the names whose value there was replaced.
+
+    Why a flag and not a setting in hubd.toml: under systemd the file is read by systemd itself,
+    as root, before hubd starts, and hubd (user hubd) cannot read it (mode 0600, root's); a
+    hubd.toml naming it would make hubd read it again under systemd and fail there. By hand the
+    flag does what the unit's ``EnvironmentFile=`` does, with the same rules (hubd.envfile), and
+    the same order: systemd's EnvironmentFile= wins over Environment= and over the manager's
+    environment (systemd.exec(5); a service never gets its caller's), so the file's values win
+    over the shell's here too; each one replaced is named in the log (not its value).
+    Raises EnvFileError."""
+    values = envfile.read_env_file(path)
+    replaced = sorted(name for name, value in values.items()
+                      if name in os.environ and os.environ[name] != value)
+    os.environ.update(values)
+    return replaced
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run hubd until SIGINT/SIGTERM; returns the exit status."""
     args = parse_args(argv)
+    replaced: list[str] = []
     try:
+        if args.env_file is not None:
+            replaced = apply_env_file(args.env_file)
         config = load_config(args.config)
-    except ConfigError as exc:
+    except (ConfigError, envfile.EnvFileError) as exc:
         print(f"hubd: {exc}", file=sys.stderr)
         return 2
     handler: logging.Handler
@@ -104,8 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonLinesFormatter())
     logging.basicConfig(level=config.log_level, handlers=[handler], force=True)
+    for name in replaced:
+        log.warning("%s of the environment replaced by %s's, as systemd gives it to hubd", name,
+                    args.env_file, extra={"variable": name})
+    _warn_without_password(config, args.env_file)
     asyncio.run(_run_until_signal(config))
     return 0
+
+
+def _warn_without_password(config: HubConfig, env_file: Path | None) -> None:
+    """A broker login with a username and no password (hubd started by hand without hubd.env)
+    is refused by the broker ("Not authorized"): say where the password is, before it refuses."""
+    mqtt = config.mqtt
+    if mqtt.username is None or mqtt.password is not None or mqtt.cert_file is not None:
+        return
+    where = (f"{env_file} does not set it: hubctl provision --password-file writes it there"
+             if env_file is not None else
+             "hubctl provision keeps it in hubd.env beside hubd.toml, which systemd reads for "
+             "hubd.service (EnvironmentFile=); started by hand, give hubd --env-file "
+             "/etc/hubd/hubd.env (as root)")
+    log.warning("no broker password (HUBD_MQTT__PASSWORD) for user %s: the broker will refuse "
+                "the login (Not authorized) unless it takes one without; %s", mqtt.username,
+                where, extra={"mqtt_user": mqtt.username})
 
 
 async def _run_until_signal(config: HubConfig) -> None:

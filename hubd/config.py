@@ -539,13 +539,21 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} nests arrays or tables too deeply to be a hub's config") from None
 
 
+# Settings hubctl provision writes to hubd.env, never to hubd.toml (hubctl/provision.py).
+_IN_ENV_FILE = frozenset({"serial.link_key"})
+
+
 def _explain(exc: ValidationError, source: str) -> str:
     parts = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         field = ".".join(loc) or "config"
         env = ENV_PREFIX + "__".join(part.upper() for part in loc[:2]) if loc else ENV_PREFIX + "..."
-        if error["type"] == "missing":
+        if error["type"] == "missing" and field in _IN_ENV_FILE:
+            parts.append(f"{field} is missing: it is a secret, {env} in hubd.env beside hubd.toml "
+                         "(hubctl provision writes it; hubd.service's EnvironmentFile= reads it; "
+                         "started by hand: hubd --env-file /etc/hubd/hubd.env)")
+        elif error["type"] == "missing":
             parts.append(f"{field} is missing: set it in {source} or {env}")
         elif error["type"] == "extra_forbidden":
             parts.append(f"{field} is not a known setting: remove it from {source} (typo?)")

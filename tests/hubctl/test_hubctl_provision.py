@@ -29,7 +29,7 @@ import tomli_w
 
 from hubapi import topics
 from hubapi.client import BackendClient
-from hubctl.hubfiles import env_line, parse_env_file
+from hubd.envfile import env_line, parse_env_file
 from hubd.config import load_config
 from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome
