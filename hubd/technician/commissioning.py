@@ -70,8 +70,11 @@ WIPE_TIMEOUT_S = 40.0  # the bridge writing its flash
 CYCLE_OP_TIMEOUT_S = 30.0
 TELL_TIMEOUT_S = 15.0  # the broker's PUBACK for the decommissioned notice
 # A pairing whose bridge link went down: how long hubd waits for the bridge to be back and say
-# why (its health report, asked for when the link comes up): a boot takes a few seconds.
-BRIDGE_BACK_S = 20.0
+# why (its health report, asked for when the link comes up): a hung bridge's watchdog resets it
+# within its wdt_ms (firmware/config.py HEALTH: 30 s), then it boots in a few seconds. With the
+# pairing's own bound (at most ASSOCIATE_TIMEOUT_S) it stays within hubctl's wait
+# (control.COMMISSIONING_WAIT_S).
+BRIDGE_BACK_S = 40.0
 ACTOR = "hubctl"
 LINK_DOWN = "the bridge link is down: hubctl doctor shows why"
 SOURCE = "technician"

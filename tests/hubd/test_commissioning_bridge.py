@@ -101,3 +101,15 @@ def test_every_reset_cause_the_bridge_reports_has_its_meaning() -> None:
     """A restart is named with the bridge's last reset cause (the link's health vocabulary,
     wire.messages.RESETS): a new cause without a meaning here would be shown bare."""
     assert set(commissioning.RESET_CAUSES) == set(messages.RESETS)
+
+
+def test_the_wait_for_the_bridge_fits_in_hubctl_s_wait() -> None:
+    """The longest pairing (a dKey's association) and then the wait for the bridge to come back
+    must end before hubctl gives up on hubd ("hubd did not answer ... it may be hung"), and the
+    wait must outlast a hung bridge's watchdog (firmware/config.py HEALTH wdt_ms) and a boot."""
+    from firmware import config
+    from hubd.technician import control
+
+    longest = max(commissioning.PAIR_TIMEOUT_S, commissioning.ASSOCIATE_TIMEOUT_S)
+    assert longest + commissioning.BRIDGE_BACK_S < control.COMMISSIONING_WAIT_S
+    assert commissioning.BRIDGE_BACK_S >= config.HEALTH["wdt_ms"] / 1000 + 5
