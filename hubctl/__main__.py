@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,6 +30,8 @@ from rich.progress import (
 from hubctl import access
 from hubctl import audit as audit_trail
 from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning
+from hubapi.models import HubStatus
+from hubd.config import DEFAULT_STATUS_SOCKET, ConfigError, status_socket_in
 from hubd.technician import control
 from wire import lockkinds
 
@@ -392,18 +395,50 @@ def provision(
         out.print(line, markup=False)
 
 
-def _status_or_fail(socket_path: Path) -> "diagnosis.HubStatus":
+class Hubd(NamedTuple):
+    """Where hubctl finds hubd's local socket, and why there: a failure to reach hubd names both
+    (a hubd.toml of another place, or a typed path, looks like a stopped hubd)."""
+
+    socket: Path
+    origin: str
+
+
+def find_hubd(given: Path | None, config: Path) -> Hubd:
+    """hubd's socket: ``--socket`` when given, else ``status_socket`` in hubd.toml (``config``),
+    else hubd's own default, also when hubd.toml cannot be read (then the origin says why)."""
+    if given is not None:
+        return Hubd(given, "as given with --socket")
+    default = DEFAULT_STATUS_SOCKET
+    if not config.exists():
+        return Hubd(default, f"hubd's default: {config} does not exist (pass --config or --socket)")
     try:
-        return diagnosis.read_status(socket_path)
-    except diagnosis.StatusError as e:
-        raise Failed(str(e)) from None
+        path = status_socket_in(config)
+    except ConfigError as e:
+        return Hubd(default, f"hubd's default, since {e}")
+    if path is None:
+        return Hubd(default, f"hubd's default: {config} sets no status_socket")
+    return Hubd(path, f"status_socket in {config}")
+
+
+def _status_or_fail(hubd: Hubd) -> HubStatus:
+    done = _ask(hubd, control.StatusRequest(), timeout=diagnosis.SOCKET_TIMEOUT_S)
+    try:
+        return HubStatus.model_validate_json(json.dumps(done))  # strict models: JSON's rules
+    except ValidationError:
+        raise Failed(f"{hubd.socket} did not answer with a hub status (is hubctl the same version "
+                     "as hubd? reinstall the same homecare-hub release)") from None
+
+
+# The --config and --socket of every command that talks to hubd: the socket from hubd.toml.
+_CONFIG_HELP = "hubd's configuration: hubctl finds hubd's socket by its status_socket."
+_SOCKET_HELP = "hubd's local socket, instead of status_socket in hubd.toml."
 
 
 @app.command()
 def status(
-    socket_path: Annotated[Path, typer.Option(
-        "--socket", help="hubd's status socket (status_socket in hubd.toml).")] =
-        diagnosis.DEFAULT_SOCKET,
+    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = diagnosis.DEFAULT_CONFIG,
+    socket_path: Annotated[Path | None, typer.Option(
+        "--socket", help=_SOCKET_HELP, show_default="status_socket in hubd.toml")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print hubd's snapshot as it is (one JSON object, hubapi HubStatus).")] = False,
 ) -> None:
@@ -414,7 +449,7 @@ def status(
 
     **Example:** sudo hubctl status (or hubctl status --json | jq .devices)
     """
-    snap = _status_or_fail(socket_path)
+    snap = _status_or_fail(find_hubd(socket_path, config))
     if as_json:
         sys.stdout.write(snap.model_dump_json() + "\n")
         return
@@ -510,9 +545,9 @@ def test_alarm(
     second_path: Annotated[bool, typer.Option(
         "--second-path", help="Also send it over LTE (SIA DC-09) at once and wait for the "
                               "receiver's acknowledgement.")] = False,
-    socket_path: Annotated[Path, typer.Option(
-        "--socket", help="hubd's status socket (status_socket in hubd.toml).")] =
-        diagnosis.DEFAULT_SOCKET,
+    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = diagnosis.DEFAULT_CONFIG,
+    socket_path: Annotated[Path | None, typer.Option(
+        "--socket", help=_SOCKET_HELP, show_default="status_socket in hubd.toml")] = None,
     timeout: Annotated[int, typer.Option(
         min=5, max=600, help="How long hubd waits for the alarm centre (and the LTE receiver), "
                              "in seconds.")] = _TEST_ALARM_WAIT_S,
@@ -528,10 +563,11 @@ def test_alarm(
     **Example:** sudo hubctl test-alarm --second-path
     """
     request = control.TestAlarmRequest(second_path=second_path, timeout_s=timeout)
+    hubd = find_hubd(socket_path, config)
     out.print(f"test alarm{' (primary path and LTE)' if second_path else ''}: asking hubd on "
-              f"{socket_path}", markup=False)
+              f"{hubd.socket}", markup=False)
     # Each line waits at most hubd's own bound plus a margin: hubd answers first.
-    done = _ask(socket_path, request, timeout=timeout + 30)
+    done = _ask(hubd, request, timeout=timeout + 30)
     result = control.TestAlarmResult.model_validate(done)
     summary = f"test alarm {result.alarm_id}: handled by the alarm centre after {result.primary_s:.1f} s"
     if result.second_path is not None:
@@ -577,10 +613,10 @@ def audit_export(
     (out if out_file is not None else err).print(summary, markup=False)
 
 
-def _ask(socket_path: Path, request: Any, timeout: float) -> dict[str, Any]:
+def _ask(hubd: Hubd, request: Any, timeout: float) -> dict[str, Any]:
     """One request to hubd on its local socket, each progress line printed as it comes."""
     try:
-        return control.ask(socket_path, request, _progress_line, timeout=timeout)
+        return control.ask(hubd.socket, request, _progress_line, timeout=timeout, origin=hubd.origin)
     except control.ControlError as e:
         raise Failed(str(e)) from None
 
@@ -601,9 +637,10 @@ def pair(
     seconds: Annotated[int, typer.Option(
         min=1, max=control.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
     etc_dir: Annotated[Path, typer.Option(
-        help="hubd's configuration (hubd.toml) to record the lock in.")] = provisioning.DEFAULT_ETC,
-    socket_path: Annotated[Path, typer.Option(
-        "--socket", help="hubd's local socket (status_socket in hubd.toml).")] = diagnosis.DEFAULT_SOCKET,
+        help="hubd's configuration: its hubd.toml records the lock, and its status_socket is where "
+             "hubctl finds hubd.")] = provisioning.DEFAULT_ETC,
+    socket_path: Annotated[Path | None, typer.Option(
+        "--socket", help=_SOCKET_HELP, show_default="status_socket in <etc-dir>/hubd.toml")] = None,
 ) -> None:
     """Find a lock, pair it with the hub under a name, and prove it with a lock/unlock cycle.
 
@@ -629,6 +666,8 @@ def pair(
     --addr F0:94:0A:00:00:01 --name front-door --activation-code BCDF-2345
     """
     progress = _progress_line
+    files = hubfiles.HubFiles.at(etc_dir)
+    socket_path = find_hubd(socket_path, files.hubd_toml).socket
     if scan:
         try:
             heard = pairing.scan(socket_path, seconds, progress)
@@ -647,7 +686,7 @@ def pair(
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
     assert addr is not None and name is not None
     try:
-        done = pairing.pair(socket_path, hubfiles.HubFiles.at(etc_dir), addr, name,
+        done = pairing.pair(socket_path, files, addr, name,
                             setup_key, seconds, lambda line: out.print(line, markup=False), progress,
                             activation_code=activation_code)
     except pairing.BadValue as e:
@@ -681,8 +720,8 @@ def decommission(
         help="hubd's configuration, whose secrets are removed.")] = provisioning.DEFAULT_ETC,
     bridge_config: Annotated[Path | None, typer.Option(
         help="The hub's copy of bridge.json.", show_default="<etc-dir>/bridge.json")] = None,
-    socket_path: Annotated[Path, typer.Option(
-        "--socket", help="hubd's local socket (status_socket in hubd.toml).")] = diagnosis.DEFAULT_SOCKET,
+    socket_path: Annotated[Path | None, typer.Option(
+        "--socket", help=_SOCKET_HELP, show_default="status_socket in <etc-dir>/hubd.toml")] = None,
 ) -> None:
     """Remove the municipality's access: locks forget their secrets, the backend is told, the hub's
     credentials and keys are removed.
@@ -709,7 +748,8 @@ def decommission(
     if not yes and not typer.confirm("Remove the municipality's access to this home (locks, keys, "
                                      "credentials)?", default=False):
         raise typer.Abort()
-    done = _ask(socket_path, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
+    hubd = find_hubd(socket_path, files.hubd_toml)
+    done = _ask(hubd, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
     result = control.DecommissionResult.model_validate(done)
     try:
         removed = access.remove_secrets(files)

@@ -106,6 +106,8 @@ from wire import frame, lockkinds
 
 ENV_PREFIX = "HUBD_"
 CONFIG_ENV = "HUBD_CONFIG"
+#: Where hubd serves hubctl (status_socket's default); hubd.service's RuntimeDirectory= makes /run/hubd.
+DEFAULT_STATUS_SOCKET = Path("/run/hubd/status.sock")
 
 SegmentId = Annotated[str, StringConstraints(pattern=topics.SEGMENT_PATTERN)]
 Kid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -407,7 +409,7 @@ class HubConfig(BaseSettings):
     queue_size: int = Field(8, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # hubctl status / doctor read the health snapshot here (hubd/technician/status_socket.py); none: no socket.
-    status_socket: Path | None = Path("/run/hubd/status.sock")
+    status_socket: Path | None = DEFAULT_STATUS_SOCKET
     _upgrade_notes: list[str] = PrivateAttr(default_factory=list)
 
     @classmethod
@@ -472,15 +474,7 @@ class HubConfig(BaseSettings):
     @field_validator("status_socket")
     @classmethod
     def _socket_path_fits(cls, path: Path | None) -> Path | None:
-        if path is None:
-            return None
-        if not path.is_absolute():
-            raise ValueError("give an absolute path, e.g. /run/hubd/status.sock")
-        if len(os.fsencode(path)) > 107:  # sun_path is 108 bytes with its NUL
-            raise ValueError("a unix socket path is at most 107 bytes: choose a shorter one")
-        if path.name in ("", ".", ".."):
-            raise ValueError("name the socket file itself, e.g. /run/hubd/status.sock")
-        return path
+        return None if path is None else _socket_path(path)
 
     @field_validator("locks", mode="before")
     @classmethod
@@ -505,6 +499,34 @@ class HubConfig(BaseSettings):
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """The backend's public keys by kid."""
         return {kid: signing.load_public_key(text) for kid, text in self.keys.items()}
+
+
+def _socket_path(path: Path) -> Path:
+    """``path`` if a unix socket can be bound there, else ValueError saying why."""
+    if not path.is_absolute():
+        raise ValueError("give an absolute path, e.g. /run/hubd/status.sock")
+    if len(os.fsencode(path)) > 107:  # sun_path is 108 bytes with its NUL
+        raise ValueError("a unix socket path is at most 107 bytes: choose a shorter one")
+    if path.name in ("", ".", ".."):
+        raise ValueError("name the socket file itself, e.g. /run/hubd/status.sock")
+    return path
+
+
+def status_socket_in(path: Path) -> Path | None:
+    """hubd.toml's ``status_socket``, None when the file leaves it out (hubd then serves on
+    :data:`DEFAULT_STATUS_SOCKET`): for hubctl, which finds hubd by it. Only this setting is read,
+    so no secret is needed (hubd.env is root's; hubctl status runs as a member of group hubd).
+    Raises ConfigError with one line."""
+    value = _read_toml(path).get("status_socket")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"status_socket in {path} is not a path (got {value!r}): give one, e.g. "
+                          "status_socket = \"/run/hubd/status.sock\"")
+    try:
+        return _socket_path(Path(value))
+    except ValueError as exc:
+        raise ConfigError(f"status_socket in {path}: {exc} (got {value!r})") from None
 
 
 def load_config(path: str | Path | None = None) -> HubConfig:

@@ -241,9 +241,13 @@ class ControlError(Exception):
 
 
 def ask(path: Path, request: BaseModel, on_progress: Callable[[str], None] = lambda _: None,
-        timeout: float = 5.0) -> dict[str, Any]:
+        timeout: float = 5.0, origin: str = "") -> dict[str, Any]:
     """Send ``request`` to hubd on ``path``; return its ``done`` object, reporting each progress
-    line; :class:`ControlError` for anything else. ``timeout`` bounds each wait for a line."""
+    line; :class:`ControlError` for anything else. ``timeout`` bounds each wait for a line.
+    ``origin`` says where the path came from (``status_socket in /etc/hubd/hubd.toml``): a
+    failure to reach hubd names it, since the wrong file or a typed path looks like a stopped
+    hubd."""
+    where = f"{path}, {origin}" if origin else str(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -263,16 +267,16 @@ def ask(path: Path, request: BaseModel, on_progress: Callable[[str], None] = lam
             else:
                 return answer.done
     except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(f"hubd is not running (nothing answers on {path}): systemctl start hubd "
+        raise ControlError(f"hubd is not running (nothing answers on {where}): systemctl start hubd "
                            "(journalctl -u hubd says why it stopped)") from None
     except PermissionError:
-        raise ControlError(f"permission denied on {path}: run as root or a member of group hubd "
+        raise ControlError(f"permission denied on {where}: run as root or a member of group hubd "
                            "(sudo hubctl ...)") from None
     except TimeoutError:
         raise ControlError(f"hubd did not answer on {path} within {timeout:g} s: it may be hung: "
                            "systemctl restart hubd") from None
     except OSError as e:
-        raise ControlError(f"cannot use hubd's socket {path}: {e.strerror or e}: is status_socket "
+        raise ControlError(f"cannot use hubd's socket {where}: {e.strerror or e}: is status_socket "
                            "in hubd.toml this path? (pass --socket)") from None
     finally:
         sock.close()

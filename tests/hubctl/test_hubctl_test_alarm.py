@@ -23,7 +23,7 @@ from simulator.ports import free_port
 from simulator.home import SimulatedHome, default_locks
 from tests.fixtures import BackendKey
 from tests.local_hub import LocalHub, start_local_hub
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT, require_pysiaalarm
 from wire import alarms
@@ -126,8 +126,12 @@ def test_a_test_alarm_is_handled_by_the_centre_marked_as_a_test(mosquitto, make_
     hub = make_hub(mosquitto)
     hub.wait_for("the bridge reporting its alarm unit", carries_alarms)
 
-    proc = hubctl("test-alarm", "--timeout", "60", "--socket", hub.socket)
+    # No --socket: hubctl finds hubd by status_socket in hubd.toml, as status does.
+    shown = hubctl("status", "--config", hub.config)
+    assert shown.returncode == 0 and "alarm unit link up" in shown.stdout, shown.stderr
+    proc = hubctl("test-alarm", "--timeout", "60", "--config", hub.config)
     assert proc.returncode == 0, proc.stdout + proc.stderr + hub.logs()
+    assert f"asking hubd on {hub.socket}" in proc.stdout
     shown, alarm_id = progress_and_id(proc)
     for hop in ("sent to the bridge", "stored in hubd's outbox", "handled by the alarm centre after"):
         assert hop in shown
@@ -188,9 +192,23 @@ def test_a_bridge_without_an_alarm_unit_is_refused_in_one_line(mosquitto, make_h
     assert "this bridge has no alarm unit" in line and "hubctl provision" in line
 
 
-def test_with_hubd_not_running_it_says_so_in_one_line(short_dir: Path) -> None:
-    line = one_error_line(hubctl("test-alarm", "--socket", short_dir / "status.sock"))
-    assert "hubd is not running" in line and "systemctl start hubd" in line
+def test_with_hubd_not_running_it_says_so_in_one_line_naming_the_socket_and_where_it_came_from(
+        short_dir: Path, tmp_path: Path) -> None:
+    sock = short_dir / "status.sock"
+    line = one_error_line(hubctl("test-alarm", "--socket", sock))
+    assert f"hubd is not running (nothing answers on {sock}, as given with --socket)" in line
+    assert "systemctl start hubd" in line
+    config = tmp_path / "hubd.toml"
+    config.write_text(f'status_socket = "{sock}"\n')
+    line = one_error_line(hubctl_in_process("test-alarm", "--config", config))
+    assert f"nothing answers on {sock}, status_socket in {config})" in line
+    config.write_text('hub_id = "hub-1"\n')
+    line = one_error_line(hubctl_in_process("test-alarm", "--config", config))
+    assert f"nothing answers on /run/hubd/status.sock, hubd's default: {config} sets no " \
+           "status_socket)" in line
+    config.write_text("status_socket = [\n")  # unreadable: the default, and why
+    line = one_error_line(hubctl_in_process("status", "--config", config))
+    assert f"/run/hubd/status.sock, hubd's default, since config file {config} is not valid TOML" in line
 
 
 def test_bad_input_is_one_line_and_exit_status_2() -> None:
