@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from hil_tests.harness import BOTH_WAYS, HubUnderTest, retained
+from hil_tests.harness import BOTH_WAYS, HubUnderTest, audit_log, retained
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import DeviceState, LockState
@@ -87,6 +87,29 @@ async def test_a_key_turned_by_hand_while_hubd_is_not_connected_reaches_the_lock
     # hubd (through the proxy, or its own adapter) read the lock's backlog when its advert's
     # report number moved: one connection.
     assert hub.sim.call(lambda: (lock.connections, lock.motor_moves)) == (connections + 1, 0)
+
+
+@SCANS
+async def test_a_key_turned_by_hand_while_hubd_was_down_is_audited_as_manual_after_its_restart(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    # hubd keeps the number of each lock's latest report it took in (hubd.store.pairings): after
+    # a restart it asks for the reports made meanwhile, not for a new baseline that would hide
+    # them (the poll's state would say unlocked, by ``poll``, and nobody would know it was a key).
+    lock_id = hub.locks[0]
+    lock = hub.sim.home.locks[lock_id]
+    await _polled_and_idle(hub, lock_id)
+    hub.kill_hubd()
+    hub.sim.call(lambda: lock.turn_manually("unlocked"))
+    hub.restart_hubd()
+    async with backend.watch(topics.lock_state(hub.hub_id, lock_id)) as queue:
+        async with asyncio.timeout(60):
+            while (state := LockState.model_validate_json((await queue.get()).payload)).state != "unlocked":
+                pass
+    assert (state.state, state.source) == ("unlocked", "manual"), state
+    trail = await audit_log(hub, backend)
+    assert [(e.source, e.state) for e in trail if e.lock == lock_id and e.outcome == "reported"
+            ][-1:] == [("manual", "unlocked")], trail[-4:]
+    assert hub.sim.call(lambda: lock.motor_moves) == 0
 
 
 @pytest.mark.home(hubd_top='lock_driver = "hubd"')

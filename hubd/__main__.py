@@ -338,7 +338,8 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
     drivers = await LockDrivers.open(radio, driven, lock_states, devices, stack,
                                      timings=Timings(**config.lock_timing.given()),
                                      upkeep=UpkeepTimings(**config.lock_upkeep.given()),
-                                     dkey_timings=DkeyTimings(**config.dkey_timing.given()))
+                                     dkey_timings=DkeyTimings(**config.dkey_timing.given()),
+                                     on_counter=pairings.mark)
     return drivers, pairings
 
 

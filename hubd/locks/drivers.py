@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hubd.access.lockstate import LockStates
 from hubd.ble.radio import Radio
@@ -49,12 +49,15 @@ class LockDrivers:
                    devices: Devices, stack: contextlib.AsyncExitStack, *,
                    timings: Timings = Timings(),
                    upkeep: UpkeepTimings = UpkeepTimings(),
-                   dkey_timings: DkeyTimings = DkeyTimings()) -> LockDrivers:
+                   dkey_timings: DkeyTimings = DkeyTimings(),
+                   on_counter: Callable[[str, int], None] | None = None) -> LockDrivers:
         """Drive ``paired`` through ``radio`` (the bridge's proxy, or the hub's own adapter) on
         ``timings`` (a dKey on ``dkey_timings``), reports into
         ``lock_states``, sightings into ``devices``, the background work on ``upkeep``'s times;
         closed by ``stack`` before the bridge (its work and connections go first). hubd's start
-        has registered each lock's device with its battery model (``battery_model``)."""
+        has registered each lock's device with its battery model (``battery_model``).
+        ``on_counter(lock, number)`` keeps a lock's latest report number taken in
+        (``Pairings.mark``), so that after a restart its reports from then on are asked for."""
         kinds = {lock: p.kind for lock, p in paired.items()}
         models = {lock: battery_model(p.kind, p.protocol) for lock, p in paired.items()}
 
@@ -78,7 +81,7 @@ class LockDrivers:
 
         locks = BleLocks(radio, paired, timings, on_report=report, upkeep=upkeep,
                          on_heard=lambda lock, battery: sighted(lock, battery, None),
-                         dkey_timings=dkey_timings)
+                         dkey_timings=dkey_timings, on_counter=on_counter)
         stack.push_async_callback(locks.close)
         sightings = LockSightings(radio, paired, sighted, locks.advertised)
         stack.callback(sightings.stop)

@@ -13,8 +13,9 @@ Between operations :meth:`ReferenceLock.refresh` reads what the lock kept while 
 connected (READ_REPORTS after the last report taken in) and, for a poll, its state and battery
 with a ``status`` COMMAND on a tag of zeros: it moves nothing and is no command of hubd's
 journal, as the firmware's polls (hubd.locks.upkeep decides when). The report number taken in
-is kept across connections, not across restarts: as the firmware did, the first read after a
-start asks for no reports and takes the lock's authentic latest number as its baseline.
+is kept across connections and, through ``on_counter`` (hubd.store.pairings), across restarts:
+after one hubd asks for the reports the lock made meanwhile. Only the first read of a new
+pairing asks for none and takes the lock's authentic latest number as its baseline.
 
 As the firmware's driver did (firmware/locks/reference.py with firmware/policy.py), the
 connection outlives an operation by ``idle_s``, so a follow-up skips connecting, discovery and
@@ -119,7 +120,9 @@ class ReferenceLock(Kept):
     def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,
                  radio: Radio | None = None,
                  timings: Timings = Timings(),
-                 on_report: Callable[[str, str | None, str, int, str], None] | None = None) -> None:
+                 on_report: Callable[[str, str | None, str, int, str], None] | None = None,
+                 report_counter: int = -1,
+                 on_counter: Callable[[int], None] | None = None) -> None:
         if len(secret) != lp.SECRET_LEN:
             raise ValueError(f"the secret must be {lp.SECRET_LEN} bytes")
         super().__init__(radio)
@@ -131,7 +134,11 @@ class ReferenceLock(Kept):
         self._secret = bytes(secret)
         self.timings = timings
         self.on_report = on_report
-        self.report_counter = -1  # the latest report number taken in; -1 before the first read
+        # The latest report number taken in; -1 before the first read (hubd keeps it across
+        # restarts: hubd.store.pairings). Each new one goes to ``on_counter`` once its report
+        # went to ``on_report``.
+        self.report_counter = report_counter
+        self.on_counter = on_counter
         self._link: _Link | None = None
         # The operation under way: its BLE requests' waits (seconds) and their number.
         self._requests_s = 0.0
@@ -427,7 +434,7 @@ class ReferenceLock(Kept):
                 if not lp.verify_reports_end(self._secret, self._addr, nonce, counter, mac):
                     raise lp.ProtocolError("REPORTS_END does not verify")
                 # Fresh and authentic: the baseline, even if the lock's count went back.
-                self.report_counter = counter
+                self._took(counter)
                 return taken, before >= 0 and counter > before and first != before + 1
             number = self._unsolicited(pdu)
             if number is not None:
@@ -511,7 +518,6 @@ class ReferenceLock(Kept):
             return None
         if not ok or counter <= self.report_counter:
             return None  # forged, replayed or reordered
-        self.report_counter = counter
         if self.on_report is not None:
             try:
                 self.on_report("state" if event is None else "event",
@@ -519,7 +525,20 @@ class ReferenceLock(Kept):
                                lp.state_name(state), battery, lp.source_name(source))
             except Exception:  # the listener's bug must not end the driver's read
                 log.exception("reference lock %s: a report's listener raised", self.address)
+        self._took(counter)
         return counter
+
+    def _took(self, counter: int) -> None:
+        """``counter`` is the latest report number taken in: kept, and told to ``on_counter`` if
+        it changed (after its report went to ``on_report``: a restart between the two passes the
+        report on again, never loses it)."""
+        changed = counter != self.report_counter
+        self.report_counter = counter
+        if changed and self.on_counter is not None:
+            try:
+                self.on_counter(counter)
+            except Exception:  # as a report's listener
+                log.exception("reference lock %s: the report number's listener raised", self.address)
 
 
 # A write whose answer did not come because the connection or the link went down.

@@ -64,6 +64,9 @@ class PairedLock:
     secret: bytes = field(repr=False)  # SECRET_LENS[protocol] bytes, kept in hubd's state only
     addr_type: int = 0  # 0 public, 1 random
     protocol: str = lockkinds.REFERENCE  # wire.lockkinds.PROTOCOLS: which driver speaks to it
+    # The number of its latest report hubd took in (hubd.store.pairings), -1: none yet. A dKey
+    # keeps no reports: always -1.
+    report_counter: int = -1
 
     def __post_init__(self) -> None:
         if self.kind not in lockkinds.KINDS:
@@ -128,11 +131,13 @@ class BleLocks:
     def __init__(self, radio: Radio, locks: Mapping[str, PairedLock],
                  timings: Timings = Timings(), on_report: ReportCallback | None = None, *,
                  upkeep: UpkeepTimings | None = None, on_heard: HeardCallback | None = None,
-                 dkey_timings: DkeyTimings = DkeyTimings()) -> None:
+                 dkey_timings: DkeyTimings = DkeyTimings(),
+                 on_counter: Callable[[str, int], None] | None = None) -> None:
         self.radio = radio
         self.timings = timings
         self.dkey_timings = dkey_timings
         self._on_report = on_report
+        self._on_counter = on_counter  # (lock id, number): a reference lock's latest report taken in
         self._on_heard = on_heard
         self.kinds: dict[str, str] = {}
         self.protocols: dict[str, str] = {}
@@ -161,8 +166,12 @@ class BleLocks:
             driver = DkeyLock(paired.address, paired.secret, addr_type=paired.addr_type,
                               radio=self.radio, timings=self.dkey_timings, on_report=reports)
         else:
+            on_counter = self._on_counter
             driver = ReferenceLock(paired.address, paired.secret, addr_type=paired.addr_type,
-                                   radio=self.radio, timings=self.timings, on_report=reports)
+                                   radio=self.radio, timings=self.timings, on_report=reports,
+                                   report_counter=paired.report_counter,
+                                   on_counter=None if on_counter is None else
+                                   lambda number: _call(on_counter, lock_id, number))
         self._drivers[lock_id] = driver
         self._turns[lock_id] = asyncio.Lock()
         if self.upkeep is not None:

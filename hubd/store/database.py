@@ -142,6 +142,13 @@ MIGRATIONS: tuple[str, ...] = (
     -- its key holder id (4 bytes) then its association secret (32 bytes), kept as any secret is.
     ALTER TABLE pairings ADD COLUMN protocol TEXT NOT NULL DEFAULT 'reference';
     """,
+    """
+    -- The number of the lock's latest report hubd took in (the reference protocol's, verified),
+    -- so that after a restart hubd asks for the reports the lock made meanwhile instead of taking
+    -- a new baseline: a key turned by hand while hubd was down is audited as manual. NULL: none
+    -- taken in yet with this pairing (the first read takes the lock's number as its baseline).
+    ALTER TABLE pairings ADD COLUMN report_counter INTEGER;
+    """,
 )
 
 

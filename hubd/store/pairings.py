@@ -1,9 +1,11 @@
 """The locks hubd has paired and drives itself: each one's kind, address, address type, secret
-and protocol, in the state database's ``pairings`` table.
+and protocol, and the number of its latest report hubd took in, in the state database's
+``pairings`` table.
 
     pairings = Pairings(store)
     pairings.record("front-door", PairedLock("inside_turner", "C0:FF:EE:00:00:01", secret))
     pairings.all()                 # {"front-door": PairedLock(...)}, what hubd drives at start
+    pairings.mark("front-door", 17)  # its report 17 taken in: after a restart, reports from 18
     pairings.forget("front-door")  # decommissioned: the row is gone, its secret overwritten
     paired_kinds(db)               # {"front-door": "inside_turner"}: read-only, no secret (doctor)
 
@@ -44,12 +46,19 @@ class Pairings:
                           paired.secret, paired.protocol, round(self._clock(), 3)))
 
     def all(self) -> dict[str, PairedLock]:
-        """Every pairing, by lock id."""
+        """Every pairing, by lock id, with the number of its latest report taken in."""
         rows = self._store.conn.execute(
-            "SELECT lock, kind, address, addr_type, secret, protocol FROM pairings ORDER BY lock"
-        ).fetchall()
-        return {lock: PairedLock(kind, address, bytes(secret), addr_type, protocol)
-                for lock, kind, address, addr_type, secret, protocol in rows}
+            "SELECT lock, kind, address, addr_type, secret, protocol, report_counter FROM pairings "
+            "ORDER BY lock").fetchall()
+        return {lock: PairedLock(kind, address, bytes(secret), addr_type, protocol,
+                                 -1 if counter is None else counter)
+                for lock, kind, address, addr_type, secret, protocol, counter in rows}
+
+    def mark(self, lock: str, counter: int) -> None:
+        """Keep ``counter`` as the number of ``lock``'s latest report taken in (the driver's
+        ``on_counter``); nothing if the lock is not paired (any more). Raises sqlite3.Error."""
+        with self._store.transaction() as conn:
+            conn.execute("UPDATE pairings SET report_counter = ? WHERE lock = ?", (counter, lock))
 
     def paired_at(self, lock: str) -> float | None:
         row = self._store.conn.execute("SELECT paired_at FROM pairings WHERE lock = ?",

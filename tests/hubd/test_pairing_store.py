@@ -2,7 +2,8 @@
 across a reopen with their protocol, forgotten without a trace (a dKey's association data as a
 reference lock's secret), and the file private to hubd (0600, with its -wal and -shm; the state
 directory closed to others), a file found wider narrowed at open. A state file of the schema
-before the protocol column still loads: its pairings are reference locks."""
+before the protocol column still loads: its pairings are reference locks. The number of each
+lock's latest report hubd took in is kept with its pairing, and a new pairing starts without."""
 
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ def test_a_pairing_is_kept_across_a_reopen_and_replaced_by_the_same_lock_or_addr
         other = PairedLock("in_cylinder", FRONT.address, os.urandom(32), 1)
         pairings.record("renamed", other)  # the same lock paired again under another name
         assert pairings.all() == {"renamed": other}
+    finally:
+        store.close()
+
+
+def test_the_latest_report_number_is_kept_across_a_reopen_and_a_new_pairing_starts_without(
+        tmp_path: Path) -> None:
+    record_pairing(tmp_path, "front-door", FRONT)
+    store = Store.open(tmp_path)
+    try:
+        pairings = Pairings(store)
+        assert pairings.all()["front-door"].report_counter == -1  # none taken in yet
+        pairings.mark("front-door", 17)
+        pairings.mark("not-paired", 3)  # a lock decommissioned meanwhile: nothing to keep
+    finally:
+        store.close()
+    store = Store.open(tmp_path)
+    try:
+        pairings = Pairings(store)
+        assert {lock: p.report_counter for lock, p in pairings.all().items()} == {"front-door": 17}
+        pairings.record("front-door", FRONT)  # paired again: the lock's numbers start a baseline
+        assert pairings.all()["front-door"].report_counter == -1
     finally:
         store.close()
 
