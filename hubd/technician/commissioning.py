@@ -205,6 +205,7 @@ class Commissioning:
         assert self._busy.locked()
         self._answers = asyncio.Queue()
         got: list[dict[str, Any]] = []
+        downs, started = self._link_downs, time.monotonic()
         try:
             if not self._bridge.send(payload):
                 raise control.Refused(LINK_DOWN)
@@ -214,8 +215,13 @@ class Commissioning:
                     if until(got[-1]):
                         return got
         except TimeoutError:
+            # A bridge that went meanwhile is why, as it says once back (it had the time);
+            # else one that does not know the request: older firmware.
+            gone = await self._bridge_gone(downs, started, lambda _: None, what, back_s=0)
             raise control.Refused(f"the bridge did not answer the {what} within {timeout:g} s: "
-                                  "hubctl doctor (is its firmware current? hubctl flash)") from None
+                                  + (f"{gone[1]}: hubctl doctor" if gone else
+                                     "hubctl doctor (is its firmware current? hubctl flash)")
+                                  ) from None
         finally:
             self._answers = None
 
@@ -362,32 +368,35 @@ class Commissioning:
 
         return isinstance(self._drivers.radio, BleProxy)
 
-    async def _bridge_gone(self, downs: int, started: float,
-                           progress: Callable[[str], None]) -> tuple[str, str] | None:
-        """Why a pairing through the proxy, begun at ``started`` (monotonic) with ``downs`` link
-        downs counted, ended without the lock's answer, if the bridge's link went down
-        meanwhile: (reason, what happened), as the bridge's first health report once it is back
-        says (its uptime and last reset cause), waited for at most BRIDGE_BACK_S. None: the
-        link stayed up, the bridge has nothing to do with it."""
+    async def _bridge_gone(self, downs: int, started: float, progress: Callable[[str], None],
+                           what: str = "pairing", back_s: float | None = None
+                           ) -> tuple[str, str] | None:
+        """Why the ``what`` with the bridge, begun at ``started`` (monotonic) with ``downs`` link
+        downs counted, ended without its answer, if the bridge's link went down meanwhile:
+        (reason, what happened), as the bridge's first health report once it is back says (its
+        uptime and last reset cause), waited for at most ``back_s`` (default BRIDGE_BACK_S).
+        None: the link stayed up, the bridge's going has nothing to do with it."""
         if self._link_downs == downs and self._bridge.is_up:
             return None
-        progress("the bridge's link went down during the pairing: waiting for the bridge to say why")
+        back_s = BRIDGE_BACK_S if back_s is None else back_s
+        if self._health is None or not self._bridge.is_up:
+            progress(f"the bridge's link went down during the {what}: waiting for the bridge to "
+                     "say why")
         try:
-            async with asyncio.timeout(BRIDGE_BACK_S):
+            async with asyncio.timeout(back_s):
                 while self._health is None or not self._bridge.is_up:  # None since each down
                     self._health_heard.clear()
                     await self._health_heard.wait()
         except TimeoutError:
             return (oc.BRIDGE_UNAVAILABLE,
-                    f"the bridge's link went down during the pairing and the bridge has not "
-                    f"answered since ({BRIDGE_BACK_S:g} s): check its power and the hub-bridge "
-                    f"cable")
+                    f"the bridge's link went down during the {what} and the bridge has not "
+                    f"answered since: check its power and the hub-bridge cable")
         heard_at, health = self._health
         if health["up_s"] <= heard_at - started + 1:
             cause = health["reset"]
-            return (oc.BRIDGE_RESTARTED, f"the bridge restarted during the pairing (last reset: "
+            return (oc.BRIDGE_RESTARTED, f"the bridge restarted during the {what} (last reset: "
                                          f"{cause}: {RESET_CAUSES.get(cause, cause)})")
-        return (oc.LINK_LOST, f"the link to the bridge went down during the pairing, but the "
+        return (oc.LINK_LOST, f"the link to the bridge went down during the {what}, but the "
                               f"bridge did not restart (up {health['up_s']} s): check the "
                               f"hub-bridge cable")
 

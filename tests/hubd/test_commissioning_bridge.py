@@ -3,7 +3,8 @@ answer with the bridge (hubd.technician.commissioning, issue 18): it judges by t
 word once it is back, its first health report (uptime, last reset cause). The real bridge
 restarting at the lock's PAIR is in tests/hubctl/test_hubctl_pair.py; here the cases a real
 bridge makes only slowly or not on demand: a link that went down without a restart (a cable),
-a bridge that does not come back, and the reset causes a restart is named with.
+a bridge that does not come back, the reset causes a restart is named with, and the same
+judgement for a request the bridge answers itself (decommission's wipe) that timed out.
 
 The bridge here is a stand-in for hubd's Bridge at its edge (its link changes and its health
 messages, as hubd.link.bridge dispatches them); nothing else of Commissioning is reached.
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hubd.technician import commissioning
+from hubd.technician import commissioning, control
 from hubd.technician.commissioning import Commissioning
 from wire import messages
 
@@ -32,7 +33,7 @@ class Bridge:
         self._messages: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
 
     def send(self, payload: bytes) -> bool:
-        return False
+        return self.is_up  # taken; it never answers here
 
     def on_link_change(self, callback: Callable[[bool], None]) -> None:
         self._link.append(callback)
@@ -97,6 +98,30 @@ def test_a_pairing_is_judged_by_the_bridge_s_word_once_it_is_back(monkeypatch: p
     asyncio.run(walk())
 
 
+def test_a_request_to_the_bridge_that_timed_out_names_a_restart_meanwhile() -> None:
+    """The technician's requests the bridge answers itself (decommission's wipe): a timeout says
+    the bridge restarted meanwhile, with its reset cause, when it did; "is its firmware
+    current?" only when it did not go."""
+    async def ask(restart: bool) -> str:
+        bridge = Bridge()
+        c = commissioning_on(bridge)
+        if restart:
+            asyncio.get_running_loop().call_later(
+                0.05, lambda: (bridge.link(False), bridge.link(True), bridge.health(0, "wdt")))
+        async with c._busy:
+            with pytest.raises(control.Refused) as refused:
+                await c._exchange(messages.make(messages.WIPE), lambda m: m["m"] == messages.WIPED,
+                                  0.5, "wipe")
+        return str(refused.value)
+
+    said = asyncio.run(ask(restart=True))
+    assert said.startswith("the bridge did not answer the wipe within 0.5 s: the bridge restarted "
+                           "during the wipe (last reset: wdt: its watchdog reset it"), said
+    assert "firmware current" not in said
+    said = asyncio.run(ask(restart=False))
+    assert "is its firmware current? hubctl flash" in said, said
+
+
 def test_every_reset_cause_the_bridge_reports_has_its_meaning() -> None:
     """A restart is named with the bridge's last reset cause (the link's health vocabulary,
     wire.messages.RESETS): a new cause without a meaning here would be shown bare."""
@@ -108,7 +133,6 @@ def test_the_wait_for_the_bridge_fits_in_hubctl_s_wait() -> None:
     must end before hubctl gives up on hubd ("hubd did not answer ... it may be hung"), and the
     wait must outlast a hung bridge's watchdog (firmware/config.py HEALTH wdt_ms) and a boot."""
     from firmware import config
-    from hubd.technician import control
 
     longest = max(commissioning.PAIR_TIMEOUT_S, commissioning.ASSOCIATE_TIMEOUT_S)
     assert longest + commissioning.BRIDGE_BACK_S < control.COMMISSIONING_WAIT_S
