@@ -23,8 +23,8 @@ What the bench has, each part a flag away (``parts``):
   both;
 - **the reference alarm centre** (simulator/alarm_centre.py): its DC-09 receiver knows the
   provisioned account and AES key, its MQTT side logs in to the broker hubd.toml names, with
-  hubd's own login (hubd.toml and hubd.env, read by hubd's configuration loader as systemd gives
-  them to hubd) unless given its own.
+  hubd's own login (hubd.toml and hubd.env, read as ``hubd --env-file`` reads them,
+  :func:`read_hubd_config`) unless given its own.
 
 A part left out of bridge.json is left out of the bench; a part turned off while bridge.json
 has its section is unplugged (its UART has nothing on its pins): the doctor must see it missing.
@@ -126,15 +126,34 @@ def read_bridge_json(path: Path) -> dict[str, Any]:
     return raw
 
 
-def read_hubd_config(path: Path) -> HubConfig:
-    """hubd.toml with the hubd.env beside it, read as hubd reads them under systemd (hubctl's
-    loader, which hands hubd's own configuration model the env file's lines)."""
-    from hubctl.doctor import StatusError, load_hubd_config
+def read_hubd_config(path: Path, env_file: Path | None = None) -> HubConfig:
+    """hubd.toml with its hubd.env (default: beside it), read as hubd reads them (``hubd
+    --config ... --env-file ...``: hubd.envfile's rules, hubd.config's model). The file's values
+    are this process's environment only while the configuration is read: hub-sim's children
+    (the bridge's MicroPython) never see hubd's secrets."""
+    from hubd.config import ConfigError, load_config
+    from hubd.envfile import EnvFileError, read_env_file
 
+    env_file = env_file if env_file is not None else path.parent / "hubd.env"
+    if not path.exists():
+        raise BenchError(f"{path} does not exist: hubctl provision writes it (--hubd-config "
+                         "names another)")
     try:
-        return load_hubd_config(path)
-    except StatusError as e:
+        values = read_env_file(env_file)
+    except EnvFileError as e:
         raise BenchError(str(e)) from None
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise BenchError(f"{e} (hubctl provision writes it)") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass
