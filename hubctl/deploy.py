@@ -42,6 +42,7 @@ import hashlib
 import io
 import posixpath
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ CHUNK = 1024
 # Seconds a single read may wait. Without a timeout mpremote reads a pty with a blocking read and
 # a silent bridge would hang hubctl for ever.
 READ_TIMEOUT_S = 5
+# Seconds MicroPython has to answer Ctrl-C, Ctrl-A with its raw REPL's banner (`_await_raw_repl`):
+# a bridge answers in milliseconds, a program it runs is interrupted by the Ctrl-C.
+REPL_ANSWER_S = 5.0
+RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
 
 class DeviceError(Exception):
@@ -184,8 +189,13 @@ class BridgeFS:
             raise DeviceError(f"cannot open {port}: is the bridge plugged in and is that its port "
                               "(ls /dev/ttyUSB* /dev/ttyACM*)?") from None
         try:
+            _await_raw_repl(transport.serial, port)
             with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got
                 transport.enter_raw_repl(soft_reset=soft_reset)
+        except DeviceError:
+            with contextlib.suppress(Exception):
+                transport.close()
+            raise
         except (TransportError, serial.SerialException, OSError):
             with contextlib.suppress(Exception):
                 transport.close()
@@ -408,6 +418,47 @@ def flash_romfs(fs: BridgeFS, bundle: Bundle, config: bytes, partition_size: int
         progress.removed(stale)
     files = copy(fs, plan_romfs(bundle, config), progress)
     return RomfsReport(image_written=not image_ok, files=files, removed=stale)
+
+
+def _await_raw_repl(port_io: serial.Serial, port: str) -> None:
+    """Ctrl-C, Ctrl-A, and MicroPython's raw REPL banner within :data:`REPL_ANSWER_S`, or a
+    DeviceError saying what answered instead (or that nothing did) and what to check.
+
+    mpremote's own ``enter_raw_repl`` (1.29) checks its overall timeout only while no byte
+    arrives: a port that keeps talking (the bridge's firmware link, hub-sim's port, a modem)
+    holds it for ever. This bounded check runs first; mpremote then enters a REPL that answers.
+    Afterwards MicroPython sits at its raw REPL, where mpremote's Ctrl-C and Ctrl-A find it."""
+    port_io.write(b"\r\x03\x03\r\x01")  # interrupt a running program, then the raw REPL
+    heard = 0
+    first = b""  # what answered, for the message
+    tail = b""
+    deadline = time.monotonic() + REPL_ANSWER_S
+    saved = port_io.timeout
+    port_io.timeout = 0.1
+    try:
+        while RAW_REPL_BANNER not in tail:
+            if time.monotonic() >= deadline:
+                raise DeviceError(_not_a_repl(port, heard, first))
+            chunk = port_io.read(max(1, port_io.in_waiting))
+            heard += len(chunk)
+            first = (first + chunk)[:24]
+            tail = (tail + chunk)[-2 * len(RAW_REPL_BANNER):]
+    finally:
+        port_io.timeout = saved
+
+
+def _not_a_repl(port: str, heard: int, first: bytes) -> str:
+    """The one line for a port whose answer was no MicroPython REPL."""
+    if not heard:
+        return (f"nothing answered on {port} within {REPL_ANSWER_S:g} s (Ctrl-C, Ctrl-A): is the "
+                "bridge powered, and is that its USB port (ls /dev/ttyUSB* /dev/ttyACM*)? A bridge "
+                "without MicroPython needs hubctl flash --image ... (not --resume)")
+    echo = " (an echo of hubctl's own: a terminal line or a modem)" if first.startswith(b"\r\x03") else ""
+    return (f"{port} answered but not as MicroPython's REPL ({heard} bytes in "
+            f"{REPL_ANSWER_S:g} s, beginning {first.decode('latin-1')!r}{echo}): is that the "
+            "bridge's USB port and not its serial link (hubd's, or hub-sim's port), another "
+            "device, or a bridge without MicroPython (then hubctl flash --image ...)? Stop "
+            "whatever else uses the port first")
 
 
 def check_mpy(fs: BridgeFS, bundle: Bundle) -> None:

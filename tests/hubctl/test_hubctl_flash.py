@@ -35,7 +35,7 @@ from hubctl import bundle, deploy, image
 from simulator.bridge_device import SHIMS
 from tests.micropython import micropython_binary
 from tests.terminal import interruptible
-from tests.hubctl_cli import HUBCTL, hubctl, one_error_line
+from tests.hubctl_cli import HUBCTL, hubctl, hubctl_in_process, one_error_line
 
 CONFIG = {  # as hubctl provision writes it: no lock (hubd drives them through the proxy)
     "link": {"uart": 1, "baudrate": 115200, "tx": 17, "rx": 16, "key": "4b" * 32},
@@ -440,3 +440,53 @@ def test_an_interrupt_is_one_line_too(bench: BenchBridge, built: bundle.Bundle,
     assert err.strip().splitlines() == [
         "hubctl: interrupted: run the same command again (hubctl flash --resume finishes a cut "
         "copy)"]
+
+
+class NotARepl:
+    """A serial port where no MicroPython REPL answers, on a real pty: silent (a bridge without
+    power, a dead adapter) or talking on its own, whatever it is sent (the bridge's firmware link
+    as hub-sim's port carries it, a modem), as `chatter` every 20 ms."""
+
+    def __init__(self, chatter: bytes = b"") -> None:
+        self._master, self._slave = pty.openpty()
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self.heard = b""
+        self._chatter = chatter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if select.select([self._master], [], [], 0.02)[0]:
+                self.heard += os.read(self._master, 1024)
+            if self._chatter:
+                os.write(self._master, self._chatter)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        os.close(self._master)
+        os.close(self._slave)
+
+
+@pytest.mark.timeout(120)  # before the bound, the talking port held hubctl for ever
+def test_flash_resume_on_a_port_without_a_repl_ends_in_one_line_saying_what_answered(
+        built: bundle.Bundle, config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy, "REPL_ANSWER_S", 1.0)  # the bound itself, shorter: the same path
+    for chatter, expected in ((b"", "nothing answered on {port} within 1 s (Ctrl-C, Ctrl-A): is "
+                                    "the bridge powered, and is that its USB port"),
+                              (b"\x7e\x01\x07frame\x00", "{port} answered but not as MicroPython's "
+                                                          "REPL (")):
+        port = NotARepl(chatter)
+        try:
+            proc = hubctl_in_process("flash", "--port", port.port, "--bundle", built.path,
+                                     "--config", config_file, "--resume", "--no-soft-reset")
+        finally:
+            port.close()
+        line = one_error_line(proc)
+        assert proc.returncode == 1
+        assert expected.format(port=port.port) in line, line
+        assert port.heard.startswith(b"\r\x03\x03\r\x01")  # Ctrl-C, then the raw REPL asked for
+    assert "beginning '~\\x01\\x07frame\\x00" in line and "serial link (hubd's, or hub-sim's" in line
