@@ -63,6 +63,11 @@ class Failed(Exception):
     """A command failed for a reason the technician can fix; the message says how."""
 
 
+class Unanswered(Exception):
+    """A question was left without an answer (Ctrl-C, or no more input): nothing was done; the
+    message says so (exit status 130, as an interrupt)."""
+
+
 @app.command()
 def build(
     out_dir: Annotated[Path, typer.Option(
@@ -251,6 +256,17 @@ def flash(
     except (image.ImageError, deploy.DeviceError) as e:
         raise Failed(str(e)) from None
     out.print(f"3/3 bridge on {port} rebooted into firmware {m.firmware_version}: {summary}")
+    out.print(f"next: {_after_flash(config)}", markup=False)
+
+
+def _after_flash(bridge_json: Path) -> str:
+    """What to run after a flash: start hubd again (it was stopped: both use the port), on the
+    configuration beside this bridge.json when hubd.toml is there, then doctor."""
+    etc = bridge_json.absolute().parent
+    if not (etc / "hubd.toml").exists():
+        return ("start hubd again (systemctl start hubd, or hubd --config ... --env-file ... by "
+                "hand), then hubctl doctor")
+    return f"{provisioning.run_hubd(etc, 'start')}; {provisioning.doctor_command(etc)}"
 
 
 # Why a bridge without ROMFS is refused, and what to do (one line).
@@ -745,9 +761,11 @@ def decommission(
         files.check_writable()
     except hubfiles.FilesError as e:
         raise Failed(str(e)) from None
-    if not yes and not typer.confirm("Remove the municipality's access to this home (locks, keys, "
-                                     "credentials)?", default=False):
-        raise typer.Abort()
+    if not yes and not _confirmed("Remove the municipality's access to this home (locks, keys, "
+                                  "credentials)?", "decommission"):
+        out.print("nothing changed: the hub keeps its access (locks, keys, credentials)",
+                  markup=False)
+        return
     hubd = find_hubd(socket_path, files.hubd_toml)
     done = _ask(hubd, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
     result = control.DecommissionResult.model_validate(done)
@@ -768,19 +786,32 @@ def decommission(
         out.print(f"removed {path}", markup=False)
     for path in removed.rewritten:
         out.print(f"rewritten without keys and secrets: {path}", markup=False)
-    out.print("next: systemctl disable --now hubd", markup=False)
+    out.print(f"next: {provisioning.stop_hubd(etc_dir)}", markup=False)
     if not result.backend_told:
         raise Failed("the backend was not told (the broker did not acknowledge): tell the "
                      "municipality's operators this hub is decommissioned")
 
 
+def _confirmed(question: str, command: str) -> bool:
+    """The technician's yes or no (no by default); Unanswered when there is none."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:  # Ctrl-C or the end of input at the prompt, which click does not tell apart
+        raise Unanswered(f"no answer (Ctrl-C, or no more input): nothing changed; answer y, or pass "
+                         f"--yes to {command} without the question") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: run a command; turn every failure into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=argv, prog_name="hubctl", standalone_mode=False)
+        code = app(args=args, prog_name="hubctl", standalone_mode=False)
     except Failed as e:
         err.print(f"hubctl: error: {e}", soft_wrap=True, markup=False)
         sys.exit(1)
+    except Unanswered as e:
+        err.print(f"hubctl: {e}", soft_wrap=True, markup=False)
+        sys.exit(INTERRUPTED)
     except typer.TyperException as e:  # the command line itself is wrong (exit status 2)
         ctx = getattr(e, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "hubctl"
@@ -798,8 +829,8 @@ def main(argv: list[str] | None = None) -> None:
                   markup=False)
         sys.exit(70)
     if code == INTERRUPTED:  # typer turns Ctrl-C into this status and returns it
-        err.print("hubctl: interrupted: run the same command again (hubctl flash --resume "
-                  "finishes a cut copy)", markup=False)
+        again = " (hubctl flash --resume finishes a cut copy)" if args[:1] == ["flash"] else ""
+        err.print(f"hubctl: interrupted: run the same command again{again}", markup=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -158,6 +158,34 @@ class Plan:
     secrets: list[str] = field(default_factory=list)  # kept out of anything printed
 
 
+# --- what the technician runs next ---------------------------------------------------------------
+
+
+def run_hubd(etc: Path, verb: str = "restart") -> str:
+    """How hubd is (re)started on the configuration in ``etc``: hubd.service for /etc/hubd (the
+    paths its unit names); for any other directory (a bench) hubd by hand on that directory's
+    files, hubd.env read as the unit's EnvironmentFile= reads it. ``verb``: restart, start."""
+    etc = etc.absolute()
+    if etc == DEFAULT_ETC:
+        return f"systemctl {verb} hubd"
+    run = f"hubd --config {etc / 'hubd.toml'} --env-file {etc / 'hubd.env'}"
+    return f"{run} (stop the one running on them first)" if verb == "restart" else run
+
+
+def doctor_command(etc: Path) -> str:
+    """hubctl doctor on the configuration in ``etc``."""
+    etc = etc.absolute()
+    return "hubctl doctor" if etc == DEFAULT_ETC else f"hubctl doctor --config {etc / 'hubd.toml'}"
+
+
+def stop_hubd(etc: Path) -> str:
+    """How hubd on the configuration in ``etc`` is stopped for good (after decommissioning)."""
+    etc = etc.absolute()
+    if etc == DEFAULT_ETC:
+        return "systemctl disable --now hubd"
+    return f"stop hubd (Ctrl-C where hubd --config {etc / 'hubd.toml'} runs)"
+
+
 # --- reading what was given --------------------------------------------------------------------
 
 
@@ -728,8 +756,8 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
         "auto": f"auto: broadband, LTE through the bridge's modem after {u.fallback_s:g} s without "
                 f"the broker, back to broadband when a probe every {u.probe_s:g} s answers",
     }[u.mode])
-    lines.append(f"next: hubctl flash ... --config {bridge_path}; systemctl restart hubd"
-                 + ("; hubctl doctor (it logs in to the broker through LTE)"
+    lines.append(f"next: hubctl flash ... --config {bridge_path}; {run_hubd(toml_path.parent)}"
+                 + (f"; {doctor_command(toml_path.parent)} (it logs in to the broker through LTE)"
                     if u.mode != "broadband" else ""))
     return lines
 

@@ -284,6 +284,7 @@ def test_flash_writes_the_image_then_copies_and_verifies_every_file_then_reboots
     monkeypatch.setattr(image, "EsptoolFlasher", lambda: rec)
     image_file = tmp_path / "ESP32_GENERIC.bin"
     image_file.write_bytes(IMAGE)
+    (tmp_path / "hubd.toml").write_text('hub_id = "hub-1"\n')  # a bench's configuration
     port = bench.power_on()
     with pytest.raises(SystemExit) as exit_:
         cli.main(["flash", "--port", port, "--image", str(image_file), "--bundle",
@@ -298,6 +299,10 @@ def test_flash_writes_the_image_then_copies_and_verifies_every_file_then_reboots
     assert_flashed(bench.flash, files)
     assert json.loads((bench.flash / "bridge.json").read_text()) == CONFIG
     assert f"{len(files)} files copied, 0 already there, all {len(files)} verified" in out
+    # hubd on the configuration beside this bridge.json, by hand: it is not /etc/hubd.
+    assert out.strip().splitlines()[-1] == (
+        f"next: hubd --config {tmp_path}/hubd.toml --env-file {tmp_path}/hubd.env; hubctl doctor "
+        f"--config {tmp_path}/hubd.toml")
     # machine.reset() (the simulator's shim exits with status 3) is the last thing asked.
     assert bench.wait_exit() == 3
 

@@ -271,6 +271,25 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     assert after.serial.key == before.serial.key == after_bridge["link"]["key"]
     assert "serial link key: kept" in proc.stdout and "must be flashed" not in proc.stdout
     assert "removed" not in proc.stdout, "nothing of an older release to remove"
+    # Not /etc/hubd: hubd.service does not read these files; hubd by hand does, with hubd.env.
+    etc = inputs.etc.absolute()
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"next: hubctl flash ... --config {etc}/bridge.json; hubd --config {etc}/hubd.toml "
+        f"--env-file {etc}/hubd.env (stop the one running on them first); hubctl doctor --config "
+        f"{etc}/hubd.toml (it logs in to the broker through LTE)")
+
+
+def test_next_steps_name_systemd_for_etc_hubd_and_hubd_by_hand_for_any_other_directory() -> None:
+    from hubctl import provision
+
+    assert provision.run_hubd(Path("/etc/hubd")) == "systemctl restart hubd"
+    assert provision.run_hubd(Path("/etc/hubd/"), "start") == "systemctl start hubd"
+    assert provision.doctor_command(Path("/etc/hubd")) == "hubctl doctor"
+    assert provision.stop_hubd(Path("/etc/hubd")) == "systemctl disable --now hubd"
+    bench = Path("/home/tech/bench/etc")
+    assert provision.run_hubd(bench, "start") == (
+        "hubd --config /home/tech/bench/etc/hubd.toml --env-file /home/tech/bench/etc/hubd.env")
+    assert "systemctl" not in provision.stop_hubd(bench) + provision.doctor_command(bench)
 
 
 @pytest.mark.parametrize("driver", ["bridge", "hubd"])
