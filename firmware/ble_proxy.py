@@ -126,7 +126,8 @@ class Proxy:
         self.presence_ms = presence_ms
         self._conns = {}  # conn handle -> record
         self._followed = []  # records whose notifications and loss are still to go out
-        self._connecting = 0
+        self._connects = []  # connects waiting, the one being made first (_queue_connect)
+        self._connecting = 0  # those, counted against the slots
         self._heard = {}  # address -> advertiser record, watched or in the ble_scan
         self._scanning = False
         self._scan_sent = 0
@@ -145,8 +146,11 @@ class Proxy:
             return
         rid = msg["rid"]
         try:
+            if kind == messages.BLE_CONNECT:
+                self._queue_connect(rid, msg, epoch)
+                return
             if kind == messages.BLE_SCAN or kind == messages.BLE_WATCH \
-                    or kind == messages.BLE_CONNECT or kind == messages.BLE_UNPAIR:
+                    or kind == messages.BLE_UNPAIR:
                 asyncio.create_task(self._run([(kind, rid, msg)], None, epoch))
                 return
             rec = self._conns.get(msg["conn"])
@@ -246,8 +250,6 @@ class Proxy:
             # Being dropped: nothing more starts on it (a write either went out or never
             # will), and a disconnect has what it asked for.
             return (OK,) if kind == messages.BLE_DISCONNECT else (DISCONNECTED,)
-        if kind == messages.BLE_CONNECT:
-            return self._connect(req[2], epoch)
         if kind == messages.BLE_SCAN:
             return self._scan(req[2])
         if kind == messages.BLE_WATCH:
@@ -267,7 +269,14 @@ class Proxy:
         # The ble_done fields of what _begin handed back to await, from its result.
         kind = req[0]
         if kind == messages.BLE_DISCONNECT:
-            return (TIMEOUT,) if rec[_CONN].connected else (OK,)
+            conn = rec[_CONN]
+            if conn.connected:
+                return (TIMEOUT,)
+            if self._conns.get(conn.conn_handle) is rec:
+                # Its slot is free once hubd hears so: a connect right after the answer counts
+                # it no more (the forwarding task, which would drop it, may not have run yet).
+                del self._conns[conn.conn_handle]
+            return (OK,)
         if kind == messages.BLE_READ:
             # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
             return (OK, None, result) if len(result) <= messages.MAX_DATA else (ERROR,)
@@ -319,33 +328,61 @@ class Proxy:
 
     # --- the requests, each returning its ble_done's fields after rid ----------------------
 
-    async def _connect(self, msg, epoch):
+    def _queue_connect(self, rid, msg, epoch):
+        # A connect waits as a tuple in the proxy's one queue of connects (the radio makes one
+        # at a time anyway: ble_central's GAP lock), served by one task while it has any: a
+        # task each, waiting on that lock with its frames and hubd's decoded message, cost
+        # 2 KB of heap on 64-bit (1 KB on 32-bit) a connect, and after every link cut hubd
+        # connects to every lock at once (8.2 KB for four).
         addr = parse_addr(msg["addr"])
         ms = msg["ms"]
         if addr is None or msg["addr_type"] not in (0, 1) or not 0 < ms <= _MAX_MS:
-            return (REFUSED,)
-        if len(self._conns) + self._connecting >= self.slots:
-            return (BUSY,)
-        downs = self._downs
-        self._connecting += 1
-        try:
-            conn = await self._central.connect(msg["addr_type"], addr, ms)
+            done = REFUSED
+        elif len(self._conns) + self._connecting >= self.slots:
+            done = BUSY
+        else:
+            queue = self._connects
+            if not queue:  # first the task, which finds nothing if the append fails
+                asyncio.create_task(self._connect_all())
+            queue.append((rid, msg["addr_type"], addr, ms, epoch, self._downs))
+            self._connecting += 1
+            return
+        asyncio.create_task(self._tell(epoch, messages.BLE_DONE, rid, done))
+
+    async def _connect_all(self):
+        # The queued connects in order, each answered by its ble_done before the next starts.
+        queue = self._connects
+        while queue:
+            rid, addr_type, addr, ms, epoch, downs = queue[0]
             try:
-                mtu = await conn.exchange_mtu(min(ms, _STEP_MS))
-                bonds = self._bonds  # None: no bond file, so none held
-                if bonds is not None and bonds.holds(msg["addr_type"], addr):
-                    # Encrypted before hubd's first request, as BlueZ does for a bonded device;
-                    # a peer that refuses leaves the link unencrypted (ble_pair then says so).
-                    await conn.pair(min(ms, _STEP_MS))
-                if downs != self._downs:
-                    raise BLEError(DISCONNECTED, "the host link went down meanwhile")
-            except Exception:
-                conn.disconnect_nowait()
-                raise
-            rec = [conn, None, self._central.restarts, [], epoch, False]
-            self._conns[conn.conn_handle] = rec
-        finally:
-            self._connecting -= 1
+                done = await self._connect(addr_type, addr, ms, epoch, downs)
+            except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
+                done = self._failed((messages.BLE_CONNECT, rid), None, e)
+            finally:
+                self._connecting -= 1
+            await self._tell(epoch, messages.BLE_DONE, rid, *done)
+            queue.pop(0)
+
+    async def _connect(self, addr_type, addr, ms, epoch, downs):
+        # ``downs``: the host link's downs when hubd asked; a connect of a session the link
+        # has lost since is not made, or dropped once made.
+        if downs != self._downs:
+            return (DISCONNECTED,)
+        conn = await self._central.connect(addr_type, addr, ms)
+        try:
+            mtu = await conn.exchange_mtu(min(ms, _STEP_MS))
+            bonds = self._bonds  # None: no bond file, so none held
+            if bonds is not None and bonds.holds(addr_type, addr):
+                # Encrypted before hubd's first request, as BlueZ does for a bonded device;
+                # a peer that refuses leaves the link unencrypted (ble_pair then says so).
+                await conn.pair(min(ms, _STEP_MS))
+            if downs != self._downs:
+                raise BLEError(DISCONNECTED, "the host link went down meanwhile")
+        except Exception:
+            conn.disconnect_nowait()
+            raise
+        rec = [conn, None, self._central.restarts, [], epoch, False]
+        self._conns[conn.conn_handle] = rec
         followed = self._followed
         followed.append(rec)
         if len(followed) == 1:  # none was followed: the task ended, or was never started

@@ -92,7 +92,11 @@ class HostLink:
         smaller form, until the link has sent some; alarms, health and the link's own frames
         never wait for it. Each message waiting here is JSON, and an encoded frame too once in
         the window."""
-        return bool(self._overflow) or self.link.pending() >= self.link.window + _SPARE
+        link_ = self.link
+        # A link that is down is not busy: what is said meanwhile waits in its queue (as before),
+        # not in a task of the proxy's each, which costs more heap than the message.
+        return link_.state == link.UP and (bool(self._overflow)
+                                           or link_.pending() >= link_.window + _SPARE)
 
     def idle(self):
         """Whether the link is up with nothing queued or in flight: reports that can wait (device

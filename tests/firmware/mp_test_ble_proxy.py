@@ -147,8 +147,10 @@ class Central:
         self.gate = None
         self.scans = []
         self.scan_gate = None
+        self.asked = []  # addresses connect was called for
 
     async def connect(self, addr_type, addr, ms):
+        self.asked.append(addr)
         if self.gate is not None:
             await self.gate.wait()
         if not self.reachable:
@@ -627,11 +629,44 @@ async def test_a_connect_that_completes_after_the_link_went_down_is_dropped():
     proxy, central, host = _proxy()
     central.gate = asyncio.Event()
     rid = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:01", 0, 1000)
-    await _until(lambda: proxy._connecting == 1)
+    await _until(lambda: central.asked)  # being made
     proxy.on_link(link.EV_DOWN)
     central.gate.set()
     assert (await _done(host, rid))["status"] == "disconnected"
     assert not central.conns[0].connected and proxy._conns == {}
+
+
+async def test_connects_wait_in_one_queue_and_one_asked_before_the_link_went_down_is_not_made():
+    # Connects are made one at a time (the radio's GAP procedure is one at a time anyway),
+    # each waiting as a tuple, not a task (2 KB of heap each on 64-bit, four of them after
+    # every link cut); one hubd asked for before the link went down is answered disconnected
+    # without a connection made for nobody.
+    proxy, central, host = _proxy(slots=3)
+    central.gate = asyncio.Event()
+    first = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:01", 0, 1000)
+    second = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:02", 0, 1000)
+    third = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:03", 0, 1000)
+    await _until(lambda: central.asked)
+    for _ in range(20):
+        await asyncio.sleep_ms(0)
+    assert len(central.asked) == 1 and len(proxy._connects) == 3 and proxy._connecting == 3
+    central.gate.set()
+    assert (await _done(host, first))["status"] == "ok"
+    assert (await _done(host, second))["status"] == "ok"
+    assert (await _done(host, third))["status"] == "ok"
+    assert [m["rid"] for m in host.sent if m["m"] == "ble_done"] == [first, second, third]
+    assert proxy._connects == [] and proxy._connecting == 0 and len(proxy._conns) == 3
+    proxy.on_link(link.EV_DOWN)
+    central.gate = asyncio.Event()
+    made = len(central.asked)
+    first = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:01", 0, 1000)
+    late = _ask(proxy, messages.BLE_CONNECT, "C0:FF:EE:00:00:04", 0, 1000)
+    await _until(lambda: len(central.asked) > made)
+    proxy.on_link(link.EV_DOWN)  # down again while the first is being made, the other queued
+    central.gate.set()
+    assert (await _done(host, first))["status"] == "disconnected"
+    assert (await _done(host, late))["status"] == "disconnected"
+    assert len(central.asked) == made + 1  # the late one was never made
 
 
 async def test_nothing_said_for_a_hubd_that_restarted_reaches_the_next_one():
