@@ -152,6 +152,9 @@ def narrate_bench(bench: benches.Bench, bridge_path: Path, hubd_toml: Path | Non
                 f"{' (AES key from bridge.json)' if lte.get('key') else ''}, reached as "
                 f"{lte['host']}:{lte['port']}; " if centre.dc09 is not None and lte else "")
         say("sim", f"alarm centre: {dc09}MQTT on {login.host}:{login.port} as {login.who}")
+    elif centre is None:
+        why = "--no-centre" if not bench.centre else "no hubd.toml: the broker it names is unknown"
+        say("sim", f"alarm centre: none ({why}); alarms and the second path reach nobody")
     if not home.locks and not home.dkeys:
         say("sim", "no locks (--locks)")
     etc = f" --etc-dir {hubd_toml.parent}" if hubd_toml is not None else ""
