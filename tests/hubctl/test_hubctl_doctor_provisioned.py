@@ -116,6 +116,13 @@ def test_an_alarm_unit_never_heard_down_or_another_fails() -> None:
     assert never.result == FAILED and "has not heard the alarm unit since it started" in never.detail
     assert "cable to the bridge and its power" in never.fix
     assert f"frames of unit {SERIAL} only" in never.fix and "--alarm-unit-serial" in never.fix
+    assert "wait a minute" not in never.fix, "a bridge up for 10 min has had its chance"
+    s = status(unit=BridgeUnit(up=True, last_heard_s=None), devices=[])
+    assert s.bridge.health is not None
+    just_started = s.model_copy(update={"bridge": s.bridge.model_copy(update={
+        "health": s.bridge.health.model_copy(update={"up_s": 4})})})
+    young = check_unit(just_started, provisioned())
+    assert young.result == FAILED and young.fix.startswith("the bridge started 4 s ago: wait a minute")
 
     down = check_unit(status(unit=BridgeUnit(up=False, last_heard_s=95)), provisioned())
     assert down.result == FAILED and "last heard 95 s ago" in down.detail and "cable" in down.fix
