@@ -369,7 +369,7 @@ def check_unit(status: HubStatus, p: Provisioned | None) -> Check:
     if unit.last_heard_s is None:
         fix = cable
         if health.up_s < 60:  # a unit speaks every 10 s: a bridge just started may not have heard it
-            fix = f"the bridge started {health.up_s} s ago: wait a minute and run again; if it stays, {fix}"
+            fix = f"the bridge reported {health.up_s} s after its start: wait a minute and run again; if it stays, {fix}"
         if pinned:
             fix += (f"; the bridge takes frames of unit {pinned} only (bridge.json): check the "
                     "serial on the unit's label; another unit: hubctl provision "

@@ -122,7 +122,7 @@ def test_an_alarm_unit_never_heard_down_or_another_fails() -> None:
     just_started = s.model_copy(update={"bridge": s.bridge.model_copy(update={
         "health": s.bridge.health.model_copy(update={"up_s": 4})})})
     young = check_unit(just_started, provisioned())
-    assert young.result == FAILED and young.fix.startswith("the bridge started 4 s ago: wait a minute")
+    assert young.result == FAILED and young.fix.startswith("the bridge reported 4 s after its start: wait a minute")
 
     down = check_unit(status(unit=BridgeUnit(up=False, last_heard_s=95)), provisioned())
     assert down.result == FAILED and "last heard 95 s ago" in down.detail and "cable" in down.fix
