@@ -225,7 +225,10 @@ class Connection:
             _start(what, self._begin, what, a, b, c)
             return
         self._expect = done | handle << 8
-        self._results = []
+        # A write's or a pairing's event carries no result: no list (64 B of heap on 64-bit
+        # while each proxy connection's write waits for its acknowledgement).
+        self._results = None if done == _IRQ_GATTC_WRITE_DONE or done == _IRQ_ENCRYPTION_UPDATE \
+            else []
         self._status = None
         try:
             _start(what, self._begin, what, a, b, c)
@@ -252,7 +255,7 @@ class Connection:
 
     def end(self, what):
         """The result of the procedure started, once ``waiting()`` is False (a read's bytes,
-        the MTU, a discovery's list; None for a write without response), or BLEError: TIMEOUT
+        the MTU, a discovery's list; None for a write or a pairing), or BLEError: TIMEOUT
         (the link is dropped), DISCONNECTED, GATT_ERROR. The link is free for the next one."""
         if not self._expect:
             return None
