@@ -161,20 +161,25 @@ class Soak:
     """One run: its parts, its counts and the checks at the end."""
 
     def __init__(self, ops: int, seed: int, work: Path, romfs: bool = True,
-                 heap: int = DEFAULT_HEAP) -> None:
+                 heap: int = DEFAULT_HEAP, broker: Mosquitto | None = None) -> None:
         self.rng = random.Random(seed)
         self.work = work
         self.alarms_target = max(1, ops // ALARM_SHARE)
         self.commands_target = ops - self.alarms_target
         self.dc09_port = free_port()
         self.bridge_log = BridgeLog(work / "bridge.log")
+        # With a broker: hubd reaches it only through the bridge's LTE modem (issue 16: a home
+        # without broadband, hubd's [uplink] mode = "lte"), its bytes on the same serial line.
+        self.lte_uplink = broker is not None
+        uplink = {} if broker is None else {"broker": (broker.host, broker.port),
+                                            "broadband": False}
         self.home = HomeThread(SimulatedHome(
             work / "home", locks=four_locks(), seed=seed, on_bridge_log=self.bridge_log,
             proxy={"slots": 4},
             alarm_unit=AlarmUnit(heartbeat_s=0.5), alarm_timings=ALARM_TIMINGS,
             lte={"apn": "internet.m2m", "host": "127.0.0.1", "port": self.dc09_port,
                  "account": ACCOUNT, "receiver": "1", "retry_ms": 1000},
-            health={"health_ms": HEALTH_MS}, romfs=romfs, bridge_heap=heap))
+            health={"health_ms": HEALTH_MS}, romfs=romfs, bridge_heap=heap, **uplink))
         line = self.home.home.line
         self.tap = HealthTap(line.transcript.maxlen)
         line.transcript = self.tap
@@ -514,7 +519,9 @@ def running(soak: Soak, broker: Mosquitto, key: BackendKey, work: Path) -> Itera
         config = work / "hubd.toml"
         write_hubd_config(config, broker, soak.home.home.port, key,
                           {lock_id: lock.kind for lock_id, lock in soak.locks.items()},
-                          top='lock_driver = "hubd"', link_key=soak.home.home.link_key)
+                          top='lock_driver = "hubd"', link_key=soak.home.home.link_key,
+                          extra='\n[uplink]\nmode = "lte"\n' if soak.lte_uplink else "",
+                          broker_address=soak.home.home.broker_address if soak.lte_uplink else None)
         config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
         hubd = start_hubd(config, work / "hubd.log")
         wait_online(broker, HUB_ID, hubd, work / "hubd.log")
@@ -548,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the firmware's heap in KB (default: the calibrated chip's); 110 with "
                              "HUB_SIM_MICROPYTHON naming a 32-bit MicroPython build is the chip "
                              "itself (docs/architecture.md, \"Heap\")")
+    parser.add_argument("--uplink", choices=("broadband", "lte"), default="broadband",
+                        help="hubd's path to the broker: the home's network (default), or 'lte': "
+                             "through the bridge's modem in a home without broadband (issue 16), "
+                             "the uplink's bytes on the serial line beside the proxy's")
     parser.add_argument("--keep", action="store_true",
                         help="keep hubd's and the bridge's logs even when nothing was lost")
     parser.add_argument("--out", type=Path, default=None,
@@ -567,20 +578,23 @@ def main(argv: list[str] | None = None) -> int:
     broker = Mosquitto(work / "mosquitto")
     broker.start()
     soak = Soak(ops, args.seed, work, romfs=not args.mpy_files,
-                heap=args.heap_kb * 1024 if args.heap_kb else DEFAULT_HEAP)
+                heap=args.heap_kb * 1024 if args.heap_kb else DEFAULT_HEAP,
+                broker=broker if args.uplink == "lte" else None)
     try:
         with running(soak, broker, key, work):
             print(f"soak: {ops} operations ({soak.commands_target} commands to 4 locks through "
                   f"hubd's driver and the bridge as Bluetooth proxy, {soak.alarms_target} alarms), "
                   f"a link cut every ~{cut_every} commands, seed {args.seed}; the bridge's modules "
                   f"from {'.mpy files' if args.mpy_files else 'its ROMFS image'} in a "
-                  f"{soak.home.home.bridge.heap // 1024} KB heap", flush=True)
+                  f"{soak.home.home.bridge.heap // 1024} KB heap"
+                  + ("; hubd's broker through the bridge's LTE modem" if soak.lte_uplink else ""),
+                  flush=True)
             result = asyncio.run(run(soak, broker, key, cut_every))
     except BaseException:
         print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
         raise
     result["args"] = {"ops": ops, "seed": args.seed, "quick": args.quick,
-                      "boot": "mpy-files" if args.mpy_files else "romfs",
+                      "boot": "mpy-files" if args.mpy_files else "romfs", "uplink": args.uplink,
                       "micropython": bridge_device.micropython_binary()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
