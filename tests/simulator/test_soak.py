@@ -45,6 +45,10 @@ def test_the_quick_soak(tmp_path: Path, subtests: pytest.Subtests) -> None:
     ``--dist loadgroup``, which would keep them together, groups nothing on pytest 9.2:
     pytest-xdist#1386)."""
     result, output = run_soak(tmp_path / "soak.json")
+    heap = result["heap"]
+    print(f"soak heap: lowest {heap['heap_min_lowest']} B of {heap['firmware_heap']} "
+          f"({heap['heap_min_lowest_share']:.1%}), median by connections "
+          f"{heap['heap_free_median_by_connections']}")  # shown with -rP: the margin over time
 
     with subtests.test("nothing is lost"):
         lost = [v for v in result["violations"] if not v.startswith(HEAP_SHORT)]
@@ -78,13 +82,12 @@ def test_the_quick_soak(tmp_path: Path, subtests: pytest.Subtests) -> None:
         assert "lowest largest free block" in output
         assert heap["firmware_heap"] == DEFAULT_HEAP  # the calibrated chip's, not a kinder one
 
-    with subtests.test("the bridge never met a full heap, and kept 36 % of it free"):
+    with subtests.test("the bridge never met a full heap, and kept 40 % of it free"):
         heap, bridge = result["heap"], result["bridge"]
         assert bridge["memory_errors_logged"] == 0 and bridge["heap_drops"] == 0, bridge
-        # Issue 15's bar is MIN_FREE (40 %) at the low point, the soak's own verdict: run alone
-        # the lowest has been 42.5-43.7 % on seeds 1-3, but inside this suite's load it fell to
-        # 39.5-39.6 % (CI, 2026-12-07: more proxy requests in flight at once), so 40 % is not
-        # yet a bar this test can hold without failing under load. It guards 36 % until the
-        # firmware has the few KB more (issue 15's note).
+        # Issue 15's bar, the soak's own verdict. Inside the suite's load the lowest once fell
+        # to 39.5-39.6 % (CI, 2026-12-07), when hubd's four connects after a link cut waited as
+        # a task each (8.2 KB) and discoveries piled up in the host link's queue as JSON; since
+        # they wait as tuples and the proxy holds its messages while the link is busy.
         assert MIN_FREE == 0.40
-        assert heap["heap_min_lowest"] >= 0.36 * heap["firmware_heap"], heap
+        assert heap["heap_min_lowest"] >= MIN_FREE * heap["firmware_heap"], heap
