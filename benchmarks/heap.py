@@ -107,11 +107,34 @@ def _tap_sample(self, _heap_free=_tap_health.Health._heap_free):
     # Health's own sample (every 5 s, link up or not, and at each report): what it saw, when.
     free = _heap_free(self)
     link = self._host.link
-    print("HEAPSAMPLE", free, len(self._central._conns), link.state, len(link._queue),
-          len(link._unacked), len(self._host._overflow))
+    central = self._central
+    import health
+    bridge = getattr(health, "_tap_bridge", None)
+    proxy = None if bridge is None else bridge.proxy
+    queued = connecting = busy = 0
+    if proxy is not None:
+        connecting = proxy._connecting
+        for rec in proxy._conns.values():
+            queued += len(rec[3])
+            busy += 1 if rec[5] else 0
+    notes = 0
+    for c in central._conns.values():
+        notes += len(c._notes)
+    print("HEAPSAMPLE", free, len(central._conns), link.state, len(link._queue),
+          len(link._unacked), len(self._host._overflow),
+          sum(len(p) for p in link._queue) + sum(len(p[1]) for p in link._unacked)
+          + sum(len(p) for p in self._host._overflow),
+          queued, busy, connecting, 1 if central._ticking else 0,
+          1 if central._pending is not None else 0, notes)
     return free
 _tap_health.Health._heap_free = _tap_sample
-del _tap, _tap_sample, _tap_health
+import bridge as _tap_bridge_mod
+def _tap_bridge_init(self, *a, _init=_tap_bridge_mod.Bridge.__init__, **k):
+    _init(self, *a, **k)
+    import health
+    health._tap_bridge = self  # the proxy, once made, for the samples
+_tap_bridge_mod.Bridge.__init__ = _tap_bridge_init
+del _tap, _tap_sample, _tap_bridge_init, _tap_bridge_mod
 def _tap_wrap(owner, name, label):
     # What one constructor (or the proxy's start) leaves live, after a collection each side.
     inner = getattr(owner, name)
@@ -149,6 +172,10 @@ micropython.mem_info(1)
 print("HEAPTAP-END")
 del gc, micropython
 '''
+#: Health's sample line (every 5 s and at each report): free heap, then what was in flight.
+_SAMPLE_FIELDS = ("free", "connections", "link_state", "link_queue", "link_unacked", "overflow",
+                  "queued_bytes", "proxy_queued", "proxy_busy", "proxy_connecting", "clock_ticking",
+                  "gap_connect_pending", "notifications")
 PROXY_PART = "Bluetooth proxy"  # the tap's label for the proxy's start
 _TAP_FIELDS = ("alloc", "free", "connections", "link_state", "link_queue", "link_unacked",
                "overflow", "queued_bytes", "notifications", "alarm_journal", "modem_bytes")
@@ -287,10 +314,9 @@ class TapLog(soak_bench.BridgeLog):
             self._map = self._figures = None
             return
         if line.startswith("HEAPSAMPLE "):
-            free, conns, state, queue, unacked, overflow = line.split()[1:]
-            self.samples.append({"free": int(free), "connections": int(conns), "link_state": state,
-                                 "link_queue": int(queue), "link_unacked": int(unacked),
-                                 "overflow": int(overflow), "t": time.time()})
+            values = line.split()[1:]
+            self.samples.append({**{k: (v if k == "link_state" else int(v))
+                                    for k, v in zip(_SAMPLE_FIELDS, values)}, "t": time.time()})
             return
         if line.startswith("HEAPTAP-PART "):
             _, rest = line.split(" ", 1)
@@ -388,7 +414,18 @@ def report(result: dict[str, Any]) -> None:
         print(f"  health's lowest sample ({len(rt['samples'])} samples, every 5 s and at each "
               f"report): free {low['free']} B; {low['connections']} connection(s), link "
               f"{low['link_state']}, link queue {low['link_queue']} + {low['link_unacked']} in "
-              f"flight, overflow {low['overflow']}")
+              f"flight, overflow {low['overflow']} ({low['queued_bytes']} B of payloads); proxy "
+              f"requests queued {low['proxy_queued']} ({low['proxy_busy']} waiting for their "
+              f"event), connecting {low['proxy_connecting']}, the GATT clock "
+              f"{'ticking' if low['clock_ticking'] else 'stopped'}, a gap_connect "
+              f"{'pending' if low['gap_connect_pending'] else 'not pending'}, notifications "
+              f"queued {low['notifications']}")
+        print("  the ten lowest samples: " + "; ".join(
+            f"{x['free']} B ({x['connections']} conn, link {x['link_state']} "
+            f"{x['link_queue']}+{x['link_unacked']}+{x['overflow']} {x['queued_bytes']} B, proxy "
+            f"{x['proxy_queued']}q {x['proxy_busy']}b {x['proxy_connecting']}c, clock "
+            f"{x['clock_ticking']}, notes {x['notifications']})"
+            for x in sorted(rt["samples"], key=lambda x: x["free"])[:10]))
         by_state: dict[str, list[int]] = {}
         for x in rt["samples"]:
             by_state.setdefault(f"link {x['link_state']}, {x['connections']} connection(s)",
@@ -423,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=200, help="the soak's operations (default 200)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--imports-only", action="store_true", help="no soak")
+    parser.add_argument("--runtime-only", action="store_true", help="the soak only, no imports")
     parser.add_argument("--micropython32", type=Path, default=MICROPYTHON32,
                         help="a 32-bit MicroPython for the imports' second column (skipped when "
                              "absent)")
@@ -434,9 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "heap: the bridge firmware's live heap by module and by part",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bundle": flashed.manifest.bundle_id,
-        "imports": {"64-bit": measure_imports(bridge_device.micropython_binary(), flashed)},
+        "imports": {} if args.runtime_only else {
+            "64-bit": measure_imports(bridge_device.micropython_binary(), flashed)},
     }
-    if args.micropython32.is_file() and os.access(args.micropython32, os.X_OK):
+    if args.runtime_only:
+        pass
+    elif args.micropython32.is_file() and os.access(args.micropython32, os.X_OK):
         result["imports"]["32-bit"] = measure_imports(str(args.micropython32), flashed)
     else:
         print(f"NO 32-bit column: {args.micropython32} is not an executable MicroPython (build "
