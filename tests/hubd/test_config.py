@@ -167,6 +167,7 @@ def test_help_shows_an_example():
     result = subprocess.run([sys.executable, "-m", "hubd", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0
     assert "hubd --config /etc/hubd/hubd.toml" in result.stdout
+    assert "--env-file /etc/hubd/hubd.env" in result.stdout and "EnvironmentFile=" in result.stdout
 
 
 @pytest.mark.parametrize(("content", "expected"), [
