@@ -2,13 +2,17 @@
 
 Each ble_* request from hubd ends in exactly one ble_done, whatever happens: a stack error, a
 timeout, a disconnect, a MemoryError (firmware/heap.py). Requests on one connection run one at a
-time, in the order they came, from that connection's own queue; requests on different
-connections, a scan and a connect run side by side. Notifications go out as ble_notify in the
-order they arrived (ble_central queues them at IRQ level), and a lost connection as ble_lost at
-once, from one task for every connection (one a connection cost ~400 bytes of heap each), there
-while any connection is followed; one notification per connection a round, so a chatty lock does
-not hold back the others' (they share the host link anyway). The same task answers a read, write
-or subscribe once its event came (or its time ran out): no task waits for one.
+time, in the order they came, from that connection's own queue; connects one at a time, in the
+order they came, from the proxy's queue of connects (the radio makes one at a time anyway);
+requests on different connections, a scan and a connect run side by side. Notifications go out
+as ble_notify in the order they arrived (ble_central queues them at IRQ level), and a lost
+connection as ble_lost at once, from one task for every connection (one a connection cost ~400
+bytes of heap each), there while any connection is followed; one notification per connection a
+round, so a chatty lock does not hold back the others' (they share the host link anyway). The
+same task answers a read, write or subscribe once its event came (or its time ran out): no task
+waits for one. While the host link is busy (a window's worth and more waits for hubd) every
+message of the proxy's waits, in the order asked, as what it came from, not as JSON in the
+link's queue.
 
 What belongs to a hubd session stays with it: when the host link goes down or hubd restarts,
 every proxy connection is dropped and every watch forgotten, and nothing said for a hubd that
