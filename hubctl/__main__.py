@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,9 +28,8 @@ from rich.progress import (
 
 from hubctl import access
 from hubctl import audit as audit_trail
-from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning
+from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning, reach
 from hubapi.models import HubStatus
-from hubd.config import DEFAULT_STATUS_SOCKET, ConfigError, status_socket_in
 from hubd.technician import control
 from wire import lockkinds
 
@@ -411,38 +409,11 @@ def provision(
         out.print(line, markup=False)
 
 
-class Hubd(NamedTuple):
-    """Where hubctl finds hubd's local socket, and why there: a failure to reach hubd names both
-    (a hubd.toml of another place, or a typed path, looks like a stopped hubd)."""
-
-    socket: Path
-    origin: str
-
-
-def find_hubd(given: Path | None, config: Path) -> Hubd:
-    """hubd's socket: ``--socket`` when given, else ``status_socket`` in hubd.toml (``config``),
-    else hubd's own default, also when hubd.toml cannot be read (then the origin says why)."""
-    if given is not None:
-        return Hubd(given, "as given with --socket")
-    default = DEFAULT_STATUS_SOCKET
-    if not config.exists():
-        return Hubd(default, f"hubd's default: {config} does not exist (pass --config or --socket)")
+def _status_or_fail(hubd: reach.Hubd) -> HubStatus:
     try:
-        path = status_socket_in(config)
-    except ConfigError as e:
-        return Hubd(default, f"hubd's default, since {e}")
-    if path is None:
-        return Hubd(default, f"hubd's default: {config} sets no status_socket")
-    return Hubd(path, f"status_socket in {config}")
-
-
-def _status_or_fail(hubd: Hubd) -> HubStatus:
-    done = _ask(hubd, control.StatusRequest(), timeout=diagnosis.SOCKET_TIMEOUT_S)
-    try:
-        return HubStatus.model_validate_json(json.dumps(done))  # strict models: JSON's rules
-    except ValidationError:
-        raise Failed(f"{hubd.socket} did not answer with a hub status (is hubctl the same version "
-                     "as hubd? reinstall the same homecare-hub release)") from None
+        return reach.status(hubd)
+    except reach.ReachError as e:
+        raise Failed(str(e)) from None
 
 
 # The --config and --socket of every command that talks to hubd: the socket from hubd.toml.
@@ -465,7 +436,7 @@ def status(
 
     **Example:** sudo hubctl status (or hubctl status --json | jq .devices)
     """
-    snap = _status_or_fail(find_hubd(socket_path, config))
+    snap = _status_or_fail(reach.find(socket_path, config))
     if as_json:
         sys.stdout.write(snap.model_dump_json() + "\n")
         return
@@ -579,7 +550,7 @@ def test_alarm(
     **Example:** sudo hubctl test-alarm --second-path
     """
     request = control.TestAlarmRequest(second_path=second_path, timeout_s=timeout)
-    hubd = find_hubd(socket_path, config)
+    hubd = reach.find(socket_path, config)
     out.print(f"test alarm{' (primary path and LTE)' if second_path else ''}: asking hubd on "
               f"{hubd.socket}", markup=False)
     # Each line waits at most hubd's own bound plus a margin: hubd answers first.
@@ -629,11 +600,11 @@ def audit_export(
     (out if out_file is not None else err).print(summary, markup=False)
 
 
-def _ask(hubd: Hubd, request: Any, timeout: float) -> dict[str, Any]:
+def _ask(hubd: reach.Hubd, request: Any, timeout: float) -> dict[str, Any]:
     """One request to hubd on its local socket, each progress line printed as it comes."""
     try:
-        return control.ask(hubd.socket, request, _progress_line, timeout=timeout, origin=hubd.origin)
-    except control.ControlError as e:
+        return reach.ask(hubd, request, timeout, _progress_line)
+    except reach.ReachError as e:
         raise Failed(str(e)) from None
 
 
@@ -683,7 +654,7 @@ def pair(
     """
     progress = _progress_line
     files = hubfiles.HubFiles.at(etc_dir)
-    socket_path = find_hubd(socket_path, files.hubd_toml).socket
+    socket_path = reach.find(socket_path, files.hubd_toml).socket
     if scan:
         try:
             heard = pairing.scan(socket_path, seconds, progress)
@@ -766,7 +737,7 @@ def decommission(
         out.print("nothing changed: the hub keeps its access (locks, keys, credentials)",
                   markup=False)
         return
-    hubd = find_hubd(socket_path, files.hubd_toml)
+    hubd = reach.find(socket_path, files.hubd_toml)
     done = _ask(hubd, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
     result = control.DecommissionResult.model_validate(done)
     try:
