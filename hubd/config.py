@@ -2,7 +2,9 @@
 
 The file is named by ``--config`` or ``HUBD_CONFIG``. Environment variables override the file;
 nested fields use ``__``, e.g. ``HUBD_MQTT__HOST=broker.example``, ``HUBD_MQTT__PASSWORD=...``,
-``HUBD_LOCKS='{"front": "inside_turner"}'``. Example file::
+``HUBD_LOCKS='{"front": "inside_turner"}'``. The secrets come that way, from hubd.env (hubctl
+provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's environment, and
+``hubd --env-file`` does the same by hand (hubd/envfile.py). Example file::
 
     hub_id = "hub-17"
     state_dir = "/var/lib/hubd"          # the state database: command journal, audit trail, outbox
