@@ -558,37 +558,38 @@ class Central:
         A scan in progress ends early: a connection hubd waits for matters more than a look
         around.
         """
+        addr = bytes(addr)
         self._connects_waiting += 1
         self._gap_flag.set()
         try:
-            return await self._connect(addr_type, addr, timeout_ms)
+            # One coroutine, its wait inline: a second frame and the wait's closures cost about
+            # 400 B of heap on 64-bit while a connection is being made.
+            async with self._gap:
+                self._connected = None
+                try:
+                    self._called(self._ble.gap_connect, addr_type, addr, timeout_ms)
+                except OSError as e:
+                    raise BLEError(ERROR, "connect: %r" % e)
+                self._pending = addr
+                deadline = time.ticks_add(time.ticks_ms(), timeout_ms + _CONNECT_MARGIN_MS)
+                try:
+                    while self._connected is None:
+                        left = time.ticks_diff(deadline, time.ticks_ms())
+                        if left <= 0:
+                            break
+                        await timed.wait(self._gap_flag, left)
+                finally:
+                    if self._connected is None:
+                        # Timed out or cancelled: stop the stack's attempt; a late connect event
+                        # finds no pending address and is disconnected by the IRQ handler.
+                        self._pending = None
+                        self._ble.gap_connect(None)
+                if not self._connected:
+                    raise BLEError(UNREACHABLE, "no connection to %s within %d ms"
+                                   % (addr_text(addr), timeout_ms))
+                return self._connected
         finally:
             self._connects_waiting -= 1
-
-    async def _connect(self, addr_type, addr, timeout_ms):
-        addr = bytes(addr)
-        async with self._gap:
-            self._connected = None
-            try:
-                self._called(self._ble.gap_connect, addr_type, addr, timeout_ms)
-            except OSError as e:
-                raise BLEError(ERROR, "connect: %r" % e)
-            self._pending = addr
-            try:
-                deadline = time.ticks_add(time.ticks_ms(), timeout_ms + _CONNECT_MARGIN_MS)
-                await _wait(
-                    self._gap_flag, lambda: self._connected is not None, deadline, lambda: None
-                )
-            finally:
-                if self._connected is None:
-                    # Timed out or cancelled: stop the stack's attempt; a late connect event
-                    # finds no pending address and is disconnected by the IRQ handler.
-                    self._pending = None
-                    self._ble.gap_connect(None)
-            if not self._connected:
-                raise BLEError(UNREACHABLE, "no connection to %s within %d ms"
-                               % (addr_text(addr), timeout_ms))
-            return self._connected
 
 
 def addr_text(addr):
