@@ -101,16 +101,6 @@ def _start(what, start, *args):
         raise BLEError(ERROR, "%s: %r" % (what, e))
 
 
-async def _wait(flag, done, deadline, on_timeout):
-    """Wait on ``flag`` until ``done()`` is true; raise via ``on_timeout()`` past ``deadline``."""
-    while not done():
-        left = time.ticks_diff(deadline, time.ticks_ms())
-        if left <= 0:
-            on_timeout()
-            return
-        await timed.wait(flag, left)
-
-
 class Connection:
     """A link to one peripheral. Its GATT operations run one at a time: the caller's to keep
     (the proxy runs a connection's requests in order, one after the other); one started while
@@ -372,7 +362,12 @@ class Connection:
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         self.flag = flag = asyncio.ThreadSafeFlag()
         try:
-            await _wait(flag, lambda: not self.connected, deadline, lambda: None)
+            # Waits inline here and below, no helper: a helper's frame, the condition and the
+            # timeout handed to it as closures cost their heap while the wait lasted.
+            while self.connected:
+                left = time.ticks_diff(deadline, time.ticks_ms())
+                if left <= 0 or not await timed.wait(flag, left):
+                    break
         finally:
             self.flag = None
 
@@ -542,14 +537,19 @@ class Central:
             try:
                 self._called(self._ble.gap_scan, duration_ms, 30000, 30000, active)
                 deadline = time.ticks_add(time.ticks_ms(), duration_ms + _CONNECT_MARGIN_MS)
-                await _wait(self._gap_flag, lambda: self._scan_done or self._connects_waiting > 0,
-                            deadline, lambda: None)
+                while not self._scan_done and self._connects_waiting == 0:
+                    left = time.ticks_diff(deadline, time.ticks_ms())
+                    if left <= 0 or not await timed.wait(self._gap_flag, left):
+                        break
             finally:
                 if not self._scan_done:
                     # Stop it and wait for its done event, so that event cannot end the next scan.
                     self._ble.gap_scan(None)
                     deadline = time.ticks_add(time.ticks_ms(), _CONNECT_MARGIN_MS)
-                    await _wait(self._gap_flag, lambda: self._scan_done, deadline, lambda: None)
+                    while not self._scan_done:
+                        left = time.ticks_diff(deadline, time.ticks_ms())
+                        if left <= 0 or not await timed.wait(self._gap_flag, left):
+                            break
 
     async def connect(self, addr_type, addr, timeout_ms=3000):
         """Connect to a peripheral; raise BLEError (UNREACHABLE) if it is not found within the
@@ -563,7 +563,7 @@ class Central:
         self._gap_flag.set()
         try:
             # One coroutine, its wait inline: a second frame and the wait's closures cost about
-            # 400 B of heap on 64-bit while a connection is being made.
+            # 400 B of heap on 64-bit while a connection was being made.
             async with self._gap:
                 self._connected = None
                 try:
@@ -575,9 +575,8 @@ class Central:
                 try:
                     while self._connected is None:
                         left = time.ticks_diff(deadline, time.ticks_ms())
-                        if left <= 0:
+                        if left <= 0 or not await timed.wait(self._gap_flag, left):
                             break
-                        await timed.wait(self._gap_flag, left)
                 finally:
                     if self._connected is None:
                         # Timed out or cancelled: stop the stack's attempt; a late connect event
