@@ -219,8 +219,8 @@ class Lte:
             self._lines.append(text)
 
     async def command(self, cmd, timeout_ms=None, data=None):
-        """Send one AT command; with `data`, write it after the ">" prompt. Returns
-        (error or None, information lines)."""
+        """Send one AT command; with `data` (bytes, or a list of bytes written one after the
+        other), write it after the ">" prompt. Returns (error or None, information lines)."""
         timeout_ms = timeout_ms or self.cmd_timeout_ms
         async with self._lock:
             self._lines = []
@@ -239,7 +239,11 @@ class Lte:
                         return E_TIMEOUT, self._lines
                     if self._final is not None:
                         return E_ERROR, self._lines
-                    self._writer.write(data)
+                    if isinstance(data, list):  # no joined copy of up to 1460 bytes
+                        for piece in data:
+                            self._writer.write(piece)
+                    else:
+                        self._writer.write(data)
                     await self._writer.drain()
                 if not await timed.wait(self._done, timeout_ms):
                     return E_TIMEOUT, self._lines
@@ -357,12 +361,17 @@ class Lte:
         return None
 
     async def send(self, data, cid=SOCKET):
-        """Write `data` (at most 1460 bytes, the BG95's limit; for the second path one DC-09
-        frame: pysiaalarm refuses two in one write) to socket `cid`. E_SEND: the modem's send
-        buffer is full (SEND FAIL)."""
+        """Write `data` (bytes, or a list of bytes sent as one write; at most 1460 bytes, the
+        BG95's limit; for the second path one DC-09 frame: pysiaalarm refuses two in one write)
+        to socket `cid`. E_SEND: the modem's send buffer is full (SEND FAIL)."""
         if cid == SOCKET and not self.connected:
             return E_CLOSED
-        err, _ = await self.command("AT+QISEND=%d,%d" % (cid, len(data)), data=data)
+        n = len(data)
+        if isinstance(data, list):
+            n = 0
+            for piece in data:
+                n += len(piece)
+        err, _ = await self.command("AT+QISEND=%d,%d" % (cid, n), data=data)
         return err
 
     async def read(self, cid, n=_MAX_READ):

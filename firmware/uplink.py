@@ -264,7 +264,9 @@ class Uplink:
             n += len(c)
             k += 1
         tx = self._tx
-        err = await self._lte.send(b"".join(tx[:k]), CID)
+        # The chunks as they are, written one after the other: a joined copy held up to 1460
+        # bytes of heap more while the modem took them.
+        err = await self._lte.send(tx[:k], CID)
         if err == lte.E_SEND:  # the modem's send buffer is full: wait for the network
             self.stats["send_full"] += 1
             self._full += 1
