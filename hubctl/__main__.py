@@ -495,19 +495,25 @@ def doctor_cmd(
         diagnosis.DEFAULT_CONFIG,
     socket_path: Annotated[Path | None, typer.Option(
         "--socket", help="hubd's status socket.", show_default="status_socket in hubd.toml")] = None,
+    bridge_config: Annotated[Path | None, typer.Option(
+        help="The hub's copy of bridge.json: what the bridge was provisioned with.",
+        show_default="bridge.json beside --config")] = None,
 ) -> None:
     """Check every hop and print a checklist, with the fix for each failure.
 
-    The configuration loads; the broker is reachable and takes hubd's login (TLS, password or
-    certificate); hubd runs and is connected; the clock; the bridge's link and firmware; each
-    lock in reach with its signal and battery; the alarm unit's heartbeat; LTE registration and
-    signal; the outbox backlog; the broker's path (hubd.toml's [uplink]) and, where hubd may use
-    LTE for it (uplink lte or auto), a broker login through the bridge's modem. Exit status 0
-    when all pass (a warning, !, is no failure), 1 when any fails.
+    The configuration loads (hubd.toml, hubd.env, the hub's bridge.json); the broker is
+    reachable and takes hubd's login (TLS, password or certificate); hubd runs and is
+    connected; the clock (the bridge's where it keeps one: with an alarm unit); the bridge's
+    link and firmware; each lock of hubd.toml's [locks] paired, known to hubd and in reach with
+    its signal and battery; the alarm unit and the LTE modem bridge.json provisions (one missing
+    fails, one not provisioned and not there passes); the outbox backlog; the broker's path
+    (hubd.toml's [uplink]) and, where hubd may use LTE for it (uplink lte or auto), a broker
+    login through the bridge's modem. Exit status 0 when all pass (a warning, !, is no
+    failure), 1 when any fails.
 
     **Example:** sudo hubctl doctor --config /etc/hubd/hubd.toml
     """
-    checks = diagnosis.run(config, socket_path)
+    checks = diagnosis.run(config, socket_path, bridge_config)
     marks = {diagnosis.OK: "[green]✓[/]", diagnosis.FAILED: "[red]✗[/]", diagnosis.SKIPPED: "[dim]-[/]",
              diagnosis.WARNED: "[yellow]![/]"}
     from rich.markup import escape
@@ -654,10 +660,10 @@ def pair(
     """
     progress = _progress_line
     files = hubfiles.HubFiles.at(etc_dir)
-    socket_path = reach.find(socket_path, files.hubd_toml).socket
+    hubd = reach.find(socket_path, files.hubd_toml, "--etc-dir")
     if scan:
         try:
-            heard = pairing.scan(socket_path, seconds, progress)
+            heard = pairing.scan(hubd.socket, seconds, progress, hubd.origin)
         except pairing.PairingError as e:
             raise Failed(str(e)) from None
         if not heard.locks:
@@ -673,9 +679,9 @@ def pair(
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
     assert addr is not None and name is not None
     try:
-        done = pairing.pair(socket_path, files, addr, name,
+        done = pairing.pair(hubd.socket, files, addr, name,
                             setup_key, seconds, lambda line: out.print(line, markup=False), progress,
-                            activation_code=activation_code)
+                            activation_code=activation_code, origin=hubd.origin)
     except pairing.BadValue as e:
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except pairing.PairingError as e:
@@ -737,7 +743,7 @@ def decommission(
         out.print("nothing changed: the hub keeps its access (locks, keys, credentials)",
                   markup=False)
         return
-    hubd = reach.find(socket_path, files.hubd_toml)
+    hubd = reach.find(socket_path, files.hubd_toml, "--etc-dir")
     done = _ask(hubd, control.DecommissionRequest(force=force), timeout=control.COMMISSIONING_WAIT_S)
     result = control.DecommissionResult.model_validate(done)
     try:

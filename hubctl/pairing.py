@@ -88,17 +88,19 @@ def check_protocol(lock: control.FoundLock, setup_key: str | None,
                        "--setup-key (64 hex digits printed on it), not --activation-code")
 
 
-def ask(socket_path: Path, request: Any, timeout: float, progress: Progress) -> dict[str, Any]:
-    """One request to hubd on its local socket."""
+def ask(socket_path: Path, request: Any, timeout: float, progress: Progress,
+        origin: str = "") -> dict[str, Any]:
+    """One request to hubd on its local socket (``origin``: where its path came from, named when
+    hubd cannot be reached)."""
     try:
-        return control.ask(socket_path, request, progress, timeout=timeout)
+        return control.ask(socket_path, request, progress, timeout=timeout, origin=origin)
     except control.ControlError as e:
         raise PairingError(str(e)) from None
 
 
-def scan(socket_path: Path, seconds: int, progress: Progress) -> control.ScanResult:
+def scan(socket_path: Path, seconds: int, progress: Progress, origin: str = "") -> control.ScanResult:
     """The locks the bridge hears within ``seconds``."""
-    done = ask(socket_path, control.ScanRequest(seconds=seconds), seconds + 15, progress)
+    done = ask(socket_path, control.ScanRequest(seconds=seconds), seconds + 15, progress, origin)
     return control.ScanResult.model_validate(done)
 
 
@@ -117,7 +119,7 @@ def find(heard: control.ScanResult, addr: str) -> control.FoundLock:
 
 
 def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str | None,
-         seconds: int, say: Progress, progress: Progress, activation_code: str | None = None) -> Paired:
+         seconds: int, say: Progress, progress: Progress, activation_code: str | None = None, origin: str = "") -> Paired:
     """Every step of a pairing, in order (``say``: this module's steps, ``progress``: hubd's
     lines); hubd makes the secret (or the association), which never reaches hubctl."""
     check_values(addr, name, setup_key, activation_code)
@@ -126,11 +128,12 @@ def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setu
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
-    lock = find(scan(socket_path, seconds, progress), addr)
+    lock = find(scan(socket_path, seconds, progress, origin), addr)
     check_protocol(lock, setup_key, activation_code)
     done = ask(socket_path, control.PairRequest(
         lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, protocol=lock.protocol,
-        setup_key=setup_key, activation_code=activation_code), control.COMMISSIONING_WAIT_S, progress)
+        setup_key=setup_key, activation_code=activation_code), control.COMMISSIONING_WAIT_S, progress,
+        origin)
     result = control.PairResult.model_validate(done)
     try:
         access.add_lock(files, name, lock.kind)

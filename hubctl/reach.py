@@ -36,14 +36,14 @@ class Hubd(NamedTuple):
     origin: str
 
 
-def find(given: Path | None, config: Path) -> Hubd:
-    """hubd's socket: ``given`` (``--socket``), else ``status_socket`` in ``config`` (hubd.toml),
-    else hubd's default, the origin then saying why."""
+def find(given: Path | None, config: Path, config_flag: str = "--config") -> Hubd:
+    """hubd's socket: ``given`` (``--socket``), else ``status_socket`` in ``config`` (hubd.toml,
+    which the command's ``config_flag`` names), else hubd's default, the origin then saying why."""
     if given is not None:
         return Hubd(given, "as given with --socket")
     default = DEFAULT_STATUS_SOCKET
     if not config.exists():
-        return Hubd(default, f"hubd's default: {config} does not exist (pass --config or --socket)")
+        return Hubd(default, f"hubd's default: {config} does not exist (pass {config_flag} or --socket)")
     try:
         path = status_socket_in(config)
     except ConfigError as e:

@@ -209,6 +209,12 @@ def test_with_hubd_not_running_it_says_so_in_one_line_naming_the_socket_and_wher
     config.write_text("status_socket = [\n")  # unreadable: the default, and why
     line = one_error_line(hubctl_in_process("status", "--config", config))
     assert f"/run/hubd/status.sock, hubd's default, since config file {config} is not valid TOML" in line
+    # pair and decommission read <etc-dir>/hubd.toml: their line names their flag
+    config.write_text(f'status_socket = "{sock}"\n')
+    line = one_error_line(hubctl_in_process("pair", "--scan", "--etc-dir", tmp_path))
+    assert f"nothing answers on {sock}, status_socket in {config})" in line
+    line = one_error_line(hubctl_in_process("pair", "--scan", "--etc-dir", short_dir))
+    assert f"{short_dir / 'hubd.toml'} does not exist (pass --etc-dir or --socket)" in line
 
 
 def test_bad_input_is_one_line_and_exit_status_2() -> None:
