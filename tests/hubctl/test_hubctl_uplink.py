@@ -53,7 +53,8 @@ def test_provision_defaults_to_auto_with_the_modem_and_keeps_the_mode_on_a_rerun
     assert proc.returncode == 0, proc.stderr
     assert _uplink(inputs.etc) == {"mode": "auto"}, "the bridge has its modem: auto by default"
     assert "broker path: auto: broadband, LTE through the bridge's modem after 60 s" in proc.stdout
-    assert proc.stdout.strip().splitlines()[-1].endswith("hubctl doctor (it logs in to the broker through LTE)")
+    assert proc.stdout.strip().splitlines()[-1].endswith(
+        f"hubctl doctor --config {inputs.etc / 'hubd.toml'} (it logs in to the broker through LTE)")
 
     # A home without broadband; the times set by hand are kept, hubd reads them.
     proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--uplink", "lte")
