@@ -665,7 +665,7 @@ def pair(
         try:
             heard = pairing.scan(hubd.socket, seconds, progress, hubd.origin)
         except pairing.PairingError as e:
-            raise Failed(str(e)) from None
+            raise Failed(provisioning.for_etc(str(e), etc_dir)) from None
         if not heard.locks:
             raise Failed(f"no lock heard in {seconds} s: bring the hub closer, check the locks' "
                          "batteries, or listen longer (--seconds)")
@@ -685,7 +685,7 @@ def pair(
     except pairing.BadValue as e:
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except pairing.PairingError as e:
-        raise Failed(str(e)) from None
+        raise Failed(provisioning.for_etc(str(e), etc_dir)) from None
     what = "dKey" if done.lock.protocol == lockkinds.DKEY else done.lock.kind.replace('_', ' ')
     held = "its association data" if done.lock.protocol == lockkinds.DKEY else "its secret"
     out.print(f"{name}: {what} at {done.lock.addr} paired; recorded in "

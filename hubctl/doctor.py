@@ -43,11 +43,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubapi.models import DeviceKind, DeviceState, HubStatus, UplinkProbe, UplinkStatus
+from hubd.config import DEFAULT_STATUS_SOCKET
 from hubd.technician import control
 from wire import lockkinds
 
 DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")
-DEFAULT_SOCKET = Path("/run/hubd/status.sock")
+DEFAULT_SOCKET = DEFAULT_STATUS_SOCKET
 SOCKET_TIMEOUT_S = 5.0
 BROKER_TIMEOUT_S = 10.0
 MAX_CLOCK_OFFSET_S = 30.0
@@ -715,7 +716,16 @@ def probe_uplink(path: Path, timeout_s: int = 60) -> UplinkProbe:
 
 def run(config_path: Path, socket_path: Path | None, bridge_json: Path | None = None) -> list[Check]:
     """Every check of hubctl doctor, in order. ``bridge_json``: the hub's copy of bridge.json
-    (default: beside hubd.toml, where hubctl provision writes it)."""
+    (default: beside hubd.toml, where hubctl provision writes it). The fixes name hubd.service;
+    for a hubd.toml outside /etc/hubd (a bench), hubd by hand on its directory instead."""
+    from hubctl.provision import for_etc
+
+    etc = config_path.parent
+    return [Check(c.name, c.result, for_etc(c.detail, etc), for_etc(c.fix, etc))
+            for c in _checks(config_path, socket_path, bridge_json)]
+
+
+def _checks(config_path: Path, socket_path: Path | None, bridge_json: Path | None) -> list[Check]:
     from hubctl.hubfiles import HubFiles
 
     checks: list[Check] = []

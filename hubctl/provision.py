@@ -55,7 +55,8 @@ from hubapi import signing, topics
 from hubapi.schema import ALARM_CENTRE, BACKEND
 from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, read_bridge, read_env,
                              read_toml, replace, toml_bytes)
-from hubd.config import ENV_PREFIX, ConfigError, HubConfig, load_config
+from hubd.config import (DEFAULT_STATUS_SOCKET, ENV_PREFIX, SOCKET_PATH_MAX, ConfigError, HubConfig,
+                         load_config)
 from hubd.envfile import env_line, parse_env_file
 
 DEFAULT_ETC = Path("/etc/hubd")
@@ -170,6 +171,24 @@ def run_hubd(etc: Path, verb: str = "restart") -> str:
         return f"systemctl {verb} hubd"
     run = f"hubd --config {etc / 'hubd.toml'} --env-file {etc / 'hubd.env'}"
     return f"{run} (stop the one running on them first)" if verb == "restart" else run
+
+
+def for_etc(text: str, etc: Path) -> str:
+    """``text`` (a line or a fix that names hubd.service, as for /etc/hubd) said for the
+    configuration in ``etc``: elsewhere (a bench) hubd runs by hand on that directory's files, so
+    a ``systemctl`` or ``journalctl`` step that cannot help there becomes what can."""
+    if etc.absolute() == DEFAULT_ETC:
+        return text
+    by_hand = run_hubd(etc, "start")
+    for unit, bench in (("systemctl start hubd (journalctl -u hubd says why it stopped)",
+                         f"{by_hand} (its output says why it stopped)"),
+                        ("systemctl restart hubd", run_hubd(etc)),
+                        ("systemctl start hubd", by_hand),
+                        ("systemctl stop hubd", "stop hubd (Ctrl-C where it runs)"),
+                        ("systemctl status hubd", "hubd's output"),
+                        ("journalctl -u hubd", "hubd's output")):
+        text = text.replace(unit, bench)
+    return text
 
 
 def doctor_command(etc: Path) -> str:
@@ -448,6 +467,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     hub = read_toml(toml_path)
     env = read_env(env_path)
     _apply_hub(flags, hub)
+    _apply_status_socket(etc, hub)
     tls_files, sources = _apply_login(flags, hub, env, tls_dir)
     bridge = read_bridge(bridge_path)
     upgraded = _drop_bridge_drivers(hub, bridge, toml_path, bridge_path)
@@ -464,7 +484,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     secrets = [s for s in (env.get(PASSWORD_ENV), env.get(LINK_KEY_ENV), lte.get("key")) if s]
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
-    toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "mqtt", "uplink", "serial",
+    toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "status_socket", "mqtt", "uplink", "serial",
                                           "keys", "alarms", "locks")))
     as_read = tomllib.loads(toml_data.decode())
     for name in ("ca_file", "cert_file", "key_file"):
@@ -494,6 +514,18 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     for note in upgraded:
         summary.insert(-1, note)
     return Plan(files, summary, toml_path, env_path, bridge_path, dirs, secrets)
+
+
+def _apply_status_socket(etc: Path, hub: dict[str, Any]) -> None:
+    """hubd's local socket for hubctl: hubd.service's /run/hubd (hubd's default) for /etc/hubd;
+    for another directory (a bench, hubd by hand as a user who cannot write /run) a socket in
+    that directory, so hubctl finds hubd by hubd.toml with no --socket. One set by hand stays;
+    a directory whose path is too long for a unix socket (107 bytes) keeps the default."""
+    if etc == DEFAULT_ETC or "status_socket" in hub:
+        return
+    path = etc / "status.sock"
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        hub["status_socket"] = str(path)
 
 
 def _apply_hub(flags: Flags, hub: dict[str, Any]) -> None:
@@ -728,7 +760,9 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
              f"{f', CA {m.ca_file}' if m.ca_file else ''}, login {login}; state in "
              f"{config.state_dir}; bridge on {config.serial.port}; backend keys "
              f"{', '.join(config.keys)}; resident {config.alarms.resident or 'not set'}; "
-             f"locks {locks}"]
+             f"locks {locks}"
+             + (f"; status socket {config.status_socket} (hubctl finds hubd by it)"
+                if config.status_socket != DEFAULT_STATUS_SOCKET else "")]
     lines.append(f"  {env_path} (0600): " + (", ".join(f"{name} set" for name in sorted(env))
                                             or "no secrets (the broker login needs none)"))
     what = {"ca.pem": "the broker's CA", "client.crt": "the hub's client certificate",

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from hubapi.models import HubStatus
+from hubctl.provision import DEFAULT_ETC, for_etc
 from hubd.config import DEFAULT_STATUS_SOCKET, ConfigError, status_socket_in
 from hubd.technician import control
 
@@ -34,23 +35,25 @@ class Hubd(NamedTuple):
 
     socket: Path
     origin: str
+    etc: Path = DEFAULT_ETC  # the directory of the hubd.toml it runs on (how to start it there)
 
 
 def find(given: Path | None, config: Path, config_flag: str = "--config") -> Hubd:
     """hubd's socket: ``given`` (``--socket``), else ``status_socket`` in ``config`` (hubd.toml,
     which the command's ``config_flag`` names), else hubd's default, the origin then saying why."""
     if given is not None:
-        return Hubd(given, "as given with --socket")
+        return Hubd(given, "as given with --socket", config.parent)
     default = DEFAULT_STATUS_SOCKET
     if not config.exists():
-        return Hubd(default, f"hubd's default: {config} does not exist (pass {config_flag} or --socket)")
+        return Hubd(default, f"hubd's default: {config} does not exist (pass {config_flag} or --socket)",
+                    config.parent)
     try:
         path = status_socket_in(config)
     except ConfigError as e:
-        return Hubd(default, f"hubd's default, since {e}")
+        return Hubd(default, f"hubd's default, since {e}", config.parent)
     if path is None:
-        return Hubd(default, f"hubd's default: {config} sets no status_socket")
-    return Hubd(path, f"status_socket in {config}")
+        return Hubd(default, f"hubd's default: {config} sets no status_socket", config.parent)
+    return Hubd(path, f"status_socket in {config}", config.parent)
 
 
 def ask(hubd: Hubd, request: BaseModel, timeout: float,
@@ -60,7 +63,7 @@ def ask(hubd: Hubd, request: BaseModel, timeout: float,
     try:
         return control.ask(hubd.socket, request, progress, timeout=timeout, origin=hubd.origin)
     except control.ControlError as e:
-        raise ReachError(str(e)) from None
+        raise ReachError(for_etc(str(e), hubd.etc)) from None
 
 
 def status(hubd: Hubd) -> HubStatus:

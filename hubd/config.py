@@ -110,6 +110,7 @@ ENV_PREFIX = "HUBD_"
 CONFIG_ENV = "HUBD_CONFIG"
 #: Where hubd serves hubctl (status_socket's default); hubd.service's RuntimeDirectory= makes /run/hubd.
 DEFAULT_STATUS_SOCKET = Path("/run/hubd/status.sock")
+SOCKET_PATH_MAX = 107  # bytes of a unix socket's path: sun_path is 108 with its NUL
 
 SegmentId = Annotated[str, StringConstraints(pattern=topics.SEGMENT_PATTERN)]
 Kid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -507,7 +508,7 @@ def _socket_path(path: Path) -> Path:
     """``path`` if a unix socket can be bound there, else ValueError saying why."""
     if not path.is_absolute():
         raise ValueError("give an absolute path, e.g. /run/hubd/status.sock")
-    if len(os.fsencode(path)) > 107:  # sun_path is 108 bytes with its NUL
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
         raise ValueError("a unix socket path is at most 107 bytes: choose a shorter one")
     if path.name in ("", ".", ".."):
         raise ValueError("name the socket file itself, e.g. /run/hubd/status.sock")

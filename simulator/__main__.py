@@ -180,14 +180,16 @@ def narrate_bench(bench: benches.Bench, bridge_path: Path, hubd_toml: Path | Non
     sock = hub.status_socket
     socket_flag = ""
     if sock is not None and not os.access(sock.parent, os.W_OK):
-        # /run/hubd is systemd's (RuntimeDirectory=); by hand, the socket goes beside hubd.toml.
+        # /run/hubd is systemd's (RuntimeDirectory=); by hand, the socket goes beside hubd.toml
+        # (where hubctl provision puts it for any --etc-dir but /etc/hubd).
         sock = hubd_toml.parent / "status.sock"
         override += f"HUBD_STATUS_SOCKET={shlex.quote(str(sock))} "
         socket_flag = f" --socket {shlex.quote(str(sock))}"
     say("sim", "next, in another terminal: " + override +
         f"hubd --config {shlex.quote(str(hubd_toml))} --env-file {shlex.quote(str(env_file))}")
-    say("sim", f"then: hubctl status{socket_flag}; hubctl doctor --config "
-               f"{shlex.quote(str(hubd_toml))}{socket_flag}")
+    config = shlex.quote(str(hubd_toml))
+    say("sim", f"then: hubctl status --config {config}{socket_flag}; hubctl doctor --config "
+               f"{config}{socket_flag}")
 
 
 async def watch_pairings(home: SimulatedHome) -> None:

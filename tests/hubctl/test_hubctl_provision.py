@@ -290,6 +290,28 @@ def test_next_steps_name_systemd_for_etc_hubd_and_hubd_by_hand_for_any_other_dir
     assert provision.run_hubd(bench, "start") == (
         "hubd --config /home/tech/bench/etc/hubd.toml --env-file /home/tech/bench/etc/hubd.env")
     assert "systemctl" not in provision.stop_hubd(bench) + provision.doctor_command(bench)
+    # A line written for hubd.service, said for each (hubctl doctor's fixes, hubd not running):
+    line = "hubd is not running: systemctl start hubd (journalctl -u hubd says why it stopped)"
+    assert provision.for_etc(line, Path("/etc/hubd")) == line
+    assert provision.for_etc(line, bench) == (
+        "hubd is not running: hubd --config /home/tech/bench/etc/hubd.toml --env-file "
+        "/home/tech/bench/etc/hubd.env (its output says why it stopped)")
+    assert "systemctl" not in provision.for_etc(
+        "systemctl stop hubd; flash; systemctl start hubd; systemctl restart hubd", bench)
+
+
+def test_outside_etc_hubd_hubds_status_socket_goes_beside_hubd_toml_and_a_hand_set_one_stays(
+        inputs: Inputs) -> None:
+    # hubd by hand (a bench) cannot make /run/hubd, which is hubd.service's: its socket goes where
+    # hubctl finds it by hubd.toml alone (hubctl status --config, pair --etc-dir).
+    assert hubctl_in_process("provision", *inputs.args()).returncode == 0
+    toml_path = inputs.etc / "hubd.toml"
+    assert hubd_sees(inputs.etc).status_socket == inputs.etc.absolute() / "status.sock"
+    hub = tomllib.loads(toml_path.read_text())
+    hub["status_socket"] = "/run/user/1000/hubd.sock"
+    toml_path.write_text(tomli_w.dumps(hub))
+    assert hubctl_in_process("provision", "--etc-dir", inputs.etc, "--apn", "telenor.m2m").returncode == 0
+    assert hubd_sees(inputs.etc).status_socket == Path("/run/user/1000/hubd.sock")
 
 
 @pytest.mark.parametrize("driver", ["bridge", "hubd"])
