@@ -313,7 +313,15 @@ class Proxy:
         bytes, a discovery's tuples), half the heap of its JSON, and a burst (four discoveries
         at once after a link cut, 1070 B of payloads queued at the soak's lowest) never piles up
         in the link's queue."""
-        async with self._out:
+        out = self._out
+        while True:  # never raises: its callers' queues go on after it
+            try:
+                await out.acquire()  # not "async with": its coroutine is made here, guarded
+                break
+            except MemoryError:
+                heap.survive(kind)
+                await asyncio.sleep_ms(_RETRY_MS)
+        try:
             busy = self._busy
             while epoch == self._epoch:
                 try:
@@ -329,6 +337,8 @@ class Proxy:
                 except MemoryError:
                     heap.survive(kind)
                 await asyncio.sleep_ms(_RETRY_MS)
+        finally:
+            out.release()
 
     # --- the requests, each returning its ble_done's fields after rid ----------------------
 

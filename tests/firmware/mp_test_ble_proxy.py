@@ -531,6 +531,33 @@ async def test_while_the_host_link_is_busy_the_proxys_messages_wait_and_then_go_
     assert [m["data"] for m in host.sent if m["m"] == "ble_notify"] == ["00", "01", "02"]
 
 
+async def test_a_message_whose_turn_meets_a_full_heap_waits_and_the_queue_goes_on():
+    # The turn (the FIFO lock) is taken with an allocation: a MemoryError there delays that
+    # message; it never ends the task that says it (a connection's queue would stop for good).
+    proxy, central, host = _proxy()
+    conn = await _connect(proxy, host)
+    real = proxy._out
+
+    class FailsOnce:
+        failed = False
+
+        def acquire(self):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise MemoryError()
+            return real.acquire()
+
+        def release(self):
+            real.release()
+
+    proxy._out = FailsOnce()
+    first = _ask(proxy, messages.BLE_DISCONNECT, conn)  # answered by its connection's own task
+    assert (await _done(host, first))["status"] == "ok"
+    assert FailsOnce.failed
+    second = await _connect(proxy, host, "C0:FF:EE:00:00:02")
+    assert (await _call(proxy, host, messages.BLE_READ, second, 3, 1000))["status"] == "ok"
+
+
 async def test_discovery_streams_services_characteristics_and_descriptors_before_its_done():
     proxy, central, host = _proxy()
     conn = await _connect(proxy, host)
