@@ -263,8 +263,11 @@ class BridgeDevice:
         self._write_board()
         # Loaded (every file and the image checked against the manifest) at every boot: an image
         # damaged after it was built is refused, never run.
-        flashed = bundle.Bundle.load(self._firmware if self._firmware is not None
-                                     else compiled_firmware())
+        # The bundle is built at the first boot and kept: a bridge that restarts runs what it
+        # was flashed with (no mpy-cross at a reboot; a source edited meanwhile needs a flash).
+        if self._firmware is None:
+            self._firmware = compiled_firmware()
+        flashed = bundle.Bundle.load(self._firmware)
         image = flashed.manifest.romfs
         # hubctl flash puts main.py on the filesystem, and with --mpy-files every module
         for f in flashed.manifest.files:

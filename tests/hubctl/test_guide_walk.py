@@ -197,4 +197,5 @@ def test_the_technicians_guide_walks_on_hub_sim_from_provision_to_decommission(
         broker.stop()
     sims = [b for b, _ in codes if b.command.startswith("hub-sim")]
     assert sims and all(code == 0 and b.lines and b.lines[-1].endswith("stopped")
-                        for b, code in codes if b in sims), "hub-sim did not stop cleanly"
+                        for b, code in codes if b in sims), "hub-sim did not stop cleanly: " + "; ".join(
+        f"exit {code}, its last lines:\n" + "\n".join(b.lines[-15:]) for b, code in codes if b in sims)
