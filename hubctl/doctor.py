@@ -341,19 +341,24 @@ def _lock_line(d: DeviceState, now: float, p: Provisioned | None) -> Check:
     return Check(name, OK, f"available, {signal}, {battery}")
 
 
+def _no_health(name: str, status: HubStatus) -> Check:
+    """The check ``name`` of a part the bridge reports in its health, when there is none to read."""
+    if not status.bridge.link_up:
+        return Check(name, SKIPPED, "needs the bridge's link")
+    return Check(name, FAILED, "the bridge has not reported its health yet",
+                 "wait a minute and run again (the bridge reports every minute); if it stays, "
+                 "journalctl -u hubd says why hubd refused its report")
+
+
 def check_unit(status: HubStatus, p: Provisioned | None) -> Check:
     """The safety alarm unit: provisioned (bridge.json's alarm_unit), the bridge runs its link,
     has heard it, it is up, and it is the unit whose serial bridge.json pins. Not provisioned
     and not there passes; there but not provisioned is a warning (the hub's copy of bridge.json
     is not the bridge's)."""
     name = "alarm unit"
-    b, health = status.bridge, status.bridge.health
-    if not b.link_up:
-        return Check(name, SKIPPED, "needs the bridge's link")
-    if health is None:
-        return Check(name, FAILED, "the bridge has not reported its health yet",
-                     "wait a minute and run again (the bridge reports every minute); if it stays, "
-                     "journalctl -u hubd says why hubd refused its report")
+    health = status.bridge.health
+    if health is None or not status.bridge.link_up:
+        return _no_health(name, status)
     unit = health.unit
     wanted = p.alarm_unit if p is not None else None
     pinned = p.unit_serial if p is not None else None
@@ -411,13 +416,9 @@ def check_lte(status: HubStatus, p: Provisioned | None) -> Check:
     """The LTE modem: provisioned (bridge.json's lte), the bridge reports it, and it is
     registered. Not provisioned and not there passes; there but not provisioned is a warning."""
     name = "LTE"
-    b, health = status.bridge, status.bridge.health
-    if not b.link_up:
-        return Check(name, SKIPPED, "needs the bridge's link")
-    if health is None:
-        return Check(name, FAILED, "the bridge has not reported its health yet",
-                     "wait a minute and run again (the bridge reports every minute); if it stays, "
-                     "journalctl -u hubd says why hubd refused its report")
+    health = status.bridge.health
+    if health is None or not status.bridge.link_up:
+        return _no_health(name, status)
     lte = health.lte
     wanted = p.lte if p is not None else None
     if lte is None:
