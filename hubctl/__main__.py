@@ -6,13 +6,11 @@ failed, 2 when the command line was wrong.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -107,22 +105,12 @@ def _load_config(path: Path) -> bytes:
         obj = json.loads(data)
     except ValueError as e:
         raise Failed(f"{path} is not valid JSON ({e}): fix it or write it again") from None
-    config = _firmware_config()
+    config = hubfiles.firmware_config()
     try:
         config.parse(obj)
     except config.ConfigError as e:
         raise Failed(f"{path} would not start the bridge: {e}") from None
     return data
-
-
-def _firmware_config() -> ModuleType:
-    """firmware/config.py itself, loaded into CPython: one definition of bridge.json."""
-    spec = importlib.util.spec_from_file_location("bridge_config",
-                                                  bundle.ROOT / "firmware" / "config.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Bars(deploy.CopyProgress):
@@ -395,7 +383,7 @@ def provision(
         alarm_account=alarm_account, alarm_unit_serial=alarm_unit_serial, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
         dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
         uplink=uplink, resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
-    fw = _firmware_config()
+    fw = hubfiles.firmware_config()
     try:
         plan = provisioning.plan(flags, fw)
         provisioning.write(plan, fw)

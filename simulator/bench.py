@@ -33,7 +33,6 @@ has its section is unplugged (its UART has nothing on its pins): the doctor must
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import ssl
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hubctl.hubfiles import firmware_config
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.dkey import DKeyLock
@@ -60,7 +60,6 @@ from wire import alarms, lockkinds
 if TYPE_CHECKING:
     from hubd.config import HubConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 DKEY = lockkinds.DKEY
 #: The bench's locks by kind: (the lock's class, its address). The simulator calls each by its
 #: kind; hubd calls it what ``hubctl pair --name`` says.
@@ -96,15 +95,6 @@ def dashed(code: str) -> str:
     return f"{code[:4]}-{code[4:]}"
 
 
-def _firmware_config() -> Any:
-    """firmware/config.py itself: the one definition of bridge.json (as hubctl loads it)."""
-    spec = importlib.util.spec_from_file_location("bridge_config", ROOT / "firmware" / "config.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def read_bridge_json(path: Path) -> dict[str, Any]:
     """bridge.json as provisioned, checked by the firmware's own parser (a file the bridge would
     not boot with is refused here, in its words)."""
@@ -118,7 +108,7 @@ def read_bridge_json(path: Path) -> dict[str, Any]:
                          "provisioned it") from None
     except (OSError, ValueError) as e:
         raise BenchError(f"{path} is not a bridge.json: {e}") from None
-    fw = _firmware_config()
+    fw = firmware_config()
     try:
         fw.parse(json.loads(json.dumps(raw)))
     except fw.ConfigError as e:

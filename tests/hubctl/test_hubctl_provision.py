@@ -108,8 +108,8 @@ def hubd_sees(etc: Path):
 
 
 def firmware_parse(path: Path) -> dict:
-    from hubctl.__main__ import _firmware_config
-    return _firmware_config().parse(json.loads(path.read_text()))
+    from hubctl.hubfiles import firmware_config
+    return firmware_config().parse(json.loads(path.read_text()))
 
 
 def files_under(directory: Path) -> list[Path]:

@@ -13,7 +13,6 @@ no deadline (a loaded machine is slow, not wrong).
 from __future__ import annotations
 
 import binascii
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hubctl.hubfiles import firmware_config
 from wire import alarms, alarmunit, cobs, dc09, frame, link, messages
 from wire.crc import crc16
 from wire.hmac_sha256 import Key
@@ -510,16 +510,7 @@ def test_any_answer_is_classified_without_raising(data: bytes) -> None:
 # -- bridge.json, as hubctl checks it in CPython ------------------------------------------
 
 
-def _firmware_config() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "fuzzed_bridge_config", Path(__file__).resolve().parents[2] / "firmware" / "config.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CONFIG = _firmware_config()
+CONFIG = firmware_config("fuzzed_bridge_config")
 # "policy" and "locks": what an older provisioning wrote, ignored whatever they hold.
 SECTIONS = ("link", "log", "policy", "locks", "alarm_unit", "lte", "health", "supply", "proxy")
 
