@@ -311,6 +311,14 @@ class Peripheral:
         if self.radio is not None and not value:
             self.radio.call(self.radio.out_of_range, self)
 
+    def change_database(self, services: Iterable[Service]) -> None:
+        """Its GATT database becomes ``services``, handles assigned anew (a firmware update);
+        as the update's reboot, every link drops first. On the radio's loop."""
+        for link in list(self.links):
+            link.disconnect()
+        self.services = list(services)
+        Radio.assign_handles(self)
+
     def forget_bonds(self) -> None:
         """Lose every bond (a reset lock): a central's stored keys no longer encrypt a link."""
         self.bonds.clear()
@@ -843,6 +851,13 @@ class Radio:
 
     def add(self, peripheral: Peripheral) -> None:
         """Put a peripheral on the air and assign its GATT handles."""
+        self.assign_handles(peripheral)
+        peripheral.radio = self
+        self.peripherals.append(peripheral)
+
+    @staticmethod
+    def assign_handles(peripheral: Peripheral) -> None:
+        """Number the peripheral's attributes from 1, in order (a GATT server's usual way)."""
         handle = 1
         for s in peripheral.services:
             s.start_handle = handle
@@ -855,8 +870,6 @@ class Radio:
                     c.cccd_handle = handle
             s.end_handle = handle
             handle += 1
-        peripheral.radio = self
-        self.peripherals.append(peripheral)
 
     def find(self, addr_type: int, addr: bytes) -> Peripheral | None:
         for p in self.peripherals:

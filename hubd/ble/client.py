@@ -18,6 +18,16 @@ MITM protection: the bridge has no display or keyboard); a peer that refuses rai
 ``ProxyAuthFailed``. ``unpair()`` disconnects and makes the bridge forget the bond, as bleak's
 BlueZ backend removes the device. A library that calls ``pair()`` after every connect (as
 py-dormakaba-dkey does) gets a re-encrypted link each time.
+
+A peer's GATT database is discovered at its first connection and kept by the proxy
+(hubd.ble.gatt_cache, where the Core spec's rules for when it may be kept are written): a
+reconnect uses it without a ``ble_discover`` (checked first by reading the peer's Database Hash
+if it has Service Changed). An ATT error on a request that says its handle is stale
+(``gatt_cache.STALE_ATT``) discards the kept database; a read or a subscription is then asked
+once more after a fresh discovery on the same connection (both are safe to repeat), a write is
+not: it raises, and its caller decides. A characteristic of a collection discovered anew on the
+connection is found again by its service's and its own UUID, so a caller holding the old one
+reaches the attribute it meant.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 
 from hubd.ble import errors
-from hubd.ble.proxy import STEP_MS, BleProxy, Connection, clamp_ms
+from hubd.ble.gatt_cache import DATABASE_HASH_UUID, SERVICE_CHANGED_UUID, STALE_ATT, Entry, entry_of
+from hubd.ble.proxy import STEP_MS, BleProxy, Connection, Done, clamp_ms
 from wire import messages
 
 log = logging.getLogger(__name__)
@@ -101,6 +112,11 @@ class ProxyClient(BaseBleakClient):
         self._mtu = DEFAULT_MTU
         self._callbacks: dict[int, NotifyCallback] = {}
         self.dropped_notifications = 0  # for a handle nobody subscribed to
+        # This connection's database: the kept one it uses (until the peer is heard on it),
+        # and Service Changed's value handle in it.
+        self._kept: Entry | None = None
+        self._heard = False
+        self._changed_handle: int | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -134,13 +150,72 @@ class ProxyClient(BaseBleakClient):
         try:
             if pair:  # before the services, as bleak's BlueZ backend pairs
                 await self.pair()
-            found = await self._proxy.request(messages.BLE_DISCOVER, conn, wait_ms=STEP_MS)
-            errors.raise_for(found.status, found.att, f"discover {self.address}'s services")
+            entry = self._proxy.gatt_cache.get(self.address)
+            if entry is not None and await self._still_valid(conn, entry):
+                self._kept, self._changed_handle = entry, entry.changed_handle
+                self.services = entry.services(
+                    self._wanted, lambda: self._proxy.write_without_response_size(conn))
+            else:
+                await self._discover(conn)
         except BaseException:
             await self._drop(conn)
             raise
-        assert found.discovery is not None
-        self.services = found.discovery.services(self._wanted)
+
+    async def _discover(self, conn: int) -> None:
+        """Discover the peer's database on ``conn`` (its services become this client's) and
+        give the proxy's cache what it may keep of it."""
+        found = await self._proxy.request(messages.BLE_DISCOVER, conn, wait_ms=STEP_MS)
+        errors.raise_for(found.status, found.att, f"discover {self.address}'s services")
+        discovery = found.discovery
+        assert discovery is not None
+        self._kept, self._heard = None, False
+        self._changed_handle = discovery.value_handle(SERVICE_CHANGED_UUID)
+        read_hash = None
+        hash_handle = discovery.value_handle(DATABASE_HASH_UUID)
+        if self._proxy.gatt_cache.enabled and self._changed_handle is not None \
+                and hash_handle is not None:
+            done = await self._request_read(conn, hash_handle)
+            read_hash = done.data if done.ok else None
+        self._proxy.gatt_cache.keep(self.address, entry_of(discovery, read_hash))
+        self.services = discovery.services(self._wanted)
+
+    async def _still_valid(self, conn: int, entry: Entry) -> bool:
+        """Whether ``entry`` is the peer's database now: without Service Changed always; with it,
+        if the Database Hash at its kept handle reads as kept (else it is discarded)."""
+        if entry.hash_handle is None:
+            return True
+        done = await self._request_read(conn, entry.hash_handle)
+        if done.ok and done.data == entry.hash:
+            return True
+        if done.ok or done.status == "gatt_error":
+            self._proxy.gatt_cache.forget(self.address, "hash_changed")
+            return False
+        errors.raise_for(done.status, done.att, f"read {self.address}'s Database Hash")
+        return False  # not reached: raise_for raises for anything but ok
+
+    async def _request_read(self, conn: int, handle: int) -> Done:
+        return await self._proxy.request(messages.BLE_READ, conn, handle, self._gatt_ms,
+                                         wait_ms=self._gatt_ms)
+
+    def _stale(self, done: Done) -> bool:
+        """Whether ``done`` says a handle is not what this connection's database holds: then the
+        kept database is discarded (hubd.ble.gatt_cache)."""
+        if done.status != "gatt_error" or done.att not in STALE_ATT:
+            return False
+        self._proxy.gatt_cache.forget(self.address, f"att_error_0x{done.att:02x}")
+        self._kept = None
+        return True
+
+    def _current(self, characteristic: BleakGATTCharacteristic) -> BleakGATTCharacteristic:
+        """``characteristic`` as this connection's collection has it: a caller may hold one of a
+        collection discovered before on this connection (found again by its UUIDs)."""
+        services = self.services
+        if services is None or services.characteristics.get(characteristic.handle) is characteristic:
+            return characteristic
+        for char in services.characteristics.values():
+            if char.uuid == characteristic.uuid and char.service_uuid == characteristic.service_uuid:
+                return char
+        return characteristic
 
     async def disconnect(self) -> None:
         conn = self._conn
@@ -159,7 +234,11 @@ class ProxyClient(BaseBleakClient):
     def _forget(self) -> None:
         if self._conn is not None:
             self._proxy.detach(self._conn)
+            if self._kept is not None and not self._heard:
+                # The peer never answered on the kept handles: they may be another attribute's.
+                self._proxy.gatt_cache.forget(self.address, "unconfirmed")
         self._conn = None
+        self._kept, self._heard, self._changed_handle = None, False, None
         self._callbacks.clear()
         self.services = None
 
@@ -170,10 +249,16 @@ class ProxyClient(BaseBleakClient):
             asyncio.get_running_loop().call_soon(self._disconnected_callback)
 
     def _on_notify(self, handle: int, data: bytes) -> str | None:
+        if handle == self._changed_handle and handle not in self._callbacks:
+            # Service Changed: the database is not what this connection holds any more.
+            self._proxy.gatt_cache.forget(self.address, "service_changed")
+            self._kept = None
+            return None
         callback = self._callbacks.get(handle)
         if callback is None:
             self.dropped_notifications += 1
             return f"notify_not_subscribed: handle {handle}"
+        self._heard = True
         try:
             callback(bytearray(data))
         except Exception:
@@ -200,6 +285,7 @@ class ProxyClient(BaseBleakClient):
         this peer; nothing to forget is no error."""
         if self._conn is not None:
             await self._drop(self._conn)
+        self._proxy.gatt_cache.forget(self.address, "unpaired")
         done = await self._proxy.request(messages.BLE_UNPAIR, self.address, self._addr_type,
                                          wait_ms=STEP_MS)
         errors.raise_for(done.status, done.att, f"unpair {self.address}")
@@ -212,9 +298,7 @@ class ProxyClient(BaseBleakClient):
         return self._conn
 
     async def _read(self, handle: int, what: str) -> bytearray:
-        conn = self._connected()
-        done = await self._proxy.request(messages.BLE_READ, conn, handle, self._gatt_ms,
-                                         wait_ms=self._gatt_ms)
+        done = await self._request_read(self._connected(), handle)
         errors.raise_for(done.status, done.att, f"read {what} of {self.address}")
         return bytearray(done.data or b"")
 
@@ -229,26 +313,54 @@ class ProxyClient(BaseBleakClient):
                                     f"proxy carries at most {limit} in one write", "refused")
         done = await self._proxy.request(messages.BLE_WRITE, conn, handle, payload.hex(), response,
                                          self._gatt_ms, wait_ms=self._gatt_ms)
+        self._stale(done)  # never written again here (module docstring)
         errors.raise_for(done.status, done.att, f"write {what} of {self.address}", write=True)
+
+    async def _rediscovered(self, done: Done) -> bool:
+        """After a request that ended ``done``: True if it said a handle is stale and the
+        database was discovered again on this connection (the request may be asked once more)."""
+        if not self._stale(done):
+            return False
+        await self._discover(self._connected())
+        return True
 
     async def read_gatt_char(self, characteristic: BleakGATTCharacteristic, *,
                              use_cached: bool = False, **kwargs: Any) -> bytearray:
-        return await self._read(characteristic.handle, f"characteristic {characteristic.uuid}")
+        char = self._current(characteristic)
+        done = await self._request_read(self._connected(), char.handle)
+        if await self._rediscovered(done):  # a read is safe to repeat
+            char = self._current(characteristic)
+            done = await self._request_read(self._connected(), char.handle)
+        errors.raise_for(done.status, done.att, f"read characteristic {char.uuid} of {self.address}")
+        return bytearray(done.data or b"")
 
     async def read_gatt_descriptor(self, descriptor: BleakGATTDescriptor, *,
                                    use_cached: bool = False, **kwargs: Any) -> bytearray:
-        return await self._read(descriptor.handle, f"descriptor {descriptor.uuid}")
+        done = await self._request_read(self._connected(), descriptor.handle)
+        self._stale(done)
+        errors.raise_for(done.status, done.att,
+                         f"read descriptor {descriptor.uuid} of {self.address}")
+        return bytearray(done.data or b"")
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer,
                               response: bool) -> None:
-        await self._write(characteristic.handle, data, response,
-                          f"characteristic {characteristic.uuid}")
+        char = self._current(characteristic)
+        await self._write(char.handle, data, response, f"characteristic {char.uuid}")
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
         await self._write(descriptor.handle, data, True, f"descriptor {descriptor.uuid}")
 
     async def start_notify(self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback,
                            **kwargs: Any) -> None:
+        char = self._current(characteristic)
+        done = await self._subscribe(char, callback)
+        if await self._rediscovered(done):  # writing a CCCD again is safe: it is a setting
+            char = self._current(characteristic)
+            done = await self._subscribe(char, callback)
+        errors.raise_for(done.status, done.att, f"subscribe to {char.uuid} of {self.address}")
+
+    async def _subscribe(self, characteristic: BleakGATTCharacteristic,
+                         callback: NotifyCallback) -> Done:
         conn = self._connected()
         cccd = characteristic.get_descriptor(CCCD_UUID)
         if cccd is None:
@@ -262,16 +374,17 @@ class ProxyClient(BaseBleakClient):
                                          wait_ms=STEP_MS)
         if not done.ok:
             self._callbacks.pop(characteristic.handle, None)
-        errors.raise_for(done.status, done.att,
-                         f"subscribe to {characteristic.uuid} of {self.address}")
+        return done
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         conn = self._connected()
+        characteristic = self._current(characteristic)
         cccd = characteristic.get_descriptor(CCCD_UUID)
         self._callbacks.pop(characteristic.handle, None)
         if cccd is None:
             return
         done = await self._proxy.request(messages.BLE_SUBSCRIBE, conn, cccd.handle, SUBSCRIBE_OFF,
                                          wait_ms=STEP_MS)
+        self._stale(done)
         errors.raise_for(done.status, done.att,
                          f"unsubscribe from {characteristic.uuid} of {self.address}")

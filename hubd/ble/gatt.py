@@ -45,6 +45,7 @@ class Discovery:
         self.collection = BleakGATTServiceCollection()
         self.received = 0  # messages taken in or dropped: ble_done's count is compared with it
         self.dropped: Counter[str] = Counter()
+        self.taken: list[dict[str, Any]] = []  # the messages taken in, in order (hubd.ble.gatt_cache)
 
     def take(self, msg: dict[str, Any]) -> str | None:
         """Take one ble_service, ble_char or ble_desc; a refusal reason if it was left out."""
@@ -52,6 +53,8 @@ class Discovery:
         why = self._take(msg)
         if why is not None:
             self.dropped[why] += 1
+        else:
+            self.taken.append(msg)
         return why
 
     def _take(self, msg: dict[str, Any]) -> str | None:
@@ -86,6 +89,11 @@ class Discovery:
                 return "discovery_repeated"
             col.add_descriptor(BleakGATTDescriptor(msg, msg["handle"], uuid, char))
         return None
+
+    def value_handle(self, uuid: str) -> int | None:
+        """The value handle of the first characteristic of ``uuid`` (bleak's normalised form)."""
+        return next((c.handle for c in self.collection.characteristics.values()
+                     if c.uuid == uuid), None)
 
     def services(self, wanted: set[str] | None = None) -> BleakGATTServiceCollection:
         """The collection; with ``wanted`` (bleak's normalised UUIDs), only those services."""

@@ -15,6 +15,9 @@ dropped and counted in :attr:`BleProxy.dropped` and in hubd's input counts (inpu
 
 When the link goes down the bridge drops every proxy connection and watch; so does hubd: every
 connection hears it is lost (``host_link``), and the watches are sent again when the link is up.
+
+The peers' GATT databases kept across connections (hubd.ble.gatt_cache) are the proxy's:
+:attr:`BleProxy.gatt_cache`, one per hubd, in memory (``gatt_cache=False``: none kept).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from bleak.backends.scanner import BaseBleakScanner
 from hubd.ble import errors
 from hubd.ble.advert import parse
 from hubd.ble.gatt import Discovery
+from hubd.ble.gatt_cache import GattCache
 from hubd.ble.radio import AdvertCallback
 from hubd.link.bridge import Bridge
 from wire import messages
@@ -106,9 +110,11 @@ class BleProxy:
 
     _default: BleProxy | None = None
 
-    def __init__(self, bridge: Bridge, margin_s: float = MARGIN_S) -> None:
+    def __init__(self, bridge: Bridge, margin_s: float = MARGIN_S,
+                 gatt_cache: bool = True) -> None:
         self.bridge = bridge
         self.margin_s = margin_s
+        self.gatt_cache = GattCache(gatt_cache)
         self.dropped: Counter[str] = Counter()
         self._rids = itertools.count(1)
         self._requests: dict[int, _Request] = {}
@@ -212,7 +218,7 @@ class BleProxy:
         req = _Request(kind, loop.create_future())
         if kind == messages.BLE_DISCOVER:
             conn = fields[0]
-            req.discovery = Discovery(lambda: self._wwr_size(conn))
+            req.discovery = Discovery(lambda: self.write_without_response_size(conn))
         self._requests[rid] = req
         try:
             if not self.is_up:
@@ -238,7 +244,8 @@ class BleProxy:
         while len(self._given_up) > _LATE_MAX:
             del self._given_up[next(iter(self._given_up))]
 
-    def _wwr_size(self, conn: int) -> int:
+    def write_without_response_size(self, conn: int) -> int:
+        """The largest write without response on ``conn``: its MTU less 3, within MAX_DATA."""
         mtu = self._mtus.get(conn, 23)
         return min(mtu, messages.MAX_DATA + 3) - 3
 

@@ -4,6 +4,7 @@ the proxy), the REAL bridge firmware in MicroPython, the simulated dKey on the s
 The path hil uses; tests/hubd/test_locks_dkey.py covers the rest in direct mode.
 
 - unlock and lock succeed with state and battery, ``on_written`` once each, the motor once each;
+  their connection skips discovery (the association's database, kept by the proxy);
 - a link lost before the write's answer, or after the lock took the command: ``incomplete``
   (``link_lost``), the state read back, the lock took the command ONCE and the motor moved once,
   ``on_written`` once;
@@ -13,6 +14,7 @@ The path hil uses; tests/hubd/test_locks_dkey.py covers the rest in direct mode.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from hubd.locks.dkey import DkeyTimings
 from simulator.dkey import DKeyLock
 from simulator.home import SimulatedHome
 from tests.waiting import until
-from wire import lockkinds
+from wire import lockkinds, messages
 from wire import outcomes as oc
 
 ADDR = "F0:94:0A:00:0D:01"
@@ -90,6 +92,17 @@ async def test_unlock_and_lock_through_the_bridge(rig: Rig) -> None:
     assert written == ["unlock", "lock"]
     assert rig.lock.move_commands == 2 and rig.lock.motor_moves == 2 and rig.lock.locked
     assert rig.home.radio.centrals == 1, "the bridge is the only central on the air"
+    # The association's connection discovered; the commands' reconnect used the database the
+    # proxy kept (hubd/ble/gatt_cache.py): one ble_discover on the serial line in all.
+    assert rig.lock.connections >= 2
+    assert _discoveries(rig.home) == 1
+
+
+def _discoveries(home: SimulatedHome) -> int:
+    """The ble_discover requests on the serial line (its transcript, as a logic analyser on the
+    cable would see it)."""
+    bodies = [c.body for c in home.line.frames() if c.body and c.body.startswith(b"{")]
+    return sum(1 for body in bodies if json.loads(body).get("m") == messages.BLE_DISCOVER)
 
 
 @pytest.mark.parametrize("knob", ["drop_link_before_write_answer", "drop_link_after_command"])
