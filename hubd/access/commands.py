@@ -65,6 +65,16 @@ ANSWER_BACKOFF_S = (0.5, 30.0)
 CLOSE_ANSWERS_S = 2.0
 
 
+class VisitListener(Protocol):
+    """Who holds a visit's next door (``hubd.locks.visit.VisitHold``): told of each command
+    accepted (before it runs: a hold ends so the command has the proxy's slot) and of each that
+    succeeded, with the assignment it names."""
+
+    def accepted(self, lock: str, assignment: str | None) -> None: ...
+
+    def succeeded(self, lock: str, assignment: str | None) -> None: ...
+
+
 class Publisher(Protocol):
     """Where answers go (``hubd.mqtt.HubMqtt`` in the daemon)."""
 
@@ -83,6 +93,7 @@ class _Job:
     reply_to: str
     exp: float | None  # None for a command recovered after a restart
     written_before: bool = False  # recovered: the journal says the lock write was attempted
+    assignment: str | None = None  # the visit a staff command names (None: recovered, or none)
     # Where the time went, per hop (None for a command recovered after a restart).
     timing: CommandTiming | None = field(default=None, compare=False)
 
@@ -107,7 +118,8 @@ class Commands:
     runs operations on the locks (``hubd.access.transport``: hubd's lock drivers); ``publisher`` sends answers; ``journal``,
     ``audit`` and ``lock_states`` record what happened; ``command_timeout_s`` is passed to the
     transport per operation; ``queue_size`` bounds the commands waiting per lock (a command beyond
-    it is rejected ``busy``). ``clock`` returns Unix seconds.
+    it is rejected ``busy``). ``clock`` returns Unix seconds. ``visits``, if given, hears of each
+    command accepted and each that succeeded (hubd.locks.visit).
     """
 
     def __init__(
@@ -125,6 +137,7 @@ class Commands:
         queue_size: int = 8,
         clock: Callable[[], float] = time.time,
         recovery_wait_s: float = RECOVERY_WAIT_S,
+        visits: VisitListener | None = None,
     ) -> None:
         self._hub_id = hub_id
         self._verifier = verifier
@@ -138,6 +151,7 @@ class Commands:
         self._queue_size = queue_size
         self._clock = clock
         self._recovery_wait_s = recovery_wait_s
+        self._visits = visits
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._recovering: dict[str, list[_Job]] = {}
@@ -191,7 +205,8 @@ class Commands:
                                              kid), message)
         timing = CommandTiming(message.at, started, verified, time.perf_counter())
         queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
-                              timing=timing))
+                              assignment=claims.assignment, timing=timing))
+        self._tell_visits("accepted", claims.lock, claims.assignment)
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
@@ -245,6 +260,16 @@ class Commands:
             log.exception("command failed inside the hub", extra={"command_id": job.command_id})
             outcome = _unfinished(progress.written or job.exp is None, FailReason.BRIDGE_ERROR)
         self._finish(job, outcome)
+        if outcome.status is Status.SUCCEEDED and job.exp is not None:
+            self._tell_visits("succeeded", job.lock, job.assignment)
+
+    def _tell_visits(self, what: str, lock: str, assignment: str | None) -> None:
+        if self._visits is None:
+            return
+        try:
+            getattr(self._visits, what)(lock, assignment)
+        except Exception:  # the visit's hold is a speed-up: its bug must not touch a command
+            log.exception("the visit's hold failed hearing of a command %s", what)
 
     async def _execute(self, job: _Job, progress: _Progress) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock, "action": job.action}

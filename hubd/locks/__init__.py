@@ -12,6 +12,8 @@
 - sightings: the locks' adverts, watched through the proxy, as battery, signal and report number
   (a dKey's: presence and signal)
 - kept: the connection a driver keeps between operations, and its end (one rule for both)
+- visit: a visit's next door held: its connection opened when the door before it opened
+  (``[visit] route``), kept alive by reads that move nothing until its command comes
 - drivers: the daemon's wiring of the above
 """
 

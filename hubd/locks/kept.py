@@ -11,7 +11,9 @@ for those disconnects (a lock that takes one connection must be free before the 
 A driver says what it holds (:meth:`Kept._held`) and how to let go of it (:meth:`Kept._forget`:
 detach it and return the coroutine that disconnects it). A read between operations (a poll) goes
 through :meth:`Kept._read_between`: a connection made for it is dropped at once, one an operation
-left open is kept. Beside the connection every driver
+left open is kept. A visit's hold (hubd.locks.visit) keeps the connection past ``idle_s``
+(:meth:`Kept.hold`): while it holds, an operation's or a read's end arms no drop, and a read
+that made the connection keeps it. Beside the connection every driver
 keeps the radio it reaches its lock through (:attr:`Kept.radio`) and when its last move was
 asked for, so that nobody reads the lock before it settled (:attr:`Kept.settling_s`).
 """
@@ -51,6 +53,7 @@ class Kept:
         self._moved_at: float | None = None  # loop time of the last move asked for, until settled
         self._idle: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._holding = False  # a visit holds the connection (hubd.locks.visit)
 
     @property
     def radio(self) -> Radio:
@@ -78,6 +81,17 @@ class Kept:
         """Detach the connection held, if any, and return what disconnects it."""
         raise NotImplementedError
 
+    def hold(self, on: bool, *, in_use: bool = False) -> None:
+        """A visit holds the connection (``on``): it is not dropped when idle, and a read that
+        makes it keeps it; or lets go: the connection held is dropped ``idle_s`` after, unless an
+        operation takes it first. ``in_use``: an operation or a read runs now (its end arms the
+        drop, not this: a drop armed under it could end it)."""
+        self._holding = on
+        if on:
+            self._keep()
+        elif not in_use:
+            self._release()
+
     def _keep(self) -> None:
         """An operation starts: the connection is not dropped under it."""
         if self._idle is not None:
@@ -85,8 +99,12 @@ class Kept:
             self._idle = None
 
     def _release(self) -> None:
-        """An operation ended: the connection is dropped after ``idle_s`` unless used again."""
-        if self._held():
+        """An operation ended: the connection is dropped after ``idle_s`` unless used again (or
+        a visit holds it). Called twice, the later call's ``idle_s`` counts."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self._held() and not self._holding:
             self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
 
     def _drop(self) -> None:
@@ -111,7 +129,7 @@ class Kept:
         one proxy slot at a time across the hub, and a battery lock pays for every second); one
         an operation left open is kept ``idle_s`` after. A bug in it is logged and None, the
         connection dropped."""
-        kept = self.connected
+        kept = self.connected or self._holding  # a read made for a hold keeps its connection
         self._keep()
         try:
             return await read()
@@ -123,7 +141,7 @@ class Kept:
             self._drop()
             return None
         finally:
-            if kept:
+            if kept:  # (a hold that ended meanwhile: the command waiting takes it)
                 self._release()
             else:
                 self._drop()

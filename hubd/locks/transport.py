@@ -120,6 +120,10 @@ class LockDriver(Protocol):
 
     async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None: ...
 
+    def hold(self, on: bool, *, in_use: bool = False) -> None:
+        """A visit holds the connection, or lets go (hubd.locks.kept.Kept.hold)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -237,6 +241,20 @@ class BleLocks:
         """Whether an operation or a read holds ``lock_id``'s turn, or waits for it."""
         turn = self._turns.get(lock_id)
         return turn is not None and turn.locked()
+
+    def connected(self, lock_id: str) -> bool:
+        """Whether hubd has a connection up to ``lock_id``."""
+        driver = self._drivers.get(lock_id)
+        return driver is not None and driver.connected
+
+    def hold(self, lock_id: str, on: bool) -> bool:
+        """A visit holds ``lock_id``'s connection past its idle drop (``on``), or lets go
+        (hubd.locks.visit); False if the lock is not driven."""
+        driver = self._drivers.get(lock_id)
+        if driver is None:
+            return False
+        driver.hold(on, in_use=self.busy(lock_id))
+        return True
 
     async def refresh(self, lock_id: str, read_status: bool) -> Refreshed | None:
         """In ``lock_id``'s turn, read its kept reports and, with ``read_status``, its state and
