@@ -42,6 +42,7 @@ p50/p90/p99 of each, as JSON.
 
     .venv/bin/python benchmarks/doorstep.py --commands 30 --out benchmarks/results/doorstep.json
     .venv/bin/python benchmarks/doorstep.py --lock dkey --via adapter --commands 5
+    .venv/bin/python benchmarks/doorstep.py --via bridge --no-gatt-cache   # every connect discovers
 """
 
 from __future__ import annotations
@@ -196,8 +197,10 @@ TAP_SPREAD_S = 2.0
 
 
 def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None,
-        warmup: int = 2) -> dict:
-    """One lock kind on one route: ``warmup`` commands, then ``commands`` timed; its figures."""
+        warmup: int = 2, gatt_cache: bool = True) -> dict:
+    """One lock kind on one route: ``warmup`` commands, then ``commands`` timed; its figures.
+    ``gatt_cache`` False: hubd keeps no lock's GATT database through the bridge (every
+    connection discovers; ``[bluetooth] gatt_cache``)."""
     os.environ[ble_timing.ENV] = "realistic"  # the home's radio reads it when it is made
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
@@ -219,6 +222,8 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
     if via == "adapter":
         extra += (f'\n[bluetooth]\nvia = "adapter"\n'
                   f'simulated_radio = "{home.home.radio.socket_path}"\n')
+    elif not gatt_cache:
+        extra += "\n[bluetooth]\ngatt_cache = false\n"
     config = work / "hubd.toml"
     write_hubd_config(config, broker, home.home.port, key, home.home.kinds,
                       state_dir=work / "hubd-state", link_key=home.home.link_key, extra=extra)
@@ -258,6 +263,7 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
     air = marks.hops(sent)
     return {
         "lock": lock, "via": via, "held": held, "commands": commands,
+        "gatt_cache": gatt_cache if via == "bridge" else None,
         "to_motor": summary(air["to_motor"]),
         "succeeded": summary(times["final"]),
         "accepted": summary(times["accepted"]),
@@ -281,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="the air's randomness")
     parser.add_argument("--warmup", type=int, default=2, choices=(0, 2),
                         help="untimed commands first (default 2: hubd's start-up poll ends)")
+    parser.add_argument("--no-gatt-cache", dest="gatt_cache", action="store_false",
+                        help="through the bridge, hubd discovers the lock's GATT database at "
+                             "every connection (the policy off: [bluetooth] gatt_cache = false)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/doorstep.json")
     args = parser.parse_args(argv)
     locks = LOCKS if args.lock == "all" else (args.lock,)
@@ -290,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     for lock in locks:
         for via in routes:
             work = Path(tempfile.mkdtemp(prefix=f"bench-doorstep-{lock}-{via}-"))
-            runs.append(run(lock, via, args.commands, args.held, work, args.seed, args.warmup))
+            runs.append(run(lock, via, args.commands, args.held, work, args.seed, args.warmup,
+                            args.gatt_cache))
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "the nurse's wait: backend publish -> motor start and -> succeeded",
@@ -306,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'':<26}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for r in runs:
-        print(f"{r['lock']} via {r['via']}{' (held)' if r['held'] else ''}:")
+        cache = {True: ", GATT cache on", False: ", GATT cache off", None: ""}[r["gatt_cache"]]
+        print(f"{r['lock']} via {r['via']}{' (held)' if r['held'] else ''}{cache}:")
         rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
         rows += [(f"  {h}", s) for h, s in r["air_hops"].items()]
         rows += [(f"  hubd {h}", s) for h, s in r["hubd_hops"].items()]
