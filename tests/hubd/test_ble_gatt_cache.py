@@ -3,7 +3,8 @@
 simulated radio and serial line) and hubd's reference lock driver: the ``ble_discover`` requests
 hubd sends and the lock's motor are the evidence.
 
-One walk through a lock's life: a reconnect makes no discovery; a firmware update that moves
+One walk through a lock's life: a reconnect makes no discovery; a connection that never heard
+the lock on the kept database discards it; a firmware update that moves
 the handles without Service Changed (a careless vendor's) is met on the stale handles and
 rediscovered, the command still written once; one that brings Service Changed and a Database
 Hash is kept with the hash and checked by one read at each connect; a second update (the hash
@@ -20,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from hubd.ble import BleProxy
+from bleak import BleakClient
+
+from hubd.ble import BleProxy, ProxyClient
 from hubd.link.bridge import Bridge
 from hubd.locks import ReferenceLock, Timings
 from simulator.home import SimulatedHome, address
@@ -72,7 +75,7 @@ async def test_a_reconnect_skips_discovery_and_a_changed_database_is_rediscovere
     assert lock.secret is not None
     driver = ReferenceLock(address(lock), lock.secret, addr_type=lock.addr_type, radio=proxy,
                            timings=FAST)
-    actions = iter(["unlock", "lock"] * 5)
+    actions = iter(["unlock", "lock"] * 6)
     ids = iter(range(100))
 
     async def command(discoveries: int) -> None:
@@ -93,15 +96,25 @@ async def test_a_reconnect_skips_discovery_and_a_changed_database_is_rediscovere
             await command(discoveries=1)  # reconnected: the kept database
             assert lock.connections == 2
 
+            # A connection on the kept database that never heard the lock leaves it unconfirmed:
+            # discarded (a stale handle may take a write silently), the next one discovers.
+            client = BleakClient(address(lock), backend=ProxyClient, proxy=proxy,
+                                 addr_type=lock.addr_type)
+            await client.connect()
+            await client.disconnect()
+            assert proxy.gatt_cache.counts["unconfirmed"] == 1
+            await command(discoveries=2)
+            await command(discoveries=2)
+
             # Handles moved, no Service Changed: the kept CCCD handle is the control point's
             # now (the lock takes "01 00" as a bad request), the kept control handle a
             # read-only value (write not permitted): discarded, the driver connects again and
             # that connection discovers.
             lock.update_firmware()
             await until(lambda: not lock.links)
-            await command(discoveries=2)
+            await command(discoveries=3)
             assert proxy.gatt_cache.counts["att_error_0x03"] == 1
-            await command(discoveries=2)
+            await command(discoveries=3)
 
             # The GATT service comes: the kept subscription's handle is stale (0x03), the
             # database discovered again on the same connection, the subscription asked again;
@@ -109,16 +122,16 @@ async def test_a_reconnect_skips_discovery_and_a_changed_database_is_rediscovere
             lock.update_firmware(gatt_service=True, revision="3")
             await until(lambda: not lock.links)
             reads = _count(sent, messages.BLE_READ)
-            await command(discoveries=3)
+            await command(discoveries=4)
             assert _count(sent, messages.BLE_READ) == reads + 1, "the Database Hash, read once"
-            await command(discoveries=3)  # kept, the hash read and equal
+            await command(discoveries=4)  # kept, the hash read and equal
             assert _count(sent, messages.BLE_READ) == reads + 2
 
             lock.update_firmware(gatt_service=True, device_information=False)
             await until(lambda: not lock.links)
-            await command(discoveries=4)  # the hash differs: discovered at connect
+            await command(discoveries=5)  # the hash differs: discovered at connect
             assert proxy.gatt_cache.counts["hash_changed"] == 1
-            assert lock.motor_moves == 7 and _commands(sent) == 7
+            assert lock.motor_moves == 9 and _commands(sent) == 9
     finally:
         await driver.close()
         proxy.close()
