@@ -27,7 +27,9 @@ A kept database is discarded (the next connection discovers again) on:
   of a connection that used it (hubd.ble.client: a read or a subscription, safe to repeat, is
   repeated once after a fresh discovery on the same connection; a write never: the caller
   decides, and a COMMAND is never written twice, docs/lock-protocol.md "at most once");
-- a Service Changed indication on its kept handle;
+- a Service Changed indication on its kept handle (hubd does not subscribe to it itself: a CCCD
+  write at every connection would cost what the check saves; a bonded server that kept a
+  subscription sends it, and the Database Hash read at connect is what catches a change);
 - a connection that used it and ended without hearing the peer once on a subscribed
   characteristic: a lock that broke the spec and moved its handles without Service Changed may
   take a stale write on another attribute silently, and silence is then all that tells
