@@ -66,7 +66,7 @@ class _Challenge:
         self.used = False
 
 
-def database_hash(peripheral: Peripheral) -> bytes:
+def layout_hash(peripheral: Peripheral) -> bytes:
     """16 bytes that change whenever the layout does (the Core spec's is an AES-CMAC over the
     attributes, Vol 3 Part G 7.3.1; any digest of the layout serves the simulation)."""
     layout = repr([(s.start_handle, s.end_handle, str(s.uuid),
@@ -425,27 +425,29 @@ class ReferenceProtocolLock(Peripheral):
 
         self._on_loop(send)
 
-    def update_firmware(self, *, gatt_service: bool = False, device_information: bool = True,
-                        revision: str = "2") -> None:
+    def update_firmware(self, *, gatt_service: bool = False, database_hash: bool = True,
+                        device_information: bool = True, revision: str = "2") -> None:
         """A firmware update that moves the lock's handles: a Device Information service (0x180A)
         with the firmware revision (0x2A26, read only) comes before the lock's own service, so
         every handle of that service moves. With ``gatt_service``, the GATT service (0x1801)
         first, with Service Changed (0x2A05, indicate) and a Database Hash (0x2B2A) of the new
         layout, as the Core spec asks of a server whose database can change (Vol 3 Part G,
         2.5.2, 7.3); without it the lock breaks the spec as a careless vendor's might.
-        ``device_information`` False leaves that service out (another layout). Like an update,
-        it reboots: its links drop."""
+        ``database_hash`` False: Service Changed alone (a pre-5.1 server). ``device_information``
+        False leaves that service out (another layout). Like an update, it reboots: its links
+        drop."""
         def update() -> None:
             services = []
             hashed = Characteristic(0x2B2A, FLAG_READ)
             if gatt_service:
-                services.append(Service(0x1801, [Characteristic(0x2A05, FLAG_INDICATE), hashed]))
+                services.append(Service(0x1801, [Characteristic(0x2A05, FLAG_INDICATE)]
+                                        + ([hashed] if database_hash else [])))
             if device_information:
                 services.append(Service(0x180A, [Characteristic(0x2A26, FLAG_READ,
                                                                 revision.encode())]))
             services.append(Service(lp.SERVICE_UUID, [self.control, self.events]))
             self.change_database(services)
-            hashed.value = database_hash(self)
+            hashed.value = layout_hash(self)
 
         self._on_loop(update)
 

@@ -4,12 +4,12 @@ simulated radio and serial line) and hubd's reference lock driver: the ``ble_dis
 hubd sends and the lock's motor are the evidence.
 
 One walk through a lock's life: a reconnect makes no discovery; a connection that never heard
-the lock on the kept database discards it; a firmware update that moves
-the handles without Service Changed (a careless vendor's) is met on the stale handles and
-rediscovered, the command still written once; one that brings Service Changed and a Database
-Hash is kept with the hash and checked by one read at each connect; a second update (the hash
-changed) is rediscovered at connect. Every command moves the lock once, never twice. Then
-``gatt_cache=False``: every connect discovers.
+the lock on the kept database discards it; a firmware update that moves the handles without
+Service Changed (a careless vendor's) is met on the stale handles and rediscovered, the command
+still written once; one that brings Service Changed and a Database Hash is kept with the hash
+and checked by one read at each connect; a second update (the hash changed) is rediscovered at
+connect; Service Changed without a hash is never kept. Every command moves the lock once, never
+twice. Then ``gatt_cache=False``: every connect discovers.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ async def test_a_reconnect_skips_discovery_and_a_changed_database_is_rediscovere
     assert lock.secret is not None
     driver = ReferenceLock(address(lock), lock.secret, addr_type=lock.addr_type, radio=proxy,
                            timings=FAST)
-    actions = iter(["unlock", "lock"] * 6)
+    actions = iter(["unlock", "lock"] * 7)
     ids = iter(range(100))
 
     async def command(discoveries: int) -> None:
@@ -131,7 +131,14 @@ async def test_a_reconnect_skips_discovery_and_a_changed_database_is_rediscovere
             await until(lambda: not lock.links)
             await command(discoveries=5)  # the hash differs: discovered at connect
             assert proxy.gatt_cache.counts["hash_changed"] == 1
-            assert lock.motor_moves == 9 and _commands(sent) == 9
+
+            # Service Changed without a hash: not kept, every connection discovers.
+            lock.update_firmware(gatt_service=True, database_hash=False)
+            await until(lambda: not lock.links)
+            await command(discoveries=6)
+            await command(discoveries=7)
+            assert address(lock) not in proxy.gatt_cache
+            assert lock.motor_moves == 11 and _commands(sent) == 11
     finally:
         await driver.close()
         proxy.close()
