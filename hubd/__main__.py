@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from hubd.ble.radio import Radio
     from hubd.link.bridge import Bridge
     from hubd.locks.drivers import LockDrivers
+    from hubd.locks.transport import BleLocks
+    from hubd.locks.visit import VisitHold
     from hubd.store.pairings import Pairings
 
 log = logging.getLogger("hubd")
@@ -228,6 +230,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             seen=journal,
             protocols=drivers.locks.protocols,
         )
+        visits = _visit_hold(config, drivers.locks, stack)
         commands = Commands(
             hub_id=config.hub_id,
             verifier=verifier,
@@ -239,6 +242,7 @@ async def run(config: HubConfig, stop: asyncio.Event) -> None:
             command_timeout_s=config.command_timeout_s,
             bridge_wait_s=config.bridge_wait_s,
             queue_size=config.queue_size,
+            visits=visits,
         )
         stack.push_async_callback(commands.close)
         stack.callback(alarms.close)
@@ -341,6 +345,21 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
                                      dkey_timings=DkeyTimings(**config.dkey_timing.given()),
                                      on_counter=pairings.mark)
     return drivers, pairings
+
+
+def _visit_hold(config: HubConfig, locks: BleLocks, stack: contextlib.AsyncExitStack
+                ) -> VisitHold | None:
+    """A visit's next door held (``[visit]``, hubd.locks.visit); None without a route."""
+    from hubd.locks.visit import VisitHold, VisitRoute
+
+    if not config.visit.route:
+        return None
+    visits = VisitHold(locks, VisitRoute(tuple(config.visit.route), config.visit.hold_s,
+                                         config.visit.keepalive_s))
+    stack.push_async_callback(visits.close)  # before the drivers close
+    log.info("visit route: %s; the next door held %.0f s", " -> ".join(config.visit.route),
+             config.visit.hold_s)
+    return visits
 
 
 async def _radio(config: HubConfig, bridge: Bridge, stack: contextlib.AsyncExitStack

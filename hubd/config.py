@@ -64,6 +64,14 @@ provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's en
     [lock_upkeep]                        # its background work (all optional; hubd.locks.UpkeepTimings)
     poll_s = 1800                        # poll_s, news_gap_s, news_gap_max_s
 
+    [visit]                              # a visit's next door held (optional; docs/ble-timing.md)
+    route = ["entrance", "front-door"]   # doors of [locks] in the order a visitor passes them
+                                         # (default: none, nothing held); set by hand for now
+    hold_s = 120                         # a staff command's door opened: the next one's
+                                         # connection is held this long, or until a command
+    keepalive_s = 20                     # a read that moves nothing, this often (< 30: the
+                                         # lock's own idle drop)
+
     [alarms]                             # safety alarms to the alarm centre (all optional)
     resident = "resident-208"            # who the centre should send help to (default: none)
     resend_s = 10                        # publish an unhandled alarm again after this (SCAIP: 5-20 s)
@@ -361,6 +369,25 @@ class LockUpkeepConfig(_Section):
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
+class VisitConfig(_Section):
+    """A visit's next door held (hubd.locks.visit): the doors a visitor passes, in order, and
+    how long and how the connection to the next one is held; no route (the default): none."""
+
+    route: list[SegmentId] = Field(default_factory=list, max_length=8)
+    hold_s: float = Field(120.0, gt=0, le=600)
+    keepalive_s: float = Field(20.0, gt=0, lt=30)  # under the lock's own 30 s idle drop
+
+    @field_validator("route")
+    @classmethod
+    def _a_route(cls, route: list[str]) -> list[str]:
+        if len(route) == 1:
+            raise ValueError("a route is two doors or more, in the order a visitor passes "
+                             "them, e.g. [\"entrance\", \"front-door\"] (or none)")
+        if len(set(route)) != len(route):
+            raise ValueError("a door is on the route once")
+        return route
+
+
 class AuditConfig(_Section):
     """The audit trail on the hub: the backend keeps the evidence; the hub keeps this much of it
     (entries not yet delivered are never pruned)."""
@@ -399,6 +426,7 @@ class HubConfig(BaseSettings):
     lock_timing: LockTimingConfig = LockTimingConfig()
     dkey_timing: DkeyTimingConfig = DkeyTimingConfig()
     lock_upkeep: LockUpkeepConfig = LockUpkeepConfig()
+    visit: VisitConfig = VisitConfig()
     state_dir: Path
     keys: dict[Kid, str] = Field(min_length=1)
     # None until `hubctl pair` adds one; a resident may have only a safety alarm.
@@ -463,6 +491,14 @@ class HubConfig(BaseSettings):
         if isinstance(data, dict) and "serial" not in data:
             data = {**data, "serial": {}}
         return data
+
+    @model_validator(mode="after")
+    def _route_of_locks(self) -> Self:
+        unknown = [lock for lock in self.visit.route if lock not in self.locks]
+        if unknown:
+            raise ValueError(f"visit.route names {', '.join(map(repr, unknown))}, which [locks] "
+                             "does not: give the route's doors as lock ids of [locks]")
+        return self
 
     @field_validator("keys")
     @classmethod
