@@ -19,6 +19,8 @@ that connection (:meth:`VisitHold.succeeded`):
   after any operation); any other command ends the hold at once, so the proxy's slot is free
   for it (a command always wins the slot: docs/ble-proxy.md);
 - one hold at a time across the hub (one per visit, never two visits' at once);
+- never for a door the visit asked for already (both commands sent at once: the door's came
+  before the one before it ended);
 - a lock that drops the held connection is connected again once, not more: a second loss (or a
   connection that cannot be made twice) ends the hold.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: How many connections one hold may make: the first, and one more after a loss.
 CONNECTS_PER_HOLD = 2
+#: How many of the latest commands' (lock, assignment) are remembered: a door its visit already
+#: asked for is not held.
+ASKED_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class VisitHold:
         self._locks = locks
         self.route = route
         self._hold: _Hold | None = None
+        self._asked: deque[tuple[str, str | None]] = deque(maxlen=ASKED_KEPT)
         # holds started; ended by a command for the held door (used), by another command or
         # assignment (ended), by hold_s (expired), by the lock (lost: dropped twice, or not reached)
         self.counts = {"held": 0, "used": 0, "ended": 0, "expired": 0, "lost": 0}
@@ -92,15 +99,18 @@ class VisitHold:
     def accepted(self, lock: str, assignment: str | None) -> None:
         """A command for ``lock`` was accepted: any hold ends now. The held door's command takes
         the connection; any other gets the proxy's slot."""
+        self._asked.append((lock, assignment))
         hold = self._hold
         if hold is not None:
             self._end(hold, "used" if lock == hold.lock and assignment == hold.assignment
                       else "ended")
 
     def succeeded(self, lock: str, assignment: str | None) -> None:
-        """A command naming ``assignment`` for ``lock`` succeeded: hold the route's next door."""
+        """A command naming ``assignment`` for ``lock`` succeeded: hold the route's next door,
+        unless the visit asked for it already (its command came before this one ended)."""
         after = self.route.next_after(lock)
-        if assignment is None or after is None or self._locks.driver(after) is None:
+        if assignment is None or after is None or self._locks.driver(after) is None \
+                or (after, assignment) in self._asked:
             return
         if self._hold is not None:
             self._end(self._hold, "ended")

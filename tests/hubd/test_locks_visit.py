@@ -123,6 +123,11 @@ async def test_the_next_door_is_held_for_the_visit_and_let_go_by_any_other_comma
     visits.succeeded("entrance", "visit-5")
     await until(lambda: visits.holding is None, "the hold's time to end it", TIMEOUT)
     await until(lambda: not turner.links, "the expired hold's connection dropped", TIMEOUT)
+    # A door the visit asked for already (both commands sent at once) is not held after.
+    visits.accepted("entrance", "visit-6")
+    visits.accepted("front-door", "visit-6")
+    visits.succeeded("entrance", "visit-6")
+    assert visits.holding is None
     assert visits.counts == {"held": 4, "used": 1, "ended": 2, "expired": 1, "lost": 0}
     assert turner.commands == [("unlock", "ok")], "no hold wrote anything"
     assert turner.connections == 4, "each hold one connection"
