@@ -369,7 +369,7 @@ async def _radio(config: HubConfig, bridge: Bridge, stack: contextlib.AsyncExitS
     from hubd.ble import BleProxy, DirectRadio
 
     if config.bluetooth.via == "bridge":
-        proxy = BleProxy(bridge)
+        proxy = BleProxy(bridge, gatt_cache=config.bluetooth.gatt_cache)
         stack.callback(proxy.close)
         return proxy
     simulated = config.bluetooth.simulated_radio

@@ -54,6 +54,8 @@ provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's en
                                          # hub's adapter (with via = "adapter")
     presence_s = 60                      # with via = "adapter": a lock heard unchanged is news
                                          # this often (absent_s must be longer)
+    gatt_cache = true                    # with via = "bridge": a lock's GATT database kept
+                                         # across connections (docs/ble-timing.md)
 
     [lock_timing]                        # hubd's lock driver (all optional; hubd.locks.Timings)
     connect_s = 3                        # connect_s, gatt_s, deadline_s, result_s, settle_s,
@@ -308,6 +310,9 @@ class BluetoothConfig(_Section):
     # With the adapter: a watched lock heard unchanged reaches the drivers this often, as the
     # bridge's proxy.presence_ms does through the proxy ([devices.absent_s] must be longer).
     presence_s: float = Field(60.0, ge=1, le=3600)
+    # Through the bridge: keep each lock's GATT database across connections, so a reconnect
+    # skips discovery (hubd.ble.gatt_cache; docs/ble-timing.md). On the adapter BlueZ caches.
+    gatt_cache: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
