@@ -10,7 +10,9 @@ ROMFS image: docs/architecture.md, "Heap"), four locks (inside turner, in-cylind
 entrance door), a simulated alarm unit on the bridge's UART 2, a simulated BG95 modem on UART 3
 whose SIA DC-09 reaches the reference alarm centre's receiver (pysiaalarm), and the reference
 alarm centre confirming every alarm over MQTT. The bridge has ``proxy.slots = 4`` (the default
-is 3): one connection per lock, so four locks driven side by side never wait for a slot.
+is 3): one connection per lock, so four locks driven side by side never wait for a slot. hubd's
+GATT cache is off (``[bluetooth] gatt_cache = false``): every connection discovers, as after
+hubd's start, the bridge's heaviest proxy traffic.
 
 What runs, with ``--ops N`` operations in all (about one in twenty an alarm):
 - a worker per lock sends signed commands over MQTT, as the backend does, one after another
@@ -527,7 +529,10 @@ def running(soak: Soak, broker: Mosquitto, key: BackendKey, work: Path) -> Itera
         write_hubd_config(config, broker, soak.home.home.port, key,
                           {lock_id: lock.kind for lock_id, lock in soak.locks.items()},
                           top='lock_driver = "hubd"', link_key=soak.home.home.link_key,
-                          extra='\n[uplink]\nmode = "lte"\n' if soak.lte_uplink else "",
+                          # Every connection discovers, as after hubd's start (its GATT cache is
+                          # in memory): the bridge's heap under its heaviest proxy traffic.
+                          extra='\n[bluetooth]\ngatt_cache = false\n'
+                          + ('\n[uplink]\nmode = "lte"\n' if soak.lte_uplink else ""),
                           broker_address=soak.home.home.broker_address if soak.lte_uplink else None)
         config.write_text(config.read_text().replace('log_level = "DEBUG"', 'log_level = "INFO"'))
         hubd = start_hubd(config, work / "hubd.log")
