@@ -206,7 +206,7 @@ class Commands:
         timing = CommandTiming(message.at, started, verified, time.perf_counter())
         queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
                               assignment=claims.assignment, timing=timing))
-        self._tell_visits("accepted", claims.lock, claims.assignment)
+        self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
@@ -261,15 +261,16 @@ class Commands:
             outcome = _unfinished(progress.written or job.exp is None, FailReason.BRIDGE_ERROR)
         self._finish(job, outcome)
         if outcome.status is Status.SUCCEEDED and job.exp is not None:
-            self._tell_visits("succeeded", job.lock, job.assignment)
+            self._tell_visits(lambda visits: visits.succeeded(job.lock, job.assignment))
 
-    def _tell_visits(self, what: str, lock: str, assignment: str | None) -> None:
+    def _tell_visits(self, tell: Callable[[VisitListener], None]) -> None:
+        """Tell the visit's hold (hubd.locks.visit) of a command accepted or succeeded."""
         if self._visits is None:
             return
         try:
-            getattr(self._visits, what)(lock, assignment)
+            tell(self._visits)
         except Exception:  # the visit's hold is a speed-up: its bug must not touch a command
-            log.exception("the visit's hold failed hearing of a command %s", what)
+            log.exception("the visit's hold failed hearing of a command")
 
     async def _execute(self, job: _Job, progress: _Progress) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock, "action": job.action}
