@@ -66,10 +66,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.figures import summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
-                                  all_ended, drive, hops_of)
+                                  all_ended, drive, hops_of, serving)
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
 from wire import frame, messages  # noqa: E402
-from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
+from hil_tests.harness import write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from simulator import ble_timing  # noqa: E402
 from simulator.home import (HomeThread, SimulatedHome, default_locks, paired_dkey,  # noqa: E402
@@ -241,9 +241,7 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
             TAP_SPREAD_S, rng)
     sent: dict[str, tuple[float, float]] = {}
     windows: list[tuple[float, float]] = []
-    hubd = start_hubd(config, work / "hubd.log")
-    try:
-        wait_online(broker, HUB_ID, hubd, work / "hubd.log")
+    with serving(config, work / "hubd.log", broker, home, work, bridge_log.close):
         print(f"{lock} via {via}: {commands} commands on the realistic air"
               f"{', the connection held' if held else ', each on a new connection'}", flush=True)
         # The warm-up, untimed: unlock and lock, so the timed ones start from locked (a dKey
@@ -251,14 +249,6 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
         if warmup:
             asyncio.run(drive(broker, key, lock_id, warmup, {}, [], idle_wait))
         times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
-    except Exception:
-        print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
-        raise
-    finally:
-        stop_hubd(hubd)
-        home.stop()
-        broker.stop()
-        bridge_log.close()
     hubd_hops, _ = hops_of(sent, work / "hubd.log", requests_required=False)
     air = marks.hops(sent)
     return {

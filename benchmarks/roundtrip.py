@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -81,7 +82,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,6 +258,27 @@ def start_home(work: Path, bridge_log, lock: str, cold: bool,  # noqa: ANN001
     return home
 
 
+@contextlib.contextmanager
+def serving(config: Path, log: Path, broker: Mosquitto, home: HomeThread, work: Path,
+            *closing: Callable[[], object]) -> Iterator[None]:
+    """hubd started on ``config`` (its log in ``log``) and online on ``broker`` for the timed
+    run; after it, whatever happened, hubd, ``home``, the broker and each of ``closing`` (a
+    bridge log's file) stopped; a failure says where the logs are kept (``work``)."""
+    hubd = start_hubd(config, log)
+    try:
+        wait_online(broker, HUB_ID, hubd, log)
+        yield
+    except Exception:
+        print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
+        raise
+    finally:
+        stop_hubd(hubd)
+        home.stop()
+        broker.stop()
+        for close in closing:
+            close()
+
+
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                 sent: dict[str, tuple[float, float]], windows: list[tuple[float, float]],
                 idle: Callable[[], bool] | None = None) -> dict[str, list[float]]:
@@ -347,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     timed = home.home.line.transcript.times
     idle = (lambda: home.call(lambda: not model.links and all_ended(c for _, c in timed))
             ) if args.cold else None
-    hubd = start_hubd(config, work / "hubd.log")
-    try:
-        wait_online(broker, HUB_ID, hubd, work / "hubd.log")
+    with serving(config, work / "hubd.log", broker, home, work):
         route = "hubd's lock driver, the serial link, the firmware as Bluetooth proxy in MicroPython"
         if lte:
             route = ("the bridge's LTE modem (the uplink, on the LTE-M model), " + route)
@@ -360,13 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timing {args.commands} commands through Mosquitto, hubd, {route} and {what} "
               f"(instant motor){', each on a new connection' if args.cold else ''}", flush=True)
         times = asyncio.run(drive(broker, key, lock_id, args.commands, sent, windows, idle))
-    except Exception:
-        print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
-        raise
-    finally:
-        stop_hubd(hubd)
-        home.stop()
-        broker.stop()
     hops, requests = hops_of(sent, work / "hubd.log", requests_required=args.lock == "reference")
     crossings = home.home.line.transcript.times
     connects = connects_per_command(crossings, windows)

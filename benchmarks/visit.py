@@ -48,8 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.doorstep import TAP_SPREAD_S, AirMarks, TapWhenIdle  # noqa: E402
+from benchmarks.roundtrip import serving  # noqa: E402
 from benchmarks.figures import summary  # noqa: E402
-from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
+from hil_tests.harness import HUB_ID, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
 from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
@@ -141,22 +142,12 @@ def run(policy: str, n: int, scale: float, work: Path, seed: int | None, warmup:
     tap = TapWhenIdle(idle, TAP_SPREAD_S, rng)
     walk_s = (WALK_S[0] * scale, WALK_S[1] * scale)
     sent: dict[str, tuple[float, float]] = {}
-    hubd = start_hubd(config, log)
-    try:
-        wait_online(broker, HUB_ID, hubd, log)
+    with serving(config, log, broker, home, work, bridge_log.close):
         print(f"visit's hold {policy}: {n} visits on the realistic air, walks of "
               f"{walk_s[0]:.1f}-{walk_s[1]:.1f} s", flush=True)
         if warmup:  # untimed: hubd's start-up polls end; the door ends locked
             asyncio.run(visits(broker, key, warmup, walk_s, tap, rng, {}, first=-warmup))
         times = asyncio.run(visits(broker, key, n, walk_s, tap, rng, sent))
-    except Exception:
-        print(f"failed; hubd's log and the bridge's are in {work}", file=sys.stderr)
-        raise
-    finally:
-        stop_hubd(hubd)
-        home.stop()
-        broker.stop()
-        bridge_log.close()
     air = marks.hops(sent)
     text = log.read_text(errors="replace")
     return {
