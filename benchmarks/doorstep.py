@@ -51,7 +51,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -64,7 +63,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.figures import summary  # noqa: E402
+from benchmarks.figures import measured_here, summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
                                   all_ended, drive, hops_of, serving)
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
@@ -297,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": {k: v for k, v in vars(timing).items()},
         "adv_interval_s": {"reference": default_locks()[0].adv_interval_s,
                            "dkey": paired_dkey().adv_interval_s},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform()},
+        **measured_here(),
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

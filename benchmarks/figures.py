@@ -1,8 +1,21 @@
-"""Latency figures the benchmarks print and write: nearest-rank percentiles in milliseconds."""
+"""Latency figures the benchmarks print and write: nearest-rank percentiles in milliseconds,
+and when and where they were measured."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import time
+from typing import Any
+
+
+def measured_here() -> dict[str, Any]:
+    """When (UTC) and on what machine a benchmark's figures were taken: its JSON's ``when`` and
+    ``machine``."""
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                        "platform": platform.platform()}}
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -75,8 +75,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -100,7 +98,7 @@ from simulator.ports import free_port  # noqa: E402
 from wire import frame, messages  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 from hubapi import signing  # noqa: E402
-from benchmarks.figures import summary  # noqa: E402
+from benchmarks.figures import measured_here, summary  # noqa: E402
 
 
 #: The hops in the order a command passes them; "ble_requests" and "ble_notify" are parts of
@@ -394,9 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "uplink": args.uplink,
         "lte_network": dataclasses.asdict(realistic()) if lte else None,
         "line_baud": args.line_baud or None,  # the hub-bridge line's pace (null: unpaced)
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform()},
+        **measured_here(),
         "commands": args.commands,
         "accepted": summary(times["accepted"]),
         "succeeded": summary(times["final"]),

@@ -57,7 +57,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -73,6 +72,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import measured_here  # noqa: E402
 from hil_tests.harness import HUB_ID, start_hubd, stop_hubd, wait_online, write_hubd_config  # noqa: E402
 from hubapi import signing, topics  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
@@ -408,9 +408,7 @@ class Soak:
         return {
             "benchmark": "soak: four locks through hubd's driver and the proxy, alarm unit, LTE, "
                          "link cuts",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                        "platform": platform.platform()},
+            **measured_here(),
             "seconds": round(elapsed, 1),
             "operations": len(self.sent) + len(self.pressed),
             "commands": {"sent": len(self.sent), "by_outcome": dict(by_outcome.most_common()),

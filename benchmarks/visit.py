@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -49,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.doorstep import TAP_SPREAD_S, AirMarks, TapWhenIdle  # noqa: E402
 from benchmarks.roundtrip import serving  # noqa: E402
-from benchmarks.figures import summary  # noqa: E402
+from benchmarks.figures import measured_here, summary  # noqa: E402
 from hil_tests.harness import HUB_ID, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
@@ -186,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaled": {"walk_s": [w * args.scale for w in WALK_S], "hold_s": HOLD_S * args.scale,
                    "keepalive_s": KEEPALIVE_S * args.scale,
                    "lock_idle_s": LOCK_IDLE_S * args.scale},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform()},
+        **measured_here(),
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
