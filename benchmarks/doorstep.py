@@ -65,9 +65,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.figures import measured_here, summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
-                                  all_ended, drive, hops_of, serving)
+                                  all_ended, drive, hops_of, line_message, serving)
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
-from wire import frame, messages  # noqa: E402
+from wire import messages  # noqa: E402
 from hil_tests.harness import write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from simulator import ble_timing  # noqa: E402
@@ -167,13 +167,8 @@ def bridge_requests(crossings: list[tuple[float, Crossing]],
     asked: dict[object, tuple[str, float]] = {}
     spans: list[tuple[str, float, float]] = []
     for at, crossing in crossings:
-        if crossing.ftype != frame.T_DATA or not crossing.body:
-            continue
-        try:
-            msg = json.loads(crossing.body)
-        except ValueError:
-            continue
-        if not isinstance(msg, dict):
+        msg = line_message(crossing)
+        if msg is None:
             continue
         if crossing.direction == TO_BRIDGE and msg.get("m") in REQUESTS:
             asked.setdefault(msg.get("rid"), (msg["m"], at))

@@ -156,17 +156,25 @@ class TimedTranscript(deque):
         super().append(crossing)
 
 
+def line_message(crossing: Crossing) -> dict | None:
+    """The link message a data frame on the line carried (a JSON object), else None."""
+    if crossing.ftype != frame.T_DATA or not crossing.body:
+        return None
+    try:
+        msg = json.loads(crossing.body)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
 def proxy_writes_on_bridge(crossings: list[tuple[float, Crossing]]) -> list[float]:
     """Seconds from each `ble_write` request frame to its `ble_done` frame on the line (a
     retransmitted frame counts where it first crossed)."""
     asked: dict[int, float] = {}
     out: list[float] = []
     for at, crossing in crossings:
-        if crossing.ftype != frame.T_DATA or crossing.body is None:
-            continue
-        try:
-            msg = json.loads(crossing.body)
-        except ValueError:
+        msg = line_message(crossing)
+        if msg is None:
             continue
         if crossing.direction == TO_BRIDGE and msg.get("m") == messages.BLE_WRITE:
             asked.setdefault(msg["rid"], at)
@@ -182,13 +190,8 @@ def connects_per_command(crossings: list[tuple[float, Crossing]],
     while each command ran (``windows``: publish to final answer, perf_counter seconds)."""
     connects = []
     for at, crossing in crossings:
-        if crossing.direction != TO_BRIDGE or crossing.ftype != frame.T_DATA or not crossing.body:
-            continue
-        try:
-            msg = json.loads(crossing.body)
-        except ValueError:
-            continue
-        if msg.get("m") == messages.BLE_CONNECT:
+        msg = line_message(crossing) if crossing.direction == TO_BRIDGE else None
+        if msg is not None and msg.get("m") == messages.BLE_CONNECT:
             connects.append(at)
     return [sum(1 for at in connects if start <= at <= end) for start, end in windows]
 
@@ -207,13 +210,10 @@ def all_ended(crossings: Iterable[Crossing]) -> bool:
     connecting: set[int] = set()
     open_: set[int] = set()
     for crossing in crossings:
-        if crossing.ftype != frame.T_DATA or not crossing.body:
+        msg = line_message(crossing)
+        if msg is None:
             continue
-        try:
-            msg = json.loads(crossing.body)
-        except ValueError:
-            continue
-        m = msg.get("m") if isinstance(msg, dict) else None
+        m = msg.get("m")
         if crossing.direction == TO_BRIDGE and m == messages.BLE_CONNECT:
             connecting.add(msg.get("rid"))
         elif crossing.direction == TO_HUB and m == messages.BLE_DONE and \
