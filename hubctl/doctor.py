@@ -1,7 +1,7 @@
 """hubctl status and hubctl doctor: the hub's health as hubd sees it, and a checklist of every hop.
 
 hubd serves its health snapshot (:class:`hubapi.models.HubStatus`) on a local unix socket
-(hubd/technician/status_socket.py, ``status_socket`` in hubd.toml); :func:`read_status` reads it. The doctor
+(hubd/technician/status_socket.py, ``status_socket`` in hubd.toml); hubctl.reach finds and reads it. The doctor
 also loads hubd's configuration (hubd.toml and the hubd.env next to it, as systemd gives them to
 hubd) and logs in to the broker itself with hubd's settings, so a wrong password or a TLS problem
 is named even while hubd cannot say.
@@ -43,13 +43,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubapi.models import DeviceKind, DeviceState, HubStatus, UplinkProbe, UplinkStatus
-from hubd.config import DEFAULT_STATUS_SOCKET
+from hubctl import reach
 from hubd.technician import control
 from wire import lockkinds
 
 DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")
-DEFAULT_SOCKET = DEFAULT_STATUS_SOCKET
-SOCKET_TIMEOUT_S = 5.0
 BROKER_TIMEOUT_S = 10.0
 MAX_CLOCK_OFFSET_S = 30.0
 MAX_OUTBOX_AGE_S = 600.0
@@ -71,18 +69,6 @@ class Check:
     result: str  # OK, FAILED, SKIPPED or WARNED (works, but the technician should know)
     detail: str
     fix: str = ""
-
-
-def read_status(path: Path, timeout: float = SOCKET_TIMEOUT_S) -> HubStatus:
-    """hubd's snapshot from its local socket, or :class:`StatusError` naming the fix."""
-    try:
-        done = control.ask(path, control.StatusRequest(), timeout=timeout)
-        return HubStatus.model_validate_json(json.dumps(done))  # strict models: JSON's rules
-    except control.ControlError as e:
-        raise StatusError(str(e)) from None
-    except ValidationError:
-        raise StatusError(f"{path} did not answer with a hub status (is hubctl the same version as "
-                          "hubd? reinstall the same homecare-hub release)") from None
 
 
 # --- hubctl doctor ---------------------------------------------------------------------------------
@@ -751,13 +737,16 @@ def _checks(config_path: Path, socket_path: Path | None, bridge_json: Path | Non
     else:
         broker = "the broker"
         checks.append(Check("broker reachable and authorised", SKIPPED, "needs the configuration"))
-    path = socket_path or (config.status_socket if config is not None else None) or DEFAULT_SOCKET
+    # hubd's socket as every command finds it (hubctl.reach), named with where its path came from
+    hubd = reach.find(socket_path, config_path)
+    path = hubd.socket
     try:
-        status = read_status(path)
-    except StatusError as e:
-        text = str(e)
-        detail, _, fix = text.partition(": ")
-        checks.append(Check("hubd running", FAILED, detail, fix))
+        status = reach.status(hubd)
+    except reach.ReachError as e:
+        # "what was found: the fix"; the path's origin in the first part may hold ": " itself
+        detail, sep, fix = str(e).rpartition(": ")
+        checks.append(Check("hubd running", FAILED, detail, fix) if sep else
+                      Check("hubd running", FAILED, fix))
         return checks
     checks.append(Check("hubd running", OK, f"hubd {status.hubd_version}, up {_age(status.at, status.at - status.hubd_up_s)}"))
     now = time.time()

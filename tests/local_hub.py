@@ -17,7 +17,7 @@ import pytest
 
 from hil_tests.harness import start_hubd, stop_hubd, write_hubd_config
 from hubapi.models import HubStatus
-from hubctl import doctor
+from hubctl import reach
 from simulator.home import HomeThread, SimulatedHome
 from tests.fixtures import BackendKey, record_pairings
 from tests.mosquitto import Mosquitto
@@ -39,10 +39,10 @@ def wait_for_status(socket: Path, hubd: subprocess.Popen[bytes], log: Path, what
     last: HubStatus | str = "no snapshot"
     while time.monotonic() < deadline and hubd.poll() is None:
         try:
-            last = doctor.read_status(socket)
+            last = reach.status(reach.Hubd(socket, "the test's hubd"))
             if check(last):
                 return last
-        except doctor.StatusError as e:
+        except reach.ReachError as e:
             last = str(e)
         time.sleep(0.3)
     raise AssertionError(f"{what}: not within {timeout} s; last: {last}\nhubd log:\n"

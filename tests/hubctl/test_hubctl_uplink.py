@@ -22,7 +22,7 @@ import pytest
 from hil_tests.harness import HUB_ID
 from hubapi import schema
 from hubapi.models import HubStatus, UplinkProbe
-from hubctl import doctor
+from hubctl import doctor, reach
 from hubd.technician import control
 from simulator import lte_network
 from simulator.alarm_unit import AlarmUnit
@@ -219,7 +219,7 @@ def test_doctor_logs_in_through_lte_on_broadband_and_names_each_failure_with_its
     assert all(line.startswith("✓ ") for line in lines.values()), out
     assert {"clock", "alarm unit", "LTE", "broker path", *(f"lock {lock}" for lock in hub.home.home.locks)
             } <= lines.keys(), out
-    status = doctor.read_status(hub.socket)
+    status = reach.status(reach.Hubd(hub.socket, "the test's hubd"))
     assert status.uplink is not None and status.uplink.path == "broadband"
     assert status.uplink.last_lte_login is not None
 
