@@ -135,10 +135,12 @@ class ReferenceLock(Kept):
         self.timings = timings
         self.on_report = on_report
         # The latest report number taken in; -1 before the first read (hubd keeps it across
-        # restarts: hubd.store.pairings). Each new one goes to ``on_counter`` once its report
-        # went to ``on_report``.
+        # restarts: hubd.store.pairings). It goes to ``on_counter`` at each read's REPORTS_END
+        # (``_marked``: the last it was told), not at every report: one write per read, none on
+        # a command's path; a restart before it passes those reports on again, never loses them.
         self.report_counter = report_counter
         self.on_counter = on_counter
+        self._marked = report_counter
         self._link: _Link | None = None
         # The operation under way: its BLE requests' waits (seconds) and their number.
         self._requests_s = 0.0
@@ -434,7 +436,8 @@ class ReferenceLock(Kept):
                 if not lp.verify_reports_end(self._secret, self._addr, nonce, counter, mac):
                     raise lp.ProtocolError("REPORTS_END does not verify")
                 # Fresh and authentic: the baseline, even if the lock's count went back.
-                self._took(counter)
+                self.report_counter = counter
+                self._mark()
                 return taken, before >= 0 and counter > before and first != before + 1
             number = self._unsolicited(pdu)
             if number is not None:
@@ -525,20 +528,19 @@ class ReferenceLock(Kept):
                                lp.state_name(state), battery, lp.source_name(source))
             except Exception:  # the listener's bug must not end the driver's read
                 log.exception("reference lock %s: a report's listener raised", self.address)
-        self._took(counter)
+        self.report_counter = counter
         return counter
 
-    def _took(self, counter: int) -> None:
-        """``counter`` is the latest report number taken in: kept, and told to ``on_counter`` if
-        it changed (after its report went to ``on_report``: a restart between the two passes the
-        report on again, never loses it)."""
-        changed = counter != self.report_counter
-        self.report_counter = counter
-        if changed and self.on_counter is not None:
-            try:
-                self.on_counter(counter)
-            except Exception:  # as a report's listener
-                log.exception("reference lock %s: the report number's listener raised", self.address)
+    def _mark(self) -> None:
+        """Tell ``on_counter`` the latest report number taken in, if it changed since it was
+        last told (its reports went to ``on_report`` before)."""
+        if self.report_counter == self._marked or self.on_counter is None:
+            return
+        self._marked = self.report_counter
+        try:
+            self.on_counter(self.report_counter)
+        except Exception:  # as a report's listener
+            log.exception("reference lock %s: the report number's listener raised", self.address)
 
 
 # A write whose answer did not come because the connection or the link went down.

@@ -175,7 +175,7 @@ class BleLocks:
                                    radio=self.radio, timings=self.timings, on_report=reports,
                                    report_counter=paired.report_counter,
                                    on_counter=None if on_counter is None else
-                                   lambda number: _call(on_counter, lock_id, number))
+                                   lambda number: on_counter(lock_id, number))
         self._drivers[lock_id] = driver
         self._turns[lock_id] = asyncio.Lock()
         if self.upkeep is not None:
