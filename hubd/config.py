@@ -550,7 +550,7 @@ def _socket_path(path: Path) -> Path:
     if not path.is_absolute():
         raise ValueError("give an absolute path, e.g. /run/hubd/status.sock")
     if len(os.fsencode(path)) > SOCKET_PATH_MAX:
-        raise ValueError("a unix socket path is at most 107 bytes: choose a shorter one")
+        raise ValueError(f"a unix socket path is at most {SOCKET_PATH_MAX} bytes: choose a shorter one")
     if path.name in ("", ".", ".."):
         raise ValueError("name the socket file itself, e.g. /run/hubd/status.sock")
     return path

@@ -206,10 +206,11 @@ class Commands:
         timing = CommandTiming(message.at, started, verified, time.perf_counter())
         queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
                               assignment=claims.assignment, timing=timing))
-        self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
+        # After the answer, before the job's first await: the hold is let go before the job runs.
+        self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
         return None
 
     async def close(self) -> None:

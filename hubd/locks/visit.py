@@ -16,8 +16,8 @@ that connection (:meth:`VisitHold.succeeded`):
   command path's alone;
 - for ``hold_s`` at most, or until the next command is accepted (:meth:`VisitHold.accepted`):
   a command for the held door takes the connection (the driver keeps it ``idle_s`` for it, as
-  after any operation); any other command ends the hold at once, so the proxy's slot is free
-  for it (a command always wins the slot: docs/ble-proxy.md);
+  after any operation); any other command ends the hold at once: no more keep-alives, and the
+  connection is let go as after any operation, dropped ``idle_s`` later, not at once;
 - one hold at a time across the hub (one per visit, never two visits' at once);
 - never for a door the visit asked for already (both commands sent at once: the door's came
   before the one before it ended);
