@@ -54,6 +54,9 @@ class Kept:
         self._idle: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._holding = False  # a visit holds the connection (hubd.locks.visit)
+        # No operation or read runs on the connection kept: a lock's news on it is passed on at
+        # once (the drivers' ``_notified``), also while a visit holds it without a drop armed.
+        self._between = False
 
     @property
     def radio(self) -> Radio:
@@ -88,22 +91,25 @@ class Kept:
         drop, not this: a drop armed under it could end it)."""
         self._holding = on
         if on:
-            self._keep()
+            self._disarm()
         elif not in_use:
             self._release()
 
-    def _keep(self) -> None:
-        """An operation starts: the connection is not dropped under it."""
+    def _disarm(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+
+    def _keep(self) -> None:
+        """An operation starts: the connection is not dropped under it."""
+        self._disarm()
+        self._between = False
 
     def _release(self) -> None:
         """An operation ended: the connection is dropped after ``idle_s`` unless used again (or
         a visit holds it). Called twice, the later call's ``idle_s`` counts."""
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._disarm()
+        self._between = True
         if self._held() and not self._holding:
             self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
 

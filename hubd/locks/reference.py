@@ -377,7 +377,7 @@ class ReferenceLock(Kept):
     def _notified(self, link: _Link, pdu: bytes) -> None:
         """A notification: on the connection kept idle between operations a report is passed
         on at once (as the firmware's ``service`` did); else the operation under way takes it."""
-        if self._idle is not None and link is self._link:
+        if self._between and link is self._link:
             self._unsolicited(pdu)
         else:
             link.pdus.put_nowait(pdu)

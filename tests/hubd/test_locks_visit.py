@@ -51,6 +51,7 @@ class Rig:
     locks: BleLocks
     visits: VisitHold
     turner: CountingTurner
+    reports: list[tuple]
 
 
 @pytest.fixture
@@ -62,11 +63,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await home.start()
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)
-    locks = BleLocks(proxy, {lk.lock_id: paired(lk) for lk in (turner, entrance)}, TIMINGS)
+    reports: list[tuple] = []
+    locks = BleLocks(proxy, {lk.lock_id: paired(lk) for lk in (turner, entrance)}, TIMINGS,
+                     on_report=lambda *report: reports.append(report))
     visits = VisitHold(locks, ROUTE)
     try:
         assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
-        yield Rig(home, locks, visits, turner)
+        yield Rig(home, locks, visits, turner, reports)
     finally:
         await visits.close()
         await locks.close()
@@ -118,6 +121,24 @@ async def test_the_next_door_is_held_for_the_visit_and_let_go_by_any_other_comma
     visits.accepted("front-door", "visit-4")
     await until(lambda: not turner.links, "the hold let go for another visit", TIMEOUT)
 
+    # A key turned by hand on the held door is passed on as it comes, not by the next read (a
+    # hold keeps the connection between reads: the lock's news on it is not an operation's).
+    # No keep-alive falls due here and the lock does not drop the link: only the news can tell.
+    turner.idle_timeout_s = None
+    visits.route = VisitRoute(ROUTE.route, hold_s=4 * TIMEOUT, keepalive_s=2 * TIMEOUT)
+    reads = turner.reads
+    visits.succeeded("entrance", "visit-4b")
+    await _held(rig, 4)
+    await until(lambda: turner.reads > reads, "the hold's first read", TIMEOUT)
+    reads = turner.reads
+    turner.turn_manually("unlocked")
+    await until(lambda: any(r[0] == "front-door" and r[5] == "manual" for r in rig.reports),
+                "the manual turn reported", TIMEOUT)
+    assert turner.reads == reads, "reported as it came, not by a read"
+    visits.accepted("entrance", "visit-4c")
+    turner.idle_timeout_s = LOCK_IDLE_S
+    await until(lambda: not turner.links, "that hold let go", TIMEOUT)
+
     # A hold nobody uses ends by its time.
     visits.route = VisitRoute(ROUTE.route, hold_s=0.5, keepalive_s=0.2)
     visits.succeeded("entrance", "visit-5")
@@ -128,9 +149,9 @@ async def test_the_next_door_is_held_for_the_visit_and_let_go_by_any_other_comma
     visits.accepted("front-door", "visit-6")
     visits.succeeded("entrance", "visit-6")
     assert visits.holding is None
-    assert visits.counts == {"held": 4, "used": 1, "ended": 2, "expired": 1, "lost": 0}
+    assert visits.counts == {"held": 5, "used": 1, "ended": 3, "expired": 1, "lost": 0}
     assert turner.commands == [("unlock", "ok")], "no hold wrote anything"
-    assert turner.connections == 4, "each hold one connection"
+    assert turner.connections == 5, "each hold one connection"
 
 
 async def test_a_lock_that_drops_the_held_connection_is_connected_again_once_only(
