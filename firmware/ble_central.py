@@ -276,8 +276,12 @@ class Connection:
     async def _run(self, what, done, timeout_ms, handle=0, a=None, b=None, c=None):
         # Start, wait on the flag alone, end: the procedures below hand back this coroutine
         # (no frame of their own); no timer task, no frame of timed.wait's, no closures.
+        # The flag made first: a MemoryError making it must not leave a procedure started
+        # that nobody waits for (the link would refuse every later one). It is the link's only
+        # once start took the procedure (a refused one leaves the waiting one's flag alone).
+        flag = asyncio.ThreadSafeFlag()
         self.start(what, done, timeout_ms, handle, a, b, c)
-        self.flag = flag = asyncio.ThreadSafeFlag()
+        self.flag = flag
         try:
             while self.waiting():
                 await flag.wait()

@@ -365,16 +365,24 @@ class Proxy:
 
     async def _connect_all(self):
         # The queued connects in order, each answered by its ble_done before the next starts.
+        # Raises nothing (as _end): a connect that ended this task would leave every later one
+        # queued for ever, its slot counted.
         queue = self._connects
         while queue:
             rid, addr_type, addr, ms, epoch, downs = queue[0]
             try:
-                done = await self._connect(addr_type, addr, ms, epoch, downs)
-            except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
-                done = self._failed((messages.BLE_CONNECT, rid), None, e)
-            finally:
-                self._connecting -= 1
-            await self._tell(epoch, messages.BLE_DONE, rid, *done)
+                try:
+                    done = await self._connect(addr_type, addr, ms, epoch, downs)
+                except Exception as e:  # noqa: BLE001 - every request ends in its ble_done
+                    done = self._failed((messages.BLE_CONNECT, rid), None, e)
+                finally:
+                    self._connecting -= 1
+                await self._tell(epoch, messages.BLE_DONE, rid, *done)
+            except Exception as e:  # noqa: BLE001 - lost, as in _end; the queue goes on
+                if isinstance(e, MemoryError):
+                    heap.survive("ble_done")
+                else:
+                    log.error("ble_done %d: %r" % (rid, e))
             queue.pop(0)
 
     async def _connect(self, addr_type, addr, ms, epoch, downs):
