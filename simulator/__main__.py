@@ -94,8 +94,10 @@ async def run_bench(args: argparse.Namespace) -> int:
         lte=not args.no_lte, centre=not args.no_centre, centre_login=login,
         travel_time_s=args.travel_time, workdir=args.workdir, on_bridge_log=bridge_line)
     await bench.start()
+    hub = bench.hub
+    linked = benches.link_port(bench.home, hub.serial.port) if hub is not None else None
     try:
-        narrate_bench(bench, args.bridge_config, hubd_toml)
+        narrate_bench(bench, args.bridge_config, hubd_toml, linked)
         tasks = [watch_locks(bench.home), watch_dkeys(bench.home), watch_pairings(bench.home),
                  console(bench)]
         if bench.unit is not None and bench.alarm_centre is not None:
@@ -112,17 +114,19 @@ async def run_bench(args: argparse.Namespace) -> int:
             pass
     finally:
         await bench.stop()
+        benches.unlink_port(linked)
         say("sim", "stopped")
     return 0
 
 
-def narrate_bench(bench: benches.Bench, bridge_path: Path, hubd_toml: Path | None) -> None:
-    """What waits on the bench, where, and the technician's next commands."""
+def narrate_bench(bench: benches.Bench, bridge_path: Path, hubd_toml: Path | None,
+                  linked: str | None) -> None:
+    """What waits on the bench, where (``linked``: hubd.toml's port made a link to the bridge's
+    pty), and the technician's next commands."""
     b, home, hub = bench.bridge_json, bench.home, bench.hub
     link = b["link"]
     say("sim", f"bench from {bridge_path}: the bridge boots with it (link key from it, link on "
                f"UART {link.get('uart', 1)} at {link.get('baudrate', 115200)} baud)")
-    linked = benches.link_port(home, hub.serial.port) if hub is not None else None
     port = f"{home.port}, linked at {linked} (hubd.toml's [serial] port)" if linked else home.port
     say("sim", f"bridge serial port: {port}")
     unit = b.get("alarm_unit")

@@ -7,7 +7,8 @@ provision`` wrote, so that every step of docs/technician-guide.md can be walked 
     bench.press()                    # the resident presses the alarm unit's pendant
     await bench.stop()
 
-What the bench has, each part a flag away (``parts``):
+What the bench has, each part a flag away (hub-sim's ``--no-alarm-unit``, ``--no-lte``,
+``--no-centre``, ``--locks``):
 
 - **the bridge**, the real firmware booted with the provisioned bridge.json as it is: its link
   key, link UART and speed, its alarm unit's UART and serial, its ``lte`` section;
@@ -77,7 +78,6 @@ BENCH_ACTIVATION_CODE = "BCDF2345"
 PAIRING_WINDOW_S = 600.0
 #: The alarm unit a bridge.json without a pinned serial gets (simulator.alarm_unit's default).
 DEFAULT_UNIT_SERIAL = 0x5A000001
-PARTS = ("locks", "alarm_unit", "lte", "centre")
 
 
 class BenchError(Exception):
@@ -261,12 +261,6 @@ class Bench:
         hub = read_hubd_config(hubd_toml) if hubd_toml is not None else None
         return cls(read_bridge_json(bridge_path), bridge_path, hub, **kwargs)
 
-    @property
-    def dc09_receiver(self) -> tuple[str, int] | None:
-        """bridge.json's DC-09 receiver (``lte.host``, ``lte.port``)."""
-        lte = self.bridge_json.get("lte")
-        return (str(lte["host"]), int(lte["port"])) if lte is not None else None
-
     async def start(self) -> None:
         if self.alarm_centre is not None:
             try:
@@ -303,10 +297,14 @@ class Bench:
 
 def link_port(home: SimulatedHome, where: str) -> str | None:
     """Make ``where`` (hubd.toml's [serial] port) a symlink to the bridge's pty, so hubd needs
-    no override: the path, or None where it cannot be (a real device there, or a directory
-    that is not ours to write)."""
+    no override: the path, or None where it cannot be (a real device there, a link to anything
+    but a pty, e.g. a udev by-id link, or a directory that is not ours to write). The caller
+    removes it when the bench stops (:func:`unlink_port`)."""
     path = Path(where)
-    if path.exists() and not path.is_symlink():
+    if path.is_symlink():
+        if not os.readlink(path).startswith("/dev/pts/"):
+            return None  # not a bench's link: never ours to replace
+    elif path.exists():
         return None
     if not os.access(path.parent, os.W_OK):
         return None
@@ -314,3 +312,9 @@ def link_port(home: SimulatedHome, where: str) -> str | None:
         path.unlink()
     path.symlink_to(home.port)
     return str(path)
+
+
+def unlink_port(linked: str | None) -> None:
+    """Remove the link :func:`link_port` made (it would point at a pty that is gone)."""
+    if linked is not None and Path(linked).is_symlink():
+        Path(linked).unlink()
