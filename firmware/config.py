@@ -59,7 +59,7 @@ ALARM_TIMINGS = {
 
 # The Bluetooth proxy (firmware/ble_proxy.py, docs/ble-proxy.md).
 PROXY_SLOTS = 3
-MAX_PROXY_SLOTS = 4  # NimBLE's default connection count on the ESP32
+MAX_PROXY_SLOTS = messages.MAX_SLOTS
 # Its passive scan windows while hubd watches an address (ble_watch): a window of scan_ms every
 # scan_every_ms. A ble_scan of hubd's serves the watches too. A watched address that is heard
 # goes to hubd at least every presence_ms even unchanged (hubd judges absence from that: its

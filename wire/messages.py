@@ -160,6 +160,9 @@ UPLINK_WHY = ("hubd", "no_modem", "no_sim", "not_registered", "pdp_failed", "ope
 MAX_DATA = 176  # bytes of GATT data in one message (a write, a read, a notification): the
 # longest ble_done and ble_write then fit a link payload (tests/wire/test_ble_proxy_messages.py)
 MAX_WATCH = 8  # addresses hubd may watch at once
+MAX_SLOTS = 4  # proxy connections a bridge holds at most (NimBLE's default on the ESP32): so
+# at most this many discoveries, one at a time, and hubd waits for a discovery's first message
+# as long as this many take (docs/ble-proxy.md, "Discovery")
 MAX_ID = 64  # longest lock id or command id, in characters
 MAX_SIZE = 512  # bytes: one link payload (wire.frame.MAX_PAYLOAD)
 MAX_NESTED = 8  # objects and arrays in one payload (health has 6): bounds the nesting depth

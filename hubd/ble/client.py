@@ -164,7 +164,10 @@ class ProxyClient(BaseBleakClient):
     async def _discover(self, conn: int) -> None:
         """Discover the peer's database on ``conn`` (its services become this client's) and
         give the proxy's cache what it may keep of it."""
-        found = await self._proxy.request(messages.BLE_DISCOVER, conn, wait_ms=STEP_MS)
+        # The bridge discovers one connection at a time: this one may wait behind the others'
+        # (up to MAX_SLOTS - 1 of them) before its first message; then STEP_MS per step.
+        found = await self._proxy.request(messages.BLE_DISCOVER, conn,
+                                          wait_ms=STEP_MS * messages.MAX_SLOTS)
         errors.raise_for(found.status, found.att, f"discover {self.address}'s services")
         discovery = found.discovery
         assert discovery is not None

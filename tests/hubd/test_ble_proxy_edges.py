@@ -36,6 +36,7 @@ from hubd.ble import (
     ProxyTimeout,
     WriteUnknown,
 )
+from hubd.ble import client as client_module
 from hubd.ble import errors
 from hubd.link.bridge import Bridge
 from hubd.link.serial_port import _now_ms
@@ -170,6 +171,27 @@ async def test_a_discovery_whose_count_is_wrong_fails_the_connect_and_frees_the_
     assert failed.value.status == errors.BAD_ANSWER
     assert not client.is_connected
     assert proxy.dropped["bad_done"] == 1
+
+
+async def test_a_discovery_waiting_behind_the_bridges_others_is_waited_for(scripted, monkeypatch) -> None:
+    # The bridge discovers one connection at a time (docs/ble-proxy.md, "Discovery"): the first
+    # message of one may come after MAX_SLOTS - 1 others' discoveries, later than a step's time.
+    monkeypatch.setattr(client_module, "STEP_MS", 1000)  # a step 1.0 s, hubd's margin 0.2 s
+    peer, proxy = scripted
+    client = BleakClient(_device(proxy), backend=ProxyClient)
+    connecting = asyncio.create_task(client.connect())
+    rid = (await peer.request(messages.BLE_CONNECT))["rid"]
+    peer.say(messages.BLE_DONE, rid, "ok", 7, None, 185)
+    rid = (await peer.request(messages.BLE_DISCOVER))["rid"]
+    await asyncio.sleep(1.6)  # past one step and the margin, within MAX_SLOTS steps
+    assert not connecting.done()
+    peer.say(messages.BLE_SERVICE, rid, SERVICE, 1, 6)
+    peer.say(messages.BLE_CHAR, rid, CONTROL, 3, 0x08, 1)
+    peer.say(messages.BLE_CHAR, rid, EVENT, 5, 0x10, 1)
+    peer.say(messages.BLE_DESC, rid, CCCD, 6, 5)
+    peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 4)
+    await connecting
+    assert client.is_connected and [c.handle for c in client.services.characteristics.values()] == [3, 5]
 
 
 async def test_a_malformed_connect_answer_is_a_bad_answer_not_a_crash(scripted) -> None:
