@@ -49,6 +49,9 @@ class Action(StrEnum):
     LOCK = "lock"
     UNLATCH = "unlatch"  # unlock and pull the latch: the door opens
     STATUS = "status"  # read state and battery, move nothing
+    # connect and hold the connection for the visit's coming command, move nothing: the first
+    # door of a visit ready before the tap (hubd.locks.visit, docs/ble-timing.md)
+    PREPARE = "prepare"
 
 
 class Role(StrEnum):
@@ -130,6 +133,7 @@ class FailReason(StrEnum):
     EXPIRED_IN_QUEUE = outcomes.EXPIRED_IN_QUEUE  # expired while waiting for the lock: never sent
     SHUTTING_DOWN = outcomes.SHUTTING_DOWN  # hubd stopped; with ``incomplete`` the write had been attempted
     HUBD_RESTARTED = outcomes.HUBD_RESTARTED  # with ``incomplete``: hubd died while the command was out; never resent
+    SUPERSEDED = outcomes.SUPERSEDED  # a prepare: a later command or prepare ended its hold before it was up
 
 
 class _Model(BaseModel):

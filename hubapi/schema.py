@@ -185,7 +185,7 @@ PARAMETERS: dict[str, str] = {
 #: hubapi.models with its meaning here (keyed by value, so a new member is reported, not a crash).
 STATUS_MEANINGS: dict[str, str] = {
     "accepted": "verified and queued for its lock; a final status follows",
-    "succeeded": "the lock did it; `state` is the lock's state after it",
+    "succeeded": "the lock did it; `state` is the lock's state after it (`prepare`: the connection is up and held, no `state`)",
     "failed": "not done, with a reason: the lock refused (`auth_failed`, `busy`, `jammed`, "
                  "`low_battery`, ...) or one of the hub's reasons below",
     "timed_out": "the lock could not be reached in time (`unreachable`) or the bridge did not answer; "
@@ -242,7 +242,8 @@ FAIL_MEANINGS: dict[str, str] = {
     "bridge_restarted": "with `incomplete`: the bridge restarted while the command was out; it is never resent",
     "expired_in_queue": "the command expired while waiting for its lock; it was never sent",
     "shutting_down": "hubd stopped; `failed` if nothing was written, `incomplete` if the write had been attempted",
-    "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent",
+    "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent (a `prepare`: `failed`, nothing was written)",
+    "superseded": "with `failed`, a `prepare` only: a later command, or a newer `prepare`, ended its hold before the connection was up and read; nothing moved",
 }
 
 DEVICE_KIND_MEANINGS: dict[str, str] = {

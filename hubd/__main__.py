@@ -348,17 +348,17 @@ async def _lock_drivers(config: HubConfig, store: Store, bridge: Bridge, lock_st
 
 
 def _visit_hold(config: HubConfig, locks: BleLocks, stack: contextlib.AsyncExitStack
-                ) -> VisitHold | None:
-    """A visit's next door held (``[visit]``, hubd.locks.visit); None without a route."""
+                ) -> VisitHold:
+    """A visit's door held (``[visit]``, hubd.locks.visit): the next door of a route, and the
+    door a ``prepare`` names, with or without a route."""
     from hubd.locks.visit import VisitHold, VisitRoute
 
-    if not config.visit.route:
-        return None
     visits = VisitHold(locks, VisitRoute(tuple(config.visit.route), config.visit.hold_s,
                                          config.visit.keepalive_s))
     stack.push_async_callback(visits.close)  # before the drivers close
-    log.info("visit route: %s; the next door held %.0f s", " -> ".join(config.visit.route),
-             config.visit.hold_s)
+    if config.visit.route:
+        log.info("visit route: %s; the next door held %.0f s", " -> ".join(config.visit.route),
+                 config.visit.hold_s)
     return visits
 
 

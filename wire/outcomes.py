@@ -54,8 +54,9 @@ BRIDGE_RESTARTED = "bridge_restarted"
 EXPIRED_IN_QUEUE = "expired_in_queue"
 SHUTTING_DOWN = "shutting_down"
 HUBD_RESTARTED = "hubd_restarted"
+SUPERSEDED = "superseded"  # a prepare's hold ended by a later command or prepare before it was up
 HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
-               EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED)
+               EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED, SUPERSEDED)
 
 # What a lock driver's result may carry (the lock's and the driver's), and every reason of a final
 # status other than succeeded (those and hubd's).

@@ -26,12 +26,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from hubapi import topics
-from hubapi.models import Answer, AuditOutcome, FailReason, RejectReason, Status
+from hubapi.models import Action, Answer, AuditOutcome, FailReason, RejectReason, Status
 from hubd.store.audit import AuditLog
 from hubd.access.journal import AlreadyUsed, Journal
 from hubd.access.lockstate import LockStates
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from hubd.access.transport import LockTransport
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Extra time given to the lock transport beyond the operation timeout before the hub stops waiting.
 BRIDGE_GRACE_S = 5.0
@@ -68,11 +70,18 @@ CLOSE_ANSWERS_S = 2.0
 class VisitListener(Protocol):
     """Who holds a visit's next door (``hubd.locks.visit.VisitHold``): told of each command
     accepted (before it runs: a hold ends so the command has the proxy's slot) and of each that
-    succeeded, with the assignment it names."""
+    succeeded, with the assignment it names; asked for each ``prepare`` (announced at its
+    acceptance, for its ticket; the hold asked for in the lock's turn: "" once it is up, else
+    why not)."""
 
     def accepted(self, lock: str, assignment: str | None) -> None: ...
 
     def succeeded(self, lock: str, assignment: str | None) -> None: ...
+
+    def announced(self, lock: str) -> int: ...
+
+    def prepare(self, lock: str, assignment: str | None, ticket: int,
+                accepted_at: float) -> asyncio.Future[str]: ...
 
 
 class Publisher(Protocol):
@@ -94,6 +103,9 @@ class _Job:
     exp: float | None  # None for a command recovered after a restart
     written_before: bool = False  # recovered: the journal says the lock write was attempted
     assignment: str | None = None  # the visit a staff command names (None: recovered, or none)
+    # A prepare's: its ticket from the visit's hold, and its acceptance (loop time).
+    ticket: int = 0
+    accepted_at: float = 0.0
     # Where the time went, per hop (None for a command recovered after a restart).
     timing: CommandTiming | None = field(default=None, compare=False)
 
@@ -204,13 +216,20 @@ class Commands:
             return self._reject(Rejection.of(RejectReason.STORE_FAILED, f"journal write failed: {exc}", claims,
                                              kid), message)
         timing = CommandTiming(message.at, started, verified, time.perf_counter())
-        queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
-                              assignment=claims.assignment, timing=timing))
         log.info("command accepted", extra={"command_id": claims.id, "lock": claims.lock, "action": claims.action.value,
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
         # After the answer, before the job's first await: the hold is let go before the job runs.
-        self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
+        if claims.action is Action.PREPARE:  # moves nothing, times nothing: no command timing
+            ticket = self._tell_visits(lambda visits: visits.announced(claims.lock))
+            job = _Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
+                       assignment=claims.assignment, ticket=ticket or 0,
+                       accepted_at=asyncio.get_running_loop().time())
+        else:
+            self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
+            job = _Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
+                       assignment=claims.assignment, timing=timing)
+        queue.put_nowait(job)
         return None
 
     async def close(self) -> None:
@@ -261,17 +280,20 @@ class Commands:
             log.exception("command failed inside the hub", extra={"command_id": job.command_id})
             outcome = _unfinished(progress.written or job.exp is None, FailReason.BRIDGE_ERROR)
         self._finish(job, outcome)
-        if outcome.status is Status.SUCCEEDED and job.exp is not None:
+        if outcome.status is Status.SUCCEEDED and job.exp is not None \
+                and job.action != Action.PREPARE:  # a prepared door did not open
             self._tell_visits(lambda visits: visits.succeeded(job.lock, job.assignment))
 
-    def _tell_visits(self, tell: Callable[[VisitListener], None]) -> None:
-        """Tell the visit's hold (hubd.locks.visit) of a command accepted or succeeded."""
+    def _tell_visits(self, tell: Callable[[VisitListener], T]) -> T | None:
+        """Tell the visit's hold (hubd.locks.visit) of a command accepted or succeeded, or a
+        prepare announced; what it says back (None without one, or if it failed)."""
         if self._visits is None:
-            return
+            return None
         try:
-            tell(self._visits)
+            return tell(self._visits)
         except Exception:  # the visit's hold is a speed-up: its bug must not touch a command
             log.exception("the visit's hold failed hearing of a command")
+            return None
 
     async def _execute(self, job: _Job, progress: _Progress) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock, "action": job.action}
@@ -287,6 +309,8 @@ class Commands:
             if wait <= 0 or not await self._locks.wait_up(wait):
                 log.warning("bridge link down; command not sent", extra=fields)
                 return _Outcome(Status.FAILED, FailReason.BRIDGE_UNAVAILABLE)
+        if job.action == Action.PREPARE:
+            return await self._prepare(job, fields)
 
         def on_written() -> None:
             progress.written = True
@@ -317,8 +341,27 @@ class Commands:
                                                      "state": result.state, "written": progress.written})
         return _outcome_from_bridge(status, result.reason, result.state, result.battery)
 
+    async def _prepare(self, job: _Job, fields: dict[str, object]) -> _Outcome:
+        """A prepare: the visit's hold of the lock's connection (hubd.locks.visit), up and read
+        or why not. Nothing is written to the lock, so nothing is journalled as written."""
+        if self._visits is None:
+            return _Outcome(Status.FAILED, FailReason.UNSUPPORTED_ACTION)
+        ready = self._visits.prepare(job.lock, job.assignment, job.ticket, job.accepted_at)
+        try:
+            async with asyncio.timeout(self._timeout + BRIDGE_GRACE_S):
+                why = await ready
+        except TimeoutError:
+            log.error("the visit's hold gave no answer to a prepare in time", extra=fields)
+            why = oc.BRIDGE_NO_RESPONSE
+        log.info("prepare finished", extra=fields | {"reason": why or None})
+        if not why:
+            return _Outcome(Status.SUCCEEDED)
+        return _Outcome(Status.TIMED_OUT if why in _NOT_REACHED else Status.FAILED, why)
+
     async def _recover(self, job: _Job) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock}
+        if job.action == Action.PREPARE:  # nothing was written, nothing to read back
+            return _Outcome(Status.FAILED, FailReason.HUBD_RESTARTED)
         state, battery = "unknown", None
         if await self._locks.wait_up(self._recovery_wait_s):
             # The motor a killed hubd started may still run (hubd's driver died with hubd; the
@@ -460,6 +503,10 @@ class _Bucket:
         self._tokens -= 1
         return True
 
+
+# A prepare's reasons that say the lock was not reached in time (timed_out, as a command's).
+_NOT_REACHED = frozenset({oc.UNREACHABLE, oc.LINK_FAILED, oc.NO_CHALLENGE, oc.BRIDGE_BUSY,
+                          oc.BRIDGE_NO_RESPONSE})
 
 # Refusals that do not spend a verified command's id: it is spent already, or the journal is
 # what failed.

@@ -25,7 +25,7 @@ from joserfc.jwk import OKPKey
 from pydantic import ValidationError
 
 from hubapi import signing, topics
-from hubapi.models import CommandClaims, RejectReason, Role
+from hubapi.models import Action, CommandClaims, RejectReason, Role
 from hubd import inputs
 from wire import lockkinds
 
@@ -169,7 +169,10 @@ class Verifier:
         if kind is None:
             return refuse(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
         protocol = self._protocols.get(claims.lock, lockkinds.REFERENCE)
-        if not lockkinds.supports(kind, claims.action.value, protocol):
+        # A prepare asks the hub, not the lock: any lock may be named (one whose driver cannot
+        # hold a connection is answered failed, unsupported_action: hubd.locks.visit).
+        if claims.action is not Action.PREPARE and \
+                not lockkinds.supports(kind, claims.action.value, protocol):
             what = kind if protocol == lockkinds.REFERENCE else f"{protocol} ({kind})"
             return refuse(RejectReason.UNSUPPORTED_ACTION, f"a {what} lock cannot {claims.action.value}")
         return Verified(claims, kid)

@@ -348,6 +348,11 @@ class DkeyLock(Kept):
     """
 
     report_counter = 0  # a dKey keeps no reports: hubd.locks.upkeep never reads any
+    #: A visit cannot hold a dKey's connection (hubd.locks.visit): the library's only call that
+    #: moves nothing, ``update()``, sends the lock nothing on a session already authenticated
+    #: (it only restarts the library's own disconnect timer), so nothing keeps the link alive
+    #: under the lock's own 30 s idle drop; its other calls move the bolt or change its mode.
+    holds = False
 
     def __init__(self, address: str, association: bytes, *, addr_type: int = 0,
                  radio: Radio | None = None, timings: DkeyTimings = DkeyTimings(),
@@ -439,6 +444,11 @@ class DkeyLock(Kept):
             return Refreshed(state, battery, 0)
 
         return await self._read_between(read)
+
+    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
+        """:meth:`refresh`, saying why not: a visit's hold reads so, and never holds a dKey
+        (:attr:`holds`): ``unsupported_action``, nothing done."""
+        return oc.UNSUPPORTED_ACTION
 
     # -- the connection (hubd.locks.kept) -----------------------------------------------------
 

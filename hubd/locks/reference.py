@@ -117,6 +117,10 @@ class ReferenceLock(Kept):
     Not safe for two operations at once: its caller serialises them (hubd.locks.transport).
     """
 
+    #: A visit may hold the connection (hubd.locks.visit): a read keeps it alive under the
+    #: lock's own idle drop (READ_REPORTS after a challenge), moving nothing.
+    holds = True
+
     def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,
                  radio: Radio | None = None,
                  timings: Timings = Timings(),
@@ -255,15 +259,24 @@ class ReferenceLock(Kept):
         dropped at once, and returns only once it is gone (background reads hold one proxy slot
         at a time across the hub, and a battery lock pays for every second); one an operation
         left open is kept ``idle_s``."""
-        return await self._read_between(lambda: self._refresh(read_status, timeout))
+        got = await self.read(read_status, timeout)
+        return got if isinstance(got, Refreshed) else None
 
-    async def _refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
+    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
+        """:meth:`refresh`, saying why not when it could not read: a reason of wire.outcomes
+        (``unreachable``, ``link_failed``, ``no_challenge``, ``bridge_unavailable``,
+        ``bridge_busy``: no challenge came; ``link_failed`` after it; ``bad_lock_mac``: the
+        REPORTS_END did not verify; ``driver_error``: a bug). A visit's hold reads so."""
+        got = await self._read_between(lambda: self._refresh(read_status, timeout))
+        return oc.DRIVER_ERROR if got is None else got
+
+    async def _refresh(self, read_status: bool, timeout: float) -> Refreshed | str:
         loop = asyncio.get_running_loop()
         self._requests_s, self._requests = 0.0, 0
         deadline = loop.time() + timeout
-        link, nonce, _ = await self._prepare(deadline)
+        link, nonce, reason = await self._prepare(deadline)
         if link is None or nonce is None:
-            return None
+            return reason
         try:
             # A hard end: a peer that keeps notifying (forged reports, each dropped) must not
             # hold the lock's turn past the read's time.
@@ -280,7 +293,7 @@ class ReferenceLock(Kept):
             log.info("reference lock %s: reading it failed: %s", self.address,
                      exc or type(exc).__name__)
             self._drop()
-            return None
+            return oc.BAD_LOCK_MAC if isinstance(exc, lp.ProtocolError) else oc.LINK_FAILED
         status, state, battery, mac = result
         if status != lp.STATUS_OK or not lp.verify_result(
                 self._secret, self._addr, nonce, _POLL_TAG, status, state, battery, mac):

@@ -120,6 +120,15 @@ class LockDriver(Protocol):
 
     async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None: ...
 
+    @property
+    def holds(self) -> bool:
+        """Whether a visit can hold its connection: a read that moves nothing keeps it alive."""
+        ...
+
+    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
+        """:meth:`refresh`, or why not (a reason of wire.outcomes)."""
+        ...
+
     def hold(self, on: bool, *, in_use: bool = False) -> None:
         """A visit holds the connection, or lets go (hubd.locks.kept.Kept.hold)."""
         ...
@@ -256,6 +265,12 @@ class BleLocks:
         driver.hold(on, in_use=self.busy(lock_id))
         return True
 
+    def holds(self, lock_id: str) -> bool:
+        """Whether a visit can hold ``lock_id``'s connection (its driver keeps it alive by reads
+        that move nothing: not a dKey's)."""
+        driver = self._drivers.get(lock_id)
+        return driver is not None and driver.holds
+
     async def refresh(self, lock_id: str, read_status: bool) -> Refreshed | None:
         """In ``lock_id``'s turn, read its kept reports and, with ``read_status``, its state and
         battery (``ReferenceLock.refresh``); the state goes to ``on_report`` with source
@@ -270,11 +285,32 @@ class BleLocks:
             got = await driver.refresh(read_status, driver.read_s)
         if got is None:
             return None
+        self._took(lock_id, got, driver)
+        return got
+
+    async def read(self, lock_id: str) -> str:
+        """In ``lock_id``'s turn, the read that keeps a visit's hold (its kept reports, as
+        :meth:`refresh` without the state): "" when done, else why not (a reason of
+        wire.outcomes: ``unknown_lock`` when it is not driven)."""
+        turn = self._turns.get(lock_id)
+        if turn is None:
+            return oc.UNKNOWN_LOCK
+        async with turn:
+            driver = self._drivers.get(lock_id)
+            if driver is None:
+                return oc.UNKNOWN_LOCK
+            got = await driver.read(False, driver.read_s)
+        if isinstance(got, str):
+            return got
+        self._took(lock_id, got, driver)
+        return ""
+
+    def _took(self, lock_id: str, got: Refreshed, driver: LockDriver) -> None:
+        """A read's news: the lock was heard; a state it read goes to ``on_report`` (``poll``)."""
         self._heard(lock_id, got.battery, driver)
         if got.state is not None and got.battery is not None and self._on_report is not None:
             _call(self._on_report, lock_id, "state", None, got.state, got.battery,
                   lockkinds.SOURCE_POLL)
-        return got
 
     async def close(self) -> None:
         """Stop the background work and drop every lock's connection (hubd stops)."""

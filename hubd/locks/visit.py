@@ -25,9 +25,20 @@ that connection (:meth:`VisitHold.succeeded`):
   connection that cannot be made twice) ends the hold.
 
 The hold starts when the command that opened the door before succeeded, not when it was
-accepted: that command's own connection comes first. Nothing is held with no route (the
-default): hubd behaves as without this module. Its counts (:attr:`VisitHold.counts`) go to the
-log at each hold's end.
+accepted: that command's own connection comes first. Its counts (:attr:`VisitHold.counts`) go
+to the log at each hold's end.
+
+**A visit's first door** has no door before it: the backend, which knows the visit is coming,
+sends a signed ``prepare`` command for it (hubapi.models.Action.PREPARE, docs/mqtt-api.md), and
+the command path asks for the same hold (:meth:`VisitHold.announced` at its acceptance,
+:meth:`VisitHold.prepare` in the lock's turn). Its answer is the future :meth:`prepare`
+returns: "" once the hold's first read is done while it still holds (``succeeded``), else why
+not: the read's reason (``unreachable``, ``link_failed``, ...; the hold ends), ``superseded``
+(a later command or prepare ended the hold before that), ``unsupported_action`` (a lock whose
+driver cannot keep a connection alive without moving anything: a dKey,
+hubd.locks.dkey.DkeyLock.holds). A prepare for the door held already answers at once when its
+connection is up, and extends the hold to ``hold_s`` from its own acceptance, never further.
+It works without a route: the hold's times are ``[visit]``'s either way.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from wire import outcomes as oc
 
 if TYPE_CHECKING:
     from hubd.locks.transport import BleLocks
@@ -71,22 +84,29 @@ class VisitRoute:
 @dataclass
 class _Hold:
     lock: str
-    assignment: str
+    assignment: str | None
     until: float  # loop time
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    nudge: asyncio.Event = field(default_factory=asyncio.Event)  # stop, or a prepare waits: read
     why: str = "expired"  # how it ended
     task: asyncio.Task[None] | None = None
+    read: bool = False  # a read on the connection held succeeded
+    # The prepares waiting for the hold to be up: "" once a read succeeded while it held, else
+    # why not (a reason of wire.outcomes).
+    waiting: list[asyncio.Future[str]] = field(default_factory=list)
 
 
 class VisitHold:
     """Holds the connection to a visit's next door on ``locks`` (module docstring); the command
-    path tells it of each command accepted and each that succeeded."""
+    path tells it of each command accepted and each that succeeded, and asks it for each
+    prepare."""
 
     def __init__(self, locks: BleLocks, route: VisitRoute) -> None:
         self._locks = locks
         self.route = route
         self._hold: _Hold | None = None
         self._asked: deque[tuple[str, str | None]] = deque(maxlen=ASKED_KEPT)
+        self._seen = 0  # commands and prepares accepted: a prepare's ticket (announced)
         # holds started; ended by a command for the held door (used), by another command or
         # assignment (ended), by hold_s (expired), by the lock (lost: dropped twice, or not reached)
         self.counts = {"held": 0, "used": 0, "ended": 0, "expired": 0, "lost": 0}
@@ -99,36 +119,74 @@ class VisitHold:
     def accepted(self, lock: str, assignment: str | None) -> None:
         """A command for ``lock`` was accepted: any hold ends now. The held door's command takes
         the connection; any other gets the proxy's slot."""
+        self._seen += 1
         self._asked.append((lock, assignment))
         hold = self._hold
         if hold is not None:
             self._end(hold, "used" if lock == hold.lock and assignment == hold.assignment
                       else "ended")
 
+    def announced(self, lock: str) -> int:
+        """A prepare for ``lock`` was accepted: a hold of another door ends now (the newer
+        prepare ends it; the held door's stays for it). Returns the prepare's ticket for
+        :meth:`prepare`: a command or prepare accepted after it supersedes it."""
+        self._seen += 1
+        hold = self._hold
+        if hold is not None and hold.lock != lock:
+            self._end(hold, "ended")
+        return self._seen
+
+    def prepare(self, lock: str, assignment: str | None, ticket: int,
+                accepted_at: float) -> asyncio.Future[str]:
+        """Hold ``lock``'s connection for a prepare accepted at loop time ``accepted_at`` with
+        ``ticket`` (:meth:`announced`): until ``hold_s`` after that, or the next command. The
+        future is "" once a read on the held connection succeeded, else why not (module
+        docstring); it is always resolved."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[str] = loop.create_future()
+        if ticket != self._seen:
+            ready.set_result(oc.SUPERSEDED)  # a command or a newer prepare came after it
+            return ready
+        if not self._locks.holds(lock):
+            ready.set_result(oc.UNKNOWN_LOCK if self._locks.driver(lock) is None
+                             else oc.UNSUPPORTED_ACTION)
+            return ready
+        until = accepted_at + self.route.hold_s
+        hold = self._hold
+        if hold is not None and hold.lock == lock:
+            hold.until = max(hold.until, until)  # never beyond hold_s from this acceptance
+            hold.assignment = assignment
+            if hold.read and self._locks.connected(lock):
+                ready.set_result("")
+            else:
+                hold.waiting.append(ready)
+                hold.nudge.set()
+            log.info("visit: %s's connection held already for the prepared visit", lock,
+                     extra={"lock": lock, "assignment": assignment})
+            return ready
+        if hold is not None:
+            self._end(hold, "ended")
+        self._start(lock, assignment, until, "prepared", [ready])
+        return ready
+
     def succeeded(self, lock: str, assignment: str | None) -> None:
         """A command naming ``assignment`` for ``lock`` succeeded: hold the route's next door,
         unless the visit asked for it already (its command came before this one ended)."""
         after = self.route.next_after(lock)
-        if assignment is None or after is None or self._locks.driver(after) is None \
+        if assignment is None or after is None or not self._locks.holds(after) \
                 or (after, assignment) in self._asked:
             return
         if self._hold is not None:
             self._end(self._hold, "ended")
-        loop = asyncio.get_running_loop()
-        hold = _Hold(after, assignment, loop.time() + self.route.hold_s)
-        self._hold = hold
-        self.counts["held"] += 1
-        log.info("visit: holding %s's connection for the visit's next command (%s opened)",
-                 after, lock, extra={"lock": after, "assignment": assignment,
-                                     "hold_s": self.route.hold_s})
-        hold.task = loop.create_task(self._run(hold), name=f"visit-hold-{after}")
+        until = asyncio.get_running_loop().time() + self.route.hold_s
+        self._start(after, assignment, until, f"{lock} opened", [])
 
     async def close(self) -> None:
         """Let go of the hold, if any (hubd stops)."""
         hold = self._hold
         if hold is None:
             return
-        self._end(hold, "ended")
+        self._end(hold, "ended", oc.SHUTTING_DOWN)
         if hold.task is not None:
             hold.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,56 +194,92 @@ class VisitHold:
 
     # -- the hold ---------------------------------------------------------------------------
 
-    def _end(self, hold: _Hold, why: str) -> None:
-        """Let go now, synchronously: the driver arms its idle drop before any command runs."""
+    def _start(self, lock: str, assignment: str | None, until: float, cause: str,
+               waiting: list[asyncio.Future[str]]) -> None:
+        hold = _Hold(lock, assignment, until, waiting=waiting)
+        self._hold = hold
+        self.counts["held"] += 1
+        log.info("visit: holding %s's connection for the visit's next command (%s)", lock, cause,
+                 extra={"lock": lock, "assignment": assignment, "hold_s": self.route.hold_s})
+        hold.task = asyncio.get_running_loop().create_task(self._run(hold),
+                                                            name=f"visit-hold-{lock}")
+
+    def _end(self, hold: _Hold, why: str, reason: str | None = None) -> None:
+        """Let go now, synchronously: the driver arms its idle drop before any command runs.
+        The prepares still waiting are answered ``reason`` (by default: ``superseded`` when a
+        command or prepare ended it, ``unreachable`` when its time did)."""
         if self._hold is hold:
             self._hold = None
             hold.why = why
             hold.stop.set()
+            hold.nudge.set()
             self._locks.hold(hold.lock, False)
             self.counts[why] += 1
             log.info("visit: let go of %s (%s)", hold.lock, why,
                      extra={"lock": hold.lock, "assignment": hold.assignment, "why": why,
                             **{f"visit_{k}": v for k, v in self.counts.items()}})
+        if reason is None:
+            reason = oc.UNREACHABLE if why == "expired" else oc.SUPERSEDED
+        _answer(hold, reason)
 
     async def _run(self, hold: _Hold) -> None:
         loop = asyncio.get_running_loop()
         if not self._locks.hold(hold.lock, True):
-            self._end(hold, "lost")
+            self._end(hold, "lost", oc.UNKNOWN_LOCK)
             return
         connects = 0
         try:
             while not hold.stop.is_set() and loop.time() < hold.until:
+                hold.nudge.clear()
+                why: str | None = None
                 if not self._locks.is_up:
-                    pass  # the link to the bridge is down: nothing to hold until it is back
+                    # The link to the bridge is down: nothing to hold until it is back; a
+                    # prepare waiting is told so (its command path waited for the link already).
+                    why = oc.BRIDGE_UNAVAILABLE
                 elif not self._locks.connected(hold.lock):
                     if connects >= CONNECTS_PER_HOLD:
                         log.info("visit: %s dropped its held connection again: not connecting "
                                  "a third time", hold.lock, extra={"lock": hold.lock})
-                        self._end(hold, "lost")
+                        self._end(hold, "lost", oc.LINK_FAILED)
                         return
                     connects += 1
-                    await self._read(hold)
+                    why = await self._read(hold)
                 else:
-                    await self._read(hold)  # the keep-alive
+                    why = await self._read(hold)  # the keep-alive
+                if why and hold.waiting:  # a prepare's read failed: its answer, and the end
+                    self._end(hold, "lost", why)
+                    return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, min(self.route.keepalive_s,
                                                             hold.until - loop.time()))):
-                        await hold.stop.wait()
+                        await hold.nudge.wait()
             self._end(hold, "expired")
         except asyncio.CancelledError:
-            self._end(hold, "ended")
+            self._end(hold, "ended", oc.SHUTTING_DOWN)
             raise
         except Exception:  # a bug must not leave the connection held
             log.exception("visit: holding %s failed", hold.lock)
-            self._end(hold, "lost")
+            self._end(hold, "lost", oc.DRIVER_ERROR)
 
-    async def _read(self, hold: _Hold) -> None:
+    async def _read(self, hold: _Hold) -> str | None:
         """One authenticated read that moves nothing, in the lock's turn; never cancelled by
-        the hold's end (a command waiting for the turn then finds the connection)."""
+        the hold's end (a command waiting for the turn then finds the connection). "" when
+        done (the prepares waiting are answered), else why not; None when the hold ended."""
         if hold.stop.is_set():
-            return
-        got = await asyncio.shield(self._locks.refresh(hold.lock, read_status=False))
-        if got is None:
-            log.info("visit: reading %s for its hold failed", hold.lock,
-                     extra={"lock": hold.lock})
+            return None
+        why = await asyncio.shield(self._locks.read(hold.lock))
+        if why:
+            log.info("visit: reading %s for its hold failed: %s", hold.lock, why,
+                     extra={"lock": hold.lock, "reason": why})
+        elif not hold.stop.is_set():
+            hold.read = True
+            _answer(hold, "")
+        return why
+
+
+def _answer(hold: _Hold, why: str) -> None:
+    """Answer the prepares waiting for ``hold``."""
+    for ready in hold.waiting:
+        if not ready.done():
+            ready.set_result(why)
+    hold.waiting.clear()
