@@ -11,21 +11,37 @@ Every wait is on a condition; the times below only keep the test short.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from joserfc import jws
+from joserfc.jwk import OKPKey
 
+from hubapi import signing, topics
+from hubapi.models import Actor, Answer, CommandClaims, RejectReason, Role, Status
+from hubd.access.commands import Commands
+from hubd.access.journal import Journal
+from hubd.access.lockstate import LockStates
+from hubd.access.verify import Verifier
 from hubd.ble import BleProxy
 from hubd.link.bridge import Bridge
-from hubd.locks import BleLocks, Timings
+from hubd.locks import BleLocks, PairedLock, Timings
 from hubd.locks.visit import VisitHold, VisitRoute
+from hubd.mqtt import Inbound
+from hubd.store.audit import AuditLog
+from hubd.store.database import Store
+from hubd.store.outbox import Outbox
 from simulator.home import SimulatedHome, paired
 from simulator.locks import EntranceDoorLock, InsideTurnerLock
 from simulator.radio import Link
+from tests.fixtures import BackendKey
 from tests.waiting import until
+from wire import lockkinds
 from wire import outcomes as oc
 
 TIMEOUT = 60.0  # a hang guard for what the simulated home does on its own time
@@ -169,3 +185,173 @@ async def test_a_lock_that_drops_the_held_connection_is_connected_again_once_onl
     assert turner.connections == 2, "no third connection: no storm"
     assert turner.commands == []
 
+
+
+# -- prepare: a visit's first door held before the tap (a signed command, no route needed) ------
+
+HUB = "hub-visit"
+NURSE = Actor(id="nurse-7", role=Role.STAFF)
+
+
+class Answers:
+    """The command path's publisher: every answer it publishes, decoded (a broker's part)."""
+
+    def __init__(self) -> None:
+        self.got: list[Answer] = []
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        if topic.startswith(topics.answers(HUB)):
+            self.got.append(Answer.model_validate_json(payload))
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        return None
+
+    async def publish_acked(self, topic: str, payload: bytes, timeout: float) -> None:
+        self.publish(topic, payload)
+
+    def of(self, command_id: str) -> list[Answer]:
+        return [a for a in self.got if a.id == command_id]
+
+
+@dataclass
+class Served:
+    """hubd's command path (verify, journal, audit, the lock's queue) over the rig's locks, its
+    visit hold without a route."""
+
+    commands: Commands
+    visits: VisitHold
+    answers: Answers
+    audit: AuditLog
+    key: BackendKey
+    store: Store
+
+    def send(self, token: str) -> None:
+        self.commands.handle(Inbound(topics.commands(HUB), token.encode(), retain=False))
+
+    def claims(self, lock: str, action: str, **kwargs: object) -> CommandClaims:
+        return CommandClaims.new(hub=HUB, lock=lock, action=action, actor=NURSE,
+                                 assignment="visit-1", **kwargs)  # type: ignore[arg-type]
+
+    async def final(self, claims: CommandClaims) -> Answer:
+        """Send ``claims`` signed; its final answer (after exactly one ``accepted``)."""
+        self.send(self.key.sign(claims))
+        return await self.ended(claims.id)
+
+    async def ended(self, command_id: str) -> Answer:
+        await until(lambda: any(a.is_final for a in self.answers.of(command_id)),
+                    f"{command_id}'s final answer", TIMEOUT)
+        got = self.answers.of(command_id)
+        assert [a.status for a in got] == [Status.ACCEPTED, got[-1].status], got
+        return got[-1]
+
+
+@pytest.fixture
+async def served(rig: Rig, tmp_path: Path) -> AsyncIterator[Served]:
+    # An unreachable lock (on no radio) with short tries: its prepare waits one read, 3 s.
+    away = InsideTurnerLock("away", "C0:FF:EE:00:00:09", os.urandom(32))
+    kept = rig.locks.timings
+    rig.locks.timings = Timings(connect_s=1.0, gatt_s=1.0)
+    rig.locks.add("away", paired(away))
+    rig.locks.timings = kept
+    # A dKey nobody reaches: its driver says whether a visit can hold it.
+    rig.locks.add("dkey-door", PairedLock("in_cylinder", "F0:94:0A:00:00:09", os.urandom(36),
+                                          protocol=lockkinds.DKEY))
+    store = Store.open(tmp_path / "hubd-state")
+    answers = Answers()
+    audit = AuditLog(store, Outbox(store), HUB)
+    journal = Journal(store, audit)
+    key = BackendKey("backend-test", signing.generate_private_key())
+    verifier = Verifier(hub_id=HUB, keys={key.kid: key.private.public_key()},
+                        locks=dict(rig.locks.kinds), clock_skew_s=5, max_validity_s=300,
+                        seen=journal, protocols=rig.locks.protocols)
+    visits = VisitHold(rig.locks, VisitRoute((), hold_s=TIMEOUT, keepalive_s=0.2))
+    commands = Commands(hub_id=HUB, verifier=verifier, transport=rig.locks, publisher=answers,
+                        journal=journal, audit=audit,
+                        lock_states=LockStates(store, audit, HUB, rig.locks.kinds, answers),
+                        command_timeout_s=TIMEOUT, visits=visits)
+    try:
+        yield Served(commands, visits, answers, audit, key, store)
+    finally:
+        await commands.close()
+        await visits.close()
+        store.close()
+
+
+async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_nothing(
+        rig: Rig, served: Served) -> None:
+    turner, visits = rig.turner, served.visits
+    loop = asyncio.get_running_loop()
+
+    # The backend knows the visit is coming: a prepare is answered once the connection is up.
+    prepare = served.claims("front-door", "prepare")
+    answer = await served.final(prepare)
+    assert (answer.status, answer.reason, answer.state) == (Status.SUCCEEDED, None, None)
+    assert visits.holding == "front-door" and turner.connections == 1 and turner.links
+    assert turner.commands == [] and turner.moves == [], "a prepare moves nothing"
+    # Held past the lock's own idle drop by reads that move nothing, on the one connection.
+    held_at, reads = loop.time(), turner.reads
+    await until(lambda: loop.time() > held_at + LOCK_IDLE_S + 0.5 and turner.reads >= reads + 3,
+                "keep-alive reads past the lock's idle drop", TIMEOUT)
+    # A prepare of the door held already: answered at once, on that connection.
+    assert (await served.final(served.claims("front-door", "prepare"))).status is Status.SUCCEEDED
+    assert turner.connections == 1
+
+    # The visit's unlock takes the held connection: it makes none of its own.
+    answer = await served.final(served.claims("front-door", "unlock"))
+    assert (answer.status, answer.state) == (Status.SUCCEEDED, "unlocked")
+    assert turner.connections == 1, "the unlock found the prepared connection"
+    assert turner.commands == [("unlock", "ok")] and visits.holding is None
+    assert visits.counts["used"] == 1
+
+    # Prepared again, then a command for another door (any: a status read here): the hold
+    # ends, its connection goes.
+    assert (await served.final(served.claims("front-door", "prepare"))).status is Status.SUCCEEDED
+    assert visits.holding == "front-door"
+    assert (await served.final(served.claims("entrance", "status"))).status is Status.SUCCEEDED
+    assert visits.holding is None
+    await until(lambda: not turner.links, "the ended hold's connection let go", TIMEOUT)
+    # A prepare a later command overtakes (both in one breath) holds nothing: superseded.
+    late = served.claims("front-door", "prepare")
+    served.send(served.key.sign(late))
+    answer = await served.final(served.claims("entrance", "status"))
+    assert answer.status is Status.SUCCEEDED
+    answer = await served.ended(late.id)
+    assert (answer.status, answer.reason) == (Status.FAILED, oc.SUPERSEDED)
+
+    # A lock out of reach: timed out, with the driver's reason; nothing held.
+    answer = await served.final(served.claims("away", "prepare"))
+    assert (answer.status, answer.reason) == (Status.TIMED_OUT, oc.UNREACHABLE)
+    assert visits.holding is None
+    # A dKey: its link cannot be kept alive without moving it: refused after acceptance, and
+    # nothing is tried.
+    answer = await served.final(served.claims("dkey-door", "prepare"))
+    assert (answer.status, answer.reason) == (Status.FAILED, oc.UNSUPPORTED_ACTION)
+    assert visits.holding is None and not rig.locks.connected("dkey-door")
+
+    # Refused as any command: another key's signature, expired, staff without an assignment.
+    other = BackendKey(served.key.kid, signing.generate_private_key())
+    forged = served.claims("front-door", "prepare")
+    expired = served.claims("front-door", "prepare", now=time.time() - 120)
+    unassigned = served.claims("front-door", "prepare").model_dump(mode="json", exclude_none=True)
+    del unassigned["assignment"]
+    served.send(other.sign(forged))
+    served.send(served.key.sign(expired))
+    served.send(jws.serialize_compact({"alg": signing.ALGORITHM, "kid": served.key.kid},
+                                      json.dumps(unassigned),
+                                      OKPKey.import_key(served.key.private),
+                                      registry=signing.REGISTRY))
+    for command_id, reason in ((forged.id, RejectReason.BAD_SIGNATURE),
+                               (expired.id, RejectReason.EXPIRED),
+                               (unassigned["id"], RejectReason.MALFORMED)):
+        assert [(a.status, a.reason) for a in served.answers.of(command_id)] == \
+            [(Status.REJECTED, reason)], command_id
+    assert visits.holding is None and not turner.links, "no refused prepare holds anything"
+    assert turner.commands == [("unlock", "ok")], "no prepare wrote a COMMAND"
+
+    # Audited as every command: accepted, then its outcome, with who asked and why.
+    entries, _ = served.audit.read(1, 200)
+    mine = [(e.outcome.value, e.reason) for e in entries if e.command == prepare.id]
+    assert mine == [("accepted", None), ("succeeded", None)]
+    entry = next(e for e in entries if e.command == prepare.id)
+    assert (entry.action, entry.actor, entry.role, entry.assignment, entry.lock, entry.source) \
+        == ("prepare", "nurse-7", "staff", "visit-1", "front-door", "remote")
