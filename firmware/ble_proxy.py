@@ -274,13 +274,11 @@ class Proxy:
         # The ble_done fields of what _begin handed back to await, from its result.
         kind = req[0]
         if kind == messages.BLE_DISCONNECT:
-            conn = rec[_CONN]
-            if conn.connected:
+            if rec[_CONN].connected:
                 return (TIMEOUT,)
-            if self._conns.get(conn.conn_handle) is rec:
-                # Its slot is free once hubd hears so: a connect right after the answer counts
-                # it no more (the forwarding task, which would drop it, may not have run yet).
-                del self._conns[conn.conn_handle]
+            # Its slot is free once hubd hears so: a connect right after the answer counts it
+            # no more (the forwarding task, which would free it at the loss, may not have run).
+            self._free(rec)
             return (OK,)
         if kind == messages.BLE_READ:
             # Cannot be longer: the bridge offers an MTU of MAX_DATA + 1 (startup.py).
@@ -596,10 +594,16 @@ class Proxy:
             if not busy:
                 await self._central.notified.wait()
 
-    async def _lost(self, rec):
+    def _free(self, rec):
+        # The connection's slot, unless the handle is another connection's already (the stack
+        # reuses handles) or the link's going down emptied the table.
         handle = rec[_CONN].conn_handle
         if self._conns.get(handle) is rec:
             del self._conns[handle]
+
+    async def _lost(self, rec):
+        self._free(rec)
+        handle = rec[_CONN].conn_handle
         why = rec[_WHY]
         if why is None:
             why = BLE_RESTART if self._central.restarts != rec[_RESTARTS] else PEER
