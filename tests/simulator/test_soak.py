@@ -6,33 +6,22 @@ LTE path and the cuts really exercised, the bridge's heap figures reported. Spee
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.soak import HEAP_SHORT, MIN_FREE
 from simulator.bridge_device import DEFAULT_HEAP
+from tests.benchmark_run import ROOT, run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "soak.py"
 
 
 def run_soak(out: Path) -> tuple[dict, str]:
-    """One --quick run writing its JSON to ``out``: (that JSON, what it printed)."""
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--quick", "--seed", "3", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        output, _ = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the soak still stops hubd, the bridge and its broker
-        output, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the soak hung:\n{output}")
-    assert out.exists(), output
-    result = json.loads(out.read_text())
-    assert proc.returncode == (0 if result["ok"] else 1), output
+    """One --quick run writing its JSON to ``out``: (that JSON, what it printed); its exit
+    status 1 exactly when it found violations."""
+    result, output = run_benchmark(SCRIPT, out, "--quick", "--seed", "3", timeout=900,
+                                   exit_status=lambda r: 0 if r["ok"] else 1)
     assert result["ok"] == (result["violations"] == [])
     return result, output
 
