@@ -43,6 +43,17 @@ p50/p90/p99 of each, as JSON.
     .venv/bin/python benchmarks/doorstep.py --commands 30 --out benchmarks/results/doorstep.json
     .venv/bin/python benchmarks/doorstep.py --lock dkey --via adapter --commands 5
     .venv/bin/python benchmarks/doorstep.py --via bridge --no-gatt-cache   # every connect discovers
+    .venv/bin/python benchmarks/doorstep.py --prepared --out benchmarks/results/doorstep.prepared.json
+
+``--prepared``: the visit's first door made ready before the tap (docs/ble-timing.md, "A visit's
+first door prepared"). Before each timed command, once the lock has no connection, the backend
+publishes a signed ``prepare`` for the lock (hubd connects and holds the connection:
+hubd.locks.visit, no ``[visit] route``), waits for its answer, then a random 2-20 s
+(``PREPARE_LEAD_S``, within the hold's 120 s) before the tap: the nurse walking to the door.
+Per command also ``prepare`` (publish -> the prepare's final answer) and how many taps still
+found no connection (``taps_on_a_new_connection``); a dKey's prepare is answered ``failed``
+``unsupported_action`` (hubd cannot keep its link alive without moving it), so its taps stay
+cold.
 """
 
 from __future__ import annotations
@@ -68,8 +79,10 @@ from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  #
                                   all_ended, drive, hops_of, line_message, serving)
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
 from wire import messages  # noqa: E402
-from hil_tests.harness import write_hubd_config  # noqa: E402
+from hil_tests.harness import HUB_ID, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
+from hubapi.client import BackendClient  # noqa: E402
+from hubapi.models import Actor, CommandClaims, Role  # noqa: E402
 from simulator import ble_timing  # noqa: E402
 from simulator.home import (HomeThread, SimulatedHome, default_locks, paired_dkey,  # noqa: E402
                             record_pairings)
@@ -83,6 +96,8 @@ TRAVEL_S = {"reference": 1.5, "dkey": 1.0}
 AIR_HOPS = ("to_link", "link_to_motor", "motor_to_final")
 #: How long the simulated dKey keeps a silent link in a run where each command needs a new one.
 DKEY_IDLE_S = 5.0
+#: --prepared: the tap comes this long (seconds, uniform) after the prepare's answer.
+PREPARE_LEAD_S = (2.0, 20.0)
 
 
 class AirMarks:
@@ -190,11 +205,59 @@ def bridge_requests(crossings: list[tuple[float, Crossing]],
 TAP_SPREAD_S = 2.0
 
 
+async def drive_prepared(broker: Mosquitto, key: BackendKey, lock: str, n: int,
+                         sent: dict[str, tuple[float, float]],
+                         windows: list[tuple[float, float]], idle: Callable[[], bool],
+                         rng: random.Random) -> dict[str, list]:
+    """``n`` commands as ``drive`` sends them, each after a prepare of the lock: once ``idle``
+    holds, a signed prepare, its final answer, then PREPARE_LEAD_S before the command. The
+    prepare's times (publish -> its final answer) and final answers are returned too."""
+    accepted: list[float] = []
+    final: list[float] = []
+    prepared: list[float] = []
+    prepare_answers: list[str] = []
+    actor = Actor(id="nurse-7", role=Role.STAFF)
+    async with BackendClient(broker.host, broker.port, client_id="bench-backend") as backend:
+        for i in range(n):
+            async with asyncio.timeout(60):
+                while not await asyncio.to_thread(idle):
+                    await asyncio.sleep(0.05)
+            visit = f"visit-{i}"
+            claims = CommandClaims.new(hub=HUB_ID, lock=lock, action="prepare", actor=actor,
+                                       assignment=visit, ttl_s=30)
+            t0 = time.perf_counter()
+            async for answer in backend.send_command(claims, key.sign(claims), timeout=60):
+                if answer.is_final:
+                    prepared.append(time.perf_counter() - t0)
+                    prepare_answers.append(answer.status.value if answer.reason is None
+                                           else f"{answer.status.value} {answer.reason}")
+            await asyncio.sleep(rng.uniform(*PREPARE_LEAD_S))
+            claims = CommandClaims.new(hub=HUB_ID, lock=lock,
+                                       action="unlock" if i % 2 == 0 else "lock", actor=actor,
+                                       assignment=visit, ttl_s=30)
+            published, t0 = time.time(), time.perf_counter()
+            async for answer in backend.send_command(claims, key.sign(claims), timeout=60):
+                t = time.perf_counter() - t0
+                if answer.status == "accepted":
+                    accepted.append(t)
+                elif answer.status != "succeeded":
+                    raise RuntimeError(f"command {i} ended {answer.status} ({answer.reason})")
+                else:
+                    final.append(t)
+                    sent[claims.id] = (published, time.time())
+                    windows.append((t0, t0 + t))
+            print(f"  {i + 1}/{n}: prepare {prepare_answers[-1]} in {prepared[-1] * 1000:.0f} ms, "
+                  f"the tap's round trip {final[-1] * 1000:.0f} ms", flush=True)
+    return {"accepted": accepted, "final": final, "prepared": prepared,
+            "prepare_answers": prepare_answers}
+
+
 def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None,
-        warmup: int = 2, gatt_cache: bool = True) -> dict:
+        warmup: int = 2, gatt_cache: bool = True, prepared: bool = False) -> dict:
     """One lock kind on one route: ``warmup`` commands, then ``commands`` timed; its figures.
     ``gatt_cache`` False: hubd keeps no lock's GATT database through the bridge (every
-    connection discovers; ``[bluetooth] gatt_cache``)."""
+    connection discovers; ``[bluetooth] gatt_cache``). ``prepared``: each timed command after a
+    prepare (drive_prepared)."""
     os.environ[ble_timing.ENV] = "realistic"  # the home's radio reads it when it is made
     key = BackendKey("bench", signing.generate_private_key())
     broker = Mosquitto(work / "mosquitto")
@@ -242,11 +305,23 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
         # told to unlock when it is unlocked does not move).
         if warmup:
             asyncio.run(drive(broker, key, lock_id, warmup, {}, [], idle_wait))
-        times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
+        if prepared:
+            times = asyncio.run(drive_prepared(broker, key, lock_id, commands, sent, windows,
+                                               idle_wait, rng))
+        else:
+            times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
     hubd_hops, _ = hops_of(sent, work / "hubd.log", requests_required=False)
     air = marks.hops(sent)
+    extra_figures = {} if not prepared else {
+        "prepare_lead_s": list(PREPARE_LEAD_S),
+        "prepare": summary(times["prepared"]),
+        "prepare_answers": {a: times["prepare_answers"].count(a)
+                            for a in sorted(set(times["prepare_answers"]))},
+        "taps_on_a_new_connection": len(air["to_link"]),
+    }
     return {
-        "lock": lock, "via": via, "held": held, "commands": commands,
+        "lock": lock, "via": via, "held": held, "prepared": prepared, "commands": commands,
+        **extra_figures,
         "gatt_cache": gatt_cache if via == "bridge" else None,
         "to_motor": summary(air["to_motor"]),
         "succeeded": summary(times["final"]),
@@ -271,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="the air's randomness")
     parser.add_argument("--warmup", type=int, default=2, choices=(0, 2),
                         help="untimed commands first (default 2: hubd's start-up poll ends)")
+    parser.add_argument("--prepared", action="store_true",
+                        help="each command after a signed prepare of its lock, 2-20 s before "
+                             "the tap (the visit's first door made ready)")
     parser.add_argument("--no-gatt-cache", dest="gatt_cache", action="store_false",
                         help="through the bridge, hubd discovers the lock's GATT database at "
                              "every connection (the policy off: [bluetooth] gatt_cache = false)")
@@ -284,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         for via in routes:
             work = Path(tempfile.mkdtemp(prefix=f"bench-doorstep-{lock}-{via}-"))
             runs.append(run(lock, via, args.commands, args.held, work, args.seed, args.warmup,
-                            args.gatt_cache))
+                            args.gatt_cache, args.prepared))
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "the nurse's wait: backend publish -> motor start and -> succeeded",
@@ -299,8 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<26}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for r in runs:
         cache = {True: ", GATT cache on", False: ", GATT cache off", None: ""}[r["gatt_cache"]]
-        print(f"{r['lock']} via {r['via']}{' (held)' if r['held'] else ''}{cache}:")
+        how = " (held)" if r["held"] else " (prepared)" if r["prepared"] else ""
+        print(f"{r['lock']} via {r['via']}{how}{cache}:")
+        if r["prepared"]:
+            print(f"  prepare answers {r['prepare_answers']}; "
+                  f"{r['taps_on_a_new_connection']} taps on a new connection")
         rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
+        if r["prepared"]:
+            rows.append(("prepare", r["prepare"]))
         rows += [(f"  {h}", s) for h, s in r["air_hops"].items()]
         rows += [(f"  hubd {h}", s) for h, s in r["hubd_hops"].items()]
         rows += [(f"  proxy {k} ({v['per_command']:.1f}/cmd)", v["seconds_per_command"])

@@ -66,11 +66,13 @@ provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's en
     [lock_upkeep]                        # its background work (all optional; hubd.locks.UpkeepTimings)
     poll_s = 1800                        # poll_s, news_gap_s, news_gap_max_s
 
-    [visit]                              # a visit's next door held (optional; docs/ble-timing.md)
+    [visit]                              # a visit's door held (optional; docs/ble-timing.md)
     route = ["entrance", "front-door"]   # doors of [locks] in the order a visitor passes them
-                                         # (default: none, nothing held); set by hand for now
-    hold_s = 120                         # a staff command's door opened: the next one's
-                                         # connection is held this long, or until a command
+                                         # (default: none); set by hand for now
+    hold_s = 120                         # a staff command's door opened (the next one's), or a
+                                         # prepare accepted (its lock's, with or without a
+                                         # route): the connection is held this long, or until
+                                         # a command
     keepalive_s = 20                     # a read that moves nothing, this often (< 30: the
                                          # lock's own idle drop)
 
@@ -375,8 +377,9 @@ class LockUpkeepConfig(_Section):
 
 
 class VisitConfig(_Section):
-    """A visit's next door held (hubd.locks.visit): the doors a visitor passes, in order, and
-    how long and how the connection to the next one is held; no route (the default): none."""
+    """A visit's door held (hubd.locks.visit): the doors a visitor passes, in order, and how
+    long and how the connection to the next one, or to a ``prepare``'s lock, is held; no route
+    (the default): only a ``prepare`` holds one."""
 
     route: list[SegmentId] = Field(default_factory=list, max_length=8)
     hold_s: float = Field(120.0, gt=0, le=600)
