@@ -156,6 +156,9 @@ class DirectRadio:
         address = address.upper()
         return self._devices.get(address) or BLEDevice(address, None, None)
 
+    def forget(self, address: str, why: str) -> None:
+        """Nothing: BlueZ keeps its own GATT cache (a bond removed clears it)."""
+
     def on_advert(self, callback: AdvertCallback) -> Callable[[], None]:
         """Hear the watched addresses' adverts (module docstring); returns the way to stop."""
         token = object()

@@ -208,6 +208,9 @@ class BleProxy:
         """The proxy's client needs only the address (and the address type, from its kwargs)."""
         return BLEDevice(address.upper(), None, None)
 
+    def forget(self, address: str, why: str) -> None:
+        self.gatt_cache.forget(address, why)
+
     # -- requests ---------------------------------------------------------------------------
 
     async def request(self, kind: str, *fields: Any, wait_ms: int) -> Done:

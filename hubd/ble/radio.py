@@ -100,6 +100,13 @@ class Radio(Protocol):
         """Hear adverts (those of watched addresses at least); returns the way to stop."""
         ...
 
+    def forget(self, address: str, why: str) -> None:
+        """Discard what the radio keeps of ``address``'s GATT database (``why`` goes to the log),
+        so the next connection discovers it afresh: a lock paired, unpaired or reset may run
+        other firmware. The bridge's proxy keeps one (hubd.ble.gatt_cache); on the hub's adapter
+        BlueZ keeps its own, and this does nothing."""
+        ...
+
     async def scan(self, seconds: float) -> Answer:
         """Hear every advert in reach (not only the watched addresses') through
         :meth:`on_advert` for ``seconds``, then return (``hubctl pair --scan``)."""

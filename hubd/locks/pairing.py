@@ -126,12 +126,9 @@ def _addr(address: str) -> bytes:
 
 async def _run(driver: ReferenceLock, build: Callable[[bytes], bytes], secret: bytes, addr: bytes,
                tag: bytes, timeout: float) -> Outcome:
-    # A lock paired or unpaired is discovered afresh (a reset lock may run other firmware):
-    # the proxy's kept database is forgotten (hubd.ble.gatt_cache; BlueZ keeps its own).
+    # A lock paired or unpaired is discovered afresh (a reset lock may run other firmware).
     with contextlib.suppress(bleak.exc.BleakError):  # no radio: exchange() says so
-        cache = getattr(driver.radio, "gatt_cache", None)
-        if cache is not None:
-            cache.forget(driver.address, "paired")
+        driver.radio.forget(driver.address, "paired")
     try:
         got = await driver.exchange(build, timeout)
         if isinstance(got, str):  # no RESULT: nothing written, or the write's fate unknown
