@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,7 +223,8 @@ class Served:
     answers: Answers
     audit: AuditLog
     key: BackendKey
-    store: Store
+    journal: Journal
+    restarted: Callable[[], Commands]  # hubd's command path as a restart makes it
 
     def send(self, token: str) -> None:
         self.commands.handle(Inbound(topics.commands(HUB), token.encode(), retain=False))
@@ -265,14 +266,20 @@ async def served(rig: Rig, tmp_path: Path) -> AsyncIterator[Served]:
                         locks=dict(rig.locks.kinds), clock_skew_s=5, max_validity_s=300,
                         seen=journal, protocols=rig.locks.protocols)
     visits = VisitHold(rig.locks, VisitRoute((), hold_s=TIMEOUT, keepalive_s=0.2))
-    commands = Commands(hub_id=HUB, verifier=verifier, transport=rig.locks, publisher=answers,
-                        journal=journal, audit=audit,
-                        lock_states=LockStates(store, audit, HUB, rig.locks.kinds, answers),
-                        command_timeout_s=TIMEOUT, visits=visits)
+    made: list[Commands] = []
+
+    def command_path() -> Commands:
+        made.append(Commands(hub_id=HUB, verifier=verifier, transport=rig.locks,
+                             publisher=answers, journal=journal, audit=audit,
+                             lock_states=LockStates(store, audit, HUB, rig.locks.kinds, answers),
+                             command_timeout_s=TIMEOUT, visits=visits))
+        return made[-1]
+
     try:
-        yield Served(commands, visits, answers, audit, key, store)
+        yield Served(command_path(), visits, answers, audit, key, journal, command_path)
     finally:
-        await commands.close()
+        for commands in made:
+            await commands.close()
         await visits.close()
         store.close()
 
@@ -347,6 +354,16 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
             [(Status.REJECTED, reason)], command_id
     assert visits.holding is None and not turner.links, "no refused prepare holds anything"
     assert turner.commands == [("unlock", "ok")], "no prepare wrote a COMMAND"
+
+    # A prepare hubd was running when it died: answered at the next start, nothing tried.
+    cut = served.claims("front-door", "prepare")
+    served.journal.accept(cut, served.key.kid, topics.answers(HUB), until=cut.exp + 5)
+    connections = turner.connections
+    assert served.restarted().recover() == 1
+    await until(lambda: served.answers.of(cut.id), "the cut prepare's answer", TIMEOUT)
+    assert [(a.status, a.reason) for a in served.answers.of(cut.id)] == \
+        [(Status.FAILED, oc.HUBD_RESTARTED)]
+    assert turner.connections == connections and visits.holding is None
 
     # Audited as every command: accepted, then its outcome, with who asked and why.
     entries, _ = served.audit.read(1, 200)
