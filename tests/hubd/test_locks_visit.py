@@ -248,10 +248,10 @@ class Served:
 
 @pytest.fixture
 async def served(rig: Rig, tmp_path: Path) -> AsyncIterator[Served]:
-    # An unreachable lock (on no radio) with short tries: its prepare waits one read, 3 s.
+    # An unreachable lock (on no radio) with short tries: its prepare waits one read, 1 s.
     away = InsideTurnerLock("away", "C0:FF:EE:00:00:09", os.urandom(32))
     kept = rig.locks.timings
-    rig.locks.timings = Timings(connect_s=1.0, gatt_s=1.0)
+    rig.locks.timings = Timings(connect_s=0.5, gatt_s=0.25)
     rig.locks.add("away", paired(away))
     rig.locks.timings = kept
     # A dKey nobody reaches: its driver says whether a visit can hold it.
