@@ -35,8 +35,7 @@ import sqlite3
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,46 +72,24 @@ class Check:
 
 # --- hubctl doctor ---------------------------------------------------------------------------------
 
-@contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """hubd.env's HUBD_* variables in this process's environment while the config loads."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def load_hubd_config(config_path: Path):  # -> hubd.config.HubConfig
     """hubd's configuration as hubd.service gives it to hubd: hubd.toml plus the hubd.env next to
-    it. Raises StatusError with the fix."""
-    from hubctl.hubfiles import parse_env_file
-    from hubd.config import ConfigError, load_config
+    it, read by systemd's rules and refusals (hubd.envfile, as hubd reads it: a missing one sets
+    nothing, as the unit's ``EnvironmentFile=-``), none of the shell's HUBD_* variables. Raises
+    StatusError with the fix."""
+    from hubd.config import ENV_PREFIX, ConfigError, load_config
+    from hubd.envfile import EnvFileError, applied
 
-    env_path = config_path.parent / "hubd.env"
-    env: dict[str, str] = {}
-    try:
-        env = {k: v for k, v in parse_env_file(env_path.read_text()).items() if k.startswith("HUBD_")}
-    except FileNotFoundError:
-        pass
-    except PermissionError:
-        raise StatusError(f"cannot read {env_path} (hubd's secrets, mode 0600): run as root "
-                          "(sudo hubctl doctor)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise StatusError(f"cannot read {env_path}: {e}: write it again with hubctl provision") from None
     if not config_path.exists():
         raise StatusError(f"{config_path} does not exist: write it with hubctl provision, or pass "
                           "--config") from None
-    with _environment(env):
-        try:
+    try:
+        with applied(config_path.parent / "hubd.env", missing_ok=True, aside=ENV_PREFIX):
             return load_config(config_path)
-        except ConfigError as e:
-            raise StatusError(f"{e} (fix it, or write it again with hubctl provision)") from None
+    except EnvFileError as e:
+        raise StatusError(str(e)) from None
+    except ConfigError as e:
+        raise StatusError(f"{e} (fix it, or write it again with hubctl provision)") from None
 
 
 def check_broker(mqtt, hub_id: str, timeout: float = BROKER_TIMEOUT_S) -> Check:

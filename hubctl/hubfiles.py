@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from hubd.envfile import parse_env_file  # hubd.env's one definition: hubd reads it too
+from hubd.envfile import EnvFileError, read_env_file  # hubd.env's one definition: hubd reads it too
 
 #: bridge.json's one definition: the firmware's own parser, in the checkout beside hubctl.
 FIRMWARE_CONFIG = Path(__file__).resolve().parents[1] / "firmware" / "config.py"
@@ -107,13 +107,12 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def read_env(path: Path) -> dict[str, str]:
+    """hubd.env as hubd reads it (none when it is not there yet); a file hubd would refuse is
+    refused with the same line, before provision or decommission rewrites it."""
     try:
-        return parse_env_file(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise FilesError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}: fix or "
-                             "remove it") from None
+        return read_env_file(path, missing_ok=True)
+    except EnvFileError as e:
+        raise FilesError(str(e)) from None
 
 
 def read_bridge(path: Path) -> dict[str, Any]:

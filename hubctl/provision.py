@@ -32,7 +32,6 @@ hubd.toml's ``lock_driver``) and says so; locks the bridge drove are paired agai
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -40,7 +39,6 @@ import re
 import ssl
 import stat
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -57,7 +55,7 @@ from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, read
                              read_toml, replace, toml_bytes)
 from hubd.config import (DEFAULT_STATUS_SOCKET, ENV_PREFIX, SOCKET_PATH_MAX, ConfigError, HubConfig,
                          load_config)
-from hubd.envfile import env_line, parse_env_file
+from hubd.envfile import EnvFileError, applied, env_line, environment
 
 DEFAULT_ETC = Path("/etc/hubd")
 DEFAULT_STATE = Path("/var/lib/hubd")
@@ -386,21 +384,6 @@ def _check_dir(path: Path, flag: str) -> None:
 # --- checking with hubd's and the firmware's own parsers -----------------------------------------
 
 
-@contextlib.contextmanager
-def _hubd_environment(env: dict[str, str]) -> Iterator[None]:
-    """Exactly the env file's HUBD_ variables, as systemd gives hubd (none of the shell's)."""
-    saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
-    for name in saved:
-        del os.environ[name]
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
-            del os.environ[name]
-        os.environ.update(saved)
-
-
 def _scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret:
@@ -411,7 +394,7 @@ def _scrub(text: str, secrets: list[str]) -> str:
 def _check_hubd(hub: dict[str, Any], env: dict[str, str], toml_path: Path,
                 secrets: list[str]) -> HubConfig:
     try:
-        with _hubd_environment(env):
+        with environment(env, aside=ENV_PREFIX):  # as systemd gives it: none of the shell's
             return HubConfig(**hub)
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -813,11 +796,10 @@ def write(p: Plan, fw: ModuleType) -> None:
 
 
 def _verify_written(p: Plan, fw: ModuleType) -> None:
-    env = parse_env_file(p.hubd_env.read_text())
     try:
-        with _hubd_environment(env):
+        with applied(p.hubd_env, aside=ENV_PREFIX):
             load_config(p.hubd_toml)
         fw.load(str(p.bridge_json))
-    except (ConfigError, fw.ConfigError) as e:
+    except (ConfigError, EnvFileError, fw.ConfigError) as e:
         raise ProvisionError(f"the files are written but do not read back ({_scrub(str(e), p.secrets)}): "
                              "a bug in hubctl provision; report it with this line") from None

@@ -101,36 +101,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def apply_env_file(path: Path) -> list[str]:
-    """Put the environment file's variables into this process's environment, as systemd gives
-    them to hubd under hubd.service, and return the names whose value there was replaced.
+def apply_env_file(path: Path) -> contextlib.AbstractContextManager[list[str]]:
+    """The environment file's variables in this process's environment while hubd runs (the
+    ``with`` block), as systemd gives them to hubd under hubd.service; it yields the names whose
+    value there was replaced.
 
     Why a flag and not a setting in hubd.toml: under systemd the file is read by systemd itself,
     as root, before hubd starts, and hubd (user hubd) cannot read it (mode 0600, root's); a
     hubd.toml naming it would make hubd read it again under systemd and fail there. By hand the
-    flag does what the unit's ``EnvironmentFile=`` does, with the same rules (hubd.envfile), and
-    the same order: systemd's EnvironmentFile= wins over Environment= and over the manager's
-    environment (systemd.exec(5); a service never gets its caller's), so the file's values win
-    over the shell's here too; each one replaced is named in the log (not its value).
-    Raises EnvFileError."""
-    values = envfile.read_env_file(path)
-    replaced = sorted(name for name, value in values.items()
-                      if name in os.environ and os.environ[name] != value)
-    os.environ.update(values)
-    return replaced
+    flag does what the unit's ``EnvironmentFile=`` does, with the same rules and refusals
+    (hubd.envfile, which hubctl doctor and hub-sim read it with too), and the same order:
+    systemd's EnvironmentFile= wins over Environment= and over the manager's environment
+    (systemd.exec(5); a service never gets its caller's), so the file's values win over the
+    shell's here too; each one replaced is named in the log (not its value). Raises
+    EnvFileError before anything changes."""
+    return envfile.applied(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run hubd until SIGINT/SIGTERM; returns the exit status."""
     args = parse_args(argv)
-    replaced: list[str] = []
-    try:
-        if args.env_file is not None:
-            replaced = apply_env_file(args.env_file)
-        config = load_config(args.config)
-    except (ConfigError, envfile.EnvFileError) as exc:
-        print(f"hubd: {exc}", file=sys.stderr)
-        return 2
+    with contextlib.ExitStack() as env:
+        try:
+            replaced = env.enter_context(apply_env_file(args.env_file)) \
+                if args.env_file is not None else []
+            config = load_config(args.config)
+        except (ConfigError, envfile.EnvFileError) as exc:
+            print(f"hubd: {exc}", file=sys.stderr)
+            return 2
+        return _serve(config, args.env_file, replaced)
+
+
+def _serve(config: HubConfig, env_file: Path | None, replaced: list[str]) -> int:
+    """Log as hubd.service does (the journal's fields, else JSON lines on stderr), say what the
+    start-up should know, and run until a signal."""
     handler: logging.Handler
     if systemd.journal_is_stderr() and os.path.exists(systemd.JOURNAL_SOCKET):
         handler = systemd.JournalHandler(standard=_STANDARD_ATTRS)  # fields, not text
@@ -140,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level, handlers=[handler], force=True)
     for name in replaced:
         log.warning("%s of the environment replaced by %s's, as systemd gives it to hubd", name,
-                    args.env_file, extra={"variable": name})
-    _warn_without_password(config, args.env_file)
+                    env_file, extra={"variable": name})
+    _warn_without_password(config, env_file)
     asyncio.run(_run_until_signal(config))
     return 0
 

@@ -1,6 +1,6 @@
 """hubd.env: hubd's secrets as systemd's ``EnvironmentFile=`` reads them, one definition for the
-writer (hubctl provision, :func:`env_line`) and every reader (systemd itself, ``hubd --env-file``
-started by hand, hubctl doctor and provision: :func:`parse_env_file`).
+writer (hubctl provision, :func:`env_line`) and every reader (systemd itself; ``hubd --env-file``
+started by hand, hubctl doctor and provision, hub-sim's bench: :func:`read_env_file`).
 
 The rules are systemd's (src/basic/env-file.c, ``parse_env_file_internal``), not a shell's and
 not python-dotenv's: ``#`` and ``;`` start a comment line; ``NAME=value`` with blanks around the
@@ -12,16 +12,23 @@ reads the same text differently: it expands ``${VAR}`` and does not undo the ``\
 ``\\```` that :func:`env_line` writes, so a password holding them would reach hubd changed by
 hand and unchanged under systemd.
 
-:func:`read_env_file` is what hubd uses: the same rules, and one typed error
+:func:`read_env_file` is what every reader of hubd.env uses: the same rules, and one typed error
 (:class:`EnvFileError`, one line naming the file and the fix) for a file that is not there or
 cannot be read, and for a name systemd would skip ("Ignoring invalid environment assignment"), so
 hubd started by hand never runs on a different environment than systemd would give it without
-saying so.
+saying so, and hubctl doctor, hubctl provision and hub-sim never check hubd.toml against one.
+:func:`applied` puts a file's variables into this process's environment for a ``with`` block:
+``hubd --env-file`` for hubd's whole run, hubctl doctor and hub-sim's bench while they load
+hubd.toml with them (:func:`environment` does it for values not read from a file: provision's
+planned ones).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 _ESCAPED_IN_DOUBLE_QUOTES = '"\\`$'
@@ -101,17 +108,20 @@ def parse_env_file(text: str) -> dict[str, str]:
     return out
 
 
-def read_env_file(path: Path) -> dict[str, str]:
+def read_env_file(path: Path, missing_ok: bool = False) -> dict[str, str]:
     """The variables of the environment file at ``path`` as systemd would give them to hubd, or
-    :class:`EnvFileError` naming the fix."""
+    :class:`EnvFileError` naming the fix. ``missing_ok``: a file that is not there sets nothing,
+    as hubd.service's ``EnvironmentFile=-/etc/hubd/hubd.env`` (its ``-``) reads it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if missing_ok:
+            return {}
         raise EnvFileError(f"environment file {path} does not exist: hubctl provision writes it "
                            "(hubd.env beside hubd.toml)") from None
     except PermissionError:
         raise EnvFileError(f"environment file {path} cannot be read: permission denied (it is "
-                           "root's, mode 0600, as systemd reads it): start hubd by hand as root "
+                           "root's, mode 0600, as systemd reads it): run this as root "
                            "(sudo)") from None
     except IsADirectoryError:
         raise EnvFileError(f"environment file {path} is a directory: name the file, e.g. "
@@ -128,3 +138,39 @@ def read_env_file(path: Path) -> dict[str, str]:
                                "(systemd would skip the line): fix the line, e.g. "
                                'HUBD_MQTT__PASSWORD="..."')
     return values
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str], aside: str = "") -> Iterator[list[str]]:
+    """``values`` in this process's environment for the ``with`` block, winning over the
+    caller's of the same name (systemd's EnvironmentFile= wins over Environment= and the
+    manager's, systemd.exec(5)); it yields the names whose value there was replaced, and puts the
+    environment back as it was afterwards. ``aside``: a prefix (hubd.config's ``ENV_PREFIX``):
+    the caller's variables named with it are set aside meanwhile, as hubd.service never gets its
+    caller's (hubd.toml checked as systemd gives it to hubd, not as the technician's shell
+    would)."""
+    moved = {k: v for k, v in os.environ.items() if k.upper().startswith(aside)} if aside else {}
+    saved = {name: os.environ.get(name) for name in values}
+    replaced = sorted(name for name, value in values.items()
+                      if saved[name] is not None and saved[name] != value and name not in moved)
+    for name in moved:
+        del os.environ[name]
+    os.environ.update(values)
+    try:
+        yield replaced
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        os.environ.update(moved)
+
+
+@contextlib.contextmanager
+def applied(path: Path, missing_ok: bool = False, aside: str = "") -> Iterator[list[str]]:
+    """The environment file at ``path`` (:func:`read_env_file`: systemd's rules and refusals,
+    EnvFileError before anything changes) in this process's environment for the ``with`` block
+    (:func:`environment`, ``aside`` as there); yields the names whose value it replaced."""
+    with environment(read_env_file(path, missing_ok), aside) as replaced:
+        yield replaced

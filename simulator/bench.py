@@ -118,32 +118,23 @@ def read_bridge_json(path: Path) -> dict[str, Any]:
 
 def read_hubd_config(path: Path, env_file: Path | None = None) -> HubConfig:
     """hubd.toml with its hubd.env (default: beside it), read as hubd reads them (``hubd
-    --config ... --env-file ...``: hubd.envfile's rules, hubd.config's model). The file's values
-    are this process's environment only while the configuration is read: hub-sim's children
-    (the bridge's MicroPython) never see hubd's secrets."""
+    --config ... --env-file ...``: hubd.envfile's rules and refusals, hubd.config's model). The
+    file's values are this process's environment only while the configuration is read: hub-sim's
+    children (the bridge's MicroPython) never see hubd's secrets."""
     from hubd.config import ConfigError, load_config
-    from hubd.envfile import EnvFileError, read_env_file
+    from hubd.envfile import EnvFileError, applied
 
     env_file = env_file if env_file is not None else path.parent / "hubd.env"
     if not path.exists():
         raise BenchError(f"{path} does not exist: hubctl provision writes it (--hubd-config "
                          "names another)")
     try:
-        values = read_env_file(env_file)
+        with applied(env_file):
+            return load_config(path)
     except EnvFileError as e:
         raise BenchError(str(e)) from None
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        return load_config(path)
     except ConfigError as e:
         raise BenchError(f"{e} (hubctl provision writes it)") from None
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass
