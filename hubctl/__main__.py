@@ -391,7 +391,7 @@ def provision(
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
     except provisioning.Missing as e:
         raise _Usage(str(e)) from None
-    except provisioning.ProvisionError as e:
+    except hubfiles.FilesError as e:  # provisioning.ProvisionError, or a file it cannot read
         raise Failed(str(e)) from None
     for line in plan.summary:
         out.print(line, markup=False)
@@ -651,9 +651,9 @@ def pair(
     hubd = reach.find(socket_path, files.hubd_toml, "--etc-dir")
     if scan:
         try:
-            heard = pairing.scan(hubd.socket, seconds, progress, hubd.origin)
-        except pairing.PairingError as e:
-            raise Failed(provisioning.for_etc(str(e), etc_dir)) from None
+            heard = pairing.scan(hubd, seconds, progress)
+        except reach.ReachError as e:
+            raise Failed(str(e)) from None
         if not heard.locks:
             raise Failed(f"no lock heard in {seconds} s: bring the hub closer, check the locks' "
                          "batteries, or listen longer (--seconds)")
@@ -667,13 +667,13 @@ def pair(
         raise _Usage(f"give {', '.join(missing)} (or --scan to list the locks in reach)")
     assert addr is not None and name is not None
     try:
-        done = pairing.pair(hubd.socket, files, addr, name,
-                            setup_key, seconds, lambda line: out.print(line, markup=False), progress,
-                            activation_code=activation_code, origin=hubd.origin)
+        done = pairing.pair(hubd, files, addr, name, setup_key, seconds,
+                            lambda line: out.print(line, markup=False), progress,
+                            activation_code=activation_code)
     except pairing.BadValue as e:
         raise typer.BadParameter(str(e), param_hint=f"'{e.flag}'") from None
-    except pairing.PairingError as e:
-        raise Failed(provisioning.for_etc(str(e), etc_dir)) from None
+    except (pairing.PairingError, reach.ReachError) as e:
+        raise Failed(str(e)) from None
     what = "dKey" if done.lock.protocol == lockkinds.DKEY else done.lock.kind.replace('_', ' ')
     held = "its association data" if done.lock.protocol == lockkinds.DKEY else "its secret"
     out.print(f"{name}: {what} at {done.lock.addr} paired; recorded in "

@@ -7,8 +7,10 @@ name and kind in hubd.toml's [locks], and judge the lock/unlock cycle that prove
 hubctl's ever holds a lock secret, and the bridge none either.
 
 Every failure is a :class:`PairingError` whose message says what to do; a value the technician
-typed wrong is a :class:`BadValue` naming the flag. hubd is reached on its local socket
-(hubd.technician.control), each progress line handed to ``progress`` as it comes.
+typed wrong is a :class:`BadValue` naming the flag. hubd is reached as every command reaches it
+(:mod:`hubctl.reach`: its socket found from hubd.toml, its refusals and its absence a
+:class:`hubctl.reach.ReachError` said for how hubd runs on that configuration), each progress
+line handed to ``progress`` as it comes.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from hubapi import topics
-from hubctl import access, hubfiles
+from hubctl import access, hubfiles, reach
 from hubd.technician import control
 from wire import lockkinds
 
@@ -88,19 +88,9 @@ def check_protocol(lock: control.FoundLock, setup_key: str | None,
                        "--setup-key (64 hex digits printed on it), not --activation-code")
 
 
-def ask(socket_path: Path, request: Any, timeout: float, progress: Progress,
-        origin: str = "") -> dict[str, Any]:
-    """One request to hubd on its local socket (``origin``: where its path came from, named when
-    hubd cannot be reached)."""
-    try:
-        return control.ask(socket_path, request, progress, timeout=timeout, origin=origin)
-    except control.ControlError as e:
-        raise PairingError(str(e)) from None
-
-
-def scan(socket_path: Path, seconds: int, progress: Progress, origin: str = "") -> control.ScanResult:
-    """The locks the bridge hears within ``seconds``."""
-    done = ask(socket_path, control.ScanRequest(seconds=seconds), seconds + 15, progress, origin)
+def scan(hubd: reach.Hubd, seconds: int, progress: Progress) -> control.ScanResult:
+    """The locks the bridge hears within ``seconds``. Raises reach.ReachError."""
+    done = reach.ask(hubd, control.ScanRequest(seconds=seconds), seconds + 15, progress)
     return control.ScanResult.model_validate(done)
 
 
@@ -118,22 +108,22 @@ def find(heard: control.ScanResult, addr: str) -> control.FoundLock:
     return lock
 
 
-def pair(socket_path: Path, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str | None,
-         seconds: int, say: Progress, progress: Progress, activation_code: str | None = None, origin: str = "") -> Paired:
+def pair(hubd: reach.Hubd, files: hubfiles.HubFiles, addr: str, name: str, setup_key: str | None,
+         seconds: int, say: Progress, progress: Progress, activation_code: str | None = None) -> Paired:
     """Every step of a pairing, in order (``say``: this module's steps, ``progress``: hubd's
-    lines); hubd makes the secret (or the association), which never reaches hubctl."""
+    lines); hubd makes the secret (or the association), which never reaches hubctl. Raises
+    BadValue, PairingError or reach.ReachError."""
     check_values(addr, name, setup_key, activation_code)
     try:
         files.check_writable(bridge=False)
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
-    lock = find(scan(socket_path, seconds, progress, origin), addr)
+    lock = find(scan(hubd, seconds, progress), addr)
     check_protocol(lock, setup_key, activation_code)
-    done = ask(socket_path, control.PairRequest(
+    done = reach.ask(hubd, control.PairRequest(
         lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, protocol=lock.protocol,
-        setup_key=setup_key, activation_code=activation_code), control.COMMISSIONING_WAIT_S, progress,
-        origin)
+        setup_key=setup_key, activation_code=activation_code), control.COMMISSIONING_WAIT_S, progress)
     result = control.PairResult.model_validate(done)
     try:
         access.add_lock(files, name, lock.kind)

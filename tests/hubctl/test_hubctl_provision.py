@@ -11,6 +11,7 @@ the provisioned client certificate.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -298,6 +299,53 @@ def test_next_steps_name_systemd_for_etc_hubd_and_hubd_by_hand_for_any_other_dir
         "/home/tech/bench/etc/hubd.env (its output says why it stopped)")
     assert "systemctl" not in provision.for_etc(
         "systemctl stop hubd; flash; systemctl start hubd; systemctl restart hubd", bench)
+
+
+# Where the lines hubctl says for a configuration come from: hubd's answers and refusals and
+# control.ask's own (hubctl.reach says them all), doctor's checks, pairing's steps.
+_SAID_FOR_ETC = (*sorted((ROOT / "hubd").rglob("*.py")),
+                 *(ROOT / "hubctl" / name for name in ("doctor.py", "reach.py", "pairing.py")))
+
+
+def _unit_sentences(path: Path) -> list[tuple[int, str]]:
+    """The string literals of ``path`` that name hubd.service's tools (systemctl, journalctl),
+    docstrings left out; an f-string as its text with ``{}`` for each value put in, so a
+    sentence that puts a value inside a step (``systemctl {verb} hubd``) is seen as it is."""
+    tree = ast.parse(path.read_text())
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)}
+    parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and id(node) not in docs | parts:
+            text = node.value
+        else:
+            continue
+        if "systemctl" in text or "journalctl" in text:
+            found.append((node.lineno, text))
+    return found
+
+
+def test_every_line_naming_hubd_service_is_said_for_a_bench_by_hand() -> None:
+    """provision.for_etc rewrites hubd.service's steps into hubd by hand for a bench, sentence
+    by sentence: a new or reworded sentence it does not know would tell a bench technician to run
+    systemctl on a hubd that systemd does not run. Each such sentence hubctl can print is
+    pinned here: reword one, and this names it."""
+    from hubctl import provision
+
+    bench = Path("/home/tech/bench/etc")
+    sentences = [(path.relative_to(ROOT), line, text) for path in _SAID_FOR_ETC
+                 for line, text in _unit_sentences(path)]
+    assert len({str(path) for path, _, _ in sentences}) >= 4, sentences  # control, status socket, doctor...
+    said = [(path, line, provision.for_etc(text, bench)) for path, line, text in sentences]
+    left = [f"{path}:{line}: {text!r}" for path, line, text in said
+            if "systemctl" in text or "journalctl" in text]
+    assert not left, "for_etc leaves hubd.service's steps in (add the sentence to it):\n" + "\n".join(left)
+    assert all(provision.for_etc(text, Path("/etc/hubd")) == text for _, _, text in sentences)
 
 
 def test_outside_etc_hubd_hubds_status_socket_goes_beside_hubd_toml_and_a_hand_set_one_stays(
