@@ -276,7 +276,7 @@ MAX_AUDIT_BATCH = 100
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 #: A lock's Bluetooth address as the hub writes it ("C0:FF:EE:00:00:07").
-BleAddress = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")]
+BleAddress = Annotated[str, StringConstraints(pattern=f"^{link_messages.ADDR_PATTERN}$")]
 Seq = Annotated[int, Field(ge=1, le=2**62)]
 
 

@@ -160,6 +160,10 @@ UPLINK_WHY = ("hubd", "no_modem", "no_sim", "not_registered", "pdp_failed", "ope
 MAX_DATA = 176  # bytes of GATT data in one message (a write, a read, a notification): the
 # longest ble_done and ble_write then fit a link payload (tests/wire/test_ble_proxy_messages.py)
 MAX_WATCH = 8  # addresses hubd may watch at once
+# A Bluetooth device address as the ble_* messages, hubd's audit entries and its logs write it:
+# six hex bytes, upper case, colons ("C0:FF:EE:00:00:01"); a regular expression for fullmatch
+# (the firmware parses addresses itself: ble_proxy.parse_addr)
+ADDR_PATTERN = "[0-9A-F]{2}(:[0-9A-F]{2}){5}"
 MAX_SLOTS = 4  # proxy connections a bridge holds at most (NimBLE's default on the ESP32): so
 # at most this many discoveries, one at a time, and hubd waits for a discovery's first message
 # as long as this many take (docs/ble-proxy.md, "Discovery")

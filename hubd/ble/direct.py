@@ -60,7 +60,7 @@ REFRESH_S = 60.0
 #: Watched addresses at most (a hub's locks; the bridge allows 8).
 MAX_WATCH = 64
 
-_ADDR = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
+_ADDR = re.compile(messages.ADDR_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ MAX_SCAN_MS = 30000
 #: at most this many, so that answer is known as late, not unexpected.
 _LATE_MAX = 32
 
-_ADDR = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
+_ADDR = re.compile(messages.ADDR_PATTERN)
 
 
 @dataclass

@@ -41,10 +41,10 @@ from pydantic import (
 
 from hubapi.models import SegmentId
 from hubd.config import LockKind
-from wire import lockkinds
+from wire import lockkinds, messages
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
-ADDR = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+ADDR = f"^(?i:{messages.ADDR_PATTERN})$"  # either case from a technician
 #: A dKey's activation code (its card, its leaflet: wire.lockkinds) once dashes and blanks are
 #: taken out and letters made upper case, as py-dormakaba-dkey does before it checks (it checks
 #: the characters only; the lock's code is 8 long: docs/dkey.md).
