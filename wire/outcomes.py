@@ -63,6 +63,14 @@ HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTA
 RESULT_REASONS = LOCK_REASONS + BRIDGE_REASONS
 REASONS = RESULT_REASONS + HUB_REASONS
 
+# -- how a pairing ended (hubd's technician socket, hubctl pair and decommission; the fixes told
+# for each: hubd.technician.commissioning) ---------------------------------------------------
+PAIRED = "ok"  # a PAIR or UNPAIR (or a dKey's association) done
+NOT_BONDED = "not_bonded"  # a dKey's bonding failed on the hub's own adapter: refused or lost
+EXISTS = "exists"  # refused before the lock: hubd has a pairing for that id or address already
+PAIR_RESULTS = (PAIRED, NOT_PAIRING, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, NOT_BONDED, FAILED)
+UNPAIR_RESULTS = (PAIRED, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, FAILED)
+
 # -- a command refused before anything moved (status "rejected"): hubd's verification --------
 MALFORMED = "malformed"
 BAD_SIGNATURE = "bad_signature"

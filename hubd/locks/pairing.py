@@ -54,21 +54,22 @@ from wire import outcomes as oc
 
 log = logging.getLogger(__name__)
 
-#: What a PAIR ends as (docs/lock-protocol.md, "Pairing"); an UNPAIR the same but not_pairing.
-OK = "ok"
+#: What a PAIR ends as (docs/lock-protocol.md, "Pairing"); an UNPAIR the same but not_pairing
+#: (wire.outcomes, the one vocabulary hubctl hears them in).
+OK = oc.PAIRED
 NOT_PAIRING = oc.NOT_PAIRING
 AUTH_FAILED = oc.AUTH_FAILED
 UNREACHABLE = oc.UNREACHABLE
 BAD_LOCK_MAC = oc.BAD_LOCK_MAC
-FAILED = "failed"
+FAILED = oc.FAILED
 #: A dKey's bonding failed on the hub's own adapter: the lock refused (its activation window is
 #: closed) or the radio lost it while bonding. Both end ``pair()`` in a plain ``BleakError`` (the
 #: simulated adapter's backend raises what bleak's BlueZ backend does; on a real hub BlueZ's D-Bus
 #: error name might tell them apart: not checked), so hubd cannot. Through the bridge's proxy a
 #: refusal is its own status (``ProxyAuthFailed``): ``not_pairing``.
-NOT_BONDED = "not_bonded"
-PAIR_RESULTS = (OK, NOT_PAIRING, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, NOT_BONDED, FAILED)
-UNPAIR_RESULTS = (OK, AUTH_FAILED, UNREACHABLE, BAD_LOCK_MAC, FAILED)
+NOT_BONDED = oc.NOT_BONDED
+PAIR_RESULTS = oc.PAIR_RESULTS
+UNPAIR_RESULTS = oc.UNPAIR_RESULTS
 
 #: A dKey's GATT request (one frame written or read): the lock answers each at once.
 DKEY_GATT_TIMEOUT_S = 5.0

@@ -79,19 +79,20 @@ ACTOR = "hubctl"
 LINK_DOWN = "the bridge link is down: hubctl doctor shows why"
 SOURCE = "technician"
 
-# Why a pairing failed, and what the technician does about it.
+# Why a pairing failed (wire.outcomes.PAIR_RESULTS but ok, and EXISTS), and what the technician
+# does about it.
 PAIR_FIXES = {
-    "not_pairing": "the lock is not in pairing mode: hold its pairing button until it signals, "
+    oc.NOT_PAIRING: "the lock is not in pairing mode: hold its pairing button until it signals, "
                    "then run hubctl pair again within its pairing window",
-    "auth_failed": "the lock refused the setup key: check the setup code printed on this lock "
+    oc.AUTH_FAILED: "the lock refused the setup key: check the setup code printed on this lock "
                    "(--setup-key) and that --addr is this lock",
-    "unreachable": "hubd could not connect to the lock: bring the hub (or the bridge) closer or "
+    oc.UNREACHABLE: "hubd could not connect to the lock: bring the hub (or the bridge) closer or "
                    "check the lock's batteries (hubctl pair --scan shows its signal)",
-    "bad_lock_mac": "the lock's answer did not verify: it may not be a genuine reference lock; do "
+    oc.BAD_LOCK_MAC: "the lock's answer did not verify: it may not be a genuine reference lock; do "
                     "not use it",
-    "exists": "hubd already has a pairing for this id or address: choose another name, or "
+    oc.EXISTS: "hubd already has a pairing for this id or address: choose another name, or "
               "decommission the old pairing first",
-    "failed": "the pairing did not complete (the lock may hold the new secret: pair it again, "
+    oc.FAILED: "the pairing did not complete (the lock may hold the new secret: pair it again, "
               "in pairing mode): hubctl doctor, then try again",
 }
 # Where a dKey's fix differs (docs/dkey.md; docs/technician-guide.md, "Pairing a dKey"): it is
@@ -101,17 +102,17 @@ PAIR_FIXES = {
 DKEY_WINDOW = ("open the lock's activation window (the owner's button on the lock) and run "
                "hubctl pair again at once, while it is open")
 DKEY_PAIR_FIXES = {
-    "not_pairing": f"the lock refused to bond with the hub: its activation window is closed (or "
+    oc.NOT_PAIRING: f"the lock refused to bond with the hub: its activation window is closed (or "
                    f"it has no room for another key holder: its owner removes one in the dKey "
                    f"app): {DKEY_WINDOW}",
-    "not_bonded": f"the lock did not bond with the hub: either its activation window is closed "
+    oc.NOT_BONDED: f"the lock did not bond with the hub: either its activation window is closed "
                   f"(the likelier: {DKEY_WINDOW}) or the radio lost the lock while bonding (bring "
                   f"the hub closer, hubctl pair --scan shows its signal); the hub's own adapter "
                   f"cannot tell these apart",
-    "auth_failed": "the lock refused the activation code: check the 8 characters on this lock's "
+    oc.AUTH_FAILED: "the lock refused the activation code: check the 8 characters on this lock's "
                    "card or leaflet (--activation-code) and that --addr is this lock, then run "
                    "hubctl pair again",
-    "failed": f"the association did not complete; the lock may keep a key holder entry for this "
+    oc.FAILED: f"the association did not complete; the lock may keep a key holder entry for this "
               f"hub that hubd did not record (its owner can remove it in the dKey app): "
               f"{DKEY_WINDOW}, then hubctl doctor if it fails again",
 }
@@ -132,7 +133,7 @@ def pair_fix(protocol: str, result: str) -> str:
     """What the technician does about a pairing of a ``protocol`` lock that ended in ``result``."""
     if protocol == lockkinds.DKEY and result in DKEY_PAIR_FIXES:
         return DKEY_PAIR_FIXES[result]
-    return PAIR_FIXES.get(result, PAIR_FIXES["failed"])
+    return PAIR_FIXES.get(result, PAIR_FIXES[oc.FAILED])
 
 
 class _Publisher(Protocol):
@@ -290,11 +291,11 @@ class Commissioning:
         async with self._busy:  # the checks too: one pairing at a time
             other = self._pairings.lock_at(addr)
             if other is not None or request.lock in self._pairings.all():
-                self._audit_pairing(request, "exists")
-                raise control.Refused(f"pairing refused (exists): {PAIR_FIXES['exists']}"
+                self._audit_pairing(request, oc.EXISTS)
+                raise control.Refused(f"pairing refused (exists): {PAIR_FIXES[oc.EXISTS]}"
                                       + (f" ({addr} is {other})" if other else ""))
             if self._locks.get(request.lock, request.kind) != request.kind:
-                self._audit_pairing(request, "exists")
+                self._audit_pairing(request, oc.EXISTS)
                 raise control.Refused(f"[locks] names {request.lock} as {self._locks[request.lock]}, but "
                                       f"the lock at {addr} is {request.kind}: choose another --name, or "
                                       "correct [locks] in hubd.toml and restart hubd")

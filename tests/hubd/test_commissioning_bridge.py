@@ -137,3 +137,27 @@ def test_the_wait_for_the_bridge_fits_in_hubctl_s_wait() -> None:
     longest = max(commissioning.PAIR_TIMEOUT_S, commissioning.ASSOCIATE_TIMEOUT_S)
     assert longest + commissioning.BRIDGE_BACK_S < control.COMMISSIONING_WAIT_S
     assert commissioning.BRIDGE_BACK_S >= config.HEALTH["wdt_ms"] / 1000 + 5
+
+
+def test_every_way_a_pairing_ends_has_the_fix_of_its_protocol() -> None:
+    # One vocabulary (wire.outcomes.PAIR_RESULTS, and EXISTS for a refusal before the lock):
+    # hubd's pairing reports in it, and the technician hears a fix for each word but ok, the
+    # one for its own protocol where a dKey's differs, never the catch-all "failed" one for a
+    # word that has its own.
+    from hubd.locks import pairing
+    from wire import lockkinds
+    from wire import outcomes as oc
+
+    assert pairing.PAIR_RESULTS == oc.PAIR_RESULTS and pairing.UNPAIR_RESULTS == oc.UNPAIR_RESULTS
+    assert set(oc.UNPAIR_RESULTS) <= set(oc.PAIR_RESULTS)
+    ends = [r for r in oc.PAIR_RESULTS if r != oc.PAIRED] + [oc.EXISTS]
+    assert set(commissioning.PAIR_FIXES) == set(ends) - {oc.NOT_BONDED}  # a dKey's alone
+    assert set(commissioning.DKEY_PAIR_FIXES) <= set(ends)
+    for protocol in lockkinds.PROTOCOLS:
+        fixes = commissioning.DKEY_PAIR_FIXES if protocol == lockkinds.DKEY else {}
+        for end in ends:
+            if end == oc.NOT_BONDED and protocol != lockkinds.DKEY:
+                continue  # a reference lock bonds with nothing: hubd never reports it
+            fix = commissioning.pair_fix(protocol, end)
+            assert fix == fixes.get(end, commissioning.PAIR_FIXES.get(end)), (protocol, end)
+    assert commissioning.pair_fix(lockkinds.DKEY, oc.NOT_BONDED) != commissioning.PAIR_FIXES[oc.FAILED]
