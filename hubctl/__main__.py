@@ -11,25 +11,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from hubctl import access
-from hubctl import audit as audit_trail
-from hubctl import bundle, deploy, doctor as diagnosis, hubfiles, image, pairing, provision as provisioning, reach
-from hubapi.models import HubStatus
-from hubd.technician import control
-from wire import lockkinds
+# Each hubctl is a process of its own: a command's modules are imported when it runs, not here.
+# hubd's models (pydantic, hubd.config) are most of a start (~0.4 s of ~0.6 s on the 2-core CI
+# machine), and build, flash and audit export never use them. The command line's defaults come
+# from modules that load none: hubfiles (the hub's layout), bundle, image, limits.
+from hubctl import bundle, hubfiles, image
+from hubd.technician import limits
+
+if TYPE_CHECKING:
+    from hubapi.models import HubStatus
+    from hubctl import deploy, reach
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -52,7 +48,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 # After a fresh image the bridge boots and formats its filesystem before its REPL answers.
 BOOT_WAIT_S = 30
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
-_TEST_ALARM_WAIT_S = control.TestAlarmRequest.model_fields["timeout_s"].default
 
 
 class Failed(Exception):
@@ -113,59 +108,10 @@ def _load_config(path: Path) -> bytes:
     return data
 
 
-class _Bars(deploy.CopyProgress):
-    """Rich bars: the whole copy in bytes and the file being written; the ROMFS image's bytes."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._p = progress
-        self._total: TaskID | None = None
-        self._file: TaskID | None = None
-        self._image: TaskID | None = None
-        self._done = 0  # bytes of the files finished
-        self._size = 0  # of the file being written
-
-    def begin(self, files: int, total_bytes: int) -> None:
-        self._total = self._p.add_task(f"copy {files} files", total=total_bytes)
-
-    def file_begin(self, path: str, size: int) -> None:
-        self._size = size
-        self._file = self._p.add_task(f"  {path}", total=size or 1)
-
-    def file_advance(self, path: str, done: int, size: int) -> None:
-        assert self._total is not None and self._file is not None
-        self._p.update(self._file, completed=done)
-        self._p.update(self._total, completed=self._done + done)
-
-    def file_end(self, path: str, copied: bool) -> None:
-        assert self._total is not None and self._file is not None
-        self._done += self._size
-        self._p.update(self._total, completed=self._done)
-        self._p.remove_task(self._file)
-        self._p.console.print(f"  {path}: {'copied, verified' if copied else 'already there'}")
-
-    def image_begin(self, size: int) -> None:
-        self._image = self._p.add_task("ROMFS image", total=size)
-
-    def image_advance(self, done: int, size: int) -> None:
-        assert self._image is not None
-        self._p.update(self._image, completed=done)
-
-    def image_end(self, written: bool) -> None:
-        assert self._image is not None
-        if written:
-            self._p.update(self._image, completed=self._p.tasks[self._image].total)
-        else:
-            self._p.remove_task(self._image)
-        done = "written, verified" if written else "already there"
-        self._p.console.print(f"  ROMFS image: {done}")
-
-    def removed(self, paths: list[str]) -> None:
-        self._p.console.print(f"  {len(paths)} .mpy files of an older flash removed (the "
-                              "filesystem's would be imported before /rom's)")
-
-
 def _open_bridge(port: str, soft_reset: bool, wait_s: float) -> deploy.BridgeFS:
     """The bridge's REPL; after a fresh image it boots (and formats its filesystem) first."""
+    from hubctl import deploy
+
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -214,6 +160,8 @@ def flash(
     **Example:** hubctl flash --port /dev/ttyUSB0 --image bridge-micropython-v1.28.0.bin
     --bundle build/bundles/bridge-0.1.0-94373b7a1eba --config bridge.json
     """
+    from hubctl import deploy
+
     if resume and image_path is not None:
         raise typer.BadParameter("--resume keeps the image on the bridge: pass one of --image "
                                  "and --resume", param_hint="'--image'")
@@ -248,6 +196,8 @@ def flash(
 def _after_flash(bridge_json: Path) -> str:
     """What to run after a flash: start hubd again (it was stopped: both use the port), on the
     configuration beside this bridge.json when hubd.toml is there, then doctor."""
+    from hubctl import provision as provisioning
+
     etc = bridge_json.absolute().parent
     if not (etc / "hubd.toml").exists():
         return ("start hubd again (systemctl start hubd, or hubd --config ... --env-file ... by "
@@ -265,6 +215,11 @@ NO_ROMFS = ("has no ROMFS (stock ESP32 builds of MicroPython leave MICROPY_VFS_R
 def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool,
                 mpy_files: bool, wait_s: float) -> str:
     """Step 2 on either route, then the reboot; the summary of step 3."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hubctl import deploy
+    from hubctl.copy_bars import Bars
+
     fs = _open_bridge(port, soft_reset, wait_s)
     try:
         deploy.check_mpy(fs, built)
@@ -279,7 +234,7 @@ def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool
                     f"2/3 {len(files)} files to {port} with mpremote (--mpy-files: for the "
                     "bench only: on a chip the firmware then fills the heap with an alarm unit "
                     "and LTE)")
-                report = deploy.copy(fs, files, _Bars(progress))
+                report = deploy.copy(fs, files, Bars(progress))
                 summary = (f"{len(report.copied)} files copied, {len(report.skipped)} already "
                            f"there, all {len(files)} verified")
             else:
@@ -288,7 +243,7 @@ def _put_bundle(port: str, built: bundle.Bundle, config: bytes, soft_reset: bool
                     f"2/3 ROMFS image {rom.path} ({rom.size} bytes) to the romfs partition "
                     f"({partition} bytes) on {port}, then "
                     f"{len(deploy.plan_romfs(built, config))} files, with mpremote")
-                romfs = deploy.flash_romfs(fs, built, config, partition, _Bars(progress))
+                romfs = deploy.flash_romfs(fs, built, config, partition, Bars(progress))
                 copied = romfs.files
                 summary = (f"ROMFS image {'written' if romfs.image_written else 'already there'}"
                            f" and verified, {len(copied.copied)} files copied, "
@@ -352,16 +307,16 @@ def provision(
     resident: Annotated[str | None, typer.Option(
         help="Who the alarm centre sends help to, as the centre knows the resident.")] = None,
     serial: Annotated[str | None, typer.Option(
-        help="The bridge's serial port.", show_default=provisioning.DEFAULT_SERIAL)] = None,
+        help="The bridge's serial port.", show_default=hubfiles.DEFAULT_SERIAL)] = None,
     etc_dir: Annotated[Path, typer.Option(
-        help="Where hubd's configuration goes.")] = provisioning.DEFAULT_ETC,
+        help="Where hubd's configuration goes.")] = hubfiles.DEFAULT_ETC,
     state_dir: Annotated[Path | None, typer.Option(
-        help="hubd's state (SQLite).", show_default=str(provisioning.DEFAULT_STATE))] = None,
+        help="hubd's state (SQLite).", show_default=str(hubfiles.DEFAULT_STATE))] = None,
     bridge_config: Annotated[Path | None, typer.Option(
         help="Where the bridge's bridge.json goes.", show_default="<etc-dir>/bridge.json")] = None,
     service_user: Annotated[str, typer.Option(
         help="The user hubd runs as (hubd.service); run as root, provision gives it the client "
-             "key.")] = provisioning.SERVICE_USER,
+             "key.")] = hubfiles.SERVICE_USER,
 ) -> None:
     """Write the hub's configuration: hubd.toml, hubd.env (secrets), tls/, bridge.json.
 
@@ -376,6 +331,8 @@ def provision(
     --dc09-receiver dc09.alarmsentral.example:12000 --dc09-key-file dc09.key --apn internet.m2m
     --resident resident-208 (a home without broadband: add --uplink lte)
     """
+    from hubctl import provision as provisioning
+
     flags = provisioning.Flags(
         etc_dir=etc_dir, bridge_config=bridge_config, hub_id=hub_id, broker=broker,
         username=username, password_file=password_file, client_cert=client_cert,
@@ -398,6 +355,8 @@ def provision(
 
 
 def _status_or_fail(hubd: reach.Hubd) -> HubStatus:
+    from hubctl import reach
+
     try:
         return reach.status(hubd)
     except reach.ReachError as e:
@@ -411,7 +370,7 @@ _SOCKET_HELP = "hubd's local socket, instead of status_socket in hubd.toml."
 
 @app.command()
 def status(
-    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = diagnosis.DEFAULT_CONFIG,
+    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = hubfiles.DEFAULT_CONFIG,
     socket_path: Annotated[Path | None, typer.Option(
         "--socket", help=_SOCKET_HELP, show_default="status_socket in hubd.toml")] = None,
     as_json: Annotated[bool, typer.Option(
@@ -424,6 +383,8 @@ def status(
 
     **Example:** sudo hubctl status (or hubctl status --json | jq .devices)
     """
+    from hubctl import doctor as diagnosis, reach
+
     snap = _status_or_fail(reach.find(socket_path, config))
     if as_json:
         sys.stdout.write(snap.model_dump_json() + "\n")
@@ -480,7 +441,7 @@ def status(
 def doctor_cmd(
     config: Annotated[Path, typer.Option(
         help="hubd's configuration; hubd.env (its secrets) is read from the same directory.")] =
-        diagnosis.DEFAULT_CONFIG,
+        hubfiles.DEFAULT_CONFIG,
     socket_path: Annotated[Path | None, typer.Option(
         "--socket", help="hubd's status socket.", show_default="status_socket in hubd.toml")] = None,
     bridge_config: Annotated[Path | None, typer.Option(
@@ -501,6 +462,8 @@ def doctor_cmd(
 
     **Example:** sudo hubctl doctor --config /etc/hubd/hubd.toml
     """
+    from hubctl import doctor as diagnosis
+
     checks = diagnosis.run(config, socket_path, bridge_config)
     marks = {diagnosis.OK: "[green]✓[/]", diagnosis.FAILED: "[red]✗[/]", diagnosis.SKIPPED: "[dim]-[/]",
              diagnosis.WARNED: "[yellow]![/]"}
@@ -526,12 +489,13 @@ def test_alarm(
     second_path: Annotated[bool, typer.Option(
         "--second-path", help="Also send it over LTE (SIA DC-09) at once and wait for the "
                               "receiver's acknowledgement.")] = False,
-    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = diagnosis.DEFAULT_CONFIG,
+    config: Annotated[Path, typer.Option(help=_CONFIG_HELP)] = hubfiles.DEFAULT_CONFIG,
     socket_path: Annotated[Path | None, typer.Option(
         "--socket", help=_SOCKET_HELP, show_default="status_socket in hubd.toml")] = None,
     timeout: Annotated[int, typer.Option(
-        min=5, max=600, help="How long hubd waits for the alarm centre (and the LTE receiver), "
-                             "in seconds.")] = _TEST_ALARM_WAIT_S,
+        min=limits.TEST_ALARM_WAIT_RANGE_S[0], max=limits.TEST_ALARM_WAIT_RANGE_S[1],
+        help="How long hubd waits for the alarm centre (and the LTE receiver), in seconds.")] =
+        limits.TEST_ALARM_WAIT_S,
 ) -> None:
     """Send a test alarm end to end: bridge, hubd's outbox, MQTT, the alarm centre's "handled".
 
@@ -543,6 +507,9 @@ def test_alarm(
 
     **Example:** sudo hubctl test-alarm --second-path
     """
+    from hubctl import reach
+    from hubd.technician import control
+
     request = control.TestAlarmRequest(second_path=second_path, timeout_s=timeout)
     hubd = reach.find(socket_path, config)
     out.print(f"test alarm{' (primary path and LTE)' if second_path else ''}: asking hubd on "
@@ -559,7 +526,7 @@ def test_alarm(
 @audit_app.command("export")
 def audit_export(
     db: Annotated[Path, typer.Option(
-        help="hubd's state database: <state_dir>/hubd.sqlite3.")] = audit_trail.DEFAULT_DB,
+        help="hubd's state database: <state_dir>/hubd.sqlite3.")] = hubfiles.DEFAULT_DB,
     from_seq: Annotated[int, typer.Option("--from", min=1, help="The first seq to export.")] = 1,
     to_seq: Annotated[int | None, typer.Option(
         "--to", min=1, help="The last seq to export.", show_default="the newest")] = None,
@@ -575,6 +542,8 @@ def audit_export(
     **Example:** hubctl audit export --db /var/lib/hubd/hubd.sqlite3 --from 1 --to 500
     --out audit.jsonl
     """
+    from hubctl import audit as audit_trail
+
     if to_seq is not None and to_seq < from_seq:
         raise typer.BadParameter(f"{to_seq} is before --from {from_seq}", param_hint="'--to'")
     try:
@@ -596,6 +565,8 @@ def audit_export(
 
 def _ask(hubd: reach.Hubd, request: Any, timeout: float) -> dict[str, Any]:
     """One request to hubd on its local socket, each progress line printed as it comes."""
+    from hubctl import reach
+
     try:
         return reach.ask(hubd, request, timeout, _progress_line)
     except reach.ReachError as e:
@@ -616,10 +587,10 @@ def pair(
     activation_code: Annotated[str | None, typer.Option(
         help="A dKey's activation code: the 8 characters on its card or leaflet, e.g. BCDF-2345.")] = None,
     seconds: Annotated[int, typer.Option(
-        min=1, max=control.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
+        min=1, max=limits.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
     etc_dir: Annotated[Path, typer.Option(
         help="hubd's configuration: its hubd.toml records the lock, and its status_socket is where "
-             "hubctl finds hubd.")] = provisioning.DEFAULT_ETC,
+             "hubctl finds hubd.")] = hubfiles.DEFAULT_ETC,
     socket_path: Annotated[Path | None, typer.Option(
         "--socket", help=_SOCKET_HELP, show_default="status_socket in <etc-dir>/hubd.toml")] = None,
 ) -> None:
@@ -646,6 +617,9 @@ def pair(
     --name front-door --setup-key 3f1c...e2 (64 hex digits), or for a dKey sudo hubctl pair
     --addr F0:94:0A:00:00:01 --name front-door --activation-code BCDF-2345
     """
+    from hubctl import pairing, reach
+    from wire import lockkinds
+
     progress = _progress_line
     files = hubfiles.HubFiles.at(etc_dir)
     hubd = reach.find(socket_path, files.hubd_toml, "--etc-dir")
@@ -698,7 +672,7 @@ def decommission(
     force: Annotated[bool, typer.Option(
         help="Go on although alarms still wait for the alarm centre.")] = False,
     etc_dir: Annotated[Path, typer.Option(
-        help="hubd's configuration, whose secrets are removed.")] = provisioning.DEFAULT_ETC,
+        help="hubd's configuration, whose secrets are removed.")] = hubfiles.DEFAULT_ETC,
     bridge_config: Annotated[Path | None, typer.Option(
         help="The hub's copy of bridge.json.", show_default="<etc-dir>/bridge.json")] = None,
     socket_path: Annotated[Path | None, typer.Option(
@@ -721,6 +695,9 @@ def decommission(
     **Example:** sudo hubctl audit export --from 1 --to 100000 --out audit.jsonl, then
     sudo hubctl decommission --yes, then sudo systemctl disable --now hubd
     """
+    from hubctl import access, provision as provisioning, reach
+    from hubd.technician import control
+
     files = hubfiles.HubFiles.at(etc_dir, bridge_config)
     try:
         files.check_writable()

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubctl import hubfiles
+from hubctl.hubfiles import DEFAULT_DB
 from hubd.store import audit as hubd_audit
-
-DEFAULT_DB = Path("/var/lib/hubd/hubd.sqlite3")
 
 
 class AuditError(Exception):

@@ -46,7 +46,6 @@ from hubctl import reach
 from hubd.technician import control
 from wire import lockkinds
 
-DEFAULT_CONFIG = Path("/etc/hubd/hubd.toml")
 BROKER_TIMEOUT_S = 10.0
 MAX_CLOCK_OFFSET_S = 30.0
 MAX_OUTBOX_AGE_S = 600.0

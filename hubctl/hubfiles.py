@@ -38,6 +38,15 @@ PUBLIC = 0o644
 SECRET = 0o600
 DIR_MODE = 0o755
 
+# An installed hub's layout, the paths deploy/systemd/hubd.service names: here, not in the
+# commands' own modules, so that hubctl's command line has its defaults without loading them.
+DEFAULT_ETC = Path("/etc/hubd")
+DEFAULT_CONFIG = DEFAULT_ETC / "hubd.toml"
+DEFAULT_STATE = Path("/var/lib/hubd")
+DEFAULT_DB = DEFAULT_STATE / "hubd.sqlite3"  # hubd's state database: its audit trail
+DEFAULT_SERIAL = "/dev/ttyUSB0"  # the bridge's port
+SERVICE_USER = "hubd"  # hubd.service's User=: the owner of the client key
+
 
 class FilesError(Exception):
     """The hub's files cannot be read or written as they are; ``str()`` says what to do."""

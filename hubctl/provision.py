@@ -51,16 +51,13 @@ from pydantic import ValidationError
 
 from hubapi import signing, topics
 from hubapi.schema import ALARM_CENTRE, BACKEND
-from hubctl.hubfiles import (DIR_MODE, PUBLIC, SECRET, FilesError, Planned, read_bridge, read_env,
+from hubctl.hubfiles import (DEFAULT_ETC, DEFAULT_SERIAL, DEFAULT_STATE, DIR_MODE, PUBLIC, SECRET,
+                             SERVICE_USER, FilesError, Planned, read_bridge, read_env,
                              read_toml, replace, toml_bytes)
 from hubd.config import (DEFAULT_STATUS_SOCKET, ENV_PREFIX, SOCKET_PATH_MAX, ConfigError, HubConfig,
                          load_config)
 from hubd.envfile import EnvFileError, applied, env_line, environment
 
-DEFAULT_ETC = Path("/etc/hubd")
-DEFAULT_STATE = Path("/var/lib/hubd")
-DEFAULT_SERIAL = "/dev/ttyUSB0"
-SERVICE_USER = "hubd"  # deploy/systemd/hubd.service: User=hubd
 
 
 PASSWORD_ENV = f"{ENV_PREFIX}MQTT__PASSWORD"
