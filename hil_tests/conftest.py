@@ -18,6 +18,12 @@ seconds (UPLINK_TIMINGS), and ``broadband=False`` starts the router cut. Scenari
 for both; assertions about what a lock physically did need the simulator and skip loudly
 without it.
 
+The simulated air's timing is the suite's (``SIM_BLE_TIMING``, simulator/ble_timing.py: the fast
+air unless it says ``realistic``); a scenario marked ``home(air="realistic")`` runs on the
+realistic air in every run (what the air changes, kept in the default suite: docs/ble-timing.md
+"The suite"), one marked ``home(air="fast")`` on the fast air (its point needs it; the marker
+says why).
+
 Each scenario gets a hub of its own, but in a module marked ``shared_home`` (the lock kinds', the
 rejections'): there its scenarios share one hub (SharedHub), reset and checked before each, which
 saves a hub's start and stop (~1.5 s of a worker) per scenario; a scenario of such a module with
@@ -42,6 +48,7 @@ from hil_tests.harness import (HUB_ID, HubUnderTest, as_built, first_reads, rese
                                wait_online, write_hubd_config)
 from hubapi import signing
 from hubapi.client import BackendClient
+from simulator import ble_timing
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.dkey import DKeyLock
@@ -160,6 +167,9 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
     # broker, and an LTE modem whose network reaches the broker whatever the router does.
     uplink = options.pop("uplink", None)  # hubd.toml's [uplink] mode: "broadband", "lte", "auto"
     broadband = options.pop("broadband", True)  # False: the router cut from boot (no broadband)
+    # The simulated air's timing (simulator/ble_timing.py): "realistic" or "fast" for this
+    # scenario whatever SIM_BLE_TIMING says; unset, the suite's (docs/ble-timing.md, "The suite").
+    air = options.pop("air", None)
     broker_address = None
     mqtt_extra = ""
     if options.pop("via", None) == "bridge" and direct:
@@ -193,8 +203,11 @@ def running_hub(config: pytest.Config, options: dict[str, Any], direct: bool, mo
                                + "".join(f"{k} = {v}\n" for k, v in UPLINK_TIMINGS.items()))
                 mqtt_extra = f"keepalive = {UPLINK_KEEPALIVE_S}"
             reference, dkeys = home_locks(which, **options)
-            home = HomeThread(SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys,
-                                            policy=policy, **extras))
+            sim_home = SimulatedHome(tmp_path / "home", locks=reference, dkeys=dkeys, policy=policy,
+                                     **extras)
+            if air is not None:  # the scenario's own air, whatever SIM_BLE_TIMING says (the
+                sim_home.radio.timing = ble_timing.by_name(air)  # radio reads it as it runs)
+            home = HomeThread(sim_home)
             home.start()
             port = home.home.port
             if uplink is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import queue
 import signal
 import subprocess
@@ -24,7 +25,10 @@ from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import (MAX_AUDIT_BATCH, Actor, Answer, AuditBatch, AuditEntry, AuditRequest,
                            CommandClaims, HubStatus, LockState, Role, StatusRequest)
+from simulator import ble_timing
+from simulator.dkey import DKeyLock
 from simulator.home import HomeThread, SimulatedHome
+from simulator.radio import Peripheral
 from tests.fixtures import BackendKey
 from tests.mosquitto import Mosquitto
 from wire import lockkinds, messages
@@ -35,6 +39,27 @@ HUB_ID = "hub-under-test"
 #: ("bridge" or "adapter") and the ``hub`` fixture follows it. (``--bluetooth=adapter`` runs every
 #: scenario in direct mode; this is what CI's default run covers both ways.)
 BOTH_WAYS = pytest.mark.parametrize("bluetooth", ["bridge", "adapter"])
+
+
+#: The slowest advertiser among the simulated locks (a battery lock's and a dKey's interval; the
+#: entrance door's is shorter), in seconds, before the air's own (the fast air's is the same for all).
+SLOWEST_ADVERT_S = max(Peripheral.adv_interval_s, DKeyLock.adv_interval_s)
+
+
+def watch_scans(scan_every_ms: int, scan_ms: int, air: str | None = None, **more: int) -> dict[str, int]:
+    """The proxy's passive scan windows (``home(policy=...)``) for a scenario that waits on what
+    the locks advertise: a window of ``scan_ms`` every ``scan_every_ms`` where every lock
+    advertises more often than that (the fast air: every 50 ms), and where one advertises less
+    often (the realistic air: every 1.0 s plus advDelay), a window as long as its advertising
+    interval plus the most advDelay, with the same gap after it. A shorter window a fixed
+    cadence apart may miss a lock for minutes, not by chance: a cadence near a multiple of the
+    advertising interval holds the adverts' phase in the gap between windows (advDelay moves
+    it by 5 ms an advert on average). ``air``: the scenario's own (``home(air=...)``), else
+    the suite's (SIM_BLE_TIMING); ``more``: more keys (e.g. ``presence_ms``)."""
+    timing = ble_timing.by_name(air) if air is not None else ble_timing.from_env()
+    advert_ms = math.ceil((timing.adv_interval_of(SLOWEST_ADVERT_S) + timing.adv_delay_max_s) * 1000)
+    window = max(scan_ms, advert_ms)
+    return {"scan_every_ms": window + scan_every_ms - scan_ms, "scan_ms": window, **more}
 
 
 @dataclass

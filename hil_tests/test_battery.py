@@ -9,21 +9,23 @@ at a threshold gives nothing more, a new battery gives `replaced`.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
-from hil_tests.harness import HubUnderTest
+from hil_tests.harness import HubUnderTest, watch_scans
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import BatteryWarning, DeviceState
 from simulator.locks import LOW_BATTERY_PERCENT as LOCK_REFUSES_BELOW
 
 REMINDER_S = 3
-# The proxy looks at the locks' adverts (battery, presence) every half second instead of 10 s.
-FAST_SCAN = {"scan_every_ms": 500, "scan_ms": 300, "presence_ms": 1000}
+# The proxy looks at the locks' adverts (battery, presence) every half second instead of 10 s (on
+# the realistic air a window as long as a lock's advertising interval: harness.watch_scans).
+FAST_SCAN = watch_scans(scan_every_ms=500, scan_ms=300, presence_ms=1000)
 # hubd judges a lock absent by its adverts, which the proxy forwards unchanged every presence_ms
 # (docs/ble-proxy.md): absent_s must stay well above that.
 ABSENT_S = 8
@@ -78,6 +80,19 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 30) -> No
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def warned_in_log(hub: HubUnderTest, event: str, percent: int) -> bool:
+    """hubd logged a battery warning ``event`` at ``percent`` (hubd.devices.registry: after the
+    warning is in the outbox)."""
+    for line in hub.log_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == f"battery {event}" and entry.get("percent") == percent:
+            return True
+    return False
 
 
 async def device_state(backend: BackendClient, hub: HubUnderTest, device: str,
@@ -173,9 +188,12 @@ async def test_warnings_survive_a_broker_outage_and_a_hubd_kill_and_arrive_after
     lock = hub.locks[0]
     await set_lock_battery(hub, backend, lock, 50)
     hub.broker.stop()
-    for percent in (24, 9):  # low, then critical, while no broker is there to take them
+    for percent, event in ((24, "low"), (9, "critical")):  # while no broker is there to take them
         hub.sim.call(lambda p=percent: hub.sim.home.locks[lock].set_battery(p))
-        await asyncio.sleep(2)  # heard by the bridge, reported, warned into the outbox
+        # heard by the bridge, reported, warned into the outbox (hubd logs it after the outbox
+        # took it, in the same transaction as the level)
+        await until(lambda e=event, p=percent: warned_in_log(hub, e, p),
+                    f"hubd's {event} warning at {percent} %")
     hub.kill_hubd()
     hub.broker.start()
     # A backend connecting after the outage (the fixture's client lost its broker with it).
