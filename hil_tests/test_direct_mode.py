@@ -6,6 +6,9 @@ bridge still runs (the alarm unit, LTE) but carries no lock traffic. The fixed r
 through the proxy: signed, at most once, the state read back, manual turns reported. (The
 scenarios marked harness.BOTH_WAYS run in direct mode too in every run: a lost unlatch's answer,
 test_at_most_once; a manual turn, test_lock_reports; a dKey's pairing, test_dkey.)
+
+The nurse's unlock here runs on the realistic air in every run (docs/ble-timing.md, "The suite"):
+hubd's bleak path waits for the lock's advert and pays each GATT round trip as the bridge does.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 from hil_tests.harness import HubUnderTest
 from hubapi.client import BackendClient
 
-DIRECT = pytest.mark.home(direct=True)
+DIRECT = pytest.mark.home(direct=True, air="realistic")
 
 
 @DIRECT

@@ -252,7 +252,10 @@ async def test_the_serial_link_pulled_after_the_write_is_incomplete_read_back_an
     assert hub.sim.call(lambda: list(lock.faults)) == []
 
 
-@pytest.mark.home(locks="dkey", travel_time_s=0.5)
+# On the realistic air in every run (docs/ble-timing.md, "The suite"): the dKey's handshake
+# through the proxy (re-encryption with the bond, the library's eleven frames) at an event or two
+# a round trip, and a BLE link lost in the middle of a command.
+@pytest.mark.home(locks="dkey", travel_time_s=0.5, air="realistic")
 async def test_a_ble_link_lost_before_the_writes_answer_is_incomplete_and_sent_once(
         hub: HubUnderTest, backend: BackendClient) -> None:
     lock = dkey(hub)

@@ -4,7 +4,9 @@ itself, and how each failure of a real lock is answered.
 The scenarios share one hub (``shared_home``, hil_tests/conftest.py SharedHub): none restarts or
 damages hubd, the bridge or the broker, and each starts from the home as built, which the reset
 before it checks (every lock at rest, locked, its knobs as built, hubd holding no connection),
-reading only its own part of the audit trail (``hub.audit_from`` on)."""
+reading only its own part of the audit trail (``hub.audit_from`` on). One has a home of its own on
+the realistic air in every run, with hubd's timings as shipped: each kind opened on a connection
+made for it, and a link lost after the move (docs/ble-timing.md, "The suite")."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from collections.abc import Callable
 
 import pytest
 
-from hil_tests.harness import HubUnderTest, audit_log, retained
+from hil_tests.harness import HubUnderTest, audit_log, first_reads, retained
 from hubapi import topics
 from hubapi.client import BackendClient
 from hubapi.models import AuditEntry, LockState
 from simulator.locks import LOW_BATTERY_PERCENT
+from tests.waiting import until
 from wire import lockkinds
 
 # Report manual operations fast (the proxy scans for the locks' adverts every 300 ms, hubd drops
@@ -174,3 +177,33 @@ async def test_a_lost_result_is_incomplete_with_the_state_read_back_and_one_move
     assert answers[-1].state in expected, answers[-1]
     await asyncio.sleep(0.5)
     assert hub.sim.call(lambda: _sim_lock(hub, lock).moves) == [action]
+
+
+@pytest.mark.long(30)
+@pytest.mark.home(locks="every_kind", air="realistic")
+async def test_each_kind_opens_on_a_new_connection_and_a_link_lost_after_the_move_on_the_realistic_air(
+        hub: HubUnderTest, backend: BackendClient) -> None:
+    # The realistic air (simulator/ble_timing.py): each command waits for its lock's next advert
+    # (every 1.0 s; the entrance door's 0.2 s), the connection's set-up, and an event or two for
+    # every GATT round trip, with hubd's own timings as shipped (no FAST here). hubd's first
+    # reads at start are done first, and each lock's connection from them let go (idle_s), so
+    # each command makes a connection of its own, as a nurse's first command of a visit does.
+    await asyncio.to_thread(first_reads, hub)
+    for kind in lockkinds.KINDS:
+        lock = hub.lock_of_kind(kind)
+        model = _sim_lock(hub, lock)
+        await until(lambda: not hub.sim.call(lambda: model.links), f"hubd to let go of {lock}", 60)
+        connections = hub.sim.call(lambda: model.connections)
+        action = "unlatch" if kind == lockkinds.ENTRANCE_DOOR else "unlock"
+        answers = await hub.command(backend, action, lock)
+        assert [a.status for a in answers] == ["accepted", "succeeded"], (kind, answers)
+        assert hub.sim.call(lambda: (model.moves, model.connections)) == ([action], connections + 1)
+    # A link lost once the lock moved (the RESULT never sent): incomplete, the state read back on
+    # a new connection, never a second unlatch.
+    lock = hub.lock_of_kind(lockkinds.IN_CYLINDER)
+    model = _sim_lock(hub, lock)
+    hub.sim.call(lambda: setattr(model, "drop_link_after_move", True))
+    answers = await hub.command(backend, "unlatch", lock)
+    assert [a.status for a in answers] == ["accepted", "incomplete"], answers
+    assert answers[-1].state in ("unlatched", "unlocked"), "the state must be read back"
+    assert hub.sim.call(lambda: model.moves) == ["unlock", "unlatch"], "an unlatch is never sent twice"
