@@ -19,7 +19,7 @@ from hubapi.models import AuditEntry, AuditOutcome
 from hubd.store.audit import AuditLog
 from hubd.store.outbox import Outbox
 from hubd.store.database import DB_NAME, Store
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 
 HUB = "hub-0042"
 
@@ -121,7 +121,7 @@ def test_the_link_into_the_range_is_checked(trail) -> None:
     original = trail[1][2]
     tamper(db, "INSERT INTO audit (seq, hash, entry) VALUES (3, ?, ?)", "f" * 64,
            original.model_copy(update={"hash": "f" * 64}).model_dump_json())
-    line = one_error_line(hubctl("audit", "export", "--db", db, "--from", "4", "--to", "10"))
+    line = one_error_line(hubctl_in_process("audit", "export", "--db", db, "--from", "4", "--to", "10"))
     assert "seq 4: prev does not match the hash of seq 3" in line
 
 
@@ -129,7 +129,7 @@ def test_an_edit_before_the_range_does_not_block_an_intact_range(trail) -> None:
     db, entries = trail
     tamper(db, "UPDATE audit SET entry = replace(entry, '\"malformed\"', '\"expired\"') WHERE seq = 3")
     assert one_error_line(hubctl("audit", "export", "--db", db, "--from", "1", "--to", "10"))
-    proc = hubctl("audit", "export", "--db", db, "--from", "5", "--to", "10")
+    proc = hubctl_in_process("audit", "export", "--db", db, "--from", "5", "--to", "10")
     assert proc.returncode == 0, proc.stderr
     assert exported(proc.stdout) == entries[4:]
 

@@ -115,10 +115,10 @@ def test_status_prints_every_device_and_doctor_is_green_on_a_healthy_home(mosqui
     assert re.search(r"least since boot \d+ B, largest block least \d+ B", shown.stdout), shown.stdout
     for device in snap.devices:
         assert device.device in shown.stdout
-    raw = hubctl("status", "--socket", hub.socket, "--json")
+    raw = hubctl_in_process("status", "--socket", hub.socket, "--json")
     assert raw.returncode == 0 and HubStatus.model_validate_json(raw.stdout).hub == HUB_ID
 
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not failed(lines)
@@ -250,7 +250,7 @@ def test_doctor_names_the_broker_when_hubd_env_has_the_wrong_password(mosquitto_
     assert failed(lines) == {"broker reachable and authorised", "hubd connected to the broker"}, proc.stdout
     # The same broker takes the right password: the doctor's own login is not the problem.
     (hub.config.parent / "hubd.env").write_text(f"HUBD_MQTT__USERNAME={HUB_ID}\nHUBD_MQTT__PASSWORD={PASSWORD}\n")
-    again = checklist(hubctl("doctor", "--config", hub.config))
+    again = checklist(hubctl_in_process("doctor", "--config", hub.config))
     assert again["broker reachable and authorised"].startswith("✓")
 
 
@@ -262,7 +262,7 @@ def test_status_and_doctor_with_hubd_stopped_say_so_in_one_line(mosquitto, make_
 
     line = one_error_line(hubctl("status", "--socket", hub.socket))
     assert "hubd is not running" in line and "systemctl start hubd" in line
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 1
     assert failed(lines) == {"hubd running"}
@@ -302,7 +302,7 @@ def test_bad_input_is_one_line(tmp_path: Path, short_dir: Path) -> None:
         assert "No such option" in line or "--bogus" in line
     finally:
         server.close()
-    proc = hubctl("doctor", "--config", tmp_path / "missing.toml", "--socket", sock)
+    proc = hubctl_in_process("doctor", "--config", tmp_path / "missing.toml", "--socket", sock)
     lines = checklist(proc)
     assert proc.returncode == 1 and "configuration loads" in failed(lines)
 

@@ -22,7 +22,7 @@ from hubapi import schema
 from hubapi.models import HubStatus
 from hubctl import doctor
 from hubd.store.database import DB_NAME
-from tests.hubctl_cli import hubctl
+from tests.hubctl_cli import hubctl, hubctl_in_process
 from tests.mosquitto import Mosquitto, TlsListener
 from tests.hubctl.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures
 from tests.tls import CertFiles, TestCA
@@ -99,7 +99,7 @@ def test_doctor_names_tls_with_a_foreign_ca_and_its_fix(wrong: str, tls_broker, 
 
     # The same broker takes hubd's right settings: the doctor's own TLS login is not the problem.
     (hub.config.parent / "hubd.env").write_text("".join(f"{k}={v}\n" for k, v in right_env.items()))
-    again = checklist(hubctl("doctor", "--config", hub.config))
+    again = checklist(hubctl_in_process("doctor", "--config", hub.config))
     assert again[BROKER].startswith("✓") and "over TLS" in again[BROKER]
 
 
@@ -132,7 +132,7 @@ def test_doctor_names_a_stale_outbox_and_hubd_delivers_it_when_the_broker_is_bac
                  lambda s: s.outbox.oldest_at is not None
                  and s.outbox.oldest_at <= queued.outbox.oldest_at - aged_by + 1)
 
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 1
     outbox = lines["outbox backlog"]
@@ -145,7 +145,7 @@ def test_doctor_names_a_stale_outbox_and_hubd_delivers_it_when_the_broker_is_bac
     # The broker back: hubd empties the outbox (the broker acknowledged each), the check is green.
     mosquitto.start()
     hub.wait_for("the outbox delivered", lambda s: s.broker_connected and s.outbox.depth == 0)
-    lines = checklist(hubctl("doctor", "--config", hub.config))
+    lines = checklist(hubctl_in_process("doctor", "--config", hub.config))
     assert lines["outbox backlog"].startswith("✓") and "0 waiting" in lines["outbox backlog"]
     assert failed(lines) == {f"lock {lock_id}"}  # the battery is still low
 
@@ -173,7 +173,7 @@ def test_doctor_fails_a_lock_with_a_low_or_critical_battery(mosquitto, make_hub)
     # New batteries: the lock's line is green again and says so.
     hub.home.call(lambda: lock.set_battery(100))
     hub.wait_for(f"{lock_id}'s battery ok", lambda s: lock_battery(s, lock_id) == "ok")
-    proc = hubctl("doctor", "--config", hub.config)
+    proc = hubctl_in_process("doctor", "--config", hub.config)
     lines = checklist(proc)
     assert proc.returncode == 0, proc.stdout
     assert lines[name].startswith("✓") and "battery 100% ok" in lines[name]

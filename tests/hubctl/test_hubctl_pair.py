@@ -42,7 +42,7 @@ from simulator.home import HomeThread, SimulatedHome, unpaired_lock
 from simulator.locks import InCylinderLock, InsideTurnerLock, ReferenceProtocolLock
 from simulator.ports import free_port
 from tests.fixtures import BackendKey, record_pairings
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
 from tests.sia_receiver import ACCOUNT
@@ -176,8 +176,8 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
     assert not new.paired
 
     hub.home.call(new.press_pairing_button)
-    wrong = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door",
-                              "--setup-key", os.urandom(32).hex()))
+    wrong = hubctl_in_process(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door",
+                                         "--setup-key", os.urandom(32).hex()))
     assert "pairing failed (auth_failed)" in one_error_line(wrong) and "setup key" in wrong.stderr
     assert not new.paired
     restarted = []
@@ -210,7 +210,7 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
         hub.wait_for("the bridge's proxy up again", lambda s: s.bridge.link_up and proxy_ups(hub) == 2)
         hub.home.call(new.press_pairing_button)
 
-    paired = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
+    paired = hubctl_in_process(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
     assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
     # In a full home the bridge kept up (issue 18: out of heap): no reset but the test's own, no
     # input dropped for want of heap.
@@ -254,7 +254,7 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
     assert [a.status for a in answers] == ["accepted", "succeeded"], answers
     assert answers[-1].state == "unlocked" and new.state == "unlocked"
 
-    again = hubctl(*pair_args(hub, "--addr", NEW_ADDR, "--name", "other", "--setup-key", key))
+    again = hubctl_in_process(*pair_args(hub, "--addr", NEW_ADDR, "--name", "other", "--setup-key", key))
     assert "already paired with this hub as front-door" in one_error_line(again)
 
     # The pairing survives a restart of hubd.
@@ -267,11 +267,11 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
 
     # No alarm centre in this home: the supervision alarms of hubd's restart (hub link lost,
     # restored) still wait for it, and decommissioning would strand them.
-    waiting = hubctl("decommission", "--yes", "--etc-dir", etc, "--socket", hub.socket)
+    waiting = hubctl_in_process("decommission", "--yes", "--etc-dir", etc, "--socket", hub.socket)
     assert "still wait for the alarm centre" in one_error_line(waiting) and "--force" in waiting.stderr
     assert new.paired and old.paired and (etc / "hubd.env").exists()
 
-    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
+    decommissioned = hubctl_in_process("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
     assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr + hub.logs()
     assert "back-door: forgot its secret" in decommissioned.stdout
     assert "front-door: forgot its secret" in decommissioned.stdout
@@ -334,6 +334,7 @@ def test_a_lock_of_locks_without_a_pairing_is_logged_with_the_fix_fails_and_can_
 
 
 def test_pair_without_hubd_and_bad_flags_fail_with_one_line(tmp_path: Path) -> None:
+    # The console script once, then hubctl's main() in this process (the same status and lines).
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "hubd.toml").write_text('hub_id = "h"\n')  # pairing needs no bridge.json
@@ -342,18 +343,19 @@ def test_pair_without_hubd_and_bad_flags_fail_with_one_line(tmp_path: Path) -> N
     line = one_error_line(hubctl(*base, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
     # an --etc-dir other than /etc/hubd: hubd by hand on it, not hubd.service
     assert "hubd is not running" in line and f"hubd --config {etc.absolute() / 'hubd.toml'}" in line
-    assert "--setup-key" in one_error_line(hubctl(*base, "--addr", NEW_ADDR, "--name", "front-door",
-                                                  "--setup-key", "123"))
-    assert "--addr" in one_error_line(hubctl(*base, "--addr", "nope", "--name", "x", "--setup-key", key))
-    assert "--name" in one_error_line(hubctl(*base, "--addr", NEW_ADDR, "--name", "front door!",
-                                             "--setup-key", key))
-    assert "give --name, --setup-key" in one_error_line(hubctl(*base, "--addr", NEW_ADDR))
-    missing = one_error_line(hubctl("pair", "--etc-dir", str(tmp_path / "nowhere"), "--addr", NEW_ADDR,
-                                    "--name", "x", "--setup-key", key))
+    assert "--setup-key" in one_error_line(hubctl_in_process(*base, "--addr", NEW_ADDR, "--name",
+                                                             "front-door", "--setup-key", "123"))
+    assert "--addr" in one_error_line(hubctl_in_process(*base, "--addr", "nope", "--name", "x",
+                                                        "--setup-key", key))
+    assert "--name" in one_error_line(hubctl_in_process(*base, "--addr", NEW_ADDR, "--name", "front door!",
+                                                        "--setup-key", key))
+    assert "give --name, --setup-key" in one_error_line(hubctl_in_process(*base, "--addr", NEW_ADDR))
+    missing = one_error_line(hubctl_in_process("pair", "--etc-dir", str(tmp_path / "nowhere"), "--addr",
+                                               NEW_ADDR, "--name", "x", "--setup-key", key))
     assert "provision the hub first" in missing
     (etc / "bridge.json").write_text("{}")  # decommission rewrites the hub's copy
-    line = one_error_line(hubctl("decommission", "--yes", "--etc-dir", str(etc), "--socket",
-                                 str(tmp_path / "none.sock")))
+    line = one_error_line(hubctl_in_process("decommission", "--yes", "--etc-dir", str(etc), "--socket",
+                                            str(tmp_path / "none.sock")))
     assert "hubd is not running" in line
 
 

@@ -36,7 +36,7 @@ from simulator.dkey import DKeyLock
 from simulator.home import DKEY_ADDRESS, SimulatedHome, new_dkey
 from tests.fixtures import BackendKey
 from tests.hubctl.test_hubctl_pair import command, full_home, hubd_on, query, technician_audit
-from tests.hubctl_cli import hubctl, one_error_line
+from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.local_hub import LocalHub
 from tests.mosquitto import Mosquitto
 
@@ -81,25 +81,25 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
     assert "protocol" in next(line for line in listed.stdout.splitlines() if line.startswith("address"))
 
     # The secret input a dKey does not take: refused before hubd is asked to pair.
-    refused = one_error_line(hubctl(*pair_args(hub, "--setup-key", "ab" * 32)))
+    refused = one_error_line(hubctl_in_process(*pair_args(hub, "--setup-key", "ab" * 32)))
     assert "is a dKey" in refused and "--activation-code" in refused, refused
     assert technician_audit(hub) == [] and dkey.connections == 0
 
     # Before anything bonded with it: a window closed is a refused bond. (Once the hub bonded,
     # in a window, a closed window no longer stops an association: it needs the bond and the code.)
     hub.home.call(dkey.close_activation_window)
-    closed = one_error_line(hubctl(*pair_args(hub, "--activation-code", PRINTED)))
+    closed = one_error_line(hubctl_in_process(*pair_args(hub, "--activation-code", PRINTED)))
     assert f"pairing failed ({'not_pairing' if via_bridge else 'not_bonded'})" in closed, closed
     assert "activation window" in closed and "owner's button" in closed, closed
     assert dkey.associations == {} and dkey.bonds == {}
 
     hub.home.call(dkey.open_activation_window)
-    wrong = hubctl(*pair_args(hub, "--activation-code", WRONG))
+    wrong = hubctl_in_process(*pair_args(hub, "--activation-code", WRONG))
     line = one_error_line(wrong)
     assert "pairing failed (auth_failed)" in line and "activation code" in line, line
     assert dkey.associations == {} and dkey.wrong_codes == 1
 
-    paired = hubctl(*pair_args(hub, "--activation-code", PRINTED))
+    paired = hubctl_in_process(*pair_args(hub, "--activation-code", PRINTED))
     assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
     assert f"front-door: dKey at {DKEY_ADDRESS} paired" in paired.stdout
     assert "its association data in hubd's state only" in paired.stdout
@@ -133,7 +133,7 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
         assert CODE.encode() not in text and PRINTED.encode() not in text, path
     assert secret.hex() not in shown.lower() and CODE not in shown and PRINTED not in shown
 
-    decommissioned = hubctl("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
+    decommissioned = hubctl_in_process("decommission", "--yes", "--force", "--etc-dir", etc, "--socket", hub.socket)
     assert decommissioned.returncode == 0, decommissioned.stdout + decommissioned.stderr + hub.logs()
     told = next(line for line in decommissioned.stdout.splitlines() if line.startswith("front-door:"))
     assert "forgotten_by_hub" in told and "opens nothing" in told, told
@@ -155,7 +155,8 @@ def test_pair_a_dkey_with_its_activation_code_prove_it_and_decommission_it(
 def test_a_reference_lock_with_an_activation_code_and_both_inputs_are_refused_in_one_line(
         tmp_path: Path) -> None:
     """Without hubd: what the flags alone tell (the protocol check after the scan is in the
-    test above, and the reference side in test_hubctl_pair.py)."""
+    test above, and the reference side in test_hubctl_pair.py). The console script once, then
+    hubctl's main() in this process (the same status and lines)."""
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "hubd.toml").write_text('hub_id = "h"\n')
@@ -163,13 +164,13 @@ def test_a_reference_lock_with_an_activation_code_and_both_inputs_are_refused_in
             "--addr", DKEY_ADDRESS, "--name", "front-door"]
     both = one_error_line(hubctl(*base, "--setup-key", "ab" * 32, "--activation-code", PRINTED))
     assert "not both" in both
-    vowel = one_error_line(hubctl(*base, "--activation-code", "BCDF-234A"))
+    vowel = one_error_line(hubctl_in_process(*base, "--activation-code", "BCDF-234A"))
     assert "--activation-code" in vowel and "8 characters" in vowel
-    short = one_error_line(hubctl(*base, "--activation-code", "BCDF-234"))
+    short = one_error_line(hubctl_in_process(*base, "--activation-code", "BCDF-234"))
     assert "--activation-code" in short
-    neither = one_error_line(hubctl(*base))
+    neither = one_error_line(hubctl_in_process(*base))
     assert "--setup-key (a reference lock) or --activation-code (a dKey)" in neither
-    line = one_error_line(hubctl(*base, "--activation-code", "bcdf 2345"))  # read as the library does
+    line = one_error_line(hubctl_in_process(*base, "--activation-code", "bcdf 2345"))  # read as the library does
     assert "hubd is not running" in line
 
 
@@ -179,5 +180,5 @@ def test_help_explains_both_secret_inputs() -> None:
     text = " ".join(shown.stdout.split())
     assert "--activation-code" in text and "--setup-key" in text
     assert "activation window" in text and "dKey" in text
-    decommission = " ".join(hubctl("decommission", "--help").stdout.split())
+    decommission = " ".join(hubctl_in_process("decommission", "--help").stdout.split())
     assert "dKey app" in decommission

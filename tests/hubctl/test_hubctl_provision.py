@@ -255,8 +255,8 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
     before = hubd_sees(inputs.etc)
     before_bridge = firmware_parse(bridge_path)
 
-    proc = hubctl("provision", "--etc-dir", inputs.etc, "--apn", "telenor.m2m",
-                  "--broker", "mqtt://broker.kommune.example:1884")
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--apn", "telenor.m2m",
+                             "--broker", "mqtt://broker.kommune.example:1884")
     assert proc.returncode == 0, proc.stderr
     after = hubd_sees(inputs.etc)
     after_bridge = firmware_parse(bridge_path)
@@ -379,7 +379,7 @@ def test_a_rerun_on_an_older_releases_files_removes_the_bridges_lock_drivers_and
     bridge["policy"] = {"poll_ms": 600000}
     bridge_path.write_text(json.dumps(bridge))
 
-    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = hubd_sees(inputs.etc)
     assert after.locks == {"front-door": "inside_turner"} and after.upgrade_notes == []
@@ -398,7 +398,7 @@ def test_a_rerun_on_an_older_releases_files_removes_the_bridges_lock_drivers_and
 def test_the_alarm_unit_serial_pins_the_bridge_to_that_unit(inputs: Inputs) -> None:
     proc = hubctl("provision", *inputs.args())
     assert "serial not pinned (give --alarm-unit-serial)" in proc.stdout
-    proc = hubctl("provision", "--etc-dir", inputs.etc, "--alarm-unit-serial", "5a0000ab")
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--alarm-unit-serial", "5a0000ab")
     assert proc.returncode == 0, proc.stderr
     assert firmware_parse(inputs.etc / "bridge.json")["alarm_unit"]["serial"] == 0x5A0000AB
     assert "alarm unit on UART 2, serial 5A0000AB" in proc.stdout
@@ -411,7 +411,7 @@ def test_a_rerun_gives_a_bridge_json_with_another_link_key_hubds_and_says_to_fla
     bridge = json.loads(bridge_path.read_text())
     bridge["link"]["key"] = "77" * 32  # e.g. a bridge.json copied from another hub
     bridge_path.write_text(json.dumps(bridge))
-    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(bridge_path.read_text())["link"]["key"] == hubs.hex()
     assert hubd_sees(inputs.etc).serial.key == hubs
@@ -427,7 +427,7 @@ def test_a_rerun_moves_a_password_written_into_hubd_toml_by_hand_into_hubd_env(
     hub = tomllib.loads(toml_path.read_text())
     hub["mqtt"].update(username=HUB, password=PASSWORD)
     toml_path.write_text(tomli_w.dumps(hub))
-    proc = hubctl("provision", "--etc-dir", inputs.etc)
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc)
     assert proc.returncode == 0, proc.stderr
     assert PASSWORD not in toml_path.read_text() + proc.stdout
     config = hubd_sees(inputs.etc)
@@ -440,8 +440,8 @@ def test_a_rerun_can_switch_the_login_from_a_password_to_a_certificate(
     assert hubctl("provision", *inputs.args()).returncode == 0
     client = test_ca.issue_client(HUB)
     me = pwd.getpwuid(os.geteuid()).pw_name
-    proc = hubctl("provision", "--etc-dir", inputs.etc, "--broker", "mqtts://127.0.0.1:8883",
-                  "--client-cert", client.cert, "--client-key", client.key, "--service-user", me)
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--broker", "mqtts://127.0.0.1:8883",
+                             "--client-cert", client.cert, "--client-key", client.key, "--service-user", me)
     assert proc.returncode == 0, proc.stderr
     config = hubd_sees(inputs.etc)
     assert config.mqtt.cert_file == inputs.etc / "tls" / "client.crt"
@@ -544,7 +544,7 @@ def test_an_etc_dir_that_is_a_file_or_writable_by_others_is_one_line(inputs: Inp
     inputs.etc.unlink()
     inputs.etc.mkdir()
     inputs.etc.chmod(0o777)
-    line = one_error_line(hubctl("provision", *inputs.args()))
+    line = one_error_line(hubctl_in_process("provision", *inputs.args()))
     assert "writable by others" in line and "chmod go-w" in line
     assert files_under(inputs.etc) == []
 
@@ -597,10 +597,10 @@ def test_existing_files_that_do_not_parse_are_one_line_naming_the_file(inputs: I
     assert f"{inputs.etc / 'hubd.toml'} is not valid TOML" in line
     (inputs.etc / "hubd.toml").unlink()
     (inputs.etc / "bridge.json").write_text("{")
-    line = one_error_line(hubctl("provision", *inputs.args()))
+    line = one_error_line(hubctl_in_process("provision", *inputs.args()))
     assert f"{inputs.etc / 'bridge.json'} is not valid JSON" in line
     (inputs.etc / "bridge.json").write_text(json.dumps({"log": "deafening"}))
-    line = one_error_line(hubctl("provision", *inputs.args()))
+    line = one_error_line(hubctl_in_process("provision", *inputs.args()))
     assert "the bridge would not start with" in line and "deafening" in line
     assert sorted(p.name for p in files_under(inputs.etc)) == ["bridge.json"]
 

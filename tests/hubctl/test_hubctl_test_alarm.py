@@ -129,7 +129,7 @@ def test_a_test_alarm_is_handled_by_the_centre_marked_as_a_test(mosquitto, make_
     # No --socket: hubctl finds hubd by status_socket in hubd.toml, as status does.
     shown = hubctl("status", "--config", hub.config)
     assert shown.returncode == 0 and "alarm unit link up" in shown.stdout, shown.stderr
-    proc = hubctl("test-alarm", "--timeout", "60", "--config", hub.config)
+    proc = hubctl_in_process("test-alarm", "--timeout", "60", "--config", hub.config)
     assert proc.returncode == 0, proc.stdout + proc.stderr + hub.logs()
     assert f"asking hubd on {hub.socket}" in proc.stdout
     shown, alarm_id = progress_and_id(proc)
