@@ -28,6 +28,8 @@ import asyncio
 import os
 
 import bleak
+import bleak_retry_connector
+import py_dormakaba_dkey.dkey
 import pytest
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
@@ -207,11 +209,17 @@ async def test_a_forged_secret_ends_the_link_and_moves_nothing(
 
 async def test_a_reset_lock_lost_the_bond_so_the_library_cannot_connect(
         air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
-    async with asyncio.timeout(TIMEOUT):
+    encrypt_within_s = 0.5  # after the reset: the links the library leaves open go sooner
+    # The library keeps trying: its own attempts of bleak-retry-connector's connects, each
+    # waiting for the lock's next advert and ended by the lock encrypt_within_s later (on the
+    # realistic air over 20 s in all): the hang guard is TIMEOUT beyond that.
+    attempts = py_dormakaba_dkey.dkey.DEFAULT_ATTEMPTS * bleak_retry_connector.MAX_CONNECT_ATTEMPTS
+    advert_s = air.timing.adv_interval_of(dkey.adv_interval_s) + air.timing.adv_delay_max_s
+    async with asyncio.timeout(TIMEOUT + attempts * (advert_s + encrypt_within_s)):
         client, data = await associated(air, dkey)
         await client.disconnect()
         dkey.factory_reset()
-        dkey.encrypt_within_s = 0.5  # the links the library leaves open go sooner
+        dkey.encrypt_within_s = encrypt_within_s
         device, adv = await found(air, dkey)
         later = DKEYLock(device, adv)
         later.set_association_data(data)
@@ -239,10 +247,20 @@ async def test_a_new_central_cannot_bond_outside_the_activation_window(
 
 async def test_the_lock_ends_a_silent_session_and_the_library_comes_back(
         air: Radio, dkey: DKeyLock, sim_backend: None) -> None:
-    dkey.session_idle_s = 2.0
-    async with asyncio.timeout(TIMEOUT):
-        client, _ = await associated(air, dkey)
-        await client.update()
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(3 * TIMEOUT):  # three sessions, each a hang guard's worth
+        started = loop.time()
+        client, _ = await associated(air, dkey)  # on the lock's own 30 s idle drop
+        setup_s = loop.time() - started
+        await client.disconnect()
+        await until(lambda: not dkey.links, "the association's link gone")
+        # The lock's idle drop shortened for the test, yet longer than the silence a session's
+        # set-up leaves before its first frame (the silence counts from the connection): on the
+        # realistic air discovery and the bond's encryption alone take a second or more, which
+        # a fixed 2 s did not always cover. An association (the advert, the connection, a new
+        # pairing, the handshake) took setup_s on this air: more than any reconnection's set-up.
+        dkey.session_idle_s = 2.0 + setup_s
+        await client.update()  # a new session, on the shortened idle drop
         connections = dkey.connections
         await until(lambda: dkey.idle_disconnects == 1 and not dkey.links, "the idle drop")
         assert await client.unlock()

@@ -22,6 +22,7 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 from py_dormakaba_dkey.commands import UnknownCommand, UnlockStatus
 
+from simulator import ble_timing
 from simulator.bleak_backend import SimClient
 from simulator.dkey import (FROM_LOCK_UUID, TO_LOCK_UUID, DKeyLock, SessionCrypto, code_answer,
                             session_iv)
@@ -31,6 +32,16 @@ from tests.waiting import until
 
 TIMEOUT = 120.0  # a hang guard
 SEED = int(os.environ.get("DKEY_FUZZ_SEED", "1402"))
+
+
+@pytest.fixture(autouse=True)
+def fast_air(air: Radio) -> None:
+    """The fast air whatever SIM_BLE_TIMING says (set before any central is on it: the radio
+    reads its timing as it runs). The point here is what the lock makes of hostile bytes, not
+    the air's time, and the fuzz ends the link and connects again dozens of times: on the
+    realistic air each costs a wait for the next advert (every 1.0 s) and the set-up, past
+    the hang guard (docs/ble-timing.md, "The suite")."""
+    air.timing = ble_timing.fast()
 
 
 def hostile_frame(rng: random.Random) -> bytes:
