@@ -196,13 +196,13 @@ def flash(
 def _after_flash(bridge_json: Path) -> str:
     """What to run after a flash: start hubd again (it was stopped: both use the port), on the
     configuration beside this bridge.json when hubd.toml is there, then doctor."""
-    from hubctl import provision as provisioning
+    from hubctl import service
 
     etc = bridge_json.absolute().parent
     if not (etc / "hubd.toml").exists():
         return ("start hubd again (systemctl start hubd, or hubd --config ... --env-file ... by "
                 "hand), then hubctl doctor")
-    return f"{provisioning.run_hubd(etc, 'start')}; {provisioning.doctor_command(etc)}"
+    return f"{service.run_hubd(etc, 'start')}; {service.doctor_command(etc)}"
 
 
 # Why a bridge without ROMFS is refused, and what to do (one line).
@@ -695,7 +695,7 @@ def decommission(
     **Example:** sudo hubctl audit export --from 1 --to 100000 --out audit.jsonl, then
     sudo hubctl decommission --yes, then sudo systemctl disable --now hubd
     """
-    from hubctl import access, provision as provisioning, reach
+    from hubctl import access, reach, service
     from hubd.technician import control
 
     files = hubfiles.HubFiles.at(etc_dir, bridge_config)
@@ -728,7 +728,7 @@ def decommission(
         out.print(f"removed {path}", markup=False)
     for path in removed.rewritten:
         out.print(f"rewritten without keys and secrets: {path}", markup=False)
-    out.print(f"next: {provisioning.stop_hubd(etc_dir)}", markup=False)
+    out.print(f"next: {service.stop_hubd(etc_dir)}", markup=False)
     if not result.backend_told:
         raise Failed("the backend was not told (the broker did not acknowledge): tell the "
                      "municipality's operators this hub is decommissioned")

@@ -681,7 +681,7 @@ def run(config_path: Path, socket_path: Path | None, bridge_json: Path | None = 
     """Every check of hubctl doctor, in order. ``bridge_json``: the hub's copy of bridge.json
     (default: beside hubd.toml, where hubctl provision writes it). The fixes name hubd.service;
     for a hubd.toml outside /etc/hubd (a bench), hubd by hand on its directory instead."""
-    from hubctl.provision import for_etc
+    from hubctl.service import for_etc
 
     etc = config_path.parent
     return [Check(c.name, c.result, for_etc(c.detail, etc), for_etc(c.fix, etc))

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from hubapi.models import HubStatus
-from hubctl.provision import DEFAULT_ETC, for_etc
+from hubctl.hubfiles import DEFAULT_ETC
+from hubctl.service import for_etc
 from hubd.config import DEFAULT_STATUS_SOCKET, ConfigError, status_socket_in
 from hubd.technician import control
 

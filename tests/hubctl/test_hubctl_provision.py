@@ -281,23 +281,23 @@ def test_a_rerun_keeps_the_paired_locks_and_changes_only_what_was_given(inputs: 
 
 
 def test_next_steps_name_systemd_for_etc_hubd_and_hubd_by_hand_for_any_other_directory() -> None:
-    from hubctl import provision
+    from hubctl import service
 
-    assert provision.run_hubd(Path("/etc/hubd")) == "systemctl restart hubd"
-    assert provision.run_hubd(Path("/etc/hubd/"), "start") == "systemctl start hubd"
-    assert provision.doctor_command(Path("/etc/hubd")) == "hubctl doctor"
-    assert provision.stop_hubd(Path("/etc/hubd")) == "systemctl disable --now hubd"
+    assert service.run_hubd(Path("/etc/hubd")) == "systemctl restart hubd"
+    assert service.run_hubd(Path("/etc/hubd/"), "start") == "systemctl start hubd"
+    assert service.doctor_command(Path("/etc/hubd")) == "hubctl doctor"
+    assert service.stop_hubd(Path("/etc/hubd")) == "systemctl disable --now hubd"
     bench = Path("/home/tech/bench/etc")
-    assert provision.run_hubd(bench, "start") == (
+    assert service.run_hubd(bench, "start") == (
         "hubd --config /home/tech/bench/etc/hubd.toml --env-file /home/tech/bench/etc/hubd.env")
-    assert "systemctl" not in provision.stop_hubd(bench) + provision.doctor_command(bench)
+    assert "systemctl" not in service.stop_hubd(bench) + service.doctor_command(bench)
     # A line written for hubd.service, said for each (hubctl doctor's fixes, hubd not running):
     line = "hubd is not running: systemctl start hubd (journalctl -u hubd says why it stopped)"
-    assert provision.for_etc(line, Path("/etc/hubd")) == line
-    assert provision.for_etc(line, bench) == (
+    assert service.for_etc(line, Path("/etc/hubd")) == line
+    assert service.for_etc(line, bench) == (
         "hubd is not running: hubd --config /home/tech/bench/etc/hubd.toml --env-file "
         "/home/tech/bench/etc/hubd.env (its output says why it stopped)")
-    assert "systemctl" not in provision.for_etc(
+    assert "systemctl" not in service.for_etc(
         "systemctl stop hubd; flash; systemctl start hubd; systemctl restart hubd", bench)
 
 
@@ -311,7 +311,10 @@ def _unit_sentences(path: Path) -> list[tuple[int, str]]:
     """The string literals of ``path`` that name hubd.service's tools (systemctl, journalctl),
     docstrings left out; an f-string as its text with ``{}`` for each value put in, so a
     sentence that puts a value inside a step (``systemctl {verb} hubd``) is seen as it is."""
-    tree = ast.parse(path.read_text())
+    source = path.read_text()
+    if "systemctl" not in source and "journalctl" not in source:
+        return []
+    tree = ast.parse(source)
     docs = {id(node.body[0].value) for node in ast.walk(tree)
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
             and node.body and isinstance(node.body[0], ast.Expr)}
@@ -331,21 +334,21 @@ def _unit_sentences(path: Path) -> list[tuple[int, str]]:
 
 
 def test_every_line_naming_hubd_service_is_said_for_a_bench_by_hand() -> None:
-    """provision.for_etc rewrites hubd.service's steps into hubd by hand for a bench, sentence
+    """service.for_etc rewrites hubd.service's steps into hubd by hand for a bench, sentence
     by sentence: a new or reworded sentence it does not know would tell a bench technician to run
     systemctl on a hubd that systemd does not run. Each such sentence hubctl can print is
     pinned here: reword one, and this names it."""
-    from hubctl import provision
+    from hubctl import service
 
     bench = Path("/home/tech/bench/etc")
     sentences = [(path.relative_to(ROOT), line, text) for path in _SAID_FOR_ETC
                  for line, text in _unit_sentences(path)]
     assert len({str(path) for path, _, _ in sentences}) >= 4, sentences  # control, status socket, doctor...
-    said = [(path, line, provision.for_etc(text, bench)) for path, line, text in sentences]
+    said = [(path, line, service.for_etc(text, bench)) for path, line, text in sentences]
     left = [f"{path}:{line}: {text!r}" for path, line, text in said
             if "systemctl" in text or "journalctl" in text]
     assert not left, "for_etc leaves hubd.service's steps in (add the sentence to it):\n" + "\n".join(left)
-    assert all(provision.for_etc(text, Path("/etc/hubd")) == text for _, _, text in sentences)
+    assert all(service.for_etc(text, Path("/etc/hubd")) == text for _, _, text in sentences)
 
 
 def test_outside_etc_hubd_hubds_status_socket_goes_beside_hubd_toml_and_a_hand_set_one_stays(
