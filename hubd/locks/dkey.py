@@ -445,7 +445,8 @@ class DkeyLock(Kept):
 
         return await self._read_between(read)
 
-    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
+    async def read(self, read_status: bool, timeout: float, *,
+                   connections: int | None = None) -> Refreshed | str:
         """:meth:`refresh`, saying why not: a visit's hold reads so, and never holds a dKey
         (:attr:`holds`): ``unsupported_action``, nothing done."""
         return oc.UNSUPPORTED_ACTION

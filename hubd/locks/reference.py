@@ -262,19 +262,23 @@ class ReferenceLock(Kept):
         got = await self.read(read_status, timeout)
         return got if isinstance(got, Refreshed) else None
 
-    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
+    async def read(self, read_status: bool, timeout: float, *,
+                   connections: int | None = None) -> Refreshed | str:
         """:meth:`refresh`, saying why not when it could not read: a reason of wire.outcomes
         (``unreachable``, ``link_failed``, ``no_challenge``, ``bridge_unavailable``,
         ``bridge_busy``: no challenge came; ``link_failed`` after it; ``bad_lock_mac``: the
-        REPORTS_END did not verify; ``driver_error``: a bug). A visit's hold reads so."""
-        got = await self._read_between(lambda: self._refresh(read_status, timeout))
+        REPORTS_END did not verify; ``driver_error``: a bug). A visit's hold reads so, making
+        at most ``connections`` new connections (``link_failed`` when it needs another)."""
+        got = await self._read_between(
+            lambda: self._refresh(read_status, timeout, connections))
         return oc.DRIVER_ERROR if got is None else got
 
-    async def _refresh(self, read_status: bool, timeout: float) -> Refreshed | str:
+    async def _refresh(self, read_status: bool, timeout: float,
+                       connections: int | None = None) -> Refreshed | str:
         loop = asyncio.get_running_loop()
         self._requests_s, self._requests = 0.0, 0
         deadline = loop.time() + timeout
-        link, nonce, reason = await self._prepare(deadline)
+        link, nonce, reason = await self._prepare(deadline, connections)
         if link is None or nonce is None:
             return reason
         try:
@@ -343,18 +347,25 @@ class ReferenceLock(Kept):
             raise
         return link
 
-    async def _prepare(self, deadline: float) -> tuple[_Link | None, bytes | None, str]:
+    async def _prepare(self, deadline: float, connections: int | None = None
+                       ) -> tuple[_Link | None, bytes | None, str]:
         """Connect (or reuse the connection) and fetch a nonce, retried until ``deadline``:
-        (link, nonce, "") or (None, None, why not)."""
+        (link, nonce, "") or (None, None, why not). ``connections``: how many new connections
+        it may make at most (None: as many as the deadline allows); one more needed is
+        ``link_failed`` (a visit's hold counts the connections it makes)."""
         loop = asyncio.get_running_loop()
         reason = oc.UNREACHABLE
+        made = 0
         while loop.time() < deadline:
             connecting = False
             try:
                 if self._link is None or not self._link.up:
                     self._drop()
+                    if connections is not None and made >= connections:
+                        return None, None, oc.LINK_FAILED
                     connecting = True
                     self._link = await self._connect(deadline)
+                    made += 1
                     connecting = False
                 link = self._link
                 reason = oc.NO_CHALLENGE

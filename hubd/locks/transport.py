@@ -125,8 +125,10 @@ class LockDriver(Protocol):
         """Whether a visit can hold its connection: a read that moves nothing keeps it alive."""
         ...
 
-    async def read(self, read_status: bool, timeout: float) -> Refreshed | str:
-        """:meth:`refresh`, or why not (a reason of wire.outcomes)."""
+    async def read(self, read_status: bool, timeout: float, *,
+                   connections: int | None = None) -> Refreshed | str:
+        """:meth:`refresh`, or why not (a reason of wire.outcomes), making at most
+        ``connections`` new connections (None: no bound but the time)."""
         ...
 
     def hold(self, on: bool, *, in_use: bool = False) -> None:
@@ -288,10 +290,12 @@ class BleLocks:
         self._took(lock_id, got, driver)
         return got
 
-    async def read(self, lock_id: str) -> str:
+    async def read(self, lock_id: str, *, connections: int) -> str:
         """In ``lock_id``'s turn, the read that keeps a visit's hold (its kept reports, as
         :meth:`refresh` without the state): "" when done, else why not (a reason of
-        wire.outcomes: ``unknown_lock`` when it is not driven)."""
+        wire.outcomes: ``unknown_lock`` when it is not driven), making at most ``connections``
+        new connections (0: only on the connection up now; ``link_failed`` when it needs one
+        more): a hold counts its connections."""
         turn = self._turns.get(lock_id)
         if turn is None:
             return oc.UNKNOWN_LOCK
@@ -299,7 +303,7 @@ class BleLocks:
             driver = self._drivers.get(lock_id)
             if driver is None:
                 return oc.UNKNOWN_LOCK
-            got = await driver.read(False, driver.read_s)
+            got = await driver.read(False, driver.read_s, connections=connections)
         if isinstance(got, str):
             return got
         self._took(lock_id, got, driver)

@@ -243,12 +243,19 @@ class VisitHold:
                         self._end(hold, "lost", oc.LINK_FAILED)
                         return
                     connects += 1
-                    why = await self._read(hold)
+                    why = await self._read(hold, connections=1)
+                    if why and hold.waiting:  # a prepare's connection failed: its answer, the end
+                        self._end(hold, "lost", why)
+                        return
                 else:
-                    why = await self._read(hold)  # the keep-alive
-                if why and hold.waiting:  # a prepare's read failed: its answer, and the end
-                    self._end(hold, "lost", why)
-                    return
+                    # The keep-alive, on the connection up: never a connection of its own (one
+                    # lost meanwhile is made again above, counted).
+                    why = await self._read(hold, connections=0)
+                    if why and hold.waiting:  # a prepare waits: connect now if the link went
+                        if self._locks.connected(hold.lock):
+                            self._end(hold, "lost", why)
+                            return
+                        hold.nudge.set()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, min(self.route.keepalive_s,
                                                             hold.until - loop.time()))):
@@ -261,13 +268,15 @@ class VisitHold:
             log.exception("visit: holding %s failed", hold.lock)
             self._end(hold, "lost", oc.DRIVER_ERROR)
 
-    async def _read(self, hold: _Hold) -> str | None:
-        """One authenticated read that moves nothing, in the lock's turn; never cancelled by
-        the hold's end (a command waiting for the turn then finds the connection). "" when
-        done (the prepares waiting are answered), else why not; None when the hold ended."""
+    async def _read(self, hold: _Hold, connections: int) -> str | None:
+        """One authenticated read that moves nothing, in the lock's turn, making at most
+        ``connections`` new connections (a link lost during the read is not made again by it:
+        the hold counts its connections); never cancelled by the hold's end (a command waiting
+        for the turn then finds the connection). "" when done (the prepares waiting are
+        answered), else why not; None when the hold ended."""
         if hold.stop.is_set():
             return None
-        why = await asyncio.shield(self._locks.read(hold.lock))
+        why = await asyncio.shield(self._locks.read(hold.lock, connections=connections))
         if why:
             log.info("visit: reading %s for its hold failed: %s", hold.lock, why,
                      extra={"lock": hold.lock, "reason": why})
