@@ -8,6 +8,11 @@ across redeliveries and restarts. Each lock has its own bounded queue worked off
 a lock runs one operation at a time, in arrival order, while other locks go on. Commands are
 never retried: the lock driver is asked once (after the lock write it must not be resent).
 
+A ``prepare`` (hubapi.models.Action.PREPARE) is verified, journalled, queued and answered as
+every command, but writes nothing to the lock: in the lock's turn it asks the visit's hold
+(hubd.locks.visit) to connect to the lock and hold the connection for the visit's coming
+command, and is answered ``succeeded`` once that is up, else with why not.
+
 At start, :meth:`Commands.recover` finds the commands hubd was running when it died: they are
 never run again; each is answered ``incomplete`` (``hubd_restarted``) with the state read back
 from the lock by a ``status`` operation (``unknown`` if the lock cannot be reached).
