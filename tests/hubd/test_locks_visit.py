@@ -334,6 +334,11 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
     answer = await served.final(served.claims("dkey-door", "prepare"))
     assert (answer.status, answer.reason) == (Status.FAILED, oc.UNSUPPORTED_ACTION)
     assert visits.holding is None and not rig.locks.connected("dkey-door")
+    route = visits.route  # nor as a route's next door
+    visits.route = VisitRoute(("entrance", "dkey-door"), hold_s=TIMEOUT, keepalive_s=0.2)
+    visits.succeeded("entrance", "visit-1")
+    assert visits.holding is None
+    visits.route = route
 
     # Refused as any command: another key's signature, expired, staff without an assignment.
     other = BackendKey(served.key.kid, signing.generate_private_key())
