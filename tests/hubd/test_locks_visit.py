@@ -325,6 +325,12 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
     answer = await served.ended(late.id)
     assert (answer.status, answer.reason) == (Status.FAILED, oc.SUPERSEDED)
 
+    # A newer prepare of another door ends the hold: one hold across the hub.
+    assert (await served.final(served.claims("front-door", "prepare"))).status is Status.SUCCEEDED
+    assert (await served.final(served.claims("entrance", "prepare"))).status is Status.SUCCEEDED
+    assert visits.holding == "entrance"
+    await until(lambda: not turner.links, "the front door let go for the newer prepare", TIMEOUT)
+
     # A lock out of reach: timed out, with the driver's reason; nothing held.
     answer = await served.final(served.claims("away", "prepare"))
     assert (answer.status, answer.reason) == (Status.TIMED_OUT, oc.UNREACHABLE)
