@@ -41,6 +41,7 @@ from pydantic import (
 
 from hubapi.models import SegmentId
 from hubd.config import LockKind
+from hubd.technician import limits
 from wire import lockkinds, messages
 
 HEX64 = r"^[0-9a-fA-F]{64}$"
@@ -55,7 +56,8 @@ LockProtocol = Literal[lockkinds.PROTOCOLS]  # type: ignore[valid-type]
 def compact_code(code: str) -> str:
     """An activation code as the library reads it: without ``-``, blanks and tabs, upper case."""
     return code.translate(str.maketrans("", "", "- \t")).upper()
-MAX_SCAN_S = 30
+
+
 MAX_LINE = 1 << 20  # a status snapshot with many devices stays far below this
 # hubctl's wait for the next line of a pairing or a decommissioning: the longest step is a lock
 # operation, a PAIR or UNPAIR, or the bridge's wipe (hubd/technician/commissioning.py bounds each).
@@ -77,12 +79,13 @@ class TestAlarmRequest(_Request):
     __test__ = False  # not a pytest class, despite its name
     request: Literal["test_alarm"] = "test_alarm"
     second_path: bool = False
-    timeout_s: int = Field(120, ge=5, le=600)
+    timeout_s: int = Field(limits.TEST_ALARM_WAIT_S, ge=limits.TEST_ALARM_WAIT_RANGE_S[0],
+                           le=limits.TEST_ALARM_WAIT_RANGE_S[1])
 
 
 class ScanRequest(_Request):
     request: Literal["scan"] = "scan"
-    seconds: int = Field(8, ge=1, le=MAX_SCAN_S)
+    seconds: int = Field(8, ge=1, le=limits.MAX_SCAN_S)
 
 
 class PairRequest(_Request):
