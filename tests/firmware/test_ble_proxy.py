@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -381,9 +382,14 @@ async def test_a_scan_forwards_the_locks_advert_with_its_raw_data_and_scan_respo
     assert adverts[-1]["resp"] == lock.scan_response().hex()
     # Once heard and unchanged, an advertiser is not sent again (its scan response aside).
     assert len(adverts) <= 2
-    # A passive scan hears no scan response; the advertiser is new to it.
+    # A passive scan hears no scan response; the advertiser is new to it. The scan is long
+    # enough to hear one advert whatever its phase: the lock's advertising interval, the most
+    # advDelay and one of the bridge's scan intervals (on the realistic air 1.0 s + 10 ms +
+    # 30 ms; a scan of 1 s missed the lock now and then, as it may on hardware).
     n = len(adverts)
-    done = await hub.call(messages.BLE_SCAN, 1000, False)
+    air = home.radio.timing
+    passive_s = air.adv_interval_of(lock.adv_interval_s) + air.adv_delay_max_s + air.scan_interval_s
+    done = await hub.call(messages.BLE_SCAN, max(1000, math.ceil(passive_s * 1000)), False)
     adverts = hub.of(messages.BLE_ADV, addr=ADDRS[1])
     assert done["count"] == len(adverts) - n == 1 and adverts[-1]["resp"] is None
 
