@@ -29,7 +29,8 @@ bonded peer re-encrypts at once.
 
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
 ble_scan's own scan, and the proxy's passive scan windows while an address is watched (a window
-of ``scan_ms`` every ``scan_every_ms``, bridge.json's proxy section). One goes out per tick, only while the host link is idle: they never delay an alarm or
+of ``scan_ms`` every ``scan_every_ms`` on average, the gap random: ``_watch_gap``; bridge.json's
+proxy section). One goes out per tick, only while the host link is idle: they never delay an alarm or
 an answer.
 """
 
@@ -684,13 +685,24 @@ class Proxy:
                 return True
         return False
 
+    def _watch_gap(self, r):
+        """The wait from one watch window's end to the next one's start for a random byte ``r``:
+        from half to one and a half of ``scan_every_ms - scan_ms``, that on average. A fixed
+        cadence that is a multiple of a lock's advertising interval meets its adverts at the
+        same phase in every window: a lock advertising every 2 s that falls outside a 1 s window
+        every 10 s goes unheard for minutes (advDelay's 0-10 ms moves it only slowly), and
+        counts as gone. A random one hears it within a few windows (its share: window over
+        interval)."""
+        gap = self.scan_every_ms - self.scan_ms
+        return gap // 2 + gap * r // 255
+
     async def _watch_scans(self):
         # A passive window every scan_every_ms while something is watched (a ble_scan running
         # meanwhile hears the watched addresses itself); looked at twice a second otherwise.
         while True:
             wait = _QUIET_TICK_MS
             if self._watched() and not self._scanning:
-                wait = self.scan_every_ms - self.scan_ms
+                wait = self._watch_gap(os.urandom(1)[0])
                 try:
                     await self._central.scan(self.scan_ms, active=False)
                 except MemoryError:

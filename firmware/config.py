@@ -61,7 +61,7 @@ ALARM_TIMINGS = {
 PROXY_SLOTS = 3
 MAX_PROXY_SLOTS = messages.MAX_SLOTS
 # Its passive scan windows while hubd watches an address (ble_watch): a window of scan_ms every
-# scan_every_ms. A ble_scan of hubd's serves the watches too. A watched address that is heard
+# scan_every_ms on average (the gap drawn at random: ble_proxy._watch_gap). A ble_scan of hubd's serves the watches too. A watched address that is heard
 # goes to hubd at least every presence_ms even unchanged (hubd judges absence from that: its
 # absent_s must be longer).
 PROXY_SCANS = {

@@ -923,6 +923,28 @@ async def test_watches_are_served_by_passive_windows_of_scan_ms_every_scan_every
         await asyncio.sleep_ms(0)
 
 
+def test_watch_windows_come_at_random_gaps_so_a_lock_at_any_phase_is_heard():
+    # bridge.json's defaults: a 1 s window every 10 s; a lock advertising every 2 s (+ advDelay,
+    # left out: the worst case). At a fixed cadence, 5 intervals, its adverts meet every window
+    # at the same phase: one 1.5 s after a window's start is never heard.
+    proxy, central, host = _proxy(scan_every_ms=10000, scan_ms=1000)
+    gaps = [proxy._watch_gap(r) for r in range(256)]
+    assert min(gaps) == 4500 and max(gaps) == 13500
+    assert abs(sum(gaps) / len(gaps) - 9000) < 100  # scan_every_ms on average
+    import os
+
+    for phase in range(0, 2000, 100):  # the advert's time after the first window's start
+        start = 0  # virtual ms: each window [start, start + 1000], then a gap the proxy draws
+        for window in range(30):
+            # heard when an advert's time, phase + 2000 k, lies inside the window
+            if (phase - start) % 2000 <= 1000:
+                break
+            start += 1000 + proxy._watch_gap(os.urandom(1)[0])
+        else:
+            # each window hears it at one chance in two: 30 misses in a row are 1e-9, not luck
+            raise AssertionError("a lock at phase %d ms unheard in 30 windows" % phase)
+
+
 async def test_a_write_keeps_its_data_as_bytes_and_data_that_is_not_hex_ends_in_one_error():
     # wire.messages lets no such data through; the proxy answers it anyway, once.
     proxy, central, host = _proxy()
