@@ -109,18 +109,23 @@ def _device(proxy: BleProxy) -> BLEDevice:
     return BLEDevice(ADDR, "Front door", ProxyDevice(proxy, 0))
 
 
+def _discovered(peer: ScriptedBridge, rid: int) -> None:
+    """The bridge's answer to discovery ``rid``: the lock's service, its two characteristics,
+    the event's CCCD, and the done with their count."""
+    peer.say(messages.BLE_SERVICE, rid, SERVICE, 1, 6)
+    peer.say(messages.BLE_CHAR, rid, CONTROL, 3, 0x08, 1)
+    peer.say(messages.BLE_CHAR, rid, EVENT, 5, 0x10, 1)
+    peer.say(messages.BLE_DESC, rid, CCCD, 6, 5)
+    peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 4)
+
+
 async def _connected(peer: ScriptedBridge, proxy: BleProxy, **kwargs: Any) -> BleakClient:
     """A BleakClient connected through the scripted bridge to a lock-shaped peer (conn 7)."""
     client = BleakClient(_device(proxy), backend=ProxyClient, **kwargs)
     connecting = asyncio.create_task(client.connect())
     rid = (await peer.request(messages.BLE_CONNECT))["rid"]
     peer.say(messages.BLE_DONE, rid, "ok", 7, None, 185)
-    rid = (await peer.request(messages.BLE_DISCOVER))["rid"]
-    peer.say(messages.BLE_SERVICE, rid, SERVICE, 1, 6)
-    peer.say(messages.BLE_CHAR, rid, CONTROL, 3, 0x08, 1)
-    peer.say(messages.BLE_CHAR, rid, EVENT, 5, 0x10, 1)
-    peer.say(messages.BLE_DESC, rid, CCCD, 6, 5)
-    peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 4)
+    _discovered(peer, (await peer.request(messages.BLE_DISCOVER))["rid"])
     await connecting
     return client
 
@@ -185,11 +190,7 @@ async def test_a_discovery_waiting_behind_the_bridges_others_is_waited_for(scrip
     rid = (await peer.request(messages.BLE_DISCOVER))["rid"]
     await asyncio.sleep(1.6)  # past one step and the margin, within MAX_SLOTS steps
     assert not connecting.done()
-    peer.say(messages.BLE_SERVICE, rid, SERVICE, 1, 6)
-    peer.say(messages.BLE_CHAR, rid, CONTROL, 3, 0x08, 1)
-    peer.say(messages.BLE_CHAR, rid, EVENT, 5, 0x10, 1)
-    peer.say(messages.BLE_DESC, rid, CCCD, 6, 5)
-    peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 4)
+    _discovered(peer, rid)
     await connecting
     assert client.is_connected and [c.handle for c in client.services.characteristics.values()] == [3, 5]
 
