@@ -42,6 +42,13 @@ source ``manual`` (``handle`` when the notification says the door handle did it)
 nobody is connected is seen at the next poll only (:meth:`DkeyLock.refresh`; hubd.locks.upkeep).
 A dKey keeps no reports for later: ``report_counter`` stays 0 and its advert carries none.
 
+**A visit's hold** (hubd.locks.visit: a ``prepare``, or a route's next door) reads the lock
+(:meth:`DkeyLock.read`): connect, bond, authenticate, notifications on, moving nothing; the
+session is then kept for the visit's command without keep-alives (the library's ``update()``
+sends nothing on a session up): ``held_s`` after its last traffic (the handshake, a command's
+write), under the lock's own 30 s drop, and never longer once let go (``idle_s`` from then, at
+most that bound), so that no command is begun on a session the lock is about to end.
+
 **Battery**: the lock reports raw units (docs/dkey.md); results and reports carry the percent of
 hubd.devices.battery's ``dkey`` model, and :attr:`DkeyLock.battery_raw` the reading behind it
 (the device registry converts it itself).
@@ -130,6 +137,9 @@ class DkeyTimings:
     settle_s: float = 6.0  # a read right after a command may show the state from before it
     readback_s: float = 4.0  # an unknown fate's read-back: what is left, at least this
     idle_s: float = 20.0  # an unused connection is kept this long (the lock drops it at 30 s)
+    # A visit's hold keeps a session this long after its last traffic: under the lock's own
+    # drop at 30 s, by enough that a command begun at its end is written and answered before it.
+    held_s: float = 25.0
     retry_pause_s: float = 0.5
     close_s: float = 5.0  # a disconnect
 
@@ -348,11 +358,15 @@ class DkeyLock(Kept):
     """
 
     report_counter = 0  # a dKey keeps no reports: hubd.locks.upkeep never reads any
-    #: A visit cannot hold a dKey's connection (hubd.locks.visit): the library's only call that
-    #: moves nothing, ``update()``, sends the lock nothing on a session already authenticated
-    #: (it only restarts the library's own disconnect timer), so nothing keeps the link alive
-    #: under the lock's own 30 s idle drop; its other calls move the bolt or change its mode.
-    holds = False
+    #: A visit may hold a dKey's connection (hubd.locks.visit): a read connects and
+    #: authenticates, moving nothing, and the session is kept for the visit's command.
+    holds = True
+    #: ... but no read keeps it alive: the library's only call that moves nothing, ``update()``,
+    #: sends the lock nothing on a session already authenticated (it only restarts the
+    #: library's own disconnect timer); its other calls move the bolt or change its mode. A held
+    #: session lasts what the lock allows a silent link: it is let go ``held_s`` after its last
+    #: traffic, before the lock's own drop at 30 s (a command's write must never cross it).
+    keeps_alive = False
 
     def __init__(self, address: str, association: bytes, *, addr_type: int = 0,
                  radio: Radio | None = None, timings: DkeyTimings = DkeyTimings(),
@@ -376,6 +390,9 @@ class DkeyLock(Kept):
         self._cancelling = 0  # the task's cancellation count when the operation or read began
         self._end = 0.0  # loop time by which the operation under way should have its result
         self.battery_raw: int | None = None  # the raw reading behind the last percent given
+        # Loop time of the session's last traffic as the lock counts it (its idle drop comes 30 s
+        # after): a handshake's end, a command's end. update() on a session up sends nothing.
+        self._traffic_at = 0.0
         vendor.install()
 
     @property
@@ -435,21 +452,49 @@ class DkeyLock(Kept):
         are none to take in (``reports`` 0) and ``read_status`` changes nothing. Never writes
         anything that can move the bolt. A connection made for it is dropped at once, and it
         returns only once it is gone; one an operation left open is kept ``idle_s``."""
-        async def read() -> Refreshed | None:
-            self._cancelling = _cancelling()
-            session, _ = await self._prepare(asyncio.get_running_loop().time() + timeout)
-            if session is None:
-                return None
-            state, battery = self._reading(session)
-            return Refreshed(state, battery, 0)
-
-        return await self._read_between(read)
+        got = await self.read(read_status, timeout)
+        return got if isinstance(got, Refreshed) else None
 
     async def read(self, read_status: bool, timeout: float, *,
                    connections: int | None = None) -> Refreshed | str:
-        """:meth:`refresh`, saying why not: a visit's hold reads so, and never holds a dKey
-        (:attr:`holds`): ``unsupported_action``, nothing done."""
-        return oc.UNSUPPORTED_ACTION
+        """:meth:`refresh`, saying why not (a reason of wire.outcomes: ``unreachable``,
+        ``link_failed``, ``auth_failed``, ``bridge_unavailable``, ...; ``driver_error``: a bug),
+        making at most ``connections`` new connections (``link_failed`` when it needs another).
+        A visit's hold reads so: the read connects and authenticates (the expensive part of a
+        command), and while the visit holds, the session is kept ``held_s`` after its traffic
+        (:meth:`hold`). On a session up it sends the lock nothing, so it keeps nothing alive."""
+        async def read() -> Refreshed | str:
+            self._cancelling = _cancelling()
+            deadline = asyncio.get_running_loop().time() + timeout
+            session, why = await self._prepare(deadline, connections)
+            if session is None:
+                return why
+            state, battery = self._reading(session)
+            return Refreshed(state, battery, 0)
+
+        got = await self._read_between(read)
+        return oc.DRIVER_ERROR if got is None else got
+
+    def hold(self, on: bool, *, in_use: bool = False) -> None:
+        """hubd.locks.kept.Kept.hold, bounded by what the lock allows: while a visit holds, the
+        session is dropped ``held_s`` after its last traffic (nothing the hold may send would
+        keep it); let go, ``idle_s`` from now, never past that bound either."""
+        super().hold(on, in_use=in_use)
+        if on and not in_use:
+            self._release()
+
+    def _release(self) -> None:
+        """hubd.locks.kept.Kept._release, with the drop never later than ``held_s`` after the
+        session's last traffic: a command is never begun on a session the lock is about to
+        end (its write could cross the lock's DISCONNECT_REQ: an unknown fate)."""
+        super()._release()
+        if not self._held():
+            return
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        bound = self._traffic_at + self.timings.held_s
+        at = bound if self._holding else min(loop.time() + self.timings.idle_s, bound)
+        self._idle = loop.call_later(max(0.0, at - loop.time()), self._drop)
 
     # -- the connection (hubd.locks.kept) -----------------------------------------------------
 
@@ -476,12 +521,16 @@ class DkeyLock(Kept):
             lambda told: self._notified(session, told))
         return session
 
-    async def _prepare(self, deadline: float) -> tuple[_Session | None, str]:
+    async def _prepare(self, deadline: float, connections: int | None = None
+                       ) -> tuple[_Session | None, str]:
         """The session, authenticated with notifications on (the one kept, or a new one),
-        retried until ``deadline``: (session, "") or (None, why not)."""
+        retried until ``deadline``: (session, "") or (None, why not). ``connections``: how many
+        new connections it may make (None: no bound but the time); one more needed is the last
+        try's reason, ``link_failed`` if it made none (a visit's hold counts its connections)."""
         loop = asyncio.get_running_loop()
         reason = oc.UNREACHABLE
         refused = 0
+        made = 0
         while loop.time() < deadline:
             if not self.radio.is_up:
                 # The link to the bridge (or the adapter) is down: nothing can be sent, and the
@@ -500,7 +549,11 @@ class DkeyLock(Kept):
                 await self._closed(max(0.0, deadline - loop.time()))
                 self._session = self._new_session()
             session = self._session
-            if not session.up:
+            fresh = not session.up
+            if fresh:
+                if connections is not None and made >= connections:
+                    return None, reason if made else oc.LINK_FAILED
+                made += 1
                 # A new link: what the lock tells in its handshake is a reading, not a change.
                 session.state = None
             session.watch()
@@ -515,6 +568,8 @@ class DkeyLock(Kept):
                         expired = bound.expired()
                 self._check_cancelled()
                 session.ready()
+                if fresh:  # the handshake's frames: the lock's idle counts from them
+                    self._traffic_at = loop.time()
                 self._battery(session.dkey.state.battery)
                 return session, ""
             except NotAssociated:
@@ -601,7 +656,8 @@ class DkeyLock(Kept):
             arrived.set_result(target)
         self._waiting = (target, arrived)
         guard = self._guard = vendor.OneCommand(on_written)
-        self._moved_at = loop.time()
+        # The write's time: the lock's idle counts from its arrival, a little later.
+        self._moved_at = self._traffic_at = loop.time()
         expired = False
         try:
             with vendor.on_radio(self.radio, addr_type=self.addr_type,

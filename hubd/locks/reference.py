@@ -120,6 +120,7 @@ class ReferenceLock(Kept):
     #: A visit may hold the connection (hubd.locks.visit): a read keeps it alive under the
     #: lock's own idle drop (READ_REPORTS after a challenge), moving nothing.
     holds = True
+    keeps_alive = True
 
     def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,
                  radio: Radio | None = None,

@@ -122,7 +122,13 @@ class LockDriver(Protocol):
 
     @property
     def holds(self) -> bool:
-        """Whether a visit can hold its connection: a read that moves nothing keeps it alive."""
+        """Whether a visit can hold its connection: a read that moves nothing makes it ready."""
+        ...
+
+    @property
+    def keeps_alive(self) -> bool:
+        """Whether a read on the connection up keeps it alive under the lock's own idle drop
+        (not a dKey's: its held session lasts what the lock allows a silent link)."""
         ...
 
     async def read(self, read_status: bool, timeout: float, *,
@@ -268,10 +274,16 @@ class BleLocks:
         return True
 
     def holds(self, lock_id: str) -> bool:
-        """Whether a visit can hold ``lock_id``'s connection (its driver keeps it alive by reads
-        that move nothing: not a dKey's)."""
+        """Whether a visit can hold ``lock_id``'s connection (its driver makes it ready by a read
+        that moves nothing)."""
         driver = self._drivers.get(lock_id)
         return driver is not None and driver.holds
+
+    def keeps_alive(self, lock_id: str) -> bool:
+        """Whether a read keeps ``lock_id``'s held connection alive (not a dKey's: it is kept
+        without keep-alives, for what the lock allows a silent link)."""
+        driver = self._drivers.get(lock_id)
+        return driver is not None and driver.keeps_alive
 
     async def refresh(self, lock_id: str, read_status: bool) -> Refreshed | None:
         """In ``lock_id``'s turn, read its kept reports and, with ``read_status``, its state and

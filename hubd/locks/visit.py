@@ -24,6 +24,13 @@ that connection (:meth:`VisitHold.succeeded`):
 - a lock that drops the held connection is connected again once, not more: a second loss (or a
   connection that cannot be made twice) ends the hold.
 
+**A dKey** (hubd.locks.dkey) is held without keep-alives: nothing its library can send without
+moving the bolt keeps the link alive (``BleLocks.keeps_alive``). The hold's first read
+connects and authenticates, the expensive part of a command; the session is then kept silent
+until its driver lets it go, ``held_s`` (25 s) after its last traffic, before the lock's own
+idle drop at 30 s (a command's write must never cross the lock's DISCONNECT_REQ); then the
+hold connects once more, as after a loss, and ends when that session goes too (``expired``).
+
 The hold starts when the command that opened the door before succeeded, not when it was
 accepted: that command's own connection comes first. Its counts (:attr:`VisitHold.counts`) go
 to the log at each hold's end.
@@ -35,8 +42,8 @@ the command path asks for the same hold (:meth:`VisitHold.announced` at its acce
 returns: "" once the hold's first read is done while it still holds (``succeeded``), else why
 not: the read's reason (``unreachable``, ``link_failed``, ...; the hold ends), ``superseded``
 (a later command or prepare ended the hold before that), ``unsupported_action`` (a lock whose
-driver cannot keep a connection alive without moving anything: a dKey,
-hubd.locks.dkey.DkeyLock.holds). A prepare for the door held already answers at once when its
+driver cannot hold a connection, hubd.locks.transport.LockDriver.holds: none now). A prepare
+for the door held already answers at once when its
 connection is up, and extends the hold to ``hold_s`` from its own acceptance, never further.
 It works without a route: the hold's times are ``[visit]``'s either way.
 """
@@ -59,6 +66,8 @@ log = logging.getLogger(__name__)
 
 #: How many connections one hold may make: the first, and one more after a loss.
 CONNECTS_PER_HOLD = 2
+#: How often a hold without keep-alives (a dKey's) looks whether its session is still up.
+LINK_CHECK_S = 0.5
 #: How many of the latest commands' (lock, assignment) are remembered: a door its visit already
 #: asked for is not held.
 ASKED_KEPT = 32
@@ -228,6 +237,10 @@ class VisitHold:
             self._end(hold, "lost", oc.UNKNOWN_LOCK)
             return
         connects = 0
+        # A dKey's held session is not kept alive by reads (hubd.locks.dkey.DkeyLock.keeps_alive):
+        # it lasts until its driver lets it go under the lock's own idle drop; then the one more
+        # connection, as after a loss.
+        keeps_alive = self._locks.keeps_alive(hold.lock)
         try:
             while not hold.stop.is_set() and loop.time() < hold.until:
                 hold.nudge.clear()
@@ -238,6 +251,11 @@ class VisitHold:
                     why = oc.BRIDGE_UNAVAILABLE
                 elif not self._locks.connected(hold.lock):
                     if connects >= CONNECTS_PER_HOLD:
+                        if not keeps_alive:
+                            log.info("visit: %s's second held session ended: the hold ends",
+                                     hold.lock, extra={"lock": hold.lock})
+                            self._end(hold, "expired")
+                            return
                         log.info("visit: %s dropped its held connection again: not connecting "
                                  "a third time", hold.lock, extra={"lock": hold.lock})
                         self._end(hold, "lost", oc.LINK_FAILED)
@@ -247,18 +265,21 @@ class VisitHold:
                     if why and hold.waiting:  # a prepare's connection failed: its answer, the end
                         self._end(hold, "lost", why)
                         return
-                else:
+                elif keeps_alive or hold.waiting or not hold.read:
                     # The keep-alive, on the connection up: never a connection of its own (one
-                    # lost meanwhile is made again above, counted).
+                    # lost meanwhile is made again above, counted). On a dKey's session it
+                    # sends nothing: only for a prepare waiting, or a session the hold found.
                     why = await self._read(hold, connections=0)
                     if why and hold.waiting:  # a prepare waits: connect now if the link went
                         if self._locks.connected(hold.lock):
                             self._end(hold, "lost", why)
                             return
                         hold.nudge.set()
+                # A dKey's session is looked at every LINK_CHECK_S (no radio traffic): its end
+                # calls for the one more connection at once.
+                every = self.route.keepalive_s if keeps_alive else LINK_CHECK_S
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(self.route.keepalive_s,
-                                                            hold.until - loop.time()))):
+                    async with asyncio.timeout(max(0.0, min(every, hold.until - loop.time()))):
                         await hold.nudge.wait()
             self._end(hold, "expired")
         except asyncio.CancelledError:

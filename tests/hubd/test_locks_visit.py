@@ -11,6 +11,7 @@ Every wait is on a condition; the times below only keep the test short.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -30,18 +31,19 @@ from hubd.access.lockstate import LockStates
 from hubd.access.verify import Verifier
 from hubd.ble import BleProxy
 from hubd.link.bridge import Bridge
-from hubd.locks import BleLocks, PairedLock, Timings
+from hubd.locks import BleLocks, Timings
+from hubd.locks.dkey import DkeyTimings
 from hubd.locks.visit import VisitHold, VisitRoute
 from hubd.mqtt import Inbound
 from hubd.store.audit import AuditLog
 from hubd.store.database import Store
 from hubd.store.outbox import Outbox
-from simulator.home import SimulatedHome, paired
+from simulator.dkey import DKeyLock
+from simulator.home import SimulatedHome, dkey_paired, paired, paired_dkey
 from simulator.locks import EntranceDoorLock, InsideTurnerLock
 from simulator.radio import Link
 from tests.fixtures import BackendKey
 from tests.waiting import until
-from wire import lockkinds
 from wire import outcomes as oc
 
 TIMEOUT = 60.0  # a hang guard for what the simulated home does on its own time
@@ -49,6 +51,8 @@ TIMINGS = Timings(deadline_s=30.0, result_s=TIMEOUT, settle_s=0.0, idle_s=0.5)
 #: The turner's own idle drop: a held connection outlives it only by the keep-alive reads.
 LOCK_IDLE_S = 1.5
 ROUTE = VisitRoute(("entrance", "front-door"), hold_s=TIMEOUT, keepalive_s=0.2)
+DKEY_TIMINGS = DkeyTimings(deadline_s=10.0, gatt_s=2.0, command_s=5.0, result_s=5.0,
+                           settle_s=0.0, readback_s=5.0, idle_s=0.5, retry_pause_s=0.1)
 
 
 class CountingTurner(InsideTurnerLock):
@@ -68,6 +72,7 @@ class Rig:
     visits: VisitHold
     turner: CountingTurner
     reports: list[tuple]
+    dkey: DKeyLock  # in the home, driven only once the command path's fixture adds it
 
 
 @pytest.fixture
@@ -75,7 +80,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     turner = CountingTurner("front-door", "C0:FF:EE:00:00:01", os.urandom(32),
                             travel_time_s=0.0, idle_timeout_s=LOCK_IDLE_S)
     entrance = EntranceDoorLock("entrance", "C0:FF:EE:00:00:02", os.urandom(32))
-    home = SimulatedHome(tmp_path / "home", locks=[turner, entrance])
+    dkey = paired_dkey("F0:94:0A:00:00:09")
+    home = SimulatedHome(tmp_path / "home", locks=[turner, entrance], dkeys={"dkey-door": dkey})
     await home.start()
     bridge = await Bridge.open(home.port, home.link_key)
     proxy = BleProxy(bridge)
@@ -85,7 +91,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     visits = VisitHold(locks, ROUTE)
     try:
         assert await bridge.wait_up(TIMEOUT), "the link to the simulated bridge did not come up"
-        yield Rig(home, locks, visits, turner, reports)
+        yield Rig(home, locks, visits, turner, reports, dkey)
     finally:
         await visits.close()
         await locks.close()
@@ -254,9 +260,9 @@ async def served(rig: Rig, tmp_path: Path) -> AsyncIterator[Served]:
     rig.locks.timings = Timings(connect_s=0.5, gatt_s=0.25)
     rig.locks.add("away", paired(away))
     rig.locks.timings = kept
-    # A dKey nobody reaches: its driver says whether a visit can hold it.
-    rig.locks.add("dkey-door", PairedLock("in_cylinder", "F0:94:0A:00:00:09", os.urandom(36),
-                                          protocol=lockkinds.DKEY))
+    # The home's dKey, its driver's times short (its own idle drop stays the real 30 s).
+    rig.locks.dkey_timings = DKEY_TIMINGS
+    rig.locks.add("dkey-door", dkey_paired(rig.dkey))
     store = Store.open(tmp_path / "hubd-state")
     answers = Answers()
     audit = AuditLog(store, Outbox(store), HUB)
@@ -335,16 +341,40 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
     answer = await served.final(served.claims("away", "prepare"))
     assert (answer.status, answer.reason) == (Status.TIMED_OUT, oc.UNREACHABLE)
     assert visits.holding is None
-    # A dKey: its link cannot be kept alive without moving it: refused after acceptance, and
-    # nothing is tried.
+    # A dKey: connected and authenticated (the dear part of a command), moving nothing; held
+    # without keep-alives (none would keep it), and its unlock finds that session.
+    dkey = rig.dkey
     answer = await served.final(served.claims("dkey-door", "prepare"))
-    assert (answer.status, answer.reason) == (Status.FAILED, oc.UNSUPPORTED_ACTION)
-    assert visits.holding is None and not rig.locks.connected("dkey-door")
-    route = visits.route  # nor as a route's next door
+    assert (answer.status, answer.reason) == (Status.SUCCEEDED, None)
+    assert visits.holding == "dkey-door" and rig.locks.connected("dkey-door")
+    assert dkey.connections == 1 and dkey.move_commands == 0 and dkey.motor_moves == 0
+    answer = await served.final(served.claims("dkey-door", "unlock"))
+    assert (answer.status, answer.state) == (Status.SUCCEEDED, "unlocked")
+    assert dkey.connections == 1, "the unlock found the prepared session"
+    assert dkey.move_commands == 1 and visits.holding is None
+    await until(lambda: not dkey.links, "the dKey's session dropped idle_s after", TIMEOUT)
+    # As a route's next door: held the same way, one connection, nothing moved.
+    route = visits.route
     visits.route = VisitRoute(("entrance", "dkey-door"), hold_s=TIMEOUT, keepalive_s=0.2)
-    visits.succeeded("entrance", "visit-1")
-    assert visits.holding is None
+    visits.succeeded("entrance", "visit-2")  # (visit-1 asked for the dKey already)
+    assert visits.holding == "dkey-door"
+    await until(lambda: rig.locks.connected("dkey-door"), "the dKey's held session", TIMEOUT)
+    assert dkey.connections == 2 and dkey.move_commands == 1
+    visits.accepted("entrance", "visit-3")
+    await until(lambda: not dkey.links, "the dKey let go for another visit", TIMEOUT)
     visits.route = route
+    # Its session lasts held_s after its traffic, under the lock's own drop; then one more
+    # connection, then the hold ends: hubd let go each time before the lock ended the link.
+    driver = rig.locks.driver("dkey-door")
+    driver.timings = dataclasses.replace(DKEY_TIMINGS, held_s=0.5)
+    dkey.session_idle_s = 3.0
+    held, expired = visits.counts["held"], visits.counts["expired"]
+    assert (await served.final(served.claims("dkey-door", "prepare"))).status is Status.SUCCEEDED
+    await until(lambda: visits.holding is None, "the dKey's two sessions to run out", TIMEOUT)
+    assert visits.counts["held"] == held + 1 and visits.counts["expired"] == expired + 1
+    assert dkey.connections == 4, "two sessions, no third"
+    assert dkey.idle_disconnects == 0, "the lock never had to end a held session"
+    assert dkey.move_commands == 1, "no prepare or hold moved the dKey"
 
     # Refused as any command: another key's signature, expired, staff without an assignment.
     other = BackendKey(served.key.kid, signing.generate_private_key())
