@@ -51,9 +51,11 @@ publishes a signed ``prepare`` for the lock (hubd connects and holds the connect
 hubd.locks.visit, no ``[visit] route``), waits for its answer, then a random 2-20 s
 (``PREPARE_LEAD_S``, within the hold's 120 s) before the tap: the nurse walking to the door.
 Per command also ``prepare`` (publish -> the prepare's final answer) and how many taps still
-found no connection (``taps_on_a_new_connection``); a dKey's prepare is answered ``failed``
-``unsupported_action`` (hubd cannot keep its link alive without moving it), so its taps stay
-cold.
+found no connection (``taps_on_a_new_connection``). A dKey's prepare connects and
+authenticates; hubd keeps that session without keep-alives (none would keep it), ``held_s``
+(25 s) after its traffic, under the lock's own idle drop: here the real lock's 30 s, not
+DKEY_IDLE_S, and hubd's ``[dkey_timing] idle_s`` 0.5 s so that each prepare starts with no
+connection soon after the tap before it.
 """
 
 from __future__ import annotations
@@ -264,7 +266,8 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
     broker.start()
     bridge_log = (work / "bridge.log").open("a", buffering=1)
     dkey = lock == "dkey"
-    idle = {} if held else {"idle_timeout_s": DKEY_IDLE_S}
+    # Prepared, a dKey drops a silent link at the real lock's 30 s: the hold lasts what it allows.
+    idle = {} if held or prepared else {"idle_timeout_s": DKEY_IDLE_S}
     home = HomeThread(SimulatedHome(
         work / "home", locks=[] if dkey else default_locks(travel_time_s=TRAVEL_S[lock]),
         dkeys={"front-door": paired_dkey(travel_time_s=TRAVEL_S[lock], **idle)} if dkey
@@ -276,6 +279,8 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
     home.start()
     record_pairings(work / "hubd-state", home.home.locks.values(), home.home.dkeys)
     extra = "" if held else f"[lock_timing]\nidle_s = {COLD_IDLE_S}\n"
+    if prepared and dkey:
+        extra += f"\n[dkey_timing]\nidle_s = {COLD_IDLE_S}\n"
     if via == "adapter":
         extra += (f'\n[bluetooth]\nvia = "adapter"\n'
                   f'simulated_radio = "{home.home.radio.socket_path}"\n')
