@@ -78,7 +78,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.figures import measured_here, summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
-                                  all_ended, drive, hops_of, line_message, serving)
+                                  all_ended, drive, hops_of, line_message, serving,
+                                  timed_command)
 from simulator.serial_line import TO_BRIDGE, TO_HUB, Crossing  # noqa: E402
 from wire import messages  # noqa: E402
 from hil_tests.harness import HUB_ID, write_hubd_config  # noqa: E402
@@ -237,17 +238,7 @@ async def drive_prepared(broker: Mosquitto, key: BackendKey, lock: str, n: int,
             claims = CommandClaims.new(hub=HUB_ID, lock=lock,
                                        action="unlock" if i % 2 == 0 else "lock", actor=actor,
                                        assignment=visit, ttl_s=30)
-            published, t0 = time.time(), time.perf_counter()
-            async for answer in backend.send_command(claims, key.sign(claims), timeout=60):
-                t = time.perf_counter() - t0
-                if answer.status == "accepted":
-                    accepted.append(t)
-                elif answer.status != "succeeded":
-                    raise RuntimeError(f"command {i} ended {answer.status} ({answer.reason})")
-                else:
-                    final.append(t)
-                    sent[claims.id] = (published, time.time())
-                    windows.append((t0, t0 + t))
+            await timed_command(backend, key, claims, accepted, final, sent, windows)
             print(f"  {i + 1}/{n}: prepare {prepare_answers[-1]} in {prepared[-1] * 1000:.0f} ms, "
                   f"the tap's round trip {final[-1] * 1000:.0f} ms", flush=True)
     return {"accepted": accepted, "final": final, "prepared": prepared,

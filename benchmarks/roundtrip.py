@@ -277,6 +277,27 @@ def serving(config: Path, log: Path, broker: Mosquitto, home: HomeThread, work: 
             close()
 
 
+async def timed_command(backend: BackendClient, key: BackendKey, claims: CommandClaims,
+                        accepted: list[float], final: list[float],
+                        sent: dict[str, tuple[float, float]],
+                        windows: list[tuple[float, float]]) -> None:
+    """Publish one command signed with ``key`` and wait for its final answer, which must be
+    ``succeeded``: the seconds to ``accepted`` and to the final answer appended to ``accepted``
+    and ``final``; ``sent`` gets its publish and answer (wall clock) by command id, ``windows``
+    its publish and final answer (perf_counter)."""
+    published, t0 = time.time(), time.perf_counter()
+    async for answer in backend.send_command(claims, key.sign(claims), timeout=60):
+        t = time.perf_counter() - t0
+        if answer.status == "accepted":
+            accepted.append(t)
+        elif answer.status != "succeeded":
+            raise RuntimeError(f"command {claims.id} ended {answer.status} ({answer.reason})")
+        else:
+            final.append(t)
+            sent[claims.id] = (published, time.time())
+            windows.append((t0, t0 + t))
+
+
 async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                 sent: dict[str, tuple[float, float]], windows: list[tuple[float, float]],
                 idle: Callable[[], bool] | None = None) -> dict[str, list[float]]:
@@ -294,19 +315,7 @@ async def drive(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                         await asyncio.sleep(0.05)
             claims = CommandClaims.new(hub=HUB_ID, lock=lock, action=action,
                                        actor=Actor(id="bench", role=Role.TECHNICIAN), ttl_s=30)
-            token = key.sign(claims)
-            published = time.time()
-            t0 = time.perf_counter()
-            async for answer in backend.send_command(claims, token, timeout=60):
-                t = time.perf_counter() - t0
-                if answer.status == "accepted":
-                    accepted.append(t)
-                elif answer.status != "succeeded":
-                    raise RuntimeError(f"command {i} ended {answer.status} ({answer.reason})")
-                else:
-                    final.append(t)
-                    sent[claims.id] = (published, time.time())
-                    windows.append((t0, t0 + t))
+            await timed_command(backend, key, claims, accepted, final, sent, windows)
             if (i + 1) % 50 == 0 or i + 1 == n:
                 print(f"  {i + 1}/{n} commands, last round trip {final[-1] * 1000:.1f} ms",
                       flush=True)

@@ -119,13 +119,21 @@ def _discovered(peer: ScriptedBridge, rid: int) -> None:
     peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 4)
 
 
-async def _connected(peer: ScriptedBridge, proxy: BleProxy, **kwargs: Any) -> BleakClient:
-    """A BleakClient connected through the scripted bridge to a lock-shaped peer (conn 7)."""
+async def _connecting(peer: ScriptedBridge, proxy: BleProxy,
+                      **kwargs: Any) -> tuple[BleakClient, asyncio.Task[None], int]:
+    """A BleakClient's connect through the scripted bridge to a lock-shaped peer, answered
+    (conn 7) up to its discovery: (the client, its connect, the discovery's rid)."""
     client = BleakClient(_device(proxy), backend=ProxyClient, **kwargs)
     connecting = asyncio.create_task(client.connect())
     rid = (await peer.request(messages.BLE_CONNECT))["rid"]
     peer.say(messages.BLE_DONE, rid, "ok", 7, None, 185)
-    _discovered(peer, (await peer.request(messages.BLE_DISCOVER))["rid"])
+    return client, connecting, (await peer.request(messages.BLE_DISCOVER))["rid"]
+
+
+async def _connected(peer: ScriptedBridge, proxy: BleProxy, **kwargs: Any) -> BleakClient:
+    """A BleakClient connected through the scripted bridge to a lock-shaped peer (conn 7)."""
+    client, connecting, rid = await _connecting(peer, proxy, **kwargs)
+    _discovered(peer, rid)
     await connecting
     return client
 
@@ -160,11 +168,7 @@ async def test_discovery_results_after_their_answer_and_orphans_are_dropped_and_
 
 async def test_a_discovery_whose_count_is_wrong_fails_the_connect_and_frees_the_connection(scripted) -> None:
     peer, proxy = scripted
-    client = BleakClient(_device(proxy), backend=ProxyClient)
-    connecting = asyncio.create_task(client.connect())
-    rid = (await peer.request(messages.BLE_CONNECT))["rid"]
-    peer.say(messages.BLE_DONE, rid, "ok", 7, None, 185)
-    rid = (await peer.request(messages.BLE_DISCOVER))["rid"]
+    client, connecting, rid = await _connecting(peer, proxy)
     peer.say(messages.BLE_SERVICE, rid, SERVICE, 1, 6)
     peer.say(messages.BLE_SERVICE, rid, "abc", 7, 9)  # a UUID of 1.5 bytes: left out, counted
     peer.say(messages.BLE_DONE, rid, "ok", None, None, None, 5)  # 5 announced, 2 came
@@ -183,11 +187,7 @@ async def test_a_discovery_waiting_behind_the_bridges_others_is_waited_for(scrip
     # message of one may come after MAX_SLOTS - 1 others' discoveries, later than a step's time.
     monkeypatch.setattr(client_module, "STEP_MS", 1000)  # a step 1.0 s, hubd's margin 0.2 s
     peer, proxy = scripted
-    client = BleakClient(_device(proxy), backend=ProxyClient)
-    connecting = asyncio.create_task(client.connect())
-    rid = (await peer.request(messages.BLE_CONNECT))["rid"]
-    peer.say(messages.BLE_DONE, rid, "ok", 7, None, 185)
-    rid = (await peer.request(messages.BLE_DISCOVER))["rid"]
+    client, connecting, rid = await _connecting(peer, proxy)
     await asyncio.sleep(1.6)  # past one step and the margin, within MAX_SLOTS steps
     assert not connecting.done()
     _discovered(peer, rid)
