@@ -587,7 +587,8 @@ def pair(
     activation_code: Annotated[str | None, typer.Option(
         help="A dKey's activation code: the 8 characters on its card or leaflet, e.g. BCDF-2345.")] = None,
     seconds: Annotated[int, typer.Option(
-        min=1, max=limits.MAX_SCAN_S, help="How long to listen for locks.")] = 8,
+        min=1, max=limits.MAX_SCAN_S,
+        help="How long to listen for locks (pairing: at most; it stops once --addr is heard ready).")] = 8,
     etc_dir: Annotated[Path, typer.Option(
         help="hubd's configuration: its hubd.toml records the lock, and its status_socket is where "
              "hubctl finds hubd.")] = hubfiles.DEFAULT_ETC,

@@ -88,9 +88,12 @@ def check_protocol(lock: control.FoundLock, setup_key: str | None,
                        "--setup-key (64 hex digits printed on it), not --activation-code")
 
 
-def scan(hubd: reach.Hubd, seconds: int, progress: Progress) -> control.ScanResult:
-    """The locks the bridge hears within ``seconds``. Raises reach.ReachError."""
-    done = reach.ask(hubd, control.ScanRequest(seconds=seconds), seconds + 15, progress)
+def scan(hubd: reach.Hubd, seconds: int, progress: Progress,
+         until: str | None = None) -> control.ScanResult:
+    """The locks the bridge hears within ``seconds`` (``until``: hubd stops listening once the
+    lock at that address is heard ready to pair). Raises reach.ReachError."""
+    done = reach.ask(hubd, control.ScanRequest(seconds=seconds, until=until), seconds + 15,
+                     progress)
     return control.ScanResult.model_validate(done)
 
 
@@ -119,7 +122,9 @@ def pair(hubd: reach.Hubd, files: hubfiles.HubFiles, addr: str, name: str, setup
     except hubfiles.FilesError as e:
         raise PairingError(str(e)) from None
     say(f"looking for {addr} ({seconds} s)")
-    lock = find(scan(hubd, seconds, progress), addr)
+    heard = scan(hubd, seconds, progress, until=addr)
+    lock = find(heard, addr)
+    say(f"heard {lock.addr} after {heard.listened_s:.0f} s")
     check_protocol(lock, setup_key, activation_code)
     done = reach.ask(hubd, control.PairRequest(
         lock=name, kind=lock.kind, addr=lock.addr, addr_type=lock.addr_type, protocol=lock.protocol,

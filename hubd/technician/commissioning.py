@@ -263,16 +263,30 @@ class Commissioning:
                                             battery=battery, name=name, pairing=pairing,
                                             lock=paired.get(addr), protocol=protocol)
 
+        until = None if request.until is None else request.until.upper()
+
+        def ready() -> bool:  # the lock hubctl pair looks for, heard as it needs it
+            found = heard.get(until) if until is not None else None
+            return found is not None and (found.pairing is not False or found.lock is not None)
+
         async with self._busy:
             progress(f"listening for locks for {request.seconds} s ({self._drivers.via})")
             stop = radio.on_advert(advert)
+            started = asyncio.get_running_loop().time()
             try:
-                done = await radio.scan(request.seconds)
-                if not done.ok:
-                    raise control.Refused(f"could not scan ({done.status}): hubctl doctor")
+                # Looking for one lock, a scan of a second at a time, until it is heard: a
+                # technician (and the bridge's radio, which connects to nothing while it scans)
+                # waits for no more. A scan is the radio's own: it cannot be ended early.
+                for _ in range(request.seconds if until is not None else 1):
+                    done = await radio.scan(1 if until is not None else request.seconds)
+                    if not done.ok:
+                        raise control.Refused(f"could not scan ({done.status}): hubctl doctor")
+                    if ready():
+                        break
             finally:
                 stop()
-        return control.ScanResult(locks=sorted(heard.values(), key=lambda f: -f.rssi))
+        return control.ScanResult(locks=sorted(heard.values(), key=lambda f: -f.rssi),
+                                  listened_s=round(asyncio.get_running_loop().time() - started, 1))
 
     # --- pair ----------------------------------------------------------------------------------
 

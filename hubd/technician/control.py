@@ -84,8 +84,13 @@ class TestAlarmRequest(_Request):
 
 
 class ScanRequest(_Request):
+    """Listen for locks for ``seconds``; with ``until`` (hubctl pair's), stop at the end of the
+    second in which the lock at that address was heard ready for what comes next: in pairing
+    mode, or a dKey (its advert does not say), or paired already."""
+
     request: Literal["scan"] = "scan"
     seconds: int = Field(8, ge=1, le=limits.MAX_SCAN_S)
+    until: str | None = Field(None, pattern=ADDR)
 
 
 class PairRequest(_Request):
@@ -175,6 +180,7 @@ class FoundLock(_Result):
 
 class ScanResult(_Result):
     locks: list[FoundLock]
+    listened_s: float = 0.0  # how long hubd listened (less than asked once ``until`` was heard)
 
 
 class CycleStep(_Result):

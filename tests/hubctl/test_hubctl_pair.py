@@ -111,8 +111,9 @@ def lock(h: LocalHub, lock_id: str) -> ReferenceProtocolLock:
     return h.home.home.locks[lock_id]
 
 
-def pair_args(h: LocalHub, *extra: str) -> list[str]:
-    return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds", "2", *extra]
+def pair_args(h: LocalHub, *extra: str, seconds: int = 2) -> list[str]:
+    return ["pair", "--etc-dir", str(h.config.parent), "--socket", str(h.socket), "--seconds",
+            str(seconds), *extra]
 
 
 def state_db(h: LocalHub) -> Path:
@@ -210,8 +211,12 @@ def test_pair_through_hubd_keeps_the_secret_in_its_state_only_and_drives_the_loc
         hub.wait_for("the bridge's proxy up again", lambda s: s.bridge.link_up and proxy_ups(hub) == 2)
         hub.home.call(new.press_pairing_button)
 
-    paired = hubctl_in_process(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door", "--setup-key", key))
+    # Up to 30 s to listen: hubd stops once it heard the lock ready to pair (a second's scan).
+    paired = hubctl_in_process(*pair_args(hub, "--addr", NEW_ADDR, "--name", "front-door",
+                                          "--setup-key", key, seconds=30))
     assert paired.returncode == 0, paired.stdout + paired.stderr + hub.logs()
+    heard = next(line for line in paired.stdout.splitlines() if line.startswith(f"heard {NEW_ADDR} after "))
+    assert int(heard.split()[-2]) < 30, heard
     # In a full home the bridge kept up (issue 18: out of heap): no reset but the test's own, no
     # input dropped for want of heap.
     assert hub.home.call(lambda: list(bridge.causes)) == ["power_on"] + (["hard"] if via_bridge else [])

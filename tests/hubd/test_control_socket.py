@@ -60,7 +60,7 @@ async def test_requests_progress_errors_and_a_crashing_handler(sock_path: Path) 
                 return lines, str(e)
 
         lines, done = await asyncio.to_thread(ask, control.ScanRequest(seconds=3))
-        assert lines == ["listening 3 s", "still listening"] and done == {"locks": []}
+        assert lines == ["listening 3 s", "still listening"] and done == {"locks": [], "listened_s": 0.0}
 
         pair_request = control.PairRequest(lock="front-door", kind="in_cylinder", addr="C0:FF:EE:00:00:07",
                                            setup_key="cd" * 32)
@@ -80,7 +80,7 @@ async def test_requests_progress_errors_and_a_crashing_handler(sock_path: Path) 
             assert len(answer) == 1 and words in answer[0]["error"], answer
 
         lines, done = await asyncio.to_thread(ask, control.ScanRequest())  # still serving
-        assert done == {"locks": []}
+        assert done == {"locks": [], "listened_s": 0.0}
     finally:
         await status_socket.close(server, sock_path)
     assert not sock_path.exists()
