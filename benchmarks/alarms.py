@@ -100,7 +100,7 @@ from tests.fixtures import BackendKey  # noqa: E402
 from simulator.ports import free_port  # noqa: E402
 from tests.mosquitto import Mosquitto, find_mosquitto  # noqa: E402
 from wire import alarms, messages  # noqa: E402
-from benchmarks.figures import percentile, summary  # noqa: E402
+from benchmarks.figures import percentile, row, summary  # noqa: E402
 
 T = TypeVar("T")
 
@@ -591,8 +591,7 @@ async def drive(rig: Rig, receiver: TimedReceiver, presses: int, lte_presses: in
 def table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
     print(f"{title:<22}  {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for name, s in rows:
-        print(f"{name:<22}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
-              f"{s['max_ms']:8.1f}  n={s['n']}")
+        print(row(name, s, 22))
 
 
 def report(result: dict[str, Any]) -> list[str]:

@@ -76,7 +76,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.figures import measured_here, summary  # noqa: E402
+from benchmarks.figures import measured_here, row, summary  # noqa: E402
 from benchmarks.roundtrip import (COLD_IDLE_S, PARTS_OF_BLE, TimedTranscript,  # noqa: E402
                                   all_ended, drive, hops_of, line_message, serving,
                                   timed_command)
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += [(f"  proxy {k} ({v['per_command']:.1f}/cmd)", v["seconds_per_command"])
                  for k, v in (r["bridge_requests"] or {}).items()]
         for name, s in rows:
-            print(f"  {name:<24}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
-                  f"{s['max_ms']:8.1f}  n={s['n']}")
+            print("  " + row(name, s))
     print(f"written to {args.out}")
     return 0
 

@@ -30,3 +30,9 @@ def summary(values_s: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values_s]
     return {"n": len(ms), "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
             "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
+
+
+def row(name: str, s: dict[str, float], width: int = 24) -> str:
+    """One line of a printed table of :func:`summary` figures: the name, p50, p90, p99, max."""
+    return (f"{name:<{width}}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
+            f"{s['max_ms']:8.1f}  n={s['n']}")

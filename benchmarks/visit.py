@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.doorstep import TAP_SPREAD_S, AirMarks, TapWhenIdle  # noqa: E402
 from benchmarks.roundtrip import serving  # noqa: E402
-from benchmarks.figures import measured_here, summary  # noqa: E402
+from benchmarks.figures import measured_here, row, summary  # noqa: E402
 from hil_tests.harness import HUB_ID, write_hubd_config  # noqa: E402
 from hubapi import signing  # noqa: E402
 from hubapi.client import BackendClient  # noqa: E402
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["to_link"]:
             rows.append(("  to_link", r["to_link"]))
         for name, s in rows:
-            print(f"  {name:<24}  {s['p50_ms']:8.1f} {s['p90_ms']:8.1f} {s['p99_ms']:8.1f} "
-                  f"{s['max_ms']:8.1f}  n={s['n']}")
+            print("  " + row(name, s))
     print(f"written to {args.out}")
     return 0
 
