@@ -30,8 +30,8 @@ bonded peer re-encrypts at once.
 Adverts (ble_adv) are heard at IRQ level from every scan (ble_central's ``on_advert``): a
 ble_scan's own scan, and the proxy's passive scan windows while an address is watched (a window
 of ``scan_ms`` every ``scan_every_ms`` on average, the gap random: ``_watch_gap``; bridge.json's
-proxy section). One goes out per tick, only while the host link is idle: they never delay an alarm or
-an answer.
+proxy section). One goes out per tick, only while the host link is idle: they never delay an
+alarm or an answer.
 """
 
 import asyncio
@@ -310,9 +310,9 @@ class Proxy:
         the order asked (the lock is FIFO), each waiting while the host link is ``busy()``,
         while its queue is full and while the heap has no room, as long as that hubd is there.
         The message is built only when it can go: what waits stays as it came (a notification's
-        bytes, a discovery's tuples), half the heap of its JSON, and a burst (four discoveries
-        at once after a link cut, 1070 B of payloads queued at the soak's lowest) never piles up
-        in the link's queue."""
+        bytes, a discovery's tuples), half the heap of its JSON, and a burst (once four
+        discoveries at once after a link cut, 1070 B of payloads queued at the soak's lowest;
+        discoveries run one at a time now: _discover) never piles up in the link's queue."""
         out = self._out
         while True:  # never raises: its callers' queues go on after it
             try:
@@ -415,9 +415,9 @@ class Proxy:
         # One discovery at a time across the proxy's connections: each holds its results (a
         # service's characteristics as tuples and UUIDs) and the frames that tell them while
         # they go out, and after a link cut or hubd's start every lock is discovered at once:
-        # two at once were 3 KB under the soak's steady four connections, four at once (CI,
-        # under load) 5.4 KB, the soak's lowest (39.5 % of the heap). The radio serves one
-        # procedure at a time per connection anyway; those waiting here hold a frame each.
+        # two at once were 3 KB under the soak's steady four connections (sampled every 500 ms),
+        # and CI's lowest, 5.4 KB under them (39.5 % of the heap), was the size of three or four.
+        # Those waiting here hold a frame each.
         # hubd waits for the first message of a discovery as long as slots discoveries take
         # (docs/ble-proxy.md, "Discovery").
         lock = self._discovering

@@ -16,7 +16,7 @@ the health report's and the watchdogs' timings (``HEALTH``, ms). ``supply`` is h
 measures its own supply: the backup cell on an ADC pin behind a divider (cell voltage = pin
 voltage x ``cell_divider``), the external supply on an input pin (high: present); without it
 the bridge reports no battery. ``proxy`` is optional: ``slots``, how many connections the
-Bluetooth proxy holds for hubd at once (docs/ble-proxy.md; 1..``MAX_PROXY_SLOTS``), and its
+Bluetooth proxy holds for hubd at once (docs/ble-proxy.md; 1..``wire.messages.MAX_SLOTS``), and its
 passive scan windows for watched addresses (``PROXY_SCANS``, ms).
 
 The bridge drives no lock of its own (hubd does, through the proxy): a ``locks`` list or a
@@ -59,10 +59,9 @@ ALARM_TIMINGS = {
 
 # The Bluetooth proxy (firmware/ble_proxy.py, docs/ble-proxy.md).
 PROXY_SLOTS = 3
-MAX_PROXY_SLOTS = messages.MAX_SLOTS
 # Its passive scan windows while hubd watches an address (ble_watch): a window of scan_ms every
-# scan_every_ms on average (the gap drawn at random: ble_proxy._watch_gap). A ble_scan of hubd's serves the watches too. A watched address that is heard
-# goes to hubd at least every presence_ms even unchanged (hubd judges absence from that: its
+# scan_every_ms on average (the gap drawn at random: ble_proxy._watch_gap). A ble_scan of
+# hubd's serves the watches too. A watched address that is heard goes to hubd at least every presence_ms even unchanged (hubd judges absence from that: its
 # absent_s must be longer).
 PROXY_SCANS = {
     "scan_every_ms": 10000,
@@ -153,7 +152,7 @@ def _proxy(obj):
             raise ConfigError("proxy: unknown setting %s (known: %s)"
                               % (_shown(name), ", ".join(sorted(out))))
         out[name] = value
-    _int(out["slots"], "proxy.slots", 1, MAX_PROXY_SLOTS)
+    _int(out["slots"], "proxy.slots", 1, messages.MAX_SLOTS)
     for name in PROXY_SCANS:
         _int(out[name], "proxy.%s (milliseconds)" % name)
     if out["scan_ms"] > out["scan_every_ms"]:
