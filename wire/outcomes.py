@@ -55,6 +55,9 @@ EXPIRED_IN_QUEUE = "expired_in_queue"
 SHUTTING_DOWN = "shutting_down"
 HUBD_RESTARTED = "hubd_restarted"
 SUPERSEDED = "superseded"  # a prepare's hold ended by a later command or prepare before it was up
+# A prepare's reasons that say the lock was not reached in time: its final status is timed_out
+# (as a command's that wrote nothing for them), any other reason's failed.
+NOT_REACHED = (UNREACHABLE, LINK_FAILED, NO_CHALLENGE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE)
 HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
                EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED, SUPERSEDED)
 

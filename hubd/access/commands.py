@@ -361,7 +361,7 @@ class Commands:
         log.info("prepare finished", extra=fields | {"reason": why or None})
         if not why:
             return _Outcome(Status.SUCCEEDED)
-        return _Outcome(Status.TIMED_OUT if why in _NOT_REACHED else Status.FAILED, why)
+        return _Outcome(Status.TIMED_OUT if why in oc.NOT_REACHED else Status.FAILED, why)
 
     async def _recover(self, job: _Job) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock}
@@ -508,10 +508,6 @@ class _Bucket:
         self._tokens -= 1
         return True
 
-
-# A prepare's reasons that say the lock was not reached in time (timed_out, as a command's).
-_NOT_REACHED = frozenset({oc.UNREACHABLE, oc.LINK_FAILED, oc.NO_CHALLENGE, oc.BRIDGE_BUSY,
-                          oc.BRIDGE_NO_RESPONSE})
 
 # Refusals that do not spend a verified command's id: it is spent already, or the journal is
 # what failed.

@@ -300,11 +300,6 @@ class ProxyClient(BaseBleakClient):
             raise errors.ProxyDisconnected(f"not connected to {self.address}", "no_conn")
         return self._conn
 
-    async def _read(self, handle: int, what: str) -> bytearray:
-        done = await self._request_read(self._connected(), handle)
-        errors.raise_for(done.status, done.att, f"read {what} of {self.address}")
-        return bytearray(done.data or b"")
-
     async def _write(self, handle: int, data: SizedBuffer, response: bool, what: str) -> None:
         conn = self._connected()
         payload = bytes(data)

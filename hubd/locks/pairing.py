@@ -105,7 +105,7 @@ async def pair(address: str, addr_type: int, secret: bytes, setup_key: bytes, *,
     return await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=radio,
                                     timings=timings),
                       lambda nonce: lockpair.encode_pair(setup_key, secret, addr, nonce),
-                      secret, addr, lockpair.PAIR_TAG, timeout)
+                      secret, addr, lockpair.PAIR_TAG, timeout, "paired")
 
 
 async def unpair(address: str, addr_type: int, secret: bytes, *, timeout: float,
@@ -115,7 +115,7 @@ async def unpair(address: str, addr_type: int, secret: bytes, *, timeout: float,
     outcome = await _run(ReferenceLock(address, secret, addr_type=addr_type, radio=radio,
                                        timings=timings),
                          lambda nonce: lockpair.encode_unpair(secret, addr, nonce),
-                         secret, addr, lockpair.UNPAIR_TAG, timeout)
+                         secret, addr, lockpair.UNPAIR_TAG, timeout, "unpaired")
     if outcome.result == NOT_PAIRING:  # not an answer to UNPAIR
         return Outcome(FAILED, NOT_PAIRING)
     return outcome
@@ -126,10 +126,11 @@ def _addr(address: str) -> bytes:
 
 
 async def _run(driver: ReferenceLock, build: Callable[[bytes], bytes], secret: bytes, addr: bytes,
-               tag: bytes, timeout: float) -> Outcome:
-    # A lock paired or unpaired is discovered afresh (a reset lock may run other firmware).
+               tag: bytes, timeout: float, why: str) -> Outcome:
+    # A lock paired or unpaired is discovered afresh (a reset lock may run other firmware):
+    # ``why`` ("paired", "unpaired") is what the radio's cache counts and logs.
     with contextlib.suppress(bleak.exc.BleakError):  # no radio: exchange() says so
-        driver.radio.forget(driver.address, "paired")
+        driver.radio.forget(driver.address, why)
     try:
         got = await driver.exchange(build, timeout)
         if isinstance(got, str):  # no RESULT: nothing written, or the write's fate unknown

@@ -110,7 +110,7 @@ async def test_unpair_makes_the_lock_forget_and_refuse_the_old_secret(
     assert gone.result == "ok" and not lock.paired
     # The database the pairing's connection kept was discarded before the UNPAIR's: a reset
     # lock may run other firmware (hubd.ble.gatt_cache, Radio.forget).
-    assert proxy.gatt_cache.counts["paired"] == 1
+    assert proxy.gatt_cache.counts["unpaired"] == 1
     assert await _unlock(lock, proxy, secret) == (oc.FAILED, oc.AUTH_FAILED)
     assert lock.motor_moves == 0 and lock.state == "locked"
     again = await pairing.unpair(address(lock), lock.addr_type, secret, timeout=TIMEOUT, radio=proxy,
