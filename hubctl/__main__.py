@@ -18,7 +18,7 @@ from rich.console import Console
 
 # Each hubctl is a process of its own: a command's modules are imported when it runs, not here.
 # hubd's models (pydantic, hubd.config) are most of a start (~0.4 s of ~0.6 s on the 2-core CI
-# machine), and build, flash and audit export never use them. The command line's defaults come
+# machine), and build and flash never use them (audit export reads the audit store's models). The command line's defaults come
 # from modules that load none: hubfiles (the hub's layout), bundle, image, limits.
 from hubctl import bundle, hubfiles, image
 from hubd.technician import limits
@@ -588,7 +588,8 @@ def pair(
         help="A dKey's activation code: the 8 characters on its card or leaflet, e.g. BCDF-2345.")] = None,
     seconds: Annotated[int, typer.Option(
         min=1, max=limits.MAX_SCAN_S,
-        help="How long to listen for locks (pairing: at most; it stops once --addr is heard ready).")] = 8,
+        help="How long to listen for locks (pairing: at most; it stops once --addr is heard "
+             "ready).")] = limits.SCAN_S,
     etc_dir: Annotated[Path, typer.Option(
         help="hubd's configuration: its hubd.toml records the lock, and its status_socket is where "
              "hubctl finds hubd.")] = hubfiles.DEFAULT_ETC,

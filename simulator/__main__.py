@@ -95,8 +95,9 @@ async def run_bench(args: argparse.Namespace) -> int:
         travel_time_s=args.travel_time, workdir=args.workdir, on_bridge_log=bridge_line)
     await bench.start()
     hub = bench.hub
-    linked = benches.link_port(bench.home, hub.serial.port) if hub is not None else None
-    try:
+    linked = None
+    try:  # a link that cannot be made still stops the bench
+        linked = benches.link_port(bench.home, hub.serial.port) if hub is not None else None
         narrate_bench(bench, args.bridge_config, hubd_toml, linked)
         tasks = [watch_locks(bench.home), watch_dkeys(bench.home), watch_pairings(bench.home),
                  console(bench)]

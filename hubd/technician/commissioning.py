@@ -277,8 +277,9 @@ class Commissioning:
                 # Looking for one lock, a scan of a second at a time, until it is heard: a
                 # technician (and the bridge's radio, which connects to nothing while it scans)
                 # waits for no more. A scan is the radio's own: it cannot be ended early.
-                for _ in range(request.seconds if until is not None else 1):
-                    done = await radio.scan(1 if until is not None else request.seconds)
+                step = 1 if until is not None else request.seconds
+                for _ in range(request.seconds // step):
+                    done = await radio.scan(step)
                     if not done.ok:
                         raise control.Refused(f"could not scan ({done.status}): hubctl doctor")
                     if ready():

@@ -89,7 +89,7 @@ class ScanRequest(_Request):
     mode, or a dKey (its advert does not say), or paired already."""
 
     request: Literal["scan"] = "scan"
-    seconds: int = Field(8, ge=1, le=limits.MAX_SCAN_S)
+    seconds: int = Field(limits.SCAN_S, ge=1, le=limits.MAX_SCAN_S)
     until: str | None = Field(None, pattern=ADDR)
 
 
