@@ -169,8 +169,8 @@ class Verifier:
         if kind is None:
             return refuse(RejectReason.UNKNOWN_LOCK, f"lock {claims.lock!r} is not configured")
         protocol = self._protocols.get(claims.lock, lockkinds.REFERENCE)
-        # A prepare asks the hub, not the lock: any lock may be named (one whose driver cannot
-        # hold a connection is answered failed, unsupported_action: hubd.locks.visit).
+        # A prepare asks the hub, not the lock: any lock may be named (every driver can be held:
+        # hubd.locks.visit).
         if claims.action is not Action.PREPARE and \
                 not lockkinds.supports(kind, claims.action.value, protocol):
             what = kind if protocol == lockkinds.REFERENCE else f"{protocol} ({kind})"

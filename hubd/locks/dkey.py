@@ -359,9 +359,8 @@ class DkeyLock(Kept):
 
     report_counter = 0  # a dKey keeps no reports: hubd.locks.upkeep never reads any
     #: A visit may hold a dKey's connection (hubd.locks.visit): a read connects and
-    #: authenticates, moving nothing, and the session is kept for the visit's command.
-    holds = True
-    #: ... but no read keeps it alive: the library's only call that moves nothing, ``update()``,
+    #: authenticates, moving nothing, and the session is kept for the visit's command; but no
+    #: read keeps it alive: the library's only call that moves nothing, ``update()``,
     #: sends the lock nothing on a session already authenticated (it only restarts the
     #: library's own disconnect timer); its other calls move the bolt or change its mode. A held
     #: session lasts what the lock allows a silent link: it is let go ``held_s`` after its last

@@ -117,9 +117,8 @@ class ReferenceLock(Kept):
     Not safe for two operations at once: its caller serialises them (hubd.locks.transport).
     """
 
-    #: A visit may hold the connection (hubd.locks.visit): a read keeps it alive under the
-    #: lock's own idle drop (READ_REPORTS after a challenge), moving nothing.
-    holds = True
+    #: A visit's held connection (hubd.locks.visit) is kept alive by a read under the lock's own
+    #: idle drop (READ_REPORTS after a challenge), moving nothing.
     keeps_alive = True
 
     def __init__(self, address: str, secret: bytes, *, addr_type: int = 0,

@@ -121,11 +121,6 @@ class LockDriver(Protocol):
     async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None: ...
 
     @property
-    def holds(self) -> bool:
-        """Whether a visit can hold its connection: a read that moves nothing makes it ready."""
-        ...
-
-    @property
     def keeps_alive(self) -> bool:
         """Whether a read on the connection up keeps it alive under the lock's own idle drop
         (not a dKey's: its held session lasts what the lock allows a silent link)."""
@@ -272,12 +267,6 @@ class BleLocks:
             return False
         driver.hold(on, in_use=self.busy(lock_id))
         return True
-
-    def holds(self, lock_id: str) -> bool:
-        """Whether a visit can hold ``lock_id``'s connection (its driver makes it ready by a read
-        that moves nothing)."""
-        driver = self._drivers.get(lock_id)
-        return driver is not None and driver.holds
 
     def keeps_alive(self, lock_id: str) -> bool:
         """Whether a read keeps ``lock_id``'s held connection alive (not a dKey's: it is kept

@@ -41,9 +41,8 @@ the command path asks for the same hold (:meth:`VisitHold.announced` at its acce
 :meth:`VisitHold.prepare` in the lock's turn). Its answer is the future :meth:`prepare`
 returns: "" once the hold's first read is done while it still holds (``succeeded``), else why
 not: the read's reason (``unreachable``, ``link_failed``, ...; the hold ends), ``superseded``
-(a later command or prepare ended the hold before that), ``unsupported_action`` (a lock whose
-driver cannot hold a connection, hubd.locks.transport.LockDriver.holds: none now). A prepare
-for the door held already answers at once when its
+(a later command or prepare ended the hold before that), ``unknown_lock`` (no driver for
+it). A prepare for the door held already answers at once when its
 connection is up, and extends the hold to ``hold_s`` from its own acceptance, never further.
 It works without a route: the hold's times are ``[visit]``'s either way.
 """
@@ -156,9 +155,8 @@ class VisitHold:
         if ticket != self._seen:
             ready.set_result(oc.SUPERSEDED)  # a command or a newer prepare came after it
             return ready
-        if not self._locks.holds(lock):
-            ready.set_result(oc.UNKNOWN_LOCK if self._locks.driver(lock) is None
-                             else oc.UNSUPPORTED_ACTION)
+        if self._locks.driver(lock) is None:
+            ready.set_result(oc.UNKNOWN_LOCK)
             return ready
         until = accepted_at + self.route.hold_s
         hold = self._hold
@@ -182,7 +180,7 @@ class VisitHold:
         """A command naming ``assignment`` for ``lock`` succeeded: hold the route's next door,
         unless the visit asked for it already (its command came before this one ended)."""
         after = self.route.next_after(lock)
-        if assignment is None or after is None or not self._locks.holds(after) \
+        if assignment is None or after is None or self._locks.driver(after) is None \
                 or (after, assignment) in self._asked:
             return
         if self._hold is not None:
