@@ -357,12 +357,11 @@ def _visit_hold(config: HubConfig, locks: BleLocks, stack: contextlib.AsyncExitS
     door a ``prepare`` names, with or without a route."""
     from hubd.locks.visit import VisitHold, VisitRoute
 
-    visits = VisitHold(locks, VisitRoute(tuple(config.visit.route), config.visit.hold_s,
-                                         config.visit.keepalive_s))
+    visits = VisitHold(locks, VisitRoute(tuple(config.visit.route), **config.visit.given()))
     stack.push_async_callback(visits.close)  # before the drivers close
     if config.visit.route:
         log.info("visit route: %s; the next door held %.0f s", " -> ".join(config.visit.route),
-                 config.visit.hold_s)
+                 visits.route.hold_s)
     return visits
 
 

@@ -382,8 +382,14 @@ class VisitConfig(_Section):
     (the default): only a ``prepare`` holds one."""
 
     route: list[SegmentId] = Field(default_factory=list, max_length=8)
-    hold_s: float = Field(120.0, gt=0, le=600)
-    keepalive_s: float = Field(20.0, gt=0, lt=30)  # under the lock's own 30 s idle drop
+    # Left out: hubd.locks.visit.VisitRoute's defaults, defined there only.
+    hold_s: float | None = Field(None, gt=0, le=600)
+    keepalive_s: float | None = Field(None, gt=0, lt=30)  # under the lock's own 30 s idle drop
+
+    def given(self) -> dict[str, float]:
+        """The times set, by name."""
+        return {name: value for name, value in self.model_dump().items()
+                if name != "route" and value is not None}
 
     @field_validator("route")
     @classmethod

@@ -19,6 +19,10 @@ def test_the_route_must_name_locks_of_locks(tmp_path: Path) -> None:
     assert load_config(config).visit.route == [], "no route: nothing is held"
     config.write_text(base + '[visit]\nroute = ["entrance", "front-door"]\nhold_s = 90\n')
     assert load_config(config).visit.route == ["entrance", "front-door"]
+    # Times left out keep the hold's own defaults (hubd.locks.visit.VisitRoute), set ones win.
+    from hubd.locks.visit import VisitRoute
+
+    assert VisitRoute((), **load_config(config).visit.given()) == VisitRoute((), hold_s=90)
     config.write_text(base + '[visit]\nroute = ["entrance", "back-door"]\n')
     with pytest.raises(ConfigError) as refused:
         load_config(config)
