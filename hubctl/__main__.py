@@ -100,7 +100,7 @@ def _load_config(path: Path) -> bytes:
         obj = json.loads(data)
     except ValueError as e:
         raise Failed(f"{path} is not valid JSON ({e}): fix it or write it again") from None
-    config = hubfiles.firmware_config()
+    config = bundle.firmware_config()
     try:
         config.parse(obj)
     except config.ConfigError as e:
@@ -340,7 +340,7 @@ def provision(
         alarm_account=alarm_account, alarm_unit_serial=alarm_unit_serial, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
         dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
         uplink=uplink, resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
-    fw = hubfiles.firmware_config()
+    fw = bundle.firmware_config()
     try:
         plan = provisioning.plan(flags, fw)
         provisioning.write(plan, fw)

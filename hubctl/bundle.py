@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "build" / "bundles"
@@ -150,6 +152,21 @@ class Bundle:
     def image(self) -> Path:
         """The ROMFS image (checked against the manifest when the bundle was loaded)."""
         return self.path / self.manifest.romfs.path
+
+
+FIRMWARE_CONFIG = ROOT / "firmware" / "config.py"
+
+
+def firmware_config(name: str = "bridge_config") -> ModuleType:
+    """firmware/config.py itself, loaded into CPython as module ``name``: hubctl, hub-sim and the
+    fuzz tests check a bridge.json with the very code the bridge boots with. Here, not in
+    hubfiles: this module needs the standard library only (hub-sim imports it with the
+    ``sim`` extra alone)."""
+    spec = importlib.util.spec_from_file_location(name, FIRMWARE_CONFIG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tool(name: str, package: str) -> str:

@@ -7,14 +7,12 @@ them atomically with their mode (and owner) set before their first byte.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import tomli_w
@@ -22,17 +20,6 @@ import tomli_w
 from hubd.envfile import EnvFileError, read_env_file  # hubd.env's one definition: hubd reads it too
 
 #: bridge.json's one definition: the firmware's own parser, in the checkout beside hubctl.
-FIRMWARE_CONFIG = Path(__file__).resolve().parents[1] / "firmware" / "config.py"
-
-
-def firmware_config(name: str = "bridge_config") -> ModuleType:
-    """firmware/config.py itself, loaded into CPython as module ``name``: hubctl, hub-sim and the
-    fuzz tests check a bridge.json with the very code the bridge boots with."""
-    spec = importlib.util.spec_from_file_location(name, FIRMWARE_CONFIG)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 PUBLIC = 0o644
 SECRET = 0o600

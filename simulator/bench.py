@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hubctl.hubfiles import firmware_config
+from hubctl.bundle import firmware_config
 from simulator.alarm_centre import AlarmCentre
 from simulator.alarm_unit import AlarmUnit
 from simulator.dkey import DKeyLock

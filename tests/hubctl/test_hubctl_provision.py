@@ -109,7 +109,7 @@ def hubd_sees(etc: Path):
 
 
 def firmware_parse(path: Path) -> dict:
-    from hubctl.hubfiles import firmware_config
+    from hubctl.bundle import firmware_config
     return firmware_config().parse(json.loads(path.read_text()))
 
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hubctl.hubfiles import firmware_config
+from hubctl.bundle import firmware_config
 from wire import alarms, alarmunit, cobs, dc09, frame, link, messages
 from wire.crc import crc16
 from wire.hmac_sha256 import Key
