@@ -660,21 +660,22 @@ def check_uplink(status: HubStatus, probe: Callable[[], UplinkProbe], where: tup
     return [Check(name, FAILED, f"{detail.format(**fill).rstrip()} ({error})", fix.format(**fill))]
 
 
-def probe_uplink(path: Path, timeout_s: int = 60) -> UplinkProbe:
-    """hubd's broker login through LTE (control.UplinkProbeRequest), or StatusError naming the fix."""
+def probe_uplink(hubd: reach.Hubd, timeout_s: int = 60) -> UplinkProbe:
+    """hubd's broker login through LTE (control.UplinkProbeRequest), asked as every request to
+    hubd is (hubctl.reach), or StatusError naming the fix."""
     from hubd.uplink import OPEN_TIMEOUT_S
 
     # hubd's probe waits for the channel's open first (up to OPEN_TIMEOUT_S and its 5 s of slack:
     # Uplink.lte_socket), then up to timeout_s for the CONNACK.
     wait = OPEN_TIMEOUT_S + 5 + timeout_s + control.UPLINK_PROBE_SLACK_S
     try:
-        done = control.ask(path, control.UplinkProbeRequest(timeout_s=timeout_s), timeout=wait)
+        done = reach.ask(hubd, control.UplinkProbeRequest(timeout_s=timeout_s), wait)
         return UplinkProbe.model_validate_json(json.dumps(done))
-    except control.ControlError as e:
+    except reach.ReachError as e:
         raise StatusError(str(e)) from None
     except ValidationError:
-        raise StatusError(f"{path} did not answer with a probe's result: is hubctl the same "
-                          "version as hubd? reinstall the same homecare-hub release") from None
+        raise StatusError(f"{hubd.socket} did not answer with a probe's result: is hubctl the "
+                          "same version as hubd? reinstall the same homecare-hub release") from None
 
 
 def run(config_path: Path, socket_path: Path | None, bridge_json: Path | None = None) -> list[Check]:
@@ -715,7 +716,6 @@ def _checks(config_path: Path, socket_path: Path | None, bridge_json: Path | Non
         checks.append(Check("broker reachable and authorised", SKIPPED, "needs the configuration"))
     # hubd's socket as every command finds it (hubctl.reach), named with where its path came from
     hubd = reach.find(socket_path, config_path)
-    path = hubd.socket
     try:
         status = reach.status(hubd)
     except reach.ReachError as e:
@@ -729,5 +729,5 @@ def _checks(config_path: Path, socket_path: Path | None, bridge_json: Path | Non
     checks.extend(check_status(status, now, broker, provisioned))
     checks.extend(check_path(status, now, config.uplink.mode if config is not None else None))
     where = (config.mqtt.host, config.mqtt.port) if config is not None else None
-    checks.extend(check_uplink(status, lambda: probe_uplink(path), where, provisioned))
+    checks.extend(check_uplink(status, lambda: probe_uplink(hubd), where, provisioned))
     return checks

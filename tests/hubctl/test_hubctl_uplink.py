@@ -304,7 +304,7 @@ def test_the_probe_is_a_control_request_hubd_answers_with_its_result(mosquitto: 
     """The request's bounds hold on hubd's side too (a typed refusal, hubd goes on)."""
     hub = make_hub(mosquitto, "auto")
     hub.wait_for("the modem registered", lambda s: registered(s) and s.broker_connected, timeout=90)
-    probe = doctor.probe_uplink(hub.socket, timeout_s=30)
+    probe = doctor.probe_uplink(reach.Hubd(hub.socket, "the test's"), timeout_s=30)
     assert isinstance(probe, UplinkProbe) and probe.ok and probe.how == "probe", probe
     with pytest.raises(ValueError, match="timeout_s"):
         control.parse_request(b'{"request": "uplink_probe", "timeout_s": 100000}\n')
