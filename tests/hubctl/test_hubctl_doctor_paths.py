@@ -24,7 +24,7 @@ from hubctl import doctor
 from hubd.store.database import DB_NAME
 from tests.hubctl_cli import hubctl, hubctl_in_process
 from tests.mosquitto import Mosquitto, TlsListener
-from tests.hubctl.test_hubctl_doctor import checklist, failed, locks_heard, make_hub, ready  # noqa: F401 - fixtures
+from tests.hubctl.test_hubctl_doctor import checklist, failed, make_hub, parts_heard, ready  # noqa: F401 - fixtures
 from tests.tls import CertFiles, TestCA
 
 BROKER = "broker reachable and authorised"
@@ -86,7 +86,7 @@ def test_doctor_names_tls_with_a_foreign_ca_and_its_fix(wrong: str, tls_broker, 
         found, fix = ("closed the TLS connection before the login",
                       "cert_file must be signed by the CA the broker trusts")
     hub = make_hub(tls_broker, env=env)
-    hub.wait_for("the bridge and its locks", lambda s: s.bridge.link_up and locks_heard(s))
+    hub.wait_for("the bridge and its parts", parts_heard)
 
     proc = hubctl("doctor", "--config", hub.config)
     lines = checklist(proc)

@@ -29,7 +29,7 @@ from simulator.alarm_unit import AlarmUnit
 from simulator.home import SimulatedHome, default_locks
 from simulator.ports import free_port
 from tests.fixtures import BackendKey
-from tests.hubctl.test_hubctl_doctor import FAST_ABSENT, FAST_HEALTH, FAST_POLICY, checklist, failed
+from tests.hubctl.test_hubctl_doctor import FAST_ABSENT, FAST_HEALTH, FAST_POLICY, checklist, failed, parts_heard
 from tests.hubctl.test_hubctl_provision import Inputs, hubd_sees, inputs  # noqa: F401 - the fixture
 from tests.hubctl_cli import hubctl, hubctl_in_process, one_error_line
 from tests.local_hub import LocalHub, start_local_hub
@@ -130,6 +130,10 @@ def make_hub(tmp_path: Path, backend_key: BackendKey, short_dir: Path) -> Iterat
                               env={"HUBD_MQTT__HOST": host, "HUBD_MQTT__PORT": str(port), **(env or {})},
                               extra=FAST_ABSENT + f'[uplink]\nmode = "{mode}"\n{uplink}')
         started.append(hub)
+        # The doctor's checks of the alarm unit and the locks judge what the bridge has reported:
+        # every test here looks at the uplink with the rest of the home heard (CI once ran the
+        # doctor 1 s after hubd's start, before the alarm unit's first report).
+        hub.wait_for("the bridge's parts heard", parts_heard, timeout=90)
         return hub
 
     yield make
