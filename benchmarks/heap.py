@@ -60,8 +60,8 @@ from simulator import bridge_device  # noqa: E402
 MICROPYTHON32 = Path("/tmp/mpsrc/ports/unix/build-32/micropython")
 
 #: The bridge's boot imports, in order (main, startup and what each imports, the alarm unit's and
-#: LTE's parts, then the proxy's at hubd's first ble_* request), each listed after what it imports
-#: so that its figure is its own.
+#: LTE's parts, then the proxy's at hubd's first ble_* request, then the uplink's at hubd's first
+#: uplink_* message), each listed after what it imports so that its figure is its own.
 BOOT_ORDER = (
     # asyncio's core is imported by the boot code (it counts, but before this table starts); its
     # parts load at first use: Event, Lock, the streams.
@@ -70,7 +70,7 @@ BOOT_ORDER = (
     "wire.frame", "wire.link", "wire.messages", "bridge", "devices", "health", "hostlink",
     "config", "ble_central", "wire.alarms", "wire.alarmunit", "flashlog", "alarm_journal",
     "alarm_unit", "alarms", "lte", "wire.dc09", "second_path", "startup", "ble_proxy",
-    "ble_bonds",
+    "ble_bonds", "wire.uplink", "uplink",
 )
 BOOT_ONLY = ("config", "startup")
 
@@ -338,9 +338,10 @@ class TapLog(soak_bench.BridgeLog):
         super().__call__(line)
 
 
-def measure_runtime(ops: int, seed: int, keep: bool) -> dict[str, Any]:
+def measure_runtime(ops: int, seed: int, keep: bool, uplink: str = "broadband") -> dict[str, Any]:
     """A soak of ``ops`` operations with the tap in the firmware: the reports, and the census at
-    rest, with four connections and at the lowest report."""
+    rest, with four connections and at the lowest report. ``uplink`` "lte": hubd's broker
+    through the bridge's modem (the soak's ``--uplink lte``)."""
     original = bridge_device._boot_code
     bridge_device._boot_code = lambda image, size: original(image, size).replace(
         "import main\n", _TAP + "import main\n")
@@ -350,7 +351,7 @@ def measure_runtime(ops: int, seed: int, keep: bool) -> dict[str, Any]:
         key = soak_bench.BackendKey("heap", soak_bench.signing.generate_private_key())
         broker = soak_bench.Mosquitto(work / "mosquitto")
         broker.start()
-        soak = soak_bench.Soak(ops, seed, work)
+        soak = soak_bench.Soak(ops, seed, work, broker=broker if uplink == "lte" else None)
         tap = TapLog(work / "bridge.log")
         soak.bridge_log.close()
         soak.bridge_log = tap
@@ -364,7 +365,7 @@ def measure_runtime(ops: int, seed: int, keep: bool) -> dict[str, Any]:
     block = block_size(tap.base)
     rows = [{k: v for k, v in r.items() if k != "map"} for r in reports]
     lowest_sample = min(tap.samples, key=lambda x: x["free"]) if tap.samples else None
-    out: dict[str, Any] = {"ops": ops, "seed": seed, "reports": rows, "parts": tap.parts,
+    out: dict[str, Any] = {"ops": ops, "seed": seed, "uplink": uplink, "reports": rows, "parts": tap.parts,
                            "samples": tap.samples, "lowest_sample": lowest_sample,
                            "soak": {k: result[k] for k in ("heap", "bridge", "ok", "violations")}}
     if reports:
@@ -465,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a 32-bit MicroPython for the imports' second column (skipped when "
                              "absent)")
     parser.add_argument("--keep", action="store_true", help="keep the soak's logs")
+    parser.add_argument("--uplink", choices=("broadband", "lte"), default="broadband",
+                        help="lte: hubd's broker through the bridge's LTE modem, as soak.py's")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/heap.json")
     args = parser.parse_args(argv)
     flashed = bundle.Bundle.load(bridge_device.compiled_firmware())
@@ -483,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"NO 32-bit column: {args.micropython32} is not an executable MicroPython (build "
               "one as docs/architecture.md, \"Heap\", says, and pass --micropython32)", flush=True)
     if not args.imports_only:
-        result["runtime"] = measure_runtime(args.ops, args.seed, args.keep)
+        result["runtime"] = measure_runtime(args.ops, args.seed, args.keep, args.uplink)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     report(result)
