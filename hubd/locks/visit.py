@@ -43,7 +43,9 @@ returns: "" once the hold's first read is done while it still holds (``succeeded
 not: the read's reason (``unreachable``, ``link_failed``, ...; the hold ends), ``superseded``
 (a later command or prepare ended the hold before that), ``unknown_lock`` (no driver for
 it). A prepare for the door held already answers at once when its
-connection is up, and extends the hold to ``hold_s`` from its own acceptance, never further.
+connection is up, and extends the hold to ``hold_s`` from its own acceptance, never further,
+with two connections of its own again (a dKey prepared twice keeps a session ready through the
+second prepare's ``hold_s``).
 It works without a route: the hold's times are ``[visit]``'s either way.
 """
 
@@ -99,6 +101,7 @@ class _Hold:
     why: str = "expired"  # how it ended
     task: asyncio.Task[None] | None = None
     read: bool = False  # a read on the connection held succeeded
+    connects: int = 0  # connections the hold made (CONNECTS_PER_HOLD); a new prepare starts again
     # The prepares waiting for the hold to be up: "" once a read succeeded while it held, else
     # why not (a reason of wire.outcomes).
     waiting: list[asyncio.Future[str]] = field(default_factory=list)
@@ -163,6 +166,10 @@ class VisitHold:
         if hold is not None and hold.lock == lock:
             hold.until = max(hold.until, until)  # never beyond hold_s from this acceptance
             hold.assignment = assignment
+            # A new prepare is a new hold of the same door: its own two connections (a dKey's
+            # two sessions, spent ~50 s after the first prepare, would else end the hold at once
+            # and answer this prepare unreachable).
+            hold.connects = 0
             if hold.read and self._locks.connected(lock):
                 ready.set_result("")
             else:
@@ -234,7 +241,6 @@ class VisitHold:
         if not self._locks.hold(hold.lock, True):
             self._end(hold, "lost", oc.UNKNOWN_LOCK)
             return
-        connects = 0
         # A dKey's held session is not kept alive by reads (hubd.locks.dkey.DkeyLock.keeps_alive):
         # it lasts until its driver lets it go under the lock's own idle drop; then the one more
         # connection, as after a loss.
@@ -248,7 +254,7 @@ class VisitHold:
                     # prepare waiting is told so (its command path waited for the link already).
                     why = oc.BRIDGE_UNAVAILABLE
                 elif not self._locks.connected(hold.lock):
-                    if connects >= CONNECTS_PER_HOLD:
+                    if hold.connects >= CONNECTS_PER_HOLD:
                         if not keeps_alive:
                             log.info("visit: %s's second held session ended: the hold ends",
                                      hold.lock, extra={"lock": hold.lock})
@@ -258,7 +264,7 @@ class VisitHold:
                                  "a third time", hold.lock, extra={"lock": hold.lock})
                         self._end(hold, "lost", oc.LINK_FAILED)
                         return
-                    connects += 1
+                    hold.connects += 1
                     why = await self._read(hold, connections=1)
                     if why and hold.waiting:  # a prepare's connection failed: its answer, the end
                         self._end(hold, "lost", why)

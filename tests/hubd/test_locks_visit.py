@@ -375,6 +375,15 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
     assert dkey.connections == 4, "two sessions, no third"
     assert dkey.idle_disconnects == 0, "the lock never had to end a held session"
     assert dkey.move_commands == 1, "no prepare or hold moved the dKey"
+    # Prepared again while the hold's second session is up (the nurse is late): that prepare
+    # has two sessions of its own, not the first one's spent budget (which ended the hold with
+    # the second session, and answered a prepare that came as it ended unreachable).
+    assert (await served.final(served.claims("dkey-door", "prepare"))).status is Status.SUCCEEDED
+    await until(lambda: dkey.connections == 6 and rig.locks.connected("dkey-door"),
+                "the prepare's second session", TIMEOUT)
+    assert (await served.final(served.claims("dkey-door", "prepare"))).status is Status.SUCCEEDED
+    await until(lambda: visits.holding is None, "the last prepare's sessions to run out", TIMEOUT)
+    assert dkey.connections == 8 and dkey.idle_disconnects == 0 and dkey.move_commands == 1
 
     # Refused as any command: another key's signature, expired, staff without an assignment.
     other = BackendKey(served.key.kid, signing.generate_private_key())
