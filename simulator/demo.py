@@ -6,8 +6,9 @@ bridge firmware in MicroPython as the lock's Bluetooth proxy), hubd as its own p
 home's serial port, driving the lock through the proxy (its pairing in hubd's state, as
 ``hubctl pair`` leaves it), a scripted
 backend that signs open and lock commands, and the reference alarm centre (MQTT side and SIA
-DC-09 receiver). Each round the nurse's app unlocks and locks the door, and the resident presses
-the alarm button. Every line says who is speaking: the backend, hubd, the bridge firmware, the
+DC-09 receiver). Each round the backend prepares the door for the nurse's visit (hubd connects
+and holds the connection, moving nothing), the nurse's app unlocks and locks it, and the
+resident presses the alarm button. Every line says who is speaking: the backend, hubd, the bridge firmware, the
 lock, the alarm unit, or the alarm centre. Ctrl-C stops everything and leaves no process behind.
 
 With ``--lock dkey`` the front door is a simulated dormakaba dKey instead (docs/dkey.md), which
@@ -221,7 +222,11 @@ async def run(args: argparse.Namespace) -> int:
                 tasks.append(asyncio.create_task(watch_state(backend)))
                 rounds = 0
                 while True:
-                    for action in ("unlock", "lock"):
+                    # The backend knows the nurse is on the way: it prepares the door (hubd
+                    # connects now and holds the connection, moving nothing), so the tap at the
+                    # door finds it open (docs/ble-timing.md).
+                    say("backend", "the nurse is on the way: the door is prepared before the tap")
+                    for action in ("prepare", "unlock", "lock"):
                         ok = await send(backend, key, action, "front-door") and ok
                         await asyncio.sleep(args.pause)
                     ok = await press_alarm(home) and ok

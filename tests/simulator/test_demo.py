@@ -41,6 +41,9 @@ def test_demo_once_shows_the_command_path_and_stops_everything(tmp_path: Path) -
         assert f"{who} │" in out, f"the demo never showed the {who}"
     assert "→ unlock front-door" in out
     assert "← accepted" in out
+    # The backend prepares the door before the nurse's tap; the unlock takes the held connection.
+    assert out.index("→ prepare front-door") < out.index("prepare finished") < out.index("→ unlock front-door")
+    assert out.index("visit: let go of front-door (used)") < out.index("lock command written  [lock=front-door action=unlock]")
     assert "← succeeded, lock unlocked" in out
     assert "← succeeded, lock locked" in out
     assert "motor turning" in out
@@ -73,6 +76,7 @@ def test_demo_once_with_a_dkey_front_door_narrates_its_protocol_steps(tmp_path: 
     assert proc.returncode == 0, out + proc.stderr
     assert "front-door is a dormakaba dKey, paired with hubd before" in out
     assert "→ unlock front-door" in out and "→ lock front-door" in out
+    assert out.index("→ prepare front-door") < out.index("prepare finished") < out.index("→ unlock front-door")
     assert "← succeeded, lock unlocked" in out and "← succeeded, lock locked" in out
     # The lock's side, step by step, in the order it happened: hubd's first connection bonds
     # (the window closes), every session authenticates before a command is taken.
