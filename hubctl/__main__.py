@@ -304,6 +304,11 @@ def provision(
         help="How hubd reaches its broker: broadband (the home's network), lte (the bridge's "
              "modem: a home without broadband) or auto (broadband, LTE while it fails).",
         show_default="kept; auto on a first provision (the bridge has its LTE modem)")] = None,
+    visit_route: Annotated[str | None, typer.Option(
+        help="The doors a visitor passes, in order, as the lock ids paired (e.g. "
+             "entrance,front-door): when one opens for a visit, hubd holds the connection to the "
+             "next for the visit's command. none removes it.",
+        show_default="kept; none on a first provision")] = None,
     resident: Annotated[str | None, typer.Option(
         help="Who the alarm centre sends help to, as the centre knows the resident.")] = None,
     serial: Annotated[str | None, typer.Option(
@@ -339,7 +344,7 @@ def provision(
         client_key=client_key, ca=ca, backend_keys=tuple(backend_key or ()),
         alarm_account=alarm_account, alarm_unit_serial=alarm_unit_serial, dc09_receiver=dc09_receiver, dc09_key_file=dc09_key_file,
         dc09_receiver_number=dc09_receiver_number, dc09_line=dc09_line, apn=apn,
-        uplink=uplink, resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
+        uplink=uplink, visit_route=visit_route, resident=resident, serial=serial, state_dir=state_dir, service_user=service_user)
     fw = bundle.firmware_config()
     try:
         plan = provisioning.plan(flags, fw)

@@ -38,7 +38,7 @@ class Removed:
 
 def remove_secrets(files: HubFiles) -> Removed:
     """Remove every credential and key the municipality gave this hub: the broker password file
-    (hubd.env), the client certificate's key, the backend keys and locks in hubd.toml, the LTE
+    (hubd.env), the client certificate's key, the backend keys, locks and visit route in hubd.toml, the LTE
     path's DC-09 key in the hub's bridge.json (and any locks an older release wrote there). The broker's CA and the audit trail in the state
     directory stay (they open nothing)."""
     deleted: list[Path] = []
@@ -50,6 +50,13 @@ def remove_secrets(files: HubFiles) -> Removed:
     mqtt.pop("password", None)  # should never be here, but if set by hand it is a secret
     hub.pop("keys", None)
     hub.pop("locks", None)
+    # The visit route names the locks just removed (hubd would refuse the file) and the home's
+    # doors; its times stay.
+    visit = hub.get("visit")
+    if isinstance(visit, dict):
+        visit.pop("route", None)
+        if not visit:
+            hub.pop("visit")
     planned = [Planned(files.hubd_toml, DECOMMISSIONED.encode() + toml_bytes(hub),
                                  mode_of(files.hubd_toml))]
     bridge = read_bridge(files.bridge_json)

@@ -15,6 +15,8 @@ kept from the file; without either it is ``auto`` when the bridge has its LTE mo
 ``lte``: the home's broadband, and the modem when broadband fails) and ``broadband`` otherwise.
 ``lte`` or ``auto`` without the modem is refused. The section's times (fallback_s, probe_s,
 lte_keepalive_s) keep hubd's defaults unless set there by hand, and are kept when they are.
+``--visit-route entrance,front-door`` writes ``[visit] route`` (hubd/locks/visit.py: the next
+door's connection held for a visit's command), lock ids this hub has paired; ``none`` removes it.
 
 Everything is checked before anything is written, by the parsers that will read it: hubd's own
 :class:`hubd.config.HubConfig` (with the env file's values, as hubd sees them under systemd) and
@@ -84,6 +86,7 @@ _HUBD_FLAGS: dict[tuple[str, ...], str] = {
     ("mqtt", "username"): "--username", ("mqtt", "password"): "--password-file",
     ("mqtt", "ca_file"): "--ca", ("mqtt", "cert_file"): "--client-cert",
     ("mqtt", "key_file"): "--client-key", ("mqtt",): "--broker", ("uplink", "mode"): "--uplink",
+    ("visit", "route"): "--visit-route",
 }
 UPLINK_MODES = ("broadband", "lte", "auto")
 # The same for bridge.json's lte section (firmware/config.py names the setting first).
@@ -136,6 +139,7 @@ class Flags:
     dc09_line: str | None = None
     apn: str | None = None
     uplink: str | None = None  # hubd.toml's [uplink] mode: UPLINK_MODES
+    visit_route: str | None = None  # hubd.toml's [visit] route: lock ids, comma-separated; "none"
     resident: str | None = None
     serial: str | None = None
     state_dir: Path | None = None
@@ -410,6 +414,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
     key_note = _apply_link_key(hub, env, bridge)
     lte = bridge["lte"]
     _apply_uplink(flags, hub, lte)
+    _apply_visit_route(flags, hub)
     missing = [flag for flag, there in (
         ("--hub-id", "hub_id" in hub), ("--broker", "host" in hub["mqtt"]),
         ("--backend-key", bool(hub.get("keys"))), ("--alarm-account", "account" in lte),
@@ -420,7 +425,7 @@ def plan(flags: Flags, fw: ModuleType) -> Plan:
 
     # Check the very text to be written, as hubd reads it (the TLS files from where they are now).
     toml_data = toml_bytes(_ordered(hub, ("hub_id", "state_dir", "status_socket", "mqtt", "uplink", "serial",
-                                          "keys", "alarms", "locks")))
+                                          "keys", "alarms", "locks", "visit")))
     as_read = tomllib.loads(toml_data.decode())
     for name in ("ca_file", "cert_file", "key_file"):
         if as_read["mqtt"].get(name) in sources:
@@ -609,6 +614,30 @@ def _apply_uplink(flags: Flags, hub: dict[str, Any], lte: dict[str, Any]) -> Non
     hub["uplink"] = _ordered(uplink, ("mode",))
 
 
+def _apply_visit_route(flags: Flags, hub: dict[str, Any]) -> None:
+    """hubd.toml's ``[visit] route``: the doors a visitor passes, in order, as lock ids this
+    hub has paired ([locks]); "none" removes it (a signed prepare still holds a door). The
+    hold's times, set by hand, stay."""
+    given = flags.visit_route
+    if given is None:
+        return
+    visit = hub.setdefault("visit", {})
+    if given.strip().lower() in ("", "none"):
+        visit.pop("route", None)
+        if not visit:
+            hub.pop("visit")
+        return
+    route = [door.strip() for door in given.split(",")]
+    paired = list(hub.get("locks") or {})
+    unknown = [door for door in route if door not in paired]
+    if unknown:
+        raise BadFlag("--visit-route", f"{', '.join(map(repr, unknown))} is not a lock this hub has "
+                      f"paired ({', '.join(paired) or 'none yet'}): pair each door first (hubctl "
+                      "pair), then give the route as their lock ids in the order a visitor passes "
+                      "them, e.g. --visit-route entrance,front-door")
+    visit["route"] = route
+
+
 def _hex_field(flag: str, value: str, pattern: re.Pattern[str], what: str) -> str:
     """A flag's hex value, upper-cased, or BadFlag saying what it should be."""
     if not pattern.fullmatch(value.upper()):
@@ -725,6 +754,12 @@ def _summary(config: HubConfig, env: dict[str, str], bridge: dict[str, Any], tom
         "auto": f"auto: broadband, LTE through the bridge's modem after {u.fallback_s:g} s without "
                 f"the broker, back to broadband when a probe every {u.probe_s:g} s answers",
     }[u.mode])
+    v = config.visit
+    lines.append("  visit route: " + (
+        f"{' -> '.join(v.route)} (when a visit's door opened, hubd holds the connection to the next "
+        f"one for the visit's command{f', {v.hold_s:g} s at most' if v.hold_s else ''})" if v.route else
+        "none (a signed prepare from the backend holds a door; --visit-route entrance,front-door "
+        "once both are paired)"))
     lines.append(f"next: hubctl flash ... --config {bridge_path}; {run_hubd(toml_path.parent)}"
                  + (f"; {doctor_command(toml_path.parent)} (it logs in to the broker through LTE)"
                     if u.mode != "broadband" else ""))

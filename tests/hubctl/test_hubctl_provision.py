@@ -721,3 +721,46 @@ async def test_a_provisioned_hub_runs_hubd_without_locks_and_the_simulated_bridg
             status = stop_hubd(hubd, 20) if hubd is not None else None
             await home.stop()
     assert status == 0, log.read_text(errors="replace")
+
+
+def test_the_visit_route_is_of_paired_locks_and_decommission_takes_it_out(inputs: Inputs) -> None:
+    """``--visit-route`` writes [visit] route of locks hubctl pair added; a door not paired is
+    one error line that says to pair it; ``none`` removes it; decommission's removal of the
+    locks takes the route with them, so the hub can be provisioned again (hubd, and so
+    provision, refuse a route of locks [locks] lacks)."""
+    from hubctl import access, hubfiles
+
+    first = one_error_line(hubctl_in_process("provision", *inputs.args(visit_route="entrance,front-door")))
+    assert "'entrance', 'front-door' is not a lock this hub has paired (none yet)" in first
+    assert "pair each door first (hubctl pair)" in first
+    assert not (inputs.etc / "hubd.toml").exists(), "nothing written"
+    proc = hubctl_in_process("provision", *inputs.args())
+    assert proc.returncode == 0, proc.stderr
+    assert "  visit route: none (a signed prepare from the backend holds a door" in proc.stdout
+    files = hubfiles.HubFiles.at(inputs.etc)
+    for lock, kind in (("entrance", "entrance_door"), ("front-door", "inside_turner")):
+        access.add_lock(files, lock, kind)  # as hubctl pair leaves them
+
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--visit-route", "entrance, front-door")
+    assert proc.returncode == 0, proc.stderr
+    assert hubd_sees(inputs.etc).visit.route == ["entrance", "front-door"]
+    assert "  visit route: entrance -> front-door (when a visit's door opened" in proc.stdout
+    # The hold's time set by hand stays through a re-run, and shows.
+    text = (inputs.etc / "hubd.toml").read_text().replace("[visit]\n", "[visit]\nhold_s = 90\n")
+    (inputs.etc / "hubd.toml").write_text(text)
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--resident", "resident-9")
+    assert proc.returncode == 0, proc.stderr
+    assert "for the visit's command, 90 s at most)" in proc.stdout
+    line = one_error_line(hubctl_in_process("provision", "--etc-dir", inputs.etc, "--visit-route", "entrance"))
+    assert "--visit-route" in line and "a route is two doors or more" in line, line
+    line = one_error_line(hubctl_in_process("provision", "--etc-dir", inputs.etc,
+                                            "--visit-route", "entrance,back-door"))
+    assert "'back-door' is not a lock this hub has paired (entrance, front-door)" in line
+
+    access.remove_secrets(files)
+    kept = tomllib.loads((inputs.etc / "hubd.toml").read_text())
+    assert "locks" not in kept and kept["visit"] == {"hold_s": 90}, kept
+    proc = hubctl_in_process("provision", *inputs.args())  # the hub provisioned again
+    assert proc.returncode == 0, proc.stderr
+    proc = hubctl_in_process("provision", "--etc-dir", inputs.etc, "--visit-route", "none")
+    assert proc.returncode == 0 and "visit route: none" in proc.stdout, proc.stderr
