@@ -482,18 +482,13 @@ class DkeyLock(Kept):
         if on and not in_use:
             self._release()
 
-    def _release(self) -> None:
-        """hubd.locks.kept.Kept._release, with the drop never later than ``held_s`` after the
-        session's last traffic: a command is never begun on a session the lock is about to
-        end (its write could cross the lock's DISCONNECT_REQ: an unknown fate)."""
-        super()._release()
-        if not self._held():
-            return
-        self._disarm()
-        loop = asyncio.get_running_loop()
+    def _drop_at(self) -> float | None:
+        """hubd.locks.kept.Kept._drop_at, never later than ``held_s`` after the session's last
+        traffic, also while a visit holds it: a command is never begun on a session the lock is
+        about to end (its write could cross the lock's DISCONNECT_REQ: an unknown fate)."""
         bound = self._traffic_at + self.timings.held_s
-        at = bound if self._holding else min(loop.time() + self.timings.idle_s, bound)
-        self._idle = loop.call_later(max(0.0, at - loop.time()), self._drop)
+        idle = super()._drop_at()
+        return bound if idle is None else min(idle, bound)
 
     # -- the connection (hubd.locks.kept) -----------------------------------------------------
 

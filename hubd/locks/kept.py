@@ -106,12 +106,24 @@ class Kept:
         self._between = False
 
     def _release(self) -> None:
-        """An operation ended: the connection is dropped after ``idle_s`` unless used again (or
-        a visit holds it). Called twice, the later call's ``idle_s`` counts."""
+        """An operation ended: the connection is dropped at :meth:`_drop_at` unless used again.
+        Called twice, the later call's time counts."""
         self._disarm()
         self._between = True
-        if self._held() and not self._holding:
-            self._idle = asyncio.get_running_loop().call_later(self.timings.idle_s, self._drop)
+        if not self._held():
+            return
+        at = self._drop_at()
+        if at is not None:
+            loop = asyncio.get_running_loop()
+            self._idle = loop.call_later(max(0.0, at - loop.time()), self._drop)
+
+    def _drop_at(self) -> float | None:
+        """When (loop time) the connection kept is dropped if nothing uses it: ``idle_s`` from
+        now; never while a visit holds it (None). A driver whose lock ends a silent link itself
+        bounds it (hubd.locks.dkey)."""
+        if self._holding:
+            return None
+        return asyncio.get_running_loop().time() + self.timings.idle_s
 
     def _drop(self) -> None:
         """Forget the connection now and disconnect it in the background."""
