@@ -55,8 +55,9 @@ EXPIRED_IN_QUEUE = "expired_in_queue"
 SHUTTING_DOWN = "shutting_down"
 HUBD_RESTARTED = "hubd_restarted"
 SUPERSEDED = "superseded"  # a prepare's hold ended by a later command or prepare before it was up
-# A prepare's reasons that say the lock was not reached in time: its final status is timed_out
-# (as a command's that wrote nothing for them), any other reason's failed.
+# The reasons that say the lock was not reached in time: an operation that wrote nothing (a
+# command, a status read, a prepare) ends timed_out for them, failed for any other (waiting longer
+# would not have helped: the bridge's link is down, the lock refused this hub, ...): unwritten().
 NOT_REACHED = (UNREACHABLE, LINK_FAILED, NO_CHALLENGE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE)
 HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
                EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED, SUPERSEDED)
@@ -94,3 +95,9 @@ def unfinished(written, otherwise=FAILED):
     ``unknown`` (and it is never sent again); before that, nothing moved: ``otherwise`` (failed,
     or timed_out) with no state. Returns (outcome, state)."""
     return (INCOMPLETE, "unknown") if written else (otherwise, None)
+
+
+def unwritten(reason: str) -> str:
+    """The final status of an operation that wrote nothing to the lock, by its reason:
+    ``timed_out`` when the lock was not reached in time (NOT_REACHED), else ``failed``."""
+    return TIMED_OUT if reason in NOT_REACHED else FAILED

@@ -361,7 +361,7 @@ class Commands:
         log.info("prepare finished", extra=fields | {"reason": why or None})
         if not why:
             return _Outcome(Status.SUCCEEDED)
-        return _Outcome(Status.TIMED_OUT if why in oc.NOT_REACHED else Status.FAILED, why)
+        return _Outcome(Status(oc.unwritten(why)), why)
 
     async def _recover(self, job: _Job) -> _Outcome:
         fields = {"command_id": job.command_id, "lock": job.lock}

@@ -290,14 +290,6 @@ def _cancelling() -> int:
     return 0 if task is None else task.cancelling()
 
 
-def _unwritten(reason: str) -> str:
-    """The outcome of an operation that wrote nothing, by its reason: ``failed`` when waiting
-    longer would not have helped (the bridge's link is down, the lock refused this hub or speaks
-    another protocol version), else ``timed_out``."""
-    return oc.FAILED if reason in (oc.BRIDGE_UNAVAILABLE, oc.AUTH_FAILED, oc.UNSUPPORTED) \
-        else oc.TIMED_OUT
-
-
 class _Session:
     """One connection to the lock: its library object, what the handshake got to, and the
     link's liveness (see the module docstring)."""
@@ -426,7 +418,7 @@ class DkeyLock(Kept):
             session, reason = await self._prepare(deadline)
             if session is None:
                 # Nothing was written: nothing moved.
-                return self._result(started, _unwritten(reason), reason)
+                return self._result(started, oc.unwritten(reason), reason)
             if action == "status":
                 return self._told(started, oc.SUCCEEDED, None, session)
             return await self._command(started, session, action, on_written)
@@ -670,7 +662,7 @@ class DkeyLock(Kept):
                 self._moved_at = None
                 reason = self._reason_before(session, exc, expired)
                 self._drop()
-                return self._result(started, _unwritten(reason), reason)
+                return self._result(started, oc.unwritten(reason), reason)
             lost = not expired and reason_of(exc) == oc.LINK_LOST
             log.info("dKey %s: %s after its write: %s", self.address, action,
                      exc or type(exc).__name__)

@@ -184,8 +184,7 @@ class ReferenceLock(Kept):
             link, nonce, reason = await self._prepare(deadline)
             if link is None or nonce is None:
                 # Nothing was written: nothing moved.
-                outcome = oc.FAILED if reason == oc.BRIDGE_UNAVAILABLE else oc.TIMED_OUT
-                return self._result(started, outcome, reason)
+                return self._result(started, oc.unwritten(reason), reason)
             pdu = lp.encode_command(self._secret, self._addr, nonce, code, tag)
             written = True
             on_written()
