@@ -47,7 +47,7 @@ from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 
 from hubd.ble import errors
-from hubd.ble.gatt_cache import DATABASE_HASH_UUID, SERVICE_CHANGED_UUID, STALE_ATT, Entry, entry_of
+from hubd.ble.gatt_cache import SERVICE_CHANGED_UUID, STALE_ATT, Entry, entry_of, hash_to_read
 from hubd.ble.proxy import STEP_MS, BleProxy, Connection, Done, clamp_ms
 from wire import messages
 
@@ -174,9 +174,8 @@ class ProxyClient(BaseBleakClient):
         self._kept, self._heard = None, False
         self._changed_handle = discovery.value_handle(SERVICE_CHANGED_UUID)
         read_hash = None
-        hash_handle = discovery.value_handle(DATABASE_HASH_UUID)
-        if self._proxy.gatt_cache.enabled and self._changed_handle is not None \
-                and hash_handle is not None:
+        hash_handle = hash_to_read(discovery) if self._proxy.gatt_cache.enabled else None
+        if hash_handle is not None:
             done = await self._request_read(conn, hash_handle)
             read_hash = done.data if done.ok else None
         self._proxy.gatt_cache.keep(self.address, entry_of(discovery, read_hash))

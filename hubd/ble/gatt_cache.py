@@ -94,16 +94,25 @@ class Entry:
         return discovery.services(wanted)
 
 
+def hash_to_read(discovery: Discovery) -> int | None:
+    """The Database Hash's value handle, when keeping ``discovery`` needs its hash read right
+    after it: the peer has Service Changed (its database may change) and a hash to tell it by.
+    Without Service Changed the database is kept as it is; with it and no hash, not at all."""
+    if discovery.value_handle(SERVICE_CHANGED_UUID) is None:
+        return None
+    return discovery.value_handle(DATABASE_HASH_UUID)
+
+
 def entry_of(discovery: Discovery, read_hash: bytes | None) -> Entry | None:
     """What may be kept of ``discovery`` (the module docstring); None if nothing may.
-    ``read_hash``: the Database Hash read right after it, if the peer has one."""
+    ``read_hash``: the Database Hash read at :func:`hash_to_read`'s handle right after it."""
     changed = discovery.value_handle(SERVICE_CHANGED_UUID)
-    hash_handle = discovery.value_handle(DATABASE_HASH_UUID)
-    if changed is not None and (hash_handle is None or not read_hash):
+    if changed is None:
+        return Entry(tuple(discovery.taken), None, None, None)
+    hash_handle = hash_to_read(discovery)
+    if hash_handle is None or not read_hash:
         return None
-    return Entry(tuple(discovery.taken), changed,
-                 hash_handle if changed is not None else None,
-                 read_hash if changed is not None else None)
+    return Entry(tuple(discovery.taken), changed, hash_handle, read_hash)
 
 
 class GattCache:
