@@ -225,16 +225,16 @@ class Commands:
                                             "actor": claims.actor.id, "role": claims.actor.role.value, "kid": kid})
         self._answer(reply_to, claims.id, claims.lock, _Outcome(Status.ACCEPTED))
         # After the answer, before the job's first await: the hold is let go before the job runs.
-        if claims.action is Action.PREPARE:  # moves nothing, times nothing: no command timing
-            ticket = self._tell_visits(lambda visits: visits.announced(claims.lock))
-            job = _Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
-                       assignment=claims.assignment, ticket=ticket or 0,
-                       accepted_at=asyncio.get_running_loop().time())
+        prepare = claims.action is Action.PREPARE  # moves nothing, times nothing: no timing
+        ticket, accepted_at = 0, 0.0
+        if prepare:
+            ticket = self._tell_visits(lambda visits: visits.announced(claims.lock)) or 0
+            accepted_at = asyncio.get_running_loop().time()
         else:
             self._tell_visits(lambda visits: visits.accepted(claims.lock, claims.assignment))
-            job = _Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
-                       assignment=claims.assignment, timing=timing)
-        queue.put_nowait(job)
+        queue.put_nowait(_Job(claims.id, claims.lock, claims.action.value, reply_to, claims.exp,
+                              assignment=claims.assignment, ticket=ticket, accepted_at=accepted_at,
+                              timing=None if prepare else timing))
         return None
 
     async def close(self) -> None:
