@@ -101,29 +101,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def apply_env_file(path: Path) -> contextlib.AbstractContextManager[list[str]]:
-    """The environment file's variables in this process's environment while hubd runs (the
-    ``with`` block), as systemd gives them to hubd under hubd.service; it yields the names whose
-    value there was replaced.
-
-    Why a flag and not a setting in hubd.toml: under systemd the file is read by systemd itself,
-    as root, before hubd starts, and hubd (user hubd) cannot read it (mode 0600, root's); a
-    hubd.toml naming it would make hubd read it again under systemd and fail there. By hand the
-    flag does what the unit's ``EnvironmentFile=`` does, with the same rules and refusals
-    (hubd.envfile, which hubctl doctor and hub-sim read it with too), and the same order:
-    systemd's EnvironmentFile= wins over Environment= and over the manager's environment
-    (systemd.exec(5); a service never gets its caller's), so the file's values win over the
-    shell's here too; each one replaced is named in the log (not its value). Raises
-    EnvFileError before anything changes."""
-    return envfile.applied(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run hubd until SIGINT/SIGTERM; returns the exit status."""
     args = parse_args(argv)
     with contextlib.ExitStack() as env:
         try:
-            replaced = env.enter_context(apply_env_file(args.env_file)) \
+            # --env-file does what hubd.service's EnvironmentFile= does, by the same rules and
+            # refusals (hubd.envfile, which hubctl doctor and hub-sim read it by too) and in the
+            # same order: systemd's EnvironmentFile= wins over Environment= and the manager's
+            # environment (systemd.exec(5)), so the file's values win over the shell's here too,
+            # each replaced named in the log (not its value). A flag, not a hubd.toml setting:
+            # under systemd, systemd reads the file as root before hubd starts, and hubd (user
+            # hubd) cannot read it (0600, root's): a hubd.toml naming it would fail there.
+            replaced = env.enter_context(envfile.applied(args.env_file)) \
                 if args.env_file is not None else []
             config = load_config(args.config)
         except (ConfigError, envfile.EnvFileError) as exc:
