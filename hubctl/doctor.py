@@ -714,8 +714,13 @@ def _checks(config_path: Path, socket_path: Path | None, bridge_json: Path | Non
     else:
         broker = "the broker"
         checks.append(Check("broker reachable and authorised", SKIPPED, "needs the configuration"))
-    # hubd's socket as every command finds it (hubctl.reach), named with where its path came from
+    # hubd's socket as every command finds it (hubctl.reach), named with where its path came from;
+    # the doctor reads hubd.env too (the others cannot: it is root's), and hubd serves where that
+    # says when it sets HUBD_STATUS_SOCKET (the only way hubd's path differs from hubd.toml's)
     hubd = reach.find(socket_path, config_path)
+    if socket_path is None and config is not None and config.status_socket != hubd.socket:
+        hubd = reach.Hubd(config.status_socket,
+                          f"HUBD_STATUS_SOCKET in {config_path.parent / 'hubd.env'}", config_path.parent)
     try:
         status = reach.status(hubd)
     except reach.ReachError as e:

@@ -14,6 +14,7 @@ import pytest
 from hubd import __main__ as hubd_main
 from hubd.envfile import applied, environment
 from simulator import bench
+from tests.hubctl.test_hubctl_provision import Inputs, inputs  # noqa: F401 - the fixture
 from tests.hubctl_cli import hubctl_in_process, one_error_line
 
 # systemd skips this line ("Ignoring invalid environment assignment"): hubd would run without it.
@@ -75,3 +76,15 @@ def test_the_files_values_win_while_applied_and_the_callers_are_back_after(
     with pytest.raises(RuntimeError), environment({"HUBD_X": "1"}):
         raise RuntimeError("a failure inside the block")
     assert dict(os.environ) == before
+
+
+def test_the_doctor_looks_for_hubd_where_hubd_env_puts_its_socket(inputs: Inputs, short_dir: Path) -> None:
+    """hubd serves its socket where hubd.toml and hubd.env say together; the doctor reads both
+    (hubctl status cannot read hubd.env, root's) and looks there, naming where it came from."""
+    assert hubctl_in_process("provision", *inputs.args()).returncode == 0
+    socket = short_dir / "elsewhere.sock"
+    env = inputs.etc / "hubd.env"
+    env.write_text(env.read_text() + f"HUBD_STATUS_SOCKET={socket}\n")
+    doctor = hubctl_in_process("doctor", "--config", inputs.etc / "hubd.toml")
+    running = next(line for line in doctor.stdout.splitlines() if "hubd running" in line)
+    assert str(socket) in running and f"HUBD_STATUS_SOCKET in {env}" in running, doctor.stdout
