@@ -72,6 +72,8 @@ LINK_CHECK_S = 0.5
 #: How many of the latest commands' (lock, assignment) are remembered: a door its visit already
 #: asked for is not held.
 ASKED_KEPT = 32
+#: How long hubd's stop waits for a hold's read under way before it cancels it.
+READ_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class _Hold:
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # stop, or a prepare waits: read
     why: str = "expired"  # how it ended
     task: asyncio.Task[None] | None = None
+    reading: asyncio.Future[str] | None = None  # the read under way, shielded from the hold's end
     read: bool = False  # a read on the connection held succeeded
     connects: int = 0  # connections the hold made (CONNECTS_PER_HOLD); a new prepare starts again
     # The prepares waiting for the hold to be up: "" once a read succeeded while it held, else
@@ -205,6 +208,14 @@ class VisitHold:
             hold.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hold.task
+        # The read the hold's end does not cancel (a command may be waiting for its connection)
+        # ends before the drivers close: within its own timeouts, else cancelled.
+        reading = hold.reading
+        if reading is not None and not reading.done():
+            await asyncio.wait({reading}, timeout=READ_GRACE_S)
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
 
     # -- the hold ---------------------------------------------------------------------------
 
@@ -301,7 +312,8 @@ class VisitHold:
         answered), else why not; None when the hold ended."""
         if hold.stop.is_set():
             return None
-        why = await asyncio.shield(self._locks.read(hold.lock, connections=connections))
+        hold.reading = asyncio.ensure_future(self._locks.read(hold.lock, connections=connections))
+        why = await asyncio.shield(hold.reading)
         if why:
             log.info("visit: reading %s for its hold failed: %s", hold.lock, why,
                      extra={"lock": hold.lock, "reason": why})

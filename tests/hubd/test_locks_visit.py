@@ -422,3 +422,17 @@ async def test_a_prepare_holds_the_first_door_for_the_visits_command_and_moves_n
     entry = next(e for e in entries if e.command == prepare.id)
     assert (entry.action, entry.actor, entry.role, entry.assignment, entry.lock, entry.source) \
         == ("prepare", "nurse-7", "staff", "visit-1", "front-door", "remote")
+
+
+async def test_hubds_stop_waits_for_the_holds_read_under_way(rig: Rig, served: Served) -> None:
+    """The hold's end never cancels its read (a command may be waiting for that connection), but
+    hubd's stop does not leave it running past the drivers: close() returns with it ended."""
+    visits = served.visits
+    ready = visits.prepare("away", "visit-9", visits.announced("away"), asyncio.get_running_loop().time())
+    await until(lambda: visits._hold is not None and visits._hold.reading is not None,
+                "the hold's read under way", TIMEOUT)
+    hold = visits._hold
+    assert hold is not None and hold.reading is not None and not hold.reading.done()
+    await visits.close()
+    assert hold.reading.done(), "the read was left running past hubd's stop"
+    assert ready.done() and ready.result() == oc.SHUTTING_DOWN
