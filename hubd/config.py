@@ -62,7 +62,8 @@ provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's en
                                          # readback_extra_s, idle_s
     [dkey_timing]                        # the dKey's driver (all optional; hubd.locks.DkeyTimings)
     idle_s = 20                          # deadline_s, gatt_s, command_s, result_s, settle_s,
-                                         # readback_s, idle_s (< 30: the lock's own idle drop)
+                                         # readback_s, idle_s, held_s (< 30: the lock's own
+                                         # idle drop)
     [lock_upkeep]                        # its background work (all optional; hubd.locks.UpkeepTimings)
     poll_s = 1800                        # poll_s, news_gap_s, news_gap_max_s
 
@@ -326,7 +327,17 @@ class BluetoothConfig(_Section):
         return self
 
 
-class LockTimingConfig(_Section):
+class _Times(_Section):
+    """A section of times in seconds, each left out (None) keeping its user's default, defined
+    there only: :meth:`given` is what to pass on."""
+
+    def given(self) -> dict[str, float]:
+        """The times set, by name (a setting that is no time, as a route, is not one)."""
+        return {name: value for name, value in self.model_dump().items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+class LockTimingConfig(_Times):
     """hubd's lock driver's times in seconds (hubd.locks.Timings, docs/lock-protocol.md "Timing");
     one left out keeps the driver's default, defined there only."""
 
@@ -338,12 +349,8 @@ class LockTimingConfig(_Section):
     readback_extra_s: float | None = Field(None, ge=0, le=120)  # the read-back's own time
     idle_s: float | None = Field(None, ge=0, le=600)  # an unused connection is kept this long
 
-    def given(self) -> dict[str, float]:
-        """The times set, by name."""
-        return {name: value for name, value in self.model_dump().items() if value is not None}
 
-
-class DkeyTimingConfig(_Section):
+class DkeyTimingConfig(_Times):
     """A dKey's driver's times in seconds (hubd.locks.DkeyTimings, docs/dkey.md "Timings"); one
     left out keeps the driver's default, defined there only."""
 
@@ -357,13 +364,12 @@ class DkeyTimingConfig(_Section):
     # turn by hand is heard; the lock itself drops a silent link at 30 s, and every second of
     # it costs the lock's battery.
     idle_s: float | None = Field(None, ge=0, le=30)
+    # A visit's hold keeps a session this long after its last traffic (hubd.locks.visit): under
+    # the lock's own drop at 30 s, by enough for a command begun at its end to be answered.
+    held_s: float | None = Field(None, gt=0, lt=30)
 
-    def given(self) -> dict[str, float]:
-        """The times set, by name."""
-        return {name: value for name, value in self.model_dump().items() if value is not None}
 
-
-class LockUpkeepConfig(_Section):
+class LockUpkeepConfig(_Times):
     """hubd's background work on its locks in seconds (hubd.locks.UpkeepTimings): polls, and reads
     of a lock's kept reports when its advert says there are some; one left out keeps the default."""
 
@@ -371,12 +377,8 @@ class LockUpkeepConfig(_Section):
     news_gap_s: float | None = Field(None, ge=0.1, le=86400)  # reads for news, at most this often
     news_gap_max_s: float | None = Field(None, ge=0.1, le=86400)  # after reads that found nothing
 
-    def given(self) -> dict[str, float]:
-        """The times set, by name."""
-        return {name: value for name, value in self.model_dump().items() if value is not None}
 
-
-class VisitConfig(_Section):
+class VisitConfig(_Times):
     """A visit's door held (hubd.locks.visit): the doors a visitor passes, in order, and how
     long and how the connection to the next one, or to a ``prepare``'s lock, is held; no route
     (the default): only a ``prepare`` holds one."""
@@ -385,11 +387,6 @@ class VisitConfig(_Section):
     # Left out: hubd.locks.visit.VisitRoute's defaults, defined there only.
     hold_s: float | None = Field(None, gt=0, le=600)
     keepalive_s: float | None = Field(None, gt=0, lt=30)  # under the lock's own 30 s idle drop
-
-    def given(self) -> dict[str, float]:
-        """The times set, by name."""
-        return {name: value for name, value in self.model_dump().items()
-                if name != "route" and value is not None}
 
     @field_validator("route")
     @classmethod

@@ -115,11 +115,11 @@ def test_a_dkeys_times_are_settings_left_out_ones_keep_its_drivers_defaults(
         write: Callable[..., Path]) -> None:
     from hubd.locks import DkeyTimings
 
-    config = load_config(write("", "[dkey_timing]\nidle_s = 5\nresult_s = 20\n"))
-    assert config.dkey_timing.given() == {"idle_s": 5.0, "result_s": 20.0}
+    config = load_config(write("", "[dkey_timing]\nidle_s = 5\nresult_s = 20\nheld_s = 22\n"))
+    assert config.dkey_timing.given() == {"idle_s": 5.0, "result_s": 20.0, "held_s": 22.0}
     timings = DkeyTimings(**config.dkey_timing.given())
-    assert (timings.idle_s, timings.result_s, timings.deadline_s) == (5.0, 20.0,
-                                                                      DkeyTimings().deadline_s)
+    assert (timings.idle_s, timings.result_s, timings.held_s, timings.deadline_s) == (
+        5.0, 20.0, 22.0, DkeyTimings().deadline_s)
     DkeyTimings(**{name: 1.0 for name in config.dkey_timing.model_fields})
     assert load_config(write("")).dkey_timing.given() == {}
 
@@ -127,7 +127,8 @@ def test_a_dkeys_times_are_settings_left_out_ones_keep_its_drivers_defaults(
 @pytest.mark.parametrize(("table", "named"), [("[lock_timing]\nconnect_s = 0\n", "lock_timing.connect_s"),
                                               ("[lock_timing]\nconect_s = 1\n", "lock_timing.conect_s"),
                                               ("[lock_upkeep]\npoll_s = 0.1\n", "lock_upkeep.poll_s"),
-                                              ("[dkey_timing]\nidle_s = 40\n", "dkey_timing.idle_s")])
+                                              ("[dkey_timing]\nidle_s = 40\n", "dkey_timing.idle_s"),
+                                              ("[dkey_timing]\nheld_s = 30\n", "dkey_timing.held_s")])
 def test_a_bad_time_names_its_setting_in_one_line(write: Callable[..., Path], table: str,
                                                    named: str) -> None:
     with pytest.raises(ConfigError) as bad:
