@@ -134,6 +134,7 @@ class FailReason(StrEnum):
     SHUTTING_DOWN = outcomes.SHUTTING_DOWN  # hubd stopped; with ``incomplete`` the write had been attempted
     HUBD_RESTARTED = outcomes.HUBD_RESTARTED  # with ``incomplete``: hubd died while the command was out; never resent
     SUPERSEDED = outcomes.SUPERSEDED  # a prepare: a later command or prepare ended its hold before it was up
+    DAILY_HOLD_SPENT = outcomes.DAILY_HOLD_SPENT  # a prepare: the lock was held its daily allowance today
 
 
 class _Model(BaseModel):

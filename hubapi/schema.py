@@ -244,6 +244,7 @@ FAIL_MEANINGS: dict[str, str] = {
     "shutting_down": "hubd stopped; `failed` if nothing was written, `incomplete` if the write had been attempted",
     "hubd_restarted": "with `incomplete`: hubd died while the command was out; it is never resent (a `prepare`: `failed`, nothing was written)",
     "superseded": "with `failed`, a `prepare` only: a later command, or a newer `prepare`, ended its hold before the connection was up and read; nothing moved",
+    "daily_hold_spent": "with `failed`, a `prepare` only: the lock's connection was held as long today (UTC) as the hub allows a lock a day (`[visit] daily_hold_s`, its battery's bound); nothing held, nothing moved: the command itself still works, on a new connection",
 }
 
 DEVICE_KIND_MEANINGS: dict[str, str] = {

@@ -69,13 +69,16 @@ provision writes it): hubd.service's ``EnvironmentFile=`` puts it into hubd's en
 
     [visit]                              # a visit's door held (optional; docs/ble-timing.md)
     route = ["entrance", "front-door"]   # doors of [locks] in the order a visitor passes them
-                                         # (default: none); set by hand for now
+                                         # (default: none; hubctl provision --visit-route)
     hold_s = 120                         # a staff command's door opened (the next one's), or a
                                          # prepare accepted (its lock's, with or without a
                                          # route): the connection is held this long, or until
                                          # a command
     keepalive_s = 20                     # a read that moves nothing, this often (< 30: the
                                          # lock's own idle drop)
+    daily_hold_s = 1800                  # a lock is held at most this long a day (UTC), its
+                                         # battery's bound; then no hold, a prepare fails
+                                         # daily_hold_spent
 
     [alarms]                             # safety alarms to the alarm centre (all optional)
     resident = "resident-208"            # who the centre should send help to (default: none)
@@ -387,6 +390,7 @@ class VisitConfig(_Times):
     # Left out: hubd.locks.visit.VisitRoute's defaults, defined there only.
     hold_s: float | None = Field(None, gt=0, le=600)
     keepalive_s: float | None = Field(None, gt=0, lt=30)  # under the lock's own 30 s idle drop
+    daily_hold_s: float | None = Field(None, gt=0, le=86400)  # a lock held at most this a day
 
     @field_validator("route")
     @classmethod

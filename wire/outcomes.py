@@ -55,12 +55,13 @@ EXPIRED_IN_QUEUE = "expired_in_queue"
 SHUTTING_DOWN = "shutting_down"
 HUBD_RESTARTED = "hubd_restarted"
 SUPERSEDED = "superseded"  # a prepare's hold ended by a later command or prepare before it was up
+DAILY_HOLD_SPENT = "daily_hold_spent"  # a prepare: the lock was held its [visit] daily_hold_s today
 # The reasons that say the lock was not reached in time: an operation that wrote nothing (a
 # command, a status read, a prepare) ends timed_out for them, failed for any other (waiting longer
 # would not have helped: the bridge's link is down, the lock refused this hub, ...): unwritten().
 NOT_REACHED = (UNREACHABLE, LINK_FAILED, NO_CHALLENGE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE)
 HUB_REASONS = (BRIDGE_UNAVAILABLE, BRIDGE_BUSY, BRIDGE_NO_RESPONSE, BRIDGE_RESTARTED,
-               EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED, SUPERSEDED)
+               EXPIRED_IN_QUEUE, SHUTTING_DOWN, HUBD_RESTARTED, SUPERSEDED, DAILY_HOLD_SPENT)
 
 # What a lock driver's result may carry (the lock's and the driver's), and every reason of a final
 # status other than succeeded (those and hubd's).

@@ -22,7 +22,11 @@ that connection (:meth:`VisitHold.succeeded`):
 - never for a door the visit asked for already (both commands sent at once: the door's came
   before the one before it ended);
 - a lock that drops the held connection is connected again once, not more: a second loss (or a
-  connection that cannot be made twice) ends the hold.
+  connection that cannot be made twice) ends the hold;
+- a lock is held ``daily_hold_s`` (30 min) a day (UTC) at most, whatever asks: its battery's
+  bound against a backend that prepares in a loop. A hold ends when the allowance does; one asked
+  for after it is not made (a prepare answers ``failed`` ``daily_hold_spent``; the command itself
+  still works, on a connection of its own). Counted in hubd's memory: a restart begins again.
 
 **A dKey** (hubd.locks.dkey) is held without keep-alives: nothing its library can send without
 moving the bolt keeps the link alive (``BleLocks.keeps_alive``). The hold's first read
@@ -54,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -84,6 +89,10 @@ class VisitRoute:
     route: tuple[str, ...] = ()
     hold_s: float = 120.0  # the held connection is let go this long after the door before opened
     keepalive_s: float = 20.0  # a read this often keeps it: under the lock's own idle drop (30 s)
+    # A lock is held at most this long a day (UTC), whatever asks: its battery's bound against a
+    # backend that prepares in a loop (15 visits' full holds; a hold costs ~10x the lock's own
+    # advertising while it lasts: docs/battery.md).
+    daily_hold_s: float = 1800.0
 
     def next_after(self, lock: str) -> str | None:
         """The door after ``lock`` on the route, if any."""
@@ -98,6 +107,8 @@ class _Hold:
     lock: str
     assignment: str | None
     until: float  # loop time
+    cap: float  # loop time: the lock's daily allowance runs out (until never passes it)
+    started: float  # loop time
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # stop, or a prepare waits: read
     why: str = "expired"  # how it ended
@@ -121,9 +132,12 @@ class VisitHold:
         self._hold: _Hold | None = None
         self._asked: deque[tuple[str, str | None]] = deque(maxlen=ASKED_KEPT)
         self._seen = 0  # commands and prepares accepted: a prepare's ticket (announced)
+        # Seconds each lock was held, by UTC day: (day, seconds), the day's only.
+        self._spent: dict[str, tuple[int, float]] = {}
         # holds started; ended by a command for the held door (used), by another command or
-        # assignment (ended), by hold_s (expired), by the lock (lost: dropped twice, or not reached)
-        self.counts = {"held": 0, "used": 0, "ended": 0, "expired": 0, "lost": 0}
+        # assignment (ended), by hold_s or the daily allowance (expired), by the lock (lost:
+        # dropped twice, or not reached); holds not started, the lock's day spent (refused)
+        self.counts = {"held": 0, "used": 0, "ended": 0, "expired": 0, "lost": 0, "refused": 0}
 
     @property
     def holding(self) -> str | None:
@@ -167,7 +181,8 @@ class VisitHold:
         until = accepted_at + self.route.hold_s
         hold = self._hold
         if hold is not None and hold.lock == lock:
-            hold.until = max(hold.until, until)  # never beyond hold_s from this acceptance
+            # Never beyond hold_s from this acceptance, nor the lock's allowance for the day.
+            hold.until = min(max(hold.until, until), hold.cap)
             hold.assignment = assignment
             # A new prepare is a new hold of the same door: its own two connections (a dKey's
             # two sessions, spent ~50 s after the first prepare, would else end the hold at once
@@ -181,6 +196,10 @@ class VisitHold:
             log.info("visit: %s's connection held already for the prepared visit", lock,
                      extra={"lock": lock, "assignment": assignment})
             return ready
+        if self._left(lock) <= 0:
+            self._refuse(lock, assignment, "a prepare")
+            ready.set_result(oc.DAILY_HOLD_SPENT)
+            return ready
         if hold is not None:
             self._end(hold, "ended")
         self._start(lock, assignment, until, "prepared", [ready])
@@ -192,6 +211,9 @@ class VisitHold:
         after = self.route.next_after(lock)
         if assignment is None or after is None or self._locks.driver(after) is None \
                 or (after, assignment) in self._asked:
+            return
+        if self._left(after) <= 0:
+            self._refuse(after, assignment, f"{lock} opened")
             return
         if self._hold is not None:
             self._end(self._hold, "ended")
@@ -219,9 +241,23 @@ class VisitHold:
 
     # -- the hold ---------------------------------------------------------------------------
 
+    def _left(self, lock: str) -> float:
+        """Seconds ``lock`` may still be held today (UTC): the allowance less what it was."""
+        day, spent = self._spent.get(lock, (0, 0.0))
+        return self.route.daily_hold_s - (spent if day == _today() else 0.0)
+
+    def _refuse(self, lock: str, assignment: str | None, cause: str) -> None:
+        self.counts["refused"] += 1
+        log.warning("visit: not holding %s for %s: it was held %.0f s today, the hub's daily "
+                    "allowance for a lock ([visit] daily_hold_s)", lock, cause,
+                    self.route.daily_hold_s, extra={"lock": lock, "assignment": assignment,
+                                                     "reason": oc.DAILY_HOLD_SPENT})
+
     def _start(self, lock: str, assignment: str | None, until: float, cause: str,
                waiting: list[asyncio.Future[str]]) -> None:
-        hold = _Hold(lock, assignment, until, waiting=waiting)
+        now = asyncio.get_running_loop().time()
+        cap = now + self._left(lock)
+        hold = _Hold(lock, assignment, min(until, cap), cap, now, waiting=waiting)
         self._hold = hold
         self.counts["held"] += 1
         log.info("visit: holding %s's connection for the visit's next command (%s)", lock, cause,
@@ -236,6 +272,10 @@ class VisitHold:
         if self._hold is hold:
             self._hold = None
             hold.why = why
+            held = asyncio.get_running_loop().time() - hold.started
+            day, spent = self._spent.get(hold.lock, (0, 0.0))
+            today = _today()
+            self._spent[hold.lock] = (today, (spent if day == today else 0.0) + held)
             hold.stop.set()
             hold.nudge.set()
             self._locks.hold(hold.lock, False)
@@ -321,6 +361,11 @@ class VisitHold:
             hold.read = True
             _answer(hold, "")
         return why
+
+
+def _today() -> int:
+    """Today's number (UTC days since the epoch): the daily allowance's day."""
+    return int(time.time() // 86400)
 
 
 def _answer(hold: _Hold, why: str) -> None:

@@ -171,7 +171,7 @@ async def test_the_next_door_is_held_for_the_visit_and_let_go_by_any_other_comma
     visits.accepted("front-door", "visit-6")
     visits.succeeded("entrance", "visit-6")
     assert visits.holding is None
-    assert visits.counts == {"held": 5, "used": 1, "ended": 3, "expired": 1, "lost": 0}
+    assert visits.counts == {"held": 5, "used": 1, "ended": 3, "expired": 1, "lost": 0, "refused": 0}
     assert turner.commands == [("unlock", "ok")], "no hold wrote anything"
     assert turner.connections == 5, "each hold one connection"
 
@@ -436,3 +436,28 @@ async def test_hubds_stop_waits_for_the_holds_read_under_way(rig: Rig, served: S
     await visits.close()
     assert hold.reading.done(), "the read was left running past hubd's stop"
     assert ready.done() and ready.result() == oc.SHUTTING_DOWN
+
+
+async def test_a_lock_is_held_its_daily_allowance_at_most_whatever_asks(rig: Rig, served: Served) -> None:
+    """A backend that prepares in a loop cannot keep a lock's radio busy all day: the hold ends
+    when the lock's daily allowance does, and a prepare after it is answered ``failed``
+    ``daily_hold_spent`` with no connection made, as is a route's next door; other locks and
+    the commands themselves are not touched."""
+    visits, turner = served.visits, rig.turner
+    visits.route = VisitRoute(("entrance", "front-door"), hold_s=TIMEOUT, keepalive_s=0.2,
+                              daily_hold_s=1.5)
+    answer = await served.final(served.claims("front-door", "prepare"))
+    assert answer.status is Status.SUCCEEDED
+    await until(lambda: visits.holding is None, "the allowance to end the hold", TIMEOUT)
+    assert visits.counts["expired"] == 1
+    await until(lambda: not turner.links, "the connection let go", TIMEOUT)
+    connections = turner.connections
+    answer = await served.final(served.claims("front-door", "prepare"))
+    assert (answer.status, answer.reason) == (Status.FAILED, oc.DAILY_HOLD_SPENT)
+    visits.succeeded("entrance", "visit-7")  # a route's next door: not held either
+    assert visits.holding is None and visits.counts["refused"] == 2
+    assert turner.connections == connections, "no connection made for a refused hold"
+    answer = await served.final(served.claims("front-door", "unlock"))
+    assert (answer.status, answer.state) == (Status.SUCCEEDED, "unlocked"), "the command works"
+    answer = await served.final(served.claims("dkey-door", "prepare"))
+    assert answer.status is Status.SUCCEEDED, "another lock has its own allowance"
