@@ -43,7 +43,7 @@ class HostLink:
     """
 
     def __init__(self, uart, version, key, on_message=None, on_state=None):
-        self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms(), key)
+        self.link = link.Link(frame.ROLE_BRIDGE, version, time.ticks_ms(), key, max_bulk=2)
         self._uart = uart
         self.on_message = on_message
         self.on_state = on_state

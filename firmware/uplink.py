@@ -78,7 +78,8 @@ class Uplink:
         self._full = 0  # SEND FAILs in a row
         self._cuts = 0  # host link sessions ended (DOWN or RESET): an open under way sees one
         self._wake = asyncio.Event()
-        self.stats = {"up": 0, "down": 0, "opens": 0, "send_full": 0, "violations": 0}
+        # No counters of its own: hubd counts the uplink's bytes (its health's LTE bytes a day),
+        # and each violation and close is logged.
         modem.other = self
 
     def start(self):
@@ -100,11 +101,10 @@ class Uplink:
         if not self.open or self._ended is not None or not piece:
             return  # for a socket that is gone: hubd hears closed (or has)
         if self._held + len(piece) > WINDOW:
-            self.stats["violations"] += 1
             log.warn("uplink: hubd sent over its window (%d + %d bytes)"
                      % (self._held, len(piece)))
             self._ended = "error"
-            self._drop_tx()
+            self._tx, self._held = [], 0
         else:
             self._tx.append(piece)
             self._held += len(piece)
@@ -120,7 +120,7 @@ class Uplink:
                 if self.open:
                     self._ended = "host_link"
                 self._tell = "host_link"
-            self._drop_tx()
+            self._tx, self._held = [], 0
         elif kind == link.EV_UP and not self.open:
             self._tell_host_link()
         self._wake.set()
@@ -151,7 +151,7 @@ class Uplink:
             try:
                 await self._round()
             except MemoryError:
-                self._drop_tx()
+                self._tx, self._held = [], 0
                 heap.survive("uplink")
                 await asyncio.sleep_ms(10)
             except Exception as e:  # a bug or a modem's surprise must not end the uplink
@@ -230,7 +230,6 @@ class Uplink:
             return
         self.open = True
         self._ended = None  # a URC for the socket's previous life is not this one's
-        self.stats["opens"] += 1
         log.info("uplink: open to %s:%d" % (host, port))
         self._state("open", None)
 
@@ -240,7 +239,7 @@ class Uplink:
         self._more = False
         self._eof = False
         self._full = 0
-        self._drop_tx()
+        self._tx, self._held = [], 0
         await self._lte.close(CID)
         if why is not None and (was or why == "hubd"):
             log.info("uplink: closed (%s)" % why)
@@ -249,10 +248,6 @@ class Uplink:
                 self._tell_host_link()
             else:
                 self._state("closed", why)
-
-    def _drop_tx(self):
-        self._tx = []
-        self._held = 0
 
     async def _write(self):
         # As many whole chunks as one AT+QISEND takes (at least one: a chunk is <= 511 bytes).
@@ -268,7 +263,6 @@ class Uplink:
         # bytes of heap more while the modem took them.
         err = await self._lte.send(tx[:k], CID)
         if err == lte.E_SEND:  # the modem's send buffer is full: wait for the network
-            self.stats["send_full"] += 1
             self._full += 1
             if self._full >= _FULL_GIVE_UP:
                 self._ended = "network"
@@ -281,7 +275,6 @@ class Uplink:
         if self._tx is tx:  # not dropped meanwhile (a violation, the host link)
             self._tx = tx[k:]
             self._held -= n
-            self.stats["up"] += n
             self._host.send(messages.make(messages.UPLINK_ACK, n))
 
     async def _read(self):
@@ -297,7 +290,6 @@ class Uplink:
         if not got:
             return  # read empty: the modem says "recv" again for new bytes
         self._more = True  # there may be more: read until the modem says 0
-        self.stats["down"] += len(got)
         try:
             self._host.send_bulk(data(got))
         except link.LinkFull:  # room was checked: only a session that ended meanwhile

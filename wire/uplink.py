@@ -21,7 +21,7 @@ from wire import frame, link
 
 DATA = link.BULK
 MAX_CHUNK = frame.MAX_PAYLOAD - 1  # stream bytes in one payload
-WINDOW = 2048  # bytes hubd may have sent and not had acknowledged
+WINDOW = 1024  # bytes hubd may have sent and not had acknowledged
 
 
 def data(chunk):
