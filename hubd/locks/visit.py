@@ -91,7 +91,7 @@ class VisitRoute:
     keepalive_s: float = 20.0  # a read this often keeps it: under the lock's own idle drop (30 s)
     # A lock is held at most this long a day (UTC), whatever asks: its battery's bound against a
     # backend that prepares in a loop (15 visits' full holds; a hold costs ~10x the lock's own
-    # advertising while it lasts: docs/battery.md).
+    # advertising while it lasts: docs/ble-timing.md, "A visit's first door prepared").
     daily_hold_s: float = 1800.0
 
     def next_after(self, lock: str) -> str | None:
