@@ -12,7 +12,8 @@ nothing; docs/architecture.md, "Heap"):
   their qstrs stay); the qstr pool (``micropython.qstr_info``) is shown on its own, because it
   grows by doubling and the module that crosses a pool's end pays for the next one. On the 64-bit
   unix port (the simulator's) and, when one is given or found (``--micropython32``, default
-  /tmp/mpsrc/ports/unix/build-32/micropython), a 32-bit build as the chip is.
+  /tmp/mpsrc/ports/unix/build-32/micropython), a 32-bit build as the chip is. Then how many new
+  names fit before the next qstr pool is made, and its size (new names interned one by one).
 - **runtime**: the soak's home (benchmarks/soak.py: four locks driven by hubd through the bridge
   as Bluetooth proxy, the alarm unit, LTE, link cuts) for ``--ops`` operations, with the bridge's
   health report tapped inside the firmware: at each report (every 5 s) the bridge prints its
@@ -209,6 +210,17 @@ def measure_imports(binary: str, flashed: bundle.Bundle) -> dict[str, Any]:
         code += (f"import {name}\ngc.collect()\n_a = gc.mem_alloc()\n"
                  f"print('IMPORT', {name!r}, _a - _prev, _a - _base)\n_prev = _a\n"
                  f"micropython.qstr_info()\n")
+    # The qstr pools' headroom: new names interned one by one (getattr interns its name and
+    # stores nothing) until the heap jumps by a new pool's size (docs/architecture.md, "Heap").
+    code += ("_o = object()\ngc.collect()\n_prev = gc.mem_alloc()\n"
+             "for _i in range(4000):\n"
+             "    getattr(_o, 'zq_probe_%d' % _i, None)\n"
+             "    gc.collect()\n"
+             "    _a = gc.mem_alloc()\n"
+             "    if _a - _prev > 1024:\n"
+             "        print('QSTR_HEADROOM', _i, _a - _prev)\n"
+             "        break\n"
+             "    _prev = _a\n")
     heap = bridge_device.DEFAULT_HEAP + image.size + bridge_device.IMAGE_OVERHEAD \
         + bridge_device.HARDWARE_ALLOWANCE + 64 * 1024
     # In a directory of its own, as the simulator's bridge runs in its flash's: '' comes first
@@ -220,7 +232,12 @@ def measure_imports(binary: str, flashed: bundle.Bundle) -> dict[str, Any]:
         raise RuntimeError(f"{binary}: {proc.stdout[-500:]}{proc.stderr[-500:]}")
     modules: list[dict[str, Any]] = []
     qstr_bytes = None
+    headroom: dict[str, int] | None = None
     for line in proc.stdout.splitlines():
+        if line.startswith("QSTR_HEADROOM "):
+            _, names, pool = line.split()
+            headroom = {"names": int(names), "next_pool_bytes": int(pool)}
+            continue
         m = re.match(r"qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), "
                      r"n_total_bytes=(\d+)", line)
         if m:
@@ -233,7 +250,7 @@ def measure_imports(binary: str, flashed: bundle.Bundle) -> dict[str, Any]:
             _, name, own, total = line.split()
             modules.append({"module": name, "bytes": int(own), "cumulative": int(total),
                             "boot_only": name in BOOT_ONLY})
-    return {"binary": binary, "modules": modules,
+    return {"binary": binary, "modules": modules, "qstr_headroom": headroom,
             "total": modules[-1]["cumulative"] if modules else None,
             "kept": sum(m["bytes"] - (m.get("qstr_pool_bytes", 0) if m["boot_only"] else 0)
                      for m in modules)}
@@ -405,6 +422,10 @@ def report(result: dict[str, Any]) -> None:
                                               if m["boot_only"] else ""))
         print(f"  all {imp['total']} B; kept after boot (boot-only modules' own figures but their qstr pools left out) "
               f"{imp['kept']} B")
+        room = imp.get("qstr_headroom")
+        if room is not None:
+            print(f"  qstr pools: {room['names']} new names fit; the next one makes a pool of "
+                  f"{room['next_pool_bytes']} B at once")
     rt = result.get("runtime")
     if not rt:
         return
