@@ -99,7 +99,8 @@ TRAVEL_S = {"reference": 1.5, "dkey": 1.0}
 AIR_HOPS = ("to_link", "link_to_motor", "motor_to_final")
 #: How long the simulated dKey keeps a silent link in a run where each command needs a new one.
 DKEY_IDLE_S = 5.0
-#: --prepared: the tap comes this long (seconds, uniform) after the prepare's answer.
+#: --prepared: the tap comes this long (seconds, uniform) after the prepare's answer, unless
+#: --prepare-lead says otherwise.
 PREPARE_LEAD_S = (2.0, 20.0)
 
 
@@ -211,9 +212,10 @@ TAP_SPREAD_S = 2.0
 async def drive_prepared(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                          sent: dict[str, tuple[float, float]],
                          windows: list[tuple[float, float]], idle: Callable[[], bool],
-                         rng: random.Random) -> dict[str, list]:
+                         rng: random.Random,
+                         lead: tuple[float, float] = PREPARE_LEAD_S) -> dict[str, list]:
     """``n`` commands as ``drive`` sends them, each after a prepare of the lock: once ``idle``
-    holds, a signed prepare, its final answer, then PREPARE_LEAD_S before the command. The
+    holds, a signed prepare, its final answer, then ``lead`` (uniform) before the command. The
     prepare's times (publish -> its final answer) and final answers are returned too."""
     accepted: list[float] = []
     final: list[float] = []
@@ -234,7 +236,7 @@ async def drive_prepared(broker: Mosquitto, key: BackendKey, lock: str, n: int,
                     prepared.append(time.perf_counter() - t0)
                     prepare_answers.append(answer.status.value if answer.reason is None
                                            else f"{answer.status.value} {answer.reason}")
-            await asyncio.sleep(rng.uniform(*PREPARE_LEAD_S))
+            await asyncio.sleep(rng.uniform(*lead))
             claims = CommandClaims.new(hub=HUB_ID, lock=lock,
                                        action="unlock" if i % 2 == 0 else "lock", actor=actor,
                                        assignment=visit, ttl_s=30)
@@ -246,7 +248,8 @@ async def drive_prepared(broker: Mosquitto, key: BackendKey, lock: str, n: int,
 
 
 def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | None,
-        warmup: int = 2, gatt_cache: bool = True, prepared: bool = False) -> dict:
+        warmup: int = 2, gatt_cache: bool = True, prepared: bool = False,
+        lead: tuple[float, float] = PREPARE_LEAD_S) -> dict:
     """One lock kind on one route: ``warmup`` commands, then ``commands`` timed; its figures.
     ``gatt_cache`` False: hubd keeps no lock's GATT database through the bridge (every
     connection discovers; ``[bluetooth] gatt_cache``). ``prepared``: each timed command after a
@@ -303,13 +306,13 @@ def run(lock: str, via: str, commands: int, held: bool, work: Path, seed: int | 
             asyncio.run(drive(broker, key, lock_id, warmup, {}, [], idle_wait))
         if prepared:
             times = asyncio.run(drive_prepared(broker, key, lock_id, commands, sent, windows,
-                                               idle_wait, rng))
+                                               idle_wait, rng, lead))
         else:
             times = asyncio.run(drive(broker, key, lock_id, commands, sent, windows, idle_wait))
     hubd_hops, _ = hops_of(sent, work / "hubd.log", requests_required=False)
     air = marks.hops(sent)
     extra_figures = {} if not prepared else {
-        "prepare_lead_s": list(PREPARE_LEAD_S),
+        "prepare_lead_s": list(lead),
         "prepare": summary(times["prepared"]),
         "prepare_answers": {a: times["prepare_answers"].count(a)
                             for a in sorted(set(times["prepare_answers"]))},
@@ -345,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", action="store_true",
                         help="each command after a signed prepare of its lock, 2-20 s before "
                              "the tap (the visit's first door made ready)")
+    parser.add_argument("--prepare-lead", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        default=PREPARE_LEAD_S,
+                        help="with --prepared: the tap comes MIN-MAX s (uniform) after the "
+                             "prepare's answer (default 2 20)")
     parser.add_argument("--no-gatt-cache", dest="gatt_cache", action="store_false",
                         help="through the bridge, hubd discovers the lock's GATT database at "
                              "every connection (the policy off: [bluetooth] gatt_cache = false)")
@@ -358,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for via in routes:
             work = Path(tempfile.mkdtemp(prefix=f"bench-doorstep-{lock}-{via}-"))
             runs.append(run(lock, via, args.commands, args.held, work, args.seed, args.warmup,
-                            args.gatt_cache, args.prepared))
+                            args.gatt_cache, args.prepared, tuple(args.prepare_lead)))
             shutil.rmtree(work, ignore_errors=True)
     result = {
         "benchmark": "the nurse's wait: backend publish -> motor start and -> succeeded",

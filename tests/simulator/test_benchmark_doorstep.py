@@ -65,3 +65,20 @@ def test_the_reference_lock_through_the_proxy(tmp_path_factory: pytest.TempPathF
     result, output = tiny_run(tmp_path_factory, "--lock", "reference", "--via", "bridge")
     check(result, "reference", "bridge")
     assert f"{COMMANDS}/{COMMANDS} commands" in output and "to_motor" in output
+
+
+@pytest.mark.long
+def test_a_prepared_door_takes_the_tap_on_the_held_connection(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``--prepared``: the backend's signed prepare before the tap; the tap finds the held
+    connection (no connection of its own: no air hop to a link), the prepare's answer and figures
+    are in the JSON."""
+    result, output = tiny_run(tmp_path_factory, "--lock", "reference", "--via", "bridge", "--prepared",
+                              "--prepare-lead", "0.5", "1")
+    (run,) = result["runs"]
+    assert (run["lock"], run["via"], run["prepared"]) == ("reference", "bridge", True)
+    assert run["prepare_answers"] == {"succeeded": COMMANDS}, run["prepare_answers"]
+    assert set(run["prepare"]) == FIGURES and run["prepare"]["n"] == COMMANDS
+    assert run["taps_on_a_new_connection"] == 0, "the tap made a connection of its own"
+    assert run["to_motor"]["n"] == COMMANDS and run["to_motor"]["max_ms"] < run["succeeded"]["max_ms"]
+    assert run["prepare_lead_s"] == [0.5, 1.0]
+    assert f"1/{COMMANDS}: prepare succeeded" in output
