@@ -107,7 +107,6 @@ class _Hold:
     lock: str
     assignment: str | None
     until: float  # loop time
-    cap: float  # loop time: the lock's daily allowance runs out (until never passes it)
     started: float  # loop time
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # stop, or a prepare waits: read
@@ -182,7 +181,7 @@ class VisitHold:
         hold = self._hold
         if hold is not None and hold.lock == lock:
             # Never beyond hold_s from this acceptance, nor the lock's allowance for the day.
-            hold.until = min(max(hold.until, until), hold.cap)
+            hold.until = max(hold.until, until)
             hold.assignment = assignment
             # A new prepare is a new hold of the same door: its own two connections (a dKey's
             # two sessions, spent ~50 s after the first prepare, would else end the hold at once
@@ -246,6 +245,11 @@ class VisitHold:
         day, spent = self._spent.get(lock, (0, 0.0))
         return self.route.daily_hold_s - (spent if day == _today() else 0.0)
 
+    def _ends(self, hold: _Hold) -> float:
+        """When (loop time) ``hold`` ends by itself: ``until``, or its lock's daily allowance
+        (what is left of it since the hold began, which counts once it ended)."""
+        return min(hold.until, hold.started + self._left(hold.lock))
+
     def _refuse(self, lock: str, assignment: str | None, cause: str) -> None:
         self.counts["refused"] += 1
         log.warning("visit: not holding %s for %s: it was held %.0f s today, the hub's daily "
@@ -256,8 +260,7 @@ class VisitHold:
     def _start(self, lock: str, assignment: str | None, until: float, cause: str,
                waiting: list[asyncio.Future[str]]) -> None:
         now = asyncio.get_running_loop().time()
-        cap = now + self._left(lock)
-        hold = _Hold(lock, assignment, min(until, cap), cap, now, waiting=waiting)
+        hold = _Hold(lock, assignment, until, now, waiting=waiting)
         self._hold = hold
         self.counts["held"] += 1
         log.info("visit: holding %s's connection for the visit's next command (%s)", lock, cause,
@@ -297,7 +300,7 @@ class VisitHold:
         # connection, as after a loss.
         keeps_alive = self._locks.keeps_alive(hold.lock)
         try:
-            while not hold.stop.is_set() and loop.time() < hold.until:
+            while not hold.stop.is_set() and loop.time() < self._ends(hold):
                 hold.nudge.clear()
                 why: str | None = None
                 if not self._locks.is_up:
@@ -334,9 +337,11 @@ class VisitHold:
                 # calls for the one more connection at once.
                 every = self.route.keepalive_s if keeps_alive else LINK_CHECK_S
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(every, hold.until - loop.time()))):
+                    async with asyncio.timeout(max(0.0, min(every, self._ends(hold) - loop.time()))):
                         await hold.nudge.wait()
-            self._end(hold, "expired")
+            # Before its own time: the lock's daily allowance ended it (a prepare waiting hears so).
+            spent = not hold.stop.is_set() and loop.time() < hold.until
+            self._end(hold, "expired", oc.DAILY_HOLD_SPENT if spent else None)
         except asyncio.CancelledError:
             self._end(hold, "ended", oc.SHUTTING_DOWN)
             raise
