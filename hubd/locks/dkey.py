@@ -39,7 +39,7 @@ The connection outlives an operation by ``idle_s`` (a visit's next command skips
 and a turn by hand meanwhile is heard; the lock itself drops a silent link at 30 s): a change of
 the unlock status notified while no command waits for it goes to ``on_report`` as a state with
 source ``manual`` (``handle`` when the notification says the door handle did it). A turn while
-nobody is connected is seen at the next poll only (:meth:`DkeyLock.refresh`; hubd.locks.upkeep).
+nobody is connected is seen at the next poll only (:meth:`DkeyLock.read`; hubd.locks.upkeep).
 A dKey keeps no reports for later: ``report_counter`` stays 0 and its advert carries none.
 
 **A visit's hold** (hubd.locks.visit: a ``prepare``, or a route's next door) reads the lock
@@ -437,23 +437,19 @@ class DkeyLock(Kept):
             self._guard = None
             self._release()
 
-    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
-        """Read the lock's state and battery (a poll: hubd.locks.upkeep) within ``timeout``;
-        None when it could not be reached or authenticated. A dKey keeps no reports, so there
-        are none to take in (``reports`` 0) and ``read_status`` changes nothing. Never writes
-        anything that can move the bolt. A connection made for it is dropped at once, and it
-        returns only once it is gone; one an operation left open is kept ``idle_s``."""
-        got = await self.read(read_status, timeout)
-        return got if isinstance(got, Refreshed) else None
-
     async def read(self, read_status: bool, timeout: float, *,
                    connections: int | None = None) -> Refreshed | str:
-        """:meth:`refresh`, saying why not (a reason of wire.outcomes: ``unreachable``,
-        ``link_failed``, ``auth_failed``, ``bridge_unavailable``, ...; ``driver_error``: a bug),
-        making at most ``connections`` new connections (``link_failed`` when it needs another).
-        A visit's hold reads so: the read connects and authenticates (the expensive part of a
-        command), and while the visit holds, the session is kept ``held_s`` after its traffic
-        (:meth:`hold`). On a session up it sends the lock nothing, so it keeps nothing alive."""
+        """Read the lock's state and battery (a poll: hubd.locks.upkeep; a visit's hold)
+        within ``timeout``, or why not (a reason of wire.outcomes: ``unreachable``,
+        ``link_failed``, ``auth_failed``, ``bridge_unavailable``, ...; ``driver_error``: a bug).
+        A dKey keeps no reports, so there are none to take in (``reports`` 0) and
+        ``read_status`` changes nothing. Never writes anything that can move the bolt. A
+        connection made for it is dropped at once, and it returns only once it is gone; one an
+        operation left open is kept ``idle_s``. At most ``connections`` new connections
+        (``link_failed`` when it needs another). A visit's hold reads so: the read connects and
+        authenticates (the expensive part of a command), and while the visit holds, the session
+        is kept ``held_s`` after its traffic (:meth:`hold`). On a session up it sends the lock
+        nothing, so it keeps nothing alive."""
         async def read() -> Refreshed | str:
             self._cancelling = _cancelling()
             deadline = asyncio.get_running_loop().time() + timeout

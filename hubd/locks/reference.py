@@ -9,7 +9,7 @@ COMMAND is never sent again. A RESULT that does not come is ``incomplete``, with
 back (a fresh challenge and a ``status`` COMMAND, never the original one) once the lock settled.
 The rule is written once, in :meth:`ReferenceLock.operate`.
 
-Between operations :meth:`ReferenceLock.refresh` reads what the lock kept while nobody was
+Between operations :meth:`ReferenceLock.read` reads what the lock kept while nobody was
 connected (READ_REPORTS after the last report taken in) and, for a poll, its state and battery
 with a ``status`` COMMAND on a tag of zeros: it moves nothing and is no command of hubd's
 journal, as the firmware's polls (hubd.locks.upkeep decides when). The report number taken in
@@ -68,7 +68,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class Refreshed:
-    """What :meth:`ReferenceLock.refresh` learned: the state and battery when it read them (else
+    """What :meth:`ReferenceLock.read` learned: the state and battery when it read them (else
     None), and how many new reports it took in."""
 
     state: str | None
@@ -248,26 +248,20 @@ class ReferenceLock(Kept):
         finally:
             self._release()
 
-    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None:
+    async def read(self, read_status: bool, timeout: float, *,
+                   connections: int | None = None) -> Refreshed | str:
         """Take in the reports the lock kept since the last one taken in (each authentic new one
         goes to ``on_report`` as a live one does) and, with ``read_status`` or when some were
         lost from the lock's backlog, read its state and battery, all within ``timeout``.
 
-        Returns what was learned, or None when the lock could not be reached or its REPORTS_END
-        did not verify. Never writes anything that can move a motor. A connection made for it is
-        dropped at once, and returns only once it is gone (background reads hold one proxy slot
-        at a time across the hub, and a battery lock pays for every second); one an operation
-        left open is kept ``idle_s``."""
-        got = await self.read(read_status, timeout)
-        return got if isinstance(got, Refreshed) else None
-
-    async def read(self, read_status: bool, timeout: float, *,
-                   connections: int | None = None) -> Refreshed | str:
-        """:meth:`refresh`, saying why not when it could not read: a reason of wire.outcomes
-        (``unreachable``, ``link_failed``, ``no_challenge``, ``bridge_unavailable``,
-        ``bridge_busy``: no challenge came; ``link_failed`` after it; ``bad_lock_mac``: the
-        REPORTS_END did not verify; ``driver_error``: a bug). A visit's hold reads so, making
-        at most ``connections`` new connections (``link_failed`` when it needs another)."""
+        Returns what was learned, or why not: a reason of wire.outcomes (``unreachable``,
+        ``link_failed``, ``no_challenge``, ``bridge_unavailable``, ``bridge_busy``: no challenge
+        came; ``link_failed`` after it; ``bad_lock_mac``: the REPORTS_END did not verify;
+        ``driver_error``: a bug). Never writes anything that can move a motor. A connection made
+        for it is dropped at once, and returns only once it is gone (background reads hold one
+        proxy slot at a time across the hub, and a battery lock pays for every second); one an
+        operation left open is kept ``idle_s``. A visit's hold reads so, making at most
+        ``connections`` new connections (``link_failed`` when it needs another)."""
         got = await self._read_between(
             lambda: self._refresh(read_status, timeout, connections))
         return oc.DRIVER_ERROR if got is None else got

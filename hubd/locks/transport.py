@@ -107,7 +107,7 @@ class LockDriver(Protocol):
 
     @property
     def read_s(self) -> float:
-        """How long a background read (:meth:`refresh`) may take."""
+        """How long a background read (:meth:`read`) may take."""
         ...
 
     def reading_of(self, percent: int | None) -> int | None:
@@ -118,8 +118,6 @@ class LockDriver(Protocol):
     async def operate(self, action: str, command_id: str, on_written: Callable[[], None],
                       timeout: float) -> OpResult: ...
 
-    async def refresh(self, read_status: bool, timeout: float) -> Refreshed | None: ...
-
     @property
     def keeps_alive(self) -> bool:
         """Whether a read on the connection up keeps it alive under the lock's own idle drop
@@ -128,7 +126,8 @@ class LockDriver(Protocol):
 
     async def read(self, read_status: bool, timeout: float, *,
                    connections: int | None = None) -> Refreshed | str:
-        """:meth:`refresh`, or why not (a reason of wire.outcomes), making at most
+        """The lock's kept reports and, with ``read_status``, its state and battery, within
+        ``timeout``, moving nothing; or why not (a reason of wire.outcomes), making at most
         ``connections`` new connections (None: no bound but the time)."""
         ...
 
@@ -276,20 +275,10 @@ class BleLocks:
 
     async def refresh(self, lock_id: str, read_status: bool) -> Refreshed | None:
         """In ``lock_id``'s turn, read its kept reports and, with ``read_status``, its state and
-        battery (``ReferenceLock.refresh``); the state goes to ``on_report`` with source
-        ``poll``. None when the lock is not driven, not reached or not authentic."""
-        turn = self._turns.get(lock_id)
-        if turn is None:
-            return None
-        async with turn:
-            driver = self._drivers.get(lock_id)
-            if driver is None:
-                return None
-            got = await driver.refresh(read_status, driver.read_s)
-        if got is None:
-            return None
-        self._took(lock_id, got, driver)
-        return got
+        battery (``ReferenceLock.read``); the state goes to ``on_report`` with source ``poll``.
+        None when the lock is not driven, not reached or not authentic."""
+        got = await self._read(lock_id, read_status, None)
+        return None if isinstance(got, str) else got
 
     async def read(self, lock_id: str, *, connections: int) -> str:
         """In ``lock_id``'s turn, the read that keeps a visit's hold (its kept reports, as
@@ -297,6 +286,11 @@ class BleLocks:
         wire.outcomes: ``unknown_lock`` when it is not driven), making at most ``connections``
         new connections (0: only on the connection up now; ``link_failed`` when it needs one
         more): a hold counts its connections."""
+        got = await self._read(lock_id, False, connections)
+        return got if isinstance(got, str) else ""
+
+    async def _read(self, lock_id: str, read_status: bool,
+                    connections: int | None) -> Refreshed | str:
         turn = self._turns.get(lock_id)
         if turn is None:
             return oc.UNKNOWN_LOCK
@@ -304,11 +298,10 @@ class BleLocks:
             driver = self._drivers.get(lock_id)
             if driver is None:
                 return oc.UNKNOWN_LOCK
-            got = await driver.read(False, driver.read_s, connections=connections)
-        if isinstance(got, str):
-            return got
-        self._took(lock_id, got, driver)
-        return ""
+            got = await driver.read(read_status, driver.read_s, connections=connections)
+        if isinstance(got, Refreshed):
+            self._took(lock_id, got, driver)
+        return got
 
     def _took(self, lock_id: str, got: Refreshed, driver: LockDriver) -> None:
         """A read's news: the lock was heard; a state it read goes to ``on_report`` (``poll``)."""
