@@ -110,7 +110,6 @@ class _Hold:
     started: float  # loop time
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     nudge: asyncio.Event = field(default_factory=asyncio.Event)  # stop, or a prepare waits: read
-    why: str = "expired"  # how it ended
     task: asyncio.Task[None] | None = None
     reading: asyncio.Future[str] | None = None  # the read under way, shielded from the hold's end
     read: bool = False  # a read on the connection held succeeded
@@ -240,10 +239,14 @@ class VisitHold:
 
     # -- the hold ---------------------------------------------------------------------------
 
-    def _left(self, lock: str) -> float:
-        """Seconds ``lock`` may still be held today (UTC): the allowance less what it was."""
+    def _spent_today(self, lock: str) -> float:
+        """Seconds ``lock`` was held today (UTC), by the holds ended."""
         day, spent = self._spent.get(lock, (0, 0.0))
-        return self.route.daily_hold_s - (spent if day == _today() else 0.0)
+        return spent if day == _today() else 0.0
+
+    def _left(self, lock: str) -> float:
+        """Seconds ``lock`` may still be held today: the allowance less what it was."""
+        return self.route.daily_hold_s - self._spent_today(lock)
 
     def _ends(self, hold: _Hold) -> float:
         """When (loop time) ``hold`` ends by itself: ``until``, or its lock's daily allowance
@@ -274,11 +277,8 @@ class VisitHold:
         command or prepare ended it, ``unreachable`` when its time did)."""
         if self._hold is hold:
             self._hold = None
-            hold.why = why
             held = asyncio.get_running_loop().time() - hold.started
-            day, spent = self._spent.get(hold.lock, (0, 0.0))
-            today = _today()
-            self._spent[hold.lock] = (today, (spent if day == today else 0.0) + held)
+            self._spent[hold.lock] = (_today(), self._spent_today(hold.lock) + held)
             hold.stop.set()
             hold.nudge.set()
             self._locks.hold(hold.lock, False)
@@ -302,11 +302,12 @@ class VisitHold:
         try:
             while not hold.stop.is_set() and loop.time() < self._ends(hold):
                 hold.nudge.clear()
-                why: str | None = None
                 if not self._locks.is_up:
                     # The link to the bridge is down: nothing to hold until it is back; a
                     # prepare waiting is told so (its command path waited for the link already).
-                    why = oc.BRIDGE_UNAVAILABLE
+                    if hold.waiting:
+                        self._end(hold, "lost", oc.BRIDGE_UNAVAILABLE)
+                        return
                 elif not self._locks.connected(hold.lock):
                     if hold.connects >= CONNECTS_PER_HOLD:
                         if not keeps_alive:

@@ -462,3 +462,35 @@ async def test_a_lock_is_held_its_daily_allowance_at_most_whatever_asks(rig: Rig
     assert (answer.status, answer.state) == (Status.SUCCEEDED, "unlocked"), "the command works"
     answer = await served.final(served.claims("dkey-door", "prepare"))
     assert answer.status is Status.SUCCEEDED, "another lock has its own allowance"
+
+
+class _LinkDown:
+    """BleLocks as VisitHold sees it with the link to the bridge down."""
+
+    is_up = False
+
+    def driver(self, lock: str) -> object:
+        return object()
+
+    def hold(self, lock: str, on: bool) -> bool:
+        return True
+
+    def keeps_alive(self, lock: str) -> bool:
+        return True
+
+    def connected(self, lock: str) -> bool:
+        return False
+
+    async def read(self, lock: str, *, connections: int) -> str:
+        raise AssertionError("nothing is read with the link down")
+
+
+async def test_a_prepare_waiting_while_the_bridge_link_is_down_hears_so_at_once() -> None:
+    """The link went down between the command path's wait for it and the hold: the prepare is
+    answered bridge_unavailable, not left waiting out hold_s."""
+    visits = VisitHold(_LinkDown(), VisitRoute((), hold_s=TIMEOUT, keepalive_s=0.2))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    ready = visits.prepare("front-door", "visit-1", visits.announced("front-door"), loop.time())
+    async with asyncio.timeout(TIMEOUT / 2):
+        assert await ready == oc.BRIDGE_UNAVAILABLE
+    assert visits.holding is None and visits.counts["lost"] == 1
