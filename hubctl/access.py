@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubctl.hubfiles import (SECRET, FilesError, HubFiles, Planned, json_bytes, mode_of, read_bridge,
+from hubctl.hubfiles import (SECRET, FilesError, HubFiles, Planned, drop_visit_route, json_bytes, mode_of, read_bridge,
                              read_toml, replace, toml_bytes)
 
 DECOMMISSIONED = ("# This hub was decommissioned by hubctl decommission: no backend keys, no locks,\n"
@@ -52,11 +52,7 @@ def remove_secrets(files: HubFiles) -> Removed:
     hub.pop("locks", None)
     # The visit route names the locks just removed (hubd would refuse the file) and the home's
     # doors; its times stay.
-    visit = hub.get("visit")
-    if isinstance(visit, dict):
-        visit.pop("route", None)
-        if not visit:
-            hub.pop("visit")
+    drop_visit_route(hub)
     planned = [Planned(files.hubd_toml, DECOMMISSIONED.encode() + toml_bytes(hub),
                                  mode_of(files.hubd_toml))]
     bridge = read_bridge(files.bridge_json)

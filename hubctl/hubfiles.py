@@ -89,6 +89,15 @@ class HubFiles:
                                  "(sudo)") from None
 
 
+def drop_visit_route(hub: dict[str, Any]) -> None:
+    """hubd.toml's ``[visit] route`` removed (the section too when nothing else is set in it)."""
+    visit = hub.get("visit")
+    if isinstance(visit, dict):
+        visit.pop("route", None)
+        if not visit:
+            del hub["visit"]
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:

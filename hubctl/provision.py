@@ -54,7 +54,7 @@ from pydantic import ValidationError
 from hubapi import signing, topics
 from hubapi.schema import ALARM_CENTRE, BACKEND
 from hubctl.hubfiles import (DEFAULT_ETC, DEFAULT_SERIAL, DEFAULT_STATE, DIR_MODE, PUBLIC, SECRET,
-                             SERVICE_USER, FilesError, Planned, read_bridge, read_env,
+                             SERVICE_USER, FilesError, Planned, drop_visit_route, read_bridge, read_env,
                              read_toml, replace, toml_bytes)
 from hubd.config import (DEFAULT_STATUS_SOCKET, ENV_PREFIX, SOCKET_PATH_MAX, ConfigError, HubConfig,
                          load_config)
@@ -621,11 +621,8 @@ def _apply_visit_route(flags: Flags, hub: dict[str, Any]) -> None:
     given = flags.visit_route
     if given is None:
         return
-    visit = hub.setdefault("visit", {})
     if given.strip().lower() in ("", "none"):
-        visit.pop("route", None)
-        if not visit:
-            hub.pop("visit")
+        drop_visit_route(hub)
         return
     route = [door.strip() for door in given.split(",")]
     paired = list(hub.get("locks") or {})
@@ -635,7 +632,7 @@ def _apply_visit_route(flags: Flags, hub: dict[str, Any]) -> None:
                       f"paired ({', '.join(paired) or 'none yet'}): pair each door first (hubctl "
                       "pair), then give the route as their lock ids in the order a visitor passes "
                       "them, e.g. --visit-route entrance,front-door")
-    visit["route"] = route
+    hub.setdefault("visit", {})["route"] = route
 
 
 def _hex_field(flag: str, value: str, pattern: re.Pattern[str], what: str) -> str:
