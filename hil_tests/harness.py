@@ -51,10 +51,10 @@ def watch_scans(scan_every_ms: int, scan_ms: int, air: str | None = None, **more
     the locks advertise: a window of ``scan_ms`` every ``scan_every_ms`` where every lock
     advertises more often than that (the fast air: every 50 ms), and where one advertises less
     often (the realistic air: every 1.0 s plus advDelay), a window as long as its advertising
-    interval plus the most advDelay, with the same gap after it. A shorter window a fixed
-    cadence apart may miss a lock for minutes, not by chance: a cadence near a multiple of the
-    advertising interval holds the adverts' phase in the gap between windows (advDelay moves
-    it by 5 ms an advert on average). ``air``: the scenario's own (``home(air=...)``), else
+    interval plus the most advDelay, with the same gap after it: it hears every lock in every
+    window. A shorter one hears such a lock only in some windows, by chance (the bridge draws
+    the gap between windows at random, ble_proxy._watch_gap; with a fixed cadence near a
+    multiple of the advertising interval it missed a lock for minutes). ``air``: the scenario's own (``home(air=...)``), else
     the suite's (SIM_BLE_TIMING); ``more``: more keys (e.g. ``presence_ms``)."""
     timing = ble_timing.by_name(air) if air is not None else ble_timing.from_env()
     advert_ms = math.ceil((timing.adv_interval_of(SLOWEST_ADVERT_S) + timing.adv_delay_max_s) * 1000)
