@@ -49,7 +49,7 @@ p50/p90/p99 of each, as JSON.
 first door prepared"). Before each timed command, once the lock has no connection, the backend
 publishes a signed ``prepare`` for the lock (hubd connects and holds the connection:
 hubd.locks.visit, no ``[visit] route``), waits for its answer, then a random 2-20 s
-(``PREPARE_LEAD_S``, within the hold's 120 s) before the tap: the nurse walking to the door.
+(``PREPARE_LEAD_S``, ``--prepare-lead MIN MAX``; within the hold's 120 s) before the tap: the nurse walking to the door.
 Per command also ``prepare`` (publish -> the prepare's final answer) and how many taps still
 found no connection (``taps_on_a_new_connection``). A dKey's prepare connects and
 authenticates; hubd keeps that session without keep-alives (none would keep it), ``held_s``
@@ -382,11 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         cache = {True: ", GATT cache on", False: ", GATT cache off", None: ""}[r["gatt_cache"]]
         how = " (held)" if r["held"] else " (prepared)" if r["prepared"] else ""
         print(f"{r['lock']} via {r['via']}{how}{cache}:")
+        rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
         if r["prepared"]:
             print(f"  prepare answers {r['prepare_answers']}; "
                   f"{r['taps_on_a_new_connection']} taps on a new connection")
-        rows = [("to_motor", r["to_motor"]), ("succeeded", r["succeeded"])]
-        if r["prepared"]:
             rows.append(("prepare", r["prepare"]))
         rows += [(f"  {h}", s) for h, s in r["air_hops"].items()]
         rows += [(f"  hubd {h}", s) for h, s in r["hubd_hops"].items()]
